@@ -1,0 +1,2 @@
+//! Runtime for no_std test guests.
+#![no_std]

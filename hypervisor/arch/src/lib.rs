@@ -1,0 +1,2 @@
+//! Architecture back-ends: AArch64 EL2, ARMv7 HYP, host fake.
+#![no_std]

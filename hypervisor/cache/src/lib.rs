@@ -1,0 +1,2 @@
+//! Cache geometry, maintenance, colouring and the aliasing simulator.
+#![no_std]

@@ -1,0 +1,2 @@
+//! VM configuration (TOML) parsing and validation, host side.
+

@@ -1,0 +1,2 @@
+//! Boards: memory maps, console, interrupt controller, timer.
+#![no_std]
