@@ -1,2 +1,104 @@
-//! stub.
-fn main() {}
+//! `cargo xtask`: builds, bundles, runs, tests and benchmarks chroma.
+#![forbid(unsafe_code)]
+
+mod bench;
+mod bundle;
+mod config;
+mod images;
+mod process;
+mod qemu;
+mod testing;
+mod toolchain;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Build, run, test and benchmark the chroma hypervisor.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the hypervisor image and the test guests.
+    Build(BuildArgs),
+    /// Build, bundle a VM configuration and boot it under QEMU.
+    Run(qemu::RunArgs),
+    /// Run every test stage (or those whose names contain FILTER).
+    Test(testing::TestArgs),
+    /// Print figures: image size, boot time under chroma against plain QEMU.
+    Bench(bench::BenchArgs),
+    /// Run the cache aliasing oracle (arguments are passed through).
+    Oracle {
+        /// Arguments for the oracle, e.g. `--quick`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Options shared by the commands that build images.
+#[derive(Args, Clone)]
+pub struct BuildArgs {
+    /// Board to build for.
+    #[arg(long, value_enum, default_value_t = Board::QemuVirtAarch64)]
+    pub board: Board,
+}
+
+/// A board chroma builds for (a Cargo feature of the hypervisor crate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Board {
+    /// QEMU `virt` machine, AArch64, booted at EL2.
+    QemuVirtAarch64,
+}
+
+impl Board {
+    /// The board's name as the CLI, the build directory and the Cargo feature spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Board::QemuVirtAarch64 => "qemu-virt-aarch64",
+        }
+    }
+
+    /// The Rust target the board's images build for.
+    pub fn target(self) -> &'static str {
+        match self {
+            Board::QemuVirtAarch64 => "aarch64-unknown-none-softfloat",
+        }
+    }
+}
+
+/// The workspace root (this crate lives in `scripts/xtask`).
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .ancestors()
+        .nth(2)
+        .expect("scripts/xtask sits two levels below the workspace root")
+        .to_path_buf()
+}
+
+/// Errors are reported as text: xtask prints them and exits non-zero.
+pub type Result<T, E = String> = std::result::Result<T, E>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Build(args) => images::build_all(args.board).map(|_| ExitCode::SUCCESS),
+        Command::Run(args) => qemu::run(&args),
+        Command::Test(args) => testing::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::Oracle { args } => testing::oracle(&args),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("xtask: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! `cargo xtask bench`: image size and time to a guest's first line, chroma against plain QEMU.
+//!
+//! Times under an emulator on a shared machine are noisy, so the two setups
+//! run interleaved in one invocation and the figure that matters is the ratio
+//! of their medians.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use crate::config::{manifest, parse_size, MachineFacts, ManifestOptions};
+use crate::images::build_all;
+use crate::qemu::{qemu_command, write_bundle, RunArgs};
+use crate::testing::host_cargo;
+use crate::{workspace_root, Board, Result};
+
+/// Options of `cargo xtask bench`.
+#[derive(Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Board to measure.
+    #[arg(long, value_enum, default_value_t = Board::QemuVirtAarch64)]
+    pub board: Board,
+    /// Boots of each setup (interleaved).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Give up on a boot after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+/// Builds, measures and prints.
+pub fn run(args: &BenchArgs) -> Result<ExitCode> {
+    let images = build_all(args.board)?;
+    let probe = images.guests_dir.join("probe.bin");
+    let bench_dir = workspace_root().join("build").join("bench");
+    std::fs::create_dir_all(&bench_dir)
+        .map_err(|error| format!("{}: {error}", bench_dir.display()))?;
+    let config = bench_dir.join("bench-probe.toml");
+    let text = format!(
+        "# One probe VM, written by `cargo xtask bench`.\n[[vm]]\nname = \"probe\"\nkernel = {:?}\nmemory = \"64M\"\nvcpus = 1\n",
+        probe.display().to_string()
+    );
+    std::fs::write(&config, text).map_err(|error| format!("{}: {error}", config.display()))?;
+
+    let run_args = RunArgs {
+        config: config.clone(),
+        board: args.board,
+        smp: 2,
+        gic: 2,
+        memory: "1G".to_owned(),
+        headless: true,
+        timeout: None,
+        force_cache: false,
+        gdb: false,
+        log: None,
+        no_build: true,
+    };
+    let machine = MachineFacts {
+        physical_cpus: run_args.smp,
+        ram_bytes: parse_size(&run_args.memory)?,
+    };
+    let manifest_bytes = manifest(&config, &machine, &ManifestOptions::default())?;
+    let bundle = write_bundle(&images.hypervisor_bin, &manifest_bytes, args.board, &config)?;
+
+    println!(
+        "image size: chroma.bin {} bytes",
+        file_size(&images.hypervisor_bin)?
+    );
+    println!(
+        "image size: bundle with one VM manifest {} bytes",
+        file_size(&bundle)?
+    );
+
+    let timeout = Duration::from_secs(args.timeout);
+    let mut under_chroma = Vec::new();
+    let mut plain = Vec::new();
+    for round in 1..=args.runs {
+        let chroma = time_to_first_line(qemu_command(&run_args, &bundle), "[probe] ", timeout)?;
+        let bare = time_to_first_line(plain_qemu(&probe), "", timeout)?;
+        println!(
+            "round {round}: first guest line after {:.1} ms under chroma, {:.1} ms on plain QEMU",
+            millis(chroma),
+            millis(bare)
+        );
+        under_chroma.push(chroma);
+        plain.push(bare);
+    }
+    let chroma_median = median(&mut under_chroma);
+    let plain_median = median(&mut plain);
+    println!(
+        "first guest line, median of {}: {:.1} ms under chroma, {:.1} ms on plain QEMU, ratio {:.2}",
+        args.runs,
+        millis(chroma_median),
+        millis(plain_median),
+        chroma_median.as_secs_f64() / plain_median.as_secs_f64()
+    );
+
+    if workspace_root()
+        .join("hypervisor/virtio/benches/net.rs")
+        .exists()
+    {
+        let mut bench = host_cargo();
+        bench.args(["bench", "-p", "chroma-virtio", "--bench", "net"]);
+        crate::process::run_checked(&mut bench, "cargo bench -p chroma-virtio --bench net")?;
+    } else {
+        println!("virtio net bench: not present yet (hypervisor/virtio/benches/net.rs)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The probe guest alone on QEMU's `virt` machine (no hypervisor).
+fn plain_qemu(probe: &Path) -> Command {
+    let mut command = Command::new("qemu-system-aarch64");
+    command
+        .args([
+            "-M",
+            "virt,gic-version=2",
+            "-cpu",
+            "cortex-a57",
+            "-smp",
+            "2",
+            "-m",
+            "128M",
+        ])
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+        .arg("-kernel")
+        .arg(probe)
+        .stdin(Stdio::null());
+    command
+}
+
+/// Starts `command` and returns the time until a stdout line starting with
+/// `prefix` (and not empty) appears; QEMU is killed afterwards.
+fn time_to_first_line(mut command: Command, prefix: &str, timeout: Duration) -> Result<Duration> {
+    command.stdout(Stdio::piped()).stderr(Stdio::null());
+    let start = Instant::now();
+    let mut child = command
+        .spawn()
+        .map_err(|error| format!("cannot start QEMU: {error}"))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (sender, receiver) = mpsc::channel();
+    let prefix = prefix.to_owned();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let line = line.trim_end_matches('\r');
+            if !line.trim().is_empty() && line.starts_with(&prefix) {
+                let _ = sender.send(start.elapsed());
+                break;
+            }
+        }
+    });
+    let result = receiver.recv_timeout(timeout);
+    let _ = child.kill();
+    let _ = child.wait();
+    result.map_err(|_| {
+        format!(
+            "no guest line within {} s from {:?}",
+            timeout.as_secs(),
+            command.get_program()
+        )
+    })
+}
+
+/// The median of `samples` (sorted in place); zero when empty.
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    match samples.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 1 => samples[n / 2],
+        n => (samples[n / 2 - 1] + samples[n / 2]) / 2,
+    }
+}
+
+/// A duration in milliseconds.
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// A file's size in bytes.
+fn file_size(path: &Path) -> Result<u64> {
+    std::fs::metadata(path)
+        .map(|meta| meta.len())
+        .map_err(|error| format!("{}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        let ms = Duration::from_millis;
+        assert_eq!(median(&mut [ms(5), ms(1), ms(3)]), ms(3));
+        assert_eq!(
+            median(&mut [ms(4), ms(1), ms(3), ms(2)]),
+            Duration::from_micros(2500)
+        );
+        assert_eq!(median(&mut []), Duration::ZERO);
+    }
+
+    #[test]
+    fn first_line_timer_waits_for_the_prefix() {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            "echo noise; sleep 0.2; echo '[probe] hello'; sleep 30",
+        ]);
+        let elapsed = time_to_first_line(command, "[probe] ", Duration::from_secs(10)).unwrap();
+        assert!(elapsed >= Duration::from_millis(150), "{elapsed:?}");
+        let mut silent = Command::new("sh");
+        silent.args(["-c", "echo noise; sleep 30"]);
+        assert!(time_to_first_line(silent, "[probe] ", Duration::from_millis(300)).is_err());
+    }
+}

@@ -1,0 +1,181 @@
+//! Builds the hypervisor image and the test guests for a board.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::process::{describe_status, run_checked};
+use crate::toolchain::{cross_target_dir, objcopy, CrossToolchain};
+use crate::{workspace_root, Board, Result};
+
+/// The images one build produced.
+#[derive(Clone, Debug)]
+pub struct Images {
+    /// The hypervisor ELF (for gdb).
+    pub hypervisor_elf: PathBuf,
+    /// The flat hypervisor image with its arm64 Image header.
+    pub hypervisor_bin: PathBuf,
+    /// Directory holding `<guest>.bin`.
+    pub guests_dir: PathBuf,
+}
+
+/// `build/<board>/`: where a board's images and bundles go.
+pub fn board_dir(board: Board) -> PathBuf {
+    workspace_root().join("build").join(board.name())
+}
+
+/// `build/guests/`: where the test guests' images go.
+pub fn guests_dir() -> PathBuf {
+    workspace_root().join("build").join("guests")
+}
+
+/// Builds the hypervisor and the guests for `board`.
+pub fn build_all(board: Board) -> Result<Images> {
+    let toolchain = CrossToolchain::detect(board.target())?;
+    eprintln!("xtask: building with {}", toolchain.describe());
+    let (hypervisor_elf, hypervisor_bin) = build_hypervisor(&toolchain, board)?;
+    build_guests(&toolchain)?;
+    eprintln!("xtask: built {}", hypervisor_bin.display());
+    Ok(Images {
+        hypervisor_elf,
+        hypervisor_bin,
+        guests_dir: guests_dir(),
+    })
+}
+
+/// Builds `chroma` for `board` and writes `build/<board>/chroma.bin`.
+fn build_hypervisor(toolchain: &CrossToolchain, board: Board) -> Result<(PathBuf, PathBuf)> {
+    let mut command = toolchain.cargo("build");
+    command.args(["--release", "-p", "chroma", "--features"]);
+    command.arg(format!("board-{}", board.name()));
+    let elf = single_executable(
+        cargo_executables(&mut command, "building the hypervisor")?,
+        "chroma",
+    )?;
+    let bin = board_dir(board).join("chroma.bin");
+    flatten(&elf, &bin)?;
+    Ok((elf, bin))
+}
+
+/// Builds the guests: `guest-images/build.sh` when it exists, else the probe guest.
+fn build_guests(toolchain: &CrossToolchain) -> Result<()> {
+    let root = workspace_root();
+    let script = root.join("guest-images").join("build.sh");
+    let out_dir = guests_dir();
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|error| format!("cannot create {}: {error}", out_dir.display()))?;
+    if script.exists() {
+        let objcopy = objcopy()?;
+        let mut command = Command::new("bash");
+        command.arg(&script).current_dir(&root);
+        for variable in [
+            "RUSTC",
+            "RUSTDOC",
+            "RUSTC_WRAPPER",
+            "CARGO",
+            "LD_LIBRARY_PATH",
+        ] {
+            command.env_remove(variable);
+        }
+        command
+            .envs(toolchain.env())
+            .env("CARGO_TARGET_DIR", cross_target_dir())
+            .env("CHROMA_CARGO", toolchain.cargo_path())
+            .env("CHROMA_CARGO_BUILD_ARGS", toolchain.build_args().join(" "))
+            .env("CHROMA_TARGET", &toolchain.target)
+            .env("CHROMA_OBJCOPY", &objcopy)
+            .env("CHROMA_GUESTS_DIR", &out_dir);
+        return run_checked(&mut command, "guest-images/build.sh");
+    }
+    eprintln!("xtask: no guest-images/build.sh yet; building the probe guest only");
+    let mut command = toolchain.cargo("build");
+    command.args(["--release", "-p", "chroma-guest-probe"]);
+    let executables = cargo_executables(&mut command, "building the probe guest")?;
+    let elf = single_executable(executables, "chroma-guest-probe")?;
+    flatten(&elf, &out_dir.join("probe.bin"))
+}
+
+/// Runs a `cargo build` and returns the executables it reports, streaming its diagnostics.
+fn cargo_executables(command: &mut Command, what: &str) -> Result<Vec<PathBuf>> {
+    command
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .map_err(|error| format!("{what}: cannot start cargo: {error}"))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut executables = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|error| format!("{what}: reading cargo output: {error}"))?;
+        if let Some(path) = executable_of(&line) {
+            executables.push(path);
+        }
+    }
+    let status = child.wait().map_err(|error| format!("{what}: {error}"))?;
+    if !status.success() {
+        return Err(format!("{what} failed ({})", describe_status(status)));
+    }
+    Ok(executables)
+}
+
+/// The executable named in a cargo JSON `compiler-artifact` message, if any.
+fn executable_of(line: &str) -> Option<PathBuf> {
+    let message: serde_json::Value = serde_json::from_str(line).ok()?;
+    if message.get("reason")?.as_str()? != "compiler-artifact" {
+        return None;
+    }
+    message.get("executable")?.as_str().map(PathBuf::from)
+}
+
+/// The one executable a package build produced.
+fn single_executable(mut executables: Vec<PathBuf>, package: &str) -> Result<PathBuf> {
+    match executables.len() {
+        1 => Ok(executables.remove(0)),
+        0 => Err(format!("building {package} produced no executable")),
+        _ => Err(format!(
+            "building {package} produced several executables: {executables:?}"
+        )),
+    }
+}
+
+/// Writes the flat binary of `elf` to `bin` (what `objcopy -O binary` does).
+pub fn flatten(elf: &Path, bin: &Path) -> Result<()> {
+    if let Some(parent) = bin.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|error| format!("cannot create {}: {error}", parent.display()))?;
+    }
+    let objcopy = objcopy()?;
+    let mut command = Command::new(objcopy);
+    command.args(["-O", "binary"]).arg(elf).arg(bin);
+    run_checked(&mut command, &format!("objcopy of {}", elf.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_executable_in_cargo_messages() {
+        let artifact =
+            r#"{"reason":"compiler-artifact","executable":"/t/release/chroma","fresh":true}"#;
+        assert_eq!(
+            executable_of(artifact),
+            Some(PathBuf::from("/t/release/chroma"))
+        );
+        let library = r#"{"reason":"compiler-artifact","executable":null}"#;
+        assert_eq!(executable_of(library), None);
+        let other = r#"{"reason":"build-finished","success":true}"#;
+        assert_eq!(executable_of(other), None);
+        assert_eq!(executable_of("not json"), None);
+    }
+
+    #[test]
+    fn insists_on_one_executable() {
+        assert!(single_executable(vec![], "p").is_err());
+        assert!(single_executable(vec!["a".into(), "b".into()], "p").is_err());
+        assert_eq!(
+            single_executable(vec!["a".into()], "p"),
+            Ok(PathBuf::from("a"))
+        );
+    }
+}

@@ -1,0 +1,259 @@
+//! `cargo xtask run`: bundle a configuration with the hypervisor and boot it under QEMU.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use crate::bundle::bundle;
+use crate::config::{manifest, parse_size, MachineFacts, ManifestOptions};
+use crate::images::{board_dir, build_all, Images};
+use crate::process::{command_line, exit_code};
+use crate::{workspace_root, Board, Result};
+
+/// The exit status `--timeout` ends with (as timeout(1) does).
+pub const TIMEOUT_EXIT: u8 = 124;
+
+/// Options of `cargo xtask run` (and `scripts/run.sh`).
+#[derive(Args, Clone, Debug)]
+pub struct RunArgs {
+    /// VM configuration (TOML); guest paths in it are relative to the file.
+    #[arg(long, value_name = "FILE", default_value = "configs/default.toml")]
+    pub config: PathBuf,
+    /// Board to run on.
+    #[arg(long, value_enum, default_value_t = Board::QemuVirtAarch64)]
+    pub board: Board,
+    /// Physical CPUs of the emulated board.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub smp: u32,
+    /// GIC version of the emulated board.
+    #[arg(long, value_name = "2|3", default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub gic: u8,
+    /// Board RAM (K, M or G suffix).
+    #[arg(long, value_name = "SIZE", default_value = "1G")]
+    pub memory: String,
+    /// No terminal: serial on stdout, stdin from /dev/null, QEMU exits when the
+    /// hypervisor stops (status 0 only if every VM ended cleanly).
+    #[arg(long)]
+    pub headless: bool,
+    /// Kill QEMU and exit with status 124 after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Run the cache colouring and maintenance paths even where the hardware
+    /// (QEMU models no caches) would not need them.
+    #[arg(long)]
+    pub force_cache: bool,
+    /// Start QEMU halted with a gdb server on :1234.
+    #[arg(long)]
+    pub gdb: bool,
+    /// Hypervisor log level: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL")]
+    pub log: Option<String>,
+    /// Use the images already in build/ (the system tests pass this after `xtask test` built them).
+    #[arg(long, hide = true)]
+    pub no_build: bool,
+}
+
+/// Builds, bundles and boots.
+pub fn run(args: &RunArgs) -> Result<ExitCode> {
+    let ram_bytes = parse_size(&args.memory)?;
+    let machine = MachineFacts {
+        physical_cpus: args.smp,
+        ram_bytes,
+    };
+    let options = ManifestOptions {
+        force_cache: args.force_cache,
+        log_level: args.log.clone(),
+    };
+    // Refuse a broken configuration before spending time on a build.
+    let manifest_bytes = manifest(&args.config, &machine, &options)?;
+    let images = if args.no_build {
+        let board = board_dir(args.board);
+        Images {
+            hypervisor_elf: elf_path(args.board),
+            hypervisor_bin: board.join("chroma.bin"),
+            guests_dir: crate::images::guests_dir(),
+        }
+    } else {
+        build_all(args.board)?
+    };
+    let bundle_path = write_bundle(
+        &images.hypervisor_bin,
+        &manifest_bytes,
+        args.board,
+        &args.config,
+    )?;
+    let mut qemu = qemu_command(args, &bundle_path);
+    eprintln!("xtask: {}", command_line(&qemu));
+    if args.gdb {
+        eprintln!(
+            "xtask: QEMU waits for gdb; attach with:\n  gdb-multiarch {} -ex 'target remote :1234'",
+            images.hypervisor_elf.display()
+        );
+    }
+    if !args.headless && !args.gdb {
+        eprintln!("xtask: interactive console; press Ctrl-A then X to quit QEMU");
+    }
+    let code = run_qemu(&mut qemu, args.timeout.map(Duration::from_secs))?;
+    Ok(ExitCode::from(code))
+}
+
+/// Where the cross build leaves the hypervisor ELF.
+fn elf_path(board: Board) -> PathBuf {
+    crate::toolchain::cross_target_dir()
+        .join(board.target())
+        .join("release")
+        .join("chroma")
+}
+
+/// Writes `build/<board>/bundle-<config stem>.bin` and returns its path.
+pub fn write_bundle(
+    hypervisor_bin: &Path,
+    manifest: &[u8],
+    board: Board,
+    config: &Path,
+) -> Result<PathBuf> {
+    let image = std::fs::read(hypervisor_bin)
+        .map_err(|error| format!("cannot read {}: {error}", hypervisor_bin.display()))?;
+    let bundled = bundle(&image, manifest)
+        .map_err(|error| format!("{}: {error}", hypervisor_bin.display()))?;
+    let stem = config
+        .file_stem()
+        .map_or_else(|| "config".into(), |stem| stem.to_string_lossy());
+    let path = board_dir(board).join(format!("bundle-{stem}.bin"));
+    std::fs::create_dir_all(board_dir(board))
+        .map_err(|error| format!("cannot create {}: {error}", board_dir(board).display()))?;
+    std::fs::write(&path, bundled)
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    Ok(path)
+}
+
+/// The QEMU command line that boots `bundle` on the board `args` describe.
+pub fn qemu_command(args: &RunArgs, bundle: &Path) -> Command {
+    let mut command = Command::new("qemu-system-aarch64");
+    command.current_dir(workspace_root());
+    command
+        .arg("-M")
+        .arg(format!("virt,virtualization=on,gic-version={}", args.gic))
+        .args([
+            "-cpu",
+            "cortex-a57",
+            "-smp",
+            &args.smp.to_string(),
+            "-m",
+            &args.memory,
+        ]);
+    if args.headless {
+        // No terminal: the serial port is stdout, nothing else is opened; the
+        // hypervisor ends QEMU through semihosting SYS_EXIT with its status.
+        command.args(["-display", "none", "-monitor", "none", "-serial", "stdio"]);
+        command.args(["-semihosting-config", "enable=on,target=native"]);
+        // A guest-requested board reset ends the run rather than looping.
+        command.arg("-no-reboot");
+        command.stdin(Stdio::null());
+    } else {
+        command.arg("-nographic");
+    }
+    if args.gdb {
+        command.args(["-s", "-S"]);
+    }
+    command.arg("-kernel").arg(bundle);
+    command
+}
+
+/// Runs QEMU, killing it after `timeout`; returns the exit status to end with.
+pub fn run_qemu(command: &mut Command, timeout: Option<Duration>) -> Result<u8> {
+    let mut child = command.spawn().map_err(|error| {
+        format!("cannot start qemu-system-aarch64 (run scripts/setup.sh): {error}")
+    })?;
+    let deadline = timeout.map(|timeout| Instant::now() + timeout);
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|error| format!("waiting for QEMU: {error}"))?
+        {
+            let code = exit_code(status);
+            return Ok(u8::try_from(code).unwrap_or(1));
+        }
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!(
+                "xtask: timeout: QEMU killed after {} s",
+                timeout.map_or(0, |timeout| timeout.as_secs())
+            );
+            return Ok(TIMEOUT_EXIT);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(words: &[&str]) -> RunArgs {
+        let mut all = vec!["run"];
+        all.extend_from_slice(words);
+        Wrapper::try_parse_from(all).unwrap().run
+    }
+
+    fn line(command: &Command) -> String {
+        command_line(command)
+    }
+
+    #[test]
+    fn headless_qemu_uses_semihosting_and_no_terminal() {
+        let command = qemu_command(
+            &args(&["--headless", "--gic", "3", "--smp", "4"]),
+            Path::new("/b.bin"),
+        );
+        let text = line(&command);
+        assert!(text.starts_with("qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu cortex-a57 -smp 4 -m 1G"), "{text}");
+        assert!(
+            text.contains("-semihosting-config enable=on,target=native"),
+            "{text}"
+        );
+        assert!(text.contains("-serial stdio"), "{text}");
+        assert!(!text.contains("-nographic"), "{text}");
+        assert!(text.ends_with("-kernel /b.bin"), "{text}");
+    }
+
+    #[test]
+    fn interactive_qemu_has_a_console_and_no_semihosting() {
+        let text = line(&qemu_command(&args(&["--gdb"]), Path::new("/b.bin")));
+        assert!(text.contains("-nographic"), "{text}");
+        assert!(text.contains("gic-version=2"), "{text}");
+        assert!(text.contains("-s -S"), "{text}");
+        assert!(!text.contains("semihosting"), "{text}");
+    }
+
+    #[test]
+    fn gic_version_is_two_or_three() {
+        assert!(Wrapper::try_parse_from(["run", "--gic", "4"]).is_err());
+        assert!(Wrapper::try_parse_from(["run", "--gic", "1"]).is_err());
+    }
+
+    #[test]
+    fn timeout_kills_and_reports_124() {
+        let mut sleeper = Command::new("sleep");
+        sleeper.arg("30");
+        let start = Instant::now();
+        assert_eq!(
+            run_qemu(&mut sleeper, Some(Duration::from_millis(200))),
+            Ok(TIMEOUT_EXIT)
+        );
+        assert!(start.elapsed() < Duration::from_secs(10));
+        let mut quick = Command::new("sh");
+        quick.args(["-c", "exit 3"]);
+        assert_eq!(run_qemu(&mut quick, Some(Duration::from_secs(10))), Ok(3));
+    }
+}

@@ -1,0 +1,173 @@
+//! Picks the cross toolchain: rustup's targets when installed, else Debian's with build-std.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{workspace_root, Result};
+
+/// Debian's `rustc-web` compiler, used with `-Zbuild-std` (it ships no bare-metal std).
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+/// Debian's `cargo-web`.
+const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+/// Debian's `rust-web-src`: the library source build-std compiles.
+const DEBIAN_RUST_SRC: &str = "/usr/lib/rustlib/src/rust/library";
+/// The crates build-std compiles for the bare-metal targets.
+const BUILD_STD_ARGS: [&str; 2] = [
+    "-Zbuild-std=core,alloc,compiler_builtins",
+    "-Zbuild-std-features=compiler-builtins-mem",
+];
+
+/// Where a cross toolchain comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ToolchainKind {
+    /// rustup's toolchain, which has the target's prebuilt `core`/`alloc`.
+    Rustup,
+    /// Debian's `rustc-web`/`cargo-web`, building `core`/`alloc` from source.
+    Debian,
+}
+
+/// A toolchain that builds one bare-metal target.
+#[derive(Clone, Debug)]
+pub struct CrossToolchain {
+    /// Where it comes from.
+    pub kind: ToolchainKind,
+    /// The Rust target triple.
+    pub target: String,
+}
+
+impl CrossToolchain {
+    /// Picks the toolchain for `target`: rustup's when `rustup target list --installed`
+    /// has it, else Debian's (which `scripts/setup.sh` installs).
+    pub fn detect(target: &str) -> Result<Self> {
+        let kind = if rustup_has_target(target) {
+            ToolchainKind::Rustup
+        } else if Path::new(DEBIAN_CARGO).exists()
+            && Path::new(DEBIAN_RUSTC).exists()
+            && Path::new(DEBIAN_RUST_SRC).exists()
+        {
+            ToolchainKind::Debian
+        } else {
+            return Err(format!(
+                "no toolchain for {target}: neither `rustup target list --installed` has it nor \
+                 are Debian's rustc-web, cargo-web and rust-web-src installed (run scripts/setup.sh)"
+            ));
+        };
+        Ok(CrossToolchain {
+            kind,
+            target: target.to_owned(),
+        })
+    }
+
+    /// The cargo executable.
+    pub fn cargo_path(&self) -> &'static str {
+        match self.kind {
+            ToolchainKind::Rustup => "cargo",
+            ToolchainKind::Debian => DEBIAN_CARGO,
+        }
+    }
+
+    /// Environment variables the toolchain needs, besides the shared target directory.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        match self.kind {
+            ToolchainKind::Rustup => Vec::new(),
+            ToolchainKind::Debian => vec![
+                ("RUSTC", DEBIAN_RUSTC.to_owned()),
+                // build-std is a nightly feature; Debian's stable compiler allows it this way.
+                ("RUSTC_BOOTSTRAP", "1".to_owned()),
+            ],
+        }
+    }
+
+    /// Arguments that go after `cargo build`: the target and, for Debian's, build-std.
+    pub fn build_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.kind == ToolchainKind::Debian {
+            args.extend(BUILD_STD_ARGS.iter().map(|arg| (*arg).to_owned()));
+        }
+        args.push("--target".to_owned());
+        args.push(self.target.clone());
+        args
+    }
+
+    /// `cargo <subcommand> <toolchain args>` run from the workspace root, ready for `-p ...`.
+    pub fn cargo(&self, subcommand: &str) -> Command {
+        let mut command = Command::new(self.cargo_path());
+        command.current_dir(workspace_root());
+        // `cargo xtask` runs under rustup's cargo, which points these at its own toolchain.
+        for variable in [
+            "RUSTC",
+            "RUSTDOC",
+            "RUSTC_WRAPPER",
+            "CARGO",
+            "LD_LIBRARY_PATH",
+        ] {
+            command.env_remove(variable);
+        }
+        if self.kind == ToolchainKind::Debian {
+            // Keep rustup's proxies from overriding Debian's tools.
+            command.env_remove("RUSTUP_TOOLCHAIN");
+        }
+        command.envs(self.env());
+        command.env("CARGO_TARGET_DIR", cross_target_dir());
+        command.arg(subcommand).args(self.build_args());
+        command
+    }
+
+    /// A one-line description for logs.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            ToolchainKind::Rustup => format!("rustup's toolchain for {}", self.target),
+            ToolchainKind::Debian => {
+                format!("Debian's rustc-web with build-std for {}", self.target)
+            }
+        }
+    }
+}
+
+/// True when rustup's active toolchain has `target` installed.
+fn rustup_has_target(target: &str) -> bool {
+    let Ok(output) = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+    else {
+        return false;
+    };
+    output.status.success()
+        && String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .any(|line| line.trim() == target)
+}
+
+/// The target directory shared by every cross build (hypervisor and guests).
+pub fn cross_target_dir() -> PathBuf {
+    workspace_root().join("target").join("cross")
+}
+
+/// Finds an objcopy that writes flat binaries: rust-objcopy (Debian's or rustup's
+/// llvm-tools) or LLVM's.
+pub fn objcopy() -> Result<PathBuf> {
+    let mut candidates = vec![PathBuf::from(
+        "/usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-objcopy",
+    )];
+    if let Ok(output) = Command::new("rustc").args(["--print", "sysroot"]).output() {
+        let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if let Ok(entries) = std::fs::read_dir(sysroot.join("lib/rustlib")) {
+            for entry in entries.flatten() {
+                candidates.push(entry.path().join("bin/rust-objcopy"));
+            }
+        }
+    }
+    if let Some(found) = candidates.into_iter().find(|path| path.exists()) {
+        return Ok(found);
+    }
+    for name in ["llvm-objcopy-19", "llvm-objcopy"] {
+        if Command::new(name)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Ok(PathBuf::from(name));
+        }
+    }
+    Err("no objcopy found (rust-objcopy or llvm-objcopy); run scripts/setup.sh".to_owned())
+}
