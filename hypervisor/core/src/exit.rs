@@ -1,0 +1,100 @@
+//! Why a vCPU stopped running guest code, in architecture-neutral terms.
+//!
+//! The back-end decodes its syndrome register (ESR_EL2, HSR) into an
+//! [`Exit`]; the core dispatches on it.
+
+use crate::GuestPhysAddr;
+
+/// Width of an emulated memory access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessWidth {
+    /// 8 bits.
+    Byte,
+    /// 16 bits.
+    Half,
+    /// 32 bits.
+    Word,
+    /// 64 bits.
+    Double,
+}
+
+impl AccessWidth {
+    /// Size in bytes.
+    pub const fn bytes(self) -> u64 {
+        match self {
+            AccessWidth::Byte => 1,
+            AccessWidth::Half => 2,
+            AccessWidth::Word => 4,
+            AccessWidth::Double => 8,
+        }
+    }
+}
+
+/// A guest load or store that missed stage-2 and carries a valid syndrome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmioAccess {
+    /// The faulting guest-physical address.
+    pub ipa: GuestPhysAddr,
+    /// Access width.
+    pub width: AccessWidth,
+    /// True for a store.
+    pub write: bool,
+    /// The general-purpose register transferred (31 = zero register).
+    pub register: u8,
+    /// A load sign-extends into the register.
+    pub sign_extend: bool,
+    /// The register is 64-bit wide (else 32-bit: the upper half is cleared).
+    pub register_64bit: bool,
+}
+
+/// A trapped system-register access (GICv3 SGI generation, for example).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysRegAccess {
+    /// The encoding: op0, op1, CRn, CRm, op2 packed as the back-end chooses,
+    /// compared against the back-end's own constants.
+    pub encoding: u32,
+    /// True for a write (MSR).
+    pub write: bool,
+    /// The general-purpose register transferred.
+    pub register: u8,
+}
+
+/// Why the guest stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// A physical interrupt arrived for the hypervisor.
+    Interrupt,
+    /// A data abort with a usable syndrome: emulate the access.
+    Mmio(MmioAccess),
+    /// A stage-2 abort without a valid instruction syndrome (a load/store pair,
+    /// a cache maintenance op, an access with writeback): cannot be emulated.
+    AbortNoSyndrome {
+        /// The faulting guest-physical address, when known.
+        ipa: GuestPhysAddr,
+        /// True for an instruction fetch.
+        fetch: bool,
+    },
+    /// HVC from the guest (SMCCC / PSCI calls); the PC is already past it.
+    Hypercall {
+        /// The immediate of the HVC instruction.
+        immediate: u16,
+    },
+    /// SMC from the guest, trapped; the PC still points at it.
+    SecureMonitorCall {
+        /// The immediate of the SMC instruction.
+        immediate: u16,
+    },
+    /// WFI: the guest waits for an interrupt.
+    WaitForInterrupt,
+    /// WFE: the guest waits for an event.
+    WaitForEvent,
+    /// A trapped system-register access.
+    SysReg(SysRegAccess),
+    /// Anything else: the syndrome value is kept for the report.
+    Unhandled {
+        /// The raw syndrome.
+        syndrome: u64,
+        /// Faulting address register value, if any.
+        fault_address: u64,
+    },
+}

@@ -1,0 +1,203 @@
+//! An emulated Arm PL011 UART (the QEMU `virt` console at 0x0900_0000).
+//!
+//! Transmit is immediate (the FIFO never fills), so the model hands each
+//! byte to the caller; receive has a 32-byte FIFO fed from the physical
+//! console when this VM has the input focus. The interrupt line is level:
+//! (RIS & IMSC) != 0, as the PL011 TRM (DDI 0183) specifies UARTINTR.
+
+/// Register offsets (PL011 TRM, table 3-1).
+mod offsets {
+    pub const UARTDR: u64 = 0x000;
+    pub const UARTRSR: u64 = 0x004;
+    pub const UARTFR: u64 = 0x018;
+    pub const UARTILPR: u64 = 0x020;
+    pub const UARTIBRD: u64 = 0x024;
+    pub const UARTFBRD: u64 = 0x028;
+    pub const UARTLCR_H: u64 = 0x02c;
+    pub const UARTCR: u64 = 0x030;
+    pub const UARTIFLS: u64 = 0x034;
+    pub const UARTIMSC: u64 = 0x038;
+    pub const UARTRIS: u64 = 0x03c;
+    pub const UARTMIS: u64 = 0x040;
+    pub const UARTICR: u64 = 0x044;
+    pub const UARTDMACR: u64 = 0x048;
+    pub const UARTPERIPHID0: u64 = 0xfe0;
+    pub const UARTPCELLID3: u64 = 0xffc;
+}
+use offsets::*;
+
+/// Flag register bits.
+const FR_RXFE: u32 = 1 << 4;
+const FR_TXFE: u32 = 1 << 7;
+/// Interrupt bits (RIS, MIS, IMSC, ICR).
+const INT_RX: u32 = 1 << 4;
+const INT_TX: u32 = 1 << 5;
+const INT_RT: u32 = 1 << 6;
+/// PrimeCell identification: PL011 r1p5 (0x00341011) and the PrimeCell id.
+const ID_BYTES: [u8; 8] = [0x11, 0x10, 0x34, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
+
+const FIFO_SIZE: usize = 32;
+
+/// Size of the register window.
+pub const WINDOW_SIZE: u64 = 0x1000;
+
+/// What a register write produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pl011Effect {
+    /// Nothing visible outside.
+    None,
+    /// The guest transmitted this byte.
+    Transmit(u8),
+}
+
+/// The emulated UART's state.
+#[derive(Clone, Debug)]
+pub struct Pl011 {
+    fifo: [u8; FIFO_SIZE],
+    head: usize,
+    len: usize,
+    imsc: u32,
+    cr: u32,
+    lcr_h: u32,
+    ibrd: u32,
+    fbrd: u32,
+    ifls: u32,
+    /// Transmit interrupt latch: set when the TX FIFO drains, cleared by ICR.
+    tx_latched: bool,
+}
+
+impl Default for Pl011 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pl011 {
+    /// A UART in its reset state.
+    pub const fn new() -> Self {
+        Self { fifo: [0; FIFO_SIZE], head: 0, len: 0, imsc: 0, cr: 0x300, lcr_h: 0, ibrd: 0, fbrd: 0, ifls: 0x12, tx_latched: true }
+    }
+
+    /// Queues a received byte; false if the FIFO is full (the byte is dropped).
+    pub fn receive(&mut self, byte: u8) -> bool {
+        if self.len == FIFO_SIZE {
+            return false;
+        }
+        self.fifo[(self.head + self.len) % FIFO_SIZE] = byte;
+        self.len += 1;
+        true
+    }
+
+    /// Whether the FIFO has room for input.
+    pub fn can_receive(&self) -> bool {
+        self.len < FIFO_SIZE
+    }
+
+    fn raw_interrupts(&self) -> u32 {
+        let rx = if self.len > 0 { INT_RX | INT_RT } else { 0 };
+        let tx = if self.tx_latched { INT_TX } else { 0 };
+        rx | tx
+    }
+
+    /// The level of the interrupt line (UARTINTR).
+    pub fn interrupt_level(&self) -> bool {
+        self.raw_interrupts() & self.imsc != 0
+    }
+
+    /// Emulated read; `None` for an offset with no register.
+    pub fn read(&mut self, offset: u64) -> Option<u32> {
+        let value = match offset {
+            UARTDR => {
+                if self.len == 0 {
+                    0
+                } else {
+                    let b = self.fifo[self.head];
+                    self.head = (self.head + 1) % FIFO_SIZE;
+                    self.len -= 1;
+                    u32::from(b)
+                }
+            }
+            UARTRSR => 0,
+            UARTFR => FR_TXFE | if self.len == 0 { FR_RXFE } else { 0 },
+            UARTILPR => 0,
+            UARTIBRD => self.ibrd,
+            UARTFBRD => self.fbrd,
+            UARTLCR_H => self.lcr_h,
+            UARTCR => self.cr,
+            UARTIFLS => self.ifls,
+            UARTIMSC => self.imsc,
+            UARTRIS => self.raw_interrupts(),
+            UARTMIS => self.raw_interrupts() & self.imsc,
+            UARTICR => 0,
+            UARTDMACR => 0,
+            UARTPERIPHID0..=UARTPCELLID3 if offset % 4 == 0 => {
+                u32::from(ID_BYTES[((offset - UARTPERIPHID0) / 4) as usize])
+            }
+            _ if offset < WINDOW_SIZE => 0,
+            _ => return None,
+        };
+        Some(value)
+    }
+
+    /// Emulated write; `None` for an offset with no register.
+    pub fn write(&mut self, offset: u64, value: u32) -> Option<Pl011Effect> {
+        match offset {
+            UARTDR => {
+                // Transmission completes at once: the TX interrupt latches again.
+                self.tx_latched = true;
+                return Some(Pl011Effect::Transmit(value as u8));
+            }
+            UARTRSR => {}
+            UARTIBRD => self.ibrd = value & 0xffff,
+            UARTFBRD => self.fbrd = value & 0x3f,
+            UARTLCR_H => self.lcr_h = value & 0xff,
+            UARTCR => self.cr = value & 0xffff,
+            UARTIFLS => self.ifls = value & 0x3f,
+            UARTIMSC => self.imsc = value & 0x7ff,
+            UARTICR => {
+                if value & INT_TX != 0 {
+                    self.tx_latched = false;
+                }
+            }
+            _ if offset < WINDOW_SIZE => {} // read-only or reserved: ignored
+            _ => return None,
+        }
+        Some(Pl011Effect::None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transmit_receive_and_interrupt_level() {
+        let mut u = Pl011::new();
+        assert_eq!(u.write(UARTDR, u32::from(b'x')), Some(Pl011Effect::Transmit(b'x')));
+        assert_eq!(u.read(UARTFR).unwrap() & FR_RXFE, FR_RXFE);
+        assert!(!u.interrupt_level(), "masked at reset");
+        u.write(UARTIMSC, INT_RX);
+        assert!(u.receive(b'a'));
+        assert!(u.interrupt_level());
+        assert_eq!(u.read(UARTFR).unwrap() & FR_RXFE, 0);
+        assert_eq!(u.read(UARTDR), Some(u32::from(b'a')));
+        assert!(!u.interrupt_level());
+        // TX interrupt: latched after a write, cleared by ICR.
+        u.write(UARTIMSC, INT_TX);
+        assert!(u.interrupt_level());
+        u.write(UARTICR, INT_TX);
+        assert!(!u.interrupt_level());
+    }
+
+    #[test]
+    fn fifo_overflow_drops_and_primecell_ids() {
+        let mut u = Pl011::new();
+        for i in 0..FIFO_SIZE {
+            assert!(u.receive(i as u8));
+        }
+        assert!(!u.receive(0xff));
+        assert_eq!(u.read(UARTPERIPHID0), Some(0x11));
+        assert_eq!(u.read(UARTPCELLID3), Some(0xb1));
+        assert_eq!(u.read(0x1000), None);
+    }
+}

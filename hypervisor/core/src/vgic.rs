@@ -1,0 +1,893 @@
+//! The virtual GIC: a distributor (GICv2) or distributor + redistributors
+//! (GICv3) emulated in software, and the scheduling of pending virtual
+//! interrupts into the hardware list registers.
+//!
+//! The software state below is the truth; list registers are a cache that
+//! [`Vgic::flush`] fills before a vCPU enters the guest and [`Vgic::sync`]
+//! reads back after it exits. When more interrupts are pending than there are
+//! list registers, flush asks for the underflow maintenance interrupt, so the
+//! vCPU exits as soon as the list registers drain and the rest are loaded.
+//!
+//! Lock order: one `Vgic` per VM, behind the VM's lock; nothing else is
+//! taken while it is held.
+
+use crate::exit::AccessWidth;
+
+/// Most vCPUs a VM can have.
+pub const MAX_VCPUS: usize = 8;
+/// Interrupt IDs 0..NUM_IRQS exist (SGIs 0-15, PPIs 16-31, SPIs 32..).
+pub const NUM_IRQS: usize = 128;
+const NUM_SPIS: usize = NUM_IRQS - 32;
+/// Most list registers any implementation has.
+pub const MAX_LIST_REGISTERS: usize = 16;
+
+/// The guest-visible GIC architecture version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GicVersion {
+    /// GICv2: memory-mapped CPU interface, 8 CPUs, SGIs through GICD_SGIR.
+    V2,
+    /// GICv3: system-register CPU interface, redistributors, affinity routing.
+    V3,
+}
+
+/// Register offsets, named as in the GIC architecture specification (IHI 0069).
+mod offsets {
+    pub const GICD_CTLR: u64 = 0x000;
+    pub const GICD_TYPER: u64 = 0x004;
+    pub const GICD_IIDR: u64 = 0x008;
+    pub const GICD_IGROUPR: u64 = 0x080;
+    pub const GICD_ISENABLER: u64 = 0x100;
+    pub const GICD_ICENABLER: u64 = 0x180;
+    pub const GICD_ISPENDR: u64 = 0x200;
+    pub const GICD_ICPENDR: u64 = 0x280;
+    pub const GICD_ISACTIVER: u64 = 0x300;
+    pub const GICD_ICACTIVER: u64 = 0x380;
+    pub const GICD_IPRIORITYR: u64 = 0x400;
+    pub const GICD_ITARGETSR: u64 = 0x800;
+    pub const GICD_ICFGR: u64 = 0xc00;
+    pub const GICD_IGRPMODR: u64 = 0xd00;
+    pub const GICD_SGIR: u64 = 0xf00;
+    pub const GICD_CPENDSGIR: u64 = 0xf10;
+    /// Last byte of GICD_SPENDSGIR<n> (0xf20..0xf2f).
+    pub const GICD_SPENDSGIR_LAST: u64 = 0xf2f;
+    pub const GICD_IROUTER: u64 = 0x6000;
+    pub const GICD_PIDR2_V2: u64 = 0xfe8;
+    pub const GICD_PIDR2_V3: u64 = 0xffe8;
+    pub const GICR_CTLR: u64 = 0x0000;
+    pub const GICR_IIDR: u64 = 0x0004;
+    pub const GICR_TYPER: u64 = 0x0008;
+    pub const GICR_WAKER: u64 = 0x0014;
+    pub const GICR_PIDR2: u64 = 0xffe8;
+    /// The SGI/PPI frame follows the RD frame.
+    pub const GICR_SGI_BASE: u64 = 0x1_0000;
+    /// Each redistributor: RD frame + SGI frame.
+    pub const GICR_STRIDE: u64 = 0x2_0000;
+}
+pub use offsets::GICR_STRIDE;
+use offsets::*;
+
+/// IIDR value: implementer Arm (0x43b), as QEMU's model reports.
+const IIDR_ARM: u32 = 0x0000_043b;
+
+/// Where an emulated GIC access landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GicFrame {
+    /// The distributor, at this offset.
+    Distributor(u64),
+    /// Redistributor `index` (GICv3), at this offset within it.
+    Redistributor(usize, u64),
+}
+
+/// Why an emulated GIC access was refused (answered with an abort).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VgicError {
+    /// Width or alignment not allowed for this register.
+    BadAccess,
+    /// No register at this offset.
+    NoRegister,
+}
+
+/// State of one interrupt in a list register, and in software.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LrState {
+    /// Nothing.
+    #[default]
+    Invalid,
+    /// Pending.
+    Pending,
+    /// Active (the guest acknowledged it).
+    Active,
+    /// Active and pending again.
+    PendingActive,
+}
+
+/// One list register's content, architecture-neutral.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ListRegister {
+    /// Virtual interrupt ID.
+    pub intid: u32,
+    /// State.
+    pub state: LrState,
+    /// Priority (8-bit; the back-end keeps the bits it implements).
+    pub priority: u8,
+    /// Group 1 (else group 0).
+    pub group1: bool,
+    /// For GICv2 SGIs: the requesting vCPU.
+    pub source: u8,
+}
+
+/// The hardware list registers of the current physical CPU.
+pub trait ListRegisters {
+    /// How many list registers there are.
+    fn count(&self) -> usize;
+    /// Reads list register `index`.
+    fn read(&self, index: usize) -> ListRegister;
+    /// Writes list register `index`.
+    fn write(&mut self, index: usize, value: ListRegister);
+    /// Requests (or stops requesting) the maintenance interrupt raised when
+    /// the list registers are empty or hold at most one valid entry.
+    fn set_underflow_interrupt(&mut self, enable: bool);
+}
+
+/// A set of vCPUs (bit n = vCPU n) that must be kicked to see new state.
+pub type VcpuMask = u32;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Irq {
+    enabled: bool,
+    pending: bool,
+    active: bool,
+    group1: bool,
+    edge: bool,
+    /// Input line level (level-sensitive interrupts re-pend while high).
+    level: bool,
+    priority: u8,
+    /// GICv2 SGI source of the pending request.
+    source: u8,
+    /// SPI target: GICv2 ITARGETSR byte, or GICv3 IROUTER Aff0.
+    target: u8,
+    /// The SPI routing mode is "any vCPU" (GICv3 IROUTER.IRM).
+    any: bool,
+    /// Loaded in a list register of its vCPU right now.
+    in_lr: bool,
+    /// A new edge arrived while it sat in a list register.
+    repend: bool,
+}
+
+/// The VM's virtual interrupt controller state.
+pub struct Vgic {
+    version: GicVersion,
+    vcpu_count: usize,
+    ctlr: u32,
+    private: [[Irq; 32]; MAX_VCPUS],
+    spis: [Irq; NUM_SPIS],
+    waker_sleep: [bool; MAX_VCPUS],
+    /// List registers in use per vCPU (intids), filled by flush.
+    loaded: [[Option<u32>; MAX_LIST_REGISTERS]; MAX_VCPUS],
+}
+
+fn check_width(width: AccessWidth, offset: u64, byte_ok: bool) -> Result<(), VgicError> {
+    match width {
+        AccessWidth::Word if offset % 4 == 0 => Ok(()),
+        AccessWidth::Byte if byte_ok => Ok(()),
+        _ => Err(VgicError::BadAccess),
+    }
+}
+
+impl Vgic {
+    /// A reset GIC for `vcpu_count` vCPUs.
+    pub fn new(version: GicVersion, vcpu_count: usize) -> Self {
+        let mut v = Self {
+            version,
+            vcpu_count: vcpu_count.clamp(1, MAX_VCPUS),
+            ctlr: 0,
+            private: [[Irq::default(); 32]; MAX_VCPUS],
+            spis: [Irq::default(); NUM_SPIS],
+            waker_sleep: [true; MAX_VCPUS],
+            loaded: [[None; MAX_LIST_REGISTERS]; MAX_VCPUS],
+        };
+        for cpu in v.private.iter_mut() {
+            for (i, irq) in cpu.iter_mut().enumerate() {
+                // SGIs are always enabled on GICv2 and edge-triggered on both.
+                irq.edge = i < 16;
+                irq.enabled = i < 16 && version == GicVersion::V2;
+            }
+        }
+        for spi in v.spis.iter_mut() {
+            // GICv2: ITARGETSR bit 0 (vCPU 0); GICv3: IROUTER Aff0 = 0.
+            spi.target = if version == GicVersion::V2 { 1 } else { 0 };
+        }
+        v
+    }
+
+    /// The guest-visible version.
+    pub fn version(&self) -> GicVersion {
+        self.version
+    }
+
+    fn irq(&mut self, vcpu: usize, intid: u32) -> Option<&mut Irq> {
+        let i = intid as usize;
+        if i < 32 {
+            self.private.get_mut(vcpu)?.get_mut(i)
+        } else {
+            self.spis.get_mut(i - 32)
+        }
+    }
+
+    fn irq_ref(&self, vcpu: usize, intid: u32) -> Option<&Irq> {
+        let i = intid as usize;
+        if i < 32 {
+            self.private.get(vcpu)?.get(i)
+        } else {
+            self.spis.get(i - 32)
+        }
+    }
+
+    /// The vCPU an SPI is delivered to.
+    fn spi_target(&self, spi: &Irq) -> usize {
+        match self.version {
+            GicVersion::V2 => (spi.target.trailing_zeros() as usize).min(self.vcpu_count - 1),
+            GicVersion::V3 if spi.any => 0,
+            GicVersion::V3 => usize::from(spi.target).min(self.vcpu_count - 1),
+        }
+    }
+
+    fn owner(&self, vcpu: usize, intid: u32) -> usize {
+        if intid < 32 {
+            vcpu
+        } else {
+            self.irq_ref(vcpu, intid).map_or(0, |spi| self.spi_target(spi))
+        }
+    }
+
+    /// Makes `intid` pending (edge), as seen from `vcpu` for private IDs.
+    /// Returns the vCPUs to kick.
+    pub fn inject(&mut self, vcpu: usize, intid: u32) -> VcpuMask {
+        match self.irq(vcpu, intid) {
+            Some(irq) if irq.in_lr => irq.repend = true,
+            Some(irq) => irq.pending = true,
+            None => return 0,
+        }
+        1 << self.owner(vcpu, intid)
+    }
+
+    /// Sets the line level of a level-sensitive SPI. Returns vCPUs to kick.
+    pub fn set_level(&mut self, intid: u32, level: bool) -> VcpuMask {
+        let Some(irq) = self.irq(0, intid) else { return 0 };
+        irq.level = level;
+        if level && !irq.edge {
+            irq.pending = true;
+        } else if !level && !irq.edge {
+            irq.pending = false;
+        }
+        1 << self.owner(0, intid)
+    }
+
+    /// Whether `vcpu` has an enabled interrupt pending (WFI wakes up).
+    pub fn has_pending(&self, vcpu: usize) -> bool {
+        let private = self.private.get(vcpu).map_or(false, |p| p.iter().any(|i| i.pending && i.enabled));
+        private
+            || self
+                .spis
+                .iter()
+                .any(|s| s.pending && s.enabled && self.ctlr & 3 != 0 && self.spi_target(s) == vcpu)
+    }
+
+    /// Reads back the list registers after `vcpu` exited.
+    pub fn sync(&mut self, vcpu: usize, lrs: &impl ListRegisters) {
+        let Some(loaded) = self.loaded.get(vcpu).copied() else { return };
+        for (index, slot) in loaded.iter().enumerate().take(lrs.count()) {
+            let Some(intid) = slot else { continue };
+            let lr = lrs.read(index);
+            if let Some(irq) = self.irq(vcpu, *intid) {
+                let (pending, active) = match lr.state {
+                    LrState::Invalid => (false, false),
+                    LrState::Pending => (true, false),
+                    LrState::Active => (false, true),
+                    LrState::PendingActive => (true, true),
+                };
+                // A new edge may have arrived while it sat in the LR.
+                irq.pending = pending || irq.repend;
+                irq.repend = false;
+                irq.in_lr = false;
+                irq.active = active;
+                // A level-sensitive line still high re-pends once completed.
+                if !irq.edge && irq.level && !active {
+                    irq.pending = true;
+                }
+            }
+        }
+        if let Some(l) = self.loaded.get_mut(vcpu) {
+            *l = [None; MAX_LIST_REGISTERS];
+        }
+    }
+
+    /// Loads `vcpu`'s highest-priority pending and active interrupts into the
+    /// list registers, and asks for a maintenance interrupt if some remain.
+    pub fn flush(&mut self, vcpu: usize, lrs: &mut impl ListRegisters) {
+        let count = lrs.count().min(MAX_LIST_REGISTERS);
+        let dist_enabled = self.ctlr & 3 != 0;
+        let mut candidates: [(u8, u32); MAX_LIST_REGISTERS + 1] = [(0, 0); MAX_LIST_REGISTERS + 1];
+        let mut found = 0usize;
+        let mut overflow = false;
+        let mut consider = |prio: u8, intid: u32, found: &mut usize| {
+            // Keep the `count` best (lowest priority value; active first).
+            if *found < count {
+                candidates[*found] = (prio, intid);
+                *found += 1;
+            } else {
+                overflow = true;
+                if let Some(worst) = (0..count).max_by_key(|&i| candidates[i].0) {
+                    if candidates[worst].0 > prio {
+                        candidates[worst] = (prio, intid);
+                    }
+                }
+            }
+        };
+        if let Some(private) = self.private.get(vcpu) {
+            for (i, irq) in private.iter().enumerate() {
+                if irq.active || (irq.pending && irq.enabled) {
+                    consider(if irq.active { 0 } else { irq.priority }, i as u32, &mut found);
+                }
+            }
+        }
+        for (i, spi) in self.spis.iter().enumerate() {
+            let live = spi.active || (spi.pending && spi.enabled && dist_enabled);
+            if live && self.spi_target(spi) == vcpu {
+                consider(if spi.active { 0 } else { spi.priority }, (i + 32) as u32, &mut found);
+            }
+        }
+        let mut loaded = [None; MAX_LIST_REGISTERS];
+        for index in 0..count {
+            if index < found {
+                let (_, intid) = candidates[index];
+                let irq = self.irq_ref(vcpu, intid).copied().unwrap_or_default();
+                let state = match (irq.pending, irq.active) {
+                    (true, true) => LrState::PendingActive,
+                    (false, true) => LrState::Active,
+                    _ => LrState::Pending,
+                };
+                lrs.write(
+                    index,
+                    ListRegister { intid, state, priority: irq.priority, group1: irq.group1, source: irq.source },
+                );
+                loaded[index] = Some(intid);
+                if let Some(irq) = self.irq(vcpu, intid) {
+                    irq.in_lr = true;
+                }
+            } else {
+                lrs.write(index, ListRegister::default());
+            }
+        }
+        lrs.set_underflow_interrupt(overflow);
+        if let Some(l) = self.loaded.get_mut(vcpu) {
+            *l = loaded;
+        }
+    }
+
+    /// Sends SGI `intid` from `from` to the vCPUs in `targets`.
+    fn send_sgi(&mut self, from: usize, intid: u32, targets: VcpuMask) -> VcpuMask {
+        let mut kicked = 0;
+        for cpu in 0..self.vcpu_count {
+            if targets & (1 << cpu) != 0 {
+                if let Some(irq) = self.private[cpu].get_mut(intid as usize & 15) {
+                    if irq.in_lr {
+                        irq.repend = true;
+                    } else {
+                        irq.pending = true;
+                    }
+                    irq.source = from as u8;
+                    kicked |= 1 << cpu;
+                }
+            }
+        }
+        kicked
+    }
+
+    fn all_but(&self, from: usize) -> VcpuMask {
+        ((1u32 << self.vcpu_count) - 1) & !(1 << from)
+    }
+
+    /// A GICv3 guest wrote ICC_SGI1R_EL1 with `value`. Returns vCPUs to kick.
+    pub fn write_sgi1r(&mut self, from: usize, value: u64) -> VcpuMask {
+        let intid = ((value >> 24) & 0xf) as u32;
+        let targets = if value & (1 << 40) != 0 {
+            self.all_but(from)
+        } else if (value >> 16) & 0xff != 0 || (value >> 32) & 0xff != 0 || (value >> 48) & 0xff != 0 {
+            // Aff1..3 non-zero: no vCPU there (vCPU n has MPIDR Aff0 = n).
+            0
+        } else {
+            (value & 0xffff) as u32 & ((1u32 << self.vcpu_count) - 1)
+        };
+        self.send_sgi(from, intid, targets)
+    }
+
+    /// Emulated read of `width` at `frame` by `vcpu`.
+    pub fn mmio_read(&mut self, vcpu: usize, frame: GicFrame, width: AccessWidth) -> Result<u64, VgicError> {
+        match frame {
+            GicFrame::Distributor(offset) => self.dist_read(vcpu, offset, width),
+            GicFrame::Redistributor(index, offset) => self.redist_read(index, offset, width),
+        }
+    }
+
+    /// Emulated write. Returns the vCPUs to kick.
+    pub fn mmio_write(
+        &mut self,
+        vcpu: usize,
+        frame: GicFrame,
+        width: AccessWidth,
+        value: u64,
+    ) -> Result<VcpuMask, VgicError> {
+        match frame {
+            GicFrame::Distributor(offset) => self.dist_write(vcpu, offset, width, value as u32),
+            GicFrame::Redistributor(index, offset) => self.redist_write(index, offset, width, value),
+        }
+    }
+
+    fn num_lines_field(&self) -> u32 {
+        (NUM_IRQS as u32 / 32) - 1
+    }
+
+    /// Reads a banked bit register (one bit per interrupt) word.
+    fn read_bits(&self, vcpu: usize, first: u32, f: impl Fn(&Irq) -> bool) -> u32 {
+        (0..32).fold(0, |acc, bit| match self.irq_ref(vcpu, first + bit) {
+            Some(irq) if f(irq) => acc | 1 << bit,
+            _ => acc,
+        })
+    }
+
+    fn write_bits(&mut self, vcpu: usize, first: u32, value: u32, f: impl Fn(&mut Irq)) -> VcpuMask {
+        let mut kick = 0;
+        for bit in 0..32 {
+            if value & (1 << bit) != 0 {
+                let intid = first + bit;
+                // SGI enables are fixed on GICv2.
+                if let Some(irq) = self.irq(vcpu, intid) {
+                    f(irq);
+                    kick |= 1 << self.owner(vcpu, intid);
+                }
+            }
+        }
+        kick
+    }
+
+    /// Which word of a bit register, and whether the guest may touch it here
+    /// (with GICv3 affinity routing, IDs 0-31 live in the redistributor).
+    fn bit_word(&self, offset: u64, base: u64) -> Option<u32> {
+        let word = ((offset - base) / 4) as u32;
+        let first = word * 32;
+        if first as usize >= NUM_IRQS || (self.version == GicVersion::V3 && first < 32) {
+            None
+        } else {
+            Some(first)
+        }
+    }
+
+    fn dist_read(&mut self, vcpu: usize, offset: u64, width: AccessWidth) -> Result<u64, VgicError> {
+        let byte_ok = matches!(offset, GICD_IPRIORITYR..=0x7ff | GICD_ITARGETSR..=0xbff);
+        check_width(width, offset, byte_ok).or_else(|e| {
+            // GICD_IROUTER is 64-bit.
+            if self.version == GicVersion::V3 && (GICD_IROUTER..GICD_IROUTER + 8 * 1024).contains(&offset) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })?;
+        let value = match offset {
+            GICD_CTLR => {
+                // GICv3: ARE (bit 4) reads as one: affinity routing only, as with DS=1.
+                u64::from(self.ctlr | if self.version == GicVersion::V3 { 1 << 4 } else { 0 })
+            }
+            GICD_TYPER => {
+                let cpus = if self.version == GicVersion::V2 { (self.vcpu_count as u32 - 1) << 5 } else { 0 };
+                let id_bits = if self.version == GicVersion::V3 { 9 << 19 } else { 0 };
+                u64::from(self.num_lines_field() | cpus | id_bits)
+            }
+            GICD_IIDR => u64::from(IIDR_ARM),
+            GICD_PIDR2_V2 if self.version == GicVersion::V2 => 0x2 << 4,
+            GICD_PIDR2_V3 if self.version == GicVersion::V3 => 0x3 << 4,
+            GICD_IGROUPR..=0x0ff => self.bit_word(offset, GICD_IGROUPR).map_or(0, |f| self.read_bits(vcpu, f, |i| i.group1)).into(),
+            GICD_ISENABLER..=0x1ff => {
+                let base = if offset >= GICD_ICENABLER { GICD_ICENABLER } else { GICD_ISENABLER };
+                self.bit_word(offset, base).map_or(0, |f| self.read_bits(vcpu, f, |i| i.enabled)).into()
+            }
+            GICD_ISPENDR..=0x2ff => {
+                let base = if offset >= GICD_ICPENDR { GICD_ICPENDR } else { GICD_ISPENDR };
+                self.bit_word(offset, base).map_or(0, |f| self.read_bits(vcpu, f, |i| i.pending)).into()
+            }
+            GICD_ISACTIVER..=0x3ff => {
+                let base = if offset >= GICD_ICACTIVER { GICD_ICACTIVER } else { GICD_ISACTIVER };
+                self.bit_word(offset, base).map_or(0, |f| self.read_bits(vcpu, f, |i| i.active)).into()
+            }
+            GICD_IPRIORITYR..=0x7ff => self.read_bytes(vcpu, offset - GICD_IPRIORITYR, width, |i| i.priority),
+            GICD_ITARGETSR..=0xbff if self.version == GicVersion::V2 => {
+                let own = 1u8 << vcpu;
+                self.read_bytes(vcpu, offset - GICD_ITARGETSR, width, |i| i.target).max(0)
+                    | if offset < GICD_ITARGETSR + 32 { u64::from(own) * 0x0101_0101 & width_mask(width) } else { 0 }
+            }
+            GICD_ICFGR..=0xcff => {
+                let word = ((offset - GICD_ICFGR) / 4) as u32;
+                (0..16).fold(0u64, |acc, k| match self.irq_ref(vcpu, word * 16 + k) {
+                    Some(i) if i.edge => acc | 2 << (2 * k),
+                    _ => acc,
+                })
+            }
+            GICD_IROUTER..=0x7fff if self.version == GicVersion::V3 => {
+                let intid = ((offset - GICD_IROUTER) / 8) as u32;
+                match self.irq_ref(vcpu, intid) {
+                    Some(i) if intid >= 32 => u64::from(i.target) | if i.any { 1 << 31 } else { 0 },
+                    _ => 0,
+                }
+            }
+            GICD_SGIR | GICD_IGRPMODR..=0xd7f | GICD_CPENDSGIR..=GICD_SPENDSGIR_LAST => 0,
+            0..=0xffff => 0, // reserved and IMPLEMENTATION DEFINED space: RAZ
+            _ => return Err(VgicError::NoRegister),
+        };
+        Ok(value)
+    }
+
+    fn read_bytes(&self, vcpu: usize, byte: u64, width: AccessWidth, f: impl Fn(&Irq) -> u8) -> u64 {
+        (0..width.bytes()).fold(0u64, |acc, k| {
+            let intid = (byte + k) as u32;
+            let v = self.irq_ref(vcpu, intid).map_or(0, &f);
+            acc | u64::from(v) << (8 * k)
+        })
+    }
+
+    fn write_bytes(&mut self, vcpu: usize, byte: u64, width: AccessWidth, value: u32, f: impl Fn(&mut Irq, u8)) {
+        for k in 0..width.bytes() {
+            let intid = (byte + k) as u32;
+            if let Some(irq) = self.irq(vcpu, intid) {
+                f(irq, (value >> (8 * k)) as u8);
+            }
+        }
+    }
+
+    fn dist_write(&mut self, vcpu: usize, offset: u64, width: AccessWidth, value: u32) -> Result<VcpuMask, VgicError> {
+        let v3 = self.version == GicVersion::V3;
+        let is_irouter = v3 && (GICD_IROUTER..GICD_IROUTER + 8 * NUM_IRQS as u64).contains(&offset);
+        if !is_irouter {
+            let byte_ok = matches!(offset, GICD_IPRIORITYR..=0x7ff | GICD_ITARGETSR..=0xbff);
+            check_width(width, offset, byte_ok)?;
+        }
+        let all = (1u32 << self.vcpu_count) - 1;
+        let kick = match offset {
+            GICD_CTLR => {
+                self.ctlr = value & 0x3;
+                all
+            }
+            GICD_IGROUPR..=0x0ff => match self.bit_word(offset, GICD_IGROUPR) {
+                Some(first) => {
+                    for bit in 0..32 {
+                        if let Some(irq) = self.irq(vcpu, first + bit) {
+                            irq.group1 = value & (1 << bit) != 0;
+                        }
+                    }
+                    0
+                }
+                None => 0,
+            },
+            GICD_ISENABLER..=0x17f => self.bit_word(offset, GICD_ISENABLER).map_or(0, |f| {
+                self.write_bits(vcpu, f, value, |i| i.enabled = true)
+            }),
+            GICD_ICENABLER..=0x1ff => self.bit_word(offset, GICD_ICENABLER).map_or(0, |f| {
+                // SGIs stay enabled on GICv2.
+                let value = if f == 0 { value & !0xffff } else { value };
+                self.write_bits(vcpu, f, value, |i| i.enabled = false)
+            }),
+            GICD_ISPENDR..=0x27f => self.bit_word(offset, GICD_ISPENDR).map_or(0, |f| {
+                let value = if f == 0 { value & !0xffff } else { value };
+                self.write_bits(vcpu, f, value, |i| i.pending = true)
+            }),
+            GICD_ICPENDR..=0x2ff => self.bit_word(offset, GICD_ICPENDR).map_or(0, |f| {
+                let value = if f == 0 { value & !0xffff } else { value };
+                self.write_bits(vcpu, f, value, |i| i.pending = false)
+            }),
+            GICD_ISACTIVER..=0x37f => {
+                self.bit_word(offset, GICD_ISACTIVER).map_or(0, |f| self.write_bits(vcpu, f, value, |i| i.active = true))
+            }
+            GICD_ICACTIVER..=0x3ff => {
+                self.bit_word(offset, GICD_ICACTIVER).map_or(0, |f| self.write_bits(vcpu, f, value, |i| i.active = false))
+            }
+            GICD_IPRIORITYR..=0x7ff => {
+                if !(v3 && offset < GICD_IPRIORITYR + 32) {
+                    self.write_bytes(vcpu, offset - GICD_IPRIORITYR, width, value, |i, b| i.priority = b);
+                }
+                0
+            }
+            GICD_ITARGETSR..=0xbff => {
+                // Private targets are read-only; SPIs take the byte.
+                if !v3 && offset >= GICD_ITARGETSR + 32 {
+                    let mask = all as u8;
+                    self.write_bytes(vcpu, offset - GICD_ITARGETSR, width, value, |i, b| {
+                        i.target = if b & mask == 0 { i.target } else { b & mask }
+                    });
+                }
+                all
+            }
+            GICD_ICFGR..=0xcff => {
+                let word = ((offset - GICD_ICFGR) / 4) as u32;
+                // SGIs are fixed edge; the rest follow the guest.
+                for k in 0..16 {
+                    let intid = word * 16 + k;
+                    if intid >= 16 && !(v3 && intid < 32) {
+                        if let Some(irq) = self.irq(vcpu, intid) {
+                            irq.edge = value & (2 << (2 * k)) != 0;
+                        }
+                    }
+                }
+                0
+            }
+            GICD_SGIR if !v3 => {
+                let intid = value & 0xf;
+                let targets = match (value >> 24) & 3 {
+                    0 => (value >> 16) & 0xff & all,
+                    1 => self.all_but(vcpu),
+                    2 => 1 << vcpu,
+                    _ => 0,
+                };
+                self.send_sgi(vcpu, intid, targets)
+            }
+            _ if is_irouter => {
+                let intid = ((offset - GICD_IROUTER) / 8) as u32;
+                // Only the low word carries Aff0 and IRM; the high word (Aff3) is ignored.
+                if (offset - GICD_IROUTER) % 8 == 0 && intid >= 32 {
+                    if let Some(irq) = self.irq(vcpu, intid) {
+                        irq.target = value as u8;
+                        irq.any = value & (1 << 31) != 0;
+                    }
+                }
+                all
+            }
+            0..=0xffff => 0, // read-only, reserved and IMPLEMENTATION DEFINED: WI
+            _ => return Err(VgicError::NoRegister),
+        };
+        Ok(kick)
+    }
+
+    fn redist_read(&mut self, index: usize, offset: u64, width: AccessWidth) -> Result<u64, VgicError> {
+        if self.version != GicVersion::V3 || index >= self.vcpu_count {
+            return Err(VgicError::NoRegister);
+        }
+        if offset == GICR_TYPER && matches!(width, AccessWidth::Double) {
+            return Ok(self.gicr_typer(index));
+        }
+        let byte_ok = (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32).contains(&offset);
+        check_width(width, offset, byte_ok)?;
+        let value = match offset {
+            GICR_CTLR => 0,
+            GICR_IIDR => u64::from(IIDR_ARM),
+            GICR_TYPER => self.gicr_typer(index) & 0xffff_ffff,
+            o if o == GICR_TYPER + 4 => self.gicr_typer(index) >> 32,
+            GICR_WAKER => {
+                if self.waker_sleep[index] {
+                    0b110
+                } else {
+                    0
+                }
+            }
+            GICR_PIDR2 => 0x3 << 4,
+            o if o == GICR_SGI_BASE + GICD_IGROUPR => self.read_bits(index, 0, |i| i.group1).into(),
+            o if o == GICR_SGI_BASE + GICD_ISENABLER || o == GICR_SGI_BASE + GICD_ICENABLER => {
+                self.read_bits(index, 0, |i| i.enabled).into()
+            }
+            o if o == GICR_SGI_BASE + GICD_ISPENDR || o == GICR_SGI_BASE + GICD_ICPENDR => {
+                self.read_bits(index, 0, |i| i.pending).into()
+            }
+            o if o == GICR_SGI_BASE + GICD_ISACTIVER || o == GICR_SGI_BASE + GICD_ICACTIVER => {
+                self.read_bits(index, 0, |i| i.active).into()
+            }
+            o if (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32).contains(&o) => {
+                self.read_bytes(index, o - GICR_SGI_BASE - GICD_IPRIORITYR, width, |i| i.priority)
+            }
+            o if o == GICR_SGI_BASE + GICD_ICFGR => 0xaaaa_aaaa,
+            o if o == GICR_SGI_BASE + GICD_ICFGR + 4 => (0..16).fold(0u64, |acc, k| {
+                if self.private[index][16 + k].edge {
+                    acc | 2 << (2 * k)
+                } else {
+                    acc
+                }
+            }),
+            0..=0x1_ffff => 0,
+            _ => return Err(VgicError::NoRegister),
+        };
+        Ok(value)
+    }
+
+    fn gicr_typer(&self, index: usize) -> u64 {
+        let last = if index + 1 == self.vcpu_count { 1 << 4 } else { 0 };
+        (index as u64) << 32 | (index as u64) << 8 | last
+    }
+
+    fn redist_write(&mut self, index: usize, offset: u64, width: AccessWidth, value: u64) -> Result<VcpuMask, VgicError> {
+        if self.version != GicVersion::V3 || index >= self.vcpu_count {
+            return Err(VgicError::NoRegister);
+        }
+        let byte_ok = (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32).contains(&offset);
+        check_width(width, offset, byte_ok)?;
+        let value = value as u32;
+        let me = 1 << index;
+        let kick = match offset {
+            GICR_WAKER => {
+                self.waker_sleep[index] = value & 0b10 != 0;
+                0
+            }
+            o if o == GICR_SGI_BASE + GICD_IGROUPR => {
+                for bit in 0..32 {
+                    self.private[index][bit].group1 = value & (1 << bit) != 0;
+                }
+                0
+            }
+            o if o == GICR_SGI_BASE + GICD_ISENABLER => self.write_bits(index, 0, value, |i| i.enabled = true) & me,
+            o if o == GICR_SGI_BASE + GICD_ICENABLER => self.write_bits(index, 0, value, |i| i.enabled = false) & me,
+            o if o == GICR_SGI_BASE + GICD_ISPENDR => self.write_bits(index, 0, value, |i| i.pending = true) & me,
+            o if o == GICR_SGI_BASE + GICD_ICPENDR => self.write_bits(index, 0, value, |i| i.pending = false) & me,
+            o if o == GICR_SGI_BASE + GICD_ISACTIVER => self.write_bits(index, 0, value, |i| i.active = true) & me,
+            o if o == GICR_SGI_BASE + GICD_ICACTIVER => self.write_bits(index, 0, value, |i| i.active = false) & me,
+            o if (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32).contains(&o) => {
+                self.write_bytes(index, o - GICR_SGI_BASE - GICD_IPRIORITYR, width, value, |i, b| i.priority = b);
+                0
+            }
+            o if o == GICR_SGI_BASE + GICD_ICFGR + 4 => {
+                for k in 0..16 {
+                    self.private[index][16 + k].edge = value & (2 << (2 * k)) != 0;
+                }
+                0
+            }
+            0..=0x1_ffff => 0,
+            _ => return Err(VgicError::NoRegister),
+        };
+        Ok(kick)
+    }
+}
+
+fn width_mask(width: AccessWidth) -> u64 {
+    match width {
+        AccessWidth::Double => u64::MAX,
+        w => (1u64 << (8 * w.bytes())) - 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct FakeLrs {
+        lrs: [ListRegister; 4],
+        underflow: bool,
+    }
+    impl ListRegisters for FakeLrs {
+        fn count(&self) -> usize {
+            4
+        }
+        fn read(&self, i: usize) -> ListRegister {
+            self.lrs[i]
+        }
+        fn write(&mut self, i: usize, v: ListRegister) {
+            self.lrs[i] = v;
+        }
+        fn set_underflow_interrupt(&mut self, e: bool) {
+            self.underflow = e;
+        }
+    }
+
+    fn dist_w(v: &mut Vgic, cpu: usize, off: u64, val: u32) -> VcpuMask {
+        v.mmio_write(cpu, GicFrame::Distributor(off), AccessWidth::Word, val.into()).unwrap()
+    }
+
+    #[test]
+    fn timer_ppi_flows_through_list_registers_and_completes() {
+        let mut v = Vgic::new(GicVersion::V2, 2);
+        dist_w(&mut v, 0, GICD_CTLR, 1);
+        dist_w(&mut v, 0, GICD_ISENABLER, 1 << 27);
+        assert_eq!(v.inject(0, 27), 1);
+        assert!(v.has_pending(0) && !v.has_pending(1));
+        let mut lrs = FakeLrs::default();
+        v.flush(0, &mut lrs);
+        assert_eq!((lrs.lrs[0].intid, lrs.lrs[0].state), (27, LrState::Pending));
+        // The guest acknowledges and completes it: the LR goes invalid.
+        lrs.lrs[0].state = LrState::Active;
+        v.sync(0, &lrs);
+        assert!(!v.has_pending(0));
+        v.flush(0, &mut lrs);
+        assert_eq!(lrs.lrs[0].state, LrState::Active, "active interrupts stay loaded");
+        lrs.lrs[0].state = LrState::Invalid;
+        v.sync(0, &lrs);
+        v.flush(0, &mut lrs);
+        assert_eq!(lrs.lrs[0].state, LrState::Invalid);
+    }
+
+    #[test]
+    fn disabled_interrupts_are_not_delivered() {
+        let mut v = Vgic::new(GicVersion::V2, 1);
+        dist_w(&mut v, 0, GICD_CTLR, 1);
+        v.inject(0, 27);
+        let mut lrs = FakeLrs::default();
+        v.flush(0, &mut lrs);
+        assert_eq!(lrs.lrs[0].state, LrState::Invalid);
+        dist_w(&mut v, 0, GICD_ISENABLER, 1 << 27);
+        v.flush(0, &mut lrs);
+        assert_eq!(lrs.lrs[0].state, LrState::Pending);
+    }
+
+    #[test]
+    fn more_pending_than_list_registers_requests_underflow_and_keeps_best() {
+        let mut v = Vgic::new(GicVersion::V2, 1);
+        dist_w(&mut v, 0, GICD_CTLR, 1);
+        dist_w(&mut v, 0, GICD_ISENABLER + 4, 0xff);
+        for k in 0..6u32 {
+            // Priorities 0x50, 0x48, ... the last ones are the most urgent.
+            v.mmio_write(0, GicFrame::Distributor(GICD_IPRIORITYR + 32 + u64::from(k)), AccessWidth::Byte, u64::from(0x50 - 8 * k))
+                .unwrap();
+            v.inject(0, 32 + k);
+        }
+        let mut lrs = FakeLrs::default();
+        v.flush(0, &mut lrs);
+        assert!(lrs.underflow);
+        let mut ids: Vec<u32> = lrs.lrs.iter().map(|l| l.intid).collect();
+        ids.sort();
+        assert_eq!(ids, vec![34, 35, 36, 37]);
+        // Complete them: the remaining two are loaded and underflow is off.
+        for l in lrs.lrs.iter_mut() {
+            l.state = LrState::Invalid;
+        }
+        v.sync(0, &lrs);
+        v.flush(0, &mut lrs);
+        assert!(!lrs.underflow);
+        let mut ids: Vec<u32> = lrs.lrs.iter().filter(|l| l.state == LrState::Pending).map(|l| l.intid).collect();
+        ids.sort();
+        assert_eq!(ids, vec![32, 33]);
+    }
+
+    #[test]
+    fn v2_sgir_targets_list_others_and_self() {
+        let mut v = Vgic::new(GicVersion::V2, 3);
+        assert_eq!(dist_w(&mut v, 0, GICD_SGIR, (0b110 << 16) | 5), 0b110);
+        assert_eq!(dist_w(&mut v, 1, GICD_SGIR, (1 << 24) | 1), 0b101);
+        assert_eq!(dist_w(&mut v, 2, GICD_SGIR, (2 << 24) | 2), 0b100);
+        let mut lrs = FakeLrs::default();
+        v.flush(1, &mut lrs);
+        let sgi = lrs.lrs.iter().find(|l| l.intid == 5).unwrap();
+        assert_eq!(sgi.source, 0);
+    }
+
+    #[test]
+    fn v3_sgi1r_and_redistributor_layout() {
+        let mut v = Vgic::new(GicVersion::V3, 2);
+        assert_eq!(v.write_sgi1r(0, (3 << 24) | 0b10), 0b10);
+        assert_eq!(v.write_sgi1r(1, (1 << 40) | (3 << 24)), 0b01);
+        assert_eq!(v.write_sgi1r(0, (1 << 16) | 1), 0, "Aff1 != 0 names no vCPU");
+        let typer = v.mmio_read(0, GicFrame::Redistributor(1, GICR_TYPER), AccessWidth::Double).unwrap();
+        assert_eq!(typer >> 32, 1);
+        assert_ne!(typer & (1 << 4), 0, "last redistributor");
+        assert!(v.mmio_read(0, GicFrame::Redistributor(2, 0), AccessWidth::Word).is_err());
+        // Private IDs are not in the v3 distributor.
+        dist_w(&mut v, 0, GICD_ISENABLER, u32::MAX);
+        assert_eq!(v.mmio_read(0, GicFrame::Redistributor(0, GICR_SGI_BASE + GICD_ISENABLER), AccessWidth::Word).unwrap(), 0);
+    }
+
+    #[test]
+    fn level_interrupt_repends_while_line_high() {
+        let mut v = Vgic::new(GicVersion::V2, 1);
+        dist_w(&mut v, 0, GICD_CTLR, 1);
+        dist_w(&mut v, 0, GICD_ISENABLER + 4, 1 << 1);
+        v.set_level(33, true);
+        let mut lrs = FakeLrs::default();
+        v.flush(0, &mut lrs);
+        lrs.lrs[0].state = LrState::Invalid;
+        v.sync(0, &lrs);
+        assert!(v.has_pending(0), "line still high");
+        v.set_level(33, false);
+        assert!(!v.has_pending(0));
+    }
+
+    #[test]
+    fn bad_widths_are_refused() {
+        let mut v = Vgic::new(GicVersion::V2, 1);
+        assert_eq!(v.mmio_read(0, GicFrame::Distributor(GICD_CTLR), AccessWidth::Byte), Err(VgicError::BadAccess));
+        assert_eq!(v.mmio_read(0, GicFrame::Distributor(2), AccessWidth::Word), Err(VgicError::BadAccess));
+        assert!(v.mmio_read(0, GicFrame::Distributor(GICD_IPRIORITYR + 3), AccessWidth::Byte).is_ok());
+    }
+}
