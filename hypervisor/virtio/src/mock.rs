@@ -1,0 +1,336 @@
+//! Driver-side helpers for tests (feature `test-utils`): a split-ring
+//! [`MockQueue`] that plays the guest driver over any [`GuestMemory`], and a
+//! minimal virtio-net driver, [`MockNetDriver`], that brings a device up
+//! through its MMIO registers and moves frames (with MRG_RXBUF, which the
+//! `virtio-drivers` crate does not implement).
+
+use core::num::Wrapping;
+use core::sync::atomic::Ordering;
+
+use alloc::vec;
+use alloc::vec::Vec;
+use chroma_mem::{GuestMemory, GuestPhysAddr};
+
+use crate::mmio::{reg, status, MmioAction};
+use crate::net::VirtioNet;
+use crate::port::NET_HEADER_LEN;
+use crate::queue::{
+    avail_ring_bytes, descriptor_table_bytes, need_event, used_ring_bytes, QueueLayout, DESCRIPTOR_SIZE,
+    VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+};
+use crate::VirtioError;
+
+/// A raw descriptor as a driver writes it (§2.7.5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawDescriptor {
+    /// Buffer address.
+    pub addr: u64,
+    /// Buffer length.
+    pub len: u32,
+    /// VIRTQ_DESC_F_* flags.
+    pub flags: u16,
+    /// Next index when NEXT is set.
+    pub next: u16,
+}
+
+impl RawDescriptor {
+    /// The 16 little-endian bytes of the descriptor.
+    pub fn to_bytes(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.addr.to_le_bytes());
+        b[8..12].copy_from_slice(&self.len.to_le_bytes());
+        b[12..14].copy_from_slice(&self.flags.to_le_bytes());
+        b[14..].copy_from_slice(&self.next.to_le_bytes());
+        b
+    }
+}
+
+/// The driver side of one split virtqueue laid out in guest memory.
+pub struct MockQueue<'m, M: GuestMemory> {
+    mem: &'m M,
+    /// Where the three parts are.
+    pub layout: QueueLayout,
+    avail_idx: Wrapping<u16>,
+    last_used: Wrapping<u16>,
+    free: Vec<u16>,
+    chains: Vec<Vec<u16>>,
+    kicked_at: Wrapping<u16>,
+}
+
+fn gpa(raw: u64) -> GuestPhysAddr {
+    GuestPhysAddr::new(raw)
+}
+
+impl<'m, M: GuestMemory> MockQueue<'m, M> {
+    /// A queue of `size` entries whose parts start at `base` (16-aligned).
+    pub fn new(mem: &'m M, base: u64, size: u16) -> Self {
+        let desc = base;
+        let avail = desc + descriptor_table_bytes(size);
+        let used = (avail + avail_ring_bytes(size) + 3) & !3;
+        let q = Self {
+            mem,
+            layout: QueueLayout { size, desc: gpa(desc), avail: gpa(avail), used: gpa(used) },
+            avail_idx: Wrapping(0),
+            last_used: Wrapping(0),
+            free: (0..size).rev().collect(),
+            chains: vec![Vec::new(); usize::from(size)],
+            kicked_at: Wrapping(0),
+        };
+        let zero = vec![0u8; (used + used_ring_bytes(size) - desc) as usize];
+        let _ = mem.write(gpa(desc), &zero);
+        q
+    }
+
+    /// First byte after the used ring.
+    pub fn end(&self) -> u64 {
+        self.layout.used.raw() + used_ring_bytes(self.layout.size)
+    }
+
+    /// Writes descriptor `index` verbatim.
+    pub fn write_descriptor(&self, index: u16, d: RawDescriptor) {
+        let at = self.layout.desc.raw() + DESCRIPTOR_SIZE * u64::from(index);
+        let _ = self.mem.write(gpa(at), &d.to_bytes());
+    }
+
+    /// Puts `head` in the next avail slot and publishes avail.idx (Release).
+    pub fn push_avail(&mut self, head: u16) {
+        let slot = u64::from(self.avail_idx.0 % self.layout.size);
+        let _ = self.mem.store_u16(gpa(self.layout.avail.raw() + 4 + 2 * slot), head, Ordering::Relaxed);
+        self.avail_idx += 1;
+        self.publish_avail_idx(self.avail_idx.0);
+    }
+
+    /// Writes avail.idx directly (a hostile driver may write anything).
+    pub fn publish_avail_idx(&mut self, idx: u16) {
+        self.avail_idx = Wrapping(idx);
+        let _ = self.mem.store_u16(gpa(self.layout.avail.raw() + 2), idx, Ordering::Release);
+    }
+
+    /// The avail.idx this driver published last.
+    pub fn avail_idx(&self) -> u16 {
+        self.avail_idx.0
+    }
+
+    /// Free descriptors left.
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Adds a chain of `(addr, len, device_writable)` buffers and makes it
+    /// available. `None` if there are not enough free descriptors.
+    pub fn add_chain(&mut self, buffers: &[(u64, u32, bool)]) -> Option<u16> {
+        if buffers.is_empty() || buffers.len() > self.free.len() {
+            return None;
+        }
+        let indices: Vec<u16> = (0..buffers.len()).filter_map(|_| self.free.pop()).collect();
+        for (k, &(addr, len, writable)) in buffers.iter().enumerate() {
+            let mut flags = if writable { VIRTQ_DESC_F_WRITE } else { 0 };
+            let next = indices.get(k + 1).copied().unwrap_or(0);
+            if k + 1 < buffers.len() {
+                flags |= VIRTQ_DESC_F_NEXT;
+            }
+            self.write_descriptor(indices[k], RawDescriptor { addr, len, flags, next });
+        }
+        let head = indices[0];
+        self.chains[usize::from(head)] = indices;
+        self.push_avail(head);
+        Some(head)
+    }
+
+    /// Adds one descriptor pointing at an indirect table written at `table`
+    /// holding `buffers` (§2.7.5.3).
+    pub fn add_indirect(&mut self, table: u64, buffers: &[(u64, u32, bool)]) -> Option<u16> {
+        let head = self.free.pop()?;
+        for (k, &(addr, len, writable)) in buffers.iter().enumerate() {
+            let mut flags = if writable { VIRTQ_DESC_F_WRITE } else { 0 };
+            if k + 1 < buffers.len() {
+                flags |= VIRTQ_DESC_F_NEXT;
+            }
+            let d = RawDescriptor { addr, len, flags, next: (k + 1) as u16 };
+            let _ = self.mem.write(gpa(table + 16 * k as u64), &d.to_bytes());
+        }
+        let len = (16 * buffers.len()) as u32;
+        self.write_descriptor(head, RawDescriptor { addr: table, len, flags: VIRTQ_DESC_F_INDIRECT, next: 0 });
+        self.chains[usize::from(head)] = vec![head];
+        self.push_avail(head);
+        Some(head)
+    }
+
+    /// The device's used.idx (Acquire).
+    pub fn used_idx(&self) -> u16 {
+        self.mem.load_u16(gpa(self.layout.used.raw() + 2), Ordering::Acquire).unwrap_or(0)
+    }
+
+    /// Takes the next used element `(id, len)` and frees its descriptors.
+    pub fn pop_used(&mut self) -> Option<(u32, u32)> {
+        if Wrapping(self.used_idx()) == self.last_used {
+            return None;
+        }
+        let slot = u64::from(self.last_used.0 % self.layout.size);
+        let mut e = [0u8; 8];
+        let _ = self.mem.read(gpa(self.layout.used.raw() + 4 + 8 * slot), &mut e);
+        self.last_used += 1;
+        let id = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+        let len = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+        if let Some(chain) = self.chains.get_mut(id as usize) {
+            self.free.extend(chain.drain(..));
+        }
+        // §2.7.10: ask for an interrupt after the next used element.
+        self.set_used_event(self.last_used.0);
+        Some((id, len))
+    }
+
+    /// Writes used_event (avail.ring[size]).
+    pub fn set_used_event(&self, value: u16) {
+        let at = self.layout.avail.raw() + 4 + 2 * u64::from(self.layout.size);
+        let _ = self.mem.store_u16(gpa(at), value, Ordering::Relaxed);
+    }
+
+    /// Reads avail_event (used.ring[size]).
+    pub fn avail_event(&self) -> u16 {
+        let at = self.layout.used.raw() + 4 + 8 * u64::from(self.layout.size);
+        self.mem.load_u16(gpa(at), Ordering::Acquire).unwrap_or(0)
+    }
+
+    /// Writes avail.flags.
+    pub fn set_avail_flags(&self, flags: u16) {
+        let _ = self.mem.store_u16(self.layout.avail, flags, Ordering::Relaxed);
+    }
+
+    /// Whether the driver must notify now (§2.7.10 with EVENT_IDX: the
+    /// device's avail_event was crossed since the last kick), and records
+    /// the kick.
+    pub fn take_kick(&mut self, event_idx: bool) -> bool {
+        let old = self.kicked_at;
+        let new = self.avail_idx;
+        if old == new {
+            return false;
+        }
+        self.kicked_at = new;
+        !event_idx || need_event(Wrapping(self.avail_event()), new, old)
+    }
+}
+
+/// Size of each buffer [`MockNetDriver`] posts for receive and transmit.
+pub const MOCK_TX_BUFFER: u64 = 2048;
+
+/// A small virtio-net driver over [`MockQueue`].
+pub struct MockNetDriver<'m, M: GuestMemory> {
+    mem: &'m M,
+    /// receiveq1.
+    pub rx: MockQueue<'m, M>,
+    /// transmitq1.
+    pub tx: MockQueue<'m, M>,
+    rx_buffers: u64,
+    rx_buffer_len: u32,
+    tx_buffers: u64,
+    /// The features negotiated.
+    pub features: u64,
+}
+
+impl<'m, M: GuestMemory> MockNetDriver<'m, M> {
+    /// Brings `dev` up through its registers (§3.1.1), accepting
+    /// `wanted & offered` features, with queues of `size` entries and
+    /// receive buffers of `rx_buffer_len` bytes, all placed from `base`.
+    pub fn init(
+        dev: &mut VirtioNet,
+        mem: &'m M,
+        base: u64,
+        size: u16,
+        rx_buffer_len: u32,
+        wanted: u64,
+    ) -> Result<Self, VirtioError> {
+        let w = |dev: &mut VirtioNet, off: u64, v: u32| dev.mmio_write(off, 4, v, mem).map(|_: MmioAction| ());
+        w(dev, reg::STATUS, 0)?;
+        w(dev, reg::STATUS, status::ACKNOWLEDGE)?;
+        w(dev, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER)?;
+        w(dev, reg::DEVICE_FEATURES_SEL, 0)?;
+        let low = dev.mmio_read(reg::DEVICE_FEATURES, 4)?;
+        w(dev, reg::DEVICE_FEATURES_SEL, 1)?;
+        let high = dev.mmio_read(reg::DEVICE_FEATURES, 4)?;
+        let features = ((u64::from(high) << 32) | u64::from(low)) & wanted;
+        w(dev, reg::DRIVER_FEATURES_SEL, 0)?;
+        w(dev, reg::DRIVER_FEATURES, features as u32)?;
+        w(dev, reg::DRIVER_FEATURES_SEL, 1)?;
+        w(dev, reg::DRIVER_FEATURES, (features >> 32) as u32)?;
+        w(dev, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK)?;
+        if dev.mmio_read(reg::STATUS, 4)? & status::FEATURES_OK == 0 {
+            return Err(VirtioError::FeatureNotOffered);
+        }
+        let rx = MockQueue::new(mem, base, size);
+        let tx = MockQueue::new(mem, (rx.end() + 15) & !15, size);
+        for (index, q) in [(0u32, &rx), (1u32, &tx)] {
+            let l = q.layout;
+            w(dev, reg::QUEUE_SEL, index)?;
+            w(dev, reg::QUEUE_NUM, u32::from(l.size))?;
+            w(dev, reg::QUEUE_DESC_LOW, l.desc.raw() as u32)?;
+            w(dev, reg::QUEUE_DESC_HIGH, (l.desc.raw() >> 32) as u32)?;
+            w(dev, reg::QUEUE_DRIVER_LOW, l.avail.raw() as u32)?;
+            w(dev, reg::QUEUE_DRIVER_HIGH, (l.avail.raw() >> 32) as u32)?;
+            w(dev, reg::QUEUE_DEVICE_LOW, l.used.raw() as u32)?;
+            w(dev, reg::QUEUE_DEVICE_HIGH, (l.used.raw() >> 32) as u32)?;
+            w(dev, reg::QUEUE_READY, 1)?;
+        }
+        w(dev, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK)?;
+        let rx_buffers = (tx.end() + 4095) & !4095;
+        let tx_buffers = rx_buffers + u64::from(size) * u64::from(rx_buffer_len);
+        Ok(Self { mem, rx, tx, rx_buffers, rx_buffer_len, tx_buffers, features })
+    }
+
+    /// First guest address after everything this driver placed.
+    pub fn end(&self) -> u64 {
+        self.tx_buffers + u64::from(self.tx.layout.size) * MOCK_TX_BUFFER
+    }
+
+    /// Posts receive buffers on every free receive descriptor.
+    pub fn fill_rx(&mut self) {
+        while self.rx.free_count() > 0 {
+            let Some(&index) = self.rx.free.last() else { break };
+            let addr = self.rx_buffers + u64::from(index) * u64::from(self.rx_buffer_len);
+            self.rx.add_chain(&[(addr, self.rx_buffer_len, true)]);
+        }
+    }
+
+    /// Queues `frame` for transmit with `header` (12 bytes); `false` if the
+    /// ring is full. Completed transmits are reaped first.
+    pub fn send_with_header(&mut self, header: &[u8; NET_HEADER_LEN], frame: &[u8]) -> bool {
+        while self.tx.pop_used().is_some() {}
+        let Some(&index) = self.tx.free.last() else { return false };
+        let addr = self.tx_buffers + u64::from(index) * MOCK_TX_BUFFER;
+        let _ = self.mem.write(gpa(addr), header);
+        let _ = self.mem.write(gpa(addr + NET_HEADER_LEN as u64), frame);
+        self.tx.add_chain(&[(addr, (NET_HEADER_LEN + frame.len()) as u32, false)]).is_some()
+    }
+
+    /// Queues `frame` with an all-zero header.
+    pub fn send(&mut self, frame: &[u8]) -> bool {
+        self.send_with_header(&[0; NET_HEADER_LEN], frame)
+    }
+
+    /// Takes the next received frame, merging buffers by `num_buffers`
+    /// (§5.1.6.4), and re-posts the buffers. Returns header and frame.
+    pub fn recv(&mut self) -> Option<([u8; NET_HEADER_LEN], Vec<u8>)> {
+        let (id, len) = self.rx.pop_used()?;
+        let mut data = self.read_rx(id, len);
+        let mut header = [0u8; NET_HEADER_LEN];
+        let n = data.len().min(NET_HEADER_LEN);
+        header[..n].copy_from_slice(&data[..n]);
+        let num_buffers = u16::from_le_bytes([header[10], header[11]]);
+        for _ in 1..num_buffers {
+            // The rest of the frame's buffers are already published (§5.1.6.4).
+            let Some((id, len)) = self.rx.pop_used() else { break };
+            data.extend_from_slice(&self.read_rx(id, len));
+        }
+        self.fill_rx();
+        let frame = data.get(NET_HEADER_LEN..).map(<[u8]>::to_vec).unwrap_or_default();
+        Some((header, frame))
+    }
+
+    fn read_rx(&self, id: u32, len: u32) -> Vec<u8> {
+        let len = len.min(self.rx_buffer_len);
+        let mut data = vec![0u8; len as usize];
+        let addr = self.rx_buffers + u64::from(id) * u64::from(self.rx_buffer_len);
+        let _ = self.mem.read(gpa(addr), &mut data);
+        data
+    }
+}

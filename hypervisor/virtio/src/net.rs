@@ -1,0 +1,463 @@
+//! The virtio-net device (virtio 1.2 §5.1): configuration space, feature
+//! set, and [`NetPort`], which moves frames between a device's virtqueues
+//! and the switch.
+//!
+//! Containment policy. A *structural* queue error (avail.idx jump, head or
+//! next index out of range, a loop, a bad indirect table) means the driver
+//! broke the ring: the device sets DEVICE_NEEDS_RESET (§2.1.2) and stops
+//! touching its queues. A *frame* error (a buffer outside RAM, wrong
+//! direction, zero length, short header, oversize, unsupported offload)
+//! drops that frame, returns its chain to the used ring so nothing leaks,
+//! and the switch counts it. Neither can affect another port.
+
+use chroma_mem::{GuestMemory, GuestPhysAddr};
+
+use crate::checksum;
+use crate::mmio::{feature, DeviceBackend, MmioTransport};
+use crate::port::{
+    DropReason, NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN, MIN_FRAME_LEN, NET_HEADER_LEN,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
+};
+use crate::queue::SplitQueue;
+use crate::VirtioError;
+
+/// DeviceID of a network card (§5.1.1).
+pub const DEVICE_ID_NET: u32 = 1;
+/// receiveq1 index (§5.1.2).
+pub const RX_QUEUE: usize = 0;
+/// transmitq1 index (§5.1.2).
+pub const TX_QUEUE: usize = 1;
+
+/// virtio-net feature bits (§5.1.3).
+pub mod net_feature {
+    /// VIRTIO_NET_F_CSUM: the device takes packets with partial checksum.
+    pub const CSUM: u64 = 1 << 0;
+    /// VIRTIO_NET_F_GUEST_CSUM: the driver takes packets with partial checksum.
+    pub const GUEST_CSUM: u64 = 1 << 1;
+    /// VIRTIO_NET_F_MAC: the device has a MAC address in its config.
+    pub const MAC: u64 = 1 << 5;
+    /// VIRTIO_NET_F_GUEST_TSO4 (not offered: no software segmentation).
+    pub const GUEST_TSO4: u64 = 1 << 7;
+    /// VIRTIO_NET_F_HOST_TSO4 (not offered).
+    pub const HOST_TSO4: u64 = 1 << 11;
+    /// VIRTIO_NET_F_MRG_RXBUF: the driver can merge receive buffers.
+    pub const MRG_RXBUF: u64 = 1 << 15;
+    /// VIRTIO_NET_F_STATUS: the config has a link status field.
+    pub const STATUS: u64 = 1 << 16;
+}
+
+/// VIRTIO_NET_S_LINK_UP (§5.1.4).
+pub const VIRTIO_NET_S_LINK_UP: u16 = 1;
+
+/// Everything this device can offer. TSO/UFO are deliberately absent: the
+/// switch has no software segmentation, so a frame never exceeds
+/// [`MAX_FRAME_LEN`] and every port can take every frame.
+pub const NET_FEATURES: u64 = feature::VERSION_1
+    | feature::INDIRECT_DESC
+    | feature::EVENT_IDX
+    | net_feature::CSUM
+    | net_feature::GUEST_CSUM
+    | net_feature::MAC
+    | net_feature::MRG_RXBUF
+    | net_feature::STATUS;
+
+/// Configuration-space offsets (§5.1.4).
+pub mod config {
+    /// `mac[6]`.
+    pub const MAC: u64 = 0;
+    /// `status: le16`.
+    pub const STATUS: u64 = 6;
+    /// `max_virtqueue_pairs: le16`.
+    pub const MAX_VIRTQUEUE_PAIRS: u64 = 8;
+    /// Size of the fields this device defines.
+    pub const SIZE: u64 = 10;
+}
+
+/// The virtio-net specific state: configuration space and offered features.
+#[derive(Clone, Debug)]
+pub struct NetBackend {
+    mac: [u8; 6],
+    link_up: bool,
+    features: u64,
+}
+
+impl NetBackend {
+    /// A device with `mac` offering `features & NET_FEATURES` (tests offer
+    /// less to run drivers without MRG_RXBUF or EVENT_IDX).
+    pub fn new(mac: [u8; 6], features: u64) -> Self {
+        Self { mac, link_up: true, features: (features & NET_FEATURES) | feature::VERSION_1 }
+    }
+
+    /// The MAC address in configuration space.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn config_bytes(&self) -> [u8; config::SIZE as usize] {
+        let mut b = [0u8; config::SIZE as usize];
+        b[..6].copy_from_slice(&self.mac);
+        let status = if self.link_up { VIRTIO_NET_S_LINK_UP } else { 0 };
+        b[6..8].copy_from_slice(&status.to_le_bytes());
+        b[8..10].copy_from_slice(&1u16.to_le_bytes());
+        b
+    }
+}
+
+impl DeviceBackend for NetBackend {
+    const DEVICE_ID: u32 = DEVICE_ID_NET;
+    const QUEUE_COUNT: usize = 2;
+
+    fn offered_features(&self) -> u64 {
+        self.features
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let bytes = self.config_bytes();
+        for (i, out) in data.iter_mut().enumerate() {
+            // Beyond the defined fields the space reads as zero.
+            *out = offset
+                .checked_add(i as u64)
+                .and_then(|o| usize::try_from(o).ok())
+                .and_then(|o| bytes.get(o).copied())
+                .unwrap_or(0);
+        }
+    }
+
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) -> Result<(), VirtioError> {
+        // §5.1.4: with VERSION_1 every field is read-only to the driver.
+        Err(VirtioError::ReadOnlyRegister)
+    }
+
+    fn reset(&mut self) {}
+}
+
+/// A virtio-net device behind a virtio-mmio transport.
+pub type VirtioNet = MmioTransport<NetBackend, 2>;
+
+/// A new virtio-net device: `mac`, offering `features & NET_FEATURES`,
+/// queues of at most `queue_max` entries.
+pub fn new_net_device(mac: [u8; 6], features: u64, queue_max: u16) -> VirtioNet {
+    MmioTransport::new(NetBackend::new(mac, features), queue_max)
+}
+
+/// Changes the link state, with the configuration-change interrupt (§5.1.4).
+pub fn set_link(dev: &mut VirtioNet, up: bool) {
+    if dev.device.link_up != up {
+        dev.device.link_up = up;
+        dev.config_changed();
+    }
+}
+
+/// Most receive chains one frame may span with MRG_RXBUF. A frame needs at
+/// most 1530 bytes; a guest offering buffers so small that 64 do not hold it
+/// loses the frame (the chains are returned with length 0).
+pub const MAX_RX_CHAINS: usize = 64;
+
+/// One virtio-net device bound to its VM's memory for one switch run.
+pub struct NetPort<'a, M: GuestMemory> {
+    dev: &'a mut VirtioNet,
+    mem: &'a M,
+}
+
+impl<'a, M: GuestMemory> NetPort<'a, M> {
+    /// Binds `dev` to `mem`, the memory of the VM that owns it.
+    pub fn new(dev: &'a mut VirtioNet, mem: &'a M) -> Self {
+        Self { dev, mem }
+    }
+
+    fn live_queue(&mut self, index: usize) -> Option<&mut SplitQueue> {
+        if !self.dev.is_live() || !self.dev.device.link_up {
+            return None;
+        }
+        self.dev.queue_mut(index).filter(|q| q.ready())
+    }
+
+    fn fatal(&mut self) -> DropReason {
+        self.dev.fail();
+        DropReason::QueueFailed
+    }
+
+    /// Pops the next TX head, re-arming notifications when the ring is empty.
+    fn pop_tx_head(&mut self) -> Result<Option<u16>, VirtioError> {
+        let mem = self.mem;
+        let Some(q) = self.live_queue(TX_QUEUE) else { return Ok(None) };
+        if let Some(head) = q.pop(mem)? {
+            return Ok(Some(head));
+        }
+        if q.enable_notification(mem)? {
+            return q.pop(mem);
+        }
+        Ok(None)
+    }
+
+    /// Copies one TX chain into `header` + `frame`; `Ok(Err(reason))` is a
+    /// frame error, `Err` a fatal queue error.
+    fn read_tx_chain(
+        &mut self,
+        head: u16,
+        header: &mut [u8; NET_HEADER_LEN],
+        frame: &mut [u8; MAX_FRAME_LEN],
+    ) -> Result<Result<usize, DropReason>, VirtioError> {
+        let mem = self.mem;
+        let Some(q) = self.dev.queue_mut(TX_QUEUE) else { return Err(VirtioError::QueueNotReady) };
+        let mut chain = q.chain(head);
+        let mut total: usize = 0;
+        let mut verdict = Ok(());
+        while let Some(d) = chain.next_descriptor(mem)? {
+            if verdict.is_err() {
+                // Keep walking: a structural error later in the chain is still fatal.
+                continue;
+            }
+            if d.writable {
+                verdict = Err(DropReason::WrongDirection);
+                continue;
+            }
+            if d.len == 0 {
+                verdict = Err(DropReason::ZeroLength);
+                continue;
+            }
+            let len = d.len as usize;
+            let Some(end) = total.checked_add(len).filter(|&e| e <= NET_HEADER_LEN + MAX_FRAME_LEN) else {
+                verdict = Err(DropReason::TooLong);
+                continue;
+            };
+            // The stream is header (12 bytes) then frame: split this buffer across both.
+            let mut addr = d.addr;
+            let mut pos = total;
+            if pos < NET_HEADER_LEN {
+                let n = (NET_HEADER_LEN - pos).min(end - pos);
+                if mem.read(addr, &mut header[pos..pos + n]).is_err() {
+                    verdict = Err(DropReason::BadAddress);
+                    continue;
+                }
+                pos += n;
+                addr = GuestPhysAddr::new(addr.raw().wrapping_add(n as u64));
+            }
+            if end > pos && mem.read(addr, &mut frame[pos - NET_HEADER_LEN..end - NET_HEADER_LEN]).is_err() {
+                verdict = Err(DropReason::BadAddress);
+                continue;
+            }
+            total = end;
+        }
+        Ok(verdict.map(|()| total))
+    }
+}
+
+impl<M: GuestMemory> Port for NetPort<'_, M> {
+    fn poll_tx(&mut self, frame: &mut [u8; MAX_FRAME_LEN]) -> TxPoll {
+        let head = match self.pop_tx_head() {
+            Ok(Some(head)) => head,
+            Ok(None) => return TxPoll::Empty,
+            Err(_) => return TxPoll::Dropped(self.fatal()),
+        };
+        let mut header_bytes = [0u8; NET_HEADER_LEN];
+        let verdict = match self.read_tx_chain(head, &mut header_bytes, frame) {
+            Ok(v) => v,
+            Err(_) => return TxPoll::Dropped(self.fatal()),
+        };
+        // §2.7.8: the device wrote nothing into a TX chain, so len is 0.
+        let mem = self.mem;
+        let used = self.dev.queue_mut(TX_QUEUE).map(|q| q.add_used(mem, head, 0));
+        if !matches!(used, Some(Ok(()))) {
+            return TxPoll::Dropped(self.fatal());
+        }
+        let total = match verdict {
+            Ok(total) => total,
+            Err(reason) => return TxPoll::Dropped(reason),
+        };
+        if total < NET_HEADER_LEN {
+            return TxPoll::Dropped(DropReason::ShortHeader);
+        }
+        let len = total - NET_HEADER_LEN;
+        if len < MIN_FRAME_LEN {
+            return TxPoll::Dropped(DropReason::Runt);
+        }
+        let header = NetHeader::from_bytes(&header_bytes);
+        // §5.1.6.2: GSO needs HOST_TSO*, never offered; NEEDS_CSUM needs CSUM
+        // and offsets inside the frame.
+        if header.gso_type != VIRTIO_NET_HDR_GSO_NONE {
+            return TxPoll::Dropped(DropReason::BadHeader);
+        }
+        if header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+            let field_end = usize::from(header.csum_start) + usize::from(header.csum_offset) + 2;
+            if !self.dev.has_feature(net_feature::CSUM) || field_end > len {
+                return TxPoll::Dropped(DropReason::BadHeader);
+            }
+        }
+        // Only NEEDS_CSUM travels on: DATA_VALID from a sender means nothing to a receiver.
+        let header = NetHeader { flags: header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM, ..header };
+        TxPoll::Frame { len, header }
+    }
+
+    fn push_rx(&mut self, header: &NetHeader, frame: &[u8]) -> RxPush {
+        let mem = self.mem;
+        let mrg = self.dev.has_feature(net_feature::MRG_RXBUF);
+        let guest_csum = self.dev.has_feature(net_feature::GUEST_CSUM);
+        let mut header = *header;
+        if !guest_csum {
+            // §5.1.6.4.1: without GUEST_CSUM the device sets flags to zero;
+            // the switch completed any partial checksum already.
+            header.flags = 0;
+        }
+        let Some(q) = self.live_queue(RX_QUEUE) else { return RxPush::Dropped(DropReason::PortDown) };
+        match deliver(q, mem, &header, frame, mrg) {
+            Ok(result) => result,
+            Err(_) => RxPush::Dropped(self.fatal()),
+        }
+    }
+
+    fn accepts_partial_checksum(&self) -> bool {
+        self.dev.has_feature(net_feature::GUEST_CSUM)
+    }
+
+    fn flush(&mut self) {
+        let mem = self.mem;
+        if !self.dev.is_live() {
+            return;
+        }
+        let mut interrupt = false;
+        for index in [RX_QUEUE, TX_QUEUE] {
+            match self.dev.queue_mut(index).map(|q| q.publish_used(mem)) {
+                Some(Ok(need)) => interrupt |= need,
+                Some(Err(_)) => {
+                    self.fatal();
+                    return;
+                }
+                None => {}
+            }
+        }
+        if interrupt {
+            self.dev.raise_used_interrupt();
+        }
+    }
+}
+
+/// Writes `source[pos..pos+len]`, where `source` is `header ++ frame`, at `addr`.
+fn write_stream<M: GuestMemory>(
+    mem: &M,
+    addr: GuestPhysAddr,
+    header: &[u8; NET_HEADER_LEN],
+    frame: &[u8],
+    pos: usize,
+    len: usize,
+) -> bool {
+    let end = pos + len;
+    let mut addr = addr;
+    let mut pos = pos;
+    if pos < NET_HEADER_LEN {
+        let n = (NET_HEADER_LEN - pos).min(len);
+        if mem.write(addr, &header[pos..pos + n]).is_err() {
+            return false;
+        }
+        pos += n;
+        addr = GuestPhysAddr::new(addr.raw().wrapping_add(n as u64));
+    }
+    end <= pos || mem.write(addr, &frame[pos - NET_HEADER_LEN..end - NET_HEADER_LEN]).is_ok()
+}
+
+/// Puts one frame into the RX queue: one chain, or with MRG_RXBUF as many
+/// as it takes (§5.1.6.4). If the ring runs dry mid-frame the chains are
+/// given back untouched (rewind) and the frame waits; on a frame error
+/// every chain taken is returned with length 0, so none leaks.
+fn deliver<M: GuestMemory>(
+    q: &mut SplitQueue,
+    mem: &M,
+    header: &NetHeader,
+    frame: &[u8],
+    mrg: bool,
+) -> Result<RxPush, VirtioError> {
+    let need = NET_HEADER_LEN + frame.len();
+    // §5.1.6.4.1: without MRG_RXBUF num_buffers is 1; with it, patched below.
+    let header_bytes = header.to_bytes(1);
+    let mut chains: [(u16, u32); MAX_RX_CHAINS] = [(0, 0); MAX_RX_CHAINS];
+    let mut chain_count = 0usize;
+    let mut written = 0usize;
+    // Where num_buffers (header bytes 10 and 11) landed in guest memory.
+    let mut num_buffers_at: [Option<GuestPhysAddr>; 2] = [None, None];
+    let mut verdict: Result<(), DropReason> = Ok(());
+    let mut retried = false;
+    while written < need && verdict.is_ok() {
+        let head = match q.pop(mem)? {
+            Some(head) => head,
+            None => {
+                // Arm avail_event and look once more before giving up (§2.7.10).
+                if !retried && q.enable_notification(mem)? {
+                    retried = true;
+                    continue;
+                }
+                // The chains taken so far are unused: give them back.
+                q.rewind(chain_count as u16);
+                return Ok(RxPush::NoBuffers);
+            }
+        };
+        chains[chain_count] = (head, 0);
+        chain_count += 1;
+        let mut chain = q.chain(head);
+        let mut chain_written = 0usize;
+        while let Some(d) = chain.next_descriptor(mem)? {
+            if verdict.is_err() || written >= need {
+                // Walk the rest: a structural error later in the chain is still fatal.
+                continue;
+            }
+            if !d.writable {
+                verdict = Err(DropReason::WrongDirection);
+                continue;
+            }
+            let n = (d.len as usize).min(need - written);
+            if n == 0 {
+                continue;
+            }
+            // The descriptor's whole span must be RAM, not only the part used.
+            if mem.check_range(d.addr, u64::from(d.len)).is_err()
+                || !write_stream(mem, d.addr, &header_bytes, frame, written, n)
+            {
+                verdict = Err(DropReason::BadAddress);
+                continue;
+            }
+            for (k, slot) in num_buffers_at.iter_mut().enumerate() {
+                let byte = 10 + k;
+                if written <= byte && byte < written + n {
+                    *slot = d.addr.checked_add((byte - written) as u64);
+                }
+            }
+            written += n;
+            chain_written += n;
+        }
+        chains[chain_count - 1].1 = chain_written as u32;
+        if written < need && verdict.is_ok() && (!mrg || chain_count == MAX_RX_CHAINS) {
+            verdict = Err(DropReason::BufferTooSmall);
+        }
+    }
+    if let Err(reason) = verdict {
+        for &(head, _) in &chains[..chain_count] {
+            q.add_used(mem, head, 0)?;
+        }
+        return Ok(RxPush::Dropped(reason));
+    }
+    if mrg && chain_count > 1 {
+        let count = (chain_count as u16).to_le_bytes();
+        for (k, at) in num_buffers_at.iter().enumerate() {
+            if let Some(at) = at {
+                mem.write(*at, &count[k..k + 1])?;
+            }
+        }
+    }
+    for &(head, len) in &chains[..chain_count] {
+        q.add_used(mem, head, len)?;
+    }
+    Ok(RxPush::Delivered)
+}
+
+/// Completes a NEEDS_CSUM frame in place and clears the flag (for a port
+/// that does not accept partial checksums). Returns `false` if the offsets
+/// are outside the frame.
+pub fn complete_checksum(header: &mut NetHeader, frame: &mut [u8]) -> bool {
+    if header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM == 0 {
+        return true;
+    }
+    if !checksum::complete_partial(frame, header.csum_start, header.csum_offset) {
+        return false;
+    }
+    header.flags &= !VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    true
+}

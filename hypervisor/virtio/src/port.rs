@@ -1,0 +1,149 @@
+//! What the switch needs from a port: a virtio-net device, or later the uplink NIC.
+
+/// Largest Ethernet frame a port carries: 1500 bytes of payload, a 14-byte
+/// header and one 802.1Q tag (no FCS). TSO is not offered, so no larger
+/// frame exists on the switch.
+pub const MAX_FRAME_LEN: usize = 1518;
+/// Smallest frame the switch forwards: an Ethernet header.
+pub const MIN_FRAME_LEN: usize = 14;
+
+/// virtio-net header flag: the checksum from `csum_start` is still to be done (§5.1.6).
+pub const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+/// virtio-net header flag: the checksum was already validated (§5.1.6).
+pub const VIRTIO_NET_HDR_F_DATA_VALID: u8 = 2;
+/// virtio-net header `gso_type`: not a GSO frame.
+pub const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
+
+/// The offload part of a virtio-net header (§5.1.6), carried with a frame
+/// through the switch. `num_buffers` is per delivery, so it is not here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetHeader {
+    /// NEEDS_CSUM / DATA_VALID.
+    pub flags: u8,
+    /// GSO type (always NONE on this switch).
+    pub gso_type: u8,
+    /// Length of the headers to copy into each segment.
+    pub hdr_len: u16,
+    /// Segment size for GSO.
+    pub gso_size: u16,
+    /// Where checksumming starts (NEEDS_CSUM).
+    pub csum_start: u16,
+    /// Where the checksum goes, from `csum_start` (NEEDS_CSUM).
+    pub csum_offset: u16,
+}
+
+/// Byte size of the VERSION_1 virtio-net header, `num_buffers` included.
+pub const NET_HEADER_LEN: usize = 12;
+
+impl NetHeader {
+    /// Parses the first 10 bytes of a little-endian virtio-net header.
+    pub fn from_bytes(b: &[u8; NET_HEADER_LEN]) -> Self {
+        Self {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u16::from_le_bytes([b[2], b[3]]),
+            gso_size: u16::from_le_bytes([b[4], b[5]]),
+            csum_start: u16::from_le_bytes([b[6], b[7]]),
+            csum_offset: u16::from_le_bytes([b[8], b[9]]),
+        }
+    }
+
+    /// The 12-byte header with `num_buffers`.
+    pub fn to_bytes(&self, num_buffers: u16) -> [u8; NET_HEADER_LEN] {
+        let mut b = [0u8; NET_HEADER_LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+        b[10..12].copy_from_slice(&num_buffers.to_le_bytes());
+        b
+    }
+}
+
+/// Why a port dropped a frame.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The chain was shorter than the virtio-net header.
+    ShortHeader,
+    /// The frame was shorter than an Ethernet header.
+    Runt,
+    /// The frame was longer than [`MAX_FRAME_LEN`].
+    TooLong,
+    /// A device-writable descriptor in a transmit chain, or a readable one
+    /// after a writable one.
+    WrongDirection,
+    /// A zero-length descriptor.
+    ZeroLength,
+    /// A buffer outside the VM's RAM, or wrapping.
+    BadAddress,
+    /// The header asked for an offload that was not negotiated, or its
+    /// checksum offsets lie outside the frame.
+    BadHeader,
+    /// The receive chain(s) were too small for the frame.
+    BufferTooSmall,
+    /// The port is not live (not DRIVER_OK, reset pending, or down).
+    PortDown,
+    /// The queue hit a fatal error: the device now needs a reset.
+    QueueFailed,
+}
+
+/// Result of asking a port for its guest's next transmitted frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxPoll {
+    /// Nothing to send.
+    Empty,
+    /// A frame of `len` bytes is in the caller's buffer.
+    Frame {
+        /// Frame length in bytes.
+        len: usize,
+        /// Its offload header.
+        header: NetHeader,
+    },
+    /// A frame was taken and dropped (its buffers were returned).
+    Dropped(DropReason),
+}
+
+/// Result of delivering a frame to a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RxPush {
+    /// The frame is in the guest's buffers.
+    Delivered,
+    /// No receive buffer now: keep the frame and retry later.
+    NoBuffers,
+    /// The frame was dropped.
+    Dropped(DropReason),
+}
+
+/// One port of the switch. A virtio-net device bound to its VM's memory
+/// ([`crate::net::NetPort`]) is one; the uplink NIC driver will be another.
+/// The switch is generic over this trait (no `dyn`, STYLE L1): a caller
+/// with several kinds of port wraps them in an enum.
+pub trait Port {
+    /// Copies the guest's next transmitted frame into `frame`.
+    fn poll_tx(&mut self, frame: &mut [u8; MAX_FRAME_LEN]) -> TxPoll;
+    /// Delivers `frame` with `header`.
+    fn push_rx(&mut self, header: &NetHeader, frame: &[u8]) -> RxPush;
+    /// Whether the port takes frames whose checksum is still to be done
+    /// (virtio: GUEST_CSUM negotiated). Otherwise the switch completes it.
+    fn accepts_partial_checksum(&self) -> bool;
+    /// Ends a batch: publishes completions and raises interrupts.
+    fn flush(&mut self);
+}
+
+impl<P: Port + ?Sized> Port for &mut P {
+    fn poll_tx(&mut self, frame: &mut [u8; MAX_FRAME_LEN]) -> TxPoll {
+        (**self).poll_tx(frame)
+    }
+    fn push_rx(&mut self, header: &NetHeader, frame: &[u8]) -> RxPush {
+        (**self).push_rx(header, frame)
+    }
+    fn accepts_partial_checksum(&self) -> bool {
+        (**self).accepts_partial_checksum()
+    }
+    fn flush(&mut self) {
+        (**self).flush()
+    }
+}

@@ -1,0 +1,428 @@
+//! Device side of a split virtqueue (virtio 1.2 §2.7).
+//!
+//! The queue is plain state; guest memory is passed in on every call
+//! (STYLE G3). Every value read from the guest is read once, checked, and
+//! only then used (§2.7.5, §2.7.13). Errors returned here are *fatal* for the
+//! queue: the caller sets DEVICE_NEEDS_RESET (§2.1.2) and stops using it.
+
+use core::num::Wrapping;
+use core::sync::atomic::Ordering;
+
+use chroma_mem::{GuestMemory, GuestPhysAddr};
+
+use crate::VirtioError;
+
+/// Largest queue size a split virtqueue may have (§2.7: "Queue Size ... 32768").
+pub const MAX_QUEUE_SIZE: u16 = 32768;
+
+/// Size of one descriptor in the descriptor table (§2.7.5).
+pub const DESCRIPTOR_SIZE: u64 = 16;
+/// Size of one used-ring element `{ id: le32, len: le32 }` (§2.7.8).
+pub const USED_ELEMENT_SIZE: u64 = 8;
+
+/// §2.7.5: the buffer continues via the `next` field.
+pub const VIRTQ_DESC_F_NEXT: u16 = 1;
+/// §2.7.5: the buffer is device write-only (otherwise device read-only).
+pub const VIRTQ_DESC_F_WRITE: u16 = 2;
+/// §2.7.5.3: the buffer contains a table of indirect descriptors.
+pub const VIRTQ_DESC_F_INDIRECT: u16 = 4;
+/// §2.7.6: the driver asks the device not to interrupt (no EVENT_IDX).
+pub const VIRTQ_AVAIL_F_NO_INTERRUPT: u16 = 1;
+/// §2.7.8: the device asks the driver not to notify (no EVENT_IDX).
+pub const VIRTQ_USED_F_NO_NOTIFY: u16 = 1;
+
+/// Alignment of the descriptor table (§2.7, table "Virtqueue Part Alignment").
+pub const DESCRIPTOR_TABLE_ALIGN: u64 = 16;
+/// Alignment of the driver area (avail ring).
+pub const AVAIL_RING_ALIGN: u64 = 2;
+/// Alignment of the device area (used ring).
+pub const USED_RING_ALIGN: u64 = 4;
+
+/// Byte size of the descriptor table for `size` entries (§2.7).
+pub const fn descriptor_table_bytes(size: u16) -> u64 {
+    DESCRIPTOR_SIZE * size as u64
+}
+/// Byte size of the avail ring including `used_event` (§2.7: 6 + 2 * size).
+pub const fn avail_ring_bytes(size: u16) -> u64 {
+    6 + 2 * size as u64
+}
+/// Byte size of the used ring including `avail_event` (§2.7: 6 + 8 * size).
+pub const fn used_ring_bytes(size: u16) -> u64 {
+    6 + USED_ELEMENT_SIZE * size as u64
+}
+
+/// `vring_need_event` (§2.7.10): whether moving an index from `old` to `new`
+/// crosses `event`, so the other side asked to be told.
+pub fn need_event(event: Wrapping<u16>, new: Wrapping<u16>, old: Wrapping<u16>) -> bool {
+    (new - event - Wrapping(1)).0 < (new - old).0
+}
+
+/// Where a queue's three parts live, as the driver programmed them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueLayout {
+    /// Number of entries (a power of two, at most the device's maximum).
+    pub size: u16,
+    /// Descriptor table (QueueDesc).
+    pub desc: GuestPhysAddr,
+    /// Driver area, the avail ring (QueueDriver).
+    pub avail: GuestPhysAddr,
+    /// Device area, the used ring (QueueDevice).
+    pub used: GuestPhysAddr,
+}
+
+impl QueueLayout {
+    /// Checks what §2.7 and §4.2.3.2 require before QueueReady is set:
+    /// size a nonzero power of two at most `max_size`, each part aligned,
+    /// each part inside one region of guest RAM.
+    pub fn validate<M: GuestMemory>(&self, max_size: u16, mem: &M) -> Result<(), VirtioError> {
+        if self.size == 0 || !self.size.is_power_of_two() || self.size > max_size {
+            return Err(VirtioError::InvalidQueueSize);
+        }
+        if !self.desc.is_aligned(DESCRIPTOR_TABLE_ALIGN)
+            || !self.avail.is_aligned(AVAIL_RING_ALIGN)
+            || !self.used.is_aligned(USED_RING_ALIGN)
+        {
+            return Err(VirtioError::MisalignedRing);
+        }
+        mem.check_range(self.desc, descriptor_table_bytes(self.size))?;
+        mem.check_range(self.avail, avail_ring_bytes(self.size))?;
+        mem.check_range(self.used, used_ring_bytes(self.size))?;
+        Ok(())
+    }
+}
+
+/// One descriptor as the device sees it, after its 16 bytes were read once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Descriptor {
+    /// Guest-physical address of the buffer.
+    pub addr: GuestPhysAddr,
+    /// Length of the buffer in bytes.
+    pub len: u32,
+    /// Whether the buffer is device write-only.
+    pub writable: bool,
+}
+
+/// `base + offset` for an address already range-checked at queue setup;
+/// still checked, so a broken invariant becomes an error, not a wrap.
+fn at(base: GuestPhysAddr, offset: u64) -> Result<GuestPhysAddr, VirtioError> {
+    base.checked_add(offset).ok_or(VirtioError::Memory(chroma_mem::MemError::Overflow))
+}
+
+/// The device side of one split virtqueue.
+#[derive(Clone, Debug, Default)]
+pub struct SplitQueue {
+    layout: QueueLayout,
+    ready: bool,
+    event_idx: bool,
+    indirect: bool,
+    /// Next avail-ring slot the device will consume (`last_avail_idx`).
+    next_avail: Wrapping<u16>,
+    /// The last value read from `avail.idx` (read only when needed).
+    avail_shadow: Wrapping<u16>,
+    /// Next used-ring slot the device will fill.
+    next_used: Wrapping<u16>,
+    /// The `used.idx` last published to the guest.
+    published_used: Wrapping<u16>,
+    /// The `used.idx` at the previous interrupt decision (vhost `signalled_used`).
+    signalled_used: Wrapping<u16>,
+}
+
+impl SplitQueue {
+    /// A queue that is not ready.
+    pub const fn new() -> Self {
+        Self {
+            layout: QueueLayout {
+                size: 0,
+                desc: GuestPhysAddr::new(0),
+                avail: GuestPhysAddr::new(0),
+                used: GuestPhysAddr::new(0),
+            },
+            ready: false,
+            event_idx: false,
+            indirect: false,
+            next_avail: Wrapping(0),
+            avail_shadow: Wrapping(0),
+            next_used: Wrapping(0),
+            published_used: Wrapping(0),
+            signalled_used: Wrapping(0),
+        }
+    }
+
+    /// Validates `layout` and makes the queue live with fresh indices.
+    ///
+    /// `event_idx` and `indirect` are the negotiated VIRTIO_F_EVENT_IDX and
+    /// VIRTIO_F_INDIRECT_DESC. On error the queue stays not ready.
+    pub fn activate<M: GuestMemory>(
+        &mut self,
+        layout: QueueLayout,
+        max_size: u16,
+        event_idx: bool,
+        indirect: bool,
+        mem: &M,
+    ) -> Result<(), VirtioError> {
+        *self = Self::new();
+        layout.validate(max_size, mem)?;
+        self.layout = layout;
+        self.event_idx = event_idx;
+        self.indirect = indirect;
+        self.ready = true;
+        Ok(())
+    }
+
+    /// Stops the queue (QueueReady = 0 or device reset).
+    pub fn reset(&mut self) {
+        *self = Self::new();
+    }
+
+    /// Whether the queue is live.
+    pub fn ready(&self) -> bool {
+        self.ready
+    }
+
+    /// The layout the queue was activated with.
+    pub fn layout(&self) -> QueueLayout {
+        self.layout
+    }
+
+    /// Index of the next avail-ring entry the device will consume.
+    pub fn next_avail(&self) -> Wrapping<u16> {
+        self.next_avail
+    }
+
+    /// Index of the next used-ring entry the device will fill.
+    pub fn next_used(&self) -> Wrapping<u16> {
+        self.next_used
+    }
+
+    /// Whether used elements were added since the last [`Self::publish_used`].
+    pub fn has_unpublished_used(&self) -> bool {
+        self.next_used != self.published_used
+    }
+
+    fn mask(&self) -> u16 {
+        self.layout.size.wrapping_sub(1)
+    }
+
+    /// Reads `avail.idx` (Acquire, §2.7.13.3) and checks it moved at most
+    /// `size` entries past what the device consumed.
+    fn read_avail_idx<M: GuestMemory>(&mut self, mem: &M) -> Result<Wrapping<u16>, VirtioError> {
+        let idx = Wrapping(mem.load_u16(at(self.layout.avail, 2)?, Ordering::Acquire)?);
+        // §2.7.13 and REFERENCE: (u16)(avail_idx - last_avail) > N is a driver error.
+        if (idx - self.next_avail).0 > self.layout.size {
+            return Err(VirtioError::AvailIndexJump);
+        }
+        self.avail_shadow = idx;
+        Ok(idx)
+    }
+
+    /// Takes the next available chain's head index, or `None` if the ring is
+    /// empty. The head is checked to be below the queue size (§2.7.6).
+    pub fn pop<M: GuestMemory>(&mut self, mem: &M) -> Result<Option<u16>, VirtioError> {
+        if !self.ready {
+            return Err(VirtioError::QueueNotReady);
+        }
+        if self.next_avail == self.avail_shadow && self.read_avail_idx(mem)? == self.next_avail {
+            return Ok(None);
+        }
+        let slot = u64::from(self.next_avail.0 & self.mask());
+        // The Acquire load of avail.idx above orders this read after it.
+        let head = mem.load_u16(at(self.layout.avail, 4 + 2 * slot)?, Ordering::Relaxed)?;
+        if head >= self.layout.size {
+            return Err(VirtioError::DescriptorIndexOutOfRange);
+        }
+        self.next_avail += 1;
+        Ok(Some(head))
+    }
+
+    /// Gives back the last `count` popped chains (none of them was used), so
+    /// that a later [`Self::pop`] returns them again.
+    pub fn rewind(&mut self, count: u16) {
+        self.next_avail -= count;
+    }
+
+    /// Starts walking the chain whose head [`Self::pop`] returned.
+    pub fn chain(&self, head: u16) -> DescriptorChain {
+        DescriptorChain {
+            table: self.layout.desc,
+            table_count: self.layout.size,
+            next: Some(head),
+            ttl: self.layout.size,
+            in_indirect: false,
+            indirect_allowed: self.indirect,
+            total_len: 0,
+        }
+    }
+
+    /// Writes one used element `{ head, len }` (§2.7.8); it becomes visible
+    /// to the driver at the next [`Self::publish_used`].
+    pub fn add_used<M: GuestMemory>(&mut self, mem: &M, head: u16, len: u32) -> Result<(), VirtioError> {
+        let slot = u64::from(self.next_used.0 & self.mask());
+        let mut element = [0u8; 8];
+        element[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+        element[4..].copy_from_slice(&len.to_le_bytes());
+        mem.write(at(self.layout.used, 4 + USED_ELEMENT_SIZE * slot)?, &element)?;
+        self.next_used += 1;
+        Ok(())
+    }
+
+    /// Publishes the used elements added so far by writing `used.idx`
+    /// (Release, §2.7.8.2) and says whether the driver must be interrupted
+    /// (§2.7.7.2 without EVENT_IDX, §2.7.10 with it).
+    pub fn publish_used<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, VirtioError> {
+        if !self.ready || !self.has_unpublished_used() {
+            return Ok(false);
+        }
+        // Release: the used elements and the buffer data written before are
+        // visible before the new index (§2.7.13.4 "write barrier").
+        mem.store_u16(at(self.layout.used, 2)?, self.next_used.0, Ordering::Release)?;
+        self.published_used = self.next_used;
+        // Full barrier between publishing used.idx and reading the driver's
+        // suppression fields, or a notification can be lost (§2.7.7.2).
+        mem.fence(Ordering::SeqCst);
+        if self.event_idx {
+            let offset = 4 + 2 * u64::from(self.layout.size);
+            let used_event = Wrapping(mem.load_u16(at(self.layout.avail, offset)?, Ordering::Relaxed)?);
+            let old = self.signalled_used;
+            self.signalled_used = self.next_used;
+            Ok(need_event(used_event, self.next_used, old))
+        } else {
+            let flags = mem.load_u16(self.layout.avail, Ordering::Relaxed)?;
+            Ok(flags & VIRTQ_AVAIL_F_NO_INTERRUPT == 0)
+        }
+    }
+
+    /// Asks the driver to notify once more chains are available (with
+    /// EVENT_IDX: `avail_event = next_avail`, §2.7.10), then re-reads
+    /// `avail.idx` after a full barrier so a chain added meanwhile is not
+    /// missed. Returns whether chains are available now.
+    pub fn enable_notification<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, VirtioError> {
+        if !self.ready {
+            return Err(VirtioError::QueueNotReady);
+        }
+        if self.event_idx {
+            let offset = 4 + USED_ELEMENT_SIZE * u64::from(self.layout.size);
+            mem.store_u16(at(self.layout.used, offset)?, self.next_avail.0, Ordering::Relaxed)?;
+            // Full barrier: the avail_event store before the avail.idx re-read.
+            mem.fence(Ordering::SeqCst);
+        }
+        Ok(self.read_avail_idx(mem)? != self.next_avail)
+    }
+
+    /// Whether the driver has made chains available that the device has not
+    /// taken (reads `avail.idx`).
+    pub fn has_available<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, VirtioError> {
+        if !self.ready {
+            return Ok(false);
+        }
+        if self.next_avail != self.avail_shadow {
+            return Ok(true);
+        }
+        Ok(self.read_avail_idx(mem)? != self.next_avail)
+    }
+}
+
+/// Walks one descriptor chain, reading each descriptor exactly once.
+///
+/// Bounds (§2.7.5.3.1, §2.7.13, REFERENCE "Consume"): every index below the
+/// table size; at most `size` links in the direct chain and at most the table
+/// length in an indirect one (so loops end); an indirect table's length a
+/// nonzero multiple of 16 inside guest RAM; no nested indirect; no
+/// INDIRECT together with NEXT; the total length below 2^32.
+#[derive(Clone, Debug)]
+pub struct DescriptorChain {
+    table: GuestPhysAddr,
+    table_count: u16,
+    next: Option<u16>,
+    ttl: u16,
+    in_indirect: bool,
+    indirect_allowed: bool,
+    total_len: u64,
+}
+
+impl DescriptorChain {
+    /// The next buffer of the chain, `None` at its end.
+    pub fn next_descriptor<M: GuestMemory>(&mut self, mem: &M) -> Result<Option<Descriptor>, VirtioError> {
+        loop {
+            let Some(index) = self.next else { return Ok(None) };
+            if index >= self.table_count {
+                return Err(VirtioError::DescriptorIndexOutOfRange);
+            }
+            if self.ttl == 0 {
+                return Err(VirtioError::ChainTooLong);
+            }
+            self.ttl -= 1;
+            let mut raw = [0u8; 16];
+            mem.read(at(self.table, DESCRIPTOR_SIZE * u64::from(index))?, &mut raw)?;
+            let addr = u64::from_le_bytes([raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7]]);
+            let len = u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]]);
+            let flags = u16::from_le_bytes([raw[12], raw[13]]);
+            let next = u16::from_le_bytes([raw[14], raw[15]]);
+            if flags & VIRTQ_DESC_F_INDIRECT != 0 {
+                // §2.7.5.3.1: no nested tables, no INDIRECT with NEXT, and
+                // only when VIRTIO_F_INDIRECT_DESC was negotiated.
+                if self.in_indirect {
+                    return Err(VirtioError::NestedIndirect);
+                }
+                if !self.indirect_allowed {
+                    return Err(VirtioError::IndirectNotNegotiated);
+                }
+                if flags & VIRTQ_DESC_F_NEXT != 0 {
+                    return Err(VirtioError::IndirectWithNext);
+                }
+                let len = u64::from(len);
+                // The table holds at most 2^16 descriptors; a chain may not
+                // be longer than the queue (§2.7.5.3.1), so cap it there too.
+                if len == 0 || len % DESCRIPTOR_SIZE != 0 || len / DESCRIPTOR_SIZE > u64::from(self.table_count) {
+                    return Err(VirtioError::IndirectTableLength);
+                }
+                let table = GuestPhysAddr::new(addr);
+                mem.check_range(table, len)?;
+                let count = u16::try_from(len / DESCRIPTOR_SIZE).map_err(|_| VirtioError::IndirectTableLength)?;
+                self.table = table;
+                self.table_count = count;
+                self.ttl = count;
+                self.next = Some(0);
+                self.in_indirect = true;
+                continue;
+            }
+            self.next = (flags & VIRTQ_DESC_F_NEXT != 0).then_some(next);
+            self.total_len += u64::from(len);
+            // G4: a chain's total length stays below 2^32.
+            if self.total_len > u64::from(u32::MAX) {
+                return Err(VirtioError::ChainLengthOverflow);
+            }
+            return Ok(Some(Descriptor {
+                addr: GuestPhysAddr::new(addr),
+                len,
+                writable: flags & VIRTQ_DESC_F_WRITE != 0,
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_2_7_10_need_event_matches_vring_need_event() {
+        // Driver asked for an interrupt after entry 5 (used_event = 5).
+        assert!(need_event(Wrapping(5), Wrapping(6), Wrapping(5)));
+        assert!(need_event(Wrapping(5), Wrapping(10), Wrapping(0)));
+        assert!(!need_event(Wrapping(5), Wrapping(5), Wrapping(0)));
+        assert!(!need_event(Wrapping(5), Wrapping(12), Wrapping(7)));
+        // Across the 16-bit wrap.
+        assert!(need_event(Wrapping(65535), Wrapping(1), Wrapping(65530)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn spec_2_7_10_need_event_is_crossing(event: u16, old: u16, step in 0u16..1024) {
+            let new = old.wrapping_add(step);
+            // Reference: event is in the half-open window (old, new] walked forwards... shifted by one:
+            // signal iff event lies in [old, new).
+            let crossed = (0..step).any(|k| old.wrapping_add(k) == event);
+            proptest::prop_assert_eq!(need_event(Wrapping(event), Wrapping(new), Wrapping(old)), crossed);
+        }
+    }
+}

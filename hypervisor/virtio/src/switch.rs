@@ -1,0 +1,375 @@
+//! The L2 learning switch: MAC learning with ageing, flooding, bounded
+//! per-port egress queues, round-robin fairness with a batch limit per turn,
+//! and per-port counters.
+//!
+//! All storage is allocated when the switch is built; forwarding a frame
+//! allocates nothing.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::net::complete_checksum;
+use crate::port::{DropReason, NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM};
+
+/// How a switch is sized and paced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwitchConfig {
+    /// Number of ports.
+    pub port_count: usize,
+    /// Frames each port's egress queue holds while its guest has no buffers.
+    pub egress_capacity: usize,
+    /// Frames one port may send per round-robin turn.
+    pub batch_limit: usize,
+    /// Frames one [`Switch::run`] forwards at most, so a trap handler's
+    /// time is bounded; [`RunReport::more_work`] says if it stopped early.
+    pub run_budget: usize,
+    /// A learned address is forgotten this many ticks after last seen.
+    pub ageing_ticks: u64,
+    /// Buckets of the address table (rounded up to a power of two; 4 ways each).
+    pub fdb_buckets: usize,
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        Self { port_count: 2, egress_capacity: 64, batch_limit: 32, run_budget: 4096, ageing_ticks: 300_000, fdb_buckets: 256 }
+    }
+}
+
+/// Per-port counters, named from the guest's side: `tx` is what the port's
+/// guest sent into the switch, `rx` what the switch delivered to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    /// Frames taken from the guest and accepted.
+    pub tx_packets: u64,
+    /// Bytes of those frames.
+    pub tx_bytes: u64,
+    /// Frames the guest sent that were malformed and dropped.
+    pub tx_errors: u64,
+    /// Frames delivered into the guest's buffers.
+    pub rx_packets: u64,
+    /// Bytes of those frames.
+    pub rx_bytes: u64,
+    /// Frames for this port dropped because its receive buffers were bad.
+    pub rx_errors: u64,
+    /// Frames for this port dropped because its egress queue was full or
+    /// it was down.
+    pub rx_dropped: u64,
+    /// Fatal queue errors (the device was set to DEVICE_NEEDS_RESET).
+    pub fatal_errors: u64,
+}
+
+/// What one [`Switch::run`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Frames taken from guests (accepted or dropped).
+    pub frames: usize,
+    /// Whether the budget ran out with work left: call again soon.
+    pub more_work: bool,
+}
+
+const FDB_WAYS: usize = 4;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct FdbEntry {
+    mac: [u8; 6],
+    port: u16,
+    valid: bool,
+    last_seen: u64,
+}
+
+/// A set-associative MAC address table with ageing.
+#[derive(Clone, Debug)]
+struct Fdb {
+    buckets: Vec<[FdbEntry; FDB_WAYS]>,
+    ageing: u64,
+}
+
+impl Fdb {
+    fn bucket(&self, mac: &[u8; 6]) -> usize {
+        // FNV-1a over the address; the table size is a power of two.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in mac {
+            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+        }
+        (h as usize) & (self.buckets.len() - 1)
+    }
+
+    fn fresh(&self, e: &FdbEntry, now: u64) -> bool {
+        e.valid && now.saturating_sub(e.last_seen) <= self.ageing
+    }
+
+    fn lookup(&self, mac: &[u8; 6], now: u64) -> Option<usize> {
+        let bucket = &self.buckets[self.bucket(mac)];
+        bucket.iter().find(|e| e.mac == *mac && self.fresh(e, now)).map(|e| usize::from(e.port))
+    }
+
+    fn learn(&mut self, mac: &[u8; 6], port: u16, now: u64) {
+        let index = self.bucket(mac);
+        let ageing = self.ageing;
+        let bucket = &mut self.buckets[index];
+        let fresh = |e: &FdbEntry| e.valid && now.saturating_sub(e.last_seen) <= ageing;
+        let slot = match bucket.iter().position(|e| e.valid && e.mac == *mac) {
+            Some(i) => i,
+            // Reuse an empty or aged-out way, else evict the least recently seen.
+            None => match bucket.iter().position(|e| !fresh(e)) {
+                Some(i) => i,
+                None => (0..FDB_WAYS).min_by_key(|&i| bucket[i].last_seen).unwrap_or(0),
+            },
+        };
+        bucket[slot] = FdbEntry { mac: *mac, port, valid: true, last_seen: now };
+    }
+}
+
+/// A bounded FIFO of frames waiting for one port's receive buffers.
+#[derive(Clone, Debug)]
+struct EgressQueue {
+    data: Vec<u8>,
+    meta: Vec<(NetHeader, u16)>,
+    head: usize,
+    count: usize,
+}
+
+impl EgressQueue {
+    fn new(capacity: usize) -> Self {
+        Self { data: vec![0; capacity * MAX_FRAME_LEN], meta: vec![(NetHeader::default(), 0); capacity], head: 0, count: 0 }
+    }
+
+    fn capacity(&self) -> usize {
+        self.meta.len()
+    }
+
+    fn push(&mut self, header: &NetHeader, frame: &[u8]) -> bool {
+        if self.count == self.capacity() || frame.len() > MAX_FRAME_LEN {
+            return false;
+        }
+        let slot = (self.head + self.count) % self.capacity();
+        self.data[slot * MAX_FRAME_LEN..slot * MAX_FRAME_LEN + frame.len()].copy_from_slice(frame);
+        self.meta[slot] = (*header, frame.len() as u16);
+        self.count += 1;
+        true
+    }
+
+    fn front(&self) -> Option<(&NetHeader, &[u8])> {
+        if self.count == 0 {
+            return None;
+        }
+        let (header, len) = &self.meta[self.head];
+        let start = self.head * MAX_FRAME_LEN;
+        Some((header, &self.data[start..start + usize::from(*len)]))
+    }
+
+    fn pop(&mut self) {
+        if self.count > 0 {
+            self.head = (self.head + 1) % self.capacity();
+            self.count -= 1;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.head = 0;
+        self.count = 0;
+    }
+}
+
+/// The switch: forwarding table, egress queues, counters.
+#[derive(Clone, Debug)]
+pub struct Switch {
+    config: SwitchConfig,
+    fdb: Fdb,
+    egress: Vec<EgressQueue>,
+    counters: Vec<PortCounters>,
+    frame: [u8; MAX_FRAME_LEN],
+    next_port: usize,
+}
+
+fn is_multicast(mac: &[u8; 6]) -> bool {
+    mac[0] & 1 != 0
+}
+
+impl Switch {
+    /// A switch with `config` (zero sizes are raised to one).
+    pub fn new(config: SwitchConfig) -> Self {
+        let port_count = config.port_count.clamp(1, usize::from(u16::MAX));
+        let buckets = config.fdb_buckets.max(1).next_power_of_two();
+        let config = SwitchConfig {
+            port_count,
+            egress_capacity: config.egress_capacity.max(1),
+            batch_limit: config.batch_limit.max(1),
+            run_budget: config.run_budget.max(1),
+            fdb_buckets: buckets,
+            ..config
+        };
+        Self {
+            config,
+            fdb: Fdb { buckets: vec![[FdbEntry::default(); FDB_WAYS]; buckets], ageing: config.ageing_ticks },
+            egress: (0..port_count).map(|_| EgressQueue::new(config.egress_capacity)).collect(),
+            counters: vec![PortCounters::default(); port_count],
+            frame: [0; MAX_FRAME_LEN],
+            next_port: 0,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> SwitchConfig {
+        self.config
+    }
+
+    /// Counters of port `port`.
+    pub fn counters(&self, port: usize) -> PortCounters {
+        self.counters.get(port).copied().unwrap_or_default()
+    }
+
+    /// Frames waiting for port `port`'s receive buffers.
+    pub fn egress_len(&self, port: usize) -> usize {
+        self.egress.get(port).map_or(0, |q| q.count)
+    }
+
+    /// The port `mac` was last seen on, if still fresh at `now`.
+    pub fn lookup(&self, mac: &[u8; 6], now: u64) -> Option<usize> {
+        self.fdb.lookup(mac, now)
+    }
+
+    /// Forgets what is queued for `port` (its device was reset).
+    pub fn port_reset(&mut self, port: usize) {
+        if let Some(q) = self.egress.get_mut(port) {
+            q.clear();
+        }
+    }
+
+    /// Moves frames: drains egress queues, then gives each port in turn up
+    /// to `batch_limit` frames, round robin, until nobody has work or the run
+    /// budget is spent. `ports[i]` is port `i`; `now` is the time in the
+    /// caller's ticks, for ageing.
+    pub fn run<P: Port>(&mut self, ports: &mut [P], now: u64) -> RunReport {
+        let n = ports.len().min(self.config.port_count);
+        let mut report = RunReport::default();
+        if n == 0 {
+            return report;
+        }
+        for port in 0..n {
+            self.drain_egress(ports, port);
+        }
+        loop {
+            let mut progress = false;
+            for k in 0..n {
+                let src = (self.next_port + k) % n;
+                for _ in 0..self.config.batch_limit {
+                    if report.frames >= self.config.run_budget {
+                        report.more_work = true;
+                        break;
+                    }
+                    match ports[src].poll_tx(&mut self.frame) {
+                        TxPoll::Empty => break,
+                        TxPoll::Dropped(reason) => {
+                            report.frames += 1;
+                            progress = true;
+                            let c = &mut self.counters[src];
+                            if reason == DropReason::QueueFailed {
+                                c.fatal_errors += 1;
+                                break;
+                            }
+                            c.tx_errors += 1;
+                        }
+                        TxPoll::Frame { len, header } => {
+                            report.frames += 1;
+                            progress = true;
+                            let len = len.min(MAX_FRAME_LEN);
+                            self.counters[src].tx_packets += 1;
+                            self.counters[src].tx_bytes += len as u64;
+                            self.forward(ports, src, header, len, now);
+                        }
+                    }
+                }
+            }
+            // Rotate who goes first, so no port is always served first.
+            self.next_port = (self.next_port + 1) % n;
+            for port in ports[..n].iter_mut() {
+                port.flush();
+            }
+            if !progress || report.more_work {
+                break;
+            }
+        }
+        report
+    }
+
+    fn drain_egress<P: Port>(&mut self, ports: &mut [P], port: usize) {
+        let Switch { egress, counters, .. } = self;
+        let q = &mut egress[port];
+        while let Some((header, frame)) = q.front() {
+            match ports[port].push_rx(header, frame) {
+                RxPush::NoBuffers => break,
+                RxPush::Delivered => {
+                    counters[port].rx_packets += 1;
+                    counters[port].rx_bytes += frame.len() as u64;
+                }
+                RxPush::Dropped(reason) => count_rx_drop(&mut counters[port], reason),
+            }
+            q.pop();
+        }
+    }
+
+    fn forward<P: Port>(&mut self, ports: &mut [P], src: usize, mut header: NetHeader, len: usize, now: u64) {
+        let n = ports.len().min(self.config.port_count);
+        let mut dst_mac = [0u8; 6];
+        let mut src_mac = [0u8; 6];
+        dst_mac.copy_from_slice(&self.frame[0..6]);
+        src_mac.copy_from_slice(&self.frame[6..12]);
+        if !is_multicast(&src_mac) && src_mac != [0; 6] {
+            self.fdb.learn(&src_mac, src as u16, now);
+        }
+        let target = if is_multicast(&dst_mac) { None } else { self.fdb.lookup(&dst_mac, now) };
+        if target == Some(src) {
+            // The destination sits behind the sender's own port: filter.
+            return;
+        }
+        // Complete a partial checksum once if any destination cannot take it.
+        if header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+            let needs_full = match target {
+                Some(p) => p < n && !ports[p].accepts_partial_checksum(),
+                None => (0..n).any(|p| p != src && !ports[p].accepts_partial_checksum()),
+            };
+            if needs_full && !complete_checksum(&mut header, &mut self.frame[..len]) {
+                self.counters[src].tx_errors += 1;
+                return;
+            }
+        }
+        match target {
+            Some(dst) if dst < n => self.deliver(ports, dst, &header, len),
+            Some(_) => {}
+            None => {
+                for dst in (0..n).filter(|&p| p != src) {
+                    self.deliver(ports, dst, &header, len);
+                }
+            }
+        }
+    }
+
+    fn deliver<P: Port>(&mut self, ports: &mut [P], dst: usize, header: &NetHeader, len: usize) {
+        let Switch { egress, counters, frame, .. } = self;
+        let frame = &frame[..len];
+        let c = &mut counters[dst];
+        // Keep order: behind frames already waiting, wait too.
+        let result = if egress[dst].count > 0 { RxPush::NoBuffers } else { ports[dst].push_rx(header, frame) };
+        match result {
+            RxPush::Delivered => {
+                c.rx_packets += 1;
+                c.rx_bytes += len as u64;
+            }
+            RxPush::NoBuffers => {
+                if !egress[dst].push(header, frame) {
+                    c.rx_dropped += 1;
+                }
+            }
+            RxPush::Dropped(reason) => count_rx_drop(c, reason),
+        }
+    }
+}
+
+fn count_rx_drop(c: &mut PortCounters, reason: DropReason) {
+    match reason {
+        DropReason::PortDown => c.rx_dropped += 1,
+        DropReason::QueueFailed => c.fatal_errors += 1,
+        _ => c.rx_errors += 1,
+    }
+}
