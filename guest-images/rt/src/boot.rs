@@ -1,0 +1,187 @@
+//! The arm64 Image header, the primary and secondary entry points, and [`Boot`].
+//!
+//! Boot protocol (Linux `Documentation/arch/arm64/booting.rst`): the loader
+//! puts the Image at a 2 MiB-aligned RAM address + `text_offset` and enters
+//! its first instruction at EL1 (or EL2) with the MMU off and x0 = DTB address.
+//! The code is linked for 0x4008_0000 (linker/guest-aarch64.ld); the entry code
+//! compares its run address with its link address and, if they differ, prints
+//! a fixed line on the QEMU virt PL011 and powers off, rather than run with
+//! every absolute pointer wrong.
+
+use core::arch::global_asm;
+use core::cell::UnsafeCell;
+
+use crate::platform::Platform;
+
+/// Largest number of CPUs the runtime gives a stack to (also in the linker script).
+pub const MAX_CPUS: usize = 8;
+/// Bytes of stack per CPU (also in the linker script).
+pub const STACK_SIZE: usize = 0x4000;
+
+// The Image header (64 bytes), then the primary and secondary entry points.
+//
+// SCTLR_EL1 = 0x30d0_1818: RES1 bits 29:28, 23:22, 20, 11; I (12, instruction
+// cache on, harmless with the MMU off); SA (3) and SA0 (4), stack alignment
+// checks; M, C and A clear: MMU off, data cache off, no alignment checks
+// beyond Device memory's own.
+// CPACR_EL1.FPEN (bits 21:20) = 0b11: no FP/SIMD traps, because the compiler
+// may use FP registers even for softfloat targets' integer code (memcpy).
+global_asm!(
+    r#"
+    .section .text.head, "ax"
+    .global _image_start
+_image_start:
+    b       _rt_primary_entry       // code0
+    .long   0                       // code1
+    .quad   0x80000                 // text_offset
+    .quad   __image_size            // image_size, including .bss and stacks
+    .quad   0xa                     // flags: LE, 4K pages, placement anywhere
+    .quad   0                       // res2
+    .quad   0                       // res3
+    .quad   0                       // res4
+    .ascii  "ARM\x64"               // magic
+    .long   0                       // res5
+
+_rt_primary_entry:
+    msr     daifset, #0xf
+    mov     x19, x0                 // DTB address
+    adr     x1, _image_start
+    ldr     x2, =_image_start
+    cmp     x1, x2
+    b.ne    _rt_wrong_address
+    bl      _rt_cpu_setup
+    // Zero .bss (16-byte aligned at both ends by the linker script).
+    ldr     x1, =__bss_start
+    ldr     x2, =__bss_end
+1:  cmp     x1, x2
+    b.hs    2f
+    stp     xzr, xzr, [x1], #16
+    b       1b
+2:  mov     x0, #0
+    msr     tpidr_el1, x0
+    ldr     x1, =__stacks_start
+    add     x1, x1, #{stack_size}
+    mov     sp, x1
+    mov     x29, xzr
+    mov     x30, xzr
+    mov     x0, x19
+    bl      _rt_primary_main
+    b       _rt_park
+
+    // PSCI CPU_ON entry: x0 = context id = CPU index, chosen by smp::start_cpu.
+    .global _rt_secondary_entry
+_rt_secondary_entry:
+    msr     daifset, #0xf
+    cmp     x0, #{max_cpus}
+    b.hs    _rt_park
+    mov     x19, x0
+    bl      _rt_cpu_setup
+    msr     tpidr_el1, x19
+    ldr     x1, =__stacks_start
+    add     x2, x19, #1
+    mov     x3, #{stack_size}
+    madd    x1, x2, x3, x1
+    mov     sp, x1
+    mov     x29, xzr
+    mov     x30, xzr
+    mov     x0, x19
+    bl      _rt_secondary_main
+    b       _rt_park
+
+    // Per-CPU EL1 state; clobbers x0.
+_rt_cpu_setup:
+    msr     spsel, #1
+    ldr     x0, =0x30d01818
+    msr     sctlr_el1, x0
+    mov     x0, #(3 << 20)
+    msr     cpacr_el1, x0
+    ldr     x0, =_rt_vectors
+    msr     vbar_el1, x0
+    isb
+    ret
+
+_rt_park:
+    msr     daifset, #0xf
+    wfi
+    b       _rt_park
+
+    // Running somewhere other than the link address: every absolute pointer
+    // is wrong, so print a fixed line with position-independent code only,
+    // then PSCI SYSTEM_OFF over HVC (the QEMU virt conduit).
+_rt_wrong_address:
+    adr     x1, 4f
+    mov     x2, #0x09000000
+3:  ldrb    w3, [x1], #1
+    cbz     w3, 5f
+    str     w3, [x2]
+    b       3b
+5:  ldr     x0, =0x84000008
+    hvc     #0
+    b       _rt_park
+4:  .asciz  "rt: FATAL: not loaded at 0x40080000 (RAM base + text_offset)\n"
+    .balign 4
+    .ltorg
+    "#,
+    stack_size = const STACK_SIZE,
+    max_cpus = const MAX_CPUS,
+);
+
+/// What the runtime found at boot, handed to the guest's `main`.
+pub struct Boot {
+    /// The DTB address the loader passed in x0.
+    pub dtb_address: usize,
+    /// Devices, CPUs, PSCI conduit and boot arguments from the DTB.
+    pub platform: Platform,
+}
+
+/// The one [`Boot`], written by the boot CPU before any other CPU starts.
+struct BootCell(UnsafeCell<Option<Boot>>);
+
+// SAFETY: the boot CPU writes the cell once in `_rt_primary_main`, before it
+// enables interrupts or starts any other CPU; afterwards it is only read.
+unsafe impl Sync for BootCell {}
+
+static BOOT: BootCell = BootCell(UnsafeCell::new(None));
+
+/// Returns the boot information, once the boot CPU has filled it in.
+pub fn boot() -> Option<&'static Boot> {
+    // SAFETY: after the single write in `_rt_primary_main` the cell is never
+    // written again (see `BootCell`), so a shared reference is sound; before
+    // it, only the boot CPU runs and it does not call this.
+    unsafe { (*BOOT.0.get()).as_ref() }
+}
+
+extern "Rust" {
+    /// The guest's entry point, defined by [`crate::entry!`].
+    fn __chroma_guest_main(boot: &'static Boot) -> !;
+}
+
+/// Rust entry on the boot CPU: stack and `.bss` are ready, vectors installed.
+#[no_mangle]
+extern "C" fn _rt_primary_main(dtb_address: usize) -> ! {
+    let platform = Platform::from_dtb(dtb_address);
+    if let Some(uart) = platform.uart_base {
+        // SAFETY: the DTB names this address as the PL011 (`arm,pl011`).
+        unsafe { crate::uart::set_base(uart) };
+    }
+    // SAFETY: only this CPU runs and nothing has borrowed the cell yet (the
+    // `BootCell` invariant), so this exclusive write aliases nothing.
+    let boot = unsafe {
+        *BOOT.0.get() = Some(Boot {
+            dtb_address,
+            platform,
+        });
+        (*BOOT.0.get()).as_ref()
+    };
+    let Some(boot) = boot else {
+        crate::halt()
+    };
+    if let Some(gic) = boot.platform.gic {
+        gic.init_distributor();
+        gic.init_cpu_interface();
+    }
+    crate::shared::publish();
+    // SAFETY: `__chroma_guest_main` is defined by the guest binary through
+    // `entry!`, with exactly this signature.
+    unsafe { __chroma_guest_main(boot) }
+}

@@ -1,0 +1,436 @@
+//! GICv2 (GICD + GICC) and GICv3 (GICD + GICR + ICC system registers) drivers.
+//!
+//! Only what the test guests need: enable the distributor and this CPU's
+//! interface, enable a PPI or SGI, acknowledge and end interrupts, and send
+//! SGIs. Every interrupt is Group 1 (non-secure) where the GIC distinguishes
+//! groups, as Linux configures it, and all accesses are 32-bit except
+//! GICR_TYPER, so an emulated GIC needs no byte or halfword accesses.
+
+use aarch64_cpu::registers::MPIDR_EL1;
+use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
+use tock_registers::register_bitfields;
+use tock_registers::register_structs;
+use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
+
+/// INTIDs at or above this are special (1020..=1023: spurious and friends).
+const SPECIAL_INTID_START: u32 = 1020;
+/// Priority given to every enabled interrupt (lower is more urgent).
+const DEFAULT_PRIORITY: u32 = 0xa0;
+/// Priority mask: interrupts with a priority value below this are signalled.
+const PRIORITY_MASK: u32 = 0xf0;
+
+register_bitfields! {u32,
+    /// GICD_CTLR. In the GICv2 and in a GICv3 with one security state (DS = 1,
+    /// QEMU virt without EL3) bit 0 enables Group 0 and bit 1 Group 1; in the
+    /// non-secure view of a GICv3 with two states, bit 0 is EnableGrp1 and
+    /// bit 1 EnableGrp1A. Setting both is right in every case, as Linux does.
+    GICD_CTLR [
+        /// Group 0 (or non-secure Group 1) forwarding.
+        ENABLE_GRP0 OFFSET(0) NUMBITS(1) [],
+        /// Group 1 (or Group 1A) forwarding.
+        ENABLE_GRP1 OFFSET(1) NUMBITS(1) [],
+        /// GICv3: affinity routing enabled (ARE / ARE_NS).
+        ARE OFFSET(4) NUMBITS(1) [],
+        /// GICv3: register writes pending.
+        RWP OFFSET(31) NUMBITS(1) []
+    ],
+    /// GICC_CTLR (GICv2 CPU interface, non-secure or no-security view).
+    GICC_CTLR [
+        /// Signal Group 0 (no-security GIC) or Group 1 (non-secure view).
+        ENABLE_GRP0 OFFSET(0) NUMBITS(1) [],
+        /// Signal Group 1 (no-security GIC).
+        ENABLE_GRP1 OFFSET(1) NUMBITS(1) []
+    ],
+    /// GICD_SGIR (GICv2).
+    GICD_SGIR [
+        /// SGI number.
+        INTID OFFSET(0) NUMBITS(4) [],
+        /// CPU interfaces to send to (one bit each).
+        CPU_TARGET_LIST OFFSET(16) NUMBITS(8) [],
+        /// 0: use the target list.
+        TARGET_LIST_FILTER OFFSET(24) NUMBITS(2) [
+            UseList = 0
+        ]
+    ],
+    /// GICR_WAKER.
+    GICR_WAKER [
+        /// The PE is asleep as far as the redistributor is concerned.
+        PROCESSOR_SLEEP OFFSET(1) NUMBITS(1) [],
+        /// The redistributor's interfaces are quiescent.
+        CHILDREN_ASLEEP OFFSET(2) NUMBITS(1) []
+    ]
+}
+
+register_bitfields! {u64,
+    /// GICR_TYPER.
+    GICR_TYPER [
+        /// This is the last redistributor in the region.
+        LAST OFFSET(4) NUMBITS(1) [],
+        /// The redistributor supports virtual LPIs (two more 64 KiB frames).
+        VLPIS OFFSET(1) NUMBITS(1) [],
+        /// Affinity of the PE this redistributor serves (Aff3.Aff2.Aff1.Aff0).
+        AFFINITY_VALUE OFFSET(32) NUMBITS(32) []
+    ]
+}
+
+register_structs! {
+    /// Distributor registers used here (GICv2 and GICv3 share these offsets).
+    DistributorRegisters {
+        (0x000 => ctlr: ReadWrite<u32, GICD_CTLR::Register>),
+        (0x004 => typer: ReadOnly<u32>),
+        (0x008 => _reserved0),
+        (0x080 => igroupr: [ReadWrite<u32>; 32]),
+        (0x100 => isenabler: [ReadWrite<u32>; 32]),
+        (0x180 => icenabler: [ReadWrite<u32>; 32]),
+        (0x200 => _reserved1),
+        (0x400 => ipriorityr: [ReadWrite<u32>; 255]),
+        (0x7fc => _reserved2),
+        (0x800 => itargetsr: [ReadWrite<u32>; 255]),
+        (0xbfc => _reserved3),
+        (0xf00 => sgir: WriteOnly<u32, GICD_SGIR::Register>),
+        (0xf04 => @END),
+    },
+
+    /// GICv2 CPU interface registers used here.
+    CpuInterfaceRegisters {
+        (0x00 => ctlr: ReadWrite<u32, GICC_CTLR::Register>),
+        (0x04 => pmr: ReadWrite<u32>),
+        (0x08 => bpr: ReadWrite<u32>),
+        (0x0c => iar: ReadOnly<u32>),
+        (0x10 => eoir: WriteOnly<u32>),
+        (0x14 => @END),
+    },
+
+    /// GICv3 redistributor, RD_base frame.
+    RedistributorRegisters {
+        (0x00 => ctlr: ReadWrite<u32>),
+        (0x04 => iidr: ReadOnly<u32>),
+        (0x08 => typer: ReadOnly<u64, GICR_TYPER::Register>),
+        (0x10 => statusr: ReadWrite<u32>),
+        (0x14 => waker: ReadWrite<u32, GICR_WAKER::Register>),
+        (0x18 => @END),
+    },
+
+    /// GICv3 redistributor, SGI_base frame (RD_base + 64 KiB).
+    RedistributorSgiRegisters {
+        (0x000 => _reserved0),
+        (0x080 => igroupr0: ReadWrite<u32>),
+        (0x084 => _reserved1),
+        (0x100 => isenabler0: ReadWrite<u32>),
+        (0x104 => _reserved2),
+        (0x180 => icenabler0: ReadWrite<u32>),
+        (0x184 => _reserved3),
+        (0x400 => ipriorityr: [ReadWrite<u32>; 8]),
+        (0x420 => @END),
+    }
+}
+
+/// Size of one redistributor frame (RD_base or SGI_base).
+const REDISTRIBUTOR_FRAME: usize = 0x1_0000;
+
+/// Which GIC the DTB describes, with its register bases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gic {
+    /// GICv2 (`arm,cortex-a15-gic`, `arm,gic-400`).
+    V2 {
+        /// GICD base.
+        distributor: usize,
+        /// GICC base.
+        cpu_interface: usize,
+    },
+    /// GICv3 (`arm,gic-v3`).
+    V3 {
+        /// GICD base.
+        distributor: usize,
+        /// Base of the redistributor region.
+        redistributors: usize,
+        /// Size of the redistributor region in bytes.
+        redistributors_size: usize,
+    },
+}
+
+impl Gic {
+    /// The architecture version: 2 or 3.
+    pub fn version(&self) -> u32 {
+        match self {
+            Self::V2 { .. } => 2,
+            Self::V3 { .. } => 3,
+        }
+    }
+
+    fn distributor(&self) -> &'static DistributorRegisters {
+        let base = match *self {
+            Self::V2 { distributor, .. } | Self::V3 { distributor, .. } => distributor,
+        };
+        // SAFETY: the base comes from the DTB's GIC node (`Platform::from_dtb`)
+        // and is a device frame for the whole run; registers are only touched
+        // through volatile tock-registers cells.
+        unsafe { &*(base as *const DistributorRegisters) }
+    }
+
+    fn cpu_interface(cpu_interface: usize) -> &'static CpuInterfaceRegisters {
+        // SAFETY: as for `distributor`: a GICC frame named by the DTB.
+        unsafe { &*(cpu_interface as *const CpuInterfaceRegisters) }
+    }
+
+    /// Finds this CPU's redistributor by walking the region and comparing
+    /// GICR_TYPER.Affinity_Value with MPIDR_EL1's affinity fields.
+    fn redistributor(redistributors: usize, size: usize) -> Option<usize> {
+        let mpidr = MPIDR_EL1.get();
+        let affinity = (mpidr & 0x00ff_ffff) | ((mpidr >> 8) & 0xff00_0000);
+        let end = redistributors.checked_add(size)?;
+        let mut base = redistributors;
+        while base.checked_add(2 * REDISTRIBUTOR_FRAME)? <= end {
+            // SAFETY: `base` lies inside the redistributor region the DTB
+            // names, at a frame boundary.
+            let frame = unsafe { &*(base as *const RedistributorRegisters) };
+            let typer = frame.typer.extract();
+            if typer.read(GICR_TYPER::AFFINITY_VALUE) == affinity {
+                return Some(base);
+            }
+            if typer.is_set(GICR_TYPER::LAST) {
+                return None;
+            }
+            let frames = if typer.is_set(GICR_TYPER::VLPIS) { 4 } else { 2 };
+            base = base.checked_add(frames * REDISTRIBUTOR_FRAME)?;
+        }
+        None
+    }
+
+    /// Enables the distributor. Called once, by the boot CPU.
+    pub fn init_distributor(&self) {
+        let distributor = self.distributor();
+        match self {
+            Self::V2 { .. } => {
+                distributor
+                    .ctlr
+                    .write(GICD_CTLR::ENABLE_GRP0::SET + GICD_CTLR::ENABLE_GRP1::SET);
+            }
+            Self::V3 { .. } => {
+                distributor.ctlr.write(
+                    GICD_CTLR::ARE::SET + GICD_CTLR::ENABLE_GRP0::SET + GICD_CTLR::ENABLE_GRP1::SET,
+                );
+                while distributor.ctlr.is_set(GICD_CTLR::RWP) {
+                    core::hint::spin_loop();
+                }
+            }
+        }
+    }
+
+    /// Enables this CPU's interface (GICC, or redistributor + ICC registers).
+    /// Called by each CPU for itself.
+    pub fn init_cpu_interface(&self) {
+        match *self {
+            Self::V2 { cpu_interface, .. } => {
+                let interface = Self::cpu_interface(cpu_interface);
+                interface.pmr.set(PRIORITY_MASK);
+                interface.bpr.set(0);
+                interface
+                    .ctlr
+                    .write(GICC_CTLR::ENABLE_GRP0::SET + GICC_CTLR::ENABLE_GRP1::SET);
+            }
+            Self::V3 {
+                redistributors,
+                redistributors_size,
+                ..
+            } => {
+                if let Some(base) = Self::redistributor(redistributors, redistributors_size) {
+                    // SAFETY: `base` is this CPU's RD_base frame (found above).
+                    let frame = unsafe { &*(base as *const RedistributorRegisters) };
+                    frame.waker.modify(GICR_WAKER::PROCESSOR_SLEEP::CLEAR);
+                    while frame.waker.is_set(GICR_WAKER::CHILDREN_ASLEEP) {
+                        core::hint::spin_loop();
+                    }
+                    // All SGIs and PPIs in Group 1.
+                    let sgi = sgi_frame(base);
+                    sgi.igroupr0.set(u32::MAX);
+                } else {
+                    crate::println!("rt: no GICv3 redistributor for cpu {}", crate::cpu_index());
+                }
+                icc::enable_system_register_interface();
+                icc::write_pmr(u64::from(PRIORITY_MASK));
+                icc::write_bpr1(0);
+                icc::write_igrpen1(1);
+            }
+        }
+    }
+
+    /// Enables a private interrupt (SGI 0..=15 or PPI 16..=31) on this CPU.
+    pub fn enable_private(&self, intid: u32) {
+        let bit = 1u32 << (intid % 32);
+        let index = (intid / 4) as usize;
+        let shift = (intid % 4) * 8;
+        match *self {
+            Self::V2 { .. } => {
+                let distributor = self.distributor();
+                let priority = &distributor.ipriorityr[index];
+                priority.set((priority.get() & !(0xff << shift)) | (DEFAULT_PRIORITY << shift));
+                distributor.isenabler[0].set(bit);
+            }
+            Self::V3 {
+                redistributors,
+                redistributors_size,
+                ..
+            } => {
+                let Some(base) = Self::redistributor(redistributors, redistributors_size) else {
+                    return;
+                };
+                let sgi = sgi_frame(base);
+                let priority = &sgi.ipriorityr[index];
+                priority.set((priority.get() & !(0xff << shift)) | (DEFAULT_PRIORITY << shift));
+                sgi.isenabler0.set(bit);
+            }
+        }
+    }
+
+    /// Disables a private interrupt on this CPU.
+    pub fn disable_private(&self, intid: u32) {
+        let bit = 1u32 << (intid % 32);
+        match *self {
+            Self::V2 { .. } => self.distributor().icenabler[0].set(bit),
+            Self::V3 {
+                redistributors,
+                redistributors_size,
+                ..
+            } => {
+                if let Some(base) = Self::redistributor(redistributors, redistributors_size) {
+                    sgi_frame(base).icenabler0.set(bit);
+                }
+            }
+        }
+    }
+
+    /// This CPU's GICv2 CPU-interface mask (GICD_ITARGETSR0 reads it back, as
+    /// Linux's `gic_get_cpumask` does); GICv3 returns 0.
+    pub fn cpu_target_mask(&self) -> u32 {
+        match self {
+            Self::V2 { .. } => {
+                let word = self.distributor().itargetsr[0].get();
+                word & 0xff
+            }
+            Self::V3 { .. } => 0,
+        }
+    }
+
+    /// Sends SGI `intid` to the CPU whose MPIDR is `mpidr`. For GICv2,
+    /// `target_mask` is that CPU's interface mask ([`Gic::cpu_target_mask`] read
+    /// on it); 0 falls back to `1 << Aff0`.
+    pub fn send_sgi(&self, intid: u32, mpidr: u64, target_mask: u32) {
+        // Make earlier stores visible before the interrupt arrives.
+        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
+        match self {
+            Self::V2 { .. } => {
+                let mask = if target_mask != 0 {
+                    target_mask
+                } else {
+                    1 << (mpidr & 0x7)
+                };
+                self.distributor().sgir.write(
+                    GICD_SGIR::TARGET_LIST_FILTER::UseList
+                        + GICD_SGIR::CPU_TARGET_LIST.val(mask)
+                        + GICD_SGIR::INTID.val(intid),
+                );
+            }
+            Self::V3 { .. } => icc::send_sgi1(intid, mpidr),
+        }
+    }
+
+    /// Acknowledges the highest-priority pending interrupt; `None` if spurious.
+    pub fn acknowledge(&self) -> Option<u32> {
+        let intid = match *self {
+            Self::V2 { cpu_interface, .. } => Self::cpu_interface(cpu_interface).iar.get() & 0x3ff,
+            // Group 1 interrupts only; IAR1 INTIDs fit in 24 bits.
+            Self::V3 { .. } => (icc::read_iar1() & 0xff_ffff) as u32,
+        };
+        (intid < SPECIAL_INTID_START).then_some(intid)
+    }
+
+    /// Signals end of interrupt (priority drop and deactivation, EOImode 0).
+    pub fn end_of_interrupt(&self, intid: u32) {
+        match *self {
+            Self::V2 { cpu_interface, .. } => Self::cpu_interface(cpu_interface).eoir.set(intid),
+            Self::V3 { .. } => icc::write_eoir1(u64::from(intid)),
+        }
+    }
+}
+
+fn sgi_frame(rd_base: usize) -> &'static RedistributorSgiRegisters {
+    // SAFETY: the SGI_base frame follows a redistributor's RD_base frame
+    // (GICv3 architecture, 12.10); `rd_base` came from `Gic::redistributor`.
+    unsafe { &*((rd_base + REDISTRIBUTOR_FRAME) as *const RedistributorSgiRegisters) }
+}
+
+/// The GICv3 CPU interface system registers, which `aarch64-cpu` does not
+/// define. Named by their generic encodings so any assembler accepts them.
+mod icc {
+    use core::arch::asm;
+
+    /// ICC_SRE_EL1.SRE: use the system-register interface.
+    const SRE: u64 = 1 << 0;
+
+    /// Sets ICC_SRE_EL1.SRE (ICC_SRE_EL1 = S3_0_C12_C12_5).
+    pub fn enable_system_register_interface() {
+        let mut value: u64;
+        // SAFETY: reading and setting SRE at EL1 only changes how this CPU
+        // talks to its own GIC CPU interface; no memory is involved.
+        unsafe {
+            asm!("mrs {}, S3_0_C12_C12_5", out(reg) value, options(nomem, nostack));
+            value |= SRE;
+            asm!("msr S3_0_C12_C12_5, {}", "isb", in(reg) value, options(nomem, nostack));
+        }
+    }
+
+    /// Writes ICC_PMR_EL1 (S3_0_C4_C6_0).
+    pub fn write_pmr(value: u64) {
+        // SAFETY: the priority mask only filters this CPU's interrupts.
+        unsafe { asm!("msr S3_0_C4_C6_0, {}", in(reg) value, options(nomem, nostack)) };
+    }
+
+    /// Writes ICC_BPR1_EL1 (S3_0_C12_C12_3).
+    pub fn write_bpr1(value: u64) {
+        // SAFETY: the binary point only affects preemption on this CPU.
+        unsafe { asm!("msr S3_0_C12_C12_3, {}", in(reg) value, options(nomem, nostack)) };
+    }
+
+    /// Writes ICC_IGRPEN1_EL1 (S3_0_C12_C12_7).
+    pub fn write_igrpen1(value: u64) {
+        // SAFETY: enables Group 1 signalling to this CPU; the ISB makes it
+        // take effect before interrupts are unmasked.
+        unsafe { asm!("msr S3_0_C12_C12_7, {}", "isb", in(reg) value, options(nomem, nostack)) };
+    }
+
+    /// Reads ICC_IAR1_EL1 (S3_0_C12_C12_0), acknowledging an interrupt.
+    pub fn read_iar1() -> u64 {
+        let value: u64;
+        // SAFETY: acknowledging changes GIC state only; the caller ends the
+        // interrupt. Not `nomem`: it must not move across the handler's accesses.
+        unsafe { asm!("mrs {}, S3_0_C12_C12_0", out(reg) value, options(nostack)) };
+        value
+    }
+
+    /// Writes ICC_EOIR1_EL1 (S3_0_C12_C12_1).
+    pub fn write_eoir1(intid: u64) {
+        // SAFETY: ends an interrupt this CPU acknowledged; ordered after the
+        // handler's memory accesses (not `nomem`).
+        unsafe { asm!("msr S3_0_C12_C12_1, {}", "isb", in(reg) intid, options(nostack)) };
+    }
+
+    /// Sends an SGI through ICC_SGI1R_EL1 (S3_0_C12_C11_5) to one PE.
+    pub fn send_sgi1(intid: u32, mpidr: u64) {
+        let aff0 = mpidr & 0xff;
+        let aff1 = (mpidr >> 8) & 0xff;
+        let aff2 = (mpidr >> 16) & 0xff;
+        let aff3 = (mpidr >> 32) & 0xff;
+        // ICC_SGI1R_EL1: TargetList [15:0] (Aff0 values 0..=15 of the
+        // cluster), Aff1 [23:16], INTID [27:24], Aff2 [39:32], Aff3 [55:48].
+        // Assumes Aff0 < 16 (no range selector), true of QEMU virt and chroma.
+        let value = (1u64 << (aff0 & 0xf))
+            | (aff1 << 16)
+            | ((u64::from(intid) & 0xf) << 24)
+            | (aff2 << 32)
+            | (aff3 << 48);
+        // SAFETY: sending an SGI has no memory effect; the ISB makes sure it
+        // is issued before we go on (for example, to WFI).
+        unsafe { asm!("msr S3_0_C12_C11_5, {}", "isb", in(reg) value, options(nostack)) };
+    }
+}

@@ -1,0 +1,163 @@
+//! PSCI 1.x calls (Arm DEN 0022) over HVC or SMC, as the DTB's `/psci` says.
+
+use core::arch::asm;
+
+use crate::shared::Shared;
+
+/// PSCI_VERSION.
+pub const PSCI_VERSION: u32 = 0x8400_0000;
+/// CPU_OFF.
+pub const CPU_OFF: u32 = 0x8400_0002;
+/// CPU_ON (SMC64).
+pub const CPU_ON: u32 = 0xc400_0003;
+/// AFFINITY_INFO (SMC64).
+pub const AFFINITY_INFO: u32 = 0xc400_0004;
+/// SYSTEM_OFF.
+pub const SYSTEM_OFF: u32 = 0x8400_0008;
+/// SYSTEM_RESET.
+pub const SYSTEM_RESET: u32 = 0x8400_0009;
+/// PSCI_FEATURES.
+pub const PSCI_FEATURES: u32 = 0x8400_000a;
+
+/// PSCI return codes (DEN 0022, table 6).
+pub mod status {
+    /// SUCCESS.
+    pub const SUCCESS: i64 = 0;
+    /// NOT_SUPPORTED.
+    pub const NOT_SUPPORTED: i64 = -1;
+    /// INVALID_PARAMETERS.
+    pub const INVALID_PARAMETERS: i64 = -2;
+    /// DENIED.
+    pub const DENIED: i64 = -3;
+    /// ALREADY_ON.
+    pub const ALREADY_ON: i64 = -4;
+    /// ON_PENDING.
+    pub const ON_PENDING: i64 = -5;
+    /// INTERNAL_FAILURE.
+    pub const INTERNAL_FAILURE: i64 = -6;
+    /// NOT_PRESENT.
+    pub const NOT_PRESENT: i64 = -7;
+    /// DISABLED.
+    pub const DISABLED: i64 = -8;
+    /// INVALID_ADDRESS.
+    pub const INVALID_ADDRESS: i64 = -9;
+}
+
+/// The PSCI name of a return code, for stable output lines.
+pub fn status_name(code: i64) -> &'static str {
+    match code {
+        status::SUCCESS => "SUCCESS",
+        status::NOT_SUPPORTED => "NOT_SUPPORTED",
+        status::INVALID_PARAMETERS => "INVALID_PARAMETERS",
+        status::DENIED => "DENIED",
+        status::ALREADY_ON => "ALREADY_ON",
+        status::ON_PENDING => "ON_PENDING",
+        status::INTERNAL_FAILURE => "INTERNAL_FAILURE",
+        status::NOT_PRESENT => "NOT_PRESENT",
+        status::DISABLED => "DISABLED",
+        status::INVALID_ADDRESS => "INVALID_ADDRESS",
+        _ => "OTHER",
+    }
+}
+
+/// How PSCI calls reach the firmware or hypervisor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conduit {
+    /// `hvc #0` (QEMU virt without EL2, and chroma).
+    Hvc,
+    /// `smc #0`.
+    Smc,
+}
+
+static CONDUIT_IS_SMC: Shared<bool> = Shared::new(false);
+
+/// Selects the conduit; the boot CPU calls this from the DTB before others start.
+pub fn set_conduit(conduit: Conduit) {
+    CONDUIT_IS_SMC.set(conduit == Conduit::Smc);
+}
+
+/// The conduit in use (HVC unless the DTB said `smc`).
+pub fn conduit() -> Conduit {
+    if CONDUIT_IS_SMC.get() {
+        Conduit::Smc
+    } else {
+        Conduit::Hvc
+    }
+}
+
+/// Makes an SMCCC call with up to three arguments and returns x0.
+///
+/// Any function id may be passed: this is also how hostile guests probe the
+/// hypervisor. Calls that stop or restart CPUs are memory-safe from this
+/// CPU's point of view (the call either returns or never does).
+pub fn call(function: u32, arg1: u64, arg2: u64, arg3: u64) -> i64 {
+    let mut x0 = u64::from(function);
+    match conduit() {
+        // SAFETY: an SMCCC call clobbers at most x0..x17 (SMCCC 1.x, caller-
+        // saved registers), all declared; it does not touch this guest's
+        // memory other than as PSCI defines (CPU_ON starts another CPU at an
+        // entry point of our choosing, which Rust memory safety does not see).
+        Conduit::Hvc => unsafe {
+            asm!(
+                "hvc #0",
+                inout("x0") x0,
+                inout("x1") arg1 => _, inout("x2") arg2 => _, inout("x3") arg3 => _,
+                out("x4") _, out("x5") _, out("x6") _, out("x7") _,
+                out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+                out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+                out("x16") _, out("x17") _,
+                options(nostack),
+            )
+        },
+        // SAFETY: as for HVC.
+        Conduit::Smc => unsafe {
+            asm!(
+                "smc #0",
+                inout("x0") x0,
+                inout("x1") arg1 => _, inout("x2") arg2 => _, inout("x3") arg3 => _,
+                out("x4") _, out("x5") _, out("x6") _, out("x7") _,
+                out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+                out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+                out("x16") _, out("x17") _,
+                options(nostack),
+            )
+        },
+    }
+    x0 as i64
+}
+
+/// PSCI_VERSION: `(major, minor)`.
+pub fn version() -> (u16, u16) {
+    let version = call(PSCI_VERSION, 0, 0, 0) as u32;
+    ((version >> 16) as u16, version as u16)
+}
+
+/// PSCI_FEATURES for `function`: 0 (or feature flags) if implemented, else negative.
+pub fn features(function: u32) -> i64 {
+    call(PSCI_FEATURES, u64::from(function), 0, 0)
+}
+
+/// CPU_ON: starts the CPU `mpidr` at `entry` with x0 = `context_id`.
+pub fn cpu_on(mpidr: u64, entry: u64, context_id: u64) -> i64 {
+    call(CPU_ON, mpidr, entry, context_id)
+}
+
+/// CPU_OFF: stops the calling CPU; returns only on failure.
+pub fn cpu_off() -> i64 {
+    call(CPU_OFF, 0, 0, 0)
+}
+
+/// AFFINITY_INFO at level 0: 0 ON, 1 OFF, 2 ON_PENDING, or an error.
+pub fn affinity_info(mpidr: u64) -> i64 {
+    call(AFFINITY_INFO, mpidr, 0, 0)
+}
+
+/// SYSTEM_OFF; returns only on failure.
+pub fn system_off() -> i64 {
+    call(SYSTEM_OFF, 0, 0, 0)
+}
+
+/// SYSTEM_RESET; returns only on failure.
+pub fn system_reset() -> i64 {
+    call(SYSTEM_RESET, 0, 0, 0)
+}

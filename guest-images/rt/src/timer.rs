@@ -1,0 +1,42 @@
+//! The EL1 virtual timer (CNTV_*), which raises PPI 27 on the QEMU virt machine.
+
+use aarch64_cpu::registers::{Readable, Writeable, CNTFRQ_EL0, CNTVCT_EL0, CNTV_CTL_EL0, CNTV_TVAL_EL0};
+
+/// INTID of the EL1 virtual timer on QEMU virt and under chroma (PPI 11).
+pub const VIRTUAL_TIMER_INTID: u32 = 27;
+
+/// The counter frequency in Hz (CNTFRQ_EL0); never 0.
+pub fn frequency() -> u64 {
+    CNTFRQ_EL0.get().max(1)
+}
+
+/// The virtual counter (CNTVCT_EL0).
+pub fn now() -> u64 {
+    CNTVCT_EL0.get()
+}
+
+/// Counter ticks in `milliseconds`.
+pub fn ticks_in_ms(milliseconds: u64) -> u64 {
+    frequency().saturating_mul(milliseconds) / 1000
+}
+
+/// Arms the virtual timer to fire `milliseconds` from now, unmasked.
+pub fn arm_ms(milliseconds: u64) {
+    // TVAL is a signed 32-bit down-counter; clamp long delays.
+    let ticks = ticks_in_ms(milliseconds).min(u64::from(i32::MAX as u32));
+    CNTV_TVAL_EL0.set(ticks);
+    CNTV_CTL_EL0.write(CNTV_CTL_EL0::ENABLE::SET + CNTV_CTL_EL0::IMASK::CLEAR);
+}
+
+/// Stops the virtual timer (its interrupt line drops).
+pub fn disarm() {
+    CNTV_CTL_EL0.write(CNTV_CTL_EL0::ENABLE::CLEAR + CNTV_CTL_EL0::IMASK::SET);
+}
+
+/// Busy-waits for `milliseconds` on the virtual counter.
+pub fn delay_ms(milliseconds: u64) {
+    let end = now().saturating_add(ticks_in_ms(milliseconds));
+    while now() < end {
+        core::hint::spin_loop();
+    }
+}
