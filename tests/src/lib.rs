@@ -1,1 +1,472 @@
-//! stub
+//! Harness for the QEMU system tests: write a VM configuration, boot it
+//! headless through `cargo xtask run` (the path a user takes), and assert on
+//! the serial output.
+//!
+//! The hypervisor's output contract: each guest console line is printed as
+//! `[<vm>] <text>`; hypervisor lines start with `chroma: `; a stopping VM
+//! prints `chroma: vm <name> stopped: <reason>`; the run ends with
+//! `chroma: all VMs stopped (<N> clean, <M> failed)` and exits 0 only if
+//! every VM ended cleanly.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The exit status `xtask run --timeout` ends with when QEMU had to be killed.
+pub const TIMEOUT_EXIT: i32 = 124;
+
+/// The workspace root (this crate is `tests/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace root")
+        .to_path_buf()
+}
+
+/// The image of test guest `guest` (`build/guests/<guest>.bin`, from `cargo xtask build`).
+pub fn guest_image(guest: &str) -> PathBuf {
+    workspace_root()
+        .join("build")
+        .join("guests")
+        .join(format!("{guest}.bin"))
+}
+
+/// The lines guest `guest` must print in a normal run, from
+/// `guest-images/<guest>/expected.txt` (blank lines and `#` comments skipped).
+pub fn expected_lines(guest: &str) -> Vec<String> {
+    let path = workspace_root()
+        .join("guest-images")
+        .join(guest)
+        .join("expected.txt");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    parse_expected(&text)
+}
+
+/// The meaningful lines of an `expected.txt`.
+pub fn parse_expected(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim_end)
+        .filter(|line| !line.trim().is_empty() && !line.trim_start().starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One `[[vm]]` of a test configuration.
+#[derive(Clone, Debug)]
+pub struct Vm {
+    /// The VM's name (the prefix of its console lines).
+    pub name: String,
+    /// The guest image file.
+    pub kernel: PathBuf,
+    /// Guest RAM, e.g. `64M`.
+    pub memory: String,
+    /// vCPU count.
+    pub vcpus: u32,
+    /// Kernel command line (`/chosen/bootargs`).
+    pub cmdline: String,
+}
+
+impl Vm {
+    /// A VM named `name` running test guest `guest` with 64 MiB and one vCPU.
+    pub fn new(name: &str, guest: &str) -> Self {
+        Vm {
+            name: name.to_owned(),
+            kernel: guest_image(guest),
+            memory: "64M".to_owned(),
+            vcpus: 1,
+            cmdline: String::new(),
+        }
+    }
+
+    /// Sets the vCPU count.
+    pub fn vcpus(mut self, vcpus: u32) -> Self {
+        self.vcpus = vcpus;
+        self
+    }
+
+    /// Sets the command line.
+    pub fn cmdline(mut self, cmdline: &str) -> Self {
+        self.cmdline = cmdline.to_owned();
+        self
+    }
+}
+
+/// The configuration TOML for `vms`.
+pub fn config_toml(vms: &[Vm]) -> String {
+    let mut text = String::from("# Written by the chroma system tests.\n");
+    for vm in vms {
+        let _ = write!(
+            text,
+            "\n[[vm]]\nname = {:?}\nkernel = {:?}\nmemory = {:?}\nvcpus = {}\ncmdline = {:?}\n",
+            vm.name,
+            vm.kernel.display().to_string(),
+            vm.memory,
+            vm.vcpus,
+            vm.cmdline
+        );
+    }
+    text
+}
+
+/// How to boot: the emulated board.
+#[derive(Clone, Copy, Debug)]
+pub struct Board {
+    /// GIC version (2 or 3).
+    pub gic: u8,
+    /// Physical CPUs.
+    pub smp: u32,
+    /// Seconds before `xtask run` kills QEMU.
+    pub timeout_seconds: u64,
+}
+
+impl Board {
+    /// GICv`gic` with `smp` CPUs and a 90 s timeout.
+    pub fn new(gic: u8, smp: u32) -> Self {
+        Board {
+            gic,
+            smp,
+            timeout_seconds: 90,
+        }
+    }
+}
+
+/// What a boot printed and how it ended.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// `xtask run`'s exit status (None when killed by a signal).
+    pub status: Option<i32>,
+    /// Serial output (stdout).
+    pub stdout: String,
+    /// xtask's and QEMU's diagnostics (stderr).
+    pub stderr: String,
+}
+
+/// Writes `config` as `target/systest/<test_name>.toml` and boots it headless
+/// through `xtask run`.
+///
+/// Inside `cargo xtask test` (which built the images already) the xtask
+/// binary comes from `CHROMA_XTASK`; on its own the test runs `cargo run -p
+/// xtask` with a separate target directory, since the outer `cargo test`
+/// holds the lock on the default one.
+pub fn boot(test_name: &str, config: &str, board: Board) -> Outcome {
+    let dir = workspace_root().join("target").join("systest");
+    std::fs::create_dir_all(&dir).expect("create target/systest");
+    let config_path = dir.join(format!("{test_name}.toml"));
+    std::fs::write(&config_path, config).expect("write the test configuration");
+    let mut command = xtask_command();
+    command
+        .args(["run", "--headless"])
+        .arg("--config")
+        .arg(&config_path);
+    if std::env::var_os("CHROMA_XTASK").is_some() {
+        // `cargo xtask test` built every image before the system tests.
+        command.arg("--no-build");
+    }
+    command.args([
+        "--gic",
+        &board.gic.to_string(),
+        "--smp",
+        &board.smp.to_string(),
+    ]);
+    command.args(["--timeout", &board.timeout_seconds.to_string()]);
+    command.stdin(Stdio::null());
+    eprintln!("systest: {test_name}: {command:?}");
+    let output = run_with_deadline(command, Duration::from_secs(board.timeout_seconds + 600));
+    let outcome = Outcome {
+        status: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).replace('\r', ""),
+        stderr: String::from_utf8_lossy(&output.stderr).replace('\r', ""),
+    };
+    eprintln!(
+        "systest: {test_name}: status {:?}\n--- stdout\n{}--- stderr\n{}---",
+        outcome.status, outcome.stdout, outcome.stderr
+    );
+    outcome
+}
+
+/// `xtask` as the user runs it, or the binary `cargo xtask test` named.
+fn xtask_command() -> Command {
+    if let Some(xtask) = std::env::var_os("CHROMA_XTASK") {
+        let mut command = Command::new(xtask);
+        command.current_dir(workspace_root());
+        return command;
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace_root())
+        .env(
+            "CARGO_TARGET_DIR",
+            workspace_root().join("target").join("systest-xtask"),
+        )
+        .args(["run", "--quiet", "--package", "xtask", "--"]);
+    command
+}
+
+/// Runs `command` to completion, capturing output; a last-resort deadline
+/// (xtask's own `--timeout` should fire first) kills it.
+fn run_with_deadline(mut command: Command, deadline: Duration) -> std::process::Output {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = command.spawn().expect("start xtask");
+    let id = child.id();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    match receiver.recv_timeout(deadline) {
+        Ok(output) => output.expect("wait for xtask"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
+            panic!("xtask run (pid {id}) did not finish within {deadline:?}");
+        }
+    }
+}
+
+impl Outcome {
+    /// The text of every console line of VM `vm` (without the `[vm] ` prefix).
+    pub fn vm_lines(&self, vm: &str) -> Vec<&str> {
+        let prefix = format!("[{vm}] ");
+        self.stdout
+            .lines()
+            .filter_map(|line| line.strip_prefix(prefix.as_str()))
+            .collect()
+    }
+
+    /// Every hypervisor line (starting with `chroma: `), whole.
+    pub fn hypervisor_lines(&self) -> Vec<&str> {
+        self.stdout
+            .lines()
+            .filter(|line| line.starts_with("chroma: "))
+            .collect()
+    }
+
+    /// The reason `chroma: vm <vm> stopped: <reason>` gave, if the VM stopped.
+    pub fn stop_reason(&self, vm: &str) -> Option<&str> {
+        let prefix = format!("chroma: vm {vm} stopped: ");
+        self.stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+    }
+
+    /// Panics unless VM `vm` printed each of `expected`, in that order
+    /// (other lines may come in between).
+    pub fn assert_vm_printed_in_order(&self, vm: &str, expected: &[String]) {
+        let lines = self.vm_lines(vm);
+        let mut position = 0;
+        for wanted in expected {
+            match lines[position..]
+                .iter()
+                .position(|line| line.trim_end() == wanted.as_str())
+            {
+                Some(found) => position += found + 1,
+                None => panic!(
+                    "VM {vm} did not print {wanted:?} (after its line {position}); it printed:\n{}",
+                    lines.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Panics unless VM `vm` printed a line containing `needle`.
+    pub fn assert_vm_printed_containing(&self, vm: &str, needle: &str) {
+        let lines = self.vm_lines(vm);
+        assert!(
+            lines.iter().any(|line| line.contains(needle)),
+            "VM {vm} printed no line containing {needle:?}; it printed:\n{}",
+            lines.join("\n")
+        );
+    }
+
+    /// Panics if VM `vm` printed a line containing `needle`.
+    pub fn assert_vm_never_printed(&self, vm: &str, needle: &str) {
+        let lines = self.vm_lines(vm);
+        if let Some(line) = lines.iter().find(|line| line.contains(needle)) {
+            panic!("VM {vm} printed {line:?}, which contains {needle:?}, and must not");
+        }
+    }
+
+    /// Panics unless VM `vm` stopped with a reason starting with `reason`.
+    pub fn assert_stopped(&self, vm: &str, reason: &str) {
+        match self.stop_reason(vm) {
+            Some(actual) if actual.starts_with(reason) => {}
+            Some(actual) => panic!("VM {vm} stopped with {actual:?}, expected {reason:?}"),
+            None => panic!(
+                "no `chroma: vm {vm} stopped: ...` line; output:\n{}",
+                self.stdout
+            ),
+        }
+    }
+
+    /// Panics unless the run ended with `chroma: all VMs stopped (<clean> clean, <failed> failed)`.
+    pub fn assert_all_stopped(&self, clean: usize, failed: usize) {
+        let wanted = format!("chroma: all VMs stopped ({clean} clean, {failed} failed)");
+        assert!(
+            self.stdout.lines().any(|line| line.trim_end() == wanted),
+            "missing {wanted:?}; hypervisor said:\n{}",
+            self.hypervisor_lines().join("\n")
+        );
+    }
+
+    /// Panics unless xtask exited 0.
+    pub fn assert_success(&self) {
+        assert_eq!(
+            self.status,
+            Some(0),
+            "exit status; stderr:\n{}",
+            self.stderr
+        );
+    }
+
+    /// Panics unless xtask exited non-zero on its own (not killed, not timed out).
+    pub fn assert_failure_not_timeout(&self) {
+        match self.status {
+            Some(0) => panic!("exit status 0, expected a failure"),
+            Some(TIMEOUT_EXIT) => {
+                panic!("QEMU timed out instead of ending; stdout:\n{}", self.stdout)
+            }
+            Some(_) => {}
+            None => panic!("xtask was killed by a signal"),
+        }
+    }
+
+    /// Panics if QEMU was started (xtask prints its command line before starting it).
+    pub fn assert_qemu_not_started(&self) {
+        assert!(
+            !self.stderr.contains("qemu-system-aarch64 -M"),
+            "QEMU was started; stderr:\n{}",
+            self.stderr
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(stdout: &str) -> Outcome {
+        Outcome {
+            status: Some(0),
+            stdout: stdout.to_owned(),
+            stderr: String::new(),
+        }
+    }
+
+    const RUN: &str = "\
+chroma: booting
+[probe] probe: hello from vcpu 0
+[other] probe: hello from vcpu 0
+[probe] probe: vcpu 1 online
+[probe] probe: done
+chroma: vm probe stopped: powered off
+chroma: vm other stopped: faulted: data abort
+chroma: all VMs stopped (1 clean, 1 failed)
+";
+
+    fn strings(lines: &[&str]) -> Vec<String> {
+        lines.iter().map(|line| (*line).to_owned()).collect()
+    }
+
+    #[test]
+    fn splits_lines_by_vm() {
+        let run = outcome(RUN);
+        assert_eq!(
+            run.vm_lines("probe"),
+            [
+                "probe: hello from vcpu 0",
+                "probe: vcpu 1 online",
+                "probe: done"
+            ]
+        );
+        assert_eq!(run.vm_lines("other"), ["probe: hello from vcpu 0"]);
+        assert_eq!(run.hypervisor_lines().len(), 4);
+        assert_eq!(run.stop_reason("other"), Some("faulted: data abort"));
+        assert_eq!(run.stop_reason("nobody"), None);
+    }
+
+    #[test]
+    fn accepts_lines_in_order() {
+        let run = outcome(RUN);
+        run.assert_vm_printed_in_order(
+            "probe",
+            &strings(&["probe: hello from vcpu 0", "probe: done"]),
+        );
+        run.assert_stopped("probe", "powered off");
+        run.assert_stopped("other", "faulted");
+        run.assert_all_stopped(1, 1);
+        run.assert_vm_never_printed("other", "done");
+    }
+
+    #[test]
+    #[should_panic(expected = "did not print")]
+    fn refuses_lines_out_of_order() {
+        outcome(RUN).assert_vm_printed_in_order(
+            "probe",
+            &strings(&["probe: done", "probe: vcpu 1 online"]),
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "did not print")]
+    fn refuses_a_line_another_vm_printed() {
+        outcome(RUN).assert_vm_printed_in_order("other", &strings(&["probe: done"]));
+    }
+
+    #[test]
+    #[should_panic(expected = "must not")]
+    fn never_printed_catches_a_present_line() {
+        outcome(RUN).assert_vm_never_printed("probe", "done");
+    }
+
+    #[test]
+    #[should_panic(expected = "expected \"powered off\"")]
+    fn stop_reason_must_match() {
+        outcome(RUN).assert_stopped("other", "powered off");
+    }
+
+    #[test]
+    #[should_panic(expected = "missing")]
+    fn all_stopped_counts_must_match() {
+        outcome(RUN).assert_all_stopped(2, 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "timed out")]
+    fn a_timeout_is_not_a_clean_failure() {
+        let mut run = outcome(RUN);
+        run.status = Some(TIMEOUT_EXIT);
+        run.assert_failure_not_timeout();
+    }
+
+    #[test]
+    #[should_panic(expected = "QEMU was started")]
+    fn notices_a_started_qemu() {
+        let mut run = outcome("");
+        run.stderr = "xtask: qemu-system-aarch64 -M virt,virtualization=on\n".to_owned();
+        run.assert_qemu_not_started();
+    }
+
+    #[test]
+    fn config_names_every_vm() {
+        let text = config_toml(&[
+            Vm::new("a", "probe").vcpus(2),
+            Vm::new("b", "crasher").cmdline("crasher.mode=fault"),
+        ]);
+        assert_eq!(text.matches("[[vm]]").count(), 2);
+        assert!(text.contains("name = \"a\"\n"));
+        assert!(text.contains("vcpus = 2\n"));
+        assert!(text.contains("cmdline = \"crasher.mode=fault\"\n"));
+        assert!(text.contains("build/guests/crasher.bin\"\n"));
+    }
+
+    #[test]
+    fn expected_files_skip_comments_and_blanks() {
+        assert_eq!(
+            parse_expected("# c\nprobe: a\n\n  \nprobe: b  \n"),
+            ["probe: a", "probe: b"]
+        );
+    }
+}
