@@ -1,0 +1,1 @@
+//! Host-only: a write-back cache simulator that really aliases, and the oracle.
