@@ -43,6 +43,8 @@ pub mod timer;
 pub mod uart;
 
 pub use boot::Boot;
+/// The DTB parser the runtime uses, for guests' own DTB queries.
+pub use fdt;
 pub use platform::Platform;
 
 /// Prints to the console (the PL011), without a newline.

@@ -93,6 +93,18 @@ impl Platform {
     }
 }
 
+/// Opens the DTB at `dtb_address` for a guest's own queries.
+///
+/// # Safety
+///
+/// `dtb_address` must be the address the runtime booted with
+/// ([`crate::Boot::dtb_address`]), and nothing may write the DTB while the
+/// returned value or anything borrowed from it is alive.
+pub unsafe fn fdt(dtb_address: usize) -> Option<Fdt<'static>> {
+    // SAFETY: the caller guarantees the DTB is valid and left unchanged.
+    unsafe { Fdt::from_ptr(dtb_address as *const u8) }.ok()
+}
+
 /// The first `reg` entry of `node`: `(address, size)`.
 fn first_reg(node: FdtNode<'_, '_>) -> Option<(usize, usize)> {
     let region = node.reg()?.next()?;

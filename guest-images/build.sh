@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Builds every no_std test guest into build/guests/<name>.bin (arm64 Image).
+#
+#   guest-images/build.sh [NAME...]     # default: all guests
+#
+# Environment (all optional):
+#   CARGO_TARGET_DIR  where cargo builds (default: /tmp/target-guests)
+#   OUT_DIR           where the images go (default: <repo>/build/guests)
+#   RUSTC, CARGO      the toolchain (default: /usr/bin/rustc, /usr/bin/cargo:
+#                     Debian's rustc with its rust-src, built with build-std)
+#   LLD               the linker (default: /usr/lib/llvm-19/bin/ld.lld)
+#   OBJCOPY           (default: rust-objcopy from Debian's rustc, else
+#                     llvm-objcopy-19)
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/target-guests}
+out=${OUT_DIR:-$repo/build/guests}
+export RUSTC=${RUSTC:-/usr/bin/rustc}
+cargo=${CARGO:-/usr/bin/cargo}
+lld=${LLD:-/usr/lib/llvm-19/bin/ld.lld}
+objcopy=${OBJCOPY:-}
+if [[ -z $objcopy ]]; then
+    for candidate in /usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-objcopy \
+        /usr/lib/llvm-19/bin/llvm-objcopy "$(command -v llvm-objcopy-19 || true)"; do
+        if [[ -n $candidate && -x $candidate ]]; then objcopy=$candidate; break; fi
+    done
+fi
+[[ -n $objcopy ]] || { echo "build.sh: no objcopy found (set OBJCOPY)" >&2; exit 1; }
+
+target=aarch64-unknown-none-softfloat
+all_guests=(probe crasher)
+guests=("$@")
+[[ ${#guests[@]} -gt 0 ]] || guests=("${all_guests[@]}")
+
+packages=()
+for guest in "${guests[@]}"; do packages+=(-p "chroma-guest-$guest"); done
+
+# Debian's rustc has no prebuilt core for the bare-metal target, so core is
+# built from rust-src (build-std, hence RUSTC_BOOTSTRAP). The linker is
+# Debian's ld.lld: the target's default, rust-lld, is not shipped by Debian.
+# The linker script comes from each guest's build.rs (-Tlinker/guest-aarch64.ld).
+# RUSTFLAGS is cleared so the repo's .cargo/config.toml target rustflags
+# (static relocation model) apply.
+cd "$repo"
+env -u RUSTFLAGS RUSTC_BOOTSTRAP=1 \
+    CARGO_TARGET_AARCH64_UNKNOWN_NONE_SOFTFLOAT_LINKER="$lld" \
+    "$cargo" build --release --target "$target" \
+    -Zbuild-std=core,alloc,compiler_builtins -Zbuild-std-features=compiler-builtins-mem \
+    "${packages[@]}"
+
+mkdir -p "$out"
+for guest in "${guests[@]}"; do
+    elf=$CARGO_TARGET_DIR/$target/release/chroma-guest-$guest
+    "$objcopy" -O binary "$elf" "$out/$guest.bin"
+    cp "$elf" "$out/$guest.elf"
+    echo "build.sh: $out/$guest.bin ($(stat -c %s "$out/$guest.bin") bytes)"
+done

@@ -1,0 +1,256 @@
+//! The crasher test guest: misbehaves in one of several ways chosen by bootargs.
+//!
+//! It prints `crasher: start` and `crasher: mode <MODE>`, then by
+//! `crasher.mode=`:
+//! - `fault` (default): loads from IPAs that are neither RAM nor a device
+//!   (`crasher.addr`, default 0x0d00_0000, and the first page past the end of
+//!   RAM per the DTB), forever; each abort is counted and skipped, never
+//!   fixed, so the next access faults again. Prints the first fault at each
+//!   address and `crasher: still faulting (N faults)` at N = 10, 100, 1000...
+//! - `wild`: jumps to `crasher.addr`; the instruction abort is retried
+//!   forever (ELR unchanged), with the same progress lines.
+//! - `novec`: points VBAR_EL1 at `crasher.addr` and faults: every exception
+//!   now faults on its own vector fetch, forever, silently.
+//! - `hvc`: unknown HVC/SMC function ids and invalid PSCI arguments; prints
+//!   `crasher: <call> = <PSCI status name>` lines, then `crasher: hvc done`
+//!   and powers off.
+//! - `off`: PSCI SYSTEM_OFF at once.
+//! - `reset`: PSCI SYSTEM_RESET at once (on plain QEMU use `-no-reboot`, or
+//!   the guest boots again and resets again, forever).
+#![no_std]
+#![no_main]
+
+use core::arch::asm;
+
+use chroma_guest_rt::args::BootArgs;
+use chroma_guest_rt::exceptions::{self, exception_class, Fault, Resolution, TrapFrame};
+use chroma_guest_rt::shared::Shared;
+use chroma_guest_rt::{entry, println, psci, Boot};
+
+entry!(main);
+
+/// Default unmapped IPA: QEMU virt's empty platform-bus window, outside
+/// chroma's guest map.
+const DEFAULT_ADDRESS: u64 = 0x0d00_0000;
+/// Where RAM starts on QEMU virt and under chroma.
+const RAM_BASE: u64 = 0x4000_0000;
+/// Value a skipped load leaves in its register.
+const NOT_LOADED: u64 = 0x5a5a_5a5a_5a5a_5a5a;
+
+/// Faults taken so far (only the boot CPU faults).
+static FAULTS: Shared<u64> = Shared::new(0);
+/// The last fault's syndrome and address.
+static LAST_ESR: Shared<u64> = Shared::new(0);
+static LAST_FAR: Shared<u64> = Shared::new(0);
+/// Set by the handler while a call under test took an UNDEFINED exception.
+static UNDEFINED: Shared<bool> = Shared::new(false);
+
+fn main(boot: &'static Boot) -> ! {
+    let args = BootArgs::new(boot.platform.bootargs);
+    println!("crasher: start");
+    let address = args.number("crasher.addr").unwrap_or(DEFAULT_ADDRESS);
+    let mode = args.value("crasher.mode").unwrap_or("fault");
+    println!("crasher: mode {}", mode);
+    match mode {
+        "fault" => fault_forever(&[address, end_of_ram(boot)]),
+        "wild" => jump_wild(address),
+        "novec" => no_vectors(address),
+        "hvc" => bad_calls(boot, address),
+        "off" => {
+            println!("crasher: system off");
+            chroma_guest_rt::power_off()
+        }
+        "reset" => {
+            println!("crasher: system reset");
+            let result = psci::system_reset();
+            println!("crasher: SYSTEM_RESET = {}", psci::status_name(result));
+            chroma_guest_rt::power_off()
+        }
+        other => {
+            println!("crasher: unknown mode {}, powering off", other);
+            chroma_guest_rt::power_off()
+        }
+    }
+}
+
+/// The first address past the end of the first RAM region in `/memory`.
+fn end_of_ram(boot: &Boot) -> u64 {
+    // SAFETY: the runtime validated this DTB at boot and nothing writes it.
+    let fdt = unsafe { chroma_guest_rt::platform::fdt(boot.dtb_address) };
+    fdt.and_then(|fdt| {
+        let region = fdt.find_node("/memory")?.reg()?.next()?;
+        (region.starting_address as u64).checked_add(region.size? as u64)
+    })
+    .unwrap_or(RAM_BASE + 0x1000_0000)
+}
+
+/// Prints the first fault at an address, then progress at powers of ten.
+fn note_fault(fault: &Fault, first_at_address: bool) {
+    let count = FAULTS.get() + 1;
+    FAULTS.set(count);
+    LAST_ESR.set(fault.esr);
+    LAST_FAR.set(fault.far);
+    if first_at_address {
+        println!("crasher: fault at {:#010x}: {}", fault.far, fault_kind(fault));
+    }
+    if count >= 10 && is_power_of_ten(count) {
+        println!("crasher: still faulting ({} faults)", count);
+    }
+}
+
+fn fault_kind(fault: &Fault) -> &'static str {
+    if fault.is_synchronous_external_abort() {
+        "synchronous external abort"
+    } else if let Some(status) = fault.fault_status() {
+        exceptions::fault_status_name(status)
+    } else {
+        exceptions::exception_class_name(fault.exception_class())
+    }
+}
+
+fn is_power_of_ten(mut value: u64) -> bool {
+    while value % 10 == 0 {
+        value /= 10;
+    }
+    value == 1
+}
+
+/// `fault` mode: load from each address in turn, forever.
+fn fault_forever(addresses: &[u64]) -> ! {
+    exceptions::set_sync_handler(Some(|_frame: &mut TrapFrame, fault: &Fault| {
+        if fault.is_abort() {
+            let first = FAULTS.get() < 2 && fault.far != LAST_FAR.get();
+            note_fault(fault, first);
+            Resolution::Skip
+        } else {
+            Resolution::Unhandled
+        }
+    }));
+    let mut warned = [false; 2];
+    loop {
+        for (index, &address) in addresses.iter().enumerate() {
+            let before = FAULTS.get();
+            let value = load(address);
+            if FAULTS.get() == before && !warned[index % 2] {
+                warned[index % 2] = true;
+                println!("crasher: no abort at {:#010x} (read {:#x})", address, value);
+            }
+        }
+    }
+}
+
+/// One 32-bit load; a faulting load is skipped by the handler.
+fn load(address: u64) -> u64 {
+    let mut value = NOT_LOADED;
+    // SAFETY: `address` is not RAM, so no Rust object is read; the abort
+    // handler skips the single 4-byte `ldr` (ELR + 4), leaving `value`.
+    unsafe {
+        asm!("ldr {value:w}, [{address}]", address = in(reg) address, value = inout(reg) value, options(nostack));
+    }
+    value
+}
+
+/// `wild` mode: branch to `address` and retry the instruction abort forever.
+fn jump_wild(address: u64) -> ! {
+    exceptions::set_sync_handler(Some(|_frame: &mut TrapFrame, fault: &Fault| {
+        note_fault(fault, FAULTS.get() == 0);
+        Resolution::Retry
+    }));
+    println!("crasher: jumping to {:#010x}", address);
+    // SAFETY: deliberately not sound in the usual sense: control never comes
+    // back here. Every fetch at `address` aborts and the handler retries it,
+    // so no Rust code runs with a broken state other than the handler.
+    unsafe { asm!("br {}", in(reg) address, options(noreturn)) }
+}
+
+/// `novec` mode: vectors at an unmapped address, then fault.
+fn no_vectors(address: u64) -> ! {
+    println!("crasher: vectors at {:#010x}, faulting", address);
+    // SAFETY: deliberately hostile: after this, every exception fetches its
+    // vector from `address`, which aborts, which fetches the vector again.
+    // No Rust code runs afterwards (the load below never completes).
+    unsafe {
+        asm!(
+            "msr vbar_el1, {vectors}",
+            "isb",
+            // Clobbering an input is fine: this never returns.
+            "ldr {vectors:w}, [{vectors}]",
+            "1: b 1b",
+            vectors = in(reg) address,
+            options(noreturn, nostack),
+        )
+    }
+}
+
+/// `hvc` mode: bad SMCCC/PSCI calls, each result printed, then power off.
+fn bad_calls(boot: &Boot, address: u64) -> ! {
+    // SMC is UNDEFINED at EL1 without EL3 (plain QEMU); a hypervisor may
+    // trap it and answer, or inject UNDEFINED too. Catch and skip UNDEFINED.
+    exceptions::set_sync_handler(Some(|_frame: &mut TrapFrame, fault: &Fault| {
+        if fault.exception_class() == exception_class::UNKNOWN {
+            UNDEFINED.set(true);
+            Resolution::Skip
+        } else {
+            Resolution::Unhandled
+        }
+    }));
+    let self_mpidr = boot.platform.mpidr(0).unwrap_or(0);
+    let calls: [(&str, u32, u64, u64, u64); 10] = [
+        ("hvc unknown psci 0x8400001f", 0x8400_001f, 0, 0, 0),
+        ("hvc unknown psci64 0xc40000ff", 0xc400_00ff, 0, 0, 0),
+        ("hvc vendor hyp 0x86000000", 0x8600_0000, 0, 0, 0),
+        ("hvc yielding 0x04000000", 0x0400_0000, 0, 0, 0),
+        ("hvc 0xffffffff", 0xffff_ffff, 0, 0, 0),
+        ("psci features unknown 0x8400001f", psci::PSCI_FEATURES, 0x8400_001f, 0, 0),
+        ("psci cpu_on mpidr 0xff", psci::CPU_ON, 0xff, 0x4008_0000, 0),
+        ("psci cpu_on self", psci::CPU_ON, self_mpidr, 0x4008_0000, 0),
+        ("psci affinity_info mpidr 0xff", psci::AFFINITY_INFO, 0xff, 0, 0),
+        ("psci affinity_info level 3", psci::AFFINITY_INFO, self_mpidr, 3, 0),
+    ];
+    for (name, function, arg1, arg2, arg3) in calls {
+        report_call(name, || psci::call(function, arg1, arg2, arg3));
+    }
+    report_call("smc psci version", || smc_psci_version());
+    // Last: on plain QEMU this succeeds and vCPU 1 dies at the wild entry.
+    match boot.platform.mpidr(1) {
+        Some(mpidr) => report_call("psci cpu_on vcpu 1 entry outside ram", || {
+            psci::cpu_on(mpidr, address, 0)
+        }),
+        None => println!("crasher: psci cpu_on vcpu 1 entry outside ram skipped (1 vcpu)"),
+    }
+    println!("crasher: hvc done");
+    chroma_guest_rt::power_off()
+}
+
+/// Runs `call` and prints `crasher: <name> = <status>` (or `= UNDEFINED`).
+fn report_call(name: &str, call: impl FnOnce() -> i64) {
+    UNDEFINED.set(false);
+    let result = call();
+    if UNDEFINED.get() {
+        println!("crasher: {} = UNDEFINED", name);
+    } else if result < 0 {
+        println!("crasher: {} = {}", name, psci::status_name(result));
+    } else {
+        println!("crasher: {} = {:#x}", name, result);
+    }
+}
+
+/// PSCI_VERSION through `smc #0` regardless of the DTB's conduit.
+fn smc_psci_version() -> i64 {
+    let mut x0: u64 = u64::from(psci::PSCI_VERSION);
+    // SAFETY: an SMCCC call clobbers at most x0..x17, all declared. If SMC
+    // is UNDEFINED the handler skips it and x0 still holds the function id.
+    unsafe {
+        asm!(
+            "smc #0",
+            inout("x0") x0,
+            out("x1") _, out("x2") _, out("x3") _,
+            out("x4") _, out("x5") _, out("x6") _, out("x7") _,
+            out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+            out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+            out("x16") _, out("x17") _,
+            options(nostack),
+        )
+    };
+    x0 as i64
+}
