@@ -9,6 +9,8 @@
 //!   address and `crasher: still faulting (N faults)` at N = 10, 100, 1000...
 //! - `wild`: jumps to `crasher.addr`; the instruction abort is retried
 //!   forever (ELR unchanged), with the same progress lines.
+//! - `unhandled`: one load from `crasher.addr` with no handler: the runtime
+//!   prints its exception report (`rt: unhandled ...`) and parks the CPU.
 //! - `novec`: points VBAR_EL1 at `crasher.addr` and faults: every exception
 //!   now faults on its own vector fetch, forever, silently.
 //! - `hvc`: unknown HVC/SMC function ids and invalid PSCI arguments; prints
@@ -54,6 +56,12 @@ fn main(boot: &'static Boot) -> ! {
     match mode {
         "fault" => fault_forever(&[address, end_of_ram(boot)]),
         "wild" => jump_wild(address),
+        "unhandled" => {
+            // No handler: the runtime prints its report and parks the CPU.
+            let value = load(address);
+            println!("crasher: no abort at {:#010x} (read {:#x})", address, value);
+            chroma_guest_rt::power_off()
+        }
         "novec" => no_vectors(address),
         "hvc" => bad_calls(boot, address),
         "off" => {
@@ -139,7 +147,7 @@ fn fault_forever(addresses: &[u64]) -> ! {
     }
 }
 
-/// One 32-bit load; a faulting load is skipped by the handler.
+/// One 32-bit load; a faulting load is skipped by the handler (if any).
 fn load(address: u64) -> u64 {
     let mut value = NOT_LOADED;
     // SAFETY: `address` is not RAM, so no Rust object is read; the abort

@@ -6,7 +6,8 @@
 //! The code is linked for 0x4008_0000 (linker/guest-aarch64.ld); the entry code
 //! compares its run address with its link address and, if they differ, prints
 //! a fixed line on the QEMU virt PL011 and powers off, rather than run with
-//! every absolute pointer wrong.
+//! every absolute pointer wrong. It does the same if entered at an exception
+//! level other than EL1 (for example EL2 on `-M virt,virtualization=on`).
 
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
@@ -45,10 +46,15 @@ _image_start:
 _rt_primary_entry:
     msr     daifset, #0xf
     mov     x19, x0                 // DTB address
+    mrs     x1, currentel
+    cmp     x1, #(1 << 2)           // CurrentEL.EL (bits 3:2) must be 1
+    adr     x1, 6f
+    b.ne    _rt_fatal
     adr     x1, _image_start
     ldr     x2, =_image_start
     cmp     x1, x2
-    b.ne    _rt_wrong_address
+    adr     x1, 4f
+    b.ne    _rt_fatal
     bl      _rt_cpu_setup
     // Zero .bss (16-byte aligned at both ends by the linker script).
     ldr     x1, =__bss_start
@@ -105,11 +111,11 @@ _rt_park:
     wfi
     b       _rt_park
 
-    // Running somewhere other than the link address: every absolute pointer
-    // is wrong, so print a fixed line with position-independent code only,
-    // then PSCI SYSTEM_OFF over HVC (the QEMU virt conduit).
-_rt_wrong_address:
-    adr     x1, 4f
+    // Not at EL1, or running somewhere other than the link address (every
+    // absolute pointer would be wrong): print the message at x1 with
+    // position-independent code only, then PSCI SYSTEM_OFF over HVC (the
+    // QEMU virt conduit).
+_rt_fatal:
     mov     x2, #0x09000000
 3:  ldrb    w3, [x1], #1
     cbz     w3, 5f
@@ -119,6 +125,7 @@ _rt_wrong_address:
     hvc     #0
     b       _rt_park
 4:  .asciz  "rt: FATAL: not loaded at 0x40080000 (RAM base + text_offset)\n"
+6:  .asciz  "rt: FATAL: not entered at EL1\n"
     .balign 4
     .ltorg
     "#,
