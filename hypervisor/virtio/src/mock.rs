@@ -55,6 +55,9 @@ pub struct MockQueue<'m, M: GuestMemory> {
     free: Vec<u16>,
     chains: Vec<Vec<u16>>,
     kicked_at: Wrapping<u16>,
+    outstanding: Vec<bool>,
+    /// Used elements whose id was not an outstanding head (returned twice, or never posted).
+    pub bad_returns: u32,
 }
 
 fn gpa(raw: u64) -> GuestPhysAddr {
@@ -75,6 +78,8 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
             free: (0..size).rev().collect(),
             chains: vec![Vec::new(); usize::from(size)],
             kicked_at: Wrapping(0),
+            outstanding: vec![false; usize::from(size)],
+            bad_returns: 0,
         };
         let zero = vec![0u8; (used + used_ring_bytes(size) - desc) as usize];
         let _ = mem.write(gpa(desc), &zero);
@@ -94,6 +99,9 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
 
     /// Puts `head` in the next avail slot and publishes avail.idx (Release).
     pub fn push_avail(&mut self, head: u16) {
+        if let Some(o) = self.outstanding.get_mut(usize::from(head)) {
+            *o = true;
+        }
         let slot = u64::from(self.avail_idx.0 % self.layout.size);
         let _ = self.mem.store_u16(gpa(self.layout.avail.raw() + 4 + 2 * slot), head, Ordering::Relaxed);
         self.avail_idx += 1;
@@ -109,6 +117,11 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
     /// The avail.idx this driver published last.
     pub fn avail_idx(&self) -> u16 {
         self.avail_idx.0
+    }
+
+    /// Heads made available and not yet returned by the device.
+    pub fn outstanding_count(&self) -> usize {
+        self.outstanding.iter().filter(|o| **o).count()
     }
 
     /// Free descriptors left.
@@ -135,6 +148,11 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
         self.chains[usize::from(head)] = indices;
         self.push_avail(head);
         Some(head)
+    }
+
+    /// Takes a free descriptor index (for hand-built hostile chains).
+    pub fn take_free(&mut self) -> Option<u16> {
+        self.free.pop()
     }
 
     /// Adds one descriptor pointing at an indirect table written at `table`
@@ -172,6 +190,10 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
         self.last_used += 1;
         let id = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
         let len = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+        match self.outstanding.get_mut(id as usize) {
+            Some(o) if *o => *o = false,
+            _ => self.bad_returns += 1,
+        }
         if let Some(chain) = self.chains.get_mut(id as usize) {
             self.free.extend(chain.drain(..));
         }
@@ -224,6 +246,8 @@ pub struct MockNetDriver<'m, M: GuestMemory> {
     rx_buffers: u64,
     rx_buffer_len: u32,
     tx_buffers: u64,
+    /// Guest address of receive buffer 0 (buffer `i` follows at `i * rx_buffer_len`).
+    pub rx_buffers_base: u64,
     /// The features negotiated.
     pub features: u64,
 }
@@ -274,7 +298,12 @@ impl<'m, M: GuestMemory> MockNetDriver<'m, M> {
         w(dev, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK)?;
         let rx_buffers = (tx.end() + 4095) & !4095;
         let tx_buffers = rx_buffers + u64::from(size) * u64::from(rx_buffer_len);
-        Ok(Self { mem, rx, tx, rx_buffers, rx_buffer_len, tx_buffers, features })
+        Ok(Self { mem, rx, tx, rx_buffers, rx_buffer_len, tx_buffers, rx_buffers_base: rx_buffers, features })
+    }
+
+    /// Guest address of transmit buffer `index`.
+    pub fn tx_buffer(&self, index: u16) -> u64 {
+        self.tx_buffers + u64::from(index) * MOCK_TX_BUFFER
     }
 
     /// First guest address after everything this driver placed.
