@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Build, run, test and benchmark the chroma hypervisor.
 #[derive(Parser)]
-#[command(name = "cargo xtask", version)]
+#[command(name = "xtask", bin_name = "cargo xtask", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
