@@ -121,17 +121,27 @@ impl MaintenanceStats {
 /// policy, invalidate exactly the lines before a read and clean exactly the
 /// lines after a write; otherwise nothing.
 ///
-/// Invalidation (which discards dirty data) is only used inside `window`, the
-/// VA range reserved for aliases of guest memory, where the hypervisor keeps
-/// no data of its own (every write there is followed by `after_write`). A
-/// range outside the window is cleaned and invalidated instead, which never
-/// loses data, so a wrong caller cannot corrupt hypervisor memory.
+/// Before a read the lines are cleaned and invalidated (`DC CIVAC`), not
+/// simply invalidated: on a PIPT cache, or a VIPT cache with coloured
+/// aliases, the guest's cacheable writes land in the *same* line as the
+/// hypervisor's alias, and a plain invalidate would throw the guest's dirty
+/// data away (the oracle's forced-mode and NC-ring rows caught exactly this).
+/// [`MaintainHooks::with_plain_invalidate`] opts into `DC IVAC` for lines
+/// wholly inside the range, valid only when no other agent can have dirtied
+/// them in a cache these operations reach (a non-coherent DMA master).
+///
+/// Plain invalidation is then still only used inside `window`, the VA range
+/// reserved for aliases of guest memory, where the hypervisor keeps no data
+/// of its own (every write there is followed by `after_write`); outside it
+/// the hooks fall back to clean+invalidate, which never loses data, so a
+/// wrong caller cannot corrupt hypervisor memory.
 #[derive(Debug)]
 pub struct MaintainHooks<O> {
     ops: O,
     policy: Policy,
     window_start: u64,
     window_end: u64,
+    plain_invalidate: bool,
     lines_invalidated: Cell<u64>,
     lines_cleaned: Cell<u64>,
     lines_prepared: Cell<u64>,
@@ -146,10 +156,20 @@ impl<O: CacheOps> MaintainHooks<O> {
             policy,
             window_start: window_base.raw(),
             window_end: window_base.raw().saturating_add(window_size),
+            plain_invalidate: false,
             lines_invalidated: Cell::new(0),
             lines_cleaned: Cell::new(0),
             lines_prepared: Cell::new(0),
         }
+    }
+
+    /// Uses `DC IVAC` (not `DC CIVAC`) for lines wholly inside a range
+    /// before reads. Only for a peer that never writes through a cache these
+    /// operations reach: a non-coherent DMA master, or a guest mapping the
+    /// memory Non-cacheable. See the type's documentation.
+    pub fn with_plain_invalidate(mut self) -> Self {
+        self.plain_invalidate = true;
+        self
     }
 
     /// The policy applied.
@@ -228,13 +248,15 @@ impl<O: CacheOps> CacheHooks for MaintainHooks<O> {
         if !self.policy.maintains() {
             return;
         }
-        let lines = if self.in_window(va, len) {
+        let lines = if self.plain_invalidate && self.in_window(va, len) {
             // SAFETY:
             // 1. The range lies in the guest-alias window, which is mapped
             //    for every alias the guest memory layer hands out.
             // 2. The hypervisor holds no dirty data of its own there: all its
             //    writes are followed by `after_write`, and partial edge
             //    lines are cleaned+invalidated by `invalidate_range`.
+            // 3. The owner opted in (`with_plain_invalidate`): no other agent
+            //    dirties these lines in a cache this invalidate reaches.
             unsafe { invalidate_range(&self.ops, va, len) }
         } else {
             // SAFETY: clean+invalidate never discards data; the guest memory

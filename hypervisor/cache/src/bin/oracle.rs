@@ -1,7 +1,10 @@
-//! The aliasing oracle: runs the virtio ring code over the cache simulator.
+//! The aliasing oracle: runs the real virtio-net backend over the cache simulator.
 //!
 //! `cargo run --release -p chroma-cache --bin oracle -- [--quick] [--ops N] [--seeds K]`
-//! On bare-metal targets this binary is an empty shell (the simulator needs std).
+//! prints one row per geometry and policy and exits non-zero if a
+//! correct-policy row shows a stale read or lost write, or a negative
+//! control shows none. On bare-metal targets this binary is an empty shell
+//! (the simulator needs std), so the crate still builds for them.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -12,5 +15,13 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 
 #[cfg(not(target_os = "none"))]
 fn main() {
-    std::process::exit(0);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match chroma_cache::sim::oracle::parse_args(&args) {
+        Ok(options) => chroma_cache::sim::oracle::main_with(options),
+        Err(message) => {
+            eprintln!("{message}");
+            2
+        }
+    };
+    std::process::exit(code);
 }

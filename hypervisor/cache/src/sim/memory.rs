@@ -1,0 +1,223 @@
+//! [`GuestMemory`] over the simulator: the hypervisor's side of guest RAM.
+//!
+//! This is what the real virtio backend runs against in the oracle. It does
+//! what the hypervisor's implementation does: range-check the guest-physical
+//! range, translate it to the hypervisor's (coloured) alias, call the cache
+//! policy's hooks over exactly the bytes touched, and access the bytes. It
+//! also records which lines each access touched, so the oracle can compare
+//! the lines maintained with the lines the ring protocol used.
+
+use core::cell::{Cell, RefCell};
+use core::sync::atomic::Ordering;
+use std::collections::HashSet;
+
+use chroma_mem::{CacheHooks, GuestMemory, GuestPhysAddr, HostVirtAddr, MemError};
+
+use super::machine::{Machine, SimCacheOps, View};
+use crate::ops::CacheOps;
+use crate::policy::MaintainHooks;
+
+/// The hypervisor's view of one VM's RAM in the simulator.
+pub struct HypMemory<'m> {
+    machine: &'m RefCell<Machine>,
+    view: View,
+    gpa_base: u64,
+    hooks: MaintainHooks<SimCacheOps<'m>>,
+    /// Whether to call `before_write` (the proposed hook) before writes
+    /// (off only in the oracle's negative control).
+    pub prepare_writes: bool,
+    lines_read: RefCell<HashSet<u64>>,
+    lines_written: RefCell<HashSet<u64>>,
+    touched_total: Cell<u64>,
+}
+
+impl<'m> HypMemory<'m> {
+    /// Guest RAM at `gpa_base`, seen by the hypervisor through `view`, with `hooks`.
+    pub fn new(
+        machine: &'m RefCell<Machine>,
+        view: View,
+        gpa_base: u64,
+        hooks: MaintainHooks<SimCacheOps<'m>>,
+    ) -> Self {
+        Self {
+            machine,
+            view,
+            gpa_base,
+            hooks,
+            prepare_writes: true,
+            lines_read: RefCell::new(HashSet::new()),
+            lines_written: RefCell::new(HashSet::new()),
+            touched_total: Cell::new(0),
+        }
+    }
+
+    /// The hooks (for their counters).
+    pub fn hooks(&self) -> &MaintainHooks<SimCacheOps<'m>> {
+        &self.hooks
+    }
+
+    /// Ends one backend operation: adds the distinct lines it read and the
+    /// distinct lines it wrote to the running minimum, and clears the sets.
+    pub fn end_operation(&self) {
+        let n = self.lines_read.borrow().len() + self.lines_written.borrow().len();
+        self.touched_total.set(self.touched_total.get() + n as u64);
+        self.lines_read.borrow_mut().clear();
+        self.lines_written.borrow_mut().clear();
+    }
+
+    /// Sum over backend operations of distinct lines read + distinct lines written.
+    pub fn lines_touched(&self) -> u64 {
+        self.touched_total.get()
+    }
+
+    fn translate(&self, gpa: GuestPhysAddr, len: usize) -> Result<u64, MemError> {
+        let len64 = u64::try_from(len).map_err(|_| MemError::Overflow)?;
+        let end = gpa.checked_add(len64).ok_or(MemError::Overflow)?;
+        match (
+            gpa.checked_offset_from(GuestPhysAddr::new(self.gpa_base)),
+            end.checked_offset_from(GuestPhysAddr::new(self.gpa_base)),
+        ) {
+            (Some(off), Some(end_off)) if end_off <= self.view.size => Ok(self.view.va_base + off),
+            _ => Err(MemError::OutOfRange {
+                gpa: gpa.raw(),
+                len: len64,
+            }),
+        }
+    }
+
+    fn note(&self, set: &RefCell<HashSet<u64>>, va: u64, len: usize) {
+        let line = self.machine.borrow().geometry().line as u64;
+        let mut set = set.borrow_mut();
+        let mut at = va & !(line - 1);
+        while at < va + len as u64 {
+            set.insert(at);
+            at += line;
+        }
+    }
+}
+
+impl GuestMemory for HypMemory<'_> {
+    fn check_range(&self, gpa: GuestPhysAddr, len: u64) -> Result<(), MemError> {
+        self.translate(gpa, usize::try_from(len).map_err(|_| MemError::Overflow)?)
+            .map(|_| ())
+    }
+
+    fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
+        let va = self.translate(gpa, buf.len())?;
+        self.note(&self.lines_read, va, buf.len());
+        self.hooks.before_read(HostVirtAddr::new(va), buf.len());
+        self.machine.borrow_mut().read(&self.view, va, buf);
+        Ok(())
+    }
+
+    fn write(&self, gpa: GuestPhysAddr, data: &[u8]) -> Result<(), MemError> {
+        let va = self.translate(gpa, data.len())?;
+        self.note(&self.lines_written, va, data.len());
+        if self.prepare_writes {
+            self.hooks.before_write(HostVirtAddr::new(va), data.len());
+        }
+        self.machine.borrow_mut().write(&self.view, va, data);
+        self.hooks.after_write(HostVirtAddr::new(va), data.len());
+        Ok(())
+    }
+
+    fn load_u16(&self, gpa: GuestPhysAddr, _order: Ordering) -> Result<u16, MemError> {
+        if !gpa.is_aligned(2) {
+            return Err(MemError::Unaligned);
+        }
+        let mut b = [0; 2];
+        self.read(gpa, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    fn store_u16(&self, gpa: GuestPhysAddr, value: u16, _order: Ordering) -> Result<(), MemError> {
+        if !gpa.is_aligned(2) {
+            return Err(MemError::Unaligned);
+        }
+        self.write(gpa, &value.to_le_bytes())
+    }
+
+    fn fence(&self, _order: Ordering) {
+        // Sequential simulation: program order is the only order.
+        self.hooks.ops().dmb();
+    }
+}
+
+/// The guest driver's side: the same RAM through the guest's view, with
+/// the guest's own maintenance when its device is declared non-coherent
+/// (Linux's DMA API: clean before the device reads, invalidate before the
+/// CPU reads what the device wrote).
+pub struct GuestAccess<'m> {
+    machine: &'m RefCell<Machine>,
+    /// The guest's view of its RAM.
+    pub view: View,
+    gpa_base: u64,
+    hooks: MaintainHooks<SimCacheOps<'m>>,
+    /// RAM offsets below this are mapped Non-cacheable (the rings of a
+    /// guest with mismatched attributes); 0 for none.
+    uncached_below: u64,
+}
+
+impl<'m> GuestAccess<'m> {
+    /// Guest RAM at `gpa_base` through `view`; `hooks` is the guest's
+    /// maintenance; offsets below `uncached_below` bypass the cache.
+    pub fn new(
+        machine: &'m RefCell<Machine>,
+        view: View,
+        gpa_base: u64,
+        hooks: MaintainHooks<SimCacheOps<'m>>,
+        uncached_below: u64,
+    ) -> Self {
+        Self {
+            machine,
+            view,
+            gpa_base,
+            hooks,
+            uncached_below,
+        }
+    }
+
+    fn view_for(&self, gpa: u64) -> View {
+        if gpa - self.gpa_base < self.uncached_below {
+            View {
+                cached: false,
+                ..self.view
+            }
+        } else {
+            self.view
+        }
+    }
+
+    fn va(&self, gpa: u64) -> u64 {
+        self.view.va_base + (gpa - self.gpa_base)
+    }
+
+    /// Reads guest RAM at `gpa`.
+    pub fn read(&self, gpa: u64, buf: &mut [u8]) {
+        let va = self.va(gpa);
+        self.hooks.before_read(HostVirtAddr::new(va), buf.len());
+        self.machine.borrow_mut().read(&self.view_for(gpa), va, buf);
+    }
+
+    /// Writes guest RAM at `gpa`.
+    pub fn write(&self, gpa: u64, data: &[u8]) {
+        let va = self.va(gpa);
+        self.hooks.before_write(HostVirtAddr::new(va), data.len());
+        self.machine
+            .borrow_mut()
+            .write(&self.view_for(gpa), va, data);
+        self.hooks.after_write(HostVirtAddr::new(va), data.len());
+    }
+
+    /// Reads a little-endian u16.
+    pub fn read_u16(&self, gpa: u64) -> u16 {
+        let mut b = [0; 2];
+        self.read(gpa, &mut b);
+        u16::from_le_bytes(b)
+    }
+
+    /// Writes a little-endian u16.
+    pub fn write_u16(&self, gpa: u64, value: u16) {
+        self.write(gpa, &value.to_le_bytes());
+    }
+}

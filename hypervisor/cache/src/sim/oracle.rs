@@ -1,0 +1,633 @@
+//! The oracle: the real virtio-net backend (`chroma-virtio`) against the
+//! simulated guest driver, over the aliasing cache simulator, per geometry
+//! and policy, with the negative controls that prove the checker can fail.
+
+use core::cell::RefCell;
+use std::fmt::Write as _;
+use std::string::{String, ToString};
+use std::time::Instant;
+use std::vec::Vec;
+use std::{format, print, println, vec};
+
+use chroma_mem::HostVirtAddr;
+use chroma_virtio::mmio::{feature, reg, status};
+use chroma_virtio::net::{new_net_device, NetPort, VirtioNet};
+use chroma_virtio::port::{NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN};
+
+use super::driver::{GuestDriver, GPA_BASE, POOL, RAM_SIZE};
+use super::machine::{Machine, SimCacheOps, SimGeometry, SimIndexing, SimStats, View};
+use super::memory::{GuestAccess, HypMemory};
+use super::Rng;
+use crate::colour::ColourAllocator;
+use crate::policy::{GuestMemoryType, MaintainHooks, Policy, PolicyInputs};
+use crate::{CacheGeometry, CacheInfo, CacheKind, Indexing};
+
+/// Who is on the other side of the shared memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// A guest vCPU with a cacheable (write-back) mapping: coherent.
+    Guest,
+    /// A guest vCPU on a VIVT cache, told its device is not `dma-coherent`,
+    /// so its DMA API maintains its own alias.
+    GuestMaintaining,
+    /// A guest that maps the rings Non-cacheable (buffers stay cacheable):
+    /// mismatched memory attributes.
+    GuestNonCacheableRings,
+    /// A non-coherent DMA master: nothing it does goes through the cache.
+    DmaDevice,
+}
+
+impl Peer {
+    fn label(self) -> &'static str {
+        match self {
+            Peer::Guest => "guest WB",
+            Peer::GuestMaintaining => "guest WB + DMA API",
+            Peer::GuestNonCacheableRings => "guest NC rings",
+            Peer::DmaDevice => "non-coherent DMA",
+        }
+    }
+}
+
+/// What the hypervisor does in a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// What [`Policy::choose`] picks: must show zero errors.
+    Chosen,
+    /// The forced mode (colour + maintain): must show zero errors.
+    Forced,
+    /// Negative control: the chosen policy without colouring. Must fail.
+    ColouringOff,
+    /// Negative control: the chosen policy without maintenance. Must fail.
+    MaintenanceOff,
+    /// Negative control: maintenance with plain `DC IVAC` before reads while
+    /// the guest writes through the same (PIPT) cache. Must fail.
+    PlainInvalidate,
+    /// Negative control: maintenance without the pre-write clean+invalidate
+    /// of partially written lines. Must fail (lost writes).
+    NoPrewrite,
+}
+
+impl Mode {
+    /// Whether this row is a negative control.
+    pub fn is_control(self) -> bool {
+        matches!(
+            self,
+            Mode::ColouringOff | Mode::MaintenanceOff | Mode::PlainInvalidate | Mode::NoPrewrite
+        )
+    }
+}
+
+/// One row of the table.
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    /// The simulated cache.
+    pub geometry: SimGeometry,
+    /// The other agent.
+    pub peer: Peer,
+    /// The hypervisor's behaviour.
+    pub mode: Mode,
+}
+
+/// The rows the oracle runs.
+pub fn scenarios() -> Vec<Scenario> {
+    use Mode::*;
+    use Peer::*;
+    use SimIndexing::*;
+    let g = SimGeometry::with_colours;
+    let mut rows = vec![
+        Scenario {
+            geometry: g(Pipt, 64, 2, 4),
+            peer: Guest,
+            mode: Chosen,
+        },
+        Scenario {
+            geometry: g(Pipt, 64, 2, 4),
+            peer: Guest,
+            mode: Forced,
+        },
+    ];
+    for colours in [2, 4, 8] {
+        for line in [32, 64] {
+            rows.push(Scenario {
+                geometry: g(Vipt, line, colours, 2),
+                peer: Guest,
+                mode: Chosen,
+            });
+        }
+        rows.push(Scenario {
+            geometry: g(Vipt, 64, colours, 2),
+            peer: Guest,
+            mode: ColouringOff,
+        });
+    }
+    rows.push(Scenario {
+        geometry: g(Vipt, 64, 4, 2),
+        peer: Guest,
+        mode: Forced,
+    });
+    for line in [32, 64] {
+        rows.push(Scenario {
+            geometry: g(Vivt, line, 1, 4),
+            peer: GuestMaintaining,
+            mode: Chosen,
+        });
+        rows.push(Scenario {
+            geometry: g(Vivt, line, 1, 4),
+            peer: GuestMaintaining,
+            mode: MaintenanceOff,
+        });
+    }
+    for peer in [DmaDevice, GuestNonCacheableRings] {
+        rows.push(Scenario {
+            geometry: g(Pipt, 64, 2, 4),
+            peer,
+            mode: Chosen,
+        });
+        rows.push(Scenario {
+            geometry: g(Pipt, 64, 2, 4),
+            peer,
+            mode: MaintenanceOff,
+        });
+    }
+    rows.push(Scenario {
+        geometry: g(Pipt, 64, 2, 4),
+        peer: DmaDevice,
+        mode: NoPrewrite,
+    });
+    rows.push(Scenario {
+        geometry: g(Pipt, 64, 2, 4),
+        peer: GuestNonCacheableRings,
+        mode: PlainInvalidate,
+    });
+    rows.push(Scenario {
+        geometry: g(Vipt, 32, 4, 2),
+        peer: DmaDevice,
+        mode: Chosen,
+    });
+    rows
+}
+
+/// The [`CacheGeometry`] the policy chooser sees for a simulated cache.
+pub fn cache_geometry(g: SimGeometry) -> CacheGeometry {
+    let indexing = match g.indexing {
+        SimIndexing::Pipt => Indexing::Pipt,
+        SimIndexing::Vipt => Indexing::Vipt,
+        SimIndexing::Vivt => Indexing::Vivt,
+    };
+    let info = CacheInfo {
+        level: 1,
+        kind: CacheKind::Data,
+        line_size: g.line as u32,
+        ways: g.ways as u32,
+        sets: g.sets as u32,
+        indexing,
+    };
+    CacheGeometry::from_caches(&[info], 4096).expect("valid simulated geometry")
+}
+
+fn inputs(peer: Peer) -> PolicyInputs {
+    match peer {
+        Peer::Guest => PolicyInputs::default(),
+        // The hypervisor omits `dma-coherent` from this guest's virtio node.
+        Peer::GuestMaintaining => PolicyInputs::default(),
+        Peer::GuestNonCacheableRings => PolicyInputs {
+            guest_memory: GuestMemoryType::NonCacheable,
+            ..PolicyInputs::default()
+        },
+        Peer::DmaDevice => PolicyInputs {
+            peer_coherent: false,
+            ..PolicyInputs::default()
+        },
+    }
+}
+
+/// The hypervisor's policy in a row, and whether it colours / maintains.
+pub fn row_policy(s: &Scenario) -> (Policy, bool, bool) {
+    let chosen = Policy::choose(&cache_geometry(s.geometry), inputs(s.peer));
+    match s.mode {
+        Mode::Chosen => (chosen, chosen.colours(), chosen.maintains()),
+        Mode::Forced => {
+            let p = Policy::choose(
+                &cache_geometry(s.geometry),
+                PolicyInputs {
+                    forced: true,
+                    ..inputs(s.peer)
+                },
+            );
+            (p, p.colours(), p.maintains())
+        }
+        Mode::ColouringOff => (chosen, false, chosen.maintains()),
+        Mode::MaintenanceOff => (chosen, chosen.colours(), false),
+        Mode::PlainInvalidate | Mode::NoPrewrite => (chosen, chosen.colours(), true),
+    }
+}
+
+/// Totals of one row.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RowResult {
+    /// Ring operations (driver adds/reaps, backend pops/completions/publishes).
+    pub ops: u64,
+    /// Frames through the backend (transmitted + received).
+    pub packets: u64,
+    /// Checker counts.
+    pub sim: SimStats,
+    /// Lines the hypervisor maintained.
+    pub lines_maintained: u64,
+    /// Lines the backend's ring operations read + wrote (distinct per operation).
+    pub lines_touched: u64,
+    /// Received frames that differ from those sent (must be 0).
+    pub mismatched: u64,
+    /// Frames received by the driver.
+    pub received: u64,
+}
+
+impl RowResult {
+    fn add(&mut self, o: &RowResult) {
+        self.ops += o.ops;
+        self.packets += o.packets;
+        self.sim.stale_reads += o.sim.stale_reads;
+        self.sim.lost_writes += o.sim.lost_writes;
+        self.sim.reads += o.sim.reads;
+        self.sim.writes += o.sim.writes;
+        self.sim.write_backs += o.sim.write_backs;
+        self.lines_maintained += o.lines_maintained;
+        self.lines_touched += o.lines_touched;
+        self.mismatched += o.mismatched;
+        self.received += o.received;
+    }
+}
+
+/// Guest VA of guest RAM: a linear map whose offset is colour aligned.
+const GUEST_VA: u64 = 0x10_0000_0000 + GPA_BASE;
+/// The hypervisor's alias window. Deliberately one page off colour 0, so an
+/// allocator that ignores colour produces wrong-colour aliases.
+const HYP_WINDOW: u64 = 0x40_0000_1000;
+const HYP_WINDOW_SIZE: u64 = 0x100_0000;
+
+fn write_reg(dev: &mut VirtioNet, mem: &HypMemory<'_>, offset: u64, value: u32) {
+    dev.mmio_write(offset, 4, value, mem)
+        .expect("device bring-up");
+}
+
+/// Brings the device up through its registers as the guest would (§3.1.1).
+fn bring_up(dev: &mut VirtioNet, mem: &HypMemory<'_>, driver: &GuestDriver) {
+    write_reg(dev, mem, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+    let features = feature::VERSION_1 | feature::EVENT_IDX;
+    write_reg(dev, mem, reg::DRIVER_FEATURES_SEL, 0);
+    write_reg(
+        dev,
+        mem,
+        reg::DRIVER_FEATURES,
+        (features & 0xffff_ffff) as u32,
+    );
+    write_reg(dev, mem, reg::DRIVER_FEATURES_SEL, 1);
+    write_reg(dev, mem, reg::DRIVER_FEATURES, (features >> 32) as u32);
+    write_reg(
+        dev,
+        mem,
+        reg::STATUS,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+    );
+    for index in 0..2u32 {
+        let (desc, avail, used) = driver.layout(index as usize);
+        write_reg(dev, mem, reg::QUEUE_SEL, index);
+        write_reg(
+            dev,
+            mem,
+            reg::QUEUE_NUM,
+            u32::from(super::driver::QUEUE_SIZE),
+        );
+        for (low, value) in [
+            (reg::QUEUE_DESC_LOW, desc),
+            (reg::QUEUE_DRIVER_LOW, avail),
+            (reg::QUEUE_DEVICE_LOW, used),
+        ] {
+            write_reg(dev, mem, low, (value & 0xffff_ffff) as u32);
+            write_reg(dev, mem, low + 4, (value >> 32) as u32);
+        }
+        write_reg(dev, mem, reg::QUEUE_READY, 1);
+    }
+    write_reg(
+        dev,
+        mem,
+        reg::STATUS,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+    );
+    assert!(dev.is_live(), "device did not come up");
+}
+
+/// Runs `ops` randomised ring operations of one row with one seed.
+pub fn run(s: &Scenario, ops: u64, seed: u64) -> RowResult {
+    let (_, colour, maintain) = row_policy(s);
+    let machine = RefCell::new(Machine::new(s.geometry, RAM_SIZE as usize));
+    let mut rng = Rng::new(seed);
+
+    // The hypervisor's alias of guest RAM, from the colour allocator.
+    let colours = if colour {
+        s.geometry.colours() as u32
+    } else {
+        1
+    };
+    let mut alloc: ColourAllocator<4> = ColourAllocator::new(
+        HostVirtAddr::new(HYP_WINDOW),
+        HYP_WINDOW_SIZE,
+        4096,
+        colours,
+    )
+    .expect("window");
+    let hyp_va = alloc
+        .map_guest(
+            chroma_mem::GuestPhysAddr::new(GPA_BASE),
+            chroma_mem::HostPhysAddr::new(0),
+            RAM_SIZE,
+        )
+        .expect("alias");
+    alloc.check_invariant().expect("colour invariant");
+    let hyp_view = View {
+        va_base: hyp_va.raw(),
+        pa_base: 0,
+        size: RAM_SIZE,
+        cached: true,
+    };
+    let hyp_policy = if maintain {
+        Policy::Maintain
+    } else {
+        Policy::Nothing
+    };
+    let mut hyp_hooks = MaintainHooks::new(
+        SimCacheOps::new(&machine, hyp_view),
+        hyp_policy,
+        hyp_va,
+        RAM_SIZE,
+    );
+    if s.peer == Peer::DmaDevice || s.mode == Mode::PlainInvalidate {
+        // Nothing the DMA master writes goes through the cache: DC IVAC is safe.
+        hyp_hooks = hyp_hooks.with_plain_invalidate();
+    }
+    let mut hyp = HypMemory::new(&machine, hyp_view, GPA_BASE, hyp_hooks);
+    hyp.prepare_writes = s.mode != Mode::NoPrewrite;
+
+    // The guest's view of the same RAM.
+    let guest_cached = !matches!(s.peer, Peer::DmaDevice);
+    let guest_view = View {
+        va_base: GUEST_VA,
+        pa_base: 0,
+        size: RAM_SIZE,
+        cached: guest_cached,
+    };
+    let guest_policy = if s.peer == Peer::GuestMaintaining {
+        Policy::Maintain
+    } else {
+        Policy::Nothing
+    };
+    let guest_hooks = MaintainHooks::new(
+        SimCacheOps::new(&machine, guest_view),
+        guest_policy,
+        HostVirtAddr::new(GUEST_VA),
+        RAM_SIZE,
+    );
+    let uncached_below = if s.peer == Peer::GuestNonCacheableRings {
+        POOL
+    } else {
+        0
+    };
+    let guest = GuestAccess::new(&machine, guest_view, GPA_BASE, guest_hooks, uncached_below);
+
+    let mut driver = GuestDriver::new();
+    let mut dev = new_net_device(
+        [2, 0, 0, 0, 0, 1],
+        feature::EVENT_IDX,
+        super::driver::QUEUE_SIZE,
+    );
+    bring_up(&mut dev, &hyp, &driver);
+    let setup_maintained = hyp.hooks().stats().total();
+    hyp.end_operation();
+    let setup_touched = hyp.lines_touched();
+
+    let mut frame = [0u8; MAX_FRAME_LEN];
+    let mut pending: std::collections::VecDeque<(NetHeader, Vec<u8>)> = Default::default();
+    let mut result = RowResult::default();
+    let mut done = 0u64;
+    while done < ops {
+        let did = match rng.below(100) {
+            0..=24 => driver.send(&guest, &mut rng),
+            25..=44 => driver.post_rx(&guest, &mut rng),
+            45..=59 => driver.reap(&guest),
+            60..=79 => {
+                let mut port = NetPort::new(&mut dev, &hyp);
+                let r = port.poll_tx(&mut frame);
+                hyp.end_operation();
+                match r {
+                    TxPoll::Frame { len, header } => {
+                        result.packets += 1;
+                        pending.push_back((header, frame[..len].to_vec()));
+                        true
+                    }
+                    TxPoll::Dropped(reason) => panic!("backend dropped a good frame: {reason:?}"),
+                    TxPoll::Empty => false,
+                }
+            }
+            80..=91 => match pending.front() {
+                Some((header, data)) => {
+                    let mut port = NetPort::new(&mut dev, &hyp);
+                    let r = port.push_rx(header, data);
+                    hyp.end_operation();
+                    match r {
+                        RxPush::Delivered => {
+                            pending.pop_front();
+                            result.packets += 1;
+                            true
+                        }
+                        RxPush::NoBuffers => false,
+                        RxPush::Dropped(reason) => panic!("backend dropped a frame: {reason:?}"),
+                    }
+                }
+                None => false,
+            },
+            _ => {
+                let mut port = NetPort::new(&mut dev, &hyp);
+                port.flush();
+                hyp.end_operation();
+                true
+            }
+        };
+        if did {
+            done += 1;
+        }
+    }
+    machine.borrow_mut().flush_all();
+    result.ops = done;
+    result.sim = machine.borrow().stats;
+    result.lines_maintained = hyp.hooks().stats().total() - setup_maintained;
+    result.lines_touched = hyp.lines_touched() - setup_touched;
+    result.mismatched = driver.stats.mismatched;
+    result.received = driver.stats.received;
+    result
+}
+
+/// Command-line options.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Ring operations per row (over all seeds).
+    pub ops: u64,
+    /// Seeds per row.
+    pub seeds: u64,
+}
+
+/// Parses `[--quick] [--ops N] [--seeds K]`.
+pub fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        ops: 1_000_000,
+        seeds: 4,
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let value = |i: usize| -> Result<u64, String> {
+            args.get(i + 1)
+                .and_then(|v| v.replace('_', "").parse().ok())
+                .ok_or(format!("{} needs a number", args[i]))
+        };
+        match args[i].as_str() {
+            "--quick" => {
+                o = Options {
+                    ops: 40_000,
+                    seeds: 2,
+                }
+            }
+            "--ops" => {
+                o.ops = value(i)?;
+                i += 1;
+            }
+            "--seeds" => {
+                o.seeds = value(i)?.max(1);
+                i += 1;
+            }
+            "-h" | "--help" => return Err("usage: oracle [--quick] [--ops N] [--seeds K]".into()),
+            other => return Err(format!("unknown argument {other}")),
+        }
+        i += 1;
+    }
+    Ok(o)
+}
+
+fn geometry_label(g: SimGeometry) -> String {
+    let kind = match g.indexing {
+        SimIndexing::Pipt => "PIPT",
+        SimIndexing::Vipt => "VIPT",
+        SimIndexing::Vivt => "VIVT",
+    };
+    let size = g.line * g.sets * g.ways / 1024;
+    match g.indexing {
+        SimIndexing::Vipt => format!("{kind} {}c {}B {}w {}K", g.colours(), g.line, g.ways, size),
+        _ => format!("{kind} {}B {}w {}K", g.line, g.ways, size),
+    }
+}
+
+fn policy_label(s: &Scenario) -> String {
+    let (p, _, _) = row_policy(s);
+    let name = match p {
+        Policy::Nothing => "Nothing",
+        Policy::ColourOnly => "ColourOnly",
+        Policy::Maintain => "Maintain",
+        Policy::ColourAndMaintain => "Colour+Maintain",
+    };
+    match s.mode {
+        Mode::Chosen => name.to_string(),
+        Mode::Forced => format!("{name} (forced)"),
+        Mode::ColouringOff => format!("{name} - colour OFF"),
+        Mode::MaintenanceOff => format!("{name} - maint OFF"),
+        Mode::PlainInvalidate => format!("{name} - DC IVAC"),
+        Mode::NoPrewrite => format!("{name} - no pre-write"),
+    }
+}
+
+/// Runs every row and prints the table; returns the process exit code.
+pub fn main_with(options: Options) -> i32 {
+    let rows = scenarios();
+    let per_seed = options.ops.div_ceil(options.seeds);
+    let start = Instant::now();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(2);
+    let results: Vec<RowResult> = {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let slots: Vec<std::sync::Mutex<Option<RowResult>>> =
+            rows.iter().map(|_| Default::default()).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(s) = rows.get(i) else { break };
+                    let mut total = RowResult::default();
+                    for seed in 0..options.seeds {
+                        total.add(&run(
+                            s,
+                            per_seed,
+                            0x9e37_79b9_7f4a_7c15 ^ (seed + 1).wrapping_mul(0x2545_f491),
+                        ));
+                    }
+                    *slots[i].lock().expect("row slot") = Some(total);
+                });
+            }
+        });
+        slots
+            .into_iter()
+            .map(|m| m.into_inner().expect("row slot").expect("row ran"))
+            .collect()
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| geometry | peer | policy | ops | packets | stale reads | lost writes | lines maintained/pkt | lines used/pkt | verdict |"
+    );
+    let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---|");
+    let mut failed = 0;
+    for (s, r) in rows.iter().zip(&results) {
+        let errors = r.sim.stale_reads + r.sim.lost_writes;
+        let ok = if s.mode.is_control() {
+            errors > 0
+        } else {
+            errors == 0
+        } && r.mismatched == 0
+            && r.received > 0;
+        if !ok {
+            failed += 1;
+        }
+        let verdict = match (s.mode.is_control(), ok) {
+            (false, true) => "ok",
+            (true, true) => "ok (caught)",
+            (false, false) => "FAIL",
+            (true, false) => "FAIL (control found nothing)",
+        };
+        let pkts = r.packets.max(1) as f64;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} |",
+            geometry_label(s.geometry),
+            s.peer.label(),
+            policy_label(s),
+            r.ops,
+            r.packets,
+            r.sim.stale_reads,
+            r.sim.lost_writes,
+            r.lines_maintained as f64 / pkts,
+            r.lines_touched as f64 / pkts,
+            verdict
+        );
+    }
+    print!("{out}");
+    println!(
+        "{} rows, {} ops per row over {} seeds, {:.1}s; {}",
+        rows.len(),
+        per_seed * options.seeds,
+        options.seeds,
+        start.elapsed().as_secs_f64(),
+        if failed == 0 {
+            "all rows as expected".to_string()
+        } else {
+            format!("{failed} rows FAILED")
+        }
+    );
+    i32::from(failed != 0)
+}
