@@ -301,6 +301,22 @@ impl Outcome {
         }
     }
 
+    /// Panics if VM `vm` printed anything after the hypervisor reported it stopped.
+    pub fn assert_silent_after_stop(&self, vm: &str) {
+        let stop = format!("chroma: vm {vm} stopped: ");
+        let prefix = format!("[{vm}] ");
+        let after: Vec<&str> = self
+            .stdout
+            .lines()
+            .skip_while(|line| !line.starts_with(stop.as_str()))
+            .filter(|line| line.starts_with(prefix.as_str()))
+            .collect();
+        assert!(
+            after.is_empty(),
+            "VM {vm} printed after it stopped: {after:?}"
+        );
+    }
+
     /// Panics unless the run ended with `chroma: all VMs stopped (<clean> clean, <failed> failed)`.
     pub fn assert_all_stopped(&self, clean: usize, failed: usize) {
         let wanted = format!("chroma: all VMs stopped ({clean} clean, {failed} failed)");
@@ -425,6 +441,19 @@ chroma: all VMs stopped (1 clean, 1 failed)
     #[should_panic(expected = "expected \"powered off\"")]
     fn stop_reason_must_match() {
         outcome(RUN).assert_stopped("other", "powered off");
+    }
+
+    #[test]
+    fn silent_after_stop_accepts_a_quiet_vm() {
+        outcome(RUN).assert_silent_after_stop("probe");
+        outcome(RUN).assert_silent_after_stop("other");
+    }
+
+    #[test]
+    #[should_panic(expected = "printed after it stopped")]
+    fn silent_after_stop_catches_a_line_after_the_stop() {
+        let late = format!("{RUN}[other] crasher: still faulting (1000 faults)\n");
+        outcome(&late).assert_silent_after_stop("other");
     }
 
     #[test]

@@ -63,7 +63,11 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         physical_cpus: run_args.smp,
         ram_bytes: parse_size(&run_args.memory)?,
     };
-    let manifest_bytes = manifest(&config, &machine, &ManifestOptions::default())?;
+    let options = ManifestOptions {
+        exit_via_semihosting: true,
+        ..ManifestOptions::default()
+    };
+    let manifest_bytes = manifest(&config, &machine, &options)?;
     let bundle = write_bundle(&images.hypervisor_bin, &manifest_bytes, args.board, &config)?;
 
     println!(

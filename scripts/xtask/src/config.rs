@@ -2,7 +2,14 @@
 
 use std::path::Path;
 
+use chroma_config::{BoardLimits, CacheMode, RuntimeOptions};
+
 use crate::Result;
+
+/// RAM the hypervisor keeps for itself (image, bundled guest images, heap,
+/// page tables): what is left is what `chroma-config` may hand to guests.
+/// An estimate on the safe side; the hypervisor checks the real figure at boot.
+pub const HYPERVISOR_RAM_RESERVE: u64 = 64 << 20;
 
 /// Facts about the machine the configuration must fit.
 #[derive(Clone, Copy, Debug)]
@@ -13,24 +20,58 @@ pub struct MachineFacts {
     pub ram_bytes: u64,
 }
 
-/// Run-time choices recorded in the manifest.
+/// Run-time choices recorded in the manifest, overriding the file's.
 #[derive(Clone, Debug, Default)]
 pub struct ManifestOptions {
     /// Run the cache colouring and maintenance paths even where hardware would not need them.
     pub force_cache: bool,
     /// The hypervisor's log level (`error`, `warn`, `info`, `debug`, `trace`).
     pub log_level: Option<String>,
+    /// End QEMU through semihosting when every VM has stopped (headless runs).
+    pub exit_via_semihosting: bool,
+}
+
+/// The manifest's number for a log level name.
+pub fn log_level_number(name: &str) -> Result<u8> {
+    match name.to_ascii_lowercase().as_str() {
+        "error" => Ok(0),
+        "warn" => Ok(1),
+        "info" => Ok(2),
+        "debug" => Ok(3),
+        "trace" => Ok(4),
+        _ => Err(format!(
+            "--log {name:?}: expected error, warn, info, debug or trace"
+        )),
+    }
 }
 
 /// Loads and validates `path`, returning the manifest bytes.
 ///
 /// The error text names the file, the key and the reason.
 pub fn manifest(path: &Path, machine: &MachineFacts, options: &ManifestOptions) -> Result<Vec<u8>> {
-    let _ = (machine, options);
-    Err(format!(
-        "{}: cannot read VM configurations yet (the chroma-config crate has no loader)",
-        path.display()
-    ))
+    let limits = BoardLimits {
+        physical_cpus: machine.physical_cpus,
+        guest_ram_bytes: machine.ram_bytes.saturating_sub(HYPERVISOR_RAM_RESERVE),
+    };
+    let log_level = options
+        .log_level
+        .as_deref()
+        .map(log_level_number)
+        .transpose()?;
+    let mut config = chroma_config::load(path, &limits).map_err(|error| error.to_string())?;
+    if options.force_cache {
+        config.cache_mode = CacheMode::Force;
+    }
+    if let Some(level) = log_level {
+        config.log_level = level;
+    }
+    let runtime = RuntimeOptions {
+        exit_via_semihosting: options.exit_via_semihosting,
+        ..RuntimeOptions::default()
+    };
+    config
+        .to_manifest(&runtime)
+        .map_err(|error| error.to_string())
 }
 
 /// Parses a size such as `1G`, `64M`, `512K` or `4096` into bytes.
@@ -53,6 +94,13 @@ pub fn parse_size(text: &str) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_levels_have_manifest_numbers() {
+        assert_eq!(log_level_number("error"), Ok(0));
+        assert_eq!(log_level_number("TRACE"), Ok(4));
+        assert!(log_level_number("loud").is_err());
+    }
 
     #[test]
     fn sizes_parse_with_binary_suffixes() {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::process::{describe_status, run_checked};
-use crate::toolchain::{cross_target_dir, objcopy, CrossToolchain};
+use crate::toolchain::{cross_target_dir, objcopy, CrossToolchain, ToolchainKind};
 use crate::{workspace_root, Board, Result};
 
 /// The images one build produced.
@@ -77,14 +77,16 @@ fn build_guests(toolchain: &CrossToolchain) -> Result<()> {
         ] {
             command.env_remove(variable);
         }
+        // build.sh's interface: CARGO_TARGET_DIR, OUT_DIR, RUSTC, CARGO, OBJCOPY.
         command
             .envs(toolchain.env())
+            .env("CARGO", toolchain.cargo_path())
             .env("CARGO_TARGET_DIR", cross_target_dir())
-            .env("CHROMA_CARGO", toolchain.cargo_path())
-            .env("CHROMA_CARGO_BUILD_ARGS", toolchain.build_args().join(" "))
-            .env("CHROMA_TARGET", &toolchain.target)
-            .env("CHROMA_OBJCOPY", &objcopy)
-            .env("CHROMA_GUESTS_DIR", &out_dir);
+            .env("OUT_DIR", &out_dir)
+            .env("OBJCOPY", &objcopy);
+        if toolchain.kind == ToolchainKind::Rustup {
+            command.env("RUSTC", "rustc");
+        }
         return run_checked(&mut command, "guest-images/build.sh");
     }
     eprintln!("xtask: no guest-images/build.sh yet; building the probe guest only");

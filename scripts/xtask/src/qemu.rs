@@ -65,6 +65,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let options = ManifestOptions {
         force_cache: args.force_cache,
         log_level: args.log.clone(),
+        exit_via_semihosting: args.headless,
     };
     // Refuse a broken configuration before spending time on a build.
     let manifest_bytes = manifest(&args.config, &machine, &options)?;
