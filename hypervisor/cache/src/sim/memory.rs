@@ -28,7 +28,8 @@ pub struct HypMemory<'m> {
     pub prepare_writes: bool,
     lines_read: RefCell<HashSet<u64>>,
     lines_written: RefCell<HashSet<u64>>,
-    touched_total: Cell<u64>,
+    touched_read: Cell<u64>,
+    touched_written: Cell<u64>,
 }
 
 impl<'m> HypMemory<'m> {
@@ -47,7 +48,8 @@ impl<'m> HypMemory<'m> {
             prepare_writes: true,
             lines_read: RefCell::new(HashSet::new()),
             lines_written: RefCell::new(HashSet::new()),
-            touched_total: Cell::new(0),
+            touched_read: Cell::new(0),
+            touched_written: Cell::new(0),
         }
     }
 
@@ -59,15 +61,18 @@ impl<'m> HypMemory<'m> {
     /// Ends one backend operation: adds the distinct lines it read and the
     /// distinct lines it wrote to the running minimum, and clears the sets.
     pub fn end_operation(&self) {
-        let n = self.lines_read.borrow().len() + self.lines_written.borrow().len();
-        self.touched_total.set(self.touched_total.get() + n as u64);
+        let read = self.lines_read.borrow().len() as u64;
+        let written = self.lines_written.borrow().len() as u64;
+        self.touched_read.set(self.touched_read.get() + read);
+        self.touched_written
+            .set(self.touched_written.get() + written);
         self.lines_read.borrow_mut().clear();
         self.lines_written.borrow_mut().clear();
     }
 
-    /// Sum over backend operations of distinct lines read + distinct lines written.
-    pub fn lines_touched(&self) -> u64 {
-        self.touched_total.get()
+    /// Sums over backend operations of `(distinct lines read, distinct lines written)`.
+    pub fn lines_touched(&self) -> (u64, u64) {
+        (self.touched_read.get(), self.touched_written.get())
     }
 
     fn translate(&self, gpa: GuestPhysAddr, len: usize) -> Result<u64, MemError> {
@@ -219,5 +224,79 @@ impl<'m> GuestAccess<'m> {
     /// Writes a little-endian u16.
     pub fn write_u16(&self, gpa: u64, value: u16) {
         self.write(gpa, &value.to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+    use crate::sim::machine::{SimGeometry, SimIndexing};
+
+    const VIEW: View = View {
+        va_base: 0x8000_0000,
+        pa_base: 0,
+        size: 0x4000,
+        cached: true,
+    };
+
+    fn memory(machine: &RefCell<Machine>, policy: Policy) -> HypMemory<'_> {
+        let hooks = MaintainHooks::new(
+            SimCacheOps::new(machine, VIEW),
+            policy,
+            HostVirtAddr::new(VIEW.va_base),
+            VIEW.size,
+        );
+        HypMemory::new(machine, VIEW, 0x4000_0000, hooks)
+    }
+
+    // The hooks maintain exactly the lines an access covers: 100 bytes at
+    // offset 60 with 64-byte lines cover lines 0, 64 and 128.
+    #[test]
+    fn maintains_exactly_the_lines_touched() {
+        let machine = RefCell::new(Machine::new(
+            SimGeometry::with_colours(SimIndexing::Pipt, 64, 1, 4),
+            0x4000,
+        ));
+        let m = memory(&machine, Policy::Maintain);
+        let mut buf = [0u8; 100];
+        m.read(GuestPhysAddr::new(0x4000_0000 + 60), &mut buf)
+            .unwrap();
+        assert_eq!(m.hooks().stats().lines_invalidated, 3);
+        m.write(GuestPhysAddr::new(0x4000_0000 + 60), &buf).unwrap();
+        let stats = m.hooks().stats();
+        // Cleaned: all three; prepared: the partial first and last lines only.
+        assert_eq!((stats.lines_cleaned, stats.lines_prepared), (3, 2));
+        // A whole-line write needs no preparation.
+        m.write(GuestPhysAddr::new(0x4000_0000 + 256), &[1u8; 128])
+            .unwrap();
+        assert_eq!(m.hooks().stats().lines_prepared, 2);
+        m.end_operation();
+        assert_eq!(m.lines_touched(), (3, 5));
+    }
+
+    #[test]
+    fn nothing_policy_maintains_nothing_and_ranges_are_checked() {
+        let machine = RefCell::new(Machine::new(
+            SimGeometry::with_colours(SimIndexing::Pipt, 64, 1, 4),
+            0x4000,
+        ));
+        let m = memory(&machine, Policy::Nothing);
+        m.write(GuestPhysAddr::new(0x4000_0010), &[1, 2]).unwrap();
+        assert_eq!(m.hooks().stats().total(), 0);
+        assert!(m
+            .read(GuestPhysAddr::new(0x4000_3fff), &mut [0u8; 2])
+            .is_err());
+        assert!(m
+            .read(GuestPhysAddr::new(0x3fff_ffff), &mut [0u8; 1])
+            .is_err());
+        assert_eq!(
+            m.load_u16(GuestPhysAddr::new(0x4000_0011), Ordering::Relaxed),
+            Err(MemError::Unaligned)
+        );
+        assert_eq!(
+            m.load_u16(GuestPhysAddr::new(0x4000_0010), Ordering::Relaxed),
+            Ok(0x0201)
+        );
     }
 }
