@@ -99,7 +99,11 @@ fn note_fault(fault: &Fault, first_at_address: bool) {
     LAST_ESR.set(fault.esr);
     LAST_FAR.set(fault.far);
     if first_at_address {
-        println!("crasher: fault at {:#010x}: {}", fault.far, fault_kind(fault));
+        println!(
+            "crasher: fault at {:#010x}: {}",
+            fault.far,
+            fault_kind(fault)
+        );
     }
     if count >= 10 && is_power_of_ten(count) {
         println!("crasher: still faulting ({} faults)", count);
@@ -117,7 +121,10 @@ fn fault_kind(fault: &Fault) -> &'static str {
 }
 
 fn is_power_of_ten(mut value: u64) -> bool {
-    while value % 10 == 0 {
+    if value == 0 {
+        return false;
+    }
+    while value.is_multiple_of(10) {
         value /= 10;
     }
     value == 1
@@ -209,16 +216,34 @@ fn bad_calls(boot: &Boot, address: u64) -> ! {
         ("hvc vendor hyp 0x86000000", 0x8600_0000, 0, 0, 0),
         ("hvc yielding 0x04000000", 0x0400_0000, 0, 0, 0),
         ("hvc 0xffffffff", 0xffff_ffff, 0, 0, 0),
-        ("psci features unknown 0x8400001f", psci::PSCI_FEATURES, 0x8400_001f, 0, 0),
+        (
+            "psci features unknown 0x8400001f",
+            psci::PSCI_FEATURES,
+            0x8400_001f,
+            0,
+            0,
+        ),
         ("psci cpu_on mpidr 0xff", psci::CPU_ON, 0xff, 0x4008_0000, 0),
         ("psci cpu_on self", psci::CPU_ON, self_mpidr, 0x4008_0000, 0),
-        ("psci affinity_info mpidr 0xff", psci::AFFINITY_INFO, 0xff, 0, 0),
-        ("psci affinity_info level 3", psci::AFFINITY_INFO, self_mpidr, 3, 0),
+        (
+            "psci affinity_info mpidr 0xff",
+            psci::AFFINITY_INFO,
+            0xff,
+            0,
+            0,
+        ),
+        (
+            "psci affinity_info level 3",
+            psci::AFFINITY_INFO,
+            self_mpidr,
+            3,
+            0,
+        ),
     ];
     for (name, function, arg1, arg2, arg3) in calls {
         report_call(name, || psci::call(function, arg1, arg2, arg3));
     }
-    report_call("smc psci version", || smc_psci_version());
+    report_call("smc psci version", smc_psci_version);
     // Last: on plain QEMU this succeeds and vCPU 1 dies at the wild entry.
     match boot.platform.mpidr(1) {
         Some(mpidr) => report_call("psci cpu_on vcpu 1 entry outside ram", || {

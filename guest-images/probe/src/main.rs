@@ -137,7 +137,11 @@ fn check_psci() {
     for (name, function) in calls {
         let result = psci::features(function);
         if result < 0 {
-            println!("probe: FAIL psci features {} = {}", name, psci::status_name(result));
+            println!(
+                "probe: FAIL psci features {} = {}",
+                name,
+                psci::status_name(result)
+            );
             all_present = false;
         }
     }
@@ -303,9 +307,15 @@ fn check_isolation(address: u64) {
         };
         match PROBE_FAULTS.get() {
             0 if write => println!("probe: isolation: no abort (write {:#010x})", address),
-            0 => println!("probe: isolation: no abort (read {:#010x} = {:#x})", address, value),
+            0 => println!(
+                "probe: isolation: no abort (read {:#010x} = {:#x})",
+                address, value
+            ),
             _ if fault.is_synchronous_external_abort() => {
-                println!("probe: isolation ok: external abort at {:#010x} ({})", address, access)
+                println!(
+                    "probe: isolation ok: external abort at {:#010x} ({})",
+                    address, access
+                )
             }
             _ => println!(
                 "probe: isolation: other fault at {:#010x} ({}): {}",

@@ -22,7 +22,7 @@ impl<'a> BootArgs<'a> {
         self.line
             .split_ascii_whitespace()
             .filter_map(|word| word.strip_prefix(key)?.strip_prefix('='))
-            .last()
+            .next_back()
     }
 
     /// The value of `key=value` as a number: decimal, or hex with `0x`.
@@ -41,7 +41,9 @@ pub fn parse_number(text: &str) -> Option<u64> {
     let mut any = false;
     for character in digits.chars().filter(|&character| character != '_') {
         let digit = character.to_digit(radix)?;
-        value = value.checked_mul(u64::from(radix))?.checked_add(u64::from(digit))?;
+        value = value
+            .checked_mul(u64::from(radix))?
+            .checked_add(u64::from(digit))?;
         any = true;
     }
     any.then_some(value)

@@ -180,9 +180,7 @@ extern "C" fn _rt_primary_main(dtb_address: usize) -> ! {
         });
         (*BOOT.0.get()).as_ref()
     };
-    let Some(boot) = boot else {
-        crate::halt()
-    };
+    let Some(boot) = boot else { crate::halt() };
     if let Some(gic) = boot.platform.gic {
         gic.init_distributor();
         gic.init_cpu_interface();

@@ -281,7 +281,11 @@ impl fmt::Display for Fault {
                 if self.is_write() { ", write" } else { "" }
             )?;
         }
-        write!(formatter, ", FAR_EL1 {:#x}, ELR_EL1 {:#x}", self.far, self.elr)
+        write!(
+            formatter,
+            ", FAR_EL1 {:#x}, ELR_EL1 {:#x}",
+            self.far, self.elr
+        )
     }
 }
 

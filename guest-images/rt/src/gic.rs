@@ -191,7 +191,11 @@ impl Gic {
             if typer.is_set(GICR_TYPER::LAST) {
                 return None;
             }
-            let frames = if typer.is_set(GICR_TYPER::VLPIS) { 4 } else { 2 };
+            let frames = if typer.is_set(GICR_TYPER::VLPIS) {
+                4
+            } else {
+                2
+            };
             base = base.checked_add(frames * REDISTRIBUTOR_FRAME)?;
         }
         None

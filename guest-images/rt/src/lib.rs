@@ -99,7 +99,7 @@ pub fn halt() -> ! {
 pub fn cpu_index() -> usize {
     use aarch64_cpu::registers::{Readable, TPIDR_EL1};
     // The boot code writes an index below `boot::MAX_CPUS` before any Rust runs.
-    TPIDR_EL1.get() as usize
+    usize::try_from(TPIDR_EL1.get()).unwrap_or(0)
 }
 
 #[panic_handler]

@@ -128,8 +128,12 @@ pub fn call(function: u32, arg1: u64, arg2: u64, arg3: u64) -> i64 {
 
 /// PSCI_VERSION: `(major, minor)`.
 pub fn version() -> (u16, u16) {
-    let version = call(PSCI_VERSION, 0, 0, 0) as u32;
-    ((version >> 16) as u16, version as u16)
+    // Bits 30:16 major, 15:0 minor (bit 31 is zero for a valid version).
+    let bytes = call(PSCI_VERSION, 0, 0, 0).to_le_bytes();
+    (
+        u16::from_le_bytes([bytes[2], bytes[3]]),
+        u16::from_le_bytes([bytes[0], bytes[1]]),
+    )
 }
 
 /// PSCI_FEATURES for `function`: 0 (or feature flags) if implemented, else negative.

@@ -24,7 +24,10 @@ impl<T: Copy> Shared<T> {
     ///
     /// Fails to compile (in const evaluation) for types larger than 8 bytes.
     pub const fn new(value: T) -> Self {
-        assert!(core::mem::size_of::<T>() <= 8, "Shared holds at most 8 bytes");
+        assert!(
+            core::mem::size_of::<T>() <= 8,
+            "Shared holds at most 8 bytes"
+        );
         Self(UnsafeCell::new(value))
     }
 

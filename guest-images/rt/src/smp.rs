@@ -12,7 +12,8 @@ use crate::shared::{self, Shared};
 pub type SecondaryEntry = fn(usize) -> !;
 
 /// Each CPU's entry, written by the CPU that starts it before CPU_ON.
-static ENTRIES: [Shared<Option<SecondaryEntry>>; MAX_CPUS] = [const { Shared::new(None) }; MAX_CPUS];
+static ENTRIES: [Shared<Option<SecondaryEntry>>; MAX_CPUS] =
+    [const { Shared::new(None) }; MAX_CPUS];
 
 extern "C" {
     /// The assembly entry point for PSCI CPU_ON (boot.rs).

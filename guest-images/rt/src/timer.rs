@@ -1,6 +1,8 @@
 //! The EL1 virtual timer (CNTV_*), which raises PPI 27 on the QEMU virt machine.
 
-use aarch64_cpu::registers::{Readable, Writeable, CNTFRQ_EL0, CNTVCT_EL0, CNTV_CTL_EL0, CNTV_TVAL_EL0};
+use aarch64_cpu::registers::{
+    Readable, Writeable, CNTFRQ_EL0, CNTVCT_EL0, CNTV_CTL_EL0, CNTV_TVAL_EL0,
+};
 
 /// INTID of the EL1 virtual timer on QEMU virt and under chroma (PPI 11).
 pub const VIRTUAL_TIMER_INTID: u32 = 27;
