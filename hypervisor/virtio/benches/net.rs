@@ -1,1 +1,267 @@
-fn main(){}
+//! ns per frame device -> switch -> device for 64- and 1500-byte frames at
+//! batch 1 and 32: chroma's queue + switch, the same work with rust-vmm's
+//! `virtio-queue` on the device side, and a plain copy of the payload, all
+//! in one run over the same guest memory, printed with ratios.
+//!
+//! Run: `cargo bench -p chroma-virtio --bench net`.
+#![allow(unsafe_code, missing_docs)]
+
+#[path = "../tests/support/arena.rs"]
+#[allow(dead_code)]
+mod arena;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use arena::RawMemory;
+use chroma_virtio::mock::MockQueue;
+use chroma_virtio::net::{net_feature, new_net_device, NetPort, VirtioNet, NET_FEATURES};
+use chroma_virtio::switch::{Switch, SwitchConfig};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap};
+
+const SIZE: u16 = 256;
+const RAM: usize = 4 << 20;
+const BASES: [u64; 2] = [0x4000_0000, 0x8000_0000];
+const MAC: [[u8; 6]; 2] = [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]];
+const RX_LEN: u32 = 2048;
+const BUF: u64 = 0x10_0000; // buffers start 1 MiB into each VM
+
+/// Both VMs' RAM: vm-memory mappings, with chroma views of the same bytes.
+struct Vms {
+    vm: [GuestMemoryMmap; 2],
+    raw: [RawMemory; 2],
+}
+
+fn vms() -> Vms {
+    let vm = BASES.map(|b| GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(b), RAM)]).unwrap());
+    let raw = [0, 1].map(|i| {
+        let ptr = vm[i].get_host_address(GuestAddress(BASES[i])).unwrap();
+        // SAFETY: the mapping lives in `vm`, alongside, for the whole run.
+        unsafe { RawMemory::from_raw(ptr, RAM, BASES[i]) }
+    });
+    Vms { vm, raw }
+}
+
+/// The driver side: TX ring on VM 0 with `SIZE` prebuilt one-buffer chains
+/// (header + frame), RX ring on VM 1 with `SIZE` 2048-byte buffers.
+struct Rings<'m> {
+    tx: MockQueue<'m, RawMemory>,
+    rx: MockQueue<'m, RawMemory>,
+}
+
+fn rings<'m>(v: &'m Vms, frame_len: usize) -> Rings<'m> {
+    let mut tx = MockQueue::new(&v.raw[0], BASES[0], SIZE);
+    let mut rx = MockQueue::new(&v.raw[1], BASES[1], SIZE);
+    let mut frame = vec![0u8; 12 + frame_len];
+    frame[12..18].copy_from_slice(&MAC[1]);
+    frame[18..24].copy_from_slice(&MAC[0]);
+    for i in 0..SIZE {
+        let addr = BASES[0] + BUF + u64::from(i) * 2048;
+        v.vm[0].write_slice(&frame, GuestAddress(addr)).unwrap();
+        tx.write_descriptor(i, chroma_virtio::mock::RawDescriptor { addr, len: frame.len() as u32, flags: 0, next: 0 });
+        let raddr = BASES[1] + BUF + u64::from(i) * u64::from(RX_LEN);
+        rx.write_descriptor(i, chroma_virtio::mock::RawDescriptor { addr: raddr, len: RX_LEN, flags: 2, next: 0 });
+    }
+    // Keep the RX ring full.
+    for i in 0..SIZE {
+        rx.push_avail(i);
+    }
+    let _ = &mut tx;
+    Rings { tx, rx }
+}
+
+impl Rings<'_> {
+    /// The driver posts `batch` frames and re-posts `batch` RX buffers
+    /// (the ones the device used in the previous round).
+    fn post(&mut self, batch: u16, round: u64) {
+        let start = (round as u16).wrapping_mul(batch);
+        for k in 0..batch {
+            self.tx.push_avail(start.wrapping_add(k) % SIZE);
+        }
+    }
+    fn repost_rx(&mut self, batch: u16, round: u64) {
+        let start = (round as u16).wrapping_mul(batch);
+        for k in 0..batch {
+            self.rx.push_avail(start.wrapping_add(k) % SIZE);
+        }
+    }
+}
+
+/// Brings a chroma device up on `mem` at the same ring addresses as `q`.
+fn chroma_device(mem: &RawMemory, tx: Option<&MockQueue<RawMemory>>, rx: Option<&MockQueue<RawMemory>>) -> VirtioNet {
+    use chroma_virtio::mmio::{reg, status};
+    let mut dev = new_net_device(MAC[0], NET_FEATURES & !net_feature::MRG_RXBUF, SIZE);
+    let w = |dev: &mut VirtioNet, o, v| dev.mmio_write(o, 4, v, mem).unwrap();
+    w(&mut dev, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+    let features = NET_FEATURES & !net_feature::MRG_RXBUF;
+    w(&mut dev, reg::DRIVER_FEATURES_SEL, 0);
+    w(&mut dev, reg::DRIVER_FEATURES, features as u32);
+    w(&mut dev, reg::DRIVER_FEATURES_SEL, 1);
+    w(&mut dev, reg::DRIVER_FEATURES, (features >> 32) as u32);
+    w(&mut dev, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+    for (index, q) in [(0u32, rx), (1u32, tx)] {
+        let Some(q) = q else { continue };
+        let l = q.layout;
+        w(&mut dev, reg::QUEUE_SEL, index);
+        w(&mut dev, reg::QUEUE_NUM, u32::from(l.size));
+        w(&mut dev, reg::QUEUE_DESC_LOW, l.desc.raw() as u32);
+        w(&mut dev, reg::QUEUE_DESC_HIGH, (l.desc.raw() >> 32) as u32);
+        w(&mut dev, reg::QUEUE_DRIVER_LOW, l.avail.raw() as u32);
+        w(&mut dev, reg::QUEUE_DRIVER_HIGH, (l.avail.raw() >> 32) as u32);
+        w(&mut dev, reg::QUEUE_DEVICE_LOW, l.used.raw() as u32);
+        w(&mut dev, reg::QUEUE_DEVICE_HIGH, (l.used.raw() >> 32) as u32);
+        w(&mut dev, reg::QUEUE_READY, 1);
+    }
+    w(&mut dev, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK);
+    dev
+}
+
+fn vq(q: &MockQueue<RawMemory>) -> Queue {
+    let mut queue = Queue::new(SIZE).unwrap();
+    let l = q.layout;
+    queue.set_size(l.size);
+    queue.set_desc_table_address(Some(l.desc.raw() as u32), Some((l.desc.raw() >> 32) as u32));
+    queue.set_avail_ring_address(Some(l.avail.raw() as u32), Some((l.avail.raw() >> 32) as u32));
+    queue.set_used_ring_address(Some(l.used.raw() as u32), Some((l.used.raw() >> 32) as u32));
+    queue.set_event_idx(true);
+    queue.set_ready(true);
+    queue
+}
+
+/// Runs `round` repeatedly for about `budget`, best of 5, in ns per frame.
+fn measure(frames_per_round: u64, budget: Duration, mut round: impl FnMut(u64)) -> f64 {
+    let mut r = 0u64;
+    // Warm up.
+    let start = Instant::now();
+    while start.elapsed() < budget / 4 {
+        round(r);
+        r += 1;
+    }
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < budget / 5 {
+            for _ in 0..64 {
+                round(r);
+                r += 1;
+                n += 1;
+            }
+        }
+        let ns = start.elapsed().as_nanos() as f64 / (n * frames_per_round) as f64;
+        best = best.min(ns);
+    }
+    best
+}
+
+fn chroma_path(v: &Vms, frame_len: usize, batch: u16, budget: Duration) -> f64 {
+    let mut r = rings(v, frame_len);
+    let mut devs = [
+        chroma_device(&v.raw[0], Some(&r.tx), None),
+        chroma_device(&v.raw[1], None, Some(&r.rx)),
+    ];
+    let mut switch = Switch::new(SwitchConfig { port_count: 2, batch_limit: 32, ..SwitchConfig::default() });
+    let before = devs[1].queue(0).unwrap().next_used();
+    let ns = measure(u64::from(batch), budget, |round| {
+        r.post(batch, round);
+        let [a, b] = &mut devs;
+        let mut ports = [NetPort::new(a, &v.raw[0]), NetPort::new(b, &v.raw[1])];
+        black_box(switch.run(&mut ports, round));
+        r.repost_rx(batch, round);
+    });
+    let delivered = (devs[1].queue(0).unwrap().next_used() - before).0;
+    assert!(delivered > 0 && switch.counters(1).rx_errors == 0 && switch.counters(1).rx_dropped == 0);
+    assert_eq!(switch.counters(0).tx_packets, switch.counters(1).rx_packets, "chroma path lost frames");
+    ns
+}
+
+fn vq_path(v: &Vms, frame_len: usize, batch: u16, budget: Duration) -> f64 {
+    let mut r = rings(v, frame_len);
+    let mut txq = vq(&r.tx);
+    let mut rxq = vq(&r.rx);
+    let (ma, mb) = (&v.vm[0], &v.vm[1]);
+    let mut frame = vec![0u8; 12 + 1518];
+    let mut forwarded = 0u64;
+    let ns = measure(u64::from(batch), budget, |round| {
+        r.post(batch, round);
+        loop {
+            while let Some(chain) = txq.pop_descriptor_chain(ma) {
+                let head = chain.head_index();
+                let mut len = 0usize;
+                for d in chain {
+                    let n = d.len() as usize;
+                    if d.is_write_only() || len + n > frame.len() {
+                        break;
+                    }
+                    ma.read_slice(&mut frame[len..len + n], d.addr()).unwrap();
+                    len += n;
+                }
+                txq.add_used(ma, head, 0).unwrap();
+                if let Some(rx) = rxq.pop_descriptor_chain(mb) {
+                    let rhead = rx.head_index();
+                    let mut written = 0usize;
+                    for d in rx {
+                        let n = (d.len() as usize).min(len - written);
+                        mb.write_slice(&frame[written..written + n], d.addr()).unwrap();
+                        written += n;
+                        if written == len {
+                            break;
+                        }
+                    }
+                    rxq.add_used(mb, rhead, written as u32).unwrap();
+                    forwarded += 1;
+                }
+            }
+            if !txq.enable_notification(ma).unwrap() {
+                break;
+            }
+        }
+        black_box(txq.needs_notification(ma).unwrap());
+        black_box(rxq.needs_notification(mb).unwrap());
+        r.repost_rx(batch, round);
+    });
+    assert!(forwarded > 0);
+    ns
+}
+
+fn driver_only(v: &Vms, frame_len: usize, batch: u16, budget: Duration) -> f64 {
+    let mut r = rings(v, frame_len);
+    measure(u64::from(batch), budget, |round| {
+        r.post(batch, round);
+        r.repost_rx(batch, round);
+    })
+}
+
+fn copy_path(v: &Vms, frame_len: usize, batch: u16, budget: Duration) -> f64 {
+    let src = v.raw[0].host(BASES[0] + BUF);
+    let dst = v.raw[1].host(BASES[1] + BUF);
+    let len = 12 + frame_len;
+    measure(u64::from(batch), budget, |round| {
+        for k in 0..u64::from(batch) {
+            let slot = ((round * u64::from(batch) + k) % u64::from(SIZE)) as usize;
+            // SAFETY: both slots are inside the mapped RAM (256 x 2048 bytes
+            // from 1 MiB) and in different VMs, so they never overlap.
+            unsafe { std::ptr::copy_nonoverlapping(src.add(slot * 2048), dst.add(slot * 2048), len) };
+        }
+        black_box(dst);
+    })
+}
+
+fn main() {
+    // `cargo test --benches` passes --bench too; keep that run short.
+    let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("CHROMA_BENCH_QUICK").is_some();
+    let budget = if quick { Duration::from_millis(50) } else { Duration::from_millis(600) };
+    let v = vms();
+    println!("chroma-virtio net benchmark: ns/frame, device(TX, VM0) -> switch -> device(RX, VM1)");
+    println!("{:>6} {:>5} {:>10} {:>13} {:>10} {:>14} {:>14}", "bytes", "batch", "chroma", "virtio-queue", "copy", "vq/chroma", "chroma/copy");
+    for frame_len in [64usize, 1500] {
+        for batch in [1u16, 32] {
+            let c = chroma_path(&v, frame_len, batch, budget);
+            let q = vq_path(&v, frame_len, batch, budget);
+            let p = copy_path(&v, frame_len, batch, budget);
+            let d = driver_only(&v, frame_len, batch, budget);
+            println!("{frame_len:>6} {batch:>5} {c:>10.1} {q:>13.1} {p:>10.1} {:>13.2}x {:>13.2}x  (driver side alone: {d:.1})", q / c, c / p);
+        }
+    }
+}

@@ -32,6 +32,16 @@ impl RawMemory {
         Self { ptr, len, base }
     }
 
+    /// Guest RAM at `base` over `len` bytes the caller already owns at `ptr`
+    /// (for the benchmark, which shares vm-memory's mapping).
+    ///
+    /// # Safety
+    ///
+    /// `ptr..ptr+len` must stay valid for reads and writes while in use.
+    pub unsafe fn from_raw(ptr: *mut u8, len: usize, base: u64) -> Self {
+        Self { ptr, len, base }
+    }
+
     /// Host pointer for `gpa`.
     pub fn host(&self, gpa: u64) -> *mut u8 {
         assert!(gpa >= self.base && gpa < self.base + self.len as u64);
