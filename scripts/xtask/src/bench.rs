@@ -47,7 +47,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     std::fs::write(&config, text).map_err(|error| format!("{}: {error}", config.display()))?;
 
     let run_args = RunArgs {
-        config: config.clone(),
+        config: Some(config.clone()),
         board: args.board,
         smp: 2,
         gic: 2,

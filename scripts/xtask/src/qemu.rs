@@ -18,9 +18,10 @@ pub const TIMEOUT_EXIT: u8 = 124;
 /// Options of `cargo xtask run` (and `scripts/run.sh`).
 #[derive(Args, Clone, Debug)]
 pub struct RunArgs {
-    /// VM configuration (TOML); guest paths in it are relative to the file.
-    #[arg(long, value_name = "FILE", default_value = "configs/default.toml")]
-    pub config: PathBuf,
+    /// VM configuration (TOML); guest paths in it are relative to the file
+    /// [default: configs/default.toml in the workspace].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Board to run on.
     #[arg(long, value_enum, default_value_t = Board::QemuVirtAarch64)]
     pub board: Board,
@@ -67,8 +68,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         log_level: args.log.clone(),
         exit_via_semihosting: args.headless,
     };
+    let config = args.config.clone().unwrap_or_else(default_config);
     // Refuse a broken configuration before spending time on a build.
-    let manifest_bytes = manifest(&args.config, &machine, &options)?;
+    let manifest_bytes = manifest(&config, &machine, &options)?;
     let images = if args.no_build {
         let board = board_dir(args.board);
         Images {
@@ -83,7 +85,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         &images.hypervisor_bin,
         &manifest_bytes,
         args.board,
-        &args.config,
+        &config,
     )?;
     let mut qemu = qemu_command(args, &bundle_path);
     eprintln!("xtask: {}", command_line(&qemu));
@@ -98,6 +100,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     }
     let code = run_qemu(&mut qemu, args.timeout.map(Duration::from_secs))?;
     Ok(ExitCode::from(code))
+}
+
+/// `configs/default.toml` in the workspace, wherever xtask runs from.
+pub fn default_config() -> PathBuf {
+    workspace_root().join("configs").join("default.toml")
 }
 
 /// Where the cross build leaves the hypervisor ELF.
