@@ -30,6 +30,8 @@ pub mod queue;
 pub mod switch;
 
 #[cfg(any(test, feature = "test-utils"))]
+pub mod fuzzing;
+#[cfg(any(test, feature = "test-utils"))]
 pub mod mock;
 
 use core::fmt;
