@@ -39,7 +39,11 @@ register_bitfields! {u32,
         /// Signal Group 0 (no-security GIC) or Group 1 (non-secure view).
         ENABLE_GRP0 OFFSET(0) NUMBITS(1) [],
         /// Signal Group 1 (no-security GIC).
-        ENABLE_GRP1 OFFSET(1) NUMBITS(1) []
+        ENABLE_GRP1 OFFSET(1) NUMBITS(1) [],
+        /// Let GICC_IAR acknowledge Group 1 interrupts too (otherwise it reads
+        /// 1022 for them). Matters under a hypervisor whose virtual CPU
+        /// interface (GICV, secure-view layout) gets Group 1 list registers.
+        ACK_CTL OFFSET(2) NUMBITS(1) []
     ],
     /// GICD_SGIR (GICv2).
     GICD_SGIR [
@@ -229,9 +233,11 @@ impl Gic {
                 let interface = Self::cpu_interface(cpu_interface);
                 interface.pmr.set(PRIORITY_MASK);
                 interface.bpr.set(0);
-                interface
-                    .ctlr
-                    .write(GICC_CTLR::ENABLE_GRP0::SET + GICC_CTLR::ENABLE_GRP1::SET);
+                interface.ctlr.write(
+                    GICC_CTLR::ENABLE_GRP0::SET
+                        + GICC_CTLR::ENABLE_GRP1::SET
+                        + GICC_CTLR::ACK_CTL::SET,
+                );
             }
             Self::V3 {
                 redistributors,
