@@ -660,3 +660,48 @@ pub fn main_with(options: Options) -> i32 {
     );
     i32::from(failed != 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Every row, briefly: correct policies find nothing, controls find something.
+    #[test]
+    fn every_row_behaves_as_expected_in_a_short_run() {
+        for s in scenarios() {
+            let r = run(&s, 15_000, 7);
+            let errors = r.sim.stale_reads + r.sim.lost_writes;
+            assert_eq!(r.mismatched, 0, "{s:?}");
+            assert!(r.received > 0, "{s:?}");
+            if s.mode.is_control() {
+                assert!(errors > 0, "control found nothing: {s:?}");
+            } else {
+                assert_eq!(errors, 0, "{s:?}: {r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn policies_per_row() {
+        let rows = scenarios();
+        let policy = |i: usize| row_policy(&rows[i]).0;
+        assert_eq!(policy(0), Policy::Nothing);
+        assert_eq!(policy(1), Policy::ColourAndMaintain);
+        assert_eq!(policy(2), Policy::ColourOnly);
+        assert!(rows
+            .iter()
+            .filter(|s| s.geometry.indexing == SimIndexing::Vivt)
+            .all(|s| row_policy(s).0 == Policy::Maintain));
+    }
+
+    #[test]
+    fn arguments() {
+        let args = |a: &[&str]| parse_args(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(args(&[]).unwrap().ops, 1_000_000);
+        assert_eq!(args(&["--quick"]).unwrap().ops, 200_000);
+        let o = args(&["--ops", "1_000", "--seeds", "3"]).unwrap();
+        assert_eq!((o.ops, o.seeds), (1000, 3));
+        assert!(args(&["--ops"]).is_err());
+        assert!(args(&["--bogus"]).is_err());
+    }
+}
