@@ -1,2 +1,105 @@
+//! chroma: a type-1 hypervisor for Arm boards. This binary wires the
+//! portable core, the AArch64 back-end and the board together: boot,
+//! memory, the VMs from the manifest, and one scheduler loop per CPU.
 #![no_std]
 #![no_main]
+#![deny(missing_docs)]
+
+extern crate alloc;
+
+mod console;
+mod exits;
+mod mm;
+mod platform_info;
+mod sched;
+mod semihosting;
+mod vm;
+
+use chroma_arch::aarch64::{sysreg, vectors::El2Frame};
+use core::panic::PanicInfo;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// Physical CPUs that reached their scheduler loop.
+static CPUS_ONLINE: AtomicUsize = AtomicUsize::new(0);
+
+/// The boot CPU's entry from `_start` (x0 = the device tree).
+#[no_mangle]
+extern "C" fn chroma_primary_main(dtb: usize) -> ! {
+    // SAFETY: called once, by the boot CPU, before anything else runs.
+    unsafe { mm::early_mmu_on(dtb) };
+    console::init_early();
+    log::info!("chroma {} starting at EL2 (dtb at {:#x})", env!("CARGO_PKG_VERSION"), dtb);
+    let board = match platform_info::discover(dtb) {
+        Ok(b) => b,
+        Err(message) => fatal(message),
+    };
+    mm::init(&board);
+    console::init(&board);
+    let manifest = match mm::manifest() {
+        Ok(m) => m,
+        Err(e) => fatal_fmt(format_args!("no valid VM manifest after the image: {e}")),
+    };
+    console::set_level(manifest.options().log_level);
+    sched::init_system(&board, &manifest);
+    let started = sched::start_secondaries(&board);
+    log::info!("{} physical CPU(s) up", started + 1);
+    CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
+    sched::run_cpu(0)
+}
+
+/// A secondary CPU's entry after PSCI CPU_ON (its MMU is already on).
+#[no_mangle]
+extern "C" fn chroma_secondary_main(cpu: usize) -> ! {
+    CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
+    sched::run_cpu(cpu)
+}
+
+/// An exception taken at EL2 itself: a hypervisor bug. Report and stop.
+#[no_mangle]
+extern "C" fn chroma_el2_exception(frame: &El2Frame, kind: u64) -> ! {
+    let esr = sysreg::esr_el2();
+    let far = sysreg::far_el2();
+    let class = chroma_arch::aarch64::esr::exception_class(esr);
+    console::emergency(format_args!(
+        "chroma: EL2 EXCEPTION ({}) on CPU {:#x}: {} (EC {:#x}, ESR {:#x})\n  FAR {:#018x}  ELR {:#018x}  SPSR {:#x}",
+        ["synchronous", "IRQ", "FIQ", "SError"][(kind & 3) as usize],
+        sysreg::mpidr_el1() & 0xff_ffff,
+        chroma_arch::aarch64::esr::class_name(class),
+        class,
+        esr,
+        far,
+        frame.elr,
+        frame.spsr
+    ));
+    for row in 0..8 {
+        let i = row * 4;
+        console::emergency(format_args!(
+            "  x{:<2} {:#018x}  x{:<2} {:#018x}  x{:<2} {:#018x}  x{:<2} {:#018x}",
+            i,
+            frame.x[i],
+            i + 1,
+            frame.x[i + 1],
+            i + 2,
+            frame.x[i + 2],
+            i + 3,
+            frame.x.get(i + 3).copied().unwrap_or(0)
+        ));
+    }
+    semihosting::fail_stop()
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    console::emergency(format_args!("chroma: PANIC on CPU {:#x}: {}", sysreg::mpidr_el1() & 0xff_ffff, info));
+    semihosting::fail_stop()
+}
+
+/// Stops the machine with a message: the hypervisor cannot continue.
+fn fatal(message: &str) -> ! {
+    fatal_fmt(format_args!("{message}"))
+}
+
+fn fatal_fmt(args: core::fmt::Arguments) -> ! {
+    console::emergency(format_args!("chroma: fatal: {args}"));
+    semihosting::fail_stop()
+}

@@ -1,0 +1,128 @@
+//! The EL1 state of a vCPU that must be saved and restored when two vCPUs
+//! share a physical CPU: EL1 system registers, the virtual timer and the
+//! FP/SIMD registers (EL2 code is built soft-float and never touches them).
+
+use core::arch::{asm, global_asm};
+
+/// Saved EL1 and EL0 state of a vCPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct El1Context {
+    /// System registers, in the order of `save`/`restore` below.
+    pub sysregs: [u64; 26],
+    /// Q0..Q31 as pairs of u64, then FPCR and FPSR.
+    pub fp: [u64; 66],
+}
+
+impl Default for El1Context {
+    fn default() -> Self {
+        let mut c = Self { sysregs: [0; 26], fp: [0; 66] };
+        // SCTLR_EL1 architectural reset: MMU and caches off, RES1 bits set.
+        c.sysregs[0] = 0x30d0_0800;
+        c
+    }
+}
+
+macro_rules! for_each_el1_register {
+    ($m:ident) => {
+        $m!(0, "sctlr_el1"); $m!(1, "ttbr0_el1"); $m!(2, "ttbr1_el1"); $m!(3, "tcr_el1");
+        $m!(4, "mair_el1"); $m!(5, "amair_el1"); $m!(6, "vbar_el1"); $m!(7, "contextidr_el1");
+        $m!(8, "tpidr_el0"); $m!(9, "tpidrro_el0"); $m!(10, "tpidr_el1"); $m!(11, "sp_el0");
+        $m!(12, "sp_el1"); $m!(13, "elr_el1"); $m!(14, "spsr_el1"); $m!(15, "esr_el1");
+        $m!(16, "far_el1"); $m!(17, "afsr0_el1"); $m!(18, "afsr1_el1"); $m!(19, "par_el1");
+        $m!(20, "cpacr_el1"); $m!(21, "cntkctl_el1"); $m!(22, "csselr_el1"); $m!(23, "mdscr_el1");
+        $m!(24, "cntv_cval_el0"); $m!(25, "cntv_ctl_el0");
+    };
+}
+
+global_asm!(
+    r#"
+    .arch_extension fp
+    .arch_extension simd
+    .global chroma_fp_save
+chroma_fp_save:
+    stp q0, q1, [x0, #0]
+    stp q2, q3, [x0, #32]
+    stp q4, q5, [x0, #64]
+    stp q6, q7, [x0, #96]
+    stp q8, q9, [x0, #128]
+    stp q10, q11, [x0, #160]
+    stp q12, q13, [x0, #192]
+    stp q14, q15, [x0, #224]
+    stp q16, q17, [x0, #256]
+    stp q18, q19, [x0, #288]
+    stp q20, q21, [x0, #320]
+    stp q22, q23, [x0, #352]
+    stp q24, q25, [x0, #384]
+    stp q26, q27, [x0, #416]
+    stp q28, q29, [x0, #448]
+    stp q30, q31, [x0, #480]
+    mrs x1, fpcr
+    mrs x2, fpsr
+    add x0, x0, #512
+    stp x1, x2, [x0]
+    ret
+    .global chroma_fp_restore
+chroma_fp_restore:
+    ldp q0, q1, [x0, #0]
+    ldp q2, q3, [x0, #32]
+    ldp q4, q5, [x0, #64]
+    ldp q6, q7, [x0, #96]
+    ldp q8, q9, [x0, #128]
+    ldp q10, q11, [x0, #160]
+    ldp q12, q13, [x0, #192]
+    ldp q14, q15, [x0, #224]
+    ldp q16, q17, [x0, #256]
+    ldp q18, q19, [x0, #288]
+    ldp q20, q21, [x0, #320]
+    ldp q22, q23, [x0, #352]
+    ldp q24, q25, [x0, #384]
+    ldp q26, q27, [x0, #416]
+    ldp q28, q29, [x0, #448]
+    ldp q30, q31, [x0, #480]
+    add x0, x0, #512
+    ldp x1, x2, [x0]
+    msr fpcr, x1
+    msr fpsr, x2
+    ret
+"#
+);
+
+extern "C" {
+    fn chroma_fp_save(area: *mut u64);
+    fn chroma_fp_restore(area: *const u64);
+}
+
+impl El1Context {
+    /// Saves the current EL1 state of this CPU into `self`.
+    pub fn save(&mut self) {
+        macro_rules! save_one {
+            ($i:expr, $reg:literal) => {
+                // SAFETY: reading an EL1 register from EL2 has no side effect.
+                unsafe { asm!(concat!("mrs {}, ", $reg), out(reg) self.sysregs[$i], options(nomem, nostack)) };
+            };
+        }
+        for_each_el1_register!(save_one);
+        // SAFETY: `fp` has room for 32 Q registers plus FPCR and FPSR (528 bytes).
+        unsafe { chroma_fp_save(self.fp.as_mut_ptr()) };
+    }
+
+    /// Loads `self` into this CPU's EL1 state.
+    ///
+    /// # Safety
+    /// The CPU must be about to run the vCPU this context belongs to, with
+    /// that vCPU's stage-2 tables installed.
+    pub unsafe fn restore(&self) {
+        macro_rules! restore_one {
+            ($i:expr, $reg:literal) => {
+                // SAFETY: EL1 state only affects the guest about to run, which
+                // stage 2 confines (the caller's contract).
+                unsafe { asm!(concat!("msr ", $reg, ", {}"), in(reg) self.sysregs[$i], options(nomem, nostack)) };
+            };
+        }
+        for_each_el1_register!(restore_one);
+        // SAFETY: `fp` holds 528 readable bytes.
+        unsafe { chroma_fp_restore(self.fp.as_ptr()) };
+        super::sysreg::isb();
+    }
+}

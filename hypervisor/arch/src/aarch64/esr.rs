@@ -1,0 +1,199 @@
+//! ESR_EL2 decoding: the syndrome of a trap from EL1/EL0 into an
+//! architecture-neutral [`Exit`] (Arm ARM D24.2.41, ESR_ELx).
+
+use chroma_core::exit::{AccessWidth, Exit, MmioAccess, SysRegAccess};
+use chroma_core::GuestPhysAddr;
+
+/// Exception classes used here (ESR_ELx.EC).
+pub mod ec {
+    /// Trapped WFI or WFE.
+    pub const WFX: u64 = 0x01;
+    /// HVC executed in AArch64 state.
+    pub const HVC64: u64 = 0x16;
+    /// SMC executed in AArch64 state (trapped by HCR_EL2.TSC).
+    pub const SMC64: u64 = 0x17;
+    /// Trapped MSR, MRS or system instruction.
+    pub const SYS64: u64 = 0x18;
+    /// Instruction abort from a lower exception level.
+    pub const IABT_LOW: u64 = 0x20;
+    /// Data abort from a lower exception level.
+    pub const DABT_LOW: u64 = 0x24;
+}
+
+/// The instruction was 32 bits long (IL); AArch64 instructions always are.
+pub const ESR_IL: u64 = 1 << 25;
+
+/// Data-abort ISS fields.
+mod iss {
+    pub const ISV: u64 = 1 << 24;
+    pub const SAS_SHIFT: u64 = 22;
+    pub const SSE: u64 = 1 << 21;
+    pub const SRT_SHIFT: u64 = 16;
+    pub const SF: u64 = 1 << 15;
+    pub const S1PTW: u64 = 1 << 7;
+    pub const WNR: u64 = 1 << 6;
+    pub const FSC_MASK: u64 = 0x3f;
+}
+
+/// Fault status codes (DFSC/IFSC) that mean "stage-2 did not translate".
+fn is_translation_or_access_fault(fsc: u64) -> bool {
+    // 0b0001LL translation fault at level LL, 0b0010LL access flag fault.
+    matches!(fsc >> 2, 0b0001 | 0b0010) || fsc == 0b10_1011
+}
+
+/// Exception class of a syndrome.
+pub const fn exception_class(esr: u64) -> u64 {
+    (esr >> 26) & 0x3f
+}
+
+/// A human-readable name of an exception class, for reports.
+pub fn class_name(ec_value: u64) -> &'static str {
+    match ec_value {
+        0x00 => "unknown reason",
+        ec::WFX => "WFI/WFE",
+        0x07 => "FP/SIMD access",
+        0x0e => "illegal execution state",
+        0x15 => "SVC (AArch64)",
+        ec::HVC64 => "HVC (AArch64)",
+        ec::SMC64 => "SMC (AArch64)",
+        ec::SYS64 => "MSR/MRS/system instruction",
+        ec::IABT_LOW => "instruction abort from a lower EL",
+        0x21 => "instruction abort at EL2",
+        0x22 => "PC alignment fault",
+        ec::DABT_LOW => "data abort from a lower EL",
+        0x25 => "data abort at EL2",
+        0x26 => "SP alignment fault",
+        0x2f => "SError",
+        0x3c => "BRK",
+        _ => "other",
+    }
+}
+
+/// Packs a trapped system-register access as `op0:op1:CRn:CRm:op2`,
+/// the layout [`sysreg_encoding`] produces for constants.
+fn iss_sysreg(iss: u64) -> u32 {
+    let op0 = (iss >> 20) & 3;
+    let op2 = (iss >> 17) & 7;
+    let op1 = (iss >> 14) & 7;
+    let crn = (iss >> 10) & 0xf;
+    let crm = (iss >> 1) & 0xf;
+    sysreg_encoding(op0 as u32, op1 as u32, crn as u32, crm as u32, op2 as u32)
+}
+
+/// The packed encoding of system register `S<op0>_<op1>_C<n>_C<m>_<op2>`.
+pub const fn sysreg_encoding(op0: u32, op1: u32, crn: u32, crm: u32, op2: u32) -> u32 {
+    op0 << 14 | op1 << 11 | crn << 7 | crm << 3 | op2
+}
+
+/// ICC_SGI1R_EL1 (S3_0_C12_C11_5): a GICv3 guest sending an SGI.
+pub const ICC_SGI1R_EL1: u32 = sysreg_encoding(3, 0, 12, 11, 5);
+
+/// Decodes a trap. `far` is FAR_EL2 and `hpfar` HPFAR_EL2, as read at the
+/// exit; they are only meaningful for aborts.
+pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
+    let iss = esr & 0x1ff_ffff;
+    // HPFAR_EL2.FIPA holds IPA[51:12] in bits [43:4]; the page offset is FAR's.
+    let ipa = GuestPhysAddr::new(((hpfar >> 4) << 12) & 0x000f_ffff_ffff_f000 | (far & 0xfff));
+    match exception_class(esr) {
+        ec::WFX if iss & 1 == 0 => Exit::WaitForInterrupt,
+        ec::WFX => Exit::WaitForEvent,
+        ec::HVC64 => Exit::Hypercall { immediate: iss as u16 },
+        ec::SMC64 => Exit::SecureMonitorCall { immediate: iss as u16 },
+        ec::SYS64 => Exit::SysReg(SysRegAccess {
+            encoding: iss_sysreg(iss),
+            write: iss & 1 == 0,
+            register: ((iss >> 5) & 0x1f) as u8,
+        }),
+        ec::DABT_LOW if is_translation_or_access_fault(iss & iss::FSC_MASK) => {
+            if iss & iss::ISV == 0 || iss & iss::S1PTW != 0 {
+                return Exit::AbortNoSyndrome { ipa, fetch: false };
+            }
+            let width = match (iss >> iss::SAS_SHIFT) & 3 {
+                0 => AccessWidth::Byte,
+                1 => AccessWidth::Half,
+                2 => AccessWidth::Word,
+                _ => AccessWidth::Double,
+            };
+            Exit::Mmio(MmioAccess {
+                ipa,
+                width,
+                write: iss & iss::WNR != 0,
+                register: ((iss >> iss::SRT_SHIFT) & 0x1f) as u8,
+                sign_extend: iss & iss::SSE != 0,
+                register_64bit: iss & iss::SF != 0,
+            })
+        }
+        ec::IABT_LOW if is_translation_or_access_fault(iss & iss::FSC_MASK) => {
+            Exit::AbortNoSyndrome { ipa, fetch: true }
+        }
+        _ => Exit::Unhandled { syndrome: esr, fault_address: far },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn esr(ec_value: u64, iss: u64) -> u64 {
+        ec_value << 26 | ESR_IL | iss
+    }
+
+    #[test]
+    fn decodes_a_32bit_store_to_the_uart() {
+        // ISV, SAS=2 (word), SRT=3, WnR, DFSC=0b000111 (translation fault, level 3).
+        let iss = iss::ISV | 2 << 22 | 3 << 16 | iss::WNR | 0b000111;
+        let exit = decode(esr(ec::DABT_LOW, iss), 0x0900_0018, 0x0090_0000 >> 8 << 4);
+        assert_eq!(
+            exit,
+            Exit::Mmio(MmioAccess {
+                ipa: GuestPhysAddr::new(0x0900_0018),
+                width: AccessWidth::Word,
+                write: true,
+                register: 3,
+                sign_extend: false,
+                register_64bit: false,
+            })
+        );
+    }
+
+    #[test]
+    fn decodes_a_sign_extending_64bit_byte_load() {
+        let iss = iss::ISV | iss::SSE | 30 << 16 | iss::SF | 0b000101;
+        match decode(esr(ec::DABT_LOW, iss), 0x123, 0x80_0000 << 4 >> 12 << 4) {
+            Exit::Mmio(a) => {
+                assert_eq!((a.width, a.write, a.register, a.sign_extend, a.register_64bit), (AccessWidth::Byte, false, 30, true, true));
+                assert_eq!(a.ipa.raw() & 0xfff, 0x123);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn abort_without_syndrome_or_on_a_walk_is_not_emulated() {
+        let no_isv = esr(ec::DABT_LOW, 0b000111);
+        assert!(matches!(decode(no_isv, 0, 0x4_0000_0), Exit::AbortNoSyndrome { fetch: false, .. }));
+        let walk = esr(ec::DABT_LOW, iss::ISV | iss::S1PTW | 0b000111);
+        assert!(matches!(decode(walk, 0, 0), Exit::AbortNoSyndrome { .. }));
+        let fetch = esr(ec::IABT_LOW, 0b000110);
+        assert!(matches!(decode(fetch, 0, 0), Exit::AbortNoSyndrome { fetch: true, .. }));
+        // A permission fault is not an MMIO access.
+        let perm = esr(ec::DABT_LOW, iss::ISV | 0b001111);
+        assert!(matches!(decode(perm, 0, 0), Exit::Unhandled { .. }));
+    }
+
+    #[test]
+    fn decodes_hvc_smc_wfx_and_sysregs() {
+        assert_eq!(decode(esr(ec::HVC64, 0x1234), 0, 0), Exit::Hypercall { immediate: 0x1234 });
+        assert_eq!(decode(esr(ec::SMC64, 0), 0, 0), Exit::SecureMonitorCall { immediate: 0 });
+        assert_eq!(decode(esr(ec::WFX, 0), 0, 0), Exit::WaitForInterrupt);
+        assert_eq!(decode(esr(ec::WFX, 1), 0, 0), Exit::WaitForEvent);
+        // MSR ICC_SGI1R_EL1, x2: op0=3 op2=5 op1=0 CRn=12 Rt=2 CRm=11 dir=0.
+        let iss = 3 << 20 | 5 << 17 | 12 << 10 | 2 << 5 | 11 << 1;
+        assert_eq!(
+            decode(esr(ec::SYS64, iss), 0, 0),
+            Exit::SysReg(SysRegAccess { encoding: ICC_SGI1R_EL1, write: true, register: 2 })
+        );
+        assert!(matches!(decode(esr(0x07, 0), 0, 0), Exit::Unhandled { .. }));
+        assert_eq!(class_name(ec::DABT_LOW), "data abort from a lower EL");
+    }
+}

@@ -1,0 +1,326 @@
+//! The physical GIC as EL2 uses it (its own interrupts: timer, maintenance,
+//! the kick SGI) and the GICv2 (GICH) / GICv3 (ICH_*_EL2) virtual CPU
+//! interface behind the core's [`ListRegisters`].
+
+use super::sysreg;
+use chroma_core::vgic::{ListRegister, ListRegisters, LrState};
+use core::ptr::{read_volatile, write_volatile};
+
+/// GICv2 distributor, CPU interface and virtual interface control offsets
+/// (IHI 0048B, 4.3 and 5.3).
+mod v2 {
+    pub const GICD_CTLR: usize = 0x000;
+    pub const GICD_ISENABLER: usize = 0x100;
+    pub const GICD_IPRIORITYR: usize = 0x400;
+    pub const GICD_ITARGETSR: usize = 0x800;
+    pub const GICD_SGIR: usize = 0xf00;
+    pub const GICC_CTLR: usize = 0x00;
+    pub const GICC_PMR: usize = 0x04;
+    pub const GICC_IAR: usize = 0x0c;
+    pub const GICC_EOIR: usize = 0x10;
+    pub const GICH_HCR: usize = 0x000;
+    pub const GICH_VTR: usize = 0x004;
+    pub const GICH_VMCR: usize = 0x008;
+    pub const GICH_LR0: usize = 0x100;
+}
+
+/// GICv3 distributor and redistributor offsets (IHI 0069, 12.9 and 12.10).
+mod v3 {
+    pub const GICD_CTLR: usize = 0x0000;
+    pub const GICD_CTLR_RWP: u32 = 1 << 31;
+    pub const GICR_TYPER: usize = 0x0008;
+    pub const GICR_WAKER: usize = 0x0014;
+    pub const GICR_STRIDE: usize = 0x2_0000;
+    pub const SGI_BASE: usize = 0x1_0000;
+    pub const GICR_IGROUPR0: usize = SGI_BASE + 0x080;
+    pub const GICR_ISENABLER0: usize = SGI_BASE + 0x100;
+    pub const GICR_IPRIORITYR: usize = SGI_BASE + 0x400;
+}
+
+/// Interrupt IDs at or above this are special (1020-1023: spurious).
+const SPURIOUS_FIRST: u32 = 1020;
+/// The priority EL2 gives its own interrupts.
+const HYP_PRIORITY: u8 = 0xa0;
+
+fn read32(address: usize) -> u32 {
+    // SAFETY: `address` is a GIC register inside a region the EL2 tables
+    // map as device memory (Gic::new's contract); reads have no memory effect
+    // on the hypervisor's data.
+    unsafe { read_volatile(address as *const u32) }
+}
+
+fn write32(address: usize, value: u32) {
+    // SAFETY: as for `read32`; GIC register writes affect interrupt delivery
+    // only, never hypervisor memory.
+    unsafe { write_volatile(address as *mut u32, value) }
+}
+
+fn read64(address: usize) -> u64 {
+    // SAFETY: as for `read32` (GICR_TYPER is a 64-bit register).
+    unsafe { read_volatile(address as *const u64) }
+}
+
+/// Which physical GIC, and where.
+#[derive(Clone, Copy, Debug)]
+pub enum GicKind {
+    /// GICv2 with virtualization extensions.
+    V2 {
+        /// Distributor.
+        gicd: usize,
+        /// CPU interface.
+        gicc: usize,
+        /// Virtual interface control.
+        gich: usize,
+    },
+    /// GICv3.
+    V3 {
+        /// Distributor.
+        gicd: usize,
+        /// First redistributor.
+        gicr: usize,
+    },
+}
+
+/// The physical GIC from one CPU's point of view.
+#[derive(Clone, Copy, Debug)]
+pub struct Gic {
+    kind: GicKind,
+    /// This CPU's redistributor (GICv3).
+    redistributor: usize,
+    /// Number of list registers.
+    list_register_count: usize,
+}
+
+impl Gic {
+    /// Describes the GIC for the calling CPU.
+    ///
+    /// # Safety
+    /// The addresses must be the board's GIC frames, mapped as device memory
+    /// in the EL2 tables for as long as the `Gic` is used.
+    pub unsafe fn new(kind: GicKind) -> Self {
+        let mut gic = Self { kind, redistributor: 0, list_register_count: 0 };
+        gic.list_register_count = match kind {
+            GicKind::V2 { gich, .. } => (read32(gich + v2::GICH_VTR) & 0x3f) as usize + 1,
+            GicKind::V3 { gicr, .. } => {
+                gic.redistributor = find_redistributor(gicr, sysreg::mpidr_el1());
+                (sysreg::ich_vtr_el2() & 0x1f) as usize + 1
+            }
+        };
+        gic
+    }
+
+    /// Enables the distributor (once, on the boot CPU).
+    pub fn init_distributor(&self) {
+        match self.kind {
+            GicKind::V2 { gicd, .. } => write32(gicd + v2::GICD_CTLR, 1),
+            GicKind::V3 { gicd, .. } => {
+                // ARE (bit 4), EnableGrp1 (bit 1), EnableGrp0 (bit 0); DS=1 layout.
+                write32(gicd + v3::GICD_CTLR, 0x13);
+                while read32(gicd + v3::GICD_CTLR) & v3::GICD_CTLR_RWP != 0 {}
+            }
+        }
+    }
+
+    /// Brings up this CPU's interface and the virtual interface, and enables
+    /// the private interrupts EL2 uses.
+    pub fn init_cpu(&self, private_interrupts: &[u32]) {
+        match self.kind {
+            GicKind::V2 { gicd, gicc, gich } => {
+                for &intid in private_interrupts {
+                    let i = intid as usize;
+                    write32(gicd + v2::GICD_ISENABLER + 4 * (i / 32), 1 << (i % 32));
+                    set_priority_byte(gicd + v2::GICD_IPRIORITYR + i);
+                }
+                write32(gicc + v2::GICC_PMR, 0xff);
+                write32(gicc + v2::GICC_CTLR, 1);
+                write32(gich + v2::GICH_HCR, 1);
+            }
+            GicKind::V3 { .. } => {
+                let rd = self.redistributor;
+                // Wake the redistributor: clear ProcessorSleep, wait for ChildrenAsleep.
+                write32(rd + v3::GICR_WAKER, read32(rd + v3::GICR_WAKER) & !0b10);
+                while read32(rd + v3::GICR_WAKER) & 0b100 != 0 {}
+                write32(rd + v3::GICR_IGROUPR0, u32::MAX);
+                for &intid in private_interrupts {
+                    write32(rd + v3::GICR_ISENABLER0, 1 << intid);
+                    set_priority_byte(rd + v3::GICR_IPRIORITYR + intid as usize);
+                }
+                // SAFETY: enabling the system-register interface for EL2 and
+                // EL1 (SRE, Enable) is what a GICv3 guest needs; the guest's
+                // accesses go to the virtual interface while ICH_HCR_EL2.En is set.
+                unsafe {
+                    sysreg::write_icc_sre_el2(0b1001);
+                    sysreg::isb();
+                    sysreg::write_icc_pmr_el1(0xff);
+                    sysreg::write_icc_ctlr_el1(0);
+                    sysreg::write_icc_igrpen1_el1(1);
+                    sysreg::write_ich_hcr_el2(1);
+                    sysreg::isb();
+                }
+            }
+        }
+    }
+
+    /// Acknowledges the highest-priority pending interrupt, if any.
+    pub fn acknowledge(&self) -> Option<u32> {
+        let intid = match self.kind {
+            GicKind::V2 { gicc, .. } => read32(gicc + v2::GICC_IAR) & 0x3ff,
+            GicKind::V3 { .. } => (sysreg::icc_iar1_el1() & 0xff_ffff) as u32,
+        };
+        (intid < SPURIOUS_FIRST).then_some(intid)
+    }
+
+    /// Signals the end of `intid` (priority drop and deactivation).
+    pub fn end_of_interrupt(&self, intid: u32) {
+        match self.kind {
+            GicKind::V2 { gicc, .. } => write32(gicc + v2::GICC_EOIR, intid),
+            // SAFETY: completing an interrupt EL2 acknowledged itself.
+            GicKind::V3 { .. } => unsafe { sysreg::write_icc_eoir1_el1(u64::from(intid)) },
+        }
+    }
+
+    /// The GICv2 CPU interface mask of this CPU (from the banked ITARGETSR0).
+    pub fn cpu_interface_mask(&self) -> u8 {
+        match self.kind {
+            GicKind::V2 { gicd, .. } => read32(gicd + v2::GICD_ITARGETSR) as u8,
+            GicKind::V3 { .. } => 0,
+        }
+    }
+
+    /// Sends SGI `intid` to the CPU with affinity `mpidr` (GICv3) or CPU
+    /// interface mask `v2_mask` (GICv2).
+    pub fn send_sgi(&self, intid: u32, mpidr: u64, v2_mask: u8) {
+        sysreg::dsb_ish();
+        match self.kind {
+            GicKind::V2 { gicd, .. } => write32(gicd + v2::GICD_SGIR, u32::from(v2_mask) << 16 | (intid & 0xf)),
+            GicKind::V3 { .. } => {
+                let aff0 = mpidr & 0xf;
+                let aff1 = (mpidr >> 8) & 0xff;
+                let aff2 = (mpidr >> 16) & 0xff;
+                let aff3 = (mpidr >> 32) & 0xff;
+                let value = aff3 << 48 | aff2 << 32 | aff1 << 16 | u64::from(intid & 0xf) << 24 | 1 << aff0;
+                // SAFETY: sending an SGI to another physical CPU only makes
+                // it take an interrupt (a kick), which it handles.
+                unsafe { sysreg::write_icc_sgi1r_el1(value) };
+                sysreg::isb();
+            }
+        }
+    }
+
+    /// The guest's virtual CPU interface control (VMCR) to save on a switch.
+    pub fn save_vmcr(&self) -> u64 {
+        match self.kind {
+            GicKind::V2 { gich, .. } => u64::from(read32(gich + v2::GICH_VMCR)),
+            GicKind::V3 { .. } => sysreg::ich_vmcr_el2(),
+        }
+    }
+
+    /// Restores a vCPU's virtual CPU interface control.
+    pub fn restore_vmcr(&self, vmcr: u64) {
+        match self.kind {
+            GicKind::V2 { gich, .. } => write32(gich + v2::GICH_VMCR, vmcr as u32),
+            // SAFETY: VMCR only affects the current vCPU's virtual interface.
+            GicKind::V3 { .. } => unsafe { sysreg::write_ich_vmcr_el2(vmcr) },
+        }
+    }
+}
+
+fn set_priority_byte(address: usize) {
+    // Byte access to IPRIORITYR is architecturally allowed; keep it aligned-word
+    // read-modify-write so device memory never sees a sub-word access.
+    let word = address & !3;
+    let shift = 8 * (address & 3);
+    let value = read32(word) & !(0xff << shift) | u32::from(HYP_PRIORITY) << shift;
+    write32(word, value);
+}
+
+fn find_redistributor(mut frame: usize, mpidr: u64) -> usize {
+    let affinity = (mpidr & 0xff_ffff) | ((mpidr >> 32) & 0xff) << 24;
+    loop {
+        let typer = read64(frame + v3::GICR_TYPER);
+        if typer >> 32 == affinity || typer & (1 << 4) != 0 {
+            return frame;
+        }
+        frame += v3::GICR_STRIDE;
+    }
+}
+
+impl ListRegisters for Gic {
+    fn count(&self) -> usize {
+        self.list_register_count
+    }
+
+    fn read(&self, index: usize) -> ListRegister {
+        match self.kind {
+            GicKind::V2 { gich, .. } => {
+                let lr = read32(gich + v2::GICH_LR0 + 4 * index);
+                ListRegister {
+                    intid: lr & 0x3ff,
+                    state: decode_state(u64::from(lr >> 28) & 3),
+                    priority: ((lr >> 23) & 0x1f) as u8 * 8,
+                    group1: lr & (1 << 30) != 0,
+                    source: ((lr >> 10) & 7) as u8,
+                }
+            }
+            GicKind::V3 { .. } => {
+                let lr = sysreg::ich_lr_el2(index);
+                ListRegister {
+                    intid: lr as u32,
+                    state: decode_state(lr >> 62),
+                    priority: (lr >> 48) as u8,
+                    group1: lr & (1 << 60) != 0,
+                    source: 0,
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, index: usize, value: ListRegister) {
+        let state = encode_state(value.state);
+        match self.kind {
+            GicKind::V2 { gich, .. } => {
+                let source = if value.intid < 16 { u32::from(value.source & 7) << 10 } else { 0 };
+                let lr = (value.intid & 0x3ff)
+                    | source
+                    | u32::from(value.priority >> 3) << 23
+                    | (state as u32) << 28
+                    | u32::from(value.group1) << 30;
+                write32(gich + v2::GICH_LR0 + 4 * index, if state == 0 { 0 } else { lr });
+            }
+            GicKind::V3 { .. } => {
+                let lr = u64::from(value.intid) | u64::from(value.priority) << 48 | u64::from(value.group1) << 60 | state << 62;
+                // SAFETY: this list register belongs to the vCPU about to run
+                // here (flush is called right before entry).
+                unsafe { sysreg::write_ich_lr_el2(index, if state == 0 { 0 } else { lr }) };
+            }
+        }
+    }
+
+    fn set_underflow_interrupt(&mut self, enable: bool) {
+        // HCR: En (bit 0) always, UIE (bit 1) on request.
+        let hcr = 1 | u32::from(enable) << 1;
+        match self.kind {
+            GicKind::V2 { gich, .. } => write32(gich + v2::GICH_HCR, hcr),
+            // SAFETY: only affects maintenance interrupts for this CPU's vCPU.
+            GicKind::V3 { .. } => unsafe { sysreg::write_ich_hcr_el2(u64::from(hcr)) },
+        }
+    }
+}
+
+fn decode_state(bits: u64) -> LrState {
+    match bits & 3 {
+        0 => LrState::Invalid,
+        1 => LrState::Pending,
+        2 => LrState::Active,
+        _ => LrState::PendingActive,
+    }
+}
+
+fn encode_state(state: LrState) -> u64 {
+    match state {
+        LrState::Invalid => 0,
+        LrState::Pending => 1,
+        LrState::Active => 2,
+        LrState::PendingActive => 3,
+    }
+}

@@ -1,0 +1,21 @@
+//! The AArch64 EL2 back-end.
+//!
+//! `esr` and `descriptors` are pure (syndrome decoding, descriptor
+//! encoding) and tested on the host; everything that executes Arm
+//! instructions is compiled only for `target_arch = "aarch64"`.
+
+pub mod descriptors;
+pub mod esr;
+
+#[cfg(target_arch = "aarch64")]
+pub mod boot;
+#[cfg(target_arch = "aarch64")]
+pub mod cache;
+#[cfg(target_arch = "aarch64")]
+pub mod context;
+#[cfg(target_arch = "aarch64")]
+pub mod gic;
+#[cfg(target_arch = "aarch64")]
+pub mod sysreg;
+#[cfg(target_arch = "aarch64")]
+pub mod vectors;

@@ -1,0 +1,209 @@
+//! System-register access for the EL2 back-end.
+//!
+//! Reads are safe. Writes are `unsafe fn`: each of these registers controls
+//! translation, trapping or interrupt delivery, so a wrong value can break
+//! isolation (STYLE U4). Register names are Arm's.
+
+use core::arch::asm;
+
+macro_rules! sysreg_read {
+    ($(#[$doc:meta])* $fn_name:ident, $reg:literal) => {
+        $(#[$doc])*
+        #[inline(always)]
+        pub fn $fn_name() -> u64 {
+            let value: u64;
+            // SAFETY: reading this system register at EL2 has no side effect
+            // and touches no memory.
+            unsafe { asm!(concat!("mrs {}, ", $reg), out(reg) value, options(nomem, nostack, preserves_flags)) };
+            value
+        }
+    };
+}
+
+macro_rules! sysreg_write {
+    ($(#[$doc:meta])* $fn_name:ident, $reg:literal) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// The value must keep the hypervisor's isolation and translation
+        /// invariants; see the caller's `SAFETY` comment.
+        #[inline(always)]
+        pub unsafe fn $fn_name(value: u64) {
+            // SAFETY: the caller vouches for the value (this fn's contract).
+            unsafe { asm!(concat!("msr ", $reg, ", {}"), in(reg) value, options(nostack, preserves_flags)) };
+        }
+    };
+}
+
+sysreg_read!(/// ESR_EL2: syndrome of the last exception.
+    esr_el2, "esr_el2");
+sysreg_read!(/// FAR_EL2: faulting virtual address.
+    far_el2, "far_el2");
+sysreg_read!(/// HPFAR_EL2: faulting IPA, page part.
+    hpfar_el2, "hpfar_el2");
+sysreg_read!(/// MPIDR_EL1: this CPU's affinity.
+    mpidr_el1, "mpidr_el1");
+sysreg_read!(/// MIDR_EL1: this CPU's identity.
+    midr_el1, "midr_el1");
+sysreg_read!(/// ID_AA64MMFR0_EL1: physical address range and granules.
+    id_aa64mmfr0_el1, "id_aa64mmfr0_el1");
+sysreg_read!(/// CNTFRQ_EL0: counter frequency.
+    cntfrq_el0, "cntfrq_el0");
+sysreg_read!(/// CNTPCT_EL0: physical count.
+    cntpct_el0, "cntpct_el0");
+sysreg_read!(/// CNTV_CTL_EL0: the current guest's virtual timer control.
+    cntv_ctl_el0, "cntv_ctl_el0");
+sysreg_read!(/// CNTV_CVAL_EL0: the current guest's virtual timer compare value.
+    cntv_cval_el0, "cntv_cval_el0");
+sysreg_read!(/// ICH_VTR_EL2: GICv3 virtual interface type.
+    ich_vtr_el2, "S3_4_C12_C11_1");
+sysreg_read!(/// ICH_MISR_EL2: maintenance interrupt status.
+    ich_misr_el2, "S3_4_C12_C11_2");
+sysreg_read!(/// ICH_VMCR_EL2: the guest's virtual CPU interface control.
+    ich_vmcr_el2, "S3_4_C12_C11_7");
+sysreg_read!(/// ICC_IAR1_EL1: acknowledge a group-1 interrupt (EL2's own).
+    icc_iar1_el1, "S3_0_C12_C12_0");
+sysreg_read!(/// VBAR_EL1: the guest's vector base.
+    vbar_el1, "vbar_el1");
+sysreg_read!(/// SCTLR_EL2.
+    sctlr_el2, "sctlr_el2");
+
+sysreg_write!(/// HCR_EL2: what traps to EL2.
+    write_hcr_el2, "hcr_el2");
+sysreg_write!(/// VTTBR_EL2: stage-2 root and VMID.
+    write_vttbr_el2, "vttbr_el2");
+sysreg_write!(/// VTCR_EL2: stage-2 translation control.
+    write_vtcr_el2, "vtcr_el2");
+sysreg_write!(/// VMPIDR_EL2: the MPIDR the guest reads.
+    write_vmpidr_el2, "vmpidr_el2");
+sysreg_write!(/// VPIDR_EL2: the MIDR the guest reads.
+    write_vpidr_el2, "vpidr_el2");
+sysreg_write!(/// CPTR_EL2: FP/SIMD and other traps.
+    write_cptr_el2, "cptr_el2");
+sysreg_write!(/// CNTHCTL_EL2: EL1 access to the physical counter and timer.
+    write_cnthctl_el2, "cnthctl_el2");
+sysreg_write!(/// CNTVOFF_EL2: virtual counter offset.
+    write_cntvoff_el2, "cntvoff_el2");
+sysreg_write!(/// MDCR_EL2: debug traps.
+    write_mdcr_el2, "mdcr_el2");
+sysreg_write!(/// CNTHP_CTL_EL2: the EL2 physical timer control.
+    write_cnthp_ctl_el2, "cnthp_ctl_el2");
+sysreg_write!(/// CNTHP_CVAL_EL2: the EL2 physical timer compare value.
+    write_cnthp_cval_el2, "cnthp_cval_el2");
+sysreg_write!(/// CNTV_CTL_EL0: the current guest's virtual timer control.
+    write_cntv_ctl_el0, "cntv_ctl_el0");
+sysreg_write!(/// CNTV_CVAL_EL0: the current guest's virtual timer compare value.
+    write_cntv_cval_el0, "cntv_cval_el0");
+sysreg_write!(/// ICH_HCR_EL2: GICv3 virtual interface control.
+    write_ich_hcr_el2, "S3_4_C12_C11_0");
+sysreg_write!(/// ICH_VMCR_EL2: the guest's virtual CPU interface control.
+    write_ich_vmcr_el2, "S3_4_C12_C11_7");
+sysreg_write!(/// ICC_SRE_EL2: system-register interface enable for EL2 and EL1.
+    write_icc_sre_el2, "S3_4_C12_C9_5");
+sysreg_write!(/// ICC_PMR_EL1: EL2's priority mask (EL1 name, EL2 access).
+    write_icc_pmr_el1, "S3_0_C4_C6_0");
+sysreg_write!(/// ICC_IGRPEN1_EL1: group-1 enable for EL2.
+    write_icc_igrpen1_el1, "S3_0_C12_C12_7");
+sysreg_write!(/// ICC_EOIR1_EL1: end of interrupt.
+    write_icc_eoir1_el1, "S3_0_C12_C12_1");
+sysreg_write!(/// ICC_SGI1R_EL1: send a physical SGI.
+    write_icc_sgi1r_el1, "S3_0_C12_C11_5");
+sysreg_write!(/// ICC_CTLR_EL1: EL2's CPU interface control.
+    write_icc_ctlr_el1, "S3_0_C12_C12_4");
+sysreg_write!(/// ELR_EL1: the guest's exception return address.
+    write_elr_el1, "elr_el1");
+sysreg_write!(/// SPSR_EL1: the guest's saved PSTATE.
+    write_spsr_el1, "spsr_el1");
+sysreg_write!(/// ESR_EL1: the guest's exception syndrome.
+    write_esr_el1, "esr_el1");
+sysreg_write!(/// FAR_EL1: the guest's fault address.
+    write_far_el1, "far_el1");
+sysreg_write!(/// SCTLR_EL1: the guest's system control (reset value on vCPU start).
+    write_sctlr_el1, "sctlr_el1");
+
+/// Reads ICH_LR<index>_EL2 (index < 16).
+pub fn ich_lr_el2(index: usize) -> u64 {
+    let value: u64;
+    macro_rules! read_lr {
+        ($($i:literal => $reg:literal),*) => {
+            match index {
+                // SAFETY: reading a list register has no side effect.
+                $($i => unsafe { asm!(concat!("mrs {}, ", $reg), out(reg) value, options(nomem, nostack)) },)*
+                _ => value = 0,
+            }
+        };
+    }
+    read_lr!(0 => "S3_4_C12_C12_0", 1 => "S3_4_C12_C12_1", 2 => "S3_4_C12_C12_2", 3 => "S3_4_C12_C12_3",
+             4 => "S3_4_C12_C12_4", 5 => "S3_4_C12_C12_5", 6 => "S3_4_C12_C12_6", 7 => "S3_4_C12_C12_7",
+             8 => "S3_4_C12_C13_0", 9 => "S3_4_C12_C13_1", 10 => "S3_4_C12_C13_2", 11 => "S3_4_C12_C13_3",
+             12 => "S3_4_C12_C13_4", 13 => "S3_4_C12_C13_5", 14 => "S3_4_C12_C13_6", 15 => "S3_4_C12_C13_7");
+    value
+}
+
+/// Writes ICH_LR<index>_EL2 (index < 16; others are ignored).
+///
+/// # Safety
+/// The list register must belong to the vCPU about to run on this CPU.
+pub unsafe fn write_ich_lr_el2(index: usize, value: u64) {
+    macro_rules! write_lr {
+        ($($i:literal => $reg:literal),*) => {
+            match index {
+                // SAFETY: the caller's contract; list registers only affect
+                // the virtual interrupts of the vCPU on this CPU.
+                $($i => unsafe { asm!(concat!("msr ", $reg, ", {}"), in(reg) value, options(nomem, nostack)) },)*
+                _ => {}
+            }
+        };
+    }
+    write_lr!(0 => "S3_4_C12_C12_0", 1 => "S3_4_C12_C12_1", 2 => "S3_4_C12_C12_2", 3 => "S3_4_C12_C12_3",
+              4 => "S3_4_C12_C12_4", 5 => "S3_4_C12_C12_5", 6 => "S3_4_C12_C12_6", 7 => "S3_4_C12_C12_7",
+              8 => "S3_4_C12_C13_0", 9 => "S3_4_C12_C13_1", 10 => "S3_4_C12_C13_2", 11 => "S3_4_C12_C13_3",
+              12 => "S3_4_C12_C13_4", 13 => "S3_4_C12_C13_5", 14 => "S3_4_C12_C13_6", 15 => "S3_4_C12_C13_7");
+}
+
+/// Instruction synchronization barrier.
+#[inline(always)]
+pub fn isb() {
+    // SAFETY: a barrier has no memory-safety effect.
+    unsafe { asm!("isb", options(nostack, preserves_flags)) };
+}
+
+/// Data synchronization barrier, inner shareable.
+#[inline(always)]
+pub fn dsb_ish() {
+    // SAFETY: a barrier has no memory-safety effect.
+    unsafe { asm!("dsb ish", options(nostack, preserves_flags)) };
+}
+
+/// Waits for an interrupt (with interrupts masked at EL2 it just wakes up).
+#[inline(always)]
+pub fn wfi() {
+    // SAFETY: waiting has no memory-safety effect.
+    unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
+}
+
+/// Invalidates all stage-1 and stage-2 TLB entries of `vmid`'s guest on
+/// every CPU of the inner shareable domain. VTTBR_EL2 must hold that VMID.
+pub fn tlbi_vmalls12e1is() {
+    // SAFETY: TLB invalidation only drops cached translations.
+    unsafe { asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack, preserves_flags)) };
+}
+
+/// A PSCI/SMCCC call to firmware through SMC (QEMU with
+/// `virtualization=on` answers these itself).
+///
+/// # Safety
+/// The firmware call must not hand memory the hypervisor uses to anyone,
+/// and an entry point passed to CPU_ON must be a valid EL2 entry.
+pub unsafe fn smc_call(function: u32, a1: u64, a2: u64, a3: u64) -> u64 {
+    let result: u64;
+    // SAFETY: the SMC conduit follows SMCCC: x0-x3 in, x0-x3 out,
+    // other registers preserved; the caller vouches for the arguments.
+    unsafe {
+        asm!("smc #0",
+            inout("x0") u64::from(function) => result,
+            inout("x1") a1 => _, inout("x2") a2 => _, inout("x3") a3 => _,
+            options(nostack))
+    };
+    result
+}

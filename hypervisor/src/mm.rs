@@ -1,0 +1,260 @@
+//! Memory: the EL2 stage-1 tables (early identity map, then the final W^X
+//! map), the physical frame allocator, the heap, and access to the VM
+//! manifest appended to the image.
+//!
+//! Lock order: `FRAMES` is a leaf lock.
+
+use crate::platform_info::BoardInfo;
+use chroma_arch::aarch64::boot::{self, MmuConfig};
+use chroma_arch::aarch64::descriptors::{El2Stage1Format, MAIR_EL2_VALUE};
+use chroma_arch::aarch64::sysreg;
+use chroma_core::frames::Frames;
+use chroma_core::pagetable::{Attributes, Descriptor, Geometry, PageTable, PageTableFormat, TableMemory, PAGE_SIZE};
+use chroma_core::HostPhysAddr;
+use chroma_manifest::{Manifest, ManifestError};
+use spin::{Mutex, Once};
+
+extern "C" {
+    static __image_start: u8;
+    static __text_end: u8;
+    static __rodata_end: u8;
+    static __image_end: u8;
+}
+
+/// Bits of virtual address EL2 uses (a 512 GiB identity map; start level 1).
+const EL2_VA_BITS: u8 = 39;
+/// Bytes given to the heap.
+const HEAP_BYTES: u64 = 16 << 20;
+
+/// Free physical memory.
+pub static FRAMES: spin::Lazy<Mutex<Frames>> = spin::Lazy::new(|| Mutex::new(Frames::new()));
+
+#[global_allocator]
+static HEAP: buddy_system_allocator::LockedHeap<32> = buddy_system_allocator::LockedHeap::empty();
+
+static MANIFEST_BYTES: Once<&'static [u8]> = Once::new();
+static MMU_CONFIG: Once<MmuConfig> = Once::new();
+
+/// The early identity map: one level-1 table of 1 GiB blocks.
+#[repr(C, align(4096))]
+struct EarlyTable([u64; 512]);
+static mut EARLY_L1: EarlyTable = EarlyTable([0; 512]);
+
+fn symbol_address(symbol: &u8) -> u64 {
+    symbol as *const u8 as u64
+}
+
+fn image_start() -> u64 {
+    // SAFETY: only the address of the linker symbol is taken.
+    symbol_address(unsafe { &__image_start })
+}
+fn text_end() -> u64 {
+    // SAFETY: only the address of the linker symbol is taken.
+    symbol_address(unsafe { &__text_end })
+}
+fn rodata_end() -> u64 {
+    // SAFETY: only the address of the linker symbol is taken.
+    symbol_address(unsafe { &__rodata_end })
+}
+fn image_end() -> u64 {
+    // SAFETY: only the address of the linker symbol is taken.
+    symbol_address(unsafe { &__image_end })
+}
+
+fn pa_bits() -> u8 {
+    match sysreg::id_aa64mmfr0_el1() & 0xf {
+        0 => 32,
+        1 => 36,
+        2 => 40,
+        3 => 42,
+        4 => 44,
+        5 => 48,
+        _ => 52,
+    }
+}
+
+/// PARange field value for the TCR/VTCR PS fields.
+pub fn pa_range_field() -> u64 {
+    (sysreg::id_aa64mmfr0_el1() & 0xf).min(5)
+}
+
+fn mmu_config(root: u64) -> MmuConfig {
+    // TCR_EL2: T0SZ = 64 - VA bits; inner/outer write-back write-allocate
+    // walks (IRGN0 = ORGN0 = 0b01), inner shareable (SH0 = 0b11), 4 KiB
+    // granule (TG0 = 0), PS = the CPU's physical address range; bits 23 and
+    // 31 are RES1.
+    let tcr = (64 - u64::from(EL2_VA_BITS)) | 0b01 << 8 | 0b01 << 10 | 0b11 << 12 | pa_range_field() << 16 | 1 << 23 | 1 << 31;
+    // SCTLR_EL2: RES1 bits, M (MMU), C (data cache), SA (stack alignment
+    // check), I (instruction cache), WXN (writable implies never-execute).
+    let sctlr = 0x30c5_0830 | 1 << 0 | 1 << 2 | 1 << 3 | 1 << 12 | 1 << 19;
+    MmuConfig { mair: MAIR_EL2_VALUE, tcr, ttbr0: root, sctlr }
+}
+
+/// Turns the MMU on with a coarse identity map (the image's GiB and the
+/// DTB's as normal memory, the early UART's as device), so that everything
+/// after runs with caches on and atomics on normal memory.
+///
+/// # Safety
+/// Called once, by the boot CPU, with the MMU off, before any other code.
+pub unsafe fn early_mmu_on(dtb: usize) {
+    const GIB: u64 = 1 << 30;
+    let table = core::ptr::addr_of_mut!(EARLY_L1) as *mut u64;
+    let set = |address: u64, attributes: Attributes| {
+        let index = (address / GIB) as usize % 512;
+        let leaf = Descriptor::Leaf { output: HostPhysAddr::new(address & !(GIB - 1)), attributes };
+        // SAFETY: `table` is the static early table; no one else uses it and
+        // the MMU is off, so the walker does not read it yet.
+        unsafe { table.add(index).write_volatile(El2Stage1Format::encode(leaf, 1)) };
+    };
+    // The boot UART first: if it shares a GiB with RAM the RAM mapping wins.
+    set(chroma_platform::BOARD.early_uart as u64, Attributes::DEVICE);
+    let rwx = Attributes { read: true, write: true, execute: true, memory: chroma_core::pagetable::MemoryType::Normal };
+    set(dtb as u64, rwx);
+    set(image_start(), rwx);
+    let root = table as u64;
+    // The walker will read the table with cacheable attributes: make sure no
+    // stale line from before the MMU was on shadows what was just written.
+    chroma_arch::aarch64::cache::invalidate_dcache(root as usize, 4096);
+    // The early map has writable+executable blocks: WXN must be off for now.
+    let mut config = mmu_config(root);
+    config.sctlr &= !(1 << 19);
+    // SAFETY: the early table maps the image (code, stack, data) at its own
+    // address; the boot CPU is the only one running.
+    unsafe { boot::enable_mmu(&config) };
+}
+
+/// Translation tables in identity-mapped physical memory.
+pub struct PhysTables;
+
+impl TableMemory for PhysTables {
+    fn alloc_zeroed(&mut self, pages: usize) -> Option<HostPhysAddr> {
+        let bytes = pages as u64 * PAGE_SIZE;
+        let base = FRAMES.lock().alloc(bytes)?;
+        // SAFETY: the frames were just allocated for this table and are
+        // identity-mapped read/write; nobody else holds them.
+        unsafe { core::ptr::write_bytes(base.raw() as *mut u8, 0, bytes as usize) };
+        Some(base)
+    }
+
+    fn read(&self, table: HostPhysAddr, index: usize) -> u64 {
+        // SAFETY: `table` is a table page this module allocated (identity
+        // mapped) and `index` < its entry count (the walker's contract).
+        unsafe { ((table.raw() as *const u64).add(index)).read_volatile() }
+    }
+
+    fn write(&mut self, table: HostPhysAddr, index: usize, value: u64) {
+        // SAFETY: as for `read`; the store is a single aligned 64-bit write,
+        // which the table walker observes atomically.
+        unsafe { ((table.raw() as *mut u64).add(index)).write_volatile(value) };
+        // Make the descriptor visible to the walkers of all CPUs.
+        sysreg::dsb_ish();
+    }
+}
+
+/// Sets up frames, heap and the final EL2 map from the board description.
+pub fn init(board: &BoardInfo) {
+    let manifest_len = manifest_len_at(image_end()).unwrap_or(0);
+    let used_end = (image_end() + manifest_len as u64).next_multiple_of(PAGE_SIZE);
+    // The heap comes first (the frame allocator itself needs it): the first
+    // 2 MiB-aligned range after the image and manifest clear of the DTB.
+    let mut heap = used_end.next_multiple_of(2 << 20);
+    if heap < board.dtb_range.1 && board.dtb_range.0 < heap + HEAP_BYTES {
+        heap = board.dtb_range.1.next_multiple_of(2 << 20);
+    }
+    // SAFETY: the heap range is RAM right after the image (same GiB, mapped
+    // by the early map), owned by nobody else: it is excluded from the frames.
+    unsafe { HEAP.lock().init(heap as usize, HEAP_BYTES as usize) };
+    {
+        let mut frames = FRAMES.lock();
+        for range in board.memory.iter().flatten() {
+            add_minus(&mut frames, range.0, range.1, &[(image_start(), used_end), board.dtb_range, (heap, heap + HEAP_BYTES)]);
+        }
+    }
+    let mut tables = PhysTables;
+    let mut map = PageTable::new(&mut tables, Geometry::stage1(EL2_VA_BITS).unwrap_or_else(|| crate::fatal("bad VA size")))
+        .unwrap_or_else(|_| crate::fatal("no memory for EL2 tables"));
+    let mut map_range = |start: u64, end: u64, attributes: Attributes| {
+        if end > start {
+            let start = start & !(PAGE_SIZE - 1);
+            let end = end.next_multiple_of(PAGE_SIZE);
+            if let Err(e) = map.map::<El2Stage1Format, _>(&mut tables, start, HostPhysAddr::new(start), end - start, attributes) {
+                log::warn!("EL2 map {start:#x}..{end:#x}: {e}");
+            }
+        }
+    };
+    // The image W^X: text read+execute, rodata read-only, the rest data.
+    map_range(image_start(), text_end(), Attributes::TEXT);
+    map_range(text_end(), rodata_end(), Attributes::READ_ONLY);
+    map_range(rodata_end(), image_end(), Attributes::DATA);
+    for &(start, end) in board.memory.iter().flatten() {
+        if start < image_start() {
+            map_range(start, image_start().min(end), Attributes::DATA);
+        }
+        if end > image_end() {
+            map_range(image_end().max(start), end, Attributes::DATA);
+        }
+    }
+    for &(start, size) in board.devices.iter().flatten() {
+        map_range(start, start + size, Attributes::DEVICE);
+    }
+    let config = mmu_config(map.root().raw());
+    MMU_CONFIG.call_once(|| config);
+    // SAFETY: the new tables map the image, stacks, heap, frames and the
+    // console identically (VA = PA) with W^X; no secondary runs yet.
+    unsafe {
+        boot::enable_mmu(&config);
+        boot::set_secondary_mmu_config(config);
+    }
+    let bytes = manifest_len.max(0);
+    // SAFETY: the manifest was appended by the build tool right after the
+    // image; it is mapped read/write above and never written.
+    let slice = unsafe { core::slice::from_raw_parts(image_end() as *const u8, bytes) };
+    MANIFEST_BYTES.call_once(|| slice);
+    log::info!(
+        "EL2 MMU on (W^X), {} MiB free for VMs, {} PA bits",
+        FRAMES.lock().free_bytes() >> 20,
+        pa_bits()
+    );
+}
+
+/// Adds `start..end` minus the `holes` to the allocator.
+fn add_minus(frames: &mut Frames, start: u64, end: u64, holes: &[(u64, u64)]) {
+    let mut pieces: alloc::vec::Vec<(u64, u64)> = alloc::vec![(start, end)];
+    for &(hole_start, hole_end) in holes {
+        pieces = pieces
+            .into_iter()
+            .flat_map(|(s, e)| [(s, e.min(hole_start)), (s.max(hole_end), e)])
+            .filter(|(s, e)| s < e)
+            .collect();
+    }
+    for (s, e) in pieces {
+        frames.add_range(HostPhysAddr::new(s), HostPhysAddr::new(e));
+    }
+}
+
+/// Length of the manifest at `address`, from its header.
+fn manifest_len_at(address: u64) -> Option<usize> {
+    // SAFETY: the 64-byte header lies just past the image in RAM mapped by
+    // the early map (the image's GiB); reading it has no side effect.
+    let header = unsafe { core::slice::from_raw_parts(address as *const u8, 64) };
+    if header[..8] != chroma_manifest::MAGIC {
+        return None;
+    }
+    Some(u32::from_le_bytes([header[12], header[13], header[14], header[15]]) as usize)
+}
+
+/// The VM manifest appended to the image.
+pub fn manifest() -> Result<Manifest<'static>, ManifestError> {
+    Manifest::parse(MANIFEST_BYTES.get().copied().unwrap_or(&[]))
+}
+
+/// Turns a physical range into a mutable byte slice.
+///
+/// # Safety
+/// The range must be memory this hypervisor allocated from `FRAMES` for one
+/// owner (guest RAM while its VM is being loaded), identity-mapped, with no
+/// other live reference to it.
+pub unsafe fn phys_slice_mut(base: u64, len: usize) -> &'static mut [u8] {
+    // SAFETY: the caller's contract.
+    unsafe { core::slice::from_raw_parts_mut(base as *mut u8, len) }
+}

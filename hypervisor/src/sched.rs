@@ -1,0 +1,492 @@
+//! System bring-up and the per-CPU scheduler loop.
+//!
+//! Every vCPU is pinned to one physical CPU. Each CPU runs the vCPUs pinned
+//! to it round-robin: a vCPU runs until it traps; WFI with nothing pending
+//! parks it until an interrupt for it arrives (its virtual timer, an SGI, a
+//! device), and when several are runnable a 10 ms slice on the EL2 physical
+//! timer rotates them. A CPU with nothing to run sleeps in WFI with its
+//! EL2 timer set to the earliest virtual-timer deadline of its parked vCPUs.
+
+use crate::exits::{self, Action};
+use crate::platform_info::BoardInfo;
+use crate::vm::{power, StopReason, Vm};
+use crate::{console, semihosting};
+use alloc::vec::Vec;
+use chroma_arch::aarch64::context::El1Context;
+use chroma_arch::aarch64::gic::{Gic, GicKind};
+use chroma_arch::aarch64::sysreg;
+use chroma_arch::aarch64::vectors::{enter_guest, ExceptionKind, GuestRegisters};
+use chroma_core::vgic::{GicVersion, MAX_VCPUS};
+use chroma_manifest::Manifest;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use spin::Once;
+
+/// The SGI one physical CPU sends another to make it re-examine its vCPUs.
+const KICK_SGI: u32 = 0;
+/// PPI of the GIC maintenance interrupt (INTID 25).
+const MAINTENANCE_INTID: u32 = 25;
+/// Time slice when several vCPUs share a CPU.
+const SLICE_MS: u64 = 10;
+/// Console input is polled at least this often by CPU 0.
+const CONSOLE_POLL_MS: u64 = 20;
+/// Most physical CPUs.
+const MAX_CPUS: usize = chroma_arch::aarch64::boot::MAX_CPUS;
+
+/// Everything shared by all CPUs, set up once by the boot CPU.
+pub struct System {
+    /// The VMs that were created.
+    pub vms: Vec<Vm>,
+    /// VMs from the manifest that could not be created.
+    pub failed_to_start: usize,
+    /// The physical GIC.
+    pub gic: GicKind,
+    /// The guest-visible GIC version (the physical one).
+    pub version: GicVersion,
+    /// Stage-2 control, the same on every CPU.
+    pub vtcr: u64,
+    /// INTIDs of the EL2 physical timer and the virtual timer.
+    pub hyp_timer_intid: u32,
+    /// The virtual timer's INTID.
+    pub virt_timer_intid: u32,
+    /// Timer ticks per millisecond.
+    pub ticks_per_ms: u64,
+    /// MPIDR of each physical CPU (from the device tree).
+    pub cpu_mpidr: [AtomicU64; MAX_CPUS],
+    /// GICv2 CPU interface mask of each CPU (learnt when it starts).
+    pub cpu_v2_mask: [AtomicU8; MAX_CPUS],
+    /// Number of physical CPUs.
+    pub cpu_count: usize,
+}
+
+static SYSTEM: Once<System> = Once::new();
+static FINISHING: AtomicBool = AtomicBool::new(false);
+/// The VM that receives console input.
+pub static FOCUS: AtomicUsize = AtomicUsize::new(0);
+
+/// The shared system state.
+pub fn system() -> &'static System {
+    SYSTEM.get().unwrap_or_else(|| crate::fatal("system not initialised"))
+}
+
+/// VTCR_EL2 for `ipa_bits`: T0SZ, start level, write-back inner shareable
+/// walks, 4 KiB granule, PS from the CPU, RES1 bit 31.
+fn vtcr_value(ipa_bits: u8, start_level: u8) -> u64 {
+    let sl0 = match start_level {
+        0 => 2,
+        1 => 1,
+        _ => 0,
+    };
+    (64 - u64::from(ipa_bits)) | sl0 << 6 | 0b01 << 8 | 0b01 << 10 | 0b11 << 12 | crate::mm::pa_range_field() << 16 | 1 << 31
+}
+
+/// Creates the VMs and the shared state (boot CPU, before secondaries start).
+pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
+    semihosting::configure(manifest.options().exit_via_semihosting);
+    let version = match board.gic {
+        GicKind::V2 { .. } => GicVersion::V2,
+        GicKind::V3 { .. } => GicVersion::V3,
+    };
+    let mut vms = Vec::new();
+    let mut failed = 0;
+    for spec in manifest.vms() {
+        match Vm::create(vms.len(), &spec, board, version) {
+            Ok(vm) => {
+                log::info!(
+                    "vm {}: {} MiB at IPA {:#x} (PA {:#x}), {} vCPU(s) on CPU(s) {:?}",
+                    vm.name,
+                    vm.ram.2 >> 20,
+                    vm.ram.0,
+                    vm.ram.1,
+                    vm.vcpu_count,
+                    &vm.affinity[..vm.vcpu_count]
+                );
+                vms.push(vm);
+            }
+            Err(e) => {
+                log::warn!("vm {} not started: {}", spec.name, e);
+                failed += 1;
+            }
+        }
+    }
+    let geometry = chroma_core::pagetable::Geometry::stage2(board.ipa_bits).unwrap_or_else(|| crate::fatal("IPA size"));
+    SYSTEM.call_once(|| System {
+        vms,
+        failed_to_start: failed,
+        gic: board.gic,
+        version,
+        vtcr: vtcr_value(board.ipa_bits, geometry.start_level),
+        hyp_timer_intid: board.hyp_timer_intid,
+        virt_timer_intid: board.virt_timer_intid,
+        ticks_per_ms: (sysreg::cntfrq_el0() / 1000).max(1),
+        cpu_mpidr: core::array::from_fn(|i| AtomicU64::new(board.cpus.get(i).copied().flatten().unwrap_or(0))),
+        cpu_v2_mask: core::array::from_fn(|_| AtomicU8::new(0)),
+        cpu_count: board.cpus.iter().flatten().count().clamp(1, MAX_CPUS),
+    });
+    // SAFETY: the GIC frames come from the device tree and were mapped as
+    // device memory by `mm::init`.
+    let gic = unsafe { Gic::new(board.gic) };
+    gic.init_distributor();
+}
+
+/// Starts the other CPUs with PSCI CPU_ON. Returns how many started.
+pub fn start_secondaries(board: &BoardInfo) -> usize {
+    let me = sysreg::mpidr_el1() & 0xff_00ff_ffff;
+    let mut started = 0;
+    for (index, mpidr) in board.cpus.iter().enumerate().skip(1) {
+        let Some(mpidr) = mpidr else { continue };
+        if *mpidr == me {
+            continue;
+        }
+        // SAFETY: the entry is chroma's secondary entry, which sets up its
+        // own stack (by index) and MMU before running Rust code.
+        let result = unsafe {
+            sysreg::smc_call(0xc400_0003, *mpidr, chroma_arch::aarch64::boot::secondary_entry_address(), index as u64)
+        };
+        if result == 0 {
+            started += 1;
+        } else {
+            log::warn!("CPU {index} (MPIDR {mpidr:#x}) did not start: PSCI {}", result as i64);
+        }
+    }
+    started
+}
+
+/// A vCPU as its physical CPU runs it.
+pub struct VcpuRun {
+    /// The VM.
+    pub vm: &'static Vm,
+    /// vCPU number in the VM.
+    pub id: usize,
+    /// General-purpose registers, PC and PSTATE.
+    pub registers: GuestRegisters,
+    context: El1Context,
+    vmcr: u64,
+    /// Parked in WFI until an interrupt is pending for it.
+    waiting: bool,
+    /// Has run since its last power-on (its registers are initialised).
+    started: bool,
+}
+
+/// One physical CPU's scheduler state.
+pub struct Cpu {
+    /// This CPU's index.
+    pub index: usize,
+    /// The physical GIC seen from this CPU.
+    pub gic: Gic,
+    /// The vCPUs pinned to this CPU.
+    pub vcpus: Vec<VcpuRun>,
+    /// Which of `vcpus` has its EL1 state in the CPU's registers.
+    loaded: Option<usize>,
+    next: usize,
+}
+
+/// The per-CPU loop. Never returns.
+pub fn run_cpu(index: usize) -> ! {
+    let sys = system();
+    // SAFETY: the GIC frames were mapped by the boot CPU before this CPU started.
+    let gic = unsafe { Gic::new(sys.gic) };
+    gic.init_cpu(&[KICK_SGI, MAINTENANCE_INTID, sys.hyp_timer_intid, sys.virt_timer_intid]);
+    sys.cpu_v2_mask[index.min(MAX_CPUS - 1)].store(gic.cpu_interface_mask(), Ordering::SeqCst);
+    sys.cpu_mpidr[index.min(MAX_CPUS - 1)].store(sysreg::mpidr_el1() & 0xff_00ff_ffff, Ordering::SeqCst);
+    init_el2_controls(sys);
+    let mut cpu = Cpu { index, gic, vcpus: Vec::new(), loaded: None, next: 0 };
+    for vm in sys.vms.iter() {
+        for id in 0..vm.vcpu_count {
+            if vm.affinity[id] == index {
+                cpu.vcpus.push(VcpuRun {
+                    vm,
+                    id,
+                    registers: GuestRegisters::default(),
+                    context: El1Context::default(),
+                    vmcr: 0,
+                    waiting: false,
+                    started: false,
+                });
+            }
+        }
+    }
+    if index == 0 {
+        report_if_all_stopped();
+    }
+    loop {
+        if index == 0 {
+            crate::exits::poll_console();
+        }
+        match cpu.pick() {
+            Some(k) => cpu.run(k),
+            None => cpu.idle(),
+        }
+    }
+}
+
+/// Trap and timer controls that are the same for every vCPU on this CPU.
+fn init_el2_controls(sys: &System) {
+    // SAFETY: these values set up trapping for guests (see `hcr_value`), give
+    // the guest the virtual counter/timer and keep EL1 off the physical
+    // timer; no guest runs on this CPU yet.
+    unsafe {
+        sysreg::write_hcr_el2(hcr_value());
+        sysreg::write_vtcr_el2(sys.vtcr);
+        // EL1PCTEN: guests may read the physical counter; EL1PCEN clear: the
+        // physical timer belongs to the hypervisor.
+        sysreg::write_cnthctl_el2(1);
+        sysreg::write_cntvoff_el2(0);
+        // CPTR_EL2: no FP/SIMD traps (the guest owns those registers), RES1 bits.
+        sysreg::write_cptr_el2(0x33ff);
+        sysreg::write_mdcr_el2(0);
+        sysreg::write_cnthp_ctl_el2(0);
+        sysreg::isb();
+    }
+}
+
+/// HCR_EL2 while guests run (R2: one place, one reason per bit).
+fn hcr_value() -> u64 {
+    const VM: u64 = 1 << 0; // stage-2 translation on
+    const SWIO: u64 = 1 << 1; // set/way invalidate becomes clean+invalidate
+    const FMO: u64 = 1 << 3; // physical FIQs to EL2, virtual FIQs to the guest
+    const IMO: u64 = 1 << 4; // physical IRQs to EL2, virtual IRQs to the guest
+    const AMO: u64 = 1 << 5; // physical SErrors to EL2
+    const FB: u64 = 1 << 9; // TLB and I-cache maintenance broadcast in the inner shareable domain
+    const BSU_INNER: u64 = 1 << 10; // barriers are at least inner shareable
+    const TWI: u64 = 1 << 13; // WFI traps: a waiting vCPU gives its CPU away
+    const TSC: u64 = 1 << 19; // SMC traps: firmware belongs to the hypervisor
+    const RW: u64 = 1 << 31; // EL1 is AArch64
+    const APK: u64 = 1 << 40; // pointer-authentication key registers do not trap
+    const API: u64 = 1 << 41; // pointer-authentication instructions do not trap
+    VM | SWIO | FMO | IMO | AMO | FB | BSU_INNER | TWI | TSC | RW | APK | API
+}
+
+fn now() -> u64 {
+    sysreg::cntpct_el0()
+}
+
+impl Cpu {
+    fn runnable(&self, k: usize) -> bool {
+        let v = &self.vcpus[k];
+        if v.vm.is_stopped() {
+            return false;
+        }
+        match v.vm.power[v.id].load(Ordering::Acquire) {
+            power::ON_PENDING => true,
+            power::ON => !v.waiting || v.vm.vgic.lock().has_pending(v.id),
+            _ => false,
+        }
+    }
+
+    fn pick(&mut self) -> Option<usize> {
+        let n = self.vcpus.len();
+        (0..n).map(|i| (self.next + i) % n).find(|&k| self.runnable(k)).inspect(|&k| self.next = (k + 1) % n)
+    }
+
+    fn runnable_count(&self) -> usize {
+        (0..self.vcpus.len()).filter(|&k| self.runnable(k)).count()
+    }
+
+    /// Makes vCPU `k`'s EL1 state the CPU's.
+    fn load(&mut self, k: usize) {
+        if self.loaded == Some(k) {
+            return;
+        }
+        if let Some(old) = self.loaded {
+            let v = &mut self.vcpus[old];
+            v.context.save();
+            v.vmcr = self.gic.save_vmcr();
+        }
+        let v = &self.vcpus[k];
+        // SAFETY: the context belongs to vCPU k, which runs next on this CPU
+        // with its own stage-2 tables (installed below).
+        unsafe { v.context.restore() };
+        self.gic.restore_vmcr(v.vmcr);
+        self.loaded = Some(k);
+    }
+
+    fn run(&mut self, k: usize) {
+        let sys = system();
+        let vm = self.vcpus[k].vm;
+        let id = self.vcpus[k].id;
+        if vm.power[id].load(Ordering::Acquire) == power::ON_PENDING || !self.vcpus[k].started {
+            let (pc, x0) = if vm.power[id].load(Ordering::Acquire) == power::ON_PENDING {
+                *vm.boot[id].lock()
+            } else {
+                (vm.entry.0, vm.entry.1)
+            };
+            let v = &mut self.vcpus[k];
+            v.registers = GuestRegisters::default();
+            v.registers.pc = pc;
+            v.registers.x[0] = x0;
+            // EL1h with D, A, I and F masked, as the boot protocol requires.
+            v.registers.pstate = 0x3c5;
+            v.context = El1Context::default();
+            v.vmcr = 0;
+            v.waiting = false;
+            v.started = true;
+            if self.loaded == Some(k) {
+                self.loaded = None;
+            }
+            vm.power[id].store(power::ON, Ordering::Release);
+        }
+        self.load(k);
+        // SAFETY: VTTBR_EL2 names this VM's stage-2 root and VMID; VMPIDR
+        // gives the vCPU its own affinity (Aff0 = vCPU id; bit 31 RES1).
+        unsafe {
+            sysreg::write_vttbr_el2(u64::from(vm.vmid) << 48 | vm.stage2.root().raw());
+            sysreg::write_vmpidr_el2(1 << 31 | id as u64);
+            sysreg::isb();
+        }
+        // Another runnable vCPU here: give this one a slice.
+        if self.runnable_count() > 1 {
+            self.arm_timer(now() + SLICE_MS * sys.ticks_per_ms);
+        } else if self.index == 0 {
+            self.arm_timer(now() + CONSOLE_POLL_MS * sys.ticks_per_ms);
+        }
+        self.vcpus[k].waiting = false;
+        loop {
+            vm.vgic.lock().flush(id, &mut self.gic);
+            // SAFETY: stage 2, VMPIDR and the EL1 context are vCPU k's (set
+            // above); HCR_EL2 traps what the hypervisor must see.
+            let kind = unsafe { enter_guest(&mut self.vcpus[k].registers) };
+            vm.vgic.lock().sync(id, &self.gic);
+            let action = match kind {
+                ExceptionKind::Synchronous => exits::handle_sync(self, k),
+                ExceptionKind::Irq | ExceptionKind::Fiq => self.handle_interrupts(),
+                ExceptionKind::SError => {
+                    vm.stop(StopReason::Faulted("SError while the guest ran", sysreg::esr_el2()));
+                    Action::Off
+                }
+            };
+            if vm.is_stopped() {
+                kick_vm(&self.gic, vm, self.index);
+                report_if_all_stopped();
+                return;
+            }
+            match action {
+                Action::Continue => {}
+                Action::Wait => {
+                    if vm.vgic.lock().has_pending(id) {
+                        continue;
+                    }
+                    self.vcpus[k].waiting = true;
+                    return;
+                }
+                Action::Yield => return,
+                Action::Off => return,
+            }
+            if self.index == 0 && crate::exits::console_has_input() {
+                return;
+            }
+        }
+    }
+
+    /// Arms the EL2 physical timer for `deadline` (counter ticks).
+    fn arm_timer(&self, deadline: u64) {
+        // SAFETY: the EL2 physical timer belongs to the hypervisor.
+        unsafe {
+            sysreg::write_cnthp_cval_el2(deadline);
+            sysreg::write_cnthp_ctl_el2(1);
+        }
+    }
+
+    /// Acknowledges and handles every pending physical interrupt. Returns
+    /// what the running vCPU should do.
+    pub fn handle_interrupts(&mut self) -> Action {
+        let sys = system();
+        let mut action = Action::Continue;
+        while let Some(intid) = self.gic.acknowledge() {
+            if intid == sys.virt_timer_intid {
+                // The loaded vCPU's virtual timer fired: mask it at the timer
+                // (the guest unmasks when it reprograms it) and deliver it.
+                let control = sysreg::cntv_ctl_el0();
+                // SAFETY: masks the current guest's own timer output.
+                unsafe { sysreg::write_cntv_ctl_el0(control | 0b10) };
+                if let Some(k) = self.loaded {
+                    let v = &mut self.vcpus[k];
+                    v.vm.vgic.lock().inject(v.id, sys.virt_timer_intid);
+                    v.waiting = false;
+                }
+            } else if intid == sys.hyp_timer_intid {
+                // SAFETY: disarms the hypervisor's own timer.
+                unsafe { sysreg::write_cnthp_ctl_el2(0) };
+                self.wake_expired_timers();
+                action = Action::Yield;
+            }
+            // KICK_SGI and maintenance: nothing to do here; the state they
+            // signal is re-read before the next entry.
+            self.gic.end_of_interrupt(intid);
+        }
+        action
+    }
+
+    /// Delivers the virtual timer of parked vCPUs whose deadline passed.
+    fn wake_expired_timers(&mut self) {
+        let sys = system();
+        let t = now();
+        for k in 0..self.vcpus.len() {
+            if self.loaded == Some(k) {
+                continue;
+            }
+            let v = &mut self.vcpus[k];
+            let control = v.context.sysregs[25];
+            let cval = v.context.sysregs[24];
+            if control & 0b011 == 0b001 && cval <= t {
+                v.context.sysregs[25] |= 0b10;
+                v.vm.vgic.lock().inject(v.id, sys.virt_timer_intid);
+                v.waiting = false;
+            }
+        }
+    }
+
+    /// Nothing to run: sleep until an interrupt or the next timer deadline.
+    fn idle(&mut self) {
+        let sys = system();
+        let mut deadline = now() + if self.index == 0 { CONSOLE_POLL_MS } else { 1000 } * sys.ticks_per_ms;
+        for (k, v) in self.vcpus.iter().enumerate() {
+            let control = if self.loaded == Some(k) { sysreg::cntv_ctl_el0() } else { v.context.sysregs[25] };
+            let cval = if self.loaded == Some(k) { sysreg::cntv_cval_el0() } else { v.context.sysregs[24] };
+            if control & 0b011 == 0b001 {
+                deadline = deadline.min(cval);
+            }
+        }
+        self.arm_timer(deadline);
+        sysreg::wfi();
+        self.handle_interrupts();
+        self.wake_expired_timers();
+    }
+}
+
+/// Makes the CPUs that run `vm`'s vCPUs look at them again.
+pub fn kick_vm(gic: &Gic, vm: &Vm, me: usize) {
+    kick_vcpus(gic, vm, (1u32 << vm.vcpu_count) - 1, me);
+}
+
+/// Kicks the physical CPUs of the vCPUs in `vcpus` (bit n = vCPU n).
+pub fn kick_vcpus(gic: &Gic, vm: &Vm, vcpus: u32, me: usize) {
+    let sys = system();
+    let mut cpus = 0u32;
+    for id in 0..vm.vcpu_count.min(MAX_VCPUS) {
+        if vcpus & (1 << id) != 0 {
+            cpus |= 1 << vm.affinity[id];
+        }
+    }
+    cpus &= !(1 << me);
+    for cpu in 0..sys.cpu_count {
+        if cpus & (1 << cpu) != 0 {
+            gic.send_sgi(KICK_SGI, sys.cpu_mpidr[cpu].load(Ordering::Relaxed), sys.cpu_v2_mask[cpu].load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// If every VM has stopped, prints the summary and ends the run.
+pub fn report_if_all_stopped() {
+    let sys = system();
+    if !sys.vms.iter().all(|vm| vm.is_stopped()) {
+        return;
+    }
+    if FINISHING.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let clean = sys.vms.iter().filter(|vm| vm.stop.lock().is_some_and(|r| r.clean())).count();
+    let failed = sys.vms.len() - clean + sys.failed_to_start;
+    log::info!("all VMs stopped ({clean} clean, {failed} failed)");
+    let _ = console::poll_input();
+    semihosting::exit(if failed == 0 { 0 } else { 1 })
+}

@@ -1,0 +1,250 @@
+//! A VM: its memory and stage-2 tables, its emulated devices (vGIC, PL011),
+//! the power state of its vCPUs, and loading its images.
+//!
+//! Lock order (outer to inner): `Vm::vgic`, then `Vm::uart`, then the
+//! console. `Vm::boot` and `Vm::stop` are leaf locks.
+
+use crate::mm::{PhysTables, FRAMES};
+use crate::platform_info::BoardInfo;
+use alloc::string::String;
+use alloc::vec::Vec;
+use chroma_arch::aarch64::descriptors::Stage2Format;
+use chroma_core::console::LineBuffer;
+use chroma_core::pagetable::{Attributes, Geometry, PageTable};
+use chroma_core::pl011::Pl011;
+use chroma_core::ratelimit::RateLimit;
+use chroma_core::vgic::{GicVersion, Vgic, MAX_VCPUS};
+use chroma_core::HostPhysAddr;
+use chroma_manifest::VmSpec;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use spin::Mutex;
+
+/// vCPU power states (PSCI AFFINITY_INFO: ON 0, OFF 1, ON_PENDING 2).
+pub mod power {
+    /// Running or runnable.
+    pub const ON: u8 = 0;
+    /// Off.
+    pub const OFF: u8 = 1;
+    /// CPU_ON accepted; starts at the next schedule.
+    pub const ON_PENDING: u8 = 2;
+}
+
+/// Why a VM stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// PSCI SYSTEM_OFF.
+    PoweredOff,
+    /// The guest faulted past the limit or did something that cannot be answered.
+    Faulted(&'static str, u64),
+}
+
+impl StopReason {
+    /// Whether the stop counts as clean.
+    pub fn clean(&self) -> bool {
+        matches!(self, StopReason::PoweredOff)
+    }
+}
+
+/// The emulated UART and the line being printed.
+pub struct VmUart {
+    /// Register model.
+    pub model: Pl011,
+    /// Output line buffer.
+    pub line: LineBuffer,
+}
+
+/// Injected aborts after which a VM is considered to keep faulting and stopped.
+pub const FAULT_LIMIT: u32 = 1000;
+
+/// One VM.
+pub struct Vm {
+    /// Index in the VM list.
+    pub index: usize,
+    /// Unique name from the configuration.
+    pub name: String,
+    /// Stage-2 VMID.
+    pub vmid: u16,
+    /// Stage-2 tables.
+    pub stage2: PageTable,
+    /// Guest RAM: IPA base, PA base, size.
+    pub ram: (u64, u64, u64),
+    /// vCPU count.
+    pub vcpu_count: usize,
+    /// Physical CPU of each vCPU.
+    pub affinity: [usize; MAX_VCPUS],
+    /// Interrupt controller model.
+    pub vgic: Mutex<Vgic>,
+    /// Console UART.
+    pub uart: Mutex<VmUart>,
+    /// Power state of each vCPU (see [`power`]).
+    pub power: [AtomicU8; MAX_VCPUS],
+    /// Entry point and context id for a vCPU started by CPU_ON.
+    pub boot: [Mutex<(u64, u64)>; MAX_VCPUS],
+    /// Set once the VM has stopped; its vCPUs stop at their next exit.
+    pub stopped: AtomicBool,
+    /// Why it stopped.
+    pub stop: Mutex<Option<StopReason>>,
+    /// Aborts injected so far.
+    pub faults: AtomicU32,
+    /// Rate limit of the abort log lines.
+    pub fault_log: Mutex<RateLimit>,
+    /// Where the kernel starts (IPA) and the DTB (IPA) for vCPU 0.
+    pub entry: (u64, u64),
+}
+
+/// Why a VM could not be created (reported, and the VM is skipped).
+#[derive(Clone, Copy, Debug)]
+pub enum VmError {
+    /// Not enough free physical memory.
+    NoMemory,
+    /// The kernel is not an arm64 Image or does not fit.
+    BadKernel,
+    /// Initrd and DTB do not fit below the end of RAM.
+    NoRoom,
+    /// The device tree could not be generated.
+    DeviceTree,
+    /// Stage-2 mapping failed.
+    Stage2,
+}
+
+impl core::fmt::Display for VmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            VmError::NoMemory => "not enough physical memory",
+            VmError::BadKernel => "kernel is not an arm64 Image or does not fit",
+            VmError::NoRoom => "initrd and device tree do not fit in guest RAM",
+            VmError::DeviceTree => "device tree generation failed",
+            VmError::Stage2 => "stage-2 mapping failed",
+        })
+    }
+}
+
+/// Bytes at the top of guest RAM reserved for the device tree.
+const DTB_RESERVE: u64 = 2 << 20;
+
+/// Reads the arm64 Image header: (text_offset, image_size).
+fn image_header(kernel: &[u8]) -> Option<(u64, u64)> {
+    let word = |at: usize| kernel.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    if kernel.get(0x38..0x3c)? != b"ARM\x64" {
+        return None;
+    }
+    let size = word(16)?;
+    // image_size 0 means an old kernel: text_offset is then 0x80000.
+    if size == 0 {
+        Some((0x80000, kernel.len() as u64))
+    } else {
+        Some((word(8)?, size))
+    }
+}
+
+impl Vm {
+    /// Builds a VM from its manifest record: memory, stage-2, images, DTB.
+    pub fn create(index: usize, spec: &VmSpec, board: &BoardInfo, version: GicVersion) -> Result<Self, VmError> {
+        let ram_ipa = spec.memory_base;
+        let ram_size = spec.memory_bytes;
+        let ram_pa = FRAMES.lock().alloc(ram_size).ok_or(VmError::NoMemory)?;
+        let vcpu_count = (spec.vcpus as usize).clamp(1, MAX_VCPUS);
+        let mut tables = PhysTables;
+        let ipa_bits = board.ipa_bits;
+        let mut stage2 = PageTable::new(&mut tables, Geometry::stage2(ipa_bits).ok_or(VmError::Stage2)?)
+            .map_err(|_| VmError::Stage2)?;
+        stage2.map::<Stage2Format, _>(&mut tables, ram_ipa, ram_pa, ram_size, Attributes::RAM).map_err(|_| VmError::Stage2)?;
+        let layout = chroma_platform::BOARD.guest_layout;
+        if version == GicVersion::V2 {
+            // The GICv2 CPU interface: the hardware virtual CPU interface
+            // (GICV) appears where the guest expects GICC.
+            if let Some(gicv) = board.gicv {
+                stage2
+                    .map::<Stage2Format, _>(&mut tables, layout.gicc, HostPhysAddr::new(gicv), 0x2000, Attributes::DEVICE)
+                    .map_err(|_| VmError::Stage2)?;
+            }
+        }
+        let mut vm = Vm {
+            index,
+            name: String::from(spec.name),
+            vmid: (index + 1) as u16,
+            stage2,
+            ram: (ram_ipa, ram_pa.raw(), ram_size),
+            vcpu_count,
+            affinity: core::array::from_fn(|i| usize::from(spec.cpu_affinity[i])),
+            vgic: Mutex::new(Vgic::new(version, vcpu_count)),
+            uart: Mutex::new(VmUart { model: Pl011::new(), line: LineBuffer::new() }),
+            power: core::array::from_fn(|i| AtomicU8::new(if i == 0 { power::ON } else { power::OFF })),
+            boot: core::array::from_fn(|_| Mutex::new((0, 0))),
+            stopped: AtomicBool::new(false),
+            stop: Mutex::new(None),
+            faults: AtomicU32::new(0),
+            fault_log: Mutex::new(RateLimit::default()),
+            entry: (0, 0),
+        };
+        vm.entry = vm.load(spec, version)?;
+        Ok(vm)
+    }
+
+    /// Copies kernel, initrd and a generated DTB into guest RAM and cleans
+    /// them to the Point of Coherency. Returns (entry IPA, DTB IPA).
+    fn load(&self, spec: &VmSpec, version: GicVersion) -> Result<(u64, u64), VmError> {
+        let (ipa, pa, size) = self.ram;
+        let (text_offset, image_size) = image_header(spec.kernel).ok_or(VmError::BadKernel)?;
+        let kernel_offset = text_offset;
+        let kernel_end = kernel_offset.checked_add(image_size.max(spec.kernel.len() as u64)).ok_or(VmError::BadKernel)?;
+        let dtb_offset = size.checked_sub(DTB_RESERVE).ok_or(VmError::NoRoom)?;
+        if kernel_end > dtb_offset {
+            return Err(VmError::BadKernel);
+        }
+        // SAFETY: guest RAM was just allocated for this VM; no vCPU runs yet
+        // and nothing else references it.
+        let ram = unsafe { crate::mm::phys_slice_mut(pa, size as usize) };
+        ram[kernel_offset as usize..][..spec.kernel.len()].copy_from_slice(spec.kernel);
+        let initrd = match spec.initrd {
+            Some(initrd) => {
+                let start = (dtb_offset.checked_sub(initrd.len() as u64).ok_or(VmError::NoRoom)?) & !0xfff;
+                if start < kernel_end {
+                    return Err(VmError::NoRoom);
+                }
+                ram[start as usize..][..initrd.len()].copy_from_slice(initrd);
+                Some((ipa + start, ipa + start + initrd.len() as u64))
+            }
+            None => None,
+        };
+        let dtb = crate::platform_info::guest_dtb(spec, self.vcpu_count, version, initrd).map_err(|_| VmError::DeviceTree)?;
+        if dtb.len() as u64 > DTB_RESERVE {
+            return Err(VmError::DeviceTree);
+        }
+        ram[dtb_offset as usize..][..dtb.len()].copy_from_slice(&dtb);
+        // Loaded code and data must reach the Point of Coherency before the
+        // guest runs with its caches off.
+        chroma_arch::aarch64::cache::clean_to_poc_and_invalidate_icache(pa as usize, size as usize);
+        Ok((ipa + kernel_offset, ipa + dtb_offset))
+    }
+
+    /// Stops the VM (first reason wins) and reports it. Returns true if this
+    /// call stopped it.
+    pub fn stop(&self, reason: StopReason) -> bool {
+        let mut stop = self.stop.lock();
+        if stop.is_some() {
+            return false;
+        }
+        *stop = Some(reason);
+        self.stopped.store(true, Ordering::SeqCst);
+        drop(stop);
+        // Flush a partial console line so nothing the guest printed is lost.
+        {
+            let mut uart = self.uart.lock();
+            if !uart.line.is_empty() {
+                let line: Vec<u8> = uart.line.take().to_vec();
+                crate::console::vm_line(&self.name, &line);
+            }
+        }
+        match reason {
+            StopReason::PoweredOff => log::info!("vm {} stopped: powered off", self.name),
+            StopReason::Faulted(what, value) => log::info!("vm {} stopped: faulted: {} ({:#x})", self.name, what, value),
+        }
+        true
+    }
+
+    /// Whether the VM has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,82 @@
+//! A polled driver for the physical Arm PL011 console UART.
+
+use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
+use tock_registers::{register_bitfields, register_structs};
+
+register_bitfields![u32,
+    /// Flag register.
+    FR [
+        /// Receive FIFO empty.
+        RXFE OFFSET(4) NUMBITS(1) [],
+        /// Transmit FIFO full.
+        TXFF OFFSET(5) NUMBITS(1) []
+    ]
+];
+
+register_structs! {
+    /// PL011 registers used by the driver (DDI 0183).
+    Registers {
+        (0x000 => dr: ReadWrite<u32>),
+        (0x004 => _reserved0),
+        (0x018 => fr: ReadOnly<u32, FR::Register>),
+        (0x01c => _reserved1),
+        (0x044 => icr: WriteOnly<u32>),
+        (0x048 => @END),
+    }
+}
+
+/// The physical console.
+pub struct Pl011 {
+    base: usize,
+}
+
+impl Pl011 {
+    /// A driver for the UART at `base`.
+    ///
+    /// # Safety
+    /// `base` must be a PL011 mapped as device memory (or reached with the
+    /// MMU off) for as long as the driver is used, and used by nothing else.
+    pub const unsafe fn new(base: usize) -> Self {
+        Self { base }
+    }
+
+    fn registers(&self) -> &Registers {
+        // SAFETY: `new`'s contract: `base` is a mapped PL011 used only here.
+        unsafe { &*(self.base as *const Registers) }
+    }
+
+    /// Writes one byte, waiting while the transmit FIFO is full.
+    pub fn write_byte(&self, byte: u8) {
+        while self.registers().fr.is_set(FR::TXFF) {
+            core::hint::spin_loop();
+        }
+        self.registers().dr.set(u32::from(byte));
+    }
+
+    /// Reads a received byte, if any.
+    pub fn read_byte(&self) -> Option<u8> {
+        if self.registers().fr.is_set(FR::RXFE) {
+            None
+        } else {
+            Some(self.registers().dr.get() as u8)
+        }
+    }
+
+    /// Clears any pending interrupt (the driver polls).
+    pub fn clear_interrupts(&self) {
+        self.registers().icr.set(0x7ff);
+    }
+}
+
+impl core::fmt::Write for Pl011 {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.write_byte(b'\r');
+            }
+            self.write_byte(b);
+        }
+        Ok(())
+    }
+}
