@@ -54,6 +54,37 @@ pub unsafe trait CacheOps {
 
     /// Flushes the pipeline so later instructions see earlier changes (`ISB`).
     fn isb(&self);
+
+    /// [`clean_range`] through these operations.
+    ///
+    /// # Safety
+    ///
+    /// As [`clean_range`].
+    unsafe fn clean_range(&self, va: HostVirtAddr, len: usize) -> usize {
+        // SAFETY: forwarded from the caller.
+        unsafe { clean_range(self, va, len) }
+    }
+
+    /// [`invalidate_range`] through these operations (partial edge lines
+    /// are cleaned and invalidated).
+    ///
+    /// # Safety
+    ///
+    /// As [`invalidate_range`].
+    unsafe fn invalidate_range(&self, va: HostVirtAddr, len: usize) -> usize {
+        // SAFETY: forwarded from the caller.
+        unsafe { invalidate_range(self, va, len) }
+    }
+
+    /// [`clean_invalidate_range`] through these operations.
+    ///
+    /// # Safety
+    ///
+    /// As [`clean_invalidate_range`].
+    unsafe fn clean_invalidate_range(&self, va: HostVirtAddr, len: usize) -> usize {
+        // SAFETY: forwarded from the caller.
+        unsafe { clean_invalidate_range(self, va, len) }
+    }
 }
 
 /// The line-aligned span covering `va..va+len`: `(first line, line count)`.
