@@ -4,10 +4,10 @@
 //! in one run over the same guest memory, printed with ratios.
 //!
 //! Run: `cargo bench -p chroma-virtio --bench net`.
+#![allow(clippy::cast_possible_truncation)]
 #![allow(unsafe_code, missing_docs)]
 
 #[path = "../tests/support/arena.rs"]
-#[allow(dead_code)]
 mod arena;
 
 use std::hint::black_box;

@@ -20,7 +20,7 @@ pub fn fold(mut sum: u32) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    sum as u16
+    u16::try_from(sum).unwrap_or(u16::MAX)
 }
 
 /// Completes the checksum of `frame` as §5.1.6.2 describes the device doing

@@ -337,7 +337,7 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
             return self.config_read(offset - reg::CONFIG, width);
         }
         // §4.2.2.2: control registers take 32-bit aligned accesses only.
-        if width != 4 || offset % 4 != 0 {
+        if width != 4 || !offset.is_multiple_of(4) {
             return Err(self.bad_access(VirtioError::InvalidAccess));
         }
         let value = match offset {
@@ -382,7 +382,7 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
         let mut bytes = [0u8; 4];
         let len = usize::from(width);
         // §4.2.2.2: device configuration accesses are naturally aligned 1, 2 or 4 bytes.
-        if !matches!(width, 1 | 2 | 4) || offset % u64::from(width) != 0 || offset >= reg::WINDOW_SIZE - reg::CONFIG {
+        if !matches!(width, 1 | 2 | 4) || !offset.is_multiple_of(u64::from(width)) || offset >= reg::WINDOW_SIZE - reg::CONFIG {
             return Err(self.bad_access(VirtioError::InvalidAccess));
         }
         self.device.read_config(offset, &mut bytes[..len]);
@@ -399,14 +399,14 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
         mem: &M,
     ) -> Result<MmioAction, VirtioError> {
         if offset >= reg::CONFIG {
-            if !matches!(width, 1 | 2 | 4) || offset % u64::from(width) != 0 || offset >= reg::WINDOW_SIZE {
+            if !matches!(width, 1 | 2 | 4) || !offset.is_multiple_of(u64::from(width)) || offset >= reg::WINDOW_SIZE {
                 return Err(self.bad_access(VirtioError::InvalidAccess));
             }
             let bytes = value.to_le_bytes();
             let result = self.device.write_config(offset - reg::CONFIG, &bytes[..usize::from(width)]);
             return result.map(|()| MmioAction::None).map_err(|e| self.bad_access(e));
         }
-        if width != 4 || offset % 4 != 0 {
+        if width != 4 || !offset.is_multiple_of(4) {
             return Err(self.bad_access(VirtioError::InvalidAccess));
         }
         match offset {

@@ -70,7 +70,7 @@ pub mod config {
     /// `max_virtqueue_pairs: le16`.
     pub const MAX_VIRTQUEUE_PAIRS: u64 = 8;
     /// Size of the fields this device defines.
-    pub const SIZE: u64 = 10;
+    pub const SIZE: usize = 10;
 }
 
 /// The virtio-net specific state: configuration space and offered features.
@@ -93,8 +93,8 @@ impl NetBackend {
         self.mac
     }
 
-    fn config_bytes(&self) -> [u8; config::SIZE as usize] {
-        let mut b = [0u8; config::SIZE as usize];
+    fn config_bytes(&self) -> [u8; config::SIZE] {
+        let mut b = [0u8; config::SIZE];
         b[..6].copy_from_slice(&self.mac);
         let status = if self.link_up { VIRTIO_NET_S_LINK_UP } else { 0 };
         b[6..8].copy_from_slice(&status.to_le_bytes());
@@ -386,7 +386,8 @@ fn deliver<M: GuestMemory>(
                     continue;
                 }
                 // The chains taken so far are unused: give them back.
-                q.rewind(chain_count as u16);
+                // chain_count <= MAX_RX_CHAINS (64).
+                q.rewind(u16::try_from(chain_count).unwrap_or(u16::MAX));
                 return Ok(RxPush::NoBuffers);
             }
         };
@@ -423,7 +424,8 @@ fn deliver<M: GuestMemory>(
             written += n;
             chain_written += n;
         }
-        chains[chain_count - 1].1 = chain_written as u32;
+        // chain_written <= need <= NET_HEADER_LEN + MAX_FRAME_LEN.
+        chains[chain_count - 1].1 = u32::try_from(chain_written).unwrap_or(u32::MAX);
         if written < need && verdict.is_ok() && (!mrg || chain_count == MAX_RX_CHAINS) {
             verdict = Err(DropReason::BufferTooSmall);
         }
@@ -435,7 +437,7 @@ fn deliver<M: GuestMemory>(
         return Ok(RxPush::Dropped(reason));
     }
     if mrg && chain_count > 1 {
-        let count = (chain_count as u16).to_le_bytes();
+        let count = u16::try_from(chain_count).unwrap_or(u16::MAX).to_le_bytes();
         for (k, at) in num_buffers_at.iter().enumerate() {
             if let Some(at) = at {
                 mem.write(*at, &count[k..k + 1])?;

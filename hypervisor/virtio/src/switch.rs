@@ -144,7 +144,8 @@ impl EgressQueue {
         }
         let slot = (self.head + self.count) % self.capacity();
         self.data[slot * MAX_FRAME_LEN..slot * MAX_FRAME_LEN + frame.len()].copy_from_slice(frame);
-        self.meta[slot] = (*header, frame.len() as u16);
+        // frame.len() <= MAX_FRAME_LEN, checked above.
+        self.meta[slot] = (*header, u16::try_from(frame.len()).unwrap_or(0));
         self.count += 1;
         true
     }
@@ -316,7 +317,8 @@ impl Switch {
         dst_mac.copy_from_slice(&self.frame[0..6]);
         src_mac.copy_from_slice(&self.frame[6..12]);
         if !is_multicast(&src_mac) && src_mac != [0; 6] {
-            self.fdb.learn(&src_mac, src as u16, now);
+            // Ports are numbered below port_count <= u16::MAX.
+            self.fdb.learn(&src_mac, u16::try_from(src).unwrap_or(u16::MAX), now);
         }
         let target = if is_multicast(&dst_mac) { None } else { self.fdb.lookup(&dst_mac, now) };
         if target == Some(src) {

@@ -1,5 +1,6 @@
 //! A deterministic long run of the fuzz entry points, so `cargo test`
 //! exercises them without cargo-fuzz: random inputs from a fixed seed.
+#![allow(clippy::cast_possible_truncation)]
 
 use chroma_virtio::fuzzing::{fuzz_queue, fuzz_transport};
 

@@ -1,6 +1,7 @@
 //! The hostile-guest catalogue: each case lets port 0's guest break a rule,
 //! asserts how the device contained it (error status, DEVICE_NEEDS_RESET,
 //! frame dropped and counted), and that ports 1 and 2 keep forwarding.
+#![allow(clippy::cast_possible_truncation)]
 
 use chroma_mem::vecmem::VecMemory;
 use chroma_mem::GuestMemory;
@@ -288,7 +289,7 @@ fn h16_rx_buffer_in_another_vms_memory() {
     assert_eq!(before, after, "VM 1's memory was written");
     assert_eq!(drivers[2].recv().expect("broadcast reached port 2").1, f);
     lab.assert_live();
-    assert_others_forward(&mut lab, &mut drivers[..].as_mut());
+    assert_others_forward(&mut lab, drivers[..].as_mut());
 }
 
 hostile!(h17_overlapping_buffers_on_the_ring_itself, NET_FEATURES, |lab, d, _m| {

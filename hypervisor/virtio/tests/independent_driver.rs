@@ -1,6 +1,7 @@
 //! The `virtio-drivers` crate's net driver, an implementation nobody here
 //! wrote, drives two chroma virtio-net devices joined by the switch and
 //! exchanges 100,000+ verified frames per configuration.
+#![allow(clippy::cast_possible_truncation)]
 #![allow(unsafe_code)]
 
 #[path = "support/arena.rs"]
@@ -98,11 +99,11 @@ fn exchange(features: u64, immediate: bool, total: u64, seed: u64) -> (u64, Worl
         let mut in_flight: Vec<(u16, Vec<u8>)> = Vec::new();
         for _ in 0..burst {
             let len = 60 + (rng.next() % 1455) as usize;
-            let dst = if seq % 17 == 0 { [0xff; 6] } else { MAC[to] };
+            let dst = if seq.is_multiple_of(17) { [0xff; 6] } else { MAC[to] };
             let frame = make_frame(seq, dst, MAC[from], len);
             seq += 1;
             sides[to].expected.push_back(frame.clone());
-            if immediate && seq % 4 == 0 {
+            if immediate && seq.is_multiple_of(4) {
                 // `send` posts header and frame as two buffers: an indirect
                 // table when INDIRECT_DESC was negotiated. It blocks until used.
                 // Earlier completions sit first in the used ring: reap them.

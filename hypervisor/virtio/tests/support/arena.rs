@@ -1,7 +1,7 @@
 //! Simulated guest RAM for host tests: a raw host allocation that both a
 //! driver (through raw pointers, as `virtio-drivers` wants) and the device
 //! (through `GuestMemory`) reach, and a `virtio-drivers` `Hal` over it.
-#![allow(dead_code, unsafe_code)]
+#![allow(dead_code, unsafe_code, clippy::cast_possible_truncation)]
 
 use std::alloc::{alloc_zeroed, Layout};
 use std::cell::RefCell;

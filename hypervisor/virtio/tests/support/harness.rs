@@ -1,6 +1,6 @@
 //! A `virtio-drivers` Hal and Transport over the arena, and a world of
 //! devices joined by the switch, for the independent-driver tests.
-#![allow(dead_code, unsafe_code)]
+#![allow(dead_code, unsafe_code, clippy::cast_possible_truncation)]
 
 use std::cell::RefCell;
 use std::ptr::NonNull;
