@@ -22,11 +22,13 @@ unsafe impl<T: Copy + Send> Sync for Shared<T> {}
 impl<T: Copy> Shared<T> {
     /// Creates a cell holding `value`.
     ///
-    /// Fails to compile (in const evaluation) for types larger than 8 bytes.
+    /// Panics (at compile time, for the `static`s this is meant for) for types
+    /// larger than 8 bytes or not aligned to their size.
     pub const fn new(value: T) -> Self {
         assert!(
-            core::mem::size_of::<T>() <= 8,
-            "Shared holds at most 8 bytes"
+            core::mem::size_of::<T>() <= 8
+                && core::mem::align_of::<T>() == core::mem::size_of::<T>(),
+            "Shared holds naturally aligned values of at most 8 bytes"
         );
         Self(UnsafeCell::new(value))
     }
