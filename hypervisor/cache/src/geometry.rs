@@ -511,6 +511,8 @@ mod tests {
     // from Table 4-181: 32KB L1 D 0x700FE01A (4-way, 128 sets, 64B),
     // 32KB L1 I 0x201FE00A (2-way, 256 sets, 64B), 512KB L2 0x703FE07A
     // (16-way, 512 sets). The Raspberry Pi 3 (BCM2837) uses 32KB/32KB/512KB.
+    // CTR, CLIDR and the L1 values match QEMU's cortex-a53 model
+    // (target/arm cpu64.c), which copies them from the TRM.
     #[test]
     fn cortex_a53() {
         let g = CacheGeometry::from_aarch64(
@@ -547,6 +549,7 @@ mod tests {
     // 0x0A200023; Table 4.37 CCSIDR_EL1: L1 D 32KB 2-way 0x701FE00A, L1 I
     // 48KB 3-way 0x201FE012, L2 2MB 16-way 0x70FFE07A (the "cortex-a57"
     // nodes of amd-seattle-cpus.dtsi agree: 256 sets of 64B for both L1s).
+    // All five values match QEMU's cortex-a57 model (target/arm cpu64.c).
     #[test]
     fn cortex_a57() {
         let g = CacheGeometry::from_aarch64(
@@ -577,7 +580,8 @@ mod tests {
 
     // Cortex-A72 TRM (100095_0003_06) 4.3 CTR_EL0 0x8444C004, CLIDR_EL1
     // 0x0A200023; CCSIDR_EL1 encodings: L1 D 32KB 2-way 0x701FE00A, L1 I 48KB
-    // 3-way 0x201FE012, L2 1MB 16-way 0x707FE07A (Raspberry Pi 4, BCM2711).
+    // 3-way 0x201FE012, L2 1MB 16-way 0x707FE07A (Raspberry Pi 4, BCM2711);
+    // as in QEMU's cortex-a72 model.
     #[test]
     fn cortex_a72() {
         let g = CacheGeometry::from_aarch64(
@@ -621,7 +625,9 @@ mod tests {
     // words, L1Ip VIPT, IminLine 8 words), CLIDR 0x0A200023; I-cache 2-way
     // with 32-byte lines (6.6.2: S = log2(size / (2 * 32))), D-cache 4-way
     // with 64-byte lines (6.6.1): 32KB I 0x203FE009, 32KB D 0x700FE01A,
-    // 512KB 8-way L2 0x707FE03A.
+    // 512KB 8-way L2 0x707FE03A. The CTR matches QEMU's cortex-a7 model; the
+    // CCSIDR values are encoded from the TRM's cache parameters (QEMU reuses
+    // its A15 values for the A7 and is no help there).
     #[test]
     fn cortex_a7() {
         let g = CacheGeometry::from_armv7(
@@ -648,7 +654,8 @@ mod tests {
 
     // Cortex-A15 MPCore TRM (DDI 0438I) 4.3.x: CTR 0x8444C004 (L1Ip PIPT),
     // CLIDR 0x0A200023, CCSIDR: L1 D 32KB 2-way 0x701FE00A, L1 I 32KB 2-way
-    // 0x201FE00A, L2 1MB 16-way 0x707FE07A.
+    // 0x201FE00A, L2 1MB 16-way 0x707FE07A. CTR, CLIDR and the L1 values
+    // match QEMU's cortex-a15 model.
     #[test]
     fn cortex_a15() {
         let g = CacheGeometry::from_armv7(
