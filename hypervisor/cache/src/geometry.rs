@@ -103,7 +103,7 @@ pub struct CacheType {
 
 /// Decodes an Armv7/Armv8 format cache type register (CTR_EL0 or CTR).
 ///
-/// CTR_EL0 bit 31 is RES1 and bits [30:28] may hold DIC/IDC on later cores,
+/// CTR_EL0 bit 31 is RES1 and bits `[30:28]` may hold DIC/IDC on later cores,
 /// so only bit 31 is checked for AArch64; Armv7 checks `[31:29] == 0b100`
 /// in [`decode_armv7_ctr`].
 pub fn decode_ctr_el0(ctr: u64) -> Result<CacheType, CacheError> {
@@ -161,7 +161,7 @@ pub enum LevelType {
     Unified,
 }
 
-/// Decodes CLIDR_EL1 (AArch64) or CLIDR (Armv7; same layout in bits [29:0]).
+/// Decodes CLIDR_EL1 (AArch64) or CLIDR (Armv7; same layout in bits `[29:0]`).
 ///
 /// Decoding stops at the first level whose Ctype is 0b000 (no cache), as
 /// the architecture requires software to.
@@ -203,8 +203,8 @@ pub struct CacheSize {
 /// Decodes CCSIDR_EL1 / CCSIDR.
 ///
 /// `ccidx` selects the FEAT_CCIDX 64-bit layout (ID_AA64MMFR2_EL1.CCIDX != 0):
-/// NumSets [55:32], Associativity [23:3], LineSize [2:0]. Without it:
-/// NumSets [27:13], Associativity [12:3], LineSize [2:0]. LineSize is
+/// NumSets `[55:32]`, Associativity `[23:3]`, LineSize `[2:0]`. Without it:
+/// NumSets `[27:13]`, Associativity `[12:3]`, LineSize `[2:0]`. LineSize is
 /// log2(bytes) - 4 in both.
 pub fn decode_ccsidr(ccsidr: u64, ccidx: bool) -> Result<CacheSize, CacheError> {
     let (sets_m1, ways_m1) = if ccidx {
@@ -376,9 +376,9 @@ impl CacheGeometry {
     }
 
     /// Builds the geometry of an Armv4-Armv6 core from its legacy-format CTR
-    /// (`[31:29] == 0b000`): Ctype [28:25], S [24], Dsize [23:12], Isize [11:0].
+    /// (`[31:29] == 0b000`): Ctype `[28:25]`, S `[24]`, Dsize `[23:12]`, Isize `[11:0]`.
     ///
-    /// Each size field is P [11], Size [9:6], Assoc [5:3], M [2], Len [1:0]
+    /// Each size field is P `[11]`, Size `[9:6]`, Assoc `[5:3]`, M `[2]`, Len `[1:0]`
     /// (ARM1176JZF-S TRM 3.2.3). Armv6 caches are VIPT, Armv5 caches VIVT.
     pub fn from_legacy_ctr(ctr: u32, arch: LegacyArch, page_size: u64) -> Result<Self, CacheError> {
         check_page_size(page_size)?;
