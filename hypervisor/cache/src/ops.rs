@@ -115,7 +115,7 @@ pub unsafe fn clean_range<O: CacheOps + ?Sized>(ops: &O, va: HostVirtAddr, len: 
     };
     for i in 0..count {
         // `line_span` proved `first + (count - 1) * line` does not overflow.
-        let at = HostVirtAddr::new(first + (i * line) as u64);
+        let at = HostVirtAddr::new(first + i as u64 * line as u64);
         // SAFETY: `at` lies in the caller's mapped range.
         unsafe { ops.clean_line(at) };
     }
@@ -139,7 +139,7 @@ pub unsafe fn clean_invalidate_range<O: CacheOps + ?Sized>(
         return 0;
     };
     for i in 0..count {
-        let at = HostVirtAddr::new(first + (i * line) as u64);
+        let at = HostVirtAddr::new(first + i as u64 * line as u64);
         // SAFETY: `at` lies in the caller's mapped range.
         unsafe { ops.clean_invalidate_line(at) };
     }
@@ -168,7 +168,7 @@ pub unsafe fn invalidate_range<O: CacheOps + ?Sized>(
     // `line_span` succeeded, so `start + len` does not overflow.
     let end = start + len as u64;
     for i in 0..count {
-        let at = first + (i * line) as u64;
+        let at = first + i as u64 * line as u64;
         let whole = at >= start && at + line as u64 <= end;
         let at = HostVirtAddr::new(at);
         if whole {
