@@ -267,8 +267,14 @@ fn hypercall(cpu: &mut Cpu, k: usize) -> Action {
             0
         }
         PsciCall::SystemReset => {
-            log::info!("vm {}: SYSTEM_RESET", vm.name);
-            vm.stop(StopReason::PoweredOff);
+            log::info!("vm {}: SYSTEM_RESET: restarting from its images", vm.name);
+            vm.power_off_all();
+            sched::kick_vm(&cpu.gic, vm, cpu.index);
+            if let Err(e) = vm.reset(id) {
+                vm.stop(StopReason::Faulted("reset failed", 0));
+                log::warn!("vm {}: reset failed: {e}", vm.name);
+            }
+            sched::kick_vm(&cpu.gic, vm, cpu.index);
             action = Action::Off;
             0
         }
@@ -306,18 +312,12 @@ fn cpu_on(cpu: &Cpu, vm: &Vm, target: u64, entry: u64, context: u64) -> PsciRetu
     }
 }
 
-/// Whether console input is waiting (CPU 0 then leaves the guest soon to
-/// pass it on).
-pub fn console_has_input() -> bool {
-    false
-}
-
 /// State of the console escape: Ctrl-A was typed.
 static ESCAPE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Reads typed bytes and delivers them to the VM with the input focus.
 /// Ctrl-A then: `n` next VM, `h` help, Ctrl-A a literal Ctrl-A.
-pub fn poll_console() {
+pub fn poll_console(gic: &chroma_arch::aarch64::gic::Gic, me: usize) {
     let sys = system();
     while let Some(byte) = crate::console::poll_input() {
         if sys.vms.is_empty() {
@@ -349,6 +349,7 @@ pub fn poll_console() {
             uart.model.interrupt_level()
         };
         let layout = chroma_platform::BOARD.guest_layout;
-        let _ = vm.vgic.lock().set_level(32 + layout.uart_spi, level);
+        let kick = vm.vgic.lock().set_level(32 + layout.uart_spi, level);
+        kick_vcpus(gic, vm, kick, me);
     }
 }

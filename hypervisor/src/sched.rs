@@ -210,7 +210,7 @@ pub fn run_cpu(index: usize) -> ! {
     }
     loop {
         if index == 0 {
-            crate::exits::poll_console();
+            crate::exits::poll_console(&cpu.gic, index);
         }
         match cpu.pick() {
             Some(k) => cpu.run(k),
@@ -305,6 +305,9 @@ impl Cpu {
         let vm = self.vcpus[k].vm;
         let id = self.vcpus[k].id;
         if vm.power[id].load(Ordering::Acquire) == power::ON_PENDING || !self.vcpus[k].started {
+            if vm.power[id].load(Ordering::Acquire) == power::OFF {
+                return;
+            }
             let (pc, x0) = if vm.power[id].load(Ordering::Acquire) == power::ON_PENDING {
                 *vm.boot[id].lock()
             } else {
@@ -342,9 +345,16 @@ impl Cpu {
         self.vcpus[k].waiting = false;
         loop {
             vm.vgic.lock().flush(id, &mut self.gic);
+            vm.running[id].store(true, Ordering::Release);
+            // A reset or stop may have turned this vCPU off since it was picked.
+            if vm.power[id].load(Ordering::Acquire) != power::ON || vm.is_stopped() {
+                vm.running[id].store(false, Ordering::Release);
+                return;
+            }
             // SAFETY: stage 2, VMPIDR and the EL1 context are vCPU k's (set
             // above); HCR_EL2 traps what the hypervisor must see.
             let kind = unsafe { enter_guest(&mut self.vcpus[k].registers) };
+            vm.running[id].store(false, Ordering::Release);
             vm.vgic.lock().sync(id, &self.gic);
             let action = match kind {
                 ExceptionKind::Synchronous => exits::handle_sync(self, k),
@@ -370,9 +380,6 @@ impl Cpu {
                 }
                 Action::Yield => return,
                 Action::Off => return,
-            }
-            if self.index == 0 && crate::exits::console_has_input() {
-                return;
             }
         }
     }

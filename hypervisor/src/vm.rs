@@ -58,8 +58,6 @@ pub const FAULT_LIMIT: u32 = 1000;
 
 /// One VM.
 pub struct Vm {
-    /// Index in the VM list.
-    pub index: usize,
     /// Unique name from the configuration.
     pub name: String,
     /// Stage-2 VMID.
@@ -90,6 +88,12 @@ pub struct Vm {
     pub fault_log: Mutex<RateLimit>,
     /// Where the kernel starts (IPA) and the DTB (IPA) for vCPU 0.
     pub entry: (u64, u64),
+    /// The manifest record, kept to reload the images on SYSTEM_RESET.
+    pub spec: VmSpec<'static>,
+    /// Each vCPU is inside the guest right now (between entry and exit).
+    pub running: [AtomicBool; MAX_VCPUS],
+    /// Times the VM was restarted by SYSTEM_RESET.
+    pub resets: AtomicU32,
 }
 
 /// Why a VM could not be created (reported, and the VM is skipped).
@@ -139,7 +143,7 @@ fn image_header(kernel: &[u8]) -> Option<(u64, u64)> {
 
 impl Vm {
     /// Builds a VM from its manifest record: memory, stage-2, images, DTB.
-    pub fn create(index: usize, spec: &VmSpec, board: &BoardInfo, version: GicVersion) -> Result<Self, VmError> {
+    pub fn create(index: usize, spec: &VmSpec<'static>, board: &BoardInfo, version: GicVersion) -> Result<Self, VmError> {
         let ram_ipa = spec.memory_base;
         let ram_size = spec.memory_bytes;
         let ram_pa = FRAMES.lock().alloc(ram_size).ok_or(VmError::NoMemory)?;
@@ -160,7 +164,6 @@ impl Vm {
             }
         }
         let mut vm = Vm {
-            index,
             name: String::from(spec.name),
             vmid: (index + 1) as u16,
             stage2,
@@ -176,6 +179,9 @@ impl Vm {
             faults: AtomicU32::new(0),
             fault_log: Mutex::new(RateLimit::default()),
             entry: (0, 0),
+            spec: *spec,
+            running: core::array::from_fn(|_| AtomicBool::new(false)),
+            resets: AtomicU32::new(0),
         };
         vm.entry = vm.load(spec, version)?;
         Ok(vm)
@@ -241,6 +247,40 @@ impl Vm {
             StopReason::Faulted(what, value) => log::info!("vm {} stopped: faulted: {} ({:#x})", self.name, what, value),
         }
         true
+    }
+
+    /// Turns every vCPU off (the first step of a reset).
+    pub fn power_off_all(&self) {
+        for id in 0..self.vcpu_count {
+            self.power[id].store(power::OFF, Ordering::Release);
+        }
+    }
+
+    /// SYSTEM_RESET from vCPU `caller`: stops the other vCPUs, reloads the
+    /// images into guest RAM and restarts vCPU 0 at the kernel entry, as a
+    /// board reset would. The caller's vCPU goes off (unless it is vCPU 0,
+    /// which restarts).
+    pub fn reset(&self, caller: usize) -> Result<(), VmError> {
+        // The caller turned every vCPU off and kicked their CPUs. The other vCPUs leave the guest at their next exit (the caller
+        // kicks their CPUs); wait until none is inside it any more.
+        for id in (0..self.vcpu_count).filter(|&id| id != caller) {
+            while self.running[id].load(Ordering::Acquire) {
+                core::hint::spin_loop();
+            }
+        }
+        // SAFETY: no vCPU of this VM runs (checked above), so nothing else
+        // touches guest RAM while it is cleared and reloaded.
+        let ram = unsafe { crate::mm::phys_slice_mut(self.ram.1, self.ram.2 as usize) };
+        ram.fill(0);
+        let version = self.vgic.lock().version();
+        let entry = self.load(&self.spec, version)?;
+        *self.vgic.lock() = Vgic::new(version, self.vcpu_count);
+        self.uart.lock().model = Pl011::new();
+        self.faults.store(0, Ordering::Relaxed);
+        self.resets.fetch_add(1, Ordering::Relaxed);
+        *self.boot[0].lock() = entry;
+        self.power[0].store(power::ON_PENDING, Ordering::Release);
+        Ok(())
     }
 
     /// Whether the VM has stopped.
