@@ -15,6 +15,9 @@ use crate::{workspace_root, Board, Result};
 /// The exit status `--timeout` ends with (as timeout(1) does).
 pub const TIMEOUT_EXIT: u8 = 124;
 
+/// QEMU's console escape key in interactive runs: Ctrl-] (ASCII 29).
+const QEMU_ESCAPE_KEY: &str = "29";
+
 /// Options of `cargo xtask run` (and `scripts/run.sh`).
 #[derive(Args, Clone, Debug)]
 pub struct RunArgs {
@@ -81,12 +84,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     } else {
         build_all(args.board)?
     };
-    let bundle_path = write_bundle(
-        &images.hypervisor_bin,
-        &manifest_bytes,
-        args.board,
-        &config,
-    )?;
+    let bundle_path = write_bundle(&images.hypervisor_bin, &manifest_bytes, args.board, &config)?;
     let mut qemu = qemu_command(args, &bundle_path);
     eprintln!("xtask: {}", command_line(&qemu));
     if args.gdb {
@@ -96,7 +94,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         );
     }
     if !args.headless && !args.gdb {
-        eprintln!("xtask: interactive console; press Ctrl-A then X to quit QEMU");
+        eprintln!(
+            "xtask: interactive console: Ctrl-A n sends input to the next VM, \
+             Ctrl-] x quits QEMU, Ctrl-] h lists QEMU's keys"
+        );
     }
     let code = run_qemu(&mut qemu, args.timeout.map(Duration::from_secs))?;
     Ok(ExitCode::from(code))
@@ -161,7 +162,10 @@ pub fn qemu_command(args: &RunArgs, bundle: &Path) -> Command {
         command.arg("-no-reboot");
         command.stdin(Stdio::null());
     } else {
-        command.arg("-nographic");
+        // The console is this terminal. QEMU's escape key moves from Ctrl-A to
+        // Ctrl-] so that Ctrl-A reaches the hypervisor's console switch
+        // (Ctrl-A n: input to the next VM).
+        command.args(["-nographic", "-echr", QEMU_ESCAPE_KEY]);
     }
     if args.gdb {
         command.args(["-s", "-S"]);
@@ -238,7 +242,7 @@ mod tests {
     #[test]
     fn interactive_qemu_has_a_console_and_no_semihosting() {
         let text = line(&qemu_command(&args(&["--gdb"]), Path::new("/b.bin")));
-        assert!(text.contains("-nographic"), "{text}");
+        assert!(text.contains("-nographic -echr 29"), "{text}");
         assert!(text.contains("gic-version=2"), "{text}");
         assert!(text.contains("-s -S"), "{text}");
         assert!(!text.contains("semihosting"), "{text}");
