@@ -29,7 +29,7 @@ fi
 [[ -n $objcopy ]] || { echo "build.sh: no objcopy found (set OBJCOPY)" >&2; exit 1; }
 
 target=aarch64-unknown-none-softfloat
-all_guests=(probe crasher)
+all_guests=(probe crasher netsvc netclient)
 guests=("$@")
 [[ ${#guests[@]} -gt 0 ]] || guests=("${all_guests[@]}")
 

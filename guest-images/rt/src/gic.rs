@@ -1,8 +1,8 @@
 //! GICv2 (GICD + GICC) and GICv3 (GICD + GICR + ICC system registers) drivers.
 //!
 //! Only what the test guests need: enable the distributor and this CPU's
-//! interface, enable a PPI or SGI, acknowledge and end interrupts, and send
-//! SGIs. Every interrupt is Group 1 (non-secure) where the GIC distinguishes
+//! interface, enable a PPI or SGI, route and enable an SPI to this CPU,
+//! acknowledge and end interrupts, and send SGIs. Every interrupt is Group 1 (non-secure) where the GIC distinguishes
 //! groups, as Linux configures it, and all accesses are 32-bit except
 //! GICR_TYPER, so an emulated GIC needs no byte or halfword accesses.
 
@@ -93,6 +93,14 @@ register_structs! {
         (0xbfc => _reserved3),
         (0xf00 => sgir: WriteOnly<u32, GICD_SGIR::Register>),
         (0xf04 => @END),
+    },
+
+    /// GICv3 distributor SPI routing: GICD_IROUTER<n> at GICD + 0x6000 + 8n,
+    /// for n = 32..=1019, each accessed as two 32-bit halves.
+    DistributorRoutingRegisters {
+        (0x000 => _reserved0),
+        (0x100 => irouter: [ReadWrite<u32>; 2 * 988]),
+        (0x1fe0 => @END),
     },
 
     /// GICv2 CPU interface registers used here.
@@ -291,6 +299,48 @@ impl Gic {
                 sgi.isenabler0.set(bit);
             }
         }
+    }
+
+    /// Routes shared peripheral interrupt `intid` (32..=1019) to this CPU,
+    /// gives it the default priority (Group 1 on a GICv3, like every other
+    /// interrupt here) and enables it. Its trigger mode is left as reset or
+    /// firmware set it (level for QEMU virt's devices). Ignores other INTIDs.
+    pub fn enable_shared(&self, intid: u32) {
+        if !(32..SPECIAL_INTID_START).contains(&intid) {
+            return;
+        }
+        let distributor = self.distributor();
+        let bit = 1u32 << (intid % 32);
+        let word = (intid / 32) as usize;
+        let index = (intid / 4) as usize;
+        let shift = (intid % 4) * 8;
+        let priority = &distributor.ipriorityr[index];
+        priority.set((priority.get() & !(0xff << shift)) | (DEFAULT_PRIORITY << shift));
+        match *self {
+            Self::V2 { .. } => {
+                // GICD_ITARGETSR: one byte per interrupt, a CPU-interface mask.
+                let mask = match self.cpu_target_mask() {
+                    0 => 1 << (MPIDR_EL1.get() & 0x7),
+                    mask => mask,
+                };
+                let target = &distributor.itargetsr[index];
+                target.set((target.get() & !(0xff << shift)) | (mask << shift));
+            }
+            Self::V3 { distributor: base, .. } => {
+                distributor.igroupr[word].set(distributor.igroupr[word].get() | bit);
+                // GICD_IROUTER<n>: Interrupt_Routing_Mode 0 (bit 31) and this
+                // CPU's Aff2.Aff1.Aff0 in the low half, Aff3 in the high half.
+                let mpidr = MPIDR_EL1.get();
+                // SAFETY: GICD_IROUTER<n> lies in the distributor frame the DTB
+                // names (GICv3 architecture, 12.9.22), a device for the whole
+                // run, accessed only through tock-registers' volatile cells.
+                let routing = unsafe { &*((base + 0x6000) as *const DistributorRoutingRegisters) };
+                let half = 2 * (intid as usize - 32);
+                routing.irouter[half].set((mpidr & 0x00ff_ffff) as u32);
+                routing.irouter[half + 1].set(((mpidr >> 32) & 0xff) as u32);
+            }
+        }
+        distributor.isenabler[word].set(bit);
     }
 
     /// Disables a private interrupt on this CPU.
