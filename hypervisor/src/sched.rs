@@ -212,6 +212,8 @@ pub fn run_cpu(index: usize) -> ! {
         if index == 0 {
             crate::exits::poll_console(&cpu.gic, index);
         }
+        // Parked vCPUs whose timer expired while others ran become runnable.
+        cpu.wake_expired_timers();
         match cpu.pick() {
             Some(k) => cpu.run(k),
             None => cpu.idle(),
@@ -336,12 +338,10 @@ impl Cpu {
             sysreg::write_vmpidr_el2(1 << 31 | id as u64);
             sysreg::isb();
         }
-        // Another runnable vCPU here: give this one a slice.
-        if self.runnable_count() > 1 {
-            self.arm_timer(now() + SLICE_MS * sys.ticks_per_ms);
-        } else if self.index == 0 {
-            self.arm_timer(now() + CONSOLE_POLL_MS * sys.ticks_per_ms);
-        }
+        // Wake up for the earliest of: the end of a slice (another vCPU is
+        // runnable here), a parked vCPU's timer, the console poll.
+        let slice = (self.runnable_count() > 1).then(|| now() + SLICE_MS * sys.ticks_per_ms);
+        self.arm_timer(self.next_deadline(Some(k), slice));
         self.vcpus[k].waiting = false;
         loop {
             vm.vgic.lock().flush(id, &mut self.gic);
@@ -442,18 +442,33 @@ impl Cpu {
         }
     }
 
-    /// Nothing to run: sleep until an interrupt or the next timer deadline.
-    fn idle(&mut self) {
+    /// The earliest moment this CPU must look at its vCPUs again: a parked
+    /// vCPU's virtual timer (other than `running`, whose timer fires by
+    /// itself), the console poll on CPU 0, and `extra`.
+    fn next_deadline(&self, running: Option<usize>, extra: Option<u64>) -> u64 {
         let sys = system();
-        let mut deadline = now() + if self.index == 0 { CONSOLE_POLL_MS } else { 1000 } * sys.ticks_per_ms;
+        let poll = if self.index == 0 { CONSOLE_POLL_MS } else { 1000 };
+        let mut deadline = now() + poll * sys.ticks_per_ms;
+        if let Some(extra) = extra {
+            deadline = deadline.min(extra);
+        }
         for (k, v) in self.vcpus.iter().enumerate() {
-            let control = if self.loaded == Some(k) { sysreg::cntv_ctl_el0() } else { v.context.sysregs[25] };
-            let cval = if self.loaded == Some(k) { sysreg::cntv_cval_el0() } else { v.context.sysregs[24] };
+            if Some(k) == running {
+                continue;
+            }
+            let live = self.loaded == Some(k);
+            let control = if live { sysreg::cntv_ctl_el0() } else { v.context.sysregs[25] };
+            let cval = if live { sysreg::cntv_cval_el0() } else { v.context.sysregs[24] };
             if control & 0b011 == 0b001 {
                 deadline = deadline.min(cval);
             }
         }
-        self.arm_timer(deadline);
+        deadline
+    }
+
+    /// Nothing to run: sleep until an interrupt or the next timer deadline.
+    fn idle(&mut self) {
+        self.arm_timer(self.next_deadline(None, None));
         sysreg::wfi();
         self.handle_interrupts();
         self.wake_expired_timers();
