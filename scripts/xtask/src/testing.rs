@@ -32,6 +32,17 @@ pub struct Counts {
     pub failed: u64,
 }
 
+/// A stage that is one test, passed.
+const ONE_PASSED: Counts = Counts {
+    passed: 1,
+    failed: 0,
+};
+/// A stage that is one test, failed (or that could not run).
+const ONE_FAILED: Counts = Counts {
+    passed: 0,
+    failed: 1,
+};
+
 impl Counts {
     fn add(&mut self, other: Counts) {
         self.passed += other.passed;
@@ -114,13 +125,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
             single_stage(&mut oracle)
         } else {
             println!("oracle: FAILED (missing: crate chroma-cache has no `oracle` binary yet)");
-            (
-                Counts {
-                    passed: 0,
-                    failed: 1,
-                },
-                " (oracle missing)".to_owned(),
-            )
+            (ONE_FAILED, " (oracle missing)".to_owned())
         };
         report("oracle", counts, &note);
     }
@@ -138,29 +143,18 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         }
     }
 
-    // 4. Images, which the system tests boot.
+    // 4. Images, which the system tests boot. A filter that leaves this
+    //    stage out still builds them but counts the build only if it fails.
     let built = match build_all(Board::QemuVirtAarch64) {
         Ok(_) => {
-            report(
-                "build",
-                Counts {
-                    passed: 1,
-                    failed: 0,
-                },
-                "",
-            );
+            if selected("build") {
+                report("build", ONE_PASSED, "");
+            }
             true
         }
         Err(message) => {
             println!("build: FAILED ({message})");
-            report(
-                "build",
-                Counts {
-                    passed: 0,
-                    failed: 1,
-                },
-                "",
-            );
+            report("build", ONE_FAILED, "");
             false
         }
     };
@@ -184,14 +178,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         report("system", counts, &note);
     } else {
         println!("system: FAILED (not run: the images did not build)");
-        report(
-            "system",
-            Counts {
-                passed: 0,
-                failed: 1,
-            },
-            " (not run)",
-        );
+        report("system", ONE_FAILED, " (not run)");
     }
 
     println!("{}", summary_line(total));
@@ -283,13 +270,7 @@ fn run_cargo_stage(command: &mut Command) -> (Counts, String) {
         }
         Err(message) => {
             println!("{message}");
-            (
-                Counts {
-                    passed: 0,
-                    failed: 1,
-                },
-                " (did not start)".to_owned(),
-            )
+            (ONE_FAILED, " (did not start)".to_owned())
         }
     }
 }
@@ -297,29 +278,11 @@ fn run_cargo_stage(command: &mut Command) -> (Counts, String) {
 /// Runs a non-cargo stage: one test, passed when it exits 0.
 fn single_stage(command: &mut Command) -> (Counts, String) {
     match run_echoing(command) {
-        Ok((_, true, _)) => (
-            Counts {
-                passed: 1,
-                failed: 0,
-            },
-            String::new(),
-        ),
-        Ok((_, false, status)) => (
-            Counts {
-                passed: 0,
-                failed: 1,
-            },
-            format!(" ({status})"),
-        ),
+        Ok((_, true, _)) => (ONE_PASSED, String::new()),
+        Ok((_, false, status)) => (ONE_FAILED, format!(" ({status})")),
         Err(message) => {
             println!("{message}");
-            (
-                Counts {
-                    passed: 0,
-                    failed: 1,
-                },
-                " (did not start)".to_owned(),
-            )
+            (ONE_FAILED, " (did not start)".to_owned())
         }
     }
 }
@@ -410,13 +373,7 @@ test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; fini
     fn a_run_that_failed_without_results_counts_as_a_failure() {
         let compile_error = "error[E0425]: cannot find value `x` in this scope\n";
         assert_eq!(parse_cargo_results(compile_error), None);
-        assert_eq!(
-            cargo_stage_counts(compile_error, false),
-            Counts {
-                passed: 0,
-                failed: 1
-            }
-        );
+        assert_eq!(cargo_stage_counts(compile_error, false), ONE_FAILED);
         // A non-zero exit with only passing results (a test binary that crashed) fails too.
         assert_eq!(
             cargo_stage_counts(PASSING, false),
