@@ -1,5 +1,330 @@
 //! Test guest: pings a server, then sends it pseudo-random data over TCP.
+//!
+//! Bootargs (defaults in brackets): `net.ip=` [10.0.2.16/24], `net.gw=`
+//! [10.0.2.2], `client.server=` [10.0.2.15], `client.ping=N` [3] echo
+//! requests, `client.mib=N` [16] MiB to send to the server's sink (port 9),
+//! `client.seed=N` [1] for the xorshift64 byte stream. Prints one line per
+//! ping reply, the transfer's checksums from both ends, the throughput, then
+//! `netclient: done` and powers off. A failure prints a line with `FAIL` and
+//! powers off.
 #![no_std]
 #![no_main]
-fn main(_boot: &'static chroma_guest_rt::Boot) -> ! { chroma_guest_rt::power_off() }
-chroma_guest_rt::entry!(main);
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+extern crate alloc;
+
+use alloc::vec;
+
+use chroma_guest_netsvc::checksum::{Fnv64, XorShiftStream};
+use chroma_guest_netsvc::irq;
+use chroma_guest_netsvc::stack::{NetConfig, NetStack};
+use chroma_guest_rt::args::BootArgs;
+use chroma_guest_rt::{println, timer, Boot};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::socket::{icmp, tcp};
+use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpAddress, Ipv4Address, Ipv4Cidr};
+
+chroma_guest_rt::entry!(start);
+
+/// The server's sink port.
+const SINK_PORT: u16 = 9;
+/// ICMP echo identifier ("NC").
+const PING_IDENT: u16 = 0x4e43;
+/// How long each echo request waits for its reply.
+const PING_TIMEOUT_MS: u64 = 1000;
+/// Bytes of payload in each echo request.
+const PING_PAYLOAD: usize = 56;
+/// How long the connection may take to open.
+const CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// How long the transfer may go without any progress (bytes queued or
+/// received) before it counts as failed.
+const STALL_TIMEOUT_MS: u64 = 15_000;
+/// The send buffer (how much can be in flight).
+const TX_BYTES: usize = 64 * 1024;
+const RX_BYTES: usize = 4 * 1024;
+
+fn start(boot: &'static Boot) -> ! {
+    chroma_guest_netsvc::main_stack::run(boot, main)
+}
+
+/// What the bootargs ask for.
+struct Plan {
+    server: Ipv4Address,
+    ping_count: u64,
+    mebibytes: u64,
+    seed: u64,
+}
+
+fn main(boot: &'static Boot) -> ! {
+    let args = BootArgs::new(boot.platform.bootargs);
+    let config = NetConfig::from_bootargs(
+        &args,
+        Ipv4Cidr::new(Ipv4Address::new(10, 0, 2, 16), 24),
+        Some(Ipv4Address::new(10, 0, 2, 2)),
+    )
+    .unwrap_or_else(|error| fail(format_args!("{}", error)));
+    let server = match args.value("client.server") {
+        Some(text) => text
+            .parse()
+            .unwrap_or_else(|_| fail(format_args!("malformed bootarg client.server"))),
+        None => Ipv4Address::new(10, 0, 2, 15),
+    };
+    let plan = Plan {
+        server,
+        ping_count: args.number("client.ping").unwrap_or(3),
+        mebibytes: args.number("client.mib").unwrap_or(16),
+        seed: args.number("client.seed").unwrap_or(1),
+    };
+    let mut stack = NetStack::start(boot, config).unwrap_or_else(|error| fail(format_args!("{}", error)));
+    println!("netclient: ip {} mac {}", stack.config.address, stack.mac());
+    println!(
+        "netclient: info device at {:#x}, wakeup {:?}; server {} ping {} mib {} seed {}",
+        stack.slot.base, stack.wakeup, plan.server, plan.ping_count, plan.mebibytes, plan.seed
+    );
+    println!("netclient: link up");
+
+    ping(&mut stack, &plan);
+    transfer(&mut stack, &plan);
+
+    let counters = stack.counters();
+    let (device_interrupts, timer_interrupts) = irq::interrupt_counts();
+    println!(
+        "netclient: info rx {} tx {} irq {} timer {} errors {}/{}",
+        counters.rx_packets,
+        counters.tx_packets,
+        device_interrupts,
+        timer_interrupts,
+        counters.rx_errors,
+        counters.tx_errors
+    );
+    println!("netclient: done");
+    chroma_guest_rt::power_off()
+}
+
+/// Prints a FAIL line and powers off.
+fn fail(reason: core::fmt::Arguments<'_>) -> ! {
+    println!("netclient: FAIL {}", reason);
+    chroma_guest_rt::power_off()
+}
+
+/// Sends `plan.ping_count` echo requests one after the other, each waiting
+/// up to [`PING_TIMEOUT_MS`] for its reply.
+fn ping(stack: &mut NetStack, plan: &Plan) {
+    if plan.ping_count == 0 {
+        return;
+    }
+    let buffer = || icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 1024]);
+    let mut socket = icmp::Socket::new(buffer(), buffer());
+    if socket.bind(icmp::Endpoint::Ident(PING_IDENT)).is_err() {
+        fail(format_args!("cannot bind the ICMP socket"));
+    }
+    let handle = stack.sockets.add(socket);
+    let checksums = ChecksumCapabilities::default();
+    let payload = [0x5au8; PING_PAYLOAD];
+    let mut replies = 0;
+    for sequence in 1..=plan.ping_count {
+        let sequence_number = (sequence & 0xffff) as u16;
+        let request = Icmpv4Repr::EchoRequest {
+            ident: PING_IDENT,
+            seq_no: sequence_number,
+            data: &payload,
+        };
+        let sent_at = timer::now();
+        {
+            let socket = stack.sockets.get_mut::<icmp::Socket>(handle);
+            match socket.send(request.buffer_len(), IpAddress::Ipv4(plan.server)) {
+                Ok(bytes) => request.emit(&mut Icmpv4Packet::new_unchecked(bytes), &checksums),
+                Err(_) => fail(format_args!("ping {} could not be queued", sequence)),
+            }
+        }
+        let deadline = sent_at.saturating_add(timer::ticks_in_ms(PING_TIMEOUT_MS));
+        let mut answered = false;
+        while !answered && timer::now() < deadline {
+            stack.poll();
+            let socket = stack.sockets.get_mut::<icmp::Socket>(handle);
+            while let Ok((data, from)) = socket.recv() {
+                let Ok(packet) = Icmpv4Packet::new_checked(data) else { continue };
+                let Ok(Icmpv4Repr::EchoReply { ident, seq_no, .. }) =
+                    Icmpv4Repr::parse(&packet, &checksums)
+                else {
+                    continue;
+                };
+                if ident == PING_IDENT && seq_no == sequence_number {
+                    let micros = (timer::now() - sent_at) * 1_000_000 / timer::frequency();
+                    println!("netclient: ping {} reply from {}", sequence, from);
+                    println!("netclient: info ping {} rtt {} us", sequence, micros);
+                    answered = true;
+                }
+            }
+            if !answered {
+                stack.sleep(deadline);
+            }
+        }
+        if answered {
+            replies += 1;
+        } else {
+            println!("netclient: ping {} no reply", sequence);
+        }
+    }
+    stack.sockets.remove(handle);
+    println!("netclient: ping {}/{} replies", replies, plan.ping_count);
+    if replies != plan.ping_count {
+        fail(format_args!("ping: {} of {} replies", replies, plan.ping_count));
+    }
+}
+
+/// Parses the sink's answer, `len=<n> fnv64=<hex>`.
+fn parse_answer(line: &str) -> Option<(u64, u64)> {
+    let mut length = None;
+    let mut hash = None;
+    for word in line.split_ascii_whitespace() {
+        if let Some(value) = word.strip_prefix("len=") {
+            length = value.parse().ok();
+        } else if let Some(value) = word.strip_prefix("fnv64=") {
+            hash = u64::from_str_radix(value, 16).ok();
+        }
+    }
+    Some((length?, hash?))
+}
+
+/// Connects to the sink, sends the stream, half-closes, reads the answer.
+fn transfer(stack: &mut NetStack, plan: &Plan) {
+    let total = plan.mebibytes.saturating_mul(1024 * 1024);
+    let rx = tcp::SocketBuffer::new(vec![0; RX_BYTES]);
+    let tx = tcp::SocketBuffer::new(vec![0; TX_BYTES]);
+    let handle = stack.sockets.add(tcp::Socket::new(rx, tx));
+    let local_port = 49152 + (timer::now() % 16384) as u16;
+    {
+        let socket = stack.sockets.get_mut::<tcp::Socket>(handle);
+        if socket
+            .connect(stack.interface.context(), (plan.server, SINK_PORT), local_port)
+            .is_err()
+        {
+            fail(format_args!("cannot connect to {}:{}", plan.server, SINK_PORT));
+        }
+    }
+    let connect_deadline = timer::now().saturating_add(timer::ticks_in_ms(CONNECT_TIMEOUT_MS));
+    loop {
+        stack.poll();
+        let socket = stack.sockets.get_mut::<tcp::Socket>(handle);
+        match socket.state() {
+            tcp::State::Established => break,
+            tcp::State::SynSent | tcp::State::SynReceived => {}
+            state => fail(format_args!(
+                "connection to {}:{} refused ({})",
+                plan.server, SINK_PORT, state
+            )),
+        }
+        if timer::now() >= connect_deadline {
+            fail(format_args!("connection to {}:{} timed out", plan.server, SINK_PORT));
+        }
+        stack.sleep(connect_deadline);
+    }
+    println!("netclient: connected to {}:{}", plan.server, SINK_PORT);
+
+    let stall_ticks = timer::ticks_in_ms(STALL_TIMEOUT_MS);
+    let started = timer::now();
+    let mut stream = XorShiftStream::new(plan.seed);
+    let mut hash = Fnv64::new();
+    let mut answer = [0u8; 96];
+    let mut answer_length = 0;
+    let mut closed = false;
+    let mut last_progress = started;
+    let finished = loop {
+        stack.poll();
+        let socket = stack.sockets.get_mut::<tcp::Socket>(handle);
+        let mut progress = false;
+        while hash.length() < total && socket.can_send() {
+            let remaining = total - hash.length();
+            let queued = socket.send(|buffer| {
+                let count = buffer.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                stream.fill(&mut buffer[..count]);
+                hash.update(&buffer[..count]);
+                (count, count)
+            });
+            match queued {
+                Ok(count) if count > 0 => progress = true,
+                _ => break,
+            }
+        }
+        if hash.length() == total && !closed {
+            // Half-close: FIN after the data; the answer still comes in.
+            socket.close();
+            closed = true;
+            progress = true;
+        }
+        while socket.can_recv() && answer_length < answer.len() {
+            match socket.recv_slice(&mut answer[answer_length..]) {
+                Ok(count) if count > 0 => {
+                    answer_length += count;
+                    progress = true;
+                }
+                _ => break,
+            }
+        }
+        if answer[..answer_length].contains(&b'\n') || answer_length == answer.len() {
+            break timer::now();
+        }
+        if !socket.is_open() || (!socket.may_recv() && closed) {
+            fail(format_args!(
+                "connection closed after {} bytes sent, no answer",
+                hash.length()
+            ));
+        }
+        let now = timer::now();
+        if progress {
+            last_progress = now;
+            continue;
+        }
+        if now.saturating_sub(last_progress) >= stall_ticks {
+            fail(format_args!(
+                "transfer stalled after {} bytes sent (state {})",
+                hash.length(),
+                socket.state()
+            ));
+        }
+        stack.sleep(last_progress.saturating_add(stall_ticks));
+    };
+
+    let text = core::str::from_utf8(&answer[..answer_length]).unwrap_or("");
+    let text = text.split('\n').next().unwrap_or("");
+    let Some((server_length, server_hash)) = parse_answer(text) else {
+        fail(format_args!("malformed answer {:?}", text));
+    };
+    let matches = server_length == hash.length() && server_hash == hash.value();
+    println!(
+        "netclient: transfer {} bytes fnv64={:016x} server fnv64={:016x} {}",
+        hash.length(),
+        hash.value(),
+        server_hash,
+        if matches { "match" } else { "MISMATCH" }
+    );
+    let ticks = finished.saturating_sub(started).max(1);
+    let frequency = u128::from(timer::frequency());
+    let kib_per_second = u128::from(hash.length()) * frequency / (1024 * u128::from(ticks));
+    let milliseconds = u128::from(ticks) * 1000 / frequency;
+    println!(
+        "netclient: info throughput {} KiB/s ({} bytes in {} ms)",
+        kib_per_second,
+        hash.length(),
+        milliseconds
+    );
+    if !matches {
+        fail(format_args!(
+            "checksum mismatch: sent {} bytes, server counted {}",
+            hash.length(),
+            server_length
+        ));
+    }
+    // Acknowledge the server's FIN (so its socket closes and listens again)
+    // before powering off: wait for TIME-WAIT or CLOSED, briefly.
+    let linger_deadline = timer::now().saturating_add(timer::ticks_in_ms(2000));
+    loop {
+        stack.poll();
+        let state = stack.sockets.get_mut::<tcp::Socket>(handle).state();
+        if matches!(state, tcp::State::TimeWait | tcp::State::Closed) || timer::now() >= linger_deadline {
+            break;
+        }
+        stack.sleep(linger_deadline);
+    }
+}
