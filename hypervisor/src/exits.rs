@@ -58,7 +58,7 @@ pub fn handle_sync(cpu: &mut Cpu, k: usize) -> Action {
     match exit {
         Exit::Mmio(access) => {
             let registers = &mut cpu.vcpus[k].registers;
-            match emulate_mmio(vm, id, &access, registers) {
+            match emulate_mmio(&cpu.gic, cpu.index, vm, id, &access, registers) {
                 Ok(kick) => {
                     registers.pc += 4;
                     if kick != 0 {
@@ -101,7 +101,14 @@ pub fn handle_sync(cpu: &mut Cpu, k: usize) -> Action {
 
 /// Emulates an access to a device; `Err` means no device there. Returns
 /// vCPUs to kick.
-fn emulate_mmio(vm: &Vm, vcpu: usize, access: &MmioAccess, registers: &mut GuestRegisters) -> Result<u32, ()> {
+fn emulate_mmio(
+    gic: &chroma_arch::aarch64::gic::Gic,
+    me: usize,
+    vm: &Vm,
+    vcpu: usize,
+    access: &MmioAccess,
+    registers: &mut GuestRegisters,
+) -> Result<u32, ()> {
     let layout = chroma_platform::BOARD.guest_layout;
     let ipa = access.ipa.raw();
     let sys = system();
@@ -125,6 +132,18 @@ fn emulate_mmio(vm: &Vm, vcpu: usize, access: &MmioAccess, registers: &mut Guest
             write_register(registers, access, v);
             Ok(0)
         };
+    }
+    let virtio_end = layout.virtio_mmio + crate::nic::TRANSPORT_SIZE * vm.nics.len() as u64;
+    if (layout.virtio_mmio..virtio_end).contains(&ipa) {
+        let offset = ipa - layout.virtio_mmio;
+        let index = (offset / crate::nic::TRANSPORT_SIZE) as usize;
+        let width = access.width.bytes() as u8;
+        let write = access.write.then_some(value);
+        let v = crate::nic::mmio(gic, me, vm.index, index, offset % crate::nic::TRANSPORT_SIZE, width, write);
+        if !access.write {
+            write_register(registers, access, v);
+        }
+        return Ok(0);
     }
     if (layout.uart..layout.uart + pl011::WINDOW_SIZE).contains(&ipa) {
         // PL011 registers are 32-bit; Linux's earlycon also uses 8-bit data

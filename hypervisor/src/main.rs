@@ -9,10 +9,13 @@ extern crate alloc;
 
 mod console;
 mod exits;
+mod guest_mem;
 mod mm;
+mod nic;
 mod platform_info;
 mod sched;
 mod semihosting;
+mod uplink;
 mod vm;
 
 use chroma_arch::aarch64::{sysreg, vectors::El2Frame};

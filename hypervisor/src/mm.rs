@@ -33,6 +33,12 @@ pub static FRAMES: spin::Lazy<Mutex<Frames>> = spin::Lazy::new(|| Mutex::new(Fra
 static HEAP: buddy_system_allocator::LockedHeap<32> = buddy_system_allocator::LockedHeap::empty();
 
 static MANIFEST_BYTES: Once<&'static [u8]> = Once::new();
+/// The live EL2 tables, for the guest-RAM aliases mapped after boot.
+static EL2_TABLES: Mutex<Option<PageTable>> = Mutex::new(None);
+
+/// Where the colour-matched aliases of guest RAM live (256 GiB, 64 GiB long:
+/// above any RAM the identity map covers, inside the 39-bit VA space).
+pub const ALIAS_WINDOW: (u64, u64) = (0x40_0000_0000, 0x10_0000_0000);
 static MMU_CONFIG: Once<MmuConfig> = Once::new();
 
 /// The early identity map: one level-1 table of 1 GiB blocks.
@@ -199,6 +205,7 @@ pub fn init(board: &BoardInfo) {
     }
     let config = mmu_config(map.root().raw());
     MMU_CONFIG.call_once(|| config);
+    *EL2_TABLES.lock() = Some(map);
     // SAFETY: the new tables map the image, stacks, heap, frames and the
     // console identically (VA = PA) with W^X; no secondary runs yet.
     unsafe {
@@ -215,6 +222,19 @@ pub fn init(board: &BoardInfo) {
         FRAMES.lock().free_bytes() >> 20,
         pa_bits()
     );
+}
+
+/// Maps `len` bytes of guest RAM at physical `pa` at the alias `va`
+/// (normal memory, read/write, never executable).
+pub fn map_alias(va: u64, pa: u64, len: u64) -> Result<(), chroma_core::pagetable::MapError> {
+    let mut tables = EL2_TABLES.lock();
+    let map = tables.as_mut().ok_or(chroma_core::pagetable::MapError::OutOfMemory)?;
+    map.map::<El2Stage1Format, _>(&mut PhysTables, va, HostPhysAddr::new(pa), len, Attributes::DATA)?;
+    // New entries replace invalid ones: no break-before-make needed, but the
+    // walker must see them before the first access.
+    sysreg::dsb_ish();
+    sysreg::isb();
+    Ok(())
 }
 
 /// Adds `start..end` minus the `holes` to the allocator.

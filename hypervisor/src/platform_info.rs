@@ -34,6 +34,8 @@ pub struct BoardInfo {
     pub ipa_bits: u8,
     /// Where the device tree itself lies (start, end): not free memory.
     pub dtb_range: (u64, u64),
+    /// The board's virtio-mmio windows (base, size, INTID): uplink candidates.
+    pub virtio: [Option<(u64, u64, u32)>; 32],
 }
 
 /// Reads the device tree at `dtb`.
@@ -59,6 +61,7 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, &'static str> {
         virt_timer_intid: board.timer.virt.intid().unwrap_or(27),
         ipa_bits: ipa_bits(),
         dtb_range: (dtb as u64, (dtb + total) as u64),
+        virtio: [None; 32],
     };
     for (slot, range) in info.memory.iter_mut().zip(board.memory.iter()) {
         *slot = Some((range.base, range.base.saturating_add(range.size)));
@@ -66,8 +69,17 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, &'static str> {
     for (slot, cpu) in info.cpus.iter_mut().zip(board.cpus.iter()) {
         *slot = Some(cpu.mpidr);
     }
+    for (slot, v) in info.virtio.iter_mut().zip(board.virtio_mmio.iter()) {
+        *slot = v.interrupt.intid().map(|intid| (v.mmio.base, v.mmio.size, intid));
+    }
     // No heap yet: a fixed list.
-    let mut devices = [(0u64, 0u64); 4];
+    let mut devices = [(0u64, 0u64); 5];
+    // The virtio-mmio windows, as one range (the uplink is one of them).
+    let windows = board.virtio_mmio.iter().map(|v| (v.mmio.base, v.mmio.base + v.mmio.size));
+    if let Some((low, high)) = windows.reduce(|a, b| (a.0.min(b.0), a.1.max(b.1))) {
+        let low = low & !0xfff;
+        devices[4] = (low, (high - low).next_multiple_of(0x1000));
+    }
     devices[0] = (board.console.mmio.base, board.console.mmio.size.max(0x1000));
     match board.gic {
         Gic::V2 { distributor, cpu_interface, hyp_interface, virtual_cpu_interface, .. } => {
@@ -113,6 +125,7 @@ pub fn guest_dtb(
     vcpu_count: usize,
     version: GicVersion,
     initrd: Option<(u64, u64)>,
+    nics: usize,
 ) -> Result<Vec<u8>, chroma_devtree::DevtreeError> {
     build_guest_dtb(&GuestDtbSpec {
         memory_base: spec.memory_base,
@@ -125,6 +138,6 @@ pub fn guest_dtb(
         },
         bootargs: spec.cmdline,
         initrd,
-        virtio_mmio_count: 0,
+        virtio_mmio_count: nics as u32,
     })
 }

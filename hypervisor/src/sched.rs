@@ -56,6 +56,10 @@ pub struct System {
     pub cpu_v2_mask: [AtomicU8; MAX_CPUS],
     /// Number of physical CPUs.
     pub cpu_count: usize,
+    /// The switches.
+    pub switches: Vec<crate::nic::SwitchEntry>,
+    /// The switch with the uplink and the uplink's INTID.
+    pub uplink: Option<(usize, u32)>,
 }
 
 static SYSTEM: Once<System> = Once::new();
@@ -86,10 +90,16 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
         GicKind::V2 { .. } => GicVersion::V2,
         GicKind::V3 { .. } => GicVersion::V3,
     };
+    let cache = cache_setup(manifest);
+    let mut cache = match cache {
+        Some(c) => c,
+        None => crate::fatal("no VA window for guest-RAM aliases"),
+    };
+    let mut ports = alloc::vec![0usize; manifest.switches().count()];
     let mut vms = Vec::new();
     let mut failed = 0;
     for spec in manifest.vms() {
-        match Vm::create(vms.len(), &spec, board, version) {
+        match Vm::create(vms.len(), &spec, board, version, &mut cache, &mut ports) {
             Ok(vm) => {
                 log::info!(
                     "vm {}: {} MiB at IPA {:#x} (PA {:#x}), {} vCPU(s) on CPU(s) {:?}",
@@ -108,6 +118,11 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
             }
         }
     }
+    if let Err(e) = cache.aliases.check_invariant() {
+        crate::fatal_fmt(format_args!("guest-RAM aliases break the colour invariant: {e:?}"));
+    }
+    let switches = build_switches(manifest, &vms, board);
+    let uplink = switches.iter().enumerate().find_map(|(i, s)| s.state.lock().uplink.as_ref().map(|u| (i, u.intid)));
     let geometry = chroma_core::pagetable::Geometry::stage2(board.ipa_bits).unwrap_or_else(|| crate::fatal("IPA size"));
     SYSTEM.call_once(|| System {
         vms,
@@ -121,11 +136,84 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
         cpu_mpidr: core::array::from_fn(|i| AtomicU64::new(board.cpus.get(i).copied().flatten().unwrap_or(0))),
         cpu_v2_mask: core::array::from_fn(|_| AtomicU8::new(0)),
         cpu_count: board.cpus.iter().flatten().count().clamp(1, MAX_CPUS),
+        switches,
+        uplink,
     });
     // SAFETY: the GIC frames come from the device tree and were mapped as
     // device memory by `mm::init`.
     let gic = unsafe { Gic::new(board.gic) };
     gic.init_distributor();
+    if let Some((_, intid)) = uplink {
+        gic.enable_spi(intid);
+    }
+}
+
+/// Reads the cache geometry and picks the policy for guest-memory access.
+fn cache_setup(manifest: &Manifest<'static>) -> Option<crate::vm::CacheSetup> {
+    use chroma_cache::{Policy, PolicyInputs};
+    let forced = manifest.options().cache_mode == chroma_manifest::CacheMode::Force;
+    let geometry = chroma_cache::arch::aarch64::read_geometry(chroma_core::pagetable::PAGE_SIZE);
+    let (policy, colours) = match &geometry {
+        Ok(g) => {
+            // Guests map their rings write-back (virtio nodes are dma-coherent);
+            // a guest with its caches off is caught when its driver starts.
+            let policy = Policy::choose(g, PolicyInputs { forced, ..PolicyInputs::default() });
+            let colours = if forced { g.data_colours().max(4) } else if policy.colours() { g.data_colours() } else { 1 };
+            (policy, colours)
+        }
+        Err(_) => (if forced { Policy::ColourAndMaintain } else { Policy::Maintain }, if forced { 4 } else { 1 }),
+    };
+    log::info!(
+        "caches: {:?}; policy {:?}{}, {} colour(s) for guest-memory aliases",
+        geometry.as_ref().map(|g| g.data_colours()).map_err(|_| "unknown geometry"),
+        policy,
+        if forced { " (forced)" } else { "" },
+        colours
+    );
+    let (base, size) = crate::mm::ALIAS_WINDOW;
+    let aliases = chroma_cache::ColourAllocator::new(
+        chroma_mem::HostVirtAddr::new(base),
+        size,
+        chroma_core::pagetable::PAGE_SIZE,
+        colours,
+    )
+    .ok()?;
+    Some(crate::vm::CacheSetup { aliases, policy })
+}
+
+/// Builds the switches of the manifest with their VM ports, and the uplink.
+fn build_switches(manifest: &Manifest<'static>, vms: &[Vm], board: &BoardInfo) -> Vec<crate::nic::SwitchEntry> {
+    use chroma_virtio::switch::{Switch, SwitchConfig};
+    let mut switches = Vec::new();
+    for (index, spec) in manifest.switches().enumerate() {
+        let mut members: Vec<(usize, usize)> = Vec::new();
+        for vm in vms {
+            for (n, nic) in vm.nics.iter().enumerate() {
+                if nic.switch == index {
+                    members.push((vm.index, n));
+                }
+            }
+        }
+        members.sort_by_key(|&(v, n)| vms[v].nics[n].port);
+        let uplink = if spec.uplink {
+            let windows: Vec<(u64, u64, u32)> = board.virtio.iter().flatten().copied().collect();
+            let u = crate::uplink::Uplink::probe(&windows);
+            if u.is_none() {
+                log::warn!("switch {}: the board has no virtio-net NIC: no uplink", spec.name);
+            }
+            u
+        } else {
+            None
+        };
+        let port_count = members.len() + usize::from(uplink.is_some());
+        let config = SwitchConfig { port_count: port_count.max(1), ..SwitchConfig::default() };
+        log::info!("switch {}: {} port(s){}", spec.name, port_count, if uplink.is_some() { ", uplink" } else { "" });
+        switches.push(crate::nic::SwitchEntry {
+            name: spec.name,
+            state: spin::Mutex::new(crate::nic::SwitchState { switch: Switch::new(config), members, uplink }),
+        });
+    }
+    switches
 }
 
 /// Starts the other CPUs with PSCI CPU_ON. Returns how many started.
@@ -211,6 +299,10 @@ pub fn run_cpu(index: usize) -> ! {
     loop {
         if index == 0 {
             crate::exits::poll_console(&cpu.gic, index);
+            // Frames the uplink could not take earlier are retried here.
+            if let Some((switch, _)) = system().uplink {
+                crate::nic::run_switch(&cpu.gic, index, switch);
+            }
         }
         // Parked vCPUs whose timer expired while others ran become runnable.
         cpu.wake_expired_timers();
@@ -409,6 +501,13 @@ impl Cpu {
                     let v = &mut self.vcpus[k];
                     v.vm.vgic.lock().inject(v.id, sys.virt_timer_intid);
                     v.waiting = false;
+                }
+            } else if sys.uplink.is_some_and(|(_, u)| u == intid) {
+                if let Some((switch, _)) = sys.uplink {
+                    if let Some(u) = sys.switches[switch].state.lock().uplink.as_mut() {
+                        u.ack_interrupt();
+                    }
+                    crate::nic::run_switch(&self.gic, self.index, switch);
                 }
             } else if intid == sys.hyp_timer_intid {
                 // SAFETY: disarms the hypervisor's own timer.

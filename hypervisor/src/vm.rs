@@ -4,7 +4,9 @@
 //! Lock order (outer to inner): `Vm::vgic`, then `Vm::uart`, then the
 //! console. `Vm::boot` and `Vm::stop` are leaf locks.
 
+use crate::guest_mem::VmMemory;
 use crate::mm::{PhysTables, FRAMES};
+use crate::nic::{Nic, NicCounters, NicState};
 use crate::platform_info::BoardInfo;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -58,6 +60,8 @@ pub const FAULT_LIMIT: u32 = 1000;
 
 /// One VM.
 pub struct Vm {
+    /// Index in the system's VM list.
+    pub index: usize,
     /// Unique name from the configuration.
     pub name: String,
     /// Stage-2 VMID.
@@ -94,6 +98,19 @@ pub struct Vm {
     pub running: [AtomicBool; MAX_VCPUS],
     /// Times the VM was restarted by SYSTEM_RESET.
     pub resets: AtomicU32,
+    /// Hypervisor VA of the colour-matched alias of guest RAM.
+    pub alias: u64,
+    /// The virtio-net NICs.
+    pub nics: Vec<Nic>,
+}
+
+/// How the hypervisor reaches guest memory: the alias allocator and the
+/// cache policy every device view gets.
+pub struct CacheSetup {
+    /// Colour-matched aliases of guest RAM.
+    pub aliases: chroma_cache::ColourAllocator<64>,
+    /// The policy chosen at boot (forced mode included).
+    pub policy: chroma_cache::Policy,
 }
 
 /// Why a VM could not be created (reported, and the VM is skipped).
@@ -109,6 +126,8 @@ pub enum VmError {
     DeviceTree,
     /// Stage-2 mapping failed.
     Stage2,
+    /// No colour-matched alias could be made for guest RAM.
+    Alias,
 }
 
 impl core::fmt::Display for VmError {
@@ -119,6 +138,7 @@ impl core::fmt::Display for VmError {
             VmError::NoRoom => "initrd and device tree do not fit in guest RAM",
             VmError::DeviceTree => "device tree generation failed",
             VmError::Stage2 => "stage-2 mapping failed",
+            VmError::Alias => "no colour-matched hypervisor alias for guest RAM",
         })
     }
 }
@@ -143,7 +163,14 @@ fn image_header(kernel: &[u8]) -> Option<(u64, u64)> {
 
 impl Vm {
     /// Builds a VM from its manifest record: memory, stage-2, images, DTB.
-    pub fn create(index: usize, spec: &VmSpec<'static>, board: &BoardInfo, version: GicVersion) -> Result<Self, VmError> {
+    pub fn create(
+        index: usize,
+        spec: &VmSpec<'static>,
+        board: &BoardInfo,
+        version: GicVersion,
+        cache: &mut CacheSetup,
+        ports: &mut [usize],
+    ) -> Result<Self, VmError> {
         let ram_ipa = spec.memory_base;
         let ram_size = spec.memory_bytes;
         let ram_pa = FRAMES.lock().alloc(ram_size).ok_or(VmError::NoMemory)?;
@@ -163,7 +190,36 @@ impl Vm {
                     .map_err(|_| VmError::Stage2)?;
             }
         }
+        // The hypervisor's alias of guest RAM has the colour of the guest's
+        // view of each page (IPA colour: the guest's linear map keeps it).
+        let alias = cache
+            .aliases
+            .map_guest(chroma_mem::GuestPhysAddr::new(ram_ipa), ram_pa, ram_size)
+            .map_err(|_| VmError::Alias)?;
+        crate::mm::map_alias(alias.raw(), ram_pa.raw(), ram_size).map_err(|_| VmError::Alias)?;
+        let window = crate::mm::ALIAS_WINDOW;
+        let mut nics = Vec::new();
+        for (i, net) in spec.nets.iter().enumerate() {
+            let switch = net.switch_index as usize;
+            let port = ports.get_mut(switch).map(|p| {
+                *p += 1;
+                *p - 1
+            });
+            let device = chroma_virtio::net::new_net_device(net.mac, chroma_virtio::net::NET_FEATURES, 256);
+            nics.push(Nic {
+                state: Mutex::new(NicState {
+                    device,
+                    memory: VmMemory::new(ram_ipa, ram_size, alias.raw(), cache.policy, window),
+                }),
+                switch,
+                port: port.unwrap_or(0),
+                intid: 32 + layout.virtio_spi + i as u32,
+                mac: net.mac,
+                counters: NicCounters::default(),
+            });
+        }
         let mut vm = Vm {
+            index,
             name: String::from(spec.name),
             vmid: (index + 1) as u16,
             stage2,
@@ -182,6 +238,8 @@ impl Vm {
             spec: *spec,
             running: core::array::from_fn(|_| AtomicBool::new(false)),
             resets: AtomicU32::new(0),
+            alias: alias.raw(),
+            nics,
         };
         vm.entry = vm.load(spec, version)?;
         Ok(vm)
@@ -190,7 +248,7 @@ impl Vm {
     /// Copies kernel, initrd and a generated DTB into guest RAM and cleans
     /// them to the Point of Coherency. Returns (entry IPA, DTB IPA).
     fn load(&self, spec: &VmSpec, version: GicVersion) -> Result<(u64, u64), VmError> {
-        let (ipa, pa, size) = self.ram;
+        let (ipa, _, size) = self.ram;
         let (text_offset, image_size) = image_header(spec.kernel).ok_or(VmError::BadKernel)?;
         let kernel_offset = text_offset;
         let kernel_end = kernel_offset.checked_add(image_size.max(spec.kernel.len() as u64)).ok_or(VmError::BadKernel)?;
@@ -198,9 +256,9 @@ impl Vm {
         if kernel_end > dtb_offset {
             return Err(VmError::BadKernel);
         }
-        // SAFETY: guest RAM was just allocated for this VM; no vCPU runs yet
-        // and nothing else references it.
-        let ram = unsafe { crate::mm::phys_slice_mut(pa, size as usize) };
+        // SAFETY: guest RAM was allocated for this VM and is reached through
+        // its alias; no vCPU of the VM runs while it is loaded.
+        let ram = unsafe { crate::mm::phys_slice_mut(self.alias, size as usize) };
         ram[kernel_offset as usize..][..spec.kernel.len()].copy_from_slice(spec.kernel);
         let initrd = match spec.initrd {
             Some(initrd) => {
@@ -213,14 +271,15 @@ impl Vm {
             }
             None => None,
         };
-        let dtb = crate::platform_info::guest_dtb(spec, self.vcpu_count, version, initrd).map_err(|_| VmError::DeviceTree)?;
+        let dtb = crate::platform_info::guest_dtb(spec, self.vcpu_count, version, initrd, self.nics.len())
+            .map_err(|_| VmError::DeviceTree)?;
         if dtb.len() as u64 > DTB_RESERVE {
             return Err(VmError::DeviceTree);
         }
         ram[dtb_offset as usize..][..dtb.len()].copy_from_slice(&dtb);
         // Loaded code and data must reach the Point of Coherency before the
         // guest runs with its caches off.
-        chroma_arch::aarch64::cache::clean_to_poc_and_invalidate_icache(pa as usize, size as usize);
+        chroma_arch::aarch64::cache::clean_to_poc_and_invalidate_icache(self.alias as usize, size as usize);
         Ok((ipa + kernel_offset, ipa + dtb_offset))
     }
 
@@ -242,6 +301,8 @@ impl Vm {
                 crate::console::vm_line(&self.name, &line);
             }
         }
+        crate::nic::report(self.index);
+        crate::nic::detach_vm(self.index);
         match reason {
             StopReason::PoweredOff => log::info!("vm {} stopped: powered off", self.name),
             StopReason::Faulted(what, value) => log::info!("vm {} stopped: faulted: {} ({:#x})", self.name, what, value),
@@ -270,8 +331,9 @@ impl Vm {
         }
         // SAFETY: no vCPU of this VM runs (checked above), so nothing else
         // touches guest RAM while it is cleared and reloaded.
-        let ram = unsafe { crate::mm::phys_slice_mut(self.ram.1, self.ram.2 as usize) };
+        let ram = unsafe { crate::mm::phys_slice_mut(self.alias, self.ram.2 as usize) };
         ram.fill(0);
+        crate::nic::detach_vm(self.index);
         let version = self.vgic.lock().version();
         let entry = self.load(&self.spec, version)?;
         *self.vgic.lock() = Vgic::new(version, self.vcpu_count);

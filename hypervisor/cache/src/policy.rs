@@ -205,8 +205,8 @@ impl<O: CacheOps> MaintainHooks<O> {
         matches!(end, Some(end) if va.raw() >= self.window_start && end <= self.window_end)
     }
 
-    /// Call before writing `len` bytes at `va` (not yet part of
-    /// [`CacheHooks`]; see the crate README): cleans and invalidates the
+    /// Call before writing `len` bytes at `va` (also
+    /// [`CacheHooks::before_write`]): cleans and invalidates the
     /// first and last line if the write covers them only partly. Our copy of
     /// such a line may predate the peer's writes to its other bytes; writing
     /// into it and cleaning it would put those stale bytes back in memory.
@@ -244,6 +244,10 @@ impl<O: CacheOps> MaintainHooks<O> {
 }
 
 impl<O: CacheOps> CacheHooks for MaintainHooks<O> {
+    fn before_write(&self, va: HostVirtAddr, len: usize) {
+        MaintainHooks::before_write(self, va, len);
+    }
+
     fn before_read(&self, va: HostVirtAddr, len: usize) {
         if !self.policy.maintains() {
             return;

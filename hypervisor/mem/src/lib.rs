@@ -81,6 +81,10 @@ pub trait GuestMemory {
 pub trait CacheHooks {
     /// Makes `va..va+len` safe to read (for example: invalidate by VA).
     fn before_read(&self, va: HostVirtAddr, len: usize);
+    /// Prepares `va..va+len` for a write (for example: clean+invalidate the
+    /// partial lines at either end, so a non-coherent peer's bytes sharing
+    /// those lines are not lost). Nothing by default.
+    fn before_write(&self, _va: HostVirtAddr, _len: usize) {}
     /// Makes the bytes just written at `va..va+len` visible to the guest
     /// (for example: clean by VA to the Point of Coherency).
     fn after_write(&self, va: HostVirtAddr, len: usize);

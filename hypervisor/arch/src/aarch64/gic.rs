@@ -324,3 +324,33 @@ fn encode_state(state: LrState) -> u64 {
         LrState::PendingActive => 3,
     }
 }
+
+impl Gic {
+    /// Enables SPI `intid` for EL2, delivered to the calling CPU.
+    pub fn enable_spi(&self, intid: u32) {
+        let i = intid as usize;
+        match self.kind {
+            GicKind::V2 { gicd, .. } => {
+                set_priority_byte(gicd + v2::GICD_IPRIORITYR + i);
+                // ITARGETSR byte: this CPU's interface.
+                let word = gicd + v2::GICD_ITARGETSR + (i & !3);
+                let shift = 8 * (i & 3);
+                let mask = u32::from(self.cpu_interface_mask());
+                write32(word, read32(word) & !(0xff << shift) | mask << shift);
+                write32(gicd + v2::GICD_ISENABLER + 4 * (i / 32), 1 << (i % 32));
+            }
+            GicKind::V3 { gicd, .. } => {
+                let mpidr = sysreg::mpidr_el1();
+                let affinity = (mpidr & 0xff_ffff) | ((mpidr >> 32) & 0xff) << 32;
+                // GICD_IROUTER<n> (64-bit, written as two words), IGROUPR, priority, enable.
+                let router = gicd + 0x6000 + 8 * i;
+                write32(router, affinity as u32);
+                write32(router + 4, (affinity >> 32) as u32);
+                let group = gicd + 0x080 + 4 * (i / 32);
+                write32(group, read32(group) | 1 << (i % 32));
+                set_priority_byte(gicd + 0x400 + i);
+                write32(gicd + 0x100 + 4 * (i / 32), 1 << (i % 32));
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The hypervisor's view of a VM's RAM for the device models: every access
+//! is bounds-checked against the VM's RAM, goes through the VM's colour-
+//! matched alias (never the identity map, never a Rust reference into guest
+//! memory), and calls the cache policy's hooks over exactly the bytes used.
+
+use chroma_cache::arch::aarch64::Aarch64CacheOps;
+use chroma_cache::policy::MaintenanceStats;
+use chroma_cache::{MaintainHooks, Policy};
+use chroma_mem::{CacheHooks, GuestMemory, GuestPhysAddr, HostVirtAddr, MemError};
+use core::sync::atomic::{AtomicU16, Ordering};
+
+/// The hooks of one device's view: none, or maintenance by line.
+pub enum Hooks {
+    /// Coherent, matching attributes: nothing to do.
+    Coherent,
+    /// Clean/invalidate by line around each access.
+    Maintain(MaintainHooks<Aarch64CacheOps>),
+}
+
+impl CacheHooks for Hooks {
+    fn before_read(&self, va: HostVirtAddr, len: usize) {
+        if let Hooks::Maintain(h) = self {
+            h.before_read(va, len);
+        }
+    }
+    fn before_write(&self, va: HostVirtAddr, len: usize) {
+        if let Hooks::Maintain(h) = self {
+            CacheHooks::before_write(h, va, len);
+        }
+    }
+    fn after_write(&self, va: HostVirtAddr, len: usize) {
+        if let Hooks::Maintain(h) = self {
+            h.after_write(va, len);
+        }
+    }
+}
+
+/// One VM's RAM as a device model sees it.
+pub struct VmMemory {
+    ipa: u64,
+    size: u64,
+    alias: u64,
+    hooks: Hooks,
+}
+
+impl VmMemory {
+    /// The RAM at `ipa..ipa+size`, reached through the alias at `alias`,
+    /// with the maintenance `policy` asks for.
+    pub fn new(ipa: u64, size: u64, alias: u64, policy: Policy, window: (u64, u64)) -> Self {
+        let hooks = if policy.maintains() {
+            Hooks::Maintain(MaintainHooks::new(Aarch64CacheOps::new(), policy, HostVirtAddr::new(window.0), window.1))
+        } else {
+            Hooks::Coherent
+        };
+        Self { ipa, size, alias, hooks }
+    }
+
+    /// Cache lines maintained so far.
+    pub fn stats(&self) -> MaintenanceStats {
+        match &self.hooks {
+            Hooks::Maintain(h) => h.stats(),
+            Hooks::Coherent => MaintenanceStats::default(),
+        }
+    }
+
+
+    /// The alias address of `gpa..gpa+len`, if it lies inside RAM.
+    fn translate(&self, gpa: GuestPhysAddr, len: u64) -> Result<u64, MemError> {
+        let end = gpa.raw().checked_add(len).ok_or(MemError::Overflow)?;
+        if gpa.raw() < self.ipa || end > self.ipa + self.size {
+            return Err(MemError::OutOfRange { gpa: gpa.raw(), len });
+        }
+        Ok(self.alias + (gpa.raw() - self.ipa))
+    }
+}
+
+impl GuestMemory for VmMemory {
+    fn check_range(&self, gpa: GuestPhysAddr, len: u64) -> Result<(), MemError> {
+        self.translate(gpa, len).map(|_| ())
+    }
+
+    fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
+        let va = self.translate(gpa, buf.len() as u64)?;
+        self.hooks.before_read(HostVirtAddr::new(va), buf.len());
+        // SAFETY:
+        // 1. `va..va+len` lies in this VM's RAM alias (checked by `translate`),
+        //    mapped read/write at EL2 for the VM's lifetime.
+        // 2. The guest may write these bytes concurrently: they are copied
+        //    out as plain bytes and treated as untrusted, never referenced.
+        unsafe { core::ptr::copy_nonoverlapping(va as *const u8, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    fn write(&self, gpa: GuestPhysAddr, data: &[u8]) -> Result<(), MemError> {
+        let va = self.translate(gpa, data.len() as u64)?;
+        self.hooks.before_write(HostVirtAddr::new(va), data.len());
+        // SAFETY: as for `read`; the destination is guest RAM, which the
+        // hypervisor never uses for its own data.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), va as *mut u8, data.len()) };
+        self.hooks.after_write(HostVirtAddr::new(va), data.len());
+        Ok(())
+    }
+
+    fn load_u16(&self, gpa: GuestPhysAddr, order: Ordering) -> Result<u16, MemError> {
+        if !gpa.is_aligned(2) {
+            return Err(MemError::Unaligned);
+        }
+        let va = self.translate(gpa, 2)?;
+        self.hooks.before_read(HostVirtAddr::new(va), 2);
+        // SAFETY: `va` is 2-aligned (gpa and alias are page-aligned apart),
+        // inside the mapped alias, and accessed only atomically here.
+        let value = unsafe { AtomicU16::from_ptr(va as *mut u16) }.load(order);
+        Ok(u16::from_le(value))
+    }
+
+    fn store_u16(&self, gpa: GuestPhysAddr, value: u16, order: Ordering) -> Result<(), MemError> {
+        if !gpa.is_aligned(2) {
+            return Err(MemError::Unaligned);
+        }
+        let va = self.translate(gpa, 2)?;
+        self.hooks.before_write(HostVirtAddr::new(va), 2);
+        // SAFETY: as for `load_u16`.
+        unsafe { AtomicU16::from_ptr(va as *mut u16) }.store(value.to_le(), order);
+        self.hooks.after_write(HostVirtAddr::new(va), 2);
+        Ok(())
+    }
+
+    fn fence(&self, order: Ordering) {
+        core::sync::atomic::fence(order);
+    }
+}

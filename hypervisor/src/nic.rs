@@ -1,0 +1,237 @@
+//! The VMs' virtio-net devices and the switches that join them: trapped
+//! transport accesses, running a switch when a driver notifies, and the
+//! device interrupts that completions raise through the virtual GIC.
+//!
+//! Lock order (outer to inner): a switch's `SwitchState`, then the
+//! `NicState`s of its ports in port order, then a VM's `vgic`. A transport
+//! access takes only its `NicState` and releases it before it runs the
+//! switch.
+
+use crate::guest_mem::VmMemory;
+use crate::sched::{kick_vcpus, system};
+use crate::uplink::Uplink;
+use alloc::vec::Vec;
+use chroma_arch::aarch64::gic::Gic;
+use chroma_virtio::mmio::MmioAction;
+use chroma_virtio::net::{NetPort, VirtioNet};
+use chroma_virtio::port::{NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN};
+use chroma_virtio::switch::Switch;
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Mutex;
+
+/// Bytes of one virtio-mmio transport window.
+pub const TRANSPORT_SIZE: u64 = 0x200;
+
+/// A device and the memory view it works through.
+pub struct NicState {
+    /// The virtio-net device model.
+    pub device: VirtioNet,
+    /// Its VM's RAM, with the cache policy's hooks.
+    pub memory: VmMemory,
+}
+
+/// Event counts of one NIC.
+#[derive(Default)]
+pub struct NicCounters {
+    /// Transport accesses that trapped.
+    pub traps: AtomicU64,
+    /// Queue notifications (kicks) from the driver.
+    pub notifies: AtomicU64,
+    /// Device interrupts injected into the guest.
+    pub interrupts: AtomicU64,
+}
+
+/// One virtio-net NIC of a VM.
+pub struct Nic {
+    /// Device and memory.
+    pub state: Mutex<NicState>,
+    /// The switch it is plugged into.
+    pub switch: usize,
+    /// Its port on that switch.
+    pub port: usize,
+    /// Its interrupt (INTID).
+    pub intid: u32,
+    /// Its MAC address.
+    pub mac: [u8; 6],
+    /// Counters.
+    pub counters: NicCounters,
+}
+
+/// A switch: the L2 switch model, its VM ports and the optional uplink.
+pub struct SwitchState {
+    /// The switch model.
+    pub switch: Switch,
+    /// (VM index, NIC index) of each VM port, in port order.
+    pub members: Vec<(usize, usize)>,
+    /// The board's NIC, as the last port.
+    pub uplink: Option<Uplink>,
+}
+
+/// A named switch.
+pub struct SwitchEntry {
+    /// Name from the configuration.
+    pub name: &'static str,
+    /// State.
+    pub state: Mutex<SwitchState>,
+}
+
+/// A switch port: a VM's device or the uplink (static dispatch, no `dyn`).
+enum AnyPort<'a> {
+    Vm(NetPort<'a, VmMemory>),
+    Uplink(&'a mut Uplink),
+}
+
+impl Port for AnyPort<'_> {
+    fn poll_tx(&mut self, frame: &mut [u8; MAX_FRAME_LEN]) -> TxPoll {
+        match self {
+            AnyPort::Vm(p) => p.poll_tx(frame),
+            AnyPort::Uplink(p) => p.poll_tx(frame),
+        }
+    }
+    fn push_rx(&mut self, header: &NetHeader, frame: &[u8]) -> RxPush {
+        match self {
+            AnyPort::Vm(p) => p.push_rx(header, frame),
+            AnyPort::Uplink(p) => p.push_rx(header, frame),
+        }
+    }
+    fn accepts_partial_checksum(&self) -> bool {
+        match self {
+            AnyPort::Vm(p) => p.accepts_partial_checksum(),
+            AnyPort::Uplink(p) => p.accepts_partial_checksum(),
+        }
+    }
+    fn flush(&mut self) {
+        match self {
+            AnyPort::Vm(p) => p.flush(),
+            AnyPort::Uplink(p) => p.flush(),
+        }
+    }
+}
+
+/// Milliseconds since boot, the switch's clock for address ageing.
+fn now_ms() -> u64 {
+    chroma_arch::aarch64::sysreg::cntpct_el0() / system().ticks_per_ms
+}
+
+/// Emulates an access to NIC `index` of VM `vm` at `offset`. Returns the
+/// value of a read. Accesses the transport refuses (bad width, alignment,
+/// read-only register) read as zero and are ignored, as on QEMU; the
+/// transport counts them.
+pub fn mmio(gic: &Gic, me: usize, vm_index: usize, index: usize, offset: u64, width: u8, write: Option<u64>) -> u64 {
+    let sys = system();
+    let vm = &sys.vms[vm_index];
+    let nic = &vm.nics[index];
+    nic.counters.traps.fetch_add(1, Ordering::Relaxed);
+    let (value, action, edge) = {
+        let mut guard = nic.state.lock();
+        let NicState { device, memory } = &mut *guard;
+        match write {
+            Some(v) => {
+                let action = device.mmio_write(offset, width, v as u32, memory).unwrap_or(MmioAction::None);
+                (0, action, device.take_irq_edge())
+            }
+            None => (u64::from(device.mmio_read(offset, width).unwrap_or(0)), MmioAction::None, false),
+        }
+    };
+    if edge {
+        inject(gic, me, vm_index, nic);
+    }
+    match action {
+        MmioAction::Notify(_) => {
+            nic.counters.notifies.fetch_add(1, Ordering::Relaxed);
+            run_switch(gic, me, nic.switch);
+        }
+        MmioAction::Reset => sys.switches[nic.switch].state.lock().switch.port_reset(nic.port),
+        MmioAction::DriverOk => run_switch(gic, me, nic.switch),
+        MmioAction::None => {}
+    }
+    value
+}
+
+/// Raises `nic`'s interrupt in its VM.
+fn inject(gic: &Gic, me: usize, vm_index: usize, nic: &Nic) {
+    let vm = &system().vms[vm_index];
+    nic.counters.interrupts.fetch_add(1, Ordering::Relaxed);
+    let kick = vm.vgic.lock().inject(0, nic.intid);
+    kick_vcpus(gic, vm, kick, me);
+}
+
+/// Moves frames through switch `index` until it has no more work (bounded),
+/// then raises the interrupts the completions asked for.
+pub fn run_switch(gic: &Gic, me: usize, index: usize) {
+    let sys = system();
+    let Some(entry) = sys.switches.get(index) else { return };
+    let mut guard = entry.state.lock();
+    let SwitchState { switch, members, uplink } = &mut *guard;
+    let mut states: Vec<spin::MutexGuard<'_, NicState>> =
+        members.iter().map(|&(v, n)| sys.vms[v].nics[n].state.lock()).collect();
+    {
+        let mut ports: Vec<AnyPort<'_>> = states
+            .iter_mut()
+            .map(|s| {
+                let NicState { device, memory } = &mut **s;
+                AnyPort::Vm(NetPort::new(device, memory))
+            })
+            .collect();
+        if let Some(u) = uplink.as_mut() {
+            ports.push(AnyPort::Uplink(u));
+        }
+        let now = now_ms();
+        for _ in 0..64 {
+            if !switch.run(&mut ports, now).more_work {
+                break;
+            }
+        }
+    }
+    for (state, &(v, n)) in states.iter_mut().zip(members.iter()) {
+        if state.device.take_irq_edge() {
+            inject(gic, me, v, &sys.vms[v].nics[n]);
+        }
+    }
+}
+
+/// Takes a stopped or reset VM's NICs off their switches: the devices go
+/// back to reset state and whatever was queued for them is dropped.
+pub fn detach_vm(vm_index: usize) {
+    let sys = system();
+    for nic in sys.vms[vm_index].nics.iter() {
+        nic.state.lock().device.reset();
+        sys.switches[nic.switch].state.lock().switch.port_reset(nic.port);
+    }
+}
+
+/// Prints the counters of VM `vm_index`'s NICs.
+pub fn report(vm_index: usize) {
+    let sys = system();
+    let vm = &sys.vms[vm_index];
+    for (i, nic) in vm.nics.iter().enumerate() {
+        let port = sys.switches[nic.switch].state.lock().switch.counters(nic.port);
+        let stats = nic.state.lock().memory.stats();
+        let packets = (port.rx_packets + port.tx_packets).max(1);
+        let per_packet = |n: u64| n as f64 / packets as f64;
+        let traps = nic.counters.traps.load(Ordering::Relaxed);
+        let interrupts = nic.counters.interrupts.load(Ordering::Relaxed);
+        let notifies = nic.counters.notifies.load(Ordering::Relaxed);
+        log::info!(
+            "vm {} net{} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} on {} port {}: rx {} pkts {} B, tx {} pkts {} B, drops {}, errors {}; \
+             traps/pkt {:.3}, irqs/pkt {:.3}, kicks {} (suppressed {}), irqs suppressed {}, lines maintained/pkt {:.2}",
+            vm.name,
+            i,
+            nic.mac[0], nic.mac[1], nic.mac[2], nic.mac[3], nic.mac[4], nic.mac[5],
+            sys.switches[nic.switch].name,
+            nic.port,
+            port.rx_packets,
+            port.rx_bytes,
+            port.tx_packets,
+            port.tx_bytes,
+            port.rx_dropped,
+            port.tx_errors + port.rx_errors + port.fatal_errors,
+            per_packet(traps),
+            per_packet(interrupts),
+            notifies,
+            port.tx_packets.saturating_sub(notifies),
+            port.rx_packets.saturating_sub(interrupts),
+            per_packet(stats.total()),
+        );
+    }
+}
