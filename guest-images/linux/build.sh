@@ -14,6 +14,7 @@
 #   CHROMA_DEBIAN_MIRROR          replaces http://deb.debian.org/debian
 #   CHROMA_DEBIAN_SECURITY_MIRROR replaces http://deb.debian.org/debian-security
 #   CHROMA_LINUX_FORCE=1          rebuild even when the outputs are up to date
+#   CHROMA_LINUX_LOCK             another lock file (default: packages.lock here)
 #
 # Idempotent: when OUTDIR holds outputs built from the same lock, init and
 # build script, it only says so and exits 0. Nothing is fetched from anywhere
@@ -28,14 +29,14 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 me="guest-images/linux/build.sh"
-lock=$here/packages.lock
+lock=${CHROMA_LINUX_LOCK:-$here/packages.lock}
 init=$here/init
 
 die() { local code=$1; shift; echo "$me: error: $*" >&2; exit "$code"; }
 say() { echo "$me: $*" >&2; }
 
 case ${1:-} in
-    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die 64 "unknown option $1 (usage: $me [OUTDIR])" ;;
 esac
 [[ $# -le 1 ]] || die 64 "usage: $me [OUTDIR]"
