@@ -78,8 +78,8 @@ fn main(boot: &'static Boot) -> ! {
     let mut stack = NetStack::start(boot, config).unwrap_or_else(|error| fail(format_args!("{}", error)));
     println!("netclient: ip {} mac {}", stack.config.address, stack.mac());
     println!(
-        "netclient: info device at {:#x}, wakeup {:?}; server {} ping {} mib {} seed {}",
-        stack.slot.base, stack.wakeup, plan.server, plan.ping_count, plan.mebibytes, plan.seed
+        "netclient: info device at {:#x}, wakeup {:?}, tx {:?}; server {} ping {} mib {} seed {}",
+        stack.slot.base, stack.wakeup, stack.config.tx_mode, plan.server, plan.ping_count, plan.mebibytes, plan.seed
     );
     println!("netclient: link up");
 
@@ -89,13 +89,14 @@ fn main(boot: &'static Boot) -> ! {
     let counters = stack.counters();
     let (device_interrupts, timer_interrupts) = irq::interrupt_counts();
     println!(
-        "netclient: info rx {} tx {} irq {} timer {} errors {}/{}",
+        "netclient: info rx {} tx {} irq {} timer {} errors {}/{} tx wait {} ms",
         counters.rx_packets,
         counters.tx_packets,
         device_interrupts,
         timer_interrupts,
         counters.rx_errors,
-        counters.tx_errors
+        counters.tx_errors,
+        counters.tx_wait_ticks * 1000 / timer::frequency()
     );
     println!("netclient: done");
     chroma_guest_rt::power_off()

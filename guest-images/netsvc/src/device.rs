@@ -1,24 +1,14 @@
-//! The virtio-net device: found in the DTB, driven by virtio-drivers'
-//! `VirtIONet`, and offered to smoltcp as a `phy::Device`.
+//! The virtio-net device: found in the DTB, driven by virtio-drivers (see
+//! [`crate::driver`]), and offered to smoltcp as a `phy::Device`.
 
 use core::cell::{Cell, RefCell};
-use core::ptr::NonNull;
 
 use chroma_guest_rt::fdt::Fdt;
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
-use virtio_drivers::device::net::{RxBuffer, VirtIONet};
-use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 
-use crate::hal::GuestHal;
-use crate::stack::NetError;
+use crate::driver::{Driver, RxFrame};
 
-/// Descriptors per virtqueue: 64 receive buffers cover a 64 KiB TCP window
-/// of full-sized frames. QEMU's virtio-net offers 256.
-pub const QUEUE_SIZE: usize = 64;
-/// Bytes per receive buffer: the 12-byte virtio-net header plus a 1514-byte
-/// Ethernet frame (virtio-drivers' minimum is 1526), rounded up.
-pub const RX_BUFFER_LENGTH: usize = 2048;
 /// The largest Ethernet frame, header included, without the FCS.
 pub const ETHERNET_MTU: usize = 1514;
 
@@ -120,21 +110,6 @@ pub fn find_net_slot(fdt: &Fdt<'_>) -> Option<MmioSlot> {
     mmio_slots(fdt).find(|slot| slot.device_id() == VIRTIO_ID_NET)
 }
 
-/// The driver type: virtio-drivers' network driver over the MMIO transport.
-pub type Driver = VirtIONet<GuestHal, MmioTransport<'static>, QUEUE_SIZE>;
-
-/// Opens the transport in `slot` and brings the network driver up.
-pub fn open(slot: &MmioSlot) -> Result<Driver, NetError> {
-    let header = NonNull::new(slot.base as *mut VirtIOHeader).ok_or(NetError::NoDevice)?;
-    // SAFETY: `slot` is a virtio-mmio frame named by the DTB, of `slot.size`
-    // bytes including the configuration space; it is a device for the whole
-    // run, and only this driver (plus the interrupt acknowledgement in
-    // `MmioSlot::acknowledge_interrupt`, a register the driver never writes
-    // unasked) touches it.
-    let transport = unsafe { MmioTransport::new(header, slot.size) }.map_err(NetError::from)?;
-    Driver::new(transport, RX_BUFFER_LENGTH).map_err(NetError::Driver)
-}
-
 /// Packet and byte counts kept by [`NetDevice`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Counters {
@@ -150,6 +125,9 @@ pub struct Counters {
     pub rx_errors: u64,
     /// Frames the driver failed to send.
     pub tx_errors: u64,
+    /// Virtual counter ticks spent sending (in `Wait` mode, mostly waiting
+    /// for the device to return each frame).
+    pub tx_wait_ticks: u64,
 }
 
 /// smoltcp's view of the card. The driver sits in a `RefCell` because a
@@ -175,7 +153,7 @@ impl NetDevice {
 
     /// True if a received frame is waiting in the used ring.
     pub fn can_receive(&self) -> bool {
-        self.driver.borrow().can_recv()
+        self.driver.borrow().can_receive()
     }
 
     /// The counts so far.
@@ -195,9 +173,9 @@ impl phy::Device for NetDevice {
     type TxToken<'a> = NetTxToken<'a>;
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let buffer = match self.driver.get_mut().receive() {
-            Ok(buffer) => buffer,
-            Err(virtio_drivers::Error::NotReady) => return None,
+        let frame = match self.driver.get_mut().receive() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return None,
             Err(_) => {
                 self.count(|counters| counters.rx_errors += 1);
                 return None;
@@ -205,10 +183,7 @@ impl phy::Device for NetDevice {
         };
         let device = &*self;
         Some((
-            NetRxToken {
-                device,
-                buffer,
-            },
+            NetRxToken { device, frame },
             NetTxToken { device },
         ))
     }
@@ -232,7 +207,7 @@ impl phy::Device for NetDevice {
 /// A received frame; handing it to smoltcp gives the buffer back to the card.
 pub struct NetRxToken<'a> {
     device: &'a NetDevice,
-    buffer: RxBuffer,
+    frame: RxFrame,
 }
 
 impl phy::RxToken for NetRxToken<'_> {
@@ -240,9 +215,9 @@ impl phy::RxToken for NetRxToken<'_> {
     where
         F: FnOnce(&[u8]) -> R,
     {
-        let length = self.buffer.packet_len();
-        let result = f(self.buffer.packet());
-        let recycled = self.device.driver.borrow_mut().recycle_rx_buffer(self.buffer);
+        let length = self.frame.packet().len();
+        let result = f(self.frame.packet());
+        let recycled = self.device.driver.borrow_mut().recycle(self.frame);
         self.device.count(|counters| {
             counters.rx_packets += 1;
             counters.rx_bytes += length as u64;
@@ -254,8 +229,7 @@ impl phy::RxToken for NetRxToken<'_> {
     }
 }
 
-/// Permission to send one frame; `VirtIONet::send` waits until the device
-/// has taken it.
+/// Permission to send one frame.
 pub struct NetTxToken<'a> {
     device: &'a NetDevice,
 }
@@ -265,11 +239,12 @@ impl phy::TxToken for NetTxToken<'_> {
     where
         F: FnOnce(&mut [u8]) -> R,
     {
-        let mut buffer = self.device.driver.borrow().new_tx_buffer(length);
-        let result = f(buffer.packet_mut());
-        let sent = self.device.driver.borrow_mut().send(buffer);
+        let started = chroma_guest_rt::timer::now();
+        let (result, sent) = self.device.driver.borrow_mut().send(length, f);
+        let waited = chroma_guest_rt::timer::now().saturating_sub(started);
         self.device.count(|counters| match sent {
             Ok(()) => {
+                counters.tx_wait_ticks += waited;
                 counters.tx_packets += 1;
                 counters.tx_bytes += length as u64;
             }

@@ -5,7 +5,9 @@
 //! - [`heap`]: the global allocator (a buddy allocator on a static arena);
 //! - [`hal`]: [`hal::GuestHal`], identity-mapped DMA from that heap;
 //! - [`device`]: finds the first virtio-mmio network device in the DTB and
-//!   adapts `virtio_drivers::device::net::VirtIONet` to smoltcp's `Device`;
+//!   adapts the driver to smoltcp's `Device`;
+//! - [`driver`]: virtio-drivers' `VirtIONet` (default), or `VirtIONetRaw`
+//!   with frames left in flight (`net.tx=queued`);
 //! - [`irq`]: the device's SPI and the virtual timer through the GIC, and a
 //!   sleep (WFI) that wakes on either;
 //! - [`stack`]: [`stack::NetStack`], the smoltcp `Interface` with its static
@@ -27,6 +29,7 @@ extern crate alloc;
 
 pub mod checksum;
 pub mod device;
+pub mod driver;
 pub mod hal;
 pub mod heap;
 pub mod irq;

@@ -52,8 +52,8 @@ fn main(boot: &'static Boot) -> ! {
     };
     println!("netsvc: ip {} mac {}", stack.config.address, stack.mac());
     println!(
-        "netsvc: info device at {:#x}, wakeup {:?}",
-        stack.slot.base, stack.wakeup
+        "netsvc: info device at {:#x}, wakeup {:?}, tx {:?}",
+        stack.slot.base, stack.wakeup, stack.config.tx_mode
     );
     println!("netsvc: link up");
 

@@ -11,6 +11,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4C
 use virtio_drivers::transport::mmio::MmioError;
 
 use crate::device::{self, Counters, MmioSlot, NetDevice};
+use crate::driver::{self, TxMode};
 use crate::irq::{self, Wakeup};
 
 /// Why the network could not come up.
@@ -59,10 +60,13 @@ pub struct NetConfig {
     pub address: Ipv4Cidr,
     /// Default gateway (`net.gw=10.0.2.2`), if any.
     pub gateway: Option<Ipv4Address>,
+    /// How frames are sent (`net.tx=wait`, the default, or `net.tx=queued`).
+    pub tx_mode: TxMode,
 }
 
 impl NetConfig {
-    /// Reads `net.ip=A.B.C.D/N` and `net.gw=A.B.C.D`; `default_address` and
+    /// Reads `net.ip=A.B.C.D/N`, `net.gw=A.B.C.D` and `net.tx=wait|queued`;
+    /// `default_address` and
     /// `default_gateway` stand in for words that are absent.
     pub fn from_bootargs(
         args: &BootArgs<'_>,
@@ -77,7 +81,16 @@ impl NetConfig {
             Some(text) => Some(text.parse().map_err(|_| NetError::BadArgument("net.gw"))?),
             None => default_gateway,
         };
-        Ok(Self { address, gateway })
+        let tx_mode = match args.value("net.tx") {
+            None | Some("wait") => TxMode::Wait,
+            Some("queued") => TxMode::Queued,
+            Some(_) => return Err(NetError::BadArgument("net.tx")),
+        };
+        Ok(Self {
+            address,
+            gateway,
+            tx_mode,
+        })
     }
 }
 
@@ -139,7 +152,7 @@ impl NetStack {
         // writes the DTB.
         let fdt = unsafe { chroma_guest_rt::platform::fdt(boot.dtb_address) }.ok_or(NetError::NoDtb)?;
         let slot = device::find_net_slot(&fdt).ok_or(NetError::NoDevice)?;
-        let mut device = NetDevice::new(device::open(&slot)?);
+        let mut device = NetDevice::new(driver::open(&slot, config.tx_mode)?);
         let mac = EthernetAddress(device.mac_address());
         let mut interface_config = Config::new(HardwareAddress::Ethernet(mac));
         // Initial TCP sequence numbers and the like: the counter is as good a
