@@ -153,15 +153,26 @@ pub struct Outcome {
 /// xtask` with a separate target directory, since the outer `cargo test`
 /// holds the lock on the default one.
 pub fn boot(test_name: &str, config: &str, board: Board) -> Outcome {
+    boot_with(test_name, config, board, &[])
+}
+
+/// [`boot`] with more `xtask run` options (e.g. `--force-cache`).
+pub fn boot_with(test_name: &str, config: &str, board: Board, options: &[&str]) -> Outcome {
     let dir = workspace_root().join("target").join("systest");
     std::fs::create_dir_all(&dir).expect("create target/systest");
     let config_path = dir.join(format!("{test_name}.toml"));
     std::fs::write(&config_path, config).expect("write the test configuration");
+    boot_file(test_name, &config_path, board, options)
+}
+
+/// Boots the configuration file `config_path` headless through `xtask run`.
+pub fn boot_file(test_name: &str, config_path: &Path, board: Board, options: &[&str]) -> Outcome {
     let mut command = xtask_command();
     command
         .args(["run", "--headless"])
         .arg("--config")
-        .arg(&config_path);
+        .arg(config_path)
+        .args(options);
     if std::env::var_os("CHROMA_XTASK").is_some() {
         // `cargo xtask test` built every image before the system tests.
         command.arg("--no-build");

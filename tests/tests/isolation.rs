@@ -5,13 +5,18 @@ use chroma_systest::{
     boot, config_toml, expected_lines, workspace_root, Board, Outcome, Vm, TIMEOUT_EXIT,
 };
 
-/// Boots a crasher in `mode` beside a two-vCPU probe.
+/// Boots a crasher in `mode` beside a two-vCPU probe, on GICv2.
 fn crasher_beside_probe(test_name: &str, mode: &str) -> Outcome {
+    crasher_beside_probe_on(test_name, mode, 2)
+}
+
+/// Boots a crasher in `mode` beside a two-vCPU probe, on GICv`gic`.
+fn crasher_beside_probe_on(test_name: &str, mode: &str, gic: u8) -> Outcome {
     let config = config_toml(&[
         Vm::new("crasher", "crasher").cmdline(&format!("crasher.mode={mode}")),
         Vm::new("probe", "probe").vcpus(2),
     ]);
-    boot(test_name, &config, Board::new(2, 2))
+    boot(test_name, &config, Board::new(gic, 2))
 }
 
 /// The probe printed everything and powered off, whatever the crasher did.
@@ -22,9 +27,9 @@ fn assert_probe_finished(run: &Outcome) {
     run.assert_stopped("probe", "powered off");
 }
 
-#[test]
-fn a_faulting_vm_stops_alone() {
-    let run = crasher_beside_probe("crasher_fault", "fault");
+/// Checks a faulting crasher is stopped alone, on GICv`gic`.
+fn faulting_vm_stops_alone(gic: u8) {
+    let run = crasher_beside_probe_on(&format!("crasher_fault_gicv{gic}"), "fault", gic);
     run.assert_vm_printed_containing("crasher", "crasher: start");
     run.assert_vm_printed_containing(
         "crasher",
@@ -37,6 +42,16 @@ fn a_faulting_vm_stops_alone() {
     run.assert_all_stopped(1, 1);
     // One VM failed, so the run fails, by the hypervisor's exit, not a timeout.
     run.assert_failure_not_timeout();
+}
+
+#[test]
+fn a_faulting_vm_stops_alone_gicv2() {
+    faulting_vm_stops_alone(2);
+}
+
+#[test]
+fn a_faulting_vm_stops_alone_gicv3() {
+    faulting_vm_stops_alone(3);
 }
 
 #[test]
