@@ -75,11 +75,18 @@ fn main(boot: &'static Boot) -> ! {
         mebibytes: args.number("client.mib").unwrap_or(16),
         seed: args.number("client.seed").unwrap_or(1),
     };
-    let mut stack = NetStack::start(boot, config).unwrap_or_else(|error| fail(format_args!("{}", error)));
+    let mut stack =
+        NetStack::start(boot, config).unwrap_or_else(|error| fail(format_args!("{}", error)));
     println!("netclient: ip {} mac {}", stack.config.address, stack.mac());
     println!(
         "netclient: info device at {:#x}, wakeup {:?}, tx {:?}; server {} ping {} mib {} seed {}",
-        stack.slot.base, stack.wakeup, stack.config.tx_mode, plan.server, plan.ping_count, plan.mebibytes, plan.seed
+        stack.slot.base,
+        stack.wakeup,
+        stack.config.tx_mode,
+        plan.server,
+        plan.ping_count,
+        plan.mebibytes,
+        plan.seed
     );
     println!("netclient: link up");
 
@@ -144,7 +151,9 @@ fn ping(stack: &mut NetStack, plan: &Plan) {
             stack.poll();
             let socket = stack.sockets.get_mut::<icmp::Socket>(handle);
             while let Ok((data, from)) = socket.recv() {
-                let Ok(packet) = Icmpv4Packet::new_checked(data) else { continue };
+                let Ok(packet) = Icmpv4Packet::new_checked(data) else {
+                    continue;
+                };
                 let Ok(Icmpv4Repr::EchoReply { ident, seq_no, .. }) =
                     Icmpv4Repr::parse(&packet, &checksums)
                 else {
@@ -170,7 +179,10 @@ fn ping(stack: &mut NetStack, plan: &Plan) {
     stack.sockets.remove(handle);
     println!("netclient: ping {}/{} replies", replies, plan.ping_count);
     if replies != plan.ping_count {
-        fail(format_args!("ping: {} of {} replies", replies, plan.ping_count));
+        fail(format_args!(
+            "ping: {} of {} replies",
+            replies, plan.ping_count
+        ));
     }
 }
 
@@ -198,10 +210,17 @@ fn transfer(stack: &mut NetStack, plan: &Plan) {
     {
         let socket = stack.sockets.get_mut::<tcp::Socket>(handle);
         if socket
-            .connect(stack.interface.context(), (plan.server, SINK_PORT), local_port)
+            .connect(
+                stack.interface.context(),
+                (plan.server, SINK_PORT),
+                local_port,
+            )
             .is_err()
         {
-            fail(format_args!("cannot connect to {}:{}", plan.server, SINK_PORT));
+            fail(format_args!(
+                "cannot connect to {}:{}",
+                plan.server, SINK_PORT
+            ));
         }
     }
     let connect_deadline = timer::now().saturating_add(timer::ticks_in_ms(CONNECT_TIMEOUT_MS));
@@ -217,7 +236,10 @@ fn transfer(stack: &mut NetStack, plan: &Plan) {
             )),
         }
         if timer::now() >= connect_deadline {
-            fail(format_args!("connection to {}:{} timed out", plan.server, SINK_PORT));
+            fail(format_args!(
+                "connection to {}:{} timed out",
+                plan.server, SINK_PORT
+            ));
         }
         stack.sleep(connect_deadline);
     }
@@ -238,7 +260,9 @@ fn transfer(stack: &mut NetStack, plan: &Plan) {
         while hash.length() < total && socket.can_send() {
             let remaining = total - hash.length();
             let queued = socket.send(|buffer| {
-                let count = buffer.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                let count = buffer
+                    .len()
+                    .min(usize::try_from(remaining).unwrap_or(usize::MAX));
                 stream.fill(&mut buffer[..count]);
                 hash.update(&buffer[..count]);
                 (count, count)
@@ -323,7 +347,9 @@ fn transfer(stack: &mut NetStack, plan: &Plan) {
     loop {
         stack.poll();
         let state = stack.sockets.get_mut::<tcp::Socket>(handle).state();
-        if matches!(state, tcp::State::TimeWait | tcp::State::Closed) || timer::now() >= linger_deadline {
+        if matches!(state, tcp::State::TimeWait | tcp::State::Closed)
+            || timer::now() >= linger_deadline
+        {
             break;
         }
         stack.sleep(linger_deadline);

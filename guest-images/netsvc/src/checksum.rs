@@ -62,7 +62,11 @@ impl XorShiftStream {
     /// has no zero state).
     pub fn new(seed: u64) -> Self {
         Self {
-            state: if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed },
+            state: if seed == 0 {
+                0x9e37_79b9_7f4a_7c15
+            } else {
+                seed
+            },
             word: [0; 8],
             used: 8,
         }

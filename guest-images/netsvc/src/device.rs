@@ -182,10 +182,7 @@ impl phy::Device for NetDevice {
             }
         };
         let device = &*self;
-        Some((
-            NetRxToken { device, frame },
-            NetTxToken { device },
-        ))
+        Some((NetRxToken { device, frame }, NetTxToken { device }))
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {

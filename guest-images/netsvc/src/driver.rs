@@ -81,7 +81,9 @@ impl RxFrame {
                 buffer,
                 offset,
                 length,
-            } => buffer.get(*offset..offset.saturating_add(*length)).unwrap_or(&[]),
+            } => buffer
+                .get(*offset..offset.saturating_add(*length))
+                .unwrap_or(&[]),
         }
     }
 }
@@ -101,7 +103,9 @@ pub fn open(slot: &MmioSlot, mode: TxMode) -> Result<Driver, NetError> {
         ))),
         TxMode::Queued => {
             let raw = NetRaw::new(transport).map_err(NetError::Driver)?;
-            let header_length = raw.fill_buffer_header(&mut [0; 16]).map_err(NetError::Driver)?;
+            let header_length = raw
+                .fill_buffer_header(&mut [0; 16])
+                .map_err(NetError::Driver)?;
             let mut driver = Box::new(QueuedDriver {
                 raw,
                 header_length,
@@ -135,7 +139,10 @@ impl QueuedDriver {
     fn reclaim(&mut self) -> usize {
         let mut count = 0;
         while let Some(token) = self.raw.poll_transmit() {
-            let Some(buffer) = self.sending.get_mut(usize::from(token)).and_then(Option::take)
+            let Some(buffer) = self
+                .sending
+                .get_mut(usize::from(token))
+                .and_then(Option::take)
             else {
                 break;
             };

@@ -44,7 +44,8 @@ unsafe impl Hal for GuestHal {
 
     unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
         // Identity: MMU off. Only the PCI transport calls this.
-        NonNull::new(paddr as usize as *mut u8).unwrap_or(NonNull::dangling())
+        let address = usize::try_from(paddr).unwrap_or(0);
+        NonNull::new(address as *mut u8).unwrap_or(NonNull::dangling())
     }
 
     unsafe fn share(buffer: NonNull<[u8]>, _direction: BufferDirection) -> PhysAddr {

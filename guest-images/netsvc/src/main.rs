@@ -144,7 +144,8 @@ impl Echo {
             let _ = socket.send_slice(&chunk[..count]);
             busy = true;
         }
-        if socket.state() == tcp::State::CloseWait && !socket.can_recv() && socket.send_queue() == 0 {
+        if socket.state() == tcp::State::CloseWait && !socket.can_recv() && socket.send_queue() == 0
+        {
             socket.close();
             busy = true;
         }
@@ -243,11 +244,16 @@ impl LineBuffer {
 
 impl core::fmt::Write for LineBuffer {
     fn write_str(&mut self, text: &str) -> core::fmt::Result {
-        let end = self.length.checked_add(text.len()).ok_or(core::fmt::Error)?;
-        let target = self.bytes.get_mut(self.length..end).ok_or(core::fmt::Error)?;
+        let end = self
+            .length
+            .checked_add(text.len())
+            .ok_or(core::fmt::Error)?;
+        let target = self
+            .bytes
+            .get_mut(self.length..end)
+            .ok_or(core::fmt::Error)?;
         target.copy_from_slice(text.as_bytes());
         self.length = end;
         Ok(())
     }
 }
-

@@ -34,7 +34,10 @@ impl fmt::Display for NetError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NoDtb => write!(formatter, "no valid DTB"),
-            Self::NoDevice => write!(formatter, "no virtio-mmio network device (DeviceID 1) in the DTB"),
+            Self::NoDevice => write!(
+                formatter,
+                "no virtio-mmio network device (DeviceID 1) in the DTB"
+            ),
             Self::Transport(reason) => write!(formatter, "virtio-mmio transport: {}", reason),
             Self::Driver(error) => write!(formatter, "virtio-net driver: {}", error),
             Self::BadArgument(word) => write!(formatter, "malformed bootarg {}", word),
@@ -150,16 +153,18 @@ impl NetStack {
     pub fn start(boot: &Boot, config: NetConfig) -> Result<Self, NetError> {
         // SAFETY: the address is the one the runtime booted with, and no one
         // writes the DTB.
-        let fdt = unsafe { chroma_guest_rt::platform::fdt(boot.dtb_address) }.ok_or(NetError::NoDtb)?;
+        let fdt =
+            unsafe { chroma_guest_rt::platform::fdt(boot.dtb_address) }.ok_or(NetError::NoDtb)?;
         let slot = device::find_net_slot(&fdt).ok_or(NetError::NoDevice)?;
         let mut device = NetDevice::new(driver::open(&slot, config.tx_mode)?);
         let mac = EthernetAddress(device.mac_address());
         let mut interface_config = Config::new(HardwareAddress::Ethernet(mac));
         // Initial TCP sequence numbers and the like: the counter is as good a
         // seed as a test guest has.
-        interface_config.random_seed = timer::now() ^ u64::from_le_bytes([
-            mac.0[0], mac.0[1], mac.0[2], mac.0[3], mac.0[4], mac.0[5], 0, 0,
-        ]);
+        interface_config.random_seed = timer::now()
+            ^ u64::from_le_bytes([
+                mac.0[0], mac.0[1], mac.0[2], mac.0[3], mac.0[4], mac.0[5], 0, 0,
+            ]);
         let mut interface = Interface::new(interface_config, &mut device, now());
         interface.update_ip_addrs(|addresses| {
             // The interface holds two addresses; this is the first.
@@ -202,7 +207,7 @@ impl NetStack {
     pub fn sleep(&mut self, deadline: u64) {
         let mut deadline = deadline;
         if let Some(delay) = self.interface.poll_delay(now(), &self.sockets) {
-            let micros = u64::try_from(delay.total_micros()).unwrap_or(u64::MAX);
+            let micros = delay.total_micros();
             deadline = deadline.min(timer::now().saturating_add(ticks_in_micros(micros)));
         }
         if self.wakeup == Wakeup::Polling {

@@ -326,7 +326,9 @@ impl Gic {
                 let target = &distributor.itargetsr[index];
                 target.set((target.get() & !(0xff << shift)) | (mask << shift));
             }
-            Self::V3 { distributor: base, .. } => {
+            Self::V3 {
+                distributor: base, ..
+            } => {
                 distributor.igroupr[word].set(distributor.igroupr[word].get() | bit);
                 // GICD_IROUTER<n>: Interrupt_Routing_Mode 0 (bit 31) and this
                 // CPU's Aff2.Aff1.Aff0 in the low half, Aff3 in the high half.
