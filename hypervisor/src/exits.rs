@@ -335,7 +335,7 @@ fn cpu_on(cpu: &Cpu, vm: &Vm, target: u64, entry: u64, context: u64) -> PsciRetu
 static ESCAPE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Reads typed bytes and delivers them to the VM with the input focus.
-/// Ctrl-A then: `n` next VM, `h` help, Ctrl-A a literal Ctrl-A.
+/// Ctrl-A then: `n` next VM, `c` counters, `h` help, Ctrl-A a literal Ctrl-A.
 pub fn poll_console(gic: &chroma_arch::aarch64::gic::Gic, me: usize) {
     let sys = system();
     while let Some(byte) = crate::console::poll_input() {
@@ -350,8 +350,23 @@ pub fn poll_console(gic: &chroma_arch::aarch64::gic::Gic, me: usize) {
                     log::info!("console input -> vm {}", sys.vms[next].name);
                     continue;
                 }
+                b'c' => {
+                    for vm in sys.vms.iter() {
+                        log::info!(
+                            "vm {}: {} aborts/undefs injected, {} reset(s){}",
+                            vm.name,
+                            vm.faults.load(Ordering::Relaxed),
+                            vm.resets.load(Ordering::Relaxed),
+                            if vm.is_stopped() { ", stopped" } else { "" }
+                        );
+                        crate::nic::report(vm.index);
+                    }
+                    continue;
+                }
                 b'h' | b'?' => {
-                    log::info!("console: Ctrl-A n = input to the next VM, Ctrl-A Ctrl-A = send Ctrl-A");
+                    log::info!(
+                        "console: Ctrl-A n = input to the next VM, Ctrl-A c = counters, Ctrl-A Ctrl-A = send Ctrl-A"
+                    );
                     continue;
                 }
                 0x01 => {}
