@@ -6,7 +6,8 @@
 #      the throughput. Once with the default driver (VirtIONet, each frame
 #      sent waits for the device) and once with net.tx=queued (VirtIONetRaw,
 #      frames in flight);
-#   2. the same pair on GICv3 with 2 MiB (the SPI routed through GICD_IROUTER);
+#   2. the same pair on GICv3 with 2 MiB (the SPI routed through GICD_IROUTER),
+#      netsvc also pinging netclient (svc.ping), which stays up 3 s after done;
 #   3. netsvc behind QEMU user networking: a host python3 on 127.0.0.1 echoes
 #      1 MiB through port 7 and sends 4 MiB to the sink on port 9, comparing
 #      the checksum line with its own.
@@ -104,11 +105,12 @@ done
 
 # 2. VM to VM, GICv3.
 name=vm-to-vm-gicv3
-pair "$name" 3 2 120 "net.tx=queued"
+pair "$name" 3 2 120 "net.tx=queued svc.ping=10.0.2.16 client.stay=3"
 status=$?
 grep -aq "^netclient: transfer 2097152 bytes .* match$" "$log/$name-netclient" &&
     grep -aqx "netclient: done" "$log/$name-netclient" &&
-    grep -aq "^netsvc: sink received 2097152 bytes" "$log/$name-netsvc"
+    grep -aq "^netsvc: sink received 2097152 bytes" "$log/$name-netsvc" &&
+    grep -aqx "netsvc: ping 3/3 replies" "$log/$name-netsvc"
 verdict "$name" $((status != 0 || $? != 0)) "$log/$name-netclient" "$log/$name-netsvc"
 
 # 3. Host to VM through QEMU user networking (host forwards on 127.0.0.1 only).

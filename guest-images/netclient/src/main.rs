@@ -3,7 +3,8 @@
 //! Bootargs (defaults in brackets): `net.ip=` [10.0.2.16/24], `net.gw=`
 //! [10.0.2.2], `client.server=` [10.0.2.15], `client.ping=N` [3] echo
 //! requests, `client.mib=N` [16] MiB to send to the server's sink (port 9),
-//! `client.seed=N` [1] for the xorshift64 byte stream. Prints one line per
+//! `client.seed=N` [1] for the xorshift64 byte stream, `client.stay=S` [0]
+//! seconds to stay on the network (answering pings) after `done`. Prints one line per
 //! ping reply, the transfer's checksums from both ends, the throughput, then
 //! `netclient: done` and powers off. A failure prints a line with `FAIL` and
 //! powers off.
@@ -17,12 +18,12 @@ use alloc::vec;
 
 use chroma_guest_netsvc::checksum::{Fnv64, XorShiftStream};
 use chroma_guest_netsvc::irq;
+use chroma_guest_netsvc::ping::Pinger;
 use chroma_guest_netsvc::stack::{NetConfig, NetStack};
 use chroma_guest_rt::args::BootArgs;
 use chroma_guest_rt::{println, timer, Boot};
-use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::socket::{icmp, tcp};
-use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpAddress, Ipv4Address, Ipv4Cidr};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 
 chroma_guest_rt::entry!(start);
 
@@ -32,8 +33,6 @@ const SINK_PORT: u16 = 9;
 const PING_IDENT: u16 = 0x4e43;
 /// How long each echo request waits for its reply.
 const PING_TIMEOUT_MS: u64 = 1000;
-/// Bytes of payload in each echo request.
-const PING_PAYLOAD: usize = 56;
 /// How long the connection may take to open.
 const CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// How long the transfer may go without any progress (bytes queued or
@@ -53,6 +52,7 @@ struct Plan {
     ping_count: u64,
     mebibytes: u64,
     seed: u64,
+    stay_seconds: u64,
 }
 
 fn main(boot: &'static Boot) -> ! {
@@ -74,6 +74,7 @@ fn main(boot: &'static Boot) -> ! {
         ping_count: args.number("client.ping").unwrap_or(3),
         mebibytes: args.number("client.mib").unwrap_or(16),
         seed: args.number("client.seed").unwrap_or(1),
+        stay_seconds: args.number("client.stay").unwrap_or(0),
     };
     let mut stack =
         NetStack::start(boot, config).unwrap_or_else(|error| fail(format_args!("{}", error)));
@@ -106,6 +107,13 @@ fn main(boot: &'static Boot) -> ! {
         counters.tx_wait_ticks * 1000 / timer::frequency()
     );
     println!("netclient: done");
+    // Stay on the network a while (answering pings) if asked to.
+    let stay_until =
+        timer::now().saturating_add(timer::ticks_in_ms(plan.stay_seconds.saturating_mul(1000)));
+    while timer::now() < stay_until {
+        stack.poll();
+        stack.sleep(stay_until);
+    }
     chroma_guest_rt::power_off()
 }
 
@@ -121,62 +129,26 @@ fn ping(stack: &mut NetStack, plan: &Plan) {
     if plan.ping_count == 0 {
         return;
     }
-    let buffer = || icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 1024]);
-    let mut socket = icmp::Socket::new(buffer(), buffer());
-    if socket.bind(icmp::Endpoint::Ident(PING_IDENT)).is_err() {
-        fail(format_args!("cannot bind the ICMP socket"));
-    }
-    let handle = stack.sockets.add(socket);
-    let checksums = ChecksumCapabilities::default();
-    let payload = [0x5au8; PING_PAYLOAD];
+    let pinger =
+        Pinger::new(stack, PING_IDENT).unwrap_or_else(|error| fail(format_args!("{}", error)));
     let mut replies = 0;
     for sequence in 1..=plan.ping_count {
-        let sequence_number = (sequence & 0xffff) as u16;
-        let request = Icmpv4Repr::EchoRequest {
-            ident: PING_IDENT,
-            seq_no: sequence_number,
-            data: &payload,
-        };
-        let sent_at = timer::now();
-        {
-            let socket = stack.sockets.get_mut::<icmp::Socket>(handle);
-            match socket.send(request.buffer_len(), IpAddress::Ipv4(plan.server)) {
-                Ok(bytes) => request.emit(&mut Icmpv4Packet::new_unchecked(bytes), &checksums),
-                Err(_) => fail(format_args!("ping {} could not be queued", sequence)),
+        match pinger.ping(
+            stack,
+            plan.server,
+            (sequence & 0xffff) as u16,
+            PING_TIMEOUT_MS,
+        ) {
+            Ok(Some(micros)) => {
+                println!("netclient: ping {} reply from {}", sequence, plan.server);
+                println!("netclient: info ping {} rtt {} us", sequence, micros);
+                replies += 1;
             }
-        }
-        let deadline = sent_at.saturating_add(timer::ticks_in_ms(PING_TIMEOUT_MS));
-        let mut answered = false;
-        while !answered && timer::now() < deadline {
-            stack.poll();
-            let socket = stack.sockets.get_mut::<icmp::Socket>(handle);
-            while let Ok((data, from)) = socket.recv() {
-                let Ok(packet) = Icmpv4Packet::new_checked(data) else {
-                    continue;
-                };
-                let Ok(Icmpv4Repr::EchoReply { ident, seq_no, .. }) =
-                    Icmpv4Repr::parse(&packet, &checksums)
-                else {
-                    continue;
-                };
-                if ident == PING_IDENT && seq_no == sequence_number {
-                    let micros = (timer::now() - sent_at) * 1_000_000 / timer::frequency();
-                    println!("netclient: ping {} reply from {}", sequence, from);
-                    println!("netclient: info ping {} rtt {} us", sequence, micros);
-                    answered = true;
-                }
-            }
-            if !answered {
-                stack.sleep(deadline);
-            }
-        }
-        if answered {
-            replies += 1;
-        } else {
-            println!("netclient: ping {} no reply", sequence);
+            Ok(None) => println!("netclient: ping {} no reply", sequence),
+            Err(error) => fail(format_args!("ping {}: {}", sequence, error)),
         }
     }
-    stack.sockets.remove(handle);
+    pinger.remove(stack);
     println!("netclient: ping {}/{} replies", replies, plan.ping_count);
     if replies != plan.ping_count {
         fail(format_args!(

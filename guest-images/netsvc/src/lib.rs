@@ -15,6 +15,7 @@
 //! - [`main_stack`]: a 128 KiB stack for the guest's main loop (the
 //!   runtime's 16 KiB is too small for virtio-drivers' `VirtIONet`, which
 //!   is built by value);
+//! - [`ping`]: ICMP echo requests;
 //! - [`checksum`]: FNV-1a 64 and the xorshift byte stream both ends agree on.
 //!
 //! The guests run with the MMU off (see `chroma-guest-rt`), so memory is
@@ -34,6 +35,7 @@ pub mod hal;
 pub mod heap;
 pub mod irq;
 pub mod main_stack;
+pub mod ping;
 pub mod stack;
 
 pub use stack::{NetConfig, NetError, NetStack};

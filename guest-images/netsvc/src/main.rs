@@ -1,7 +1,8 @@
 //! Test guest: TCP echo (port 7) and sink (port 9), ICMP echo, over virtio-net.
 //!
 //! Bootargs: `net.ip=A.B.C.D/N` (default 10.0.2.15/24), `net.gw=A.B.C.D`
-//! (default 10.0.2.2). The sink reads until the peer shuts its write side,
+//! (default 10.0.2.2), `net.tx=wait|queued`; `svc.ping=A.B.C.D` pings that
+//! host `svc.pings=N` (default 3) times once it answers, before serving. The sink reads until the peer shuts its write side,
 //! then answers `len=<n> fnv64=<hex>\n` and closes. Every 2 s a heartbeat
 //! line gives the packet and interrupt counts. Runs until powered off.
 #![no_std]
@@ -12,6 +13,7 @@ use core::fmt::Write as _;
 
 use chroma_guest_netsvc::checksum::Fnv64;
 use chroma_guest_netsvc::irq;
+use chroma_guest_netsvc::ping::Pinger;
 use chroma_guest_netsvc::stack::{NetConfig, NetStack};
 use chroma_guest_rt::args::BootArgs;
 use chroma_guest_rt::{println, timer, Boot};
@@ -59,6 +61,12 @@ fn main(boot: &'static Boot) -> ! {
 
     let mut echo = Echo::new(&mut stack);
     let mut sink = Sink::new(&mut stack);
+    if let Some(target) = args.value("svc.ping") {
+        let target = target
+            .parse()
+            .unwrap_or_else(|_| fail(format_args!("malformed bootarg svc.ping")));
+        ping(&mut stack, target, args.number("svc.pings").unwrap_or(3));
+    }
     let heartbeat_ticks = timer::ticks_in_ms(HEARTBEAT_MS);
     let mut next_heartbeat = timer::now().saturating_add(heartbeat_ticks);
     let mut heartbeat_count: u64 = 0;
@@ -86,6 +94,55 @@ fn main(boot: &'static Boot) -> ! {
             next_heartbeat = timer::now().saturating_add(heartbeat_ticks);
         }
         stack.sleep(next_heartbeat);
+    }
+}
+
+/// Echo identifier of the service's own pings ("NS").
+const PING_IDENT: u16 = 0x4e53;
+/// How long each echo request waits for its reply.
+const PING_TIMEOUT_MS: u64 = 1000;
+/// How long the service waits for the peer to answer at all.
+const PING_PEER_WAIT_S: u64 = 30;
+
+/// Pings `target` `count` times once it answers at all (it may still be
+/// booting: up to [`PING_PEER_WAIT_S`] of unanswered probes first). Failures
+/// print a FAIL line; the service goes on either way.
+fn ping(stack: &mut NetStack, target: Ipv4Address, count: u64) {
+    let pinger = match Pinger::new(stack, PING_IDENT) {
+        Ok(pinger) => pinger,
+        Err(error) => fail(format_args!("{}", error)),
+    };
+    let mut reachable = false;
+    for _ in 0..PING_PEER_WAIT_S {
+        if let Ok(Some(_)) = pinger.ping(stack, target, 0, PING_TIMEOUT_MS) {
+            reachable = true;
+            break;
+        }
+    }
+    if !reachable {
+        println!(
+            "netsvc: FAIL ping {}: no reply in {} s",
+            target, PING_PEER_WAIT_S
+        );
+        pinger.remove(stack);
+        return;
+    }
+    let mut replies = 0;
+    for sequence in 1..=count {
+        match pinger.ping(stack, target, (sequence & 0xffff) as u16, PING_TIMEOUT_MS) {
+            Ok(Some(micros)) => {
+                println!("netsvc: ping {} reply from {}", sequence, target);
+                println!("netsvc: info ping {} rtt {} us", sequence, micros);
+                replies += 1;
+            }
+            Ok(None) => println!("netsvc: ping {} no reply", sequence),
+            Err(error) => println!("netsvc: ping {}: {}", sequence, error),
+        }
+    }
+    pinger.remove(stack);
+    println!("netsvc: ping {}/{} replies", replies, count);
+    if replies != count {
+        println!("netsvc: FAIL ping: {} of {} replies", replies, count);
     }
 }
 
@@ -122,6 +179,7 @@ struct Echo {
 impl Echo {
     fn new(stack: &mut NetStack) -> Self {
         let handle = stack.sockets.add(tcp_socket(ECHO_BYTES, ECHO_BYTES));
+        relisten(stack.sockets.get_mut::<tcp::Socket>(handle), ECHO_PORT);
         Self { handle }
     }
 
@@ -164,6 +222,7 @@ struct Sink {
 impl Sink {
     fn new(stack: &mut NetStack) -> Self {
         let handle = stack.sockets.add(tcp_socket(SINK_RX_BYTES, SINK_TX_BYTES));
+        relisten(stack.sockets.get_mut::<tcp::Socket>(handle), SINK_PORT);
         Self {
             handle,
             hash: Fnv64::new(),

@@ -28,6 +28,8 @@ pub enum NetError {
     Driver(virtio_drivers::Error),
     /// a bootarg is malformed
     BadArgument(&'static str),
+    /// a socket operation failed
+    Socket(&'static str),
 }
 
 impl fmt::Display for NetError {
@@ -41,6 +43,7 @@ impl fmt::Display for NetError {
             Self::Transport(reason) => write!(formatter, "virtio-mmio transport: {}", reason),
             Self::Driver(error) => write!(formatter, "virtio-net driver: {}", error),
             Self::BadArgument(word) => write!(formatter, "malformed bootarg {}", word),
+            Self::Socket(reason) => write!(formatter, "{}", reason),
         }
     }
 }
