@@ -9,6 +9,8 @@
 #![no_main]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+extern crate alloc;
+
 use core::fmt::Write as _;
 
 use chroma_guest_netsvc::checksum::Fnv64;
@@ -157,8 +159,6 @@ fn tcp_socket(rx_bytes: usize, tx_bytes: usize) -> tcp::Socket<'static> {
     let tx = tcp::SocketBuffer::new(alloc::vec![0; tx_bytes]);
     tcp::Socket::new(rx, tx)
 }
-
-extern crate alloc;
 
 /// Re-arms a listener once its socket has closed; true if it did.
 fn relisten(socket: &mut tcp::Socket<'static>, port: u16) -> bool {
