@@ -143,12 +143,12 @@ class HostService(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def single_vm(gic, full):
-    name = "gicv%d" % gic
+def single_vm(gic, full, smp=2):
+    name = "gicv%d" % gic + ("-smp%d" % smp if smp != 2 else "")
     port = free_port()
     run = ' chroma.run="echo run-$((40+2))"' if full else ""
     vm = VM(name, gic, "chroma.ip=10.0.2.15/24 chroma.gw=10.0.2.2 chroma.httpd" + run,
-            "user,id=n0,hostfwd=tcp:127.0.0.1:%d-10.0.2.15:80" % port)
+            "user,id=n0,hostfwd=tcp:127.0.0.1:%d-10.0.2.15:80" % port, smp=smp)
     try:
         ok = check("%s: boots to 'linux-guest: init'" % name, vm.expect(r"linux-guest: init", 120))
         if ok:
@@ -306,6 +306,8 @@ def main():
     build_checks()
     single_vm(2, full=True)
     single_vm(3, full=not QUICK)
+    if not QUICK:
+        single_vm(2, full=False, smp=1)
     if not QUICK:
         vm_pair()
     if figures:
