@@ -180,6 +180,16 @@ def single_vm(gic, full, smp=2):
             check("%s: host downloads blob.bin (1 MiB), sha256 matches the guest's" % name,
                   got == blob_sha and len(blob) == 1 << 20, "%d bytes in %.2f s" % (len(blob), dt))
         if full:
+            # job control: ^C interrupts the foreground job, not the shell
+            m0 = vm.mark()
+            vm.type("sleep 60")
+            time.sleep(1.5)
+            vm.p.stdin.write(b"\x03")
+            vm.p.stdin.flush()
+            time.sleep(0.5)
+            vm.type("echo after-ctrl-c-$((2*3))")
+            check("%s: ^C interrupts a foreground job (cttyhack: controlling tty)" % name,
+                  vm.expect(r"after-ctrl-c-6", 10, m0))
             check("%s: chroma.run runs its command" % name,
                   vm.expect(r"run-42", 30) and vm.expect(r"linux-guest: run exit 0", 10))
             # the guest reaches a host service the other way (slirp: host = 10.0.2.2)
