@@ -1,7 +1,8 @@
 //! Test guest: TCP echo (port 7) and sink (port 9), ICMP echo, over virtio-net.
 //!
 //! Bootargs: `net.ip=A.B.C.D/N` (default 10.0.2.15/24), `net.gw=A.B.C.D`
-//! (default 10.0.2.2), `net.tx=wait|queued`; `svc.ping=A.B.C.D` pings that
+//! (default 10.0.2.2), `net.tx=wait|queued`, `svc.sinks=N` (power off after N
+//! sink sessions); `svc.ping=A.B.C.D` pings that
 //! host `svc.pings=N` (default 3) times once it answers, before serving. The sink reads until the peer shuts its write side,
 //! then answers `len=<n> fnv64=<hex>\n` and closes. Every 2 s a heartbeat
 //! line gives the packet and interrupt counts. Runs until powered off.
@@ -72,7 +73,18 @@ fn main(boot: &'static Boot) -> ! {
     let heartbeat_ticks = timer::ticks_in_ms(HEARTBEAT_MS);
     let mut next_heartbeat = timer::now().saturating_add(heartbeat_ticks);
     let mut heartbeat_count: u64 = 0;
+    // `svc.sinks=N`: power off about a second after the N-th sink session
+    // was answered (lets a test run end cleanly).
+    let sinks = args.number("svc.sinks");
+    let mut off_at: Option<u64> = None;
     loop {
+        if off_at.is_none() && sinks.is_some_and(|n| sink.sessions >= n) {
+            off_at = Some(timer::now().saturating_add(timer::ticks_in_ms(1000)));
+        }
+        if off_at.is_some_and(|t| timer::now() >= t) {
+            println!("netsvc: done");
+            chroma_guest_rt::power_off();
+        }
         stack.poll();
         let busy = echo.serve(&mut stack) | sink.serve(&mut stack);
         if busy {
@@ -95,7 +107,7 @@ fn main(boot: &'static Boot) -> ! {
             );
             next_heartbeat = timer::now().saturating_add(heartbeat_ticks);
         }
-        stack.sleep(next_heartbeat);
+        stack.sleep(off_at.map_or(next_heartbeat, |t| t.min(next_heartbeat)));
     }
 }
 
@@ -217,6 +229,8 @@ struct Sink {
     hash: Fnv64,
     replied: bool,
     connected: bool,
+    /// Sessions answered so far.
+    sessions: u64,
 }
 
 impl Sink {
@@ -227,6 +241,7 @@ impl Sink {
             handle,
             hash: Fnv64::new(),
             replied: false,
+            sessions: 0,
             connected: false,
         }
     }
@@ -276,6 +291,7 @@ impl Sink {
                 self.hash.value()
             );
             self.replied = true;
+            self.sessions += 1;
             busy = true;
         }
         busy
