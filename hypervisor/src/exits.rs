@@ -338,10 +338,17 @@ static ESCAPE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::
 /// Ctrl-A then: `n` next VM, `c` counters, `h` help, Ctrl-A a literal Ctrl-A.
 pub fn poll_console(gic: &chroma_arch::aarch64::gic::Gic, me: usize) {
     let sys = system();
-    while let Some(byte) = crate::console::poll_input() {
-        if sys.vms.is_empty() {
+    if sys.vms.is_empty() {
+        return;
+    }
+    loop {
+        // Leave input in the physical UART (and QEMU's queue behind it) while
+        // the receiving VM's FIFO is full: typed input is never dropped.
+        let focus = &sys.vms[sched::FOCUS.load(Ordering::Relaxed) % sys.vms.len()];
+        if !focus.uart.lock().model.can_receive() {
             return;
         }
+        let Some(byte) = crate::console::poll_input() else { return };
         if ESCAPE.swap(false, Ordering::Relaxed) {
             match byte {
                 b'n' => {

@@ -40,10 +40,10 @@ fn two_probes_side_by_side_gicv3() {
     two_probes(3);
 }
 
-/// What `scripts/run.sh` boots by default: `configs/default.toml`, headless.
+/// The probe configuration `scripts/run.sh --config configs/probes.toml` boots, headless.
 #[test]
-fn the_default_config_runs_to_the_end() {
-    let config = workspace_root().join("configs").join("default.toml");
+fn the_probes_config_runs_to_the_end() {
+    let config = workspace_root().join("configs").join("probes.toml");
     let run = boot_file("default", &config, Board::new(2, 2), &[]);
     let expected = expected_lines("probe");
     run.assert_vm_printed_in_order("probe", &expected);

@@ -58,6 +58,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         gdb: false,
         log: None,
         no_build: true,
+        forward: Vec::new(),
+        input: None,
     };
     let machine = MachineFacts {
         physical_cpus: run_args.smp,

@@ -49,6 +49,16 @@ pub fn log_level_number(name: &str) -> Result<u8> {
 ///
 /// The error text names the file, the key and the reason.
 pub fn manifest(path: &Path, machine: &MachineFacts, options: &ManifestOptions) -> Result<Vec<u8>> {
+    manifest_and_uplink(path, machine, options).map(|(bytes, _)| bytes)
+}
+
+/// [`manifest`], and whether a switch of the configuration has an uplink
+/// (the board then needs its NIC).
+pub fn manifest_and_uplink(
+    path: &Path,
+    machine: &MachineFacts,
+    options: &ManifestOptions,
+) -> Result<(Vec<u8>, bool)> {
     let limits = BoardLimits {
         physical_cpus: machine.physical_cpus,
         guest_ram_bytes: machine.ram_bytes.saturating_sub(HYPERVISOR_RAM_RESERVE),
@@ -69,8 +79,10 @@ pub fn manifest(path: &Path, machine: &MachineFacts, options: &ManifestOptions) 
         exit_via_semihosting: options.exit_via_semihosting,
         ..RuntimeOptions::default()
     };
+    let uplink = config.switches.iter().any(|switch| switch.uplink);
     config
         .to_manifest(&runtime)
+        .map(|bytes| (bytes, uplink))
         .map_err(|error| error.to_string())
 }
 

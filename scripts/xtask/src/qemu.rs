@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::bundle::bundle;
-use crate::config::{manifest, parse_size, MachineFacts, ManifestOptions};
+use crate::config::{manifest_and_uplink, parse_size, MachineFacts, ManifestOptions};
 use crate::images::{board_dir, build_all, Images};
 use crate::process::{command_line, exit_code};
 use crate::{workspace_root, Board, Result};
@@ -57,6 +57,57 @@ pub struct RunArgs {
     /// Use the images already in build/ (the system tests pass this after `xtask test` built them).
     #[arg(long, hide = true)]
     pub no_build: bool,
+    /// With an uplink switch: forward host TCP port HOST on 127.0.0.1 to
+    /// GUEST_IP:PORT behind the uplink (repeatable), e.g. 8080:10.0.2.20:80.
+    #[arg(long, value_name = "HOST:GUEST_IP:PORT")]
+    pub forward: Vec<String>,
+    /// Headless runs: feed this file to the console as typed input.
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+}
+
+/// The host forwards of the default configuration: the Linux guest's web
+/// server and the service guest's echo and sink ports.
+pub const DEFAULT_FORWARDS: [&str; 3] = ["8080:10.0.2.20:80", "7007:10.0.2.15:7", "7009:10.0.2.15:9"];
+
+/// A parsed `--forward`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forward {
+    /// Port on 127.0.0.1.
+    pub host_port: u16,
+    /// Guest address behind the uplink.
+    pub guest_ip: String,
+    /// Guest port.
+    pub guest_port: u16,
+}
+
+/// Parses `HOST:GUEST_IP:PORT`.
+pub fn parse_forward(text: &str) -> Result<Forward> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let bad = || format!("--forward {text:?}: expected HOST_PORT:GUEST_IP:GUEST_PORT, e.g. 8080:10.0.2.20:80");
+    let [host, ip, port] = parts.as_slice() else { return Err(bad()) };
+    let ok_ip = ip.split('.').count() == 4 && ip.split('.').all(|o| o.parse::<u8>().is_ok());
+    match (host.parse::<u16>(), ok_ip, port.parse::<u16>()) {
+        (Ok(host_port), true, Ok(guest_port)) if host_port != 0 && guest_port != 0 => {
+            Ok(Forward { host_port, guest_ip: (*ip).to_owned(), guest_port })
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// QEMU's user-mode network for the board NIC, with the forwards bound to
+/// 127.0.0.1 only.
+pub fn uplink_args(forwards: &[Forward]) -> Vec<String> {
+    let mut netdev = String::from("user,id=uplink,net=10.0.2.0/24");
+    for f in forwards {
+        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-{}:{}", f.host_port, f.guest_ip, f.guest_port));
+    }
+    vec![
+        "-netdev".to_owned(),
+        netdev,
+        "-device".to_owned(),
+        "virtio-net-device,netdev=uplink".to_owned(),
+    ]
 }
 
 /// Builds, bundles and boots.
@@ -72,8 +123,17 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         exit_via_semihosting: args.headless,
     };
     let config = args.config.clone().unwrap_or_else(default_config);
+    // The Linux guest comes from Debian's archive: fetch it when needed.
+    if crate::images::config_uses_linux(&config) {
+        crate::images::ensure_linux_images()?;
+    }
     // Refuse a broken configuration before spending time on a build.
-    let manifest_bytes = manifest(&config, &machine, &options)?;
+    let (manifest_bytes, uplink) = manifest_and_uplink(&config, &machine, &options)?;
+    let forwards: Vec<Forward> = if args.forward.is_empty() && args.config.is_none() {
+        DEFAULT_FORWARDS.iter().map(|f| parse_forward(f)).collect::<Result<_>>()?
+    } else {
+        args.forward.iter().map(|f| parse_forward(f)).collect::<Result<_>>()?
+    };
     let images = if args.no_build {
         let board = board_dir(args.board);
         Images {
@@ -86,6 +146,16 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     };
     let bundle_path = write_bundle(&images.hypervisor_bin, &manifest_bytes, args.board, &config)?;
     let mut qemu = qemu_command(args, &bundle_path);
+    if uplink {
+        qemu.args(uplink_args(&forwards));
+        for f in &forwards {
+            eprintln!("xtask: uplink: 127.0.0.1:{} -> {}:{}", f.host_port, f.guest_ip, f.guest_port);
+        }
+    }
+    if let (true, Some(input)) = (args.headless, &args.input) {
+        let file = std::fs::File::open(input).map_err(|error| format!("{}: {error}", input.display()))?;
+        qemu.stdin(file);
+    }
     eprintln!("xtask: {}", command_line(&qemu));
     if args.gdb {
         eprintln!(
@@ -246,6 +316,17 @@ mod tests {
         assert!(text.contains("gic-version=2"), "{text}");
         assert!(text.contains("-s -S"), "{text}");
         assert!(!text.contains("semihosting"), "{text}");
+    }
+
+    #[test]
+    fn forwards_parse_and_bind_to_loopback_only() {
+        let f = parse_forward("8080:10.0.2.20:80").unwrap();
+        assert_eq!(f, Forward { host_port: 8080, guest_ip: "10.0.2.20".into(), guest_port: 80 });
+        let netdev = &uplink_args(&[f])[1];
+        assert!(netdev.contains("hostfwd=tcp:127.0.0.1:8080-10.0.2.20:80"), "{netdev}");
+        for bad in ["8080", "0:10.0.2.20:80", "8080:10.0.2:80", "8080:10.0.2.20:x", "8080:300.0.2.20:80"] {
+            assert!(parse_forward(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]
