@@ -191,7 +191,17 @@ pub fn init(board: &BoardInfo) {
     // The image W^X: text read+execute, rodata read-only, the rest data.
     map_range(image_start(), text_end(), Attributes::TEXT);
     map_range(text_end(), rodata_end(), Attributes::READ_ONLY);
-    map_range(rodata_end(), image_end(), Attributes::DATA);
+    // Data and .bss, with an unmapped guard page at the bottom of each CPU's
+    // stack: an overflow faults (and is reported) instead of corrupting .bss.
+    let stacks = core::ptr::addr_of!(boot::CHROMA_STACKS) as u64;
+    let stack_size = boot::STACK_SIZE as u64;
+    let mut from = rodata_end();
+    for cpu in 0..boot::MAX_CPUS as u64 {
+        let guard = stacks + cpu * stack_size;
+        map_range(from, guard, Attributes::DATA);
+        from = guard + PAGE_SIZE;
+    }
+    map_range(from, image_end(), Attributes::DATA);
     for &(start, end) in board.memory.iter().flatten() {
         if start < image_start() {
             map_range(start, image_start().min(end), Attributes::DATA);

@@ -8,7 +8,7 @@ use core::arch::global_asm;
 /// Most physical CPUs the hypervisor brings up.
 pub const MAX_CPUS: usize = 8;
 /// Bytes of EL2 stack per physical CPU.
-pub const STACK_SIZE: usize = 64 * 1024;
+pub const STACK_SIZE: usize = 256 * 1024;
 
 /// The EL2 stacks, one per CPU, in .bss.
 #[repr(C, align(4096))]
