@@ -142,10 +142,35 @@ pub fn mmio(gic: &Gic, me: usize, vm_index: usize, index: usize, offset: u64, wi
             run_switch(gic, me, nic.switch);
         }
         MmioAction::Reset => sys.switches[nic.switch].state.lock().switch.port_reset(nic.port),
-        MmioAction::DriverOk => run_switch(gic, me, nic.switch),
+        MmioAction::DriverOk => {
+            choose_policy(vm, nic);
+            run_switch(gic, me, nic.switch)
+        }
         MmioAction::None => {}
     }
     value
+}
+
+/// The driver just started: look at how the guest maps memory and pick the
+/// cache policy for this device's view of it. A guest running with its MMU
+/// or data cache off accesses the rings Non-cacheable while the hypervisor's
+/// alias is cacheable (mismatched attributes): that needs maintenance on any
+/// cache (REFERENCE.md), even where colouring or nothing would do otherwise.
+fn choose_policy(vm: &crate::vm::Vm, nic: &Nic) {
+    use chroma_cache::{GuestMemoryType, Policy, PolicyInputs};
+    let (geometry, forced) = &system().cache;
+    // The vCPU that wrote DRIVER_OK is the one whose EL1 state is loaded.
+    let sctlr = chroma_arch::aarch64::sysreg::sctlr_el1();
+    let cached = sctlr & 0b101 == 0b101; // M and C
+    let guest_memory = if cached { GuestMemoryType::WriteBack } else { GuestMemoryType::NonCacheable };
+    let inputs = PolicyInputs { guest_memory, forced: *forced, ..PolicyInputs::default() };
+    let policy = match geometry {
+        Some(g) => Policy::choose(g, inputs),
+        None => Policy::Maintain,
+    };
+    let (ipa, _, size) = vm.ram;
+    nic.state.lock().memory = VmMemory::new(ipa, size, vm.alias, policy, crate::mm::ALIAS_WINDOW);
+    log::info!("vm {}: NIC driver up, guest caches {}: cache policy {:?}", vm.name, if cached { "on" } else { "off" }, policy);
 }
 
 /// Raises `nic`'s interrupt in its VM.

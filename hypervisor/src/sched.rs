@@ -60,6 +60,8 @@ pub struct System {
     pub switches: Vec<crate::nic::SwitchEntry>,
     /// The switch with the uplink and the uplink's INTID.
     pub uplink: Option<(usize, u32)>,
+    /// Cache geometry and the forced mode, for per-device policy choices.
+    pub cache: (Option<chroma_cache::CacheGeometry>, bool),
 }
 
 static SYSTEM: Once<System> = Once::new();
@@ -138,6 +140,7 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
         cpu_count: board.cpus.iter().flatten().count().clamp(1, MAX_CPUS),
         switches,
         uplink,
+        cache: (cache.geometry.clone(), cache.forced),
     });
     // SAFETY: the GIC frames come from the device tree and were mapped as
     // device memory by `mm::init`.
@@ -178,7 +181,7 @@ fn cache_setup(manifest: &Manifest<'static>) -> Option<crate::vm::CacheSetup> {
         colours,
     )
     .ok()?;
-    Some(crate::vm::CacheSetup { aliases, policy })
+    Some(crate::vm::CacheSetup { aliases, policy, geometry: geometry.ok(), forced })
 }
 
 /// Builds the switches of the manifest with their VM ports, and the uplink.

@@ -111,6 +111,10 @@ pub struct CacheSetup {
     pub aliases: chroma_cache::ColourAllocator<64>,
     /// The policy chosen at boot (forced mode included).
     pub policy: chroma_cache::Policy,
+    /// The data-cache geometry, when it could be read.
+    pub geometry: Option<chroma_cache::CacheGeometry>,
+    /// The forced mode is on.
+    pub forced: bool,
 }
 
 /// Why a VM could not be created (reported, and the VM is skipped).

@@ -67,6 +67,8 @@ sysreg_read!(/// VBAR_EL1: the guest's vector base.
     vbar_el1, "vbar_el1");
 sysreg_read!(/// SCTLR_EL2.
     sctlr_el2, "sctlr_el2");
+sysreg_read!(/// SCTLR_EL1: the current guest's system control (MMU and cache enables).
+    sctlr_el1, "sctlr_el1");
 
 sysreg_write!(/// HCR_EL2: what traps to EL2.
     write_hcr_el2, "hcr_el2");
