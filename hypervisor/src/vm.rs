@@ -283,7 +283,16 @@ impl Vm {
         ram[dtb_offset as usize..][..dtb.len()].copy_from_slice(&dtb);
         // Loaded code and data must reach the Point of Coherency before the
         // guest runs with its caches off.
-        chroma_arch::aarch64::cache::clean_to_poc_and_invalidate_icache(self.alias as usize, size as usize);
+        // SAFETY: the range is this VM's RAM alias, mapped for the hypervisor's
+        // lifetime; cleaning to the PoC and invalidating the I-cache change
+        // no data.
+        unsafe {
+            chroma_cache::ops::sync_loaded_image(
+                &chroma_cache::arch::aarch64::Aarch64CacheOps::new(),
+                chroma_mem::HostVirtAddr::new(self.alias),
+                size as usize,
+            )
+        };
         Ok((ipa + kernel_offset, ipa + dtb_offset))
     }
 

@@ -1,6 +1,6 @@
-//! Minimal cache maintenance the boot path needs (cleaning loaded guest
-//! images to the Point of Coherency, invalidating the I-cache). The
-//! colour- and policy-aware maintenance lives in the cache crate.
+//! The one cache operation the boot path needs before the MMU and the heap
+//! are up (invalidating the early page table). Everything else, loaded guest
+//! images included, goes through the cache crate's `CacheOps`.
 
 use core::arch::asm;
 
@@ -10,22 +10,6 @@ fn dcache_line() -> usize {
     // SAFETY: reading CTR_EL0 has no side effect.
     unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
     4 << ((ctr >> 16) & 0xf)
-}
-
-/// Cleans and invalidates `start..start+len` to the Point of Coherency and
-/// invalidates the whole I-cache, so code just written is what executes.
-pub fn clean_to_poc_and_invalidate_icache(start: usize, len: usize) {
-    let line = dcache_line();
-    let mut address = start & !(line - 1);
-    let end = start.saturating_add(len);
-    while address < end {
-        // SAFETY: DC CIVAC on a mapped address writes back and drops a line;
-        // it changes no data as seen by any observer.
-        unsafe { asm!("dc civac, {}", in(reg) address, options(nostack, preserves_flags)) };
-        address += line;
-    }
-    // SAFETY: barriers and I-cache invalidation have no memory-safety effect.
-    unsafe { asm!("dsb ish", "ic ialluis", "dsb ish", "isb", options(nostack, preserves_flags)) };
 }
 
 /// Invalidates `start..start+len` in the D-cache, cleaning partial lines at
