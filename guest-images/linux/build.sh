@@ -280,6 +280,16 @@ PY
     echo "kernel-abi $abi"
     echo "modules $(cat "$work/modules.txt")"
     echo "Image sha256 $(sha256sum <"$work/Image" | cut -d' ' -f1)"
+    python3 - "$work/Image" <<'PY'
+import struct, sys
+hdr = open(sys.argv[1], "rb").read(64)
+_, _, text_offset, image_size, flags = struct.unpack("<IIQQQ", hdr[:32])
+print("Image text_offset 0x%x image_size 0x%x (%d bytes) flags 0x%x (%s, %s pages, %s)" % (
+    text_offset, image_size, image_size, flags,
+    "big-endian" if flags & 1 else "little-endian",
+    {0: "unspecified", 1: "4K", 2: "16K", 3: "64K"}[(flags >> 1) & 3],
+    "2 MiB-aligned base anywhere in RAM" if flags & 8 else "2 MiB-aligned base near the start of RAM"))
+PY
     echo "initramfs.cpio.gz sha256 $(sha256sum <"$work/initramfs.cpio.gz" | cut -d' ' -f1)"
 } >"$work/manifest.txt"
 

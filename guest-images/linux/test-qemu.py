@@ -314,6 +314,7 @@ def build_checks():
 
 
 def main():
+    shutil.rmtree(LOGS, ignore_errors=True)
     for f in ("Image", "initramfs.cpio.gz"):
         if not os.path.exists(os.path.join(OUT, f)):
             print("FAIL %s/%s missing (run guest-images/linux/build.sh)" % (OUT, f))
