@@ -78,6 +78,12 @@ done
 [[ -n $busybox_idx ]] || die 3 "packages.lock pins no busybox-static"
 abi=${names[$kernel_idx]#linux-image-}
 
+# One build at a time per cache (parallel test runs may all ask for it).
+if command -v flock >/dev/null; then
+    exec 9>"$cache/.lock"
+    flock -w 900 9 || die 1 "timed out waiting for another build.sh (lock $cache/.lock)"
+fi
+
 # --- up to date?
 stamp=$( { cat "$lock" "$init" "${BASH_SOURCE[0]}"; } | sha256sum | cut -d' ' -f1)
 if [[ -z ${CHROMA_LINUX_FORCE:-} && -s $out/Image && -s $out/initramfs.cpio.gz \

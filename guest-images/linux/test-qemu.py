@@ -320,6 +320,7 @@ def main():
             print("FAIL %s/%s missing (run guest-images/linux/build.sh)" % (OUT, f))
             print("0 passed, 1 failed")
             return 1
+    figure("host load average (1 min) at start", "%.2f on %d CPUs" % (os.getloadavg()[0], os.cpu_count()))
     build_checks()
     single_vm(2, full=True)
     single_vm(3, full=not QUICK, modern=True)
