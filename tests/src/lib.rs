@@ -370,6 +370,239 @@ impl Outcome {
     }
 }
 
+/// A run that goes on while the test acts on it: a host process connects
+/// through a forward, or the test types into the first VM's console when a
+/// line shows up. The console input is a FIFO given to `xtask run --input`.
+///
+/// xtask (and its QEMU) run in a process group of their own, killed when the
+/// `Running` is dropped before [`Running::finish`] (e.g. a failed assertion).
+pub struct Running {
+    name: String,
+    child: Option<std::process::Child>,
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    input: Option<std::fs::File>,
+    started: std::time::Instant,
+}
+
+/// Writes `config` as `target/systest/<test_name>.toml` and starts it
+/// headless through `xtask run --input <fifo>`; returns at once.
+pub fn start_with(test_name: &str, config: &str, board: Board, options: &[&str]) -> Running {
+    use std::os::unix::process::CommandExt as _;
+    let dir = workspace_root().join("target").join("systest");
+    std::fs::create_dir_all(&dir).expect("create target/systest");
+    let config_path = dir.join(format!("{test_name}.toml"));
+    std::fs::write(&config_path, config).expect("write the test configuration");
+    let fifo = dir.join(format!("{test_name}.input"));
+    let _ = std::fs::remove_file(&fifo);
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
+    assert!(made.success(), "mkfifo {} failed", fifo.display());
+    // Read-write: opening does not wait for a reader, and the reader (QEMU's
+    // stdin) never sees the end of its input while the test holds it.
+    let input = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .expect("open the input FIFO");
+    let mut command = xtask_command();
+    command
+        .args(["run", "--headless"])
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--input")
+        .arg(&fifo)
+        .args(options);
+    if std::env::var_os("CHROMA_XTASK").is_some() {
+        command.arg("--no-build");
+    }
+    command.args(["--gic", &board.gic.to_string(), "--smp", &board.smp.to_string()]);
+    command.args(["--timeout", &board.timeout_seconds.to_string()]);
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command.process_group(0);
+    eprintln!("systest: {test_name}: {command:?}");
+    let mut child = command.spawn().expect("start xtask");
+    let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let readers = vec![
+        collect(child.stdout.take().expect("piped"), stdout.clone()),
+        collect(child.stderr.take().expect("piped"), stderr.clone()),
+    ];
+    Running {
+        name: test_name.to_owned(),
+        child: Some(child),
+        stdout,
+        stderr,
+        readers,
+        input: Some(input),
+        started: std::time::Instant::now(),
+    }
+}
+
+/// Appends what `source` yields to `sink`, `\r` removed, until it ends.
+fn collect(
+    mut source: impl std::io::Read + Send + 'static,
+    sink: std::sync::Arc<std::sync::Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        let mut pending = Vec::new();
+        loop {
+            match source.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    pending.extend_from_slice(&buffer[..n]);
+                    // Keep an incomplete UTF-8 tail for the next read.
+                    let cut = match std::str::from_utf8(&pending) {
+                        Ok(_) => pending.len(),
+                        Err(error) if error.error_len().is_none() => error.valid_up_to(),
+                        Err(_) => pending.len(),
+                    };
+                    let text = String::from_utf8_lossy(&pending[..cut]).replace('\r', "");
+                    sink.lock().expect("output lock").push_str(&text);
+                    pending.drain(..cut);
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&pending).replace('\r', "");
+        sink.lock().expect("output lock").push_str(&text);
+    })
+}
+
+impl Running {
+    /// The serial output so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().expect("output lock").clone()
+    }
+
+    /// How many console lines of VM `vm` so far contain `needle`.
+    pub fn count(&self, vm: &str, needle: &str) -> usize {
+        let prefix = format!("[{vm}] ");
+        self.stdout()
+            .lines()
+            .filter(|line| line.strip_prefix(prefix.as_str()).is_some_and(|text| text.contains(needle)))
+            .count()
+    }
+
+    /// Waits until VM `vm` has printed `times` lines containing `needle`
+    /// (`vm` "chroma" means hypervisor lines); panics after `seconds` or when
+    /// the run ended first. Returns the matching lines.
+    pub fn wait_for_nth(&self, vm: &str, needle: &str, times: usize, seconds: u64) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+        let prefix = if vm == "chroma" { "chroma: ".to_owned() } else { format!("[{vm}] ") };
+        loop {
+            let text = self.stdout();
+            let found: Vec<String> = text
+                .lines()
+                .filter(|line| line.starts_with(prefix.as_str()) && line.contains(needle))
+                .map(str::to_owned)
+                .collect();
+            if found.len() >= times {
+                return found;
+            }
+            let ended = self.readers.iter().all(|reader| reader.is_finished());
+            if ended || std::time::Instant::now() >= deadline {
+                panic!(
+                    "{}: {vm} printed {} of {times} lines containing {needle:?} {} ({:.1} s in); output:\n{text}\n--- stderr\n{}",
+                    self.name,
+                    found.len(),
+                    if ended { "before the run ended" } else { "in time" },
+                    self.started.elapsed().as_secs_f64(),
+                    self.stderr.lock().expect("output lock")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// [`Running::wait_for_nth`] for the first such line; returns it.
+    pub fn wait_for(&self, vm: &str, needle: &str, seconds: u64) -> String {
+        self.wait_for_nth(vm, needle, 1, seconds).remove(0)
+    }
+
+    /// Types `text` on the console (it goes to the VM with the console input:
+    /// the first one, until Ctrl-A n moves it on).
+    pub fn type_text(&mut self, text: &str) {
+        use std::io::Write as _;
+        let input = self.input.as_mut().expect("input still open");
+        input.write_all(text.as_bytes()).expect("write console input");
+        input.flush().expect("flush console input");
+    }
+
+    /// Seconds since the run started.
+    pub fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Waits for the run to end on its own (xtask's `--timeout` is the
+    /// limit; `seconds` more is a last resort) and returns its outcome.
+    pub fn finish(mut self, seconds: u64) -> Outcome {
+        let mut child = self.child.take().expect("child");
+        let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for xtask") {
+                break status;
+            }
+            if std::time::Instant::now() >= deadline {
+                kill_group(child.id());
+                let _ = child.wait();
+                panic!("{}: the run did not end within {seconds} s; output:\n{}", self.name, self.stdout());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        self.input = None;
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        let outcome = Outcome {
+            status: status.code(),
+            stdout: self.stdout(),
+            stderr: self.stderr.lock().expect("output lock").clone(),
+        };
+        eprintln!(
+            "systest: {}: status {:?} after {:.1} s\n--- stdout\n{}--- stderr\n{}---",
+            self.name,
+            outcome.status,
+            self.elapsed(),
+            outcome.stdout,
+            outcome.stderr
+        );
+        outcome
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_group(child.id());
+            let _ = child.wait();
+            eprintln!(
+                "systest: {}: killed the run (pid {}) after {:.1} s; output:\n{}--- stderr\n{}---",
+                self.name,
+                child.id(),
+                self.elapsed(),
+                self.stdout(),
+                self.stderr.lock().map(|text| text.clone()).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// SIGKILL to process group `leader` (xtask and the QEMU it started).
+fn kill_group(leader: u32) {
+    let _ = Command::new("kill")
+        .args(["-9", "--", &format!("-{leader}")])
+        .status();
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
