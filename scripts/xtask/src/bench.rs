@@ -105,6 +105,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         chroma_median.as_secs_f64() / plain_median.as_secs_f64()
     );
 
+    crate::bench_net::run(&images, args.board)?;
+
     if workspace_root()
         .join("hypervisor/virtio/benches/net.rs")
         .exists()
