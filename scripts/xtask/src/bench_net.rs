@@ -139,6 +139,11 @@ pub fn run(images: &Images, board: Board) -> Result<()> {
              (last round: rx {} pkts, tx {} pkts, kicks {} with {} suppressed, {} irqs suppressed)",
             last.rx_packets, last.tx_packets, last.kicks, last.kicks_suppressed, last.irqs_suppressed
         );
+        let (kicks, interrupts, other) = trap_breakdown(&last);
+        println!(
+            "  where the {name} NIC's traps go (last round, per packet): QueueNotify {kicks:.3} + \
+             2 x {interrupts:.3} for InterruptStatus and InterruptACK per interrupt + other {other:.3}"
+        );
     }
     Ok(())
 }
@@ -343,6 +348,16 @@ fn parse_counters(line: &str) -> Option<NicCounters> {
     })
 }
 
+/// A NIC's traps per packet split into QueueNotify writes, the two register
+/// accesses the guests' interrupt handler makes per interrupt (InterruptStatus
+/// read, InterruptACK write) and the rest: (kicks, interrupts, other) per packet.
+fn trap_breakdown(nic: &NicCounters) -> (f64, f64, f64) {
+    let packets = (nic.rx_packets + nic.tx_packets).max(1) as f64;
+    let kicks = nic.kicks as f64 / packets;
+    let other = nic.traps_per_packet - kicks - 2.0 * nic.irqs_per_packet;
+    (kicks, nic.irqs_per_packet, other)
+}
+
 /// The median of `samples`; zero when empty.
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
@@ -370,6 +385,10 @@ mod tests {
         assert_eq!(nic.kicks_suppressed, 12);
         assert_eq!(nic.irqs_suppressed, 3304);
         assert_eq!(parse_counters("chroma: vm client net0 nothing"), None);
+        let (kicks, interrupts, other) = trap_breakdown(&nic);
+        assert!((kicks - 5209.0 / 14982.0).abs() < 1e-9);
+        assert_eq!(interrupts, 0.179);
+        assert!((other - (0.087 - kicks - 0.358)).abs() < 1e-9);
     }
 
     #[test]
