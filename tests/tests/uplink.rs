@@ -31,7 +31,11 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 /// `length` bytes of the xorshift64 (13/7/17) stream netclient sends: each
 /// state word gives 8 bytes, little-endian.
 fn xorshift_bytes(seed: u64, length: usize) -> Vec<u8> {
-    let mut state = if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed };
+    let mut state = if seed == 0 {
+        0x9e37_79b9_7f4a_7c15
+    } else {
+        seed
+    };
     let mut bytes = Vec::with_capacity(length + 8);
     while bytes.len() < length {
         state ^= state << 13;
@@ -86,7 +90,9 @@ fn connect_echo(port: u16, seconds: u64) -> TcpStream {
         match tried {
             Ok(stream) => return stream,
             Err(error) if Instant::now() < deadline => {
-                eprintln!("uplink: echo on 127.0.0.1:{port}, attempt {attempts}: {error}; retrying");
+                eprintln!(
+                    "uplink: echo on 127.0.0.1:{port}, attempt {attempts}: {error}; retrying"
+                );
                 std::thread::sleep(Duration::from_millis(300));
             }
             Err(error) => panic!("no echo on 127.0.0.1:{port} after {attempts} attempts: {error}"),
@@ -97,7 +103,9 @@ fn connect_echo(port: u16, seconds: u64) -> TcpStream {
 /// Echoes `ECHO_BYTES` through `stream` (a writer thread, reading here) and
 /// checks them byte for byte; returns the seconds it took.
 fn echo_and_check(stream: TcpStream) -> f64 {
-    let data: Vec<u8> = (0..ECHO_BYTES).map(|i| (i * 7 + 3 + i / 251) as u8).collect();
+    let data: Vec<u8> = (0..ECHO_BYTES)
+        .map(|i| (i * 7 + 3 + i / 251) as u8)
+        .collect();
     let start = Instant::now();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -115,21 +123,35 @@ fn echo_and_check(stream: TcpStream) -> f64 {
     let mut buffer = vec![0u8; 64 * 1024];
     while received.len() < ECHO_BYTES {
         match reader.read(&mut buffer) {
-            Ok(0) => panic!("echo connection closed after {} of {ECHO_BYTES} bytes", received.len()),
+            Ok(0) => panic!(
+                "echo connection closed after {} of {ECHO_BYTES} bytes",
+                received.len()
+            ),
             Ok(n) => received.extend_from_slice(&buffer[..n]),
-            Err(error) => panic!("echo read after {} of {ECHO_BYTES} bytes: {error}", received.len()),
+            Err(error) => panic!(
+                "echo read after {} of {ECHO_BYTES} bytes: {error}",
+                received.len()
+            ),
         }
     }
     sender.join().expect("echo writer").expect("echo write");
     let seconds = start.elapsed().as_secs_f64();
-    if let Some(at) = received.iter().zip(&data).position(|(got, sent)| got != sent) {
+    if let Some(at) = received
+        .iter()
+        .zip(&data)
+        .position(|(got, sent)| got != sent)
+    {
         panic!(
             "echo differs at byte {at}: got {:02x?}, sent {:02x?}",
             &received[at..(at + 16).min(ECHO_BYTES)],
             &data[at..(at + 16).min(ECHO_BYTES)]
         );
     }
-    assert_eq!(received.len(), ECHO_BYTES, "echo returned more than was sent");
+    assert_eq!(
+        received.len(),
+        ECHO_BYTES,
+        "echo returned more than was sent"
+    );
     let _ = reader.shutdown(Shutdown::Both);
     seconds
 }
@@ -156,9 +178,13 @@ fn sink(port: u16, data: &[u8], seconds: u64) -> String {
             .set_write_timeout(Some(Duration::from_secs(20)))
             .expect("write timeout");
         stream.write_all(data).expect("send to the sink");
-        stream.shutdown(Shutdown::Write).expect("shut the write side");
+        stream
+            .shutdown(Shutdown::Write)
+            .expect("shut the write side");
         let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("read the sink's answer");
+        stream
+            .read_to_string(&mut answer)
+            .expect("read the sink's answer");
         return answer;
     }
 }

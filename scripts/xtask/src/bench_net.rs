@@ -120,14 +120,22 @@ pub fn run(images: &Images, board: Board) -> Result<()> {
         chroma_runs.push(chroma);
         plain_runs.push(plain);
     }
-    let chroma_median = median(chroma_runs.iter().map(|run| run.kib_per_second as f64).collect());
+    let chroma_median = median(
+        chroma_runs
+            .iter()
+            .map(|run| run.kib_per_second as f64)
+            .collect(),
+    );
     let plain_median = median(plain_runs.iter().map(|&kib| kib as f64).collect());
     println!(
         "VM-to-VM throughput, median of {ROUNDS}: chroma {chroma_median:.0} KiB/s, plain QEMU {plain_median:.0} KiB/s, ratio {:.2} (chroma / plain QEMU)",
         chroma_median / plain_median
     );
     for (name, pick) in [
-        ("client", (|run: &ChromaRun| run.client) as fn(&ChromaRun) -> NicCounters),
+        (
+            "client",
+            (|run: &ChromaRun| run.client) as fn(&ChromaRun) -> NicCounters,
+        ),
         ("server", |run: &ChromaRun| run.server),
     ] {
         let nics: Vec<NicCounters> = chroma_runs.iter().map(pick).collect();
@@ -230,15 +238,31 @@ fn plain_transfer(netsvc: &Path, netclient: &Path) -> Result<u64> {
             lines.lock().map(|text| text.clone()).unwrap_or_default()
         )
     })?;
-    throughput(&output, "").ok_or_else(|| format!("plain QEMU: no throughput line; output:\n{output}"))
+    throughput(&output, "")
+        .ok_or_else(|| format!("plain QEMU: no throughput line; output:\n{output}"))
 }
 
 /// One test guest alone on QEMU's `virt` machine with a virtio-net device.
 fn plain_qemu(image: &Path, mac: &str, bootargs: &str, netdev: &str) -> Command {
     let mut command = Command::new("qemu-system-aarch64");
     command
-        .args(["-M", "virt,gic-version=2", "-cpu", "cortex-a57", "-m", "128M"])
-        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
+        .args([
+            "-M",
+            "virt,gic-version=2",
+            "-cpu",
+            "cortex-a57",
+            "-m",
+            "128M",
+        ])
+        .args([
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ])
         .arg("-kernel")
         .arg(image)
         .args(["-append", bootargs])
@@ -260,7 +284,9 @@ impl Drop for Guard {
 }
 
 /// Collects `child`'s stdout on a thread; the receiver gets a message per line.
-fn line_reader(child: &mut Child) -> (std::sync::Arc<std::sync::Mutex<String>>, mpsc::Receiver<()>) {
+fn line_reader(
+    child: &mut Child,
+) -> (std::sync::Arc<std::sync::Mutex<String>>, mpsc::Receiver<()>) {
     let stdout = child.stdout.take().expect("stdout is piped");
     let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let (sender, receiver) = mpsc::channel();
@@ -295,7 +321,10 @@ fn run_to_end(mut command: Command, timeout: Duration, what: &str) -> Result<Str
             _ => {
                 drop(child);
                 let output = text.lock().map(|text| text.clone()).unwrap_or_default();
-                return Err(format!("{what}: no end within {} s; output:\n{output}", timeout.as_secs()));
+                return Err(format!(
+                    "{what}: no end within {} s; output:\n{output}",
+                    timeout.as_secs()
+                ));
             }
         }
     }
@@ -314,7 +343,9 @@ fn check_transfer(output: &str, prefix: &str, what: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{what}: the transfer did not complete with matching checksums; output:\n{output}"))
+        Err(format!(
+            "{what}: the transfer did not complete with matching checksums; output:\n{output}"
+        ))
     }
 }
 
@@ -335,7 +366,9 @@ fn throughput(output: &str, prefix: &str) -> Option<u64> {
 fn parse_counters(line: &str) -> Option<NicCounters> {
     let after = |key: &str| -> Option<&str> {
         let at = line.find(key)? + key.len();
-        line[at..].split([' ', ',', ')', ';']).find(|word| !word.is_empty())
+        line[at..]
+            .split([' ', ',', ')', ';'])
+            .find(|word| !word.is_empty())
     };
     Some(NicCounters {
         rx_packets: after(": rx ")?.parse().ok()?,
