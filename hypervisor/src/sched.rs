@@ -602,7 +602,9 @@ pub fn kick_vcpus(gic: &Gic, vm: &Vm, vcpus: u32, me: usize) {
 /// If every VM has stopped, prints the summary and ends the run.
 pub fn report_if_all_stopped() {
     let sys = system();
-    if !sys.vms.iter().all(|vm| vm.is_stopped()) {
+    // Every VM stopped and its stop fully reported (another CPU may still be
+    // printing the last VM's lines).
+    if !sys.vms.iter().all(|vm| vm.reported.load(Ordering::SeqCst)) {
         return;
     }
     if FINISHING.swap(true, Ordering::SeqCst) {

@@ -86,6 +86,8 @@ pub struct Vm {
     pub stopped: AtomicBool,
     /// Why it stopped.
     pub stop: Mutex<Option<StopReason>>,
+    /// The stop has been reported in full (last line printed).
+    pub reported: AtomicBool,
     /// Aborts injected so far.
     pub faults: AtomicU32,
     /// Rate limit of the abort log lines.
@@ -236,6 +238,7 @@ impl Vm {
             boot: core::array::from_fn(|_| Mutex::new((0, 0))),
             stopped: AtomicBool::new(false),
             stop: Mutex::new(None),
+            reported: AtomicBool::new(false),
             faults: AtomicU32::new(0),
             fault_log: Mutex::new(RateLimit::default()),
             entry: (0, 0),
@@ -320,6 +323,8 @@ impl Vm {
             StopReason::PoweredOff => log::info!("vm {} stopped: powered off", self.name),
             StopReason::Faulted(what, value) => log::info!("vm {} stopped: faulted: {} ({:#x})", self.name, what, value),
         }
+        // Only now may the run end: the summary must follow this VM's lines.
+        self.reported.store(true, Ordering::SeqCst);
         true
     }
 
