@@ -24,7 +24,12 @@ const TYPED: &str = "echo typed-$((6*7))\n";
 const TYPED_ANSWER: &str = "typed-42";
 
 fn linux_file(name: &str) -> String {
-    workspace_root().join("build").join("linux").join(name).display().to_string()
+    workspace_root()
+        .join("build")
+        .join("linux")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 /// A Linux `[[vm]]` (on switch lan0 with `mac` when given).
@@ -68,7 +73,12 @@ fn ping_summary<'a>(run: &'a Outcome, vm: &str, ip: &str) -> &'a str {
     let at = lines
         .iter()
         .position(|line| line.trim_end() == header)
-        .unwrap_or_else(|| panic!("VM {vm} never pinged {ip}; it printed:\n{}", lines.join("\n")));
+        .unwrap_or_else(|| {
+            panic!(
+                "VM {vm} never pinged {ip}; it printed:\n{}",
+                lines.join("\n")
+            )
+        });
     lines.get(at + 1).copied().unwrap_or("")
 }
 
@@ -93,9 +103,15 @@ fn assert_three_replies(run: &Outcome, vm: &str, ip: &str) {
 /// semihosting first); then the summary's `0 failed` says the same.
 fn assert_powered_off(run: &Outcome, vm: &str) {
     match run.stop_reason(vm) {
-        Some(reason) => assert!(reason.starts_with("powered off"), "VM {vm} stopped with {reason:?}"),
+        Some(reason) => assert!(
+            reason.starts_with("powered off"),
+            "VM {vm} stopped with {reason:?}"
+        ),
         None => assert!(
-            run.hypervisor_lines().iter().any(|l| l.starts_with("chroma: all VMs stopped (") && l.ends_with(" clean, 0 failed)")),
+            run.hypervisor_lines()
+                .iter()
+                .any(|l| l.starts_with("chroma: all VMs stopped (")
+                    && l.ends_with(" clean, 0 failed)")),
             "no stop line for VM {vm} and no clean summary:\n{}",
             run.hypervisor_lines().join("\n")
         ),
@@ -117,10 +133,26 @@ fn boot_one_and_two_vcpus(gic: u8) {
     let config = format!(
         "{}{}{}",
         switch(false),
-        linux_vm("one", 1, "128M", "chroma.ip=10.0.2.31/24 chroma.gw=none", Some("52:54:00:12:34:31")),
-        linux_vm("two", 2, "128M", "chroma.ip=10.0.2.32/24 chroma.gw=none", Some("52:54:00:12:34:32")),
+        linux_vm(
+            "one",
+            1,
+            "128M",
+            "chroma.ip=10.0.2.31/24 chroma.gw=none",
+            Some("52:54:00:12:34:31")
+        ),
+        linux_vm(
+            "two",
+            2,
+            "128M",
+            "chroma.ip=10.0.2.32/24 chroma.gw=none",
+            Some("52:54:00:12:34:32")
+        ),
     );
-    let board = Board { gic, smp: 2, timeout_seconds: 85 };
+    let board = Board {
+        gic,
+        smp: 2,
+        timeout_seconds: 85,
+    };
     let mut run = start_with(&format!("linux_boot_gicv{gic}"), &config, board, &[]);
     wait_shell(&run, "one", 1, 70);
     run.type_text(TYPED);
@@ -143,8 +175,22 @@ fn boot_one_and_two_vcpus(gic: u8) {
     outcome.assert_vm_printed_containing("one", "smp: Brought up 1 node, 1 CPU");
     outcome.assert_vm_printed_containing("two", "smp: Brought up 1 node, 2 CPUs");
     // Input reached only the VM it was meant for.
-    assert_eq!(outcome.vm_lines("one").iter().filter(|l| l.contains(TYPED_ANSWER)).count(), 1);
-    assert_eq!(outcome.vm_lines("two").iter().filter(|l| l.contains(TYPED_ANSWER)).count(), 1);
+    assert_eq!(
+        outcome
+            .vm_lines("one")
+            .iter()
+            .filter(|l| l.contains(TYPED_ANSWER))
+            .count(),
+        1
+    );
+    assert_eq!(
+        outcome
+            .vm_lines("two")
+            .iter()
+            .filter(|l| l.contains(TYPED_ANSWER))
+            .count(),
+        1
+    );
     // The guest drove the GIC the board has (its driver names GICv3).
     if gic == 3 {
         outcome.assert_vm_printed_containing("two", "GICv3: ");
@@ -186,7 +232,16 @@ fn linux_pings_the_bare_metal_guest_and_a_second_linux_guest() {
         ),
         metal_vm("svc", "netsvc", "net.ip=10.0.2.15/24 svc.sinks=1", 1),
     );
-    let mut run = start_with("linux_ping", &config, Board { gic: 2, smp: 2, timeout_seconds: 85 }, &[]);
+    let mut run = start_with(
+        "linux_ping",
+        &config,
+        Board {
+            gic: 2,
+            smp: 2,
+            timeout_seconds: 85,
+        },
+        &[],
+    );
     run.wait_for("a", "linux-guest: run exit", 75);
     run.wait_for("b", "linux-guest: run exit", 30);
     // Linux TCP to the bare-metal sink ends the service guest (svc.sinks=1).
@@ -227,11 +282,20 @@ fn digest_line(run: &Outcome, vm: &str, word: &str) -> (String, u64, String) {
         .vm_lines(vm)
         .into_iter()
         .find_map(|line| line.find(&prefix).map(|at| &line[at..]))
-        .unwrap_or_else(|| panic!("VM {vm} printed no {prefix:?} line; it printed:\n{}", run.vm_lines(vm).join("\n")));
+        .unwrap_or_else(|| {
+            panic!(
+                "VM {vm} printed no {prefix:?} line; it printed:\n{}",
+                run.vm_lines(vm).join("\n")
+            )
+        });
     let words: Vec<&str> = line[prefix.len()..].split_whitespace().collect();
     assert!(words.len() >= 2, "{line}");
     assert_eq!(words[0].len(), 64, "not a sha256: {line}");
-    (words[0].to_owned(), words[1].parse().unwrap_or(0), line.to_owned())
+    (
+        words[0].to_owned(),
+        words[1].parse().unwrap_or(0),
+        line.to_owned(),
+    )
 }
 
 #[test]
@@ -239,10 +303,31 @@ fn linux_to_linux_64mib_tcp_with_sha256_at_both_ends() {
     let config = format!(
         "{}{}{}",
         switch(false),
-        linux_vm("server", 1, "256M", "chroma.ip=10.0.2.21/24 chroma.gw=none chroma.serve=64", Some("52:54:00:12:34:21")),
-        linux_vm("client", 1, "128M", "chroma.ip=10.0.2.22/24 chroma.gw=none chroma.fetch=10.0.2.21 chroma.poweroff", Some("52:54:00:12:34:22")),
+        linux_vm(
+            "server",
+            1,
+            "256M",
+            "chroma.ip=10.0.2.21/24 chroma.gw=none chroma.serve=64",
+            Some("52:54:00:12:34:21")
+        ),
+        linux_vm(
+            "client",
+            1,
+            "128M",
+            "chroma.ip=10.0.2.22/24 chroma.gw=none chroma.fetch=10.0.2.21 chroma.poweroff",
+            Some("52:54:00:12:34:22")
+        ),
     );
-    let mut run = start_with("linux_tcp_64mib", &config, Board { gic: 2, smp: 2, timeout_seconds: 170 }, &[]);
+    let mut run = start_with(
+        "linux_tcp_64mib",
+        &config,
+        Board {
+            gic: 2,
+            smp: 2,
+            timeout_seconds: 170,
+        },
+        &[],
+    );
     run.wait_for("client", "linux-guest: fetch ", 160);
     run.wait_for("chroma", "vm client stopped", 20);
     wait_shell(&run, "server", 1, 5);
@@ -283,11 +368,20 @@ impl Drop for HostServer {
 #[test]
 fn host_reaches_linux_httpd_through_the_uplink_and_linux_reaches_the_host() {
     // A host service on 127.0.0.1 (10.0.2.2 from behind QEMU's user network).
-    let dir: PathBuf = workspace_root().join("target").join("systest").join("linux_host_www");
+    let dir: PathBuf = workspace_root()
+        .join("target")
+        .join("systest")
+        .join("linux_host_www");
     std::fs::create_dir_all(&dir).expect("create the host web root");
     let blob = dir.join("host.bin");
     let made = Command::new("dd")
-        .args(["if=/dev/urandom", &format!("of={}", blob.display()), "bs=64k", "count=16", "status=none"])
+        .args([
+            "if=/dev/urandom",
+            &format!("of={}", blob.display()),
+            "bs=64k",
+            "count=16",
+            "status=none",
+        ])
         .status()
         .expect("dd");
     assert!(made.success());
@@ -295,7 +389,14 @@ fn host_reaches_linux_httpd_through_the_uplink_and_linux_reaches_the_host() {
     let host_port = free_port();
     let _server = HostServer(
         Command::new("python3")
-            .args(["-m", "http.server", &host_port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .args([
+                "-m",
+                "http.server",
+                &host_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
             .arg(&dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -308,12 +409,22 @@ fn host_reaches_linux_httpd_through_the_uplink_and_linux_reaches_the_host() {
     let config = format!(
         "{}{}",
         switch(true),
-        linux_vm("linux", 2, "128M", "chroma.ip=10.0.2.20/24 chroma.gw=10.0.2.2 chroma.httpd", Some("52:54:00:12:34:20")),
+        linux_vm(
+            "linux",
+            2,
+            "128M",
+            "chroma.ip=10.0.2.20/24 chroma.gw=10.0.2.2 chroma.httpd",
+            Some("52:54:00:12:34:20")
+        ),
     );
     let mut run = start_with(
         "linux_host",
         &config,
-        Board { gic: 2, smp: 2, timeout_seconds: 85 },
+        Board {
+            gic: 2,
+            smp: 2,
+            timeout_seconds: 85,
+        },
         &["--forward", &forward],
     );
     let httpd = run.wait_for("linux", "linux-guest: httpd on port 80 (blob.sha256 ", 70);
@@ -332,11 +443,20 @@ fn host_reaches_linux_httpd_through_the_uplink_and_linux_reaches_the_host() {
         .output()
         .expect("curl");
     let page = String::from_utf8_lossy(&page.stdout).into_owned();
-    assert!(page.contains("hello from busybox httpd"), "the page: {page:?}");
+    assert!(
+        page.contains("hello from busybox httpd"),
+        "the page: {page:?}"
+    );
     let started = std::time::Instant::now();
     let fetched = sha256_of_output(&format!("curl -sS --fail --max-time 40 {url}/blob.bin"));
-    eprintln!("host fetched 1 MiB from the guest in {:.2} s", started.elapsed().as_secs_f64());
-    assert_eq!(fetched, guest_sha, "sha256 of blob.bin on the host and in the guest");
+    eprintln!(
+        "host fetched 1 MiB from the guest in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        fetched, guest_sha,
+        "sha256 of blob.bin on the host and in the guest"
+    );
 
     // Guest -> host: the guest fetches the host's file and prints its sha256.
     wait_shell(&run, "linux", 1, 10);
@@ -357,7 +477,9 @@ fn host_reaches_linux_httpd_through_the_uplink_and_linux_reaches_the_host() {
 /// checks it comes back.
 fn echo_through(port: u16, payload: &str) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the echo forward");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     stream.write_all(payload.as_bytes()).expect("send to echo");
     let mut back = vec![0u8; payload.len()];
     stream
@@ -370,10 +492,14 @@ fn echo_through(port: u16, payload: &str) {
 /// `len=... fnv64=...` answer.
 fn sink_through(port: u16, bytes: usize) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the sink forward");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     let data: Vec<u8> = (0..bytes).map(|i| (i * 7 + 3) as u8).collect();
     stream.write_all(&data).expect("send to the sink");
-    stream.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     answer
@@ -383,7 +509,8 @@ fn sink_through(port: u16, bytes: usize) -> String {
 fn linux_panics_reboots_and_powers_off_while_the_other_vms_go_on() {
     let echo_port = free_port();
     let sink_port = free_port();
-    let config = format!(
+    let config =
+        format!(
         "{}{}{}{}{}",
         switch(true),
         // panic=5: the panicked kernel sits 5 s, then resets (PSCI SYSTEM_RESET).
@@ -401,11 +528,18 @@ fn linux_panics_reboots_and_powers_off_while_the_other_vms_go_on() {
             0,
         ),
     );
-    let forwards = [format!("{echo_port}:10.0.2.15:7"), format!("{sink_port}:10.0.2.15:9")];
+    let forwards = [
+        format!("{echo_port}:10.0.2.15:7"),
+        format!("{sink_port}:10.0.2.15:9"),
+    ];
     let mut run = start_with(
         "linux_robust",
         &config,
-        Board { gic: 2, smp: 2, timeout_seconds: 88 },
+        Board {
+            gic: 2,
+            smp: 2,
+            timeout_seconds: 88,
+        },
         &["--forward", &forwards[0], "--forward", &forwards[1]],
     );
     wait_shell(&run, "linux", 1, 60);
@@ -436,17 +570,30 @@ fn linux_panics_reboots_and_powers_off_while_the_other_vms_go_on() {
     run.wait_for("client", "netclient: transfer 16777216 bytes", 30);
     // A host session with the sink ends the service guest (svc.sinks=1).
     let answer = sink_through(sink_port, 65536);
-    assert!(answer.starts_with("len=65536 fnv64="), "sink answer {answer:?}");
+    assert!(
+        answer.starts_with("len=65536 fnv64="),
+        "sink answer {answer:?}"
+    );
     let outcome = run.finish(30);
 
-    assert_eq!(outcome.vm_lines("linux").iter().filter(|l| **l == "linux-guest: init").count(), 3);
+    assert_eq!(
+        outcome
+            .vm_lines("linux")
+            .iter()
+            .filter(|l| **l == "linux-guest: init")
+            .count(),
+        3
+    );
     outcome.assert_vm_printed_containing("linux", "sysrq: Trigger a crash");
     outcome.assert_vm_printed_containing("linux", "smp: Brought up 1 node, 2 CPUs");
     assert_powered_off(&outcome, "linux");
     outcome.assert_vm_printed_containing("client", "netclient: ping 3/3 replies");
     outcome.assert_vm_printed_containing("client", "server fnv64=f32a39a9ee3e40c1 match");
     outcome.assert_vm_printed_containing("svc", "netsvc: sink received 65536 bytes");
-    outcome.assert_vm_printed_containing("server", "netsvc: sink received 16777216 bytes fnv64=f32a39a9ee3e40c1");
+    outcome.assert_vm_printed_containing(
+        "server",
+        "netsvc: sink received 16777216 bytes fnv64=f32a39a9ee3e40c1",
+    );
     for vm in ["svc", "server", "client"] {
         outcome.assert_vm_never_printed(vm, "FAIL");
         assert_powered_off(&outcome, vm);

@@ -117,6 +117,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     } else {
         println!("virtio net bench: not present yet (hypervisor/virtio/benches/net.rs)");
     }
+    crate::bench_linux::run(args, &images)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_linux;
 mod bench_net;
 mod bundle;
 mod config;

@@ -1,0 +1,505 @@
+//! `cargo xtask bench`, the Linux part: Debian's kernel and the initramfs of
+//! guest-images/linux under chroma against the same images on plain QEMU,
+//! measured interleaved in one run.
+//!
+//! - Boot: QEMU start to `linux-guest: init` (the initramfs's first line), one
+//!   Linux VM with 2 vCPUs and 256 MiB; medians of [`BOOT_RUNS`] runs each.
+//! - VM-to-VM TCP: [`TRANSFER_MIB`] MiB from busybox httpd in one Linux guest
+//!   to wget in another (`chroma.serve` / `chroma.fetch`, sha256 checked by the
+//!   guests), each guest 1 vCPU; under chroma both VMs on one switch, on plain
+//!   QEMU two QEMU processes joined by socket netdevs.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::bench::BenchArgs;
+use crate::config::{manifest, parse_size, MachineFacts, ManifestOptions};
+use crate::images::Images;
+use crate::qemu::{qemu_command, write_bundle, RunArgs};
+use crate::{workspace_root, Result};
+
+/// Boots of each setup (interleaved).
+const BOOT_RUNS: usize = 3;
+/// Size of the VM-to-VM transfer.
+const TRANSFER_MIB: u64 = 64;
+/// Give up on a transfer run after this long.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The words every Linux guest gets before the test's own.
+const BASE_CMDLINE: &str = "console=ttyAMA0 rdinit=/init";
+
+/// Measures and prints; errors end the bench.
+pub fn run(args: &BenchArgs, images: &Images) -> Result<()> {
+    crate::images::ensure_linux_images()?;
+    let linux = workspace_root().join("build").join("linux");
+    let kernel = linux.join("Image");
+    let initrd = linux.join("initramfs.cpio.gz");
+    let dir = workspace_root().join("build").join("bench");
+    std::fs::create_dir_all(&dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+    boot(args, images, &dir, &kernel, &initrd)?;
+    transfer(args, images, &dir, &kernel, &initrd)?;
+    Ok(())
+}
+
+/// A Linux `[[vm]]` for a bench configuration.
+fn linux_vm(
+    name: &str,
+    kernel: &Path,
+    initrd: &Path,
+    memory: &str,
+    vcpus: u32,
+    words: &str,
+    mac: Option<&str>,
+) -> String {
+    let mut text = format!(
+        "[[vm]]\nname = {name:?}\nkernel = {:?}\ninitrd = {:?}\nmemory = {memory:?}\nvcpus = {vcpus}\ncmdline = {:?}\n",
+        kernel.display().to_string(),
+        initrd.display().to_string(),
+        format!("{BASE_CMDLINE} {words}").trim_end()
+    );
+    if let Some(mac) = mac {
+        text.push_str(&format!("[[vm.net]]\nswitch = \"lan0\"\nmac = {mac:?}\n"));
+    }
+    text.push('\n');
+    text
+}
+
+/// Writes `text` as `dir/name`, bundles it and returns chroma's QEMU command.
+fn chroma_command(
+    args: &BenchArgs,
+    images: &Images,
+    dir: &Path,
+    name: &str,
+    text: &str,
+) -> Result<Command> {
+    let config = dir.join(name);
+    std::fs::write(&config, text).map_err(|error| format!("{}: {error}", config.display()))?;
+    let run_args = RunArgs {
+        config: Some(config.clone()),
+        board: args.board,
+        smp: 2,
+        gic: 2,
+        memory: "1G".to_owned(),
+        headless: true,
+        timeout: None,
+        force_cache: false,
+        gdb: false,
+        log: None,
+        no_build: true,
+        forward: Vec::new(),
+        input: None,
+    };
+    let machine = MachineFacts {
+        physical_cpus: run_args.smp,
+        ram_bytes: parse_size(&run_args.memory)?,
+    };
+    let options = ManifestOptions {
+        exit_via_semihosting: true,
+        ..ManifestOptions::default()
+    };
+    let manifest_bytes = manifest(&config, &machine, &options)?;
+    let bundle = write_bundle(&images.hypervisor_bin, &manifest_bytes, args.board, &config)?;
+    Ok(qemu_command(&run_args, &bundle))
+}
+
+/// The same kernel and initramfs on QEMU's `virt` machine (no hypervisor).
+fn plain_command(kernel: &Path, initrd: &Path, smp: u32, memory: &str, words: &str) -> Command {
+    let mut command = Command::new("qemu-system-aarch64");
+    command
+        .current_dir(workspace_root())
+        .args([
+            "-M",
+            "virt,gic-version=2",
+            "-cpu",
+            "cortex-a57",
+            "-smp",
+            &smp.to_string(),
+            "-m",
+            memory,
+        ])
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(format!("{BASE_CMDLINE} {words}").trim_end());
+    command
+}
+
+/// A started QEMU whose stdout lines arrive, timed from its start, on `lines`.
+struct Watched {
+    child: Child,
+    lines: mpsc::Receiver<(Duration, String)>,
+    seen: Vec<(Duration, String)>,
+}
+
+impl Watched {
+    fn start(mut command: Command) -> Result<Self> {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let start = Instant::now();
+        let mut child = command
+            .spawn()
+            .map_err(|error| format!("cannot start qemu-system-aarch64: {error}"))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender
+                    .send((start.elapsed(), line.trim_end_matches('\r').to_owned()))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(Watched {
+            child,
+            lines,
+            seen: Vec::new(),
+        })
+    }
+
+    /// Waits (until `deadline`) for a line containing `needle`; its time.
+    fn wait_for(&mut self, needle: &str, deadline: Instant) -> Result<Duration> {
+        if let Some((at, _)) = self.seen.iter().find(|(_, line)| line.contains(needle)) {
+            return Ok(*at);
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((at, line)) => {
+                    let found = line.contains(needle);
+                    self.seen.push((at, line));
+                    if found {
+                        return Ok(at);
+                    }
+                }
+                Err(_) => {
+                    let tail: Vec<&str> = self
+                        .seen
+                        .iter()
+                        .rev()
+                        .take(15)
+                        .map(|(_, l)| l.as_str())
+                        .collect();
+                    return Err(format!(
+                        "no line containing {needle:?} in time; last lines:\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The first line seen so far containing `needle`.
+    fn line(&self, needle: &str) -> Option<&str> {
+        self.seen
+            .iter()
+            .find(|(_, line)| line.contains(needle))
+            .map(|(_, line)| line.as_str())
+    }
+
+    /// Every line seen so far containing `needle`.
+    fn lines_with(&self, needle: &str) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|(_, line)| line.contains(needle))
+            .map(|(_, line)| line.clone())
+            .collect()
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One boot: (QEMU start to the kernel's first line, to `linux-guest: init`,
+/// the kernel's uptime at init in s).
+struct BootTimes {
+    first_line: Duration,
+    init: Duration,
+    uptime: f64,
+}
+
+fn time_boot(command: Command, timeout: Duration) -> Result<BootTimes> {
+    let mut qemu = Watched::start(command)?;
+    let deadline = Instant::now() + timeout;
+    let measured = (|| {
+        let first_line = qemu.wait_for("Booting Linux", deadline)?;
+        let init = qemu.wait_for("linux-guest: init", deadline)?;
+        qemu.wait_for("linux-guest: uptime", deadline)?;
+        let uptime = qemu
+            .line("linux-guest: uptime")
+            .and_then(|line| line.split("uptime ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|text| text.parse().ok())
+            .unwrap_or(0.0);
+        Ok(BootTimes {
+            first_line,
+            init,
+            uptime,
+        })
+    })();
+    qemu.stop();
+    measured
+}
+
+fn boot(args: &BenchArgs, images: &Images, dir: &Path, kernel: &Path, initrd: &Path) -> Result<()> {
+    let text = format!(
+        "# One Linux VM, written by `cargo xtask bench`.\n{}",
+        linux_vm("linux", kernel, initrd, "256M", 2, "", None)
+    );
+    let timeout = Duration::from_secs(args.timeout.max(60));
+    let mut chroma = Vec::new();
+    let mut plain = Vec::new();
+    for round in 1..=BOOT_RUNS {
+        let under = time_boot(
+            chroma_command(args, images, dir, "bench-linux-boot.toml", &text)?,
+            timeout,
+        )
+        .map_err(|error| format!("Linux under chroma: {error}"))?;
+        let bare = time_boot(plain_command(kernel, initrd, 2, "256M", ""), timeout)
+            .map_err(|error| format!("Linux on plain QEMU: {error}"))?;
+        println!(
+            "linux boot round {round}: init after {:.0} ms under chroma (kernel's first line {:.0} ms, uptime {:.2} s), \
+             {:.0} ms on plain QEMU (first line {:.0} ms, uptime {:.2} s)",
+            millis(under.init),
+            millis(under.first_line),
+            under.uptime,
+            millis(bare.init),
+            millis(bare.first_line),
+            bare.uptime
+        );
+        chroma.push(under);
+        plain.push(bare);
+    }
+    let med = |samples: &[BootTimes], pick: fn(&BootTimes) -> f64| {
+        median(samples.iter().map(pick).collect())
+    };
+    let (c_init, p_init) = (
+        med(&chroma, |b| millis(b.init)),
+        med(&plain, |b| millis(b.init)),
+    );
+    let (c_first, p_first) = (
+        med(&chroma, |b| millis(b.first_line)),
+        med(&plain, |b| millis(b.first_line)),
+    );
+    let (c_up, p_up) = (med(&chroma, |b| b.uptime), med(&plain, |b| b.uptime));
+    println!(
+        "linux boot to init (2 vCPUs, 256 MiB, GICv2), median of {BOOT_RUNS}: {c_init:.0} ms under chroma, \
+         {p_init:.0} ms on plain QEMU, ratio {:.2}",
+        c_init / p_init
+    );
+    println!(
+        "linux boot, where the time goes (medians): QEMU start to the kernel's first line {c_first:.0} ms under chroma \
+         vs {p_first:.0} ms plain (the hypervisor's own start and the guest's load); kernel start to init \
+         {:.0} ms vs {:.0} ms; the kernel's own clock at init {c_up:.2} s vs {p_up:.2} s",
+        c_init - c_first,
+        p_init - p_first
+    );
+    Ok(())
+}
+
+/// One transfer: milliseconds and KiB/s the client reported, the lines to show.
+struct Transfer {
+    ms: f64,
+    kib_per_s: f64,
+    notes: Vec<String>,
+}
+
+/// Parses `linux-guest: fetch <sha> <bytes> <ms> ms <KiB/s> KiB/s match`.
+fn parse_fetch(line: &str) -> Result<(f64, f64)> {
+    let at = line
+        .find("linux-guest: fetch ")
+        .ok_or_else(|| format!("not a fetch line: {line}"))?;
+    let words: Vec<&str> = line[at..].split_whitespace().collect();
+    // linux-guest: fetch SHA BYTES MS ms KIBS KiB/s match
+    if words.len() < 9 || words[8] != "match" {
+        return Err(format!("the transfer failed: {line}"));
+    }
+    let bytes: u64 = words[3]
+        .parse()
+        .map_err(|_| format!("bad byte count: {line}"))?;
+    if bytes != TRANSFER_MIB << 20 {
+        return Err(format!("expected {} bytes: {line}", TRANSFER_MIB << 20));
+    }
+    let ms: f64 = words[4].parse().map_err(|_| format!("bad time: {line}"))?;
+    let rate: f64 = words[6].parse().map_err(|_| format!("bad rate: {line}"))?;
+    Ok((ms, rate))
+}
+
+const SERVER_WORDS: &str = "chroma.ip=10.0.2.21/24 chroma.gw=none chroma.serve=";
+const CLIENT_WORDS: &str =
+    "chroma.ip=10.0.2.22/24 chroma.gw=none chroma.fetch=10.0.2.21 chroma.wait=200 chroma.poweroff";
+
+fn transfer_under_chroma(
+    args: &BenchArgs,
+    images: &Images,
+    dir: &Path,
+    kernel: &Path,
+    initrd: &Path,
+) -> Result<Transfer> {
+    let text = format!(
+        "# Two Linux VMs on one switch, written by `cargo xtask bench`.\n[[switch]]\nname = \"lan0\"\n\n{}{}",
+        linux_vm("server", kernel, initrd, "256M", 1, &format!("{SERVER_WORDS}{TRANSFER_MIB}"), Some("52:54:00:12:34:21")),
+        linux_vm("client", kernel, initrd, "128M", 1, CLIENT_WORDS, Some("52:54:00:12:34:22")),
+    );
+    let mut qemu = Watched::start(chroma_command(
+        args,
+        images,
+        dir,
+        "bench-linux-tcp.toml",
+        &text,
+    )?)?;
+    let deadline = Instant::now() + TRANSFER_TIMEOUT;
+    let result = (|| {
+        qemu.wait_for("[client] ", deadline)?;
+        qemu.wait_for("linux-guest: fetch ", deadline)?;
+        let line = qemu
+            .line("linux-guest: fetch ")
+            .unwrap_or_default()
+            .to_owned();
+        let (ms, kib_per_s) = parse_fetch(&line)?;
+        // The client powers off: chroma prints its NIC's counters.
+        let _ = qemu.wait_for(
+            "chroma: vm client net0",
+            Instant::now() + Duration::from_secs(20),
+        );
+        Ok(Transfer {
+            ms,
+            kib_per_s,
+            notes: qemu.lines_with("traps/pkt"),
+        })
+    })();
+    qemu.stop();
+    result
+}
+
+fn transfer_on_plain_qemu(kernel: &Path, initrd: &Path) -> Result<Transfer> {
+    let port = free_port()?;
+    let mut server = plain_command(
+        kernel,
+        initrd,
+        1,
+        "256M",
+        &format!("{SERVER_WORDS}{TRANSFER_MIB}"),
+    );
+    server.args([
+        "-netdev",
+        &format!("socket,id=n0,listen=127.0.0.1:{port}"),
+        "-device",
+        "virtio-net-device,netdev=n0,mac=52:54:00:12:34:21",
+    ]);
+    let server = Watched::start(server)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let mut client = plain_command(kernel, initrd, 1, "128M", CLIENT_WORDS);
+    client.args([
+        "-netdev",
+        &format!("socket,id=n0,connect=127.0.0.1:{port}"),
+        "-device",
+        "virtio-net-device,netdev=n0,mac=52:54:00:12:34:22",
+    ]);
+    let result = Watched::start(client).and_then(|mut client| {
+        let deadline = Instant::now() + TRANSFER_TIMEOUT;
+        let result = client
+            .wait_for("linux-guest: fetch ", deadline)
+            .and_then(|_| {
+                let line = client
+                    .line("linux-guest: fetch ")
+                    .unwrap_or_default()
+                    .to_owned();
+                parse_fetch(&line)
+            });
+        client.stop();
+        let (ms, kib_per_s) = result?;
+        Ok(Transfer {
+            ms,
+            kib_per_s,
+            notes: Vec::new(),
+        })
+    });
+    server.stop();
+    result
+}
+
+fn transfer(
+    args: &BenchArgs,
+    images: &Images,
+    dir: &Path,
+    kernel: &Path,
+    initrd: &Path,
+) -> Result<()> {
+    let under = transfer_under_chroma(args, images, dir, kernel, initrd)
+        .map_err(|error| format!("Linux VM-to-VM TCP under chroma: {error}"))?;
+    let bare = transfer_on_plain_qemu(kernel, initrd)
+        .map_err(|error| format!("Linux VM-to-VM TCP on plain QEMU: {error}"))?;
+    println!(
+        "linux vm-to-vm tcp, {TRANSFER_MIB} MiB httpd -> wget (1 vCPU each, MTU 1500): {:.0} ms ({:.1} MiB/s) through chroma's switch, \
+         {:.0} ms ({:.1} MiB/s) between two plain QEMUs (socket netdev), throughput ratio {:.2}",
+        under.ms,
+        under.kib_per_s / 1024.0,
+        bare.ms,
+        bare.kib_per_s / 1024.0,
+        under.kib_per_s / bare.kib_per_s
+    );
+    for note in &under.notes {
+        println!("linux vm-to-vm tcp, where the time goes: {note}");
+    }
+    Ok(())
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|error| format!("no free port on 127.0.0.1: {error}"))
+}
+
+/// The median of `samples`; zero when empty.
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    match samples.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => samples[n / 2],
+        n => (samples[n / 2 - 1] + samples[n / 2]) / 2.0,
+    }
+}
+
+/// A duration in milliseconds.
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_lines_parse_and_failures_are_refused() {
+        let ok = "[client] linux-guest:/# linux-guest: fetch 6f30fd9a80b025c02e3f00c4b9d6b300125f231d490108195100314b043e3936 67108864 20330 ms 3223 KiB/s match";
+        assert_eq!(parse_fetch(ok), Ok((20330.0, 3223.0)));
+        let bad = "linux-guest: fetch 00 0 20330 ms 0 KiB/s MISMATCH (server says 11)";
+        assert!(parse_fetch(bad).is_err());
+        assert!(
+            parse_fetch("linux-guest: fetch failed (nothing at http://10.0.2.21/data.sha256)")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn median_of_floats() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(Vec::new()), 0.0);
+    }
+}
