@@ -313,7 +313,7 @@ fn linux_to_linux_64mib_tcp_with_sha256_at_both_ends() {
         linux_vm(
             "client",
             1,
-            "128M",
+            "256M",
             "chroma.ip=10.0.2.22/24 chroma.gw=none chroma.fetch=10.0.2.21 chroma.poweroff",
             Some("52:54:00:12:34:22")
         ),

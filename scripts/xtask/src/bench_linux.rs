@@ -351,7 +351,7 @@ fn transfer_under_chroma(
     let text = format!(
         "# Two Linux VMs on one switch, written by `cargo xtask bench`.\n[[switch]]\nname = \"lan0\"\n\n{}{}",
         linux_vm("server", kernel, initrd, "256M", 1, &format!("{SERVER_WORDS}{TRANSFER_MIB}"), Some("52:54:00:12:34:21")),
-        linux_vm("client", kernel, initrd, "128M", 1, CLIENT_WORDS, Some("52:54:00:12:34:22")),
+        linux_vm("client", kernel, initrd, "256M", 1, CLIENT_WORDS, Some("52:54:00:12:34:22")),
     );
     let mut qemu = Watched::start(chroma_command(
         args,
@@ -401,7 +401,7 @@ fn transfer_on_plain_qemu(kernel: &Path, initrd: &Path) -> Result<Transfer> {
     ]);
     let server = Watched::start(server)?;
     std::thread::sleep(Duration::from_millis(500));
-    let mut client = plain_command(kernel, initrd, 1, "128M", CLIENT_WORDS);
+    let mut client = plain_command(kernel, initrd, 1, "256M", CLIENT_WORDS);
     client.args([
         "-netdev",
         &format!("socket,id=n0,connect=127.0.0.1:{port}"),
