@@ -39,6 +39,8 @@ pub struct NicCounters {
     pub notifies: AtomicU64,
     /// Device interrupts injected into the guest.
     pub interrupts: AtomicU64,
+    /// Polls that found transmit work (instead of a kick).
+    pub polls: AtomicU64,
 }
 
 /// One virtio-net NIC of a VM.
@@ -55,6 +57,9 @@ pub struct Nic {
     pub mac: [u8; 6],
     /// Counters.
     pub counters: NicCounters,
+    /// The device defers TX kicks and must be polled on its VM's exits
+    /// (mirrors `NetBackend::tx_polling`, readable without the lock).
+    pub polling: core::sync::atomic::AtomicBool,
 }
 
 /// A switch: the L2 switch model, its VM ports and the optional uplink.
@@ -209,8 +214,37 @@ pub fn run_switch(gic: &Gic, me: usize, index: usize) {
         }
     }
     for (state, &(v, n)) in states.iter_mut().zip(members.iter()) {
+        let nic = &sys.vms[v].nics[n];
+        nic.polling.store(state.device.device.tx_polling, Ordering::Release);
         if state.device.take_irq_edge() {
-            inject(gic, me, v, &sys.vms[v].nics[n]);
+            inject(gic, me, v, nic);
+        }
+    }
+}
+
+/// Whether any NIC of VM `vm_index` is being polled.
+pub fn vm_polling(vm_index: usize) -> bool {
+    system().vms[vm_index].nics.iter().any(|nic| nic.polling.load(Ordering::Acquire))
+}
+
+/// Polls VM `vm_index`'s NICs that defer TX kicks (called on the VM's
+/// exits): runs the switch for those with work; an idle one re-arms kicks.
+pub fn poll_vm(gic: &Gic, me: usize, vm_index: usize) {
+    let sys = system();
+    for nic in sys.vms[vm_index].nics.iter() {
+        if !nic.polling.load(Ordering::Acquire) {
+            continue;
+        }
+        let busy = {
+            let mut guard = nic.state.lock();
+            let NicState { device, memory } = &mut *guard;
+            let busy = chroma_virtio::net::poll_tx(device, memory);
+            nic.polling.store(device.device.tx_polling, Ordering::Release);
+            busy
+        };
+        if busy {
+            nic.counters.polls.fetch_add(1, Ordering::Relaxed);
+            run_switch(gic, me, nic.switch);
         }
     }
 }
@@ -237,9 +271,10 @@ pub fn report(vm_index: usize) {
         let traps = nic.counters.traps.load(Ordering::Relaxed);
         let interrupts = nic.counters.interrupts.load(Ordering::Relaxed);
         let notifies = nic.counters.notifies.load(Ordering::Relaxed);
+        let polls = nic.counters.polls.load(Ordering::Relaxed);
         log::info!(
             "vm {} net{} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} on {} port {}: rx {} pkts {} B, tx {} pkts {} B, drops {}, errors {}; \
-             traps/pkt {:.3}, irqs/pkt {:.3}, kicks {} (suppressed {}), irqs suppressed {}, lines maintained/pkt {:.2}",
+             traps/pkt {:.3}, irqs/pkt {:.3}, kicks {} (suppressed {}), polls {}, irqs suppressed {}, lines maintained/pkt {:.2}",
             vm.name,
             i,
             nic.mac[0], nic.mac[1], nic.mac[2], nic.mac[3], nic.mac[4], nic.mac[5],
@@ -255,6 +290,7 @@ pub fn report(vm_index: usize) {
             per_packet(interrupts),
             notifies,
             port.tx_packets.saturating_sub(notifies),
+            polls,
             port.rx_packets.saturating_sub(interrupts),
             per_packet(stats.total()),
         );

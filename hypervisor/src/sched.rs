@@ -27,6 +27,8 @@ const KICK_SGI: u32 = 0;
 const MAINTENANCE_INTID: u32 = 25;
 /// Time slice when several vCPUs share a CPU.
 const SLICE_MS: u64 = 10;
+/// A VM with a NIC in deferred-kick mode exits at least this often.
+const POLL_MS: u64 = 1;
 /// Console input is polled at least this often by CPU 0.
 const CONSOLE_POLL_MS: u64 = 20;
 /// Most physical CPUs.
@@ -436,6 +438,12 @@ impl Cpu {
         // Wake up for the earliest of: the end of a slice (another vCPU is
         // runnable here), a parked vCPU's timer, the console poll.
         let slice = (self.runnable_count() > 1).then(|| now() + SLICE_MS * sys.ticks_per_ms);
+        // A NIC of this VM defers TX kicks: make sure an exit polls it soon.
+        let slice = if crate::nic::vm_polling(vm.index) {
+            Some(slice.unwrap_or(u64::MAX).min(now() + POLL_MS * sys.ticks_per_ms))
+        } else {
+            slice
+        };
         self.arm_timer(self.next_deadline(Some(k), slice));
         self.vcpus[k].waiting = false;
         loop {
@@ -459,6 +467,10 @@ impl Cpu {
                     Action::Off
                 }
             };
+            // Poll the VM's NICs that defer TX kicks (cheap when none does).
+            if crate::nic::vm_polling(vm.index) {
+                crate::nic::poll_vm(&self.gic, self.index, vm.index);
+            }
             if vm.is_stopped() {
                 kick_vm(&self.gic, vm, self.index);
                 report_if_all_stopped();

@@ -79,13 +79,25 @@ pub struct NetBackend {
     mac: [u8; 6],
     link_up: bool,
     features: u64,
+    /// Poll the TX queue while it is busy instead of asking for a kick per
+    /// batch (set by the hypervisor, which then polls on the VM's exits).
+    pub defer_tx: bool,
+    /// TX kicks are suppressed right now: the owner must poll this device
+    /// and call [`end_tx_polling`] once a poll finds nothing.
+    pub tx_polling: bool,
 }
 
 impl NetBackend {
     /// A device with `mac` offering `features & NET_FEATURES` (tests offer
     /// less to run drivers without MRG_RXBUF or EVENT_IDX).
     pub fn new(mac: [u8; 6], features: u64) -> Self {
-        Self { mac, link_up: true, features: (features & NET_FEATURES) | feature::VERSION_1 }
+        Self {
+            mac,
+            link_up: true,
+            features: (features & NET_FEATURES) | feature::VERSION_1,
+            defer_tx: false,
+            tx_polling: false,
+        }
     }
 
     /// The MAC address in configuration space.
@@ -128,7 +140,9 @@ impl DeviceBackend for NetBackend {
         Err(VirtioError::ReadOnlyRegister)
     }
 
-    fn reset(&mut self) {}
+    fn reset(&mut self) {
+        self.tx_polling = false;
+    }
 }
 
 /// A virtio-net device behind a virtio-mmio transport.
@@ -138,6 +152,28 @@ pub type VirtioNet = MmioTransport<NetBackend, 2>;
 /// queues of at most `queue_max` entries.
 pub fn new_net_device(mac: [u8; 6], features: u64, queue_max: u16) -> VirtioNet {
     MmioTransport::new(NetBackend::new(mac, features), queue_max)
+}
+
+/// A poll of a device in deferred TX mode: returns whether its TX queue has
+/// work (run the switch). When it has none the polling ends: kicks are
+/// re-armed (`avail_event = next_avail`, then a re-check, §2.7.10), so the
+/// driver's next chain notifies again.
+pub fn poll_tx<M: GuestMemory>(dev: &mut VirtioNet, mem: &M) -> bool {
+    if !dev.device.tx_polling {
+        return false;
+    }
+    let (busy, polling) = match dev.queue_mut(TX_QUEUE).filter(|q| q.ready()) {
+        None => (false, false),
+        Some(q) => match q.has_available(mem) {
+            Ok(true) => (true, true),
+            // A chain added after has_available and before the re-arm is
+            // seen by enable_notification's re-check.
+            Ok(false) => (q.enable_notification(mem).unwrap_or(false), false),
+            Err(_) => (false, false),
+        },
+    };
+    dev.device.tx_polling = polling;
+    busy
 }
 
 /// Changes the link state, with the configuration-change interrupt (§5.1.4).
@@ -184,10 +220,22 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         if let Some(head) = q.pop(mem)? {
             return Ok(Some(head));
         }
-        if q.enable_notification(mem)? {
-            return q.pop(mem);
+        // Deferred mode (EVENT_IDX only): keep the driver from kicking for the
+        // next half ring and let the owner poll; otherwise re-arm now.
+        let defer = self.dev.device.defer_tx;
+        let Some(q) = self.live_queue(TX_QUEUE) else { return Ok(None) };
+        let more = if defer && q.event_idx() {
+            let ahead = (q.layout().size / 2).max(1);
+            self.dev.device.tx_polling = true;
+            let Some(q) = self.live_queue(TX_QUEUE) else { return Ok(None) };
+            q.suppress_notification(mem, ahead)?
+        } else {
+            q.enable_notification(mem)?
+        };
+        match self.live_queue(TX_QUEUE) {
+            Some(q) if more => q.pop(mem),
+            _ => Ok(None),
         }
-        Ok(None)
     }
 
     /// Copies one TX chain into `header` + `frame`; `Ok(Err(reason))` is a

@@ -308,6 +308,30 @@ impl SplitQueue {
         Ok(self.read_avail_idx(mem)? != self.next_avail)
     }
 
+    /// Asks the driver not to notify until `ahead` more chains are available
+    /// (with EVENT_IDX: `avail_event = next_avail + ahead`, §2.7.10): the
+    /// device polls the queue meanwhile and must call
+    /// [`Self::enable_notification`] when it stops polling. Without EVENT_IDX
+    /// this does nothing (the driver keeps notifying). Returns whether chains
+    /// are available now.
+    pub fn suppress_notification<M: GuestMemory>(&mut self, mem: &M, ahead: u16) -> Result<bool, VirtioError> {
+        if !self.ready {
+            return Err(VirtioError::QueueNotReady);
+        }
+        if self.event_idx {
+            let offset = 4 + USED_ELEMENT_SIZE * u64::from(self.layout.size);
+            let event = self.next_avail + Wrapping(ahead);
+            mem.store_u16(at(self.layout.used, offset)?, event.0, Ordering::Relaxed)?;
+            mem.fence(Ordering::SeqCst);
+        }
+        Ok(self.read_avail_idx(mem)? != self.next_avail)
+    }
+
+    /// Whether the queue negotiated VIRTIO_F_EVENT_IDX.
+    pub fn event_idx(&self) -> bool {
+        self.event_idx
+    }
+
     /// Whether the driver has made chains available that the device has not
     /// taken (reads `avail.idx`).
     pub fn has_available<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, VirtioError> {
