@@ -19,6 +19,9 @@ use chroma_virtio::switch::Switch;
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 
+/// Consecutive single-frame polls after which a NIC stops deferring kicks.
+const SYNCHRONOUS_POLLS: u64 = 8;
+
 /// Bytes of one virtio-mmio transport window.
 pub const TRANSPORT_SIZE: u64 = 0x200;
 
@@ -41,6 +44,8 @@ pub struct NicCounters {
     pub interrupts: AtomicU64,
     /// Polls that found transmit work (instead of a kick).
     pub polls: AtomicU64,
+    /// Consecutive polls that found a single frame.
+    pub single_frame_polls: AtomicU64,
 }
 
 /// One virtio-net NIC of a VM.
@@ -235,16 +240,29 @@ pub fn poll_vm(gic: &Gic, me: usize, vm_index: usize) {
         if !nic.polling.load(Ordering::Acquire) {
             continue;
         }
-        let busy = {
+        let (busy, before) = {
             let mut guard = nic.state.lock();
             let NicState { device, memory } = &mut *guard;
             let busy = chroma_virtio::net::poll_tx(device, memory);
             nic.polling.store(device.device.tx_polling, Ordering::Release);
-            busy
+            (busy, device.device.tx_chains)
         };
         if busy {
             nic.counters.polls.fetch_add(1, Ordering::Relaxed);
             run_switch(gic, me, nic.switch);
+            // A driver that waits for each frame to complete (virtio-drivers'
+            // blocking send) finds one frame per poll and spins until the
+            // next one: for it a kick per frame is far cheaper. Eight such
+            // polls in a row turn deferral off for this NIC.
+            let mut guard = nic.state.lock();
+            if guard.device.device.tx_chains.saturating_sub(before) <= 1 {
+                if nic.counters.single_frame_polls.fetch_add(1, Ordering::Relaxed) + 1 >= SYNCHRONOUS_POLLS {
+                    guard.device.device.defer_tx = false;
+                    log::info!("vm {}: its driver waits for every frame: TX kicks instead of polling", sys.vms[vm_index].name);
+                }
+            } else {
+                nic.counters.single_frame_polls.store(0, Ordering::Relaxed);
+            }
         }
     }
 }

@@ -83,8 +83,10 @@ pub struct NetBackend {
     /// batch (set by the hypervisor, which then polls on the VM's exits).
     pub defer_tx: bool,
     /// TX kicks are suppressed right now: the owner must poll this device
-    /// and call [`end_tx_polling`] once a poll finds nothing.
+    /// ([`poll_tx`]) until a poll finds nothing.
     pub tx_polling: bool,
+    /// TX chains taken so far (the owner measures batches with it).
+    pub tx_chains: u64,
 }
 
 impl NetBackend {
@@ -97,6 +99,7 @@ impl NetBackend {
             features: (features & NET_FEATURES) | feature::VERSION_1,
             defer_tx: false,
             tx_polling: false,
+            tx_chains: 0,
         }
     }
 
@@ -218,6 +221,7 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         let mem = self.mem;
         let Some(q) = self.live_queue(TX_QUEUE) else { return Ok(None) };
         if let Some(head) = q.pop(mem)? {
+            self.dev.device.tx_chains += 1;
             return Ok(Some(head));
         }
         // Deferred mode (EVENT_IDX only): keep the driver from kicking for the
@@ -232,10 +236,12 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         } else {
             q.enable_notification(mem)?
         };
-        match self.live_queue(TX_QUEUE) {
-            Some(q) if more => q.pop(mem),
-            _ => Ok(None),
-        }
+        let head = match self.live_queue(TX_QUEUE) {
+            Some(q) if more => q.pop(mem)?,
+            _ => None,
+        };
+        self.dev.device.tx_chains += u64::from(head.is_some());
+        Ok(head)
     }
 
     /// Copies one TX chain into `header` + `frame`; `Ok(Err(reason))` is a
