@@ -234,7 +234,7 @@ pub fn vm_polling(vm_index: usize) -> bool {
 
 /// Polls VM `vm_index`'s NICs that defer TX kicks (called on the VM's
 /// exits): runs the switch for those with work; an idle one re-arms kicks.
-pub fn poll_vm(gic: &Gic, me: usize, vm_index: usize) {
+pub fn poll_vm(gic: &Gic, me: usize, vm_index: usize, preempted: bool) {
     let sys = system();
     for nic in sys.vms[vm_index].nics.iter() {
         if !nic.polling.load(Ordering::Acquire) {
@@ -251,16 +251,19 @@ pub fn poll_vm(gic: &Gic, me: usize, vm_index: usize) {
             nic.counters.polls.fetch_add(1, Ordering::Relaxed);
             run_switch(gic, me, nic.switch);
             // A driver that waits for each frame to complete (virtio-drivers'
-            // blocking send) finds one frame per poll and spins until the
-            // next one: for it a kick per frame is far cheaper. Eight such
-            // polls in a row turn deferral off for this NIC.
+            // blocking send) spins with one frame queued until the poll timer
+            // preempts it: for it a kick per frame is far cheaper. Eight such
+            // preempted single-frame polls in a row turn deferral off for
+            // this NIC. (A driver that queues and then waits in WFI exits by
+            // itself: those polls do not count.)
             let mut guard = nic.state.lock();
-            if guard.device.device.tx_chains.saturating_sub(before) <= 1 {
+            let frames = guard.device.device.tx_chains.saturating_sub(before);
+            if preempted && frames <= 1 {
                 if nic.counters.single_frame_polls.fetch_add(1, Ordering::Relaxed) + 1 >= SYNCHRONOUS_POLLS {
                     guard.device.device.defer_tx = false;
                     log::info!("vm {}: its driver waits for every frame: TX kicks instead of polling", sys.vms[vm_index].name);
                 }
-            } else {
+            } else if frames > 1 {
                 nic.counters.single_frame_polls.store(0, Ordering::Relaxed);
             }
         }

@@ -469,7 +469,9 @@ impl Cpu {
             };
             // Poll the VM's NICs that defer TX kicks (cheap when none does).
             if crate::nic::vm_polling(vm.index) {
-                crate::nic::poll_vm(&self.gic, self.index, vm.index);
+                // Preempted by the EL2 timer (not a trap of the guest's own).
+                let preempted = kind != ExceptionKind::Synchronous && action == Action::Yield;
+                crate::nic::poll_vm(&self.gic, self.index, vm.index, preempted);
             }
             if vm.is_stopped() {
                 kick_vm(&self.gic, vm, self.index);
