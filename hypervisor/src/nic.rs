@@ -251,11 +251,11 @@ pub fn poll_vm(gic: &Gic, me: usize, vm_index: usize, preempted: bool) {
             nic.counters.polls.fetch_add(1, Ordering::Relaxed);
             run_switch(gic, me, nic.switch);
             // A driver that waits for each frame to complete (virtio-drivers'
-            // blocking send) spins with one frame queued until the poll timer
-            // preempts it: for it a kick per frame is far cheaper. Eight such
-            // preempted single-frame polls in a row turn deferral off for
-            // this NIC. (A driver that queues and then waits in WFI exits by
-            // itself: those polls do not count.)
+            // blocking send) spins with one frame queued until an interrupt
+            // (the poll timer, a kick) takes the CPU: for it a kick per frame
+            // is far cheaper. Eight such single-frame polls in a row turn
+            // deferral off for this NIC. (A driver that queues and then waits
+            // in WFI traps by itself: those polls do not count.)
             let mut guard = nic.state.lock();
             let frames = guard.device.device.tx_chains.saturating_sub(before);
             if preempted && frames <= 1 {
