@@ -147,9 +147,20 @@ pub fn mmio(gic: &Gic, me: usize, vm_index: usize, index: usize, offset: u64, wi
         inject(gic, me, vm_index, nic);
     }
     match action {
-        MmioAction::Notify(_) => {
+        MmioAction::Notify(queue) => {
             nic.counters.notifies.fetch_add(1, Ordering::Relaxed);
+            let before = nic.state.lock().device.device.tx_chains;
             run_switch(gic, me, nic.switch);
+            // A driver that queues several frames before it kicks (Linux,
+            // with xmit_more) gains from polling instead of a kick per batch:
+            // switch this NIC to deferred kicks once a kick brings a batch.
+            if queue == chroma_virtio::net::TX_QUEUE as u16 && nic.counters.single_frame_polls.load(Ordering::Relaxed) < SYNCHRONOUS_POLLS {
+                let mut guard = nic.state.lock();
+                if !guard.device.device.defer_tx && guard.device.device.tx_chains.saturating_sub(before) >= 2 {
+                    guard.device.device.defer_tx = true;
+                    log::info!("vm {}: its driver batches transmits: TX kicks deferred, the queue is polled", vm.name);
+                }
+            }
         }
         MmioAction::Reset => sys.switches[nic.switch].state.lock().switch.port_reset(nic.port),
         MmioAction::DriverOk => {
@@ -251,11 +262,11 @@ pub fn poll_vm(gic: &Gic, me: usize, vm_index: usize, preempted: bool) {
             nic.counters.polls.fetch_add(1, Ordering::Relaxed);
             run_switch(gic, me, nic.switch);
             // A driver that waits for each frame to complete (virtio-drivers'
-            // blocking send) spins with one frame queued until an interrupt
-            // (the poll timer, a kick) takes the CPU: for it a kick per frame
-            // is far cheaper. Eight such single-frame polls in a row turn
-            // deferral off for this NIC. (A driver that queues and then waits
-            // in WFI traps by itself: those polls do not count.)
+            // blocking send) spins with one frame queued until the poll timer
+            // preempts it: for it a kick per frame is far cheaper. Eight such
+            // single-frame polls in a row turn deferral off for this NIC. (A
+            // driver that queues and then waits in WFI traps by itself: those
+            // polls do not count.)
             let mut guard = nic.state.lock();
             let frames = guard.device.device.tx_chains.saturating_sub(before);
             if preempted && frames <= 1 {

@@ -469,8 +469,8 @@ impl Cpu {
             };
             // Poll the VM's NICs that defer TX kicks (cheap when none does).
             if crate::nic::vm_polling(vm.index) {
-                // Interrupted (timer, kick, device) rather than trapped on its own (WFI, MMIO).
-                let preempted = kind != ExceptionKind::Synchronous;
+                // Preempted by the EL2 timer rather than trapped on its own.
+                let preempted = kind != ExceptionKind::Synchronous && action == Action::Yield;
                 crate::nic::poll_vm(&self.gic, self.index, vm.index, preempted);
             }
             if vm.is_stopped() {

@@ -211,10 +211,9 @@ impl Vm {
                 *p += 1;
                 *p - 1
             });
-            let mut device = chroma_virtio::net::new_net_device(net.mac, chroma_virtio::net::NET_FEATURES, 256);
-            // Poll a busy TX queue on the VM's exits rather than take a kick
-            // per batch (EVENT_IDX drivers only; see nic::poll_vm).
-            device.device.defer_tx = true;
+            // TX kicks start eager; nic::mmio defers them once the driver
+            // shows it batches (see nic::poll_vm).
+            let device = chroma_virtio::net::new_net_device(net.mac, chroma_virtio::net::NET_FEATURES, 256);
             nics.push(Nic {
                 state: Mutex::new(NicState {
                     device,
