@@ -405,7 +405,7 @@ fn median(mut samples: Vec<f64>) -> f64 {
 mod tests {
     use super::*;
 
-    const LINE: &str = "chroma: vm client net0 52:54:00:12:34:02 on lan0 port 1: rx 3454 pkts 228164 B, tx 11528 pkts 17101834 B, drops 0, errors 0; traps/pkt 0.087, irqs/pkt 0.179, kicks 5209 (suppressed 12), irqs suppressed 3304, lines maintained/pkt 36.14";
+    const LINE: &str = "chroma: vm client net0 52:54:00:12:34:02 on lan0 port 1: rx 3454 pkts 228164 B, tx 11528 pkts 17101834 B, drops 0, errors 0; traps/pkt 0.087, irqs/pkt 0.179, kicks 5209 (suppressed 12), polls 0, irqs suppressed 3304, lines maintained/pkt 36.14";
 
     #[test]
     fn reads_a_counter_line() {
