@@ -5,7 +5,7 @@
 //! of their medians.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -46,31 +46,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     );
     std::fs::write(&config, text).map_err(|error| format!("{}: {error}", config.display()))?;
 
-    let run_args = RunArgs {
-        config: Some(config.clone()),
-        board: args.board,
-        smp: 2,
-        gic: 2,
-        memory: "1G".to_owned(),
-        headless: true,
-        timeout: None,
-        force_cache: false,
-        gdb: false,
-        log: None,
-        no_build: true,
-        forward: Vec::new(),
-        input: None,
-    };
-    let machine = MachineFacts {
-        physical_cpus: run_args.smp,
-        ram_bytes: parse_size(&run_args.memory)?,
-    };
-    let options = ManifestOptions {
-        exit_via_semihosting: true,
-        ..ManifestOptions::default()
-    };
-    let manifest_bytes = manifest(&config, &machine, &options)?;
-    let bundle = write_bundle(&images.hypervisor_bin, &manifest_bytes, args.board, &config)?;
+    let (run_args, bundle) = headless_bundle(&config, args.board, &images.hypervisor_bin)?;
 
     println!(
         "image size: chroma.bin {} bytes",
@@ -225,4 +201,36 @@ mod tests {
         silent.args(["-c", "echo noise; sleep 30"]);
         assert!(time_to_first_line(silent, "[probe] ", Duration::from_millis(300)).is_err());
     }
+}
+
+/// Bundles `config` for a headless benchmark boot (2 CPUs, GICv2, 1 GiB,
+/// semihosting exit) and returns the run options and the bundle, so every
+/// benchmark boots chroma the way `cargo xtask run --headless` does.
+pub fn headless_bundle(config: &Path, board: Board, hypervisor_bin: &Path) -> Result<(RunArgs, PathBuf)> {
+    let run_args = RunArgs {
+        config: Some(config.to_path_buf()),
+        board,
+        smp: 2,
+        gic: 2,
+        memory: "1G".to_owned(),
+        headless: true,
+        timeout: None,
+        force_cache: false,
+        gdb: false,
+        log: None,
+        no_build: true,
+        forward: Vec::new(),
+        input: None,
+    };
+    let machine = MachineFacts {
+        physical_cpus: run_args.smp,
+        ram_bytes: parse_size(&run_args.memory)?,
+    };
+    let options = ManifestOptions {
+        exit_via_semihosting: true,
+        ..ManifestOptions::default()
+    };
+    let manifest_bytes = manifest(config, &machine, &options)?;
+    let bundle = write_bundle(hypervisor_bin, &manifest_bytes, board, config)?;
+    Ok((run_args, bundle))
 }

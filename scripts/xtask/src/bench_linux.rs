@@ -16,9 +16,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::bench::BenchArgs;
-use crate::config::{manifest, parse_size, MachineFacts, ManifestOptions};
 use crate::images::Images;
-use crate::qemu::{qemu_command, write_bundle, RunArgs};
+use crate::qemu::qemu_command;
 use crate::{workspace_root, Result};
 
 /// Boots of each setup (interleaved).
@@ -77,31 +76,7 @@ fn chroma_command(
 ) -> Result<Command> {
     let config = dir.join(name);
     std::fs::write(&config, text).map_err(|error| format!("{}: {error}", config.display()))?;
-    let run_args = RunArgs {
-        config: Some(config.clone()),
-        board: args.board,
-        smp: 2,
-        gic: 2,
-        memory: "1G".to_owned(),
-        headless: true,
-        timeout: None,
-        force_cache: false,
-        gdb: false,
-        log: None,
-        no_build: true,
-        forward: Vec::new(),
-        input: None,
-    };
-    let machine = MachineFacts {
-        physical_cpus: run_args.smp,
-        ram_bytes: parse_size(&run_args.memory)?,
-    };
-    let options = ManifestOptions {
-        exit_via_semihosting: true,
-        ..ManifestOptions::default()
-    };
-    let manifest_bytes = manifest(&config, &machine, &options)?;
-    let bundle = write_bundle(&images.hypervisor_bin, &manifest_bytes, args.board, &config)?;
+    let (run_args, bundle) = crate::bench::headless_bundle(&config, args.board, &images.hypervisor_bin)?;
     Ok(qemu_command(&run_args, &bundle))
 }
 

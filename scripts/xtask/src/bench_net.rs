@@ -17,9 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::config::{manifest, parse_size, MachineFacts, ManifestOptions};
 use crate::images::Images;
-use crate::qemu::{qemu_command, write_bundle, RunArgs};
+use crate::qemu::qemu_command;
 use crate::{workspace_root, Board, Result};
 
 /// Rounds of each setup (interleaved).
@@ -73,31 +72,7 @@ pub fn run(images: &Images, board: Board) -> Result<()> {
     let config = bench_dir.join("bench-net.toml");
     std::fs::write(&config, chroma_config(&netsvc, &netclient))
         .map_err(|error| format!("{}: {error}", config.display()))?;
-    let run_args = RunArgs {
-        config: Some(config.clone()),
-        board,
-        smp: 2,
-        gic: 2,
-        memory: "1G".to_owned(),
-        headless: true,
-        timeout: None,
-        force_cache: false,
-        gdb: false,
-        log: None,
-        no_build: true,
-        forward: Vec::new(),
-        input: None,
-    };
-    let machine = MachineFacts {
-        physical_cpus: run_args.smp,
-        ram_bytes: parse_size(&run_args.memory)?,
-    };
-    let options = ManifestOptions {
-        exit_via_semihosting: true,
-        ..ManifestOptions::default()
-    };
-    let manifest_bytes = manifest(&config, &machine, &options)?;
-    let bundle = write_bundle(&images.hypervisor_bin, &manifest_bytes, board, &config)?;
+    let (run_args, bundle) = crate::bench::headless_bundle(&config, board, &images.hypervisor_bin)?;
 
     println!(
         "VM-to-VM throughput: netclient -> netsvc {MIB} MiB over TCP (net.tx=queued), \
