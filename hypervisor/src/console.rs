@@ -33,31 +33,20 @@ impl log::Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
+        let level = match record.level() {
+            log::Level::Info => "",
+            log::Level::Error => "error: ",
+            log::Level::Warn => "warn: ",
+            log::Level::Debug => "debug: ",
+            log::Level::Trace => "trace: ",
+        };
         let mut guard = CONSOLE.lock();
         if let Some(uart) = guard.as_mut() {
-            let _ = match record.level() {
-                log::Level::Info => writeln!(uart, "chroma: {}", record.args()),
-                level => writeln!(uart, "chroma: {}: {}", level.as_str().to_ascii_lowercase_static(), record.args()),
-            };
+            let _ = writeln!(uart, "chroma: {level}{}", record.args());
         }
     }
 
     fn flush(&self) {}
-}
-
-trait LowercaseLevel {
-    fn to_ascii_lowercase_static(&self) -> &'static str;
-}
-
-impl LowercaseLevel for str {
-    fn to_ascii_lowercase_static(&self) -> &'static str {
-        match self {
-            "ERROR" => "error",
-            "WARN" => "warn",
-            "DEBUG" => "debug",
-            _ => "trace",
-        }
-    }
 }
 
 /// Console on the board's early UART, before the device tree is read.
