@@ -7,6 +7,7 @@ mod bench_net;
 mod bundle;
 mod config;
 mod images;
+mod lints;
 mod process;
 mod qemu;
 mod testing;

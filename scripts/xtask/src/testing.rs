@@ -1,9 +1,10 @@
 //! `cargo xtask test`: runs every test stage in order and prints `N passed, M failed`.
 //!
-//! Stages: `unit` (host `cargo test` on the default members), `oracle` (the
-//! cache aliasing oracle, quick mode), `fuzz-smoke` (virtio fuzz targets),
-//! `build` (hypervisor and guest images), `system` (QEMU system tests in
-//! `tests/`). FILTER goes to every cargo test run and selects the other
+//! Stages: `unit` (host `cargo test` on the default members), `fmt`,
+//! `clippy` (host crates) and `clippy-bare-metal` (hypervisor and guests for
+//! the board's target; see `lints.rs`), `oracle` (the cache aliasing oracle,
+//! quick mode), `fuzz-smoke` (virtio fuzz targets), `build` (hypervisor and
+//! guest images), `system` (QEMU system tests in `tests/`). FILTER goes to every cargo test run and selects the other
 //! stages whose name contains it. Each cargo test counts its tests; every
 //! other stage counts as one test.
 
@@ -13,6 +14,7 @@ use std::process::{Command, ExitCode, Stdio};
 use clap::Args;
 
 use crate::images::build_all;
+use crate::lints;
 use crate::process::describe_status;
 use crate::{workspace_root, Board, Result};
 
@@ -33,12 +35,12 @@ pub struct Counts {
 }
 
 /// A stage that is one test, passed.
-const ONE_PASSED: Counts = Counts {
+pub const ONE_PASSED: Counts = Counts {
     passed: 1,
     failed: 0,
 };
 /// A stage that is one test, failed (or that could not run).
-const ONE_FAILED: Counts = Counts {
+pub const ONE_FAILED: Counts = Counts {
     passed: 0,
     failed: 1,
 };
@@ -118,7 +120,29 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
     let (counts, note) = run_cargo_stage(&mut unit);
     report("unit", counts, &note);
 
-    // 2. The cache aliasing oracle, quick mode.
+    // 2. Lints: formatting, then clippy on the host crates and on the
+    //    bare-metal target (each stage is one test).
+    let lint_stages: [(&str, fn() -> lints::Outcome); 3] = [
+        ("fmt", lints::fmt),
+        ("clippy", lints::clippy_host),
+        ("clippy-bare-metal", || {
+            lints::clippy_bare_metal(Board::QemuVirtAarch64)
+        }),
+    ];
+    for (stage, run_stage) in lint_stages {
+        if selected(stage) {
+            let started = std::time::Instant::now();
+            let outcome = run_stage();
+            let note = format!(
+                "{} in {:.1} s",
+                outcome.note,
+                started.elapsed().as_secs_f64()
+            );
+            report(stage, outcome.counts, &note);
+        }
+    }
+
+    // 3. The cache aliasing oracle, quick mode.
     if selected("oracle") {
         let (counts, note) = if has_bin("chroma-cache", "oracle") {
             let mut oracle = oracle_command(&["--quick".to_owned()]);
@@ -130,7 +154,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         report("oracle", counts, &note);
     }
 
-    // 3. The virtio fuzz smoke run.
+    // 4. The virtio fuzz smoke run.
     let smoke = root.join("hypervisor/virtio/fuzz/smoke.sh");
     if selected("fuzz-smoke") {
         if smoke.exists() {
@@ -143,7 +167,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         }
     }
 
-    // 4. Images, which the system tests boot. A filter that leaves this
+    // 5. Images, which the system tests boot. A filter that leaves this
     //    stage out still builds them but counts the build only if it fails.
     let built = match build_all(Board::QemuVirtAarch64) {
         Ok(_) => {
@@ -159,7 +183,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         }
     };
 
-    // 5. QEMU system tests (they call this xtask's `run --headless`).
+    // 6. QEMU system tests (they call this xtask's `run --headless`).
     if built {
         let mut system = host_cargo();
         system.args([

@@ -9,6 +9,11 @@ use crate::{workspace_root, Result};
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 /// Debian's `cargo-web`.
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+/// Debian's `rust-web-clippy`: `cargo clippy` built for Debian's rustc. It runs
+/// `$CARGO check` with its sibling `/usr/bin/clippy-driver` as the workspace
+/// wrapper; it is called by path because `/usr/bin/cargo clippy` would find
+/// rustup's `cargo-clippy` proxy in `~/.cargo/bin` first.
+const DEBIAN_CARGO_CLIPPY: &str = "/usr/bin/cargo-clippy";
 /// Debian's `rust-web-src`: the library source build-std compiles.
 const DEBIAN_RUST_SRC: &str = "/usr/lib/rustlib/src/rust/library";
 /// The crates build-std compiles for the bare-metal targets.
@@ -91,7 +96,33 @@ impl CrossToolchain {
 
     /// `cargo <subcommand> <toolchain args>` run from the workspace root, ready for `-p ...`.
     pub fn cargo(&self, subcommand: &str) -> Command {
-        let mut command = Command::new(self.cargo_path());
+        let mut command = self.command(self.cargo_path());
+        command.arg(subcommand).args(self.build_args());
+        command
+    }
+
+    /// `cargo clippy <toolchain args>`, like [`Self::cargo`]: rustup's clippy, or
+    /// Debian's `rust-web-clippy` (the same version as Debian's rustc and the
+    /// library source build-std compiles).
+    pub fn clippy(&self) -> Result<Command> {
+        if self.kind == ToolchainKind::Rustup {
+            return Ok(self.cargo("clippy"));
+        }
+        if !Path::new(DEBIAN_CARGO_CLIPPY).exists() {
+            return Err(format!(
+                "no {DEBIAN_CARGO_CLIPPY}: install Debian's rust-web-clippy (scripts/setup.sh)"
+            ));
+        }
+        let mut command = self.command(DEBIAN_CARGO_CLIPPY);
+        // cargo-clippy runs `$CARGO check`.
+        command.env("CARGO", DEBIAN_CARGO);
+        command.arg("clippy").args(self.build_args());
+        Ok(command)
+    }
+
+    /// `program` from the workspace root with this toolchain's environment.
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
         command.current_dir(workspace_root());
         // `cargo xtask` runs under rustup's cargo, which points these at its own toolchain.
         for variable in [
@@ -109,7 +140,6 @@ impl CrossToolchain {
         }
         command.envs(self.env());
         command.env("CARGO_TARGET_DIR", cross_target_dir());
-        command.arg(subcommand).args(self.build_args());
         command
     }
 
