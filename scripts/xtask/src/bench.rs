@@ -206,7 +206,11 @@ mod tests {
 /// Bundles `config` for a headless benchmark boot (2 CPUs, GICv2, 1 GiB,
 /// semihosting exit) and returns the run options and the bundle, so every
 /// benchmark boots chroma the way `cargo xtask run --headless` does.
-pub fn headless_bundle(config: &Path, board: Board, hypervisor_bin: &Path) -> Result<(RunArgs, PathBuf)> {
+pub fn headless_bundle(
+    config: &Path,
+    board: Board,
+    hypervisor_bin: &Path,
+) -> Result<(RunArgs, PathBuf)> {
     let run_args = RunArgs {
         config: Some(config.to_path_buf()),
         board,

@@ -76,7 +76,8 @@ fn chroma_command(
 ) -> Result<Command> {
     let config = dir.join(name);
     std::fs::write(&config, text).map_err(|error| format!("{}: {error}", config.display()))?;
-    let (run_args, bundle) = crate::bench::headless_bundle(&config, args.board, &images.hypervisor_bin)?;
+    let (run_args, bundle) =
+        crate::bench::headless_bundle(&config, args.board, &images.hypervisor_bin)?;
     Ok(qemu_command(&run_args, &bundle))
 }
 

@@ -187,8 +187,13 @@ mod tests {
 pub fn ensure_linux_images() -> Result<()> {
     let root = workspace_root();
     let mut command = Command::new("bash");
-    command.arg(root.join("guest-images").join("linux").join("build.sh")).current_dir(&root);
-    run_checked(&mut command, "guest-images/linux/build.sh (the Linux guest from Debian's archive)")
+    command
+        .arg(root.join("guest-images").join("linux").join("build.sh"))
+        .current_dir(&root);
+    run_checked(
+        &mut command,
+        "guest-images/linux/build.sh (the Linux guest from Debian's archive)",
+    )
 }
 
 /// Whether the configuration at `path` boots the Linux guest images.

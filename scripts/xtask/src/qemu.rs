@@ -68,7 +68,8 @@ pub struct RunArgs {
 
 /// The host forwards of the default configuration: the Linux guest's web
 /// server and the service guest's echo and sink ports.
-pub const DEFAULT_FORWARDS: [&str; 3] = ["8080:10.0.2.20:80", "7007:10.0.2.15:7", "7009:10.0.2.15:9"];
+pub const DEFAULT_FORWARDS: [&str; 3] =
+    ["8080:10.0.2.20:80", "7007:10.0.2.15:7", "7009:10.0.2.15:9"];
 
 /// A parsed `--forward`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,13 +85,21 @@ pub struct Forward {
 /// Parses `HOST:GUEST_IP:PORT`.
 pub fn parse_forward(text: &str) -> Result<Forward> {
     let parts: Vec<&str> = text.split(':').collect();
-    let bad = || format!("--forward {text:?}: expected HOST_PORT:GUEST_IP:GUEST_PORT, e.g. 8080:10.0.2.20:80");
-    let [host, ip, port] = parts.as_slice() else { return Err(bad()) };
+    let bad = || {
+        format!(
+            "--forward {text:?}: expected HOST_PORT:GUEST_IP:GUEST_PORT, e.g. 8080:10.0.2.20:80"
+        )
+    };
+    let [host, ip, port] = parts.as_slice() else {
+        return Err(bad());
+    };
     let ok_ip = ip.split('.').count() == 4 && ip.split('.').all(|o| o.parse::<u8>().is_ok());
     match (host.parse::<u16>(), ok_ip, port.parse::<u16>()) {
-        (Ok(host_port), true, Ok(guest_port)) if host_port != 0 && guest_port != 0 => {
-            Ok(Forward { host_port, guest_ip: (*ip).to_owned(), guest_port })
-        }
+        (Ok(host_port), true, Ok(guest_port)) if host_port != 0 && guest_port != 0 => Ok(Forward {
+            host_port,
+            guest_ip: (*ip).to_owned(),
+            guest_port,
+        }),
         _ => Err(bad()),
     }
 }
@@ -100,7 +109,10 @@ pub fn parse_forward(text: &str) -> Result<Forward> {
 pub fn uplink_args(forwards: &[Forward]) -> Vec<String> {
     let mut netdev = String::from("user,id=uplink,net=10.0.2.0/24");
     for f in forwards {
-        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-{}:{}", f.host_port, f.guest_ip, f.guest_port));
+        netdev.push_str(&format!(
+            ",hostfwd=tcp:127.0.0.1:{}-{}:{}",
+            f.host_port, f.guest_ip, f.guest_port
+        ));
     }
     vec![
         "-netdev".to_owned(),
@@ -130,9 +142,15 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     // Refuse a broken configuration before spending time on a build.
     let (manifest_bytes, uplink) = manifest_and_uplink(&config, &machine, &options)?;
     let forwards: Vec<Forward> = if args.forward.is_empty() && args.config.is_none() {
-        DEFAULT_FORWARDS.iter().map(|f| parse_forward(f)).collect::<Result<_>>()?
+        DEFAULT_FORWARDS
+            .iter()
+            .map(|f| parse_forward(f))
+            .collect::<Result<_>>()?
     } else {
-        args.forward.iter().map(|f| parse_forward(f)).collect::<Result<_>>()?
+        args.forward
+            .iter()
+            .map(|f| parse_forward(f))
+            .collect::<Result<_>>()?
     };
     let images = if args.no_build {
         let board = board_dir(args.board);
@@ -149,11 +167,15 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     if uplink {
         qemu.args(uplink_args(&forwards));
         for f in &forwards {
-            eprintln!("xtask: uplink: 127.0.0.1:{} -> {}:{}", f.host_port, f.guest_ip, f.guest_port);
+            eprintln!(
+                "xtask: uplink: 127.0.0.1:{} -> {}:{}",
+                f.host_port, f.guest_ip, f.guest_port
+            );
         }
     }
     if let (true, Some(input)) = (args.headless, &args.input) {
-        let file = std::fs::File::open(input).map_err(|error| format!("{}: {error}", input.display()))?;
+        let file =
+            std::fs::File::open(input).map_err(|error| format!("{}: {error}", input.display()))?;
         qemu.stdin(file);
     }
     eprintln!("xtask: {}", command_line(&qemu));
@@ -321,10 +343,26 @@ mod tests {
     #[test]
     fn forwards_parse_and_bind_to_loopback_only() {
         let f = parse_forward("8080:10.0.2.20:80").unwrap();
-        assert_eq!(f, Forward { host_port: 8080, guest_ip: "10.0.2.20".into(), guest_port: 80 });
+        assert_eq!(
+            f,
+            Forward {
+                host_port: 8080,
+                guest_ip: "10.0.2.20".into(),
+                guest_port: 80
+            }
+        );
         let netdev = &uplink_args(&[f])[1];
-        assert!(netdev.contains("hostfwd=tcp:127.0.0.1:8080-10.0.2.20:80"), "{netdev}");
-        for bad in ["8080", "0:10.0.2.20:80", "8080:10.0.2:80", "8080:10.0.2.20:x", "8080:300.0.2.20:80"] {
+        assert!(
+            netdev.contains("hostfwd=tcp:127.0.0.1:8080-10.0.2.20:80"),
+            "{netdev}"
+        );
+        for bad in [
+            "8080",
+            "0:10.0.2.20:80",
+            "8080:10.0.2:80",
+            "8080:10.0.2.20:x",
+            "8080:300.0.2.20:80",
+        ] {
             assert!(parse_forward(bad).is_err(), "{bad} accepted");
         }
     }
