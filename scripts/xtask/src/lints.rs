@@ -77,7 +77,7 @@ pub fn clippy_bare_metal(board: Board) -> Outcome {
     match command {
         Ok(mut command) => {
             let rerun =
-                command_line(&command).replace(" --message-format=json-diagnostic-short", "");
+                with_environment(&command).replace(" --message-format=json-diagnostic-short", "");
             run_stage("clippy-bare-metal", &mut command, clippy_findings, &rerun)
         }
         Err(message) => {
@@ -88,6 +88,19 @@ pub fn clippy_bare_metal(board: Board) -> Outcome {
             }
         }
     }
+}
+
+/// The command line prefixed with the variables it sets, for copy and paste.
+fn with_environment(command: &Command) -> String {
+    let mut words: Vec<String> = command
+        .get_envs()
+        .filter_map(|(name, value)| {
+            let value = value?.to_string_lossy().into_owned();
+            Some(format!("{}={value}", name.to_string_lossy()))
+        })
+        .collect();
+    words.push(command_line(command));
+    words.join(" ")
 }
 
 /// Runs one lint stage: captures stdout, finds the findings in it, prints the
