@@ -3,7 +3,9 @@ use std::env;
 use std::path::PathBuf;
 
 fn main() {
-    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("..").join("linker");
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap())
+        .join("..")
+        .join("linker");
     let board = if env::var_os("CARGO_FEATURE_BOARD_QEMU_VIRT_AARCH64").is_some() {
         "qemu-virt-aarch64"
     } else {
@@ -11,7 +13,10 @@ fn main() {
     };
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {
         println!("cargo:rustc-link-arg-bins=-L{}", root.display());
-        println!("cargo:rustc-link-arg-bins=-T{}", root.join(board).join("memory.ld").display());
+        println!(
+            "cargo:rustc-link-arg-bins=-T{}",
+            root.join(board).join("memory.ld").display()
+        );
         println!("cargo:rerun-if-changed={}", root.display());
     }
 }

@@ -14,4 +14,8 @@ pub const QEMU_VIRT_LAYOUT: GuestLayout = GuestLayout {
 };
 
 /// QEMU virt.
-pub const BOARD: Board = Board { name: "qemu-virt-aarch64", early_uart: 0x0900_0000, guest_layout: QEMU_VIRT_LAYOUT };
+pub const BOARD: Board = Board {
+    name: "qemu-virt-aarch64",
+    early_uart: 0x0900_0000,
+    guest_layout: QEMU_VIRT_LAYOUT,
+};

@@ -396,7 +396,10 @@ pub fn start_with(test_name: &str, config: &str, board: Board, options: &[&str])
     std::fs::write(&config_path, config).expect("write the test configuration");
     let fifo = dir.join(format!("{test_name}.input"));
     let _ = std::fs::remove_file(&fifo);
-    let made = Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
     assert!(made.success(), "mkfifo {} failed", fifo.display());
     // Read-write: opening does not wait for a reader, and the reader (QEMU's
     // stdin) never sees the end of its input while the test holds it.
@@ -416,9 +419,17 @@ pub fn start_with(test_name: &str, config: &str, board: Board, options: &[&str])
     if std::env::var_os("CHROMA_XTASK").is_some() {
         command.arg("--no-build");
     }
-    command.args(["--gic", &board.gic.to_string(), "--smp", &board.smp.to_string()]);
+    command.args([
+        "--gic",
+        &board.gic.to_string(),
+        "--smp",
+        &board.smp.to_string(),
+    ]);
     command.args(["--timeout", &board.timeout_seconds.to_string()]);
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     command.process_group(0);
     eprintln!("systest: {test_name}: {command:?}");
     let mut child = command.spawn().expect("start xtask");
@@ -480,7 +491,10 @@ impl Running {
         let prefix = format!("[{vm}] ");
         self.stdout()
             .lines()
-            .filter(|line| line.strip_prefix(prefix.as_str()).is_some_and(|text| text.contains(needle)))
+            .filter(|line| {
+                line.strip_prefix(prefix.as_str())
+                    .is_some_and(|text| text.contains(needle))
+            })
             .count()
     }
 
@@ -489,7 +503,11 @@ impl Running {
     /// the run ended first. Returns the matching lines.
     pub fn wait_for_nth(&self, vm: &str, needle: &str, times: usize, seconds: u64) -> Vec<String> {
         let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
-        let prefix = if vm == "chroma" { "chroma: ".to_owned() } else { format!("[{vm}] ") };
+        let prefix = if vm == "chroma" {
+            "chroma: ".to_owned()
+        } else {
+            format!("[{vm}] ")
+        };
         loop {
             let text = self.stdout();
             let found: Vec<String> = text
@@ -525,7 +543,9 @@ impl Running {
     pub fn type_text(&mut self, text: &str) {
         use std::io::Write as _;
         let input = self.input.as_mut().expect("input still open");
-        input.write_all(text.as_bytes()).expect("write console input");
+        input
+            .write_all(text.as_bytes())
+            .expect("write console input");
         input.flush().expect("flush console input");
     }
 
@@ -546,7 +566,11 @@ impl Running {
             if std::time::Instant::now() >= deadline {
                 kill_group(child.id());
                 let _ = child.wait();
-                panic!("{}: the run did not end within {seconds} s; output:\n{}", self.name, self.stdout());
+                panic!(
+                    "{}: the run did not end within {seconds} s; output:\n{}",
+                    self.name,
+                    self.stdout()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         };
@@ -582,7 +606,10 @@ impl Drop for Running {
                 child.id(),
                 self.elapsed(),
                 self.stdout(),
-                self.stderr.lock().map(|text| text.clone()).unwrap_or_default()
+                self.stderr
+                    .lock()
+                    .map(|text| text.clone())
+                    .unwrap_or_default()
             );
         }
     }

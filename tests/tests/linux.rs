@@ -100,8 +100,14 @@ fn assert_three_replies(run: &Outcome, vm: &str, ip: &str) {
 /// hypervisor ends the run only after every stop is fully reported).
 fn assert_powered_off(run: &Outcome, vm: &str) {
     match run.stop_reason(vm) {
-        Some(reason) => assert!(reason.starts_with("powered off"), "VM {vm} stopped with {reason:?}"),
-        None => panic!("no stop line for VM {vm}:\n{}", run.hypervisor_lines().join("\n")),
+        Some(reason) => assert!(
+            reason.starts_with("powered off"),
+            "VM {vm} stopped with {reason:?}"
+        ),
+        None => panic!(
+            "no stop line for VM {vm}:\n{}",
+            run.hypervisor_lines().join("\n")
+        ),
     }
 }
 

@@ -36,19 +36,29 @@ pub struct RegionTable {
 impl RegionTable {
     /// An empty table.
     pub const fn new() -> Self {
-        Self { regions: [None; MAX_REGIONS] }
+        Self {
+            regions: [None; MAX_REGIONS],
+        }
     }
 
     /// Adds a region; refuses overlaps, wrap-around and a full table.
     pub fn add(&mut self, region: Region) -> Result<(), MemError> {
-        let end = region.guest.raw().checked_add(region.size).ok_or(MemError::Overflow)?;
+        let end = region
+            .guest
+            .raw()
+            .checked_add(region.size)
+            .ok_or(MemError::Overflow)?;
         for r in self.iter() {
             let r_end = r.guest.raw() + r.size;
             if region.guest.raw() < r_end && r.guest.raw() < end {
                 return Err(MemError::Overlap);
             }
         }
-        let slot = self.regions.iter_mut().find(|s| s.is_none()).ok_or(MemError::TooManyRegions)?;
+        let slot = self
+            .regions
+            .iter_mut()
+            .find(|s| s.is_none())
+            .ok_or(MemError::TooManyRegions)?;
         *slot = Some(region);
         Ok(())
     }
@@ -66,7 +76,10 @@ impl RegionTable {
         gpa.checked_add(len).ok_or(MemError::Overflow)?;
         self.iter()
             .find_map(|r| r.offset_of(gpa, len).map(|off| (r, off)))
-            .ok_or(MemError::OutOfRange { gpa: gpa.raw(), len })
+            .ok_or(MemError::OutOfRange {
+                gpa: gpa.raw(),
+                len,
+            })
     }
 }
 
@@ -87,10 +100,18 @@ mod tests {
     fn translate_checks_bounds_and_wrap() {
         let mut t = RegionTable::new();
         t.add(region(0x4000_0000, 0x1000)).unwrap();
-        assert_eq!(t.translate(GuestPhysAddr::new(0x4000_0ff0), 0x10).unwrap().1, 0xff0);
+        assert_eq!(
+            t.translate(GuestPhysAddr::new(0x4000_0ff0), 0x10)
+                .unwrap()
+                .1,
+            0xff0
+        );
         assert!(t.translate(GuestPhysAddr::new(0x4000_0ff0), 0x11).is_err());
         assert!(t.translate(GuestPhysAddr::new(0x3fff_ffff), 2).is_err());
-        assert_eq!(t.translate(GuestPhysAddr::new(u64::MAX), 2), Err(MemError::Overflow));
+        assert_eq!(
+            t.translate(GuestPhysAddr::new(u64::MAX), 2),
+            Err(MemError::Overflow)
+        );
     }
 
     #[test]

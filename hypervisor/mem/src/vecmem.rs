@@ -14,17 +14,26 @@ pub struct VecMemory {
 impl VecMemory {
     /// `size` zeroed bytes of guest RAM starting at `base`.
     pub fn new(base: u64, size: usize) -> Self {
-        Self { base: GuestPhysAddr::new(base), bytes: RefCell::new(vec![0; size]) }
+        Self {
+            base: GuestPhysAddr::new(base),
+            bytes: RefCell::new(vec![0; size]),
+        }
     }
 
     fn offset(&self, gpa: GuestPhysAddr, len: u64) -> Result<usize, MemError> {
         let end = gpa.checked_add(len).ok_or(MemError::Overflow)?;
         let size = self.bytes.borrow().len() as u64;
-        match (gpa.checked_offset_from(self.base), end.checked_offset_from(self.base)) {
+        match (
+            gpa.checked_offset_from(self.base),
+            end.checked_offset_from(self.base),
+        ) {
             (Some(off), Some(end_off)) if end_off <= size => {
                 usize::try_from(off).map_err(|_| MemError::Overflow)
             }
-            _ => Err(MemError::OutOfRange { gpa: gpa.raw(), len }),
+            _ => Err(MemError::OutOfRange {
+                gpa: gpa.raw(),
+                len,
+            }),
         }
     }
 }

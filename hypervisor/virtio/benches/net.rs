@@ -59,9 +59,25 @@ fn rings<'m>(v: &'m Vms, frame_len: usize) -> Rings<'m> {
     for i in 0..SIZE {
         let addr = BASES[0] + BUF + u64::from(i) * 2048;
         v.vm[0].write_slice(&frame, GuestAddress(addr)).unwrap();
-        tx.write_descriptor(i, chroma_virtio::mock::RawDescriptor { addr, len: frame.len() as u32, flags: 0, next: 0 });
+        tx.write_descriptor(
+            i,
+            chroma_virtio::mock::RawDescriptor {
+                addr,
+                len: frame.len() as u32,
+                flags: 0,
+                next: 0,
+            },
+        );
         let raddr = BASES[1] + BUF + u64::from(i) * u64::from(RX_LEN);
-        rx.write_descriptor(i, chroma_virtio::mock::RawDescriptor { addr: raddr, len: RX_LEN, flags: 2, next: 0 });
+        rx.write_descriptor(
+            i,
+            chroma_virtio::mock::RawDescriptor {
+                addr: raddr,
+                len: RX_LEN,
+                flags: 2,
+                next: 0,
+            },
+        );
     }
     // Keep the RX ring full.
     for i in 0..SIZE {
@@ -89,7 +105,11 @@ impl Rings<'_> {
 }
 
 /// Brings a chroma device up on `mem` at the same ring addresses as `q`.
-fn chroma_device(mem: &RawMemory, tx: Option<&MockQueue<RawMemory>>, rx: Option<&MockQueue<RawMemory>>) -> VirtioNet {
+fn chroma_device(
+    mem: &RawMemory,
+    tx: Option<&MockQueue<RawMemory>>,
+    rx: Option<&MockQueue<RawMemory>>,
+) -> VirtioNet {
     use chroma_virtio::mmio::{reg, status};
     let mut dev = new_net_device(MAC[0], NET_FEATURES & !net_feature::MRG_RXBUF, SIZE);
     let w = |dev: &mut VirtioNet, o, v| dev.mmio_write(o, 4, v, mem).unwrap();
@@ -99,7 +119,11 @@ fn chroma_device(mem: &RawMemory, tx: Option<&MockQueue<RawMemory>>, rx: Option<
     w(&mut dev, reg::DRIVER_FEATURES, features as u32);
     w(&mut dev, reg::DRIVER_FEATURES_SEL, 1);
     w(&mut dev, reg::DRIVER_FEATURES, (features >> 32) as u32);
-    w(&mut dev, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+    w(
+        &mut dev,
+        reg::STATUS,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+    );
     for (index, q) in [(0u32, rx), (1u32, tx)] {
         let Some(q) = q else { continue };
         let l = q.layout;
@@ -108,12 +132,24 @@ fn chroma_device(mem: &RawMemory, tx: Option<&MockQueue<RawMemory>>, rx: Option<
         w(&mut dev, reg::QUEUE_DESC_LOW, l.desc.raw() as u32);
         w(&mut dev, reg::QUEUE_DESC_HIGH, (l.desc.raw() >> 32) as u32);
         w(&mut dev, reg::QUEUE_DRIVER_LOW, l.avail.raw() as u32);
-        w(&mut dev, reg::QUEUE_DRIVER_HIGH, (l.avail.raw() >> 32) as u32);
+        w(
+            &mut dev,
+            reg::QUEUE_DRIVER_HIGH,
+            (l.avail.raw() >> 32) as u32,
+        );
         w(&mut dev, reg::QUEUE_DEVICE_LOW, l.used.raw() as u32);
-        w(&mut dev, reg::QUEUE_DEVICE_HIGH, (l.used.raw() >> 32) as u32);
+        w(
+            &mut dev,
+            reg::QUEUE_DEVICE_HIGH,
+            (l.used.raw() >> 32) as u32,
+        );
         w(&mut dev, reg::QUEUE_READY, 1);
     }
-    w(&mut dev, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK);
+    w(
+        &mut dev,
+        reg::STATUS,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+    );
     dev
 }
 
@@ -122,7 +158,10 @@ fn vq(q: &MockQueue<RawMemory>) -> Queue {
     let l = q.layout;
     queue.set_size(l.size);
     queue.set_desc_table_address(Some(l.desc.raw() as u32), Some((l.desc.raw() >> 32) as u32));
-    queue.set_avail_ring_address(Some(l.avail.raw() as u32), Some((l.avail.raw() >> 32) as u32));
+    queue.set_avail_ring_address(
+        Some(l.avail.raw() as u32),
+        Some((l.avail.raw() >> 32) as u32),
+    );
     queue.set_used_ring_address(Some(l.used.raw() as u32), Some((l.used.raw() >> 32) as u32));
     queue.set_event_idx(true);
     queue.set_ready(true);
@@ -161,7 +200,11 @@ fn chroma_path(v: &Vms, frame_len: usize, batch: u16, budget: Duration) -> f64 {
         chroma_device(&v.raw[0], Some(&r.tx), None),
         chroma_device(&v.raw[1], None, Some(&r.rx)),
     ];
-    let mut switch = Switch::new(SwitchConfig { port_count: 2, batch_limit: 32, ..SwitchConfig::default() });
+    let mut switch = Switch::new(SwitchConfig {
+        port_count: 2,
+        batch_limit: 32,
+        ..SwitchConfig::default()
+    });
     let before = devs[1].queue(0).unwrap().next_used();
     let ns = measure(u64::from(batch), budget, |round| {
         r.post(batch, round);
@@ -171,8 +214,14 @@ fn chroma_path(v: &Vms, frame_len: usize, batch: u16, budget: Duration) -> f64 {
         r.repost_rx(batch, round);
     });
     let delivered = (devs[1].queue(0).unwrap().next_used() - before).0;
-    assert!(delivered > 0 && switch.counters(1).rx_errors == 0 && switch.counters(1).rx_dropped == 0);
-    assert_eq!(switch.counters(0).tx_packets, switch.counters(1).rx_packets, "chroma path lost frames");
+    assert!(
+        delivered > 0 && switch.counters(1).rx_errors == 0 && switch.counters(1).rx_dropped == 0
+    );
+    assert_eq!(
+        switch.counters(0).tx_packets,
+        switch.counters(1).rx_packets,
+        "chroma path lost frames"
+    );
     ns
 }
 
@@ -203,7 +252,8 @@ fn vq_path(v: &Vms, frame_len: usize, batch: u16, budget: Duration) -> f64 {
                     let mut written = 0usize;
                     for d in rx {
                         let n = (d.len() as usize).min(len - written);
-                        mb.write_slice(&frame[written..written + n], d.addr()).unwrap();
+                        mb.write_slice(&frame[written..written + n], d.addr())
+                            .unwrap();
                         written += n;
                         if written == len {
                             break;
@@ -242,7 +292,9 @@ fn copy_path(v: &Vms, frame_len: usize, batch: u16, budget: Duration) -> f64 {
             let slot = ((round * u64::from(batch) + k) % u64::from(SIZE)) as usize;
             // SAFETY: both slots are inside the mapped RAM (256 x 2048 bytes
             // from 1 MiB) and in different VMs, so they never overlap.
-            unsafe { std::ptr::copy_nonoverlapping(src.add(slot * 2048), dst.add(slot * 2048), len) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(src.add(slot * 2048), dst.add(slot * 2048), len)
+            };
         }
         black_box(dst);
     })
@@ -250,11 +302,19 @@ fn copy_path(v: &Vms, frame_len: usize, batch: u16, budget: Duration) -> f64 {
 
 fn main() {
     // `cargo test --benches` passes --bench too; keep that run short.
-    let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("CHROMA_BENCH_QUICK").is_some();
-    let budget = if quick { Duration::from_millis(50) } else { Duration::from_millis(600) };
+    let quick = std::env::args().any(|a| a == "--quick")
+        || std::env::var_os("CHROMA_BENCH_QUICK").is_some();
+    let budget = if quick {
+        Duration::from_millis(50)
+    } else {
+        Duration::from_millis(600)
+    };
     let v = vms();
     println!("chroma-virtio net benchmark: ns/frame, device(TX, VM0) -> switch -> device(RX, VM1)");
-    println!("{:>6} {:>5} {:>10} {:>13} {:>10} {:>14} {:>14}", "bytes", "batch", "chroma", "virtio-queue", "copy", "vq/chroma", "chroma/copy");
+    println!(
+        "{:>6} {:>5} {:>10} {:>13} {:>10} {:>14} {:>14}",
+        "bytes", "batch", "chroma", "virtio-queue", "copy", "vq/chroma", "chroma/copy"
+    );
     for frame_len in [64usize, 1500] {
         for batch in [1u16, 32] {
             let c = chroma_path(&v, frame_len, batch, budget);

@@ -30,7 +30,9 @@ pub fn fold(mut sum: u32) -> u16 {
 /// the offsets do not lie inside the frame.
 pub fn complete_partial(frame: &mut [u8], csum_start: u16, csum_offset: u16) -> bool {
     let start = usize::from(csum_start);
-    let Some(field) = start.checked_add(usize::from(csum_offset)) else { return false };
+    let Some(field) = start.checked_add(usize::from(csum_offset)) else {
+        return false;
+    };
     if field.checked_add(2).is_none_or(|end| end > frame.len()) {
         return false;
     }

@@ -39,7 +39,13 @@ fn run(devs: &mut [VirtioNet; 2], mems: [&VecMemory; 2], switch: &mut Switch, no
 /// The healthy port sends a frame to itself through a broadcast and the
 /// switch: checks the switch and its queues still work after the hostile
 /// guest's turn.
-fn healthy_still_works(healthy: &mut MockNetDriver<'_, VecMemory>, devs: &mut [VirtioNet; 2], mems: [&VecMemory; 2], switch: &mut Switch, now: u64) {
+fn healthy_still_works(
+    healthy: &mut MockNetDriver<'_, VecMemory>,
+    devs: &mut [VirtioNet; 2],
+    mems: [&VecMemory; 2],
+    switch: &mut Switch,
+    now: u64,
+) {
     while healthy.recv().is_some() {}
     let before = switch.counters(1).tx_packets;
     let mut frame = vec![0x5a; 80];
@@ -47,23 +53,48 @@ fn healthy_still_works(healthy: &mut MockNetDriver<'_, VecMemory>, devs: &mut [V
     frame[6..12].copy_from_slice(&MAC[1]);
     assert!(healthy.send(&frame), "healthy TX ring full");
     run(devs, mems, switch, now);
-    assert_eq!(switch.counters(1).tx_packets, before + 1, "healthy port stopped forwarding");
+    assert_eq!(
+        switch.counters(1).tx_packets,
+        before + 1,
+        "healthy port stopped forwarding"
+    );
     assert!(devs[1].is_live(), "healthy device broken by its neighbour");
 }
 
 /// Queue fuzzing: a live device whose ring memory (descriptor table, avail
 /// ring, buffers) is overwritten by `data`, then driven by the switch.
 pub fn fuzz_queue(data: &[u8]) {
-    let Some((&selector, rest)) = data.split_first() else { return };
-    let mems = [VecMemory::new(HOSTILE_BASE, RAM), VecMemory::new(HEALTHY_BASE, RAM)];
-    let features = NET_FEATURES & !(u64::from(selector & 0x0f) << 28 & (3 << 28)) & !(u64::from(selector >> 7) << 15);
-    let mut devs = [new_net_device(MAC[0], features, 256), new_net_device(MAC[1], NET_FEATURES, 256)];
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let mems = [
+        VecMemory::new(HOSTILE_BASE, RAM),
+        VecMemory::new(HEALTHY_BASE, RAM),
+    ];
+    let features = NET_FEATURES
+        & !(u64::from(selector & 0x0f) << 28 & (3 << 28))
+        & !(u64::from(selector >> 7) << 15);
+    let mut devs = [
+        new_net_device(MAC[0], features, 256),
+        new_net_device(MAC[1], NET_FEATURES, 256),
+    ];
     let [d0, d1] = &mut devs;
-    let Ok(mut hostile) = MockNetDriver::init(d0, &mems[0], HOSTILE_BASE, SIZE, 256, u64::MAX) else { return };
-    let Ok(mut healthy) = MockNetDriver::init(d1, &mems[1], HEALTHY_BASE, SIZE, 2048, u64::MAX) else { return };
+    let Ok(mut hostile) = MockNetDriver::init(d0, &mems[0], HOSTILE_BASE, SIZE, 256, u64::MAX)
+    else {
+        return;
+    };
+    let Ok(mut healthy) = MockNetDriver::init(d1, &mems[1], HEALTHY_BASE, SIZE, 2048, u64::MAX)
+    else {
+        return;
+    };
     hostile.fill_rx();
     healthy.fill_rx();
-    let mut switch = Switch::new(SwitchConfig { port_count: 2, egress_capacity: 4, run_budget: 64, ..SwitchConfig::default() });
+    let mut switch = Switch::new(SwitchConfig {
+        port_count: 2,
+        egress_capacity: 4,
+        run_budget: 64,
+        ..SwitchConfig::default()
+    });
     // The fuzz bytes land on both rings and the first buffers, in chunks
     // separated by switch runs so state changes mid-stream too.
     let span = hostile.end() - HOSTILE_BASE;
@@ -74,14 +105,26 @@ pub fn fuzz_queue(data: &[u8]) {
         let _ = mems[0].write(GuestPhysAddr::new(HOSTILE_BASE + offset), &chunk[1..]);
         run(&mut devs, [&mems[0], &mems[1]], &mut switch, now);
     }
-    healthy_still_works(&mut healthy, &mut devs, [&mems[0], &mems[1]], &mut switch, now + 1);
+    healthy_still_works(
+        &mut healthy,
+        &mut devs,
+        [&mems[0], &mems[1]],
+        &mut switch,
+        now + 1,
+    );
 }
 
 /// Transport fuzzing: `data` is a stream of MMIO accesses (kind, offset,
 /// width, value) on a device, with switch runs in between.
 pub fn fuzz_transport(data: &[u8]) {
-    let mems = [VecMemory::new(HOSTILE_BASE, RAM), VecMemory::new(HEALTHY_BASE, RAM)];
-    let mut devs = [new_net_device(MAC[0], NET_FEATURES, 256), new_net_device(MAC[1], NET_FEATURES, 256)];
+    let mems = [
+        VecMemory::new(HOSTILE_BASE, RAM),
+        VecMemory::new(HEALTHY_BASE, RAM),
+    ];
+    let mut devs = [
+        new_net_device(MAC[0], NET_FEATURES, 256),
+        new_net_device(MAC[1], NET_FEATURES, 256),
+    ];
     let [d0, d1] = &mut devs;
     // Start from a working device half the time, from reset otherwise.
     if data.first().is_some_and(|b| b & 1 == 1) {
@@ -89,18 +132,34 @@ pub fn fuzz_transport(data: &[u8]) {
             d.fill_rx();
         }
     }
-    let Ok(mut healthy) = MockNetDriver::init(d1, &mems[1], HEALTHY_BASE, SIZE, 2048, u64::MAX) else { return };
+    let Ok(mut healthy) = MockNetDriver::init(d1, &mems[1], HEALTHY_BASE, SIZE, 2048, u64::MAX)
+    else {
+        return;
+    };
     healthy.fill_rx();
-    let mut switch = Switch::new(SwitchConfig { port_count: 2, egress_capacity: 4, run_budget: 64, ..SwitchConfig::default() });
+    let mut switch = Switch::new(SwitchConfig {
+        port_count: 2,
+        egress_capacity: 4,
+        run_budget: 64,
+        ..SwitchConfig::default()
+    });
     let mut now = 0;
     let ops: Vec<&[u8]> = data.get(1..).unwrap_or_default().chunks_exact(7).collect();
     for op in ops {
         let kind = op[0];
         // Offsets mostly on registers, sometimes anywhere in (and past) the window.
-        let offset = if kind & 0x80 != 0 { u64::from(u16::from_le_bytes([op[1], op[2]])) } else { u64::from(op[1] & 0x3f) * 4 };
+        let offset = if kind & 0x80 != 0 {
+            u64::from(u16::from_le_bytes([op[1], op[2]]))
+        } else {
+            u64::from(op[1] & 0x3f) * 4
+        };
         let width = [1u8, 2, 4, 8, 3, 4, 4, 4][usize::from(op[2] & 7)];
         let mut value = u32::from_le_bytes([op[3], op[4], op[5], op[6]]);
-        if kind & 0x40 != 0 && (offset == reg::QUEUE_DESC_LOW || offset == reg::QUEUE_DRIVER_LOW || offset == reg::QUEUE_DEVICE_LOW) {
+        if kind & 0x40 != 0
+            && (offset == reg::QUEUE_DESC_LOW
+                || offset == reg::QUEUE_DRIVER_LOW
+                || offset == reg::QUEUE_DEVICE_LOW)
+        {
             // Aim ring addresses into RAM so QueueReady can succeed.
             value = (HOSTILE_BASE as u32).wrapping_add(value % RAM as u32);
         }
@@ -115,5 +174,11 @@ pub fn fuzz_transport(data: &[u8]) {
         }
         let _ = devs[0].take_irq_edge();
     }
-    healthy_still_works(&mut healthy, &mut devs, [&mems[0], &mems[1]], &mut switch, now + 1);
+    healthy_still_works(
+        &mut healthy,
+        &mut devs,
+        [&mems[0], &mems[1]],
+        &mut switch,
+        now + 1,
+    );
 }

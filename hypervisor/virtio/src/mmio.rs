@@ -206,7 +206,11 @@ fn high(v: u64) -> u32 {
 impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
     /// A device in reset state whose queues accept at most `queue_max` entries.
     pub fn new(device: D, queue_max: u16) -> Self {
-        let queue_max = if queue_max.is_power_of_two() { queue_max.min(MAX_QUEUE_SIZE) } else { 256 };
+        let queue_max = if queue_max.is_power_of_two() {
+            queue_max.min(MAX_QUEUE_SIZE)
+        } else {
+            256
+        };
         Self {
             device,
             status: 0,
@@ -242,7 +246,8 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
     /// Whether the backend may touch the queues: DRIVER_OK set, and neither
     /// DEVICE_NEEDS_RESET nor FAILED (§2.1.2, §3.1.1).
     pub fn is_live(&self) -> bool {
-        self.status & (status::DRIVER_OK | status::DEVICE_NEEDS_RESET | status::FAILED) == status::DRIVER_OK
+        self.status & (status::DRIVER_OK | status::DEVICE_NEEDS_RESET | status::FAILED)
+            == status::DRIVER_OK
     }
 
     /// Register-level counters.
@@ -355,7 +360,9 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
             reg::INTERRUPT_STATUS => self.interrupt_status,
             reg::STATUS => self.status,
             // §4.2.2: no shared memory region: length and base read as -1.
-            reg::SHM_LEN_LOW | reg::SHM_LEN_HIGH | reg::SHM_BASE_LOW | reg::SHM_BASE_HIGH => u32::MAX,
+            reg::SHM_LEN_LOW | reg::SHM_LEN_HIGH | reg::SHM_BASE_LOW | reg::SHM_BASE_HIGH => {
+                u32::MAX
+            }
             reg::QUEUE_RESET => 0,
             reg::CONFIG_GENERATION => self.config_generation,
             // Write-only registers read as zero.
@@ -382,7 +389,10 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
         let mut bytes = [0u8; 4];
         let len = usize::from(width);
         // §4.2.2.2: device configuration accesses are naturally aligned 1, 2 or 4 bytes.
-        if !matches!(width, 1 | 2 | 4) || !offset.is_multiple_of(u64::from(width)) || offset >= reg::WINDOW_SIZE - reg::CONFIG {
+        if !matches!(width, 1 | 2 | 4)
+            || !offset.is_multiple_of(u64::from(width))
+            || offset >= reg::WINDOW_SIZE - reg::CONFIG
+        {
             return Err(self.bad_access(VirtioError::InvalidAccess));
         }
         self.device.read_config(offset, &mut bytes[..len]);
@@ -399,12 +409,19 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
         mem: &M,
     ) -> Result<MmioAction, VirtioError> {
         if offset >= reg::CONFIG {
-            if !matches!(width, 1 | 2 | 4) || !offset.is_multiple_of(u64::from(width)) || offset >= reg::WINDOW_SIZE {
+            if !matches!(width, 1 | 2 | 4)
+                || !offset.is_multiple_of(u64::from(width))
+                || offset >= reg::WINDOW_SIZE
+            {
                 return Err(self.bad_access(VirtioError::InvalidAccess));
             }
             let bytes = value.to_le_bytes();
-            let result = self.device.write_config(offset - reg::CONFIG, &bytes[..usize::from(width)]);
-            return result.map(|()| MmioAction::None).map_err(|e| self.bad_access(e));
+            let result = self
+                .device
+                .write_config(offset - reg::CONFIG, &bytes[..usize::from(width)]);
+            return result
+                .map(|()| MmioAction::None)
+                .map_err(|e| self.bad_access(e));
         }
         if width != 4 || !offset.is_multiple_of(4) {
             return Err(self.bad_access(VirtioError::InvalidAccess));
@@ -477,12 +494,24 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
         match offset {
             // Sizes above 0xffff can never be valid: keep a value that fails validation.
             reg::QUEUE_NUM => staged.size = u16::try_from(value).unwrap_or(0),
-            reg::QUEUE_DESC_LOW => staged.desc = GuestPhysAddr::new(set_low(staged.desc.raw(), value)),
-            reg::QUEUE_DESC_HIGH => staged.desc = GuestPhysAddr::new(set_high(staged.desc.raw(), value)),
-            reg::QUEUE_DRIVER_LOW => staged.avail = GuestPhysAddr::new(set_low(staged.avail.raw(), value)),
-            reg::QUEUE_DRIVER_HIGH => staged.avail = GuestPhysAddr::new(set_high(staged.avail.raw(), value)),
-            reg::QUEUE_DEVICE_LOW => staged.used = GuestPhysAddr::new(set_low(staged.used.raw(), value)),
-            reg::QUEUE_DEVICE_HIGH => staged.used = GuestPhysAddr::new(set_high(staged.used.raw(), value)),
+            reg::QUEUE_DESC_LOW => {
+                staged.desc = GuestPhysAddr::new(set_low(staged.desc.raw(), value))
+            }
+            reg::QUEUE_DESC_HIGH => {
+                staged.desc = GuestPhysAddr::new(set_high(staged.desc.raw(), value))
+            }
+            reg::QUEUE_DRIVER_LOW => {
+                staged.avail = GuestPhysAddr::new(set_low(staged.avail.raw(), value))
+            }
+            reg::QUEUE_DRIVER_HIGH => {
+                staged.avail = GuestPhysAddr::new(set_high(staged.avail.raw(), value))
+            }
+            reg::QUEUE_DEVICE_LOW => {
+                staged.used = GuestPhysAddr::new(set_low(staged.used.raw(), value))
+            }
+            reg::QUEUE_DEVICE_HIGH => {
+                staged.used = GuestPhysAddr::new(set_high(staged.used.raw(), value))
+            }
             _ => return Err(self.bad_access(VirtioError::UnknownRegister)),
         }
         Ok(MmioAction::None)
@@ -490,7 +519,11 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
 
     /// QueueReady = 1 validates the queue (§4.2.3.2, REFERENCE); a bad
     /// queue is a driver error: DEVICE_NEEDS_RESET. QueueReady = 0 stops it.
-    fn write_queue_ready<M: GuestMemory>(&mut self, value: u32, mem: &M) -> Result<MmioAction, VirtioError> {
+    fn write_queue_ready<M: GuestMemory>(
+        &mut self,
+        value: u32,
+        mem: &M,
+    ) -> Result<MmioAction, VirtioError> {
         let event_idx = self.has_feature(feature::EVENT_IDX);
         let indirect = self.has_feature(feature::INDIRECT_DESC);
         let features_ok = self.status & status::FEATURES_OK != 0;
@@ -510,7 +543,10 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
             return Err(self.bad_access(VirtioError::InvalidState));
         }
         let layout = slot.staged;
-        if let Err(e) = slot.queue.activate(layout, queue_max, event_idx, indirect, mem) {
+        if let Err(e) = slot
+            .queue
+            .activate(layout, queue_max, event_idx, indirect, mem)
+        {
             self.fail();
             return Err(self.bad_access(e));
         }
@@ -520,7 +556,10 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
     fn notify(&mut self, value: u32) -> Result<MmioAction, VirtioError> {
         // Without VIRTIO_F_NOTIFICATION_DATA the value is the queue index.
         let live = self.is_live();
-        let ready = self.queues.get(value as usize).is_some_and(|s| s.queue.ready());
+        let ready = self
+            .queues
+            .get(value as usize)
+            .is_some_and(|s| s.queue.ready());
         match u16::try_from(value) {
             Ok(index) if live && ready => Ok(MmioAction::Notify(index)),
             _ => {
@@ -538,8 +577,11 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
             self.reset();
             return Ok(MmioAction::Reset);
         }
-        const DRIVER_BITS: u32 =
-            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK | status::FAILED;
+        const DRIVER_BITS: u32 = status::ACKNOWLEDGE
+            | status::DRIVER
+            | status::FEATURES_OK
+            | status::DRIVER_OK
+            | status::FAILED;
         let old = self.status & DRIVER_BITS;
         let new = value & DRIVER_BITS;
         // Clearing a bit other than by reset is a driver error.

@@ -18,8 +18,8 @@ use crate::mmio::{reg, status, MmioAction};
 use crate::net::VirtioNet;
 use crate::port::NET_HEADER_LEN;
 use crate::queue::{
-    avail_ring_bytes, descriptor_table_bytes, need_event, used_ring_bytes, QueueLayout, DESCRIPTOR_SIZE,
-    VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+    avail_ring_bytes, descriptor_table_bytes, need_event, used_ring_bytes, QueueLayout,
+    DESCRIPTOR_SIZE, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
 use crate::VirtioError;
 
@@ -75,7 +75,12 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
         let used = (avail + avail_ring_bytes(size) + 3) & !3;
         let q = Self {
             mem,
-            layout: QueueLayout { size, desc: gpa(desc), avail: gpa(avail), used: gpa(used) },
+            layout: QueueLayout {
+                size,
+                desc: gpa(desc),
+                avail: gpa(avail),
+                used: gpa(used),
+            },
             avail_idx: Wrapping(0),
             last_used: Wrapping(0),
             free: (0..size).rev().collect(),
@@ -106,7 +111,11 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
             *o = true;
         }
         let slot = u64::from(self.avail_idx.0 % self.layout.size);
-        let _ = self.mem.store_u16(gpa(self.layout.avail.raw() + 4 + 2 * slot), head, Ordering::Relaxed);
+        let _ = self.mem.store_u16(
+            gpa(self.layout.avail.raw() + 4 + 2 * slot),
+            head,
+            Ordering::Relaxed,
+        );
         self.avail_idx += 1;
         self.publish_avail_idx(self.avail_idx.0);
     }
@@ -114,7 +123,9 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
     /// Writes avail.idx directly (a hostile driver may write anything).
     pub fn publish_avail_idx(&mut self, idx: u16) {
         self.avail_idx = Wrapping(idx);
-        let _ = self.mem.store_u16(gpa(self.layout.avail.raw() + 2), idx, Ordering::Release);
+        let _ = self
+            .mem
+            .store_u16(gpa(self.layout.avail.raw() + 2), idx, Ordering::Release);
     }
 
     /// The avail.idx this driver published last.
@@ -145,7 +156,15 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
             if k + 1 < buffers.len() {
                 flags |= VIRTQ_DESC_F_NEXT;
             }
-            self.write_descriptor(indices[k], RawDescriptor { addr, len, flags, next });
+            self.write_descriptor(
+                indices[k],
+                RawDescriptor {
+                    addr,
+                    len,
+                    flags,
+                    next,
+                },
+            );
         }
         let head = indices[0];
         self.chains[usize::from(head)] = indices;
@@ -167,11 +186,24 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
             if k + 1 < buffers.len() {
                 flags |= VIRTQ_DESC_F_NEXT;
             }
-            let d = RawDescriptor { addr, len, flags, next: (k + 1) as u16 };
+            let d = RawDescriptor {
+                addr,
+                len,
+                flags,
+                next: (k + 1) as u16,
+            };
             let _ = self.mem.write(gpa(table + 16 * k as u64), &d.to_bytes());
         }
         let len = (16 * buffers.len()) as u32;
-        self.write_descriptor(head, RawDescriptor { addr: table, len, flags: VIRTQ_DESC_F_INDIRECT, next: 0 });
+        self.write_descriptor(
+            head,
+            RawDescriptor {
+                addr: table,
+                len,
+                flags: VIRTQ_DESC_F_INDIRECT,
+                next: 0,
+            },
+        );
         self.chains[usize::from(head)] = vec![head];
         self.push_avail(head);
         Some(head)
@@ -179,7 +211,9 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
 
     /// The device's used.idx (Acquire).
     pub fn used_idx(&self) -> u16 {
-        self.mem.load_u16(gpa(self.layout.used.raw() + 2), Ordering::Acquire).unwrap_or(0)
+        self.mem
+            .load_u16(gpa(self.layout.used.raw() + 2), Ordering::Acquire)
+            .unwrap_or(0)
     }
 
     /// Takes the next used element `(id, len)` and frees its descriptors.
@@ -189,7 +223,9 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
         }
         let slot = u64::from(self.last_used.0 % self.layout.size);
         let mut e = [0u8; 8];
-        let _ = self.mem.read(gpa(self.layout.used.raw() + 4 + 8 * slot), &mut e);
+        let _ = self
+            .mem
+            .read(gpa(self.layout.used.raw() + 4 + 8 * slot), &mut e);
         self.last_used += 1;
         let id = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
         let len = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
@@ -219,7 +255,9 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
 
     /// Writes avail.flags.
     pub fn set_avail_flags(&self, flags: u16) {
-        let _ = self.mem.store_u16(self.layout.avail, flags, Ordering::Relaxed);
+        let _ = self
+            .mem
+            .store_u16(self.layout.avail, flags, Ordering::Relaxed);
     }
 
     /// Whether the driver must notify now (§2.7.10 with EVENT_IDX: the
@@ -267,7 +305,9 @@ impl<'m, M: GuestMemory> MockNetDriver<'m, M> {
         rx_buffer_len: u32,
         wanted: u64,
     ) -> Result<Self, VirtioError> {
-        let w = |dev: &mut VirtioNet, off: u64, v: u32| dev.mmio_write(off, 4, v, mem).map(|_: MmioAction| ());
+        let w = |dev: &mut VirtioNet, off: u64, v: u32| {
+            dev.mmio_write(off, 4, v, mem).map(|_: MmioAction| ())
+        };
         w(dev, reg::STATUS, 0)?;
         w(dev, reg::STATUS, status::ACKNOWLEDGE)?;
         w(dev, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER)?;
@@ -280,7 +320,11 @@ impl<'m, M: GuestMemory> MockNetDriver<'m, M> {
         w(dev, reg::DRIVER_FEATURES, features as u32)?;
         w(dev, reg::DRIVER_FEATURES_SEL, 1)?;
         w(dev, reg::DRIVER_FEATURES, (features >> 32) as u32)?;
-        w(dev, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK)?;
+        w(
+            dev,
+            reg::STATUS,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+        )?;
         if dev.mmio_read(reg::STATUS, 4)? & status::FEATURES_OK == 0 {
             return Err(VirtioError::FeatureNotOffered);
         }
@@ -298,10 +342,23 @@ impl<'m, M: GuestMemory> MockNetDriver<'m, M> {
             w(dev, reg::QUEUE_DEVICE_HIGH, (l.used.raw() >> 32) as u32)?;
             w(dev, reg::QUEUE_READY, 1)?;
         }
-        w(dev, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK)?;
+        w(
+            dev,
+            reg::STATUS,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+        )?;
         let rx_buffers = (tx.end() + 4095) & !4095;
         let tx_buffers = rx_buffers + u64::from(size) * u64::from(rx_buffer_len);
-        Ok(Self { mem, rx, tx, rx_buffers, rx_buffer_len, tx_buffers, rx_buffers_base: rx_buffers, features })
+        Ok(Self {
+            mem,
+            rx,
+            tx,
+            rx_buffers,
+            rx_buffer_len,
+            tx_buffers,
+            rx_buffers_base: rx_buffers,
+            features,
+        })
     }
 
     /// Guest address of transmit buffer `index`.
@@ -317,7 +374,9 @@ impl<'m, M: GuestMemory> MockNetDriver<'m, M> {
     /// Posts receive buffers on every free receive descriptor.
     pub fn fill_rx(&mut self) {
         while self.rx.free_count() > 0 {
-            let Some(&index) = self.rx.free.last() else { break };
+            let Some(&index) = self.rx.free.last() else {
+                break;
+            };
             let addr = self.rx_buffers + u64::from(index) * u64::from(self.rx_buffer_len);
             self.rx.add_chain(&[(addr, self.rx_buffer_len, true)]);
         }
@@ -327,11 +386,15 @@ impl<'m, M: GuestMemory> MockNetDriver<'m, M> {
     /// ring is full. Completed transmits are reaped first.
     pub fn send_with_header(&mut self, header: &[u8; NET_HEADER_LEN], frame: &[u8]) -> bool {
         while self.tx.pop_used().is_some() {}
-        let Some(&index) = self.tx.free.last() else { return false };
+        let Some(&index) = self.tx.free.last() else {
+            return false;
+        };
         let addr = self.tx_buffers + u64::from(index) * MOCK_TX_BUFFER;
         let _ = self.mem.write(gpa(addr), header);
         let _ = self.mem.write(gpa(addr + NET_HEADER_LEN as u64), frame);
-        self.tx.add_chain(&[(addr, (NET_HEADER_LEN + frame.len()) as u32, false)]).is_some()
+        self.tx
+            .add_chain(&[(addr, (NET_HEADER_LEN + frame.len()) as u32, false)])
+            .is_some()
     }
 
     /// Queues `frame` with an all-zero header.
@@ -350,11 +413,16 @@ impl<'m, M: GuestMemory> MockNetDriver<'m, M> {
         let num_buffers = u16::from_le_bytes([header[10], header[11]]);
         for _ in 1..num_buffers {
             // The rest of the frame's buffers are already published (§5.1.6.4).
-            let Some((id, len)) = self.rx.pop_used() else { break };
+            let Some((id, len)) = self.rx.pop_used() else {
+                break;
+            };
             data.extend_from_slice(&self.read_rx(id, len));
         }
         self.fill_rx();
-        let frame = data.get(NET_HEADER_LEN..).map(<[u8]>::to_vec).unwrap_or_default();
+        let frame = data
+            .get(NET_HEADER_LEN..)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
         Some((header, frame))
     }
 

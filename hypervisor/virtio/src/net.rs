@@ -111,7 +111,11 @@ impl NetBackend {
     fn config_bytes(&self) -> [u8; config::SIZE] {
         let mut b = [0u8; config::SIZE];
         b[..6].copy_from_slice(&self.mac);
-        let status = if self.link_up { VIRTIO_NET_S_LINK_UP } else { 0 };
+        let status = if self.link_up {
+            VIRTIO_NET_S_LINK_UP
+        } else {
+            0
+        };
         b[6..8].copy_from_slice(&status.to_le_bytes());
         b[8..10].copy_from_slice(&1u16.to_le_bytes());
         b
@@ -219,7 +223,9 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
     /// Pops the next TX head, re-arming notifications when the ring is empty.
     fn pop_tx_head(&mut self) -> Result<Option<u16>, VirtioError> {
         let mem = self.mem;
-        let Some(q) = self.live_queue(TX_QUEUE) else { return Ok(None) };
+        let Some(q) = self.live_queue(TX_QUEUE) else {
+            return Ok(None);
+        };
         if let Some(head) = q.pop(mem)? {
             self.dev.device.tx_chains += 1;
             return Ok(Some(head));
@@ -227,11 +233,15 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         // Deferred mode (EVENT_IDX only): keep the driver from kicking for the
         // next half ring and let the owner poll; otherwise re-arm now.
         let defer = self.dev.device.defer_tx;
-        let Some(q) = self.live_queue(TX_QUEUE) else { return Ok(None) };
+        let Some(q) = self.live_queue(TX_QUEUE) else {
+            return Ok(None);
+        };
         let more = if defer && q.event_idx() {
             let ahead = (q.layout().size / 2).max(1);
             self.dev.device.tx_polling = true;
-            let Some(q) = self.live_queue(TX_QUEUE) else { return Ok(None) };
+            let Some(q) = self.live_queue(TX_QUEUE) else {
+                return Ok(None);
+            };
             q.suppress_notification(mem, ahead)?
         } else {
             q.enable_notification(mem)?
@@ -253,7 +263,9 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         frame: &mut [u8; MAX_FRAME_LEN],
     ) -> Result<Result<usize, DropReason>, VirtioError> {
         let mem = self.mem;
-        let Some(q) = self.dev.queue_mut(TX_QUEUE) else { return Err(VirtioError::QueueNotReady) };
+        let Some(q) = self.dev.queue_mut(TX_QUEUE) else {
+            return Err(VirtioError::QueueNotReady);
+        };
         let mut chain = q.chain(head);
         let mut total: usize = 0;
         let mut verdict = Ok(());
@@ -271,7 +283,10 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 continue;
             }
             let len = d.len as usize;
-            let Some(end) = total.checked_add(len).filter(|&e| e <= NET_HEADER_LEN + MAX_FRAME_LEN) else {
+            let Some(end) = total
+                .checked_add(len)
+                .filter(|&e| e <= NET_HEADER_LEN + MAX_FRAME_LEN)
+            else {
                 verdict = Err(DropReason::TooLong);
                 continue;
             };
@@ -287,7 +302,11 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 pos += n;
                 addr = GuestPhysAddr::new(addr.raw().wrapping_add(n as u64));
             }
-            if end > pos && mem.read(addr, &mut frame[pos - NET_HEADER_LEN..end - NET_HEADER_LEN]).is_err() {
+            if end > pos
+                && mem
+                    .read(addr, &mut frame[pos - NET_HEADER_LEN..end - NET_HEADER_LEN])
+                    .is_err()
+            {
                 verdict = Err(DropReason::BadAddress);
                 continue;
             }
@@ -311,7 +330,10 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
         };
         // §2.7.8: the device wrote nothing into a TX chain, so len is 0.
         let mem = self.mem;
-        let used = self.dev.queue_mut(TX_QUEUE).map(|q| q.add_used(mem, head, 0));
+        let used = self
+            .dev
+            .queue_mut(TX_QUEUE)
+            .map(|q| q.add_used(mem, head, 0));
         if !matches!(used, Some(Ok(()))) {
             return TxPoll::Dropped(self.fatal());
         }
@@ -339,7 +361,10 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
             }
         }
         // Only NEEDS_CSUM travels on: DATA_VALID from a sender means nothing to a receiver.
-        let header = NetHeader { flags: header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM, ..header };
+        let header = NetHeader {
+            flags: header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            ..header
+        };
         TxPoll::Frame { len, header }
     }
 
@@ -353,7 +378,9 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
             // the switch completed any partial checksum already.
             header.flags = 0;
         }
-        let Some(q) = self.live_queue(RX_QUEUE) else { return RxPush::Dropped(DropReason::PortDown) };
+        let Some(q) = self.live_queue(RX_QUEUE) else {
+            return RxPush::Dropped(DropReason::PortDown);
+        };
         match deliver(q, mem, &header, frame, mrg) {
             Ok(result) => result,
             Err(_) => RxPush::Dropped(self.fatal()),
@@ -406,7 +433,10 @@ fn write_stream<M: GuestMemory>(
         pos += n;
         addr = GuestPhysAddr::new(addr.raw().wrapping_add(n as u64));
     }
-    end <= pos || mem.write(addr, &frame[pos - NET_HEADER_LEN..end - NET_HEADER_LEN]).is_ok()
+    end <= pos
+        || mem
+            .write(addr, &frame[pos - NET_HEADER_LEN..end - NET_HEADER_LEN])
+            .is_ok()
 }
 
 /// Puts one frame into the RX queue: one chain, or with MRG_RXBUF as many

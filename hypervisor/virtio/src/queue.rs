@@ -105,7 +105,8 @@ pub struct Descriptor {
 /// `base + offset` for an address already range-checked at queue setup;
 /// still checked, so a broken invariant becomes an error, not a wrap.
 fn at(base: GuestPhysAddr, offset: u64) -> Result<GuestPhysAddr, VirtioError> {
-    base.checked_add(offset).ok_or(VirtioError::Memory(chroma_mem::MemError::Overflow))
+    base.checked_add(offset)
+        .ok_or(VirtioError::Memory(chroma_mem::MemError::Overflow))
 }
 
 /// The device side of one split virtqueue.
@@ -255,12 +256,20 @@ impl SplitQueue {
 
     /// Writes one used element `{ head, len }` (§2.7.8); it becomes visible
     /// to the driver at the next [`Self::publish_used`].
-    pub fn add_used<M: GuestMemory>(&mut self, mem: &M, head: u16, len: u32) -> Result<(), VirtioError> {
+    pub fn add_used<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        head: u16,
+        len: u32,
+    ) -> Result<(), VirtioError> {
         let slot = u64::from(self.next_used.0 & self.mask());
         let mut element = [0u8; 8];
         element[..4].copy_from_slice(&u32::from(head).to_le_bytes());
         element[4..].copy_from_slice(&len.to_le_bytes());
-        mem.write(at(self.layout.used, 4 + USED_ELEMENT_SIZE * slot)?, &element)?;
+        mem.write(
+            at(self.layout.used, 4 + USED_ELEMENT_SIZE * slot)?,
+            &element,
+        )?;
         self.next_used += 1;
         Ok(())
     }
@@ -274,14 +283,19 @@ impl SplitQueue {
         }
         // Release: the used elements and the buffer data written before are
         // visible before the new index (§2.7.13.4 "write barrier").
-        mem.store_u16(at(self.layout.used, 2)?, self.next_used.0, Ordering::Release)?;
+        mem.store_u16(
+            at(self.layout.used, 2)?,
+            self.next_used.0,
+            Ordering::Release,
+        )?;
         self.published_used = self.next_used;
         // Full barrier between publishing used.idx and reading the driver's
         // suppression fields, or a notification can be lost (§2.7.7.2).
         mem.fence(Ordering::SeqCst);
         if self.event_idx {
             let offset = 4 + 2 * u64::from(self.layout.size);
-            let used_event = Wrapping(mem.load_u16(at(self.layout.avail, offset)?, Ordering::Relaxed)?);
+            let used_event =
+                Wrapping(mem.load_u16(at(self.layout.avail, offset)?, Ordering::Relaxed)?);
             let old = self.signalled_used;
             self.signalled_used = self.next_used;
             Ok(need_event(used_event, self.next_used, old))
@@ -301,7 +315,11 @@ impl SplitQueue {
         }
         if self.event_idx {
             let offset = 4 + USED_ELEMENT_SIZE * u64::from(self.layout.size);
-            mem.store_u16(at(self.layout.used, offset)?, self.next_avail.0, Ordering::Relaxed)?;
+            mem.store_u16(
+                at(self.layout.used, offset)?,
+                self.next_avail.0,
+                Ordering::Relaxed,
+            )?;
             // Full barrier: the avail_event store before the avail.idx re-read.
             mem.fence(Ordering::SeqCst);
         }
@@ -314,7 +332,11 @@ impl SplitQueue {
     /// [`Self::enable_notification`] when it stops polling. Without EVENT_IDX
     /// this does nothing (the driver keeps notifying). Returns whether chains
     /// are available now.
-    pub fn suppress_notification<M: GuestMemory>(&mut self, mem: &M, ahead: u16) -> Result<bool, VirtioError> {
+    pub fn suppress_notification<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        ahead: u16,
+    ) -> Result<bool, VirtioError> {
         if !self.ready {
             return Err(VirtioError::QueueNotReady);
         }
@@ -365,9 +387,14 @@ pub struct DescriptorChain {
 
 impl DescriptorChain {
     /// The next buffer of the chain, `None` at its end.
-    pub fn next_descriptor<M: GuestMemory>(&mut self, mem: &M) -> Result<Option<Descriptor>, VirtioError> {
+    pub fn next_descriptor<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+    ) -> Result<Option<Descriptor>, VirtioError> {
         loop {
-            let Some(index) = self.next else { return Ok(None) };
+            let Some(index) = self.next else {
+                return Ok(None);
+            };
             if index >= self.table_count {
                 return Err(VirtioError::DescriptorIndexOutOfRange);
             }
@@ -376,8 +403,13 @@ impl DescriptorChain {
             }
             self.ttl -= 1;
             let mut raw = [0u8; 16];
-            mem.read(at(self.table, DESCRIPTOR_SIZE * u64::from(index))?, &mut raw)?;
-            let addr = u64::from_le_bytes([raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7]]);
+            mem.read(
+                at(self.table, DESCRIPTOR_SIZE * u64::from(index))?,
+                &mut raw,
+            )?;
+            let addr = u64::from_le_bytes([
+                raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7],
+            ]);
             let len = u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]]);
             let flags = u16::from_le_bytes([raw[12], raw[13]]);
             let next = u16::from_le_bytes([raw[14], raw[15]]);
@@ -396,12 +428,16 @@ impl DescriptorChain {
                 let len = u64::from(len);
                 // The table holds at most 2^16 descriptors; a chain may not
                 // be longer than the queue (§2.7.5.3.1), so cap it there too.
-                if len == 0 || len % DESCRIPTOR_SIZE != 0 || len / DESCRIPTOR_SIZE > u64::from(self.table_count) {
+                if len == 0
+                    || len % DESCRIPTOR_SIZE != 0
+                    || len / DESCRIPTOR_SIZE > u64::from(self.table_count)
+                {
                     return Err(VirtioError::IndirectTableLength);
                 }
                 let table = GuestPhysAddr::new(addr);
                 mem.check_range(table, len)?;
-                let count = u16::try_from(len / DESCRIPTOR_SIZE).map_err(|_| VirtioError::IndirectTableLength)?;
+                let count = u16::try_from(len / DESCRIPTOR_SIZE)
+                    .map_err(|_| VirtioError::IndirectTableLength)?;
                 self.table = table;
                 self.table_count = count;
                 self.ttl = count;

@@ -9,7 +9,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::net::complete_checksum;
-use crate::port::{DropReason, NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM};
+use crate::port::{
+    DropReason, NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM,
+};
 
 /// How a switch is sized and paced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +33,14 @@ pub struct SwitchConfig {
 
 impl Default for SwitchConfig {
     fn default() -> Self {
-        Self { port_count: 2, egress_capacity: 64, batch_limit: 32, run_budget: 4096, ageing_ticks: 300_000, fdb_buckets: 256 }
+        Self {
+            port_count: 2,
+            egress_capacity: 64,
+            batch_limit: 32,
+            run_budget: 4096,
+            ageing_ticks: 300_000,
+            fdb_buckets: 256,
+        }
     }
 }
 
@@ -100,7 +109,10 @@ impl Fdb {
 
     fn lookup(&self, mac: &[u8; 6], now: u64) -> Option<usize> {
         let bucket = &self.buckets[self.bucket(mac)];
-        bucket.iter().find(|e| e.mac == *mac && self.fresh(e, now)).map(|e| usize::from(e.port))
+        bucket
+            .iter()
+            .find(|e| e.mac == *mac && self.fresh(e, now))
+            .map(|e| usize::from(e.port))
     }
 
     fn learn(&mut self, mac: &[u8; 6], port: u16, now: u64) {
@@ -113,10 +125,17 @@ impl Fdb {
             // Reuse an empty or aged-out way, else evict the least recently seen.
             None => match bucket.iter().position(|e| !fresh(e)) {
                 Some(i) => i,
-                None => (0..FDB_WAYS).min_by_key(|&i| bucket[i].last_seen).unwrap_or(0),
+                None => (0..FDB_WAYS)
+                    .min_by_key(|&i| bucket[i].last_seen)
+                    .unwrap_or(0),
             },
         };
-        bucket[slot] = FdbEntry { mac: *mac, port, valid: true, last_seen: now };
+        bucket[slot] = FdbEntry {
+            mac: *mac,
+            port,
+            valid: true,
+            last_seen: now,
+        };
     }
 }
 
@@ -131,7 +150,12 @@ struct EgressQueue {
 
 impl EgressQueue {
     fn new(capacity: usize) -> Self {
-        Self { data: vec![0; capacity * MAX_FRAME_LEN], meta: vec![(NetHeader::default(), 0); capacity], head: 0, count: 0 }
+        Self {
+            data: vec![0; capacity * MAX_FRAME_LEN],
+            meta: vec![(NetHeader::default(), 0); capacity],
+            head: 0,
+            count: 0,
+        }
     }
 
     fn capacity(&self) -> usize {
@@ -202,8 +226,13 @@ impl Switch {
         };
         Self {
             config,
-            fdb: Fdb { buckets: vec![[FdbEntry::default(); FDB_WAYS]; buckets], ageing: config.ageing_ticks },
-            egress: (0..port_count).map(|_| EgressQueue::new(config.egress_capacity)).collect(),
+            fdb: Fdb {
+                buckets: vec![[FdbEntry::default(); FDB_WAYS]; buckets],
+                ageing: config.ageing_ticks,
+            },
+            egress: (0..port_count)
+                .map(|_| EgressQueue::new(config.egress_capacity))
+                .collect(),
             counters: vec![PortCounters::default(); port_count],
             frame: [0; MAX_FRAME_LEN],
             next_port: 0,
@@ -295,7 +324,9 @@ impl Switch {
     }
 
     fn drain_egress<P: Port>(&mut self, ports: &mut [P], port: usize) {
-        let Switch { egress, counters, .. } = self;
+        let Switch {
+            egress, counters, ..
+        } = self;
         let q = &mut egress[port];
         while let Some((header, frame)) = q.front() {
             match ports[port].push_rx(header, frame) {
@@ -310,7 +341,14 @@ impl Switch {
         }
     }
 
-    fn forward<P: Port>(&mut self, ports: &mut [P], src: usize, mut header: NetHeader, len: usize, now: u64) {
+    fn forward<P: Port>(
+        &mut self,
+        ports: &mut [P],
+        src: usize,
+        mut header: NetHeader,
+        len: usize,
+        now: u64,
+    ) {
         let n = ports.len().min(self.config.port_count);
         let mut dst_mac = [0u8; 6];
         let mut src_mac = [0u8; 6];
@@ -318,9 +356,14 @@ impl Switch {
         src_mac.copy_from_slice(&self.frame[6..12]);
         if !is_multicast(&src_mac) && src_mac != [0; 6] {
             // Ports are numbered below port_count <= u16::MAX.
-            self.fdb.learn(&src_mac, u16::try_from(src).unwrap_or(u16::MAX), now);
+            self.fdb
+                .learn(&src_mac, u16::try_from(src).unwrap_or(u16::MAX), now);
         }
-        let target = if is_multicast(&dst_mac) { None } else { self.fdb.lookup(&dst_mac, now) };
+        let target = if is_multicast(&dst_mac) {
+            None
+        } else {
+            self.fdb.lookup(&dst_mac, now)
+        };
         if target == Some(src) {
             // The destination sits behind the sender's own port: filter.
             return;
@@ -348,11 +391,20 @@ impl Switch {
     }
 
     fn deliver<P: Port>(&mut self, ports: &mut [P], dst: usize, header: &NetHeader, len: usize) {
-        let Switch { egress, counters, frame, .. } = self;
+        let Switch {
+            egress,
+            counters,
+            frame,
+            ..
+        } = self;
         let frame = &frame[..len];
         let c = &mut counters[dst];
         // Keep order: behind frames already waiting, wait too.
-        let result = if egress[dst].count > 0 { RxPush::NoBuffers } else { ports[dst].push_rx(header, frame) };
+        let result = if egress[dst].count > 0 {
+            RxPush::NoBuffers
+        } else {
+            ports[dst].push_rx(header, frame)
+        };
         match result {
             RxPush::Delivered => {
                 c.rx_packets += 1;

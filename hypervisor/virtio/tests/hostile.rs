@@ -15,7 +15,11 @@ use chroma_virtio::VirtioError;
 const SIZE: u16 = 16;
 const RAM: usize = 1 << 20;
 const BASES: [u64; 3] = [0x4000_0000, 0x8000_0000, 0xc000_0000];
-const MAC: [[u8; 6]; 3] = [[2, 0, 0, 0, 0, 0x10], [2, 0, 0, 0, 0, 0x11], [2, 0, 0, 0, 0, 0x12]];
+const MAC: [[u8; 6]; 3] = [
+    [2, 0, 0, 0, 0, 0x10],
+    [2, 0, 0, 0, 0, 0x11],
+    [2, 0, 0, 0, 0, 0x12],
+];
 const V: usize = 0;
 
 fn mems() -> [VecMemory; 3] {
@@ -30,24 +34,56 @@ struct Lab<'m> {
 }
 
 impl<'m> Lab<'m> {
-    fn new(mems: &'m [VecMemory; 3], victim_features: u64) -> (Self, Vec<MockNetDriver<'m, VecMemory>>) {
+    fn new(
+        mems: &'m [VecMemory; 3],
+        victim_features: u64,
+    ) -> (Self, Vec<MockNetDriver<'m, VecMemory>>) {
         let mut devs: Vec<VirtioNet> = (0..3)
-            .map(|i| new_net_device(MAC[i], if i == V { victim_features } else { NET_FEATURES }, 256))
+            .map(|i| {
+                new_net_device(
+                    MAC[i],
+                    if i == V {
+                        victim_features
+                    } else {
+                        NET_FEATURES
+                    },
+                    256,
+                )
+            })
             .collect();
         let drivers = (0..3)
             .map(|i| {
-                let mut d = MockNetDriver::init(&mut devs[i], &mems[i], BASES[i], SIZE, 2048, u64::MAX).unwrap();
+                let mut d =
+                    MockNetDriver::init(&mut devs[i], &mems[i], BASES[i], SIZE, 2048, u64::MAX)
+                        .unwrap();
                 d.fill_rx();
                 d
             })
             .collect();
-        let switch = Switch::new(SwitchConfig { port_count: 3, egress_capacity: 8, ..SwitchConfig::default() });
-        (Lab { mems, devs, switch, now: 0 }, drivers)
+        let switch = Switch::new(SwitchConfig {
+            port_count: 3,
+            egress_capacity: 8,
+            ..SwitchConfig::default()
+        });
+        (
+            Lab {
+                mems,
+                devs,
+                switch,
+                now: 0,
+            },
+            drivers,
+        )
     }
 
     fn run(&mut self) {
         self.now += 1;
-        let mut ports: Vec<_> = self.devs.iter_mut().zip(self.mems.iter()).map(|(d, m)| NetPort::new(d, m)).collect();
+        let mut ports: Vec<_> = self
+            .devs
+            .iter_mut()
+            .zip(self.mems.iter())
+            .map(|(d, m)| NetPort::new(d, m))
+            .collect();
         while self.switch.run(&mut ports, self.now).more_work {}
     }
 
@@ -61,13 +97,24 @@ impl<'m> Lab<'m> {
 
     fn assert_needs_reset(&self) {
         let v = self.victim();
-        assert_ne!(v.status() & status::DEVICE_NEEDS_RESET, 0, "DEVICE_NEEDS_RESET not set");
-        assert_ne!(v.interrupt_status() & interrupt::CONFIG_CHANGE, 0, "no config interrupt");
+        assert_ne!(
+            v.status() & status::DEVICE_NEEDS_RESET,
+            0,
+            "DEVICE_NEEDS_RESET not set"
+        );
+        assert_ne!(
+            v.interrupt_status() & interrupt::CONFIG_CHANGE,
+            0,
+            "no config interrupt"
+        );
         assert!(!v.is_live());
     }
 
     fn assert_live(&self) {
-        assert!(self.victim().is_live(), "victim device should still be live");
+        assert!(
+            self.victim().is_live(),
+            "victim device should still be live"
+        );
     }
 }
 
@@ -109,7 +156,12 @@ fn raw_tx(d: &mut MockNetDriver<VecMemory>, descs: &[(u16, RawDescriptor)], head
 }
 
 fn rd(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
-    RawDescriptor { addr, len, flags, next }
+    RawDescriptor {
+        addr,
+        len,
+        flags,
+        next,
+    }
 }
 
 /// A well-formed frame written at the victim's TX buffer 0: its address.
@@ -117,7 +169,8 @@ fn good_tx_buffer(d: &MockNetDriver<VecMemory>, mem: &VecMemory, len: usize) -> 
     let addr = d.tx_buffer(0);
     let mut bytes = vec![0u8; 12];
     bytes.extend(frame(MAC[1], MAC[V], len, 0x55));
-    mem.write(chroma_mem::GuestPhysAddr::new(addr), &bytes).unwrap();
+    mem.write(chroma_mem::GuestPhysAddr::new(addr), &bytes)
+        .unwrap();
     addr
 }
 
@@ -145,7 +198,14 @@ macro_rules! hostile {
 
 hostile!(h01_descriptor_loop, NET_FEATURES, |lab, d, m| {
     let a = good_tx_buffer(d, m, 60);
-    raw_tx(d, &[(0, rd(a, 40, VIRTQ_DESC_F_NEXT, 1)), (1, rd(a, 40, VIRTQ_DESC_F_NEXT, 0))], 0);
+    raw_tx(
+        d,
+        &[
+            (0, rd(a, 40, VIRTQ_DESC_F_NEXT, 1)),
+            (1, rd(a, 40, VIRTQ_DESC_F_NEXT, 0)),
+        ],
+        0,
+    );
     lab.run();
     lab.assert_needs_reset();
     assert_eq!(lab.counters().fatal_errors, 1);
@@ -153,7 +213,9 @@ hostile!(h01_descriptor_loop, NET_FEATURES, |lab, d, m| {
 
 hostile!(h02_chain_longer_than_queue, NET_FEATURES, |lab, d, m| {
     let a = good_tx_buffer(d, m, 60);
-    let descs: Vec<_> = (0..SIZE).map(|i| (i, rd(a, 4, VIRTQ_DESC_F_NEXT, (i + 1) % SIZE))).collect();
+    let descs: Vec<_> = (0..SIZE)
+        .map(|i| (i, rd(a, 4, VIRTQ_DESC_F_NEXT, (i + 1) % SIZE)))
+        .collect();
     raw_tx(d, &descs, 0);
     lab.run();
     lab.assert_needs_reset();
@@ -172,19 +234,27 @@ hostile!(h04_next_index_past_queue_size, NET_FEATURES, |lab, d, m| {
     lab.assert_needs_reset();
 });
 
-hostile!(h05_avail_idx_jumps_past_queue_size, NET_FEATURES, |lab, d, _m| {
-    let idx = d.tx.avail_idx().wrapping_add(SIZE + 1);
-    d.tx.publish_avail_idx(idx);
-    lab.run();
-    lab.assert_needs_reset();
-});
+hostile!(
+    h05_avail_idx_jumps_past_queue_size,
+    NET_FEATURES,
+    |lab, d, _m| {
+        let idx = d.tx.avail_idx().wrapping_add(SIZE + 1);
+        d.tx.publish_avail_idx(idx);
+        lab.run();
+        lab.assert_needs_reset();
+    }
+);
 
-hostile!(h06_indirect_length_not_multiple_of_16, NET_FEATURES, |lab, d, m| {
-    let a = good_tx_buffer(d, m, 60);
-    raw_tx(d, &[(0, rd(a, 20, VIRTQ_DESC_F_INDIRECT, 0))], 0);
-    lab.run();
-    lab.assert_needs_reset();
-});
+hostile!(
+    h06_indirect_length_not_multiple_of_16,
+    NET_FEATURES,
+    |lab, d, m| {
+        let a = good_tx_buffer(d, m, 60);
+        raw_tx(d, &[(0, rd(a, 20, VIRTQ_DESC_F_INDIRECT, 0))], 0);
+        lab.run();
+        lab.assert_needs_reset();
+    }
+);
 
 hostile!(h07_indirect_zero_length, NET_FEATURES, |lab, d, m| {
     let a = good_tx_buffer(d, m, 60);
@@ -196,7 +266,8 @@ hostile!(h07_indirect_zero_length, NET_FEATURES, |lab, d, m| {
 hostile!(h08_nested_indirect, NET_FEATURES, |lab, d, m| {
     let table = d.tx_buffer(3);
     let inner = rd(table, 16, VIRTQ_DESC_F_INDIRECT, 0);
-    m.write(chroma_mem::GuestPhysAddr::new(table), &inner.to_bytes()).unwrap();
+    m.write(chroma_mem::GuestPhysAddr::new(table), &inner.to_bytes())
+        .unwrap();
     raw_tx(d, &[(0, rd(table, 16, VIRTQ_DESC_F_INDIRECT, 0))], 0);
     lab.run();
     lab.assert_needs_reset();
@@ -204,32 +275,66 @@ hostile!(h08_nested_indirect, NET_FEATURES, |lab, d, m| {
 
 hostile!(h09_indirect_with_next, NET_FEATURES, |lab, d, m| {
     let a = good_tx_buffer(d, m, 60);
-    raw_tx(d, &[(0, rd(a, 16, VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_NEXT, 1))], 0);
+    raw_tx(
+        d,
+        &[(0, rd(a, 16, VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_NEXT, 1))],
+        0,
+    );
     lab.run();
     lab.assert_needs_reset();
 });
 
-hostile!(h10_indirect_table_outside_ram, NET_FEATURES, |lab, d, _m| {
-    raw_tx(d, &[(0, rd(BASES[V] + RAM as u64 - 16, 32, VIRTQ_DESC_F_INDIRECT, 0))], 0);
-    lab.run();
-    lab.assert_needs_reset();
-});
+hostile!(
+    h10_indirect_table_outside_ram,
+    NET_FEATURES,
+    |lab, d, _m| {
+        raw_tx(
+            d,
+            &[(
+                0,
+                rd(BASES[V] + RAM as u64 - 16, 32, VIRTQ_DESC_F_INDIRECT, 0),
+            )],
+            0,
+        );
+        lab.run();
+        lab.assert_needs_reset();
+    }
+);
 
-hostile!(h11_indirect_not_negotiated, NET_FEATURES & !chroma_virtio::mmio::feature::INDIRECT_DESC, |lab, d, m| {
-    let table = d.tx_buffer(3);
-    let a = good_tx_buffer(d, m, 60);
-    m.write(chroma_mem::GuestPhysAddr::new(table), &rd(a, 72, 0, 0).to_bytes()).unwrap();
-    raw_tx(d, &[(0, rd(table, 16, VIRTQ_DESC_F_INDIRECT, 0))], 0);
-    lab.run();
-    lab.assert_needs_reset();
-});
+hostile!(
+    h11_indirect_not_negotiated,
+    NET_FEATURES & !chroma_virtio::mmio::feature::INDIRECT_DESC,
+    |lab, d, m| {
+        let table = d.tx_buffer(3);
+        let a = good_tx_buffer(d, m, 60);
+        m.write(
+            chroma_mem::GuestPhysAddr::new(table),
+            &rd(a, 72, 0, 0).to_bytes(),
+        )
+        .unwrap();
+        raw_tx(d, &[(0, rd(table, 16, VIRTQ_DESC_F_INDIRECT, 0))], 0);
+        lab.run();
+        lab.assert_needs_reset();
+    }
+);
 
-hostile!(h12_indirect_table_longer_than_queue, NET_FEATURES, |lab, d, m| {
-    let a = good_tx_buffer(d, m, 60);
-    raw_tx(d, &[(0, rd(a, 16 * (u32::from(SIZE) + 1), VIRTQ_DESC_F_INDIRECT, 0))], 0);
-    lab.run();
-    lab.assert_needs_reset();
-});
+hostile!(
+    h12_indirect_table_longer_than_queue,
+    NET_FEATURES,
+    |lab, d, m| {
+        let a = good_tx_buffer(d, m, 60);
+        raw_tx(
+            d,
+            &[(
+                0,
+                rd(a, 16 * (u32::from(SIZE) + 1), VIRTQ_DESC_F_INDIRECT, 0),
+            )],
+            0,
+        );
+        lab.run();
+        lab.assert_needs_reset();
+    }
+);
 
 // ---- Buffers: the frame is dropped and counted, the device stays live ----
 
@@ -246,74 +351,121 @@ fn victim_still_sends(lab: &mut Lab, d: &mut MockNetDriver<VecMemory>) {
 
 hostile!(h13_buffer_gpa_out_of_range, NET_FEATURES, |lab, d, _m| {
     let head = d.tx.take_free().unwrap();
-    raw_tx(d, &[(head, rd(BASES[V] + RAM as u64 + 0x1000, 72, 0, 0))], head);
+    raw_tx(
+        d,
+        &[(head, rd(BASES[V] + RAM as u64 + 0x1000, 72, 0, 0))],
+        head,
+    );
     lab.run();
     assert_eq!(lab.counters().tx_errors, 1);
     victim_still_sends(lab, d);
 });
 
-hostile!(h14_buffer_gpa_wraps_address_space, NET_FEATURES, |lab, d, _m| {
-    let head = d.tx.take_free().unwrap();
-    raw_tx(d, &[(head, rd(u64::MAX - 8, 72, 0, 0))], head);
-    lab.run();
-    assert_eq!(lab.counters().tx_errors, 1);
-    victim_still_sends(lab, d);
-});
+hostile!(
+    h14_buffer_gpa_wraps_address_space,
+    NET_FEATURES,
+    |lab, d, _m| {
+        let head = d.tx.take_free().unwrap();
+        raw_tx(d, &[(head, rd(u64::MAX - 8, 72, 0, 0))], head);
+        lab.run();
+        assert_eq!(lab.counters().tx_errors, 1);
+        victim_still_sends(lab, d);
+    }
+);
 
-hostile!(h15_buffer_in_another_vms_memory, NET_FEATURES, |lab, d, _m| {
-    // TX from port 1's RAM: refused, not read.
-    let head = d.tx.take_free().unwrap();
-    raw_tx(d, &[(head, rd(BASES[1] + 0x1000, 72, 0, 0))], head);
-    lab.run();
-    assert_eq!(lab.counters().tx_errors, 1);
-    victim_still_sends(lab, d);
-});
+hostile!(
+    h15_buffer_in_another_vms_memory,
+    NET_FEATURES,
+    |lab, d, _m| {
+        // TX from port 1's RAM: refused, not read.
+        let head = d.tx.take_free().unwrap();
+        raw_tx(d, &[(head, rd(BASES[1] + 0x1000, 72, 0, 0))], head);
+        lab.run();
+        assert_eq!(lab.counters().tx_errors, 1);
+        victim_still_sends(lab, d);
+    }
+);
 
 #[test]
 fn h16_rx_buffer_in_another_vms_memory() {
     let mems = mems();
     let (mut lab, mut drivers) = Lab::new(&mems, NET_FEATURES);
     // The victim restarts with one RX buffer, in VM 1's RAM.
-    let mut v = MockNetDriver::init(&mut lab.devs[V], &mems[V], BASES[V], SIZE, 2048, u64::MAX).unwrap();
+    let mut v =
+        MockNetDriver::init(&mut lab.devs[V], &mems[V], BASES[V], SIZE, 2048, u64::MAX).unwrap();
     let head = v.rx.add_chain(&[(BASES[1] + 0x8000, 2048, true)]).unwrap();
     let mut before = vec![0u8; 2048];
-    mems[1].read(chroma_mem::GuestPhysAddr::new(BASES[1] + 0x8000), &mut before).unwrap();
+    mems[1]
+        .read(
+            chroma_mem::GuestPhysAddr::new(BASES[1] + 0x8000),
+            &mut before,
+        )
+        .unwrap();
     let f = frame([0xff; 6], MAC[1], 300, 0xee);
     assert!(drivers[1].send(&f));
     lab.run();
     assert_eq!(lab.counters().rx_errors, 1);
-    assert_eq!(v.rx.pop_used(), Some((u32::from(head), 0)), "chain returned with length 0");
+    assert_eq!(
+        v.rx.pop_used(),
+        Some((u32::from(head), 0)),
+        "chain returned with length 0"
+    );
     assert_eq!(v.rx.bad_returns, 0);
     let mut after = vec![0u8; 2048];
-    mems[1].read(chroma_mem::GuestPhysAddr::new(BASES[1] + 0x8000), &mut after).unwrap();
+    mems[1]
+        .read(
+            chroma_mem::GuestPhysAddr::new(BASES[1] + 0x8000),
+            &mut after,
+        )
+        .unwrap();
     assert_eq!(before, after, "VM 1's memory was written");
     assert_eq!(drivers[2].recv().expect("broadcast reached port 2").1, f);
     lab.assert_live();
     assert_others_forward(&mut lab, drivers[..].as_mut());
 }
 
-hostile!(h17_overlapping_buffers_on_the_ring_itself, NET_FEATURES, |lab, d, _m| {
-    // An RX buffer that overlaps the victim's own descriptor table and used
-    // ring: the device reads each descriptor once, so the damage stays in
-    // the victim's ring. No panic; the device may end up needing a reset.
-    while d.rx.pop_used().is_some() {}
-    let mut v = MockNetDriver::init(&mut lab.devs[V], lab.mems.first().unwrap(), BASES[V], SIZE, 2048, u64::MAX).unwrap();
-    v.rx.add_chain(&[(v.rx.layout.desc.raw(), 2048, true)]);
-    v.tx.add_chain(&[(v.tx.layout.desc.raw(), 600, false), (v.rx.layout.desc.raw(), 100, false)]);
-    lab.run();
-    let _ = v.rx.pop_used();
-    let _ = v.recv();
-});
+hostile!(
+    h17_overlapping_buffers_on_the_ring_itself,
+    NET_FEATURES,
+    |lab, d, _m| {
+        // An RX buffer that overlaps the victim's own descriptor table and used
+        // ring: the device reads each descriptor once, so the damage stays in
+        // the victim's ring. No panic; the device may end up needing a reset.
+        while d.rx.pop_used().is_some() {}
+        let mut v = MockNetDriver::init(
+            &mut lab.devs[V],
+            lab.mems.first().unwrap(),
+            BASES[V],
+            SIZE,
+            2048,
+            u64::MAX,
+        )
+        .unwrap();
+        v.rx.add_chain(&[(v.rx.layout.desc.raw(), 2048, true)]);
+        v.tx.add_chain(&[
+            (v.tx.layout.desc.raw(), 600, false),
+            (v.rx.layout.desc.raw(), 100, false),
+        ]);
+        lab.run();
+        let _ = v.rx.pop_used();
+        let _ = v.recv();
+    }
+);
 
-hostile!(h18_writable_descriptor_in_tx_chain, NET_FEATURES, |lab, d, m| {
-    let a = good_tx_buffer(d, m, 60);
-    let head = d.tx.add_chain(&[(a, 12, false), (a + 12, 60, true)]).unwrap();
-    lab.run();
-    assert_eq!(lab.counters().tx_errors, 1);
-    assert_eq!(d.tx.pop_used(), Some((u32::from(head), 0)));
-    victim_still_sends(lab, d);
-});
-
+hostile!(
+    h18_writable_descriptor_in_tx_chain,
+    NET_FEATURES,
+    |lab, d, m| {
+        let a = good_tx_buffer(d, m, 60);
+        let head =
+            d.tx.add_chain(&[(a, 12, false), (a + 12, 60, true)])
+                .unwrap();
+        lab.run();
+        assert_eq!(lab.counters().tx_errors, 1);
+        assert_eq!(d.tx.pop_used(), Some((u32::from(head), 0)));
+        victim_still_sends(lab, d);
+    }
+);
 
 hostile!(h20_zero_length_tx_buffer, NET_FEATURES, |lab, d, m| {
     let a = good_tx_buffer(d, m, 60);
@@ -323,13 +475,17 @@ hostile!(h20_zero_length_tx_buffer, NET_FEATURES, |lab, d, m| {
     victim_still_sends(lab, d);
 });
 
-hostile!(h21_frame_shorter_than_net_header, NET_FEATURES, |lab, d, m| {
-    let a = good_tx_buffer(d, m, 60);
-    d.tx.add_chain(&[(a, 8, false)]).unwrap();
-    lab.run();
-    assert_eq!(lab.counters().tx_errors, 1);
-    victim_still_sends(lab, d);
-});
+hostile!(
+    h21_frame_shorter_than_net_header,
+    NET_FEATURES,
+    |lab, d, m| {
+        let a = good_tx_buffer(d, m, 60);
+        d.tx.add_chain(&[(a, 8, false)]).unwrap();
+        lab.run();
+        assert_eq!(lab.counters().tx_errors, 1);
+        victim_still_sends(lab, d);
+    }
+);
 
 hostile!(h22_runt_frame, NET_FEATURES, |lab, d, m| {
     let a = good_tx_buffer(d, m, 60);
@@ -341,7 +497,8 @@ hostile!(h22_runt_frame, NET_FEATURES, |lab, d, m| {
 
 hostile!(h23_oversize_frame, NET_FEATURES, |lab, d, m| {
     let a = good_tx_buffer(d, m, 60);
-    d.tx.add_chain(&[(a, 1200, false), (a, 1200, false)]).unwrap();
+    d.tx.add_chain(&[(a, 1200, false), (a, 1200, false)])
+        .unwrap();
     lab.run();
     assert_eq!(lab.counters().tx_errors, 1);
     victim_still_sends(lab, d);
@@ -356,29 +513,35 @@ hostile!(h24_gso_frame_without_tso, NET_FEATURES, |lab, d, _m| {
     victim_still_sends(lab, d);
 });
 
-hostile!(h25_needs_csum_without_csum_negotiated, NET_FEATURES & !net_feature::CSUM, |lab, d, _m| {
-    let mut header = [0u8; 12];
-    header[0] = 1; // NEEDS_CSUM
-    header[6] = 34; // csum_start
-    header[8] = 6; // csum_offset
-    assert!(d.send_with_header(&header, &frame(MAC[1], MAC[V], 100, 3)));
-    lab.run();
-    assert_eq!(lab.counters().tx_errors, 1);
-    victim_still_sends(lab, d);
-});
+hostile!(
+    h25_needs_csum_without_csum_negotiated,
+    NET_FEATURES & !net_feature::CSUM,
+    |lab, d, _m| {
+        let mut header = [0u8; 12];
+        header[0] = 1; // NEEDS_CSUM
+        header[6] = 34; // csum_start
+        header[8] = 6; // csum_offset
+        assert!(d.send_with_header(&header, &frame(MAC[1], MAC[V], 100, 3)));
+        lab.run();
+        assert_eq!(lab.counters().tx_errors, 1);
+        victim_still_sends(lab, d);
+    }
+);
 
-hostile!(h26_csum_offsets_outside_frame, NET_FEATURES, |lab, d, _m| {
-    let mut header = [0u8; 12];
-    header[0] = 1;
-    header[6..8].copy_from_slice(&90u16.to_le_bytes());
-    header[8..10].copy_from_slice(&16u16.to_le_bytes());
-    assert!(d.send_with_header(&header, &frame(MAC[1], MAC[V], 100, 3)));
-    lab.run();
-    assert_eq!(lab.counters().tx_errors, 1);
-    victim_still_sends(lab, d);
-});
-
-
+hostile!(
+    h26_csum_offsets_outside_frame,
+    NET_FEATURES,
+    |lab, d, _m| {
+        let mut header = [0u8; 12];
+        header[0] = 1;
+        header[6..8].copy_from_slice(&90u16.to_le_bytes());
+        header[8..10].copy_from_slice(&16u16.to_le_bytes());
+        assert!(d.send_with_header(&header, &frame(MAC[1], MAC[V], 100, 3)));
+        lab.run();
+        assert_eq!(lab.counters().tx_errors, 1);
+        victim_still_sends(lab, d);
+    }
+);
 
 // ---- Registers ----
 
@@ -393,11 +556,23 @@ fn to_features_ok(lab: &mut Lab) {
     w(lab, reg::STATUS, 4, status::ACKNOWLEDGE | status::DRIVER).unwrap();
     w(lab, reg::DRIVER_FEATURES_SEL, 4, 1).unwrap();
     w(lab, reg::DRIVER_FEATURES, 4, 1).unwrap();
-    w(lab, reg::STATUS, 4, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK).unwrap();
+    w(
+        lab,
+        reg::STATUS,
+        4,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+    )
+    .unwrap();
     w(lab, reg::QUEUE_SEL, 4, 0).unwrap();
 }
 
-fn set_queue(lab: &mut Lab, size: u32, desc: u64, avail: u64, used: u64) -> Result<MmioAction, VirtioError> {
+fn set_queue(
+    lab: &mut Lab,
+    size: u32,
+    desc: u64,
+    avail: u64,
+    used: u64,
+) -> Result<MmioAction, VirtioError> {
     w(lab, reg::QUEUE_NUM, 4, size)?;
     w(lab, reg::QUEUE_DESC_LOW, 4, desc as u32)?;
     w(lab, reg::QUEUE_DESC_HIGH, 4, (desc >> 32) as u32)?;
@@ -414,24 +589,43 @@ fn assert_queue_refused(lab: &mut Lab, result: Result<MmioAction, VirtioError>, 
     lab.assert_needs_reset();
 }
 
-hostile!(h29_queue_ready_with_rings_outside_ram, NET_FEATURES, |lab, _d, _m| {
-    to_features_ok(lab);
-    let outside = BASES[V] + RAM as u64 - 0x80;
-    let r = set_queue(lab, 16, outside, BASES[V], BASES[V] + 0x1000);
-    assert_queue_refused(lab, r, VirtioError::Memory(chroma_mem::MemError::OutOfRange { gpa: outside, len: 256 }));
-});
+hostile!(
+    h29_queue_ready_with_rings_outside_ram,
+    NET_FEATURES,
+    |lab, _d, _m| {
+        to_features_ok(lab);
+        let outside = BASES[V] + RAM as u64 - 0x80;
+        let r = set_queue(lab, 16, outside, BASES[V], BASES[V] + 0x1000);
+        assert_queue_refused(
+            lab,
+            r,
+            VirtioError::Memory(chroma_mem::MemError::OutOfRange {
+                gpa: outside,
+                len: 256,
+            }),
+        );
+    }
+);
 
-hostile!(h30_queue_ready_misaligned_ring, NET_FEATURES, |lab, _d, _m| {
-    to_features_ok(lab);
-    let r = set_queue(lab, 16, BASES[V] + 8, BASES[V] + 0x1000, BASES[V] + 0x2000);
-    assert_queue_refused(lab, r, VirtioError::MisalignedRing);
-});
+hostile!(
+    h30_queue_ready_misaligned_ring,
+    NET_FEATURES,
+    |lab, _d, _m| {
+        to_features_ok(lab);
+        let r = set_queue(lab, 16, BASES[V] + 8, BASES[V] + 0x1000, BASES[V] + 0x2000);
+        assert_queue_refused(lab, r, VirtioError::MisalignedRing);
+    }
+);
 
-hostile!(h31_queue_size_not_power_of_two, NET_FEATURES, |lab, _d, _m| {
-    to_features_ok(lab);
-    let r = set_queue(lab, 12, BASES[V], BASES[V] + 0x1000, BASES[V] + 0x2000);
-    assert_queue_refused(lab, r, VirtioError::InvalidQueueSize);
-});
+hostile!(
+    h31_queue_size_not_power_of_two,
+    NET_FEATURES,
+    |lab, _d, _m| {
+        to_features_ok(lab);
+        let r = set_queue(lab, 12, BASES[V], BASES[V] + 0x1000, BASES[V] + 0x2000);
+        assert_queue_refused(lab, r, VirtioError::InvalidQueueSize);
+    }
+);
 
 hostile!(h32_queue_size_above_max, NET_FEATURES, |lab, _d, _m| {
     to_features_ok(lab);
@@ -440,76 +634,179 @@ hostile!(h32_queue_size_above_max, NET_FEATURES, |lab, _d, _m| {
 });
 
 hostile!(h33_notify_queue_not_ready, NET_FEATURES, |lab, _d, _m| {
-    assert_eq!(w(lab, reg::QUEUE_NOTIFY, 4, 7), Err(VirtioError::QueueNotReady));
+    assert_eq!(
+        w(lab, reg::QUEUE_NOTIFY, 4, 7),
+        Err(VirtioError::QueueNotReady)
+    );
     to_features_ok(lab);
-    assert_eq!(w(lab, reg::QUEUE_NOTIFY, 4, 0), Err(VirtioError::QueueNotReady));
+    assert_eq!(
+        w(lab, reg::QUEUE_NOTIFY, 4, 0),
+        Err(VirtioError::QueueNotReady)
+    );
     assert_eq!(lab.victim().counters().bad_notifies, 2);
 });
 
-hostile!(h34_feature_change_after_driver_ok, NET_FEATURES, |lab, _d, _m| {
-    let before = lab.victim().negotiated_features();
-    assert_eq!(w(lab, reg::DRIVER_FEATURES_SEL, 4, 0), Ok(MmioAction::None));
-    assert_eq!(w(lab, reg::DRIVER_FEATURES, 4, 0xffff_ffff), Err(VirtioError::InvalidState));
-    assert_eq!(lab.victim().negotiated_features(), before);
-    lab.assert_needs_reset();
-});
-
-hostile!(h35_feature_not_offered_keeps_features_ok_clear, NET_FEATURES, |lab, _d, _m| {
-    w(lab, reg::STATUS, 4, 0).unwrap();
-    w(lab, reg::STATUS, 4, status::ACKNOWLEDGE | status::DRIVER).unwrap();
-    w(lab, reg::DRIVER_FEATURES_SEL, 4, 0).unwrap();
-    w(lab, reg::DRIVER_FEATURES, 4, 1 << 11).unwrap(); // HOST_TSO4, never offered
-    w(lab, reg::DRIVER_FEATURES_SEL, 4, 1).unwrap();
-    w(lab, reg::DRIVER_FEATURES, 4, 1).unwrap();
-    let r = w(lab, reg::STATUS, 4, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
-    assert_eq!(r, Err(VirtioError::FeatureNotOffered));
-    assert_eq!(lab.devs[V].mmio_read(reg::STATUS, 4).unwrap() & status::FEATURES_OK, 0);
-});
-
-hostile!(h36_unaligned_or_wrong_width_mmio, NET_FEATURES, |lab, _d, _m| {
-    let status_before = lab.victim().status();
-    assert_eq!(lab.devs[V].mmio_read(reg::STATUS + 1, 4), Err(VirtioError::InvalidAccess));
-    assert_eq!(lab.devs[V].mmio_read(reg::STATUS, 2), Err(VirtioError::InvalidAccess));
-    assert_eq!(lab.devs[V].mmio_read(reg::STATUS, 8), Err(VirtioError::InvalidAccess));
-    assert_eq!(w(lab, reg::STATUS, 1, 0), Err(VirtioError::InvalidAccess));
-    assert_eq!(lab.devs[V].mmio_read(reg::CONFIG + 1, 2), Err(VirtioError::InvalidAccess));
-    assert_eq!(lab.devs[V].mmio_read(reg::CONFIG, 3), Err(VirtioError::InvalidAccess));
-    assert_eq!(lab.devs[V].mmio_read(reg::WINDOW_SIZE, 4), Err(VirtioError::InvalidAccess));
-    assert_eq!(lab.devs[V].mmio_read(0x1c, 4), Err(VirtioError::UnknownRegister));
-    assert_eq!(lab.victim().status(), status_before, "a refused write changed state");
-    assert!(lab.victim().counters().bad_accesses >= 8);
-    lab.assert_live();
-});
-
-hostile!(h37_writes_to_read_only_registers, NET_FEATURES, |lab, _d, _m| {
-    for off in [reg::MAGIC_VALUE, reg::VERSION, reg::DEVICE_ID, reg::VENDOR_ID, reg::DEVICE_FEATURES,
-                reg::QUEUE_NUM_MAX, reg::INTERRUPT_STATUS, reg::CONFIG_GENERATION, reg::SHM_LEN_LOW] {
-        assert_eq!(w(lab, off, 4, 0xdead_beef), Err(VirtioError::ReadOnlyRegister), "offset {off:#x}");
+hostile!(
+    h34_feature_change_after_driver_ok,
+    NET_FEATURES,
+    |lab, _d, _m| {
+        let before = lab.victim().negotiated_features();
+        assert_eq!(w(lab, reg::DRIVER_FEATURES_SEL, 4, 0), Ok(MmioAction::None));
+        assert_eq!(
+            w(lab, reg::DRIVER_FEATURES, 4, 0xffff_ffff),
+            Err(VirtioError::InvalidState)
+        );
+        assert_eq!(lab.victim().negotiated_features(), before);
+        lab.assert_needs_reset();
     }
-    assert_eq!(w(lab, reg::CONFIG, 1, 0xff), Err(VirtioError::ReadOnlyRegister));
-    assert_eq!(lab.devs[V].mmio_read(reg::MAGIC_VALUE, 4), Ok(chroma_virtio::mmio::MAGIC));
-    assert_eq!(lab.devs[V].mmio_read(reg::CONFIG, 1), Ok(u32::from(MAC[V][0])));
-    lab.assert_live();
-});
+);
 
-hostile!(h38_status_bits_cleared_without_reset, NET_FEATURES, |lab, _d, _m| {
-    assert_eq!(w(lab, reg::STATUS, 4, status::ACKNOWLEDGE), Err(VirtioError::InvalidState));
-    lab.assert_needs_reset();
-});
+hostile!(
+    h35_feature_not_offered_keeps_features_ok_clear,
+    NET_FEATURES,
+    |lab, _d, _m| {
+        w(lab, reg::STATUS, 4, 0).unwrap();
+        w(lab, reg::STATUS, 4, status::ACKNOWLEDGE | status::DRIVER).unwrap();
+        w(lab, reg::DRIVER_FEATURES_SEL, 4, 0).unwrap();
+        w(lab, reg::DRIVER_FEATURES, 4, 1 << 11).unwrap(); // HOST_TSO4, never offered
+        w(lab, reg::DRIVER_FEATURES_SEL, 4, 1).unwrap();
+        w(lab, reg::DRIVER_FEATURES, 4, 1).unwrap();
+        let r = w(
+            lab,
+            reg::STATUS,
+            4,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+        );
+        assert_eq!(r, Err(VirtioError::FeatureNotOffered));
+        assert_eq!(
+            lab.devs[V].mmio_read(reg::STATUS, 4).unwrap() & status::FEATURES_OK,
+            0
+        );
+    }
+);
 
-hostile!(h39_driver_ok_without_features_ok, NET_FEATURES, |lab, _d, _m| {
-    w(lab, reg::STATUS, 4, 0).unwrap();
-    w(lab, reg::STATUS, 4, status::ACKNOWLEDGE | status::DRIVER).unwrap();
-    assert_eq!(w(lab, reg::STATUS, 4, status::ACKNOWLEDGE | status::DRIVER | status::DRIVER_OK), Err(VirtioError::InvalidState));
-    lab.assert_needs_reset();
-});
+hostile!(
+    h36_unaligned_or_wrong_width_mmio,
+    NET_FEATURES,
+    |lab, _d, _m| {
+        let status_before = lab.victim().status();
+        assert_eq!(
+            lab.devs[V].mmio_read(reg::STATUS + 1, 4),
+            Err(VirtioError::InvalidAccess)
+        );
+        assert_eq!(
+            lab.devs[V].mmio_read(reg::STATUS, 2),
+            Err(VirtioError::InvalidAccess)
+        );
+        assert_eq!(
+            lab.devs[V].mmio_read(reg::STATUS, 8),
+            Err(VirtioError::InvalidAccess)
+        );
+        assert_eq!(w(lab, reg::STATUS, 1, 0), Err(VirtioError::InvalidAccess));
+        assert_eq!(
+            lab.devs[V].mmio_read(reg::CONFIG + 1, 2),
+            Err(VirtioError::InvalidAccess)
+        );
+        assert_eq!(
+            lab.devs[V].mmio_read(reg::CONFIG, 3),
+            Err(VirtioError::InvalidAccess)
+        );
+        assert_eq!(
+            lab.devs[V].mmio_read(reg::WINDOW_SIZE, 4),
+            Err(VirtioError::InvalidAccess)
+        );
+        assert_eq!(
+            lab.devs[V].mmio_read(0x1c, 4),
+            Err(VirtioError::UnknownRegister)
+        );
+        assert_eq!(
+            lab.victim().status(),
+            status_before,
+            "a refused write changed state"
+        );
+        assert!(lab.victim().counters().bad_accesses >= 8);
+        lab.assert_live();
+    }
+);
 
-hostile!(h40_queue_ready_before_features_ok, NET_FEATURES, |lab, _d, _m| {
-    w(lab, reg::STATUS, 4, 0).unwrap();
-    w(lab, reg::STATUS, 4, status::ACKNOWLEDGE | status::DRIVER).unwrap();
-    let r = set_queue(lab, 16, BASES[V], BASES[V] + 0x1000, BASES[V] + 0x2000);
-    assert_queue_refused(lab, r, VirtioError::InvalidState);
-});
+hostile!(
+    h37_writes_to_read_only_registers,
+    NET_FEATURES,
+    |lab, _d, _m| {
+        for off in [
+            reg::MAGIC_VALUE,
+            reg::VERSION,
+            reg::DEVICE_ID,
+            reg::VENDOR_ID,
+            reg::DEVICE_FEATURES,
+            reg::QUEUE_NUM_MAX,
+            reg::INTERRUPT_STATUS,
+            reg::CONFIG_GENERATION,
+            reg::SHM_LEN_LOW,
+        ] {
+            assert_eq!(
+                w(lab, off, 4, 0xdead_beef),
+                Err(VirtioError::ReadOnlyRegister),
+                "offset {off:#x}"
+            );
+        }
+        assert_eq!(
+            w(lab, reg::CONFIG, 1, 0xff),
+            Err(VirtioError::ReadOnlyRegister)
+        );
+        assert_eq!(
+            lab.devs[V].mmio_read(reg::MAGIC_VALUE, 4),
+            Ok(chroma_virtio::mmio::MAGIC)
+        );
+        assert_eq!(
+            lab.devs[V].mmio_read(reg::CONFIG, 1),
+            Ok(u32::from(MAC[V][0]))
+        );
+        lab.assert_live();
+    }
+);
+
+hostile!(
+    h38_status_bits_cleared_without_reset,
+    NET_FEATURES,
+    |lab, _d, _m| {
+        assert_eq!(
+            w(lab, reg::STATUS, 4, status::ACKNOWLEDGE),
+            Err(VirtioError::InvalidState)
+        );
+        lab.assert_needs_reset();
+    }
+);
+
+hostile!(
+    h39_driver_ok_without_features_ok,
+    NET_FEATURES,
+    |lab, _d, _m| {
+        w(lab, reg::STATUS, 4, 0).unwrap();
+        w(lab, reg::STATUS, 4, status::ACKNOWLEDGE | status::DRIVER).unwrap();
+        assert_eq!(
+            w(
+                lab,
+                reg::STATUS,
+                4,
+                status::ACKNOWLEDGE | status::DRIVER | status::DRIVER_OK
+            ),
+            Err(VirtioError::InvalidState)
+        );
+        lab.assert_needs_reset();
+    }
+);
+
+hostile!(
+    h40_queue_ready_before_features_ok,
+    NET_FEATURES,
+    |lab, _d, _m| {
+        w(lab, reg::STATUS, 4, 0).unwrap();
+        w(lab, reg::STATUS, 4, status::ACKNOWLEDGE | status::DRIVER).unwrap();
+        let r = set_queue(lab, 16, BASES[V], BASES[V] + 0x1000, BASES[V] + 0x2000);
+        assert_queue_refused(lab, r, VirtioError::InvalidState);
+    }
+);
 
 #[test]
 fn recovery_after_needs_reset() {
@@ -519,7 +816,8 @@ fn recovery_after_needs_reset() {
     lab.run();
     lab.assert_needs_reset();
     // The driver resets and starts again: the device works.
-    let mut v = MockNetDriver::init(&mut lab.devs[V], &mems[V], BASES[V], SIZE, 2048, u64::MAX).unwrap();
+    let mut v =
+        MockNetDriver::init(&mut lab.devs[V], &mems[V], BASES[V], SIZE, 2048, u64::MAX).unwrap();
     v.fill_rx();
     lab.assert_live();
     let f = frame(MAC[1], MAC[V], 200, 9);
@@ -529,7 +827,11 @@ fn recovery_after_needs_reset() {
 }
 
 /// Port 1 broadcasts `len` bytes; returns the frame.
-fn broadcast_from_1(lab: &mut Lab, drivers: &mut [MockNetDriver<VecMemory>], len: usize) -> Vec<u8> {
+fn broadcast_from_1(
+    lab: &mut Lab,
+    drivers: &mut [MockNetDriver<VecMemory>],
+    len: usize,
+) -> Vec<u8> {
     let f = frame([0xff; 6], MAC[1], len, 0x42);
     assert!(drivers[1].send(&f));
     lab.run();
@@ -539,15 +841,11 @@ fn broadcast_from_1(lab: &mut Lab, drivers: &mut [MockNetDriver<VecMemory>], len
 /// Runs `post` to give the (re-initialised) victim some receive buffers,
 /// broadcasts from port 1, and checks every victim buffer came back exactly
 /// once (no leak, no double return); returns the victim's used lengths.
-fn rx_case(
-    features: u64,
-    rx_len: u32,
-    frames: usize,
-    check: impl Fn(&Lab, &[(u32, u32)]),
-) {
+fn rx_case(features: u64, rx_len: u32, frames: usize, check: impl Fn(&Lab, &[(u32, u32)])) {
     let mems = mems();
     let (mut lab, mut drivers) = Lab::new(&mems, features);
-    let mut v = MockNetDriver::init(&mut lab.devs[V], &mems[V], BASES[V], SIZE, rx_len, u64::MAX).unwrap();
+    let mut v =
+        MockNetDriver::init(&mut lab.devs[V], &mems[V], BASES[V], SIZE, rx_len, u64::MAX).unwrap();
     v.fill_rx();
     for _ in 0..frames {
         broadcast_from_1(&mut lab, &mut drivers, 1000);
@@ -571,7 +869,8 @@ fn rx_case(
 fn h19_readable_descriptor_in_rx_chain() {
     let mems = mems();
     let (mut lab, mut drivers) = Lab::new(&mems, NET_FEATURES);
-    let mut v = MockNetDriver::init(&mut lab.devs[V], &mems[V], BASES[V], SIZE, 2048, u64::MAX).unwrap();
+    let mut v =
+        MockNetDriver::init(&mut lab.devs[V], &mems[V], BASES[V], SIZE, 2048, u64::MAX).unwrap();
     let head = v.rx.add_chain(&[(v.end(), 2048, false)]).unwrap();
     broadcast_from_1(&mut lab, &mut drivers, 300);
     assert_eq!(lab.counters().rx_errors, 1);
@@ -582,13 +881,18 @@ fn h19_readable_descriptor_in_rx_chain() {
 
 #[test]
 fn h27_rx_buffers_too_small_without_mrg() {
-    rx_case(NET_FEATURES & !net_feature::MRG_RXBUF, 100, 5, |lab, used| {
-        // Each frame took one buffer, returned with length 0, and was counted.
-        assert_eq!(used.len(), 5);
-        assert!(used.iter().all(|&(_, len)| len == 0));
-        assert_eq!(lab.switch.counters(V).rx_errors, 5);
-        lab.assert_live();
-    });
+    rx_case(
+        NET_FEATURES & !net_feature::MRG_RXBUF,
+        100,
+        5,
+        |lab, used| {
+            // Each frame took one buffer, returned with length 0, and was counted.
+            assert_eq!(used.len(), 5);
+            assert!(used.iter().all(|&(_, len)| len == 0));
+            assert_eq!(lab.switch.counters(V).rx_errors, 5);
+            lab.assert_live();
+        },
+    );
 }
 
 #[test]
@@ -609,7 +913,8 @@ fn h41_egress_queue_full_drops_and_counts() {
     // to the egress capacity (8), then drop and count; port 2 is unaffected.
     let mems = mems();
     let (mut lab, mut drivers) = Lab::new(&mems, NET_FEATURES);
-    let _v = MockNetDriver::init(&mut lab.devs[V], &mems[V], BASES[V], SIZE, 2048, u64::MAX).unwrap();
+    let _v =
+        MockNetDriver::init(&mut lab.devs[V], &mems[V], BASES[V], SIZE, 2048, u64::MAX).unwrap();
     for _ in 0..20 {
         broadcast_from_1(&mut lab, &mut drivers, 200);
         while drivers[2].recv().is_some() {}

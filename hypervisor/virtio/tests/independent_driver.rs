@@ -55,9 +55,18 @@ struct Side {
 
 impl Side {
     fn new(world: &std::rc::Rc<std::cell::RefCell<World>>, port: usize) -> Side {
-        let driver = Driver::new(HostTransport { world: world.clone(), port }).expect("driver init");
+        let driver = Driver::new(HostTransport {
+            world: world.clone(),
+            port,
+        })
+        .expect("driver init");
         assert_eq!(driver.mac_address(), MAC[port]);
-        let mut side = Side { driver, rx: HashMap::new(), expected: VecDeque::new(), received: 0 };
+        let mut side = Side {
+            driver,
+            rx: HashMap::new(),
+            expected: VecDeque::new(),
+            received: 0,
+        };
         for _ in 0..QUEUE {
             side.post_rx(vec![0u8; RX_BUFFER]);
         }
@@ -67,15 +76,22 @@ impl Side {
     fn post_rx(&mut self, mut buf: Vec<u8>) {
         // SAFETY: the buffer is kept in `self.rx` until its token completes.
         let token = unsafe { self.driver.receive_begin(&mut buf) }.expect("receive_begin");
-        assert!(self.rx.insert(token, buf).is_none(), "token {token} posted twice");
+        assert!(
+            self.rx.insert(token, buf).is_none(),
+            "token {token} posted twice"
+        );
     }
 
     /// Takes every completed receive and checks it against what was sent.
     fn drain(&mut self) {
         while let Some(token) = self.driver.poll_receive() {
-            let mut buf = self.rx.remove(&token).expect("device returned a token never posted");
+            let mut buf = self
+                .rx
+                .remove(&token)
+                .expect("device returned a token never posted");
             // SAFETY: `buf` is the buffer posted with `token`.
-            let (hdr, len) = unsafe { self.driver.receive_complete(token, &mut buf) }.expect("receive_complete");
+            let (hdr, len) =
+                unsafe { self.driver.receive_complete(token, &mut buf) }.expect("receive_complete");
             let want = self.expected.pop_front().expect("a frame nobody sent");
             assert_eq!(&buf[hdr..hdr + len], &want[..], "payload mismatch");
             self.received += 1;
@@ -99,7 +115,11 @@ fn exchange(features: u64, immediate: bool, total: u64, seed: u64) -> (u64, Worl
         let mut in_flight: Vec<(u16, Vec<u8>)> = Vec::new();
         for _ in 0..burst {
             let len = 60 + (rng.next() % 1455) as usize;
-            let dst = if seq.is_multiple_of(17) { [0xff; 6] } else { MAC[to] };
+            let dst = if seq.is_multiple_of(17) {
+                [0xff; 6]
+            } else {
+                MAC[to]
+            };
             let frame = make_frame(seq, dst, MAC[from], len);
             seq += 1;
             sides[to].expected.push_back(frame.clone());
@@ -112,7 +132,10 @@ fn exchange(features: u64, immediate: bool, total: u64, seed: u64) -> (u64, Worl
                 continue;
             }
             let mut buf = vec![0u8; 12 + frame.len()];
-            let hdr = sides[from].driver.fill_buffer_header(&mut buf).expect("header");
+            let hdr = sides[from]
+                .driver
+                .fill_buffer_header(&mut buf)
+                .expect("header");
             assert_eq!(hdr, 12, "VERSION_1 header");
             buf[hdr..].copy_from_slice(&frame);
             // SAFETY: `buf` stays in `in_flight` until transmit_complete.
@@ -129,13 +152,20 @@ fn exchange(features: u64, immediate: bool, total: u64, seed: u64) -> (u64, Worl
             world.borrow_mut().run();
             sides[to].drain();
         }
-        assert!(sides[to].expected.is_empty(), "{} frames lost at seq {seq}", sides[to].expected.len());
+        assert!(
+            sides[to].expected.is_empty(),
+            "{} frames lost at seq {seq}",
+            sides[to].expected.len()
+        );
     }
     let w = world.borrow();
     let stats = World2Stats {
         kicks: w.kicks,
         counters: [w.switch.counters(0), w.switch.counters(1)],
-        interrupts_status: [w.devices[0].interrupt_status(), w.devices[1].interrupt_status()],
+        interrupts_status: [
+            w.devices[0].interrupt_status(),
+            w.devices[1].interrupt_status(),
+        ],
     };
     assert_eq!(sides[0].received + sides[1].received, seq);
     (seq, stats)
@@ -145,12 +175,18 @@ fn exchange(features: u64, immediate: bool, total: u64, seed: u64) -> (u64, Worl
 fn complete_tx(driver: &mut Driver, in_flight: &mut Vec<(u16, Vec<u8>)>) {
     while !in_flight.is_empty() {
         let token = driver.poll_transmit().expect("transmit not completed");
-        let i = in_flight.iter().position(|(t, _)| *t == token).expect("unknown tx token");
+        let i = in_flight
+            .iter()
+            .position(|(t, _)| *t == token)
+            .expect("unknown tx token");
         let (_, buf) = in_flight.swap_remove(i);
         // SAFETY: same buffer as passed to transmit_begin.
         unsafe { driver.transmit_complete(token, &buf) }.expect("transmit_complete");
     }
-    assert!(driver.poll_transmit().is_none(), "a transmit completed twice");
+    assert!(
+        driver.poll_transmit().is_none(),
+        "a transmit completed twice"
+    );
 }
 
 struct World2Stats {
@@ -167,7 +203,10 @@ fn check(received: u64, total: u64, stats: &World2Stats) {
     assert_eq!(c[0].tx_packets + c[1].tx_packets, total);
     assert_eq!(c[0].rx_packets + c[1].rx_packets, total);
     for c in c {
-        assert_eq!((c.tx_errors, c.rx_errors, c.rx_dropped, c.fatal_errors), (0, 0, 0, 0));
+        assert_eq!(
+            (c.tx_errors, c.rx_errors, c.rx_dropped, c.fatal_errors),
+            (0, 0, 0, 0)
+        );
     }
     // The drivers poll; used-buffer interrupts were raised and left pending.
     assert!(stats.interrupts_status.iter().all(|s| s & 1 == 1));
@@ -183,7 +222,12 @@ fn virtio_drivers_all_features_100k_frames() {
 #[test]
 fn virtio_drivers_without_event_idx_batched_100k_frames() {
     let total = 100_000;
-    let (received, stats) = exchange(NET_FEATURES & !feature::EVENT_IDX, false, total, 0xdead_beef);
+    let (received, stats) = exchange(
+        NET_FEATURES & !feature::EVENT_IDX,
+        false,
+        total,
+        0xdead_beef,
+    );
     check(received, total, &stats);
 }
 

@@ -27,7 +27,10 @@ impl Port for QueuePort {
             None => TxPoll::Empty,
             Some(f) => {
                 frame[..f.len()].copy_from_slice(&f);
-                TxPoll::Frame { len: f.len(), header: NetHeader::default() }
+                TxPoll::Frame {
+                    len: f.len(),
+                    header: NetHeader::default(),
+                }
             }
         }
     }
@@ -56,7 +59,11 @@ fn mac(n: u8) -> [u8; 6] {
 #[test]
 fn learning_flooding_and_ageing() {
     let mut ports: Vec<QueuePort> = (0..3).map(|_| QueuePort::default()).collect();
-    let mut sw = Switch::new(SwitchConfig { port_count: 3, ageing_ticks: 100, ..SwitchConfig::default() });
+    let mut sw = Switch::new(SwitchConfig {
+        port_count: 3,
+        ageing_ticks: 100,
+        ..SwitchConfig::default()
+    });
     // Unknown destination: flooded to everyone but the sender.
     ports[0].to_send.push_back(frame(mac(2), mac(1), 1));
     sw.run(&mut ports, 0);
@@ -69,7 +76,9 @@ fn learning_flooding_and_ageing() {
     assert_eq!(ports[1].received.len(), 1, "known unicast was flooded");
     // Broadcast and multicast always flood.
     ports[1].to_send.push_back(frame([0xff; 6], mac(3), 3));
-    ports[1].to_send.push_back(frame([0x01, 0, 0x5e, 0, 0, 1], mac(3), 4));
+    ports[1]
+        .to_send
+        .push_back(frame([0x01, 0, 0x5e, 0, 0, 1], mac(3), 4));
     sw.run(&mut ports, 20);
     assert_eq!((ports[0].received.len(), ports[2].received.len()), (3, 3));
     // Ageing: after 100 ticks mac(1) is forgotten and traffic floods again.
@@ -95,23 +104,46 @@ fn round_robin_fairness_with_batch_limit() {
         ports[0].to_send.push_back(frame(mac(30), mac(10), i));
     }
     for i in 0..10 {
-        ports[1].to_send.push_back(frame(mac(30), mac(11), 5000 + i));
+        ports[1]
+            .to_send
+            .push_back(frame(mac(30), mac(11), 5000 + i));
     }
-    let mut sw = Switch::new(SwitchConfig { port_count: 3, batch_limit: 8, run_budget: 100_000, ..SwitchConfig::default() });
+    let mut sw = Switch::new(SwitchConfig {
+        port_count: 3,
+        batch_limit: 8,
+        run_budget: 100_000,
+        ..SwitchConfig::default()
+    });
     sw.run(&mut ports, 0);
-    let order: Vec<u16> = ports[2].received.iter().map(|(_, f)| u16::from_le_bytes([f[14], f[15]])).collect();
+    let order: Vec<u16> = ports[2]
+        .received
+        .iter()
+        .map(|(_, f)| u16::from_le_bytes([f[14], f[15]]))
+        .collect();
     assert_eq!(order.len(), 1010);
     let last_small = order.iter().rposition(|&t| t >= 5000).unwrap();
-    assert!(last_small < 40, "port 1 starved until position {last_small}");
+    assert!(
+        last_small < 40,
+        "port 1 starved until position {last_small}"
+    );
     // Negative control: with a batch limit above the backlog, port 1 waits.
     let mut ports2: Vec<QueuePort> = (0..3).map(|_| QueuePort::default()).collect();
     for i in 0..1000 {
         ports2[0].to_send.push_back(frame(mac(30), mac(10), i));
     }
     ports2[1].to_send.push_back(frame(mac(30), mac(11), 5000));
-    let mut unfair = Switch::new(SwitchConfig { port_count: 3, batch_limit: 2000, run_budget: 100_000, ..SwitchConfig::default() });
+    let mut unfair = Switch::new(SwitchConfig {
+        port_count: 3,
+        batch_limit: 2000,
+        run_budget: 100_000,
+        ..SwitchConfig::default()
+    });
     unfair.run(&mut ports2, 0);
-    let pos = ports2[2].received.iter().position(|(_, f)| f[14..16] == 5000u16.to_le_bytes()).unwrap();
+    let pos = ports2[2]
+        .received
+        .iter()
+        .position(|(_, f)| f[14..16] == 5000u16.to_le_bytes())
+        .unwrap();
     assert_eq!(pos, 1000, "the unfair configuration should starve port 1");
 }
 
@@ -121,7 +153,11 @@ fn run_budget_bounds_one_call() {
     for i in 0..100 {
         ports[0].to_send.push_back(frame(mac(2), mac(1), i));
     }
-    let mut sw = Switch::new(SwitchConfig { port_count: 2, run_budget: 30, ..SwitchConfig::default() });
+    let mut sw = Switch::new(SwitchConfig {
+        port_count: 2,
+        run_budget: 30,
+        ..SwitchConfig::default()
+    });
     let r = sw.run(&mut ports, 0);
     assert_eq!((r.frames, r.more_work), (30, true));
     while sw.run(&mut ports, 0).more_work {}
@@ -175,22 +211,39 @@ fn udp_checksum_valid(f: &[u8]) -> bool {
 
 #[test]
 fn needs_csum_is_completed_for_ports_without_guest_csum() {
-    let mems = [VecMemory::new(0x4000_0000, 1 << 20), VecMemory::new(0x8000_0000, 1 << 20), VecMemory::new(0xc000_0000, 1 << 20)];
-    let mut devs: Vec<VirtioNet> = (0..3).map(|i| new_net_device(mac(i as u8 + 1), NET_FEATURES, 256)).collect();
+    let mems = [
+        VecMemory::new(0x4000_0000, 1 << 20),
+        VecMemory::new(0x8000_0000, 1 << 20),
+        VecMemory::new(0xc000_0000, 1 << 20),
+    ];
+    let mut devs: Vec<VirtioNet> = (0..3)
+        .map(|i| new_net_device(mac(i as u8 + 1), NET_FEATURES, 256))
+        .collect();
     let want = [u64::MAX, !net_feature::GUEST_CSUM, u64::MAX];
     let mut drivers: Vec<_> = (0..3)
         .map(|i| {
             let base = [0x4000_0000, 0x8000_0000, 0xc000_0000][i];
-            let mut d = MockNetDriver::init(&mut devs[i], &mems[i], base, 16, 2048, want[i]).unwrap();
+            let mut d =
+                MockNetDriver::init(&mut devs[i], &mems[i], base, 16, 2048, want[i]).unwrap();
             d.fill_rx();
             d
         })
         .collect();
     let (f, h) = partial_udp(301, mac(1), [0xff; 6]);
-    assert!(!udp_checksum_valid(&f), "the partial frame must not verify yet");
+    assert!(
+        !udp_checksum_valid(&f),
+        "the partial frame must not verify yet"
+    );
     assert!(drivers[0].send_with_header(&h, &f));
-    let mut ports: Vec<_> = devs.iter_mut().zip(mems.iter()).map(|(d, m)| NetPort::new(d, m)).collect();
-    let mut sw = Switch::new(SwitchConfig { port_count: 3, ..SwitchConfig::default() });
+    let mut ports: Vec<_> = devs
+        .iter_mut()
+        .zip(mems.iter())
+        .map(|(d, m)| NetPort::new(d, m))
+        .collect();
+    let mut sw = Switch::new(SwitchConfig {
+        port_count: 3,
+        ..SwitchConfig::default()
+    });
     sw.run(&mut ports, 0);
     drop(ports);
     // Port 1 (no GUEST_CSUM): complete checksum, flags 0.
@@ -205,19 +258,29 @@ fn needs_csum_is_completed_for_ports_without_guest_csum() {
 
 #[test]
 fn needs_csum_passes_through_between_csum_ports() {
-    let mems = [VecMemory::new(0x4000_0000, 1 << 20), VecMemory::new(0x8000_0000, 1 << 20)];
-    let mut devs: Vec<VirtioNet> = (0..2).map(|i| new_net_device(mac(i as u8 + 1), NET_FEATURES, 256)).collect();
+    let mems = [
+        VecMemory::new(0x4000_0000, 1 << 20),
+        VecMemory::new(0x8000_0000, 1 << 20),
+    ];
+    let mut devs: Vec<VirtioNet> = (0..2)
+        .map(|i| new_net_device(mac(i as u8 + 1), NET_FEATURES, 256))
+        .collect();
     let mut drivers: Vec<_> = (0..2)
         .map(|i| {
             let base = [0x4000_0000, 0x8000_0000][i];
-            let mut d = MockNetDriver::init(&mut devs[i], &mems[i], base, 16, 2048, u64::MAX).unwrap();
+            let mut d =
+                MockNetDriver::init(&mut devs[i], &mems[i], base, 16, 2048, u64::MAX).unwrap();
             d.fill_rx();
             d
         })
         .collect();
     let (f, h) = partial_udp(100, mac(1), mac(2));
     assert!(drivers[0].send_with_header(&h, &f));
-    let mut ports: Vec<_> = devs.iter_mut().zip(mems.iter()).map(|(d, m)| NetPort::new(d, m)).collect();
+    let mut ports: Vec<_> = devs
+        .iter_mut()
+        .zip(mems.iter())
+        .map(|(d, m)| NetPort::new(d, m))
+        .collect();
     Switch::new(SwitchConfig::default()).run(&mut ports, 0);
     drop(ports);
     let (h1, f1) = drivers[1].recv().unwrap();
@@ -232,17 +295,26 @@ fn needs_csum_passes_through_between_csum_ports() {
 /// (256-byte) receive buffers, with and without EVENT_IDX; payloads, buffer
 /// accounting (no leak, no double return) and num_buffers checked.
 fn mrg_run(features: u64, total: u32, seed: u64) {
-    let mems = [VecMemory::new(0x4000_0000, 4 << 20), VecMemory::new(0x8000_0000, 4 << 20)];
-    let mut devs: Vec<VirtioNet> = (0..2).map(|i| new_net_device(mac(i as u8 + 1), features, 256)).collect();
+    let mems = [
+        VecMemory::new(0x4000_0000, 4 << 20),
+        VecMemory::new(0x8000_0000, 4 << 20),
+    ];
+    let mut devs: Vec<VirtioNet> = (0..2)
+        .map(|i| new_net_device(mac(i as u8 + 1), features, 256))
+        .collect();
     let mut drivers: Vec<_> = (0..2)
         .map(|i| {
             let base = [0x4000_0000, 0x8000_0000][i];
-            let mut d = MockNetDriver::init(&mut devs[i], &mems[i], base, 128, 256, u64::MAX).unwrap();
+            let mut d =
+                MockNetDriver::init(&mut devs[i], &mems[i], base, 128, 256, u64::MAX).unwrap();
             d.fill_rx();
             d
         })
         .collect();
-    assert_eq!(drivers[0].features & net_feature::MRG_RXBUF != 0, features & net_feature::MRG_RXBUF != 0);
+    assert_eq!(
+        drivers[0].features & net_feature::MRG_RXBUF != 0,
+        features & net_feature::MRG_RXBUF != 0
+    );
     let mut sw = Switch::new(SwitchConfig::default());
     let mut x = seed;
     let mut sent = 0u32;
@@ -264,16 +336,27 @@ fn mrg_run(features: u64, total: u32, seed: u64) {
             expected[to].push_back(f);
             sent += 1;
         }
-        if drivers[from].tx.take_kick(features & feature::EVENT_IDX != 0) {
+        if drivers[from]
+            .tx
+            .take_kick(features & feature::EVENT_IDX != 0)
+        {
             kicks += 1;
         }
-        let mut ports: Vec<_> = devs.iter_mut().zip(mems.iter()).map(|(d, m)| NetPort::new(d, m)).collect();
+        let mut ports: Vec<_> = devs
+            .iter_mut()
+            .zip(mems.iter())
+            .map(|(d, m)| NetPort::new(d, m))
+            .collect();
         while sw.run(&mut ports, u64::from(sent)).more_work {}
         drop(ports);
         while let Some((h, f)) = drivers[to].recv() {
             let want = expected[to].pop_front().expect("unexpected frame");
             let nb = u16::from_le_bytes([h[10], h[11]]);
-            assert_eq!(usize::from(nb), (want.len() + 12).div_ceil(256), "num_buffers");
+            assert_eq!(
+                usize::from(nb),
+                (want.len() + 12).div_ceil(256),
+                "num_buffers"
+            );
             assert_eq!(f, want);
         }
         assert!(expected[to].is_empty(), "frames lost");
@@ -299,20 +382,29 @@ fn mrg_rxbuf_without_event_idx_100k_frames() {
 /// Sends `count` frames from driver 0, counting the kicks the driver must make
 /// (§2.7.10), running the switch only when kicked or when the owner polls.
 fn kicks_for_burst(defer: bool, count: usize) -> (usize, usize) {
-    let mems = [VecMemory::new(0x4000_0000, 1 << 20), VecMemory::new(0x8000_0000, 1 << 20)];
-    let mut devs: Vec<VirtioNet> = (0..2).map(|i| new_net_device(mac(i as u8 + 1), NET_FEATURES, 256)).collect();
+    let mems = [
+        VecMemory::new(0x4000_0000, 1 << 20),
+        VecMemory::new(0x8000_0000, 1 << 20),
+    ];
+    let mut devs: Vec<VirtioNet> = (0..2)
+        .map(|i| new_net_device(mac(i as u8 + 1), NET_FEATURES, 256))
+        .collect();
     for d in devs.iter_mut() {
         d.device.defer_tx = defer;
     }
     let mut drivers: Vec<_> = (0..2)
         .map(|i| {
             let base = [0x4000_0000, 0x8000_0000][i];
-            let mut d = MockNetDriver::init(&mut devs[i], &mems[i], base, 64, 2048, u64::MAX).unwrap();
+            let mut d =
+                MockNetDriver::init(&mut devs[i], &mems[i], base, 64, 2048, u64::MAX).unwrap();
             d.fill_rx();
             d
         })
         .collect();
-    let mut sw = Switch::new(SwitchConfig { port_count: 2, ..SwitchConfig::default() });
+    let mut sw = Switch::new(SwitchConfig {
+        port_count: 2,
+        ..SwitchConfig::default()
+    });
     let (mut kicks, mut delivered) = (0, 0);
     let frame = |n: usize| {
         let mut f = vec![0u8; 100];
@@ -329,7 +421,11 @@ fn kicks_for_burst(defer: bool, count: usize) -> (usize, usize) {
         // fourth frame stands for an exit).
         let poll = n % 4 == 3 && chroma_virtio::net::poll_tx(&mut devs[0], &mems[0]);
         if kicked || poll {
-            let mut ports: Vec<_> = devs.iter_mut().zip(mems.iter()).map(|(d, m)| NetPort::new(d, m)).collect();
+            let mut ports: Vec<_> = devs
+                .iter_mut()
+                .zip(mems.iter())
+                .map(|(d, m)| NetPort::new(d, m))
+                .collect();
             sw.run(&mut ports, 0);
         }
         while drivers[1].recv().is_some() {
@@ -339,17 +435,27 @@ fn kicks_for_burst(defer: bool, count: usize) -> (usize, usize) {
     }
     // The guest goes idle: polls drain the rest, then the device re-arms kicks.
     while chroma_virtio::net::poll_tx(&mut devs[0], &mems[0]) {
-        let mut ports: Vec<_> = devs.iter_mut().zip(mems.iter()).map(|(d, m)| NetPort::new(d, m)).collect();
+        let mut ports: Vec<_> = devs
+            .iter_mut()
+            .zip(mems.iter())
+            .map(|(d, m)| NetPort::new(d, m))
+            .collect();
         sw.run(&mut ports, 0);
         while drivers[1].recv().is_some() {
             delivered += 1;
         }
         drivers[1].fill_rx();
     }
-    assert!(!devs[0].device.tx_polling, "an idle poll must end the polling");
+    assert!(
+        !devs[0].device.tx_polling,
+        "an idle poll must end the polling"
+    );
     // After the re-arm, one more frame kicks at once: nothing waits for a poll.
     assert!(drivers[0].send(&frame(count)));
-    assert!(drivers[0].tx.take_kick(true), "the first frame after idling must notify");
+    assert!(
+        drivers[0].tx.take_kick(true),
+        "the first frame after idling must notify"
+    );
     (kicks, delivered)
 }
 
@@ -360,6 +466,12 @@ fn spec_2_7_10_deferred_tx_polls_instead_of_a_kick_per_frame_and_loses_nothing()
     // Negative control: without deferral the driver kicks for every frame.
     let (eager_kicks, eager_delivered) = kicks_for_burst(false, 200);
     assert_eq!(eager_delivered, 200);
-    assert_eq!(eager_kicks, 200, "the eager device re-arms after every drain");
-    assert!(kicks * 10 < eager_kicks, "deferred mode kicked {kicks} times for 200 frames");
+    assert_eq!(
+        eager_kicks, 200,
+        "the eager device re-arms after every drain"
+    );
+    assert!(
+        kicks * 10 < eager_kicks,
+        "deferred mode kicked {kicks} times for 200 frames"
+    );
 }

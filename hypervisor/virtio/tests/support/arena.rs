@@ -57,7 +57,10 @@ impl RawMemory {
     fn offset(&self, gpa: GuestPhysAddr, len: u64) -> Result<usize, MemError> {
         let end = gpa.raw().checked_add(len).ok_or(MemError::Overflow)?;
         if gpa.raw() < self.base || end > self.base + self.len as u64 {
-            return Err(MemError::OutOfRange { gpa: gpa.raw(), len });
+            return Err(MemError::OutOfRange {
+                gpa: gpa.raw(),
+                len,
+            });
         }
         Ok((gpa.raw() - self.base) as usize)
     }
@@ -86,7 +89,9 @@ impl GuestMemory for RawMemory {
         }
         let off = self.offset(gpa, 2)?;
         // SAFETY: in bounds and 2-aligned (the allocation is page aligned).
-        Ok(u16::from_le(unsafe { AtomicU16::from_ptr(self.ptr.add(off).cast()) }.load(order)))
+        Ok(u16::from_le(
+            unsafe { AtomicU16::from_ptr(self.ptr.add(off).cast()) }.load(order),
+        ))
     }
     fn store_u16(&self, gpa: GuestPhysAddr, value: u16, order: Ordering) -> Result<(), MemError> {
         if !gpa.is_aligned(2) {
@@ -116,7 +121,10 @@ thread_local! {
 pub fn arena_memory() -> RawMemory {
     ARENA.with(|a| {
         a.borrow_mut()
-            .get_or_insert_with(|| Arena { mem: RawMemory::new(ARENA_BASE, ARENA_SIZE), free: vec![(0, ARENA_SIZE / PAGE)] })
+            .get_or_insert_with(|| Arena {
+                mem: RawMemory::new(ARENA_BASE, ARENA_SIZE),
+                free: vec![(0, ARENA_SIZE / PAGE)],
+            })
             .mem
     })
 }
@@ -127,7 +135,11 @@ pub fn arena_alloc(pages: usize) -> (u64, *mut u8) {
     ARENA.with(|a| {
         let mut a = a.borrow_mut();
         let a = a.as_mut().unwrap();
-        let i = a.free.iter().position(|&(_, n)| n >= pages).expect("arena exhausted");
+        let i = a
+            .free
+            .iter()
+            .position(|&(_, n)| n >= pages)
+            .expect("arena exhausted");
         let (start, n) = a.free[i];
         if n == pages {
             a.free.remove(i);

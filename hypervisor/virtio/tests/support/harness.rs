@@ -75,9 +75,15 @@ pub struct World {
 
 impl World {
     pub fn new(macs: &[[u8; 6]], features: u64, queue_max: u16) -> Rc<RefCell<World>> {
-        let config = SwitchConfig { port_count: macs.len(), ..SwitchConfig::default() };
+        let config = SwitchConfig {
+            port_count: macs.len(),
+            ..SwitchConfig::default()
+        };
         Rc::new(RefCell::new(World {
-            devices: macs.iter().map(|m| new_net_device(*m, features, queue_max)).collect(),
+            devices: macs
+                .iter()
+                .map(|m| new_net_device(*m, features, queue_max))
+                .collect(),
             mem: arena_memory(),
             switch: Switch::new(config),
             now: 0,
@@ -89,7 +95,11 @@ impl World {
     pub fn run(&mut self) {
         self.now += 1;
         let mem = self.mem;
-        let mut ports: Vec<NetPort<'_, RawMemory>> = self.devices.iter_mut().map(|d| NetPort::new(d, &mem)).collect();
+        let mut ports: Vec<NetPort<'_, RawMemory>> = self
+            .devices
+            .iter_mut()
+            .map(|d| NetPort::new(d, &mem))
+            .collect();
         while self.switch.run(&mut ports, self.now).more_work {}
     }
 }
@@ -104,13 +114,17 @@ pub struct HostTransport {
 impl HostTransport {
     fn read(&self, offset: u64) -> u32 {
         let mut w = self.world.borrow_mut();
-        w.devices[self.port].mmio_read(offset, 4).expect("register read refused")
+        w.devices[self.port]
+            .mmio_read(offset, 4)
+            .expect("register read refused")
     }
 
     fn write(&mut self, offset: u64, value: u32) -> MmioAction {
         let mut w = self.world.borrow_mut();
         let mem = w.mem;
-        w.devices[self.port].mmio_write(offset, 4, value, &mem).expect("register write refused")
+        w.devices[self.port]
+            .mmio_write(offset, 4, value, &mem)
+            .expect("register write refused")
     }
 }
 
@@ -153,7 +167,12 @@ impl Transport for HostTransport {
     }
 
     fn set_status(&mut self, status: DeviceStatus) {
-        let _ = self.world.borrow_mut().devices[self.port].mmio_write(reg::STATUS, 4, status.bits(), &arena_memory());
+        let _ = self.world.borrow_mut().devices[self.port].mmio_write(
+            reg::STATUS,
+            4,
+            status.bits(),
+            &arena_memory(),
+        );
         if status.is_empty() {
             self.world.borrow_mut().switch.port_reset(self.port);
         }
@@ -165,7 +184,14 @@ impl Transport for HostTransport {
         false
     }
 
-    fn queue_set(&mut self, queue: u16, size: u32, descriptors: PhysAddr, driver_area: PhysAddr, device_area: PhysAddr) {
+    fn queue_set(
+        &mut self,
+        queue: u16,
+        size: u32,
+        descriptors: PhysAddr,
+        driver_area: PhysAddr,
+        device_area: PhysAddr,
+    ) {
         self.write(reg::QUEUE_SEL, queue.into());
         self.write(reg::QUEUE_NUM, size);
         self.write(reg::QUEUE_DESC_LOW, descriptors as u32);
@@ -197,17 +223,26 @@ impl Transport for HostTransport {
         self.read(reg::CONFIG_GENERATION)
     }
 
-    fn read_config_space<T: FromBytes + IntoBytes>(&self, offset: usize) -> virtio_drivers::Result<T> {
+    fn read_config_space<T: FromBytes + IntoBytes>(
+        &self,
+        offset: usize,
+    ) -> virtio_drivers::Result<T> {
         // Byte-wide reads: exercises the 1-byte config path.
         let mut bytes = vec![0u8; std::mem::size_of::<T>()];
         let mut w = self.world.borrow_mut();
         for (i, b) in bytes.iter_mut().enumerate() {
-            *b = w.devices[self.port].mmio_read(reg::CONFIG + (offset + i) as u64, 1).expect("config read") as u8;
+            *b = w.devices[self.port]
+                .mmio_read(reg::CONFIG + (offset + i) as u64, 1)
+                .expect("config read") as u8;
         }
         Ok(T::read_from_bytes(&bytes).unwrap())
     }
 
-    fn write_config_space<T: IntoBytes + Immutable>(&mut self, _offset: usize, _value: T) -> virtio_drivers::Result<()> {
+    fn write_config_space<T: IntoBytes + Immutable>(
+        &mut self,
+        _offset: usize,
+        _value: T,
+    ) -> virtio_drivers::Result<()> {
         Err(virtio_drivers::Error::Unsupported)
     }
 }
