@@ -3,6 +3,7 @@
 //! (x0 = context id = CPU index), the EL2 MMU switch, and the guest
 //! entry/exit trampoline.
 
+use aarch64_cpu::registers::{CurrentEL, SCTLR_EL2};
 use core::arch::global_asm;
 
 /// Most physical CPUs the hypervisor brings up.
@@ -18,20 +19,7 @@ pub struct Stacks(pub [[u8; STACK_SIZE]; MAX_CPUS]);
 #[no_mangle]
 pub static mut CHROMA_STACKS: Stacks = Stacks([[0; STACK_SIZE]; MAX_CPUS]);
 
-/// EL2 stage-1 settings for the secondaries: written by the primary before
-/// it starts them, read by `secondary_entry` before its first Rust code.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MmuConfig {
-    /// MAIR_EL2.
-    pub mair: u64,
-    /// TCR_EL2.
-    pub tcr: u64,
-    /// TTBR0_EL2.
-    pub ttbr0: u64,
-    /// SCTLR_EL2 (with M, C, I set).
-    pub sctlr: u64,
-}
+pub use super::el2::MmuConfig;
 
 /// The configuration the secondaries load. Written once by the primary,
 /// before any secondary is started (the PSCI call orders it).
@@ -61,7 +49,7 @@ _start:
     msr     daifset, #0xf
     mov     x19, x0                 // the DTB, kept for Rust
     mrs     x1, CurrentEL
-    cmp     x1, #(2 << 2)
+    cmp     x1, #{current_el_el2}
     b.ne    chroma_not_el2
     mov     x0, #0
     bl      chroma_set_stack
@@ -125,7 +113,7 @@ chroma_enable_mmu:
     ldp     x3, x4, [x0, #16]       // ttbr0, sctlr
     dsb     ish
     mrs     x5, sctlr_el2
-    bic     x5, x5, #1
+    bic     x5, x5, #{sctlr_m}       // M: MMU off
     msr     sctlr_el2, x5
     isb
     msr     mair_el2, x1
@@ -143,6 +131,8 @@ chroma_enable_mmu:
     ret
 "#,
     stack_size = const STACK_SIZE,
+    current_el_el2 = const CurrentEL::EL::EL2.value,
+    sctlr_m = const SCTLR_EL2::M::Enable.value,
 );
 
 extern "C" {

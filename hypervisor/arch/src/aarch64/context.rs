@@ -20,8 +20,8 @@ impl Default for El1Context {
             sysregs: [0; 26],
             fp: [0; 66],
         };
-        // SCTLR_EL1 architectural reset: MMU and caches off, RES1 bits set.
-        c.sysregs[0] = 0x30d0_0800;
+        // SCTLR_EL1 at reset: MMU and caches off, RES1 bits set.
+        c.sysregs[0] = super::el2::sctlr_el1_at_reset();
         c
     }
 }

@@ -25,10 +25,12 @@ const S2AP_WRITE: u64 = 1 << 7;
 /// XN[1:0] = 0b10: not executable at EL1 or EL0.
 const S2_XN: u64 = 0b10 << 53;
 
-/// Stage-1 AttrIndx[2:0] into MAIR_EL2: 0 normal write-back, 1 device.
-pub const MAIR_EL2_VALUE: u64 = 0xff | 0x04 << 8;
-const S1_ATTR_NORMAL: u64 = 0 << 2;
-const S1_ATTR_DEVICE: u64 = 1 << 2;
+/// The MAIR_EL2 the stage-1 AttrIndx[2:0] below index (built in `el2`).
+pub const MAIR_EL2_VALUE: u64 = super::el2::mair_el2();
+/// AttrIndx of normal write-back memory.
+const S1_ATTR_NORMAL: u64 = super::el2::MAIR_INDEX_NORMAL << 2;
+/// AttrIndx of device memory.
+const S1_ATTR_DEVICE: u64 = super::el2::MAIR_INDEX_DEVICE << 2;
 const S1_ATTR_MASK: u64 = 0b111 << 2;
 /// AP[2:1]: 0b01 read/write, 0b11 read-only (AP[1] is RES1 at EL2).
 const S1_AP_RW: u64 = 0b01 << 6;

@@ -1,10 +1,11 @@
 //! The AArch64 EL2 back-end.
 //!
-//! `esr` and `descriptors` are pure (syndrome decoding, descriptor
-//! encoding) and tested on the host; everything that executes Arm
+//! `esr`, `descriptors` and `el2` are pure (syndrome decoding, descriptor
+//! encoding, EL2 control values) and tested on the host; everything that executes Arm
 //! instructions is compiled only for `target_arch = "aarch64"`.
 
 pub mod descriptors;
+pub mod el2;
 pub mod esr;
 
 #[cfg(target_arch = "aarch64")]

@@ -2,7 +2,13 @@
 //!
 //! Reads are safe. Writes are `unsafe fn`: each of these registers controls
 //! translation, trapping or interrupt delivery, so a wrong value can break
-//! isolation (STYLE U4). Register names are Arm's.
+//! isolation (STYLE U4). Register names are Arm's, in the assembler too.
+//!
+//! The values written to the EL2 controls are built from `aarch64-cpu`'s
+//! field definitions in `el2`. The accessors here are not `aarch64-cpu`'s
+//! `set()`: that is a safe call, and its `asm!` is `nomem`, which lets the
+//! compiler move memory accesses across a write to, say, VTTBR_EL2; these
+//! writes are ordered with memory.
 
 use core::arch::asm;
 
@@ -56,13 +62,13 @@ sysreg_read!(/// CNTV_CTL_EL0: the current guest's virtual timer control.
 sysreg_read!(/// CNTV_CVAL_EL0: the current guest's virtual timer compare value.
     cntv_cval_el0, "cntv_cval_el0");
 sysreg_read!(/// ICH_VTR_EL2: GICv3 virtual interface type.
-    ich_vtr_el2, "S3_4_C12_C11_1");
+    ich_vtr_el2, "ich_vtr_el2");
 sysreg_read!(/// ICH_MISR_EL2: maintenance interrupt status.
-    ich_misr_el2, "S3_4_C12_C11_2");
+    ich_misr_el2, "ich_misr_el2");
 sysreg_read!(/// ICH_VMCR_EL2: the guest's virtual CPU interface control.
-    ich_vmcr_el2, "S3_4_C12_C11_7");
+    ich_vmcr_el2, "ich_vmcr_el2");
 sysreg_read!(/// ICC_IAR1_EL1: acknowledge a group-1 interrupt (EL2's own).
-    icc_iar1_el1, "S3_0_C12_C12_0");
+    icc_iar1_el1, "icc_iar1_el1");
 sysreg_read!(/// VBAR_EL1: the guest's vector base.
     vbar_el1, "vbar_el1");
 sysreg_read!(/// SCTLR_EL2.
@@ -97,21 +103,21 @@ sysreg_write!(/// CNTV_CTL_EL0: the current guest's virtual timer control.
 sysreg_write!(/// CNTV_CVAL_EL0: the current guest's virtual timer compare value.
     write_cntv_cval_el0, "cntv_cval_el0");
 sysreg_write!(/// ICH_HCR_EL2: GICv3 virtual interface control.
-    write_ich_hcr_el2, "S3_4_C12_C11_0");
+    write_ich_hcr_el2, "ich_hcr_el2");
 sysreg_write!(/// ICH_VMCR_EL2: the guest's virtual CPU interface control.
-    write_ich_vmcr_el2, "S3_4_C12_C11_7");
+    write_ich_vmcr_el2, "ich_vmcr_el2");
 sysreg_write!(/// ICC_SRE_EL2: system-register interface enable for EL2 and EL1.
-    write_icc_sre_el2, "S3_4_C12_C9_5");
+    write_icc_sre_el2, "icc_sre_el2");
 sysreg_write!(/// ICC_PMR_EL1: EL2's priority mask (EL1 name, EL2 access).
-    write_icc_pmr_el1, "S3_0_C4_C6_0");
+    write_icc_pmr_el1, "icc_pmr_el1");
 sysreg_write!(/// ICC_IGRPEN1_EL1: group-1 enable for EL2.
-    write_icc_igrpen1_el1, "S3_0_C12_C12_7");
+    write_icc_igrpen1_el1, "icc_igrpen1_el1");
 sysreg_write!(/// ICC_EOIR1_EL1: end of interrupt.
-    write_icc_eoir1_el1, "S3_0_C12_C12_1");
+    write_icc_eoir1_el1, "icc_eoir1_el1");
 sysreg_write!(/// ICC_SGI1R_EL1: send a physical SGI.
-    write_icc_sgi1r_el1, "S3_0_C12_C11_5");
+    write_icc_sgi1r_el1, "icc_sgi1r_el1");
 sysreg_write!(/// ICC_CTLR_EL1: EL2's CPU interface control.
-    write_icc_ctlr_el1, "S3_0_C12_C12_4");
+    write_icc_ctlr_el1, "icc_ctlr_el1");
 sysreg_write!(/// ELR_EL1: the guest's exception return address.
     write_elr_el1, "elr_el1");
 sysreg_write!(/// SPSR_EL1: the guest's saved PSTATE.
@@ -135,10 +141,10 @@ pub fn ich_lr_el2(index: usize) -> u64 {
             }
         };
     }
-    read_lr!(0 => "S3_4_C12_C12_0", 1 => "S3_4_C12_C12_1", 2 => "S3_4_C12_C12_2", 3 => "S3_4_C12_C12_3",
-             4 => "S3_4_C12_C12_4", 5 => "S3_4_C12_C12_5", 6 => "S3_4_C12_C12_6", 7 => "S3_4_C12_C12_7",
-             8 => "S3_4_C12_C13_0", 9 => "S3_4_C12_C13_1", 10 => "S3_4_C12_C13_2", 11 => "S3_4_C12_C13_3",
-             12 => "S3_4_C12_C13_4", 13 => "S3_4_C12_C13_5", 14 => "S3_4_C12_C13_6", 15 => "S3_4_C12_C13_7");
+    read_lr!(0 => "ich_lr0_el2", 1 => "ich_lr1_el2", 2 => "ich_lr2_el2", 3 => "ich_lr3_el2",
+             4 => "ich_lr4_el2", 5 => "ich_lr5_el2", 6 => "ich_lr6_el2", 7 => "ich_lr7_el2",
+             8 => "ich_lr8_el2", 9 => "ich_lr9_el2", 10 => "ich_lr10_el2", 11 => "ich_lr11_el2",
+             12 => "ich_lr12_el2", 13 => "ich_lr13_el2", 14 => "ich_lr14_el2", 15 => "ich_lr15_el2");
     value
 }
 
@@ -157,10 +163,10 @@ pub unsafe fn write_ich_lr_el2(index: usize, value: u64) {
             }
         };
     }
-    write_lr!(0 => "S3_4_C12_C12_0", 1 => "S3_4_C12_C12_1", 2 => "S3_4_C12_C12_2", 3 => "S3_4_C12_C12_3",
-              4 => "S3_4_C12_C12_4", 5 => "S3_4_C12_C12_5", 6 => "S3_4_C12_C12_6", 7 => "S3_4_C12_C12_7",
-              8 => "S3_4_C12_C13_0", 9 => "S3_4_C12_C13_1", 10 => "S3_4_C12_C13_2", 11 => "S3_4_C12_C13_3",
-              12 => "S3_4_C12_C13_4", 13 => "S3_4_C12_C13_5", 14 => "S3_4_C12_C13_6", 15 => "S3_4_C12_C13_7");
+    write_lr!(0 => "ich_lr0_el2", 1 => "ich_lr1_el2", 2 => "ich_lr2_el2", 3 => "ich_lr3_el2",
+              4 => "ich_lr4_el2", 5 => "ich_lr5_el2", 6 => "ich_lr6_el2", 7 => "ich_lr7_el2",
+              8 => "ich_lr8_el2", 9 => "ich_lr9_el2", 10 => "ich_lr10_el2", 11 => "ich_lr11_el2",
+              12 => "ich_lr12_el2", 13 => "ich_lr13_el2", 14 => "ich_lr14_el2", 15 => "ich_lr15_el2");
 }
 
 /// Instruction synchronization barrier.
