@@ -68,32 +68,17 @@ fn image_end() -> u64 {
 }
 
 fn pa_bits() -> u8 {
-    match sysreg::id_aa64mmfr0_el1() & 0xf {
-        0 => 32,
-        1 => 36,
-        2 => 40,
-        3 => 42,
-        4 => 44,
-        5 => 48,
-        _ => 52,
-    }
+    chroma_arch::aarch64::el2::pa_bits(sysreg::id_aa64mmfr0_el1())
 }
 
 /// PARange field value for the TCR/VTCR PS fields.
 pub fn pa_range_field() -> u64 {
-    (sysreg::id_aa64mmfr0_el1() & 0xf).min(5)
+    chroma_arch::aarch64::el2::pa_range(sysreg::id_aa64mmfr0_el1())
 }
 
 fn mmu_config(root: u64) -> MmuConfig {
-    // TCR_EL2: T0SZ = 64 - VA bits; inner/outer write-back write-allocate
-    // walks (IRGN0 = ORGN0 = 0b01), inner shareable (SH0 = 0b11), 4 KiB
-    // granule (TG0 = 0), PS = the CPU's physical address range; bits 23 and
-    // 31 are RES1.
-    let tcr = (64 - u64::from(EL2_VA_BITS)) | 0b01 << 8 | 0b01 << 10 | 0b11 << 12 | pa_range_field() << 16 | 1 << 23 | 1 << 31;
-    // SCTLR_EL2: RES1 bits, M (MMU), C (data cache), SA (stack alignment
-    // check), I (instruction cache), WXN (writable implies never-execute).
-    let sctlr = 0x30c5_0830 | 1 << 0 | 1 << 2 | 1 << 3 | 1 << 12 | 1 << 19;
-    MmuConfig { mair: MAIR_EL2_VALUE, tcr, ttbr0: root, sctlr }
+    use chroma_arch::aarch64::el2;
+    MmuConfig { mair: MAIR_EL2_VALUE, tcr: el2::tcr_el2(EL2_VA_BITS, pa_range_field()), ttbr0: root, sctlr: el2::sctlr_el2() }
 }
 
 /// Turns the MMU on with a coarse identity map (the image's GiB and the

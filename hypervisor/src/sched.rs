@@ -79,12 +79,7 @@ pub fn system() -> &'static System {
 /// VTCR_EL2 for `ipa_bits`: T0SZ, start level, write-back inner shareable
 /// walks, 4 KiB granule, PS from the CPU, RES1 bit 31.
 fn vtcr_value(ipa_bits: u8, start_level: u8) -> u64 {
-    let sl0 = match start_level {
-        0 => 2,
-        1 => 1,
-        _ => 0,
-    };
-    (64 - u64::from(ipa_bits)) | sl0 << 6 | 0b01 << 8 | 0b01 << 10 | 0b11 << 12 | crate::mm::pa_range_field() << 16 | 1 << 31
+    chroma_arch::aarch64::el2::vtcr_el2(ipa_bits, start_level, crate::mm::pa_range_field())
 }
 
 /// Creates the VMs and the shared state (boot CPU, before secondaries start).
@@ -320,39 +315,9 @@ pub fn run_cpu(index: usize) -> ! {
 
 /// Trap and timer controls that are the same for every vCPU on this CPU.
 fn init_el2_controls(sys: &System) {
-    // SAFETY: these values set up trapping for guests (see `hcr_value`), give
-    // the guest the virtual counter/timer and keep EL1 off the physical
-    // timer; no guest runs on this CPU yet.
-    unsafe {
-        sysreg::write_hcr_el2(hcr_value());
-        sysreg::write_vtcr_el2(sys.vtcr);
-        // EL1PCTEN: guests may read the physical counter; EL1PCEN clear: the
-        // physical timer belongs to the hypervisor.
-        sysreg::write_cnthctl_el2(1);
-        sysreg::write_cntvoff_el2(0);
-        // CPTR_EL2: no FP/SIMD traps (the guest owns those registers), RES1 bits.
-        sysreg::write_cptr_el2(0x33ff);
-        sysreg::write_mdcr_el2(0);
-        sysreg::write_cnthp_ctl_el2(0);
-        sysreg::isb();
-    }
-}
-
-/// HCR_EL2 while guests run (R2: one place, one reason per bit).
-fn hcr_value() -> u64 {
-    const VM: u64 = 1 << 0; // stage-2 translation on
-    const SWIO: u64 = 1 << 1; // set/way invalidate becomes clean+invalidate
-    const FMO: u64 = 1 << 3; // physical FIQs to EL2, virtual FIQs to the guest
-    const IMO: u64 = 1 << 4; // physical IRQs to EL2, virtual IRQs to the guest
-    const AMO: u64 = 1 << 5; // physical SErrors to EL2
-    const FB: u64 = 1 << 9; // TLB and I-cache maintenance broadcast in the inner shareable domain
-    const BSU_INNER: u64 = 1 << 10; // barriers are at least inner shareable
-    const TWI: u64 = 1 << 13; // WFI traps: a waiting vCPU gives its CPU away
-    const TSC: u64 = 1 << 19; // SMC traps: firmware belongs to the hypervisor
-    const RW: u64 = 1 << 31; // EL1 is AArch64
-    const APK: u64 = 1 << 40; // pointer-authentication key registers do not trap
-    const API: u64 = 1 << 41; // pointer-authentication instructions do not trap
-    VM | SWIO | FMO | IMO | AMO | FB | BSU_INNER | TWI | TSC | RW | APK | API
+    // SAFETY: no guest runs on this CPU yet, and `sys.vtcr` is the VTCR_EL2
+    // of the stage-2 geometry every VM's tables were built for (`vtcr_value`).
+    unsafe { chroma_arch::aarch64::el2::init_el2_controls(sys.vtcr) };
 }
 
 fn now() -> u64 {
