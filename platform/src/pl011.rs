@@ -5,6 +5,11 @@ use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 use tock_registers::{register_bitfields, register_structs};
 
 register_bitfields![u32,
+    /// Data register.
+    DR [
+        /// The character received or to transmit (bits 11:8 are receive errors).
+        DATA OFFSET(0) NUMBITS(8) []
+    ],
     /// Flag register.
     FR [
         /// Receive FIFO empty.
@@ -17,7 +22,7 @@ register_bitfields![u32,
 register_structs! {
     /// PL011 registers used by the driver (DDI 0183).
     Registers {
-        (0x000 => dr: ReadWrite<u32>),
+        (0x000 => dr: ReadWrite<u32, DR::Register>),
         (0x004 => _reserved0),
         (0x018 => fr: ReadOnly<u32, FR::Register>),
         (0x01c => _reserved1),
@@ -51,7 +56,7 @@ impl Pl011 {
         while self.registers().fr.is_set(FR::TXFF) {
             core::hint::spin_loop();
         }
-        self.registers().dr.set(u32::from(byte));
+        self.registers().dr.write(DR::DATA.val(u32::from(byte)));
     }
 
     /// Reads a received byte, if any.
@@ -59,7 +64,8 @@ impl Pl011 {
         if self.registers().fr.is_set(FR::RXFE) {
             None
         } else {
-            Some(self.registers().dr.get() as u8)
+            // DATA is 8 bits wide: its low byte is all of it.
+            Some(self.registers().dr.read(DR::DATA).to_le_bytes()[0])
         }
     }
 

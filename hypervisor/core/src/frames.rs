@@ -31,8 +31,15 @@ impl Frames {
     pub fn add_range(&mut self, start: HostPhysAddr, end: HostPhysAddr) {
         let first = start.raw().div_ceil(PAGE_SIZE);
         let last = end.raw() / PAGE_SIZE;
+        // Frame numbers fit a usize on every target (a 32-bit CPU with LPAE
+        // addresses 2^40 bytes: 2^28 frames); a range beyond that is left out
+        // rather than truncated into someone else's frames.
+        let (Ok(first_frame), Ok(last_frame)) = (usize::try_from(first), usize::try_from(last))
+        else {
+            return;
+        };
         if last > first {
-            self.buddy.add_frame(first as usize, last as usize);
+            self.buddy.add_frame(first_frame, last_frame);
             self.free_bytes += (last - first) * PAGE_SIZE;
         }
     }
@@ -50,9 +57,16 @@ impl Frames {
 
     /// Returns memory from [`Frames::alloc`] with the same `bytes`.
     pub fn free(&mut self, base: HostPhysAddr, bytes: u64) {
-        let frames = (bytes.div_ceil(PAGE_SIZE).max(1) as usize).next_power_of_two();
-        self.buddy
-            .dealloc((base.raw() / PAGE_SIZE) as usize, frames);
+        // `alloc` handed out this range, so its frame number and count fit
+        // a usize; anything else was never allocated and is not taken back.
+        let (Ok(frame), Ok(frames)) = (
+            usize::try_from(base.raw() / PAGE_SIZE),
+            usize::try_from(bytes.div_ceil(PAGE_SIZE).max(1)),
+        ) else {
+            return;
+        };
+        let frames = frames.next_power_of_two();
+        self.buddy.dealloc(frame, frames);
         self.free_bytes += frames as u64 * PAGE_SIZE;
     }
 

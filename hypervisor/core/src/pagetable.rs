@@ -215,13 +215,17 @@ impl PageTable {
         self.geometry
     }
 
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the value is masked to `entries - 1` before the cast, and `entries` is a usize"
+    )]
     fn index(&self, input: u64, level: u8) -> usize {
         let entries = if level == self.geometry.start_level {
             self.geometry.root_entries
         } else {
             ENTRIES_PER_TABLE
         };
-        ((input >> Geometry::level_shift(level)) as usize) & (entries - 1)
+        ((input >> Geometry::level_shift(level)) & (entries as u64 - 1)) as usize
     }
 
     /// Maps `size` bytes at `input` to `output` with `attributes`, using the
@@ -235,7 +239,10 @@ impl PageTable {
         size: u64,
         attributes: Attributes,
     ) -> Result<(), MapError> {
-        if input % PAGE_SIZE != 0 || output.raw() % PAGE_SIZE != 0 || size % PAGE_SIZE != 0 {
+        if !input.is_multiple_of(PAGE_SIZE)
+            || !output.raw().is_multiple_of(PAGE_SIZE)
+            || !size.is_multiple_of(PAGE_SIZE)
+        {
             return Err(MapError::Unaligned);
         }
         let end = input.checked_add(size).ok_or(MapError::OutOfRange)?;

@@ -141,7 +141,7 @@ impl Pl011 {
             UARTMIS => self.raw_interrupts() & self.imsc,
             UARTICR => 0,
             UARTDMACR => 0,
-            UARTPERIPHID0..=UARTPCELLID3 if offset % 4 == 0 => {
+            UARTPERIPHID0..=UARTPCELLID3 if offset.is_multiple_of(4) => {
                 u32::from(ID_BYTES[((offset - UARTPERIPHID0) / 4) as usize])
             }
             _ if offset < WINDOW_SIZE => 0,
@@ -156,7 +156,8 @@ impl Pl011 {
             UARTDR => {
                 // Transmission completes at once: the TX interrupt latches again.
                 self.tx_latched = true;
-                return Some(Pl011Effect::Transmit(value as u8));
+                // UARTDR[7:0] is the character; the upper bits are ignored.
+                return Some(Pl011Effect::Transmit(value.to_le_bytes()[0]));
             }
             UARTRSR => {}
             UARTIBRD => self.ibrd = value & 0xffff,
@@ -207,7 +208,7 @@ mod tests {
     fn fifo_overflow_drops_and_primecell_ids() {
         let mut u = Pl011::new();
         for i in 0..FIFO_SIZE {
-            assert!(u.receive(i as u8));
+            assert!(u.receive(u8::try_from(i).unwrap()));
         }
         assert!(!u.receive(0xff));
         assert_eq!(u.read(UARTPERIPHID0), Some(0x11));

@@ -103,12 +103,14 @@ impl PsciCall {
     /// Decodes x0..x3 of an HVC. 32-bit calling-convention arguments are
     /// truncated to 32 bits as DEN 0028 requires.
     pub fn decode(x: [u64; 4]) -> Self {
-        let function = x[0] as u32;
+        // SMCCC: the function ID is W0, the low half of x0.
+        let function = (x[0] & 0xffff_ffff) as u32;
         let is64 = function & 0x4000_0000 != 0;
         let arg = |i: usize| if is64 { x[i] } else { x[i] & 0xffff_ffff };
         match function {
             PSCI_VERSION => PsciCall::Version,
-            PSCI_FEATURES => PsciCall::Features(x[1] as u32),
+            // The queried function ID is W1.
+            PSCI_FEATURES => PsciCall::Features((x[1] & 0xffff_ffff) as u32),
             CPU_ON_32 | CPU_ON_64 => PsciCall::CpuOn {
                 target: arg(1),
                 entry: arg(2),

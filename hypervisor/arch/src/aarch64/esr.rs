@@ -97,11 +97,12 @@ pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
     match exception_class(esr) {
         ec::WFX if iss & 1 == 0 => Exit::WaitForInterrupt,
         ec::WFX => Exit::WaitForEvent,
+        // The instruction's imm16 is ISS[15:0].
         ec::HVC64 => Exit::Hypercall {
-            immediate: iss as u16,
+            immediate: (iss & 0xffff) as u16,
         },
         ec::SMC64 => Exit::SecureMonitorCall {
-            immediate: iss as u16,
+            immediate: (iss & 0xffff) as u16,
         },
         ec::SYS64 => Exit::SysReg(SysRegAccess {
             encoding: iss_sysreg(iss),
@@ -188,7 +189,7 @@ mod tests {
     fn abort_without_syndrome_or_on_a_walk_is_not_emulated() {
         let no_isv = esr(ec::DABT_LOW, 0b000111);
         assert!(matches!(
-            decode(no_isv, 0, 0x4_0000_0),
+            decode(no_isv, 0, 0x0040_0000),
             Exit::AbortNoSyndrome { fetch: false, .. }
         ));
         let walk = esr(ec::DABT_LOW, iss::ISV | iss::S1PTW | 0b000111);
