@@ -173,36 +173,6 @@ fn file_size(path: &Path) -> Result<u64> {
         .map_err(|error| format!("{}: {error}", path.display()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        let ms = Duration::from_millis;
-        assert_eq!(median(&mut [ms(5), ms(1), ms(3)]), ms(3));
-        assert_eq!(
-            median(&mut [ms(4), ms(1), ms(3), ms(2)]),
-            Duration::from_micros(2500)
-        );
-        assert_eq!(median(&mut []), Duration::ZERO);
-    }
-
-    #[test]
-    fn first_line_timer_waits_for_the_prefix() {
-        let mut command = Command::new("sh");
-        command.args([
-            "-c",
-            "echo noise; sleep 0.2; echo '[probe] hello'; sleep 30",
-        ]);
-        let elapsed = time_to_first_line(command, "[probe] ", Duration::from_secs(10)).unwrap();
-        assert!(elapsed >= Duration::from_millis(150), "{elapsed:?}");
-        let mut silent = Command::new("sh");
-        silent.args(["-c", "echo noise; sleep 30"]);
-        assert!(time_to_first_line(silent, "[probe] ", Duration::from_millis(300)).is_err());
-    }
-}
-
 /// Bundles `config` for a headless benchmark boot (2 CPUs, GICv2, 1 GiB,
 /// semihosting exit) and returns the run options and the bundle, so every
 /// benchmark boots chroma the way `cargo xtask run --headless` does.
@@ -237,4 +207,34 @@ pub fn headless_bundle(
     let manifest_bytes = manifest(config, &machine, &options)?;
     let bundle = write_bundle(hypervisor_bin, &manifest_bytes, board, config)?;
     Ok((run_args, bundle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        let ms = Duration::from_millis;
+        assert_eq!(median(&mut [ms(5), ms(1), ms(3)]), ms(3));
+        assert_eq!(
+            median(&mut [ms(4), ms(1), ms(3), ms(2)]),
+            Duration::from_micros(2500)
+        );
+        assert_eq!(median(&mut []), Duration::ZERO);
+    }
+
+    #[test]
+    fn first_line_timer_waits_for_the_prefix() {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            "echo noise; sleep 0.2; echo '[probe] hello'; sleep 30",
+        ]);
+        let elapsed = time_to_first_line(command, "[probe] ", Duration::from_secs(10)).unwrap();
+        assert!(elapsed >= Duration::from_millis(150), "{elapsed:?}");
+        let mut silent = Command::new("sh");
+        silent.args(["-c", "echo noise; sleep 30"]);
+        assert!(time_to_first_line(silent, "[probe] ", Duration::from_millis(300)).is_err());
+    }
 }

@@ -24,6 +24,31 @@ const FINDINGS_SHOWN: usize = 20;
 /// Clippy's arguments after `--`: report every finding as a warning (see the module doc).
 const CLIPPY_DRIVER_ARGS: [&str; 3] = ["--", "--cap-lints", "warn"];
 
+/// One lint stage: its name (what FILTER matches) and how to run it.
+pub struct LintStage {
+    /// The stage's name.
+    pub name: &'static str,
+    /// Runs the stage.
+    pub run: fn() -> Outcome,
+}
+
+/// The lint stages, in the order they run.
+pub const STAGES: [LintStage; 3] = [
+    LintStage {
+        name: "fmt",
+        run: fmt,
+    },
+    LintStage {
+        name: "clippy",
+        run: clippy_host,
+    },
+    LintStage {
+        name: "clippy-bare-metal",
+        // The board whose images `cargo xtask test` builds and boots.
+        run: || clippy_bare_metal(Board::QemuVirtAarch64),
+    },
+];
+
 /// How a lint stage ended: its counts and a note for the stage line.
 pub struct Outcome {
     /// One passed or one failed.

@@ -122,23 +122,16 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
 
     // 2. Lints: formatting, then clippy on the host crates and on the
     //    bare-metal target (each stage is one test).
-    let lint_stages: [(&str, fn() -> lints::Outcome); 3] = [
-        ("fmt", lints::fmt),
-        ("clippy", lints::clippy_host),
-        ("clippy-bare-metal", || {
-            lints::clippy_bare_metal(Board::QemuVirtAarch64)
-        }),
-    ];
-    for (stage, run_stage) in lint_stages {
-        if selected(stage) {
+    for stage in &lints::STAGES {
+        if selected(stage.name) {
             let started = std::time::Instant::now();
-            let outcome = run_stage();
+            let outcome = (stage.run)();
             let note = format!(
                 "{} in {:.1} s",
                 outcome.note,
                 started.elapsed().as_secs_f64()
             );
-            report(stage, outcome.counts, &note);
+            report(stage.name, outcome.counts, &note);
         }
     }
 
