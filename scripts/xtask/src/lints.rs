@@ -165,6 +165,13 @@ fn run_stage(
     if findings.len() > FINDINGS_SHOWN {
         println!("  ... and {} more", findings.len() - FINDINGS_SHOWN);
     }
+    let per_file: Vec<String> = findings_per_file(&findings)
+        .into_iter()
+        .map(|(file, count)| format!("{file} ({count})"))
+        .collect();
+    if !per_file.is_empty() {
+        println!("{stage}: findings per file: {}", per_file.join(", "));
+    }
     println!("{stage}: run `{rerun}` for the full report");
     Outcome {
         counts,
@@ -241,6 +248,26 @@ pub fn clippy_findings(json_lines: &str) -> Vec<String> {
         }
     }
     findings
+}
+
+/// How many findings each file has, in the order the files first appear
+/// (a finding names its file before the first `:`; `Diff in FILE:LINE` too).
+pub fn findings_per_file(findings: &[String]) -> Vec<(String, usize)> {
+    let mut files: Vec<(String, usize)> = Vec::new();
+    for finding in findings {
+        let location = finding.strip_prefix("Diff in ").unwrap_or(finding);
+        let Some((file, _)) = location.split_once(':') else {
+            continue;
+        };
+        if !file.ends_with(".rs") {
+            continue;
+        }
+        match files.iter_mut().find(|(known, _)| known == file) {
+            Some((_, count)) => *count += 1,
+            None => files.push((file.to_owned(), 1)),
+        }
+    }
+    files
 }
 
 /// The workspace packages under `guest-images/` that build a binary (the guests).
@@ -341,6 +368,25 @@ mod tests {
     fn clippy_findings_are_reported_once() {
         let twice = format!("{CLIPPY_FINDING}{CLIPPY_FINDING}");
         assert_eq!(clippy_findings(&twice).len(), 1);
+    }
+
+    #[test]
+    fn findings_are_counted_per_file() {
+        let findings = [
+            "a/vgic.rs:1:2: warning: x".to_owned(),
+            "b/cache.rs:3:4: warning: unsafe block missing a safety comment".to_owned(),
+            "a/vgic.rs:5:6: warning: y".to_owned(),
+            "warning: no file".to_owned(),
+            "Diff in /w/c.rs:7".to_owned(),
+        ];
+        assert_eq!(
+            findings_per_file(&findings),
+            [
+                ("a/vgic.rs".to_owned(), 2),
+                ("b/cache.rs".to_owned(), 1),
+                ("/w/c.rs".to_owned(), 1)
+            ]
+        );
     }
 
     #[test]
