@@ -1,9 +1,9 @@
 //! Test guest: pings a server, then sends it pseudo-random data over TCP.
 //!
-//! Bootargs (defaults in brackets): `net.ip=` [10.0.2.16/24], `net.gw=`
-//! [10.0.2.2], `client.server=` [10.0.2.15], `client.ping=N` [3] echo
-//! requests, `client.mib=N` [16] MiB to send to the server's sink (port 9),
-//! `client.seed=N` [1] for the xorshift64 byte stream, `client.stay=S` [0]
+//! Bootargs (defaults in parentheses): `net.ip=` (10.0.2.16/24), `net.gw=`
+//! (10.0.2.2), `client.server=` (10.0.2.15), `client.ping=N` (3) echo
+//! requests, `client.mib=N` (16) MiB to send to the server's sink (port 9),
+//! `client.seed=N` (1) for the xorshift64 byte stream, `client.stay=S` (0)
 //! seconds to stay on the network (answering pings) after `done`. Prints one line per
 //! ping reply, the transfer's checksums from both ends, the throughput, then
 //! `netclient: done` and powers off. A failure prints a line with `FAIL` and

@@ -2,7 +2,7 @@
 //! (WFI) that ends on either.
 //!
 //! The handler runs on the boot CPU (the SPI is routed there) and only
-//! writes the `Shared` cells below; the main loop clears [`WOKEN`] before it
+//! writes the `Shared` cells below; the main loop clears `WOKEN` before it
 //! polls the stack and sleeps only if nothing set it since. Both lines are
 //! level-triggered, so the handler silences the source before the runtime
 //! ends the interrupt: it acknowledges the device's InterruptStatus, or

@@ -1,7 +1,7 @@
 //! The EL1 vector table, the trap frame, and hooks for aborts and IRQs.
 //!
 //! Every vector saves the general-purpose registers, ELR_EL1 and SPSR_EL1 in
-//! a [`TrapFrame`] on the current stack and calls [`_rt_exception`]. IRQs are
+//! a [`TrapFrame`] on the current stack and calls `_rt_exception`. IRQs are
 //! acknowledged at the GIC, passed to the registered [`IrqHandler`] and ended.
 //! Synchronous exceptions go to the registered [`SyncHandler`] if there is
 //! one; anything nobody handles is reported (ESR decoded, FAR, ELR,

@@ -3,7 +3,7 @@
 //! [`start_cpu`] records the Rust entry for a CPU index, then asks PSCI to
 //! start that CPU at `_rt_secondary_entry` with the index as context id. The
 //! entry code gives the CPU its own stack and vectors, and
-//! [`_rt_secondary_main`] brings up its GIC CPU interface and calls the entry.
+//! `_rt_secondary_main` brings up its GIC CPU interface and calls the entry.
 
 use crate::boot::MAX_CPUS;
 use crate::shared::{self, Shared};

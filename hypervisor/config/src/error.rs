@@ -51,7 +51,7 @@ pub enum ErrorKind {
         /// 1-based column of the error.
         column: usize,
     },
-    /// no [[vm]] is defined (at least one is needed)
+    /// no `[[vm]]` is defined (at least one is needed)
     NoVms,
     /// {name:?} is not a valid name (1 to 16 of A-Z a-z 0-9 _ -)
     BadName {
@@ -160,7 +160,7 @@ pub enum ErrorKind {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// no [[switch]] is named {name:?}
+    /// no `[[switch]]` is named {name:?}
     UnknownSwitch {
         /// The name the NIC refers to.
         name: String,

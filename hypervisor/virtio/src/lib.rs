@@ -15,7 +15,7 @@
 //! - [`net`]: the virtio-net device (§5.1) and [`net::NetPort`], which binds
 //!   one device to its VM's memory as a switch [`port::Port`].
 //! - [`switch`]: the L2 learning switch with bounded per-port egress queues.
-//! - [`mock`] (feature `test-utils`): a driver-side queue for tests.
+//! - `mock` (feature `test-utils`): a driver-side queue for tests.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -25,7 +25,8 @@ const S2AP_WRITE: u64 = 1 << 7;
 /// XN[1:0] = 0b10: not executable at EL1 or EL0.
 const S2_XN: u64 = 0b10 << 53;
 
-/// The MAIR_EL2 the stage-1 AttrIndx[2:0] below index (built in `el2`).
+/// The MAIR_EL2 that the stage-1 `AttrIndx[2:0]` values below index (built
+/// in [`el2::mair_el2`](super::el2::mair_el2)).
 pub const MAIR_EL2_VALUE: u64 = super::el2::mair_el2();
 /// AttrIndx of normal write-back memory.
 const S1_ATTR_NORMAL: u64 = super::el2::MAIR_INDEX_NORMAL << 2;

@@ -14,7 +14,7 @@
 //! for HCR_EL2.E2H = 0: chroma is not a VHE host.
 //!
 //! The builders are pure and compile on every target, so the host tests pin
-//! each value bit for bit. Only [`init_el2_controls`], which writes them,
+//! each value bit for bit. Only `init_el2_controls`, which writes them,
 //! is AArch64-only, and it is `unsafe` (STYLE U4).
 
 use aarch64_cpu::registers::{

@@ -129,7 +129,7 @@ sysreg_write!(/// FAR_EL1: the guest's fault address.
 sysreg_write!(/// SCTLR_EL1: the guest's system control (reset value on vCPU start).
     write_sctlr_el1, "sctlr_el1");
 
-/// Reads ICH_LR<index>_EL2 (index < 16).
+/// Reads `ICH_LR<index>_EL2` (index < 16).
 pub fn ich_lr_el2(index: usize) -> u64 {
     let value: u64;
     macro_rules! read_lr {
@@ -148,7 +148,7 @@ pub fn ich_lr_el2(index: usize) -> u64 {
     value
 }
 
-/// Writes ICH_LR<index>_EL2 (index < 16; others are ignored).
+/// Writes `ICH_LR<index>_EL2` (index < 16; others are ignored).
 ///
 /// # Safety
 /// The list register must belong to the vCPU about to run on this CPU.
