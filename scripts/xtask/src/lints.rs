@@ -1,5 +1,6 @@
-//! The lint stages of `cargo xtask test`: `fmt`, `clippy` (host crates) and
-//! `clippy-bare-metal` (the hypervisor and the guests as built for the board).
+//! The lint stages of `cargo xtask test`: `fmt`, `clippy` (host crates),
+//! `clippy-bare-metal` (the hypervisor and the guests as built for the
+//! board), and `doc` and `doc-bare-metal` (rustdoc's warnings, the same way).
 //!
 //! Each stage is one test. It passes when its command exits 0 and reports no
 //! finding; otherwise it prints the first findings and fails.
@@ -9,6 +10,7 @@
 //! one run reports every crate: with `-D warnings` an error in one crate
 //! stops the crates that depend on it from being checked at all, so a finding
 //! in `chroma-core` would hide every finding in the hypervisor binary.
+//! Rustdoc gets `--cap-lints warn` the same way, through `RUSTDOCFLAGS`.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -23,6 +25,10 @@ const FINDINGS_SHOWN: usize = 20;
 
 /// Clippy's arguments after `--`: report every finding as a warning (see the module doc).
 const CLIPPY_DRIVER_ARGS: [&str; 3] = ["--", "--cap-lints", "warn"];
+/// `RUSTDOCFLAGS` of the doc stages: report every finding as a warning.
+const RUSTDOC_FLAGS: &str = "--cap-lints warn";
+/// cargo's output: JSON messages whose `rendered` text is one line.
+const MESSAGE_FORMAT: &str = "--message-format=json-diagnostic-short";
 
 /// One lint stage: its name (what FILTER matches) and how to run it.
 pub struct LintStage {
@@ -33,7 +39,7 @@ pub struct LintStage {
 }
 
 /// The lint stages, in the order they run.
-pub const STAGES: [LintStage; 3] = [
+pub const STAGES: [LintStage; 5] = [
     LintStage {
         name: "fmt",
         run: fmt,
@@ -46,6 +52,14 @@ pub const STAGES: [LintStage; 3] = [
         name: "clippy-bare-metal",
         // The board whose images `cargo xtask test` builds and boots.
         run: || clippy_bare_metal(Board::QemuVirtAarch64),
+    },
+    LintStage {
+        name: "doc",
+        run: doc_host,
+    },
+    LintStage {
+        name: "doc-bare-metal",
+        run: || doc_bare_metal(Board::QemuVirtAarch64),
     },
 ];
 
@@ -68,11 +82,7 @@ pub fn fmt() -> Outcome {
 /// Clippy on the host crates (the default members), every target including tests.
 pub fn clippy_host() -> Outcome {
     let mut command = host_cargo();
-    command.args([
-        "clippy",
-        "--all-targets",
-        "--message-format=json-diagnostic-short",
-    ]);
+    command.args(["clippy", "--all-targets", MESSAGE_FORMAT]);
     command.args(CLIPPY_DRIVER_ARGS);
     run_stage(
         "clippy",
@@ -92,21 +102,55 @@ pub fn clippy_bare_metal(board: Board) -> Outcome {
         let mut command = toolchain.clippy()?;
         command.args(["--release", "-p", "chroma", "--features"]);
         command.arg(format!("chroma/board-{}", board.name()));
-        for guest in guest_packages()? {
+        for guest in guest_image_packages(true)? {
             command.arg("-p").arg(guest);
         }
-        command.arg("--message-format=json-diagnostic-short");
+        command.arg(MESSAGE_FORMAT);
         command.args(CLIPPY_DRIVER_ARGS);
         Ok(command)
     });
+    run_cross_stage("clippy-bare-metal", command)
+}
+
+/// Rustdoc on the host crates (the default members), without dependencies.
+pub fn doc_host() -> Outcome {
+    let mut command = host_cargo();
+    command.args(["doc", "--no-deps", MESSAGE_FORMAT]);
+    command.env("RUSTDOCFLAGS", RUSTDOC_FLAGS);
+    let rerun = with_environment(&command).replace(&format!(" {MESSAGE_FORMAT}"), "");
+    run_stage("doc", &mut command, clippy_findings, &rerun)
+}
+
+/// Rustdoc on the crates whose code differs on the bare-metal target: the
+/// hypervisor, the arch, platform and cache crates, and everything under
+/// `guest-images/`, as compiled for `board`.
+pub fn doc_bare_metal(board: Board) -> Outcome {
+    let command = CrossToolchain::detect(board.target()).and_then(|toolchain| {
+        let mut command = toolchain.cargo("doc");
+        command.args(["--release", "--no-deps", "-p", "chroma", "--features"]);
+        command.arg(format!("chroma/board-{}", board.name()));
+        for package in ["chroma-arch", "chroma-platform", "chroma-cache"] {
+            command.args(["-p", package]);
+        }
+        for package in guest_image_packages(false)? {
+            command.arg("-p").arg(package);
+        }
+        command.arg(MESSAGE_FORMAT);
+        command.env("RUSTDOCFLAGS", RUSTDOC_FLAGS);
+        Ok(command)
+    });
+    run_cross_stage("doc-bare-metal", command)
+}
+
+/// Runs a bare-metal stage's command, or fails the stage if there is none.
+fn run_cross_stage(stage: &str, command: Result<Command>) -> Outcome {
     match command {
         Ok(mut command) => {
-            let rerun =
-                with_environment(&command).replace(" --message-format=json-diagnostic-short", "");
-            run_stage("clippy-bare-metal", &mut command, clippy_findings, &rerun)
+            let rerun = with_environment(&command).replace(&format!(" {MESSAGE_FORMAT}"), "");
+            run_stage(stage, &mut command, clippy_findings, &rerun)
         }
         Err(message) => {
-            println!("clippy-bare-metal: FAILED ({message})");
+            println!("{stage}: FAILED ({message})");
             Outcome {
                 counts: ONE_FAILED,
                 note: " (did not start)".to_owned(),
@@ -215,7 +259,7 @@ pub fn fmt_findings(stdout: &str) -> Vec<String> {
         .collect()
 }
 
-/// The warnings and errors in cargo's JSON messages (one short line each,
+/// The warnings and errors in cargo's JSON messages from clippy or rustdoc (one short line each,
 /// duplicates removed), without rustc's closing summaries
 /// ("2 warnings emitted", "aborting due to ...").
 pub fn clippy_findings(json_lines: &str) -> Vec<String> {
@@ -270,8 +314,9 @@ pub fn findings_per_file(findings: &[String]) -> Vec<(String, usize)> {
     files
 }
 
-/// The workspace packages under `guest-images/` that build a binary (the guests).
-fn guest_packages() -> Result<Vec<String>> {
+/// The workspace packages under `guest-images/`: only those that build a
+/// binary (the guests) when `binaries_only`, else the libraries too.
+fn guest_image_packages(binaries_only: bool) -> Result<Vec<String>> {
     let output = host_cargo()
         .args(["metadata", "--no-deps", "--format-version", "1"])
         .stderr(Stdio::inherit())
@@ -296,13 +341,14 @@ fn guest_packages() -> Result<Vec<String>> {
                 .is_some_and(|path| std::path::Path::new(path).starts_with(&guests_dir))
         })
         .filter(|package| {
-            package["targets"].as_array().is_some_and(|targets| {
-                targets.iter().any(|target| {
-                    target["kind"]
-                        .as_array()
-                        .is_some_and(|kinds| kinds.iter().any(|kind| kind == "bin"))
+            !binaries_only
+                || package["targets"].as_array().is_some_and(|targets| {
+                    targets.iter().any(|target| {
+                        target["kind"]
+                            .as_array()
+                            .is_some_and(|kinds| kinds.iter().any(|kind| kind == "bin"))
+                    })
                 })
-            })
         })
         .filter_map(|package| package["name"].as_str().map(str::to_owned))
         .collect();

@@ -1,8 +1,8 @@
 //! `cargo xtask test`: runs every test stage in order and prints `N passed, M failed`.
 //!
 //! Stages: `unit` (host `cargo test` on the default members), `fmt`,
-//! `clippy` (host crates) and `clippy-bare-metal` (hypervisor and guests for
-//! the board's target; see `lints.rs`), `oracle` (the cache aliasing oracle,
+//! `clippy` and `doc` (host crates), `clippy-bare-metal` and `doc-bare-metal`
+//! (hypervisor and guests for the board's target; see `lints.rs`), `oracle` (the cache aliasing oracle,
 //! quick mode), `fuzz-smoke` (virtio fuzz targets), `build` (hypervisor and
 //! guest images), `system` (QEMU system tests in `tests/`). FILTER goes to every cargo test run and selects the other
 //! stages whose name contains it. Each cargo test counts its tests; every
@@ -120,8 +120,8 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
     let (counts, note) = run_cargo_stage(&mut unit);
     report("unit", counts, &note);
 
-    // 2. Lints: formatting, then clippy on the host crates and on the
-    //    bare-metal target (each stage is one test).
+    // 2. Lints: formatting, then clippy and rustdoc on the host crates and
+    //    on the bare-metal target (each stage is one test).
     for stage in &lints::STAGES {
         if selected(stage.name) {
             let started = std::time::Instant::now();

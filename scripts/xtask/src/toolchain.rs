@@ -7,6 +7,8 @@ use crate::{workspace_root, Result};
 
 /// Debian's `rustc-web` compiler, used with `-Zbuild-std` (it ships no bare-metal std).
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+/// Debian's `rustdoc` (in `rustc-web`), which reads what Debian's rustc wrote.
+const DEBIAN_RUSTDOC: &str = "/usr/bin/rustdoc";
 /// Debian's `cargo-web`.
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 /// Debian's `rust-web-clippy`: `cargo clippy` built for Debian's rustc. It runs
@@ -77,6 +79,9 @@ impl CrossToolchain {
             ToolchainKind::Rustup => Vec::new(),
             ToolchainKind::Debian => vec![
                 ("RUSTC", DEBIAN_RUSTC.to_owned()),
+                // Else `cargo doc` finds rustup's rustdoc in PATH, which cannot
+                // read the `core` Debian's rustc built.
+                ("RUSTDOC", DEBIAN_RUSTDOC.to_owned()),
                 // build-std is a nightly feature; Debian's stable compiler allows it this way.
                 ("RUSTC_BOOTSTRAP", "1".to_owned()),
             ],
