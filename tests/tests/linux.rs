@@ -488,7 +488,8 @@ fn sink_through(port: u16, bytes: usize) -> String {
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
-    let data: Vec<u8> = (0..bytes).map(|i| (i * 7 + 3) as u8).collect();
+    // A byte pattern: the low byte of i * 7 + 3.
+    let data: Vec<u8> = (0..bytes).map(|i| (i * 7 + 3).to_le_bytes()[0]).collect();
     stream.write_all(&data).expect("send to the sink");
     stream
         .shutdown(std::net::Shutdown::Write)

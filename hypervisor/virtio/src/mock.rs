@@ -241,13 +241,13 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
         Some((id, len))
     }
 
-    /// Writes used_event (avail.ring[size]).
+    /// Writes used_event (`avail.ring[size]`).
     pub fn set_used_event(&self, value: u16) {
         let at = self.layout.avail.raw() + 4 + 2 * u64::from(self.layout.size);
         let _ = self.mem.store_u16(gpa(at), value, Ordering::Relaxed);
     }
 
-    /// Reads avail_event (used.ring[size]).
+    /// Reads avail_event (`used.ring[size]`).
     pub fn avail_event(&self) -> u16 {
         let at = self.layout.used.raw() + 4 + 8 * u64::from(self.layout.size);
         self.mem.load_u16(gpa(at), Ordering::Acquire).unwrap_or(0)
