@@ -79,16 +79,17 @@ pub fn fmt() -> Outcome {
     run_stage("fmt", &mut command, fmt_findings, "cargo fmt --all")
 }
 
-/// Clippy on the host crates (the default members), every target including tests.
+/// Clippy on the host crates (the default members), every target including
+/// tests, with every feature (the system tests are behind `qemu`).
 pub fn clippy_host() -> Outcome {
     let mut command = host_cargo();
-    command.args(["clippy", "--all-targets", MESSAGE_FORMAT]);
+    command.args(["clippy", "--all-targets", "--all-features", MESSAGE_FORMAT]);
     command.args(CLIPPY_DRIVER_ARGS);
     run_stage(
         "clippy",
         &mut command,
         clippy_findings,
-        "cargo clippy --all-targets",
+        "cargo clippy --all-targets --all-features",
     )
 }
 
@@ -112,10 +113,11 @@ pub fn clippy_bare_metal(board: Board) -> Outcome {
     run_cross_stage("clippy-bare-metal", command)
 }
 
-/// Rustdoc on the host crates (the default members), without dependencies.
+/// Rustdoc on the host crates (the default members, every feature), without
+/// dependencies.
 pub fn doc_host() -> Outcome {
     let mut command = host_cargo();
-    command.args(["doc", "--no-deps", MESSAGE_FORMAT]);
+    command.args(["doc", "--no-deps", "--all-features", MESSAGE_FORMAT]);
     command.env("RUSTDOCFLAGS", RUSTDOC_FLAGS);
     let rerun = with_environment(&command).replace(&format!(" {MESSAGE_FORMAT}"), "");
     run_stage("doc", &mut command, clippy_findings, &rerun)
