@@ -176,7 +176,9 @@ pub fn cptr_el2() -> u64 {
         // Trace registers do not trap: chroma does not virtualise trace;
         // the boards it runs on (QEMU) have no trace unit.
         + CPTR_EL2_TTA.val(0)
-        // Activity monitors do not trap: they only count.
+        // Activity monitors do not trap (QEMU has none; on a CPU with
+        // FEAT_AMUv1 their counts span VMs, and trapping them is the safer
+        // choice).
         + CPTR_EL2::TAM::CLEAR
         // RES1.
         + res1(CPTR_EL2_RES1))
@@ -207,8 +209,8 @@ pub fn mdcr_el2() -> u64 {
 
 /// CNTHCTL_EL2 while guests run: EL1's access to the physical counter and timer.
 pub fn cnthctl_el2() -> u64 {
-    // Guests may read the physical counter (CNTPCT_EL0): time is not secret
-    // between VMs here, and Linux reads it early.
+    // Guests may read the physical counter (CNTPCT_EL0): with CNTVOFF_EL2
+    // = 0 it equals the virtual count they see anyway.
     (CNTHCTL_EL2::EL1PCTEN::SET
         // The physical timer traps: it is the hypervisor's; guests get the
         // virtual timer.
@@ -298,8 +300,8 @@ fn sctlr_el2_fields() -> FieldValue<u64, SCTLR_EL2::Register> {
         + SCTLR_EL2::EE::Little
         // No implicit error synchronization barrier on exceptions.
         + SCTLR_EL2::IESB::Disable
-        // Exception entry and return are context synchronizing (the
-        // behaviour before FEAT_ExS, which the EL2 code relies on).
+        // Exception entry and return are context synchronizing (the Armv8.0
+        // behaviour; RES1 without FEAT_ExS).
         + SCTLR_EL2::EIS::IsSynch
         + SCTLR_EL2::EOS::IsSynch
         // RES1.
