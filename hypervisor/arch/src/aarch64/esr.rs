@@ -1,7 +1,8 @@
 //! ESR_EL2 decoding: the syndrome of a trap from EL1/EL0 into an
 //! architecture-neutral [`Exit`] (Arm ARM D24.2.41, ESR_ELx).
 
-use chroma_core::exit::{AccessWidth, Exit, MmioAccess, SysRegAccess};
+use chroma_core::exit::{AccessWidth, Exit, MmioAccess, SysRegAccess, TrappedRegister};
+use chroma_core::vcpu::Trap;
 use chroma_core::GuestPhysAddr;
 
 /// Exception classes used here (ESR_ELx.EC).
@@ -88,6 +89,22 @@ pub const fn sysreg_encoding(op0: u32, op1: u32, crn: u32, crm: u32, op2: u32) -
 /// ICC_SGI1R_EL1 (S3_0_C12_C11_5): a GICv3 guest sending an SGI.
 pub const ICC_SGI1R_EL1: u32 = sysreg_encoding(3, 0, 12, 11, 5);
 
+/// A readable name for the exception class of syndrome `esr`.
+pub fn syndrome_name(esr: u64) -> &'static str {
+    class_name(exception_class(esr))
+}
+
+/// Decodes a trap into the core's [`Trap`]: the exit, the trapped
+/// instruction's length (ESR_EL2.IL: 4 bytes, or 2 for a 16-bit AArch32
+/// instruction) and the raw syndrome.
+pub fn decode_trap(esr: u64, far: u64, hpfar: u64) -> Trap {
+    Trap {
+        exit: decode(esr, far, hpfar),
+        instruction_length: if esr & ESR_IL != 0 { 4 } else { 2 },
+        syndrome: esr,
+    }
+}
+
 /// Decodes a trap. `far` is FAR_EL2 and `hpfar` HPFAR_EL2, as read at the
 /// exit; they are only meaningful for aborts.
 pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
@@ -97,12 +114,19 @@ pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
     match exception_class(esr) {
         ec::WFX if iss & 1 == 0 => Exit::WaitForInterrupt,
         ec::WFX => Exit::WaitForEvent,
-        ec::HVC64 => Exit::Hypercall { immediate: iss as u16 },
-        ec::SMC64 => Exit::SecureMonitorCall { immediate: iss as u16 },
+        ec::HVC64 => Exit::Hypercall {
+            immediate: iss as u16,
+        },
+        ec::SMC64 => Exit::SecureMonitorCall {
+            immediate: iss as u16,
+        },
         ec::SYS64 => Exit::SysReg(SysRegAccess {
-            encoding: iss_sysreg(iss),
+            register: match iss_sysreg(iss) {
+                ICC_SGI1R_EL1 => TrappedRegister::GicSgi1r,
+                other => TrappedRegister::Other(other),
+            },
             write: iss & 1 == 0,
-            register: ((iss >> 5) & 0x1f) as u8,
+            value_register: ((iss >> 5) & 0x1f) as u8,
         }),
         ec::DABT_LOW if is_translation_or_access_fault(iss & iss::FSC_MASK) => {
             if iss & iss::ISV == 0 || iss & iss::S1PTW != 0 {
@@ -126,7 +150,10 @@ pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
         ec::IABT_LOW if is_translation_or_access_fault(iss & iss::FSC_MASK) => {
             Exit::AbortNoSyndrome { ipa, fetch: true }
         }
-        _ => Exit::Unhandled { syndrome: esr, fault_address: far },
+        _ => Exit::Unhandled {
+            syndrome: esr,
+            fault_address: far,
+        },
     }
 }
 
@@ -161,7 +188,16 @@ mod tests {
         let iss = iss::ISV | iss::SSE | 30 << 16 | iss::SF | 0b000101;
         match decode(esr(ec::DABT_LOW, iss), 0x123, 0x80_0000 << 4 >> 12 << 4) {
             Exit::Mmio(a) => {
-                assert_eq!((a.width, a.write, a.register, a.sign_extend, a.register_64bit), (AccessWidth::Byte, false, 30, true, true));
+                assert_eq!(
+                    (
+                        a.width,
+                        a.write,
+                        a.register,
+                        a.sign_extend,
+                        a.register_64bit
+                    ),
+                    (AccessWidth::Byte, false, 30, true, true)
+                );
                 assert_eq!(a.ipa.raw() & 0xfff, 0x123);
             }
             other => panic!("{other:?}"),
@@ -171,11 +207,17 @@ mod tests {
     #[test]
     fn abort_without_syndrome_or_on_a_walk_is_not_emulated() {
         let no_isv = esr(ec::DABT_LOW, 0b000111);
-        assert!(matches!(decode(no_isv, 0, 0x4_0000_0), Exit::AbortNoSyndrome { fetch: false, .. }));
+        assert!(matches!(
+            decode(no_isv, 0, 0x4_0000_0),
+            Exit::AbortNoSyndrome { fetch: false, .. }
+        ));
         let walk = esr(ec::DABT_LOW, iss::ISV | iss::S1PTW | 0b000111);
         assert!(matches!(decode(walk, 0, 0), Exit::AbortNoSyndrome { .. }));
         let fetch = esr(ec::IABT_LOW, 0b000110);
-        assert!(matches!(decode(fetch, 0, 0), Exit::AbortNoSyndrome { fetch: true, .. }));
+        assert!(matches!(
+            decode(fetch, 0, 0),
+            Exit::AbortNoSyndrome { fetch: true, .. }
+        ));
         // A permission fault is not an MMIO access.
         let perm = esr(ec::DABT_LOW, iss::ISV | 0b001111);
         assert!(matches!(decode(perm, 0, 0), Exit::Unhandled { .. }));
@@ -183,17 +225,29 @@ mod tests {
 
     #[test]
     fn decodes_hvc_smc_wfx_and_sysregs() {
-        assert_eq!(decode(esr(ec::HVC64, 0x1234), 0, 0), Exit::Hypercall { immediate: 0x1234 });
-        assert_eq!(decode(esr(ec::SMC64, 0), 0, 0), Exit::SecureMonitorCall { immediate: 0 });
+        assert_eq!(
+            decode(esr(ec::HVC64, 0x1234), 0, 0),
+            Exit::Hypercall { immediate: 0x1234 }
+        );
+        assert_eq!(
+            decode(esr(ec::SMC64, 0), 0, 0),
+            Exit::SecureMonitorCall { immediate: 0 }
+        );
         assert_eq!(decode(esr(ec::WFX, 0), 0, 0), Exit::WaitForInterrupt);
         assert_eq!(decode(esr(ec::WFX, 1), 0, 0), Exit::WaitForEvent);
         // MSR ICC_SGI1R_EL1, x2: op0=3 op2=5 op1=0 CRn=12 Rt=2 CRm=11 dir=0.
         let iss = 3 << 20 | 5 << 17 | 12 << 10 | 2 << 5 | 11 << 1;
         assert_eq!(
             decode(esr(ec::SYS64, iss), 0, 0),
-            Exit::SysReg(SysRegAccess { encoding: ICC_SGI1R_EL1, write: true, register: 2 })
+            Exit::SysReg(SysRegAccess {
+                register: TrappedRegister::GicSgi1r,
+                write: true,
+                value_register: 2
+            })
         );
         assert!(matches!(decode(esr(0x07, 0), 0, 0), Exit::Unhandled { .. }));
         assert_eq!(class_name(ec::DABT_LOW), "data abort from a lower EL");
+        assert_eq!(decode_trap(esr(ec::WFX, 0), 0, 0).instruction_length, 4);
+        assert_eq!(decode_trap(ec::WFX << 26, 0, 0).instruction_length, 2);
     }
 }
