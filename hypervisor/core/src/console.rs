@@ -21,10 +21,7 @@ impl Default for LineBuffer {
 impl LineBuffer {
     /// An empty line.
     pub const fn new() -> Self {
-        Self {
-            bytes: [0; LINE_MAX],
-            len: 0,
-        }
+        Self { bytes: [0; LINE_MAX], len: 0 }
     }
 
     /// Adds a byte. Returns the finished line (without the newline) when the

@@ -21,10 +21,7 @@ impl Default for Frames {
 impl Frames {
     /// An allocator with no memory.
     pub fn new() -> Self {
-        Self {
-            buddy: FrameAllocator::new(),
-            free_bytes: 0,
-        }
+        Self { buddy: FrameAllocator::new(), free_bytes: 0 }
     }
 
     /// Adds the page-aligned part of `start..end` to the pool.
@@ -40,9 +37,7 @@ impl Frames {
     /// Allocates `bytes` (rounded up to a power-of-two number of frames),
     /// aligned to that rounded size. The memory is not zeroed.
     pub fn alloc(&mut self, bytes: u64) -> Option<HostPhysAddr> {
-        let frames = usize::try_from(bytes.div_ceil(PAGE_SIZE).max(1))
-            .ok()?
-            .next_power_of_two();
+        let frames = usize::try_from(bytes.div_ceil(PAGE_SIZE).max(1)).ok()?.next_power_of_two();
         let frame = self.buddy.alloc(frames)?;
         self.free_bytes -= frames as u64 * PAGE_SIZE;
         Some(HostPhysAddr::new(frame as u64 * PAGE_SIZE))
@@ -51,8 +46,7 @@ impl Frames {
     /// Returns memory from [`Frames::alloc`] with the same `bytes`.
     pub fn free(&mut self, base: HostPhysAddr, bytes: u64) {
         let frames = (bytes.div_ceil(PAGE_SIZE).max(1) as usize).next_power_of_two();
-        self.buddy
-            .dealloc((base.raw() / PAGE_SIZE) as usize, frames);
+        self.buddy.dealloc((base.raw() / PAGE_SIZE) as usize, frames);
         self.free_bytes += frames as u64 * PAGE_SIZE;
     }
 
@@ -69,20 +63,13 @@ mod tests {
     #[test]
     fn allocations_are_aligned_disjoint_and_reusable() {
         let mut f = Frames::new();
-        f.add_range(
-            HostPhysAddr::new(0x4010_0800),
-            HostPhysAddr::new(0x4800_0000),
-        );
+        f.add_range(HostPhysAddr::new(0x4010_0800), HostPhysAddr::new(0x4800_0000));
         // The unaligned start is trimmed to the next frame.
         assert_eq!(f.free_bytes(), 0x4800_0000 - 0x4010_1000);
         let a = f.alloc(64 << 20).unwrap();
         assert_eq!(a.raw() % (64 << 20), 0);
         let b = f.alloc(3 * PAGE_SIZE).unwrap();
-        assert_eq!(
-            b.raw() % (4 * PAGE_SIZE),
-            0,
-            "rounded to 4 frames and aligned"
-        );
+        assert_eq!(b.raw() % (4 * PAGE_SIZE), 0, "rounded to 4 frames and aligned");
         assert!(b.raw() + 4 * PAGE_SIZE <= a.raw() || b.raw() >= a.raw() + (64 << 20));
         f.free(a, 64 << 20);
         assert_eq!(f.alloc(64 << 20), Some(a));

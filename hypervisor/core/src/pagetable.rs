@@ -40,40 +40,15 @@ pub struct Attributes {
 
 impl Attributes {
     /// Guest RAM: read, write, execute, normal memory.
-    pub const RAM: Self = Self {
-        read: true,
-        write: true,
-        execute: true,
-        memory: MemoryType::Normal,
-    };
+    pub const RAM: Self = Self { read: true, write: true, execute: true, memory: MemoryType::Normal };
     /// A pass-through device: read, write, no execute, device memory.
-    pub const DEVICE: Self = Self {
-        read: true,
-        write: true,
-        execute: false,
-        memory: MemoryType::Device,
-    };
+    pub const DEVICE: Self = Self { read: true, write: true, execute: false, memory: MemoryType::Device };
     /// Read-only data, never executable.
-    pub const READ_ONLY: Self = Self {
-        read: true,
-        write: false,
-        execute: false,
-        memory: MemoryType::Normal,
-    };
+    pub const READ_ONLY: Self = Self { read: true, write: false, execute: false, memory: MemoryType::Normal };
     /// Code: read and execute, not writable.
-    pub const TEXT: Self = Self {
-        read: true,
-        write: false,
-        execute: true,
-        memory: MemoryType::Normal,
-    };
+    pub const TEXT: Self = Self { read: true, write: false, execute: true, memory: MemoryType::Normal };
     /// Data: read and write, never executable.
-    pub const DATA: Self = Self {
-        read: true,
-        write: true,
-        execute: false,
-        memory: MemoryType::Normal,
-    };
+    pub const DATA: Self = Self { read: true, write: true, execute: false, memory: MemoryType::Normal };
 }
 
 /// One decoded descriptor.
@@ -162,11 +137,7 @@ impl Geometry {
         // covers 43 bits. Beyond that start at level 0.
         let start_level = if input_bits > 43 { 0 } else { 1 };
         let bits_at_root = u32::from(input_bits) - Self::level_shift(start_level);
-        Some(Self {
-            input_bits,
-            start_level,
-            root_entries: 1usize << bits_at_root,
-        })
+        Some(Self { input_bits, start_level, root_entries: 1usize << bits_at_root })
     }
 
     /// A stage-1 geometry for `input_bits` (a single root table).
@@ -176,11 +147,7 @@ impl Geometry {
         }
         let start_level = if input_bits > 39 { 0 } else { 1 };
         let bits_at_root = u32::from(input_bits) - Self::level_shift(start_level);
-        Some(Self {
-            input_bits,
-            start_level,
-            root_entries: 1usize << bits_at_root,
-        })
+        Some(Self { input_bits, start_level, root_entries: 1usize << bits_at_root })
     }
 
     /// Pages the root occupies.
@@ -199,9 +166,7 @@ pub struct PageTable {
 impl PageTable {
     /// Allocates an empty tree.
     pub fn new<M: TableMemory>(memory: &mut M, geometry: Geometry) -> Result<Self, MapError> {
-        let root = memory
-            .alloc_zeroed(geometry.root_pages())
-            .ok_or(MapError::OutOfMemory)?;
+        let root = memory.alloc_zeroed(geometry.root_pages()).ok_or(MapError::OutOfMemory)?;
         Ok(Self { root, geometry })
     }
 
@@ -264,13 +229,7 @@ impl PageTable {
                         && remaining >= block
                 })
                 .unwrap_or(LAST_LEVEL);
-            self.set_leaf::<F, M>(
-                memory,
-                in_addr,
-                HostPhysAddr::new(out_addr),
-                level,
-                attributes,
-            )?;
+            self.set_leaf::<F, M>(memory, in_addr, HostPhysAddr::new(out_addr), level, attributes)?;
             offset += 1u64 << Geometry::level_shift(level);
         }
         Ok(())
@@ -307,11 +266,7 @@ impl PageTable {
 
     /// Removes the page mapping at `input` (level-3 pages only: blocks are
     /// split by mapping at page granularity in the first place).
-    pub fn unmap_page<F: PageTableFormat, M: TableMemory>(
-        &mut self,
-        memory: &mut M,
-        input: u64,
-    ) -> bool {
+    pub fn unmap_page<F: PageTableFormat, M: TableMemory>(&mut self, memory: &mut M, input: u64) -> bool {
         let mut table = self.root;
         let mut level = self.geometry.start_level;
         loop {
@@ -329,11 +284,7 @@ impl PageTable {
     }
 
     /// Translates `input`: the output address and attributes, if mapped.
-    pub fn lookup<F: PageTableFormat, M: TableMemory>(
-        &self,
-        memory: &M,
-        input: u64,
-    ) -> Option<(HostPhysAddr, Attributes)> {
+    pub fn lookup<F: PageTableFormat, M: TableMemory>(&self, memory: &M, input: u64) -> Option<(HostPhysAddr, Attributes)> {
         if input >> self.geometry.input_bits != 0 {
             return None;
         }
@@ -358,11 +309,7 @@ impl PageTable {
     }
 
     /// Translates a guest-physical address (stage-2 convenience).
-    pub fn translate<F: PageTableFormat, M: TableMemory>(
-        &self,
-        memory: &M,
-        ipa: GuestPhysAddr,
-    ) -> Option<HostPhysAddr> {
+    pub fn translate<F: PageTableFormat, M: TableMemory>(&self, memory: &M, ipa: GuestPhysAddr) -> Option<HostPhysAddr> {
         self.lookup::<F, M>(memory, ipa.raw()).map(|(pa, _)| pa)
     }
 }
@@ -392,10 +339,7 @@ mod tests {
             }
         }
         fn decode(raw: u64, level: u8) -> Descriptor {
-            assert!(
-                raw == 0 || (raw >> 52) & 0xf == u64::from(level),
-                "descriptor read at wrong level"
-            );
+            assert!(raw == 0 || (raw >> 52) & 0xf == u64::from(level), "descriptor read at wrong level");
             let pa = HostPhysAddr::new((raw & 0xffff_ffff_ffff) << 4);
             match raw >> 56 {
                 0xA1 => Descriptor::Table(pa),
@@ -407,11 +351,7 @@ mod tests {
                             read: a & 1 != 0,
                             write: a & 2 != 0,
                             execute: a & 4 != 0,
-                            memory: if a & 8 != 0 {
-                                MemoryType::Device
-                            } else {
-                                MemoryType::Normal
-                            },
+                            memory: if a & 8 != 0 { MemoryType::Device } else { MemoryType::Normal },
                         },
                     }
                 }
@@ -447,19 +387,13 @@ mod tests {
     }
 
     fn memory() -> FakeMemory {
-        FakeMemory {
-            limit: 64,
-            ..Default::default()
-        }
+        FakeMemory { limit: 64, ..Default::default() }
     }
 
     #[test]
     fn stage2_geometry_concatenates_roots() {
         let g = Geometry::stage2(40).unwrap();
-        assert_eq!(
-            (g.start_level, g.root_entries, g.root_pages()),
-            (1, 1024, 2)
-        );
+        assert_eq!((g.start_level, g.root_entries, g.root_pages()), (1, 1024, 2));
         let g = Geometry::stage2(32).unwrap();
         assert_eq!((g.start_level, g.root_entries, g.root_pages()), (1, 4, 1));
         let g = Geometry::stage2(44).unwrap();
@@ -472,21 +406,12 @@ mod tests {
         let mut m = memory();
         let mut t = PageTable::new(&mut m, Geometry::stage2(40).unwrap()).unwrap();
         // 2 MiB + 8 KiB: one 2 MiB block and two pages.
-        t.map::<FakeFormat, _>(
-            &mut m,
-            0x4000_0000,
-            HostPhysAddr::new(0x8020_0000),
-            0x20_2000,
-            Attributes::RAM,
-        )
-        .unwrap();
+        t.map::<FakeFormat, _>(&mut m, 0x4000_0000, HostPhysAddr::new(0x8020_0000), 0x20_2000, Attributes::RAM)
+            .unwrap();
         let pages_after = m.pages;
         // root (2) + level 2 + level 3 for the two trailing pages.
         assert_eq!(pages_after, 4);
-        let check = |ipa: u64| {
-            t.translate::<FakeFormat, _>(&m, GuestPhysAddr::new(ipa))
-                .map(|p| p.raw())
-        };
+        let check = |ipa: u64| t.translate::<FakeFormat, _>(&m, GuestPhysAddr::new(ipa)).map(|p| p.raw());
         assert_eq!(check(0x4000_0000), Some(0x8020_0000));
         assert_eq!(check(0x401f_fff8), Some(0x803f_fff8));
         assert_eq!(check(0x4020_1abc), Some(0x8040_1abc));
@@ -499,23 +424,10 @@ mod tests {
     fn refuses_overlap_unaligned_and_out_of_range_without_change() {
         let mut m = memory();
         let mut t = PageTable::new(&mut m, Geometry::stage2(32).unwrap()).unwrap();
-        t.map::<FakeFormat, _>(
-            &mut m,
-            0x1000,
-            HostPhysAddr::new(0x2000),
-            0x1000,
-            Attributes::DEVICE,
-        )
-        .unwrap();
+        t.map::<FakeFormat, _>(&mut m, 0x1000, HostPhysAddr::new(0x2000), 0x1000, Attributes::DEVICE).unwrap();
         let snapshot = m.words.clone();
         assert_eq!(
-            t.map::<FakeFormat, _>(
-                &mut m,
-                0,
-                HostPhysAddr::new(0x9000),
-                0x3000,
-                Attributes::RAM
-            ),
+            t.map::<FakeFormat, _>(&mut m, 0, HostPhysAddr::new(0x9000), 0x3000, Attributes::RAM),
             Err(MapError::AlreadyMapped)
         );
         assert_eq!(m.words, snapshot);
@@ -524,13 +436,7 @@ mod tests {
             Err(MapError::Unaligned)
         );
         assert_eq!(
-            t.map::<FakeFormat, _>(
-                &mut m,
-                0xffff_f000,
-                HostPhysAddr::new(0),
-                0x2000,
-                Attributes::RAM
-            ),
+            t.map::<FakeFormat, _>(&mut m, 0xffff_f000, HostPhysAddr::new(0), 0x2000, Attributes::RAM),
             Err(MapError::OutOfRange)
         );
         let (_, attrs) = t.lookup::<FakeFormat, _>(&m, 0x1008).unwrap();
@@ -541,14 +447,7 @@ mod tests {
     fn unmap_page_removes_only_that_page() {
         let mut m = memory();
         let mut t = PageTable::new(&mut m, Geometry::stage1(39).unwrap()).unwrap();
-        t.map::<FakeFormat, _>(
-            &mut m,
-            0x10_0000,
-            HostPhysAddr::new(0x10_0000),
-            0x3000,
-            Attributes::DATA,
-        )
-        .unwrap();
+        t.map::<FakeFormat, _>(&mut m, 0x10_0000, HostPhysAddr::new(0x10_0000), 0x3000, Attributes::DATA).unwrap();
         assert!(t.unmap_page::<FakeFormat, _>(&mut m, 0x10_1000));
         assert!(!t.unmap_page::<FakeFormat, _>(&mut m, 0x10_1000));
         assert!(t.lookup::<FakeFormat, _>(&m, 0x10_0000).is_some());
@@ -558,19 +457,10 @@ mod tests {
 
     #[test]
     fn out_of_table_memory_is_an_error() {
-        let mut m = FakeMemory {
-            limit: 2,
-            ..Default::default()
-        };
+        let mut m = FakeMemory { limit: 2, ..Default::default() };
         let mut t = PageTable::new(&mut m, Geometry::stage2(40).unwrap()).unwrap();
         assert_eq!(
-            t.map::<FakeFormat, _>(
-                &mut m,
-                0x4000_0000,
-                HostPhysAddr::new(0),
-                0x1000,
-                Attributes::RAM
-            ),
+            t.map::<FakeFormat, _>(&mut m, 0x4000_0000, HostPhysAddr::new(0), 0x1000, Attributes::RAM),
             Err(MapError::OutOfMemory)
         );
     }

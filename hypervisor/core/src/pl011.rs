@@ -75,18 +75,7 @@ impl Default for Pl011 {
 impl Pl011 {
     /// A UART in its reset state.
     pub const fn new() -> Self {
-        Self {
-            fifo: [0; FIFO_SIZE],
-            head: 0,
-            len: 0,
-            imsc: 0,
-            cr: 0x300,
-            lcr_h: 0,
-            ibrd: 0,
-            fbrd: 0,
-            ifls: 0x12,
-            tx_latched: true,
-        }
+        Self { fifo: [0; FIFO_SIZE], head: 0, len: 0, imsc: 0, cr: 0x300, lcr_h: 0, ibrd: 0, fbrd: 0, ifls: 0x12, tx_latched: true }
     }
 
     /// Queues a received byte; false if the FIFO is full (the byte is dropped).
@@ -184,10 +173,7 @@ mod tests {
     #[test]
     fn transmit_receive_and_interrupt_level() {
         let mut u = Pl011::new();
-        assert_eq!(
-            u.write(UARTDR, u32::from(b'x')),
-            Some(Pl011Effect::Transmit(b'x'))
-        );
+        assert_eq!(u.write(UARTDR, u32::from(b'x')), Some(Pl011Effect::Transmit(b'x')));
         assert_eq!(u.read(UARTFR).unwrap() & FR_RXFE, FR_RXFE);
         assert!(!u.interrupt_level(), "masked at reset");
         u.write(UARTIMSC, INT_RX);

@@ -109,17 +109,10 @@ impl PsciCall {
         match function {
             PSCI_VERSION => PsciCall::Version,
             PSCI_FEATURES => PsciCall::Features(x[1] as u32),
-            CPU_ON_32 | CPU_ON_64 => PsciCall::CpuOn {
-                target: arg(1),
-                entry: arg(2),
-                context: arg(3),
-            },
+            CPU_ON_32 | CPU_ON_64 => PsciCall::CpuOn { target: arg(1), entry: arg(2), context: arg(3) },
             CPU_OFF => PsciCall::CpuOff,
             CPU_SUSPEND_32 | CPU_SUSPEND_64 => PsciCall::CpuSuspend,
-            AFFINITY_INFO_32 | AFFINITY_INFO_64 => PsciCall::AffinityInfo {
-                target: arg(1),
-                level: arg(2),
-            },
+            AFFINITY_INFO_32 | AFFINITY_INFO_64 => PsciCall::AffinityInfo { target: arg(1), level: arg(2) },
             MIGRATE_INFO_TYPE => PsciCall::MigrateInfoType,
             SYSTEM_OFF => PsciCall::SystemOff,
             SYSTEM_RESET => PsciCall::SystemReset,
@@ -131,9 +124,10 @@ impl PsciCall {
     /// Answer to PSCI_FEATURES(function): supported or not.
     pub fn features(function: u32) -> PsciReturn {
         match function {
-            PSCI_VERSION | CPU_ON_32 | CPU_ON_64 | CPU_OFF | CPU_SUSPEND_32 | CPU_SUSPEND_64
-            | AFFINITY_INFO_32 | AFFINITY_INFO_64 | MIGRATE_INFO_TYPE | SYSTEM_OFF
-            | SYSTEM_RESET | PSCI_FEATURES | SMCCC_VERSION => PsciReturn::Success,
+            PSCI_VERSION | CPU_ON_32 | CPU_ON_64 | CPU_OFF | CPU_SUSPEND_32 | CPU_SUSPEND_64 | AFFINITY_INFO_32
+            | AFFINITY_INFO_64 | MIGRATE_INFO_TYPE | SYSTEM_OFF | SYSTEM_RESET | PSCI_FEATURES | SMCCC_VERSION => {
+                PsciReturn::Success
+            }
             _ => PsciReturn::NotSupported,
         }
     }
@@ -145,30 +139,16 @@ mod tests {
 
     #[test]
     fn decodes_calls_and_truncates_smc32_arguments() {
-        assert_eq!(
-            PsciCall::decode([PSCI_VERSION.into(), 0, 0, 0]),
-            PsciCall::Version
-        );
+        assert_eq!(PsciCall::decode([PSCI_VERSION.into(), 0, 0, 0]), PsciCall::Version);
         assert_eq!(
             PsciCall::decode([CPU_ON_32.into(), 0xffff_ffff_0000_0001, 0x1_4008_0000, 7]),
-            PsciCall::CpuOn {
-                target: 1,
-                entry: 0x4008_0000,
-                context: 7
-            }
+            PsciCall::CpuOn { target: 1, entry: 0x4008_0000, context: 7 }
         );
         assert_eq!(
             PsciCall::decode([CPU_ON_64.into(), 1, 0x1_4008_0000, 7]),
-            PsciCall::CpuOn {
-                target: 1,
-                entry: 0x1_4008_0000,
-                context: 7
-            }
+            PsciCall::CpuOn { target: 1, entry: 0x1_4008_0000, context: 7 }
         );
-        assert_eq!(
-            PsciCall::decode([0x8400_00ff, 0, 0, 0]),
-            PsciCall::Unknown(0x8400_00ff)
-        );
+        assert_eq!(PsciCall::decode([0x8400_00ff, 0, 0, 0]), PsciCall::Unknown(0x8400_00ff));
         assert_eq!(PsciReturn::NotSupported.to_register(), u64::MAX);
         assert_eq!(PsciCall::features(SYSTEM_RESET), PsciReturn::Success);
         assert_eq!(PsciCall::features(0xc400_0012), PsciReturn::NotSupported);

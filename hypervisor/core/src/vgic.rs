@@ -237,8 +237,7 @@ impl Vgic {
         if intid < 32 {
             vcpu
         } else {
-            self.irq_ref(vcpu, intid)
-                .map_or(0, |spi| self.spi_target(spi))
+            self.irq_ref(vcpu, intid).map_or(0, |spi| self.spi_target(spi))
         }
     }
 
@@ -255,9 +254,7 @@ impl Vgic {
 
     /// Sets the line level of a level-sensitive SPI. Returns vCPUs to kick.
     pub fn set_level(&mut self, intid: u32, level: bool) -> VcpuMask {
-        let Some(irq) = self.irq(0, intid) else {
-            return 0;
-        };
+        let Some(irq) = self.irq(0, intid) else { return 0 };
         irq.level = level;
         if level && !irq.edge {
             irq.pending = true;
@@ -269,10 +266,7 @@ impl Vgic {
 
     /// Whether `vcpu` has an enabled interrupt pending (WFI wakes up).
     pub fn has_pending(&self, vcpu: usize) -> bool {
-        let private = self
-            .private
-            .get(vcpu)
-            .map_or(false, |p| p.iter().any(|i| i.pending && i.enabled));
+        let private = self.private.get(vcpu).map_or(false, |p| p.iter().any(|i| i.pending && i.enabled));
         private
             || self
                 .spis
@@ -282,9 +276,7 @@ impl Vgic {
 
     /// Reads back the list registers after `vcpu` exited.
     pub fn sync(&mut self, vcpu: usize, lrs: &impl ListRegisters) {
-        let Some(loaded) = self.loaded.get(vcpu).copied() else {
-            return;
-        };
+        let Some(loaded) = self.loaded.get(vcpu).copied() else { return };
         for (index, slot) in loaded.iter().enumerate().take(lrs.count()) {
             let Some(intid) = slot else { continue };
             let lr = lrs.read(index);
@@ -336,22 +328,14 @@ impl Vgic {
         if let Some(private) = self.private.get(vcpu) {
             for (i, irq) in private.iter().enumerate() {
                 if irq.active || (irq.pending && irq.enabled) {
-                    consider(
-                        if irq.active { 0 } else { irq.priority },
-                        i as u32,
-                        &mut found,
-                    );
+                    consider(if irq.active { 0 } else { irq.priority }, i as u32, &mut found);
                 }
             }
         }
         for (i, spi) in self.spis.iter().enumerate() {
             let live = spi.active || (spi.pending && spi.enabled && dist_enabled);
             if live && self.spi_target(spi) == vcpu {
-                consider(
-                    if spi.active { 0 } else { spi.priority },
-                    (i + 32) as u32,
-                    &mut found,
-                );
+                consider(if spi.active { 0 } else { spi.priority }, (i + 32) as u32, &mut found);
             }
         }
         let mut loaded = [None; MAX_LIST_REGISTERS];
@@ -366,13 +350,7 @@ impl Vgic {
                 };
                 lrs.write(
                     index,
-                    ListRegister {
-                        intid,
-                        state,
-                        priority: irq.priority,
-                        group1: irq.group1,
-                        source: irq.source,
-                    },
+                    ListRegister { intid, state, priority: irq.priority, group1: irq.group1, source: irq.source },
                 );
                 loaded[index] = Some(intid);
                 if let Some(irq) = self.irq(vcpu, intid) {
@@ -416,10 +394,7 @@ impl Vgic {
         let intid = ((value >> 24) & 0xf) as u32;
         let targets = if value & (1 << 40) != 0 {
             self.all_but(from)
-        } else if (value >> 16) & 0xff != 0
-            || (value >> 32) & 0xff != 0
-            || (value >> 48) & 0xff != 0
-        {
+        } else if (value >> 16) & 0xff != 0 || (value >> 32) & 0xff != 0 || (value >> 48) & 0xff != 0 {
             // Aff1..3 non-zero: no vCPU there (vCPU n has MPIDR Aff0 = n).
             0
         } else {
@@ -429,12 +404,7 @@ impl Vgic {
     }
 
     /// Emulated read of `width` at `frame` by `vcpu`.
-    pub fn mmio_read(
-        &mut self,
-        vcpu: usize,
-        frame: GicFrame,
-        width: AccessWidth,
-    ) -> Result<u64, VgicError> {
+    pub fn mmio_read(&mut self, vcpu: usize, frame: GicFrame, width: AccessWidth) -> Result<u64, VgicError> {
         match frame {
             GicFrame::Distributor(offset) => self.dist_read(vcpu, offset, width),
             GicFrame::Redistributor(index, offset) => self.redist_read(index, offset, width),
@@ -451,9 +421,7 @@ impl Vgic {
     ) -> Result<VcpuMask, VgicError> {
         match frame {
             GicFrame::Distributor(offset) => self.dist_write(vcpu, offset, width, value as u32),
-            GicFrame::Redistributor(index, offset) => {
-                self.redist_write(index, offset, width, value)
-            }
+            GicFrame::Redistributor(index, offset) => self.redist_write(index, offset, width, value),
         }
     }
 
@@ -469,13 +437,7 @@ impl Vgic {
         })
     }
 
-    fn write_bits(
-        &mut self,
-        vcpu: usize,
-        first: u32,
-        value: u32,
-        f: impl Fn(&mut Irq),
-    ) -> VcpuMask {
+    fn write_bits(&mut self, vcpu: usize, first: u32, value: u32, f: impl Fn(&mut Irq)) -> VcpuMask {
         let mut kick = 0;
         for bit in 0..32 {
             if value & (1 << bit) != 0 {
@@ -502,18 +464,11 @@ impl Vgic {
         }
     }
 
-    fn dist_read(
-        &mut self,
-        vcpu: usize,
-        offset: u64,
-        width: AccessWidth,
-    ) -> Result<u64, VgicError> {
+    fn dist_read(&mut self, vcpu: usize, offset: u64, width: AccessWidth) -> Result<u64, VgicError> {
         let byte_ok = matches!(offset, GICD_IPRIORITYR..=0x7ff | GICD_ITARGETSR..=0xbff);
         check_width(width, offset, byte_ok).or_else(|e| {
             // GICD_IROUTER is 64-bit.
-            if self.version == GicVersion::V3
-                && (GICD_IROUTER..GICD_IROUTER + 8 * 1024).contains(&offset)
-            {
+            if self.version == GicVersion::V3 && (GICD_IROUTER..GICD_IROUTER + 8 * 1024).contains(&offset) {
                 Ok(())
             } else {
                 Err(e)
@@ -522,77 +477,34 @@ impl Vgic {
         let value = match offset {
             GICD_CTLR => {
                 // GICv3: ARE (bit 4) reads as one: affinity routing only, as with DS=1.
-                u64::from(
-                    self.ctlr
-                        | if self.version == GicVersion::V3 {
-                            1 << 4
-                        } else {
-                            0
-                        },
-                )
+                u64::from(self.ctlr | if self.version == GicVersion::V3 { 1 << 4 } else { 0 })
             }
             GICD_TYPER => {
-                let cpus = if self.version == GicVersion::V2 {
-                    (self.vcpu_count as u32 - 1) << 5
-                } else {
-                    0
-                };
-                let id_bits = if self.version == GicVersion::V3 {
-                    9 << 19
-                } else {
-                    0
-                };
+                let cpus = if self.version == GicVersion::V2 { (self.vcpu_count as u32 - 1) << 5 } else { 0 };
+                let id_bits = if self.version == GicVersion::V3 { 9 << 19 } else { 0 };
                 u64::from(self.num_lines_field() | cpus | id_bits)
             }
             GICD_IIDR => u64::from(IIDR_ARM),
             GICD_PIDR2_V2 if self.version == GicVersion::V2 => 0x2 << 4,
             GICD_PIDR2_V3 if self.version == GicVersion::V3 => 0x3 << 4,
-            GICD_IGROUPR..=0x0ff => self
-                .bit_word(offset, GICD_IGROUPR)
-                .map_or(0, |f| self.read_bits(vcpu, f, |i| i.group1))
-                .into(),
+            GICD_IGROUPR..=0x0ff => self.bit_word(offset, GICD_IGROUPR).map_or(0, |f| self.read_bits(vcpu, f, |i| i.group1)).into(),
             GICD_ISENABLER..=0x1ff => {
-                let base = if offset >= GICD_ICENABLER {
-                    GICD_ICENABLER
-                } else {
-                    GICD_ISENABLER
-                };
-                self.bit_word(offset, base)
-                    .map_or(0, |f| self.read_bits(vcpu, f, |i| i.enabled))
-                    .into()
+                let base = if offset >= GICD_ICENABLER { GICD_ICENABLER } else { GICD_ISENABLER };
+                self.bit_word(offset, base).map_or(0, |f| self.read_bits(vcpu, f, |i| i.enabled)).into()
             }
             GICD_ISPENDR..=0x2ff => {
-                let base = if offset >= GICD_ICPENDR {
-                    GICD_ICPENDR
-                } else {
-                    GICD_ISPENDR
-                };
-                self.bit_word(offset, base)
-                    .map_or(0, |f| self.read_bits(vcpu, f, |i| i.pending))
-                    .into()
+                let base = if offset >= GICD_ICPENDR { GICD_ICPENDR } else { GICD_ISPENDR };
+                self.bit_word(offset, base).map_or(0, |f| self.read_bits(vcpu, f, |i| i.pending)).into()
             }
             GICD_ISACTIVER..=0x3ff => {
-                let base = if offset >= GICD_ICACTIVER {
-                    GICD_ICACTIVER
-                } else {
-                    GICD_ISACTIVER
-                };
-                self.bit_word(offset, base)
-                    .map_or(0, |f| self.read_bits(vcpu, f, |i| i.active))
-                    .into()
+                let base = if offset >= GICD_ICACTIVER { GICD_ICACTIVER } else { GICD_ISACTIVER };
+                self.bit_word(offset, base).map_or(0, |f| self.read_bits(vcpu, f, |i| i.active)).into()
             }
-            GICD_IPRIORITYR..=0x7ff => {
-                self.read_bytes(vcpu, offset - GICD_IPRIORITYR, width, |i| i.priority)
-            }
+            GICD_IPRIORITYR..=0x7ff => self.read_bytes(vcpu, offset - GICD_IPRIORITYR, width, |i| i.priority),
             GICD_ITARGETSR..=0xbff if self.version == GicVersion::V2 => {
                 let own = 1u8 << vcpu;
-                self.read_bytes(vcpu, offset - GICD_ITARGETSR, width, |i| i.target)
-                    .max(0)
-                    | if offset < GICD_ITARGETSR + 32 {
-                        u64::from(own) * 0x0101_0101 & width_mask(width)
-                    } else {
-                        0
-                    }
+                self.read_bytes(vcpu, offset - GICD_ITARGETSR, width, |i| i.target).max(0)
+                    | if offset < GICD_ITARGETSR + 32 { u64::from(own) * 0x0101_0101 & width_mask(width) } else { 0 }
             }
             GICD_ICFGR..=0xcff => {
                 let word = ((offset - GICD_ICFGR) / 4) as u32;
@@ -615,13 +527,7 @@ impl Vgic {
         Ok(value)
     }
 
-    fn read_bytes(
-        &self,
-        vcpu: usize,
-        byte: u64,
-        width: AccessWidth,
-        f: impl Fn(&Irq) -> u8,
-    ) -> u64 {
+    fn read_bytes(&self, vcpu: usize, byte: u64, width: AccessWidth, f: impl Fn(&Irq) -> u8) -> u64 {
         (0..width.bytes()).fold(0u64, |acc, k| {
             let intid = (byte + k) as u32;
             let v = self.irq_ref(vcpu, intid).map_or(0, &f);
@@ -629,14 +535,7 @@ impl Vgic {
         })
     }
 
-    fn write_bytes(
-        &mut self,
-        vcpu: usize,
-        byte: u64,
-        width: AccessWidth,
-        value: u32,
-        f: impl Fn(&mut Irq, u8),
-    ) {
+    fn write_bytes(&mut self, vcpu: usize, byte: u64, width: AccessWidth, value: u32, f: impl Fn(&mut Irq, u8)) {
         for k in 0..width.bytes() {
             let intid = (byte + k) as u32;
             if let Some(irq) = self.irq(vcpu, intid) {
@@ -645,13 +544,7 @@ impl Vgic {
         }
     }
 
-    fn dist_write(
-        &mut self,
-        vcpu: usize,
-        offset: u64,
-        width: AccessWidth,
-        value: u32,
-    ) -> Result<VcpuMask, VgicError> {
+    fn dist_write(&mut self, vcpu: usize, offset: u64, width: AccessWidth, value: u32) -> Result<VcpuMask, VgicError> {
         let v3 = self.version == GicVersion::V3;
         let is_irouter = v3 && (GICD_IROUTER..GICD_IROUTER + 8 * NUM_IRQS as u64).contains(&offset);
         if !is_irouter {
@@ -675,9 +568,9 @@ impl Vgic {
                 }
                 None => 0,
             },
-            GICD_ISENABLER..=0x17f => self
-                .bit_word(offset, GICD_ISENABLER)
-                .map_or(0, |f| self.write_bits(vcpu, f, value, |i| i.enabled = true)),
+            GICD_ISENABLER..=0x17f => self.bit_word(offset, GICD_ISENABLER).map_or(0, |f| {
+                self.write_bits(vcpu, f, value, |i| i.enabled = true)
+            }),
             GICD_ICENABLER..=0x1ff => self.bit_word(offset, GICD_ICENABLER).map_or(0, |f| {
                 // SGIs stay enabled on GICv2.
                 let value = if f == 0 { value & !0xffff } else { value };
@@ -691,17 +584,15 @@ impl Vgic {
                 let value = if f == 0 { value & !0xffff } else { value };
                 self.write_bits(vcpu, f, value, |i| i.pending = false)
             }),
-            GICD_ISACTIVER..=0x37f => self
-                .bit_word(offset, GICD_ISACTIVER)
-                .map_or(0, |f| self.write_bits(vcpu, f, value, |i| i.active = true)),
-            GICD_ICACTIVER..=0x3ff => self
-                .bit_word(offset, GICD_ICACTIVER)
-                .map_or(0, |f| self.write_bits(vcpu, f, value, |i| i.active = false)),
+            GICD_ISACTIVER..=0x37f => {
+                self.bit_word(offset, GICD_ISACTIVER).map_or(0, |f| self.write_bits(vcpu, f, value, |i| i.active = true))
+            }
+            GICD_ICACTIVER..=0x3ff => {
+                self.bit_word(offset, GICD_ICACTIVER).map_or(0, |f| self.write_bits(vcpu, f, value, |i| i.active = false))
+            }
             GICD_IPRIORITYR..=0x7ff => {
                 if !(v3 && offset < GICD_IPRIORITYR + 32) {
-                    self.write_bytes(vcpu, offset - GICD_IPRIORITYR, width, value, |i, b| {
-                        i.priority = b
-                    });
+                    self.write_bytes(vcpu, offset - GICD_IPRIORITYR, width, value, |i, b| i.priority = b);
                 }
                 0
             }
@@ -755,20 +646,14 @@ impl Vgic {
         Ok(kick)
     }
 
-    fn redist_read(
-        &mut self,
-        index: usize,
-        offset: u64,
-        width: AccessWidth,
-    ) -> Result<u64, VgicError> {
+    fn redist_read(&mut self, index: usize, offset: u64, width: AccessWidth) -> Result<u64, VgicError> {
         if self.version != GicVersion::V3 || index >= self.vcpu_count {
             return Err(VgicError::NoRegister);
         }
         if offset == GICR_TYPER && matches!(width, AccessWidth::Double) {
             return Ok(self.gicr_typer(index));
         }
-        let byte_ok = (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32)
-            .contains(&offset);
+        let byte_ok = (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32).contains(&offset);
         check_width(width, offset, byte_ok)?;
         let value = match offset {
             GICR_CTLR => 0,
@@ -793,12 +678,8 @@ impl Vgic {
             o if o == GICR_SGI_BASE + GICD_ISACTIVER || o == GICR_SGI_BASE + GICD_ICACTIVER => {
                 self.read_bits(index, 0, |i| i.active).into()
             }
-            o if (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32)
-                .contains(&o) =>
-            {
-                self.read_bytes(index, o - GICR_SGI_BASE - GICD_IPRIORITYR, width, |i| {
-                    i.priority
-                })
+            o if (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32).contains(&o) => {
+                self.read_bytes(index, o - GICR_SGI_BASE - GICD_IPRIORITYR, width, |i| i.priority)
             }
             o if o == GICR_SGI_BASE + GICD_ICFGR => 0xaaaa_aaaa,
             o if o == GICR_SGI_BASE + GICD_ICFGR + 4 => (0..16).fold(0u64, |acc, k| {
@@ -815,26 +696,15 @@ impl Vgic {
     }
 
     fn gicr_typer(&self, index: usize) -> u64 {
-        let last = if index + 1 == self.vcpu_count {
-            1 << 4
-        } else {
-            0
-        };
+        let last = if index + 1 == self.vcpu_count { 1 << 4 } else { 0 };
         (index as u64) << 32 | (index as u64) << 8 | last
     }
 
-    fn redist_write(
-        &mut self,
-        index: usize,
-        offset: u64,
-        width: AccessWidth,
-        value: u64,
-    ) -> Result<VcpuMask, VgicError> {
+    fn redist_write(&mut self, index: usize, offset: u64, width: AccessWidth, value: u64) -> Result<VcpuMask, VgicError> {
         if self.version != GicVersion::V3 || index >= self.vcpu_count {
             return Err(VgicError::NoRegister);
         }
-        let byte_ok = (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32)
-            .contains(&offset);
+        let byte_ok = (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32).contains(&offset);
         check_width(width, offset, byte_ok)?;
         let value = value as u32;
         let me = 1 << index;
@@ -849,34 +719,14 @@ impl Vgic {
                 }
                 0
             }
-            o if o == GICR_SGI_BASE + GICD_ISENABLER => {
-                self.write_bits(index, 0, value, |i| i.enabled = true) & me
-            }
-            o if o == GICR_SGI_BASE + GICD_ICENABLER => {
-                self.write_bits(index, 0, value, |i| i.enabled = false) & me
-            }
-            o if o == GICR_SGI_BASE + GICD_ISPENDR => {
-                self.write_bits(index, 0, value, |i| i.pending = true) & me
-            }
-            o if o == GICR_SGI_BASE + GICD_ICPENDR => {
-                self.write_bits(index, 0, value, |i| i.pending = false) & me
-            }
-            o if o == GICR_SGI_BASE + GICD_ISACTIVER => {
-                self.write_bits(index, 0, value, |i| i.active = true) & me
-            }
-            o if o == GICR_SGI_BASE + GICD_ICACTIVER => {
-                self.write_bits(index, 0, value, |i| i.active = false) & me
-            }
-            o if (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32)
-                .contains(&o) =>
-            {
-                self.write_bytes(
-                    index,
-                    o - GICR_SGI_BASE - GICD_IPRIORITYR,
-                    width,
-                    value,
-                    |i, b| i.priority = b,
-                );
+            o if o == GICR_SGI_BASE + GICD_ISENABLER => self.write_bits(index, 0, value, |i| i.enabled = true) & me,
+            o if o == GICR_SGI_BASE + GICD_ICENABLER => self.write_bits(index, 0, value, |i| i.enabled = false) & me,
+            o if o == GICR_SGI_BASE + GICD_ISPENDR => self.write_bits(index, 0, value, |i| i.pending = true) & me,
+            o if o == GICR_SGI_BASE + GICD_ICPENDR => self.write_bits(index, 0, value, |i| i.pending = false) & me,
+            o if o == GICR_SGI_BASE + GICD_ISACTIVER => self.write_bits(index, 0, value, |i| i.active = true) & me,
+            o if o == GICR_SGI_BASE + GICD_ICACTIVER => self.write_bits(index, 0, value, |i| i.active = false) & me,
+            o if (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32).contains(&o) => {
+                self.write_bytes(index, o - GICR_SGI_BASE - GICD_IPRIORITYR, width, value, |i, b| i.priority = b);
                 0
             }
             o if o == GICR_SGI_BASE + GICD_ICFGR + 4 => {
@@ -924,13 +774,7 @@ mod tests {
     }
 
     fn dist_w(v: &mut Vgic, cpu: usize, off: u64, val: u32) -> VcpuMask {
-        v.mmio_write(
-            cpu,
-            GicFrame::Distributor(off),
-            AccessWidth::Word,
-            val.into(),
-        )
-        .unwrap()
+        v.mmio_write(cpu, GicFrame::Distributor(off), AccessWidth::Word, val.into()).unwrap()
     }
 
     #[test]
@@ -948,11 +792,7 @@ mod tests {
         v.sync(0, &lrs);
         assert!(!v.has_pending(0));
         v.flush(0, &mut lrs);
-        assert_eq!(
-            lrs.lrs[0].state,
-            LrState::Active,
-            "active interrupts stay loaded"
-        );
+        assert_eq!(lrs.lrs[0].state, LrState::Active, "active interrupts stay loaded");
         lrs.lrs[0].state = LrState::Invalid;
         v.sync(0, &lrs);
         v.flush(0, &mut lrs);
@@ -979,13 +819,8 @@ mod tests {
         dist_w(&mut v, 0, GICD_ISENABLER + 4, 0xff);
         for k in 0..6u32 {
             // Priorities 0x50, 0x48, ... the last ones are the most urgent.
-            v.mmio_write(
-                0,
-                GicFrame::Distributor(GICD_IPRIORITYR + 32 + u64::from(k)),
-                AccessWidth::Byte,
-                u64::from(0x50 - 8 * k),
-            )
-            .unwrap();
+            v.mmio_write(0, GicFrame::Distributor(GICD_IPRIORITYR + 32 + u64::from(k)), AccessWidth::Byte, u64::from(0x50 - 8 * k))
+                .unwrap();
             v.inject(0, 32 + k);
         }
         let mut lrs = FakeLrs::default();
@@ -1001,12 +836,7 @@ mod tests {
         v.sync(0, &lrs);
         v.flush(0, &mut lrs);
         assert!(!lrs.underflow);
-        let mut ids: Vec<u32> = lrs
-            .lrs
-            .iter()
-            .filter(|l| l.state == LrState::Pending)
-            .map(|l| l.intid)
-            .collect();
+        let mut ids: Vec<u32> = lrs.lrs.iter().filter(|l| l.state == LrState::Pending).map(|l| l.intid).collect();
         ids.sort();
         assert_eq!(ids, vec![32, 33]);
     }
@@ -1028,34 +858,14 @@ mod tests {
         let mut v = Vgic::new(GicVersion::V3, 2);
         assert_eq!(v.write_sgi1r(0, (3 << 24) | 0b10), 0b10);
         assert_eq!(v.write_sgi1r(1, (1 << 40) | (3 << 24)), 0b01);
-        assert_eq!(
-            v.write_sgi1r(0, (1 << 16) | 1),
-            0,
-            "Aff1 != 0 names no vCPU"
-        );
-        let typer = v
-            .mmio_read(
-                0,
-                GicFrame::Redistributor(1, GICR_TYPER),
-                AccessWidth::Double,
-            )
-            .unwrap();
+        assert_eq!(v.write_sgi1r(0, (1 << 16) | 1), 0, "Aff1 != 0 names no vCPU");
+        let typer = v.mmio_read(0, GicFrame::Redistributor(1, GICR_TYPER), AccessWidth::Double).unwrap();
         assert_eq!(typer >> 32, 1);
         assert_ne!(typer & (1 << 4), 0, "last redistributor");
-        assert!(v
-            .mmio_read(0, GicFrame::Redistributor(2, 0), AccessWidth::Word)
-            .is_err());
+        assert!(v.mmio_read(0, GicFrame::Redistributor(2, 0), AccessWidth::Word).is_err());
         // Private IDs are not in the v3 distributor.
         dist_w(&mut v, 0, GICD_ISENABLER, u32::MAX);
-        assert_eq!(
-            v.mmio_read(
-                0,
-                GicFrame::Redistributor(0, GICR_SGI_BASE + GICD_ISENABLER),
-                AccessWidth::Word
-            )
-            .unwrap(),
-            0
-        );
+        assert_eq!(v.mmio_read(0, GicFrame::Redistributor(0, GICR_SGI_BASE + GICD_ISENABLER), AccessWidth::Word).unwrap(), 0);
     }
 
     #[test]
@@ -1076,20 +886,8 @@ mod tests {
     #[test]
     fn bad_widths_are_refused() {
         let mut v = Vgic::new(GicVersion::V2, 1);
-        assert_eq!(
-            v.mmio_read(0, GicFrame::Distributor(GICD_CTLR), AccessWidth::Byte),
-            Err(VgicError::BadAccess)
-        );
-        assert_eq!(
-            v.mmio_read(0, GicFrame::Distributor(2), AccessWidth::Word),
-            Err(VgicError::BadAccess)
-        );
-        assert!(v
-            .mmio_read(
-                0,
-                GicFrame::Distributor(GICD_IPRIORITYR + 3),
-                AccessWidth::Byte
-            )
-            .is_ok());
+        assert_eq!(v.mmio_read(0, GicFrame::Distributor(GICD_CTLR), AccessWidth::Byte), Err(VgicError::BadAccess));
+        assert_eq!(v.mmio_read(0, GicFrame::Distributor(2), AccessWidth::Word), Err(VgicError::BadAccess));
+        assert!(v.mmio_read(0, GicFrame::Distributor(GICD_IPRIORITYR + 3), AccessWidth::Byte).is_ok());
     }
 }

@@ -36,12 +36,7 @@ pub struct MmuConfig {
 /// The configuration the secondaries load. Written once by the primary,
 /// before any secondary is started (the PSCI call orders it).
 #[no_mangle]
-pub static mut CHROMA_MMU_CONFIG: MmuConfig = MmuConfig {
-    mair: 0,
-    tcr: 0,
-    ttbr0: 0,
-    sctlr: 0,
-};
+pub static mut CHROMA_MMU_CONFIG: MmuConfig = MmuConfig { mair: 0, tcr: 0, ttbr0: 0, sctlr: 0 };
 
 global_asm!(
     r#"

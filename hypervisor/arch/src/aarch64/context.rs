@@ -16,10 +16,7 @@ pub struct El1Context {
 
 impl Default for El1Context {
     fn default() -> Self {
-        let mut c = Self {
-            sysregs: [0; 26],
-            fp: [0; 66],
-        };
+        let mut c = Self { sysregs: [0; 26], fp: [0; 66] };
         // SCTLR_EL1 architectural reset: MMU and caches off, RES1 bits set.
         c.sysregs[0] = 0x30d0_0800;
         c
@@ -28,32 +25,13 @@ impl Default for El1Context {
 
 macro_rules! for_each_el1_register {
     ($m:ident) => {
-        $m!(0, "sctlr_el1");
-        $m!(1, "ttbr0_el1");
-        $m!(2, "ttbr1_el1");
-        $m!(3, "tcr_el1");
-        $m!(4, "mair_el1");
-        $m!(5, "amair_el1");
-        $m!(6, "vbar_el1");
-        $m!(7, "contextidr_el1");
-        $m!(8, "tpidr_el0");
-        $m!(9, "tpidrro_el0");
-        $m!(10, "tpidr_el1");
-        $m!(11, "sp_el0");
-        $m!(12, "sp_el1");
-        $m!(13, "elr_el1");
-        $m!(14, "spsr_el1");
-        $m!(15, "esr_el1");
-        $m!(16, "far_el1");
-        $m!(17, "afsr0_el1");
-        $m!(18, "afsr1_el1");
-        $m!(19, "par_el1");
-        $m!(20, "cpacr_el1");
-        $m!(21, "cntkctl_el1");
-        $m!(22, "csselr_el1");
-        $m!(23, "mdscr_el1");
-        $m!(24, "cntv_cval_el0");
-        $m!(25, "cntv_ctl_el0");
+        $m!(0, "sctlr_el1"); $m!(1, "ttbr0_el1"); $m!(2, "ttbr1_el1"); $m!(3, "tcr_el1");
+        $m!(4, "mair_el1"); $m!(5, "amair_el1"); $m!(6, "vbar_el1"); $m!(7, "contextidr_el1");
+        $m!(8, "tpidr_el0"); $m!(9, "tpidrro_el0"); $m!(10, "tpidr_el1"); $m!(11, "sp_el0");
+        $m!(12, "sp_el1"); $m!(13, "elr_el1"); $m!(14, "spsr_el1"); $m!(15, "esr_el1");
+        $m!(16, "far_el1"); $m!(17, "afsr0_el1"); $m!(18, "afsr1_el1"); $m!(19, "par_el1");
+        $m!(20, "cpacr_el1"); $m!(21, "cntkctl_el1"); $m!(22, "csselr_el1"); $m!(23, "mdscr_el1");
+        $m!(24, "cntv_cval_el0"); $m!(25, "cntv_ctl_el0");
     };
 }
 

@@ -46,19 +46,12 @@ fn kind_bits(descriptor_is_table: bool, level: u8) -> u64 {
 
 fn decode_common(raw: u64, level: u8, leaf_attributes: impl Fn(u64) -> Attributes) -> Descriptor {
     let address = HostPhysAddr::new(raw & ADDRESS_MASK);
-    match (
-        raw & VALID != 0,
-        raw & TABLE_OR_PAGE != 0,
-        level == LAST_LEVEL,
-    ) {
+    match (raw & VALID != 0, raw & TABLE_OR_PAGE != 0, level == LAST_LEVEL) {
         (false, _, _) => Descriptor::Invalid,
         (true, true, false) => Descriptor::Table(address),
         // A level-3 entry with bit 1 clear is reserved: treat as invalid.
         (true, false, true) => Descriptor::Invalid,
-        (true, _, _) => Descriptor::Leaf {
-            output: address,
-            attributes: leaf_attributes(raw),
-        },
+        (true, _, _) => Descriptor::Leaf { output: address, attributes: leaf_attributes(raw) },
     }
 }
 
@@ -70,10 +63,7 @@ impl PageTableFormat for Stage2Format {
         match descriptor {
             Descriptor::Invalid => 0,
             Descriptor::Table(next) => next.raw() & ADDRESS_MASK | kind_bits(true, level),
-            Descriptor::Leaf {
-                output,
-                attributes: a,
-            } => {
+            Descriptor::Leaf { output, attributes: a } => {
                 let memattr = match a.memory {
                     MemoryType::Normal => S2_MEMATTR_NORMAL_WB | SH_INNER,
                     MemoryType::Device => S2_MEMATTR_DEVICE_NGNRE,
@@ -90,11 +80,7 @@ impl PageTableFormat for Stage2Format {
             read: raw & S2AP_READ != 0,
             write: raw & S2AP_WRITE != 0,
             execute: raw & S2_XN == 0,
-            memory: if raw & S2_MEMATTR_MASK == S2_MEMATTR_DEVICE_NGNRE {
-                MemoryType::Device
-            } else {
-                MemoryType::Normal
-            },
+            memory: if raw & S2_MEMATTR_MASK == S2_MEMATTR_DEVICE_NGNRE { MemoryType::Device } else { MemoryType::Normal },
         })
     }
 }
@@ -107,10 +93,7 @@ impl PageTableFormat for El2Stage1Format {
         match descriptor {
             Descriptor::Invalid => 0,
             Descriptor::Table(next) => next.raw() & ADDRESS_MASK | kind_bits(true, level),
-            Descriptor::Leaf {
-                output,
-                attributes: a,
-            } => {
+            Descriptor::Leaf { output, attributes: a } => {
                 let attr = match a.memory {
                     MemoryType::Normal => S1_ATTR_NORMAL | SH_INNER,
                     MemoryType::Device => S1_ATTR_DEVICE,
@@ -127,11 +110,7 @@ impl PageTableFormat for El2Stage1Format {
             read: true,
             write: raw & (0b11 << 6) == S1_AP_RW,
             execute: raw & S1_XN == 0,
-            memory: if raw & S1_ATTR_MASK == S1_ATTR_DEVICE {
-                MemoryType::Device
-            } else {
-                MemoryType::Normal
-            },
+            memory: if raw & S1_ATTR_MASK == S1_ATTR_DEVICE { MemoryType::Device } else { MemoryType::Normal },
         })
     }
 }
@@ -142,64 +121,23 @@ mod tests {
 
     #[test]
     fn stage2_ram_block_has_the_architected_bits() {
-        let d = Stage2Format::encode(
-            Descriptor::Leaf {
-                output: HostPhysAddr::new(0x8020_0000),
-                attributes: Attributes::RAM,
-            },
-            2,
-        );
+        let d = Stage2Format::encode(Descriptor::Leaf { output: HostPhysAddr::new(0x8020_0000), attributes: Attributes::RAM }, 2);
         // Block, MemAttr 0b1111, S2AP RW, SH inner, AF, executable.
-        assert_eq!(
-            d,
-            0x8020_0000 | 0b01 | 0b1111 << 2 | 0b11 << 6 | 0b11 << 8 | 1 << 10
-        );
-        let page = Stage2Format::encode(
-            Descriptor::Leaf {
-                output: HostPhysAddr::new(0x1000),
-                attributes: Attributes::DEVICE,
-            },
-            3,
-        );
+        assert_eq!(d, 0x8020_0000 | 0b01 | 0b1111 << 2 | 0b11 << 6 | 0b11 << 8 | 1 << 10);
+        let page = Stage2Format::encode(Descriptor::Leaf { output: HostPhysAddr::new(0x1000), attributes: Attributes::DEVICE }, 3);
         assert_eq!(page & 0b11, 0b11);
         assert_eq!(page & S2_XN, S2_XN);
-        assert_eq!(
-            Stage2Format::decode(page, 3),
-            Descriptor::Leaf {
-                output: HostPhysAddr::new(0x1000),
-                attributes: Attributes::DEVICE
-            }
-        );
-        assert_eq!(
-            Stage2Format::decode(page, 2),
-            Descriptor::Table(HostPhysAddr::new(0x1000))
-        );
+        assert_eq!(Stage2Format::decode(page, 3), Descriptor::Leaf { output: HostPhysAddr::new(0x1000), attributes: Attributes::DEVICE });
+        assert_eq!(Stage2Format::decode(page, 2), Descriptor::Table(HostPhysAddr::new(0x1000)));
         assert_eq!(Stage2Format::decode(page & !0b10, 3), Descriptor::Invalid);
     }
 
     #[test]
     fn el2_stage1_round_trips_w_xor_x_attributes() {
-        for a in [
-            Attributes::TEXT,
-            Attributes::READ_ONLY,
-            Attributes::DATA,
-            Attributes::DEVICE,
-        ] {
+        for a in [Attributes::TEXT, Attributes::READ_ONLY, Attributes::DATA, Attributes::DEVICE] {
             for level in [1, 2, 3] {
-                let raw = El2Stage1Format::encode(
-                    Descriptor::Leaf {
-                        output: HostPhysAddr::new(0x4000_0000),
-                        attributes: a,
-                    },
-                    level,
-                );
-                assert_eq!(
-                    El2Stage1Format::decode(raw, level),
-                    Descriptor::Leaf {
-                        output: HostPhysAddr::new(0x4000_0000),
-                        attributes: a
-                    }
-                );
+                let raw = El2Stage1Format::encode(Descriptor::Leaf { output: HostPhysAddr::new(0x4000_0000), attributes: a }, level);
+                assert_eq!(El2Stage1Format::decode(raw, level), Descriptor::Leaf { output: HostPhysAddr::new(0x4000_0000), attributes: a });
                 assert!(!(a.write && raw & S1_XN == 0), "writable and executable");
             }
         }

@@ -98,11 +98,7 @@ impl Gic {
     /// The addresses must be the board's GIC frames, mapped as device memory
     /// in the EL2 tables for as long as the `Gic` is used.
     pub unsafe fn new(kind: GicKind) -> Self {
-        let mut gic = Self {
-            kind,
-            redistributor: 0,
-            list_register_count: 0,
-        };
+        let mut gic = Self { kind, redistributor: 0, list_register_count: 0 };
         gic.list_register_count = match kind {
             GicKind::V2 { gich, .. } => (read32(gich + v2::GICH_VTR) & 0x3f) as usize + 1,
             GicKind::V3 { gicr, .. } => {
@@ -196,17 +192,13 @@ impl Gic {
     pub fn send_sgi(&self, intid: u32, mpidr: u64, v2_mask: u8) {
         sysreg::dsb_ish();
         match self.kind {
-            GicKind::V2 { gicd, .. } => write32(
-                gicd + v2::GICD_SGIR,
-                u32::from(v2_mask) << 16 | (intid & 0xf),
-            ),
+            GicKind::V2 { gicd, .. } => write32(gicd + v2::GICD_SGIR, u32::from(v2_mask) << 16 | (intid & 0xf)),
             GicKind::V3 { .. } => {
                 let aff0 = mpidr & 0xf;
                 let aff1 = (mpidr >> 8) & 0xff;
                 let aff2 = (mpidr >> 16) & 0xff;
                 let aff3 = (mpidr >> 32) & 0xff;
-                let value =
-                    aff3 << 48 | aff2 << 32 | aff1 << 16 | u64::from(intid & 0xf) << 24 | 1 << aff0;
+                let value = aff3 << 48 | aff2 << 32 | aff1 << 16 | u64::from(intid & 0xf) << 24 | 1 << aff0;
                 // SAFETY: sending an SGI to another physical CPU only makes
                 // it take an interrupt (a kick), which it handles.
                 unsafe { sysreg::write_icc_sgi1r_el1(value) };
@@ -287,26 +279,16 @@ impl ListRegisters for Gic {
         let state = encode_state(value.state);
         match self.kind {
             GicKind::V2 { gich, .. } => {
-                let source = if value.intid < 16 {
-                    u32::from(value.source & 7) << 10
-                } else {
-                    0
-                };
+                let source = if value.intid < 16 { u32::from(value.source & 7) << 10 } else { 0 };
                 let lr = (value.intid & 0x3ff)
                     | source
                     | u32::from(value.priority >> 3) << 23
                     | (state as u32) << 28
                     | u32::from(value.group1) << 30;
-                write32(
-                    gich + v2::GICH_LR0 + 4 * index,
-                    if state == 0 { 0 } else { lr },
-                );
+                write32(gich + v2::GICH_LR0 + 4 * index, if state == 0 { 0 } else { lr });
             }
             GicKind::V3 { .. } => {
-                let lr = u64::from(value.intid)
-                    | u64::from(value.priority) << 48
-                    | u64::from(value.group1) << 60
-                    | state << 62;
+                let lr = u64::from(value.intid) | u64::from(value.priority) << 48 | u64::from(value.group1) << 60 | state << 62;
                 // SAFETY: this list register belongs to the vCPU about to run
                 // here (flush is called right before entry).
                 unsafe { sysreg::write_ich_lr_el2(index, if state == 0 { 0 } else { lr }) };

@@ -188,15 +188,7 @@ pub fn wfi() {
 /// every CPU of the inner shareable domain. VTTBR_EL2 must hold that VMID.
 pub fn tlbi_vmalls12e1is() {
     // SAFETY: TLB invalidation only drops cached translations.
-    unsafe {
-        asm!(
-            "dsb ishst",
-            "tlbi vmalls12e1is",
-            "dsb ish",
-            "isb",
-            options(nostack, preserves_flags)
-        )
-    };
+    unsafe { asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack, preserves_flags)) };
 }
 
 /// A PSCI/SMCCC call to firmware through SMC (QEMU with
