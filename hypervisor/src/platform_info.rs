@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use chroma_arch::aarch64::cpu::Conduit;
 use chroma_arch::aarch64::gic::GicKind;
 use chroma_core::vgic::GicVersion;
-use chroma_devtree::{build_guest_dtb, parse_board, EnableMethod, Gic, GuestDtbSpec, GuestGic, PsciConduit};
+use chroma_devtree::{build_guest_dtb, parse_board, EnableMethod, Gic, GuestDtbSpec, GuestGic, PsciConduit, UartKind};
 use chroma_manifest::VmSpec;
 
 /// Most RAM ranges and device windows kept.
@@ -56,8 +56,11 @@ pub struct BoardInfo {
     pub memory: [Option<(u64, u64)>; MAX_RANGES],
     /// Device windows to map at EL2 (base, size).
     pub devices: [Option<(u64, u64)>; MAX_DEVICES],
-    /// The console PL011.
-    pub uart: u64,
+    /// The console UART (a PL011), when the device tree's console is one
+    /// this build drives.
+    pub uart: Option<u64>,
+    /// The console the device tree names, when it is not a PL011.
+    pub other_console: Option<chroma_devtree::UartKind>,
     /// The physical GIC.
     pub gic: GicKind,
     /// GICv2 virtual CPU interface (mapped into guests as their GICC).
@@ -100,7 +103,8 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
     let mut info = BoardInfo {
         memory: [None; MAX_RANGES],
         devices: [None; MAX_DEVICES],
-        uart: board.console.mmio.base,
+        uart: (board.console.kind == UartKind::Pl011).then_some(board.console.mmio.base),
+        other_console: (board.console.kind != UartKind::Pl011).then_some(board.console.kind),
         gic: GicKind::V3 { gicd: 0, gicr: 0 },
         gicv: None,
         cpus: [None; chroma_arch::aarch64::boot::MAX_CPUS],
@@ -135,7 +139,9 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
         let low = low & !0xfff;
         devices[4] = (low, (high - low).next_multiple_of(0x1000));
     }
-    devices[0] = (board.console.mmio.base, board.console.mmio.size.max(0x1000));
+    if board.console.kind == UartKind::Pl011 {
+        devices[0] = (board.console.mmio.base, board.console.mmio.size.max(0x1000));
+    }
     match board.gic {
         Gic::V2 { distributor, cpu_interface, hyp_interface, virtual_cpu_interface, .. } => {
             let gich = hyp_interface.ok_or(BoardError::NoVirtualGic("GICv2 without virtualization extensions (no GICH)"))?;

@@ -259,3 +259,60 @@ impl VmCore {
         self.resets.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guest_map::QEMU_VIRT;
+
+    fn vm() -> VmCore {
+        VmCore::new(
+            3,
+            "t".into(),
+            QEMU_VIRT,
+            VmShape { gic: GicVersion::V3, vcpu_count: 2, nic_count: 0 },
+            RamRegion { ipa: 0x4000_0000, size: 0x100_0000 },
+            [0; MAX_VCPUS],
+            BootRequest { entry: 0x4008_0000, argument: 0x40f0_0000 },
+        )
+    }
+
+    #[test]
+    fn psci_power_states_move_off_pending_on() {
+        let vm = vm();
+        assert_eq!((vm.power(0), vm.power(1), vm.power(7), vm.power(99)), (Power::OnPending, Power::Off, Power::Off, Power::Off));
+        let request = BootRequest { entry: 0x4000_1000, argument: 5 };
+        assert_eq!(vm.request_start(1, request), Ok(()));
+        assert_eq!(vm.request_start(1, request), Err(Power::OnPending));
+        assert_eq!(vm.take_start(1), Some(request));
+        assert_eq!(vm.request_start(1, request), Err(Power::On));
+        assert_eq!(vm.request_start(99, request), Err(Power::Off), "no such vCPU");
+        vm.power_off_all();
+        assert_eq!((vm.power(0), vm.power(1)), (Power::Off, Power::Off));
+        assert_eq!(vm.take_start(0), None);
+        vm.restart(request);
+        assert_eq!(vm.take_start(0), Some(request));
+    }
+
+    #[test]
+    fn the_first_stop_reason_wins() {
+        let vm = vm();
+        assert!(!vm.is_stopped());
+        assert!(vm.set_stopped(StopReason::Faulted("x", 1)));
+        assert!(!vm.set_stopped(StopReason::PoweredOff));
+        assert_eq!(vm.stop_reason(), Some(StopReason::Faulted("x", 1)));
+        assert!(vm.is_stopped() && !StopReason::Faulted("x", 1).clean() && StopReason::PoweredOff.clean());
+    }
+
+    #[test]
+    fn a_reset_clears_the_devices_and_counts() {
+        let vm = vm();
+        vm.faults.store(7, Ordering::Relaxed);
+        vm.uart.lock().receive(b'x');
+        vm.reset_devices();
+        assert_eq!(vm.faults.load(Ordering::Relaxed), 0);
+        assert_eq!(vm.resets.load(Ordering::Relaxed), 1);
+        assert!(!vm.uart.lock().interrupt_level());
+        assert!(vm.ram.contains(0x40ff_ffff) && !vm.ram.contains(0x4100_0000) && !vm.ram.contains(0));
+    }
+}
