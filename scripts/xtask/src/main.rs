@@ -7,6 +7,8 @@ mod bench_net;
 mod bundle;
 mod config;
 mod images;
+#[cfg(test)]
+mod layering;
 mod process;
 mod qemu;
 mod testing;
