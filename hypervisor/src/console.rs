@@ -60,9 +60,15 @@ pub fn init_early() {
 
 /// Console on the UART the device tree names.
 pub fn init(board: &crate::platform_info::BoardInfo) {
-    // SAFETY: `mm::init` mapped the device tree's console UART as device
-    // memory; the early driver (same or other UART) is replaced here.
-    *CONSOLE.lock() = Some(unsafe { Pl011::new(board.uart as usize) });
+    match board.uart {
+        // SAFETY: `mm::init` mapped the device tree's console UART as device
+        // memory; the early driver (same or other UART) is replaced here.
+        Some(base) => *CONSOLE.lock() = Some(unsafe { Pl011::new(base as usize) }),
+        None => log::warn!(
+            "the device tree's console is a {:?} UART, which this build does not drive: staying on the early UART",
+            board.other_console
+        ),
+    }
 }
 
 /// Sets the log level (0 = error .. 4 = trace).

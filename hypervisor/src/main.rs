@@ -18,7 +18,7 @@ mod semihosting;
 mod uplink;
 mod vm;
 
-use chroma_arch::aarch64::{sysreg, vectors::El2Frame};
+use chroma_arch::aarch64::{cpu, vectors::El2Frame};
 use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -34,7 +34,7 @@ extern "C" fn chroma_primary_main(dtb: usize) -> ! {
     log::info!("chroma {} starting at EL2 (dtb at {:#x})", env!("CARGO_PKG_VERSION"), dtb);
     let board = match platform_info::discover(dtb) {
         Ok(b) => b,
-        Err(message) => fatal(message),
+        Err(e) => fatal_fmt(format_args!("{e}")),
     };
     mm::init(&board);
     console::init(&board);
@@ -60,40 +60,13 @@ extern "C" fn chroma_secondary_main(cpu: usize) -> ! {
 /// An exception taken at EL2 itself: a hypervisor bug. Report and stop.
 #[no_mangle]
 extern "C" fn chroma_el2_exception(frame: &El2Frame, kind: u64) -> ! {
-    let esr = sysreg::esr_el2();
-    let far = sysreg::far_el2();
-    let class = chroma_arch::aarch64::esr::exception_class(esr);
-    console::emergency(format_args!(
-        "chroma: EL2 EXCEPTION ({}) on CPU {:#x}: {} (EC {:#x}, ESR {:#x})\n  FAR {:#018x}  ELR {:#018x}  SPSR {:#x}",
-        ["synchronous", "IRQ", "FIQ", "SError"][(kind & 3) as usize],
-        sysreg::mpidr_el1() & 0xff_ffff,
-        chroma_arch::aarch64::esr::class_name(class),
-        class,
-        esr,
-        far,
-        frame.elr,
-        frame.spsr
-    ));
-    for row in 0..8 {
-        let i = row * 4;
-        console::emergency(format_args!(
-            "  x{:<2} {:#018x}  x{:<2} {:#018x}  x{:<2} {:#018x}  x{:<2} {:#018x}",
-            i,
-            frame.x[i],
-            i + 1,
-            frame.x[i + 1],
-            i + 2,
-            frame.x[i + 2],
-            i + 3,
-            frame.x.get(i + 3).copied().unwrap_or(0)
-        ));
-    }
+    chroma_arch::aarch64::vectors::report_el2_exception(frame, kind, |line| console::emergency(line));
     semihosting::fail_stop()
 }
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
-    console::emergency(format_args!("chroma: PANIC on CPU {:#x}: {}", sysreg::mpidr_el1() & 0xff_ffff, info));
+    console::emergency(format_args!("chroma: PANIC on CPU {:#x}: {}", cpu::affinity(), info));
     semihosting::fail_stop()
 }
 
@@ -102,6 +75,7 @@ fn fatal(message: &str) -> ! {
     fatal_fmt(format_args!("{message}"))
 }
 
+/// Stops the machine with a formatted message.
 fn fatal_fmt(args: core::fmt::Arguments) -> ! {
     console::emergency(format_args!("chroma: fatal: {args}"));
     semihosting::fail_stop()

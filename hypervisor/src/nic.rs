@@ -12,6 +12,7 @@ use crate::sched::{kick_vcpus, system};
 use crate::uplink::Uplink;
 use alloc::vec::Vec;
 use chroma_arch::aarch64::gic::Gic;
+use chroma_core::exit::AccessWidth;
 use chroma_virtio::mmio::MmioAction;
 use chroma_virtio::net::{NetPort, VirtioNet};
 use chroma_virtio::port::{NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN};
@@ -22,8 +23,6 @@ use spin::Mutex;
 /// Consecutive single-frame polls after which a NIC stops deferring kicks.
 const SYNCHRONOUS_POLLS: u64 = 8;
 
-/// Bytes of one virtio-mmio transport window.
-pub const TRANSPORT_SIZE: u64 = 0x200;
 
 /// A device and the memory view it works through.
 pub struct NicState {
@@ -120,14 +119,25 @@ impl Port for AnyPort<'_> {
 
 /// Milliseconds since boot, the switch's clock for address ageing.
 fn now_ms() -> u64 {
-    chroma_arch::aarch64::sysreg::cntpct_el0() / system().ticks_per_ms
+    system().clock.ms(chroma_arch::aarch64::cpu::now())
 }
 
 /// Emulates an access to NIC `index` of VM `vm` at `offset`. Returns the
 /// value of a read. Accesses the transport refuses (bad width, alignment,
 /// read-only register) read as zero and are ignored, as on QEMU; the
 /// transport counts them.
-pub fn mmio(gic: &Gic, me: usize, vm_index: usize, index: usize, offset: u64, width: u8, write: Option<u64>) -> u64 {
+#[allow(clippy::too_many_arguments)] // one trapped access, described in full
+pub fn mmio(
+    gic: &Gic,
+    me: usize,
+    vm_index: usize,
+    index: usize,
+    offset: u64,
+    width: AccessWidth,
+    write: Option<u64>,
+    cacheable: bool,
+) -> u64 {
+    let width = width.bytes() as u8;
     let sys = system();
     let vm = &sys.vms[vm_index];
     let nic = &vm.nics[index];
@@ -164,7 +174,7 @@ pub fn mmio(gic: &Gic, me: usize, vm_index: usize, index: usize, offset: u64, wi
         }
         MmioAction::Reset => sys.switches[nic.switch].state.lock().switch.port_reset(nic.port),
         MmioAction::DriverOk => {
-            choose_policy(vm, nic);
+            choose_policy(vm, nic, cacheable);
             run_switch(gic, me, nic.switch)
         }
         MmioAction::None => {}
@@ -177,19 +187,18 @@ pub fn mmio(gic: &Gic, me: usize, vm_index: usize, index: usize, offset: u64, wi
 /// or data cache off accesses the rings Non-cacheable while the hypervisor's
 /// alias is cacheable (mismatched attributes): that needs maintenance on any
 /// cache (REFERENCE.md), even where colouring or nothing would do otherwise.
-fn choose_policy(vm: &crate::vm::Vm, nic: &Nic) {
+fn choose_policy(vm: &crate::vm::Vm, nic: &Nic, cached: bool) {
     use chroma_cache::{GuestMemoryType, Policy, PolicyInputs};
     let (geometry, forced) = &system().cache;
-    // The vCPU that wrote DRIVER_OK is the one whose EL1 state is loaded.
-    let sctlr = chroma_arch::aarch64::sysreg::sctlr_el1();
-    let cached = sctlr & 0b101 == 0b101; // M and C
+    // `cached`: how the vCPU that wrote DRIVER_OK maps memory (the arch
+    // seam reads its MMU and cache enables).
     let guest_memory = if cached { GuestMemoryType::WriteBack } else { GuestMemoryType::NonCacheable };
     let inputs = PolicyInputs { guest_memory, forced: *forced, ..PolicyInputs::default() };
     let policy = match geometry {
         Some(g) => Policy::choose(g, inputs),
         None => Policy::Maintain,
     };
-    let (ipa, _, size) = vm.ram;
+    let chroma_core::vm::RamRegion { ipa, size } = vm.ram;
     nic.state.lock().memory = VmMemory::new(ipa, size, vm.alias, policy, crate::mm::ALIAS_WINDOW);
     log::info!("vm {}: NIC driver up, guest caches {}: cache policy {:?}", vm.name, if cached { "on" } else { "off" }, policy);
 }

@@ -2,9 +2,10 @@
 //! device tree it generates for each VM (both through `chroma-devtree`).
 
 use alloc::vec::Vec;
+use chroma_arch::aarch64::cpu::Conduit;
 use chroma_arch::aarch64::gic::GicKind;
 use chroma_core::vgic::GicVersion;
-use chroma_devtree::{build_guest_dtb, parse_board, Gic, GuestDtbSpec, GuestGic};
+use chroma_devtree::{build_guest_dtb, parse_board, EnableMethod, Gic, GuestDtbSpec, GuestGic, PsciConduit, UartKind};
 use chroma_manifest::VmSpec;
 
 /// Most RAM ranges and device windows kept.
@@ -12,20 +13,62 @@ const MAX_RANGES: usize = 8;
 /// Most device windows the EL2 map holds.
 const MAX_DEVICES: usize = 16;
 
+/// How a secondary CPU is started, from its `enable-method` and `/psci`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecondaryStart {
+    /// PSCI CPU_ON through this conduit.
+    Psci(Conduit),
+    /// A method this build cannot use yet (spin table, PSCI over HVC at
+    /// EL2, none): named for the log.
+    Unsupported(&'static str),
+}
+
+/// Why the board cannot run chroma.
+#[derive(Clone, Copy, Debug)]
+pub enum BoardError {
+    /// No flattened device tree at the address the boot loader passed.
+    NoDeviceTree,
+    /// The device tree lacks something or is malformed.
+    DeviceTree(chroma_devtree::DevtreeError),
+    /// The interrupt controller is not one this build drives.
+    InterruptController(chroma_devtree::OtherController, u64),
+    /// A GICv2 without the virtualization extensions.
+    NoVirtualGic(&'static str),
+}
+
+impl core::fmt::Display for BoardError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BoardError::NoDeviceTree => f.write_str("no flattened device tree at x0 (bad magic)"),
+            BoardError::DeviceTree(e) => write!(f, "the board's device tree: {e}"),
+            BoardError::InterruptController(kind, base) => write!(
+                f,
+                "the board's interrupt controller is {kind:?} at {base:#x}, not a GIC; this build drives GICv2 and GICv3 only"
+            ),
+            BoardError::NoVirtualGic(what) => f.write_str(what),
+        }
+    }
+}
+
 /// The board, as the hypervisor needs it.
 pub struct BoardInfo {
     /// RAM ranges (start, end).
     pub memory: [Option<(u64, u64)>; MAX_RANGES],
     /// Device windows to map at EL2 (base, size).
     pub devices: [Option<(u64, u64)>; MAX_DEVICES],
-    /// The console PL011.
-    pub uart: u64,
+    /// The console UART (a PL011), when the device tree's console is one
+    /// this build drives.
+    pub uart: Option<u64>,
+    /// The console the device tree names, when it is not a PL011.
+    pub other_console: Option<chroma_devtree::UartKind>,
     /// The physical GIC.
     pub gic: GicKind,
     /// GICv2 virtual CPU interface (mapped into guests as their GICC).
     pub gicv: Option<u64>,
-    /// MPIDR of each CPU, in device-tree order.
-    pub cpus: [Option<u64>; chroma_arch::aarch64::boot::MAX_CPUS],
+    /// MPIDR of each CPU and how it starts, in device-tree order.
+    pub cpus: [Option<(u64, SecondaryStart)>; chroma_arch::aarch64::boot::MAX_CPUS],
+    /// INTID of the virtual interface's maintenance interrupt.
+    pub maintenance_intid: u32,
     /// INTID of the EL2 physical timer.
     pub hyp_timer_intid: u32,
     /// INTID of the virtual timer.
@@ -39,27 +82,36 @@ pub struct BoardInfo {
 }
 
 /// Reads the device tree at `dtb`.
-pub fn discover(dtb: usize) -> Result<BoardInfo, &'static str> {
+pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
     // SAFETY: the boot loader passed a device tree at `dtb` (boot protocol);
     // its header's totalsize bounds it, and the early map covers its GiB.
     let header = unsafe { core::slice::from_raw_parts(dtb as *const u8, 8) };
     if header[..4] != [0xd0, 0x0d, 0xfe, 0xed] {
-        return Err("no flattened device tree at x0 (bad magic)");
+        return Err(BoardError::NoDeviceTree);
     }
     let total = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
     // SAFETY: as above, `total` bytes from the header's own size field.
     let bytes = unsafe { core::slice::from_raw_parts(dtb as *const u8, total) };
-    let board = parse_board(bytes).map_err(|_| "the device tree lacks memory, console, GIC, timer or CPUs")?;
+    let board = parse_board(bytes).map_err(BoardError::DeviceTree)?;
+    if let Gic::NotGic { kind, registers } = board.gic {
+        return Err(BoardError::InterruptController(kind, registers.base));
+    }
+    let maintenance = match board.gic {
+        Gic::V2 { maintenance, .. } | Gic::V3 { maintenance, .. } => maintenance.and_then(|m| m.intid()),
+        Gic::NotGic { .. } => None,
+    };
     let mut info = BoardInfo {
         memory: [None; MAX_RANGES],
         devices: [None; MAX_DEVICES],
-        uart: board.console.mmio.base,
+        uart: (board.console.kind == UartKind::Pl011).then_some(board.console.mmio.base),
+        other_console: (board.console.kind != UartKind::Pl011).then_some(board.console.kind),
         gic: GicKind::V3 { gicd: 0, gicr: 0 },
         gicv: None,
         cpus: [None; chroma_arch::aarch64::boot::MAX_CPUS],
-        hyp_timer_intid: board.timer.hyp.intid().unwrap_or(26),
-        virt_timer_intid: board.timer.virt.intid().unwrap_or(27),
-        ipa_bits: ipa_bits(),
+        maintenance_intid: maintenance.ok_or(BoardError::NoVirtualGic("the GIC node has no maintenance interrupt"))?,
+        hyp_timer_intid: board.timer.hyp.intid().ok_or(BoardError::NoVirtualGic("the timer has no hypervisor timer PPI"))?,
+        virt_timer_intid: board.timer.virt.intid().ok_or(BoardError::NoVirtualGic("the timer has no virtual timer PPI"))?,
+        ipa_bits: chroma_arch::aarch64::cpu::physical_address_bits().min(48),
         dtb_range: (dtb as u64, (dtb + total) as u64),
         virtio: [None; 32],
     };
@@ -67,7 +119,14 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, &'static str> {
         *slot = Some((range.base, range.base.saturating_add(range.size)));
     }
     for (slot, cpu) in info.cpus.iter_mut().zip(board.cpus.iter()) {
-        *slot = Some(cpu.mpidr);
+        let start = match (cpu.enable_method, board.psci.map(|p| p.conduit)) {
+            (EnableMethod::Psci, Some(PsciConduit::Smc)) => SecondaryStart::Psci(Conduit::Smc),
+            (EnableMethod::Psci, Some(PsciConduit::Hvc)) => SecondaryStart::Unsupported("PSCI over HVC"),
+            (EnableMethod::Psci, None) => SecondaryStart::Unsupported("PSCI without a /psci node"),
+            (EnableMethod::SpinTable { .. }, _) => SecondaryStart::Unsupported("spin-table"),
+            (EnableMethod::Other, _) => SecondaryStart::Unsupported("unknown"),
+        };
+        *slot = Some((cpu.mpidr, start));
     }
     for (slot, v) in info.virtio.iter_mut().zip(board.virtio_mmio.iter()) {
         *slot = v.interrupt.intid().map(|intid| (v.mmio.base, v.mmio.size, intid));
@@ -80,11 +139,14 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, &'static str> {
         let low = low & !0xfff;
         devices[4] = (low, (high - low).next_multiple_of(0x1000));
     }
-    devices[0] = (board.console.mmio.base, board.console.mmio.size.max(0x1000));
+    if board.console.kind == UartKind::Pl011 {
+        devices[0] = (board.console.mmio.base, board.console.mmio.size.max(0x1000));
+    }
     match board.gic {
         Gic::V2 { distributor, cpu_interface, hyp_interface, virtual_cpu_interface, .. } => {
-            let gich = hyp_interface.ok_or("GICv2 without virtualization extensions (no GICH)")?;
-            let gicv = virtual_cpu_interface.ok_or("GICv2 without a virtual CPU interface (no GICV)")?;
+            let gich = hyp_interface.ok_or(BoardError::NoVirtualGic("GICv2 without virtualization extensions (no GICH)"))?;
+            let gicv =
+                virtual_cpu_interface.ok_or(BoardError::NoVirtualGic("GICv2 without a virtual CPU interface (no GICV)"))?;
             info.gic = GicKind::V2 {
                 gicd: distributor.base as usize,
                 gicc: cpu_interface.base as usize,
@@ -100,23 +162,12 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, &'static str> {
             devices[1] = (distributor.base, distributor.size);
             devices[2] = (redistributors.base, redistributors.size);
         }
+        Gic::NotGic { .. } => {}
     }
     for (slot, device) in info.devices.iter_mut().zip(devices.into_iter().filter(|d| d.1 != 0)) {
         *slot = Some(device);
     }
     Ok(info)
-}
-
-/// The guest IPA size: the CPU's physical address size, at most 48 bits.
-fn ipa_bits() -> u8 {
-    match chroma_arch::aarch64::sysreg::id_aa64mmfr0_el1() & 0xf {
-        0 => 32,
-        1 => 36,
-        2 => 40,
-        3 => 42,
-        4 => 44,
-        _ => 48,
-    }
 }
 
 /// Generates a VM's device tree.

@@ -1,36 +1,34 @@
-//! System bring-up and the per-CPU scheduler loop.
+//! System bring-up and the per-CPU scheduler loop: the wiring between the
+//! portable run-loop decisions (`chroma_core::run`), exit dispatch
+//! (`chroma_core::vcpu`) and the AArch64 back-end that enters guests.
 //!
-//! Every vCPU is pinned to one physical CPU. Each CPU runs the vCPUs pinned
-//! to it round-robin: a vCPU runs until it traps; WFI with nothing pending
-//! parks it until an interrupt for it arrives (its virtual timer, an SGI, a
-//! device), and when several are runnable a 10 ms slice on the EL2 physical
-//! timer rotates them. A CPU with nothing to run sleeps in WFI with its
-//! EL2 timer set to the earliest virtual-timer deadline of its parked vCPUs.
+//! Every vCPU is pinned to one physical CPU; each CPU runs its vCPUs
+//! round-robin, parks those waiting in WFI, rotates them on a slice when
+//! several are runnable and sleeps until the next virtual-timer deadline
+//! when none is (see `chroma_core::run` for the rules).
 
-use crate::exits::{self, Action};
-use crate::platform_info::BoardInfo;
-use crate::vm::{power, StopReason, Vm};
+use crate::exits::Host;
+use crate::platform_info::{BoardInfo, SecondaryStart};
+use crate::vm::Vm;
 use crate::{console, semihosting};
 use alloc::vec::Vec;
-use chroma_arch::aarch64::context::El1Context;
+use chroma_arch::aarch64::cpu;
 use chroma_arch::aarch64::gic::{Gic, GicKind};
+use chroma_arch::aarch64::irq::GicCpuTarget;
 use chroma_arch::aarch64::sysreg;
-use chroma_arch::aarch64::vectors::{enter_guest, ExceptionKind, GuestRegisters};
-use chroma_core::vgic::{GicVersion, MAX_VCPUS};
+use chroma_arch::aarch64::vcpu::{self as arch_vcpu, Vcpu};
+use chroma_arch::aarch64::vectors::ExceptionKind;
+use chroma_core::irq::{self, InterruptController, IrqRole, IrqRoles};
+use chroma_core::run::{self, Clock, Next, RoundRobin};
+use chroma_core::vcpu::{handle_exit, Action};
+use chroma_core::vgic::{GicVersion, VcpuMask, MAX_VCPUS};
+use chroma_core::vm::{Power, StopReason, VmCore};
 use chroma_manifest::Manifest;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use spin::Once;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use spin::{Mutex, Once};
 
 /// The SGI one physical CPU sends another to make it re-examine its vCPUs.
 const KICK_SGI: u32 = 0;
-/// PPI of the GIC maintenance interrupt (INTID 25).
-const MAINTENANCE_INTID: u32 = 25;
-/// Time slice when several vCPUs share a CPU.
-const SLICE_MS: u64 = 10;
-/// A VM with a NIC in deferred-kick mode exits at least this often.
-const POLL_MS: u64 = 1;
-/// Console input is polled at least this often by CPU 0.
-const CONSOLE_POLL_MS: u64 = 20;
 /// Most physical CPUs.
 const MAX_CPUS: usize = chroma_arch::aarch64::boot::MAX_CPUS;
 
@@ -42,20 +40,14 @@ pub struct System {
     pub failed_to_start: usize,
     /// The physical GIC.
     pub gic: GicKind,
-    /// The guest-visible GIC version (the physical one).
-    pub version: GicVersion,
     /// Stage-2 control, the same on every CPU.
     pub vtcr: u64,
-    /// INTIDs of the EL2 physical timer and the virtual timer.
-    pub hyp_timer_intid: u32,
-    /// The virtual timer's INTID.
-    pub virt_timer_intid: u32,
-    /// Timer ticks per millisecond.
-    pub ticks_per_ms: u64,
-    /// MPIDR of each physical CPU (from the device tree).
-    pub cpu_mpidr: [AtomicU64; MAX_CPUS],
-    /// GICv2 CPU interface mask of each CPU (learnt when it starts).
-    pub cpu_v2_mask: [AtomicU8; MAX_CPUS],
+    /// What each physical interrupt the hypervisor takes means.
+    pub roles: IrqRoles,
+    /// The counter's ticks per millisecond.
+    pub clock: Clock,
+    /// How to reach each physical CPU with an IPI (learnt when it starts).
+    pub cpu_targets: [Mutex<GicCpuTarget>; MAX_CPUS],
     /// Number of physical CPUs.
     pub cpu_count: usize,
     /// The switches.
@@ -103,11 +95,11 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
                 log::info!(
                     "vm {}: {} MiB at IPA {:#x} (PA {:#x}), {} vCPU(s) on CPU(s) {:?}",
                     vm.name,
-                    vm.ram.2 >> 20,
-                    vm.ram.0,
-                    vm.ram.1,
-                    vm.vcpu_count,
-                    &vm.affinity[..vm.vcpu_count]
+                    vm.ram.size >> 20,
+                    vm.ram.ipa,
+                    vm.ram_pa,
+                    vm.vcpu_count(),
+                    &vm.affinity[..vm.vcpu_count()]
                 );
                 vms.push(vm);
             }
@@ -127,13 +119,16 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
         vms,
         failed_to_start: failed,
         gic: board.gic,
-        version,
         vtcr: vtcr_value(board.ipa_bits, geometry.start_level),
-        hyp_timer_intid: board.hyp_timer_intid,
-        virt_timer_intid: board.virt_timer_intid,
-        ticks_per_ms: (sysreg::cntfrq_el0() / 1000).max(1),
-        cpu_mpidr: core::array::from_fn(|i| AtomicU64::new(board.cpus.get(i).copied().flatten().unwrap_or(0))),
-        cpu_v2_mask: core::array::from_fn(|_| AtomicU8::new(0)),
+        roles: IrqRoles {
+            kick: KICK_SGI,
+            maintenance: board.maintenance_intid,
+            hypervisor_timer: board.hyp_timer_intid,
+            virtual_timer: board.virt_timer_intid,
+            uplink: uplink.map(|(_, intid)| intid),
+        },
+        clock: Clock::from_frequency(cpu::counter_frequency()),
+        cpu_targets: core::array::from_fn(|_| Mutex::new(GicCpuTarget::default())),
         cpu_count: board.cpus.iter().flatten().count().clamp(1, MAX_CPUS),
         switches,
         uplink,
@@ -216,56 +211,46 @@ fn build_switches(manifest: &Manifest<'static>, vms: &[Vm], board: &BoardInfo) -
     switches
 }
 
-/// Starts the other CPUs with PSCI CPU_ON. Returns how many started.
+/// Starts the other CPUs the way the device tree says. Returns how many
+/// started.
 pub fn start_secondaries(board: &BoardInfo) -> usize {
-    let me = sysreg::mpidr_el1() & 0xff_00ff_ffff;
+    let me = cpu::affinity();
     let mut started = 0;
-    for (index, mpidr) in board.cpus.iter().enumerate().skip(1) {
-        let Some(mpidr) = mpidr else { continue };
+    for (index, slot) in board.cpus.iter().enumerate().skip(1) {
+        let Some((mpidr, how)) = slot else { continue };
         if *mpidr == me {
             continue;
         }
-        // SAFETY: the entry is chroma's secondary entry, which sets up its
-        // own stack (by index) and MMU before running Rust code.
-        let result = unsafe {
-            sysreg::smc_call(0xc400_0003, *mpidr, chroma_arch::aarch64::boot::secondary_entry_address(), index as u64)
-        };
-        if result == 0 {
-            started += 1;
-        } else {
-            log::warn!("CPU {index} (MPIDR {mpidr:#x}) did not start: PSCI {}", result as i64);
+        match how {
+            SecondaryStart::Psci(conduit) => match cpu::start_secondary(*conduit, *mpidr, index) {
+                Ok(()) => started += 1,
+                Err(code) => log::warn!("CPU {index} (MPIDR {mpidr:#x}) did not start: PSCI {code}"),
+            },
+            SecondaryStart::Unsupported(what) => {
+                log::warn!("CPU {index} (MPIDR {mpidr:#x}) stays off: enable method {what} is not supported by this build")
+            }
         }
     }
     started
 }
 
 /// A vCPU as its physical CPU runs it.
-pub struct VcpuRun {
-    /// The VM.
-    pub vm: &'static Vm,
-    /// vCPU number in the VM.
-    pub id: usize,
-    /// General-purpose registers, PC and PSTATE.
-    pub registers: GuestRegisters,
-    context: El1Context,
-    vmcr: u64,
+struct VcpuSlot {
+    vm: &'static Vm,
+    id: usize,
+    vcpu: Vcpu,
     /// Parked in WFI until an interrupt is pending for it.
     waiting: bool,
-    /// Has run since its last power-on (its registers are initialised).
-    started: bool,
 }
 
 /// One physical CPU's scheduler state.
 pub struct Cpu {
-    /// This CPU's index.
-    pub index: usize,
-    /// The physical GIC seen from this CPU.
-    pub gic: Gic,
-    /// The vCPUs pinned to this CPU.
-    pub vcpus: Vec<VcpuRun>,
+    index: usize,
+    gic: Gic,
+    vcpus: Vec<VcpuSlot>,
     /// Which of `vcpus` has its EL1 state in the CPU's registers.
     loaded: Option<usize>,
-    next: usize,
+    round_robin: RoundRobin,
 }
 
 /// The per-CPU loop. Never returns.
@@ -273,24 +258,13 @@ pub fn run_cpu(index: usize) -> ! {
     let sys = system();
     // SAFETY: the GIC frames were mapped by the boot CPU before this CPU started.
     let gic = unsafe { Gic::new(sys.gic) };
-    gic.init_cpu(&[KICK_SGI, MAINTENANCE_INTID, sys.hyp_timer_intid, sys.virt_timer_intid]);
-    sys.cpu_v2_mask[index.min(MAX_CPUS - 1)].store(gic.cpu_interface_mask(), Ordering::SeqCst);
-    sys.cpu_mpidr[index.min(MAX_CPUS - 1)].store(sysreg::mpidr_el1() & 0xff_00ff_ffff, Ordering::SeqCst);
+    gic.init_cpu(&sys.roles.private_interrupts());
+    *sys.cpu_targets[index.min(MAX_CPUS - 1)].lock() = gic.this_cpu();
     init_el2_controls(sys);
-    let mut cpu = Cpu { index, gic, vcpus: Vec::new(), loaded: None, next: 0 };
+    let mut cpu = Cpu { index, gic, vcpus: Vec::new(), loaded: None, round_robin: RoundRobin::default() };
     for vm in sys.vms.iter() {
-        for id in 0..vm.vcpu_count {
-            if vm.affinity[id] == index {
-                cpu.vcpus.push(VcpuRun {
-                    vm,
-                    id,
-                    registers: GuestRegisters::default(),
-                    context: El1Context::default(),
-                    vmcr: 0,
-                    waiting: false,
-                    started: false,
-                });
-            }
+        for id in (0..vm.vcpu_count()).filter(|&id| vm.affinity[id] == index) {
+            cpu.vcpus.push(VcpuSlot { vm, id, vcpu: Vcpu::default(), waiting: false });
         }
     }
     if index == 0 {
@@ -306,7 +280,8 @@ pub fn run_cpu(index: usize) -> ! {
         }
         // Parked vCPUs whose timer expired while others ran become runnable.
         cpu.wake_expired_timers();
-        match cpu.pick() {
+        let slots = &cpu.vcpus;
+        match cpu.round_robin.pick(slots.len(), |k| run::runnable(&slots[k].vm.core, slots[k].id, slots[k].waiting)) {
             Some(k) => cpu.run(k),
             None => cpu.idle(),
         }
@@ -320,30 +295,9 @@ fn init_el2_controls(sys: &System) {
     unsafe { chroma_arch::aarch64::el2::init_el2_controls(sys.vtcr) };
 }
 
-fn now() -> u64 {
-    sysreg::cntpct_el0()
-}
-
 impl Cpu {
-    fn runnable(&self, k: usize) -> bool {
-        let v = &self.vcpus[k];
-        if v.vm.is_stopped() {
-            return false;
-        }
-        match v.vm.power[v.id].load(Ordering::Acquire) {
-            power::ON_PENDING => true,
-            power::ON => !v.waiting || v.vm.vgic.lock().has_pending(v.id),
-            _ => false,
-        }
-    }
-
-    fn pick(&mut self) -> Option<usize> {
-        let n = self.vcpus.len();
-        (0..n).map(|i| (self.next + i) % n).find(|&k| self.runnable(k)).inspect(|&k| self.next = (k + 1) % n)
-    }
-
     fn runnable_count(&self) -> usize {
-        (0..self.vcpus.len()).filter(|&k| self.runnable(k)).count()
+        self.vcpus.iter().filter(|v| run::runnable(&v.vm.core, v.id, v.waiting)).count()
     }
 
     /// Makes vCPU `k`'s EL1 state the CPU's.
@@ -352,89 +306,63 @@ impl Cpu {
             return;
         }
         if let Some(old) = self.loaded {
-            let v = &mut self.vcpus[old];
-            v.context.save();
-            v.vmcr = self.gic.save_vmcr();
+            self.vcpus[old].vcpu.save(&self.gic);
         }
-        let v = &self.vcpus[k];
-        // SAFETY: the context belongs to vCPU k, which runs next on this CPU
-        // with its own stage-2 tables (installed below).
-        unsafe { v.context.restore() };
-        self.gic.restore_vmcr(v.vmcr);
+        // SAFETY: vCPU k runs next on this CPU, after `run` installs its
+        // VM's stage-2 tables.
+        unsafe { self.vcpus[k].vcpu.restore(&self.gic) };
         self.loaded = Some(k);
     }
 
     fn run(&mut self, k: usize) {
         let sys = system();
-        let vm = self.vcpus[k].vm;
-        let id = self.vcpus[k].id;
-        if vm.power[id].load(Ordering::Acquire) == power::ON_PENDING || !self.vcpus[k].started {
-            if vm.power[id].load(Ordering::Acquire) == power::OFF {
-                return;
-            }
-            let (pc, x0) = if vm.power[id].load(Ordering::Acquire) == power::ON_PENDING {
-                *vm.boot[id].lock()
-            } else {
-                (vm.entry.0, vm.entry.1)
-            };
-            let v = &mut self.vcpus[k];
-            v.registers = GuestRegisters::default();
-            v.registers.pc = pc;
-            v.registers.x[0] = x0;
-            // EL1h with D, A, I and F masked, as the boot protocol requires.
-            v.registers.pstate = 0x3c5;
-            v.context = El1Context::default();
-            v.vmcr = 0;
-            v.waiting = false;
-            v.started = true;
+        let (vm, id) = (self.vcpus[k].vm, self.vcpus[k].id);
+        if let Some(start) = vm.take_start(id) {
+            self.vcpus[k].vcpu.reset(start.entry, start.argument);
+            self.vcpus[k].waiting = false;
+            // Its fresh state must be loaded, not the CPU's stale copy kept.
             if self.loaded == Some(k) {
                 self.loaded = None;
             }
-            vm.power[id].store(power::ON, Ordering::Release);
+        }
+        if vm.power(id) != Power::On {
+            return;
         }
         self.load(k);
-        // SAFETY: VTTBR_EL2 names this VM's stage-2 root and VMID; VMPIDR
-        // gives the vCPU its own affinity (Aff0 = vCPU id; bit 31 RES1).
-        unsafe {
-            sysreg::write_vttbr_el2(u64::from(vm.vmid) << 48 | vm.stage2.root().raw());
-            sysreg::write_vmpidr_el2(1 << 31 | id as u64);
-            sysreg::isb();
-        }
-        // Wake up for the earliest of: the end of a slice (another vCPU is
-        // runnable here), a parked vCPU's timer, the console poll.
-        let slice = (self.runnable_count() > 1).then(|| now() + SLICE_MS * sys.ticks_per_ms);
-        // A NIC of this VM defers TX kicks: make sure an exit polls it soon.
-        let slice = if crate::nic::vm_polling(vm.index) {
-            Some(slice.unwrap_or(u64::MAX).min(now() + POLL_MS * sys.ticks_per_ms))
-        } else {
-            slice
-        };
-        self.arm_timer(self.next_deadline(Some(k), slice));
+        // SAFETY: the stage-2 root and VMID are this VM's own.
+        unsafe { arch_vcpu::switch_to(vm.vmid, vm.stage2.root().raw(), id) };
+        let now = cpu::now();
+        let extra = run::entry_deadline(sys.clock, now, self.runnable_count(), crate::nic::vm_polling(vm.index));
+        cpu::arm_timer(self.next_deadline(Some(k), extra));
         self.vcpus[k].waiting = false;
         loop {
             vm.vgic.lock().flush(id, &mut self.gic);
             vm.running[id].store(true, Ordering::Release);
             // A reset or stop may have turned this vCPU off since it was picked.
-            if vm.power[id].load(Ordering::Acquire) != power::ON || vm.is_stopped() {
+            if vm.power(id) != Power::On || vm.is_stopped() {
                 vm.running[id].store(false, Ordering::Release);
                 return;
             }
-            // SAFETY: stage 2, VMPIDR and the EL1 context are vCPU k's (set
-            // above); HCR_EL2 traps what the hypervisor must see.
-            let kind = unsafe { enter_guest(&mut self.vcpus[k].registers) };
+            // SAFETY: the context is loaded and the stage 2 installed (above);
+            // HCR_EL2 traps what the hypervisor must see.
+            let kind = unsafe { self.vcpus[k].vcpu.enter() };
             vm.running[id].store(false, Ordering::Release);
             vm.vgic.lock().sync(id, &self.gic);
             let action = match kind {
-                ExceptionKind::Synchronous => exits::handle_sync(self, k),
+                ExceptionKind::Synchronous => {
+                    let (mut trapped, trap) = self.vcpus[k].vcpu.trapped();
+                    handle_exit(&vm.core, id, &mut trapped, &trap, &Host { gic: &self.gic, me: self.index })
+                }
                 ExceptionKind::Irq | ExceptionKind::Fiq => self.handle_interrupts(),
                 ExceptionKind::SError => {
-                    vm.stop(StopReason::Faulted("SError while the guest ran", sysreg::esr_el2()));
+                    let (_, trap) = self.vcpus[k].vcpu.trapped();
+                    vm.stop(StopReason::Faulted("SError while the guest ran", trap.syndrome));
                     Action::Off
                 }
             };
             // Poll the VM's NICs that defer TX kicks (cheap when none does).
             if crate::nic::vm_polling(vm.index) {
-                // Preempted by the EL2 timer rather than trapped on its own.
+                // Preempted by the hypervisor timer rather than trapped on its own.
                 let preempted = kind != ExceptionKind::Synchronous && action == Action::Yield;
                 crate::nic::poll_vm(&self.gic, self.index, vm.index, preempted);
             }
@@ -443,138 +371,104 @@ impl Cpu {
                 report_if_all_stopped();
                 return;
             }
-            match action {
-                Action::Continue => {}
-                Action::Wait => {
-                    if vm.vgic.lock().has_pending(id) {
-                        continue;
-                    }
+            match run::after_exit(&vm.core, id, action) {
+                Next::Reenter => {}
+                Next::Park => {
                     self.vcpus[k].waiting = true;
                     return;
                 }
-                Action::Yield => return,
-                Action::Off => return,
+                Next::Leave => return,
             }
-        }
-    }
-
-    /// Arms the EL2 physical timer for `deadline` (counter ticks).
-    fn arm_timer(&self, deadline: u64) {
-        // SAFETY: the EL2 physical timer belongs to the hypervisor.
-        unsafe {
-            sysreg::write_cnthp_cval_el2(deadline);
-            sysreg::write_cnthp_ctl_el2(1);
         }
     }
 
     /// Acknowledges and handles every pending physical interrupt. Returns
     /// what the running vCPU should do.
-    pub fn handle_interrupts(&mut self) -> Action {
+    fn handle_interrupts(&mut self) -> Action {
         let sys = system();
+        let gic = self.gic;
         let mut action = Action::Continue;
-        while let Some(intid) = self.gic.acknowledge() {
-            if intid == sys.virt_timer_intid {
+        irq::drain(&gic, &sys.roles, |role, _| match role {
+            IrqRole::VirtualTimer => {
                 // The loaded vCPU's virtual timer fired: mask it at the timer
                 // (the guest unmasks when it reprograms it) and deliver it.
-                let control = sysreg::cntv_ctl_el0();
-                // SAFETY: masks the current guest's own timer output.
-                unsafe { sysreg::write_cntv_ctl_el0(control | 0b10) };
+                arch_vcpu::mask_live_timer();
                 if let Some(k) = self.loaded {
-                    let v = &mut self.vcpus[k];
-                    v.vm.vgic.lock().inject(v.id, sys.virt_timer_intid);
-                    v.waiting = false;
+                    let slot = &mut self.vcpus[k];
+                    slot.vm.vgic.lock().inject(slot.id, sys.roles.virtual_timer);
+                    slot.waiting = false;
                 }
-            } else if sys.uplink.is_some_and(|(_, u)| u == intid) {
+            }
+            IrqRole::Uplink => {
                 if let Some((switch, _)) = sys.uplink {
                     if let Some(u) = sys.switches[switch].state.lock().uplink.as_mut() {
                         u.ack_interrupt();
                     }
-                    crate::nic::run_switch(&self.gic, self.index, switch);
+                    crate::nic::run_switch(&gic, self.index, switch);
                 }
-            } else if intid == sys.hyp_timer_intid {
-                // SAFETY: disarms the hypervisor's own timer.
-                unsafe { sysreg::write_cnthp_ctl_el2(0) };
+            }
+            IrqRole::HypervisorTimer => {
+                cpu::disarm_timer();
                 self.wake_expired_timers();
                 action = Action::Yield;
             }
-            // KICK_SGI and maintenance: nothing to do here; the state they
-            // signal is re-read before the next entry.
-            self.gic.end_of_interrupt(intid);
-        }
+            // A kick or the maintenance interrupt: the state they signal is
+            // re-read before the next entry.
+            IrqRole::Kick | IrqRole::Maintenance | IrqRole::Unexpected => {}
+        });
         action
     }
 
     /// Delivers the virtual timer of parked vCPUs whose deadline passed.
     fn wake_expired_timers(&mut self) {
         let sys = system();
-        let t = now();
-        for k in 0..self.vcpus.len() {
-            if self.loaded == Some(k) {
-                continue;
-            }
-            let v = &mut self.vcpus[k];
-            let control = v.context.sysregs[25];
-            let cval = v.context.sysregs[24];
-            if control & 0b011 == 0b001 && cval <= t {
-                v.context.sysregs[25] |= 0b10;
-                v.vm.vgic.lock().inject(v.id, sys.virt_timer_intid);
-                v.waiting = false;
+        let now = cpu::now();
+        for (k, slot) in self.vcpus.iter_mut().enumerate() {
+            if self.loaded != Some(k) && slot.vcpu.saved_timer().expired(now) {
+                slot.vcpu.mask_saved_timer();
+                slot.vm.vgic.lock().inject(slot.id, sys.roles.virtual_timer);
+                slot.waiting = false;
             }
         }
     }
 
-    /// The earliest moment this CPU must look at its vCPUs again: a parked
-    /// vCPU's virtual timer (other than `running`, whose timer fires by
-    /// itself), the console poll on CPU 0, and `extra`.
+    /// The earliest moment this CPU must look at its vCPUs again (see
+    /// `run::next_deadline`); `running`'s own timer fires by itself.
     fn next_deadline(&self, running: Option<usize>, extra: Option<u64>) -> u64 {
-        let sys = system();
-        let poll = if self.index == 0 { CONSOLE_POLL_MS } else { 1000 };
-        let mut deadline = now() + poll * sys.ticks_per_ms;
-        if let Some(extra) = extra {
-            deadline = deadline.min(extra);
-        }
-        for (k, v) in self.vcpus.iter().enumerate() {
-            if Some(k) == running {
-                continue;
+        let timers = self.vcpus.iter().enumerate().filter(|&(k, _)| Some(k) != running).map(|(k, slot)| {
+            if self.loaded == Some(k) {
+                arch_vcpu::live_timer()
+            } else {
+                slot.vcpu.saved_timer()
             }
-            let live = self.loaded == Some(k);
-            let control = if live { sysreg::cntv_ctl_el0() } else { v.context.sysregs[25] };
-            let cval = if live { sysreg::cntv_cval_el0() } else { v.context.sysregs[24] };
-            if control & 0b011 == 0b001 {
-                deadline = deadline.min(cval);
-            }
-        }
-        deadline
+        });
+        run::next_deadline(system().clock, cpu::now(), self.index == 0, extra, timers)
     }
 
     /// Nothing to run: sleep until an interrupt or the next timer deadline.
     fn idle(&mut self) {
-        self.arm_timer(self.next_deadline(None, None));
-        sysreg::wfi();
+        cpu::arm_timer(self.next_deadline(None, None));
+        cpu::wait_for_interrupt();
         self.handle_interrupts();
         self.wake_expired_timers();
     }
 }
 
 /// Makes the CPUs that run `vm`'s vCPUs look at them again.
-pub fn kick_vm(gic: &Gic, vm: &Vm, me: usize) {
-    kick_vcpus(gic, vm, (1u32 << vm.vcpu_count) - 1, me);
+pub fn kick_vm(gic: &Gic, vm: &VmCore, me: usize) {
+    kick_vcpus(gic, vm, (1 << vm.vcpu_count()) - 1, me);
 }
 
 /// Kicks the physical CPUs of the vCPUs in `vcpus` (bit n = vCPU n).
-pub fn kick_vcpus(gic: &Gic, vm: &Vm, vcpus: u32, me: usize) {
+pub fn kick_vcpus(gic: &Gic, vm: &VmCore, vcpus: VcpuMask, me: usize) {
     let sys = system();
     let mut cpus = 0u32;
-    for id in 0..vm.vcpu_count.min(MAX_VCPUS) {
-        if vcpus & (1 << id) != 0 {
-            cpus |= 1 << vm.affinity[id];
-        }
+    for id in (0..vm.vcpu_count().min(MAX_VCPUS)).filter(|id| vcpus & (1 << id) != 0) {
+        cpus |= 1 << vm.affinity[id];
     }
     cpus &= !(1 << me);
-    for cpu in 0..sys.cpu_count {
-        if cpus & (1 << cpu) != 0 {
-            gic.send_sgi(KICK_SGI, sys.cpu_mpidr[cpu].load(Ordering::Relaxed), sys.cpu_v2_mask[cpu].load(Ordering::Relaxed));
-        }
+    for target in (0..sys.cpu_count).filter(|cpu| cpus & (1 << cpu) != 0) {
+        gic.send_ipi(*sys.cpu_targets[target].lock(), KICK_SGI);
     }
 }
 
@@ -589,9 +483,10 @@ pub fn report_if_all_stopped() {
     if FINISHING.swap(true, Ordering::SeqCst) {
         return;
     }
-    let clean = sys.vms.iter().filter(|vm| vm.stop.lock().is_some_and(|r| r.clean())).count();
+    let clean = sys.vms.iter().filter(|vm| vm.stop_reason().is_some_and(|r| r.clean())).count();
     let failed = sys.vms.len() - clean + sys.failed_to_start;
     log::info!("all VMs stopped ({clean} clean, {failed} failed)");
+    // Drain typed input so QEMU's console does not hold the exit.
     let _ = console::poll_input();
     semihosting::exit(if failed == 0 { 0 } else { 1 })
 }

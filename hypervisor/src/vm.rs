@@ -1,109 +1,56 @@
-//! A VM: its memory and stage-2 tables, its emulated devices (vGIC, PL011),
-//! the power state of its vCPUs, and loading its images.
+//! A VM as the binary holds it: the portable state ([`VmCore`]: machine,
+//! vGIC, console model, power states) plus what only the hypervisor's own
+//! memory and devices give it: RAM and its stage-2 tables, the
+//! colour-matched alias, the NICs, the images to reload on reset.
 //!
-//! Lock order (outer to inner): `Vm::vgic`, then `Vm::uart`, then the
-//! console. `Vm::boot` and `Vm::stop` are leaf locks.
+//! Lock order (outer to inner): `VmCore::vgic`, then `VmCore::uart`, then
+//! `Vm::console_line`, then the console. `VmCore`'s `boot` and `stop` are
+//! leaf locks.
 
 use crate::guest_mem::VmMemory;
 use crate::mm::{PhysTables, FRAMES};
 use crate::nic::{Nic, NicCounters, NicState};
 use crate::platform_info::BoardInfo;
-use alloc::string::String;
 use alloc::vec::Vec;
 use chroma_arch::aarch64::descriptors::Stage2Format;
 use chroma_core::console::LineBuffer;
+use chroma_core::guest_map::{VmShape, QEMU_VIRT};
 use chroma_core::pagetable::{Attributes, Geometry, PageTable};
-use chroma_core::pl011::Pl011;
-use chroma_core::ratelimit::RateLimit;
-use chroma_core::vgic::{GicVersion, Vgic, MAX_VCPUS};
+use chroma_core::vgic::{GicVersion, MAX_VCPUS};
+use chroma_core::vm::{BootRequest, RamRegion, StopReason, VmCore};
 use chroma_core::HostPhysAddr;
 use chroma_manifest::VmSpec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
-
-/// vCPU power states (PSCI AFFINITY_INFO: ON 0, OFF 1, ON_PENDING 2).
-pub mod power {
-    /// Running or runnable.
-    pub const ON: u8 = 0;
-    /// Off.
-    pub const OFF: u8 = 1;
-    /// CPU_ON accepted; starts at the next schedule.
-    pub const ON_PENDING: u8 = 2;
-}
-
-/// Why a VM stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    /// PSCI SYSTEM_OFF.
-    PoweredOff,
-    /// The guest faulted past the limit or did something that cannot be answered.
-    Faulted(&'static str, u64),
-}
-
-impl StopReason {
-    /// Whether the stop counts as clean.
-    pub fn clean(&self) -> bool {
-        matches!(self, StopReason::PoweredOff)
-    }
-}
-
-/// The emulated UART and the line being printed.
-pub struct VmUart {
-    /// Register model.
-    pub model: Pl011,
-    /// Output line buffer.
-    pub line: LineBuffer,
-}
-
-/// Injected aborts after which a VM is considered to keep faulting and stopped.
-pub const FAULT_LIMIT: u32 = 1000;
 
 /// One VM.
 pub struct Vm {
-    /// Index in the system's VM list.
-    pub index: usize,
-    /// Unique name from the configuration.
-    pub name: String,
+    /// The architecture-neutral state exit handling and the scheduler share.
+    pub core: VmCore,
     /// Stage-2 VMID.
     pub vmid: u16,
     /// Stage-2 tables.
     pub stage2: PageTable,
-    /// Guest RAM: IPA base, PA base, size.
-    pub ram: (u64, u64, u64),
-    /// vCPU count.
-    pub vcpu_count: usize,
-    /// Physical CPU of each vCPU.
-    pub affinity: [usize; MAX_VCPUS],
-    /// Interrupt controller model.
-    pub vgic: Mutex<Vgic>,
-    /// Console UART.
-    pub uart: Mutex<VmUart>,
-    /// Power state of each vCPU (see [`power`]).
-    pub power: [AtomicU8; MAX_VCPUS],
-    /// Entry point and context id for a vCPU started by CPU_ON.
-    pub boot: [Mutex<(u64, u64)>; MAX_VCPUS],
-    /// Set once the VM has stopped; its vCPUs stop at their next exit.
-    pub stopped: AtomicBool,
-    /// Why it stopped.
-    pub stop: Mutex<Option<StopReason>>,
+    /// Physical base of guest RAM.
+    pub ram_pa: u64,
+    /// The guest's console output line being assembled.
+    pub console_line: Mutex<LineBuffer>,
     /// The stop has been reported in full (last line printed).
     pub reported: AtomicBool,
-    /// Aborts injected so far.
-    pub faults: AtomicU32,
-    /// Rate limit of the abort log lines.
-    pub fault_log: Mutex<RateLimit>,
-    /// Where the kernel starts (IPA) and the DTB (IPA) for vCPU 0.
-    pub entry: (u64, u64),
     /// The manifest record, kept to reload the images on SYSTEM_RESET.
     pub spec: VmSpec<'static>,
-    /// Each vCPU is inside the guest right now (between entry and exit).
-    pub running: [AtomicBool; MAX_VCPUS],
-    /// Times the VM was restarted by SYSTEM_RESET.
-    pub resets: AtomicU32,
     /// Hypervisor VA of the colour-matched alias of guest RAM.
     pub alias: u64,
     /// The virtio-net NICs.
     pub nics: Vec<Nic>,
+}
+
+impl core::ops::Deref for Vm {
+    type Target = VmCore;
+
+    fn deref(&self) -> &VmCore {
+        &self.core
+    }
 }
 
 /// How the hypervisor reaches guest memory: the alias allocator and the
@@ -134,6 +81,8 @@ pub enum VmError {
     Stage2,
     /// No colour-matched alias could be made for guest RAM.
     Alias,
+    /// Guest RAM would cover a device window of the guest's machine.
+    RamOverDevices,
 }
 
 impl core::fmt::Display for VmError {
@@ -145,6 +94,7 @@ impl core::fmt::Display for VmError {
             VmError::DeviceTree => "device tree generation failed",
             VmError::Stage2 => "stage-2 mapping failed",
             VmError::Alias => "no colour-matched hypervisor alias for guest RAM",
+            VmError::RamOverDevices => "guest RAM overlaps the guest's device windows",
         })
     }
 }
@@ -179,6 +129,9 @@ impl Vm {
     ) -> Result<Self, VmError> {
         let ram_ipa = spec.memory_base;
         let ram_size = spec.memory_bytes;
+        if !QEMU_VIRT.ram_clear_of_devices(ram_ipa, ram_size) {
+            return Err(VmError::RamOverDevices);
+        }
         let ram_pa = FRAMES.lock().alloc(ram_size).ok_or(VmError::NoMemory)?;
         let vcpu_count = (spec.vcpus as usize).clamp(1, MAX_VCPUS);
         let mut tables = PhysTables;
@@ -186,13 +139,14 @@ impl Vm {
         let mut stage2 = PageTable::new(&mut tables, Geometry::stage2(ipa_bits).ok_or(VmError::Stage2)?)
             .map_err(|_| VmError::Stage2)?;
         stage2.map::<Stage2Format, _>(&mut tables, ram_ipa, ram_pa, ram_size, Attributes::RAM).map_err(|_| VmError::Stage2)?;
-        let layout = chroma_platform::BOARD.guest_layout;
+        let map = QEMU_VIRT;
         if version == GicVersion::V2 {
             // The GICv2 CPU interface: the hardware virtual CPU interface
             // (GICV) appears where the guest expects GICC.
             if let Some(gicv) = board.gicv {
+                let gicc = map.gic_cpu_interface.base;
                 stage2
-                    .map::<Stage2Format, _>(&mut tables, layout.gicc, HostPhysAddr::new(gicv), 0x2000, Attributes::DEVICE)
+                    .map::<Stage2Format, _>(&mut tables, gicc, HostPhysAddr::new(gicv), map.gic_cpu_interface_used, Attributes::DEVICE)
                     .map_err(|_| VmError::Stage2)?;
             }
         }
@@ -221,44 +175,41 @@ impl Vm {
                 }),
                 switch,
                 port: port.unwrap_or(0),
-                intid: 32 + layout.virtio_spi + i as u32,
+                intid: map.virtio_intid(i as u32),
                 mac: net.mac,
                 counters: NicCounters::default(),
                 polling: AtomicBool::new(false),
             });
         }
-        let mut vm = Vm {
+        let shape = VmShape { gic: version, vcpu_count, nic_count: nics.len() };
+        let core = VmCore::new(
             index,
-            name: String::from(spec.name),
+            alloc::string::String::from(spec.name),
+            map,
+            shape,
+            RamRegion { ipa: ram_ipa, size: ram_size },
+            core::array::from_fn(|i| usize::from(spec.cpu_affinity[i])),
+            BootRequest::default(),
+        );
+        let vm = Vm {
+            core,
             vmid: (index + 1) as u16,
             stage2,
-            ram: (ram_ipa, ram_pa.raw(), ram_size),
-            vcpu_count,
-            affinity: core::array::from_fn(|i| usize::from(spec.cpu_affinity[i])),
-            vgic: Mutex::new(Vgic::new(version, vcpu_count)),
-            uart: Mutex::new(VmUart { model: Pl011::new(), line: LineBuffer::new() }),
-            power: core::array::from_fn(|i| AtomicU8::new(if i == 0 { power::ON } else { power::OFF })),
-            boot: core::array::from_fn(|_| Mutex::new((0, 0))),
-            stopped: AtomicBool::new(false),
-            stop: Mutex::new(None),
+            ram_pa: ram_pa.raw(),
+            console_line: Mutex::new(LineBuffer::new()),
             reported: AtomicBool::new(false),
-            faults: AtomicU32::new(0),
-            fault_log: Mutex::new(RateLimit::default()),
-            entry: (0, 0),
             spec: *spec,
-            running: core::array::from_fn(|_| AtomicBool::new(false)),
-            resets: AtomicU32::new(0),
             alias: alias.raw(),
             nics,
         };
-        vm.entry = vm.load(spec, version)?;
+        vm.core.restart(vm.load(spec, version)?);
         Ok(vm)
     }
 
     /// Copies kernel, initrd and a generated DTB into guest RAM and cleans
     /// them to the Point of Coherency. Returns (entry IPA, DTB IPA).
-    fn load(&self, spec: &VmSpec, version: GicVersion) -> Result<(u64, u64), VmError> {
-        let (ipa, _, size) = self.ram;
+    fn load(&self, spec: &VmSpec, version: GicVersion) -> Result<BootRequest, VmError> {
+        let RamRegion { ipa, size } = self.ram;
         let (text_offset, image_size) = image_header(spec.kernel).ok_or(VmError::BadKernel)?;
         let kernel_offset = text_offset;
         let kernel_end = kernel_offset.checked_add(image_size.max(spec.kernel.len() as u64)).ok_or(VmError::BadKernel)?;
@@ -281,7 +232,7 @@ impl Vm {
             }
             None => None,
         };
-        let dtb = crate::platform_info::guest_dtb(spec, self.vcpu_count, version, initrd, self.nics.len())
+        let dtb = crate::platform_info::guest_dtb(spec, self.vcpu_count(), version, initrd, self.nics.len())
             .map_err(|_| VmError::DeviceTree)?;
         if dtb.len() as u64 > DTB_RESERVE {
             return Err(VmError::DeviceTree);
@@ -299,25 +250,20 @@ impl Vm {
                 size as usize,
             )
         };
-        Ok((ipa + kernel_offset, ipa + dtb_offset))
+        Ok(BootRequest { entry: ipa + kernel_offset, argument: ipa + dtb_offset })
     }
 
     /// Stops the VM (first reason wins) and reports it. Returns true if this
     /// call stopped it.
     pub fn stop(&self, reason: StopReason) -> bool {
-        let mut stop = self.stop.lock();
-        if stop.is_some() {
+        if !self.core.set_stopped(reason) {
             return false;
         }
-        *stop = Some(reason);
-        self.stopped.store(true, Ordering::SeqCst);
-        drop(stop);
         // Flush a partial console line so nothing the guest printed is lost.
         {
-            let mut uart = self.uart.lock();
-            if !uart.line.is_empty() {
-                let line: Vec<u8> = uart.line.take().to_vec();
-                crate::console::vm_line(&self.name, &line);
+            let mut line = self.console_line.lock();
+            if !line.is_empty() {
+                crate::console::vm_line(&self.name, line.take());
             }
         }
         crate::nic::report(self.index);
@@ -331,43 +277,25 @@ impl Vm {
         true
     }
 
-    /// Turns every vCPU off (the first step of a reset).
-    pub fn power_off_all(&self) {
-        for id in 0..self.vcpu_count {
-            self.power[id].store(power::OFF, Ordering::Release);
-        }
-    }
-
-    /// SYSTEM_RESET from vCPU `caller`: stops the other vCPUs, reloads the
-    /// images into guest RAM and restarts vCPU 0 at the kernel entry, as a
-    /// board reset would. The caller's vCPU goes off (unless it is vCPU 0,
-    /// which restarts).
+    /// SYSTEM_RESET from vCPU `caller`: reloads the images into guest RAM
+    /// and restarts vCPU 0 at the kernel entry, as a board reset would. The
+    /// caller has turned every vCPU off and kicked their CPUs.
     pub fn reset(&self, caller: usize) -> Result<(), VmError> {
-        // The caller turned every vCPU off and kicked their CPUs. The other vCPUs leave the guest at their next exit (the caller
-        // kicks their CPUs); wait until none is inside it any more.
-        for id in (0..self.vcpu_count).filter(|&id| id != caller) {
+        // The other vCPUs leave the guest at their next exit; wait until
+        // none is inside it any more.
+        for id in (0..self.vcpu_count()).filter(|&id| id != caller) {
             while self.running[id].load(Ordering::Acquire) {
                 core::hint::spin_loop();
             }
         }
         // SAFETY: no vCPU of this VM runs (checked above), so nothing else
         // touches guest RAM while it is cleared and reloaded.
-        let ram = unsafe { crate::mm::phys_slice_mut(self.alias, self.ram.2 as usize) };
+        let ram = unsafe { crate::mm::phys_slice_mut(self.alias, self.ram.size as usize) };
         ram.fill(0);
         crate::nic::detach_vm(self.index);
-        let version = self.vgic.lock().version();
-        let entry = self.load(&self.spec, version)?;
-        *self.vgic.lock() = Vgic::new(version, self.vcpu_count);
-        self.uart.lock().model = Pl011::new();
-        self.faults.store(0, Ordering::Relaxed);
-        self.resets.fetch_add(1, Ordering::Relaxed);
-        *self.boot[0].lock() = entry;
-        self.power[0].store(power::ON_PENDING, Ordering::Release);
+        let entry = self.load(&self.spec, self.gic_version())?;
+        self.core.reset_devices();
+        self.core.restart(entry);
         Ok(())
-    }
-
-    /// Whether the VM has stopped.
-    pub fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::Acquire)
     }
 }

@@ -47,16 +47,25 @@ pub struct MmioAccess {
     pub register_64bit: bool,
 }
 
-/// A trapped system-register access (GICv3 SGI generation, for example).
+/// A trapped system register, as the back-end recognised it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrappedRegister {
+    /// The GICv3 SGI generation register (ICC_SGI1R_EL1; AArch32 ICC_SGI1R).
+    GicSgi1r,
+    /// Any other register: its encoding, packed as the back-end chooses
+    /// (kept for the report only).
+    Other(u32),
+}
+
+/// A trapped system-register access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SysRegAccess {
-    /// The encoding: op0, op1, CRn, CRm, op2 packed as the back-end chooses,
-    /// compared against the back-end's own constants.
-    pub encoding: u32,
-    /// True for a write (MSR).
+    /// Which register.
+    pub register: TrappedRegister,
+    /// True for a write (MSR, MCR).
     pub write: bool,
     /// The general-purpose register transferred.
-    pub register: u8,
+    pub value_register: u8,
 }
 
 /// Why the guest stopped.

@@ -113,6 +113,25 @@ pub enum Gic {
         /// The maintenance interrupt.
         maintenance: Option<Interrupt>,
     },
+    /// Not a GIC (a board such as the Raspberry Pi 3): what was found, so
+    /// the hypervisor can say so.
+    NotGic {
+        /// Which controller.
+        kind: OtherController,
+        /// Its registers.
+        registers: MmioRange,
+    },
+}
+
+/// An interrupt controller that is not a GIC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtherController {
+    /// The BCM2836 per-core local controller (`brcm,bcm2836-l1-intc`,
+    /// Raspberry Pi 2 and 3): timer and mailbox interrupts per core.
+    Bcm2836Local,
+    /// The BCM2835 ARM control block's controller (`brcm,bcm2835-armctrl-ic`,
+    /// `brcm,bcm2836-armctrl-ic`).
+    Bcm2835Armctrl,
 }
 
 /// The architected timer's interrupts (`arm,armv8-timer`, `arm,armv7-timer`).
@@ -487,6 +506,8 @@ struct Walker<'a> {
     first_pl011: Option<Uart>,
     mini_uart: Option<Uart>,
     gic: Option<Gic>,
+    /// A controller that is not a GIC, kept in case there is no GIC.
+    other_controller: Option<Gic>,
     timer: Option<Timer>,
     cpus: List<Cpu, MAX_CPUS>,
     psci: Option<Psci>,
@@ -589,6 +610,29 @@ impl<'a> Walker<'a> {
         let v2 = compatible_with(node, &GIC_V2);
         if (v2 || compatible_with(node, &GIC_V3)) && self.gic.is_none() {
             self.gic = Some(Self::gic(node, ancestors, v2)?);
+        }
+        let other = if compatible_with(node, &["brcm,bcm2836-l1-intc"]) {
+            Some(OtherController::Bcm2836Local)
+        } else if compatible_with(
+            node,
+            &["brcm,bcm2836-armctrl-ic", "brcm,bcm2835-armctrl-ic"],
+        ) {
+            Some(OtherController::Bcm2835Armctrl)
+        } else {
+            None
+        };
+        if let Some(kind) = other {
+            // The per-core controller is the root one where both exist.
+            let better = match self.other_controller {
+                None => true,
+                Some(Gic::NotGic { kind: current, .. }) => current != OtherController::Bcm2836Local,
+                Some(_) => false,
+            };
+            if let (true, Some(registers)) =
+                (better, ancestors.reg(node, 0, "interrupt controller")?)
+            {
+                self.other_controller = Some(Gic::NotGic { kind, registers });
+            }
         }
         if compatible_with(node, &TIMER) && self.timer.is_none() {
             let bad = DevtreeError::BadProperty {
@@ -753,8 +797,8 @@ impl<'a> Walker<'a> {
                 .or(self.first_pl011)
                 .ok_or(missing("console UART (stdout-path or arm,pl011)"))?,
             mini_uart: self.mini_uart,
-            gic: self.gic.ok_or(missing(
-                "GIC (arm,gic-400, arm,cortex-a15-gic or arm,gic-v3)",
+            gic: self.gic.or(self.other_controller).ok_or(missing(
+                "interrupt controller (arm,gic-400, arm,cortex-a15-gic, arm,gic-v3 or brcm,bcm2836-l1-intc)",
             ))?,
             timer: self.timer.ok_or(missing("timer (arm,armv8-timer)"))?,
             cpus: self.cpus,

@@ -10,38 +10,48 @@ use vm_fdt::FdtWriter;
 
 use crate::DevtreeError;
 
-/// The guest's physical memory map: QEMU virt's (hw/arm/virt.c `base_memmap`).
+/// The guest's physical memory map, as the device tree describes it: the
+/// one definition in `chroma_core::guest_map` (QEMU virt's `base_memmap`),
+/// which trap routing uses too.
 pub mod layout {
+    use chroma_core::guest_map::{FIRST_SPI, QEMU_VIRT};
+
     /// GIC distributor (v2 and v3).
-    pub const GICD_BASE: u64 = 0x0800_0000;
+    pub const GICD_BASE: u64 = QEMU_VIRT.gic_distributor.base;
     /// GIC distributor size.
-    pub const GICD_SIZE: u64 = 0x1_0000;
-    /// GICv2 CPU interface (only 0x2000 of it needs mapping).
-    pub const GICC_BASE: u64 = 0x0801_0000;
+    pub const GICD_SIZE: u64 = QEMU_VIRT.gic_distributor.size;
+    /// GICv2 CPU interface.
+    pub const GICC_BASE: u64 = QEMU_VIRT.gic_cpu_interface.base;
     /// GICv2 CPU interface size as QEMU describes it.
-    pub const GICC_SIZE: u64 = 0x1_0000;
+    pub const GICC_SIZE: u64 = QEMU_VIRT.gic_cpu_interface.size;
     /// GICv3 redistributors, one `GICR_STRIDE` frame pair per vCPU.
-    pub const GICR_BASE: u64 = 0x080A_0000;
+    pub const GICR_BASE: u64 = QEMU_VIRT.gic_redistributors.base;
     /// Bytes of redistributor per vCPU (RD_base + SGI_base frames).
-    pub const GICR_STRIDE: u64 = 0x2_0000;
+    pub const GICR_STRIDE: u64 = QEMU_VIRT.gic_redistributors.stride;
     /// PL011 UART.
-    pub const UART_BASE: u64 = 0x0900_0000;
+    pub const UART_BASE: u64 = QEMU_VIRT.uart.base;
     /// PL011 register window.
-    pub const UART_SIZE: u64 = 0x1000;
-    /// PL011 interrupt: SPI 1 (INTID 33).
-    pub const UART_SPI: u32 = 1;
+    pub const UART_SIZE: u64 = QEMU_VIRT.uart.size;
+    /// PL011 interrupt as an SPI number.
+    pub const UART_SPI: u32 = QEMU_VIRT.uart_intid - FIRST_SPI;
     /// First virtio-mmio transport; transport n is at `+ n * VIRTIO_MMIO_STRIDE`.
-    pub const VIRTIO_MMIO_BASE: u64 = 0x0A00_0000;
+    pub const VIRTIO_MMIO_BASE: u64 = QEMU_VIRT.virtio_mmio.base;
     /// Distance between virtio-mmio transports, and each one's size.
-    pub const VIRTIO_MMIO_STRIDE: u64 = 0x200;
-    /// Interrupt of transport n: SPI `VIRTIO_MMIO_SPI_BASE + n` (INTID 48 + n).
-    pub const VIRTIO_MMIO_SPI_BASE: u32 = 16;
-    /// QEMU virt has 32 transports.
-    pub const MAX_VIRTIO_MMIO: u32 = 32;
+    pub const VIRTIO_MMIO_STRIDE: u64 = QEMU_VIRT.virtio_mmio.stride;
+    /// Interrupt of transport n: SPI `VIRTIO_MMIO_SPI_BASE + n`.
+    pub const VIRTIO_MMIO_SPI_BASE: u32 = QEMU_VIRT.virtio_first_intid - FIRST_SPI;
+    /// Transports the layout has room for.
+    pub const MAX_VIRTIO_MMIO: u32 = QEMU_VIRT.virtio_mmio.max_count;
     /// Most vCPUs a guest tree describes.
-    pub const MAX_VCPUS: u32 = 8;
-    /// Timer PPIs: secure physical, non-secure physical, virtual, hypervisor.
-    pub const TIMER_PPIS: [u32; 4] = [13, 14, 11, 10];
+    pub const MAX_VCPUS: u32 = QEMU_VIRT.gic_redistributors.max_count;
+    /// Timer PPIs (PPI numbers: INTID - 16): secure physical, non-secure
+    /// physical, virtual, hypervisor.
+    pub const TIMER_PPIS: [u32; 4] = [
+        QEMU_VIRT.timer_intids.secure_physical - 16,
+        QEMU_VIRT.timer_intids.physical - 16,
+        QEMU_VIRT.timer_intids.virtual_timer - 16,
+        QEMU_VIRT.timer_intids.hypervisor - 16,
+    ];
     /// Frequency of the `apb-pclk` fixed clock (24 MHz).
     pub const APB_PCLK_HZ: u32 = 24_000_000;
 }

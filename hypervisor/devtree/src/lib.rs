@@ -22,9 +22,9 @@ mod validate;
 use core::fmt;
 
 pub use board::{
-    parse_board, BoardInfo, Cpu, EnableMethod, Gic, Interrupt, InterruptKind, MmioRange, Psci,
-    PsciConduit, Timer, Uart, UartKind, VirtioMmio, MAX_CPUS, MAX_MEMORY_RANGES, MAX_VIRTIO_MMIO,
-    PSCI_CPU_ON_64,
+    parse_board, BoardInfo, Cpu, EnableMethod, Gic, Interrupt, InterruptKind, MmioRange,
+    OtherController, Psci, PsciConduit, Timer, Uart, UartKind, VirtioMmio, MAX_CPUS,
+    MAX_MEMORY_RANGES, MAX_VIRTIO_MMIO, PSCI_CPU_ON_64,
 };
 pub use guest::{build_guest_dtb, layout, GuestDtbSpec, GuestGic};
 pub use list::List;

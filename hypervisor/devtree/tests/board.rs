@@ -177,6 +177,8 @@ struct Omit {
     timer: bool,
     uart: bool,
     psci_method: bool,
+    /// Not an omission: adds a Raspberry Pi 3's two interrupt controllers.
+    add_bcm2836_controllers: bool,
 }
 
 /// A minimal QEMU-virt-like board tree, written with vm-fdt.
@@ -202,6 +204,24 @@ fn board_tree(omit: Omit) -> Vec<u8> {
         fdt.property_string("enable-method", "psci").unwrap();
         fdt.end_node(cpu).unwrap();
         fdt.end_node(cpus).unwrap();
+    }
+    if omit.add_bcm2836_controllers {
+        // A Raspberry Pi 3's controllers: the BCM2836 per-core one and the
+        // ARM control block's, no GIC.
+        let armctrl = fdt.begin_node("interrupt-controller@3f00b200").unwrap();
+        fdt.property_string("compatible", "brcm,bcm2836-armctrl-ic")
+            .unwrap();
+        fdt.property_null("interrupt-controller").unwrap();
+        fdt.property_array_u64("reg", &[0x3f00_b200, 0x200])
+            .unwrap();
+        fdt.end_node(armctrl).unwrap();
+        let local = fdt.begin_node("local_intc@40000000").unwrap();
+        fdt.property_string("compatible", "brcm,bcm2836-l1-intc")
+            .unwrap();
+        fdt.property_null("interrupt-controller").unwrap();
+        fdt.property_array_u64("reg", &[0x4000_0000, 0x100])
+            .unwrap();
+        fdt.end_node(local).unwrap();
     }
     if !omit.gic {
         let gic = fdt.begin_node("intc@8000000").unwrap();
@@ -280,7 +300,7 @@ fn missing_required_nodes_are_reported() {
         gic: true,
         ..Omit::default()
     })
-    .contains("GIC"));
+    .contains("interrupt controller"));
     assert!(missing(Omit {
         timer: true,
         ..Omit::default()
@@ -304,6 +324,30 @@ fn missing_required_nodes_are_reported() {
         }
     );
     assert!(error.to_string().contains("method"));
+}
+
+#[test]
+fn a_board_without_a_gic_says_which_controller_it_has() {
+    let board = parse_board(&board_tree(Omit {
+        gic: true,
+        add_bcm2836_controllers: true,
+        ..Omit::default()
+    }))
+    .unwrap();
+    assert_eq!(
+        board.gic,
+        Gic::NotGic {
+            kind: OtherController::Bcm2836Local,
+            registers: range(0x4000_0000, 0x100)
+        }
+    );
+    // A GIC wins over other controllers where a board has both.
+    let both = parse_board(&board_tree(Omit {
+        add_bcm2836_controllers: true,
+        ..Omit::default()
+    }))
+    .unwrap();
+    assert!(matches!(both.gic, Gic::V2 { .. }));
 }
 
 #[test]

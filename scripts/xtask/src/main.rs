@@ -7,6 +7,8 @@ mod bench_net;
 mod bundle;
 mod config;
 mod images;
+#[cfg(test)]
+mod layering;
 mod lints;
 mod process;
 mod qemu;

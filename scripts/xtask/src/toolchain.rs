@@ -192,24 +192,22 @@ pub fn objcopy() -> Result<PathBuf> {
             }
         }
     }
-    candidates.extend(["llvm-objcopy-19", "llvm-objcopy"].map(PathBuf::from));
-    candidates
-        .into_iter()
-        .find(|candidate| runs_standalone(candidate))
-        .ok_or_else(|| {
-            "no objcopy found (rust-objcopy or llvm-objcopy); run scripts/setup.sh".to_owned()
-        })
-}
-
-/// True when `program --version` succeeds without rustup's `LD_LIBRARY_PATH`.
-///
-/// rustup's `rust-objcopy` (the llvm-tools component) finds its `libLLVM` only
-/// through the `LD_LIBRARY_PATH` rustup's proxies set, which the guest build
-/// script does not get; such a copy is skipped.
-fn runs_standalone(program: &Path) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .env_remove("LD_LIBRARY_PATH")
-        .output()
-        .is_ok_and(|output| output.status.success())
+    // Judged as build.sh runs it: without the LD_LIBRARY_PATH `cargo run`
+    // gives xtask (rustup's rust-objcopy needs a libLLVM only found there).
+    let runs = |path: &PathBuf| {
+        Command::new(path).arg("--version").env_remove("LD_LIBRARY_PATH").output().is_ok_and(|o| o.status.success())
+    };
+    if let Some(found) = candidates.into_iter().find(|path| path.exists() && runs(path)) {
+        return Ok(found);
+    }
+    for name in ["llvm-objcopy-19", "llvm-objcopy"] {
+        if Command::new(name)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Ok(PathBuf::from(name));
+        }
+    }
+    Err("no objcopy found (rust-objcopy or llvm-objcopy); run scripts/setup.sh".to_owned())
 }

@@ -116,6 +116,11 @@ extern "C" {
 }
 
 impl El1Context {
+    /// Index of CNTV_CVAL_EL0 in `sysregs`.
+    pub const CNTV_CVAL_EL0: usize = 24;
+    /// Index of CNTV_CTL_EL0 in `sysregs`.
+    pub const CNTV_CTL_EL0: usize = 25;
+
     /// Saves the current EL1 state of this CPU into `self`.
     pub fn save(&mut self) {
         macro_rules! save_one {

@@ -1,7 +1,8 @@
 //! ESR_EL2 decoding: the syndrome of a trap from EL1/EL0 into an
 //! architecture-neutral [`Exit`] (Arm ARM D24.2.41, ESR_ELx).
 
-use chroma_core::exit::{AccessWidth, Exit, MmioAccess, SysRegAccess};
+use chroma_core::exit::{AccessWidth, Exit, MmioAccess, SysRegAccess, TrappedRegister};
+use chroma_core::vcpu::Trap;
 use chroma_core::GuestPhysAddr;
 
 /// Exception classes used here (ESR_ELx.EC).
@@ -88,6 +89,22 @@ pub const fn sysreg_encoding(op0: u32, op1: u32, crn: u32, crm: u32, op2: u32) -
 /// ICC_SGI1R_EL1 (S3_0_C12_C11_5): a GICv3 guest sending an SGI.
 pub const ICC_SGI1R_EL1: u32 = sysreg_encoding(3, 0, 12, 11, 5);
 
+/// A readable name for the exception class of syndrome `esr`.
+pub fn syndrome_name(esr: u64) -> &'static str {
+    class_name(exception_class(esr))
+}
+
+/// Decodes a trap into the core's [`Trap`]: the exit, the trapped
+/// instruction's length (ESR_EL2.IL: 4 bytes, or 2 for a 16-bit AArch32
+/// instruction) and the raw syndrome.
+pub fn decode_trap(esr: u64, far: u64, hpfar: u64) -> Trap {
+    Trap {
+        exit: decode(esr, far, hpfar),
+        instruction_length: if esr & ESR_IL != 0 { 4 } else { 2 },
+        syndrome: esr,
+    }
+}
+
 /// Decodes a trap. `far` is FAR_EL2 and `hpfar` HPFAR_EL2, as read at the
 /// exit; they are only meaningful for aborts.
 pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
@@ -105,9 +122,12 @@ pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
             immediate: (iss & 0xffff) as u16,
         },
         ec::SYS64 => Exit::SysReg(SysRegAccess {
-            encoding: iss_sysreg(iss),
+            register: match iss_sysreg(iss) {
+                ICC_SGI1R_EL1 => TrappedRegister::GicSgi1r,
+                other => TrappedRegister::Other(other),
+            },
             write: iss & 1 == 0,
-            register: ((iss >> 5) & 0x1f) as u8,
+            value_register: ((iss >> 5) & 0x1f) as u8,
         }),
         ec::DABT_LOW if is_translation_or_access_fault(iss & iss::FSC_MASK) => {
             if iss & iss::ISV == 0 || iss & iss::S1PTW != 0 {
@@ -221,12 +241,14 @@ mod tests {
         assert_eq!(
             decode(esr(ec::SYS64, iss), 0, 0),
             Exit::SysReg(SysRegAccess {
-                encoding: ICC_SGI1R_EL1,
+                register: TrappedRegister::GicSgi1r,
                 write: true,
-                register: 2
+                value_register: 2
             })
         );
         assert!(matches!(decode(esr(0x07, 0), 0, 0), Exit::Unhandled { .. }));
         assert_eq!(class_name(ec::DABT_LOW), "data abort from a lower EL");
+        assert_eq!(decode_trap(esr(ec::WFX, 0), 0, 0).instruction_length, 4);
+        assert_eq!(decode_trap(ec::WFX << 26, 0, 0).instruction_length, 2);
     }
 }

@@ -15,8 +15,14 @@ pub mod cache;
 #[cfg(target_arch = "aarch64")]
 pub mod context;
 #[cfg(target_arch = "aarch64")]
+pub mod cpu;
+#[cfg(target_arch = "aarch64")]
 pub mod gic;
 #[cfg(target_arch = "aarch64")]
+pub mod irq;
+#[cfg(target_arch = "aarch64")]
 pub mod sysreg;
+#[cfg(target_arch = "aarch64")]
+pub mod vcpu;
 #[cfg(target_arch = "aarch64")]
 pub mod vectors;

@@ -217,3 +217,42 @@ pub unsafe fn enter_guest(registers: &mut GuestRegisters) -> ExceptionKind {
         _ => ExceptionKind::SError,
     }
 }
+
+/// Describes an exception EL2 took itself (a hypervisor bug) as text lines
+/// for `emit`: the kind, the decoded syndrome, FAR, ELR, SPSR and x0-x30.
+pub fn report_el2_exception(
+    frame: &El2Frame,
+    kind: u64,
+    mut emit: impl FnMut(core::fmt::Arguments),
+) {
+    let esr = super::sysreg::esr_el2();
+    let class = super::esr::exception_class(esr);
+    let kind_name = ["synchronous", "IRQ", "FIQ", "SError"][(kind & 3) as usize];
+    emit(format_args!(
+        "chroma: EL2 EXCEPTION ({}) on CPU {:#x}: {} (EC {:#x}, ESR {:#x})\n  FAR {:#018x}  ELR {:#018x}  SPSR {:#x}",
+        kind_name,
+        super::cpu::affinity(),
+        super::esr::class_name(class),
+        class,
+        esr,
+        super::sysreg::far_el2(),
+        frame.elr,
+        frame.spsr
+    ));
+    for row in frame.x.chunks(4).enumerate() {
+        let (index, values) = row;
+        let value = |i: usize| values.get(i).copied().unwrap_or(0);
+        let first = index * 4;
+        emit(format_args!(
+            "  x{:<2} {:#018x}  x{:<2} {:#018x}  x{:<2} {:#018x}  x{:<2} {:#018x}",
+            first,
+            value(0),
+            first + 1,
+            value(1),
+            first + 2,
+            value(2),
+            first + 3,
+            value(3)
+        ));
+    }
+}

@@ -1,0 +1,436 @@
+//! Exit dispatch: what a vCPU's trap means and what the hypervisor answers.
+//!
+//! The architecture back-end decodes its syndrome into a [`Trap`] and gives
+//! access to the trapped vCPU through [`GuestCpu`] (registers by number, the
+//! PC, injecting an exception). [`handle_exit`] routes MMIO to the emulated
+//! devices through the VM's [`GuestMap`](crate::guest_map::GuestMap),
+//! answers HVC/SMC (PSCI, SMCCC), WFI/WFE and trapped system registers, and
+//! gives everything a guest may not do its architectural answer: an external
+//! abort for an access outside RAM and devices, UNDEFINED for an instruction
+//! chroma does not emulate. What reaches outside the VM (its NICs, the
+//! console, other physical CPUs, stopping or resetting it) goes through
+//! [`ExitHost`], which the binary implements.
+
+use crate::exit::{AccessWidth, Exit, MmioAccess, SysRegAccess, TrappedRegister};
+use crate::guest_map::GuestDevice;
+use crate::pl011::Pl011Effect;
+use crate::psci::{PsciCall, PsciReturn, VERSION_1_1};
+use crate::vgic::{GicFrame, GicVersion, VcpuMask};
+use crate::vm::{BootRequest, Power, StopReason, VmCore, FAULT_LIMIT};
+use core::sync::atomic::Ordering;
+
+/// A trap as the back-end decoded it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trap {
+    /// What happened.
+    pub exit: Exit,
+    /// Bytes of the trapped instruction (4, or 2 for a 16-bit Thumb one).
+    pub instruction_length: u8,
+    /// The raw syndrome, for reports.
+    pub syndrome: u64,
+}
+
+/// What kind of synchronous external abort to inject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExternalAbort {
+    /// An instruction fetch (else a data access). The back-end reports the
+    /// fault address the guest trapped with.
+    pub instruction_fetch: bool,
+    /// A store (data aborts only).
+    pub write: bool,
+}
+
+/// The trapped vCPU on the current physical CPU, through its back-end.
+///
+/// Register numbers are the architecture's (AArch64 x0..x30, AArch32
+/// r0..r14); reading one that the trap named as "zero register" reads 0 and
+/// writing it is ignored.
+pub trait GuestCpu {
+    /// General-purpose register `index`.
+    fn register(&self, index: u8) -> u64;
+    /// Writes general-purpose register `index`.
+    fn set_register(&mut self, index: u8, value: u64);
+    /// The guest PC.
+    fn pc(&self) -> u64;
+    /// Moves the PC past the trapped instruction (`length` bytes).
+    fn skip_instruction(&mut self, length: u8);
+    /// Takes a synchronous external abort at the guest's exception vector.
+    fn inject_external_abort(&mut self, abort: ExternalAbort);
+    /// Takes an undefined-instruction exception at the guest's vector.
+    fn inject_undefined(&mut self, trap: &Trap);
+    /// Whether the guest runs with its MMU and data cache on (its memory
+    /// accesses are cacheable), for the NICs' cache policy.
+    fn memory_cacheable(&self) -> bool;
+}
+
+/// What the scheduler does after an exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Re-enter the same vCPU.
+    Continue,
+    /// The vCPU waits for an interrupt.
+    Wait,
+    /// Give the CPU to the next vCPU.
+    Yield,
+    /// The vCPU is off (CPU_OFF, or its VM stopped or restarts).
+    Off,
+}
+
+/// A device access refused: the guest gets an external abort.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoDevice;
+
+/// What exit handling needs from around the VM.
+pub trait ExitHost {
+    /// An access to virtio-mmio transport `nic` of `vm`; returns the value
+    /// read (ignored for writes). `cacheable` says how the guest maps memory.
+    fn virtio_access(
+        &self,
+        vm: &VmCore,
+        nic: usize,
+        offset: u64,
+        width: AccessWidth,
+        write: Option<u64>,
+        cacheable: bool,
+    ) -> u64;
+    /// A byte the guest transmitted on its console.
+    fn console_output(&self, vm: &VmCore, byte: u8);
+    /// Makes the physical CPUs of the vCPUs in `vcpus` look at them again.
+    fn kick(&self, vm: &VmCore, vcpus: VcpuMask);
+    /// Stops the VM for `reason` and reports it.
+    fn stop(&self, vm: &VmCore, reason: StopReason);
+    /// Restarts the VM from its images (PSCI SYSTEM_RESET from `caller`).
+    fn system_reset(&self, vm: &VmCore, caller: usize);
+    /// Logs a guest-caused fault (rate-limited by the caller).
+    fn report_fault(&self, vm: &VmCore, fault: FaultReport);
+}
+
+/// A guest-caused fault, for the (rate-limited) log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultReport {
+    /// An access outside RAM and devices was answered with an external abort.
+    Abort {
+        /// The guest-physical address.
+        ipa: u64,
+        /// Fetch, read or write.
+        kind: &'static str,
+        /// The guest PC.
+        pc: u64,
+        /// Faults so far.
+        count: u32,
+    },
+    /// An instruction chroma does not emulate was answered with UNDEFINED.
+    Undefined {
+        /// The syndrome.
+        syndrome: u64,
+        /// The guest PC.
+        pc: u64,
+        /// Faults so far.
+        count: u32,
+    },
+}
+
+/// SMCCC_VERSION's answer: 1.1.
+const SMCCC_VERSION_1_1: u64 = 0x1_0001;
+/// MIGRATE_INFO_TYPE's answer: "Trusted OS not present or does not require migration".
+const MIGRATE_INFO_TYPE_NONE: u64 = 2;
+
+/// Handles a synchronous exit of vCPU `vcpu` of `vm`.
+pub fn handle_exit<C: GuestCpu, H: ExitHost>(
+    vm: &VmCore,
+    vcpu: usize,
+    cpu: &mut C,
+    trap: &Trap,
+    host: &H,
+) -> Action {
+    match trap.exit {
+        Exit::Mmio(access) => match emulate_mmio(vm, vcpu, cpu, &access, host) {
+            Ok(kick) => {
+                cpu.skip_instruction(trap.instruction_length);
+                if kick != 0 {
+                    host.kick(vm, kick);
+                }
+                Action::Continue
+            }
+            Err(NoDevice) => inject_abort(vm, cpu, access.ipa.raw(), false, access.write, host),
+        },
+        Exit::AbortNoSyndrome { ipa, fetch } => {
+            inject_abort(vm, cpu, ipa.raw(), fetch, false, host)
+        }
+        // HVC returns past itself: the PC already points at the next instruction.
+        Exit::Hypercall { .. } => hypercall(vm, vcpu, cpu, host),
+        Exit::SecureMonitorCall { .. } => {
+            // chroma offers PSCI over HVC only; SMC answers NOT_SUPPORTED (SMCCC).
+            cpu.set_register(0, PsciReturn::NotSupported.to_register());
+            cpu.skip_instruction(trap.instruction_length);
+            Action::Continue
+        }
+        Exit::WaitForInterrupt => {
+            cpu.skip_instruction(trap.instruction_length);
+            Action::Wait
+        }
+        Exit::WaitForEvent => {
+            cpu.skip_instruction(trap.instruction_length);
+            Action::Yield
+        }
+        Exit::SysReg(SysRegAccess {
+            register: TrappedRegister::GicSgi1r,
+            write: true,
+            value_register,
+        }) if vm.gic_version() == GicVersion::V3 => {
+            let value = cpu.register(value_register);
+            cpu.skip_instruction(trap.instruction_length);
+            let kick = vm.vgic.lock().write_sgi1r(vcpu, value);
+            host.kick(vm, kick);
+            Action::Continue
+        }
+        Exit::SysReg(_) | Exit::Unhandled { .. } => inject_undefined(vm, cpu, trap, host),
+        Exit::Interrupt => Action::Continue,
+    }
+}
+
+/// The value a load of `access` leaves in its register: truncated to the
+/// access width, sign-extended if asked, and cut to 32 bits for a W register.
+pub fn load_result(access: &MmioAccess, value: u64) -> u64 {
+    let bits = access.width.bytes() * 8;
+    let mut value = if bits == 64 {
+        value
+    } else {
+        value & ((1 << bits) - 1)
+    };
+    if access.sign_extend && bits < 64 && value & (1 << (bits - 1)) != 0 {
+        value |= !((1u64 << bits) - 1);
+    }
+    if !access.register_64bit {
+        value &= 0xffff_ffff;
+    }
+    value
+}
+
+/// Emulates an access to a device. Returns vCPUs to kick.
+fn emulate_mmio<C: GuestCpu, H: ExitHost>(
+    vm: &VmCore,
+    vcpu: usize,
+    cpu: &mut C,
+    access: &MmioAccess,
+    host: &H,
+) -> Result<VcpuMask, NoDevice> {
+    let value = cpu.register(access.register);
+    let device = vm.map.route(access.ipa.raw(), vm.shape).ok_or(NoDevice)?;
+    let gic_frame = match device {
+        GuestDevice::GicDistributor(offset) => Some(GicFrame::Distributor(offset)),
+        GuestDevice::GicRedistributor(n, offset) => Some(GicFrame::Redistributor(n, offset)),
+        _ => None,
+    };
+    if let Some(frame) = gic_frame {
+        let mut vgic = vm.vgic.lock();
+        return if access.write {
+            vgic.mmio_write(vcpu, frame, access.width, value)
+                .map_err(|_| NoDevice)
+        } else {
+            let v = vgic
+                .mmio_read(vcpu, frame, access.width)
+                .map_err(|_| NoDevice)?;
+            cpu.set_register(access.register, load_result(access, v));
+            Ok(0)
+        };
+    }
+    match device {
+        GuestDevice::VirtioMmio(nic, offset) => {
+            let write = access.write.then_some(value);
+            let v =
+                host.virtio_access(vm, nic, offset, access.width, write, cpu.memory_cacheable());
+            if !access.write {
+                cpu.set_register(access.register, load_result(access, v));
+            }
+            Ok(0)
+        }
+        GuestDevice::Uart(offset) => {
+            // PL011 registers are 32-bit; Linux's earlycon also uses 8-bit
+            // data accesses, which the model accepts at the register's address.
+            if access.width == AccessWidth::Double {
+                return Err(NoDevice);
+            }
+            let level = {
+                let mut uart = vm.uart.lock();
+                if access.write {
+                    // The model keeps the register's low 32 bits.
+                    if let Some(Pl011Effect::Transmit(byte)) = uart.write(offset, value as u32) {
+                        host.console_output(vm, byte);
+                    }
+                } else {
+                    let v = uart.read(offset).ok_or(NoDevice)?;
+                    cpu.set_register(access.register, load_result(access, u64::from(v)));
+                }
+                uart.interrupt_level()
+            };
+            Ok(vm.vgic.lock().set_level(vm.map.uart_intid, level))
+        }
+        GuestDevice::GicDistributor(_) | GuestDevice::GicRedistributor(..) => Err(NoDevice),
+    }
+}
+
+/// Counts a guest fault; stops the VM when it keeps faulting. Returns the
+/// count, or `None` when the VM was stopped.
+fn count_fault<H: ExitHost>(vm: &VmCore, host: &H, what: &'static str, value: u64) -> Option<u32> {
+    let count = vm.faults.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+    if count >= FAULT_LIMIT {
+        host.stop(vm, StopReason::Faulted(what, value));
+        return None;
+    }
+    Some(count)
+}
+
+/// Answers an access the guest may not make: a synchronous external abort
+/// at its exception vector, as Xen and KVM do.
+fn inject_abort<C: GuestCpu, H: ExitHost>(
+    vm: &VmCore,
+    cpu: &mut C,
+    ipa: u64,
+    fetch: bool,
+    write: bool,
+    host: &H,
+) -> Action {
+    let Some(count) = count_fault(
+        vm,
+        host,
+        "keeps faulting: external aborts injected",
+        u64::from(FAULT_LIMIT),
+    ) else {
+        return Action::Off;
+    };
+    if vm.fault_log.lock().allow() {
+        let kind = if fetch {
+            "instruction fetch"
+        } else if write {
+            "write"
+        } else {
+            "read"
+        };
+        host.report_fault(
+            vm,
+            FaultReport::Abort {
+                ipa,
+                kind,
+                pc: cpu.pc(),
+                count,
+            },
+        );
+    }
+    cpu.inject_external_abort(ExternalAbort {
+        instruction_fetch: fetch,
+        write: write && !fetch,
+    });
+    Action::Continue
+}
+
+/// Answers an instruction chroma does not emulate with UNDEFINED.
+fn inject_undefined<C: GuestCpu, H: ExitHost>(
+    vm: &VmCore,
+    cpu: &mut C,
+    trap: &Trap,
+    host: &H,
+) -> Action {
+    let Some(count) = count_fault(
+        vm,
+        host,
+        "keeps faulting: undefined instructions injected",
+        trap.syndrome,
+    ) else {
+        return Action::Off;
+    };
+    if vm.fault_log.lock().allow() {
+        host.report_fault(
+            vm,
+            FaultReport::Undefined {
+                syndrome: trap.syndrome,
+                pc: cpu.pc(),
+                count,
+            },
+        );
+    }
+    cpu.inject_undefined(trap);
+    Action::Continue
+}
+
+/// The vCPU with MPIDR affinity `target` (Aff0 = vCPU id, others zero).
+fn vcpu_of(vm: &VmCore, target: u64) -> Option<usize> {
+    let id = usize::try_from(target & 0xff).ok()?;
+    (target & !0xff == 0 && id < vm.vcpu_count()).then_some(id)
+}
+
+/// PSCI and SMCCC over HVC (DEN 0022, DEN 0028): function id in register 0,
+/// arguments in 1..3, the result in register 0.
+fn hypercall<C: GuestCpu, H: ExitHost>(vm: &VmCore, vcpu: usize, cpu: &mut C, host: &H) -> Action {
+    let call = PsciCall::decode([
+        cpu.register(0),
+        cpu.register(1),
+        cpu.register(2),
+        cpu.register(3),
+    ]);
+    let mut action = Action::Continue;
+    let result: u64 = match call {
+        PsciCall::Version => u64::from(VERSION_1_1),
+        PsciCall::SmcccVersion => SMCCC_VERSION_1_1,
+        PsciCall::Features(function) => PsciCall::features(function).to_register(),
+        PsciCall::MigrateInfoType => MIGRATE_INFO_TYPE_NONE,
+        PsciCall::CpuSuspend => {
+            // A standby suspend: wait for an interrupt, then return SUCCESS.
+            action = Action::Wait;
+            PsciReturn::Success.to_register()
+        }
+        PsciCall::CpuOn {
+            target,
+            entry,
+            context,
+        } => cpu_on(vm, target, entry, context, host).to_register(),
+        PsciCall::CpuOff => {
+            vm.power_off(vcpu);
+            action = Action::Off;
+            PsciReturn::Success.to_register()
+        }
+        PsciCall::AffinityInfo { target, level } => match (level, vcpu_of(vm, target)) {
+            (0, Some(t)) => vm.power(t) as u64,
+            _ => PsciReturn::InvalidParameters.to_register(),
+        },
+        PsciCall::SystemOff => {
+            host.stop(vm, StopReason::PoweredOff);
+            action = Action::Off;
+            0
+        }
+        PsciCall::SystemReset => {
+            host.system_reset(vm, vcpu);
+            action = Action::Off;
+            0
+        }
+        PsciCall::Unknown(_) => PsciReturn::NotSupported.to_register(),
+    };
+    cpu.set_register(0, result);
+    action
+}
+
+fn cpu_on<H: ExitHost>(vm: &VmCore, target: u64, entry: u64, context: u64, host: &H) -> PsciReturn {
+    let Some(t) = vcpu_of(vm, target) else {
+        return PsciReturn::InvalidParameters;
+    };
+    if !vm.ram.contains(entry) || entry % 4 != 0 {
+        return PsciReturn::InvalidAddress;
+    }
+    match vm.request_start(
+        t,
+        BootRequest {
+            entry,
+            argument: context,
+        },
+    ) {
+        Ok(()) => {
+            host.kick(vm, 1 << t);
+            PsciReturn::Success
+        }
+        Err(Power::OnPending) => PsciReturn::OnPending,
+        Err(_) => PsciReturn::AlreadyOn,
+    }
+}
+
+#[cfg(test)]
+mod tests;

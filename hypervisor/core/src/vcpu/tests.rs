@@ -1,0 +1,452 @@
+//! Exit dispatch against the fake vCPU and a recording host.
+
+use super::*;
+use crate::exit::{AccessWidth, Exit, MmioAccess, SysRegAccess, TrappedRegister};
+use crate::fake::{FakeCpu, Injected};
+use crate::guest_map::{VmShape, QEMU_VIRT};
+use crate::psci;
+use crate::vgic::MAX_VCPUS;
+use crate::vm::RamRegion;
+use crate::GuestPhysAddr;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+const RAM: u64 = 0x4000_0000;
+
+/// Everything the dispatcher asked of the world.
+#[derive(Default)]
+struct Recorder {
+    virtio: RefCell<Vec<(usize, u64, Option<u64>, bool)>>,
+    console: RefCell<Vec<u8>>,
+    kicks: RefCell<Vec<VcpuMask>>,
+    stops: RefCell<Vec<StopReason>>,
+    resets: RefCell<Vec<usize>>,
+    faults: RefCell<Vec<FaultReport>>,
+}
+
+impl ExitHost for Recorder {
+    fn virtio_access(
+        &self,
+        _vm: &VmCore,
+        nic: usize,
+        offset: u64,
+        _w: AccessWidth,
+        write: Option<u64>,
+        cacheable: bool,
+    ) -> u64 {
+        self.virtio
+            .borrow_mut()
+            .push((nic, offset, write, cacheable));
+        0x7472_6976
+    }
+    fn console_output(&self, _vm: &VmCore, byte: u8) {
+        self.console.borrow_mut().push(byte);
+    }
+    fn kick(&self, _vm: &VmCore, vcpus: VcpuMask) {
+        self.kicks.borrow_mut().push(vcpus);
+    }
+    fn stop(&self, vm: &VmCore, reason: StopReason) {
+        vm.set_stopped(reason);
+        self.stops.borrow_mut().push(reason);
+    }
+    fn system_reset(&self, _vm: &VmCore, caller: usize) {
+        self.resets.borrow_mut().push(caller);
+    }
+    fn report_fault(&self, _vm: &VmCore, fault: FaultReport) {
+        self.faults.borrow_mut().push(fault);
+    }
+}
+
+fn vm(gic: GicVersion, vcpus: usize, nics: usize) -> VmCore {
+    VmCore::new(
+        0,
+        "guest".into(),
+        QEMU_VIRT,
+        VmShape {
+            gic,
+            vcpu_count: vcpus,
+            nic_count: nics,
+        },
+        RamRegion {
+            ipa: RAM,
+            size: 1 << 24,
+        },
+        [0; MAX_VCPUS],
+        BootRequest {
+            entry: RAM + 0x8_0000,
+            argument: 0,
+        },
+    )
+}
+
+fn trap(exit: Exit) -> Trap {
+    Trap {
+        exit,
+        instruction_length: 4,
+        syndrome: 0x9200_0000,
+    }
+}
+
+fn mmio(ipa: u64, width: AccessWidth, write: bool, register: u8) -> Trap {
+    trap(Exit::Mmio(MmioAccess {
+        ipa: GuestPhysAddr::new(ipa),
+        width,
+        write,
+        register,
+        sign_extend: false,
+        register_64bit: true,
+    }))
+}
+
+#[test]
+fn a_uart_store_prints_and_moves_the_pc() {
+    let (vm, host) = (vm(GicVersion::V2, 1, 0), Recorder::default());
+    let mut cpu = FakeCpu::at(RAM).with_registers(&[0, 0, 0, b'h' as u64]);
+    let action = handle_exit(
+        &vm,
+        0,
+        &mut cpu,
+        &mmio(0x0900_0000, AccessWidth::Word, true, 3),
+        &host,
+    );
+    assert_eq!(action, Action::Continue);
+    assert_eq!(*host.console.borrow(), b"h");
+    assert_eq!(cpu.pc(), RAM + 4);
+    assert!(cpu.injected.is_empty());
+}
+
+#[test]
+fn a_16_bit_instruction_advances_the_pc_by_two() {
+    let (vm, host) = (vm(GicVersion::V2, 1, 0), Recorder::default());
+    let mut cpu = FakeCpu::at(RAM);
+    let wfi = Trap {
+        exit: Exit::WaitForInterrupt,
+        instruction_length: 2,
+        syndrome: 0,
+    };
+    assert_eq!(handle_exit(&vm, 0, &mut cpu, &wfi, &host), Action::Wait);
+    assert_eq!(cpu.pc(), RAM + 2);
+    let wfe = Trap {
+        exit: Exit::WaitForEvent,
+        ..wfi
+    };
+    assert_eq!(handle_exit(&vm, 0, &mut cpu, &wfe, &host), Action::Yield);
+    assert_eq!(cpu.pc(), RAM + 4);
+}
+
+#[test]
+fn loads_fill_the_register_by_width_and_sign() {
+    let access = |width, sign_extend, register_64bit| MmioAccess {
+        ipa: GuestPhysAddr::new(0),
+        width,
+        write: false,
+        register: 0,
+        sign_extend,
+        register_64bit,
+    };
+    assert_eq!(
+        load_result(&access(AccessWidth::Byte, false, true), 0x1ff),
+        0xff
+    );
+    assert_eq!(
+        load_result(&access(AccessWidth::Byte, true, true), 0x80),
+        0xffff_ffff_ffff_ff80
+    );
+    assert_eq!(
+        load_result(&access(AccessWidth::Half, true, false), 0x8000),
+        0xffff_8000
+    );
+    assert_eq!(
+        load_result(&access(AccessWidth::Double, false, true), u64::MAX),
+        u64::MAX
+    );
+}
+
+#[test]
+fn gic_registers_are_read_through_the_model() {
+    let (vm, host) = (vm(GicVersion::V3, 2, 0), Recorder::default());
+    let mut cpu = FakeCpu::at(RAM).with_registers(&[0, 0, 0, 0, 0, 0xdead]);
+    // GICR_TYPER of vCPU 1 (low word): Last is set on the last redistributor.
+    let typer = 0x080A_0000 + 0x2_0000 + 0x8;
+    assert_eq!(
+        handle_exit(
+            &vm,
+            1,
+            &mut cpu,
+            &mmio(typer, AccessWidth::Word, false, 5),
+            &host
+        ),
+        Action::Continue
+    );
+    assert_ne!(cpu.register(5), 0xdead, "the load wrote its register");
+    assert!(cpu.injected.is_empty());
+    // A word access to a distributor byte offset is refused with an abort.
+    handle_exit(
+        &vm,
+        0,
+        &mut cpu,
+        &mmio(0x0800_0001, AccessWidth::Word, false, 5),
+        &host,
+    );
+    assert!(matches!(
+        cpu.injected[..],
+        [Injected::Abort(ExternalAbort {
+            instruction_fetch: false,
+            write: false
+        })]
+    ));
+}
+
+#[test]
+fn virtio_accesses_reach_the_host_with_the_guest_memory_type() {
+    let (vm, host) = (vm(GicVersion::V2, 1, 2), Recorder::default());
+    let mut cpu = FakeCpu::at(RAM).with_registers(&[0, 0, 9]);
+    cpu.cacheable = false;
+    handle_exit(
+        &vm,
+        0,
+        &mut cpu,
+        &mmio(0x0A00_0200 + 0x50, AccessWidth::Word, true, 2),
+        &host,
+    );
+    handle_exit(
+        &vm,
+        0,
+        &mut cpu,
+        &mmio(0x0A00_0000, AccessWidth::Word, false, 4),
+        &host,
+    );
+    assert_eq!(
+        *host.virtio.borrow(),
+        [(1, 0x50, Some(9), false), (0, 0, None, false)]
+    );
+    assert_eq!(cpu.register(4), 0x7472_6976);
+}
+
+#[test]
+fn accesses_outside_ram_and_devices_get_an_external_abort() {
+    let (vm, host) = (vm(GicVersion::V2, 1, 1), Recorder::default());
+    let mut cpu = FakeCpu::at(RAM);
+    // The second transport does not exist for a VM with one NIC.
+    let action = handle_exit(
+        &vm,
+        0,
+        &mut cpu,
+        &mmio(0x0A00_0200, AccessWidth::Word, true, 0),
+        &host,
+    );
+    assert_eq!(action, Action::Continue);
+    assert_eq!(
+        cpu.injected,
+        [Injected::Abort(ExternalAbort {
+            instruction_fetch: false,
+            write: true
+        })]
+    );
+    assert_eq!(cpu.pc(), RAM, "an aborted access is not skipped");
+    let fetch = trap(Exit::AbortNoSyndrome {
+        ipa: GuestPhysAddr::new(0x1000),
+        fetch: true,
+    });
+    handle_exit(&vm, 0, &mut cpu, &fetch, &host);
+    assert_eq!(
+        cpu.injected[1],
+        Injected::Abort(ExternalAbort {
+            instruction_fetch: true,
+            write: false
+        })
+    );
+    assert!(matches!(
+        host.faults.borrow()[1],
+        FaultReport::Abort {
+            ipa: 0x1000,
+            kind: "instruction fetch",
+            count: 2,
+            ..
+        }
+    ));
+    assert!(host.virtio.borrow().is_empty());
+}
+
+#[test]
+fn a_guest_that_keeps_faulting_is_stopped_and_the_log_is_rate_limited() {
+    let (vm, host) = (vm(GicVersion::V2, 1, 0), Recorder::default());
+    let mut cpu = FakeCpu::at(RAM);
+    let sysreg = trap(Exit::SysReg(SysRegAccess {
+        register: TrappedRegister::Other(7),
+        write: true,
+        value_register: 0,
+    }));
+    let mut last = Action::Continue;
+    for _ in 0..FAULT_LIMIT {
+        last = handle_exit(&vm, 0, &mut cpu, &sysreg, &host);
+    }
+    assert_eq!(last, Action::Off);
+    assert_eq!(cpu.injected.len(), FAULT_LIMIT as usize - 1);
+    assert!(matches!(cpu.injected[0], Injected::Undefined(0x9200_0000)));
+    assert!(matches!(
+        host.stops.borrow()[..],
+        [StopReason::Faulted(_, _)]
+    ));
+    assert!(
+        host.faults.borrow().len() < 20,
+        "{} fault lines",
+        host.faults.borrow().len()
+    );
+}
+
+fn hvc(vm: &VmCore, host: &Recorder, vcpu: usize, args: &[u64]) -> (Action, u64) {
+    let mut cpu = FakeCpu::at(RAM).with_registers(args);
+    let action = handle_exit(
+        vm,
+        vcpu,
+        &mut cpu,
+        &trap(Exit::Hypercall { immediate: 0 }),
+        host,
+    );
+    assert_eq!(cpu.pc(), RAM, "HVC returns past itself");
+    (action, cpu.register(0))
+}
+
+#[test]
+fn psci_starts_queries_and_stops_vcpus() {
+    let (vm, host) = (vm(GicVersion::V2, 2, 0), Recorder::default());
+    let ok = PsciReturn::Success.to_register();
+    assert_eq!(
+        hvc(&vm, &host, 0, &[u64::from(psci::PSCI_VERSION)]).1,
+        u64::from(VERSION_1_1)
+    );
+    assert_eq!(
+        hvc(&vm, &host, 0, &[u64::from(psci::AFFINITY_INFO_64), 1, 0]).1,
+        Power::Off as u64
+    );
+    let entry = RAM + 0x1000;
+    assert_eq!(
+        hvc(&vm, &host, 0, &[u64::from(psci::CPU_ON_64), 1, entry, 42]),
+        (Action::Continue, ok)
+    );
+    assert_eq!(*host.kicks.borrow(), [0b10]);
+    assert_eq!(
+        hvc(&vm, &host, 0, &[u64::from(psci::CPU_ON_64), 1, entry, 42]).1,
+        PsciReturn::OnPending.to_register()
+    );
+    assert_eq!(
+        vm.take_start(1),
+        Some(BootRequest {
+            entry,
+            argument: 42
+        })
+    );
+    assert_eq!(
+        hvc(&vm, &host, 0, &[u64::from(psci::CPU_ON_64), 1, entry, 0]).1,
+        PsciReturn::AlreadyOn.to_register()
+    );
+    // Bad targets and entry points.
+    let invalid = PsciReturn::InvalidParameters.to_register();
+    assert_eq!(
+        hvc(&vm, &host, 0, &[u64::from(psci::CPU_ON_64), 2, entry, 0]).1,
+        invalid
+    );
+    assert_eq!(
+        hvc(
+            &vm,
+            &host,
+            0,
+            &[u64::from(psci::CPU_ON_64), 0x100, entry, 0]
+        )
+        .1,
+        invalid
+    );
+    assert_eq!(
+        hvc(&vm, &host, 0, &[u64::from(psci::AFFINITY_INFO_64), 0, 1]).1,
+        invalid
+    );
+    vm.power_off(1);
+    let bad_entry = PsciReturn::InvalidAddress.to_register();
+    assert_eq!(
+        hvc(&vm, &host, 0, &[u64::from(psci::CPU_ON_64), 1, 0x1000, 0]).1,
+        bad_entry
+    );
+    assert_eq!(
+        hvc(
+            &vm,
+            &host,
+            0,
+            &[u64::from(psci::CPU_ON_64), 1, entry + 2, 0]
+        )
+        .1,
+        bad_entry
+    );
+    // CPU_OFF, unknown calls, SYSTEM_RESET and SYSTEM_OFF.
+    vm.request_start(1, BootRequest::default()).unwrap();
+    vm.take_start(1);
+    assert_eq!(
+        hvc(&vm, &host, 1, &[u64::from(psci::CPU_OFF)]).0,
+        Action::Off
+    );
+    assert_eq!(vm.power(1), Power::Off);
+    assert_eq!(
+        hvc(&vm, &host, 0, &[0xc200_0000]).1,
+        PsciReturn::NotSupported.to_register()
+    );
+    assert_eq!(
+        hvc(&vm, &host, 1, &[u64::from(psci::SYSTEM_RESET)]).0,
+        Action::Off
+    );
+    assert_eq!(*host.resets.borrow(), [1]);
+    assert_eq!(
+        hvc(&vm, &host, 0, &[u64::from(psci::SYSTEM_OFF)]).0,
+        Action::Off
+    );
+    assert_eq!(*host.stops.borrow(), [StopReason::PoweredOff]);
+}
+
+#[test]
+fn smc_is_not_supported_and_is_skipped() {
+    let (vm, host) = (vm(GicVersion::V2, 1, 0), Recorder::default());
+    let mut cpu = FakeCpu::at(RAM).with_registers(&[u64::from(psci::PSCI_VERSION)]);
+    handle_exit(
+        &vm,
+        0,
+        &mut cpu,
+        &trap(Exit::SecureMonitorCall { immediate: 0 }),
+        &host,
+    );
+    assert_eq!(cpu.register(0), PsciReturn::NotSupported.to_register());
+    assert_eq!(cpu.pc(), RAM + 4);
+}
+
+#[test]
+fn gicv3_sgis_are_sent_through_the_model_and_gicv2_ones_are_undefined() {
+    let write_sgi1r = trap(Exit::SysReg(SysRegAccess {
+        register: TrappedRegister::GicSgi1r,
+        write: true,
+        value_register: 2,
+    }));
+    // SGI 5 to Aff0 target list {1}.
+    let value = 5 << 24 | 0b10;
+    let (vm3, host) = (vm(GicVersion::V3, 2, 0), Recorder::default());
+    let mut cpu = FakeCpu::at(RAM).with_registers(&[0, 0, value]);
+    assert_eq!(
+        handle_exit(&vm3, 0, &mut cpu, &write_sgi1r, &host),
+        Action::Continue
+    );
+    assert_eq!(*host.kicks.borrow(), [0b10]);
+    assert_eq!(cpu.pc(), RAM + 4);
+    let (vm2, host) = (vm(GicVersion::V2, 2, 0), Recorder::default());
+    let mut cpu = FakeCpu::at(RAM).with_registers(&[0, 0, value]);
+    handle_exit(&vm2, 0, &mut cpu, &write_sgi1r, &host);
+    assert!(matches!(cpu.injected[..], [Injected::Undefined(_)]));
+    assert!(host.kicks.borrow().is_empty());
+}
+
+#[test]
+fn the_fake_keeps_its_own_register_encoding() {
+    // Negative control for the fake itself: its storage is not the value.
+    let cpu = FakeCpu::at(0x4000).with_registers(&[1, 2, 3]);
+    assert_eq!(
+        (cpu.register(0), cpu.register(2), cpu.register(31)),
+        (1, 3, 0)
+    );
+    assert_eq!(cpu.pc(), 0x4000);
+}

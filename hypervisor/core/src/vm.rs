@@ -1,0 +1,318 @@
+//! The architecture-neutral state of one VM that exit handling and the
+//! scheduler share: its machine (map, GIC version, vCPUs, NICs), the
+//! emulated interrupt controller and console, the power state of each vCPU,
+//! and why it stopped.
+//!
+//! Lock order (outer to inner): `vgic`, then `uart`. `boot` and `stop` are
+//! leaf locks. The binary's own locks (console, NICs, switches) are taken
+//! outside these or after they are released.
+
+use crate::guest_map::{GuestMap, VmShape};
+use crate::pl011::Pl011;
+use crate::ratelimit::RateLimit;
+use crate::vgic::{GicVersion, Vgic, MAX_VCPUS};
+use alloc::string::String;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use spin::Mutex;
+
+/// A vCPU's power state, numbered as PSCI AFFINITY_INFO reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Power {
+    /// Running or runnable.
+    On = 0,
+    /// Off.
+    Off = 1,
+    /// CPU_ON accepted (or the VM restarted): starts at its next schedule.
+    OnPending = 2,
+}
+
+impl Power {
+    fn from_raw(raw: u8) -> Self {
+        match raw {
+            0 => Power::On,
+            2 => Power::OnPending,
+            _ => Power::Off,
+        }
+    }
+}
+
+/// Why a VM stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// PSCI SYSTEM_OFF.
+    PoweredOff,
+    /// The guest faulted past the limit or did something that cannot be
+    /// answered: what, and a value for the report.
+    Faulted(&'static str, u64),
+}
+
+impl StopReason {
+    /// Whether the stop counts as clean.
+    pub fn clean(&self) -> bool {
+        matches!(self, StopReason::PoweredOff)
+    }
+}
+
+/// Where a vCPU starts: the entry point and the value of its first argument
+/// register (the DTB for the boot vCPU, the context id for CPU_ON).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BootRequest {
+    /// Entry point (IPA).
+    pub entry: u64,
+    /// First argument register.
+    pub argument: u64,
+}
+
+/// Guest RAM as the guest sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamRegion {
+    /// First guest-physical address.
+    pub ipa: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl RamRegion {
+    /// Whether `ipa` lies in RAM.
+    pub fn contains(&self, ipa: u64) -> bool {
+        ipa.checked_sub(self.ipa)
+            .is_some_and(|offset| offset < self.size)
+    }
+}
+
+/// Injected faults after which a VM is considered to keep faulting and stopped.
+pub const FAULT_LIMIT: u32 = 1000;
+
+/// The shared, architecture-neutral state of one VM.
+pub struct VmCore {
+    /// Index in the system's VM list.
+    pub index: usize,
+    /// Unique name from the configuration.
+    pub name: String,
+    /// The machine the guest sees.
+    pub map: GuestMap,
+    /// GIC version, vCPU and NIC counts.
+    pub shape: VmShape,
+    /// Guest RAM.
+    pub ram: RamRegion,
+    /// Physical CPU of each vCPU.
+    pub affinity: [usize; MAX_VCPUS],
+    /// Interrupt controller model.
+    pub vgic: Mutex<Vgic>,
+    /// Console UART model.
+    pub uart: Mutex<Pl011>,
+    power: [AtomicU8; MAX_VCPUS],
+    boot: [Mutex<BootRequest>; MAX_VCPUS],
+    stopped: AtomicBool,
+    stop: Mutex<Option<StopReason>>,
+    /// Each vCPU is inside the guest right now (between entry and exit).
+    pub running: [AtomicBool; MAX_VCPUS],
+    /// Faults injected (aborts, undefined instructions) since the last reset.
+    pub faults: AtomicU32,
+    /// Rate limit of the fault log lines.
+    pub fault_log: Mutex<RateLimit>,
+    /// Times the VM was restarted by SYSTEM_RESET.
+    pub resets: AtomicU32,
+}
+
+impl VmCore {
+    /// A VM whose vCPU 0 starts at `boot` and whose other vCPUs are off.
+    pub fn new(
+        index: usize,
+        name: String,
+        map: GuestMap,
+        shape: VmShape,
+        ram: RamRegion,
+        affinity: [usize; MAX_VCPUS],
+        boot: BootRequest,
+    ) -> Self {
+        let vcpu_count = shape.vcpu_count.clamp(1, MAX_VCPUS);
+        let shape = VmShape {
+            vcpu_count,
+            ..shape
+        };
+        Self {
+            index,
+            name,
+            map,
+            shape,
+            ram,
+            affinity,
+            vgic: Mutex::new(Vgic::new(shape.gic, vcpu_count)),
+            uart: Mutex::new(Pl011::new()),
+            power: core::array::from_fn(|i| {
+                AtomicU8::new(if i == 0 { Power::OnPending } else { Power::Off } as u8)
+            }),
+            boot: core::array::from_fn(|i| {
+                Mutex::new(if i == 0 { boot } else { BootRequest::default() })
+            }),
+            stopped: AtomicBool::new(false),
+            stop: Mutex::new(None),
+            running: core::array::from_fn(|_| AtomicBool::new(false)),
+            faults: AtomicU32::new(0),
+            fault_log: Mutex::new(RateLimit::default()),
+            resets: AtomicU32::new(0),
+        }
+    }
+
+    /// vCPUs of the VM.
+    pub fn vcpu_count(&self) -> usize {
+        self.shape.vcpu_count
+    }
+
+    /// The guest-visible GIC version.
+    pub fn gic_version(&self) -> GicVersion {
+        self.shape.gic
+    }
+
+    /// vCPU `id`'s power state.
+    pub fn power(&self, id: usize) -> Power {
+        self.power
+            .get(id)
+            .map_or(Power::Off, |p| Power::from_raw(p.load(Ordering::Acquire)))
+    }
+
+    /// Turns vCPU `id` off.
+    pub fn power_off(&self, id: usize) {
+        if let Some(p) = self.power.get(id) {
+            p.store(Power::Off as u8, Ordering::Release);
+        }
+    }
+
+    /// Turns every vCPU off (the first step of a reset).
+    pub fn power_off_all(&self) {
+        (0..self.vcpu_count()).for_each(|id| self.power_off(id));
+    }
+
+    /// Asks for vCPU `id` to start at `request` (PSCI CPU_ON). Fails with
+    /// the vCPU's state when it is not off.
+    pub fn request_start(&self, id: usize, request: BootRequest) -> Result<(), Power> {
+        let Some(power) = self.power.get(id) else {
+            return Err(Power::Off);
+        };
+        // Hold the boot slot so the starter never sees a half-written request.
+        let mut boot = self.boot[id].lock();
+        match power.compare_exchange(
+            Power::Off as u8,
+            Power::OnPending as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => {
+                *boot = request;
+                Ok(())
+            }
+            Err(state) => Err(Power::from_raw(state)),
+        }
+    }
+
+    /// Restarts vCPU 0 at `request` (after a reset reloaded the images).
+    pub fn restart(&self, request: BootRequest) {
+        *self.boot[0].lock() = request;
+        self.power[0].store(Power::OnPending as u8, Ordering::Release);
+    }
+
+    /// Takes vCPU `id`'s pending start: the request, with the vCPU now on.
+    /// `None` when it is not waiting to start.
+    pub fn take_start(&self, id: usize) -> Option<BootRequest> {
+        let power = self.power.get(id)?;
+        let boot = self.boot[id].lock();
+        power
+            .compare_exchange(
+                Power::OnPending as u8,
+                Power::On as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .ok()
+            .map(|_| *boot)
+    }
+
+    /// Records why the VM stops (the first reason wins). True if this call
+    /// stopped it; its vCPUs leave the guest at their next exit.
+    pub fn set_stopped(&self, reason: StopReason) -> bool {
+        let mut stop = self.stop.lock();
+        if stop.is_some() {
+            return false;
+        }
+        *stop = Some(reason);
+        self.stopped.store(true, Ordering::SeqCst);
+        true
+    }
+
+    /// Whether the VM has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Why it stopped, once it has.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        *self.stop.lock()
+    }
+
+    /// Puts the emulated devices back to their reset state (SYSTEM_RESET).
+    pub fn reset_devices(&self) {
+        *self.vgic.lock() = Vgic::new(self.shape.gic, self.vcpu_count());
+        *self.uart.lock() = Pl011::new();
+        self.faults.store(0, Ordering::Relaxed);
+        self.resets.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guest_map::QEMU_VIRT;
+
+    fn vm() -> VmCore {
+        VmCore::new(
+            3,
+            "t".into(),
+            QEMU_VIRT,
+            VmShape { gic: GicVersion::V3, vcpu_count: 2, nic_count: 0 },
+            RamRegion { ipa: 0x4000_0000, size: 0x100_0000 },
+            [0; MAX_VCPUS],
+            BootRequest { entry: 0x4008_0000, argument: 0x40f0_0000 },
+        )
+    }
+
+    #[test]
+    fn psci_power_states_move_off_pending_on() {
+        let vm = vm();
+        assert_eq!((vm.power(0), vm.power(1), vm.power(7), vm.power(99)), (Power::OnPending, Power::Off, Power::Off, Power::Off));
+        let request = BootRequest { entry: 0x4000_1000, argument: 5 };
+        assert_eq!(vm.request_start(1, request), Ok(()));
+        assert_eq!(vm.request_start(1, request), Err(Power::OnPending));
+        assert_eq!(vm.take_start(1), Some(request));
+        assert_eq!(vm.request_start(1, request), Err(Power::On));
+        assert_eq!(vm.request_start(99, request), Err(Power::Off), "no such vCPU");
+        vm.power_off_all();
+        assert_eq!((vm.power(0), vm.power(1)), (Power::Off, Power::Off));
+        assert_eq!(vm.take_start(0), None);
+        vm.restart(request);
+        assert_eq!(vm.take_start(0), Some(request));
+    }
+
+    #[test]
+    fn the_first_stop_reason_wins() {
+        let vm = vm();
+        assert!(!vm.is_stopped());
+        assert!(vm.set_stopped(StopReason::Faulted("x", 1)));
+        assert!(!vm.set_stopped(StopReason::PoweredOff));
+        assert_eq!(vm.stop_reason(), Some(StopReason::Faulted("x", 1)));
+        assert!(vm.is_stopped() && !StopReason::Faulted("x", 1).clean() && StopReason::PoweredOff.clean());
+    }
+
+    #[test]
+    fn a_reset_clears_the_devices_and_counts() {
+        let vm = vm();
+        vm.faults.store(7, Ordering::Relaxed);
+        vm.uart.lock().receive(b'x');
+        vm.reset_devices();
+        assert_eq!(vm.faults.load(Ordering::Relaxed), 0);
+        assert_eq!(vm.resets.load(Ordering::Relaxed), 1);
+        assert!(!vm.uart.lock().interrupt_level());
+        assert!(vm.ram.contains(0x40ff_ffff) && !vm.ram.contains(0x4100_0000) && !vm.ram.contains(0));
+    }
+}
