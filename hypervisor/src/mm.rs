@@ -68,12 +68,12 @@ fn image_end() -> u64 {
 }
 
 fn pa_bits() -> u8 {
-    chroma_arch::aarch64::el2::pa_bits(sysreg::id_aa64mmfr0_el1())
+    chroma_arch::aarch64::el2::this_cpu_pa_bits()
 }
 
 /// PARange field value for the TCR/VTCR PS fields.
 pub fn pa_range_field() -> u64 {
-    chroma_arch::aarch64::el2::pa_range(sysreg::id_aa64mmfr0_el1())
+    chroma_arch::aarch64::el2::this_cpu_pa_range()
 }
 
 fn mmu_config(root: u64) -> MmuConfig {

@@ -15,7 +15,6 @@ use alloc::vec::Vec;
 use chroma_arch::aarch64::cpu;
 use chroma_arch::aarch64::gic::{Gic, GicKind};
 use chroma_arch::aarch64::irq::GicCpuTarget;
-use chroma_arch::aarch64::sysreg;
 use chroma_arch::aarch64::vcpu::{self as arch_vcpu, Vcpu};
 use chroma_arch::aarch64::vectors::ExceptionKind;
 use chroma_core::irq::{self, InterruptController, IrqRole, IrqRoles};

@@ -360,6 +360,18 @@ pub fn pa_bits(id_aa64mmfr0: u64) -> u8 {
     }
 }
 
+/// [`pa_range`] of the CPU this runs on.
+#[cfg(target_arch = "aarch64")]
+pub fn this_cpu_pa_range() -> u64 {
+    pa_range(super::sysreg::id_aa64mmfr0_el1())
+}
+
+/// [`pa_bits`] of the CPU this runs on.
+#[cfg(target_arch = "aarch64")]
+pub fn this_cpu_pa_bits() -> u8 {
+    pa_bits(super::sysreg::id_aa64mmfr0_el1())
+}
+
 /// EL2 stage-1 settings, in the layout `boot.rs`'s `chroma_enable_mmu`
 /// loads (`ldp` pairs at offsets 0 and 16): written by the primary CPU before
 /// it starts the secondaries, read by each before its first Rust code.
