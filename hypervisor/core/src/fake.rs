@@ -48,7 +48,8 @@ impl FakeCpu {
     /// Sets registers 0.. from `values`.
     pub fn with_registers(mut self, values: &[u64]) -> Self {
         for (index, &value) in values.iter().enumerate() {
-            self.set_register(index as u8, value);
+            let index = u8::try_from(index).expect("a register number fits a u8");
+            self.set_register(index, value);
         }
         self
     }

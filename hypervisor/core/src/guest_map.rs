@@ -49,8 +49,9 @@ impl WindowArray {
     /// `(frame, offset)` of `ipa` among the first `count` frames.
     pub fn locate(&self, ipa: u64, count: u32) -> Option<(u32, u64)> {
         let offset = ipa.checked_sub(self.base)?;
-        let frame = offset / self.stride;
-        (frame < u64::from(count.min(self.max_count))).then(|| (frame as u32, offset % self.stride))
+        // A frame number past u32 is past `count` too.
+        let frame = u32::try_from(offset / self.stride).ok()?;
+        (frame < count.min(self.max_count)).then(|| (frame, offset % self.stride))
     }
 }
 

@@ -255,7 +255,8 @@ fn emulate_mmio<C: GuestCpu, H: ExitHost>(
                 let mut uart = vm.uart.lock();
                 if access.write {
                     // The model keeps the register's low 32 bits.
-                    if let Some(Pl011Effect::Transmit(byte)) = uart.write(offset, value as u32) {
+                    let low = (value & 0xffff_ffff) as u32;
+                    if let Some(Pl011Effect::Transmit(byte)) = uart.write(offset, low) {
                         host.console_output(vm, byte);
                     }
                 } else {
@@ -413,7 +414,7 @@ fn cpu_on<H: ExitHost>(vm: &VmCore, target: u64, entry: u64, context: u64, host:
     let Some(t) = vcpu_of(vm, target) else {
         return PsciReturn::InvalidParameters;
     };
-    if !vm.ram.contains(entry) || entry % 4 != 0 {
+    if !vm.ram.contains(entry) || !entry.is_multiple_of(4) {
         return PsciReturn::InvalidAddress;
     }
     match vm.request_start(

@@ -270,23 +270,43 @@ mod tests {
             3,
             "t".into(),
             QEMU_VIRT,
-            VmShape { gic: GicVersion::V3, vcpu_count: 2, nic_count: 0 },
-            RamRegion { ipa: 0x4000_0000, size: 0x100_0000 },
+            VmShape {
+                gic: GicVersion::V3,
+                vcpu_count: 2,
+                nic_count: 0,
+            },
+            RamRegion {
+                ipa: 0x4000_0000,
+                size: 0x100_0000,
+            },
             [0; MAX_VCPUS],
-            BootRequest { entry: 0x4008_0000, argument: 0x40f0_0000 },
+            BootRequest {
+                entry: 0x4008_0000,
+                argument: 0x40f0_0000,
+            },
         )
     }
 
     #[test]
     fn psci_power_states_move_off_pending_on() {
         let vm = vm();
-        assert_eq!((vm.power(0), vm.power(1), vm.power(7), vm.power(99)), (Power::OnPending, Power::Off, Power::Off, Power::Off));
-        let request = BootRequest { entry: 0x4000_1000, argument: 5 };
+        assert_eq!(
+            (vm.power(0), vm.power(1), vm.power(7), vm.power(99)),
+            (Power::OnPending, Power::Off, Power::Off, Power::Off)
+        );
+        let request = BootRequest {
+            entry: 0x4000_1000,
+            argument: 5,
+        };
         assert_eq!(vm.request_start(1, request), Ok(()));
         assert_eq!(vm.request_start(1, request), Err(Power::OnPending));
         assert_eq!(vm.take_start(1), Some(request));
         assert_eq!(vm.request_start(1, request), Err(Power::On));
-        assert_eq!(vm.request_start(99, request), Err(Power::Off), "no such vCPU");
+        assert_eq!(
+            vm.request_start(99, request),
+            Err(Power::Off),
+            "no such vCPU"
+        );
         vm.power_off_all();
         assert_eq!((vm.power(0), vm.power(1)), (Power::Off, Power::Off));
         assert_eq!(vm.take_start(0), None);
@@ -301,7 +321,11 @@ mod tests {
         assert!(vm.set_stopped(StopReason::Faulted("x", 1)));
         assert!(!vm.set_stopped(StopReason::PoweredOff));
         assert_eq!(vm.stop_reason(), Some(StopReason::Faulted("x", 1)));
-        assert!(vm.is_stopped() && !StopReason::Faulted("x", 1).clean() && StopReason::PoweredOff.clean());
+        assert!(
+            vm.is_stopped()
+                && !StopReason::Faulted("x", 1).clean()
+                && StopReason::PoweredOff.clean()
+        );
     }
 
     #[test]
@@ -313,6 +337,8 @@ mod tests {
         assert_eq!(vm.faults.load(Ordering::Relaxed), 0);
         assert_eq!(vm.resets.load(Ordering::Relaxed), 1);
         assert!(!vm.uart.lock().interrupt_level());
-        assert!(vm.ram.contains(0x40ff_ffff) && !vm.ram.contains(0x4100_0000) && !vm.ram.contains(0));
+        assert!(
+            vm.ram.contains(0x40ff_ffff) && !vm.ram.contains(0x4100_0000) && !vm.ram.contains(0)
+        );
     }
 }

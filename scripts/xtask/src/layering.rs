@@ -37,7 +37,11 @@ pub fn violations(file: &str, source: &str) -> Vec<Violation> {
         let code = line.split("//").next().unwrap_or("");
         for (pattern, what) in FORBIDDEN {
             if code.contains(pattern) {
-                found.push(Violation { file: file.to_owned(), line: index + 1, what });
+                found.push(Violation {
+                    file: file.to_owned(),
+                    line: index + 1,
+                    what,
+                });
             }
         }
     }
@@ -47,12 +51,18 @@ pub fn violations(file: &str, source: &str) -> Vec<Violation> {
 /// Every violation under `dir` (the binary's `src`).
 pub fn check_tree(dir: &Path) -> std::io::Result<Vec<Violation>> {
     let mut found = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.flatten().map(|e| e.path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     entries.sort();
     for path in entries {
         if path.extension().is_some_and(|e| e == "rs") {
             let source = std::fs::read_to_string(&path)?;
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             found.extend(violations(&name, &source));
         }
     }
@@ -67,7 +77,10 @@ mod tests {
     fn the_hypervisor_binary_is_wiring_only() {
         let src = crate::workspace_root().join("hypervisor").join("src");
         let found = check_tree(&src).expect("hypervisor/src is readable");
-        assert!(found.is_empty(), "hypervisor/src reaches past the arch seam:\n{found:#?}");
+        assert!(
+            found.is_empty(),
+            "hypervisor/src reaches past the arch seam:\n{found:#?}"
+        );
     }
 
     #[test]

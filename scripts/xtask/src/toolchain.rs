@@ -195,9 +195,16 @@ pub fn objcopy() -> Result<PathBuf> {
     // Judged as build.sh runs it: without the LD_LIBRARY_PATH `cargo run`
     // gives xtask (rustup's rust-objcopy needs a libLLVM only found there).
     let runs = |path: &PathBuf| {
-        Command::new(path).arg("--version").env_remove("LD_LIBRARY_PATH").output().is_ok_and(|o| o.status.success())
+        Command::new(path)
+            .arg("--version")
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .is_ok_and(|o| o.status.success())
     };
-    if let Some(found) = candidates.into_iter().find(|path| path.exists() && runs(path)) {
+    if let Some(found) = candidates
+        .into_iter()
+        .find(|path| path.exists() && runs(path))
+    {
         return Ok(found);
     }
     for name in ["llvm-objcopy-19", "llvm-objcopy"] {

@@ -49,22 +49,12 @@ const MPIDR_RES1: u64 = 1 << 31;
 const VTTBR_VMID_SHIFT: u64 = 48;
 
 /// A vCPU's state while it is not in the guest.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Vcpu {
     registers: GuestRegisters,
     context: El1Context,
     /// The virtual CPU interface control (GICH_VMCR / ICH_VMCR_EL2).
     vmcr: u64,
-}
-
-impl Default for Vcpu {
-    fn default() -> Self {
-        Self {
-            registers: GuestRegisters::default(),
-            context: El1Context::default(),
-            vmcr: 0,
-        }
-    }
 }
 
 impl Vcpu {

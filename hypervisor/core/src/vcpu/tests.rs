@@ -13,10 +13,13 @@ use core::cell::RefCell;
 
 const RAM: u64 = 0x4000_0000;
 
+/// One virtio access: (NIC, offset, the value written if a write, cacheable).
+type VirtioAccess = (usize, u64, Option<u64>, bool);
+
 /// Everything the dispatcher asked of the world.
 #[derive(Default)]
 struct Recorder {
-    virtio: RefCell<Vec<(usize, u64, Option<u64>, bool)>>,
+    virtio: RefCell<Vec<VirtioAccess>>,
     console: RefCell<Vec<u8>>,
     kicks: RefCell<Vec<VcpuMask>>,
     stops: RefCell<Vec<StopReason>>,
