@@ -147,9 +147,28 @@ pub fn flatten(elf: &Path, bin: &Path) -> Result<()> {
             .map_err(|error| format!("cannot create {}: {error}", parent.display()))?;
     }
     let objcopy = objcopy()?;
-    let mut command = Command::new(objcopy);
+    let mut command = crate::host_tools::tool_command(objcopy);
     command.args(["-O", "binary"]).arg(elf).arg(bin);
     run_checked(&mut command, &format!("objcopy of {}", elf.display()))
+}
+
+/// Builds the Linux guest images from Debian's archive
+/// (`guest-images/linux/build.sh`; quick when they are up to date).
+pub fn ensure_linux_images() -> Result<()> {
+    let root = workspace_root();
+    let mut command = Command::new("bash");
+    command
+        .arg(root.join("guest-images").join("linux").join("build.sh"))
+        .current_dir(&root);
+    run_checked(
+        &mut command,
+        "guest-images/linux/build.sh (the Linux guest from Debian's archive)",
+    )
+}
+
+/// Whether the configuration at `path` boots the Linux guest images.
+pub fn config_uses_linux(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|text| text.contains("build/linux/"))
 }
 
 #[cfg(test)]
@@ -180,18 +199,4 @@ mod tests {
             Ok(PathBuf::from("a"))
         );
     }
-}
-
-/// Builds the Linux guest images from Debian's archive
-/// (`guest-images/linux/build.sh`; quick when they are up to date).
-pub fn ensure_linux_images() -> Result<()> {
-    let root = workspace_root();
-    let mut command = Command::new("bash");
-    command.arg(root.join("guest-images").join("linux").join("build.sh")).current_dir(&root);
-    run_checked(&mut command, "guest-images/linux/build.sh (the Linux guest from Debian's archive)")
-}
-
-/// Whether the configuration at `path` boots the Linux guest images.
-pub fn config_uses_linux(path: &std::path::Path) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|text| text.contains("build/linux/"))
 }

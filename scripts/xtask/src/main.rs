@@ -6,6 +6,7 @@ mod bench_linux;
 mod bench_net;
 mod bundle;
 mod config;
+mod host_tools;
 mod images;
 mod process;
 mod qemu;
