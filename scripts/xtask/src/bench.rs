@@ -61,7 +61,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let mut under_chroma = Vec::new();
     let mut plain = Vec::new();
     for round in 1..=args.runs {
-        let chroma = time_to_first_line(qemu_command(&run_args, &bundle), "[probe] ", timeout)?;
+        let chroma =
+            time_to_first_line(qemu_command(&run_args, &bundle, None), "[probe] ", timeout)?;
         let bare = time_to_first_line(plain_qemu(&probe), "", timeout)?;
         println!(
             "round {round}: first guest line after {:.1} ms under chroma, {:.1} ms on plain QEMU",
@@ -97,9 +98,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The probe guest alone on QEMU's `virt` machine (no hypervisor).
+/// The probe guest alone on QEMU's `virt` machine (no hypervisor), on the
+/// same QEMU binary as chroma's runs, with no NIC as chroma's runs.
 fn plain_qemu(probe: &Path) -> Command {
-    let mut command = Command::new("qemu-system-aarch64");
+    let mut command = crate::emulator::command();
     command
         .args([
             "-M",
@@ -111,6 +113,7 @@ fn plain_qemu(probe: &Path) -> Command {
             "-m",
             "128M",
         ])
+        .args(["-nic", "none"])
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
         .arg("-kernel")
         .arg(probe)
@@ -173,6 +176,42 @@ fn file_size(path: &Path) -> Result<u64> {
         .map_err(|error| format!("{}: {error}", path.display()))
 }
 
+/// Bundles `config` for a headless benchmark boot (2 CPUs, GICv2, 1 GiB,
+/// semihosting exit) and returns the run options and the bundle, so every
+/// benchmark boots chroma the way `cargo xtask run --headless` does.
+pub fn headless_bundle(
+    config: &Path,
+    board: Board,
+    hypervisor_bin: &Path,
+) -> Result<(RunArgs, PathBuf)> {
+    let run_args = RunArgs {
+        config: Some(config.to_path_buf()),
+        board,
+        smp: 2,
+        gic: 2,
+        memory: "1G".to_owned(),
+        headless: true,
+        timeout: None,
+        force_cache: false,
+        gdb: false,
+        log: None,
+        no_build: true,
+        forward: Vec::new(),
+        input: None,
+    };
+    let machine = MachineFacts {
+        physical_cpus: run_args.smp,
+        ram_bytes: parse_size(&run_args.memory)?,
+    };
+    let options = ManifestOptions {
+        exit_via_semihosting: true,
+        ..ManifestOptions::default()
+    };
+    let manifest_bytes = manifest(config, &machine, &options)?;
+    let bundle = write_bundle(hypervisor_bin, &manifest_bytes, board, config)?;
+    Ok((run_args, bundle))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,36 +240,4 @@ mod tests {
         silent.args(["-c", "echo noise; sleep 30"]);
         assert!(time_to_first_line(silent, "[probe] ", Duration::from_millis(300)).is_err());
     }
-}
-
-/// Bundles `config` for a headless benchmark boot (2 CPUs, GICv2, 1 GiB,
-/// semihosting exit) and returns the run options and the bundle, so every
-/// benchmark boots chroma the way `cargo xtask run --headless` does.
-pub fn headless_bundle(config: &Path, board: Board, hypervisor_bin: &Path) -> Result<(RunArgs, PathBuf)> {
-    let run_args = RunArgs {
-        config: Some(config.to_path_buf()),
-        board,
-        smp: 2,
-        gic: 2,
-        memory: "1G".to_owned(),
-        headless: true,
-        timeout: None,
-        force_cache: false,
-        gdb: false,
-        log: None,
-        no_build: true,
-        forward: Vec::new(),
-        input: None,
-    };
-    let machine = MachineFacts {
-        physical_cpus: run_args.smp,
-        ram_bytes: parse_size(&run_args.memory)?,
-    };
-    let options = ManifestOptions {
-        exit_via_semihosting: true,
-        ..ManifestOptions::default()
-    };
-    let manifest_bytes = manifest(config, &machine, &options)?;
-    let bundle = write_bundle(hypervisor_bin, &manifest_bytes, board, config)?;
-    Ok((run_args, bundle))
 }

@@ -6,6 +6,7 @@ mod bench_linux;
 mod bench_net;
 mod bundle;
 mod config;
+mod emulator;
 mod host_tools;
 mod images;
 mod process;
@@ -36,6 +37,8 @@ enum Command {
     Test(testing::TestArgs),
     /// Print figures: image size, boot time under chroma against plain QEMU.
     Bench(bench::BenchArgs),
+    /// Print the QEMU binary every run, test and benchmark uses, and its version.
+    QemuVersion(emulator::QemuVersionArgs),
     /// Run the cache aliasing oracle (arguments are passed through).
     Oracle {
         /// Arguments for the oracle, e.g. `--quick`.
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         Command::Run(args) => qemu::run(&args),
         Command::Test(args) => testing::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::QemuVersion(args) => emulator::print_version(&args),
         Command::Oracle { args } => testing::oracle(&args),
     };
     match outcome {

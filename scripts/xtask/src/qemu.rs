@@ -68,7 +68,8 @@ pub struct RunArgs {
 
 /// The host forwards of the default configuration: the Linux guest's web
 /// server and the service guest's echo and sink ports.
-pub const DEFAULT_FORWARDS: [&str; 3] = ["8080:10.0.2.20:80", "7007:10.0.2.15:7", "7009:10.0.2.15:9"];
+pub const DEFAULT_FORWARDS: [&str; 3] =
+    ["8080:10.0.2.20:80", "7007:10.0.2.15:7", "7009:10.0.2.15:9"];
 
 /// A parsed `--forward`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,13 +85,21 @@ pub struct Forward {
 /// Parses `HOST:GUEST_IP:PORT`.
 pub fn parse_forward(text: &str) -> Result<Forward> {
     let parts: Vec<&str> = text.split(':').collect();
-    let bad = || format!("--forward {text:?}: expected HOST_PORT:GUEST_IP:GUEST_PORT, e.g. 8080:10.0.2.20:80");
-    let [host, ip, port] = parts.as_slice() else { return Err(bad()) };
+    let bad = || {
+        format!(
+            "--forward {text:?}: expected HOST_PORT:GUEST_IP:GUEST_PORT, e.g. 8080:10.0.2.20:80"
+        )
+    };
+    let [host, ip, port] = parts.as_slice() else {
+        return Err(bad());
+    };
     let ok_ip = ip.split('.').count() == 4 && ip.split('.').all(|o| o.parse::<u8>().is_ok());
     match (host.parse::<u16>(), ok_ip, port.parse::<u16>()) {
-        (Ok(host_port), true, Ok(guest_port)) if host_port != 0 && guest_port != 0 => {
-            Ok(Forward { host_port, guest_ip: (*ip).to_owned(), guest_port })
-        }
+        (Ok(host_port), true, Ok(guest_port)) if host_port != 0 && guest_port != 0 => Ok(Forward {
+            host_port,
+            guest_ip: (*ip).to_owned(),
+            guest_port,
+        }),
         _ => Err(bad()),
     }
 }
@@ -100,7 +109,10 @@ pub fn parse_forward(text: &str) -> Result<Forward> {
 pub fn uplink_args(forwards: &[Forward]) -> Vec<String> {
     let mut netdev = String::from("user,id=uplink,net=10.0.2.0/24");
     for f in forwards {
-        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-{}:{}", f.host_port, f.guest_ip, f.guest_port));
+        netdev.push_str(&format!(
+            ",hostfwd=tcp:127.0.0.1:{}-{}:{}",
+            f.host_port, f.guest_ip, f.guest_port
+        ));
     }
     vec![
         "-netdev".to_owned(),
@@ -130,9 +142,15 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     // Refuse a broken configuration before spending time on a build.
     let (manifest_bytes, uplink) = manifest_and_uplink(&config, &machine, &options)?;
     let forwards: Vec<Forward> = if args.forward.is_empty() && args.config.is_none() {
-        DEFAULT_FORWARDS.iter().map(|f| parse_forward(f)).collect::<Result<_>>()?
+        DEFAULT_FORWARDS
+            .iter()
+            .map(|f| parse_forward(f))
+            .collect::<Result<_>>()?
     } else {
-        args.forward.iter().map(|f| parse_forward(f)).collect::<Result<_>>()?
+        args.forward
+            .iter()
+            .map(|f| parse_forward(f))
+            .collect::<Result<_>>()?
     };
     let images = if args.no_build {
         let board = board_dir(args.board);
@@ -145,17 +163,21 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         build_all(args.board)?
     };
     let bundle_path = write_bundle(&images.hypervisor_bin, &manifest_bytes, args.board, &config)?;
-    let mut qemu = qemu_command(args, &bundle_path);
+    let mut qemu = qemu_command(args, &bundle_path, uplink.then_some(forwards.as_slice()));
     if uplink {
-        qemu.args(uplink_args(&forwards));
         for f in &forwards {
-            eprintln!("xtask: uplink: 127.0.0.1:{} -> {}:{}", f.host_port, f.guest_ip, f.guest_port);
+            eprintln!(
+                "xtask: uplink: 127.0.0.1:{} -> {}:{}",
+                f.host_port, f.guest_ip, f.guest_port
+            );
         }
     }
     if let (true, Some(input)) = (args.headless, &args.input) {
-        let file = std::fs::File::open(input).map_err(|error| format!("{}: {error}", input.display()))?;
+        let file =
+            std::fs::File::open(input).map_err(|error| format!("{}: {error}", input.display()))?;
         qemu.stdin(file);
     }
+    eprintln!("xtask: {}", crate::emulator::describe());
     eprintln!("xtask: {}", command_line(&qemu));
     if args.gdb {
         eprintln!(
@@ -208,9 +230,11 @@ pub fn write_bundle(
     Ok(path)
 }
 
-/// The QEMU command line that boots `bundle` on the board `args` describe.
-pub fn qemu_command(args: &RunArgs, bundle: &Path) -> Command {
-    let mut command = Command::new("qemu-system-aarch64");
+/// The QEMU command line that boots `bundle` on the board `args` describe,
+/// with the board NIC (QEMU user networking, these forwards) when `uplink`
+/// is given and no NIC at all otherwise.
+pub fn qemu_command(args: &RunArgs, bundle: &Path, uplink: Option<&[Forward]>) -> Command {
+    let mut command = crate::emulator::command();
     command.current_dir(workspace_root());
     command
         .arg("-M")
@@ -223,6 +247,13 @@ pub fn qemu_command(args: &RunArgs, bundle: &Path) -> Command {
             "-m",
             &args.memory,
         ]);
+    match uplink {
+        // The board NIC is virtio-mmio: no PCI device, so no option ROM.
+        Some(forwards) => command.args(uplink_args(forwards)),
+        // Else none: QEMU virt's default NIC is a PCI virtio-net that needs
+        // an option ROM (efi-virtio.rom, package ipxe-qemu) and nothing uses.
+        None => command.args(["-nic", "none"]),
+    };
     if args.headless {
         // No terminal: the serial port is stdout, nothing else is opened; the
         // hypervisor ends QEMU through semihosting SYS_EXIT with its status.
@@ -238,7 +269,9 @@ pub fn qemu_command(args: &RunArgs, bundle: &Path) -> Command {
         command.args(["-nographic", "-echr", QEMU_ESCAPE_KEY]);
     }
     if args.gdb {
-        command.args(["-s", "-S"]);
+        // QEMU's `-s` listens on every interface; the gdb server is for this
+        // machine only. `-S`: halted until gdb continues.
+        command.args(["-gdb", "tcp:127.0.0.1:1234", "-S"]);
     }
     command.arg("-kernel").arg(bundle);
     command
@@ -247,7 +280,10 @@ pub fn qemu_command(args: &RunArgs, bundle: &Path) -> Command {
 /// Runs QEMU, killing it after `timeout`; returns the exit status to end with.
 pub fn run_qemu(command: &mut Command, timeout: Option<Duration>) -> Result<u8> {
     let mut child = command.spawn().map_err(|error| {
-        format!("cannot start qemu-system-aarch64 (run scripts/setup.sh): {error}")
+        format!(
+            "cannot start {} (run scripts/setup.sh): {error}",
+            command.get_program().to_string_lossy()
+        )
     })?;
     let deadline = timeout.map(|timeout| Instant::now() + timeout);
     loop {
@@ -297,9 +333,15 @@ mod tests {
         let command = qemu_command(
             &args(&["--headless", "--gic", "3", "--smp", "4"]),
             Path::new("/b.bin"),
+            None,
         );
         let text = line(&command);
-        assert!(text.starts_with("qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu cortex-a57 -smp 4 -m 1G"), "{text}");
+        assert!(text.contains("qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu cortex-a57 -smp 4 -m 1G"), "{text}");
+        assert_eq!(
+            command.get_program(),
+            crate::emulator::qemu().path.as_os_str()
+        );
+        assert!(text.contains("-nic none"), "{text}");
         assert!(
             text.contains("-semihosting-config enable=on,target=native"),
             "{text}"
@@ -310,21 +352,54 @@ mod tests {
     }
 
     #[test]
-    fn interactive_qemu_has_a_console_and_no_semihosting() {
-        let text = line(&qemu_command(&args(&["--gdb"]), Path::new("/b.bin")));
+    fn the_uplink_is_a_virtio_mmio_nic_without_an_option_rom() {
+        let forwards = [parse_forward("8080:10.0.2.20:80").unwrap()];
+        let text = line(&qemu_command(
+            &args(&["--headless"]),
+            Path::new("/b.bin"),
+            Some(&forwards),
+        ));
+        assert!(
+            text.contains("-device virtio-net-device,netdev=uplink"),
+            "{text}"
+        );
+        assert!(!text.contains("-nic none"), "{text}");
+        assert!(!text.contains("pci"), "{text}");
+    }
+
+    #[test]
+    fn interactive_qemu_has_a_console_and_a_local_gdb_server() {
+        let text = line(&qemu_command(&args(&["--gdb"]), Path::new("/b.bin"), None));
         assert!(text.contains("-nographic -echr 29"), "{text}");
         assert!(text.contains("gic-version=2"), "{text}");
-        assert!(text.contains("-s -S"), "{text}");
+        assert!(text.contains("-gdb tcp:127.0.0.1:1234 -S"), "{text}");
+        assert!(!text.contains(" -s "), "{text}");
         assert!(!text.contains("semihosting"), "{text}");
     }
 
     #[test]
     fn forwards_parse_and_bind_to_loopback_only() {
         let f = parse_forward("8080:10.0.2.20:80").unwrap();
-        assert_eq!(f, Forward { host_port: 8080, guest_ip: "10.0.2.20".into(), guest_port: 80 });
+        assert_eq!(
+            f,
+            Forward {
+                host_port: 8080,
+                guest_ip: "10.0.2.20".into(),
+                guest_port: 80
+            }
+        );
         let netdev = &uplink_args(&[f])[1];
-        assert!(netdev.contains("hostfwd=tcp:127.0.0.1:8080-10.0.2.20:80"), "{netdev}");
-        for bad in ["8080", "0:10.0.2.20:80", "8080:10.0.2:80", "8080:10.0.2.20:x", "8080:300.0.2.20:80"] {
+        assert!(
+            netdev.contains("hostfwd=tcp:127.0.0.1:8080-10.0.2.20:80"),
+            "{netdev}"
+        );
+        for bad in [
+            "8080",
+            "0:10.0.2.20:80",
+            "8080:10.0.2:80",
+            "8080:10.0.2.20:x",
+            "8080:300.0.2.20:80",
+        ] {
             assert!(parse_forward(bad).is_err(), "{bad} accepted");
         }
     }
