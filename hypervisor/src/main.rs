@@ -14,7 +14,7 @@ mod mm;
 mod nic;
 mod platform_info;
 mod sched;
-mod semihosting;
+mod shutdown;
 mod uplink;
 mod vm;
 
@@ -88,13 +88,13 @@ extern "C" fn chroma_el2_exception(frame: &El2Frame, kind: u64) -> ! {
             frame.x.get(i + 3).copied().unwrap_or(0)
         ));
     }
-    semihosting::fail_stop()
+    shutdown::power_off()
 }
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     console::emergency(format_args!("chroma: PANIC on CPU {:#x}: {}", sysreg::mpidr_el1() & 0xff_ffff, info));
-    semihosting::fail_stop()
+    shutdown::power_off()
 }
 
 /// Stops the machine with a message: the hypervisor cannot continue.
@@ -104,5 +104,5 @@ fn fatal(message: &str) -> ! {
 
 fn fatal_fmt(args: core::fmt::Arguments) -> ! {
     console::emergency(format_args!("chroma: fatal: {args}"));
-    semihosting::fail_stop()
+    shutdown::power_off()
 }

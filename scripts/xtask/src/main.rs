@@ -13,6 +13,7 @@ mod process;
 mod qemu;
 mod testing;
 mod toolchain;
+mod verdict;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
