@@ -88,5 +88,16 @@ for mode in off reset; do
     verdict "$name" $(( status != 0 || $? != 0 ))
 done
 
+# Semihosting is off: each call is UNDEFINED at the guest's own vector, the
+# guest carries on, and nothing reaches the host.
+name=crasher-escape
+touched=$log/escape-touched
+run "$name" 30 crasher 2 "crasher.mode=escape crasher.marker=escape-$$ crasher.path=$touched"
+status=$?
+contains "$name" "crasher: escape SYS_WRITE0 = UNDEFINED" "crasher: escape SYS_SYSTEM = UNDEFINED" \
+    "crasher: escape SYS_EXIT = UNDEFINED" "crasher: escape done" &&
+    ! grep -q "escape-$$-WRITE0" "$log/$name" && [[ ! -e $touched ]]
+verdict "$name" $(( status != 0 || $? != 0 ))
+
 echo "$passed passed, $failed failed"
 [[ $failed == 0 ]]
