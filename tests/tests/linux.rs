@@ -100,8 +100,14 @@ fn assert_three_replies(run: &Outcome, vm: &str, ip: &str) {
 /// hypervisor ends the run only after every stop is fully reported).
 fn assert_powered_off(run: &Outcome, vm: &str) {
     match run.stop_reason(vm) {
-        Some(reason) => assert!(reason.starts_with("powered off"), "VM {vm} stopped with {reason:?}"),
-        None => panic!("no stop line for VM {vm}:\n{}", run.hypervisor_lines().join("\n")),
+        Some(reason) => assert!(
+            reason.starts_with("powered off"),
+            "VM {vm} stopped with {reason:?}"
+        ),
+        None => panic!(
+            "no stop line for VM {vm}:\n{}",
+            run.hypervisor_lines().join("\n")
+        ),
     }
 }
 
@@ -482,7 +488,7 @@ fn sink_through(port: u16, bytes: usize) -> String {
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
-    let data: Vec<u8> = (0..bytes).map(|i| (i * 7 + 3) as u8).collect();
+    let data: Vec<u8> = (0..bytes).map(|i| (i * 7 + 3).to_le_bytes()[0]).collect();
     stream.write_all(&data).expect("send to the sink");
     stream
         .shutdown(std::net::Shutdown::Write)

@@ -5,7 +5,8 @@
 use chroma_systest::{boot_with, guest_image, Board, Outcome};
 
 const SERVER: &str = "net.ip=10.0.2.15/24 svc.ping=10.0.2.16 svc.pings=3 svc.sinks=1";
-const CLIENT: &str = "net.ip=10.0.2.16/24 net.tx=queued client.server=10.0.2.15 client.ping=3 client.mib=16";
+const CLIENT: &str =
+    "net.ip=10.0.2.16/24 net.tx=queued client.server=10.0.2.15 client.ping=3 client.mib=16";
 /// 16 MiB of the client's xorshift stream (seed 1), as netsvc hashes it.
 const SIXTEEN_MIB_FNV: &str = "f32a39a9ee3e40c1";
 
@@ -32,7 +33,10 @@ fn pair(extra: &str) -> String {
 fn assert_traffic(run: &Outcome) {
     run.assert_vm_printed_containing("client", "netclient: ping 3/3 replies");
     run.assert_vm_printed_containing("svc", "netsvc: ping 3/3 replies");
-    run.assert_vm_printed_containing("svc", &format!("netsvc: sink received 16777216 bytes fnv64={SIXTEEN_MIB_FNV}"));
+    run.assert_vm_printed_containing(
+        "svc",
+        &format!("netsvc: sink received 16777216 bytes fnv64={SIXTEEN_MIB_FNV}"),
+    );
     run.assert_vm_printed_containing(
         "client",
         &format!("netclient: transfer 16777216 bytes fnv64={SIXTEEN_MIB_FNV} server fnv64={SIXTEEN_MIB_FNV} match"),
@@ -43,13 +47,18 @@ fn assert_traffic(run: &Outcome) {
     }
     // The counters are printed when a VM stops.
     assert!(
-        run.hypervisor_lines().iter().any(|l| l.contains("vm client net0") && l.contains("traps/pkt")),
+        run.hypervisor_lines()
+            .iter()
+            .any(|l| l.contains("vm client net0") && l.contains("traps/pkt")),
         "no counter line for the client's NIC"
     );
 }
 
 fn board() -> Board {
-    Board { timeout_seconds: 120, ..Board::new(2, 2) }
+    Board {
+        timeout_seconds: 120,
+        ..Board::new(2, 2)
+    }
 }
 
 #[test]
@@ -65,7 +74,9 @@ fn vm_to_vm_in_forced_colour_and_maintain_mode() {
     let run = boot_with("net_pair_forced", &pair(""), board(), &["--force-cache"]);
     assert_traffic(&run);
     assert!(
-        run.hypervisor_lines().iter().any(|l| l.contains("ColourAndMaintain (forced)")),
+        run.hypervisor_lines()
+            .iter()
+            .any(|l| l.contains("ColourAndMaintain (forced)")),
         "the forced policy was not in force"
     );
     // Maintenance really ran: lines maintained per packet is not zero.
@@ -75,7 +86,10 @@ fn vm_to_vm_in_forced_colour_and_maintain_mode() {
         .find(|l| l.contains("vm client net0"))
         .expect("client counters")
         .to_string();
-    assert!(!counters.contains("lines maintained/pkt 0.00"), "no cache maintenance in forced mode: {counters}");
+    assert!(
+        !counters.contains("lines maintained/pkt 0.00"),
+        "no cache maintenance in forced mode: {counters}"
+    );
     run.assert_success();
 }
 

@@ -104,7 +104,7 @@ fn connect_echo(port: u16, seconds: u64) -> TcpStream {
 /// checks them byte for byte; returns the seconds it took.
 fn echo_and_check(stream: TcpStream) -> f64 {
     let data: Vec<u8> = (0..ECHO_BYTES)
-        .map(|i| (i * 7 + 3 + i / 251) as u8)
+        .map(|i| (i * 7 + 3 + i / 251).to_le_bytes()[0])
         .collect();
     let start = Instant::now();
     stream
