@@ -9,8 +9,8 @@
 #   RUSTC, CARGO      the toolchain (default: /usr/bin/rustc, /usr/bin/cargo:
 #                     Debian's rustc with its rust-src, built with build-std)
 #   LLD               the linker (default: /usr/lib/llvm-19/bin/ld.lld)
-#   OBJCOPY           (default: rust-objcopy from Debian's rustc, else
-#                     llvm-objcopy-19)
+#   OBJCOPY           (default: the first of rust-objcopy from Debian's rustc,
+#                     llvm-19's llvm-objcopy, llvm-objcopy-19 that runs)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,7 +23,10 @@ objcopy=${OBJCOPY:-}
 if [[ -z $objcopy ]]; then
     for candidate in /usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-objcopy \
         /usr/lib/llvm-19/bin/llvm-objcopy "$(command -v llvm-objcopy-19 || true)"; do
-        if [[ -n $candidate && -x $candidate ]]; then objcopy=$candidate; break; fi
+        # Present is not enough: it must run (a rust-objcopy may lack its libLLVM).
+        if [[ -n $candidate && -x $candidate ]] && "$candidate" --version >/dev/null 2>&1; then
+            objcopy=$candidate; break
+        fi
     done
 fi
 [[ -n $objcopy ]] || { echo "build.sh: no objcopy found (set OBJCOPY)" >&2; exit 1; }

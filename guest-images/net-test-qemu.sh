@@ -43,7 +43,7 @@ free_port() {
 # qemu SECONDS GIC IMAGE MAC BOOTARGS NETDEV: one guest, output on stdout.
 qemu() {
     local seconds=$1 gic=$2 image=$3 mac=$4 bootargs=$5 netdev=$6
-    timeout "$seconds" qemu-system-aarch64 -M "virt,gic-version=$gic" -cpu cortex-a57 \
+    timeout "$seconds" "${CHROMA_QEMU:-qemu-system-aarch64}" -M "virt,gic-version=$gic" -cpu cortex-a57 \
         -m 128M -nographic -no-reboot -kernel "$guests/$image.bin" -append "$bootargs" \
         -global virtio-mmio.force-legacy=false -netdev "$netdev" \
         -device "virtio-net-device,netdev=n0,mac=$mac" </dev/null

@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
-exec cargo xtask test "$@"
+# The host cargo: the one on PATH when it runs (rustup's, say), else Debian's.
+cargo=cargo
+cargo --version >/dev/null 2>&1 || cargo=/usr/bin/cargo
+exec "$cargo" xtask test "$@"

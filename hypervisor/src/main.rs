@@ -14,7 +14,7 @@ mod mm;
 mod nic;
 mod platform_info;
 mod sched;
-mod semihosting;
+mod shutdown;
 mod uplink;
 mod vm;
 
@@ -61,13 +61,13 @@ extern "C" fn chroma_secondary_main(cpu: usize) -> ! {
 #[no_mangle]
 extern "C" fn chroma_el2_exception(frame: &El2Frame, kind: u64) -> ! {
     chroma_arch::aarch64::vectors::report_el2_exception(frame, kind, |line| console::emergency(line));
-    semihosting::fail_stop()
+    shutdown::power_off()
 }
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     console::emergency(format_args!("chroma: PANIC on CPU {:#x}: {}", cpu::affinity(), info));
-    semihosting::fail_stop()
+    shutdown::power_off()
 }
 
 /// Stops the machine with a message: the hypervisor cannot continue.
@@ -78,5 +78,5 @@ fn fatal(message: &str) -> ! {
 /// Stops the machine with a formatted message.
 fn fatal_fmt(args: core::fmt::Arguments) -> ! {
     console::emergency(format_args!("chroma: fatal: {args}"));
-    semihosting::fail_stop()
+    shutdown::power_off()
 }

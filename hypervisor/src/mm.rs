@@ -7,7 +7,6 @@
 use crate::platform_info::BoardInfo;
 use chroma_arch::aarch64::boot::{self, MmuConfig};
 use chroma_arch::aarch64::descriptors::{El2Stage1Format, MAIR_EL2_VALUE};
-use chroma_arch::aarch64::sysreg;
 use chroma_core::frames::Frames;
 use chroma_core::pagetable::{Attributes, Descriptor, Geometry, PageTable, PageTableFormat, TableMemory, PAGE_SIZE};
 use chroma_core::HostPhysAddr;
@@ -138,7 +137,7 @@ impl TableMemory for PhysTables {
         // which the table walker observes atomically.
         unsafe { ((table.raw() as *mut u64).add(index)).write_volatile(value) };
         // Make the descriptor visible to the walkers of all CPUs.
-        sysreg::dsb_ish();
+        chroma_arch::aarch64::cpu::publish_table_write();
     }
 }
 
@@ -227,8 +226,7 @@ pub fn map_alias(va: u64, pa: u64, len: u64) -> Result<(), chroma_core::pagetabl
     map.map::<El2Stage1Format, _>(&mut PhysTables, va, HostPhysAddr::new(pa), len, Attributes::DATA)?;
     // New entries replace invalid ones: no break-before-make needed, but the
     // walker must see them before the first access.
-    sysreg::dsb_ish();
-    sysreg::isb();
+    chroma_arch::aarch64::cpu::publish_new_mappings();
     Ok(())
 }
 

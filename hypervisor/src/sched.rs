@@ -10,7 +10,7 @@
 use crate::exits::Host;
 use crate::platform_info::{BoardInfo, SecondaryStart};
 use crate::vm::Vm;
-use crate::{console, semihosting};
+use crate::{console, shutdown};
 use alloc::vec::Vec;
 use chroma_arch::aarch64::cpu;
 use chroma_arch::aarch64::gic::{Gic, GicKind};
@@ -75,7 +75,6 @@ fn vtcr_value(ipa_bits: u8, start_level: u8) -> u64 {
 
 /// Creates the VMs and the shared state (boot CPU, before secondaries start).
 pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
-    semihosting::configure(manifest.options().exit_via_semihosting);
     let version = match board.gic {
         GicKind::V2 { .. } => GicVersion::V2,
         GicKind::V3 { .. } => GicVersion::V3,
@@ -484,8 +483,7 @@ pub fn report_if_all_stopped() {
     }
     let clean = sys.vms.iter().filter(|vm| vm.stop_reason().is_some_and(|r| r.clean())).count();
     let failed = sys.vms.len() - clean + sys.failed_to_start;
-    log::info!("all VMs stopped ({clean} clean, {failed} failed)");
-    // Drain typed input so QEMU's console does not hold the exit.
+    shutdown::print_summary(clean, failed);
     let _ = console::poll_input();
-    semihosting::exit(if failed == 0 { 0 } else { 1 })
+    shutdown::power_off()
 }

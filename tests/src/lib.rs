@@ -5,8 +5,14 @@
 //! The hypervisor's output contract: each guest console line is printed as
 //! `[<vm>] <text>`; hypervisor lines start with `chroma: `; a stopping VM
 //! prints `chroma: vm <name> stopped: <reason>`; the run ends with
-//! `chroma: all VMs stopped (<N> clean, <M> failed)` and exits 0 only if
-//! every VM ended cleanly.
+//! `chroma: all VMs stopped (<N> clean, <M> failed)` and PSCI SYSTEM_OFF.
+//!
+//! The exit status of `xtask run --headless` comes from those lines only
+//! (never from QEMU or a guest): 0 when the summary says 0 failed, 1 when it
+//! counts failures, 2 after a `chroma: fatal`, `chroma: PANIC` or `chroma:
+//! EL2 EXCEPTION` line, 3 when QEMU ended without a summary, 124 on a
+//! timeout. Every boot here checks that xtask's status agrees with what the
+//! console says ([`Outcome::assert_status_agrees_with_console`]).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -17,6 +23,74 @@ use std::time::Duration;
 
 /// The exit status `xtask run --timeout` ends with when QEMU had to be killed.
 pub const TIMEOUT_EXIT: i32 = 124;
+/// The summary counted failed VMs.
+pub const VMS_FAILED_EXIT: i32 = 1;
+/// The hypervisor printed a fatal, PANIC or EL2 EXCEPTION line.
+pub const HYPERVISOR_FAILED_EXIT: i32 = 2;
+/// QEMU ended without the hypervisor's summary (or failed after it).
+pub const NO_SUMMARY_EXIT: i32 = 3;
+
+/// Prefixes of the lines that report a failure of the hypervisor itself.
+const FAILURE_PREFIXES: [&str; 3] = ["chroma: fatal: ", "chroma: PANIC", "chroma: EL2 EXCEPTION"];
+
+/// The counts of a summary line, `chroma: all VMs stopped (N clean, M failed)`,
+/// which must be the whole line.
+pub fn parse_summary(line: &str) -> Option<(u64, u64)> {
+    let counts = line
+        .strip_prefix("chroma: all VMs stopped (")?
+        .strip_suffix(')')?;
+    let (clean, failed) = counts.split_once(", ")?;
+    Some((
+        clean.strip_suffix(" clean")?.parse().ok()?,
+        failed.strip_suffix(" failed")?.parse().ok()?,
+    ))
+}
+
+/// The exit status a headless run's console output calls for (0, 1, 2 or
+/// 3, as above), judged from lines that start with `chroma: ` only.
+pub fn console_verdict(stdout: &str) -> i32 {
+    let mut summary = None;
+    let mut failure = false;
+    for line in stdout.lines() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if let Some(counts) = parse_summary(line) {
+            summary = Some(counts);
+        } else if FAILURE_PREFIXES
+            .iter()
+            .any(|prefix| line.starts_with(prefix))
+        {
+            failure = true;
+        }
+    }
+    match (failure, summary) {
+        (true, _) => HYPERVISOR_FAILED_EXIT,
+        (false, None) => NO_SUMMARY_EXIT,
+        (false, Some((_, 0))) => 0,
+        (false, Some(_)) => VMS_FAILED_EXIT,
+    }
+}
+
+/// True when the QEMU that `xtask run` uses is at least `major.minor`
+/// (`cargo xtask qemu-version --at-least`). Otherwise prints why `what`
+/// is skipped, e.g. `systest: skipped: the raspi4b board needs QEMU 10.0 or
+/// later, found 7.2.19 (...)`: a test that needs a newer QEMU returns early
+/// with that message rather than failing on Debian's QEMU 7.2.
+pub fn qemu_at_least(major: u32, minor: u32, what: &str) -> bool {
+    let mut command = xtask_command();
+    command
+        .args(["qemu-version", "--at-least", &format!("{major}.{minor}")])
+        .args(["--for", what])
+        .stdin(Stdio::null());
+    let output = command.output().expect("run xtask qemu-version");
+    let text = String::from_utf8_lossy(&output.stdout);
+    eprintln!("systest: {}", text.trim_end().replace('\n', "\nsystest: "));
+    if output.status.success() {
+        return true;
+    }
+    let reason = text.lines().last().unwrap_or("xtask qemu-version failed");
+    eprintln!("systest: skipped: {reason}");
+    false
+}
 
 /// The workspace root (this crate is `tests/`).
 pub fn workspace_root() -> PathBuf {
@@ -196,6 +270,7 @@ pub fn boot_file(test_name: &str, config_path: &Path, board: Board, options: &[&
         "systest: {test_name}: status {:?}\n--- stdout\n{}--- stderr\n{}---",
         outcome.status, outcome.stdout, outcome.stderr
     );
+    outcome.assert_status_agrees_with_console();
     outcome
 }
 
@@ -338,7 +413,8 @@ impl Outcome {
         );
     }
 
-    /// Panics unless xtask exited 0.
+    /// Panics unless xtask exited 0 and the console shows why: a summary
+    /// with 0 failed and no hypervisor failure line.
     pub fn assert_success(&self) {
         assert_eq!(
             self.status,
@@ -346,6 +422,37 @@ impl Outcome {
             "exit status; stderr:\n{}",
             self.stderr
         );
+        assert_eq!(
+            console_verdict(&self.stdout),
+            0,
+            "exit status 0 but the console shows no clean summary:\n{}",
+            self.hypervisor_lines().join("\n")
+        );
+    }
+
+    /// Panics if xtask's exit status is not the one the hypervisor's lines
+    /// on the console call for ([`console_verdict`]). Runs that never
+    /// started QEMU (a refused configuration), that timed out, or that were
+    /// killed are not judged by the console.
+    pub fn assert_status_agrees_with_console(&self) {
+        let Some(status) = self.status else { return };
+        if status == TIMEOUT_EXIT || !self.qemu_started() {
+            return;
+        }
+        let wanted = console_verdict(&self.stdout);
+        // xtask also fails a run whose QEMU failed after a clean summary.
+        let qemu_failed_late = wanted == 0 && status == NO_SUMMARY_EXIT;
+        assert!(
+            status == wanted || qemu_failed_late,
+            "xtask exited {status} but the console calls for {wanted}; hypervisor lines:\n{}\n--- stderr\n{}",
+            self.hypervisor_lines().join("\n"),
+            self.stderr
+        );
+    }
+
+    /// True when xtask started QEMU (it prints the command line first).
+    fn qemu_started(&self) -> bool {
+        self.stderr.contains("qemu-system-aarch64 -M")
     }
 
     /// Panics unless xtask exited non-zero on its own (not killed, not timed out).
@@ -363,7 +470,7 @@ impl Outcome {
     /// Panics if QEMU was started (xtask prints its command line before starting it).
     pub fn assert_qemu_not_started(&self) {
         assert!(
-            !self.stderr.contains("qemu-system-aarch64 -M"),
+            !self.qemu_started(),
             "QEMU was started; stderr:\n{}",
             self.stderr
         );
@@ -591,6 +698,7 @@ impl Running {
             outcome.stdout,
             outcome.stderr
         );
+        outcome.assert_status_agrees_with_console();
         outcome
     }
 }
@@ -747,6 +855,71 @@ chroma: all VMs stopped (1 clean, 1 failed)
         let mut run = outcome("");
         run.stderr = "xtask: qemu-system-aarch64 -M virt,virtualization=on\n".to_owned();
         run.assert_qemu_not_started();
+    }
+
+    #[test]
+    fn the_console_verdict_follows_the_hypervisor_lines_only() {
+        assert_eq!(
+            console_verdict("chroma: all VMs stopped (2 clean, 0 failed)\n"),
+            0
+        );
+        assert_eq!(
+            console_verdict("chroma: all VMs stopped (2 clean, 0 failed)\r\n"),
+            0
+        );
+        assert_eq!(console_verdict(RUN), VMS_FAILED_EXIT);
+        assert_eq!(console_verdict("chroma: booting\n"), NO_SUMMARY_EXIT);
+        assert_eq!(
+            console_verdict(
+                "chroma: all VMs stopped (1 clean, 0 failed)\nchroma: PANIC on CPU 0x0: x\n"
+            ),
+            HYPERVISOR_FAILED_EXIT
+        );
+        assert_eq!(
+            console_verdict("chroma: fatal: no manifest\n"),
+            HYPERVISOR_FAILED_EXIT
+        );
+        // A guest's line cannot be a hypervisor line.
+        assert_eq!(
+            console_verdict("[evil] chroma: all VMs stopped (1 clean, 0 failed)\n"),
+            NO_SUMMARY_EXIT
+        );
+        assert_eq!(
+            console_verdict(
+                "[evil] chroma: PANIC x\nchroma: all VMs stopped (1 clean, 0 failed)\n"
+            ),
+            0
+        );
+    }
+
+    #[test]
+    fn status_agreement_is_checked() {
+        let mut run = outcome("chroma: all VMs stopped (1 clean, 0 failed)\n");
+        run.stderr = "xtask: qemu-system-aarch64 -M virt\n".to_owned();
+        run.assert_status_agrees_with_console();
+        run.assert_success();
+        // Timeouts and refused configurations are not judged by the console.
+        let mut timed_out = outcome("");
+        timed_out.status = Some(TIMEOUT_EXIT);
+        timed_out.stderr = run.stderr.clone();
+        timed_out.assert_status_agrees_with_console();
+        let mut refused = outcome("");
+        refused.status = Some(1);
+        refused.assert_status_agrees_with_console();
+    }
+
+    #[test]
+    #[should_panic(expected = "console calls for 3")]
+    fn a_zero_status_without_a_summary_disagrees() {
+        let mut run = outcome("chroma: booting\n[vm] escaped\n");
+        run.stderr = "xtask: qemu-system-aarch64 -M virt\n".to_owned();
+        run.assert_status_agrees_with_console();
+    }
+
+    #[test]
+    #[should_panic(expected = "no clean summary")]
+    fn success_needs_a_clean_summary() {
+        outcome("chroma: all VMs stopped (1 clean, 1 failed)\n").assert_success();
     }
 
     #[test]

@@ -16,6 +16,14 @@
 //! - `hvc`: unknown HVC/SMC function ids and invalid PSCI arguments; prints
 //!   `crasher: <call> = <PSCI status name>` lines, then `crasher: hvc done`
 //!   and powers off.
+//! - `escape`: tries to reach the host through Arm semihosting (`hlt
+//!   #0xf000`): SYS_WRITE0 of `<crasher.marker>-WRITE0`, SYS_SYSTEM of
+//!   `touch <crasher.path>`, then SYS_EXIT. Prints `crasher: escape <call> =
+//!   UNDEFINED` (or `= returned <x0>`) after each attempt, `crasher: escape
+//!   done`, and powers off. Under chroma semihosting is off, HLT is
+//!   UNDEFINED at EL1 and this guest's own vector steps over it. It never
+//!   prints the marker or the path, so they can reach the host only through
+//!   an escape.
 //! - `off`: PSCI SYSTEM_OFF at once.
 //! - `reset`: PSCI SYSTEM_RESET at once (on plain QEMU use `-no-reboot`, or
 //!   the guest boots again and resets again, forever).
@@ -47,6 +55,18 @@ static LAST_FAR: Shared<u64> = Shared::new(0);
 /// Set by the handler while a call under test took an UNDEFINED exception.
 static UNDEFINED: Shared<bool> = Shared::new(false);
 
+/// `escape` mode's defaults when the command line names no marker or path.
+const DEFAULT_MARKER: &str = "chroma-crasher-escape";
+const DEFAULT_PATH: &str = "/tmp/chroma-crasher-escaped";
+/// Arm semihosting operation numbers (Semihosting for AArch32 and AArch64,
+/// version 3.0, chapter 6) and SYS_EXIT's reason code.
+const SYS_WRITE0: u64 = 0x04;
+const SYS_SYSTEM: u64 = 0x12;
+const SYS_EXIT: u64 = 0x18;
+const ADP_STOPPED_APPLICATION_EXIT: u64 = 0x2_0026;
+/// Longest marker or path `escape` mode copies.
+const ESCAPE_TEXT_MAX: usize = 200;
+
 fn main(boot: &'static Boot) -> ! {
     let args = BootArgs::new(boot.platform.bootargs);
     println!("crasher: start");
@@ -64,6 +84,10 @@ fn main(boot: &'static Boot) -> ! {
         }
         "novec" => no_vectors(address),
         "hvc" => bad_calls(boot, address),
+        "escape" => escape(
+            args.value("crasher.marker").unwrap_or(DEFAULT_MARKER),
+            args.value("crasher.path").unwrap_or(DEFAULT_PATH),
+        ),
         "off" => {
             println!("crasher: system off");
             chroma_guest_rt::power_off()
@@ -253,6 +277,75 @@ fn bad_calls(boot: &Boot, address: u64) -> ! {
     }
     println!("crasher: hvc done");
     chroma_guest_rt::power_off()
+}
+
+/// `escape` mode: each semihosting call that would reach the host, each
+/// followed by a line saying what happened, then a clean power off.
+fn escape(marker: &str, path: &str) -> ! {
+    exceptions::set_sync_handler(Some(|_frame: &mut TrapFrame, fault: &Fault| {
+        if fault.exception_class() == exception_class::UNKNOWN {
+            UNDEFINED.set(true);
+            Resolution::Skip
+        } else {
+            Resolution::Unhandled
+        }
+    }));
+    // SYS_WRITE0: x1 points at a NUL-terminated string, written to the
+    // host's console. The marker gets its suffix only here, in memory.
+    let mut text = [0u8; ESCAPE_TEXT_MAX + 16];
+    let length = join(&mut text, &[marker.as_bytes(), b"-WRITE0\n"]);
+    text[length] = 0;
+    report_semihosting("SYS_WRITE0", SYS_WRITE0, text.as_ptr() as u64);
+
+    // SYS_SYSTEM: x1 points at {command address, command length}; the host
+    // would run the command in its shell.
+    let mut command = [0u8; ESCAPE_TEXT_MAX + 16];
+    let length = join(&mut command, &[b"touch ", path.as_bytes()]);
+    let block = [command.as_ptr() as u64, length as u64];
+    report_semihosting("SYS_SYSTEM", SYS_SYSTEM, block.as_ptr() as u64);
+
+    // SYS_EXIT: x1 points at {reason, subcode}; the host would end the run
+    // here with status 0, before the lines below.
+    let block = [ADP_STOPPED_APPLICATION_EXIT, 0];
+    report_semihosting("SYS_EXIT", SYS_EXIT, block.as_ptr() as u64);
+
+    println!("crasher: escape done");
+    chroma_guest_rt::power_off()
+}
+
+/// Copies `parts` one after another into `buffer` (each cut at
+/// [`ESCAPE_TEXT_MAX`] bytes), leaving room for a NUL; returns the length.
+fn join(buffer: &mut [u8], parts: &[&[u8]]) -> usize {
+    let mut length = 0;
+    for part in parts {
+        for &byte in part.iter().take(ESCAPE_TEXT_MAX) {
+            if length + 1 < buffer.len() {
+                buffer[length] = byte;
+                length += 1;
+            }
+        }
+    }
+    length
+}
+
+/// Makes semihosting call `operation` with parameter `parameter` (`hlt
+/// #0xf000`) and prints `crasher: escape <name> = UNDEFINED` or `= returned <x0>`.
+fn report_semihosting(name: &str, operation: u64, parameter: u64) {
+    UNDEFINED.set(false);
+    let mut x0 = operation;
+    // SAFETY: with semihosting off (as under chroma) HLT is UNDEFINED and the
+    // handler above skips it, leaving every register as it was. With it on,
+    // the host reads the parameter block `parameter` points at (live on this
+    // stack frame's caller, and not `nomem`, so it is written first) and
+    // returns a value in x0; these calls write no guest memory.
+    unsafe {
+        asm!("hlt #0xf000", inout("x0") x0, in("x1") parameter, options(nostack));
+    }
+    if UNDEFINED.get() {
+        println!("crasher: escape {} = UNDEFINED", name);
+    } else {
+        println!("crasher: escape {} = returned {:#x}", name, x0);
+    }
 }
 
 /// Runs `call` and prints `crasher: <name> = <status>` (or `= UNDEFINED`).

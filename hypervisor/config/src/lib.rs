@@ -135,8 +135,6 @@ pub struct Net {
 /// Options that come from the command line of the host tool, not the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RuntimeOptions {
-    /// Exit QEMU through semihosting once every VM has stopped.
-    pub exit_via_semihosting: bool,
     /// Console key that starts a hypervisor command (0x01 = Ctrl-A).
     pub console_switch_key: u8,
 }
@@ -144,7 +142,6 @@ pub struct RuntimeOptions {
 impl Default for RuntimeOptions {
     fn default() -> Self {
         Self {
-            exit_via_semihosting: false,
             console_switch_key: 0x01,
         }
     }
@@ -221,7 +218,6 @@ impl Config {
         let mut builder = ManifestBuilder::new(chroma_manifest::Options {
             cache_mode: self.cache_mode,
             log_level: self.log_level,
-            exit_via_semihosting: runtime.exit_via_semihosting,
             console_switch_key: runtime.console_switch_key,
         });
         for switch in &self.switches {

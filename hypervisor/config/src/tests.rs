@@ -186,7 +186,6 @@ fn manifest_round_trips_the_configuration() {
     let fixture = Fixture::new();
     let config = fixture.load(VALID).unwrap();
     let runtime = RuntimeOptions {
-        exit_via_semihosting: true,
         console_switch_key: 0x02,
     };
     let bytes = config.to_manifest(&runtime).unwrap();
@@ -194,7 +193,6 @@ fn manifest_round_trips_the_configuration() {
     let options = manifest.options();
     assert_eq!(options.cache_mode, CacheMode::Force);
     assert_eq!(options.log_level, 3);
-    assert!(options.exit_via_semihosting);
     assert_eq!(options.console_switch_key, 0x02);
     assert_eq!(
         manifest.uplink_switch().map(|(index, s)| (index, s.name)),

@@ -165,11 +165,6 @@ impl<'a> ManifestBuilder<'a> {
         put(&mut header, H_LOG_LEVEL, &[self.options.log_level]);
         put(
             &mut header,
-            H_SEMIHOSTING,
-            &[u8::from(self.options.exit_via_semihosting)],
-        );
-        put(
-            &mut header,
             H_SWITCH_KEY,
             &[self.options.console_switch_key],
         );

@@ -2,8 +2,11 @@
 
 /// The first eight bytes of every manifest.
 pub const MAGIC: [u8; 8] = *b"CHROMAMF";
-/// The only format version this build reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
+/// The only format version this build reads and writes. Version 2 dropped
+/// version 1's "exit via semihosting" header byte (now reserved): the
+/// hypervisor always powers off through PSCI, and a manifest that asked for
+/// semihosting is refused rather than misread.
+pub const FORMAT_VERSION: u16 = 2;
 /// Size of the header in bytes.
 pub const HEADER_SIZE: usize = 64;
 /// [`HEADER_SIZE`] as the header stores it.
@@ -40,7 +43,8 @@ pub(crate) const H_HEADER_SIZE: usize = 10;
 pub(crate) const H_TOTAL_LEN: usize = 12;
 pub(crate) const H_CACHE_MODE: usize = 16;
 pub(crate) const H_LOG_LEVEL: usize = 17;
-pub(crate) const H_SEMIHOSTING: usize = 18;
+/// Reserved since version 2 (was "exit via semihosting"); must be zero.
+pub(crate) const H_RESERVED_18: usize = 18;
 pub(crate) const H_SWITCH_KEY: usize = 19;
 pub(crate) const H_VM_COUNT: usize = 20;
 pub(crate) const H_SWITCH_COUNT: usize = 22;

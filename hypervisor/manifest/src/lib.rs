@@ -9,7 +9,7 @@
 //! successful parse the accessors ([`Manifest::vms`], [`Manifest::switches`],
 //! [`VmSpec::nets`]) cannot fail.
 //!
-//! # Format (version 1, all integers little-endian)
+//! # Format (version 2, all integers little-endian)
 //!
 //! ```text
 //! offset  size  header (HEADER_SIZE = 64 bytes)
@@ -19,7 +19,7 @@
 //! 12       4    total length of the manifest, header included
 //! 16       1    cache mode (0 = auto, 1 = force)
 //! 17       1    log level (0 = error .. 4 = trace)
-//! 18       1    exit via semihosting (0 or 1)
+//! 18       1    reserved, zero (version 1: exit via semihosting, now gone)
 //! 19       1    console switch key (e.g. 0x01 = Ctrl-A)
 //! 20       2    VM count
 //! 22       2    switch count
@@ -95,9 +95,6 @@ pub struct Options {
     pub cache_mode: CacheMode,
     /// Log level: 0 = error, 1 = warn, 2 = info, 3 = debug, 4 = trace.
     pub log_level: u8,
-    /// Whether the hypervisor exits QEMU through semihosting when every VM
-    /// has stopped (headless runs), rather than with PSCI SYSTEM_OFF.
-    pub exit_via_semihosting: bool,
     /// The console key that starts a hypervisor command (e.g. 0x01 = Ctrl-A).
     pub console_switch_key: u8,
 }
@@ -107,7 +104,6 @@ impl Default for Options {
         Self {
             cache_mode: CacheMode::Auto,
             log_level: 2,
-            exit_via_semihosting: false,
             console_switch_key: 0x01,
         }
     }

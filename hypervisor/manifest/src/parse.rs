@@ -229,7 +229,9 @@ impl<'a> Manifest<'a> {
         if stored != computed {
             return Err(ManifestError::ChecksumMismatch { stored, computed });
         }
-        if read_array::<12>(&header, H_RESERVED) != Some([0; 12]) {
+        if read_array::<12>(&header, H_RESERVED) != Some([0; 12])
+            || header.get(H_RESERVED_18) != Some(&0)
+        {
             return Err(ManifestError::InvalidValue {
                 at: h,
                 what: "reserved bytes",
@@ -253,16 +255,6 @@ impl<'a> Manifest<'a> {
                     return Err(ManifestError::InvalidValue {
                         at: h,
                         what: "log level",
-                    })
-                }
-            },
-            exit_via_semihosting: match header.get(H_SEMIHOSTING) {
-                Some(0) => false,
-                Some(1) => true,
-                _ => {
-                    return Err(ManifestError::InvalidValue {
-                        at: h,
-                        what: "exit via semihosting",
                     })
                 }
             },

@@ -14,7 +14,6 @@ fn options() -> Options {
     Options {
         cache_mode: CacheMode::Force,
         log_level: 3,
-        exit_via_semihosting: true,
         console_switch_key: 0x01,
     }
 }
@@ -180,11 +179,38 @@ fn bad_magic_is_refused() {
 
 #[test]
 fn other_version_is_refused() {
-    let mut bytes = sample();
-    bytes[H_VERSION] = 2;
+    // Version 1 had an "exit via semihosting" byte; it must not be read as 2.
+    for version in [1u8, 3] {
+        let mut bytes = sample();
+        bytes[H_VERSION] = version;
+        assert_eq!(
+            Manifest::parse(&bytes).unwrap_err(),
+            ManifestError::UnsupportedVersion {
+                found: u16::from(version)
+            }
+        );
+    }
+    // Negative control: the version the builder writes parses.
+    assert_eq!(
+        u16::from_le_bytes([sample()[H_VERSION], sample()[H_VERSION + 1]]),
+        FORMAT_VERSION
+    );
+    assert!(Manifest::parse(&sample()).is_ok());
+}
+
+#[test]
+fn the_former_semihosting_byte_is_reserved() {
+    let bytes = sample();
+    assert_eq!(bytes[H_RESERVED_18], 0, "the builder writes zero");
+    let mut bytes = bytes;
+    bytes[H_RESERVED_18] = 1;
+    reseal(&mut bytes);
     assert_eq!(
         Manifest::parse(&bytes).unwrap_err(),
-        ManifestError::UnsupportedVersion { found: 2 }
+        ManifestError::InvalidValue {
+            at: At::Header,
+            what: "reserved bytes"
+        }
     );
 }
 

@@ -61,7 +61,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let mut under_chroma = Vec::new();
     let mut plain = Vec::new();
     for round in 1..=args.runs {
-        let chroma = time_to_first_line(qemu_command(&run_args, &bundle), "[probe] ", timeout)?;
+        let chroma =
+            time_to_first_line(qemu_command(&run_args, &bundle, None), "[probe] ", timeout)?;
         let bare = time_to_first_line(plain_qemu(&probe), "", timeout)?;
         println!(
             "round {round}: first guest line after {:.1} ms under chroma, {:.1} ms on plain QEMU",
@@ -97,9 +98,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The probe guest alone on QEMU's `virt` machine (no hypervisor).
+/// The probe guest alone on QEMU's `virt` machine (no hypervisor), on the
+/// same QEMU binary as chroma's runs, with no NIC as chroma's runs.
 fn plain_qemu(probe: &Path) -> Command {
-    let mut command = Command::new("qemu-system-aarch64");
+    let mut command = crate::emulator::command();
     command
         .args([
             "-M",
@@ -111,6 +113,7 @@ fn plain_qemu(probe: &Path) -> Command {
             "-m",
             "128M",
         ])
+        .args(["-nic", "none"])
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
         .arg("-kernel")
         .arg(probe)
@@ -173,8 +176,31 @@ fn file_size(path: &Path) -> Result<u64> {
         .map_err(|error| format!("{}: {error}", path.display()))
 }
 
-/// Bundles `config` for a headless benchmark boot (2 CPUs, GICv2, 1 GiB,
-/// semihosting exit) and returns the run options and the bundle, so every
+/// The plain-QEMU peers of every benchmark, for the command-line checks in
+/// `qemu.rs`'s tests.
+#[cfg(test)]
+pub(crate) fn peer_commands_for_tests() -> Vec<(String, Command)> {
+    let image = Path::new("/g.bin");
+    vec![
+        ("bench probe peer".to_owned(), plain_qemu(image)),
+        (
+            "bench net peer".to_owned(),
+            crate::bench_net::plain_qemu(
+                image,
+                "52:54:00:12:34:01",
+                "",
+                "socket,id=n0,listen=127.0.0.1:1",
+            ),
+        ),
+        (
+            "bench linux peer".to_owned(),
+            crate::bench_linux::plain_command(image, Path::new("/i.cpio.gz"), 1, "256M", ""),
+        ),
+    ]
+}
+
+/// Bundles `config` for a headless benchmark boot (2 CPUs, GICv2, 1 GiB)
+/// and returns the run options and the bundle, so every
 /// benchmark boots chroma the way `cargo xtask run --headless` does.
 pub fn headless_bundle(
     config: &Path,
@@ -195,16 +221,13 @@ pub fn headless_bundle(
         no_build: true,
         forward: Vec::new(),
         input: None,
+        test_only_qemu_arg: Vec::new(),
     };
     let machine = MachineFacts {
         physical_cpus: run_args.smp,
         ram_bytes: parse_size(&run_args.memory)?,
     };
-    let options = ManifestOptions {
-        exit_via_semihosting: true,
-        ..ManifestOptions::default()
-    };
-    let manifest_bytes = manifest(config, &machine, &options)?;
+    let manifest_bytes = manifest(config, &machine, &ManifestOptions::default())?;
     let bundle = write_bundle(hypervisor_bin, &manifest_bytes, board, config)?;
     Ok((run_args, bundle))
 }

@@ -78,12 +78,19 @@ fn chroma_command(
     std::fs::write(&config, text).map_err(|error| format!("{}: {error}", config.display()))?;
     let (run_args, bundle) =
         crate::bench::headless_bundle(&config, args.board, &images.hypervisor_bin)?;
-    Ok(qemu_command(&run_args, &bundle))
+    Ok(qemu_command(&run_args, &bundle, None))
 }
 
 /// The same kernel and initramfs on QEMU's `virt` machine (no hypervisor).
-fn plain_command(kernel: &Path, initrd: &Path, smp: u32, memory: &str, words: &str) -> Command {
-    let mut command = Command::new("qemu-system-aarch64");
+pub(crate) fn plain_command(
+    kernel: &Path,
+    initrd: &Path,
+    smp: u32,
+    memory: &str,
+    words: &str,
+) -> Command {
+    // The same QEMU binary as chroma's runs.
+    let mut command = crate::emulator::command();
     command
         .current_dir(workspace_root())
         .args([
@@ -96,6 +103,9 @@ fn plain_command(kernel: &Path, initrd: &Path, smp: u32, memory: &str, words: &s
             "-m",
             memory,
         ])
+        // No default NIC (a PCI one that needs an option ROM); the transfer
+        // peers add their own virtio-mmio NIC.
+        .args(["-nic", "none"])
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
         .arg("-kernel")
         .arg(kernel)

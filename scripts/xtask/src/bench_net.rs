@@ -82,7 +82,7 @@ pub fn run(images: &Images, board: Board) -> Result<()> {
     let mut chroma_runs = Vec::new();
     let mut plain_runs = Vec::new();
     for round in 1..=ROUNDS {
-        let chroma = chroma_transfer(qemu_command(&run_args, &bundle))?;
+        let chroma = chroma_transfer(qemu_command(&run_args, &bundle, None))?;
         let plain = plain_transfer(&netsvc, &netclient)?;
         println!(
             "round {round}: chroma {} KiB/s (client NIC traps/pkt {:.3}, irqs/pkt {:.3}; server NIC traps/pkt {:.3}, irqs/pkt {:.3}), plain QEMU {plain} KiB/s",
@@ -218,8 +218,9 @@ fn plain_transfer(netsvc: &Path, netclient: &Path) -> Result<u64> {
 }
 
 /// One test guest alone on QEMU's `virt` machine with a virtio-net device.
-fn plain_qemu(image: &Path, mac: &str, bootargs: &str, netdev: &str) -> Command {
-    let mut command = Command::new("qemu-system-aarch64");
+pub(crate) fn plain_qemu(image: &Path, mac: &str, bootargs: &str, netdev: &str) -> Command {
+    // The same QEMU binary as chroma's runs.
+    let mut command = crate::emulator::command();
     command
         .args([
             "-M",

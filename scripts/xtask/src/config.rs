@@ -27,8 +27,6 @@ pub struct ManifestOptions {
     pub force_cache: bool,
     /// The hypervisor's log level (`error`, `warn`, `info`, `debug`, `trace`).
     pub log_level: Option<String>,
-    /// End QEMU through semihosting when every VM has stopped (headless runs).
-    pub exit_via_semihosting: bool,
 }
 
 /// The manifest's number for a log level name.
@@ -75,10 +73,7 @@ pub fn manifest_and_uplink(
     if let Some(level) = log_level {
         config.log_level = level;
     }
-    let runtime = RuntimeOptions {
-        exit_via_semihosting: options.exit_via_semihosting,
-        ..RuntimeOptions::default()
-    };
+    let runtime = RuntimeOptions::default();
     let uplink = config.switches.iter().any(|switch| switch.uplink);
     config
         .to_manifest(&runtime)

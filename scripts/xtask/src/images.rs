@@ -147,7 +147,7 @@ pub fn flatten(elf: &Path, bin: &Path) -> Result<()> {
             .map_err(|error| format!("cannot create {}: {error}", parent.display()))?;
     }
     let objcopy = objcopy()?;
-    let mut command = Command::new(objcopy);
+    let mut command = crate::host_tools::tool_command(objcopy);
     command.args(["-O", "binary"]).arg(elf).arg(bin);
     run_checked(&mut command, &format!("objcopy of {}", elf.display()))
 }

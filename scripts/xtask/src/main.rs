@@ -6,6 +6,8 @@ mod bench_linux;
 mod bench_net;
 mod bundle;
 mod config;
+mod emulator;
+mod host_tools;
 mod images;
 #[cfg(test)]
 mod layering;
@@ -14,6 +16,7 @@ mod process;
 mod qemu;
 mod testing;
 mod toolchain;
+mod verdict;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +41,8 @@ enum Command {
     Test(testing::TestArgs),
     /// Print figures: image size, boot time under chroma against plain QEMU.
     Bench(bench::BenchArgs),
+    /// Print the QEMU binary every run, test and benchmark uses, and its version.
+    QemuVersion(emulator::QemuVersionArgs),
     /// Run the cache aliasing oracle (arguments are passed through).
     Oracle {
         /// Arguments for the oracle, e.g. `--quick`.
@@ -97,6 +102,7 @@ fn main() -> ExitCode {
         Command::Run(args) => qemu::run(&args),
         Command::Test(args) => testing::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::QemuVersion(args) => emulator::print_version(&args),
         Command::Oracle { args } => testing::oracle(&args),
     };
     match outcome {

@@ -1,5 +1,6 @@
 //! `cargo xtask run`: bundle a configuration with the hypervisor and boot it under QEMU.
 
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use crate::bundle::bundle;
 use crate::config::{manifest_and_uplink, parse_size, MachineFacts, ManifestOptions};
 use crate::images::{board_dir, build_all, Images};
 use crate::process::{command_line, exit_code};
+use crate::verdict::ConsoleWatch;
 use crate::{workspace_root, Board, Result};
 
 /// The exit status `--timeout` ends with (as timeout(1) does).
@@ -38,7 +40,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", default_value = "1G")]
     pub memory: String,
     /// No terminal: serial on stdout, stdin from /dev/null, QEMU exits when the
-    /// hypervisor stops (status 0 only if every VM ended cleanly).
+    /// hypervisor stops. The exit status comes from the hypervisor's summary
+    /// line: 0 if every VM ended cleanly, 1 if some failed, 2 if the
+    /// hypervisor failed, 3 if QEMU ended without a summary.
     #[arg(long)]
     pub headless: bool,
     /// Kill QEMU and exit with status 124 after this many seconds.
@@ -64,6 +68,11 @@ pub struct RunArgs {
     /// Headless runs: feed this file to the console as typed input.
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
+    /// Appends ARG to QEMU's command line. Only for the escape system test's
+    /// negative control (tests/tests/escape.rs), which turns semihosting on
+    /// to show that its checks would catch a guest reaching the host.
+    #[arg(long, hide = true, value_name = "ARG", allow_hyphen_values = true)]
+    pub test_only_qemu_arg: Vec<String>,
 }
 
 /// The host forwards of the default configuration: the Linux guest's web
@@ -132,7 +141,6 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let options = ManifestOptions {
         force_cache: args.force_cache,
         log_level: args.log.clone(),
-        exit_via_semihosting: args.headless,
     };
     let config = args.config.clone().unwrap_or_else(default_config);
     // The Linux guest comes from Debian's archive: fetch it when needed.
@@ -163,9 +171,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         build_all(args.board)?
     };
     let bundle_path = write_bundle(&images.hypervisor_bin, &manifest_bytes, args.board, &config)?;
-    let mut qemu = qemu_command(args, &bundle_path);
+    let mut qemu = qemu_command(args, &bundle_path, uplink.then_some(forwards.as_slice()));
     if uplink {
-        qemu.args(uplink_args(&forwards));
         for f in &forwards {
             eprintln!(
                 "xtask: uplink: 127.0.0.1:{} -> {}:{}",
@@ -173,11 +180,19 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             );
         }
     }
+    if !args.test_only_qemu_arg.is_empty() {
+        eprintln!(
+            "xtask: test-only QEMU arguments: {:?}",
+            args.test_only_qemu_arg
+        );
+        qemu.args(&args.test_only_qemu_arg);
+    }
     if let (true, Some(input)) = (args.headless, &args.input) {
         let file =
             std::fs::File::open(input).map_err(|error| format!("{}: {error}", input.display()))?;
         qemu.stdin(file);
     }
+    eprintln!("xtask: {}", crate::emulator::describe());
     eprintln!("xtask: {}", command_line(&qemu));
     if args.gdb {
         eprintln!(
@@ -191,7 +206,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
              Ctrl-] x quits QEMU, Ctrl-] h lists QEMU's keys"
         );
     }
-    let code = run_qemu(&mut qemu, args.timeout.map(Duration::from_secs))?;
+    let timeout = args.timeout.map(Duration::from_secs);
+    let code = if args.headless {
+        run_headless(&mut qemu, timeout)?
+    } else {
+        run_qemu(&mut qemu, timeout)?
+    };
     Ok(ExitCode::from(code))
 }
 
@@ -230,9 +250,15 @@ pub fn write_bundle(
     Ok(path)
 }
 
-/// The QEMU command line that boots `bundle` on the board `args` describe.
-pub fn qemu_command(args: &RunArgs, bundle: &Path) -> Command {
-    let mut command = Command::new("qemu-system-aarch64");
+/// The QEMU command line that boots `bundle` on the board `args` describe,
+/// with the board NIC (QEMU user networking, these forwards) when `uplink`
+/// is given and no NIC at all otherwise.
+///
+/// It opens no channel from the guest to the host beyond the console (and
+/// the uplink's user networking when asked for): no semihosting, no
+/// monitor, chardev, virtfs or option ROM in headless runs.
+pub fn qemu_command(args: &RunArgs, bundle: &Path, uplink: Option<&[Forward]>) -> Command {
+    let mut command = crate::emulator::command();
     command.current_dir(workspace_root());
     command
         .arg("-M")
@@ -245,11 +271,18 @@ pub fn qemu_command(args: &RunArgs, bundle: &Path) -> Command {
             "-m",
             &args.memory,
         ]);
+    match uplink {
+        // The board NIC is virtio-mmio: no PCI device, so no option ROM.
+        Some(forwards) => command.args(uplink_args(forwards)),
+        // Else none: QEMU virt's default NIC is a PCI virtio-net that needs
+        // an option ROM (efi-virtio.rom, package ipxe-qemu) and nothing uses.
+        None => command.args(["-nic", "none"]),
+    };
     if args.headless {
-        // No terminal: the serial port is stdout, nothing else is opened; the
-        // hypervisor ends QEMU through semihosting SYS_EXIT with its status.
+        // No terminal: the serial port is stdout, nothing else is opened.
+        // The hypervisor ends QEMU with PSCI SYSTEM_OFF after its summary
+        // line, which is what the exit status is read from.
         command.args(["-display", "none", "-monitor", "none", "-serial", "stdio"]);
-        command.args(["-semihosting-config", "enable=on,target=native"]);
         // A guest-requested board reset ends the run rather than looping.
         command.arg("-no-reboot");
         command.stdin(Stdio::null());
@@ -260,10 +293,70 @@ pub fn qemu_command(args: &RunArgs, bundle: &Path) -> Command {
         command.args(["-nographic", "-echr", QEMU_ESCAPE_KEY]);
     }
     if args.gdb {
-        command.args(["-s", "-S"]);
+        // QEMU's `-s` listens on every interface; the gdb server is for this
+        // machine only. `-S`: halted until gdb continues.
+        command.args(["-gdb", "tcp:127.0.0.1:1234", "-S"]);
     }
     command.arg("-kernel").arg(bundle);
     command
+}
+
+/// Runs a headless QEMU, its console copied to stdout as it comes, killing
+/// it after `timeout`. The exit status is the hypervisor's verdict read from
+/// the console (see [`crate::verdict`]), or 124 on a timeout.
+pub fn run_headless(command: &mut Command, timeout: Option<Duration>) -> Result<u8> {
+    command.stdout(Stdio::piped());
+    let mut child = command.spawn().map_err(|error| {
+        format!(
+            "cannot start {} (run scripts/setup.sh): {error}",
+            command.get_program().to_string_lossy()
+        )
+    })?;
+    let mut console = child.stdout.take().expect("stdout is piped");
+    let reader = std::thread::spawn(move || {
+        let mut watch = ConsoleWatch::default();
+        let mut stdout = std::io::stdout();
+        let mut buffer = [0u8; 4096];
+        loop {
+            match console.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(count) => {
+                    let _ = stdout.write_all(&buffer[..count]);
+                    let _ = stdout.flush();
+                    watch.feed(&buffer[..count]);
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        watch
+    });
+    let deadline = timeout.map(|timeout| Instant::now() + timeout);
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|error| format!("waiting for QEMU: {error}"))?
+        {
+            break status;
+        }
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = reader.join();
+            eprintln!(
+                "xtask: timeout: QEMU killed after {} s",
+                timeout.map_or(0, |timeout| timeout.as_secs())
+            );
+            return Ok(TIMEOUT_EXIT);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut watch = reader
+        .join()
+        .map_err(|_| "the console reader thread panicked".to_owned())?;
+    let (code, reason) = watch.verdict(exit_code(status));
+    eprintln!("xtask: exit status {code}: {reason}");
+    Ok(code)
 }
 
 /// Runs QEMU, killing it after `timeout`; returns the exit status to end with.
@@ -315,29 +408,126 @@ mod tests {
     }
 
     #[test]
-    fn headless_qemu_uses_semihosting_and_no_terminal() {
+    fn headless_qemu_has_no_terminal_and_no_nic() {
         let command = qemu_command(
             &args(&["--headless", "--gic", "3", "--smp", "4"]),
             Path::new("/b.bin"),
+            None,
         );
         let text = line(&command);
-        assert!(text.starts_with("qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu cortex-a57 -smp 4 -m 1G"), "{text}");
+        assert!(text.contains("qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu cortex-a57 -smp 4 -m 1G"), "{text}");
+        assert_eq!(
+            command.get_program(),
+            crate::emulator::qemu().path.as_os_str()
+        );
+        assert!(text.contains("-nic none"), "{text}");
         assert!(
-            text.contains("-semihosting-config enable=on,target=native"),
+            text.contains("-display none -monitor none -serial stdio"),
             "{text}"
         );
-        assert!(text.contains("-serial stdio"), "{text}");
         assert!(!text.contains("-nographic"), "{text}");
         assert!(text.ends_with("-kernel /b.bin"), "{text}");
     }
 
     #[test]
-    fn interactive_qemu_has_a_console_and_no_semihosting() {
-        let text = line(&qemu_command(&args(&["--gdb"]), Path::new("/b.bin")));
+    fn the_uplink_is_a_virtio_mmio_nic_without_an_option_rom() {
+        let forwards = [parse_forward("8080:10.0.2.20:80").unwrap()];
+        let text = line(&qemu_command(
+            &args(&["--headless"]),
+            Path::new("/b.bin"),
+            Some(&forwards),
+        ));
+        assert!(
+            text.contains("-device virtio-net-device,netdev=uplink"),
+            "{text}"
+        );
+        assert!(!text.contains("-nic none"), "{text}");
+        assert!(!text.contains("pci"), "{text}");
+    }
+
+    #[test]
+    fn interactive_qemu_has_a_console_and_a_local_gdb_server() {
+        let text = line(&qemu_command(&args(&["--gdb"]), Path::new("/b.bin"), None));
         assert!(text.contains("-nographic -echr 29"), "{text}");
         assert!(text.contains("gic-version=2"), "{text}");
-        assert!(text.contains("-s -S"), "{text}");
-        assert!(!text.contains("semihosting"), "{text}");
+        assert!(text.contains("-gdb tcp:127.0.0.1:1234 -S"), "{text}");
+        assert!(!text.contains(" -s "), "{text}");
+    }
+
+    /// Every QEMU command line xtask builds: chroma's runs in each mode and
+    /// the plain-QEMU peers of `cargo xtask bench`.
+    fn every_command_line() -> Vec<(String, String)> {
+        let bundle = Path::new("/b.bin");
+        let forwards = [parse_forward("8080:10.0.2.20:80").unwrap()];
+        let mut lines = Vec::new();
+        for (name, words) in [
+            ("interactive", &[][..]),
+            ("headless", &["--headless"][..]),
+            ("gdb", &["--gdb"][..]),
+            ("headless gdb", &["--headless", "--gdb", "--gic", "3"][..]),
+            ("forced cache", &["--headless", "--force-cache"][..]),
+        ] {
+            lines.push((
+                name.to_owned(),
+                line(&qemu_command(&args(words), bundle, None)),
+            ));
+            lines.push((
+                format!("{name} with uplink"),
+                line(&qemu_command(&args(words), bundle, Some(&forwards))),
+            ));
+        }
+        for (name, command) in crate::bench::peer_commands_for_tests() {
+            lines.push((name, line(&command)));
+        }
+        lines
+    }
+
+    #[test]
+    fn no_command_line_enables_semihosting_or_another_way_out() {
+        let lines = every_command_line();
+        assert_eq!(lines.len(), 13, "{lines:?}");
+        for (name, text) in &lines {
+            // Semihosting would let a guest at EL1 end the run or reach host files.
+            assert!(!text.contains("semihosting"), "{name}: {text}");
+            // No other host channel: no chardev/monitor socket, no shared
+            // directory, no host file as a disk, no QMP.
+            for banned in [
+                "-chardev",
+                "-qmp",
+                "virtfs",
+                "-fsdev",
+                "9p",
+                "-drive",
+                "-monitor stdio",
+                "mon:",
+                "-serial file",
+                "-serial pipe",
+                "-serial unix",
+                "-serial tcp",
+            ] {
+                assert!(!text.contains(banned), "{name}: {banned} in {text}");
+            }
+            // No NIC that needs an option ROM: either none, or a virtio-mmio one
+            // on a user or socket netdev.
+            assert!(
+                text.contains("-nic none") || text.contains("virtio-net-device,netdev="),
+                "{name}: default NIC in {text}"
+            );
+            assert!(
+                !text.contains("-pci") && !text.contains("virtio-net-pci"),
+                "{name}: {text}"
+            );
+            // Headless runs keep their console on stdout and no monitor.
+            if text.contains("-serial stdio") {
+                assert!(text.contains("-monitor none"), "{name}: {text}");
+            }
+        }
+        // Negative control: the checks see semihosting when it is there.
+        let mut hooked = qemu_command(&args(&["--headless"]), Path::new("/b.bin"), None);
+        hooked.args(
+            &args(&["--headless", "--test-only-qemu-arg", "-semihosting"]).test_only_qemu_arg,
+        );
+        assert!(line(&hooked).contains("-semihosting"));
     }
 
     #[test]

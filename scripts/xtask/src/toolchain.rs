@@ -1,8 +1,15 @@
 //! Picks the cross toolchain: rustup's targets when installed, else Debian's with build-std.
+//!
+//! Every tool is chosen only after it ran (`--version`, see
+//! [`crate::host_tools`]): a rustup toolchain whose `rust-objcopy` cannot
+//! load its LLVM library, or a half-removed Debian toolchain, is passed over
+//! or named in the error, not discovered halfway through a build.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
+use crate::host_tools::{first_that_runs, runs};
 use crate::{workspace_root, Result};
 
 /// Debian's `rustc-web` compiler, used with `-Zbuild-std` (it ships no bare-metal std).
@@ -18,6 +25,8 @@ const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 const DEBIAN_CARGO_CLIPPY: &str = "/usr/bin/cargo-clippy";
 /// Debian's `rust-web-src`: the library source build-std compiles.
 const DEBIAN_RUST_SRC: &str = "/usr/lib/rustlib/src/rust/library";
+/// The linker `.cargo/config.toml` names for the bare-metal targets (lld-19).
+const LINKER: &str = "/usr/lib/llvm-19/bin/ld.lld";
 /// The crates build-std compiles for the bare-metal targets.
 const BUILD_STD_ARGS: [&str; 2] = [
     "-Zbuild-std=core,alloc,compiler_builtins",
@@ -46,19 +55,25 @@ impl CrossToolchain {
     /// Picks the toolchain for `target`: rustup's when `rustup target list --installed`
     /// has it, else Debian's (which `scripts/setup.sh` installs).
     pub fn detect(target: &str) -> Result<Self> {
-        let kind = if rustup_has_target(target) {
+        let kind = if rustup_has_target(target) && runs("cargo") && runs("rustc") {
             ToolchainKind::Rustup
-        } else if Path::new(DEBIAN_CARGO).exists()
-            && Path::new(DEBIAN_RUSTC).exists()
-            && Path::new(DEBIAN_RUST_SRC).exists()
+        } else if runs(DEBIAN_CARGO)
+            && runs(DEBIAN_RUSTC)
+            && Path::new(DEBIAN_RUST_SRC).join("core").is_dir()
         {
             ToolchainKind::Debian
         } else {
             return Err(format!(
-                "no toolchain for {target}: neither `rustup target list --installed` has it nor \
-                 are Debian's rustc-web, cargo-web and rust-web-src installed (run scripts/setup.sh)"
+                "no toolchain for {target}: neither has `rustup target list --installed` it (with \
+                 a cargo and rustc that run) nor do Debian's rustc-web, cargo-web and rust-web-src \
+                 run (run scripts/setup.sh)"
             ));
         };
+        if !runs(LINKER) {
+            return Err(format!(
+                "the bare-metal linker {LINKER} does not run (package lld-19; run scripts/setup.sh)"
+            ));
+        }
         Ok(CrossToolchain {
             kind,
             target: target.to_owned(),
@@ -178,9 +193,23 @@ pub fn cross_target_dir() -> PathBuf {
     workspace_root().join("target").join("cross")
 }
 
-/// Finds an objcopy that writes flat binaries: rust-objcopy (Debian's or rustup's
-/// llvm-tools) or LLVM's.
+/// Finds an objcopy that writes flat binaries and runs: rust-objcopy
+/// (Debian's or rustup's llvm-tools) or LLVM's (Debian's llvm-19, which
+/// setup installs). Picked once per process.
 pub fn objcopy() -> Result<PathBuf> {
+    static OBJCOPY: OnceLock<Option<PathBuf>> = OnceLock::new();
+    OBJCOPY
+        .get_or_init(|| first_that_runs(objcopy_candidates()))
+        .clone()
+        .ok_or_else(|| {
+            "no objcopy that runs (rust-objcopy or llvm-objcopy-19, package llvm-19); \
+             run scripts/setup.sh"
+                .to_owned()
+        })
+}
+
+/// Where an objcopy may be, best first.
+fn objcopy_candidates() -> Vec<PathBuf> {
     let mut candidates = vec![PathBuf::from(
         "/usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-objcopy",
     )];
@@ -192,29 +221,13 @@ pub fn objcopy() -> Result<PathBuf> {
             }
         }
     }
-    // Judged as build.sh runs it: without the LD_LIBRARY_PATH `cargo run`
-    // gives xtask (rustup's rust-objcopy needs a libLLVM only found there).
-    let runs = |path: &PathBuf| {
-        Command::new(path)
-            .arg("--version")
-            .env_remove("LD_LIBRARY_PATH")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if let Some(found) = candidates
-        .into_iter()
-        .find(|path| path.exists() && runs(path))
-    {
-        return Ok(found);
-    }
-    for name in ["llvm-objcopy-19", "llvm-objcopy"] {
-        if Command::new(name)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return Ok(PathBuf::from(name));
-        }
-    }
-    Err("no objcopy found (rust-objcopy or llvm-objcopy); run scripts/setup.sh".to_owned())
+    candidates.extend(
+        [
+            "/usr/lib/llvm-19/bin/llvm-objcopy",
+            "llvm-objcopy-19",
+            "llvm-objcopy",
+        ]
+        .map(PathBuf::from),
+    );
+    candidates
 }

@@ -98,3 +98,16 @@ pub fn power_off() -> ! {
         sysreg::wfi();
     }
 }
+
+/// Makes a translation-table descriptor just stored visible to the table
+/// walkers of every CPU in the inner shareable domain (DSB ISH).
+pub fn publish_table_write() {
+    sysreg::dsb_ish();
+}
+
+/// Makes new translations (replacing invalid entries) usable by the next
+/// instruction on this CPU: DSB ISH, then ISB.
+pub fn publish_new_mappings() {
+    sysreg::dsb_ish();
+    sysreg::isb();
+}
