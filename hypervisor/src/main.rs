@@ -17,6 +17,7 @@ mod sched;
 mod semihosting;
 mod uplink;
 mod vm;
+mod vtimer;
 
 use chroma_arch::aarch64::{sysreg, vectors::El2Frame};
 use core::panic::PanicInfo;

@@ -279,6 +279,7 @@ pub fn run_cpu(index: usize) -> ! {
     // SAFETY: the GIC frames were mapped by the boot CPU before this CPU started.
     let gic = unsafe { Gic::new(sys.gic) };
     gic.init_cpu(&[KICK_SGI, MAINTENANCE_INTID, sys.hyp_timer_intid, sys.virt_timer_intid]);
+    crate::vtimer::init_cpu();
     sys.cpu_v2_mask[index.min(MAX_CPUS - 1)].store(gic.cpu_interface_mask(), Ordering::SeqCst);
     sys.cpu_mpidr[index.min(MAX_CPUS - 1)].store(sysreg::mpidr_el1() & 0xff_00ff_ffff, Ordering::SeqCst);
     init_el2_controls(sys);
@@ -396,6 +397,7 @@ impl Cpu {
         // with its own stage-2 tables (installed below).
         unsafe { v.context.restore() };
         self.gic.restore_vmcr(v.vmcr);
+        crate::vtimer::load(&mut self.gic, v.vm, v.id);
         self.loaded = Some(k);
     }
 
@@ -458,7 +460,7 @@ impl Cpu {
             // above); HCR_EL2 traps what the hypervisor must see.
             let kind = unsafe { enter_guest(&mut self.vcpus[k].registers) };
             vm.running[id].store(false, Ordering::Release);
-            vm.vgic.lock().sync(id, &self.gic);
+            vm.vgic.lock().sync(id, &mut self.gic);
             let action = match kind {
                 ExceptionKind::Synchronous => exits::handle_sync(self, k),
                 ExceptionKind::Irq | ExceptionKind::Fiq => self.handle_interrupts(),
@@ -509,16 +511,14 @@ impl Cpu {
         let mut action = Action::Continue;
         while let Some(intid) = self.gic.acknowledge() {
             if intid == sys.virt_timer_intid {
-                // The loaded vCPU's virtual timer fired: mask it at the timer
-                // (the guest unmasks when it reprograms it) and deliver it.
-                let control = sysreg::cntv_ctl_el0();
-                // SAFETY: masks the current guest's own timer output.
-                unsafe { sysreg::write_cntv_ctl_el0(control | 0b10) };
+                // The loaded vCPU's virtual timer fired: delivered through a
+                // HW list register, the PPI stays active until the guest is
+                // done with it (no end_of_interrupt here; see vtimer).
+                crate::vtimer::fired(&self.gic, self.loaded.map(|k| (self.vcpus[k].vm, self.vcpus[k].id)));
                 if let Some(k) = self.loaded {
-                    let v = &mut self.vcpus[k];
-                    v.vm.vgic.lock().inject(v.id, sys.virt_timer_intid);
-                    v.waiting = false;
+                    self.vcpus[k].waiting = false;
                 }
+                continue;
             } else if sys.uplink.is_some_and(|(_, u)| u == intid) {
                 if let Some((switch, _)) = sys.uplink {
                     if let Some(u) = sys.switches[switch].state.lock().uplink.as_mut() {
@@ -539,20 +539,16 @@ impl Cpu {
         action
     }
 
-    /// Delivers the virtual timer of parked vCPUs whose deadline passed.
+    /// Delivers the virtual timer of vCPUs off the CPU whose deadline passed
+    /// (once per expiry: not while their timer interrupt is in flight).
     fn wake_expired_timers(&mut self) {
-        let sys = system();
         let t = now();
         for k in 0..self.vcpus.len() {
             if self.loaded == Some(k) {
                 continue;
             }
             let v = &mut self.vcpus[k];
-            let control = v.context.sysregs[25];
-            let cval = v.context.sysregs[24];
-            if control & 0b011 == 0b001 && cval <= t {
-                v.context.sysregs[25] |= 0b10;
-                v.vm.vgic.lock().inject(v.id, sys.virt_timer_intid);
+            if crate::vtimer::wake_if_expired(v.vm, v.id, &v.context, t) {
                 v.waiting = false;
             }
         }
@@ -573,10 +569,9 @@ impl Cpu {
                 continue;
             }
             let live = self.loaded == Some(k);
-            let control = if live { sysreg::cntv_ctl_el0() } else { v.context.sysregs[25] };
-            let cval = if live { sysreg::cntv_cval_el0() } else { v.context.sysregs[24] };
-            if control & 0b011 == 0b001 {
-                deadline = deadline.min(cval);
+            let registers = if live { crate::vtimer::live_registers() } else { v.context.virtual_timer() };
+            if let Some(at) = crate::vtimer::deadline(v.vm, v.id, registers) {
+                deadline = deadline.min(at);
             }
         }
         deadline

@@ -3,7 +3,7 @@
 //!
 //! Architecture back-ends implement the small traits defined here
 //! ([`pagetable::PageTableFormat`], [`pagetable::TableMemory`],
-//! [`vgic::ListRegisters`]) and translate their trap syndromes into
+//! [`vgic::ListRegisters`], [`vgic::PhysicalInterrupts`]) and translate their trap syndromes into
 //! [`exit::Exit`]; the core never touches a register, so all of it runs under
 //! `cargo test` on the host.
 #![cfg_attr(not(test), no_std)]
@@ -18,5 +18,6 @@ pub mod pl011;
 pub mod psci;
 pub mod ratelimit;
 pub mod vgic;
+pub mod vtimer;
 
 pub use chroma_mem::{GuestPhysAddr, HostPhysAddr, HostVirtAddr};

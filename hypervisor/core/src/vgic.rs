@@ -8,6 +8,17 @@
 //! list registers, flush asks for the underflow maintenance interrupt, so the
 //! vCPU exits as soon as the list registers drain and the rest are loaded.
 //!
+//! An interrupt can be linked to a physical one ([`Vgic::link_physical`]),
+//! as the virtual timer's PPI is to the physical timer PPI: its list register
+//! then carries the HW bit and the physical INTID, so the guest's deactivation
+//! of the virtual interrupt deactivates the physical one. Such an interrupt
+//! is level-sensitive and its line is the physical one: the physical
+//! interrupt stays active while the virtual one is pending or active (it
+//! cannot fire twice), and the physical GIC, not this model, notices when the
+//! line is still high after the guest is done with it. The model keeps the
+//! physical active state in step on the [`PhysicalInterrupts`] of the CPU the
+//! vCPU runs on ([`Vgic::sync`], [`Vgic::load_physical`]).
+//!
 //! Lock order: one `Vgic` per VM, behind the VM's lock; nothing else is
 //! taken while it is held.
 
@@ -115,6 +126,9 @@ pub struct ListRegister {
     pub group1: bool,
     /// For GICv2 SGIs: the requesting vCPU.
     pub source: u8,
+    /// The physical interrupt this one is linked to (the list register's HW
+    /// bit): the guest's deactivation deactivates it too. Never set for SGIs.
+    pub physical: Option<u32>,
 }
 
 /// The hardware list registers of the current physical CPU.
@@ -128,6 +142,17 @@ pub trait ListRegisters {
     /// Requests (or stops requesting) the maintenance interrupt raised when
     /// the list registers are empty or hold at most one valid entry.
     fn set_underflow_interrupt(&mut self, enable: bool);
+}
+
+/// The physical interrupt controller of the current physical CPU, for the
+/// interrupts that virtual ones are linked to.
+pub trait PhysicalInterrupts {
+    /// Whether physical `intid` is pending; for a level-sensitive interrupt,
+    /// whether its line is asserted (even while it is active).
+    fn is_pending(&self, intid: u32) -> bool;
+    /// Sets (or clears) physical `intid`'s active state. An active interrupt
+    /// is not signalled again until it is deactivated.
+    fn set_active(&mut self, intid: u32, active: bool);
 }
 
 /// A set of vCPUs (bit n = vCPU n) that must be kicked to see new state.
@@ -153,6 +178,11 @@ struct Irq {
     in_lr: bool,
     /// A new edge arrived while it sat in a list register.
     repend: bool,
+    /// The linked physical interrupt (a HW list register), if any.
+    physical: Option<u32>,
+    /// What the model last made the physical interrupt's active state on the
+    /// vCPU's CPU (linked interrupts only).
+    physical_active: bool,
 }
 
 /// The VM's virtual interrupt controller state.
@@ -274,33 +304,149 @@ impl Vgic {
                 .any(|s| s.pending && s.enabled && self.ctlr & 3 != 0 && self.spi_target(s) == vcpu)
     }
 
-    /// Reads back the list registers after `vcpu` exited.
-    pub fn sync(&mut self, vcpu: usize, lrs: &impl ListRegisters) {
+    /// Reads back the list registers after `vcpu` exited, on the CPU it ran
+    /// on (whose physical interrupts back the linked ones).
+    pub fn sync<H: ListRegisters + PhysicalInterrupts>(&mut self, vcpu: usize, hardware: &mut H) {
         let Some(loaded) = self.loaded.get(vcpu).copied() else { return };
-        for (index, slot) in loaded.iter().enumerate().take(lrs.count()) {
+        for (index, slot) in loaded.iter().enumerate().take(hardware.count()) {
             let Some(intid) = slot else { continue };
-            let lr = lrs.read(index);
-            if let Some(irq) = self.irq(vcpu, *intid) {
-                let (pending, active) = match lr.state {
-                    LrState::Invalid => (false, false),
-                    LrState::Pending => (true, false),
-                    LrState::Active => (false, true),
-                    LrState::PendingActive => (true, true),
-                };
-                // A new edge may have arrived while it sat in the LR.
-                irq.pending = pending || irq.repend;
-                irq.repend = false;
-                irq.in_lr = false;
-                irq.active = active;
-                // A level-sensitive line still high re-pends once completed.
-                if !irq.edge && irq.level && !active {
-                    irq.pending = true;
-                }
+            let lr = hardware.read(index);
+            let Some(irq) = self.irq(vcpu, *intid) else { continue };
+            irq.in_lr = false;
+            if let Some(physical) = irq.physical {
+                Self::sync_linked(irq, physical, lr.state, hardware);
+                continue;
+            }
+            let (pending, active) = match lr.state {
+                LrState::Invalid => (false, false),
+                LrState::Pending => (true, false),
+                LrState::Active => (false, true),
+                LrState::PendingActive => (true, true),
+            };
+            // A new edge may have arrived while it sat in the LR.
+            irq.pending = pending || irq.repend;
+            irq.repend = false;
+            irq.active = active;
+            // A level-sensitive line still high re-pends once completed.
+            if !irq.edge && irq.level && !active {
+                irq.pending = true;
             }
         }
         if let Some(l) = self.loaded.get_mut(vcpu) {
             *l = [None; MAX_LIST_REGISTERS];
         }
+        // Linked interrupts the guest changed through the distributor (a
+        // cleared pending or active state) take the physical one along.
+        if let Some(private) = self.private.get_mut(vcpu) {
+            for irq in private.iter_mut() {
+                Self::settle_physical(irq, hardware);
+            }
+        }
+    }
+
+    /// Reads back a linked interrupt's list register. The physical GIC did
+    /// the deactivation, and re-signals the physical interrupt by itself if
+    /// the line is still high.
+    fn sync_linked(irq: &mut Irq, physical: u32, state: LrState, hardware: &mut impl PhysicalInterrupts) {
+        irq.repend = false;
+        match state {
+            // The guest deactivated it, and the physical interrupt with it.
+            LrState::Invalid => {
+                irq.pending = false;
+                irq.active = false;
+                irq.physical_active = false;
+            }
+            // Not taken yet: the line may have dropped meanwhile (the guest
+            // reprogrammed its timer with interrupts masked). Hardware would
+            // forget the interrupt then; so does the model, and it lets the
+            // physical interrupt fire again when the line next rises.
+            LrState::Pending => {
+                irq.active = false;
+                irq.pending = hardware.is_pending(physical);
+            }
+            // A HW list register is never pending and active; the physical
+            // GIC re-signals a line still high after the deactivation.
+            LrState::Active | LrState::PendingActive => {
+                irq.pending = false;
+                irq.active = true;
+            }
+        }
+    }
+
+    /// Makes a linked interrupt's physical active state match the virtual
+    /// one: active while the virtual interrupt is pending or active.
+    fn settle_physical(irq: &mut Irq, hardware: &mut impl PhysicalInterrupts) {
+        let Some(physical) = irq.physical else { return };
+        let wanted = irq.pending || irq.active;
+        if wanted != irq.physical_active {
+            hardware.set_active(physical, wanted);
+            irq.physical_active = wanted;
+        }
+    }
+
+    /// Links `vcpu`'s private interrupt `intid` to physical interrupt
+    /// `physical` (a PPI of the CPU the vCPU runs on): it becomes
+    /// level-sensitive and is delivered through HW list registers. Linking
+    /// again is harmless.
+    pub fn link_physical(&mut self, vcpu: usize, intid: u32, physical: u32) {
+        if intid >= 32 {
+            return;
+        }
+        if let Some(irq) = self.irq(vcpu, intid) {
+            irq.physical = Some(physical);
+            irq.edge = false;
+        }
+    }
+
+    /// Whether `vcpu`'s `intid` is pending or active (in a list register or
+    /// not): a linked interrupt in flight, which its physical interrupt must
+    /// not raise again.
+    pub fn is_in_flight(&self, vcpu: usize, intid: u32) -> bool {
+        self.irq_ref(vcpu, intid).is_some_and(|irq| irq.pending || irq.active || irq.in_lr)
+    }
+
+    /// The physical interrupt linked to `vcpu`'s `intid` was signalled and
+    /// acknowledged on the vCPU's CPU, and left active (priority drop only):
+    /// the virtual interrupt becomes pending. Returns the vCPUs to kick.
+    pub fn physical_fired(&mut self, vcpu: usize, intid: u32) -> VcpuMask {
+        let Some(irq) = self.irq(vcpu, intid) else { return 0 };
+        irq.physical_active = true;
+        if !irq.in_lr {
+            irq.pending = true;
+        }
+        1 << self.owner(vcpu, intid)
+    }
+
+    /// The line of `vcpu`'s linked `intid` is high while the vCPU is not on
+    /// its CPU (so no physical interrupt can say so): the interrupt becomes
+    /// pending unless it is in flight already. Returns whether it became
+    /// pending (once per assertion, however often this is called).
+    pub fn assert_line(&mut self, vcpu: usize, intid: u32) -> bool {
+        if self.is_in_flight(vcpu, intid) {
+            return false;
+        }
+        match self.irq(vcpu, intid) {
+            Some(irq) => {
+                irq.pending = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `vcpu` is about to run on a physical CPU whose physical interrupts
+    /// last belonged to another vCPU (or none): samples the line `level` of
+    /// each linked interrupt (a level-sensitive interrupt that is not active
+    /// is pending exactly while its line is high) and sets the physical
+    /// active states to this vCPU's.
+    pub fn load_physical(&mut self, vcpu: usize, intid: u32, level: bool, hardware: &mut impl PhysicalInterrupts) {
+        let Some(irq) = self.irq(vcpu, intid) else { return };
+        let Some(physical) = irq.physical else { return };
+        if !irq.active {
+            irq.pending = level;
+        }
+        irq.physical_active = irq.pending || irq.active;
+        hardware.set_active(physical, irq.physical_active);
     }
 
     /// Loads `vcpu`'s highest-priority pending and active interrupts into the
@@ -344,13 +490,23 @@ impl Vgic {
                 let (_, intid) = candidates[index];
                 let irq = self.irq_ref(vcpu, intid).copied().unwrap_or_default();
                 let state = match (irq.pending, irq.active) {
+                    // A HW list register is never pending and active: the
+                    // physical GIC re-signals the line after deactivation.
+                    (true, true) if irq.physical.is_some() => LrState::Active,
                     (true, true) => LrState::PendingActive,
                     (false, true) => LrState::Active,
                     _ => LrState::Pending,
                 };
                 lrs.write(
                     index,
-                    ListRegister { intid, state, priority: irq.priority, group1: irq.group1, source: irq.source },
+                    ListRegister {
+                        intid,
+                        state,
+                        priority: irq.priority,
+                        group1: irq.group1,
+                        source: irq.source,
+                        physical: irq.physical,
+                    },
                 );
                 loaded[index] = Some(intid);
                 if let Some(irq) = self.irq(vcpu, intid) {
@@ -757,6 +913,11 @@ mod tests {
     struct FakeLrs {
         lrs: [ListRegister; 4],
         underflow: bool,
+        /// Physical line levels and active states (INTIDs 0-31).
+        line: [bool; 32],
+        active: [bool; 32],
+        /// Calls to `set_active`.
+        active_writes: usize,
     }
     impl ListRegisters for FakeLrs {
         fn count(&self) -> usize {
@@ -770,6 +931,15 @@ mod tests {
         }
         fn set_underflow_interrupt(&mut self, e: bool) {
             self.underflow = e;
+        }
+    }
+    impl PhysicalInterrupts for FakeLrs {
+        fn is_pending(&self, intid: u32) -> bool {
+            self.line[intid as usize]
+        }
+        fn set_active(&mut self, intid: u32, active: bool) {
+            self.active[intid as usize] = active;
+            self.active_writes += 1;
         }
     }
 
@@ -789,12 +959,12 @@ mod tests {
         assert_eq!((lrs.lrs[0].intid, lrs.lrs[0].state), (27, LrState::Pending));
         // The guest acknowledges and completes it: the LR goes invalid.
         lrs.lrs[0].state = LrState::Active;
-        v.sync(0, &lrs);
+        v.sync(0, &mut lrs);
         assert!(!v.has_pending(0));
         v.flush(0, &mut lrs);
         assert_eq!(lrs.lrs[0].state, LrState::Active, "active interrupts stay loaded");
         lrs.lrs[0].state = LrState::Invalid;
-        v.sync(0, &lrs);
+        v.sync(0, &mut lrs);
         v.flush(0, &mut lrs);
         assert_eq!(lrs.lrs[0].state, LrState::Invalid);
     }
@@ -833,7 +1003,7 @@ mod tests {
         for l in lrs.lrs.iter_mut() {
             l.state = LrState::Invalid;
         }
-        v.sync(0, &lrs);
+        v.sync(0, &mut lrs);
         v.flush(0, &mut lrs);
         assert!(!lrs.underflow);
         let mut ids: Vec<u32> = lrs.lrs.iter().filter(|l| l.state == LrState::Pending).map(|l| l.intid).collect();
@@ -877,10 +1047,146 @@ mod tests {
         let mut lrs = FakeLrs::default();
         v.flush(0, &mut lrs);
         lrs.lrs[0].state = LrState::Invalid;
-        v.sync(0, &lrs);
+        v.sync(0, &mut lrs);
         assert!(v.has_pending(0), "line still high");
         v.set_level(33, false);
         assert!(!v.has_pending(0));
+    }
+
+    /// The virtual timer PPI and the physical PPI it is linked to (QEMU virt: both 27).
+    const TIMER: u32 = 27;
+
+    /// A GICv2 VM with `TIMER` enabled and linked to the physical `TIMER`.
+    fn linked_timer() -> (Vgic, FakeLrs) {
+        let mut v = Vgic::new(GicVersion::V2, 1);
+        dist_w(&mut v, 0, GICD_CTLR, 1);
+        dist_w(&mut v, 0, GICD_ISENABLER, 1 << TIMER);
+        v.link_physical(0, TIMER, TIMER);
+        (v, FakeLrs::default())
+    }
+
+    #[test]
+    fn linked_interrupt_goes_out_in_a_hw_list_register() {
+        let (mut v, mut lrs) = linked_timer();
+        // EL2 acknowledged the physical PPI and left it active.
+        lrs.active[TIMER as usize] = true;
+        lrs.line[TIMER as usize] = true;
+        assert_eq!(v.physical_fired(0, TIMER), 1);
+        v.flush(0, &mut lrs);
+        assert_eq!(lrs.lrs[0].intid, TIMER);
+        assert_eq!(lrs.lrs[0].state, LrState::Pending);
+        assert_eq!(lrs.lrs[0].physical, Some(TIMER), "HW bit and physical INTID");
+        // The guest acknowledges, rearms its timer and deactivates: the HW
+        // list register deactivates the physical PPI too.
+        lrs.lrs[0].state = LrState::Invalid;
+        lrs.active[TIMER as usize] = false;
+        lrs.line[TIMER as usize] = false;
+        v.sync(0, &mut lrs);
+        assert!(!v.is_in_flight(0, TIMER));
+        assert_eq!(lrs.active_writes, 0, "the GIC deactivated it; the model writes nothing");
+        v.flush(0, &mut lrs);
+        assert_eq!(lrs.lrs[0].state, LrState::Invalid, "no stale software level re-pends it");
+    }
+
+    #[test]
+    fn linked_interrupt_is_never_pending_and_active_in_a_list_register() {
+        let (mut v, mut lrs) = linked_timer();
+        v.physical_fired(0, TIMER);
+        v.flush(0, &mut lrs);
+        lrs.lrs[0].state = LrState::Active;
+        v.sync(0, &mut lrs);
+        // The guest writes ISPENDR while it handles it: still not P+A in the LR.
+        dist_w(&mut v, 0, GICD_ISPENDR, 1 << TIMER);
+        v.flush(0, &mut lrs);
+        assert_eq!(lrs.lrs[0].state, LrState::Active);
+        assert_eq!(lrs.lrs[0].physical, Some(TIMER));
+    }
+
+    #[test]
+    fn linked_interrupt_whose_line_dropped_before_it_was_taken_is_forgotten() {
+        let (mut v, mut lrs) = linked_timer();
+        lrs.active[TIMER as usize] = true;
+        lrs.line[TIMER as usize] = true;
+        v.physical_fired(0, TIMER);
+        v.flush(0, &mut lrs);
+        // The guest, interrupts masked, disables its timer and exits.
+        lrs.line[TIMER as usize] = false;
+        v.sync(0, &mut lrs);
+        assert!(!v.has_pending(0), "the line is low: nothing pending");
+        assert!(!lrs.active[TIMER as usize], "the physical PPI may fire again");
+        // While the line stays high, it stays pending (and physically active).
+        let (mut v, mut lrs) = linked_timer();
+        lrs.active[TIMER as usize] = true;
+        lrs.line[TIMER as usize] = true;
+        v.physical_fired(0, TIMER);
+        v.flush(0, &mut lrs);
+        v.sync(0, &mut lrs);
+        assert!(v.has_pending(0));
+        assert!(lrs.active[TIMER as usize]);
+    }
+
+    #[test]
+    fn guest_clearing_a_linked_interrupt_releases_the_physical_one() {
+        let (mut v, mut lrs) = linked_timer();
+        // Pending but disabled: it stays in software, the physical PPI active.
+        dist_w(&mut v, 0, GICD_ICENABLER, 1 << TIMER);
+        lrs.active[TIMER as usize] = true;
+        v.physical_fired(0, TIMER);
+        v.flush(0, &mut lrs);
+        v.sync(0, &mut lrs);
+        assert!(lrs.active[TIMER as usize]);
+        dist_w(&mut v, 0, GICD_ICPENDR, 1 << TIMER);
+        v.sync(0, &mut lrs);
+        assert!(!lrs.active[TIMER as usize], "ICPENDR on the virtual one deactivates the physical one");
+    }
+
+    #[test]
+    fn loading_a_vcpu_sets_the_physical_active_state_to_its_own() {
+        let mut v = Vgic::new(GicVersion::V2, 2);
+        dist_w(&mut v, 0, GICD_CTLR, 1);
+        for vcpu in 0..2 {
+            v.mmio_write(vcpu, GicFrame::Distributor(GICD_ISENABLER), AccessWidth::Word, 1 << TIMER).unwrap();
+            v.link_physical(vcpu, TIMER, TIMER);
+        }
+        let mut lrs = FakeLrs::default();
+        // vCPU 0's timer fired and is in a list register when it is switched out.
+        v.load_physical(0, TIMER, false, &mut lrs);
+        lrs.active[TIMER as usize] = true;
+        lrs.line[TIMER as usize] = true;
+        v.physical_fired(0, TIMER);
+        v.flush(0, &mut lrs);
+        v.sync(0, &mut lrs);
+        assert!(v.is_in_flight(0, TIMER));
+        // vCPU 1 (timer quiet) comes in on the same CPU: the PPI must be free.
+        v.load_physical(1, TIMER, false, &mut lrs);
+        assert!(!lrs.active[TIMER as usize]);
+        // vCPU 0 again: its interrupt is still in flight, the PPI active again.
+        v.load_physical(0, TIMER, true, &mut lrs);
+        assert!(lrs.active[TIMER as usize]);
+        v.flush(0, &mut lrs);
+        assert_eq!((lrs.lrs[0].state, lrs.lrs[0].physical), (LrState::Pending, Some(TIMER)));
+        // A vCPU whose line dropped while it was out (CPU_OFF, reset) is not
+        // handed a stale interrupt.
+        v.sync(0, &mut lrs);
+        v.load_physical(0, TIMER, false, &mut lrs);
+        assert!(!v.is_in_flight(0, TIMER));
+        assert!(!lrs.active[TIMER as usize]);
+    }
+
+    #[test]
+    fn an_asserted_line_of_a_vcpu_off_its_cpu_pends_once() {
+        let (mut v, mut lrs) = linked_timer();
+        assert!(v.assert_line(0, TIMER));
+        assert!(!v.assert_line(0, TIMER), "still pending: not again");
+        v.load_physical(0, TIMER, true, &mut lrs);
+        v.flush(0, &mut lrs);
+        lrs.lrs[0].state = LrState::Active;
+        v.sync(0, &mut lrs);
+        assert!(!v.assert_line(0, TIMER), "active: not again");
+        v.flush(0, &mut lrs);
+        lrs.lrs[0].state = LrState::Invalid;
+        v.sync(0, &mut lrs);
+        assert!(v.assert_line(0, TIMER), "completed and still high: pending again, as on hardware");
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The AArch64 EL2 back-end.
 //!
-//! `esr` and `descriptors` are pure (syndrome decoding, descriptor
-//! encoding) and tested on the host; everything that executes Arm
+//! `esr`, `descriptors` and `list_register` are pure (syndrome decoding,
+//! descriptor and list register encoding) and tested on the host; everything that executes Arm
 //! instructions is compiled only for `target_arch = "aarch64"`.
 
 pub mod descriptors;
 pub mod esr;
+pub mod list_register;
 
 #[cfg(target_arch = "aarch64")]
 pub mod boot;
