@@ -156,9 +156,7 @@ fn emulate_mmio(
             let mut uart = vm.uart.lock();
             if access.write {
                 if let Some(Pl011Effect::Transmit(byte)) = uart.model.write(offset, value as u32) {
-                    if let Some(line) = uart.line.push(byte) {
-                        crate::console::vm_line(&vm.name, line);
-                    }
+                    crate::console::vm_output(vm, &mut uart.line, byte);
                 }
             } else {
                 let v = uart.model.read(offset).ok_or(())?;

@@ -304,6 +304,7 @@ pub fn run_cpu(index: usize) -> ! {
     }
     loop {
         if index == 0 {
+            crate::console::show_quiet_line();
             crate::exits::poll_console(&cpu.gic, index);
             // Frames the uplink could not take earlier are retried here.
             if let Some((switch, _)) = system().uplink {
