@@ -19,16 +19,23 @@ pub struct Host<'a> {
 }
 
 impl ExitHost for Host<'_> {
-    fn virtio_access(&self, vm: &VmCore, nic: usize, offset: u64, width: AccessWidth, write: Option<u64>, cacheable: bool) -> u64 {
-        crate::nic::mmio(self.gic, self.me, vm.index, nic, offset, width, write, cacheable)
+    fn virtio_access(
+        &self,
+        vm: &VmCore,
+        nic: usize,
+        offset: u64,
+        width: AccessWidth,
+        write: Option<u64>,
+        cacheable: bool,
+    ) -> u64 {
+        crate::nic::mmio(
+            self.gic, self.me, vm.index, nic, offset, width, write, cacheable,
+        )
     }
 
     fn console_output(&self, vm: &VmCore, byte: u8) {
         let vm = &system().vms[vm.index];
-        let mut line = vm.console_line.lock();
-        if let Some(text) = line.push(byte) {
-            crate::console::vm_line(&vm.name, text);
-        }
+        crate::console::vm_output(vm, &mut vm.console_line.lock(), byte);
     }
 
     fn kick(&self, vm: &VmCore, vcpus: VcpuMask) {
@@ -83,7 +90,9 @@ pub fn poll_console(gic: &Gic, me: usize) {
         if !focus.uart.lock().can_receive() {
             return;
         }
-        let Some(byte) = crate::console::poll_input() else { return };
+        let Some(byte) = crate::console::poll_input() else {
+            return;
+        };
         if ESCAPE.swap(false, Ordering::Relaxed) {
             match byte {
                 b'n' => {

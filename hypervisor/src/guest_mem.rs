@@ -48,11 +48,21 @@ impl VmMemory {
     /// with the maintenance `policy` asks for.
     pub fn new(ipa: u64, size: u64, alias: u64, policy: Policy, window: (u64, u64)) -> Self {
         let hooks = if policy.maintains() {
-            Hooks::Maintain(MaintainHooks::new(Aarch64CacheOps::new(), policy, HostVirtAddr::new(window.0), window.1))
+            Hooks::Maintain(MaintainHooks::new(
+                Aarch64CacheOps::new(),
+                policy,
+                HostVirtAddr::new(window.0),
+                window.1,
+            ))
         } else {
             Hooks::Coherent
         };
-        Self { ipa, size, alias, hooks }
+        Self {
+            ipa,
+            size,
+            alias,
+            hooks,
+        }
     }
 
     /// Cache lines maintained so far.
@@ -63,12 +73,14 @@ impl VmMemory {
         }
     }
 
-
     /// The alias address of `gpa..gpa+len`, if it lies inside RAM.
     fn translate(&self, gpa: GuestPhysAddr, len: u64) -> Result<u64, MemError> {
         let end = gpa.raw().checked_add(len).ok_or(MemError::Overflow)?;
         if gpa.raw() < self.ipa || end > self.ipa + self.size {
-            return Err(MemError::OutOfRange { gpa: gpa.raw(), len });
+            return Err(MemError::OutOfRange {
+                gpa: gpa.raw(),
+                len,
+            });
         }
         Ok(self.alias + (gpa.raw() - self.ipa))
     }

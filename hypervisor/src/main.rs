@@ -17,6 +17,7 @@ mod sched;
 mod shutdown;
 mod uplink;
 mod vm;
+mod vtimer;
 
 use chroma_arch::aarch64::{cpu, vectors::El2Frame};
 use core::panic::PanicInfo;
@@ -31,7 +32,11 @@ extern "C" fn chroma_primary_main(dtb: usize) -> ! {
     // SAFETY: called once, by the boot CPU, before anything else runs.
     unsafe { mm::early_mmu_on(dtb) };
     console::init_early();
-    log::info!("chroma {} starting at EL2 (dtb at {:#x})", env!("CARGO_PKG_VERSION"), dtb);
+    log::info!(
+        "chroma {} starting at EL2 (dtb at {:#x})",
+        env!("CARGO_PKG_VERSION"),
+        dtb
+    );
     let board = match platform_info::discover(dtb) {
         Ok(b) => b,
         Err(e) => fatal_fmt(format_args!("{e}")),
@@ -60,13 +65,19 @@ extern "C" fn chroma_secondary_main(cpu: usize) -> ! {
 /// An exception taken at EL2 itself: a hypervisor bug. Report and stop.
 #[no_mangle]
 extern "C" fn chroma_el2_exception(frame: &El2Frame, kind: u64) -> ! {
-    chroma_arch::aarch64::vectors::report_el2_exception(frame, kind, |line| console::emergency(line));
+    chroma_arch::aarch64::vectors::report_el2_exception(frame, kind, |line| {
+        console::emergency(line)
+    });
     shutdown::power_off()
 }
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
-    console::emergency(format_args!("chroma: PANIC on CPU {:#x}: {}", cpu::affinity(), info));
+    console::emergency(format_args!(
+        "chroma: PANIC on CPU {:#x}: {}",
+        cpu::affinity(),
+        info
+    ));
     shutdown::power_off()
 }
 

@@ -8,7 +8,9 @@ use crate::platform_info::BoardInfo;
 use chroma_arch::aarch64::boot::{self, MmuConfig};
 use chroma_arch::aarch64::descriptors::{El2Stage1Format, MAIR_EL2_VALUE};
 use chroma_core::frames::Frames;
-use chroma_core::pagetable::{Attributes, Descriptor, Geometry, PageTable, PageTableFormat, TableMemory, PAGE_SIZE};
+use chroma_core::pagetable::{
+    Attributes, Descriptor, Geometry, PageTable, PageTableFormat, TableMemory, PAGE_SIZE,
+};
 use chroma_core::HostPhysAddr;
 use chroma_manifest::{Manifest, ManifestError};
 use spin::{Mutex, Once};
@@ -77,7 +79,12 @@ pub fn pa_range_field() -> u64 {
 
 fn mmu_config(root: u64) -> MmuConfig {
     use chroma_arch::aarch64::el2;
-    MmuConfig { mair: MAIR_EL2_VALUE, tcr: el2::tcr_el2(EL2_VA_BITS, pa_range_field()), ttbr0: root, sctlr: el2::sctlr_el2() }
+    MmuConfig {
+        mair: MAIR_EL2_VALUE,
+        tcr: el2::tcr_el2(EL2_VA_BITS, pa_range_field()),
+        ttbr0: root,
+        sctlr: el2::sctlr_el2(),
+    }
 }
 
 /// Turns the MMU on with a coarse identity map (the image's GiB and the
@@ -91,14 +98,26 @@ pub unsafe fn early_mmu_on(dtb: usize) {
     let table = core::ptr::addr_of_mut!(EARLY_L1) as *mut u64;
     let set = |address: u64, attributes: Attributes| {
         let index = (address / GIB) as usize % 512;
-        let leaf = Descriptor::Leaf { output: HostPhysAddr::new(address & !(GIB - 1)), attributes };
+        let leaf = Descriptor::Leaf {
+            output: HostPhysAddr::new(address & !(GIB - 1)),
+            attributes,
+        };
         // SAFETY: `table` is the static early table; no one else uses it and
         // the MMU is off, so the walker does not read it yet.
-        unsafe { table.add(index).write_volatile(El2Stage1Format::encode(leaf, 1)) };
+        unsafe {
+            table
+                .add(index)
+                .write_volatile(El2Stage1Format::encode(leaf, 1))
+        };
     };
     // The boot UART first: if it shares a GiB with RAM the RAM mapping wins.
     set(chroma_platform::BOARD.early_uart as u64, Attributes::DEVICE);
-    let rwx = Attributes { read: true, write: true, execute: true, memory: chroma_core::pagetable::MemoryType::Normal };
+    let rwx = Attributes {
+        read: true,
+        write: true,
+        execute: true,
+        memory: chroma_core::pagetable::MemoryType::Normal,
+    };
     set(dtb as u64, rwx);
     set(image_start(), rwx);
     let root = table as u64;
@@ -157,17 +176,35 @@ pub fn init(board: &BoardInfo) {
     {
         let mut frames = FRAMES.lock();
         for range in board.memory.iter().flatten() {
-            add_minus(&mut frames, range.0, range.1, &[(image_start(), used_end), board.dtb_range, (heap, heap + HEAP_BYTES)]);
+            add_minus(
+                &mut frames,
+                range.0,
+                range.1,
+                &[
+                    (image_start(), used_end),
+                    board.dtb_range,
+                    (heap, heap + HEAP_BYTES),
+                ],
+            );
         }
     }
     let mut tables = PhysTables;
-    let mut map = PageTable::new(&mut tables, Geometry::stage1(EL2_VA_BITS).unwrap_or_else(|| crate::fatal("bad VA size")))
-        .unwrap_or_else(|_| crate::fatal("no memory for EL2 tables"));
+    let mut map = PageTable::new(
+        &mut tables,
+        Geometry::stage1(EL2_VA_BITS).unwrap_or_else(|| crate::fatal("bad VA size")),
+    )
+    .unwrap_or_else(|_| crate::fatal("no memory for EL2 tables"));
     let mut map_range = |start: u64, end: u64, attributes: Attributes| {
         if end > start {
             let start = start & !(PAGE_SIZE - 1);
             let end = end.next_multiple_of(PAGE_SIZE);
-            if let Err(e) = map.map::<El2Stage1Format, _>(&mut tables, start, HostPhysAddr::new(start), end - start, attributes) {
+            if let Err(e) = map.map::<El2Stage1Format, _>(
+                &mut tables,
+                start,
+                HostPhysAddr::new(start),
+                end - start,
+                attributes,
+            ) {
                 log::warn!("EL2 map {start:#x}..{end:#x}: {e}");
             }
         }
@@ -222,8 +259,16 @@ pub fn init(board: &BoardInfo) {
 /// (normal memory, read/write, never executable).
 pub fn map_alias(va: u64, pa: u64, len: u64) -> Result<(), chroma_core::pagetable::MapError> {
     let mut tables = EL2_TABLES.lock();
-    let map = tables.as_mut().ok_or(chroma_core::pagetable::MapError::OutOfMemory)?;
-    map.map::<El2Stage1Format, _>(&mut PhysTables, va, HostPhysAddr::new(pa), len, Attributes::DATA)?;
+    let map = tables
+        .as_mut()
+        .ok_or(chroma_core::pagetable::MapError::OutOfMemory)?;
+    map.map::<El2Stage1Format, _>(
+        &mut PhysTables,
+        va,
+        HostPhysAddr::new(pa),
+        len,
+        Attributes::DATA,
+    )?;
     // New entries replace invalid ones: no break-before-make needed, but the
     // walker must see them before the first access.
     chroma_arch::aarch64::cpu::publish_new_mappings();

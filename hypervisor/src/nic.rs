@@ -23,7 +23,6 @@ use spin::Mutex;
 /// Consecutive single-frame polls after which a NIC stops deferring kicks.
 const SYNCHRONOUS_POLLS: u64 = 8;
 
-
 /// A device and the memory view it works through.
 pub struct NicState {
     /// The virtio-net device model.
@@ -147,10 +146,16 @@ pub fn mmio(
         let NicState { device, memory } = &mut *guard;
         match write {
             Some(v) => {
-                let action = device.mmio_write(offset, width, v as u32, memory).unwrap_or(MmioAction::None);
+                let action = device
+                    .mmio_write(offset, width, v as u32, memory)
+                    .unwrap_or(MmioAction::None);
                 (0, action, device.take_irq_edge())
             }
-            None => (u64::from(device.mmio_read(offset, width).unwrap_or(0)), MmioAction::None, false),
+            None => (
+                u64::from(device.mmio_read(offset, width).unwrap_or(0)),
+                MmioAction::None,
+                false,
+            ),
         }
     };
     if edge {
@@ -164,15 +169,23 @@ pub fn mmio(
             // A driver that queues several frames before it kicks (Linux,
             // with xmit_more) gains from polling instead of a kick per batch:
             // switch this NIC to deferred kicks once a kick brings a batch.
-            if queue == chroma_virtio::net::TX_QUEUE as u16 && nic.counters.single_frame_polls.load(Ordering::Relaxed) < SYNCHRONOUS_POLLS {
+            if queue == chroma_virtio::net::TX_QUEUE as u16
+                && nic.counters.single_frame_polls.load(Ordering::Relaxed) < SYNCHRONOUS_POLLS
+            {
                 let mut guard = nic.state.lock();
-                if !guard.device.device.defer_tx && guard.device.device.tx_chains.saturating_sub(before) >= 2 {
+                if !guard.device.device.defer_tx
+                    && guard.device.device.tx_chains.saturating_sub(before) >= 2
+                {
                     guard.device.device.defer_tx = true;
                     log::info!("vm {}: its driver batches transmits: TX kicks deferred, the queue is polled", vm.name);
                 }
             }
         }
-        MmioAction::Reset => sys.switches[nic.switch].state.lock().switch.port_reset(nic.port),
+        MmioAction::Reset => sys.switches[nic.switch]
+            .state
+            .lock()
+            .switch
+            .port_reset(nic.port),
         MmioAction::DriverOk => {
             choose_policy(vm, nic, cacheable);
             run_switch(gic, me, nic.switch)
@@ -192,15 +205,28 @@ fn choose_policy(vm: &crate::vm::Vm, nic: &Nic, cached: bool) {
     let (geometry, forced) = &system().cache;
     // `cached`: how the vCPU that wrote DRIVER_OK maps memory (the arch
     // seam reads its MMU and cache enables).
-    let guest_memory = if cached { GuestMemoryType::WriteBack } else { GuestMemoryType::NonCacheable };
-    let inputs = PolicyInputs { guest_memory, forced: *forced, ..PolicyInputs::default() };
+    let guest_memory = if cached {
+        GuestMemoryType::WriteBack
+    } else {
+        GuestMemoryType::NonCacheable
+    };
+    let inputs = PolicyInputs {
+        guest_memory,
+        forced: *forced,
+        ..PolicyInputs::default()
+    };
     let policy = match geometry {
         Some(g) => Policy::choose(g, inputs),
         None => Policy::Maintain,
     };
     let chroma_core::vm::RamRegion { ipa, size } = vm.ram;
     nic.state.lock().memory = VmMemory::new(ipa, size, vm.alias, policy, crate::mm::ALIAS_WINDOW);
-    log::info!("vm {}: NIC driver up, guest caches {}: cache policy {:?}", vm.name, if cached { "on" } else { "off" }, policy);
+    log::info!(
+        "vm {}: NIC driver up, guest caches {}: cache policy {:?}",
+        vm.name,
+        if cached { "on" } else { "off" },
+        policy
+    );
 }
 
 /// Raises `nic`'s interrupt in its VM.
@@ -215,11 +241,19 @@ fn inject(gic: &Gic, me: usize, vm_index: usize, nic: &Nic) {
 /// then raises the interrupts the completions asked for.
 pub fn run_switch(gic: &Gic, me: usize, index: usize) {
     let sys = system();
-    let Some(entry) = sys.switches.get(index) else { return };
+    let Some(entry) = sys.switches.get(index) else {
+        return;
+    };
     let mut guard = entry.state.lock();
-    let SwitchState { switch, members, uplink } = &mut *guard;
-    let mut states: Vec<spin::MutexGuard<'_, NicState>> =
-        members.iter().map(|&(v, n)| sys.vms[v].nics[n].state.lock()).collect();
+    let SwitchState {
+        switch,
+        members,
+        uplink,
+    } = &mut *guard;
+    let mut states: Vec<spin::MutexGuard<'_, NicState>> = members
+        .iter()
+        .map(|&(v, n)| sys.vms[v].nics[n].state.lock())
+        .collect();
     {
         let mut ports: Vec<AnyPort<'_>> = states
             .iter_mut()
@@ -240,7 +274,8 @@ pub fn run_switch(gic: &Gic, me: usize, index: usize) {
     }
     for (state, &(v, n)) in states.iter_mut().zip(members.iter()) {
         let nic = &sys.vms[v].nics[n];
-        nic.polling.store(state.device.device.tx_polling, Ordering::Release);
+        nic.polling
+            .store(state.device.device.tx_polling, Ordering::Release);
         if state.device.take_irq_edge() {
             inject(gic, me, v, nic);
         }
@@ -249,7 +284,10 @@ pub fn run_switch(gic: &Gic, me: usize, index: usize) {
 
 /// Whether any NIC of VM `vm_index` is being polled.
 pub fn vm_polling(vm_index: usize) -> bool {
-    system().vms[vm_index].nics.iter().any(|nic| nic.polling.load(Ordering::Acquire))
+    system().vms[vm_index]
+        .nics
+        .iter()
+        .any(|nic| nic.polling.load(Ordering::Acquire))
 }
 
 /// Polls VM `vm_index`'s NICs that defer TX kicks (called on the VM's
@@ -264,7 +302,8 @@ pub fn poll_vm(gic: &Gic, me: usize, vm_index: usize, preempted: bool) {
             let mut guard = nic.state.lock();
             let NicState { device, memory } = &mut *guard;
             let busy = chroma_virtio::net::poll_tx(device, memory);
-            nic.polling.store(device.device.tx_polling, Ordering::Release);
+            nic.polling
+                .store(device.device.tx_polling, Ordering::Release);
             (busy, device.device.tx_chains)
         };
         if busy {
@@ -279,9 +318,18 @@ pub fn poll_vm(gic: &Gic, me: usize, vm_index: usize, preempted: bool) {
             let mut guard = nic.state.lock();
             let frames = guard.device.device.tx_chains.saturating_sub(before);
             if preempted && frames <= 1 {
-                if nic.counters.single_frame_polls.fetch_add(1, Ordering::Relaxed) + 1 >= SYNCHRONOUS_POLLS {
+                if nic
+                    .counters
+                    .single_frame_polls
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1
+                    >= SYNCHRONOUS_POLLS
+                {
                     guard.device.device.defer_tx = false;
-                    log::info!("vm {}: its driver waits for every frame: TX kicks instead of polling", sys.vms[vm_index].name);
+                    log::info!(
+                        "vm {}: its driver waits for every frame: TX kicks instead of polling",
+                        sys.vms[vm_index].name
+                    );
                 }
             } else if frames > 1 {
                 nic.counters.single_frame_polls.store(0, Ordering::Relaxed);
@@ -296,7 +344,11 @@ pub fn detach_vm(vm_index: usize) {
     let sys = system();
     for nic in sys.vms[vm_index].nics.iter() {
         nic.state.lock().device.reset();
-        sys.switches[nic.switch].state.lock().switch.port_reset(nic.port);
+        sys.switches[nic.switch]
+            .state
+            .lock()
+            .switch
+            .port_reset(nic.port);
     }
 }
 
@@ -305,7 +357,11 @@ pub fn report(vm_index: usize) {
     let sys = system();
     let vm = &sys.vms[vm_index];
     for (i, nic) in vm.nics.iter().enumerate() {
-        let port = sys.switches[nic.switch].state.lock().switch.counters(nic.port);
+        let port = sys.switches[nic.switch]
+            .state
+            .lock()
+            .switch
+            .counters(nic.port);
         let stats = nic.state.lock().memory.stats();
         let packets = (port.rx_packets + port.tx_packets).max(1);
         let per_packet = |n: u64| n as f64 / packets as f64;

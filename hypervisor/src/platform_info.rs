@@ -5,7 +5,9 @@ use alloc::vec::Vec;
 use chroma_arch::aarch64::cpu::Conduit;
 use chroma_arch::aarch64::gic::GicKind;
 use chroma_core::vgic::GicVersion;
-use chroma_devtree::{build_guest_dtb, parse_board, EnableMethod, Gic, GuestDtbSpec, GuestGic, PsciConduit, UartKind};
+use chroma_devtree::{
+    build_guest_dtb, parse_board, EnableMethod, Gic, GuestDtbSpec, GuestGic, PsciConduit, UartKind,
+};
 use chroma_manifest::VmSpec;
 
 /// Most RAM ranges and device windows kept.
@@ -97,7 +99,9 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
         return Err(BoardError::InterruptController(kind, registers.base));
     }
     let maintenance = match board.gic {
-        Gic::V2 { maintenance, .. } | Gic::V3 { maintenance, .. } => maintenance.and_then(|m| m.intid()),
+        Gic::V2 { maintenance, .. } | Gic::V3 { maintenance, .. } => {
+            maintenance.and_then(|m| m.intid())
+        }
         Gic::NotGic { .. } => None,
     };
     let mut info = BoardInfo {
@@ -108,9 +112,15 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
         gic: GicKind::V3 { gicd: 0, gicr: 0 },
         gicv: None,
         cpus: [None; chroma_arch::aarch64::boot::MAX_CPUS],
-        maintenance_intid: maintenance.ok_or(BoardError::NoVirtualGic("the GIC node has no maintenance interrupt"))?,
-        hyp_timer_intid: board.timer.hyp.intid().ok_or(BoardError::NoVirtualGic("the timer has no hypervisor timer PPI"))?,
-        virt_timer_intid: board.timer.virt.intid().ok_or(BoardError::NoVirtualGic("the timer has no virtual timer PPI"))?,
+        maintenance_intid: maintenance.ok_or(BoardError::NoVirtualGic(
+            "the GIC node has no maintenance interrupt",
+        ))?,
+        hyp_timer_intid: board.timer.hyp.intid().ok_or(BoardError::NoVirtualGic(
+            "the timer has no hypervisor timer PPI",
+        ))?,
+        virt_timer_intid: board.timer.virt.intid().ok_or(BoardError::NoVirtualGic(
+            "the timer has no virtual timer PPI",
+        ))?,
         ipa_bits: chroma_arch::aarch64::cpu::physical_address_bits().min(48),
         dtb_range: (dtb as u64, (dtb + total) as u64),
         virtio: [None; 32],
@@ -121,7 +131,9 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
     for (slot, cpu) in info.cpus.iter_mut().zip(board.cpus.iter()) {
         let start = match (cpu.enable_method, board.psci.map(|p| p.conduit)) {
             (EnableMethod::Psci, Some(PsciConduit::Smc)) => SecondaryStart::Psci(Conduit::Smc),
-            (EnableMethod::Psci, Some(PsciConduit::Hvc)) => SecondaryStart::Unsupported("PSCI over HVC"),
+            (EnableMethod::Psci, Some(PsciConduit::Hvc)) => {
+                SecondaryStart::Unsupported("PSCI over HVC")
+            }
             (EnableMethod::Psci, None) => SecondaryStart::Unsupported("PSCI without a /psci node"),
             (EnableMethod::SpinTable { .. }, _) => SecondaryStart::Unsupported("spin-table"),
             (EnableMethod::Other, _) => SecondaryStart::Unsupported("unknown"),
@@ -129,12 +141,18 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
         *slot = Some((cpu.mpidr, start));
     }
     for (slot, v) in info.virtio.iter_mut().zip(board.virtio_mmio.iter()) {
-        *slot = v.interrupt.intid().map(|intid| (v.mmio.base, v.mmio.size, intid));
+        *slot = v
+            .interrupt
+            .intid()
+            .map(|intid| (v.mmio.base, v.mmio.size, intid));
     }
     // No heap yet: a fixed list.
     let mut devices = [(0u64, 0u64); 5];
     // The virtio-mmio windows, as one range (the uplink is one of them).
-    let windows = board.virtio_mmio.iter().map(|v| (v.mmio.base, v.mmio.base + v.mmio.size));
+    let windows = board
+        .virtio_mmio
+        .iter()
+        .map(|v| (v.mmio.base, v.mmio.base + v.mmio.size));
     if let Some((low, high)) = windows.reduce(|a, b| (a.0.min(b.0), a.1.max(b.1))) {
         let low = low & !0xfff;
         devices[4] = (low, (high - low).next_multiple_of(0x1000));
@@ -143,10 +161,19 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
         devices[0] = (board.console.mmio.base, board.console.mmio.size.max(0x1000));
     }
     match board.gic {
-        Gic::V2 { distributor, cpu_interface, hyp_interface, virtual_cpu_interface, .. } => {
-            let gich = hyp_interface.ok_or(BoardError::NoVirtualGic("GICv2 without virtualization extensions (no GICH)"))?;
-            let gicv =
-                virtual_cpu_interface.ok_or(BoardError::NoVirtualGic("GICv2 without a virtual CPU interface (no GICV)"))?;
+        Gic::V2 {
+            distributor,
+            cpu_interface,
+            hyp_interface,
+            virtual_cpu_interface,
+            ..
+        } => {
+            let gich = hyp_interface.ok_or(BoardError::NoVirtualGic(
+                "GICv2 without virtualization extensions (no GICH)",
+            ))?;
+            let gicv = virtual_cpu_interface.ok_or(BoardError::NoVirtualGic(
+                "GICv2 without a virtual CPU interface (no GICV)",
+            ))?;
             info.gic = GicKind::V2 {
                 gicd: distributor.base as usize,
                 gicc: cpu_interface.base as usize,
@@ -157,14 +184,25 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
             devices[2] = (cpu_interface.base, cpu_interface.size);
             devices[3] = (gich.base, gich.size);
         }
-        Gic::V3 { distributor, redistributors, .. } => {
-            info.gic = GicKind::V3 { gicd: distributor.base as usize, gicr: redistributors.base as usize };
+        Gic::V3 {
+            distributor,
+            redistributors,
+            ..
+        } => {
+            info.gic = GicKind::V3 {
+                gicd: distributor.base as usize,
+                gicr: redistributors.base as usize,
+            };
             devices[1] = (distributor.base, distributor.size);
             devices[2] = (redistributors.base, redistributors.size);
         }
         Gic::NotGic { .. } => {}
     }
-    for (slot, device) in info.devices.iter_mut().zip(devices.into_iter().filter(|d| d.1 != 0)) {
+    for (slot, device) in info
+        .devices
+        .iter_mut()
+        .zip(devices.into_iter().filter(|d| d.1 != 0))
+    {
         *slot = Some(device);
     }
     Ok(info)

@@ -17,7 +17,7 @@ use chroma_arch::aarch64::gic::{Gic, GicKind};
 use chroma_arch::aarch64::irq::GicCpuTarget;
 use chroma_arch::aarch64::vcpu::{self as arch_vcpu, Vcpu};
 use chroma_arch::aarch64::vectors::ExceptionKind;
-use chroma_core::irq::{self, InterruptController, IrqRole, IrqRoles};
+use chroma_core::irq::{self, Completion, InterruptController, IrqRole, IrqRoles};
 use chroma_core::run::{self, Clock, Next, RoundRobin};
 use chroma_core::vcpu::{handle_exit, Action};
 use chroma_core::vgic::{GicVersion, VcpuMask, MAX_VCPUS};
@@ -64,7 +64,9 @@ pub static FOCUS: AtomicUsize = AtomicUsize::new(0);
 
 /// The shared system state.
 pub fn system() -> &'static System {
-    SYSTEM.get().unwrap_or_else(|| crate::fatal("system not initialised"))
+    SYSTEM
+        .get()
+        .unwrap_or_else(|| crate::fatal("system not initialised"))
 }
 
 /// VTCR_EL2 for `ipa_bits`: T0SZ, start level, write-back inner shareable
@@ -108,11 +110,17 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
         }
     }
     if let Err(e) = cache.aliases.check_invariant() {
-        crate::fatal_fmt(format_args!("guest-RAM aliases break the colour invariant: {e:?}"));
+        crate::fatal_fmt(format_args!(
+            "guest-RAM aliases break the colour invariant: {e:?}"
+        ));
     }
     let switches = build_switches(manifest, &vms, board);
-    let uplink = switches.iter().enumerate().find_map(|(i, s)| s.state.lock().uplink.as_ref().map(|u| (i, u.intid)));
-    let geometry = chroma_core::pagetable::Geometry::stage2(board.ipa_bits).unwrap_or_else(|| crate::fatal("IPA size"));
+    let uplink = switches
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| s.state.lock().uplink.as_ref().map(|u| (i, u.intid)));
+    let geometry = chroma_core::pagetable::Geometry::stage2(board.ipa_bits)
+        .unwrap_or_else(|| crate::fatal("IPA size"));
     SYSTEM.call_once(|| System {
         vms,
         failed_to_start: failed,
@@ -150,15 +158,37 @@ fn cache_setup(manifest: &Manifest<'static>) -> Option<crate::vm::CacheSetup> {
         Ok(g) => {
             // Guests map their rings write-back (virtio nodes are dma-coherent);
             // a guest with its caches off is caught when its driver starts.
-            let policy = Policy::choose(g, PolicyInputs { forced, ..PolicyInputs::default() });
-            let colours = if forced { g.data_colours().max(4) } else if policy.colours() { g.data_colours() } else { 1 };
+            let policy = Policy::choose(
+                g,
+                PolicyInputs {
+                    forced,
+                    ..PolicyInputs::default()
+                },
+            );
+            let colours = if forced {
+                g.data_colours().max(4)
+            } else if policy.colours() {
+                g.data_colours()
+            } else {
+                1
+            };
             (policy, colours)
         }
-        Err(_) => (if forced { Policy::ColourAndMaintain } else { Policy::Maintain }, if forced { 4 } else { 1 }),
+        Err(_) => (
+            if forced {
+                Policy::ColourAndMaintain
+            } else {
+                Policy::Maintain
+            },
+            if forced { 4 } else { 1 },
+        ),
     };
     log::info!(
         "caches: {:?}; policy {:?}{}, {} colour(s) for guest-memory aliases",
-        geometry.as_ref().map(|g| g.data_colours()).map_err(|_| "unknown geometry"),
+        geometry
+            .as_ref()
+            .map(|g| g.data_colours())
+            .map_err(|_| "unknown geometry"),
         policy,
         if forced { " (forced)" } else { "" },
         colours
@@ -171,11 +201,20 @@ fn cache_setup(manifest: &Manifest<'static>) -> Option<crate::vm::CacheSetup> {
         colours,
     )
     .ok()?;
-    Some(crate::vm::CacheSetup { aliases, policy, geometry: geometry.ok(), forced })
+    Some(crate::vm::CacheSetup {
+        aliases,
+        policy,
+        geometry: geometry.ok(),
+        forced,
+    })
 }
 
 /// Builds the switches of the manifest with their VM ports, and the uplink.
-fn build_switches(manifest: &Manifest<'static>, vms: &[Vm], board: &BoardInfo) -> Vec<crate::nic::SwitchEntry> {
+fn build_switches(
+    manifest: &Manifest<'static>,
+    vms: &[Vm],
+    board: &BoardInfo,
+) -> Vec<crate::nic::SwitchEntry> {
     use chroma_virtio::switch::{Switch, SwitchConfig};
     let mut switches = Vec::new();
     for (index, spec) in manifest.switches().enumerate() {
@@ -192,18 +231,33 @@ fn build_switches(manifest: &Manifest<'static>, vms: &[Vm], board: &BoardInfo) -
             let windows: Vec<(u64, u64, u32)> = board.virtio.iter().flatten().copied().collect();
             let u = crate::uplink::Uplink::probe(&windows);
             if u.is_none() {
-                log::warn!("switch {}: the board has no virtio-net NIC: no uplink", spec.name);
+                log::warn!(
+                    "switch {}: the board has no virtio-net NIC: no uplink",
+                    spec.name
+                );
             }
             u
         } else {
             None
         };
         let port_count = members.len() + usize::from(uplink.is_some());
-        let config = SwitchConfig { port_count: port_count.max(1), ..SwitchConfig::default() };
-        log::info!("switch {}: {} port(s){}", spec.name, port_count, if uplink.is_some() { ", uplink" } else { "" });
+        let config = SwitchConfig {
+            port_count: port_count.max(1),
+            ..SwitchConfig::default()
+        };
+        log::info!(
+            "switch {}: {} port(s){}",
+            spec.name,
+            port_count,
+            if uplink.is_some() { ", uplink" } else { "" }
+        );
         switches.push(crate::nic::SwitchEntry {
             name: spec.name,
-            state: spin::Mutex::new(crate::nic::SwitchState { switch: Switch::new(config), members, uplink }),
+            state: spin::Mutex::new(crate::nic::SwitchState {
+                switch: Switch::new(config),
+                members,
+                uplink,
+            }),
         });
     }
     switches
@@ -222,7 +276,9 @@ pub fn start_secondaries(board: &BoardInfo) -> usize {
         match how {
             SecondaryStart::Psci(conduit) => match cpu::start_secondary(*conduit, *mpidr, index) {
                 Ok(()) => started += 1,
-                Err(code) => log::warn!("CPU {index} (MPIDR {mpidr:#x}) did not start: PSCI {code}"),
+                Err(code) => {
+                    log::warn!("CPU {index} (MPIDR {mpidr:#x}) did not start: PSCI {code}")
+                }
             },
             SecondaryStart::Unsupported(what) => {
                 log::warn!("CPU {index} (MPIDR {mpidr:#x}) stays off: enable method {what} is not supported by this build")
@@ -257,12 +313,24 @@ pub fn run_cpu(index: usize) -> ! {
     // SAFETY: the GIC frames were mapped by the boot CPU before this CPU started.
     let gic = unsafe { Gic::new(sys.gic) };
     gic.init_cpu(&sys.roles.private_interrupts());
+    crate::vtimer::init_cpu();
     *sys.cpu_targets[index.min(MAX_CPUS - 1)].lock() = gic.this_cpu();
     init_el2_controls(sys);
-    let mut cpu = Cpu { index, gic, vcpus: Vec::new(), loaded: None, round_robin: RoundRobin::default() };
+    let mut cpu = Cpu {
+        index,
+        gic,
+        vcpus: Vec::new(),
+        loaded: None,
+        round_robin: RoundRobin::default(),
+    };
     for vm in sys.vms.iter() {
         for id in (0..vm.vcpu_count()).filter(|&id| vm.affinity[id] == index) {
-            cpu.vcpus.push(VcpuSlot { vm, id, vcpu: Vcpu::default(), waiting: false });
+            cpu.vcpus.push(VcpuSlot {
+                vm,
+                id,
+                vcpu: Vcpu::default(),
+                waiting: false,
+            });
         }
     }
     if index == 0 {
@@ -270,6 +338,7 @@ pub fn run_cpu(index: usize) -> ! {
     }
     loop {
         if index == 0 {
+            crate::console::show_quiet_line();
             crate::exits::poll_console(&cpu.gic, index);
             // Frames the uplink could not take earlier are retried here.
             if let Some((switch, _)) = system().uplink {
@@ -279,7 +348,9 @@ pub fn run_cpu(index: usize) -> ! {
         // Parked vCPUs whose timer expired while others ran become runnable.
         cpu.wake_expired_timers();
         let slots = &cpu.vcpus;
-        match cpu.round_robin.pick(slots.len(), |k| run::runnable(&slots[k].vm.core, slots[k].id, slots[k].waiting)) {
+        match cpu.round_robin.pick(slots.len(), |k| {
+            run::runnable(&slots[k].vm.core, slots[k].id, slots[k].waiting)
+        }) {
             Some(k) => cpu.run(k),
             None => cpu.idle(),
         }
@@ -295,7 +366,10 @@ fn init_el2_controls(sys: &System) {
 
 impl Cpu {
     fn runnable_count(&self) -> usize {
-        self.vcpus.iter().filter(|v| run::runnable(&v.vm.core, v.id, v.waiting)).count()
+        self.vcpus
+            .iter()
+            .filter(|v| run::runnable(&v.vm.core, v.id, v.waiting))
+            .count()
     }
 
     /// Makes vCPU `k`'s EL1 state the CPU's.
@@ -309,6 +383,7 @@ impl Cpu {
         // SAFETY: vCPU k runs next on this CPU, after `run` installs its
         // VM's stage-2 tables.
         unsafe { self.vcpus[k].vcpu.restore(&self.gic) };
+        crate::vtimer::load(&mut self.gic, self.vcpus[k].vm, self.vcpus[k].id);
         self.loaded = Some(k);
     }
 
@@ -330,7 +405,12 @@ impl Cpu {
         // SAFETY: the stage-2 root and VMID are this VM's own.
         unsafe { arch_vcpu::switch_to(vm.vmid, vm.stage2.root().raw(), id) };
         let now = cpu::now();
-        let extra = run::entry_deadline(sys.clock, now, self.runnable_count(), crate::nic::vm_polling(vm.index));
+        let extra = run::entry_deadline(
+            sys.clock,
+            now,
+            self.runnable_count(),
+            crate::nic::vm_polling(vm.index),
+        );
         cpu::arm_timer(self.next_deadline(Some(k), extra));
         self.vcpus[k].waiting = false;
         loop {
@@ -345,16 +425,28 @@ impl Cpu {
             // HCR_EL2 traps what the hypervisor must see.
             let kind = unsafe { self.vcpus[k].vcpu.enter() };
             vm.running[id].store(false, Ordering::Release);
-            vm.vgic.lock().sync(id, &self.gic);
+            vm.vgic.lock().sync(id, &mut self.gic);
             let action = match kind {
                 ExceptionKind::Synchronous => {
                     let (mut trapped, trap) = self.vcpus[k].vcpu.trapped();
-                    handle_exit(&vm.core, id, &mut trapped, &trap, &Host { gic: &self.gic, me: self.index })
+                    handle_exit(
+                        &vm.core,
+                        id,
+                        &mut trapped,
+                        &trap,
+                        &Host {
+                            gic: &self.gic,
+                            me: self.index,
+                        },
+                    )
                 }
                 ExceptionKind::Irq | ExceptionKind::Fiq => self.handle_interrupts(),
                 ExceptionKind::SError => {
                     let (_, trap) = self.vcpus[k].vcpu.trapped();
-                    vm.stop(StopReason::Faulted("SError while the guest ran", trap.syndrome));
+                    vm.stop(StopReason::Faulted(
+                        "SError while the guest ran",
+                        trap.syndrome,
+                    ));
                     Action::Off
                 }
             };
@@ -388,14 +480,17 @@ impl Cpu {
         let mut action = Action::Continue;
         irq::drain(&gic, &sys.roles, |role, _| match role {
             IrqRole::VirtualTimer => {
-                // The loaded vCPU's virtual timer fired: mask it at the timer
-                // (the guest unmasks when it reprograms it) and deliver it.
-                arch_vcpu::mask_live_timer();
+                // The loaded vCPU's virtual timer fired: delivered through a
+                // HW list register, the PPI stays active until the guest is
+                // done with it (priority drop only; see vtimer).
+                crate::vtimer::fired(
+                    &gic,
+                    self.loaded.map(|k| (self.vcpus[k].vm, self.vcpus[k].id)),
+                );
                 if let Some(k) = self.loaded {
-                    let slot = &mut self.vcpus[k];
-                    slot.vm.vgic.lock().inject(slot.id, sys.roles.virtual_timer);
-                    slot.waiting = false;
+                    self.vcpus[k].waiting = false;
                 }
+                Completion::HandledByHandler
             }
             IrqRole::Uplink => {
                 if let Some((switch, _)) = sys.uplink {
@@ -404,27 +499,29 @@ impl Cpu {
                     }
                     crate::nic::run_switch(&gic, self.index, switch);
                 }
+                Completion::End
             }
             IrqRole::HypervisorTimer => {
                 cpu::disarm_timer();
                 self.wake_expired_timers();
                 action = Action::Yield;
+                Completion::End
             }
             // A kick or the maintenance interrupt: the state they signal is
             // re-read before the next entry.
-            IrqRole::Kick | IrqRole::Maintenance | IrqRole::Unexpected => {}
+            IrqRole::Kick | IrqRole::Maintenance | IrqRole::Unexpected => Completion::End,
         });
         action
     }
 
-    /// Delivers the virtual timer of parked vCPUs whose deadline passed.
+    /// Delivers the virtual timer of vCPUs off the CPU whose deadline passed
+    /// (once per expiry: not while their timer interrupt is in flight).
     fn wake_expired_timers(&mut self) {
-        let sys = system();
         let now = cpu::now();
         for (k, slot) in self.vcpus.iter_mut().enumerate() {
-            if self.loaded != Some(k) && slot.vcpu.saved_timer().expired(now) {
-                slot.vcpu.mask_saved_timer();
-                slot.vm.vgic.lock().inject(slot.id, sys.roles.virtual_timer);
+            if self.loaded != Some(k)
+                && crate::vtimer::wake_if_expired(slot.vm, slot.id, slot.vcpu.saved_timer(), now)
+            {
                 slot.waiting = false;
             }
         }
@@ -433,14 +530,26 @@ impl Cpu {
     /// The earliest moment this CPU must look at its vCPUs again (see
     /// `run::next_deadline`); `running`'s own timer fires by itself.
     fn next_deadline(&self, running: Option<usize>, extra: Option<u64>) -> u64 {
-        let timers = self.vcpus.iter().enumerate().filter(|&(k, _)| Some(k) != running).map(|(k, slot)| {
-            if self.loaded == Some(k) {
-                arch_vcpu::live_timer()
-            } else {
-                slot.vcpu.saved_timer()
-            }
-        });
-        run::next_deadline(system().clock, cpu::now(), self.index == 0, extra, timers)
+        let deadlines = self
+            .vcpus
+            .iter()
+            .enumerate()
+            .filter(|&(k, _)| Some(k) != running)
+            .map(|(k, slot)| {
+                let registers = if self.loaded == Some(k) {
+                    arch_vcpu::live_timer()
+                } else {
+                    slot.vcpu.saved_timer()
+                };
+                crate::vtimer::deadline(slot.vm, slot.id, registers)
+            });
+        run::next_deadline(
+            system().clock,
+            cpu::now(),
+            self.index == 0,
+            extra,
+            deadlines,
+        )
     }
 
     /// Nothing to run: sleep until an interrupt or the next timer deadline.
@@ -481,7 +590,11 @@ pub fn report_if_all_stopped() {
     if FINISHING.swap(true, Ordering::SeqCst) {
         return;
     }
-    let clean = sys.vms.iter().filter(|vm| vm.stop_reason().is_some_and(|r| r.clean())).count();
+    let clean = sys
+        .vms
+        .iter()
+        .filter(|vm| vm.stop_reason().is_some_and(|r| r.clean()))
+        .count();
     let failed = sys.vms.len() - clean + sys.failed_to_start;
     shutdown::print_summary(clean, failed);
     let _ = console::poll_input();

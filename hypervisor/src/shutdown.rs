@@ -21,6 +21,8 @@ pub fn print_summary(clean: usize, failed: usize) {
         // The normal path: the logger prints it under the console lock.
         log::info!("all VMs stopped ({clean} clean, {failed} failed)");
     } else {
-        crate::console::emergency(format_args!("chroma: all VMs stopped ({clean} clean, {failed} failed)"));
+        crate::console::emergency(format_args!(
+            "chroma: all VMs stopped ({clean} clean, {failed} failed)"
+        ));
     }
 }

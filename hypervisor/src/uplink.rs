@@ -27,7 +27,10 @@ pub struct El2Hal;
 unsafe impl Hal for El2Hal {
     fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
         let bytes = pages as u64 * PAGE_SIZE;
-        let base = FRAMES.lock().alloc(bytes).unwrap_or_else(|| crate::fatal("uplink: no memory for DMA"));
+        let base = FRAMES
+            .lock()
+            .alloc(bytes)
+            .unwrap_or_else(|| crate::fatal("uplink: no memory for DMA"));
         // SAFETY: the frames were just allocated and are identity-mapped.
         unsafe { core::ptr::write_bytes(base.raw() as *mut u8, 0, bytes as usize) };
         let pointer = NonNull::new(base.raw() as *mut u8).unwrap_or(NonNull::dangling());
@@ -35,7 +38,10 @@ unsafe impl Hal for El2Hal {
     }
 
     unsafe fn dma_dealloc(paddr: PhysAddr, _vaddr: NonNull<u8>, pages: usize) -> i32 {
-        FRAMES.lock().free(chroma_core::HostPhysAddr::new(paddr as u64), pages as u64 * PAGE_SIZE);
+        FRAMES.lock().free(
+            chroma_core::HostPhysAddr::new(paddr as u64),
+            pages as u64 * PAGE_SIZE,
+        );
         0
     }
 
@@ -72,7 +78,9 @@ impl Uplink {
             let header = NonNull::new(base as *mut VirtIOHeader)?;
             // SAFETY: `base` is a virtio-mmio window from the device tree,
             // mapped as device memory at EL2, used by nothing else.
-            let Ok(transport) = (unsafe { MmioTransport::new(header, size as usize) }) else { continue };
+            let Ok(transport) = (unsafe { MmioTransport::new(header, size as usize) }) else {
+                continue;
+            };
             if transport.device_type() != DeviceType::Network {
                 continue;
             }
@@ -83,7 +91,12 @@ impl Uplink {
                         "uplink: virtio-net at {base:#x} (INTID {intid}), MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
                         mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
                     );
-                    return Some(Self { net, intid, sent: 0, received: 0 });
+                    return Some(Self {
+                        net,
+                        intid,
+                        sent: 0,
+                        received: 0,
+                    });
                 }
                 Err(e) => log::warn!("uplink: virtio-net at {base:#x} did not come up: {e:?}"),
             }
@@ -109,7 +122,10 @@ impl Port for Uplink {
                 frame[..len].copy_from_slice(&packet[..len]);
                 let _ = self.net.recycle_rx_buffer(buffer);
                 self.received += 1;
-                TxPoll::Frame { len, header: NetHeader::default() }
+                TxPoll::Frame {
+                    len,
+                    header: NetHeader::default(),
+                }
             }
             Err(_) => TxPoll::Empty,
         }

@@ -104,7 +104,11 @@ const DTB_RESERVE: u64 = 2 << 20;
 
 /// Reads the arm64 Image header: (text_offset, image_size).
 fn image_header(kernel: &[u8]) -> Option<(u64, u64)> {
-    let word = |at: usize| kernel.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    let word = |at: usize| {
+        kernel
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    };
     if kernel.get(0x38..0x3c)? != b"ARM\x64" {
         return None;
     }
@@ -136,9 +140,14 @@ impl Vm {
         let vcpu_count = (spec.vcpus as usize).clamp(1, MAX_VCPUS);
         let mut tables = PhysTables;
         let ipa_bits = board.ipa_bits;
-        let mut stage2 = PageTable::new(&mut tables, Geometry::stage2(ipa_bits).ok_or(VmError::Stage2)?)
+        let mut stage2 = PageTable::new(
+            &mut tables,
+            Geometry::stage2(ipa_bits).ok_or(VmError::Stage2)?,
+        )
+        .map_err(|_| VmError::Stage2)?;
+        stage2
+            .map::<Stage2Format, _>(&mut tables, ram_ipa, ram_pa, ram_size, Attributes::RAM)
             .map_err(|_| VmError::Stage2)?;
-        stage2.map::<Stage2Format, _>(&mut tables, ram_ipa, ram_pa, ram_size, Attributes::RAM).map_err(|_| VmError::Stage2)?;
         let map = QEMU_VIRT;
         if version == GicVersion::V2 {
             // The GICv2 CPU interface: the hardware virtual CPU interface
@@ -146,7 +155,13 @@ impl Vm {
             if let Some(gicv) = board.gicv {
                 let gicc = map.gic_cpu_interface.base;
                 stage2
-                    .map::<Stage2Format, _>(&mut tables, gicc, HostPhysAddr::new(gicv), map.gic_cpu_interface_used, Attributes::DEVICE)
+                    .map::<Stage2Format, _>(
+                        &mut tables,
+                        gicc,
+                        HostPhysAddr::new(gicv),
+                        map.gic_cpu_interface_used,
+                        Attributes::DEVICE,
+                    )
                     .map_err(|_| VmError::Stage2)?;
             }
         }
@@ -167,7 +182,8 @@ impl Vm {
             });
             // TX kicks start eager; nic::mmio defers them once the driver
             // shows it batches (see nic::poll_vm).
-            let device = chroma_virtio::net::new_net_device(net.mac, chroma_virtio::net::NET_FEATURES, 256);
+            let device =
+                chroma_virtio::net::new_net_device(net.mac, chroma_virtio::net::NET_FEATURES, 256);
             nics.push(Nic {
                 state: Mutex::new(NicState {
                     device,
@@ -181,13 +197,20 @@ impl Vm {
                 polling: AtomicBool::new(false),
             });
         }
-        let shape = VmShape { gic: version, vcpu_count, nic_count: nics.len() };
+        let shape = VmShape {
+            gic: version,
+            vcpu_count,
+            nic_count: nics.len(),
+        };
         let core = VmCore::new(
             index,
             alloc::string::String::from(spec.name),
             map,
             shape,
-            RamRegion { ipa: ram_ipa, size: ram_size },
+            RamRegion {
+                ipa: ram_ipa,
+                size: ram_size,
+            },
             core::array::from_fn(|i| usize::from(spec.cpu_affinity[i])),
             BootRequest::default(),
         );
@@ -212,7 +235,9 @@ impl Vm {
         let RamRegion { ipa, size } = self.ram;
         let (text_offset, image_size) = image_header(spec.kernel).ok_or(VmError::BadKernel)?;
         let kernel_offset = text_offset;
-        let kernel_end = kernel_offset.checked_add(image_size.max(spec.kernel.len() as u64)).ok_or(VmError::BadKernel)?;
+        let kernel_end = kernel_offset
+            .checked_add(image_size.max(spec.kernel.len() as u64))
+            .ok_or(VmError::BadKernel)?;
         let dtb_offset = size.checked_sub(DTB_RESERVE).ok_or(VmError::NoRoom)?;
         if kernel_end > dtb_offset {
             return Err(VmError::BadKernel);
@@ -223,7 +248,10 @@ impl Vm {
         ram[kernel_offset as usize..][..spec.kernel.len()].copy_from_slice(spec.kernel);
         let initrd = match spec.initrd {
             Some(initrd) => {
-                let start = (dtb_offset.checked_sub(initrd.len() as u64).ok_or(VmError::NoRoom)?) & !0xfff;
+                let start = (dtb_offset
+                    .checked_sub(initrd.len() as u64)
+                    .ok_or(VmError::NoRoom)?)
+                    & !0xfff;
                 if start < kernel_end {
                     return Err(VmError::NoRoom);
                 }
@@ -232,8 +260,14 @@ impl Vm {
             }
             None => None,
         };
-        let dtb = crate::platform_info::guest_dtb(spec, self.vcpu_count(), version, initrd, self.nics.len())
-            .map_err(|_| VmError::DeviceTree)?;
+        let dtb = crate::platform_info::guest_dtb(
+            spec,
+            self.vcpu_count(),
+            version,
+            initrd,
+            self.nics.len(),
+        )
+        .map_err(|_| VmError::DeviceTree)?;
         if dtb.len() as u64 > DTB_RESERVE {
             return Err(VmError::DeviceTree);
         }
@@ -250,7 +284,10 @@ impl Vm {
                 size as usize,
             )
         };
-        Ok(BootRequest { entry: ipa + kernel_offset, argument: ipa + dtb_offset })
+        Ok(BootRequest {
+            entry: ipa + kernel_offset,
+            argument: ipa + dtb_offset,
+        })
     }
 
     /// Stops the VM (first reason wins) and reports it. Returns true if this
@@ -270,7 +307,9 @@ impl Vm {
         crate::nic::detach_vm(self.index);
         match reason {
             StopReason::PoweredOff => log::info!("vm {} stopped: powered off", self.name),
-            StopReason::Faulted(what, value) => log::info!("vm {} stopped: faulted: {} ({:#x})", self.name, what, value),
+            StopReason::Faulted(what, value) => {
+                log::info!("vm {} stopped: faulted: {} ({:#x})", self.name, what, value)
+            }
         }
         // Only now may the run end: the summary must follow this VM's lines.
         self.reported.store(true, Ordering::SeqCst);

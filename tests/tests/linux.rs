@@ -510,7 +510,8 @@ fn linux_panics_reboots_and_powers_off_while_the_other_vms_go_on() {
         // panic=5: the panicked kernel sits 5 s, then resets (PSCI SYSTEM_RESET).
         linux_vm("linux", 2, "128M", "chroma.ip=10.0.2.20/24 panic=5", Some("52:54:00:12:34:20")),
         // The host's service guest: echo, and a sink session from the host ends it.
-        metal_vm("svc", "netsvc", "net.ip=10.0.2.15/24 net.tx=queued svc.sinks=1", 1),
+        // svc.heartbeat: the test counts its heartbeats (the timer kept running).
+        metal_vm("svc", "netsvc", "net.ip=10.0.2.15/24 net.tx=queued svc.sinks=1 svc.heartbeat", 1),
         // A bare-metal pair moving 16 MiB meanwhile. (Its own server: after a
         // session with netclient, which powers off at once, netsvc's sink
         // does not listen again, so the host's session needs another one.)

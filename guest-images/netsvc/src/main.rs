@@ -4,8 +4,10 @@
 //! (default 10.0.2.2), `net.tx=wait|queued`, `svc.sinks=N` (power off after N
 //! sink sessions); `svc.ping=A.B.C.D` pings that
 //! host `svc.pings=N` (default 3) times once it answers, before serving. The sink reads until the peer shuts its write side,
-//! then answers `len=<n> fnv64=<hex>\n` and closes. Every 2 s a heartbeat
-//! line gives the packet and interrupt counts. Runs until powered off.
+//! then answers `len=<n> fnv64=<hex>\n` and closes. With `svc.heartbeat`
+//! (or `svc.heartbeat=MS`) a heartbeat line gives the packet and interrupt
+//! counts every 2 s (or MS); without it the service prints nothing while it
+//! idles. Runs until powered off.
 #![no_std]
 #![no_main]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -34,7 +36,8 @@ fn start(boot: &'static Boot) -> ! {
 const ECHO_PORT: u16 = 7;
 /// TCP discard (RFC 863), here answering with a checksum line at the end.
 const SINK_PORT: u16 = 9;
-/// Heartbeat period.
+/// Heartbeat period (`svc.heartbeat`), and how often the loop wakes up when
+/// idle without one.
 const HEARTBEAT_MS: u64 = 2000;
 /// Socket buffer sizes: the sink's receive buffer is the TCP window.
 const SINK_RX_BYTES: usize = 64 * 1024;
@@ -70,7 +73,12 @@ fn main(boot: &'static Boot) -> ! {
             .unwrap_or_else(|_| fail(format_args!("malformed bootarg svc.ping")));
         ping(&mut stack, target, args.number("svc.pings").unwrap_or(3));
     }
-    let heartbeat_ticks = timer::ticks_in_ms(HEARTBEAT_MS);
+    // Background chatter only when asked for: the console may be someone's shell.
+    let heartbeat = args
+        .number("svc.heartbeat")
+        .or_else(|| args.flag("svc.heartbeat").then_some(HEARTBEAT_MS))
+        .filter(|&period| period > 0);
+    let heartbeat_ticks = timer::ticks_in_ms(heartbeat.unwrap_or(HEARTBEAT_MS));
     let mut next_heartbeat = timer::now().saturating_add(heartbeat_ticks);
     let mut heartbeat_count: u64 = 0;
     // `svc.sinks=N`: power off about a second after the N-th sink session
@@ -92,20 +100,22 @@ fn main(boot: &'static Boot) -> ! {
             continue;
         }
         if timer::now() >= next_heartbeat {
-            heartbeat_count += 1;
-            let counters = stack.counters();
-            let (device_interrupts, timer_interrupts) = irq::interrupt_counts();
-            println!(
-                "netsvc: heartbeat {} rx {} tx {} irq {} timer {} errors {}/{}",
-                heartbeat_count,
-                counters.rx_packets,
-                counters.tx_packets,
-                device_interrupts,
-                timer_interrupts,
-                counters.rx_errors,
-                counters.tx_errors
-            );
             next_heartbeat = timer::now().saturating_add(heartbeat_ticks);
+            if heartbeat.is_some() {
+                heartbeat_count += 1;
+                let counters = stack.counters();
+                let (device_interrupts, timer_interrupts) = irq::interrupt_counts();
+                println!(
+                    "netsvc: heartbeat {} rx {} tx {} irq {} timer {} errors {}/{}",
+                    heartbeat_count,
+                    counters.rx_packets,
+                    counters.tx_packets,
+                    device_interrupts,
+                    timer_interrupts,
+                    counters.rx_errors,
+                    counters.tx_errors
+                );
+            }
         }
         stack.sleep(off_at.map_or(next_heartbeat, |t| t.min(next_heartbeat)));
     }

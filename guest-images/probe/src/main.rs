@@ -12,7 +12,18 @@
 //! - `probe.noabort`: skip the isolation check;
 //! - `probe.abort=ADDR`: the IPA the isolation check touches (default 0x0d00_0000);
 //! - `probe.loop`: after `probe: done`, print `probe: heartbeat N` every 100 ms
-//!   forever instead of powering off.
+//!   forever instead of powering off;
+//! - `probe.vtimer=tval|cval|both`: after the ticks, arm the virtual timer once
+//!   (CNTV_CTL_EL0 = ENABLE) and re-arm it from its interrupt handler only
+//!   through CNTV_TVAL_EL0 (`tval`), only through CNTV_CVAL_EL0 (`cval`), or
+//!   both in turn, never writing CNTV_CTL_EL0 again until the end; each
+//!   interrupt checks that CNTV_CTL_EL0 reads ENABLE set and IMASK clear.
+//!   Prints `probe: vtimer <how>: N interrupts, CNTV_CTL_EL0 as written` (a
+//!   `FAIL` line if a read differed or the interrupts stopped);
+//! - `probe.vtimer.count=N`: interrupts per variant (default 10, every 10 ms);
+//! - `probe.vtimer.busy`: spin between interrupts instead of waiting in WFI,
+//!   and spend 1 ms in each interrupt handler (the vCPU is preempted with its
+//!   interrupt pending or active; with a deadline, as the vCPU never sleeps).
 #![no_std]
 #![no_main]
 
@@ -42,6 +53,13 @@ const TEST_SGI: u32 = 1;
 const SECOND_CPU: usize = 1;
 /// Value the isolation load starts with, to tell "not loaded" from a read.
 const NOT_LOADED: u64 = 0x5a5a_5a5a_5a5a_5a5a;
+/// Interrupts per `probe.vtimer` variant by default.
+const VTIMER_DEFAULT_COUNT: u64 = 10;
+/// Time spent in each timer interrupt handler with `probe.vtimer.busy`.
+const VTIMER_BUSY_HANDLER_MS: u64 = 1;
+/// With `probe.vtimer.busy`, how long the count may take per interrupt
+/// before the probe gives up (generous: the vCPU may share its CPU).
+const VTIMER_BUSY_MS_PER_INTERRUPT: u64 = 200;
 
 const MAX_CPUS: usize = chroma_guest_rt::boot::MAX_CPUS;
 
@@ -51,6 +69,48 @@ static TICKS: [Shared<u64>; MAX_CPUS] = [const { Shared::new(0) }; MAX_CPUS];
 static TIMER_PERIOD_MS: [Shared<u64>; MAX_CPUS] = [const { Shared::new(0) }; MAX_CPUS];
 /// SGIs taken, per CPU; each CPU writes only its own entry.
 static SGIS: [Shared<u64>; MAX_CPUS] = [const { Shared::new(0) }; MAX_CPUS];
+
+/// How vCPU 0's timer handler re-arms (a [`Rearm`]); written by vCPU 0.
+static REARM: Shared<u64> = Shared::new(Rearm::WithControl as u64);
+/// With `probe.vtimer`: the interrupt after which the handler stops
+/// re-arming for the period (it re-arms far ahead instead).
+static REARM_LAST: Shared<u64> = Shared::new(0);
+/// With `probe.vtimer.busy`: the handler spends a while before returning.
+static SLOW_HANDLER: Shared<bool> = Shared::new(false);
+/// Interrupts whose CNTV_CTL_EL0 did not read ENABLE set and IMASK clear,
+/// and the last such value; written by vCPU 0's handler.
+static CONTROL_MISMATCHES: Shared<u64> = Shared::new(0);
+static CONTROL_LAST_BAD: Shared<u64> = Shared::new(0);
+
+/// How the timer handler re-arms the virtual timer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+enum Rearm {
+    /// CNTV_TVAL_EL0 then CNTV_CTL_EL0 (`timer::arm_ms`), as the ticks do.
+    WithControl = 0,
+    /// CNTV_TVAL_EL0 only.
+    Tval = 1,
+    /// CNTV_CVAL_EL0 only.
+    Cval = 2,
+}
+
+impl Rearm {
+    fn from_raw(raw: u64) -> Self {
+        match raw {
+            1 => Self::Tval,
+            2 => Self::Cval,
+            _ => Self::WithControl,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::WithControl => "ctl",
+            Self::Tval => "tval",
+            Self::Cval => "cval",
+        }
+    }
+}
 
 /// Progress of vCPU 1, written only by vCPU 1.
 static SECONDARY_STAGE: Shared<u64> = Shared::new(Stage::NotStarted as u64);
@@ -99,6 +159,28 @@ fn main(boot: &'static Boot) -> ! {
 
     let tick_count = args.number("probe.ticks").unwrap_or(5);
     count_ticks(&gic, tick_count);
+
+    if let Some(how) = args.value("probe.vtimer") {
+        let count = args
+            .number("probe.vtimer.count")
+            .unwrap_or(VTIMER_DEFAULT_COUNT);
+        let busy = args.flag("probe.vtimer.busy");
+        let variants: &[Rearm] = match how {
+            "tval" => &[Rearm::Tval],
+            "cval" => &[Rearm::Cval],
+            "both" => &[Rearm::Tval, Rearm::Cval],
+            other => {
+                println!(
+                    "probe: FAIL probe.vtimer={} (want tval, cval or both)",
+                    other
+                );
+                &[]
+            }
+        };
+        for &rearm in variants {
+            check_vtimer_rearm(&gic, rearm, count, busy);
+        }
+    }
 
     if args.flag("probe.nosmp") {
         println!("probe: smp skipped");
@@ -182,19 +264,109 @@ fn stop_timer(cpu: usize) {
     timer::disarm();
 }
 
+/// Arms the virtual timer once (CNTV_CTL_EL0 = ENABLE) and lets the IRQ
+/// handler re-arm it `count` times through TVAL or CVAL alone; reports how
+/// many interrupts came and whether CNTV_CTL_EL0 always read as written.
+fn check_vtimer_rearm(gic: &Gic, rearm: Rearm, count: u64, busy: bool) {
+    let cpu = chroma_guest_rt::cpu_index();
+    gic.enable_private(timer::VIRTUAL_TIMER_INTID);
+    exceptions::mask_irqs();
+    TICKS[cpu].set(0);
+    CONTROL_MISMATCHES.set(0);
+    REARM.set(rearm as u64);
+    REARM_LAST.set(count);
+    SLOW_HANDLER.set(busy);
+    // The one CNTV_CTL_EL0 write until the end: enabled, unmasked.
+    start_timer(cpu, TICK_PERIOD_MS);
+    let deadline = timer::now().saturating_add(timer::ticks_in_ms(
+        count.saturating_mul(VTIMER_BUSY_MS_PER_INTERRUPT),
+    ));
+    let mut reported_mismatches = 0;
+    loop {
+        if busy {
+            // Never sleeps: preempted, not parked, between interrupts.
+            core::hint::spin_loop();
+        } else {
+            exceptions::wait_for_interrupt_if(|| {
+                TICKS[cpu].get() < count && CONTROL_MISMATCHES.get() == reported_mismatches
+            });
+        }
+        let mismatches = CONTROL_MISMATCHES.get();
+        if mismatches != reported_mismatches && reported_mismatches == 0 {
+            // Reported at once: a hypervisor that masks the timer stops it too.
+            println!(
+                "probe: FAIL vtimer {}: CNTV_CTL_EL0 read {:#x} in the handler, wrote ENABLE (IMASK clear)",
+                rearm.name(),
+                CONTROL_LAST_BAD.get()
+            );
+        }
+        reported_mismatches = mismatches;
+        if TICKS[cpu].get() >= count || (busy && timer::now() > deadline) {
+            break;
+        }
+    }
+    stop_timer(cpu);
+    REARM.set(Rearm::WithControl as u64);
+    SLOW_HANDLER.set(false);
+    let taken = TICKS[cpu].get();
+    if taken < count {
+        println!(
+            "probe: FAIL vtimer {}: {} of {} interrupts",
+            rearm.name(),
+            taken,
+            count
+        );
+    } else if reported_mismatches == 0 {
+        println!(
+            "probe: vtimer {}: {} interrupts, CNTV_CTL_EL0 as written",
+            rearm.name(),
+            taken
+        );
+    }
+}
+
+/// The timer interrupt with `probe.vtimer`: check CNTV_CTL_EL0 and re-arm
+/// through TVAL or CVAL only (far ahead after the last one, so the line
+/// drops without a CNTV_CTL_EL0 write).
+fn on_vtimer_interrupt(index: usize, rearm: Rearm) {
+    if !timer::is_enabled_unmasked() {
+        CONTROL_LAST_BAD.set(timer::control());
+        CONTROL_MISMATCHES.set(CONTROL_MISMATCHES.get() + 1);
+    }
+    let taken = TICKS[index].get() + 1;
+    TICKS[index].set(taken);
+    if SLOW_HANDLER.get() {
+        timer::delay_ms(VTIMER_BUSY_HANDLER_MS);
+    }
+    let period = if taken >= REARM_LAST.get() {
+        timer::ticks_in_ms(SECONDARY_TIMEOUT_MS)
+    } else {
+        timer::ticks_in_ms(TIMER_PERIOD_MS[index].get())
+    };
+    match rearm {
+        Rearm::Tval => timer::rearm_tval(period),
+        _ => timer::rearm_cval(timer::now().saturating_add(period)),
+    }
+}
+
 /// The IRQ handler on every CPU: count, and re-arm the timer if running.
 fn on_irq(intid: u32, cpu: usize) {
     let Some(index) = (cpu < MAX_CPUS).then_some(cpu) else {
         return;
     };
     match intid {
-        timer::VIRTUAL_TIMER_INTID => {
-            TICKS[index].set(TICKS[index].get() + 1);
-            match TIMER_PERIOD_MS[index].get() {
-                0 => timer::disarm(),
-                period => timer::arm_ms(period),
+        timer::VIRTUAL_TIMER_INTID => match Rearm::from_raw(REARM.get()) {
+            rearm @ (Rearm::Tval | Rearm::Cval) if TIMER_PERIOD_MS[index].get() != 0 => {
+                on_vtimer_interrupt(index, rearm)
             }
-        }
+            _ => {
+                TICKS[index].set(TICKS[index].get() + 1);
+                match TIMER_PERIOD_MS[index].get() {
+                    0 => timer::disarm(),
+                    period => timer::arm_ms(period),
+                }
+            }
+        },
         TEST_SGI => SGIS[index].set(SGIS[index].get() + 1),
         other => println!("probe: FAIL unexpected interrupt {} on vcpu {}", other, cpu),
     }

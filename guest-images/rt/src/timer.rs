@@ -1,7 +1,7 @@
 //! The EL1 virtual timer (CNTV_*), which raises PPI 27 on the QEMU virt machine.
 
 use aarch64_cpu::registers::{
-    Readable, Writeable, CNTFRQ_EL0, CNTVCT_EL0, CNTV_CTL_EL0, CNTV_TVAL_EL0,
+    Readable, Writeable, CNTFRQ_EL0, CNTVCT_EL0, CNTV_CTL_EL0, CNTV_CVAL_EL0, CNTV_TVAL_EL0,
 };
 
 /// INTID of the EL1 virtual timer on QEMU virt and under chroma (PPI 11).
@@ -28,6 +28,30 @@ pub fn arm_ms(milliseconds: u64) {
     let ticks = ticks_in_ms(milliseconds).min(u64::from(i32::MAX as u32));
     CNTV_TVAL_EL0.set(ticks);
     CNTV_CTL_EL0.write(CNTV_CTL_EL0::ENABLE::SET + CNTV_CTL_EL0::IMASK::CLEAR);
+}
+
+/// Arms the virtual timer `ticks` from now through CNTV_TVAL_EL0 alone,
+/// leaving CNTV_CTL_EL0 as it is (the timer must be enabled already).
+pub fn rearm_tval(ticks: u64) {
+    CNTV_TVAL_EL0.set(ticks.min(u64::from(i32::MAX as u32)));
+}
+
+/// Arms the virtual timer for virtual count `compare` through CNTV_CVAL_EL0
+/// alone, leaving CNTV_CTL_EL0 as it is.
+pub fn rearm_cval(compare: u64) {
+    CNTV_CVAL_EL0.set(compare);
+}
+
+/// Whether CNTV_CTL_EL0 reads ENABLE set and IMASK clear: the timer enabled
+/// and unmasked, as [`arm_ms`] writes it. ISTATUS (status) is not compared.
+pub fn is_enabled_unmasked() -> bool {
+    let control = CNTV_CTL_EL0.extract();
+    control.is_set(CNTV_CTL_EL0::ENABLE) && !control.is_set(CNTV_CTL_EL0::IMASK)
+}
+
+/// CNTV_CTL_EL0 as it reads now.
+pub fn control() -> u64 {
+    CNTV_CTL_EL0.get()
 }
 
 /// Stops the virtual timer (its interrupt line drops).

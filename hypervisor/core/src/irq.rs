@@ -94,17 +94,30 @@ impl IrqRoles {
     }
 }
 
+/// How an acknowledged interrupt is completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// End it now (priority drop and deactivation).
+    End,
+    /// The handler completed it itself: an interrupt linked to a virtual
+    /// one (the virtual timer) had its priority dropped and stays active
+    /// until the guest deactivates the virtual interrupt.
+    HandledByHandler,
+}
+
 /// Acknowledges every pending interrupt, hands each to `handle` with its
-/// role, and ends it. Returns how many were handled.
+/// role, and ends those the handler leaves to it. Returns how many were
+/// handled.
 pub fn drain<I: InterruptController>(
     controller: &I,
     roles: &IrqRoles,
-    mut handle: impl FnMut(IrqRole, u32),
+    mut handle: impl FnMut(IrqRole, u32) -> Completion,
 ) -> usize {
     let mut count = 0;
     while let Some(intid) = controller.acknowledge() {
-        handle(roles.classify(intid), intid);
-        controller.end_of_interrupt(intid);
+        if handle(roles.classify(intid), intid) == Completion::End {
+            controller.end_of_interrupt(intid);
+        }
         count += 1;
     }
     count
@@ -150,7 +163,10 @@ mod tests {
         let queue = Queue::default();
         queue.pending.borrow_mut().extend([1000, 79, 25, 0, 26, 27]);
         let mut seen = alloc::vec::Vec::new();
-        let count = drain(&queue, &ROLES, |role, intid| seen.push((role, intid)));
+        let count = drain(&queue, &ROLES, |role, intid| {
+            seen.push((role, intid));
+            Completion::End
+        });
         assert_eq!(count, 6);
         assert_eq!(
             seen,
@@ -164,6 +180,19 @@ mod tests {
             ]
         );
         assert_eq!(*queue.ended.borrow(), [27, 26, 0, 25, 79, 1000]);
+    }
+
+    #[test]
+    fn an_interrupt_its_handler_completed_is_not_ended_again() {
+        // The virtual timer's PPI stays active for the guest to deactivate:
+        // ending it here would deactivate it under the guest's feet.
+        let queue = Queue::default();
+        queue.pending.borrow_mut().extend([26, 27]);
+        drain(&queue, &ROLES, |role, _| match role {
+            IrqRole::VirtualTimer => Completion::HandledByHandler,
+            _ => Completion::End,
+        });
+        assert_eq!(*queue.ended.borrow(), [26]);
     }
 
     #[test]

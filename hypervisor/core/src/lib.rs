@@ -4,8 +4,8 @@
 //! Architecture back-ends implement the small traits defined here
 //! ([`pagetable::PageTableFormat`], [`pagetable::TableMemory`],
 //! [`vcpu::GuestCpu`] for a trapped vCPU, [`irq::InterruptController`] for
-//! the physical interrupt controller and [`vgic::ListRegisters`] for virtual
-//! interrupt delivery) and translate their trap syndromes into
+//! the physical interrupt controller, [`vgic::ListRegisters`] and
+//! [`vgic::PhysicalInterrupts`] for virtual interrupt delivery) and translate their trap syndromes into
 //! [`vcpu::Trap`]s. Exit dispatch ([`vcpu`]), the run loop's decisions
 //! ([`run`]) and the VM's machine ([`guest_map`], [`vm`]) live here; the core
 //! never touches a register, so all of it runs under `cargo test` on the
@@ -31,5 +31,6 @@ pub mod run;
 pub mod vcpu;
 pub mod vgic;
 pub mod vm;
+pub mod vtimer;
 
 pub use chroma_mem::{GuestPhysAddr, HostPhysAddr, HostVirtAddr};

@@ -21,29 +21,6 @@ pub const CONSOLE_POLL_MS: u64 = 20;
 /// Any other CPU wakes at least this often with nothing to do.
 pub const IDLE_WAKE_MS: u64 = 1000;
 
-/// A vCPU's virtual timer, architecture-neutral (CNTV_CTL / CNTV_CVAL).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VirtualTimer {
-    /// The timer is enabled.
-    pub enabled: bool,
-    /// Its interrupt output is masked.
-    pub masked: bool,
-    /// The compare value (counter ticks).
-    pub compare: u64,
-}
-
-impl VirtualTimer {
-    /// When the timer raises its interrupt, if it is armed.
-    pub fn deadline(&self) -> Option<u64> {
-        (self.enabled && !self.masked).then_some(self.compare)
-    }
-
-    /// Whether its interrupt condition holds at counter value `now`.
-    pub fn expired(&self, now: u64) -> bool {
-        self.deadline().is_some_and(|deadline| deadline <= now)
-    }
-}
-
 /// Whether vCPU `id` of `vm` can run: its VM runs, it is on (or starting),
 /// and it is not parked in WFI with nothing pending.
 pub fn runnable(vm: &VmCore, id: usize, waiting: bool) -> bool {
@@ -112,14 +89,15 @@ pub fn entry_deadline(clock: Clock, now: u64, runnable_count: usize, polling: bo
 }
 
 /// The earliest moment a CPU must look at its vCPUs again: the periodic
-/// wake (the console poll on the console CPU), `extra`, and every parked
-/// vCPU's armed virtual timer in `timers`.
+/// wake (the console poll on the console CPU), `extra`, and the virtual
+/// timer deadlines in `timers` (`None`: that vCPU's timer will not fire;
+/// see [`crate::vtimer::VirtualTimer::deadline`]).
 pub fn next_deadline(
     clock: Clock,
     now: u64,
     console_cpu: bool,
     extra: Option<u64>,
-    timers: impl IntoIterator<Item = VirtualTimer>,
+    timers: impl IntoIterator<Item = Option<u64>>,
 ) -> u64 {
     let wake = if console_cpu {
         CONSOLE_POLL_MS
@@ -130,10 +108,7 @@ pub fn next_deadline(
     if let Some(extra) = extra {
         deadline = deadline.min(extra);
     }
-    timers
-        .into_iter()
-        .filter_map(|t| t.deadline())
-        .fold(deadline, u64::min)
+    timers.into_iter().flatten().fold(deadline, u64::min)
 }
 
 /// What the loop does with a vCPU after an exit was handled.
@@ -241,29 +216,14 @@ mod tests {
     }
 
     #[test]
-    fn the_earliest_armed_timer_wins_and_masked_ones_do_not_count() {
+    fn the_earliest_timer_wins_and_timers_that_will_not_fire_do_not_count() {
         let clock = Clock::from_frequency(1_000_000);
-        let armed = VirtualTimer {
-            enabled: true,
-            masked: false,
-            compare: 5_000,
-        };
-        let masked = VirtualTimer {
-            masked: true,
-            compare: 10,
-            ..armed
-        };
-        let disabled = VirtualTimer {
-            enabled: false,
-            compare: 10,
-            ..armed
-        };
+        assert_eq!(next_deadline(clock, 0, true, None, [None, None]), 20_000);
         assert_eq!(
-            next_deadline(clock, 0, true, None, [masked, disabled]),
-            20_000
+            next_deadline(clock, 0, false, None, [Some(5_000), None, Some(9_000)]),
+            5_000
         );
-        assert_eq!(next_deadline(clock, 0, false, None, [armed, masked]), 5_000);
-        assert_eq!(next_deadline(clock, 0, true, Some(700), [armed]), 700);
-        assert!(armed.expired(5_000) && !armed.expired(4_999) && !masked.expired(u64::MAX));
+        assert_eq!(next_deadline(clock, 0, false, None, []), 1_000_000);
+        assert_eq!(next_deadline(clock, 0, true, Some(700), [Some(5_000)]), 700);
     }
 }

@@ -8,6 +8,17 @@
 //! list registers, flush asks for the underflow maintenance interrupt, so the
 //! vCPU exits as soon as the list registers drain and the rest are loaded.
 //!
+//! An interrupt can be linked to a physical one ([`Vgic::link_physical`]),
+//! as the virtual timer's PPI is to the physical timer PPI: its list register
+//! then carries the HW bit and the physical INTID, so the guest's deactivation
+//! of the virtual interrupt deactivates the physical one. Such an interrupt
+//! is level-sensitive and its line is the physical one: the physical
+//! interrupt stays active while the virtual one is pending or active (it
+//! cannot fire twice), and the physical GIC, not this model, notices when the
+//! line is still high after the guest is done with it. The model keeps the
+//! physical active state in step on the [`PhysicalInterrupts`] of the CPU the
+//! vCPU runs on ([`Vgic::sync`], [`Vgic::load_physical`]).
+//!
 //! Lock order: one `Vgic` per VM, behind the VM's lock; nothing else is
 //! taken while it is held.
 
@@ -115,6 +126,9 @@ pub struct ListRegister {
     pub group1: bool,
     /// For GICv2 SGIs: the requesting vCPU.
     pub source: u8,
+    /// The physical interrupt this one is linked to (the list register's HW
+    /// bit): the guest's deactivation deactivates it too. Never set for SGIs.
+    pub physical: Option<u32>,
 }
 
 /// The hardware list registers of the current physical CPU.
@@ -128,6 +142,17 @@ pub trait ListRegisters {
     /// Requests (or stops requesting) the maintenance interrupt raised when
     /// the list registers are empty or hold at most one valid entry.
     fn set_underflow_interrupt(&mut self, enable: bool);
+}
+
+/// The physical interrupt controller of the current physical CPU, for the
+/// interrupts that virtual ones are linked to.
+pub trait PhysicalInterrupts {
+    /// Whether physical `intid` is pending; for a level-sensitive interrupt,
+    /// whether its line is asserted (even while it is active).
+    fn is_pending(&self, intid: u32) -> bool;
+    /// Sets (or clears) physical `intid`'s active state. An active interrupt
+    /// is not signalled again until it is deactivated.
+    fn set_active(&mut self, intid: u32, active: bool);
 }
 
 /// A set of vCPUs (bit n = vCPU n) that must be kicked to see new state.
@@ -153,6 +178,11 @@ struct Irq {
     in_lr: bool,
     /// A new edge arrived while it sat in a list register.
     repend: bool,
+    /// The linked physical interrupt (a HW list register), if any.
+    physical: Option<u32>,
+    /// What the model last made the physical interrupt's active state on the
+    /// vCPU's CPU (linked interrupts only).
+    physical_active: bool,
 }
 
 /// The VM's virtual interrupt controller state.
@@ -237,7 +267,8 @@ impl Vgic {
         if intid < 32 {
             vcpu
         } else {
-            self.irq_ref(vcpu, intid).map_or(0, |spi| self.spi_target(spi))
+            self.irq_ref(vcpu, intid)
+                .map_or(0, |spi| self.spi_target(spi))
         }
     }
 
@@ -254,7 +285,9 @@ impl Vgic {
 
     /// Sets the line level of a level-sensitive SPI. Returns vCPUs to kick.
     pub fn set_level(&mut self, intid: u32, level: bool) -> VcpuMask {
-        let Some(irq) = self.irq(0, intid) else { return 0 };
+        let Some(irq) = self.irq(0, intid) else {
+            return 0;
+        };
         irq.level = level;
         if level && !irq.edge {
             irq.pending = true;
@@ -266,7 +299,10 @@ impl Vgic {
 
     /// Whether `vcpu` has an enabled interrupt pending (WFI wakes up).
     pub fn has_pending(&self, vcpu: usize) -> bool {
-        let private = self.private.get(vcpu).map_or(false, |p| p.iter().any(|i| i.pending && i.enabled));
+        let private = self
+            .private
+            .get(vcpu)
+            .map_or(false, |p| p.iter().any(|i| i.pending && i.enabled));
         private
             || self
                 .spis
@@ -274,33 +310,169 @@ impl Vgic {
                 .any(|s| s.pending && s.enabled && self.ctlr & 3 != 0 && self.spi_target(s) == vcpu)
     }
 
-    /// Reads back the list registers after `vcpu` exited.
-    pub fn sync(&mut self, vcpu: usize, lrs: &impl ListRegisters) {
-        let Some(loaded) = self.loaded.get(vcpu).copied() else { return };
-        for (index, slot) in loaded.iter().enumerate().take(lrs.count()) {
+    /// Reads back the list registers after `vcpu` exited, on the CPU it ran
+    /// on (whose physical interrupts back the linked ones).
+    pub fn sync<H: ListRegisters + PhysicalInterrupts>(&mut self, vcpu: usize, hardware: &mut H) {
+        let Some(loaded) = self.loaded.get(vcpu).copied() else {
+            return;
+        };
+        for (index, slot) in loaded.iter().enumerate().take(hardware.count()) {
             let Some(intid) = slot else { continue };
-            let lr = lrs.read(index);
-            if let Some(irq) = self.irq(vcpu, *intid) {
-                let (pending, active) = match lr.state {
-                    LrState::Invalid => (false, false),
-                    LrState::Pending => (true, false),
-                    LrState::Active => (false, true),
-                    LrState::PendingActive => (true, true),
-                };
-                // A new edge may have arrived while it sat in the LR.
-                irq.pending = pending || irq.repend;
-                irq.repend = false;
-                irq.in_lr = false;
-                irq.active = active;
-                // A level-sensitive line still high re-pends once completed.
-                if !irq.edge && irq.level && !active {
-                    irq.pending = true;
-                }
+            let lr = hardware.read(index);
+            let Some(irq) = self.irq(vcpu, *intid) else {
+                continue;
+            };
+            irq.in_lr = false;
+            if let Some(physical) = irq.physical {
+                Self::sync_linked(irq, physical, lr.state, hardware);
+                continue;
+            }
+            let (pending, active) = match lr.state {
+                LrState::Invalid => (false, false),
+                LrState::Pending => (true, false),
+                LrState::Active => (false, true),
+                LrState::PendingActive => (true, true),
+            };
+            // A new edge may have arrived while it sat in the LR.
+            irq.pending = pending || irq.repend;
+            irq.repend = false;
+            irq.active = active;
+            // A level-sensitive line still high re-pends once completed.
+            if !irq.edge && irq.level && !active {
+                irq.pending = true;
             }
         }
         if let Some(l) = self.loaded.get_mut(vcpu) {
             *l = [None; MAX_LIST_REGISTERS];
         }
+        // Linked interrupts the guest changed through the distributor (a
+        // cleared pending or active state) take the physical one along.
+        if let Some(private) = self.private.get_mut(vcpu) {
+            for irq in private.iter_mut() {
+                Self::settle_physical(irq, hardware);
+            }
+        }
+    }
+
+    /// Reads back a linked interrupt's list register. The physical GIC did
+    /// the deactivation, and re-signals the physical interrupt by itself if
+    /// the line is still high.
+    fn sync_linked(
+        irq: &mut Irq,
+        physical: u32,
+        state: LrState,
+        hardware: &mut impl PhysicalInterrupts,
+    ) {
+        irq.repend = false;
+        match state {
+            // The guest deactivated it, and the physical interrupt with it.
+            LrState::Invalid => {
+                irq.pending = false;
+                irq.active = false;
+                irq.physical_active = false;
+            }
+            // Not taken yet: the line may have dropped meanwhile (the guest
+            // reprogrammed its timer with interrupts masked). Hardware would
+            // forget the interrupt then; so does the model, and it lets the
+            // physical interrupt fire again when the line next rises.
+            LrState::Pending => {
+                irq.active = false;
+                irq.pending = hardware.is_pending(physical);
+            }
+            // A HW list register is never pending and active; the physical
+            // GIC re-signals a line still high after the deactivation.
+            LrState::Active | LrState::PendingActive => {
+                irq.pending = false;
+                irq.active = true;
+            }
+        }
+    }
+
+    /// Makes a linked interrupt's physical active state match the virtual
+    /// one: active while the virtual interrupt is pending or active.
+    fn settle_physical(irq: &mut Irq, hardware: &mut impl PhysicalInterrupts) {
+        let Some(physical) = irq.physical else { return };
+        let wanted = irq.pending || irq.active;
+        if wanted != irq.physical_active {
+            hardware.set_active(physical, wanted);
+            irq.physical_active = wanted;
+        }
+    }
+
+    /// Links `vcpu`'s private interrupt `intid` to physical interrupt
+    /// `physical` (a PPI of the CPU the vCPU runs on): it becomes
+    /// level-sensitive and is delivered through HW list registers. Linking
+    /// again is harmless.
+    pub fn link_physical(&mut self, vcpu: usize, intid: u32, physical: u32) {
+        if intid >= 32 {
+            return;
+        }
+        if let Some(irq) = self.irq(vcpu, intid) {
+            irq.physical = Some(physical);
+            irq.edge = false;
+        }
+    }
+
+    /// Whether `vcpu`'s `intid` is pending or active (in a list register or
+    /// not): a linked interrupt in flight, which its physical interrupt must
+    /// not raise again.
+    pub fn is_in_flight(&self, vcpu: usize, intid: u32) -> bool {
+        self.irq_ref(vcpu, intid)
+            .is_some_and(|irq| irq.pending || irq.active || irq.in_lr)
+    }
+
+    /// The physical interrupt linked to `vcpu`'s `intid` was signalled and
+    /// acknowledged on the vCPU's CPU, and left active (priority drop only):
+    /// the virtual interrupt becomes pending. Returns the vCPUs to kick.
+    pub fn physical_fired(&mut self, vcpu: usize, intid: u32) -> VcpuMask {
+        let Some(irq) = self.irq(vcpu, intid) else {
+            return 0;
+        };
+        irq.physical_active = true;
+        if !irq.in_lr {
+            irq.pending = true;
+        }
+        1 << self.owner(vcpu, intid)
+    }
+
+    /// The line of `vcpu`'s linked `intid` is high while the vCPU is not on
+    /// its CPU (so no physical interrupt can say so): the interrupt becomes
+    /// pending unless it is in flight already. Returns whether it became
+    /// pending (once per assertion, however often this is called).
+    pub fn assert_line(&mut self, vcpu: usize, intid: u32) -> bool {
+        if self.is_in_flight(vcpu, intid) {
+            return false;
+        }
+        match self.irq(vcpu, intid) {
+            Some(irq) => {
+                irq.pending = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `vcpu` is about to run on a physical CPU whose physical interrupts
+    /// last belonged to another vCPU (or none): samples the line `level` of
+    /// each linked interrupt (a level-sensitive interrupt that is not active
+    /// is pending exactly while its line is high) and sets the physical
+    /// active states to this vCPU's.
+    pub fn load_physical(
+        &mut self,
+        vcpu: usize,
+        intid: u32,
+        level: bool,
+        hardware: &mut impl PhysicalInterrupts,
+    ) {
+        let Some(irq) = self.irq(vcpu, intid) else {
+            return;
+        };
+        let Some(physical) = irq.physical else { return };
+        if !irq.active {
+            irq.pending = level;
+        }
+        irq.physical_active = irq.pending || irq.active;
+        hardware.set_active(physical, irq.physical_active);
     }
 
     /// Loads `vcpu`'s highest-priority pending and active interrupts into the
@@ -328,14 +500,22 @@ impl Vgic {
         if let Some(private) = self.private.get(vcpu) {
             for (i, irq) in private.iter().enumerate() {
                 if irq.active || (irq.pending && irq.enabled) {
-                    consider(if irq.active { 0 } else { irq.priority }, i as u32, &mut found);
+                    consider(
+                        if irq.active { 0 } else { irq.priority },
+                        i as u32,
+                        &mut found,
+                    );
                 }
             }
         }
         for (i, spi) in self.spis.iter().enumerate() {
             let live = spi.active || (spi.pending && spi.enabled && dist_enabled);
             if live && self.spi_target(spi) == vcpu {
-                consider(if spi.active { 0 } else { spi.priority }, (i + 32) as u32, &mut found);
+                consider(
+                    if spi.active { 0 } else { spi.priority },
+                    (i + 32) as u32,
+                    &mut found,
+                );
             }
         }
         let mut loaded = [None; MAX_LIST_REGISTERS];
@@ -344,13 +524,23 @@ impl Vgic {
                 let (_, intid) = candidates[index];
                 let irq = self.irq_ref(vcpu, intid).copied().unwrap_or_default();
                 let state = match (irq.pending, irq.active) {
+                    // A HW list register is never pending and active: the
+                    // physical GIC re-signals the line after deactivation.
+                    (true, true) if irq.physical.is_some() => LrState::Active,
                     (true, true) => LrState::PendingActive,
                     (false, true) => LrState::Active,
                     _ => LrState::Pending,
                 };
                 lrs.write(
                     index,
-                    ListRegister { intid, state, priority: irq.priority, group1: irq.group1, source: irq.source },
+                    ListRegister {
+                        intid,
+                        state,
+                        priority: irq.priority,
+                        group1: irq.group1,
+                        source: irq.source,
+                        physical: irq.physical,
+                    },
                 );
                 loaded[index] = Some(intid);
                 if let Some(irq) = self.irq(vcpu, intid) {
@@ -394,7 +584,10 @@ impl Vgic {
         let intid = ((value >> 24) & 0xf) as u32;
         let targets = if value & (1 << 40) != 0 {
             self.all_but(from)
-        } else if (value >> 16) & 0xff != 0 || (value >> 32) & 0xff != 0 || (value >> 48) & 0xff != 0 {
+        } else if (value >> 16) & 0xff != 0
+            || (value >> 32) & 0xff != 0
+            || (value >> 48) & 0xff != 0
+        {
             // Aff1..3 non-zero: no vCPU there (vCPU n has MPIDR Aff0 = n).
             0
         } else {
@@ -404,7 +597,12 @@ impl Vgic {
     }
 
     /// Emulated read of `width` at `frame` by `vcpu`.
-    pub fn mmio_read(&mut self, vcpu: usize, frame: GicFrame, width: AccessWidth) -> Result<u64, VgicError> {
+    pub fn mmio_read(
+        &mut self,
+        vcpu: usize,
+        frame: GicFrame,
+        width: AccessWidth,
+    ) -> Result<u64, VgicError> {
         match frame {
             GicFrame::Distributor(offset) => self.dist_read(vcpu, offset, width),
             GicFrame::Redistributor(index, offset) => self.redist_read(index, offset, width),
@@ -421,7 +619,9 @@ impl Vgic {
     ) -> Result<VcpuMask, VgicError> {
         match frame {
             GicFrame::Distributor(offset) => self.dist_write(vcpu, offset, width, value as u32),
-            GicFrame::Redistributor(index, offset) => self.redist_write(index, offset, width, value),
+            GicFrame::Redistributor(index, offset) => {
+                self.redist_write(index, offset, width, value)
+            }
         }
     }
 
@@ -437,7 +637,13 @@ impl Vgic {
         })
     }
 
-    fn write_bits(&mut self, vcpu: usize, first: u32, value: u32, f: impl Fn(&mut Irq)) -> VcpuMask {
+    fn write_bits(
+        &mut self,
+        vcpu: usize,
+        first: u32,
+        value: u32,
+        f: impl Fn(&mut Irq),
+    ) -> VcpuMask {
         let mut kick = 0;
         for bit in 0..32 {
             if value & (1 << bit) != 0 {
@@ -464,11 +670,18 @@ impl Vgic {
         }
     }
 
-    fn dist_read(&mut self, vcpu: usize, offset: u64, width: AccessWidth) -> Result<u64, VgicError> {
+    fn dist_read(
+        &mut self,
+        vcpu: usize,
+        offset: u64,
+        width: AccessWidth,
+    ) -> Result<u64, VgicError> {
         let byte_ok = matches!(offset, GICD_IPRIORITYR..=0x7ff | GICD_ITARGETSR..=0xbff);
         check_width(width, offset, byte_ok).or_else(|e| {
             // GICD_IROUTER is 64-bit.
-            if self.version == GicVersion::V3 && (GICD_IROUTER..GICD_IROUTER + 8 * 1024).contains(&offset) {
+            if self.version == GicVersion::V3
+                && (GICD_IROUTER..GICD_IROUTER + 8 * 1024).contains(&offset)
+            {
                 Ok(())
             } else {
                 Err(e)
@@ -477,34 +690,77 @@ impl Vgic {
         let value = match offset {
             GICD_CTLR => {
                 // GICv3: ARE (bit 4) reads as one: affinity routing only, as with DS=1.
-                u64::from(self.ctlr | if self.version == GicVersion::V3 { 1 << 4 } else { 0 })
+                u64::from(
+                    self.ctlr
+                        | if self.version == GicVersion::V3 {
+                            1 << 4
+                        } else {
+                            0
+                        },
+                )
             }
             GICD_TYPER => {
-                let cpus = if self.version == GicVersion::V2 { (self.vcpu_count as u32 - 1) << 5 } else { 0 };
-                let id_bits = if self.version == GicVersion::V3 { 9 << 19 } else { 0 };
+                let cpus = if self.version == GicVersion::V2 {
+                    (self.vcpu_count as u32 - 1) << 5
+                } else {
+                    0
+                };
+                let id_bits = if self.version == GicVersion::V3 {
+                    9 << 19
+                } else {
+                    0
+                };
                 u64::from(self.num_lines_field() | cpus | id_bits)
             }
             GICD_IIDR => u64::from(IIDR_ARM),
             GICD_PIDR2_V2 if self.version == GicVersion::V2 => 0x2 << 4,
             GICD_PIDR2_V3 if self.version == GicVersion::V3 => 0x3 << 4,
-            GICD_IGROUPR..=0x0ff => self.bit_word(offset, GICD_IGROUPR).map_or(0, |f| self.read_bits(vcpu, f, |i| i.group1)).into(),
+            GICD_IGROUPR..=0x0ff => self
+                .bit_word(offset, GICD_IGROUPR)
+                .map_or(0, |f| self.read_bits(vcpu, f, |i| i.group1))
+                .into(),
             GICD_ISENABLER..=0x1ff => {
-                let base = if offset >= GICD_ICENABLER { GICD_ICENABLER } else { GICD_ISENABLER };
-                self.bit_word(offset, base).map_or(0, |f| self.read_bits(vcpu, f, |i| i.enabled)).into()
+                let base = if offset >= GICD_ICENABLER {
+                    GICD_ICENABLER
+                } else {
+                    GICD_ISENABLER
+                };
+                self.bit_word(offset, base)
+                    .map_or(0, |f| self.read_bits(vcpu, f, |i| i.enabled))
+                    .into()
             }
             GICD_ISPENDR..=0x2ff => {
-                let base = if offset >= GICD_ICPENDR { GICD_ICPENDR } else { GICD_ISPENDR };
-                self.bit_word(offset, base).map_or(0, |f| self.read_bits(vcpu, f, |i| i.pending)).into()
+                let base = if offset >= GICD_ICPENDR {
+                    GICD_ICPENDR
+                } else {
+                    GICD_ISPENDR
+                };
+                self.bit_word(offset, base)
+                    .map_or(0, |f| self.read_bits(vcpu, f, |i| i.pending))
+                    .into()
             }
             GICD_ISACTIVER..=0x3ff => {
-                let base = if offset >= GICD_ICACTIVER { GICD_ICACTIVER } else { GICD_ISACTIVER };
-                self.bit_word(offset, base).map_or(0, |f| self.read_bits(vcpu, f, |i| i.active)).into()
+                let base = if offset >= GICD_ICACTIVER {
+                    GICD_ICACTIVER
+                } else {
+                    GICD_ISACTIVER
+                };
+                self.bit_word(offset, base)
+                    .map_or(0, |f| self.read_bits(vcpu, f, |i| i.active))
+                    .into()
             }
-            GICD_IPRIORITYR..=0x7ff => self.read_bytes(vcpu, offset - GICD_IPRIORITYR, width, |i| i.priority),
+            GICD_IPRIORITYR..=0x7ff => {
+                self.read_bytes(vcpu, offset - GICD_IPRIORITYR, width, |i| i.priority)
+            }
             GICD_ITARGETSR..=0xbff if self.version == GicVersion::V2 => {
                 let own = 1u8 << vcpu;
-                self.read_bytes(vcpu, offset - GICD_ITARGETSR, width, |i| i.target).max(0)
-                    | if offset < GICD_ITARGETSR + 32 { u64::from(own) * 0x0101_0101 & width_mask(width) } else { 0 }
+                self.read_bytes(vcpu, offset - GICD_ITARGETSR, width, |i| i.target)
+                    .max(0)
+                    | if offset < GICD_ITARGETSR + 32 {
+                        u64::from(own) * 0x0101_0101 & width_mask(width)
+                    } else {
+                        0
+                    }
             }
             GICD_ICFGR..=0xcff => {
                 let word = ((offset - GICD_ICFGR) / 4) as u32;
@@ -527,7 +783,13 @@ impl Vgic {
         Ok(value)
     }
 
-    fn read_bytes(&self, vcpu: usize, byte: u64, width: AccessWidth, f: impl Fn(&Irq) -> u8) -> u64 {
+    fn read_bytes(
+        &self,
+        vcpu: usize,
+        byte: u64,
+        width: AccessWidth,
+        f: impl Fn(&Irq) -> u8,
+    ) -> u64 {
         (0..width.bytes()).fold(0u64, |acc, k| {
             let intid = (byte + k) as u32;
             let v = self.irq_ref(vcpu, intid).map_or(0, &f);
@@ -535,7 +797,14 @@ impl Vgic {
         })
     }
 
-    fn write_bytes(&mut self, vcpu: usize, byte: u64, width: AccessWidth, value: u32, f: impl Fn(&mut Irq, u8)) {
+    fn write_bytes(
+        &mut self,
+        vcpu: usize,
+        byte: u64,
+        width: AccessWidth,
+        value: u32,
+        f: impl Fn(&mut Irq, u8),
+    ) {
         for k in 0..width.bytes() {
             let intid = (byte + k) as u32;
             if let Some(irq) = self.irq(vcpu, intid) {
@@ -544,7 +813,13 @@ impl Vgic {
         }
     }
 
-    fn dist_write(&mut self, vcpu: usize, offset: u64, width: AccessWidth, value: u32) -> Result<VcpuMask, VgicError> {
+    fn dist_write(
+        &mut self,
+        vcpu: usize,
+        offset: u64,
+        width: AccessWidth,
+        value: u32,
+    ) -> Result<VcpuMask, VgicError> {
         let v3 = self.version == GicVersion::V3;
         let is_irouter = v3 && (GICD_IROUTER..GICD_IROUTER + 8 * NUM_IRQS as u64).contains(&offset);
         if !is_irouter {
@@ -568,9 +843,9 @@ impl Vgic {
                 }
                 None => 0,
             },
-            GICD_ISENABLER..=0x17f => self.bit_word(offset, GICD_ISENABLER).map_or(0, |f| {
-                self.write_bits(vcpu, f, value, |i| i.enabled = true)
-            }),
+            GICD_ISENABLER..=0x17f => self
+                .bit_word(offset, GICD_ISENABLER)
+                .map_or(0, |f| self.write_bits(vcpu, f, value, |i| i.enabled = true)),
             GICD_ICENABLER..=0x1ff => self.bit_word(offset, GICD_ICENABLER).map_or(0, |f| {
                 // SGIs stay enabled on GICv2.
                 let value = if f == 0 { value & !0xffff } else { value };
@@ -584,15 +859,17 @@ impl Vgic {
                 let value = if f == 0 { value & !0xffff } else { value };
                 self.write_bits(vcpu, f, value, |i| i.pending = false)
             }),
-            GICD_ISACTIVER..=0x37f => {
-                self.bit_word(offset, GICD_ISACTIVER).map_or(0, |f| self.write_bits(vcpu, f, value, |i| i.active = true))
-            }
-            GICD_ICACTIVER..=0x3ff => {
-                self.bit_word(offset, GICD_ICACTIVER).map_or(0, |f| self.write_bits(vcpu, f, value, |i| i.active = false))
-            }
+            GICD_ISACTIVER..=0x37f => self
+                .bit_word(offset, GICD_ISACTIVER)
+                .map_or(0, |f| self.write_bits(vcpu, f, value, |i| i.active = true)),
+            GICD_ICACTIVER..=0x3ff => self
+                .bit_word(offset, GICD_ICACTIVER)
+                .map_or(0, |f| self.write_bits(vcpu, f, value, |i| i.active = false)),
             GICD_IPRIORITYR..=0x7ff => {
                 if !(v3 && offset < GICD_IPRIORITYR + 32) {
-                    self.write_bytes(vcpu, offset - GICD_IPRIORITYR, width, value, |i, b| i.priority = b);
+                    self.write_bytes(vcpu, offset - GICD_IPRIORITYR, width, value, |i, b| {
+                        i.priority = b
+                    });
                 }
                 0
             }
@@ -646,14 +923,20 @@ impl Vgic {
         Ok(kick)
     }
 
-    fn redist_read(&mut self, index: usize, offset: u64, width: AccessWidth) -> Result<u64, VgicError> {
+    fn redist_read(
+        &mut self,
+        index: usize,
+        offset: u64,
+        width: AccessWidth,
+    ) -> Result<u64, VgicError> {
         if self.version != GicVersion::V3 || index >= self.vcpu_count {
             return Err(VgicError::NoRegister);
         }
         if offset == GICR_TYPER && matches!(width, AccessWidth::Double) {
             return Ok(self.gicr_typer(index));
         }
-        let byte_ok = (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32).contains(&offset);
+        let byte_ok = (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32)
+            .contains(&offset);
         check_width(width, offset, byte_ok)?;
         let value = match offset {
             GICR_CTLR => 0,
@@ -678,8 +961,12 @@ impl Vgic {
             o if o == GICR_SGI_BASE + GICD_ISACTIVER || o == GICR_SGI_BASE + GICD_ICACTIVER => {
                 self.read_bits(index, 0, |i| i.active).into()
             }
-            o if (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32).contains(&o) => {
-                self.read_bytes(index, o - GICR_SGI_BASE - GICD_IPRIORITYR, width, |i| i.priority)
+            o if (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32)
+                .contains(&o) =>
+            {
+                self.read_bytes(index, o - GICR_SGI_BASE - GICD_IPRIORITYR, width, |i| {
+                    i.priority
+                })
             }
             o if o == GICR_SGI_BASE + GICD_ICFGR => 0xaaaa_aaaa,
             o if o == GICR_SGI_BASE + GICD_ICFGR + 4 => (0..16).fold(0u64, |acc, k| {
@@ -696,15 +983,26 @@ impl Vgic {
     }
 
     fn gicr_typer(&self, index: usize) -> u64 {
-        let last = if index + 1 == self.vcpu_count { 1 << 4 } else { 0 };
+        let last = if index + 1 == self.vcpu_count {
+            1 << 4
+        } else {
+            0
+        };
         (index as u64) << 32 | (index as u64) << 8 | last
     }
 
-    fn redist_write(&mut self, index: usize, offset: u64, width: AccessWidth, value: u64) -> Result<VcpuMask, VgicError> {
+    fn redist_write(
+        &mut self,
+        index: usize,
+        offset: u64,
+        width: AccessWidth,
+        value: u64,
+    ) -> Result<VcpuMask, VgicError> {
         if self.version != GicVersion::V3 || index >= self.vcpu_count {
             return Err(VgicError::NoRegister);
         }
-        let byte_ok = (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32).contains(&offset);
+        let byte_ok = (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32)
+            .contains(&offset);
         check_width(width, offset, byte_ok)?;
         let value = value as u32;
         let me = 1 << index;
@@ -719,14 +1017,34 @@ impl Vgic {
                 }
                 0
             }
-            o if o == GICR_SGI_BASE + GICD_ISENABLER => self.write_bits(index, 0, value, |i| i.enabled = true) & me,
-            o if o == GICR_SGI_BASE + GICD_ICENABLER => self.write_bits(index, 0, value, |i| i.enabled = false) & me,
-            o if o == GICR_SGI_BASE + GICD_ISPENDR => self.write_bits(index, 0, value, |i| i.pending = true) & me,
-            o if o == GICR_SGI_BASE + GICD_ICPENDR => self.write_bits(index, 0, value, |i| i.pending = false) & me,
-            o if o == GICR_SGI_BASE + GICD_ISACTIVER => self.write_bits(index, 0, value, |i| i.active = true) & me,
-            o if o == GICR_SGI_BASE + GICD_ICACTIVER => self.write_bits(index, 0, value, |i| i.active = false) & me,
-            o if (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32).contains(&o) => {
-                self.write_bytes(index, o - GICR_SGI_BASE - GICD_IPRIORITYR, width, value, |i, b| i.priority = b);
+            o if o == GICR_SGI_BASE + GICD_ISENABLER => {
+                self.write_bits(index, 0, value, |i| i.enabled = true) & me
+            }
+            o if o == GICR_SGI_BASE + GICD_ICENABLER => {
+                self.write_bits(index, 0, value, |i| i.enabled = false) & me
+            }
+            o if o == GICR_SGI_BASE + GICD_ISPENDR => {
+                self.write_bits(index, 0, value, |i| i.pending = true) & me
+            }
+            o if o == GICR_SGI_BASE + GICD_ICPENDR => {
+                self.write_bits(index, 0, value, |i| i.pending = false) & me
+            }
+            o if o == GICR_SGI_BASE + GICD_ISACTIVER => {
+                self.write_bits(index, 0, value, |i| i.active = true) & me
+            }
+            o if o == GICR_SGI_BASE + GICD_ICACTIVER => {
+                self.write_bits(index, 0, value, |i| i.active = false) & me
+            }
+            o if (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32)
+                .contains(&o) =>
+            {
+                self.write_bytes(
+                    index,
+                    o - GICR_SGI_BASE - GICD_IPRIORITYR,
+                    width,
+                    value,
+                    |i, b| i.priority = b,
+                );
                 0
             }
             o if o == GICR_SGI_BASE + GICD_ICFGR + 4 => {
@@ -757,6 +1075,11 @@ mod tests {
     struct FakeLrs {
         lrs: [ListRegister; 4],
         underflow: bool,
+        /// Physical line levels and active states (INTIDs 0-31).
+        line: [bool; 32],
+        active: [bool; 32],
+        /// Calls to `set_active`.
+        active_writes: usize,
     }
     impl ListRegisters for FakeLrs {
         fn count(&self) -> usize {
@@ -772,9 +1095,24 @@ mod tests {
             self.underflow = e;
         }
     }
+    impl PhysicalInterrupts for FakeLrs {
+        fn is_pending(&self, intid: u32) -> bool {
+            self.line[intid as usize]
+        }
+        fn set_active(&mut self, intid: u32, active: bool) {
+            self.active[intid as usize] = active;
+            self.active_writes += 1;
+        }
+    }
 
     fn dist_w(v: &mut Vgic, cpu: usize, off: u64, val: u32) -> VcpuMask {
-        v.mmio_write(cpu, GicFrame::Distributor(off), AccessWidth::Word, val.into()).unwrap()
+        v.mmio_write(
+            cpu,
+            GicFrame::Distributor(off),
+            AccessWidth::Word,
+            val.into(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -789,12 +1127,16 @@ mod tests {
         assert_eq!((lrs.lrs[0].intid, lrs.lrs[0].state), (27, LrState::Pending));
         // The guest acknowledges and completes it: the LR goes invalid.
         lrs.lrs[0].state = LrState::Active;
-        v.sync(0, &lrs);
+        v.sync(0, &mut lrs);
         assert!(!v.has_pending(0));
         v.flush(0, &mut lrs);
-        assert_eq!(lrs.lrs[0].state, LrState::Active, "active interrupts stay loaded");
+        assert_eq!(
+            lrs.lrs[0].state,
+            LrState::Active,
+            "active interrupts stay loaded"
+        );
         lrs.lrs[0].state = LrState::Invalid;
-        v.sync(0, &lrs);
+        v.sync(0, &mut lrs);
         v.flush(0, &mut lrs);
         assert_eq!(lrs.lrs[0].state, LrState::Invalid);
     }
@@ -819,8 +1161,13 @@ mod tests {
         dist_w(&mut v, 0, GICD_ISENABLER + 4, 0xff);
         for k in 0..6u32 {
             // Priorities 0x50, 0x48, ... the last ones are the most urgent.
-            v.mmio_write(0, GicFrame::Distributor(GICD_IPRIORITYR + 32 + u64::from(k)), AccessWidth::Byte, u64::from(0x50 - 8 * k))
-                .unwrap();
+            v.mmio_write(
+                0,
+                GicFrame::Distributor(GICD_IPRIORITYR + 32 + u64::from(k)),
+                AccessWidth::Byte,
+                u64::from(0x50 - 8 * k),
+            )
+            .unwrap();
             v.inject(0, 32 + k);
         }
         let mut lrs = FakeLrs::default();
@@ -833,10 +1180,15 @@ mod tests {
         for l in lrs.lrs.iter_mut() {
             l.state = LrState::Invalid;
         }
-        v.sync(0, &lrs);
+        v.sync(0, &mut lrs);
         v.flush(0, &mut lrs);
         assert!(!lrs.underflow);
-        let mut ids: Vec<u32> = lrs.lrs.iter().filter(|l| l.state == LrState::Pending).map(|l| l.intid).collect();
+        let mut ids: Vec<u32> = lrs
+            .lrs
+            .iter()
+            .filter(|l| l.state == LrState::Pending)
+            .map(|l| l.intid)
+            .collect();
         ids.sort();
         assert_eq!(ids, vec![32, 33]);
     }
@@ -858,14 +1210,34 @@ mod tests {
         let mut v = Vgic::new(GicVersion::V3, 2);
         assert_eq!(v.write_sgi1r(0, (3 << 24) | 0b10), 0b10);
         assert_eq!(v.write_sgi1r(1, (1 << 40) | (3 << 24)), 0b01);
-        assert_eq!(v.write_sgi1r(0, (1 << 16) | 1), 0, "Aff1 != 0 names no vCPU");
-        let typer = v.mmio_read(0, GicFrame::Redistributor(1, GICR_TYPER), AccessWidth::Double).unwrap();
+        assert_eq!(
+            v.write_sgi1r(0, (1 << 16) | 1),
+            0,
+            "Aff1 != 0 names no vCPU"
+        );
+        let typer = v
+            .mmio_read(
+                0,
+                GicFrame::Redistributor(1, GICR_TYPER),
+                AccessWidth::Double,
+            )
+            .unwrap();
         assert_eq!(typer >> 32, 1);
         assert_ne!(typer & (1 << 4), 0, "last redistributor");
-        assert!(v.mmio_read(0, GicFrame::Redistributor(2, 0), AccessWidth::Word).is_err());
+        assert!(v
+            .mmio_read(0, GicFrame::Redistributor(2, 0), AccessWidth::Word)
+            .is_err());
         // Private IDs are not in the v3 distributor.
         dist_w(&mut v, 0, GICD_ISENABLER, u32::MAX);
-        assert_eq!(v.mmio_read(0, GicFrame::Redistributor(0, GICR_SGI_BASE + GICD_ISENABLER), AccessWidth::Word).unwrap(), 0);
+        assert_eq!(
+            v.mmio_read(
+                0,
+                GicFrame::Redistributor(0, GICR_SGI_BASE + GICD_ISENABLER),
+                AccessWidth::Word
+            )
+            .unwrap(),
+            0
+        );
     }
 
     #[test]
@@ -877,17 +1249,194 @@ mod tests {
         let mut lrs = FakeLrs::default();
         v.flush(0, &mut lrs);
         lrs.lrs[0].state = LrState::Invalid;
-        v.sync(0, &lrs);
+        v.sync(0, &mut lrs);
         assert!(v.has_pending(0), "line still high");
         v.set_level(33, false);
         assert!(!v.has_pending(0));
     }
 
+    /// The virtual timer PPI and the physical PPI it is linked to (QEMU virt: both 27).
+    const TIMER: u32 = 27;
+
+    /// A GICv2 VM with `TIMER` enabled and linked to the physical `TIMER`.
+    fn linked_timer() -> (Vgic, FakeLrs) {
+        let mut v = Vgic::new(GicVersion::V2, 1);
+        dist_w(&mut v, 0, GICD_CTLR, 1);
+        dist_w(&mut v, 0, GICD_ISENABLER, 1 << TIMER);
+        v.link_physical(0, TIMER, TIMER);
+        (v, FakeLrs::default())
+    }
+
+    #[test]
+    fn linked_interrupt_goes_out_in_a_hw_list_register() {
+        let (mut v, mut lrs) = linked_timer();
+        // EL2 acknowledged the physical PPI and left it active.
+        lrs.active[TIMER as usize] = true;
+        lrs.line[TIMER as usize] = true;
+        assert_eq!(v.physical_fired(0, TIMER), 1);
+        v.flush(0, &mut lrs);
+        assert_eq!(lrs.lrs[0].intid, TIMER);
+        assert_eq!(lrs.lrs[0].state, LrState::Pending);
+        assert_eq!(
+            lrs.lrs[0].physical,
+            Some(TIMER),
+            "HW bit and physical INTID"
+        );
+        // The guest acknowledges, rearms its timer and deactivates: the HW
+        // list register deactivates the physical PPI too.
+        lrs.lrs[0].state = LrState::Invalid;
+        lrs.active[TIMER as usize] = false;
+        lrs.line[TIMER as usize] = false;
+        v.sync(0, &mut lrs);
+        assert!(!v.is_in_flight(0, TIMER));
+        assert_eq!(
+            lrs.active_writes, 0,
+            "the GIC deactivated it; the model writes nothing"
+        );
+        v.flush(0, &mut lrs);
+        assert_eq!(
+            lrs.lrs[0].state,
+            LrState::Invalid,
+            "no stale software level re-pends it"
+        );
+    }
+
+    #[test]
+    fn linked_interrupt_is_never_pending_and_active_in_a_list_register() {
+        let (mut v, mut lrs) = linked_timer();
+        v.physical_fired(0, TIMER);
+        v.flush(0, &mut lrs);
+        lrs.lrs[0].state = LrState::Active;
+        v.sync(0, &mut lrs);
+        // The guest writes ISPENDR while it handles it: still not P+A in the LR.
+        dist_w(&mut v, 0, GICD_ISPENDR, 1 << TIMER);
+        v.flush(0, &mut lrs);
+        assert_eq!(lrs.lrs[0].state, LrState::Active);
+        assert_eq!(lrs.lrs[0].physical, Some(TIMER));
+    }
+
+    #[test]
+    fn linked_interrupt_whose_line_dropped_before_it_was_taken_is_forgotten() {
+        let (mut v, mut lrs) = linked_timer();
+        lrs.active[TIMER as usize] = true;
+        lrs.line[TIMER as usize] = true;
+        v.physical_fired(0, TIMER);
+        v.flush(0, &mut lrs);
+        // The guest, interrupts masked, disables its timer and exits.
+        lrs.line[TIMER as usize] = false;
+        v.sync(0, &mut lrs);
+        assert!(!v.has_pending(0), "the line is low: nothing pending");
+        assert!(
+            !lrs.active[TIMER as usize],
+            "the physical PPI may fire again"
+        );
+        // While the line stays high, it stays pending (and physically active).
+        let (mut v, mut lrs) = linked_timer();
+        lrs.active[TIMER as usize] = true;
+        lrs.line[TIMER as usize] = true;
+        v.physical_fired(0, TIMER);
+        v.flush(0, &mut lrs);
+        v.sync(0, &mut lrs);
+        assert!(v.has_pending(0));
+        assert!(lrs.active[TIMER as usize]);
+    }
+
+    #[test]
+    fn guest_clearing_a_linked_interrupt_releases_the_physical_one() {
+        let (mut v, mut lrs) = linked_timer();
+        // Pending but disabled: it stays in software, the physical PPI active.
+        dist_w(&mut v, 0, GICD_ICENABLER, 1 << TIMER);
+        lrs.active[TIMER as usize] = true;
+        v.physical_fired(0, TIMER);
+        v.flush(0, &mut lrs);
+        v.sync(0, &mut lrs);
+        assert!(lrs.active[TIMER as usize]);
+        dist_w(&mut v, 0, GICD_ICPENDR, 1 << TIMER);
+        v.sync(0, &mut lrs);
+        assert!(
+            !lrs.active[TIMER as usize],
+            "ICPENDR on the virtual one deactivates the physical one"
+        );
+    }
+
+    #[test]
+    fn loading_a_vcpu_sets_the_physical_active_state_to_its_own() {
+        let mut v = Vgic::new(GicVersion::V2, 2);
+        dist_w(&mut v, 0, GICD_CTLR, 1);
+        for vcpu in 0..2 {
+            v.mmio_write(
+                vcpu,
+                GicFrame::Distributor(GICD_ISENABLER),
+                AccessWidth::Word,
+                1 << TIMER,
+            )
+            .unwrap();
+            v.link_physical(vcpu, TIMER, TIMER);
+        }
+        let mut lrs = FakeLrs::default();
+        // vCPU 0's timer fired and is in a list register when it is switched out.
+        v.load_physical(0, TIMER, false, &mut lrs);
+        lrs.active[TIMER as usize] = true;
+        lrs.line[TIMER as usize] = true;
+        v.physical_fired(0, TIMER);
+        v.flush(0, &mut lrs);
+        v.sync(0, &mut lrs);
+        assert!(v.is_in_flight(0, TIMER));
+        // vCPU 1 (timer quiet) comes in on the same CPU: the PPI must be free.
+        v.load_physical(1, TIMER, false, &mut lrs);
+        assert!(!lrs.active[TIMER as usize]);
+        // vCPU 0 again: its interrupt is still in flight, the PPI active again.
+        v.load_physical(0, TIMER, true, &mut lrs);
+        assert!(lrs.active[TIMER as usize]);
+        v.flush(0, &mut lrs);
+        assert_eq!(
+            (lrs.lrs[0].state, lrs.lrs[0].physical),
+            (LrState::Pending, Some(TIMER))
+        );
+        // A vCPU whose line dropped while it was out (CPU_OFF, reset) is not
+        // handed a stale interrupt.
+        v.sync(0, &mut lrs);
+        v.load_physical(0, TIMER, false, &mut lrs);
+        assert!(!v.is_in_flight(0, TIMER));
+        assert!(!lrs.active[TIMER as usize]);
+    }
+
+    #[test]
+    fn an_asserted_line_of_a_vcpu_off_its_cpu_pends_once() {
+        let (mut v, mut lrs) = linked_timer();
+        assert!(v.assert_line(0, TIMER));
+        assert!(!v.assert_line(0, TIMER), "still pending: not again");
+        v.load_physical(0, TIMER, true, &mut lrs);
+        v.flush(0, &mut lrs);
+        lrs.lrs[0].state = LrState::Active;
+        v.sync(0, &mut lrs);
+        assert!(!v.assert_line(0, TIMER), "active: not again");
+        v.flush(0, &mut lrs);
+        lrs.lrs[0].state = LrState::Invalid;
+        v.sync(0, &mut lrs);
+        assert!(
+            v.assert_line(0, TIMER),
+            "completed and still high: pending again, as on hardware"
+        );
+    }
+
     #[test]
     fn bad_widths_are_refused() {
         let mut v = Vgic::new(GicVersion::V2, 1);
-        assert_eq!(v.mmio_read(0, GicFrame::Distributor(GICD_CTLR), AccessWidth::Byte), Err(VgicError::BadAccess));
-        assert_eq!(v.mmio_read(0, GicFrame::Distributor(2), AccessWidth::Word), Err(VgicError::BadAccess));
-        assert!(v.mmio_read(0, GicFrame::Distributor(GICD_IPRIORITYR + 3), AccessWidth::Byte).is_ok());
+        assert_eq!(
+            v.mmio_read(0, GicFrame::Distributor(GICD_CTLR), AccessWidth::Byte),
+            Err(VgicError::BadAccess)
+        );
+        assert_eq!(
+            v.mmio_read(0, GicFrame::Distributor(2), AccessWidth::Word),
+            Err(VgicError::BadAccess)
+        );
+        assert!(v
+            .mmio_read(
+                0,
+                GicFrame::Distributor(GICD_IPRIORITYR + 3),
+                AccessWidth::Byte
+            )
+            .is_ok());
     }
 }

@@ -115,11 +115,18 @@ extern "C" {
     fn chroma_fp_restore(area: *const u64);
 }
 
+/// Where `for_each_el1_register!` keeps the virtual timer registers.
+const CNTV_CVAL_EL0_INDEX: usize = 24;
+const CNTV_CTL_EL0_INDEX: usize = 25;
+
 impl El1Context {
-    /// Index of CNTV_CVAL_EL0 in `sysregs`.
-    pub const CNTV_CVAL_EL0: usize = 24;
-    /// Index of CNTV_CTL_EL0 in `sysregs`.
-    pub const CNTV_CTL_EL0: usize = 25;
+    /// The saved virtual timer registers (CNTV_CTL_EL0, CNTV_CVAL_EL0).
+    pub fn virtual_timer(&self) -> chroma_core::vtimer::TimerRegisters {
+        chroma_core::vtimer::TimerRegisters {
+            control: self.sysregs[CNTV_CTL_EL0_INDEX],
+            compare: self.sysregs[CNTV_CVAL_EL0_INDEX],
+        }
+    }
 
     /// Saves the current EL1 state of this CPU into `self`.
     pub fn save(&mut self) {

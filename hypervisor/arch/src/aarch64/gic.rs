@@ -1,9 +1,18 @@
 //! The physical GIC as EL2 uses it (its own interrupts: timer, maintenance,
-//! the kick SGI) and the GICv2 (GICH) / GICv3 (ICH_*_EL2) virtual CPU
-//! interface behind the core's [`ListRegisters`].
+//! the kick SGI, the guests' timer PPI) and the GICv2 (GICH) / GICv3
+//! (ICH_*_EL2) virtual CPU interface behind the core's [`ListRegisters`].
+//!
+//! The CPU interface runs with split priority drop and deactivation
+//! (GICC_CTLR.EOImode / ICC_CTLR_EL1.EOImode): [`Gic::priority_drop`] ends
+//! EL2's handling of an interrupt, [`Gic::deactivate`] makes it signalable
+//! again. Every interrupt EL2 handles itself gets both
+//! ([`Gic::end_of_interrupt`]); the virtual timer's PPI gets only the first
+//! and stays active until the guest deactivates the virtual interrupt linked
+//! to it (HW list registers, [`PhysicalInterrupts`]).
 
+use super::list_register;
 use super::sysreg;
-use chroma_core::vgic::{ListRegister, ListRegisters, LrState};
+use chroma_core::vgic::{ListRegister, ListRegisters, PhysicalInterrupts};
 use core::ptr::{read_volatile, write_volatile};
 
 /// GICv2 distributor, CPU interface and virtual interface control offsets
@@ -11,13 +20,24 @@ use core::ptr::{read_volatile, write_volatile};
 mod v2 {
     pub const GICD_CTLR: usize = 0x000;
     pub const GICD_ISENABLER: usize = 0x100;
+    pub const GICD_ISPENDR: usize = 0x200;
+    pub const GICD_ISACTIVER: usize = 0x300;
+    pub const GICD_ICACTIVER: usize = 0x380;
     pub const GICD_IPRIORITYR: usize = 0x400;
     pub const GICD_ITARGETSR: usize = 0x800;
     pub const GICD_SGIR: usize = 0xf00;
     pub const GICC_CTLR: usize = 0x00;
+    /// GICC_CTLR.EnableGrp0 (no security extensions) / EnableGrp1 (non-secure view).
+    pub const GICC_CTLR_ENABLE: u32 = 1 << 0;
+    /// GICC_CTLR.EOImodeNS in the non-secure view, EOImodeS without security
+    /// extensions (QEMU without EL3): the bit that governs EL2's accesses
+    /// either way, as Linux uses it.
+    pub const GICC_CTLR_EOIMODE: u32 = 1 << 9;
     pub const GICC_PMR: usize = 0x04;
     pub const GICC_IAR: usize = 0x0c;
     pub const GICC_EOIR: usize = 0x10;
+    /// GICC_DIR, in the CPU interface's second 4 KiB page.
+    pub const GICC_DIR: usize = 0x1000;
     pub const GICH_HCR: usize = 0x000;
     pub const GICH_VTR: usize = 0x004;
     pub const GICH_VMCR: usize = 0x008;
@@ -28,14 +48,32 @@ mod v2 {
 mod v3 {
     pub const GICD_CTLR: usize = 0x0000;
     pub const GICD_CTLR_RWP: u32 = 1 << 31;
+    pub const GICD_IGROUPR: usize = 0x0080;
+    pub const GICD_ISENABLER: usize = 0x0100;
+    pub const GICD_ISPENDR: usize = 0x0200;
+    pub const GICD_ISACTIVER: usize = 0x0300;
+    pub const GICD_ICACTIVER: usize = 0x0380;
+    pub const GICD_IPRIORITYR: usize = 0x0400;
+    pub const GICD_IROUTER: usize = 0x6000;
     pub const GICR_TYPER: usize = 0x0008;
     pub const GICR_WAKER: usize = 0x0014;
     pub const GICR_STRIDE: usize = 0x2_0000;
     pub const SGI_BASE: usize = 0x1_0000;
     pub const GICR_IGROUPR0: usize = SGI_BASE + 0x080;
     pub const GICR_ISENABLER0: usize = SGI_BASE + 0x100;
+    pub const GICR_ISPENDR0: usize = SGI_BASE + 0x200;
+    pub const GICR_ISACTIVER0: usize = SGI_BASE + 0x300;
+    pub const GICR_ICACTIVER0: usize = SGI_BASE + 0x380;
     pub const GICR_IPRIORITYR: usize = SGI_BASE + 0x400;
+    /// ICC_CTLR_EL1.EOImode: EOIR drops the priority, DIR deactivates.
+    pub const ICC_CTLR_EOIMODE: u64 = 1 << 1;
 }
+
+/// Interrupt IDs below this are private to a CPU (SGIs and PPIs), banked in
+/// GICD (GICv2) or in the CPU's redistributor (GICv3).
+const PRIVATE_COUNT: u32 = 32;
+/// Every private interrupt, as a bit register word.
+const ALL_PRIVATE: u32 = u32::MAX;
 
 /// Interrupt IDs at or above this are special (1020-1023: spurious).
 const SPURIOUS_FIRST: u32 = 1020;
@@ -98,7 +136,11 @@ impl Gic {
     /// The addresses must be the board's GIC frames, mapped as device memory
     /// in the EL2 tables for as long as the `Gic` is used.
     pub unsafe fn new(kind: GicKind) -> Self {
-        let mut gic = Self { kind, redistributor: 0, list_register_count: 0 };
+        let mut gic = Self {
+            kind,
+            redistributor: 0,
+            list_register_count: 0,
+        };
         gic.list_register_count = match kind {
             GicKind::V2 { gich, .. } => (read32(gich + v2::GICH_VTR) & 0x3f) as usize + 1,
             GicKind::V3 { gicr, .. } => {
@@ -131,8 +173,14 @@ impl Gic {
                     write32(gicd + v2::GICD_ISENABLER + 4 * (i / 32), 1 << (i % 32));
                     set_priority_byte(gicd + v2::GICD_IPRIORITYR + i);
                 }
+                // Nothing a previous owner of this CPU left active (with
+                // split deactivation, an interrupt stays active until DIR).
+                write32(gicd + v2::GICD_ICACTIVER, ALL_PRIVATE);
                 write32(gicc + v2::GICC_PMR, 0xff);
-                write32(gicc + v2::GICC_CTLR, 1);
+                write32(
+                    gicc + v2::GICC_CTLR,
+                    v2::GICC_CTLR_ENABLE | v2::GICC_CTLR_EOIMODE,
+                );
                 write32(gich + v2::GICH_HCR, 1);
             }
             GicKind::V3 { .. } => {
@@ -141,6 +189,7 @@ impl Gic {
                 write32(rd + v3::GICR_WAKER, read32(rd + v3::GICR_WAKER) & !0b10);
                 while read32(rd + v3::GICR_WAKER) & 0b100 != 0 {}
                 write32(rd + v3::GICR_IGROUPR0, u32::MAX);
+                write32(rd + v3::GICR_ICACTIVER0, ALL_PRIVATE);
                 for &intid in private_interrupts {
                     write32(rd + v3::GICR_ISENABLER0, 1 << intid);
                     set_priority_byte(rd + v3::GICR_IPRIORITYR + intid as usize);
@@ -152,7 +201,8 @@ impl Gic {
                     sysreg::write_icc_sre_el2(0b1001);
                     sysreg::isb();
                     sysreg::write_icc_pmr_el1(0xff);
-                    sysreg::write_icc_ctlr_el1(0);
+                    // Split priority drop and deactivation (see the module doc).
+                    sysreg::write_icc_ctlr_el1(v3::ICC_CTLR_EOIMODE);
                     sysreg::write_icc_igrpen1_el1(1);
                     sysreg::write_ich_hcr_el2(1);
                     sysreg::isb();
@@ -170,12 +220,47 @@ impl Gic {
         (intid < SPURIOUS_FIRST).then_some(intid)
     }
 
-    /// Signals the end of `intid` (priority drop and deactivation).
+    /// Ends EL2's handling of `intid`: priority drop and deactivation.
     pub fn end_of_interrupt(&self, intid: u32) {
+        self.priority_drop(intid);
+        self.deactivate(intid);
+    }
+
+    /// Drops the running priority of `intid`, the interrupt EL2 acknowledged
+    /// last, and leaves it active: it is not signalled again until
+    /// [`Gic::deactivate`] or a HW list register deactivates it.
+    pub fn priority_drop(&self, intid: u32) {
         match self.kind {
             GicKind::V2 { gicc, .. } => write32(gicc + v2::GICC_EOIR, intid),
-            // SAFETY: completing an interrupt EL2 acknowledged itself.
+            // SAFETY: ends EL2's own handling of an interrupt it acknowledged.
             GicKind::V3 { .. } => unsafe { sysreg::write_icc_eoir1_el1(u64::from(intid)) },
+        }
+    }
+
+    /// Deactivates `intid` (after its priority drop).
+    pub fn deactivate(&self, intid: u32) {
+        match self.kind {
+            GicKind::V2 { gicc, .. } => write32(gicc + v2::GICC_DIR, intid),
+            // SAFETY: deactivating an interrupt EL2 acknowledged lets it be
+            // signalled again; it changes no memory.
+            GicKind::V3 { .. } => unsafe { sysreg::write_icc_dir_el1(u64::from(intid)) },
+        }
+    }
+
+    /// The bit register (ISPENDR, ISACTIVER, ...) word that holds `intid` on
+    /// this CPU: the banked GICD word, the redistributor's, or GICD's for SPIs.
+    fn bit_register(
+        &self,
+        v2_offset: usize,
+        v3_private: usize,
+        v3_shared: usize,
+        intid: u32,
+    ) -> usize {
+        let word = 4 * (intid / 32) as usize;
+        match self.kind {
+            GicKind::V2 { gicd, .. } => gicd + v2_offset + word,
+            GicKind::V3 { .. } if intid < PRIVATE_COUNT => self.redistributor + v3_private,
+            GicKind::V3 { gicd, .. } => gicd + v3_shared + word,
         }
     }
 
@@ -192,13 +277,17 @@ impl Gic {
     pub fn send_sgi(&self, intid: u32, mpidr: u64, v2_mask: u8) {
         sysreg::dsb_ish();
         match self.kind {
-            GicKind::V2 { gicd, .. } => write32(gicd + v2::GICD_SGIR, u32::from(v2_mask) << 16 | (intid & 0xf)),
+            GicKind::V2 { gicd, .. } => write32(
+                gicd + v2::GICD_SGIR,
+                u32::from(v2_mask) << 16 | (intid & 0xf),
+            ),
             GicKind::V3 { .. } => {
                 let aff0 = mpidr & 0xf;
                 let aff1 = (mpidr >> 8) & 0xff;
                 let aff2 = (mpidr >> 16) & 0xff;
                 let aff3 = (mpidr >> 32) & 0xff;
-                let value = aff3 << 48 | aff2 << 32 | aff1 << 16 | u64::from(intid & 0xf) << 24 | 1 << aff0;
+                let value =
+                    aff3 << 48 | aff2 << 32 | aff1 << 16 | u64::from(intid & 0xf) << 24 | 1 << aff0;
                 // SAFETY: sending an SGI to another physical CPU only makes
                 // it take an interrupt (a kick), which it handles.
                 unsafe { sysreg::write_icc_sgi1r_el1(value) };
@@ -253,46 +342,23 @@ impl ListRegisters for Gic {
     fn read(&self, index: usize) -> ListRegister {
         match self.kind {
             GicKind::V2 { gich, .. } => {
-                let lr = read32(gich + v2::GICH_LR0 + 4 * index);
-                ListRegister {
-                    intid: lr & 0x3ff,
-                    state: decode_state(u64::from(lr >> 28) & 3),
-                    priority: ((lr >> 23) & 0x1f) as u8 * 8,
-                    group1: lr & (1 << 30) != 0,
-                    source: ((lr >> 10) & 7) as u8,
-                }
+                list_register::decode_v2(read32(gich + v2::GICH_LR0 + 4 * index))
             }
-            GicKind::V3 { .. } => {
-                let lr = sysreg::ich_lr_el2(index);
-                ListRegister {
-                    intid: lr as u32,
-                    state: decode_state(lr >> 62),
-                    priority: (lr >> 48) as u8,
-                    group1: lr & (1 << 60) != 0,
-                    source: 0,
-                }
-            }
+            GicKind::V3 { .. } => list_register::decode_v3(sysreg::ich_lr_el2(index)),
         }
     }
 
     fn write(&mut self, index: usize, value: ListRegister) {
-        let state = encode_state(value.state);
         match self.kind {
-            GicKind::V2 { gich, .. } => {
-                let source = if value.intid < 16 { u32::from(value.source & 7) << 10 } else { 0 };
-                let lr = (value.intid & 0x3ff)
-                    | source
-                    | u32::from(value.priority >> 3) << 23
-                    | (state as u32) << 28
-                    | u32::from(value.group1) << 30;
-                write32(gich + v2::GICH_LR0 + 4 * index, if state == 0 { 0 } else { lr });
-            }
-            GicKind::V3 { .. } => {
-                let lr = u64::from(value.intid) | u64::from(value.priority) << 48 | u64::from(value.group1) << 60 | state << 62;
-                // SAFETY: this list register belongs to the vCPU about to run
-                // here (flush is called right before entry).
-                unsafe { sysreg::write_ich_lr_el2(index, if state == 0 { 0 } else { lr }) };
-            }
+            GicKind::V2 { gich, .. } => write32(
+                gich + v2::GICH_LR0 + 4 * index,
+                list_register::encode_v2(&value),
+            ),
+            // SAFETY: this list register belongs to the vCPU about to run
+            // here (flush is called right before entry).
+            GicKind::V3 { .. } => unsafe {
+                sysreg::write_ich_lr_el2(index, list_register::encode_v3(&value))
+            },
         }
     }
 
@@ -307,21 +373,29 @@ impl ListRegisters for Gic {
     }
 }
 
-fn decode_state(bits: u64) -> LrState {
-    match bits & 3 {
-        0 => LrState::Invalid,
-        1 => LrState::Pending,
-        2 => LrState::Active,
-        _ => LrState::PendingActive,
+impl PhysicalInterrupts for Gic {
+    fn is_pending(&self, intid: u32) -> bool {
+        let word = self.bit_register(v2::GICD_ISPENDR, v3::GICR_ISPENDR0, v3::GICD_ISPENDR, intid);
+        read32(word) & 1 << (intid % 32) != 0
     }
-}
 
-fn encode_state(state: LrState) -> u64 {
-    match state {
-        LrState::Invalid => 0,
-        LrState::Pending => 1,
-        LrState::Active => 2,
-        LrState::PendingActive => 3,
+    fn set_active(&mut self, intid: u32, active: bool) {
+        let word = if active {
+            self.bit_register(
+                v2::GICD_ISACTIVER,
+                v3::GICR_ISACTIVER0,
+                v3::GICD_ISACTIVER,
+                intid,
+            )
+        } else {
+            self.bit_register(
+                v2::GICD_ICACTIVER,
+                v3::GICR_ICACTIVER0,
+                v3::GICD_ICACTIVER,
+                intid,
+            )
+        };
+        write32(word, 1 << (intid % 32));
     }
 }
 
@@ -343,13 +417,13 @@ impl Gic {
                 let mpidr = sysreg::mpidr_el1();
                 let affinity = (mpidr & 0xff_ffff) | ((mpidr >> 32) & 0xff) << 32;
                 // GICD_IROUTER<n> (64-bit, written as two words), IGROUPR, priority, enable.
-                let router = gicd + 0x6000 + 8 * i;
+                let router = gicd + v3::GICD_IROUTER + 8 * i;
                 write32(router, affinity as u32);
                 write32(router + 4, (affinity >> 32) as u32);
-                let group = gicd + 0x080 + 4 * (i / 32);
+                let group = gicd + v3::GICD_IGROUPR + 4 * (i / 32);
                 write32(group, read32(group) | 1 << (i % 32));
-                set_priority_byte(gicd + 0x400 + i);
-                write32(gicd + 0x100 + 4 * (i / 32), 1 << (i % 32));
+                set_priority_byte(gicd + v3::GICD_IPRIORITYR + i);
+                write32(gicd + v3::GICD_ISENABLER + 4 * (i / 32), 1 << (i % 32));
             }
         }
     }

@@ -1,12 +1,14 @@
 //! The AArch64 EL2 back-end.
 //!
-//! `esr`, `descriptors` and `el2` are pure (syndrome decoding, descriptor
-//! encoding, EL2 control values) and tested on the host; everything that executes Arm
+//! `esr`, `descriptors`, `el2` and `list_register` are pure (syndrome
+//! decoding, descriptor, EL2 control value and list register encoding) and
+//! tested on the host; everything that executes Arm
 //! instructions is compiled only for `target_arch = "aarch64"`.
 
 pub mod descriptors;
 pub mod el2;
 pub mod esr;
+pub mod list_register;
 
 #[cfg(target_arch = "aarch64")]
 pub mod boot;

@@ -111,9 +111,11 @@ sysreg_write!(/// ICC_SRE_EL2: system-register interface enable for EL2 and EL1.
 sysreg_write!(/// ICC_PMR_EL1: EL2's priority mask (EL1 name, EL2 access).
     write_icc_pmr_el1, "icc_pmr_el1");
 sysreg_write!(/// ICC_IGRPEN1_EL1: group-1 enable for EL2.
-    write_icc_igrpen1_el1, "icc_igrpen1_el1");
-sysreg_write!(/// ICC_EOIR1_EL1: end of interrupt.
-    write_icc_eoir1_el1, "icc_eoir1_el1");
+    write_icc_igrpen1_el1, "S3_0_C12_C12_7");
+sysreg_write!(/// ICC_EOIR1_EL1: end of interrupt (with ICC_CTLR_EL1.EOImode set: priority drop only).
+    write_icc_eoir1_el1, "S3_0_C12_C12_1");
+sysreg_write!(/// ICC_DIR_EL1: deactivate an interrupt (with ICC_CTLR_EL1.EOImode set).
+    write_icc_dir_el1, "S3_0_C12_C11_1");
 sysreg_write!(/// ICC_SGI1R_EL1: send a physical SGI.
     write_icc_sgi1r_el1, "icc_sgi1r_el1");
 sysreg_write!(/// ICC_CTLR_EL1: EL2's CPU interface control.

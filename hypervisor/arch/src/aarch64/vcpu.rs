@@ -7,8 +7,8 @@ use super::esr::{self, ESR_IL};
 use super::gic::Gic;
 use super::sysreg;
 use super::vectors::{enter_guest, ExceptionKind, GuestRegisters};
-use chroma_core::run::VirtualTimer;
 use chroma_core::vcpu::{ExternalAbort, GuestCpu, Trap};
+use chroma_core::vtimer::TimerRegisters;
 
 /// PSTATE at a vCPU's start and at an exception taken to EL1: EL1h (SP_EL1)
 /// with D, A, I and F masked, as the Linux boot protocol and the
@@ -38,9 +38,6 @@ const ISS_WNR: u64 = 1 << 6;
 /// SCTLR_EL1.M (stage-1 MMU) and SCTLR_EL1.C (data cache).
 const SCTLR_M: u64 = 1 << 0;
 const SCTLR_C: u64 = 1 << 2;
-/// CNTV_CTL_EL0 fields.
-const CNTV_CTL_ENABLE: u64 = 1 << 0;
-const CNTV_CTL_IMASK: u64 = 1 << 1;
 /// The zero register's number in a load/store syndrome.
 const XZR: u8 = 31;
 /// VMPIDR_EL2 bit 31 is RES1.
@@ -85,18 +82,9 @@ impl Vcpu {
         gic.restore_vmcr(self.vmcr);
     }
 
-    /// The virtual timer as saved (the vCPU is not loaded).
-    pub fn saved_timer(&self) -> VirtualTimer {
-        timer_from(
-            self.context.sysregs[El1Context::CNTV_CTL_EL0],
-            self.context.sysregs[El1Context::CNTV_CVAL_EL0],
-        )
-    }
-
-    /// Masks the saved virtual timer's output (its interrupt was delivered
-    /// while the vCPU was parked).
-    pub fn mask_saved_timer(&mut self) {
-        self.context.sysregs[El1Context::CNTV_CTL_EL0] |= CNTV_CTL_IMASK;
+    /// The virtual timer registers as saved (the vCPU is not loaded).
+    pub fn saved_timer(&self) -> TimerRegisters {
+        self.context.virtual_timer()
     }
 
     /// Runs the vCPU until it traps.
@@ -121,25 +109,21 @@ impl Vcpu {
     }
 }
 
-fn timer_from(control: u64, compare: u64) -> VirtualTimer {
-    VirtualTimer {
-        enabled: control & CNTV_CTL_ENABLE != 0,
-        masked: control & CNTV_CTL_IMASK != 0,
-        compare,
+/// The loaded vCPU's virtual timer registers, read live.
+pub fn live_timer() -> TimerRegisters {
+    TimerRegisters {
+        control: sysreg::cntv_ctl_el0(),
+        compare: sysreg::cntv_cval_el0(),
     }
 }
 
-/// The loaded vCPU's virtual timer, read live.
-pub fn live_timer() -> VirtualTimer {
-    timer_from(sysreg::cntv_ctl_el0(), sysreg::cntv_cval_el0())
-}
-
-/// Masks the loaded vCPU's virtual timer output, so its level interrupt
-/// stops firing at EL2 until the guest reprograms the timer.
-pub fn mask_live_timer() {
-    // SAFETY: sets IMASK of the current guest's own timer; nothing else
-    // depends on it.
-    unsafe { sysreg::write_cntv_ctl_el0(sysreg::cntv_ctl_el0() | CNTV_CTL_IMASK) };
+/// Disables the virtual timer of this CPU while no vCPU's state is loaded
+/// (its reset value is UNKNOWN: it must not raise the PPI for nobody).
+pub fn disable_live_timer() {
+    // SAFETY: no guest's timer state is on this CPU; a disabled timer only
+    // keeps its PPI quiet until a vCPU's registers are restored.
+    unsafe { sysreg::write_cntv_ctl_el0(0) };
+    sysreg::isb();
 }
 
 /// Installs VM `vmid`'s stage-2 tables at `stage2_root` and gives the vCPU
