@@ -97,7 +97,7 @@ pub fn init(board: &crate::platform_info::BoardInfo) {
     match board.uart {
         // SAFETY: `mm::init` mapped the device tree's console UART as device
         // memory; the early driver (same or other UART) is replaced here.
-        Some(base) => CONSOLE.lock().uart = Some(unsafe { Pl011::new(base as usize) }),
+        Some(base) => CONSOLE.lock().uart = Some(unsafe { Pl011::new(crate::mm::host_usize(base)) }),
         None => log::warn!(
             "the device tree's console is a {:?} UART, which this build does not drive: staying on the early UART",
             board.other_console

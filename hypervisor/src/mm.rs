@@ -87,6 +87,14 @@ fn mmu_config(root: u64) -> MmuConfig {
     }
 }
 
+/// One of the hypervisor's own addresses or sizes (its image, heap, tables,
+/// frames, device windows) as a pointer-sized value. They fit on every
+/// target chroma builds for; one that does not is a broken board
+/// description, and the hypervisor stops.
+pub fn host_usize(value: u64) -> usize {
+    usize::try_from(value).unwrap_or_else(|_| crate::fatal("an address beyond the pointer width"))
+}
+
 /// Turns the MMU on with a coarse identity map (the image's GiB and the
 /// DTB's as normal memory, the early UART's as device), so that everything
 /// after runs with caches on and atomics on normal memory.
@@ -123,7 +131,7 @@ pub unsafe fn early_mmu_on(dtb: usize) {
     let root = table as u64;
     // The walker will read the table with cacheable attributes: make sure no
     // stale line from before the MMU was on shadows what was just written.
-    chroma_arch::aarch64::cache::invalidate_dcache(root as usize, 4096);
+    chroma_arch::aarch64::cache::invalidate_dcache(host_usize(root), 4096);
     // The early map has writable+executable blocks: WXN must be off for now.
     let mut config = mmu_config(root);
     config.sctlr &= !(1 << 19);
@@ -141,7 +149,7 @@ impl TableMemory for PhysTables {
         let base = FRAMES.lock().alloc(bytes)?;
         // SAFETY: the frames were just allocated for this table and are
         // identity-mapped read/write; nobody else holds them.
-        unsafe { core::ptr::write_bytes(base.raw() as *mut u8, 0, bytes as usize) };
+        unsafe { core::ptr::write_bytes(base.raw() as *mut u8, 0, host_usize(bytes)) };
         Some(base)
     }
 
@@ -172,7 +180,7 @@ pub fn init(board: &BoardInfo) {
     }
     // SAFETY: the heap range is RAM right after the image (same GiB, mapped
     // by the early map), owned by nobody else: it is excluded from the frames.
-    unsafe { HEAP.lock().init(heap as usize, HEAP_BYTES as usize) };
+    unsafe { HEAP.lock().init(host_usize(heap), host_usize(HEAP_BYTES)) };
     {
         let mut frames = FRAMES.lock();
         for range in board.memory.iter().flatten() {
@@ -243,7 +251,7 @@ pub fn init(board: &BoardInfo) {
         boot::enable_mmu(&config);
         boot::set_secondary_mmu_config(config);
     }
-    let bytes = manifest_len.max(0);
+    let bytes = manifest_len;
     // SAFETY: the manifest was appended by the build tool right after the
     // image; it is mapped read/write above and never written.
     let slice = unsafe { core::slice::from_raw_parts(image_end() as *const u8, bytes) };

@@ -136,7 +136,7 @@ pub fn mmio(
     write: Option<u64>,
     cacheable: bool,
 ) -> u64 {
-    let width = width.bytes() as u8;
+    let width = width.byte_count();
     let sys = system();
     let vm = &sys.vms[vm_index];
     let nic = &vm.nics[index];
@@ -147,7 +147,7 @@ pub fn mmio(
         match write {
             Some(v) => {
                 let action = device
-                    .mmio_write(offset, width, v as u32, memory)
+                    .mmio_write(offset, width, chroma_core::exit::low_word(v), memory)
                     .unwrap_or(MmioAction::None);
                 (0, action, device.take_irq_edge())
             }
@@ -169,7 +169,7 @@ pub fn mmio(
             // A driver that queues several frames before it kicks (Linux,
             // with xmit_more) gains from polling instead of a kick per batch:
             // switch this NIC to deferred kicks once a kick brings a batch.
-            if queue == chroma_virtio::net::TX_QUEUE as u16
+            if usize::from(queue) == chroma_virtio::net::TX_QUEUE
                 && nic.counters.single_frame_polls.load(Ordering::Relaxed) < SYNCHRONOUS_POLLS
             {
                 let mut guard = nic.state.lock();

@@ -121,7 +121,7 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
         virt_timer_intid: board.timer.virt.intid().ok_or(BoardError::NoVirtualGic(
             "the timer has no virtual timer PPI",
         ))?,
-        ipa_bits: chroma_arch::aarch64::cpu::physical_address_bits().min(48),
+        ipa_bits: chroma_arch::aarch64::el2::this_cpu_pa_bits().min(48),
         dtb_range: (dtb as u64, (dtb + total) as u64),
         virtio: [None; 32],
     };
@@ -175,9 +175,9 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
                 "GICv2 without a virtual CPU interface (no GICV)",
             ))?;
             info.gic = GicKind::V2 {
-                gicd: distributor.base as usize,
-                gicc: cpu_interface.base as usize,
-                gich: gich.base as usize,
+                gicd: crate::mm::host_usize(distributor.base),
+                gicc: crate::mm::host_usize(cpu_interface.base),
+                gich: crate::mm::host_usize(gich.base),
             };
             info.gicv = Some(gicv.base);
             devices[1] = (distributor.base, distributor.size);
@@ -190,8 +190,8 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
             ..
         } => {
             info.gic = GicKind::V3 {
-                gicd: distributor.base as usize,
-                gicr: redistributors.base as usize,
+                gicd: crate::mm::host_usize(distributor.base),
+                gicr: crate::mm::host_usize(redistributors.base),
             };
             devices[1] = (distributor.base, distributor.size);
             devices[2] = (redistributors.base, redistributors.size);
@@ -219,7 +219,7 @@ pub fn guest_dtb(
     build_guest_dtb(&GuestDtbSpec {
         memory_base: spec.memory_base,
         memory_size: spec.memory_bytes,
-        vcpu_count: vcpu_count as u32,
+        vcpu_count: u32::try_from(vcpu_count).map_err(|_| chroma_devtree::DevtreeError::TooMany { what: "vCPUs", max: chroma_core::vgic::MAX_VCPUS })?,
         cpu_compatible: "arm,cortex-a57",
         gic: match version {
             GicVersion::V2 => GuestGic::V2,
@@ -227,6 +227,7 @@ pub fn guest_dtb(
         },
         bootargs: spec.cmdline,
         initrd,
-        virtio_mmio_count: nics as u32,
+        virtio_mmio_count: u32::try_from(nics)
+            .map_err(|_| chroma_devtree::DevtreeError::TooMany { what: "virtio-mmio transports", max: 32 })?,
     })
 }

@@ -138,7 +138,7 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
         cpu_count: board.cpus.iter().flatten().count().clamp(1, MAX_CPUS),
         switches,
         uplink,
-        cache: (cache.geometry.clone(), cache.forced),
+        cache: (cache.geometry, cache.forced),
     });
     // SAFETY: the GIC frames come from the device tree and were mapped as
     // device memory by `mm::init`.

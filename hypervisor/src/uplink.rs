@@ -32,14 +32,14 @@ unsafe impl Hal for El2Hal {
             .alloc(bytes)
             .unwrap_or_else(|| crate::fatal("uplink: no memory for DMA"));
         // SAFETY: the frames were just allocated and are identity-mapped.
-        unsafe { core::ptr::write_bytes(base.raw() as *mut u8, 0, bytes as usize) };
+        unsafe { core::ptr::write_bytes(base.raw() as *mut u8, 0, crate::mm::host_usize(bytes)) };
         let pointer = NonNull::new(base.raw() as *mut u8).unwrap_or(NonNull::dangling());
         (base.raw() as PhysAddr, pointer)
     }
 
     unsafe fn dma_dealloc(paddr: PhysAddr, _vaddr: NonNull<u8>, pages: usize) -> i32 {
         FRAMES.lock().free(
-            chroma_core::HostPhysAddr::new(paddr as u64),
+            chroma_core::HostPhysAddr::new(paddr),
             pages as u64 * PAGE_SIZE,
         );
         0
@@ -78,7 +78,7 @@ impl Uplink {
             let header = NonNull::new(base as *mut VirtIOHeader)?;
             // SAFETY: `base` is a virtio-mmio window from the device tree,
             // mapped as device memory at EL2, used by nothing else.
-            let Ok(transport) = (unsafe { MmioTransport::new(header, size as usize) }) else {
+            let Ok(transport) = (unsafe { MmioTransport::new(header, crate::mm::host_usize(size)) }) else {
                 continue;
             };
             if transport.device_type() != DeviceType::Network {

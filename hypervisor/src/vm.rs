@@ -83,6 +83,10 @@ pub enum VmError {
     Alias,
     /// Guest RAM would cover a device window of the guest's machine.
     RamOverDevices,
+    /// More NICs than the guest's machine has transports for.
+    TooManyNics,
+    /// More VMs than there are VMIDs.
+    TooManyVms,
 }
 
 impl core::fmt::Display for VmError {
@@ -95,6 +99,8 @@ impl core::fmt::Display for VmError {
             VmError::Stage2 => "stage-2 mapping failed",
             VmError::Alias => "no colour-matched hypervisor alias for guest RAM",
             VmError::RamOverDevices => "guest RAM overlaps the guest's device windows",
+            VmError::TooManyNics => "more NICs than the machine has virtio-mmio transports",
+            VmError::TooManyVms => "more VMs than VMIDs",
         })
     }
 }
@@ -149,6 +155,9 @@ impl Vm {
             .map::<Stage2Format, _>(&mut tables, ram_ipa, ram_pa, ram_size, Attributes::RAM)
             .map_err(|_| VmError::Stage2)?;
         let map = QEMU_VIRT;
+        if spec.nets.len() > map.virtio_mmio.max_count as usize {
+            return Err(VmError::TooManyNics);
+        }
         if version == GicVersion::V2 {
             // The GICv2 CPU interface: the hardware virtual CPU interface
             // (GICV) appears where the guest expects GICC.
@@ -191,7 +200,7 @@ impl Vm {
                 }),
                 switch,
                 port: port.unwrap_or(0),
-                intid: map.virtio_intid(i as u32),
+                intid: map.virtio_intid(u32::try_from(i).map_err(|_| VmError::TooManyNics)?),
                 mac: net.mac,
                 counters: NicCounters::default(),
                 polling: AtomicBool::new(false),
@@ -216,7 +225,7 @@ impl Vm {
         );
         let vm = Vm {
             core,
-            vmid: (index + 1) as u16,
+            vmid: u16::try_from(index + 1).map_err(|_| VmError::TooManyVms)?,
             stage2,
             ram_pa: ram_pa.raw(),
             console_line: Mutex::new(LineBuffer::new()),
@@ -244,8 +253,10 @@ impl Vm {
         }
         // SAFETY: guest RAM was allocated for this VM and is reached through
         // its alias; no vCPU of the VM runs while it is loaded.
-        let ram = unsafe { crate::mm::phys_slice_mut(self.alias, size as usize) };
-        ram[kernel_offset as usize..][..spec.kernel.len()].copy_from_slice(spec.kernel);
+        let ram = unsafe { crate::mm::phys_slice_mut(self.alias, crate::mm::host_usize(size)) };
+        // Offsets below `size` (checked above) fit the pointer width as RAM does.
+        let at = |offset: u64| usize::try_from(offset).map_err(|_| VmError::NoRoom);
+        ram[at(kernel_offset)?..][..spec.kernel.len()].copy_from_slice(spec.kernel);
         let initrd = match spec.initrd {
             Some(initrd) => {
                 let start = (dtb_offset
@@ -255,7 +266,7 @@ impl Vm {
                 if start < kernel_end {
                     return Err(VmError::NoRoom);
                 }
-                ram[start as usize..][..initrd.len()].copy_from_slice(initrd);
+                ram[at(start)?..][..initrd.len()].copy_from_slice(initrd);
                 Some((ipa + start, ipa + start + initrd.len() as u64))
             }
             None => None,
@@ -271,7 +282,7 @@ impl Vm {
         if dtb.len() as u64 > DTB_RESERVE {
             return Err(VmError::DeviceTree);
         }
-        ram[dtb_offset as usize..][..dtb.len()].copy_from_slice(&dtb);
+        ram[at(dtb_offset)?..][..dtb.len()].copy_from_slice(&dtb);
         // Loaded code and data must reach the Point of Coherency before the
         // guest runs with its caches off.
         // SAFETY: the range is this VM's RAM alias, mapped for the hypervisor's
@@ -281,7 +292,7 @@ impl Vm {
             chroma_cache::ops::sync_loaded_image(
                 &chroma_cache::arch::aarch64::Aarch64CacheOps::new(),
                 chroma_mem::HostVirtAddr::new(self.alias),
-                size as usize,
+                crate::mm::host_usize(size),
             )
         };
         Ok(BootRequest {
@@ -329,7 +340,7 @@ impl Vm {
         }
         // SAFETY: no vCPU of this VM runs (checked above), so nothing else
         // touches guest RAM while it is cleared and reloaded.
-        let ram = unsafe { crate::mm::phys_slice_mut(self.alias, self.ram.size as usize) };
+        let ram = unsafe { crate::mm::phys_slice_mut(self.alias, crate::mm::host_usize(self.ram.size)) };
         ram.fill(0);
         crate::nic::detach_vm(self.index);
         let entry = self.load(&self.spec, self.gic_version())?;

@@ -19,6 +19,16 @@ pub enum AccessWidth {
 }
 
 impl AccessWidth {
+    /// Size in bytes, as a byte count.
+    pub const fn byte_count(self) -> u8 {
+        match self {
+            AccessWidth::Byte => 1,
+            AccessWidth::Half => 2,
+            AccessWidth::Word => 4,
+            AccessWidth::Double => 8,
+        }
+    }
+
     /// Size in bytes.
     pub const fn bytes(self) -> u64 {
         match self {
@@ -106,4 +116,10 @@ pub enum Exit {
         /// Faulting address register value, if any.
         fault_address: u64,
     },
+}
+
+/// The low 32 bits of a register value (what a 32-bit register store writes).
+pub const fn low_word(value: u64) -> u32 {
+    let [a, b, c, d, ..] = value.to_le_bytes();
+    u32::from_le_bytes([a, b, c, d])
 }

@@ -48,19 +48,6 @@ pub fn affinity() -> u64 {
     sysreg::mpidr_el1() & MPIDR_AFFINITY
 }
 
-/// The CPU's physical address size in bits (ID_AA64MMFR0_EL1.PARange).
-pub fn physical_address_bits() -> u8 {
-    match sysreg::id_aa64mmfr0_el1() & 0xf {
-        0 => 32,
-        1 => 36,
-        2 => 40,
-        3 => 42,
-        4 => 44,
-        5 => 48,
-        _ => 52,
-    }
-}
-
 /// How firmware is called.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Conduit {
