@@ -234,6 +234,9 @@ if rustup_has_targets; then
 else
     toolchain=debian
     debian_toolchain_runs || want rustc-web cargo-web rust-web-src
+    # The bare-metal clippy stage runs Debian's cargo-clippy by path (its
+    # clippy-driver matches Debian's rustc), whatever the host cargo is.
+    runs /usr/bin/cargo-clippy || want rust-web-clippy
 fi
 runs "$LINKER" || want lld-19
 objcopy_runs || want llvm-19
