@@ -219,7 +219,12 @@ pub fn guest_dtb(
     build_guest_dtb(&GuestDtbSpec {
         memory_base: spec.memory_base,
         memory_size: spec.memory_bytes,
-        vcpu_count: u32::try_from(vcpu_count).map_err(|_| chroma_devtree::DevtreeError::TooMany { what: "vCPUs", max: chroma_core::vgic::MAX_VCPUS })?,
+        vcpu_count: u32::try_from(vcpu_count).map_err(|_| {
+            chroma_devtree::DevtreeError::TooMany {
+                what: "vCPUs",
+                max: chroma_core::vgic::MAX_VCPUS,
+            }
+        })?,
         cpu_compatible: "arm,cortex-a57",
         gic: match version {
             GicVersion::V2 => GuestGic::V2,
@@ -227,7 +232,11 @@ pub fn guest_dtb(
         },
         bootargs: spec.cmdline,
         initrd,
-        virtio_mmio_count: u32::try_from(nics)
-            .map_err(|_| chroma_devtree::DevtreeError::TooMany { what: "virtio-mmio transports", max: 32 })?,
+        virtio_mmio_count: u32::try_from(nics).map_err(|_| {
+            chroma_devtree::DevtreeError::TooMany {
+                what: "virtio-mmio transports",
+                max: 32,
+            }
+        })?,
     })
 }

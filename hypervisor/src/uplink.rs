@@ -78,7 +78,9 @@ impl Uplink {
             let header = NonNull::new(base as *mut VirtIOHeader)?;
             // SAFETY: `base` is a virtio-mmio window from the device tree,
             // mapped as device memory at EL2, used by nothing else.
-            let Ok(transport) = (unsafe { MmioTransport::new(header, crate::mm::host_usize(size)) }) else {
+            let Ok(transport) =
+                (unsafe { MmioTransport::new(header, crate::mm::host_usize(size)) })
+            else {
                 continue;
             };
             if transport.device_type() != DeviceType::Network {

@@ -340,7 +340,8 @@ impl Vm {
         }
         // SAFETY: no vCPU of this VM runs (checked above), so nothing else
         // touches guest RAM while it is cleared and reloaded.
-        let ram = unsafe { crate::mm::phys_slice_mut(self.alias, crate::mm::host_usize(self.ram.size)) };
+        let ram =
+            unsafe { crate::mm::phys_slice_mut(self.alias, crate::mm::host_usize(self.ram.size)) };
         ram.fill(0);
         crate::nic::detach_vm(self.index);
         let entry = self.load(&self.spec, self.gic_version())?;

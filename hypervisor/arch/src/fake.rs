@@ -324,7 +324,7 @@ mod tests {
                 self.el2_interrupt();
                 self.wake_parked();
                 self.run_guest();
-                if self.now % SLICE == 0 {
+                if self.now.is_multiple_of(SLICE) {
                     self.switch();
                 }
             }

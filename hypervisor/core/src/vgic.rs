@@ -22,13 +22,23 @@
 //! Lock order: one `Vgic` per VM, behind the VM's lock; nothing else is
 //! taken while it is held.
 
-use crate::exit::AccessWidth;
+use crate::exit::{low_word, AccessWidth};
 
 /// Most vCPUs a VM can have.
 pub const MAX_VCPUS: usize = 8;
 /// Interrupt IDs 0..NUM_IRQS exist (SGIs 0-15, PPIs 16-31, SPIs 32..).
 pub const NUM_IRQS: usize = 128;
 const NUM_SPIS: usize = NUM_IRQS - 32;
+/// GICD_TYPER.ITLinesNumber: the distributor implements 32 * (N + 1) IDs.
+const IT_LINES_NUMBER: u32 = {
+    assert!(
+        NUM_IRQS.is_multiple_of(32) && NUM_IRQS / 32 <= 32,
+        "ITLinesNumber is 5 bits"
+    );
+    #[allow(clippy::cast_possible_truncation)] // reason: at most 31, by the assert above
+    let n = (NUM_IRQS / 32 - 1) as u32;
+    n
+};
 /// Most list registers any implementation has.
 pub const MAX_LIST_REGISTERS: usize = 16;
 
@@ -199,7 +209,7 @@ pub struct Vgic {
 
 fn check_width(width: AccessWidth, offset: u64, byte_ok: bool) -> Result<(), VgicError> {
     match width {
-        AccessWidth::Word if offset % 4 == 0 => Ok(()),
+        AccessWidth::Word if offset.is_multiple_of(4) => Ok(()),
         AccessWidth::Byte if byte_ok => Ok(()),
         _ => Err(VgicError::BadAccess),
     }
@@ -302,7 +312,7 @@ impl Vgic {
         let private = self
             .private
             .get(vcpu)
-            .map_or(false, |p| p.iter().any(|i| i.pending && i.enabled));
+            .is_some_and(|p| p.iter().any(|i| i.pending && i.enabled));
         private
             || self
                 .spis
@@ -498,24 +508,16 @@ impl Vgic {
             }
         };
         if let Some(private) = self.private.get(vcpu) {
-            for (i, irq) in private.iter().enumerate() {
+            for (irq, intid) in private.iter().zip(0u32..) {
                 if irq.active || (irq.pending && irq.enabled) {
-                    consider(
-                        if irq.active { 0 } else { irq.priority },
-                        i as u32,
-                        &mut found,
-                    );
+                    consider(if irq.active { 0 } else { irq.priority }, intid, &mut found);
                 }
             }
         }
-        for (i, spi) in self.spis.iter().enumerate() {
+        for (spi, intid) in self.spis.iter().zip(32u32..) {
             let live = spi.active || (spi.pending && spi.enabled && dist_enabled);
             if live && self.spi_target(spi) == vcpu {
-                consider(
-                    if spi.active { 0 } else { spi.priority },
-                    (i + 32) as u32,
-                    &mut found,
-                );
+                consider(if spi.active { 0 } else { spi.priority }, intid, &mut found);
             }
         }
         let mut loaded = [None; MAX_LIST_REGISTERS];
@@ -558,6 +560,10 @@ impl Vgic {
 
     /// Sends SGI `intid` from `from` to the vCPUs in `targets`.
     fn send_sgi(&mut self, from: usize, intid: u32, targets: VcpuMask) -> VcpuMask {
+        // `from` is one of the VM's vCPUs (fewer than MAX_VCPUS): it fits.
+        let Ok(source) = u8::try_from(from) else {
+            return 0;
+        };
         let mut kicked = 0;
         for cpu in 0..self.vcpu_count {
             if targets & (1 << cpu) != 0 {
@@ -567,7 +573,7 @@ impl Vgic {
                     } else {
                         irq.pending = true;
                     }
-                    irq.source = from as u8;
+                    irq.source = source;
                     kicked |= 1 << cpu;
                 }
             }
@@ -618,15 +624,13 @@ impl Vgic {
         value: u64,
     ) -> Result<VcpuMask, VgicError> {
         match frame {
-            GicFrame::Distributor(offset) => self.dist_write(vcpu, offset, width, value as u32),
+            // The distributor's registers are 32-bit; of the 64-bit
+            // GICD_IROUTER only the low word is modelled.
+            GicFrame::Distributor(offset) => self.dist_write(vcpu, offset, width, low_word(value)),
             GicFrame::Redistributor(index, offset) => {
                 self.redist_write(index, offset, width, value)
             }
         }
-    }
-
-    fn num_lines_field(&self) -> u32 {
-        (NUM_IRQS as u32 / 32) - 1
     }
 
     /// Reads a banked bit register (one bit per interrupt) word.
@@ -661,8 +665,7 @@ impl Vgic {
     /// Which word of a bit register, and whether the guest may touch it here
     /// (with GICv3 affinity routing, IDs 0-31 live in the redistributor).
     fn bit_word(&self, offset: u64, base: u64) -> Option<u32> {
-        let word = ((offset - base) / 4) as u32;
-        let first = word * 32;
+        let first = u32::try_from((offset - base) / 4 * 32).ok()?;
         if first as usize >= NUM_IRQS || (self.version == GicVersion::V3 && first < 32) {
             None
         } else {
@@ -701,7 +704,8 @@ impl Vgic {
             }
             GICD_TYPER => {
                 let cpus = if self.version == GicVersion::V2 {
-                    (self.vcpu_count as u32 - 1) << 5
+                    // CPUNumber (3 bits); `new` clamps vcpu_count to 1..=8.
+                    u32::try_from(self.vcpu_count - 1).unwrap_or(7) << 5
                 } else {
                     0
                 };
@@ -710,7 +714,7 @@ impl Vgic {
                 } else {
                     0
                 };
-                u64::from(self.num_lines_field() | cpus | id_bits)
+                u64::from(IT_LINES_NUMBER | cpus | id_bits)
             }
             GICD_IIDR => u64::from(IIDR_ARM),
             GICD_PIDR2_V2 if self.version == GicVersion::V2 => 0x2 << 4,
@@ -755,29 +759,32 @@ impl Vgic {
             GICD_ITARGETSR..=0xbff if self.version == GicVersion::V2 => {
                 let own = 1u8 << vcpu;
                 self.read_bytes(vcpu, offset - GICD_ITARGETSR, width, |i| i.target)
-                    .max(0)
                     | if offset < GICD_ITARGETSR + 32 {
-                        u64::from(own) * 0x0101_0101 & width_mask(width)
+                        (u64::from(own) * 0x0101_0101) & width_mask(width)
                     } else {
                         0
                     }
             }
             GICD_ICFGR..=0xcff => {
-                let word = ((offset - GICD_ICFGR) / 4) as u32;
-                (0..16).fold(0u64, |acc, k| match self.irq_ref(vcpu, word * 16 + k) {
-                    Some(i) if i.edge => acc | 2 << (2 * k),
-                    _ => acc,
+                let first = (offset - GICD_ICFGR) / 4 * 16;
+                (0..16).fold(0u64, |acc, k| {
+                    match self.irq_ref(vcpu, to_intid(first + k)) {
+                        Some(i) if i.edge => acc | 2 << (2 * k),
+                        _ => acc,
+                    }
                 })
             }
             GICD_IROUTER..=0x7fff if self.version == GicVersion::V3 => {
-                let intid = ((offset - GICD_IROUTER) / 8) as u32;
+                let intid = to_intid((offset - GICD_IROUTER) / 8);
                 match self.irq_ref(vcpu, intid) {
                     Some(i) if intid >= 32 => u64::from(i.target) | if i.any { 1 << 31 } else { 0 },
                     _ => 0,
                 }
             }
             GICD_SGIR | GICD_IGRPMODR..=0xd7f | GICD_CPENDSGIR..=GICD_SPENDSGIR_LAST => 0,
-            0..=0xffff => 0, // reserved and IMPLEMENTATION DEFINED space: RAZ
+            // The rest of the frame, reserved and IMPLEMENTATION DEFINED:
+            // RAZ. A guard, as a range would overlap the arms above.
+            _ if offset <= 0xffff => 0,
             _ => return Err(VgicError::NoRegister),
         };
         Ok(value)
@@ -791,8 +798,7 @@ impl Vgic {
         f: impl Fn(&Irq) -> u8,
     ) -> u64 {
         (0..width.bytes()).fold(0u64, |acc, k| {
-            let intid = (byte + k) as u32;
-            let v = self.irq_ref(vcpu, intid).map_or(0, &f);
+            let v = self.irq_ref(vcpu, to_intid(byte + k)).map_or(0, &f);
             acc | u64::from(v) << (8 * k)
         })
     }
@@ -805,10 +811,11 @@ impl Vgic {
         value: u32,
         f: impl Fn(&mut Irq, u8),
     ) {
-        for k in 0..width.bytes() {
-            let intid = (byte + k) as u32;
-            if let Some(irq) = self.irq(vcpu, intid) {
-                f(irq, (value >> (8 * k)) as u8);
+        // Byte and word accesses only (`check_width`): byte k of `value`
+        // goes to interrupt `byte + k`.
+        for (n, b) in (byte..byte + width.bytes()).zip(value.to_le_bytes()) {
+            if let Some(irq) = self.irq(vcpu, to_intid(n)) {
+                f(irq, b);
             }
         }
     }
@@ -876,7 +883,8 @@ impl Vgic {
             GICD_ITARGETSR..=0xbff => {
                 // Private targets are read-only; SPIs take the byte.
                 if !v3 && offset >= GICD_ITARGETSR + 32 {
-                    let mask = all as u8;
+                    // At most 8 vCPUs: `all` is one ITARGETSR byte.
+                    let mask = u8::try_from(all).unwrap_or(u8::MAX);
                     self.write_bytes(vcpu, offset - GICD_ITARGETSR, width, value, |i, b| {
                         i.target = if b & mask == 0 { i.target } else { b & mask }
                     });
@@ -884,10 +892,10 @@ impl Vgic {
                 all
             }
             GICD_ICFGR..=0xcff => {
-                let word = ((offset - GICD_ICFGR) / 4) as u32;
+                let first = (offset - GICD_ICFGR) / 4 * 16;
                 // SGIs are fixed edge; the rest follow the guest.
-                for k in 0..16 {
-                    let intid = word * 16 + k;
+                for k in 0..16u32 {
+                    let intid = to_intid(first + u64::from(k));
                     if intid >= 16 && !(v3 && intid < 32) {
                         if let Some(irq) = self.irq(vcpu, intid) {
                             irq.edge = value & (2 << (2 * k)) != 0;
@@ -907,17 +915,20 @@ impl Vgic {
                 self.send_sgi(vcpu, intid, targets)
             }
             _ if is_irouter => {
-                let intid = ((offset - GICD_IROUTER) / 8) as u32;
+                let intid = to_intid((offset - GICD_IROUTER) / 8);
                 // Only the low word carries Aff0 and IRM; the high word (Aff3) is ignored.
-                if (offset - GICD_IROUTER) % 8 == 0 && intid >= 32 {
+                if (offset - GICD_IROUTER).is_multiple_of(8) && intid >= 32 {
                     if let Some(irq) = self.irq(vcpu, intid) {
-                        irq.target = value as u8;
+                        // Aff0 is the low byte.
+                        irq.target = value.to_le_bytes()[0];
                         irq.any = value & (1 << 31) != 0;
                     }
                 }
                 all
             }
-            0..=0xffff => 0, // read-only, reserved and IMPLEMENTATION DEFINED: WI
+            // The rest of the frame, read-only, reserved and IMPLEMENTATION
+            // DEFINED: WI. A guard, as a range would overlap the arms above.
+            _ if offset <= 0xffff => 0,
             _ => return Err(VgicError::NoRegister),
         };
         Ok(kick)
@@ -976,7 +987,9 @@ impl Vgic {
                     acc
                 }
             }),
-            0..=0x1_ffff => 0,
+            // The rest of the RD and SGI frames: RAZ. A guard, as a range
+            // would overlap the arms above.
+            o if o <= 0x1_ffff => 0,
             _ => return Err(VgicError::NoRegister),
         };
         Ok(value)
@@ -1004,7 +1017,8 @@ impl Vgic {
         let byte_ok = (GICR_SGI_BASE + GICD_IPRIORITYR..GICR_SGI_BASE + GICD_IPRIORITYR + 32)
             .contains(&offset);
         check_width(width, offset, byte_ok)?;
-        let value = value as u32;
+        // The redistributor registers written here are 32-bit.
+        let value = low_word(value);
         let me = 1 << index;
         let kick = match offset {
             GICR_WAKER => {
@@ -1058,6 +1072,12 @@ impl Vgic {
         };
         Ok(kick)
     }
+}
+
+/// The interrupt ID a register offset computation names; one beyond `u32`
+/// names no interrupt (`u32::MAX`, which [`Vgic::irq`] does not find).
+fn to_intid(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn width_mask(width: AccessWidth) -> u64 {

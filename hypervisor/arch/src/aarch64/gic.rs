@@ -12,6 +12,7 @@
 
 use super::list_register;
 use super::sysreg;
+use chroma_core::exit::low_word;
 use chroma_core::vgic::{ListRegister, ListRegisters, PhysicalInterrupts};
 use core::ptr::{read_volatile, write_volatile};
 
@@ -267,7 +268,8 @@ impl Gic {
     /// The GICv2 CPU interface mask of this CPU (from the banked ITARGETSR0).
     pub fn cpu_interface_mask(&self) -> u8 {
         match self.kind {
-            GicKind::V2 { gicd, .. } => read32(gicd + v2::GICD_ITARGETSR) as u8,
+            // Byte 0 of ITARGETSR0 is the target of interrupt 0: this CPU.
+            GicKind::V2 { gicd, .. } => read32(gicd + v2::GICD_ITARGETSR).to_le_bytes()[0],
             GicKind::V3 { .. } => 0,
         }
     }
@@ -307,7 +309,7 @@ impl Gic {
     /// Restores a vCPU's virtual CPU interface control.
     pub fn restore_vmcr(&self, vmcr: u64) {
         match self.kind {
-            GicKind::V2 { gich, .. } => write32(gich + v2::GICH_VMCR, vmcr as u32),
+            GicKind::V2 { gich, .. } => write32(gich + v2::GICH_VMCR, low_word(vmcr)),
             // SAFETY: VMCR only affects the current vCPU's virtual interface.
             GicKind::V3 { .. } => unsafe { sysreg::write_ich_vmcr_el2(vmcr) },
         }
@@ -418,7 +420,7 @@ impl Gic {
                 let affinity = (mpidr & 0xff_ffff) | ((mpidr >> 32) & 0xff) << 32;
                 // GICD_IROUTER<n> (64-bit, written as two words), IGROUPR, priority, enable.
                 let router = gicd + v3::GICD_IROUTER + 8 * i;
-                write32(router, affinity as u32);
+                write32(router, low_word(affinity));
                 write32(router + 4, (affinity >> 32) as u32);
                 let group = gicd + v3::GICD_IGROUPR + 4 * (i / 32);
                 write32(group, read32(group) | 1 << (i % 32));

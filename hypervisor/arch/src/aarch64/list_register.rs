@@ -1,10 +1,10 @@
-//! List register encodings: GICv2 GICH_LR<n> (IHI 0048B, 5.3.11) and GICv3
-//! ICH_LR<n>_EL2 (IHI 0069, 12.4.6), to and from the core's
+//! List register encodings: GICv2 `GICH_LR<n>` (IHI 0048B, 5.3.11) and GICv3
+//! `ICH_LR<n>_EL2` (IHI 0069, 12.4.6), to and from the core's
 //! architecture-neutral [`ListRegister`]. Pure, so the host tests cover it.
 
 use chroma_core::vgic::{ListRegister, LrState};
 
-/// GICH_LR<n> fields.
+/// `GICH_LR<n>` fields.
 mod v2 {
     /// VirtualID, bits [9:0].
     pub const VIRTUAL_ID_MASK: u32 = 0x3ff;
@@ -28,7 +28,7 @@ mod v2 {
     pub const HW: u32 = 1 << 31;
 }
 
-/// ICH_LR<n>_EL2 fields.
+/// `ICH_LR<n>_EL2` fields.
 mod v3 {
     /// vINTID, bits [31:0].
     pub const VIRTUAL_INTID_MASK: u64 = 0xffff_ffff;
@@ -127,7 +127,7 @@ pub fn decode_v2(lr: u32) -> ListRegister {
     }
 }
 
-/// The ICH_LR<n>_EL2 value for `value` (0 for an invalid entry). GICv3 SGIs
+/// The `ICH_LR<n>_EL2` value for `value` (0 for an invalid entry). GICv3 SGIs
 /// carry no source.
 pub fn encode_v3(value: &ListRegister) -> u64 {
     if value.state == LrState::Invalid {
@@ -146,7 +146,7 @@ pub fn encode_v3(value: &ListRegister) -> u64 {
         | u64::from(encode_state(value.state)) << v3::STATE_SHIFT
 }
 
-/// The entry an ICH_LR<n>_EL2 value holds.
+/// The entry an `ICH_LR<n>_EL2` value holds.
 pub fn decode_v3(lr: u64) -> ListRegister {
     let hardware = lr & v3::HW != 0;
     ListRegister {
