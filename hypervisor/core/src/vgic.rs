@@ -682,9 +682,14 @@ impl Vgic {
         let byte_ok = matches!(offset, GICD_IPRIORITYR..=0x7ff | GICD_ITARGETSR..=0xbff);
         check_width(width, offset, byte_ok).or_else(|e| {
             // GICD_IROUTER is 64-bit.
-            if self.version == GicVersion::V3
-                && (GICD_IROUTER..GICD_IROUTER + 8 * 1024).contains(&offset)
-            {
+            // GICD_IROUTER<n> is 64-bit: 64-bit or 32-bit accesses only
+            // (GICv3 spec 12.9.22), as the write side allows.
+            let register = offset.wrapping_sub(GICD_IROUTER);
+            let whole = matches!(
+                (width, register % 8),
+                (AccessWidth::Word, 0 | 4) | (AccessWidth::Double, 0)
+            );
+            if self.version == GicVersion::V3 && register < 8 * NUM_IRQS as u64 && whole {
                 Ok(())
             } else {
                 Err(e)
@@ -775,11 +780,14 @@ impl Vgic {
                 })
             }
             GICD_IROUTER..=0x7fff if self.version == GicVersion::V3 => {
-                let intid = to_intid((offset - GICD_IROUTER) / 8);
-                match self.irq_ref(vcpu, intid) {
+                let register = offset - GICD_IROUTER;
+                let intid = to_intid(register / 8);
+                let route = match self.irq_ref(vcpu, intid) {
                     Some(i) if intid >= 32 => u64::from(i.target) | if i.any { 1 << 31 } else { 0 },
                     _ => 0,
-                }
+                };
+                // A word read of the upper half sees Aff3 (0 for every vCPU).
+                route >> (8 * (register % 8))
             }
             GICD_SGIR | GICD_IGRPMODR..=0xd7f | GICD_CPENDSGIR..=GICD_SPENDSGIR_LAST => 0,
             // The rest of the frame, reserved and IMPLEMENTATION DEFINED:
@@ -1458,5 +1466,32 @@ mod tests {
                 AccessWidth::Byte
             )
             .is_ok());
+    }
+
+    #[test]
+    fn irouter_reads_as_the_64_bit_register_it_is() {
+        let mut v = Vgic::new(GicVersion::V3, 2);
+        let spi = GICD_IROUTER + 8 * 40;
+        v.mmio_write(0, GicFrame::Distributor(spi), AccessWidth::Word, 1)
+            .unwrap();
+        let read =
+            |v: &mut Vgic, offset, width| v.mmio_read(0, GicFrame::Distributor(offset), width);
+        assert_eq!(read(&mut v, spi, AccessWidth::Word), Ok(1));
+        assert_eq!(read(&mut v, spi, AccessWidth::Double), Ok(1));
+        // The upper word holds Aff3, 0 for every vCPU (it used to repeat Aff0).
+        assert_eq!(read(&mut v, spi + 4, AccessWidth::Word), Ok(0));
+        // Byte, halfword and unaligned accesses are refused, as for writes.
+        assert_eq!(
+            read(&mut v, spi + 1, AccessWidth::Byte),
+            Err(VgicError::BadAccess)
+        );
+        assert_eq!(
+            read(&mut v, spi, AccessWidth::Half),
+            Err(VgicError::BadAccess)
+        );
+        assert_eq!(
+            read(&mut v, spi + 4, AccessWidth::Double),
+            Err(VgicError::BadAccess)
+        );
     }
 }
