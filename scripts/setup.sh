@@ -300,7 +300,13 @@ fi
 
 # --- optional tools
 if ! runs gdb-multiarch; then
-    if ! apt_install gdb-multiarch; then
+    # Next to QEMU from backports (which brings libelf1 from there), gdb's
+    # libdw1 must come from backports too.
+    gdb_release=()
+    if [ "$(codename)" = bookworm ] && have_apt_suite bookworm-backports; then
+        gdb_release=(-t bookworm-backports)
+    fi
+    if ! apt_install "${gdb_release[@]}" gdb-multiarch; then
         log "warning: gdb-multiarch is not installed; 'run.sh --gdb' needs a gdb for aarch64"
     fi
 fi

@@ -153,9 +153,13 @@ fn check_version(found: Option<QemuVersion>, major: u32, minor: u32, what: &str)
     match found {
         Some(version) if version >= wanted => Ok(()),
         Some(version) => Err(format!(
-            "{what} needs QEMU {major}.{minor} or later, found {version} ({}); \
-             scripts/setup.sh installs QEMU 10 from bookworm-backports",
-            qemu().path.display()
+            "{what} needs QEMU {major}.{minor} or later, found {version} ({}){}",
+            qemu().path.display(),
+            if major <= 10 {
+                "; scripts/setup.sh installs QEMU 10 from bookworm-backports"
+            } else {
+                ""
+            }
         )),
         None => Err(format!(
             "{what} needs QEMU {major}.{minor} or later, and {} did not run (scripts/setup.sh)",
