@@ -128,12 +128,14 @@ pub fn poll_console(gic: &Gic, me: usize) {
             continue;
         }
         let vm = &sys.vms[sched::FOCUS.load(Ordering::Relaxed) % sys.vms.len()];
-        let level = {
+        // The line level is set under both locks (vGIC first), so a vCPU
+        // reading the UART at the same time cannot leave it stale.
+        let kick = {
+            let mut vgic = vm.vgic.lock();
             let mut uart = vm.uart.lock();
             uart.receive(byte);
-            uart.interrupt_level()
+            vgic.set_level(vm.map.uart_intid, uart.interrupt_level())
         };
-        let kick = vm.vgic.lock().set_level(vm.map.uart_intid, level);
         kick_vcpus(gic, vm, kick, me);
     }
 }

@@ -251,21 +251,33 @@ fn emulate_mmio<C: GuestCpu, H: ExitHost>(
             if access.width == AccessWidth::Double {
                 return Err(NoDevice);
             }
-            let level = {
+            // The interrupt line follows the model under both locks (vGIC
+            // first, the lock order): set after the UART lock was dropped, a
+            // stale level from one vCPU could overwrite a newer one from
+            // another vCPU or from console input, and lose the interrupt.
+            let (kick, transmitted) = {
+                let mut vgic = vm.vgic.lock();
                 let mut uart = vm.uart.lock();
-                if access.write {
+                let transmitted = if access.write {
                     // The model keeps the register's low 32 bits.
-                    let low = (value & 0xffff_ffff) as u32;
-                    if let Some(Pl011Effect::Transmit(byte)) = uart.write(offset, low) {
-                        host.console_output(vm, byte);
+                    match uart.write(offset, crate::exit::low_word(value)) {
+                        Some(Pl011Effect::Transmit(byte)) => Some(byte),
+                        _ => None,
                     }
                 } else {
                     let v = uart.read(offset).ok_or(NoDevice)?;
                     cpu.set_register(access.register, load_result(access, u64::from(v)));
-                }
-                uart.interrupt_level()
+                    None
+                };
+                (
+                    vgic.set_level(vm.map.uart_intid, uart.interrupt_level()),
+                    transmitted,
+                )
             };
-            Ok(vm.vgic.lock().set_level(vm.map.uart_intid, level))
+            if let Some(byte) = transmitted {
+                host.console_output(vm, byte);
+            }
+            Ok(kick)
         }
         GuestDevice::GicDistributor(_) | GuestDevice::GicRedistributor(..) => Err(NoDevice),
     }
