@@ -33,6 +33,10 @@ const SINK_PORT: u16 = 9;
 const PING_IDENT: u16 = 0x4e43;
 /// How long each echo request waits for its reply.
 const PING_TIMEOUT_MS: u64 = 1000;
+/// Echo requests the client sends, uncounted, until the server first
+/// answers: both guests boot at the same time, and the server's network may
+/// not be up when the client's is.
+const WARM_UP_PINGS: u16 = 15;
 /// How long the connection may take to open.
 const CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// How long the transfer may go without any progress (bytes queued or
@@ -131,6 +135,19 @@ fn ping(stack: &mut NetStack, plan: &Plan) {
     }
     let pinger =
         Pinger::new(stack, PING_IDENT).unwrap_or_else(|error| fail(format_args!("{}", error)));
+    // Wait until the server is up (its first answer), then count.
+    let warm = (1..=WARM_UP_PINGS).any(|attempt| {
+        matches!(
+            pinger.ping(stack, plan.server, 0x8000 | attempt, PING_TIMEOUT_MS),
+            Ok(Some(_))
+        )
+    });
+    if !warm {
+        println!(
+            "netclient: info server {} silent during warm-up",
+            plan.server
+        );
+    }
     let mut replies = 0;
     for sequence in 1..=plan.ping_count {
         match pinger.ping(
