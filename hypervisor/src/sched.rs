@@ -405,12 +405,10 @@ impl Cpu {
         // SAFETY: the stage-2 root and VMID are this VM's own.
         unsafe { arch_vcpu::switch_to(vm.vmid, vm.stage2.root().raw(), id) };
         let now = cpu::now();
-        let extra = run::entry_deadline(
-            sys.clock,
-            now,
-            self.runnable_count(),
-            crate::nic::vm_polling(vm.index),
-        );
+        let runnable = self.runnable_count();
+        let extra = run::entry_deadline(sys.clock, now, runnable, crate::nic::vm_polling(vm.index));
+        // The end of this run's slice, once another vCPU here is runnable.
+        let mut slice_end = run::slice_after_wake(sys.clock, now, None, runnable);
         cpu::arm_timer(self.next_deadline(Some(k), extra));
         self.vcpus[k].waiting = false;
         loop {
@@ -440,7 +438,21 @@ impl Cpu {
                         },
                     )
                 }
-                ExceptionKind::Irq | ExceptionKind::Fiq => self.handle_interrupts(),
+                ExceptionKind::Irq | ExceptionKind::Fiq => {
+                    let action = self.handle_interrupts();
+                    // Another vCPU here may have become runnable (a kick, a
+                    // timer): bound this one's run by a slice from now on.
+                    let now = cpu::now();
+                    if let Some(end) =
+                        run::slice_after_wake(sys.clock, now, slice_end, self.runnable_count())
+                    {
+                        if slice_end.is_none() {
+                            slice_end = Some(end);
+                            cpu::arm_timer(self.next_deadline(Some(k), Some(end)));
+                        }
+                    }
+                    action
+                }
                 ExceptionKind::SError => {
                     let (_, trap) = self.vcpus[k].vcpu.trapped();
                     vm.stop(StopReason::Faulted(

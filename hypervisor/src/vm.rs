@@ -318,6 +318,12 @@ impl Vm {
         crate::nic::detach_vm(self.index);
         match reason {
             StopReason::PoweredOff => log::info!("vm {} stopped: powered off", self.name),
+            StopReason::LastCpuOff => {
+                log::info!(
+                    "vm {} stopped: powered off (its last vCPU called CPU_OFF)",
+                    self.name
+                )
+            }
             StopReason::Faulted(what, value) => {
                 log::info!("vm {} stopped: faulted: {} ({:#x})", self.name, what, value)
             }

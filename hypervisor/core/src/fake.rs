@@ -32,6 +32,8 @@ pub struct FakeCpu {
     pub injected: alloc::vec::Vec<Injected>,
     /// What `memory_cacheable` answers.
     pub cacheable: bool,
+    /// The trap came from the guest's userspace (`from_kernel` is false).
+    pub user: bool,
 }
 
 impl FakeCpu {
@@ -42,6 +44,7 @@ impl FakeCpu {
             pc_offset: pc.wrapping_sub(PC_BIAS),
             injected: alloc::vec::Vec::new(),
             cacheable: true,
+            user: false,
         }
     }
 
@@ -83,6 +86,10 @@ impl GuestCpu for FakeCpu {
 
     fn inject_undefined(&mut self, trap: &Trap) {
         self.injected.push(Injected::Undefined(trap.syndrome));
+    }
+
+    fn from_kernel(&self) -> bool {
+        !self.user
     }
 
     fn memory_cacheable(&self) -> bool {

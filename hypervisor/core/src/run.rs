@@ -88,6 +88,19 @@ pub fn entry_deadline(clock: Clock, now: u64, runnable_count: usize, polling: bo
     }
 }
 
+/// The end of the running vCPU's slice after an interrupt exit: unchanged
+/// when a slice already bounds it; from `now` when another vCPU of this CPU
+/// became runnable meanwhile (a woken vCPU waits at most one slice, however
+/// busy the running one is); `None` while it is alone.
+pub fn slice_after_wake(
+    clock: Clock,
+    now: u64,
+    slice_end: Option<u64>,
+    runnable_count: usize,
+) -> Option<u64> {
+    slice_end.or_else(|| (runnable_count > 1).then(|| now.saturating_add(clock.ticks(SLICE_MS))))
+}
+
 /// The earliest moment a CPU must look at its vCPUs again: the periodic
 /// wake (the console poll on the console CPU), `extra`, and the virtual
 /// timer deadlines in `timers` (`None`: that vCPU's timer will not fire;
@@ -225,5 +238,18 @@ mod tests {
         );
         assert_eq!(next_deadline(clock, 0, false, None, []), 1_000_000);
         assert_eq!(next_deadline(clock, 0, true, Some(700), [Some(5_000)]), 700);
+    }
+
+    #[test]
+    fn a_vcpu_woken_behind_a_spinning_one_waits_at_most_one_slice() {
+        let clock = Clock::from_frequency(1_000_000);
+        // Alone: no slice. Woken neighbour: a slice from now. Already
+        // sliced: the slice is not extended by later interrupts.
+        assert_eq!(slice_after_wake(clock, 500, None, 1), None);
+        assert_eq!(slice_after_wake(clock, 500, None, 2), Some(500 + 10_000));
+        assert_eq!(
+            slice_after_wake(clock, 9_000, Some(10_500), 2),
+            Some(10_500)
+        );
     }
 }

@@ -58,6 +58,9 @@ pub trait GuestCpu {
     fn inject_external_abort(&mut self, abort: ExternalAbort);
     /// Takes an undefined-instruction exception at the guest's vector.
     fn inject_undefined(&mut self, trap: &Trap);
+    /// Whether the trap came from the guest's kernel (EL1 / PL1) rather than
+    /// its userspace (EL0 / PL0).
+    fn from_kernel(&self) -> bool;
     /// Whether the guest runs with its MMU and data cache on (its memory
     /// accesses are cacheable), for the NICs' cache policy.
     fn memory_cacheable(&self) -> bool;
@@ -285,7 +288,19 @@ fn emulate_mmio<C: GuestCpu, H: ExitHost>(
 
 /// Counts a guest fault; stops the VM when it keeps faulting. Returns the
 /// count, or `None` when the VM was stopped.
-fn count_fault<H: ExitHost>(vm: &VmCore, host: &H, what: &'static str, value: u64) -> Option<u32> {
+/// Faults its userspace takes are the guest kernel's business (a process
+/// that faults is killed by its kernel): they are answered and logged
+/// (rate-limited) but never stop the VM.
+fn count_fault<C: GuestCpu, H: ExitHost>(
+    vm: &VmCore,
+    cpu: &C,
+    host: &H,
+    what: &'static str,
+    value: u64,
+) -> Option<u32> {
+    if !cpu.from_kernel() {
+        return Some(vm.faults.load(Ordering::Relaxed));
+    }
     let count = vm.faults.fetch_add(1, Ordering::Relaxed).saturating_add(1);
     if count >= FAULT_LIMIT {
         host.stop(vm, StopReason::Faulted(what, value));
@@ -306,6 +321,7 @@ fn inject_abort<C: GuestCpu, H: ExitHost>(
 ) -> Action {
     let Some(count) = count_fault(
         vm,
+        cpu,
         host,
         "keeps faulting: external aborts injected",
         u64::from(FAULT_LIMIT),
@@ -346,6 +362,7 @@ fn inject_undefined<C: GuestCpu, H: ExitHost>(
 ) -> Action {
     let Some(count) = count_fault(
         vm,
+        cpu,
         host,
         "keeps faulting: undefined instructions injected",
         trap.syndrome,
@@ -399,6 +416,11 @@ fn hypercall<C: GuestCpu, H: ExitHost>(vm: &VmCore, vcpu: usize, cpu: &mut C, ho
         } => cpu_on(vm, target, entry, context, host).to_register(),
         PsciCall::CpuOff => {
             vm.power_off(vcpu);
+            // With no vCPU left on (and none starting), nothing can ever
+            // run the VM again: it is stopped, so the run can end.
+            if vm.all_off() {
+                host.stop(vm, StopReason::LastCpuOff);
+            }
             action = Action::Off;
             PsciReturn::Success.to_register()
         }

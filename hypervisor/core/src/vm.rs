@@ -42,6 +42,8 @@ impl Power {
 pub enum StopReason {
     /// PSCI SYSTEM_OFF.
     PoweredOff,
+    /// Its last vCPU called PSCI CPU_OFF: nothing can run it again.
+    LastCpuOff,
     /// The guest faulted past the limit or did something that cannot be
     /// answered: what, and a value for the report.
     Faulted(&'static str, u64),
@@ -50,7 +52,7 @@ pub enum StopReason {
 impl StopReason {
     /// Whether the stop counts as clean.
     pub fn clean(&self) -> bool {
-        matches!(self, StopReason::PoweredOff)
+        matches!(self, StopReason::PoweredOff | StopReason::LastCpuOff)
     }
 }
 
@@ -178,6 +180,11 @@ impl VmCore {
         if let Some(p) = self.power.get(id) {
             p.store(Power::Off as u8, Ordering::Release);
         }
+    }
+
+    /// Whether every vCPU is off (none running, none starting).
+    pub fn all_off(&self) -> bool {
+        (0..self.vcpu_count()).all(|id| self.power(id) == Power::Off)
     }
 
     /// Turns every vCPU off (the first step of a reset).

@@ -9,6 +9,7 @@ pub mod descriptors;
 pub mod el2;
 pub mod esr;
 pub mod list_register;
+pub mod pstate;
 
 #[cfg(target_arch = "aarch64")]
 pub mod boot;

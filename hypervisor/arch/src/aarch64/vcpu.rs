@@ -14,16 +14,6 @@ use chroma_core::vtimer::TimerRegisters;
 /// with D, A, I and F masked, as the Linux boot protocol and the
 /// architecture's exception entry require.
 const PSTATE_EL1H_MASKED: u64 = 0x3c5;
-/// PSTATE.M[3:0] of EL1t and EL1h.
-const MODE_EL1T: u64 = 0b0100;
-const MODE_EL1H: u64 = 0b0101;
-/// PSTATE.M[3:2]: the exception level a trap came from.
-const MODE_EL_MASK: u64 = 0b1100;
-/// Vector offsets (Arm ARM D1.10.2): current EL with SP_EL0, current EL
-/// with SP_ELx, lower EL using AArch64.
-const VECTOR_CURRENT_SP0: u64 = 0x000;
-const VECTOR_CURRENT_SPX: u64 = 0x200;
-const VECTOR_LOWER_A64: u64 = 0x400;
 /// ESR_ELx.EC of aborts taken to EL1: from a lower EL, or the same EL.
 const EC_INSTRUCTION_ABORT_LOWER: u64 = 0x20;
 const EC_INSTRUCTION_ABORT_SAME: u64 = 0x21;
@@ -151,11 +141,7 @@ impl TrappedVcpu<'_> {
     /// Takes a synchronous exception to the guest's EL1 with `syndrome` and
     /// `fault_address` (Arm ARM D1.10.2).
     fn take_exception(&mut self, syndrome: u64, fault_address: u64) {
-        let offset = match self.registers.pstate & 0xf {
-            MODE_EL1T => VECTOR_CURRENT_SP0,
-            MODE_EL1H => VECTOR_CURRENT_SPX,
-            _ => VECTOR_LOWER_A64,
-        };
+        let offset = super::pstate::synchronous_vector(self.registers.pstate);
         // SAFETY: these EL1 registers belong to the vCPU that just trapped on
         // this CPU; writing them is what taking an exception to EL1 does.
         unsafe {
@@ -197,7 +183,7 @@ impl GuestCpu for TrappedVcpu<'_> {
 
     fn inject_external_abort(&mut self, abort: ExternalAbort) {
         // "From the same EL" when the guest was at EL1.
-        let from_el1 = self.registers.pstate & MODE_EL_MASK != 0;
+        let from_el1 = super::pstate::at_el1(self.registers.pstate);
         let class = match (abort.instruction_fetch, from_el1) {
             (false, true) => EC_DATA_ABORT_SAME,
             (false, false) => EC_DATA_ABORT_LOWER,
@@ -214,6 +200,10 @@ impl GuestCpu for TrappedVcpu<'_> {
     fn inject_undefined(&mut self, _trap: &Trap) {
         // EC 0 (unknown reason), IL set: what an UNDEFINED instruction reports.
         self.take_exception(ESR_IL, 0);
+    }
+
+    fn from_kernel(&self) -> bool {
+        super::pstate::at_el1(self.registers.pstate)
     }
 
     fn memory_cacheable(&self) -> bool {

@@ -453,3 +453,77 @@ fn the_fake_keeps_its_own_register_encoding() {
     );
     assert_eq!(cpu.pc(), 0x4000);
 }
+
+#[test]
+fn the_last_vcpu_off_stops_the_vm_and_not_before() {
+    let (vm, host) = (vm(GicVersion::V2, 2, 0), Recorder::default());
+    vm.take_start(0);
+    vm.request_start(
+        1,
+        BootRequest {
+            entry: RAM,
+            argument: 0,
+        },
+    )
+    .unwrap();
+    vm.take_start(1);
+    // vCPU 1 is still on: CPU_OFF of vCPU 0 leaves the VM running.
+    assert_eq!(
+        hvc(&vm, &host, 0, &[u64::from(psci::CPU_OFF)]).0,
+        Action::Off
+    );
+    assert!(host.stops.borrow().is_empty());
+    // The last one: nothing could ever run the VM again.
+    assert_eq!(
+        hvc(&vm, &host, 1, &[u64::from(psci::CPU_OFF)]).0,
+        Action::Off
+    );
+    assert_eq!(*host.stops.borrow(), [StopReason::LastCpuOff]);
+    assert!(StopReason::LastCpuOff.clean());
+}
+
+#[test]
+fn a_cpu_on_pending_keeps_the_vm_alive() {
+    let (vm, host) = (vm(GicVersion::V2, 2, 0), Recorder::default());
+    vm.take_start(0);
+    vm.request_start(
+        1,
+        BootRequest {
+            entry: RAM,
+            argument: 0,
+        },
+    )
+    .unwrap();
+    hvc(&vm, &host, 0, &[u64::from(psci::CPU_OFF)]);
+    assert!(host.stops.borrow().is_empty(), "vCPU 1 is about to start");
+}
+
+#[test]
+fn faults_of_guest_userspace_never_stop_the_vm() {
+    let (vm, host) = (vm(GicVersion::V2, 1, 0), Recorder::default());
+    let mut cpu = FakeCpu::at(RAM);
+    cpu.user = true;
+    let outside = mmio(0x0, AccessWidth::Word, false, 0);
+    for _ in 0..2 * FAULT_LIMIT {
+        assert_eq!(
+            handle_exit(&vm, 0, &mut cpu, &outside, &host),
+            Action::Continue
+        );
+    }
+    assert_eq!(
+        cpu.injected.len(),
+        2 * FAULT_LIMIT as usize,
+        "every one is answered"
+    );
+    assert!(host.stops.borrow().is_empty());
+    assert!(
+        host.faults.borrow().len() < 40,
+        "and the log stays rate-limited"
+    );
+    // The same from the kernel stops it (see also the fault-limit test).
+    cpu.user = false;
+    for _ in 0..FAULT_LIMIT {
+        handle_exit(&vm, 0, &mut cpu, &outside, &host);
+    }
+    assert!(matches!(host.stops.borrow()[..], [StopReason::Faulted(..)]));
+}
