@@ -32,7 +32,7 @@ pub struct FakeCpu {
     pub injected: alloc::vec::Vec<Injected>,
     /// What `memory_cacheable` answers.
     pub cacheable: bool,
-    /// The trap came from the guest's userspace (`from_kernel` is false).
+    /// The trap came from the guest's userspace (`trapped_in_kernel` is false).
     pub user: bool,
 }
 
@@ -88,7 +88,7 @@ impl GuestCpu for FakeCpu {
         self.injected.push(Injected::Undefined(trap.syndrome));
     }
 
-    fn from_kernel(&self) -> bool {
+    fn trapped_in_kernel(&self) -> bool {
         !self.user
     }
 

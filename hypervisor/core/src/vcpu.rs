@@ -60,7 +60,7 @@ pub trait GuestCpu {
     fn inject_undefined(&mut self, trap: &Trap);
     /// Whether the trap came from the guest's kernel (EL1 / PL1) rather than
     /// its userspace (EL0 / PL0).
-    fn from_kernel(&self) -> bool;
+    fn trapped_in_kernel(&self) -> bool;
     /// Whether the guest runs with its MMU and data cache on (its memory
     /// accesses are cacheable), for the NICs' cache policy.
     fn memory_cacheable(&self) -> bool;
@@ -298,7 +298,7 @@ fn count_fault<C: GuestCpu, H: ExitHost>(
     what: &'static str,
     value: u64,
 ) -> Option<u32> {
-    if !cpu.from_kernel() {
+    if !cpu.trapped_in_kernel() {
         return Some(vm.faults.load(Ordering::Relaxed));
     }
     let count = vm.faults.fetch_add(1, Ordering::Relaxed).saturating_add(1);

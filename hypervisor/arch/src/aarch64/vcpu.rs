@@ -202,7 +202,7 @@ impl GuestCpu for TrappedVcpu<'_> {
         self.take_exception(ESR_IL, 0);
     }
 
-    fn from_kernel(&self) -> bool {
+    fn trapped_in_kernel(&self) -> bool {
         super::pstate::at_el1(self.registers.pstate)
     }
 
