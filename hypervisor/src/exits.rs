@@ -48,7 +48,9 @@ impl ExitHost for Host<'_> {
 
     fn system_reset(&self, vm: &VmCore, caller: usize) {
         let vm = &system().vms[vm.index];
-        log::info!("vm {}: SYSTEM_RESET: restarting from its images", vm.name);
+        if vm.notice_allowed() {
+            log::info!("vm {}: SYSTEM_RESET: restarting from its images", vm.name);
+        }
         vm.power_off_all();
         kick_vm(self.gic, vm, self.me);
         if let Err(e) = vm.reset(caller) {

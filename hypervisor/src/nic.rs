@@ -177,7 +177,9 @@ pub fn mmio(
                     && guard.device.device.tx_chains.saturating_sub(before) >= 2
                 {
                     guard.device.device.defer_tx = true;
-                    log::info!("vm {}: its driver batches transmits: TX kicks deferred, the queue is polled", vm.name);
+                    if vm.notice_allowed() {
+                        log::info!("vm {}: its driver batches transmits: TX kicks deferred, the queue is polled", vm.name);
+                    }
                 }
             }
         }
@@ -221,6 +223,9 @@ fn choose_policy(vm: &crate::vm::Vm, nic: &Nic, cached: bool) {
     };
     let chroma_core::vm::RamRegion { ipa, size } = vm.ram;
     nic.state.lock().memory = VmMemory::new(ipa, size, vm.alias, policy, crate::mm::ALIAS_WINDOW);
+    if !vm.notice_allowed() {
+        return;
+    }
     log::info!(
         "vm {}: NIC driver up, guest caches {}: cache policy {:?}",
         vm.name,
@@ -326,10 +331,13 @@ pub fn poll_vm(gic: &Gic, me: usize, vm_index: usize, preempted: bool) {
                     >= SYNCHRONOUS_POLLS
                 {
                     guard.device.device.defer_tx = false;
-                    log::info!(
-                        "vm {}: its driver waits for every frame: TX kicks instead of polling",
-                        sys.vms[vm_index].name
-                    );
+                    let vm = &sys.vms[vm_index];
+                    if vm.notice_allowed() {
+                        log::info!(
+                            "vm {}: its driver waits for every frame: TX kicks instead of polling",
+                            vm.name
+                        );
+                    }
                 }
             } else if frames > 1 {
                 nic.counters.single_frame_polls.store(0, Ordering::Relaxed);

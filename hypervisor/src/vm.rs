@@ -43,6 +43,9 @@ pub struct Vm {
     pub alias: u64,
     /// The virtio-net NICs.
     pub nics: Vec<Nic>,
+    /// Rate limit of the informational lines the guest's actions cause
+    /// (driver modes, resets): a guest must not flood the console.
+    notices: Mutex<chroma_core::ratelimit::RateLimit>,
 }
 
 impl core::ops::Deref for Vm {
@@ -233,6 +236,7 @@ impl Vm {
             spec: *spec,
             alias: alias.raw(),
             nics,
+            notices: Mutex::new(chroma_core::ratelimit::RateLimit::default()),
         };
         vm.core.restart(vm.load(spec, version)?);
         Ok(vm)
@@ -299,6 +303,12 @@ impl Vm {
             entry: ipa + kernel_offset,
             argument: ipa + dtb_offset,
         })
+    }
+
+    /// Whether an informational line the guest caused may be printed (the
+    /// first few, then ever more rarely).
+    pub fn notice_allowed(&self) -> bool {
+        self.notices.lock().allow()
     }
 
     /// Stops the VM (first reason wins) and reports it. Returns true if this

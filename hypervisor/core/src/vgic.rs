@@ -299,12 +299,20 @@ impl Vgic {
             return 0;
         };
         irq.level = level;
+        let was_pending = irq.pending;
         if level && !irq.edge {
             irq.pending = true;
         } else if !level && !irq.edge {
             irq.pending = false;
         }
-        1 << self.owner(0, intid)
+        // Only a newly pending interrupt needs its vCPU to look again: a
+        // guest polling a device register (the PL011's flags) re-asserts the
+        // same level on every access and must not force exits elsewhere.
+        if irq.pending && !was_pending {
+            1 << self.owner(0, intid)
+        } else {
+            0
+        }
     }
 
     /// Whether `vcpu` has an enabled interrupt pending (WFI wakes up).
@@ -1493,5 +1501,17 @@ mod tests {
             read(&mut v, spi + 4, AccessWidth::Double),
             Err(VgicError::BadAccess)
         );
+    }
+
+    #[test]
+    fn a_level_set_again_kicks_nobody() {
+        let mut v = Vgic::new(GicVersion::V2, 2);
+        let uart = 33;
+        // Rising: the owner (vCPU 0) must look. The same level again, or a
+        // falling one: nothing new to deliver, no kick (trap amplification).
+        assert_eq!(v.set_level(uart, true), 1);
+        assert_eq!(v.set_level(uart, true), 0);
+        assert_eq!(v.set_level(uart, false), 0);
+        assert_eq!(v.set_level(uart, true), 1, "a new rise kicks again");
     }
 }
