@@ -90,8 +90,9 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
     let mut vms = Vec::new();
     let mut failed = 0;
     for spec in manifest.vms() {
-        match Vm::create(vms.len(), &spec, board, version, &mut cache, &mut ports) {
-            Ok(vm) => {
+        match Vm::create(vms.len(), &spec, board, version, &mut cache) {
+            Ok(mut vm) => {
+                vm.take_ports(&mut ports);
                 log::info!(
                     "vm {}: {} MiB at IPA {:#x} (PA {:#x}), {} vCPU(s) on CPU(s) {:?}",
                     vm.name,

@@ -138,7 +138,6 @@ impl Vm {
         board: &BoardInfo,
         version: GicVersion,
         cache: &mut CacheSetup,
-        ports: &mut [usize],
     ) -> Result<Self, VmError> {
         let ram_ipa = spec.memory_base;
         let ram_size = spec.memory_bytes;
@@ -188,10 +187,6 @@ impl Vm {
         let mut nics = Vec::new();
         for (i, net) in spec.nets.iter().enumerate() {
             let switch = net.switch_index as usize;
-            let port = ports.get_mut(switch).map(|p| {
-                *p += 1;
-                *p - 1
-            });
             // TX kicks start eager; nic::mmio defers them once the driver
             // shows it batches (see nic::poll_vm).
             let device =
@@ -202,7 +197,8 @@ impl Vm {
                     memory: VmMemory::new(ram_ipa, ram_size, alias.raw(), cache.policy, window),
                 }),
                 switch,
-                port: port.unwrap_or(0),
+                // Numbered once the VM exists (`Vm::take_ports`).
+                port: 0,
                 intid: map.virtio_intid(u32::try_from(i).map_err(|_| VmError::TooManyNics)?),
                 mac: net.mac,
                 counters: NicCounters::default(),
@@ -303,6 +299,19 @@ impl Vm {
             entry: ipa + kernel_offset,
             argument: ipa + dtb_offset,
         })
+    }
+
+    /// Gives the VM's NICs their switch ports, the next free number of each
+    /// switch in `ports`. Called only for a VM that was created: one that
+    /// failed to start takes no port, so every later VM's port number is
+    /// its index in its switch (resets and counters reach the right port).
+    pub fn take_ports(&mut self, ports: &mut [usize]) {
+        for nic in self.nics.iter_mut() {
+            if let Some(next) = ports.get_mut(nic.switch) {
+                nic.port = *next;
+                *next += 1;
+            }
+        }
     }
 
     /// Whether an informational line the guest caused may be printed (the

@@ -108,3 +108,51 @@ fn a_vm_faulting_on_the_switch_mid_transfer_does_not_stop_the_traffic() {
     run.assert_all_stopped(2, 1);
     run.assert_failure_not_timeout();
 }
+
+#[test]
+fn a_vm_that_fails_to_start_leaves_the_other_ports_correct() {
+    // The first VM on the switch cannot start (896 MiB passes the config
+    // check but finds no free block that large): it must take no switch
+    // port, so the pair's ports, resets and counters stay their own.
+    let broken =
+        vm("broken", "netsvc", "", 0, true).replace("memory = \"32M\"", "memory = \"896M\"");
+    let config = format!(
+        "[[switch]]\nname = \"lan0\"\n\n{broken}\n{}\n{}",
+        vm("svc", "netsvc", SERVER, 0, true),
+        vm("client", "netclient", CLIENT, 1, true)
+    );
+    let run = boot_with("net_pair_after_failed_vm", &config, board(), &[]);
+    assert!(
+        run.hypervisor_lines()
+            .iter()
+            .any(|l| l.contains("vm broken not started")),
+        "the broken VM started after all"
+    );
+    assert_traffic(&run);
+    let counters = |name: &str| {
+        run.hypervisor_lines()
+            .into_iter()
+            .find(|l| l.contains(&format!("vm {name} net0")))
+            .unwrap_or_else(|| panic!("no counter line for {name}"))
+            .to_string()
+    };
+    let (svc, client) = (counters("svc"), counters("client"));
+    // Port numbers are the VMs' places on the switch, and each VM's
+    // counters are its own port's (what one sent, the other received).
+    assert!(svc.contains("on lan0 port 0:"), "{svc}");
+    assert!(client.contains("on lan0 port 1:"), "{client}");
+    let field = |line: &str, key: &str| -> String {
+        let at = line
+            .find(key)
+            .unwrap_or_else(|| panic!("no {key} in {line}"));
+        line[at + key.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_ne!(field(&client, "tx "), "0", "{client}");
+    assert_eq!(field(&client, "tx "), field(&svc, "rx "), "{client}\n{svc}");
+    run.assert_all_stopped(2, 1);
+    run.assert_failure_not_timeout();
+}
