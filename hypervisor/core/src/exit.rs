@@ -62,6 +62,11 @@ pub struct MmioAccess {
 pub enum TrappedRegister {
     /// The GICv3 SGI generation register (ICC_SGI1R_EL1; AArch32 ICC_SGI1R).
     GicSgi1r,
+    /// A debug, OS-lock or debug-ROM register: per physical CPU, so it
+    /// traps and reads as zero, ignoring writes.
+    Debug,
+    /// A performance-monitor register: likewise.
+    PerformanceMonitor,
     /// Any other register: its encoding, packed as the back-end chooses
     /// (kept for the report only).
     Other(u32),

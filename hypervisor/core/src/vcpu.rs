@@ -187,6 +187,20 @@ pub fn handle_exit<C: GuestCpu, H: ExitHost>(
             host.kick(vm, kick);
             Action::Continue
         }
+        Exit::SysReg(SysRegAccess {
+            register: TrappedRegister::Debug | TrappedRegister::PerformanceMonitor,
+            write,
+            value_register,
+        }) => {
+            // Shared by every VM on the physical CPU: the VM sees none
+            // (reads as zero, writes ignored), so it can neither arm a
+            // breakpoint in nor count events of another VM.
+            if !write {
+                cpu.set_register(value_register, 0);
+            }
+            cpu.skip_instruction(trap.instruction_length);
+            Action::Continue
+        }
         Exit::SysReg(_) | Exit::Unhandled { .. } => inject_undefined(vm, cpu, trap, host),
         Exit::Interrupt => Action::Continue,
     }

@@ -187,25 +187,32 @@ pub fn cptr_el2() -> u64 {
 
 /// MDCR_EL2 while guests run: the debug and performance-monitor traps.
 ///
-/// Nothing traps: the guest owns the debug and PMU registers it sees.
-/// HPMN = 0 leaves EL1 no event counter and is reserved (CONSTRAINED
-/// UNPREDICTABLE) without FEAT_HPMN0; it is the value chroma has always
-/// written, to review before running on hardware with a PMU.
-pub fn mdcr_el2() -> u64 {
+/// The breakpoint, watchpoint, OS-lock, debug-ROM and PMU registers are
+/// one set per physical CPU: a VM that wrote them would arm breakpoints or
+/// count events in the next VM on that CPU (and read what it left). They
+/// all trap, and the core emulates them as RAZ/WI (no debug, no PMU in the
+/// VM). `event_counters` is the CPU's PMCR_EL0.N: HPMN keeps them all in
+/// EL1's range (HPMN = 0 is reserved without FEAT_HPMN0).
+pub fn mdcr_el2(event_counters: u64) -> u64 {
     // Debug exceptions stay with the guest.
     (MDCR_EL2::TDE::CLEAR
-        // Debug, OS-lock and debug-ROM registers are accessed directly.
-        + MDCR_EL2::TDA::CLEAR
-        + MDCR_EL2::TDOSA::CLEAR
-        + MDCR_EL2::TDRA::CLEAR
-        // PMU registers, PMCR_EL0 included, are accessed directly.
-        + MDCR_EL2::TPM::CLEAR
-        + MDCR_EL2::TPMCR::CLEAR
+        // Debug registers (DBGB*, DBGW*, MDSCR_EL1, ...), the OS lock
+        // registers and the debug ROM address trap.
+        + MDCR_EL2::TDA::SET
+        + MDCR_EL2::TDOSA::SET
+        + MDCR_EL2::TDRA::SET
+        // Every PMU register, PMCR_EL0 included, traps.
+        + MDCR_EL2::TPM::SET
+        + MDCR_EL2::TPMCR::SET
         // No event counter is kept for EL2 (it counts nothing itself).
         + MDCR_EL2::HPME::CLEAR
-        + MDCR_EL2::HPMN.val(0))
+        + MDCR_EL2::HPMN.val(event_counters & 0x1f))
     .value
 }
+
+/// PMCR_EL0.N: the number of event counters.
+const PMCR_N_SHIFT: u64 = 11;
+const PMCR_N_MASK: u64 = 0x1f;
 
 /// CNTHCTL_EL2 while guests run: EL1's access to the physical counter and timer.
 pub fn cnthctl_el2() -> u64 {
@@ -410,7 +417,9 @@ pub unsafe fn init_el2_controls(vtcr: u64) {
         // The guest's virtual counter reads the physical count.
         sysreg::write_cntvoff_el2(0);
         sysreg::write_cptr_el2(cptr_el2());
-        sysreg::write_mdcr_el2(mdcr_el2());
+        sysreg::write_mdcr_el2(mdcr_el2((sysreg::pmcr_el0() >> PMCR_N_SHIFT) & PMCR_N_MASK));
+        // The guest reads this CPU's MIDR_EL1 (VPIDR_EL2 resets UNKNOWN).
+        sysreg::write_vpidr_el2(sysreg::midr_el1());
         sysreg::write_cnthp_ctl_el2(cnthp_ctl_el2_off());
     }
     sysreg::isb();
@@ -477,7 +486,12 @@ mod tests {
     #[test]
     fn cptr_mdcr_cnthctl_and_cnthp_ctl_are_the_values_chroma_always_wrote() {
         assert_eq!(cptr_el2(), 0x33ff);
-        assert_eq!(mdcr_el2(), 0);
+        // Debug and PMU registers trap (TPMCR 5, TPM 6, TDA 9, TDOSA 10,
+        // TDRA 11); HPMN is the CPU's counter count.
+        assert_eq!(
+            mdcr_el2(6),
+            1 << 5 | 1 << 6 | 1 << 9 | 1 << 10 | 1 << 11 | 6
+        );
         assert_eq!(cnthctl_el2(), 1);
         assert_eq!(cnthp_ctl_el2_off(), 0);
     }

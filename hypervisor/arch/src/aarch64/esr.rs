@@ -89,6 +89,28 @@ pub const fn sysreg_encoding(op0: u32, op1: u32, crn: u32, crm: u32, op2: u32) -
 /// ICC_SGI1R_EL1 (S3_0_C12_C11_5): a GICv3 guest sending an SGI.
 pub const ICC_SGI1R_EL1: u32 = sysreg_encoding(3, 0, 12, 11, 5);
 
+/// What a trapped MSR/MRS (ISS of EC 0x18) names, by its encoding fields.
+fn classify_sysreg(iss: u64) -> TrappedRegister {
+    let op0 = (iss >> 20) & 3;
+    let op1 = (iss >> 14) & 7;
+    let crn = (iss >> 10) & 0xf;
+    let crm = (iss >> 1) & 0xf;
+    match iss_sysreg(iss) {
+        ICC_SGI1R_EL1 => TrappedRegister::GicSgi1r,
+        // op0 = 2: the debug registers (DBGB*, DBGW*, MDSCR_EL1, the OS
+        // lock, MDCCSR, MDRAR, ...).
+        _ if op0 == 2 => TrappedRegister::Debug,
+        // PMU: PMCR_EL0 .. PMOVSSET_EL0 (op1 3, CRn 9), PMEVCNTR<n>,
+        // PMEVTYPER<n>, PMCCFILTR (op1 3, CRn 14, CRm 8-15), and
+        // PMINTENSET/CLR_EL1, PMMIR_EL1 (op1 0, CRn 9, CRm 14).
+        _ if op0 == 3 && op1 == 3 && (crn == 9 || crn == 14 && crm >= 8) => {
+            TrappedRegister::PerformanceMonitor
+        }
+        _ if op0 == 3 && op1 == 0 && crn == 9 && crm == 14 => TrappedRegister::PerformanceMonitor,
+        other => TrappedRegister::Other(other),
+    }
+}
+
 /// A readable name for the exception class of syndrome `esr`.
 pub fn syndrome_name(esr: u64) -> &'static str {
     class_name(exception_class(esr))
@@ -122,10 +144,7 @@ pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
             immediate: (iss & 0xffff) as u16,
         },
         ec::SYS64 => Exit::SysReg(SysRegAccess {
-            register: match iss_sysreg(iss) {
-                ICC_SGI1R_EL1 => TrappedRegister::GicSgi1r,
-                other => TrappedRegister::Other(other),
-            },
+            register: classify_sysreg(iss),
             write: iss & 1 == 0,
             value_register: ((iss >> 5) & 0x1f) as u8,
         }),
@@ -250,5 +269,47 @@ mod tests {
         assert_eq!(class_name(ec::DABT_LOW), "data abort from a lower EL");
         assert_eq!(decode_trap(esr(ec::WFX, 0), 0, 0).instruction_length, 4);
         assert_eq!(decode_trap(ec::WFX << 26, 0, 0).instruction_length, 2);
+    }
+
+    /// ISS of an MSR (`read` false) or MRS of S<op0>_<op1>_C<crn>_C<crm>_<op2>, x<rt>.
+    fn sysreg_iss(op0: u64, op1: u64, crn: u64, crm: u64, op2: u64, rt: u64, read: bool) -> u64 {
+        op0 << 20 | op2 << 17 | op1 << 14 | crn << 10 | rt << 5 | crm << 1 | u64::from(read)
+    }
+
+    #[test]
+    fn debug_and_pmu_registers_are_told_apart_from_the_rest() {
+        let class = |iss| match decode(esr(ec::SYS64, iss), 0, 0) {
+            Exit::SysReg(access) => access.register,
+            other => panic!("{other:?}"),
+        };
+        // MSR OSLAR_EL1, x1 (S2_0_C1_C0_4) and MRS MDSCR_EL1 (S2_0_C0_C2_2).
+        assert_eq!(
+            class(sysreg_iss(2, 0, 1, 0, 4, 1, false)),
+            TrappedRegister::Debug
+        );
+        assert_eq!(
+            class(sysreg_iss(2, 0, 0, 2, 2, 0, true)),
+            TrappedRegister::Debug
+        );
+        // PMCR_EL0 (S3_3_C9_C12_0), PMEVCNTR5_EL0 (S3_3_C14_C8_5),
+        // PMCCFILTR_EL0 (S3_3_C14_C15_7), PMINTENSET_EL1 (S3_0_C9_C14_1).
+        for iss in [
+            sysreg_iss(3, 3, 9, 12, 0, 0, true),
+            sysreg_iss(3, 3, 14, 8, 5, 0, false),
+            sysreg_iss(3, 3, 14, 15, 7, 0, true),
+            sysreg_iss(3, 0, 9, 14, 1, 0, false),
+        ] {
+            assert_eq!(class(iss), TrappedRegister::PerformanceMonitor);
+        }
+        // Negative controls: the virtual timer's CNTV_CTL_EL0 (S3_3_C14_C3_1)
+        // and an IMPLEMENTATION DEFINED register are neither.
+        assert!(matches!(
+            class(sysreg_iss(3, 3, 14, 3, 1, 0, true)),
+            TrappedRegister::Other(_)
+        ));
+        assert!(matches!(
+            class(sysreg_iss(3, 1, 15, 2, 0, 0, true)),
+            TrappedRegister::Other(_)
+        ));
     }
 }

@@ -51,6 +51,8 @@ sysreg_read!(/// MPIDR_EL1: this CPU's affinity.
     mpidr_el1, "mpidr_el1");
 sysreg_read!(/// MIDR_EL1: this CPU's identity.
     midr_el1, "midr_el1");
+sysreg_read!(/// PMCR_EL0: the PMU's control, with its event counter count (N).
+    pmcr_el0, "pmcr_el0");
 sysreg_read!(/// ID_AA64MMFR0_EL1: physical address range and granules.
     id_aa64mmfr0_el1, "id_aa64mmfr0_el1");
 sysreg_read!(/// CNTFRQ_EL0: counter frequency.

@@ -527,3 +527,49 @@ fn faults_of_guest_userspace_never_stop_the_vm() {
     }
     assert!(matches!(host.stops.borrow()[..], [StopReason::Faulted(..)]));
 }
+
+#[test]
+fn debug_and_pmu_registers_read_as_zero_and_ignore_writes() {
+    let (vm, host) = (vm(GicVersion::V2, 1, 0), Recorder::default());
+    for register in [TrappedRegister::Debug, TrappedRegister::PerformanceMonitor] {
+        let read = trap(Exit::SysReg(SysRegAccess {
+            register,
+            write: false,
+            value_register: 4,
+        }));
+        let write = trap(Exit::SysReg(SysRegAccess {
+            register,
+            write: true,
+            value_register: 4,
+        }));
+        let mut cpu = FakeCpu::at(RAM).with_registers(&[0, 0, 0, 0, 0x1234]);
+        assert_eq!(
+            handle_exit(&vm, 0, &mut cpu, &write, &host),
+            Action::Continue
+        );
+        assert_eq!(
+            cpu.register(4),
+            0x1234,
+            "a write leaves the source register"
+        );
+        assert_eq!(
+            handle_exit(&vm, 0, &mut cpu, &read, &host),
+            Action::Continue
+        );
+        assert_eq!(cpu.register(4), 0, "reads as zero");
+        assert_eq!(cpu.pc(), RAM + 8);
+        assert!(
+            cpu.injected.is_empty(),
+            "no UNDEF: guests (Linux clears the OS lock at boot) must not fault"
+        );
+    }
+    // Negative control: any other trapped register is UNDEFINED.
+    let mut cpu = FakeCpu::at(RAM);
+    let other = trap(Exit::SysReg(SysRegAccess {
+        register: TrappedRegister::Other(1),
+        write: false,
+        value_register: 0,
+    }));
+    handle_exit(&vm, 0, &mut cpu, &other, &host);
+    assert_eq!(cpu.injected.len(), 1);
+}
