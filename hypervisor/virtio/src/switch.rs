@@ -156,9 +156,9 @@ impl Fdb {
     /// Records that `mac` was seen on `port`. Reuses the address's own
     /// entry, else an empty or aged-out way, else the least recently seen of
     /// `port`'s own entries: never another port's fresh entry, so a port
-    /// sending from many addresses cannot push others out. Returns whether
-    /// the address is now in the table.
-    fn learn(&mut self, mac: &[u8; 6], port: u16, now: u64) -> bool {
+    /// sending from many addresses cannot push others out (the address then
+    /// goes unlearned, and frames for it flood to trusted ports).
+    fn learn(&mut self, mac: &[u8; 6], port: u16, now: u64) {
         let index = self.bucket(mac);
         let ageing = self.ageing;
         let bucket = &mut self.buckets[index];
@@ -173,7 +173,7 @@ impl Fdb {
                     .min_by_key(|&i| bucket[i].last_seen)
             });
         let Some(slot) = slot else {
-            return false;
+            return;
         };
         bucket[slot] = FdbEntry {
             mac: *mac,
@@ -181,7 +181,6 @@ impl Fdb {
             valid: true,
             last_seen: now,
         };
-        true
     }
 
     /// Forgets every address learned on `port`.
