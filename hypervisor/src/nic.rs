@@ -58,6 +58,8 @@ pub struct Nic {
     pub intid: u32,
     /// Its MAC address.
     pub mac: [u8; 6],
+    /// Port security lifted (`trusted = true` in the configuration).
+    pub trusted: bool,
     /// Counters.
     pub counters: NicCounters,
     /// The device defers TX kicks and must be polled on its VM's exits
@@ -378,7 +380,7 @@ pub fn report(vm_index: usize) {
         let notifies = nic.counters.notifies.load(Ordering::Relaxed);
         let polls = nic.counters.polls.load(Ordering::Relaxed);
         log::info!(
-            "vm {} net{} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} on {} port {}: rx {} pkts {} B, tx {} pkts {} B, drops {}, errors {}; \
+            "vm {} net{} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} on {} port {}: rx {} pkts {} B, tx {} pkts {} B, drops {}, errors {}, spoofed {}; \
              traps/pkt {:.3}, irqs/pkt {:.3}, kicks {} (suppressed {}), polls {}, irqs suppressed {}, lines maintained/pkt {:.2}",
             vm.name,
             i,
@@ -391,6 +393,7 @@ pub fn report(vm_index: usize) {
             port.tx_bytes,
             port.rx_dropped,
             port.tx_errors + port.rx_errors + port.fatal_errors,
+            port.tx_spoofed,
             per_packet(traps),
             per_packet(interrupts),
             notifies,

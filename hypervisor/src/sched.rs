@@ -216,7 +216,7 @@ fn build_switches(
     vms: &[Vm],
     board: &BoardInfo,
 ) -> Vec<crate::nic::SwitchEntry> {
-    use chroma_virtio::switch::{Switch, SwitchConfig};
+    use chroma_virtio::switch::{PortConfig, Switch, SwitchConfig};
     let mut switches = Vec::new();
     for (index, spec) in manifest.switches().enumerate() {
         let mut members: Vec<(usize, usize)> = Vec::new();
@@ -252,10 +252,17 @@ fn build_switches(
             port_count,
             if uplink.is_some() { ", uplink" } else { "" }
         );
+        // Port security: VM ports are locked to their MACs unless trusted;
+        // the uplink (the last port) stays open.
+        let mut switch = Switch::new(config);
+        for (port, &(v, n)) in members.iter().enumerate() {
+            let nic = &vms[v].nics[n];
+            switch.set_port(port, PortConfig::vm(nic.mac, nic.trusted));
+        }
         switches.push(crate::nic::SwitchEntry {
             name: spec.name,
             state: spin::Mutex::new(crate::nic::SwitchState {
-                switch: Switch::new(config),
+                switch,
                 members,
                 uplink,
             }),

@@ -120,8 +120,11 @@ impl Port for Uplink {
         match self.net.receive() {
             Ok(buffer) => {
                 let packet = buffer.packet();
-                let len = packet.len().min(MAX_FRAME_LEN);
-                frame[..len].copy_from_slice(&packet[..len]);
+                let copied = packet.len().min(MAX_FRAME_LEN);
+                frame[..copied].copy_from_slice(&packet[..copied]);
+                // The real length: the switch drops a frame that did not
+                // fit (or is too short) whole, and counts it.
+                let len = packet.len();
                 let _ = self.net.recycle_rx_buffer(buffer);
                 self.received += 1;
                 TxPoll::Frame {

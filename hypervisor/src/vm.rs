@@ -201,6 +201,7 @@ impl Vm {
                 port: 0,
                 intid: map.virtio_intid(u32::try_from(i).map_err(|_| VmError::TooManyNics)?),
                 mac: net.mac,
+                trusted: net.trusted,
                 counters: NicCounters::default(),
                 polling: AtomicBool::new(false),
             });

@@ -34,6 +34,7 @@
 //! [[vm.net]]                  # zero or more
 //! switch = "lan0"
 //! mac = "52:54:00:12:34:01"   # optional; derived from the VM name otherwise
+//! trusted = false             # optional; true lifts port security (router VM)
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -130,6 +131,9 @@ pub struct Net {
     pub switch_index: u32,
     /// The MAC address (given, or derived with [`derive_mac`]).
     pub mac: [u8; 6],
+    /// Port security lifted: the NIC may send from any source MAC and
+    /// receives unicast for any (a router VM). Default false.
+    pub trusted: bool,
 }
 
 /// Options that come from the command line of the host tool, not the file.
@@ -211,6 +215,7 @@ impl Config {
                 .map(|net| NetSpec {
                     switch_index: net.switch_index,
                     mac: net.mac,
+                    trusted: net.trusted,
                 })
                 .collect();
             images.push((kernel, initrd, nets));
@@ -677,6 +682,7 @@ impl Checker<'_> {
             nets.push(Net {
                 switch_index: u32::try_from(*switch).unwrap_or(u32::MAX),
                 mac,
+                trusted: raw_net.trusted,
             });
         }
 

@@ -75,6 +75,8 @@ pub(crate) struct RawVm {
 pub(crate) struct RawNet {
     pub switch: String,
     pub mac: Option<String>,
+    #[serde(default)]
+    pub trusted: bool,
 }
 
 /// A size as written: an integer, or a string checked later (so a bad

@@ -87,6 +87,7 @@ switch = "lan0"
 mac = "52:54:00:12:34:01"
 [[vm.net]]
 switch = "lan1"
+trusted = true
 
 [[vm]]
 name = "second"
@@ -147,10 +148,12 @@ fn valid_configuration_loads() {
         probe.nets[0],
         Net {
             switch_index: 0,
-            mac: [0x52, 0x54, 0, 0x12, 0x34, 1]
+            mac: [0x52, 0x54, 0, 0x12, 0x34, 1],
+            trusted: false,
         }
     );
     assert_eq!(probe.nets[1].switch_index, 1);
+    assert!(probe.nets[1].trusted);
     assert_eq!(probe.nets[1].mac, derive_mac("probe", 1));
 
     let second = &config.vms[1];
@@ -209,6 +212,7 @@ fn manifest_round_trips_the_configuration() {
     assert_eq!(nets.len(), 2);
     assert_eq!(nets[0].mac, [0x52, 0x54, 0, 0x12, 0x34, 1]);
     assert_eq!(nets[1].switch_index, 1);
+    assert_eq!((nets[0].trusted, nets[1].trusted), (false, true));
     assert_eq!(vms[1].memory_base, 0x8000_0000);
     assert_eq!(vms[1].initrd, None);
 }
@@ -301,6 +305,13 @@ fn unknown_keys_are_refused_with_their_path() {
 #[test]
 fn wrong_types_and_values_are_refused() {
     let fixture = Fixture::new();
+    assert!(matches!(
+        fixture.refuse(
+            &edit("trusted = true", "trusted = \"yes\""),
+            "vm[0] (\"probe\").net[1].trusted"
+        ),
+        ErrorKind::Syntax { .. }
+    ));
     assert!(matches!(
         fixture.refuse(
             &edit("vcpus = 2", "vcpus = \"two\""),

@@ -129,6 +129,8 @@ impl<'a> ManifestBuilder<'a> {
                 let mut net_record = [0u8; NET_RECORD_SIZE];
                 put(&mut net_record, N_SWITCH, &net.switch_index.to_le_bytes());
                 put(&mut net_record, N_MAC, &net.mac);
+                let flags = if net.trusted { NET_FLAG_TRUSTED } else { 0 };
+                put(&mut net_record, N_FLAGS, &flags.to_le_bytes());
                 net_records.push(net_record);
             }
             vm_records.push(record);

@@ -83,7 +83,12 @@ pub(crate) const SWITCH_FLAG_UPLINK: u32 = 1;
 // NIC record fields.
 pub(crate) const N_SWITCH: usize = 0;
 pub(crate) const N_MAC: usize = 4;
-pub(crate) const N_RESERVED: usize = 10;
+/// Reserved (zero) in the first version-2 manifests, so an older parser
+/// refuses a manifest that sets a flag instead of ignoring it.
+pub(crate) const N_FLAGS: usize = 10;
+pub(crate) const N_RESERVED: usize = 12;
+/// NIC flag: port security is lifted for this NIC (`trusted = true`).
+pub(crate) const NET_FLAG_TRUSTED: u16 = 1;
 
 /// FNV-1a (32-bit) of `bytes`, with the four bytes at `skip` read as zero.
 pub(crate) fn checksum(bytes: &[u8], skip: usize) -> u32 {

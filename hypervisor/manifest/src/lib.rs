@@ -35,8 +35,8 @@
 //! VM record (80 bytes)              switch record (16 bytes)   NIC record (16 bytes)
 //!  0  8  name (blob ref)             0  8  name (blob ref)      0  4  switch index
 //!  8  8  memory base (IPA)           8  4  flags: bit 0 uplink  4  6  MAC address
-//! 16  8  memory bytes               12  4  reserved, zero      10  6  reserved, zero
-//! 24  4  vCPU count
+//! 16  8  memory bytes               12  4  reserved, zero      10  2  flags: bit 0 trusted
+//! 24  4  vCPU count                                             12  4  reserved, zero
 //! 28  4  flags: bit 0 has initrd
 //! 32  8  CPU affinity (vCPU i -> physical CPU), unused entries zero
 //! 40  8  kernel (blob ref)
@@ -53,6 +53,11 @@
 //! without NUL bytes (they end up in device-tree strings). The checksum
 //! covers the metadata only, not the images, so that boot does not hash tens
 //! of MiB of kernel; it catches a damaged or stale header and tables.
+//!
+//! The NIC flags took two bytes that were reserved (zero) in the first
+//! version-2 manifests, without a version bump: an older manifest reads as
+//! "no flag set" (port security on), and an older parser refuses a manifest
+//! that sets one, as it refuses any non-zero reserved byte.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -116,6 +121,9 @@ pub struct NetSpec {
     pub switch_index: u32,
     /// The NIC's MAC address.
     pub mac: [u8; 6],
+    /// Whether port security is lifted (a router VM): the NIC may send from
+    /// any source MAC and receives unicast for any.
+    pub trusted: bool,
 }
 
 #[cfg(test)]

@@ -163,6 +163,7 @@ fn decode_net(record: &[u8]) -> Option<NetSpec> {
     Some(NetSpec {
         switch_index: read_u32(record, N_SWITCH)?,
         mac: read_array(record, N_MAC)?,
+        trusted: read_u16(record, N_FLAGS)? & NET_FLAG_TRUSTED != 0,
     })
 }
 
@@ -314,7 +315,11 @@ impl<'a> Manifest<'a> {
                     what: "switch index",
                 });
             }
-            if read_array::<6>(record, N_RESERVED) != Some([0; 6]) {
+            let flags = field(read_u16(record, N_FLAGS), at, "flags")?;
+            if flags & !NET_FLAG_TRUSTED != 0 {
+                return Err(ManifestError::InvalidValue { at, what: "flags" });
+            }
+            if read_array::<4>(record, N_RESERVED) != Some([0; 4]) {
                 return Err(ManifestError::InvalidValue {
                     at,
                     what: "reserved bytes",

@@ -36,10 +36,12 @@ const NETS: [NetSpec; 2] = [
     NetSpec {
         switch_index: 0,
         mac: [0x52, 0x54, 0, 0x12, 0x34, 1],
+        trusted: false,
     },
     NetSpec {
         switch_index: 1,
         mac: [0x52, 0x54, 0, 0x12, 0x34, 2],
+        trusted: true,
     },
 ];
 
@@ -306,11 +308,60 @@ fn resealed_corruptions_are_caught_by_validation() {
     assert!(Manifest::parse(&bytes).is_ok());
 }
 
+/// Offset of NIC record `index` in `bytes`.
+fn net_record(bytes: &[u8], index: usize) -> usize {
+    let table = u32::from_le_bytes(bytes[H_NET_TABLE..H_NET_TABLE + 4].try_into().unwrap());
+    usize::try_from(table).unwrap() + index * NET_RECORD_SIZE
+}
+
+#[test]
+fn nic_trusted_flag_is_carried_and_other_flag_bits_are_refused() {
+    let bytes = sample();
+    let nets: Vec<NetSpec> = Manifest::parse(&bytes)
+        .unwrap()
+        .vm(0)
+        .unwrap()
+        .nets
+        .iter()
+        .collect();
+    assert_eq!((nets[0].trusted, nets[1].trusted), (false, true));
+    // A manifest written before the flag existed (bytes 10..12 zero) reads
+    // as untrusted: clearing the flag is the only change.
+    let mut old = sample();
+    let record = net_record(&old, 1);
+    assert_eq!(old[record + N_FLAGS], 1);
+    old[record + N_FLAGS] = 0;
+    reseal(&mut old);
+    let net = Manifest::parse(&old).unwrap().vm(0).unwrap().nets.get(1);
+    assert_eq!(net.map(|n| n.trusted), Some(false));
+    // Unknown flag bits and the remaining reserved bytes are refused.
+    for (offset, what) in [
+        (N_FLAGS, "flags"),
+        (N_FLAGS + 1, "flags"),
+        (N_RESERVED, "reserved bytes"),
+        (N_RESERVED + 3, "reserved bytes"),
+    ] {
+        let mut bytes = sample();
+        let record = net_record(&bytes, 0);
+        bytes[record + offset] |= 0x80;
+        reseal(&mut bytes);
+        assert_eq!(
+            Manifest::parse(&bytes).unwrap_err(),
+            ManifestError::InvalidValue {
+                at: At::Net(0),
+                what
+            },
+            "offset {offset}"
+        );
+    }
+}
+
 #[test]
 fn net_with_unknown_switch_is_refused_by_the_builder() {
     let nets = [NetSpec {
         switch_index: 5,
         mac: [2, 0, 0, 0, 0, 1],
+        trusted: false,
     }];
     let mut builder = ManifestBuilder::new(Options::default());
     builder.add_switch("lan0", false);

@@ -17,7 +17,7 @@ use chroma_mem::{GuestMemory, GuestPhysAddr};
 use crate::mmio::reg;
 use crate::mock::MockNetDriver;
 use crate::net::{new_net_device, NetPort, VirtioNet, NET_FEATURES};
-use crate::switch::{Switch, SwitchConfig};
+use crate::switch::{PortConfig, Switch, SwitchConfig};
 
 const HOSTILE_BASE: u64 = 0x4000_0000;
 const HEALTHY_BASE: u64 = 0x8000_0000;
@@ -95,6 +95,11 @@ pub fn fuzz_queue(data: &[u8]) {
         run_budget: 64,
         ..SwitchConfig::default()
     });
+    // Port security on both ports, lifted for the hostile one when the
+    // selector says so (then its frames reach forwarding whatever their
+    // source address).
+    switch.set_port(0, PortConfig::vm(MAC[0], selector & 0x40 != 0));
+    switch.set_port(1, PortConfig::vm(MAC[1], false));
     // The fuzz bytes land on both rings and the first buffers, in chunks
     // separated by switch runs so state changes mid-stream too.
     let span = hostile.end() - HOSTILE_BASE;

@@ -97,7 +97,9 @@ pub enum TxPoll {
     Empty,
     /// A frame of `len` bytes is in the caller's buffer.
     Frame {
-        /// Frame length in bytes.
+        /// Frame length in bytes: the frame's real length even when it is
+        /// outside [`MIN_FRAME_LEN`]`..=`[`MAX_FRAME_LEN`] (only what fits
+        /// was copied); the switch then drops it whole.
         len: usize,
         /// Its offload header.
         header: NetHeader,

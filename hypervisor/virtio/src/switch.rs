@@ -10,7 +10,8 @@ use alloc::vec::Vec;
 
 use crate::net::complete_checksum;
 use crate::port::{
-    DropReason, NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    DropReason, NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN, MIN_FRAME_LEN,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM,
 };
 
 /// How a switch is sized and paced.
@@ -52,8 +53,12 @@ pub struct PortCounters {
     pub tx_packets: u64,
     /// Bytes of those frames.
     pub tx_bytes: u64,
-    /// Frames the guest sent that were malformed and dropped.
+    /// Frames the guest sent that were malformed and dropped (shorter than
+    /// an Ethernet header, longer than [`MAX_FRAME_LEN`], bad offloads).
     pub tx_errors: u64,
+    /// Frames the guest sent with a source MAC other than its port's,
+    /// dropped by port security.
+    pub tx_spoofed: u64,
     /// Frames delivered into the guest's buffers.
     pub rx_packets: u64,
     /// Bytes of those frames.
@@ -65,6 +70,39 @@ pub struct PortCounters {
     pub rx_dropped: u64,
     /// Fatal queue errors (the device was set to DEVICE_NEEDS_RESET).
     pub fatal_errors: u64,
+}
+
+/// What a port may send and receive (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortConfig {
+    /// The port's own address: a static table entry, never aged or evicted.
+    /// `None` for the uplink, which stands for many stations.
+    pub mac: Option<[u8; 6]>,
+    /// Whether port security is lifted: the port sends with any source
+    /// address (those are learned), and receives flooded unknown unicast.
+    pub trusted: bool,
+}
+
+impl PortConfig {
+    /// A trusted port with no address of its own (the uplink; the default).
+    pub const OPEN: Self = Self {
+        mac: None,
+        trusted: true,
+    };
+
+    /// A VM's port with address `mac`; locked unless `trusted`.
+    pub const fn vm(mac: [u8; 6], trusted: bool) -> Self {
+        Self {
+            mac: Some(mac),
+            trusted,
+        }
+    }
+}
+
+impl Default for PortConfig {
+    fn default() -> Self {
+        Self::OPEN
+    }
 }
 
 /// What one [`Switch::run`] did.
@@ -115,20 +153,27 @@ impl Fdb {
             .map(|e| usize::from(e.port))
     }
 
+    /// Records that `mac` was seen on `port`. Reuses the address's own
+    /// entry, else an empty or aged-out way, else the least recently seen of
+    /// `port`'s own entries: never another port's fresh entry, so a port
+    /// sending from many addresses cannot push others out (the address then
+    /// goes unlearned, and frames for it flood to trusted ports).
     fn learn(&mut self, mac: &[u8; 6], port: u16, now: u64) {
         let index = self.bucket(mac);
         let ageing = self.ageing;
         let bucket = &mut self.buckets[index];
         let fresh = |e: &FdbEntry| e.valid && now.saturating_sub(e.last_seen) <= ageing;
-        let slot = match bucket.iter().position(|e| e.valid && e.mac == *mac) {
-            Some(i) => i,
-            // Reuse an empty or aged-out way, else evict the least recently seen.
-            None => match bucket.iter().position(|e| !fresh(e)) {
-                Some(i) => i,
-                None => (0..FDB_WAYS)
+        let slot = bucket
+            .iter()
+            .position(|e| e.valid && e.mac == *mac)
+            .or_else(|| bucket.iter().position(|e| !fresh(e)))
+            .or_else(|| {
+                (0..FDB_WAYS)
+                    .filter(|&i| bucket[i].port == port)
                     .min_by_key(|&i| bucket[i].last_seen)
-                    .unwrap_or(0),
-            },
+            });
+        let Some(slot) = slot else {
+            return;
         };
         bucket[slot] = FdbEntry {
             mac: *mac,
@@ -136,6 +181,15 @@ impl Fdb {
             valid: true,
             last_seen: now,
         };
+    }
+
+    /// Forgets every address learned on `port`.
+    fn forget_port(&mut self, port: u16) {
+        for e in self.buckets.iter_mut().flatten() {
+            if e.port == port {
+                e.valid = false;
+            }
+        }
     }
 }
 
@@ -203,6 +257,7 @@ pub struct Switch {
     fdb: Fdb,
     egress: Vec<EgressQueue>,
     counters: Vec<PortCounters>,
+    ports: Vec<PortConfig>,
     frame: [u8; MAX_FRAME_LEN],
     next_port: usize,
 }
@@ -234,6 +289,7 @@ impl Switch {
                 .map(|_| EgressQueue::new(config.egress_capacity))
                 .collect(),
             counters: vec![PortCounters::default(); port_count],
+            ports: vec![PortConfig::OPEN; port_count],
             frame: [0; MAX_FRAME_LEN],
             next_port: 0,
         }
@@ -249,14 +305,51 @@ impl Switch {
         self.counters.get(port).copied().unwrap_or_default()
     }
 
+    /// Sets port `port`'s security (ignored past the port count). What the
+    /// port had learned is forgotten.
+    pub fn set_port(&mut self, port: usize, config: PortConfig) {
+        if let Some(slot) = self.ports.get_mut(port) {
+            *slot = config;
+            // Ports are numbered below port_count <= u16::MAX.
+            self.fdb
+                .forget_port(u16::try_from(port).unwrap_or(u16::MAX));
+        }
+    }
+
+    /// Port `port`'s security settings.
+    pub fn port_config(&self, port: usize) -> PortConfig {
+        self.ports.get(port).copied().unwrap_or_default()
+    }
+
     /// Frames waiting for port `port`'s receive buffers.
     pub fn egress_len(&self, port: usize) -> usize {
         self.egress.get(port).map_or(0, |q| q.count)
     }
 
-    /// The port `mac` was last seen on, if still fresh at `now`.
+    /// The port that owns `mac` (configured), else the port it was last
+    /// seen on if still fresh at `now`.
     pub fn lookup(&self, mac: &[u8; 6], now: u64) -> Option<usize> {
-        self.fdb.lookup(mac, now)
+        self.owner(mac).or_else(|| self.fdb.lookup(mac, now))
+    }
+
+    /// The port configured with address `mac`. A linear search: a switch
+    /// has a handful of ports, and a static entry must not share the
+    /// learned table's buckets (where it could crowd out or be crowded out).
+    fn owner(&self, mac: &[u8; 6]) -> Option<usize> {
+        self.ports.iter().position(|c| c.mac == Some(*mac))
+    }
+
+    /// Whether port `port` may send a frame with source address `src_mac`.
+    fn may_send(&self, port: usize, src_mac: &[u8; 6]) -> bool {
+        let config = self.port_config(port);
+        config.trusted || config.mac == Some(*src_mac)
+    }
+
+    /// Whether port `port` may receive a frame for `dst_mac` (broadcast and
+    /// multicast always; unicast only for its own address unless trusted).
+    fn may_receive(&self, port: usize, dst_mac: &[u8; 6]) -> bool {
+        let config = self.port_config(port);
+        config.trusted || is_multicast(dst_mac) || config.mac == Some(*dst_mac)
     }
 
     /// Forgets what is queued for `port` (its device was reset).
@@ -303,7 +396,20 @@ impl Switch {
                         TxPoll::Frame { len, header } => {
                             report.frames += 1;
                             progress = true;
-                            let len = len.min(MAX_FRAME_LEN);
+                            // A port (the uplink) may report a frame that did
+                            // not fit, or one too short to have addresses:
+                            // drop it whole, never truncate it or read the
+                            // previous frame's bytes as its header.
+                            if !(MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&len) {
+                                self.counters[src].tx_errors += 1;
+                                continue;
+                            }
+                            let mut src_mac = [0u8; 6];
+                            src_mac.copy_from_slice(&self.frame[6..12]);
+                            if !self.may_send(src, &src_mac) {
+                                self.counters[src].tx_spoofed += 1;
+                                continue;
+                            }
                             self.counters[src].tx_packets += 1;
                             self.counters[src].tx_bytes += len as u64;
                             self.forward(ports, src, header, len, now);
@@ -354,7 +460,13 @@ impl Switch {
         let mut src_mac = [0u8; 6];
         dst_mac.copy_from_slice(&self.frame[0..6]);
         src_mac.copy_from_slice(&self.frame[6..12]);
-        if !is_multicast(&src_mac) && src_mac != [0; 6] {
+        // Learn only from trusted ports, and never an address a port is
+        // configured with (that entry is static).
+        if self.port_config(src).trusted
+            && !is_multicast(&src_mac)
+            && src_mac != [0; 6]
+            && self.owner(&src_mac).is_none()
+        {
             // Ports are numbered below port_count <= u16::MAX.
             self.fdb
                 .learn(&src_mac, u16::try_from(src).unwrap_or(u16::MAX), now);
@@ -362,30 +474,31 @@ impl Switch {
         let target = if is_multicast(&dst_mac) {
             None
         } else {
-            self.fdb.lookup(&dst_mac, now)
+            self.lookup(&dst_mac, now)
         };
         if target == Some(src) {
             // The destination sits behind the sender's own port: filter.
             return;
         }
+        // Who gets it: the known port, else everyone but the sender; either
+        // way only ports allowed to receive it (a flooded unknown unicast
+        // reaches trusted ports only).
+        let receives = |switch: &Self, p: usize| match target {
+            Some(t) => p == t && p < n && switch.may_receive(p, &dst_mac),
+            None => p != src && switch.may_receive(p, &dst_mac),
+        };
         // Complete a partial checksum once if any destination cannot take it.
         if header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
-            let needs_full = match target {
-                Some(p) => p < n && !ports[p].accepts_partial_checksum(),
-                None => (0..n).any(|p| p != src && !ports[p].accepts_partial_checksum()),
-            };
+            let needs_full =
+                (0..n).any(|p| receives(self, p) && !ports[p].accepts_partial_checksum());
             if needs_full && !complete_checksum(&mut header, &mut self.frame[..len]) {
                 self.counters[src].tx_errors += 1;
                 return;
             }
         }
-        match target {
-            Some(dst) if dst < n => self.deliver(ports, dst, &header, len),
-            Some(_) => {}
-            None => {
-                for dst in (0..n).filter(|&p| p != src) {
-                    self.deliver(ports, dst, &header, len);
-                }
+        for dst in 0..n {
+            if receives(self, dst) {
+                self.deliver(ports, dst, &header, len);
             }
         }
     }
