@@ -210,10 +210,6 @@ pub fn mdcr_el2(event_counters: u64) -> u64 {
     .value
 }
 
-/// PMCR_EL0.N: the number of event counters.
-const PMCR_N_SHIFT: u64 = 11;
-const PMCR_N_MASK: u64 = 0x1f;
-
 /// CNTHCTL_EL2 while guests run: EL1's access to the physical counter and timer.
 pub fn cnthctl_el2() -> u64 {
     // Guests may read the physical counter (CNTPCT_EL0): with CNTVOFF_EL2
@@ -406,6 +402,9 @@ pub struct MmuConfig {
 #[cfg(target_arch = "aarch64")]
 pub unsafe fn init_el2_controls(vtcr: u64) {
     use super::sysreg;
+    /// PMCR_EL0.N: the number of event counters.
+    const PMCR_N_SHIFT: u64 = 11;
+    const PMCR_N_MASK: u64 = 0x1f;
     // SAFETY: each value comes from its builder above, which traps what
     // the hypervisor must see (HCR_EL2, CPTR_EL2, CNTHCTL_EL2) and gives the
     // guest the virtual counter and timer; the caller guarantees that no guest
