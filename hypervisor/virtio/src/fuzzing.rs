@@ -1,5 +1,5 @@
 //! Fuzz entry points (feature `test-utils`), shared by the `cargo fuzz`
-//! targets in `fuzz/` and by a deterministic long run under `cargo test`.
+//! targets in `hypervisor/fuzz/` and by a deterministic long run under `cargo test`.
 //!
 //! Each takes arbitrary bytes as a hostile guest's doing and checks the
 //! containment invariants that must hold whatever it does: no panic, and a

@@ -3,7 +3,7 @@
 //! Stages: `unit` (host `cargo test` on the default members), `fmt`,
 //! `clippy` and `doc` (host crates), `clippy-bare-metal` and `doc-bare-metal`
 //! (hypervisor and guests for the board's target; see `lints.rs`), `oracle` (the cache aliasing oracle,
-//! quick mode), `fuzz-smoke` (virtio fuzz targets), `build` (hypervisor and
+//! quick mode), `fuzz-smoke` (every fuzz target), `build` (hypervisor and
 //! guest images), `system` (QEMU system tests in `tests/`). FILTER goes to every cargo test run and selects the other
 //! stages whose name contains it. Each cargo test counts its tests; every
 //! other stage counts as one test.
@@ -147,8 +147,8 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         report("oracle", counts, &note);
     }
 
-    // 4. The virtio fuzz smoke run.
-    let smoke = root.join("hypervisor/virtio/fuzz/smoke.sh");
+    // 4. The fuzz smoke run (every cargo-fuzz target, a few seconds each).
+    let smoke = root.join("hypervisor/fuzz/smoke.sh");
     if selected("fuzz-smoke") {
         if smoke.exists() {
             let mut command = Command::new("bash");
@@ -156,7 +156,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
             let (counts, note) = single_stage(&mut command);
             report("fuzz-smoke", counts, &note);
         } else {
-            eprintln!("xtask: stage fuzz-smoke: skipped (no hypervisor/virtio/fuzz/smoke.sh)");
+            eprintln!("xtask: stage fuzz-smoke: skipped (no hypervisor/fuzz/smoke.sh)");
         }
     }
 

@@ -1,0 +1,268 @@
+//! Exits: the AArch64 syndrome decoder on arbitrary ESR/FAR/HPFAR, and exit
+//! dispatch (`handle_exit`) of decoded traps on a fake vCPU with a recording
+//! host.
+
+use std::cell::RefCell;
+
+use chroma_arch::aarch64::esr::{decode, decode_trap, ec, ESR_IL};
+use chroma_core::exit::{AccessWidth, Exit};
+use chroma_core::fake::{FakeCpu, Injected};
+use chroma_core::guest_map::{VmShape, QEMU_VIRT};
+use chroma_core::vcpu::{handle_exit, Action, ExitHost, FaultReport, GuestCpu};
+use chroma_core::vgic::{GicVersion, VcpuMask, MAX_VCPUS};
+use chroma_core::vm::{BootRequest, RamRegion, StopReason, VmCore};
+
+use crate::{Bytes, Outcome};
+
+/// Decoder invariants: no panic; `decode_trap` agrees with `decode` and
+/// keeps the syndrome; the instruction length is 2 or 4 as ESR.IL says;
+/// register numbers fit 0..=31; an emulated access's IPA is FAR's page
+/// offset within HPFAR's page, inside the 52-bit IPA space.
+pub fn fuzz_decode(data: &[u8]) -> Outcome {
+    if data.len() < 24 {
+        return Outcome::Rejected;
+    }
+    let mut input = Bytes::new(data);
+    let (esr, far, hpfar) = (input.u64(), input.u64(), input.u64());
+    check_decode(esr, far, hpfar);
+    // The same with a class the decoder knows, so most inputs go deep.
+    let classes = [
+        ec::WFX,
+        ec::HVC64,
+        ec::SMC64,
+        ec::SYS64,
+        ec::IABT_LOW,
+        ec::DABT_LOW,
+    ];
+    let class = classes[usize::from(input.u8()) % classes.len()];
+    check_decode((esr & !(0x3f << 26)) | class << 26, far, hpfar);
+    Outcome::Exercised
+}
+
+fn check_decode(esr: u64, far: u64, hpfar: u64) {
+    let trap = decode_trap(esr, far, hpfar);
+    assert_eq!(trap.exit, decode(esr, far, hpfar));
+    assert_eq!(trap.syndrome, esr);
+    let expected_length = if esr & ESR_IL != 0 { 4 } else { 2 };
+    assert_eq!(trap.instruction_length, expected_length);
+    match trap.exit {
+        Exit::Mmio(access) => {
+            assert!(access.register <= 31, "MMIO register x{}", access.register);
+            let ipa = access.ipa.raw();
+            assert_eq!(ipa & 0xfff, far & 0xfff, "IPA page offset is FAR's");
+            assert!(ipa < 1 << 52, "IPA {ipa:#x} past 52 bits");
+            assert!(access.width.bytes() <= 8);
+        }
+        Exit::AbortNoSyndrome { ipa, .. } => assert!(ipa.raw() < 1 << 52),
+        Exit::SysReg(access) => assert!(access.value_register <= 31),
+        _ => {}
+    }
+}
+
+/// Everything the dispatcher asked of the world.
+#[derive(Default)]
+struct Recorder {
+    vcpus: usize,
+    kicks: RefCell<Vec<VcpuMask>>,
+    stops: RefCell<Vec<StopReason>>,
+    console: RefCell<usize>,
+}
+
+impl ExitHost for Recorder {
+    fn virtio_access(
+        &self,
+        _vm: &VmCore,
+        nic: usize,
+        offset: u64,
+        _width: AccessWidth,
+        _write: Option<u64>,
+        _cacheable: bool,
+    ) -> u64 {
+        assert!(
+            nic < 32 && offset < 0x200,
+            "virtio access {nic}/{offset:#x}"
+        );
+        0x7472_6976
+    }
+    fn console_output(&self, _vm: &VmCore, _byte: u8) {
+        *self.console.borrow_mut() += 1;
+    }
+    fn kick(&self, _vm: &VmCore, vcpus: VcpuMask) {
+        assert_eq!(vcpus >> self.vcpus, 0, "kick {vcpus:#x}: no such vCPU");
+        self.kicks.borrow_mut().push(vcpus);
+    }
+    fn stop(&self, vm: &VmCore, reason: StopReason) {
+        vm.set_stopped(reason);
+        self.stops.borrow_mut().push(reason);
+    }
+    fn system_reset(&self, _vm: &VmCore, caller: usize) {
+        assert!(caller < self.vcpus);
+    }
+    fn report_fault(&self, _vm: &VmCore, _fault: FaultReport) {}
+}
+
+const RAM: u64 = 0x4000_0000;
+const RAM_SIZE: u64 = 1 << 24;
+
+/// PSCI and SMCCC function IDs (DEN 0022), for x0 of an HVC.
+const PSCI_CALLS: [u64; 12] = [
+    0x8400_0000,
+    0x8400_0001,
+    0xc400_0001,
+    0x8400_0002,
+    0xc400_0003,
+    0xc400_0004,
+    0x8400_0006,
+    0x8400_0008,
+    0x8400_0009,
+    0x8400_000a,
+    0x8000_0000,
+    0x8400_0003,
+];
+
+/// An IPA in one of the windows of the guest map, or anywhere.
+fn ipa(input: &mut Bytes<'_>) -> u64 {
+    let window = input.u8();
+    let offset = u64::from(input.u16());
+    match window % 8 {
+        0 => QEMU_VIRT.gic_distributor.base + offset,
+        1 => QEMU_VIRT.gic_cpu_interface.base + offset,
+        2 => QEMU_VIRT.gic_redistributors.base + (offset << 4 & 0xf_ffff) + offset % 16,
+        3 => QEMU_VIRT.uart.base + (offset & 0xfff),
+        4 => QEMU_VIRT.virtio_mmio.base + offset % (0x200 * 4),
+        5 => RAM + offset,
+        6 => offset << 20,
+        _ => input.u64(),
+    }
+}
+
+/// Dispatch invariants: no panic; the PC moves by the trapped
+/// instruction's length (2 or 4) exactly when the instruction completed
+/// (MMIO emulated, SMC answered, WFI/WFE, a trapped SGI1R write), and stays
+/// put when HVC returns (the PC is already past it), when an exception is
+/// injected (the guest's vector takes it from the faulting instruction) or
+/// for a physical interrupt; kicks name existing vCPUs only.
+pub fn fuzz_dispatch(data: &[u8]) -> Outcome {
+    if data.len() < 2 {
+        return Outcome::Rejected;
+    }
+    let mut input = Bytes::new(data);
+    let setup = input.u8();
+    let gic = if setup & 1 == 0 {
+        GicVersion::V2
+    } else {
+        GicVersion::V3
+    };
+    let vcpus = usize::from(setup >> 1 & 7) + 1;
+    let nics = usize::from(setup >> 4 & 3);
+    let vm = VmCore::new(
+        0,
+        "fuzz".into(),
+        QEMU_VIRT,
+        VmShape {
+            gic,
+            vcpu_count: vcpus,
+            nic_count: nics,
+        },
+        RamRegion {
+            ipa: RAM,
+            size: RAM_SIZE,
+        },
+        [0; MAX_VCPUS],
+        BootRequest {
+            entry: RAM,
+            argument: 0,
+        },
+    );
+    let host = Recorder {
+        vcpus,
+        ..Recorder::default()
+    };
+    let mut cpus: Vec<FakeCpu> = (0..vcpus).map(|_| FakeCpu::at(RAM + 0x1000)).collect();
+    while !input.is_empty() {
+        let selector = input.u8();
+        let vcpu = usize::from(selector >> 5) % vcpus;
+        let raw = u64::from(input.u32());
+        let esr = if selector & 1 == 0 {
+            // A class the decoder knows; data aborts mostly with a syndrome.
+            let classes = [
+                ec::DABT_LOW,
+                ec::DABT_LOW,
+                ec::DABT_LOW,
+                ec::HVC64,
+                ec::SMC64,
+                ec::SYS64,
+                ec::WFX,
+                ec::IABT_LOW,
+            ];
+            let class = classes[usize::from(selector >> 1 & 7)];
+            let mut iss = raw & 0x1ff_ffff;
+            if class == ec::DABT_LOW && raw & 1 << 31 == 0 {
+                // ISV set, no S1PTW, a translation fault at level 0..3.
+                iss = (iss | 1 << 24) & !(1 << 7) & !0x3f | 0x04 | (raw >> 28 & 3);
+            }
+            class << 26 | (raw & ESR_IL) | iss
+        } else {
+            raw | u64::from(input.u32()) << 32
+        };
+        let address = ipa(&mut input);
+        let far = address & 0xfff | u64::from(input.u16()) << 12;
+        let hpfar = (address >> 12) << 4;
+        let trap = decode_trap(esr, far, hpfar);
+        let cpu = &mut cpus[vcpu];
+        // The register the instruction names, and x0..x3 for PSCI.
+        let value = input.u64();
+        match trap.exit {
+            Exit::Mmio(access) => cpu.set_register(access.register, value),
+            Exit::SysReg(access) => cpu.set_register(access.value_register, value),
+            Exit::Hypercall { .. } => {
+                let call = PSCI_CALLS[usize::from(input.u8()) % PSCI_CALLS.len()];
+                cpu.set_register(0, if value & 0xff == 0xff { value } else { call });
+                cpu.set_register(1, value >> 8 & 0xf);
+                cpu.set_register(2, RAM + (value >> 16 & 0xffff) * 4);
+                cpu.set_register(3, value);
+            }
+            _ => {}
+        }
+        let pc = cpu.pc();
+        let injected = cpu.injected.len();
+        let action = handle_exit(&vm, vcpu, cpu, &trap, &host);
+        let moved = cpu.pc().wrapping_sub(pc);
+        let took_exception = cpu.injected.len() > injected;
+        assert!(
+            moved == 0 || moved == u64::from(trap.instruction_length),
+            "PC moved by {moved} for {trap:?}"
+        );
+        assert!(matches!(trap.instruction_length, 2 | 4));
+        if took_exception {
+            assert_eq!(moved, 0, "PC moved and an exception injected: {trap:?}");
+            assert_eq!(cpu.injected.len(), injected + 1);
+        }
+        match trap.exit {
+            Exit::Hypercall { .. } | Exit::Interrupt => assert_eq!(moved, 0, "{trap:?}"),
+            Exit::WaitForInterrupt => {
+                assert_eq!(moved, u64::from(trap.instruction_length));
+                assert_eq!(action, Action::Wait);
+            }
+            Exit::WaitForEvent | Exit::SecureMonitorCall { .. } => {
+                assert_eq!(moved, u64::from(trap.instruction_length), "{trap:?}");
+            }
+            Exit::Mmio(_) => assert!(
+                took_exception || moved != 0 || action == Action::Off,
+                "MMIO neither completed nor aborted: {trap:?}"
+            ),
+            Exit::AbortNoSyndrome { .. } | Exit::Unhandled { .. } => {
+                assert!(took_exception || action == Action::Off, "{trap:?}");
+            }
+            Exit::SysReg(_) => assert!(took_exception || moved != 0 || action == Action::Off),
+        }
+        if matches!(cpu.injected.last(), Some(Injected::Undefined(s)) if took_exception && *s != esr)
+        {
+            panic!("UNDEFINED injected with another syndrome than {esr:#x}");
+        }
+        if vm.is_stopped() {
+            break;
+        }
+    }
+    Outcome::Exercised
+}
