@@ -425,13 +425,20 @@ impl Cpu {
             // A reset or stop may have turned this vCPU off since it was picked.
             if vm.power(id) != Power::On || vm.is_stopped() {
                 vm.running[id].store(false, Ordering::Release);
+                // Hand back what flush loaded, so it is not stuck "in a list
+                // register" of a vCPU that will not run.
+                let kick = vm.vgic.lock().sync(id, &mut self.gic);
+                kick_vcpus(&self.gic, vm, kick, self.index);
                 return;
             }
             // SAFETY: the context is loaded and the stage 2 installed (above);
             // HCR_EL2 traps what the hypervisor must see.
             let kind = unsafe { self.vcpus[k].vcpu.enter() };
             vm.running[id].store(false, Ordering::Release);
-            vm.vgic.lock().sync(id, &mut self.gic);
+            let kick = vm.vgic.lock().sync(id, &mut self.gic);
+            if kick != 0 {
+                kick_vcpus(&self.gic, vm, kick, self.index);
+            }
             let action = match kind {
                 ExceptionKind::Synchronous => {
                     let (mut trapped, trap) = self.vcpus[k].vcpu.trapped();

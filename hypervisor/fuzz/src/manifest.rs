@@ -120,6 +120,7 @@ fn round_trip(input: &mut Bytes<'_>) -> Outcome {
                     .map(|_| NetSpec {
                         switch_index: u32::from(input.u8() % 5),
                         mac: input.array(),
+                        trusted: input.u8() & 1 != 0,
                     })
                     .collect(),
             }

@@ -8,8 +8,7 @@
 //! Invariants: no panic; every access answers Ok or a clean [`VgicError`];
 //! a kick mask names existing vCPUs only; flush writes list registers below
 //! the count only; an interrupt is never in two valid list registers of a
-//! vCPU (nor, with `CHROMA_FUZZ_VGIC_SPI_OWNER=1`, an SPI in those of two
-//! vCPUs at once: a known bug, see [`check_spi_owner`]).
+//! vCPU, nor an SPI in those of two vCPUs at once (see [`check_spi_owner`]).
 
 use chroma_core::exit::AccessWidth;
 use chroma_core::vgic::{
@@ -104,16 +103,14 @@ fn check_mask(mask: VcpuMask, vcpus: usize) {
     );
 }
 
-/// Whether to check that an SPI is never loaded for two vCPUs at once
-/// (`CHROMA_FUZZ_VGIC_SPI_OWNER=1`). Off by default: the model breaks it
-/// today. An SPI sits in vCPU A's list registers; vCPU B retargets it
-/// (GICD_ITARGETSR on GICv2, GICD_IROUTER on GICv3) to B; B's next flush
-/// loads it too, because `Vgic::flush` picks every live SPI routed to the
-/// vCPU, `in_lr` or not: both vCPUs may take it. Fixing it takes more than
-/// a skip in flush (the new target needs a kick when A syncs the SPI back).
+/// Whether to check that an SPI is never loaded for two vCPUs at once: on
+/// by default (`CHROMA_FUZZ_VGIC_SPI_OWNER=0` turns it off). The fuzzer
+/// found the model breaking it (an SPI retargeted while in one vCPU's list
+/// registers was loaded for the new target too); `Vgic::flush` now skips
+/// an SPI still in a list register and `Vgic::sync` kicks its new target.
 fn check_spi_owner() -> bool {
     static CHECK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *CHECK.get_or_init(|| std::env::var_os("CHROMA_FUZZ_VGIC_SPI_OWNER").is_some_and(|v| v == "1"))
+    *CHECK.get_or_init(|| std::env::var_os("CHROMA_FUZZ_VGIC_SPI_OWNER").is_none_or(|v| v != "0"))
 }
 
 /// No interrupt in two valid list registers of a vCPU (nor, with
