@@ -42,6 +42,7 @@ mod v2 {
     pub const GICH_HCR: usize = 0x000;
     pub const GICH_VTR: usize = 0x004;
     pub const GICH_VMCR: usize = 0x008;
+    pub const GICH_APR: usize = 0x0f0;
     pub const GICH_LR0: usize = 0x100;
 }
 
@@ -128,7 +129,20 @@ pub struct Gic {
     redistributor: usize,
     /// Number of list registers.
     list_register_count: usize,
+    /// GICv3 `ICH_AP0R<n>_EL2` / `ICH_AP1R<n>_EL2` implemented (1, 2 or 4).
+    active_priority_registers: usize,
 }
+
+/// A vCPU's active priorities (`GICH_APR`; `ICH_AP0R<n>_EL2` then
+/// `ICH_AP1R<n>_EL2`): per-CPU GIC state that must follow the vCPU, or a VM
+/// that acknowledged an interrupt and never completed it would keep its
+/// running priority in force for the next VM on the CPU.
+pub type ActivePriorities = [u32; 8];
+
+/// A system-register read accessor (from `sysreg`).
+type ReadRegister = fn() -> u64;
+/// A system-register write accessor (from `sysreg`).
+type WriteRegister = unsafe fn(u64);
 
 impl Gic {
     /// Describes the GIC for the calling CPU.
@@ -141,11 +155,19 @@ impl Gic {
             kind,
             redistributor: 0,
             list_register_count: 0,
+            active_priority_registers: 1,
         };
         gic.list_register_count = match kind {
             GicKind::V2 { gich, .. } => (read32(gich + v2::GICH_VTR) & 0x3f) as usize + 1,
             GicKind::V3 { gicr, .. } => {
                 gic.redistributor = find_redistributor(gicr, sysreg::mpidr_el1());
+                // ICH_VTR_EL2.PREbits [31:29] + 1 preemption bits: 5 -> one
+                // APnR register, 6 -> two, 7 -> four (GICv3 spec 12.4.1).
+                gic.active_priority_registers = match (sysreg::ich_vtr_el2() >> 29) & 7 {
+                    5 => 2,
+                    6 => 4,
+                    _ => 1,
+                };
                 (sysreg::ich_vtr_el2() & 0x1f) as usize + 1
             }
         };
@@ -303,6 +325,60 @@ impl Gic {
         match self.kind {
             GicKind::V2 { gich, .. } => u64::from(read32(gich + v2::GICH_VMCR)),
             GicKind::V3 { .. } => sysreg::ich_vmcr_el2(),
+        }
+    }
+
+    /// The running vCPU's active priorities, to save on a switch.
+    pub fn save_active_priorities(&self) -> ActivePriorities {
+        let mut saved = [0; 8];
+        match self.kind {
+            GicKind::V2 { gich, .. } => saved[0] = read32(gich + v2::GICH_APR),
+            GicKind::V3 { .. } => {
+                let reads: [(ReadRegister, ReadRegister); 4] = [
+                    (sysreg::ich_ap0r0_el2, sysreg::ich_ap1r0_el2),
+                    (sysreg::ich_ap0r1_el2, sysreg::ich_ap1r1_el2),
+                    (sysreg::ich_ap0r2_el2, sysreg::ich_ap1r2_el2),
+                    (sysreg::ich_ap0r3_el2, sysreg::ich_ap1r3_el2),
+                ];
+                for (n, (group0, group1)) in reads
+                    .iter()
+                    .enumerate()
+                    .take(self.active_priority_registers)
+                {
+                    saved[n] = low_word(group0());
+                    saved[4 + n] = low_word(group1());
+                }
+            }
+        }
+        saved
+    }
+
+    /// Restores a vCPU's active priorities (all zero for a vCPU that
+    /// never ran).
+    pub fn restore_active_priorities(&self, saved: &ActivePriorities) {
+        match self.kind {
+            GicKind::V2 { gich, .. } => write32(gich + v2::GICH_APR, saved[0]),
+            GicKind::V3 { .. } => {
+                // SAFETY: the active priority registers only affect the
+                // virtual interface of the vCPU about to run on this CPU,
+                // and only the implemented ones are written.
+                unsafe {
+                    let writes: [(WriteRegister, WriteRegister); 4] = [
+                        (sysreg::write_ich_ap0r0_el2, sysreg::write_ich_ap1r0_el2),
+                        (sysreg::write_ich_ap0r1_el2, sysreg::write_ich_ap1r1_el2),
+                        (sysreg::write_ich_ap0r2_el2, sysreg::write_ich_ap1r2_el2),
+                        (sysreg::write_ich_ap0r3_el2, sysreg::write_ich_ap1r3_el2),
+                    ];
+                    for (n, (group0, group1)) in writes
+                        .iter()
+                        .enumerate()
+                        .take(self.active_priority_registers)
+                    {
+                        group0(u64::from(saved[n]));
+                        group1(u64::from(saved[4 + n]));
+                    }
+                }
+            }
         }
     }
 

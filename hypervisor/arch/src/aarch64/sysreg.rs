@@ -108,6 +108,38 @@ sysreg_write!(/// ICH_HCR_EL2: GICv3 virtual interface control.
     write_ich_hcr_el2, "ich_hcr_el2");
 sysreg_write!(/// ICH_VMCR_EL2: the guest's virtual CPU interface control.
     write_ich_vmcr_el2, "ich_vmcr_el2");
+sysreg_read!(/// ICH_AP0R0_EL2: active priorities of the virtual group 0 interrupts.
+    ich_ap0r0_el2, "S3_4_C12_C8_0");
+sysreg_read!(/// ICH_AP0R1_EL2: active priorities of the virtual group 0 interrupts.
+    ich_ap0r1_el2, "S3_4_C12_C8_1");
+sysreg_read!(/// ICH_AP0R2_EL2: active priorities of the virtual group 0 interrupts.
+    ich_ap0r2_el2, "S3_4_C12_C8_2");
+sysreg_read!(/// ICH_AP0R3_EL2: active priorities of the virtual group 0 interrupts.
+    ich_ap0r3_el2, "S3_4_C12_C8_3");
+sysreg_read!(/// ICH_AP1R0_EL2: active priorities of the virtual group 1 interrupts.
+    ich_ap1r0_el2, "S3_4_C12_C9_0");
+sysreg_read!(/// ICH_AP1R1_EL2: active priorities of the virtual group 1 interrupts.
+    ich_ap1r1_el2, "S3_4_C12_C9_1");
+sysreg_read!(/// ICH_AP1R2_EL2: active priorities of the virtual group 1 interrupts.
+    ich_ap1r2_el2, "S3_4_C12_C9_2");
+sysreg_read!(/// ICH_AP1R3_EL2: active priorities of the virtual group 1 interrupts.
+    ich_ap1r3_el2, "S3_4_C12_C9_3");
+sysreg_write!(/// ICH_AP0R0_EL2: active priorities of the virtual group 0 interrupts.
+    write_ich_ap0r0_el2, "S3_4_C12_C8_0");
+sysreg_write!(/// ICH_AP0R1_EL2: active priorities of the virtual group 0 interrupts.
+    write_ich_ap0r1_el2, "S3_4_C12_C8_1");
+sysreg_write!(/// ICH_AP0R2_EL2: active priorities of the virtual group 0 interrupts.
+    write_ich_ap0r2_el2, "S3_4_C12_C8_2");
+sysreg_write!(/// ICH_AP0R3_EL2: active priorities of the virtual group 0 interrupts.
+    write_ich_ap0r3_el2, "S3_4_C12_C8_3");
+sysreg_write!(/// ICH_AP1R0_EL2: active priorities of the virtual group 1 interrupts.
+    write_ich_ap1r0_el2, "S3_4_C12_C9_0");
+sysreg_write!(/// ICH_AP1R1_EL2: active priorities of the virtual group 1 interrupts.
+    write_ich_ap1r1_el2, "S3_4_C12_C9_1");
+sysreg_write!(/// ICH_AP1R2_EL2: active priorities of the virtual group 1 interrupts.
+    write_ich_ap1r2_el2, "S3_4_C12_C9_2");
+sysreg_write!(/// ICH_AP1R3_EL2: active priorities of the virtual group 1 interrupts.
+    write_ich_ap1r3_el2, "S3_4_C12_C9_3");
 sysreg_write!(/// ICC_SRE_EL2: system-register interface enable for EL2 and EL1.
     write_icc_sre_el2, "icc_sre_el2");
 sysreg_write!(/// ICC_PMR_EL1: EL2's priority mask (EL1 name, EL2 access).

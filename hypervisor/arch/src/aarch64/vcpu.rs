@@ -42,6 +42,8 @@ pub struct Vcpu {
     context: El1Context,
     /// The virtual CPU interface control (GICH_VMCR / ICH_VMCR_EL2).
     vmcr: u64,
+    /// Its active priorities (GICH_APR / ICH_AP0R, ICH_AP1R).
+    active_priorities: super::gic::ActivePriorities,
 }
 
 impl Vcpu {
@@ -59,6 +61,7 @@ impl Vcpu {
     pub fn save(&mut self, gic: &Gic) {
         self.context.save();
         self.vmcr = gic.save_vmcr();
+        self.active_priorities = gic.save_active_priorities();
     }
 
     /// Loads the vCPU's EL1 and virtual-interface state into this CPU.
@@ -70,6 +73,7 @@ impl Vcpu {
         // SAFETY: the caller's contract: this is the vCPU that runs next.
         unsafe { self.context.restore() };
         gic.restore_vmcr(self.vmcr);
+        gic.restore_active_priorities(&self.active_priorities);
     }
 
     /// The virtual timer registers as saved (the vCPU is not loaded).
