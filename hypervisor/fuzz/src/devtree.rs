@@ -130,6 +130,10 @@ pub fn fuzz_guest(data: &[u8]) -> Outcome {
     };
     let board = match parse_board(&blob) {
         Ok(board) => board,
+        // An arbitrary CPU `compatible` may name a device the board parser
+        // looks for ("virtio,mmio" on a CPU node): the tree is then not a
+        // board it accepts, which is right. Never a panic, though.
+        Err(_) if flags & 0x20 != 0 => return Outcome::Exercised,
         Err(error) => panic!("guest tree for {spec:?} does not parse back: {error:?}"),
     };
     assert_eq!(board.cpus.len(), vcpu_count as usize, "{spec:?}");
