@@ -300,8 +300,15 @@ fn emulate_mmio<C: GuestCpu, H: ExitHost>(
     }
 }
 
-/// Counts a guest fault; stops the VM when it keeps faulting. Returns the
-/// count, or `None` when the VM was stopped.
+/// A guest fault that is answered: how many the VM has taken, and whether
+/// the (rate-limited) log reports this one.
+struct CountedFault {
+    count: u32,
+    report: bool,
+}
+
+/// Counts a guest fault; stops the VM when it keeps faulting (`None`).
+///
 /// Faults its userspace takes are the guest kernel's business (a process
 /// that faults is killed by its kernel): they are answered and logged
 /// (rate-limited) but never stop the VM.
@@ -311,16 +318,21 @@ fn count_fault<C: GuestCpu, H: ExitHost>(
     host: &H,
     what: &'static str,
     value: u64,
-) -> Option<u32> {
-    if !cpu.trapped_in_kernel() {
-        return Some(vm.faults.load(Ordering::Relaxed));
-    }
-    let count = vm.faults.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-    if count >= FAULT_LIMIT {
-        host.stop(vm, StopReason::Faulted(what, value));
-        return None;
-    }
-    Some(count)
+) -> Option<CountedFault> {
+    let count = if cpu.trapped_in_kernel() {
+        let count = vm.faults.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        if count >= FAULT_LIMIT {
+            host.stop(vm, StopReason::Faulted(what, value));
+            return None;
+        }
+        count
+    } else {
+        vm.faults.load(Ordering::Relaxed)
+    };
+    Some(CountedFault {
+        count,
+        report: vm.fault_log.lock().allow(),
+    })
 }
 
 /// Answers an access the guest may not make: a synchronous external abort
@@ -333,7 +345,7 @@ fn inject_abort<C: GuestCpu, H: ExitHost>(
     write: bool,
     host: &H,
 ) -> Action {
-    let Some(count) = count_fault(
+    let Some(CountedFault { count, report }) = count_fault(
         vm,
         cpu,
         host,
@@ -342,7 +354,7 @@ fn inject_abort<C: GuestCpu, H: ExitHost>(
     ) else {
         return Action::Off;
     };
-    if vm.fault_log.lock().allow() {
+    if report {
         let kind = if fetch {
             "instruction fetch"
         } else if write {
@@ -374,7 +386,7 @@ fn inject_undefined<C: GuestCpu, H: ExitHost>(
     trap: &Trap,
     host: &H,
 ) -> Action {
-    let Some(count) = count_fault(
+    let Some(CountedFault { count, report }) = count_fault(
         vm,
         cpu,
         host,
@@ -383,7 +395,7 @@ fn inject_undefined<C: GuestCpu, H: ExitHost>(
     ) else {
         return Action::Off;
     };
-    if vm.fault_log.lock().allow() {
+    if report {
         host.report_fault(
             vm,
             FaultReport::Undefined {
