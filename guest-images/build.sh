@@ -32,7 +32,7 @@ fi
 [[ -n $objcopy ]] || { echo "build.sh: no objcopy found (set OBJCOPY)" >&2; exit 1; }
 
 target=aarch64-unknown-none-softfloat
-all_guests=(probe crasher netsvc netclient)
+all_guests=(probe crasher netsvc netclient hostile)
 guests=("$@")
 [[ ${#guests[@]} -gt 0 ]] || guests=("${all_guests[@]}")
 

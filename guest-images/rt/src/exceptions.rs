@@ -310,6 +310,16 @@ pub type SyncHandler = fn(&mut TrapFrame, &Fault) -> Resolution;
 pub type IrqHandler = fn(u32, usize);
 
 static SYNC_HANDLER: Shared<Option<SyncHandler>> = Shared::new(None);
+/// The vector (0..=15, see the table) the last exception on any CPU came
+/// through: 8..=11 from a lower EL in AArch64, 12..=15 from AArch32.
+static LAST_VECTOR: Shared<u64> = Shared::new(0);
+
+/// The index (0..=15) of the vector the most recent exception was taken
+/// through, for handlers that care where it came from (a lower EL using
+/// AArch32 enters at offset 0x600, index 12).
+pub fn last_vector() -> u64 {
+    LAST_VECTOR.get()
+}
 static IRQ_HANDLER: Shared<Option<IrqHandler>> = Shared::new(None);
 
 /// Registers (or with `None` removes) the handler for synchronous exceptions.
@@ -368,6 +378,7 @@ pub fn report(frame: &TrapFrame, kind: VectorKind, fault: &Fault) {
 /// Rust side of every vector: `frame` is the saved context on this stack.
 #[no_mangle]
 extern "C" fn _rt_exception(frame: &mut TrapFrame, index: u64) {
+    LAST_VECTOR.set(index);
     let kind = VectorKind::from_index(index);
     match kind {
         VectorKind::Irq => handle_irq(),

@@ -105,16 +105,26 @@ pub enum Completion {
     HandledByHandler,
 }
 
-/// Acknowledges every pending interrupt, hands each to `handle` with its
-/// role, and ends those the handler leaves to it. Returns how many were
-/// handled.
+/// The most interrupts one [`drain`] acknowledges. A level-sensitive line
+/// that its handler cannot lower (a device stuck asserting, a maintenance
+/// condition only the next entry clears) would otherwise keep the CPU in
+/// the loop for ever; past the bound, the rest waits for the next exit and
+/// the scheduler, the hypervisor timer and the other vCPUs still run.
+pub const DRAIN_MAX: usize = 64;
+
+/// Acknowledges pending interrupts (at most [`DRAIN_MAX`]), hands each to
+/// `handle` with its role, and ends those the handler leaves to it.
+/// Returns how many were handled.
 pub fn drain<I: InterruptController>(
     controller: &I,
     roles: &IrqRoles,
     mut handle: impl FnMut(IrqRole, u32) -> Completion,
 ) -> usize {
     let mut count = 0;
-    while let Some(intid) = controller.acknowledge() {
+    while count < DRAIN_MAX {
+        let Some(intid) = controller.acknowledge() else {
+            break;
+        };
         if handle(roles.classify(intid), intid) == Completion::End {
             controller.end_of_interrupt(intid);
         }
@@ -180,6 +190,36 @@ mod tests {
             ]
         );
         assert_eq!(*queue.ended.borrow(), [27, 26, 0, 25, 79, 1000]);
+    }
+
+    /// A controller whose one interrupt is always pending again (a level
+    /// that nothing lowers).
+    struct Stuck {
+        acknowledged: core::cell::Cell<usize>,
+    }
+
+    impl InterruptController for Stuck {
+        type CpuTarget = u8;
+        fn acknowledge(&self) -> Option<u32> {
+            self.acknowledged.set(self.acknowledged.get() + 1);
+            Some(25)
+        }
+        fn end_of_interrupt(&self, _intid: u32) {}
+        fn this_cpu(&self) -> u8 {
+            0
+        }
+        fn send_ipi(&self, _target: u8, _intid: u32) {}
+        fn enable_shared(&self, _intid: u32) {}
+    }
+
+    #[test]
+    fn a_line_that_stays_asserted_does_not_hold_the_cpu() {
+        let stuck = Stuck {
+            acknowledged: core::cell::Cell::new(0),
+        };
+        let count = drain(&stuck, &ROLES, |_, _| Completion::End);
+        assert_eq!(count, DRAIN_MAX);
+        assert_eq!(stuck.acknowledged.get(), DRAIN_MAX);
     }
 
     #[test]

@@ -338,6 +338,12 @@ impl Vgic {
         vcpu: usize,
         hardware: &mut H,
     ) -> VcpuMask {
+        // The list registers are read back below and no longer say what the
+        // vCPU has: stop asking for the underflow interrupt until the next
+        // flush decides again. Left on, it stays asserted (level) while EL2
+        // runs with the list registers nearly empty, and the CPU would take
+        // it again and again instead of getting back to any vCPU.
+        hardware.set_underflow_interrupt(false);
         let Some(loaded) = self.loaded.get(vcpu).copied() else {
             return 0;
         };
@@ -1236,6 +1242,11 @@ mod tests {
             l.state = LrState::Invalid;
         }
         v.sync(0, &mut lrs);
+        // Synced back, the underflow request is off until the next flush:
+        // left on, the level-sensitive maintenance interrupt would stay
+        // asserted while EL2 runs (the hostile catalogue's
+        // vgic-sgi-flood-masked hung a CPU that way).
+        assert!(!lrs.underflow);
         v.flush(0, &mut lrs);
         assert!(!lrs.underflow);
         let mut ids: Vec<u32> = lrs
