@@ -57,7 +57,8 @@ pub struct MmioAccess {
     pub register_64bit: bool,
 }
 
-/// A trapped system register, as the back-end recognised it.
+/// A trapped system register (or system instruction, such as a cache
+/// maintenance instruction), as the back-end recognised it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TrappedRegister {
     /// The GICv3 SGI generation register (ICC_SGI1R_EL1; AArch32 ICC_SGI1R).

@@ -544,6 +544,13 @@ mod tests {
         let sctlr_before = 0x30c5_0830 | 1 << 0 | 1 << 2 | 1 << 3 | 1 << 12 | 1 << 19;
         assert_eq!(sctlr_el2(), sctlr_before);
         assert_eq!(sctlr_el2_without_wxn(), sctlr_before & !(1 << 19));
+        // EnIA (31), EnIB (30), EnDA (27) and EnDB (13) are clear: EL2 never
+        // signs or authenticates pointers, so the guest's pointer
+        // authentication keys, restored at EL2 (`context.rs`), act for the
+        // guest only.
+        const EN_KEYS: u64 = 1 << 31 | 1 << 30 | 1 << 27 | 1 << 13;
+        assert_eq!(sctlr_el2() & EN_KEYS, 0);
+        assert_eq!(sctlr_el2_without_wxn() & EN_KEYS, 0);
         assert_eq!(mair_el2(), 0xff | 0x04 << 8);
     }
 

@@ -27,13 +27,17 @@
 
 use aarch64_cpu::registers::CLIDR_EL1;
 use tock_registers::fields::Field;
+use tock_registers::register_bitfields;
 
-/// DC CISW's Level field, bits [3:1].
-const LEVEL_SHIFT: u64 = 1;
-const LEVEL_MASK: u64 = 0b111;
-/// SetWay, bits [31:4], and Level, bits [3:1]: the operand's architectural
-/// fields (the rest is RES0).
-const ARCHITECTURAL_FIELDS: u64 = 0xffff_fffe;
+register_bitfields! {u64,
+    /// The operand of DC ISW, DC CSW and DC CISW (the rest is RES0).
+    SET_WAY_OPERAND [
+        /// The way (top bits) and set (above the line-size bits).
+        SetWay OFFSET(4) NUMBITS(28) [],
+        /// The cache level minus one.
+        Level OFFSET(1) NUMBITS(3) []
+    ]
+}
 
 /// CLIDR_EL1.Ctype<n>, for cache levels 1 to 7 (Level field values 0 to 6).
 const CACHE_TYPES: [Field<u64, CLIDR_EL1::Register>; 7] = [
@@ -51,8 +55,12 @@ const CACHE_TYPES: [Field<u64, CLIDR_EL1::Register>; 7] = [
 /// no data or unified cache (the instruction is then skipped).
 pub fn clean_invalidate_operand(guest_operand: u64, clidr: u64) -> Option<u64> {
     use CLIDR_EL1::Ctype1::Value as CacheType;
-    let operand = guest_operand & ARCHITECTURAL_FIELDS;
-    let level = usize::try_from((operand >> LEVEL_SHIFT) & LEVEL_MASK).ok()?;
+    let level = SET_WAY_OPERAND::Level.read(guest_operand);
+    // Only the architectural fields reach the hardware.
+    let operand = (SET_WAY_OPERAND::SetWay.val(SET_WAY_OPERAND::SetWay.read(guest_operand))
+        + SET_WAY_OPERAND::Level.val(level))
+    .value;
+    let level = usize::try_from(level).ok()?;
     // Level 7 (cache level 8) does not exist: `get` refuses it.
     let requested = CACHE_TYPES.get(level)?;
     // A Ctype of "no cache" ends the hierarchy: the fields above it are to
