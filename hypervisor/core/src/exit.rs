@@ -57,7 +57,8 @@ pub struct MmioAccess {
     pub register_64bit: bool,
 }
 
-/// A trapped system register, as the back-end recognised it.
+/// A trapped system register (or system instruction, such as a cache
+/// maintenance instruction), as the back-end recognised it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TrappedRegister {
     /// The GICv3 SGI generation register (ICC_SGI1R_EL1; AArch32 ICC_SGI1R).
@@ -67,9 +68,37 @@ pub enum TrappedRegister {
     Debug,
     /// A performance-monitor register: likewise.
     PerformanceMonitor,
+    /// The auxiliary control register (ACTLR_EL1): IMPLEMENTATION DEFINED
+    /// controls that may be global to the physical CPU, so it traps and
+    /// reads as zero, ignoring writes.
+    AuxiliaryControl,
+    /// A register or system instruction in the encoding space reserved for
+    /// IMPLEMENTATION DEFINED functionality: it may reach state shared by
+    /// every VM on the physical CPU (or the whole cluster), so the guest
+    /// gets UNDEFINED, as on a CPU that does not implement it.
+    ImplementationDefined,
+    /// A data cache maintenance instruction by set/way (the operand, in the
+    /// value register, names a cache level, set and way of the physical
+    /// CPU's caches). The hypervisor performs it as a clean and invalidate.
+    DataCacheSetWay(SetWayOperation),
     /// Any other register: its encoding, packed as the back-end chooses
     /// (kept for the report only).
     Other(u32),
+}
+
+/// What a trapped cache maintenance instruction by set/way asked for.
+///
+/// Whatever it asked, the hypervisor cleans and invalidates: cleaning first
+/// means no dirty line is ever discarded, and the lines at a set and way
+/// may hold another VM's (or the hypervisor's) data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetWayOperation {
+    /// Invalidate only (AArch64 DC ISW): would discard dirty data.
+    Invalidate,
+    /// Clean only (DC CSW).
+    Clean,
+    /// Clean and invalidate (DC CISW).
+    CleanInvalidate,
 }
 
 /// A trapped system-register access.
@@ -77,7 +106,8 @@ pub enum TrappedRegister {
 pub struct SysRegAccess {
     /// Which register.
     pub register: TrappedRegister,
-    /// True for a write (MSR, MCR).
+    /// True for a write (MSR, MCR) or a system instruction that takes an
+    /// operand (SYS, such as DC).
     pub write: bool,
     /// The general-purpose register transferred.
     pub value_register: u8,

@@ -34,6 +34,9 @@ pub struct FakeCpu {
     pub cacheable: bool,
     /// The trap came from the guest's userspace (`trapped_in_kernel` is false).
     pub user: bool,
+    /// Operands of the clean-and-invalidate by set/way operations asked
+    /// for, in order.
+    pub set_way_cleaned: alloc::vec::Vec<u64>,
 }
 
 impl FakeCpu {
@@ -45,6 +48,7 @@ impl FakeCpu {
             injected: alloc::vec::Vec::new(),
             cacheable: true,
             user: false,
+            set_way_cleaned: alloc::vec::Vec::new(),
         }
     }
 
@@ -94,5 +98,9 @@ impl GuestCpu for FakeCpu {
 
     fn memory_cacheable(&self) -> bool {
         self.cacheable
+    }
+
+    fn clean_invalidate_data_cache_by_set_way(&mut self, operand: u64) {
+        self.set_way_cleaned.push(operand);
     }
 }

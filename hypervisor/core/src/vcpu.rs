@@ -10,6 +10,32 @@
 //! chroma does not emulate. What reaches outside the VM (its NICs, the
 //! console, other physical CPUs, stopping or resetting it) goes through
 //! [`ExitHost`], which the binary implements.
+//!
+//! # CPU state shared between VMs
+//!
+//! Several VMs' vCPUs take turns on one physical CPU, so nothing one VM
+//! writes to per-CPU state may be seen by, or act on, another. The EL1
+//! registers that are architecturally the guest's are switched with the
+//! vCPU by the back-end (pointer-authentication keys included, where the
+//! CPU has them, so a VM can neither read nor replace another's keys).
+//! What cannot be switched traps, and is answered here:
+//!
+//! - debug, OS-lock and PMU registers ([`TrappedRegister::Debug`],
+//!   [`TrappedRegister::PerformanceMonitor`]) and the auxiliary control
+//!   register ([`TrappedRegister::AuxiliaryControl`]) read as zero and
+//!   ignore writes: a VM cannot arm breakpoints in, count events of, or
+//!   change IMPLEMENTATION DEFINED behaviour (prefetching, coherency,
+//!   errata workarounds) of the next VM, nor read what it left;
+//! - the IMPLEMENTATION DEFINED register and instruction space
+//!   ([`TrappedRegister::ImplementationDefined`]) is UNDEFINED: its
+//!   registers (CPU and L2 control, error records, ...) are per CPU or per
+//!   cluster and cannot be given one copy per VM;
+//! - data cache maintenance by set/way
+//!   ([`TrappedRegister::DataCacheSetWay`]) is performed by the back-end
+//!   as a clean and invalidate of the same set and way
+//!   ([`GuestCpu::clean_invalidate_data_cache_by_set_way`]): a line at a
+//!   set and way may hold another VM's dirty data, which an invalidate
+//!   would discard (losing its writes, or showing it stale memory).
 
 use crate::exit::{AccessWidth, Exit, MmioAccess, SysRegAccess, TrappedRegister};
 use crate::guest_map::GuestDevice;
@@ -64,6 +90,12 @@ pub trait GuestCpu {
     /// Whether the guest runs with its MMU and data cache on (its memory
     /// accesses are cacheable), for the NICs' cache policy.
     fn memory_cacheable(&self) -> bool;
+    /// Cleans and invalidates, in this physical CPU's caches, the data or
+    /// unified cache line at the level, set and way that `operand` (the
+    /// guest's set/way operand, as it wrote it) names. The back-end uses
+    /// only the operand's architectural fields; whatever they name, the
+    /// line is cleaned before it is invalidated, so no data is lost.
+    fn clean_invalidate_data_cache_by_set_way(&mut self, operand: u64);
 }
 
 /// What the scheduler does after an exit.
@@ -188,19 +220,46 @@ pub fn handle_exit<C: GuestCpu, H: ExitHost>(
             Action::Continue
         }
         Exit::SysReg(SysRegAccess {
-            register: TrappedRegister::Debug | TrappedRegister::PerformanceMonitor,
+            register:
+                TrappedRegister::Debug
+                | TrappedRegister::PerformanceMonitor
+                | TrappedRegister::AuxiliaryControl,
             write,
             value_register,
         }) => {
             // Shared by every VM on the physical CPU: the VM sees none
             // (reads as zero, writes ignored), so it can neither arm a
-            // breakpoint in nor count events of another VM.
+            // breakpoint in, count events of, nor change the IMPLEMENTATION
+            // DEFINED controls (ACTLR_EL1) of another VM.
             if !write {
                 cpu.set_register(value_register, 0);
             }
             cpu.skip_instruction(trap.instruction_length);
             Action::Continue
         }
+        Exit::SysReg(SysRegAccess {
+            register: TrappedRegister::DataCacheSetWay(_),
+            write: true,
+            value_register,
+        }) => {
+            // Invalidate, clean, or both: always clean and invalidate, with
+            // the guest's operand. An invalidate alone could discard
+            // another VM's dirty line at that set and way; a clean and
+            // invalidate writes it back first, so nothing is lost and the
+            // guest still gets what it asked for (its line is no longer in
+            // that cache, and is in memory).
+            let operand = cpu.register(value_register);
+            cpu.clean_invalidate_data_cache_by_set_way(operand);
+            cpu.skip_instruction(trap.instruction_length);
+            Action::Continue
+        }
+        // IMPLEMENTATION DEFINED registers and instructions (and any other
+        // trapped register chroma does not emulate) are UNDEFINED: the
+        // guest sees a CPU without them.
+        Exit::SysReg(SysRegAccess {
+            register: TrappedRegister::ImplementationDefined,
+            ..
+        }) => inject_undefined(vm, cpu, trap, host),
         Exit::SysReg(_) | Exit::Unhandled { .. } => inject_undefined(vm, cpu, trap, host),
         Exit::Interrupt => Action::Continue,
     }

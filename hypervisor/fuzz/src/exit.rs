@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 
 use chroma_arch::aarch64::esr::{decode, decode_trap, ec, ESR_IL};
-use chroma_core::exit::{AccessWidth, Exit};
+use chroma_core::exit::{AccessWidth, Exit, SysRegAccess, TrappedRegister};
 use chroma_core::fake::{FakeCpu, Injected};
 use chroma_core::guest_map::{VmShape, QEMU_VIRT};
 use chroma_core::vcpu::{handle_exit, Action, ExitHost, FaultReport, GuestCpu};
@@ -54,7 +54,29 @@ fn check_decode(esr: u64, far: u64, hpfar: u64) {
             assert!(access.width.bytes() <= 8);
         }
         Exit::AbortNoSyndrome { ipa, .. } => assert!(ipa.raw() < 1 << 52),
-        Exit::SysReg(access) => assert!(access.value_register <= 31),
+        Exit::SysReg(access) => {
+            assert!(access.value_register <= 31);
+            // ESR_EL2.ISS of a trapped MSR/MRS/SYS/SYSL: op0 [21:20],
+            // CRn [13:10], direction [0].
+            let iss = esr & 0x1ff_ffff;
+            let (op0, crn) = (iss >> 20 & 3, iss >> 10 & 0xf);
+            match access.register {
+                // Set/way maintenance is an operand-taking SYS (op0 1, CRn 7).
+                TrappedRegister::DataCacheSetWay(_) => {
+                    assert!(access.write && op0 == 1 && crn == 7, "{esr:#x}");
+                }
+                // ACTLR_EL1 is op0 3, CRn 1.
+                TrappedRegister::AuxiliaryControl => assert!(op0 == 3 && crn == 1),
+                TrappedRegister::ImplementationDefined => {
+                    assert!(matches!(op0, 1 | 3) && matches!(crn, 11 | 15), "{esr:#x}");
+                }
+                _ => {}
+            }
+            // The whole IMPLEMENTATION DEFINED space is recognised.
+            if matches!(op0, 1 | 3) && matches!(crn, 11 | 15) {
+                assert_eq!(access.register, TrappedRegister::ImplementationDefined);
+            }
+        }
         _ => {}
     }
 }
@@ -141,7 +163,10 @@ fn ipa(input: &mut Bytes<'_>) -> u64 {
 /// (MMIO emulated, SMC answered, WFI/WFE, a trapped SGI1R write), and stays
 /// put when HVC returns (the PC is already past it), when an exception is
 /// injected (the guest's vector takes it from the faulting instruction) or
-/// for a physical interrupt; kicks name existing vCPUs only.
+/// for a physical interrupt; kicks name existing vCPUs only. Trapped
+/// registers shared by the physical CPU: ACTLR_EL1 completes and reads as
+/// zero; the IMPLEMENTATION DEFINED space is UNDEFINED; set/way maintenance
+/// completes as exactly one clean and invalidate of the guest's operand.
 pub fn fuzz_dispatch(data: &[u8]) -> Outcome {
     if data.len() < 2 {
         return Outcome::Rejected;
@@ -226,6 +251,11 @@ pub fn fuzz_dispatch(data: &[u8]) -> Outcome {
         }
         let pc = cpu.pc();
         let injected = cpu.injected.len();
+        let set_way_count = cpu.set_way_cleaned.len();
+        let operand = match trap.exit {
+            Exit::SysReg(access) => cpu.register(access.value_register),
+            _ => 0,
+        };
         let action = handle_exit(&vm, vcpu, cpu, &trap, &host);
         let moved = cpu.pc().wrapping_sub(pc);
         let took_exception = cpu.injected.len() > injected;
@@ -255,6 +285,46 @@ pub fn fuzz_dispatch(data: &[u8]) -> Outcome {
                 assert!(took_exception || action == Action::Off, "{trap:?}");
             }
             Exit::SysReg(_) => assert!(took_exception || moved != 0 || action == Action::Off),
+        }
+        let cleaned = &cpu.set_way_cleaned[set_way_count..];
+        match trap.exit {
+            Exit::SysReg(SysRegAccess {
+                register: TrappedRegister::DataCacheSetWay(_),
+                write: true,
+                ..
+            }) => {
+                assert_eq!(cleaned, [operand], "{trap:?}");
+                assert_eq!(moved, u64::from(trap.instruction_length));
+                assert!(!took_exception);
+            }
+            Exit::SysReg(SysRegAccess {
+                register: TrappedRegister::AuxiliaryControl,
+                write,
+                value_register,
+            }) => {
+                assert!(!took_exception && moved != 0, "{trap:?}");
+                if !write {
+                    assert_eq!(cpu.register(value_register), 0, "ACTLR_EL1 reads zero");
+                }
+            }
+            Exit::SysReg(SysRegAccess {
+                register: TrappedRegister::ImplementationDefined,
+                ..
+            }) => {
+                assert!(took_exception || action == Action::Off, "{trap:?}");
+                assert_eq!(moved, 0);
+            }
+            _ => {}
+        }
+        if !matches!(
+            trap.exit,
+            Exit::SysReg(SysRegAccess {
+                register: TrappedRegister::DataCacheSetWay(_),
+                write: true,
+                ..
+            })
+        ) {
+            assert!(cleaned.is_empty(), "cache maintained for {trap:?}");
         }
         if matches!(cpu.injected.last(), Some(Injected::Undefined(s)) if took_exception && *s != esr)
         {

@@ -1,6 +1,8 @@
-//! The one cache operation the boot path needs before the MMU and the heap
-//! are up (invalidating the early page table). Everything else, loaded guest
-//! images included, goes through the cache crate's `CacheOps`.
+//! The cache operations the hypervisor executes itself: invalidating the
+//! early page table (before the MMU and the heap are up), and a guest's
+//! trapped set/way maintenance, performed as a clean and invalidate.
+//! Everything else, loaded guest images included, goes through the cache
+//! crate's `CacheOps`.
 
 use core::arch::asm;
 
@@ -31,4 +33,24 @@ pub fn invalidate_dcache(start: usize, len: usize) {
     }
     // SAFETY: a barrier has no memory-safety effect.
     unsafe { asm!("dsb ish", options(nostack, preserves_flags)) };
+}
+
+/// Cleans and invalidates, in this CPU's caches, the data or unified cache
+/// line at the level, set and way a guest's set/way operand names (DC
+/// CISW), for a trapped DC ISW, CSW or CISW. An operand naming a level
+/// without a data or unified cache is ignored (`set_way`).
+///
+/// No barrier follows: the guest's own DSB after its set/way loop (which
+/// does not trap) waits for this maintenance too, as it was issued by the
+/// same CPU before it.
+pub fn clean_invalidate_by_set_way(guest_operand: u64) {
+    let clidr = super::sysreg::clidr_el1();
+    let Some(operand) = super::set_way::clean_invalidate_operand(guest_operand, clidr) else {
+        return;
+    };
+    // SAFETY: a clean and invalidate writes a dirty line back before it
+    // drops it, so whichever line of this CPU's caches the operand names
+    // (the guest's, another VM's or the hypervisor's), no data is lost;
+    // the operand's level names a data or unified cache CLIDR_EL1 reports.
+    unsafe { asm!("dc cisw, {}", in(reg) operand, options(nostack, preserves_flags)) };
 }

@@ -1,6 +1,18 @@
 //! The EL1 state of a vCPU that must be saved and restored when two vCPUs
-//! share a physical CPU: EL1 system registers, the virtual timer and the
-//! FP/SIMD registers (EL2 code is built soft-float and never touches them).
+//! share a physical CPU: EL1 system registers, the virtual timer, the
+//! FP/SIMD registers (EL2 code is built soft-float and never touches them)
+//! and, on a CPU with pointer authentication, its keys.
+//!
+//! Pointer-authentication keys (APIAKey, APIBKey, APDAKey, APDBKey and
+//! APGAKey, each a Lo/Hi pair of `_EL1` registers) are one set per CPU:
+//! HCR_EL2.APK leaves them to the guest, so without the switch a VM would
+//! read another's keys (and forge its signed pointers) or replace them
+//! (and crash it). They are saved and restored only where the CPU
+//! implements them (`features::pointer_authentication_keys`): elsewhere
+//! the registers are UNDEFINED, at EL2 too. A new vCPU starts with zero
+//! keys. Restoring a guest's keys at EL2 is harmless: the hypervisor runs
+//! with SCTLR_EL2.EnIA, EnIB, EnDA and EnDB clear and is built without
+//! pointer authentication, so nothing at EL2 signs or authenticates with them.
 
 use core::arch::{asm, global_asm};
 
@@ -12,6 +24,9 @@ pub struct El1Context {
     pub sysregs: [u64; 26],
     /// Q0..Q31 as pairs of u64, then FPCR and FPSR.
     pub fp: [u64; 66],
+    /// Pointer-authentication keys, in the order of
+    /// `for_each_pointer_authentication_key!` (zero where the CPU has none).
+    pub pointer_authentication_keys: [u64; 10],
 }
 
 impl Default for El1Context {
@@ -19,6 +34,7 @@ impl Default for El1Context {
         let mut c = Self {
             sysregs: [0; 26],
             fp: [0; 66],
+            pointer_authentication_keys: [0; 10],
         };
         // SCTLR_EL1 at reset: MMU and caches off, RES1 bits set.
         c.sysregs[0] = super::el2::sctlr_el1_at_reset();
@@ -54,6 +70,23 @@ macro_rules! for_each_el1_register {
         $m!(23, "mdscr_el1");
         $m!(24, "cntv_cval_el0");
         $m!(25, "cntv_ctl_el0");
+    };
+}
+
+/// The pointer-authentication key registers, by encoding (the assembler
+/// needs no `pauth` extension for these names).
+macro_rules! for_each_pointer_authentication_key {
+    ($m:ident) => {
+        $m!(0, "S3_0_C2_C1_0"); // APIAKeyLo_EL1
+        $m!(1, "S3_0_C2_C1_1"); // APIAKeyHi_EL1
+        $m!(2, "S3_0_C2_C1_2"); // APIBKeyLo_EL1
+        $m!(3, "S3_0_C2_C1_3"); // APIBKeyHi_EL1
+        $m!(4, "S3_0_C2_C2_0"); // APDAKeyLo_EL1
+        $m!(5, "S3_0_C2_C2_1"); // APDAKeyHi_EL1
+        $m!(6, "S3_0_C2_C2_2"); // APDBKeyLo_EL1
+        $m!(7, "S3_0_C2_C2_3"); // APDBKeyHi_EL1
+        $m!(8, "S3_0_C2_C3_0"); // APGAKeyLo_EL1
+        $m!(9, "S3_0_C2_C3_1"); // APGAKeyHi_EL1
     };
 }
 
@@ -137,6 +170,17 @@ impl El1Context {
             };
         }
         for_each_el1_register!(save_one);
+        if super::features::pointer_authentication_keys() {
+            macro_rules! save_key {
+                ($i:expr, $reg:literal) => {
+                    // SAFETY: the CPU implements pointer authentication (just
+                    // checked), so the key register exists; reading it has
+                    // no side effect.
+                    unsafe { asm!(concat!("mrs {}, ", $reg), out(reg) self.pointer_authentication_keys[$i], options(nomem, nostack)) };
+                };
+            }
+            for_each_pointer_authentication_key!(save_key);
+        }
         // SAFETY: `fp` has room for 32 Q registers plus FPCR and FPSR (528 bytes).
         unsafe { chroma_fp_save(self.fp.as_mut_ptr()) };
     }
@@ -155,6 +199,18 @@ impl El1Context {
             };
         }
         for_each_el1_register!(restore_one);
+        if super::features::pointer_authentication_keys() {
+            macro_rules! restore_key {
+                ($i:expr, $reg:literal) => {
+                    // SAFETY: the CPU implements pointer authentication (just
+                    // checked), so the key register exists. The keys only
+                    // act for the guest about to run: EL2 does not use
+                    // pointer authentication (SCTLR_EL2.En* clear).
+                    unsafe { asm!(concat!("msr ", $reg, ", {}"), in(reg) self.pointer_authentication_keys[$i], options(nomem, nostack)) };
+                };
+            }
+            for_each_pointer_authentication_key!(restore_key);
+        }
         // SAFETY: `fp` holds 528 readable bytes.
         unsafe { chroma_fp_restore(self.fp.as_ptr()) };
         super::sysreg::isb();

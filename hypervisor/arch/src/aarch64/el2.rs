@@ -96,7 +96,22 @@ pub fn hcr_el2_for_guests() -> u64 {
     (HCR_EL2::VM::Enable
         // Set/way invalidation by a guest becomes clean and invalidate: it
         // cannot discard another VM's (or the hypervisor's) dirty lines.
+        // TSW below traps those instructions first; SWIO stays as the
+        // hardware's own guarantee (it is RES1 on many CPUs).
         + HCR_EL2::SWIO::SET
+        // Data cache maintenance by set/way (DC ISW, CSW, CISW) traps: a
+        // set and way may hold any VM's lines, so the hypervisor performs
+        // each as a clean and invalidate of the guest's operand (esr.rs
+        // recognises them, the core's exit dispatch does it).
+        + HCR_EL2::TSW::SET
+        // ACTLR_EL1 traps: its IMPLEMENTATION DEFINED controls may be
+        // global to the CPU (or cluster) and are not switched per vCPU, so
+        // a guest reads zero and its writes are ignored.
+        + HCR_EL2::TACR::SET
+        // The IMPLEMENTATION DEFINED register and instruction space (op0 1
+        // or 3, CRn 11 or 15) traps: CPU, L2 and error-record controls live
+        // there, one copy per CPU for every VM; the guest gets UNDEFINED.
+        + HCR_EL2::TIDCP::SET
         // Physical FIQs go to EL2; the guest gets virtual FIQs.
         + HCR_EL2::FMO::EnableVirtualFIQ
         // Physical IRQs go to EL2; the guest gets virtual IRQs.
@@ -115,7 +130,8 @@ pub fn hcr_el2_for_guests() -> u64 {
         // EL1 is AArch64.
         + HCR_EL2::RW::EL1IsAarch64
         // Pointer-authentication keys are the guest's own: their registers
-        // do not trap.
+        // do not trap, and the vCPU switch saves and restores them
+        // (`context.rs`), so a VM neither reads nor replaces another's keys.
         + HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2
         // Pointer-authentication instructions do not trap either.
         + HCR_EL2::API::DisableTrapPointerAuthInstToEl2
@@ -405,6 +421,9 @@ pub unsafe fn init_el2_controls(vtcr: u64) {
     /// PMCR_EL0.N: the number of event counters.
     const PMCR_N_SHIFT: u64 = 11;
     const PMCR_N_MASK: u64 = 0x1f;
+    // Whether the vCPU switch saves pointer-authentication keys is decided
+    // before any vCPU is loaded, and this CPU must agree with the others.
+    super::features::record_this_cpu();
     // SAFETY: each value comes from its builder above, which traps what
     // the hypervisor must see (HCR_EL2, CPTR_EL2, CNTHCTL_EL2) and gives the
     // guest the virtual counter and timer; the caller guarantees that no guest
@@ -445,8 +464,22 @@ mod tests {
         const APK: u64 = 1 << 40;
         const API: u64 = 1 << 41;
         let before = VM | SWIO | FMO | IMO | AMO | FB | BSU_INNER | TWI | TSC | RW | APK | API;
-        assert_eq!(hcr_el2_for_guests(), before);
-        assert_eq!(hcr_el2_for_guests(), 0x0000_0300_8008_263b);
+        // Issue 10: set/way maintenance, ACTLR_EL1 and the IMPLEMENTATION
+        // DEFINED space trap too.
+        const TIDCP: u64 = 1 << 20;
+        const TACR: u64 = 1 << 21;
+        const TSW: u64 = 1 << 22;
+        assert_eq!(hcr_el2_for_guests(), before | TIDCP | TACR | TSW);
+        assert_eq!(hcr_el2_for_guests(), 0x0000_0300_8078_263b);
+        // Negative control: without the three traps it is the old value
+        // exactly (nothing else changed).
+        assert_eq!(
+            hcr_el2_for_guests() & !(TIDCP | TACR | TSW),
+            0x0000_0300_8008_263b
+        );
+        // Pointer authentication stays untrapped (keys are switched per
+        // vCPU instead), and nothing traps to EL2 from EL0 wholesale.
+        assert_eq!(hcr_el2_for_guests() & (APK | API), APK | API);
     }
 
     /// `vtcr_value` as `hypervisor/src/sched.rs` computed it.
@@ -511,6 +544,13 @@ mod tests {
         let sctlr_before = 0x30c5_0830 | 1 << 0 | 1 << 2 | 1 << 3 | 1 << 12 | 1 << 19;
         assert_eq!(sctlr_el2(), sctlr_before);
         assert_eq!(sctlr_el2_without_wxn(), sctlr_before & !(1 << 19));
+        // EnIA (31), EnIB (30), EnDA (27) and EnDB (13) are clear: EL2 never
+        // signs or authenticates pointers, so the guest's pointer
+        // authentication keys, restored at EL2 (`context.rs`), act for the
+        // guest only.
+        const EN_KEYS: u64 = 1 << 31 | 1 << 30 | 1 << 27 | 1 << 13;
+        assert_eq!(sctlr_el2() & EN_KEYS, 0);
+        assert_eq!(sctlr_el2_without_wxn() & EN_KEYS, 0);
         assert_eq!(mair_el2(), 0xff | 0x04 << 8);
     }
 

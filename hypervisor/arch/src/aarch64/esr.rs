@@ -1,7 +1,9 @@
 //! ESR_EL2 decoding: the syndrome of a trap from EL1/EL0 into an
 //! architecture-neutral [`Exit`] (Arm ARM D24.2.41, ESR_ELx).
 
-use chroma_core::exit::{AccessWidth, Exit, MmioAccess, SysRegAccess, TrappedRegister};
+use chroma_core::exit::{
+    AccessWidth, Exit, MmioAccess, SetWayOperation, SysRegAccess, TrappedRegister,
+};
 use chroma_core::vcpu::Trap;
 use chroma_core::GuestPhysAddr;
 
@@ -89,14 +91,44 @@ pub const fn sysreg_encoding(op0: u32, op1: u32, crn: u32, crm: u32, op2: u32) -
 /// ICC_SGI1R_EL1 (S3_0_C12_C11_5): a GICv3 guest sending an SGI.
 pub const ICC_SGI1R_EL1: u32 = sysreg_encoding(3, 0, 12, 11, 5);
 
-/// What a trapped MSR/MRS (ISS of EC 0x18) names, by its encoding fields.
+/// ACTLR_EL1 (S3_0_C1_C0_1): the auxiliary control register, trapped by
+/// HCR_EL2.TACR. (ACTLR2 exists in AArch32 only; TACR traps it there, and
+/// chroma's EL1 is AArch64.)
+pub const ACTLR_EL1: u32 = sysreg_encoding(3, 0, 1, 0, 1);
+
+/// DC ISW (SYS #0, C7, C6, #2): invalidate by set/way, trapped by HCR_EL2.TSW.
+pub const DC_ISW: u32 = sysreg_encoding(1, 0, 7, 6, 2);
+/// DC CSW (SYS #0, C7, C10, #2): clean by set/way.
+pub const DC_CSW: u32 = sysreg_encoding(1, 0, 7, 10, 2);
+/// DC CISW (SYS #0, C7, C14, #2): clean and invalidate by set/way.
+pub const DC_CISW: u32 = sysreg_encoding(1, 0, 7, 14, 2);
+
+/// What a trapped MSR/MRS, SYS or SYSL (ISS of EC 0x18) names, by its
+/// encoding fields.
 fn classify_sysreg(iss: u64) -> TrappedRegister {
     let op0 = (iss >> 20) & 3;
     let op1 = (iss >> 14) & 7;
     let crn = (iss >> 10) & 0xf;
     let crm = (iss >> 1) & 0xf;
+    // Direction 0: MSR or SYS (the instruction takes its operand from Rt).
+    let write = iss & 1 == 0;
     match iss_sysreg(iss) {
         ICC_SGI1R_EL1 => TrappedRegister::GicSgi1r,
+        ACTLR_EL1 => TrappedRegister::AuxiliaryControl,
+        // The set/way instructions are SYS (a write); the SYSL forms of
+        // their encodings are not instructions and stay Other (UNDEFINED).
+        // The FEAT_MTE2 tag variants HCR_EL2.TSW also traps (DC IGSW, DC
+        // CGSW, ... with op2 4 and 6) are not recognised either: chroma
+        // gives guests no allocation tags, and they get UNDEFINED.
+        DC_ISW if write => TrappedRegister::DataCacheSetWay(SetWayOperation::Invalidate),
+        DC_CSW if write => TrappedRegister::DataCacheSetWay(SetWayOperation::Clean),
+        DC_CISW if write => TrappedRegister::DataCacheSetWay(SetWayOperation::CleanInvalidate),
+        // The encodings reserved for IMPLEMENTATION DEFINED functionality
+        // (Arm ARM D23.2, D23.3; HCR_EL2.TIDCP): system instructions (op0
+        // 1) and registers (op0 3) with CRn 11 or 15, any op1, CRm, op2.
+        _ if (op0 == 1 || op0 == 3) && (crn == 11 || crn == 15) => {
+            TrappedRegister::ImplementationDefined
+        }
         // op0 = 2: the debug registers (DBGB*, DBGW*, MDSCR_EL1, the OS
         // lock, MDCCSR, MDRAR, ...).
         _ if op0 == 2 => TrappedRegister::Debug,
@@ -278,10 +310,6 @@ mod tests {
 
     #[test]
     fn debug_and_pmu_registers_are_told_apart_from_the_rest() {
-        let class = |iss| match decode(esr(ec::SYS64, iss), 0, 0) {
-            Exit::SysReg(access) => access.register,
-            other => panic!("{other:?}"),
-        };
         // MSR OSLAR_EL1, x1 (S2_0_C1_C0_4) and MRS MDSCR_EL1 (S2_0_C0_C2_2).
         assert_eq!(
             class(sysreg_iss(2, 0, 1, 0, 4, 1, false)),
@@ -307,9 +335,126 @@ mod tests {
             class(sysreg_iss(3, 3, 14, 3, 1, 0, true)),
             TrappedRegister::Other(_)
         ));
-        assert!(matches!(
+        assert_eq!(
             class(sysreg_iss(3, 1, 15, 2, 0, 0, true)),
+            TrappedRegister::ImplementationDefined
+        );
+    }
+
+    /// The register an EC 0x18 syndrome with `iss` names.
+    fn class(iss: u64) -> TrappedRegister {
+        match decode(esr(ec::SYS64, iss), 0, 0) {
+            Exit::SysReg(access) => access.register,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn actlr_el1_is_the_auxiliary_control_register_either_way() {
+        // MRS x3, ACTLR_EL1 and MSR ACTLR_EL1, x3.
+        for read in [true, false] {
+            let iss = sysreg_iss(3, 0, 1, 0, 1, 3, read);
+            assert_eq!(class(iss), TrappedRegister::AuxiliaryControl);
+            assert_eq!(
+                decode(esr(ec::SYS64, iss), 0, 0),
+                Exit::SysReg(SysRegAccess {
+                    register: TrappedRegister::AuxiliaryControl,
+                    write: !read,
+                    value_register: 3,
+                })
+            );
+        }
+        // Negative controls: its neighbours SCTLR_EL1 (S3_0_C1_C0_0) and
+        // CPACR_EL1 (S3_0_C1_C0_2), and ACTLR_EL2 (S3_4_C1_C0_1), are not it.
+        for iss in [
+            sysreg_iss(3, 0, 1, 0, 0, 0, true),
+            sysreg_iss(3, 0, 1, 0, 2, 0, true),
+            sysreg_iss(3, 4, 1, 0, 1, 0, true),
+        ] {
+            assert!(matches!(class(iss), TrappedRegister::Other(_)), "{iss:#x}");
+        }
+    }
+
+    #[test]
+    fn the_implementation_defined_space_is_op0_1_or_3_with_crn_11_or_15() {
+        for op0 in [1, 3] {
+            for crn in [11, 15] {
+                for op1 in 0..8 {
+                    for crm in 0..16 {
+                        for op2 in 0..8 {
+                            for read in [true, false] {
+                                let iss = sysreg_iss(op0, op1, crn, crm, op2, 7, read);
+                                assert_eq!(
+                                    class(iss),
+                                    TrappedRegister::ImplementationDefined,
+                                    "S{op0}_{op1}_C{crn}_C{crm}_{op2}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Cortex-A57's CPUECTLR_EL1 (S3_1_C15_C2_1) and L2CTLR_EL1
+        // (S3_1_C11_C0_2) are in it.
+        assert_eq!(
+            class(sysreg_iss(3, 1, 15, 2, 1, 0, false)),
+            TrappedRegister::ImplementationDefined
+        );
+        assert_eq!(
+            class(sysreg_iss(3, 1, 11, 0, 2, 0, true)),
+            TrappedRegister::ImplementationDefined
+        );
+        // Negative controls: the architectural neighbours. ICC_SGI1R_EL1
+        // (CRn 12), CNTV_CTL_EL0 (CRn 14), the debug space (op0 2, where
+        // CRn 15 is not IMPLEMENTATION DEFINED), and DC CISW (op0 1, CRn 7).
+        assert_eq!(
+            class(sysreg_iss(3, 0, 12, 11, 5, 0, false)),
+            TrappedRegister::GicSgi1r
+        );
+        assert!(matches!(
+            class(sysreg_iss(3, 3, 14, 3, 1, 0, true)),
             TrappedRegister::Other(_)
         ));
+        assert_eq!(
+            class(sysreg_iss(2, 0, 15, 0, 0, 0, true)),
+            TrappedRegister::Debug
+        );
+        assert!(!matches!(
+            class(sysreg_iss(1, 0, 7, 14, 2, 0, false)),
+            TrappedRegister::ImplementationDefined
+        ));
+    }
+
+    #[test]
+    fn set_way_maintenance_is_recognised_with_its_operand_register() {
+        use SetWayOperation::{Clean, CleanInvalidate, Invalidate};
+        // DC ISW, DC CSW, DC CISW with Xt = x9: SYS #0, C7, C<m>, #2.
+        for (crm, operation) in [(6, Invalidate), (10, Clean), (14, CleanInvalidate)] {
+            let iss = sysreg_iss(1, 0, 7, crm, 2, 9, false);
+            assert_eq!(
+                decode(esr(ec::SYS64, iss), 0, 0),
+                Exit::SysReg(SysRegAccess {
+                    register: TrappedRegister::DataCacheSetWay(operation),
+                    write: true,
+                    value_register: 9,
+                })
+            );
+            // Negative control: the SYSL (read) shape is not the instruction.
+            assert!(matches!(
+                class(sysreg_iss(1, 0, 7, crm, 2, 9, true)),
+                TrappedRegister::Other(_)
+            ));
+        }
+        // Negative controls: by-address maintenance (DC CIVAC, C7 C14 #1;
+        // DC IVAC, C7 C6 #1) and the FEAT_MTE2 tag variant DC CIGSW
+        // (C7 C14 #4) are not set/way operations chroma performs.
+        for iss in [
+            sysreg_iss(1, 3, 7, 14, 1, 0, false),
+            sysreg_iss(1, 0, 7, 6, 1, 0, false),
+            sysreg_iss(1, 0, 7, 14, 4, 0, false),
+        ] {
+            assert!(matches!(class(iss), TrappedRegister::Other(_)), "{iss:#x}");
+        }
     }
 }

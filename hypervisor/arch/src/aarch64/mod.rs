@@ -1,15 +1,18 @@
 //! The AArch64 EL2 back-end.
 //!
-//! `esr`, `descriptors`, `el2` and `list_register` are pure (syndrome
-//! decoding, descriptor, EL2 control value and list register encoding) and
+//! `esr`, `descriptors`, `el2`, `features`, `list_register` and `set_way`
+//! are pure (syndrome decoding, descriptor, EL2 control value and list
+//! register encoding, CPU features from ID registers, set/way operands) and
 //! tested on the host; everything that executes Arm
 //! instructions is compiled only for `target_arch = "aarch64"`.
 
 pub mod descriptors;
 pub mod el2;
 pub mod esr;
+pub mod features;
 pub mod list_register;
 pub mod pstate;
+pub mod set_way;
 
 #[cfg(target_arch = "aarch64")]
 pub mod boot;

@@ -55,6 +55,13 @@ sysreg_read!(/// PMCR_EL0: the PMU's control, with its event counter count (N).
     pmcr_el0, "pmcr_el0");
 sysreg_read!(/// ID_AA64MMFR0_EL1: physical address range and granules.
     id_aa64mmfr0_el1, "id_aa64mmfr0_el1");
+sysreg_read!(/// ID_AA64ISAR1_EL1: instruction set attributes (pointer authentication).
+    id_aa64isar1_el1, "id_aa64isar1_el1");
+sysreg_read!(/// ID_AA64ISAR2_EL1 (S3_0_C0_C6_2): more instruction set attributes
+    /// (QARMA3 pointer authentication); reads as zero before Armv8.7.
+    id_aa64isar2_el1, "S3_0_C0_C6_2");
+sysreg_read!(/// CLIDR_EL1: the cache levels and their types.
+    clidr_el1, "clidr_el1");
 sysreg_read!(/// CNTFRQ_EL0: counter frequency.
     cntfrq_el0, "cntfrq_el0");
 sysreg_read!(/// CNTPCT_EL0: physical count.

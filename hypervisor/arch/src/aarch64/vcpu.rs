@@ -213,4 +213,8 @@ impl GuestCpu for TrappedVcpu<'_> {
     fn memory_cacheable(&self) -> bool {
         sysreg::sctlr_el1() & (SCTLR_M | SCTLR_C) == SCTLR_M | SCTLR_C
     }
+
+    fn clean_invalidate_data_cache_by_set_way(&mut self, operand: u64) {
+        super::cache::clean_invalidate_by_set_way(operand);
+    }
 }
