@@ -21,6 +21,10 @@ static UNEXPECTED_IRQS: Shared<u64> = Shared::new(0);
 static UNEXPECTED_EXCEPTIONS: Shared<u64> = Shared::new(0);
 static CHANGED: Shared<u64> = Shared::new(0);
 static DONE: Shared<bool> = Shared::new(false);
+static REPORTED: Shared<u64> = Shared::new(0);
+/// A tick this late (or later) is reported, at most `LATE_REPORTS` times.
+const LATE_REPORTED_MS: u64 = 40;
+const LATE_REPORTS: u64 = 20;
 
 /// What the bystander writes to the registers it owns.
 const MINE: u64 = 0xb157_a4de_0000_0001;
@@ -106,6 +110,11 @@ fn tick(intid: u32, _cpu: usize) {
         WORST.set(late);
     }
     TICKS.set(TICKS.get() + 1);
+    let late_ms = late * 1000 / timer::frequency();
+    if late_ms >= LATE_REPORTED_MS && REPORTED.get() < LATE_REPORTS {
+        REPORTED.set(REPORTED.get() + 1);
+        chroma_guest_rt::println!("hostile: bystander late {} ms at {} ms", late_ms, crate::now_ms());
+    }
     check_state();
     let period = PERIOD.get();
     let mut next = deadline + period;

@@ -257,41 +257,43 @@ fn ended_in_svc(exit: &Exit, svc_class: u64, vector: u64, return_address: u64) -
     expect("ELR_EL1 after the SVC", exit.elr, return_address)
 }
 
-/// Arms the virtual timer so a WFI has something to wake for.
-fn wake_soon() {
-    timer::arm_ms(1);
-}
-
-fn wfi_case(entry: u64, spsr: u64, svc_offset: u64, svc_length: u64, svc_class: u64, vector: u64) -> Outcome {
-    wake_soon();
+/// Runs a WFI case: the virtual timer enabled at the GIC and due in 20 ms
+/// (IRQs masked at EL0, so it only wakes the WFI), then taken and ended.
+fn wfi_case(boot: &Boot, entry: u64, spsr: u64, svc_offset: u64, svc_length: u64, svc_class: u64, vector: u64) -> Outcome {
+    let gic = crate::gic::Attack::new(boot)?;
+    gic.quiesce();
+    gic.enable(timer::VIRTUAL_TIMER_INTID, 0xa0);
+    timer::arm_ms(20);
     let exit = run(entry, spsr, 0, 0);
-    timer::disarm();
+    let mut seen = [0u32; 33];
+    gic.drain(&mut seen, 1, 500);
+    gic.quiesce();
     ended_in_svc(&exit, svc_class, vector, entry + svc_offset + svc_length)?;
     ok()
 }
 
 /// A32 WFI (4 bytes) trapped to the hypervisor: resumes at the SVC after it.
-fn a32_wfi(_: &Boot) -> Outcome {
+fn a32_wfi(boot: &Boot) -> Outcome {
     // SAFETY: only the symbol's address is taken.
-    wfi_case(code(unsafe { &hostile_a32_wfi }), SPSR_A32, 4, 4, class::SVC32, 12)
+    wfi_case(boot, code(unsafe { &hostile_a32_wfi }), SPSR_A32, 4, 4, class::SVC32, 12)
 }
 
 /// T16 WFI (2 bytes, ESR.IL = 0): the PC must advance by 2, not 4.
-fn t16_wfi(_: &Boot) -> Outcome {
+fn t16_wfi(boot: &Boot) -> Outcome {
     // SAFETY: only the symbol's address is taken.
-    wfi_case(code(unsafe { &hostile_t16_wfi }), SPSR_T32, 2, 2, class::SVC32, 12)
+    wfi_case(boot, code(unsafe { &hostile_t16_wfi }), SPSR_T32, 2, 2, class::SVC32, 12)
 }
 
 /// T32 WFI.W (4 bytes in Thumb state).
-fn t32_wfi(_: &Boot) -> Outcome {
+fn t32_wfi(boot: &Boot) -> Outcome {
     // SAFETY: only the symbol's address is taken.
-    wfi_case(code(unsafe { &hostile_t32_wfi }), SPSR_T32, 4, 2, class::SVC32, 12)
+    wfi_case(boot, code(unsafe { &hostile_t32_wfi }), SPSR_T32, 4, 2, class::SVC32, 12)
 }
 
 /// A64 WFI at EL0.
-fn a64_wfi(_: &Boot) -> Outcome {
+fn a64_wfi(boot: &Boot) -> Outcome {
     // SAFETY: only the symbol's address is taken.
-    wfi_case(code(unsafe { &hostile_a64_wfi }), SPSR_A64, 4, 4, class::SVC64, 8)
+    wfi_case(boot, code(unsafe { &hostile_a64_wfi }), SPSR_A64, 4, 4, class::SVC64, 8)
 }
 
 fn load_case(boot: &Boot, entry: u64, spsr: u64, load_length: u64, svc_length: u64) -> Outcome {

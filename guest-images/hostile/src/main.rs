@@ -165,6 +165,7 @@ fn run_one(boot: &'static Boot, case: &Case) -> Verdict {
         println!("hostile: case {} skipped: {}", case.name, why);
         return Verdict::Skipped;
     }
+    println!("hostile: case {} starts at {} ms", case.name, now_ms());
     catch::reset();
     let outcome = (case.run)(boot);
     catch::reset();
@@ -224,6 +225,12 @@ fn attacker(boot: &'static Boot, args: &BootArgs<'_>) -> ! {
             chroma_guest_rt::halt()
         }
     }
+}
+
+/// The virtual counter in milliseconds (the bystander's lateness reports
+/// use the same clock).
+pub fn now_ms() -> u64 {
+    chroma_guest_rt::timer::now() * 1000 / chroma_guest_rt::timer::frequency()
 }
 
 /// Spins for `milliseconds` of virtual time and returns how many loop

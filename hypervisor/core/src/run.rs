@@ -204,7 +204,17 @@ mod tests {
         assert!(runnable(&vm, 0, false));
         assert!(!runnable(&vm, 0, true), "parked, nothing pending");
         assert_eq!(after_exit(&vm, 0, Action::Wait), Next::Park);
-        // SGIs are enabled on GICv2: one pending wakes the parked vCPU.
+        // SGIs are enabled on GICv2: one pending wakes the parked vCPU
+        // (once the guest turned the distributor on).
+        vm.vgic
+            .lock()
+            .mmio_write(
+                0,
+                crate::vgic::GicFrame::Distributor(0),
+                crate::exit::AccessWidth::Word,
+                1,
+            )
+            .unwrap();
         vm.vgic.lock().inject(0, 3);
         assert!(runnable(&vm, 0, true));
         assert_eq!(after_exit(&vm, 0, Action::Wait), Next::Reenter);

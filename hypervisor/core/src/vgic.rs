@@ -180,8 +180,12 @@ struct Irq {
     priority: u8,
     /// GICv2 SGI source of the pending request.
     source: u8,
-    /// SPI target: GICv2 ITARGETSR byte, or GICv3 IROUTER Aff0.
+    /// SPI target: GICv2 ITARGETSR byte (only bits of vCPUs that exist),
+    /// or GICv3 IROUTER Aff0.
     target: u8,
+    /// GICv3: IROUTER names a PE with a non-zero Aff1, Aff2 or Aff3, which
+    /// no vCPU has: the SPI is forwarded nowhere.
+    stray: bool,
     /// The SPI routing mode is "any vCPU" (GICv3 IROUTER.IRM).
     any: bool,
     /// Loaded in a list register of its vCPU right now.
@@ -265,21 +269,38 @@ impl Vgic {
     }
 
     /// The vCPU an SPI is delivered to.
-    fn spi_target(&self, spi: &Irq) -> usize {
-        match self.version {
-            GicVersion::V2 => (spi.target.trailing_zeros() as usize).min(self.vcpu_count - 1),
+    /// The vCPU an SPI is forwarded to; `None` when its target is a CPU the
+    /// VM does not have (GICv2: no target bit left; GICv3: an affinity no
+    /// vCPU has). Such an SPI stays pending and is delivered nowhere until
+    /// it is routed to a vCPU, as the GIC architecture says; it is never
+    /// moved to another vCPU in its place.
+    fn spi_target(&self, spi: &Irq) -> Option<usize> {
+        let target = match self.version {
+            // One CPU interface: a uniprocessor GIC, where every SPI goes
+            // to that CPU whatever GICD_ITARGETSR says (GICv2 4.3.12).
+            GicVersion::V2 if self.vcpu_count == 1 => 0,
+            GicVersion::V2 if spi.target == 0 => return None,
+            GicVersion::V2 => spi.target.trailing_zeros() as usize,
             GicVersion::V3 if spi.any => 0,
-            GicVersion::V3 => usize::from(spi.target).min(self.vcpu_count - 1),
+            GicVersion::V3 if spi.stray => return None,
+            GicVersion::V3 => usize::from(spi.target),
+        };
+        (target < self.vcpu_count).then_some(target)
+    }
+
+    /// The vCPU that takes `intid` as seen from `vcpu`, if any.
+    fn owner(&self, vcpu: usize, intid: u32) -> Option<usize> {
+        if intid < 32 {
+            Some(vcpu)
+        } else {
+            self.irq_ref(vcpu, intid)
+                .and_then(|spi| self.spi_target(spi))
         }
     }
 
-    fn owner(&self, vcpu: usize, intid: u32) -> usize {
-        if intid < 32 {
-            vcpu
-        } else {
-            self.irq_ref(vcpu, intid)
-                .map_or(0, |spi| self.spi_target(spi))
-        }
+    /// The kick mask for `intid`'s owner (0 when it has none).
+    fn owner_mask(&self, vcpu: usize, intid: u32) -> VcpuMask {
+        self.owner(vcpu, intid).map_or(0, |owner| 1 << owner)
     }
 
     /// Makes `intid` pending (edge), as seen from `vcpu` for private IDs.
@@ -290,7 +311,7 @@ impl Vgic {
             Some(irq) => irq.pending = true,
             None => return 0,
         }
-        1 << self.owner(vcpu, intid)
+        self.owner_mask(vcpu, intid)
     }
 
     /// Sets the line level of a level-sensitive SPI. Returns vCPUs to kick.
@@ -309,7 +330,7 @@ impl Vgic {
         // guest polling a device register (the PL011's flags) re-asserts the
         // same level on every access and must not force exits elsewhere.
         if irq.pending && !was_pending {
-            1 << self.owner(0, intid)
+            self.owner_mask(0, intid)
         } else {
             0
         }
@@ -320,12 +341,12 @@ impl Vgic {
         let private = self
             .private
             .get(vcpu)
-            .is_some_and(|p| p.iter().any(|i| i.pending && i.enabled));
+            .is_some_and(|p| p.iter().any(|i| i.pending && i.enabled && self.ctlr & 3 != 0));
         private
             || self
                 .spis
                 .iter()
-                .any(|s| s.pending && s.enabled && self.ctlr & 3 != 0 && self.spi_target(s) == vcpu)
+                .any(|s| s.pending && s.enabled && self.ctlr & 3 != 0 && self.spi_target(s) == Some(vcpu))
     }
 
     /// Reads back the list registers after `vcpu` exited, on the CPU it ran
@@ -375,8 +396,7 @@ impl Vgic {
             }
             let live = irq.pending || irq.active;
             if *intid >= 32 && live {
-                let target = self.owner(vcpu, *intid);
-                if target != vcpu {
+                if let Some(target) = self.owner(vcpu, *intid).filter(|&t| t != vcpu) {
                     kick |= 1 << target;
                 }
             }
@@ -472,7 +492,7 @@ impl Vgic {
         if !irq.in_lr {
             irq.pending = true;
         }
-        1 << self.owner(vcpu, intid)
+        self.owner_mask(vcpu, intid)
     }
 
     /// The line of `vcpu`'s linked `intid` is high while the vCPU is not on
@@ -539,7 +559,10 @@ impl Vgic {
         };
         if let Some(private) = self.private.get(vcpu) {
             for (irq, intid) in private.iter().zip(0u32..) {
-                if irq.active || (irq.pending && irq.enabled) {
+                // The distributor's enable gates SGIs and PPIs too (GICv2
+                // 4.3.1, GICv3 12.9.4); an active one is still loaded, so
+                // the guest can complete it.
+                if irq.active || (irq.pending && irq.enabled && dist_enabled) {
                     consider(if irq.active { 0 } else { irq.priority }, intid, &mut found);
                 }
             }
@@ -549,7 +572,7 @@ impl Vgic {
             // An SPI still in another vCPU's list registers (it was
             // retargeted meanwhile) waits until that vCPU syncs it back:
             // one interrupt is never taken by two vCPUs.
-            if live && !spi.in_lr && self.spi_target(spi) == vcpu {
+            if live && !spi.in_lr && self.spi_target(spi) == Some(vcpu) {
                 consider(if spi.active { 0 } else { spi.priority }, intid, &mut found);
             }
         }
@@ -688,7 +711,7 @@ impl Vgic {
                 // SGI enables are fixed on GICv2.
                 if let Some(irq) = self.irq(vcpu, intid) {
                     f(irq);
-                    kick |= 1 << self.owner(vcpu, intid);
+                    kick |= self.owner_mask(vcpu, intid);
                 }
             }
         }
@@ -927,7 +950,9 @@ impl Vgic {
                     // At most 8 vCPUs: `all` is one ITARGETSR byte.
                     let mask = u8::try_from(all).unwrap_or(u8::MAX);
                     self.write_bytes(vcpu, offset - GICD_ITARGETSR, width, value, |i, b| {
-                        i.target = if b & mask == 0 { i.target } else { b & mask }
+                        // Bits of CPU interfaces the VM does not have are
+                    // RAZ/WI; no bit left means no target.
+                    i.target = b & mask
                     });
                 }
                 all
@@ -963,6 +988,8 @@ impl Vgic {
                         // Aff0 is the low byte.
                         irq.target = value.to_le_bytes()[0];
                         irq.any = value & (1 << 31) != 0;
+                        // Aff1 and Aff2 (bits 23:8): every vCPU has them 0.
+                        irq.stray = value & 0x00ff_ff00 != 0;
                     }
                 }
                 all
@@ -1295,8 +1322,59 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_delivered_while_the_distributor_is_off_and_nothing_is_lost() {
+        let mut v = Vgic::new(GicVersion::V2, 1);
+        dist_w(&mut v, 0, GICD_SGIR, (2 << 24) | 3);
+        let mut lrs = FakeLrs::default();
+        v.flush(0, &mut lrs);
+        assert!(lrs.lrs.iter().all(|l| l.state == LrState::Invalid));
+        assert!(!v.has_pending(0), "a WFI does not wake for it either");
+        dist_w(&mut v, 0, GICD_CTLR, 1);
+        v.flush(0, &mut lrs);
+        assert!(lrs.lrs.iter().any(|l| l.intid == 3 && l.state == LrState::Pending));
+    }
+
+    #[test]
+    fn an_spi_routed_to_a_missing_vcpu_waits_pending_until_routed_back() {
+        for version in [GicVersion::V2, GicVersion::V3] {
+            let mut v = Vgic::new(version, 2);
+            dist_w(&mut v, 0, GICD_CTLR, 0x13);
+            dist_w(&mut v, 0, GICD_ISENABLER + 4, 1);
+            if version == GicVersion::V2 {
+                // CPU interface 2 does not exist: its bit is RAZ/WI, and no
+                // bit is left.
+                dist_w(&mut v, 0, GICD_ITARGETSR + 32, 0x04);
+                assert_eq!(v.mmio_read(0, GicFrame::Distributor(GICD_ITARGETSR + 32), AccessWidth::Word).unwrap(), 0);
+            } else {
+                dist_w(&mut v, 0, GICD_IROUTER + 8 * 32, 5);
+            }
+            assert_eq!(v.inject(0, 32), 0, "{version:?}: nobody to kick");
+            for vcpu in 0..2 {
+                let mut lrs = FakeLrs::default();
+                v.flush(vcpu, &mut lrs);
+                assert!(lrs.lrs.iter().all(|l| l.state == LrState::Invalid), "{version:?}");
+                assert!(!v.has_pending(vcpu));
+            }
+            if version == GicVersion::V2 {
+                dist_w(&mut v, 0, GICD_ITARGETSR + 32, 0x02);
+            } else {
+                // Aff1 = 1: still nobody.
+                dist_w(&mut v, 0, GICD_IROUTER + 8 * 32, 0x100 | 1);
+                let mut lrs = FakeLrs::default();
+                v.flush(1, &mut lrs);
+                assert!(lrs.lrs.iter().all(|l| l.state == LrState::Invalid));
+                dist_w(&mut v, 0, GICD_IROUTER + 8 * 32, 1);
+            }
+            let mut lrs = FakeLrs::default();
+            v.flush(1, &mut lrs);
+            assert!(lrs.lrs.iter().any(|l| l.intid == 32 && l.state == LrState::Pending), "{version:?}");
+        }
+    }
+
+    #[test]
     fn v2_sgir_targets_list_others_and_self() {
         let mut v = Vgic::new(GicVersion::V2, 3);
+        dist_w(&mut v, 0, GICD_CTLR, 1);
         assert_eq!(dist_w(&mut v, 0, GICD_SGIR, (0b110 << 16) | 5), 0b110);
         assert_eq!(dist_w(&mut v, 1, GICD_SGIR, (1 << 24) | 1), 0b101);
         assert_eq!(dist_w(&mut v, 2, GICD_SGIR, (2 << 24) | 2), 0b100);
