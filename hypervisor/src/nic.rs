@@ -6,6 +6,15 @@
 //! `NicState`s of its ports in port order, then a VM's `vgic`. A transport
 //! access takes only its `NicState` and releases it before it runs the
 //! switch.
+//!
+//! Bounded work (issue 10): one lock hold of a switch and its members
+//! (interrupts masked, at EL2) is one [`Switch::run`], whose work is bounded
+//! by constants (`TX_FRAMES_PER_RUN` frames per transmit queue, `RUN_BUDGET`
+//! in all, each chain at most twice the queue size descriptors), never by
+//! how far ahead a guest's avail index runs. What is left is marked pending
+//! for this CPU, which kicks itself: the guest it re-enters exits at once,
+//! interrupts and the other CPUs get the locks, and [`run_pending`] takes
+//! the next run.
 
 use crate::guest_mem::VmMemory;
 use crate::sched::{kick_vcpus, system};
@@ -17,7 +26,7 @@ use chroma_virtio::mmio::MmioAction;
 use chroma_virtio::net::{NetPort, VirtioNet};
 use chroma_virtio::port::{NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN};
 use chroma_virtio::switch::Switch;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
 
 /// Consecutive single-frame polls after which a NIC stops deferring kicks.
@@ -83,6 +92,9 @@ pub struct SwitchEntry {
     pub name: &'static str,
     /// State.
     pub state: Mutex<SwitchState>,
+    /// A run stopped with work left: 1 + the CPU that will take the next
+    /// run ([`run_pending`]), 0 when none is owed.
+    pub pending: AtomicUsize,
 }
 
 /// A switch port: a VM's device or the uplink (static dispatch, no `dyn`).
@@ -244,8 +256,10 @@ fn inject(gic: &Gic, me: usize, vm_index: usize, nic: &Nic) {
     kick_vcpus(gic, vm, kick, me);
 }
 
-/// Moves frames through switch `index` until it has no more work (bounded),
-/// then raises the interrupts the completions asked for.
+/// Runs switch `index` once, bounded by constants (see the module docs),
+/// then raises the interrupts the completions asked for. If the run left
+/// work, the next run is owed by this CPU ([`run_pending`]), which kicks
+/// itself so that it comes back at once with interrupts taken in between.
 pub fn run_switch(gic: &Gic, me: usize, index: usize) {
     let sys = system();
     let Some(entry) = sys.switches.get(index) else {
@@ -261,7 +275,7 @@ pub fn run_switch(gic: &Gic, me: usize, index: usize) {
         .iter()
         .map(|&(v, n)| sys.vms[v].nics[n].state.lock())
         .collect();
-    {
+    let report = {
         let mut ports: Vec<AnyPort<'_>> = states
             .iter_mut()
             .map(|s| {
@@ -272,19 +286,40 @@ pub fn run_switch(gic: &Gic, me: usize, index: usize) {
         if let Some(u) = uplink.as_mut() {
             ports.push(AnyPort::Uplink(u));
         }
-        let now = now_ms();
-        for _ in 0..64 {
-            if !switch.run(&mut ports, now).more_work {
-                break;
-            }
-        }
-    }
+        switch.run(&mut ports, now_ms())
+    };
     for (state, &(v, n)) in states.iter_mut().zip(members.iter()) {
         let nic = &sys.vms[v].nics[n];
         nic.polling
             .store(state.device.device.tx_polling, Ordering::Release);
         if state.device.take_irq_edge() {
             inject(gic, me, v, nic);
+        }
+    }
+    drop(states);
+    drop(guard);
+    if report.more_work {
+        // Only the first CPU to owe a run keeps it (0 -> me + 1).
+        let _ = entry
+            .pending
+            .compare_exchange(0, me + 1, Ordering::AcqRel, Ordering::Acquire);
+        crate::sched::kick_self(gic, me);
+    }
+}
+
+/// Takes the runs this CPU owes (switches whose last run on it stopped with
+/// work left): one bounded run each. Called from the run loop between guest
+/// entries, with the CPU's interrupts taken since the last run.
+pub fn run_pending(gic: &Gic, me: usize) {
+    let sys = system();
+    for (index, entry) in sys.switches.iter().enumerate() {
+        if entry.pending.load(Ordering::Acquire) == me + 1
+            && entry
+                .pending
+                .compare_exchange(me + 1, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            run_switch(gic, me, index);
         }
     }
 }

@@ -259,6 +259,11 @@ fn build_switches(
             let nic = &vms[v].nics[n];
             switch.set_port(port, PortConfig::vm(nic.mac, nic.trusted));
         }
+        // Every port starts locked (`Switch::new`); the uplink stands for
+        // the outside world's many stations, so its security is lifted.
+        if uplink.is_some() {
+            switch.set_port(members.len(), PortConfig::OPEN);
+        }
         switches.push(crate::nic::SwitchEntry {
             name: spec.name,
             state: spin::Mutex::new(crate::nic::SwitchState {
@@ -266,6 +271,7 @@ fn build_switches(
                 members,
                 uplink,
             }),
+            pending: AtomicUsize::new(0),
         });
     }
     switches
@@ -353,6 +359,8 @@ pub fn run_cpu(index: usize) -> ! {
                 crate::nic::run_switch(&cpu.gic, index, switch);
             }
         }
+        // Switch runs this CPU owes (a run that stopped at its bound).
+        crate::nic::run_pending(&cpu.gic, index);
         // Parked vCPUs whose timer expired while others ran become runnable.
         cpu.wake_expired_timers();
         let slots = &cpu.vcpus;
@@ -477,6 +485,9 @@ impl Cpu {
                     Action::Off
                 }
             };
+            // The rest of a bounded switch run this CPU owes: its self-kick
+            // brought the guest out, and interrupts were taken since.
+            crate::nic::run_pending(&self.gic, self.index);
             // Poll the VM's NICs that defer TX kicks (cheap when none does).
             if crate::nic::vm_polling(vm.index) {
                 // Preempted by the hypervisor timer rather than trapped on its own.
@@ -591,6 +602,15 @@ impl Cpu {
 /// Makes the CPUs that run `vm`'s vCPUs look at them again.
 pub fn kick_vm(gic: &Gic, vm: &VmCore, me: usize) {
     kick_vcpus(gic, vm, (1 << vm.vcpu_count()) - 1, me);
+}
+
+/// Sends this CPU its own kick: a guest entered next exits at once, and an
+/// idle wait ends, so the run loop looks at its pending work again.
+pub fn kick_self(gic: &Gic, me: usize) {
+    let sys = system();
+    if me < sys.cpu_count {
+        gic.send_ipi(*sys.cpu_targets[me].lock(), KICK_SGI);
+    }
 }
 
 /// Kicks the physical CPUs of the vCPUs in `vcpus` (bit n = vCPU n).
