@@ -406,6 +406,24 @@ impl Cpu {
     fn run(&mut self, k: usize) {
         let sys = system();
         let (vm, id) = (self.vcpus[k].vm, self.vcpus[k].id);
+        if vm.reset_in_progress() {
+            // A SYSTEM_RESET clearing RAM: one bounded chunk per turn, then
+            // the other vCPUs of this CPU have theirs (`run::runnable`).
+            if id == 0 {
+                if let Err(e) = vm.reset_step() {
+                    if vm.stop(StopReason::Faulted("reset failed", 0)) {
+                        log::warn!("vm {}: reset failed: {e}", vm.name);
+                    }
+                    report_if_all_stopped();
+                }
+                // No guest runs between chunks, nor does the CPU idle: take
+                // the interrupts that came meanwhile here (the loaded vCPU's
+                // timer above all, which `wake_expired_timers` leaves to its
+                // PPI), or they wait for the whole reset.
+                self.handle_interrupts();
+            }
+            return;
+        }
         if let Some(start) = vm.take_start(id) {
             self.vcpus[k].vcpu.reset(start.entry, start.argument);
             self.vcpus[k].waiting = false;
