@@ -113,6 +113,7 @@ pub fn poll_console(gic: &Gic, me: usize) {
                         );
                         crate::nic::report(vm.index);
                     }
+                    crate::nic::report_uplinks();
                     continue;
                 }
                 b'h' | b'?' => {

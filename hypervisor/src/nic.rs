@@ -439,3 +439,36 @@ pub fn report(vm_index: usize) {
         );
     }
 }
+
+/// Prints the counters of each switch's uplink port, beside the VMs' NIC
+/// lines (Ctrl-A c, and the end of the run): what came in from outside
+/// (`tx`, as the switch names a port's sending) and what was dropped as
+/// too short or too long, what went out (`rx`), and the device's own
+/// frame counts.
+pub fn report_uplinks() {
+    for entry in system().switches.iter() {
+        let state = entry.state.lock();
+        let Some(uplink) = state.uplink.as_ref() else {
+            continue;
+        };
+        // The uplink is the last port, after the VMs' (`sched::build_switches`).
+        let port = state.members.len();
+        let c = state.switch.counters(port);
+        log::info!(
+            "switch {} uplink port {}: rx {} pkts {} B, tx {} pkts {} B, drops {}, errors {} (too short {}, too long {}, rx errors {}); NIC sent {}, received {}",
+            entry.name,
+            port,
+            c.rx_packets,
+            c.rx_bytes,
+            c.tx_packets,
+            c.tx_bytes,
+            c.rx_dropped,
+            c.tx_errors + c.rx_errors + c.fatal_errors,
+            c.tx_too_short,
+            c.tx_too_long,
+            c.rx_errors,
+            uplink.sent,
+            uplink.received,
+        );
+    }
+}
