@@ -25,10 +25,11 @@ const MIN_RESETS: usize = 3;
 const MIN_HEARTBEATS: usize = 100;
 /// Longest silence allowed between two heartbeats (sent every 100 ms),
 /// measured on the host, generous for TCG on a shared machine. Measured
-/// here: with 2 MiB chunks the worst gap was 373 ms (184 heartbeats in
-/// 20 s; a 64 MiB crasher gives 261 ms), unchunked 1290 ms (17 heartbeats:
-/// one per reset, which takes ~1.2 s under TCG).
-const MAX_GAP: Duration = Duration::from_millis(800);
+/// here: with 2 MiB chunks the worst gap was 373 ms and 713 ms in two runs
+/// (184 and 176 heartbeats in 20 s; a 64 MiB crasher gives 261 ms),
+/// unchunked 1290 ms (17 heartbeats: one per reset, which takes ~1.2 s
+/// under TCG). The heartbeat count below is the sturdier of the two bounds.
+const MAX_GAP: Duration = Duration::from_millis(1000);
 
 #[test]
 fn resetting_a_1g_vm_does_not_stall_a_bystander_on_its_cpu() {
@@ -85,6 +86,19 @@ fn resetting_a_1g_vm_does_not_stall_a_bystander_on_its_cpu() {
     assert!(
         worst <= MAX_GAP,
         "the bystander went {worst:?} without a heartbeat (bound {MAX_GAP:?}) while the crasher reset {resets} times"
+    );
+    // The reset notice is a line the guest causes at will: rate-limited
+    // (the first 5, then the 8th, 16th, ...), never one per reset.
+    let boots = run.count("crasher", "crasher: start");
+    let notices = run
+        .stdout()
+        .lines()
+        .filter(|line| line.starts_with("chroma: ") && line.contains("SYSTEM_RESET"))
+        .count();
+    let allowed = 5 + (usize::BITS - boots.leading_zeros()) as usize;
+    assert!(
+        notices <= allowed,
+        "{notices} reset notices for {boots} boots (at most {allowed})"
     );
     // At least half the heartbeats it would send alone (10 per second).
     let heartbeats = beats - beats_before;
