@@ -113,7 +113,7 @@ pub fn poll_console(gic: &Gic, me: usize) {
                         );
                         crate::nic::report(vm.index);
                     }
-                    crate::nic::report_uplinks();
+                    crate::nic::report_switches();
                     continue;
                 }
                 b'h' | b'?' => {

@@ -84,6 +84,22 @@ pub struct SwitchState {
     pub members: Vec<(usize, usize)>,
     /// The board's NIC, as the last port.
     pub uplink: Option<Uplink>,
+    /// What the runs (one per lock hold) did, for the report.
+    pub holds: HoldStats,
+}
+
+/// What a switch's runs did, each one lock hold of the switch and its
+/// members: the measure of issue 10's bound.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HoldStats {
+    /// Runs so far.
+    pub runs: u64,
+    /// Runs that stopped at a bound with work left (continued later).
+    pub continued: u64,
+    /// Most frames one run took.
+    pub most_frames: usize,
+    /// Most frames one run took from one port.
+    pub most_from_one_port: usize,
 }
 
 /// A named switch.
@@ -270,6 +286,7 @@ pub fn run_switch(gic: &Gic, me: usize, index: usize) {
         switch,
         members,
         uplink,
+        holds,
     } = &mut *guard;
     let mut states: Vec<spin::MutexGuard<'_, NicState>> = members
         .iter()
@@ -288,6 +305,10 @@ pub fn run_switch(gic: &Gic, me: usize, index: usize) {
         }
         switch.run(&mut ports, now_ms())
     };
+    holds.runs += 1;
+    holds.continued += u64::from(report.more_work);
+    holds.most_frames = holds.most_frames.max(report.frames);
+    holds.most_from_one_port = holds.most_from_one_port.max(report.most_from_one_port);
     for (state, &(v, n)) in states.iter_mut().zip(members.iter()) {
         let nic = &sys.vms[v].nics[n];
         nic.polling
@@ -440,14 +461,26 @@ pub fn report(vm_index: usize) {
     }
 }
 
-/// Prints the counters of each switch's uplink port, beside the VMs' NIC
-/// lines (Ctrl-A c, and the end of the run): what came in from outside
-/// (`tx`, as the switch names a port's sending) and what was dropped as
-/// too short or too long, what went out (`rx`), and the device's own
-/// frame counts.
-pub fn report_uplinks() {
+/// Prints, for each switch, what its runs did (one lock hold each: the
+/// most frames one took, how many stopped at the bound), and its uplink
+/// port's counters beside the VMs' NIC lines (Ctrl-A c, and the end of the
+/// run): what came in from outside (`tx`, as the switch names a port's
+/// sending) with what was dropped as too short or too long, what went out
+/// (`rx`), and the uplink NIC's own frame counts.
+pub fn report_switches() {
     for entry in system().switches.iter() {
         let state = entry.state.lock();
+        let holds = state.holds;
+        log::info!(
+            "switch {}: {} runs (one lock hold each), {} stopped at the bound and continued; worst run {} frames, {} from one port (bounds {}, {})",
+            entry.name,
+            holds.runs,
+            holds.continued,
+            holds.most_frames,
+            holds.most_from_one_port,
+            chroma_virtio::switch::RUN_BUDGET,
+            chroma_virtio::switch::TX_FRAMES_PER_RUN,
+        );
         let Some(uplink) = state.uplink.as_ref() else {
             continue;
         };

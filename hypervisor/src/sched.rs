@@ -270,6 +270,7 @@ fn build_switches(
                 switch,
                 members,
                 uplink,
+                holds: crate::nic::HoldStats::default(),
             }),
             pending: AtomicUsize::new(0),
         });
@@ -661,9 +662,9 @@ pub fn report_if_all_stopped() {
         .filter(|vm| vm.stop_reason().is_some_and(|r| r.clean()))
         .count();
     let failed = sys.vms.len() - clean + sys.failed_to_start;
-    // The VMs' NIC counters were printed as each stopped; the uplinks'
-    // belong to no VM.
-    crate::nic::report_uplinks();
+    // The VMs' NIC counters were printed as each stopped; the switches'
+    // and the uplinks' belong to no VM.
+    crate::nic::report_switches();
     shutdown::print_summary(clean, failed);
     let _ = console::poll_input();
     shutdown::power_off()

@@ -53,6 +53,23 @@ fn assert_traffic(run: &Outcome) {
         .find(|l| l.contains("vm client net0") && l.contains("traps/pkt"))
         .expect("no counter line for the client's NIC");
     assert!(client.contains(", spoofed 0;"), "{client}");
+    // Issue 10: each lock hold of the switch (one run) stayed within the
+    // bounds, whatever the guests queued.
+    let switch = lines
+        .iter()
+        .find(|l| l.contains("switch lan0: ") && l.contains("worst run"))
+        .expect("no run statistics for the switch");
+    let number_after = |key: &str| -> usize {
+        switch
+            .split(key)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {key:?} in {switch}"))
+    };
+    assert!(number_after("worst run ") <= 256, "{switch}");
+    assert!(number_after("frames, ") <= 64, "{switch}");
+    eprintln!("net: {switch}");
 }
 
 fn board() -> Board {
