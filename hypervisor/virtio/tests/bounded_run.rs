@@ -296,3 +296,92 @@ fn an_avail_index_past_the_ring_costs_one_poll() {
     assert_eq!(switch.counters(0).fatal_errors, 1);
     assert!(!dev.is_live());
 }
+
+/// A port with one frame to send (the other side of a receive test).
+struct OneFrame(Option<Vec<u8>>);
+
+impl Port for OneFrame {
+    fn poll_tx(&mut self, frame: &mut [u8; MAX_FRAME_LEN]) -> TxPoll {
+        match self.0.take() {
+            None => TxPoll::Empty,
+            Some(f) => {
+                frame[..f.len()].copy_from_slice(&f);
+                TxPoll::Frame {
+                    len: f.len(),
+                    header: NetHeader::default(),
+                }
+            }
+        }
+    }
+    fn push_rx(&mut self, _header: &NetHeader, _frame: &[u8]) -> RxPush {
+        RxPush::Delivered
+    }
+    fn accepts_partial_checksum(&self) -> bool {
+        true
+    }
+    fn flush(&mut self) {}
+}
+
+/// The receive side of the same bound: a guest (MRG_RXBUF) posts more
+/// receive chains than one frame may span, each an INDIRECT table as long
+/// as the queue allows of empty buffers. Delivering one frame walks at most
+/// `MAX_RX_DESCRIPTORS` buffers (516 descriptor reads with the INDIRECT
+/// ones; the frame is dropped, every chain returned), not `MAX_RX_CHAINS`
+/// x (1 + 256) = 16448 reads (measured on the parent commit, before the
+/// budget).
+#[test]
+fn a_received_frame_reads_a_bounded_number_of_descriptors() {
+    use chroma_virtio::net::{net_feature, MAX_RX_CHAINS, MAX_RX_DESCRIPTORS};
+    let mem = Counting {
+        inner: VecMemory::new(BASE, 4 << 20),
+        descriptor_reads: Cell::new(0),
+    };
+    let mut dev = new_net_device(DST, NET_FEATURES, SIZE);
+    let driver = MockNetDriver::init(&mut dev, &mem, BASE, SIZE, 2048, u64::MAX).unwrap();
+    assert_ne!(driver.features & net_feature::MRG_RXBUF, 0);
+    let mut rx = driver.rx;
+    let empty = vec![(DATA, 0u32, true); TABLE_LEN];
+    for chain in 0..MAX_RX_CHAINS + 8 {
+        let table = TABLES + (chain * TABLE_LEN) as u64 * DESCRIPTOR_SIZE;
+        rx.add_indirect(table, &empty).unwrap();
+    }
+    let mut switch = Switch::new(SwitchConfig::default());
+    switch.set_port(0, PortConfig::vm(SRC, false));
+    switch.set_port(1, PortConfig::vm(DST, false));
+    let mut frame = vec![0u8; 100];
+    frame[..6].copy_from_slice(&DST);
+    frame[6..12].copy_from_slice(&SRC);
+    let mut sender = OneFrame(Some(frame));
+    {
+        let mut port = NetPort::new(&mut dev, &mem);
+        let mut ports: [&mut dyn Port; 2] = [&mut sender, &mut port];
+        switch.run(&mut ports, 0);
+    }
+    let reads = mem.descriptor_reads.get();
+    eprintln!(
+        "receive: one frame into {} chains of {} empty buffers: {reads} descriptor reads (budget {MAX_RX_DESCRIPTORS})",
+        MAX_RX_CHAINS + 8,
+        TABLE_LEN
+    );
+    // The budget (+1, the one that crossed it), plus at most one INDIRECT
+    // descriptor per chain walked: here 512 + 1 + 3 = 516; in general at
+    // most twice that.
+    assert!(
+        reads <= 2 * (MAX_RX_DESCRIPTORS as u64 + 1),
+        "{reads} descriptor reads"
+    );
+    // What the walk costs without the budget (every chain walked in full):
+    // the test fails against it (16448 reads with MAX_RX_DESCRIPTORS lifted).
+    let unbounded = MAX_RX_CHAINS as u64 * (1 + TABLE_LEN as u64);
+    assert!(reads < unbounded / 8, "{reads} of {unbounded} reads");
+    let c = switch.counters(1);
+    assert_eq!((c.rx_packets, c.rx_errors, c.fatal_errors), (0, 1, 0));
+    assert!(dev.is_live(), "a frame error, not a queue error");
+    // Every chain taken went back (length 0); none leaked.
+    let mut returned = 0;
+    while let Some((_, len)) = rx.pop_used() {
+        assert_eq!(len, 0);
+        returned += 1;
+    }
+    assert!(returned >= 1 && rx.bad_returns == 0);
+}
