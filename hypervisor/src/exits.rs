@@ -53,10 +53,9 @@ impl ExitHost for Host<'_> {
         }
         vm.power_off_all();
         kick_vm(self.gic, vm, self.me);
-        if let Err(e) = vm.reset(caller) {
-            vm.stop(StopReason::Faulted("reset failed", 0));
-            log::warn!("vm {}: reset failed: {e}", vm.name);
-        }
+        // RAM is cleared chunk by chunk on vCPU 0's CPU (`sched`), which
+        // then restarts the VM.
+        vm.start_reset(caller);
         kick_vm(self.gic, vm, self.me);
     }
 
@@ -114,6 +113,7 @@ pub fn poll_console(gic: &Gic, me: usize) {
                         );
                         crate::nic::report(vm.index);
                     }
+                    crate::nic::report_switches();
                     continue;
                 }
                 b'h' | b'?' => {

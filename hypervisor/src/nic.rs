@@ -6,6 +6,15 @@
 //! `NicState`s of its ports in port order, then a VM's `vgic`. A transport
 //! access takes only its `NicState` and releases it before it runs the
 //! switch.
+//!
+//! Bounded work (issue 10): one lock hold of a switch and its members
+//! (interrupts masked, at EL2) is one [`Switch::run`], whose work is bounded
+//! by constants (`TX_FRAMES_PER_RUN` frames per transmit queue, `RUN_BUDGET`
+//! in all, each chain at most twice the queue size descriptors), never by
+//! how far ahead a guest's avail index runs. What is left is marked pending
+//! for this CPU, which kicks itself: the guest it re-enters exits at once,
+//! interrupts and the other CPUs get the locks, and [`run_pending`] takes
+//! the next run.
 
 use crate::guest_mem::VmMemory;
 use crate::sched::{kick_vcpus, system};
@@ -17,7 +26,7 @@ use chroma_virtio::mmio::MmioAction;
 use chroma_virtio::net::{NetPort, VirtioNet};
 use chroma_virtio::port::{NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN};
 use chroma_virtio::switch::Switch;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
 
 /// Consecutive single-frame polls after which a NIC stops deferring kicks.
@@ -75,6 +84,22 @@ pub struct SwitchState {
     pub members: Vec<(usize, usize)>,
     /// The board's NIC, as the last port.
     pub uplink: Option<Uplink>,
+    /// What the runs (one per lock hold) did, for the report.
+    pub holds: HoldStats,
+}
+
+/// What a switch's runs did, each one lock hold of the switch and its
+/// members: the measure of issue 10's bound.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HoldStats {
+    /// Runs so far.
+    pub runs: u64,
+    /// Runs that stopped at a bound with work left (continued later).
+    pub continued: u64,
+    /// Most frames one run took.
+    pub most_frames: usize,
+    /// Most frames one run took from one port.
+    pub most_from_one_port: usize,
 }
 
 /// A named switch.
@@ -83,6 +108,9 @@ pub struct SwitchEntry {
     pub name: &'static str,
     /// State.
     pub state: Mutex<SwitchState>,
+    /// A run stopped with work left: 1 + the CPU that will take the next
+    /// run ([`run_pending`]), 0 when none is owed.
+    pub pending: AtomicUsize,
 }
 
 /// A switch port: a VM's device or the uplink (static dispatch, no `dyn`).
@@ -244,8 +272,10 @@ fn inject(gic: &Gic, me: usize, vm_index: usize, nic: &Nic) {
     kick_vcpus(gic, vm, kick, me);
 }
 
-/// Moves frames through switch `index` until it has no more work (bounded),
-/// then raises the interrupts the completions asked for.
+/// Runs switch `index` once, bounded by constants (see the module docs),
+/// then raises the interrupts the completions asked for. If the run left
+/// work, the next run is owed by this CPU ([`run_pending`]), which kicks
+/// itself so that it comes back at once with interrupts taken in between.
 pub fn run_switch(gic: &Gic, me: usize, index: usize) {
     let sys = system();
     let Some(entry) = sys.switches.get(index) else {
@@ -256,12 +286,13 @@ pub fn run_switch(gic: &Gic, me: usize, index: usize) {
         switch,
         members,
         uplink,
+        holds,
     } = &mut *guard;
     let mut states: Vec<spin::MutexGuard<'_, NicState>> = members
         .iter()
         .map(|&(v, n)| sys.vms[v].nics[n].state.lock())
         .collect();
-    {
+    let report = {
         let mut ports: Vec<AnyPort<'_>> = states
             .iter_mut()
             .map(|s| {
@@ -272,19 +303,44 @@ pub fn run_switch(gic: &Gic, me: usize, index: usize) {
         if let Some(u) = uplink.as_mut() {
             ports.push(AnyPort::Uplink(u));
         }
-        let now = now_ms();
-        for _ in 0..64 {
-            if !switch.run(&mut ports, now).more_work {
-                break;
-            }
-        }
-    }
+        switch.run(&mut ports, now_ms())
+    };
+    holds.runs += 1;
+    holds.continued += u64::from(report.more_work);
+    holds.most_frames = holds.most_frames.max(report.frames);
+    holds.most_from_one_port = holds.most_from_one_port.max(report.most_from_one_port);
     for (state, &(v, n)) in states.iter_mut().zip(members.iter()) {
         let nic = &sys.vms[v].nics[n];
         nic.polling
             .store(state.device.device.tx_polling, Ordering::Release);
         if state.device.take_irq_edge() {
             inject(gic, me, v, nic);
+        }
+    }
+    drop(states);
+    drop(guard);
+    if report.more_work {
+        // Only the first CPU to owe a run keeps it (0 -> me + 1).
+        let _ = entry
+            .pending
+            .compare_exchange(0, me + 1, Ordering::AcqRel, Ordering::Acquire);
+        crate::sched::kick_self(gic, me);
+    }
+}
+
+/// Takes the runs this CPU owes (switches whose last run on it stopped with
+/// work left): one bounded run each. Called from the run loop between guest
+/// entries, with the CPU's interrupts taken since the last run.
+pub fn run_pending(gic: &Gic, me: usize) {
+    let sys = system();
+    for (index, entry) in sys.switches.iter().enumerate() {
+        if entry.pending.load(Ordering::Acquire) == me + 1
+            && entry
+                .pending
+                .compare_exchange(me + 1, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            run_switch(gic, me, index);
         }
     }
 }
@@ -401,6 +457,51 @@ pub fn report(vm_index: usize) {
             polls,
             port.rx_packets.saturating_sub(interrupts),
             per_packet(stats.total()),
+        );
+    }
+}
+
+/// Prints, for each switch, what its runs did (one lock hold each: the
+/// most frames one took, how many stopped at the bound), and its uplink
+/// port's counters beside the VMs' NIC lines (Ctrl-A c, and the end of the
+/// run): what came in from outside (`tx`, as the switch names a port's
+/// sending) with what was dropped as too short or too long, what went out
+/// (`rx`), and the uplink NIC's own frame counts.
+pub fn report_switches() {
+    for entry in system().switches.iter() {
+        let state = entry.state.lock();
+        let holds = state.holds;
+        log::info!(
+            "switch {}: {} runs (one lock hold each), {} stopped at the bound and continued; worst run {} frames, {} from one port (bounds {}, {})",
+            entry.name,
+            holds.runs,
+            holds.continued,
+            holds.most_frames,
+            holds.most_from_one_port,
+            chroma_virtio::switch::RUN_BUDGET,
+            chroma_virtio::switch::TX_FRAMES_PER_RUN,
+        );
+        let Some(uplink) = state.uplink.as_ref() else {
+            continue;
+        };
+        // The uplink is the last port, after the VMs' (`sched::build_switches`).
+        let port = state.members.len();
+        let c = state.switch.counters(port);
+        log::info!(
+            "switch {} uplink port {}: rx {} pkts {} B, tx {} pkts {} B, drops {}, errors {} (too short {}, too long {}, rx errors {}); NIC sent {}, received {}",
+            entry.name,
+            port,
+            c.rx_packets,
+            c.rx_bytes,
+            c.tx_packets,
+            c.tx_bytes,
+            c.rx_dropped,
+            c.tx_errors + c.rx_errors + c.fatal_errors,
+            c.tx_too_short,
+            c.tx_too_long,
+            c.rx_errors,
+            uplink.sent,
+            uplink.received,
         );
     }
 }

@@ -259,13 +259,20 @@ fn build_switches(
             let nic = &vms[v].nics[n];
             switch.set_port(port, PortConfig::vm(nic.mac, nic.trusted));
         }
+        // Every port starts locked (`Switch::new`); the uplink stands for
+        // the outside world's many stations, so its security is lifted.
+        if uplink.is_some() {
+            switch.set_port(members.len(), PortConfig::OPEN);
+        }
         switches.push(crate::nic::SwitchEntry {
             name: spec.name,
             state: spin::Mutex::new(crate::nic::SwitchState {
                 switch,
                 members,
                 uplink,
+                holds: crate::nic::HoldStats::default(),
             }),
+            pending: AtomicUsize::new(0),
         });
     }
     switches
@@ -353,6 +360,8 @@ pub fn run_cpu(index: usize) -> ! {
                 crate::nic::run_switch(&cpu.gic, index, switch);
             }
         }
+        // Switch runs this CPU owes (a run that stopped at its bound).
+        crate::nic::run_pending(&cpu.gic, index);
         // Parked vCPUs whose timer expired while others ran become runnable.
         cpu.wake_expired_timers();
         let slots = &cpu.vcpus;
@@ -398,6 +407,24 @@ impl Cpu {
     fn run(&mut self, k: usize) {
         let sys = system();
         let (vm, id) = (self.vcpus[k].vm, self.vcpus[k].id);
+        if vm.reset_in_progress() {
+            // A SYSTEM_RESET clearing RAM: one bounded chunk per turn, then
+            // the other vCPUs of this CPU have theirs (`run::runnable`).
+            if id == 0 {
+                if let Err(e) = vm.reset_step() {
+                    if vm.stop(StopReason::Faulted("reset failed", 0)) {
+                        log::warn!("vm {}: reset failed: {e}", vm.name);
+                    }
+                    report_if_all_stopped();
+                }
+                // No guest runs between chunks, nor does the CPU idle: take
+                // the interrupts that came meanwhile here (the loaded vCPU's
+                // timer above all, which `wake_expired_timers` leaves to its
+                // PPI), or they wait for the whole reset.
+                self.handle_interrupts();
+            }
+            return;
+        }
         if let Some(start) = vm.take_start(id) {
             self.vcpus[k].vcpu.reset(start.entry, start.argument);
             self.vcpus[k].waiting = false;
@@ -477,6 +504,9 @@ impl Cpu {
                     Action::Off
                 }
             };
+            // The rest of a bounded switch run this CPU owes: its self-kick
+            // brought the guest out, and interrupts were taken since.
+            crate::nic::run_pending(&self.gic, self.index);
             // Poll the VM's NICs that defer TX kicks (cheap when none does).
             if crate::nic::vm_polling(vm.index) {
                 // Preempted by the hypervisor timer rather than trapped on its own.
@@ -593,6 +623,15 @@ pub fn kick_vm(gic: &Gic, vm: &VmCore, me: usize) {
     kick_vcpus(gic, vm, (1 << vm.vcpu_count()) - 1, me);
 }
 
+/// Sends this CPU its own kick: a guest entered next exits at once, and an
+/// idle wait ends, so the run loop looks at its pending work again.
+pub fn kick_self(gic: &Gic, me: usize) {
+    let sys = system();
+    if me < sys.cpu_count {
+        gic.send_ipi(*sys.cpu_targets[me].lock(), KICK_SGI);
+    }
+}
+
 /// Kicks the physical CPUs of the vCPUs in `vcpus` (bit n = vCPU n).
 pub fn kick_vcpus(gic: &Gic, vm: &VmCore, vcpus: VcpuMask, me: usize) {
     let sys = system();
@@ -623,6 +662,9 @@ pub fn report_if_all_stopped() {
         .filter(|vm| vm.stop_reason().is_some_and(|r| r.clean()))
         .count();
     let failed = sys.vms.len() - clean + sys.failed_to_start;
+    // The VMs' NIC counters were printed as each stopped; the switches'
+    // and the uplinks' belong to no VM.
+    crate::nic::report_switches();
     shutdown::print_summary(clean, failed);
     let _ = console::poll_input();
     shutdown::power_off()

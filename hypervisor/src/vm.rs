@@ -235,12 +235,26 @@ impl Vm {
             nics,
             notices: Mutex::new(chroma_core::ratelimit::RateLimit::default()),
         };
-        vm.core.restart(vm.load(spec, version)?);
+        let entry = vm.load(spec, version)?;
+        // Whatever the RAM held before (the frames are not zeroed) must
+        // reach the Point of Coherency too, for a guest that starts with
+        // its caches off.
+        // SAFETY: the range is this VM's RAM alias, mapped for the
+        // hypervisor's lifetime; cleaning to the PoC changes no data.
+        unsafe {
+            chroma_cache::ops::clean_range(
+                &chroma_cache::arch::aarch64::Aarch64CacheOps::new(),
+                chroma_mem::HostVirtAddr::new(vm.alias),
+                crate::mm::host_usize(ram_size),
+            )
+        };
+        vm.core.restart(entry);
         Ok(vm)
     }
 
     /// Copies kernel, initrd and a generated DTB into guest RAM and cleans
-    /// them to the Point of Coherency. Returns (entry IPA, DTB IPA).
+    /// what it wrote (not the rest of RAM) to the Point of Coherency.
+    /// Returns (entry IPA, DTB IPA).
     fn load(&self, spec: &VmSpec, version: GicVersion) -> Result<BootRequest, VmError> {
         let RamRegion { ipa, size } = self.ram;
         let (text_offset, image_size) = image_header(spec.kernel).ok_or(VmError::BadKernel)?;
@@ -258,6 +272,8 @@ impl Vm {
         // Offsets below `size` (checked above) fit the pointer width as RAM does.
         let at = |offset: u64| usize::try_from(offset).map_err(|_| VmError::NoRoom);
         ram[at(kernel_offset)?..][..spec.kernel.len()].copy_from_slice(spec.kernel);
+        // What was written, (offset, length), to be cleaned below.
+        let mut written = [(kernel_offset, spec.kernel.len() as u64), (0, 0), (0, 0)];
         let initrd = match spec.initrd {
             Some(initrd) => {
                 let start = (dtb_offset
@@ -268,6 +284,7 @@ impl Vm {
                     return Err(VmError::NoRoom);
                 }
                 ram[at(start)?..][..initrd.len()].copy_from_slice(initrd);
+                written[1] = (start, initrd.len() as u64);
                 Some((ipa + start, ipa + start + initrd.len() as u64))
             }
             None => None,
@@ -284,18 +301,23 @@ impl Vm {
             return Err(VmError::DeviceTree);
         }
         ram[at(dtb_offset)?..][..dtb.len()].copy_from_slice(&dtb);
+        written[2] = (dtb_offset, dtb.len() as u64);
         // Loaded code and data must reach the Point of Coherency before the
         // guest runs with its caches off.
-        // SAFETY: the range is this VM's RAM alias, mapped for the hypervisor's
-        // lifetime; cleaning to the PoC and invalidating the I-cache change
-        // no data.
-        unsafe {
-            chroma_cache::ops::sync_loaded_image(
-                &chroma_cache::arch::aarch64::Aarch64CacheOps::new(),
-                chroma_mem::HostVirtAddr::new(self.alias),
-                crate::mm::host_usize(size),
-            )
-        };
+        let ops = chroma_cache::arch::aarch64::Aarch64CacheOps::new();
+        for (offset, length) in written.into_iter().filter(|&(_, l)| l > 0) {
+            // SAFETY: the range lies in this VM's RAM alias (offset and
+            // length were bounded by the RAM size above), mapped for the
+            // hypervisor's lifetime; cleaning to the PoC and invalidating
+            // the I-cache change no data.
+            unsafe {
+                chroma_cache::ops::sync_loaded_image(
+                    &ops,
+                    chroma_mem::HostVirtAddr::new(self.alias + offset),
+                    crate::mm::host_usize(length),
+                )
+            };
+        }
         Ok(BootRequest {
             entry: ipa + kernel_offset,
             argument: ipa + dtb_offset,
@@ -353,10 +375,12 @@ impl Vm {
         true
     }
 
-    /// SYSTEM_RESET from vCPU `caller`: reloads the images into guest RAM
-    /// and restarts vCPU 0 at the kernel entry, as a board reset would. The
-    /// caller has turned every vCPU off and kicked their CPUs.
-    pub fn reset(&self, caller: usize) -> Result<(), VmError> {
+    /// SYSTEM_RESET from vCPU `caller`: takes the NICs off their switches,
+    /// puts the devices back to reset state and starts clearing RAM, which
+    /// [`Vm::reset_step`] continues one [`chroma_core::vm::RESET_CHUNK`]
+    /// per turn of vCPU 0's CPU, so the other vCPUs there run in between.
+    /// The caller has turned every vCPU off and kicked their CPUs.
+    pub fn start_reset(&self, caller: usize) {
         // The other vCPUs leave the guest at their next exit; wait until
         // none is inside it any more.
         for id in (0..self.vcpu_count()).filter(|&id| id != caller) {
@@ -364,15 +388,37 @@ impl Vm {
                 core::hint::spin_loop();
             }
         }
-        // SAFETY: no vCPU of this VM runs (checked above), so nothing else
-        // touches guest RAM while it is cleared and reloaded.
-        let ram =
-            unsafe { crate::mm::phys_slice_mut(self.alias, crate::mm::host_usize(self.ram.size)) };
-        ram.fill(0);
         crate::nic::detach_vm(self.index);
-        let entry = self.load(&self.spec, self.gic_version())?;
         self.core.reset_devices();
-        self.core.restart(entry);
+        self.core.begin_reset();
+    }
+
+    /// One turn of a reset in progress (on vCPU 0's CPU): zeroes the next
+    /// chunk of guest RAM and cleans it to the Point of Coherency (the guest
+    /// may start with its caches off and must see zeroes, not stale lines);
+    /// once all of RAM is clear, reloads the images and restarts vCPU 0.
+    pub fn reset_step(&self) -> Result<(), VmError> {
+        let Some((offset, length)) = self.core.next_reset_chunk() else {
+            let entry = self.load(&self.spec, self.gic_version())?;
+            self.core.restart(entry);
+            return Ok(());
+        };
+        let va = self.alias + offset;
+        let length = crate::mm::host_usize(length);
+        // SAFETY: `offset + length` lies within guest RAM (`ResetProgress`
+        // hands out chunks of `ram.size` only), reached through the VM's
+        // alias; every vCPU of the VM is off and none runs (`start_reset`
+        // waited), and its NICs are reset, so nothing else touches it.
+        let chunk = unsafe { crate::mm::phys_slice_mut(va, length) };
+        chunk.fill(0);
+        // SAFETY: the chunk is mapped (above); cleaning changes no data.
+        unsafe {
+            chroma_cache::ops::clean_range(
+                &chroma_cache::arch::aarch64::Aarch64CacheOps::new(),
+                chroma_mem::HostVirtAddr::new(va),
+                length,
+            )
+        };
         Ok(())
     }
 }

@@ -142,6 +142,8 @@ pub struct Vm {
     pub vcpus: u32,
     /// Kernel command line (`/chosen/bootargs`).
     pub cmdline: String,
+    /// Physical CPU of each vCPU (`cpus = [...]`); empty: the default.
+    pub cpus: Vec<u32>,
 }
 
 impl Vm {
@@ -153,6 +155,7 @@ impl Vm {
             memory: "64M".to_owned(),
             vcpus: 1,
             cmdline: String::new(),
+            cpus: Vec::new(),
         }
     }
 
@@ -165,6 +168,12 @@ impl Vm {
     /// Sets the command line.
     pub fn cmdline(mut self, cmdline: &str) -> Self {
         self.cmdline = cmdline.to_owned();
+        self
+    }
+
+    /// Pins vCPU `n` to physical CPU `cpus[n]` (`cpus = [...]`).
+    pub fn cpus(mut self, cpus: &[u32]) -> Self {
+        self.cpus = cpus.to_vec();
         self
     }
 }
@@ -182,6 +191,9 @@ pub fn config_toml(vms: &[Vm]) -> String {
             vm.vcpus,
             vm.cmdline
         );
+        if !vm.cpus.is_empty() {
+            let _ = writeln!(text, "cpus = {:?}", vm.cpus);
+        }
     }
     text
 }

@@ -53,6 +53,23 @@ fn assert_traffic(run: &Outcome) {
         .find(|l| l.contains("vm client net0") && l.contains("traps/pkt"))
         .expect("no counter line for the client's NIC");
     assert!(client.contains(", spoofed 0;"), "{client}");
+    // Issue 10: each lock hold of the switch (one run) stayed within the
+    // bounds, whatever the guests queued.
+    let switch = lines
+        .iter()
+        .find(|l| l.contains("switch lan0: ") && l.contains("worst run"))
+        .expect("no run statistics for the switch");
+    let number_after = |key: &str| -> usize {
+        switch
+            .split(key)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {key:?} in {switch}"))
+    };
+    assert!(number_after("worst run ") <= 256, "{switch}");
+    assert!(number_after("frames, ") <= 64, "{switch}");
+    eprintln!("net: {switch}");
 }
 
 fn board() -> Board {
@@ -153,7 +170,35 @@ fn a_vm_that_fails_to_start_leaves_the_other_ports_correct() {
             .to_string()
     };
     assert_ne!(field(&client, "tx "), "0", "{client}");
+    assert_ne!(field(&svc, "tx "), "0", "{svc}");
+    // Both ways: what one sent the other received, byte for byte, so no
+    // frame went to (or came from) a port the broken VM might have held.
     assert_eq!(field(&client, "tx "), field(&svc, "rx "), "{client}\n{svc}");
+    assert_eq!(field(&svc, "tx "), field(&client, "rx "), "{client}\n{svc}");
+    let bytes = |line: &str, key: &str| -> String {
+        let at = line
+            .find(key)
+            .unwrap_or_else(|| panic!("no {key} in {line}"));
+        line[at + key.len()..]
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(bytes(&client, "tx "), bytes(&svc, "rx "), "{client}\n{svc}");
+    assert_eq!(bytes(&svc, "tx "), bytes(&client, "rx "), "{client}\n{svc}");
+    // Queues intact: nothing dropped, malformed, refused or spoofed on
+    // either port (a port shifted onto the wrong device would show here).
+    for line in [&svc, &client] {
+        assert!(line.contains("drops 0, errors 0, spoofed 0;"), "{line}");
+    }
+    // The switch has the two ports of the VMs that started, no third.
+    assert!(
+        run.hypervisor_lines()
+            .iter()
+            .any(|l| l.contains("switch lan0: 2 port(s)")),
+        "the switch was built with a port for the broken VM"
+    );
     run.assert_all_stopped(2, 1);
     run.assert_failure_not_timeout();
 }

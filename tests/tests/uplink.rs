@@ -205,7 +205,7 @@ fn exchange(name: &str, extra: &[&str]) -> Outcome {
         timeout_seconds: 60,
         ..Board::new(2, 2)
     };
-    let run: Running = start_with(name, &config(), board, &options);
+    let mut run: Running = start_with(name, &config(), board, &options);
     // Standalone (not under `cargo xtask test`) the run builds first.
     run.wait_for("svc", "netsvc: link up", 300);
     let booted = run.elapsed();
@@ -227,6 +227,9 @@ fn exchange(name: &str, extra: &[&str]) -> Outcome {
         &format!("netsvc: sink received {SINK_BYTES} bytes fnv64={expected}"),
         10,
     );
+    // Ctrl-A c prints the uplink's counters with the VMs' NIC counters.
+    run.type_text("\x01c");
+    run.wait_for("chroma", "switch lan0 uplink port 1:", 10);
     eprintln!(
         "uplink: {name}: link up {booted:.1} s after start; echo {} KiB in {echo_seconds:.2} s, sink {} KiB in {sink_seconds:.2} s",
         ECHO_BYTES / 1024,
@@ -258,6 +261,31 @@ fn exchange(name: &str, extra: &[&str]) -> Outcome {
     assert!(
         rx_bytes >= (ECHO_BYTES + SINK_BYTES) as u64,
         "svc's NIC received only {rx_bytes} bytes: {counters}"
+    );
+    // The end-of-run report has the uplink's counters too (printed after
+    // the VM lines, before the summary): everything svc received came in
+    // through the uplink, nothing from outside was malformed.
+    let uplink = outcome
+        .hypervisor_lines()
+        .into_iter()
+        .rev()
+        .find(|line| line.contains("switch lan0 uplink port 1:"))
+        .unwrap_or_else(|| panic!("no uplink counter line:\n{}", outcome.stdout))
+        .to_owned();
+    let uplink_in_bytes: u64 = uplink
+        .split("tx ")
+        .nth(1)
+        .and_then(|rest| rest.split(" pkts ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|bytes| bytes.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the tx bytes of {uplink:?}"));
+    assert!(
+        uplink_in_bytes >= rx_bytes,
+        "the uplink brought in {uplink_in_bytes} bytes, svc received {rx_bytes}: {uplink}"
+    );
+    assert!(
+        uplink.contains("(too short 0, too long 0, rx errors 0)"),
+        "{uplink}"
     );
     outcome
 }

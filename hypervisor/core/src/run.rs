@@ -22,10 +22,15 @@ pub const CONSOLE_POLL_MS: u64 = 20;
 pub const IDLE_WAKE_MS: u64 = 1000;
 
 /// Whether vCPU `id` of `vm` can run: its VM runs, it is on (or starting),
-/// and it is not parked in WFI with nothing pending.
+/// and it is not parked in WFI with nothing pending. While a SYSTEM_RESET
+/// clears RAM only vCPU 0 is: its turns clear a chunk each (the CPU takes
+/// turns with its other vCPUs in between), the others stay off.
 pub fn runnable(vm: &VmCore, id: usize, waiting: bool) -> bool {
     if vm.is_stopped() {
         return false;
+    }
+    if vm.reset_in_progress() {
+        return id == 0;
     }
     match vm.power(id) {
         Power::OnPending => true,
@@ -176,6 +181,17 @@ mod tests {
                 argument: 0x40f0_0000,
             },
         )
+    }
+
+    #[test]
+    fn a_resetting_vm_has_turns_for_vcpu_0_only_until_ram_is_cleared() {
+        let vm = vm(2);
+        vm.power_off_all();
+        assert!(!runnable(&vm, 0, false));
+        vm.begin_reset();
+        assert!(runnable(&vm, 0, true) && !runnable(&vm, 1, false));
+        while vm.next_reset_chunk().is_some() {}
+        assert!(!runnable(&vm, 0, false), "off until restarted");
     }
 
     #[test]

@@ -83,6 +83,44 @@ impl RamRegion {
     }
 }
 
+/// Bytes of guest RAM a SYSTEM_RESET clears (zeroes and cleans to the
+/// Point of Coherency) per turn of its physical CPU: about a millisecond of
+/// work even under an emulator, so a VM with gigabytes of RAM cannot stall
+/// the other vCPUs of its CPU while it resets (issue 10).
+pub const RESET_CHUNK: u64 = 2 << 20;
+
+/// A SYSTEM_RESET in progress: how much of guest RAM is cleared. The VM's
+/// vCPUs are all off meanwhile; the CPU of vCPU 0 clears one chunk per turn
+/// ([`crate::run::runnable`] counts the work as vCPU 0's), then reloads the
+/// images and restarts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResetProgress {
+    size: u64,
+    cleared: u64,
+}
+
+impl ResetProgress {
+    /// Nothing of `size` bytes cleared yet.
+    pub const fn new(size: u64) -> Self {
+        Self { size, cleared: 0 }
+    }
+
+    /// The next `(offset, length)` to clear, at most `chunk` bytes (at
+    /// least one), counted as done; `None` once all of RAM is.
+    pub fn next_chunk(&mut self, chunk: u64) -> Option<(u64, u64)> {
+        let left = self.size.checked_sub(self.cleared).filter(|&l| l > 0)?;
+        let length = left.min(chunk.max(1));
+        let offset = self.cleared;
+        self.cleared = offset.saturating_add(length);
+        Some((offset, length))
+    }
+
+    /// Bytes cleared so far.
+    pub fn cleared(&self) -> u64 {
+        self.cleared
+    }
+}
+
 /// Injected faults after which a VM is considered to keep faulting and stopped.
 pub const FAULT_LIMIT: u32 = 1000;
 
@@ -116,6 +154,8 @@ pub struct VmCore {
     pub fault_log: Mutex<RateLimit>,
     /// Times the VM was restarted by SYSTEM_RESET.
     pub resets: AtomicU32,
+    /// The SYSTEM_RESET in progress, if any (a leaf lock).
+    reset: Mutex<Option<ResetProgress>>,
 }
 
 impl VmCore {
@@ -155,6 +195,7 @@ impl VmCore {
             faults: AtomicU32::new(0),
             fault_log: Mutex::new(RateLimit::default()),
             resets: AtomicU32::new(0),
+            reset: Mutex::new(None),
         }
     }
 
@@ -258,6 +299,29 @@ impl VmCore {
         *self.stop.lock()
     }
 
+    /// Starts clearing RAM for a SYSTEM_RESET (the caller has turned every
+    /// vCPU off). A reset already in progress starts over.
+    pub fn begin_reset(&self) {
+        *self.reset.lock() = Some(ResetProgress::new(self.ram.size));
+    }
+
+    /// Whether a SYSTEM_RESET is still clearing RAM.
+    pub fn reset_in_progress(&self) -> bool {
+        self.reset.lock().is_some()
+    }
+
+    /// The next chunk of RAM the reset must clear, `(offset, length)`, at
+    /// most [`RESET_CHUNK`] bytes. `None` when there is nothing (left) to
+    /// clear: the reset is then over (no longer in progress).
+    pub fn next_reset_chunk(&self) -> Option<(u64, u64)> {
+        let mut reset = self.reset.lock();
+        let chunk = reset.as_mut()?.next_chunk(RESET_CHUNK);
+        if chunk.is_none() {
+            *reset = None;
+        }
+        chunk
+    }
+
     /// Puts the emulated devices back to their reset state (SYSTEM_RESET).
     pub fn reset_devices(&self) {
         *self.vgic.lock() = Vgic::new(self.shape.gic, self.vcpu_count());
@@ -332,6 +396,32 @@ mod tests {
             vm.is_stopped()
                 && !StopReason::Faulted("x", 1).clean()
                 && StopReason::PoweredOff.clean()
+        );
+    }
+
+    #[test]
+    fn a_reset_clears_ram_in_bounded_chunks_then_ends() {
+        let vm = vm();
+        assert!(!vm.reset_in_progress() && vm.next_reset_chunk().is_none());
+        vm.begin_reset();
+        assert!(vm.reset_in_progress());
+        let mut covered = 0;
+        let mut chunks = 0;
+        while let Some((offset, length)) = vm.next_reset_chunk() {
+            assert_eq!(offset, covered, "chunks in order, no gap, no overlap");
+            assert!(length > 0 && length <= RESET_CHUNK);
+            covered += length;
+            chunks += 1;
+        }
+        assert_eq!((covered, chunks), (vm.ram.size, vm.ram.size / RESET_CHUNK));
+        assert!(!vm.reset_in_progress(), "done once all of RAM is cleared");
+        // A size that is not a multiple of the chunk ends with a short one.
+        let mut odd = ResetProgress::new(RESET_CHUNK + 5);
+        assert_eq!(odd.next_chunk(RESET_CHUNK), Some((0, RESET_CHUNK)));
+        assert_eq!(odd.next_chunk(RESET_CHUNK), Some((RESET_CHUNK, 5)));
+        assert_eq!(
+            (odd.next_chunk(RESET_CHUNK), odd.cleared()),
+            (None, RESET_CHUNK + 5)
         );
     }
 

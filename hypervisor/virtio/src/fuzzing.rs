@@ -148,6 +148,9 @@ pub fn fuzz_transport(data: &[u8]) {
         run_budget: 64,
         ..SwitchConfig::default()
     });
+    // Ports start locked (`Switch::new`): each gets its own address.
+    switch.set_port(0, PortConfig::vm(MAC[0], false));
+    switch.set_port(1, PortConfig::vm(MAC[1], false));
     let mut now = 0;
     let ops: Vec<&[u8]> = data.get(1..).unwrap_or_default().chunks_exact(7).collect();
     for op in ops {

@@ -84,6 +84,9 @@ pub enum DropReason {
     BadHeader,
     /// The receive chain(s) were too small for the frame.
     BufferTooSmall,
+    /// The receive chain(s) took more than
+    /// [`crate::net::MAX_RX_DESCRIPTORS`] descriptors before the frame fit.
+    TooManyDescriptors,
     /// The port is not live (not DRIVER_OK, reset pending, or down).
     PortDown,
     /// The queue hit a fatal error: the device now needs a reset.

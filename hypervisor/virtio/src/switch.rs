@@ -4,6 +4,15 @@
 //!
 //! All storage is allocated when the switch is built; forwarding a frame
 //! allocates nothing.
+//!
+//! Work per [`Switch::run`] is bounded by constants, never by what a guest
+//! publishes: at most [`SwitchConfig::tx_frames_per_run`] frames from each
+//! port's transmit queue and [`SwitchConfig::run_budget`] in all, each
+//! frame a chain of at most twice the queue size descriptors (§2.7.5.3.1:
+//! a direct chain no longer than the queue, an indirect table no longer
+//! than the queue). The caller holds the switch and every member's lock for
+//! one run; [`RunReport::more_work`] tells it to come back for the rest
+//! after it has let go (and let interrupts and other vCPUs in).
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -26,6 +35,10 @@ pub struct SwitchConfig {
     /// Frames one [`Switch::run`] forwards at most, so a trap handler's
     /// time is bounded; [`RunReport::more_work`] says if it stopped early.
     pub run_budget: usize,
+    /// Frames one [`Switch::run`] takes from any one port's transmit queue
+    /// at most (default [`TX_FRAMES_PER_RUN`]): a guest that keeps its ring
+    /// full cannot keep a run going; the rest waits for the next run.
+    pub tx_frames_per_run: usize,
     /// A learned address is forgotten this many ticks after last seen.
     pub ageing_ticks: u64,
     /// Buckets of the address table (rounded up to a power of two; 4 ways each).
@@ -38,12 +51,20 @@ impl Default for SwitchConfig {
             port_count: 2,
             egress_capacity: 64,
             batch_limit: 32,
-            run_budget: 4096,
+            run_budget: RUN_BUDGET,
+            tx_frames_per_run: TX_FRAMES_PER_RUN,
             ageing_ticks: 300_000,
             fdb_buckets: 256,
         }
     }
 }
+
+/// Frames one [`Switch::run`] takes from one port's transmit queue at most
+/// (the bound B of issue 10): a full 256-entry ring takes four runs.
+pub const TX_FRAMES_PER_RUN: usize = 64;
+
+/// Frames one [`Switch::run`] takes from all ports together at most.
+pub const RUN_BUDGET: usize = 256;
 
 /// Per-port counters, named from the guest's side: `tx` is what the port's
 /// guest sent into the switch, `rx` what the switch delivered to it.
@@ -56,6 +77,11 @@ pub struct PortCounters {
     /// Frames the guest sent that were malformed and dropped (shorter than
     /// an Ethernet header, longer than [`MAX_FRAME_LEN`], bad offloads).
     pub tx_errors: u64,
+    /// Of `tx_errors`: frames a port reported shorter than an Ethernet
+    /// header (the uplink hands the switch what arrived from outside).
+    pub tx_too_short: u64,
+    /// Of `tx_errors`: frames a port reported longer than [`MAX_FRAME_LEN`].
+    pub tx_too_long: u64,
     /// Frames the guest sent with a source MAC other than its port's,
     /// dropped by port security.
     pub tx_spoofed: u64,
@@ -84,10 +110,19 @@ pub struct PortConfig {
 }
 
 impl PortConfig {
-    /// A trusted port with no address of its own (the uplink; the default).
+    /// A trusted port with no address of its own (the uplink): set
+    /// explicitly, never a default.
     pub const OPEN: Self = Self {
         mac: None,
         trusted: true,
+    };
+
+    /// A port with port security on and no address of its own: it may send
+    /// nothing and receive only broadcast and multicast. Every port of a
+    /// new [`Switch`] starts so (untrusted until configured otherwise).
+    pub const LOCKED: Self = Self {
+        mac: None,
+        trusted: false,
     };
 
     /// A VM's port with address `mac`; locked unless `trusted`.
@@ -100,8 +135,9 @@ impl PortConfig {
 }
 
 impl Default for PortConfig {
+    /// [`PortConfig::LOCKED`]: port security is on unless lifted.
     fn default() -> Self {
-        Self::OPEN
+        Self::LOCKED
     }
 }
 
@@ -110,7 +146,10 @@ impl Default for PortConfig {
 pub struct RunReport {
     /// Frames taken from guests (accepted or dropped).
     pub frames: usize,
-    /// Whether the budget ran out with work left: call again soon.
+    /// Most frames taken from any one port in this run.
+    pub most_from_one_port: usize,
+    /// Whether the budget or a port's quota ran out with work (maybe) left:
+    /// call again soon.
     pub more_work: bool,
 }
 
@@ -258,6 +297,8 @@ pub struct Switch {
     egress: Vec<EgressQueue>,
     counters: Vec<PortCounters>,
     ports: Vec<PortConfig>,
+    /// Frames taken from each port in the current run.
+    taken: Vec<usize>,
     frame: [u8; MAX_FRAME_LEN],
     next_port: usize,
 }
@@ -267,7 +308,10 @@ fn is_multicast(mac: &[u8; 6]) -> bool {
 }
 
 impl Switch {
-    /// A switch with `config` (zero sizes are raised to one).
+    /// A switch with `config` (zero sizes are raised to one). Every port
+    /// starts [`PortConfig::LOCKED`]: port security on, no address, so it
+    /// sends nothing until [`Switch::set_port`] gives it its MAC (or lifts
+    /// security with `trusted`, as for the uplink).
     pub fn new(config: SwitchConfig) -> Self {
         let port_count = config.port_count.clamp(1, usize::from(u16::MAX));
         let buckets = config.fdb_buckets.max(1).next_power_of_two();
@@ -276,6 +320,7 @@ impl Switch {
             egress_capacity: config.egress_capacity.max(1),
             batch_limit: config.batch_limit.max(1),
             run_budget: config.run_budget.max(1),
+            tx_frames_per_run: config.tx_frames_per_run.max(1),
             fdb_buckets: buckets,
             ..config
         };
@@ -289,7 +334,8 @@ impl Switch {
                 .map(|_| EgressQueue::new(config.egress_capacity))
                 .collect(),
             counters: vec![PortCounters::default(); port_count],
-            ports: vec![PortConfig::OPEN; port_count],
+            ports: vec![PortConfig::LOCKED; port_count],
+            taken: vec![0; port_count],
             frame: [0; MAX_FRAME_LEN],
             next_port: 0,
         }
@@ -360,8 +406,9 @@ impl Switch {
     }
 
     /// Moves frames: drains egress queues, then gives each port in turn up
-    /// to `batch_limit` frames, round robin, until nobody has work or the run
-    /// budget is spent. `ports[i]` is port `i`; `now` is the time in the
+    /// to `batch_limit` frames, round robin, until nobody has work, every
+    /// port with work has sent its `tx_frames_per_run`, or the run budget is
+    /// spent (then [`RunReport::more_work`]). `ports[i]` is port `i`; `now` is the time in the
     /// caller's ticks, for ageing.
     pub fn run<P: Port>(&mut self, ports: &mut [P], now: u64) -> RunReport {
         let n = ports.len().min(self.config.port_count);
@@ -372,6 +419,9 @@ impl Switch {
         for port in 0..n {
             self.drain_egress(ports, port);
         }
+        self.taken[..n].fill(0);
+        // A port stopped by its quota may have more: the caller comes back.
+        let mut quota_reached = false;
         loop {
             let mut progress = false;
             for k in 0..n {
@@ -381,11 +431,19 @@ impl Switch {
                         report.more_work = true;
                         break;
                     }
-                    match ports[src].poll_tx(&mut self.frame) {
+                    if self.taken[src] >= self.config.tx_frames_per_run {
+                        quota_reached = true;
+                        break;
+                    }
+                    let poll = ports[src].poll_tx(&mut self.frame);
+                    if poll != TxPoll::Empty {
+                        report.frames += 1;
+                        self.taken[src] += 1;
+                        progress = true;
+                    }
+                    match poll {
                         TxPoll::Empty => break,
                         TxPoll::Dropped(reason) => {
-                            report.frames += 1;
-                            progress = true;
                             let c = &mut self.counters[src];
                             if reason == DropReason::QueueFailed {
                                 c.fatal_errors += 1;
@@ -394,14 +452,18 @@ impl Switch {
                             c.tx_errors += 1;
                         }
                         TxPoll::Frame { len, header } => {
-                            report.frames += 1;
-                            progress = true;
                             // A port (the uplink) may report a frame that did
                             // not fit, or one too short to have addresses:
                             // drop it whole, never truncate it or read the
                             // previous frame's bytes as its header.
                             if !(MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&len) {
-                                self.counters[src].tx_errors += 1;
+                                let c = &mut self.counters[src];
+                                c.tx_errors += 1;
+                                if len < MIN_FRAME_LEN {
+                                    c.tx_too_short += 1;
+                                } else {
+                                    c.tx_too_long += 1;
+                                }
                                 continue;
                             }
                             let mut src_mac = [0u8; 6];
@@ -426,6 +488,8 @@ impl Switch {
                 break;
             }
         }
+        report.more_work |= quota_reached;
+        report.most_from_one_port = self.taken[..n].iter().copied().max().unwrap_or(0);
         report
     }
 

@@ -9,7 +9,7 @@ use chroma_virtio::mmio::{interrupt, reg, status, MmioAction};
 use chroma_virtio::mock::{MockNetDriver, RawDescriptor};
 use chroma_virtio::net::{net_feature, new_net_device, NetPort, VirtioNet, NET_FEATURES};
 use chroma_virtio::queue::{VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT};
-use chroma_virtio::switch::{PortCounters, Switch, SwitchConfig};
+use chroma_virtio::switch::{PortConfig, PortCounters, Switch, SwitchConfig};
 use chroma_virtio::VirtioError;
 
 const SIZE: u16 = 16;
@@ -60,11 +60,15 @@ impl<'m> Lab<'m> {
                 d
             })
             .collect();
-        let switch = Switch::new(SwitchConfig {
+        let mut switch = Switch::new(SwitchConfig {
             port_count: 3,
             egress_capacity: 8,
             ..SwitchConfig::default()
         });
+        // Ports start locked: each VM's port gets its own address.
+        for (port, mac) in MAC.iter().enumerate() {
+            switch.set_port(port, PortConfig::vm(*mac, false));
+        }
         (
             Lab {
                 mems,

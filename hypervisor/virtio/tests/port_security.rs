@@ -79,6 +79,9 @@ fn lab(trusted: &[bool]) -> (Switch, Vec<QueuePort>) {
         ageing_ticks: 100,
         ..SwitchConfig::default()
     });
+    // Every port starts locked; the uplink's security is lifted explicitly,
+    // as the hypervisor's wiring does.
+    sw.set_port(UPLINK, PortConfig::OPEN);
     for (i, &t) in trusted.iter().enumerate() {
         sw.set_port(i + 1, PortConfig::vm(mac(i as u8 + 1), t));
     }
@@ -210,6 +213,7 @@ fn flood_table(trusted: bool, flood_at: u64) -> Switch {
         fdb_buckets: 1,
         ..SwitchConfig::default()
     });
+    sw.set_port(UPLINK, PortConfig::OPEN);
     sw.set_port(1, PortConfig::vm(mac(1), trusted));
     let mut ports: Vec<QueuePort> = (0..2).map(|_| QueuePort::default()).collect();
     ports[UPLINK].send(frame(BROADCAST, mac(7), 1));
@@ -267,12 +271,53 @@ fn uplink_frames_shorter_than_a_header_or_longer_than_the_mtu_are_dropped_whole(
     assert_eq!(ports[1].received.len(), 1, "only the first good frame");
     let c = sw.counters(UPLINK);
     assert_eq!((c.tx_errors, c.tx_packets), (5, 1));
+    // Counted by kind, for the uplink's line in the counters report.
+    assert_eq!((c.tx_too_short, c.tx_too_long), (3, 2));
     // Negative control: at the bounds frames pass, exactly as sent.
     let (sw, ports) = uplink_lengths(&[MIN_FRAME_LEN, MAX_FRAME_LEN]);
     let lengths: Vec<usize> = ports[1].received.iter().map(Vec::len).collect();
     assert_eq!(lengths, [64, MIN_FRAME_LEN, MAX_FRAME_LEN]);
     assert!(ports[1].received[2][12..].iter().all(|&b| b == 0xee));
     assert_eq!(sw.counters(UPLINK).tx_errors, 0);
+    let c = sw.counters(UPLINK);
+    assert_eq!((c.tx_too_short, c.tx_too_long), (0, 0));
+}
+
+/// A new switch's ports have port security on until configured: a port
+/// nobody set up sends nothing (whatever its source address) and gets no
+/// unknown unicast; `trusted` (as the configuration's flag sets it) lifts it.
+#[test]
+fn ports_of_a_new_switch_are_locked_until_trusted() {
+    let mut sw = Switch::new(SwitchConfig {
+        port_count: 3,
+        ..SwitchConfig::default()
+    });
+    for port in 0..3 {
+        assert_eq!(sw.port_config(port), PortConfig::LOCKED, "port {port}");
+        assert!(!sw.port_config(port).trusted);
+    }
+    assert_eq!(PortConfig::default(), PortConfig::LOCKED);
+    let mut ports: Vec<QueuePort> = (0..3).map(|_| QueuePort::default()).collect();
+    ports[0].send(frame(BROADCAST, mac(1), 1));
+    ports[0].send(frame(mac(9), mac(1), 2));
+    ports[1].send(frame(mac(9), mac(2), 3));
+    sw.run(&mut ports, 0);
+    assert!(
+        ports.iter().all(|p| p.received.is_empty()),
+        "a default port sent"
+    );
+    assert_eq!(sw.counters(0).tx_spoofed, 2);
+    // The configuration's `trusted = true` lifts it: port 0 now sends the
+    // same frames, and port 1 (trusted too) gets the unknown unicast.
+    sw.set_port(0, PortConfig::vm(mac(1), true));
+    sw.set_port(1, PortConfig::vm(mac(2), true));
+    ports[0].send(frame(BROADCAST, mac(1), 1));
+    ports[0].send(frame(mac(9), mac(1), 2));
+    sw.run(&mut ports, 1);
+    assert_eq!(tags(&ports[1]), [1, 2]);
+    // Port 2, still locked, gets the broadcast but not the unknown unicast.
+    assert_eq!(tags(&ports[2]), [1]);
+    assert_eq!(sw.port_config(2), PortConfig::LOCKED);
 }
 
 /// Rule 1 end to end: a virtio guest (port 0, locked to `mac(1)`) sends

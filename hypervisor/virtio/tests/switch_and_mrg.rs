@@ -11,7 +11,7 @@ use chroma_virtio::mmio::feature;
 use chroma_virtio::mock::MockNetDriver;
 use chroma_virtio::net::{net_feature, new_net_device, NetPort, VirtioNet, NET_FEATURES};
 use chroma_virtio::port::{NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN};
-use chroma_virtio::switch::{Switch, SwitchConfig};
+use chroma_virtio::switch::{PortConfig, Switch, SwitchConfig};
 
 /// A non-virtio port (as the uplink will be): frames in and out of queues.
 #[derive(Default)]
@@ -52,6 +52,16 @@ fn frame(dst: [u8; 6], src: [u8; 6], tag: u16) -> Vec<u8> {
     f
 }
 
+/// A switch whose ports all have port security lifted (they start locked):
+/// these tests are about forwarding, not about who may send what.
+fn open_switch(config: SwitchConfig) -> Switch {
+    let mut switch = Switch::new(config);
+    for port in 0..config.port_count {
+        switch.set_port(port, PortConfig::OPEN);
+    }
+    switch
+}
+
 fn mac(n: u8) -> [u8; 6] {
     [2, 0, 0, 0, 0, n]
 }
@@ -59,7 +69,7 @@ fn mac(n: u8) -> [u8; 6] {
 #[test]
 fn learning_flooding_and_ageing() {
     let mut ports: Vec<QueuePort> = (0..3).map(|_| QueuePort::default()).collect();
-    let mut sw = Switch::new(SwitchConfig {
+    let mut sw = open_switch(SwitchConfig {
         port_count: 3,
         ageing_ticks: 100,
         ..SwitchConfig::default()
@@ -108,10 +118,11 @@ fn round_robin_fairness_with_batch_limit() {
             .to_send
             .push_back(frame(mac(30), mac(11), 5000 + i));
     }
-    let mut sw = Switch::new(SwitchConfig {
+    let mut sw = open_switch(SwitchConfig {
         port_count: 3,
         batch_limit: 8,
         run_budget: 100_000,
+        tx_frames_per_run: usize::MAX,
         ..SwitchConfig::default()
     });
     sw.run(&mut ports, 0);
@@ -132,10 +143,11 @@ fn round_robin_fairness_with_batch_limit() {
         ports2[0].to_send.push_back(frame(mac(30), mac(10), i));
     }
     ports2[1].to_send.push_back(frame(mac(30), mac(11), 5000));
-    let mut unfair = Switch::new(SwitchConfig {
+    let mut unfair = open_switch(SwitchConfig {
         port_count: 3,
         batch_limit: 2000,
         run_budget: 100_000,
+        tx_frames_per_run: usize::MAX,
         ..SwitchConfig::default()
     });
     unfair.run(&mut ports2, 0);
@@ -153,7 +165,7 @@ fn run_budget_bounds_one_call() {
     for i in 0..100 {
         ports[0].to_send.push_back(frame(mac(2), mac(1), i));
     }
-    let mut sw = Switch::new(SwitchConfig {
+    let mut sw = open_switch(SwitchConfig {
         port_count: 2,
         run_budget: 30,
         ..SwitchConfig::default()
@@ -240,7 +252,7 @@ fn needs_csum_is_completed_for_ports_without_guest_csum() {
         .zip(mems.iter())
         .map(|(d, m)| NetPort::new(d, m))
         .collect();
-    let mut sw = Switch::new(SwitchConfig {
+    let mut sw = open_switch(SwitchConfig {
         port_count: 3,
         ..SwitchConfig::default()
     });
@@ -281,7 +293,7 @@ fn needs_csum_passes_through_between_csum_ports() {
         .zip(mems.iter())
         .map(|(d, m)| NetPort::new(d, m))
         .collect();
-    Switch::new(SwitchConfig::default()).run(&mut ports, 0);
+    open_switch(SwitchConfig::default()).run(&mut ports, 0);
     drop(ports);
     let (h1, f1) = drivers[1].recv().unwrap();
     // Passed through untouched: NEEDS_CSUM and the offsets, checksum still partial.
@@ -315,7 +327,7 @@ fn mrg_run(features: u64, total: u32, seed: u64) {
         drivers[0].features & net_feature::MRG_RXBUF != 0,
         features & net_feature::MRG_RXBUF != 0
     );
-    let mut sw = Switch::new(SwitchConfig::default());
+    let mut sw = open_switch(SwitchConfig::default());
     let mut x = seed;
     let mut sent = 0u32;
     let mut expected: [VecDeque<Vec<u8>>; 2] = [VecDeque::new(), VecDeque::new()];
@@ -401,7 +413,7 @@ fn kicks_for_burst(defer: bool, count: usize) -> (usize, usize) {
             d
         })
         .collect();
-    let mut sw = Switch::new(SwitchConfig {
+    let mut sw = open_switch(SwitchConfig {
         port_count: 2,
         ..SwitchConfig::default()
     });

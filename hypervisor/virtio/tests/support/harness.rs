@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use chroma_virtio::mmio::{reg, MmioAction};
 use chroma_virtio::net::{new_net_device, NetPort, VirtioNet};
-use chroma_virtio::switch::{Switch, SwitchConfig};
+use chroma_virtio::switch::{PortConfig, Switch, SwitchConfig};
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -85,7 +85,14 @@ impl World {
                 .map(|m| new_net_device(*m, features, queue_max))
                 .collect(),
             mem: arena_memory(),
-            switch: Switch::new(config),
+            switch: {
+                // Ports start locked: each gets its device's address.
+                let mut switch = Switch::new(config);
+                for (port, mac) in macs.iter().enumerate() {
+                    switch.set_port(port, PortConfig::vm(*mac, false));
+                }
+                switch
+            },
             now: 0,
             immediate: true,
             kicks: 0,
