@@ -46,7 +46,9 @@ static WATCHED: [(&str, Read); 25] = [
     ("DBGWVR0_EL1", || crate::mrs!("S2_0_C0_C0_6")),
     ("DBGWCR0_EL1", || crate::mrs!("S2_0_C0_C0_7")),
     ("OSLSR_EL1", || crate::mrs!("S2_0_C1_C1_4")),
-    ("PMCR_EL0", || crate::mrs!("S3_3_C9_C12_0") & !0x3f_0000_0000_u64 & 0x7ff),
+    ("PMCR_EL0", || {
+        crate::mrs!("S3_3_C9_C12_0") & !0x3f_0000_0000_u64 & 0x7ff
+    }),
     ("PMCCNTR_EL0", || crate::mrs!("S3_3_C9_C13_0")),
     ("PMEVCNTR0_EL0", || crate::mrs!("S3_3_C14_C8_0")),
     ("PMEVTYPER0_EL0", || crate::mrs!("S3_3_C14_C12_0")),
@@ -56,8 +58,20 @@ static WATCHED: [(&str, Read); 25] = [
     ("PMOVSSET_EL0", || crate::mrs!("S3_3_C9_C14_3")),
     ("PMSELR_EL0", || crate::mrs!("S3_3_C9_C12_5")),
     ("ACTLR_EL1", || crate::mrs!("S3_0_C1_C0_1")),
-    ("APIAKeyLo_EL1", || if crate::sysreg::has_pointer_auth() { crate::mrs!("S3_0_C2_C1_0") } else { 0 }),
-    ("APGAKeyLo_EL1", || if crate::sysreg::has_pointer_auth() { crate::mrs!("S3_0_C2_C3_0") } else { 0 }),
+    ("APIAKeyLo_EL1", || {
+        if crate::sysreg::has_pointer_auth() {
+            crate::mrs!("S3_0_C2_C1_0")
+        } else {
+            0
+        }
+    }),
+    ("APGAKeyLo_EL1", || {
+        if crate::sysreg::has_pointer_auth() {
+            crate::mrs!("S3_0_C2_C3_0")
+        } else {
+            0
+        }
+    }),
 ];
 
 /// The values read at the start; the GIC priority mask is the last slot.
@@ -113,7 +127,11 @@ fn tick(intid: u32, _cpu: usize) {
     let late_ms = late * 1000 / timer::frequency();
     if late_ms >= LATE_REPORTED_MS && REPORTED.get() < LATE_REPORTS {
         REPORTED.set(REPORTED.get() + 1);
-        chroma_guest_rt::println!("hostile: bystander late {} ms at {} ms", late_ms, crate::now_ms());
+        chroma_guest_rt::println!(
+            "hostile: bystander late {} ms at {} ms",
+            late_ms,
+            crate::now_ms()
+        );
     }
     check_state();
     let period = PERIOD.get();
@@ -136,7 +154,10 @@ pub fn run(boot: &'static Boot, args: &BootArgs<'_>) -> ! {
     crate::catch::be_bystander();
     let period_ms = args.number("hostile.period_ms").unwrap_or(10).max(1);
     let duration_ms = args.number("hostile.duration_ms").unwrap_or(5000);
-    println!("hostile: bystander start, period {} ms, duration {} ms", period_ms, duration_ms);
+    println!(
+        "hostile: bystander start, period {} ms, duration {} ms",
+        period_ms, duration_ms
+    );
     // State of its own.
     crate::msr!("S3_0_C13_C0_4", MINE);
     crate::msr!("S3_3_C13_C0_2", MINE ^ 2);

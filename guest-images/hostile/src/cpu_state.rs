@@ -21,17 +21,29 @@ pub static CASES: &[Case] = &[
     case("cpu-debug-mdscr-and-os-lock", Needs::Any, mdscr_and_os_lock),
     case("cpu-pmu-cycle-counter", Needs::Any, pmu_cycle_counter),
     case("cpu-pmu-event-counters", Needs::Any, pmu_event_counters),
-    case("cpu-pmu-overflow-interrupt", Needs::Any, pmu_overflow_interrupt),
+    case(
+        "cpu-pmu-overflow-interrupt",
+        Needs::Any,
+        pmu_overflow_interrupt,
+    ),
     case("cpu-actlr", Needs::Any, actlr),
     case("cpu-impdef-cpuectlr", Needs::Any, impdef_cpuectlr),
     case("cpu-impdef-space", Needs::Any, impdef_space),
     case("cpu-set-way-invalidate", Needs::Any, set_way_invalidate),
     case("cpu-set-way-clean", Needs::Any, set_way_clean),
-    case("cpu-pointer-auth-keys", Needs::PointerAuth, pointer_auth_keys),
+    case(
+        "cpu-pointer-auth-keys",
+        Needs::PointerAuth,
+        pointer_auth_keys,
+    ),
     case("cpu-thread-registers", Needs::Any, thread_registers),
     case("cpu-tlbi-flood", Needs::Any, tlbi_flood),
     case("cpu-icache-flood", Needs::Any, icache_flood),
-    case("cpu-el2-registers-undefined", Needs::Any, el2_registers_undefined),
+    case(
+        "cpu-el2-registers-undefined",
+        Needs::Any,
+        el2_registers_undefined,
+    ),
     case("cpu-physical-timer", Needs::Any, physical_timer),
     case("cpu-virtual-timer-storm", Needs::Any, virtual_timer_storm),
     case("cpu-identity", Needs::Any, identity),
@@ -75,7 +87,11 @@ fn debug_verdict(readback: u64, written: u64, caught: u64, event: u64, last_clas
     if readback == written && caught >= 1 && last_class == event {
         return ok_with("switched_fired_here", caught);
     }
-    fail("debug register read back (fired count in the upper half)", readback | (caught << 48), written)
+    fail(
+        "debug register read back (fired count in the upper half)",
+        readback | (caught << 48),
+        written,
+    )
 }
 
 /// Hardware breakpoints on code both VMs run (the images are the same):
@@ -88,7 +104,7 @@ fn debug_breakpoints(_: &Boot) -> Outcome {
     crate::msr!("S2_0_C0_C0_5", control); // DBGBCR0_EL1
     crate::msr!("S2_0_C0_C1_4", address); // DBGBVR1_EL1
     crate::msr!("S2_0_C0_C1_5", control); // DBGBCR1_EL1
-    // MDSCR_EL1: MDE (15) and KDE (13), debug exceptions at EL1 unmasked.
+                                          // MDSCR_EL1: MDE (15) and KDE (13), debug exceptions at EL1 unmasked.
     crate::msr!("S2_0_C0_C2_2", (1 << 15) | (1 << 13));
     let readback = crate::mrs!("S2_0_C0_C0_4");
     let ((), caught, last) = catch::catching(|| {
@@ -101,7 +117,13 @@ fn debug_breakpoints(_: &Boot) -> Outcome {
     crate::msr!("S2_0_C0_C0_5", 0);
     crate::msr!("S2_0_C0_C1_5", 0);
     crate::msr!("S2_0_C0_C2_2", 0);
-    debug_verdict(readback, address, caught, class::BREAKPOINT_SAME, last.map_or(0, |l| l.class()))
+    debug_verdict(
+        readback,
+        address,
+        caught,
+        class::BREAKPOINT_SAME,
+        last.map_or(0, |l| l.class()),
+    )
 }
 
 /// Hardware watchpoints on data both VMs have at the same address.
@@ -122,7 +144,13 @@ fn debug_watchpoints(_: &Boot) -> Outcome {
     });
     crate::msr!("S2_0_C0_C0_7", 0);
     crate::msr!("S2_0_C0_C2_2", 0);
-    debug_verdict(readback, address, caught, class::WATCHPOINT_SAME, last.map_or(0, |l| l.class()))
+    debug_verdict(
+        readback,
+        address,
+        caught,
+        class::WATCHPOINT_SAME,
+        last.map_or(0, |l| l.class()),
+    )
 }
 
 /// MDSCR_EL1 with every enable, the OS lock and the OS double lock set:
@@ -314,7 +342,11 @@ fn impdef_space(_: &Boot) -> Outcome {
         };
     });
     expect("UNDEFINED IMPLEMENTATION DEFINED reads", caught, 64)?;
-    expect("exception class", last.map_or(u64::MAX, |l| l.class()), class::UNDEFINED)?;
+    expect(
+        "exception class",
+        last.map_or(u64::MAX, |l| l.class()),
+        class::UNDEFINED,
+    )?;
     ok_with("undefined", caught)
 }
 
@@ -337,7 +369,11 @@ fn every_set_and_way(operation: fn(u64), levels_max: u64) -> u64 {
         let line_shift = (ccsidr & 7) + 4;
         let ways = ((ccsidr >> 3) & 0x3ff) + 1;
         let sets = ((ccsidr >> 13) & 0x7fff) + 1;
-        let way_shift = if ways > 1 { (ways - 1).leading_zeros() } else { 0 };
+        let way_shift = if ways > 1 {
+            (ways - 1).leading_zeros()
+        } else {
+            0
+        };
         for way in 0..ways {
             for set in 0..sets {
                 operation((way << way_shift) | (set << line_shift) | (level << 1));
@@ -359,7 +395,11 @@ fn pattern_survives(body: impl FnOnce() -> u64) -> Outcome {
     for index in 0..64 {
         // SAFETY: as above.
         let value = unsafe { base.add(index).read_volatile() };
-        expect("pattern after set/way maintenance", value, HOSTILE ^ index as u64)?;
+        expect(
+            "pattern after set/way maintenance",
+            value,
+            HOSTILE ^ index as u64,
+        )?;
     }
     expect("exceptions from set/way maintenance", caught, 0)?;
     ok_with("operations", issued)
@@ -491,7 +531,11 @@ fn virtual_timer_storm(boot: &Boot) -> Outcome {
     }
     gic.quiesce();
     let percent = firing.saturating_mul(100) / alone;
-    expect("interrupt", u64::from(got), u64::from(chroma_guest_rt::timer::VIRTUAL_TIMER_INTID))?;
+    expect(
+        "interrupt",
+        u64::from(got),
+        u64::from(chroma_guest_rt::timer::VIRTUAL_TIMER_INTID),
+    )?;
     if percent < 33 {
         return fail("speed with the timer firing, % of alone", percent, 100);
     }

@@ -26,11 +26,31 @@ pub static CASES: &[Case] = &[
     case("el0-a32-mmio-load", Needs::Aarch32El0, a32_mmio_load),
     case("el0-t16-mmio-load", Needs::Aarch32El0, t16_mmio_load),
     case("el0-t32-mmio-load", Needs::Aarch32El0, t32_mmio_load),
-    case("el0-t16-mmio-store-load", Needs::Aarch32El0, t16_mmio_store_load),
-    case("el0-a32-data-abort-vector", Needs::Aarch32El0, a32_data_abort_vector),
-    case("el0-t16-data-abort-vector", Needs::Aarch32El0, t16_data_abort_vector),
-    case("el0-a32-prefetch-abort-vector", Needs::Aarch32El0, a32_prefetch_abort_vector),
-    case("el0-faults-do-not-stop-the-vm", Needs::Any, faults_do_not_stop_the_vm),
+    case(
+        "el0-t16-mmio-store-load",
+        Needs::Aarch32El0,
+        t16_mmio_store_load,
+    ),
+    case(
+        "el0-a32-data-abort-vector",
+        Needs::Aarch32El0,
+        a32_data_abort_vector,
+    ),
+    case(
+        "el0-t16-data-abort-vector",
+        Needs::Aarch32El0,
+        t16_data_abort_vector,
+    ),
+    case(
+        "el0-a32-prefetch-abort-vector",
+        Needs::Aarch32El0,
+        a32_prefetch_abort_vector,
+    ),
+    case(
+        "el0-faults-do-not-stop-the-vm",
+        Needs::Any,
+        faults_do_not_stop_the_vm,
+    ),
 ];
 
 const fn case(name: &'static str, needs: Needs, run: fn(&Boot) -> Outcome) -> Case {
@@ -247,19 +267,38 @@ fn code(symbol: &'static u32) -> u64 {
 }
 
 fn pl011(boot: &Boot) -> u64 {
-    boot.platform.uart_base.map_or(0x0900_0000, |base| base as u64)
+    boot.platform
+        .uart_base
+        .map_or(0x0900_0000, |base| base as u64)
 }
 
 /// Checks a run ended in its SVC, right after it.
-fn ended_in_svc(exit: &Exit, svc_class: u64, vector: u64, return_address: u64) -> Result<(), crate::Failure> {
-    expect("exception class at the end (SVC expected; 0 = UDF: the PC went too far)", exit.class(), svc_class)?;
+fn ended_in_svc(
+    exit: &Exit,
+    svc_class: u64,
+    vector: u64,
+    return_address: u64,
+) -> Result<(), crate::Failure> {
+    expect(
+        "exception class at the end (SVC expected; 0 = UDF: the PC went too far)",
+        exit.class(),
+        svc_class,
+    )?;
     expect("vector index", exit.vector, vector)?;
     expect("ELR_EL1 after the SVC", exit.elr, return_address)
 }
 
 /// Runs a WFI case: the virtual timer enabled at the GIC and due in 20 ms
 /// (IRQs masked at EL0, so it only wakes the WFI), then taken and ended.
-fn wfi_case(boot: &Boot, entry: u64, spsr: u64, svc_offset: u64, svc_length: u64, svc_class: u64, vector: u64) -> Outcome {
+fn wfi_case(
+    boot: &Boot,
+    entry: u64,
+    spsr: u64,
+    svc_offset: u64,
+    svc_length: u64,
+    svc_class: u64,
+    vector: u64,
+) -> Outcome {
     let gic = crate::gic::Attack::new(boot)?;
     gic.quiesce();
     gic.enable(timer::VIRTUAL_TIMER_INTID, 0xa0);
@@ -275,25 +314,57 @@ fn wfi_case(boot: &Boot, entry: u64, spsr: u64, svc_offset: u64, svc_length: u64
 /// A32 WFI (4 bytes) trapped to the hypervisor: resumes at the SVC after it.
 fn a32_wfi(boot: &Boot) -> Outcome {
     // SAFETY: only the symbol's address is taken.
-    wfi_case(boot, code(unsafe { &hostile_a32_wfi }), SPSR_A32, 4, 4, class::SVC32, 12)
+    wfi_case(
+        boot,
+        code(unsafe { &hostile_a32_wfi }),
+        SPSR_A32,
+        4,
+        4,
+        class::SVC32,
+        12,
+    )
 }
 
 /// T16 WFI (2 bytes, ESR.IL = 0): the PC must advance by 2, not 4.
 fn t16_wfi(boot: &Boot) -> Outcome {
     // SAFETY: only the symbol's address is taken.
-    wfi_case(boot, code(unsafe { &hostile_t16_wfi }), SPSR_T32, 2, 2, class::SVC32, 12)
+    wfi_case(
+        boot,
+        code(unsafe { &hostile_t16_wfi }),
+        SPSR_T32,
+        2,
+        2,
+        class::SVC32,
+        12,
+    )
 }
 
 /// T32 WFI.W (4 bytes in Thumb state).
 fn t32_wfi(boot: &Boot) -> Outcome {
     // SAFETY: only the symbol's address is taken.
-    wfi_case(boot, code(unsafe { &hostile_t32_wfi }), SPSR_T32, 4, 2, class::SVC32, 12)
+    wfi_case(
+        boot,
+        code(unsafe { &hostile_t32_wfi }),
+        SPSR_T32,
+        4,
+        2,
+        class::SVC32,
+        12,
+    )
 }
 
 /// A64 WFI at EL0.
 fn a64_wfi(boot: &Boot) -> Outcome {
     // SAFETY: only the symbol's address is taken.
-    wfi_case(boot, code(unsafe { &hostile_a64_wfi }), SPSR_A64, 4, 4, class::SVC64, 8)
+    wfi_case(
+        boot,
+        code(unsafe { &hostile_a64_wfi }),
+        SPSR_A64,
+        4,
+        4,
+        class::SVC64,
+        8,
+    )
 }
 
 fn load_case(boot: &Boot, entry: u64, spsr: u64, load_length: u64, svc_length: u64) -> Outcome {
@@ -340,8 +411,16 @@ fn t16_mmio_store_load(boot: &Boot) -> Outcome {
 fn abort_case(entry: u64, spsr: u64, x1: u64, abort_class: u64, vector: u64) -> Outcome {
     let exit = run(entry, spsr, NOT_LOADED, x1);
     expect("exception class", exit.class(), abort_class)?;
-    expect("fault status (synchronous external abort)", exit.esr & 0x3f, FSC_EXTERNAL_ABORT)?;
-    expect("vector index (12: lower EL using AArch32)", exit.vector, vector)?;
+    expect(
+        "fault status (synchronous external abort)",
+        exit.esr & 0x3f,
+        FSC_EXTERNAL_ABORT,
+    )?;
+    expect(
+        "vector index (12: lower EL using AArch32)",
+        exit.vector,
+        vector,
+    )?;
     expect("ELR_EL1 (the faulting instruction)", exit.elr, entry)?;
     expect("FAR_EL1", exit.far & 0xffff_ffff, UNMAPPED)?;
     ok()
@@ -351,13 +430,25 @@ fn abort_case(entry: u64, spsr: u64, x1: u64, abort_class: u64, vector: u64) -> 
 /// VBAR_EL1 + 0x600 as a data abort from a lower EL.
 fn a32_data_abort_vector(_: &Boot) -> Outcome {
     // SAFETY: only the symbol's address is taken.
-    abort_case(code(unsafe { &hostile_a32_load }), SPSR_A32, UNMAPPED, class::DATA_ABORT_LOWER, 12)
+    abort_case(
+        code(unsafe { &hostile_a32_load }),
+        SPSR_A32,
+        UNMAPPED,
+        class::DATA_ABORT_LOWER,
+        12,
+    )
 }
 
 /// The same from Thumb state.
 fn t16_data_abort_vector(_: &Boot) -> Outcome {
     // SAFETY: only the symbol's address is taken.
-    abort_case(code(unsafe { &hostile_t16_load }), SPSR_T32, UNMAPPED, class::DATA_ABORT_LOWER, 12)
+    abort_case(
+        code(unsafe { &hostile_t16_load }),
+        SPSR_T32,
+        UNMAPPED,
+        class::DATA_ABORT_LOWER,
+        12,
+    )
 }
 
 /// A32 execution outside the guest's map: a prefetch abort at 0x600.
@@ -373,7 +464,11 @@ fn faults_do_not_stop_the_vm(_: &Boot) -> Outcome {
     for round in 0..1200u64 {
         let exit = run(entry, SPSR_A64, 0, UNMAPPED);
         if exit.class() != class::DATA_ABORT_LOWER || exit.vector != 8 {
-            return fail("EL0 fault (ESR; round in the upper half)", exit.esr | (round << 32), 0x9200_0010);
+            return fail(
+                "EL0 fault (ESR; round in the upper half)",
+                exit.esr | (round << 32),
+                0x9200_0010,
+            );
         }
     }
     ok_with("faults", 1200)

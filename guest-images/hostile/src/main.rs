@@ -175,7 +175,10 @@ fn run_one(boot: &'static Boot, case: &Case) -> Verdict {
             Verdict::Passed
         }
         Ok(detail) => {
-            println!("hostile: case {} ok: {} {}", case.name, detail.label, detail.value);
+            println!(
+                "hostile: case {} ok: {} {}",
+                case.name, detail.label, detail.value
+            );
             Verdict::Passed
         }
         Err(failure) => {

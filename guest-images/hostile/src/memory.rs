@@ -11,14 +11,30 @@ use crate::{expect, fail, ok, ok_with, Case, Needs, Outcome};
 
 /// The catalogue's memory-map cases.
 pub static CASES: &[Case] = &[
-    case("mem-loads-outside-the-map", Needs::Any, loads_outside_the_map),
-    case("mem-execute-outside-the-map", Needs::Any, execute_outside_the_map),
-    case("mem-execute-from-a-device", Needs::Any, execute_from_a_device),
+    case(
+        "mem-loads-outside-the-map",
+        Needs::Any,
+        loads_outside_the_map,
+    ),
+    case(
+        "mem-execute-outside-the-map",
+        Needs::Any,
+        execute_outside_the_map,
+    ),
+    case(
+        "mem-execute-from-a-device",
+        Needs::Any,
+        execute_from_a_device,
+    ),
     case("mem-mmio-load-pair", Needs::Any, mmio_load_pair),
     case("mem-mmio-writeback", Needs::Any, mmio_writeback),
     case("mem-pl011-sweep", Needs::Any, pl011_sweep),
     case("mem-pl011-flag-poll", Needs::Any, pl011_flag_poll),
-    case("mem-virtio-window-without-nics", Needs::Any, virtio_window_without_nics),
+    case(
+        "mem-virtio-window-without-nics",
+        Needs::Any,
+        virtio_window_without_nics,
+    ),
 ];
 
 const fn case(name: &'static str, needs: Needs, run: fn(&Boot) -> Outcome) -> Case {
@@ -39,14 +55,24 @@ fn end_of_ram(boot: &Boot) -> u64 {
 }
 
 fn pl011(boot: &Boot) -> u64 {
-    boot.platform.uart_base.map_or(0x0900_0000, |base| base as u64)
+    boot.platform
+        .uart_base
+        .map_or(0x0900_0000, |base| base as u64)
 }
 
 /// Expects exactly one synchronous external abort of `want_class`.
-fn one_abort(caught: u64, last: Option<catch::Caught>, want_class: u64) -> Result<(), crate::Failure> {
+fn one_abort(
+    caught: u64,
+    last: Option<catch::Caught>,
+    want_class: u64,
+) -> Result<(), crate::Failure> {
     expect("aborts", caught, 1)?;
     let Some(last) = last else {
-        return Err(crate::Failure { what: "no abort recorded", got: 0, want: 1 });
+        return Err(crate::Failure {
+            what: "no abort recorded",
+            got: 0,
+            want: 1,
+        });
     };
     if !last.is_external_abort(want_class) {
         return Err(crate::Failure {
@@ -124,7 +150,11 @@ fn jump_and_expect_abort(address: u64) -> Outcome {
         }
     });
     one_abort(caught, last, class::INSTRUCTION_ABORT_SAME)?;
-    expect("ELR_EL1 (the branch target)", last.map_or(0, |l| l.elr), address)?;
+    expect(
+        "ELR_EL1 (the branch target)",
+        last.map_or(0, |l| l.elr),
+        address,
+    )?;
     ok()
 }
 
@@ -155,7 +185,11 @@ fn mmio_load_pair(boot: &Boot) -> Outcome {
         };
     });
     one_abort(caught, last, class::DATA_ABORT_SAME)?;
-    expect("GICD_IPRIORITYR0 after the refused STP", u64::from(read32(gicd + 0x400)), u64::from(priority_before))?;
+    expect(
+        "GICD_IPRIORITYR0 after the refused STP",
+        u64::from(read32(gicd + 0x400)),
+        u64::from(priority_before),
+    )?;
     ok()
 }
 
@@ -181,7 +215,8 @@ fn mmio_writeback(boot: &Boot) -> Outcome {
 /// restored: nothing refused in the PL011's page.
 fn pl011_sweep(boot: &Boot) -> Outcome {
     let uart = pl011(boot);
-    let saved: [(u64, u32); 4] = [0x24, 0x28, 0x2c, 0x38].map(|offset| (offset, read32(uart + offset)));
+    let saved: [(u64, u32); 4] =
+        [0x24, 0x28, 0x2c, 0x38].map(|offset| (offset, read32(uart + offset)));
     let control = read32(uart + 0x30);
     let mut accesses = 0u64;
     let ((), caught, _) = catch::catching(|| {

@@ -28,10 +28,18 @@ pub fn read(width: Width, address: u64) -> u64 {
     // Rust-visible memory is touched.
     unsafe {
         match width {
-            Width::Byte => asm!("ldrb {v:w}, [{a}]", v = inout(reg) value, a = in(reg) address, options(nostack)),
-            Width::Half => asm!("ldrh {v:w}, [{a}]", v = inout(reg) value, a = in(reg) address, options(nostack)),
-            Width::Word => asm!("ldr {v:w}, [{a}]", v = inout(reg) value, a = in(reg) address, options(nostack)),
-            Width::Double => asm!("ldr {v}, [{a}]", v = inout(reg) value, a = in(reg) address, options(nostack)),
+            Width::Byte => {
+                asm!("ldrb {v:w}, [{a}]", v = inout(reg) value, a = in(reg) address, options(nostack))
+            }
+            Width::Half => {
+                asm!("ldrh {v:w}, [{a}]", v = inout(reg) value, a = in(reg) address, options(nostack))
+            }
+            Width::Word => {
+                asm!("ldr {v:w}, [{a}]", v = inout(reg) value, a = in(reg) address, options(nostack))
+            }
+            Width::Double => {
+                asm!("ldr {v}, [{a}]", v = inout(reg) value, a = in(reg) address, options(nostack))
+            }
         }
     }
     value
@@ -43,10 +51,18 @@ pub fn write(width: Width, address: u64, value: u64) {
     // never memory the guest's Rust code owns.
     unsafe {
         match width {
-            Width::Byte => asm!("strb {v:w}, [{a}]", v = in(reg) value, a = in(reg) address, options(nostack)),
-            Width::Half => asm!("strh {v:w}, [{a}]", v = in(reg) value, a = in(reg) address, options(nostack)),
-            Width::Word => asm!("str {v:w}, [{a}]", v = in(reg) value, a = in(reg) address, options(nostack)),
-            Width::Double => asm!("str {v}, [{a}]", v = in(reg) value, a = in(reg) address, options(nostack)),
+            Width::Byte => {
+                asm!("strb {v:w}, [{a}]", v = in(reg) value, a = in(reg) address, options(nostack))
+            }
+            Width::Half => {
+                asm!("strh {v:w}, [{a}]", v = in(reg) value, a = in(reg) address, options(nostack))
+            }
+            Width::Word => {
+                asm!("str {v:w}, [{a}]", v = in(reg) value, a = in(reg) address, options(nostack))
+            }
+            Width::Double => {
+                asm!("str {v}, [{a}]", v = in(reg) value, a = in(reg) address, options(nostack))
+            }
         }
     }
 }

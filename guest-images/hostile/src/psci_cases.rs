@@ -19,7 +19,11 @@ pub static CASES: &[Case] = &[
     case("psci-migrate", Needs::Any, migrate),
     case("smccc-unknown-ids", Needs::Any, unknown_ids),
     case("smccc-smc-conduit", Needs::Any, smc_conduit),
-    case("smccc-hvc-nonzero-immediate", Needs::Any, hvc_nonzero_immediate),
+    case(
+        "smccc-hvc-nonzero-immediate",
+        Needs::Any,
+        hvc_nonzero_immediate,
+    ),
 ];
 
 const fn case(name: &'static str, needs: Needs, run: fn(&Boot) -> Outcome) -> Case {
@@ -37,29 +41,49 @@ fn code(name: &'static str, got: i64, want: i64) -> Result<(), crate::Failure> {
 
 fn cpu_on_missing_cpu(_: &Boot) -> Outcome {
     for mpidr in [0xff, 0x100, 0xff_0000, 0xff_0000_0000, u64::MAX] {
-        code("CPU_ON of a missing CPU", psci::cpu_on(mpidr, 0x4008_0000, 0), status::INVALID_PARAMETERS)?;
+        code(
+            "CPU_ON of a missing CPU",
+            psci::cpu_on(mpidr, 0x4008_0000, 0),
+            status::INVALID_PARAMETERS,
+        )?;
     }
     ok()
 }
 
 fn cpu_on_self(boot: &Boot) -> Outcome {
     let me = boot.platform.mpidr(0).unwrap_or(0);
-    code("CPU_ON of a CPU that is on", psci::cpu_on(me, 0x4008_0000, 0), status::ALREADY_ON)?;
+    code(
+        "CPU_ON of a CPU that is on",
+        psci::cpu_on(me, 0x4008_0000, 0),
+        status::ALREADY_ON,
+    )?;
     ok()
 }
 
 fn affinity_info_junk(_: &Boot) -> Outcome {
-    code("AFFINITY_INFO of a missing CPU", psci::affinity_info(0xff), status::INVALID_PARAMETERS)?;
+    code(
+        "AFFINITY_INFO of a missing CPU",
+        psci::affinity_info(0xff),
+        status::INVALID_PARAMETERS,
+    )?;
     let level_3 = psci::call(psci::AFFINITY_INFO, 0, 3, 0);
     if level_3 != status::INVALID_PARAMETERS && !(0..=2).contains(&level_3) {
-        return fail("AFFINITY_INFO level 3", level_3 as u64, status::INVALID_PARAMETERS as u64);
+        return fail(
+            "AFFINITY_INFO level 3",
+            level_3 as u64,
+            status::INVALID_PARAMETERS as u64,
+        );
     }
     ok()
 }
 
 fn features_unknown(_: &Boot) -> Outcome {
     for function in [0x8400_001f, 0xc400_00ff, 0x0400_0000, u64::from(u32::MAX)] {
-        code("PSCI_FEATURES of an unknown function", psci::features(function as u32), status::NOT_SUPPORTED)?;
+        code(
+            "PSCI_FEATURES of an unknown function",
+            psci::features(function as u32),
+            status::NOT_SUPPORTED,
+        )?;
     }
     ok()
 }
@@ -71,8 +95,15 @@ fn cpu_suspend_junk(_: &Boot) -> Outcome {
     chroma_guest_rt::timer::arm_ms(1);
     let result = psci::call(CPU_SUSPEND_64, 0xffff_ffff, 0x4008_0000, 0);
     chroma_guest_rt::timer::disarm();
-    if result != status::INVALID_PARAMETERS && result != status::SUCCESS && result != status::NOT_SUPPORTED {
-        return fail("CPU_SUSPEND with a junk power state", result as u64, status::INVALID_PARAMETERS as u64);
+    if result != status::INVALID_PARAMETERS
+        && result != status::SUCCESS
+        && result != status::NOT_SUPPORTED
+    {
+        return fail(
+            "CPU_SUSPEND with a junk power state",
+            result as u64,
+            status::INVALID_PARAMETERS as u64,
+        );
     }
     ok()
 }
@@ -91,8 +122,20 @@ fn migrate(_: &Boot) -> Outcome {
 }
 
 fn unknown_ids(_: &Boot) -> Outcome {
-    for function in [0x8400_001fu32, 0xc400_00ff, 0x8600_0000, 0x8200_0000, 0xbf00_ff00, 0x0400_0000, 0xffff_ffff] {
-        code("unknown SMCCC function", psci::call(function, 1, 2, 3), status::NOT_SUPPORTED)?;
+    for function in [
+        0x8400_001fu32,
+        0xc400_00ff,
+        0x8600_0000,
+        0x8200_0000,
+        0xbf00_ff00,
+        0x0400_0000,
+        0xffff_ffff,
+    ] {
+        code(
+            "unknown SMCCC function",
+            psci::call(function, 1, 2, 3),
+            status::NOT_SUPPORTED,
+        )?;
     }
     ok()
 }
@@ -109,7 +152,11 @@ fn smc_conduit(_: &Boot) -> Outcome {
         };
     });
     if caught > 0 {
-        expect("SMC exception class", last.map_or(u64::MAX, |l| l.class()), class::UNDEFINED)?;
+        expect(
+            "SMC exception class",
+            last.map_or(u64::MAX, |l| l.class()),
+            class::UNDEFINED,
+        )?;
         return ok();
     }
     expect("SMC result", result, status::NOT_SUPPORTED as u64)?;
@@ -127,7 +174,11 @@ fn hvc_nonzero_immediate(_: &Boot) -> Outcome {
         };
     });
     if caught > 0 {
-        expect("HVC #1 exception class", last.map_or(u64::MAX, |l| l.class()), class::UNDEFINED)?;
+        expect(
+            "HVC #1 exception class",
+            last.map_or(u64::MAX, |l| l.class()),
+            class::UNDEFINED,
+        )?;
         return ok();
     }
     expect("HVC #1 result", result, status::NOT_SUPPORTED as u64)?;

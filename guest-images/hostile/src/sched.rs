@@ -63,7 +63,8 @@ fn wfi_sleeps(_: &Boot) -> Outcome {
         }
     }
     chroma_guest_rt::timer::disarm();
-    let slept = (chroma_guest_rt::timer::now() - start) * 1000 / chroma_guest_rt::timer::frequency();
+    let slept =
+        (chroma_guest_rt::timer::now() - start) * 1000 / chroma_guest_rt::timer::frequency();
     if slept > 2000 {
         return crate::fail("ms asleep waiting for a timer due in 50 ms", slept, 50);
     }

@@ -193,7 +193,14 @@ pub fn handle_exit<C: GuestCpu, H: ExitHost>(
             inject_abort(vm, cpu, ipa.raw(), fetch, false, host)
         }
         // HVC returns past itself: the PC already points at the next instruction.
-        Exit::Hypercall { .. } => hypercall(vm, vcpu, cpu, host),
+        Exit::Hypercall { immediate: 0 } => hypercall(vm, vcpu, cpu, host),
+        // The SMC Calling Convention only uses HVC #0; other immediates are
+        // a hypervisor's own ABI (Xen's #0xEA1), which chroma has none of.
+        // Answered NOT_SUPPORTED, as KVM does: never taken as the call in x0.
+        Exit::Hypercall { .. } => {
+            cpu.set_register(0, PsciReturn::NotSupported.to_register());
+            Action::Continue
+        }
         Exit::SecureMonitorCall { .. } => {
             // chroma offers PSCI over HVC only; SMC answers NOT_SUPPORTED (SMCCC).
             cpu.set_register(0, PsciReturn::NotSupported.to_register());

@@ -28,6 +28,9 @@ use crate::exit::{low_word, AccessWidth};
 pub const MAX_VCPUS: usize = 8;
 /// Interrupt IDs 0..NUM_IRQS exist (SGIs 0-15, PPIs 16-31, SPIs 32..).
 pub const NUM_IRQS: usize = 128;
+/// Bytes of the GICD_IROUTER block: one 64-bit register per INTID 0..1024
+/// (those below 32 and past GICD_TYPER's range are reserved, RAZ/WI).
+const IROUTER_BLOCK: u64 = 8 * 1024;
 const NUM_SPIS: usize = NUM_IRQS - 32;
 /// GICD_TYPER.ITLinesNumber: the distributor implements 32 * (N + 1) IDs.
 const IT_LINES_NUMBER: u32 = {
@@ -338,15 +341,14 @@ impl Vgic {
 
     /// Whether `vcpu` has an enabled interrupt pending (WFI wakes up).
     pub fn has_pending(&self, vcpu: usize) -> bool {
-        let private = self
-            .private
-            .get(vcpu)
-            .is_some_and(|p| p.iter().any(|i| i.pending && i.enabled && self.ctlr & 3 != 0));
+        let private = self.private.get(vcpu).is_some_and(|p| {
+            p.iter()
+                .any(|i| i.pending && i.enabled && self.ctlr & 3 != 0)
+        });
         private
-            || self
-                .spis
-                .iter()
-                .any(|s| s.pending && s.enabled && self.ctlr & 3 != 0 && self.spi_target(s) == Some(vcpu))
+            || self.spis.iter().any(|s| {
+                s.pending && s.enabled && self.ctlr & 3 != 0 && self.spi_target(s) == Some(vcpu)
+            })
     }
 
     /// Reads back the list registers after `vcpu` exited, on the CPU it ran
@@ -745,7 +747,9 @@ impl Vgic {
                 (width, register % 8),
                 (AccessWidth::Word, 0 | 4) | (AccessWidth::Double, 0)
             );
-            if self.version == GicVersion::V3 && register < 8 * NUM_IRQS as u64 && whole {
+            // The whole GICD_IROUTER block (1024 registers): those of
+            // INTIDs past the implemented range read as zero.
+            if self.version == GicVersion::V3 && register < IROUTER_BLOCK && whole {
                 Ok(())
             } else {
                 Err(e)
@@ -892,7 +896,8 @@ impl Vgic {
         value: u32,
     ) -> Result<VcpuMask, VgicError> {
         let v3 = self.version == GicVersion::V3;
-        let is_irouter = v3 && (GICD_IROUTER..GICD_IROUTER + 8 * NUM_IRQS as u64).contains(&offset);
+        // The whole block: writes past the implemented INTIDs are ignored.
+        let is_irouter = v3 && (GICD_IROUTER..GICD_IROUTER + IROUTER_BLOCK).contains(&offset);
         if !is_irouter {
             let byte_ok = matches!(offset, GICD_IPRIORITYR..=0x7ff | GICD_ITARGETSR..=0xbff);
             check_width(width, offset, byte_ok)?;
@@ -951,8 +956,8 @@ impl Vgic {
                     let mask = u8::try_from(all).unwrap_or(u8::MAX);
                     self.write_bytes(vcpu, offset - GICD_ITARGETSR, width, value, |i, b| {
                         // Bits of CPU interfaces the VM does not have are
-                    // RAZ/WI; no bit left means no target.
-                    i.target = b & mask
+                        // RAZ/WI; no bit left means no target.
+                        i.target = b & mask
                     });
                 }
                 all
@@ -1331,7 +1336,10 @@ mod tests {
         assert!(!v.has_pending(0), "a WFI does not wake for it either");
         dist_w(&mut v, 0, GICD_CTLR, 1);
         v.flush(0, &mut lrs);
-        assert!(lrs.lrs.iter().any(|l| l.intid == 3 && l.state == LrState::Pending));
+        assert!(lrs
+            .lrs
+            .iter()
+            .any(|l| l.intid == 3 && l.state == LrState::Pending));
     }
 
     #[test]
@@ -1344,7 +1352,15 @@ mod tests {
                 // CPU interface 2 does not exist: its bit is RAZ/WI, and no
                 // bit is left.
                 dist_w(&mut v, 0, GICD_ITARGETSR + 32, 0x04);
-                assert_eq!(v.mmio_read(0, GicFrame::Distributor(GICD_ITARGETSR + 32), AccessWidth::Word).unwrap(), 0);
+                assert_eq!(
+                    v.mmio_read(
+                        0,
+                        GicFrame::Distributor(GICD_ITARGETSR + 32),
+                        AccessWidth::Word
+                    )
+                    .unwrap(),
+                    0
+                );
             } else {
                 dist_w(&mut v, 0, GICD_IROUTER + 8 * 32, 5);
             }
@@ -1352,7 +1368,10 @@ mod tests {
             for vcpu in 0..2 {
                 let mut lrs = FakeLrs::default();
                 v.flush(vcpu, &mut lrs);
-                assert!(lrs.lrs.iter().all(|l| l.state == LrState::Invalid), "{version:?}");
+                assert!(
+                    lrs.lrs.iter().all(|l| l.state == LrState::Invalid),
+                    "{version:?}"
+                );
                 assert!(!v.has_pending(vcpu));
             }
             if version == GicVersion::V2 {
@@ -1367,7 +1386,12 @@ mod tests {
             }
             let mut lrs = FakeLrs::default();
             v.flush(1, &mut lrs);
-            assert!(lrs.lrs.iter().any(|l| l.intid == 32 && l.state == LrState::Pending), "{version:?}");
+            assert!(
+                lrs.lrs
+                    .iter()
+                    .any(|l| l.intid == 32 && l.state == LrState::Pending),
+                "{version:?}"
+            );
         }
     }
 

@@ -33,6 +33,10 @@ pub struct RunArgs {
     /// Physical CPUs of the emulated board.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub smp: u32,
+    /// CPU model of the emulated board (QEMU's `-cpu`): `cortex-a57` runs
+    /// fastest under TCG; `max,pauth=on` has pointer authentication.
+    #[arg(long, value_name = "MODEL", default_value = "cortex-a57")]
+    pub cpu: String,
     /// GIC version of the emulated board.
     #[arg(long, value_name = "2|3", default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=3))]
     pub gic: u8,
@@ -265,7 +269,7 @@ pub fn qemu_command(args: &RunArgs, bundle: &Path, uplink: Option<&[Forward]>) -
         .arg(format!("virt,virtualization=on,gic-version={}", args.gic))
         .args([
             "-cpu",
-            "cortex-a57",
+            &args.cpu,
             "-smp",
             &args.smp.to_string(),
             "-m",

@@ -405,6 +405,33 @@ fn psci_starts_queries_and_stops_vcpus() {
 }
 
 #[test]
+fn hvc_with_a_nonzero_immediate_is_not_the_call_in_x0() {
+    // HVC #1 with SYSTEM_OFF's function ID: the VM stays on (found by the
+    // hostile catalogue's smccc-hvc-nonzero-immediate).
+    let (vm, host) = (vm(GicVersion::V2, 1, 0), Recorder::default());
+    let mut cpu = FakeCpu::at(RAM).with_registers(&[u64::from(psci::SYSTEM_OFF)]);
+    handle_exit(
+        &vm,
+        0,
+        &mut cpu,
+        &trap(Exit::Hypercall { immediate: 1 }),
+        &host,
+    );
+    assert_eq!(cpu.register(0), PsciReturn::NotSupported.to_register());
+    assert!(vm.stop_reason().is_none(), "HVC #1 powered the VM off");
+    // Negative control: HVC #0 is the call.
+    let mut cpu = FakeCpu::at(RAM).with_registers(&[u64::from(psci::SYSTEM_OFF)]);
+    handle_exit(
+        &vm,
+        0,
+        &mut cpu,
+        &trap(Exit::Hypercall { immediate: 0 }),
+        &host,
+    );
+    assert!(vm.stop_reason().is_some());
+}
+
+#[test]
 fn smc_is_not_supported_and_is_skipped() {
     let (vm, host) = (vm(GicVersion::V2, 1, 0), Recorder::default());
     let mut cpu = FakeCpu::at(RAM).with_registers(&[u64::from(psci::PSCI_VERSION)]);
