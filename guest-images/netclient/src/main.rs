@@ -8,6 +8,13 @@
 //! ping reply, the transfer's checksums from both ends, the throughput, then
 //! `netclient: done` and powers off. A failure prints a line with `FAIL` and
 //! powers off.
+//!
+//! For long runs (`cargo xtask soak`): `client.loop=S` repeats the transfer
+//! (a new connection each round, the pings only before the first) until S
+//! seconds have passed since the link came up, printing a transfer line per
+//! round and `netclient: rounds <n>` at the end; `client.reset` ends with
+//! PSCI SYSTEM_RESET instead of powering off, so that the hypervisor
+//! restarts the VM and it all begins again. A failure still powers off.
 #![no_std]
 #![no_main]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -42,6 +49,8 @@ const CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// How long the transfer may go without any progress (bytes queued or
 /// received) before it counts as failed.
 const STALL_TIMEOUT_MS: u64 = 15_000;
+/// `client.loop`: the pause between one round's end and the next connection.
+const ROUND_PAUSE_MS: u64 = 1000;
 /// The send buffer (how much can be in flight).
 const TX_BYTES: usize = 64 * 1024;
 const RX_BYTES: usize = 4 * 1024;
@@ -57,6 +66,10 @@ struct Plan {
     mebibytes: u64,
     seed: u64,
     stay_seconds: u64,
+    /// `client.loop`: seconds of repeated transfers (0: one transfer).
+    loop_seconds: u64,
+    /// `client.reset`: SYSTEM_RESET at the end instead of powering off.
+    reset: bool,
 }
 
 fn main(boot: &'static Boot) -> ! {
@@ -79,6 +92,8 @@ fn main(boot: &'static Boot) -> ! {
         mebibytes: args.number("client.mib").unwrap_or(16),
         seed: args.number("client.seed").unwrap_or(1),
         stay_seconds: args.number("client.stay").unwrap_or(0),
+        loop_seconds: args.number("client.loop").unwrap_or(0),
+        reset: args.flag("client.reset"),
     };
     let mut stack =
         NetStack::start(boot, config).unwrap_or_else(|error| fail(format_args!("{}", error)));
@@ -97,6 +112,23 @@ fn main(boot: &'static Boot) -> ! {
 
     ping(&mut stack, &plan);
     transfer(&mut stack, &plan);
+    if plan.loop_seconds > 0 {
+        let loop_until =
+            timer::now().saturating_add(timer::ticks_in_ms(plan.loop_seconds.saturating_mul(1000)));
+        let mut rounds: u64 = 1;
+        while timer::now() < loop_until {
+            // The server's sink listens again only once its last session has
+            // closed: give it a moment (answering pings meanwhile).
+            let pause_until = timer::now().saturating_add(timer::ticks_in_ms(ROUND_PAUSE_MS));
+            while timer::now() < pause_until {
+                stack.poll();
+                stack.sleep(pause_until);
+            }
+            transfer(&mut stack, &plan);
+            rounds += 1;
+        }
+        println!("netclient: rounds {}", rounds);
+    }
 
     let counters = stack.counters();
     let (device_interrupts, timer_interrupts) = irq::interrupt_counts();
@@ -117,6 +149,14 @@ fn main(boot: &'static Boot) -> ! {
     while timer::now() < stay_until {
         stack.poll();
         stack.sleep(stay_until);
+    }
+    if plan.reset {
+        println!("netclient: reset");
+        let status = chroma_guest_rt::psci::system_reset();
+        fail(format_args!(
+            "SYSTEM_RESET returned {}",
+            chroma_guest_rt::psci::status_name(status)
+        ));
     }
     chroma_guest_rt::power_off()
 }
