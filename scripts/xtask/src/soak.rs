@@ -32,7 +32,10 @@
 //!   corrupted;
 //! - after the warm-up periods (the first quarter of the run, one to three
 //!   periods) a high-water mark rose in two or more periods: one step may be
-//!   an allocator's fragmentation settling, a second one is a trend;
+//!   an allocator's fragmentation settling (or the first reset), a second
+//!   one is a trend; for the heap, unless all of that growth stays within
+//!   [`HEAP_SLACK_BYTES`] (coinciding short-lived allocations on both CPUs
+//!   also raise it, a little);
 //! - the run was long enough for resets but no VM was reset.
 //!
 //! The full console goes to `build/soak/console.log`.
@@ -610,9 +613,15 @@ fn warmup_periods(periods: usize) -> usize {
     (periods / 4).clamp(1, MAX_WARMUP_PERIODS)
 }
 
+/// Heap growth after the warm-up that is never a trend: a high-water mark
+/// also rises when allocations on both CPUs happen to coincide (the switch's
+/// and the console's short-lived buffers), a few hundred bytes at a time.
+const HEAP_SLACK_BYTES: u64 = 16 * 1024;
+
 /// Judges a high-water mark sampled once per period (`marks[0]` at the
-/// start of the run): after the warm-up it may rise in one period at most.
-fn judge_high_water(what: &str, marks: &[u64]) -> Result<String> {
+/// start of the run): after the warm-up it may rise in one period at most,
+/// or by at most `slack` in all.
+fn judge_high_water(what: &str, marks: &[u64], slack: u64) -> Result<String> {
     let periods = marks.len().saturating_sub(1);
     let warmup = warmup_periods(periods);
     if periods < warmup + 2 {
@@ -629,17 +638,20 @@ fn judge_high_water(what: &str, marks: &[u64]) -> Result<String> {
         .filter(|(_, pair)| pair[1] > pair[0])
         .map(|(index, _)| warmup + index + 1)
         .collect();
-    let summary = format!(
-        "{what}: {} after warm-up (period {warmup}), {} at the end",
-        after[0],
-        after[after.len() - 1]
-    );
-    if rises.len() >= 2 {
+    let (settled, end) = (after[0], after[after.len() - 1]);
+    let summary = format!("{what}: {settled} after warm-up (period {warmup}), {end} at the end");
+    if rises.len() >= 2 && end - settled > slack {
         Err(format!(
-            "{summary}: the high-water mark keeps growing (it rose in periods {rises:?})"
+            "{summary}: the high-water mark keeps growing (it rose in periods {rises:?}, by {} in all)",
+            end - settled
         ))
-    } else {
+    } else if rises.is_empty() {
         Ok(format!("{summary}: flat"))
+    } else {
+        Ok(format!(
+            "{summary}: settled (rose in period(s) {rises:?}, by {} in all)",
+            end - settled
+        ))
     }
 }
 
@@ -824,6 +836,7 @@ fn summarize(rows: &[Row], args: &SoakArgs) -> Result<String> {
     let heap = judge_high_water(
         "heap high-water mark",
         &rows.iter().map(|row| row.stats.heap[1]).collect::<Vec<_>>(),
+        HEAP_SLACK_BYTES,
     );
     let frames = judge_high_water(
         "frame high-water mark",
@@ -831,6 +844,7 @@ fn summarize(rows: &[Row], args: &SoakArgs) -> Result<String> {
             .iter()
             .map(|row| row.stats.frames[1])
             .collect::<Vec<_>>(),
+        0,
     );
     let frames_total: u64 = last
         .stats
@@ -951,14 +965,19 @@ mod tests {
     #[test]
     fn a_high_water_mark_may_settle_but_not_keep_growing() {
         // Growth during the warm-up does not count; one later step may.
-        assert!(judge_high_water("h", &[1, 5, 9, 9, 9, 9, 9, 9, 9, 9]).is_ok());
-        assert!(judge_high_water("h", &[1, 5, 9, 9, 9, 12, 12, 12, 12, 12]).is_ok());
+        let flat = judge_high_water("h", &[1, 5, 9, 9, 9, 9, 9, 9, 9, 9], 0).unwrap();
+        assert!(flat.ends_with("flat"), "{flat}");
+        assert!(judge_high_water("h", &[1, 5, 9, 9, 9, 12, 12, 12, 12, 12], 0).is_ok());
         // Two later steps are a trend.
-        let error = judge_high_water("h", &[1, 5, 9, 9, 10, 10, 11, 11, 11, 11]).unwrap_err();
+        let error = judge_high_water("h", &[1, 5, 9, 9, 10, 10, 11, 11, 11, 11], 0).unwrap_err();
         assert!(error.contains("keeps growing"), "{error}");
-        assert!(judge_high_water("h", &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).is_err());
+        assert!(error.contains("[4, 6]"), "{error}");
+        assert!(judge_high_water("h", &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0).is_err());
+        // ... unless all of them stay within the slack.
+        assert!(judge_high_water("h", &[1, 5, 9, 9, 10, 10, 11, 11, 11, 11], 2).is_ok());
+        assert!(judge_high_water("h", &[1, 5, 9, 9, 10, 10, 11, 11, 12, 12], 2).is_err());
         // Too short to judge: never a failure.
-        assert!(judge_high_water("h", &[1, 2])
+        assert!(judge_high_water("h", &[1, 2], 0)
             .unwrap()
             .contains("too short"));
         assert_eq!(warmup_periods(60), 3);
