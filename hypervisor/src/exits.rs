@@ -78,7 +78,9 @@ impl ExitHost for Host<'_> {
 static ESCAPE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Reads typed bytes and delivers them to the VM with the input focus.
-/// Ctrl-A then: `n` next VM, `c` counters, `h` help, Ctrl-A a literal Ctrl-A.
+/// Ctrl-A then: `n` next VM, `c` counters, `s` the stats lines (memory
+/// high-water marks, switch ports; see `stats`), `h` help, Ctrl-A a literal
+/// Ctrl-A.
 pub fn poll_console(gic: &Gic, me: usize) {
     let sys = system();
     if sys.vms.is_empty() {
@@ -116,9 +118,13 @@ pub fn poll_console(gic: &Gic, me: usize) {
                     crate::nic::report_switches();
                     continue;
                 }
+                b's' => {
+                    crate::stats::report();
+                    continue;
+                }
                 b'h' | b'?' => {
                     log::info!(
-                        "console: Ctrl-A n = input to the next VM, Ctrl-A c = counters, Ctrl-A Ctrl-A = send Ctrl-A"
+                        "console: Ctrl-A n = input to the next VM, Ctrl-A c = counters, Ctrl-A s = memory and switch stats, Ctrl-A Ctrl-A = send Ctrl-A"
                     );
                     continue;
                 }

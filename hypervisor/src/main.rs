@@ -15,6 +15,7 @@ mod nic;
 mod platform_info;
 mod sched;
 mod shutdown;
+mod stats;
 mod uplink;
 mod vm;
 mod vtimer;

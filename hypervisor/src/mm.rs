@@ -2,7 +2,11 @@
 //! map), the physical frame allocator, the heap, and access to the VM
 //! manifest appended to the image.
 //!
-//! Lock order: `FRAMES` is a leaf lock.
+//! Both allocators keep a high-water mark (the most bytes ever in use at
+//! once), which [`usage`] reports for the console's Ctrl-A s line and the
+//! soak run (`cargo xtask soak`) watches for leaks.
+//!
+//! Lock order: `FRAMES` and the heap's lock are leaf locks.
 
 use crate::platform_info::BoardInfo;
 use chroma_arch::aarch64::boot::{self, MmuConfig};
@@ -13,6 +17,9 @@ use chroma_core::pagetable::{
 };
 use chroma_core::HostPhysAddr;
 use chroma_manifest::{Manifest, ManifestError};
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use spin::{Mutex, Once};
 
 extern "C" {
@@ -31,7 +38,79 @@ const HEAP_BYTES: u64 = 16 << 20;
 pub static FRAMES: spin::Lazy<Mutex<Frames>> = spin::Lazy::new(|| Mutex::new(Frames::new()));
 
 #[global_allocator]
-static HEAP: buddy_system_allocator::LockedHeap<32> = buddy_system_allocator::LockedHeap::empty();
+static HEAP: TrackedHeap = TrackedHeap {
+    heap: buddy_system_allocator::LockedHeap::empty(),
+    peak: AtomicUsize::new(0),
+};
+
+/// The heap: `buddy_system_allocator`'s, which counts the bytes in use
+/// itself (`stats_alloc_actual`: with its rounding to powers of two), plus
+/// the most that count ever reached.
+struct TrackedHeap {
+    heap: buddy_system_allocator::LockedHeap<32>,
+    /// The highest `stats_alloc_actual` seen after an allocation.
+    peak: AtomicUsize,
+}
+
+// SAFETY: allocation and deallocation are `buddy_system_allocator::Heap`'s
+// own, under its lock, exactly as its `LockedHeap` implements `GlobalAlloc`:
+// a block it hands out is free memory of the heap range, of at least the
+// layout's size and alignment, until it is given back. The wrapper only
+// reads the allocator's byte count while it holds the lock.
+unsafe impl GlobalAlloc for TrackedHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let mut heap = self.heap.lock();
+        let block = heap
+            .alloc(layout)
+            .map_or(core::ptr::null_mut(), NonNull::as_ptr);
+        let in_use = heap.stats_alloc_actual();
+        drop(heap);
+        self.peak.fetch_max(in_use, Ordering::Relaxed);
+        block
+    }
+
+    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+        // The caller passes a block `alloc` returned (never null) with its layout.
+        if let Some(block) = NonNull::new(block) {
+            self.heap.lock().dealloc(block, layout);
+        }
+    }
+}
+
+/// What the hypervisor's own allocators hold now and at most, in bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemoryUsage {
+    /// Heap bytes in use (as the buddy allocator counts them, rounded up to
+    /// its block sizes).
+    pub heap_used: usize,
+    /// The most heap bytes ever in use at once.
+    pub heap_peak: usize,
+    /// The heap's size.
+    pub heap_total: usize,
+    /// Frame-allocator bytes in use (guest RAM, tables, DMA buffers).
+    pub frames_used: u64,
+    /// The most frame-allocator bytes ever in use at once.
+    pub frames_peak: u64,
+    /// Bytes the frame allocator manages.
+    pub frames_total: u64,
+}
+
+/// The allocators' figures now, with their high-water marks.
+pub fn usage() -> MemoryUsage {
+    let (heap_used, heap_total) = {
+        let heap = HEAP.heap.lock();
+        (heap.stats_alloc_actual(), heap.stats_total_bytes())
+    };
+    let frames = FRAMES.lock();
+    MemoryUsage {
+        heap_used,
+        heap_peak: HEAP.peak.load(Ordering::Relaxed).max(heap_used),
+        heap_total,
+        frames_used: frames.used_bytes(),
+        frames_peak: frames.peak_used_bytes(),
+        frames_total: frames.used_bytes() + frames.free_bytes(),
+    }
+}
 
 static MANIFEST_BYTES: Once<&'static [u8]> = Once::new();
 /// The live EL2 tables, for the guest-RAM aliases mapped after boot.
@@ -180,7 +259,11 @@ pub fn init(board: &BoardInfo) {
     }
     // SAFETY: the heap range is RAM right after the image (same GiB, mapped
     // by the early map), owned by nobody else: it is excluded from the frames.
-    unsafe { HEAP.lock().init(host_usize(heap), host_usize(HEAP_BYTES)) };
+    unsafe {
+        HEAP.heap
+            .lock()
+            .init(host_usize(heap), host_usize(HEAP_BYTES))
+    };
     {
         let mut frames = FRAMES.lock();
         for range in board.memory.iter().flatten() {

@@ -1,8 +1,9 @@
 //! virtio-net inside EL2: VM-to-VM TCP and ICMP through chroma's switch,
 //! with the cache policy's forced mode, and containment of a VM that faults
-//! while traffic flows.
+//! while traffic flows; the console's Ctrl-A s stats lines (memory
+//! high-water marks, switch ports) that `cargo xtask soak` reads.
 
-use chroma_systest::{boot_with, guest_image, Board, Outcome};
+use chroma_systest::{boot_with, guest_image, start_with, Board, Outcome};
 
 const SERVER: &str = "net.ip=10.0.2.15/24 svc.ping=10.0.2.16 svc.pings=3 svc.sinks=1";
 const CLIENT: &str =
@@ -201,4 +202,65 @@ fn a_vm_that_fails_to_start_leaves_the_other_ports_correct() {
     );
     run.assert_all_stopped(2, 1);
     run.assert_failure_not_timeout();
+}
+
+/// The number after `key=` in `line`, split at `/` (`rx=<frames>/<bytes>`).
+fn stats_field(line: &str, key: &str) -> Vec<u64> {
+    let value = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {line}"));
+    value
+        .split('/')
+        .map(|n| {
+            n.parse()
+                .unwrap_or_else(|_| panic!("{key}{value} in {line}"))
+        })
+        .collect()
+}
+
+#[test]
+fn ctrl_a_s_prints_memory_high_water_marks_and_port_counters() {
+    // The pair moves 1 MiB; then Ctrl-A s asks for the stats lines.
+    let config = format!(
+        "[[switch]]\nname = \"lan0\"\n\n{}\n{}",
+        vm("svc", "netsvc", "net.ip=10.0.2.15/24 svc.sinks=1", 0, true),
+        vm(
+            "client",
+            "netclient",
+            "net.ip=10.0.2.16/24 client.server=10.0.2.15 client.ping=1 client.mib=1",
+            1,
+            true
+        )
+    );
+    let mut run = start_with("net_stats", &config, board(), &[]);
+    run.wait_for("client", "netclient: transfer 1048576 bytes", 90);
+    run.type_text("\u{1}s");
+    let header = run.wait_for("chroma", "stats heap=", 30);
+    let ports = run.wait_for_nth("chroma", "stats port=lan0.", 2, 30);
+    let outcome = run.finish(120);
+    outcome.assert_success();
+    // Used never exceeds the high-water mark, nor that the total; the
+    // pair's RAM, tables and NIC buffers are frames in use.
+    for key in ["heap=", "frames="] {
+        let [used, peak, total] = stats_field(&header, key)[..] else {
+            panic!("{key} is not used/peak/total in {header}");
+        };
+        assert!(0 < used && used <= peak && peak <= total, "{header}");
+    }
+    // Both VMs, whether or not they have powered off by now.
+    assert_eq!(stats_field(&header, "resets="), [0], "{header}");
+    assert_eq!(stats_field(&header, "vms=")[1], 2, "{header}");
+    // The client's megabyte went into the switch at its port and out at svc's.
+    let port = |owner: &str| {
+        ports
+            .iter()
+            .find(|line| line.contains(&format!(" owner={owner} ")))
+            .unwrap_or_else(|| panic!("no port line for {owner}: {ports:?}"))
+    };
+    let (svc, client) = (port("svc"), port("client"));
+    assert!(svc.contains("port=lan0.0 "), "{svc}");
+    assert!(stats_field(client, "tx=")[1] > 1 << 20, "{client}");
+    assert!(stats_field(svc, "rx=")[1] > 1 << 20, "{svc}");
+    assert_eq!(stats_field(client, "spoofed="), [0], "{client}");
 }

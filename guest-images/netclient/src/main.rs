@@ -6,8 +6,16 @@
 //! `client.seed=N` (1) for the xorshift64 byte stream, `client.stay=S` (0)
 //! seconds to stay on the network (answering pings) after `done`. Prints one line per
 //! ping reply, the transfer's checksums from both ends, the throughput, then
-//! `netclient: done` and powers off. A failure prints a line with `FAIL` and
-//! powers off.
+//! `netclient: done` and powers off. A refused connection is retried for up
+//! to 10 s (the sink listens again only once its last session has closed).
+//! A failure prints a line with `FAIL` and powers off.
+//!
+//! For long runs (`cargo xtask soak`): `client.loop=S` repeats the transfer
+//! (a new connection each round, the pings only before the first) until S
+//! seconds have passed since the link came up, printing a transfer line per
+//! round and `netclient: rounds <n>` at the end; `client.reset` ends with
+//! PSCI SYSTEM_RESET instead of powering off, so that the hypervisor
+//! restarts the VM and it all begins again. A failure still powers off.
 #![no_std]
 #![no_main]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -22,6 +30,7 @@ use chroma_guest_netsvc::ping::Pinger;
 use chroma_guest_netsvc::stack::{NetConfig, NetStack};
 use chroma_guest_rt::args::BootArgs;
 use chroma_guest_rt::{println, timer, Boot};
+use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 
@@ -37,11 +46,17 @@ const PING_TIMEOUT_MS: u64 = 1000;
 /// answers: both guests boot at the same time, and the server's network may
 /// not be up when the client's is.
 const WARM_UP_PINGS: u16 = 15;
-/// How long the connection may take to open.
+/// How long the socket stays after TIME-WAIT, for its last ACK to leave.
+const ACK_DRAIN_MS: u64 = 200;
+/// How long a refused connection waits before it tries again.
+const CONNECT_RETRY_MS: u64 = 500;
+/// How long the connection may take to open (retries included).
 const CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// How long the transfer may go without any progress (bytes queued or
 /// received) before it counts as failed.
 const STALL_TIMEOUT_MS: u64 = 15_000;
+/// `client.loop`: the pause between one round's end and the next connection.
+const ROUND_PAUSE_MS: u64 = 1000;
 /// The send buffer (how much can be in flight).
 const TX_BYTES: usize = 64 * 1024;
 const RX_BYTES: usize = 4 * 1024;
@@ -57,6 +72,10 @@ struct Plan {
     mebibytes: u64,
     seed: u64,
     stay_seconds: u64,
+    /// `client.loop`: seconds of repeated transfers (0: one transfer).
+    loop_seconds: u64,
+    /// `client.reset`: SYSTEM_RESET at the end instead of powering off.
+    reset: bool,
 }
 
 fn main(boot: &'static Boot) -> ! {
@@ -79,6 +98,8 @@ fn main(boot: &'static Boot) -> ! {
         mebibytes: args.number("client.mib").unwrap_or(16),
         seed: args.number("client.seed").unwrap_or(1),
         stay_seconds: args.number("client.stay").unwrap_or(0),
+        loop_seconds: args.number("client.loop").unwrap_or(0),
+        reset: args.flag("client.reset"),
     };
     let mut stack =
         NetStack::start(boot, config).unwrap_or_else(|error| fail(format_args!("{}", error)));
@@ -97,6 +118,23 @@ fn main(boot: &'static Boot) -> ! {
 
     ping(&mut stack, &plan);
     transfer(&mut stack, &plan);
+    if plan.loop_seconds > 0 {
+        let loop_until =
+            timer::now().saturating_add(timer::ticks_in_ms(plan.loop_seconds.saturating_mul(1000)));
+        let mut rounds: u64 = 1;
+        while timer::now() < loop_until {
+            // The server's sink listens again only once its last session has
+            // closed: give it a moment (answering pings meanwhile).
+            let pause_until = timer::now().saturating_add(timer::ticks_in_ms(ROUND_PAUSE_MS));
+            while timer::now() < pause_until {
+                stack.poll();
+                stack.sleep(pause_until);
+            }
+            transfer(&mut stack, &plan);
+            rounds += 1;
+        }
+        println!("netclient: rounds {}", rounds);
+    }
 
     let counters = stack.counters();
     let (device_interrupts, timer_interrupts) = irq::interrupt_counts();
@@ -117,6 +155,14 @@ fn main(boot: &'static Boot) -> ! {
     while timer::now() < stay_until {
         stack.poll();
         stack.sleep(stay_until);
+    }
+    if plan.reset {
+        println!("netclient: reset");
+        let status = chroma_guest_rt::psci::system_reset();
+        fail(format_args!(
+            "SYSTEM_RESET returned {}",
+            chroma_guest_rt::psci::status_name(status)
+        ));
     }
     chroma_guest_rt::power_off()
 }
@@ -189,36 +235,51 @@ fn parse_answer(line: &str) -> Option<(u64, u64)> {
     Some((length?, hash?))
 }
 
+/// Starts connecting socket `handle` to the sink on `server`, from a fresh
+/// local port.
+fn connect(stack: &mut NetStack, handle: SocketHandle, server: Ipv4Address) {
+    let local_port = 49152 + (timer::now() % 16384) as u16;
+    let socket = stack.sockets.get_mut::<tcp::Socket>(handle);
+    if socket
+        .connect(stack.interface.context(), (server, SINK_PORT), local_port)
+        .is_err()
+    {
+        fail(format_args!("cannot connect to {}:{}", server, SINK_PORT));
+    }
+}
+
 /// Connects to the sink, sends the stream, half-closes, reads the answer.
 fn transfer(stack: &mut NetStack, plan: &Plan) {
     let total = plan.mebibytes.saturating_mul(1024 * 1024);
     let rx = tcp::SocketBuffer::new(vec![0; RX_BYTES]);
     let tx = tcp::SocketBuffer::new(vec![0; TX_BYTES]);
     let handle = stack.sockets.add(tcp::Socket::new(rx, tx));
-    let local_port = 49152 + (timer::now() % 16384) as u16;
-    {
-        let socket = stack.sockets.get_mut::<tcp::Socket>(handle);
-        if socket
-            .connect(
-                stack.interface.context(),
-                (plan.server, SINK_PORT),
-                local_port,
-            )
-            .is_err()
-        {
-            fail(format_args!(
-                "cannot connect to {}:{}",
-                plan.server, SINK_PORT
-            ));
-        }
-    }
     let connect_deadline = timer::now().saturating_add(timer::ticks_in_ms(CONNECT_TIMEOUT_MS));
+    connect(stack, handle, plan.server);
     loop {
         stack.poll();
         let socket = stack.sockets.get_mut::<tcp::Socket>(handle);
         match socket.state() {
             tcp::State::Established => break,
             tcp::State::SynSent | tcp::State::SynReceived => {}
+            // Refused: the sink may not listen again yet (its last session,
+            // perhaps with this VM before a reset, is still closing). Retry
+            // until the deadline.
+            state if timer::now() < connect_deadline => {
+                println!(
+                    "netclient: info connection to {}:{} refused ({}), retrying",
+                    plan.server, SINK_PORT, state
+                );
+                let retry_at = timer::now()
+                    .saturating_add(timer::ticks_in_ms(CONNECT_RETRY_MS))
+                    .min(connect_deadline);
+                while timer::now() < retry_at {
+                    stack.poll();
+                    stack.sleep(retry_at);
+                }
+                connect(stack, handle, plan.server);
+                continue;
+            }
             state => fail(format_args!(
                 "connection to {}:{} refused ({})",
                 plan.server, SINK_PORT, state
@@ -331,16 +392,24 @@ fn transfer(stack: &mut NetStack, plan: &Plan) {
         ));
     }
     // Acknowledge the server's FIN (so its socket closes and listens again)
-    // before powering off: wait for TIME-WAIT or CLOSED, briefly.
+    // before powering off: wait for TIME-WAIT or CLOSED, briefly, and then
+    // a moment more, so that the ACK (which smoltcp may delay) leaves before
+    // the socket is dropped or the VM resets.
     let linger_deadline = timer::now().saturating_add(timer::ticks_in_ms(2000));
+    let mut drained_at: Option<u64> = None;
     loop {
         stack.poll();
         let state = stack.sockets.get_mut::<tcp::Socket>(handle).state();
-        if matches!(state, tcp::State::TimeWait | tcp::State::Closed)
-            || timer::now() >= linger_deadline
-        {
+        let now = timer::now();
+        if drained_at.is_none() && matches!(state, tcp::State::TimeWait | tcp::State::Closed) {
+            drained_at = Some(now.saturating_add(timer::ticks_in_ms(ACK_DRAIN_MS)));
+        }
+        let until = drained_at.map_or(linger_deadline, |t| t.min(linger_deadline));
+        if now >= until {
             break;
         }
-        stack.sleep(linger_deadline);
+        stack.sleep(until);
     }
+    // Its buffers go back to the heap (a `client.loop` round after round).
+    stack.sockets.remove(handle);
 }

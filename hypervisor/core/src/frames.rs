@@ -7,9 +7,16 @@ use crate::HostPhysAddr;
 use buddy_system_allocator::FrameAllocator;
 
 /// Physical frames, in buddy orders up to 2^31 frames.
+///
+/// It also keeps its high-water mark: the most bytes ever handed out at
+/// once, which a soak run (`cargo xtask soak`) watches for leaks.
 pub struct Frames {
     buddy: FrameAllocator<32>,
     free_bytes: u64,
+    /// Bytes given to the pool by [`Frames::add_range`].
+    total_bytes: u64,
+    /// The most bytes ever allocated at once.
+    peak_used_bytes: u64,
 }
 
 impl Default for Frames {
@@ -24,6 +31,8 @@ impl Frames {
         Self {
             buddy: FrameAllocator::new(),
             free_bytes: 0,
+            total_bytes: 0,
+            peak_used_bytes: 0,
         }
     }
 
@@ -41,6 +50,7 @@ impl Frames {
         if last > first {
             self.buddy.add_frame(first_frame, last_frame);
             self.free_bytes += (last - first) * PAGE_SIZE;
+            self.total_bytes += (last - first) * PAGE_SIZE;
         }
     }
 
@@ -52,6 +62,7 @@ impl Frames {
             .next_power_of_two();
         let frame = self.buddy.alloc(frames)?;
         self.free_bytes -= frames as u64 * PAGE_SIZE;
+        self.peak_used_bytes = self.peak_used_bytes.max(self.used_bytes());
         Some(HostPhysAddr::new(frame as u64 * PAGE_SIZE))
     }
 
@@ -73,6 +84,16 @@ impl Frames {
     /// Bytes still free.
     pub fn free_bytes(&self) -> u64 {
         self.free_bytes
+    }
+
+    /// Bytes allocated now (rounded as [`Frames::alloc`] rounds them).
+    pub fn used_bytes(&self) -> u64 {
+        self.total_bytes.saturating_sub(self.free_bytes)
+    }
+
+    /// The most bytes that were ever allocated at once: the high-water mark.
+    pub fn peak_used_bytes(&self) -> u64 {
+        self.peak_used_bytes
     }
 }
 
@@ -100,6 +121,29 @@ mod tests {
         assert!(b.raw() + 4 * PAGE_SIZE <= a.raw() || b.raw() >= a.raw() + (64 << 20));
         f.free(a, 64 << 20);
         assert_eq!(f.alloc(64 << 20), Some(a));
+    }
+
+    #[test]
+    fn the_high_water_mark_stays_after_a_free() {
+        let mut f = Frames::new();
+        f.add_range(
+            HostPhysAddr::new(0x4000_0000),
+            HostPhysAddr::new(0x4100_0000),
+        );
+        assert_eq!((f.used_bytes(), f.peak_used_bytes()), (0, 0));
+        let a = f.alloc(3 * PAGE_SIZE).unwrap();
+        assert_eq!(f.used_bytes(), 4 * PAGE_SIZE, "rounded as alloc rounds");
+        let b = f.alloc(PAGE_SIZE).unwrap();
+        f.free(a, 3 * PAGE_SIZE);
+        assert_eq!(f.used_bytes(), PAGE_SIZE);
+        assert_eq!(f.peak_used_bytes(), 5 * PAGE_SIZE);
+        // Reusing freed memory does not raise the mark.
+        let c = f.alloc(4 * PAGE_SIZE).unwrap();
+        assert_eq!(f.peak_used_bytes(), 5 * PAGE_SIZE);
+        f.free(b, PAGE_SIZE);
+        f.free(c, 4 * PAGE_SIZE);
+        assert_eq!(f.used_bytes(), 0);
+        assert_eq!(f.peak_used_bytes(), 5 * PAGE_SIZE);
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod layering;
 mod lints;
 mod process;
 mod qemu;
+mod soak;
 mod testing;
 mod toolchain;
 mod verdict;
@@ -43,6 +44,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Print the QEMU binary every run, test and benchmark uses, and its version.
     QemuVersion(emulator::QemuVersionArgs),
+    /// Run VMs with traffic through the switch and the uplink for N minutes,
+    /// resetting one every few minutes, and fail if the hypervisor's heap or
+    /// frame high-water marks keep growing, traffic stops or anything fails.
+    Soak(soak::SoakArgs),
     /// Run the cache aliasing oracle (arguments are passed through).
     Oracle {
         /// Arguments for the oracle, e.g. `--quick`.
@@ -103,6 +108,7 @@ fn main() -> ExitCode {
         Command::Test(args) => testing::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::QemuVersion(args) => emulator::print_version(&args),
+        Command::Soak(args) => soak::run(&args),
         Command::Oracle { args } => testing::oracle(&args),
     };
     match outcome {

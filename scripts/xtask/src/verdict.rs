@@ -23,7 +23,8 @@ pub const HYPERVISOR_FAILED_EXIT: u8 = 2;
 pub const NO_SUMMARY_EXIT: u8 = 3;
 
 /// Prefixes of the lines that report a failure of the hypervisor itself.
-const FAILURE_PREFIXES: [&str; 3] = ["chroma: fatal: ", "chroma: PANIC", "chroma: EL2 EXCEPTION"];
+pub(crate) const FAILURE_PREFIXES: [&str; 3] =
+    ["chroma: fatal: ", "chroma: PANIC", "chroma: EL2 EXCEPTION"];
 /// The summary line, up to its counts.
 const SUMMARY_PREFIX: &str = "chroma: all VMs stopped (";
 
