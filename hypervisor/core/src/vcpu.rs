@@ -115,6 +115,12 @@ pub enum Action {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NoDevice;
 
+impl core::fmt::Display for NoDevice {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("no device at this address")
+    }
+}
+
 /// What exit handling needs from around the VM.
 pub trait ExitHost {
     /// An access to virtio-mmio transport `nic` of `vm`; returns the value
