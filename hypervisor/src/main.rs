@@ -5,7 +5,7 @@
 #![no_main]
 #![deny(missing_docs)]
 // No panic on a path a guest can reach (issue 10); tests may unwrap (clippy.toml).
-// Why `clippy::indexing_slicing` is not denied: "Panics" in chroma-core's docs.
+// Where `clippy::indexing_slicing` is denied, and why: "Panics" in chroma-core's docs.
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,
