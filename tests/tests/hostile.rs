@@ -119,13 +119,16 @@ const LAST_CPU_OFF: &str = "sched-last-vcpu-cpu-off";
 /// runs: longer than the attacker takes on a loaded machine (about 5 s
 /// idle), which the test checks.
 const BYSTANDER_MS: u64 = 20_000;
-/// Latest a bystander tick may come, in microseconds: a few slices (10 ms)
-/// and TCG's jitter on a loaded 2-core machine. Measured idle: 54 ms worst
-/// over a whole GICv2 run. The attacks it catches stall the bystander far
+/// Latest a bystander tick may come, in microseconds. The hypervisor's
+/// part is a slice (10 ms): measured 15 to 54 ms over whole runs on an idle
+/// machine. But the virtual counter is the host's clock, so a host that
+/// deschedules QEMU (the full suite runs two boots at once on 2 cores, next
+/// to builds) makes ticks late too: up to 0.8 s was seen that way, with
+/// `-cpu max`. The attacks this bound exists for stall the bystander far
 /// longer: an active priority leaked through the GIC's APRs holds its
-/// interrupts for the whole second vgic-active-never-completed holds one;
-/// a maintenance-interrupt storm or an unchunked reset for ever.
-const MAX_LATE_US: u64 = 400_000;
+/// interrupts for the 3 s vgic-active-never-completed holds one; a
+/// maintenance-interrupt storm for ever (the bystander never finishes).
+const MAX_LATE_US: u64 = 1_500_000;
 
 /// One attacker run: `cases` on `gic`, with `options` for `xtask run`.
 fn attack(
@@ -210,10 +213,9 @@ fn check(run: &Outcome, cases: &[&str]) -> BTreeSet<String> {
     );
     let ticks = field(done, "ticks").unwrap_or(0);
     let expected = field(done, "expected").unwrap_or(u64::MAX);
-    assert!(
-        ticks * 10 >= expected * 9,
-        "the bystander missed ticks: {done}"
-    );
+    // Ticks missed while the host did not run QEMU are skipped, not
+    // queued: half of them must still come.
+    assert!(ticks * 2 >= expected, "the bystander missed ticks: {done}");
     // The attack was over before the bystander stopped watching.
     let order: Vec<&str> = run
         .stdout
@@ -250,7 +252,7 @@ fn hostile_catalogue_gicv3() {
 }
 
 /// Pointer-authentication keys are switched per vCPU: on a CPU that has
-/// them (`-cpu max`), the attacker's keys read back as its own and the
+/// them (`-cpu max`, with QEMU's faster IMPLEMENTATION DEFINED algorithm), the attacker's keys read back as its own and the
 /// bystander's stay as it set them.
 #[test]
 fn hostile_catalogue_pointer_auth_keys() {
@@ -259,7 +261,7 @@ fn hostile_catalogue_pointer_auth_keys() {
         3,
         POINTER_AUTH,
         BYSTANDER_MS / 2,
-        &["--cpu", "max,sve=off,sme=off,pauth=on"],
+        &["--cpu", "max,sve=off,sme=off,pauth=on,pauth-impdef=on"],
     );
     check(&run, POINTER_AUTH);
 }

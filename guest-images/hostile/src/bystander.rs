@@ -195,9 +195,9 @@ pub fn run(boot: &'static Boot, args: &BootArgs<'_>) -> ! {
     }
     exceptions::mask_irqs();
     let frequency = timer::frequency();
-    let state = match CHANGED.get() {
-        0 => "ok",
-        index if (index as usize) <= WATCHED.len() => WATCHED[index as usize - 1].0,
+    let state = match usize::try_from(CHANGED.get()) {
+        Ok(0) => "ok",
+        Ok(index) if index <= WATCHED.len() => WATCHED[index - 1].0,
         _ => "GIC priority mask",
     };
     println!(

@@ -78,10 +78,10 @@ fn affinity_info_junk(_: &Boot) -> Outcome {
 }
 
 fn features_unknown(_: &Boot) -> Outcome {
-    for function in [0x8400_001f, 0xc400_00ff, 0x0400_0000, u64::from(u32::MAX)] {
+    for function in [0x8400_001fu32, 0xc400_00ff, 0x0400_0000, u32::MAX] {
         code(
             "PSCI_FEATURES of an unknown function",
-            psci::features(function as u32),
+            psci::features(function),
             status::NOT_SUPPORTED,
         )?;
     }
@@ -91,10 +91,17 @@ fn features_unknown(_: &Boot) -> Outcome {
 /// CPU_SUSPEND with a power state no platform defines: INVALID_PARAMETERS,
 /// or (as a standby the hypervisor may treat as WFI) SUCCESS; the vCPU
 /// carries on either way.
-fn cpu_suspend_junk(_: &Boot) -> Outcome {
-    chroma_guest_rt::timer::arm_ms(1);
+fn cpu_suspend_junk(boot: &Boot) -> Outcome {
+    // A standby is a WFI: give it an interrupt that wakes it (the virtual
+    // timer, enabled at the GIC, IRQs masked), then take that interrupt.
+    let gic = crate::gic::Attack::new(boot)?;
+    gic.quiesce();
+    gic.enable(chroma_guest_rt::timer::VIRTUAL_TIMER_INTID, 0xa0);
+    chroma_guest_rt::timer::arm_ms(20);
     let result = psci::call(CPU_SUSPEND_64, 0xffff_ffff, 0x4008_0000, 0);
-    chroma_guest_rt::timer::disarm();
+    let mut seen = [0u32; 33];
+    gic.drain(&mut seen, 1, 500);
+    gic.quiesce();
     if result != status::INVALID_PARAMETERS
         && result != status::SUCCESS
         && result != status::NOT_SUPPORTED

@@ -151,7 +151,7 @@ fn priority_order(boot: &Boot) -> Outcome {
     let gic = Attack::new(boot)?;
     gic.quiesce();
     // SGI k gets a priority that is not monotonic in k.
-    let priority = |intid: u32| (0x10 + 0x10 * ((intid * 5) % 8)) as u8;
+    let priority = |intid: u32| u8::try_from(0x10 + 0x10 * ((intid * 5) % 8)).unwrap_or(0xf0);
     for intid in 0..8 {
         gic.enable(intid, priority(intid));
     }
@@ -317,8 +317,14 @@ fn overflow_masked_no_storm(boot: &Boot) -> Outcome {
     ok_with("speed_percent", percent)
 }
 
+/// How long vgic-active-never-completed holds its interrupt active: far
+/// longer than the bystander's worst lateness on a loaded host, so a
+/// leaked active priority (which holds the bystander's ticks as long) is
+/// told from noise.
+const HELD_MS: u64 = 3000;
+
 /// An interrupt of the highest priority acknowledged and left active for
-/// a second: it is this VM's business only (the bystander's timer keeps
+/// three seconds: it is this VM's business only (the bystander's timer keeps
 /// coming); completed afterwards, the GIC is idle again.
 fn active_never_completed(boot: &Boot) -> Outcome {
     let gic = Attack::new(boot)?;
@@ -331,13 +337,13 @@ fn active_never_completed(boot: &Boot) -> Outcome {
         return fail("SGI 9 not acknowledged", u64::from(got), 9);
     }
     let running = gic.rpr();
-    spin_counting(1000);
+    spin_counting(HELD_MS);
     let still = gic.rpr();
     gic.eoi(9);
     let after = gic.rpr();
     gic.quiesce();
     expect("running priority while active", u64::from(running), 0)?;
-    expect("running priority after a second", u64::from(still), 0)?;
+    expect("running priority after three seconds", u64::from(still), 0)?;
     if after < 0xf0 {
         return fail("running priority after EOI", u64::from(after), 0xff);
     }
