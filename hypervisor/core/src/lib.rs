@@ -22,11 +22,11 @@
 //!
 //! `clippy::indexing_slicing` is denied only in the modules that decode guest
 //! input first: [`vcpu`], [`exit`], [`psci`] and [`pl011`] here, `queue`,
-//! `mmio` and `checksum` in `chroma-virtio`, and the ESR decoder in
-//! `chroma-arch`. Crate-wide it would flag about 145 sites in the EL2 binary
+//! `mmio`, `net` and `checksum` in `chroma-virtio`, and the ESR decoder in
+//! `chroma-arch`. Crate-wide it would flag about 135 sites in the EL2 binary
 //! and its crates (the switch's port and FDB tables, the scheduler's and NIC
 //! wiring's VM tables, the vGIC's per-vCPU banks and list-register
-//! candidates, console line buffers, virtio-net header and frame slices), and
+//! candidates, console line buffers, the GIC's saved priority registers), and
 //! in each the index is either the hypervisor's own (a port, a VM, a ring
 //! position modulo its size) or checked just before (a redistributor index
 //! against the vCPU count, a frame length against its buffer). Rewriting them

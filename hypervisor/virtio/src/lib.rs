@@ -22,8 +22,8 @@
 //! No path a guest reaches may panic: the crate denies `unwrap`, `expect`,
 //! `panic!` and their kin outside tests; a guest's mistake sets
 //! `DEVICE_NEEDS_RESET` or drops the frame. `clippy::indexing_slicing` is
-//! denied in [`queue`], [`mmio`] and [`checksum`], which parse guest values
-//! first; elsewhere (the switch, the net device's buffers) it is not, for the
+//! denied in [`queue`], [`mmio`], [`net`] and [`checksum`], which parse guest
+//! values first; in [`switch`], whose indices are its own ports, it is not, for the
 //! reason "Panics" in `chroma-core`'s docs gives: a guest's offsets and
 //! lengths are checked next to each use, or read through `get()`.
 #![cfg_attr(not(test), no_std)]
