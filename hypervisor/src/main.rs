@@ -4,6 +4,16 @@
 #![no_std]
 #![no_main]
 #![deny(missing_docs)]
+// No panic on a path a guest can reach (issue 10); tests may unwrap (clippy.toml).
+// Where `clippy::indexing_slicing` is denied, and why: "Panics" in chroma-core's docs.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
 
 extern crate alloc;
 

@@ -45,7 +45,7 @@ impl core::fmt::Display for BoardError {
             BoardError::DeviceTree(e) => write!(f, "the board's device tree: {e}"),
             BoardError::InterruptController(kind, base) => write!(
                 f,
-                "the board's interrupt controller is {kind:?} at {base:#x}, not a GIC; this build drives GICv2 and GICv3 only"
+                "the board's interrupt controller is {kind} at {base:#x}, not a GIC; this build drives GICv2 and GICv3 only"
             ),
             BoardError::NoVirtualGic(what) => f.write_str(what),
         }

@@ -112,7 +112,7 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
     }
     if let Err(e) = cache.aliases.check_invariant() {
         crate::fatal_fmt(format_args!(
-            "guest-RAM aliases break the colour invariant: {e:?}"
+            "guest-RAM aliases break the colour invariant: {e}"
         ));
     }
     let switches = build_switches(manifest, &vms, board);

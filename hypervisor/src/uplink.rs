@@ -100,7 +100,7 @@ impl Uplink {
                         received: 0,
                     });
                 }
-                Err(e) => log::warn!("uplink: virtio-net at {base:#x} did not come up: {e:?}"),
+                Err(e) => log::warn!("uplink: virtio-net at {base:#x} did not come up: {e}"),
             }
         }
         None

@@ -5,6 +5,16 @@
 //! (`chroma_core::guest_map::QEMU_VIRT`), so it is not a board fact.
 #![no_std]
 #![deny(missing_docs)]
+// No panic on a path a guest can reach (issue 10); tests may unwrap (clippy.toml).
+// Where `clippy::indexing_slicing` is denied, and why: "Panics" in chroma-core's docs.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
 
 pub mod pl011;
 pub mod qemu_virt_aarch64;

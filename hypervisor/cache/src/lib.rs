@@ -18,6 +18,16 @@
 //!   the oracle that runs the virtio ring code over it.
 #![no_std]
 #![deny(missing_docs)]
+// No panic on a path a guest can reach (issue 10); tests may unwrap (clippy.toml).
+// Where `clippy::indexing_slicing` is denied, and why: "Panics" in chroma-core's docs.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
 
 #[cfg(not(target_os = "none"))]
 extern crate std;
@@ -29,8 +39,10 @@ pub mod ops;
 pub mod policy;
 // The simulator is a host tool whose indices are bounded by its own small
 // simulated RAM (< 1 MiB), never by guest input: truncating casts are fine there.
+// It is never built for the EL2 binary, and a broken simulation should stop
+// loudly, so it may expect and panic like test code.
 #[cfg(not(target_os = "none"))]
-#[allow(clippy::cast_possible_truncation)]
+#[allow(clippy::cast_possible_truncation, clippy::expect_used, clippy::panic)]
 pub mod sim;
 
 pub use colour::{Colour, ColourAllocator};
@@ -98,5 +110,56 @@ impl fmt::Display for CacheError {
                 )
             }
         }
+    }
+}
+
+/// Every error type's `Display` is a message, not `Debug` output (issue 10).
+#[cfg(test)]
+mod display_tests {
+    use super::CacheError;
+    use std::format;
+    use std::string::String;
+
+    /// Whether `display` reads as a message for a person rather than `Debug`
+    /// output: not empty, no braces, and not naming the variant in CamelCase
+    /// (the first word of `debug`, the value's `Debug` text).
+    fn reads_as_message(display: &str, debug: &str) -> bool {
+        let variant: String = debug.chars().take_while(|c| c.is_alphanumeric()).collect();
+        !display.trim().is_empty()
+            && !display.contains(['{', '}'])
+            && (variant.is_empty() || !display.contains(variant.as_str()))
+    }
+
+    /// Checks each value's `Display`, and that its `Debug` fails the same check
+    /// (the negative control: the check can fail).
+    fn check_all<E: core::fmt::Display + core::fmt::Debug>(values: &[E]) {
+        for value in values {
+            let display = format!("{value}");
+            let debug = format!("{value:?}");
+            assert!(
+                reads_as_message(&display, &debug),
+                "{debug} displays as {display:?}"
+            );
+            assert!(
+                !reads_as_message(&debug, &debug),
+                "the check accepts Debug output {debug}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_cache_error_displays_as_a_message() {
+        check_all(&[
+            CacheError::UnknownCtrFormat { ctr: 0x8444_c004 },
+            CacheError::InvalidCacheSize { ccsidr: 0 },
+            CacheError::InvalidPageSize,
+            CacheError::InvalidColour,
+            CacheError::Unaligned,
+            CacheError::Overflow,
+            CacheError::OutOfVirtualSpace,
+            CacheError::NotAllocated,
+            CacheError::TableFull,
+            CacheError::ColourConflict { phys: 0x4000_0000 },
+        ]);
     }
 }

@@ -309,3 +309,109 @@ impl fmt::Display for Size {
         write!(f, "{} bytes", self.0)
     }
 }
+
+/// Every error's `Display` is a message, not `Debug` output (issue 10).
+#[cfg(test)]
+mod display_tests {
+    use super::{ConfigError, ErrorKind};
+    use std::path::PathBuf;
+
+    /// Whether `display` reads as a message for a person rather than `Debug`
+    /// output: not empty, no braces, and not naming the variant in CamelCase
+    /// (the first word of `debug`, the value's `Debug` text).
+    fn reads_as_message(display: &str, debug: &str) -> bool {
+        let variant: String = debug.chars().take_while(|c| c.is_alphanumeric()).collect();
+        !display.trim().is_empty()
+            && !display.contains(['{', '}'])
+            && (variant.is_empty() || !display.contains(variant.as_str()))
+    }
+
+    #[test]
+    fn every_config_error_displays_as_a_message() {
+        let path = || PathBuf::from("guests/linux.img");
+        let name = || String::from("probe");
+        let kinds = [
+            ErrorKind::ReadConfig {
+                reason: "permission denied".into(),
+            },
+            ErrorKind::Syntax {
+                message: "unknown field `memroy`".into(),
+                line: 3,
+                column: 1,
+            },
+            ErrorKind::NoVms,
+            ErrorKind::BadName { name: name() },
+            ErrorKind::DuplicateName {
+                name: name(),
+                first: "vm[0]".into(),
+            },
+            ErrorKind::BadSize { text: "64Q".into() },
+            ErrorKind::NotAligned { bytes: 4096 },
+            ErrorKind::MemoryTooSmall,
+            ErrorKind::OverlapsDeviceWindow {
+                base: 0x1000_0000,
+                end: 0x5000_0000,
+            },
+            ErrorKind::BeyondIpaLimit { base: 1 << 40 },
+            ErrorKind::MemoryExceedsBoard {
+                bytes: 1 << 33,
+                available: 1 << 30,
+            },
+            ErrorKind::TotalMemoryExceedsBoard {
+                total: 1 << 33,
+                available: 1 << 30,
+            },
+            ErrorKind::ImagesDoNotFit {
+                need: 1 << 26,
+                have: 1 << 25,
+            },
+            ErrorKind::VcpuCount { count: 9 },
+            ErrorKind::MoreVcpusThanCpus { vcpus: 4, cpus: 2 },
+            ErrorKind::PinCount { pins: 1, vcpus: 2 },
+            ErrorKind::PinOutOfRange { cpu: 7, cpus: 4 },
+            ErrorKind::ReadImage {
+                path: path(),
+                reason: "no such file".into(),
+            },
+            ErrorKind::NotAnImage { path: path() },
+            ErrorKind::ImageTooLarge {
+                path: path(),
+                bytes: 1 << 33,
+            },
+            ErrorKind::BadCmdline {
+                reason: "the command line contains a NUL byte",
+            },
+            ErrorKind::UnknownSwitch {
+                name: "lan9".into(),
+            },
+            ErrorKind::BadMac {
+                text: "52:54".into(),
+            },
+            ErrorKind::MulticastMac {
+                mac: "01:00:5e:00:00:01".into(),
+            },
+            ErrorKind::DuplicateMac {
+                mac: "52:54:00:12:34:01".into(),
+                first: "vm[0].net[0]".into(),
+            },
+            ErrorKind::TwoUplinks {
+                first: "switch[0]".into(),
+            },
+            ErrorKind::Manifest {
+                reason: chroma_manifest::ManifestError::BadMagic,
+            },
+        ];
+        for kind in kinds {
+            let debug = format!("{kind:?}");
+            assert!(reads_as_message(&format!("{kind}"), &debug), "{debug}");
+            // The negative control: Debug output fails the check.
+            assert!(!reads_as_message(&debug, &debug), "{debug}");
+            let error = ConfigError {
+                file: "configs/default.toml".into(),
+                key: "vm[1] (\"probe\").memory".into(),
+                kind,
+            };
+            assert!(reads_as_message(&format!("{error}"), &debug), "{error:?}");
+        }
+    }
+}

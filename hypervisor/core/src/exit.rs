@@ -2,6 +2,8 @@
 //!
 //! The back-end decodes its syndrome register (ESR_EL2, HSR) into an
 //! [`Exit`]; the core dispatches on it.
+// Guest input is parsed here: an index or slice must not panic (issue 10).
+#![deny(clippy::indexing_slicing)]
 
 use crate::GuestPhysAddr;
 

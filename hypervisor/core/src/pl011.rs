@@ -4,6 +4,8 @@
 //! byte to the caller; receive has a 32-byte FIFO fed from the physical
 //! console when this VM has the input focus. The interrupt line is level:
 //! (RIS & IMSC) != 0, as the PL011 TRM (DDI 0183) specifies UARTINTR.
+// Guest input is parsed here: an index or slice must not panic (issue 10).
+#![deny(clippy::indexing_slicing)]
 
 /// Register offsets (PL011 TRM, table 3-1).
 mod offsets {
@@ -94,7 +96,10 @@ impl Pl011 {
         if self.len == FIFO_SIZE {
             return false;
         }
-        self.fifo[(self.head + self.len) % FIFO_SIZE] = byte;
+        match self.fifo.get_mut((self.head + self.len) % FIFO_SIZE) {
+            Some(slot) => *slot = byte,
+            None => return false,
+        }
         self.len += 1;
         true
     }
@@ -122,7 +127,7 @@ impl Pl011 {
                 if self.len == 0 {
                     0
                 } else {
-                    let b = self.fifo[self.head];
+                    let b = self.fifo.get(self.head).copied().unwrap_or(0);
                     self.head = (self.head + 1) % FIFO_SIZE;
                     self.len -= 1;
                     u32::from(b)
@@ -142,7 +147,11 @@ impl Pl011 {
             UARTICR => 0,
             UARTDMACR => 0,
             UARTPERIPHID0..=UARTPCELLID3 if offset.is_multiple_of(4) => {
-                u32::from(ID_BYTES[((offset - UARTPERIPHID0) / 4) as usize])
+                let index = (offset - UARTPERIPHID0) / 4;
+                usize::try_from(index)
+                    .ok()
+                    .and_then(|index| ID_BYTES.get(index))
+                    .map_or(0, |&byte| u32::from(byte))
             }
             _ if offset < WINDOW_SIZE => 0,
             _ => return None,

@@ -1,5 +1,7 @@
 //! PSCI 1.1 (Arm DEN 0022) as chroma offers it to guests over HVC: function
 //! identifiers, return codes and the decoding of a call.
+// Guest input is parsed here: an index or slice must not panic (issue 10).
+#![deny(clippy::indexing_slicing)]
 
 /// PSCI_VERSION.
 pub const PSCI_VERSION: u32 = 0x8400_0000;
@@ -106,7 +108,14 @@ impl PsciCall {
         // SMCCC: the function ID is W0, the low half of x0.
         let function = (x[0] & 0xffff_ffff) as u32;
         let is64 = function & 0x4000_0000 != 0;
-        let arg = |i: usize| if is64 { x[i] } else { x[i] & 0xffff_ffff };
+        let arg = |i: usize| {
+            let value = x.get(i).copied().unwrap_or(0);
+            if is64 {
+                value
+            } else {
+                value & 0xffff_ffff
+            }
+        };
         match function {
             PSCI_VERSION => PsciCall::Version,
             // The queried function ID is W1.

@@ -36,6 +36,8 @@
 //!   ([`GuestCpu::clean_invalidate_data_cache_by_set_way`]): a line at a
 //!   set and way may hold another VM's dirty data, which an invalidate
 //!   would discard (losing its writes, or showing it stale memory).
+// Guest input is parsed here: an index or slice must not panic (issue 10).
+#![deny(clippy::indexing_slicing)]
 
 use crate::exit::{AccessWidth, Exit, MmioAccess, SysRegAccess, TrappedRegister};
 use crate::guest_map::GuestDevice;
@@ -114,6 +116,12 @@ pub enum Action {
 /// A device access refused: the guest gets an external abort.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NoDevice;
+
+impl core::fmt::Display for NoDevice {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("no device at this address")
+    }
+}
 
 /// What exit handling needs from around the VM.
 pub trait ExitHost {

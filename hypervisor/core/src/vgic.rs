@@ -112,6 +112,15 @@ pub enum VgicError {
     NoRegister,
 }
 
+impl core::fmt::Display for VgicError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            VgicError::BadAccess => "access width or alignment not allowed for this GIC register",
+            VgicError::NoRegister => "no GIC register at this offset",
+        })
+    }
+}
+
 /// State of one interrupt in a list register, and in software.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum LrState {

@@ -134,6 +134,15 @@ pub enum OtherController {
     Bcm2835Armctrl,
 }
 
+impl core::fmt::Display for OtherController {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            OtherController::Bcm2836Local => "the BCM2836 per-core local controller",
+            OtherController::Bcm2835Armctrl => "the BCM2835 ARM control block's controller",
+        })
+    }
+}
+
 /// The architected timer's interrupts (`arm,armv8-timer`, `arm,armv7-timer`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Timer {

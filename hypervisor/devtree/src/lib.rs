@@ -11,6 +11,16 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// No panic on a path a guest can reach (issue 10); tests may unwrap (clippy.toml).
+// Where `clippy::indexing_slicing` is denied, and why: "Panics" in chroma-core's docs.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
 
 extern crate alloc;
 
@@ -112,5 +122,72 @@ impl fmt::Display for DevtreeError {
             }
             Self::Write => f.write_str("the device tree writer failed"),
         }
+    }
+}
+
+/// Every error type's `Display` is a message, not `Debug` output (issue 10).
+#[cfg(test)]
+mod display_tests {
+    use super::{DevtreeError, OtherController};
+
+    /// Whether `display` reads as a message for a person rather than `Debug`
+    /// output: not empty, no braces, and not naming the variant in CamelCase
+    /// (the first word of `debug`, the value's `Debug` text).
+    fn reads_as_message(display: &str, debug: &str) -> bool {
+        let variant: String = debug.chars().take_while(|c| c.is_alphanumeric()).collect();
+        !display.trim().is_empty()
+            && !display.contains(['{', '}'])
+            && (variant.is_empty() || !display.contains(variant.as_str()))
+    }
+
+    /// Checks each value's `Display`, and that its `Debug` fails the same check
+    /// (the negative control: the check can fail).
+    fn check_all<E: core::fmt::Display + core::fmt::Debug>(values: &[E]) {
+        for value in values {
+            let display = format!("{value}");
+            let debug = format!("{value:?}");
+            assert!(
+                reads_as_message(&display, &debug),
+                "{debug} displays as {display:?}"
+            );
+            assert!(
+                !reads_as_message(&debug, &debug),
+                "the check accepts Debug output {debug}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_devtree_error_displays_as_a_message() {
+        check_all(&[
+            DevtreeError::Truncated {
+                needed: 64,
+                available: 8,
+            },
+            DevtreeError::BadMagic,
+            DevtreeError::UnsupportedVersion { version: 16 },
+            DevtreeError::Malformed {
+                offset: 40,
+                what: "a property name outside the strings block",
+            },
+            DevtreeError::MissingNode {
+                what: "memory node",
+            },
+            DevtreeError::BadProperty {
+                node: "memory",
+                property: "reg",
+            },
+            DevtreeError::TooMany {
+                what: "memory regions",
+                max: 8,
+            },
+            DevtreeError::InvalidSpec { what: "no vCPUs" },
+            DevtreeError::Write,
+        ]);
+        // Reported inside the binary's board error.
+        check_all(&[
+            OtherController::Bcm2836Local,
+            OtherController::Bcm2835Armctrl,
+        ]);
     }
 }

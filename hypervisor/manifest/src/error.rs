@@ -125,3 +125,70 @@ impl fmt::Display for ManifestError {
         }
     }
 }
+
+/// Every error type's `Display` is a message, not `Debug` output (issue 10).
+#[cfg(test)]
+mod display_tests {
+    use super::{At, ManifestError};
+
+    /// Whether `display` reads as a message for a person rather than `Debug`
+    /// output: not empty, no braces, and not naming the variant in CamelCase
+    /// (the first word of `debug`, the value's `Debug` text).
+    fn reads_as_message(display: &str, debug: &str) -> bool {
+        let variant: String = debug.chars().take_while(|c| c.is_alphanumeric()).collect();
+        !display.trim().is_empty()
+            && !display.contains(['{', '}'])
+            && (variant.is_empty() || !display.contains(variant.as_str()))
+    }
+
+    /// Checks each value's `Display`, and that its `Debug` fails the same check
+    /// (the negative control: the check can fail).
+    fn check_all<E: core::fmt::Display + core::fmt::Debug>(values: &[E]) {
+        for value in values {
+            let display = format!("{value}");
+            let debug = format!("{value:?}");
+            assert!(
+                reads_as_message(&display, &debug),
+                "{debug} displays as {display:?}"
+            );
+            assert!(
+                !reads_as_message(&debug, &debug),
+                "the check accepts Debug output {debug}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_manifest_error_displays_as_a_message() {
+        check_all(&[
+            ManifestError::TooShort { len: 3 },
+            ManifestError::BadMagic,
+            ManifestError::UnsupportedVersion { found: 2 },
+            ManifestError::Truncated {
+                total_len: 4096,
+                available: 64,
+            },
+            ManifestError::ChecksumMismatch {
+                stored: 1,
+                computed: 2,
+            },
+            ManifestError::OutOfBounds {
+                at: At::Vm(1),
+                what: "kernel",
+            },
+            ManifestError::BadString {
+                at: At::Header,
+                what: "name",
+            },
+            ManifestError::InvalidValue {
+                at: At::Switch(0),
+                what: "port count",
+            },
+            ManifestError::TooLarge {
+                at: At::Net(2),
+                what: "initrd",
+            },
+        ]);
+        check_all(&[At::Header, At::Vm(1), At::Switch(0), At::Net(2)]);
+    }
+}

@@ -1,10 +1,16 @@
 //! Software completion of a partial (NEEDS_CSUM) checksum (virtio 1.2 §5.1.6.2).
+// Guest input is parsed here: an index or slice must not panic (issue 10).
+#![deny(clippy::indexing_slicing)]
 
 /// Adds `data` to a ones'-complement running sum of big-endian 16-bit words.
 pub fn ones_complement_sum(mut sum: u32, data: &[u8]) -> u32 {
     let mut chunks = data.chunks_exact(2);
     for pair in &mut chunks {
-        sum = sum.wrapping_add(u32::from(u16::from_be_bytes([pair[0], pair[1]])));
+        let word = match pair {
+            [high, low] => u16::from_be_bytes([*high, *low]),
+            _ => 0, // `chunks_exact(2)` yields only pairs.
+        };
+        sum = sum.wrapping_add(u32::from(word));
         // Fold early so the sum never overflows, whatever the length.
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -36,13 +42,21 @@ pub fn complete_partial(frame: &mut [u8], csum_start: u16, csum_offset: u16) -> 
     if field.checked_add(2).is_none_or(|end| end > frame.len()) {
         return false;
     }
-    let sum = ones_complement_sum(0, &frame[start..]);
+    // Both offsets come from the guest's header: checked above, and read
+    // through `get` so a mistake here cannot panic.
+    let Some(summed) = frame.get(start..) else {
+        return false;
+    };
+    let sum = ones_complement_sum(0, summed);
     let mut result = !fold(sum);
     // A computed zero is sent as 0xffff (RFC 768; equal in ones' complement for TCP).
     if result == 0 {
         result = 0xffff;
     }
-    frame[field..field + 2].copy_from_slice(&result.to_be_bytes());
+    match frame.get_mut(field..field + 2) {
+        Some(slot) => slot.copy_from_slice(&result.to_be_bytes()),
+        None => return false,
+    }
     true
 }
 

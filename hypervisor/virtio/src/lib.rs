@@ -16,9 +16,28 @@
 //!   one device to its VM's memory as a switch [`port::Port`].
 //! - [`switch`]: the L2 learning switch with bounded per-port egress queues.
 //! - `mock` (feature `test-utils`): a driver-side queue for tests.
+//!
+//! # Panics
+//!
+//! No path a guest reaches may panic: the crate denies `unwrap`, `expect`,
+//! `panic!` and their kin outside tests; a guest's mistake sets
+//! `DEVICE_NEEDS_RESET` or drops the frame. `clippy::indexing_slicing` is
+//! denied in [`queue`], [`mmio`], [`net`] and [`checksum`], which parse guest
+//! values first; in [`switch`], whose indices are its own ports, it is not, for the
+//! reason "Panics" in `chroma-core`'s docs gives: a guest's offsets and
+//! lengths are checked next to each use, or read through `get()`.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// No panic on a path a guest can reach (issue 10); see "Panics" in the crate docs.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
 
 extern crate alloc;
 
@@ -112,5 +131,76 @@ impl fmt::Display for VirtioError {
             VirtioError::InvalidState => f.write_str("write not allowed in this device status"),
             VirtioError::FeatureNotOffered => f.write_str("driver accepted a feature not offered"),
         }
+    }
+}
+
+/// Every error type's `Display` is a message, not `Debug` output (issue 10).
+#[cfg(test)]
+mod display_tests {
+    use super::VirtioError;
+    use crate::port::DropReason;
+    use chroma_mem::MemError;
+
+    /// Whether `display` reads as a message for a person rather than `Debug`
+    /// output: not empty, no braces, and not naming the variant in CamelCase
+    /// (the first word of `debug`, the value's `Debug` text).
+    fn reads_as_message(display: &str, debug: &str) -> bool {
+        let variant: String = debug.chars().take_while(|c| c.is_alphanumeric()).collect();
+        !display.trim().is_empty()
+            && !display.contains(['{', '}'])
+            && (variant.is_empty() || !display.contains(variant.as_str()))
+    }
+
+    /// Checks each value's `Display`, and that its `Debug` fails the same check
+    /// (the negative control: the check can fail).
+    fn check_all<E: core::fmt::Display + core::fmt::Debug>(values: &[E]) {
+        for value in values {
+            let display = format!("{value}");
+            let debug = format!("{value:?}");
+            assert!(
+                reads_as_message(&display, &debug),
+                "{debug} displays as {display:?}"
+            );
+            assert!(
+                !reads_as_message(&debug, &debug),
+                "the check accepts Debug output {debug}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_virtio_error_displays_as_a_message() {
+        check_all(&[
+            VirtioError::Memory(MemError::Overflow),
+            VirtioError::AvailIndexJump,
+            VirtioError::DescriptorIndexOutOfRange,
+            VirtioError::ChainTooLong,
+            VirtioError::IndirectTableLength,
+            VirtioError::NestedIndirect,
+            VirtioError::IndirectWithNext,
+            VirtioError::IndirectNotNegotiated,
+            VirtioError::ChainLengthOverflow,
+            VirtioError::QueueNotReady,
+            VirtioError::InvalidQueueSize,
+            VirtioError::MisalignedRing,
+            VirtioError::InvalidAccess,
+            VirtioError::ReadOnlyRegister,
+            VirtioError::UnknownRegister,
+            VirtioError::InvalidState,
+            VirtioError::FeatureNotOffered,
+        ]);
+        check_all(&[
+            DropReason::ShortHeader,
+            DropReason::Runt,
+            DropReason::TooLong,
+            DropReason::WrongDirection,
+            DropReason::ZeroLength,
+            DropReason::BadAddress,
+            DropReason::BadHeader,
+            DropReason::BufferTooSmall,
+            DropReason::TooManyDescriptors,
+            DropReason::PortDown,
+            DropReason::QueueFailed,
+        ]);
     }
 }

@@ -10,6 +10,8 @@
 //!
 //! No guest input can panic this code: every refused access returns a
 //! [`VirtioError`] and leaves the state consistent.
+// Guest input is parsed here: an index or slice must not panic (issue 10).
+#![deny(clippy::indexing_slicing)]
 
 use chroma_mem::{GuestMemory, GuestPhysAddr};
 
@@ -395,7 +397,10 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
         {
             return Err(self.bad_access(VirtioError::InvalidAccess));
         }
-        self.device.read_config(offset, &mut bytes[..len]);
+        // `len` is 1, 2 or 4 (checked above), so `get_mut` always succeeds.
+        if let Some(window) = bytes.get_mut(..len) {
+            self.device.read_config(offset, window);
+        }
         Ok(u32::from_le_bytes(bytes))
     }
 
@@ -416,9 +421,11 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
                 return Err(self.bad_access(VirtioError::InvalidAccess));
             }
             let bytes = value.to_le_bytes();
-            let result = self
-                .device
-                .write_config(offset - reg::CONFIG, &bytes[..usize::from(width)]);
+            // `width` is 1, 2 or 4 (checked above): the slice is always there.
+            let Some(written) = bytes.get(..usize::from(width)) else {
+                return Err(self.bad_access(VirtioError::InvalidAccess));
+            };
+            let result = self.device.write_config(offset - reg::CONFIG, written);
             return result
                 .map(|()| MmioAction::None)
                 .map_err(|e| self.bad_access(e));

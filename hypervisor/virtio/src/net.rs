@@ -9,6 +9,8 @@
 //! direction, zero length, short header, oversize, unsupported offload)
 //! drops that frame, returns its chain to the used ring so nothing leaks,
 //! and the switch counts it. Neither can affect another port.
+// Guest buffers are parsed here: an index or slice must not panic (issue 10).
+#![deny(clippy::indexing_slicing)]
 
 use chroma_mem::{GuestMemory, GuestPhysAddr};
 
@@ -304,17 +306,21 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
             let mut pos = total;
             if pos < NET_HEADER_LEN {
                 let n = (NET_HEADER_LEN - pos).min(end - pos);
-                if mem.read(addr, &mut header[pos..pos + n]).is_err() {
+                let read = header
+                    .get_mut(pos..pos + n)
+                    .is_some_and(|part| mem.read(addr, part).is_ok());
+                if !read {
                     verdict = Err(DropReason::BadAddress);
                     continue;
                 }
                 pos += n;
                 addr = GuestPhysAddr::new(addr.raw().wrapping_add(n as u64));
             }
+            // `end` <= NET_HEADER_LEN + MAX_FRAME_LEN (checked above).
             if end > pos
-                && mem
-                    .read(addr, &mut frame[pos - NET_HEADER_LEN..end - NET_HEADER_LEN])
-                    .is_err()
+                && frame
+                    .get_mut(pos - NET_HEADER_LEN..end - NET_HEADER_LEN)
+                    .is_none_or(|part| mem.read(addr, part).is_err())
             {
                 verdict = Err(DropReason::BadAddress);
                 continue;
@@ -436,16 +442,19 @@ fn write_stream<M: GuestMemory>(
     let mut pos = pos;
     if pos < NET_HEADER_LEN {
         let n = (NET_HEADER_LEN - pos).min(len);
-        if mem.write(addr, &header[pos..pos + n]).is_err() {
+        let written = header
+            .get(pos..pos + n)
+            .is_some_and(|part| mem.write(addr, part).is_ok());
+        if !written {
             return false;
         }
         pos += n;
         addr = GuestPhysAddr::new(addr.raw().wrapping_add(n as u64));
     }
     end <= pos
-        || mem
-            .write(addr, &frame[pos - NET_HEADER_LEN..end - NET_HEADER_LEN])
-            .is_ok()
+        || frame
+            .get(pos - NET_HEADER_LEN..end - NET_HEADER_LEN)
+            .is_some_and(|part| mem.write(addr, part).is_ok())
 }
 
 /// Puts one frame into the RX queue: one chain, or with MRG_RXBUF as many
@@ -485,7 +494,15 @@ fn deliver<M: GuestMemory>(
                 return Ok(RxPush::NoBuffers);
             }
         };
-        chains[chain_count] = (head, 0);
+        // The loop stops at MAX_RX_CHAINS (BufferTooSmall above), so there
+        // is always a slot; if not, the chain goes back unused and the frame
+        // is dropped rather than the chain leaked.
+        let Some(slot) = chains.get_mut(chain_count) else {
+            q.add_used(mem, head, 0)?;
+            verdict = Err(DropReason::BufferTooSmall);
+            break;
+        };
+        *slot = (head, 0);
         chain_count += 1;
         let mut chain = q.chain(head);
         let mut chain_written = 0usize;
@@ -526,13 +543,15 @@ fn deliver<M: GuestMemory>(
             chain_written += n;
         }
         // chain_written <= need <= NET_HEADER_LEN + MAX_FRAME_LEN.
-        chains[chain_count - 1].1 = u32::try_from(chain_written).unwrap_or(u32::MAX);
+        if let Some(last) = chain_count.checked_sub(1).and_then(|i| chains.get_mut(i)) {
+            last.1 = u32::try_from(chain_written).unwrap_or(u32::MAX);
+        }
         if written < need && verdict.is_ok() && (!mrg || chain_count == MAX_RX_CHAINS) {
             verdict = Err(DropReason::BufferTooSmall);
         }
     }
     if let Err(reason) = verdict {
-        for &(head, _) in &chains[..chain_count] {
+        for &(head, _) in chains.iter().take(chain_count) {
             q.add_used(mem, head, 0)?;
         }
         return Ok(RxPush::Dropped(reason));
@@ -540,12 +559,12 @@ fn deliver<M: GuestMemory>(
     if mrg && chain_count > 1 {
         let count = u16::try_from(chain_count).unwrap_or(u16::MAX).to_le_bytes();
         for (k, at) in num_buffers_at.iter().enumerate() {
-            if let Some(at) = at {
-                mem.write(*at, &count[k..k + 1])?;
+            if let (Some(at), Some(byte)) = (at, count.get(k..=k)) {
+                mem.write(*at, byte)?;
             }
         }
     }
-    for &(head, len) in &chains[..chain_count] {
+    for &(head, len) in chains.iter().take(chain_count) {
         q.add_used(mem, head, len)?;
     }
     Ok(RxPush::Delivered)

@@ -93,6 +93,26 @@ pub enum DropReason {
     QueueFailed,
 }
 
+impl core::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            DropReason::ShortHeader => "chain shorter than the virtio-net header",
+            DropReason::Runt => "frame shorter than an Ethernet header",
+            DropReason::TooLong => "frame longer than the largest frame",
+            DropReason::WrongDirection => "descriptor in the wrong direction for its queue",
+            DropReason::ZeroLength => "zero-length descriptor",
+            DropReason::BadAddress => "buffer outside the VM's RAM, or wrapping",
+            DropReason::BadHeader => {
+                "offload not negotiated, or checksum offsets outside the frame"
+            }
+            DropReason::BufferTooSmall => "receive buffers too small for the frame",
+            DropReason::TooManyDescriptors => "frame needed too many receive descriptors",
+            DropReason::PortDown => "port not live",
+            DropReason::QueueFailed => "queue failed: the device needs a reset",
+        })
+    }
+}
+
 /// Result of asking a port for its guest's next transmitted frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TxPoll {

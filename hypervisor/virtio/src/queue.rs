@@ -4,6 +4,8 @@
 //! (STYLE G3). Every value read from the guest is read once, checked, and
 //! only then used (§2.7.5, §2.7.13). Errors returned here are *fatal* for the
 //! queue: the caller sets DEVICE_NEEDS_RESET (§2.1.2) and stops using it.
+// Guest input is parsed here: an index or slice must not panic (issue 10).
+#![deny(clippy::indexing_slicing)]
 
 use core::num::Wrapping;
 use core::sync::atomic::Ordering;

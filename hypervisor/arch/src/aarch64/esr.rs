@@ -1,5 +1,7 @@
 //! ESR_EL2 decoding: the syndrome of a trap from EL1/EL0 into an
 //! architecture-neutral [`Exit`] (Arm ARM D24.2.41, ESR_ELx).
+// Guest input is parsed here: an index or slice must not panic (issue 10).
+#![deny(clippy::indexing_slicing)]
 
 use chroma_core::exit::{
     AccessWidth, Exit, MmioAccess, SetWayOperation, SysRegAccess, TrappedRegister,
