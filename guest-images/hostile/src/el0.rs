@@ -166,15 +166,15 @@ hostile_a64_load:
 extern "C" {
     fn hostile_el0_enter(entry: u64, spsr: u64, x0: u64, x1: u64);
     fn hostile_el0_return();
-    static hostile_a32_wfi: u32;
-    static hostile_a32_load: u32;
-    static hostile_t16_wfi: u32;
-    static hostile_t32_wfi: u32;
-    static hostile_t16_load: u32;
-    static hostile_t32_load: u32;
-    static hostile_t16_store_load: u32;
-    static hostile_a64_wfi: u32;
-    static hostile_a64_load: u32;
+    fn hostile_a32_wfi();
+    fn hostile_a32_load();
+    fn hostile_t16_wfi();
+    fn hostile_t32_wfi();
+    fn hostile_t16_load();
+    fn hostile_t32_load();
+    fn hostile_t16_store_load();
+    fn hostile_a64_wfi();
+    fn hostile_a64_load();
 }
 
 /// SPSR values: EL0 with D, A, I and F masked, in AArch64 (EL0t), AArch32
@@ -261,9 +261,10 @@ fn run(entry: u64, spsr: u64, x0: u64, x1: u64) -> Exit {
     }
 }
 
-/// The address of one of the code pieces above.
-fn code(symbol: &'static u32) -> u64 {
-    symbol as *const u32 as u64
+/// The address of one of the code pieces above (declared as functions only
+/// to name them: they are entered with `eret`, never called).
+fn code(symbol: unsafe extern "C" fn()) -> u64 {
+    symbol as *const () as u64
 }
 
 fn pl011(boot: &Boot) -> u64 {
@@ -313,10 +314,9 @@ fn wfi_case(
 
 /// A32 WFI (4 bytes) trapped to the hypervisor: resumes at the SVC after it.
 fn a32_wfi(boot: &Boot) -> Outcome {
-    // SAFETY: only the symbol's address is taken.
     wfi_case(
         boot,
-        code(unsafe { &hostile_a32_wfi }),
+        code(hostile_a32_wfi),
         SPSR_A32,
         4,
         4,
@@ -327,10 +327,9 @@ fn a32_wfi(boot: &Boot) -> Outcome {
 
 /// T16 WFI (2 bytes, ESR.IL = 0): the PC must advance by 2, not 4.
 fn t16_wfi(boot: &Boot) -> Outcome {
-    // SAFETY: only the symbol's address is taken.
     wfi_case(
         boot,
-        code(unsafe { &hostile_t16_wfi }),
+        code(hostile_t16_wfi),
         SPSR_T32,
         2,
         2,
@@ -341,10 +340,9 @@ fn t16_wfi(boot: &Boot) -> Outcome {
 
 /// T32 WFI.W (4 bytes in Thumb state).
 fn t32_wfi(boot: &Boot) -> Outcome {
-    // SAFETY: only the symbol's address is taken.
     wfi_case(
         boot,
-        code(unsafe { &hostile_t32_wfi }),
+        code(hostile_t32_wfi),
         SPSR_T32,
         4,
         2,
@@ -355,16 +353,7 @@ fn t32_wfi(boot: &Boot) -> Outcome {
 
 /// A64 WFI at EL0.
 fn a64_wfi(boot: &Boot) -> Outcome {
-    // SAFETY: only the symbol's address is taken.
-    wfi_case(
-        boot,
-        code(unsafe { &hostile_a64_wfi }),
-        SPSR_A64,
-        4,
-        4,
-        class::SVC64,
-        8,
-    )
+    wfi_case(boot, code(hostile_a64_wfi), SPSR_A64, 4, 4, class::SVC64, 8)
 }
 
 fn load_case(boot: &Boot, entry: u64, spsr: u64, load_length: u64, svc_length: u64) -> Outcome {
@@ -378,20 +367,17 @@ fn load_case(boot: &Boot, entry: u64, spsr: u64, load_length: u64, svc_length: u
 
 /// A32 LDR from the emulated PL011: r0 gets UARTFR, the PC advances by 4.
 fn a32_mmio_load(boot: &Boot) -> Outcome {
-    // SAFETY: only the symbol's address is taken.
-    load_case(boot, code(unsafe { &hostile_a32_load }), SPSR_A32, 4, 4)
+    load_case(boot, code(hostile_a32_load), SPSR_A32, 4, 4)
 }
 
 /// T16 LDR (2 bytes) from the emulated PL011: the PC advances by 2.
 fn t16_mmio_load(boot: &Boot) -> Outcome {
-    // SAFETY: only the symbol's address is taken.
-    load_case(boot, code(unsafe { &hostile_t16_load }), SPSR_T32, 2, 2)
+    load_case(boot, code(hostile_t16_load), SPSR_T32, 2, 2)
 }
 
 /// T32 LDR.W (4 bytes in Thumb state) from the emulated PL011.
 fn t32_mmio_load(boot: &Boot) -> Outcome {
-    // SAFETY: only the symbol's address is taken.
-    load_case(boot, code(unsafe { &hostile_t32_load }), SPSR_T32, 4, 2)
+    load_case(boot, code(hostile_t32_load), SPSR_T32, 4, 2)
 }
 
 /// T16 STR then LDR of UARTIMSC: the value written is read back into r2,
@@ -399,8 +385,7 @@ fn t32_mmio_load(boot: &Boot) -> Outcome {
 fn t16_mmio_store_load(boot: &Boot) -> Outcome {
     let imsc = pl011(boot) + UARTIMSC;
     let before = crate::mmio::read32(imsc);
-    // SAFETY: only the symbol's address is taken.
-    let entry = code(unsafe { &hostile_t16_store_load });
+    let entry = code(hostile_t16_store_load);
     let exit = run(entry, SPSR_T32, 0x50, imsc);
     crate::mmio::write32(imsc, before);
     ended_in_svc(&exit, class::SVC32, 12, entry + 6)?;
@@ -429,9 +414,8 @@ fn abort_case(entry: u64, spsr: u64, x1: u64, abort_class: u64, vector: u64) -> 
 /// A32 load outside the guest's map: the injected abort arrives at
 /// VBAR_EL1 + 0x600 as a data abort from a lower EL.
 fn a32_data_abort_vector(_: &Boot) -> Outcome {
-    // SAFETY: only the symbol's address is taken.
     abort_case(
-        code(unsafe { &hostile_a32_load }),
+        code(hostile_a32_load),
         SPSR_A32,
         UNMAPPED,
         class::DATA_ABORT_LOWER,
@@ -441,9 +425,8 @@ fn a32_data_abort_vector(_: &Boot) -> Outcome {
 
 /// The same from Thumb state.
 fn t16_data_abort_vector(_: &Boot) -> Outcome {
-    // SAFETY: only the symbol's address is taken.
     abort_case(
-        code(unsafe { &hostile_t16_load }),
+        code(hostile_t16_load),
         SPSR_T32,
         UNMAPPED,
         class::DATA_ABORT_LOWER,
@@ -459,8 +442,7 @@ fn a32_prefetch_abort_vector(_: &Boot) -> Outcome {
 /// Faults taken at EL0, more than the hypervisor's limit for a VM that
 /// keeps faulting (1000): each is delivered, and the VM is not stopped.
 fn faults_do_not_stop_the_vm(_: &Boot) -> Outcome {
-    // SAFETY: only the symbol's address is taken.
-    let entry = code(unsafe { &hostile_a64_load });
+    let entry = code(hostile_a64_load);
     for round in 0..1200u64 {
         let exit = run(entry, SPSR_A64, 0, UNMAPPED);
         if exit.class() != class::DATA_ABORT_LOWER || exit.vector != 8 {
