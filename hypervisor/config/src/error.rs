@@ -314,17 +314,8 @@ impl fmt::Display for Size {
 #[cfg(test)]
 mod display_tests {
     use super::{ConfigError, ErrorKind};
+    use chroma_mem::display_check::reads_as_message;
     use std::path::PathBuf;
-
-    /// Whether `display` reads as a message for a person rather than `Debug`
-    /// output: not empty, no braces, and not naming the variant in CamelCase
-    /// (the first word of `debug`, the value's `Debug` text).
-    fn reads_as_message(display: &str, debug: &str) -> bool {
-        let variant: String = debug.chars().take_while(|c| c.is_alphanumeric()).collect();
-        !display.trim().is_empty()
-            && !display.contains(['{', '}'])
-            && (variant.is_empty() || !display.contains(variant.as_str()))
-    }
 
     #[test]
     fn every_config_error_displays_as_a_message() {
