@@ -264,3 +264,58 @@ fn ctrl_a_s_prints_memory_high_water_marks_and_port_counters() {
     assert!(stats_field(svc, "rx=")[1] > 1 << 20, "{svc}");
     assert_eq!(stats_field(client, "spoofed="), [0], "{client}");
 }
+
+/// Port security at the system level (issue 10): a third VM sends from the
+/// server's MAC (netclient with `net.mac=` set to it). The switch drops every
+/// one of those frames and counts them as spoofed, so the impersonator
+/// reaches nobody, while the pair it impersonates moves its 16 MiB as usual.
+/// Negative control: with `Switch::may_send` returning true, its frames go
+/// out (`spoofed 0`, `tx` non-zero) and this test fails.
+#[test]
+fn a_vm_sending_from_another_vms_mac_gets_nothing_through() {
+    const SERVER_MAC: &str = "52:54:00:00:00:15";
+    let with_mac = |text: String, mac: &str| {
+        text.replace(
+            "switch = \"lan0\"\n",
+            &format!("switch = \"lan0\"\nmac = \"{mac}\"\n"),
+        )
+    };
+    let config = format!(
+        "[[switch]]\nname = \"lan0\"\n\n{}\n{}\n{}",
+        with_mac(vm("svc", "netsvc", SERVER, 0, true), SERVER_MAC),
+        with_mac(vm("client", "netclient", CLIENT, 1, true), "52:54:00:00:00:16"),
+        with_mac(
+            vm(
+                "spoofer",
+                "netclient",
+                &format!(
+                    "net.ip=10.0.2.17/24 net.mac={SERVER_MAC} client.server=10.0.2.15 client.ping=3 client.mib=1"
+                ),
+                1,
+                true
+            ),
+            "52:54:00:00:00:17"
+        ),
+    );
+    let run = boot_with("net_spoofer", &config, board(), &[]);
+    assert_traffic(&run);
+    run.assert_vm_printed_containing("spoofer", &format!("mac {SERVER_MAC}"));
+    run.assert_vm_never_printed("spoofer", "replies");
+    let lines = run.hypervisor_lines();
+    let spoofer = lines
+        .iter()
+        .find(|l| l.contains("vm spoofer net0") && l.contains("spoofed"))
+        .expect("no counter line for the spoofer's NIC");
+    assert!(
+        spoofer.contains(", tx 0 pkts 0 B,"),
+        "its frames got through: {spoofer}"
+    );
+    let spoofed: u64 = spoofer
+        .split("spoofed ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(spoofed > 0, "nothing counted as spoofed: {spoofer}");
+    eprintln!("net: {spoofer}");
+}

@@ -68,6 +68,10 @@ pub struct NetConfig {
     pub gateway: Option<Ipv4Address>,
     /// How frames are sent (`net.tx=wait`, the default, or `net.tx=queued`).
     pub tx_mode: TxMode,
+    /// The source MAC to send from (`net.mac=52:54:00:12:34:56`); by default
+    /// the one the device reports. A hostile test sets another VM's MAC: the
+    /// switch must drop those frames (port security).
+    pub mac: Option<[u8; 6]>,
 }
 
 impl NetConfig {
@@ -92,12 +96,27 @@ impl NetConfig {
             Some("queued") => TxMode::Queued,
             Some(_) => return Err(NetError::BadArgument("net.tx")),
         };
+        let mac = match args.value("net.mac") {
+            Some(text) => Some(parse_mac(text).ok_or(NetError::BadArgument("net.mac"))?),
+            None => None,
+        };
         Ok(Self {
             address,
             gateway,
             tx_mode,
+            mac,
         })
     }
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
 }
 
 /// Parses `A.B.C.D/N` (or `A.B.C.D`, taken as /24).
@@ -160,7 +179,7 @@ impl NetStack {
             unsafe { chroma_guest_rt::platform::fdt(boot.dtb_address) }.ok_or(NetError::NoDtb)?;
         let slot = device::find_net_slot(&fdt).ok_or(NetError::NoDevice)?;
         let mut device = NetDevice::new(driver::open(&slot, config.tx_mode)?);
-        let mac = EthernetAddress(device.mac_address());
+        let mac = EthernetAddress(config.mac.unwrap_or_else(|| device.mac_address()));
         let mut interface_config = Config::new(HardwareAddress::Ethernet(mac));
         // Initial TCP sequence numbers and the like: the counter is as good a
         // seed as a test guest has.
@@ -190,7 +209,7 @@ impl NetStack {
 
     /// The card's MAC address.
     pub fn mac(&self) -> MacDisplay {
-        MacDisplay(self.device.mac_address())
+        MacDisplay(self.config.mac.unwrap_or_else(|| self.device.mac_address()))
     }
 
     /// Runs smoltcp once: every received frame in, everything queued out.

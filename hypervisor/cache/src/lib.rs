@@ -118,8 +118,6 @@ impl fmt::Display for CacheError {
 mod display_tests {
     use super::CacheError;
     use chroma_mem::display_check::check_all;
-    use std::format;
-    use std::string::String;
 
     #[test]
     fn every_cache_error_displays_as_a_message() {
