@@ -12,11 +12,15 @@
 //! with its last vCPU calling CPU_OFF, which must stop its VM.
 //!
 //! Negative controls (each fix reverted once; the closing note of issue 10
-//! has the commands and what failed): the underflow request dropped at sync
-//! (`vgic::sync`) hangs the CPU in vgic-sgi-flood-masked; without the
-//! active-priority switch the bystander's ticks stop for the second
-//! vgic-active-never-completed holds; without the debug traps
-//! (MDCR_EL2.TDA) the bystander finds DBGBVR0_EL1 changed.
+//! has the commands and the output): the underflow request kept on at sync
+//! together with an unbounded `irq::drain` hangs the CPU in
+//! vgic-sgi-flood-masked (the bystander never finishes; the bound alone
+//! keeps the CPU going, and the unit test in `vgic.rs` catches the sync line
+//! alone); without the active-priority switch the bystander's ticks stop for
+//! the 3 s vgic-active-never-completed holds; without the debug or PMU traps
+//! (MDCR_EL2) the bystander finds DBGBVR0_EL1 or PMCR_EL0 changed; SPIs
+//! clamped to the last vCPU fail vgic-spi-routed-to-missing-cpu on GICv3;
+//! HVC #1 taken as the call powers the attacker off.
 
 use std::collections::BTreeSet;
 
