@@ -236,6 +236,21 @@ pub fn now_ms() -> u64 {
     chroma_guest_rt::timer::now() * 1000 / chroma_guest_rt::timer::frequency()
 }
 
+/// The best of three [`spin_counting`] runs of `milliseconds`: a host that
+/// did not run this vCPU for a moment (QEMU's clock is the host's) lowers
+/// one sample, not the best of three.
+pub fn best_speed(milliseconds: u64) -> u64 {
+    (0..3)
+        .map(|_| spin_counting(milliseconds))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The lowest speed, in percent of the speed alone, a guest keeps while an
+/// interrupt storm is pending or firing. A storm the hypervisor does not
+/// contain leaves it near 0 (or hangs the CPU); host noise costs far less.
+pub const MIN_SPEED_PERCENT: u64 = 10;
+
 /// Spins for `milliseconds` of virtual time and returns how many loop
 /// iterations it managed: a guest held in EL2 (by an interrupt storm, say)
 /// manages far fewer than one left alone.
