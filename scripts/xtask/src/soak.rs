@@ -29,8 +29,9 @@
 //! fails, with a message saying why, when:
 //!
 //! - the hypervisor reports a failure (`fatal`, `PANIC`, `EL2 EXCEPTION`,
-//!   `error:`), a VM stops, a guest prints a FAIL or a checksum mismatch, or
-//!   QEMU ends;
+//!   `error:`), a VM stops, a guest prints a FAIL or a checksum mismatch
+//!   (or Linux a `BUG:` such as a soft lockup, or an RCU stall), or QEMU
+//!   ends;
 //! - in some period a switch port, the uplink, the host's fetches or the
 //!   host's echo moved nothing (traffic stopped), or host data came back
 //!   corrupted;
@@ -42,7 +43,9 @@
 //!   also raise it, a little);
 //! - the run was long enough for resets but no VM was reset.
 //!
-//! The full console goes to `build/soak/console.log`.
+//! Each row also gives the host CPU time QEMU's vCPU threads used in the
+//! period, which tells a board CPU the host starved from one the hypervisor
+//! kept busy. The full console goes to `build/soak/console.log`.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -220,9 +223,16 @@ impl ConsoleState {
 
     /// A guest's line (`[<vm>] <text>`).
     fn guest_line(&mut self, line: &str) {
-        if ["FAIL", "MISMATCH", "Kernel panic", "Oops"]
-            .iter()
-            .any(|word| line.contains(word))
+        if [
+            "FAIL",
+            "MISMATCH",
+            "Kernel panic",
+            "Oops",
+            "BUG:",
+            "rcu_sched detected stall",
+        ]
+        .iter()
+        .any(|word| line.contains(word))
         {
             self.failures.push(line.to_owned());
         } else if line.starts_with("[client] netclient: transfer ") && line.ends_with(" match") {
@@ -509,6 +519,34 @@ struct Row {
     client_rounds: u64,
     client_boots: u64,
     host: HostCounts,
+    /// CPU seconds of QEMU's vCPU threads so far.
+    threads: Vec<(String, f64)>,
+    /// Seconds since the first row.
+    elapsed: f64,
+}
+
+/// CPU seconds each of QEMU's vCPU threads (`CPU <n>/TCG`) has used, from
+/// `/proc/<pid>/task/*/stat` (utime + stime, at 100 ticks a second): which
+/// tells a board CPU starved by the host from one the hypervisor keeps busy.
+fn vcpu_thread_seconds(pid: u32) -> Vec<(String, f64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut threads: Vec<(String, f64)> = tasks
+        .flatten()
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // After the name: state is field 3, utime 14 and stime 15.
+            let ticks: u64 =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            name.starts_with("CPU ")
+                .then(|| (name.to_owned(), ticks as f64 / 100.0))
+        })
+        .collect();
+    threads.sort_by(|a, b| a.0.cmp(&b.0));
+    threads
 }
 
 /// `after - before` of a counter (a counter never goes down).
@@ -587,6 +625,23 @@ fn print_row(row: &Row, previous: &Row) -> Vec<String> {
         host.3
     );
     println!("soak:      ports: {}", ports.join("; "));
+    let threads: Vec<String> = row
+        .threads
+        .iter()
+        .map(|(name, seconds)| {
+            let before = previous
+                .threads
+                .iter()
+                .find(|(old, _)| old == name)
+                .map_or(0.0, |(_, s)| *s);
+            format!("{name} {:.1} s", seconds - before)
+        })
+        .collect();
+    println!(
+        "soak:      at {:.0} s; host CPU time of QEMU's vCPU threads this period: {}",
+        row.elapsed,
+        threads.join(", ")
+    );
     idle
 }
 
@@ -692,6 +747,8 @@ pub fn run(args: &SoakArgs) -> Result<ExitCode> {
         parse_forward(&format!("{echo_port}:10.0.2.15:7"))?,
     ];
     let mut command = qemu_command(&run_args, &bundle, Some(&forwards));
+    // Named threads ("CPU 0/TCG", ...), for the per-thread CPU times.
+    command.args(["-name", "chroma-soak,debug-threads=on"]);
     // The console input carries Ctrl-A s; nothing else is typed.
     command.stdin(Stdio::piped()).stdout(Stdio::piped());
     eprintln!("xtask: {}", crate::process::command_line(&command));
@@ -763,8 +820,10 @@ fn drive(soak: &mut Soak, args: &SoakArgs, http_port: u16, echo_port: u16) -> Re
         let counts = soak.traffic.counts();
         counts.http_ok > 0 && counts.echo_bytes > 0
     })?;
+    let clock = Instant::now();
     let row = |soak: &mut Soak, period: u64| -> Result<Row> {
         let stats = soak.stats()?;
+        let threads = vcpu_thread_seconds(soak.qemu.id());
         let console = soak.console();
         Ok(Row {
             period,
@@ -772,6 +831,8 @@ fn drive(soak: &mut Soak, args: &SoakArgs, http_port: u16, echo_port: u16) -> Re
             client_rounds: console.client_rounds,
             client_boots: console.client_boots,
             host: soak.traffic.counts(),
+            threads,
+            elapsed: clock.elapsed().as_secs_f64(),
         })
     };
     let first = row(soak, 0)?;
@@ -986,6 +1047,13 @@ mod tests {
             .contains("too short"));
         assert_eq!(warmup_periods(60), 3);
         assert_eq!(warmup_periods(2), 1);
+    }
+
+    #[test]
+    fn reads_thread_times_from_proc() {
+        // This test process has no QEMU vCPU threads; a missing process has none either.
+        assert!(vcpu_thread_seconds(std::process::id()).is_empty());
+        assert!(vcpu_thread_seconds(u32::MAX).is_empty());
     }
 
     #[test]
