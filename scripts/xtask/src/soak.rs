@@ -8,9 +8,9 @@
 //! - `linux` (10.0.2.20, CPU 0): the Debian guest with httpd, pinging `svc`
 //!   twice a second for the whole run;
 //! - `svc` (10.0.2.15, CPU 1): netsvc, TCP echo and checksum sink;
-//! - `client` (10.0.2.16, CPU 0): netclient in its loop mode, sending
-//!   `CLIENT_MIB` MiB to `svc`'s sink over and over (`client.loop`), and
-//!   then resetting itself (`client.reset`, PSCI SYSTEM_RESET) every
+//! - `client` (10.0.2.16, CPU 0, or 1 with `--client-cpu 1`): netclient in
+//!   its loop mode, sending `CLIENT_MIB` MiB to `svc`'s sink over and over
+//!   (`client.loop`), and then resetting itself (`client.reset`, PSCI SYSTEM_RESET) every
 //!   `--reset-every` seconds; the hypervisor restarts it from its images.
 //!   It sends no pings (`client.ping=0`): netclient fails on a single
 //!   unanswered echo request (1 s), and under the soak's load one was lost
@@ -45,7 +45,8 @@
 //!
 //! Each row also gives the host CPU time QEMU's vCPU threads used in the
 //! period, which tells a board CPU the host starved from one the hypervisor
-//! kept busy. The full console goes to `build/soak/console.log`.
+//! kept busy. The full console goes to `build/soak/console.log`, each line
+//! after the seconds since QEMU started.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -86,6 +87,11 @@ pub struct SoakArgs {
     /// Seconds netclient loops its transfers before it resets itself.
     #[arg(long, value_name = "SECONDS", default_value_t = 150)]
     pub reset_every: u64,
+    /// Board CPU of the resetting netclient: 0 shares it with the Linux
+    /// guest (whose soft-lockup watchdog then sees how long a reset keeps the
+    /// CPU), 1 with netsvc.
+    #[arg(long, value_name = "0|1", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub client_cpu: u8,
     /// Seconds the VMs may take to boot and the host traffic to start.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub boot_timeout: u64,
@@ -379,7 +385,7 @@ fn echo_loop(port: u16, traffic: &HostTraffic) {
 }
 
 /// The soak's VM configuration.
-fn config_text(linux: &Path, guests: &Path, reset_every: u64) -> String {
+fn config_text(linux: &Path, guests: &Path, reset_every: u64, client_cpu: u8) -> String {
     let kernel = linux.join("Image").display().to_string();
     let initrd = linux.join("initramfs.cpio.gz").display().to_string();
     let netsvc = guests.join("netsvc.bin").display().to_string();
@@ -398,7 +404,7 @@ fn config_text(linux: &Path, guests: &Path, reset_every: u64) -> String {
          [[vm.net]]\nswitch = \"lan0\"\nmac = \"52:54:00:12:34:20\"\n\n\
          [[vm]]\nname = \"svc\"\nkernel = {netsvc:?}\nmemory = \"32M\"\ncpus = [1]\ncmdline = {svc_cmdline:?}\n\
          [[vm.net]]\nswitch = \"lan0\"\nmac = \"52:54:00:12:34:15\"\n\n\
-         [[vm]]\nname = \"client\"\nkernel = {netclient:?}\nmemory = \"32M\"\ncpus = [0]\ncmdline = {client_cmdline:?}\n\
+         [[vm]]\nname = \"client\"\nkernel = {netclient:?}\nmemory = \"32M\"\ncpus = [{client_cpu}]\ncmdline = {client_cmdline:?}\n\
          [[vm.net]]\nswitch = \"lan0\"\nmac = \"52:54:00:12:34:16\"\n"
     )
 }
@@ -481,11 +487,14 @@ impl Soak {
     }
 }
 
-/// Copies the console to `log` line by line, feeding `state`.
+/// Copies the console to `log` line by line, each line after the seconds
+/// since `start` (to line a guest's complaint up with a reset), feeding
+/// `state`.
 fn read_console(
     mut console: impl std::io::Read,
     mut log: std::fs::File,
     state: Arc<Mutex<ConsoleState>>,
+    start: Instant,
 ) {
     let mut buffer = [0u8; 8192];
     let mut partial = Vec::new();
@@ -494,12 +503,12 @@ fn read_console(
             Ok(0) | Err(_) => break,
             Ok(count) => count,
         };
-        let _ = log.write_all(&buffer[..count]);
         partial.extend_from_slice(&buffer[..count]);
         while let Some(end) = partial.iter().position(|&byte| byte == b'\n') {
             let line: Vec<u8> = partial.drain(..=end).collect();
             let text = String::from_utf8_lossy(&line);
             let text = text.trim_end_matches(['\r', '\n']);
+            let _ = writeln!(log, "{:9.3} {text}", start.elapsed().as_secs_f64());
             let mut state = state.lock().unwrap_or_else(|poison| poison.into_inner());
             let warnings = state.warnings.len();
             state.observe(text);
@@ -508,6 +517,14 @@ fn read_console(
                 println!("soak: {text}");
             }
         }
+    }
+    if !partial.is_empty() {
+        let _ = writeln!(
+            log,
+            "{:9.3} {}",
+            start.elapsed().as_secs_f64(),
+            String::from_utf8_lossy(&partial)
+        );
     }
     let _ = log.flush();
 }
@@ -735,7 +752,12 @@ pub fn run(args: &SoakArgs) -> Result<ExitCode> {
     let linux = workspace_root().join("build").join("linux");
     std::fs::write(
         &config,
-        config_text(&linux, &images.guests_dir, args.reset_every),
+        config_text(
+            &linux,
+            &images.guests_dir,
+            args.reset_every,
+            args.client_cpu,
+        ),
     )
     .map_err(|error| format!("{}: {error}", config.display()))?;
     let (run_args, bundle) =
@@ -763,7 +785,8 @@ pub fn run(args: &SoakArgs) -> Result<ExitCode> {
     let traffic = Arc::new(HostTraffic::default());
     let reader = {
         let console = console.clone();
-        std::thread::spawn(move || read_console(stdout, log, console))
+        let start = Instant::now();
+        std::thread::spawn(move || read_console(stdout, log, console, start))
     };
     println!(
         "soak: {} periods of {} s; linux (httpd, pings svc), svc (netsvc), client (netclient, \
@@ -1072,7 +1095,11 @@ mod tests {
             image[56..60].copy_from_slice(b"ARMd");
             std::fs::write(dir.join(name), image).unwrap();
         }
-        let text = config_text(&dir, &dir, 150);
+        let text = config_text(&dir, &dir, 150, 1);
+        assert!(
+            text.contains("cpus = [1]\ncmdline = \"net.ip=10.0.2.16"),
+            "{text}"
+        );
         assert!(text.contains("client.loop=150 client.reset"), "{text}");
         assert!(
             text.contains(r#"chroma.run=\"ping -q -i 0.5 10.0.2.15\""#),
