@@ -8,9 +8,9 @@
 //! - `linux` (10.0.2.20, CPU 0): the Debian guest with httpd, pinging `svc`
 //!   twice a second for the whole run;
 //! - `svc` (10.0.2.15, CPU 1): netsvc, TCP echo and checksum sink;
-//! - `client` (10.0.2.16, CPU 0): netclient in its loop mode, sending
-//!   `CLIENT_MIB` MiB to `svc`'s sink over and over (`client.loop`), and
-//!   then resetting itself (`client.reset`, PSCI SYSTEM_RESET) every
+//! - `client` (10.0.2.16, CPU 0, or 1 with `--client-cpu 1`): netclient in
+//!   its loop mode, sending `CLIENT_MIB` MiB to `svc`'s sink over and over
+//!   (`client.loop`), and then resetting itself (`client.reset`, PSCI SYSTEM_RESET) every
 //!   `--reset-every` seconds; the hypervisor restarts it from its images.
 //!   It sends no pings (`client.ping=0`): netclient fails on a single
 //!   unanswered echo request (1 s), and under the soak's load one was lost
@@ -29,8 +29,9 @@
 //! fails, with a message saying why, when:
 //!
 //! - the hypervisor reports a failure (`fatal`, `PANIC`, `EL2 EXCEPTION`,
-//!   `error:`), a VM stops, a guest prints a FAIL or a checksum mismatch, or
-//!   QEMU ends;
+//!   `error:`), a VM stops, a guest prints a FAIL or a checksum mismatch
+//!   (or Linux a `BUG:` such as a soft lockup, or an RCU stall), or QEMU
+//!   ends;
 //! - in some period a switch port, the uplink, the host's fetches or the
 //!   host's echo moved nothing (traffic stopped), or host data came back
 //!   corrupted;
@@ -42,7 +43,10 @@
 //!   also raise it, a little);
 //! - the run was long enough for resets but no VM was reset.
 //!
-//! The full console goes to `build/soak/console.log`.
+//! Each row also gives the host CPU time QEMU's vCPU threads used in the
+//! period, which tells a board CPU the host starved from one the hypervisor
+//! kept busy. The full console goes to `build/soak/console.log`, each line
+//! after the seconds since QEMU started.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -83,6 +87,11 @@ pub struct SoakArgs {
     /// Seconds netclient loops its transfers before it resets itself.
     #[arg(long, value_name = "SECONDS", default_value_t = 150)]
     pub reset_every: u64,
+    /// Board CPU of the resetting netclient: 0 shares it with the Linux
+    /// guest (whose soft-lockup watchdog then sees how long a reset keeps the
+    /// CPU), 1 with netsvc.
+    #[arg(long, value_name = "0|1", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub client_cpu: u8,
     /// Seconds the VMs may take to boot and the host traffic to start.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub boot_timeout: u64,
@@ -220,9 +229,16 @@ impl ConsoleState {
 
     /// A guest's line (`[<vm>] <text>`).
     fn guest_line(&mut self, line: &str) {
-        if ["FAIL", "MISMATCH", "Kernel panic", "Oops"]
-            .iter()
-            .any(|word| line.contains(word))
+        if [
+            "FAIL",
+            "MISMATCH",
+            "Kernel panic",
+            "Oops",
+            "BUG:",
+            "rcu_sched detected stall",
+        ]
+        .iter()
+        .any(|word| line.contains(word))
         {
             self.failures.push(line.to_owned());
         } else if line.starts_with("[client] netclient: transfer ") && line.ends_with(" match") {
@@ -369,7 +385,7 @@ fn echo_loop(port: u16, traffic: &HostTraffic) {
 }
 
 /// The soak's VM configuration.
-fn config_text(linux: &Path, guests: &Path, reset_every: u64) -> String {
+fn config_text(linux: &Path, guests: &Path, reset_every: u64, client_cpu: u8) -> String {
     let kernel = linux.join("Image").display().to_string();
     let initrd = linux.join("initramfs.cpio.gz").display().to_string();
     let netsvc = guests.join("netsvc.bin").display().to_string();
@@ -388,7 +404,7 @@ fn config_text(linux: &Path, guests: &Path, reset_every: u64) -> String {
          [[vm.net]]\nswitch = \"lan0\"\nmac = \"52:54:00:12:34:20\"\n\n\
          [[vm]]\nname = \"svc\"\nkernel = {netsvc:?}\nmemory = \"32M\"\ncpus = [1]\ncmdline = {svc_cmdline:?}\n\
          [[vm.net]]\nswitch = \"lan0\"\nmac = \"52:54:00:12:34:15\"\n\n\
-         [[vm]]\nname = \"client\"\nkernel = {netclient:?}\nmemory = \"32M\"\ncpus = [0]\ncmdline = {client_cmdline:?}\n\
+         [[vm]]\nname = \"client\"\nkernel = {netclient:?}\nmemory = \"32M\"\ncpus = [{client_cpu}]\ncmdline = {client_cmdline:?}\n\
          [[vm.net]]\nswitch = \"lan0\"\nmac = \"52:54:00:12:34:16\"\n"
     )
 }
@@ -471,11 +487,14 @@ impl Soak {
     }
 }
 
-/// Copies the console to `log` line by line, feeding `state`.
+/// Copies the console to `log` line by line, each line after the seconds
+/// since `start` (to line a guest's complaint up with a reset), feeding
+/// `state`.
 fn read_console(
     mut console: impl std::io::Read,
     mut log: std::fs::File,
     state: Arc<Mutex<ConsoleState>>,
+    start: Instant,
 ) {
     let mut buffer = [0u8; 8192];
     let mut partial = Vec::new();
@@ -484,12 +503,12 @@ fn read_console(
             Ok(0) | Err(_) => break,
             Ok(count) => count,
         };
-        let _ = log.write_all(&buffer[..count]);
         partial.extend_from_slice(&buffer[..count]);
         while let Some(end) = partial.iter().position(|&byte| byte == b'\n') {
             let line: Vec<u8> = partial.drain(..=end).collect();
             let text = String::from_utf8_lossy(&line);
             let text = text.trim_end_matches(['\r', '\n']);
+            let _ = writeln!(log, "{:9.3} {text}", start.elapsed().as_secs_f64());
             let mut state = state.lock().unwrap_or_else(|poison| poison.into_inner());
             let warnings = state.warnings.len();
             state.observe(text);
@@ -498,6 +517,14 @@ fn read_console(
                 println!("soak: {text}");
             }
         }
+    }
+    if !partial.is_empty() {
+        let _ = writeln!(
+            log,
+            "{:9.3} {}",
+            start.elapsed().as_secs_f64(),
+            String::from_utf8_lossy(&partial)
+        );
     }
     let _ = log.flush();
 }
@@ -509,6 +536,34 @@ struct Row {
     client_rounds: u64,
     client_boots: u64,
     host: HostCounts,
+    /// CPU seconds of QEMU's vCPU threads so far.
+    threads: Vec<(String, f64)>,
+    /// Seconds since the first row.
+    elapsed: f64,
+}
+
+/// CPU seconds each of QEMU's vCPU threads (`CPU <n>/TCG`) has used, from
+/// `/proc/<pid>/task/*/stat` (utime + stime, at 100 ticks a second): which
+/// tells a board CPU starved by the host from one the hypervisor keeps busy.
+fn vcpu_thread_seconds(pid: u32) -> Vec<(String, f64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut threads: Vec<(String, f64)> = tasks
+        .flatten()
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // After the name: state is field 3, utime 14 and stime 15.
+            let ticks: u64 =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            name.starts_with("CPU ")
+                .then(|| (name.to_owned(), ticks as f64 / 100.0))
+        })
+        .collect();
+    threads.sort_by(|a, b| a.0.cmp(&b.0));
+    threads
 }
 
 /// `after - before` of a counter (a counter never goes down).
@@ -587,6 +642,23 @@ fn print_row(row: &Row, previous: &Row) -> Vec<String> {
         host.3
     );
     println!("soak:      ports: {}", ports.join("; "));
+    let threads: Vec<String> = row
+        .threads
+        .iter()
+        .map(|(name, seconds)| {
+            let before = previous
+                .threads
+                .iter()
+                .find(|(old, _)| old == name)
+                .map_or(0.0, |(_, s)| *s);
+            format!("{name} {:.1} s", seconds - before)
+        })
+        .collect();
+    println!(
+        "soak:      at {:.0} s; host CPU time of QEMU's vCPU threads this period: {}",
+        row.elapsed,
+        threads.join(", ")
+    );
     idle
 }
 
@@ -680,7 +752,12 @@ pub fn run(args: &SoakArgs) -> Result<ExitCode> {
     let linux = workspace_root().join("build").join("linux");
     std::fs::write(
         &config,
-        config_text(&linux, &images.guests_dir, args.reset_every),
+        config_text(
+            &linux,
+            &images.guests_dir,
+            args.reset_every,
+            args.client_cpu,
+        ),
     )
     .map_err(|error| format!("{}: {error}", config.display()))?;
     let (run_args, bundle) =
@@ -692,6 +769,8 @@ pub fn run(args: &SoakArgs) -> Result<ExitCode> {
         parse_forward(&format!("{echo_port}:10.0.2.15:7"))?,
     ];
     let mut command = qemu_command(&run_args, &bundle, Some(&forwards));
+    // Named threads ("CPU 0/TCG", ...), for the per-thread CPU times.
+    command.args(["-name", "chroma-soak,debug-threads=on"]);
     // The console input carries Ctrl-A s; nothing else is typed.
     command.stdin(Stdio::piped()).stdout(Stdio::piped());
     eprintln!("xtask: {}", crate::process::command_line(&command));
@@ -706,7 +785,8 @@ pub fn run(args: &SoakArgs) -> Result<ExitCode> {
     let traffic = Arc::new(HostTraffic::default());
     let reader = {
         let console = console.clone();
-        std::thread::spawn(move || read_console(stdout, log, console))
+        let start = Instant::now();
+        std::thread::spawn(move || read_console(stdout, log, console, start))
     };
     println!(
         "soak: {} periods of {} s; linux (httpd, pings svc), svc (netsvc), client (netclient, \
@@ -763,8 +843,10 @@ fn drive(soak: &mut Soak, args: &SoakArgs, http_port: u16, echo_port: u16) -> Re
         let counts = soak.traffic.counts();
         counts.http_ok > 0 && counts.echo_bytes > 0
     })?;
+    let clock = Instant::now();
     let row = |soak: &mut Soak, period: u64| -> Result<Row> {
         let stats = soak.stats()?;
+        let threads = vcpu_thread_seconds(soak.qemu.id());
         let console = soak.console();
         Ok(Row {
             period,
@@ -772,6 +854,8 @@ fn drive(soak: &mut Soak, args: &SoakArgs, http_port: u16, echo_port: u16) -> Re
             client_rounds: console.client_rounds,
             client_boots: console.client_boots,
             host: soak.traffic.counts(),
+            threads,
+            elapsed: clock.elapsed().as_secs_f64(),
         })
     };
     let first = row(soak, 0)?;
@@ -989,6 +1073,13 @@ mod tests {
     }
 
     #[test]
+    fn reads_thread_times_from_proc() {
+        // This test process has no QEMU vCPU threads; a missing process has none either.
+        assert!(vcpu_thread_seconds(std::process::id()).is_empty());
+        assert!(vcpu_thread_seconds(u32::MAX).is_empty());
+    }
+
+    #[test]
     fn echo_rounds_differ() {
         assert_eq!(echo_pattern(1).len(), ECHO_CHUNK);
         assert_ne!(echo_pattern(1), echo_pattern(2));
@@ -1004,7 +1095,11 @@ mod tests {
             image[56..60].copy_from_slice(b"ARMd");
             std::fs::write(dir.join(name), image).unwrap();
         }
-        let text = config_text(&dir, &dir, 150);
+        let text = config_text(&dir, &dir, 150, 1);
+        assert!(
+            text.contains("cpus = [1]\ncmdline = \"net.ip=10.0.2.16"),
+            "{text}"
+        );
         assert!(text.contains("client.loop=150 client.reset"), "{text}");
         assert!(
             text.contains(r#"chroma.run=\"ping -q -i 0.5 10.0.2.15\""#),
