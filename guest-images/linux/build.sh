@@ -362,6 +362,18 @@ print("zImage config %s" % " ".join("%s=%s" % (k, cfg.get(k, "n")) for k in (
     "CONFIG_ARM_APPENDED_DTB", "CONFIG_AUTO_ZRELADDR", "CONFIG_ARM_PSCI", "CONFIG_HIGHMEM",
     "CONFIG_VMSPLIT_3G", "CONFIG_VMSPLIT_2G", "CONFIG_NR_CPUS")))
 print("zImage payload %s" % payload)
+# the zImage's size table (arch/arm/boot/compressed/vmlinux.lds.S: word 0x38
+# points to it): "KLSZ", where the decompressed size sits, the kernel's BSS
+# size, TEXT_OFFSET, the decompressor's heap
+t = struct.unpack("<I", data[0x38:0x3c])[0]
+if struct.unpack("<I", data[0x34:0x38])[0] == 0x45454545 and t + 24 <= len(data):
+    n, klsz, size_at, bss, text_offset, malloc = struct.unpack("<6I", data[t:t + 24])
+    if klsz == 0x5a534c4b and n >= 6:
+        ksize = struct.unpack("<I", data[size_at:size_at + 4])[0]
+        print("zImage kernel %d bytes + bss %d bytes = %d bytes (%.1f MiB), TEXT_OFFSET 0x%x: "
+              "decompressed to (load address & ~0x7ffffff) + 0x%x (AUTO_ZRELADDR), page tables below it; "
+              "decompressor heap 0x%x" % (ksize, bss, ksize + bss, (ksize + bss) / 1048576,
+                                           text_offset, text_offset, malloc))
 PY
     fi
     echo "initramfs.cpio.gz sha256 $(sha256sum <"$work/initramfs.cpio.gz" | cut -d' ' -f1)"
