@@ -152,3 +152,92 @@ fn a_zimage_in_an_aarch64_vm_is_refused_with_a_hint() {
         run.stderr
     );
 }
+
+/// An armhf file of `build/linux-armhf/`.
+fn armhf_file(name: &str) -> String {
+    workspace_root()
+        .join("build/linux-armhf")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Debian's armhf LPAE kernel (guest-images/linux, `--arch armhf`) as an
+/// AArch32 VM with 2 vCPUs (its second one through an SMC32 CPU_ON), on one
+/// switch with Debian's arm64 kernel and the bare-metal service guest: it
+/// takes typed input, and the two Linux guests ping each other and the
+/// service guest, and its TCP reaches the service guest's sink.
+#[test]
+fn an_armhf_linux_pings_an_arm64_linux_and_the_bare_metal_guest() {
+    let linux64 = workspace_root().join("build/linux");
+    let config = format!(
+        "[[switch]]\nname = \"lan0\"\n\n\
+         [[vm]]\nname = \"arm32\"\narch = \"aarch32\"\nkernel = {:?}\ninitrd = {:?}\nmemory = \"256M\"\nvcpus = 2\n\
+         cmdline = \"console=ttyAMA0 rdinit=/init chroma.ip=10.0.2.21/24 chroma.gw=none chroma.ping=10.0.2.22 chroma.wait=90 chroma.run=\\\"ping -c 3 10.0.2.15; ping -c 3 10.0.2.22\\\"\"\n\
+         [[vm.net]]\nswitch = \"lan0\"\nmac = \"52:54:00:12:34:21\"\n\n\
+         [[vm]]\nname = \"arm64\"\nkernel = {:?}\ninitrd = {:?}\nmemory = \"128M\"\ncpus = [1]\n\
+         cmdline = \"console=ttyAMA0 rdinit=/init chroma.ip=10.0.2.22/24 chroma.gw=none chroma.ping=10.0.2.21 chroma.wait=90 chroma.run=\\\"ping -c 3 10.0.2.21\\\"\"\n\
+         [[vm.net]]\nswitch = \"lan0\"\nmac = \"52:54:00:12:34:22\"\n\n\
+         [[vm]]\nname = \"svc\"\nkernel = {:?}\nmemory = \"32M\"\ncmdline = \"net.ip=10.0.2.15/24 svc.sinks=1\"\ncpus = [1]\n\
+         [[vm.net]]\nswitch = \"lan0\"\n",
+        armhf_file("zImage"),
+        armhf_file("initramfs.cpio.gz"),
+        linux64.join("Image").display().to_string(),
+        linux64.join("initramfs.cpio.gz").display().to_string(),
+        chroma_systest::guest_image("netsvc").display().to_string(),
+    );
+    let mut run = chroma_systest::start_with(
+        "aarch32_linux",
+        &config,
+        Board {
+            gic: 2,
+            smp: 2,
+            timeout_seconds: 170,
+        },
+        &[],
+    );
+    run.wait_for("arm32", "linux-guest: run exit", 150);
+    run.wait_for("arm64", "linux-guest: run exit", 30);
+    run.wait_for("arm32", "built-in shell (ash)", 10);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    run.type_text("echo typed-$((6*7)) on $(uname -m) with $(nproc) cpus\n");
+    run.wait_for("arm32", "typed-42 on armv7l with 2 cpus", 20);
+    // TCP to the bare-metal sink, which then ends (svc.sinks=1).
+    run.type_text("printf hello-sink | nc 10.0.2.15 9\n");
+    run.wait_for("chroma", "vm svc stopped", 20);
+    run.type_text("poweroff -f\n");
+    run.wait_for("chroma", "vm arm32 stopped", 20);
+    run.type_text("\x01n");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    run.type_text("poweroff -f\n");
+    run.wait_for("chroma", "vm arm64 stopped", 20);
+    let outcome = run.finish(20);
+    outcome.assert_vm_printed_containing("arm32", "CPU: ARMv7 Processor");
+    outcome.assert_vm_printed_containing("arm32", "SMP: Total of 2 processors activated");
+    for vm in ["arm32", "arm64"] {
+        outcome.assert_vm_printed_containing(vm, "linux-guest: network up");
+        outcome.assert_vm_printed_containing(vm, "linux-guest: run exit 0");
+        outcome.assert_vm_never_printed(vm, "BUG:");
+        outcome.assert_vm_never_printed(vm, "Oops");
+    }
+    outcome.assert_vm_printed_containing("svc", "netsvc: sink received 10 bytes");
+    outcome.assert_vm_printed_containing("arm32", "len=10 fnv64=");
+    for vm in ["arm32", "arm64", "svc"] {
+        outcome.assert_stopped(vm, "powered off");
+    }
+    outcome.assert_all_stopped(3, 0);
+    outcome.assert_vm_printed_containing("arm32", "linux-guest: ping 10.0.2.22 ok");
+    outcome.assert_vm_printed_containing("arm64", "linux-guest: ping 10.0.2.21 ok");
+    for (vm, ip) in [
+        ("arm32", "10.0.2.15"),
+        ("arm32", "10.0.2.22"),
+        ("arm64", "10.0.2.21"),
+    ] {
+        let replies = outcome
+            .vm_lines(vm)
+            .iter()
+            .filter(|line| line.starts_with(&format!("64 bytes from {ip}: seq=")))
+            .count();
+        assert!(replies >= 3, "VM {vm}: {replies} echo replies from {ip}");
+    }
+}
