@@ -168,8 +168,15 @@ fn classify_sysreg(iss: u64) -> TrappedRegister {
 
 /// A trapped AArch32 coprocessor access, packed for reports: bit 20 set
 /// (no AArch64 encoding has it), the coprocessor, opc1, CRn, CRm, opc2.
-const fn cp_encoding(coproc: u64, opc1: u64, crn: u64, crm: u64, opc2: u64) -> u32 {
-    (1 << 20 | coproc << 16 | opc1 << 12 | crn << 8 | crm << 4 | opc2) as u32
+fn cp_encoding(coproc: u64, opc1: u64, crn: u64, crm: u64, opc2: u64) -> u32 {
+    // Each field is at most 4 bits (the callers mask them): the value fits.
+    let packed = 1 << 20
+        | coproc << 16
+        | (opc1 & 0xf) << 12
+        | (crn & 0xf) << 8
+        | (crm & 0xf) << 4
+        | (opc2 & 0xf);
+    u32::try_from(packed).unwrap_or(u32::MAX)
 }
 
 /// What a trapped AArch32 MCR/MRC to CP15 (ISS of EC 0x03) names: the

@@ -34,7 +34,7 @@ pub fn aarch32(pstate: u64) -> bool {
     pstate & NRW != 0
 }
 
-/// AArch32 CPSR.M[4:0] values.
+/// AArch32 CPSR.M (bits 4:0) values.
 pub const MODE_USR: u64 = 0x10;
 /// FIQ mode.
 pub const MODE_FIQ: u64 = 0x11;
@@ -118,7 +118,7 @@ pub fn condition_passes(cond: u64, pstate: u64) -> bool {
     }
 }
 
-/// The IT state ITSTATE[7:0] of an AArch32 `pstate`.
+/// The IT state (ITSTATE, 8 bits) of an AArch32 `pstate`.
 pub fn it_state(pstate: u64) -> u64 {
     (pstate >> 8 & 0xfc) | (pstate >> 25 & 0x3)
 }
