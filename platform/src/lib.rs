@@ -18,6 +18,7 @@
 
 pub mod pl011;
 pub mod qemu_virt_aarch64;
+pub mod qemu_virt_arm;
 
 /// What chroma needs to know about a board before and beyond its device tree.
 #[derive(Clone, Copy, Debug)]
@@ -31,3 +32,7 @@ pub struct Board {
 /// The board this image was built for.
 #[cfg(feature = "board-qemu-virt-aarch64")]
 pub const BOARD: Board = qemu_virt_aarch64::BOARD;
+
+/// The board this image was built for.
+#[cfg(feature = "board-qemu-virt-arm")]
+pub const BOARD: Board = qemu_virt_arm::BOARD;

@@ -5,7 +5,10 @@
 //! pure parts (syndrome decoding, descriptor encoding) compile everywhere so
 //! the host tests cover them; the parts that execute Arm instructions are
 //! built only for `target_arch = "aarch64"`. `fake` is the host stand-in used
-//! by the core's unit tests.
+//! by the core's unit tests. `armv7` is the ARMv7-A HYP-mode back-end
+//! (first slice: entry, HVBAR vectors, LPAE HYP stage-1, PSCI over SMC),
+//! split the same way: `armv7::hsr` and `armv7::hyp` are pure and tested on
+//! the host, the rest builds only for `target_arch = "arm"`.
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 // No panic on a path a guest can reach (issue 10); tests may unwrap (clippy.toml).
@@ -20,4 +23,5 @@
 )]
 
 pub mod aarch64;
+pub mod armv7;
 pub mod fake;

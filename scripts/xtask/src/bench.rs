@@ -211,7 +211,7 @@ pub fn headless_bundle(
         config: Some(config.to_path_buf()),
         board,
         smp: 2,
-        cpu: "cortex-a57".to_owned(),
+        cpu: Some("cortex-a57".to_owned()),
         gic: 2,
         memory: "1G".to_owned(),
         headless: true,

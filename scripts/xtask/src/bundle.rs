@@ -7,6 +7,10 @@
 //! zero-padded to `image_size`, then the manifest zero-padded to 4 KiB; the
 //! header's `image_size` is then rewritten to the bundle's length, so a loader
 //! keeps the DTB and initrd clear of the manifest.
+//!
+//! An ARMv7 image carries the zImage header instead (magic 0x016F2818 at
+//! byte 0x24, then its start and end addresses): its size is end - start,
+//! and end is rewritten to cover the bundle the same way.
 
 use std::fmt;
 
@@ -18,6 +22,14 @@ const MAGIC_OFFSET: usize = 56;
 const MAGIC: [u8; 4] = *b"ARM\x64";
 /// Length of the arm64 Image header.
 const HEADER_LENGTH: usize = 64;
+/// Offset of the zImage magic (u32 little-endian).
+const ZIMAGE_MAGIC_OFFSET: usize = 0x24;
+/// The zImage magic number.
+const ZIMAGE_MAGIC: u32 = 0x016F_2818;
+/// Offset of the zImage start address (u32), followed by the end address.
+const ZIMAGE_START_OFFSET: usize = 0x28;
+/// Offset of the zImage end address (u32).
+const ZIMAGE_END_OFFSET: usize = 0x2c;
 /// Bundle parts are padded to this.
 const PAGE_SIZE: usize = 4096;
 
@@ -45,10 +57,28 @@ impl fmt::Display for BundleError {
     }
 }
 
-/// The `image_size` field of an arm64 Image.
+/// A little-endian u32 at `offset` of `image` (which is at least a header long).
+fn u32_at(image: &[u8], offset: usize) -> u32 {
+    let mut field = [0u8; 4];
+    field.copy_from_slice(&image[offset..offset + 4]);
+    u32::from_le_bytes(field)
+}
+
+/// Whether `image` carries the ARMv7 zImage header (and is at least a header long).
+fn is_zimage(image: &[u8]) -> bool {
+    image.len() >= HEADER_LENGTH && u32_at(image, ZIMAGE_MAGIC_OFFSET) == ZIMAGE_MAGIC
+}
+
+/// The image's size from its header: the arm64 Image's `image_size`, or a
+/// zImage's end - start.
 pub fn image_size(image: &[u8]) -> Result<u64, BundleError> {
     if image.len() < HEADER_LENGTH {
         return Err(BundleError::TooShort);
+    }
+    if is_zimage(image) {
+        let start = u32_at(image, ZIMAGE_START_OFFSET);
+        let end = u32_at(image, ZIMAGE_END_OFFSET);
+        return Ok(u64::from(end.saturating_sub(start)));
     }
     if image[MAGIC_OFFSET..MAGIC_OFFSET + 4] != MAGIC {
         return Err(BundleError::NoImageHeader);
@@ -71,6 +101,15 @@ pub fn bundle(image: &[u8], manifest: &[u8]) -> Result<Vec<u8>, BundleError> {
     out.resize(manifest_offset, 0);
     out.extend_from_slice(manifest);
     out.resize(manifest_offset + manifest_length, 0);
+    if is_zimage(&out) {
+        let start = u32_at(&out, ZIMAGE_START_OFFSET);
+        let end = u32::try_from(out.len())
+            .ok()
+            .and_then(|length| start.checked_add(length))
+            .ok_or(BundleError::BadImageSize(size))?;
+        out[ZIMAGE_END_OFFSET..ZIMAGE_END_OFFSET + 4].copy_from_slice(&end.to_le_bytes());
+        return Ok(out);
+    }
     let total = u64::try_from(out.len()).expect("a bundle fits in u64");
     out[IMAGE_SIZE_OFFSET..IMAGE_SIZE_OFFSET + 8].copy_from_slice(&total.to_le_bytes());
     Ok(out)
@@ -106,6 +145,25 @@ mod tests {
             "manifest padding is zero"
         );
         assert_eq!(image_size(&out), Ok(0x4000));
+    }
+
+    #[test]
+    fn a_zimage_bundle_keeps_the_manifest_at_end_minus_start() {
+        let mut image = vec![0xAA; 5000];
+        image[ZIMAGE_MAGIC_OFFSET..ZIMAGE_MAGIC_OFFSET + 4]
+            .copy_from_slice(&ZIMAGE_MAGIC.to_le_bytes());
+        image[ZIMAGE_START_OFFSET..ZIMAGE_START_OFFSET + 4]
+            .copy_from_slice(&0x4001_0000u32.to_le_bytes());
+        image[ZIMAGE_END_OFFSET..ZIMAGE_END_OFFSET + 4]
+            .copy_from_slice(&0x4001_3000u32.to_le_bytes());
+        assert_eq!(image_size(&image), Ok(0x3000));
+        let out = bundle(&image, &[9u8; 10]).unwrap();
+        assert_eq!(out.len(), 0x4000);
+        assert_eq!(&out[0x3000..0x300a], &[9u8; 10]);
+        assert_eq!(u32_at(&out, ZIMAGE_END_OFFSET), 0x4001_4000);
+        assert_eq!(image_size(&out), Ok(0x4000));
+        // The arm64 field at byte 16 is code in a zImage: left alone.
+        assert_eq!(&out[..ZIMAGE_END_OFFSET], &image[..ZIMAGE_END_OFFSET]);
     }
 
     #[test]

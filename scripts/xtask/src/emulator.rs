@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use clap::Args;
 
 use crate::host_tools::{find_in_path, tool_command, version_output};
-use crate::Result;
+use crate::{Board, Result};
 
 /// The QEMU binary's name.
 pub const QEMU_NAME: &str = "qemu-system-aarch64";
@@ -90,6 +90,19 @@ pub fn qemu() -> &'static Qemu {
 /// A command that starts the picked QEMU (add the arguments).
 pub fn command() -> Command {
     tool_command(&qemu().path)
+}
+
+/// A command that starts the QEMU that emulates `board`: [`command`] for the
+/// AArch64 board, `qemu-system-arm` from PATH (the same QEMU package) for
+/// the ARMv7 one. `CHROMA_QEMU` names the AArch64 binary only.
+pub fn command_for(board: Board) -> Command {
+    match board {
+        Board::QemuVirtAarch64 => command(),
+        Board::QemuVirtArm => {
+            let name = board.qemu_name();
+            tool_command(&find_in_path(name).unwrap_or_else(|| PathBuf::from(name)))
+        }
+    }
 }
 
 /// "QEMU 10.0.2 (/usr/bin/qemu-system-aarch64)", for logs.

@@ -39,7 +39,7 @@ pub struct LintStage {
 }
 
 /// The lint stages, in the order they run.
-pub const STAGES: [LintStage; 5] = [
+pub const STAGES: [LintStage; 7] = [
     LintStage {
         name: "fmt",
         run: fmt,
@@ -54,6 +54,11 @@ pub const STAGES: [LintStage; 5] = [
         run: || clippy_bare_metal(Board::QemuVirtAarch64),
     },
     LintStage {
+        name: "clippy-bare-metal-arm",
+        // The ARMv7 slice and the portable crates as 32-bit code.
+        run: || clippy_bare_metal(Board::QemuVirtArm),
+    },
+    LintStage {
         name: "doc",
         run: doc_host,
     },
@@ -61,6 +66,22 @@ pub const STAGES: [LintStage; 5] = [
         name: "doc-bare-metal",
         run: || doc_bare_metal(Board::QemuVirtAarch64),
     },
+    LintStage {
+        name: "doc-bare-metal-arm",
+        run: || doc_bare_metal(Board::QemuVirtArm),
+    },
+];
+
+/// The portable crates, linted as compiled for a board's target: on the
+/// 32-bit ARMv7 target (usize is 32 bits) they must stay free of
+/// truncating casts and of panics as much as on the 64-bit one.
+const PORTABLE_CRATES: [&str; 6] = [
+    "chroma-core",
+    "chroma-mem",
+    "chroma-cache",
+    "chroma-devtree",
+    "chroma-manifest",
+    "chroma-virtio",
 ];
 
 /// How a lint stage ended: its counts and a note for the stage line.
@@ -93,8 +114,9 @@ pub fn clippy_host() -> Outcome {
     )
 }
 
-/// Clippy on the bare-metal target: the hypervisor with `board`'s feature and
-/// every guest under `guest-images/`. Their workspace dependencies (arch,
+/// Clippy on the bare-metal target: the hypervisor with `board`'s feature,
+/// the portable crates, and (for the AArch64 board) every guest under
+/// `guest-images/`. Their workspace dependencies (arch,
 /// platform, cache, core, ...) are linted as compiled for the target, so
 /// target-only modules are covered. It uses the cross build's toolchain,
 /// target directory and build-std flags, and the build's `--release` profile.
@@ -103,8 +125,14 @@ pub fn clippy_bare_metal(board: Board) -> Outcome {
         let mut command = toolchain.clippy()?;
         command.args(["--release", "-p", "chroma", "--features"]);
         command.arg(format!("chroma/board-{}", board.name()));
-        for guest in guest_image_packages(true)? {
-            command.arg("-p").arg(guest);
+        for package in PORTABLE_CRATES {
+            command.args(["-p", package]);
+        }
+        // The guests build for their own targets, once (with the AArch64 board).
+        if board == Board::QemuVirtAarch64 {
+            for guest in guest_image_packages(true)? {
+                command.arg("-p").arg(guest);
+            }
         }
         command.arg(MESSAGE_FORMAT);
         command.args(CLIPPY_DRIVER_ARGS);
@@ -134,8 +162,10 @@ pub fn doc_bare_metal(board: Board) -> Outcome {
         for package in ["chroma-arch", "chroma-platform", "chroma-cache"] {
             command.args(["-p", package]);
         }
-        for package in guest_image_packages(false)? {
-            command.arg("-p").arg(package);
+        if board == Board::QemuVirtAarch64 {
+            for package in guest_image_packages(false)? {
+                command.arg("-p").arg(package);
+            }
         }
         command.arg(MESSAGE_FORMAT);
         command.env("RUSTDOCFLAGS", RUSTDOC_FLAGS);

@@ -69,6 +69,10 @@ pub struct BuildArgs {
 pub enum Board {
     /// QEMU `virt` machine, AArch64, booted at EL2.
     QemuVirtAarch64,
+    /// QEMU `virt` machine, ARMv7-A (`qemu-system-arm`), booted in HYP mode.
+    /// The first slice of the ARMv7 back-end: it boots, maps itself and
+    /// powers off, and runs no VM yet.
+    QemuVirtArm,
 }
 
 impl Board {
@@ -76,6 +80,7 @@ impl Board {
     pub fn name(self) -> &'static str {
         match self {
             Board::QemuVirtAarch64 => "qemu-virt-aarch64",
+            Board::QemuVirtArm => "qemu-virt-arm",
         }
     }
 
@@ -83,6 +88,35 @@ impl Board {
     pub fn target(self) -> &'static str {
         match self {
             Board::QemuVirtAarch64 => "aarch64-unknown-none-softfloat",
+            Board::QemuVirtArm => "armv7a-none-eabi",
+        }
+    }
+
+    /// The QEMU system emulator that runs the board.
+    pub fn qemu_name(self) -> &'static str {
+        match self {
+            Board::QemuVirtAarch64 => "qemu-system-aarch64",
+            Board::QemuVirtArm => "qemu-system-arm",
+        }
+    }
+
+    /// The CPU model (QEMU's `-cpu`) when `--cpu` is not given: `cortex-a57`
+    /// runs fastest under TCG; `cortex-a15` has the ARMv7 virtualization
+    /// extensions and LPAE (so has `cortex-a7`).
+    pub fn default_cpu(self) -> &'static str {
+        match self {
+            Board::QemuVirtAarch64 => "cortex-a57",
+            Board::QemuVirtArm => "cortex-a15",
+        }
+    }
+
+    /// Whether the board's image runs the VMs of its manifest. The ARMv7
+    /// back-end does not yet: its image reads the manifest, reports it and
+    /// powers off.
+    pub fn runs_vms(self) -> bool {
+        match self {
+            Board::QemuVirtAarch64 => true,
+            Board::QemuVirtArm => false,
         }
     }
 }

@@ -33,10 +33,12 @@ pub struct RunArgs {
     /// Physical CPUs of the emulated board.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub smp: u32,
-    /// CPU model of the emulated board (QEMU's `-cpu`): `cortex-a57` runs
-    /// fastest under TCG; `max,pauth=on` has pointer authentication.
-    #[arg(long, value_name = "MODEL", default_value = "cortex-a57")]
-    pub cpu: String,
+    /// CPU model of the emulated board (QEMU's `-cpu`) [default: the
+    /// board's: `cortex-a57` for qemu-virt-aarch64, which runs fastest under
+    /// TCG (`max,pauth=on` has pointer authentication); `cortex-a15` for
+    /// qemu-virt-arm (`cortex-a7` works too)].
+    #[arg(long, value_name = "MODEL")]
+    pub cpu: Option<String>,
     /// GIC version of the emulated board.
     #[arg(long, value_name = "2|3", default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=3))]
     pub gic: u8,
@@ -265,14 +267,14 @@ pub fn write_bundle(
 /// the uplink's user networking when asked for): no semihosting, no
 /// monitor, chardev, virtfs or option ROM in headless runs.
 pub fn qemu_command(args: &RunArgs, bundle: &Path, uplink: Option<&[Forward]>) -> Command {
-    let mut command = crate::emulator::command();
+    let mut command = crate::emulator::command_for(args.board);
     command.current_dir(workspace_root());
     command
         .arg("-M")
         .arg(format!("virt,virtualization=on,gic-version={}", args.gic))
         .args([
             "-cpu",
-            &args.cpu,
+            args.cpu.as_deref().unwrap_or(args.board.default_cpu()),
             "-smp",
             &args.smp.to_string(),
             "-m",
@@ -434,6 +436,26 @@ mod tests {
         );
         assert!(!text.contains("-nographic"), "{text}");
         assert!(text.ends_with("-kernel /b.bin"), "{text}");
+    }
+
+    #[test]
+    fn the_arm_board_runs_qemu_system_arm_with_a_cortex_a15() {
+        let text = line(&qemu_command(
+            &args(&["--headless", "--board", "qemu-virt-arm"]),
+            Path::new("/b.bin"),
+            None,
+        ));
+        assert!(
+            text.contains("qemu-system-arm -M virt,virtualization=on,gic-version=2 -cpu cortex-a15"),
+            "{text}"
+        );
+        let a7 = line(&qemu_command(
+            &args(&["--board", "qemu-virt-arm", "--cpu", "cortex-a7"]),
+            Path::new("/b.bin"),
+            None,
+        ));
+        assert!(a7.contains("-cpu cortex-a7 "), "{a7}");
+        assert!(!a7.contains("semihosting"), "{a7}");
     }
 
     #[test]

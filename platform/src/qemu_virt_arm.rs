@@ -1,0 +1,10 @@
+//! QEMU `virt` (ARMv7-A, `qemu-system-arm -M virt,virtualization=on`):
+//! the same memory map as the AArch64 machine below 4 GiB, booted in HYP mode.
+
+use crate::Board;
+
+/// QEMU virt, 32-bit.
+pub const BOARD: Board = Board {
+    name: "qemu-virt-arm",
+    early_uart: 0x0900_0000,
+};
