@@ -132,8 +132,8 @@ pub struct Hsr(pub u32);
 impl Hsr {
     /// HSR.EC.
     pub fn ec(self) -> u8 {
-        // EC is the top 6 bits: the shifted value is below 64.
-        self.0.to_be_bytes()[0] >> 2
+        // EC is the top 6 bits: the shifted value is below 64 and always fits.
+        u8::try_from(self.0 >> EC_SHIFT).unwrap_or(u8::MAX)
     }
 
     /// The decoded exception class.
