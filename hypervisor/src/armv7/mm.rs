@@ -97,7 +97,10 @@ pub unsafe fn early_mmu_on(dtb: usize) {
         };
         // SAFETY: `root` is the static early root, four entries long, used
         // by nothing else; the MMU is off, so no walker reads it yet.
-        unsafe { root.add(index).write_volatile(HypStage1Format::encode(leaf, 1)) };
+        unsafe {
+            root.add(index)
+                .write_volatile(HypStage1Format::encode(leaf, 1))
+        };
     };
     // The UART first: if it shares a GiB with RAM, the RAM mapping wins.
     set(chroma_platform::BOARD.early_uart as u64, Attributes::DEVICE);
@@ -240,7 +243,10 @@ fn add_minus(frames: &mut Frames, start: u64, end: u64, holes: &[(u64, u64)]) {
     let mut cursor = start;
     while cursor < end {
         // The first hole that covers the cursor moves it past the hole.
-        if let Some(hole) = holes.iter().find(|hole| hole.0 <= cursor && cursor < hole.1) {
+        if let Some(hole) = holes
+            .iter()
+            .find(|hole| hole.0 <= cursor && cursor < hole.1)
+        {
             cursor = hole.1;
             continue;
         }
@@ -296,19 +302,31 @@ pub fn init(
 
     let mut tables = PhysTables;
     let geometry = Geometry::stage1(HYP_VA_BITS).ok_or(MemoryError::Beyond4GiB)?;
-    let mut map = PageTable::new(&mut tables, geometry).map_err(|e| MemoryError::Map("the root", e))?;
+    let mut map =
+        PageTable::new(&mut tables, geometry).map_err(|e| MemoryError::Map("the root", e))?;
     let mut map_range = |what: &'static str, start: u64, end: u64, attributes: Attributes| {
         let start = start & !(PAGE_SIZE - 1);
         let end = end.min(SPACE_END).next_multiple_of(PAGE_SIZE);
         if end <= start {
             return Ok(());
         }
-        map.map::<HypStage1Format, _>(&mut tables, start, HostPhysAddr::new(start), end - start, attributes)
-            .map_err(|e| MemoryError::Map(what, e))
+        map.map::<HypStage1Format, _>(
+            &mut tables,
+            start,
+            HostPhysAddr::new(start),
+            end - start,
+            attributes,
+        )
+        .map_err(|e| MemoryError::Map(what, e))
     };
     // W^X over the image; the manifest read-only; the rest of RAM data.
     map_range("text", image.start, image.text_end, Attributes::TEXT)?;
-    map_range("rodata", image.text_end, image.rodata_end, Attributes::READ_ONLY)?;
+    map_range(
+        "rodata",
+        image.text_end,
+        image.rodata_end,
+        Attributes::READ_ONLY,
+    )?;
     map_range("data", image.rodata_end, image.end, Attributes::DATA)?;
     map_range("manifest", image.end, used_end, Attributes::READ_ONLY)?;
     for &(start, end) in ram {
@@ -320,7 +338,12 @@ pub fn init(
         }
     }
     for &(base, size) in devices {
-        map_range("a device", base, base.saturating_add(size), Attributes::DEVICE)?;
+        map_range(
+            "a device",
+            base,
+            base.saturating_add(size),
+            Attributes::DEVICE,
+        )?;
     }
     let table_bytes = FRAMES.lock().as_ref().map_or(0, Frames::used_bytes);
     let httbr = map.root().raw();

@@ -130,7 +130,12 @@ fn report_board(board: &chroma_devtree::BoardInfo) {
         .map(|range| (range.base, range.size))
         .collect();
     for (base, size) in &ram {
-        say!("RAM {:#x}..{:#x} ({} MiB)", base, base.saturating_add(*size), size >> 20);
+        say!(
+            "RAM {:#x}..{:#x} ({} MiB)",
+            base,
+            base.saturating_add(*size),
+            size >> 20
+        );
     }
     let cpus: Vec<u64> = board.cpus.as_slice().iter().map(|cpu| cpu.mpidr).collect();
     let psci_cpus = board
@@ -156,11 +161,22 @@ fn report_board(board: &chroma_devtree::BoardInfo) {
             "GICv2: GICD {:#x}, GICC {:#x}, GICH {}, GICV {}",
             distributor.base,
             cpu_interface.base,
-            if hyp_interface.is_some() { "present" } else { "absent" },
-            if virtual_cpu_interface.is_some() { "present" } else { "absent" }
+            if hyp_interface.is_some() {
+                "present"
+            } else {
+                "absent"
+            },
+            if virtual_cpu_interface.is_some() {
+                "present"
+            } else {
+                "absent"
+            }
         ),
         Gic::V3 { distributor, .. } => {
-            say!("GICv3 at {:#x} (not driven by this slice)", distributor.base)
+            say!(
+                "GICv3 at {:#x} (not driven by this slice)",
+                distributor.base
+            )
         }
         Gic::NotGic { registers, .. } => {
             say!("interrupt controller at {:#x} is not a GIC", registers.base)

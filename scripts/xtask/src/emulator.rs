@@ -105,6 +105,24 @@ pub fn command_for(board: Board) -> Command {
     }
 }
 
+/// [`describe`] for the QEMU that emulates `board` (the ARMv7 board's
+/// binary is named by path; its version is that of the same QEMU package).
+pub fn describe_for(board: Board) -> String {
+    match board {
+        Board::QemuVirtAarch64 => describe(),
+        Board::QemuVirtArm => {
+            let name = board.qemu_name();
+            match find_in_path(name) {
+                Some(path) => match version_output(&path).as_deref().and_then(parse_version) {
+                    Some(version) => format!("QEMU {version} ({})", path.display()),
+                    None => format!("{} (its --version did not run)", path.display()),
+                },
+                None => format!("{name} (not found in PATH: install qemu-system-arm)"),
+            }
+        }
+    }
+}
+
 /// "QEMU 10.0.2 (/usr/bin/qemu-system-aarch64)", for logs.
 pub fn describe() -> String {
     let qemu = qemu();

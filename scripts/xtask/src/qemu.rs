@@ -74,9 +74,11 @@ pub struct RunArgs {
     /// Headless runs: feed this file to the console as typed input.
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
-    /// Appends ARG to QEMU's command line. Only for the escape system test's
-    /// negative control (tests/tests/escape.rs), which turns semihosting on
-    /// to show that its checks would catch a guest reaching the host.
+    /// Appends ARG to QEMU's command line. Only for the system tests'
+    /// negative controls: the escape test's (tests/tests/escape.rs), which
+    /// turns semihosting on to show that its checks would catch a guest
+    /// reaching the host, and the ARMv7 test's (tests/tests/armv7.rs), which
+    /// turns the virtualization extensions off to enter chroma in SVC mode.
     #[arg(long, hide = true, value_name = "ARG", allow_hyphen_values = true)]
     pub test_only_qemu_arg: Vec<String>,
 }
@@ -201,7 +203,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             std::fs::File::open(input).map_err(|error| format!("{}: {error}", input.display()))?;
         qemu.stdin(file);
     }
-    eprintln!("xtask: {}", crate::emulator::describe());
+    eprintln!("xtask: {}", crate::emulator::describe_for(args.board));
     eprintln!("xtask: {}", command_line(&qemu));
     if args.gdb {
         eprintln!(
@@ -446,7 +448,9 @@ mod tests {
             None,
         ));
         assert!(
-            text.contains("qemu-system-arm -M virt,virtualization=on,gic-version=2 -cpu cortex-a15"),
+            text.contains(
+                "qemu-system-arm -M virt,virtualization=on,gic-version=2 -cpu cortex-a15"
+            ),
             "{text}"
         );
         let a7 = line(&qemu_command(

@@ -162,7 +162,8 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
 
     // 5. Images, which the system tests boot. A filter that leaves this
     //    stage out still builds them but counts the build only if it fails.
-    let built = match build_all(Board::QemuVirtAarch64).and_then(|_| build_all(Board::QemuVirtArm)) {
+    let built = match build_all(Board::QemuVirtAarch64).and_then(|_| build_all(Board::QemuVirtArm))
+    {
         Ok(_) => {
             if selected("build") {
                 report("build", ONE_PASSED, "");

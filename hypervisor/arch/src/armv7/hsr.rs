@@ -268,7 +268,10 @@ mod tests {
         );
         assert_eq!(Hsr(0x21 << 26).is_write(), None);
         assert_eq!(FaultStatus::from_code(0b10_0001), FaultStatus::Alignment);
-        assert_eq!(FaultStatus::from_code(0b01_0000), FaultStatus::ExternalAbort);
+        assert_eq!(
+            FaultStatus::from_code(0b01_0000),
+            FaultStatus::ExternalAbort
+        );
         assert_eq!(
             FaultStatus::from_code(0b01_0110),
             FaultStatus::ExternalAbortOnWalk(2)

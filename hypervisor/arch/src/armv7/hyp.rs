@@ -53,7 +53,8 @@ pub const fn htcr() -> u32 {
 }
 
 /// HSCTLR bits that read as one (SBOP in ARMv7, RES1 in ARMv8's AArch32).
-const HSCTLR_RES1: u32 = 1 << 29 | 1 << 28 | 1 << 23 | 1 << 22 | 1 << 18 | 1 << 16 | 1 << 11 | 1 << 4 | 1 << 3;
+const HSCTLR_RES1: u32 =
+    1 << 29 | 1 << 28 | 1 << 23 | 1 << 22 | 1 << 18 | 1 << 16 | 1 << 11 | 1 << 4 | 1 << 3;
 /// HSCTLR.M: the HYP stage-1 MMU is on.
 const HSCTLR_M: u32 = 1 << 0;
 /// HSCTLR.C: data accesses are cacheable as mapped.
@@ -123,7 +124,10 @@ mod tests {
         assert_eq!(htcr() & 0b111, 0, "T0SZ = 0: 32-bit input");
         assert_eq!(htcr() >> 12 & 0b11, 0b11);
         let on = hsctlr(true);
-        assert_eq!(on & (1 | 1 << 2 | 1 << 12 | 1 << 19), 1 | 1 << 2 | 1 << 12 | 1 << 19);
+        assert_eq!(
+            on & (1 | 1 << 2 | 1 << 12 | 1 << 19),
+            1 | 1 << 2 | 1 << 12 | 1 << 19
+        );
         assert_eq!(on & (1 << 1 | 1 << 25 | 1 << 30), 0, "A, EE, TE clear");
         assert_eq!(hsctlr(false) & 1 << 19, 0);
     }

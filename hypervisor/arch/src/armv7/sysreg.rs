@@ -129,7 +129,9 @@ pub unsafe fn load_translation(hmair: (u32, u32), htcr: u32, httbr: u64) {
 pub fn htcr() -> u32 {
     let value: u32;
     // SAFETY: MRC only reads HTCR, a HYP register; this code runs in HYP mode.
-    unsafe { asm!("mrc p15, 4, {}, c2, c0, 2", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("mrc p15, 4, {}, c2, c0, 2", out(reg) value, options(nomem, nostack, preserves_flags))
+    };
     value
 }
 

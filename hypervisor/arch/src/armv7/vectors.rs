@@ -97,7 +97,11 @@ pub fn report_hyp_exception(
         .copied()
         .unwrap_or("unknown vector");
     // IRQ and FIQ do not write HSR: what it holds is stale.
-    let hsr_note = if kind >= 6 { " (stale: IRQ/FIQ do not set HSR)" } else { "" };
+    let hsr_note = if kind >= 6 {
+        " (stale: IRQ/FIQ do not set HSR)"
+    } else {
+        ""
+    };
     emit(format_args!(
         "chroma: EL2 EXCEPTION (HYP mode, {kind_name}) on CPU {:#x}: HSR {:#010x}{hsr_note}: EC {:#04x} {}, {}-bit instruction, ISS {:#x}",
         sysreg::mpidr() & 0x00ff_ffff,

@@ -1,0 +1,95 @@
+//! The ARMv7-A back-end's first slice on `qemu-system-arm`: chroma boots in
+//! HYP mode on a Cortex-A15 and a Cortex-A7, turns the HYP MMU on with W^X
+//! (checked by the MMU's own address translation), reads the board's device
+//! tree and its manifest, and powers off through PSCI. It runs no VM yet, so
+//! the summary counts none.
+//!
+//! The negative control enters chroma in SVC mode (QEMU without
+//! `virtualization=on`): it must refuse with a fixed line and never reach
+//! the MMU.
+
+use chroma_systest::{boot_with, config_toml, Board, Outcome, Vm, TIMEOUT_EXIT};
+
+/// Boots a one-probe configuration on qemu-virt-arm with CPU model `cpu`.
+fn boot_arm(test_name: &str, cpu: &str, extra: &[&str], timeout_seconds: u64) -> Outcome {
+    let config = config_toml(&[Vm::new("probe", "probe")]);
+    let mut board = Board::new(2, 2);
+    board.timeout_seconds = timeout_seconds;
+    let mut options = vec!["--board", "qemu-virt-arm", "--cpu", cpu];
+    options.extend_from_slice(extra);
+    boot_with(test_name, &config, board, &options)
+}
+
+/// Panics unless the console has a line starting with `prefix`.
+fn assert_line_starting(run: &Outcome, prefix: &str) {
+    assert!(
+        run.stdout.lines().any(|line| line.starts_with(prefix)),
+        "no line starting with {prefix:?}; output:\n{}",
+        run.stdout
+    );
+}
+
+/// The banner, the HYP MMU line, the board and manifest lines, a clean
+/// summary and power-off, and no failure line.
+fn boots_in_hyp_mode(cpu: &str) {
+    let run = boot_arm(&format!("armv7_{}", cpu.replace('-', "_")), cpu, &[], 60);
+    assert_line_starting(&run, "chroma: chroma 0.1.0 starting in HYP mode on ARMv7-A");
+    assert_line_starting(
+        &run,
+        "chroma: HYP MMU on: LPAE, 32-bit VA, W^X: text RX 0x40010000..",
+    );
+    assert!(
+        run.stdout.contains("(checked with ATS1HR/ATS1HW)"),
+        "{}",
+        run.stdout
+    );
+    assert_line_starting(&run, "chroma: RAM 0x40000000..0x80000000 (1024 MiB)");
+    assert_line_starting(&run, "chroma: 2 CPU(s) in the device tree");
+    assert_line_starting(
+        &run,
+        "chroma: GICv2: GICD 0x8000000, GICC 0x8010000, GICH present",
+    );
+    assert_line_starting(&run, "chroma: manifest: ");
+    assert!(run.stdout.contains("1 VM(s): probe"), "{}", run.stdout);
+    assert_line_starting(&run, "chroma: PSCI 1.1 over SMC");
+    assert_line_starting(&run, "chroma: the ARMv7 back-end runs no VM yet");
+    assert!(!run.stdout.contains("EL2 EXCEPTION"), "{}", run.stdout);
+    run.assert_all_stopped(0, 0);
+    // Status 0: the summary, then QEMU ended by PSCI SYSTEM_OFF.
+    run.assert_success();
+}
+
+#[test]
+fn boots_in_hyp_mode_on_a_cortex_a15() {
+    boots_in_hyp_mode("cortex-a15");
+}
+
+#[test]
+fn boots_in_hyp_mode_on_a_cortex_a7() {
+    boots_in_hyp_mode("cortex-a7");
+}
+
+/// Negative control: without the virtualization extensions QEMU enters the
+/// image in SVC mode. chroma says so and parks (no PSCI conduit is safe to
+/// use from there), so the run ends by xtask's timeout, never with a summary.
+#[test]
+fn negative_control_entering_in_svc_mode_is_refused() {
+    let run = boot_arm(
+        "armv7_svc_refused",
+        "cortex-a15",
+        &[
+            "--test-only-qemu-arg",
+            "-M",
+            "--test-only-qemu-arg",
+            "virtualization=off",
+        ],
+        15,
+    );
+    assert_line_starting(
+        &run,
+        "chroma: fatal: entered in SVC mode (CPSR.M 0b10011), not HYP mode",
+    );
+    assert!(!run.stdout.contains("HYP MMU on"), "{}", run.stdout);
+    assert!(!run.stdout.contains("all VMs stopped"), "{}", run.stdout);
+    assert_eq!(run.status, Some(TIMEOUT_EXIT), "stderr:\n{}", run.stderr);
+}
