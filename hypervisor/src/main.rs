@@ -3,7 +3,7 @@
 //! memory, the VMs from the manifest, and one scheduler loop per CPU.
 //!
 //! On 32-bit Arm (`target_arch = "arm"`, board qemu-virt-arm) it is the
-//! first slice of the ARMv7-A back-end instead, in [`armv7`]: boot in HYP
+//! first slice of the ARMv7-A back-end instead, in `armv7`: boot in HYP
 //! mode, the HYP MMU, the board's device tree, frames and heap, a summary,
 //! and power-off. The modules below name AArch64 directly and build only
 //! for it until they move behind arch seams (see `armv7`'s module doc).

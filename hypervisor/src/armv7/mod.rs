@@ -253,7 +253,7 @@ extern "C" fn chroma_wrong_mode(mode: u32) -> ! {
 /// An exception taken in HYP mode: a hypervisor bug here. Report and stop.
 #[no_mangle]
 extern "C" fn chroma_hyp_exception(frame: &vectors::HypFrame, kind: u32) -> ! {
-    vectors::report_hyp_exception(frame, kind, |line| console::emergency(line));
+    vectors::report_hyp_exception(frame, kind, console::emergency);
     psci::system_off()
 }
 

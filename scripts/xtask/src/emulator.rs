@@ -100,7 +100,7 @@ pub fn command_for(board: Board) -> Command {
         Board::QemuVirtAarch64 => command(),
         Board::QemuVirtArm => {
             let name = board.qemu_name();
-            tool_command(&find_in_path(name).unwrap_or_else(|| PathBuf::from(name)))
+            tool_command(find_in_path(name).unwrap_or_else(|| PathBuf::from(name)))
         }
     }
 }

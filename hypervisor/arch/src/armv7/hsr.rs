@@ -3,15 +3,15 @@
 //! Arm ARM (DDI 0406C) B3.13.6 "Use of the HSR", and the AArch32 HSR in
 //! DDI 0487 G8.2 for the classes ARMv8 added.
 
-/// HSR.EC, bits [31:26].
+/// HSR.EC, bits `[31:26]`.
 const EC_SHIFT: u32 = 26;
-/// HSR.IL, bit [25]: a 32-bit instruction (else 16-bit).
+/// HSR.IL, bit `[25]`: a 32-bit instruction (else 16-bit).
 const IL_BIT: u32 = 1 << 25;
-/// HSR.ISS, bits [24:0].
+/// HSR.ISS, bits `[24:0]`.
 const ISS_MASK: u32 = (1 << 25) - 1;
-/// ISS of an abort: WnR, bit [6] (data aborts only).
+/// ISS of an abort: WnR, bit `[6]` (data aborts only).
 const ISS_WNR: u32 = 1 << 6;
-/// ISS of an abort: the long-descriptor fault status code, bits [5:0].
+/// ISS of an abort: the long-descriptor fault status code, bits `[5:0]`.
 const ISS_FSC_MASK: u32 = 0x3f;
 
 /// The exception classes chroma names (HSR.EC).

@@ -4,9 +4,9 @@
 //! (HSCTLR), B4.1.76 (HTCR).
 //!
 //! A long descriptor in the HYP regime has the layout of a VMSAv8-64 EL2
-//! stage-1 descriptor with a 4 KiB granule at levels 1 to 3: AttrIndx[4:2],
-//! AP[7:6] (AP[1] should be one), SH[9:8], AF[10], output address [39:12],
-//! XN[54]. So the AArch64 back-end's format and MAIR value serve both, and
+//! stage-1 descriptor with a 4 KiB granule at levels 1 to 3: `AttrIndx[4:2]`,
+//! `AP[7:6]` (`AP[1]` should be one), `SH[9:8]`, `AF[10]`, output address `[39:12]`,
+//! `XN[54]`. So the AArch64 back-end's format and MAIR value serve both, and
 //! `chroma_core::pagetable` walks both: with HTCR.T0SZ = 0 the walk starts
 //! at level 1 with a four-entry root ([`Geometry::stage1`] of 32 bits).
 //!

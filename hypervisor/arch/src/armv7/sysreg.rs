@@ -36,7 +36,7 @@ pub fn hifar() -> u32 {
     Hifar::read().0
 }
 
-/// HPFAR: IPA[39:12] of a stage-2 fault, in bits [31:4].
+/// HPFAR: `IPA[39:12]` of a stage-2 fault, in bits `[31:4]`.
 pub fn hpfar() -> u32 {
     Hpfar::read().0
 }
