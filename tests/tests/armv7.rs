@@ -4,11 +4,15 @@
 //! tree and its manifest, and powers off through PSCI. It runs no VM yet, so
 //! the summary counts none.
 //!
-//! The negative control enters chroma in SVC mode (QEMU without
-//! `virtualization=on`): it must refuse with a fixed line and never reach
-//! the MMU.
+//! The negative controls: chroma entered in SVC mode (QEMU without
+//! `virtualization=on`) must refuse with a fixed line and never reach the
+//! MMU; and chroma told to write to its own text (its test hook on the boot
+//! command line) must take a HYP data abort, permission fault, and report it
+//! decoded (HSR, HDFAR, registers, banked SPSRs) before powering off.
 
-use chroma_systest::{boot_with, config_toml, Board, Outcome, Vm, TIMEOUT_EXIT};
+use chroma_systest::{
+    boot_with, config_toml, Board, Outcome, Vm, HYPERVISOR_FAILED_EXIT, TIMEOUT_EXIT,
+};
 
 /// Boots a one-probe configuration on qemu-virt-arm with CPU model `cpu`.
 fn boot_arm(test_name: &str, cpu: &str, extra: &[&str], timeout_seconds: u64) -> Outcome {
@@ -92,4 +96,50 @@ fn negative_control_entering_in_svc_mode_is_refused() {
     assert!(!run.stdout.contains("HYP MMU on"), "{}", run.stdout);
     assert!(!run.stdout.contains("all VMs stopped"), "{}", run.stdout);
     assert_eq!(run.status, Some(TIMEOUT_EXIT), "stderr:\n{}", run.stderr);
+}
+
+/// Negative control for W^X and the exception path: a write to the text
+/// page faults, and the report names the class, the fault, the address.
+#[test]
+fn negative_control_a_write_to_text_is_a_reported_hyp_data_abort() {
+    let run = boot_arm(
+        "armv7_write_text",
+        "cortex-a15",
+        &[
+            "--test-only-qemu-arg",
+            "-append",
+            "--test-only-qemu-arg",
+            "chroma.test=hyp-write-text",
+        ],
+        60,
+    );
+    assert_line_starting(&run, "chroma: HYP MMU on: LPAE");
+    assert_line_starting(&run, "chroma: test: writing to the text page at 0x40010000");
+    assert_line_starting(
+        &run,
+        "chroma: EL2 EXCEPTION (HYP mode, data abort) on CPU 0x0: HSR ",
+    );
+    assert!(
+        run.stdout
+            .contains("EC 0x25 data abort taken in HYP mode, IL "),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .lines()
+            .any(|line| line.trim() == "permission fault, level 3; on a write"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("HDFAR 0x40010000"), "{}", run.stdout);
+    assert!(run.stdout.contains("SPSR_svc "), "{}", run.stdout);
+    assert!(!run.stdout.contains("did not fault"), "{}", run.stdout);
+    assert!(!run.stdout.contains("all VMs stopped"), "{}", run.stdout);
+    assert_eq!(
+        run.status,
+        Some(HYPERVISOR_FAILED_EXIT),
+        "stderr:\n{}",
+        run.stderr
+    );
 }

@@ -96,12 +96,48 @@ extern "C" fn chroma_primary_main(dtb: usize) -> ! {
         memory.httbr
     );
     report_board(&board);
+    if bootargs(dtb_bytes)
+        .is_some_and(|args| args.split_whitespace().any(|word| word == WRITE_TEXT_TEST))
+    {
+        write_to_text(image.start);
+    }
     report_manifest();
     let (major, minor) = psci::version();
     say!("PSCI {major}.{minor} over SMC; secondaries stay off in this slice");
     say!("the ARMv7 back-end runs no VM yet");
     say!("all VMs stopped (0 clean, 0 failed)");
     psci::system_off()
+}
+
+/// The boot command-line word that makes chroma write to its own text once
+/// the final map is on: a test of W^X and of the HYP exception report
+/// (tests/tests/armv7.rs). `/chosen/bootargs` is the hypervisor's own command
+/// line, set by whoever boots the board (QEMU: `-append`); no guest reaches it.
+const WRITE_TEXT_TEST: &str = "chroma.test=hyp-write-text";
+
+/// `/chosen/bootargs` of the board's device tree, if any.
+fn bootargs(dtb: &[u8]) -> Option<&str> {
+    fdt::Fdt::new(dtb)
+        .ok()?
+        .find_node("/chosen")?
+        .property("bootargs")?
+        .as_str()
+}
+
+/// Writes to the first word of the image's text, which the final map keeps
+/// read-only: the HYP data abort is reported and the machine powers off.
+fn write_to_text(text: u64) -> ! {
+    say!("test: writing to the text page at {text:#x}; W^X must fault");
+    if let Ok(address) = usize::try_from(text) {
+        // SAFETY: this store is meant to fault (a permission fault on a
+        // read-only page); the data abort vector reports it and powers off.
+        // Were W^X broken, the word overwritten is the zImage header's first
+        // NOP, which never runs again, and the fatal line below follows.
+        unsafe { core::ptr::write_volatile(address as *mut u32, 0xe1a0_0000) };
+    }
+    fatal(format_args!(
+        "the write to text at {text:#x} did not fault: W^X is not enforced"
+    ))
 }
 
 /// The device tree at `dtb`, bounded by its header's size (empty if there is

@@ -103,12 +103,14 @@ pub fn report_hyp_exception(
         ""
     };
     emit(format_args!(
-        "chroma: EL2 EXCEPTION (HYP mode, {kind_name}) on CPU {:#x}: HSR {:#010x}{hsr_note}: EC {:#04x} {}, {}-bit instruction, ISS {:#x}",
+        "chroma: EL2 EXCEPTION (HYP mode, {kind_name}) on CPU {:#x}: HSR {:#010x}{hsr_note}: EC {:#04x} {}, IL {}, ISS {:#x}",
         sysreg::mpidr() & 0x00ff_ffff,
         hsr.0,
         hsr.ec(),
         class.name(),
-        if hsr.is_32bit_instruction() { 32 } else { 16 },
+        // IL names the trapped instruction's length (1: 32-bit) only for
+        // traps and aborts with a valid syndrome; printed as the hardware set it.
+        u8::from(hsr.is_32bit_instruction()),
         hsr.iss(),
     ));
     if let Some(fault) = hsr.fault() {
