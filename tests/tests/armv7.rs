@@ -1,7 +1,8 @@
 //! The ARMv7-A back-end's first slice on `qemu-system-arm`: chroma boots in
 //! HYP mode on a Cortex-A15 and a Cortex-A7, turns the HYP MMU on with W^X
 //! (checked by the MMU's own address translation), reads the board's device
-//! tree and its manifest, and powers off through PSCI. It runs no VM yet, so
+//! tree and its manifest, starts the second CPU with PSCI CPU_ON, and powers
+//! off through PSCI. It runs no VM yet, so
 //! the summary counts none.
 //!
 //! The negative controls: chroma entered in SVC mode (QEMU without
@@ -56,6 +57,12 @@ fn boots_in_hyp_mode(cpu: &str) {
     assert_line_starting(&run, "chroma: manifest: ");
     assert!(run.stdout.contains("1 VM(s): probe"), "{}", run.stdout);
     assert_line_starting(&run, "chroma: PSCI 1.1 over SMC");
+    // The second CPU came up through PSCI CPU_ON with the boot CPU's map.
+    assert_line_starting(&run, "chroma: CPU 1 (MPIDR 0x80000001) online, HSCTLR ");
+    assert_line_starting(
+        &run,
+        "chroma: 2 of 2 CPU(s) online in HYP mode with the HYP MMU on",
+    );
     assert_line_starting(&run, "chroma: the ARMv7 back-end runs no VM yet");
     assert!(!run.stdout.contains("EL2 EXCEPTION"), "{}", run.stdout);
     run.assert_all_stopped(0, 0);

@@ -8,7 +8,7 @@
 
 use buddy_system_allocator::LockedHeap;
 use chroma_arch::armv7::hyp::{self, HypStage1Format, HYP_VA_BITS};
-use chroma_arch::armv7::sysreg;
+use chroma_arch::armv7::{boot, sysreg};
 use chroma_core::frames::Frames;
 use chroma_core::pagetable::{
     Attributes, Descriptor, Geometry, MapError, MemoryType, PageTable, PageTableFormat,
@@ -358,6 +358,20 @@ pub fn init(
     }
     // HSCTLR.WXN may be cached in TLB entries.
     sysreg::invalidate_hyp_tlb();
+    let [l0, l1, l2, l3, h0, h1, h2, h3] = httbr.to_le_bytes();
+    // SAFETY: only the boot CPU runs (no secondary is started before `init`
+    // returns), and the regime is the one just loaded, which maps the image,
+    // the stacks and data at their own addresses.
+    unsafe {
+        boot::publish_mmu_config(boot::HypMmuConfig {
+            hmair0: hyp::hmair0(),
+            hmair1: hyp::hmair1(),
+            htcr: hyp::htcr(),
+            httbr_low: u32::from_le_bytes([l0, l1, l2, l3]),
+            httbr_high: u32::from_le_bytes([h0, h1, h2, h3]),
+            hsctlr: hyp::hsctlr(true),
+        })
+    };
     check_write_xor_execute(&image)?;
     Ok(MemorySummary {
         image,

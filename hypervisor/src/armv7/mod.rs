@@ -1,6 +1,6 @@
 //! The ARMv7-A slice of the binary: boot in HYP mode, the HYP MMU, the
-//! board's device tree, frames and heap, a summary, then PSCI SYSTEM_OFF.
-//! It runs no VM yet.
+//! board's device tree, frames and heap, the secondary CPUs (PSCI CPU_ON;
+//! they park), a summary, then PSCI SYSTEM_OFF. It runs no VM yet.
 //!
 //! Everything here is wiring over `chroma_arch::armv7`, `chroma-core`'s
 //! page-table walker and frame pool, `chroma-devtree` and
@@ -11,7 +11,8 @@
 //!   `HypMmu` seam (this module's `mm` is the ARMv7 side of it);
 //! - `platform_info.rs`: `GicKind`, `Conduit`, MAX_CPUS and the PA size
 //!   come from `chroma_arch::aarch64`; PSCI `CPU_ON` must be the SMC32 ID
-//!   on ARMv7 (`chroma-devtree` defaults to the SMC64 one);
+//!   on ARMv7 (`chroma-devtree` defaults to the SMC64 one; this slice uses
+//!   `chroma_arch::armv7::psci::CPU_ON`);
 //! - `sched.rs`, `vm.rs`, `exits.rs`: the vCPU context, guest entry and
 //!   the trap decoding are AArch64's (ESR_EL2, VTTBR_EL2, HCR_EL2): an arch
 //!   `Vcpu` seam (registers by number, the decoded exit, advance the PC,
@@ -23,9 +24,10 @@
 mod console;
 mod mm;
 
-use chroma_arch::armv7::{psci, sysreg, vectors};
+use chroma_arch::armv7::{boot, psci, sysreg, vectors};
 use chroma_devtree::{parse_board, EnableMethod, Gic, PsciConduit, UartKind};
 use core::panic::PanicInfo;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Prints one `chroma: ` line.
 macro_rules! say {
@@ -103,7 +105,8 @@ extern "C" fn chroma_primary_main(dtb: usize) -> ! {
     }
     report_manifest();
     let (major, minor) = psci::version();
-    say!("PSCI {major}.{minor} over SMC; secondaries stay off in this slice");
+    say!("PSCI {major}.{minor} over SMC");
+    start_secondaries(&board);
     say!("the ARMv7 back-end runs no VM yet");
     say!("all VMs stopped (0 clean, 0 failed)");
     psci::system_off()
@@ -138,6 +141,60 @@ fn write_to_text(text: u64) -> ! {
     fatal(format_args!(
         "the write to text at {text:#x} did not fault: W^X is not enforced"
     ))
+}
+
+/// CPUs that reached Rust with their HYP MMU on (the boot CPU included).
+static CPUS_ONLINE: AtomicUsize = AtomicUsize::new(1);
+
+/// How long the boot CPU waits for the secondaries (spins of a few cycles).
+const SECONDARY_WAIT_SPINS: u32 = 50_000_000;
+
+/// Starts every other CPU of the device tree with PSCI CPU_ON (SMC32) and
+/// waits until each says it is online; they then park. A CPU that does not
+/// start is reported, not fatal.
+fn start_secondaries(board: &chroma_devtree::BoardInfo) {
+    let own = sysreg::mpidr() & 0x00ff_ffff;
+    let entry = u32::try_from(boot::secondary_entry_address()).unwrap_or(0);
+    let mut started = 0usize;
+    let secondaries = board
+        .cpus
+        .as_slice()
+        .iter()
+        .map(|cpu| cpu.mpidr)
+        .filter(|mpidr| *mpidr != u64::from(own));
+    for (index, mpidr) in (1..boot::MAX_CPUS).zip(secondaries) {
+        let (Ok(target), Ok(context)) = (u32::try_from(mpidr), u32::try_from(index)) else {
+            say!("CPU {mpidr:#x}: MPIDR beyond 32 bits, not started");
+            continue;
+        };
+        match psci::cpu_on(target, entry, context) {
+            0 => started += 1,
+            status => say!("CPU {mpidr:#x}: PSCI CPU_ON failed ({status})"),
+        }
+    }
+    let mut spins = 0u32;
+    while CPUS_ONLINE.load(Ordering::Acquire) < started + 1 && spins < SECONDARY_WAIT_SPINS {
+        core::hint::spin_loop();
+        spins += 1;
+    }
+    say!(
+        "{} of {} CPU(s) online in HYP mode with the HYP MMU on",
+        CPUS_ONLINE.load(Ordering::Acquire),
+        started + 1
+    );
+}
+
+/// A secondary CPU's entry after PSCI CPU_ON: HYP mode, its stack, HVBAR and
+/// the boot CPU's final map already loaded. It reports and parks.
+#[no_mangle]
+extern "C" fn chroma_secondary_main(cpu: usize) -> ! {
+    say!(
+        "CPU {cpu} (MPIDR {:#x}) online, HSCTLR {:#x}",
+        sysreg::mpidr(),
+        sysreg::hsctlr()
+    );
+    CPUS_ONLINE.fetch_add(1, Ordering::AcqRel);
+    boot::park()
 }
 
 /// The device tree at `dtb`, bounded by its header's size (empty if there is

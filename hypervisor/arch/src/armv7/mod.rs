@@ -2,8 +2,9 @@
 //! Virtualization Extensions and LPAE, as on a Cortex-A15 or Cortex-A7.
 //!
 //! This is the first slice: boot (zImage header, HYP-mode check, stack,
-//! .bss, HVBAR), the HYP-mode exception report, the HYP stage-1 MMU with
-//! long descriptors, and PSCI over SMC. Guests (stage-2, the HYP trap
+//! .bss, HVBAR; the secondaries' entry after PSCI CPU_ON), the HYP-mode
+//! exception report, the HYP stage-1 MMU with long descriptors, and PSCI
+//! over SMC. Guests (stage-2, the HYP trap
 //! path, the GIC virtual interface) come next.
 //!
 //! `hsr` (syndrome decoding) and `hyp` (HTCR, HSCTLR, HMAIR values and the

@@ -5,6 +5,8 @@ use core::arch::asm;
 
 /// PSCI_VERSION (SMC32).
 pub const PSCI_VERSION: u32 = 0x8400_0000;
+/// CPU_ON (SMC32: ARMv7 has no SMC64).
+pub const CPU_ON: u32 = 0x8400_0003;
 /// SYSTEM_OFF (SMC32).
 pub const SYSTEM_OFF: u32 = 0x8400_0008;
 
@@ -36,6 +38,12 @@ pub fn version() -> (u16, u16) {
         u16::from_le_bytes([major0, major1]),
         u16::from_le_bytes([minor0, minor1]),
     )
+}
+
+/// CPU_ON: starts the CPU `mpidr` at `entry` with r0 = `context`; returns
+/// PSCI's status (0: success; negative: an error such as ALREADY_ON).
+pub fn cpu_on(mpidr: u32, entry: u32, context: u32) -> i32 {
+    i32::from_le_bytes(smc(CPU_ON, [mpidr, entry, context]).to_le_bytes())
 }
 
 /// SYSTEM_OFF; parks the CPU if the firmware returns.
