@@ -120,8 +120,12 @@ pub unsafe fn early_mmu_on(dtb: usize) {
     //    their own addresses, and the UART as device memory.
     // 2. Only the boot CPU runs; the MMU is off until `write_hsctlr`.
     unsafe {
-        sysreg::load_translation((hyp::hmair0(), hyp::hmair1()), hyp::htcr(), root as u64);
-        sysreg::write_hsctlr(hyp::hsctlr(false));
+        sysreg::load_translation(
+            (hyp::hmair0(), hyp::hmair1()),
+            hyp::htcr(sysreg::htcr()),
+            root as u64,
+        );
+        sysreg::write_hsctlr(hyp::hsctlr(sysreg::hsctlr(), false));
     }
 }
 
@@ -353,8 +357,12 @@ pub fn init(
     //    TLBs are invalidated by `load_translation` and again below.
     // 2. WXN goes on with it: the new tables have no writable text.
     unsafe {
-        sysreg::load_translation((hyp::hmair0(), hyp::hmair1()), hyp::htcr(), httbr);
-        sysreg::write_hsctlr(hyp::hsctlr(true));
+        sysreg::load_translation(
+            (hyp::hmair0(), hyp::hmair1()),
+            hyp::htcr(sysreg::htcr()),
+            httbr,
+        );
+        sysreg::write_hsctlr(hyp::hsctlr(sysreg::hsctlr(), true));
     }
     // HSCTLR.WXN may be cached in TLB entries.
     sysreg::invalidate_hyp_tlb();
@@ -366,10 +374,11 @@ pub fn init(
         boot::publish_mmu_config(boot::HypMmuConfig {
             hmair0: hyp::hmair0(),
             hmair1: hyp::hmair1(),
-            htcr: hyp::htcr(),
+            htcr: sysreg::htcr(),
             httbr_low: u32::from_le_bytes([l0, l1, l2, l3]),
             httbr_high: u32::from_le_bytes([h0, h1, h2, h3]),
-            hsctlr: hyp::hsctlr(true),
+            // The boot CPU's values: the secondaries are the same cores.
+            hsctlr: sysreg::hsctlr(),
         })
     };
     check_write_xor_execute(&image)?;

@@ -37,44 +37,56 @@ pub const fn hmair1() -> u32 {
         | (MAIR_VALUE.to_le_bytes()[7] as u32) << 24
 }
 
-/// HTCR bit 31: RES1 (UNK/SBOP in ARMv7).
-const HTCR_RES1: u32 = 1 << 31 | 1 << 23;
+/// HTCR.T0SZ, bits `[2:0]`.
+const HTCR_T0SZ_MASK: u32 = 0b111;
 /// HTCR.SH0 = 0b11: table walks are inner shareable.
 const HTCR_SH0_INNER: u32 = 0b11 << 12;
 /// HTCR.ORGN0 = 0b01: walks are outer write-back write-allocate cacheable.
 const HTCR_ORGN0_WBWA: u32 = 0b01 << 10;
 /// HTCR.IRGN0 = 0b01: walks are inner write-back write-allocate cacheable.
 const HTCR_IRGN0_WBWA: u32 = 0b01 << 8;
+/// The HTCR fields chroma sets; the others (UNK/SBOP, UNK/SBZP in ARMv7,
+/// RES1/RES0 in ARMv8's AArch32) keep the value the hardware holds.
+const HTCR_OWNED: u32 = HTCR_T0SZ_MASK | 0b11 << 12 | 0b11 << 10 | 0b11 << 8;
 
-/// HTCR: a 32-bit input space (T0SZ = 0), walks cacheable and inner
-/// shareable like the tables' own mapping.
-pub const fn htcr() -> u32 {
-    HTCR_RES1 | HTCR_SH0_INNER | HTCR_ORGN0_WBWA | HTCR_IRGN0_WBWA
+/// HTCR from its `current` value: a 32-bit input space (T0SZ = 0), walks
+/// cacheable and inner shareable like the tables' own mapping; the bits
+/// chroma does not own are preserved, as "should be one/zero or preserved"
+/// allows on every ARMv7 and ARMv8 core.
+pub const fn htcr(current: u32) -> u32 {
+    current & !HTCR_OWNED | HTCR_SH0_INNER | HTCR_ORGN0_WBWA | HTCR_IRGN0_WBWA
 }
 
-/// HSCTLR bits that read as one (SBOP in ARMv7, RES1 in ARMv8's AArch32).
-const HSCTLR_RES1: u32 =
-    1 << 29 | 1 << 28 | 1 << 23 | 1 << 22 | 1 << 18 | 1 << 16 | 1 << 11 | 1 << 4 | 1 << 3;
 /// HSCTLR.M: the HYP stage-1 MMU is on.
 const HSCTLR_M: u32 = 1 << 0;
+/// HSCTLR.A: alignment checking (off: the compiler may emit unaligned accesses).
+const HSCTLR_A: u32 = 1 << 1;
 /// HSCTLR.C: data accesses are cacheable as mapped.
 const HSCTLR_C: u32 = 1 << 2;
 /// HSCTLR.I: instruction fetches are cacheable.
 const HSCTLR_I: u32 = 1 << 12;
 /// HSCTLR.WXN: writable memory is never executable.
 const HSCTLR_WXN: u32 = 1 << 19;
+/// HSCTLR.EE: exception endianness (off: little-endian).
+const HSCTLR_EE: u32 = 1 << 25;
+/// HSCTLR.TE: exceptions taken in Thumb state (off: the vectors are A32).
+const HSCTLR_TE: u32 = 1 << 30;
+/// The HSCTLR bits chroma sets; the rest keep the hardware's value.
+const HSCTLR_OWNED: u32 =
+    HSCTLR_M | HSCTLR_A | HSCTLR_C | HSCTLR_I | HSCTLR_WXN | HSCTLR_EE | HSCTLR_TE;
 
-/// HSCTLR with the MMU and both caches on; `write_implies_never_execute`
-/// sets WXN (off only while the early map's RWX blocks are live). A, EE
-/// and TE stay zero: unaligned accesses allowed, little-endian, exceptions
-/// taken in ARM state (the vectors are A32 code).
-pub const fn hsctlr(write_implies_never_execute: bool) -> u32 {
+/// HSCTLR from its `current` value with the MMU and both caches on;
+/// `write_implies_never_execute` sets WXN (off only while the early map's
+/// RWX blocks are live). A, EE and TE are cleared: unaligned accesses
+/// allowed, little-endian, exceptions taken in ARM state. The bits chroma
+/// does not own are preserved.
+pub const fn hsctlr(current: u32, write_implies_never_execute: bool) -> u32 {
     let wxn = if write_implies_never_execute {
         HSCTLR_WXN
     } else {
         0
     };
-    HSCTLR_RES1 | HSCTLR_M | HSCTLR_C | HSCTLR_I | wxn
+    current & !HSCTLR_OWNED | HSCTLR_M | HSCTLR_C | HSCTLR_I | wxn
 }
 
 #[cfg(test)]
@@ -120,15 +132,25 @@ mod tests {
     }
 
     #[test]
-    fn control_values() {
-        assert_eq!(htcr() & 0b111, 0, "T0SZ = 0: 32-bit input");
-        assert_eq!(htcr() >> 12 & 0b11, 0b11);
-        let on = hsctlr(true);
+    fn control_values_set_their_fields_and_preserve_the_rest() {
+        assert_eq!(htcr(0), 0b11 << 12 | 0b01 << 10 | 0b01 << 8);
+        // Bits 31 and 23 (RES1 in ARMv8) survive; T0SZ is cleared.
         assert_eq!(
-            on & (1 | 1 << 2 | 1 << 12 | 1 << 19),
-            1 | 1 << 2 | 1 << 12 | 1 << 19
+            htcr(1 << 31 | 1 << 23 | 0b111) & (1 << 31 | 1 << 23 | 0b111),
+            1 << 31 | 1 << 23
         );
-        assert_eq!(on & (1 << 1 | 1 << 25 | 1 << 30), 0, "A, EE, TE clear");
-        assert_eq!(hsctlr(false) & 1 << 19, 0);
+        let on = hsctlr(0, true);
+        assert_eq!(on, 1 | 1 << 2 | 1 << 12 | 1 << 19);
+        let from_ones = hsctlr(u32::MAX, false);
+        assert_eq!(
+            from_ones & (1 << 1 | 1 << 19 | 1 << 25 | 1 << 30),
+            0,
+            "A, WXN, EE, TE clear"
+        );
+        assert_eq!(
+            from_ones & (1 << 29 | 1 << 28 | 1 << 4 | 1 << 3),
+            1 << 29 | 1 << 28 | 1 << 4 | 1 << 3,
+            "SBOP bits kept"
+        );
     }
 }
