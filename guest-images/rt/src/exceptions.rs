@@ -191,7 +191,11 @@ impl fmt::Display for Fault {
                 if self.is_write() { ", write" } else { "" }
             )?;
         }
-        write!(formatter, ", {} {:#x}, {} {:#x}", far, self.far, elr, self.elr)
+        write!(
+            formatter,
+            ", {} {:#x}, {} {:#x}",
+            far, self.far, elr, self.elr
+        )
     }
 }
 

@@ -128,4 +128,3 @@ _rt_fatal:
     stack_size = const crate::boot::STACK_SIZE,
     max_cpus = const crate::boot::MAX_CPUS,
 );
-
