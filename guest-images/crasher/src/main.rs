@@ -200,7 +200,7 @@ fn jump_wild(address: u64) -> ! {
     // SAFETY: deliberately not sound in the usual sense: control never comes
     // back here. Every fetch at `address` aborts and the handler retries it,
     // so no Rust code runs with a broken state other than the handler.
-    unsafe { attack::jump_to(address as usize) }
+    unsafe { attack::jump_to(reachable(address)) }
 }
 
 /// `novec` mode: vectors at an unmapped address, then fault.
@@ -209,7 +209,16 @@ fn no_vectors(address: u64) -> ! {
     // SAFETY: deliberately hostile: after this, every exception fetches its
     // vector from `address`, which aborts, which fetches the vector again.
     // No Rust code runs afterwards (the load never completes).
-    unsafe { attack::set_vectors_and_fault(address as usize) }
+    unsafe { attack::set_vectors_and_fault(reachable(address)) }
+}
+
+/// `address` as a pointer-sized value, or powers off if it has no such
+/// value (above 4 GiB on AArch32).
+fn reachable(address: u64) -> usize {
+    usize::try_from(address).unwrap_or_else(|_| {
+        println!("crasher: {:#x} is beyond the address space", address);
+        chroma_guest_rt::power_off()
+    })
 }
 
 /// `hvc` mode: bad SMCCC/PSCI calls, each result printed, then power off.

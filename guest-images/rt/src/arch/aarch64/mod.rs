@@ -139,14 +139,14 @@ pub unsafe fn run_on_stack(top: usize, argument: usize, entry: extern "C" fn(usi
 /// `address` must not hold a Rust object that is being mutated; a load that
 /// aborts must be skipped (`Resolution::Skip`) by the registered handler.
 pub unsafe fn load_u32_skippable(address: usize, if_skipped: u32) -> u32 {
-    let mut value = u64::from(if_skipped);
+    let mut value = if_skipped;
     // SAFETY: the caller guarantees the address and the handler; the `ldr`
     // is exactly one 4-byte instruction, so ELR + 4 resumes after it and
     // `value` keeps `if_skipped`.
     unsafe {
         asm!("ldr {value:w}, [{address}]", address = in(reg) address, value = inout(reg) value, options(nostack));
     }
-    value as u32
+    value
 }
 
 /// One 32-bit store of zero to `address` in a single 4-byte instruction.

@@ -5,6 +5,8 @@
 
 use core::arch::asm;
 
+use super::halves;
+
 /// ICC_SRE.SRE: use the system-register interface.
 const SRE: u32 = 1 << 0;
 
@@ -23,13 +25,15 @@ pub fn enable_system_register_interface() {
 /// Writes ICC_PMR (8 bits).
 pub fn write_pmr(value: u64) {
     // SAFETY: the priority mask only filters this CPU's interrupts.
-    unsafe { asm!("mcr p15, 0, {}, c4, c6, 0", in(reg) value as u32, options(nomem, nostack)) };
+    unsafe { asm!("mcr p15, 0, {}, c4, c6, 0", in(reg) halves(value).0, options(nomem, nostack)) };
 }
 
 /// Writes ICC_BPR1.
 pub fn write_bpr1(value: u64) {
     // SAFETY: the binary point only affects preemption on this CPU.
-    unsafe { asm!("mcr p15, 0, {}, c12, c12, 3", in(reg) value as u32, options(nomem, nostack)) };
+    unsafe {
+        asm!("mcr p15, 0, {}, c12, c12, 3", in(reg) halves(value).0, options(nomem, nostack))
+    };
 }
 
 /// Writes ICC_IGRPEN1.
@@ -37,7 +41,7 @@ pub fn write_igrpen1(value: u64) {
     // SAFETY: enables Group 1 signalling to this CPU; the ISB makes it take
     // effect before interrupts are unmasked.
     unsafe {
-        asm!("mcr p15, 0, {}, c12, c12, 7", "isb", in(reg) value as u32, options(nomem, nostack))
+        asm!("mcr p15, 0, {}, c12, c12, 7", "isb", in(reg) halves(value).0, options(nomem, nostack))
     };
 }
 
@@ -54,7 +58,9 @@ pub fn read_iar1() -> u64 {
 pub fn write_eoir1(intid: u64) {
     // SAFETY: ends an interrupt this CPU acknowledged; ordered after the
     // handler's memory accesses (not `nomem`).
-    unsafe { asm!("mcr p15, 0, {}, c12, c12, 1", "isb", in(reg) intid as u32, options(nostack)) };
+    unsafe {
+        asm!("mcr p15, 0, {}, c12, c12, 1", "isb", in(reg) halves(intid).0, options(nostack))
+    };
 }
 
 /// Sends an SGI through ICC_SGI1R to one PE (same layout as ICC_SGI1R_EL1;
@@ -65,14 +71,15 @@ pub fn send_sgi1(intid: u32, mpidr: u64) {
     let aff2 = (mpidr >> 16) & 0xff;
     let value =
         (1u64 << (aff0 & 0xf)) | (aff1 << 16) | ((u64::from(intid) & 0xf) << 24) | (aff2 << 32);
+    let (low, high) = halves(value);
     // SAFETY: sending an SGI has no memory effect; the ISB makes sure it is
     // issued before we go on (for example, to WFI).
     unsafe {
         asm!(
             "mcrr p15, 0, {low}, {high}, c12",
             "isb",
-            low = in(reg) value as u32,
-            high = in(reg) (value >> 32) as u32,
+            low = in(reg) low,
+            high = in(reg) high,
             options(nostack),
         )
     };

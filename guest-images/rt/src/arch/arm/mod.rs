@@ -17,6 +17,13 @@ use core::arch::asm;
 /// The architecture's name, for messages.
 pub const NAME: &str = "arm";
 
+/// The low and high 32-bit halves of `value`: for MCRR, STRD and SMC32
+/// arguments, which take 32-bit registers.
+#[allow(clippy::cast_possible_truncation)] // Keeping the low half is the point.
+pub fn halves(value: u64) -> (u32, u32) {
+    (value as u32, (value >> 32) as u32)
+}
+
 /// DSB SY.
 pub fn dsb_sy() {
     // SAFETY: a barrier has no effect but ordering; not `nomem`, so the
@@ -103,7 +110,7 @@ pub fn mpidr() -> u64 {
 pub fn smccc_call(smc: bool, function: u32, arg1: u64, arg2: u64, arg3: u64) -> i64 {
     let mut r0 = function;
     // SMC32 calls see only the low 32 bits of each argument.
-    let (arg1, arg2, arg3) = (arg1 as u32, arg2 as u32, arg3 as u32);
+    let (arg1, arg2, arg3) = (halves(arg1).0, halves(arg2).0, halves(arg3).0);
     if smc {
         // SAFETY: an SMC32 call returns results in r0..r3 and preserves
         // r4..r14 (SMCCC 1.x), so r0..r3 and r12 are declared clobbered; it
@@ -211,13 +218,14 @@ pub unsafe fn load_u64_single_copy(pointer: *const u64) -> u64 {
 ///
 /// `pointer` must be valid for an 8-byte write and 8-byte aligned.
 pub unsafe fn store_u64_single_copy(pointer: *mut u64, value: u64) {
+    let (low, high) = halves(value);
     // SAFETY: as for `load_u64_single_copy`.
     unsafe {
         asm!(
             "strd r2, r3, [{}]",
             in(reg) pointer,
-            in("r2") value as u32,
-            in("r3") (value >> 32) as u32,
+            in("r2") low,
+            in("r3") high,
             options(nostack, preserves_flags),
         );
     }

@@ -56,13 +56,14 @@ pub fn write_tval(ticks: u64) {
 
 /// Writes CNTV_CVAL.
 pub fn write_cval(compare: u64) {
+    let (low, high) = super::halves(compare);
     // SAFETY: programs this CPU's virtual timer only.
     unsafe {
         asm!(
             "mcrr p15, 3, {low}, {high}, c14",
             "isb",
-            low = in(reg) compare as u32,
-            high = in(reg) (compare >> 32) as u32,
+            low = in(reg) low,
+            high = in(reg) high,
             options(nomem, nostack, preserves_flags),
         )
     };
