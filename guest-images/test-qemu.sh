@@ -8,8 +8,9 @@
 # With --arch arm it checks the 32-bit (ARMv7-A) guests from build/guests-arm
 # on qemu-system-arm -cpu cortex-a15 against the same expected files, plus
 # what only AArch32 has: the image moved itself from QEMU's load address
-# (RAM + 0x1_0000) to its link address, HYP mode is refused, and netsvc
-# boots to "netsvc: link up" on a virtio-net-device.
+# (RAM + 0x1_0000) to its link address, HYP mode and a DTB inside the
+# image's footprint are refused, and netsvc boots to "netsvc: link up" on a
+# virtio-net-device.
 #
 #   guest-images/test-qemu.sh [--arch aarch64|arm] [--no-build]
 set -uo pipefail
@@ -131,6 +132,15 @@ if [[ $arch == arm ]]; then
         -no-reboot -kernel "$guests/probe.bin" </dev/null >"$log/$name" 2>&1
     contains "$name" "rt: FATAL: not entered in SVC mode" && ! grep -q "^probe:" "$log/$name"
     verdict "$name" $?
+
+    # With 2 MiB of RAM QEMU puts the DTB at RAM + 1 MiB, inside netsvc's
+    # footprint at 0x4000_8000 (its 1 MiB heap): refused, then SYSTEM_OFF.
+    name=arm-dtb-overlap-refused
+    timeout 10 "$qemu" -M virt -cpu "$cpu" -m 2M -nographic -nic none -no-reboot \
+        -kernel "$guests/netsvc.bin" </dev/null >"$log/$name" 2>&1
+    status=$?
+    contains "$name" "rt: FATAL: the DTB overlaps 0x40008000 + image size, where the image runs"
+    verdict "$name" $(( status != 0 || $? != 0 ))
 
     name=arm-netsvc-boots
     run "$name" 3 netsvc 2 "" -device virtio-net-device,netdev=n -netdev user,id=n
