@@ -1,7 +1,7 @@
 //! The architecture-specific half of the runtime: entry code, vectors,
 //! system registers and the few instructions Rust cannot name.
 //!
-//! Each back-end ([`aarch64`] for AArch64 at EL1, [`arm`] for ARMv7-A /
+//! Each back-end (`aarch64` for AArch64 at EL1, `arm` for ARMv7-A /
 //! AArch32 in SVC mode) offers the same items, which the portable modules
 //! (`boot`, `exceptions`, `timer`, `psci`, `gic`, `shared`) call:
 //!

@@ -1,11 +1,11 @@
 //! ARMv7-A / AArch32 back-end: PL1 in SVC mode, MMU off, entered as a
 //! zImage-style image (the Linux ARM boot protocol).
 //!
-//! The cp15 accesses are hand-written `mrc`/`mcr`/`mrrc`/`mcrr` rather than
-//! the `aarch32-cpu` crate: the runtime needs a dozen registers, and that
-//! crate (0.4) would bring `bitbybit`, `arbitrary-int`, `num_enum` and
-//! `thiserror` with their proc-macro trees into the guests' build for them.
-//! Each accessor names its register and encoding (Arm ARM, ARMv7-A/R, B4).
+//! System registers come from the `aarch32-cpu` crate (the successor of
+//! `cortex-a`), as `aarch64-cpu` serves the AArch64 side. Hand-written `asm!`
+//! remains only for what that crate does not offer: HVC/SMC calls, the GICv3
+//! ICC registers (`icc`), CPSR save/restore, LDRD/STRD, the stack switch,
+//! single-instruction probing loads, and the entry and vector code.
 
 mod boot;
 pub mod icc;
@@ -26,35 +26,30 @@ pub fn halves(value: u64) -> (u32, u32) {
 
 /// DSB SY.
 pub fn dsb_sy() {
-    // SAFETY: a barrier has no effect but ordering; not `nomem`, so the
-    // compiler keeps memory accesses on their side of it.
-    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+    aarch32_cpu::asm::dsb();
 }
 
 /// DMB SY.
 pub fn dmb_sy() {
-    // SAFETY: as for `dsb_sy`.
-    unsafe { asm!("dmb sy", options(nostack, preserves_flags)) };
+    aarch32_cpu::asm::dmb();
 }
 
 /// ISB SY.
 pub fn isb_sy() {
-    // SAFETY: as for `dsb_sy`.
-    unsafe { asm!("isb sy", options(nostack, preserves_flags)) };
+    aarch32_cpu::asm::isb();
 }
 
 /// WFI.
 pub fn wfi() {
-    // SAFETY: waiting for an interrupt changes no state; not `nomem`, so
-    // stores before it are emitted before the CPU sleeps.
-    unsafe { asm!("wfi", options(nostack, preserves_flags)) };
+    aarch32_cpu::asm::wfi();
 }
 
 /// Unmasks IRQs (CPSR.I = 0); FIQs and asynchronous aborts stay masked.
 pub fn unmask_irqs() {
-    // SAFETY: only the IRQ mask changes; not `nomem`, so memory accesses are
-    // not moved across the point where a handler may run.
-    unsafe { asm!("cpsie i", options(nostack, preserves_flags)) };
+    // SAFETY: the runtime takes no interrupt-based critical sections (it
+    // has no locks: see `shared`), so unmasking breaks none; the crate's
+    // compiler fence keeps memory accesses before this point.
+    unsafe { aarch32_cpu::interrupt::enable() };
 }
 
 /// Masks IRQs (CPSR.I = 1), with FIQs and asynchronous aborts.

@@ -112,24 +112,15 @@ pub fn vector_kind(index: usize) -> VectorKind {
     }
 }
 
-/// DFSR, DFAR, IFSR, IFAR (cp15 c5/c6).
+/// DFSR, DFAR, IFSR, IFAR, raw.
 fn fault_registers() -> [u32; 4] {
-    let (dfsr, dfar, ifsr, ifar): (u32, u32, u32, u32);
-    // SAFETY: reading the fault status and address registers has no side effects.
-    unsafe {
-        core::arch::asm!(
-            "mrc p15, 0, {dfsr}, c5, c0, 0",
-            "mrc p15, 0, {dfar}, c6, c0, 0",
-            "mrc p15, 0, {ifsr}, c5, c0, 1",
-            "mrc p15, 0, {ifar}, c6, c0, 2",
-            dfsr = out(reg) dfsr,
-            dfar = out(reg) dfar,
-            ifsr = out(reg) ifsr,
-            ifar = out(reg) ifar,
-            options(nomem, nostack, preserves_flags),
-        )
-    };
-    [dfsr, dfar, ifsr, ifar]
+    use aarch32_cpu::register::{Dfar, Dfsr, Ifar, Ifsr};
+    [
+        Dfsr::read().raw_value(),
+        Dfar::read().0,
+        Ifsr::read().raw_value(),
+        Ifar::read().0,
+    ]
 }
 
 /// A DFSR or IFSR fault status as the long-descriptor (and AArch64 FSC) code.
