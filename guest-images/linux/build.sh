@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Builds chroma's Linux guest from Debian's arm64 packages (packages.lock):
+# Builds chroma's Linux guest from Debian's arm64 packages (packages.lock),
+# or with --arch armhf from Debian's armhf packages (packages-armhf.lock):
 #
-#   guest-images/linux/build.sh [OUTDIR]      # default OUTDIR: <repo>/build/linux
+#   guest-images/linux/build.sh [OUTDIR]              # default OUTDIR: <repo>/build/linux
+#   guest-images/linux/build.sh --arch armhf [OUTDIR] # default OUTDIR: <repo>/build/linux-armhf
 #
 # Outputs:
-#   OUTDIR/Image               the kernel, uncompressed arm64 Image
+#   OUTDIR/Image               arm64: the kernel, uncompressed arm64 Image
+#   OUTDIR/zImage              armhf: the kernel as Debian ships it (zImage)
 #   OUTDIR/initramfs.cpio.gz   busybox-static + applet links, the virtio-net
 #                              modules, /init (guest-images/linux/init)
 #   OUTDIR/manifest.txt        what went in (package pins, kernel ABI, modules)
@@ -14,11 +17,12 @@
 #   CHROMA_DEBIAN_MIRROR          replaces http://deb.debian.org/debian
 #   CHROMA_DEBIAN_SECURITY_MIRROR replaces http://deb.debian.org/debian-security
 #   CHROMA_LINUX_FORCE=1          rebuild even when the outputs are up to date
-#   CHROMA_LINUX_LOCK             another lock file (default: packages.lock here)
+#   CHROMA_LINUX_LOCK             another lock file (default: packages.lock here,
+#                                 packages-armhf.lock for --arch armhf)
 #
 # Idempotent: when OUTDIR holds outputs built from the same lock, init and
 # build script, it only says so and exits 0. Nothing is fetched from anywhere
-# but the Debian archive URLs in packages.lock, and every .deb must match its
+# but the Debian archive URLs in the lock, and every .deb must match its
 # pinned SHA-256 and size.
 #
 # Exit status: 0 built or up to date; 1 a pinned package could not be fetched
@@ -29,18 +33,32 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 me="guest-images/linux/build.sh"
-lock=${CHROMA_LINUX_LOCK:-$here/packages.lock}
 init=$here/init
 
 die() { local code=$1; shift; echo "$me: error: $*" >&2; exit "$code"; }
 say() { echo "$me: $*" >&2; }
 
-case ${1:-} in
-    -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    -*) die 64 "unknown option $1 (usage: $me [OUTDIR])" ;;
+usage="usage: $me [--arch arm64|armhf] [OUTDIR]"
+arch=arm64 outarg=
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --arch) [[ $# -ge 2 ]] || die 64 "$usage"; arch=$2; shift ;;
+        --arch=*) arch=${1#--arch=} ;;
+        -*) die 64 "unknown option $1 ($usage)" ;;
+        *) [[ -z $outarg ]] || die 64 "$usage"; outarg=$1 ;;
+    esac
+    shift
+done
+# arch -> default lock and OUTDIR, the kernel package's flavour suffix, the
+# kernel file written to OUTDIR
+case $arch in
+    arm64) lockname=packages.lock outname=linux flavour=arm64 kimage=Image ;;
+    armhf) lockname=packages-armhf.lock outname=linux-armhf flavour=armmp-lpae kimage=zImage ;;
+    *) die 64 "unknown architecture '$arch' ($usage)" ;;
 esac
-[[ $# -le 1 ]] || die 64 "usage: $me [OUTDIR]"
-out=${1:-$repo/build/linux}
+lock=${CHROMA_LINUX_LOCK:-$here/$lockname}
+out=${outarg:-$repo/build/$outname}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cache=${CHROMA_LINUX_CACHE:-$repo/build/linux/cache}
@@ -56,11 +74,11 @@ else die 4 "needs curl or wget on the host (apt-get install curl)"; fi
 
 # --- the lock
 names=() versions=() shas=() sizes=() urls=()
-while read -r name version arch sha size archive path rest; do
+while read -r name version debarch sha size archive path rest; do
     [[ -z $name || $name == \#* ]] && continue
-    [[ -n $path && -z $rest ]] || die 3 "packages.lock: malformed line for '$name'"
-    [[ $arch == arm64 ]] || die 3 "packages.lock: $name is not arm64"
-    [[ $sha =~ ^[0-9a-f]{64}$ ]] || die 3 "packages.lock: bad sha256 for $name"
+    [[ -n $path && -z $rest ]] || die 3 "$lockname: malformed line for '$name'"
+    [[ $debarch == "$arch" ]] || die 3 "$lockname: $name is not $arch"
+    [[ $sha =~ ^[0-9a-f]{64}$ ]] || die 3 "$lockname: bad sha256 for $name"
     case $archive in
         http://deb.debian.org/debian) archive=${CHROMA_DEBIAN_MIRROR:-$archive} ;;
         http://deb.debian.org/debian-security) archive=${CHROMA_DEBIAN_SECURITY_MIRROR:-$archive} ;;
@@ -70,12 +88,12 @@ done <"$lock"
 kernel_idx= busybox_idx=
 for i in "${!names[@]}"; do
     case ${names[$i]} in
-        linux-image-*-arm64) kernel_idx=$i ;;
+        linux-image-*-"$flavour") kernel_idx=$i ;;
         busybox-static) busybox_idx=$i ;;
     esac
 done
-[[ -n $kernel_idx ]] || die 3 "packages.lock pins no linux-image-<abi>-arm64"
-[[ -n $busybox_idx ]] || die 3 "packages.lock pins no busybox-static"
+[[ -n $kernel_idx ]] || die 3 "$lockname pins no linux-image-<abi>-$flavour"
+[[ -n $busybox_idx ]] || die 3 "$lockname pins no busybox-static"
 abi=${names[$kernel_idx]#linux-image-}
 
 # One build at a time per cache (parallel test runs may all ask for it).
@@ -86,9 +104,9 @@ fi
 
 # --- up to date?
 stamp=$( { cat "$lock" "$init" "${BASH_SOURCE[0]}"; } | sha256sum | cut -d' ' -f1)
-if [[ -z ${CHROMA_LINUX_FORCE:-} && -s $out/Image && -s $out/initramfs.cpio.gz \
+if [[ -z ${CHROMA_LINUX_FORCE:-} && -s $out/$kimage && -s $out/initramfs.cpio.gz \
       && -f $out/.stamp && $(cat "$out/.stamp") == "$stamp" ]]; then
-    say "up to date: $out/Image, $out/initramfs.cpio.gz (kernel $abi)"
+    say "up to date: $out/$kimage, $out/initramfs.cpio.gz (kernel $abi)"
     exit 0
 fi
 
@@ -114,8 +132,8 @@ for i in "${!names[@]}"; do
         die 1 "could not fetch ${names[$i]}=${versions[$i]} from $url.
   Either there is no network to the Debian archive, or the pinned version has left
   the archive (superseded by a newer point release or security update).
-  To re-pin to what the archive has today: guest-images/linux/update-lock.sh
-  (then review and commit guest-images/linux/packages.lock)."
+  To re-pin to what the archive has today: guest-images/linux/update-lock.sh$([[ $arch == arm64 ]] || echo " --arch $arch")
+  (then review and commit guest-images/linux/$lockname)."
     fi
     got=$(sha256sum <"$deb.part" | cut -d' ' -f1)
     got_size=$(stat -c %s "$deb.part")
@@ -143,6 +161,7 @@ moddir=$work/kernel/lib/modules/$abi
 bb=$work/busybox/bin/busybox
 [[ -f $bb ]] || die 3 "busybox-static has no /bin/busybox"
 
+if [[ $arch == arm64 ]]; then
 # --- Image: the arm64 Image, gunzipped if Debian shipped it compressed
 magic=$(head -c 2 "$vmlinuz" | od -An -tx1 | tr -d ' \n')
 if [[ $magic == 1f8b ]]; then
@@ -152,6 +171,12 @@ else
 fi
 arm64_magic=$(dd if="$work/Image" bs=1 skip=56 count=4 2>/dev/null)
 [[ $arm64_magic == ARMd ]] || die 3 "vmlinuz-$abi is not an arm64 Image (no ARMd magic at offset 56)"
+else
+# --- zImage: Debian's armhf vmlinuz as is (a self-decompressing zImage)
+cp "$vmlinuz" "$work/zImage"
+zmagic=$(od -An -tx4 -j 36 -N 4 "$work/zImage" | tr -d ' \n')
+[[ $zmagic == 016f2818 ]] || die 3 "vmlinuz-$abi is not an ARM zImage (no magic 0x016f2818 at offset 0x24)"
+fi
 
 # --- initramfs (python3: newc cpio, reproducible: fixed mtime, uid 0, sorted)
 python3 - "$work" "$moddir" "$bb" "$init" "$abi" <<'PY' || die 3 "building the initramfs failed"
@@ -212,7 +237,7 @@ for name in ("virtio", "virtio_ring", "virtio_mmio", "virtio_net"):
     want(name, "virtio-net over virtio-mmio")
 
 # Busybox applets: the NUL-separated name table that starts "[\0[[\0"
-# (the arm64 binary cannot run here to print --list).
+# (the arm binary cannot run here to print --list).
 bbdata = open(bb, "rb").read()
 i = bbdata.find(b"[\x00[[\x00")
 applets = []
@@ -285,7 +310,8 @@ PY
     done
     echo "kernel-abi $abi"
     echo "modules $(cat "$work/modules.txt")"
-    echo "Image sha256 $(sha256sum <"$work/Image" | cut -d' ' -f1)"
+    echo "$kimage sha256 $(sha256sum <"$work/$kimage" | cut -d' ' -f1)"
+    if [[ $arch == arm64 ]]; then
     python3 - "$work/Image" <<'PY'
 import struct, sys
 hdr = open(sys.argv[1], "rb").read(64)
@@ -296,12 +322,66 @@ print("Image text_offset 0x%x image_size 0x%x (%d bytes) flags 0x%x (%s, %s page
     {0: "unspecified", 1: "4K", 2: "16K", 3: "64K"}[(flags >> 1) & 3],
     "2 MiB-aligned base anywhere in RAM" if flags & 8 else "2 MiB-aligned base near the start of RAM"))
 PY
+    else
+    python3 - "$work/zImage" "$work/kernel/boot/config-$abi" <<'PY'
+import lzma, re, struct, sys, zlib
+data = open(sys.argv[1], "rb").read()
+magic, start, end = struct.unpack("<III", data[0x24:0x30])
+# the compressed kernel inside (Kbuild appends its decompressed size, 4 bytes
+# little-endian, right after the stream)
+payload = "?"
+# (the first match may be the decompressor's own copy of the magic)
+cands = sorted((m.start(), name) for name, sig in (("xz", b"\xfd7zXZ\x00"), ("gzip", b"\x1f\x8b\x08"))
+               for m in re.finditer(re.escape(sig), data))
+for i, name in cands:
+    try:
+        if name == "xz":
+            d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        else:
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        n = len(d.decompress(data[i:]))
+        tail = d.unused_data
+        size = struct.unpack("<I", tail[:4])[0] if len(tail) >= 4 else -1
+        payload = "%s at 0x%x, decompresses to %d bytes (%.1f MiB; appended size %d)" % (
+            name, i, n, n / 1048576, size)
+        break
+    except Exception:
+        continue
+cfg = {}
+try:
+    for line in open(sys.argv[2]):
+        m = re.match(r"(CONFIG_[A-Z0-9_]+)=(.*)", line)
+        if m:
+            cfg[m.group(1)] = m.group(2)
+except OSError:
+    pass
+print("zImage magic 0x%08x start 0x%x end 0x%x (%d bytes; file %d bytes), position-independent: load in the first 128 MiB of RAM" % (
+    magic, start, end, end - start, len(data)))
+print("zImage config %s" % " ".join("%s=%s" % (k, cfg.get(k, "n")) for k in (
+    "CONFIG_ARM_LPAE", "CONFIG_THUMB2_KERNEL", "CONFIG_KERNEL_GZIP", "CONFIG_KERNEL_XZ",
+    "CONFIG_ARM_APPENDED_DTB", "CONFIG_AUTO_ZRELADDR", "CONFIG_ARM_PSCI", "CONFIG_HIGHMEM",
+    "CONFIG_VMSPLIT_3G", "CONFIG_VMSPLIT_2G", "CONFIG_NR_CPUS")))
+print("zImage payload %s" % payload)
+# the zImage's size table (arch/arm/boot/compressed/vmlinux.lds.S: word 0x38
+# points to it): "KLSZ", where the decompressed size sits, the kernel's BSS
+# size, TEXT_OFFSET, the decompressor's heap
+t = struct.unpack("<I", data[0x38:0x3c])[0]
+if struct.unpack("<I", data[0x34:0x38])[0] == 0x45454545 and t + 24 <= len(data):
+    n, klsz, size_at, bss, text_offset, malloc = struct.unpack("<6I", data[t:t + 24])
+    if klsz == 0x5a534c4b and n >= 6:
+        ksize = struct.unpack("<I", data[size_at:size_at + 4])[0]
+        print("zImage kernel %d bytes + bss %d bytes = %d bytes (%.1f MiB), TEXT_OFFSET 0x%x: "
+              "decompressed to (load address & ~0x7ffffff) + 0x%x (AUTO_ZRELADDR), page tables below it; "
+              "decompressor heap 0x%x" % (ksize, bss, ksize + bss, (ksize + bss) / 1048576,
+                                           text_offset, text_offset, malloc))
+PY
+    fi
     echo "initramfs.cpio.gz sha256 $(sha256sum <"$work/initramfs.cpio.gz" | cut -d' ' -f1)"
 } >"$work/manifest.txt"
 
 rm -f "$out/.stamp"
-mv -f "$work/Image" "$out/Image"
+mv -f "$work/$kimage" "$out/$kimage"
 mv -f "$work/initramfs.cpio.gz" "$out/initramfs.cpio.gz"
 mv -f "$work/manifest.txt" "$out/manifest.txt"
 echo "$stamp" >"$out/.stamp"
-say "built $out/Image ($(stat -c %s "$out/Image") bytes, kernel $abi) and $out/initramfs.cpio.gz ($(stat -c %s "$out/initramfs.cpio.gz") bytes)"
+say "built $out/$kimage ($(stat -c %s "$out/$kimage") bytes, kernel $abi) and $out/initramfs.cpio.gz ($(stat -c %s "$out/initramfs.cpio.gz") bytes)"

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Checks the Linux guest image (build/linux/Image + initramfs.cpio.gz) on
-plain QEMU, without chroma. Run through test-qemu.sh, which builds first.
+plain QEMU, without chroma; with --arch armhf the 32-bit one
+(build/linux-armhf/zImage + initramfs.cpio.gz, on qemu-system-arm with a
+Cortex-A15 and a Cortex-A7). Run through test-qemu.sh, which builds first.
 
-  test-qemu.py OUTDIR [--quick]
+  test-qemu.py OUTDIR [--quick] [--arch arm64|armhf]
 
 Prints one "ok"/"FAIL" line per check, the measured figures, and ends with
 "N passed, M failed". Serial logs go to OUTDIR/test-logs/.
@@ -20,10 +22,45 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.join(HERE, "../../build/linux")
-QUICK = "--quick" in sys.argv
+
+
+def parse_args(argv):
+    out, quick, arch = None, False, "arm64"
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--quick":
+            quick = True
+        elif a == "--arch" and i + 1 < len(argv):
+            arch = argv[i + 1]
+            i += 1
+        elif a.startswith("--arch="):
+            arch = a[len("--arch="):]
+        elif a.startswith("-"):
+            sys.exit("usage: test-qemu.py OUTDIR [--quick] [--arch arm64|armhf]")
+        else:
+            out = a
+        i += 1
+    return out, quick, arch
+
+
+_out, QUICK, ARCH = parse_args(sys.argv[1:])
+# Per architecture: QEMU binary, CPUs (the first is the main one), guest RAM,
+# the kernel file build.sh writes, the lock, build.sh's arguments, the
+# default OUTDIR. arm64 is what this script always did.
+ARCHES = {
+    "arm64": dict(qemu="qemu-system-aarch64", cpus=["cortex-a57"], mem="256M", kernel="Image",
+                  lock="packages.lock", build_args=[], outdir="linux"),
+    # the LPAE kernel needs a CPU with LPAE: Cortex-A15 or Cortex-A7
+    "armhf": dict(qemu="qemu-system-arm", cpus=["cortex-a15", "cortex-a7"], mem="512M", kernel="zImage",
+                  lock="packages-armhf.lock", build_args=["--arch", "armhf"], outdir="linux-armhf"),
+}
+if ARCH not in ARCHES:
+    sys.exit("test-qemu.py: unknown architecture %r (arm64 or armhf)" % ARCH)
+A = ARCHES[ARCH]
+OUT = os.path.abspath(_out) if _out else os.path.join(HERE, "../../build", A["outdir"])
 LOGS = os.path.join(OUT, "test-logs")
-QEMU = os.environ.get("QEMU", "qemu-system-aarch64")
+QEMU = os.environ.get("QEMU", A["qemu"])
 BASE_ARGS = "console=ttyAMA0 earlycon=pl011,0x09000000 rdinit=/init"
 TRANSFER_MIB = int(os.environ.get("CHROMA_LINUX_TRANSFER_MIB", "64"))
 
@@ -56,13 +93,13 @@ def free_port():
 
 
 class VM:
-    """One qemu-system-aarch64 with its serial console on stdin/stdout."""
+    """One qemu-system-aarch64 (arm) with its serial console on stdin/stdout."""
 
-    def __init__(self, name, gic, cmdline, netdev, mac="52:54:00:12:34:56", smp=2, extra=()):
+    def __init__(self, name, gic, cmdline, netdev, mac="52:54:00:12:34:56", smp=2, extra=(), cpu=None):
         self.name = name
-        args = [QEMU, "-M", "virt,gic-version=%d" % gic, "-cpu", "cortex-a57",
-                "-smp", str(smp), "-m", "256M", "-nographic", "-no-reboot",
-                "-kernel", os.path.join(OUT, "Image"),
+        args = [QEMU, "-M", "virt,gic-version=%d" % gic, "-cpu", cpu or A["cpus"][0],
+                "-smp", str(smp), "-m", A["mem"], "-nographic", "-no-reboot",
+                "-kernel", os.path.join(OUT, A["kernel"]),
                 "-initrd", os.path.join(OUT, "initramfs.cpio.gz"),
                 "-append", BASE_ARGS + " " + cmdline,
                 "-netdev", netdev, "-device", "virtio-net-device,netdev=n0,mac=" + mac] + list(extra)
@@ -143,14 +180,16 @@ class HostService(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def single_vm(gic, full, smp=2, modern=False):
+def single_vm(gic, full, smp=2, modern=False, cpu=None):
     # QEMU's virt machine gives legacy (version 1) virtio-mmio unless told
     # otherwise; modern is version 2 with VIRTIO_F_VERSION_1.
     name = "gicv%d" % gic + ("-smp%d" % smp if smp != 2 else "") + ("-mmio2" if modern else "")
+    if ARCH != "arm64":  # armhf: the CPU in the name (a15-gicv2, a7-gicv2)
+        name = (cpu or A["cpus"][0]).replace("cortex-", "") + "-" + name
     port = free_port()
     run = ' chroma.run="echo run-$((40+2))"' if full else ""
     vm = VM(name, gic, "chroma.ip=10.0.2.15/24 chroma.gw=10.0.2.2 chroma.httpd" + run,
-            "user,id=n0,hostfwd=tcp:127.0.0.1:%d-10.0.2.15:80" % port, smp=smp,
+            "user,id=n0,hostfwd=tcp:127.0.0.1:%d-10.0.2.15:80" % port, smp=smp, cpu=cpu,
             extra=["-global", "virtio-mmio.force-legacy=%s" % ("false" if modern else "true")])
     try:
         ok = check("%s: boots to 'linux-guest: init'" % name, vm.expect(r"linux-guest: init", 120))
@@ -269,7 +308,7 @@ def err_line(r):
 def build_checks():
     build = os.path.join(HERE, "build.sh")
     t = time.monotonic()
-    r = subprocess.run([build, OUT], capture_output=True, text=True)
+    r = subprocess.run([build] + A["build_args"] + [OUT], capture_output=True, text=True)
     dt = time.monotonic() - t
     check("build.sh is quick when up to date", r.returncode == 0 and "up to date" in r.stderr and dt < 5,
           "%.2f s: %s" % (dt, r.stderr.strip()))
@@ -277,7 +316,7 @@ def build_checks():
     cache = os.environ.get("CHROMA_LINUX_CACHE", os.path.join(HERE, "../../build/linux/cache"))
     tmp = tempfile.mkdtemp(prefix="chroma-linux-lock-")
     try:
-        lines = open(os.path.join(HERE, "packages.lock")).read().splitlines()
+        lines = open(os.path.join(HERE, A["lock"])).read().splitlines()
         # reuse the cached kernel .deb; tamper with busybox's pin
         for line in lines:
             if line.startswith("linux-image-"):
@@ -297,7 +336,8 @@ def build_checks():
             with open(os.path.join(tmp, "lock"), "w") as fh:
                 fh.write(lock_text)
             env = dict(os.environ, CHROMA_LINUX_LOCK=os.path.join(tmp, "lock"), CHROMA_LINUX_CACHE=tmp)
-            return subprocess.run([build, os.path.join(tmp, "out")], capture_output=True, text=True, env=env)
+            return subprocess.run([build] + A["build_args"] + [os.path.join(tmp, "out")],
+                                  capture_output=True, text=True, env=env)
         def bad_sha(f):
             f[3] = "0" * 64
         r = run(variant(bad_sha))
@@ -315,14 +355,18 @@ def build_checks():
 
 def main():
     shutil.rmtree(LOGS, ignore_errors=True)
-    for f in ("Image", "initramfs.cpio.gz"):
+    for f in (A["kernel"], "initramfs.cpio.gz"):
         if not os.path.exists(os.path.join(OUT, f)):
-            print("FAIL %s/%s missing (run guest-images/linux/build.sh)" % (OUT, f))
+            print("FAIL %s/%s missing (run guest-images/linux/build.sh%s)" % (
+                OUT, f, "".join(" " + a for a in A["build_args"])))
             print("0 passed, 1 failed")
             return 1
     figure("host load average (1 min) at start", "%.2f on %d CPUs" % (os.getloadavg()[0], os.cpu_count()))
     build_checks()
     single_vm(2, full=True)
+    if ARCH == "armhf":
+        # the other LPAE CPU, boot and network only
+        single_vm(2, full=False, cpu=A["cpus"][1])
     single_vm(3, full=not QUICK, modern=True)
     if not QUICK:
         single_vm(2, full=False, smp=1)

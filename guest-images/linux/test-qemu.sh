@@ -5,9 +5,12 @@
 # QEMUs joined by a socket netdev (ping both ways, nc, a 64 MiB TCP transfer
 # with the SHA-256 compared at both ends). Ends with "N passed, M failed".
 #
-#   guest-images/linux/test-qemu.sh [--quick] [OUTDIR]
+#   guest-images/linux/test-qemu.sh [--quick] [--arch arm64|armhf] [OUTDIR]
 #
 # --quick: build checks, GICv2 full, GICv3 boot only, no VM pair.
+# --arch armhf: the 32-bit image (build.sh --arch armhf, default OUTDIR
+# build/linux-armhf) on qemu-system-arm -cpu cortex-a15 -m 512M, the same
+# checks plus a Cortex-A7 boot (network, typed input, host curl).
 # CHROMA_LINUX_TRANSFER_MIB (default 64) sizes the VM-to-VM transfer.
 # Figures (boot-to-init, throughput) go to OUTDIR/qemu-figures.txt, serial
 # logs to OUTDIR/test-logs/.
@@ -15,19 +18,29 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 quick=
 out=
-for arg in "$@"; do
-    case $arg in
+arch=arm64
+usage() { echo "usage: $0 [--quick] [--arch arm64|armhf] [OUTDIR]" >&2; exit 64; }
+while [[ $# -gt 0 ]]; do
+    case $1 in
         --quick) quick=--quick ;;
-        -*) echo "usage: $0 [--quick] [OUTDIR]" >&2; exit 64 ;;
-        *) out=$arg ;;
+        --arch) [[ $# -ge 2 ]] || usage; arch=$2; shift ;;
+        --arch=*) arch=${1#--arch=} ;;
+        -*) usage ;;
+        *) out=$1 ;;
     esac
+    shift
 done
-out=${out:-$here/../../build/linux}
-command -v qemu-system-aarch64 >/dev/null || { echo "FAIL qemu-system-aarch64 not found (apt-get install qemu-system-arm)"; echo "0 passed, 1 failed"; exit 1; }
+case $arch in
+    arm64) qemu=qemu-system-aarch64 outname=linux archargs=() ;;
+    armhf) qemu=qemu-system-arm outname=linux-armhf archargs=(--arch armhf) ;;
+    *) usage ;;
+esac
+out=${out:-$here/../../build/$outname}
+command -v $qemu >/dev/null || { echo "FAIL $qemu not found (apt-get install qemu-system-arm)"; echo "0 passed, 1 failed"; exit 1; }
 command -v curl >/dev/null || { echo "FAIL curl not found (apt-get install curl)"; echo "0 passed, 1 failed"; exit 1; }
-if ! "$here/build.sh" "$out"; then
-    echo "FAIL guest-images/linux/build.sh"
+if ! "$here/build.sh" "${archargs[@]}" "$out"; then
+    echo "FAIL guest-images/linux/build.sh ${archargs[*]}"
     echo "0 passed, 1 failed"
     exit 1
 fi
-exec timeout 1500 python3 "$here/test-qemu.py" "$out" $quick
+exec timeout 1500 python3 "$here/test-qemu.py" "$out" $quick "${archargs[@]}"

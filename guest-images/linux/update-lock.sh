@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Re-pins guest-images/linux/packages.lock to what Debian's archive has today:
 # the kernel that bookworm's linux-image-arm64 metapackage depends on
-# (linux-image-<abi>-arm64) and busybox-static, both arm64.
+# (linux-image-<abi>-arm64) and busybox-static, both arm64; with --arch armhf,
+# packages-armhf.lock: the kernel that linux-image-armmp-lpae depends on
+# (linux-image-<abi>-armmp-lpae) and busybox-static, both armhf.
 #
-#   guest-images/linux/update-lock.sh [--security] [--dry-run]
+#   guest-images/linux/update-lock.sh [--arch arm64|armhf] [--security] [--dry-run]
 #
+#   --arch       arm64 (default) or armhf
 #   default      bookworm + bookworm-updates: the point-release kernel, which
 #                stays in the pool until the next point release
 #   --security   also bookworm-security: the newest kernel, replaced sooner
 #   --dry-run    print the new lock instead of writing it
 #
-# Uses a private apt configuration under CHROMA_LINUX_CACHE/apt (default
-# <repo>/build/linux/cache/apt): never 'dpkg --add-architecture', never the
+# Uses a private apt configuration under CHROMA_LINUX_CACHE/apt (apt-armhf for
+# armhf; default <repo>/build/linux/cache/apt): never 'dpkg --add-architecture', never the
 # system's apt lists or state. Versions, sizes and SHA-256 come from the
 # Packages indices that apt verified against the archive's signed Release
 # files (debian-archive-keyring). Review the diff, run build.sh and
@@ -20,30 +23,41 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-security= dry=
-for arg in "$@"; do
-    case $arg in
+security= dry= arch=arm64
+usage() { echo "usage: $0 [--arch arm64|armhf] [--security] [--dry-run]" >&2; exit 64; }
+while [[ $# -gt 0 ]]; do
+    case $1 in
         --security) security=1 ;;
         --dry-run) dry=1 ;;
-        *) echo "usage: $0 [--security] [--dry-run]" >&2; exit 64 ;;
+        --arch) [[ $# -ge 2 ]] || usage; arch=$2; shift ;;
+        --arch=*) arch=${1#--arch=} ;;
+        *) usage ;;
     esac
+    shift
 done
+# arch -> the kernel metapackage, the flavour suffix of the kernel package it
+# depends on, the lock file, the private apt directory
+case $arch in
+    arm64) meta=linux-image-arm64 flavour=arm64 lockname=packages.lock aptname=apt ;;
+    armhf) meta=linux-image-armmp-lpae flavour=armmp-lpae lockname=packages-armhf.lock aptname=apt-armhf ;;
+    *) echo "update-lock.sh: unknown architecture '$arch' (arm64 or armhf)" >&2; exit 64 ;;
+esac
 mirror=${CHROMA_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 secmirror=${CHROMA_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 [[ -f $keyring ]] || { echo "update-lock.sh: needs $keyring (apt-get install debian-archive-keyring)" >&2; exit 4; }
 
-apt=${CHROMA_LINUX_CACHE:-$repo/build/linux/cache}/apt
+apt=${CHROMA_LINUX_CACHE:-$repo/build/linux/cache}/$aptname
 mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial"
 {
-    echo "deb [arch=arm64 signed-by=$keyring] $mirror bookworm main"
-    echo "deb [arch=arm64 signed-by=$keyring] $mirror bookworm-updates main"
-    [[ -z $security ]] || echo "deb [arch=arm64 signed-by=$keyring] $secmirror bookworm-security main"
+    echo "deb [arch=$arch signed-by=$keyring] $mirror bookworm main"
+    echo "deb [arch=$arch signed-by=$keyring] $mirror bookworm-updates main"
+    [[ -z $security ]] || echo "deb [arch=$arch signed-by=$keyring] $secmirror bookworm-security main"
 } >"$apt/sources.list"
 opts=(-o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache"
       -o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
-      -o "Dir::State::status=/dev/null" -o "APT::Architectures::=arm64"
-      -o "APT::Architecture=arm64" -o "Debug::NoLocking=1")
+      -o "Dir::State::status=/dev/null" -o "APT::Architectures::=$arch"
+      -o "APT::Architecture=$arch" -o "Debug::NoLocking=1")
 rm -f "$apt/lists/"*_Packages* 2>/dev/null || true
 timeout 600 apt-get "${opts[@]}" -q update >&2
 
@@ -54,11 +68,11 @@ candidate() {
     apt-cache "${opts[@]}" policy "$1" | awk '$1 == "Candidate:" { print $2 }'
 }
 
-meta_ver=$(candidate linux-image-arm64)
-[[ -n $meta_ver && $meta_ver != "(none)" ]] || { echo "update-lock.sh: no linux-image-arm64 for arm64" >&2; exit 1; }
-kpkg=$(apt-cache "${opts[@]}" show "linux-image-arm64=$meta_ver" | sed -n 's/^Depends: //p' | head -1 \
-       | tr ',' '\n' | sed 's/^ *//' | grep -oE '^linux-image-[0-9][^ ]*-arm64' | head -1)
-[[ -n $kpkg ]] || { echo "update-lock.sh: linux-image-arm64=$meta_ver depends on no linux-image-<abi>-arm64" >&2; exit 1; }
+meta_ver=$(candidate "$meta")
+[[ -n $meta_ver && $meta_ver != "(none)" ]] || { echo "update-lock.sh: no $meta for $arch" >&2; exit 1; }
+kpkg=$(apt-cache "${opts[@]}" show "$meta=$meta_ver" | sed -n 's/^Depends: //p' | head -1 \
+       | tr ',' '\n' | sed 's/^ *//' | grep -oE "^linux-image-[0-9][^ ]*-$flavour( |\$)" | sed 's/ $//' | head -1)
+[[ -n $kpkg ]] || { echo "update-lock.sh: $meta=$meta_ver depends on no linux-image-<abi>-$flavour" >&2; exit 1; }
 kver=$(candidate "$kpkg")
 bver=$(candidate busybox-static)
 
@@ -72,15 +86,15 @@ line() { # package version
         pool/updates/*) base=http://deb.debian.org/debian-security ;;
         *) base=http://deb.debian.org/debian ;;
     esac
-    echo "$1 $2 arm64 $sha $size $base $path"
+    echo "$1 $2 $arch $sha $size $base $path"
 }
 
 new=$(cat <<EOF
-# guest-images/linux/packages.lock: the Debian arm64 packages the Linux guest
-# image is built from (read by build.sh; rewritten by update-lock.sh).
+# guest-images/linux/$lockname: the Debian $arch packages the Linux guest
+# image is built from (read by build.sh$([[ $arch == arm64 ]] || echo " --arch $arch"); rewritten by update-lock.sh$([[ $arch == arm64 ]] || echo " --arch $arch")).
 #
-# Resolved $(date -u +%Y-%m-%d) from bookworm$([[ -n $security ]] && echo ", bookworm-security") (main, arm64):
-#   linux-image-arm64 $meta_ver  ->  $kpkg (= $kver)
+# Resolved $(date -u +%Y-%m-%d) from bookworm$([[ -n $security ]] && echo ", bookworm-security") (main, $arch):
+#   $meta $meta_ver  ->  $kpkg (= $kver)
 $([[ -n $security ]] && echo "# (bookworm-security kernel: replaced in the pool at its next security upload.)" || echo "# (point-release kernel: stays in the pool until the next point release.)")
 #
 # One package a line, whitespace-separated:
@@ -95,7 +109,7 @@ EOF
 if [[ -n $dry ]]; then
     echo "$new"
 else
-    echo "$new" >"$here/packages.lock"
-    echo "update-lock.sh: wrote $here/packages.lock ($kpkg $kver, busybox-static $bver)" >&2
-    git -C "$repo" diff --stat -- guest-images/linux/packages.lock >&2 || true
+    echo "$new" >"$here/$lockname"
+    echo "update-lock.sh: wrote $here/$lockname ($kpkg $kver, busybox-static $bver)" >&2
+    git -C "$repo" diff --stat -- "guest-images/linux/$lockname" >&2 || true
 fi

@@ -426,7 +426,7 @@ impl Cpu {
             return;
         }
         if let Some(start) = vm.take_start(id) {
-            self.vcpus[k].vcpu.reset(start.entry, start.argument);
+            self.vcpus[k].vcpu.reset(&start, vm.is_aarch32());
             self.vcpus[k].waiting = false;
             // Its fresh state must be loaded, not the CPU's stale copy kept.
             if self.loaded == Some(k) {
@@ -438,7 +438,7 @@ impl Cpu {
         }
         self.load(k);
         // SAFETY: the stage-2 root and VMID are this VM's own.
-        unsafe { arch_vcpu::switch_to(vm.vmid, vm.stage2.root().raw(), id) };
+        unsafe { arch_vcpu::switch_to(vm.vmid, vm.stage2.root().raw(), id, vm.is_aarch32()) };
         let now = cpu::now();
         let runnable = self.runnable_count();
         let extra = run::entry_deadline(sys.clock, now, runnable, crate::nic::vm_polling(vm.index));

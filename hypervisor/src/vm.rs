@@ -111,24 +111,11 @@ impl core::fmt::Display for VmError {
 /// Bytes at the top of guest RAM reserved for the device tree.
 const DTB_RESERVE: u64 = 2 << 20;
 
-/// Reads the arm64 Image header: (text_offset, image_size).
-fn image_header(kernel: &[u8]) -> Option<(u64, u64)> {
-    let word = |at: usize| {
-        kernel
-            .get(at..at + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-    };
-    if kernel.get(0x38..0x3c)? != b"ARM\x64" {
-        return None;
-    }
-    let size = word(16)?;
-    // image_size 0 means an old kernel: text_offset is then 0x80000.
-    if size == 0 {
-        Some((0x80000, kernel.len() as u64))
-    } else {
-        Some((word(8)?, size))
-    }
-}
+/// Where the device tree and initrd of an AArch32 guest must end: below
+/// 512 MiB of RAM, inside what a 32-bit kernel maps as low memory (Linux
+/// Documentation/arch/arm/booting.rst: the DTB "within the region which
+/// will be covered by the kernel's low-memory mapping").
+const AARCH32_LOWMEM_TOP: u64 = 512 << 20;
 
 impl Vm {
     /// Builds a VM from its manifest record: memory, stage-2, images, DTB.
@@ -210,6 +197,7 @@ impl Vm {
             gic: version,
             vcpu_count,
             nic_count: nics.len(),
+            arch: spec.arch,
         };
         let core = VmCore::new(
             index,
@@ -257,12 +245,20 @@ impl Vm {
     /// Returns (entry IPA, DTB IPA).
     fn load(&self, spec: &VmSpec, version: GicVersion) -> Result<BootRequest, VmError> {
         let RamRegion { ipa, size } = self.ram;
-        let (text_offset, image_size) = image_header(spec.kernel).ok_or(VmError::BadKernel)?;
-        let kernel_offset = text_offset;
-        let kernel_end = kernel_offset
-            .checked_add(image_size.max(spec.kernel.len() as u64))
+        // The kernel's format must be the one its VM runs (the config tool
+        // checked; a hand-made manifest may not have).
+        let header = chroma_manifest::KernelHeader::parse(spec.kernel)
+            .filter(|header| header.arch == spec.arch)
             .ok_or(VmError::BadKernel)?;
-        let dtb_offset = size.checked_sub(DTB_RESERVE).ok_or(VmError::NoRoom)?;
+        let kernel_offset = header.text_offset;
+        let kernel_end = header
+            .load_end(spec.kernel.len() as u64)
+            .ok_or(VmError::BadKernel)?;
+        let top = match spec.arch {
+            chroma_manifest::GuestArch::Aarch64 => size,
+            chroma_manifest::GuestArch::Aarch32 => size.min(AARCH32_LOWMEM_TOP),
+        };
+        let dtb_offset = top.checked_sub(DTB_RESERVE).ok_or(VmError::NoRoom)?;
         if kernel_end > dtb_offset {
             return Err(VmError::BadKernel);
         }
@@ -321,6 +317,7 @@ impl Vm {
         Ok(BootRequest {
             entry: ipa + kernel_offset,
             argument: ipa + dtb_offset,
+            cpu_on: false,
         })
     }
 

@@ -144,6 +144,8 @@ pub struct Vm {
     pub cmdline: String,
     /// Physical CPU of each vCPU (`cpus = [...]`); empty: the default.
     pub cpus: Vec<u32>,
+    /// `arch = "aarch32"`: the guest's EL1 runs in AArch32 state.
+    pub aarch32: bool,
 }
 
 impl Vm {
@@ -156,6 +158,17 @@ impl Vm {
             vcpus: 1,
             cmdline: String::new(),
             cpus: Vec::new(),
+            aarch32: false,
+        }
+    }
+
+    /// A VM named `name` booting the AArch32 kernel image `kernel`
+    /// (`arch = "aarch32"`), with 64 MiB and one vCPU.
+    pub fn aarch32(name: &str, kernel: &Path) -> Self {
+        Vm {
+            kernel: kernel.to_owned(),
+            aarch32: true,
+            ..Vm::new(name, "probe")
         }
     }
 
@@ -193,6 +206,9 @@ pub fn config_toml(vms: &[Vm]) -> String {
         );
         if !vm.cpus.is_empty() {
             let _ = writeln!(text, "cpus = {:?}", vm.cpus);
+        }
+        if vm.aarch32 {
+            text.push_str("arch = \"aarch32\"\n");
         }
     }
     text

@@ -1,5 +1,6 @@
 //! Why a configuration was refused: the file, the key and the reason.
 
+use chroma_manifest::GuestArch;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -143,10 +144,12 @@ pub enum ErrorKind {
         /// The I/O error.
         reason: String,
     },
-    /// {path:?} is not an arm64 Image (no "ARM\x64" magic at offset 0x38)
+    /// {path:?} is not {arch.image_format()} (the kernel of an `arch` VM)
     NotAnImage {
         /// The file.
         path: PathBuf,
+        /// The VM's execution state, which names the format it needs.
+        arch: GuestArch,
     },
     /// {path:?} is {bytes} bytes, too large for the manifest (4 GiB in all)
     ImageTooLarge {
@@ -256,11 +259,20 @@ impl fmt::Display for ErrorKind {
                 "physical CPU {cpu} does not exist (the board has {cpus}: 0..{cpus})"
             ),
             ReadImage { path, reason } => write!(f, "cannot read {}: {reason}", path.display()),
-            NotAnImage { path } => write!(
-                f,
-                "{} is not an arm64 Image (no \"ARM\\x64\" magic at offset 0x38)",
-                path.display()
-            ),
+            NotAnImage { path, arch } => {
+                write!(f, "{} is not {}", path.display(), arch.image_format())?;
+                if *arch == GuestArch::Aarch64 {
+                    // The commonest slip: a 32-bit kernel without `arch`.
+                    if let Ok(Some(header)) = crate::ImageHeader::read(path) {
+                        if header.arch == GuestArch::Aarch32 {
+                            return f.write_str(
+                                "; it is an ARM zImage: set arch = \"aarch32\" for this VM",
+                            );
+                        }
+                    }
+                }
+                Ok(())
+            }
             ImageTooLarge { path, bytes } => write!(
                 f,
                 "{} is {}, too large for the manifest (4 GiB in all)",
@@ -364,7 +376,14 @@ mod display_tests {
                 path: path(),
                 reason: "no such file".into(),
             },
-            ErrorKind::NotAnImage { path: path() },
+            ErrorKind::NotAnImage {
+                path: path(),
+                arch: chroma_manifest::GuestArch::Aarch64,
+            },
+            ErrorKind::NotAnImage {
+                path: path(),
+                arch: chroma_manifest::GuestArch::Aarch32,
+            },
             ErrorKind::ImageTooLarge {
                 path: path(),
                 bytes: 1 << 33,

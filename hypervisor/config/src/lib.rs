@@ -24,7 +24,8 @@
 //!
 //! [[vm]]
 //! name = "probe"              # unique, [A-Za-z0-9_-]{1,16}
-//! kernel = "path/to/Image"    # arm64 Image ("ARM\x64" at 0x38)
+//! arch = "aarch64"            # optional: "aarch64" (default) | "aarch32"
+//! kernel = "path/to/Image"    # arm64 Image ("ARM\x64" at 0x38); aarch32: zImage
 //! initrd = "path/to/initrd"   # optional
 //! cmdline = "console=ttyAMA0" # optional
 //! memory = "64M"              # K/M/G suffix or bytes; multiple of 2 MiB
@@ -57,14 +58,14 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-pub use chroma_manifest::CacheMode;
+pub use chroma_manifest::{CacheMode, GuestArch};
 use chroma_manifest::{
     ManifestBuilder, NetSpec, VmInput, DEFAULT_MEMORY_BASE, MAX_VCPUS, MEMORY_ALIGN,
 };
 pub use error::{ConfigError, ErrorKind};
 pub use values::{derive_mac, format_mac, is_valid_name, parse_mac, parse_size, ImageHeader};
 
-use raw::{RawCacheMode, RawConfig, RawLogLevel, RawSize, RawVm};
+use raw::{RawArch, RawCacheMode, RawConfig, RawLogLevel, RawSize, RawVm};
 
 /// Guest RAM may not start below this IPA: QEMU virt's devices (GIC, UART,
 /// virtio-mmio, ...) live in the window under it.
@@ -112,6 +113,8 @@ pub struct Switch {
 pub struct Vm {
     /// Its name.
     pub name: String,
+    /// The execution state its kernel runs in (`arch`, default AArch64).
+    pub arch: GuestArch,
     /// The kernel file (resolved against the configuration's directory).
     pub kernel: PathBuf,
     /// What the kernel's Image header says.
@@ -207,11 +210,12 @@ impl Config {
             let key = vm_key(index, &vm.name);
             let kernel = read(&format!("{key}.kernel"), &vm.kernel)?;
             let length = u64::try_from(kernel.len()).unwrap_or(u64::MAX);
-            if ImageHeader::parse(&kernel, length).is_none() {
+            if ImageHeader::parse(&kernel, length).map(|header| header.arch) != Some(vm.arch) {
                 return Err(error(
                     format!("{key}.kernel"),
                     ErrorKind::NotAnImage {
                         path: vm.kernel.clone(),
+                        arch: vm.arch,
                     },
                 ));
             }
@@ -249,6 +253,7 @@ impl Config {
                 memory_bytes: vm.memory_bytes,
                 vcpus: vm.vcpus,
                 cpu_affinity,
+                arch: vm.arch,
                 kernel,
                 initrd: initrd.as_deref(),
                 cmdline: &vm.cmdline,
@@ -574,12 +579,19 @@ impl Checker<'_> {
             }
         }
 
-        // Images: the kernel must be an arm64 Image; everything must fit.
+        // Images: the kernel must be an arm64 Image (an ARM zImage for an
+        // AArch32 VM); everything must fit.
+        let arch = match raw.arch {
+            None | Some(RawArch::Aarch64) => GuestArch::Aarch64,
+            Some(RawArch::Aarch32) => GuestArch::Aarch32,
+        };
         let kernel_key = format!("{key}.kernel");
         let kernel = self.resolve(&raw.kernel);
         let kernel_header = match ImageHeader::read(&kernel) {
-            Ok(Some(header)) => header,
-            Ok(None) => return Err(self.error(kernel_key, ErrorKind::NotAnImage { path: kernel })),
+            Ok(Some(header)) if header.arch == arch => header,
+            Ok(_) => {
+                return Err(self.error(kernel_key, ErrorKind::NotAnImage { path: kernel, arch }))
+            }
             Err(io) => {
                 return Err(self.error(
                     kernel_key,
@@ -716,6 +728,7 @@ impl Checker<'_> {
 
         Ok(Vm {
             name: raw.name.clone(),
+            arch,
             kernel,
             kernel_header,
             initrd,

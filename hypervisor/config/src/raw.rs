@@ -33,6 +33,14 @@ pub(crate) enum RawCacheMode {
     Force,
 }
 
+/// `arch = "aarch64" | "aarch32"` of a `[[vm]]`.
+#[derive(Deserialize, Debug, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawArch {
+    Aarch64,
+    Aarch32,
+}
+
 /// `log_level = "error" | ... | "trace"`.
 #[derive(Deserialize, Debug, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
@@ -58,6 +66,7 @@ pub(crate) struct RawSwitch {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawVm {
     pub name: String,
+    pub arch: Option<RawArch>,
     pub kernel: String,
     pub initrd: Option<String>,
     pub cmdline: Option<String>,

@@ -134,6 +134,7 @@ fn valid_configuration_loads() {
     assert_eq!(
         probe.kernel_header,
         ImageHeader {
+            arch: GuestArch::Aarch64,
             text_offset: 0,
             image_size: 1 << 20,
             file_len: 4096
@@ -723,6 +724,7 @@ fn image_header_is_decoded() {
     assert_eq!(
         decoded,
         ImageHeader {
+            arch: GuestArch::Aarch64,
             text_offset: 0x8_0000,
             image_size: 0x1234_0000,
             file_len: 64
@@ -735,4 +737,73 @@ fn image_header_is_decoded() {
     assert_eq!(old.load_end(), Some(0x8_0000 + 5000));
     assert_eq!(ImageHeader::parse(&[0u8; 64], 64), None);
     assert_eq!(ImageHeader::parse(&[0u8; 10], 10), None);
+}
+
+/// A fake ARM zImage: the magic at 0x24.
+fn zimage(file_len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; file_len.max(64)];
+    bytes[0x24..0x28].copy_from_slice(&0x016f_2818u32.to_le_bytes());
+    bytes
+}
+
+#[test]
+fn an_aarch32_vm_takes_a_zimage_and_only_a_zimage() {
+    let fixture = Fixture::new();
+    fs::write(fixture.dir.path().join("images/zImage"), zimage(8192)).unwrap();
+    let second = "[[vm]]\nname = \"second\"\nkernel = \"images/Image\"";
+    let config = fixture
+        .load(&edit(
+            second,
+            "[[vm]]\nname = \"second\"\narch = \"aarch32\"\nkernel = \"images/zImage\"",
+        ))
+        .unwrap();
+    assert_eq!(config.vms[0].arch, GuestArch::Aarch64, "the default");
+    let vm = &config.vms[1];
+    assert_eq!(vm.arch, GuestArch::Aarch32);
+    assert_eq!(vm.kernel_header.text_offset, 0x8000);
+    let bytes = config.to_manifest(&RuntimeOptions::default()).unwrap();
+    let manifest = chroma_manifest::Manifest::parse(&bytes).unwrap();
+    let archs: Vec<_> = manifest.vms().map(|vm| vm.arch).collect();
+    assert_eq!(archs, [GuestArch::Aarch64, GuestArch::Aarch32]);
+
+    // An arm64 Image in an AArch32 VM, and a zImage in an AArch64 one
+    // (with a hint: the commonest slip), are refused.
+    let key = "vm[1] (\"second\").kernel";
+    let kind = fixture.refuse(
+        &edit(
+            second,
+            "[[vm]]\nname = \"second\"\narch = \"aarch32\"\nkernel = \"images/Image\"",
+        ),
+        key,
+    );
+    assert!(
+        matches!(
+            kind,
+            ErrorKind::NotAnImage {
+                arch: GuestArch::Aarch32,
+                ..
+            }
+        ),
+        "{kind:?}"
+    );
+    assert!(kind.to_string().contains("is not an ARM zImage"), "{kind}");
+    let kind = fixture.refuse(
+        &edit(
+            second,
+            "[[vm]]\nname = \"second\"\nkernel = \"images/zImage\"",
+        ),
+        key,
+    );
+    assert!(
+        kind.to_string()
+            .ends_with("it is an ARM zImage: set arch = \"aarch32\" for this VM"),
+        "{kind}"
+    );
+    let error = fixture
+        .load(&edit(
+            second,
+            "[[vm]]\nname = \"second\"\narch = \"arm\"\nkernel = \"images/Image\"",
+        ))
+        .unwrap_err();
+    assert!(error.to_string().contains("arch"), "{error}");
 }

@@ -1,5 +1,6 @@
-//! Small value parsers: sizes, MAC addresses, names, kernel Image headers.
+//! Small value parsers: sizes, MAC addresses, names, kernel image headers.
 
+use chroma_manifest::{GuestArch, KernelHeader};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Read;
@@ -89,24 +90,23 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// What the arm64 `Image` header says about a kernel file
-/// (Documentation/arch/arm64/booting.rst).
+/// What a kernel file's header says: an arm64 `Image`
+/// (Documentation/arch/arm64/booting.rst) or an ARM `zImage`
+/// (Documentation/arch/arm/booting.rst); see [`KernelHeader`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ImageHeader {
-    /// Offset of the image from a 2 MiB-aligned base (`text_offset`; 0x80000
-    /// when `image_size` is 0, as for kernels before 3.17).
+    /// The execution state the kernel runs in (from its format).
+    pub arch: GuestArch,
+    /// Offset of the image from a 2 MiB-aligned base (arm64 `text_offset`,
+    /// 0x80000 when `image_size` is 0, as for kernels before 3.17; 0x8000
+    /// for a zImage).
     pub text_offset: u64,
     /// Bytes the kernel occupies once loaded, BSS included (`image_size`;
-    /// 0 in old kernels).
+    /// 0 in old arm64 kernels and zImages).
     pub image_size: u64,
     /// Size of the file.
     pub file_len: u64,
 }
-
-/// Offset of the `ARM\x64` magic in the arm64 Image header.
-const IMAGE_MAGIC_OFFSET: usize = 0x38;
-/// The arm64 Image magic.
-const IMAGE_MAGIC: [u8; 4] = *b"ARM\x64";
 
 impl ImageHeader {
     /// Bytes from the 2 MiB-aligned load base to the end of the loaded
@@ -116,20 +116,15 @@ impl ImageHeader {
             .checked_add(self.image_size.max(self.file_len))
     }
 
-    /// Decodes the 64-byte header; `None` without the magic.
+    /// Decodes the header (the first 64 bytes); `None` for neither format.
     pub fn parse(header: &[u8], file_len: u64) -> Option<Self> {
-        let magic = header.get(IMAGE_MAGIC_OFFSET..IMAGE_MAGIC_OFFSET + 4)?;
-        if magic != IMAGE_MAGIC {
-            return None;
-        }
-        let read = |offset: usize| -> Option<u64> {
-            Some(u64::from_le_bytes(
-                header.get(offset..offset + 8)?.try_into().ok()?,
-            ))
-        };
-        let image_size = read(16)?;
-        let text_offset = if image_size == 0 { 0x8_0000 } else { read(8)? };
+        let KernelHeader {
+            arch,
+            text_offset,
+            image_size,
+        } = KernelHeader::parse(header)?;
         Some(Self {
+            arch,
             text_offset,
             image_size,
             file_len,

@@ -111,8 +111,11 @@ pub struct SysRegAccess {
     /// True for a write (MSR, MCR) or a system instruction that takes an
     /// operand (SYS, such as DC).
     pub write: bool,
-    /// The general-purpose register transferred.
+    /// The general-purpose register transferred (for a 64-bit AArch32
+    /// MCRR/MRRC, the one with bits 31:0).
     pub value_register: u8,
+    /// For an AArch32 MCRR/MRRC, the register with bits 63:32 (Rt2).
+    pub high_register: Option<u8>,
 }
 
 /// Why the guest stopped.
@@ -140,6 +143,10 @@ pub enum Exit {
         /// The immediate of the SMC instruction.
         immediate: u16,
     },
+    /// A conditional AArch32 instruction trapped although its condition
+    /// failed (the architecture allows it to): it is skipped, as if it had
+    /// executed as a NOP.
+    ConditionFailed,
     /// WFI: the guest waits for an interrupt.
     WaitForInterrupt,
     /// WFE: the guest waits for an event.

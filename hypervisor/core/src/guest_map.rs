@@ -8,6 +8,7 @@
 //! virt boots unchanged under chroma wherever chroma runs.
 
 use crate::vgic::GicVersion;
+use chroma_manifest::GuestArch;
 
 /// A window of guest-physical addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +158,8 @@ pub struct VmShape {
     pub vcpu_count: usize,
     /// virtio-mmio transports (NICs).
     pub nic_count: usize,
+    /// The execution state of the guest's EL1 (AArch32: HCR_EL2.RW = 0).
+    pub arch: GuestArch,
 }
 
 impl GuestMap {
@@ -220,11 +223,13 @@ mod tests {
         gic: GicVersion::V2,
         vcpu_count: 2,
         nic_count: 2,
+        arch: chroma_manifest::GuestArch::Aarch64,
     };
     const V3: VmShape = VmShape {
         gic: GicVersion::V3,
         vcpu_count: 2,
         nic_count: 1,
+        arch: chroma_manifest::GuestArch::Aarch64,
     };
 
     #[test]

@@ -170,6 +170,7 @@ mod tests {
                 gic: GicVersion::V2,
                 vcpu_count: vcpus,
                 nic_count: 0,
+                arch: chroma_manifest::GuestArch::Aarch64,
             },
             RamRegion {
                 ipa: 0x4000_0000,
@@ -179,6 +180,7 @@ mod tests {
             BootRequest {
                 entry: 0x4008_0000,
                 argument: 0x40f0_0000,
+                cpu_on: false,
             },
         )
     }
@@ -213,7 +215,8 @@ mod tests {
             vm.take_start(0),
             Some(BootRequest {
                 entry: 0x4008_0000,
-                argument: 0x40f0_0000
+                argument: 0x40f0_0000,
+                cpu_on: false,
             })
         );
         assert_eq!(vm.take_start(0), None, "a start is taken once");

@@ -175,6 +175,8 @@ pub enum FaultReport {
 
 /// SMCCC_VERSION's answer: 1.1.
 const SMCCC_VERSION_1_1: u64 = 0x1_0001;
+/// SMCCC function id bit 30: the SMC64/HVC64 calling convention.
+const SMC64_BIT: u64 = 1 << 30;
 /// MIGRATE_INFO_TYPE's answer: "Trusted OS not present or does not require migration".
 const MIGRATE_INFO_TYPE_NONE: u64 = 2;
 
@@ -215,6 +217,10 @@ pub fn handle_exit<C: GuestCpu, H: ExitHost>(
             cpu.skip_instruction(trap.instruction_length);
             Action::Continue
         }
+        Exit::ConditionFailed => {
+            cpu.skip_instruction(trap.instruction_length);
+            Action::Continue
+        }
         Exit::WaitForInterrupt => {
             cpu.skip_instruction(trap.instruction_length);
             Action::Wait
@@ -227,8 +233,13 @@ pub fn handle_exit<C: GuestCpu, H: ExitHost>(
             register: TrappedRegister::GicSgi1r,
             write: true,
             value_register,
+            high_register,
         }) if vm.gic_version() == GicVersion::V3 => {
-            let value = cpu.register(value_register);
+            let value = match high_register {
+                // MCRR: Rt2:Rt.
+                Some(high) => cpu.register(value_register) & 0xffff_ffff | cpu.register(high) << 32,
+                None => cpu.register(value_register),
+            };
             cpu.skip_instruction(trap.instruction_length);
             let kick = vm.vgic.lock().write_sgi1r(vcpu, value);
             host.kick(vm, kick);
@@ -241,6 +252,7 @@ pub fn handle_exit<C: GuestCpu, H: ExitHost>(
                 | TrappedRegister::AuxiliaryControl,
             write,
             value_register,
+            high_register,
         }) => {
             // Shared by every VM on the physical CPU: the VM sees none
             // (reads as zero, writes ignored), so it can neither arm a
@@ -248,6 +260,9 @@ pub fn handle_exit<C: GuestCpu, H: ExitHost>(
             // DEFINED controls (ACTLR_EL1) of another VM.
             if !write {
                 cpu.set_register(value_register, 0);
+                if let Some(high) = high_register {
+                    cpu.set_register(high, 0);
+                }
             }
             cpu.skip_instruction(trap.instruction_length);
             Action::Continue
@@ -256,6 +271,7 @@ pub fn handle_exit<C: GuestCpu, H: ExitHost>(
             register: TrappedRegister::DataCacheSetWay(_),
             write: true,
             value_register,
+            ..
         }) => {
             // Invalidate, clean, or both: always clean and invalidate, with
             // the guest's operand. An invalidate alone could discard
@@ -492,6 +508,13 @@ fn vcpu_of(vm: &VmCore, target: u64) -> Option<usize> {
 /// PSCI and SMCCC over HVC (DEN 0022, DEN 0028): function id in register 0,
 /// arguments in 1..3, the result in register 0.
 fn hypercall<C: GuestCpu, H: ExitHost>(vm: &VmCore, vcpu: usize, cpu: &mut C, host: &H) -> Action {
+    // An AArch32 guest has no SMC64/HVC64 calls (SMCCC 2.5): a function id
+    // with the SMC64 bit is unknown to it, as its PSCI_FEATURES says.
+    let smc64 = |function: u64| function & SMC64_BIT != 0;
+    if vm.is_aarch32() && smc64(cpu.register(0)) {
+        cpu.set_register(0, PsciReturn::NotSupported.to_register());
+        return Action::Continue;
+    }
     let call = PsciCall::decode([
         cpu.register(0),
         cpu.register(1),
@@ -502,6 +525,9 @@ fn hypercall<C: GuestCpu, H: ExitHost>(vm: &VmCore, vcpu: usize, cpu: &mut C, ho
     let result: u64 = match call {
         PsciCall::Version => u64::from(VERSION_1_1),
         PsciCall::SmcccVersion => SMCCC_VERSION_1_1,
+        PsciCall::Features(function) if vm.is_aarch32() && smc64(function.into()) => {
+            PsciReturn::NotSupported.to_register()
+        }
         PsciCall::Features(function) => PsciCall::features(function).to_register(),
         PsciCall::MigrateInfoType => MIGRATE_INFO_TYPE_NONE,
         PsciCall::CpuSuspend => {
@@ -548,7 +574,10 @@ fn cpu_on<H: ExitHost>(vm: &VmCore, target: u64, entry: u64, context: u64, host:
     let Some(t) = vcpu_of(vm, target) else {
         return PsciReturn::InvalidParameters;
     };
-    if !vm.ram.contains(entry) || !entry.is_multiple_of(4) {
+    // A64 and A32 code is word-aligned; an AArch32 entry with bit 0 set
+    // is T32 code (PSCI 1.1, 5.6.3), halfword-aligned.
+    let aligned = entry.is_multiple_of(4) || vm.is_aarch32() && entry & 1 == 1;
+    if !vm.ram.contains(entry & !1) || !aligned {
         return PsciReturn::InvalidAddress;
     }
     match vm.request_start(
@@ -556,6 +585,7 @@ fn cpu_on<H: ExitHost>(vm: &VmCore, target: u64, entry: u64, context: u64, host:
         BootRequest {
             entry,
             argument: context,
+            cpu_on: true,
         },
     ) {
         Ok(()) => {

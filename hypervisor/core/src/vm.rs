@@ -60,10 +60,16 @@ impl StopReason {
 /// register (the DTB for the boot vCPU, the context id for CPU_ON).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BootRequest {
-    /// Entry point (IPA).
+    /// Entry point (IPA). For an AArch32 CPU_ON, bit 0 is the T bit (the
+    /// entry point is Thumb code).
     pub entry: u64,
-    /// First argument register.
+    /// The DTB's IPA for the kernel's boot protocol, the context id for
+    /// CPU_ON.
     pub argument: u64,
+    /// A PSCI CPU_ON (the argument goes in x0 / r0) rather than the
+    /// kernel's boot protocol (AArch64: x0 = DTB; AArch32: r0 = 0,
+    /// r1 = ~0, r2 = DTB).
+    pub cpu_on: bool,
 }
 
 /// Guest RAM as the guest sees it.
@@ -209,6 +215,11 @@ impl VmCore {
         self.shape.gic
     }
 
+    /// Whether the guest's EL1 runs in AArch32 state.
+    pub fn is_aarch32(&self) -> bool {
+        self.shape.arch == chroma_manifest::GuestArch::Aarch32
+    }
+
     /// vCPU `id`'s power state.
     pub fn power(&self, id: usize) -> Power {
         self.power
@@ -345,6 +356,7 @@ mod tests {
                 gic: GicVersion::V3,
                 vcpu_count: 2,
                 nic_count: 0,
+                arch: chroma_manifest::GuestArch::Aarch64,
             },
             RamRegion {
                 ipa: 0x4000_0000,
@@ -354,6 +366,7 @@ mod tests {
             BootRequest {
                 entry: 0x4008_0000,
                 argument: 0x40f0_0000,
+                cpu_on: false,
             },
         )
     }
@@ -368,6 +381,7 @@ mod tests {
         let request = BootRequest {
             entry: 0x4000_1000,
             argument: 5,
+            cpu_on: true,
         };
         assert_eq!(vm.request_start(1, request), Ok(()));
         assert_eq!(vm.request_start(1, request), Err(Power::OnPending));

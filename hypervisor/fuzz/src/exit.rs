@@ -24,7 +24,15 @@ pub fn fuzz_decode(data: &[u8]) -> Outcome {
     }
     let mut input = Bytes::new(data);
     let (esr, far, hpfar) = (input.u64(), input.u64(), input.u64());
-    check_decode(esr, far, hpfar);
+    // SPSR_EL2: AArch64 EL1h, or AArch32 (nRW) with the input's flags and
+    // IT state, so conditional AArch32 traps are judged both ways.
+    let flags = input.u32();
+    let pstate = if flags & 1 == 0 {
+        0x3c5
+    } else {
+        u64::from(flags & 0xfe00_fc00) | 0x1d3
+    };
+    check_decode(esr, far, hpfar, pstate);
     // The same with a class the decoder knows, so most inputs go deep.
     let classes = [
         ec::WFX,
@@ -33,15 +41,38 @@ pub fn fuzz_decode(data: &[u8]) -> Outcome {
         ec::SYS64,
         ec::IABT_LOW,
         ec::DABT_LOW,
+        ec::CP15_32,
+        ec::CP15_64,
+        ec::CP14_32,
+        ec::CP14_LS,
+        ec::CP14_64,
+        ec::HVC32,
+        ec::SMC32,
     ];
     let class = classes[usize::from(input.u8()) % classes.len()];
-    check_decode((esr & !(0x3f << 26)) | class << 26, far, hpfar);
+    check_decode((esr & !(0x3f << 26)) | class << 26, far, hpfar, pstate);
     Outcome::Exercised
 }
 
-fn check_decode(esr: u64, far: u64, hpfar: u64) {
-    let trap = decode_trap(esr, far, hpfar);
-    assert_eq!(trap.exit, decode(esr, far, hpfar));
+fn check_decode(esr: u64, far: u64, hpfar: u64, pstate: u64) {
+    let trap = decode_trap(esr, far, hpfar, pstate);
+    let class = esr >> 26 & 0x3f;
+    if trap.exit == Exit::ConditionFailed {
+        // Only a conditional AArch32 instruction fails its condition.
+        assert!(pstate & 1 << 4 != 0, "{esr:#x} from AArch64");
+        assert!(
+            matches!(
+                class,
+                ec::WFX | ec::CP15_32 | ec::CP15_64 | ec::CP14_32 | ec::CP14_LS | ec::CP14_64 | ec::SMC32
+            ),
+            "{esr:#x}: class {class:#x} has no condition"
+        );
+    } else {
+        assert_eq!(trap.exit, decode(esr, far, hpfar));
+    }
+    if pstate & 1 << 4 == 0 {
+        assert_eq!(trap.exit, decode(esr, far, hpfar), "AArch64: no condition");
+    }
     assert_eq!(trap.syndrome, esr);
     let expected_length = if esr & ESR_IL != 0 { 4 } else { 2 };
     assert_eq!(trap.instruction_length, expected_length);
@@ -54,8 +85,19 @@ fn check_decode(esr: u64, far: u64, hpfar: u64) {
             assert!(access.width.bytes() <= 8);
         }
         Exit::AbortNoSyndrome { ipa, .. } => assert!(ipa.raw() < 1 << 52),
+        Exit::SysReg(access) if class != ec::SYS64 => {
+            // An AArch32 coprocessor access: Rt, Rt2 are ISS fields.
+            assert!(access.value_register <= 31);
+            assert!(access.high_register.is_none_or(|r| r <= 31));
+            assert_eq!(
+                access.high_register.is_some(),
+                matches!(class, ec::CP15_64 | ec::CP14_64),
+                "{esr:#x}"
+            );
+        }
         Exit::SysReg(access) => {
             assert!(access.value_register <= 31);
+            assert_eq!(access.high_register, None);
             // ESR_EL2.ISS of a trapped MSR/MRS/SYS/SYSL: op0 [21:20],
             // CRn [13:10], direction [0].
             let iss = esr & 0x1ff_ffff;
@@ -188,6 +230,7 @@ pub fn fuzz_dispatch(data: &[u8]) -> Outcome {
             gic,
             vcpu_count: vcpus,
             nic_count: nics,
+            arch: chroma_manifest::GuestArch::Aarch64,
         },
         RamRegion {
             ipa: RAM,
@@ -197,6 +240,7 @@ pub fn fuzz_dispatch(data: &[u8]) -> Outcome {
         BootRequest {
             entry: RAM,
             argument: 0,
+            cpu_on: false,
         },
     );
     let host = Recorder {
@@ -233,7 +277,7 @@ pub fn fuzz_dispatch(data: &[u8]) -> Outcome {
         let address = ipa(&mut input);
         let far = address & 0xfff | u64::from(input.u16()) << 12;
         let hpfar = (address >> 12) << 4;
-        let trap = decode_trap(esr, far, hpfar);
+        let trap = decode_trap(esr, far, hpfar, 0x3c5);
         let cpu = &mut cpus[vcpu];
         // The register the instruction names, and x0..x3 for PSCI.
         let value = input.u64();
@@ -301,6 +345,7 @@ pub fn fuzz_dispatch(data: &[u8]) -> Outcome {
                 register: TrappedRegister::AuxiliaryControl,
                 write,
                 value_register,
+                high_register: None,
             }) => {
                 assert!(!took_exception && moved != 0, "{trap:?}");
                 if !write {

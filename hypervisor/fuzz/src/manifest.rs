@@ -3,6 +3,7 @@
 //! of built manifests (a manifest the builder writes parses back equal).
 
 use chroma_manifest::{
+    GuestArch,
     CacheMode, Manifest, ManifestBuilder, ManifestError, NetSpec, Options, VmInput, MAX_VCPUS,
     MEMORY_ALIGN,
 };
@@ -24,6 +25,7 @@ fn rebuild_matches(manifest: &Manifest<'_>) {
             memory_bytes: vm.memory_bytes,
             vcpus: vm.vcpus,
             cpu_affinity: vm.cpu_affinity,
+            arch: vm.arch,
             kernel: vm.kernel,
             initrd: vm.initrd,
             cmdline: vm.cmdline,
@@ -86,6 +88,7 @@ fn round_trip(input: &mut Bytes<'_>) -> Outcome {
         memory_bytes: u64,
         vcpus: u32,
         affinity: [u8; MAX_VCPUS],
+        aarch32: bool,
         kernel: Vec<u8>,
         initrd: Option<Vec<u8>>,
         cmdline: String,
@@ -113,6 +116,7 @@ fn round_trip(input: &mut Bytes<'_>) -> Outcome {
                 },
                 vcpus,
                 affinity,
+                aarch32: shape & 0x80 != 0,
                 kernel: input.take(usize::from(input.clone().u8()) + 1).to_vec(),
                 initrd: (shape & 4 != 0).then(|| input.take(usize::from(shape >> 3)).to_vec()),
                 cmdline: text(input, 64),
@@ -137,6 +141,11 @@ fn round_trip(input: &mut Bytes<'_>) -> Outcome {
             memory_bytes: vm.memory_bytes,
             vcpus: vm.vcpus,
             cpu_affinity: vm.affinity,
+            arch: if vm.aarch32 {
+                GuestArch::Aarch32
+            } else {
+                GuestArch::Aarch64
+            },
             kernel: &vm.kernel,
             initrd: vm.initrd.as_deref(),
             cmdline: &vm.cmdline,
@@ -163,6 +172,7 @@ fn round_trip(input: &mut Bytes<'_>) -> Outcome {
         assert_eq!(spec.memory_bytes, vm.memory_bytes);
         assert_eq!(spec.vcpus, vm.vcpus);
         assert_eq!(spec.cpu_affinity, vm.affinity);
+        assert_eq!(spec.arch == GuestArch::Aarch32, vm.aarch32);
         assert_eq!(spec.kernel, vm.kernel.as_slice());
         assert_eq!(spec.initrd, vm.initrd.as_deref());
         assert_eq!(spec.cmdline, vm.cmdline);

@@ -4,7 +4,7 @@ use alloc::vec::Vec;
 
 use crate::error::{At, ManifestError};
 use crate::layout::*;
-use crate::{CacheMode, Manifest, NetSpec, Options};
+use crate::{CacheMode, GuestArch, Manifest, NetSpec, Options};
 
 /// One VM to add to a manifest.
 #[derive(Clone, Copy, Debug)]
@@ -19,6 +19,8 @@ pub struct VmInput<'a> {
     pub vcpus: u32,
     /// Physical CPU of each vCPU; entries past `vcpus` must be zero.
     pub cpu_affinity: [u8; MAX_VCPUS],
+    /// The kernel's execution state.
+    pub arch: GuestArch,
     /// Kernel image bytes (non-empty).
     pub kernel: &'a [u8],
     /// Initrd bytes, if any.
@@ -112,10 +114,15 @@ impl<'a> ManifestBuilder<'a> {
             put(&mut record, V_VCPUS, &vm.vcpus.to_le_bytes());
             put(&mut record, V_AFFINITY, &vm.cpu_affinity);
             put_ref(&mut record, V_KERNEL, data.push(vm.kernel, at, "kernel")?);
+            let mut flags = match vm.arch {
+                GuestArch::Aarch64 => 0,
+                GuestArch::Aarch32 => VM_FLAG_AARCH32,
+            };
             if let Some(initrd) = vm.initrd {
-                put(&mut record, V_FLAGS, &VM_FLAG_INITRD.to_le_bytes());
+                flags |= VM_FLAG_INITRD;
                 put_ref(&mut record, V_INITRD, data.push(initrd, at, "initrd")?);
             }
+            put(&mut record, V_FLAGS, &flags.to_le_bytes());
             put_ref(
                 &mut record,
                 V_CMDLINE,

@@ -72,6 +72,8 @@ pub(crate) const V_NET_COUNT: usize = 68;
 pub(crate) const V_RESERVED: usize = 72;
 /// VM flag: the initrd blob ref is meaningful.
 pub(crate) const VM_FLAG_INITRD: u32 = 1;
+/// VM flag: the kernel runs in AArch32 state ([`crate::GuestArch::Aarch32`]).
+pub(crate) const VM_FLAG_AARCH32: u32 = 2;
 
 // Switch record fields.
 pub(crate) const S_NAME: usize = 0;

@@ -37,7 +37,7 @@
 //!  8  8  memory base (IPA)           8  4  flags: bit 0 uplink  4  6  MAC address
 //! 16  8  memory bytes               12  4  reserved, zero      10  2  flags: bit 0 trusted
 //! 24  4  vCPU count                                             12  4  reserved, zero
-//! 28  4  flags: bit 0 has initrd
+//! 28  4  flags: bit 0 has initrd, bit 1 AArch32 guest
 //! 32  8  CPU affinity (vCPU i -> physical CPU), unused entries zero
 //! 40  8  kernel (blob ref)
 //! 48  8  initrd (blob ref; zero unless the flag is set)
@@ -78,12 +78,14 @@ extern crate alloc;
 #[cfg(any(test, feature = "alloc"))]
 mod builder;
 mod error;
+mod kernel;
 mod layout;
 mod parse;
 
 #[cfg(any(test, feature = "alloc"))]
 pub use builder::{ManifestBuilder, VmInput};
 pub use error::{At, ManifestError};
+pub use kernel::{KernelHeader, ZIMAGE_TEXT_OFFSET};
 pub use layout::{
     BLOB_ALIGN, DEFAULT_MEMORY_BASE, FORMAT_VERSION, HEADER_SIZE, MAGIC, MAX_CMDLINE_LEN,
     MAX_LOG_LEVEL, MAX_NAME_LEN, MAX_VCPUS, MEMORY_ALIGN, NET_RECORD_SIZE, SWITCH_RECORD_SIZE,
@@ -122,6 +124,17 @@ impl Default for Options {
             console_switch_key: 0x01,
         }
     }
+}
+
+/// The execution state a VM's kernel runs in at EL1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum GuestArch {
+    /// AArch64 (an arm64 `Image`, entered at EL1h with x0 = DTB).
+    #[default]
+    Aarch64,
+    /// AArch32 (an ARM `zImage`, entered in SVC mode with r0 = 0,
+    /// r1 = ~0, r2 = DTB): HCR_EL2.RW = 0 for the VM.
+    Aarch32,
 }
 
 /// One virtio-net NIC of a VM.

@@ -7,7 +7,7 @@
 
 use crate::error::{At, ManifestError};
 use crate::layout::*;
-use crate::{CacheMode, NetSpec, Options};
+use crate::{CacheMode, GuestArch, NetSpec, Options};
 
 /// Reads a little-endian `u16` at `offset`, or `None` past the end.
 fn read_u16(bytes: &[u8], offset: usize) -> Option<u16> {
@@ -83,7 +83,10 @@ pub struct VmSpec<'a> {
     /// `cpu_affinity[i]` is the physical CPU index vCPU `i` is pinned to;
     /// entries at and past `vcpus` are zero.
     pub cpu_affinity: [u8; MAX_VCPUS],
-    /// The kernel image (arm64 `Image`; the config tool checked the magic).
+    /// The kernel's execution state.
+    pub arch: GuestArch,
+    /// The kernel image (arm64 `Image`, or ARM `zImage` for AArch32; the
+    /// config tool checked the magic).
     pub kernel: &'a [u8],
     /// The initial ramdisk, if any.
     pub initrd: Option<&'a [u8]>,
@@ -499,7 +502,7 @@ impl<'a> Manifest<'a> {
             });
         }
         let flags = field(read_u32(record, V_FLAGS), at, "flags")?;
-        if flags & !VM_FLAG_INITRD != 0 {
+        if flags & !(VM_FLAG_INITRD | VM_FLAG_AARCH32) != 0 {
             return Err(ManifestError::InvalidValue { at, what: "flags" });
         }
         let kernel = self.blob(record, V_KERNEL, at, "kernel")?;
@@ -550,6 +553,11 @@ impl<'a> Manifest<'a> {
             memory_bytes,
             vcpus,
             cpu_affinity,
+            arch: if flags & VM_FLAG_AARCH32 != 0 {
+                GuestArch::Aarch32
+            } else {
+                GuestArch::Aarch64
+            },
             kernel,
             initrd,
             cmdline,

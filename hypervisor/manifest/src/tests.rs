@@ -25,6 +25,7 @@ fn vm<'a>(name: &'a str, nets: &'a [NetSpec]) -> VmInput<'a> {
         memory_bytes: 64 << 20,
         vcpus: 2,
         cpu_affinity: [1, 0, 0, 0, 0, 0, 0, 0],
+        arch: GuestArch::Aarch64,
         kernel: KERNEL,
         initrd: Some(INITRD),
         cmdline: "console=ttyAMA0 earlycon",
@@ -59,6 +60,7 @@ fn sample() -> Vec<u8> {
         cpu_affinity: [0; MAX_VCPUS],
         memory_base: 0x8000_0000,
         memory_bytes: 2 << 20,
+        arch: GuestArch::Aarch32,
         ..vm("second", &[])
     });
     builder.build().expect("valid manifest")
@@ -109,6 +111,7 @@ fn round_trip() {
     assert_eq!(probe.memory_bytes, 64 << 20);
     assert_eq!(probe.vcpus, 2);
     assert_eq!(probe.cpu_affinity, [1, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(probe.arch, GuestArch::Aarch64);
     assert_eq!(probe.kernel, KERNEL);
     assert_eq!(probe.initrd, Some(INITRD));
     assert_eq!(probe.cmdline, "console=ttyAMA0 earlycon");
@@ -120,6 +123,7 @@ fn round_trip() {
     let second = vms[1];
     assert_eq!(second.name, "second");
     assert_eq!(second.initrd, None);
+    assert_eq!(second.arch, GuestArch::Aarch32);
     assert_eq!(second.cmdline, "");
     assert!(second.nets.is_empty());
     assert_eq!(second.memory_base, 0x8000_0000);

@@ -152,13 +152,23 @@ pub fn flatten(elf: &Path, bin: &Path) -> Result<()> {
     run_checked(&mut command, &format!("objcopy of {}", elf.display()))
 }
 
-/// Builds the Linux guest images from Debian's archive
+/// Builds the arm64 Linux guest images from Debian's archive
 /// (`guest-images/linux/build.sh`; quick when they are up to date).
 pub fn ensure_linux_images() -> Result<()> {
+    build_linux(&[])
+}
+
+/// Builds the armhf (32-bit) Linux guest images, `build/linux-armhf/`.
+pub fn ensure_linux_armhf_images() -> Result<()> {
+    build_linux(&["--arch", "armhf"])
+}
+
+fn build_linux(arguments: &[&str]) -> Result<()> {
     let root = workspace_root();
     let mut command = Command::new("bash");
     command
         .arg(root.join("guest-images").join("linux").join("build.sh"))
+        .args(arguments)
         .current_dir(&root);
     run_checked(
         &mut command,
@@ -166,9 +176,14 @@ pub fn ensure_linux_images() -> Result<()> {
     )
 }
 
-/// Whether the configuration at `path` boots the Linux guest images.
+/// Whether the configuration at `path` boots the arm64 Linux guest images.
 pub fn config_uses_linux(path: &std::path::Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|text| text.contains("build/linux/"))
+}
+
+/// Whether the configuration at `path` boots the armhf Linux guest images.
+pub fn config_uses_linux_armhf(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|text| text.contains("build/linux-armhf/"))
 }
 
 #[cfg(test)]

@@ -151,6 +151,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     if crate::images::config_uses_linux(&config) {
         crate::images::ensure_linux_images()?;
     }
+    if crate::images::config_uses_linux_armhf(&config) {
+        crate::images::ensure_linux_armhf_images()?;
+    }
     // Refuse a broken configuration before spending time on a build.
     let (manifest_bytes, uplink) = manifest_and_uplink(&config, &machine, &options)?;
     let forwards: Vec<Forward> = if args.forward.is_empty() && args.config.is_none() {

@@ -27,6 +27,12 @@ pub struct El1Context {
     /// Pointer-authentication keys, in the order of
     /// `for_each_pointer_authentication_key!` (zero where the CPU has none).
     pub pointer_authentication_keys: [u64; 10],
+    /// The state only an AArch32 EL1 has, in the order of
+    /// `for_each_aarch32_register!`: the banked SPSRs of the exception
+    /// modes, DACR, IFSR and FPEXC (their AArch64 `_EL2` views). The
+    /// AArch32 general-purpose registers, banked ones included, are the
+    /// AArch64 x0..x30 the trap saves (Arm ARM D1.20.1).
+    pub aarch32: [u64; 7],
 }
 
 impl Default for El1Context {
@@ -35,11 +41,34 @@ impl Default for El1Context {
             sysregs: [0; 26],
             fp: [0; 66],
             pointer_authentication_keys: [0; 10],
+            aarch32: [0; 7],
         };
         // SCTLR_EL1 at reset: MMU and caches off, RES1 bits set.
         c.sysregs[0] = super::el2::sctlr_el1_at_reset();
         c
     }
+}
+
+impl El1Context {
+    /// The reset context of a vCPU whose EL1 is AArch32.
+    pub fn aarch32_at_reset() -> Self {
+        let mut c = Self::default();
+        c.sysregs[0] = super::el2::sctlr_aarch32_at_reset();
+        c
+    }
+}
+
+/// The AArch32-only EL1 state (see [`El1Context::aarch32`]).
+macro_rules! for_each_aarch32_register {
+    ($m:ident) => {
+        $m!(0, "spsr_abt");
+        $m!(1, "spsr_und");
+        $m!(2, "spsr_irq");
+        $m!(3, "spsr_fiq");
+        $m!(4, "dacr32_el2");
+        $m!(5, "ifsr32_el2");
+        $m!(6, "fpexc32_el2");
+    };
 }
 
 macro_rules! for_each_el1_register {
@@ -161,8 +190,20 @@ impl El1Context {
         }
     }
 
-    /// Saves the current EL1 state of this CPU into `self`.
-    pub fn save(&mut self) {
+    /// Saves the current EL1 state of this CPU into `self`; with `aarch32`,
+    /// the AArch32-only state too (an AArch64 EL1 cannot reach it, so for
+    /// an AArch64 vCPU it needs no switching).
+    pub fn save(&mut self, aarch32: bool) {
+        if aarch32 {
+            macro_rules! save_a32 {
+                ($i:expr, $reg:literal) => {
+                    // SAFETY: reading an EL2 view of AArch32 EL1 state has no
+                    // side effect; AArch32 EL1 is implemented (the VM runs it).
+                    unsafe { asm!(concat!("mrs {}, ", $reg), out(reg) self.aarch32[$i], options(nomem, nostack)) };
+                };
+            }
+            for_each_aarch32_register!(save_a32);
+        }
         macro_rules! save_one {
             ($i:expr, $reg:literal) => {
                 // SAFETY: reading an EL1 register from EL2 has no side effect.
@@ -190,7 +231,17 @@ impl El1Context {
     /// # Safety
     /// The CPU must be about to run the vCPU this context belongs to, with
     /// that vCPU's stage-2 tables installed.
-    pub unsafe fn restore(&self) {
+    pub unsafe fn restore(&self, aarch32: bool) {
+        if aarch32 {
+            macro_rules! restore_a32 {
+                ($i:expr, $reg:literal) => {
+                    // SAFETY: AArch32 EL1 state only affects the AArch32
+                    // guest about to run (the caller's contract).
+                    unsafe { asm!(concat!("msr ", $reg, ", {}"), in(reg) self.aarch32[$i], options(nomem, nostack)) };
+                };
+            }
+            for_each_aarch32_register!(restore_a32);
+        }
         macro_rules! restore_one {
             ($i:expr, $reg:literal) => {
                 // SAFETY: EL1 state only affects the guest about to run, which

@@ -127,7 +127,7 @@ pub fn hcr_el2_for_guests() -> u64 {
         + HCR_EL2_TWI.val(1)
         // SMC traps: firmware (PSCI) belongs to the hypervisor.
         + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
-        // EL1 is AArch64.
+        // EL1 is AArch64 (`hcr_el2_for` clears RW for an AArch32 VM).
         + HCR_EL2::RW::EL1IsAarch64
         // Pointer-authentication keys are the guest's own: their registers
         // do not trap, and the vCPU switch saves and restores them
@@ -327,6 +327,19 @@ fn sctlr_el2_fields() -> FieldValue<u64, SCTLR_EL2::Register> {
         + res1(SCTLR_EL2_RES1)
 }
 
+/// HCR_EL2 while a vCPU of a VM runs: [`hcr_el2_for_guests`], with EL1 in
+/// AArch32 state (RW = 0) when `aarch32`. Everything else is the same: an
+/// AArch32 EL1 is trapped and contained as an AArch64 one (TSW, TACR,
+/// TIDCP and the MDCR_EL2 traps cover the AArch32 views of the registers).
+pub fn hcr_el2_for(aarch32: bool) -> u64 {
+    let hcr = hcr_el2_for_guests();
+    if aarch32 {
+        hcr & !HCR_EL2::RW::SET.value
+    } else {
+        hcr
+    }
+}
+
 /// SCTLR_EL1 at vCPU reset: MMU and caches off, the rest at the values an
 /// Armv8.0 CPU has (what an operating system expects to find at entry).
 pub fn sctlr_el1_at_reset() -> u64 {
@@ -354,6 +367,16 @@ pub fn sctlr_el1_at_reset() -> u64 {
         + SCTLR_EL1_NTLSMD.val(1)
         + SCTLR_EL1_LSMAOE.val(1))
     .value
+}
+
+/// SCTLR_EL1 at reset of a vCPU whose EL1 is AArch32 (the AArch32 SCTLR,
+/// Arm ARM G8.2): MMU, caches and alignment checks off, little-endian, ARM
+/// (not Thumb) exception handlers at VBAR, and set: CP15BEN (bit 5, the
+/// CP15 barrier instructions an ARMv7 kernel still uses), nTWI and nTWE
+/// (bits 16, 18: WFI/WFE not trapped to EL1), and the bits that are RES1 on
+/// Armv8.0 (3, 4, 11, 22, 23). The value a Cortex-A57 resets it to.
+pub const fn sctlr_aarch32_at_reset() -> u64 {
+    1 << 23 | 1 << 22 | 1 << 18 | 1 << 16 | 1 << 11 | 1 << 5 | 1 << 4 | 1 << 3
 }
 
 /// The PS encoding (TCR_EL2.PS, VTCR_EL2.PS) for a CPU whose
@@ -448,6 +471,19 @@ mod tests {
     //! Each value against the raw number chroma wrote before these builders
     //! existed (the expressions are copied from that code), bit for bit.
     use super::*;
+
+    #[test]
+    fn only_rw_differs_for_an_aarch32_vm() {
+        const RW: u64 = 1 << 31;
+        assert_eq!(hcr_el2_for(false), hcr_el2_for_guests());
+        assert_eq!(hcr_el2_for(true), hcr_el2_for_guests() & !RW);
+        assert_ne!(hcr_el2_for_guests() & RW, 0);
+    }
+
+    #[test]
+    fn an_aarch32_vcpu_resets_like_a_cortex_a57() {
+        assert_eq!(sctlr_aarch32_at_reset(), 0x00c5_0838);
+    }
 
     #[test]
     fn hcr_el2_is_the_value_chroma_always_wrote() {

@@ -13,6 +13,20 @@ use chroma_core::GuestPhysAddr;
 pub mod ec {
     /// Trapped WFI or WFE.
     pub const WFX: u64 = 0x01;
+    /// Trapped AArch32 MCR or MRC to CP15.
+    pub const CP15_32: u64 = 0x03;
+    /// Trapped AArch32 MCRR or MRRC to CP15.
+    pub const CP15_64: u64 = 0x04;
+    /// Trapped AArch32 MCR or MRC to CP14 (debug, trace).
+    pub const CP14_32: u64 = 0x05;
+    /// Trapped AArch32 LDC or STC to CP14 (the debug DTR).
+    pub const CP14_LS: u64 = 0x06;
+    /// Trapped AArch32 MRRC to CP14.
+    pub const CP14_64: u64 = 0x0c;
+    /// HVC executed in AArch32 state.
+    pub const HVC32: u64 = 0x12;
+    /// SMC executed in AArch32 state (trapped by HCR_EL2.TSC).
+    pub const SMC32: u64 = 0x13;
     /// HVC executed in AArch64 state.
     pub const HVC64: u64 = 0x16;
     /// SMC executed in AArch64 state (trapped by HCR_EL2.TSC).
@@ -56,6 +70,13 @@ pub fn class_name(ec_value: u64) -> &'static str {
     match ec_value {
         0x00 => "unknown reason",
         ec::WFX => "WFI/WFE",
+        ec::CP15_32 => "MCR/MRC to CP15 (AArch32)",
+        ec::CP15_64 => "MCRR/MRRC to CP15 (AArch32)",
+        ec::CP14_32 => "MCR/MRC to CP14 (AArch32)",
+        ec::CP14_LS => "LDC/STC to CP14 (AArch32)",
+        ec::CP14_64 => "MRRC to CP14 (AArch32)",
+        ec::HVC32 => "HVC (AArch32)",
+        ec::SMC32 => "SMC (AArch32)",
         0x07 => "FP/SIMD access",
         0x0e => "illegal execution state",
         0x15 => "SVC (AArch64)",
@@ -145,6 +166,99 @@ fn classify_sysreg(iss: u64) -> TrappedRegister {
     }
 }
 
+/// A trapped AArch32 coprocessor access, packed for reports: bit 20 set
+/// (no AArch64 encoding has it), the coprocessor, opc1, CRn, CRm, opc2.
+const fn cp_encoding(coproc: u64, opc1: u64, crn: u64, crm: u64, opc2: u64) -> u32 {
+    (1 << 20 | coproc << 16 | opc1 << 12 | crn << 8 | crm << 4 | opc2) as u32
+}
+
+/// What a trapped AArch32 MCR/MRC to CP15 (ISS of EC 0x03) names: the
+/// AArch32 names of the registers [`classify_sysreg`] recognises (Arm ARM
+/// G8), so an AArch32 VM is contained exactly as an AArch64 one.
+fn classify_cp15_32(iss: u64) -> TrappedRegister {
+    let opc2 = (iss >> 17) & 7;
+    let opc1 = (iss >> 14) & 7;
+    let crn = (iss >> 10) & 0xf;
+    let crm = (iss >> 1) & 0xf;
+    let write = iss & 1 == 0;
+    match (opc1, crn, crm, opc2) {
+        // ACTLR (opc2 1) and ACTLR2 (opc2 3): HCR_EL2.TACR.
+        (0, 1, 0, 1 | 3) => TrappedRegister::AuxiliaryControl,
+        // DCISW, DCCSW, DCCISW: HCR_EL2.TSW.
+        (0, 7, 6, 2) if write => TrappedRegister::DataCacheSetWay(SetWayOperation::Invalidate),
+        (0, 7, 10, 2) if write => TrappedRegister::DataCacheSetWay(SetWayOperation::Clean),
+        (0, 7, 14, 2) if write => {
+            TrappedRegister::DataCacheSetWay(SetWayOperation::CleanInvalidate)
+        }
+        // PMU: PMCR .. PMOVSSET (c9, c12-c14), PMEVCNTR<n>, PMEVTYPER<n>,
+        // PMCCFILTR (c14, c8-c15).
+        (0, 9, 12..=14, _) | (0, 14, 8..=15, _) => TrappedRegister::PerformanceMonitor,
+        // IMPLEMENTATION DEFINED (HCR_EL2.TIDCP, Arm ARM G1.19.x): CRn 9
+        // with CRm 0-2 or 5-8, CRn 10 with CRm 0, 1, 4 or 8, CRn 11 with
+        // CRm 0-8 or 15, all of CRn 15.
+        (_, 9, 0..=2 | 5..=8, _)
+        | (_, 10, 0 | 1 | 4 | 8, _)
+        | (_, 11, 0..=8 | 15, _)
+        | (_, 15, _, _) => TrappedRegister::ImplementationDefined,
+        _ => TrappedRegister::Other(cp_encoding(15, opc1, crn, crm, opc2)),
+    }
+}
+
+/// What a trapped AArch32 MCRR/MRRC to CP15 (ISS of EC 0x04) names.
+fn classify_cp15_64(iss: u64) -> TrappedRegister {
+    let opc1 = (iss >> 16) & 0xf;
+    let crm = (iss >> 1) & 0xf;
+    match (opc1, crm) {
+        // ICC_SGI1R (MCRR p15, 0, <Rt>, <Rt2>, c12): HCR_EL2.IMO.
+        (0, 12) => TrappedRegister::GicSgi1r,
+        // PMCCNTR (MRRC p15, 0, <Rt>, <Rt2>, c9).
+        (0, 9) => TrappedRegister::PerformanceMonitor,
+        // CRm 15 is reserved for IMPLEMENTATION DEFINED 64-bit registers.
+        (_, 15) => TrappedRegister::ImplementationDefined,
+        _ => TrappedRegister::Other(cp_encoding(15, opc1, 0, crm, 0)),
+    }
+}
+
+/// Decodes an AArch32 coprocessor trap (EC 0x03, 0x04, 0x05, 0x06, 0x0c).
+/// CP14 is the debug and trace interface: per physical CPU, so it reads as
+/// zero and ignores writes, as the AArch64 debug registers do.
+fn decode_coprocessor(class: u64, iss: u64) -> Exit {
+    let write = iss & 1 == 0;
+    let rt = ((iss >> 5) & 0x1f) as u8;
+    let rt2 = ((iss >> 10) & 0x1f) as u8;
+    let (register, high_register) = match class {
+        ec::CP15_32 => (classify_cp15_32(iss), None),
+        ec::CP15_64 => (classify_cp15_64(iss), Some(rt2)),
+        ec::CP14_64 => (TrappedRegister::Debug, Some(rt2)),
+        // LDC/STC move memory, not a register: ignored (ISS[9:5] is the
+        // base register, which a write never touches).
+        ec::CP14_LS => {
+            return Exit::SysReg(SysRegAccess {
+                register: TrappedRegister::Debug,
+                write: true,
+                value_register: rt,
+                high_register: None,
+            })
+        }
+        _ => (TrappedRegister::Debug, None),
+    };
+    Exit::SysReg(SysRegAccess {
+        register,
+        write,
+        value_register: rt,
+        high_register,
+    })
+}
+
+/// The exception classes of AArch32 instructions that may trap although
+/// their condition failed (the syndrome then says CV, COND).
+fn conditional_class(class: u64) -> bool {
+    matches!(
+        class,
+        ec::WFX | ec::CP15_32 | ec::CP15_64 | ec::CP14_32 | ec::CP14_LS | ec::CP14_64 | ec::SMC32
+    )
+}
+
 /// A readable name for the exception class of syndrome `esr`.
 pub fn syndrome_name(esr: u64) -> &'static str {
     class_name(exception_class(esr))
@@ -153,9 +267,20 @@ pub fn syndrome_name(esr: u64) -> &'static str {
 /// Decodes a trap into the core's [`Trap`]: the exit, the trapped
 /// instruction's length (ESR_EL2.IL: 4 bytes, or 2 for a 16-bit AArch32
 /// instruction) and the raw syndrome.
-pub fn decode_trap(esr: u64, far: u64, hpfar: u64) -> Trap {
+/// `pstate` is SPSR_EL2: for a trap from AArch32 state, a conditional
+/// instruction whose condition failed is [`Exit::ConditionFailed`]
+/// (Arm ARM D1.x: it may trap all the same).
+pub fn decode_trap(esr: u64, far: u64, hpfar: u64, pstate: u64) -> Trap {
+    let class = exception_class(esr);
+    let failed = super::pstate::aarch32(pstate)
+        && conditional_class(class)
+        && !super::pstate::trapped_condition_passes(esr & 0x1ff_ffff, pstate);
     Trap {
-        exit: decode(esr, far, hpfar),
+        exit: if failed {
+            Exit::ConditionFailed
+        } else {
+            decode(esr, far, hpfar)
+        },
         instruction_length: if esr & ESR_IL != 0 { 4 } else { 2 },
         syndrome: esr,
     }
@@ -170,17 +295,23 @@ pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
     match exception_class(esr) {
         ec::WFX if iss & 1 == 0 => Exit::WaitForInterrupt,
         ec::WFX => Exit::WaitForEvent,
-        // The instruction's imm16 is ISS[15:0].
-        ec::HVC64 => Exit::Hypercall {
+        // The instruction's imm16 is ISS[15:0] (AArch32 HVC too; an
+        // AArch32 SMC has no immediate to report: ISS[15:0] is zero).
+        ec::HVC64 | ec::HVC32 => Exit::Hypercall {
             immediate: (iss & 0xffff) as u16,
         },
         ec::SMC64 => Exit::SecureMonitorCall {
             immediate: (iss & 0xffff) as u16,
         },
+        ec::SMC32 => Exit::SecureMonitorCall { immediate: 0 },
+        ec::CP15_32 | ec::CP15_64 | ec::CP14_32 | ec::CP14_LS | ec::CP14_64 => {
+            decode_coprocessor(exception_class(esr), iss)
+        }
         ec::SYS64 => Exit::SysReg(SysRegAccess {
             register: classify_sysreg(iss),
             write: iss & 1 == 0,
             value_register: ((iss >> 5) & 0x1f) as u8,
+            high_register: None,
         }),
         ec::DABT_LOW if is_translation_or_access_fault(iss & iss::FSC_MASK) => {
             if iss & iss::ISV == 0 || iss & iss::S1PTW != 0 {
@@ -296,13 +427,20 @@ mod tests {
             Exit::SysReg(SysRegAccess {
                 register: TrappedRegister::GicSgi1r,
                 write: true,
-                value_register: 2
+                value_register: 2,
+                high_register: None,
             })
         );
         assert!(matches!(decode(esr(0x07, 0), 0, 0), Exit::Unhandled { .. }));
         assert_eq!(class_name(ec::DABT_LOW), "data abort from a lower EL");
-        assert_eq!(decode_trap(esr(ec::WFX, 0), 0, 0).instruction_length, 4);
-        assert_eq!(decode_trap(ec::WFX << 26, 0, 0).instruction_length, 2);
+        assert_eq!(
+            decode_trap(esr(ec::WFX, 0), 0, 0, 0x3c5).instruction_length,
+            4
+        );
+        assert_eq!(
+            decode_trap(ec::WFX << 26, 0, 0, 0x3c5).instruction_length,
+            2
+        );
     }
 
     /// ISS of an MSR (`read` false) or MRS of S<op0>_<op1>_C<crn>_C<crm>_<op2>, x<rt>.
@@ -363,6 +501,7 @@ mod tests {
                     register: TrappedRegister::AuxiliaryControl,
                     write: !read,
                     value_register: 3,
+                    high_register: None,
                 })
             );
         }
@@ -440,6 +579,7 @@ mod tests {
                     register: TrappedRegister::DataCacheSetWay(operation),
                     write: true,
                     value_register: 9,
+                    high_register: None,
                 })
             );
             // Negative control: the SYSL (read) shape is not the instruction.
@@ -458,5 +598,86 @@ mod tests {
         ] {
             assert!(matches!(class(iss), TrappedRegister::Other(_)), "{iss:#x}");
         }
+    }
+
+    #[test]
+    fn decodes_aarch32_traps() {
+        const SVC: u64 = 0x1d3;
+        // HVC #0 from AArch32: the same exit as from AArch64.
+        assert_eq!(
+            decode_trap(esr(ec::HVC32, 0), 0, 0, SVC).exit,
+            Exit::Hypercall { immediate: 0 }
+        );
+        // MRC p15, 0, r3, c9, c12, 0 (PMCR), read, CV = 1, COND = AL.
+        let always = 1 << 24 | 0xe << 20;
+        let pmcr = always | 3 << 5 | 9 << 10 | 12 << 1 | 1;
+        assert_eq!(
+            decode_trap(esr(ec::CP15_32, pmcr), 0, 0, SVC).exit,
+            Exit::SysReg(SysRegAccess {
+                register: TrappedRegister::PerformanceMonitor,
+                write: false,
+                value_register: 3,
+                high_register: None,
+            })
+        );
+        // MCR p15, 0, r1, c7, c14, 2 (DCCISW) and ACTLR2, CRn 15 (IMPDEF).
+        let dccisw = always | 2 << 17 | 1 << 5 | 7 << 10 | 14 << 1;
+        assert!(matches!(
+            decode_trap(esr(ec::CP15_32, dccisw), 0, 0, SVC).exit,
+            Exit::SysReg(SysRegAccess {
+                register: TrappedRegister::DataCacheSetWay(SetWayOperation::CleanInvalidate),
+                value_register: 1,
+                ..
+            })
+        ));
+        let actlr2 = always | 3 << 17 | 1 << 10 | 1;
+        let impdef = always | 15 << 10 | 1;
+        let register = |iss| match decode_trap(esr(ec::CP15_32, iss), 0, 0, SVC).exit {
+            Exit::SysReg(access) => access.register,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(register(actlr2), TrappedRegister::AuxiliaryControl);
+        assert_eq!(register(impdef), TrappedRegister::ImplementationDefined);
+        // MCRR p15, 0, r2, r3, c12 (ICC_SGI1R): Rt and Rt2.
+        let sgi1r = always | 2 << 5 | 3 << 10 | 12 << 1;
+        assert_eq!(
+            decode_trap(esr(ec::CP15_64, sgi1r), 0, 0, SVC).exit,
+            Exit::SysReg(SysRegAccess {
+                register: TrappedRegister::GicSgi1r,
+                write: true,
+                value_register: 2,
+                high_register: Some(3),
+            })
+        );
+        // CP14 (debug): reads as zero, like the AArch64 debug registers.
+        assert!(matches!(
+            decode_trap(esr(ec::CP14_32, always | 1), 0, 0, SVC).exit,
+            Exit::SysReg(SysRegAccess {
+                register: TrappedRegister::Debug,
+                write: false,
+                ..
+            })
+        ));
+        // WFI with COND = EQ while Z is clear: skipped, not a wait; with
+        // Z set, a wait. From AArch64 the condition fields mean nothing.
+        let wfi_eq = 1 << 24;
+        assert_eq!(
+            decode_trap(esr(ec::WFX, wfi_eq), 0, 0, SVC).exit,
+            Exit::ConditionFailed
+        );
+        assert_eq!(
+            decode_trap(esr(ec::WFX, wfi_eq), 0, 0, SVC | 1 << 30).exit,
+            Exit::WaitForInterrupt
+        );
+        assert_eq!(
+            decode_trap(esr(ec::WFX, wfi_eq), 0, 0, 0x3c5).exit,
+            Exit::WaitForInterrupt
+        );
+        // A data abort has no condition: decoded whatever the flags.
+        let iss = iss::ISV | 2 << 22 | 3 << 16 | 0b000111;
+        assert!(matches!(
+            decode_trap(esr(ec::DABT_LOW, iss), 0, 0, SVC).exit,
+            Exit::Mmio(_)
+        ));
     }
 }

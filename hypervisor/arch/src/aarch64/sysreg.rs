@@ -84,6 +84,10 @@ sysreg_read!(/// SCTLR_EL2.
     sctlr_el2, "sctlr_el2");
 sysreg_read!(/// SCTLR_EL1: the current guest's system control (MMU and cache enables).
     sctlr_el1, "sctlr_el1");
+sysreg_read!(/// TCR_EL1: the current guest's translation control (AArch32: TTBCR).
+    tcr_el1, "tcr_el1");
+sysreg_read!(/// FAR_EL1: the current guest's fault address (AArch32: DFAR, IFAR).
+    far_el1, "far_el1");
 
 sysreg_write!(/// HCR_EL2: what traps to EL2.
     write_hcr_el2, "hcr_el2");
@@ -171,6 +175,12 @@ sysreg_write!(/// FAR_EL1: the guest's fault address.
     write_far_el1, "far_el1");
 sysreg_write!(/// SCTLR_EL1: the guest's system control (reset value on vCPU start).
     write_sctlr_el1, "sctlr_el1");
+sysreg_write!(/// SPSR_abt: an AArch32 guest's saved CPSR in Abort mode.
+    write_spsr_abt, "spsr_abt");
+sysreg_write!(/// SPSR_und: an AArch32 guest's saved CPSR in Undefined mode.
+    write_spsr_und, "spsr_und");
+sysreg_write!(/// IFSR32_EL2: an AArch32 guest's instruction fault status (IFSR).
+    write_ifsr32_el2, "ifsr32_el2");
 
 /// Reads `ICH_LR<index>_EL2` (index < 16).
 pub fn ich_lr_el2(index: usize) -> u64 {

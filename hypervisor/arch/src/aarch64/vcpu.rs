@@ -5,15 +5,36 @@
 use super::context::El1Context;
 use super::esr::{self, ESR_IL};
 use super::gic::Gic;
+use super::pstate::{self as ps, aarch32_register};
 use super::sysreg;
 use super::vectors::{enter_guest, ExceptionKind, GuestRegisters};
 use chroma_core::vcpu::{ExternalAbort, GuestCpu, Trap};
+use chroma_core::vm::BootRequest;
 use chroma_core::vtimer::TimerRegisters;
 
 /// PSTATE at a vCPU's start and at an exception taken to EL1: EL1h (SP_EL1)
 /// with D, A, I and F masked, as the Linux boot protocol and the
 /// architecture's exception entry require.
 const PSTATE_EL1H_MASKED: u64 = 0x3c5;
+/// CPSR of an AArch32 vCPU at its start: SVC mode with A, I and F masked,
+/// ARM state (the Linux ARM boot protocol, and PSCI's CPU_ON).
+const CPSR_SVC_MASKED: u64 = ps::MODE_SVC | ps::CPSR_A | ps::CPSR_I | ps::CPSR_F | 1 << 4;
+/// The AArch32 exception vectors' offsets (Arm ARM G1.11.1).
+const A32_VECTOR_UNDEFINED: u64 = 0x04;
+const A32_VECTOR_PREFETCH_ABORT: u64 = 0x0c;
+const A32_VECTOR_DATA_ABORT: u64 = 0x10;
+/// SCTLR.V: the vectors are at 0xffff_0000 ("hivecs").
+const SCTLR_V: u64 = 1 << 13;
+const HIGH_VECTORS: u64 = 0xffff_0000;
+/// TTBCR.EAE (TCR_EL1 bit 31): the long-descriptor (LPAE) format, which
+/// also chooses the DFSR/IFSR format.
+const TTBCR_EAE: u64 = 1 << 31;
+/// DFSR/IFSR of a synchronous external abort: long-descriptor format
+/// (LPAE bit 9, STATUS 0b010000) or short (FS 0b01000).
+const FSR_LONG_EXTERNAL: u64 = 1 << 9 | 0x10;
+const FSR_SHORT_EXTERNAL: u64 = 0x08;
+/// DFSR.WnR.
+const DFSR_WNR: u64 = 1 << 11;
 /// ESR_ELx.EC of aborts taken to EL1: from a lower EL, or the same EL.
 const EC_INSTRUCTION_ABORT_LOWER: u64 = 0x20;
 const EC_INSTRUCTION_ABORT_SAME: u64 = 0x21;
@@ -44,22 +65,50 @@ pub struct Vcpu {
     vmcr: u64,
     /// Its active priorities (GICH_APR / ICH_AP0R, ICH_AP1R).
     active_priorities: super::gic::ActivePriorities,
+    /// Its EL1 runs in AArch32 state (HCR_EL2.RW = 0 while it runs).
+    aarch32: bool,
 }
 
 impl Vcpu {
-    /// Puts the vCPU in its reset state, starting at `entry` with
-    /// `argument` in x0 (the boot protocol's DTB, or PSCI's context id).
-    pub fn reset(&mut self, entry: u64, argument: u64) {
+    /// Puts the vCPU in its reset state, started as `start` says: the
+    /// kernel's boot protocol (AArch64: x0 = DTB at EL1h; AArch32: r0 = 0,
+    /// r1 = ~0, r2 = DTB in SVC mode) or PSCI CPU_ON (x0 / r0 = context
+    /// id; an AArch32 entry with bit 0 set starts in Thumb state), with
+    /// every interrupt masked.
+    pub fn reset(&mut self, start: &BootRequest, aarch32: bool) {
         *self = Self::default();
-        self.registers.pc = entry;
-        self.registers.x[0] = argument;
-        self.registers.pstate = PSTATE_EL1H_MASKED;
+        self.aarch32 = aarch32;
+        if !aarch32 {
+            self.registers.pc = start.entry;
+            self.registers.x[0] = start.argument;
+            self.registers.pstate = PSTATE_EL1H_MASKED;
+            return;
+        }
+        self.context = El1Context::aarch32_at_reset();
+        self.registers.pc = start.entry & !1 & 0xffff_ffff;
+        self.registers.pstate = CPSR_SVC_MASKED;
+        if start.cpu_on {
+            self.registers.x[0] = start.argument & 0xffff_ffff;
+            if start.entry & 1 == 1 {
+                self.registers.pstate |= ps::CPSR_T;
+            }
+        } else {
+            // r1 = ~0: "no machine type", the DTB decides (Linux
+            // Documentation/arch/arm/booting.rst).
+            self.registers.x[1] = 0xffff_ffff;
+            self.registers.x[2] = start.argument & 0xffff_ffff;
+        }
+    }
+
+    /// Whether the vCPU's EL1 is AArch32.
+    pub fn is_aarch32(&self) -> bool {
+        self.aarch32
     }
 
     /// Saves this CPU's EL1 and virtual-interface state into the vCPU
     /// (it is being descheduled).
     pub fn save(&mut self, gic: &Gic) {
-        self.context.save();
+        self.context.save(self.aarch32);
         self.vmcr = gic.save_vmcr();
         self.active_priorities = gic.save_active_priorities();
     }
@@ -71,7 +120,7 @@ impl Vcpu {
     /// stage-2 tables before it does.
     pub unsafe fn restore(&self, gic: &Gic) {
         // SAFETY: the caller's contract: this is the vCPU that runs next.
-        unsafe { self.context.restore() };
+        unsafe { self.context.restore(self.aarch32) };
         gic.restore_vmcr(self.vmcr);
         gic.restore_active_priorities(&self.active_priorities);
     }
@@ -93,10 +142,16 @@ impl Vcpu {
 
     /// The loaded vCPU after a synchronous exit, with its decoded trap.
     pub fn trapped(&mut self) -> (TrappedVcpu<'_>, Trap) {
-        let trap = esr::decode_trap(sysreg::esr_el2(), sysreg::far_el2(), sysreg::hpfar_el2());
+        let trap = esr::decode_trap(
+            sysreg::esr_el2(),
+            sysreg::far_el2(),
+            sysreg::hpfar_el2(),
+            self.registers.pstate,
+        );
         (
             TrappedVcpu {
                 registers: &mut self.registers,
+                aarch32_el1: self.aarch32,
             },
             trap,
         )
@@ -120,18 +175,22 @@ pub fn disable_live_timer() {
     sysreg::isb();
 }
 
-/// Installs VM `vmid`'s stage-2 tables at `stage2_root` and gives the vCPU
-/// about to run the MPIDR affinity Aff0 = `vcpu_id`.
+/// Installs VM `vmid`'s stage-2 tables at `stage2_root`, gives the vCPU
+/// about to run the MPIDR affinity Aff0 = `vcpu_id`, and sets the
+/// execution state of its EL1 (HCR_EL2.RW: AArch32 when `aarch32`).
 ///
 /// # Safety
 /// `stage2_root` is the root of stage-2 tables that map only memory of
 /// that VM, and `vmid` is the VM's own (TLB entries of another VM that
 /// used it were invalidated).
-pub unsafe fn switch_to(vmid: u16, stage2_root: u64, vcpu_id: usize) {
-    // SAFETY: the caller's contract; VMPIDR only changes what the guest reads.
+pub unsafe fn switch_to(vmid: u16, stage2_root: u64, vcpu_id: usize, aarch32: bool) {
+    // SAFETY: the caller's contract; VMPIDR and HCR_EL2.RW only change what
+    // the guest reads and the state it runs in, and the rest of HCR_EL2 is
+    // the value every guest runs with.
     unsafe {
         sysreg::write_vttbr_el2(u64::from(vmid) << VTTBR_VMID_SHIFT | stage2_root);
         sysreg::write_vmpidr_el2(MPIDR_RES1 | vcpu_id as u64);
+        sysreg::write_hcr_el2(super::el2::hcr_el2_for(aarch32));
     }
     sysreg::isb();
 }
@@ -139,9 +198,90 @@ pub unsafe fn switch_to(vmid: u16, stage2_root: u64, vcpu_id: usize) {
 /// A trapped vCPU whose EL1 state is live in this CPU's registers.
 pub struct TrappedVcpu<'a> {
     registers: &'a mut GuestRegisters,
+    /// The VM's EL1 is AArch32: exceptions are taken to an AArch32 mode
+    /// (else to AArch64 EL1, from AArch32 EL0 through its 0x600 vectors).
+    aarch32_el1: bool,
 }
 
 impl TrappedVcpu<'_> {
+    /// The trapped code ran in AArch32 state (an AArch32 VM, or AArch32 EL0).
+    fn aarch32(&self) -> bool {
+        ps::aarch32(self.registers.pstate)
+    }
+
+    /// The AArch64 register that holds general-purpose register `index` as
+    /// the trapped instruction named it: x0..x30, or for AArch32 r0..r14 of
+    /// the mode it ran in. `None` for the zero register (or r15).
+    fn slot(&self, index: u8) -> Option<usize> {
+        if self.aarch32() {
+            aarch32_register(self.registers.pstate, index)
+        } else {
+            (index != XZR).then_some(usize::from(index))
+        }
+    }
+
+    /// Takes a synchronous exception to the guest's AArch32 EL1 (Arm ARM
+    /// G1.13, AArch32.TakeUndefInstrException / TakeDataAbortException /
+    /// TakePrefetchAbortException): to `mode` at vector `offset`, with the
+    /// return address `return_address` in the mode's LR and the CPSR in its
+    /// SPSR.
+    fn take_aarch32_exception(&mut self, mode: u64, offset: u64, return_address: u64) {
+        let sctlr = sysreg::sctlr_el1();
+        let base = if sctlr & SCTLR_V != 0 {
+            HIGH_VECTORS
+        } else {
+            sysreg::vbar_el1() & 0xffff_ffe0
+        };
+        let cpsr = self.registers.pstate;
+        // SAFETY: the banked SPSR belongs to the vCPU that just trapped on
+        // this CPU; writing it is what taking an exception to that mode does.
+        unsafe {
+            match mode {
+                ps::MODE_UND => sysreg::write_spsr_und(cpsr),
+                _ => sysreg::write_spsr_abt(cpsr),
+            }
+        }
+        let new = ps::aarch32_exception_cpsr(cpsr, mode, sctlr);
+        if let Some(lr) = aarch32_register(new, 14) {
+            self.registers.x[lr] = return_address & 0xffff_ffff;
+        }
+        self.registers.pstate = new;
+        self.registers.pc = (base + offset) & 0xffff_ffff;
+    }
+
+    /// A synchronous external abort for an AArch32 guest: a data abort
+    /// (DFSR, DFAR) or a prefetch abort (IFSR, IFAR), in the format its
+    /// TTBCR.EAE selects.
+    fn inject_aarch32_abort(&mut self, abort: ExternalAbort) {
+        let long = sysreg::tcr_el1() & TTBCR_EAE != 0;
+        let status = if long {
+            FSR_LONG_EXTERNAL
+        } else {
+            FSR_SHORT_EXTERNAL
+        };
+        let address = sysreg::far_el2() & 0xffff_ffff;
+        let far = sysreg::far_el1();
+        let pc = self.registers.pc;
+        if abort.instruction_fetch {
+            // SAFETY: IFSR and IFAR (FAR_EL1[63:32]) are the trapped
+            // vCPU's; writing them is part of taking the abort.
+            unsafe {
+                sysreg::write_ifsr32_el2(status);
+                sysreg::write_far_el1(far & 0xffff_ffff | address << 32);
+            }
+            self.take_aarch32_exception(ps::MODE_ABT, A32_VECTOR_PREFETCH_ABORT, pc + 4);
+        } else {
+            let wnr = if abort.write { DFSR_WNR } else { 0 };
+            // SAFETY: DFSR (ESR_EL1[31:0]) and DFAR (FAR_EL1[31:0]) are
+            // the trapped vCPU's.
+            unsafe {
+                sysreg::write_esr_el1(status | wnr);
+                sysreg::write_far_el1(far & !0xffff_ffff | address);
+            }
+            self.take_aarch32_exception(ps::MODE_ABT, A32_VECTOR_DATA_ABORT, pc + 8);
+        }
+    }
+
     /// Takes a synchronous exception to the guest's EL1 with `syndrome` and
     /// `fault_address` (Arm ARM D1.10.2).
     fn take_exception(&mut self, syndrome: u64, fault_address: u64) {
@@ -162,18 +302,30 @@ impl TrappedVcpu<'_> {
 impl GuestCpu for TrappedVcpu<'_> {
     fn register(&self, index: u8) -> u64 {
         // Register 31 is the zero register in a load/store.
-        self.registers
-            .x
-            .get(usize::from(index))
+        let value = self
+            .slot(index)
+            .and_then(|slot| self.registers.x.get(slot))
             .copied()
-            .unwrap_or(0)
+            .unwrap_or(0);
+        if self.aarch32() {
+            value & 0xffff_ffff
+        } else {
+            value
+        }
     }
 
     fn set_register(&mut self, index: u8, value: u64) {
-        if index != XZR {
-            if let Some(slot) = self.registers.x.get_mut(usize::from(index)) {
-                *slot = value;
-            }
+        // An AArch32 register is 32 bits wide.
+        let value = if self.aarch32() {
+            value & 0xffff_ffff
+        } else {
+            value
+        };
+        if let Some(slot) = self
+            .slot(index)
+            .and_then(|slot| self.registers.x.get_mut(slot))
+        {
+            *slot = value;
         }
     }
 
@@ -183,9 +335,20 @@ impl GuestCpu for TrappedVcpu<'_> {
 
     fn skip_instruction(&mut self, length: u8) {
         self.registers.pc = self.registers.pc.wrapping_add(u64::from(length));
+        if self.aarch32() {
+            // A skipped Thumb instruction inside an IT block moves it on.
+            if self.registers.pstate & ps::CPSR_T != 0 {
+                self.registers.pstate = ps::advance_it(self.registers.pstate);
+            }
+            self.registers.pc &= 0xffff_ffff;
+        }
     }
 
     fn inject_external_abort(&mut self, abort: ExternalAbort) {
+        if self.aarch32_el1 {
+            self.inject_aarch32_abort(abort);
+            return;
+        }
         // "From the same EL" when the guest was at EL1.
         let from_el1 = super::pstate::at_el1(self.registers.pstate);
         let class = match (abort.instruction_fetch, from_el1) {
@@ -202,6 +365,17 @@ impl GuestCpu for TrappedVcpu<'_> {
     }
 
     fn inject_undefined(&mut self, _trap: &Trap) {
+        if self.aarch32_el1 {
+            // LR_und: the instruction + 4 (ARM) or + 2 (Thumb).
+            let step = if self.registers.pstate & ps::CPSR_T != 0 {
+                2
+            } else {
+                4
+            };
+            let pc = self.registers.pc;
+            self.take_aarch32_exception(ps::MODE_UND, A32_VECTOR_UNDEFINED, pc + step);
+            return;
+        }
         // EC 0 (unknown reason), IL set: what an UNDEFINED instruction reports.
         self.take_exception(ESR_IL, 0);
     }

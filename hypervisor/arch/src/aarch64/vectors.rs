@@ -115,7 +115,7 @@ chroma_el2_vectors:
     FROM_GUEST 2
     .balign 0x80
     FROM_GUEST 3
-    // Lower EL, AArch32: chroma runs no AArch32 guest on this back-end.
+    // Lower EL, AArch32: an AArch32 VM (HCR_EL2.RW = 0), or AArch32 EL0.
     .balign 0x80
     FROM_GUEST 0
     .balign 0x80

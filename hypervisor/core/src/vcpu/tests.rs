@@ -69,6 +69,7 @@ fn vm(gic: GicVersion, vcpus: usize, nics: usize) -> VmCore {
             gic,
             vcpu_count: vcpus,
             nic_count: nics,
+            arch: chroma_manifest::GuestArch::Aarch64,
         },
         RamRegion {
             ipa: RAM,
@@ -78,6 +79,7 @@ fn vm(gic: GicVersion, vcpus: usize, nics: usize) -> VmCore {
         BootRequest {
             entry: RAM + 0x8_0000,
             argument: 0,
+            cpu_on: false,
         },
     )
 }
@@ -279,6 +281,7 @@ fn a_guest_that_keeps_faulting_is_stopped_and_the_log_is_rate_limited() {
         register: TrappedRegister::Other(7),
         write: true,
         value_register: 0,
+        high_register: None,
     }));
     let mut last = Action::Continue;
     for _ in 0..FAULT_LIMIT {
@@ -337,7 +340,8 @@ fn psci_starts_queries_and_stops_vcpus() {
         vm.take_start(1),
         Some(BootRequest {
             entry,
-            argument: 42
+            argument: 42,
+            cpu_on: true,
         })
     );
     assert_eq!(
@@ -452,6 +456,7 @@ fn gicv3_sgis_are_sent_through_the_model_and_gicv2_ones_are_undefined() {
         register: TrappedRegister::GicSgi1r,
         write: true,
         value_register: 2,
+        high_register: None,
     }));
     // SGI 5 to Aff0 target list {1}.
     let value = 5 << 24 | 0b10;
@@ -490,6 +495,7 @@ fn the_last_vcpu_off_stops_the_vm_and_not_before() {
         BootRequest {
             entry: RAM,
             argument: 0,
+            cpu_on: false,
         },
     )
     .unwrap();
@@ -518,6 +524,7 @@ fn a_cpu_on_pending_keeps_the_vm_alive() {
         BootRequest {
             entry: RAM,
             argument: 0,
+            cpu_on: false,
         },
     )
     .unwrap();
@@ -563,11 +570,13 @@ fn debug_and_pmu_registers_read_as_zero_and_ignore_writes() {
             register,
             write: false,
             value_register: 4,
+            high_register: None,
         }));
         let write = trap(Exit::SysReg(SysRegAccess {
             register,
             write: true,
             value_register: 4,
+            high_register: None,
         }));
         let mut cpu = FakeCpu::at(RAM).with_registers(&[0, 0, 0, 0, 0x1234]);
         assert_eq!(
@@ -596,6 +605,7 @@ fn debug_and_pmu_registers_read_as_zero_and_ignore_writes() {
         register: TrappedRegister::Other(1),
         write: false,
         value_register: 0,
+        high_register: None,
     }));
     handle_exit(&vm, 0, &mut cpu, &other, &host);
     assert_eq!(cpu.injected.len(), 1);
@@ -607,6 +617,7 @@ fn sysreg(register: TrappedRegister, write: bool, value_register: u8) -> Trap {
         register,
         write,
         value_register,
+        high_register: None,
     }))
 }
 
@@ -716,4 +727,95 @@ fn set_way_maintenance_is_a_clean_and_invalidate_of_the_same_operand() {
         assert_eq!(cpu.injected, [Injected::Undefined(unhandled.syndrome)]);
         assert_eq!(cpu.pc(), RAM);
     }
+}
+
+fn aarch32_vm(vcpus: usize) -> VmCore {
+    VmCore::new(
+        0,
+        "guest32".into(),
+        QEMU_VIRT,
+        VmShape {
+            gic: GicVersion::V2,
+            vcpu_count: vcpus,
+            nic_count: 0,
+            arch: chroma_manifest::GuestArch::Aarch32,
+        },
+        RamRegion {
+            ipa: RAM,
+            size: 1 << 24,
+        },
+        [0; MAX_VCPUS],
+        BootRequest::default(),
+    )
+}
+
+#[test]
+fn an_aarch32_guest_has_smc32_psci_and_no_smc64() {
+    let (guest, host) = (aarch32_vm(2), Recorder::default());
+    let unknown = PsciReturn::NotSupported.to_register();
+    // SMC64 function ids are unknown to AArch32 (SMCCC), and its
+    // PSCI_FEATURES says so; their SMC32 twins work.
+    assert_eq!(
+        hvc(&guest, &host, 0, &[u64::from(psci::CPU_ON_64), 1, RAM, 0]).1,
+        unknown
+    );
+    assert_eq!(
+        hvc(
+            &guest,
+            &host,
+            0,
+            &[u64::from(psci::PSCI_FEATURES), u64::from(psci::CPU_ON_64)]
+        )
+        .1,
+        unknown
+    );
+    assert_eq!(
+        hvc(
+            &guest,
+            &host,
+            0,
+            &[u64::from(psci::PSCI_FEATURES), u64::from(psci::CPU_ON_32)]
+        )
+        .1,
+        PsciReturn::Success.to_register()
+    );
+    assert_eq!(guest.power(1), Power::Off, "the SMC64 CPU_ON did nothing");
+    // A Thumb entry point (bit 0 set) is an AArch32 guest's right ...
+    let thumb = RAM + 0x1001;
+    assert_eq!(
+        hvc(&guest, &host, 0, &[u64::from(psci::CPU_ON_32), 1, thumb, 9]).1,
+        PsciReturn::Success.to_register()
+    );
+    assert_eq!(
+        guest.take_start(1),
+        Some(BootRequest {
+            entry: thumb,
+            argument: 9,
+            cpu_on: true,
+        })
+    );
+    // ... an unaligned A32 one is not.
+    let aarch32 = aarch32_vm(2);
+    assert_eq!(
+        hvc(
+            &aarch32,
+            &host,
+            0,
+            &[u64::from(psci::CPU_ON_32), 1, RAM + 2, 0]
+        )
+        .1,
+        PsciReturn::InvalidAddress.to_register()
+    );
+    // An AArch64 guest gets neither: its entry points are A64, word-aligned.
+    let aarch64 = vm(GicVersion::V2, 2, 0);
+    assert_eq!(
+        hvc(
+            &aarch64,
+            &host,
+            0,
+            &[u64::from(psci::CPU_ON_64), 1, thumb, 0]
+        )
+        .1,
+        PsciReturn::InvalidAddress.to_register()
+    );
 }
