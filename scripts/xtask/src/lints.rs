@@ -1,6 +1,7 @@
 //! The lint stages of `cargo xtask test`: `fmt`, `clippy` (host crates),
 //! `clippy-bare-metal` (the hypervisor and the guests as built for the
-//! board), and `doc` and `doc-bare-metal` (rustdoc's warnings, the same way).
+//! board), `clippy-guests-arm` (the guests as built for 32-bit ARMv7-A), and
+//! `doc` and `doc-bare-metal` (rustdoc's warnings, the same way).
 //!
 //! Each stage is one test. It passes when its command exits 0 and reports no
 //! finding; otherwise it prints the first findings and fails.
@@ -39,7 +40,7 @@ pub struct LintStage {
 }
 
 /// The lint stages, in the order they run.
-pub const STAGES: [LintStage; 5] = [
+pub const STAGES: [LintStage; 6] = [
     LintStage {
         name: "fmt",
         run: fmt,
@@ -52,6 +53,10 @@ pub const STAGES: [LintStage; 5] = [
         name: "clippy-bare-metal",
         // The board whose images `cargo xtask test` builds and boots.
         run: || clippy_bare_metal(Board::QemuVirtAarch64),
+    },
+    LintStage {
+        name: "clippy-guests-arm",
+        run: clippy_guests_arm,
     },
     LintStage {
         name: "doc",
@@ -111,6 +116,30 @@ pub fn clippy_bare_metal(board: Board) -> Outcome {
         Ok(command)
     });
     run_cross_stage("clippy-bare-metal", command)
+}
+
+/// The target of the 32-bit guests (`guest-images/build.sh --arch arm`).
+const ARM_GUEST_TARGET: &str = "armv7a-none-eabi";
+/// Guests that exist only for AArch64 (`hostile` probes AArch64 system registers).
+const AARCH64_ONLY_GUESTS: [&str; 1] = ["chroma-guest-hostile"];
+
+/// Clippy on the guests as built for 32-bit ARMv7-A (every guest binary but
+/// the AArch64-only ones), so the runtime's `arch::arm` back-end and the
+/// guests' AArch32 paths are linted too.
+pub fn clippy_guests_arm() -> Outcome {
+    let command = CrossToolchain::detect(ARM_GUEST_TARGET).and_then(|toolchain| {
+        let mut command = toolchain.clippy()?;
+        command.arg("--release");
+        for guest in guest_image_packages(true)? {
+            if !AARCH64_ONLY_GUESTS.contains(&guest.as_str()) {
+                command.arg("-p").arg(guest);
+            }
+        }
+        command.arg(MESSAGE_FORMAT);
+        command.args(CLIPPY_DRIVER_ARGS);
+        Ok(command)
+    });
+    run_cross_stage("clippy-guests-arm", command)
 }
 
 /// Rustdoc on the host crates (the default members, every feature), without
