@@ -3,14 +3,16 @@
 //! Only what the test guests need: enable the distributor and this CPU's
 //! interface, enable a PPI or SGI, route and enable an SPI to this CPU,
 //! acknowledge and end interrupts, and send SGIs. Every interrupt is Group 1 (non-secure) where the GIC distinguishes
-//! groups, as Linux configures it, and all accesses are 32-bit except
-//! GICR_TYPER, so an emulated GIC needs no byte or halfword accesses.
+//! groups, as Linux configures it, and all accesses are 32-bit (GICR_TYPER
+//! as two halves), so an emulated GIC needs no byte, halfword or 64-bit
+//! accesses (an AArch32 LDRD/STRD gives a hypervisor no syndrome).
 
 use crate::arch::{self, icc};
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::register_bitfields;
 use tock_registers::register_structs;
 use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
+use tock_registers::LocalRegisterCopy;
 
 /// INTIDs at or above this are special (1020..=1023: spurious and friends).
 const SPECIAL_INTID_START: u32 = 1020;
@@ -117,7 +119,11 @@ register_structs! {
     RedistributorRegisters {
         (0x00 => ctlr: ReadWrite<u32>),
         (0x04 => iidr: ReadOnly<u32>),
-        (0x08 => typer: ReadOnly<u64, GICR_TYPER::Register>),
+        // GICR_TYPER as two 32-bit halves, read low then high as Linux's
+        // 32-bit GICv3 driver does: a 64-bit load would be an LDRD on
+        // AArch32, which a hypervisor cannot emulate (no syndrome).
+        (0x08 => typer_low: ReadOnly<u32>),
+        (0x0c => typer_high: ReadOnly<u32>),
         (0x10 => statusr: ReadWrite<u32>),
         (0x14 => waker: ReadWrite<u32, GICR_WAKER::Register>),
         (0x18 => @END),
@@ -196,7 +202,9 @@ impl Gic {
             // SAFETY: `base` lies inside the redistributor region the DTB
             // names, at a frame boundary.
             let frame = unsafe { &*(base as *const RedistributorRegisters) };
-            let typer = frame.typer.extract();
+            let typer = LocalRegisterCopy::<u64, GICR_TYPER::Register>::new(
+                u64::from(frame.typer_low.get()) | u64::from(frame.typer_high.get()) << 32,
+            );
             if typer.read(GICR_TYPER::AFFINITY_VALUE) == affinity {
                 return Some(base);
             }
