@@ -13,15 +13,28 @@
 #      the checksum line with its own.
 # Ends with "N passed, M failed"; exits non-zero on failure.
 #
-#   guest-images/net-test-qemu.sh [--no-build]
+# With --arch arm the same checks run the 32-bit (ARMv7-A) guests from
+# build/guests-arm on qemu-system-arm -cpu cortex-a15.
 #
-# Environment: OUT_DIR (images, default build/guests), CARGO_TARGET_DIR (for
-# build.sh), MIB (the transfer of check 1, default 16; expected.txt assumes 16).
+#   guest-images/net-test-qemu.sh [--arch aarch64|arm] [--no-build]
+#
+# Environment: OUT_DIR (images, default build/guests or build/guests-arm),
+# CARGO_TARGET_DIR (for build.sh), MIB (the transfer of check 1, default 16;
+# expected.txt assumes 16).
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
-guests=${OUT_DIR:-$repo/build/guests}
+arch=aarch64
+if [[ ${1:-} == --arch ]]; then
+    arch=${2:-}; shift 2 || { echo "net-test-qemu.sh: --arch needs aarch64 or arm" >&2; exit 2; }
+fi
+case $arch in
+    aarch64) qemu_binary=qemu-system-aarch64 cpu=cortex-a57 default_guests=$repo/build/guests ;;
+    arm) qemu_binary=qemu-system-arm cpu=cortex-a15 default_guests=$repo/build/guests-arm ;;
+    *) echo "net-test-qemu.sh: unknown --arch '$arch' (aarch64 or arm)" >&2; exit 2 ;;
+esac
+guests=${OUT_DIR:-$default_guests}
 mib=${MIB:-16}
 passed=0 failed=0
 log=$(mktemp -d)
@@ -31,7 +44,7 @@ cleanup() {
     rm -rf "$log"
 }
 trap cleanup EXIT
-if [[ ${1:-} != --no-build ]] && ! "$here/build.sh" netsvc netclient >"$log/build" 2>&1; then
+if [[ ${1:-} != --no-build ]] && ! "$here/build.sh" --arch "$arch" netsvc netclient >"$log/build" 2>&1; then
     cat "$log/build"; echo "0 passed, 1 failed"; exit 1
 fi
 
@@ -43,7 +56,7 @@ free_port() {
 # qemu SECONDS GIC IMAGE MAC BOOTARGS NETDEV: one guest, output on stdout.
 qemu() {
     local seconds=$1 gic=$2 image=$3 mac=$4 bootargs=$5 netdev=$6
-    timeout "$seconds" "${CHROMA_QEMU:-qemu-system-aarch64}" -M "virt,gic-version=$gic" -cpu cortex-a57 \
+    timeout "$seconds" "${CHROMA_QEMU:-$qemu_binary}" -M "virt,gic-version=$gic" -cpu "$cpu" \
         -m 128M -nographic -no-reboot -kernel "$guests/$image.bin" -append "$bootargs" \
         -global virtio-mmio.force-legacy=false -netdev "$netdev" \
         -device "virtio-net-device,netdev=n0,mac=$mac" </dev/null

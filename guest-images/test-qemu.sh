@@ -5,25 +5,45 @@
 # QEMU gets no NIC (`-nic none`: virt's default PCI NIC needs an option ROM
 # from ipxe-qemu) and no semihosting. CHROMA_QEMU names another QEMU binary.
 #
-#   guest-images/test-qemu.sh [--no-build]
+# With --arch arm it checks the 32-bit (ARMv7-A) guests from build/guests-arm
+# on qemu-system-arm -cpu cortex-a15 against the same expected files, plus
+# what only AArch32 has: the image moved itself from QEMU's load address
+# (RAM + 0x1_0000) to its link address, HYP mode and a DTB inside the
+# image's footprint are refused, and netsvc boots to "netsvc: link up" on a
+# virtio-net-device.
+#
+#   guest-images/test-qemu.sh [--arch aarch64|arm] [--no-build]
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
-guests=${OUT_DIR:-$repo/build/guests}
+arch=aarch64
+if [[ ${1:-} == --arch ]]; then
+    arch=${2:-}; shift 2 || { echo "test-qemu.sh: --arch needs aarch64 or arm" >&2; exit 2; }
+fi
+case $arch in
+    aarch64) qemu_default=qemu-system-aarch64 cpu=cortex-a57 default_guests=$repo/build/guests
+        far=FAR_EL1 ;;
+    arm) qemu_default=qemu-system-arm cpu=cortex-a15 default_guests=$repo/build/guests-arm
+        far=DFAR ;;
+    *) echo "test-qemu.sh: unknown --arch '$arch' (aarch64 or arm)" >&2; exit 2 ;;
+esac
+guests=${OUT_DIR:-$default_guests}
+qemu=${CHROMA_QEMU:-$qemu_default}
 passed=0 failed=0
 log=$(mktemp -d)
 trap 'rm -rf "$log"' EXIT
-if [[ ${1:-} != --no-build ]] && ! "$here/build.sh" >"$log/build" 2>&1; then
+if [[ ${1:-} != --no-build ]] && ! "$here/build.sh" --arch "$arch" >"$log/build" 2>&1; then
     cat "$log/build"; echo "0 passed, 1 failed"; exit 1
 fi
 
-# run NAME TIMEOUT IMAGE GIC BOOTARGS: boots and leaves output in $log/NAME.
+# run NAME TIMEOUT IMAGE GIC BOOTARGS [QEMU ARGS...]: boots and leaves output in $log/NAME.
 run() {
     local name=$1 seconds=$2 image=$3 gic=$4 bootargs=$5
-    timeout "$seconds" "${CHROMA_QEMU:-qemu-system-aarch64}" -M "virt,gic-version=$gic" -cpu cortex-a57 \
+    shift 5
+    timeout "$seconds" "$qemu" -M "virt,gic-version=$gic" -cpu "$cpu" \
         -smp 2 -m 128M -nographic -nic none -no-reboot -kernel "$guests/$image.bin" \
-        -append "$bootargs" </dev/null >"$log/$name" 2>&1
+        -append "$bootargs" "$@" </dev/null >"$log/$name" 2>&1
 }
 
 # verdict NAME OK: counts and prints one result.
@@ -77,7 +97,7 @@ verdict "$name" $?
 
 name=crasher-unhandled
 run "$name" 3 crasher 3 "crasher.mode=unhandled"
-contains "$name" "rt: unhandled Synchronous exception on cpu 0" && grep -q "FSC 0x10: synchronous external abort, FAR_EL1 0xd000000" "$log/$name"
+contains "$name" "rt: unhandled Synchronous exception on cpu 0" && grep -q "FSC 0x10: synchronous external abort, $far 0xd000000" "$log/$name"
 verdict "$name" $?
 
 for mode in off reset; do
@@ -98,6 +118,35 @@ contains "$name" "crasher: escape SYS_WRITE0 = UNDEFINED" "crasher: escape SYS_S
     "crasher: escape SYS_EXIT = UNDEFINED" "crasher: escape done" &&
     ! grep -q "escape-$$-WRITE0" "$log/$name" && [[ ! -e $touched ]]
 verdict "$name" $(( status != 0 || $? != 0 ))
+
+if [[ $arch == arm ]]; then
+    # QEMU loads a raw 32-bit image at RAM + 0x1_0000; the entry code moved it.
+    name=arm-moved
+    run "$name" 30 probe 2 "probe.ticks=1 probe.nosmp probe.noabort"
+    contains "$name" "probe: info arch arm, loaded at 0x40010000" "probe: done"
+    verdict "$name" $?
+
+    # virtualization=on enters in HYP mode: refused with a fixed line.
+    name=arm-hyp-refused
+    timeout 3 "$qemu" -M virt,virtualization=on -cpu "$cpu" -m 128M -nographic -nic none \
+        -no-reboot -kernel "$guests/probe.bin" </dev/null >"$log/$name" 2>&1
+    contains "$name" "rt: FATAL: not entered in SVC mode" && ! grep -q "^probe:" "$log/$name"
+    verdict "$name" $?
+
+    # With 2 MiB of RAM QEMU puts the DTB at RAM + 1 MiB, inside netsvc's
+    # footprint at 0x4000_8000 (its 1 MiB heap): refused, then SYSTEM_OFF.
+    name=arm-dtb-overlap-refused
+    timeout 10 "$qemu" -M virt -cpu "$cpu" -m 2M -nographic -nic none -no-reboot \
+        -kernel "$guests/netsvc.bin" </dev/null >"$log/$name" 2>&1
+    status=$?
+    contains "$name" "rt: FATAL: the DTB overlaps 0x40008000 + image size, where the image runs"
+    verdict "$name" $(( status != 0 || $? != 0 ))
+
+    name=arm-netsvc-boots
+    run "$name" 3 netsvc 2 "" -device virtio-net-device,netdev=n -netdev user,id=n
+    contains "$name" "netsvc: link up"
+    verdict "$name" $?
+fi
 
 echo "$passed passed, $failed failed"
 [[ $failed == 0 ]]

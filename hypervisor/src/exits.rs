@@ -147,3 +147,51 @@ pub fn poll_console(gic: &Gic, me: usize) {
         kick_vcpus(gic, vm, kick, me);
     }
 }
+
+/// An AArch32 guest's data abort without a syndrome (ESR_EL2.ISV = 0) may be
+/// a load or store with base register writeback: fetches the instruction
+/// from the VM's RAM and, if `chroma_arch::aarch64::a32` decodes it, gives
+/// the core an MMIO access with the writeback. Anything else is left as it
+/// was (the guest gets its external abort).
+pub fn decode_a32_abort(
+    vm: &crate::vm::Vm,
+    cpu: &chroma_arch::aarch64::vcpu::TrappedVcpu<'_>,
+    trap: chroma_core::vcpu::Trap,
+) -> chroma_core::vcpu::Trap {
+    use chroma_core::exit::{Exit, MmioAccess};
+    use chroma_core::vcpu::GuestCpu as _;
+    let Exit::AbortNoSyndrome { ipa, fetch: false } = trap.exit else {
+        return trap;
+    };
+    let Some(at) = cpu.a32_instruction_ipa() else {
+        return trap;
+    };
+    let ram = vm.ram;
+    // The whole word inside RAM (a fetch from anywhere else cannot be the
+    // guest's code), word-aligned as A32 instructions are.
+    let Some(offset) = at
+        .checked_sub(ram.ipa)
+        .filter(|o| o % 4 == 0 && o + 4 <= ram.size)
+    else {
+        return trap;
+    };
+    // SAFETY: `offset + 4` lies within the VM's RAM (checked above), which
+    // its alias maps for the hypervisor's lifetime; a volatile read of it
+    // races only with the guest's own writes, which cannot break the read.
+    let insn = unsafe { core::ptr::read_volatile((vm.alias + offset) as *const u32) };
+    let Some(access) = chroma_arch::aarch64::a32::decode(insn, |n| cpu.register(n)) else {
+        return trap;
+    };
+    chroma_core::vcpu::Trap {
+        exit: Exit::Mmio(MmioAccess {
+            ipa,
+            width: access.width,
+            write: access.write,
+            register: access.rt,
+            sign_extend: access.sign_extend,
+            register_64bit: false,
+            writeback: access.writeback,
+        }),
+        ..trap
+    }
+}

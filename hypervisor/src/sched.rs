@@ -469,6 +469,11 @@ impl Cpu {
             let action = match kind {
                 ExceptionKind::Synchronous => {
                     let (mut trapped, trap) = self.vcpus[k].vcpu.trapped();
+                    let trap = if vm.is_aarch32() {
+                        crate::exits::decode_a32_abort(vm, &trapped, trap)
+                    } else {
+                        trap
+                    };
                     handle_exit(
                         &vm.core,
                         id,

@@ -108,6 +108,16 @@ pub fn guest_image(guest: &str) -> PathBuf {
         .join(format!("{guest}.bin"))
 }
 
+/// The image of test guest `guest` built for 32-bit ARMv7-A
+/// (`build/guests-arm/<guest>.bin`, from `cargo xtask build`), which runs
+/// in an AArch32 VM ([`Vm::aarch32`]).
+pub fn guest_image_arm(guest: &str) -> PathBuf {
+    workspace_root()
+        .join("build")
+        .join("guests-arm")
+        .join(format!("{guest}.bin"))
+}
+
 /// The lines guest `guest` must print in a normal run, from
 /// `guest-images/<guest>/expected.txt` (blank lines and `#` comments skipped).
 pub fn expected_lines(guest: &str) -> Vec<String> {

@@ -23,22 +23,41 @@ const SHELL_UP: &str = "built-in shell (ash)";
 const TYPED: &str = "echo typed-$((6*7))\n";
 const TYPED_ANSWER: &str = "typed-42";
 
-fn linux_file(name: &str) -> String {
+fn linux_file(dir: &str, name: &str) -> String {
     workspace_root()
         .join("build")
-        .join("linux")
+        .join(dir)
         .join(name)
         .display()
         .to_string()
 }
 
-/// A Linux `[[vm]]` (on switch lan0 with `mac` when given).
+/// A Linux `[[vm]]` of Debian's arm64 kernel (on switch lan0 with `mac`
+/// when given).
 fn linux_vm(name: &str, vcpus: u32, memory: &str, words: &str, mac: Option<&str>) -> String {
+    linux_vm_of(false, name, vcpus, memory, words, mac)
+}
+
+/// A Linux `[[vm]]`: Debian's armhf kernel as an AArch32 VM when
+/// `aarch32`, else its arm64 one.
+fn linux_vm_of(
+    aarch32: bool,
+    name: &str,
+    vcpus: u32,
+    memory: &str,
+    words: &str,
+    mac: Option<&str>,
+) -> String {
     let cmdline = format!("console=ttyAMA0 rdinit=/init {words}");
+    let (dir, kernel, arch) = if aarch32 {
+        ("linux-armhf", "zImage", "arch = \"aarch32\"\n")
+    } else {
+        ("linux", "Image", "")
+    };
     let mut text = format!(
-        "[[vm]]\nname = {name:?}\nkernel = {:?}\ninitrd = {:?}\nmemory = {memory:?}\nvcpus = {vcpus}\ncmdline = {cmdline:?}\n",
-        linux_file("Image"),
-        linux_file("initramfs.cpio.gz"),
+        "[[vm]]\nname = {name:?}\n{arch}kernel = {:?}\ninitrd = {:?}\nmemory = {memory:?}\nvcpus = {vcpus}\ncmdline = {cmdline:?}\n",
+        linux_file(dir, kernel),
+        linux_file(dir, "initramfs.cpio.gz"),
     );
     if let Some(mac) = mac {
         text.push_str(&format!("[[vm.net]]\nswitch = \"lan0\"\nmac = {mac:?}\n"));
@@ -293,10 +312,24 @@ fn digest_line(run: &Outcome, vm: &str, word: &str) -> (String, u64, String) {
 
 #[test]
 fn linux_to_linux_64mib_tcp_with_sha256_at_both_ends() {
+    tcp_64mib(false);
+}
+
+/// The same with the server an AArch32 VM running Debian's armhf kernel
+/// (issue 11: 32-bit guests on the 64-bit hypervisor, same network tests).
+#[test]
+fn armhf_linux_to_arm64_linux_64mib_tcp_with_sha256_at_both_ends() {
+    tcp_64mib(true);
+}
+
+/// 64 MiB over TCP from a Linux server (armhf as an AArch32 VM when
+/// `aarch32`) to an arm64 Linux client, with the sha256 at both ends.
+fn tcp_64mib(aarch32: bool) {
     let config = format!(
         "{}{}{}",
         switch(false),
-        linux_vm(
+        linux_vm_of(
+            aarch32,
             "server",
             1,
             "256M",
@@ -312,7 +345,11 @@ fn linux_to_linux_64mib_tcp_with_sha256_at_both_ends() {
         ),
     );
     let mut run = start_with(
-        "linux_tcp_64mib",
+        if aarch32 {
+            "linux_tcp_64mib_armhf"
+        } else {
+            "linux_tcp_64mib"
+        },
         &config,
         Board {
             gic: 2,

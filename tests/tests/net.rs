@@ -3,7 +3,7 @@
 //! while traffic flows; the console's Ctrl-A s stats lines (memory
 //! high-water marks, switch ports) that `cargo xtask soak` reads.
 
-use chroma_systest::{boot_with, guest_image, start_with, Board, Outcome};
+use chroma_systest::{boot_with, guest_image, guest_image_arm, start_with, Board, Outcome};
 
 const SERVER: &str = "net.ip=10.0.2.15/24 svc.ping=10.0.2.16 svc.pings=3 svc.sinks=1";
 const CLIENT: &str =
@@ -12,9 +12,20 @@ const CLIENT: &str =
 const SIXTEEN_MIB_FNV: &str = "f32a39a9ee3e40c1";
 
 fn vm(name: &str, guest: &str, cmdline: &str, cpu: u32, nic: bool) -> String {
+    vm_of(false, name, guest, cmdline, cpu, nic)
+}
+
+/// A `[[vm]]` of test guest `guest`: its 32-bit build in an AArch32 VM
+/// when `aarch32`.
+fn vm_of(aarch32: bool, name: &str, guest: &str, cmdline: &str, cpu: u32, nic: bool) -> String {
+    let (image, arch) = if aarch32 {
+        (guest_image_arm(guest), "arch = \"aarch32\"\n")
+    } else {
+        (guest_image(guest), "")
+    };
     let mut text = format!(
-        "[[vm]]\nname = \"{name}\"\nkernel = \"{}\"\nmemory = \"32M\"\ncmdline = \"{cmdline}\"\ncpus = [{cpu}]\n",
-        guest_image(guest).display()
+        "[[vm]]\nname = \"{name}\"\n{arch}kernel = \"{}\"\nmemory = \"32M\"\ncmdline = \"{cmdline}\"\ncpus = [{cpu}]\n",
+        image.display()
     );
     if nic {
         text.push_str("[[vm.net]]\nswitch = \"lan0\"\n");
@@ -23,10 +34,16 @@ fn vm(name: &str, guest: &str, cmdline: &str, cpu: u32, nic: bool) -> String {
 }
 
 fn pair(extra: &str) -> String {
+    mixed_pair(false, false) + extra
+}
+
+/// netsvc and netclient on lan0, each in an AArch32 VM (its 32-bit build)
+/// when asked.
+fn mixed_pair(svc32: bool, client32: bool) -> String {
     format!(
-        "[[switch]]\nname = \"lan0\"\n\n{}\n{}\n{extra}",
-        vm("svc", "netsvc", SERVER, 0, true),
-        vm("client", "netclient", CLIENT, 1, true)
+        "[[switch]]\nname = \"lan0\"\n\n{}\n{}\n",
+        vm_of(svc32, "svc", "netsvc", SERVER, 0, true),
+        vm_of(client32, "client", "netclient", CLIENT, 1, true)
     )
 }
 
@@ -83,6 +100,27 @@ fn board() -> Board {
 #[test]
 fn vm_to_vm_tcp_16mib_and_icmp_both_ways() {
     let run = boot_with("net_pair", &pair(""), board(), &[]);
+    assert_traffic(&run);
+    run.assert_all_stopped(2, 0);
+    run.assert_success();
+}
+
+/// Issue 11: the 32-bit netclient (an AArch32 VM) and the 64-bit netsvc,
+/// then the other way round in the forced colour and maintain mode: the
+/// same transfer, checksums and pings. Their `virtio-drivers` reads the
+/// transport with post-indexed loads (no syndrome), which chroma decodes.
+#[test]
+fn vm_to_vm_tcp_16mib_between_32bit_and_64bit_guests() {
+    let run = boot_with("net_pair_client32", &mixed_pair(false, true), board(), &[]);
+    assert_traffic(&run);
+    run.assert_all_stopped(2, 0);
+    run.assert_success();
+    let run = boot_with(
+        "net_pair_svc32_forced",
+        &mixed_pair(true, false),
+        board(),
+        &["--force-cache"],
+    );
     assert_traffic(&run);
     run.assert_all_stopped(2, 0);
     run.assert_success();

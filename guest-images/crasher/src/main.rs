@@ -11,13 +11,13 @@
 //!   forever (ELR unchanged), with the same progress lines.
 //! - `unhandled`: one load from `crasher.addr` with no handler: the runtime
 //!   prints its exception report (`rt: unhandled ...`) and parks the CPU.
-//! - `novec`: points VBAR_EL1 at `crasher.addr` and faults: every exception
+//! - `novec`: points VBAR_EL1 (VBAR on AArch32) at `crasher.addr` and faults: every exception
 //!   now faults on its own vector fetch, forever, silently.
 //! - `hvc`: unknown HVC/SMC function ids and invalid PSCI arguments; prints
 //!   `crasher: <call> = <PSCI status name>` lines, then `crasher: hvc done`
 //!   and powers off.
 //! - `escape`: tries to reach the host through Arm semihosting (`hlt
-//!   #0xf000`): SYS_WRITE0 of `<crasher.marker>-WRITE0`, SYS_SYSTEM of
+//!   #0xf000`, the A64 and A32 semihosting trap): SYS_WRITE0 of `<crasher.marker>-WRITE0`, SYS_SYSTEM of
 //!   `touch <crasher.path>`, then SYS_EXIT. Prints `crasher: escape <call> =
 //!   UNDEFINED` (or `= returned <x0>`) after each attempt, `crasher: escape
 //!   done`, and powers off. Under chroma semihosting is off, HLT is
@@ -30,12 +30,12 @@
 #![no_std]
 #![no_main]
 
-use core::arch::asm;
-
 use chroma_guest_rt::args::BootArgs;
 use chroma_guest_rt::exceptions::{self, exception_class, Fault, Resolution, TrapFrame};
 use chroma_guest_rt::shared::Shared;
 use chroma_guest_rt::{entry, println, psci, Boot};
+
+mod attack;
 
 entry!(main);
 
@@ -46,6 +46,8 @@ const DEFAULT_ADDRESS: u64 = 0x0d00_0000;
 const RAM_BASE: u64 = 0x4000_0000;
 /// Value a skipped load leaves in its register.
 const NOT_LOADED: u64 = 0x5a5a_5a5a_5a5a_5a5a;
+/// [`NOT_LOADED`] for a 32-bit load.
+const NOT_LOADED_32: u32 = 0x5a5a_5a5a;
 
 /// Faults taken so far (only the boot CPU faults).
 static FAULTS: Shared<u64> = Shared::new(0);
@@ -60,10 +62,10 @@ const DEFAULT_MARKER: &str = "chroma-crasher-escape";
 const DEFAULT_PATH: &str = "/tmp/chroma-crasher-escaped";
 /// Arm semihosting operation numbers (Semihosting for AArch32 and AArch64,
 /// version 3.0, chapter 6) and SYS_EXIT's reason code.
-const SYS_WRITE0: u64 = 0x04;
-const SYS_SYSTEM: u64 = 0x12;
-const SYS_EXIT: u64 = 0x18;
-const ADP_STOPPED_APPLICATION_EXIT: u64 = 0x2_0026;
+const SYS_WRITE0: usize = 0x04;
+const SYS_SYSTEM: usize = 0x12;
+const SYS_EXIT: usize = 0x18;
+const ADP_STOPPED_APPLICATION_EXIT: usize = 0x2_0026;
 /// Longest marker or path `escape` mode copies.
 const ESCAPE_TEXT_MAX: usize = 200;
 
@@ -180,13 +182,12 @@ fn fault_forever(addresses: &[u64]) -> ! {
 
 /// One 32-bit load; a faulting load is skipped by the handler (if any).
 fn load(address: u64) -> u64 {
-    let mut value = NOT_LOADED;
+    let Ok(address) = usize::try_from(address) else {
+        return NOT_LOADED;
+    };
     // SAFETY: `address` is not RAM, so no Rust object is read; the abort
-    // handler skips the single 4-byte `ldr` (ELR + 4), leaving `value`.
-    unsafe {
-        asm!("ldr {value:w}, [{address}]", address = in(reg) address, value = inout(reg) value, options(nostack));
-    }
-    value
+    // handler skips the single 4-byte load, which then returns the marker.
+    u64::from(unsafe { exceptions::load_u32_skippable(address, NOT_LOADED_32) })
 }
 
 /// `wild` mode: branch to `address` and retry the instruction abort forever.
@@ -199,7 +200,7 @@ fn jump_wild(address: u64) -> ! {
     // SAFETY: deliberately not sound in the usual sense: control never comes
     // back here. Every fetch at `address` aborts and the handler retries it,
     // so no Rust code runs with a broken state other than the handler.
-    unsafe { asm!("br {}", in(reg) address, options(noreturn)) }
+    unsafe { attack::jump_to(reachable(address)) }
 }
 
 /// `novec` mode: vectors at an unmapped address, then fault.
@@ -207,18 +208,17 @@ fn no_vectors(address: u64) -> ! {
     println!("crasher: vectors at {:#010x}, faulting", address);
     // SAFETY: deliberately hostile: after this, every exception fetches its
     // vector from `address`, which aborts, which fetches the vector again.
-    // No Rust code runs afterwards (the load below never completes).
-    unsafe {
-        asm!(
-            "msr vbar_el1, {vectors}",
-            "isb",
-            // Clobbering an input is fine: this never returns.
-            "ldr {vectors:w}, [{vectors}]",
-            "1: b 1b",
-            vectors = in(reg) address,
-            options(noreturn, nostack),
-        )
-    }
+    // No Rust code runs afterwards (the load never completes).
+    unsafe { attack::set_vectors_and_fault(reachable(address)) }
+}
+
+/// `address` as a pointer-sized value, or powers off if it has no such
+/// value (above 4 GiB on AArch32).
+fn reachable(address: u64) -> usize {
+    usize::try_from(address).unwrap_or_else(|_| {
+        println!("crasher: {:#x} is beyond the address space", address);
+        chroma_guest_rt::power_off()
+    })
 }
 
 /// `hvc` mode: bad SMCCC/PSCI calls, each result printed, then power off.
@@ -295,19 +295,25 @@ fn escape(marker: &str, path: &str) -> ! {
     let mut text = [0u8; ESCAPE_TEXT_MAX + 16];
     let length = join(&mut text, &[marker.as_bytes(), b"-WRITE0\n"]);
     text[length] = 0;
-    report_semihosting("SYS_WRITE0", SYS_WRITE0, text.as_ptr() as u64);
+    report_semihosting("SYS_WRITE0", SYS_WRITE0, text.as_ptr() as usize);
 
-    // SYS_SYSTEM: x1 points at {command address, command length}; the host
-    // would run the command in its shell.
+    // SYS_SYSTEM: x1 points at {command address, command length} (two
+    // words of the register width); the host would run the command in its shell.
     let mut command = [0u8; ESCAPE_TEXT_MAX + 16];
     let length = join(&mut command, &[b"touch ", path.as_bytes()]);
-    let block = [command.as_ptr() as u64, length as u64];
-    report_semihosting("SYS_SYSTEM", SYS_SYSTEM, block.as_ptr() as u64);
+    let block = [command.as_ptr() as usize, length];
+    report_semihosting("SYS_SYSTEM", SYS_SYSTEM, block.as_ptr() as usize);
 
-    // SYS_EXIT: x1 points at {reason, subcode}; the host would end the run
-    // here with status 0, before the lines below.
+    // SYS_EXIT: on AArch64 x1 points at {reason, subcode}; on AArch32 r1 is
+    // the reason itself. The host would end the run here with status 0,
+    // before the lines below.
     let block = [ADP_STOPPED_APPLICATION_EXIT, 0];
-    report_semihosting("SYS_EXIT", SYS_EXIT, block.as_ptr() as u64);
+    let parameter = if cfg!(target_arch = "aarch64") {
+        block.as_ptr() as usize
+    } else {
+        ADP_STOPPED_APPLICATION_EXIT
+    };
+    report_semihosting("SYS_EXIT", SYS_EXIT, parameter);
 
     println!("crasher: escape done");
     chroma_guest_rt::power_off()
@@ -330,21 +336,18 @@ fn join(buffer: &mut [u8], parts: &[&[u8]]) -> usize {
 
 /// Makes semihosting call `operation` with parameter `parameter` (`hlt
 /// #0xf000`) and prints `crasher: escape <name> = UNDEFINED` or `= returned <x0>`.
-fn report_semihosting(name: &str, operation: u64, parameter: u64) {
+fn report_semihosting(name: &str, operation: usize, parameter: usize) {
     UNDEFINED.set(false);
-    let mut x0 = operation;
     // SAFETY: with semihosting off (as under chroma) HLT is UNDEFINED and the
     // handler above skips it, leaving every register as it was. With it on,
-    // the host reads the parameter block `parameter` points at (live on this
-    // stack frame's caller, and not `nomem`, so it is written first) and
-    // returns a value in x0; these calls write no guest memory.
-    unsafe {
-        asm!("hlt #0xf000", inout("x0") x0, in("x1") parameter, options(nostack));
-    }
+    // the host reads the parameter block `parameter` points at (live in the
+    // caller's frame, written before the call) and returns a value in x0
+    // (r0); these calls write no guest memory.
+    let result = unsafe { attack::semihosting(operation, parameter) };
     if UNDEFINED.get() {
         println!("crasher: escape {} = UNDEFINED", name);
     } else {
-        println!("crasher: escape {} = returned {:#x}", name, x0);
+        println!("crasher: escape {} = returned {:#x}", name, result);
     }
 }
 
@@ -361,22 +364,8 @@ fn report_call(name: &str, call: impl FnOnce() -> i64) {
     }
 }
 
-/// PSCI_VERSION through `smc #0` regardless of the DTB's conduit.
+/// PSCI_VERSION through `smc #0` regardless of the DTB's conduit. If SMC
+/// is UNDEFINED the handler skips it and x0 (r0) still holds the function id.
 fn smc_psci_version() -> i64 {
-    let mut x0: u64 = u64::from(psci::PSCI_VERSION);
-    // SAFETY: an SMCCC call clobbers at most x0..x17, all declared. If SMC
-    // is UNDEFINED the handler skips it and x0 still holds the function id.
-    unsafe {
-        asm!(
-            "smc #0",
-            inout("x0") x0,
-            out("x1") _, out("x2") _, out("x3") _,
-            out("x4") _, out("x5") _, out("x6") _, out("x7") _,
-            out("x8") _, out("x9") _, out("x10") _, out("x11") _,
-            out("x12") _, out("x13") _, out("x14") _, out("x15") _,
-            out("x16") _, out("x17") _,
-            options(nostack),
-        )
-    };
-    x0 as i64
+    psci::call_via(psci::Conduit::Smc, psci::PSCI_VERSION, 0, 0, 0)
 }

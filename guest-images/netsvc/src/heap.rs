@@ -8,8 +8,8 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 
-use aarch64_cpu::registers::{Readable, Writeable, DAIF};
 use buddy_system_allocator::Heap;
+use chroma_guest_rt::exceptions;
 
 /// Bytes in the arena: RX buffers (64 x 2 KiB), the virtqueues and the
 /// smoltcp socket buffers fit with room to spare.
@@ -45,23 +45,21 @@ static HEAP: GuestHeap = GuestHeap {
 impl GuestHeap {
     /// Runs `action` on the heap with IRQs masked, adding the arena first.
     fn with_heap<R>(&self, action: impl FnOnce(&mut Heap<32>) -> R) -> R {
-        let saved = DAIF.get();
-        DAIF.write(DAIF::I::Masked + DAIF::F::Masked + DAIF::A::Masked + DAIF::D::Masked);
-        // SAFETY: IRQs are masked and only this CPU allocates (see the `Sync`
-        // impl), so nothing else holds a reference into these cells now.
-        let heap = unsafe { &mut *self.heap.get() };
-        // SAFETY: as above.
-        let ready = unsafe { &mut *self.ready.get() };
-        if !*ready {
-            let start = ARENA.0.get() as usize;
-            // SAFETY: the arena is a static owned by the allocator alone and
-            // handed over exactly once (guarded by `ready`).
-            unsafe { heap.init(start, HEAP_SIZE) };
-            *ready = true;
-        }
-        let result = action(heap);
-        DAIF.set(saved);
-        result
+        exceptions::with_irqs_masked(|| {
+            // SAFETY: IRQs are masked and only this CPU allocates (see the
+            // `Sync` impl), so nothing else holds a reference into these cells now.
+            let heap = unsafe { &mut *self.heap.get() };
+            // SAFETY: as above.
+            let ready = unsafe { &mut *self.ready.get() };
+            if !*ready {
+                let start = ARENA.0.get() as usize;
+                // SAFETY: the arena is a static owned by the allocator alone
+                // and handed over exactly once (guarded by `ready`).
+                unsafe { heap.init(start, HEAP_SIZE) };
+                *ready = true;
+            }
+            action(heap)
+        })
     }
 }
 

@@ -8,7 +8,6 @@
 //! ends the interrupt: it acknowledges the device's InterruptStatus, or
 //! disarms the timer.
 
-use aarch64_cpu::registers::{Writeable, CNTV_CTL_EL0, CNTV_CVAL_EL0};
 use chroma_guest_rt::exceptions;
 use chroma_guest_rt::shared::Shared;
 use chroma_guest_rt::timer;
@@ -100,8 +99,7 @@ pub fn sleep_until(deadline: u64, mut work_pending: impl FnMut() -> bool) {
         }
         return;
     }
-    CNTV_CVAL_EL0.set(deadline);
-    CNTV_CTL_EL0.write(CNTV_CTL_EL0::ENABLE::SET + CNTV_CTL_EL0::IMASK::CLEAR);
+    timer::arm_at(deadline);
     exceptions::wait_for_interrupt_if(|| !WOKEN.get() && !work_pending());
     timer::disarm();
 }

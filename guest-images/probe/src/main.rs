@@ -14,7 +14,7 @@
 //! - `probe.loop`: after `probe: done`, print `probe: heartbeat N` every 100 ms
 //!   forever instead of powering off;
 //! - `probe.vtimer=tval|cval|both`: after the ticks, arm the virtual timer once
-//!   (CNTV_CTL_EL0 = ENABLE) and re-arm it from its interrupt handler only
+//!   (CNTV_CTL_EL0 = ENABLE; on AArch32 the same registers without `_EL0`) and re-arm it from its interrupt handler only
 //!   through CNTV_TVAL_EL0 (`tval`), only through CNTV_CVAL_EL0 (`cval`), or
 //!   both in turn, never writing CNTV_CTL_EL0 again until the end; each
 //!   interrupt checks that CNTV_CTL_EL0 reads ENABLE set and IMASK clear.
@@ -26,8 +26,6 @@
 //!   interrupt pending or active; with a deadline, as the vCPU never sleeps).
 #![no_std]
 #![no_main]
-
-use core::arch::asm;
 
 use chroma_guest_rt::args::BootArgs;
 use chroma_guest_rt::exceptions::{self, Fault, Resolution, TrapFrame};
@@ -53,6 +51,8 @@ const TEST_SGI: u32 = 1;
 const SECOND_CPU: usize = 1;
 /// Value the isolation load starts with, to tell "not loaded" from a read.
 const NOT_LOADED: u64 = 0x5a5a_5a5a_5a5a_5a5a;
+/// [`NOT_LOADED`] for a 32-bit load.
+const NOT_LOADED_32: u32 = 0x5a5a_5a5a;
 /// Interrupts per `probe.vtimer` variant by default.
 const VTIMER_DEFAULT_COUNT: u64 = 10;
 /// Time spent in each timer interrupt handler with `probe.vtimer.busy`.
@@ -148,6 +148,11 @@ fn main(boot: &'static Boot) -> ! {
         boot.dtb_address,
         boot.platform.cpu_count,
         timer::frequency()
+    );
+    println!(
+        "probe: info arch {}, loaded at {:#x}",
+        chroma_guest_rt::arch::NAME,
+        boot.load_address
     );
     check_psci();
     exceptions::set_irq_handler(Some(on_irq));
@@ -520,28 +525,28 @@ fn on_probe_fault(_frame: &mut TrapFrame, fault: &Fault) -> Resolution {
     }
 }
 
-/// One 32-bit load from `address`; returns `NOT_LOADED` if it was skipped.
+/// One 32-bit load from `address`; returns `NOT_LOADED` (or its low half)
+/// if it was skipped.
 fn probe_read(address: u64) -> u64 {
-    let mut value = NOT_LOADED;
+    let Ok(address) = usize::try_from(address) else {
+        return NOT_LOADED;
+    };
     PROBING.set(true);
     // SAFETY: `address` is outside every Rust object (not RAM); the only
-    // effect is the load or an abort, which `on_probe_fault` skips (ELR + 4:
-    // the `ldr` is exactly one 4-byte instruction). `value` keeps its old
-    // contents if skipped.
-    unsafe {
-        asm!("ldr {value:w}, [{address}]", address = in(reg) address, value = inout(reg) value, options(nostack));
-    }
+    // effect is the load or an abort, which `on_probe_fault` skips.
+    let value = unsafe { exceptions::load_u32_skippable(address, NOT_LOADED_32) };
     PROBING.set(false);
-    value
+    u64::from(value)
 }
 
 /// One 32-bit store of zero to `address`.
 fn probe_write(address: u64) {
+    let Ok(address) = usize::try_from(address) else {
+        return;
+    };
     PROBING.set(true);
     // SAFETY: as for `probe_read`: no Rust object lives at `address`.
-    unsafe {
-        asm!("str wzr, [{address}]", address = in(reg) address, options(nostack));
-    }
+    unsafe { exceptions::store_zero_u32_skippable(address) };
     PROBING.set(false);
 }
 

@@ -1,118 +1,20 @@
-//! The EL1 vector table, the trap frame, and hooks for aborts and IRQs.
+//! Exception dispatch, the fault syndrome, and hooks for aborts and IRQs.
 //!
-//! Every vector saves the general-purpose registers, ELR_EL1 and SPSR_EL1 in
-//! a [`TrapFrame`] on the current stack and calls `_rt_exception`. IRQs are
+//! Every vector (`arch::*::vectors`) saves the general-purpose registers and
+//! the return state in a [`TrapFrame`] on the current stack and calls
+//! `_rt_exception`. IRQs are
 //! acknowledged at the GIC, passed to the registered [`IrqHandler`] and ended.
 //! Synchronous exceptions go to the registered [`SyncHandler`] if there is
 //! one; anything nobody handles is reported (ESR decoded, FAR, ELR,
 //! registers) and the CPU parks.
 
-use core::arch::global_asm;
 use core::fmt;
 
-use aarch64_cpu::registers::{Readable, ESR_EL1, FAR_EL1};
-
+use crate::arch::vectors;
+pub use crate::arch::vectors::TrapFrame;
 use crate::shared::Shared;
 
-// Vector table: 16 entries of 0x80 bytes, 2 KiB aligned. Each entry makes
-// room for the frame, saves x0/x1, puts its kind in x0 and branches to the
-// common code, which saves the rest and calls `_rt_exception(frame, kind)`.
-global_asm!(
-    r#"
-    .macro RT_VECTOR kind
-    .balign 0x80
-    sub     sp, sp, #{frame_size}
-    stp     x0, x1, [sp, #0]
-    mov     x0, #\kind
-    b       _rt_exception_common
-    .endm
-
-    .section .text.vectors, "ax"
-    .balign 0x800
-    .global _rt_vectors
-_rt_vectors:
-    RT_VECTOR 0     // current EL, SP_EL0: synchronous
-    RT_VECTOR 1     //                     IRQ
-    RT_VECTOR 2     //                     FIQ
-    RT_VECTOR 3     //                     SError
-    RT_VECTOR 4     // current EL, SP_ELx: synchronous
-    RT_VECTOR 5     //                     IRQ
-    RT_VECTOR 6     //                     FIQ
-    RT_VECTOR 7     //                     SError
-    RT_VECTOR 8     // lower EL, AArch64
-    RT_VECTOR 9
-    RT_VECTOR 10
-    RT_VECTOR 11
-    RT_VECTOR 12    // lower EL, AArch32
-    RT_VECTOR 13
-    RT_VECTOR 14
-    RT_VECTOR 15
-
-_rt_exception_common:
-    stp     x2, x3, [sp, #16 * 1]
-    stp     x4, x5, [sp, #16 * 2]
-    stp     x6, x7, [sp, #16 * 3]
-    stp     x8, x9, [sp, #16 * 4]
-    stp     x10, x11, [sp, #16 * 5]
-    stp     x12, x13, [sp, #16 * 6]
-    stp     x14, x15, [sp, #16 * 7]
-    stp     x16, x17, [sp, #16 * 8]
-    stp     x18, x19, [sp, #16 * 9]
-    stp     x20, x21, [sp, #16 * 10]
-    stp     x22, x23, [sp, #16 * 11]
-    stp     x24, x25, [sp, #16 * 12]
-    stp     x26, x27, [sp, #16 * 13]
-    stp     x28, x29, [sp, #16 * 14]
-    mrs     x2, elr_el1
-    mrs     x3, spsr_el1
-    stp     x30, x2, [sp, #16 * 15]
-    str     x3, [sp, #16 * 16]
-    mov     x1, x0
-    mov     x0, sp
-    bl      _rt_exception
-    ldp     x30, x2, [sp, #16 * 15]
-    ldr     x3, [sp, #16 * 16]
-    msr     elr_el1, x2
-    msr     spsr_el1, x3
-    ldp     x0, x1, [sp, #16 * 0]
-    ldp     x2, x3, [sp, #16 * 1]
-    ldp     x4, x5, [sp, #16 * 2]
-    ldp     x6, x7, [sp, #16 * 3]
-    ldp     x8, x9, [sp, #16 * 4]
-    ldp     x10, x11, [sp, #16 * 5]
-    ldp     x12, x13, [sp, #16 * 6]
-    ldp     x14, x15, [sp, #16 * 7]
-    ldp     x16, x17, [sp, #16 * 8]
-    ldp     x18, x19, [sp, #16 * 9]
-    ldp     x20, x21, [sp, #16 * 10]
-    ldp     x22, x23, [sp, #16 * 11]
-    ldp     x24, x25, [sp, #16 * 12]
-    ldp     x26, x27, [sp, #16 * 13]
-    ldp     x28, x29, [sp, #16 * 14]
-    add     sp, sp, #{frame_size}
-    eret
-    "#,
-    frame_size = const core::mem::size_of::<TrapFrame>(),
-);
-
-/// The registers saved on exception entry. Handlers may change them; they
-/// are restored on return.
-#[repr(C)]
-#[derive(Debug)]
-pub struct TrapFrame {
-    /// x0 to x30.
-    pub x: [u64; 31],
-    /// ELR_EL1: where execution resumes.
-    pub elr: u64,
-    /// SPSR_EL1: the interrupted PSTATE.
-    pub spsr: u64,
-    /// Padding that keeps the frame a multiple of 16 bytes (SP alignment).
-    _padding: u64,
-}
-
-const _: () = assert!(core::mem::size_of::<TrapFrame>() == 34 * 8);
-
-/// Which of the 16 vectors was taken (index into the vector table).
+/// What kind of exception was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VectorKind {
     /// Synchronous exception.
@@ -125,25 +27,22 @@ pub enum VectorKind {
     SError,
 }
 
-impl VectorKind {
-    fn from_index(index: u64) -> Self {
-        match index % 4 {
-            0 => Self::Synchronous,
-            1 => Self::Irq,
-            2 => Self::Fiq,
-            _ => Self::SError,
-        }
-    }
-}
-
 /// A decoded synchronous exception: the syndrome and fault address.
+///
+/// On AArch64 `esr` is ESR_EL1 and `far` FAR_EL1. On AArch32, which has no
+/// ESR, `esr` is the same syndrome in the ESR (and HSR) layout, built from
+/// the vector taken and DFSR or IFSR: EC 0x00 for UNDEFINED, 0x11 for SVC,
+/// 0x21 for a prefetch abort, 0x25 for a data abort, with the fault status
+/// normalised to the long-descriptor (AArch64 FSC) codes and WnR from DFSR;
+/// `far` is DFAR or IFAR. So guests test faults the same way on both.
 #[derive(Clone, Copy, Debug)]
 pub struct Fault {
-    /// ESR_EL1.
+    /// ESR_EL1, or on AArch32 the syndrome in ESR layout.
     pub esr: u64,
-    /// FAR_EL1 (meaningful for aborts only).
+    /// FAR_EL1, or DFAR/IFAR on AArch32 (meaningful for aborts only).
     pub far: u64,
-    /// ELR_EL1: the faulting instruction.
+    /// ELR_EL1, or on AArch32 the address of the instruction that took the
+    /// exception (the vectors take the mode's LR offset off).
     pub elr: u64,
 }
 
@@ -151,6 +50,12 @@ pub struct Fault {
 pub mod exception_class {
     /// Unknown reason (for example an UNDEFINED instruction).
     pub const UNKNOWN: u64 = 0x00;
+    /// SVC in AArch32.
+    pub const SVC32: u64 = 0x11;
+    /// HVC in AArch32.
+    pub const HVC32: u64 = 0x12;
+    /// SMC in AArch32.
+    pub const SMC32: u64 = 0x13;
     /// SVC in AArch64.
     pub const SVC64: u64 = 0x15;
     /// HVC in AArch64 (only taken at EL2; seen here if HVC is UNDEFINED it is EC 0).
@@ -225,6 +130,9 @@ pub fn exception_class_name(class: u64) -> &'static str {
     use exception_class as ec;
     match class {
         ec::UNKNOWN => "unknown reason / UNDEFINED instruction",
+        ec::SVC32 => "SVC (AArch32)",
+        ec::HVC32 => "HVC (AArch32)",
+        ec::SMC32 => "SMC (AArch32)",
         ec::SVC64 => "SVC (AArch64)",
         ec::HVC64 => "HVC (AArch64)",
         ec::SMC64 => "SMC (AArch64)",
@@ -263,9 +171,11 @@ pub fn fault_status_name(status: u64) -> &'static str {
 impl fmt::Display for Fault {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         let class = self.exception_class();
+        let (syndrome, far, elr) = vectors::register_names(self);
         write!(
             formatter,
-            "ESR_EL1 {:#010x} (EC {:#04x}: {}, IL {}, ISS {:#x})",
+            "{} {:#010x} (EC {:#04x}: {}, IL {}, ISS {:#x})",
+            syndrome,
             self.esr,
             class,
             exception_class_name(class),
@@ -283,8 +193,8 @@ impl fmt::Display for Fault {
         }
         write!(
             formatter,
-            ", FAR_EL1 {:#x}, ELR_EL1 {:#x}",
-            self.far, self.elr
+            ", {} {:#x}, {} {:#x}",
+            far, self.far, elr, self.elr
         )
     }
 }
@@ -292,7 +202,8 @@ impl fmt::Display for Fault {
 /// What a [`SyncHandler`] decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resolution {
-    /// Resume after the faulting instruction (ELR += 4).
+    /// Resume after the faulting instruction (ELR += 4; A32 instructions
+    /// are 4 bytes too).
     Skip,
     /// Resume at the faulting instruction again (it will fault again unless
     /// the handler changed something).
@@ -303,20 +214,23 @@ pub enum Resolution {
     Unhandled,
 }
 
-/// A handler for synchronous exceptions at EL1, on any CPU.
+/// A handler for synchronous exceptions at EL1 (AArch32: in SVC mode or
+/// from the abort and undefined modes' vectors), on any CPU.
 pub type SyncHandler = fn(&mut TrapFrame, &Fault) -> Resolution;
 /// A handler for an acknowledged interrupt: `(intid, cpu index)`. The runtime
 /// signals end of interrupt after it returns.
 pub type IrqHandler = fn(u32, usize);
 
 static SYNC_HANDLER: Shared<Option<SyncHandler>> = Shared::new(None);
-/// The vector (0..=15, see the table) the last exception on any CPU came
-/// through: 8..=11 from a lower EL in AArch64, 12..=15 from AArch32.
+/// The vector the last exception on any CPU came through: on AArch64 its
+/// index 0..=15 (8..=11 from a lower EL in AArch64, 12..=15 from AArch32);
+/// on AArch32 its offset / 4 (1 undefined, 2 SVC, 3 prefetch abort, 4 data
+/// abort, 6 IRQ, 7 FIQ).
 static LAST_VECTOR: Shared<u64> = Shared::new(0);
 
-/// The index (0..=15) of the vector the most recent exception was taken
-/// through, for handlers that care where it came from (a lower EL using
-/// AArch32 enters at offset 0x600, index 12).
+/// The index of the vector the most recent exception was taken through (see
+/// `LAST_VECTOR`), for handlers that care where it came from (on AArch64 a
+/// lower EL using AArch32 enters at offset 0x600, index 12).
 pub fn last_vector() -> u64 {
     LAST_VECTOR.get()
 }
@@ -334,16 +248,23 @@ pub fn set_irq_handler(handler: Option<IrqHandler>) {
     crate::shared::publish();
 }
 
-/// Unmasks IRQs on this CPU (PSTATE.I = 0).
+/// Unmasks IRQs on this CPU (PSTATE.I = 0, or CPSR.I on AArch32).
 pub fn unmask_irqs() {
-    use aarch64_cpu::registers::{Writeable, DAIF};
-    DAIF.write(DAIF::I::Unmasked + DAIF::F::Masked + DAIF::A::Masked + DAIF::D::Masked);
+    crate::arch::unmask_irqs();
 }
 
-/// Masks IRQs on this CPU (PSTATE.I = 1).
+/// Masks IRQs on this CPU (PSTATE.I = 1, or CPSR.I on AArch32).
 pub fn mask_irqs() {
-    use aarch64_cpu::registers::{Writeable, DAIF};
-    DAIF.write(DAIF::I::Masked + DAIF::F::Masked + DAIF::A::Masked + DAIF::D::Masked);
+    crate::arch::mask_irqs();
+}
+
+/// Runs `action` with every interrupt masked (AArch64: DAIF all set;
+/// AArch32: CPSR.I, F and A), then restores the masks as they were.
+pub fn with_irqs_masked<R>(action: impl FnOnce() -> R) -> R {
+    let saved = crate::arch::save_and_mask_irqs();
+    let result = action();
+    crate::arch::restore_irqs(saved);
+    result
 }
 
 /// Waits for an interrupt without losing one that arrives just before: masks
@@ -353,10 +274,10 @@ pub fn mask_irqs() {
 pub fn wait_for_interrupt_if(keep_waiting: impl FnOnce() -> bool) {
     mask_irqs();
     if keep_waiting() {
-        aarch64_cpu::asm::wfi();
+        crate::arch::wfi();
     }
     unmask_irqs();
-    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+    crate::arch::isb_sy();
 }
 
 /// Prints the standard report for an exception nobody handled.
@@ -364,38 +285,26 @@ pub fn report(frame: &TrapFrame, kind: VectorKind, fault: &Fault) {
     let cpu = crate::cpu_index();
     crate::println!("rt: unhandled {:?} exception on cpu {}", kind, cpu);
     crate::println!("rt:   {}", fault);
-    crate::println!("rt:   SPSR_EL1 {:#x}", frame.spsr);
-    for row in 0..8 {
-        let first = row * 4;
-        crate::print!("rt:  ");
-        for register in first..(first + 4).min(31) {
-            crate::print!(" x{:<2} {:#018x}", register, frame.x[register]);
-        }
-        crate::println!();
-    }
+    vectors::dump(frame);
 }
 
 /// Rust side of every vector: `frame` is the saved context on this stack.
 #[no_mangle]
-extern "C" fn _rt_exception(frame: &mut TrapFrame, index: u64) {
-    LAST_VECTOR.set(index);
-    let kind = VectorKind::from_index(index);
+extern "C" fn _rt_exception(frame: &mut TrapFrame, index: usize) {
+    LAST_VECTOR.set(index as u64);
+    let kind = vectors::vector_kind(index);
     match kind {
         VectorKind::Irq => handle_irq(),
         VectorKind::Synchronous => {
-            let fault = Fault {
-                esr: ESR_EL1.get(),
-                far: FAR_EL1.get(),
-                elr: frame.elr,
-            };
+            let fault = vectors::read_fault(index, frame);
             let resolution = match SYNC_HANDLER.get() {
                 Some(handler) => handler(frame, &fault),
                 None => Resolution::Unhandled,
             };
             match resolution {
-                Resolution::Skip => frame.elr = frame.elr.wrapping_add(4),
+                Resolution::Skip => frame.skip_instruction(),
                 Resolution::Retry => {}
-                Resolution::ResumeAt(address) => frame.elr = address,
+                Resolution::ResumeAt(address) => frame.resume_at(address),
                 Resolution::Unhandled => {
                     report(frame, kind, &fault);
                     crate::halt()
@@ -403,11 +312,7 @@ extern "C" fn _rt_exception(frame: &mut TrapFrame, index: u64) {
             }
         }
         VectorKind::Fiq | VectorKind::SError => {
-            let fault = Fault {
-                esr: ESR_EL1.get(),
-                far: FAR_EL1.get(),
-                elr: frame.elr,
-            };
+            let fault = vectors::read_fault(index, frame);
             report(frame, kind, &fault);
             crate::halt()
         }
@@ -427,4 +332,28 @@ fn handle_irq() {
         None => crate::println!("rt: unexpected IRQ {} on cpu {}", intid, crate::cpu_index()),
     }
     gic.end_of_interrupt(intid);
+}
+
+/// One 32-bit load from `address` as a single 4-byte instruction, for
+/// probing addresses that may abort; returns `if_skipped` if the registered
+/// [`SyncHandler`] answered [`Resolution::Skip`].
+///
+/// # Safety
+///
+/// No Rust object that is being written may live at `address`, and if the
+/// load can abort, a handler that skips it must be registered.
+pub unsafe fn load_u32_skippable(address: usize, if_skipped: u32) -> u32 {
+    // SAFETY: the caller's guarantees are the callee's.
+    unsafe { crate::arch::load_u32_skippable(address, if_skipped) }
+}
+
+/// One 32-bit store of zero to `address` as a single 4-byte instruction.
+///
+/// # Safety
+///
+/// No Rust object may live at `address`, and if the store can abort, a
+/// handler that skips it must be registered.
+pub unsafe fn store_zero_u32_skippable(address: usize) {
+    // SAFETY: the caller's guarantees are the callee's.
+    unsafe { crate::arch::store_zero_u32_skippable(address) }
 }

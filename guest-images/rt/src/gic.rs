@@ -3,14 +3,16 @@
 //! Only what the test guests need: enable the distributor and this CPU's
 //! interface, enable a PPI or SGI, route and enable an SPI to this CPU,
 //! acknowledge and end interrupts, and send SGIs. Every interrupt is Group 1 (non-secure) where the GIC distinguishes
-//! groups, as Linux configures it, and all accesses are 32-bit except
-//! GICR_TYPER, so an emulated GIC needs no byte or halfword accesses.
+//! groups, as Linux configures it, and all accesses are 32-bit (GICR_TYPER
+//! as two halves), so an emulated GIC needs no byte, halfword or 64-bit
+//! accesses (an AArch32 LDRD/STRD gives a hypervisor no syndrome).
 
-use aarch64_cpu::registers::MPIDR_EL1;
+use crate::arch::{self, icc};
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::register_bitfields;
 use tock_registers::register_structs;
 use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
+use tock_registers::LocalRegisterCopy;
 
 /// INTIDs at or above this are special (1020..=1023: spurious and friends).
 const SPECIAL_INTID_START: u32 = 1020;
@@ -117,7 +119,11 @@ register_structs! {
     RedistributorRegisters {
         (0x00 => ctlr: ReadWrite<u32>),
         (0x04 => iidr: ReadOnly<u32>),
-        (0x08 => typer: ReadOnly<u64, GICR_TYPER::Register>),
+        // GICR_TYPER as two 32-bit halves, read low then high as Linux's
+        // 32-bit GICv3 driver does: a 64-bit load would be an LDRD on
+        // AArch32, which a hypervisor cannot emulate (no syndrome).
+        (0x08 => typer_low: ReadOnly<u32>),
+        (0x0c => typer_high: ReadOnly<u32>),
         (0x10 => statusr: ReadWrite<u32>),
         (0x14 => waker: ReadWrite<u32, GICR_WAKER::Register>),
         (0x18 => @END),
@@ -188,7 +194,7 @@ impl Gic {
     /// Finds this CPU's redistributor by walking the region and comparing
     /// GICR_TYPER.Affinity_Value with MPIDR_EL1's affinity fields.
     fn redistributor(redistributors: usize, size: usize) -> Option<usize> {
-        let mpidr = MPIDR_EL1.get();
+        let mpidr = arch::mpidr();
         let affinity = (mpidr & 0x00ff_ffff) | ((mpidr >> 8) & 0xff00_0000);
         let end = redistributors.checked_add(size)?;
         let mut base = redistributors;
@@ -196,7 +202,9 @@ impl Gic {
             // SAFETY: `base` lies inside the redistributor region the DTB
             // names, at a frame boundary.
             let frame = unsafe { &*(base as *const RedistributorRegisters) };
-            let typer = frame.typer.extract();
+            let typer = LocalRegisterCopy::<u64, GICR_TYPER::Register>::new(
+                u64::from(frame.typer_low.get()) | u64::from(frame.typer_high.get()) << 32,
+            );
             if typer.read(GICR_TYPER::AFFINITY_VALUE) == affinity {
                 return Some(base);
             }
@@ -320,7 +328,7 @@ impl Gic {
             Self::V2 { .. } => {
                 // GICD_ITARGETSR: one byte per interrupt, a CPU-interface mask.
                 let mask = match self.cpu_target_mask() {
-                    0 => 1 << (MPIDR_EL1.get() & 0x7),
+                    0 => 1 << (arch::mpidr() & 0x7),
                     mask => mask,
                 };
                 let target = &distributor.itargetsr[index];
@@ -332,7 +340,7 @@ impl Gic {
                 distributor.igroupr[word].set(distributor.igroupr[word].get() | bit);
                 // GICD_IROUTER<n>: Interrupt_Routing_Mode 0 (bit 31) and this
                 // CPU's Aff2.Aff1.Aff0 in the low half, Aff3 in the high half.
-                let mpidr = MPIDR_EL1.get();
+                let mpidr = arch::mpidr();
                 // SAFETY: GICD_IROUTER<n> lies in the distributor frame the DTB
                 // names (GICv3 architecture, 12.9.22), a device for the whole
                 // run, accessed only through tock-registers' volatile cells.
@@ -379,7 +387,7 @@ impl Gic {
     /// on it); 0 falls back to `1 << Aff0`.
     pub fn send_sgi(&self, intid: u32, mpidr: u64, target_mask: u32) {
         // Make earlier stores visible before the interrupt arrives.
-        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
+        arch::dsb_sy();
         match self {
             Self::V2 { .. } => {
                 let mask = if target_mask != 0 {
@@ -420,79 +428,4 @@ fn sgi_frame(rd_base: usize) -> &'static RedistributorSgiRegisters {
     // SAFETY: the SGI_base frame follows a redistributor's RD_base frame
     // (GICv3 architecture, 12.10); `rd_base` came from `Gic::redistributor`.
     unsafe { &*((rd_base + REDISTRIBUTOR_FRAME) as *const RedistributorSgiRegisters) }
-}
-
-/// The GICv3 CPU interface system registers, which `aarch64-cpu` does not
-/// define. Named by their generic encodings so any assembler accepts them.
-mod icc {
-    use core::arch::asm;
-
-    /// ICC_SRE_EL1.SRE: use the system-register interface.
-    const SRE: u64 = 1 << 0;
-
-    /// Sets ICC_SRE_EL1.SRE (ICC_SRE_EL1 = S3_0_C12_C12_5).
-    pub fn enable_system_register_interface() {
-        let mut value: u64;
-        // SAFETY: reading and setting SRE at EL1 only changes how this CPU
-        // talks to its own GIC CPU interface; no memory is involved.
-        unsafe {
-            asm!("mrs {}, S3_0_C12_C12_5", out(reg) value, options(nomem, nostack));
-            value |= SRE;
-            asm!("msr S3_0_C12_C12_5, {}", "isb", in(reg) value, options(nomem, nostack));
-        }
-    }
-
-    /// Writes ICC_PMR_EL1 (S3_0_C4_C6_0).
-    pub fn write_pmr(value: u64) {
-        // SAFETY: the priority mask only filters this CPU's interrupts.
-        unsafe { asm!("msr S3_0_C4_C6_0, {}", in(reg) value, options(nomem, nostack)) };
-    }
-
-    /// Writes ICC_BPR1_EL1 (S3_0_C12_C12_3).
-    pub fn write_bpr1(value: u64) {
-        // SAFETY: the binary point only affects preemption on this CPU.
-        unsafe { asm!("msr S3_0_C12_C12_3, {}", in(reg) value, options(nomem, nostack)) };
-    }
-
-    /// Writes ICC_IGRPEN1_EL1 (S3_0_C12_C12_7).
-    pub fn write_igrpen1(value: u64) {
-        // SAFETY: enables Group 1 signalling to this CPU; the ISB makes it
-        // take effect before interrupts are unmasked.
-        unsafe { asm!("msr S3_0_C12_C12_7, {}", "isb", in(reg) value, options(nomem, nostack)) };
-    }
-
-    /// Reads ICC_IAR1_EL1 (S3_0_C12_C12_0), acknowledging an interrupt.
-    pub fn read_iar1() -> u64 {
-        let value: u64;
-        // SAFETY: acknowledging changes GIC state only; the caller ends the
-        // interrupt. Not `nomem`: it must not move across the handler's accesses.
-        unsafe { asm!("mrs {}, S3_0_C12_C12_0", out(reg) value, options(nostack)) };
-        value
-    }
-
-    /// Writes ICC_EOIR1_EL1 (S3_0_C12_C12_1).
-    pub fn write_eoir1(intid: u64) {
-        // SAFETY: ends an interrupt this CPU acknowledged; ordered after the
-        // handler's memory accesses (not `nomem`).
-        unsafe { asm!("msr S3_0_C12_C12_1, {}", "isb", in(reg) intid, options(nostack)) };
-    }
-
-    /// Sends an SGI through ICC_SGI1R_EL1 (S3_0_C12_C11_5) to one PE.
-    pub fn send_sgi1(intid: u32, mpidr: u64) {
-        let aff0 = mpidr & 0xff;
-        let aff1 = (mpidr >> 8) & 0xff;
-        let aff2 = (mpidr >> 16) & 0xff;
-        let aff3 = (mpidr >> 32) & 0xff;
-        // ICC_SGI1R_EL1: TargetList [15:0] (Aff0 values 0..=15 of the
-        // cluster), Aff1 [23:16], INTID [27:24], Aff2 [39:32], Aff3 [55:48].
-        // Assumes Aff0 < 16 (no range selector), true of QEMU virt and chroma.
-        let value = (1u64 << (aff0 & 0xf))
-            | (aff1 << 16)
-            | ((u64::from(intid) & 0xf) << 24)
-            | (aff2 << 32)
-            | (aff3 << 48);
-        // SAFETY: sending an SGI has no memory effect; the ISB makes sure it
-        // is issued before we go on (for example, to WFI).
-        unsafe { asm!("msr S3_0_C12_C11_5, {}", "isb", in(reg) value, options(nostack)) };
-    }
 }

@@ -1,13 +1,18 @@
-//! Runtime for the no_std AArch64 test guests: boot, vectors, PL011, GICv2/v3, timer, PSCI.
+//! Runtime for the no_std test guests: boot, vectors, PL011, GICv2/v3, timer, PSCI.
 //!
-//! A guest sees the QEMU `virt` machine, on plain QEMU or under chroma, and
-//! enters at EL1 with the MMU off and the DTB address in x0. This crate owns
-//! everything up to the guest's `main`:
+//! It builds for AArch64 (`aarch64-unknown-none-softfloat`) and for ARMv7-A /
+//! AArch32 (`armv7a-none-eabi`) from the same sources; [`arch`] holds what
+//! differs. A guest sees the QEMU `virt` machine, on plain QEMU or under
+//! chroma, and enters with the MMU off: at EL1 with the DTB address in x0
+//! (AArch64), or in SVC mode with r0 = 0, r1 = ~0, r2 = DTB address (AArch32,
+//! the Linux ARM boot protocol). This crate owns everything up to the
+//! guest's `main`:
 //!
-//! - [`boot`]: the arm64 Image header, the primary and secondary entry points,
-//!   per-CPU stacks, zeroing `.bss`;
-//! - [`exceptions`]: the EL1 vector table, a readable report for anything
-//!   unexpected, and hooks for synchronous aborts and IRQs;
+//! - [`boot`] and `arch::*::boot`: the image header (arm64 Image or
+//!   zImage-style), the primary and secondary entry points, per-CPU stacks,
+//!   zeroing `.bss`;
+//! - [`exceptions`] and `arch::*::vectors`: the vector table, a readable
+//!   report for anything unexpected, and hooks for synchronous aborts and IRQs;
 //! - [`uart`], [`gic`], [`timer`], [`psci`]: small drivers;
 //! - [`platform`]: what the DTB says (UART, GIC version and bases, CPUs,
 //!   PSCI conduit, `/chosen/bootargs`).
@@ -19,7 +24,10 @@
 //! architecturally guaranteed on Device memory, so this crate uses none:
 //! state shared between CPUs is written by one CPU only and read with
 //! volatile loads ([`shared::Shared`]). Unaligned accesses to Device memory
-//! fault; the target's `+strict-align` keeps the compiler from emitting them.
+//! fault; both targets' `+strict-align` keeps the compiler from emitting them.
+//! Both targets are soft-float: the compiler emits no FP/SIMD instructions
+//! (`armv7a-none-eabi` is `+soft-float,-neon`), so the AArch32 runtime
+//! leaves VFP disabled.
 //!
 //! A guest binary names its entry point with [`entry!`]:
 //!
@@ -31,6 +39,7 @@
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod arch;
 pub mod args;
 pub mod boot;
 pub mod exceptions;
@@ -87,19 +96,19 @@ pub fn power_off() -> ! {
 
 /// Parks this CPU forever with interrupts masked.
 pub fn halt() -> ! {
-    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
+    arch::dsb_sy();
     loop {
         exceptions::mask_irqs();
-        aarch64_cpu::asm::wfi();
+        arch::wfi();
     }
 }
 
 /// Returns the index of the running CPU: 0 for the boot CPU, and the index
-/// given to [`smp::start_cpu`] for the others (kept in TPIDR_EL1).
+/// given to [`smp::start_cpu`] for the others (kept in TPIDR_EL1, or in
+/// TPIDRPRW on AArch32).
 pub fn cpu_index() -> usize {
-    use aarch64_cpu::registers::{Readable, TPIDR_EL1};
     // The boot code writes an index below `boot::MAX_CPUS` before any Rust runs.
-    usize::try_from(TPIDR_EL1.get()).unwrap_or(0)
+    arch::cpu_index()
 }
 
 #[panic_handler]

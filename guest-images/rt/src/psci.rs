@@ -1,6 +1,8 @@
 //! PSCI 1.x calls (Arm DEN 0022) over HVC or SMC, as the DTB's `/psci` says.
-
-use core::arch::asm;
+//!
+//! AArch64 guests use the SMC64 function IDs where PSCI has both; AArch32
+//! guests can only make SMC32 calls, so there CPU_ON and AFFINITY_INFO are
+//! the SMC32 IDs (0x8400_0003, 0x8400_0004) and arguments are 32-bit.
 
 use crate::shared::Shared;
 
@@ -9,9 +11,17 @@ pub const PSCI_VERSION: u32 = 0x8400_0000;
 /// CPU_OFF.
 pub const CPU_OFF: u32 = 0x8400_0002;
 /// CPU_ON (SMC64).
+#[cfg(target_arch = "aarch64")]
 pub const CPU_ON: u32 = 0xc400_0003;
 /// AFFINITY_INFO (SMC64).
+#[cfg(target_arch = "aarch64")]
 pub const AFFINITY_INFO: u32 = 0xc400_0004;
+/// CPU_ON (SMC32).
+#[cfg(target_arch = "arm")]
+pub const CPU_ON: u32 = 0x8400_0003;
+/// AFFINITY_INFO (SMC32).
+#[cfg(target_arch = "arm")]
+pub const AFFINITY_INFO: u32 = 0x8400_0004;
 /// SYSTEM_OFF.
 pub const SYSTEM_OFF: u32 = 0x8400_0008;
 /// SYSTEM_RESET.
@@ -85,45 +95,20 @@ pub fn conduit() -> Conduit {
     }
 }
 
-/// Makes an SMCCC call with up to three arguments and returns x0.
+/// Makes an SMCCC call with up to three arguments and returns x0 (r0 on
+/// AArch32, sign-extended; arguments there are truncated to 32 bits, as an
+/// SMC32 callee reads them).
 ///
 /// Any function id may be passed: this is also how hostile guests probe the
 /// hypervisor. Calls that stop or restart CPUs are memory-safe from this
 /// CPU's point of view (the call either returns or never does).
 pub fn call(function: u32, arg1: u64, arg2: u64, arg3: u64) -> i64 {
-    let mut x0 = u64::from(function);
-    match conduit() {
-        // SAFETY: an SMCCC call clobbers at most x0..x17 (SMCCC 1.x, caller-
-        // saved registers), all declared; it does not touch this guest's
-        // memory other than as PSCI defines (CPU_ON starts another CPU at an
-        // entry point of our choosing, which Rust memory safety does not see).
-        Conduit::Hvc => unsafe {
-            asm!(
-                "hvc #0",
-                inout("x0") x0,
-                inout("x1") arg1 => _, inout("x2") arg2 => _, inout("x3") arg3 => _,
-                out("x4") _, out("x5") _, out("x6") _, out("x7") _,
-                out("x8") _, out("x9") _, out("x10") _, out("x11") _,
-                out("x12") _, out("x13") _, out("x14") _, out("x15") _,
-                out("x16") _, out("x17") _,
-                options(nostack),
-            )
-        },
-        // SAFETY: as for HVC.
-        Conduit::Smc => unsafe {
-            asm!(
-                "smc #0",
-                inout("x0") x0,
-                inout("x1") arg1 => _, inout("x2") arg2 => _, inout("x3") arg3 => _,
-                out("x4") _, out("x5") _, out("x6") _, out("x7") _,
-                out("x8") _, out("x9") _, out("x10") _, out("x11") _,
-                out("x12") _, out("x13") _, out("x14") _, out("x15") _,
-                out("x16") _, out("x17") _,
-                options(nostack),
-            )
-        },
-    }
-    x0 as i64
+    call_via(conduit(), function, arg1, arg2, arg3)
+}
+
+/// As [`call`], through `conduit` whatever the DTB said.
+pub fn call_via(conduit: Conduit, function: u32, arg1: u64, arg2: u64, arg3: u64) -> i64 {
+    crate::arch::smccc_call(conduit == Conduit::Smc, function, arg1, arg2, arg3)
 }
 
 /// PSCI_VERSION: `(major, minor)`.

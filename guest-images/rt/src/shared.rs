@@ -3,7 +3,10 @@
 //! With the MMU off every data access is Device-nGnRnE: uncached, and
 //! exclusives are not guaranteed to work, so there are no atomics here. A
 //! [`Shared`] is a plain value read and written with volatile accesses of at
-//! most 64 bits, which are single-copy atomic on AArch64 when aligned. Callers
+//! most 64 bits, which are single-copy atomic on AArch64 when aligned. On
+//! AArch32 a 64-bit value goes through one LDRD or STRD, single-copy atomic
+//! at an 8-byte-aligned address on cores with LPAE (Cortex-A15, and every
+//! ARMv8 core in AArch32); the compiler might split a plain volatile access. Callers
 //! keep to one writer per cell (one CPU, or one CPU and its own IRQ handler)
 //! and order publication with [`publish`] / [`observe`].
 
@@ -35,6 +38,16 @@ impl<T: Copy> Shared<T> {
 
     /// Reads the value.
     pub fn get(&self) -> T {
+        #[cfg(target_arch = "arm")]
+        if core::mem::size_of::<T>() == 8 {
+            // SAFETY: the pointer comes from a live `UnsafeCell` of an
+            // 8-byte, 8-byte-aligned `T` (checked in `new`); the value was
+            // written as a whole `T`, so its bytes are a valid `T`.
+            return unsafe {
+                let bits = crate::arch::load_u64_single_copy(self.0.get().cast::<u64>());
+                core::mem::transmute_copy::<u64, T>(&bits)
+            };
+        }
         // SAFETY: the pointer comes from a live `UnsafeCell`, so it is valid
         // and aligned; the read is single-copy atomic (see the `Sync` impl).
         unsafe { core::ptr::read_volatile(self.0.get()) }
@@ -42,6 +55,16 @@ impl<T: Copy> Shared<T> {
 
     /// Writes the value.
     pub fn set(&self, value: T) {
+        #[cfg(target_arch = "arm")]
+        if core::mem::size_of::<T>() == 8 {
+            // SAFETY: as in `get`; `T` is 8 bytes (checked above), so
+            // reading it as a `u64` reads exactly its bytes.
+            unsafe {
+                let bits = core::mem::transmute_copy::<T, u64>(&value);
+                crate::arch::store_u64_single_copy(self.0.get().cast::<u64>(), bits);
+            }
+            return;
+        }
         // SAFETY: as in `get`; concurrent writers are excluded by the
         // single-writer rule, and even if broken, each store is whole.
         unsafe { core::ptr::write_volatile(self.0.get(), value) }
@@ -51,10 +74,10 @@ impl<T: Copy> Shared<T> {
 /// Orders earlier stores before later ones, as seen by other CPUs: call it
 /// after writing data and before setting the flag that announces it.
 pub fn publish() {
-    aarch64_cpu::asm::barrier::dmb(aarch64_cpu::asm::barrier::SY);
+    crate::arch::dmb_sy();
 }
 
 /// Orders the load of a flag before later loads of the data it announces.
 pub fn observe() {
-    aarch64_cpu::asm::barrier::dmb(aarch64_cpu::asm::barrier::SY);
+    crate::arch::dmb_sy();
 }

@@ -57,6 +57,18 @@ pub struct MmioAccess {
     pub sign_extend: bool,
     /// The register is 64-bit wide (else 32-bit: the upper half is cleared).
     pub register_64bit: bool,
+    /// The base register update of an AArch32 load or store with writeback
+    /// (the syndrome gives none: the back-end decoded the instruction).
+    pub writeback: Option<Writeback>,
+}
+
+/// A base register update: `register` becomes `value` once the access is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Writeback {
+    /// The base register (the architecture's number, as `MmioAccess::register`).
+    pub register: u8,
+    /// Its new value.
+    pub value: u64,
 }
 
 /// A trapped system register (or system instruction, such as a cache

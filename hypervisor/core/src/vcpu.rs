@@ -191,6 +191,9 @@ pub fn handle_exit<C: GuestCpu, H: ExitHost>(
     match trap.exit {
         Exit::Mmio(access) => match emulate_mmio(vm, vcpu, cpu, &access, host) {
             Ok(kick) => {
+                if let Some(writeback) = access.writeback {
+                    cpu.set_register(writeback.register, writeback.value);
+                }
                 cpu.skip_instruction(trap.instruction_length);
                 if kick != 0 {
                     host.kick(vm, kick);

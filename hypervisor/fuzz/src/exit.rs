@@ -321,6 +321,12 @@ pub fn fuzz_dispatch(data: &[u8]) -> Outcome {
             Exit::WaitForEvent | Exit::SecureMonitorCall { .. } => {
                 assert_eq!(moved, u64::from(trap.instruction_length), "{trap:?}");
             }
+            // Skipped, with nothing else done.
+            Exit::ConditionFailed => {
+                assert_eq!(moved, u64::from(trap.instruction_length), "{trap:?}");
+                assert_eq!(action, Action::Continue);
+                assert!(!took_exception);
+            }
             Exit::Mmio(_) => assert!(
                 took_exception || moved != 0 || action == Action::Off,
                 "MMIO neither completed nor aborted: {trap:?}"

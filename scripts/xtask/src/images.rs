@@ -29,6 +29,11 @@ pub fn guests_dir() -> PathBuf {
     workspace_root().join("build").join("guests")
 }
 
+/// `build/guests-arm/`: the same guests built for 32-bit ARMv7-A (AArch32).
+pub fn guests_arm_dir() -> PathBuf {
+    workspace_root().join("build").join("guests-arm")
+}
+
 /// Builds the hypervisor and the guests for `board`.
 pub fn build_all(board: Board) -> Result<Images> {
     let toolchain = CrossToolchain::detect(board.target())?;
@@ -57,17 +62,35 @@ fn build_hypervisor(toolchain: &CrossToolchain, board: Board) -> Result<(PathBuf
     Ok((elf, bin))
 }
 
-/// Builds the guests: `guest-images/build.sh` when it exists, else the probe guest.
+/// Builds the guests: `guest-images/build.sh` when it exists (the AArch64
+/// guests, then the 32-bit ones for AArch32 VMs), else the probe guest.
 fn build_guests(toolchain: &CrossToolchain) -> Result<()> {
     let root = workspace_root();
-    let script = root.join("guest-images").join("build.sh");
+    if root.join("guest-images").join("build.sh").exists() {
+        run_guest_build(toolchain, &[], &guests_dir())?;
+        return run_guest_build(toolchain, &["--arch", "arm"], &guests_arm_dir());
+    }
     let out_dir = guests_dir();
     std::fs::create_dir_all(&out_dir)
         .map_err(|error| format!("cannot create {}: {error}", out_dir.display()))?;
-    if script.exists() {
+    eprintln!("xtask: no guest-images/build.sh yet; building the probe guest only");
+    let mut command = toolchain.cargo("build");
+    command.args(["--release", "-p", "chroma-guest-probe"]);
+    let executables = cargo_executables(&mut command, "building the probe guest")?;
+    let elf = single_executable(executables, "chroma-guest-probe")?;
+    flatten(&elf, &out_dir.join("probe.bin"))
+}
+
+/// Runs `guest-images/build.sh <arguments>` into `out_dir`.
+fn run_guest_build(toolchain: &CrossToolchain, arguments: &[&str], out_dir: &Path) -> Result<()> {
+    let root = workspace_root();
+    let script = root.join("guest-images").join("build.sh");
+    std::fs::create_dir_all(out_dir)
+        .map_err(|error| format!("cannot create {}: {error}", out_dir.display()))?;
+    {
         let objcopy = objcopy()?;
         let mut command = Command::new("bash");
-        command.arg(&script).current_dir(&root);
+        command.arg(&script).args(arguments).current_dir(&root);
         for variable in [
             "RUSTC",
             "RUSTDOC",
@@ -82,19 +105,13 @@ fn build_guests(toolchain: &CrossToolchain) -> Result<()> {
             .envs(toolchain.env())
             .env("CARGO", toolchain.cargo_path())
             .env("CARGO_TARGET_DIR", cross_target_dir())
-            .env("OUT_DIR", &out_dir)
+            .env("OUT_DIR", out_dir)
             .env("OBJCOPY", &objcopy);
         if toolchain.kind == ToolchainKind::Rustup {
             command.env("RUSTC", "rustc");
         }
-        return run_checked(&mut command, "guest-images/build.sh");
+        run_checked(&mut command, "guest-images/build.sh")
     }
-    eprintln!("xtask: no guest-images/build.sh yet; building the probe guest only");
-    let mut command = toolchain.cargo("build");
-    command.args(["--release", "-p", "chroma-guest-probe"]);
-    let executables = cargo_executables(&mut command, "building the probe guest")?;
-    let elf = single_executable(executables, "chroma-guest-probe")?;
-    flatten(&elf, &out_dir.join("probe.bin"))
 }
 
 /// Runs a `cargo build` and returns the executables it reports, streaming its diagnostics.

@@ -1,6 +1,7 @@
 //! The lint stages of `cargo xtask test`: `fmt`, `clippy` (host crates),
 //! `clippy-bare-metal` (the hypervisor and the guests as built for the
-//! board), and `doc` and `doc-bare-metal` (rustdoc's warnings, the same way).
+//! board), `clippy-guests-arm` (the guests as built for 32-bit ARMv7-A), and
+//! `doc` and `doc-bare-metal` (rustdoc's warnings, the same way).
 //!
 //! Each stage is one test. It passes when its command exits 0 and reports no
 //! finding; otherwise it prints the first findings and fails.
@@ -39,7 +40,7 @@ pub struct LintStage {
 }
 
 /// The lint stages, in the order they run.
-pub const STAGES: [LintStage; 7] = [
+pub const STAGES: [LintStage; 8] = [
     LintStage {
         name: "fmt",
         run: fmt,
@@ -57,6 +58,10 @@ pub const STAGES: [LintStage; 7] = [
         name: "clippy-bare-metal-arm",
         // The ARMv7 slice and the portable crates as 32-bit code.
         run: || clippy_bare_metal(Board::QemuVirtArm),
+    },
+    LintStage {
+        name: "clippy-guests-arm",
+        run: clippy_guests_arm,
     },
     LintStage {
         name: "doc",
@@ -138,7 +143,35 @@ pub fn clippy_bare_metal(board: Board) -> Outcome {
         command.args(CLIPPY_DRIVER_ARGS);
         Ok(command)
     });
-    run_cross_stage("clippy-bare-metal", command)
+    let stage = match board {
+        Board::QemuVirtAarch64 => "clippy-bare-metal",
+        Board::QemuVirtArm => "clippy-bare-metal-arm",
+    };
+    run_cross_stage(stage, command)
+}
+
+/// The target of the 32-bit guests (`guest-images/build.sh --arch arm`).
+const ARM_GUEST_TARGET: &str = "armv7a-none-eabi";
+/// Guests that exist only for AArch64 (`hostile` probes AArch64 system registers).
+const AARCH64_ONLY_GUESTS: [&str; 1] = ["chroma-guest-hostile"];
+
+/// Clippy on the guests as built for 32-bit ARMv7-A (every guest binary but
+/// the AArch64-only ones), so the runtime's `arch::arm` back-end and the
+/// guests' AArch32 paths are linted too.
+pub fn clippy_guests_arm() -> Outcome {
+    let command = CrossToolchain::detect(ARM_GUEST_TARGET).and_then(|toolchain| {
+        let mut command = toolchain.clippy()?;
+        command.arg("--release");
+        for guest in guest_image_packages(true)? {
+            if !AARCH64_ONLY_GUESTS.contains(&guest.as_str()) {
+                command.arg("-p").arg(guest);
+            }
+        }
+        command.arg(MESSAGE_FORMAT);
+        command.args(CLIPPY_DRIVER_ARGS);
+        Ok(command)
+    });
+    run_cross_stage("clippy-guests-arm", command)
 }
 
 /// Rustdoc on the host crates (the default members, every feature), without
@@ -171,7 +204,11 @@ pub fn doc_bare_metal(board: Board) -> Outcome {
         command.env("RUSTDOCFLAGS", RUSTDOC_FLAGS);
         Ok(command)
     });
-    run_cross_stage("doc-bare-metal", command)
+    let stage = match board {
+        Board::QemuVirtAarch64 => "doc-bare-metal",
+        Board::QemuVirtArm => "doc-bare-metal-arm",
+    };
+    run_cross_stage(stage, command)
 }
 
 /// Runs a bare-metal stage's command, or fails the stage if there is none.

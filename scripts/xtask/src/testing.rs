@@ -2,7 +2,8 @@
 //!
 //! Stages: `unit` (host `cargo test` on the default members), `fmt`,
 //! `clippy` and `doc` (host crates), `clippy-bare-metal` and `doc-bare-metal`
-//! (hypervisor and guests for the board's target; see `lints.rs`), `oracle` (the cache aliasing oracle,
+//! (hypervisor and guests for the board's target; see `lints.rs`),
+//! `clippy-guests-arm` (the guests for armv7a-none-eabi), `oracle` (the cache aliasing oracle,
 //! quick mode), `fuzz-smoke` (every fuzz target), `build` (hypervisor and
 //! guest images), `system` (QEMU system tests in `tests/`). FILTER goes to every cargo test run and selects the other
 //! stages whose name contains it. Each cargo test counts its tests; every

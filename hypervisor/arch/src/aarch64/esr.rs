@@ -337,6 +337,7 @@ pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
                 register: ((iss >> iss::SRT_SHIFT) & 0x1f) as u8,
                 sign_extend: iss & iss::SSE != 0,
                 register_64bit: iss & iss::SF != 0,
+                writeback: None,
             })
         }
         ec::IABT_LOW if is_translation_or_access_fault(iss & iss::FSC_MASK) => {
@@ -371,6 +372,7 @@ mod tests {
                 register: 3,
                 sign_extend: false,
                 register_64bit: false,
+                writeback: None,
             })
         );
     }

@@ -1,11 +1,12 @@
 //! The AArch64 EL2 back-end.
 //!
-//! `esr`, `descriptors`, `el2`, `features`, `list_register` and `set_way`
+//! `a32`, `esr`, `descriptors`, `el2`, `features`, `list_register` and `set_way`
 //! are pure (syndrome decoding, descriptor, EL2 control value and list
 //! register encoding, CPU features from ID registers, set/way operands) and
 //! tested on the host; everything that executes Arm
 //! instructions is compiled only for `target_arch = "aarch64"`.
 
+pub mod a32;
 pub mod descriptors;
 pub mod el2;
 pub mod esr;

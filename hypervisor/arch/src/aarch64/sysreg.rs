@@ -88,6 +88,21 @@ sysreg_read!(/// TCR_EL1: the current guest's translation control (AArch32: TTBC
     tcr_el1, "tcr_el1");
 sysreg_read!(/// FAR_EL1: the current guest's fault address (AArch32: DFAR, IFAR).
     far_el1, "far_el1");
+sysreg_read!(/// PAR_EL1: the result of the last address translation instruction.
+    par_el1, "par_el1");
+
+/// The IPA the current guest's stage 1 maps virtual address `va` to, for a
+/// read at EL1 (AT S1E1R; PAR_EL1.F = 0), or `None` when it faults.
+pub fn translate_el1_read(va: u64) -> Option<u64> {
+    // SAFETY: AT S1E1R only walks the guest's stage-1 tables (with the
+    // current VMID's stage 2 for the walk) and writes PAR_EL1, which the
+    // guest cannot see before this function reads it back; it changes no
+    // memory and no translation.
+    unsafe { asm!("at s1e1r, {}", "isb", in(reg) va, options(nostack, preserves_flags)) };
+    let par = par_el1();
+    // PAR_EL1.F (bit 0): the walk faulted. PA bits 47:12 on success.
+    (par & 1 == 0).then_some(par & 0x0000_ffff_ffff_f000 | va & 0xfff)
+}
 
 sysreg_write!(/// HCR_EL2: what traps to EL2.
     write_hcr_el2, "hcr_el2");

@@ -299,6 +299,23 @@ impl TrappedVcpu<'_> {
     }
 }
 
+impl TrappedVcpu<'_> {
+    /// For a vCPU trapped in AArch32 ARM state (not Thumb): the IPA of the
+    /// trapped instruction, for the back-end to fetch it (stage 1 off: the
+    /// PC is the IPA; on: translated with AT S1E1R). `None` otherwise.
+    pub fn a32_instruction_ipa(&self) -> Option<u64> {
+        if !self.aarch32() || self.registers.pstate & ps::CPSR_T != 0 {
+            return None;
+        }
+        let pc = self.registers.pc & 0xffff_ffff;
+        if sysreg::sctlr_el1() & SCTLR_M == 0 {
+            Some(pc)
+        } else {
+            sysreg::translate_el1_read(pc)
+        }
+    }
+}
+
 impl GuestCpu for TrappedVcpu<'_> {
     fn register(&self, index: u8) -> u64 {
         // Register 31 is the zero register in a load/store.

@@ -100,6 +100,7 @@ fn mmio(ipa: u64, width: AccessWidth, write: bool, register: u8) -> Trap {
         register,
         sign_extend: false,
         register_64bit: true,
+        writeback: None,
     }))
 }
 
@@ -148,6 +149,7 @@ fn loads_fill_the_register_by_width_and_sign() {
         register: 0,
         sign_extend,
         register_64bit,
+        writeback: None,
     };
     assert_eq!(
         load_result(&access(AccessWidth::Byte, false, true), 0x1ff),
@@ -818,4 +820,33 @@ fn an_aarch32_guest_has_smc32_psci_and_no_smc64() {
         .1,
         PsciReturn::InvalidAddress.to_register()
     );
+}
+
+#[test]
+fn a_decoded_writeback_lands_only_when_the_access_does() {
+    let (vm, host) = (vm(GicVersion::V2, 1, 0), Recorder::default());
+    let with_writeback = |ipa| {
+        trap(Exit::Mmio(MmioAccess {
+            writeback: Some(crate::exit::Writeback {
+                register: 5,
+                value: 0x0900_0004,
+            }),
+            ..match mmio(ipa, AccessWidth::Word, true, 3).exit {
+                Exit::Mmio(access) => access,
+                _ => unreachable!(),
+            }
+        }))
+    };
+    // A store to the UART with post-indexed writeback: r5 moves on.
+    let mut cpu = FakeCpu::at(RAM).with_registers(&[0, 0, 0, u64::from(b'w'), 0, 0x0900_0000]);
+    let action = handle_exit(&vm, 0, &mut cpu, &with_writeback(0x0900_0000), &host);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(*host.console.borrow(), b"w");
+    assert_eq!(cpu.register(5), 0x0900_0004);
+    assert_eq!(cpu.pc(), RAM + 4);
+    // Outside every device: an abort, and the base register stays.
+    let mut cpu = FakeCpu::at(RAM).with_registers(&[0, 0, 0, 0, 0, 0x0d00_0000]);
+    handle_exit(&vm, 0, &mut cpu, &with_writeback(0x0d00_0000), &host);
+    assert_eq!(cpu.register(5), 0x0d00_0000);
+    assert_eq!(cpu.injected.len(), 1);
 }
