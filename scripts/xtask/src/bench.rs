@@ -34,6 +34,7 @@ pub struct BenchArgs {
 
 /// Builds, measures and prints.
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
+    args.board.require_vms("cargo xtask bench")?;
     let images = build_all(args.board)?;
     let probe = images.guests_dir.join("probe.bin");
     let bench_dir = workspace_root().join("build").join("bench");

@@ -110,6 +110,19 @@ impl Board {
         }
     }
 
+    /// Refuses `board` for `what` (benchmarks, soak runs) unless its image
+    /// runs VMs: the ARMv7 slice would only boot and power off.
+    pub fn require_vms(self, what: &str) -> Result<()> {
+        if self.runs_vms() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} needs VMs, and the {} image runs none yet (use qemu-virt-aarch64)",
+                self.name()
+            ))
+        }
+    }
+
     /// Whether the board's image runs the VMs of its manifest. The ARMv7
     /// back-end does not yet: its image reads the manifest, reports it and
     /// powers off.

@@ -463,6 +463,16 @@ mod tests {
     }
 
     #[test]
+    fn only_boards_that_run_vms_are_benchmarked() {
+        assert!(Board::QemuVirtAarch64.require_vms("bench").is_ok());
+        let refused = Board::QemuVirtArm.require_vms("bench").unwrap_err();
+        assert!(
+            refused.contains("qemu-virt-arm image runs none yet"),
+            "{refused}"
+        );
+    }
+
+    #[test]
     fn the_uplink_is_a_virtio_mmio_nic_without_an_option_rom() {
         let forwards = [parse_forward("8080:10.0.2.20:80").unwrap()];
         let text = line(&qemu_command(

@@ -736,6 +736,7 @@ pub fn run(args: &SoakArgs) -> Result<ExitCode> {
     if args.minutes == 0 || args.period == 0 {
         return Err("--minutes and --period must be at least 1".to_owned());
     }
+    args.board.require_vms("cargo xtask soak")?;
     crate::images::ensure_linux_images()?;
     let images = if args.no_build {
         crate::images::Images {
