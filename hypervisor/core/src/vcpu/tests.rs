@@ -833,7 +833,7 @@ fn a_decoded_writeback_lands_only_when_the_access_does() {
             }),
             ..match mmio(ipa, AccessWidth::Word, true, 3).exit {
                 Exit::Mmio(access) => access,
-                _ => unreachable!(),
+                other => panic!("mmio() built {other:?}, not an MMIO exit"),
             }
         }))
     };
