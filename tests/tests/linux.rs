@@ -397,11 +397,28 @@ impl Drop for HostServer {
 
 #[test]
 fn host_reaches_linux_httpd_through_the_uplink_and_linux_reaches_the_host() {
+    host_and_linux_through_the_uplink(false);
+}
+
+/// The same with Debian's armhf kernel in an AArch32 VM (issue 11).
+#[test]
+fn host_reaches_armhf_linux_through_the_uplink_and_back() {
+    host_and_linux_through_the_uplink(true);
+}
+
+/// The host fetches from the guest's httpd through a forward, and the guest
+/// fetches from a host service through the uplink (Debian's armhf kernel
+/// in an AArch32 VM when `aarch32`, else its arm64 one).
+fn host_and_linux_through_the_uplink(aarch32: bool) {
     // A host service on 127.0.0.1 (10.0.2.2 from behind QEMU's user network).
     let dir: PathBuf = workspace_root()
         .join("target")
         .join("systest")
-        .join("linux_host_www");
+        .join(if aarch32 {
+            "linux_host_www_armhf"
+        } else {
+            "linux_host_www"
+        });
     std::fs::create_dir_all(&dir).expect("create the host web root");
     let blob = dir.join("host.bin");
     let made = Command::new("dd")
@@ -439,25 +456,31 @@ fn host_reaches_linux_httpd_through_the_uplink_and_linux_reaches_the_host() {
     let config = format!(
         "{}{}",
         switch(true),
-        linux_vm(
+        linux_vm_of(
+            aarch32,
             "linux",
             2,
-            "128M",
+            if aarch32 { "256M" } else { "128M" },
             "chroma.ip=10.0.2.20/24 chroma.gw=10.0.2.2 chroma.httpd",
             Some("52:54:00:12:34:20")
         ),
     );
     let mut run = start_with(
-        "linux_host",
+        if aarch32 {
+            "linux_host_armhf"
+        } else {
+            "linux_host"
+        },
         &config,
         Board {
             gic: 2,
             smp: 2,
-            timeout_seconds: 85,
+            timeout_seconds: if aarch32 { 130 } else { 85 },
         },
         &["--forward", &forward],
     );
-    let httpd = run.wait_for("linux", "linux-guest: httpd on port 80 (blob.sha256 ", 70);
+    let boot = if aarch32 { 115 } else { 70 };
+    let httpd = run.wait_for("linux", "linux-guest: httpd on port 80 (blob.sha256 ", boot);
     let guest_sha = httpd
         .rsplit("blob.sha256 ")
         .next()
