@@ -91,10 +91,41 @@ _start:
     mov r1, #'\n'
     str r1, [r6]
 
-    @ A conditional WFI whose condition fails (Z clear) is skipped, not a wait.
+    @ A conditional WFI whose condition fails (Z clear) is not a wait (if the
+    @ CPU traps it, chroma skips it; QEMU does not trap it).
     movs r0, #1
     wfieq
     ldr r0, =s_wfi
+    bl puts
+
+    @ Thumb: emulated stores are stepped by their length (16-bit T1 and
+    @ 32-bit T3 encodings), and a WFI inside an IT block whose condition
+    @ fails does not stop the guest, and the block goes on (the ADDNE after
+    @ it runs). A CPU may trap such a WFI or not (QEMU does not); chroma
+    @ then skips it and moves the IT state on.
+    adr r0, thumb_part + 1
+    bx r0
+    .thumb
+thumb_part:
+    movs r1, #'T'
+    str r1, [r6]               @ 16-bit STR (T1)
+    movs r1, #'2'
+    str.w r1, [r6, #0]         @ 32-bit STR (T3)
+    movs r2, #0
+    movs r0, #1                @ Z clear
+    ite eq
+    wfieq                      @ condition fails: skipped
+    addne r2, r2, #1           @ runs: the IT block goes on
+    movs r1, #'\n'
+    str r1, [r6]
+    adr r0, arm_again
+    bx r0
+    .arm
+    .align 2
+arm_again:
+    cmp r2, #1
+    ldreq r0, =s_thumb
+    ldrne r0, =f_thumb
     bl puts
 
     @ Trapped coprocessor registers read as zero: PMCR (MRC), ACTLR (MRC),
@@ -249,6 +280,8 @@ f_dtb: .asciz "a32: FAIL dtb\n"
 s_load: .asciz "a32: emulated load ok\n"
 f_load: .asciz "a32: FAIL emulated load\n"
 s_wfi: .asciz "a32: conditional wfi ok\n"
+s_thumb: .asciz "a32: thumb ok\n"
+f_thumb: .asciz "a32: FAIL thumb\n"
 s_raz: .asciz "a32: trapped registers ok\n"
 f_raz: .asciz "a32: FAIL trapped registers\n"
 s_setway: .asciz "a32: set/way ok\n"
