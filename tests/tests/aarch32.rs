@@ -13,10 +13,12 @@
 //! past a skipped WFI, and the mode, link register and fault status of the
 //! exception.
 //!
-//! Negative control (by hand, it needs a rebuild; measured): map r13 and
+//! Negative controls (by hand, each needs a rebuild; measured): map r13 and
 //! r14 of Abort mode the other way round in
 //! `chroma_arch::aarch64::pstate::aarch32_register` and the abort variant
-//! prints "FAIL abort lr". The conditional WFIs (ARM, and Thumb inside an
+//! prints "FAIL abort lr"; step every trapped instruction by 4 bytes in
+//! `esr::decode_trap` (ignoring ESR_EL2.IL) and the 16-bit Thumb store
+//! skips the instruction after it: no "T2" line. The conditional WFIs (ARM, and Thumb inside an
 //! IT block) check that the guest goes on correctly, but QEMU's TCG does
 //! not trap a WFI whose condition fails, so they do not reach chroma's
 //! `Exit::ConditionFailed` path or its IT-state advance here (measured:
