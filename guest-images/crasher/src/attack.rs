@@ -12,13 +12,13 @@ use core::arch::asm;
 /// Never returns normally: every instruction fetch at `address` must abort
 /// and be retried by the registered handler, forever.
 pub unsafe fn jump_to(address: usize) -> ! {
-    // SAFETY: the caller accepts that control never comes back.
     #[cfg(target_arch = "aarch64")]
+    // SAFETY: the caller accepts that control never comes back.
     unsafe {
         asm!("br {}", in(reg) address, options(noreturn))
     }
-    // SAFETY: as above (`bx` to an even address stays in A32 state).
     #[cfg(target_arch = "arm")]
+    // SAFETY: as above (`bx` to an even address stays in A32 state).
     unsafe {
         asm!("bx {}", in(reg) address, options(noreturn))
     }
@@ -31,8 +31,8 @@ pub unsafe fn jump_to(address: usize) -> ! {
 /// Never returns: every exception afterwards fetches its vector from
 /// `address`, which must abort, forever.
 pub unsafe fn set_vectors_and_fault(address: usize) -> ! {
-    // SAFETY: the caller accepts that no Rust code runs afterwards.
     #[cfg(target_arch = "aarch64")]
+    // SAFETY: the caller accepts that no Rust code runs afterwards.
     unsafe {
         asm!(
             "msr vbar_el1, {vectors}",
@@ -44,8 +44,8 @@ pub unsafe fn set_vectors_and_fault(address: usize) -> ! {
             options(noreturn, nostack),
         )
     }
-    // SAFETY: as above; VBAR is cp15 c12, c0, 0.
     #[cfg(target_arch = "arm")]
+    // SAFETY: as above; VBAR is cp15 c12, c0, 0.
     unsafe {
         asm!(
             "mcr p15, 0, {vectors}, c12, c0, 0",
@@ -73,14 +73,14 @@ pub unsafe fn set_vectors_and_fault(address: usize) -> ! {
 /// it must be valid; these calls write no guest memory.
 pub unsafe fn semihosting(operation: usize, parameter: usize) -> usize {
     let mut result = operation;
+    #[cfg(target_arch = "aarch64")]
     // SAFETY: the caller guarantees the parameter block; not `nomem`, so
     // the block is written before the call.
-    #[cfg(target_arch = "aarch64")]
     unsafe {
         asm!("hlt #0xf000", inout("x0") result, in("x1") parameter, options(nostack));
     }
-    // SAFETY: as above.
     #[cfg(target_arch = "arm")]
+    // SAFETY: as above.
     unsafe {
         asm!(".inst 0xe10f0070", inout("r0") result, in("r1") parameter, options(nostack));
     }
