@@ -8,7 +8,7 @@
 //! VM's line buffer), which comes before `CONSOLE`.
 
 use crate::vm::Vm;
-use chroma_arch::aarch64::cpu;
+use crate::arch::cpu;
 use chroma_core::console::{LineBuffer, Speaker, Terminal};
 use chroma_platform::pl011::Pl011;
 use core::fmt::Write;

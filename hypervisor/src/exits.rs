@@ -3,7 +3,7 @@
 //! stopping and resetting VMs), and console input.
 
 use crate::sched::{self, kick_vcpus, kick_vm, system};
-use chroma_arch::aarch64::gic::Gic;
+use crate::arch::gic::Gic;
 use chroma_core::exit::AccessWidth;
 use chroma_core::vcpu::{ExitHost, FaultReport};
 use chroma_core::vgic::VcpuMask;
@@ -155,7 +155,7 @@ pub fn poll_console(gic: &Gic, me: usize) {
 /// was (the guest gets its external abort).
 pub fn decode_a32_abort(
     vm: &crate::vm::Vm,
-    cpu: &chroma_arch::aarch64::vcpu::TrappedVcpu<'_>,
+    cpu: &crate::arch::vcpu::TrappedVcpu<'_>,
     trap: chroma_core::vcpu::Trap,
 ) -> chroma_core::vcpu::Trap {
     use chroma_core::exit::{Exit, MmioAccess};
@@ -184,7 +184,7 @@ pub fn decode_a32_abort(
     // invalidating a line the hypervisor does not write changes no data.
     unsafe {
         chroma_cache::ops::clean_invalidate_range(
-            &chroma_cache::arch::aarch64::Aarch64CacheOps::new(),
+            &crate::arch::CacheOps::new(),
             chroma_mem::HostVirtAddr::new(va),
             4,
         )

@@ -3,7 +3,7 @@
 //! matched alias (never the identity map, never a Rust reference into guest
 //! memory), and calls the cache policy's hooks over exactly the bytes used.
 
-use chroma_cache::arch::aarch64::Aarch64CacheOps;
+use crate::arch::CacheOps;
 use chroma_cache::policy::MaintenanceStats;
 use chroma_cache::{MaintainHooks, Policy};
 use chroma_mem::{CacheHooks, GuestMemory, GuestPhysAddr, HostVirtAddr, MemError};
@@ -14,7 +14,7 @@ pub enum Hooks {
     /// Coherent, matching attributes: nothing to do.
     Coherent,
     /// Clean/invalidate by line around each access.
-    Maintain(MaintainHooks<Aarch64CacheOps>),
+    Maintain(MaintainHooks<CacheOps>),
 }
 
 impl CacheHooks for Hooks {
@@ -49,7 +49,7 @@ impl VmMemory {
     pub fn new(ipa: u64, size: u64, alias: u64, policy: Policy, window: (u64, u64)) -> Self {
         let hooks = if policy.maintains() {
             Hooks::Maintain(MaintainHooks::new(
-                Aarch64CacheOps::new(),
+                CacheOps::new(),
                 policy,
                 HostVirtAddr::new(window.0),
                 window.1,

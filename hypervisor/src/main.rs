@@ -1,12 +1,13 @@
 //! chroma: a type-1 hypervisor for Arm boards. This binary wires the
-//! portable core, the AArch64 back-end and the board together: boot,
-//! memory, the VMs from the manifest, and one scheduler loop per CPU.
+//! portable core, the back-end of the architecture it is built for and the
+//! board together: boot, memory, the VMs from the manifest, and one
+//! scheduler loop per CPU.
 //!
-//! On 32-bit Arm (`target_arch = "arm"`, board qemu-virt-arm) it is the
-//! first slice of the ARMv7-A back-end instead, in `armv7`: boot in HYP
-//! mode, the HYP MMU, the board's device tree, frames and heap, a summary,
-//! and power-off. The modules below name AArch64 directly and build only
-//! for it until they move behind arch seams (see `armv7`'s module doc).
+//! The back-end is AArch64 at EL2 (boards qemu-virt-aarch64) or ARMv7-A in
+//! HYP mode (qemu-virt-arm), chosen by the target: `arch` gives both the
+//! same names, so every other module is written once. `armv7` holds what
+//! only the ARMv7 entry has (the wrong-mode refusal, its HYP exception
+//! report and a W^X self-test).
 #![no_std]
 #![no_main]
 #![deny(missing_docs)]
@@ -23,55 +24,45 @@
 
 extern crate alloc;
 
-#[cfg(target_arch = "aarch64")]
-mod console;
-#[cfg(target_arch = "aarch64")]
-mod exits;
-#[cfg(target_arch = "aarch64")]
-mod guest_mem;
-#[cfg(target_arch = "aarch64")]
-mod mm;
-#[cfg(target_arch = "aarch64")]
-mod nic;
-#[cfg(target_arch = "aarch64")]
-mod platform_info;
-#[cfg(target_arch = "aarch64")]
-mod sched;
-#[cfg(target_arch = "aarch64")]
-mod shutdown;
-#[cfg(target_arch = "aarch64")]
-mod stats;
-#[cfg(target_arch = "aarch64")]
-mod uplink;
-#[cfg(target_arch = "aarch64")]
-mod vm;
-#[cfg(target_arch = "aarch64")]
-mod vtimer;
-
+mod arch;
 #[cfg(target_arch = "arm")]
 mod armv7;
+mod console;
+mod exits;
+mod guest_mem;
+mod mm;
+mod nic;
+mod platform_info;
+mod sched;
+mod shutdown;
+mod stats;
+mod uplink;
+mod vm;
+mod vtimer;
 
-#[cfg(target_arch = "aarch64")]
-use chroma_arch::aarch64::{cpu, vectors::El2Frame};
-#[cfg(target_arch = "aarch64")]
 use core::panic::PanicInfo;
-#[cfg(target_arch = "aarch64")]
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Physical CPUs that reached their scheduler loop.
-#[cfg(target_arch = "aarch64")]
 static CPUS_ONLINE: AtomicUsize = AtomicUsize::new(0);
 
-/// The boot CPU's entry from `_start` (x0 = the device tree).
+/// Where the hypervisor says it starts, for its first line.
 #[cfg(target_arch = "aarch64")]
+const STARTING: &str = "at EL2";
+#[cfg(target_arch = "arm")]
+const STARTING: &str = "in HYP mode on ARMv7-A";
+
+/// The boot CPU's entry from `_start` (x0 / r2 = the device tree).
 #[no_mangle]
 extern "C" fn chroma_primary_main(dtb: usize) -> ! {
     // SAFETY: called once, by the boot CPU, before anything else runs.
     unsafe { mm::early_mmu_on(dtb) };
     console::init_early();
     log::info!(
-        "chroma {} starting at EL2 (dtb at {:#x})",
+        "chroma {} starting {} (MPIDR {:#x}, dtb at {:#x})",
         env!("CARGO_PKG_VERSION"),
+        STARTING,
+        arch::cpu::affinity(),
         dtb
     );
     let board = match platform_info::discover(dtb) {
@@ -80,6 +71,8 @@ extern "C" fn chroma_primary_main(dtb: usize) -> ! {
     };
     mm::init(&board);
     console::init(&board);
+    #[cfg(target_arch = "arm")]
+    armv7::self_tests(dtb);
     let manifest = match mm::manifest() {
         Ok(m) => m,
         Err(e) => fatal_fmt(format_args!("no valid VM manifest after the image: {e}")),
@@ -93,7 +86,6 @@ extern "C" fn chroma_primary_main(dtb: usize) -> ! {
 }
 
 /// A secondary CPU's entry after PSCI CPU_ON (its MMU is already on).
-#[cfg(target_arch = "aarch64")]
 #[no_mangle]
 extern "C" fn chroma_secondary_main(cpu: usize) -> ! {
     CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
@@ -103,32 +95,29 @@ extern "C" fn chroma_secondary_main(cpu: usize) -> ! {
 /// An exception taken at EL2 itself: a hypervisor bug. Report and stop.
 #[cfg(target_arch = "aarch64")]
 #[no_mangle]
-extern "C" fn chroma_el2_exception(frame: &El2Frame, kind: u64) -> ! {
+extern "C" fn chroma_el2_exception(frame: &chroma_arch::aarch64::vectors::El2Frame, kind: u64) -> ! {
     chroma_arch::aarch64::vectors::report_el2_exception(frame, kind, |line| {
         console::emergency(line)
     });
     shutdown::power_off()
 }
 
-#[cfg(target_arch = "aarch64")]
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     console::emergency(format_args!(
         "chroma: PANIC on CPU {:#x}: {}",
-        cpu::affinity(),
+        arch::cpu::affinity(),
         info
     ));
     shutdown::power_off()
 }
 
 /// Stops the machine with a message: the hypervisor cannot continue.
-#[cfg(target_arch = "aarch64")]
 fn fatal(message: &str) -> ! {
     fatal_fmt(format_args!("{message}"))
 }
 
 /// Stops the machine with a formatted message.
-#[cfg(target_arch = "aarch64")]
 fn fatal_fmt(args: core::fmt::Arguments) -> ! {
     console::emergency(format_args!("chroma: fatal: {args}"));
     shutdown::power_off()

@@ -1,6 +1,13 @@
-//! Memory: the EL2 stage-1 tables (early identity map, then the final W^X
-//! map), the physical frame allocator, the heap, and access to the VM
-//! manifest appended to the image.
+//! Memory: the EL2 / HYP stage-1 tables (early identity map, then the
+//! final W^X map), the physical frame allocator, the heap, and access to the
+//! VM manifest appended to the image.
+//!
+//! Both back-ends identity-map what the hypervisor uses with the same
+//! descriptor format (an ARMv7 HYP long descriptor is an AArch64 EL2 one);
+//! they differ in the size of the address space (39 bits on AArch64, the
+//! whole 32-bit space on ARMv7, where only RAM below 4 GiB is used and the
+//! guest-RAM alias window is what RAM leaves free) and in how the MMU is
+//! turned on (`hyp_mmu` below).
 //!
 //! Both allocators keep a high-water mark (the most bytes ever in use at
 //! once), which [`usage`] reports for the console's Ctrl-A s line and the
@@ -9,8 +16,11 @@
 //! Lock order: `FRAMES` and the heap's lock are leaf locks.
 
 use crate::platform_info::BoardInfo;
-use chroma_arch::aarch64::boot::{self, MmuConfig};
-use chroma_arch::aarch64::descriptors::{El2Stage1Format, MAIR_EL2_VALUE};
+use chroma_arch::aarch64::descriptors::El2Stage1Format;
+#[cfg(target_arch = "aarch64")]
+use chroma_arch::aarch64::boot;
+#[cfg(target_arch = "arm")]
+use chroma_arch::armv7::boot;
 use chroma_core::frames::Frames;
 use chroma_core::pagetable::{
     Attributes, Descriptor, Geometry, PageTable, PageTableFormat, TableMemory, PAGE_SIZE,
@@ -30,7 +40,13 @@ extern "C" {
 }
 
 /// Bits of virtual address EL2 uses (a 512 GiB identity map; start level 1).
+#[cfg(target_arch = "aarch64")]
 const EL2_VA_BITS: u8 = 39;
+/// Bits of virtual address HYP mode uses: all 4 GiB (HTCR.T0SZ = 0).
+#[cfg(target_arch = "arm")]
+const EL2_VA_BITS: u8 = chroma_arch::armv7::hyp::HYP_VA_BITS;
+/// The end of the memory the hypervisor maps and uses (its VA space).
+const SPACE_END: u64 = 1 << EL2_VA_BITS;
 /// Bytes given to the heap.
 const HEAP_BYTES: u64 = 16 << 20;
 
@@ -116,15 +132,22 @@ static MANIFEST_BYTES: Once<&'static [u8]> = Once::new();
 /// The live EL2 tables, for the guest-RAM aliases mapped after boot.
 static EL2_TABLES: Mutex<Option<PageTable>> = Mutex::new(None);
 
-/// Where the colour-matched aliases of guest RAM live (256 GiB, 64 GiB long:
-/// above any RAM the identity map covers, inside the 39-bit VA space).
-pub const ALIAS_WINDOW: (u64, u64) = (0x40_0000_0000, 0x10_0000_0000);
-static MMU_CONFIG: Once<MmuConfig> = Once::new();
+/// Where the colour-matched aliases of guest RAM live: 256 GiB up, 64 GiB
+/// long, above any RAM the 39-bit identity map covers (AArch64); on ARMv7
+/// what the 32-bit space leaves above RAM (set by [`init`]).
+static ALIAS_WINDOW: Once<(u64, u64)> = Once::new();
+
+/// The guest-RAM alias window: (base, size).
+pub fn alias_window() -> (u64, u64) {
+    ALIAS_WINDOW.get().copied().unwrap_or((0, 0))
+}
 
 /// The early identity map: one level-1 table of 1 GiB blocks.
 #[repr(C, align(4096))]
 struct EarlyTable([u64; 512]);
 static mut EARLY_L1: EarlyTable = EarlyTable([0; 512]);
+/// Entries of the early table the walk uses (its root's size).
+const EARLY_ENTRIES: u64 = if EL2_VA_BITS > 32 { 512 } else { 4 };
 
 fn symbol_address(symbol: &u8) -> u64 {
     symbol as *const u8 as u64
@@ -148,22 +171,13 @@ fn image_end() -> u64 {
 }
 
 fn pa_bits() -> u8 {
-    chroma_arch::aarch64::el2::this_cpu_pa_bits()
+    crate::arch::ipa_bits()
 }
 
 /// PARange field value for the TCR/VTCR PS fields.
+#[cfg(target_arch = "aarch64")]
 pub fn pa_range_field() -> u64 {
     chroma_arch::aarch64::el2::this_cpu_pa_range()
-}
-
-fn mmu_config(root: u64) -> MmuConfig {
-    use chroma_arch::aarch64::el2;
-    MmuConfig {
-        mair: MAIR_EL2_VALUE,
-        tcr: el2::tcr_el2(EL2_VA_BITS, pa_range_field()),
-        ttbr0: root,
-        sctlr: el2::sctlr_el2(),
-    }
 }
 
 /// One of the hypervisor's own addresses or sizes (its image, heap, tables,
@@ -184,7 +198,7 @@ pub unsafe fn early_mmu_on(dtb: usize) {
     const GIB: u64 = 1 << 30;
     let table = core::ptr::addr_of_mut!(EARLY_L1) as *mut u64;
     let set = |address: u64, attributes: Attributes| {
-        let index = (address / GIB) as usize % 512;
+        let index = ((address / GIB) % EARLY_ENTRIES) as usize;
         let leaf = Descriptor::Leaf {
             output: HostPhysAddr::new(address & !(GIB - 1)),
             attributes,
@@ -207,16 +221,9 @@ pub unsafe fn early_mmu_on(dtb: usize) {
     };
     set(dtb as u64, rwx);
     set(image_start(), rwx);
-    let root = table as u64;
-    // The walker will read the table with cacheable attributes: make sure no
-    // stale line from before the MMU was on shadows what was just written.
-    chroma_arch::aarch64::cache::invalidate_dcache(host_usize(root), 4096);
-    // The early map has writable+executable blocks: WXN must be off for now.
-    let mut config = mmu_config(root);
-    config.sctlr &= !(1 << 19);
     // SAFETY: the early table maps the image (code, stack, data) at its own
-    // address; the boot CPU is the only one running.
-    unsafe { boot::enable_mmu(&config) };
+    // address; the boot CPU is the only one running, with its MMU off.
+    unsafe { hyp_mmu::enable_early(table as u64) };
 }
 
 /// Translation tables in identity-mapped physical memory.
@@ -243,7 +250,7 @@ impl TableMemory for PhysTables {
         // which the table walker observes atomically.
         unsafe { ((table.raw() as *mut u64).add(index)).write_volatile(value) };
         // Make the descriptor visible to the walkers of all CPUs.
-        chroma_arch::aarch64::cpu::publish_table_write();
+        crate::arch::cpu::publish_table_write();
     }
 }
 
@@ -270,7 +277,7 @@ pub fn init(board: &BoardInfo) {
             add_minus(
                 &mut frames,
                 range.0,
-                range.1,
+                range.1.min(SPACE_END),
                 &[
                     (image_start(), used_end),
                     board.dtb_range,
@@ -315,6 +322,7 @@ pub fn init(board: &BoardInfo) {
     }
     map_range(from, image_end(), Attributes::DATA);
     for &(start, end) in board.memory.iter().flatten() {
+        let end = end.min(SPACE_END);
         if start < image_start() {
             map_range(start, image_start().min(end), Attributes::DATA);
         }
@@ -325,22 +333,28 @@ pub fn init(board: &BoardInfo) {
     for &(start, size) in board.devices.iter().flatten() {
         map_range(start, start + size, Attributes::DEVICE);
     }
-    let config = mmu_config(map.root().raw());
-    MMU_CONFIG.call_once(|| config);
+    let root = map.root().raw();
     *EL2_TABLES.lock() = Some(map);
     // SAFETY: the new tables map the image, stacks, heap, frames and the
     // console identically (VA = PA) with W^X; no secondary runs yet.
-    unsafe {
-        boot::enable_mmu(&config);
-        boot::set_secondary_mmu_config(config);
-    }
+    unsafe { hyp_mmu::enable_final(root) };
+    let ram_end = board
+        .memory
+        .iter()
+        .flatten()
+        .map(|&(_, end)| end.min(SPACE_END))
+        .max()
+        .unwrap_or(0);
+    ALIAS_WINDOW.call_once(|| hyp_mmu::alias_window(ram_end));
     let bytes = manifest_len;
     // SAFETY: the manifest was appended by the build tool right after the
     // image; it is mapped read/write above and never written.
     let slice = unsafe { core::slice::from_raw_parts(image_end() as *const u8, bytes) };
     MANIFEST_BYTES.call_once(|| slice);
     log::info!(
-        "EL2 MMU on (W^X), {} MiB free for VMs, {} PA bits",
+        "{} MMU on (W^X{}), {} MiB free for VMs, {} PA bits",
+        hyp_mmu::NAME,
+        hyp_mmu::check_write_xor_execute(),
         FRAMES.lock().free_bytes() >> 20,
         pa_bits()
     );
@@ -362,7 +376,7 @@ pub fn map_alias(va: u64, pa: u64, len: u64) -> Result<(), chroma_core::pagetabl
     )?;
     // New entries replace invalid ones: no break-before-make needed, but the
     // walker must see them before the first access.
-    chroma_arch::aarch64::cpu::publish_new_mappings();
+    crate::arch::cpu::publish_new_mappings();
     Ok(())
 }
 
@@ -405,5 +419,151 @@ pub fn manifest() -> Result<Manifest<'static>, ManifestError> {
 /// other live reference to it.
 pub unsafe fn phys_slice_mut(base: u64, len: usize) -> &'static mut [u8] {
     // SAFETY: the caller's contract.
-    unsafe { core::slice::from_raw_parts_mut(base as *mut u8, len) }
+    unsafe { core::slice::from_raw_parts_mut(host_usize(base) as *mut u8, len) }
+}
+
+/// The AArch64 EL2 MMU: MAIR/TCR/SCTLR_EL2 through `boot::enable_mmu`.
+#[cfg(target_arch = "aarch64")]
+mod hyp_mmu {
+    use super::{host_usize, EL2_VA_BITS};
+    use chroma_arch::aarch64::boot::{self, MmuConfig};
+    use chroma_arch::aarch64::descriptors::MAIR_EL2_VALUE;
+    use chroma_arch::aarch64::el2;
+
+    /// How the log calls this translation regime.
+    pub const NAME: &str = "EL2";
+
+    fn mmu_config(root: u64) -> MmuConfig {
+        MmuConfig {
+            mair: MAIR_EL2_VALUE,
+            tcr: el2::tcr_el2(EL2_VA_BITS, super::pa_range_field()),
+            ttbr0: root,
+            sctlr: el2::sctlr_el2(),
+        }
+    }
+
+    /// Turns the MMU on with the early table at `root` (WXN off: it has
+    /// writable and executable blocks).
+    ///
+    /// # Safety
+    /// As `early_mmu_on`'s.
+    pub unsafe fn enable_early(root: u64) {
+        // The walker will read the table with cacheable attributes: make
+        // sure no stale line from before the MMU was on shadows it.
+        chroma_arch::aarch64::cache::invalidate_dcache(host_usize(root), 4096);
+        let mut config = mmu_config(root);
+        config.sctlr &= !(1 << 19);
+        // SAFETY: the caller's contract.
+        unsafe { boot::enable_mmu(&config) };
+    }
+
+    /// Switches to the final tables at `root` and publishes them for the
+    /// secondaries.
+    ///
+    /// # Safety
+    /// The tables map the image, stacks, heap, frames and the console at
+    /// their own addresses with W^X; no secondary runs yet.
+    pub unsafe fn enable_final(root: u64) {
+        let config = mmu_config(root);
+        // SAFETY: the caller's contract.
+        unsafe {
+            boot::enable_mmu(&config);
+            boot::set_secondary_mmu_config(config);
+        }
+    }
+
+    /// The alias window: fixed, above the 39-bit identity map's RAM.
+    pub fn alias_window(_ram_end: u64) -> (u64, u64) {
+        (0x40_0000_0000, 0x10_0000_0000)
+    }
+
+    /// What the log adds about W^X (nothing checked beyond the tables).
+    pub fn check_write_xor_execute() -> &'static str {
+        ""
+    }
+}
+
+/// The ARMv7 HYP MMU: HMAIR0/1, HTCR, HTTBR and HSCTLR.
+#[cfg(target_arch = "arm")]
+mod hyp_mmu {
+    use chroma_arch::armv7::{boot, hyp, sysreg};
+
+    /// How the log calls this translation regime.
+    pub const NAME: &str = "HYP";
+
+    /// Turns the MMU on with the early root at `root` (WXN off).
+    ///
+    /// # Safety
+    /// As `early_mmu_on`'s.
+    pub unsafe fn enable_early(root: u64) {
+        let address = super::host_usize(root);
+        // The walker reads the root with cacheable attributes: no stale
+        // line from before may shadow what was written with the cache off.
+        sysreg::clean_invalidate_dcache(address, 32);
+        // SAFETY: the caller's contract: the root maps the image, the stack
+        // and the DTB at their own addresses, and only this CPU runs.
+        unsafe {
+            sysreg::load_translation((hyp::hmair0(), hyp::hmair1()), hyp::htcr(sysreg::htcr()), root);
+            sysreg::write_hsctlr(hyp::hsctlr(sysreg::hsctlr(), false));
+        }
+    }
+
+    /// Switches to the final tables at `root` (WXN on) and publishes the
+    /// regime for the secondaries.
+    ///
+    /// # Safety
+    /// As the AArch64 twin's.
+    pub unsafe fn enable_final(root: u64) {
+        // SAFETY: the caller's contract; WXN goes on with tables that have
+        // no writable text.
+        unsafe {
+            sysreg::load_translation((hyp::hmair0(), hyp::hmair1()), hyp::htcr(sysreg::htcr()), root);
+            sysreg::write_hsctlr(hyp::hsctlr(sysreg::hsctlr(), true));
+        }
+        // HSCTLR.WXN may be cached in TLB entries.
+        sysreg::invalidate_hyp_tlb();
+        let [l0, l1, l2, l3, h0, h1, h2, h3] = root.to_le_bytes();
+        // SAFETY: only the boot CPU runs, and the regime is the one just
+        // loaded, which maps the image, the stacks and data in place.
+        unsafe {
+            boot::publish_mmu_config(boot::HypMmuConfig {
+                hmair0: hyp::hmair0(),
+                hmair1: hyp::hmair1(),
+                htcr: sysreg::htcr(),
+                httbr_low: u32::from_le_bytes([l0, l1, l2, l3]),
+                httbr_high: u32::from_le_bytes([h0, h1, h2, h3]),
+                hsctlr: sysreg::hsctlr(),
+            })
+        };
+    }
+
+    /// The alias window: from the first GiB boundary above RAM up to 3.75
+    /// GiB (the top 256 MiB stay unmapped). Guest RAM must fit in it: VM
+    /// creation says so when it does not.
+    pub fn alias_window(ram_end: u64) -> (u64, u64) {
+        const GIB: u64 = 1 << 30;
+        const TOP: u64 = 0xf000_0000;
+        let base = ram_end.next_multiple_of(GIB).max(2 * GIB);
+        (base, TOP.saturating_sub(base))
+    }
+
+    /// Asks the MMU (ATS1HR/ATS1HW) that text and rodata are readable but
+    /// not writable and data is both: the log then reports what the
+    /// hardware enforces, not what the tables were meant to say.
+    pub fn check_write_xor_execute() -> &'static str {
+        let va = |address: u64| u32::try_from(address).unwrap_or(0);
+        let expectations = [
+            (va(super::image_start()), true, false),
+            (va(super::text_end()), true, false),
+            (va(super::rodata_end()), true, true),
+        ];
+        for (address, readable, writable) in expectations {
+            if sysreg::hyp_translate(address, false).is_some() != readable
+                || sysreg::hyp_translate(address, true).is_some() != writable
+            {
+                crate::fatal("the HYP MMU does not enforce W^X on the image");
+            }
+        }
+        ", checked with ATS1HR/ATS1HW"
+    }
 }

@@ -20,7 +20,7 @@ use crate::guest_mem::VmMemory;
 use crate::sched::{kick_vcpus, system};
 use crate::uplink::Uplink;
 use alloc::vec::Vec;
-use chroma_arch::aarch64::gic::Gic;
+use crate::arch::gic::Gic;
 use chroma_core::exit::AccessWidth;
 use chroma_virtio::mmio::MmioAction;
 use chroma_virtio::net::{NetPort, VirtioNet};
@@ -148,7 +148,7 @@ impl Port for AnyPort<'_> {
 
 /// Milliseconds since boot, the switch's clock for address ageing.
 fn now_ms() -> u64 {
-    system().clock.ms(chroma_arch::aarch64::cpu::now())
+    system().clock.ms(crate::arch::cpu::now())
 }
 
 /// Emulates an access to NIC `index` of VM `vm` at `offset`. Returns the
@@ -252,7 +252,7 @@ fn choose_policy(vm: &crate::vm::Vm, nic: &Nic, cached: bool) {
         None => Policy::Maintain,
     };
     let chroma_core::vm::RamRegion { ipa, size } = vm.ram;
-    nic.state.lock().memory = VmMemory::new(ipa, size, vm.alias, policy, crate::mm::ALIAS_WINDOW);
+    nic.state.lock().memory = VmMemory::new(ipa, size, vm.alias, policy, crate::mm::alias_window());
     if !vm.notice_allowed() {
         return;
     }

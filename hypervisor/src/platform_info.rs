@@ -2,8 +2,8 @@
 //! device tree it generates for each VM (both through `chroma-devtree`).
 
 use alloc::vec::Vec;
-use chroma_arch::aarch64::cpu::Conduit;
-use chroma_arch::aarch64::gic::GicKind;
+use crate::arch::cpu::Conduit;
+use crate::arch::gic::GicKind;
 use chroma_core::vgic::GicVersion;
 use chroma_devtree::{
     build_guest_dtb, parse_board, EnableMethod, Gic, GuestDtbSpec, GuestGic, PsciConduit, UartKind,
@@ -36,6 +36,9 @@ pub enum BoardError {
     InterruptController(chroma_devtree::OtherController, u64),
     /// A GICv2 without the virtualization extensions.
     NoVirtualGic(&'static str),
+    /// A GICv3 on the ARMv7 back-end, which has no GICv3 CPU interface.
+    #[cfg(target_arch = "arm")]
+    Gicv3OnArmv7(u64),
 }
 
 impl core::fmt::Display for BoardError {
@@ -48,6 +51,11 @@ impl core::fmt::Display for BoardError {
                 "the board's interrupt controller is {kind} at {base:#x}, not a GIC; this build drives GICv2 and GICv3 only"
             ),
             BoardError::NoVirtualGic(what) => f.write_str(what),
+            #[cfg(target_arch = "arm")]
+            BoardError::Gicv3OnArmv7(base) => write!(
+                f,
+                "the board's GIC at {base:#x} is a GICv3; the ARMv7 back-end drives GICv2 only (no ARMv7-A core has the GICv3 CPU interface)"
+            ),
         }
     }
 }
@@ -68,7 +76,7 @@ pub struct BoardInfo {
     /// GICv2 virtual CPU interface (mapped into guests as their GICC).
     pub gicv: Option<u64>,
     /// MPIDR of each CPU and how it starts, in device-tree order.
-    pub cpus: [Option<(u64, SecondaryStart)>; chroma_arch::aarch64::boot::MAX_CPUS],
+    pub cpus: [Option<(u64, SecondaryStart)>; crate::arch::MAX_CPUS],
     /// INTID of the virtual interface's maintenance interrupt.
     pub maintenance_intid: u32,
     /// INTID of the EL2 physical timer.
@@ -98,6 +106,10 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
     if let Gic::NotGic { kind, registers } = board.gic {
         return Err(BoardError::InterruptController(kind, registers.base));
     }
+    #[cfg(target_arch = "arm")]
+    if let Gic::V3 { distributor, .. } = board.gic {
+        return Err(BoardError::Gicv3OnArmv7(distributor.base));
+    }
     let maintenance = match board.gic {
         Gic::V2 { maintenance, .. } | Gic::V3 { maintenance, .. } => {
             maintenance.and_then(|m| m.intid())
@@ -111,7 +123,7 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
         other_console: (board.console.kind != UartKind::Pl011).then_some(board.console.kind),
         gic: GicKind::V3 { gicd: 0, gicr: 0 },
         gicv: None,
-        cpus: [None; chroma_arch::aarch64::boot::MAX_CPUS],
+        cpus: [None; crate::arch::MAX_CPUS],
         maintenance_intid: maintenance.ok_or(BoardError::NoVirtualGic(
             "the GIC node has no maintenance interrupt",
         ))?,
@@ -121,7 +133,7 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
         virt_timer_intid: board.timer.virt.intid().ok_or(BoardError::NoVirtualGic(
             "the timer has no virtual timer PPI",
         ))?,
-        ipa_bits: chroma_arch::aarch64::el2::this_cpu_pa_bits().min(48),
+        ipa_bits: crate::arch::ipa_bits(),
         dtb_range: (dtb as u64, (dtb + total) as u64),
         virtio: [None; 32],
     };

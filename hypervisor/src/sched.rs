@@ -12,11 +12,11 @@ use crate::platform_info::{BoardInfo, SecondaryStart};
 use crate::vm::Vm;
 use crate::{console, shutdown};
 use alloc::vec::Vec;
-use chroma_arch::aarch64::cpu;
-use chroma_arch::aarch64::gic::{Gic, GicKind};
-use chroma_arch::aarch64::irq::GicCpuTarget;
-use chroma_arch::aarch64::vcpu::{self as arch_vcpu, Vcpu};
-use chroma_arch::aarch64::vectors::ExceptionKind;
+use crate::arch::cpu;
+use crate::arch::gic::{Gic, GicKind};
+use crate::arch::irq::GicCpuTarget;
+use crate::arch::vcpu::{self as arch_vcpu, Vcpu};
+use crate::arch::ExceptionKind;
 use chroma_core::irq::{self, Completion, InterruptController, IrqRole, IrqRoles};
 use chroma_core::run::{self, Clock, Next, RoundRobin};
 use chroma_core::vcpu::{handle_exit, Action};
@@ -29,7 +29,7 @@ use spin::{Mutex, Once};
 /// The SGI one physical CPU sends another to make it re-examine its vCPUs.
 const KICK_SGI: u32 = 0;
 /// Most physical CPUs.
-const MAX_CPUS: usize = chroma_arch::aarch64::boot::MAX_CPUS;
+const MAX_CPUS: usize = crate::arch::MAX_CPUS;
 
 /// Everything shared by all CPUs, set up once by the boot CPU.
 pub struct System {
@@ -72,7 +72,7 @@ pub fn system() -> &'static System {
 /// VTCR_EL2 for `ipa_bits`: T0SZ, start level, write-back inner shareable
 /// walks, 4 KiB granule, PS from the CPU, RES1 bit 31.
 fn vtcr_value(ipa_bits: u8, start_level: u8) -> u64 {
-    chroma_arch::aarch64::el2::vtcr_el2(ipa_bits, start_level, crate::mm::pa_range_field())
+    crate::arch::vtcr(ipa_bits, start_level)
 }
 
 /// Creates the VMs and the shared state (boot CPU, before secondaries start).
@@ -154,7 +154,7 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
 fn cache_setup(manifest: &Manifest<'static>) -> Option<crate::vm::CacheSetup> {
     use chroma_cache::{Policy, PolicyInputs};
     let forced = manifest.options().cache_mode == chroma_manifest::CacheMode::Force;
-    let geometry = chroma_cache::arch::aarch64::read_geometry(chroma_core::pagetable::PAGE_SIZE);
+    let geometry = crate::arch::cache_geometry();
     let (policy, colours) = match &geometry {
         Ok(g) => {
             // Guests map their rings write-back (virtio nodes are dma-coherent);
@@ -194,7 +194,7 @@ fn cache_setup(manifest: &Manifest<'static>) -> Option<crate::vm::CacheSetup> {
         if forced { " (forced)" } else { "" },
         colours
     );
-    let (base, size) = crate::mm::ALIAS_WINDOW;
+    let (base, size) = crate::mm::alias_window();
     let aliases = chroma_cache::ColourAllocator::new(
         chroma_mem::HostVirtAddr::new(base),
         size,
@@ -378,7 +378,7 @@ pub fn run_cpu(index: usize) -> ! {
 fn init_el2_controls(sys: &System) {
     // SAFETY: no guest runs on this CPU yet, and `sys.vtcr` is the VTCR_EL2
     // of the stage-2 geometry every VM's tables were built for (`vtcr_value`).
-    unsafe { chroma_arch::aarch64::el2::init_el2_controls(sys.vtcr) };
+    unsafe { crate::arch::init_controls(sys.vtcr) };
 }
 
 impl Cpu {

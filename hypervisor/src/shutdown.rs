@@ -10,7 +10,7 @@
 /// Powers the board off (PSCI SYSTEM_OFF through the firmware's SMC
 /// conduit). Print the final summary or failure line first.
 pub fn power_off() -> ! {
-    chroma_arch::aarch64::cpu::power_off()
+    crate::arch::cpu::power_off()
 }
 
 /// Prints the run's summary line, `chroma: all VMs stopped (N clean, M

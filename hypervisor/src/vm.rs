@@ -90,6 +90,8 @@ pub enum VmError {
     TooManyNics,
     /// More VMs than there are VMIDs.
     TooManyVms,
+    /// An AArch64 kernel on the ARMv7 hypervisor.
+    Aarch64OnArmv7,
 }
 
 impl core::fmt::Display for VmError {
@@ -104,6 +106,9 @@ impl core::fmt::Display for VmError {
             VmError::RamOverDevices => "guest RAM overlaps the guest's device windows",
             VmError::TooManyNics => "more NICs than the machine has virtio-mmio transports",
             VmError::TooManyVms => "more VMs than VMIDs",
+            VmError::Aarch64OnArmv7 => {
+                "an AArch64 kernel: the ARMv7 hypervisor runs AArch32 guests only (arch = \"aarch32\", a zImage)"
+            }
         })
     }
 }
@@ -126,6 +131,9 @@ impl Vm {
         version: GicVersion,
         cache: &mut CacheSetup,
     ) -> Result<Self, VmError> {
+        if !crate::arch::RUNS_AARCH64_GUESTS && spec.arch != chroma_manifest::GuestArch::Aarch32 {
+            return Err(VmError::Aarch64OnArmv7);
+        }
         let ram_ipa = spec.memory_base;
         let ram_size = spec.memory_bytes;
         if !QEMU_VIRT.ram_clear_of_devices(ram_ipa, ram_size) {
@@ -170,7 +178,7 @@ impl Vm {
             .map_guest(chroma_mem::GuestPhysAddr::new(ram_ipa), ram_pa, ram_size)
             .map_err(|_| VmError::Alias)?;
         crate::mm::map_alias(alias.raw(), ram_pa.raw(), ram_size).map_err(|_| VmError::Alias)?;
-        let window = crate::mm::ALIAS_WINDOW;
+        let window = crate::mm::alias_window();
         let mut nics = Vec::new();
         for (i, net) in spec.nets.iter().enumerate() {
             let switch = net.switch_index as usize;
@@ -231,7 +239,7 @@ impl Vm {
         // hypervisor's lifetime; cleaning to the PoC changes no data.
         unsafe {
             chroma_cache::ops::clean_range(
-                &chroma_cache::arch::aarch64::Aarch64CacheOps::new(),
+                &crate::arch::CacheOps::new(),
                 chroma_mem::HostVirtAddr::new(vm.alias),
                 crate::mm::host_usize(ram_size),
             )
@@ -300,7 +308,7 @@ impl Vm {
         written[2] = (dtb_offset, dtb.len() as u64);
         // Loaded code and data must reach the Point of Coherency before the
         // guest runs with its caches off.
-        let ops = chroma_cache::arch::aarch64::Aarch64CacheOps::new();
+        let ops = crate::arch::CacheOps::new();
         for (offset, length) in written.into_iter().filter(|&(_, l)| l > 0) {
             // SAFETY: the range lies in this VM's RAM alias (offset and
             // length were bounded by the RAM size above), mapped for the
@@ -411,7 +419,7 @@ impl Vm {
         // SAFETY: the chunk is mapped (above); cleaning changes no data.
         unsafe {
             chroma_cache::ops::clean_range(
-                &chroma_cache::arch::aarch64::Aarch64CacheOps::new(),
+                &crate::arch::CacheOps::new(),
                 chroma_mem::HostVirtAddr::new(va),
                 length,
             )

@@ -11,8 +11,8 @@
 
 use crate::sched::system;
 use crate::vm::Vm;
-use chroma_arch::aarch64::gic::Gic;
-use chroma_arch::aarch64::{cpu, vcpu};
+use crate::arch::gic::Gic;
+use crate::arch::{cpu, vcpu};
 use chroma_core::vtimer::{TimerRegisters, VirtualTimer};
 
 /// The virtual timer PPI, linked to the same physical PPI (QEMU virt: 27).

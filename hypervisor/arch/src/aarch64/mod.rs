@@ -24,8 +24,13 @@ pub mod context;
 #[cfg(target_arch = "aarch64")]
 pub mod cpu;
 #[cfg(target_arch = "aarch64")]
+#[path = "../shared/gic.rs"]
 pub mod gic;
+/// The system registers `gic` uses: the GICv3 CPU interface's own.
 #[cfg(target_arch = "aarch64")]
+use sysreg as gic_sysreg;
+#[cfg(target_arch = "aarch64")]
+#[path = "../shared/irq.rs"]
 pub mod irq;
 #[cfg(target_arch = "aarch64")]
 pub mod sysreg;

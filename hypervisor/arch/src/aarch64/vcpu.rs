@@ -8,6 +8,7 @@ use super::gic::Gic;
 use super::pstate::{self as ps, aarch32_register};
 use super::sysreg;
 use super::vectors::{enter_guest, ExceptionKind, GuestRegisters};
+use crate::guest32::{Pl1Registers, Trapped32};
 use chroma_core::vcpu::{ExternalAbort, GuestCpu, Trap};
 use chroma_core::vm::BootRequest;
 use chroma_core::vtimer::TimerRegisters;
@@ -16,25 +17,6 @@ use chroma_core::vtimer::TimerRegisters;
 /// with D, A, I and F masked, as the Linux boot protocol and the
 /// architecture's exception entry require.
 const PSTATE_EL1H_MASKED: u64 = 0x3c5;
-/// CPSR of an AArch32 vCPU at its start: SVC mode with A, I and F masked,
-/// ARM state (the Linux ARM boot protocol, and PSCI's CPU_ON).
-const CPSR_SVC_MASKED: u64 = ps::MODE_SVC | ps::CPSR_A | ps::CPSR_I | ps::CPSR_F | 1 << 4;
-/// The AArch32 exception vectors' offsets (Arm ARM G1.11.1).
-const A32_VECTOR_UNDEFINED: u64 = 0x04;
-const A32_VECTOR_PREFETCH_ABORT: u64 = 0x0c;
-const A32_VECTOR_DATA_ABORT: u64 = 0x10;
-/// SCTLR.V: the vectors are at 0xffff_0000 ("hivecs").
-const SCTLR_V: u64 = 1 << 13;
-const HIGH_VECTORS: u64 = 0xffff_0000;
-/// TTBCR.EAE (TCR_EL1 bit 31): the long-descriptor (LPAE) format, which
-/// also chooses the DFSR/IFSR format.
-const TTBCR_EAE: u64 = 1 << 31;
-/// DFSR/IFSR of a synchronous external abort: long-descriptor format
-/// (LPAE bit 9, STATUS 0b010000) or short (FS 0b01000).
-const FSR_LONG_EXTERNAL: u64 = 1 << 9 | 0x10;
-const FSR_SHORT_EXTERNAL: u64 = 0x08;
-/// DFSR.WnR.
-const DFSR_WNR: u64 = 1 << 11;
 /// ESR_ELx.EC of aborts taken to EL1: from a lower EL, or the same EL.
 const EC_INSTRUCTION_ABORT_LOWER: u64 = 0x20;
 const EC_INSTRUCTION_ABORT_SAME: u64 = 0x21;
@@ -85,19 +67,7 @@ impl Vcpu {
             return;
         }
         self.context = El1Context::aarch32_at_reset();
-        self.registers.pc = start.entry & !1 & 0xffff_ffff;
-        self.registers.pstate = CPSR_SVC_MASKED;
-        if start.cpu_on {
-            self.registers.x[0] = start.argument & 0xffff_ffff;
-            if start.entry & 1 == 1 {
-                self.registers.pstate |= ps::CPSR_T;
-            }
-        } else {
-            // r1 = ~0: "no machine type", the DTB decides (Linux
-            // Documentation/arch/arm/booting.rst).
-            self.registers.x[1] = 0xffff_ffff;
-            self.registers.x[2] = start.argument & 0xffff_ffff;
-        }
+        self.registers = crate::guest32::reset_registers(start);
     }
 
     /// Whether the vCPU's EL1 is AArch32.
@@ -204,6 +174,15 @@ pub struct TrappedVcpu<'a> {
 }
 
 impl TrappedVcpu<'_> {
+    /// The trapped vCPU as an AArch32 PL1 (`guest32`), over the live
+    /// AArch32 views of its EL1 registers.
+    fn trapped32(&mut self) -> Trapped32<'_, LiveAarch32El1> {
+        Trapped32 {
+            registers: self.registers,
+            pl1: LiveAarch32El1,
+        }
+    }
+
     /// The trapped code ran in AArch32 state (an AArch32 VM, or AArch32 EL0).
     fn aarch32(&self) -> bool {
         ps::aarch32(self.registers.pstate)
@@ -217,68 +196,6 @@ impl TrappedVcpu<'_> {
             aarch32_register(self.registers.pstate, index)
         } else {
             (index != XZR).then_some(usize::from(index))
-        }
-    }
-
-    /// Takes a synchronous exception to the guest's AArch32 EL1 (Arm ARM
-    /// G1.13, AArch32.TakeUndefInstrException / TakeDataAbortException /
-    /// TakePrefetchAbortException): to `mode` at vector `offset`, with the
-    /// return address `return_address` in the mode's LR and the CPSR in its
-    /// SPSR.
-    fn take_aarch32_exception(&mut self, mode: u64, offset: u64, return_address: u64) {
-        let sctlr = sysreg::sctlr_el1();
-        let base = if sctlr & SCTLR_V != 0 {
-            HIGH_VECTORS
-        } else {
-            sysreg::vbar_el1() & 0xffff_ffe0
-        };
-        let cpsr = self.registers.pstate;
-        // SAFETY: the banked SPSR belongs to the vCPU that just trapped on
-        // this CPU; writing it is what taking an exception to that mode does.
-        unsafe {
-            match mode {
-                ps::MODE_UND => sysreg::write_spsr_und(cpsr),
-                _ => sysreg::write_spsr_abt(cpsr),
-            }
-        }
-        let new = ps::aarch32_exception_cpsr(cpsr, mode, sctlr);
-        if let Some(lr) = aarch32_register(new, 14) {
-            self.registers.x[lr] = return_address & 0xffff_ffff;
-        }
-        self.registers.pstate = new;
-        self.registers.pc = (base + offset) & 0xffff_ffff;
-    }
-
-    /// A synchronous external abort for an AArch32 guest: a data abort
-    /// (DFSR, DFAR) or a prefetch abort (IFSR, IFAR), in the format its
-    /// TTBCR.EAE selects.
-    fn inject_aarch32_abort(&mut self, abort: ExternalAbort) {
-        let long = sysreg::tcr_el1() & TTBCR_EAE != 0;
-        let status = if long {
-            FSR_LONG_EXTERNAL
-        } else {
-            FSR_SHORT_EXTERNAL
-        };
-        let address = sysreg::far_el2() & 0xffff_ffff;
-        let far = sysreg::far_el1();
-        let pc = self.registers.pc;
-        if abort.instruction_fetch {
-            // SAFETY: IFSR and IFAR (FAR_EL1[63:32]) are the trapped
-            // vCPU's; writing them is part of taking the abort.
-            unsafe {
-                sysreg::write_ifsr32_el2(status);
-                sysreg::write_far_el1(far & 0xffff_ffff | address << 32);
-            }
-            self.take_aarch32_exception(ps::MODE_ABT, A32_VECTOR_PREFETCH_ABORT, pc + 4);
-        } else {
-            let wnr = if abort.write { DFSR_WNR } else { 0 };
-            // SAFETY: DFSR (ESR_EL1[31:0]) and DFAR (FAR_EL1[31:0]) are
-            // the trapped vCPU's.
-            unsafe {
-                sysreg::write_esr_el1(status | wnr);
-                sysreg::write_far_el1(far & !0xffff_ffff | address);
-            }
-            self.take_aarch32_exception(ps::MODE_ABT, A32_VECTOR_DATA_ABORT, pc + 8);
         }
     }
 
@@ -363,7 +280,8 @@ impl GuestCpu for TrappedVcpu<'_> {
 
     fn inject_external_abort(&mut self, abort: ExternalAbort) {
         if self.aarch32_el1 {
-            self.inject_aarch32_abort(abort);
+            let address = (sysreg::far_el2() & 0xffff_ffff) as u32;
+            self.trapped32().inject_external_abort(abort, address);
             return;
         }
         // "From the same EL" when the guest was at EL1.
@@ -383,14 +301,7 @@ impl GuestCpu for TrappedVcpu<'_> {
 
     fn inject_undefined(&mut self, _trap: &Trap) {
         if self.aarch32_el1 {
-            // LR_und: the instruction + 4 (ARM) or + 2 (Thumb).
-            let step = if self.registers.pstate & ps::CPSR_T != 0 {
-                2
-            } else {
-                4
-            };
-            let pc = self.registers.pc;
-            self.take_aarch32_exception(ps::MODE_UND, A32_VECTOR_UNDEFINED, pc + step);
+            self.trapped32().inject_undefined();
             return;
         }
         // EC 0 (unknown reason), IL set: what an UNDEFINED instruction reports.
@@ -407,5 +318,57 @@ impl GuestCpu for TrappedVcpu<'_> {
 
     fn clean_invalidate_data_cache_by_set_way(&mut self, operand: u64) {
         super::cache::clean_invalidate_by_set_way(operand);
+    }
+}
+
+/// The AArch32 PL1 registers of the vCPU that trapped on this CPU, through
+/// the AArch64 registers they map to (SCTLR = SCTLR_EL1[31:0], DFAR =
+/// FAR_EL1[31:0], IFAR = FAR_EL1[63:32], DFSR = ESR_EL1, IFSR = IFSR32_EL2).
+/// Only [`TrappedVcpu`] makes one, while that vCPU's state is live.
+struct LiveAarch32El1;
+
+impl Pl1Registers for LiveAarch32El1 {
+    fn sctlr(&self) -> u32 {
+        sysreg::sctlr_el1() as u32
+    }
+
+    fn vbar(&self) -> u32 {
+        sysreg::vbar_el1() as u32
+    }
+
+    fn ttbcr(&self) -> u32 {
+        sysreg::tcr_el1() as u32
+    }
+
+    fn write_spsr(&mut self, mode: u64, value: u32) {
+        // SAFETY: the banked SPSR belongs to the vCPU that just trapped on
+        // this CPU (the only holder of a `LiveAarch32El1`); writing it is
+        // what taking an exception to that mode does.
+        unsafe {
+            match mode {
+                ps::MODE_UND => sysreg::write_spsr_und(u64::from(value)),
+                _ => sysreg::write_spsr_abt(u64::from(value)),
+            }
+        }
+    }
+
+    fn write_data_fault(&mut self, status: u32, address: u32) {
+        let far = sysreg::far_el1();
+        // SAFETY: DFSR (ESR_EL1[31:0]) and DFAR (FAR_EL1[31:0]) are the
+        // trapped vCPU's, as above.
+        unsafe {
+            sysreg::write_esr_el1(u64::from(status));
+            sysreg::write_far_el1(far & !0xffff_ffff | u64::from(address));
+        }
+    }
+
+    fn write_prefetch_fault(&mut self, status: u32, address: u32) {
+        let far = sysreg::far_el1();
+        // SAFETY: IFSR (IFSR32_EL2) and IFAR (FAR_EL1[63:32]) are the
+        // trapped vCPU's, as above.
+        unsafe {
+            sysreg::write_ifsr32_el2(u64::from(status));
+            sysreg::write_far_el1(far & 0xffff_ffff | u64::from(address) << 32);
+        }
     }
 }

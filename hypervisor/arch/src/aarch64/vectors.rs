@@ -10,19 +10,7 @@
 
 use core::arch::global_asm;
 
-/// A guest's general-purpose registers and return state.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GuestRegisters {
-    /// x0..x30.
-    pub x: [u64; 31],
-    /// The guest PC (ELR_EL2).
-    pub pc: u64,
-    /// The guest PSTATE (SPSR_EL2).
-    pub pstate: u64,
-    /// The hypervisor stack pointer while the guest runs (private to the trampoline).
-    pub host_sp: u64,
-}
+pub use crate::guest32::GuestRegisters;
 
 /// What kind of exception ended a guest run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,8 +8,9 @@ use core::arch::global_asm;
 
 /// Most physical CPUs the hypervisor brings up (secondaries come later).
 pub const MAX_CPUS: usize = 8;
-/// Bytes of HYP stack per physical CPU.
-pub const STACK_SIZE: usize = 64 * 1024;
+/// Bytes of HYP stack per physical CPU (as on AArch64: building a VM uses
+/// deep frames, and a frame larger than the guard page could jump over it).
+pub const STACK_SIZE: usize = 256 * 1024;
 
 /// The HYP stacks, one per CPU, in .bss.
 #[repr(C, align(4096))]

@@ -89,6 +89,59 @@ pub const fn hsctlr(current: u32, write_implies_never_execute: bool) -> u32 {
     current & !HSCTLR_OWNED | HSCTLR_M | HSCTLR_C | HSCTLR_I | wxn
 }
 
+/// HCR while guests run. HCR's bits `[31:0]` are HCR_EL2's `[31:0]` field
+/// for field (VM, SWIO, FMO, IMO, AMO, FB, BSU, TWI, TSC, TIDCP, TAC =
+/// TACR, TSW, TGE; ARMv7 has no RW bit: bit 31 is reserved), so the
+/// decisions and their reasons are the AArch64 back-end's for an AArch32
+/// EL1 ([`crate::aarch64::el2::hcr_el2_for`]), taken once.
+pub fn hcr_for_guests() -> u32 {
+    (crate::aarch64::el2::hcr_el2_for(true) & 0xffff_ffff) as u32
+}
+
+/// VTCR.T0SZ (a signed 4-bit field, bits `[3:0]`) and VTCR.S (bit 4, its
+/// sign repeated).
+const VTCR_T0SZ_MASK: u32 = 0xf;
+const VTCR_S: u32 = 1 << 4;
+/// VTCR.SL0, bits `[7:6]`: 0 starts the walk at level 2, 1 at level 1.
+const VTCR_SL0_SHIFT: u32 = 6;
+/// VTCR walk attributes: inner and outer write-back write-allocate, inner
+/// shareable (as the stage-2 tables are mapped at HYP).
+const VTCR_WALK: u32 = 0b11 << 12 | 0b01 << 10 | 0b01 << 8;
+/// VTCR bit 31 is RES1 (UNK/SBOP in ARMv7).
+const VTCR_RES1: u32 = 1 << 31;
+
+/// VTCR for stage-2 tables of `ipa_bits` (at most 40) that start at
+/// `start_level` (1 or 2), as `chroma_core::pagetable::Geometry::stage2`
+/// builds them: the input size is 2^(32 - T0SZ) bytes.
+pub fn vtcr(ipa_bits: u8, start_level: u8) -> u32 {
+    let t0sz = 32i32 - i32::from(ipa_bits.min(40));
+    let field = (t0sz as u32) & VTCR_T0SZ_MASK;
+    let sign = if t0sz < 0 { VTCR_S } else { 0 };
+    let sl0 = if start_level <= 1 { 1 } else { 0 };
+    VTCR_RES1 | VTCR_WALK | sl0 << VTCR_SL0_SHIFT | sign | field
+}
+
+/// HCPTR while guests run: CP10 and CP11 (VFP and Advanced SIMD) do not
+/// trap, as on AArch64 (the guest owns those registers; the context switch
+/// saves them), nor does CPACR; trace (TTA, bit 20) traps: no trace unit is
+/// virtualised. Bits 13:12 and 9:0 are RES1.
+pub const fn hcptr() -> u32 {
+    1 << 20 | 0b11 << 12 | 0x3ff & !(0b11 << 10)
+}
+
+/// HDCR while guests run: the debug and performance-monitor traps, the
+/// AArch64 back-end's [`crate::aarch64::el2::mdcr_el2`] (the fields are at
+/// the same bits), for `event_counters` = PMCR.N.
+pub fn hdcr(event_counters: u32) -> u32 {
+    (crate::aarch64::el2::mdcr_el2(u64::from(event_counters)) & 0xffff_ffff) as u32
+}
+
+/// CNTHCTL while guests run: PL1 may read the physical counter (PL1PCTEN),
+/// the physical timer traps (PL1PCEN clear): [`crate::aarch64::el2::cnthctl_el2`].
+pub fn cnthctl() -> u32 {
+    (crate::aarch64::el2::cnthctl_el2() & 0xffff_ffff) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +205,26 @@ mod tests {
             1 << 29 | 1 << 28 | 1 << 4 | 1 << 3,
             "SBOP bits kept"
         );
+    }
+
+    #[test]
+    fn guest_controls_match_ddi0406c() {
+        // 40-bit IPA from level 1: T0SZ = -8 (0b1000) with S set, SL0 = 1.
+        let value = vtcr(40, 1);
+        assert_eq!(value & 0x1f, 0b1_1000);
+        assert_eq!(value >> 6 & 0b11, 1);
+        assert_ne!(value & 1 << 31, 0);
+        // 32-bit IPA from level 1: T0SZ = 0.
+        assert_eq!(vtcr(32, 1) & 0x1f, 0);
+        assert_eq!(vtcr(30, 2) >> 6 & 0b11, 0, "level 2");
+        let hcr = hcr_for_guests();
+        for (bit, name) in [(0, "VM"), (3, "FMO"), (4, "IMO"), (5, "AMO"), (13, "TWI"), (19, "TSC"), (20, "TIDCP"), (21, "TAC"), (22, "TSW")] {
+            assert_ne!(hcr & 1 << bit, 0, "{name}");
+        }
+        assert_eq!(hcr & (1 << 27 | 1 << 31), 0, "TGE clear, bit 31 reserved");
+        assert_eq!(hcptr() & (1 << 10 | 1 << 11), 0, "CP10/CP11 do not trap");
+        assert_ne!(hcptr() & 1 << 20, 0, "trace traps");
+        assert_eq!(cnthctl() & 0b11, 0b01, "counter readable, physical timer trapped");
+        assert_ne!(hdcr(4) & (1 << 9 | 1 << 6 | 1 << 5), 0, "debug and PMU traps");
     }
 }

@@ -1,11 +1,15 @@
 //! The ARMv7-A back-end: the hypervisor in HYP mode (PL2) with the
 //! Virtualization Extensions and LPAE, as on a Cortex-A15 or Cortex-A7.
 //!
-//! This is the first slice: boot (zImage header, HYP-mode check, stack,
-//! .bss, HVBAR; the secondaries' entry after PSCI CPU_ON), the HYP-mode
-//! exception report, the HYP stage-1 MMU with long descriptors, and PSCI
-//! over SMC. Guests (stage-2, the HYP trap
-//! path, the GIC virtual interface) come next.
+//! Boot (zImage header, HYP-mode check, stack, .bss, HVBAR; the
+//! secondaries' entry after PSCI CPU_ON), the HYP-mode exception report,
+//! the HYP stage-1 MMU with long descriptors, PSCI over SMC, and guests:
+//! the trampoline (`vectors`), the PL1 context (`context`), the vCPU
+//! (`vcpu`, with the AArch64 back-end's interface, over `guest32`), the
+//! GICv2 and its virtual interface (`gic`, the same driver as AArch64's),
+//! and the HYP timer (`cpu`). Stage-2 tables are the AArch64 format
+//! (`crate::aarch64::descriptors::Stage2Format`): LPAE's stage 2 is the
+//! same descriptor layout.
 //!
 //! `hsr` (syndrome decoding) and `hyp` (HTCR, HSCTLR, HMAIR values and the
 //! descriptor format) are pure and tested on the host; the modules that
@@ -23,6 +27,22 @@ pub mod hyp;
 
 #[cfg(target_arch = "arm")]
 pub mod boot;
+#[cfg(target_arch = "arm")]
+pub mod context;
+#[cfg(target_arch = "arm")]
+pub mod cpu;
+#[cfg(target_arch = "arm")]
+#[path = "../shared/gic.rs"]
+pub mod gic;
+#[cfg(target_arch = "arm")]
+pub mod gic_sysreg;
+#[cfg(target_arch = "arm")]
+#[path = "../shared/irq.rs"]
+pub mod irq;
+/// GICH list-register encoding (pure, shared with AArch64).
+pub use crate::aarch64::list_register;
+#[cfg(target_arch = "arm")]
+pub mod vcpu;
 #[cfg(target_arch = "arm")]
 pub mod psci;
 #[cfg(target_arch = "arm")]

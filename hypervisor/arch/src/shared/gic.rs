@@ -9,9 +9,14 @@
 //! ([`Gic::end_of_interrupt`]); the virtual timer's PPI gets only the first
 //! and stays active until the guest deactivates the virtual interrupt linked
 //! to it (HW list registers, [`PhysicalInterrupts`]).
+//!
+//! Both back-ends build this file (`#[path]`): the GICv2 frames are the
+//! same MMIO at EL2 and in HYP mode. `gic_sysreg` is the back-end's view
+//! of the GICv3 CPU interface registers: AArch64's system registers, or
+//! on ARMv7 none (its board code refuses a GICv3; see `armv7::gic_sysreg`).
 
 use super::list_register;
-use super::sysreg;
+use super::gic_sysreg as sysreg;
 use chroma_core::exit::low_word;
 use chroma_core::vgic::{ListRegister, ListRegisters, PhysicalInterrupts};
 use core::ptr::{read_volatile, write_volatile};

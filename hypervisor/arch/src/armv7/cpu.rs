@@ -1,0 +1,91 @@
+//! Services of the physical CPU the hypervisor runs on, as
+//! [`crate::aarch64::cpu`] offers them (the scheduler uses either): the
+//! counter and the HYP timer, waiting, its identity, and the PSCI calls
+//! that start other CPUs and power the board off (SMC32: ARMv7 has no SMC64).
+
+use super::{psci, sysreg};
+
+/// CNTHP_CTL.ENABLE (IMASK clear): the HYP timer fires at its compare value.
+const CNTHP_CTL_ENABLE: u32 = 1;
+/// MPIDR affinity fields Aff2..Aff0 (there is no Aff3 on ARMv7).
+const MPIDR_AFFINITY: u32 = 0x00ff_ffff;
+
+/// The physical counter (CNTPCT).
+pub fn now() -> u64 {
+    sysreg::cntpct()
+}
+
+/// The counter frequency in Hz (CNTFRQ, as firmware set it).
+pub fn counter_frequency() -> u64 {
+    u64::from(sysreg::cntfrq())
+}
+
+/// Arms the HYP timer to fire at counter value `deadline`.
+pub fn arm_timer(deadline: u64) {
+    // SAFETY: the HYP timer belongs to the hypervisor; arming it only makes
+    // this CPU take an interrupt.
+    unsafe {
+        sysreg::write_cnthp_cval(deadline);
+        sysreg::write_cnthp_ctl(CNTHP_CTL_ENABLE);
+    }
+}
+
+/// Disarms the HYP timer.
+pub fn disarm_timer() {
+    // SAFETY: as for `arm_timer`.
+    unsafe { sysreg::write_cnthp_ctl(0) };
+}
+
+/// Sleeps until an interrupt is pending (interrupts stay masked in HYP mode).
+pub fn wait_for_interrupt() {
+    sysreg::wfi();
+}
+
+/// This CPU's affinity (MPIDR Aff2..Aff0).
+pub fn affinity() -> u64 {
+    u64::from(sysreg::mpidr() & MPIDR_AFFINITY)
+}
+
+/// How firmware is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conduit {
+    /// SMC (secure firmware, or QEMU as firmware).
+    Smc,
+}
+
+/// Starts the CPU with affinity `mpidr` at the hypervisor's secondary
+/// entry, which receives `index` (its stack slot) in r0. Returns PSCI's
+/// error code on failure.
+pub fn start_secondary(conduit: Conduit, mpidr: u64, index: usize) -> Result<(), i64> {
+    let Conduit::Smc = conduit;
+    let (Ok(target), Ok(entry), Ok(context)) = (
+        u32::try_from(mpidr),
+        u32::try_from(super::boot::secondary_entry_address()),
+        u32::try_from(index),
+    ) else {
+        // PSCI's INVALID_PARAMETERS.
+        return Err(-2);
+    };
+    match psci::cpu_on(target, entry, context) {
+        0 => Ok(()),
+        status => Err(i64::from(status)),
+    }
+}
+
+/// Powers the board off (PSCI SYSTEM_OFF); waits forever if firmware returns.
+pub fn power_off() -> ! {
+    psci::system_off()
+}
+
+/// Makes a translation-table descriptor just stored visible to the table
+/// walkers of every CPU in the inner shareable domain (DSB ISH).
+pub fn publish_table_write() {
+    sysreg::dsb_ish();
+}
+
+/// Makes new translations (replacing invalid entries) usable by the next
+/// instruction on this CPU: DSB ISH, then ISB.
+pub fn publish_new_mappings() {
+    sysreg::dsb_ish();
+    sysreg::isb();
+}
