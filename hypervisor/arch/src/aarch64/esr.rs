@@ -273,7 +273,9 @@ pub fn syndrome_name(esr: u64) -> &'static str {
 
 /// Decodes a trap into the core's [`Trap`]: the exit, the trapped
 /// instruction's length (ESR_EL2.IL: 4 bytes, or 2 for a 16-bit AArch32
-/// instruction) and the raw syndrome.
+/// instruction; always 4 in A32 state, where every instruction is 32 bits:
+/// IL of a data abort without a valid syndrome is not defined to say so on
+/// ARMv7's HSR, and QEMU leaves it clear there) and the raw syndrome.
 /// `pstate` is SPSR_EL2: for a trap from AArch32 state, a conditional
 /// instruction whose condition failed is [`Exit::ConditionFailed`]
 /// (Arm ARM D1.x: it may trap all the same).
@@ -288,9 +290,18 @@ pub fn decode_trap(esr: u64, far: u64, hpfar: u64, pstate: u64) -> Trap {
         } else {
             decode(esr, far, hpfar)
         },
-        instruction_length: if esr & ESR_IL != 0 { 4 } else { 2 },
+        instruction_length: if esr & ESR_IL != 0 || a32_state(pstate) {
+            4
+        } else {
+            2
+        },
         syndrome: esr,
     }
+}
+
+/// Whether `pstate` is AArch32 in A32 (ARM, not Thumb) state.
+fn a32_state(pstate: u64) -> bool {
+    super::pstate::aarch32(pstate) && pstate & super::pstate::CPSR_T == 0
 }
 
 /// Decodes a trap. `far` is FAR_EL2 and `hpfar` HPFAR_EL2, as read at the
@@ -450,6 +461,11 @@ mod tests {
             decode_trap(ec::WFX << 26, 0, 0, 0x3c5).instruction_length,
             2
         );
+        // A32 state (SVC mode, T clear): 4 even with IL clear, as ARMv7's
+        // HSR gives a data abort without a syndrome; Thumb keeps IL's 2.
+        let dabt_no_iss = ec::DABT_LOW << 26;
+        assert_eq!(decode_trap(dabt_no_iss, 0, 0, 0x1d3).instruction_length, 4);
+        assert_eq!(decode_trap(dabt_no_iss, 0, 0, 0x1f3).instruction_length, 2);
     }
 
     /// ISS of an MSR (`read` false) or MRS of S<op0>_<op1>_C<crn>_C<crm>_<op2>, x<rt>.
