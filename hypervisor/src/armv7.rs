@@ -13,7 +13,8 @@ const WRITE_TEXT_TEST: &str = "chroma.test=hyp-write-text";
 
 /// Runs the self-test the board's command line asks for, if any.
 pub fn self_tests(dtb: usize) {
-    if bootargs(dtb).is_some_and(|args| args.split_whitespace().any(|word| word == WRITE_TEXT_TEST)) {
+    if bootargs(dtb).is_some_and(|args| args.split_whitespace().any(|word| word == WRITE_TEXT_TEST))
+    {
         write_to_text();
     }
 }

@@ -7,8 +7,8 @@
 //! Guest output arrives with the VM's `Vm::uart` lock held (it owns the
 //! VM's line buffer), which comes before `CONSOLE`.
 
-use crate::vm::Vm;
 use crate::arch::cpu;
+use crate::vm::Vm;
 use chroma_core::console::{LineBuffer, Speaker, Terminal};
 use chroma_platform::pl011::Pl011;
 use core::fmt::Write;

@@ -2,8 +2,8 @@
 //! the core's `ExitHost` seam: NICs, the console, kicking other CPUs,
 //! stopping and resetting VMs), and console input.
 
-use crate::sched::{self, kick_vcpus, kick_vm, system};
 use crate::arch::gic::Gic;
+use crate::sched::{self, kick_vcpus, kick_vm, system};
 use chroma_core::exit::AccessWidth;
 use chroma_core::vcpu::{ExitHost, FaultReport};
 use chroma_core::vgic::VcpuMask;

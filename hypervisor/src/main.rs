@@ -95,7 +95,10 @@ extern "C" fn chroma_secondary_main(cpu: usize) -> ! {
 /// An exception taken at EL2 itself: a hypervisor bug. Report and stop.
 #[cfg(target_arch = "aarch64")]
 #[no_mangle]
-extern "C" fn chroma_el2_exception(frame: &chroma_arch::aarch64::vectors::El2Frame, kind: u64) -> ! {
+extern "C" fn chroma_el2_exception(
+    frame: &chroma_arch::aarch64::vectors::El2Frame,
+    kind: u64,
+) -> ! {
     chroma_arch::aarch64::vectors::report_el2_exception(frame, kind, |line| {
         console::emergency(line)
     });

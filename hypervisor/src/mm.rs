@@ -16,9 +16,9 @@
 //! Lock order: `FRAMES` and the heap's lock are leaf locks.
 
 use crate::platform_info::BoardInfo;
-use chroma_arch::aarch64::descriptors::El2Stage1Format;
 #[cfg(target_arch = "aarch64")]
 use chroma_arch::aarch64::boot;
+use chroma_arch::aarch64::descriptors::El2Stage1Format;
 #[cfg(target_arch = "arm")]
 use chroma_arch::armv7::boot;
 use chroma_core::frames::Frames;
@@ -483,63 +483,17 @@ mod hyp_mmu {
     }
 }
 
-/// The ARMv7 HYP MMU: HMAIR0/1, HTCR, HTTBR and HSCTLR.
+/// The ARMv7 HYP MMU (`chroma_arch::armv7::mmu`).
 #[cfg(target_arch = "arm")]
 mod hyp_mmu {
-    use chroma_arch::armv7::{boot, hyp, sysreg};
+    pub use chroma_arch::armv7::mmu::{enable_early, enable_final};
 
     /// How the log calls this translation regime.
     pub const NAME: &str = "HYP";
 
-    /// Turns the MMU on with the early root at `root` (WXN off).
-    ///
-    /// # Safety
-    /// As `early_mmu_on`'s.
-    pub unsafe fn enable_early(root: u64) {
-        let address = super::host_usize(root);
-        // The walker reads the root with cacheable attributes: no stale
-        // line from before may shadow what was written with the cache off.
-        sysreg::clean_invalidate_dcache(address, 32);
-        // SAFETY: the caller's contract: the root maps the image, the stack
-        // and the DTB at their own addresses, and only this CPU runs.
-        unsafe {
-            sysreg::load_translation((hyp::hmair0(), hyp::hmair1()), hyp::htcr(sysreg::htcr()), root);
-            sysreg::write_hsctlr(hyp::hsctlr(sysreg::hsctlr(), false));
-        }
-    }
-
-    /// Switches to the final tables at `root` (WXN on) and publishes the
-    /// regime for the secondaries.
-    ///
-    /// # Safety
-    /// As the AArch64 twin's.
-    pub unsafe fn enable_final(root: u64) {
-        // SAFETY: the caller's contract; WXN goes on with tables that have
-        // no writable text.
-        unsafe {
-            sysreg::load_translation((hyp::hmair0(), hyp::hmair1()), hyp::htcr(sysreg::htcr()), root);
-            sysreg::write_hsctlr(hyp::hsctlr(sysreg::hsctlr(), true));
-        }
-        // HSCTLR.WXN may be cached in TLB entries.
-        sysreg::invalidate_hyp_tlb();
-        let [l0, l1, l2, l3, h0, h1, h2, h3] = root.to_le_bytes();
-        // SAFETY: only the boot CPU runs, and the regime is the one just
-        // loaded, which maps the image, the stacks and data in place.
-        unsafe {
-            boot::publish_mmu_config(boot::HypMmuConfig {
-                hmair0: hyp::hmair0(),
-                hmair1: hyp::hmair1(),
-                htcr: sysreg::htcr(),
-                httbr_low: u32::from_le_bytes([l0, l1, l2, l3]),
-                httbr_high: u32::from_le_bytes([h0, h1, h2, h3]),
-                hsctlr: sysreg::hsctlr(),
-            })
-        };
-    }
-
-    /// The alias window: from the first GiB boundary above RAM up to 3.75
-    /// GiB (the top 256 MiB stay unmapped). Guest RAM must fit in it: VM
-    /// creation says so when it does not.
+    /// The alias window: from the first GiB boundary above RAM (2 GiB at
+    /// least) up to 3.75 GiB (the top 256 MiB stay unmapped). Guest RAM
+    /// must fit in it: VM creation says so when it does not.
     pub fn alias_window(ram_end: u64) -> (u64, u64) {
         const GIB: u64 = 1 << 30;
         const TOP: u64 = 0xf000_0000;
@@ -547,23 +501,19 @@ mod hyp_mmu {
         (base, TOP.saturating_sub(base))
     }
 
-    /// Asks the MMU (ATS1HR/ATS1HW) that text and rodata are readable but
-    /// not writable and data is both: the log then reports what the
-    /// hardware enforces, not what the tables were meant to say.
+    /// Asks the MMU that the image's text and rodata are read-only and its
+    /// data writable: the log then reports what the hardware enforces.
     pub fn check_write_xor_execute() -> &'static str {
         let va = |address: u64| u32::try_from(address).unwrap_or(0);
-        let expectations = [
-            (va(super::image_start()), true, false),
-            (va(super::text_end()), true, false),
-            (va(super::rodata_end()), true, true),
-        ];
-        for (address, readable, writable) in expectations {
-            if sysreg::hyp_translate(address, false).is_some() != readable
-                || sysreg::hyp_translate(address, true).is_some() != writable
-            {
-                crate::fatal("the HYP MMU does not enforce W^X on the image");
-            }
+        match chroma_arch::armv7::mmu::check_write_xor_execute(
+            va(super::image_start()),
+            va(super::text_end()),
+            va(super::rodata_end()),
+        ) {
+            Ok(()) => ", checked with ATS1HR/ATS1HW",
+            Err(section) => crate::fatal_fmt(format_args!(
+                "the HYP MMU does not enforce W^X on the image's {section}"
+            )),
         }
-        ", checked with ATS1HR/ATS1HW"
     }
 }

@@ -16,11 +16,11 @@
 //! interrupts and the other CPUs get the locks, and [`run_pending`] takes
 //! the next run.
 
+use crate::arch::gic::Gic;
 use crate::guest_mem::VmMemory;
 use crate::sched::{kick_vcpus, system};
 use crate::uplink::Uplink;
 use alloc::vec::Vec;
-use crate::arch::gic::Gic;
 use chroma_core::exit::AccessWidth;
 use chroma_virtio::mmio::MmioAction;
 use chroma_virtio::net::{NetPort, VirtioNet};

@@ -1,9 +1,9 @@
 //! What the hypervisor takes from the board's device tree, and the guest
 //! device tree it generates for each VM (both through `chroma-devtree`).
 
-use alloc::vec::Vec;
 use crate::arch::cpu::Conduit;
 use crate::arch::gic::GicKind;
+use alloc::vec::Vec;
 use chroma_core::vgic::GicVersion;
 use chroma_devtree::{
     build_guest_dtb, parse_board, EnableMethod, Gic, GuestDtbSpec, GuestGic, PsciConduit, UartKind,

@@ -7,16 +7,16 @@
 //! several are runnable and sleeps until the next virtual-timer deadline
 //! when none is (see `chroma_core::run` for the rules).
 
-use crate::exits::Host;
-use crate::platform_info::{BoardInfo, SecondaryStart};
-use crate::vm::Vm;
-use crate::{console, shutdown};
-use alloc::vec::Vec;
 use crate::arch::cpu;
 use crate::arch::gic::{Gic, GicKind};
 use crate::arch::irq::GicCpuTarget;
 use crate::arch::vcpu::{self as arch_vcpu, Vcpu};
 use crate::arch::ExceptionKind;
+use crate::exits::Host;
+use crate::platform_info::{BoardInfo, SecondaryStart};
+use crate::vm::Vm;
+use crate::{console, shutdown};
+use alloc::vec::Vec;
 use chroma_core::irq::{self, Completion, InterruptController, IrqRole, IrqRoles};
 use chroma_core::run::{self, Clock, Next, RoundRobin};
 use chroma_core::vcpu::{handle_exit, Action};

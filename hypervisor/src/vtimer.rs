@@ -9,10 +9,10 @@
 //!
 //! Lock order: takes `Vm::vgic` only, with nothing held.
 
-use crate::sched::system;
-use crate::vm::Vm;
 use crate::arch::gic::Gic;
 use crate::arch::{cpu, vcpu};
+use crate::sched::system;
+use crate::vm::Vm;
 use chroma_core::vtimer::{TimerRegisters, VirtualTimer};
 
 /// The virtual timer PPI, linked to the same physical PPI (QEMU virt: 27).

@@ -227,6 +227,8 @@ pub fn config_toml(vms: &[Vm]) -> String {
 /// How to boot: the emulated board.
 #[derive(Clone, Copy, Debug)]
 pub struct Board {
+    /// The board (`xtask run --board`): `qemu-virt-aarch64` or `qemu-virt-arm`.
+    pub name: &'static str,
     /// GIC version (2 or 3).
     pub gic: u8,
     /// Physical CPUs.
@@ -239,10 +241,26 @@ impl Board {
     /// GICv`gic` with `smp` CPUs and a 90 s timeout.
     pub fn new(gic: u8, smp: u32) -> Self {
         Board {
+            name: "qemu-virt-aarch64",
             gic,
             smp,
             timeout_seconds: 90,
         }
+    }
+
+    /// The ARMv7-A board `qemu-virt-arm` (a Cortex-A15 in HYP mode, GICv2)
+    /// with `smp` CPUs and a 90 s timeout. Its VMs are AArch32: a `[[vm]]`
+    /// without `arch` is one, and test guests come from `guest_image_arm`.
+    pub fn arm(smp: u32) -> Self {
+        Board {
+            name: "qemu-virt-arm",
+            ..Board::new(2, smp)
+        }
+    }
+
+    /// Whether this is the ARMv7 board.
+    pub fn is_arm(&self) -> bool {
+        self.name == "qemu-virt-arm"
     }
 }
 
@@ -290,6 +308,8 @@ pub fn boot_file(test_name: &str, config_path: &Path, board: Board, options: &[&
         command.arg("--no-build");
     }
     command.args([
+        "--board",
+        board.name,
         "--gic",
         &board.gic.to_string(),
         "--smp",
@@ -565,6 +585,8 @@ pub fn start_with(test_name: &str, config: &str, board: Board, options: &[&str])
         command.arg("--no-build");
     }
     command.args([
+        "--board",
+        board.name,
         "--gic",
         &board.gic.to_string(),
         "--smp",

@@ -1,9 +1,8 @@
-//! The ARMv7-A back-end's first slice on `qemu-system-arm`: chroma boots in
-//! HYP mode on a Cortex-A15 and a Cortex-A7, turns the HYP MMU on with W^X
-//! (checked by the MMU's own address translation), reads the board's device
-//! tree and its manifest, starts the second CPU with PSCI CPU_ON, and powers
-//! off through PSCI. It runs no VM yet, so
-//! the summary counts none.
+//! The ARMv7-A back-end on `qemu-system-arm`: chroma boots in HYP mode on
+//! a Cortex-A15 and a Cortex-A7, turns the HYP MMU on with W^X (checked by
+//! the MMU's own address translation), starts the second CPU with PSCI
+//! CPU_ON, and runs the 32-bit probe with two vCPUs (console, virtual
+//! timer, PSCI, an SGI between its vCPUs, isolation) to a clean summary.
 //!
 //! The negative controls: chroma entered in SVC mode (QEMU without
 //! `virtualization=on`) must refuse with a fixed line and never reach the
@@ -12,15 +11,20 @@
 //! decoded (HSR, HDFAR, registers, banked SPSRs) before powering off.
 
 use chroma_systest::{
-    boot_with, config_toml, Board, Outcome, Vm, HYPERVISOR_FAILED_EXIT, TIMEOUT_EXIT,
+    boot_with, config_toml, expected_lines, guest_image_arm, Board, Outcome, Vm,
+    HYPERVISOR_FAILED_EXIT, TIMEOUT_EXIT,
 };
 
 /// Boots a one-probe configuration on qemu-virt-arm with CPU model `cpu`.
 fn boot_arm(test_name: &str, cpu: &str, extra: &[&str], timeout_seconds: u64) -> Outcome {
-    let config = config_toml(&[Vm::new("probe", "probe")]);
-    let mut board = Board::new(2, 2);
+    let probe = Vm {
+        kernel: guest_image_arm("probe"),
+        ..Vm::new("probe", "probe")
+    };
+    let config = config_toml(&[probe.vcpus(2)]);
+    let mut board = Board::arm(2);
     board.timeout_seconds = timeout_seconds;
-    let mut options = vec!["--board", "qemu-virt-arm", "--cpu", cpu];
+    let mut options = vec!["--cpu", cpu];
     options.extend_from_slice(extra);
     boot_with(test_name, &config, board, &options)
 }
@@ -39,33 +43,26 @@ fn assert_line_starting(run: &Outcome, prefix: &str) {
 fn boots_in_hyp_mode(cpu: &str) {
     let run = boot_arm(&format!("armv7_{}", cpu.replace('-', "_")), cpu, &[], 60);
     assert_line_starting(&run, "chroma: chroma 0.1.0 starting in HYP mode on ARMv7-A");
-    assert_line_starting(
-        &run,
-        "chroma: HYP MMU on: LPAE, 32-bit VA, W^X: text RX 0x40010000..",
-    );
+    assert_line_starting(&run, "chroma: HYP MMU on (W^X, checked with ATS1HR/ATS1HW)");
+    assert_line_starting(&run, "chroma: vm probe: 64 MiB at IPA 0x40000000 (PA ");
+    // The second CPU came up through PSCI CPU_ON (SMC32) with the boot
+    // CPU's map and ran the probe's second vCPU.
+    assert_line_starting(&run, "chroma: 2 physical CPU(s) up");
+    for line in expected_lines("probe") {
+        let line = format!("[probe] {line}");
+        assert!(
+            run.stdout.lines().any(|l| l == line),
+            "missing {line:?}:\n{}",
+            run.stdout
+        );
+    }
     assert!(
-        run.stdout.contains("(checked with ATS1HR/ATS1HW)"),
-        "{}",
+        run.stdout.contains("[probe] probe: info arch arm"),
+        "the 32-bit probe ran: {}",
         run.stdout
     );
-    assert_line_starting(&run, "chroma: RAM 0x40000000..0x80000000 (1024 MiB)");
-    assert_line_starting(&run, "chroma: 2 CPU(s) in the device tree");
-    assert_line_starting(
-        &run,
-        "chroma: GICv2: GICD 0x8000000, GICC 0x8010000, GICH present",
-    );
-    assert_line_starting(&run, "chroma: manifest: ");
-    assert!(run.stdout.contains("1 VM(s): probe"), "{}", run.stdout);
-    assert_line_starting(&run, "chroma: PSCI 1.1 over SMC");
-    // The second CPU came up through PSCI CPU_ON with the boot CPU's map.
-    assert_line_starting(&run, "chroma: CPU 1 (MPIDR 0x80000001) online, HSCTLR ");
-    assert_line_starting(
-        &run,
-        "chroma: 2 of 2 CPU(s) online in HYP mode with the HYP MMU on",
-    );
-    assert_line_starting(&run, "chroma: the ARMv7 back-end runs no VM yet");
     assert!(!run.stdout.contains("EL2 EXCEPTION"), "{}", run.stdout);
-    run.assert_all_stopped(0, 0);
+    run.assert_all_stopped(1, 0);
     // Status 0: the summary, then QEMU ended by PSCI SYSTEM_OFF.
     run.assert_success();
 }
@@ -120,7 +117,7 @@ fn negative_control_a_write_to_text_is_a_reported_hyp_data_abort() {
         ],
         60,
     );
-    assert_line_starting(&run, "chroma: HYP MMU on: LPAE");
+    assert_line_starting(&run, "chroma: HYP MMU on (W^X, checked with ATS1HR/ATS1HW)");
     assert_line_starting(&run, "chroma: test: writing to the text page at 0x40010000");
     assert_line_starting(
         &run,

@@ -295,13 +295,13 @@ mod tests {
         assert_eq!(registers.pc, 0xc000_8010);
         assert_eq!(registers.pstate & 0x1f, ps::MODE_ABT);
         assert_eq!(registers.x[20], 0x4000_8008, "LR_abt = the instruction + 8");
-        assert_eq!(
-            fake.data,
-            Some((FSR_LONG_EXTERNAL | DFSR_WNR, 0x0a00_1000))
-        );
+        assert_eq!(fake.data, Some((FSR_LONG_EXTERNAL | DFSR_WNR, 0x0a00_1000)));
         assert_eq!(
             fake.spsr,
-            Some((ps::MODE_ABT, (ps::MODE_SVC | ps::CPSR_A | ps::CPSR_F) as u32))
+            Some((
+                ps::MODE_ABT,
+                (ps::MODE_SVC | ps::CPSR_A | ps::CPSR_F) as u32
+            ))
         );
     }
 
@@ -320,7 +320,11 @@ mod tests {
         cpu.inject_undefined();
         assert_eq!(registers.pc, 0xffff_0004);
         assert_eq!(registers.x[22], 0x4000_8002, "LR_und");
-        assert_eq!(registers.pstate & ps::CPSR_T, 0, "SCTLR.TE clear: ARM state");
+        assert_eq!(
+            registers.pstate & ps::CPSR_T,
+            0,
+            "SCTLR.TE clear: ARM state"
+        );
         assert_eq!(fake.prefetch, None);
     }
 

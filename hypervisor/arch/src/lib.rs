@@ -24,5 +24,5 @@
 
 pub mod aarch64;
 pub mod armv7;
-pub mod guest32;
 pub mod fake;
+pub mod guest32;

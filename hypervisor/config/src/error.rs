@@ -144,6 +144,8 @@ pub enum ErrorKind {
         /// The I/O error.
         reason: String,
     },
+    /// an AArch64 VM on an ARMv7 board
+    Aarch64OnArmv7,
     /// {path:?} is not {arch.image_format()} (the kernel of an `arch` VM)
     NotAnImage {
         /// The file.
@@ -259,6 +261,9 @@ impl fmt::Display for ErrorKind {
                 "physical CPU {cpu} does not exist (the board has {cpus}: 0..{cpus})"
             ),
             ReadImage { path, reason } => write!(f, "cannot read {}: {reason}", path.display()),
+            Aarch64OnArmv7 => f.write_str(
+                "an AArch64 VM on an ARMv7 board: its hypervisor runs AArch32 guests only (arch = \"aarch32\", a zImage)",
+            ),
             NotAnImage { path, arch } => {
                 write!(f, "{} is not {}", path.display(), arch.image_format())?;
                 if *arch == GuestArch::Aarch64 {

@@ -24,7 +24,8 @@
 //!
 //! [[vm]]
 //! name = "probe"              # unique, [A-Za-z0-9_-]{1,16}
-//! arch = "aarch64"            # optional: "aarch64" (default) | "aarch32"
+//! arch = "aarch64"            # optional: "aarch64" | "aarch32"; default: the board's own
+//!                              # (an ARMv7 board runs "aarch32" only)
 //! kernel = "path/to/Image"    # arm64 Image ("ARM\x64" at 0x38); aarch32: zImage
 //! initrd = "path/to/initrd"   # optional
 //! cmdline = "console=ttyAMA0" # optional
@@ -82,6 +83,34 @@ pub struct BoardLimits {
     pub physical_cpus: u32,
     /// RAM left for guests once the hypervisor has taken its share.
     pub guest_ram_bytes: u64,
+    /// The execution state of a VM without `arch`: the hypervisor's own
+    /// (AArch64 on an AArch64 board, AArch32 on an ARMv7 board).
+    pub native_arch: GuestArch,
+    /// Whether the board's hypervisor runs AArch64 guests (an ARMv7 one
+    /// cannot: it has no AArch64 state).
+    pub aarch64_guests: bool,
+}
+
+impl BoardLimits {
+    /// An AArch64 board with `physical_cpus` and `guest_ram_bytes`.
+    pub const fn aarch64(physical_cpus: u32, guest_ram_bytes: u64) -> Self {
+        Self {
+            physical_cpus,
+            guest_ram_bytes,
+            native_arch: GuestArch::Aarch64,
+            aarch64_guests: true,
+        }
+    }
+
+    /// An ARMv7-A board (AArch32 guests only).
+    pub const fn armv7(physical_cpus: u32, guest_ram_bytes: u64) -> Self {
+        Self {
+            physical_cpus,
+            guest_ram_bytes,
+            native_arch: GuestArch::Aarch32,
+            aarch64_guests: false,
+        }
+    }
 }
 
 /// A validated configuration.
@@ -582,9 +611,13 @@ impl Checker<'_> {
         // Images: the kernel must be an arm64 Image (an ARM zImage for an
         // AArch32 VM); everything must fit.
         let arch = match raw.arch {
-            None | Some(RawArch::Aarch64) => GuestArch::Aarch64,
+            None => board.native_arch,
+            Some(RawArch::Aarch64) => GuestArch::Aarch64,
             Some(RawArch::Aarch32) => GuestArch::Aarch32,
         };
+        if arch == GuestArch::Aarch64 && !board.aarch64_guests {
+            return Err(self.error(format!("{key}.arch"), ErrorKind::Aarch64OnArmv7));
+        }
         let kernel_key = format!("{key}.kernel");
         let kernel = self.resolve(&raw.kernel);
         let kernel_header = match ImageHeader::read(&kernel) {

@@ -8,10 +8,7 @@ use tempfile::TempDir;
 
 use super::*;
 
-const BOARD: BoardLimits = BoardLimits {
-    physical_cpus: 2,
-    guest_ram_bytes: 1 << 30,
-};
+const BOARD: BoardLimits = BoardLimits::aarch64(2, 1 << 30);
 
 /// A fake arm64 Image: header with `text_offset`, `image_size` and the magic.
 fn image(image_size: u64, file_len: usize) -> Vec<u8> {

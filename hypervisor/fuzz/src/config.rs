@@ -11,10 +11,7 @@ use chroma_manifest::Manifest;
 
 use crate::Outcome;
 
-const BOARD: BoardLimits = BoardLimits {
-    physical_cpus: 4,
-    guest_ram_bytes: 1 << 30,
-};
+const BOARD: BoardLimits = BoardLimits::aarch64(4, 1 << 30);
 
 /// A directory with `images/Image` (a valid arm64 Image header, 1 MiB
 /// loaded), `images/initrd` and `images/not-an-image`, made once per process.

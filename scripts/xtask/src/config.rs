@@ -18,6 +18,8 @@ pub struct MachineFacts {
     pub physical_cpus: u32,
     /// Board RAM in bytes (QEMU `-m`).
     pub ram_bytes: u64,
+    /// The board (its architecture decides a VM's default `arch`).
+    pub board: crate::Board,
 }
 
 /// Run-time choices recorded in the manifest, overriding the file's.
@@ -57,9 +59,12 @@ pub fn manifest_and_uplink(
     machine: &MachineFacts,
     options: &ManifestOptions,
 ) -> Result<(Vec<u8>, bool)> {
-    let limits = BoardLimits {
-        physical_cpus: machine.physical_cpus,
-        guest_ram_bytes: machine.ram_bytes.saturating_sub(HYPERVISOR_RAM_RESERVE),
+    let guest_ram_bytes = machine.ram_bytes.saturating_sub(HYPERVISOR_RAM_RESERVE);
+    let limits = match machine.board {
+        crate::Board::QemuVirtAarch64 => {
+            BoardLimits::aarch64(machine.physical_cpus, guest_ram_bytes)
+        }
+        crate::Board::QemuVirtArm => BoardLimits::armv7(machine.physical_cpus, guest_ram_bytes),
     };
     let log_level = options
         .log_level

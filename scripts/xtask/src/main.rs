@@ -69,9 +69,8 @@ pub struct BuildArgs {
 pub enum Board {
     /// QEMU `virt` machine, AArch64, booted at EL2.
     QemuVirtAarch64,
-    /// QEMU `virt` machine, ARMv7-A (`qemu-system-arm`), booted in HYP mode.
-    /// The first slice of the ARMv7 back-end: it boots, maps itself and
-    /// powers off, and runs no VM yet.
+    /// QEMU `virt` machine, ARMv7-A (`qemu-system-arm`), booted in HYP mode;
+    /// its VMs are AArch32.
     QemuVirtArm,
 }
 
@@ -107,29 +106,6 @@ impl Board {
         match self {
             Board::QemuVirtAarch64 => "cortex-a57",
             Board::QemuVirtArm => "cortex-a15",
-        }
-    }
-
-    /// Refuses `board` for `what` (benchmarks, soak runs) unless its image
-    /// runs VMs: the ARMv7 slice would only boot and power off.
-    pub fn require_vms(self, what: &str) -> Result<()> {
-        if self.runs_vms() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{what} needs VMs, and the {} image runs none yet (use qemu-virt-aarch64)",
-                self.name()
-            ))
-        }
-    }
-
-    /// Whether the board's image runs the VMs of its manifest. The ARMv7
-    /// back-end does not yet: its image reads the manifest, reports it and
-    /// powers off.
-    pub fn runs_vms(self) -> bool {
-        match self {
-            Board::QemuVirtAarch64 => true,
-            Board::QemuVirtArm => false,
         }
     }
 }

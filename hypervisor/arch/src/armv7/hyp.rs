@@ -218,13 +218,31 @@ mod tests {
         assert_eq!(vtcr(32, 1) & 0x1f, 0);
         assert_eq!(vtcr(30, 2) >> 6 & 0b11, 0, "level 2");
         let hcr = hcr_for_guests();
-        for (bit, name) in [(0, "VM"), (3, "FMO"), (4, "IMO"), (5, "AMO"), (13, "TWI"), (19, "TSC"), (20, "TIDCP"), (21, "TAC"), (22, "TSW")] {
+        for (bit, name) in [
+            (0, "VM"),
+            (3, "FMO"),
+            (4, "IMO"),
+            (5, "AMO"),
+            (13, "TWI"),
+            (19, "TSC"),
+            (20, "TIDCP"),
+            (21, "TAC"),
+            (22, "TSW"),
+        ] {
             assert_ne!(hcr & 1 << bit, 0, "{name}");
         }
         assert_eq!(hcr & (1 << 27 | 1 << 31), 0, "TGE clear, bit 31 reserved");
         assert_eq!(hcptr() & (1 << 10 | 1 << 11), 0, "CP10/CP11 do not trap");
         assert_ne!(hcptr() & 1 << 20, 0, "trace traps");
-        assert_eq!(cnthctl() & 0b11, 0b01, "counter readable, physical timer trapped");
-        assert_ne!(hdcr(4) & (1 << 9 | 1 << 6 | 1 << 5), 0, "debug and PMU traps");
+        assert_eq!(
+            cnthctl() & 0b11,
+            0b01,
+            "counter readable, physical timer trapped"
+        );
+        assert_ne!(
+            hdcr(4) & (1 << 9 | 1 << 6 | 1 << 5),
+            0,
+            "debug and PMU traps"
+        );
     }
 }

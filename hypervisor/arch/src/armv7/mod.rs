@@ -42,10 +42,12 @@ pub mod irq;
 /// GICH list-register encoding (pure, shared with AArch64).
 pub use crate::aarch64::list_register;
 #[cfg(target_arch = "arm")]
-pub mod vcpu;
+pub mod mmu;
 #[cfg(target_arch = "arm")]
 pub mod psci;
 #[cfg(target_arch = "arm")]
 pub mod sysreg;
+#[cfg(target_arch = "arm")]
+pub mod vcpu;
 #[cfg(target_arch = "arm")]
 pub mod vectors;

@@ -314,29 +314,115 @@ macro_rules! cp15_write64 {
 /// A PL1 (guest) register: read and write.
 macro_rules! cp15_rw32 {
     ($read:ident, $write:ident, $opc1:literal, $crn:literal, $crm:literal, $opc2:literal, $what:literal) => {
-        cp15_read32!(#[doc = concat!("Reads ", $what, ".")] $read, $opc1, $crn, $crm, $opc2);
-        cp15_write32!(#[doc = concat!("Writes ", $what, ".")] $write, $opc1, $crn, $crm, $opc2);
+        cp15_read32!(
+            #[doc = concat!("Reads ", $what, ".")]
+            $read,
+            $opc1,
+            $crn,
+            $crm,
+            $opc2
+        );
+        cp15_write32!(
+            #[doc = concat!("Writes ", $what, ".")]
+            $write,
+            $opc1,
+            $crn,
+            $crm,
+            $opc2
+        );
     };
 }
 
 /// A 64-bit register: read and write.
 macro_rules! cp15_rw64 {
     ($read:ident, $write:ident, $opc1:literal, $crm:literal, $what:literal) => {
-        cp15_read64!(#[doc = concat!("Reads ", $what, ".")] $read, $opc1, $crm);
-        cp15_write64!(#[doc = concat!("Writes ", $what, ".")] $write, $opc1, $crm);
+        cp15_read64!(
+            #[doc = concat!("Reads ", $what, ".")]
+            $read,
+            $opc1,
+            $crm
+        );
+        cp15_write64!(
+            #[doc = concat!("Writes ", $what, ".")]
+            $write,
+            $opc1,
+            $crm
+        );
     };
 }
 
 // HYP controls (DDI 0406C B4.1: HCR, HCPTR, HSTR, HDCR, VTCR, VTTBR, VMPIDR,
 // VPIDR) and the generic timer's HYP view (B8: CNTHCTL, CNTVOFF, CNTHP_*).
-cp15_rw32!(hcr, write_hcr, "4", "c1", "c1", "0", "HCR, the Hyp Configuration Register");
-cp15_rw32!(hcptr, write_hcptr, "4", "c1", "c1", "2", "HCPTR, the Hyp Coprocessor Trap Register");
-cp15_rw32!(hstr, write_hstr, "4", "c1", "c1", "3", "HSTR, the Hyp System Trap Register");
-cp15_rw32!(hdcr, write_hdcr, "4", "c1", "c1", "1", "HDCR, the Hyp Debug Configuration Register");
-cp15_rw32!(vtcr, write_vtcr, "4", "c2", "c1", "2", "VTCR, the stage-2 translation control");
-cp15_rw64!(vttbr, write_vttbr, "6", "c2", "VTTBR, the stage-2 root and VMID");
-cp15_rw32!(vmpidr, write_vmpidr, "4", "c0", "c0", "5", "VMPIDR, the MPIDR a guest reads");
-cp15_rw32!(vpidr, write_vpidr, "4", "c0", "c0", "0", "VPIDR, the MIDR a guest reads");
+cp15_rw32!(
+    hcr,
+    write_hcr,
+    "4",
+    "c1",
+    "c1",
+    "0",
+    "HCR, the Hyp Configuration Register"
+);
+cp15_rw32!(
+    hcptr,
+    write_hcptr,
+    "4",
+    "c1",
+    "c1",
+    "2",
+    "HCPTR, the Hyp Coprocessor Trap Register"
+);
+cp15_rw32!(
+    hstr,
+    write_hstr,
+    "4",
+    "c1",
+    "c1",
+    "3",
+    "HSTR, the Hyp System Trap Register"
+);
+cp15_rw32!(
+    hdcr,
+    write_hdcr,
+    "4",
+    "c1",
+    "c1",
+    "1",
+    "HDCR, the Hyp Debug Configuration Register"
+);
+cp15_rw32!(
+    vtcr,
+    write_vtcr,
+    "4",
+    "c2",
+    "c1",
+    "2",
+    "VTCR, the stage-2 translation control"
+);
+cp15_rw64!(
+    vttbr,
+    write_vttbr,
+    "6",
+    "c2",
+    "VTTBR, the stage-2 root and VMID"
+);
+cp15_rw32!(
+    vmpidr,
+    write_vmpidr,
+    "4",
+    "c0",
+    "c0",
+    "5",
+    "VMPIDR, the MPIDR a guest reads"
+);
+cp15_rw32!(
+    vpidr,
+    write_vpidr,
+    "4",
+    "c0",
+    "c0",
+    "0",
+    "VPIDR, the MIDR a guest reads"
+);
 cp15_read32!(
     /// MIDR.
     midr, "0", "c0", "c0", "0"
@@ -345,10 +431,38 @@ cp15_read32!(
     /// PMCR (for PMCR.N, the number of event counters).
     pmcr, "0", "c9", "c12", "0"
 );
-cp15_rw32!(cnthctl, write_cnthctl, "4", "c14", "c1", "0", "CNTHCTL, PL1's access to the physical counter and timer");
-cp15_rw64!(cntvoff, write_cntvoff, "4", "c14", "CNTVOFF, the virtual counter's offset");
-cp15_rw32!(cnthp_ctl, write_cnthp_ctl, "4", "c14", "c2", "1", "CNTHP_CTL, the HYP timer's control");
-cp15_rw64!(cnthp_cval, write_cnthp_cval, "6", "c14", "CNTHP_CVAL, the HYP timer's compare value");
+cp15_rw32!(
+    cnthctl,
+    write_cnthctl,
+    "4",
+    "c14",
+    "c1",
+    "0",
+    "CNTHCTL, PL1's access to the physical counter and timer"
+);
+cp15_rw64!(
+    cntvoff,
+    write_cntvoff,
+    "4",
+    "c14",
+    "CNTVOFF, the virtual counter's offset"
+);
+cp15_rw32!(
+    cnthp_ctl,
+    write_cnthp_ctl,
+    "4",
+    "c14",
+    "c2",
+    "1",
+    "CNTHP_CTL, the HYP timer's control"
+);
+cp15_rw64!(
+    cnthp_cval,
+    write_cnthp_cval,
+    "6",
+    "c14",
+    "CNTHP_CVAL, the HYP timer's compare value"
+);
 cp15_read64!(
     /// CNTPCT, the physical count.
     cntpct, "0", "c14"
@@ -378,14 +492,36 @@ cp15_rw32!(mair1, write_mair1, "0", "c10", "c2", "1", "NMRR / MAIR1");
 cp15_rw32!(amair0, write_amair0, "0", "c10", "c3", "0", "AMAIR0");
 cp15_rw32!(amair1, write_amair1, "0", "c10", "c3", "1", "AMAIR1");
 cp15_rw32!(vbar, write_vbar, "0", "c12", "c0", "0", "VBAR");
-cp15_rw32!(contextidr, write_contextidr, "0", "c13", "c0", "1", "CONTEXTIDR");
+cp15_rw32!(
+    contextidr,
+    write_contextidr,
+    "0",
+    "c13",
+    "c0",
+    "1",
+    "CONTEXTIDR"
+);
 cp15_rw32!(tpidrurw, write_tpidrurw, "0", "c13", "c0", "2", "TPIDRURW");
 cp15_rw32!(tpidruro, write_tpidruro, "0", "c13", "c0", "3", "TPIDRURO");
 cp15_rw32!(tpidrprw, write_tpidrprw, "0", "c13", "c0", "4", "TPIDRPRW");
 cp15_rw32!(csselr, write_csselr, "2", "c0", "c0", "0", "CSSELR");
 cp15_rw32!(cntkctl, write_cntkctl, "0", "c14", "c1", "0", "CNTKCTL");
-cp15_rw32!(cntv_ctl, write_cntv_ctl, "0", "c14", "c3", "1", "CNTV_CTL, the virtual timer's control");
-cp15_rw64!(cntv_cval, write_cntv_cval, "3", "c14", "CNTV_CVAL, the virtual timer's compare value");
+cp15_rw32!(
+    cntv_ctl,
+    write_cntv_ctl,
+    "0",
+    "c14",
+    "c3",
+    "1",
+    "CNTV_CTL, the virtual timer's control"
+);
+cp15_rw64!(
+    cntv_cval,
+    write_cntv_cval,
+    "3",
+    "c14",
+    "CNTV_CVAL, the virtual timer's compare value"
+);
 
 /// A banked SPSR of a guest mode: read with MRS (banked register), which
 /// HYP mode may use for every PL1 mode's SPSR (DDI 0406C B9.3.9).
@@ -491,5 +627,7 @@ pub fn translate_pl1_read(va: u32) -> Option<u64> {
 pub fn clean_invalidate_by_set_way(operand: u32) {
     // SAFETY: a clean and invalidate writes dirty data back before it drops
     // the line: no data is lost, whoever's line it is.
-    unsafe { asm!("mcr p15, 0, {}, c7, c14, 2", in(reg) operand, options(nostack, preserves_flags)) };
+    unsafe {
+        asm!("mcr p15, 0, {}, c7, c14, 2", in(reg) operand, options(nostack, preserves_flags))
+    };
 }

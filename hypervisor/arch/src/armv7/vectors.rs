@@ -12,9 +12,9 @@
 //! vectors, or those three with SPSR_hyp.M = HYP) are hypervisor bugs:
 //! saved into a [`HypFrame`] and reported.
 
-pub use crate::guest32::GuestRegisters;
 use super::hsr::Hsr;
 use super::sysreg;
+pub use crate::guest32::GuestRegisters;
 use core::arch::global_asm;
 
 /// The registers an exception entry saves, in the order it pushes them.

@@ -15,8 +15,8 @@
 //! of the GICv3 CPU interface registers: AArch64's system registers, or
 //! on ARMv7 none (its board code refuses a GICv3; see `armv7::gic_sysreg`).
 
-use super::list_register;
 use super::gic_sysreg as sysreg;
+use super::list_register;
 use chroma_core::exit::low_word;
 use chroma_core::vgic::{ListRegister, ListRegisters, PhysicalInterrupts};
 use core::ptr::{read_volatile, write_volatile};
