@@ -333,7 +333,7 @@ pub fn boot_file(test_name: &str, config_path: &Path, board: Board, options: &[&
 }
 
 /// `xtask` as the user runs it, or the binary `cargo xtask test` named.
-fn xtask_command() -> Command {
+pub fn xtask_command() -> Command {
     if let Some(xtask) = std::env::var_os("CHROMA_XTASK") {
         let mut command = Command::new(xtask);
         command.current_dir(workspace_root());
