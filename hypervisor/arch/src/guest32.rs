@@ -60,6 +60,33 @@ pub struct GuestRegisters {
     pub host_sp: u64,
 }
 
+/// What kind of exception ended a guest run, as both trampolines return it
+/// (0 synchronous, 1 IRQ, 2 FIQ, 3 SError).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExceptionKind {
+    /// Synchronous (a trap or abort): the syndrome (ESR_EL2 / HSR) says what.
+    Synchronous,
+    /// A physical IRQ.
+    Irq,
+    /// A physical FIQ.
+    Fiq,
+    /// An SError (AArch64; ARMv7 reports asynchronous aborts through the
+    /// Hyp Trap vector, as synchronous exits with their syndrome).
+    SError,
+}
+
+impl ExceptionKind {
+    /// The kind for a trampoline's return code.
+    pub fn from_code(code: u64) -> Self {
+        match code {
+            0 => ExceptionKind::Synchronous,
+            1 => ExceptionKind::Irq,
+            2 => ExceptionKind::Fiq,
+            _ => ExceptionKind::SError,
+        }
+    }
+}
+
 /// The vectors' offsets (Arm ARM G1.11.1).
 const VECTOR_UNDEFINED: u64 = 0x04;
 const VECTOR_PREFETCH_ABORT: u64 = 0x0c;

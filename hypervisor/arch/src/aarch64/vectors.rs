@@ -10,20 +10,7 @@
 
 use core::arch::global_asm;
 
-pub use crate::guest32::GuestRegisters;
-
-/// What kind of exception ended a guest run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExceptionKind {
-    /// Synchronous: read ESR_EL2.
-    Synchronous,
-    /// A physical IRQ.
-    Irq,
-    /// A physical FIQ.
-    Fiq,
-    /// An SError.
-    SError,
-}
+pub use crate::guest32::{ExceptionKind, GuestRegisters};
 
 /// Registers saved when EL2 itself takes an exception.
 #[repr(C)]
@@ -198,12 +185,8 @@ pub unsafe fn enter_guest(registers: &mut GuestRegisters) -> ExceptionKind {
     // SAFETY: `registers` is a valid, exclusive GuestRegisters for the whole
     // run (the trampoline stores through TPIDR_EL2 only until it returns);
     // isolation is the caller's contract above.
-    match unsafe { chroma_enter_guest(registers) } {
-        0 => ExceptionKind::Synchronous,
-        1 => ExceptionKind::Irq,
-        2 => ExceptionKind::Fiq,
-        _ => ExceptionKind::SError,
-    }
+    let code = unsafe { chroma_enter_guest(registers) };
+    ExceptionKind::from_code(code)
 }
 
 /// Describes an exception EL2 took itself (a hypervisor bug) as text lines

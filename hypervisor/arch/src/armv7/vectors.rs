@@ -14,7 +14,7 @@
 
 use super::hsr::Hsr;
 use super::sysreg;
-pub use crate::guest32::GuestRegisters;
+pub use crate::guest32::{ExceptionKind, GuestRegisters};
 use core::arch::global_asm;
 
 /// The registers an exception entry saves, in the order it pushes them.
@@ -226,20 +226,6 @@ chroma_enter_guest:
 "#
 );
 
-/// What kind of exception ended a guest run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExceptionKind {
-    /// Through the Hyp Trap vector: read HSR.
-    Synchronous,
-    /// A physical IRQ.
-    Irq,
-    /// A physical FIQ.
-    Fiq,
-    /// An asynchronous abort (never separated from the Hyp Trap vector on
-    /// ARMv7: HSR says it; kept so the scheduler is the same on both).
-    SError,
-}
-
 extern "C" {
     fn chroma_enter_guest(registers: *mut GuestRegisters) -> u32;
 }
@@ -254,11 +240,8 @@ extern "C" {
 pub unsafe fn enter_guest(registers: &mut GuestRegisters) -> ExceptionKind {
     // SAFETY: the caller's contract; the trampoline saves and restores the
     // AAPCS callee-saved registers and the HYP stack around the guest's run.
-    match unsafe { chroma_enter_guest(registers) } {
-        0 => ExceptionKind::Synchronous,
-        1 => ExceptionKind::Irq,
-        _ => ExceptionKind::Fiq,
-    }
+    let code = unsafe { chroma_enter_guest(registers) };
+    ExceptionKind::from_code(u64::from(code))
 }
 
 /// Reports an exception taken in HYP mode: the vector, HSR decoded (class,
