@@ -161,9 +161,8 @@ fn boot_one_and_two_vcpus(gic: u8) {
         ),
     );
     let board = Board {
-        gic,
-        smp: 2,
         timeout_seconds: 85,
+        ..Board::new(gic, 2)
     };
     let mut run = start_with(&format!("linux_boot_gicv{gic}"), &config, board, &[]);
     wait_shell(&run, "one", 1, 70);
@@ -248,6 +247,7 @@ fn linux_pings_the_bare_metal_guest_and_a_second_linux_guest() {
         "linux_ping",
         &config,
         Board {
+            name: "qemu-virt-aarch64",
             gic: 2,
             smp: 2,
             timeout_seconds: 85,
@@ -352,6 +352,7 @@ fn tcp_64mib(aarch32: bool) {
         },
         &config,
         Board {
+            name: "qemu-virt-aarch64",
             gic: 2,
             smp: 2,
             timeout_seconds: 170,
@@ -473,6 +474,7 @@ fn host_and_linux_through_the_uplink(aarch32: bool) {
         },
         &config,
         Board {
+            name: "qemu-virt-aarch64",
             gic: 2,
             smp: 2,
             timeout_seconds: if aarch32 { 130 } else { 85 },
@@ -591,6 +593,7 @@ fn linux_panics_reboots_and_powers_off_while_the_other_vms_go_on() {
         "linux_robust",
         &config,
         Board {
+            name: "qemu-virt-aarch64",
             gic: 2,
             smp: 2,
             timeout_seconds: 150,
