@@ -463,6 +463,9 @@ pub unsafe fn init_el2_controls(vtcr: u64) {
         sysreg::write_vpidr_el2(sysreg::midr_el1());
         sysreg::write_cnthp_ctl_el2(cnthp_ctl_el2_off());
     }
+    // No guest translation may come from before the hypervisor owned the
+    // CPU (firmware's, or the UNKNOWN contents of a cold reset).
+    sysreg::tlbi_alle1();
     sysreg::isb();
 }
 

@@ -258,14 +258,15 @@ pub fn wfi() {
     unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
 }
 
-/// Invalidates all stage-1 and stage-2 TLB entries of `vmid`'s guest on
-/// every CPU of the inner shareable domain. VTTBR_EL2 must hold that VMID.
-pub fn tlbi_vmalls12e1is() {
+/// Invalidates every EL1&0 TLB entry of this CPU, of every VMID (TLBI
+/// ALLE1): what a cold reset left in the TLBs is UNKNOWN, and no guest's
+/// translations may come from there.
+pub fn tlbi_alle1() {
     // SAFETY: TLB invalidation only drops cached translations.
     unsafe {
         asm!(
             "dsb ishst",
-            "tlbi vmalls12e1is",
+            "tlbi alle1",
             "dsb ish",
             "isb",
             options(nostack, preserves_flags)

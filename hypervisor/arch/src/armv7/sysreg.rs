@@ -631,3 +631,21 @@ pub fn clean_invalidate_by_set_way(operand: u32) {
         asm!("mcr p15, 0, {}, c7, c14, 2", in(reg) operand, options(nostack, preserves_flags))
     };
 }
+
+/// Invalidates every non-secure, non-HYP TLB entry of this CPU, of every
+/// VMID (TLBIALLNSNH): what a cold reset or firmware left there is not the
+/// guests'.
+pub fn invalidate_guest_tlbs() {
+    // SAFETY: TLB invalidation only drops cached translations; DSB/ISB
+    // complete it. HYP mode only.
+    unsafe {
+        asm!(
+            "dsb",
+            "mcr p15, 4, {zero}, c8, c7, 4",
+            "dsb",
+            "isb",
+            zero = in(reg) 0u32,
+            options(nostack, preserves_flags)
+        )
+    };
+}

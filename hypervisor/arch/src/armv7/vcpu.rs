@@ -290,5 +290,7 @@ pub unsafe fn init_controls(vtcr: u32) {
         sysreg::write_vpidr(sysreg::midr());
         sysreg::write_cnthp_ctl(0);
     }
-    sysreg::isb();
+    // No guest translation may come from before the hypervisor owned the
+    // CPU (firmware's, or the UNKNOWN contents of a cold reset).
+    sysreg::invalidate_guest_tlbs();
 }
