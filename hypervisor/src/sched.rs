@@ -425,8 +425,9 @@ impl Cpu {
             }
             return;
         }
-        if let Some(start) = vm.take_start(id) {
-            self.vcpus[k].vcpu.reset(&start, vm.is_aarch32());
+        let restarted = vm.take_start(id);
+        if let Some(start) = &restarted {
+            self.vcpus[k].vcpu.reset(start, vm.is_aarch32());
             self.vcpus[k].waiting = false;
             // Its fresh state must be loaded, not the CPU's stale copy kept.
             if self.loaded == Some(k) {
@@ -439,6 +440,12 @@ impl Cpu {
         self.load(k);
         // SAFETY: the stage-2 root and VMID are this VM's own.
         unsafe { arch_vcpu::switch_to(vm.vmid, vm.stage2.root().raw(), id, vm.is_aarch32()) };
+        if restarted.is_some() {
+            // A vCPU (re)started by its VM's boot, SYSTEM_RESET or CPU_ON
+            // finds no translation of its previous life in this CPU's TLB,
+            // as after a reset on hardware (its VMID's, now installed).
+            arch_vcpu::invalidate_vm_tlbs();
+        }
         let now = cpu::now();
         let runnable = self.runnable_count();
         let extra = run::entry_deadline(sys.clock, now, runnable, crate::nic::vm_polling(vm.index));

@@ -31,7 +31,8 @@ fn armv7_an_aarch64_vm_is_refused_before_qemu_starts() {
     );
     run.assert_qemu_not_started();
     assert!(
-        run.stderr.contains("vm[0] (\"probe64\").arch: an AArch64 VM on an ARMv7 board"),
+        run.stderr
+            .contains("vm[0] (\"probe64\").arch: an AArch64 VM on an ARMv7 board"),
         "{}",
         run.stderr
     );
@@ -48,7 +49,11 @@ fn armv7_control_the_aarch64_vm_runs_on_the_aarch64_board() {
         },
     );
     run.assert_all_stopped(1, 0);
-    assert!(run.stdout.contains("[probe64] probe: done"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("[probe64] probe: done"),
+        "{}",
+        run.stdout
+    );
     assert!(guest_image("probe").exists());
 }
 

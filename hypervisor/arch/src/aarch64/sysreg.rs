@@ -258,6 +258,21 @@ pub fn wfi() {
     unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
 }
 
+/// Invalidates this CPU's stage-1 and stage-2 TLB entries of the VMID in
+/// VTTBR_EL2 (TLBI VMALLS12E1).
+pub fn tlbi_vmalls12e1() {
+    // SAFETY: TLB invalidation only drops cached translations.
+    unsafe {
+        asm!(
+            "dsb nshst",
+            "tlbi vmalls12e1",
+            "dsb nsh",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
 /// Invalidates every EL1&0 TLB entry of this CPU, of every VMID (TLBI
 /// ALLE1): what a cold reset left in the TLBs is UNKNOWN, and no guest's
 /// translations may come from there.

@@ -165,6 +165,12 @@ pub unsafe fn switch_to(vmid: u16, stage2_root: u64, vcpu_id: usize, aarch32: bo
     sysreg::isb();
 }
 
+/// Drops this CPU's TLB entries of the VM whose stage 2 [`switch_to`]
+/// installed (its VMID): for a vCPU that starts afresh.
+pub fn invalidate_vm_tlbs() {
+    sysreg::tlbi_vmalls12e1();
+}
+
 /// A trapped vCPU whose EL1 state is live in this CPU's registers.
 pub struct TrappedVcpu<'a> {
     registers: &'a mut GuestRegisters,

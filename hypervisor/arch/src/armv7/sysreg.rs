@@ -649,3 +649,19 @@ pub fn invalidate_guest_tlbs() {
         )
     };
 }
+
+/// Invalidates this CPU's TLB entries of the VMID in VTTBR (TLBIALL from
+/// HYP mode: the non-secure PL1&0 regime of the current VMID).
+pub fn invalidate_current_vm_tlbs() {
+    // SAFETY: TLB invalidation only drops cached translations.
+    unsafe {
+        asm!(
+            "dsb",
+            "mcr p15, 0, {zero}, c8, c7, 0",
+            "dsb",
+            "isb",
+            zero = in(reg) 0u32,
+            options(nostack, preserves_flags)
+        )
+    };
+}

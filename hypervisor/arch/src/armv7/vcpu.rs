@@ -148,6 +148,12 @@ pub unsafe fn switch_to(vmid: u16, stage2_root: u64, vcpu_id: usize, aarch32: bo
     sysreg::isb();
 }
 
+/// Drops this CPU's TLB entries of the VM whose stage 2 [`switch_to`]
+/// installed (its VMID): for a vCPU that starts afresh.
+pub fn invalidate_vm_tlbs() {
+    sysreg::invalidate_current_vm_tlbs();
+}
+
 /// A trapped vCPU whose PL1 state is live in this CPU's registers.
 pub struct TrappedVcpu<'a> {
     inner: Trapped32<'a, LivePl1>,
