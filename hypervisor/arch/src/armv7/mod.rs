@@ -20,7 +20,13 @@
 //! CPSR), behind this crate's own `unsafe fn` wrappers for writes that can
 //! break isolation (STYLE.md U4: the crate's `Hsctlr::write` is safe).
 //! HTTBR, HTCR, TLBIALLH, the banked SPSRs and SMC are hand-written `asm!`,
-//! because aarch32-cpu 0.4 has no wrapper for them.
+//! because aarch32-cpu 0.4 has no wrapper for them. So are the guest-facing
+//! registers in `sysreg` (HCR, VTCR, VTTBR, the timer's, a guest's PL1
+//! CP15 state), through two small macros: aarch32-cpu has some of them, but
+//! not the 64-bit LPAE forms (VTTBR, TTBR0/1, PAR, CNTVOFF, CNTHP_CVAL,
+//! CNTV_CVAL) nor TTBCR or VTCR, and its writers are safe functions, where
+//! a write that decides what a guest reaches must be `unsafe` here (U4);
+//! one macro table keeps the context switch's registers in one form.
 
 pub mod hsr;
 pub mod hyp;
