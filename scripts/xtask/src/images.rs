@@ -15,7 +15,7 @@ pub struct Images {
     pub hypervisor_elf: PathBuf,
     /// The flat hypervisor image with its arm64 Image header.
     pub hypervisor_bin: PathBuf,
-    /// Directory holding `<guest>.bin`.
+    /// Directory holding `<guest>.bin` for the board's VMs ([`guests_dir_for`]).
     pub guests_dir: PathBuf,
 }
 
@@ -34,6 +34,15 @@ pub fn guests_arm_dir() -> PathBuf {
     workspace_root().join("build").join("guests-arm")
 }
 
+/// Where the test guests for `board`'s VMs are: [`guests_dir`] on
+/// qemu-virt-aarch64, [`guests_arm_dir`] (AArch32 VMs) on qemu-virt-arm.
+pub fn guests_dir_for(board: Board) -> PathBuf {
+    match board {
+        Board::QemuVirtAarch64 => guests_dir(),
+        Board::QemuVirtArm => guests_arm_dir(),
+    }
+}
+
 /// Builds the hypervisor and the guests for `board`.
 pub fn build_all(board: Board) -> Result<Images> {
     let toolchain = CrossToolchain::detect(board.target())?;
@@ -44,7 +53,7 @@ pub fn build_all(board: Board) -> Result<Images> {
     Ok(Images {
         hypervisor_elf,
         hypervisor_bin,
-        guests_dir: guests_dir(),
+        guests_dir: guests_dir_for(board),
     })
 }
 
@@ -220,6 +229,12 @@ mod tests {
         let other = r#"{"reason":"build-finished","success":true}"#;
         assert_eq!(executable_of(other), None);
         assert_eq!(executable_of("not json"), None);
+    }
+
+    #[test]
+    fn each_board_has_its_guests() {
+        assert!(guests_dir_for(Board::QemuVirtAarch64).ends_with("build/guests"));
+        assert!(guests_dir_for(Board::QemuVirtArm).ends_with("build/guests-arm"));
     }
 
     #[test]
