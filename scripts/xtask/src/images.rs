@@ -202,6 +202,38 @@ fn build_linux(arguments: &[&str]) -> Result<()> {
     )
 }
 
+/// The Debian Linux guest images a board's VMs boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinuxImages {
+    /// The kernel: `build/linux/Image` (arm64) or `build/linux-armhf/zImage` (armhf).
+    pub kernel: PathBuf,
+    /// The initramfs of guest-images/linux beside it.
+    pub initrd: PathBuf,
+}
+
+/// Where the Linux guest images for `board`'s VMs are (arm64 on
+/// qemu-virt-aarch64, armhf on qemu-virt-arm).
+pub fn linux_images(board: Board) -> LinuxImages {
+    let (dir, kernel) = match board {
+        Board::QemuVirtAarch64 => ("linux", "Image"),
+        Board::QemuVirtArm => ("linux-armhf", "zImage"),
+    };
+    let dir = workspace_root().join("build").join(dir);
+    LinuxImages {
+        kernel: dir.join(kernel),
+        initrd: dir.join("initramfs.cpio.gz"),
+    }
+}
+
+/// Builds (when needed) and returns the Linux guest images for `board`.
+pub fn ensure_linux_images_for(board: Board) -> Result<LinuxImages> {
+    match board {
+        Board::QemuVirtAarch64 => ensure_linux_images()?,
+        Board::QemuVirtArm => ensure_linux_armhf_images()?,
+    }
+    Ok(linux_images(board))
+}
+
 /// Whether the configuration at `path` boots the arm64 Linux guest images.
 pub fn config_uses_linux(path: &std::path::Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|text| text.contains("build/linux/"))
@@ -232,9 +264,17 @@ mod tests {
     }
 
     #[test]
-    fn each_board_has_its_guests() {
+    fn each_board_has_its_guests_and_linux_images() {
         assert!(guests_dir_for(Board::QemuVirtAarch64).ends_with("build/guests"));
         assert!(guests_dir_for(Board::QemuVirtArm).ends_with("build/guests-arm"));
+        let arm64 = linux_images(Board::QemuVirtAarch64);
+        assert!(arm64.kernel.ends_with("build/linux/Image"));
+        assert!(arm64.initrd.ends_with("build/linux/initramfs.cpio.gz"));
+        let armhf = linux_images(Board::QemuVirtArm);
+        assert!(armhf.kernel.ends_with("build/linux-armhf/zImage"));
+        assert!(armhf
+            .initrd
+            .ends_with("build/linux-armhf/initramfs.cpio.gz"));
     }
 
     #[test]
