@@ -3,6 +3,13 @@
 //! Times under an emulator on a shared machine are noisy, so the two setups
 //! run interleaved in one invocation and the figure that matters is the ratio
 //! of their medians.
+//!
+//! Every figure is made per board the same way: on qemu-virt-aarch64 with the
+//! AArch64 guests and arm64 Linux on `qemu-system-aarch64 -cpu cortex-a57`,
+//! on qemu-virt-arm with the 32-bit guests and armhf Linux on
+//! `qemu-system-arm -cpu cortex-a15`; each plain-QEMU peer runs the same
+//! guest on the same QEMU binary and CPU model without the hypervisor
+//! ([`plain_machine`]).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -35,6 +42,7 @@ pub struct BenchArgs {
 /// Builds, measures and prints.
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let images = build_all(args.board)?;
+    println!("{}", board_line(args.board));
     let probe = images.guests_dir.join("probe.bin");
     let bench_dir = workspace_root().join("build").join("bench");
     std::fs::create_dir_all(&bench_dir)
@@ -63,7 +71,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     for round in 1..=args.runs {
         let chroma =
             time_to_first_line(qemu_command(&run_args, &bundle, None), "[probe] ", timeout)?;
-        let bare = time_to_first_line(plain_qemu(&probe), "", timeout)?;
+        let bare = time_to_first_line(plain_qemu(args.board, &probe), "", timeout)?;
         println!(
             "round {round}: first guest line after {:.1} ms under chroma, {:.1} ms on plain QEMU",
             millis(chroma),
@@ -84,7 +92,9 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
 
     crate::bench_net::run(&images, args.board)?;
 
-    if workspace_root()
+    if args.board != Board::QemuVirtAarch64 {
+        println!("{}", DEVICE_MODEL_SKIPPED);
+    } else if workspace_root()
         .join("hypervisor/virtio/benches/net.rs")
         .exists()
     {
@@ -98,21 +108,52 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What the device model's figures (a host program, `cargo bench -p
+/// chroma-virtio --bench net`) say on a board other than qemu-virt-aarch64.
+const DEVICE_MODEL_SKIPPED: &str =
+    "virtio net bench (device model ns/frame): not run for this board: it \
+     measures chroma-virtio on the host, the same code and figures whatever the board \
+     (`cargo xtask bench` on qemu-virt-aarch64 prints them)";
+
+/// The first line of the bench's output: what runs chroma and what runs the peers.
+fn board_line(board: Board) -> String {
+    format!(
+        "board {}: chroma on {} -M virt,virtualization=on -cpu {} ({} guests); \
+         plain-QEMU peers on the same binary and CPU model, no hypervisor",
+        board.name(),
+        board.qemu_name(),
+        board.default_cpu(),
+        match board {
+            Board::QemuVirtAarch64 => "AArch64",
+            Board::QemuVirtArm => "AArch32",
+        }
+    )
+}
+
+/// QEMU's `virt` machine for a plain-QEMU peer on `board` (no hypervisor):
+/// the QEMU binary, CPU model and GIC of chroma's runs on that board
+/// ([`crate::emulator::command_for`], [`Board::default_cpu`]), `smp` CPUs
+/// and `memory` of RAM; the caller adds the NIC, console and image.
+pub(crate) fn plain_machine(board: Board, smp: u32, memory: &str) -> Command {
+    let mut command = crate::emulator::command_for(board);
+    command.args([
+        "-M",
+        "virt,gic-version=2",
+        "-cpu",
+        board.default_cpu(),
+        "-smp",
+        &smp.to_string(),
+        "-m",
+        memory,
+    ]);
+    command
+}
+
 /// The probe guest alone on QEMU's `virt` machine (no hypervisor), on the
 /// same QEMU binary as chroma's runs, with no NIC as chroma's runs.
-fn plain_qemu(probe: &Path) -> Command {
-    let mut command = crate::emulator::command();
+fn plain_qemu(board: Board, probe: &Path) -> Command {
+    let mut command = plain_machine(board, 2, "128M");
     command
-        .args([
-            "-M",
-            "virt,gic-version=2",
-            "-cpu",
-            "cortex-a57",
-            "-smp",
-            "2",
-            "-m",
-            "128M",
-        ])
         .args(["-nic", "none"])
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
         .arg("-kernel")
@@ -181,26 +222,33 @@ fn file_size(path: &Path) -> Result<u64> {
 #[cfg(test)]
 pub(crate) fn peer_commands_for_tests() -> Vec<(String, Command)> {
     let image = Path::new("/g.bin");
-    vec![
-        ("bench probe peer".to_owned(), plain_qemu(image)),
-        (
-            "bench net peer".to_owned(),
+    let mut commands = Vec::new();
+    for board in [Board::QemuVirtAarch64, Board::QemuVirtArm] {
+        let name = board.name();
+        commands.push((
+            format!("bench probe peer on {name}"),
+            plain_qemu(board, image),
+        ));
+        commands.push((
+            format!("bench net peer on {name}"),
             crate::bench_net::plain_qemu(
+                board,
                 image,
                 "52:54:00:12:34:01",
                 "",
                 "socket,id=n0,listen=127.0.0.1:1",
             ),
-        ),
-        (
-            "bench linux peer".to_owned(),
-            crate::bench_linux::plain_command(image, Path::new("/i.cpio.gz"), 1, "256M", ""),
-        ),
-    ]
+        ));
+        commands.push((
+            format!("bench linux peer on {name}"),
+            crate::bench_linux::plain_command(board, image, Path::new("/i.cpio.gz"), 1, "256M", ""),
+        ));
+    }
+    commands
 }
 
-/// Bundles `config` for a headless benchmark boot (2 CPUs, GICv2, 1 GiB)
-/// and returns the run options and the bundle, so every
+/// Bundles `config` for a headless benchmark boot (2 CPUs, GICv2, 1 GiB,
+/// the board's CPU model) and returns the run options and the bundle, so every
 /// benchmark boots chroma the way `cargo xtask run --headless` does.
 pub fn headless_bundle(
     config: &Path,
@@ -211,7 +259,7 @@ pub fn headless_bundle(
         config: Some(config.to_path_buf()),
         board,
         smp: 2,
-        cpu: Some("cortex-a57".to_owned()),
+        cpu: Some(board.default_cpu().to_owned()),
         gic: 2,
         memory: "1G".to_owned(),
         headless: true,
@@ -247,6 +295,46 @@ mod tests {
             Duration::from_micros(2500)
         );
         assert_eq!(median(&mut []), Duration::ZERO);
+    }
+
+    #[test]
+    fn peers_run_the_boards_qemu_and_cpu_without_virtualization() {
+        let line = |command: &Command| crate::process::command_line(command);
+        let arm64 = line(&plain_qemu(Board::QemuVirtAarch64, Path::new("/p.bin")));
+        assert!(
+            arm64.contains("qemu-system-aarch64 -M virt,gic-version=2 -cpu cortex-a57 -smp 2 -m 128M -nic none"),
+            "{arm64}"
+        );
+        let arm = line(&plain_qemu(Board::QemuVirtArm, Path::new("/p.bin")));
+        assert!(
+            arm.contains(
+                "qemu-system-arm -M virt,gic-version=2 -cpu cortex-a15 -smp 2 -m 128M -nic none"
+            ),
+            "{arm}"
+        );
+        for (name, command) in peer_commands_for_tests() {
+            let text = line(&command);
+            assert!(!text.contains("virtualization=on"), "{name}: {text}");
+            if name.ends_with("qemu-virt-arm") {
+                assert!(
+                    text.contains("qemu-system-arm -M virt,gic-version=2 -cpu cortex-a15 "),
+                    "{name}: {text}"
+                );
+            } else {
+                assert!(text.contains(" -cpu cortex-a57 "), "{name}: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_bench_says_what_runs_and_what_it_skips() {
+        let arm = board_line(Board::QemuVirtArm);
+        assert!(
+            arm.starts_with("board qemu-virt-arm: chroma on qemu-system-arm -M virt,virtualization=on -cpu cortex-a15 (AArch32 guests)"),
+            "{arm}"
+        );
+        assert!(board_line(Board::QemuVirtAarch64).contains("qemu-system-aarch64"));
+        assert!(DEVICE_MODEL_SKIPPED.contains("whatever the board"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`, the Linux part: Debian's kernel and the initramfs of
 //! guest-images/linux under chroma against the same images on plain QEMU,
-//! measured interleaved in one run.
+//! measured interleaved in one run (arm64 Linux on qemu-virt-aarch64, armhf
+//! Linux in AArch32 VMs on qemu-virt-arm, [`crate::images::linux_images`]).
 //!
 //! - Boot: QEMU start to `linux-guest: init` (the initramfs's first line), one
 //!   Linux VM with 2 vCPUs and 256 MiB; medians of [`BOOT_RUNS`] runs each.
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::bench::BenchArgs;
 use crate::images::Images;
 use crate::qemu::qemu_command;
-use crate::{workspace_root, Result};
+use crate::{workspace_root, Board, Result};
 
 /// Boots of each setup (interleaved).
 const BOOT_RUNS: usize = 3;
@@ -32,14 +33,12 @@ const BASE_CMDLINE: &str = "console=ttyAMA0 rdinit=/init";
 
 /// Measures and prints; errors end the bench.
 pub fn run(args: &BenchArgs, images: &Images) -> Result<()> {
-    crate::images::ensure_linux_images()?;
-    let linux = workspace_root().join("build").join("linux");
-    let kernel = linux.join("Image");
-    let initrd = linux.join("initramfs.cpio.gz");
+    let linux = crate::images::ensure_linux_images_for(args.board)?;
+    let (kernel, initrd) = (linux.kernel.as_path(), linux.initrd.as_path());
     let dir = workspace_root().join("build").join("bench");
     std::fs::create_dir_all(&dir).map_err(|error| format!("{}: {error}", dir.display()))?;
-    boot(args, images, &dir, &kernel, &initrd)?;
-    transfer(args, images, &dir, &kernel, &initrd)?;
+    boot(args, images, &dir, kernel, initrd)?;
+    transfer(args, images, &dir, kernel, initrd)?;
     Ok(())
 }
 
@@ -81,28 +80,19 @@ fn chroma_command(
     Ok(qemu_command(&run_args, &bundle, None))
 }
 
-/// The same kernel and initramfs on QEMU's `virt` machine (no hypervisor).
+/// The same kernel and initramfs on QEMU's `virt` machine (no hypervisor),
+/// on the QEMU binary and CPU model of chroma's runs on `board`.
 pub(crate) fn plain_command(
+    board: Board,
     kernel: &Path,
     initrd: &Path,
     smp: u32,
     memory: &str,
     words: &str,
 ) -> Command {
-    // The same QEMU binary as chroma's runs.
-    let mut command = crate::emulator::command();
+    let mut command = crate::bench::plain_machine(board, smp, memory);
     command
         .current_dir(workspace_root())
-        .args([
-            "-M",
-            "virt,gic-version=2",
-            "-cpu",
-            "cortex-a57",
-            "-smp",
-            &smp.to_string(),
-            "-m",
-            memory,
-        ])
         // No default NIC (a PCI one that needs an option ROM); the transfer
         // peers add their own virtio-mmio NIC.
         .args(["-nic", "none"])
@@ -132,7 +122,7 @@ impl Watched {
         let start = Instant::now();
         let mut child = command
             .spawn()
-            .map_err(|error| format!("cannot start qemu-system-aarch64: {error}"))?;
+            .map_err(|error| format!("cannot start {:?}: {error}", command.get_program()))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (sender, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -253,8 +243,11 @@ fn boot(args: &BenchArgs, images: &Images, dir: &Path, kernel: &Path, initrd: &P
             timeout,
         )
         .map_err(|error| format!("Linux under chroma: {error}"))?;
-        let bare = time_boot(plain_command(kernel, initrd, 2, "256M", ""), timeout)
-            .map_err(|error| format!("Linux on plain QEMU: {error}"))?;
+        let bare = time_boot(
+            plain_command(args.board, kernel, initrd, 2, "256M", ""),
+            timeout,
+        )
+        .map_err(|error| format!("Linux on plain QEMU: {error}"))?;
         println!(
             "linux boot round {round}: init after {:.0} ms under chroma (kernel's first line {:.0} ms, uptime {:.2} s), \
              {:.0} ms on plain QEMU (first line {:.0} ms, uptime {:.2} s)",
@@ -370,9 +363,10 @@ fn transfer_under_chroma(
     result
 }
 
-fn transfer_on_plain_qemu(kernel: &Path, initrd: &Path) -> Result<Transfer> {
+fn transfer_on_plain_qemu(board: Board, kernel: &Path, initrd: &Path) -> Result<Transfer> {
     let port = free_port()?;
     let mut server = plain_command(
+        board,
         kernel,
         initrd,
         1,
@@ -387,7 +381,7 @@ fn transfer_on_plain_qemu(kernel: &Path, initrd: &Path) -> Result<Transfer> {
     ]);
     let server = Watched::start(server)?;
     std::thread::sleep(Duration::from_millis(500));
-    let mut client = plain_command(kernel, initrd, 1, "256M", CLIENT_WORDS);
+    let mut client = plain_command(board, kernel, initrd, 1, "256M", CLIENT_WORDS);
     client.args([
         "-netdev",
         &format!("socket,id=n0,connect=127.0.0.1:{port}"),
@@ -426,7 +420,7 @@ fn transfer(
 ) -> Result<()> {
     let under = transfer_under_chroma(args, images, dir, kernel, initrd)
         .map_err(|error| format!("Linux VM-to-VM TCP under chroma: {error}"))?;
-    let bare = transfer_on_plain_qemu(kernel, initrd)
+    let bare = transfer_on_plain_qemu(args.board, kernel, initrd)
         .map_err(|error| format!("Linux VM-to-VM TCP on plain QEMU: {error}"))?;
     println!(
         "linux vm-to-vm tcp, {TRANSFER_MIB} MiB httpd -> wget (1 vCPU each, MTU 1500): {:.0} ms ({:.1} MiB/s) through chroma's switch, \

@@ -83,7 +83,7 @@ pub fn run(images: &Images, board: Board) -> Result<()> {
     let mut plain_runs = Vec::new();
     for round in 1..=ROUNDS {
         let chroma = chroma_transfer(qemu_command(&run_args, &bundle, None))?;
-        let plain = plain_transfer(&netsvc, &netclient)?;
+        let plain = plain_transfer(board, &netsvc, &netclient)?;
         println!(
             "round {round}: chroma {} KiB/s (client NIC traps/pkt {:.3}, irqs/pkt {:.3}; server NIC traps/pkt {:.3}, irqs/pkt {:.3}), plain QEMU {plain} KiB/s",
             chroma.kib_per_second,
@@ -170,12 +170,13 @@ fn chroma_transfer(command: Command) -> Result<ChromaRun> {
 
 /// The two guests on plain QEMU: netsvc listens on a socket netdev, netclient
 /// connects to it. Returns the client's throughput.
-fn plain_transfer(netsvc: &Path, netclient: &Path) -> Result<u64> {
+fn plain_transfer(board: Board, netsvc: &Path, netclient: &Path) -> Result<u64> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map_err(|error| format!("no free port on 127.0.0.1: {error}"))?
         .port();
     let mut server = plain_qemu(
+        board,
         netsvc,
         SERVER_MAC,
         &server_args(),
@@ -194,6 +195,7 @@ fn plain_transfer(netsvc: &Path, netclient: &Path) -> Result<u64> {
         .recv_timeout(Duration::from_secs(60))
         .map_err(|_| "plain QEMU: netsvc printed nothing in 60 s".to_owned())?;
     let client = plain_qemu(
+        board,
         netclient,
         CLIENT_MAC,
         &client_args(),
@@ -217,19 +219,17 @@ fn plain_transfer(netsvc: &Path, netclient: &Path) -> Result<u64> {
         .ok_or_else(|| format!("plain QEMU: no throughput line; output:\n{output}"))
 }
 
-/// One test guest alone on QEMU's `virt` machine with a virtio-net device.
-pub(crate) fn plain_qemu(image: &Path, mac: &str, bootargs: &str, netdev: &str) -> Command {
-    // The same QEMU binary as chroma's runs.
-    let mut command = crate::emulator::command();
+/// One test guest alone on QEMU's `virt` machine with a virtio-net device
+/// (one CPU), on the QEMU binary and CPU model of chroma's runs on `board`.
+pub(crate) fn plain_qemu(
+    board: Board,
+    image: &Path,
+    mac: &str,
+    bootargs: &str,
+    netdev: &str,
+) -> Command {
+    let mut command = crate::bench::plain_machine(board, 1, "128M");
     command
-        .args([
-            "-M",
-            "virt,gic-version=2",
-            "-cpu",
-            "cortex-a57",
-            "-m",
-            "128M",
-        ])
         .args([
             "-display",
             "none",

@@ -15,7 +15,7 @@ pub struct Images {
     pub hypervisor_elf: PathBuf,
     /// The flat hypervisor image with its arm64 Image header.
     pub hypervisor_bin: PathBuf,
-    /// Directory holding `<guest>.bin`.
+    /// Directory holding `<guest>.bin` for the board's VMs ([`guests_dir_for`]).
     pub guests_dir: PathBuf,
 }
 
@@ -34,6 +34,15 @@ pub fn guests_arm_dir() -> PathBuf {
     workspace_root().join("build").join("guests-arm")
 }
 
+/// Where the test guests for `board`'s VMs are: [`guests_dir`] on
+/// qemu-virt-aarch64, [`guests_arm_dir`] (AArch32 VMs) on qemu-virt-arm.
+pub fn guests_dir_for(board: Board) -> PathBuf {
+    match board {
+        Board::QemuVirtAarch64 => guests_dir(),
+        Board::QemuVirtArm => guests_arm_dir(),
+    }
+}
+
 /// Builds the hypervisor and the guests for `board`.
 pub fn build_all(board: Board) -> Result<Images> {
     let toolchain = CrossToolchain::detect(board.target())?;
@@ -44,7 +53,7 @@ pub fn build_all(board: Board) -> Result<Images> {
     Ok(Images {
         hypervisor_elf,
         hypervisor_bin,
-        guests_dir: guests_dir(),
+        guests_dir: guests_dir_for(board),
     })
 }
 
@@ -193,6 +202,38 @@ fn build_linux(arguments: &[&str]) -> Result<()> {
     )
 }
 
+/// The Debian Linux guest images a board's VMs boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinuxImages {
+    /// The kernel: `build/linux/Image` (arm64) or `build/linux-armhf/zImage` (armhf).
+    pub kernel: PathBuf,
+    /// The initramfs of guest-images/linux beside it.
+    pub initrd: PathBuf,
+}
+
+/// Where the Linux guest images for `board`'s VMs are (arm64 on
+/// qemu-virt-aarch64, armhf on qemu-virt-arm).
+pub fn linux_images(board: Board) -> LinuxImages {
+    let (dir, kernel) = match board {
+        Board::QemuVirtAarch64 => ("linux", "Image"),
+        Board::QemuVirtArm => ("linux-armhf", "zImage"),
+    };
+    let dir = workspace_root().join("build").join(dir);
+    LinuxImages {
+        kernel: dir.join(kernel),
+        initrd: dir.join("initramfs.cpio.gz"),
+    }
+}
+
+/// Builds (when needed) and returns the Linux guest images for `board`.
+pub fn ensure_linux_images_for(board: Board) -> Result<LinuxImages> {
+    match board {
+        Board::QemuVirtAarch64 => ensure_linux_images()?,
+        Board::QemuVirtArm => ensure_linux_armhf_images()?,
+    }
+    Ok(linux_images(board))
+}
+
 /// Whether the configuration at `path` boots the arm64 Linux guest images.
 pub fn config_uses_linux(path: &std::path::Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|text| text.contains("build/linux/"))
@@ -220,6 +261,20 @@ mod tests {
         let other = r#"{"reason":"build-finished","success":true}"#;
         assert_eq!(executable_of(other), None);
         assert_eq!(executable_of("not json"), None);
+    }
+
+    #[test]
+    fn each_board_has_its_guests_and_linux_images() {
+        assert!(guests_dir_for(Board::QemuVirtAarch64).ends_with("build/guests"));
+        assert!(guests_dir_for(Board::QemuVirtArm).ends_with("build/guests-arm"));
+        let arm64 = linux_images(Board::QemuVirtAarch64);
+        assert!(arm64.kernel.ends_with("build/linux/Image"));
+        assert!(arm64.initrd.ends_with("build/linux/initramfs.cpio.gz"));
+        let armhf = linux_images(Board::QemuVirtArm);
+        assert!(armhf.kernel.ends_with("build/linux-armhf/zImage"));
+        assert!(armhf
+            .initrd
+            .ends_with("build/linux-armhf/initramfs.cpio.gz"));
     }
 
     #[test]

@@ -108,6 +108,18 @@ impl Board {
             Board::QemuVirtArm => "cortex-a15",
         }
     }
+
+    /// The file of `configs/` that `cargo xtask run` (and `scripts/run.sh`)
+    /// boots when `--config` is not given: a Debian Linux guest with a shell
+    /// and httpd and the service guest on a switch with the uplink, arm64
+    /// Linux and AArch64 guests on qemu-virt-aarch64, armhf Linux and the
+    /// 32-bit guests on qemu-virt-arm.
+    pub fn default_config_name(self) -> &'static str {
+        match self {
+            Board::QemuVirtAarch64 => "default.toml",
+            Board::QemuVirtArm => "default-arm.toml",
+        }
+    }
 }
 
 /// The workspace root (this crate lives in `scripts/xtask`).

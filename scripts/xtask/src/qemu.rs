@@ -24,7 +24,8 @@ const QEMU_ESCAPE_KEY: &str = "29";
 #[derive(Args, Clone, Debug)]
 pub struct RunArgs {
     /// VM configuration (TOML); guest paths in it are relative to the file
-    /// [default: configs/default.toml in the workspace].
+    /// [default: the board's, in the workspace: configs/default.toml on
+    /// qemu-virt-aarch64, configs/default-arm.toml on qemu-virt-arm].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Board to run on.
@@ -151,7 +152,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         force_cache: args.force_cache,
         log_level: args.log.clone(),
     };
-    let config = args.config.clone().unwrap_or_else(default_config);
+    let config = args
+        .config
+        .clone()
+        .unwrap_or_else(|| default_config(args.board));
     // The Linux guest comes from Debian's archive: fetch it when needed.
     if crate::images::config_uses_linux(&config) {
         crate::images::ensure_linux_images()?;
@@ -177,7 +181,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         Images {
             hypervisor_elf: elf_path(args.board),
             hypervisor_bin: board.join("chroma.bin"),
-            guests_dir: crate::images::guests_dir(),
+            guests_dir: crate::images::guests_dir_for(args.board),
         }
     } else {
         build_all(args.board)?
@@ -227,9 +231,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-/// `configs/default.toml` in the workspace, wherever xtask runs from.
-pub fn default_config() -> PathBuf {
-    workspace_root().join("configs").join("default.toml")
+/// The board's default configuration in the workspace's `configs/`
+/// ([`Board::default_config_name`]), wherever xtask runs from.
+pub fn default_config(board: Board) -> PathBuf {
+    workspace_root()
+        .join("configs")
+        .join(board.default_config_name())
 }
 
 /// Where the cross build leaves the hypervisor ELF.
@@ -519,7 +526,7 @@ mod tests {
     #[test]
     fn no_command_line_enables_semihosting_or_another_way_out() {
         let lines = every_command_line();
-        assert_eq!(lines.len(), 13, "{lines:?}");
+        assert_eq!(lines.len(), 16, "{lines:?}");
         for (name, text) in &lines {
             // Semihosting would let a guest at EL1 end the run or reach host files.
             assert!(!text.contains("semihosting"), "{name}: {text}");
@@ -589,6 +596,62 @@ mod tests {
         ] {
             assert!(parse_forward(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn each_board_boots_its_own_default_configuration() {
+        let arm64 = default_config(Board::QemuVirtAarch64);
+        let arm = default_config(Board::QemuVirtArm);
+        assert!(arm64.ends_with("configs/default.toml"), "{arm64:?}");
+        assert!(arm.ends_with("configs/default-arm.toml"), "{arm:?}");
+        let arm64 = std::fs::read_to_string(arm64).unwrap();
+        let arm = std::fs::read_to_string(arm).unwrap();
+        // The armhf Linux and the 32-bit service guest, never the AArch64 ones.
+        assert!(arm.contains("\"../build/linux-armhf/zImage\""), "{arm}");
+        assert!(arm.contains("\"../build/guests-arm/netsvc.bin\""), "{arm}");
+        assert!(!arm.contains("build/linux/") && !arm.contains("build/guests/"));
+        assert!(!arm.contains("aarch64"), "{arm}");
+        assert!(arm64.contains("\"../build/linux/Image\""), "{arm64}");
+        // Both have the uplink and the guests the default forwards reach.
+        for text in [&arm64, &arm] {
+            assert!(text.contains("uplink = true"), "{text}");
+            assert!(text.contains("chroma.httpd"), "{text}");
+            for forward in DEFAULT_FORWARDS {
+                let ip = parse_forward(forward).unwrap().guest_ip;
+                assert!(text.contains(&format!("={ip}/24")), "{ip} in {text}");
+            }
+        }
+    }
+
+    /// The ARMv7 default configuration is valid on the board `run.sh
+    /// --board qemu-virt-arm` emulates (2 CPUs, 1 GiB), with its uplink,
+    /// over stand-in images (zImage headers) where its paths point.
+    #[test]
+    fn the_arm_default_configuration_is_valid_on_its_board() {
+        let root = std::env::temp_dir().join(format!("chroma-default-arm-{}", std::process::id()));
+        let mut zimage = vec![0u8; 4096];
+        zimage[0x24..0x28].copy_from_slice(&0x016F_2818u32.to_le_bytes());
+        zimage[0x2c..0x30].copy_from_slice(&4096u32.to_le_bytes());
+        for (dir, name) in [
+            ("build/linux-armhf", "zImage"),
+            ("build/linux-armhf", "initramfs.cpio.gz"),
+            ("build/guests-arm", "netsvc.bin"),
+        ] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+            std::fs::write(root.join(dir).join(name), &zimage).unwrap();
+        }
+        std::fs::create_dir_all(root.join("configs")).unwrap();
+        let path = root.join("configs").join("default-arm.toml");
+        std::fs::copy(default_config(Board::QemuVirtArm), &path).unwrap();
+        let machine = MachineFacts {
+            physical_cpus: 2,
+            ram_bytes: 1 << 30,
+            board: Board::QemuVirtArm,
+        };
+        let checked = manifest_and_uplink(&path, &machine, &ManifestOptions::default());
+        let _ = std::fs::remove_dir_all(&root);
+        let (_, uplink) = checked.unwrap();
+        assert!(uplink);
     }
 
     #[test]
