@@ -203,6 +203,7 @@ fn an_armhf_linux_pings_an_arm64_linux_and_the_bare_metal_guest() {
         "aarch32_linux",
         &config,
         Board {
+            name: "qemu-virt-aarch64",
             gic: 2,
             smp: 2,
             timeout_seconds: 170,

@@ -13,6 +13,7 @@ fn assert_refused(test_name: &str, config: &str, needles: &[&str]) {
         test_name,
         config,
         Board {
+            name: "qemu-virt-aarch64",
             gic: 2,
             smp: 2,
             timeout_seconds: 10,
@@ -45,6 +46,7 @@ fn a_good_config_reaches_qemu() {
         "good_config",
         &good_config(),
         Board {
+            name: "qemu-virt-aarch64",
             gic: 2,
             smp: 2,
             timeout_seconds: 5,

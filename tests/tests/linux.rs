@@ -161,6 +161,7 @@ fn boot_one_and_two_vcpus(gic: u8) {
         ),
     );
     let board = Board {
+        name: "qemu-virt-aarch64",
         gic,
         smp: 2,
         timeout_seconds: 85,
@@ -248,6 +249,7 @@ fn linux_pings_the_bare_metal_guest_and_a_second_linux_guest() {
         "linux_ping",
         &config,
         Board {
+            name: "qemu-virt-aarch64",
             gic: 2,
             smp: 2,
             timeout_seconds: 85,
@@ -352,6 +354,7 @@ fn tcp_64mib(aarch32: bool) {
         },
         &config,
         Board {
+            name: "qemu-virt-aarch64",
             gic: 2,
             smp: 2,
             timeout_seconds: 170,
@@ -473,6 +476,7 @@ fn host_and_linux_through_the_uplink(aarch32: bool) {
         },
         &config,
         Board {
+            name: "qemu-virt-aarch64",
             gic: 2,
             smp: 2,
             timeout_seconds: if aarch32 { 130 } else { 85 },
@@ -591,6 +595,7 @@ fn linux_panics_reboots_and_powers_off_while_the_other_vms_go_on() {
         "linux_robust",
         &config,
         Board {
+            name: "qemu-virt-aarch64",
             gic: 2,
             smp: 2,
             timeout_seconds: 150,
