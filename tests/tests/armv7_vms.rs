@@ -23,6 +23,8 @@
 //! Every test is named `armv7_...`, so `scripts/test.sh armv7` runs them
 //! (and the ARMv7 boot tests of armv7.rs).
 
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -782,5 +784,153 @@ fn armv7_linux_with_one_and_two_vcpus_input_ping_tcp_64mib_and_uplink() {
         }
     }
     outcome.assert_all_stopped(3, 0);
+    outcome.assert_success();
+}
+
+/// Sends `payload` to the service guest's echo port through the forward on
+/// `port` and checks it comes back.
+fn echo_through(port: u16, payload: &str) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the echo forward");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    stream.write_all(payload.as_bytes()).expect("send to echo");
+    let mut back = vec![0u8; payload.len()];
+    stream
+        .read_exact(&mut back)
+        .unwrap_or_else(|error| panic!("echo of {payload:?} through 127.0.0.1:{port}: {error}"));
+    assert_eq!(String::from_utf8_lossy(&back), payload);
+}
+
+/// One session with the service guest's checksum sink through the forward
+/// on `port`: `bytes` bytes; returns its `len=... fnv64=...` answer.
+fn sink_through(port: u16, bytes: usize) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the sink forward");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let data: Vec<u8> = (0..bytes).map(|i| (i * 7 + 3).to_le_bytes()[0]).collect();
+    stream.write_all(&data).expect("send to the sink");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+/// Debian's armhf Linux (2 vCPUs) panics, is reset by its kernel (PSCI
+/// SYSTEM_RESET restarts the VM from its images), reboots, and powers off,
+/// while a 32-bit service guest keeps answering the host through the uplink
+/// (its timer running throughout) and a 32-bit pair moves 16 MiB (linux.rs).
+#[test]
+fn armv7_linux_panics_reboots_and_powers_off_while_the_other_vms_go_on() {
+    let echo_port = free_port();
+    let sink_port = free_port();
+    let config = format!(
+        "[[switch]]\nname = \"lan0\"\nuplink = true\n\n{}{}{}{}",
+        // panic=5: the panicked kernel sits 5 s, then resets.
+        armhf_vm(
+            "linux",
+            2,
+            "128M",
+            "chroma.ip=10.0.2.20/24 panic=5",
+            "52:54:00:12:34:20"
+        ),
+        net_vm(
+            "svc",
+            "netsvc",
+            "net.ip=10.0.2.15/24 net.tx=queued svc.sinks=1 svc.heartbeat",
+            1,
+            "lan0"
+        ),
+        net_vm(
+            "server",
+            "netsvc",
+            "net.ip=10.0.2.17/24 net.tx=queued svc.sinks=1",
+            1,
+            "lan0"
+        ),
+        net_vm(
+            "client",
+            "netclient",
+            "net.ip=10.0.2.16/24 net.tx=queued client.server=10.0.2.17 client.ping=3 client.mib=16",
+            0,
+            "lan0"
+        ),
+    );
+    let forwards = [
+        format!("{echo_port}:10.0.2.15:7"),
+        format!("{sink_port}:10.0.2.15:9"),
+    ];
+    let mut run = start_with(
+        "armv7_linux_robust",
+        &config,
+        arm_board(240),
+        &["--forward", &forwards[0], "--forward", &forwards[1]],
+    );
+    run.wait_for_nth("linux", SHELL_UP, 1, 120);
+    std::thread::sleep(Duration::from_millis(500));
+    echo_through(echo_port, "before the panic\n");
+    // 1. Panic.
+    run.type_text("echo c > /proc/sysrq-trigger\n");
+    run.wait_for("linux", "Kernel panic - not syncing", 30);
+    let heartbeats = run.count("svc", "netsvc: heartbeat");
+    echo_through(echo_port, "while linux is panicked\n");
+    // 2. ... reset by the kernel after panic=5 (of the guest's clock).
+    run.wait_for("chroma", "vm linux: SYSTEM_RESET", 60);
+    run.wait_for_nth("linux", SHELL_UP, 2, 120);
+    std::thread::sleep(Duration::from_millis(500));
+    echo_through(echo_port, "after the panic reset\n");
+    // 3. Reboot.
+    run.type_text("reboot -f\n");
+    run.wait_for_nth("chroma", "vm linux: SYSTEM_RESET", 2, 60);
+    run.wait_for_nth("linux", SHELL_UP, 3, 120);
+    std::thread::sleep(Duration::from_millis(500));
+    run.type_text(TYPED);
+    run.wait_for("linux", TYPED_ANSWER, 30);
+    // 4. Power off.
+    run.type_text("poweroff -f\n");
+    run.wait_for("chroma", "vm linux stopped", 30);
+    echo_through(echo_port, "after linux powered off\n");
+    run.wait_for_nth("svc", "netsvc: heartbeat", heartbeats + 2, 30);
+    run.wait_for("client", "netclient: transfer 16777216 bytes", 60);
+    let answer = sink_through(sink_port, 65536);
+    assert!(
+        answer.starts_with("len=65536 fnv64="),
+        "sink answer {answer:?}"
+    );
+    let outcome = run.finish(60);
+
+    assert_eq!(
+        outcome
+            .vm_lines("linux")
+            .iter()
+            .filter(|l| **l == "linux-guest: init")
+            .count(),
+        3
+    );
+    outcome.assert_vm_printed_containing("linux", "sysrq: Trigger a crash");
+    outcome.assert_vm_printed_containing("linux", "smp: Brought up 1 node, 2 CPUs");
+    outcome.assert_stopped("linux", "powered off");
+    outcome.assert_vm_printed_containing("client", "netclient: ping 3/3 replies");
+    outcome
+        .assert_vm_printed_containing("client", &format!("server fnv64={SIXTEEN_MIB_FNV} match"));
+    outcome.assert_vm_printed_containing("svc", "netsvc: sink received 65536 bytes");
+    outcome.assert_vm_printed_containing(
+        "server",
+        &format!("netsvc: sink received 16777216 bytes fnv64={SIXTEEN_MIB_FNV}"),
+    );
+    for vm in ["svc", "server", "client"] {
+        outcome.assert_vm_never_printed(vm, "FAIL");
+        outcome.assert_stopped(vm, "powered off");
+    }
+    let resets = outcome
+        .hypervisor_lines()
+        .iter()
+        .filter(|l| l.contains("vm linux: SYSTEM_RESET"))
+        .count();
+    assert_eq!(resets, 2, "SYSTEM_RESET lines");
+    outcome.assert_all_stopped(4, 0);
     outcome.assert_success();
 }
