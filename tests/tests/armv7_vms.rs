@@ -18,7 +18,10 @@
 //! - Debian's armhf Linux with 1 and 2 vCPUs in one boot (linux.rs): typed
 //!   console input, ICMP to the bare-metal guest and to the other Linux
 //!   guest, 64 MiB over TCP between them with the sha256 at both ends, and
-//!   the host reaching both through the uplink and back.
+//!   the host reaching both through the uplink and back; 64 MiB between
+//!   two armhf Linux guests in the forced colour and maintain mode; and a
+//!   Linux guest that panics, reboots and powers off while 32-bit VMs go
+//!   on.
 //!
 //! Every test is named `armv7_...`, so `scripts/test.sh armv7` runs them
 //! (and the ARMv7 boot tests of armv7.rs).
@@ -784,6 +787,72 @@ fn armv7_linux_with_one_and_two_vcpus_input_ping_tcp_64mib_and_uplink() {
         }
     }
     outcome.assert_all_stopped(3, 0);
+    outcome.assert_success();
+}
+
+/// 64 MiB over TCP from an armhf Linux server (1 vCPU) to an armhf Linux
+/// client (2 vCPUs) in the forced colour and maintain mode (issue 11 item
+/// 6 with Linux's caches on): the sha256 at both ends, the forced policy in
+/// the log, cache maintenance counted on the NICs.
+#[test]
+fn armv7_linux_to_linux_64mib_tcp_in_forced_colour_and_maintain_mode() {
+    let config = format!(
+        "[[switch]]\nname = \"lan0\"\n\n{}{}",
+        armhf_vm(
+            "server",
+            1,
+            "256M",
+            "chroma.ip=10.0.2.21/24 chroma.gw=none chroma.serve=64",
+            "52:54:00:12:34:21"
+        ),
+        armhf_vm(
+            "client",
+            2,
+            "128M",
+            "chroma.ip=10.0.2.22/24 chroma.gw=none chroma.fetch=10.0.2.21 chroma.wait=150 chroma.poweroff",
+            "52:54:00:12:34:22"
+        ),
+    );
+    let mut run = start_with(
+        "armv7_linux_tcp_forced",
+        &config,
+        arm_board(300),
+        &["--force-cache"],
+    );
+    run.wait_for("client", "linux-guest: fetch ", 280);
+    run.wait_for("chroma", "vm client stopped", 30);
+    wait_shell(&run, "server", 10);
+    run.type_text("poweroff -f\n");
+    let outcome = run.finish(60);
+    assert!(
+        outcome
+            .hypervisor_lines()
+            .iter()
+            .any(|l| l.contains("ColourAndMaintain (forced)")),
+        "the forced policy was not in force"
+    );
+    let (served, bytes, _) = digest_line(&outcome, "server", "serve");
+    assert_eq!(bytes, 64 << 20, "served size");
+    let (fetched, fetched_bytes, line) = digest_line(&outcome, "client", "fetch");
+    assert!(line.ends_with(" match"), "{line}");
+    assert_eq!(fetched, served, "sha256 at the client and at the server");
+    assert_eq!(fetched_bytes, 64 << 20, "{line}");
+    eprintln!("armv7 linux forced throughput: {line}");
+    for vm in ["server", "client"] {
+        outcome.assert_vm_never_printed(vm, "Kernel panic");
+        outcome.assert_stopped(vm, "powered off");
+        let counters = outcome
+            .hypervisor_lines()
+            .into_iter()
+            .find(|l| l.contains(&format!("vm {vm} net0")))
+            .unwrap_or_else(|| panic!("no counters for {vm}"))
+            .to_string();
+        assert!(
+            !counters.contains("lines maintained/pkt 0.00"),
+            "no cache maintenance in forced mode: {counters}"
+        );
+    }
+    outcome.assert_all_stopped(2, 0);
     outcome.assert_success();
 }
 
