@@ -170,17 +170,32 @@ fn a_vm_faulting_on_the_switch_mid_transfer_does_not_stop_the_traffic() {
 
 #[test]
 fn a_vm_that_fails_to_start_leaves_the_other_ports_correct() {
-    // The first VM on the switch cannot start (896 MiB passes the config
-    // check but finds no free block that large): it must take no switch
-    // port, so the pair's ports, resets and counters stay their own.
-    let broken =
-        vm("broken", "netsvc", "", 0, true).replace("memory = \"32M\"", "memory = \"896M\"");
+    failed_vm_leaves_the_ports_correct("net_pair_after_failed_vm", board(), false);
+}
+
+/// The same on the ARMv7 hypervisor with the 32-bit guests (issue 11).
+#[test]
+fn armv7_a_vm_that_fails_to_start_leaves_the_other_ports_correct() {
+    let board = Board {
+        timeout_seconds: 120,
+        ..Board::arm(2)
+    };
+    failed_vm_leaves_the_ports_correct("armv7_net_pair_after_failed_vm", board, true);
+}
+
+/// The first VM on the switch cannot start (896 MiB passes the config
+/// check but finds no free block that large): it must take no switch port,
+/// so the pair's ports, resets and counters stay their own. On `board`,
+/// with the 32-bit guests in AArch32 VMs when `aarch32`.
+fn failed_vm_leaves_the_ports_correct(test_name: &str, board: Board, aarch32: bool) {
+    let broken = vm_of(aarch32, "broken", "netsvc", "", 0, true)
+        .replace("memory = \"32M\"", "memory = \"896M\"");
     let config = format!(
         "[[switch]]\nname = \"lan0\"\n\n{broken}\n{}\n{}",
-        vm("svc", "netsvc", SERVER, 0, true),
-        vm("client", "netclient", CLIENT, 1, true)
+        vm_of(aarch32, "svc", "netsvc", SERVER, 0, true),
+        vm_of(aarch32, "client", "netclient", CLIENT, 1, true)
     );
-    let run = boot_with("net_pair_after_failed_vm", &config, board(), &[]);
+    let run = boot_with(test_name, &config, board, &[]);
     assert!(
         run.hypervisor_lines()
             .iter()
