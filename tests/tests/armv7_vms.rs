@@ -5,10 +5,10 @@
 //!
 //! - 32-bit probes side by side, also in the forced cache mode
 //!   (side_by_side.rs);
-//! - the 32-bit crasher faulting, branching wild, making bad HVCs and
-//!   resetting beside a probe (isolation.rs);
-//! - the virtual timer re-armed through TVAL and CVAL by two VMs sharing a
-//!   CPU (timer.rs);
+//! - the 32-bit crasher faulting, branching wild, making bad HVCs, powering
+//!   off and resetting beside a probe (isolation.rs);
+//! - the virtual timer re-armed through TVAL and CVAL, alone and by two VMs
+//!   sharing a CPU (timer.rs);
 //! - netsvc and netclient moving 16 MiB over TCP and pinging both ways
 //!   through the switch, normal and in the forced colour and maintain mode,
 //!   with a third VM faulting on the switch meanwhile, and with one sending
@@ -213,6 +213,22 @@ fn armv7_bad_hypervisor_calls_get_error_codes() {
     run.assert_success();
 }
 
+/// A 32-bit VM that powers off at once (PSCI SYSTEM_OFF) stops alone; the
+/// probe beside it finishes and the run is clean.
+#[test]
+fn armv7_a_vm_that_powers_off_at_once_leaves_the_other_running() {
+    let config = config_toml(&[
+        Vm::arm("crasher", "crasher").cmdline("crasher.mode=off"),
+        Vm::arm("probe", "probe").vcpus(2),
+    ]);
+    let run = boot("armv7_crasher_off", &config, arm_board(90));
+    run.assert_vm_printed_containing("crasher", "crasher: system off");
+    run.assert_stopped("crasher", "powered off");
+    assert_probe_finished(&run, "probe", &expected_lines("probe"));
+    run.assert_all_stopped(2, 0);
+    run.assert_success();
+}
+
 /// A 32-bit VM that resets at once, every time it boots, is restarted (never
 /// stopped), while the probe beside it finishes; the run ends by the timeout.
 #[test]
@@ -268,6 +284,16 @@ fn assert_rearmed(run: &Outcome, vm: &str) {
     }
     run.assert_vm_never_printed(vm, "FAIL");
     run.assert_stopped(vm, "powered off");
+}
+
+/// One 32-bit VM re-arms its virtual timer through TVAL, then CVAL.
+#[test]
+fn armv7_vtimer_rearmed_without_ctl_writes() {
+    let config = config_toml(&[Vm::arm("timer", "probe").cmdline(VTIMER_ONLY)]);
+    let run = boot("armv7_vtimer_alone", &config, Board::arm(1));
+    assert_rearmed(&run, "timer");
+    run.assert_all_stopped(1, 0);
+    run.assert_success();
 }
 
 /// Two 32-bit VMs on one physical CPU, one waiting for its timer in WFI,
