@@ -182,6 +182,17 @@ impl Vm {
         }
     }
 
+    /// A VM named `name` running the 32-bit ARMv7-A build of test guest
+    /// `guest` ([`guest_image_arm`]) with 64 MiB and one vCPU, for the
+    /// qemu-virt-arm board ([`Board::arm`]), where a `[[vm]]` without
+    /// `arch` is AArch32.
+    pub fn arm(name: &str, guest: &str) -> Self {
+        Vm {
+            kernel: guest_image_arm(guest),
+            ..Vm::new(name, guest)
+        }
+    }
+
     /// Sets the vCPU count.
     pub fn vcpus(mut self, vcpus: u32) -> Self {
         self.vcpus = vcpus;
@@ -510,7 +521,7 @@ impl Outcome {
 
     /// True when xtask started QEMU (it prints the command line first).
     fn qemu_started(&self) -> bool {
-        self.stderr.contains("qemu-system-aarch64 -M")
+        self.stderr.contains("qemu-system-aarch64 -M") || self.stderr.contains("qemu-system-arm -M")
     }
 
     /// Panics unless xtask exited non-zero on its own (not killed, not timed out).
@@ -914,6 +925,14 @@ chroma: all VMs stopped (1 clean, 1 failed)
     fn notices_a_started_qemu() {
         let mut run = outcome("");
         run.stderr = "xtask: qemu-system-aarch64 -M virt,virtualization=on\n".to_owned();
+        run.assert_qemu_not_started();
+    }
+
+    #[test]
+    #[should_panic(expected = "QEMU was started")]
+    fn notices_a_started_qemu_system_arm() {
+        let mut run = outcome("");
+        run.stderr = "xtask: qemu-system-arm -M virt,virtualization=on\n".to_owned();
         run.assert_qemu_not_started();
     }
 

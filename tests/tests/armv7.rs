@@ -68,12 +68,12 @@ fn boots_in_hyp_mode(cpu: &str) {
 }
 
 #[test]
-fn boots_in_hyp_mode_on_a_cortex_a15() {
+fn armv7_boots_in_hyp_mode_on_a_cortex_a15() {
     boots_in_hyp_mode("cortex-a15");
 }
 
 #[test]
-fn boots_in_hyp_mode_on_a_cortex_a7() {
+fn armv7_boots_in_hyp_mode_on_a_cortex_a7() {
     boots_in_hyp_mode("cortex-a7");
 }
 
@@ -81,7 +81,7 @@ fn boots_in_hyp_mode_on_a_cortex_a7() {
 /// image in SVC mode. chroma says so and parks (no PSCI conduit is safe to
 /// use from there), so the run ends by xtask's timeout, never with a summary.
 #[test]
-fn negative_control_entering_in_svc_mode_is_refused() {
+fn armv7_negative_control_entering_in_svc_mode_is_refused() {
     let run = boot_arm(
         "armv7_svc_refused",
         "cortex-a15",
@@ -105,7 +105,7 @@ fn negative_control_entering_in_svc_mode_is_refused() {
 /// Negative control for W^X and the exception path: a write to the text
 /// page faults, and the report names the class, the fault, the address.
 #[test]
-fn negative_control_a_write_to_text_is_a_reported_hyp_data_abort() {
+fn armv7_negative_control_a_write_to_text_is_a_reported_hyp_data_abort() {
     let run = boot_arm(
         "armv7_write_text",
         "cortex-a15",

@@ -1,4 +1,5 @@
-//! Broken configurations are refused before QEMU starts, naming the key.
+//! Broken configurations are refused before QEMU starts, naming the key
+//! (on both boards: the `armv7_` tests use qemu-virt-arm).
 
 use chroma_systest::{boot, config_toml, guest_image, Board, Vm};
 
@@ -9,7 +10,7 @@ fn good_config() -> String {
 
 /// Boots `config` and checks it was refused with a message containing each of `needles`.
 fn assert_refused(test_name: &str, config: &str, needles: &[&str]) {
-    let run = boot(
+    assert_refused_on(
         test_name,
         config,
         Board {
@@ -18,7 +19,13 @@ fn assert_refused(test_name: &str, config: &str, needles: &[&str]) {
             smp: 2,
             timeout_seconds: 10,
         },
+        needles,
     );
+}
+
+/// [`assert_refused`] on `board`.
+fn assert_refused_on(test_name: &str, config: &str, board: Board, needles: &[&str]) {
+    let run = boot(test_name, config, board);
     assert!(
         matches!(run.status, Some(code) if code != 0),
         "status {:?}",
@@ -93,4 +100,52 @@ fn missing_image_is_refused() {
 fn duplicate_names_are_refused() {
     let config = good_config().replace("name = \"two\"", "name = \"one\"");
     assert_refused("duplicate_names", &config, &["name", "\"one\""]);
+}
+
+/// The 32-bit probe in a VM without `arch` on the ARMv7 board.
+fn armv7_config() -> String {
+    config_toml(&[Vm::arm("one", "probe")])
+}
+
+/// The ARMv7 board with a short timeout.
+fn arm_board() -> Board {
+    Board {
+        timeout_seconds: 10,
+        ..Board::arm(2)
+    }
+}
+
+/// The control of the next two: the unbroken ARMv7 configuration gets as
+/// far as QEMU (qemu-system-arm).
+#[test]
+fn armv7_a_good_config_reaches_qemu() {
+    let run = boot("armv7_good_config", &armv7_config(), arm_board());
+    assert!(
+        run.stderr
+            .contains("qemu-system-arm -M virt,virtualization=on,gic-version=2"),
+        "QEMU was not started for a good config:\n{}",
+        run.stderr
+    );
+}
+
+/// `arch = "aarch64"` on qemu-virt-arm: its hypervisor runs AArch32 guests
+/// only, which the configuration check says before QEMU starts.
+#[test]
+fn armv7_an_aarch64_vm_is_refused() {
+    let config = armv7_config().replace("cmdline = \"\"\n", "cmdline = \"\"\narch = \"aarch64\"\n");
+    assert!(config.contains("arch = \"aarch64\""), "{config}");
+    assert_refused_on(
+        "armv7_aarch64_vm",
+        &config,
+        arm_board(),
+        &["an AArch64 VM on an ARMv7 board"],
+    );
+}
+
+/// Too many vCPUs for the ARMv7 board's CPUs are refused as on the other
+/// board.
+#[test]
+fn armv7_too_many_vcpus_are_refused() {
+    let config = config_toml(&[Vm::arm("one", "probe").vcpus(3)]);
+    assert_refused_on("armv7_too_many_vcpus", &config, arm_board(), &["vcpus"]);
 }

@@ -1,7 +1,9 @@
 //! virtio-net inside EL2: VM-to-VM TCP and ICMP through chroma's switch,
 //! with the cache policy's forced mode, and containment of a VM that faults
 //! while traffic flows; the console's Ctrl-A s stats lines (memory
-//! high-water marks, switch ports) that `cargo xtask soak` reads.
+//! high-water marks, switch ports) that `cargo xtask soak` reads (also on
+//! the ARMv7 board: `armv7_...`; its other network tests are in
+//! armv7_vms.rs).
 
 use chroma_systest::{boot_with, guest_image, guest_image_arm, start_with, Board, Outcome};
 
@@ -168,17 +170,32 @@ fn a_vm_faulting_on_the_switch_mid_transfer_does_not_stop_the_traffic() {
 
 #[test]
 fn a_vm_that_fails_to_start_leaves_the_other_ports_correct() {
-    // The first VM on the switch cannot start (896 MiB passes the config
-    // check but finds no free block that large): it must take no switch
-    // port, so the pair's ports, resets and counters stay their own.
-    let broken =
-        vm("broken", "netsvc", "", 0, true).replace("memory = \"32M\"", "memory = \"896M\"");
+    failed_vm_leaves_the_ports_correct("net_pair_after_failed_vm", board(), false);
+}
+
+/// The same on the ARMv7 hypervisor with the 32-bit guests (issue 11).
+#[test]
+fn armv7_a_vm_that_fails_to_start_leaves_the_other_ports_correct() {
+    let board = Board {
+        timeout_seconds: 120,
+        ..Board::arm(2)
+    };
+    failed_vm_leaves_the_ports_correct("armv7_net_pair_after_failed_vm", board, true);
+}
+
+/// The first VM on the switch cannot start (896 MiB passes the config
+/// check but finds no free block that large): it must take no switch port,
+/// so the pair's ports, resets and counters stay their own. On `board`,
+/// with the 32-bit guests in AArch32 VMs when `aarch32`.
+fn failed_vm_leaves_the_ports_correct(test_name: &str, board: Board, aarch32: bool) {
+    let broken = vm_of(aarch32, "broken", "netsvc", "", 0, true)
+        .replace("memory = \"32M\"", "memory = \"896M\"");
     let config = format!(
         "[[switch]]\nname = \"lan0\"\n\n{broken}\n{}\n{}",
-        vm("svc", "netsvc", SERVER, 0, true),
-        vm("client", "netclient", CLIENT, 1, true)
+        vm_of(aarch32, "svc", "netsvc", SERVER, 0, true),
+        vm_of(aarch32, "client", "netclient", CLIENT, 1, true)
     );
-    let run = boot_with("net_pair_after_failed_vm", &config, board(), &[]);
+    let run = boot_with(test_name, &config, board, &[]);
     assert!(
         run.hypervisor_lines()
             .iter()
@@ -259,11 +276,34 @@ fn stats_field(line: &str, key: &str) -> Vec<u64> {
 
 #[test]
 fn ctrl_a_s_prints_memory_high_water_marks_and_port_counters() {
-    // The pair moves 1 MiB; then Ctrl-A s asks for the stats lines.
+    ctrl_a_s("net_stats", board(), false);
+}
+
+/// The same on the ARMv7 hypervisor with the 32-bit guests (issue 11).
+#[test]
+fn armv7_ctrl_a_s_prints_memory_high_water_marks_and_port_counters() {
+    let board = Board {
+        timeout_seconds: 120,
+        ..Board::arm(2)
+    };
+    ctrl_a_s("armv7_net_stats", board, true);
+}
+
+/// A pair moves 1 MiB on `board` (the 32-bit guests in AArch32 VMs when
+/// `aarch32`); then Ctrl-A s asks for the stats lines, which are checked.
+fn ctrl_a_s(test_name: &str, board: Board, aarch32: bool) {
     let config = format!(
         "[[switch]]\nname = \"lan0\"\n\n{}\n{}",
-        vm("svc", "netsvc", "net.ip=10.0.2.15/24 svc.sinks=1", 0, true),
-        vm(
+        vm_of(
+            aarch32,
+            "svc",
+            "netsvc",
+            "net.ip=10.0.2.15/24 svc.sinks=1",
+            0,
+            true
+        ),
+        vm_of(
+            aarch32,
             "client",
             "netclient",
             "net.ip=10.0.2.16/24 client.server=10.0.2.15 client.ping=1 client.mib=1",
@@ -271,7 +311,7 @@ fn ctrl_a_s_prints_memory_high_water_marks_and_port_counters() {
             true
         )
     );
-    let mut run = start_with("net_stats", &config, board(), &[]);
+    let mut run = start_with(test_name, &config, board, &[]);
     run.wait_for("client", "netclient: transfer 1048576 bytes", 90);
     run.type_text("\u{1}s");
     let header = run.wait_for("chroma", "stats heap=", 30);

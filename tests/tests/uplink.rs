@@ -7,12 +7,15 @@
 //! for byte, then sends 4 MiB to the sink on port 9 and compares the
 //! `len=<n> fnv64=<hex>` answer with the FNV-1a 64 it computes itself. netsvc
 //! runs with `svc.sinks=1`, so the run ends on its own after the sink session.
+//! The `armv7_` tests do the same with the 32-bit netsvc on the ARMv7 board.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use chroma_systest::{free_port, guest_image, start_with, Board, Outcome, Running};
+use chroma_systest::{
+    free_port, guest_image, guest_image_arm, start_with, Board, Outcome, Running,
+};
 
 const GUEST_IP: &str = "10.0.2.15";
 const SERVER: &str = "svc.sinks=1 net.ip=10.0.2.15/24 net.tx=queued";
@@ -61,10 +64,17 @@ fn uplink_host_checksum_matches_the_guests() {
     assert_ne!(fnv1a64(&corrupted), fnv1a64(&data[..SINK_BYTES]));
 }
 
-fn config() -> String {
+/// netsvc behind the uplink: its 32-bit build on the ARMv7 board
+/// (`board.is_arm()`, where a `[[vm]]` without `arch` is AArch32).
+fn config(board: Board) -> String {
+    let image = if board.is_arm() {
+        guest_image_arm("netsvc")
+    } else {
+        guest_image("netsvc")
+    };
     format!(
         "[[switch]]\nname = \"lan0\"\nuplink = true\n\n[[vm]]\nname = \"svc\"\nkernel = \"{}\"\nmemory = \"32M\"\ncmdline = \"{SERVER}\"\ncpus = [0]\n[[vm.net]]\nswitch = \"lan0\"\n",
-        guest_image("netsvc").display()
+        image.display()
     )
 }
 
@@ -189,9 +199,10 @@ fn sink(port: u16, data: &[u8], seconds: u64) -> String {
     }
 }
 
-/// Boots netsvc behind the uplink, echoes 1 MiB and sinks 4 MiB from the
-/// host, and returns the run's outcome once netsvc powered itself off.
-fn exchange(name: &str, extra: &[&str]) -> Outcome {
+/// Boots netsvc behind the uplink on `board`, echoes 1 MiB and sinks 4 MiB
+/// from the host, and returns the run's outcome once netsvc powered itself
+/// off.
+fn exchange(name: &str, board: Board, extra: &[&str]) -> Outcome {
     let echo_port = free_port();
     let mut sink_port = free_port();
     while sink_port == echo_port {
@@ -201,11 +212,7 @@ fn exchange(name: &str, extra: &[&str]) -> Outcome {
     let sink_forward = format!("{sink_port}:{GUEST_IP}:9");
     let mut options = vec!["--forward", &echo_forward, "--forward", &sink_forward];
     options.extend_from_slice(extra);
-    let board = Board {
-        timeout_seconds: 60,
-        ..Board::new(2, 2)
-    };
-    let mut run: Running = start_with(name, &config(), board, &options);
+    let mut run: Running = start_with(name, &config(board), board, &options);
     // Standalone (not under `cargo xtask test`) the run builds first.
     run.wait_for("svc", "netsvc: link up", 300);
     let booted = run.elapsed();
@@ -290,14 +297,55 @@ fn exchange(name: &str, extra: &[&str]) -> Outcome {
     outcome
 }
 
+/// qemu-virt-aarch64 (GICv2, two CPUs) with a 60 s timeout.
+fn aarch64_board() -> Board {
+    Board {
+        timeout_seconds: 60,
+        ..Board::new(2, 2)
+    }
+}
+
+/// qemu-virt-arm (two CPUs) with a 60 s timeout: the 32-bit netsvc on the
+/// ARMv7 hypervisor.
+fn arm_board() -> Board {
+    Board {
+        timeout_seconds: 60,
+        ..Board::arm(2)
+    }
+}
+
 #[test]
 fn host_echoes_1mib_and_sinks_4mib_through_the_uplink() {
-    exchange("uplink_host", &[]);
+    exchange("uplink_host", aarch64_board(), &[]);
 }
 
 #[test]
 fn host_through_the_uplink_in_forced_colour_and_maintain_mode() {
-    let outcome = exchange("uplink_host_forced", &["--force-cache"]);
+    forced(exchange(
+        "uplink_host_forced",
+        aarch64_board(),
+        &["--force-cache"],
+    ));
+}
+
+/// The same on the ARMv7 hypervisor with the 32-bit netsvc (issue 11).
+#[test]
+fn armv7_host_echoes_1mib_and_sinks_4mib_through_the_uplink() {
+    exchange("armv7_uplink_host", arm_board(), &[]);
+}
+
+/// The same on the ARMv7 hypervisor in the forced cache mode.
+#[test]
+fn armv7_host_through_the_uplink_in_forced_colour_and_maintain_mode() {
+    forced(exchange(
+        "armv7_uplink_host_forced",
+        arm_board(),
+        &["--force-cache"],
+    ));
+}
+
+/// Panics unless the run's log shows the forced cache policy.
+fn forced(outcome: Outcome) {
     assert!(
         outcome
             .hypervisor_lines()
