@@ -13,6 +13,7 @@
 //! the host.
 
 use crate::aarch64::pstate::{self as ps, aarch32_register};
+use chroma_core::exit::low_word;
 use chroma_core::vcpu::ExternalAbort;
 use chroma_core::vm::BootRequest;
 
@@ -193,7 +194,7 @@ impl<P: Pl1Registers> Trapped32<'_, P> {
             u64::from(self.pl1.vbar() & 0xffff_ffe0)
         };
         let cpsr = self.registers.pstate;
-        self.pl1.write_spsr(mode, (cpsr & 0xffff_ffff) as u32);
+        self.pl1.write_spsr(mode, low_word(cpsr));
         let new = ps::aarch32_exception_cpsr(cpsr, mode, u64::from(sctlr));
         if let Some(lr) = aarch32_register(new, 14) {
             if let Some(slot) = self.registers.x.get_mut(lr) {
@@ -327,7 +328,7 @@ mod tests {
             fake.spsr,
             Some((
                 ps::MODE_ABT,
-                (ps::MODE_SVC | ps::CPSR_A | ps::CPSR_F) as u32
+                low_word(ps::MODE_SVC | ps::CPSR_A | ps::CPSR_F)
             ))
         );
     }

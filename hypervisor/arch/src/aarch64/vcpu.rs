@@ -9,6 +9,7 @@ use super::pstate::{self as ps, aarch32_register};
 use super::sysreg;
 use super::vectors::{enter_guest, ExceptionKind, GuestRegisters};
 use crate::guest32::{Pl1Registers, Trapped32};
+use chroma_core::exit::low_word;
 use chroma_core::vcpu::{ExternalAbort, GuestCpu, Trap};
 use chroma_core::vm::BootRequest;
 use chroma_core::vtimer::TimerRegisters;
@@ -286,7 +287,7 @@ impl GuestCpu for TrappedVcpu<'_> {
 
     fn inject_external_abort(&mut self, abort: ExternalAbort) {
         if self.aarch32_el1 {
-            let address = (sysreg::far_el2() & 0xffff_ffff) as u32;
+            let address = low_word(sysreg::far_el2());
             self.trapped32().inject_external_abort(abort, address);
             return;
         }
@@ -335,15 +336,15 @@ struct LiveAarch32El1;
 
 impl Pl1Registers for LiveAarch32El1 {
     fn sctlr(&self) -> u32 {
-        sysreg::sctlr_el1() as u32
+        low_word(sysreg::sctlr_el1())
     }
 
     fn vbar(&self) -> u32 {
-        sysreg::vbar_el1() as u32
+        low_word(sysreg::vbar_el1())
     }
 
     fn ttbcr(&self) -> u32 {
-        sysreg::tcr_el1() as u32
+        low_word(sysreg::tcr_el1())
     }
 
     fn write_spsr(&mut self, mode: u64, value: u32) {

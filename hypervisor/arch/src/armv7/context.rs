@@ -18,7 +18,7 @@ const SCTLR_AT_RESET: u32 = 0x00c5_0078;
 
 /// VFPv3/v4 and Advanced SIMD registers: d0-d31, FPSCR and FPEXC.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct FpState {
     /// d0-d31.
     pub d: [u64; 32],
@@ -26,16 +26,6 @@ pub struct FpState {
     pub fpscr: u32,
     /// FPEXC (EN is the guest's: it enables VFP for itself).
     pub fpexc: u32,
-}
-
-impl Default for FpState {
-    fn default() -> Self {
-        Self {
-            d: [0; 32],
-            fpscr: 0,
-            fpexc: 0,
-        }
-    }
 }
 
 /// The switched registers.

@@ -1,5 +1,5 @@
 //! Services of the physical CPU the hypervisor runs on, as
-//! [`crate::aarch64::cpu`] offers them (the scheduler uses either): the
+//! `aarch64::cpu` offers them (the scheduler uses either): the
 //! counter and the HYP timer, waiting, its identity, and the PSCI calls
 //! that start other CPUs and power the board off (SMC32: ARMv7 has no SMC64).
 

@@ -95,7 +95,7 @@ pub const fn hsctlr(current: u32, write_implies_never_execute: bool) -> u32 {
 /// decisions and their reasons are the AArch64 back-end's for an AArch32
 /// EL1 ([`crate::aarch64::el2::hcr_el2_for`]), taken once.
 pub fn hcr_for_guests() -> u32 {
-    (crate::aarch64::el2::hcr_el2_for(true) & 0xffff_ffff) as u32
+    chroma_core::exit::low_word(crate::aarch64::el2::hcr_el2_for(true))
 }
 
 /// VTCR.T0SZ (a signed 4-bit field, bits `[3:0]`) and VTCR.S (bit 4, its
@@ -133,13 +133,13 @@ pub const fn hcptr() -> u32 {
 /// AArch64 back-end's [`crate::aarch64::el2::mdcr_el2`] (the fields are at
 /// the same bits), for `event_counters` = PMCR.N.
 pub fn hdcr(event_counters: u32) -> u32 {
-    (crate::aarch64::el2::mdcr_el2(u64::from(event_counters)) & 0xffff_ffff) as u32
+    chroma_core::exit::low_word(crate::aarch64::el2::mdcr_el2(u64::from(event_counters)))
 }
 
 /// CNTHCTL while guests run: PL1 may read the physical counter (PL1PCTEN),
 /// the physical timer traps (PL1PCEN clear): [`crate::aarch64::el2::cnthctl_el2`].
 pub fn cnthctl() -> u32 {
-    (crate::aarch64::el2::cnthctl_el2() & 0xffff_ffff) as u32
+    chroma_core::exit::low_word(crate::aarch64::el2::cnthctl_el2())
 }
 
 #[cfg(test)]

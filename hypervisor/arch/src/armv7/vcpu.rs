@@ -1,5 +1,5 @@
 //! A vCPU as the ARMv7 back-end holds it, with the same interface as
-//! [`crate::aarch64::vcpu`] so that one scheduler drives both: registers,
+//! `aarch64::vcpu` so that one scheduler drives both: registers,
 //! PL1 context and virtual GIC interface state, entering it, decoding its
 //! traps (HSR has ESR_EL2's layout for exceptions from AArch32, so the
 //! AArch64 decoder reads it), and answering them through the core's
