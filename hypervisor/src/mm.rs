@@ -274,16 +274,14 @@ pub fn init(board: &BoardInfo) {
     {
         let mut frames = FRAMES.lock();
         for range in board.memory.iter().flatten() {
-            add_minus(
-                &mut frames,
-                range.0,
-                range.1.min(SPACE_END),
-                &[
-                    (image_start(), used_end),
-                    board.dtb_range,
-                    (heap, heap + HEAP_BYTES),
-                ],
-            );
+            let mut holes = alloc::vec![
+                (image_start(), used_end),
+                board.dtb_range,
+                (heap, heap + HEAP_BYTES),
+            ];
+            // What the firmware keeps (a spin table's page, say).
+            holes.extend(board.reserved.iter().flatten().copied());
+            add_minus(&mut frames, range.0, range.1.min(SPACE_END), &holes);
         }
     }
     let mut tables = PhysTables;

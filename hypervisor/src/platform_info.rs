@@ -20,8 +20,11 @@ const MAX_DEVICES: usize = 16;
 pub enum SecondaryStart {
     /// PSCI CPU_ON through this conduit.
     Psci(Conduit),
-    /// A method this build cannot use yet (spin table, PSCI over HVC at
-    /// EL2, none): named for the log.
+    /// The spin table: the CPU waits (in WFE) for an entry address at this
+    /// `cpu-release-addr`.
+    SpinTable(u64),
+    /// A method this build cannot use (PSCI over HVC at EL2, none): named
+    /// for the log.
     Unsupported(&'static str),
 }
 
@@ -89,6 +92,9 @@ pub struct BoardInfo {
     pub dtb_range: (u64, u64),
     /// The board's virtio-mmio windows (base, size, INTID): uplink candidates.
     pub virtio: [Option<(u64, u64, u32)>; 32],
+    /// RAM the firmware reserved (`/memreserve/`): (start, end), never
+    /// handed out.
+    pub reserved: [Option<(u64, u64)>; chroma_devtree::MAX_RESERVED],
 }
 
 /// Reads the device tree at `dtb`.
@@ -100,8 +106,12 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
         return Err(BoardError::NoDeviceTree);
     }
     let total = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
-    // SAFETY: as above, `total` bytes from the header's own size field.
-    let bytes = unsafe { core::slice::from_raw_parts(dtb as *const u8, total) };
+    // SAFETY: as above, `total` bytes from the header's own size field;
+    // the blob is RAM the boot loader handed over (the early map has its
+    // GiB read/write), used by nothing else while the boot CPU reads it.
+    let bytes = unsafe { core::slice::from_raw_parts_mut(dtb as *mut u8, total) };
+    // A boot loader that deleted nodes left NOPs (QEMU's raspi machines).
+    chroma_devtree::strip_nops(bytes).map_err(BoardError::DeviceTree)?;
     let board = parse_board(bytes).map_err(BoardError::DeviceTree)?;
     if let Gic::NotGic { kind, registers } = board.gic {
         return Err(BoardError::InterruptController(kind, registers.base));
@@ -136,7 +146,11 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
         ipa_bits: crate::arch::ipa_bits(),
         dtb_range: (dtb as u64, (dtb + total) as u64),
         virtio: [None; 32],
+        reserved: [None; chroma_devtree::MAX_RESERVED],
     };
+    for (slot, range) in info.reserved.iter_mut().zip(board.reserved.iter()) {
+        *slot = Some((range.base, range.base.saturating_add(range.size)));
+    }
     for (slot, range) in info.memory.iter_mut().zip(board.memory.iter()) {
         *slot = Some((range.base, range.base.saturating_add(range.size)));
     }
@@ -147,7 +161,9 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
                 SecondaryStart::Unsupported("PSCI over HVC")
             }
             (EnableMethod::Psci, None) => SecondaryStart::Unsupported("PSCI without a /psci node"),
-            (EnableMethod::SpinTable { .. }, _) => SecondaryStart::Unsupported("spin-table"),
+            (EnableMethod::SpinTable { release_address }, _) => {
+                SecondaryStart::SpinTable(release_address)
+            }
             (EnableMethod::Other, _) => SecondaryStart::Unsupported("unknown"),
         };
         *slot = Some((cpu.mpidr, start));
@@ -159,7 +175,7 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
             .map(|intid| (v.mmio.base, v.mmio.size, intid));
     }
     // No heap yet: a fixed list.
-    let mut devices = [(0u64, 0u64); 5];
+    let mut devices = [(0u64, 0u64); 7];
     // The virtio-mmio windows, as one range (the uplink is one of them).
     let windows = board
         .virtio_mmio
@@ -171,6 +187,13 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
     }
     if board.console.kind == UartKind::Pl011 {
         devices[0] = (board.console.mmio.base, board.console.mmio.size.max(0x1000));
+    } else {
+        // The console stays on the board's early UART: keep it mapped.
+        devices[5] = (chroma_platform::BOARD.early_uart as u64, 0x1000);
+    }
+    if let chroma_platform::PowerOff::Bcm2835Watchdog { base } = chroma_platform::BOARD.power_off {
+        // The power-management block that ends the run.
+        devices[6] = (base as u64, 0x1000);
     }
     match board.gic {
         Gic::V2 {

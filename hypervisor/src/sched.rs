@@ -295,6 +295,21 @@ pub fn start_secondaries(board: &BoardInfo) -> usize {
                     log::warn!("CPU {index} (MPIDR {mpidr:#x}) did not start: PSCI {code}")
                 }
             },
+            SecondaryStart::SpinTable(release) => {
+                // The spin-table entry takes its index from MPIDR Aff0.
+                if *mpidr & 0xff != index as u64 {
+                    log::warn!("CPU {index} (MPIDR {mpidr:#x}) stays off: a spin-table CPU's index must be its Aff0");
+                    continue;
+                }
+                // SAFETY: the release address is the CPU's `cpu-release-addr`
+                // from the device tree, in RAM the EL2 map covers, reserved by
+                // the firmware (`/memreserve/`, kept out of the frames); the
+                // secondaries' MMU settings were published by `mm::init`.
+                match unsafe { cpu::release_from_spin_table(*release) } {
+                    Ok(()) => started += 1,
+                    Err(why) => log::warn!("CPU {index} (MPIDR {mpidr:#x}) did not start: {why}"),
+                }
+            }
             SecondaryStart::Unsupported(what) => {
                 log::warn!("CPU {index} (MPIDR {mpidr:#x}) stays off: enable method {what} is not supported by this build")
             }

@@ -16,9 +16,11 @@
     clippy::unimplemented
 )]
 
+pub mod bcm2835_pm;
 pub mod pl011;
 pub mod qemu_virt_aarch64;
 pub mod qemu_virt_arm;
+pub mod rpi4;
 
 /// What chroma needs to know about a board before and beyond its device tree.
 #[derive(Clone, Copy, Debug)]
@@ -27,17 +29,38 @@ pub struct Board {
     pub name: &'static str,
     /// The console UART, used until the device tree is parsed.
     pub early_uart: usize,
+    /// How the board is switched off when the device tree has no PSCI.
+    pub power_off: PowerOff,
+}
+
+/// How a board without PSCI ends a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PowerOff {
+    /// PSCI SYSTEM_OFF (the device tree's `/psci` conduit).
+    Psci,
+    /// A reset by the BCM2835/BCM2711 power-management watchdog at `base`
+    /// (the Raspberry Pi has no power switch; QEMU with `-no-reboot` exits
+    /// on the reset).
+    Bcm2835Watchdog {
+        /// The PM block's physical (and, identity-mapped, virtual) address.
+        base: usize,
+    },
 }
 
 /// The board this image was built for.
 #[cfg(feature = "board-qemu-virt-aarch64")]
 pub const BOARD: Board = qemu_virt_aarch64::BOARD;
 
+/// The board this image was built for.
+#[cfg(all(feature = "board-rpi4", not(feature = "board-qemu-virt-aarch64")))]
+pub const BOARD: Board = rpi4::BOARD;
+
 /// The board this image was built for. (With both board features on, as
 /// in `cargo clippy --all-features` on the host, the AArch64 board wins, as
 /// in the hypervisor's build script.)
 #[cfg(all(
     feature = "board-qemu-virt-arm",
-    not(feature = "board-qemu-virt-aarch64")
+    not(feature = "board-qemu-virt-aarch64"),
+    not(feature = "board-rpi4")
 ))]
 pub const BOARD: Board = qemu_virt_arm::BOARD;

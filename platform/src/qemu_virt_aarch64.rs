@@ -6,4 +6,5 @@ use crate::Board;
 pub const BOARD: Board = Board {
     name: "qemu-virt-aarch64",
     early_uart: 0x0900_0000,
+    power_off: crate::PowerOff::Psci,
 };

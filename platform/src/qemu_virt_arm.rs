@@ -7,4 +7,5 @@ use crate::Board;
 pub const BOARD: Board = Board {
     name: "qemu-virt-arm",
     early_uart: 0x0900_0000,
+    power_off: crate::PowerOff::Psci,
 };

@@ -16,6 +16,8 @@ use crate::DevtreeError;
 pub const MAX_MEMORY_RANGES: usize = 8;
 /// Most CPUs recorded.
 pub const MAX_CPUS: usize = 16;
+/// Most reserved ranges (`/memreserve/` entries) recorded.
+pub const MAX_RESERVED: usize = 8;
 /// Most `virtio,mmio` nodes recorded (QEMU virt has 32).
 pub const MAX_VIRTIO_MMIO: usize = 32;
 /// SMC64 `CPU_ON` function ID, PSCI 0.2 and later (DEN0022 5.1.4).
@@ -233,6 +235,9 @@ pub struct BoardInfo {
     pub psci: Option<Psci>,
     /// `virtio,mmio` transports, in tree order.
     pub virtio_mmio: List<VirtioMmio, MAX_VIRTIO_MMIO>,
+    /// RAM the firmware keeps (the header's `/memreserve/` entries, e.g.
+    /// the Raspberry Pi's spin-table page at 0): never the hypervisor's.
+    pub reserved: List<MmioRange, MAX_RESERVED>,
 }
 
 /// Parses the board's device tree.
@@ -253,7 +258,48 @@ pub fn parse_board(dtb: &[u8]) -> Result<BoardInfo, DevtreeError> {
     };
     let mut stack = [None; MAX_DEPTH + 1];
     walker.walk(root, &mut stack, 0)?;
-    walker.finish()
+    let mut board = walker.finish()?;
+    board.reserved = memory_reservations(dtb)?;
+    Ok(board)
+}
+
+/// The header's memory reservation block (DTSpec 5.3): (address, size)
+/// pairs of big-endian 64-bit values up to a pair of zeros. Read here
+/// rather than with `fdt`'s iterator, which hands addresses out as pointers
+/// (32 bits wide on the ARMv7 hypervisor).
+fn memory_reservations(dtb: &[u8]) -> Result<List<MmioRange, MAX_RESERVED>, DevtreeError> {
+    /// Offset of `off_mem_rsvmap` in the header.
+    const OFF_MEM_RSVMAP: usize = 16;
+    let malformed = |what| DevtreeError::Malformed {
+        offset: OFF_MEM_RSVMAP,
+        what,
+    };
+    let start = dtb
+        .get(OFF_MEM_RSVMAP..OFF_MEM_RSVMAP + 4)
+        .and_then(|bytes| bytes.try_into().ok())
+        .map(u32::from_be_bytes)
+        .and_then(|offset| usize::try_from(offset).ok())
+        .ok_or(malformed("no memory reservation block offset"))?;
+    let mut reserved = List::default();
+    let mut at = start;
+    loop {
+        let entry = at
+            .checked_add(16)
+            .and_then(|end| dtb.get(at..end))
+            .ok_or(malformed("memory reservation block runs past the blob"))?;
+        let base = read_cells(entry, 2).ok_or(malformed("reservation address"))?;
+        let size = entry
+            .get(8..)
+            .and_then(|rest| read_cells(rest, 2))
+            .ok_or(malformed("reservation size"))?;
+        if base == 0 && size == 0 {
+            return Ok(reserved);
+        }
+        if size > 0 && reserved.push(MmioRange { base, size }).is_err() {
+            return Err(malformed("more /memreserve/ entries than chroma records"));
+        }
+        at += 16;
+    }
 }
 
 /// Value of a one-cell property.
@@ -813,6 +859,7 @@ impl<'a> Walker<'a> {
             cpus: self.cpus,
             psci: self.psci,
             virtio_mmio: self.virtio_mmio,
+            reserved: List::default(),
         })
     }
 }

@@ -28,13 +28,14 @@ mod board;
 mod guest;
 mod list;
 mod validate;
+pub use validate::strip_nops;
 
 use core::fmt;
 
 pub use board::{
     parse_board, BoardInfo, Cpu, EnableMethod, Gic, Interrupt, InterruptKind, MmioRange,
     OtherController, Psci, PsciConduit, Timer, Uart, UartKind, VirtioMmio, MAX_CPUS,
-    MAX_MEMORY_RANGES, MAX_VIRTIO_MMIO, PSCI_CPU_ON_64,
+    MAX_MEMORY_RANGES, MAX_RESERVED, MAX_VIRTIO_MMIO, PSCI_CPU_ON_64,
 };
 pub use guest::{build_guest_dtb, layout, GuestDtbSpec, GuestGic};
 pub use list::List;

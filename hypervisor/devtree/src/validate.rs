@@ -225,3 +225,135 @@ fn validate_structure(structure: &[u8], strings: &[u8], base: usize) -> Result<(
         }
     }
 }
+
+/// Removes the FDT_NOP tokens of `dtb`'s structure block in place (DTSpec
+/// 5.4.1: a parser ignores them; they are left where a boot loader deleted
+/// a node or property, as QEMU's `raspi` machines do with disabled
+/// devices). The block shrinks and the header's `size_dt_struct` with it;
+/// nothing else moves. `fdt` 0.1 trips over NOPs in some walks, so
+/// [`crate::parse_board`] refuses them: call this first on a board's blob.
+pub fn strip_nops(dtb: &mut [u8]) -> Result<(), DevtreeError> {
+    let field = |dtb: &[u8], index: usize, what| {
+        be32(dtb, index * 4)
+            .and_then(|value| usize::try_from(value).ok())
+            .ok_or(malformed(index * 4, what))
+    };
+    if dtb.len() < HEADER_SIZE || be32(dtb, 0) != Some(FDT_MAGIC) {
+        return Err(DevtreeError::BadMagic);
+    }
+    let start = field(dtb, 2, "off_dt_struct")?;
+    let size = field(dtb, 9, "size_dt_struct")?;
+    let end = start
+        .checked_add(size)
+        .filter(|&end| end <= dtb.len())
+        .ok_or(malformed(36, "structure block runs past the blob"))?;
+    let (mut read, mut write) = (start, start);
+    loop {
+        let token = be32(dtb, read)
+            .filter(|_| read < end)
+            .ok_or(malformed(read, "structure block ends without FDT_END"))?;
+        let length = match token {
+            FDT_BEGIN_NODE => {
+                let name = dtb
+                    .get(read + 4..end)
+                    .and_then(|rest| rest.iter().position(|&b| b == 0))
+                    .ok_or(malformed(read, "node name"))?;
+                align4(4 + name + 1).ok_or(malformed(read, "node name"))?
+            }
+            FDT_PROP => {
+                let len = be32(dtb, read + 4)
+                    .and_then(|len| usize::try_from(len).ok())
+                    .ok_or(malformed(read, "property header"))?;
+                align4(12usize.saturating_add(len)).ok_or(malformed(read, "property"))?
+            }
+            FDT_END_NODE | FDT_NOP | FDT_END => 4,
+            _ => return Err(malformed(read, "unknown structure token")),
+        };
+        let next = read
+            .checked_add(length)
+            .filter(|&next| next <= end)
+            .ok_or(malformed(read, "token runs past the structure block"))?;
+        if token != FDT_NOP {
+            dtb.copy_within(read..next, write);
+            write += length;
+        }
+        read = next;
+        if token == FDT_END {
+            break;
+        }
+    }
+    let new_size = u32::try_from(write - start).map_err(|_| malformed(36, "size_dt_struct"))?;
+    dtb.get_mut(36..40)
+        .ok_or(malformed(36, "size_dt_struct"))?
+        .copy_from_slice(&new_size.to_be_bytes());
+    Ok(())
+}
+
+#[cfg(test)]
+mod strip_tests {
+    use super::*;
+
+    /// A blob with NOPs before, inside and after a node.
+    fn blob_with_nops() -> Vec<u8> {
+        let mut fdt = vm_fdt::FdtWriter::new().unwrap();
+        let root = fdt.begin_node("").unwrap();
+        fdt.property_u32("#address-cells", 2).unwrap();
+        let child = fdt.begin_node("chosen").unwrap();
+        fdt.property_string("bootargs", "x").unwrap();
+        fdt.end_node(child).unwrap();
+        fdt.end_node(root).unwrap();
+        let mut blob = fdt.finish().unwrap();
+        // Turn the `bootargs` property into NOPs, as fdt_nop_property does.
+        let start = be32(&blob, 8).unwrap() as usize;
+        let size = be32(&blob, 36).unwrap() as usize;
+        let mut at = start;
+        while at < start + size {
+            if be32(&blob, at) == Some(FDT_PROP) {
+                let len = be32(&blob, at + 4).unwrap() as usize;
+                let nameoff = be32(&blob, at + 8).unwrap() as usize;
+                let strings = be32(&blob, 12).unwrap() as usize;
+                if c_str(&blob[strings + nameoff..]) == Some("bootargs") {
+                    for word in 0..align4(12 + len).unwrap() / 4 {
+                        blob[at + word * 4..at + word * 4 + 4]
+                            .copy_from_slice(&FDT_NOP.to_be_bytes());
+                    }
+                    break;
+                }
+            }
+            at += 4;
+        }
+        blob
+    }
+
+    #[test]
+    fn nops_are_removed_and_the_rest_parses() {
+        let mut blob = blob_with_nops();
+        let before = be32(&blob, 36).unwrap();
+        assert!(validate(&blob).is_err(), "the validator refuses NOPs");
+        strip_nops(&mut blob).unwrap();
+        assert!(be32(&blob, 36).unwrap() < before, "the block shrank");
+        validate(&blob).unwrap();
+        let fdt = fdt::Fdt::new(&blob).unwrap();
+        let chosen = fdt.find_node("/chosen").unwrap();
+        assert!(chosen.property("bootargs").is_none());
+    }
+
+    #[test]
+    fn a_blob_without_nops_is_unchanged() {
+        let mut fdt = vm_fdt::FdtWriter::new().unwrap();
+        let root = fdt.begin_node("").unwrap();
+        fdt.end_node(root).unwrap();
+        let blob = fdt.finish().unwrap();
+        let mut copy = blob.clone();
+        strip_nops(&mut copy).unwrap();
+        assert_eq!(copy, blob);
+    }
+
+    #[test]
+    fn a_truncated_block_is_refused() {
+        let mut blob = blob_with_nops();
+        // size_dt_struct past the blob.
+        blob[36..40].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(strip_nops(&mut blob).is_err());
+    }
+}

@@ -84,6 +84,13 @@ chroma_set_stack:
     add     sp, x1, x2
     ret
 
+    // A CPU released from a spin table (no context id): its index is its
+    // MPIDR Aff0, which the boot CPU checked against the device tree.
+    .global chroma_spin_table_entry
+chroma_spin_table_entry:
+    mrs     x0, mpidr_el1
+    and     x0, x0, #0xff
+    // Fall through.
     .global chroma_secondary_entry
 chroma_secondary_entry:
     msr     daifset, #0xf
@@ -138,6 +145,13 @@ chroma_enable_mmu:
 extern "C" {
     fn chroma_enable_mmu(config: *const MmuConfig);
     fn chroma_secondary_entry();
+    fn chroma_spin_table_entry();
+}
+
+/// Physical address of the entry for a CPU released from a spin table
+/// (it takes its index from MPIDR Aff0).
+pub fn spin_table_entry_address() -> u64 {
+    chroma_spin_table_entry as *const () as u64
 }
 
 /// Physical address of the secondary entry point (for PSCI CPU_ON).
@@ -156,6 +170,16 @@ pub unsafe fn enable_mmu(config: &MmuConfig) {
     // stack mapped at the same addresses; the routine touches no memory while
     // the MMU is off.
     unsafe { chroma_enable_mmu(config) };
+}
+
+/// Cleans the published secondary MMU settings to the point of coherency,
+/// for a CPU that reads them with its caches off and is not started by a
+/// firmware call (a spin table).
+pub fn clean_secondary_mmu_config() {
+    super::cache::clean_to_poc(
+        core::ptr::addr_of!(CHROMA_MMU_CONFIG) as usize,
+        core::mem::size_of::<MmuConfig>(),
+    );
 }
 
 /// Publishes the configuration the secondaries load at entry.

@@ -35,6 +35,21 @@ pub fn invalidate_dcache(start: usize, len: usize) {
     unsafe { asm!("dsb ish", options(nostack, preserves_flags)) };
 }
 
+/// Cleans `start..start+len` to the point of coherency (DC CVAC), for data
+/// another CPU reads with its caches off.
+pub fn clean_to_poc(start: usize, len: usize) {
+    let line = dcache_line();
+    let mut address = start & !(line - 1);
+    let end = start.saturating_add(len);
+    while address < end {
+        // SAFETY: a clean writes dirty data back; no data changes.
+        unsafe { asm!("dc cvac, {}", in(reg) address, options(nostack, preserves_flags)) };
+        address += line;
+    }
+    // SAFETY: a barrier has no memory-safety effect.
+    unsafe { asm!("dsb ish", options(nostack, preserves_flags)) };
+}
+
 /// Cleans and invalidates, in this CPU's caches, the data or unified cache
 /// line at the level, set and way a guest's set/way operand names (DC
 /// CISW), for a trapped DC ISW, CSW or CISW. An operand naming a level

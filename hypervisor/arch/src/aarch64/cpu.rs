@@ -77,6 +77,30 @@ pub fn start_secondary(conduit: Conduit, mpidr: u64, index: usize) -> Result<(),
     }
 }
 
+/// Releases the CPU waiting on the spin table at `release_address` (Linux
+/// Documentation/arch/arm64/booting.rst, "spin-table"): writes the spin-table
+/// entry there, cleans it and the secondaries' MMU settings to the point of
+/// coherency (the waiting CPU reads with its caches off), and sends an event.
+///
+/// # Safety
+/// `release_address` is the CPU's `cpu-release-addr` from the device tree,
+/// in RAM the EL2 map covers and the firmware reserved for it; the
+/// secondaries' MMU settings are published ([`super::boot::set_secondary_mmu_config`]).
+pub unsafe fn release_from_spin_table(release_address: u64) -> Result<(), &'static str> {
+    if release_address % 8 != 0 {
+        return Err("a cpu-release-addr that is not 8-byte aligned");
+    }
+    let entry = super::boot::spin_table_entry_address();
+    // SAFETY: the caller's contract: the release address is the waiting
+    // CPU's mailbox, which nothing else uses.
+    unsafe { core::ptr::write_volatile(release_address as *mut u64, entry) };
+    super::cache::clean_to_poc(release_address as usize, 8);
+    super::boot::clean_secondary_mmu_config();
+    sysreg::dsb_ish();
+    sysreg::sev();
+    Ok(())
+}
+
 /// Powers the board off (PSCI SYSTEM_OFF); waits forever if firmware returns.
 pub fn power_off() -> ! {
     // SAFETY: SYSTEM_OFF hands no memory to anyone; nothing runs after it.

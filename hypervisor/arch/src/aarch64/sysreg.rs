@@ -258,6 +258,12 @@ pub fn wfi() {
     unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
 }
 
+/// SEV: wakes CPUs waiting in WFE (a spin table's).
+pub fn sev() {
+    // SAFETY: an event has no memory effect.
+    unsafe { asm!("sev", options(nomem, nostack, preserves_flags)) };
+}
+
 /// Invalidates this CPU's stage-1 and stage-2 TLB entries of the VMID in
 /// VTTBR_EL2 (TLBI VMALLS12E1).
 pub fn tlbi_vmalls12e1() {

@@ -72,6 +72,15 @@ pub fn start_secondary(conduit: Conduit, mpidr: u64, index: usize) -> Result<(),
     }
 }
 
+/// The spin table is an AArch64 boot protocol: an ARMv7 board starts its
+/// CPUs with PSCI.
+///
+/// # Safety
+/// None needed here (nothing is written); `unsafe` as the AArch64 twin.
+pub unsafe fn release_from_spin_table(_release_address: u64) -> Result<(), &'static str> {
+    Err("the spin table is not an ARMv7 boot protocol")
+}
+
 /// Powers the board off (PSCI SYSTEM_OFF); waits forever if firmware returns.
 pub fn power_off() -> ! {
     psci::system_off()
