@@ -212,9 +212,6 @@ impl RunArgs {
 /// Builds, bundles and boots.
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let machine = args.machine()?;
-    if args.board == Board::Rpi4 {
-        crate::emulator::require(10, 0, "the raspi4b machine (--board rpi4)")?;
-    }
     let options = ManifestOptions {
         force_cache: args.force_cache,
         log_level: args.log.clone(),
@@ -230,12 +227,15 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     if crate::images::config_uses_linux_armhf(&config) {
         crate::images::ensure_linux_armhf_images()?;
     }
-    // The Raspberry Pi 4 boots with its device tree, from the same Debian package.
-    if args.board == Board::Rpi4 {
-        crate::images::ensure_rpi_dtbs()?;
-    }
     // Refuse a broken configuration before spending time on a build.
     let (manifest_bytes, uplink) = manifest_and_uplink(&config, &machine, &options)?;
+    // The Raspberry Pi 4 needs QEMU 10's raspi4b and boots with its device
+    // tree, from the arm64 Linux guest's Debian package (checked after the
+    // configuration, so that a refusal needs neither).
+    if args.board == Board::Rpi4 {
+        crate::emulator::require(10, 0, "the raspi4b machine (--board rpi4)")?;
+        crate::images::ensure_rpi_dtbs()?;
+    }
     let forwards: Vec<Forward> = if args.forward.is_empty() && args.config.is_none() {
         DEFAULT_FORWARDS
             .iter()
