@@ -4,9 +4,9 @@
 //! once per xtask process after `--version` ran. chroma's own runs and the
 //! plain-QEMU peers of `cargo xtask bench` both start [`command`], so a
 //! ratio never compares two different emulators. Debian 12 ships QEMU 7.2;
-//! `scripts/setup.sh` installs 10.0 from bookworm-backports. Nothing needs 10
-//! yet; a feature that does (e.g. the `raspi4b` machine) checks
-//! [`require`] and says what it needs.
+//! `scripts/setup.sh` installs 10.0 from bookworm-backports. What needs 10
+//! (the `raspi4b` machine of `--board rpi4`) checks [`require`] and says
+//! what it needs.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
