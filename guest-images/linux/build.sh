@@ -10,7 +10,12 @@
 #   OUTDIR/zImage              armhf: the kernel as Debian ships it (zImage)
 #   OUTDIR/initramfs.cpio.gz   busybox-static + applet links, the virtio-net
 #                              modules, /init (guest-images/linux/init)
-#   OUTDIR/manifest.txt        what went in (package pins, kernel ABI, modules)
+#   OUTDIR/dtbs/bcm2711-rpi-4-b.dtb, OUTDIR/dtbs/bcm2837-rpi-3-b.dtb
+#                              arm64: the Raspberry Pi 4 B and 3 B device trees
+#                              from the same kernel package (QEMU's raspi4b
+#                              boots chroma with the first: --board rpi4)
+#   OUTDIR/manifest.txt        what went in (package pins, kernel ABI, modules,
+#                              the SHA-256 of every output)
 #
 # Environment (all optional):
 #   CHROMA_LINUX_CACHE            download cache (default: <repo>/build/linux/cache)
@@ -42,7 +47,7 @@ usage="usage: $me [--arch arm64|armhf] [OUTDIR]"
 arch=arm64 outarg=
 while [[ $# -gt 0 ]]; do
     case $1 in
-        -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         --arch) [[ $# -ge 2 ]] || die 64 "$usage"; arch=$2; shift ;;
         --arch=*) arch=${1#--arch=} ;;
         -*) die 64 "unknown option $1 ($usage)" ;;
@@ -51,10 +56,13 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 # arch -> default lock and OUTDIR, the kernel package's flavour suffix, the
-# kernel file written to OUTDIR
+# kernel file written to OUTDIR, the device trees copied to OUTDIR/dtbs
+# (paths under the package's /usr/lib/linux-image-<abi>/)
 case $arch in
-    arm64) lockname=packages.lock outname=linux flavour=arm64 kimage=Image ;;
-    armhf) lockname=packages-armhf.lock outname=linux-armhf flavour=armmp-lpae kimage=zImage ;;
+    arm64) lockname=packages.lock outname=linux flavour=arm64 kimage=Image
+           dtbs=(broadcom/bcm2711-rpi-4-b.dtb broadcom/bcm2837-rpi-3-b.dtb) ;;
+    armhf) lockname=packages-armhf.lock outname=linux-armhf flavour=armmp-lpae kimage=zImage
+           dtbs=() ;;
     *) die 64 "unknown architecture '$arch' ($usage)" ;;
 esac
 lock=${CHROMA_LINUX_LOCK:-$here/$lockname}
@@ -104,9 +112,13 @@ fi
 
 # --- up to date?
 stamp=$( { cat "$lock" "$init" "${BASH_SOURCE[0]}"; } | sha256sum | cut -d' ' -f1)
+dtbs_present=yes
+for dtb in "${dtbs[@]}"; do
+    [[ -s $out/dtbs/${dtb##*/} ]] || dtbs_present=
+done
 if [[ -z ${CHROMA_LINUX_FORCE:-} && -s $out/$kimage && -s $out/initramfs.cpio.gz \
-      && -f $out/.stamp && $(cat "$out/.stamp") == "$stamp" ]]; then
-    say "up to date: $out/$kimage, $out/initramfs.cpio.gz (kernel $abi)"
+      && -n $dtbs_present && -f $out/.stamp && $(cat "$out/.stamp") == "$stamp" ]]; then
+    say "up to date: $out/$kimage, $out/initramfs.cpio.gz${dtbs[*]:+, $out/dtbs/} (kernel $abi)"
     exit 0
 fi
 
@@ -160,6 +172,16 @@ moddir=$work/kernel/lib/modules/$abi
 [[ -d $moddir ]] || die 3 "${names[$kernel_idx]} has no /lib/modules/$abi"
 bb=$work/busybox/bin/busybox
 [[ -f $bb ]] || die 3 "busybox-static has no /bin/busybox"
+# --- device trees: from the kernel package (a flattened device tree starts
+# with the magic 0xd00dfeed, big-endian)
+mkdir -p "$work/dtbs"
+for dtb in "${dtbs[@]}"; do
+    src=$work/kernel/usr/lib/linux-image-$abi/$dtb
+    [[ -f $src ]] || die 3 "${names[$kernel_idx]} has no /usr/lib/linux-image-$abi/$dtb"
+    [[ $(od -An -tx1 -N 4 "$src" | tr -d ' \n') == d00dfeed ]] \
+        || die 3 "/usr/lib/linux-image-$abi/$dtb is not a flattened device tree"
+    cp "$src" "$work/dtbs/${dtb##*/}"
+done
 
 if [[ $arch == arm64 ]]; then
 # --- Image: the arm64 Image, gunzipped if Debian shipped it compressed
@@ -377,11 +399,21 @@ if struct.unpack("<I", data[0x34:0x38])[0] == 0x45454545 and t + 24 <= len(data)
 PY
     fi
     echo "initramfs.cpio.gz sha256 $(sha256sum <"$work/initramfs.cpio.gz" | cut -d' ' -f1)"
+    for dtb in "${dtbs[@]}"; do
+        echo "dtbs/${dtb##*/} sha256 $(sha256sum <"$work/dtbs/${dtb##*/}" | cut -d' ' -f1) (/usr/lib/linux-image-$abi/$dtb)"
+    done
 } >"$work/manifest.txt"
 
 rm -f "$out/.stamp"
 mv -f "$work/$kimage" "$out/$kimage"
 mv -f "$work/initramfs.cpio.gz" "$out/initramfs.cpio.gz"
+for dtb in "${dtbs[@]}"; do
+    mkdir -p "$out/dtbs"
+    mv -f "$work/dtbs/${dtb##*/}" "$out/dtbs/${dtb##*/}"
+done
 mv -f "$work/manifest.txt" "$out/manifest.txt"
 echo "$stamp" >"$out/.stamp"
 say "built $out/$kimage ($(stat -c %s "$out/$kimage") bytes, kernel $abi) and $out/initramfs.cpio.gz ($(stat -c %s "$out/initramfs.cpio.gz") bytes)"
+for dtb in "${dtbs[@]}"; do
+    say "built $out/dtbs/${dtb##*/} ($(stat -c %s "$out/dtbs/${dtb##*/}") bytes, sha256 $(sha256sum <"$out/dtbs/${dtb##*/}" | cut -d' ' -f1))"
+done

@@ -238,11 +238,12 @@ pub fn config_toml(vms: &[Vm]) -> String {
 /// How to boot: the emulated board.
 #[derive(Clone, Copy, Debug)]
 pub struct Board {
-    /// The board (`xtask run --board`): `qemu-virt-aarch64` or `qemu-virt-arm`.
+    /// The board (`xtask run --board`): `qemu-virt-aarch64`, `qemu-virt-arm`
+    /// or `rpi4`.
     pub name: &'static str,
-    /// GIC version (2 or 3).
+    /// GIC version (2 or 3; rpi4's GIC-400 is 2).
     pub gic: u8,
-    /// Physical CPUs.
+    /// Physical CPUs (rpi4's are 4).
     pub smp: u32,
     /// Seconds before `xtask run` kills QEMU.
     pub timeout_seconds: u64,
@@ -269,9 +270,44 @@ impl Board {
         }
     }
 
+    /// The Raspberry Pi 4 B, QEMU's `raspi4b` (QEMU 10.0 or later): fixed
+    /// at 4 Cortex-A72 CPUs, 960 MiB and a GIC-400 (version 2), with no NIC
+    /// (a configuration with an uplink is refused); its VMs are AArch64. A
+    /// 120 s timeout: the machine boots slower under TCG than `virt`.
+    pub fn rpi4() -> Self {
+        Board {
+            name: "rpi4",
+            gic: 2,
+            smp: 4,
+            timeout_seconds: 120,
+        }
+    }
+
     /// Whether this is the ARMv7 board.
     pub fn is_arm(&self) -> bool {
         self.name == "qemu-virt-arm"
+    }
+
+    /// Whether the board takes `--gic` and `--smp` (QEMU `virt` does; rpi4's
+    /// machine is fixed, and `xtask run --board rpi4` refuses values that
+    /// are not its own, so [`boot_file`] and the interactive boots pass
+    /// neither there).
+    pub fn takes_machine_options(&self) -> bool {
+        self.name != "rpi4"
+    }
+
+    /// The `xtask run` options that select this board.
+    pub fn run_options(&self) -> Vec<String> {
+        let mut options = vec!["--board".to_owned(), self.name.to_owned()];
+        if self.takes_machine_options() {
+            options.extend([
+                "--gic".to_owned(),
+                self.gic.to_string(),
+                "--smp".to_owned(),
+                self.smp.to_string(),
+            ]);
+        }
+        options
     }
 }
 
@@ -318,14 +354,7 @@ pub fn boot_file(test_name: &str, config_path: &Path, board: Board, options: &[&
         // `cargo xtask test` built every image before the system tests.
         command.arg("--no-build");
     }
-    command.args([
-        "--board",
-        board.name,
-        "--gic",
-        &board.gic.to_string(),
-        "--smp",
-        &board.smp.to_string(),
-    ]);
+    command.args(board.run_options());
     command.args(["--timeout", &board.timeout_seconds.to_string()]);
     command.stdin(Stdio::null());
     eprintln!("systest: {test_name}: {command:?}");
@@ -595,14 +624,7 @@ pub fn start_with(test_name: &str, config: &str, board: Board, options: &[&str])
     if std::env::var_os("CHROMA_XTASK").is_some() {
         command.arg("--no-build");
     }
-    command.args([
-        "--board",
-        board.name,
-        "--gic",
-        &board.gic.to_string(),
-        "--smp",
-        &board.smp.to_string(),
-    ]);
+    command.args(board.run_options());
     command.args(["--timeout", &board.timeout_seconds.to_string()]);
     command
         .stdin(Stdio::null())
@@ -926,6 +948,30 @@ chroma: all VMs stopped (1 clean, 1 failed)
         let mut run = outcome("");
         run.stderr = "xtask: qemu-system-aarch64 -M virt,virtualization=on\n".to_owned();
         run.assert_qemu_not_started();
+    }
+
+    #[test]
+    #[should_panic(expected = "QEMU was started")]
+    fn notices_a_started_raspi4b() {
+        let mut run = outcome("");
+        run.stderr = "xtask: /usr/bin/qemu-system-aarch64 -M raspi4b -dtb x.dtb\n".to_owned();
+        run.assert_qemu_not_started();
+    }
+
+    #[test]
+    fn rpi4_takes_neither_gic_nor_smp() {
+        let rpi4 = Board::rpi4();
+        assert_eq!((rpi4.name, rpi4.gic, rpi4.smp), ("rpi4", 2, 4));
+        assert!(!rpi4.is_arm());
+        assert_eq!(rpi4.run_options(), ["--board", "rpi4"]);
+        assert_eq!(
+            Board::new(3, 2).run_options(),
+            ["--board", "qemu-virt-aarch64", "--gic", "3", "--smp", "2"]
+        );
+        assert_eq!(
+            Board::arm(4).run_options(),
+            ["--board", "qemu-virt-arm", "--gic", "2", "--smp", "4"]
+        );
     }
 
     #[test]

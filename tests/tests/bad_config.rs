@@ -1,5 +1,6 @@
 //! Broken configurations are refused before QEMU starts, naming the key
-//! (on both boards: the `armv7_` tests use qemu-virt-arm).
+//! (on every board: the `armv7_` tests use qemu-virt-arm, the `rpi4_` ones
+//! rpi4, whose refusals need neither its hypervisor build nor QEMU 10).
 
 use chroma_systest::{boot, config_toml, guest_image, Board, Vm};
 
@@ -148,4 +149,35 @@ fn armv7_an_aarch64_vm_is_refused() {
 fn armv7_too_many_vcpus_are_refused() {
     let config = config_toml(&[Vm::arm("one", "probe").vcpus(3)]);
     assert_refused_on("armv7_too_many_vcpus", &config, arm_board(), &["vcpus"]);
+}
+
+/// The Raspberry Pi 4 (QEMU's raspi4b) with a short timeout.
+fn rpi4_board() -> Board {
+    Board {
+        timeout_seconds: 10,
+        ..Board::rpi4()
+    }
+}
+
+/// rpi4 has no NIC: a switch with an uplink is refused before QEMU starts
+/// (and before anything is built or QEMU's version is asked).
+#[test]
+fn rpi4_an_uplink_is_refused() {
+    let config = format!(
+        "[[switch]]\nname = \"lan0\"\nuplink = true\n\n{}",
+        good_config()
+    );
+    assert_refused_on(
+        "rpi4_uplink",
+        &config,
+        rpi4_board(),
+        &["uplink = true", "board rpi4 has no NIC"],
+    );
+}
+
+/// rpi4's 4 CPUs bound a VM's vCPUs as `--smp` does on the virt boards.
+#[test]
+fn rpi4_too_many_vcpus_are_refused() {
+    let config = config_toml(&[Vm::new("one", "probe").vcpus(5)]);
+    assert_refused_on("rpi4_too_many_vcpus", &config, rpi4_board(), &["vcpus"]);
 }

@@ -61,7 +61,7 @@ pub fn manifest_and_uplink(
 ) -> Result<(Vec<u8>, bool)> {
     let guest_ram_bytes = machine.ram_bytes.saturating_sub(HYPERVISOR_RAM_RESERVE);
     let limits = match machine.board {
-        crate::Board::QemuVirtAarch64 => {
+        crate::Board::QemuVirtAarch64 | crate::Board::Rpi4 => {
             BoardLimits::aarch64(machine.physical_cpus, guest_ram_bytes)
         }
         crate::Board::QemuVirtArm => BoardLimits::armv7(machine.physical_cpus, guest_ram_bytes),
@@ -80,6 +80,15 @@ pub fn manifest_and_uplink(
     }
     let runtime = RuntimeOptions::default();
     let uplink = config.switches.iter().any(|switch| switch.uplink);
+    if uplink && !machine.board.has_uplink_nic() {
+        return Err(format!(
+            "{}: a switch has `uplink = true`, but board {} has no NIC for an \
+             uplink (QEMU's raspi4b models no Ethernet): drop the uplink or run \
+             on qemu-virt-aarch64",
+            path.display(),
+            machine.board.name()
+        ));
+    }
     config
         .to_manifest(&runtime)
         .map(|bytes| (bytes, uplink))

@@ -4,9 +4,9 @@
 //! once per xtask process after `--version` ran. chroma's own runs and the
 //! plain-QEMU peers of `cargo xtask bench` both start [`command`], so a
 //! ratio never compares two different emulators. Debian 12 ships QEMU 7.2;
-//! `scripts/setup.sh` installs 10.0 from bookworm-backports. Nothing needs 10
-//! yet; a feature that does (e.g. the `raspi4b` machine) checks
-//! [`require`] and says what it needs.
+//! `scripts/setup.sh` installs 10.0 from bookworm-backports. What needs 10
+//! (the `raspi4b` machine of `--board rpi4`) checks [`require`] and says
+//! what it needs.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -94,10 +94,11 @@ pub fn command() -> Command {
 
 /// A command that starts the QEMU that emulates `board`: [`command`] for the
 /// AArch64 board, `qemu-system-arm` from PATH (the same QEMU package) for
-/// the ARMv7 one. `CHROMA_QEMU` names the AArch64 binary only.
+/// the ARMv7 one. `CHROMA_QEMU` names the AArch64 binary only (which also
+/// runs the Raspberry Pi 4).
 pub fn command_for(board: Board) -> Command {
     match board {
-        Board::QemuVirtAarch64 => command(),
+        Board::QemuVirtAarch64 | Board::Rpi4 => command(),
         Board::QemuVirtArm => {
             let name = board.qemu_name();
             tool_command(find_in_path(name).unwrap_or_else(|| PathBuf::from(name)))
@@ -109,7 +110,7 @@ pub fn command_for(board: Board) -> Command {
 /// binary is named by path; its version is that of the same QEMU package).
 pub fn describe_for(board: Board) -> String {
     match board {
-        Board::QemuVirtAarch64 => describe(),
+        Board::QemuVirtAarch64 | Board::Rpi4 => describe(),
         Board::QemuVirtArm => {
             let name = board.qemu_name();
             match find_in_path(name) {

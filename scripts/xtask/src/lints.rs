@@ -146,6 +146,7 @@ pub fn clippy_bare_metal(board: Board) -> Outcome {
     let stage = match board {
         Board::QemuVirtAarch64 => "clippy-bare-metal",
         Board::QemuVirtArm => "clippy-bare-metal-arm",
+        Board::Rpi4 => "clippy-bare-metal-rpi4",
     };
     run_cross_stage(stage, command)
 }
@@ -207,6 +208,7 @@ pub fn doc_bare_metal(board: Board) -> Outcome {
     let stage = match board {
         Board::QemuVirtAarch64 => "doc-bare-metal",
         Board::QemuVirtArm => "doc-bare-metal-arm",
+        Board::Rpi4 => "doc-bare-metal-rpi4",
     };
     run_cross_stage(stage, command)
 }

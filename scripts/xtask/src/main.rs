@@ -72,7 +72,23 @@ pub enum Board {
     /// QEMU `virt` machine, ARMv7-A (`qemu-system-arm`), booted in HYP mode;
     /// its VMs are AArch32.
     QemuVirtArm,
+    /// Raspberry Pi 4 Model B: QEMU's `raspi4b` machine (QEMU 10.0 or
+    /// later), booted at EL2 with the board's device tree; fixed at 4
+    /// Cortex-A72 CPUs, the RAM its device tree gives ([`RPI4_RAM_BYTES`])
+    /// and no NIC; its VMs are AArch64.
+    Rpi4,
 }
+
+/// Physical CPUs of QEMU's `raspi4b` machine (fixed: it takes no `-smp`).
+pub const RPI4_CPUS: u32 = 4;
+
+/// RAM of QEMU's `raspi4b` as the hypervisor sees it: the `/memory@0` node
+/// of the device tree QEMU passes (`reg = <0 0 0x3c000000>`, 960 MiB; the
+/// rest of the first GiB is the VideoCore's).
+pub const RPI4_RAM_BYTES: u64 = 960 << 20;
+
+/// The real Raspberry Pi 4's generic timer frequency (QEMU's default is 62.5 MHz).
+pub const RPI4_CNTFRQ_HZ: u64 = 54_000_000;
 
 impl Board {
     /// The board's name as the CLI, the build directory and the Cargo feature spell it.
@@ -80,13 +96,14 @@ impl Board {
         match self {
             Board::QemuVirtAarch64 => "qemu-virt-aarch64",
             Board::QemuVirtArm => "qemu-virt-arm",
+            Board::Rpi4 => "rpi4",
         }
     }
 
     /// The Rust target the board's images build for.
     pub fn target(self) -> &'static str {
         match self {
-            Board::QemuVirtAarch64 => "aarch64-unknown-none-softfloat",
+            Board::QemuVirtAarch64 | Board::Rpi4 => "aarch64-unknown-none-softfloat",
             Board::QemuVirtArm => "armv7a-none-eabi",
         }
     }
@@ -94,30 +111,47 @@ impl Board {
     /// The QEMU system emulator that runs the board.
     pub fn qemu_name(self) -> &'static str {
         match self {
-            Board::QemuVirtAarch64 => "qemu-system-aarch64",
+            Board::QemuVirtAarch64 | Board::Rpi4 => "qemu-system-aarch64",
             Board::QemuVirtArm => "qemu-system-arm",
         }
     }
 
     /// The CPU model (QEMU's `-cpu`) when `--cpu` is not given: `cortex-a57`
     /// runs fastest under TCG; `cortex-a15` has the ARMv7 virtualization
-    /// extensions and LPAE (so has `cortex-a7`).
+    /// extensions and LPAE (so has `cortex-a7`). The Raspberry Pi 4's is
+    /// fixed (`cortex-a72`; its command line has no `-cpu`).
     pub fn default_cpu(self) -> &'static str {
         match self {
             Board::QemuVirtAarch64 => "cortex-a57",
             Board::QemuVirtArm => "cortex-a15",
+            Board::Rpi4 => "cortex-a72",
         }
+    }
+
+    /// Whether the board is QEMU's `virt` machine, which takes `-smp`,
+    /// `-m`, `-cpu`, a GIC version and a virtio-mmio NIC; the Raspberry Pi
+    /// 4 takes none of them.
+    pub fn is_qemu_virt(self) -> bool {
+        matches!(self, Board::QemuVirtAarch64 | Board::QemuVirtArm)
+    }
+
+    /// Whether the board has a NIC for a switch's uplink (QEMU `virt`'s
+    /// virtio-mmio one; QEMU's `raspi4b` models no Ethernet).
+    pub fn has_uplink_nic(self) -> bool {
+        self.is_qemu_virt()
     }
 
     /// The file of `configs/` that `cargo xtask run` (and `scripts/run.sh`)
     /// boots when `--config` is not given: a Debian Linux guest with a shell
     /// and httpd and the service guest on a switch with the uplink, arm64
     /// Linux and AArch64 guests on qemu-virt-aarch64, armhf Linux and the
-    /// 32-bit guests on qemu-virt-arm.
+    /// 32-bit guests on qemu-virt-arm. The Raspberry Pi 4 has no NIC for an
+    /// uplink: it boots the AArch64 probe guests (`probes.toml`).
     pub fn default_config_name(self) -> &'static str {
         match self {
             Board::QemuVirtAarch64 => "default.toml",
             Board::QemuVirtArm => "default-arm.toml",
+            Board::Rpi4 => "probes.toml",
         }
     }
 }

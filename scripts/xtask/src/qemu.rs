@@ -25,27 +25,31 @@ const QEMU_ESCAPE_KEY: &str = "29";
 pub struct RunArgs {
     /// VM configuration (TOML); guest paths in it are relative to the file
     /// [default: the board's, in the workspace: configs/default.toml on
-    /// qemu-virt-aarch64, configs/default-arm.toml on qemu-virt-arm].
+    /// qemu-virt-aarch64, configs/default-arm.toml on qemu-virt-arm,
+    /// configs/probes.toml on rpi4, which has no NIC for the default's uplink].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Board to run on.
     #[arg(long, value_enum, default_value_t = Board::QemuVirtAarch64)]
     pub board: Board,
-    /// Physical CPUs of the emulated board.
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    pub smp: u32,
+    /// Physical CPUs of the emulated board [default: 2; rpi4 is fixed at 4
+    /// and takes only that value].
+    #[arg(long, value_name = "N")]
+    pub smp: Option<u32>,
     /// CPU model of the emulated board (QEMU's `-cpu`) [default: the
     /// board's: `cortex-a57` for qemu-virt-aarch64, which runs fastest under
     /// TCG (`max,pauth=on` has pointer authentication); `cortex-a15` for
-    /// qemu-virt-arm (`cortex-a7` works too)].
+    /// qemu-virt-arm (`cortex-a7` works too); rpi4's Cortex-A72 is fixed].
     #[arg(long, value_name = "MODEL")]
     pub cpu: Option<String>,
-    /// GIC version of the emulated board.
-    #[arg(long, value_name = "2|3", default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=3))]
-    pub gic: u8,
-    /// Board RAM (K, M or G suffix).
-    #[arg(long, value_name = "SIZE", default_value = "1G")]
-    pub memory: String,
+    /// GIC version of the emulated board [default: 2; rpi4's GIC-400 is
+    /// version 2 and takes only that value].
+    #[arg(long, value_name = "2|3", value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub gic: Option<u8>,
+    /// Board RAM (K, M or G suffix) [default: 1G; rpi4 is fixed at the 960M
+    /// its device tree gives and takes only that value].
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
     /// No terminal: serial on stdout, stdin from /dev/null, QEMU exits when the
     /// hypervisor stops. The exit status comes from the hypervisor's summary
     /// line: 0 if every VM ended cleanly, 1 if some failed, 2 if the
@@ -140,14 +144,74 @@ pub fn uplink_args(forwards: &[Forward]) -> Vec<String> {
     ]
 }
 
+/// `--smp` when not given on QEMU `virt`.
+pub const DEFAULT_SMP: u32 = 2;
+/// `--gic` when not given.
+pub const DEFAULT_GIC: u8 = 2;
+/// `--memory` when not given on QEMU `virt`.
+pub const DEFAULT_MEMORY: &str = "1G";
+
+impl RunArgs {
+    /// Physical CPUs: `--smp`, or the board's (2 on QEMU `virt`, 4 on rpi4).
+    pub fn smp(&self) -> u32 {
+        match self.board {
+            Board::Rpi4 => crate::RPI4_CPUS,
+            _ => self.smp.unwrap_or(DEFAULT_SMP),
+        }
+    }
+
+    /// The GIC version: `--gic` or 2.
+    pub fn gic(&self) -> u8 {
+        self.gic.unwrap_or(DEFAULT_GIC)
+    }
+
+    /// Board RAM as QEMU's `-m` spells it (`--memory` or 1G; rpi4's is fixed).
+    pub fn memory(&self) -> &str {
+        match self.board {
+            Board::Rpi4 => "960M",
+            _ => self.memory.as_deref().unwrap_or(DEFAULT_MEMORY),
+        }
+    }
+
+    /// The machine the configuration must fit, after checking that the
+    /// options fit the board: rpi4 is QEMU's fixed `raspi4b` (4 CPUs,
+    /// 960 MiB, GICv2, Cortex-A72), so `--smp`, `--memory`, `--gic` and
+    /// `--cpu` are refused there unless they say what it is.
+    pub fn machine(&self) -> Result<MachineFacts> {
+        if self.board == Board::Rpi4 {
+            let fixed = "rpi4 is QEMU's fixed raspi4b machine (4 Cortex-A72 CPUs, \
+                         960 MiB of RAM, a GICv2)";
+            if self.smp.is_some_and(|smp| smp != crate::RPI4_CPUS) {
+                return Err(format!("--smp: {fixed}; leave --smp out"));
+            }
+            if self.gic.is_some_and(|gic| gic != 2) {
+                return Err(format!("--gic: {fixed}; leave --gic out"));
+            }
+            if let Some(memory) = &self.memory {
+                if parse_size(memory)? != crate::RPI4_RAM_BYTES {
+                    return Err(format!("--memory: {fixed}; leave --memory out"));
+                }
+            }
+            if self.cpu.is_some() {
+                return Err(format!("--cpu: {fixed}; leave --cpu out"));
+            }
+            return Ok(MachineFacts {
+                physical_cpus: crate::RPI4_CPUS,
+                ram_bytes: crate::RPI4_RAM_BYTES,
+                board: self.board,
+            });
+        }
+        Ok(MachineFacts {
+            physical_cpus: self.smp(),
+            ram_bytes: parse_size(self.memory())?,
+            board: self.board,
+        })
+    }
+}
+
 /// Builds, bundles and boots.
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
-    let ram_bytes = parse_size(&args.memory)?;
-    let machine = MachineFacts {
-        physical_cpus: args.smp,
-        ram_bytes,
-        board: args.board,
-    };
+    let machine = args.machine()?;
     let options = ManifestOptions {
         force_cache: args.force_cache,
         log_level: args.log.clone(),
@@ -165,6 +229,13 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     }
     // Refuse a broken configuration before spending time on a build.
     let (manifest_bytes, uplink) = manifest_and_uplink(&config, &machine, &options)?;
+    // The Raspberry Pi 4 needs QEMU 10's raspi4b and boots with its device
+    // tree, from the arm64 Linux guest's Debian package (checked after the
+    // configuration, so that a refusal needs neither).
+    if args.board == Board::Rpi4 {
+        crate::emulator::require(10, 0, "the raspi4b machine (--board rpi4)")?;
+        crate::images::ensure_rpi_dtbs()?;
+    }
     let forwards: Vec<Forward> = if args.forward.is_empty() && args.config.is_none() {
         DEFAULT_FORWARDS
             .iter()
@@ -271,7 +342,9 @@ pub fn write_bundle(
 
 /// The QEMU command line that boots `bundle` on the board `args` describe,
 /// with the board NIC (QEMU user networking, these forwards) when `uplink`
-/// is given and no NIC at all otherwise.
+/// is given and no NIC at all otherwise (rpi4 has none: its manifest
+/// refuses an uplink, see [`crate::config::manifest_and_uplink`], and
+/// `uplink` is ignored there).
 ///
 /// It opens no channel from the guest to the host beyond the console (and
 /// the uplink's user networking when asked for): no semihosting, no
@@ -279,24 +352,39 @@ pub fn write_bundle(
 pub fn qemu_command(args: &RunArgs, bundle: &Path, uplink: Option<&[Forward]>) -> Command {
     let mut command = crate::emulator::command_for(args.board);
     command.current_dir(workspace_root());
-    command
-        .arg("-M")
-        .arg(format!("virt,virtualization=on,gic-version={}", args.gic))
-        .args([
-            "-cpu",
-            args.cpu.as_deref().unwrap_or(args.board.default_cpu()),
-            "-smp",
-            &args.smp.to_string(),
-            "-m",
-            &args.memory,
-        ]);
-    match uplink {
-        // The board NIC is virtio-mmio: no PCI device, so no option ROM.
-        Some(forwards) => command.args(uplink_args(forwards)),
-        // Else none: QEMU virt's default NIC is a PCI virtio-net that needs
-        // an option ROM (efi-virtio.rom, package ipxe-qemu) and nothing uses.
-        None => command.args(["-nic", "none"]),
-    };
+    if args.board == Board::Rpi4 {
+        // The machine is fixed (4 Cortex-A72 CPUs, its RAM, no NIC): no -smp,
+        // -m, -cpu or -nic. QEMU loads the bundle at EL2 with the board's
+        // device tree; the timer runs at the real board's 54 MHz (QEMU's
+        // default is 62.5 MHz).
+        command
+            .args(["-M", "raspi4b", "-dtb"])
+            .arg(crate::images::rpi4_dtb())
+            .arg("-global")
+            .arg(format!(
+                "cortex-a72-arm-cpu.cntfrq={}",
+                crate::RPI4_CNTFRQ_HZ
+            ));
+    } else {
+        command
+            .arg("-M")
+            .arg(format!("virt,virtualization=on,gic-version={}", args.gic()))
+            .args([
+                "-cpu",
+                args.cpu.as_deref().unwrap_or(args.board.default_cpu()),
+                "-smp",
+                &args.smp().to_string(),
+                "-m",
+                args.memory(),
+            ]);
+        match uplink {
+            // The board NIC is virtio-mmio: no PCI device, so no option ROM.
+            Some(forwards) => command.args(uplink_args(forwards)),
+            // Else none: QEMU virt's default NIC is a PCI virtio-net that needs
+            // an option ROM (efi-virtio.rom, package ipxe-qemu) and nothing uses.
+            None => command.args(["-nic", "none"]),
+        };
+    }
     if args.headless {
         // No terminal: the serial port is stdout, nothing else is opened.
         // The hypervisor ends QEMU with PSCI SYSTEM_OFF after its summary
@@ -517,6 +605,16 @@ mod tests {
                 line(&qemu_command(&args(words), bundle, Some(&forwards))),
             ));
         }
+        for (name, words) in [
+            ("rpi4 interactive", &["--board", "rpi4"][..]),
+            ("rpi4 headless", &["--board", "rpi4", "--headless"][..]),
+            ("rpi4 gdb", &["--board", "rpi4", "--gdb"][..]),
+        ] {
+            lines.push((
+                name.to_owned(),
+                line(&qemu_command(&args(words), bundle, None)),
+            ));
+        }
         for (name, command) in crate::bench::peer_commands_for_tests() {
             lines.push((name, line(&command)));
         }
@@ -526,7 +624,7 @@ mod tests {
     #[test]
     fn no_command_line_enables_semihosting_or_another_way_out() {
         let lines = every_command_line();
-        assert_eq!(lines.len(), 16, "{lines:?}");
+        assert_eq!(lines.len(), 19, "{lines:?}");
         for (name, text) in &lines {
             // Semihosting would let a guest at EL1 end the run or reach host files.
             assert!(!text.contains("semihosting"), "{name}: {text}");
@@ -549,11 +647,18 @@ mod tests {
                 assert!(!text.contains(banned), "{name}: {banned} in {text}");
             }
             // No NIC that needs an option ROM: either none, or a virtio-mmio one
-            // on a user or socket netdev.
-            assert!(
-                text.contains("-nic none") || text.contains("virtio-net-device,netdev="),
-                "{name}: default NIC in {text}"
-            );
+            // on a user or socket netdev; the raspi4b machine models none.
+            if text.contains("-M raspi4b") {
+                assert!(
+                    !text.contains("-nic") && !text.contains("-netdev"),
+                    "{name}: {text}"
+                );
+            } else {
+                assert!(
+                    text.contains("-nic none") || text.contains("virtio-net-device,netdev="),
+                    "{name}: default NIC in {text}"
+                );
+            }
             assert!(
                 !text.contains("-pci") && !text.contains("virtio-net-pci"),
                 "{name}: {text}"
@@ -652,6 +757,126 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         let (_, uplink) = checked.unwrap();
         assert!(uplink);
+    }
+
+    #[test]
+    fn rpi4_runs_the_fixed_raspi4b_with_its_device_tree_and_timer() {
+        let command = qemu_command(
+            &args(&["--board", "rpi4", "--headless"]),
+            Path::new("/b.bin"),
+            None,
+        );
+        let text = line(&command);
+        let dtb = crate::images::rpi4_dtb();
+        assert!(dtb.ends_with("build/linux/dtbs/bcm2711-rpi-4-b.dtb"));
+        assert!(
+            text.contains(&format!(
+                "qemu-system-aarch64 -M raspi4b -dtb {} -global cortex-a72-arm-cpu.cntfrq=54000000",
+                dtb.display()
+            )),
+            "{text}"
+        );
+        assert_eq!(
+            command.get_program(),
+            crate::emulator::qemu().path.as_os_str()
+        );
+        assert!(
+            text.contains("-display none -monitor none -serial stdio"),
+            "{text}"
+        );
+        assert!(text.contains("-no-reboot"), "{text}");
+        assert!(text.ends_with("-kernel /b.bin"), "{text}");
+        for absent in [
+            " -smp ",
+            " -m ",
+            " -cpu ",
+            "-nic",
+            "-netdev",
+            "virt",
+            "gic",
+            "semihosting",
+        ] {
+            assert!(!text.contains(absent), "{absent} in {text}");
+        }
+        // The uplink is refused by the manifest; the command line never has a NIC.
+        let forwards = [parse_forward("8080:10.0.2.20:80").unwrap()];
+        let with = line(&qemu_command(
+            &args(&["--board", "rpi4", "--headless"]),
+            Path::new("/b.bin"),
+            Some(&forwards),
+        ));
+        assert!(
+            !with.contains("-netdev") && !with.contains("hostfwd"),
+            "{with}"
+        );
+        let gdb = line(&qemu_command(
+            &args(&["--board", "rpi4", "--gdb"]),
+            Path::new("/b.bin"),
+            None,
+        ));
+        assert!(gdb.contains("-gdb tcp:127.0.0.1:1234 -S"), "{gdb}");
+        assert!(gdb.contains("-nographic -echr 29"), "{gdb}");
+    }
+
+    #[test]
+    fn rpi4_has_four_cpus_and_the_ram_of_its_device_tree() {
+        let machine = args(&["--board", "rpi4"]).machine().unwrap();
+        assert_eq!(machine.physical_cpus, 4);
+        assert_eq!(machine.ram_bytes, 960 << 20);
+        assert_eq!(machine.board, Board::Rpi4);
+        // Options that say what the machine is are accepted, others refused.
+        let same = args(&[
+            "--board", "rpi4", "--smp", "4", "--gic", "2", "--memory", "960M",
+        ]);
+        assert_eq!(same.machine().unwrap().physical_cpus, 4);
+        for words in [
+            &["--smp", "2"][..],
+            &["--gic", "3"][..],
+            &["--memory", "1G"][..],
+            &["--cpu", "cortex-a57"][..],
+        ] {
+            let mut all = vec!["--board", "rpi4"];
+            all.extend_from_slice(words);
+            let error = args(&all).machine().unwrap_err();
+            assert!(error.contains("raspi4b"), "{words:?}: {error}");
+        }
+        // The virt boards keep their defaults: 2 CPUs, 1 GiB.
+        let virt = args(&[]).machine().unwrap();
+        assert_eq!((virt.physical_cpus, virt.ram_bytes), (2, 1 << 30));
+        let four = args(&["--smp", "4", "--memory", "2G"]).machine().unwrap();
+        assert_eq!((four.physical_cpus, four.ram_bytes), (4, 2 << 30));
+    }
+
+    #[test]
+    fn rpi4_refuses_an_uplink_and_boots_the_probes_by_default() {
+        assert!(default_config(Board::Rpi4).ends_with("configs/probes.toml"));
+        let root = std::env::temp_dir().join(format!("chroma-rpi4-uplink-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let mut image = vec![0u8; 4096];
+        image[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        std::fs::write(root.join("probe.bin"), image).unwrap();
+        let config = root.join("uplink.toml");
+        std::fs::write(
+            &config,
+            "[[switch]]\nname = \"lan0\"\nuplink = true\n\n[[vm]]\nname = \"a\"\n\
+             kernel = \"probe.bin\"\nmemory = \"64M\"\nvcpus = 1\n[[vm.net]]\n\
+             switch = \"lan0\"\nmac = \"52:54:00:12:34:15\"\n",
+        )
+        .unwrap();
+        let rpi4 = args(&["--board", "rpi4"]).machine().unwrap();
+        let virt = args(&[]).machine().unwrap();
+        let refused = manifest_and_uplink(&config, &rpi4, &ManifestOptions::default());
+        let accepted = manifest_and_uplink(&config, &virt, &ManifestOptions::default());
+        let _ = std::fs::remove_dir_all(&root);
+        let error = refused.unwrap_err();
+        assert!(
+            error.contains("uplink = true") && error.contains("rpi4") && error.contains("no NIC"),
+            "{error}"
+        );
+        assert!(
+            accepted.unwrap().1,
+            "the same file has an uplink on qemu-virt-aarch64"
+        );
     }
 
     #[test]
