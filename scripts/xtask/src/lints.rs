@@ -40,7 +40,7 @@ pub struct LintStage {
 }
 
 /// The lint stages, in the order they run.
-pub const STAGES: [LintStage; 8] = [
+pub const STAGES: [LintStage; 9] = [
     LintStage {
         name: "fmt",
         run: fmt,
@@ -58,6 +58,11 @@ pub const STAGES: [LintStage; 8] = [
         name: "clippy-bare-metal-arm",
         // The ARMv7 slice and the portable crates as 32-bit code.
         run: || clippy_bare_metal(Board::QemuVirtArm),
+    },
+    LintStage {
+        name: "clippy-bare-metal-rpi4",
+        // The Raspberry Pi 4 board's own code (platform, spin table, PM).
+        run: || clippy_bare_metal(Board::Rpi4),
     },
     LintStage {
         name: "clippy-guests-arm",

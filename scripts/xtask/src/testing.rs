@@ -163,7 +163,9 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
 
     // 5. Images, which the system tests boot. A filter that leaves this
     //    stage out still builds them but counts the build only if it fails.
-    let built = match build_all(Board::QemuVirtAarch64).and_then(|_| build_all(Board::QemuVirtArm))
+    let built = match build_all(Board::QemuVirtAarch64)
+        .and_then(|_| build_all(Board::QemuVirtArm))
+        .and_then(|_| build_all(Board::Rpi4))
     {
         Ok(_) => {
             if selected("build") {
