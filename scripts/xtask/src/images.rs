@@ -57,7 +57,8 @@ pub fn build_all(board: Board) -> Result<Images> {
     })
 }
 
-/// Builds `chroma` for `board` and writes `build/<board>/chroma.bin`.
+/// Builds `chroma` for `board` and writes `build/<board>/chroma.bin` and
+/// `build/<board>/chroma.elf` (returned in that order: ELF, image).
 fn build_hypervisor(toolchain: &CrossToolchain, board: Board) -> Result<(PathBuf, PathBuf)> {
     let mut command = toolchain.cargo("build");
     command.args(["--release", "-p", "chroma", "--features"]);
@@ -68,7 +69,17 @@ fn build_hypervisor(toolchain: &CrossToolchain, board: Board) -> Result<(PathBuf
     )?;
     let bin = board_dir(board).join("chroma.bin");
     flatten(&elf, &bin)?;
-    Ok((elf, bin))
+    // The boards of one target share cargo's output path: keep each
+    // board's ELF beside its image, for gdb (`run --gdb` names it).
+    let board_elf = board_dir(board).join("chroma.elf");
+    std::fs::copy(&elf, &board_elf).map_err(|error| {
+        format!(
+            "cannot copy {} to {}: {error}",
+            elf.display(),
+            board_elf.display()
+        )
+    })?;
+    Ok((board_elf, bin))
 }
 
 /// Builds the guests: `guest-images/build.sh` when it exists (the AArch64

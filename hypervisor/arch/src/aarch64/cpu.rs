@@ -87,14 +87,17 @@ pub fn start_secondary(conduit: Conduit, mpidr: u64, index: usize) -> Result<(),
 /// in RAM the EL2 map covers and the firmware reserved for it; the
 /// secondaries' MMU settings are published ([`super::boot::set_secondary_mmu_config`]).
 pub unsafe fn release_from_spin_table(release_address: u64) -> Result<(), &'static str> {
-    if release_address % 8 != 0 {
+    if !release_address.is_multiple_of(8) {
         return Err("a cpu-release-addr that is not 8-byte aligned");
     }
+    let Ok(mailbox) = usize::try_from(release_address) else {
+        return Err("a cpu-release-addr beyond the address space");
+    };
     let entry = super::boot::spin_table_entry_address();
     // SAFETY: the caller's contract: the release address is the waiting
     // CPU's mailbox, which nothing else uses.
-    unsafe { core::ptr::write_volatile(release_address as *mut u64, entry) };
-    super::cache::clean_to_poc(release_address as usize, 8);
+    unsafe { core::ptr::write_volatile(mailbox as *mut u64, entry) };
+    super::cache::clean_to_poc(mailbox, 8);
     super::boot::clean_secondary_mmu_config();
     sysreg::dsb_ish();
     sysreg::sev();
