@@ -310,12 +310,10 @@ pub fn default_config(board: Board) -> PathBuf {
         .join(board.default_config_name())
 }
 
-/// Where the cross build leaves the hypervisor ELF.
+/// Where the build keeps `board`'s hypervisor ELF (`build/<board>/chroma.elf`:
+/// boards of one target share cargo's output path).
 fn elf_path(board: Board) -> PathBuf {
-    crate::toolchain::cross_target_dir()
-        .join(board.target())
-        .join("release")
-        .join("chroma")
+    crate::images::board_dir(board).join("chroma.elf")
 }
 
 /// Writes `build/<board>/bundle-<config stem>.bin` and returns its path.
