@@ -143,3 +143,71 @@ fn rpi4_vm_to_vm_in_forced_colour_and_maintain_mode() {
         run.hypervisor_lines().join("\n")
     );
 }
+
+/// Debian's arm64 kernel and initramfs (`build/linux/`).
+fn linux_file(name: &str) -> String {
+    chroma_systest::workspace_root()
+        .join("build/linux")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// A Linux `[[vm]]` with 2 vCPUs on `cpus`, 256 MiB, on lan0 with `mac`.
+fn linux_vm(name: &str, cpus: [u32; 2], mac: &str, words: &str) -> String {
+    let cmdline = format!("console=ttyAMA0 rdinit=/init {words}");
+    format!(
+        "[[vm]]\nname = {name:?}\nkernel = {:?}\ninitrd = {:?}\nmemory = \"256M\"\nvcpus = 2\ncpus = {cpus:?}\ncmdline = {cmdline:?}\n[[vm.net]]\nswitch = \"lan0\"\nmac = {mac:?}\n\n",
+        linux_file("Image"),
+        linux_file("initramfs.cpio.gz"),
+    )
+}
+
+/// Two Debian arm64 Linux guests with 2 vCPUs each (cores 0-1 and 2-3):
+/// "two" pings "one" and fetches 64 MiB from its httpd over TCP through
+/// chroma's switch, with the sha256 equal at both ends (issue 12 item 3);
+/// both power off and the watchdog ends the run.
+#[test]
+fn rpi4_two_linux_guests_ping_and_move_64mib_with_sha256_at_both_ends() {
+    let config = format!(
+        "[[switch]]\nname = \"lan0\"\n\n{}{}",
+        linux_vm(
+            "one",
+            [0, 1],
+            "52:54:00:12:34:31",
+            "chroma.ip=10.0.2.31/24 chroma.serve=64 chroma.run=\"sleep 60\" chroma.poweroff"
+        ),
+        linux_vm(
+            "two",
+            [2, 3],
+            "52:54:00:12:34:32",
+            "chroma.ip=10.0.2.32/24 chroma.ping=10.0.2.31 chroma.fetch=10.0.2.31 chroma.poweroff"
+        ),
+    );
+    let run = boot("rpi4_linux_pair", &config, pi4(240));
+    for vm in ["one", "two"] {
+        run.assert_vm_printed_containing(vm, "linux-guest: network up");
+        run.assert_vm_never_printed(vm, "Kernel panic");
+    }
+    run.assert_vm_printed_containing("two", "linux-guest: ping 10.0.2.31 ok");
+    let served = run
+        .vm_lines("one")
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("linux-guest: serve "))
+        .map(str::to_owned)
+        .expect("one served a blob");
+    let mut words = served.split_whitespace();
+    let (sha, bytes) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    assert_eq!(bytes, "67108864", "{served}");
+    run.assert_vm_printed_containing("two", &format!("linux-guest: fetch {sha} {bytes} "));
+    assert!(
+        run.vm_lines("two")
+            .iter()
+            .any(|l| l.contains(&format!("linux-guest: fetch {sha}"))
+                && l.trim_end().ends_with(" match")),
+        "the sha256 differs at the two ends:\n{}",
+        run.vm_lines("two").join("\n")
+    );
+    run.assert_all_stopped(2, 0);
+    run.assert_success();
+}
