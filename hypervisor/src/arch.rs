@@ -51,13 +51,13 @@ pub fn vtcr(ipa_bits: u8, start_level: u8) -> u64 {
 /// No guest runs on this CPU yet, and `vtcr` is [`vtcr`] of the geometry
 /// every VM's stage-2 tables were built for.
 pub unsafe fn init_controls(vtcr: u64) {
-    // SAFETY: the caller's contract is the back-end's.
     #[cfg(target_arch = "aarch64")]
+    // SAFETY: the caller's contract is the back-end's.
     unsafe {
         chroma_arch::aarch64::el2::init_el2_controls(vtcr)
     };
-    // SAFETY: as above; VTCR is a 32-bit register on ARMv7 (`vtcr` built it).
     #[cfg(target_arch = "arm")]
+    // SAFETY: as above; VTCR is a 32-bit register on ARMv7 (`vtcr` built it).
     unsafe {
         chroma_arch::armv7::vcpu::init_controls((vtcr & 0xffff_ffff) as u32)
     };

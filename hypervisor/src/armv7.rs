@@ -21,9 +21,7 @@ pub fn self_tests(dtb: usize) {
 
 /// `/chosen/bootargs` of the board's device tree, if any.
 fn bootargs(dtb: usize) -> Option<&'static str> {
-    // SAFETY: the boot protocol passes a device tree in r2; the final map
-    // keeps its range (`BoardInfo::dtb_range`) mapped and nothing writes it
-    // for the whole run, so it may be borrowed for 'static.
+    // SAFETY: the boot protocol passes a device tree in r2; the final map keeps its range (`BoardInfo::dtb_range`) mapped and nothing writes it for the whole run, so it may be borrowed for 'static.
     let fdt: fdt::Fdt<'static> = unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }.ok()?;
     fdt.find_node("/chosen")?.property("bootargs")?.as_str()
 }
@@ -37,10 +35,7 @@ fn write_to_text() -> ! {
     // Only the address of the linker symbol is taken.
     let text = core::ptr::addr_of!(__image_start) as usize;
     log::info!("test: writing to the text page at {text:#x}; W^X must fault");
-    // SAFETY: this store is meant to fault (a permission fault on a
-    // read-only page); the data abort vector reports it and powers off.
-    // Were W^X broken, the word overwritten is the zImage header's first
-    // NOP, which never runs again, and the fatal line below follows.
+    // SAFETY: this store is meant to fault (a permission fault on a read-only page); the data abort vector reports it and powers off. Were W^X broken, the word overwritten is the zImage header's first NOP, which never runs again, and the fatal line below follows.
     unsafe { core::ptr::write_volatile(text as *mut u32, 0xe1a0_0000) };
     crate::fatal_fmt(format_args!(
         "the write to text at {text:#x} did not fault: W^X is not enforced"
@@ -65,8 +60,7 @@ extern "C" fn chroma_wrong_mode(mode: u32) -> ! {
     };
     // The MMU is off: no lock (exclusive accesses need normal memory), a
     // fresh driver on the early UART.
-    // SAFETY: the board's early UART is a PL011 at a fixed address; with the
-    // MMU off every access is to the physical device; nothing else runs.
+    // SAFETY: the board's early UART is a PL011 at a fixed address; with the MMU off every access is to the physical device; nothing else runs.
     let mut uart = unsafe { chroma_platform::pl011::Pl011::new(chroma_platform::BOARD.early_uart) };
     let _ = core::fmt::Write::write_fmt(&mut uart, format_args!(
         "chroma: fatal: entered in {name} mode (CPSR.M {mode:#07b}), not HYP mode: chroma needs the Virtualization Extensions and a HYP-mode entry (QEMU: -M virt,virtualization=on)\n"

@@ -85,8 +85,7 @@ impl log::Log for Logger {
 
 /// Console on the board's early UART, before the device tree is read.
 pub fn init_early() {
-    // SAFETY: the early UART is mapped as device memory by `mm::early_mmu_on`
-    // and nothing else drives it.
+    // SAFETY: the early UART is mapped as device memory by `mm::early_mmu_on` and nothing else drives it.
     CONSOLE.lock().uart = Some(unsafe { Pl011::new(chroma_platform::BOARD.early_uart) });
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Trace);
@@ -95,8 +94,7 @@ pub fn init_early() {
 /// Console on the UART the device tree names.
 pub fn init(board: &crate::platform_info::BoardInfo) {
     match board.uart {
-        // SAFETY: `mm::init` mapped the device tree's console UART as device
-        // memory; the early driver (same or other UART) is replaced here.
+        // SAFETY: `mm::init` mapped the device tree's console UART as device memory; the early driver (same or other UART) is replaced here.
         Some(base) => CONSOLE.lock().uart = Some(unsafe { Pl011::new(crate::mm::host_usize(base)) }),
         None => log::warn!(
             "the device tree's console is a {:?} UART, which this build does not drive: staying on the early UART",
@@ -176,8 +174,7 @@ pub fn emergency(args: core::fmt::Arguments) {
             return;
         }
     }
-    // SAFETY: the early UART stays mapped; in an emergency a garbled line is
-    // better than none.
+    // SAFETY: the early UART stays mapped; in an emergency a garbled line is better than none.
     let mut uart = unsafe { Pl011::new(chroma_platform::BOARD.early_uart) };
     let _ = writeln!(uart, "{args}");
 }

@@ -179,9 +179,7 @@ pub fn decode_a32_abort(
     // A guest running with its caches off wrote its code to memory, past
     // any line of it the alias may hold from an earlier read: drop that line
     // first (clean too: the hypervisor never writes it, so nothing is lost).
-    // SAFETY: the word lies within the VM's RAM (checked above), reached
-    // through its alias, mapped for the hypervisor's lifetime; cleaning and
-    // invalidating a line the hypervisor does not write changes no data.
+    // SAFETY: the word lies within the VM's RAM (checked above), reached through its alias, mapped for the hypervisor's lifetime; cleaning and invalidating a line the hypervisor does not write changes no data.
     unsafe {
         chroma_cache::ops::clean_invalidate_range(
             &crate::arch::CacheOps::new(),
@@ -189,9 +187,7 @@ pub fn decode_a32_abort(
             4,
         )
     };
-    // SAFETY: as above, the word is inside the VM's RAM alias; a volatile
-    // read of it races only with the guest's own writes, which cannot
-    // break the read.
+    // SAFETY: as above, the word is inside the VM's RAM alias; a volatile read of it races only with the guest's own writes, which cannot break the read.
     let insn = unsafe { core::ptr::read_volatile(va as *const u32) };
     let Some(access) = chroma_arch::aarch64::a32::decode(insn, |n| cpu.register(n)) else {
         return trap;

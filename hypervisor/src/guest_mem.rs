@@ -94,11 +94,7 @@ impl GuestMemory for VmMemory {
     fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
         let va = self.translate(gpa, buf.len() as u64)?;
         self.hooks.before_read(HostVirtAddr::new(va), buf.len());
-        // SAFETY:
-        // 1. `va..va+len` lies in this VM's RAM alias (checked by `translate`),
-        //    mapped read/write at EL2 for the VM's lifetime.
-        // 2. The guest may write these bytes concurrently: they are copied
-        //    out as plain bytes and treated as untrusted, never referenced.
+        // SAFETY: 1. `va..va+len` lies in this VM's RAM alias (checked by `translate`), mapped read/write at EL2 for the VM's lifetime. 2. The guest may write these bytes concurrently: they are copied out as plain bytes and treated as untrusted, never referenced.
         unsafe { core::ptr::copy_nonoverlapping(va as *const u8, buf.as_mut_ptr(), buf.len()) };
         Ok(())
     }
@@ -106,8 +102,7 @@ impl GuestMemory for VmMemory {
     fn write(&self, gpa: GuestPhysAddr, data: &[u8]) -> Result<(), MemError> {
         let va = self.translate(gpa, data.len() as u64)?;
         self.hooks.before_write(HostVirtAddr::new(va), data.len());
-        // SAFETY: as for `read`; the destination is guest RAM, which the
-        // hypervisor never uses for its own data.
+        // SAFETY: as for `read`; the destination is guest RAM, which the hypervisor never uses for its own data.
         unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), va as *mut u8, data.len()) };
         self.hooks.after_write(HostVirtAddr::new(va), data.len());
         Ok(())
@@ -119,8 +114,7 @@ impl GuestMemory for VmMemory {
         }
         let va = self.translate(gpa, 2)?;
         self.hooks.before_read(HostVirtAddr::new(va), 2);
-        // SAFETY: `va` is 2-aligned (gpa and alias are page-aligned apart),
-        // inside the mapped alias, and accessed only atomically here.
+        // SAFETY: `va` is 2-aligned (gpa and alias are page-aligned apart), inside the mapped alias, and accessed only atomically here.
         let value = unsafe { AtomicU16::from_ptr(va as *mut u16) }.load(order);
         Ok(u16::from_le(value))
     }

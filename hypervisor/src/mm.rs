@@ -203,8 +203,7 @@ pub unsafe fn early_mmu_on(dtb: usize) {
             output: HostPhysAddr::new(address & !(GIB - 1)),
             attributes,
         };
-        // SAFETY: `table` is the static early table; no one else uses it and
-        // the MMU is off, so the walker does not read it yet.
+        // SAFETY: `table` is the static early table; no one else uses it and the MMU is off, so the walker does not read it yet.
         unsafe {
             table
                 .add(index)
@@ -221,8 +220,7 @@ pub unsafe fn early_mmu_on(dtb: usize) {
     };
     set(dtb as u64, rwx);
     set(image_start(), rwx);
-    // SAFETY: the early table maps the image (code, stack, data) at its own
-    // address; the boot CPU is the only one running, with its MMU off.
+    // SAFETY: the early table maps the image (code, stack, data) at its own address; the boot CPU is the only one running, with its MMU off.
     unsafe { hyp_mmu::enable_early(table as u64) };
 }
 
@@ -233,21 +231,18 @@ impl TableMemory for PhysTables {
     fn alloc_zeroed(&mut self, pages: usize) -> Option<HostPhysAddr> {
         let bytes = pages as u64 * PAGE_SIZE;
         let base = FRAMES.lock().alloc(bytes)?;
-        // SAFETY: the frames were just allocated for this table and are
-        // identity-mapped read/write; nobody else holds them.
+        // SAFETY: the frames were just allocated for this table and are identity-mapped read/write; nobody else holds them.
         unsafe { core::ptr::write_bytes(base.raw() as *mut u8, 0, host_usize(bytes)) };
         Some(base)
     }
 
     fn read(&self, table: HostPhysAddr, index: usize) -> u64 {
-        // SAFETY: `table` is a table page this module allocated (identity
-        // mapped) and `index` < its entry count (the walker's contract).
+        // SAFETY: `table` is a table page this module allocated (identity mapped) and `index` < its entry count (the walker's contract).
         unsafe { ((table.raw() as *const u64).add(index)).read_volatile() }
     }
 
     fn write(&mut self, table: HostPhysAddr, index: usize, value: u64) {
-        // SAFETY: as for `read`; the store is a single aligned 64-bit write,
-        // which the table walker observes atomically.
+        // SAFETY: as for `read`; the store is a single aligned 64-bit write, which the table walker observes atomically.
         unsafe { ((table.raw() as *mut u64).add(index)).write_volatile(value) };
         // Make the descriptor visible to the walkers of all CPUs.
         crate::arch::cpu::publish_table_write();
@@ -264,8 +259,7 @@ pub fn init(board: &BoardInfo) {
     if heap < board.dtb_range.1 && board.dtb_range.0 < heap + HEAP_BYTES {
         heap = board.dtb_range.1.next_multiple_of(2 << 20);
     }
-    // SAFETY: the heap range is RAM right after the image (same GiB, mapped
-    // by the early map), owned by nobody else: it is excluded from the frames.
+    // SAFETY: the heap range is RAM right after the image (same GiB, mapped by the early map), owned by nobody else: it is excluded from the frames.
     unsafe {
         HEAP.heap
             .lock()
@@ -333,8 +327,7 @@ pub fn init(board: &BoardInfo) {
     }
     let root = map.root().raw();
     *EL2_TABLES.lock() = Some(map);
-    // SAFETY: the new tables map the image, stacks, heap, frames and the
-    // console identically (VA = PA) with W^X; no secondary runs yet.
+    // SAFETY: the new tables map the image, stacks, heap, frames and the console identically (VA = PA) with W^X; no secondary runs yet.
     unsafe { hyp_mmu::enable_final(root) };
     let ram_end = board
         .memory
@@ -345,8 +338,7 @@ pub fn init(board: &BoardInfo) {
         .unwrap_or(0);
     ALIAS_WINDOW.call_once(|| hyp_mmu::alias_window(ram_end));
     let bytes = manifest_len;
-    // SAFETY: the manifest was appended by the build tool right after the
-    // image; it is mapped read/write above and never written.
+    // SAFETY: the manifest was appended by the build tool right after the image; it is mapped read/write above and never written.
     let slice = unsafe { core::slice::from_raw_parts(image_end() as *const u8, bytes) };
     MANIFEST_BYTES.call_once(|| slice);
     log::info!(
@@ -395,8 +387,7 @@ fn add_minus(frames: &mut Frames, start: u64, end: u64, holes: &[(u64, u64)]) {
 
 /// Length of the manifest at `address`, from its header.
 fn manifest_len_at(address: u64) -> Option<usize> {
-    // SAFETY: the 64-byte header lies just past the image in RAM mapped by
-    // the early map (the image's GiB); reading it has no side effect.
+    // SAFETY: the 64-byte header lies just past the image in RAM mapped by the early map (the image's GiB); reading it has no side effect.
     let header = unsafe { core::slice::from_raw_parts(address as *const u8, 64) };
     if header[..8] != chroma_manifest::MAGIC {
         return None;

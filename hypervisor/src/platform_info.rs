@@ -99,16 +99,13 @@ pub struct BoardInfo {
 
 /// Reads the device tree at `dtb`.
 pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
-    // SAFETY: the boot loader passed a device tree at `dtb` (boot protocol);
-    // its header's totalsize bounds it, and the early map covers its GiB.
+    // SAFETY: the boot loader passed a device tree at `dtb` (boot protocol); its header's totalsize bounds it, and the early map covers its GiB.
     let header = unsafe { core::slice::from_raw_parts(dtb as *const u8, 8) };
     if header[..4] != [0xd0, 0x0d, 0xfe, 0xed] {
         return Err(BoardError::NoDeviceTree);
     }
     let total = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
-    // SAFETY: as above, `total` bytes from the header's own size field;
-    // the blob is RAM the boot loader handed over (the early map has its
-    // GiB read/write), used by nothing else while the boot CPU reads it.
+    // SAFETY: as above, `total` bytes from the header's own size field; the blob is RAM the boot loader handed over (the early map has its GiB read/write), used by nothing else while the boot CPU reads it.
     let bytes = unsafe { core::slice::from_raw_parts_mut(dtb as *mut u8, total) };
     // A boot loader that deleted nodes left NOPs (QEMU's raspi machines).
     chroma_devtree::strip_nops(bytes).map_err(BoardError::DeviceTree)?;

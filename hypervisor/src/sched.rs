@@ -141,8 +141,7 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
         uplink,
         cache: (cache.geometry, cache.forced),
     });
-    // SAFETY: the GIC frames come from the device tree and were mapped as
-    // device memory by `mm::init`.
+    // SAFETY: the GIC frames come from the device tree and were mapped as device memory by `mm::init`.
     let gic = unsafe { Gic::new(board.gic) };
     gic.init_distributor();
     if let Some((_, intid)) = uplink {
@@ -301,10 +300,7 @@ pub fn start_secondaries(board: &BoardInfo) -> usize {
                     log::warn!("CPU {index} (MPIDR {mpidr:#x}) stays off: a spin-table CPU's index must be its Aff0");
                     continue;
                 }
-                // SAFETY: the release address is the CPU's `cpu-release-addr`
-                // from the device tree, in RAM the EL2 map covers, reserved by
-                // the firmware (`/memreserve/`, kept out of the frames); the
-                // secondaries' MMU settings were published by `mm::init`.
+                // SAFETY: the release address is the CPU's `cpu-release-addr` from the device tree, in RAM the EL2 map covers, reserved by the firmware (`/memreserve/`, kept out of the frames); the secondaries' MMU settings were published by `mm::init`.
                 match unsafe { cpu::release_from_spin_table(*release) } {
                     Ok(()) => started += 1,
                     Err(why) => log::warn!("CPU {index} (MPIDR {mpidr:#x}) did not start: {why}"),
@@ -391,8 +387,7 @@ pub fn run_cpu(index: usize) -> ! {
 
 /// Trap and timer controls that are the same for every vCPU on this CPU.
 fn init_el2_controls(sys: &System) {
-    // SAFETY: no guest runs on this CPU yet, and `sys.vtcr` is the VTCR_EL2
-    // of the stage-2 geometry every VM's tables were built for (`vtcr_value`).
+    // SAFETY: no guest runs on this CPU yet, and `sys.vtcr` is the VTCR_EL2 of the stage-2 geometry every VM's tables were built for (`vtcr_value`).
     unsafe { crate::arch::init_controls(sys.vtcr) };
 }
 
@@ -412,8 +407,7 @@ impl Cpu {
         if let Some(old) = self.loaded {
             self.vcpus[old].vcpu.save(&self.gic);
         }
-        // SAFETY: vCPU k runs next on this CPU, after `run` installs its
-        // VM's stage-2 tables.
+        // SAFETY: vCPU k runs next on this CPU, after `run` installs its VM's stage-2 tables.
         unsafe { self.vcpus[k].vcpu.restore(&self.gic) };
         crate::vtimer::load(&mut self.gic, self.vcpus[k].vm, self.vcpus[k].id);
         self.loaded = Some(k);
@@ -480,8 +474,7 @@ impl Cpu {
                 kick_vcpus(&self.gic, vm, kick, self.index);
                 return;
             }
-            // SAFETY: the context is loaded and the stage 2 installed (above);
-            // HCR_EL2 traps what the hypervisor must see.
+            // SAFETY: the context is loaded and the stage 2 installed (above); HCR_EL2 traps what the hypervisor must see.
             let kind = unsafe { self.vcpus[k].vcpu.enter() };
             vm.running[id].store(false, Ordering::Release);
             let kick = vm.vgic.lock().sync(id, &mut self.gic);

@@ -15,9 +15,7 @@ pub fn power_off() -> ! {
     match chroma_platform::BOARD.power_off {
         chroma_platform::PowerOff::Psci => crate::arch::cpu::power_off(),
         chroma_platform::PowerOff::Bcm2835Watchdog { base } => {
-            // SAFETY: the PM block is the board's (platform crate) and
-            // `platform_info` had it mapped as device memory; nothing has
-            // to run after the reset.
+            // SAFETY: the PM block is the board's (platform crate) and `platform_info` had it mapped as device memory; nothing has to run after the reset.
             unsafe { chroma_platform::bcm2835_pm::reset(base) };
             loop {
                 crate::arch::cpu::wait_for_interrupt();

@@ -270,8 +270,7 @@ impl Vm {
         if kernel_end > dtb_offset {
             return Err(VmError::BadKernel);
         }
-        // SAFETY: guest RAM was allocated for this VM and is reached through
-        // its alias; no vCPU of the VM runs while it is loaded.
+        // SAFETY: guest RAM was allocated for this VM and is reached through its alias; no vCPU of the VM runs while it is loaded.
         let ram = unsafe { crate::mm::phys_slice_mut(self.alias, crate::mm::host_usize(size)) };
         // Offsets below `size` (checked above) fit the pointer width as RAM does.
         let at = |offset: u64| usize::try_from(offset).map_err(|_| VmError::NoRoom);
@@ -310,10 +309,7 @@ impl Vm {
         // guest runs with its caches off.
         let ops = crate::arch::CacheOps::new();
         for (offset, length) in written.into_iter().filter(|&(_, l)| l > 0) {
-            // SAFETY: the range lies in this VM's RAM alias (offset and
-            // length were bounded by the RAM size above), mapped for the
-            // hypervisor's lifetime; cleaning to the PoC and invalidating
-            // the I-cache change no data.
+            // SAFETY: the range lies in this VM's RAM alias (offset and length were bounded by the RAM size above), mapped for the hypervisor's lifetime; cleaning to the PoC and invalidating the I-cache change no data.
             unsafe {
                 chroma_cache::ops::sync_loaded_image(
                     &ops,
@@ -410,10 +406,7 @@ impl Vm {
         };
         let va = self.alias + offset;
         let length = crate::mm::host_usize(length);
-        // SAFETY: `offset + length` lies within guest RAM (`ResetProgress`
-        // hands out chunks of `ram.size` only), reached through the VM's
-        // alias; every vCPU of the VM is off and none runs (`start_reset`
-        // waited), and its NICs are reset, so nothing else touches it.
+        // SAFETY: `offset + length` lies within guest RAM (`ResetProgress` hands out chunks of `ram.size` only), reached through the VM's alias; every vCPU of the VM is off and none runs (`start_reset` waited), and its NICs are reset, so nothing else touches it.
         let chunk = unsafe { crate::mm::phys_slice_mut(va, length) };
         chunk.fill(0);
         // SAFETY: the chunk is mapped (above); cleaning changes no data.

@@ -22,8 +22,7 @@ const PM_RSTC_WRCFG_CLR: u32 = 0xffff_ffcf;
 /// `base` is the PM block, mapped as device memory; nothing needs to run
 /// after this (the chip resets).
 pub unsafe fn reset(base: usize) {
-    // SAFETY: the caller's contract; these two registers only arm the
-    // watchdog and choose a full reset.
+    // SAFETY: the caller's contract; these two registers only arm the watchdog and choose a full reset.
     unsafe {
         write_volatile((base + PM_WDOG) as *mut u32, PM_PASSWORD | 10);
         let rstc = core::ptr::read_volatile((base + PM_RSTC) as *const u32);

@@ -74,8 +74,7 @@ pub unsafe fn set_vectors_and_fault(address: usize) -> ! {
 pub unsafe fn semihosting(operation: usize, parameter: usize) -> usize {
     let mut result = operation;
     #[cfg(target_arch = "aarch64")]
-    // SAFETY: the caller guarantees the parameter block; not `nomem`, so
-    // the block is written before the call.
+    // SAFETY: the caller guarantees the parameter block; not `nomem`, so the block is written before the call.
     unsafe {
         asm!("hlt #0xf000", inout("x0") result, in("x1") parameter, options(nostack));
     }

@@ -185,8 +185,7 @@ fn load(address: u64) -> u64 {
     let Ok(address) = usize::try_from(address) else {
         return NOT_LOADED;
     };
-    // SAFETY: `address` is not RAM, so no Rust object is read; the abort
-    // handler skips the single 4-byte load, which then returns the marker.
+    // SAFETY: `address` is not RAM, so no Rust object is read; the abort handler skips the single 4-byte load, which then returns the marker.
     u64::from(unsafe { exceptions::load_u32_skippable(address, NOT_LOADED_32) })
 }
 
@@ -197,18 +196,14 @@ fn jump_wild(address: u64) -> ! {
         Resolution::Retry
     }));
     println!("crasher: jumping to {:#010x}", address);
-    // SAFETY: deliberately not sound in the usual sense: control never comes
-    // back here. Every fetch at `address` aborts and the handler retries it,
-    // so no Rust code runs with a broken state other than the handler.
+    // SAFETY: deliberately not sound in the usual sense: control never comes back here. Every fetch at `address` aborts and the handler retries it, so no Rust code runs with a broken state other than the handler.
     unsafe { attack::jump_to(reachable(address)) }
 }
 
 /// `novec` mode: vectors at an unmapped address, then fault.
 fn no_vectors(address: u64) -> ! {
     println!("crasher: vectors at {:#010x}, faulting", address);
-    // SAFETY: deliberately hostile: after this, every exception fetches its
-    // vector from `address`, which aborts, which fetches the vector again.
-    // No Rust code runs afterwards (the load never completes).
+    // SAFETY: deliberately hostile: after this, every exception fetches its vector from `address`, which aborts, which fetches the vector again. No Rust code runs afterwards (the load never completes).
     unsafe { attack::set_vectors_and_fault(reachable(address)) }
 }
 
@@ -338,11 +333,7 @@ fn join(buffer: &mut [u8], parts: &[&[u8]]) -> usize {
 /// #0xf000`) and prints `crasher: escape <name> = UNDEFINED` or `= returned <x0>`.
 fn report_semihosting(name: &str, operation: usize, parameter: usize) {
     UNDEFINED.set(false);
-    // SAFETY: with semihosting off (as under chroma) HLT is UNDEFINED and the
-    // handler above skips it, leaving every register as it was. With it on,
-    // the host reads the parameter block `parameter` points at (live in the
-    // caller's frame, written before the call) and returns a value in x0
-    // (r0); these calls write no guest memory.
+    // SAFETY: with semihosting off (as under chroma) HLT is UNDEFINED and the handler above skips it, leaving every register as it was. With it on, the host reads the parameter block `parameter` points at (live in the caller's frame, written before the call) and returns a value in x0 (r0); these calls write no guest memory.
     let result = unsafe { attack::semihosting(operation, parameter) };
     if UNDEFINED.get() {
         println!("crasher: escape {} = UNDEFINED", name);

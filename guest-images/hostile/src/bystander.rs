@@ -99,8 +99,7 @@ fn check_state() {
         return;
     }
     for (index, (_, read)) in WATCHED.iter().enumerate() {
-        // SAFETY: the snapshot is written in `run` before the first tick
-        // and only read afterwards, on this CPU.
+        // SAFETY: the snapshot is written in `run` before the first tick and only read afterwards, on this CPU.
         if read() != unsafe { SNAPSHOT[index] } {
             CHANGED.set(index as u64 + 1);
             return;
@@ -169,8 +168,7 @@ pub fn run(boot: &'static Boot, args: &BootArgs<'_>) -> ! {
         crate::msr!("S3_0_C2_C3_0", MINE ^ 5);
     }
     let gic = Attack::new(boot).ok();
-    // SAFETY: single CPU, no interrupts enabled yet: nothing else accesses
-    // these statics now; afterwards they are only read.
+    // SAFETY: single CPU, no interrupts enabled yet: nothing else accesses these statics now; afterwards they are only read.
     unsafe {
         GIC = gic;
         for (index, (_, read)) in WATCHED.iter().enumerate() {

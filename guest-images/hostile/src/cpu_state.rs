@@ -66,8 +66,7 @@ static mut WATCHED: u64 = 0;
 
 /// Unmasks (PSTATE.D = 0) or masks debug exceptions at EL1.
 fn debug_exceptions(unmasked: bool) {
-    // SAFETY: only changes whether this vCPU takes debug exceptions; the
-    // handler in `catch` masks them again if one is taken.
+    // SAFETY: only changes whether this vCPU takes debug exceptions; the handler in `catch` masks them again if one is taken.
     unsafe {
         if unmasked {
             core::arch::asm!("msr daifclr, #8", "isb", options(nostack));
@@ -137,8 +136,7 @@ fn debug_watchpoints(_: &Boot) -> Outcome {
     let readback = crate::mrs!("S2_0_C0_C0_6");
     let ((), caught, last) = catch::catching(|| {
         debug_exceptions(true);
-        // SAFETY: a plain store to this module's own static; nothing else
-        // reads or writes it.
+        // SAFETY: a plain store to this module's own static; nothing else reads or writes it.
         unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!(WATCHED), HOSTILE) };
         debug_exceptions(false);
     });
@@ -268,8 +266,7 @@ fn impdef_cpuectlr(_: &Boot) -> Outcome {
 /// CRn = 11 and 15): every one UNDEFINED.
 fn impdef_space(_: &Boot) -> Outcome {
     let ((), caught, last) = catch::catching(|| {
-        // SAFETY: reads of IMPLEMENTATION DEFINED registers, each expected
-        // to UNDEF and be skipped by `catch`; x0 is declared clobbered.
+        // SAFETY: reads of IMPLEMENTATION DEFINED registers, each expected to UNDEF and be skipped by `catch`; x0 is declared clobbered.
         unsafe {
             core::arch::asm!(
                 "mrs x0, S3_0_C15_C0_0",
@@ -411,8 +408,7 @@ fn set_way_invalidate(_: &Boot) -> Outcome {
     pattern_survives(|| {
         every_set_and_way(
             |operand| {
-                // SAFETY: set/way maintenance; the hypervisor traps it
-                // (HCR_EL2.TSW). With the MMU off no data of ours is cached.
+                // SAFETY: set/way maintenance; the hypervisor traps it (HCR_EL2.TSW). With the MMU off no data of ours is cached.
                 unsafe { core::arch::asm!("dc isw, {}", in(reg) operand, options(nostack)) }
             },
             7,

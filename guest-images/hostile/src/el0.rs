@@ -246,10 +246,7 @@ fn run(entry: u64, spsr: u64, x0: u64, x1: u64) -> Exit {
     let sctlr = crate::mrs!("S3_0_C1_C0_0");
     crate::msr!("S3_0_C1_C0_0", sctlr | (1 << 16) | (1 << 18));
     ACTIVE.set(true);
-    // SAFETY: `hostile_el0_enter` saves the callee-saved registers and
-    // erets to EL0 code in this image; the first exception from EL0 comes
-    // back through `exception`, which resumes at `hostile_el0_return` with
-    // the stack as it was, restoring them and returning here.
+    // SAFETY: `hostile_el0_enter` saves the callee-saved registers and erets to EL0 code in this image; the first exception from EL0 comes back through `exception`, which resumes at `hostile_el0_return` with the stack as it was, restoring them and returning here.
     unsafe { hostile_el0_enter(entry, spsr, x0, x1) };
     Exit {
         esr: ESR.get(),

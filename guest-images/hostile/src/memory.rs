@@ -125,8 +125,7 @@ fn execute_from_a_device(boot: &Boot) -> Outcome {
 fn jump_and_expect_abort(address: u64) -> Outcome {
     let ((), caught, last) = catch::catching(|| {
         let mut landed: u64 = 0;
-        // SAFETY: branches to `address`, which faults; the handler resumes
-        // at label 2, which sets `landed`. Only x30 and `landed` change.
+        // SAFETY: branches to `address`, which faults; the handler resumes at label 2, which sets `landed`. Only x30 and `landed` change.
         unsafe {
             core::arch::asm!(
                 "adr {tmp}, 2f",
@@ -137,8 +136,7 @@ fn jump_and_expect_abort(address: u64) -> Outcome {
             );
         }
         catch::resume_at(landed);
-        // SAFETY: as above: the branch never returns normally; the handler
-        // resumes at `2:`.
+        // SAFETY: as above: the branch never returns normally; the handler resumes at `2:`.
         unsafe {
             core::arch::asm!(
                 "blr {target}",
@@ -170,16 +168,14 @@ fn mmio_load_pair(boot: &Boot) -> Outcome {
     };
     let priority_before = read32(gicd + 0x400);
     let ((), caught, last) = catch::catching(|| {
-        // SAFETY: a pair load from the device, expected to abort and be
-        // skipped; the outputs are discarded.
+        // SAFETY: a pair load from the device, expected to abort and be skipped; the outputs are discarded.
         unsafe {
             core::arch::asm!("ldp {a}, {b}, [{base}]", a = out(reg) _, b = out(reg) _, base = in(reg) uart, options(nostack))
         };
     });
     one_abort(caught, last, class::DATA_ABORT_SAME)?;
     let ((), caught, last) = catch::catching(|| {
-        // SAFETY: a pair store to the distributor's priority registers,
-        // expected to abort and be skipped.
+        // SAFETY: a pair store to the distributor's priority registers, expected to abort and be skipped.
         unsafe {
             core::arch::asm!("stp {a}, {a}, [{base}]", a = in(reg) u64::MAX, base = in(reg) gicd + 0x400, options(nostack))
         };
@@ -199,8 +195,7 @@ fn mmio_writeback(boot: &Boot) -> Outcome {
     let uart = pl011(boot) + 0x18;
     let mut base = uart;
     let ((), caught, last) = catch::catching(|| {
-        // SAFETY: a post-indexed load from the device, expected to abort
-        // and be skipped (the base is then not updated).
+        // SAFETY: a post-indexed load from the device, expected to abort and be skipped (the base is then not updated).
         unsafe {
             core::arch::asm!("ldr {v:w}, [{base}], #4", v = out(reg) _, base = inout(reg) base, options(nostack))
         };

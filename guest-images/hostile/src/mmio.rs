@@ -23,9 +23,7 @@ pub enum Width {
 /// Loads `width` bits from `address` (zero-extended).
 pub fn read(width: Width, address: u64) -> u64 {
     let mut value = NOT_LOADED;
-    // SAFETY: deliberately hostile accesses to device or unmapped IPAs; a
-    // fault is caught and skipped by `catch`, which leaves `value` as is. No
-    // Rust-visible memory is touched.
+    // SAFETY: deliberately hostile accesses to device or unmapped IPAs; a fault is caught and skipped by `catch`, which leaves `value` as is. No Rust-visible memory is touched.
     unsafe {
         match width {
             Width::Byte => {
@@ -47,8 +45,7 @@ pub fn read(width: Width, address: u64) -> u64 {
 
 /// Stores the low `width` bits of `value` at `address`.
 pub fn write(width: Width, address: u64, value: u64) {
-    // SAFETY: as in `read`: device or unmapped IPAs chosen by the case,
-    // never memory the guest's Rust code owns.
+    // SAFETY: as in `read`: device or unmapped IPAs chosen by the case, never memory the guest's Rust code owns.
     unsafe {
         match width {
             Width::Byte => {

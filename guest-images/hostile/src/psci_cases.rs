@@ -152,8 +152,7 @@ fn unknown_ids(_: &Boot) -> Outcome {
 fn smc_conduit(_: &Boot) -> Outcome {
     let mut result: u64 = psci::PSCI_VERSION.into();
     let ((), caught, last) = catch::catching(|| {
-        // SAFETY: an SMC with a PSCI function ID; the hypervisor answers
-        // in x0 or the guest takes UNDEFINED (caught, skipped).
+        // SAFETY: an SMC with a PSCI function ID; the hypervisor answers in x0 or the guest takes UNDEFINED (caught, skipped).
         unsafe {
             core::arch::asm!("smc #0", inout("x0") result, out("x1") _, out("x2") _, out("x3") _, options(nostack))
         };

@@ -30,8 +30,7 @@ fn spin_all_masked(_: &Boot) -> Outcome {
 /// 20 000 WFEs (each may trap to the hypervisor, which yields the CPU).
 fn wfe_flood(_: &Boot) -> Outcome {
     for _ in 0..20_000 {
-        // SAFETY: SEVL sets the event register, so WFE completes at once
-        // when not trapped; trapped, the hypervisor yields and returns.
+        // SAFETY: SEVL sets the event register, so WFE completes at once when not trapped; trapped, the hypervisor yields and returns.
         unsafe { core::arch::asm!("sevl", "wfe", options(nostack, nomem)) };
     }
     ok_with("wfes", 20_000)

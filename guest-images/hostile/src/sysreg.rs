@@ -10,8 +10,7 @@ pub const NOT_READ: u64 = 0xdead_0000_dead_0000;
 macro_rules! mrs {
     ($name:literal) => {{
         let mut value: u64 = $crate::sysreg::NOT_READ;
-        // SAFETY: reading a system register has no memory effect; one that
-        // UNDEFs at EL1 is caught and skipped, leaving the sentinel.
+        // SAFETY: reading a system register has no memory effect; one that UNDEFs at EL1 is caught and skipped, leaving the sentinel.
         unsafe {
             core::arch::asm!(concat!("mrs {v}, ", $name), v = inout(reg) value, options(nostack))
         };
@@ -24,9 +23,7 @@ macro_rules! mrs {
 macro_rules! msr {
     ($name:literal, $value:expr) => {{
         let value: u64 = $value;
-        // SAFETY: the caller writes EL1 (or trapped) state that the case is
-        // about; one that UNDEFs is caught and skipped. The ISB makes the
-        // write take effect before the next instruction.
+        // SAFETY: the caller writes EL1 (or trapped) state that the case is about; one that UNDEFs is caught and skipped. The ISB makes the write take effect before the next instruction.
         unsafe {
             core::arch::asm!(concat!("msr ", $name, ", {v}"), "isb", v = in(reg) value, options(nostack))
         };

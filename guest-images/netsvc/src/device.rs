@@ -42,9 +42,7 @@ pub struct MmioSlot {
 
 impl MmioSlot {
     fn read_register(&self, offset: usize) -> u32 {
-        // SAFETY: `base` is a virtio-mmio frame named by the DTB and `offset`
-        // one of the named registers inside its 0x100-byte header; a volatile
-        // 32-bit read of a device register has no effect on memory.
+        // SAFETY: `base` is a virtio-mmio frame named by the DTB and `offset` one of the named registers inside its 0x100-byte header; a volatile 32-bit read of a device register has no effect on memory.
         unsafe { core::ptr::read_volatile((self.base + offset) as *const u32) }
     }
 
@@ -63,8 +61,7 @@ impl MmioSlot {
     pub fn acknowledge_interrupt(&self) -> u32 {
         let status = self.read_register(register::INTERRUPT_STATUS);
         if status != 0 {
-            // SAFETY: as in `read_register`: InterruptACK is a write-only
-            // register of the same frame; writing handled bits is its purpose.
+            // SAFETY: as in `read_register`: InterruptACK is a write-only register of the same frame; writing handled bits is its purpose.
             unsafe {
                 core::ptr::write_volatile((self.base + register::INTERRUPT_ACK) as *mut u32, status)
             };

@@ -91,11 +91,7 @@ impl RxFrame {
 /// Opens the transport in `slot` and brings the driver up in `mode`.
 pub fn open(slot: &MmioSlot, mode: TxMode) -> Result<Driver, NetError> {
     let header = NonNull::new(slot.base as *mut VirtIOHeader).ok_or(NetError::NoDevice)?;
-    // SAFETY: `slot` is a virtio-mmio frame named by the DTB, of `slot.size`
-    // bytes including the configuration space; it is a device for the whole
-    // run, and only this driver (plus the interrupt acknowledgement in
-    // `MmioSlot::acknowledge_interrupt`, a register the driver never writes
-    // unasked) touches it.
+    // SAFETY: `slot` is a virtio-mmio frame named by the DTB, of `slot.size` bytes including the configuration space; it is a device for the whole run, and only this driver (plus the interrupt acknowledgement in `MmioSlot::acknowledge_interrupt`, a register the driver never writes unasked) touches it.
     let transport = unsafe { MmioTransport::new(header, slot.size) }.map_err(NetError::from)?;
     match mode {
         TxMode::Wait => Ok(Driver::Wait(Box::new(
@@ -123,9 +119,7 @@ pub fn open(slot: &MmioSlot, mode: TxMode) -> Result<Driver, NetError> {
 impl QueuedDriver {
     /// Lends `buffer` to the device's receive queue.
     fn post_receive(&mut self, mut buffer: Box<[u8]>) -> Result<(), NetError> {
-        // SAFETY: the buffer is kept in `receiving[token]`, untouched, until
-        // `poll_receive` returns its token; a boxed slice does not move when
-        // the box does.
+        // SAFETY: the buffer is kept in `receiving[token]`, untouched, until `poll_receive` returns its token; a boxed slice does not move when the box does.
         let token = unsafe { self.raw.receive_begin(&mut buffer) }.map_err(NetError::Driver)?;
         let slot = self
             .receiving
@@ -146,8 +140,7 @@ impl QueuedDriver {
             else {
                 break;
             };
-            // SAFETY: `buffer` is the one `transmit_begin` returned `token`
-            // for, and it stayed untouched in `sending` since.
+            // SAFETY: `buffer` is the one `transmit_begin` returned `token` for, and it stayed untouched in `sending` since.
             let _ = unsafe { self.raw.transmit_complete(token, &buffer) };
             count += 1;
         }
@@ -189,8 +182,7 @@ impl Driver {
                     .get_mut(usize::from(token))
                     .and_then(Option::take)
                     .ok_or(virtio_drivers::Error::WrongToken)?;
-                // SAFETY: `buffer` is the one `receive_begin` returned `token`
-                // for, untouched in `receiving` since.
+                // SAFETY: `buffer` is the one `receive_begin` returned `token` for, untouched in `receiving` since.
                 let (offset, length) = unsafe { driver.raw.receive_complete(token, &mut buffer) }?;
                 Ok(Some(RxFrame::Queued {
                     buffer,
@@ -241,8 +233,7 @@ impl Driver {
                 // A zeroed header is a valid virtio_net_hdr: no offloads.
                 let mut frame = vec![0; header + length].into_boxed_slice();
                 let result = fill(&mut frame[header..]);
-                // SAFETY: `frame` is kept in `sending[token]`, untouched,
-                // until `poll_transmit` returns its token (`reclaim`).
+                // SAFETY: `frame` is kept in `sending[token]`, untouched, until `poll_transmit` returns its token (`reclaim`).
                 let sent = match unsafe { driver.raw.transmit_begin(&frame) } {
                     Ok(token) => match driver.sending.get_mut(usize::from(token)) {
                         Some(slot) => {

@@ -36,8 +36,7 @@ unsafe impl Hal for GuestHal {
         let Some(layout) = dma_layout(pages) else {
             return -1;
         };
-        // SAFETY: the caller passes back a block from `dma_alloc` with the
-        // same page count, hence the same layout.
+        // SAFETY: the caller passes back a block from `dma_alloc` with the same page count, hence the same layout.
         unsafe { alloc::alloc::dealloc(vaddr.as_ptr(), layout) };
         0
     }

@@ -46,15 +46,13 @@ impl GuestHeap {
     /// Runs `action` on the heap with IRQs masked, adding the arena first.
     fn with_heap<R>(&self, action: impl FnOnce(&mut Heap<32>) -> R) -> R {
         exceptions::with_irqs_masked(|| {
-            // SAFETY: IRQs are masked and only this CPU allocates (see the
-            // `Sync` impl), so nothing else holds a reference into these cells now.
+            // SAFETY: IRQs are masked and only this CPU allocates (see the `Sync` impl), so nothing else holds a reference into these cells now.
             let heap = unsafe { &mut *self.heap.get() };
             // SAFETY: as above.
             let ready = unsafe { &mut *self.ready.get() };
             if !*ready {
                 let start = ARENA.0.get() as usize;
-                // SAFETY: the arena is a static owned by the allocator alone
-                // and handed over exactly once (guarded by `ready`).
+                // SAFETY: the arena is a static owned by the allocator alone and handed over exactly once (guarded by `ready`).
                 unsafe { heap.init(start, HEAP_SIZE) };
                 *ready = true;
             }

@@ -27,8 +27,6 @@ static MAIN_STACK: MainStack = MainStack(UnsafeCell::new([0; MAIN_STACK_SIZE]));
 /// the guest's entry point on the boot CPU.
 pub fn run(boot: &'static Boot, main: fn(&'static Boot) -> !) -> ! {
     let top = MAIN_STACK.0.get() as usize + MAIN_STACK_SIZE;
-    // SAFETY: `top` is the 16-byte-aligned end of a static that nothing else
-    // uses (see `MainStack`), so the new stack aliases no live object; this
-    // is called once, so the stack is never entered twice.
+    // SAFETY: `top` is the 16-byte-aligned end of a static that nothing else uses (see `MainStack`), so the new stack aliases no live object; this is called once, so the stack is never entered twice.
     unsafe { chroma_guest_rt::boot::run_on_stack(top, boot, main) }
 }

@@ -532,8 +532,7 @@ fn probe_read(address: u64) -> u64 {
         return NOT_LOADED;
     };
     PROBING.set(true);
-    // SAFETY: `address` is outside every Rust object (not RAM); the only
-    // effect is the load or an abort, which `on_probe_fault` skips.
+    // SAFETY: `address` is outside every Rust object (not RAM); the only effect is the load or an abort, which `on_probe_fault` skips.
     let value = unsafe { exceptions::load_u32_skippable(address, NOT_LOADED_32) };
     PROBING.set(false);
     u64::from(value)

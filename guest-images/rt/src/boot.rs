@@ -37,9 +37,7 @@ static BOOT: BootCell = BootCell(UnsafeCell::new(None));
 
 /// Returns the boot information, once the boot CPU has filled it in.
 pub fn boot() -> Option<&'static Boot> {
-    // SAFETY: after the single write in `_rt_primary_main` the cell is never
-    // written again (see `BootCell`), so a shared reference is sound; before
-    // it, only the boot CPU runs and it does not call this.
+    // SAFETY: after the single write in `_rt_primary_main` the cell is never written again (see `BootCell`), so a shared reference is sound; before it, only the boot CPU runs and it does not call this.
     unsafe { (*BOOT.0.get()).as_ref() }
 }
 
@@ -56,8 +54,7 @@ extern "C" fn _rt_primary_main(dtb_address: usize, load_address: usize) -> ! {
         // SAFETY: the DTB names this address as the PL011 (`arm,pl011`).
         unsafe { crate::uart::set_base(uart) };
     }
-    // SAFETY: only this CPU runs and nothing has borrowed the cell yet (the
-    // `BootCell` invariant), so this exclusive write aliases nothing.
+    // SAFETY: only this CPU runs and nothing has borrowed the cell yet (the `BootCell` invariant), so this exclusive write aliases nothing.
     let boot = unsafe {
         *BOOT.0.get() = Some(Boot {
             dtb_address,
@@ -72,8 +69,7 @@ extern "C" fn _rt_primary_main(dtb_address: usize, load_address: usize) -> ! {
         gic.init_cpu_interface();
     }
     crate::shared::publish();
-    // SAFETY: `__chroma_guest_main` is defined by the guest binary through
-    // `entry!`, with exactly this signature.
+    // SAFETY: `__chroma_guest_main` is defined by the guest binary through `entry!`, with exactly this signature.
     unsafe { __chroma_guest_main(boot) }
 }
 
@@ -90,8 +86,7 @@ extern "C" fn _rt_primary_main(dtb_address: usize, load_address: usize) -> ! {
 /// into). The current stack is abandoned.
 pub unsafe fn run_on_stack(top: usize, boot: &'static Boot, main: fn(&'static Boot) -> !) -> ! {
     MAIN_ON_STACK.set(Some(main));
-    // SAFETY: the caller guarantees the new stack; `start_main_on_stack`
-    // never returns, so no frame on the old stack is used again.
+    // SAFETY: the caller guarantees the new stack; `start_main_on_stack` never returns, so no frame on the old stack is used again.
     unsafe { crate::arch::run_on_stack(top, boot as *const Boot as usize, start_main_on_stack) }
 }
 

@@ -180,9 +180,7 @@ impl Gic {
         let base = match *self {
             Self::V2 { distributor, .. } | Self::V3 { distributor, .. } => distributor,
         };
-        // SAFETY: the base comes from the DTB's GIC node (`Platform::from_dtb`)
-        // and is a device frame for the whole run; registers are only touched
-        // through volatile tock-registers cells.
+        // SAFETY: the base comes from the DTB's GIC node (`Platform::from_dtb`) and is a device frame for the whole run; registers are only touched through volatile tock-registers cells.
         unsafe { &*(base as *const DistributorRegisters) }
     }
 
@@ -199,8 +197,7 @@ impl Gic {
         let end = redistributors.checked_add(size)?;
         let mut base = redistributors;
         while base.checked_add(2 * REDISTRIBUTOR_FRAME)? <= end {
-            // SAFETY: `base` lies inside the redistributor region the DTB
-            // names, at a frame boundary.
+            // SAFETY: `base` lies inside the redistributor region the DTB names, at a frame boundary.
             let frame = unsafe { &*(base as *const RedistributorRegisters) };
             let typer = LocalRegisterCopy::<u64, GICR_TYPER::Register>::new(
                 u64::from(frame.typer_low.get()) | u64::from(frame.typer_high.get()) << 32,
@@ -341,9 +338,7 @@ impl Gic {
                 // GICD_IROUTER<n>: Interrupt_Routing_Mode 0 (bit 31) and this
                 // CPU's Aff2.Aff1.Aff0 in the low half, Aff3 in the high half.
                 let mpidr = arch::mpidr();
-                // SAFETY: GICD_IROUTER<n> lies in the distributor frame the DTB
-                // names (GICv3 architecture, 12.9.22), a device for the whole
-                // run, accessed only through tock-registers' volatile cells.
+                // SAFETY: GICD_IROUTER<n> lies in the distributor frame the DTB names (GICv3 architecture, 12.9.22), a device for the whole run, accessed only through tock-registers' volatile cells.
                 let routing = unsafe { &*((base + 0x6000) as *const DistributorRoutingRegisters) };
                 let half = 2 * (intid as usize - 32);
                 routing.irouter[half].set((mpidr & 0x00ff_ffff) as u32);
@@ -425,7 +420,6 @@ impl Gic {
 }
 
 fn sgi_frame(rd_base: usize) -> &'static RedistributorSgiRegisters {
-    // SAFETY: the SGI_base frame follows a redistributor's RD_base frame
-    // (GICv3 architecture, 12.10); `rd_base` came from `Gic::redistributor`.
+    // SAFETY: the SGI_base frame follows a redistributor's RD_base frame (GICv3 architecture, 12.10); `rd_base` came from `Gic::redistributor`.
     unsafe { &*((rd_base + REDISTRIBUTOR_FRAME) as *const RedistributorSgiRegisters) }
 }

@@ -40,10 +40,7 @@ impl Platform {
             psci_conduit: Conduit::Hvc,
             bootargs: "",
         };
-        // SAFETY: the boot protocol puts a DTB at x0 and the loader keeps it
-        // out of the image (image_size covers .bss and stacks); `from_ptr`
-        // checks the magic and size before reading further, and the guest
-        // never writes the DTB, so `'static` shared access is sound.
+        // SAFETY: the boot protocol puts a DTB at x0 and the loader keeps it out of the image (image_size covers .bss and stacks); `from_ptr` checks the magic and size before reading further, and the guest never writes the DTB, so `'static` shared access is sound.
         let fdt = match unsafe { Fdt::from_ptr(dtb_address as *const u8) } {
             Ok(fdt) => fdt,
             Err(error) => {

@@ -40,16 +40,13 @@ impl<T: Copy> Shared<T> {
     pub fn get(&self) -> T {
         #[cfg(target_arch = "arm")]
         if core::mem::size_of::<T>() == 8 {
-            // SAFETY: the pointer comes from a live `UnsafeCell` of an
-            // 8-byte, 8-byte-aligned `T` (checked in `new`); the value was
-            // written as a whole `T`, so its bytes are a valid `T`.
+            // SAFETY: the pointer comes from a live `UnsafeCell` of an 8-byte, 8-byte-aligned `T` (checked in `new`); the value was written as a whole `T`, so its bytes are a valid `T`.
             return unsafe {
                 let bits = crate::arch::load_u64_single_copy(self.0.get().cast::<u64>());
                 core::mem::transmute_copy::<u64, T>(&bits)
             };
         }
-        // SAFETY: the pointer comes from a live `UnsafeCell`, so it is valid
-        // and aligned; the read is single-copy atomic (see the `Sync` impl).
+        // SAFETY: the pointer comes from a live `UnsafeCell`, so it is valid and aligned; the read is single-copy atomic (see the `Sync` impl).
         unsafe { core::ptr::read_volatile(self.0.get()) }
     }
 
@@ -57,16 +54,14 @@ impl<T: Copy> Shared<T> {
     pub fn set(&self, value: T) {
         #[cfg(target_arch = "arm")]
         if core::mem::size_of::<T>() == 8 {
-            // SAFETY: as in `get`; `T` is 8 bytes (checked above), so
-            // reading it as a `u64` reads exactly its bytes.
+            // SAFETY: as in `get`; `T` is 8 bytes (checked above), so reading it as a `u64` reads exactly its bytes.
             unsafe {
                 let bits = core::mem::transmute_copy::<T, u64>(&value);
                 crate::arch::store_u64_single_copy(self.0.get().cast::<u64>(), bits);
             }
             return;
         }
-        // SAFETY: as in `get`; concurrent writers are excluded by the
-        // single-writer rule, and even if broken, each store is whole.
+        // SAFETY: as in `get`; concurrent writers are excluded by the single-writer rule, and even if broken, each store is whole.
         unsafe { core::ptr::write_volatile(self.0.get(), value) }
     }
 }

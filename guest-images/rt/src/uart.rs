@@ -67,15 +67,12 @@ impl Uart {
     }
 
     fn fallback() -> &'static Pl011Registers {
-        // SAFETY: QEMU_VIRT_PL011 is the PL011 of the machine this crate
-        // targets; it is a device, never RAM, so no Rust object aliases it.
+        // SAFETY: QEMU_VIRT_PL011 is the PL011 of the machine this crate targets; it is a device, never RAM, so no Rust object aliases it.
         unsafe { &*(QEMU_VIRT_PL011 as *const Pl011Registers) }
     }
 
     fn registers(&self) -> &Pl011Registers {
-        // SAFETY: `registers` points at a PL011 register frame (the invariant
-        // of `set_base`); device registers are only accessed through
-        // tock-registers' volatile cells, so a shared reference is sound.
+        // SAFETY: `registers` points at a PL011 register frame (the invariant of `set_base`); device registers are only accessed through tock-registers' volatile cells, so a shared reference is sound.
         unsafe { self.registers.as_ref() }
     }
 

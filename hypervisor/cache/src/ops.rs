@@ -172,8 +172,7 @@ pub unsafe fn invalidate_range<O: CacheOps + ?Sized>(
         let whole = at >= start && at + line as u64 <= end;
         let at = HostVirtAddr::new(at);
         if whole {
-            // SAFETY: the line lies wholly inside the caller's range, whose
-            // dirty data the caller gave up.
+            // SAFETY: the line lies wholly inside the caller's range, whose dirty data the caller gave up.
             unsafe { ops.invalidate_line(at) };
         } else {
             // SAFETY: `at` is mapped (it holds a byte of the range).

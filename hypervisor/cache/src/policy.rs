@@ -225,9 +225,7 @@ impl<O: CacheOps> MaintainHooks<O> {
         let last = first + (count as u64 - 1) * line64;
         let mut n = 0;
         if start != first || (count == 1 && end != first + line64) {
-            // SAFETY: the line holds bytes of the caller's range, which the
-            // guest memory layer translated to a mapped alias; clean+invalidate
-            // preserves data.
+            // SAFETY: the line holds bytes of the caller's range, which the guest memory layer translated to a mapped alias; clean+invalidate preserves data.
             unsafe { self.ops.clean_invalidate_line(HostVirtAddr::new(first)) };
             n += 1;
         }
@@ -253,18 +251,10 @@ impl<O: CacheOps> CacheHooks for MaintainHooks<O> {
             return;
         }
         let lines = if self.plain_invalidate && self.in_window(va, len) {
-            // SAFETY:
-            // 1. The range lies in the guest-alias window, which is mapped
-            //    for every alias the guest memory layer hands out.
-            // 2. The hypervisor holds no dirty data of its own there: all its
-            //    writes are followed by `after_write`, and partial edge
-            //    lines are cleaned+invalidated by `invalidate_range`.
-            // 3. The owner opted in (`with_plain_invalidate`): no other agent
-            //    dirties these lines in a cache this invalidate reaches.
+            // SAFETY: 1. The range lies in the guest-alias window, which is mapped for every alias the guest memory layer hands out. 2. The hypervisor holds no dirty data of its own there: all its writes are followed by `after_write`, and partial edge lines are cleaned+invalidated by `invalidate_range`. 3. The owner opted in (`with_plain_invalidate`): no other agent dirties these lines in a cache this invalidate reaches.
             unsafe { invalidate_range(&self.ops, va, len) }
         } else {
-            // SAFETY: clean+invalidate never discards data; the guest memory
-            // layer only passes mapped aliases.
+            // SAFETY: clean+invalidate never discards data; the guest memory layer only passes mapped aliases.
             unsafe { clean_invalidate_range(&self.ops, va, len) }
         };
         self.lines_invalidated
@@ -275,8 +265,7 @@ impl<O: CacheOps> CacheHooks for MaintainHooks<O> {
         if !self.policy.maintains() {
             return;
         }
-        // SAFETY: cleaning never discards data; the range was just written
-        // through this alias, so it is mapped.
+        // SAFETY: cleaning never discards data; the range was just written through this alias, so it is mapped.
         let lines = unsafe { clean_range(&self.ops, va, len) };
         self.lines_cleaned
             .set(self.lines_cleaned.get() + lines as u64);

@@ -55,8 +55,7 @@ pub fn count_line() -> String {
 pub fn record(target: &'static str, outcome: Outcome) {
     REGISTER.call_once(|| {
         let _ = TARGET.set(target);
-        // SAFETY: `print_counts` is a plain `extern "C" fn()` that lives as
-        // long as the process; `atexit` only stores the pointer.
+        // SAFETY: `print_counts` is a plain `extern "C" fn()` that lives as long as the process; `atexit` only stores the pointer.
         unsafe {
             atexit(print_counts);
         }

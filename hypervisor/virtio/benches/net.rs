@@ -293,8 +293,7 @@ fn copy_path(v: &Vms, frame_len: usize, batch: u16, budget: Duration) -> f64 {
     measure(u64::from(batch), budget, |round| {
         for k in 0..u64::from(batch) {
             let slot = ((round * u64::from(batch) + k) % u64::from(SIZE)) as usize;
-            // SAFETY: both slots are inside the mapped RAM (256 x 2048 bytes
-            // from 1 MiB) and in different VMs, so they never overlap.
+            // SAFETY: both slots are inside the mapped RAM (256 x 2048 bytes from 1 MiB) and in different VMs, so they never overlap.
             unsafe {
                 std::ptr::copy_nonoverlapping(src.add(slot * 2048), dst.add(slot * 2048), len)
             };

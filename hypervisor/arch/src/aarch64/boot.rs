@@ -166,9 +166,7 @@ pub fn secondary_entry_address() -> u64 {
 /// stack and data in use identically (VA = PA) with the same permissions
 /// the running code relies on.
 pub unsafe fn enable_mmu(config: &MmuConfig) {
-    // SAFETY: the caller guarantees the tables keep the running code and
-    // stack mapped at the same addresses; the routine touches no memory while
-    // the MMU is off.
+    // SAFETY: the caller guarantees the tables keep the running code and stack mapped at the same addresses; the routine touches no memory while the MMU is off.
     unsafe { chroma_enable_mmu(config) };
 }
 
@@ -188,7 +186,6 @@ pub fn clean_secondary_mmu_config() {
 /// Must be called before any secondary CPU is started, and not concurrently
 /// with one starting.
 pub unsafe fn set_secondary_mmu_config(config: MmuConfig) {
-    // SAFETY: no secondary runs yet (caller's contract), so nothing reads the
-    // static concurrently; the PSCI call that starts them orders the write.
+    // SAFETY: no secondary runs yet (caller's contract), so nothing reads the static concurrently; the PSCI call that starts them orders the write.
     unsafe { core::ptr::addr_of_mut!(CHROMA_MMU_CONFIG).write_volatile(config) };
 }

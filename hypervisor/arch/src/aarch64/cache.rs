@@ -63,9 +63,6 @@ pub fn clean_invalidate_by_set_way(guest_operand: u64) {
     let Some(operand) = super::set_way::clean_invalidate_operand(guest_operand, clidr) else {
         return;
     };
-    // SAFETY: a clean and invalidate writes a dirty line back before it
-    // drops it, so whichever line of this CPU's caches the operand names
-    // (the guest's, another VM's or the hypervisor's), no data is lost;
-    // the operand's level names a data or unified cache CLIDR_EL1 reports.
+    // SAFETY: a clean and invalidate writes a dirty line back before it drops it, so whichever line of this CPU's caches the operand names (the guest's, another VM's or the hypervisor's), no data is lost; the operand's level names a data or unified cache CLIDR_EL1 reports.
     unsafe { asm!("dc cisw, {}", in(reg) operand, options(nostack, preserves_flags)) };
 }

@@ -197,8 +197,7 @@ impl El1Context {
         if aarch32 {
             macro_rules! save_a32 {
                 ($i:expr, $reg:literal) => {
-                    // SAFETY: reading an EL2 view of AArch32 EL1 state has no
-                    // side effect; AArch32 EL1 is implemented (the VM runs it).
+                    // SAFETY: reading an EL2 view of AArch32 EL1 state has no side effect; AArch32 EL1 is implemented (the VM runs it).
                     unsafe { asm!(concat!("mrs {}, ", $reg), out(reg) self.aarch32[$i], options(nomem, nostack)) };
                 };
             }
@@ -214,9 +213,7 @@ impl El1Context {
         if super::features::pointer_authentication_keys() {
             macro_rules! save_key {
                 ($i:expr, $reg:literal) => {
-                    // SAFETY: the CPU implements pointer authentication (just
-                    // checked), so the key register exists; reading it has
-                    // no side effect.
+                    // SAFETY: the CPU implements pointer authentication (just checked), so the key register exists; reading it has no side effect.
                     unsafe { asm!(concat!("mrs {}, ", $reg), out(reg) self.pointer_authentication_keys[$i], options(nomem, nostack)) };
                 };
             }
@@ -235,8 +232,7 @@ impl El1Context {
         if aarch32 {
             macro_rules! restore_a32 {
                 ($i:expr, $reg:literal) => {
-                    // SAFETY: AArch32 EL1 state only affects the AArch32
-                    // guest about to run (the caller's contract).
+                    // SAFETY: AArch32 EL1 state only affects the AArch32 guest about to run (the caller's contract).
                     unsafe { asm!(concat!("msr ", $reg, ", {}"), in(reg) self.aarch32[$i], options(nomem, nostack)) };
                 };
             }
@@ -244,8 +240,7 @@ impl El1Context {
         }
         macro_rules! restore_one {
             ($i:expr, $reg:literal) => {
-                // SAFETY: EL1 state only affects the guest about to run, which
-                // stage 2 confines (the caller's contract).
+                // SAFETY: EL1 state only affects the guest about to run, which stage 2 confines (the caller's contract).
                 unsafe { asm!(concat!("msr ", $reg, ", {}"), in(reg) self.sysregs[$i], options(nomem, nostack)) };
             };
         }
@@ -253,10 +248,7 @@ impl El1Context {
         if super::features::pointer_authentication_keys() {
             macro_rules! restore_key {
                 ($i:expr, $reg:literal) => {
-                    // SAFETY: the CPU implements pointer authentication (just
-                    // checked), so the key register exists. The keys only
-                    // act for the guest about to run: EL2 does not use
-                    // pointer authentication (SCTLR_EL2.En* clear).
+                    // SAFETY: the CPU implements pointer authentication (just checked), so the key register exists. The keys only act for the guest about to run: EL2 does not use pointer authentication (SCTLR_EL2.En* clear).
                     unsafe { asm!(concat!("msr ", $reg, ", {}"), in(reg) self.pointer_authentication_keys[$i], options(nomem, nostack)) };
                 };
             }

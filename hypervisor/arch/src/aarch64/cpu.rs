@@ -24,8 +24,7 @@ pub fn counter_frequency() -> u64 {
 
 /// Arms the EL2 physical timer to fire at counter value `deadline`.
 pub fn arm_timer(deadline: u64) {
-    // SAFETY: the EL2 physical timer belongs to the hypervisor; arming it
-    // only makes this CPU take an interrupt.
+    // SAFETY: the EL2 physical timer belongs to the hypervisor; arming it only makes this CPU take an interrupt.
     unsafe {
         sysreg::write_cnthp_cval_el2(deadline);
         sysreg::write_cnthp_ctl_el2(CNTHP_CTL_ENABLE);
@@ -60,8 +59,7 @@ pub enum Conduit {
 /// on failure.
 pub fn start_secondary(conduit: Conduit, mpidr: u64, index: usize) -> Result<(), i64> {
     let Conduit::Smc = conduit;
-    // SAFETY: the entry is chroma's secondary entry, which sets up its own
-    // stack (by index) and MMU before it runs Rust code.
+    // SAFETY: the entry is chroma's secondary entry, which sets up its own stack (by index) and MMU before it runs Rust code.
     let result = unsafe {
         sysreg::smc_call(
             PSCI_CPU_ON_64,
@@ -94,8 +92,7 @@ pub unsafe fn release_from_spin_table(release_address: u64) -> Result<(), &'stat
         return Err("a cpu-release-addr beyond the address space");
     };
     let entry = super::boot::spin_table_entry_address();
-    // SAFETY: the caller's contract: the release address is the waiting
-    // CPU's mailbox, which nothing else uses.
+    // SAFETY: the caller's contract: the release address is the waiting CPU's mailbox, which nothing else uses.
     unsafe { core::ptr::write_volatile(mailbox as *mut u64, entry) };
     super::cache::clean_to_poc(mailbox, 8);
     super::boot::clean_secondary_mmu_config();

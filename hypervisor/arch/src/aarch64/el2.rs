@@ -447,10 +447,7 @@ pub unsafe fn init_el2_controls(vtcr: u64) {
     // Whether the vCPU switch saves pointer-authentication keys is decided
     // before any vCPU is loaded, and this CPU must agree with the others.
     super::features::record_this_cpu();
-    // SAFETY: each value comes from its builder above, which traps what
-    // the hypervisor must see (HCR_EL2, CPTR_EL2, CNTHCTL_EL2) and gives the
-    // guest the virtual counter and timer; the caller guarantees that no guest
-    // runs on this CPU yet and that `vtcr` matches the stage-2 tables.
+    // SAFETY: each value comes from its builder above, which traps what the hypervisor must see (HCR_EL2, CPTR_EL2, CNTHCTL_EL2) and gives the guest the virtual counter and timer; the caller guarantees that no guest runs on this CPU yet and that `vtcr` matches the stage-2 tables.
     unsafe {
         sysreg::write_hcr_el2(hcr_el2_for_guests());
         sysreg::write_vtcr_el2(vtcr);

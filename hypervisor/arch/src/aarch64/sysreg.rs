@@ -18,8 +18,7 @@ macro_rules! sysreg_read {
         #[inline(always)]
         pub fn $fn_name() -> u64 {
             let value: u64;
-            // SAFETY: reading this system register at EL2 has no side effect
-            // and touches no memory.
+            // SAFETY: reading this system register at EL2 has no side effect and touches no memory.
             unsafe { asm!(concat!("mrs {}, ", $reg), out(reg) value, options(nomem, nostack, preserves_flags)) };
             value
         }
@@ -94,10 +93,7 @@ sysreg_read!(/// PAR_EL1: the result of the last address translation instruction
 /// The IPA the current guest's stage 1 maps virtual address `va` to, for a
 /// read at EL1 (AT S1E1R; PAR_EL1.F = 0), or `None` when it faults.
 pub fn translate_el1_read(va: u64) -> Option<u64> {
-    // SAFETY: AT S1E1R only walks the guest's stage-1 tables (with the
-    // current VMID's stage 2 for the walk) and writes PAR_EL1, which the
-    // guest cannot see before this function reads it back; it changes no
-    // memory and no translation.
+    // SAFETY: AT S1E1R only walks the guest's stage-1 tables (with the current VMID's stage 2 for the walk) and writes PAR_EL1, which the guest cannot see before this function reads it back; it changes no memory and no translation.
     unsafe { asm!("at s1e1r, {}", "isb", in(reg) va, options(nostack, preserves_flags)) };
     let par = par_el1();
     // PAR_EL1.F (bit 0): the walk faulted. PA bits 47:12 on success.
@@ -224,8 +220,7 @@ pub unsafe fn write_ich_lr_el2(index: usize, value: u64) {
     macro_rules! write_lr {
         ($($i:literal => $reg:literal),*) => {
             match index {
-                // SAFETY: the caller's contract; list registers only affect
-                // the virtual interrupts of the vCPU on this CPU.
+                // SAFETY: the caller's contract; list registers only affect the virtual interrupts of the vCPU on this CPU.
                 $($i => unsafe { asm!(concat!("msr ", $reg, ", {}"), in(reg) value, options(nomem, nostack)) },)*
                 _ => {}
             }
@@ -303,8 +298,7 @@ pub fn tlbi_alle1() {
 /// and an entry point passed to CPU_ON must be a valid EL2 entry.
 pub unsafe fn smc_call(function: u32, a1: u64, a2: u64, a3: u64) -> u64 {
     let result: u64;
-    // SAFETY: the SMC conduit follows SMCCC: x0-x3 in, x0-x3 out,
-    // other registers preserved; the caller vouches for the arguments.
+    // SAFETY: the SMC conduit follows SMCCC: x0-x3 in, x0-x3 out, other registers preserved; the caller vouches for the arguments.
     unsafe {
         asm!("smc #0",
             inout("x0") u64::from(function) => result,

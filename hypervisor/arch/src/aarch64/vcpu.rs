@@ -140,8 +140,7 @@ pub fn live_timer() -> TimerRegisters {
 /// Disables the virtual timer of this CPU while no vCPU's state is loaded
 /// (its reset value is UNKNOWN: it must not raise the PPI for nobody).
 pub fn disable_live_timer() {
-    // SAFETY: no guest's timer state is on this CPU; a disabled timer only
-    // keeps its PPI quiet until a vCPU's registers are restored.
+    // SAFETY: no guest's timer state is on this CPU; a disabled timer only keeps its PPI quiet until a vCPU's registers are restored.
     unsafe { sysreg::write_cntv_ctl_el0(0) };
     sysreg::isb();
 }
@@ -155,9 +154,7 @@ pub fn disable_live_timer() {
 /// that VM, and `vmid` is the VM's own (TLB entries of another VM that
 /// used it were invalidated).
 pub unsafe fn switch_to(vmid: u16, stage2_root: u64, vcpu_id: usize, aarch32: bool) {
-    // SAFETY: the caller's contract; VMPIDR and HCR_EL2.RW only change what
-    // the guest reads and the state it runs in, and the rest of HCR_EL2 is
-    // the value every guest runs with.
+    // SAFETY: the caller's contract; VMPIDR and HCR_EL2.RW only change what the guest reads and the state it runs in, and the rest of HCR_EL2 is the value every guest runs with.
     unsafe {
         sysreg::write_vttbr_el2(u64::from(vmid) << VTTBR_VMID_SHIFT | stage2_root);
         sysreg::write_vmpidr_el2(MPIDR_RES1 | vcpu_id as u64);
@@ -210,8 +207,7 @@ impl TrappedVcpu<'_> {
     /// `fault_address` (Arm ARM D1.10.2).
     fn take_exception(&mut self, syndrome: u64, fault_address: u64) {
         let offset = super::pstate::synchronous_vector(self.registers.pstate);
-        // SAFETY: these EL1 registers belong to the vCPU that just trapped on
-        // this CPU; writing them is what taking an exception to EL1 does.
+        // SAFETY: these EL1 registers belong to the vCPU that just trapped on this CPU; writing them is what taking an exception to EL1 does.
         unsafe {
             sysreg::write_elr_el1(self.registers.pc);
             sysreg::write_spsr_el1(self.registers.pstate);
@@ -348,9 +344,7 @@ impl Pl1Registers for LiveAarch32El1 {
     }
 
     fn write_spsr(&mut self, mode: u64, value: u32) {
-        // SAFETY: the banked SPSR belongs to the vCPU that just trapped on
-        // this CPU (the only holder of a `LiveAarch32El1`); writing it is
-        // what taking an exception to that mode does.
+        // SAFETY: the banked SPSR belongs to the vCPU that just trapped on this CPU (the only holder of a `LiveAarch32El1`); writing it is what taking an exception to that mode does.
         unsafe {
             match mode {
                 ps::MODE_UND => sysreg::write_spsr_und(u64::from(value)),
@@ -361,8 +355,7 @@ impl Pl1Registers for LiveAarch32El1 {
 
     fn write_data_fault(&mut self, status: u32, address: u32) {
         let far = sysreg::far_el1();
-        // SAFETY: DFSR (ESR_EL1[31:0]) and DFAR (FAR_EL1[31:0]) are the
-        // trapped vCPU's, as above.
+        // SAFETY: DFSR (ESR_EL1[31:0]) and DFAR (FAR_EL1[31:0]) are the trapped vCPU's, as above.
         unsafe {
             sysreg::write_esr_el1(u64::from(status));
             sysreg::write_far_el1(far & !0xffff_ffff | u64::from(address));
@@ -371,8 +364,7 @@ impl Pl1Registers for LiveAarch32El1 {
 
     fn write_prefetch_fault(&mut self, status: u32, address: u32) {
         let far = sysreg::far_el1();
-        // SAFETY: IFSR (IFSR32_EL2) and IFAR (FAR_EL1[63:32]) are the
-        // trapped vCPU's, as above.
+        // SAFETY: IFSR (IFSR32_EL2) and IFAR (FAR_EL1[63:32]) are the trapped vCPU's, as above.
         unsafe {
             sysreg::write_ifsr32_el2(u64::from(status));
             sysreg::write_far_el1(far & 0xffff_ffff | u64::from(address) << 32);

@@ -182,9 +182,7 @@ extern "C" {
 /// those of the vCPU that owns `registers`, so the guest can reach nothing
 /// but its own memory and devices.
 pub unsafe fn enter_guest(registers: &mut GuestRegisters) -> ExceptionKind {
-    // SAFETY: `registers` is a valid, exclusive GuestRegisters for the whole
-    // run (the trampoline stores through TPIDR_EL2 only until it returns);
-    // isolation is the caller's contract above.
+    // SAFETY: `registers` is a valid, exclusive GuestRegisters for the whole run (the trampoline stores through TPIDR_EL2 only until it returns); isolation is the caller's contract above.
     let code = unsafe { chroma_enter_guest(registers) };
     ExceptionKind::from_code(code)
 }

@@ -60,8 +60,7 @@ pub static mut CHROMA_HYP_MMU: HypMmuConfig = HypMmuConfig {
 /// image, its stacks and data at their own addresses.
 pub unsafe fn publish_mmu_config(config: HypMmuConfig) {
     let slot = core::ptr::addr_of_mut!(CHROMA_HYP_MMU);
-    // SAFETY: the caller guarantees no secondary runs yet, so this is the
-    // only access; the static is word-aligned and mapped read/write.
+    // SAFETY: the caller guarantees no secondary runs yet, so this is the only access; the static is word-aligned and mapped read/write.
     unsafe { slot.write_volatile(config) };
     super::sysreg::clean_invalidate_dcache(slot as usize, core::mem::size_of::<HypMmuConfig>());
 }

@@ -186,8 +186,7 @@ impl Pl1Context {
             sr::spsr_irq(),
             sr::spsr_fiq(),
         ];
-        // SAFETY: `chroma_save_fp` stores 33 words and FPEXC into the
-        // `FpState` it is given, which is this context's own.
+        // SAFETY: `chroma_save_fp` stores 33 words and FPEXC into the `FpState` it is given, which is this context's own.
         unsafe { chroma_save_fp(&mut self.fp) };
     }
 
@@ -197,8 +196,7 @@ impl Pl1Context {
     /// The vCPU this context belongs to runs next on this CPU (its VM's
     /// stage 2 installed before it does): these registers are its own.
     pub unsafe fn restore(&self) {
-        // SAFETY: the caller's contract: every register written is the
-        // PL1 state of the guest that runs next; none is the hypervisor's.
+        // SAFETY: the caller's contract: every register written is the PL1 state of the guest that runs next; none is the hypervisor's.
         unsafe {
             sr::write_sctlr(self.sctlr);
             sr::write_cpacr(self.cpacr);

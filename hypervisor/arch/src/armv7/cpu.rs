@@ -22,8 +22,7 @@ pub fn counter_frequency() -> u64 {
 
 /// Arms the HYP timer to fire at counter value `deadline`.
 pub fn arm_timer(deadline: u64) {
-    // SAFETY: the HYP timer belongs to the hypervisor; arming it only makes
-    // this CPU take an interrupt.
+    // SAFETY: the HYP timer belongs to the hypervisor; arming it only makes this CPU take an interrupt.
     unsafe {
         sysreg::write_cnthp_cval(deadline);
         sysreg::write_cnthp_ctl(CNTHP_CTL_ENABLE);

@@ -14,8 +14,7 @@ pub unsafe fn enable_early(root: u64) {
     // The walker reads the root with cacheable attributes: no stale line
     // from before may shadow what was written with the cache off.
     sysreg::clean_invalidate_dcache(usize::try_from(root).unwrap_or(0), 32);
-    // SAFETY: the caller's contract: the root maps what runs, in place,
-    // and only this CPU runs.
+    // SAFETY: the caller's contract: the root maps what runs, in place, and only this CPU runs.
     unsafe {
         sysreg::load_translation(
             (hyp::hmair0(), hyp::hmair1()),
@@ -33,8 +32,7 @@ pub unsafe fn enable_early(root: u64) {
 /// The tables map the image, stacks, heap, frames and the console at their
 /// own addresses with W^X; only the boot CPU runs.
 pub unsafe fn enable_final(root: u64) {
-    // SAFETY: the caller's contract; WXN goes on with tables that have no
-    // writable text.
+    // SAFETY: the caller's contract; WXN goes on with tables that have no writable text.
     unsafe {
         sysreg::load_translation(
             (hyp::hmair0(), hyp::hmair1()),
@@ -46,8 +44,7 @@ pub unsafe fn enable_final(root: u64) {
     // HSCTLR.WXN may be cached in TLB entries.
     sysreg::invalidate_hyp_tlb();
     let [l0, l1, l2, l3, h0, h1, h2, h3] = root.to_le_bytes();
-    // SAFETY: only the boot CPU runs, and the regime is the one just
-    // loaded, which maps the image, the stacks and data in place.
+    // SAFETY: only the boot CPU runs, and the regime is the one just loaded, which maps the image, the stacks and data in place.
     unsafe {
         boot::publish_mmu_config(boot::HypMmuConfig {
             hmair0: hyp::hmair0(),

@@ -13,10 +13,7 @@ pub const SYSTEM_OFF: u32 = 0x8400_0008;
 /// One SMC32 call with up to three arguments; returns r0.
 fn smc(function: u32, arguments: [u32; 3]) -> u32 {
     let result: u32;
-    // SAFETY: an SMC enters the secure firmware (or QEMU's PSCI emulation),
-    // which implements the SMC Calling Convention: r0-r3 carry the call and
-    // its result, r4-r7 are preserved and memory is not touched by the
-    // calls made here (VERSION, SYSTEM_OFF). r1-r3 are marked clobbered.
+    // SAFETY: an SMC enters the secure firmware (or QEMU's PSCI emulation), which implements the SMC Calling Convention: r0-r3 carry the call and its result, r4-r7 are preserved and memory is not touched by the calls made here (VERSION, SYSTEM_OFF). r1-r3 are marked clobbered.
     unsafe {
         asm!(
             ".arch_extension sec",

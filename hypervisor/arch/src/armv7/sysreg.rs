@@ -50,8 +50,7 @@ pub fn hsctlr() -> u32 {
 /// FIQ), for the exception report: a guest's state, once there are guests.
 pub fn banked_spsrs() -> [u32; 5] {
     let (svc, abt, und, irq, fiq): (u32, u32, u32, u32, u32);
-    // SAFETY: MRS (banked register) only reads; it is defined in HYP mode
-    // for every mode's SPSR (DDI 0406C B9.3.9), and this code runs in HYP.
+    // SAFETY: MRS (banked register) only reads; it is defined in HYP mode for every mode's SPSR (DDI 0406C B9.3.9), and this code runs in HYP.
     unsafe {
         asm!(
             ".arch_extension virt",
@@ -92,21 +91,12 @@ pub unsafe fn load_translation(hmair: (u32, u32), htcr: u32, httbr: u64) {
     let [low0, low1, low2, low3, high0, high1, high2, high3] = httbr.to_le_bytes();
     let low = u32::from_le_bytes([low0, low1, low2, low3]);
     let high = u32::from_le_bytes([high0, high1, high2, high3]);
-    // SAFETY: HMAIR0/1 only give meaning to AttrIndx values; the caller
-    // passes the pair the tables were built for, and the MMU uses them only
-    // after the TLB invalidation below.
+    // SAFETY: HMAIR0/1 only give meaning to AttrIndx values; the caller passes the pair the tables were built for, and the MMU uses them only after the TLB invalidation below.
     unsafe {
         Hmair0::write(Hmair0(hmair.0));
         Hmair1::write(Hmair1(hmair.1));
     }
-    // SAFETY:
-    // 1. MCR HTCR (p15, 4, c2, c0, 2) and MCRR HTTBR (p15, 4, c2) are HYP
-    //    registers; this code runs in HYP mode.
-    // 2. The caller guarantees the tables map what runs, so the next fetch
-    //    and access translate (or the MMU is still off).
-    // 3. DSB orders the table writes before the walker may read them; ISB
-    //    makes the new regime visible before TLBIALLH (p15, 4, c8, c7, 0)
-    //    drops stale entries, and the last DSB+ISB completes that.
+    // SAFETY: 1. MCR HTCR (p15, 4, c2, c0, 2) and MCRR HTTBR (p15, 4, c2) are HYP registers; this code runs in HYP mode. 2. The caller guarantees the tables map what runs, so the next fetch and access translate (or the MMU is still off). 3. DSB orders the table writes before the walker may read them; ISB makes the new regime visible before TLBIALLH (p15, 4, c8, c7, 0) drops stale entries, and the last DSB+ISB completes that.
     unsafe {
         asm!(
             "dsb",
@@ -160,8 +150,7 @@ pub unsafe fn write_hsctlr(value: u32) {
 
 /// Invalidates every HYP TLB entry after a change to live HYP tables.
 pub fn invalidate_hyp_tlb() {
-    // SAFETY: TLBIALLH (p15, 4, c8, c7, 0) only drops cached translations;
-    // the tables themselves stay; DSB/ISB complete it. HYP mode only.
+    // SAFETY: TLBIALLH (p15, 4, c8, c7, 0) only drops cached translations; the tables themselves stay; DSB/ISB complete it. HYP mode only.
     unsafe {
         asm!(
             "dsb",
@@ -183,8 +172,7 @@ pub fn clean_invalidate_dcache(start: usize, length: usize) {
     let end = start.saturating_add(length);
     let mut address = start & !(LINE - 1);
     while address < end {
-        // SAFETY: DCCIMVAC (p15, 0, c7, c14, 1) writes back and drops one
-        // line; it changes no memory contents as seen by the program.
+        // SAFETY: DCCIMVAC (p15, 0, c7, c14, 1) writes back and drops one line; it changes no memory contents as seen by the program.
         unsafe {
             asm!("mcr p15, 0, {}, c7, c14, 1", in(reg) address, options(nostack, preserves_flags))
         };
@@ -198,11 +186,7 @@ pub fn clean_invalidate_dcache(start: usize, length: usize) {
 /// (long-descriptor) PAR: `Some(physical address)` if it does.
 pub fn hyp_translate(va: u32, write: bool) -> Option<u64> {
     let (low, high): (u32, u32);
-    // SAFETY: ATS1HR (p15, 4, c7, c8, 0) and ATS1HW (p15, 4, c7, c8, 1)
-    // only translate, writing the result to PAR; no memory is accessed.
-    // PAR is this CPU's and read right after (MRRC p15, 0, c7) with an ISB
-    // between, so no other translation can overwrite it in between (IRQs
-    // are masked in HYP mode here).
+    // SAFETY: ATS1HR (p15, 4, c7, c8, 0) and ATS1HW (p15, 4, c7, c8, 1) only translate, writing the result to PAR; no memory is accessed. PAR is this CPU's and read right after (MRRC p15, 0, c7) with an ISB between, so no other translation can overwrite it in between (IRQs are masked in HYP mode here).
     unsafe {
         if write {
             asm!("mcr p15, 4, {}, c7, c8, 1", in(reg) va, options(nostack, preserves_flags));
@@ -228,9 +212,7 @@ macro_rules! cp15_read32 {
         $(#[$doc])*
         pub fn $name() -> u32 {
             let value: u32;
-            // SAFETY: MRC only reads a CP15 register that HYP mode may read
-            // (a HYP register, or a PL1 register of the guest whose state is
-            // on this CPU); no memory is accessed.
+            // SAFETY: MRC only reads a CP15 register that HYP mode may read (a HYP register, or a PL1 register of the guest whose state is on this CPU); no memory is accessed.
             unsafe {
                 core::arch::asm!(
                     concat!("mrc p15, ", $opc1, ", {}, ", $crn, ", ", $crm, ", ", $opc2),
@@ -272,8 +254,7 @@ macro_rules! cp15_read64 {
         $(#[$doc])*
         pub fn $name() -> u64 {
             let (low, high): (u32, u32);
-            // SAFETY: MRRC only reads a 64-bit CP15 register HYP mode may
-            // read; no memory is accessed.
+            // SAFETY: MRRC only reads a 64-bit CP15 register HYP mode may read; no memory is accessed.
             unsafe {
                 core::arch::asm!(
                     concat!("mrrc p15, ", $opc1, ", {}, {}, ", $crm),
@@ -548,8 +529,7 @@ macro_rules! banked_spsr {
         /// Only with the loaded guest's own state (or what taking an
         /// exception to that mode writes).
         pub unsafe fn $write(value: u32) {
-            // SAFETY: the caller's contract; MSR (banked) writes one register
-            // of a mode HYP mode is not in.
+            // SAFETY: the caller's contract; MSR (banked) writes one register of a mode HYP mode is not in.
             unsafe {
                 core::arch::asm!(
                     ".arch_extension virt",
@@ -595,9 +575,7 @@ pub fn wfi() {
 pub fn translate_pl1_read(va: u32) -> Option<u64> {
     let saved = par();
     let (low, high): (u32, u32);
-    // SAFETY: ATS1CPR (p15, 0, c7, c8, 0) translates without accessing
-    // memory and writes PAR, read right after (ISB between); the guest's
-    // PAR is put back below, so it sees no change.
+    // SAFETY: ATS1CPR (p15, 0, c7, c8, 0) translates without accessing memory and writes PAR, read right after (ISB between); the guest's PAR is put back below, so it sees no change.
     unsafe {
         asm!(
             "mcr p15, 0, {va}, c7, c8, 0",
@@ -625,8 +603,7 @@ pub fn translate_pl1_read(va: u32) -> Option<u64> {
 
 /// DCCISW: clean and invalidate one data cache line by set/way.
 pub fn clean_invalidate_by_set_way(operand: u32) {
-    // SAFETY: a clean and invalidate writes dirty data back before it drops
-    // the line: no data is lost, whoever's line it is.
+    // SAFETY: a clean and invalidate writes dirty data back before it drops the line: no data is lost, whoever's line it is.
     unsafe {
         asm!("mcr p15, 0, {}, c7, c14, 2", in(reg) operand, options(nostack, preserves_flags))
     };
@@ -636,8 +613,7 @@ pub fn clean_invalidate_by_set_way(operand: u32) {
 /// VMID (TLBIALLNSNH): what a cold reset or firmware left there is not the
 /// guests'.
 pub fn invalidate_guest_tlbs() {
-    // SAFETY: TLB invalidation only drops cached translations; DSB/ISB
-    // complete it. HYP mode only.
+    // SAFETY: TLB invalidation only drops cached translations; DSB/ISB complete it. HYP mode only.
     unsafe {
         asm!(
             "dsb",

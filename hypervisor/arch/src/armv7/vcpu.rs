@@ -123,8 +123,7 @@ pub fn live_timer() -> TimerRegisters {
 /// Disables the virtual timer of this CPU while no vCPU's state is loaded
 /// (its reset value is UNKNOWN: it must not raise the PPI for nobody).
 pub fn disable_live_timer() {
-    // SAFETY: no guest's timer state is on this CPU; a disabled timer only
-    // keeps its PPI quiet until a vCPU's registers are restored.
+    // SAFETY: no guest's timer state is on this CPU; a disabled timer only keeps its PPI quiet until a vCPU's registers are restored.
     unsafe { sysreg::write_cntv_ctl(0) };
     sysreg::isb();
 }
@@ -236,9 +235,7 @@ impl Pl1Registers for LivePl1 {
     }
 
     fn write_spsr(&mut self, mode: u64, value: u32) {
-        // SAFETY: the banked SPSR belongs to the vCPU that trapped on this
-        // CPU (the only holder of a `LivePl1`); writing it is what taking
-        // an exception to that mode does.
+        // SAFETY: the banked SPSR belongs to the vCPU that trapped on this CPU (the only holder of a `LivePl1`); writing it is what taking an exception to that mode does.
         unsafe {
             match mode {
                 crate::aarch64::pstate::MODE_UND => sysreg::write_spsr_und(value),
@@ -277,10 +274,7 @@ pub unsafe fn init_controls(vtcr: u32) {
     const PMCR_N_SHIFT: u32 = 11;
     const PMCR_N_MASK: u32 = 0x1f;
     use super::hyp;
-    // SAFETY: each value comes from its builder in `hyp`, which traps what
-    // the hypervisor must see and gives the guest the virtual counter and
-    // timer; the caller guarantees no guest runs here yet and that `vtcr`
-    // matches the stage-2 tables.
+    // SAFETY: each value comes from its builder in `hyp`, which traps what the hypervisor must see and gives the guest the virtual counter and timer; the caller guarantees no guest runs here yet and that `vtcr` matches the stage-2 tables.
     unsafe {
         sysreg::write_hcr(hyp::hcr_for_guests());
         sysreg::write_vtcr(vtcr);

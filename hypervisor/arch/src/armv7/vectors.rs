@@ -238,8 +238,7 @@ extern "C" {
 /// HCR traps what the hypervisor must see: the guest can then reach only
 /// its own memory, and every exception brings control back here.
 pub unsafe fn enter_guest(registers: &mut GuestRegisters) -> ExceptionKind {
-    // SAFETY: the caller's contract; the trampoline saves and restores the
-    // AAPCS callee-saved registers and the HYP stack around the guest's run.
+    // SAFETY: the caller's contract; the trampoline saves and restores the AAPCS callee-saved registers and the HYP stack around the guest's run.
     let code = unsafe { chroma_enter_guest(registers) };
     ExceptionKind::from_code(u64::from(code))
 }

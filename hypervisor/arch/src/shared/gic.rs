@@ -88,15 +88,12 @@ const SPURIOUS_FIRST: u32 = 1020;
 const HYP_PRIORITY: u8 = 0xa0;
 
 fn read32(address: usize) -> u32 {
-    // SAFETY: `address` is a GIC register inside a region the EL2 tables
-    // map as device memory (Gic::new's contract); reads have no memory effect
-    // on the hypervisor's data.
+    // SAFETY: `address` is a GIC register inside a region the EL2 tables map as device memory (Gic::new's contract); reads have no memory effect on the hypervisor's data.
     unsafe { read_volatile(address as *const u32) }
 }
 
 fn write32(address: usize, value: u32) {
-    // SAFETY: as for `read32`; GIC register writes affect interrupt delivery
-    // only, never hypervisor memory.
+    // SAFETY: as for `read32`; GIC register writes affect interrupt delivery only, never hypervisor memory.
     unsafe { write_volatile(address as *mut u32, value) }
 }
 
@@ -222,9 +219,7 @@ impl Gic {
                     write32(rd + v3::GICR_ISENABLER0, 1 << intid);
                     set_priority_byte(rd + v3::GICR_IPRIORITYR + intid as usize);
                 }
-                // SAFETY: enabling the system-register interface for EL2 and
-                // EL1 (SRE, Enable) is what a GICv3 guest needs; the guest's
-                // accesses go to the virtual interface while ICH_HCR_EL2.En is set.
+                // SAFETY: enabling the system-register interface for EL2 and EL1 (SRE, Enable) is what a GICv3 guest needs; the guest's accesses go to the virtual interface while ICH_HCR_EL2.En is set.
                 unsafe {
                     sysreg::write_icc_sre_el2(0b1001);
                     sysreg::isb();
@@ -269,8 +264,7 @@ impl Gic {
     pub fn deactivate(&self, intid: u32) {
         match self.kind {
             GicKind::V2 { gicc, .. } => write32(gicc + v2::GICC_DIR, intid),
-            // SAFETY: deactivating an interrupt EL2 acknowledged lets it be
-            // signalled again; it changes no memory.
+            // SAFETY: deactivating an interrupt EL2 acknowledged lets it be signalled again; it changes no memory.
             GicKind::V3 { .. } => unsafe { sysreg::write_icc_dir_el1(u64::from(intid)) },
         }
     }
@@ -317,8 +311,7 @@ impl Gic {
                 let aff3 = (mpidr >> 32) & 0xff;
                 let value =
                     aff3 << 48 | aff2 << 32 | aff1 << 16 | u64::from(intid & 0xf) << 24 | 1 << aff0;
-                // SAFETY: sending an SGI to another physical CPU only makes
-                // it take an interrupt (a kick), which it handles.
+                // SAFETY: sending an SGI to another physical CPU only makes it take an interrupt (a kick), which it handles.
                 unsafe { sysreg::write_icc_sgi1r_el1(value) };
                 sysreg::isb();
             }
@@ -364,9 +357,7 @@ impl Gic {
         match self.kind {
             GicKind::V2 { gich, .. } => write32(gich + v2::GICH_APR, saved[0]),
             GicKind::V3 { .. } => {
-                // SAFETY: the active priority registers only affect the
-                // virtual interface of the vCPU about to run on this CPU,
-                // and only the implemented ones are written.
+                // SAFETY: the active priority registers only affect the virtual interface of the vCPU about to run on this CPU, and only the implemented ones are written.
                 unsafe {
                     let writes: [(WriteRegister, WriteRegister); 4] = [
                         (sysreg::write_ich_ap0r0_el2, sysreg::write_ich_ap1r0_el2),
@@ -437,8 +428,7 @@ impl ListRegisters for Gic {
                 gich + v2::GICH_LR0 + 4 * index,
                 list_register::encode_v2(&value),
             ),
-            // SAFETY: this list register belongs to the vCPU about to run
-            // here (flush is called right before entry).
+            // SAFETY: this list register belongs to the vCPU about to run here (flush is called right before entry).
             GicKind::V3 { .. } => unsafe {
                 sysreg::write_ich_lr_el2(index, list_register::encode_v3(&value))
             },

@@ -25,8 +25,7 @@ pub fn read_clidr_el1() -> u64 {
 /// Whether FEAT_CCIDX (the 64-bit CCSIDR_EL1 layout) is implemented.
 pub fn has_ccidx() -> bool {
     let value: u64;
-    // SAFETY: reading an ID register has no side effect. ID_AA64MMFR2_EL1 is
-    // spelled by its encoding (S3_0_C0_C7_2) so old assemblers accept it.
+    // SAFETY: reading an ID register has no side effect. ID_AA64MMFR2_EL1 is spelled by its encoding (S3_0_C0_C7_2) so old assemblers accept it.
     unsafe {
         asm!("mrs {}, s3_0_c0_c7_2", out(reg) value, options(nomem, nostack, preserves_flags))
     };
@@ -41,11 +40,7 @@ pub fn read_ccsidr_el1(level: u8, instruction: bool) -> u64 {
     // CSSELR_EL1: Level [3:1] (0-based), InD [0].
     let csselr = (u64::from(level.saturating_sub(1)) << 1) | u64::from(instruction);
     let value: u64;
-    // SAFETY:
-    // 1. Writing CSSELR_EL1 only changes which CCSIDR_EL1 is visible; no
-    //    memory or translation state depends on it.
-    // 2. The ISB makes the new selection visible to the following read, as
-    //    the Arm ARM requires after writing CSSELR_EL1.
+    // SAFETY: 1. Writing CSSELR_EL1 only changes which CCSIDR_EL1 is visible; no memory or translation state depends on it. 2. The ISB makes the new selection visible to the following read, as the Arm ARM requires after writing CSSELR_EL1.
     unsafe {
         asm!(
             "msr csselr_el1, {sel}",
@@ -99,14 +94,12 @@ unsafe impl CacheOps for Aarch64CacheOps {
     }
 
     unsafe fn clean_line(&self, va: HostVirtAddr) {
-        // SAFETY: the caller guarantees `va` is mapped; DC CVAC writes back
-        // and changes no architectural data value.
+        // SAFETY: the caller guarantees `va` is mapped; DC CVAC writes back and changes no architectural data value.
         unsafe { asm!("dc cvac, {}", in(reg) va.raw(), options(nostack, preserves_flags)) };
     }
 
     unsafe fn invalidate_line(&self, va: HostVirtAddr) {
-        // SAFETY: the caller guarantees `va` is mapped and that the line's
-        // dirty data is not needed. At EL2 DC IVAC is a true invalidate.
+        // SAFETY: the caller guarantees `va` is mapped and that the line's dirty data is not needed. At EL2 DC IVAC is a true invalidate.
         unsafe { asm!("dc ivac, {}", in(reg) va.raw(), options(nostack, preserves_flags)) };
     }
 
@@ -116,8 +109,7 @@ unsafe impl CacheOps for Aarch64CacheOps {
     }
 
     fn invalidate_icache_all(&self) {
-        // SAFETY: invalidating instruction caches never changes data; the
-        // caller's DSB/ISB make the effect visible.
+        // SAFETY: invalidating instruction caches never changes data; the caller's DSB/ISB make the effect visible.
         unsafe { asm!("ic iallu", options(nostack, preserves_flags)) };
     }
 

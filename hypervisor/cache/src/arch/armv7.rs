@@ -32,9 +32,7 @@ pub fn read_clidr() -> u32 {
 pub fn read_ccsidr(level: u8, instruction: bool) -> u64 {
     let csselr = (u32::from(level.saturating_sub(1)) << 1) | u32::from(instruction);
     let value: u32;
-    // SAFETY:
-    // 1. Writing CSSELR (p15, 2, c0, c0, 0) only selects which CCSIDR is visible.
-    // 2. The ISB makes the selection visible to the CCSIDR read (Armv7 ARM B4.1.41).
+    // SAFETY: 1. Writing CSSELR (p15, 2, c0, c0, 0) only selects which CCSIDR is visible. 2. The ISB makes the selection visible to the CCSIDR read (Armv7 ARM B4.1.41).
     unsafe {
         asm!(
             "mcr p15, 2, {sel}, c0, c0, 0",
@@ -98,8 +96,7 @@ unsafe impl CacheOps for Armv7CacheOps {
     }
 
     unsafe fn invalidate_line(&self, va: HostVirtAddr) {
-        // SAFETY: the caller guarantees `va` is mapped and that the line's
-        // dirty data is not needed (DCIMVAC discards it).
+        // SAFETY: the caller guarantees `va` is mapped and that the line's dirty data is not needed (DCIMVAC discards it).
         unsafe {
             asm!("mcr p15, 0, {}, c7, c6, 1", in(reg) mva(va), options(nostack, preserves_flags))
         };

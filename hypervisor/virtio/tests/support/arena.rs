@@ -72,8 +72,7 @@ impl GuestMemory for RawMemory {
     }
     fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
         let off = self.offset(gpa, buf.len() as u64)?;
-        // SAFETY: `off..off+len` is inside the allocation; `buf` is host memory
-        // that cannot overlap the arena.
+        // SAFETY: `off..off+len` is inside the allocation; `buf` is host memory that cannot overlap the arena.
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), buf.as_mut_ptr(), buf.len()) };
         Ok(())
     }

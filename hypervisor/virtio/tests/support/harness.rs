@@ -43,8 +43,7 @@ unsafe impl Hal for ArenaHal {
         let len = buffer.len();
         let (gpa, host) = arena_alloc(len.div_ceil(PAGE).max(1));
         if direction != BufferDirection::DeviceToDriver {
-            // SAFETY: `buffer` is valid for reads of `len` bytes (Hal contract);
-            // the bounce buffer has at least `len` bytes.
+            // SAFETY: `buffer` is valid for reads of `len` bytes (Hal contract); the bounce buffer has at least `len` bytes.
             unsafe { std::ptr::copy_nonoverlapping(buffer.as_ptr().cast::<u8>(), host, len) };
         }
         gpa
@@ -54,8 +53,7 @@ unsafe impl Hal for ArenaHal {
         let len = buffer.len();
         if direction != BufferDirection::DriverToDevice {
             let host = arena_memory().host(paddr);
-            // SAFETY: `buffer` is valid for writes (Hal contract); the bounce
-            // buffer holds `len` bytes.
+            // SAFETY: `buffer` is valid for writes (Hal contract); the bounce buffer holds `len` bytes.
             unsafe { std::ptr::copy_nonoverlapping(host, buffer.as_ptr().cast::<u8>(), len) };
         }
         arena_free(paddr, len.div_ceil(PAGE).max(1));

@@ -9,8 +9,7 @@ const SRE: u64 = 1 << 0;
 /// Sets ICC_SRE_EL1.SRE (ICC_SRE_EL1 = S3_0_C12_C12_5).
 pub fn enable_system_register_interface() {
     let mut value: u64;
-    // SAFETY: reading and setting SRE at EL1 only changes how this CPU
-    // talks to its own GIC CPU interface; no memory is involved.
+    // SAFETY: reading and setting SRE at EL1 only changes how this CPU talks to its own GIC CPU interface; no memory is involved.
     unsafe {
         asm!("mrs {}, S3_0_C12_C12_5", out(reg) value, options(nomem, nostack));
         value |= SRE;
@@ -32,24 +31,21 @@ pub fn write_bpr1(value: u64) {
 
 /// Writes ICC_IGRPEN1_EL1 (S3_0_C12_C12_7).
 pub fn write_igrpen1(value: u64) {
-    // SAFETY: enables Group 1 signalling to this CPU; the ISB makes it
-    // take effect before interrupts are unmasked.
+    // SAFETY: enables Group 1 signalling to this CPU; the ISB makes it take effect before interrupts are unmasked.
     unsafe { asm!("msr S3_0_C12_C12_7, {}", "isb", in(reg) value, options(nomem, nostack)) };
 }
 
 /// Reads ICC_IAR1_EL1 (S3_0_C12_C12_0), acknowledging an interrupt.
 pub fn read_iar1() -> u64 {
     let value: u64;
-    // SAFETY: acknowledging changes GIC state only; the caller ends the
-    // interrupt. Not `nomem`: it must not move across the handler's accesses.
+    // SAFETY: acknowledging changes GIC state only; the caller ends the interrupt. Not `nomem`: it must not move across the handler's accesses.
     unsafe { asm!("mrs {}, S3_0_C12_C12_0", out(reg) value, options(nostack)) };
     value
 }
 
 /// Writes ICC_EOIR1_EL1 (S3_0_C12_C12_1).
 pub fn write_eoir1(intid: u64) {
-    // SAFETY: ends an interrupt this CPU acknowledged; ordered after the
-    // handler's memory accesses (not `nomem`).
+    // SAFETY: ends an interrupt this CPU acknowledged; ordered after the handler's memory accesses (not `nomem`).
     unsafe { asm!("msr S3_0_C12_C12_1, {}", "isb", in(reg) intid, options(nostack)) };
 }
 
@@ -67,7 +63,6 @@ pub fn send_sgi1(intid: u32, mpidr: u64) {
         | ((u64::from(intid) & 0xf) << 24)
         | (aff2 << 32)
         | (aff3 << 48);
-    // SAFETY: sending an SGI has no memory effect; the ISB makes sure it
-    // is issued before we go on (for example, to WFI).
+    // SAFETY: sending an SGI has no memory effect; the ISB makes sure it is issued before we go on (for example, to WFI).
     unsafe { asm!("msr S3_0_C12_C11_5, {}", "isb", in(reg) value, options(nostack)) };
 }

@@ -74,10 +74,7 @@ pub fn mpidr() -> u64 {
 pub fn smccc_call(smc: bool, function: u32, arg1: u64, arg2: u64, arg3: u64) -> i64 {
     let mut x0 = u64::from(function);
     if smc {
-        // SAFETY: an SMCCC call clobbers at most x0..x17 (SMCCC 1.x, caller-
-        // saved registers), all declared; it does not touch this guest's
-        // memory other than as PSCI defines (CPU_ON starts another CPU at an
-        // entry point of our choosing, which Rust memory safety does not see).
+        // SAFETY: an SMCCC call clobbers at most x0..x17 (SMCCC 1.x, caller-saved registers), all declared; it does not touch this guest's memory other than as PSCI defines (CPU_ON starts another CPU at an entry point of our choosing, which Rust memory safety does not see).
         unsafe {
             asm!(
                 "smc #0",
@@ -115,8 +112,7 @@ pub fn smccc_call(smc: bool, function: u32, arg1: u64, arg2: u64, arg3: u64) -> 
 /// `top` must be the 16-byte-aligned end of memory that nothing else uses
 /// for as long as the CPU runs on it; the current stack is abandoned.
 pub unsafe fn run_on_stack(top: usize, argument: usize, entry: extern "C" fn(usize) -> !) -> ! {
-    // SAFETY: the caller guarantees the new stack; x29/x30 are cleared so
-    // frame-pointer walks end at `entry`, which never returns.
+    // SAFETY: the caller guarantees the new stack; x29/x30 are cleared so frame-pointer walks end at `entry`, which never returns.
     unsafe {
         asm!(
             "mov sp, {top}",
@@ -140,9 +136,7 @@ pub unsafe fn run_on_stack(top: usize, argument: usize, entry: extern "C" fn(usi
 /// aborts must be skipped (`Resolution::Skip`) by the registered handler.
 pub unsafe fn load_u32_skippable(address: usize, if_skipped: u32) -> u32 {
     let mut value = if_skipped;
-    // SAFETY: the caller guarantees the address and the handler; the `ldr`
-    // is exactly one 4-byte instruction, so ELR + 4 resumes after it and
-    // `value` keeps `if_skipped`.
+    // SAFETY: the caller guarantees the address and the handler; the `ldr` is exactly one 4-byte instruction, so ELR + 4 resumes after it and `value` keeps `if_skipped`.
     unsafe {
         asm!("ldr {value:w}, [{address}]", address = in(reg) address, value = inout(reg) value, options(nostack));
     }

@@ -13,8 +13,7 @@ const SRE: u32 = 1 << 0;
 /// Sets ICC_SRE.SRE.
 pub fn enable_system_register_interface() {
     let mut value: u32;
-    // SAFETY: reading and setting SRE at PL1 only changes how this CPU talks
-    // to its own GIC CPU interface; no memory is involved.
+    // SAFETY: reading and setting SRE at PL1 only changes how this CPU talks to its own GIC CPU interface; no memory is involved.
     unsafe {
         asm!("mrc p15, 0, {}, c12, c12, 5", out(reg) value, options(nomem, nostack));
         value |= SRE;
@@ -38,8 +37,7 @@ pub fn write_bpr1(value: u64) {
 
 /// Writes ICC_IGRPEN1.
 pub fn write_igrpen1(value: u64) {
-    // SAFETY: enables Group 1 signalling to this CPU; the ISB makes it take
-    // effect before interrupts are unmasked.
+    // SAFETY: enables Group 1 signalling to this CPU; the ISB makes it take effect before interrupts are unmasked.
     unsafe {
         asm!("mcr p15, 0, {}, c12, c12, 7", "isb", in(reg) halves(value).0, options(nomem, nostack))
     };
@@ -48,16 +46,14 @@ pub fn write_igrpen1(value: u64) {
 /// Reads ICC_IAR1, acknowledging an interrupt.
 pub fn read_iar1() -> u64 {
     let value: u32;
-    // SAFETY: acknowledging changes GIC state only; the caller ends the
-    // interrupt. Not `nomem`: it must not move across the handler's accesses.
+    // SAFETY: acknowledging changes GIC state only; the caller ends the interrupt. Not `nomem`: it must not move across the handler's accesses.
     unsafe { asm!("mrc p15, 0, {}, c12, c12, 0", out(reg) value, options(nostack)) };
     u64::from(value)
 }
 
 /// Writes ICC_EOIR1.
 pub fn write_eoir1(intid: u64) {
-    // SAFETY: ends an interrupt this CPU acknowledged; ordered after the
-    // handler's memory accesses (not `nomem`).
+    // SAFETY: ends an interrupt this CPU acknowledged; ordered after the handler's memory accesses (not `nomem`).
     unsafe {
         asm!("mcr p15, 0, {}, c12, c12, 1", "isb", in(reg) halves(intid).0, options(nostack))
     };
@@ -72,8 +68,7 @@ pub fn send_sgi1(intid: u32, mpidr: u64) {
     let value =
         (1u64 << (aff0 & 0xf)) | (aff1 << 16) | ((u64::from(intid) & 0xf) << 24) | (aff2 << 32);
     let (low, high) = halves(value);
-    // SAFETY: sending an SGI has no memory effect; the ISB makes sure it is
-    // issued before we go on (for example, to WFI).
+    // SAFETY: sending an SGI has no memory effect; the ISB makes sure it is issued before we go on (for example, to WFI).
     unsafe {
         asm!(
             "mcrr p15, 0, {low}, {high}, c12",

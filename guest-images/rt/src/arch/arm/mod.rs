@@ -46,9 +46,7 @@ pub fn wfi() {
 
 /// Unmasks IRQs (CPSR.I = 0); FIQs and asynchronous aborts stay masked.
 pub fn unmask_irqs() {
-    // SAFETY: the runtime takes no interrupt-based critical sections (it
-    // has no locks: see `shared`), so unmasking breaks none; the crate's
-    // compiler fence keeps memory accesses before this point.
+    // SAFETY: the runtime takes no interrupt-based critical sections (it has no locks: see `shared`), so unmasking breaks none; the crate's compiler fence keeps memory accesses before this point.
     unsafe { aarch32_cpu::interrupt::enable() };
 }
 
@@ -65,8 +63,7 @@ pub struct IrqState(u32);
 /// Saves the CPSR and masks IRQs, FIQs and asynchronous aborts.
 pub fn save_and_mask_irqs() -> IrqState {
     let cpsr: u32;
-    // SAFETY: reads the CPSR and sets its mask bits; no memory is involved
-    // but the asm is not `nomem`, to order accesses around the masking.
+    // SAFETY: reads the CPSR and sets its mask bits; no memory is involved but the asm is not `nomem`, to order accesses around the masking.
     unsafe { asm!("mrs {}, cpsr", "cpsid aif", out(reg) cpsr, options(nostack, preserves_flags)) };
     IrqState(cpsr)
 }
@@ -75,8 +72,7 @@ pub fn save_and_mask_irqs() -> IrqState {
 /// control field, which also holds the mode: the same one, since this runs
 /// where it was saved). CPSR.A is never unmasked by this runtime.
 pub fn restore_irqs(state: IrqState) {
-    // SAFETY: writes the CPSR control field with the value read from it in
-    // the same mode, so only the I and F masks can change.
+    // SAFETY: writes the CPSR control field with the value read from it in the same mode, so only the I and F masks can change.
     unsafe { asm!("msr cpsr_c, {}", in(reg) state.0, options(nostack)) };
 }
 
@@ -107,10 +103,7 @@ pub fn smccc_call(smc: bool, function: u32, arg1: u64, arg2: u64, arg3: u64) -> 
     // SMC32 calls see only the low 32 bits of each argument.
     let (arg1, arg2, arg3) = (halves(arg1).0, halves(arg2).0, halves(arg3).0);
     if smc {
-        // SAFETY: an SMC32 call returns results in r0..r3 and preserves
-        // r4..r14 (SMCCC 1.x), so r0..r3 and r12 are declared clobbered; it
-        // does not touch this guest's memory other than as PSCI defines
-        // (CPU_ON starts another CPU at an entry point of our choosing).
+        // SAFETY: an SMC32 call returns results in r0..r3 and preserves r4..r14 (SMCCC 1.x), so r0..r3 and r12 are declared clobbered; it does not touch this guest's memory other than as PSCI defines (CPU_ON starts another CPU at an entry point of our choosing).
         unsafe {
             asm!(
                 ".arch_extension sec",
@@ -144,9 +137,7 @@ pub fn smccc_call(smc: bool, function: u32, arg1: u64, arg2: u64, arg3: u64) -> 
 /// `top` must be the 8-byte-aligned end of memory that nothing else uses
 /// for as long as the CPU runs on it; the current stack is abandoned.
 pub unsafe fn run_on_stack(top: usize, argument: usize, entry: extern "C" fn(usize) -> !) -> ! {
-    // SAFETY: the caller guarantees the new stack; r11 (the A32 frame
-    // pointer) and lr are cleared so frame walks end at `entry`, which never
-    // returns.
+    // SAFETY: the caller guarantees the new stack; r11 (the A32 frame pointer) and lr are cleared so frame walks end at `entry`, which never returns.
     unsafe {
         asm!(
             "mov sp, {top}",
@@ -170,9 +161,7 @@ pub unsafe fn run_on_stack(top: usize, argument: usize, entry: extern "C" fn(usi
 /// aborts must be skipped (`Resolution::Skip`) by the registered handler.
 pub unsafe fn load_u32_skippable(address: usize, if_skipped: u32) -> u32 {
     let mut value = if_skipped;
-    // SAFETY: the caller guarantees the address and the handler; the `ldr`
-    // is one 4-byte A32 instruction, so PC + 4 resumes after it and `value`
-    // keeps `if_skipped`.
+    // SAFETY: the caller guarantees the address and the handler; the `ldr` is one 4-byte A32 instruction, so PC + 4 resumes after it and `value` keeps `if_skipped`.
     unsafe {
         asm!("ldr {value}, [{address}]", address = in(reg) address, value = inout(reg) value, options(nostack));
     }
@@ -199,8 +188,7 @@ pub unsafe fn store_zero_u32_skippable(address: usize) {
 /// `pointer` must be valid for an 8-byte read and 8-byte aligned.
 pub unsafe fn load_u64_single_copy(pointer: *const u64) -> u64 {
     let (low, high): (u32, u32);
-    // SAFETY: the caller guarantees a valid, aligned pointer; LDRD needs an
-    // even/odd register pair in A32, hence r2/r3.
+    // SAFETY: the caller guarantees a valid, aligned pointer; LDRD needs an even/odd register pair in A32, hence r2/r3.
     unsafe {
         asm!("ldrd r2, r3, [{}]", in(reg) pointer, out("r2") low, out("r3") high, options(nostack, readonly, preserves_flags));
     }
