@@ -8,8 +8,11 @@ fn main() {
         .join("linker");
     let board = if env::var_os("CARGO_FEATURE_BOARD_QEMU_VIRT_AARCH64").is_some() {
         "qemu-virt-aarch64"
-    } else if env::var_os("CARGO_FEATURE_BOARD_RPI4").is_some() {
-        "rpi4"
+    } else if env::var_os("CARGO_FEATURE_BOARD_RPI4").is_some()
+        || env::var_os("CARGO_FEATURE_BOARD_RPI3").is_some()
+    {
+        // Both Pis load the image at 0x80000.
+        "rpi"
     } else if env::var_os("CARGO_FEATURE_BOARD_QEMU_VIRT_ARM").is_some() {
         "qemu-virt-arm"
     } else {

@@ -61,7 +61,7 @@ extern "C" fn chroma_wrong_mode(mode: u32) -> ! {
     // The MMU is off: no lock (exclusive accesses need normal memory), a
     // fresh driver on the early UART.
     // SAFETY: the board's early UART is a PL011 at a fixed address; with the MMU off every access is to the physical device; nothing else runs.
-    let mut uart = unsafe { chroma_platform::pl011::Pl011::new(chroma_platform::BOARD.early_uart) };
+    let mut uart = unsafe { crate::console::early_uart() };
     let _ = core::fmt::Write::write_fmt(&mut uart, format_args!(
         "chroma: fatal: entered in {name} mode (CPSR.M {mode:#07b}), not HYP mode: chroma needs the Virtualization Extensions and a HYP-mode entry (QEMU: -M virt,virtualization=on)\n"
     ));

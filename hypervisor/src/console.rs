@@ -10,20 +10,20 @@
 use crate::arch::cpu;
 use crate::vm::Vm;
 use chroma_core::console::{LineBuffer, Speaker, Terminal};
-use chroma_platform::pl011::Pl011;
+use chroma_platform::uart::Uart;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU8, Ordering};
 use spin::Mutex;
 
 /// The UART and what is on the terminal.
 struct Console {
-    uart: Option<Pl011>,
+    uart: Option<Uart>,
     terminal: Terminal,
 }
 
 impl Console {
     /// The UART, with the terminal's state, if the console is up.
-    fn parts(&mut self) -> Option<(&mut Pl011, &mut Terminal)> {
+    fn parts(&mut self) -> Option<(&mut Uart, &mut Terminal)> {
         let Console { uart, terminal } = self;
         uart.as_mut().map(|uart| (uart, terminal))
     }
@@ -38,7 +38,7 @@ static LEVEL: AtomicU8 = AtomicU8::new(2);
 const QUIET_MS: u64 = 30;
 
 /// Writes raw bytes (the terminal's output) to the UART.
-fn write_bytes(uart: &Pl011, bytes: &[u8]) {
+fn write_bytes(uart: &Uart, bytes: &[u8]) {
     for &byte in bytes {
         uart.write_byte(byte);
     }
@@ -86,7 +86,7 @@ impl log::Log for Logger {
 /// Console on the board's early UART, before the device tree is read.
 pub fn init_early() {
     // SAFETY: the early UART is mapped as device memory by `mm::early_mmu_on` and nothing else drives it.
-    CONSOLE.lock().uart = Some(unsafe { Pl011::new(chroma_platform::BOARD.early_uart) });
+    CONSOLE.lock().uart = Some(unsafe { early_uart() });
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Trace);
 }
@@ -94,8 +94,11 @@ pub fn init_early() {
 /// Console on the UART the device tree names.
 pub fn init(board: &crate::platform_info::BoardInfo) {
     match board.uart {
-        // SAFETY: `mm::init` mapped the device tree's console UART as device memory; the early driver (same or other UART) is replaced here.
-        Some(base) => CONSOLE.lock().uart = Some(unsafe { Pl011::new(crate::mm::host_usize(base)) }),
+        Some((model, base)) => {
+            // SAFETY: `mm::init` mapped the device tree's console UART as device memory; the early driver (same or other UART) is replaced here.
+            let uart = unsafe { Uart::new(model, crate::mm::host_usize(base)) };
+            CONSOLE.lock().uart = Some(uart);
+        }
         None => log::warn!(
             "the device tree's console is a {:?} UART, which this build does not drive: staying on the early UART",
             board.other_console
@@ -175,8 +178,19 @@ pub fn emergency(args: core::fmt::Arguments) {
         }
     }
     // SAFETY: the early UART stays mapped; in an emergency a garbled line is better than none.
-    let mut uart = unsafe { Pl011::new(chroma_platform::BOARD.early_uart) };
+    let mut uart = unsafe { early_uart() };
     let _ = writeln!(uart, "{args}");
+}
+
+/// A driver for the board's early UART.
+///
+/// # Safety
+/// The early UART must be mapped (or the MMU off); a second driver for it
+/// may interleave output with the first.
+pub unsafe fn early_uart() -> Uart {
+    let board = chroma_platform::BOARD;
+    // SAFETY: the caller's contract; the address and model are the board's.
+    unsafe { Uart::new(board.early_uart_model, board.early_uart) }
 }
 
 /// A byte typed on the physical console, if any.

@@ -59,6 +59,34 @@ impl ExitHost for Host<'_> {
         kick_vm(self.gic, vm, self.me);
     }
 
+    fn gic_cpu_interface(
+        &self,
+        vm: &VmCore,
+        vcpu: usize,
+        offset: u64,
+        width: AccessWidth,
+        write: Option<u64>,
+    ) -> Option<u64> {
+        // The vCPU runs on this CPU: its state is this CPU's software
+        // interface. The list registers were read back when the vCPU
+        // exited (`sched`); load them again from the model, let the access
+        // act on them (an acknowledge, a completion), and read the result
+        // back, as a hardware interface would have before the exit.
+        let mut gic = *self.gic;
+        let kick = {
+            let mut vgic = vm.vgic.lock();
+            vgic.flush(vcpu, &mut gic);
+            let value = gic.cpu_interface_access(offset, width, write);
+            let kick = vgic.sync(vcpu, &mut gic);
+            value.map(|value| (value, kick))
+        };
+        let (value, kick) = kick?;
+        if kick != 0 {
+            kick_vcpus(self.gic, vm, kick, self.me);
+        }
+        Some(value)
+    }
+
     fn report_fault(&self, vm: &VmCore, fault: FaultReport) {
         match fault {
             FaultReport::Abort { ipa, kind, pc, count } => log::warn!(

@@ -9,6 +9,11 @@ use chroma_devtree::{
     build_guest_dtb, parse_board, EnableMethod, Gic, GuestDtbSpec, GuestGic, PsciConduit, UartKind,
 };
 use chroma_manifest::VmSpec;
+use chroma_platform::uart::UartModel;
+
+/// The maintenance interrupt's number on a board without a GIC (PPI 9's,
+/// as a GIC-400 has it): the software virtual CPU interface never raises it.
+const NO_MAINTENANCE_INTID: u32 = 25;
 
 /// Most RAM ranges and device windows kept.
 const MAX_RANGES: usize = 8;
@@ -69,9 +74,9 @@ pub struct BoardInfo {
     pub memory: [Option<(u64, u64)>; MAX_RANGES],
     /// Device windows to map at EL2 (base, size).
     pub devices: [Option<(u64, u64)>; MAX_DEVICES],
-    /// The console UART (a PL011), when the device tree's console is one
-    /// this build drives.
-    pub uart: Option<u64>,
+    /// The console UART (a PL011 or the Raspberry Pi's mini UART), when
+    /// the device tree's console is one this build drives.
+    pub uart: Option<(UartModel, u64)>,
     /// The console the device tree names, when it is not a PL011.
     pub other_console: Option<chroma_devtree::UartKind>,
     /// The physical GIC.
@@ -110,8 +115,18 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
     // A boot loader that deleted nodes left NOPs (QEMU's raspi machines).
     chroma_devtree::strip_nops(bytes).map_err(BoardError::DeviceTree)?;
     let board = parse_board(bytes).map_err(BoardError::DeviceTree)?;
-    if let Gic::NotGic { kind, registers } = board.gic {
-        return Err(BoardError::InterruptController(kind, registers.base));
+    match board.gic {
+        // The Raspberry Pi 3's: driven on AArch64, with the guests' virtual
+        // CPU interface in software (`chroma_core::soft_gicv`).
+        #[cfg(target_arch = "aarch64")]
+        Gic::NotGic {
+            kind: chroma_devtree::OtherController::Bcm2836Local,
+            ..
+        } => {}
+        Gic::NotGic { kind, registers } => {
+            return Err(BoardError::InterruptController(kind, registers.base))
+        }
+        _ => {}
     }
     #[cfg(target_arch = "arm")]
     if let Gic::V3 { distributor, .. } = board.gic {
@@ -121,13 +136,20 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
         Gic::V2 { maintenance, .. } | Gic::V3 { maintenance, .. } => {
             maintenance.and_then(|m| m.intid())
         }
-        Gic::NotGic { .. } => None,
+        // The software virtual CPU interface needs no maintenance
+        // interrupt (every completion traps); PPI 9's number stands in and
+        // is never raised.
+        Gic::NotGic { .. } => Some(NO_MAINTENANCE_INTID),
     };
     let mut info = BoardInfo {
         memory: [None; MAX_RANGES],
         devices: [None; MAX_DEVICES],
-        uart: (board.console.kind == UartKind::Pl011).then_some(board.console.mmio.base),
-        other_console: (board.console.kind != UartKind::Pl011).then_some(board.console.kind),
+        uart: match board.console.kind {
+            UartKind::Pl011 => Some((UartModel::Pl011, board.console.mmio.base)),
+            UartKind::Bcm2835Aux => Some((UartModel::MiniUart, board.console.mmio.base)),
+            UartKind::Other => None,
+        },
+        other_console: (board.console.kind == UartKind::Other).then_some(board.console.kind),
         gic: GicKind::V3 { gicd: 0, gicr: 0 },
         gicv: None,
         cpus: [None; crate::arch::MAX_CPUS],
@@ -182,8 +204,12 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
         let low = low & !0xfff;
         devices[4] = (low, (high - low).next_multiple_of(0x1000));
     }
-    if board.console.kind == UartKind::Pl011 {
-        devices[0] = (board.console.mmio.base, board.console.mmio.size.max(0x1000));
+    if board.console.kind != UartKind::Other {
+        // Whole pages (the mini UART's registers start 0x40 into one).
+        let low = board.console.mmio.base & !0xfff;
+        let high =
+            (board.console.mmio.base + board.console.mmio.size.max(1)).next_multiple_of(0x1000);
+        devices[0] = (low, high - low);
     } else {
         // The console stays on the board's early UART: keep it mapped.
         devices[5] = (chroma_platform::BOARD.early_uart as u64, 0x1000);
@@ -228,7 +254,12 @@ pub fn discover(dtb: usize) -> Result<BoardInfo, BoardError> {
             devices[1] = (distributor.base, distributor.size);
             devices[2] = (redistributors.base, redistributors.size);
         }
-        Gic::NotGic { .. } => {}
+        Gic::NotGic { registers, .. } => {
+            info.gic = GicKind::Bcm2836Local {
+                base: crate::mm::host_usize(registers.base),
+            };
+            devices[1] = (registers.base, registers.size.max(0x1000));
+        }
     }
     for (slot, device) in info
         .devices

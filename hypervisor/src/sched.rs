@@ -78,7 +78,8 @@ fn vtcr_value(ipa_bits: u8, start_level: u8) -> u64 {
 /// Creates the VMs and the shared state (boot CPU, before secondaries start).
 pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
     let version = match board.gic {
-        GicKind::V2 { .. } => GicVersion::V2,
+        // A board without a GIC gets a GICv2 in software.
+        GicKind::V2 { .. } | GicKind::Bcm2836Local { .. } => GicVersion::V2,
         GicKind::V3 { .. } => GicVersion::V3,
     };
     let cache = cache_setup(manifest);
@@ -464,6 +465,7 @@ impl Cpu {
         self.vcpus[k].waiting = false;
         loop {
             vm.vgic.lock().flush(id, &mut self.gic);
+            self.gic.update_virtual_lines();
             vm.running[id].store(true, Ordering::Release);
             // A reset or stop may have turned this vCPU off since it was picked.
             if vm.power(id) != Power::On || vm.is_stopped() {

@@ -17,10 +17,13 @@
 )]
 
 pub mod bcm2835_pm;
+pub mod mini_uart;
 pub mod pl011;
 pub mod qemu_virt_aarch64;
 pub mod qemu_virt_arm;
+pub mod rpi3;
 pub mod rpi4;
+pub mod uart;
 
 /// What chroma needs to know about a board before and beyond its device tree.
 #[derive(Clone, Copy, Debug)]
@@ -29,6 +32,8 @@ pub struct Board {
     pub name: &'static str,
     /// The console UART, used until the device tree is parsed.
     pub early_uart: usize,
+    /// Its model.
+    pub early_uart_model: uart::UartModel,
     /// How the board is switched off when the device tree has no PSCI.
     pub power_off: PowerOff,
 }
@@ -55,12 +60,21 @@ pub const BOARD: Board = qemu_virt_aarch64::BOARD;
 #[cfg(all(feature = "board-rpi4", not(feature = "board-qemu-virt-aarch64")))]
 pub const BOARD: Board = rpi4::BOARD;
 
+/// The board this image was built for.
+#[cfg(all(
+    feature = "board-rpi3",
+    not(feature = "board-qemu-virt-aarch64"),
+    not(feature = "board-rpi4")
+))]
+pub const BOARD: Board = rpi3::BOARD;
+
 /// The board this image was built for. (With both board features on, as
 /// in `cargo clippy --all-features` on the host, the AArch64 board wins, as
 /// in the hypervisor's build script.)
 #[cfg(all(
     feature = "board-qemu-virt-arm",
     not(feature = "board-qemu-virt-aarch64"),
-    not(feature = "board-rpi4")
+    not(feature = "board-rpi4"),
+    not(feature = "board-rpi3")
 ))]
 pub const BOARD: Board = qemu_virt_arm::BOARD;

@@ -32,6 +32,7 @@ register_structs! {
 }
 
 /// The physical console.
+#[derive(Debug)]
 pub struct Pl011 {
     base: usize,
 }
@@ -72,17 +73,5 @@ impl Pl011 {
     /// Clears any pending interrupt (the driver polls).
     pub fn clear_interrupts(&self) {
         self.registers().icr.set(0x7ff);
-    }
-}
-
-impl core::fmt::Write for Pl011 {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        for b in s.bytes() {
-            if b == b'\n' {
-                self.write_byte(b'\r');
-            }
-            self.write_byte(b);
-        }
-        Ok(())
     }
 }

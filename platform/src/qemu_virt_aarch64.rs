@@ -6,5 +6,6 @@ use crate::Board;
 pub const BOARD: Board = Board {
     name: "qemu-virt-aarch64",
     early_uart: 0x0900_0000,
+    early_uart_model: crate::uart::UartModel::Pl011,
     power_off: crate::PowerOff::Psci,
 };

@@ -7,5 +7,6 @@ use crate::Board;
 pub const BOARD: Board = Board {
     name: "qemu-virt-arm",
     early_uart: 0x0900_0000,
+    early_uart_model: crate::uart::UartModel::Pl011,
     power_off: crate::PowerOff::Psci,
 };

@@ -13,5 +13,6 @@ pub const BOARD: Board = Board {
     // The PL011 (UART0): QEMU's first serial port, and GPIO 14/15 on the
     // board with `enable_uart=1` and the Bluetooth overlay off.
     early_uart: 0xfe20_1000,
+    early_uart_model: crate::uart::UartModel::Pl011,
     power_off: PowerOff::Bcm2835Watchdog { base: PM_BASE },
 };

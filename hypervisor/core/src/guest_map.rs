@@ -143,6 +143,10 @@ pub enum GuestDevice {
     GicDistributor(u64),
     /// A GICv3 redistributor frame pair: (vCPU, offset in its frames).
     GicRedistributor(usize, u64),
+    /// The GICv2 CPU interface, where the board has no hardware virtual
+    /// CPU interface mapped there (a GIC-400's GICV never traps): the
+    /// host's software one answers, if it has one.
+    GicCpuInterface(u64),
     /// The PL011 console.
     Uart(u64),
     /// A virtio-mmio transport: (NIC index, offset).
@@ -173,6 +177,13 @@ impl GuestMap {
             let count = u32::try_from(shape.vcpu_count).unwrap_or(u32::MAX);
             if let Some((vcpu, offset)) = self.gic_redistributors.locate(ipa, count) {
                 return Some(GuestDevice::GicRedistributor(vcpu as usize, offset));
+            }
+        }
+        if shape.gic == GicVersion::V2 {
+            if let Some(offset) = self.gic_cpu_interface.offset_of(ipa) {
+                if offset < self.gic_cpu_interface_used {
+                    return Some(GuestDevice::GicCpuInterface(offset));
+                }
             }
         }
         if let Some(offset) = self.uart.offset_of(ipa) {
@@ -253,6 +264,18 @@ mod tests {
         );
         assert_eq!(m.route(0x080A_0000 + 2 * 0x2_0000, V3), None);
         assert_eq!(m.route(0x080A_0000, V2), None);
+        // The GICv2 CPU interface (GICC_IAR, GICC_DIR), up to its used
+        // size; a GICv3 VM has none.
+        assert_eq!(
+            m.route(0x0801_000c, V2),
+            Some(GuestDevice::GicCpuInterface(0xc))
+        );
+        assert_eq!(
+            m.route(0x0801_1000, V2),
+            Some(GuestDevice::GicCpuInterface(0x1000))
+        );
+        assert_eq!(m.route(0x0801_2000, V2), None);
+        assert_eq!(m.route(0x0801_000c, V3), None);
         // Just past the UART, RAM-less space and the top of the address space.
         assert_eq!(m.route(0x0900_1000, V2), None);
         assert_eq!(m.route(0x3fff_ffff, V2), None);

@@ -62,6 +62,7 @@ pub mod pl011;
 pub mod psci;
 pub mod ratelimit;
 pub mod run;
+pub mod soft_gicv;
 pub mod vcpu;
 pub mod vgic;
 pub mod vm;

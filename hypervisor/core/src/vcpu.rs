@@ -146,6 +146,24 @@ pub trait ExitHost {
     fn system_reset(&self, vm: &VmCore, caller: usize);
     /// Logs a guest-caused fault (rate-limited by the caller).
     fn report_fault(&self, vm: &VmCore, fault: FaultReport);
+    /// An access to the GICv2 CPU interface of `vcpu` (running on this
+    /// CPU) at `offset`, on a board whose CPU interface is emulated in
+    /// software ([`crate::soft_gicv`]); returns the value read (ignored for
+    /// writes), or `None` where there is none to answer: the access is
+    /// then an external abort. A board with a hardware virtual CPU
+    /// interface maps it at the guest's GICC window, and accesses never
+    /// trap there.
+    fn gic_cpu_interface(
+        &self,
+        vm: &VmCore,
+        vcpu: usize,
+        offset: u64,
+        width: AccessWidth,
+        write: Option<u64>,
+    ) -> Option<u64> {
+        let _ = (vm, vcpu, offset, width, write);
+        None
+    }
 }
 
 /// A guest-caused fault, for the (rate-limited) log.
@@ -346,6 +364,16 @@ fn emulate_mmio<C: GuestCpu, H: ExitHost>(
         };
     }
     match device {
+        GuestDevice::GicCpuInterface(offset) => {
+            let write = access.write.then_some(value);
+            let v = host
+                .gic_cpu_interface(vm, vcpu, offset, access.width, write)
+                .ok_or(NoDevice)?;
+            if !access.write {
+                cpu.set_register(access.register, load_result(access, v));
+            }
+            Ok(0)
+        }
         GuestDevice::VirtioMmio(nic, offset) => {
             let write = access.write.then_some(value);
             let v =

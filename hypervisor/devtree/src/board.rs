@@ -40,9 +40,14 @@ pub enum InterruptKind {
     Spi,
     /// Private peripheral interrupt (first cell 1).
     Ppi,
+    /// A source of the BCM2836 per-core local controller (Raspberry Pi 2
+    /// and 3; two cells: source, flags): 0-3 are the secure physical,
+    /// non-secure physical, hypervisor and virtual timers.
+    Local,
 }
 
-/// A GIC interrupt specifier (`#interrupt-cells = 3`).
+/// An interrupt specifier: a GIC's (`#interrupt-cells = 3`) or the BCM2836
+/// local controller's (2 cells).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Interrupt {
     /// SPI or PPI.
@@ -55,11 +60,21 @@ pub struct Interrupt {
 }
 
 impl Interrupt {
-    /// The GIC interrupt ID: 32 + n for an SPI, 16 + n for a PPI.
+    /// The GIC interrupt ID: 32 + n for an SPI, 16 + n for a PPI. A
+    /// local-controller timer source is named by the PPI a GIC gives the
+    /// same timer (hypervisor 26, virtual 27, ...), so the hypervisor's
+    /// interrupt roles are the same on both; its other sources have none.
     pub fn intid(&self) -> Option<u32> {
         match self.kind {
             InterruptKind::Spi => self.number.checked_add(32),
             InterruptKind::Ppi => (self.number < 16).then(|| self.number + 16),
+            InterruptKind::Local => match self.number {
+                0 => Some(29),
+                1 => Some(30),
+                2 => Some(26),
+                3 => Some(27),
+                _ => None,
+            },
         }
     }
 }
@@ -520,7 +535,8 @@ fn name_matches(segment: &str, name: &str) -> bool {
     segment == name || (!segment.contains('@') && name.split('@').next() == Some(segment))
 }
 
-/// The node's `interrupts`, three cells each (a GIC parent).
+/// The node's `interrupts`: three cells each (a GIC parent), or two where
+/// the node's own `interrupt-parent` is the BCM2836 local controller.
 fn interrupts<'a>(
     node: FdtNode<'_, 'a>,
     what: &'static str,
@@ -529,16 +545,27 @@ fn interrupts<'a>(
         node: what,
         property: "interrupts",
     };
+    let local = node
+        .interrupt_parent()
+        .is_some_and(|parent| compatible_with(parent, &[BCM2836_LOCAL]));
+    let size = if local { 8 } else { 12 };
     let value = node.property("interrupts").map_or(&[][..], |p| p.value);
-    if !value.len().is_multiple_of(12) {
+    if !value.len().is_multiple_of(size) {
         return Err(bad);
     }
-    Ok(value.chunks_exact(12).map(move |cells| {
+    Ok(value.chunks_exact(size).map(move |cells| {
         let cell = |index: usize| {
             read_cells(cells.get(index * 4..).ok_or(bad)?, 1)
                 .and_then(|v| u32::try_from(v).ok())
                 .ok_or(bad)
         };
+        if local {
+            return Ok(Interrupt {
+                kind: InterruptKind::Local,
+                number: cell(0)?,
+                flags: cell(1)?,
+            });
+        }
         let kind = match cell(0)? {
             0 => InterruptKind::Spi,
             1 => InterruptKind::Ppi,
@@ -572,6 +599,8 @@ struct Walker<'a> {
 const GIC_V2: [&str; 3] = ["arm,cortex-a15-gic", "arm,cortex-a7-gic", "arm,gic-400"];
 const GIC_V3: [&str; 1] = ["arm,gic-v3"];
 const TIMER: [&str; 2] = ["arm,armv8-timer", "arm,armv7-timer"];
+/// The BCM2836 per-core local interrupt controller (Raspberry Pi 2 and 3).
+const BCM2836_LOCAL: &str = "brcm,bcm2836-l1-intc";
 const PSCI: [&str; 3] = ["arm,psci", "arm,psci-0.2", "arm,psci-1.0"];
 const PSCI_0_2: [&str; 2] = ["arm,psci-0.2", "arm,psci-1.0"];
 
@@ -645,7 +674,13 @@ impl<'a> Walker<'a> {
                     node: "UART",
                     property: "reg",
                 })?;
-            let interrupt = interrupts(node, "UART")?.next().transpose()?;
+            // The console is polled: its interrupt is information only.
+            // One that is not a GIC's (the Pi 3's ARM control block takes
+            // two cells) is left out rather than refusing the board.
+            let interrupt = interrupts(node, "UART")
+                .ok()
+                .and_then(|mut list| list.next())
+                .and_then(Result::ok);
             let uart = Uart {
                 kind,
                 mmio,
@@ -666,7 +701,7 @@ impl<'a> Walker<'a> {
         if (v2 || compatible_with(node, &GIC_V3)) && self.gic.is_none() {
             self.gic = Some(Self::gic(node, ancestors, v2)?);
         }
-        let other = if compatible_with(node, &["brcm,bcm2836-l1-intc"]) {
+        let other = if compatible_with(node, &[BCM2836_LOCAL]) {
             Some(OtherController::Bcm2836Local)
         } else if compatible_with(
             node,

@@ -221,6 +221,8 @@ fn board_tree(omit: Omit) -> Vec<u8> {
         fdt.property_null("interrupt-controller").unwrap();
         fdt.property_array_u64("reg", &[0x4000_0000, 0x100])
             .unwrap();
+        fdt.property_u32("#interrupt-cells", 2).unwrap();
+        fdt.property_phandle(0x18).unwrap();
         fdt.end_node(local).unwrap();
     }
     if !omit.gic {
@@ -235,8 +237,16 @@ fn board_tree(omit: Omit) -> Vec<u8> {
         let timer = fdt.begin_node("timer").unwrap();
         fdt.property_string("compatible", "arm,armv8-timer")
             .unwrap();
-        fdt.property_array_u32("interrupts", &[1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4])
-            .unwrap();
+        if omit.add_bcm2836_controllers && omit.gic {
+            // The Raspberry Pi 3's: the local controller's timer sources
+            // (secure, non-secure, virtual, hypervisor), two cells each.
+            fdt.property_u32("interrupt-parent", 0x18).unwrap();
+            fdt.property_array_u32("interrupts", &[0, 4, 1, 4, 3, 4, 2, 4])
+                .unwrap();
+        } else {
+            fdt.property_array_u32("interrupts", &[1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4])
+                .unwrap();
+        }
         fdt.end_node(timer).unwrap();
     }
     if !omit.uart {
@@ -341,6 +351,18 @@ fn a_board_without_a_gic_says_which_controller_it_has() {
             registers: range(0x4000_0000, 0x100)
         }
     );
+    // Its timer sources are named by the PPIs a GIC gives the same timers.
+    assert_eq!(board.timer.hyp.kind, InterruptKind::Local);
+    assert_eq!(board.timer.hyp.intid(), Some(26));
+    assert_eq!(board.timer.virt.intid(), Some(27));
+    assert_eq!(board.timer.nonsecure_phys.intid(), Some(30));
+    // Another source (the GPU's, 8) is no timer PPI.
+    let gpu = Interrupt {
+        kind: InterruptKind::Local,
+        number: 8,
+        flags: 4,
+    };
+    assert_eq!(gpu.intid(), None);
     // A GIC wins over other controllers where a board has both.
     let both = parse_board(&board_tree(Omit {
         add_bcm2836_controllers: true,

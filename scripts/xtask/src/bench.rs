@@ -133,7 +133,7 @@ fn board_line(board: Board) -> String {
         board.qemu_name(),
         board.default_cpu(),
         match board {
-            Board::QemuVirtAarch64 | Board::Rpi4 => "AArch64",
+            Board::QemuVirtAarch64 | Board::Rpi3 | Board::Rpi4 => "AArch64",
             Board::QemuVirtArm => "AArch32",
         }
     )

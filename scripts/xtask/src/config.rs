@@ -61,7 +61,7 @@ pub fn manifest_and_uplink(
 ) -> Result<(Vec<u8>, bool)> {
     let guest_ram_bytes = machine.ram_bytes.saturating_sub(HYPERVISOR_RAM_RESERVE);
     let limits = match machine.board {
-        crate::Board::QemuVirtAarch64 | crate::Board::Rpi4 => {
+        crate::Board::QemuVirtAarch64 | crate::Board::Rpi3 | crate::Board::Rpi4 => {
             BoardLimits::aarch64(machine.physical_cpus, guest_ram_bytes)
         }
         crate::Board::QemuVirtArm => BoardLimits::armv7(machine.physical_cpus, guest_ram_bytes),

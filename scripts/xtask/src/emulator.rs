@@ -98,7 +98,7 @@ pub fn command() -> Command {
 /// runs the Raspberry Pi 4).
 pub fn command_for(board: Board) -> Command {
     match board {
-        Board::QemuVirtAarch64 | Board::Rpi4 => command(),
+        Board::QemuVirtAarch64 | Board::Rpi3 | Board::Rpi4 => command(),
         Board::QemuVirtArm => {
             let name = board.qemu_name();
             tool_command(find_in_path(name).unwrap_or_else(|| PathBuf::from(name)))
@@ -110,7 +110,7 @@ pub fn command_for(board: Board) -> Command {
 /// binary is named by path; its version is that of the same QEMU package).
 pub fn describe_for(board: Board) -> String {
     match board {
-        Board::QemuVirtAarch64 | Board::Rpi4 => describe(),
+        Board::QemuVirtAarch64 | Board::Rpi3 | Board::Rpi4 => describe(),
         Board::QemuVirtArm => {
             let name = board.qemu_name();
             match find_in_path(name) {

@@ -35,10 +35,10 @@ pub fn guests_arm_dir() -> PathBuf {
 }
 
 /// Where the test guests for `board`'s VMs are: [`guests_dir`] on
-/// qemu-virt-aarch64 and rpi4, [`guests_arm_dir`] (AArch32 VMs) on qemu-virt-arm.
+/// qemu-virt-aarch64 and the Pis, [`guests_arm_dir`] (AArch32 VMs) on qemu-virt-arm.
 pub fn guests_dir_for(board: Board) -> PathBuf {
     match board {
-        Board::QemuVirtAarch64 | Board::Rpi4 => guests_dir(),
+        Board::QemuVirtAarch64 | Board::Rpi3 | Board::Rpi4 => guests_dir(),
         Board::QemuVirtArm => guests_arm_dir(),
     }
 }
@@ -219,26 +219,26 @@ pub fn dtbs_dir() -> PathBuf {
     workspace_root().join("build").join("linux").join("dtbs")
 }
 
-/// The Raspberry Pi 4 Model B's device tree, which QEMU's `raspi4b` boots
-/// with (`-dtb`): `build/linux/dtbs/bcm2711-rpi-4-b.dtb`.
-pub fn rpi4_dtb() -> PathBuf {
-    dtbs_dir().join("bcm2711-rpi-4-b.dtb")
+/// A Raspberry Pi's device tree, which QEMU boots it with (`-dtb`):
+/// `build/linux/dtbs/bcm2711-rpi-4-b.dtb`, `bcm2837-rpi-3-b.dtb`.
+pub fn pi_dtb(pi: crate::PiMachine) -> PathBuf {
+    dtbs_dir().join(pi.dtb)
 }
 
-/// Makes sure [`rpi4_dtb`] exists: runs `guest-images/linux/build.sh` (arm64,
-/// which extracts the device trees beside the kernel) when it does not.
-pub fn ensure_rpi_dtbs() -> Result<PathBuf> {
-    let dtb = rpi4_dtb();
-    if !dtb.is_file() {
+/// Makes sure both Pis' device trees exist: runs
+/// `guest-images/linux/build.sh` (arm64, which extracts them beside the
+/// kernel) when one does not.
+pub fn ensure_rpi_dtbs() -> Result<()> {
+    let dtbs = [pi_dtb(crate::RPI3), pi_dtb(crate::RPI4)];
+    if !dtbs.iter().all(|dtb| dtb.is_file()) {
         ensure_linux_images()?;
     }
-    if dtb.is_file() {
-        Ok(dtb)
-    } else {
-        Err(format!(
+    match dtbs.iter().find(|dtb| !dtb.is_file()) {
+        None => Ok(()),
+        Some(dtb) => Err(format!(
             "{}: missing after guest-images/linux/build.sh ran",
             dtb.display()
-        ))
+        )),
     }
 }
 
@@ -252,10 +252,10 @@ pub struct LinuxImages {
 }
 
 /// Where the Linux guest images for `board`'s VMs are (arm64 on
-/// qemu-virt-aarch64 and rpi4, armhf on qemu-virt-arm).
+/// qemu-virt-aarch64 and the Pis, armhf on qemu-virt-arm).
 pub fn linux_images(board: Board) -> LinuxImages {
     let (dir, kernel) = match board {
-        Board::QemuVirtAarch64 | Board::Rpi4 => ("linux", "Image"),
+        Board::QemuVirtAarch64 | Board::Rpi3 | Board::Rpi4 => ("linux", "Image"),
         Board::QemuVirtArm => ("linux-armhf", "zImage"),
     };
     let dir = workspace_root().join("build").join(dir);
@@ -268,7 +268,7 @@ pub fn linux_images(board: Board) -> LinuxImages {
 /// Builds (when needed) and returns the Linux guest images for `board`.
 pub fn ensure_linux_images_for(board: Board) -> Result<LinuxImages> {
     match board {
-        Board::QemuVirtAarch64 | Board::Rpi4 => ensure_linux_images()?,
+        Board::QemuVirtAarch64 | Board::Rpi3 | Board::Rpi4 => ensure_linux_images()?,
         Board::QemuVirtArm => ensure_linux_armhf_images()?,
     }
     Ok(linux_images(board))

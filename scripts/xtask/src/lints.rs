@@ -40,7 +40,7 @@ pub struct LintStage {
 }
 
 /// The lint stages, in the order they run.
-pub const STAGES: [LintStage; 9] = [
+pub const STAGES: [LintStage; 10] = [
     LintStage {
         name: "fmt",
         run: fmt,
@@ -63,6 +63,11 @@ pub const STAGES: [LintStage; 9] = [
         name: "clippy-bare-metal-rpi4",
         // The Raspberry Pi 4 board's own code (platform, spin table, PM).
         run: || clippy_bare_metal(Board::Rpi4),
+    },
+    LintStage {
+        name: "clippy-bare-metal-rpi3",
+        // The Raspberry Pi 3's (the local interrupt controller, the mini UART).
+        run: || clippy_bare_metal(Board::Rpi3),
     },
     LintStage {
         name: "clippy-guests-arm",
@@ -151,6 +156,7 @@ pub fn clippy_bare_metal(board: Board) -> Outcome {
     let stage = match board {
         Board::QemuVirtAarch64 => "clippy-bare-metal",
         Board::QemuVirtArm => "clippy-bare-metal-arm",
+        Board::Rpi3 => "clippy-bare-metal-rpi3",
         Board::Rpi4 => "clippy-bare-metal-rpi4",
     };
     run_cross_stage(stage, command)
@@ -213,6 +219,7 @@ pub fn doc_bare_metal(board: Board) -> Outcome {
     let stage = match board {
         Board::QemuVirtAarch64 => "doc-bare-metal",
         Board::QemuVirtArm => "doc-bare-metal-arm",
+        Board::Rpi3 => "doc-bare-metal-rpi3",
         Board::Rpi4 => "doc-bare-metal-rpi4",
     };
     run_cross_stage(stage, command)

@@ -72,23 +72,65 @@ pub enum Board {
     /// QEMU `virt` machine, ARMv7-A (`qemu-system-arm`), booted in HYP mode;
     /// its VMs are AArch32.
     QemuVirtArm,
+    /// Raspberry Pi 3 Model B: QEMU's `raspi3b` machine (QEMU 10.0 or
+    /// later), booted at EL2 with the board's device tree; fixed at 4
+    /// Cortex-A53 CPUs, the RAM its device tree gives ([`PI_RAM_BYTES`]),
+    /// no GIC (the guests' GIC is emulated in software) and no NIC; the
+    /// console is the mini UART; its VMs are AArch64.
+    Rpi3,
     /// Raspberry Pi 4 Model B: QEMU's `raspi4b` machine (QEMU 10.0 or
     /// later), booted at EL2 with the board's device tree; fixed at 4
-    /// Cortex-A72 CPUs, the RAM its device tree gives ([`RPI4_RAM_BYTES`])
+    /// Cortex-A72 CPUs, the RAM its device tree gives ([`PI_RAM_BYTES`])
     /// and no NIC; its VMs are AArch64.
     Rpi4,
 }
 
-/// Physical CPUs of QEMU's `raspi4b` machine (fixed: it takes no `-smp`).
-pub const RPI4_CPUS: u32 = 4;
+/// Physical CPUs of QEMU's `raspi3b` and `raspi4b` machines (fixed: they
+/// take no `-smp`).
+pub const PI_CPUS: u32 = 4;
 
-/// RAM of QEMU's `raspi4b` as the hypervisor sees it: the `/memory@0` node
-/// of the device tree QEMU passes (`reg = <0 0 0x3c000000>`, 960 MiB; the
-/// rest of the first GiB is the VideoCore's).
-pub const RPI4_RAM_BYTES: u64 = 960 << 20;
+/// RAM of QEMU's `raspi3b` and `raspi4b` as the hypervisor sees it: QEMU
+/// reports 960 MiB in both (the rest of the first GiB is the VideoCore's).
+pub const PI_RAM_BYTES: u64 = 960 << 20;
 
-/// The real Raspberry Pi 4's generic timer frequency (QEMU's default is 62.5 MHz).
-pub const RPI4_CNTFRQ_HZ: u64 = 54_000_000;
+/// A Raspberry Pi's fixed QEMU machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PiMachine {
+    /// QEMU's `-M`.
+    pub qemu_machine: &'static str,
+    /// The CPU model QEMU gives it (for `-global <cpu>-arm-cpu.cntfrq`).
+    pub cpu: &'static str,
+    /// Its device tree in `build/linux/dtbs/` (from Debian's arm64 kernel).
+    pub dtb: &'static str,
+    /// The real board's generic timer frequency (QEMU's default is 62.5 MHz).
+    pub cntfrq_hz: u64,
+    /// Which of QEMU's serial ports the board's device tree names as the
+    /// console: 0 the PL011, 1 the mini UART.
+    pub console_serial: usize,
+    /// What it is, for messages.
+    pub description: &'static str,
+}
+
+/// The Raspberry Pi 3 Model B.
+pub const RPI3: PiMachine = PiMachine {
+    qemu_machine: "raspi3b",
+    cpu: "cortex-a53",
+    dtb: "bcm2837-rpi-3-b.dtb",
+    cntfrq_hz: 19_200_000,
+    // Its device tree's stdout-path is the mini UART (serial1).
+    console_serial: 1,
+    description: "4 Cortex-A53 CPUs, 960 MiB of RAM, no GIC",
+};
+
+/// The Raspberry Pi 4 Model B.
+pub const RPI4: PiMachine = PiMachine {
+    qemu_machine: "raspi4b",
+    cpu: "cortex-a72",
+    dtb: "bcm2711-rpi-4-b.dtb",
+    cntfrq_hz: 54_000_000,
+    console_serial: 0,
+    description: "4 Cortex-A72 CPUs, 960 MiB of RAM, a GICv2",
+};
 
 impl Board {
     /// The board's name as the CLI, the build directory and the Cargo feature spell it.
@@ -96,14 +138,24 @@ impl Board {
         match self {
             Board::QemuVirtAarch64 => "qemu-virt-aarch64",
             Board::QemuVirtArm => "qemu-virt-arm",
+            Board::Rpi3 => "rpi3",
             Board::Rpi4 => "rpi4",
+        }
+    }
+
+    /// The Raspberry Pi's machine, for the Pi boards.
+    pub fn pi(self) -> Option<PiMachine> {
+        match self {
+            Board::Rpi3 => Some(RPI3),
+            Board::Rpi4 => Some(RPI4),
+            Board::QemuVirtAarch64 | Board::QemuVirtArm => None,
         }
     }
 
     /// The Rust target the board's images build for.
     pub fn target(self) -> &'static str {
         match self {
-            Board::QemuVirtAarch64 | Board::Rpi4 => "aarch64-unknown-none-softfloat",
+            Board::QemuVirtAarch64 | Board::Rpi3 | Board::Rpi4 => "aarch64-unknown-none-softfloat",
             Board::QemuVirtArm => "armv7a-none-eabi",
         }
     }
@@ -111,7 +163,7 @@ impl Board {
     /// The QEMU system emulator that runs the board.
     pub fn qemu_name(self) -> &'static str {
         match self {
-            Board::QemuVirtAarch64 | Board::Rpi4 => "qemu-system-aarch64",
+            Board::QemuVirtAarch64 | Board::Rpi3 | Board::Rpi4 => "qemu-system-aarch64",
             Board::QemuVirtArm => "qemu-system-arm",
         }
     }
@@ -124,7 +176,7 @@ impl Board {
         match self {
             Board::QemuVirtAarch64 => "cortex-a57",
             Board::QemuVirtArm => "cortex-a15",
-            Board::Rpi4 => "cortex-a72",
+            Board::Rpi3 | Board::Rpi4 => self.pi().map_or("", |pi| pi.cpu),
         }
     }
 
@@ -151,7 +203,7 @@ impl Board {
         match self {
             Board::QemuVirtAarch64 => "default.toml",
             Board::QemuVirtArm => "default-arm.toml",
-            Board::Rpi4 => "probes.toml",
+            Board::Rpi3 | Board::Rpi4 => "probes.toml",
         }
     }
 }

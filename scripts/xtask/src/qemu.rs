@@ -154,9 +154,9 @@ pub const DEFAULT_MEMORY: &str = "1G";
 impl RunArgs {
     /// Physical CPUs: `--smp`, or the board's (2 on QEMU `virt`, 4 on rpi4).
     pub fn smp(&self) -> u32 {
-        match self.board {
-            Board::Rpi4 => crate::RPI4_CPUS,
-            _ => self.smp.unwrap_or(DEFAULT_SMP),
+        match self.board.pi() {
+            Some(_) => crate::PI_CPUS,
+            None => self.smp.unwrap_or(DEFAULT_SMP),
         }
     }
 
@@ -167,9 +167,9 @@ impl RunArgs {
 
     /// Board RAM as QEMU's `-m` spells it (`--memory` or 1G; rpi4's is fixed).
     pub fn memory(&self) -> &str {
-        match self.board {
-            Board::Rpi4 => "960M",
-            _ => self.memory.as_deref().unwrap_or(DEFAULT_MEMORY),
+        match self.board.pi() {
+            Some(_) => "960M",
+            None => self.memory.as_deref().unwrap_or(DEFAULT_MEMORY),
         }
     }
 
@@ -178,17 +178,21 @@ impl RunArgs {
     /// 960 MiB, GICv2, Cortex-A72), so `--smp`, `--memory`, `--gic` and
     /// `--cpu` are refused there unless they say what it is.
     pub fn machine(&self) -> Result<MachineFacts> {
-        if self.board == Board::Rpi4 {
-            let fixed = "rpi4 is QEMU's fixed raspi4b machine (4 Cortex-A72 CPUs, \
-                         960 MiB of RAM, a GICv2)";
-            if self.smp.is_some_and(|smp| smp != crate::RPI4_CPUS) {
+        if let Some(pi) = self.board.pi() {
+            let fixed = format!(
+                "{} is QEMU's fixed {} machine ({})",
+                self.board.name(),
+                pi.qemu_machine,
+                pi.description
+            );
+            if self.smp.is_some_and(|smp| smp != crate::PI_CPUS) {
                 return Err(format!("--smp: {fixed}; leave --smp out"));
             }
             if self.gic.is_some_and(|gic| gic != 2) {
                 return Err(format!("--gic: {fixed}; leave --gic out"));
             }
             if let Some(memory) = &self.memory {
-                if parse_size(memory)? != crate::RPI4_RAM_BYTES {
+                if parse_size(memory)? != crate::PI_RAM_BYTES {
                     return Err(format!("--memory: {fixed}; leave --memory out"));
                 }
             }
@@ -196,8 +200,8 @@ impl RunArgs {
                 return Err(format!("--cpu: {fixed}; leave --cpu out"));
             }
             return Ok(MachineFacts {
-                physical_cpus: crate::RPI4_CPUS,
-                ram_bytes: crate::RPI4_RAM_BYTES,
+                physical_cpus: crate::PI_CPUS,
+                ram_bytes: crate::PI_RAM_BYTES,
                 board: self.board,
             });
         }
@@ -232,8 +236,16 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     // The Raspberry Pi 4 needs QEMU 10's raspi4b and boots with its device
     // tree, from the arm64 Linux guest's Debian package (checked after the
     // configuration, so that a refusal needs neither).
-    if args.board == Board::Rpi4 {
-        crate::emulator::require(10, 0, "the raspi4b machine (--board rpi4)")?;
+    if let Some(pi) = args.board.pi() {
+        crate::emulator::require(
+            10,
+            0,
+            &format!(
+                "the {} machine (--board {})",
+                pi.qemu_machine,
+                args.board.name()
+            ),
+        )?;
         crate::images::ensure_rpi_dtbs()?;
     }
     let forwards: Vec<Forward> = if args.forward.is_empty() && args.config.is_none() {
@@ -350,19 +362,16 @@ pub fn write_bundle(
 pub fn qemu_command(args: &RunArgs, bundle: &Path, uplink: Option<&[Forward]>) -> Command {
     let mut command = crate::emulator::command_for(args.board);
     command.current_dir(workspace_root());
-    if args.board == Board::Rpi4 {
-        // The machine is fixed (4 Cortex-A72 CPUs, its RAM, no NIC): no -smp,
-        // -m, -cpu or -nic. QEMU loads the bundle at EL2 with the board's
-        // device tree; the timer runs at the real board's 54 MHz (QEMU's
+    if let Some(pi) = args.board.pi() {
+        // The machine is fixed (4 CPUs, its RAM, no NIC): no -smp, -m, -cpu
+        // or -nic. QEMU loads the bundle at EL2 with the board's device
+        // tree; the timer runs at the real board's frequency (QEMU's
         // default is 62.5 MHz).
         command
-            .args(["-M", "raspi4b", "-dtb"])
-            .arg(crate::images::rpi4_dtb())
+            .args(["-M", pi.qemu_machine, "-dtb"])
+            .arg(crate::images::pi_dtb(pi))
             .arg("-global")
-            .arg(format!(
-                "cortex-a72-arm-cpu.cntfrq={}",
-                crate::RPI4_CNTFRQ_HZ
-            ));
+            .arg(format!("{}-arm-cpu.cntfrq={}", pi.cpu, pi.cntfrq_hz));
     } else {
         command
             .arg("-M")
@@ -387,7 +396,8 @@ pub fn qemu_command(args: &RunArgs, bundle: &Path, uplink: Option<&[Forward]>) -
         // No terminal: the serial port is stdout, nothing else is opened.
         // The hypervisor ends QEMU with PSCI SYSTEM_OFF after its summary
         // line, which is what the exit status is read from.
-        command.args(["-display", "none", "-monitor", "none", "-serial", "stdio"]);
+        command.args(["-display", "none", "-monitor", "none"]);
+        command.args(console_serial(args.board, "stdio"));
         // A guest-requested board reset ends the run rather than looping.
         command.arg("-no-reboot");
         command.stdin(Stdio::null());
@@ -396,6 +406,9 @@ pub fn qemu_command(args: &RunArgs, bundle: &Path, uplink: Option<&[Forward]>) -
         // Ctrl-] so that Ctrl-A reaches the hypervisor's console switch
         // (Ctrl-A n: input to the next VM).
         command.args(["-nographic", "-echr", QEMU_ESCAPE_KEY]);
+        if args.board.pi().is_some_and(|pi| pi.console_serial != 0) {
+            command.args(console_serial(args.board, "mon:stdio"));
+        }
     }
     if args.gdb {
         // QEMU's `-s` listens on every interface; the gdb server is for this
@@ -404,6 +417,19 @@ pub fn qemu_command(args: &RunArgs, bundle: &Path, uplink: Option<&[Forward]>) -
     }
     command.arg("-kernel").arg(bundle);
     command
+}
+
+/// The `-serial` options that put the board's console on `backend`: the
+/// first serial port, or (the Raspberry Pi 3, whose device tree's console
+/// is the mini UART) the second with nothing on the first.
+pub fn console_serial(board: Board, backend: &str) -> Vec<String> {
+    let index = board.pi().map_or(0, |pi| pi.console_serial);
+    let mut args = Vec::new();
+    for _ in 0..index {
+        args.extend(["-serial".to_owned(), "null".to_owned()]);
+    }
+    args.extend(["-serial".to_owned(), backend.to_owned()]);
+    args
 }
 
 /// Runs a headless QEMU, its console copied to stdout as it comes, killing
@@ -765,7 +791,7 @@ mod tests {
             None,
         );
         let text = line(&command);
-        let dtb = crate::images::rpi4_dtb();
+        let dtb = crate::images::pi_dtb(crate::RPI4);
         assert!(dtb.ends_with("build/linux/dtbs/bcm2711-rpi-4-b.dtb"));
         assert!(
             text.contains(&format!(

@@ -166,6 +166,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
     let built = match build_all(Board::QemuVirtAarch64)
         .and_then(|_| build_all(Board::QemuVirtArm))
         .and_then(|_| build_all(Board::Rpi4))
+        .and_then(|_| build_all(Board::Rpi3))
     {
         Ok(_) => {
             if selected("build") {

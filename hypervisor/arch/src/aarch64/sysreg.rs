@@ -102,6 +102,31 @@ pub fn translate_el1_read(va: u64) -> Option<u64> {
 
 sysreg_write!(/// HCR_EL2: what traps to EL2.
     write_hcr_el2, "hcr_el2");
+sysreg_read!(/// HCR_EL2: what traps to EL2, and the virtual interrupt lines.
+    hcr_el2, "hcr_el2");
+
+/// HCR_EL2.VF: a virtual FIQ is pending for EL1.
+const HCR_VF: u64 = 1 << 6;
+/// HCR_EL2.VI: a virtual IRQ is pending for EL1.
+const HCR_VI: u64 = 1 << 7;
+
+/// Asserts (or lowers) the virtual IRQ and FIQ lines of the vCPU about to
+/// run (HCR_EL2.VI / VF, with IMO / FMO set): how a software virtual CPU
+/// interface signals its interrupts where there is no GIC.
+pub fn set_virtual_lines(irq: bool, fiq: bool) {
+    let lines = if irq { HCR_VI } else { 0 } | if fiq { HCR_VF } else { 0 };
+    let hcr = hcr_el2() & !(HCR_VI | HCR_VF) | lines;
+    // SAFETY: only the two virtual-interrupt bits change; they make EL1 take an IRQ or FIQ exception, which the guest handles, and touch no memory or translation.
+    unsafe { write_hcr_el2(hcr) };
+}
+
+/// Whether the virtual timer's output is asserted: enabled, condition met,
+/// not masked (CNTV_CTL_EL0 ENABLE, ISTATUS, IMASK) — the level of its
+/// interrupt line, as a controller without pending state (the BCM2836
+/// local one) cannot report it once masked.
+pub fn virtual_timer_asserted() -> bool {
+    cntv_ctl_el0() & 0b111 == 0b101
+}
 sysreg_write!(/// VTTBR_EL2: stage-2 root and VMID.
     write_vttbr_el2, "vttbr_el2");
 sysreg_write!(/// VTCR_EL2: stage-2 translation control.

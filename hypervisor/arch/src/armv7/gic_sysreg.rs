@@ -54,3 +54,12 @@ pub fn ich_lr_el2(_index: usize) -> u64 {
 /// # Safety
 /// None needed: it does nothing.
 pub unsafe fn write_ich_lr_el2(_index: usize, _value: u64) {}
+
+/// Absent on ARMv7 (a board without a GIC is refused there, see the
+/// module): no virtual lines are raised.
+pub fn set_virtual_lines(_irq: bool, _fiq: bool) {}
+
+/// Absent on ARMv7 (see [`set_virtual_lines`]): reads as not asserted.
+pub fn virtual_timer_asserted() -> bool {
+    false
+}

@@ -10,6 +10,16 @@
 //! and stays active until the guest deactivates the virtual interrupt linked
 //! to it (HW list registers, [`PhysicalInterrupts`]).
 //!
+//! A board without a GIC (the Raspberry Pi 3) has the BCM2836 per-core
+//! local interrupt controller instead ([`GicKind::Bcm2836Local`]): the
+//! hypervisor's timer and the virtual timer arrive through its per-core
+//! timer sources, IPIs through its mailboxes, and the guests' virtual CPU
+//! interface is the software model of `chroma_core::soft_gicv`, one per
+//! physical CPU, behind the same [`ListRegisters`] and raised with
+//! HCR_EL2.VI / VF ([`Gic::update_virtual_lines`]). The local controller
+//! has no active state: "active" is the timer source masked, so the
+//! virtual timer's line is not taken again until the guest completes it.
+//!
 //! Both back-ends build this file (`#[path]`): the GICv2 frames are the
 //! same MMIO at EL2 and in HYP mode. `gic_sysreg` is the back-end's view
 //! of the GICv3 CPU interface registers: AArch64's system registers, or
@@ -17,7 +27,8 @@
 
 use super::gic_sysreg as sysreg;
 use super::list_register;
-use chroma_core::exit::low_word;
+use chroma_core::exit::{low_word, AccessWidth};
+use chroma_core::soft_gicv::{SoftCpuInterface, SOFT_LIST_REGISTERS};
 use chroma_core::vgic::{ListRegister, ListRegisters, PhysicalInterrupts};
 use core::ptr::{read_volatile, write_volatile};
 
@@ -50,6 +61,50 @@ mod v2 {
     pub const GICH_APR: usize = 0x0f0;
     pub const GICH_LR0: usize = 0x100;
 }
+
+/// BCM2836 local interrupt controller registers (the "QA7" ARM local
+/// peripherals, rev 3.4: per-core timer and mailbox interrupt control,
+/// interrupt source, mailbox set and clear) and the interrupt IDs the
+/// hypervisor's roles use for its sources (the architected PPIs').
+mod local {
+    /// Core n's timer interrupt control: bit k routes timer source k to IRQ.
+    pub const TIMER_CONTROL: usize = 0x40;
+    /// Core n's mailbox interrupt control: bit k routes mailbox k to IRQ.
+    pub const MAILBOX_CONTROL: usize = 0x50;
+    /// Core n's IRQ source.
+    pub const IRQ_SOURCE: usize = 0x60;
+    /// Core n's mailbox k write-set register: `+ 16 * n + 4 * k`.
+    pub const MAILBOX_SET: usize = 0x80;
+    /// Core n's mailbox k read / write-clear register.
+    pub const MAILBOX_CLEAR: usize = 0xc0;
+    /// Timer source bits (control and source registers): CNTHP, CNTV.
+    pub const CNTHP: u32 = 1 << 2;
+    /// The virtual timer.
+    pub const CNTV: u32 = 1 << 3;
+    /// Mailbox 0 in the source register; the control register's bit 0.
+    pub const MAILBOX0_SOURCE: u32 = 1 << 4;
+    /// The hypervisor timer's interrupt ID (PPI 10, as on a GIC).
+    pub const HYP_TIMER_INTID: u32 = 26;
+    /// The virtual timer's interrupt ID (PPI 11).
+    pub const VIRT_TIMER_INTID: u32 = 27;
+}
+
+/// Core `core`'s copy of a per-core local controller register.
+fn local_register(base: usize, register: usize, core: usize) -> usize {
+    base + register + 4 * core
+}
+
+/// Core `core`'s mailbox 0 register in the 16-byte-per-core bank `register`.
+fn local_mailbox(base: usize, register: usize, core: usize) -> usize {
+    base + register + 16 * core
+}
+
+/// The software virtual CPU interface of each physical CPU (a board
+/// without a GIC). Each CPU locks only its own, so the locks never wait.
+static SOFT_INTERFACES: [spin::Mutex<SoftCpuInterface>; MAX_LOCAL_CORES] =
+    [const { spin::Mutex::new(SoftCpuInterface::new()) }; MAX_LOCAL_CORES];
+/// Cores of the BCM2836/7 local controller.
+const MAX_LOCAL_CORES: usize = 4;
 
 /// GICv3 distributor and redistributor offsets (IHI 0069, 12.9 and 12.10).
 mod v3 {
@@ -121,6 +176,12 @@ pub enum GicKind {
         /// First redistributor.
         gicr: usize,
     },
+    /// No GIC: the BCM2836 per-core local controller (Raspberry Pi 3),
+    /// with a software virtual CPU interface for the guests.
+    Bcm2836Local {
+        /// The controller's registers.
+        base: usize,
+    },
 }
 
 /// The physical GIC from one CPU's point of view.
@@ -133,6 +194,8 @@ pub struct Gic {
     list_register_count: usize,
     /// GICv3 `ICH_AP0R<n>_EL2` / `ICH_AP1R<n>_EL2` implemented (1, 2 or 4).
     active_priority_registers: usize,
+    /// The local controller's core number of this CPU (MPIDR Aff0).
+    core: usize,
 }
 
 /// A vCPU's active priorities (`GICH_APR`; `ICH_AP0R<n>_EL2` then
@@ -158,6 +221,7 @@ impl Gic {
             redistributor: 0,
             list_register_count: 0,
             active_priority_registers: 1,
+            core: 0,
         };
         gic.list_register_count = match kind {
             GicKind::V2 { gich, .. } => (read32(gich + v2::GICH_VTR) & 0x3f) as usize + 1,
@@ -172,8 +236,51 @@ impl Gic {
                 };
                 (sysreg::ich_vtr_el2() & 0x1f) as usize + 1
             }
+            GicKind::Bcm2836Local { .. } => {
+                gic.core = (sysreg::mpidr_el1() & 0xff) as usize % MAX_LOCAL_CORES;
+                SOFT_LIST_REGISTERS
+            }
         };
         gic
+    }
+
+    /// This CPU's software virtual CPU interface (a board without a GIC).
+    fn soft(&self) -> spin::MutexGuard<'_, SoftCpuInterface> {
+        SOFT_INTERFACES[self.core].lock()
+    }
+
+    /// Raises the virtual IRQ / FIQ lines the software virtual CPU
+    /// interface asserts for the vCPU about to run (after the list
+    /// registers were filled). A GIC's virtual interface does this itself.
+    pub fn update_virtual_lines(&self) {
+        if let GicKind::Bcm2836Local { .. } = self.kind {
+            let lines = self.soft().lines();
+            sysreg::set_virtual_lines(lines.irq, lines.fiq);
+        }
+    }
+
+    /// A guest access to its GICC registers at `offset`, answered by this
+    /// CPU's software virtual CPU interface (`write`: the value written).
+    /// `None` on a board whose GICV is mapped there instead, or for a
+    /// width the registers refuse (the guest gets an abort).
+    pub fn cpu_interface_access(
+        &self,
+        offset: u64,
+        width: AccessWidth,
+        write: Option<u64>,
+    ) -> Option<u64> {
+        let GicKind::Bcm2836Local { .. } = self.kind else {
+            return None;
+        };
+        let mut physical = *self;
+        let mut soft = self.soft();
+        match write {
+            Some(value) => soft
+                .mmio_write(offset, width, low_word(value), &mut physical)
+                .ok()
+                .map(|()| 0),
+            None => soft.mmio_read(offset, width).ok().map(u64::from),
+        }
     }
 
     /// Enables the distributor (once, on the boot CPU).
@@ -185,6 +292,8 @@ impl Gic {
                 write32(gicd + v3::GICD_CTLR, 0x13);
                 while read32(gicd + v3::GICD_CTLR) & v3::GICD_CTLR_RWP != 0 {}
             }
+            // Per-core only: nothing shared to enable.
+            GicKind::Bcm2836Local { .. } => {}
         }
     }
 
@@ -231,6 +340,18 @@ impl Gic {
                     sysreg::isb();
                 }
             }
+            GicKind::Bcm2836Local { base } => {
+                // The sources are fixed: the hypervisor timer, the virtual
+                // timer and mailbox 0 (the kick) to IRQ; nothing to FIQ.
+                let core = self.core;
+                write32(
+                    local_register(base, local::TIMER_CONTROL, core),
+                    local::CNTHP | local::CNTV,
+                );
+                write32(local_mailbox(base, local::MAILBOX_CLEAR, core), u32::MAX);
+                write32(local_register(base, local::MAILBOX_CONTROL, core), 1);
+                *self.soft() = SoftCpuInterface::new();
+            }
         }
     }
 
@@ -239,8 +360,34 @@ impl Gic {
         let intid = match self.kind {
             GicKind::V2 { gicc, .. } => read32(gicc + v2::GICC_IAR) & 0x3ff,
             GicKind::V3 { .. } => (sysreg::icc_iar1_el1() & 0xff_ffff) as u32,
+            GicKind::Bcm2836Local { base } => return self.acknowledge_local(base),
         };
         (intid < SPURIOUS_FIRST).then_some(intid)
+    }
+
+    /// The local controller's highest source: a kick (mailbox 0: the SGI
+    /// numbers set in it, lowest first), the hypervisor timer, or the
+    /// virtual timer, which is masked ("active") until deactivated.
+    fn acknowledge_local(&self, base: usize) -> Option<u32> {
+        let source = read32(local_register(base, local::IRQ_SOURCE, self.core));
+        if source & local::MAILBOX0_SOURCE != 0 {
+            let mailbox = local_mailbox(base, local::MAILBOX_CLEAR, self.core);
+            let requests = read32(mailbox);
+            if requests != 0 {
+                let sgi = requests.trailing_zeros();
+                write32(mailbox, 1 << sgi);
+                return Some(sgi);
+            }
+        }
+        if source & local::CNTHP != 0 {
+            return Some(local::HYP_TIMER_INTID);
+        }
+        if source & local::CNTV != 0 {
+            let mut this = *self;
+            this.set_active(local::VIRT_TIMER_INTID, true);
+            return Some(local::VIRT_TIMER_INTID);
+        }
+        None
     }
 
     /// Ends EL2's handling of `intid`: priority drop and deactivation.
@@ -257,6 +404,8 @@ impl Gic {
             GicKind::V2 { gicc, .. } => write32(gicc + v2::GICC_EOIR, intid),
             // SAFETY: ends EL2's own handling of an interrupt it acknowledged.
             GicKind::V3 { .. } => unsafe { sysreg::write_icc_eoir1_el1(u64::from(intid)) },
+            // No running priority on the local controller.
+            GicKind::Bcm2836Local { .. } => {}
         }
     }
 
@@ -266,6 +415,10 @@ impl Gic {
             GicKind::V2 { gicc, .. } => write32(gicc + v2::GICC_DIR, intid),
             // SAFETY: deactivating an interrupt EL2 acknowledged lets it be signalled again; it changes no memory.
             GicKind::V3 { .. } => unsafe { sysreg::write_icc_dir_el1(u64::from(intid)) },
+            GicKind::Bcm2836Local { .. } => {
+                let mut this = *self;
+                this.set_active(intid, false);
+            }
         }
     }
 
@@ -283,6 +436,8 @@ impl Gic {
             GicKind::V2 { gicd, .. } => gicd + v2_offset + word,
             GicKind::V3 { .. } if intid < PRIVATE_COUNT => self.redistributor + v3_private,
             GicKind::V3 { gicd, .. } => gicd + v3_shared + word,
+            // Never asked: the local controller's paths do not use it.
+            GicKind::Bcm2836Local { base } => base,
         }
     }
 
@@ -291,7 +446,7 @@ impl Gic {
         match self.kind {
             // Byte 0 of ITARGETSR0 is the target of interrupt 0: this CPU.
             GicKind::V2 { gicd, .. } => read32(gicd + v2::GICD_ITARGETSR).to_le_bytes()[0],
-            GicKind::V3 { .. } => 0,
+            GicKind::V3 { .. } | GicKind::Bcm2836Local { .. } => 0,
         }
     }
 
@@ -315,6 +470,15 @@ impl Gic {
                 unsafe { sysreg::write_icc_sgi1r_el1(value) };
                 sysreg::isb();
             }
+            // The SGI number as a bit of the target core's mailbox 0.
+            GicKind::Bcm2836Local { base } => write32(
+                local_mailbox(
+                    base,
+                    local::MAILBOX_SET,
+                    (mpidr & 0xff) as usize % MAX_LOCAL_CORES,
+                ),
+                1 << (intid & 0x1f),
+            ),
         }
     }
 
@@ -323,6 +487,7 @@ impl Gic {
         match self.kind {
             GicKind::V2 { gich, .. } => u64::from(read32(gich + v2::GICH_VMCR)),
             GicKind::V3 { .. } => sysreg::ich_vmcr_el2(),
+            GicKind::Bcm2836Local { .. } => u64::from(self.soft().vmcr()),
         }
     }
 
@@ -331,6 +496,7 @@ impl Gic {
         let mut saved = [0; 8];
         match self.kind {
             GicKind::V2 { gich, .. } => saved[0] = read32(gich + v2::GICH_APR),
+            GicKind::Bcm2836Local { .. } => saved[0] = self.soft().apr(),
             GicKind::V3 { .. } => {
                 let reads: [(ReadRegister, ReadRegister); 4] = [
                     (sysreg::ich_ap0r0_el2, sysreg::ich_ap1r0_el2),
@@ -356,6 +522,7 @@ impl Gic {
     pub fn restore_active_priorities(&self, saved: &ActivePriorities) {
         match self.kind {
             GicKind::V2 { gich, .. } => write32(gich + v2::GICH_APR, saved[0]),
+            GicKind::Bcm2836Local { .. } => self.soft().set_apr(saved[0]),
             GicKind::V3 { .. } => {
                 // SAFETY: the active priority registers only affect the virtual interface of the vCPU about to run on this CPU, and only the implemented ones are written.
                 unsafe {
@@ -384,6 +551,7 @@ impl Gic {
             GicKind::V2 { gich, .. } => write32(gich + v2::GICH_VMCR, low_word(vmcr)),
             // SAFETY: VMCR only affects the current vCPU's virtual interface.
             GicKind::V3 { .. } => unsafe { sysreg::write_ich_vmcr_el2(vmcr) },
+            GicKind::Bcm2836Local { .. } => self.soft().set_vmcr(low_word(vmcr)),
         }
     }
 }
@@ -419,6 +587,7 @@ impl ListRegisters for Gic {
                 list_register::decode_v2(read32(gich + v2::GICH_LR0 + 4 * index))
             }
             GicKind::V3 { .. } => list_register::decode_v3(sysreg::ich_lr_el2(index)),
+            GicKind::Bcm2836Local { .. } => ListRegisters::read(&*self.soft(), index),
         }
     }
 
@@ -432,6 +601,7 @@ impl ListRegisters for Gic {
             GicKind::V3 { .. } => unsafe {
                 sysreg::write_ich_lr_el2(index, list_register::encode_v3(&value))
             },
+            GicKind::Bcm2836Local { .. } => ListRegisters::write(&mut *self.soft(), index, value),
         }
     }
 
@@ -442,17 +612,39 @@ impl ListRegisters for Gic {
             GicKind::V2 { gich, .. } => write32(gich + v2::GICH_HCR, hcr),
             // SAFETY: only affects maintenance interrupts for this CPU's vCPU.
             GicKind::V3 { .. } => unsafe { sysreg::write_ich_hcr_el2(u64::from(hcr)) },
+            // Every completion traps to the software interface: nothing to ask.
+            GicKind::Bcm2836Local { .. } => {}
         }
     }
 }
 
 impl PhysicalInterrupts for Gic {
     fn is_pending(&self, intid: u32) -> bool {
+        if let GicKind::Bcm2836Local { .. } = self.kind {
+            // Only the virtual timer is linked; its level is the timer's.
+            return intid == local::VIRT_TIMER_INTID && sysreg::virtual_timer_asserted();
+        }
         let word = self.bit_register(v2::GICD_ISPENDR, v3::GICR_ISPENDR0, v3::GICD_ISPENDR, intid);
         read32(word) & 1 << (intid % 32) != 0
     }
 
     fn set_active(&mut self, intid: u32, active: bool) {
+        if let GicKind::Bcm2836Local { base } = self.kind {
+            // Active = the virtual timer source masked at this core.
+            if intid == local::VIRT_TIMER_INTID {
+                let control = local_register(base, local::TIMER_CONTROL, self.core);
+                let value = read32(control);
+                write32(
+                    control,
+                    if active {
+                        value & !local::CNTV
+                    } else {
+                        value | local::CNTV
+                    },
+                );
+            }
+            return;
+        }
         let word = if active {
             self.bit_register(
                 v2::GICD_ISACTIVER,
@@ -498,6 +690,9 @@ impl Gic {
                 set_priority_byte(gicd + v3::GICD_IPRIORITYR + i);
                 write32(gicd + v3::GICD_ISENABLER + 4 * (i / 32), 1 << (i % 32));
             }
+            // The board's peripheral interrupts (the ARM control block's)
+            // are never the hypervisor's: it has no device of its own there.
+            GicKind::Bcm2836Local { .. } => {}
         }
     }
 }

@@ -25,6 +25,9 @@ struct Recorder {
     stops: RefCell<Vec<StopReason>>,
     resets: RefCell<Vec<usize>>,
     faults: RefCell<Vec<FaultReport>>,
+    /// A software GICv2 CPU interface answers (a Raspberry Pi 3).
+    soft_gicc: Option<crate::soft_gicv::SoftCpuInterface>,
+    gicc: RefCell<Vec<(usize, u64, Option<u64>)>>,
 }
 
 impl ExitHost for Recorder {
@@ -57,6 +60,18 @@ impl ExitHost for Recorder {
     }
     fn report_fault(&self, _vm: &VmCore, fault: FaultReport) {
         self.faults.borrow_mut().push(fault);
+    }
+    fn gic_cpu_interface(
+        &self,
+        _vm: &VmCore,
+        vcpu: usize,
+        offset: u64,
+        width: AccessWidth,
+        write: Option<u64>,
+    ) -> Option<u64> {
+        let mut cpu = self.soft_gicc?;
+        self.gicc.borrow_mut().push((vcpu, offset, write));
+        cpu.mmio_read(offset, width).ok().map(u64::from)
     }
 }
 
@@ -228,6 +243,55 @@ fn virtio_accesses_reach_the_host_with_the_guest_memory_type() {
         [(1, 0x50, Some(9), false), (0, 0, None, false)]
     );
     assert_eq!(cpu.register(4), 0x7472_6976);
+}
+
+#[test]
+fn gicc_accesses_reach_a_software_cpu_interface_and_abort_without_one() {
+    let vm = vm(GicVersion::V2, 2, 0);
+    // A board with GICV mapped there has no software interface: an access
+    // that trapped anyway (none should) is answered with an abort.
+    let host = Recorder::default();
+    let mut cpu = FakeCpu::at(RAM);
+    handle_exit(
+        &vm,
+        1,
+        &mut cpu,
+        &mmio(0x0801_000c, AccessWidth::Word, false, 3),
+        &host,
+    );
+    assert_eq!(
+        cpu.injected,
+        [Injected::Abort(ExternalAbort {
+            instruction_fetch: false,
+            write: false
+        })]
+    );
+    // With one (the Raspberry Pi 3), GICC_IIDR reads the GIC-400's value.
+    let host = Recorder {
+        soft_gicc: Some(crate::soft_gicv::SoftCpuInterface::new()),
+        ..Recorder::default()
+    };
+    let mut cpu = FakeCpu::at(RAM);
+    handle_exit(
+        &vm,
+        1,
+        &mut cpu,
+        &mmio(0x0801_00fc, AccessWidth::Word, false, 3),
+        &host,
+    );
+    assert!(cpu.injected.is_empty());
+    assert_eq!(cpu.register(3), 0x0202_143b);
+    handle_exit(
+        &vm,
+        1,
+        &mut cpu,
+        &mmio(0x0801_1000, AccessWidth::Word, true, 3),
+        &host,
+    );
+    assert_eq!(
+        *host.gicc.borrow(),
+        [(1, 0xfc, None), (1, 0x1000, Some(0x0202_143b))]
+    );
 }
 
 #[test]
