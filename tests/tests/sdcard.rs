@@ -28,8 +28,30 @@ use chroma_systest::{boot, config_toml, expected_lines, workspace_root, xtask_co
 /// Where the boot partition starts in the image.
 const PARTITION_OFFSET: u64 = 4 << 20;
 
-/// What the card must hold for the Pi 4.
+/// One board's card, as the firmware of that Raspberry Pi model needs it.
+struct Card {
+    /// `--board`.
+    board: &'static str,
+    /// The device tree's file name (in `build/linux/dtbs/` and on the card).
+    dtb: &'static str,
+    /// The firmware files from the package's `/usr/lib/raspi-firmware/`.
+    firmware: &'static [&'static str],
+    /// config.txt settings only this model has.
+    model_settings: &'static [&'static str],
+}
+
+/// The Raspberry Pi 4 Model B: its EEPROM loads start4.elf itself.
+const PI4: Card = Card {
+    board: "rpi4",
+    dtb: "bcm2711-rpi-4-b.dtb",
+    firmware: &["start4.elf", "fixup4.dat"],
+    model_settings: &["enable_gic=1"],
+};
+
+/// What the card must hold.
 struct Expected {
+    /// The card's model.
+    card: &'static Card,
     /// The firmware files, taken from the pinned package.
     firmware: Vec<(String, Vec<u8>)>,
     /// The device tree's name and bytes.
@@ -160,7 +182,7 @@ fn check_card(image: &Path, expected: &Expected) -> Result<(), String> {
     compare(&expected.dtb.0, &expected.dtb.1);
     compare("kernel8.img", &expected.bundle);
 
-    // config.txt: what the firmware needs to boot chroma on the Pi 4.
+    // config.txt: what the firmware needs to boot chroma.
     match card_file("config.txt") {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes).into_owned();
@@ -169,15 +191,16 @@ fn check_card(image: &Path, expected: &Expected) -> Result<(), String> {
                 .map(str::trim)
                 .filter(|line| !line.is_empty() && !line.starts_with('#'))
                 .collect();
-            for want in [
+            let device_tree = format!("device_tree={}", expected.card.dtb);
+            let common = [
                 "arm_64bit=1",
                 "enable_uart=1",
                 "kernel=kernel8.img",
                 "kernel_address=0x80000",
-                "device_tree=bcm2711-rpi-4-b.dtb",
-                "enable_gic=1",
-            ] {
-                if !settings.contains(&want) {
+                device_tree.as_str(),
+            ];
+            for want in common.iter().chain(expected.card.model_settings) {
+                if !settings.contains(want) {
                     problems.push(format!("config.txt lacks {want}:\n{text}"));
                 }
             }
@@ -191,10 +214,10 @@ fn check_card(image: &Path, expected: &Expected) -> Result<(), String> {
     }
 }
 
-/// The Pi 4's firmware files, unpacked with dpkg-deb from the .deb that
-/// `scripts/raspi-firmware/packages.lock` pins (in fetch.sh's cache, its
-/// SHA-256 checked here against the lock).
-fn pinned_firmware(scratch: &Path) -> Vec<(String, Vec<u8>)> {
+/// `card`'s firmware files and the licence, unpacked with dpkg-deb from the
+/// .deb that `scripts/raspi-firmware/packages.lock` pins (in fetch.sh's
+/// cache, its SHA-256 checked here against the lock).
+fn pinned_firmware(card: &Card, scratch: &Path) -> Vec<(String, Vec<u8>)> {
     let root = workspace_root();
     let lock = std::fs::read_to_string(root.join("scripts/raspi-firmware/packages.lock"))
         .expect("read the firmware lock");
@@ -217,20 +240,21 @@ fn pinned_firmware(scratch: &Path) -> Vec<(String, Vec<u8>)> {
     let _ = std::fs::remove_dir_all(&unpacked);
     output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked)).expect("dpkg-deb -x");
     let file = |path: &str| std::fs::read(unpacked.join(path)).expect(path);
-    vec![
-        (
-            "start4.elf".into(),
-            file("usr/lib/raspi-firmware/start4.elf"),
-        ),
-        (
-            "fixup4.dat".into(),
-            file("usr/lib/raspi-firmware/fixup4.dat"),
-        ),
-        (
-            "raspi-firmware.copyright".into(),
-            file("usr/share/doc/raspi-firmware/copyright"),
-        ),
-    ]
+    let mut files: Vec<(String, Vec<u8>)> = card
+        .firmware
+        .iter()
+        .map(|name| {
+            (
+                (*name).to_owned(),
+                file(&format!("usr/lib/raspi-firmware/{name}")),
+            )
+        })
+        .collect();
+    files.push((
+        "raspi-firmware.copyright".into(),
+        file("usr/share/doc/raspi-firmware/copyright"),
+    ));
+    files
 }
 
 /// A sparse copy of `image` at `copy`.
@@ -255,39 +279,42 @@ fn assert_caught(image: &Path, expected: &Expected, needle: &str) {
     }
 }
 
-#[test]
-fn sdcard_rpi4_image_holds_the_firmware_dtb_config_and_the_bundle_run_boots() {
-    if !chroma_systest::qemu_at_least(10, 0, "the raspi4b machine (--board rpi4)") {
-        return;
-    }
+/// Boots a probe pair with `xtask run` on `board`, writes `card`'s image for
+/// the same configuration, checks it, and shows that the check catches one
+/// thing wrong in each of five copies.
+fn card_holds_the_bundle_run_boots(card: &'static Card, board: Board) {
     // Boot the configuration with `xtask run` first: its probes pass, and
     // its bundle is what kernel8.img must be.
-    let name = "sdcard_rpi4";
+    let name = format!("sdcard_{}", card.board);
     let config = config_toml(&[
         Vm::new("probe", "probe").vcpus(2),
         Vm::new("probe2", "probe"),
     ]);
-    let run = boot(name, &config, Board::rpi4());
+    let run = boot(&name, &config, board);
     run.assert_vm_printed_in_order("probe", &expected_lines("probe"));
     run.assert_vm_never_printed("probe", "FAIL");
     run.assert_all_stopped(2, 0);
     run.assert_success();
     let root = workspace_root();
-    let scratch = root.join("target").join("systest").join(name);
+    let scratch = root.join("target").join("systest").join(&name);
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).unwrap();
     let config_path: PathBuf = root
         .join("target")
         .join("systest")
         .join(format!("{name}.toml"));
-    let bundle = std::fs::read(root.join("build/rpi4").join(format!("bundle-{name}.bin")))
-        .expect("the bundle xtask run booted");
+    let bundle = std::fs::read(
+        root.join("build")
+            .join(card.board)
+            .join(format!("bundle-{name}.bin")),
+    )
+    .expect("the bundle xtask run booted");
 
     // The card for the same configuration.
-    let image = scratch.join("chroma-rpi4.img");
+    let image = scratch.join(format!("chroma-{}.img", card.board));
     let mut sdcard = xtask_command();
     sdcard
-        .args(["sdcard", "--board", "rpi4", "--config"])
+        .args(["sdcard", "--board", card.board, "--config"])
         .arg(&config_path)
         .arg("-o")
         .arg(&image);
@@ -304,10 +331,11 @@ fn sdcard_rpi4_image_holds_the_firmware_dtb_config_and_the_bundle_run_boots() {
     assert!(stderr.contains("dd if="), "{stderr}");
 
     let expected = Expected {
-        firmware: pinned_firmware(&scratch),
+        card,
+        firmware: pinned_firmware(card, &scratch),
         dtb: (
-            "bcm2711-rpi-4-b.dtb".into(),
-            std::fs::read(root.join("build/linux/dtbs/bcm2711-rpi-4-b.dtb")).expect("the DTB"),
+            card.dtb.to_owned(),
+            std::fs::read(root.join("build/linux/dtbs").join(card.dtb)).expect("the DTB"),
         ),
         bundle,
     };
@@ -326,17 +354,18 @@ fn sdcard_rpi4_image_holds_the_firmware_dtb_config_and_the_bundle_run_boots() {
     std::fs::write(&kernel_file, &kernel).unwrap();
     output(
         mtools("mcopy", &flipped)
-            .args(["-o"])
+            .arg("-o")
             .arg(&kernel_file)
             .arg("::kernel8.img"),
     )
     .expect("mcopy the corrupted kernel8.img");
     assert_caught(&flipped, &expected, "kernel8.img differs");
-    // 2. A firmware file missing.
+    // 2. A firmware file missing (the last one: fixup*.dat).
     let missing = scratch.join("missing.img");
     copy_image(&image, &missing);
-    output(mtools("mdel", &missing).arg("::fixup4.dat")).expect("mdel fixup4.dat");
-    assert_caught(&missing, &expected, "fixup4.dat: ");
+    let gone = card.firmware[card.firmware.len() - 1];
+    output(mtools("mdel", &missing).arg(format!("::{gone}"))).expect("mdel");
+    assert_caught(&missing, &expected, &format!("{gone}: "));
     assert_caught(&missing, &expected, "files [");
     // 3. A file too many.
     let extra = scratch.join("extra.img");
@@ -351,11 +380,9 @@ fn sdcard_rpi4_image_holds_the_firmware_dtb_config_and_the_bundle_run_boots() {
     // 4. config.txt without the UART.
     let no_uart = scratch.join("no-uart.img");
     copy_image(&image, &no_uart);
-    let text = String::from_utf8(
-        output(mtools("mcopy", &image).args(["-n", "::config.txt", "-"])).unwrap(),
-    )
-    .unwrap();
+    let text = output(mtools("mcopy", &image).args(["-n", "::config.txt", "-"])).unwrap();
     let config_file = scratch.join("config.txt");
+    let text = String::from_utf8(text).unwrap();
     std::fs::write(&config_file, text.replace("enable_uart=1", "enable_uart=0")).unwrap();
     output(
         mtools("mcopy", &no_uart)
@@ -368,13 +395,15 @@ fn sdcard_rpi4_image_holds_the_firmware_dtb_config_and_the_bundle_run_boots() {
     // 5. A FAT16 partition type (0x0e) in the table.
     let retyped = scratch.join("retyped.img");
     copy_image(&image, &retyped);
-    output(
-        sfdisk()
-            .args(["--part-type"])
-            .arg(&retyped)
-            .args(["1", "e"]),
-    )
-    .expect("sfdisk --part-type");
+    output(sfdisk().arg("--part-type").arg(&retyped).args(["1", "e"])).expect("sfdisk --part-type");
     assert_caught(&retyped, &expected, "lacks type=c");
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+#[test]
+fn sdcard_rpi4_image_holds_the_firmware_dtb_config_and_the_bundle_run_boots() {
+    if !chroma_systest::qemu_at_least(10, 0, "the raspi4b machine (--board rpi4)") {
+        return;
+    }
+    card_holds_the_bundle_run_boots(&PI4, Board::rpi4());
 }

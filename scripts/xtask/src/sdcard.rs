@@ -502,6 +502,18 @@ pub fn run(args: &SdcardArgs) -> Result<ExitCode> {
         .config
         .clone()
         .unwrap_or_else(|| crate::qemu::default_config(args.board));
+    // Say so before a build if the image cannot be written where asked.
+    let parent = match args.output.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(format!(
+            "-o {}: {} is not a directory",
+            args.output.display(),
+            parent.display()
+        ));
+    }
     // The bundle exactly as `cargo xtask run` makes it for this board and
     // configuration (no run-time overrides: the file's cache mode and log
     // level stand).
