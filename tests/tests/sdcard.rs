@@ -3,7 +3,8 @@
 //! util-linux for the partition table, mtools for the FAT32 file system,
 //! `dpkg-deb` and `sha256sum` for the pinned firmware package):
 //!
-//! - one bootable FAT32 (type 0x0c, LBA) partition at 4 MiB;
+//! - one bootable FAT32 (type 0x0c, LBA) partition at 4 MiB, whose boot
+//!   sector counts the 8192 sectors before it as hidden;
 //! - exactly the expected files at its root;
 //! - `config.txt` with the settings the firmware needs;
 //! - the device tree byte-equal to `build/linux/dtbs/`'s, the firmware
@@ -15,7 +16,8 @@
 //!
 //! The negative controls change one thing each in a copy of the image (a
 //! byte of `kernel8.img`, a missing firmware file, an extra file, a
-//! `config.txt` without the UART, the partition type) and the same check
+//! `config.txt` without the UART, the partition type, the boot sector's
+//! hidden sectors) and the same check
 //! must fail on each, naming it.
 //!
 //! Every test is named `sdcard_...` (`scripts/test.sh sdcard`).
@@ -137,6 +139,15 @@ fn check_card(image: &Path, expected: &Expected) -> Result<(), String> {
     if fs_type != Some(&b"FAT32   "[..]) {
         problems.push(format!(
             "boot sector's file system type is {fs_type:?}, not FAT32"
+        ));
+    }
+    // Its hidden sectors (BPB_HiddSec at 0x1c): the partition's start.
+    let hidden = usize::try_from(PARTITION_OFFSET)
+        .ok()
+        .and_then(|offset| raw.get(offset + 0x1c..offset + 0x20));
+    if hidden != Some(&8192u32.to_le_bytes()[..]) {
+        problems.push(format!(
+            "boot sector's hidden sectors are {hidden:?}, not 8192"
         ));
     }
 
@@ -397,6 +408,19 @@ fn card_holds_the_bundle_run_boots(card: &'static Card, board: Board) {
     copy_image(&image, &retyped);
     output(sfdisk().arg("--part-type").arg(&retyped).args(["1", "e"])).expect("sfdisk --part-type");
     assert_caught(&retyped, &expected, "lacks type=c");
+    // 6. A boot sector that counts no hidden sectors (what fatfs alone writes).
+    let unhidden = scratch.join("unhidden.img");
+    copy_image(&image, &unhidden);
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&unhidden)
+            .unwrap();
+        file.seek(SeekFrom::Start(PARTITION_OFFSET + 0x1c)).unwrap();
+        file.write_all(&[0; 4]).unwrap();
+    }
+    assert_caught(&unhidden, &expected, "hidden sectors are");
     let _ = std::fs::remove_dir_all(&scratch);
 }
 

@@ -354,7 +354,49 @@ pub fn write_image(path: &Path, files: &[CardFile]) -> Result<()> {
     }
     fs.unmount()
         .map_err(|error| at("closing the FAT32", &error))?;
+    set_hidden_sectors(&mut file, starting_lba).map_err(|error| at("boot sector", &error))?;
     file.sync_all().map_err(|error| at("cannot sync", &error))
+}
+
+/// Offset of BPB_HiddSec (u32) in a FAT boot sector: the sectors before the
+/// partition. `fatfs` formats a volume as if it started the disk and leaves
+/// it 0; `mkfs.fat` and the Raspberry Pi's own images set the partition's
+/// start, and firmware that reads it should find the truth.
+const HIDDEN_SECTORS_OFFSET: usize = 0x1c;
+/// Offset of BPB_BkBootSec (u16) in a FAT32 boot sector: where the backup
+/// copy of the boot sector is, in sectors from the partition's start.
+const BACKUP_BOOT_SECTOR_OFFSET: usize = 0x32;
+
+/// Writes `hidden` into BPB_HiddSec of the FAT32 boot sector at
+/// [`PARTITION_START_BYTES`] and of its backup copy (Microsoft's FAT
+/// specification, "Boot Sector and BPB"; fatfs 0.3 offers no option for it).
+fn set_hidden_sectors(file: &mut File, hidden: u32) -> std::io::Result<()> {
+    use std::io::{Seek as _, SeekFrom};
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let mut sector = [0u8; 512];
+    file.seek(SeekFrom::Start(PARTITION_START_BYTES))?;
+    file.read_exact(&mut sector)?;
+    if sector[510..] != [0x55, 0xaa] {
+        return Err(invalid("no boot sector signature"));
+    }
+    let backup = u16::from_le_bytes([
+        sector[BACKUP_BOOT_SECTOR_OFFSET],
+        sector[BACKUP_BOOT_SECTOR_OFFSET + 1],
+    ]);
+    for at_sector in [0, u64::from(backup)] {
+        let offset = PARTITION_START_BYTES + at_sector * SECTOR_BYTES;
+        file.seek(SeekFrom::Start(offset))?;
+        file.read_exact(&mut sector)?;
+        if sector[510..] != [0x55, 0xaa] {
+            return Err(invalid("no signature on the backup boot sector"));
+        }
+        sector[HIDDEN_SECTORS_OFFSET..HIDDEN_SECTORS_OFFSET + 4]
+            .copy_from_slice(&hidden.to_le_bytes());
+        file.seek(SeekFrom::Start(offset))?;
+        file.write_all(&sector)?;
+    }
+    Ok(())
 }
 
 /// What [`read_image`] found on a card image.
@@ -372,6 +414,8 @@ pub struct CardContents {
     pub partition_count: usize,
     /// Whether the file system is FAT32.
     pub fat32: bool,
+    /// BPB_HiddSec of the partition's boot sector.
+    pub hidden_sectors: u32,
     /// The files at the root, with their contents, sorted by name.
     pub files: Vec<CardFile>,
 }
@@ -401,6 +445,14 @@ pub fn read_image(path: &Path) -> Result<CardContents> {
     );
     let start = u64::from(starting_lba) * SECTOR_BYTES;
     let end = start + u64::from(sectors) * SECTOR_BYTES;
+    let hidden_sectors = {
+        use std::io::{Seek as _, SeekFrom};
+        let mut field = [0u8; 4];
+        file.seek(SeekFrom::Start(start + HIDDEN_SECTORS_OFFSET as u64))
+            .and_then(|_| file.read_exact(&mut field))
+            .map_err(|error| at("boot sector", &error))?;
+        u32::from_le_bytes(field)
+    };
     let slice = fscommon::StreamSlice::new(&mut file, start, end)
         .map_err(|error| at("partition", &error))?;
     let fs = fatfs::FileSystem::new(slice, fatfs::FsOptions::new())
@@ -429,6 +481,7 @@ pub fn read_image(path: &Path) -> Result<CardContents> {
         bootable,
         partition_count: used.len(),
         fat32: fs.fat_type() == fatfs::FatType::Fat32,
+        hidden_sectors,
         files,
     })
 }
@@ -462,6 +515,12 @@ pub fn check_contents(contents: &CardContents, files: &[CardFile]) -> Result<()>
     }
     if !contents.fat32 {
         problems.push("the file system is not FAT32".to_owned());
+    }
+    if contents.hidden_sectors != contents.starting_lba {
+        problems.push(format!(
+            "the boot sector says {} hidden sectors, the partition starts at {}",
+            contents.hidden_sectors, contents.starting_lba
+        ));
     }
     let mut expected: Vec<&CardFile> = files.iter().collect();
     expected.sort_by(|a, b| a.name.cmp(&b.name));
@@ -685,6 +744,13 @@ mod tests {
         assert_eq!(u64::from(contents.sectors) * SECTOR_BYTES, 256 << 20);
         assert_eq!(contents.partition_type, 0x0c);
         assert!(contents.bootable && contents.fat32);
+        // Both copies of the boot sector (the backup at sector 6) name the
+        // partition's start as its hidden sectors.
+        let raw = std::fs::read(&image).unwrap();
+        for sector in [0usize, 6] {
+            let at = (4 << 20) + sector * 512 + HIDDEN_SECTORS_OFFSET;
+            assert_eq!(raw[at..at + 4], 8192u32.to_le_bytes(), "sector {sector}");
+        }
         check_contents(&contents, &files).unwrap();
         assert_eq!(std::fs::metadata(&image).unwrap().len(), (4 + 256) << 20);
         // The same inputs give the same bytes.
