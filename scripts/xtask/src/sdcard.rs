@@ -140,6 +140,11 @@ pub fn layout(board: Board) -> Result<&'static CardLayout> {
 /// "Raspberry Pi: SD card" says what to do if the console stays silent).
 /// On the Pi 3, `enable_uart=1` also fixes the core clock at 250 MHz, which
 /// the mini UART's baud rate is derived from.
+///
+/// Left at the firmware's defaults: `arm_boost` (the Pi 4's 1.8 GHz ARM
+/// clock on newer boards: nothing chroma relies on), and
+/// `disable_commandline_tags` (with a device tree there are no ATAGs to
+/// keep out of the way).
 pub fn config_txt(layout: &CardLayout) -> String {
     format!(
         "\
