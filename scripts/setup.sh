@@ -22,6 +22,8 @@
 #     needs 10 says so; and device-tree-compiler;
 #   - python3, curl and xz-utils (the Linux guest is built from Debian's
 #     archive; some system tests use them on the host), procps (kill);
+#   - mtools and fdisk (sfdisk): the SD-card test reads `cargo xtask
+#     sdcard`'s image with them, a reader independent of the one that wrote it;
 #   - gdb-multiarch (optional: only warns when it cannot be installed);
 #   - cargo-fuzz with `cargo install` (optional: without it the fuzz smoke
 #     stage fails and says why).
@@ -249,6 +251,8 @@ runs dtc || want device-tree-compiler
 runs python3 || want python3
 runs curl || want curl
 runs xz || want xz-utils
+runs mtools -V || want mtools
+runs sfdisk --version || want fdisk
 # The system tests run kill(1) (not the shell's builtin).
 type -P kill >/dev/null || want procps
 
@@ -291,6 +295,8 @@ if [ "$INSTALLED" -eq 1 ]; then
     runs c++ || failed+=("c++ (g++)")
     runs dtc || failed+=("dtc (device-tree-compiler)")
     for tool in python3 curl xz; do runs "$tool" || failed+=("$tool"); done
+    runs mtools -V || failed+=("mtools")
+    runs sfdisk --version || failed+=("sfdisk (fdisk)")
     [ "${#failed[@]}" -eq 0 ] || die "these still do not run: ${failed[*]}"
     cargo fmt --version >/dev/null 2>&1 </dev/null \
         || log "warning: \`cargo fmt\` does not run for $(command -v cargo) (rustup: rustup component add rustfmt)"

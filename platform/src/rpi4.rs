@@ -10,9 +10,10 @@ const PM_BASE: usize = 0xfe10_0000;
 /// Raspberry Pi 4 Model B.
 pub const BOARD: Board = Board {
     name: "rpi4",
-    // The PL011 (UART0): QEMU's first serial port, and GPIO 14/15 on the
-    // board with `enable_uart=1` and the Bluetooth overlay off.
-    early_uart: 0xfe20_1000,
-    early_uart_model: crate::uart::UartModel::Pl011,
+    // The mini UART: GPIO 14/15 on the board with `enable_uart=1` (the
+    // PL011 drives Bluetooth there), and its device tree's `stdout-path`
+    // (serial1). Under QEMU it is the second serial port.
+    early_uart: 0xfe21_5040,
+    early_uart_model: crate::uart::UartModel::MiniUart,
     power_off: PowerOff::Bcm2835Watchdog { base: PM_BASE },
 };

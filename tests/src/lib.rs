@@ -283,6 +283,17 @@ impl Board {
         }
     }
 
+    /// The Raspberry Pi 3 B, QEMU's `raspi3b` (QEMU 10.0 or later): fixed
+    /// at 4 Cortex-A53 CPUs, 960 MiB, no GIC (the guests' GICv2 is
+    /// emulated in software) and no NIC; its console is the mini UART. A
+    /// 120 s timeout, as the Pi 4's.
+    pub fn rpi3() -> Self {
+        Board {
+            name: "rpi3",
+            ..Board::rpi4()
+        }
+    }
+
     /// Whether this is the ARMv7 board.
     pub fn is_arm(&self) -> bool {
         self.name == "qemu-virt-arm"
@@ -293,7 +304,12 @@ impl Board {
     /// are not its own, so [`boot_file`] and the interactive boots pass
     /// neither there).
     pub fn takes_machine_options(&self) -> bool {
-        self.name != "rpi4"
+        !self.is_pi()
+    }
+
+    /// Whether this is a Raspberry Pi board (a fixed QEMU machine).
+    pub fn is_pi(&self) -> bool {
+        matches!(self.name, "rpi3" | "rpi4")
     }
 
     /// The `xtask run` options that select this board.

@@ -14,6 +14,7 @@ mod layering;
 mod lints;
 mod process;
 mod qemu;
+mod sdcard;
 mod soak;
 mod testing;
 mod toolchain;
@@ -48,6 +49,10 @@ enum Command {
     /// resetting one every few minutes, and fail if the hypervisor's heap or
     /// frame high-water marks keep growing, traffic stops or anything fails.
     Soak(soak::SoakArgs),
+    /// Write a bootable Raspberry Pi SD-card image: the pinned firmware, the
+    /// board's device tree, config.txt and kernel8.img (the bundle `run`
+    /// boots for the same configuration) on a FAT32 partition.
+    Sdcard(sdcard::SdcardArgs),
     /// Run the cache aliasing oracle (arguments are passed through).
     Oracle {
         /// Arguments for the oracle, e.g. `--quick`.
@@ -128,7 +133,8 @@ pub const RPI4: PiMachine = PiMachine {
     cpu: "cortex-a72",
     dtb: "bcm2711-rpi-4-b.dtb",
     cntfrq_hz: 54_000_000,
-    console_serial: 0,
+    // Its device tree's stdout-path is the mini UART (serial1), too.
+    console_serial: 1,
     description: "4 Cortex-A72 CPUs, 960 MiB of RAM, a GICv2",
 };
 
@@ -230,6 +236,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::QemuVersion(args) => emulator::print_version(&args),
         Command::Soak(args) => soak::run(&args),
+        Command::Sdcard(args) => sdcard::run(&args),
         Command::Oracle { args } => testing::oracle(&args),
     };
     match outcome {

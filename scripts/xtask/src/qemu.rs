@@ -199,11 +199,9 @@ impl RunArgs {
             if self.cpu.is_some() {
                 return Err(format!("--cpu: {fixed}; leave --cpu out"));
             }
-            return Ok(MachineFacts {
-                physical_cpus: crate::PI_CPUS,
-                ram_bytes: crate::PI_RAM_BYTES,
-                board: self.board,
-            });
+        }
+        if let Some(fixed) = fixed_machine(self.board) {
+            return Ok(fixed);
         }
         Ok(MachineFacts {
             physical_cpus: self.smp(),
@@ -211,6 +209,18 @@ impl RunArgs {
             board: self.board,
         })
     }
+}
+
+/// The fixed machine of a Raspberry Pi board as QEMU models it (what a
+/// configuration for the board is checked against; the hypervisor reads the
+/// real board's memory from the device tree at boot), or `None` for QEMU
+/// `virt`, whose machine `run`'s options choose.
+pub fn fixed_machine(board: Board) -> Option<MachineFacts> {
+    board.pi().map(|_| MachineFacts {
+        physical_cpus: crate::PI_CPUS,
+        ram_bytes: crate::PI_RAM_BYTES,
+        board,
+    })
 }
 
 /// Builds, bundles and boots.
@@ -224,15 +234,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         .config
         .clone()
         .unwrap_or_else(|| default_config(args.board));
-    // The Linux guest comes from Debian's archive: fetch it when needed.
-    if crate::images::config_uses_linux(&config) {
-        crate::images::ensure_linux_images()?;
-    }
-    if crate::images::config_uses_linux_armhf(&config) {
-        crate::images::ensure_linux_armhf_images()?;
-    }
     // Refuse a broken configuration before spending time on a build.
-    let (manifest_bytes, uplink) = manifest_and_uplink(&config, &machine, &options)?;
+    let (manifest_bytes, uplink) = checked_manifest(&config, &machine, &options)?;
     // The Raspberry Pi 4 needs QEMU 10's raspi4b and boots with its device
     // tree, from the arm64 Linux guest's Debian package (checked after the
     // configuration, so that a refusal needs neither).
@@ -259,17 +262,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             .map(|f| parse_forward(f))
             .collect::<Result<_>>()?
     };
-    let images = if args.no_build {
-        let board = board_dir(args.board);
-        Images {
-            hypervisor_elf: elf_path(args.board),
-            hypervisor_bin: board.join("chroma.bin"),
-            guests_dir: crate::images::guests_dir_for(args.board),
-        }
-    } else {
-        build_all(args.board)?
-    };
-    let bundle_path = write_bundle(&images.hypervisor_bin, &manifest_bytes, args.board, &config)?;
+    let (images, bundle_path) = build_bundle(args.board, &config, &manifest_bytes, args.no_build)?;
     let mut qemu = qemu_command(args, &bundle_path, uplink.then_some(forwards.as_slice()));
     if uplink {
         for f in &forwards {
@@ -312,6 +305,49 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         run_qemu(&mut qemu, timeout)?
     };
     Ok(ExitCode::from(code))
+}
+
+/// Checks the configuration at `config` for `machine` and returns its
+/// manifest bytes and whether a switch has the uplink, fetching the Debian
+/// Linux guest first when the configuration boots it. With [`build_bundle`],
+/// the one way to a bundle: `run` boots it and `sdcard` writes it to the card
+/// as `kernel8.img`, so both are byte-identical for the same configuration,
+/// board and options.
+pub fn checked_manifest(
+    config: &Path,
+    machine: &MachineFacts,
+    options: &ManifestOptions,
+) -> Result<(Vec<u8>, bool)> {
+    // The Linux guest comes from Debian's archive: fetch it when needed.
+    if crate::images::config_uses_linux(config) {
+        crate::images::ensure_linux_images()?;
+    }
+    if crate::images::config_uses_linux_armhf(config) {
+        crate::images::ensure_linux_armhf_images()?;
+    }
+    manifest_and_uplink(config, machine, options)
+}
+
+/// Builds `board`'s images (unless `no_build`: those already in `build/`)
+/// and writes the bundle of `manifest` ([`write_bundle`]); returns the
+/// images and the bundle's path.
+pub fn build_bundle(
+    board: Board,
+    config: &Path,
+    manifest: &[u8],
+    no_build: bool,
+) -> Result<(Images, PathBuf)> {
+    let images = if no_build {
+        Images {
+            hypervisor_elf: elf_path(board),
+            hypervisor_bin: board_dir(board).join("chroma.bin"),
+            guests_dir: crate::images::guests_dir_for(board),
+        }
+    } else {
+        build_all(board)?
+    };
+    let bundle_path = write_bundle(&images.hypervisor_bin, manifest, board, config)?;
+    Ok((images, bundle_path))
 }
 
 /// The board's default configuration in the workspace's `configs/`

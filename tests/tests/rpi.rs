@@ -1,29 +1,77 @@
-//! chroma on the Raspberry Pi 4 board (`--board rpi4`: QEMU 10's `raspi4b`
-//! with Debian's `bcm2711-rpi-4-b.dtb` and the real board's 54 MHz timer):
-//! the first slice of issue 12. chroma starts at 0x80000 in EL2, brings up
-//! the other three cores through the spin table, drives the GIC-400 and its
-//! virtual interface, keeps the firmware's `/memreserve/` page, and ends
-//! the run with the BCM2711 watchdog (there is no PSCI). The guests see the
-//! same QEMU `virt` machine as on the other boards, so the 64-bit test
-//! guests run unchanged:
+//! chroma on the Raspberry Pi boards, under QEMU 10 with Debian's device
+//! trees and the real boards' timer frequencies:
+//!
+//! - `--board rpi4` (`raspi4b`, `bcm2711-rpi-4-b.dtb`, 54 MHz): the
+//!   GIC-400 and its virtual interface, the PL011 console;
+//! - `--board rpi3` (`raspi3b`, `bcm2837-rpi-3-b.dtb`, 19.2 MHz): no GIC,
+//!   the BCM2836 local controller for the hypervisor's timer and mailbox
+//!   IPIs, the guests' whole GICv2 emulated in software and raised with
+//!   HCR_EL2.VI, and the mini UART console its device tree names.
+//!
+//! On both, chroma starts at 0x80000 in EL2, brings up the other three
+//! cores through the spin table, keeps the firmware's `/memreserve/` page,
+//! and ends the run with the watchdog (there is no PSCI). The guests see
+//! the same QEMU `virt` machine as on the other boards, so the 64-bit test
+//! guests and Debian's arm64 Linux run unchanged. Each scenario runs on
+//! both boards:
 //!
 //! - the probe pair (a probe with 2 vCPUs on two cores beside another);
 //! - the crasher faulting beside a probe (stopped alone);
 //! - netsvc and netclient moving 16 MiB over TCP and pinging both ways
-//!   through the switch, normal and in the forced colour and maintain mode.
+//!   through the switch, normal and in the forced colour and maintain mode;
+//! - two Linux guests with 2 vCPUs each pinging and moving 64 MiB with
+//!   sha256 at both ends.
 //!
-//! Every test is named `rpi4_...` (`scripts/test.sh rpi4`).
+//! Tests are named `rpi3_...` and `rpi4_...` (`scripts/test.sh rpi`).
 
 use chroma_systest::{
     boot, boot_with, config_toml, expected_lines, guest_image, Board, Outcome, Vm,
 };
 
-/// The Pi 4 board with a timeout of `seconds`.
-fn pi4(seconds: u64) -> Board {
+/// `board` with a timeout of `seconds`.
+fn with_timeout(board: Board, seconds: u64) -> Board {
     Board {
         timeout_seconds: seconds,
-        ..Board::rpi4()
+        ..board
     }
+}
+
+/// The board's generic timer frequency, as its guests read it.
+fn timer_hz(board: &Board) -> u64 {
+    match board.name {
+        "rpi3" => 19_200_000,
+        _ => 54_000_000,
+    }
+}
+
+/// Runs `scenario` as the test `name` on each Pi board's wrapper below.
+macro_rules! on_both_pis {
+    ($($scenario:ident => $rpi3:ident, $rpi4:ident;)*) => {
+        $(
+            #[test]
+            fn $rpi3() {
+                $scenario(Board::rpi3());
+            }
+            #[test]
+            fn $rpi4() {
+                $scenario(Board::rpi4());
+            }
+        )*
+    };
+}
+
+on_both_pis! {
+    probes_side_by_side_on_four_cores
+        => rpi3_probes_side_by_side_on_four_cores, rpi4_probes_side_by_side_on_four_cores;
+    a_faulting_vm_stops_alone
+        => rpi3_a_faulting_vm_stops_alone, rpi4_a_faulting_vm_stops_alone;
+    vm_to_vm_tcp_16mib_and_icmp_both_ways
+        => rpi3_vm_to_vm_tcp_16mib_and_icmp_both_ways, rpi4_vm_to_vm_tcp_16mib_and_icmp_both_ways;
+    vm_to_vm_in_forced_colour_and_maintain_mode
+        => rpi3_vm_to_vm_in_forced_colour_and_maintain_mode, rpi4_vm_to_vm_in_forced_colour_and_maintain_mode;
+    two_linux_guests_ping_and_move_64mib_with_sha256_at_both_ends
+        => rpi3_two_linux_guests_ping_and_move_64mib_with_sha256_at_both_ends,
+           rpi4_two_linux_guests_ping_and_move_64mib_with_sha256_at_both_ends;
 }
 
 /// Probe `vm` printed `expected` in order, no failed check, and powered off.
@@ -33,13 +81,16 @@ fn assert_probe_finished(run: &Outcome, vm: &str, expected: &[String]) {
     run.assert_stopped(vm, "powered off");
 }
 
-#[test]
-fn rpi4_probes_side_by_side_on_four_cores() {
+fn probes_side_by_side_on_four_cores(board: Board) {
     let config = config_toml(&[
         Vm::new("probe", "probe").vcpus(2).cpus(&[2, 3]),
         Vm::new("probe2", "probe"),
     ]);
-    let run = boot("rpi4_probes", &config, pi4(60));
+    let run = boot(
+        &format!("{}_probes", board.name),
+        &config,
+        with_timeout(board, 60),
+    );
     // The spin table released the other three cores.
     assert!(
         run.hypervisor_lines()
@@ -54,20 +105,23 @@ fn rpi4_probes_side_by_side_on_four_cores() {
         .filter(|line| !line.contains("vcpu 1"))
         .collect();
     assert_probe_finished(&run, "probe2", &single);
-    // The guest reads the board's counter frequency (the real Pi 4's).
-    run.assert_vm_printed_containing("probe", "timer 54000000 Hz");
+    // The guest reads the board's counter frequency (the real board's).
+    run.assert_vm_printed_containing("probe", &format!("timer {} Hz", timer_hz(&board)));
     run.assert_all_stopped(2, 0);
     // The watchdog reset ended QEMU right after the summary.
     run.assert_success();
 }
 
-#[test]
-fn rpi4_a_faulting_vm_stops_alone() {
+fn a_faulting_vm_stops_alone(board: Board) {
     let config = config_toml(&[
         Vm::new("crasher", "crasher").cmdline("crasher.mode=fault"),
         Vm::new("probe", "probe").vcpus(2),
     ]);
-    let run = boot("rpi4_crasher_fault", &config, pi4(90));
+    let run = boot(
+        &format!("{}_crasher_fault", board.name),
+        &config,
+        with_timeout(board, 90),
+    );
     run.assert_vm_printed_containing(
         "crasher",
         "crasher: fault at 0x0d000000: synchronous external abort",
@@ -120,18 +174,17 @@ fn assert_traffic(run: &Outcome) {
     run.assert_success();
 }
 
-#[test]
-fn rpi4_vm_to_vm_tcp_16mib_and_icmp_both_ways() {
-    let run = boot("rpi4_net_pair", &net_pair(), pi4(150));
+fn vm_to_vm_tcp_16mib_and_icmp_both_ways(board: Board) {
+    let name = format!("{}_net_pair", board.name);
+    let run = boot(&name, &net_pair(), with_timeout(board, 150));
     assert_traffic(&run);
 }
 
-#[test]
-fn rpi4_vm_to_vm_in_forced_colour_and_maintain_mode() {
+fn vm_to_vm_in_forced_colour_and_maintain_mode(board: Board) {
     let run = boot_with(
-        "rpi4_net_pair_forced",
+        &format!("{}_net_pair_forced", board.name),
         &net_pair(),
-        pi4(150),
+        with_timeout(board, 150),
         &["--force-cache"],
     );
     assert_traffic(&run);
@@ -167,8 +220,7 @@ fn linux_vm(name: &str, cpus: [u32; 2], mac: &str, words: &str) -> String {
 /// "two" pings "one" and fetches 64 MiB from its httpd over TCP through
 /// chroma's switch, with the sha256 equal at both ends (issue 12 item 3);
 /// both power off and the watchdog ends the run.
-#[test]
-fn rpi4_two_linux_guests_ping_and_move_64mib_with_sha256_at_both_ends() {
+fn two_linux_guests_ping_and_move_64mib_with_sha256_at_both_ends(board: Board) {
     let config = format!(
         "[[switch]]\nname = \"lan0\"\n\n{}{}",
         linux_vm(
@@ -184,7 +236,11 @@ fn rpi4_two_linux_guests_ping_and_move_64mib_with_sha256_at_both_ends() {
             "chroma.ip=10.0.2.32/24 chroma.ping=10.0.2.31 chroma.fetch=10.0.2.31 chroma.poweroff"
         ),
     );
-    let run = boot("rpi4_linux_pair", &config, pi4(240));
+    let run = boot(
+        &format!("{}_linux_pair", board.name),
+        &config,
+        with_timeout(board, 240),
+    );
     for vm in ["one", "two"] {
         run.assert_vm_printed_containing(vm, "linux-guest: network up");
         run.assert_vm_never_printed(vm, "Kernel panic");
