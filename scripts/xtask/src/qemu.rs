@@ -669,6 +669,8 @@ mod tests {
             ("rpi4 interactive", &["--board", "rpi4"][..]),
             ("rpi4 headless", &["--board", "rpi4", "--headless"][..]),
             ("rpi4 gdb", &["--board", "rpi4", "--gdb"][..]),
+            ("rpi3 interactive", &["--board", "rpi3"][..]),
+            ("rpi3 headless", &["--board", "rpi3", "--headless"][..]),
         ] {
             lines.push((
                 name.to_owned(),
@@ -684,7 +686,7 @@ mod tests {
     #[test]
     fn no_command_line_enables_semihosting_or_another_way_out() {
         let lines = every_command_line();
-        assert_eq!(lines.len(), 19, "{lines:?}");
+        assert_eq!(lines.len(), 21, "{lines:?}");
         for (name, text) in &lines {
             // Semihosting would let a guest at EL1 end the run or reach host files.
             assert!(!text.contains("semihosting"), "{name}: {text}");
@@ -698,7 +700,6 @@ mod tests {
                 "9p",
                 "-drive",
                 "-monitor stdio",
-                "mon:",
                 "-serial file",
                 "-serial pipe",
                 "-serial unix",
@@ -706,9 +707,18 @@ mod tests {
             ] {
                 assert!(!text.contains(banned), "{name}: {banned} in {text}");
             }
+            // QEMU's monitor only where -nographic puts it anyway: on the
+            // terminal's multiplexer (Ctrl-] c), which an interactive Pi run
+            // names itself for its console's serial port.
+            if text.contains("mon:") {
+                assert!(
+                    text.contains("-nographic") && text.contains("-serial mon:stdio"),
+                    "{name}: {text}"
+                );
+            }
             // No NIC that needs an option ROM: either none, or a virtio-mmio one
             // on a user or socket netdev; the raspi4b machine models none.
-            if text.contains("-M raspi4b") {
+            if text.contains("-M raspi") {
                 assert!(
                     !text.contains("-nic") && !text.contains("-netdev"),
                     "{name}: {text}"
@@ -820,6 +830,44 @@ mod tests {
     }
 
     #[test]
+    fn rpi3_runs_raspi3b_with_its_device_tree_19_2_mhz_and_the_mini_uart() {
+        let command = qemu_command(
+            &args(&["--board", "rpi3", "--headless"]),
+            Path::new("/b.bin"),
+            None,
+        );
+        let text = line(&command);
+        let dtb = crate::images::pi_dtb(crate::RPI3);
+        assert!(dtb.ends_with("build/linux/dtbs/bcm2837-rpi-3-b.dtb"));
+        assert!(
+            text.contains(&format!(
+                "-M raspi3b -dtb {} -global cortex-a53-arm-cpu.cntfrq=19200000",
+                dtb.display()
+            )),
+            "{text}"
+        );
+        // The PL011 (serial port 1) goes nowhere; the mini UART is the console.
+        assert!(text.contains("-serial null -serial stdio"), "{text}");
+        let interactive = line(&qemu_command(
+            &args(&["--board", "rpi3"]),
+            Path::new("/b.bin"),
+            None,
+        ));
+        assert!(
+            interactive.contains("-nographic -echr 29 -serial null -serial mon:stdio"),
+            "{interactive}"
+        );
+        // Its machine is fixed as the Pi 4's is.
+        let refused = args(&["--board", "rpi3", "--smp", "2"])
+            .machine()
+            .unwrap_err();
+        assert!(
+            refused.contains("raspi3b") && refused.contains("--smp"),
+            "{refused}"
+        );
+    }
+
+    #[test]
     fn rpi4_runs_the_fixed_raspi4b_with_its_device_tree_and_timer() {
         let command = qemu_command(
             &args(&["--board", "rpi4", "--headless"]),
@@ -840,8 +888,9 @@ mod tests {
             command.get_program(),
             crate::emulator::qemu().path.as_os_str()
         );
+        // The console is the mini UART its device tree names: serial port 2.
         assert!(
-            text.contains("-display none -monitor none -serial stdio"),
+            text.contains("-display none -monitor none -serial null -serial stdio"),
             "{text}"
         );
         assert!(text.contains("-no-reboot"), "{text}");
