@@ -7,6 +7,7 @@ mod bench_net;
 mod bundle;
 mod config;
 mod emulator;
+mod hil;
 mod host_tools;
 mod images;
 #[cfg(test)]
@@ -48,6 +49,13 @@ enum Command {
     /// resetting one every few minutes, and fail if the hypervisor's heap or
     /// frame high-water marks keep growing, traffic stops or anything fails.
     Soak(soak::SoakArgs),
+    /// Run the board-capable system tests against a real board over its
+    /// serial console, power-cycling it with a command of yours.
+    Hil(hil::HilArgs),
+    /// Print the QEMU command line that stands in for a real board, NUL-separated
+    /// (for scripts/hil/qemu-board.sh).
+    #[command(hide = true)]
+    QemuStandIn(hil::StandInArgs),
     /// Run the cache aliasing oracle (arguments are passed through).
     Oracle {
         /// Arguments for the oracle, e.g. `--quick`.
@@ -179,6 +187,8 @@ fn main() -> ExitCode {
         Command::QemuVersion(args) => emulator::print_version(&args),
         Command::Soak(args) => soak::run(&args),
         Command::Oracle { args } => testing::oracle(&args),
+        Command::Hil(args) => hil::run_hil(&args),
+        Command::QemuStandIn(args) => hil::print_stand_in(&args),
     };
     match outcome {
         Ok(code) => code,
