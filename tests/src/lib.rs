@@ -356,6 +356,7 @@ pub fn boot_file(test_name: &str, config_path: &Path, board: Board, options: &[&
     }
     command.args(board.run_options());
     command.args(["--timeout", &board.timeout_seconds.to_string()]);
+    command.args(hil_run_options());
     command.stdin(Stdio::null());
     eprintln!("systest: {test_name}: {command:?}");
     let output = run_with_deadline(command, Duration::from_secs(board.timeout_seconds + 600));
@@ -370,6 +371,25 @@ pub fn boot_file(test_name: &str, config_path: &Path, board: Board, options: &[&
     );
     outcome.assert_status_agrees_with_console();
     outcome
+}
+
+/// The `xtask run` options that boot a real board over its serial line
+/// instead of QEMU (`--serial`, `--baud`, `--power`), when `cargo xtask hil`
+/// runs the board-capable tests: it names them in `CHROMA_HIL_SERIAL`,
+/// `CHROMA_HIL_BAUD` and `CHROMA_HIL_POWER`. Empty otherwise.
+pub fn hil_run_options() -> Vec<std::ffi::OsString> {
+    let mut options = Vec::new();
+    let Some(serial) = std::env::var_os("CHROMA_HIL_SERIAL") else {
+        return options;
+    };
+    options.extend(["--serial".into(), serial]);
+    if let Some(baud) = std::env::var_os("CHROMA_HIL_BAUD") {
+        options.extend(["--baud".into(), baud]);
+    }
+    if let Some(power) = std::env::var_os("CHROMA_HIL_POWER") {
+        options.extend(["--power".into(), power]);
+    }
+    options
 }
 
 /// `xtask` as the user runs it, or the binary `cargo xtask test` named.
@@ -548,9 +568,12 @@ impl Outcome {
         );
     }
 
-    /// True when xtask started QEMU (it prints the command line first).
+    /// True when xtask started QEMU (it prints the command line first) or
+    /// switched a real board on (`xtask: hil: powering on ...`).
     fn qemu_started(&self) -> bool {
-        self.stderr.contains("qemu-system-aarch64 -M") || self.stderr.contains("qemu-system-arm -M")
+        self.stderr.contains("qemu-system-aarch64 -M")
+            || self.stderr.contains("qemu-system-arm -M")
+            || self.stderr.contains("xtask: hil: powering on ")
     }
 
     /// Panics unless xtask exited non-zero on its own (not killed, not timed out).
