@@ -65,7 +65,7 @@ pub struct BoardLink {
     #[arg(long, value_name = "DEV", requires = "power")]
     pub serial: Option<PathBuf>,
     /// Baud rate of --serial [default: 115200].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub baud: Option<u32>,
     /// With --serial: the shell command that switches the board off and on
     /// (CHROMA_HIL_ACTION=off|on, CHROMA_HIL_IMAGE=the bundle to boot,
@@ -535,12 +535,15 @@ pub fn run_on_board(args: &RunArgs, bundle: &Path) -> Result<ExitCode> {
         power.image.display(),
         serial.display()
     );
-    let timeout = args.timeout.map(Duration::from_secs);
-    let deadline = timeout.map(|timeout| Instant::now() + timeout);
     if let Err(error) = power.switch("on") {
         let _ = power.switch("off");
         return Err(error);
     }
+    // From the moment the command says the board is on (copying the image
+    // may take a while; what the board prints meanwhile waits in the line's
+    // buffer).
+    let timeout = args.timeout.map(Duration::from_secs);
+    let deadline = timeout.map(|timeout| Instant::now() + timeout);
     let mut watch = ConsoleWatch::default();
     let end = read_console(&mut port, deadline, &mut std::io::stdout(), &mut watch);
     // Off before judging, whatever happened: a Pi would boot again.
