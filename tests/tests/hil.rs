@@ -8,7 +8,8 @@
 //! - two board-capable tests pass, each on a freshly powered board booting
 //!   its own bundle, and the board is off at the end;
 //! - negative controls: a board whose serial port is unconnected times out
-//!   (and is switched off), a failing power command fails the run, and bad
+//!   (and is switched off), a failing power command fails the run and the
+//!   board test (so `xtask hil` exits 1), and bad
 //!   input (a missing device, a QEMU-only board, a filter that selects
 //!   nothing) is refused with a clear error.
 //!
@@ -274,6 +275,35 @@ fn hil_a_failing_power_command_fails_the_run() {
     );
     // The board was never read: no console line.
     assert!(!text(&output.stdout).contains("chroma: "));
+
+    // Through the runner: the board test fails, and so does `xtask hil`.
+    let serial = stand_in.serial().display().to_string();
+    let output = xtask(
+        "hil, power fails",
+        &[
+            "hil",
+            "--board",
+            "rpi4",
+            "--serial",
+            &serial,
+            "--power",
+            args[power],
+            "probes_side_by_side",
+        ],
+        &[],
+        Duration::from_secs(900),
+    );
+    let stdout = text(&output.stdout);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stdout.contains("test rpi4_probes_side_by_side_on_four_cores ... FAILED"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("xtask: hil: failed on rpi4: rpi4"),
+        "{stderr}"
+    );
 }
 
 #[test]
