@@ -582,9 +582,13 @@ pub struct StandInArgs {
 /// `--uart` instead of stdio (for `scripts/hil/qemu-board.sh`).
 pub fn print_stand_in(args: &StandInArgs) -> Result<ExitCode> {
     check_physical(args.board)?;
-    if args.board == Board::Rpi4 {
-        crate::emulator::require(10, 0, "the raspi4b machine (--board rpi4)")?;
-        crate::images::ensure_rpi_dtbs()?;
+    // What QEMU needs to stand in for the board (as `xtask run` checks).
+    match args.board {
+        Board::Rpi4 => {
+            crate::emulator::require(10, 0, "the raspi4b machine (--board rpi4)")?;
+            crate::images::ensure_rpi_dtbs()?;
+        }
+        Board::QemuVirtAarch64 | Board::QemuVirtArm => {}
     }
     let words = stand_in_words(args.board, &args.image, &args.uart)?;
     let mut out = std::io::stdout().lock();
