@@ -21,7 +21,8 @@
 #     one exists); with Debian 12's QEMU 7.2 everything still runs but what
 #     needs 10 says so; and device-tree-compiler;
 #   - python3, curl and xz-utils (the Linux guest is built from Debian's
-#     archive; some system tests use them on the host), procps (kill);
+#     archive; some system tests use them on the host), procps (kill),
+#     socat (the pty pair of the hardware-in-the-loop test's stand-in board);
 #   - mtools and fdisk (sfdisk): the SD-card test reads `cargo xtask
 #     sdcard`'s image with them, a reader independent of the one that wrote it;
 #   - gdb-multiarch (optional: only warns when it cannot be installed);
@@ -255,6 +256,9 @@ runs mtools -V || want mtools
 runs sfdisk --version || want fdisk
 # The system tests run kill(1) (not the shell's builtin).
 type -P kill >/dev/null || want procps
+# The hardware-in-the-loop test's stand-in cable: a pty pair
+# (scripts/hil/qemu-board.sh, tests/tests/hil.rs).
+runs socat -V || want socat
 
 if [ "${#missing[@]}" -gt 0 ]; then
     # Each package once, in order.

@@ -372,6 +372,7 @@ pub fn boot_file(test_name: &str, config_path: &Path, board: Board, options: &[&
     }
     command.args(board.run_options());
     command.args(["--timeout", &board.timeout_seconds.to_string()]);
+    command.args(hil_run_options());
     command.stdin(Stdio::null());
     eprintln!("systest: {test_name}: {command:?}");
     let output = run_with_deadline(command, Duration::from_secs(board.timeout_seconds + 600));
@@ -386,6 +387,34 @@ pub fn boot_file(test_name: &str, config_path: &Path, board: Board, options: &[&
     );
     outcome.assert_status_agrees_with_console();
     outcome
+}
+
+/// The `xtask run` options that boot a real board over its serial line
+/// instead of QEMU (`--serial`, `--baud`, `--power`), when `cargo xtask hil`
+/// runs the board-capable tests: it names them in `CHROMA_HIL_SERIAL`,
+/// `CHROMA_HIL_BAUD` and `CHROMA_HIL_POWER`. Empty otherwise.
+pub fn hil_run_options() -> Vec<std::ffi::OsString> {
+    hil_run_options_from(|name| std::env::var_os(name))
+}
+
+/// [`hil_run_options`] with the environment read through `var`.
+fn hil_run_options_from(
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut options = Vec::new();
+    let Some(serial) = var("CHROMA_HIL_SERIAL") else {
+        return options;
+    };
+    options.extend(["--serial".into(), serial]);
+    for (variable, option) in [
+        ("CHROMA_HIL_BAUD", "--baud"),
+        ("CHROMA_HIL_POWER", "--power"),
+    ] {
+        if let Some(value) = var(variable) {
+            options.extend([option.into(), value]);
+        }
+    }
+    options
 }
 
 /// `xtask` as the user runs it, or the binary `cargo xtask test` named.
@@ -564,9 +593,12 @@ impl Outcome {
         );
     }
 
-    /// True when xtask started QEMU (it prints the command line first).
+    /// True when xtask started QEMU (it prints the command line first) or
+    /// switched a real board on (`xtask: hil: powering on ...`).
     fn qemu_started(&self) -> bool {
-        self.stderr.contains("qemu-system-aarch64 -M") || self.stderr.contains("qemu-system-arm -M")
+        self.stderr.contains("qemu-system-aarch64 -M")
+            || self.stderr.contains("qemu-system-arm -M")
+            || self.stderr.contains("xtask: hil: powering on ")
     }
 
     /// Panics unless xtask exited non-zero on its own (not killed, not timed out).
@@ -1047,6 +1079,48 @@ chroma: all VMs stopped (1 clean, 1 failed)
         let mut refused = outcome("");
         refused.status = Some(1);
         refused.assert_status_agrees_with_console();
+    }
+
+    #[test]
+    fn hil_options_come_from_the_environment_cargo_xtask_hil_sets() {
+        let none = hil_run_options_from(|_| None);
+        assert!(none.is_empty());
+        let all = hil_run_options_from(|name| {
+            Some(
+                match name {
+                    "CHROMA_HIL_SERIAL" => "/dev/ttyUSB0",
+                    "CHROMA_HIL_BAUD" => "115200",
+                    "CHROMA_HIL_POWER" => "relay.sh",
+                    _ => return None,
+                }
+                .into(),
+            )
+        });
+        assert_eq!(
+            all,
+            [
+                "--serial",
+                "/dev/ttyUSB0",
+                "--baud",
+                "115200",
+                "--power",
+                "relay.sh"
+            ]
+        );
+        // Without a serial device there is no board: QEMU as usual.
+        let no_serial =
+            hil_run_options_from(|name| (name == "CHROMA_HIL_POWER").then(|| "relay.sh".into()));
+        assert!(no_serial.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "console calls for 3")]
+    fn a_board_run_is_judged_by_its_console_too() {
+        let mut run = outcome("chroma: booting\n");
+        run.stderr =
+            "xtask: hil: powering on rpi4 with /b.bin (console /dev/ttyUSB0 at 115200 baud)\n"
+                .to_owned();
+        run.assert_status_agrees_with_console();
     }
 
     #[test]

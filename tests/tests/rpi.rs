@@ -44,34 +44,56 @@ fn timer_hz(board: &Board) -> u64 {
     }
 }
 
-/// Runs `scenario` as the test `name` on each Pi board's wrapper below.
-macro_rules! on_both_pis {
-    ($($scenario:ident => $rpi3:ident, $rpi4:ident;)*) => {
-        $(
-            #[test]
-            fn $rpi3() {
-                $scenario(Board::rpi3());
-            }
-            #[test]
-            fn $rpi4() {
-                $scenario(Board::rpi4());
-            }
-        )*
-    };
+// Each scenario below, on each Pi (`cargo xtask hil` lists these names).
+
+#[test]
+fn rpi3_probes_side_by_side_on_four_cores() {
+    probes_side_by_side_on_four_cores(Board::rpi3());
 }
 
-on_both_pis! {
-    probes_side_by_side_on_four_cores
-        => rpi3_probes_side_by_side_on_four_cores, rpi4_probes_side_by_side_on_four_cores;
-    a_faulting_vm_stops_alone
-        => rpi3_a_faulting_vm_stops_alone, rpi4_a_faulting_vm_stops_alone;
-    vm_to_vm_tcp_16mib_and_icmp_both_ways
-        => rpi3_vm_to_vm_tcp_16mib_and_icmp_both_ways, rpi4_vm_to_vm_tcp_16mib_and_icmp_both_ways;
-    vm_to_vm_in_forced_colour_and_maintain_mode
-        => rpi3_vm_to_vm_in_forced_colour_and_maintain_mode, rpi4_vm_to_vm_in_forced_colour_and_maintain_mode;
-    two_linux_guests_ping_and_move_64mib_with_sha256_at_both_ends
-        => rpi3_two_linux_guests_ping_and_move_64mib_with_sha256_at_both_ends,
-           rpi4_two_linux_guests_ping_and_move_64mib_with_sha256_at_both_ends;
+#[test]
+fn rpi4_probes_side_by_side_on_four_cores() {
+    probes_side_by_side_on_four_cores(Board::rpi4());
+}
+
+#[test]
+fn rpi3_a_faulting_vm_stops_alone() {
+    a_faulting_vm_stops_alone(Board::rpi3());
+}
+
+#[test]
+fn rpi4_a_faulting_vm_stops_alone() {
+    a_faulting_vm_stops_alone(Board::rpi4());
+}
+
+#[test]
+fn rpi3_vm_to_vm_tcp_16mib_and_icmp_both_ways() {
+    vm_to_vm_tcp_16mib_and_icmp_both_ways(Board::rpi3());
+}
+
+#[test]
+fn rpi4_vm_to_vm_tcp_16mib_and_icmp_both_ways() {
+    vm_to_vm_tcp_16mib_and_icmp_both_ways(Board::rpi4());
+}
+
+#[test]
+fn rpi3_vm_to_vm_in_forced_colour_and_maintain_mode() {
+    vm_to_vm_in_forced_colour_and_maintain_mode(Board::rpi3());
+}
+
+#[test]
+fn rpi4_vm_to_vm_in_forced_colour_and_maintain_mode() {
+    vm_to_vm_in_forced_colour_and_maintain_mode(Board::rpi4());
+}
+
+#[test]
+fn rpi3_two_linux_guests_ping_and_move_64mib_with_sha256_at_both_ends() {
+    two_linux_guests_ping_and_move_64mib_with_sha256_at_both_ends(Board::rpi3());
+}
+
+#[test]
+fn rpi4_two_linux_guests_ping_and_move_64mib_with_sha256_at_both_ends() {
+    two_linux_guests_ping_and_move_64mib_with_sha256_at_both_ends(Board::rpi4());
 }
 
 /// Probe `vm` printed `expected` in order, no failed check, and powered off.

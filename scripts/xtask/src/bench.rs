@@ -280,6 +280,7 @@ pub fn headless_bundle(
         forward: Vec::new(),
         input: None,
         test_only_qemu_arg: Vec::new(),
+        board_link: Default::default(),
     };
     let machine = MachineFacts {
         physical_cpus: run_args.smp(),

@@ -7,6 +7,7 @@ mod bench_net;
 mod bundle;
 mod config;
 mod emulator;
+mod hil;
 mod host_tools;
 mod images;
 #[cfg(test)]
@@ -53,6 +54,13 @@ enum Command {
     /// board's device tree, config.txt and kernel8.img (the bundle `run`
     /// boots for the same configuration) on a FAT32 partition.
     Sdcard(sdcard::SdcardArgs),
+    /// Run the board-capable system tests against a real board over its
+    /// serial console, power-cycling it with a command of yours.
+    Hil(hil::HilArgs),
+    /// Print the QEMU command line that stands in for a real board, NUL-separated
+    /// (for scripts/hil/qemu-board.sh).
+    #[command(hide = true)]
+    QemuStandIn(hil::StandInArgs),
     /// Run the cache aliasing oracle (arguments are passed through).
     Oracle {
         /// Arguments for the oracle, e.g. `--quick`.
@@ -238,6 +246,8 @@ fn main() -> ExitCode {
         Command::Soak(args) => soak::run(&args),
         Command::Sdcard(args) => sdcard::run(&args),
         Command::Oracle { args } => testing::oracle(&args),
+        Command::Hil(args) => hil::run_hil(&args),
+        Command::QemuStandIn(args) => hil::print_stand_in(&args),
     };
     match outcome {
         Ok(code) => code,

@@ -86,6 +86,9 @@ pub struct RunArgs {
     /// turns the virtualization extensions off to enter chroma in SVC mode.
     #[arg(long, hide = true, value_name = "ARG", allow_hyphen_values = true)]
     pub test_only_qemu_arg: Vec<String>,
+    /// A real board instead of QEMU (`--serial`, `--baud`, `--power`).
+    #[command(flatten)]
+    pub board_link: crate::hil::BoardLink,
 }
 
 /// The host forwards of the default configuration: the Linux guest's web
@@ -226,6 +229,10 @@ pub fn fixed_machine(board: Board) -> Option<MachineFacts> {
 /// Builds, bundles and boots.
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let machine = args.machine()?;
+    let on_board = args.board_link.serial.is_some();
+    if on_board {
+        crate::hil::check_run_args(args)?;
+    }
     let options = ManifestOptions {
         force_cache: args.force_cache,
         log_level: args.log.clone(),
@@ -239,7 +246,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     // The Raspberry Pi 4 needs QEMU 10's raspi4b and boots with its device
     // tree, from the arm64 Linux guest's Debian package (checked after the
     // configuration, so that a refusal needs neither).
-    if let Some(pi) = args.board.pi() {
+    // A real board needs neither (its firmware passes its own device tree).
+    if let (Some(pi), false) = (args.board.pi(), on_board) {
         crate::emulator::require(
             10,
             0,
@@ -263,6 +271,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             .collect::<Result<_>>()?
     };
     let (images, bundle_path) = build_bundle(args.board, &config, &manifest_bytes, args.no_build)?;
+    if on_board {
+        return crate::hil::run_on_board(args, &bundle_path);
+    }
     let mut qemu = qemu_command(args, &bundle_path, uplink.then_some(forwards.as_slice()));
     if uplink {
         for f in &forwards {

@@ -52,6 +52,16 @@ impl ConsoleWatch {
         }
     }
 
+    /// Whether the summary line has come (a board's run ends there).
+    pub fn has_summary(&self) -> bool {
+        self.summary.is_some()
+    }
+
+    /// Whether a hypervisor failure line has come.
+    pub fn has_failure(&self) -> bool {
+        self.failure.is_some()
+    }
+
     /// Looks at one complete line.
     fn line(&mut self, raw: &[u8]) {
         let text = String::from_utf8_lossy(raw);
