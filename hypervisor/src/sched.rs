@@ -184,16 +184,25 @@ fn cache_setup(manifest: &Manifest<'static>) -> Option<crate::vm::CacheSetup> {
             if forced { 4 } else { 1 },
         ),
     };
-    log::info!(
-        "caches: {:?}; policy {:?}{}, {} colour(s) for guest-memory aliases",
-        geometry
-            .as_ref()
-            .map(|g| g.data_colours())
-            .map_err(|_| "unknown geometry"),
-        policy,
-        if forced { " (forced)" } else { "" },
-        colours
-    );
+    match geometry.as_ref().ok().and_then(|g| g.l1_data().map(|l1| (g, l1))) {
+        Some((g, l1)) => log::info!(
+            "caches: L1 D {} KiB {}-way {} B lines {:?}, {} data colour(s); policy {:?}{}, {} colour(s) for guest-memory aliases",
+            l1.size() >> 10,
+            l1.ways,
+            l1.line_size,
+            l1.indexing,
+            g.data_colours(),
+            policy,
+            if forced { " (forced)" } else { "" },
+            colours
+        ),
+        None => log::info!(
+            "caches: unknown geometry; policy {:?}{}, {} colour(s) for guest-memory aliases",
+            policy,
+            if forced { " (forced)" } else { "" },
+            colours
+        ),
+    }
     let (base, size) = crate::mm::alias_window();
     let aliases = chroma_cache::ColourAllocator::new(
         chroma_mem::HostVirtAddr::new(base),

@@ -127,6 +127,16 @@ fn probes_side_by_side_on_four_cores(board: Board) {
         .filter(|line| !line.contains("vcpu 1"))
         .collect();
     assert_probe_finished(&run, "probe2", &single);
+    // The policy docs/caches.md gives the board, from the geometry chroma
+    // read at boot (QEMU's Cortex-A53 and A72 models: a PIPT-behaving L1 D).
+    assert!(
+        run.hypervisor_lines()
+            .iter()
+            .any(|l| l.contains("caches: L1 D 32 KiB")
+                && l.contains("Pipt, 1 data colour(s); policy Nothing,")),
+        "{}",
+        run.hypervisor_lines().join("\n")
+    );
     // The guest reads the board's counter frequency (the real board's).
     run.assert_vm_printed_containing("probe", &format!("timer {} Hz", timer_hz(&board)));
     run.assert_all_stopped(2, 0);
