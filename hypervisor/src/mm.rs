@@ -142,10 +142,14 @@ pub fn alias_window() -> (u64, u64) {
     ALIAS_WINDOW.get().copied().unwrap_or((0, 0))
 }
 
-/// The early identity map: one level-1 table of 1 GiB blocks.
+/// The early identity map: one level-1 table of 1 GiB blocks, and a
+/// level-2 table of 2 MiB blocks for the GiB the early UART shares with the
+/// image or the device tree (the Raspberry Pi 3's peripherals sit at the
+/// top of its first GiB of RAM).
 #[repr(C, align(4096))]
 struct EarlyTable([u64; 512]);
 static mut EARLY_L1: EarlyTable = EarlyTable([0; 512]);
+static mut EARLY_L2: EarlyTable = EarlyTable([0; 512]);
 /// Entries of the early table the walk uses (its root's size).
 const EARLY_ENTRIES: u64 = if EL2_VA_BITS > 32 { 512 } else { 4 };
 
@@ -189,7 +193,8 @@ pub fn host_usize(value: u64) -> usize {
 }
 
 /// Turns the MMU on with a coarse identity map (the image's GiB and the
-/// DTB's as normal memory, the early UART's as device), so that everything
+/// DTB's as normal memory, the early UART's as device; 2 MiB blocks where
+/// the UART shares a GiB with them), so that everything
 /// after runs with caches on and atomics on normal memory.
 ///
 /// # Safety
@@ -210,16 +215,51 @@ pub unsafe fn early_mmu_on(dtb: usize) {
                 .write_volatile(El2Stage1Format::encode(leaf, 1))
         };
     };
-    // The boot UART first: if it shares a GiB with RAM the RAM mapping wins.
-    set(chroma_platform::BOARD.early_uart as u64, Attributes::DEVICE);
     let rwx = Attributes {
         read: true,
         write: true,
         execute: true,
         memory: chroma_core::pagetable::MemoryType::Normal,
     };
+    let uart = chroma_platform::BOARD.early_uart as u64;
     set(dtb as u64, rwx);
     set(image_start(), rwx);
+    let same_gib = |a: u64| a / GIB == uart / GIB;
+    if same_gib(dtb as u64) || same_gib(image_start()) {
+        // The UART's GiB holds RAM too: 2 MiB blocks there, normal memory
+        // but for the UART's block, which is device memory (a device
+        // reached through a cacheable mapping may never see a write).
+        const BLOCK: u64 = 2 << 20;
+        let l2 = core::ptr::addr_of_mut!(EARLY_L2) as *mut u64;
+        let gib = uart & !(GIB - 1);
+        for index in 0..512u64 {
+            let address = gib + index * BLOCK;
+            let attributes = if address == uart & !(BLOCK - 1) {
+                Attributes::DEVICE
+            } else {
+                rwx
+            };
+            let leaf = Descriptor::Leaf {
+                output: HostPhysAddr::new(address),
+                attributes,
+            };
+            // SAFETY: `l2` is the static early level-2 table, used by nothing else, and the MMU is off: the walker does not read it yet; `index` < 512.
+            unsafe {
+                l2.add(index as usize)
+                    .write_volatile(El2Stage1Format::encode(leaf, 2))
+            };
+        }
+        let entry = Descriptor::Table(HostPhysAddr::new(l2 as u64));
+        let index = ((uart / GIB) % EARLY_ENTRIES) as usize;
+        // SAFETY: as in `set`: the static early table, MMU off.
+        unsafe {
+            table
+                .add(index)
+                .write_volatile(El2Stage1Format::encode(entry, 1))
+        };
+    } else {
+        set(uart, Attributes::DEVICE);
+    }
     // SAFETY: the early table maps the image (code, stack, data) at its own address; the boot CPU is the only one running, with its MMU off.
     unsafe { hyp_mmu::enable_early(table as u64) };
 }
