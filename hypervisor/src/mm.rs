@@ -232,8 +232,8 @@ pub unsafe fn early_mmu_on(dtb: usize) {
         const BLOCK: u64 = 2 << 20;
         let l2 = core::ptr::addr_of_mut!(EARLY_L2) as *mut u64;
         let gib = uart & !(GIB - 1);
-        for index in 0..512u64 {
-            let address = gib + index * BLOCK;
+        for index in 0..512usize {
+            let address = gib + index as u64 * BLOCK;
             let attributes = if address == uart & !(BLOCK - 1) {
                 Attributes::DEVICE
             } else {
@@ -245,7 +245,7 @@ pub unsafe fn early_mmu_on(dtb: usize) {
             };
             // SAFETY: `l2` is the static early level-2 table, used by nothing else, and the MMU is off: the walker does not read it yet; `index` < 512.
             unsafe {
-                l2.add(index as usize)
+                l2.add(index)
                     .write_volatile(El2Stage1Format::encode(leaf, 2))
             };
         }

@@ -356,12 +356,8 @@ impl SoftCpuInterface {
             offsets::BPR => self.set_binary_points(value & 7, self.abpr()),
             offsets::ABPR => self.set_binary_points(self.bpr(), value & 7),
             offsets::EOIR | offsets::AEOIR => self.end_of_interrupt(value, physical),
-            offsets::DIR => {
-                // With EOImode clear a write to DIR is UNPREDICTABLE: ignored.
-                if self.has(vmcr::EOI_MODE) {
-                    self.deactivate(value, physical);
-                }
-            }
+            // With EOImode clear a write to DIR is UNPREDICTABLE: ignored.
+            offsets::DIR if self.has(vmcr::EOI_MODE) => self.deactivate(value, physical),
             offsets::APR0 => self.apr = value,
             // Read-only registers and the reserved space ignore writes.
             _ => {}
