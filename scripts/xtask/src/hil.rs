@@ -605,18 +605,7 @@ pub struct StandInArgs {
 pub fn print_stand_in(args: &StandInArgs) -> Result<ExitCode> {
     check_physical(args.board)?;
     // What QEMU needs to stand in for the board (as `xtask run` checks).
-    if let Some(pi) = args.board.pi() {
-        crate::emulator::require(
-            10,
-            0,
-            &format!(
-                "the {} machine (--board {})",
-                pi.qemu_machine,
-                args.board.name()
-            ),
-        )?;
-        crate::images::ensure_rpi_dtbs()?;
-    }
+    crate::qemu::require_pi_machine(args.board)?;
     let words = stand_in_words(args.board, &args.image, &args.uart)?;
     let mut out = std::io::stdout().lock();
     for word in words {

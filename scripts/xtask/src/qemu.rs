@@ -226,6 +226,20 @@ pub fn fixed_machine(board: Board) -> Option<MachineFacts> {
     })
 }
 
+/// What QEMU needs to run a Raspberry Pi board: version 10's `raspi3b` /
+/// `raspi4b` machine, and the board's device tree (nothing for `virt`).
+pub fn require_pi_machine(board: Board) -> Result<()> {
+    if let Some(pi) = board.pi() {
+        crate::emulator::require(
+            10,
+            0,
+            &format!("the {} machine (--board {})", pi.qemu_machine, board.name()),
+        )?;
+        crate::images::ensure_rpi_dtbs()?;
+    }
+    Ok(())
+}
+
 /// Builds, bundles and boots.
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let machine = args.machine()?;
@@ -247,17 +261,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     // tree, from the arm64 Linux guest's Debian package (checked after the
     // configuration, so that a refusal needs neither).
     // A real board needs neither (its firmware passes its own device tree).
-    if let (Some(pi), false) = (args.board.pi(), on_board) {
-        crate::emulator::require(
-            10,
-            0,
-            &format!(
-                "the {} machine (--board {})",
-                pi.qemu_machine,
-                args.board.name()
-            ),
-        )?;
-        crate::images::ensure_rpi_dtbs()?;
+    if !on_board {
+        require_pi_machine(args.board)?;
     }
     let forwards: Vec<Forward> = if args.forward.is_empty() && args.config.is_none() {
         DEFAULT_FORWARDS
