@@ -642,11 +642,19 @@ pub struct Running {
 /// Writes `config` as `target/systest/<test_name>.toml` and starts it
 /// headless through `xtask run --input <fifo>`; returns at once.
 pub fn start_with(test_name: &str, config: &str, board: Board, options: &[&str]) -> Running {
-    use std::os::unix::process::CommandExt as _;
     let dir = workspace_root().join("target").join("systest");
     std::fs::create_dir_all(&dir).expect("create target/systest");
     let config_path = dir.join(format!("{test_name}.toml"));
     std::fs::write(&config_path, config).expect("write the test configuration");
+    start_file(test_name, &config_path, board, options)
+}
+
+/// [`start_with`] for the configuration file `config_path` (e.g. one of
+/// `configs/`, whose guest paths are relative to it).
+pub fn start_file(test_name: &str, config_path: &Path, board: Board, options: &[&str]) -> Running {
+    use std::os::unix::process::CommandExt as _;
+    let dir = workspace_root().join("target").join("systest");
+    std::fs::create_dir_all(&dir).expect("create target/systest");
     let fifo = dir.join(format!("{test_name}.input"));
     let _ = std::fs::remove_file(&fifo);
     let made = Command::new("mkfifo")
@@ -665,7 +673,7 @@ pub fn start_with(test_name: &str, config: &str, board: Board, options: &[&str])
     command
         .args(["run", "--headless"])
         .arg("--config")
-        .arg(&config_path)
+        .arg(config_path)
         .arg("--input")
         .arg(&fifo)
         .args(options);

@@ -211,13 +211,14 @@ impl Board {
     /// boots when `--config` is not given: a Debian Linux guest with a shell
     /// and httpd and the service guest on a switch with the uplink, arm64
     /// Linux and AArch64 guests on qemu-virt-aarch64, armhf Linux and the
-    /// 32-bit guests on qemu-virt-arm. The Raspberry Pi 4 has no NIC for an
-    /// uplink: it boots the AArch64 probe guests (`probes.toml`).
+    /// 32-bit guests on qemu-virt-arm. A Raspberry Pi (whose QEMU machine
+    /// has no NIC for an uplink) boots the same Linux and service guests on
+    /// a switch without the uplink (`default-rpi.toml`).
     pub fn default_config_name(self) -> &'static str {
         match self {
             Board::QemuVirtAarch64 => "default.toml",
             Board::QemuVirtArm => "default-arm.toml",
-            Board::Rpi3 | Board::Rpi4 => "probes.toml",
+            Board::Rpi3 | Board::Rpi4 => "default-rpi.toml",
         }
     }
 }

@@ -26,7 +26,8 @@ pub struct RunArgs {
     /// VM configuration (TOML); guest paths in it are relative to the file
     /// [default: the board's, in the workspace: configs/default.toml on
     /// qemu-virt-aarch64, configs/default-arm.toml on qemu-virt-arm,
-    /// configs/probes.toml on rpi4, which has no NIC for the default's uplink].
+    /// configs/default-rpi.toml on rpi4: the same guests without the uplink,
+    /// as the Pi has no NIC under QEMU].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Board to run on.
@@ -973,13 +974,36 @@ mod tests {
     }
 
     #[test]
-    fn rpi4_refuses_an_uplink_and_boots_the_probes_by_default() {
-        assert!(default_config(Board::Rpi4).ends_with("configs/probes.toml"));
+    fn rpi4_refuses_an_uplink_and_boots_the_default_setup_without_one() {
         let root = std::env::temp_dir().join(format!("chroma-rpi4-uplink-{}", std::process::id()));
-        std::fs::create_dir_all(&root).unwrap();
         let mut image = vec![0u8; 4096];
         image[0x38..0x3c].copy_from_slice(b"ARM\x64");
-        std::fs::write(root.join("probe.bin"), image).unwrap();
+        // The Pi's default setup, over stand-in images where its paths point:
+        // the Linux and service guests of default.toml, on a switch without
+        // the uplink, valid on the board `run.sh --board rpi4` emulates.
+        for (dir, name) in [
+            ("build/linux", "Image"),
+            ("build/linux", "initramfs.cpio.gz"),
+            ("build/guests", "netsvc.bin"),
+            ("configs", "probe.bin"),
+        ] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+            std::fs::write(root.join(dir).join(name), &image).unwrap();
+        }
+        let default = default_config(Board::Rpi4);
+        assert!(default.ends_with("configs/default-rpi.toml"), "{default:?}");
+        let text = std::fs::read_to_string(&default).unwrap();
+        assert!(!text.contains("uplink = true"), "{text}");
+        assert!(text.contains("\"../build/linux/Image\""), "{text}");
+        assert!(text.contains("chroma.httpd") && text.contains("ping -c 3 10.0.2.15"));
+        let pi_default = root.join("configs").join("default-rpi.toml");
+        std::fs::write(&pi_default, &text).unwrap();
+        let pi_checked = manifest_and_uplink(
+            &pi_default,
+            &args(&["--board", "rpi4"]).machine().unwrap(),
+            &ManifestOptions::default(),
+        );
+        let root = root.join("configs");
         let config = root.join("uplink.toml");
         std::fs::write(
             &config,
@@ -992,7 +1016,8 @@ mod tests {
         let virt = args(&[]).machine().unwrap();
         let refused = manifest_and_uplink(&config, &rpi4, &ManifestOptions::default());
         let accepted = manifest_and_uplink(&config, &virt, &ManifestOptions::default());
-        let _ = std::fs::remove_dir_all(&root);
+        let _ = std::fs::remove_dir_all(root.parent().unwrap());
+        assert!(!pi_checked.unwrap().1, "no uplink on the Pi");
         let error = refused.unwrap_err();
         assert!(
             error.contains("uplink = true") && error.contains("rpi4") && error.contains("no NIC"),
