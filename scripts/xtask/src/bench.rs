@@ -9,7 +9,12 @@
 //! on qemu-virt-arm with the 32-bit guests and armhf Linux on
 //! `qemu-system-arm -cpu cortex-a15`; each plain-QEMU peer runs the same
 //! guest on the same QEMU binary and CPU model without the hypervisor
-//! ([`plain_machine`]).
+//! ([`plain_machine`]). On a Raspberry Pi board (rpi4: QEMU 10's fixed
+//! `raspi4b`) chroma's figures are the same; the only honest peer is the
+//! same Linux kernel on the plain Pi machine with the same device tree
+//! ([`crate::bench_linux::plain_command`]): the test guests drive QEMU
+//! `virt`'s devices, which the Pi's machine lacks, and it emulates no NIC,
+//! so those figures say that they have no peer ([`Peers`]).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::config::{manifest, parse_size, MachineFacts, ManifestOptions};
+use crate::config::{manifest, ManifestOptions};
 use crate::images::build_all;
 use crate::qemu::{qemu_command, write_bundle, RunArgs};
 use crate::testing::host_cargo;
@@ -41,14 +46,19 @@ pub struct BenchArgs {
 
 /// Builds, measures and prints.
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
+    let peers = Peers::of(args.board);
     if !args.board.is_qemu_virt() {
-        // Its figures compare chroma with plain QEMU `virt` peers of the
-        // same CPUs and RAM, which a fixed raspi4b does not have yet.
-        return Err(format!(
-            "cargo xtask bench --board {}: not yet: the benchmarks compare \
-             chroma with plain-QEMU peers on QEMU's virt machine",
-            args.board.name()
-        ));
+        // The Pi's machine and its device tree, as `cargo xtask run` checks them.
+        crate::emulator::require(
+            10,
+            0,
+            &format!(
+                "the {} machine (--board {})",
+                machine_name(args.board),
+                args.board.name()
+            ),
+        )?;
+        crate::images::ensure_rpi_dtbs()?;
     }
     let images = build_all(args.board)?;
     println!("{}", board_line(args.board));
@@ -80,26 +90,42 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     for round in 1..=args.runs {
         let chroma =
             time_to_first_line(qemu_command(&run_args, &bundle, None), "[probe] ", timeout)?;
-        let bare = time_to_first_line(plain_qemu(args.board, &probe), "", timeout)?;
+        let bare = match peers.test_guests {
+            Ok(()) => Some(time_to_first_line(
+                plain_qemu(args.board, &probe),
+                "",
+                timeout,
+            )?),
+            Err(_) => None,
+        };
         println!(
-            "round {round}: first guest line after {:.1} ms under chroma, {:.1} ms on plain QEMU",
+            "round {round}: first guest line after {:.1} ms under chroma{}",
             millis(chroma),
-            millis(bare)
+            bare.map_or_else(String::new, |bare| format!(
+                ", {:.1} ms on plain QEMU",
+                millis(bare)
+            ))
         );
         under_chroma.push(chroma);
-        plain.push(bare);
+        plain.extend(bare);
     }
     let chroma_median = median(&mut under_chroma);
     let plain_median = median(&mut plain);
     println!(
-        "first guest line, median of {}: {:.1} ms under chroma, {:.1} ms on plain QEMU, ratio {:.2}",
+        "first guest line, median of {}: {:.1} ms under chroma, {}",
         args.runs,
         millis(chroma_median),
-        millis(plain_median),
-        chroma_median.as_secs_f64() / plain_median.as_secs_f64()
+        match &peers.test_guests {
+            Ok(()) => format!(
+                "{:.1} ms on plain QEMU, ratio {:.2}",
+                millis(plain_median),
+                chroma_median.as_secs_f64() / plain_median.as_secs_f64()
+            ),
+            Err(why) => format!("{why}; the Linux boot below has a peer for the first line"),
+        }
     );
 
-    crate::bench_net::run(&images, args.board)?;
+    crate::bench_net::run(&images, args.board, &peers)?;
 
     if args.board != Board::QemuVirtAarch64 {
         println!("{}", DEVICE_MODEL_SKIPPED);
@@ -113,8 +139,58 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     } else {
         println!("virtio net bench: not present yet (hypervisor/virtio/benches/net.rs)");
     }
-    crate::bench_linux::run(args, &images)?;
+    crate::bench_linux::run(args, &images, &peers)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Which plain-QEMU peers a board's figures have; each `Err` says why not,
+/// as the bench prints it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Peers {
+    /// A peer for the test guests (probe, netsvc, netclient): QEMU `virt`
+    /// without the hypervisor.
+    pub test_guests: Result<(), String>,
+    /// A peer with a NIC for the VM-to-VM transfers: two plain QEMUs joined
+    /// by a socket netdev.
+    pub nic: Result<(), String>,
+}
+
+impl Peers {
+    /// The peers of `board`: all of them on QEMU `virt`; on a Pi board only
+    /// the Linux boot's (the same kernel on the plain Pi machine).
+    pub fn of(board: Board) -> Self {
+        let machine = machine_name(board);
+        Peers {
+            test_guests: if board.is_qemu_virt() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "no plain-QEMU peer: the test guest drives QEMU virt's PL011, which {machine} lacks"
+                ))
+            },
+            nic: if board.has_uplink_nic() {
+                Ok(())
+            } else {
+                Err(format!("no peer: {machine} emulates no NIC"))
+            },
+        }
+    }
+}
+
+/// The QEMU machine (`-M`) chroma boots on `board`.
+pub(crate) fn machine_name(board: Board) -> &'static str {
+    match board {
+        Board::QemuVirtAarch64 | Board::QemuVirtArm => "virt",
+        Board::Rpi4 => "raspi4b",
+    }
+}
+
+/// The machine of chroma's benchmark boots on `board`, for the figures' labels.
+pub(crate) fn machine_words(board: Board) -> &'static str {
+    match board {
+        Board::QemuVirtAarch64 | Board::QemuVirtArm => "-smp 2, GICv2",
+        Board::Rpi4 => "raspi4b: 4 Cortex-A72, GIC-400",
+    }
 }
 
 /// What the device model's figures (a host program, `cargo bench -p
@@ -126,17 +202,30 @@ const DEVICE_MODEL_SKIPPED: &str =
 
 /// The first line of the bench's output: what runs chroma and what runs the peers.
 fn board_line(board: Board) -> String {
-    format!(
-        "board {}: chroma on {} -M virt,virtualization=on -cpu {} ({} guests); \
-         plain-QEMU peers on the same binary and CPU model, no hypervisor",
-        board.name(),
-        board.qemu_name(),
-        board.default_cpu(),
-        match board {
-            Board::QemuVirtAarch64 | Board::Rpi3 | Board::Rpi4 => "AArch64",
-            Board::QemuVirtArm => "AArch32",
-        }
-    )
+    let guests = match board {
+        Board::QemuVirtAarch64 | Board::Rpi3 | Board::Rpi4 => "AArch64",
+        Board::QemuVirtArm => "AArch32",
+    };
+    if board.is_qemu_virt() {
+        format!(
+            "board {}: chroma on {} -M virt,virtualization=on -cpu {} ({guests} guests); \
+             plain-QEMU peers on the same binary and CPU model, no hypervisor",
+            board.name(),
+            board.qemu_name(),
+            board.default_cpu(),
+        )
+    } else {
+        let machine = machine_name(board);
+        format!(
+            "board {}: chroma on {} -M {machine} with the board's device tree ({}, {guests} guests); \
+             plain-QEMU peer only for the Linux boot: the same kernel on plain {machine} with the \
+             same device tree; the test guests and the VM-to-VM transfers have none ({machine} \
+             has no QEMU virt PL011 and emulates no NIC)",
+            board.name(),
+            board.qemu_name(),
+            machine_words(board),
+        )
+    }
 }
 
 /// QEMU's `virt` machine for a plain-QEMU peer on `board` (no hypervisor):
@@ -232,8 +321,23 @@ fn file_size(path: &Path) -> Result<u64> {
 pub(crate) fn peer_commands_for_tests() -> Vec<(String, Command)> {
     let image = Path::new("/g.bin");
     let mut commands = Vec::new();
-    for board in [Board::QemuVirtAarch64, Board::QemuVirtArm] {
+    for board in [Board::QemuVirtAarch64, Board::QemuVirtArm, Board::Rpi4] {
         let name = board.name();
+        if !board.is_qemu_virt() {
+            // The Pi has a peer only for the Linux boot ([`Peers::of`]).
+            commands.push((
+                format!("bench linux peer on {name}"),
+                crate::bench_linux::plain_command(
+                    board,
+                    image,
+                    Path::new("/i.cpio.gz"),
+                    2,
+                    "256M",
+                    "",
+                ),
+            ));
+            continue;
+        }
         commands.push((
             format!("bench probe peer on {name}"),
             plain_qemu(board, image),
@@ -256,9 +360,9 @@ pub(crate) fn peer_commands_for_tests() -> Vec<(String, Command)> {
     commands
 }
 
-/// Bundles `config` for a headless benchmark boot (2 CPUs, GICv2, 1 GiB,
-/// the board's CPU model) and returns the run options and the bundle, so every
-/// benchmark boots chroma the way `cargo xtask run --headless` does.
+/// Bundles `config` for a headless benchmark boot ([`headless_run_args`])
+/// and returns the run options and the bundle, so every benchmark boots
+/// chroma the way `cargo xtask run --headless` does.
 pub fn headless_bundle(
     config: &Path,
     board: Board,
@@ -266,11 +370,25 @@ pub fn headless_bundle(
 ) -> Result<(RunArgs, PathBuf)> {
     let run_args = RunArgs {
         config: Some(config.to_path_buf()),
+        ..headless_run_args(board)
+    };
+    let manifest_bytes = manifest(config, &run_args.machine()?, &ManifestOptions::default())?;
+    let bundle = write_bundle(hypervisor_bin, &manifest_bytes, board, config)?;
+    Ok((run_args, bundle))
+}
+
+/// The options of a headless benchmark boot on `board`: on QEMU `virt` 2
+/// CPUs, GICv2, 1 GiB and the board's CPU model; a Pi's machine is fixed
+/// (`--board` alone says it all).
+pub(crate) fn headless_run_args(board: Board) -> RunArgs {
+    let virt = board.is_qemu_virt();
+    RunArgs {
+        config: None,
         board,
-        smp: Some(2),
-        cpu: Some(board.default_cpu().to_owned()),
-        gic: Some(2),
-        memory: Some("1G".to_owned()),
+        smp: virt.then_some(2),
+        cpu: virt.then(|| board.default_cpu().to_owned()),
+        gic: virt.then_some(2),
+        memory: virt.then(|| "1G".to_owned()),
         headless: true,
         timeout: None,
         force_cache: false,
@@ -281,15 +399,7 @@ pub fn headless_bundle(
         input: None,
         test_only_qemu_arg: Vec::new(),
         board_link: Default::default(),
-    };
-    let machine = MachineFacts {
-        physical_cpus: run_args.smp(),
-        ram_bytes: parse_size(run_args.memory())?,
-        board: run_args.board,
-    };
-    let manifest_bytes = manifest(config, &machine, &ManifestOptions::default())?;
-    let bundle = write_bundle(hypervisor_bin, &manifest_bytes, board, config)?;
-    Ok((run_args, bundle))
+    }
 }
 
 #[cfg(test)]
@@ -325,7 +435,29 @@ mod tests {
         for (name, command) in peer_commands_for_tests() {
             let text = line(&command);
             assert!(!text.contains("virtualization=on"), "{name}: {text}");
-            if name.ends_with("qemu-virt-arm") {
+            if name.ends_with("rpi4") {
+                // The Pi's own machine, device tree and timer, as chroma's runs.
+                let dtb = crate::images::rpi4_dtb();
+                assert!(
+                    text.contains(&format!(
+                        "qemu-system-aarch64 -M raspi4b -dtb {} -global cortex-a72-arm-cpu.cntfrq=54000000 ",
+                        dtb.display()
+                    )),
+                    "{name}: {text}"
+                );
+                assert!(
+                    text.ends_with(
+                        "-append 'console=ttyAMA0 rdinit=/init maxcpus=2 mem=256M \
+                         initcall_blacklist=brcmstb_l2_driver_init,brcmstb_i2c_driver_init \
+                         clk_ignore_unused'"
+                    ),
+                    "{name}: {text}"
+                );
+                assert!(
+                    !text.contains(" -cpu ") && !text.contains(" -smp "),
+                    "{name}: {text}"
+                );
+            } else if name.ends_with("qemu-virt-arm") {
                 assert!(
                     text.contains("qemu-system-arm -M virt,gic-version=2 -cpu cortex-a15 "),
                     "{name}: {text}"
@@ -345,6 +477,50 @@ mod tests {
         );
         assert!(board_line(Board::QemuVirtAarch64).contains("qemu-system-aarch64"));
         assert!(DEVICE_MODEL_SKIPPED.contains("whatever the board"));
+        let pi = board_line(Board::Rpi4);
+        assert!(
+            pi.starts_with("board rpi4: chroma on qemu-system-aarch64 -M raspi4b with the board's device tree (raspi4b: 4 Cortex-A72, GIC-400, AArch64 guests)"),
+            "{pi}"
+        );
+        assert!(pi.contains("the same kernel on plain raspi4b"), "{pi}");
+        assert!(pi.contains("emulates no NIC"), "{pi}");
+        assert!(!pi.contains("virtualization=on"), "{pi}");
+    }
+
+    #[test]
+    fn the_pi_has_a_peer_only_for_the_linux_boot_and_says_why() {
+        for board in [Board::QemuVirtAarch64, Board::QemuVirtArm] {
+            let peers = Peers::of(board);
+            assert_eq!(
+                (peers.test_guests, peers.nic),
+                (Ok(()), Ok(())),
+                "{board:?}"
+            );
+        }
+        let pi = Peers::of(Board::Rpi4);
+        assert_eq!(pi.nic, Err("no peer: raspi4b emulates no NIC".to_owned()));
+        let why = pi.test_guests.unwrap_err();
+        assert!(
+            why.contains("no plain-QEMU peer") && why.contains("raspi4b"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn benchmark_boots_fit_their_board() {
+        let pi = headless_run_args(Board::Rpi4).machine().unwrap();
+        assert_eq!((pi.physical_cpus, pi.ram_bytes), (4, crate::RPI4_RAM_BYTES));
+        let virt = headless_run_args(Board::QemuVirtAarch64);
+        assert_eq!((virt.smp, virt.gic), (Some(2), Some(2)));
+        assert_eq!(virt.machine().unwrap().ram_bytes, 1 << 30);
+        assert_eq!(virt.cpu.as_deref(), Some("cortex-a57"));
+        assert!(headless_run_args(Board::QemuVirtArm).headless);
+        // Negative control: the virt options are refused on the fixed Pi.
+        let forced = RunArgs {
+            board: Board::Rpi4,
+            ..headless_run_args(Board::QemuVirtAarch64)
+        };
+        assert!(forced.machine().is_err());
     }
 
     #[test]
