@@ -6,7 +6,8 @@
 //!
 //! The test boots that file as it is, types into the Linux shell, which has
 //! the console input first, as a user would (`ping -c 3 10.0.2.15`, a line
-//! through netsvc's TCP echo, Ctrl-A c for the counters), sees the answers,
+//! through netsvc's TCP echo, 1 MB to its sink, a page from the guest's own
+//! httpd, Ctrl-A c for the counters), sees the answers,
 //! and powers Linux off. netsvc serves on until the run is stopped, as in
 //! the interactive setup. Every test is named `rpi4_default_...`.
 
@@ -79,6 +80,11 @@ fn rpi4_default_setup_boots_interactively_and_linux_pings_the_service_guest() {
     run.wait_for("linux", "packets transmitted", 10);
     run.type_text(ECHO_TYPED);
     run.wait_for("linux", ECHO_ANSWER, 60);
+    // The sink and the guest's own httpd, as the file's header says.
+    run.type_text("head -c 1000000 /dev/zero | nc 10.0.2.15 9\n");
+    let sunk = run.wait_for("linux", "len=1000000 fnv64=", 60);
+    run.type_text("wget -q -O - http://10.0.2.20/\n");
+    run.wait_for("linux", "hello from busybox httpd", 30);
     // Ctrl-A c: the per-NIC counters, the service guest's included.
     run.type_text("\x01c");
     let counters = run.wait_for("chroma", "vm svc net0", 20);
@@ -97,6 +103,7 @@ fn rpi4_default_setup_boots_interactively_and_linux_pings_the_service_guest() {
         "no echo through netsvc; console:\n{console}"
     );
     assert!(counters.contains("rx "), "{counters}");
+    assert!(sunk.starts_with("[linux] len=1000000 fnv64="), "{sunk}");
     assert!(
         console.contains("chroma: vm linux stopped: powered off"),
         "{console}"
