@@ -179,18 +179,15 @@ impl Peers {
 
 /// The QEMU machine (`-M`) chroma boots on `board`.
 pub(crate) fn machine_name(board: Board) -> &'static str {
-    match board {
-        Board::QemuVirtAarch64 | Board::QemuVirtArm => "virt",
-        Board::Rpi4 => "raspi4b",
-    }
+    board.pi().map_or("virt", |pi| pi.qemu_machine)
 }
 
 /// The machine of chroma's benchmark boots on `board`, for the figures' labels.
-pub(crate) fn machine_words(board: Board) -> &'static str {
-    match board {
-        Board::QemuVirtAarch64 | Board::QemuVirtArm => "-smp 2, GICv2",
-        Board::Rpi4 => "raspi4b: 4 Cortex-A72, GIC-400",
-    }
+pub(crate) fn machine_words(board: Board) -> String {
+    board.pi().map_or_else(
+        || "-smp 2, GICv2".to_owned(),
+        |pi| format!("{}: {}", pi.qemu_machine, pi.description),
+    )
 }
 
 /// What the device model's figures (a host program, `cargo bench -p
@@ -321,7 +318,12 @@ fn file_size(path: &Path) -> Result<u64> {
 pub(crate) fn peer_commands_for_tests() -> Vec<(String, Command)> {
     let image = Path::new("/g.bin");
     let mut commands = Vec::new();
-    for board in [Board::QemuVirtAarch64, Board::QemuVirtArm, Board::Rpi4] {
+    for board in [
+        Board::QemuVirtAarch64,
+        Board::QemuVirtArm,
+        Board::Rpi3,
+        Board::Rpi4,
+    ] {
         let name = board.name();
         if !board.is_qemu_virt() {
             // The Pi has a peer only for the Linux boot ([`Peers::of`]).
@@ -437,24 +439,39 @@ mod tests {
             assert!(!text.contains("virtualization=on"), "{name}: {text}");
             if name.ends_with("rpi4") {
                 // The Pi's own machine, device tree and timer, as chroma's runs.
-                let dtb = crate::images::rpi4_dtb();
+                let dtb = crate::images::pi_dtb(crate::RPI4);
                 assert!(
                     text.contains(&format!(
-                        "qemu-system-aarch64 -M raspi4b -dtb {} -global cortex-a72-arm-cpu.cntfrq=54000000 ",
+                        "qemu-system-aarch64 -M raspi4b -dtb {} -global cortex-a72-arm-cpu.cntfrq=54000000 \
+                         -display none -monitor none -serial null -serial stdio ",
                         dtb.display()
                     )),
                     "{name}: {text}"
                 );
                 assert!(
                     text.ends_with(
-                        "-append 'console=ttyAMA0 rdinit=/init maxcpus=2 mem=256M \
-                         initcall_blacklist=brcmstb_l2_driver_init,brcmstb_i2c_driver_init \
-                         clk_ignore_unused'"
+                        "-append 'console=ttyS1 initcall_blacklist=brcmstb_l2_driver_init,\
+                         brcmstb_i2c_driver_init clk_ignore_unused rdinit=/init maxcpus=2 mem=256M'"
                     ),
                     "{name}: {text}"
                 );
                 assert!(
                     !text.contains(" -cpu ") && !text.contains(" -smp "),
+                    "{name}: {text}"
+                );
+            } else if name.ends_with("rpi3") {
+                // The Pi 3's console is the mini UART, QEMU's second serial port.
+                let dtb = crate::images::pi_dtb(crate::RPI3);
+                assert!(
+                    text.contains(&format!(
+                        "qemu-system-aarch64 -M raspi3b -dtb {} -global cortex-a53-arm-cpu.cntfrq=19200000 \
+                         -display none -monitor none -serial null -serial stdio ",
+                        dtb.display()
+                    )),
+                    "{name}: {text}"
+                );
+                assert!(
+                    text.ends_with("-append 'console=ttyS1 rdinit=/init maxcpus=2 mem=256M'"),
                     "{name}: {text}"
                 );
             } else if name.ends_with("qemu-virt-arm") {
@@ -479,7 +496,7 @@ mod tests {
         assert!(DEVICE_MODEL_SKIPPED.contains("whatever the board"));
         let pi = board_line(Board::Rpi4);
         assert!(
-            pi.starts_with("board rpi4: chroma on qemu-system-aarch64 -M raspi4b with the board's device tree (raspi4b: 4 Cortex-A72, GIC-400, AArch64 guests)"),
+            pi.starts_with("board rpi4: chroma on qemu-system-aarch64 -M raspi4b with the board's device tree (raspi4b: 4 Cortex-A72 CPUs, 960 MiB of RAM, a GICv2, AArch64 guests)"),
             "{pi}"
         );
         assert!(pi.contains("the same kernel on plain raspi4b"), "{pi}");
@@ -509,7 +526,7 @@ mod tests {
     #[test]
     fn benchmark_boots_fit_their_board() {
         let pi = headless_run_args(Board::Rpi4).machine().unwrap();
-        assert_eq!((pi.physical_cpus, pi.ram_bytes), (4, crate::RPI4_RAM_BYTES));
+        assert_eq!((pi.physical_cpus, pi.ram_bytes), (4, crate::PI_RAM_BYTES));
         let virt = headless_run_args(Board::QemuVirtAarch64);
         assert_eq!((virt.smp, virt.gic), (Some(2), Some(2)));
         assert_eq!(virt.machine().unwrap().ram_bytes, 1 << 30);

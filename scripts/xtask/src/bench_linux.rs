@@ -102,8 +102,8 @@ pub(crate) fn plain_command(
         let mut command = qemu_command(&crate::bench::headless_run_args(board), kernel, None);
         command.arg("-initrd").arg(initrd).arg("-append").arg(
             format!(
-                "{BASE_CMDLINE} maxcpus={smp} mem={memory} {} {words}",
-                unemulated_devices_words(board)
+                "{} rdinit=/init maxcpus={smp} mem={memory} {words}",
+                plain_pi_words(board)
             )
             .trim_end(),
         );
@@ -125,19 +125,28 @@ pub(crate) fn plain_command(
     command
 }
 
-/// The kernel words a plain Pi machine needs to boot Linux with the board's
-/// device tree: QEMU's `raspi4b` leaves some of the tree's devices
-/// unemulated and their registers answer with an external abort, which
-/// kills init, so the drivers that touch them at boot are skipped (the L2
-/// interrupt controller and I2C of the BCM2711, and the disabling of unused
-/// clocks). QEMU `virt` needs none.
-fn unemulated_devices_words(board: Board) -> &'static str {
-    match board {
-        Board::QemuVirtAarch64 | Board::QemuVirtArm => "",
+/// The kernel words a plain Pi machine needs to boot Linux with the
+/// board's device tree: its console, the serial port chroma's runs put on
+/// stdout ([`crate::qemu::console_serial`]: QEMU's first is the PL011,
+/// Linux's `ttyAMA0`, its second the mini UART, `ttyS1`); and on the Pi 4,
+/// as QEMU's `raspi4b` leaves some of the tree's devices unemulated and
+/// their registers answer with an external abort, which kills init, the
+/// drivers that touch them at boot are skipped (the BCM2711's L2 interrupt
+/// controller and I2C, and the disabling of unused clocks). The Linux VMs
+/// under chroma see QEMU `virt`'s machine and need none of it
+/// ([`BASE_CMDLINE`]).
+fn plain_pi_words(board: Board) -> String {
+    let console = match board.pi().map(|pi| pi.console_serial) {
+        Some(1) => "console=ttyS1",
+        _ => "console=ttyAMA0",
+    };
+    let unemulated = match board {
+        Board::QemuVirtAarch64 | Board::QemuVirtArm | Board::Rpi3 => "",
         Board::Rpi4 => {
-            "initcall_blacklist=brcmstb_l2_driver_init,brcmstb_i2c_driver_init clk_ignore_unused"
+            " initcall_blacklist=brcmstb_l2_driver_init,brcmstb_i2c_driver_init clk_ignore_unused"
         }
-    }
+    };
+    format!("{console}{unemulated}")
 }
 
 /// A started QEMU whose stdout lines arrive, timed from its start, on `lines`.

@@ -703,7 +703,7 @@ mod tests {
     #[test]
     fn no_command_line_enables_semihosting_or_another_way_out() {
         let lines = every_command_line();
-        assert_eq!(lines.len(), 22, "{lines:?}");
+        assert_eq!(lines.len(), 23, "{lines:?}");
         for (name, text) in &lines {
             // Semihosting would let a guest at EL1 end the run or reach host files.
             assert!(!text.contains("semihosting"), "{name}: {text}");
@@ -734,7 +734,7 @@ mod tests {
                 );
             }
             // No NIC that needs an option ROM: either none, or a virtio-mmio one
-            // on a user or socket netdev; the raspi4b machine models none.
+            // on a user or socket netdev; the Pis' raspi3b and raspi4b model none.
             if text.contains("-M raspi") {
                 assert!(
                     !text.contains("-nic") && !text.contains("-netdev"),
