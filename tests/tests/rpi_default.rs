@@ -1,15 +1,17 @@
 //! The Raspberry Pi's default interactive setup (issue 12 item 6):
-//! `configs/default-rpi.toml`, which `scripts/run.sh --board rpi4` boots
-//! when no `--config` is given: the Debian arm64 Linux guest with its shell
-//! and httpd (2 vCPUs on cores 0-1) and the service guest netsvc (core 2) on
-//! a switch without an uplink (QEMU's raspi4b has no NIC).
+//! `configs/default-rpi.toml`, which `scripts/run.sh --board rpi4` (and
+//! `--board rpi3`) boots when no `--config` is given: the Debian arm64
+//! Linux guest with its shell and httpd (2 vCPUs on cores 0-1) and the
+//! service guest netsvc (core 2) on a switch without an uplink (QEMU's
+//! raspi4b and raspi3b have no NIC).
 //!
 //! The test boots that file as it is, types into the Linux shell, which has
 //! the console input first, as a user would (`ping -c 3 10.0.2.15`, a line
 //! through netsvc's TCP echo, 1 MB to its sink, a page from the guest's own
 //! httpd, Ctrl-A c for the counters), sees the answers,
 //! and powers Linux off. netsvc serves on until the run is stopped, as in
-//! the interactive setup. Every test is named `rpi4_default_...`.
+//! the interactive setup. The tests are named `rpi3_default_...` and
+//! `rpi4_default_...`.
 
 use std::time::Duration;
 
@@ -65,12 +67,24 @@ fn hypervisor_failure(console: &str) -> Option<&str> {
 
 #[test]
 fn rpi4_default_setup_boots_interactively_and_linux_pings_the_service_guest() {
+    default_setup_boots_interactively(Board::rpi4());
+}
+
+#[test]
+fn rpi3_default_setup_boots_interactively_and_linux_pings_the_service_guest() {
+    default_setup_boots_interactively(Board::rpi3());
+}
+
+/// Boots the board's default configuration, as `run.sh --board <pi>` does,
+/// and uses the Linux guest's shell.
+fn default_setup_boots_interactively(board: Board) {
     let config = workspace_root().join("configs").join("default-rpi.toml");
     let board = Board {
         timeout_seconds: 400,
-        ..Board::rpi4()
+        ..board
     };
-    let mut run = start_file("rpi4_default", &config, board, &[]);
+    let name = format!("{}_default", board.name);
+    let mut run = start_file(&name, &config, board, &[]);
     run.wait_for("linux", "linux-guest: httpd on port 80", 300);
     run.wait_for("linux", SHELL_UP, 30);
     // Let the shell print its prompt before typing.
