@@ -437,41 +437,41 @@ mod tests {
         for (name, command) in peer_commands_for_tests() {
             let text = line(&command);
             assert!(!text.contains("virtualization=on"), "{name}: {text}");
-            if name.ends_with("rpi4") {
-                // The Pi's own machine, device tree and timer, as chroma's runs.
-                let dtb = crate::images::pi_dtb(crate::RPI4);
+            // Each Pi's own machine, device tree, timer and console (the mini
+            // UART, QEMU's second serial port), as chroma's runs; the kernel's
+            // CPUs and RAM limited on its command line.
+            let pi_peer = [
+                (
+                    "rpi3",
+                    crate::RPI3,
+                    "raspi3b -dtb {dtb} -global cortex-a53-arm-cpu.cntfrq=19200000",
+                    "console=ttyS1 rdinit=/init maxcpus=2 mem=256M",
+                ),
+                (
+                    "rpi4",
+                    crate::RPI4,
+                    "raspi4b -dtb {dtb} -global cortex-a72-arm-cpu.cntfrq=54000000",
+                    "console=ttyS1 initcall_blacklist=brcmstb_l2_driver_init,\
+                     brcmstb_i2c_driver_init clk_ignore_unused rdinit=/init maxcpus=2 mem=256M",
+                ),
+            ]
+            .into_iter()
+            .find(|(board, _, _, _)| name.ends_with(board));
+            if let Some((_, pi, machine, append)) = pi_peer {
+                let dtb = crate::images::pi_dtb(pi).display().to_string();
+                let machine = machine.replace("{dtb}", &dtb);
                 assert!(
                     text.contains(&format!(
-                        "qemu-system-aarch64 -M raspi4b -dtb {} -global cortex-a72-arm-cpu.cntfrq=54000000 \
-                         -display none -monitor none -serial null -serial stdio ",
-                        dtb.display()
+                        "qemu-system-aarch64 -M {machine} -display none -monitor none -serial null -serial stdio "
                     )),
                     "{name}: {text}"
                 );
                 assert!(
-                    text.ends_with(
-                        "-append 'console=ttyS1 initcall_blacklist=brcmstb_l2_driver_init,\
-                         brcmstb_i2c_driver_init clk_ignore_unused rdinit=/init maxcpus=2 mem=256M'"
-                    ),
+                    text.ends_with(&format!("-append '{append}'")),
                     "{name}: {text}"
                 );
                 assert!(
                     !text.contains(" -cpu ") && !text.contains(" -smp "),
-                    "{name}: {text}"
-                );
-            } else if name.ends_with("rpi3") {
-                // The Pi 3's console is the mini UART, QEMU's second serial port.
-                let dtb = crate::images::pi_dtb(crate::RPI3);
-                assert!(
-                    text.contains(&format!(
-                        "qemu-system-aarch64 -M raspi3b -dtb {} -global cortex-a53-arm-cpu.cntfrq=19200000 \
-                         -display none -monitor none -serial null -serial stdio ",
-                        dtb.display()
-                    )),
-                    "{name}: {text}"
-                );
-                assert!(
-                    text.ends_with("-append 'console=ttyS1 rdinit=/init maxcpus=2 mem=256M'"),
                     "{name}: {text}"
                 );
             } else if name.ends_with("qemu-virt-arm") {
