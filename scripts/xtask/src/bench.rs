@@ -16,7 +16,7 @@
 //! `virt`'s devices, which the Pi's machine lacks, and it emulates no NIC,
 //! so those figures say that they have no peer ([`Peers`]).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
@@ -269,8 +269,7 @@ fn time_to_first_line(mut command: Command, prefix: &str, timeout: Duration) -> 
     let (sender, receiver) = mpsc::channel();
     let prefix = prefix.to_owned();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
+        for line in console_lines(stdout) {
             let line = line.trim_end_matches('\r');
             if !line.trim().is_empty() && line.starts_with(&prefix) {
                 let _ = sender.send(start.elapsed());
@@ -288,6 +287,16 @@ fn time_to_first_line(mut command: Command, prefix: &str, timeout: Duration) -> 
             command.get_program()
         )
     })
+}
+
+/// The lines of a QEMU's console output as they come, until it ends;
+/// bytes that are not UTF-8 (a UART's first byte may be noise) become
+/// U+FFFD rather than ending the stream.
+pub(crate) fn console_lines(output: impl Read) -> impl Iterator<Item = String> {
+    BufReader::new(output)
+        .split(b'\n')
+        .map_while(std::result::Result::ok)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// The median of `samples` (sorted in place); zero when empty.
@@ -538,6 +547,18 @@ mod tests {
             ..headless_run_args(Board::QemuVirtAarch64)
         };
         assert!(forced.machine().is_err());
+    }
+
+    #[test]
+    fn console_lines_survive_bytes_that_are_not_utf8() {
+        let output: &[u8] = b"\xff[    0.000000] Booting Linux\r\nlinux-guest: init\n";
+        let lines: Vec<String> = console_lines(output).collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].ends_with("Booting Linux\r"), "{lines:?}");
+        assert_eq!(lines[1], "linux-guest: init");
+        // Negative control: the standard line reader stops at the first such byte.
+        let output: &[u8] = b"\xff[    0.000000] Booting Linux\r\nlinux-guest: init\n";
+        assert!(BufReader::new(output).lines().next().unwrap().is_err());
     }
 
     #[test]

@@ -15,7 +15,6 @@
 //! CPUs and RAM by `maxcpus=` and `mem=` ([`plain_command`]); the transfer
 //! has no peer there (the Pi's machine emulates no NIC, [`Peers`]).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -169,8 +168,7 @@ impl Watched {
         let stdout = child.stdout.take().expect("stdout is piped");
         let (sender, lines) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
+            for line in crate::bench::console_lines(stdout) {
                 if sender
                     .send((start.elapsed(), line.trim_end_matches('\r').to_owned()))
                     .is_err()

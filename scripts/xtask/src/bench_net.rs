@@ -12,7 +12,6 @@
 //! figures at saturation. A board whose QEMU machine emulates no NIC (the
 //! Pi's) has no plain-QEMU peer: its chroma figures are printed alone.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -289,8 +288,7 @@ fn line_reader(
     let (sender, receiver) = mpsc::channel();
     let sink = text.clone();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
+        for line in crate::bench::console_lines(stdout) {
             if let Ok(mut text) = sink.lock() {
                 text.push_str(line.trim_end_matches('\r'));
                 text.push('\n');
