@@ -322,7 +322,9 @@ fn boot(args: &BenchArgs, images: &Images, dir: &Path, kernel: &Path, initrd: &P
             ""
         } else {
             " (the same kernel on the Pi's machine and device tree, maxcpus=2 mem=256M, \
-             probing the Pi's devices where under chroma it finds QEMU virt's few)"
+             probing the Pi's devices where under chroma it finds QEMU virt's few; most of \
+             its wall time passes before the kernel's clock starts, in the boot-time patching \
+             of ftrace's call sites, which is QEMU's cost: compare the kernel's own clock below)"
         },
         c_init / p_init
     );
