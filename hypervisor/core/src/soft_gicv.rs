@@ -675,6 +675,7 @@ mod tests {
     /// register, and an acknowledge returns only an interrupt that was
     /// pending in one.
     #[test]
+    #[allow(clippy::cast_possible_truncation)] // reason: fields cut from random words on purpose
     fn random_accesses_keep_the_signal_and_acknowledge_consistent() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = move || {
