@@ -3,7 +3,8 @@
 //! `tests/tests/rpi.rs` over a real serial path (a pty pair held by socat,
 //! opened with termios at 115200 8N1) and powers the "board" off and on
 //! through `scripts/hil/qemu-board.sh`, which starts QEMU's `raspi4b` with
-//! its serial port on the pty. The runner never starts QEMU itself.
+//! its serial port on the pty (and `raspi3b` for the Pi 3 test). The runner
+//! never starts QEMU itself.
 //!
 //! - two board-capable tests pass, each on a freshly powered board booting
 //!   its own bundle, and the board is off at the end;
@@ -220,6 +221,56 @@ fn hil_runs_two_board_tests_over_a_pty_power_cycling_the_board_for_each() {
         "{qemu_log}"
     );
     assert!(!qemu_log.contains("-serial stdio"), "{qemu_log}");
+    stand_in.assert_off();
+}
+
+/// The same runner drives the Pi 3 stand-in (`raspi3b`, the console on its
+/// second serial port, the mini UART): one board test, one power cycle.
+#[test]
+fn hil_runs_a_pi3_board_test_over_a_pty() {
+    if !qemu_at_least(10, 0, "the raspi3b stand-in board") {
+        return;
+    }
+    let stand_in = StandIn::plug("hil-e2e-rpi3");
+    let serial = stand_in.serial().display().to_string();
+    let power = stand_in.power();
+    let output = xtask(
+        "hil rpi3",
+        &[
+            "hil",
+            "--board",
+            "rpi3",
+            "--serial",
+            &serial,
+            "--power",
+            &power,
+            "probes_side_by_side",
+        ],
+        &[],
+        Duration::from_secs(900),
+    );
+    let stdout = text(&output.stdout);
+    let stderr = text(&output.stderr);
+    assert!(
+        output.status.success(),
+        "xtask hil failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("test rpi3_probes_side_by_side_on_four_cores ... ok"),
+        "{stdout}"
+    );
+    let log = stand_in.power_log();
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert_eq!(
+        file_name(log[1].strip_prefix("on ").expect("on IMAGE")),
+        "bundle-rpi3_probes.bin"
+    );
+    // The Pi 3's console is QEMU's second serial port: the first goes nowhere.
+    let qemu_log = std::fs::read_to_string(stand_in.state.join("qemu.log")).unwrap();
+    assert!(
+        qemu_log.contains("-M raspi3b") && qemu_log.contains("-serial null -serial /dev/pts/"),
+        "{qemu_log}"
+    );
     stand_in.assert_off();
 }
 
