@@ -15,6 +15,11 @@
 //! ([`crate::bench_linux::plain_command`]): the test guests drive QEMU
 //! `virt`'s devices, which the Pi's machine lacks, and it emulates no NIC,
 //! so those figures say that they have no peer ([`Peers`]).
+//!
+//! Every figure printed is also recorded ([`crate::bench_results`]) and
+//! written to `build/bench/<board>/results.json` with SVG plots beside it
+//! ([`crate::bench_plots`]); `--compare OLD.json [NEW.json]` sets two such
+//! files side by side.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -24,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use crate::bench_results::{names, Better, Figure, Meta, Results};
 use crate::config::{manifest, ManifestOptions};
 use crate::images::build_all;
 use crate::qemu::{qemu_command, write_bundle, RunArgs};
@@ -42,10 +48,89 @@ pub struct BenchArgs {
     /// Give up on a boot after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// Compare with an earlier run's results.json: `--compare OLD.json`
+    /// runs the bench and compares its results with OLD's; `--compare
+    /// OLD.json NEW.json` compares two files and runs nothing. Exits 1 when
+    /// a figure got worse by more than --threshold.
+    #[arg(long, num_args = 1..=2, value_names = ["OLD", "NEW"])]
+    pub compare: Vec<PathBuf>,
+    /// The change, in percent, in the worse direction beyond which
+    /// `--compare` marks a figure a regression.
+    #[arg(long, default_value_t = 10.0)]
+    pub threshold: f64,
 }
 
-/// Builds, measures and prints.
+/// Builds, measures and prints, writes the results and plots, and
+/// compares with `--compare`'s files.
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
+    if !(args.threshold.is_finite() && args.threshold >= 0.0) {
+        return Err(format!(
+            "--threshold {}: a percentage of 0 or more",
+            args.threshold
+        ));
+    }
+    // Read the old file first: a bad one fails before a long run.
+    let old = match args.compare.as_slice() {
+        [] => None,
+        [old] => Some(Results::load(old)?),
+        [old, new] => {
+            let (old, new) = (Results::load(old)?, Results::load(new)?);
+            return Ok(print_comparison(&old, &new, args.threshold));
+        }
+        more => return Err(format!("--compare takes 1 or 2 files, not {}", more.len())),
+    };
+    let mut results = Results::new(Meta::now(args.board, args.runs));
+    let measured = measure(args, &mut results);
+    if let Err(error) = &measured {
+        results.error = Some(error.clone());
+    }
+    // Nothing measured (the build failed): keep the last run's files.
+    let written = if results.figures.is_empty() {
+        Ok(())
+    } else {
+        write_results(&results, args.board)
+    };
+    measured?;
+    written?;
+    Ok(match old {
+        Some(old) => print_comparison(&old, &results, args.threshold),
+        None => ExitCode::SUCCESS,
+    })
+}
+
+/// Writes results.json and the plots into the board's directory and says where.
+fn write_results(results: &Results, board: Board) -> Result<()> {
+    let dir = crate::bench_results::results_dir(board);
+    let path = dir.join("results.json");
+    results.save(&path)?;
+    let plots = crate::bench_plots::draw_all(results, &dir)?;
+    println!(
+        "results: {} ({} figures); plots: {}",
+        path.display(),
+        results.figures.len(),
+        plots
+            .iter()
+            .map(|plot| plot.file_name().unwrap_or_default().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// Prints `old` and `new` side by side; fails when a figure got worse
+/// beyond `threshold` %.
+fn print_comparison(old: &Results, new: &Results, threshold: f64) -> ExitCode {
+    let comparison = crate::bench_results::compare(old, new, threshold);
+    println!("{comparison}");
+    if comparison.regression_count() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Builds, measures and prints, recording every figure in `results`.
+fn measure(args: &BenchArgs, results: &mut Results) -> Result<()> {
     let peers = Peers::of(args.board);
     if !args.board.is_qemu_virt() {
         // The Pi's machine and its device tree, as `cargo xtask run` checks them.
@@ -75,14 +160,15 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
 
     let (run_args, bundle) = headless_bundle(&config, args.board, &images.hypervisor_bin)?;
 
-    println!(
-        "image size: chroma.bin {} bytes",
-        file_size(&images.hypervisor_bin)?
-    );
-    println!(
-        "image size: bundle with one VM manifest {} bytes",
-        file_size(&bundle)?
-    );
+    let (hypervisor_size, bundle_size) = (file_size(&images.hypervisor_bin)?, file_size(&bundle)?);
+    println!("image size: chroma.bin {hypervisor_size} bytes");
+    println!("image size: bundle with one VM manifest {bundle_size} bytes");
+    for (name, size) in [
+        (names::IMAGE_CHROMA_BIN, hypervisor_size),
+        (names::IMAGE_BUNDLE, bundle_size),
+    ] {
+        results.push(Figure::new(name, size as f64, "bytes", Better::Lower));
+    }
 
     let timeout = Duration::from_secs(args.timeout);
     let mut under_chroma = Vec::new();
@@ -124,8 +210,19 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             Err(why) => format!("{why}; the Linux boot below has a peer for the first line"),
         }
     );
+    let mut first_line = Figure::new(
+        names::FIRST_LINE,
+        millis(chroma_median),
+        "ms",
+        Better::Lower,
+    )
+    .rounds(args.runs);
+    if peers.test_guests.is_ok() {
+        first_line = first_line.peer(PLAIN_QEMU, millis(plain_median));
+    }
+    results.push(first_line);
 
-    crate::bench_net::run(&images, args.board, &peers)?;
+    crate::bench_net::run(&images, args.board, &peers, results)?;
 
     if args.board != Board::QemuVirtAarch64 {
         println!("{}", DEVICE_MODEL_SKIPPED);
@@ -135,12 +232,84 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     {
         let mut bench = host_cargo();
         bench.args(["bench", "-p", "chroma-virtio", "--bench", "net"]);
-        crate::process::run_checked(&mut bench, "cargo bench -p chroma-virtio --bench net")?;
+        for row in run_device_model(bench)? {
+            results.push(row.figure());
+        }
     } else {
         println!("virtio net bench: not present yet (hypervisor/virtio/benches/net.rs)");
     }
-    crate::bench_linux::run(args, &images, &peers)?;
-    Ok(ExitCode::SUCCESS)
+    crate::bench_linux::run(args, &images, &peers, results)?;
+    Ok(())
+}
+
+/// The peer of every QEMU figure, in results.json and the plots.
+pub(crate) const PLAIN_QEMU: &str = "plain QEMU";
+
+/// Runs the device model's host benchmark (`command`), printing its lines
+/// as they come, and returns the rows of its table.
+fn run_device_model(mut command: Command) -> Result<Vec<DeviceModelRow>> {
+    const WHAT: &str = "cargo bench -p chroma-virtio --bench net";
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("{WHAT}: cannot start {:?}: {error}", command.get_program()))?;
+    let mut rows = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in console_lines(stdout) {
+            println!("{line}");
+            rows.extend(DeviceModelRow::parse(&line));
+        }
+    }
+    let status = child.wait().map_err(|error| format!("{WHAT}: {error}"))?;
+    if !status.success() {
+        return Err(format!(
+            "{WHAT} failed ({})",
+            crate::process::describe_status(status)
+        ));
+    }
+    Ok(rows)
+}
+
+/// One row of the device model's table: `bytes batch chroma virtio-queue
+/// copy vq/chroma chroma/copy (driver side alone: ...)`, in ns/frame.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct DeviceModelRow {
+    frame_bytes: u64,
+    batch: u64,
+    chroma: f64,
+    virtio_queue: f64,
+    copy: f64,
+}
+
+impl DeviceModelRow {
+    /// The row on `line`, none when it is not one (the title, the header).
+    fn parse(line: &str) -> Option<Self> {
+        let mut words = line.split_whitespace();
+        let frame_bytes = words.next()?.parse().ok()?;
+        let batch = words.next()?.parse().ok()?;
+        let mut next_float = || words.next()?.parse::<f64>().ok();
+        Some(DeviceModelRow {
+            frame_bytes,
+            batch,
+            chroma: next_float()?,
+            virtio_queue: next_float()?,
+            copy: next_float()?,
+        })
+    }
+
+    /// The row as a figure: chroma's ns/frame beside virtio-queue's and the copy's.
+    fn figure(&self) -> Figure {
+        Figure::new(
+            names::device_model(self.frame_bytes, self.batch),
+            self.chroma,
+            "ns/frame",
+            Better::Lower,
+        )
+        .peer("virtio-queue", self.virtio_queue)
+        .peer("copy", self.copy)
+        .param("frame_bytes", self.frame_bytes)
+        .param("batch", self.batch)
+    }
 }
 
 /// Which plain-QEMU peers a board's figures have; each `Err` says why not,
@@ -416,6 +585,73 @@ pub(crate) fn headless_run_args(board: Board) -> RunArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_model_rows_become_figures() {
+        let line = "    64     1       91.5         150.2       20.1           1.64x           4.55x  (driver side alone: 30.2)";
+        let row = DeviceModelRow::parse(line).unwrap();
+        assert_eq!(
+            row,
+            DeviceModelRow {
+                frame_bytes: 64,
+                batch: 1,
+                chroma: 91.5,
+                virtio_queue: 150.2,
+                copy: 20.1
+            }
+        );
+        let figure = row.figure();
+        assert_eq!(figure.name, "device_model.ns_per_frame.64B.batch1");
+        assert_eq!(figure.peer_value("virtio-queue"), Some(150.2));
+        assert_eq!(figure.peer_value("copy"), Some(20.1));
+        assert_eq!(figure.params.get("frame_bytes"), Some(&64));
+        // The title and the header are not rows.
+        assert_eq!(
+            DeviceModelRow::parse(
+                "chroma-virtio net benchmark: ns/frame, device(TX, VM0) -> switch -> device(RX, VM1)"
+            ),
+            None
+        );
+        assert_eq!(
+            DeviceModelRow::parse(" bytes batch     chroma  virtio-queue       copy"),
+            None
+        );
+        assert_eq!(DeviceModelRow::parse("64.5 1 1 2 3"), None);
+        assert_eq!(DeviceModelRow::parse(""), None);
+    }
+
+    #[test]
+    fn compare_takes_one_or_two_files() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+                .map(|cli| cli.bench)
+        };
+        let one = parse(&["--compare", "old.json"]).unwrap();
+        assert_eq!(one.compare, [PathBuf::from("old.json")]);
+        assert_eq!(one.threshold, 10.0);
+        let two = parse(&["--compare", "old.json", "new.json", "--threshold", "5"]).unwrap();
+        assert_eq!(two.compare.len(), 2);
+        assert_eq!(two.threshold, 5.0);
+        assert!(parse(&["--compare", "a", "b", "c"]).is_err());
+        assert!(parse(&[]).unwrap().compare.is_empty());
+        // A negative threshold is refused before anything runs.
+        let negative = BenchArgs {
+            threshold: -1.0,
+            ..parse(&[]).unwrap()
+        };
+        assert!(run(&negative).unwrap_err().contains("--threshold"));
+        // So is a missing old file.
+        let missing = parse(&["--compare", "/nonexistent/old.json"]).unwrap();
+        assert!(run(&missing)
+            .unwrap_err()
+            .contains("/nonexistent/old.json: cannot read"));
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

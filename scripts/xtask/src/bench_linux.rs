@@ -20,7 +20,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::bench::{BenchArgs, Peers};
+use crate::bench::{BenchArgs, Peers, PLAIN_QEMU};
+use crate::bench_results::{names, Better, Figure, Results};
 use crate::images::Images;
 use crate::qemu::qemu_command;
 use crate::{workspace_root, Board, Result};
@@ -35,14 +36,14 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(240);
 /// The words every Linux guest gets before the test's own.
 const BASE_CMDLINE: &str = "console=ttyAMA0 rdinit=/init";
 
-/// Measures and prints; errors end the bench.
-pub fn run(args: &BenchArgs, images: &Images, peers: &Peers) -> Result<()> {
+/// Measures and prints, recording the figures in `results`; errors end the bench.
+pub fn run(args: &BenchArgs, images: &Images, peers: &Peers, results: &mut Results) -> Result<()> {
     let linux = crate::images::ensure_linux_images_for(args.board)?;
     let (kernel, initrd) = (linux.kernel.as_path(), linux.initrd.as_path());
     let dir = workspace_root().join("build").join("bench");
     std::fs::create_dir_all(&dir).map_err(|error| format!("{}: {error}", dir.display()))?;
-    boot(args, images, &dir, kernel, initrd)?;
-    transfer(args, images, &dir, kernel, initrd, peers)?;
+    boot(args, images, &dir, kernel, initrd, results)?;
+    transfer(args, images, &dir, kernel, initrd, peers, results)?;
     Ok(())
 }
 
@@ -270,7 +271,14 @@ fn time_boot(command: Command, timeout: Duration) -> Result<BootTimes> {
     measured
 }
 
-fn boot(args: &BenchArgs, images: &Images, dir: &Path, kernel: &Path, initrd: &Path) -> Result<()> {
+fn boot(
+    args: &BenchArgs,
+    images: &Images,
+    dir: &Path,
+    kernel: &Path,
+    initrd: &Path,
+    results: &mut Results,
+) -> Result<()> {
     let text = format!(
         "# One Linux VM, written by `cargo xtask bench`.\n{}",
         linux_vm("linux", kernel, initrd, "256M", 2, "", None)
@@ -335,6 +343,17 @@ fn boot(args: &BenchArgs, images: &Images, dir: &Path, kernel: &Path, initrd: &P
         c_init - c_first,
         p_init - p_first
     );
+    for (name, chroma, plain, unit) in [
+        (names::LINUX_BOOT_INIT, c_init, p_init, "ms"),
+        (names::LINUX_BOOT_FIRST_LINE, c_first, p_first, "ms"),
+        (names::LINUX_BOOT_KERNEL_CLOCK, c_up, p_up, "s"),
+    ] {
+        results.push(
+            Figure::new(name, chroma, unit, Better::Lower)
+                .peer(PLAIN_QEMU, plain)
+                .rounds(BOOT_RUNS),
+        );
+    }
     Ok(())
 }
 
@@ -468,13 +487,22 @@ fn transfer(
     kernel: &Path,
     initrd: &Path,
     peers: &Peers,
+    results: &mut Results,
 ) -> Result<()> {
     let under = transfer_under_chroma(args, images, dir, kernel, initrd)
         .map_err(|error| format!("Linux VM-to-VM TCP under chroma: {error}"))?;
+    let mut figure = Figure::new(
+        names::LINUX_VM_TO_VM_THROUGHPUT,
+        under.kib_per_s,
+        "KiB/s",
+        Better::Higher,
+    )
+    .rounds(1);
     let peer = match &peers.nic {
         Ok(()) => {
             let bare = transfer_on_plain_qemu(args.board, kernel, initrd)
                 .map_err(|error| format!("Linux VM-to-VM TCP on plain QEMU: {error}"))?;
+            figure = figure.peer(PLAIN_QEMU, bare.kib_per_s);
             format!(
                 "{:.0} ms ({:.1} MiB/s) between two plain QEMUs (socket netdev), throughput ratio {:.2}",
                 bare.ms,
@@ -489,8 +517,19 @@ fn transfer(
         under.ms,
         under.kib_per_s / 1024.0,
     );
+    results.push(figure);
     for note in &under.notes {
         println!("linux vm-to-vm tcp, where the time goes: {note}");
+        if let Some((vm, nic)) = crate::bench_net::vm_counters(note) {
+            crate::bench_net::record_nic(
+                results,
+                names::LINUX_PAIR,
+                &vm,
+                nic.traps_per_packet,
+                nic.irqs_per_packet,
+                1,
+            );
+        }
     }
     Ok(())
 }

@@ -17,7 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::bench::Peers;
+use crate::bench::{Peers, PLAIN_QEMU};
+use crate::bench_results::{names, Better, Figure, Results};
 use crate::images::Images;
 use crate::qemu::qemu_command;
 use crate::{workspace_root, Board, Result};
@@ -45,11 +46,11 @@ fn client_args() -> String {
 
 /// One NIC's counters from chroma's `chroma: vm <vm> net0 ...` line.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct NicCounters {
+pub(crate) struct NicCounters {
     rx_packets: u64,
     tx_packets: u64,
-    traps_per_packet: f64,
-    irqs_per_packet: f64,
+    pub traps_per_packet: f64,
+    pub irqs_per_packet: f64,
     kicks: u64,
     kicks_suppressed: u64,
     irqs_suppressed: u64,
@@ -63,8 +64,8 @@ struct ChromaRun {
     server: NicCounters,
 }
 
-/// Measures and prints the section.
-pub fn run(images: &Images, board: Board, peers: &Peers) -> Result<()> {
+/// Measures and prints the section, recording its figures in `results`.
+pub fn run(images: &Images, board: Board, peers: &Peers, results: &mut Results) -> Result<()> {
     let netsvc = images.guests_dir.join("netsvc.bin");
     let netclient = images.guests_dir.join("netclient.bin");
     let bench_dir = workspace_root().join("build").join("bench");
@@ -126,6 +127,17 @@ pub fn run(images: &Images, board: Board, peers: &Peers) -> Result<()> {
             Err(why) => format!("plain QEMU: {why}"),
         }
     );
+    let mut throughput = Figure::new(
+        names::VM_TO_VM_THROUGHPUT,
+        chroma_median,
+        "KiB/s",
+        Better::Higher,
+    )
+    .rounds(ROUNDS);
+    if peers.nic.is_ok() {
+        throughput = throughput.peer(PLAIN_QEMU, plain_median);
+    }
+    results.push(throughput);
     for (name, pick) in [
         (
             "client",
@@ -137,6 +149,7 @@ pub fn run(images: &Images, board: Board, peers: &Peers) -> Result<()> {
         let traps = median(nics.iter().map(|nic| nic.traps_per_packet).collect());
         let irqs = median(nics.iter().map(|nic| nic.irqs_per_packet).collect());
         let last = nics.last().copied().unwrap_or_default();
+        record_nic(results, names::BARE_METAL_PAIR, name, traps, irqs, ROUNDS);
         println!(
             "VM-to-VM at saturation, {name} NIC under chroma, median of {ROUNDS}: traps/pkt {traps:.3}, irqs/pkt {irqs:.3} \
              (last round: rx {} pkts, tx {} pkts, kicks {} with {} suppressed, {} irqs suppressed)",
@@ -149,6 +162,42 @@ pub fn run(images: &Images, board: Board, peers: &Peers) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Records the traps and interrupts per packet of `vm`'s NIC in `pair`.
+pub(crate) fn record_nic(
+    results: &mut Results,
+    pair: &str,
+    vm: &str,
+    traps: f64,
+    irqs: f64,
+    rounds: usize,
+) {
+    results.push(
+        Figure::new(
+            names::traps_per_packet(pair, vm),
+            traps,
+            "per packet",
+            Better::Lower,
+        )
+        .rounds(rounds),
+    );
+    results.push(
+        Figure::new(
+            names::irqs_per_packet(pair, vm),
+            irqs,
+            "per packet",
+            Better::Lower,
+        )
+        .rounds(rounds),
+    );
+}
+
+/// The VM's name and its NIC's counters from a `chroma: vm <vm> net0 ...` line.
+pub(crate) fn vm_counters(line: &str) -> Option<(String, NicCounters)> {
+    let at = line.find("chroma: vm ")? + "chroma: vm ".len();
+    let vm = line[at..].split_whitespace().next()?;
+    Some((vm.to_owned(), parse_counters(line)?))
 }
 
 /// The configuration of the chroma side.
@@ -413,6 +462,9 @@ mod tests {
         assert_eq!(nic.kicks_suppressed, 12);
         assert_eq!(nic.irqs_suppressed, 3304);
         assert_eq!(parse_counters("chroma: vm client net0 nothing"), None);
+        let (vm, counters) = vm_counters(&format!("[server] noise {LINE}")).unwrap();
+        assert_eq!((vm.as_str(), counters), ("client", nic));
+        assert_eq!(vm_counters("chroma: vm client net0 nothing"), None);
         let (kicks, interrupts, other) = trap_breakdown(&nic);
         assert!((kicks - 5209.0 / 14982.0).abs() < 1e-9);
         assert_eq!(interrupts, 0.179);

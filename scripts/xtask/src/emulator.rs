@@ -124,6 +124,18 @@ pub fn describe_for(board: Board) -> String {
     }
 }
 
+/// The version of the QEMU that emulates `board` ([`command_for`]), when
+/// its `--version` ran and said one.
+pub fn version_for(board: Board) -> Option<QemuVersion> {
+    match board {
+        Board::QemuVirtAarch64 | Board::Rpi3 | Board::Rpi4 => qemu().version,
+        Board::QemuVirtArm => find_in_path(board.qemu_name())
+            .and_then(version_output)
+            .as_deref()
+            .and_then(parse_version),
+    }
+}
+
 /// "QEMU 10.0.2 (/usr/bin/qemu-system-aarch64)", for logs.
 pub fn describe() -> String {
     let qemu = qemu();

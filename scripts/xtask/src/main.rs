@@ -4,6 +4,8 @@
 mod bench;
 mod bench_linux;
 mod bench_net;
+mod bench_plots;
+mod bench_results;
 mod bundle;
 mod config;
 mod emulator;
