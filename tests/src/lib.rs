@@ -438,7 +438,7 @@ pub fn xtask_command() -> Command {
 
 /// Runs `command` to completion, capturing output; a last-resort deadline
 /// (xtask's own `--timeout` should fire first) kills it.
-fn run_with_deadline(mut command: Command, deadline: Duration) -> std::process::Output {
+pub fn run_with_deadline(mut command: Command, deadline: Duration) -> std::process::Output {
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = command.spawn().expect("start xtask");
     let id = child.id();
@@ -450,7 +450,7 @@ fn run_with_deadline(mut command: Command, deadline: Duration) -> std::process::
         Ok(output) => output.expect("wait for xtask"),
         Err(_) => {
             let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
-            panic!("xtask run (pid {id}) did not finish within {deadline:?}");
+            panic!("xtask (pid {id}) did not finish within {deadline:?}");
         }
     }
 }

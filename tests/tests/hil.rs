@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use chroma_systest::{qemu_at_least, workspace_root, xtask_command, TIMEOUT_EXIT};
+use chroma_systest::{
+    qemu_at_least, run_with_deadline, workspace_root, xtask_command, TIMEOUT_EXIT,
+};
 
 /// The stand-in board's power command and cable, in a state directory of
 /// its own; unplugged (QEMU and socat ended) when dropped.
@@ -93,7 +95,7 @@ fn xtask(what: &str, args: &[&str], env: &[(&str, &str)], deadline: Duration) ->
         command.env(key, value);
     }
     eprintln!("systest: {what}: {command:?}");
-    let output = run(command, deadline);
+    let output = run_with_deadline(command, deadline);
     eprintln!(
         "systest: {what}: {:?}\n--- stdout\n{}--- stderr\n{}---",
         output.status,
@@ -101,24 +103,6 @@ fn xtask(what: &str, args: &[&str], env: &[(&str, &str)], deadline: Duration) ->
         String::from_utf8_lossy(&output.stderr)
     );
     output
-}
-
-/// Runs `command` to completion, killing it after `deadline`.
-fn run(mut command: Command, deadline: Duration) -> Output {
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = command.spawn().expect("start xtask");
-    let id = child.id();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sender.send(child.wait_with_output());
-    });
-    match receiver.recv_timeout(deadline) {
-        Ok(output) => output.expect("wait for xtask"),
-        Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
-            panic!("xtask (pid {id}) did not finish within {deadline:?}");
-        }
-    }
 }
 
 /// `xtask run --headless --board rpi4` of `configs/probes.toml` over the
