@@ -12,6 +12,7 @@
 //!   hypervisor's data-abort handler calls [`mmio::MmioTransport::mmio_read`]
 //!   and [`mmio::MmioTransport::mmio_write`].
 //! - [`queue`]: the device side of a split virtqueue (§2.7).
+//! - [`packed`]: the device side of a packed virtqueue (§2.8).
 //! - [`net`]: the virtio-net device (§5.1) and [`net::NetPort`], which binds
 //!   one device to its VM's memory as a switch [`port::Port`].
 //! - [`switch`]: the L2 learning switch with bounded per-port egress queues.
@@ -44,6 +45,7 @@ extern crate alloc;
 pub mod checksum;
 pub mod mmio;
 pub mod net;
+pub mod packed;
 pub mod port;
 pub mod queue;
 pub mod switch;
@@ -98,6 +100,8 @@ pub enum VirtioError {
     InvalidState,
     /// the driver's features are not a subset of the device's
     FeatureNotOffered,
+    /// a packed-ring descriptor changed after it was made available
+    DescriptorChanged,
 }
 
 impl From<MemError> for VirtioError {
@@ -130,6 +134,9 @@ impl fmt::Display for VirtioError {
             VirtioError::UnknownRegister => f.write_str("no register at this offset"),
             VirtioError::InvalidState => f.write_str("write not allowed in this device status"),
             VirtioError::FeatureNotOffered => f.write_str("driver accepted a feature not offered"),
+            VirtioError::DescriptorChanged => {
+                f.write_str("descriptor changed after it was made available")
+            }
         }
     }
 }
@@ -162,6 +169,7 @@ mod display_tests {
             VirtioError::UnknownRegister,
             VirtioError::InvalidState,
             VirtioError::FeatureNotOffered,
+            VirtioError::DescriptorChanged,
         ]);
         check_all(&[
             DropReason::ShortHeader,
