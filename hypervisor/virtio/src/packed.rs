@@ -605,5 +605,7 @@ impl PackedChain {
     }
 }
 
+#[cfg(any(test, feature = "test-utils"))]
+pub mod fuzzing;
 #[cfg(test)]
 mod tests;
