@@ -108,9 +108,8 @@ pub fn fuzz_packed_queue(data: &[u8]) -> usize {
         used: GuestPhysAddr::new(DEVICE_AREA),
     };
     let mut q = PackedQueue::new();
-    if q.activate(layout, 16, event_idx, indirect, &mem).is_err() {
-        panic!("a valid layout was refused");
-    }
+    let activated = q.activate(layout, 16, event_idx, indirect, &mem);
+    assert!(activated.is_ok(), "a valid layout was refused");
     let ring_end = DESC + DESCRIPTOR_SIZE * u64::from(size);
     let mut in_flight: Vec<PackedHead> = Vec::new();
     // Chains popped since the last add_used (the only ones rewind may return).
