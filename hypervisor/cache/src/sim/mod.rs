@@ -8,6 +8,7 @@
 //!   included, and the table.
 
 pub mod driver;
+pub mod exhaustive;
 pub mod machine;
 pub mod memory;
 pub mod oracle;
