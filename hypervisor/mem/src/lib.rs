@@ -82,6 +82,97 @@ pub trait GuestMemory {
     fn store_u16(&self, gpa: GuestPhysAddr, value: u16, order: Ordering) -> Result<(), MemError>;
     /// Issues a full memory barrier between the device and the driver.
     fn fence(&self, order: Ordering);
+
+    /// Makes `gpa..gpa+len` ready to be read in place (runs the cache
+    /// policy's `before_read` hook over exactly those bytes) and returns
+    /// them, for a copy that reads them at once. `None` (the default) if
+    /// this memory cannot be read in place: a copy then goes through
+    /// [`GuestMemory::read`].
+    fn read_span(&self, _gpa: GuestPhysAddr, _len: usize) -> Option<HostSpan<'_>> {
+        None
+    }
+
+    /// Copies `len` bytes from `src` at `src_gpa` into this memory at `gpa`
+    /// (another VM's memory, or this one). Both ranges are checked; the
+    /// source's read hooks run on exactly the bytes read, this memory's
+    /// write hooks on exactly the bytes written. The default goes through a
+    /// small stack buffer ([`bounce_copy`]); a memory that can reach the
+    /// source in place ([`GuestMemory::read_span`]) copies once.
+    fn copy_from<S: GuestMemory + ?Sized>(
+        &self,
+        gpa: GuestPhysAddr,
+        src: &S,
+        src_gpa: GuestPhysAddr,
+        len: usize,
+    ) -> Result<(), MemError>
+    where
+        Self: Sized,
+    {
+        bounce_copy(self, gpa, src, src_gpa, len)
+    }
+}
+
+/// Bytes of another memory that can be read in place, as
+/// [`GuestMemory::read_span`] returns them. It can only be made from a
+/// slice of atomic bytes that lives for `'a`, so safe code cannot forge one
+/// that points anywhere else: a holder may copy `len()` bytes from
+/// `as_ptr()` while the span lives. The bytes may change under the reader
+/// (the guest owns them): read them as untrusted plain bytes, never keep a
+/// reference to them.
+#[derive(Clone, Copy, Debug)]
+pub struct HostSpan<'a> {
+    bytes: &'a [core::sync::atomic::AtomicU8],
+}
+
+impl<'a> HostSpan<'a> {
+    /// The span over `bytes`.
+    pub fn new(bytes: &'a [core::sync::atomic::AtomicU8]) -> Self {
+        Self { bytes }
+    }
+
+    /// First byte of the span.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.bytes.as_ptr().cast()
+    }
+
+    /// Length of the span in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the span is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+/// Chunk of [`bounce_copy`]'s stack buffer.
+const BOUNCE_CHUNK: usize = 256;
+
+/// [`GuestMemory::copy_from`] through a small stack buffer: `src.read` then
+/// `dst.write`, chunk by chunk, so each side's hooks see exactly the bytes
+/// it reads or writes (the cache simulator relies on it). Both whole ranges
+/// are checked before any byte moves.
+pub fn bounce_copy<D: GuestMemory + ?Sized, S: GuestMemory + ?Sized>(
+    dst: &D,
+    gpa: GuestPhysAddr,
+    src: &S,
+    src_gpa: GuestPhysAddr,
+    len: usize,
+) -> Result<(), MemError> {
+    dst.check_range(gpa, len as u64)?;
+    src.check_range(src_gpa, len as u64)?;
+    let mut buf = [0u8; BOUNCE_CHUNK];
+    let mut done = 0usize;
+    while done < len {
+        let n = (len - done).min(BOUNCE_CHUNK);
+        let chunk = buf.get_mut(..n).ok_or(MemError::Overflow)?;
+        let offset = done as u64;
+        src.read(src_gpa.checked_add(offset).ok_or(MemError::Overflow)?, chunk)?;
+        dst.write(gpa.checked_add(offset).ok_or(MemError::Overflow)?, chunk)?;
+        done += n;
+    }
+    Ok(())
 }
 
 /// The cache policy's view of a hypervisor access to guest memory.

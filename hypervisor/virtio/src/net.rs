@@ -207,16 +207,64 @@ pub const MAX_RX_CHAINS: usize = 64;
 /// descriptor per mergeable buffer, or ~20 for a big-packet chain.
 pub const MAX_RX_DESCRIPTORS: usize = 512;
 
+/// Most buffers a transmitted frame may span and still be delivered in
+/// place ([`TxPoll::Held`]); a frame in more is copied into the switch's
+/// buffer ([`TxPoll::Frame`]). Linux sends a frame in one or two buffers
+/// (header and linear part, then one per page fragment: at most 3 for 1518 bytes).
+pub const MAX_HELD_SEGMENTS: usize = 16;
+
+/// A transmitted frame's buffers, after the virtio-net header.
+type Segments = [(GuestPhysAddr, u32); MAX_HELD_SEGMENTS];
+
 /// One virtio-net device bound to its VM's memory for one switch run.
+///
+/// A transmitted frame's chain stays popped (not yet used) until the switch
+/// releases it ([`Port::release_tx`]) or gives it back
+/// ([`Port::unpoll_tx`]); [`Port::flush`] releases one left over, so no
+/// chain leaks.
 pub struct NetPort<'a, M: GuestMemory> {
     dev: &'a mut VirtioNet,
     mem: &'a M,
+    /// Head of the TX chain taken by the last poll and not yet used.
+    held: Option<u16>,
+    /// The held frame's buffers (after the virtio-net header), if it is
+    /// delivered in place; `segment_count` is 0 if it was copied instead.
+    segments: Segments,
+    segment_count: usize,
+    /// Length of the held frame.
+    held_len: usize,
 }
 
 impl<'a, M: GuestMemory> NetPort<'a, M> {
     /// Binds `dev` to `mem`, the memory of the VM that owns it.
     pub fn new(dev: &'a mut VirtioNet, mem: &'a M) -> Self {
-        Self { dev, mem }
+        Self {
+            dev,
+            mem,
+            held: None,
+            segments: [(GuestPhysAddr::new(0), 0); MAX_HELD_SEGMENTS],
+            segment_count: 0,
+            held_len: 0,
+        }
+    }
+
+    /// Returns the held TX chain to the driver (used, length 0: §2.7.8, the
+    /// device wrote nothing into it). `false` if the queue failed.
+    fn complete_held(&mut self) -> bool {
+        let Some(head) = self.held.take() else {
+            return true;
+        };
+        self.segment_count = 0;
+        let mem = self.mem;
+        let used = self
+            .dev
+            .queue_mut(TX_QUEUE)
+            .map(|q| q.add_used(mem, head, 0));
+        if matches!(used, Some(Ok(()))) {
+            return true;
+        }
+        self.fatal();
+        false
     }
 
     fn live_queue(&mut self, index: usize) -> Option<&mut SplitQueue> {
@@ -265,8 +313,12 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         Ok(head)
     }
 
-    /// Copies one TX chain into `header` + `frame`; `Ok(Err(reason))` is a
-    /// frame error, `Err` a fatal queue error.
+    /// Walks one TX chain: the virtio-net header into `header`, the
+    /// Ethernet header (the frame's first [`MIN_FRAME_LEN`] bytes) into
+    /// `frame`, and the frame's buffers into `self.segments`, each checked
+    /// to be RAM. A frame in more than [`MAX_HELD_SEGMENTS`] buffers is
+    /// copied into `frame` whole instead (`segment_count` 0).
+    /// `Ok(Err(reason))` is a frame error, `Err` a fatal queue error.
     fn read_tx_chain(
         &mut self,
         head: u16,
@@ -280,6 +332,8 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         let mut chain = q.chain(head);
         let mut total: usize = 0;
         let mut verdict = Ok(());
+        let mut count = 0usize;
+        let mut in_place = true;
         while let Some(d) = chain.next_descriptor(mem)? {
             if verdict.is_err() {
                 // Keep walking: a structural error later in the chain is still fatal.
@@ -316,19 +370,79 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 pos += n;
                 addr = GuestPhysAddr::new(addr.raw().wrapping_add(n as u64));
             }
-            // `end` <= NET_HEADER_LEN + MAX_FRAME_LEN (checked above).
-            if end > pos
+            total = end;
+            if end <= pos {
+                continue;
+            }
+            // The frame part: frame bytes `from..to` at `addr`.
+            let (from, to) = (pos - NET_HEADER_LEN, end - NET_HEADER_LEN);
+            if mem.check_range(addr, (to - from) as u64).is_err() {
+                verdict = Err(DropReason::BadAddress);
+                continue;
+            }
+            // The Ethernet header is read now: the switch decides on it.
+            let eth_end = to.min(MIN_FRAME_LEN);
+            if from < eth_end
                 && frame
-                    .get_mut(pos - NET_HEADER_LEN..end - NET_HEADER_LEN)
+                    .get_mut(from..eth_end)
                     .is_none_or(|part| mem.read(addr, part).is_err())
             {
                 verdict = Err(DropReason::BadAddress);
                 continue;
             }
-            total = end;
+            if in_place {
+                if let Some(slot) = self.segments.get_mut(count) {
+                    // `to - from` <= MAX_FRAME_LEN.
+                    *slot = (addr, (to - from) as u32);
+                    count += 1;
+                    continue;
+                }
+                // Too many buffers: copy what was recorded, then the rest as it comes.
+                in_place = false;
+                let recorded = self.segments.get(..count).unwrap_or(&[]);
+                if !read_segments(mem, recorded, MIN_FRAME_LEN, from, frame) {
+                    verdict = Err(DropReason::BadAddress);
+                    continue;
+                }
+            }
+            let skip = MIN_FRAME_LEN.saturating_sub(from);
+            if skip < to - from
+                && frame
+                    .get_mut(from + skip..to)
+                    .is_none_or(|part| mem.read(addr.wrapping_add(skip as u64), part).is_err())
+            {
+                verdict = Err(DropReason::BadAddress);
+            }
         }
+        self.segment_count = if in_place { count } else { 0 };
         Ok(verdict.map(|()| total))
     }
+}
+
+/// Copies bytes `from..to` of a frame whose bytes lie in `segments` (in
+/// order, from frame offset 0) into the same range of `frame`.
+fn read_segments<M: GuestMemory>(
+    mem: &M,
+    segments: &[(GuestPhysAddr, u32)],
+    from: usize,
+    to: usize,
+    frame: &mut [u8],
+) -> bool {
+    let mut start = 0usize;
+    for &(addr, len) in segments {
+        let end = start + len as usize;
+        let (a, b) = (from.max(start), to.min(end));
+        if a < b {
+            let ok = frame
+                .get_mut(a..b)
+                .is_some_and(|part| mem.read(addr.wrapping_add((a - start) as u64), part).is_ok());
+            if !ok {
+                return false;
+            }
+        }
+        start = end;
+    }
+    true
 }
 
 impl<M: GuestMemory> Port for NetPort<'_, M> {
@@ -343,63 +457,75 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
             Ok(v) => v,
             Err(_) => return TxPoll::Dropped(self.fatal()),
         };
-        // §2.7.8: the device wrote nothing into a TX chain, so len is 0.
-        let mem = self.mem;
-        let used = self
-            .dev
-            .queue_mut(TX_QUEUE)
-            .map(|q| q.add_used(mem, head, 0));
-        if !matches!(used, Some(Ok(()))) {
-            return TxPoll::Dropped(self.fatal());
-        }
-        let total = match verdict {
-            Ok(total) => total,
-            Err(reason) => return TxPoll::Dropped(reason),
-        };
-        if total < NET_HEADER_LEN {
-            return TxPoll::Dropped(DropReason::ShortHeader);
-        }
-        let len = total - NET_HEADER_LEN;
-        if len < MIN_FRAME_LEN {
-            return TxPoll::Dropped(DropReason::Runt);
-        }
-        let header = NetHeader::from_bytes(&header_bytes);
-        // §5.1.6.2: GSO needs HOST_TSO*, never offered; NEEDS_CSUM needs CSUM
-        // and offsets inside the frame.
-        if header.gso_type != VIRTIO_NET_HDR_GSO_NONE {
-            return TxPoll::Dropped(DropReason::BadHeader);
-        }
-        if header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
-            let field_end = usize::from(header.csum_start) + usize::from(header.csum_offset) + 2;
-            if !self.dev.has_feature(net_feature::CSUM) || field_end > len {
-                return TxPoll::Dropped(DropReason::BadHeader);
+        // Held until the switch is done with the frame; a dropped one is
+        // returned at once.
+        self.held = Some(head);
+        match self.check_tx(verdict, &header_bytes) {
+            Ok((len, header)) => {
+                self.held_len = len;
+                if self.segment_count > 0 {
+                    TxPoll::Held { len, header }
+                } else {
+                    TxPoll::Frame { len, header }
+                }
+            }
+            Err(reason) => {
+                if !self.complete_held() {
+                    return TxPoll::Dropped(DropReason::QueueFailed);
+                }
+                TxPoll::Dropped(reason)
             }
         }
-        // Only NEEDS_CSUM travels on: DATA_VALID from a sender means nothing to a receiver.
-        let header = NetHeader {
-            flags: header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM,
-            ..header
+    }
+
+    fn push_rx_held(
+        &mut self,
+        header: &NetHeader,
+        eth: &[u8; MIN_FRAME_LEN],
+        src: &Self,
+    ) -> Option<RxPush> {
+        let segments = src.segments.get(..src.segment_count)?;
+        if src.held.is_none() || segments.is_empty() {
+            return None;
+        }
+        let payload = Payload::InPlace {
+            eth,
+            mem: src.mem,
+            segments,
+            len: src.held_len,
         };
-        TxPoll::Frame { len, header }
+        Some(self.push_payload(header, payload))
+    }
+
+    fn read_held(&mut self, frame: &mut [u8]) -> bool {
+        let segments = self.segments.get(..self.segment_count).unwrap_or(&[]);
+        self.held.is_some()
+            && !segments.is_empty()
+            && read_segments(self.mem, segments, MIN_FRAME_LEN, frame.len(), frame)
+    }
+
+    fn release_tx(&mut self) {
+        let _ = self.complete_held();
+    }
+
+    fn unpoll_tx(&mut self) -> bool {
+        if self.held.take().is_none() {
+            return false;
+        }
+        self.segment_count = 0;
+        match self.dev.queue_mut(TX_QUEUE) {
+            Some(q) => {
+                // The held chain is the last one popped: nothing was popped since.
+                q.rewind(1);
+                self.dev.device.tx_chains = self.dev.device.tx_chains.saturating_sub(1);
+                true
+            }
+            None => false,
+        }
     }
 
     fn push_rx(&mut self, header: &NetHeader, frame: &[u8]) -> RxPush {
-        let mem = self.mem;
-        let mrg = self.dev.has_feature(net_feature::MRG_RXBUF);
-        let guest_csum = self.dev.has_feature(net_feature::GUEST_CSUM);
-        let mut header = *header;
-        if !guest_csum {
-            // §5.1.6.4.1: without GUEST_CSUM the device sets flags to zero;
-            // the switch completed any partial checksum already.
-            header.flags = 0;
-        }
-        let Some(q) = self.live_queue(RX_QUEUE) else {
-            return RxPush::Dropped(DropReason::PortDown);
-        };
-        match deliver(q, mem, &header, frame, mrg) {
-            Ok(result) => result,
-            Err(_) => RxPush::Dropped(self.fatal()),
-        }
+        self.push_payload(header, Payload::<M>::Bytes(frame))
     }
 
     fn accepts_partial_checksum(&self) -> bool {
@@ -407,6 +533,8 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
     }
 
     fn flush(&mut self) {
+        // A frame the switch did not release would otherwise leak its chain.
+        let _ = self.complete_held();
         let mem = self.mem;
         if !self.dev.is_live() {
             return;
@@ -428,12 +556,138 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
     }
 }
 
+impl<M: GuestMemory> NetPort<'_, M> {
+    /// Checks a walked TX chain and its virtio-net header: the frame's
+    /// length and offloads, or why it is dropped.
+    fn check_tx(
+        &self,
+        verdict: Result<usize, DropReason>,
+        header_bytes: &[u8; NET_HEADER_LEN],
+    ) -> Result<(usize, NetHeader), DropReason> {
+        let total = verdict?;
+        if total < NET_HEADER_LEN {
+            return Err(DropReason::ShortHeader);
+        }
+        let len = total - NET_HEADER_LEN;
+        if len < MIN_FRAME_LEN {
+            return Err(DropReason::Runt);
+        }
+        let header = NetHeader::from_bytes(header_bytes);
+        // §5.1.6.2: GSO needs HOST_TSO*, never offered; NEEDS_CSUM needs CSUM
+        // and offsets inside the frame.
+        if header.gso_type != VIRTIO_NET_HDR_GSO_NONE {
+            return Err(DropReason::BadHeader);
+        }
+        if header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+            let field_end = usize::from(header.csum_start) + usize::from(header.csum_offset) + 2;
+            if !self.dev.has_feature(net_feature::CSUM) || field_end > len {
+                return Err(DropReason::BadHeader);
+            }
+        }
+        // Only NEEDS_CSUM travels on: DATA_VALID from a sender means nothing to a receiver.
+        let header = NetHeader {
+            flags: header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            ..header
+        };
+        Ok((len, header))
+    }
+
+    /// Delivers `payload` into the RX queue.
+    fn push_payload<S: GuestMemory>(&mut self, header: &NetHeader, payload: Payload<'_, S>) -> RxPush {
+        let mem = self.mem;
+        let mrg = self.dev.has_feature(net_feature::MRG_RXBUF);
+        let guest_csum = self.dev.has_feature(net_feature::GUEST_CSUM);
+        let mut header = *header;
+        if !guest_csum {
+            // §5.1.6.4.1: without GUEST_CSUM the device sets flags to zero;
+            // the switch completed any partial checksum already.
+            header.flags = 0;
+        }
+        let Some(q) = self.live_queue(RX_QUEUE) else {
+            return RxPush::Dropped(DropReason::PortDown);
+        };
+        match deliver(q, mem, &header, payload, mrg) {
+            Ok(result) => result,
+            Err(_) => RxPush::Dropped(self.fatal()),
+        }
+    }
+}
+
+/// A frame on its way into an RX queue.
+enum Payload<'s, S: GuestMemory> {
+    /// In a hypervisor buffer.
+    Bytes(&'s [u8]),
+    /// In the sender's memory, held by its port: the Ethernet header as the
+    /// switch read it (what it decided on, whatever the guest wrote since),
+    /// then the rest from the sender's buffers.
+    InPlace {
+        eth: &'s [u8; MIN_FRAME_LEN],
+        mem: &'s S,
+        /// The frame's buffers from frame offset 0.
+        segments: &'s [(GuestPhysAddr, u32)],
+        len: usize,
+    },
+}
+
+impl<S: GuestMemory> Payload<'_, S> {
+    fn len(&self) -> usize {
+        match self {
+            Payload::Bytes(frame) => frame.len(),
+            Payload::InPlace { len, .. } => *len,
+        }
+    }
+
+    /// Writes frame bytes `from..to` at `addr` in `mem`.
+    fn write<M: GuestMemory>(&self, mem: &M, addr: GuestPhysAddr, from: usize, to: usize) -> bool {
+        match self {
+            Payload::Bytes(frame) => frame
+                .get(from..to)
+                .is_some_and(|part| mem.write(addr, part).is_ok()),
+            Payload::InPlace {
+                eth,
+                mem: src,
+                segments,
+                ..
+            } => {
+                let eth_end = to.min(MIN_FRAME_LEN);
+                if from < eth_end
+                    && eth
+                        .get(from..eth_end)
+                        .is_none_or(|part| mem.write(addr, part).is_err())
+                {
+                    return false;
+                }
+                // The rest, one copy from the sender's buffers.
+                let mut start = 0usize;
+                for &(src_addr, len) in *segments {
+                    let end = start + len as usize;
+                    let (a, b) = (from.max(start).max(MIN_FRAME_LEN), to.min(end));
+                    if a < b
+                        && mem
+                            .copy_from(
+                                addr.wrapping_add((a - from) as u64),
+                                *src,
+                                src_addr.wrapping_add((a - start) as u64),
+                                b - a,
+                            )
+                            .is_err()
+                    {
+                        return false;
+                    }
+                    start = end;
+                }
+                true
+            }
+        }
+    }
+}
+
 /// Writes `source[pos..pos+len]`, where `source` is `header ++ frame`, at `addr`.
-fn write_stream<M: GuestMemory>(
+fn write_stream<M: GuestMemory, S: GuestMemory>(
     mem: &M,
     addr: GuestPhysAddr,
     header: &[u8; NET_HEADER_LEN],
-    frame: &[u8],
+    frame: &Payload<'_, S>,
     pos: usize,
     len: usize,
 ) -> bool {
@@ -451,21 +705,18 @@ fn write_stream<M: GuestMemory>(
         pos += n;
         addr = GuestPhysAddr::new(addr.raw().wrapping_add(n as u64));
     }
-    end <= pos
-        || frame
-            .get(pos - NET_HEADER_LEN..end - NET_HEADER_LEN)
-            .is_some_and(|part| mem.write(addr, part).is_ok())
+    end <= pos || frame.write(mem, addr, pos - NET_HEADER_LEN, end - NET_HEADER_LEN)
 }
 
 /// Puts one frame into the RX queue: one chain, or with MRG_RXBUF as many
 /// as it takes (§5.1.6.4). If the ring runs dry mid-frame the chains are
 /// given back untouched (rewind) and the frame waits; on a frame error
 /// every chain taken is returned with length 0, so none leaks.
-fn deliver<M: GuestMemory>(
+fn deliver<M: GuestMemory, S: GuestMemory>(
     q: &mut SplitQueue,
     mem: &M,
     header: &NetHeader,
-    frame: &[u8],
+    frame: Payload<'_, S>,
     mrg: bool,
 ) -> Result<RxPush, VirtioError> {
     let need = NET_HEADER_LEN + frame.len();
@@ -528,7 +779,7 @@ fn deliver<M: GuestMemory>(
             }
             // The descriptor's whole span must be RAM, not only the part used.
             if mem.check_range(d.addr, u64::from(d.len)).is_err()
-                || !write_stream(mem, d.addr, &header_bytes, frame, written, n)
+                || !write_stream(mem, d.addr, &header_bytes, &frame, written, n)
             {
                 verdict = Err(DropReason::BadAddress);
                 continue;
