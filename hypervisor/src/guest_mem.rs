@@ -135,6 +135,22 @@ impl GuestMemory for VmMemory {
         core::sync::atomic::fence(order);
     }
 
+    fn read_array<const N: usize>(&self, gpa: GuestPhysAddr) -> Result<[u8; N], MemError> {
+        let va = self.translate(gpa, N as u64)?;
+        self.hooks.before_read(HostVirtAddr::new(va), N);
+        // SAFETY: as for `read`: `va..va+N` is inside the mapped alias (checked by `translate`); an unaligned load of plain bytes the guest may be changing, used as untrusted data.
+        Ok(unsafe { core::ptr::read_unaligned(va as *const [u8; N]) })
+    }
+
+    fn write_array<const N: usize>(&self, gpa: GuestPhysAddr, data: &[u8; N]) -> Result<(), MemError> {
+        let va = self.translate(gpa, N as u64)?;
+        self.hooks.before_write(HostVirtAddr::new(va), N);
+        // SAFETY: as for `write`: `va..va+N` is guest RAM inside the mapped alias (checked by `translate`).
+        unsafe { core::ptr::write_unaligned(va as *mut [u8; N], *data) };
+        self.hooks.after_write(HostVirtAddr::new(va), N);
+        Ok(())
+    }
+
     fn read_span(&self, gpa: GuestPhysAddr, len: usize) -> Option<HostSpan<'_>> {
         let va = self.translate(gpa, len as u64).ok()?;
         self.hooks.before_read(HostVirtAddr::new(va), len);

@@ -83,6 +83,27 @@ pub trait GuestMemory {
     /// Issues a full memory barrier between the device and the driver.
     fn fence(&self, order: Ordering);
 
+    /// Reads `N` bytes at `gpa` (a descriptor, a header): the same as
+    /// [`GuestMemory::read`] into an array, which an implementation may do
+    /// with a fixed-size load instead of a copy loop.
+    fn read_array<const N: usize>(&self, gpa: GuestPhysAddr) -> Result<[u8; N], MemError>
+    where
+        Self: Sized,
+    {
+        let mut bytes = [0u8; N];
+        self.read(gpa, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Writes `N` bytes at `gpa` (a used element, a header): the same as
+    /// [`GuestMemory::write`].
+    fn write_array<const N: usize>(&self, gpa: GuestPhysAddr, data: &[u8; N]) -> Result<(), MemError>
+    where
+        Self: Sized,
+    {
+        self.write(gpa, data)
+    }
+
     /// Makes `gpa..gpa+len` ready to be read in place (runs the cache
     /// policy's `before_read` hook over exactly those bytes) and returns
     /// them, for a copy that reads them at once. `None` (the default) if

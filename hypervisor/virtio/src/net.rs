@@ -213,6 +213,9 @@ pub const MAX_RX_DESCRIPTORS: usize = 512;
 /// (header and linear part, then one per page fragment: at most 3 for 1518 bytes).
 pub const MAX_HELD_SEGMENTS: usize = 16;
 
+/// The virtio-net header and the Ethernet header, read or written together.
+const HEADERS_LEN: usize = NET_HEADER_LEN + MIN_FRAME_LEN;
+
 /// A transmitted frame's buffers, after the virtio-net header.
 type Segments = [(GuestPhysAddr, u32); MAX_HELD_SEGMENTS];
 
@@ -355,6 +358,27 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 verdict = Err(DropReason::TooLong);
                 continue;
             };
+            if total == 0 && len >= HEADERS_LEN {
+                // The common case: both headers in the first buffer, one read.
+                let read = mem
+                    .check_range(d.addr, len as u64)
+                    .and_then(|()| mem.read_array::<HEADERS_LEN>(d.addr));
+                let (Ok(bytes), Some(eth)) = (read, frame.first_chunk_mut::<MIN_FRAME_LEN>())
+                else {
+                    verdict = Err(DropReason::BadAddress);
+                    continue;
+                };
+                let (net, rest) = bytes.split_at(NET_HEADER_LEN);
+                header.copy_from_slice(net);
+                eth.copy_from_slice(rest);
+                if let Some(slot) = self.segments.first_mut() {
+                    // `len - 12` <= MAX_FRAME_LEN.
+                    *slot = (d.addr.wrapping_add(NET_HEADER_LEN as u64), (len - NET_HEADER_LEN) as u32);
+                    count = 1;
+                }
+                total = end;
+                continue;
+            }
             // The stream is header (12 bytes) then frame: split this buffer across both.
             let mut addr = d.addr;
             let mut pos = total;
@@ -637,6 +661,14 @@ impl<S: GuestMemory> Payload<'_, S> {
         }
     }
 
+    /// The Ethernet header.
+    fn eth(&self) -> Option<&[u8; MIN_FRAME_LEN]> {
+        match self {
+            Payload::Bytes(frame) => frame.first_chunk::<MIN_FRAME_LEN>(),
+            Payload::InPlace { eth, .. } => Some(eth),
+        }
+    }
+
     /// Writes frame bytes `from..to` at `addr` in `mem`.
     fn write<M: GuestMemory>(&self, mem: &M, addr: GuestPhysAddr, from: usize, to: usize) -> bool {
         match self {
@@ -694,6 +726,26 @@ fn write_stream<M: GuestMemory, S: GuestMemory>(
     let end = pos + len;
     let mut addr = addr;
     let mut pos = pos;
+    if pos == 0 && len >= HEADERS_LEN {
+        // The common case: both headers into the first buffer, one write.
+        let Some(eth) = frame.eth() else {
+            return false;
+        };
+        let mut both = [0u8; HEADERS_LEN];
+        let (net, rest) = both.split_at_mut(NET_HEADER_LEN);
+        net.copy_from_slice(header);
+        rest.copy_from_slice(eth);
+        if mem.write_array(addr, &both).is_err() {
+            return false;
+        }
+        return end <= HEADERS_LEN
+            || frame.write(
+                mem,
+                addr.wrapping_add(HEADERS_LEN as u64),
+                MIN_FRAME_LEN,
+                end - NET_HEADER_LEN,
+            );
+    }
     if pos < NET_HEADER_LEN {
         let n = (NET_HEADER_LEN - pos).min(len);
         let written = header

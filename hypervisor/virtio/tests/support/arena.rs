@@ -104,6 +104,17 @@ impl GuestMemory for RawMemory {
     fn fence(&self, order: Ordering) {
         std::sync::atomic::fence(order);
     }
+    fn read_array<const N: usize>(&self, gpa: GuestPhysAddr) -> Result<[u8; N], MemError> {
+        let off = self.offset(gpa, N as u64)?;
+        // SAFETY: `off..off+N` is inside the allocation.
+        Ok(unsafe { std::ptr::read_unaligned(self.ptr.add(off).cast::<[u8; N]>()) })
+    }
+    fn write_array<const N: usize>(&self, gpa: GuestPhysAddr, data: &[u8; N]) -> Result<(), MemError> {
+        let off = self.offset(gpa, N as u64)?;
+        // SAFETY: `off..off+N` is inside the allocation.
+        unsafe { std::ptr::write_unaligned(self.ptr.add(off).cast::<[u8; N]>(), *data) };
+        Ok(())
+    }
     fn read_span(&self, gpa: GuestPhysAddr, len: usize) -> Option<HostSpan<'_>> {
         let off = self.offset(gpa, len as u64).ok()?;
         // SAFETY: `off..off+len` is inside the allocation, which lives as long as the arena (leaked); `AtomicU8` has size and alignment 1 and tolerates others writing.
