@@ -205,9 +205,10 @@ fn chroma_path(v: &Vms, frame_len: usize, batch: u16, budget: Duration) -> f64 {
         batch_limit: 32,
         ..SwitchConfig::default()
     });
-    // Ports start locked; the bench measures forwarding, not the filter.
-    switch.set_port(0, PortConfig::OPEN);
-    switch.set_port(1, PortConfig::OPEN);
+    // Each port gets its VM's address, as the hypervisor configures them:
+    // the destination is known.
+    switch.set_port(0, PortConfig::vm(MAC[0], false));
+    switch.set_port(1, PortConfig::vm(MAC[1], false));
     let before = devs[1].queue(0).unwrap().next_used();
     let ns = measure(u64::from(batch), budget, |round| {
         r.post(batch, round);

@@ -672,16 +672,19 @@ impl Switch {
             if !receives(self, dst) {
                 return Outcome::Taken;
             }
-            return self.deliver(ports, src, dst, &header, len, &mut copied, now);
+            return self.deliver(ports, src, dst, &header, len, &mut copied, true, now);
         }
+        // Flooded: to one receiver straight from the sender (in one copy);
+        // to several, copied once into the switch and delivered from there.
+        // Never held back: the others may have it already.
+        let receivers = (0..n).filter(|&p| receives(self, p)).count();
         for dst in 0..n {
             if receives(self, dst) {
-                // Several receivers: copy once into the switch, deliver from there.
-                if !self.fetch(ports, src, len, &mut copied) {
+                if receivers > 1 && !self.fetch(ports, src, len, &mut copied) {
                     self.counters[src].tx_errors += 1;
                     return Outcome::Taken;
                 }
-                let _ = self.deliver(ports, usize::MAX, dst, &header, len, &mut copied, now);
+                let _ = self.deliver(ports, src, dst, &header, len, &mut copied, false, now);
             }
         }
         Outcome::Taken
@@ -696,11 +699,10 @@ impl Switch {
         *copied
     }
 
-    /// Delivers the frame to `dst`: now if its egress queue is empty and it
-    /// has buffers (from the sender's memory in one copy if the frame is
-    /// held there), else into its egress queue, else back to the sender
-    /// (`src`, `usize::MAX` for a flooded frame that cannot go back), else
-    /// dropped.
+    /// Delivers the frame from `src` to `dst`: now if its egress queue is
+    /// empty and it has buffers (from the sender's memory in one copy if
+    /// the frame is held there), else into its egress queue, else back to
+    /// the sender if `may_hold` and `dst` is not stalled, else dropped.
     #[allow(clippy::too_many_arguments)] // one frame's whole state
     fn deliver<P: Port>(
         &mut self,
@@ -710,6 +712,7 @@ impl Switch {
         header: &NetHeader,
         len: usize,
         copied: &mut bool,
+        may_hold: bool,
         now: u64,
     ) -> Outcome {
         // Keep order: behind frames already waiting, wait too.
@@ -758,7 +761,7 @@ impl Switch {
             }
             return Outcome::Taken;
         }
-        if !self.stalled(dst, now) && ports.get_mut(src).is_some_and(|p| p.unpoll_tx()) {
+        if may_hold && !self.stalled(dst, now) && ports[src].unpoll_tx() {
             return Outcome::HeldBack;
         }
         self.counters[dst].rx_dropped += 1;
