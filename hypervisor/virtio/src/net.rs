@@ -213,11 +213,12 @@ pub const MAX_RX_DESCRIPTORS: usize = 512;
 /// (header and linear part, then one per page fragment: at most 3 for 1518 bytes).
 pub const MAX_HELD_SEGMENTS: usize = 16;
 
-/// The virtio-net header and the Ethernet header, read or written together.
+/// The virtio-net header and the Ethernet header, read or written with
+/// fixed-size accesses when one buffer holds both.
 const HEADERS_LEN: usize = NET_HEADER_LEN + MIN_FRAME_LEN;
 
 /// A transmitted frame's buffers, after the virtio-net header.
-type Segments = [(GuestPhysAddr, u32); MAX_HELD_SEGMENTS];
+type Segments = [(GuestPhysAddr, usize); MAX_HELD_SEGMENTS];
 
 /// One virtio-net device bound to its VM's memory for one switch run.
 ///
@@ -359,21 +360,24 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 continue;
             };
             if total == 0 && len >= HEADERS_LEN {
-                // The common case: both headers in the first buffer, one read.
-                let read = mem
-                    .check_range(d.addr, len as u64)
-                    .and_then(|()| mem.read_array::<HEADERS_LEN>(d.addr));
-                let (Ok(bytes), Some(eth)) = (read, frame.first_chunk_mut::<MIN_FRAME_LEN>())
+                // The common case: both headers in the first buffer.
+                let eth_at = d.addr.wrapping_add(NET_HEADER_LEN as u64);
+                let read = mem.check_range(d.addr, len as u64).and_then(|()| {
+                    Ok((
+                        mem.read_array::<NET_HEADER_LEN>(d.addr)?,
+                        mem.read_array::<MIN_FRAME_LEN>(eth_at)?,
+                    ))
+                });
+                let (Ok((net, eth_bytes)), Some(eth)) =
+                    (read, frame.first_chunk_mut::<MIN_FRAME_LEN>())
                 else {
                     verdict = Err(DropReason::BadAddress);
                     continue;
                 };
-                let (net, rest) = bytes.split_at(NET_HEADER_LEN);
-                header.copy_from_slice(net);
-                eth.copy_from_slice(rest);
+                *header = net;
+                *eth = eth_bytes;
                 if let Some(slot) = self.segments.first_mut() {
-                    // `len - 12` <= MAX_FRAME_LEN.
-                    *slot = (d.addr.wrapping_add(NET_HEADER_LEN as u64), (len - NET_HEADER_LEN) as u32);
+                    *slot = (d.addr.wrapping_add(NET_HEADER_LEN as u64), len - NET_HEADER_LEN);
                     count = 1;
                 }
                 total = end;
@@ -416,8 +420,7 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
             }
             if in_place {
                 if let Some(slot) = self.segments.get_mut(count) {
-                    // `to - from` <= MAX_FRAME_LEN.
-                    *slot = (addr, (to - from) as u32);
+                    *slot = (addr, to - from);
                     count += 1;
                     continue;
                 }
@@ -447,14 +450,14 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
 /// order, from frame offset 0) into the same range of `frame`.
 fn read_segments<M: GuestMemory>(
     mem: &M,
-    segments: &[(GuestPhysAddr, u32)],
+    segments: &[(GuestPhysAddr, usize)],
     from: usize,
     to: usize,
     frame: &mut [u8],
 ) -> bool {
     let mut start = 0usize;
     for &(addr, len) in segments {
-        let end = start + len as usize;
+        let end = start + len;
         let (a, b) = (from.max(start), to.min(end));
         if a < b {
             let ok = frame
@@ -648,7 +651,7 @@ enum Payload<'s, S: GuestMemory> {
         eth: &'s [u8; MIN_FRAME_LEN],
         mem: &'s S,
         /// The frame's buffers from frame offset 0.
-        segments: &'s [(GuestPhysAddr, u32)],
+        segments: &'s [(GuestPhysAddr, usize)],
         len: usize,
     },
 }
@@ -692,7 +695,7 @@ impl<S: GuestMemory> Payload<'_, S> {
                 // The rest, one copy from the sender's buffers.
                 let mut start = 0usize;
                 for &(src_addr, len) in *segments {
-                    let end = start + len as usize;
+                    let end = start + len;
                     let (a, b) = (from.max(start).max(MIN_FRAME_LEN), to.min(end));
                     if a < b
                         && mem
@@ -727,15 +730,12 @@ fn write_stream<M: GuestMemory, S: GuestMemory>(
     let mut addr = addr;
     let mut pos = pos;
     if pos == 0 && len >= HEADERS_LEN {
-        // The common case: both headers into the first buffer, one write.
+        // The common case: both headers into the first buffer.
         let Some(eth) = frame.eth() else {
             return false;
         };
-        let mut both = [0u8; HEADERS_LEN];
-        let (net, rest) = both.split_at_mut(NET_HEADER_LEN);
-        net.copy_from_slice(header);
-        rest.copy_from_slice(eth);
-        if mem.write_array(addr, &both).is_err() {
+        let eth_at = addr.wrapping_add(NET_HEADER_LEN as u64);
+        if mem.write_array(addr, header).is_err() || mem.write_array(eth_at, eth).is_err() {
             return false;
         }
         return end <= HEADERS_LEN
@@ -774,7 +774,10 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
     let need = NET_HEADER_LEN + frame.len();
     // §5.1.6.4.1: without MRG_RXBUF num_buffers is 1; with it, patched below.
     let header_bytes = header.to_bytes(1);
-    let mut chains: [(u16, u32); MAX_RX_CHAINS] = [(0, 0); MAX_RX_CHAINS];
+    // Heads and lengths of the chains taken, in two plain arrays (zeroed
+    // with a few wide stores, not one store per field).
+    let mut heads = [0u16; MAX_RX_CHAINS];
+    let mut lens = [0u32; MAX_RX_CHAINS];
     let mut chain_count = 0usize;
     let mut written = 0usize;
     // Where num_buffers (header bytes 10 and 11) landed in guest memory.
@@ -800,12 +803,12 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
         // The loop stops at MAX_RX_CHAINS (BufferTooSmall above), so there
         // is always a slot; if not, the chain goes back unused and the frame
         // is dropped rather than the chain leaked.
-        let Some(slot) = chains.get_mut(chain_count) else {
+        let Some(slot) = heads.get_mut(chain_count) else {
             q.add_used(mem, head, 0)?;
             verdict = Err(DropReason::BufferTooSmall);
             break;
         };
-        *slot = (head, 0);
+        *slot = head;
         chain_count += 1;
         let mut chain = q.chain(head);
         let mut chain_written = 0usize;
@@ -846,15 +849,15 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
             chain_written += n;
         }
         // chain_written <= need <= NET_HEADER_LEN + MAX_FRAME_LEN.
-        if let Some(last) = chain_count.checked_sub(1).and_then(|i| chains.get_mut(i)) {
-            last.1 = u32::try_from(chain_written).unwrap_or(u32::MAX);
+        if let Some(last) = chain_count.checked_sub(1).and_then(|i| lens.get_mut(i)) {
+            *last = u32::try_from(chain_written).unwrap_or(u32::MAX);
         }
         if written < need && verdict.is_ok() && (!mrg || chain_count == MAX_RX_CHAINS) {
             verdict = Err(DropReason::BufferTooSmall);
         }
     }
     if let Err(reason) = verdict {
-        for &(head, _) in chains.iter().take(chain_count) {
+        for &head in heads.iter().take(chain_count) {
             q.add_used(mem, head, 0)?;
         }
         return Ok(RxPush::Dropped(reason));
@@ -867,7 +870,7 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
             }
         }
     }
-    for &(head, len) in chains.iter().take(chain_count) {
+    for (&head, &len) in heads.iter().zip(lens.iter()).take(chain_count) {
         q.add_used(mem, head, len)?;
     }
     Ok(RxPush::Delivered)

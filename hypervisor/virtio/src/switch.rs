@@ -659,13 +659,12 @@ impl Switch {
         if header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
             let needs_full =
                 (0..n).any(|p| receives(self, p) && !ports[p].accepts_partial_checksum());
-            if needs_full {
-                if !self.fetch(ports, src, len, &mut copied)
-                    || !complete_checksum(&mut header, &mut self.frame[..len])
-                {
-                    self.counters[src].tx_errors += 1;
-                    return Outcome::Taken;
-                }
+            if needs_full
+                && (!self.fetch(ports, src, len, &mut copied)
+                    || !complete_checksum(&mut header, &mut self.frame[..len]))
+            {
+                self.counters[src].tx_errors += 1;
+                return Outcome::Taken;
             }
         }
         if let Some(dst) = target {
