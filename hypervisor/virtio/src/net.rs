@@ -224,8 +224,8 @@ type Segments = [(GuestPhysAddr, usize); MAX_HELD_SEGMENTS];
 ///
 /// A transmitted frame's chain stays popped (not yet used) until the switch
 /// releases it ([`Port::release_tx`]) or gives it back
-/// ([`Port::unpoll_tx`]); [`Port::flush`] releases one left over, so no
-/// chain leaks.
+/// ([`Port::unpoll_tx`]); the next poll or [`Port::flush`] releases one
+/// left over, so no chain leaks.
 pub struct NetPort<'a, M: GuestMemory> {
     dev: &'a mut VirtioNet,
     mem: &'a M,
@@ -474,6 +474,10 @@ fn read_segments<M: GuestMemory>(
 
 impl<M: GuestMemory> Port for NetPort<'_, M> {
     fn poll_tx(&mut self, frame: &mut [u8; MAX_FRAME_LEN]) -> TxPoll {
+        // A frame the caller neither released nor gave back is done with.
+        if !self.complete_held() {
+            return TxPoll::Dropped(DropReason::QueueFailed);
+        }
         let head = match self.pop_tx_head() {
             Ok(Some(head)) => head,
             Ok(None) => return TxPoll::Empty,
