@@ -142,7 +142,11 @@ impl GuestMemory for VmMemory {
         Ok(unsafe { core::ptr::read_unaligned(va as *const [u8; N]) })
     }
 
-    fn write_array<const N: usize>(&self, gpa: GuestPhysAddr, data: &[u8; N]) -> Result<(), MemError> {
+    fn write_array<const N: usize>(
+        &self,
+        gpa: GuestPhysAddr,
+        data: &[u8; N],
+    ) -> Result<(), MemError> {
         let va = self.translate(gpa, N as u64)?;
         self.hooks.before_write(HostVirtAddr::new(va), N);
         // SAFETY: as for `write`: `va..va+N` is guest RAM inside the mapped alias (checked by `translate`).

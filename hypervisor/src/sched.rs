@@ -253,7 +253,8 @@ fn build_switches(
         // The configuration refuses more ports than a switch has
         // (`run_switch` keeps its port tables on the stack); a manifest
         // built otherwise loses the extra ports, loudly.
-        const _: () = assert!(chroma_virtio::switch::MAX_PORTS == chroma_manifest::MAX_SWITCH_PORTS);
+        const _: () =
+            assert!(chroma_virtio::switch::MAX_PORTS == chroma_manifest::MAX_SWITCH_PORTS);
         let room = chroma_virtio::switch::MAX_PORTS - usize::from(uplink.is_some());
         if members.len() > room {
             log::error!(

@@ -97,7 +97,11 @@ pub trait GuestMemory {
 
     /// Writes `N` bytes at `gpa` (a used element, a header): the same as
     /// [`GuestMemory::write`].
-    fn write_array<const N: usize>(&self, gpa: GuestPhysAddr, data: &[u8; N]) -> Result<(), MemError>
+    fn write_array<const N: usize>(
+        &self,
+        gpa: GuestPhysAddr,
+        data: &[u8; N],
+    ) -> Result<(), MemError>
     where
         Self: Sized,
     {
@@ -189,7 +193,10 @@ pub fn bounce_copy<D: GuestMemory + ?Sized, S: GuestMemory + ?Sized>(
         let n = (len - done).min(BOUNCE_CHUNK);
         let chunk = buf.get_mut(..n).ok_or(MemError::Overflow)?;
         let offset = done as u64;
-        src.read(src_gpa.checked_add(offset).ok_or(MemError::Overflow)?, chunk)?;
+        src.read(
+            src_gpa.checked_add(offset).ok_or(MemError::Overflow)?,
+            chunk,
+        )?;
         dst.write(gpa.checked_add(offset).ok_or(MemError::Overflow)?, chunk)?;
         done += n;
     }
@@ -311,11 +318,20 @@ mod copy_tests {
         let src = recording(0x1000_0000);
         let dst = recording(0x2000_0000);
         let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
-        src.inner.write(GuestPhysAddr::new(0x1000_0100), &data).unwrap();
-        dst.copy_from(GuestPhysAddr::new(0x2000_0200), &src, GuestPhysAddr::new(0x1000_0100), 1000)
+        src.inner
+            .write(GuestPhysAddr::new(0x1000_0100), &data)
             .unwrap();
+        dst.copy_from(
+            GuestPhysAddr::new(0x2000_0200),
+            &src,
+            GuestPhysAddr::new(0x1000_0100),
+            1000,
+        )
+        .unwrap();
         let mut out = vec![0u8; 1000];
-        dst.inner.read(GuestPhysAddr::new(0x2000_0200), &mut out).unwrap();
+        dst.inner
+            .read(GuestPhysAddr::new(0x2000_0200), &mut out)
+            .unwrap();
         assert_eq!(out, data);
         assert!(tiles(&src.reads.borrow(), 0x1000_0100, 1000));
         assert!(tiles(&dst.writes.borrow(), 0x2000_0200, 1000));
@@ -325,7 +341,12 @@ mod copy_tests {
         // A range outside either memory moves nothing.
         let before = dst.writes.borrow().len();
         assert!(dst
-            .copy_from(GuestPhysAddr::new(0x2000_0000), &src, GuestPhysAddr::new(0x1000_ff00), 512)
+            .copy_from(
+                GuestPhysAddr::new(0x2000_0000),
+                &src,
+                GuestPhysAddr::new(0x1000_ff00),
+                512
+            )
             .is_err());
         assert_eq!(dst.writes.borrow().len(), before);
     }

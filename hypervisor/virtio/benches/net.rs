@@ -218,8 +218,12 @@ fn chroma_path<'a>(v: &'a Vms, frame_len: usize, batch: u16) -> (Round<'a>, Box<
     })));
     // Each port gets its VM's address, as the hypervisor configures them:
     // the destination is known.
-    switch.borrow_mut().set_port(0, PortConfig::vm(MAC[0], false));
-    switch.borrow_mut().set_port(1, PortConfig::vm(MAC[1], false));
+    switch
+        .borrow_mut()
+        .set_port(0, PortConfig::vm(MAC[0], false));
+    switch
+        .borrow_mut()
+        .set_port(1, PortConfig::vm(MAC[1], false));
     let before = devs.borrow()[1].queue(0).unwrap().next_used();
     let (d, sw) = (devs.clone(), switch.clone());
     let round = Box::new(move |round: u64| {
@@ -234,7 +238,9 @@ fn chroma_path<'a>(v: &'a Vms, frame_len: usize, batch: u16) -> (Round<'a>, Box<
         let delivered = (devs.borrow()[1].queue(0).unwrap().next_used() - before).0;
         let switch = switch.borrow();
         assert!(
-            delivered > 0 && switch.counters(1).rx_errors == 0 && switch.counters(1).rx_dropped == 0
+            delivered > 0
+                && switch.counters(1).rx_errors == 0
+                && switch.counters(1).rx_dropped == 0
         );
         assert_eq!(
             switch.counters(0).tx_packets,
@@ -342,7 +348,10 @@ fn main() {
     let only = std::env::var("CHROMA_BENCH_ONLY").ok();
     for frame_len in [64usize, 1500] {
         for batch in [1u16, 32] {
-            if only.as_ref().is_some_and(|o| *o != format!("{frame_len}/{batch}")) {
+            if only
+                .as_ref()
+                .is_some_and(|o| *o != format!("{frame_len}/{batch}"))
+            {
                 continue;
             }
             let (chroma, chroma_check) = chroma_path(&v[0], frame_len, batch);

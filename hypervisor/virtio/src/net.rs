@@ -377,7 +377,10 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 *header = net;
                 *eth = eth_bytes;
                 if let Some(slot) = self.segments.first_mut() {
-                    *slot = (d.addr.wrapping_add(NET_HEADER_LEN as u64), len - NET_HEADER_LEN);
+                    *slot = (
+                        d.addr.wrapping_add(NET_HEADER_LEN as u64),
+                        len - NET_HEADER_LEN,
+                    );
                     count = 1;
                 }
                 total = end;
@@ -460,9 +463,10 @@ fn read_segments<M: GuestMemory>(
         let end = start + len;
         let (a, b) = (from.max(start), to.min(end));
         if a < b {
-            let ok = frame
-                .get_mut(a..b)
-                .is_some_and(|part| mem.read(addr.wrapping_add((a - start) as u64), part).is_ok());
+            let ok = frame.get_mut(a..b).is_some_and(|part| {
+                mem.read(addr.wrapping_add((a - start) as u64), part)
+                    .is_ok()
+            });
             if !ok {
                 return false;
             }
@@ -624,7 +628,11 @@ impl<M: GuestMemory> NetPort<'_, M> {
     }
 
     /// Delivers `payload` into the RX queue.
-    fn push_payload<S: GuestMemory>(&mut self, header: &NetHeader, payload: Payload<'_, S>) -> RxPush {
+    fn push_payload<S: GuestMemory>(
+        &mut self,
+        header: &NetHeader,
+        payload: Payload<'_, S>,
+    ) -> RxPush {
         let mem = self.mem;
         let mrg = self.dev.has_feature(net_feature::MRG_RXBUF);
         let guest_csum = self.dev.has_feature(net_feature::GUEST_CSUM);

@@ -691,7 +691,13 @@ impl Switch {
 
     /// Makes sure the whole frame is in `self.frame` (reads the rest of a
     /// held one from its sender). `false` if it could not be read.
-    fn fetch<P: Port>(&mut self, ports: &mut [P], src: usize, len: usize, copied: &mut bool) -> bool {
+    fn fetch<P: Port>(
+        &mut self,
+        ports: &mut [P],
+        src: usize,
+        len: usize,
+        copied: &mut bool,
+    ) -> bool {
         if !*copied {
             *copied = ports[src].read_held(&mut self.frame[..len]);
         }
@@ -721,7 +727,8 @@ impl Switch {
             } else {
                 let mut eth = [0u8; MIN_FRAME_LEN];
                 eth.copy_from_slice(&self.frame[..MIN_FRAME_LEN]);
-                let direct = pair(ports, dst, src).and_then(|(d, s)| d.push_rx_held(header, &eth, s));
+                let direct =
+                    pair(ports, dst, src).and_then(|(d, s)| d.push_rx_held(header, &eth, s));
                 match direct {
                     Some(result) => result,
                     None if self.fetch(ports, src, len, copied) => {

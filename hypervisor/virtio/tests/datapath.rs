@@ -24,7 +24,10 @@ fn receive(lab: &mut Lab, vm: usize, max: usize) -> Vec<(u32, u8)> {
         let Some((_, f)) = lab.drivers[vm].recv() else {
             break;
         };
-        got.push((u32::from_le_bytes(f[14..18].try_into().unwrap()), f[11] - 0x10));
+        got.push((
+            u32::from_le_bytes(f[14..18].try_into().unwrap()),
+            f[11] - 0x10,
+        ));
     }
     got
 }
@@ -60,14 +63,22 @@ fn unicast_to_a_known_port_is_copied_once() {
         // Every byte of each frame (and its header) leaves the sender once.
         assert_eq!(read_buffered + read_in_place, 10 * (12 + len as u64));
         if one_copy {
-            assert_eq!(read_buffered, 10 * (12 + 14), "only the headers go through the switch");
+            assert_eq!(
+                read_buffered,
+                10 * (12 + 14),
+                "only the headers go through the switch"
+            );
             assert_eq!(read_in_place, 10 * (len as u64 - 14));
             assert_eq!(copied_in, 10 * (len as u64 - 14), "the payload in one copy");
             assert_eq!(written_buffered, 10 * (12 + 14));
         } else {
             assert_eq!(read_in_place, 0);
             assert_eq!(copied_in, 0);
-            assert_eq!(written_buffered, 10 * (12 + len as u64), "copied through the switch");
+            assert_eq!(
+                written_buffered,
+                10 * (12 + len as u64),
+                "copied through the switch"
+            );
         }
         let got = receive(&mut lab, B, usize::MAX);
         assert_eq!(got.len(), 10);
@@ -174,7 +185,10 @@ fn a_receiver_that_never_refills_is_stalled_not_obeyed() {
             }
         }
         if stall_ticks == u64::MAX {
-            assert!(to_c.is_empty(), "without stall detection B holds A's frames");
+            assert!(
+                to_c.is_empty(),
+                "without stall detection B holds A's frames"
+            );
             assert_eq!(lab.switch.counters(B).rx_dropped, 0);
             continue;
         }
@@ -193,8 +207,14 @@ fn a_receiver_that_never_refills_is_stalled_not_obeyed() {
 
 /// Share of the frames each sender got through, in percent.
 fn shares(got: &[(u32, u8)]) -> [usize; 2] {
-    let a = got.iter().filter(|&&(_, src)| usize::from(src) == A).count();
-    let b = got.iter().filter(|&&(_, src)| usize::from(src) == B).count();
+    let a = got
+        .iter()
+        .filter(|&&(_, src)| usize::from(src) == A)
+        .count();
+    let b = got
+        .iter()
+        .filter(|&&(_, src)| usize::from(src) == B)
+        .count();
     [a * 100 / got.len().max(1), b * 100 / got.len().max(1)]
 }
 

@@ -67,7 +67,10 @@ fn allocations(f: impl FnOnce()) -> u64 {
 fn run(lab: &mut Lab, extra: impl FnOnce()) -> u64 {
     let mems = lab.mems;
     let (a, b) = lab.devs.split_at_mut(1);
-    let mut ports = [NetPort::new(&mut a[0], &mems[0]), NetPort::new(&mut b[0], &mems[1])];
+    let mut ports = [
+        NetPort::new(&mut a[0], &mems[0]),
+        NetPort::new(&mut b[0], &mems[1]),
+    ];
     let now = lab.now;
     let switch = &mut lab.switch;
     allocations(|| {

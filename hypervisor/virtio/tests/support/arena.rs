@@ -109,7 +109,11 @@ impl GuestMemory for RawMemory {
         // SAFETY: `off..off+N` is inside the allocation.
         Ok(unsafe { std::ptr::read_unaligned(self.ptr.add(off).cast::<[u8; N]>()) })
     }
-    fn write_array<const N: usize>(&self, gpa: GuestPhysAddr, data: &[u8; N]) -> Result<(), MemError> {
+    fn write_array<const N: usize>(
+        &self,
+        gpa: GuestPhysAddr,
+        data: &[u8; N],
+    ) -> Result<(), MemError> {
         let off = self.offset(gpa, N as u64)?;
         // SAFETY: `off..off+N` is inside the allocation.
         unsafe { std::ptr::write_unaligned(self.ptr.add(off).cast::<[u8; N]>(), *data) };
@@ -118,7 +122,8 @@ impl GuestMemory for RawMemory {
     fn read_span(&self, gpa: GuestPhysAddr, len: usize) -> Option<HostSpan<'_>> {
         let off = self.offset(gpa, len as u64).ok()?;
         // SAFETY: `off..off+len` is inside the allocation, which lives as long as the arena (leaked); `AtomicU8` has size and alignment 1 and tolerates others writing.
-        let bytes = unsafe { std::slice::from_raw_parts(self.ptr.add(off).cast::<AtomicU8>(), len) };
+        let bytes =
+            unsafe { std::slice::from_raw_parts(self.ptr.add(off).cast::<AtomicU8>(), len) };
         Some(HostSpan::new(bytes))
     }
     fn copy_from<S: GuestMemory + ?Sized>(

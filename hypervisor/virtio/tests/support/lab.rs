@@ -186,10 +186,9 @@ impl Lab {
                         .unwrap();
                 d.fill_rx();
                 // Watch both used.idx fields (used ring + 2).
-                mems[i].watched.set([
-                    d.rx.layout.used.raw() + 2,
-                    d.tx.layout.used.raw() + 2,
-                ]);
+                mems[i]
+                    .watched
+                    .set([d.rx.layout.used.raw() + 2, d.tx.layout.used.raw() + 2]);
                 d
             })
             .collect();
