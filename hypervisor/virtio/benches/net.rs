@@ -345,7 +345,9 @@ fn main() {
         "bytes", "batch", "chroma", "virtio-queue", "copy", "vq/chroma", "chroma/copy"
     );
     // `CHROMA_BENCH_ONLY=1500/32` measures one row (for a profiler).
-    let only = std::env::var("CHROMA_BENCH_ONLY").ok();
+    let only = std::env::var("CHROMA_BENCH_ONLY")
+        .ok()
+        .filter(|o| !o.is_empty());
     for frame_len in [64usize, 1500] {
         for batch in [1u16, 32] {
             if only
