@@ -209,9 +209,11 @@ pub const MAX_RX_DESCRIPTORS: usize = 512;
 
 /// Most buffers a transmitted frame may span and still be delivered in
 /// place ([`TxPoll::Held`]); a frame in more is copied into the switch's
-/// buffer ([`TxPoll::Frame`]). Linux sends a frame in one or two buffers
-/// (header and linear part, then one per page fragment: at most 3 for 1518 bytes).
-pub const MAX_HELD_SEGMENTS: usize = 16;
+/// buffer ([`TxPoll::Frame`]). Linux sends a frame of at most 1518 bytes
+/// (no TSO) in a few buffers: the header with the linear part, then one
+/// per page fragment. Eight keep a port small (it sits in the hypervisor's
+/// per-run port table on the stack).
+pub const MAX_HELD_SEGMENTS: usize = 8;
 
 /// The virtio-net header and the Ethernet header, read or written with
 /// fixed-size accesses when one buffer holds both.
