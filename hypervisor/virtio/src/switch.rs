@@ -675,7 +675,8 @@ impl Switch {
         }
         // Flooded: to one receiver straight from the sender (in one copy);
         // to several, copied once into the switch and delivered from there.
-        // Never held back: the others may have it already.
+        // Never held back (the others may have it already): dropped for a
+        // receiver whose egress queue is full, as before backpressure.
         let receivers = (0..n).filter(|&p| receives(self, p)).count();
         for dst in 0..n {
             if receives(self, dst) {
