@@ -94,6 +94,32 @@ fn unicast_to_a_known_port_is_copied_once() {
     }
 }
 
+/// A frame delivered from the sender's memory carries the Ethernet header
+/// the switch decided on, whatever the sender's guest writes meanwhile: a
+/// guest that rewrites its source address after the check (port security)
+/// and before the copy gets nothing spoofed through. Control: the same
+/// racing write to the payload does reach the receiver (the race lands
+/// before the copy, so the header check is not vacuous).
+#[test]
+fn the_delivered_header_is_the_one_the_switch_checked() {
+    let mut lab = Lab::new(&[256, 256], SwitchConfig::default());
+    let f = frame(mac(B), mac(A), 200, 1);
+    assert!(lab.drivers[A].send(&f));
+    let size = lab.drivers[A].tx.layout.size;
+    // In every TX buffer: source MAC byte 0 (frame offset 6) and payload byte 100.
+    lab.races[A] = (0..size)
+        .flat_map(|i| {
+            let buffer = lab.drivers[A].tx_buffer(i) + 12;
+            [(buffer + 6, 0xee), (buffer + 100, 0xab)]
+        })
+        .collect();
+    lab.run_once();
+    let (_, got) = lab.drivers[B].recv().unwrap();
+    assert_eq!(got[6..12], mac(A), "the checked source address");
+    assert_eq!(got[100], 0xab, "control: the racing write reached the copy");
+    assert_eq!(lab.switch.counters(A).tx_spoofed, 0);
+}
+
 /// A run of 32 frames publishes each queue's used.idx once: the sender's
 /// TX queue and the receiver's RX queue (so each port decides on one
 /// interrupt per run). Negative control: a port that publishes after every

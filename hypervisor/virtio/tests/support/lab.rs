@@ -120,6 +120,10 @@ pub struct Ctl<'a> {
     pub port: NetPort<'a, Probe>,
     pub hold: bool,
     pub flush_each_frame: bool,
+    /// The port's memory, and writes its guest makes into it just before
+    /// the switch delivers a frame held there (a racing vCPU).
+    pub mem: &'a Probe,
+    pub race: &'a [(u64, u8)],
 }
 
 impl Port for Ctl<'_> {
@@ -135,6 +139,12 @@ impl Port for Ctl<'_> {
         eth: &[u8; MIN_FRAME_LEN],
         src: &Self,
     ) -> Option<RxPush> {
+        for &(gpa, byte) in src.race {
+            src.mem
+                .inner
+                .write(GuestPhysAddr::new(gpa), &[byte])
+                .unwrap();
+        }
         self.port.push_rx_held(header, eth, &src.port)
     }
     fn read_held(&mut self, frame: &mut [u8]) -> bool {
@@ -170,6 +180,8 @@ pub struct Lab {
     pub now: u64,
     pub hold: bool,
     pub flush_each_frame: bool,
+    /// Racing writes of each VM's guest (see [`Ctl::race`]).
+    pub races: Vec<Vec<(u64, u8)>>,
 }
 
 impl Lab {
@@ -207,6 +219,7 @@ impl Lab {
             now: 0,
             hold: true,
             flush_each_frame: false,
+            races: vec![Vec::new(); n],
         }
     }
 
@@ -218,10 +231,13 @@ impl Lab {
             .devs
             .iter_mut()
             .zip(mems.iter())
-            .map(|(d, m)| Ctl {
+            .zip(self.races.iter())
+            .map(|((d, m), race)| Ctl {
                 port: NetPort::new(d, m),
                 hold,
                 flush_each_frame,
+                mem: m,
+                race,
             })
             .collect();
         self.switch.run(&mut ports, self.now)
