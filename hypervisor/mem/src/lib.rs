@@ -317,7 +317,7 @@ mod copy_tests {
     fn bounce_copy_reads_and_writes_exactly_the_copied_bytes() {
         let src = recording(0x1000_0000);
         let dst = recording(0x2000_0000);
-        let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
         src.inner
             .write(GuestPhysAddr::new(0x1000_0100), &data)
             .unwrap();
