@@ -1,9 +1,13 @@
 //! ns per frame device -> switch -> device for 64- and 1500-byte frames at
 //! batch 1 and 32: chroma's queue + switch, the same work with rust-vmm's
 //! `virtio-queue` on the device side, and a plain copy of the payload, all
-//! in one run over the same guest memory, printed with ratios.
+//! in one run, each path on its own pair of VMs of the same layout, the
+//! paths taking turns (see `measure`), printed with ratios. The switch's
+//! ports carry their VMs' addresses, as the hypervisor sets them up, so
+//! the frame goes to a known port (in one copy).
 //!
-//! Run: `cargo bench -p chroma-virtio --bench net`.
+//! Run: `cargo bench -p chroma-virtio --bench net`
+//! (`CHROMA_BENCH_ONLY=1500/32` for one row, e.g. under a profiler).
 #![allow(clippy::cast_possible_truncation)]
 #![allow(unsafe_code, missing_docs)]
 
