@@ -186,6 +186,12 @@ pub struct Lab {
 
 impl Lab {
     pub fn new(sizes: &[u16], config: SwitchConfig) -> Self {
+        Self::with_rx_len(sizes, 2048, config)
+    }
+
+    /// As [`Lab::new`] with RX buffers of `rx_len` bytes (MRG_RXBUF is
+    /// negotiated: a frame may span several).
+    pub fn with_rx_len(sizes: &[u16], rx_len: u32, config: SwitchConfig) -> Self {
         let n = sizes.len();
         let mems: &'static [Probe] = Vec::leak((0..n).map(Probe::new).collect());
         let mut devs: Vec<VirtioNet> = (0..n)
@@ -193,9 +199,15 @@ impl Lab {
             .collect();
         let drivers = (0..n)
             .map(|i| {
-                let mut d =
-                    MockNetDriver::init(&mut devs[i], &mems[i], base(i), sizes[i], 2048, u64::MAX)
-                        .unwrap();
+                let mut d = MockNetDriver::init(
+                    &mut devs[i],
+                    &mems[i],
+                    base(i),
+                    sizes[i],
+                    rx_len,
+                    u64::MAX,
+                )
+                .unwrap();
                 d.fill_rx();
                 // Watch both used.idx fields (used ring + 2).
                 mems[i]
@@ -243,7 +255,7 @@ impl Lab {
         self.switch.run(&mut ports, self.now)
     }
 
-    /// Watches VM `vm`'s TX buffers (reads) and RX buffers (writes).
+    /// Watches VM `vm`'s TX buffers.
     pub fn watch_tx(&self, vm: usize) {
         let d = &self.drivers[vm];
         self.mems[vm]
@@ -251,12 +263,11 @@ impl Lab {
             .set((d.tx_buffer(0), d.tx_buffer(d.tx.layout.size)));
     }
 
+    /// Watches VM `vm`'s RX buffers (and the TX buffers after them, which
+    /// the device never writes).
     pub fn watch_rx(&self, vm: usize) {
         let d = &self.drivers[vm];
-        let size = u64::from(d.rx.layout.size);
-        self.mems[vm]
-            .window
-            .set((d.rx_buffers_base, d.rx_buffers_base + size * 2048));
+        self.mems[vm].window.set((d.rx_buffers_base, d.end()));
     }
 }
 
