@@ -6,8 +6,8 @@
 use crate::arch::CacheOps;
 use chroma_cache::policy::MaintenanceStats;
 use chroma_cache::{MaintainHooks, Policy};
-use chroma_mem::{CacheHooks, GuestMemory, GuestPhysAddr, HostVirtAddr, MemError};
-use core::sync::atomic::{AtomicU16, Ordering};
+use chroma_mem::{CacheHooks, GuestMemory, GuestPhysAddr, HostSpan, HostVirtAddr, MemError};
+use core::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 
 /// The hooks of one device's view: none, or maintenance by line.
 pub enum Hooks {
@@ -133,5 +133,53 @@ impl GuestMemory for VmMemory {
 
     fn fence(&self, order: Ordering) {
         core::sync::atomic::fence(order);
+    }
+
+    fn read_array<const N: usize>(&self, gpa: GuestPhysAddr) -> Result<[u8; N], MemError> {
+        let va = self.translate(gpa, N as u64)?;
+        self.hooks.before_read(HostVirtAddr::new(va), N);
+        // SAFETY: as for `read`: `va..va+N` is inside the mapped alias (checked by `translate`); an unaligned load of plain bytes the guest may be changing, used as untrusted data.
+        Ok(unsafe { core::ptr::read_unaligned(va as *const [u8; N]) })
+    }
+
+    fn write_array<const N: usize>(
+        &self,
+        gpa: GuestPhysAddr,
+        data: &[u8; N],
+    ) -> Result<(), MemError> {
+        let va = self.translate(gpa, N as u64)?;
+        self.hooks.before_write(HostVirtAddr::new(va), N);
+        // SAFETY: as for `write`: `va..va+N` is guest RAM inside the mapped alias (checked by `translate`).
+        unsafe { core::ptr::write_unaligned(va as *mut [u8; N], *data) };
+        self.hooks.after_write(HostVirtAddr::new(va), N);
+        Ok(())
+    }
+
+    fn read_span(&self, gpa: GuestPhysAddr, len: usize) -> Option<HostSpan<'_>> {
+        let va = self.translate(gpa, len as u64).ok()?;
+        self.hooks.before_read(HostVirtAddr::new(va), len);
+        // SAFETY: 1. `va..va+len` lies in this VM's RAM alias (checked by `translate`), mapped read/write at EL2 for as long as this `VmMemory` lives, which bounds the span's lifetime. 2. `AtomicU8` has size and alignment 1 and may be changed by others (the guest) at any time, so a shared slice of them over guest bytes claims nothing the guest can break.
+        let bytes = unsafe { core::slice::from_raw_parts(va as *const AtomicU8, len) };
+        Some(HostSpan::new(bytes))
+    }
+
+    /// One copy from the source's RAM straight into this VM's, when the
+    /// source can be read in place; otherwise through a bounce buffer.
+    fn copy_from<S: GuestMemory + ?Sized>(
+        &self,
+        gpa: GuestPhysAddr,
+        src: &S,
+        src_gpa: GuestPhysAddr,
+        len: usize,
+    ) -> Result<(), MemError> {
+        let va = self.translate(gpa, len as u64)?;
+        let Some(span) = src.read_span(src_gpa, len).filter(|s| s.len() == len) else {
+            return chroma_mem::bounce_copy(self, gpa, src, src_gpa, len);
+        };
+        self.hooks.before_write(HostVirtAddr::new(va), len);
+        // SAFETY: 1. `span` is `len` readable bytes for its lifetime (a `HostSpan` is only made from a live slice). 2. `va..va+len` is this VM's RAM alias (checked by `translate`). 3. The two may overlap (two NICs of one VM): `copy` allows it. The bytes are guest data, copied as plain bytes and never referenced.
+        unsafe { core::ptr::copy(span.as_ptr(), va as *mut u8, len) };
+        self.hooks.after_write(HostVirtAddr::new(va), len);
+        Ok(())
     }
 }

@@ -24,8 +24,10 @@ use alloc::vec::Vec;
 use chroma_core::exit::AccessWidth;
 use chroma_virtio::mmio::MmioAction;
 use chroma_virtio::net::{NetPort, VirtioNet};
-use chroma_virtio::port::{NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN};
-use chroma_virtio::switch::Switch;
+use chroma_virtio::port::{
+    DropReason, NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN, MIN_FRAME_LEN,
+};
+use chroma_virtio::switch::{Switch, MAX_PORTS};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
 
@@ -117,6 +119,9 @@ pub struct SwitchEntry {
 enum AnyPort<'a> {
     Vm(NetPort<'a, VmMemory>),
     Uplink(&'a mut Uplink),
+    /// An unused slot of [`run_switch`]'s fixed port table (never handed
+    /// to the switch).
+    Absent,
 }
 
 impl Port for AnyPort<'_> {
@@ -124,24 +129,62 @@ impl Port for AnyPort<'_> {
         match self {
             AnyPort::Vm(p) => p.poll_tx(frame),
             AnyPort::Uplink(p) => p.poll_tx(frame),
+            AnyPort::Absent => TxPoll::Empty,
         }
     }
     fn push_rx(&mut self, header: &NetHeader, frame: &[u8]) -> RxPush {
         match self {
             AnyPort::Vm(p) => p.push_rx(header, frame),
             AnyPort::Uplink(p) => p.push_rx(header, frame),
+            AnyPort::Absent => RxPush::Dropped(DropReason::PortDown),
+        }
+    }
+    fn push_rx_held(
+        &mut self,
+        header: &NetHeader,
+        eth: &[u8; MIN_FRAME_LEN],
+        src: &Self,
+    ) -> Option<RxPush> {
+        // VM to VM in one copy; the uplink's frames are in its own buffers
+        // and the switch copies them.
+        match (self, src) {
+            (AnyPort::Vm(p), AnyPort::Vm(s)) => p.push_rx_held(header, eth, s),
+            _ => None,
+        }
+    }
+    fn read_held(&mut self, frame: &mut [u8]) -> bool {
+        match self {
+            AnyPort::Vm(p) => p.read_held(frame),
+            AnyPort::Uplink(p) => p.read_held(frame),
+            AnyPort::Absent => false,
+        }
+    }
+    fn release_tx(&mut self) {
+        match self {
+            AnyPort::Vm(p) => p.release_tx(),
+            AnyPort::Uplink(p) => p.release_tx(),
+            AnyPort::Absent => {}
+        }
+    }
+    fn unpoll_tx(&mut self) -> bool {
+        match self {
+            AnyPort::Vm(p) => p.unpoll_tx(),
+            AnyPort::Uplink(p) => p.unpoll_tx(),
+            AnyPort::Absent => false,
         }
     }
     fn accepts_partial_checksum(&self) -> bool {
         match self {
             AnyPort::Vm(p) => p.accepts_partial_checksum(),
             AnyPort::Uplink(p) => p.accepts_partial_checksum(),
+            AnyPort::Absent => false,
         }
     }
     fn flush(&mut self) {
         match self {
             AnyPort::Vm(p) => p.flush(),
             AnyPort::Uplink(p) => p.flush(),
+            AnyPort::Absent => {}
         }
     }
 }
@@ -288,28 +331,39 @@ pub fn run_switch(gic: &Gic, me: usize, index: usize) {
         uplink,
         holds,
     } = &mut *guard;
-    let mut states: Vec<spin::MutexGuard<'_, NicState>> = members
-        .iter()
-        .map(|&(v, n)| sys.vms[v].nics[n].state.lock())
-        .collect();
+    // Fixed tables, no allocation per run: the configuration and
+    // `build_switches` keep a switch at most MAX_PORTS ports, uplink included.
+    let mut member_iter = members.iter();
+    let mut states: [Option<spin::MutexGuard<'_, NicState>>; MAX_PORTS] =
+        core::array::from_fn(|_| {
+            member_iter
+                .next()
+                .map(|&(v, n)| sys.vms[v].nics[n].state.lock())
+        });
+    let count = members.len().min(MAX_PORTS);
     let report = {
-        let mut ports: Vec<AnyPort<'_>> = states
-            .iter_mut()
-            .map(|s| {
+        let mut vm_states = states.iter_mut().flatten();
+        let mut uplink = uplink.as_mut();
+        let mut used = 0usize;
+        let mut ports: [AnyPort<'_>; MAX_PORTS] = core::array::from_fn(|_| {
+            if let Some(s) = vm_states.next() {
+                used += 1;
                 let NicState { device, memory } = &mut **s;
                 AnyPort::Vm(NetPort::new(device, memory))
-            })
-            .collect();
-        if let Some(u) = uplink.as_mut() {
-            ports.push(AnyPort::Uplink(u));
-        }
-        switch.run(&mut ports, now_ms())
+            } else if let Some(u) = uplink.take() {
+                used += 1;
+                AnyPort::Uplink(u)
+            } else {
+                AnyPort::Absent
+            }
+        });
+        switch.run(&mut ports[..used], now_ms())
     };
     holds.runs += 1;
     holds.continued += u64::from(report.more_work);
     holds.most_frames = holds.most_frames.max(report.frames);
     holds.most_from_one_port = holds.most_from_one_port.max(report.most_from_one_port);
-    for (state, &(v, n)) in states.iter_mut().zip(members.iter()) {
+    for (state, &(v, n)) in states.iter_mut().flatten().zip(members[..count].iter()) {
         let nic = &sys.vms[v].nics[n];
         nic.polling
             .store(state.device.device.tx_polling, Ordering::Release);

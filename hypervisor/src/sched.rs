@@ -250,6 +250,20 @@ fn build_switches(
         } else {
             None
         };
+        // The configuration refuses more ports than a switch has
+        // (`run_switch` keeps its port tables on the stack); a manifest
+        // built otherwise loses the extra ports, loudly.
+        const _: () =
+            assert!(chroma_virtio::switch::MAX_PORTS == chroma_manifest::MAX_SWITCH_PORTS);
+        let room = chroma_virtio::switch::MAX_PORTS - usize::from(uplink.is_some());
+        if members.len() > room {
+            log::error!(
+                "switch {}: {} VM port(s), at most {room} fit: the rest stay unplugged",
+                spec.name,
+                members.len()
+            );
+            members.truncate(room);
+        }
         let port_count = members.len() + usize::from(uplink.is_some());
         let config = SwitchConfig {
             port_count: port_count.max(1),

@@ -192,6 +192,13 @@ pub enum ErrorKind {
         /// The key of the first switch with an uplink.
         first: String,
     },
+    /// {ports} ports on one switch, at most {max} (the uplink counts as one)
+    TooManyPorts {
+        /// The switch's NICs, plus one for the uplink.
+        ports: usize,
+        /// [`chroma_manifest::MAX_SWITCH_PORTS`].
+        max: usize,
+    },
     /// the manifest could not be built: {reason}
     Manifest {
         /// The manifest builder's error.
@@ -300,6 +307,10 @@ impl fmt::Display for ErrorKind {
             TwoUplinks { first } => {
                 write!(f, "{first} already has the uplink (at most one switch may)")
             }
+            TooManyPorts { ports, max } => write!(
+                f,
+                "{ports} ports on one switch, at most {max} (the uplink counts as one)"
+            ),
             Manifest { reason } => write!(f, "the manifest could not be built: {reason}"),
         }
     }
@@ -412,6 +423,7 @@ mod display_tests {
             ErrorKind::TwoUplinks {
                 first: "switch[0]".into(),
             },
+            ErrorKind::TooManyPorts { ports: 17, max: 16 },
             ErrorKind::Manifest {
                 reason: chroma_manifest::ManifestError::BadMagic,
             },

@@ -482,6 +482,24 @@ impl Checker<'_> {
             }
             vms.push(vm);
         }
+        // Ports per switch: its NICs, and the uplink.
+        for (index, switch) in switches.iter().enumerate() {
+            let nics = vms
+                .iter()
+                .flat_map(|vm| vm.nets.iter())
+                .filter(|net| usize::try_from(net.switch_index).ok() == Some(index))
+                .count();
+            let ports = nics + usize::from(switch.uplink);
+            if ports > chroma_manifest::MAX_SWITCH_PORTS {
+                return Err(self.error(
+                    switch_key(index, &switch.name),
+                    ErrorKind::TooManyPorts {
+                        ports,
+                        max: chroma_manifest::MAX_SWITCH_PORTS,
+                    },
+                ));
+            }
+        }
         Ok(Config {
             file: self.file.to_owned(),
             cache_mode,

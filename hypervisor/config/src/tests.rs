@@ -665,6 +665,32 @@ fn two_uplinks_are_refused() {
 }
 
 #[test]
+fn too_many_ports_on_a_switch_are_refused() {
+    let fixture = Fixture::new();
+    // lan1 has probe's NIC; `second` adds `extra` more.
+    let with = |extra: usize| {
+        edit(
+            "memory_base = 0x80000000\n",
+            &format!(
+                "memory_base = 0x80000000\n{}",
+                "[[vm.net]]\nswitch = \"lan1\"\n".repeat(extra)
+            ),
+        )
+    };
+    let max = chroma_manifest::MAX_SWITCH_PORTS;
+    let kind = fixture.refuse(&with(max), "switch[1] (\"lan1\")");
+    assert_eq!(
+        kind,
+        ErrorKind::TooManyPorts {
+            ports: max + 1,
+            max
+        }
+    );
+    // Negative control: exactly the maximum is accepted.
+    fixture.load(&with(max - 1)).unwrap();
+}
+
+#[test]
 fn bad_cmdline_is_refused() {
     let fixture = Fixture::new();
     let long = format!("cmdline = \"{}\"", "x".repeat(2048));

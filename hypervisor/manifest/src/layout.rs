@@ -28,6 +28,10 @@ pub const MAX_NAME_LEN: usize = 16;
 /// Longest kernel command line, in bytes (arm64 Linux `COMMAND_LINE_SIZE`
 /// is 2048 including the NUL).
 pub const MAX_CMDLINE_LEN: usize = 2047;
+
+/// Most ports one switch has, the uplink included: the hypervisor keeps a
+/// switch's per-run port tables on the stack, sized so.
+pub const MAX_SWITCH_PORTS: usize = 16;
 /// Highest log level (trace).
 pub const MAX_LOG_LEVEL: u8 = 4;
 /// Guest RAM base and size must be multiples of this (2 MiB: one stage-2

@@ -23,6 +23,11 @@ macro_rules! address_type {
                     None => None,
                 }
             }
+            /// `self + offset`, wrapping (for an offset inside a range
+            /// already checked not to wrap).
+            pub const fn wrapping_add(self, offset: u64) -> Self {
+                Self(self.0.wrapping_add(offset))
+            }
             /// `self - base`, or `None` if `self < base`.
             pub const fn checked_offset_from(self, base: Self) -> Option<u64> {
                 self.0.checked_sub(base.0)

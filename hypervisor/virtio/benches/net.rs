@@ -1,9 +1,13 @@
 //! ns per frame device -> switch -> device for 64- and 1500-byte frames at
 //! batch 1 and 32: chroma's queue + switch, the same work with rust-vmm's
 //! `virtio-queue` on the device side, and a plain copy of the payload, all
-//! in one run over the same guest memory, printed with ratios.
+//! in one run, each path on its own pair of VMs of the same layout, the
+//! paths taking turns (see `measure`), printed with ratios. The switch's
+//! ports carry their VMs' addresses, as the hypervisor sets them up, so
+//! the frame goes to a known port (in one copy).
 //!
-//! Run: `cargo bench -p chroma-virtio --bench net`.
+//! Run: `cargo bench -p chroma-virtio --bench net`
+//! (`CHROMA_BENCH_ONLY=1500/32` for one row, e.g. under a profiler).
 #![allow(clippy::cast_possible_truncation)]
 #![allow(unsafe_code, missing_docs)]
 
@@ -168,74 +172,99 @@ fn vq(q: &MockQueue<RawMemory>) -> Queue {
     queue
 }
 
-/// Runs `round` repeatedly for about `budget`, best of 5, in ns per frame.
-fn measure(frames_per_round: u64, budget: Duration, mut round: impl FnMut(u64)) -> f64 {
+/// One measured path: a round of work (round number in), set up already.
+type Round<'a> = Box<dyn FnMut(u64) + 'a>;
+
+/// Runs each path's round repeatedly, the paths taking turns in slices of
+/// about `budget / 5 / paths` each, 5 turns after a warm-up; each path's
+/// best slice, in ns per frame. Taking turns keeps a load on the machine
+/// from favouring whichever path happened to run while it was quiet.
+fn measure(frames_per_round: u64, budget: Duration, paths: &mut [Round<'_>]) -> Vec<f64> {
     let mut r = 0u64;
-    // Warm up.
-    let start = Instant::now();
-    while start.elapsed() < budget / 4 {
-        round(r);
-        r += 1;
-    }
-    let mut best = f64::MAX;
-    for _ in 0..5 {
+    let slice = budget / 5 / paths.len() as u32;
+    for round in paths.iter_mut() {
         let start = Instant::now();
-        let mut n = 0u64;
-        while start.elapsed() < budget / 5 {
-            for _ in 0..64 {
-                round(r);
-                r += 1;
-                n += 1;
-            }
+        while start.elapsed() < slice {
+            round(r);
+            r += 1;
         }
-        let ns = start.elapsed().as_nanos() as f64 / (n * frames_per_round) as f64;
-        best = best.min(ns);
+    }
+    let mut best = vec![f64::MAX; paths.len()];
+    for _ in 0..5 {
+        for (round, best) in paths.iter_mut().zip(best.iter_mut()) {
+            let start = Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < slice {
+                for _ in 0..64 {
+                    round(r);
+                    r += 1;
+                    n += 1;
+                }
+            }
+            let ns = start.elapsed().as_nanos() as f64 / (n * frames_per_round) as f64;
+            *best = best.min(ns);
+        }
     }
     best
 }
 
-fn chroma_path(v: &Vms, frame_len: usize, batch: u16, budget: Duration) -> f64 {
+/// The chroma path: its round, and a check that it forwarded every frame.
+fn chroma_path<'a>(v: &'a Vms, frame_len: usize, batch: u16) -> (Round<'a>, Box<dyn Fn() + 'a>) {
     let mut r = rings(v, frame_len);
-    let mut devs = [
+    let devs = std::rc::Rc::new(std::cell::RefCell::new([
         chroma_device(&v.raw[0], Some(&r.tx), None),
         chroma_device(&v.raw[1], None, Some(&r.rx)),
-    ];
-    let mut switch = Switch::new(SwitchConfig {
+    ]));
+    let switch = std::rc::Rc::new(std::cell::RefCell::new(Switch::new(SwitchConfig {
         port_count: 2,
         batch_limit: 32,
         ..SwitchConfig::default()
-    });
-    // Ports start locked; the bench measures forwarding, not the filter.
-    switch.set_port(0, PortConfig::OPEN);
-    switch.set_port(1, PortConfig::OPEN);
-    let before = devs[1].queue(0).unwrap().next_used();
-    let ns = measure(u64::from(batch), budget, |round| {
+    })));
+    // Each port gets its VM's address, as the hypervisor configures them:
+    // the destination is known.
+    switch
+        .borrow_mut()
+        .set_port(0, PortConfig::vm(MAC[0], false));
+    switch
+        .borrow_mut()
+        .set_port(1, PortConfig::vm(MAC[1], false));
+    let before = devs.borrow()[1].queue(0).unwrap().next_used();
+    let (d, sw) = (devs.clone(), switch.clone());
+    let round = Box::new(move |round: u64| {
         r.post(batch, round);
-        let [a, b] = &mut devs;
+        let mut devs = d.borrow_mut();
+        let [a, b] = &mut *devs;
         let mut ports = [NetPort::new(a, &v.raw[0]), NetPort::new(b, &v.raw[1])];
-        black_box(switch.run(&mut ports, round));
+        black_box(sw.borrow_mut().run(&mut ports, round));
         r.repost_rx(batch, round);
     });
-    let delivered = (devs[1].queue(0).unwrap().next_used() - before).0;
-    assert!(
-        delivered > 0 && switch.counters(1).rx_errors == 0 && switch.counters(1).rx_dropped == 0
-    );
-    assert_eq!(
-        switch.counters(0).tx_packets,
-        switch.counters(1).rx_packets,
-        "chroma path lost frames"
-    );
-    ns
+    let check = Box::new(move || {
+        let delivered = (devs.borrow()[1].queue(0).unwrap().next_used() - before).0;
+        let switch = switch.borrow();
+        assert!(
+            delivered > 0
+                && switch.counters(1).rx_errors == 0
+                && switch.counters(1).rx_dropped == 0
+        );
+        assert_eq!(
+            switch.counters(0).tx_packets,
+            switch.counters(1).rx_packets,
+            "chroma path lost frames"
+        );
+    });
+    (round, check)
 }
 
-fn vq_path(v: &Vms, frame_len: usize, batch: u16, budget: Duration) -> f64 {
+/// The same work with rust-vmm's `virtio-queue` on the device side.
+fn vq_path<'a>(v: &'a Vms, frame_len: usize, batch: u16) -> (Round<'a>, Box<dyn Fn() + 'a>) {
     let mut r = rings(v, frame_len);
     let mut txq = vq(&r.tx);
     let mut rxq = vq(&r.rx);
     let (ma, mb) = (&v.vm[0], &v.vm[1]);
     let mut frame = vec![0u8; 12 + 1518];
-    let mut forwarded = 0u64;
-    let ns = measure(u64::from(batch), budget, |round| {
+    let forwarded = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let f = forwarded.clone();
+    let round = Box::new(move |round: u64| {
         r.post(batch, round);
         loop {
             while let Some(chain) = txq.pop_descriptor_chain(ma) {
@@ -263,7 +292,7 @@ fn vq_path(v: &Vms, frame_len: usize, batch: u16, budget: Duration) -> f64 {
                         }
                     }
                     rxq.add_used(mb, rhead, written as u32).unwrap();
-                    forwarded += 1;
+                    f.set(f.get() + 1);
                 }
             }
             if !txq.enable_notification(ma).unwrap() {
@@ -274,23 +303,24 @@ fn vq_path(v: &Vms, frame_len: usize, batch: u16, budget: Duration) -> f64 {
         black_box(rxq.needs_notification(mb).unwrap());
         r.repost_rx(batch, round);
     });
-    assert!(forwarded > 0);
-    ns
+    (round, Box::new(move || assert!(forwarded.get() > 0)))
 }
 
-fn driver_only(v: &Vms, frame_len: usize, batch: u16, budget: Duration) -> f64 {
+/// The driver side alone: posting and re-posting.
+fn driver_only<'a>(v: &'a Vms, frame_len: usize, batch: u16) -> Round<'a> {
     let mut r = rings(v, frame_len);
-    measure(u64::from(batch), budget, |round| {
+    Box::new(move |round: u64| {
         r.post(batch, round);
         r.repost_rx(batch, round);
     })
 }
 
-fn copy_path(v: &Vms, frame_len: usize, batch: u16, budget: Duration) -> f64 {
+/// A plain copy of each frame (with its header) from VM 0 to VM 1.
+fn copy_path<'a>(v: &'a Vms, frame_len: usize, batch: u16) -> Round<'a> {
     let src = v.raw[0].host(BASES[0] + BUF);
     let dst = v.raw[1].host(BASES[1] + BUF);
     let len = 12 + frame_len;
-    measure(u64::from(batch), budget, |round| {
+    Box::new(move |round: u64| {
         for k in 0..u64::from(batch) {
             let slot = ((round * u64::from(batch) + k) % u64::from(SIZE)) as usize;
             // SAFETY: both slots are inside the mapped RAM (256 x 2048 bytes from 1 MiB) and in different VMs, so they never overlap.
@@ -307,22 +337,42 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick")
         || std::env::var_os("CHROMA_BENCH_QUICK").is_some();
     let budget = if quick {
-        Duration::from_millis(50)
+        Duration::from_millis(200)
     } else {
-        Duration::from_millis(600)
+        Duration::from_millis(2400)
     };
-    let v = vms();
+    // Each path on its own pair of VMs: they take turns (see `measure`).
+    let v = [vms(), vms(), vms(), vms()];
     println!("chroma-virtio net benchmark: ns/frame, device(TX, VM0) -> switch -> device(RX, VM1)");
     println!(
         "{:>6} {:>5} {:>10} {:>13} {:>10} {:>14} {:>14}",
         "bytes", "batch", "chroma", "virtio-queue", "copy", "vq/chroma", "chroma/copy"
     );
+    // `CHROMA_BENCH_ONLY=1500/32` measures one row (for a profiler).
+    let only = std::env::var("CHROMA_BENCH_ONLY")
+        .ok()
+        .filter(|o| !o.is_empty());
     for frame_len in [64usize, 1500] {
         for batch in [1u16, 32] {
-            let c = chroma_path(&v, frame_len, batch, budget);
-            let q = vq_path(&v, frame_len, batch, budget);
-            let p = copy_path(&v, frame_len, batch, budget);
-            let d = driver_only(&v, frame_len, batch, budget);
+            if only
+                .as_ref()
+                .is_some_and(|o| *o != format!("{frame_len}/{batch}"))
+            {
+                continue;
+            }
+            let (chroma, chroma_check) = chroma_path(&v[0], frame_len, batch);
+            let (queue, queue_check) = vq_path(&v[1], frame_len, batch);
+            let mut paths = [
+                chroma,
+                queue,
+                copy_path(&v[2], frame_len, batch),
+                driver_only(&v[3], frame_len, batch),
+            ];
+            let ns = measure(u64::from(batch), budget, &mut paths);
+            drop(paths);
+            chroma_check();
+            queue_check();
+            let (c, q, p, d) = (ns[0], ns[1], ns[2], ns[3]);
             println!("{frame_len:>6} {batch:>5} {c:>10.1} {q:>13.1} {p:>10.1} {:>13.2}x {:>13.2}x  (driver side alone: {d:.1})", q / c, c / p);
         }
     }

@@ -207,16 +207,70 @@ pub const MAX_RX_CHAINS: usize = 64;
 /// descriptor per mergeable buffer, or ~20 for a big-packet chain.
 pub const MAX_RX_DESCRIPTORS: usize = 512;
 
+/// Most buffers a transmitted frame may span and still be delivered in
+/// place ([`TxPoll::Held`]); a frame in more is copied into the switch's
+/// buffer ([`TxPoll::Frame`]). Linux sends a frame of at most 1518 bytes
+/// (no TSO) in a few buffers: the header with the linear part, then one
+/// per page fragment. Eight keep a port small (it sits in the hypervisor's
+/// per-run port table on the stack).
+pub const MAX_HELD_SEGMENTS: usize = 8;
+
+/// The virtio-net header and the Ethernet header, read or written with
+/// fixed-size accesses when one buffer holds both.
+const HEADERS_LEN: usize = NET_HEADER_LEN + MIN_FRAME_LEN;
+
+/// A transmitted frame's buffers, after the virtio-net header.
+type Segments = [(GuestPhysAddr, usize); MAX_HELD_SEGMENTS];
+
 /// One virtio-net device bound to its VM's memory for one switch run.
+///
+/// A transmitted frame's chain stays popped (not yet used) until the switch
+/// releases it ([`Port::release_tx`]) or gives it back
+/// ([`Port::unpoll_tx`]); the next poll or [`Port::flush`] releases one
+/// left over, so no chain leaks.
 pub struct NetPort<'a, M: GuestMemory> {
     dev: &'a mut VirtioNet,
     mem: &'a M,
+    /// Head of the TX chain taken by the last poll and not yet used.
+    held: Option<u16>,
+    /// The held frame's buffers (after the virtio-net header), if it is
+    /// delivered in place; `segment_count` is 0 if it was copied instead.
+    segments: Segments,
+    segment_count: usize,
+    /// Length of the held frame.
+    held_len: usize,
 }
 
 impl<'a, M: GuestMemory> NetPort<'a, M> {
     /// Binds `dev` to `mem`, the memory of the VM that owns it.
     pub fn new(dev: &'a mut VirtioNet, mem: &'a M) -> Self {
-        Self { dev, mem }
+        Self {
+            dev,
+            mem,
+            held: None,
+            segments: [(GuestPhysAddr::new(0), 0); MAX_HELD_SEGMENTS],
+            segment_count: 0,
+            held_len: 0,
+        }
+    }
+
+    /// Returns the held TX chain to the driver (used, length 0: §2.7.8, the
+    /// device wrote nothing into it). `false` if the queue failed.
+    fn complete_held(&mut self) -> bool {
+        let Some(head) = self.held.take() else {
+            return true;
+        };
+        self.segment_count = 0;
+        let mem = self.mem;
+        let used = self
+            .dev
+            .queue_mut(TX_QUEUE)
+            .map(|q| q.add_used(mem, head, 0));
+        if matches!(used, Some(Ok(()))) {
+            return true;
+        }
+        self.fatal();
+        false
     }
 
     fn live_queue(&mut self, index: usize) -> Option<&mut SplitQueue> {
@@ -265,8 +319,12 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         Ok(head)
     }
 
-    /// Copies one TX chain into `header` + `frame`; `Ok(Err(reason))` is a
-    /// frame error, `Err` a fatal queue error.
+    /// Walks one TX chain: the virtio-net header into `header`, the
+    /// Ethernet header (the frame's first [`MIN_FRAME_LEN`] bytes) into
+    /// `frame`, and the frame's buffers into `self.segments`, each checked
+    /// to be RAM. A frame in more than [`MAX_HELD_SEGMENTS`] buffers is
+    /// copied into `frame` whole instead (`segment_count` 0).
+    /// `Ok(Err(reason))` is a frame error, `Err` a fatal queue error.
     fn read_tx_chain(
         &mut self,
         head: u16,
@@ -280,6 +338,8 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         let mut chain = q.chain(head);
         let mut total: usize = 0;
         let mut verdict = Ok(());
+        let mut count = 0usize;
+        let mut in_place = true;
         while let Some(d) = chain.next_descriptor(mem)? {
             if verdict.is_err() {
                 // Keep walking: a structural error later in the chain is still fatal.
@@ -301,6 +361,33 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 verdict = Err(DropReason::TooLong);
                 continue;
             };
+            if total == 0 && len >= HEADERS_LEN {
+                // The common case: both headers in the first buffer.
+                let eth_at = d.addr.wrapping_add(NET_HEADER_LEN as u64);
+                let read = mem.check_range(d.addr, len as u64).and_then(|()| {
+                    Ok((
+                        mem.read_array::<NET_HEADER_LEN>(d.addr)?,
+                        mem.read_array::<MIN_FRAME_LEN>(eth_at)?,
+                    ))
+                });
+                let (Ok((net, eth_bytes)), Some(eth)) =
+                    (read, frame.first_chunk_mut::<MIN_FRAME_LEN>())
+                else {
+                    verdict = Err(DropReason::BadAddress);
+                    continue;
+                };
+                *header = net;
+                *eth = eth_bytes;
+                if let Some(slot) = self.segments.first_mut() {
+                    *slot = (
+                        d.addr.wrapping_add(NET_HEADER_LEN as u64),
+                        len - NET_HEADER_LEN,
+                    );
+                    count = 1;
+                }
+                total = end;
+                continue;
+            }
             // The stream is header (12 bytes) then frame: split this buffer across both.
             let mut addr = d.addr;
             let mut pos = total;
@@ -316,23 +403,87 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 pos += n;
                 addr = GuestPhysAddr::new(addr.raw().wrapping_add(n as u64));
             }
-            // `end` <= NET_HEADER_LEN + MAX_FRAME_LEN (checked above).
-            if end > pos
+            total = end;
+            if end <= pos {
+                continue;
+            }
+            // The frame part: frame bytes `from..to` at `addr`.
+            let (from, to) = (pos - NET_HEADER_LEN, end - NET_HEADER_LEN);
+            if mem.check_range(addr, (to - from) as u64).is_err() {
+                verdict = Err(DropReason::BadAddress);
+                continue;
+            }
+            // The Ethernet header is read now: the switch decides on it.
+            let eth_end = to.min(MIN_FRAME_LEN);
+            if from < eth_end
                 && frame
-                    .get_mut(pos - NET_HEADER_LEN..end - NET_HEADER_LEN)
+                    .get_mut(from..eth_end)
                     .is_none_or(|part| mem.read(addr, part).is_err())
             {
                 verdict = Err(DropReason::BadAddress);
                 continue;
             }
-            total = end;
+            if in_place {
+                if let Some(slot) = self.segments.get_mut(count) {
+                    *slot = (addr, to - from);
+                    count += 1;
+                    continue;
+                }
+                // Too many buffers: copy what was recorded, then the rest as it comes.
+                in_place = false;
+                let recorded = self.segments.get(..count).unwrap_or(&[]);
+                if !read_segments(mem, recorded, MIN_FRAME_LEN, from, frame) {
+                    verdict = Err(DropReason::BadAddress);
+                    continue;
+                }
+            }
+            let skip = MIN_FRAME_LEN.saturating_sub(from);
+            if skip < to - from
+                && frame
+                    .get_mut(from + skip..to)
+                    .is_none_or(|part| mem.read(addr.wrapping_add(skip as u64), part).is_err())
+            {
+                verdict = Err(DropReason::BadAddress);
+            }
         }
+        self.segment_count = if in_place { count } else { 0 };
         Ok(verdict.map(|()| total))
     }
 }
 
+/// Copies bytes `from..to` of a frame whose bytes lie in `segments` (in
+/// order, from frame offset 0) into the same range of `frame`.
+fn read_segments<M: GuestMemory>(
+    mem: &M,
+    segments: &[(GuestPhysAddr, usize)],
+    from: usize,
+    to: usize,
+    frame: &mut [u8],
+) -> bool {
+    let mut start = 0usize;
+    for &(addr, len) in segments {
+        let end = start + len;
+        let (a, b) = (from.max(start), to.min(end));
+        if a < b {
+            let ok = frame.get_mut(a..b).is_some_and(|part| {
+                mem.read(addr.wrapping_add((a - start) as u64), part)
+                    .is_ok()
+            });
+            if !ok {
+                return false;
+            }
+        }
+        start = end;
+    }
+    true
+}
+
 impl<M: GuestMemory> Port for NetPort<'_, M> {
     fn poll_tx(&mut self, frame: &mut [u8; MAX_FRAME_LEN]) -> TxPoll {
+        // A frame the caller neither released nor gave back is done with.
+        if !self.complete_held() {
+            return TxPoll::Dropped(DropReason::QueueFailed);
+        }
         let head = match self.pop_tx_head() {
             Ok(Some(head)) => head,
             Ok(None) => return TxPoll::Empty,
@@ -343,63 +494,75 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
             Ok(v) => v,
             Err(_) => return TxPoll::Dropped(self.fatal()),
         };
-        // §2.7.8: the device wrote nothing into a TX chain, so len is 0.
-        let mem = self.mem;
-        let used = self
-            .dev
-            .queue_mut(TX_QUEUE)
-            .map(|q| q.add_used(mem, head, 0));
-        if !matches!(used, Some(Ok(()))) {
-            return TxPoll::Dropped(self.fatal());
-        }
-        let total = match verdict {
-            Ok(total) => total,
-            Err(reason) => return TxPoll::Dropped(reason),
-        };
-        if total < NET_HEADER_LEN {
-            return TxPoll::Dropped(DropReason::ShortHeader);
-        }
-        let len = total - NET_HEADER_LEN;
-        if len < MIN_FRAME_LEN {
-            return TxPoll::Dropped(DropReason::Runt);
-        }
-        let header = NetHeader::from_bytes(&header_bytes);
-        // §5.1.6.2: GSO needs HOST_TSO*, never offered; NEEDS_CSUM needs CSUM
-        // and offsets inside the frame.
-        if header.gso_type != VIRTIO_NET_HDR_GSO_NONE {
-            return TxPoll::Dropped(DropReason::BadHeader);
-        }
-        if header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
-            let field_end = usize::from(header.csum_start) + usize::from(header.csum_offset) + 2;
-            if !self.dev.has_feature(net_feature::CSUM) || field_end > len {
-                return TxPoll::Dropped(DropReason::BadHeader);
+        // Held until the switch is done with the frame; a dropped one is
+        // returned at once.
+        self.held = Some(head);
+        match self.check_tx(verdict, &header_bytes) {
+            Ok((len, header)) => {
+                self.held_len = len;
+                if self.segment_count > 0 {
+                    TxPoll::Held { len, header }
+                } else {
+                    TxPoll::Frame { len, header }
+                }
+            }
+            Err(reason) => {
+                if !self.complete_held() {
+                    return TxPoll::Dropped(DropReason::QueueFailed);
+                }
+                TxPoll::Dropped(reason)
             }
         }
-        // Only NEEDS_CSUM travels on: DATA_VALID from a sender means nothing to a receiver.
-        let header = NetHeader {
-            flags: header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM,
-            ..header
+    }
+
+    fn push_rx_held(
+        &mut self,
+        header: &NetHeader,
+        eth: &[u8; MIN_FRAME_LEN],
+        src: &Self,
+    ) -> Option<RxPush> {
+        let segments = src.segments.get(..src.segment_count)?;
+        if src.held.is_none() || segments.is_empty() {
+            return None;
+        }
+        let payload = Payload::InPlace {
+            eth,
+            mem: src.mem,
+            segments,
+            len: src.held_len,
         };
-        TxPoll::Frame { len, header }
+        Some(self.push_payload(header, payload))
+    }
+
+    fn read_held(&mut self, frame: &mut [u8]) -> bool {
+        let segments = self.segments.get(..self.segment_count).unwrap_or(&[]);
+        self.held.is_some()
+            && !segments.is_empty()
+            && read_segments(self.mem, segments, MIN_FRAME_LEN, frame.len(), frame)
+    }
+
+    fn release_tx(&mut self) {
+        let _ = self.complete_held();
+    }
+
+    fn unpoll_tx(&mut self) -> bool {
+        if self.held.take().is_none() {
+            return false;
+        }
+        self.segment_count = 0;
+        match self.dev.queue_mut(TX_QUEUE) {
+            Some(q) => {
+                // The held chain is the last one popped: nothing was popped since.
+                q.rewind(1);
+                self.dev.device.tx_chains = self.dev.device.tx_chains.saturating_sub(1);
+                true
+            }
+            None => false,
+        }
     }
 
     fn push_rx(&mut self, header: &NetHeader, frame: &[u8]) -> RxPush {
-        let mem = self.mem;
-        let mrg = self.dev.has_feature(net_feature::MRG_RXBUF);
-        let guest_csum = self.dev.has_feature(net_feature::GUEST_CSUM);
-        let mut header = *header;
-        if !guest_csum {
-            // §5.1.6.4.1: without GUEST_CSUM the device sets flags to zero;
-            // the switch completed any partial checksum already.
-            header.flags = 0;
-        }
-        let Some(q) = self.live_queue(RX_QUEUE) else {
-            return RxPush::Dropped(DropReason::PortDown);
-        };
-        match deliver(q, mem, &header, frame, mrg) {
-            Ok(result) => result,
-            Err(_) => RxPush::Dropped(self.fatal()),
-        }
+        self.push_payload(header, Payload::<M>::Bytes(frame))
     }
 
     fn accepts_partial_checksum(&self) -> bool {
@@ -407,6 +570,8 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
     }
 
     fn flush(&mut self) {
+        // A frame the switch did not release would otherwise leak its chain.
+        let _ = self.complete_held();
         let mem = self.mem;
         if !self.dev.is_live() {
             return;
@@ -428,18 +593,173 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
     }
 }
 
+impl<M: GuestMemory> NetPort<'_, M> {
+    /// Checks a walked TX chain and its virtio-net header: the frame's
+    /// length and offloads, or why it is dropped.
+    fn check_tx(
+        &self,
+        verdict: Result<usize, DropReason>,
+        header_bytes: &[u8; NET_HEADER_LEN],
+    ) -> Result<(usize, NetHeader), DropReason> {
+        let total = verdict?;
+        if total < NET_HEADER_LEN {
+            return Err(DropReason::ShortHeader);
+        }
+        let len = total - NET_HEADER_LEN;
+        if len < MIN_FRAME_LEN {
+            return Err(DropReason::Runt);
+        }
+        let header = NetHeader::from_bytes(header_bytes);
+        // §5.1.6.2: GSO needs HOST_TSO*, never offered; NEEDS_CSUM needs CSUM
+        // and offsets inside the frame.
+        if header.gso_type != VIRTIO_NET_HDR_GSO_NONE {
+            return Err(DropReason::BadHeader);
+        }
+        if header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+            let field_end = usize::from(header.csum_start) + usize::from(header.csum_offset) + 2;
+            if !self.dev.has_feature(net_feature::CSUM) || field_end > len {
+                return Err(DropReason::BadHeader);
+            }
+        }
+        // Only NEEDS_CSUM travels on: DATA_VALID from a sender means nothing to a receiver.
+        let header = NetHeader {
+            flags: header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            ..header
+        };
+        Ok((len, header))
+    }
+
+    /// Delivers `payload` into the RX queue.
+    fn push_payload<S: GuestMemory>(
+        &mut self,
+        header: &NetHeader,
+        payload: Payload<'_, S>,
+    ) -> RxPush {
+        let mem = self.mem;
+        let mrg = self.dev.has_feature(net_feature::MRG_RXBUF);
+        let guest_csum = self.dev.has_feature(net_feature::GUEST_CSUM);
+        let mut header = *header;
+        if !guest_csum {
+            // §5.1.6.4.1: without GUEST_CSUM the device sets flags to zero;
+            // the switch completed any partial checksum already.
+            header.flags = 0;
+        }
+        let Some(q) = self.live_queue(RX_QUEUE) else {
+            return RxPush::Dropped(DropReason::PortDown);
+        };
+        match deliver(q, mem, &header, payload, mrg) {
+            Ok(result) => result,
+            Err(_) => RxPush::Dropped(self.fatal()),
+        }
+    }
+}
+
+/// A frame on its way into an RX queue.
+enum Payload<'s, S: GuestMemory> {
+    /// In a hypervisor buffer.
+    Bytes(&'s [u8]),
+    /// In the sender's memory, held by its port: the Ethernet header as the
+    /// switch read it (what it decided on, whatever the guest wrote since),
+    /// then the rest from the sender's buffers.
+    InPlace {
+        eth: &'s [u8; MIN_FRAME_LEN],
+        mem: &'s S,
+        /// The frame's buffers from frame offset 0.
+        segments: &'s [(GuestPhysAddr, usize)],
+        len: usize,
+    },
+}
+
+impl<S: GuestMemory> Payload<'_, S> {
+    fn len(&self) -> usize {
+        match self {
+            Payload::Bytes(frame) => frame.len(),
+            Payload::InPlace { len, .. } => *len,
+        }
+    }
+
+    /// The Ethernet header.
+    fn eth(&self) -> Option<&[u8; MIN_FRAME_LEN]> {
+        match self {
+            Payload::Bytes(frame) => frame.first_chunk::<MIN_FRAME_LEN>(),
+            Payload::InPlace { eth, .. } => Some(eth),
+        }
+    }
+
+    /// Writes frame bytes `from..to` at `addr` in `mem`.
+    fn write<M: GuestMemory>(&self, mem: &M, addr: GuestPhysAddr, from: usize, to: usize) -> bool {
+        match self {
+            Payload::Bytes(frame) => frame
+                .get(from..to)
+                .is_some_and(|part| mem.write(addr, part).is_ok()),
+            Payload::InPlace {
+                eth,
+                mem: src,
+                segments,
+                ..
+            } => {
+                let eth_end = to.min(MIN_FRAME_LEN);
+                if from < eth_end
+                    && eth
+                        .get(from..eth_end)
+                        .is_none_or(|part| mem.write(addr, part).is_err())
+                {
+                    return false;
+                }
+                // The rest, one copy from the sender's buffers.
+                let mut start = 0usize;
+                for &(src_addr, len) in *segments {
+                    let end = start + len;
+                    let (a, b) = (from.max(start).max(MIN_FRAME_LEN), to.min(end));
+                    if a < b
+                        && mem
+                            .copy_from(
+                                addr.wrapping_add((a - from) as u64),
+                                *src,
+                                src_addr.wrapping_add((a - start) as u64),
+                                b - a,
+                            )
+                            .is_err()
+                    {
+                        return false;
+                    }
+                    start = end;
+                }
+                true
+            }
+        }
+    }
+}
+
 /// Writes `source[pos..pos+len]`, where `source` is `header ++ frame`, at `addr`.
-fn write_stream<M: GuestMemory>(
+fn write_stream<M: GuestMemory, S: GuestMemory>(
     mem: &M,
     addr: GuestPhysAddr,
     header: &[u8; NET_HEADER_LEN],
-    frame: &[u8],
+    frame: &Payload<'_, S>,
     pos: usize,
     len: usize,
 ) -> bool {
     let end = pos + len;
     let mut addr = addr;
     let mut pos = pos;
+    if pos == 0 && len >= HEADERS_LEN {
+        // The common case: both headers into the first buffer.
+        let Some(eth) = frame.eth() else {
+            return false;
+        };
+        let eth_at = addr.wrapping_add(NET_HEADER_LEN as u64);
+        if mem.write_array(addr, header).is_err() || mem.write_array(eth_at, eth).is_err() {
+            return false;
+        }
+        return end <= HEADERS_LEN
+            || frame.write(
+                mem,
+                addr.wrapping_add(HEADERS_LEN as u64),
+                MIN_FRAME_LEN,
+                end - NET_HEADER_LEN,
+            );
+    }
     if pos < NET_HEADER_LEN {
         let n = (NET_HEADER_LEN - pos).min(len);
         let written = header
@@ -451,27 +771,27 @@ fn write_stream<M: GuestMemory>(
         pos += n;
         addr = GuestPhysAddr::new(addr.raw().wrapping_add(n as u64));
     }
-    end <= pos
-        || frame
-            .get(pos - NET_HEADER_LEN..end - NET_HEADER_LEN)
-            .is_some_and(|part| mem.write(addr, part).is_ok())
+    end <= pos || frame.write(mem, addr, pos - NET_HEADER_LEN, end - NET_HEADER_LEN)
 }
 
 /// Puts one frame into the RX queue: one chain, or with MRG_RXBUF as many
 /// as it takes (§5.1.6.4). If the ring runs dry mid-frame the chains are
 /// given back untouched (rewind) and the frame waits; on a frame error
 /// every chain taken is returned with length 0, so none leaks.
-fn deliver<M: GuestMemory>(
+fn deliver<M: GuestMemory, S: GuestMemory>(
     q: &mut SplitQueue,
     mem: &M,
     header: &NetHeader,
-    frame: &[u8],
+    frame: Payload<'_, S>,
     mrg: bool,
 ) -> Result<RxPush, VirtioError> {
     let need = NET_HEADER_LEN + frame.len();
     // §5.1.6.4.1: without MRG_RXBUF num_buffers is 1; with it, patched below.
     let header_bytes = header.to_bytes(1);
-    let mut chains: [(u16, u32); MAX_RX_CHAINS] = [(0, 0); MAX_RX_CHAINS];
+    // Heads and lengths of the chains taken, in two plain arrays (zeroed
+    // with a few wide stores, not one store per field).
+    let mut heads = [0u16; MAX_RX_CHAINS];
+    let mut lens = [0u32; MAX_RX_CHAINS];
     let mut chain_count = 0usize;
     let mut written = 0usize;
     // Where num_buffers (header bytes 10 and 11) landed in guest memory.
@@ -497,12 +817,12 @@ fn deliver<M: GuestMemory>(
         // The loop stops at MAX_RX_CHAINS (BufferTooSmall above), so there
         // is always a slot; if not, the chain goes back unused and the frame
         // is dropped rather than the chain leaked.
-        let Some(slot) = chains.get_mut(chain_count) else {
+        let Some(slot) = heads.get_mut(chain_count) else {
             q.add_used(mem, head, 0)?;
             verdict = Err(DropReason::BufferTooSmall);
             break;
         };
-        *slot = (head, 0);
+        *slot = head;
         chain_count += 1;
         let mut chain = q.chain(head);
         let mut chain_written = 0usize;
@@ -528,7 +848,7 @@ fn deliver<M: GuestMemory>(
             }
             // The descriptor's whole span must be RAM, not only the part used.
             if mem.check_range(d.addr, u64::from(d.len)).is_err()
-                || !write_stream(mem, d.addr, &header_bytes, frame, written, n)
+                || !write_stream(mem, d.addr, &header_bytes, &frame, written, n)
             {
                 verdict = Err(DropReason::BadAddress);
                 continue;
@@ -543,15 +863,15 @@ fn deliver<M: GuestMemory>(
             chain_written += n;
         }
         // chain_written <= need <= NET_HEADER_LEN + MAX_FRAME_LEN.
-        if let Some(last) = chain_count.checked_sub(1).and_then(|i| chains.get_mut(i)) {
-            last.1 = u32::try_from(chain_written).unwrap_or(u32::MAX);
+        if let Some(last) = chain_count.checked_sub(1).and_then(|i| lens.get_mut(i)) {
+            *last = u32::try_from(chain_written).unwrap_or(u32::MAX);
         }
         if written < need && verdict.is_ok() && (!mrg || chain_count == MAX_RX_CHAINS) {
             verdict = Err(DropReason::BufferTooSmall);
         }
     }
     if let Err(reason) = verdict {
-        for &(head, _) in chains.iter().take(chain_count) {
+        for &head in heads.iter().take(chain_count) {
             q.add_used(mem, head, 0)?;
         }
         return Ok(RxPush::Dropped(reason));
@@ -564,7 +884,7 @@ fn deliver<M: GuestMemory>(
             }
         }
     }
-    for &(head, len) in chains.iter().take(chain_count) {
+    for (&head, &len) in heads.iter().zip(lens.iter()).take(chain_count) {
         q.add_used(mem, head, len)?;
     }
     Ok(RxPush::Delivered)

@@ -114,6 +114,11 @@ impl core::fmt::Display for DropReason {
 }
 
 /// Result of asking a port for its guest's next transmitted frame.
+///
+/// After `Frame` or `Held` the port may keep the frame's buffers until the
+/// switch is done with it: the switch then calls [`Port::release_tx`] (the
+/// frame is consumed) or [`Port::unpoll_tx`] (the frame goes back, to be
+/// polled again), exactly once, before it polls the port again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TxPoll {
     /// Nothing to send.
@@ -123,6 +128,17 @@ pub enum TxPoll {
         /// Frame length in bytes: the frame's real length even when it is
         /// outside [`MIN_FRAME_LEN`]`..=`[`MAX_FRAME_LEN`] (only what fits
         /// was copied); the switch then drops it whole.
+        len: usize,
+        /// Its offload header.
+        header: NetHeader,
+    },
+    /// A frame of `len` bytes (`MIN_FRAME_LEN..=MAX_FRAME_LEN`) stays in
+    /// the port's memory; only its Ethernet header (the first
+    /// [`MIN_FRAME_LEN`] bytes) is in the caller's buffer. The switch
+    /// delivers it with [`Port::push_rx_held`] or fetches the rest with
+    /// [`Port::read_held`].
+    Held {
+        /// Frame length in bytes.
         len: usize,
         /// Its offload header.
         header: NetHeader,
@@ -147,23 +163,69 @@ pub enum RxPush {
 /// The switch is generic over this trait (no `dyn`, STYLE L1): a caller
 /// with several kinds of port wraps them in an enum.
 pub trait Port {
-    /// Copies the guest's next transmitted frame into `frame`.
+    /// Takes the guest's next transmitted frame: copied into `frame`, or
+    /// held in place with its Ethernet header copied ([`TxPoll`]).
     fn poll_tx(&mut self, frame: &mut [u8; MAX_FRAME_LEN]) -> TxPoll;
     /// Delivers `frame` with `header`.
     fn push_rx(&mut self, header: &NetHeader, frame: &[u8]) -> RxPush;
+    /// Delivers the frame `src` holds (its last poll returned
+    /// [`TxPoll::Held`]), `eth` being its Ethernet header as the switch read
+    /// it: the header goes from `eth`, the rest straight from `src`'s
+    /// memory, one copy. `None` if this pair of ports cannot (the switch
+    /// then copies the frame with [`Port::read_held`] and uses
+    /// [`Port::push_rx`]). The default cannot.
+    fn push_rx_held(
+        &mut self,
+        _header: &NetHeader,
+        _eth: &[u8; MIN_FRAME_LEN],
+        _src: &Self,
+    ) -> Option<RxPush>
+    where
+        Self: Sized,
+    {
+        None
+    }
+    /// Copies bytes `MIN_FRAME_LEN..frame.len()` of the held frame into the
+    /// same range of `frame`. `false` if they could not be read (the frame
+    /// is then dropped). The default holds nothing.
+    fn read_held(&mut self, _frame: &mut [u8]) -> bool {
+        false
+    }
+    /// The switch is done with the frame of the last poll: return its
+    /// buffers to the guest. Does nothing if the port kept nothing.
+    fn release_tx(&mut self) {}
+    /// Gives the frame of the last poll back untouched, so that the next
+    /// poll returns it again (backpressure: its destination cannot take it
+    /// now). `false` if the port cannot (it kept nothing): the switch then
+    /// must dispose of the frame itself.
+    fn unpoll_tx(&mut self) -> bool {
+        false
+    }
     /// Whether the port takes frames whose checksum is still to be done
     /// (virtio: GUEST_CSUM negotiated). Otherwise the switch completes it.
     fn accepts_partial_checksum(&self) -> bool;
-    /// Ends a batch: publishes completions and raises interrupts.
+    /// Ends a run: publishes completions and raises interrupts (the switch
+    /// calls it once per port per run).
     fn flush(&mut self);
 }
 
+/// A borrowed port (`&mut dyn Port` included) delivers held frames by
+/// copy: [`Port::push_rx_held`] needs both ports of one sized type.
 impl<P: Port + ?Sized> Port for &mut P {
     fn poll_tx(&mut self, frame: &mut [u8; MAX_FRAME_LEN]) -> TxPoll {
         (**self).poll_tx(frame)
     }
     fn push_rx(&mut self, header: &NetHeader, frame: &[u8]) -> RxPush {
         (**self).push_rx(header, frame)
+    }
+    fn read_held(&mut self, frame: &mut [u8]) -> bool {
+        (**self).read_held(frame)
+    }
+    fn release_tx(&mut self) {
+        (**self).release_tx()
+    }
+    fn unpoll_tx(&mut self) -> bool {
+        (**self).unpoll_tx()
     }
     fn accepts_partial_checksum(&self) -> bool {
         (**self).accepts_partial_checksum()

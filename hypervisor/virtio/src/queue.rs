@@ -268,7 +268,7 @@ impl SplitQueue {
         let mut element = [0u8; 8];
         element[..4].copy_from_slice(&u32::from(head).to_le_bytes());
         element[4..].copy_from_slice(&len.to_le_bytes());
-        mem.write(
+        mem.write_array(
             at(self.layout.used, 4 + USED_ELEMENT_SIZE * slot)?,
             &element,
         )?;
@@ -404,11 +404,8 @@ impl DescriptorChain {
                 return Err(VirtioError::ChainTooLong);
             }
             self.ttl -= 1;
-            let mut raw = [0u8; 16];
-            mem.read(
-                at(self.table, DESCRIPTOR_SIZE * u64::from(index))?,
-                &mut raw,
-            )?;
+            let raw: [u8; 16] =
+                mem.read_array(at(self.table, DESCRIPTOR_SIZE * u64::from(index))?)?;
             let addr = u64::from_le_bytes([
                 raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7],
             ]);

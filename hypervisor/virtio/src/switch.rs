@@ -43,6 +43,12 @@ pub struct SwitchConfig {
     pub ageing_ticks: u64,
     /// Buckets of the address table (rounded up to a power of two; 4 ways each).
     pub fdb_buckets: usize,
+    /// A port whose egress queue stayed full this many ticks without
+    /// taking a frame is *stalled*: frames for it are dropped (and counted)
+    /// instead of being held back in their senders' rings. `u64::MAX`
+    /// never stalls a port (a receiver that never refills then holds its
+    /// senders back for good).
+    pub stall_ticks: u64,
 }
 
 impl Default for SwitchConfig {
@@ -55,6 +61,7 @@ impl Default for SwitchConfig {
             tx_frames_per_run: TX_FRAMES_PER_RUN,
             ageing_ticks: 300_000,
             fdb_buckets: 256,
+            stall_ticks: STALL_TICKS,
         }
     }
 }
@@ -65,6 +72,13 @@ pub const TX_FRAMES_PER_RUN: usize = 64;
 
 /// Frames one [`Switch::run`] takes from all ports together at most.
 pub const RUN_BUDGET: usize = 256;
+
+/// Default [`SwitchConfig::stall_ticks`]: 100 ticks (ms in the hypervisor).
+pub const STALL_TICKS: u64 = 100;
+
+/// Most ports one switch has (the hypervisor keeps per-run port tables of
+/// this size on the stack; its configuration refuses more).
+pub const MAX_PORTS: usize = 16;
 
 /// Per-port counters, named from the guest's side: `tx` is what the port's
 /// guest sent into the switch, `rx` what the switch delivered to it.
@@ -91,7 +105,9 @@ pub struct PortCounters {
     pub rx_bytes: u64,
     /// Frames for this port dropped because its receive buffers were bad.
     pub rx_errors: u64,
-    /// Frames for this port dropped because its egress queue was full or
+    /// Frames for this port dropped because its egress queue was full and
+    /// it was stalled (see [`SwitchConfig::stall_ticks`]), or the sender
+    /// could not hold them back (the uplink, a flooded frame); or because
     /// it was down.
     pub rx_dropped: u64,
     /// Fatal queue errors (the device was set to DEVICE_NEEDS_RESET).
@@ -287,6 +303,32 @@ impl EgressQueue {
         self.head = 0;
         self.count = 0;
     }
+
+    fn is_full(&self) -> bool {
+        self.count == self.capacity()
+    }
+}
+
+/// What became of a frame taken from a sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Consumed: delivered, queued, filtered or dropped.
+    Taken,
+    /// Given back to the sender (its destination's egress queue is full).
+    HeldBack,
+}
+
+/// `ports[dst]` mutably and `ports[src]` shared (`dst != src`).
+fn pair<P>(ports: &mut [P], dst: usize, src: usize) -> Option<(&mut P, &P)> {
+    if dst < src {
+        let (low, high) = ports.split_at_mut(src);
+        Some((low.get_mut(dst)?, high.first()?))
+    } else if src < dst {
+        let (low, high) = ports.split_at_mut(dst);
+        Some((high.first_mut()?, low.get(src)?))
+    } else {
+        None
+    }
 }
 
 /// The switch: forwarding table, egress queues, counters.
@@ -299,6 +341,12 @@ pub struct Switch {
     ports: Vec<PortConfig>,
     /// Frames taken from each port in the current run.
     taken: Vec<usize>,
+    /// Ports held back in the current run (a frame of theirs waits for a
+    /// full egress queue).
+    held_back: Vec<bool>,
+    /// When each port's egress queue last became full with no frame taken
+    /// since (`None`: it took one, or is not full).
+    full_since: Vec<Option<u64>>,
     frame: [u8; MAX_FRAME_LEN],
     next_port: usize,
 }
@@ -336,6 +384,8 @@ impl Switch {
             counters: vec![PortCounters::default(); port_count],
             ports: vec![PortConfig::LOCKED; port_count],
             taken: vec![0; port_count],
+            held_back: vec![false; port_count],
+            full_since: vec![None; port_count],
             frame: [0; MAX_FRAME_LEN],
             next_port: 0,
         }
@@ -403,13 +453,31 @@ impl Switch {
         if let Some(q) = self.egress.get_mut(port) {
             q.clear();
         }
+        if let Some(since) = self.full_since.get_mut(port) {
+            *since = None;
+        }
+    }
+
+    /// Whether port `port` is stalled at `now`: its egress queue has been
+    /// full for [`SwitchConfig::stall_ticks`] without it taking a frame.
+    pub fn stalled(&self, port: usize, now: u64) -> bool {
+        let full = self.egress.get(port).is_some_and(EgressQueue::is_full);
+        let since = self.full_since.get(port).copied().flatten();
+        full && since.is_some_and(|t| now.saturating_sub(t) >= self.config.stall_ticks)
     }
 
     /// Moves frames: drains egress queues, then gives each port in turn up
     /// to `batch_limit` frames, round robin, until nobody has work, every
-    /// port with work has sent its `tx_frames_per_run`, or the run budget is
-    /// spent (then [`RunReport::more_work`]). `ports[i]` is port `i`; `now` is the time in the
-    /// caller's ticks, for ageing.
+    /// port with work has sent its `tx_frames_per_run` or is held back, or
+    /// the run budget is spent (then [`RunReport::more_work`]). Ends with
+    /// one [`Port::flush`] per port: completions are published and
+    /// interrupts decided once per run. `ports[i]` is port `i`; `now` is
+    /// the time in the caller's ticks, for ageing and stalls.
+    ///
+    /// A unicast frame for a known port whose egress queue is full is given
+    /// back to its sender ([`Port::unpoll_tx`]), which then sends nothing
+    /// more this run (so its frames stay in order), unless that port is
+    /// stalled ([`Switch::stalled`]): then the frame is dropped.
     pub fn run<P: Port>(&mut self, ports: &mut [P], now: u64) -> RunReport {
         let n = ports.len().min(self.config.port_count);
         let mut report = RunReport::default();
@@ -420,6 +488,7 @@ impl Switch {
             self.drain_egress(ports, port);
         }
         self.taken[..n].fill(0);
+        self.held_back[..n].fill(false);
         // A port stopped by its quota may have more: the caller comes back.
         let mut quota_reached = false;
         loop {
@@ -431,71 +500,101 @@ impl Switch {
                         report.more_work = true;
                         break;
                     }
+                    if self.held_back[src] {
+                        break;
+                    }
                     if self.taken[src] >= self.config.tx_frames_per_run {
                         quota_reached = true;
                         break;
                     }
-                    let poll = ports[src].poll_tx(&mut self.frame);
-                    if poll != TxPoll::Empty {
-                        report.frames += 1;
-                        self.taken[src] += 1;
-                        progress = true;
-                    }
-                    match poll {
+                    let (len, header, held) = match ports[src].poll_tx(&mut self.frame) {
                         TxPoll::Empty => break,
                         TxPoll::Dropped(reason) => {
+                            report.frames += 1;
+                            self.taken[src] += 1;
+                            progress = true;
                             let c = &mut self.counters[src];
                             if reason == DropReason::QueueFailed {
                                 c.fatal_errors += 1;
                                 break;
                             }
                             c.tx_errors += 1;
+                            continue;
                         }
-                        TxPoll::Frame { len, header } => {
-                            // A port (the uplink) may report a frame that did
-                            // not fit, or one too short to have addresses:
-                            // drop it whole, never truncate it or read the
-                            // previous frame's bytes as its header.
-                            if !(MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&len) {
-                                let c = &mut self.counters[src];
-                                c.tx_errors += 1;
-                                if len < MIN_FRAME_LEN {
-                                    c.tx_too_short += 1;
-                                } else {
-                                    c.tx_too_long += 1;
-                                }
-                                continue;
-                            }
-                            let mut src_mac = [0u8; 6];
-                            src_mac.copy_from_slice(&self.frame[6..12]);
-                            if !self.may_send(src, &src_mac) {
-                                self.counters[src].tx_spoofed += 1;
-                                continue;
-                            }
-                            self.counters[src].tx_packets += 1;
-                            self.counters[src].tx_bytes += len as u64;
-                            self.forward(ports, src, header, len, now);
+                        TxPoll::Frame { len, header } => (len, header, false),
+                        TxPoll::Held { len, header } => (len, header, true),
+                    };
+                    match self.accept(ports, src, len, header, held, now) {
+                        Outcome::Taken => {
+                            ports[src].release_tx();
+                            report.frames += 1;
+                            self.taken[src] += 1;
+                            progress = true;
+                        }
+                        Outcome::HeldBack => {
+                            self.held_back[src] = true;
+                            break;
                         }
                     }
                 }
             }
             // Rotate who goes first, so no port is always served first.
             self.next_port = (self.next_port + 1) % n;
-            for port in ports[..n].iter_mut() {
-                port.flush();
-            }
             if !progress || report.more_work {
                 break;
             }
+        }
+        for port in ports[..n].iter_mut() {
+            port.flush();
         }
         report.more_work |= quota_reached;
         report.most_from_one_port = self.taken[..n].iter().copied().max().unwrap_or(0);
         report
     }
 
+    /// Checks a frame taken from `src` and forwards it.
+    fn accept<P: Port>(
+        &mut self,
+        ports: &mut [P],
+        src: usize,
+        len: usize,
+        header: NetHeader,
+        held: bool,
+        now: u64,
+    ) -> Outcome {
+        // A port (the uplink) may report a frame that did not fit, or one
+        // too short to have addresses: drop it whole, never truncate it or
+        // read the previous frame's bytes as its header.
+        if !(MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&len) {
+            let c = &mut self.counters[src];
+            c.tx_errors += 1;
+            if len < MIN_FRAME_LEN {
+                c.tx_too_short += 1;
+            } else {
+                c.tx_too_long += 1;
+            }
+            return Outcome::Taken;
+        }
+        let mut src_mac = [0u8; 6];
+        src_mac.copy_from_slice(&self.frame[6..12]);
+        if !self.may_send(src, &src_mac) {
+            self.counters[src].tx_spoofed += 1;
+            return Outcome::Taken;
+        }
+        let outcome = self.forward(ports, src, header, len, held, now);
+        if outcome == Outcome::Taken {
+            self.counters[src].tx_packets += 1;
+            self.counters[src].tx_bytes += len as u64;
+        }
+        outcome
+    }
+
     fn drain_egress<P: Port>(&mut self, ports: &mut [P], port: usize) {
         let Switch {
-            egress, counters, ..
+            egress,
+            counters,
+            full_since,
+            ..
         } = self;
         let q = &mut egress[port];
         while let Some((header, frame)) = q.front() {
@@ -504,6 +603,7 @@ impl Switch {
                 RxPush::Delivered => {
                     counters[port].rx_packets += 1;
                     counters[port].rx_bytes += frame.len() as u64;
+                    full_since[port] = None;
                 }
                 RxPush::Dropped(reason) => count_rx_drop(&mut counters[port], reason),
             }
@@ -517,8 +617,9 @@ impl Switch {
         src: usize,
         mut header: NetHeader,
         len: usize,
+        held: bool,
         now: u64,
-    ) {
+    ) -> Outcome {
         let n = ports.len().min(self.config.port_count);
         let mut dst_mac = [0u8; 6];
         let mut src_mac = [0u8; 6];
@@ -542,7 +643,7 @@ impl Switch {
         };
         if target == Some(src) {
             // The destination sits behind the sender's own port: filter.
-            return;
+            return Outcome::Taken;
         }
         // Who gets it: the known port, else everyone but the sender; either
         // way only ports allowed to receive it (a flooded unknown unicast
@@ -551,49 +652,127 @@ impl Switch {
             Some(t) => p == t && p < n && switch.may_receive(p, &dst_mac),
             None => p != src && switch.may_receive(p, &dst_mac),
         };
+        // Whether the whole frame is in `self.frame` (a held one has only
+        // its Ethernet header there until fetched).
+        let mut copied = !held;
         // Complete a partial checksum once if any destination cannot take it.
         if header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
             let needs_full =
                 (0..n).any(|p| receives(self, p) && !ports[p].accepts_partial_checksum());
-            if needs_full && !complete_checksum(&mut header, &mut self.frame[..len]) {
+            if needs_full
+                && (!self.fetch(ports, src, len, &mut copied)
+                    || !complete_checksum(&mut header, &mut self.frame[..len]))
+            {
                 self.counters[src].tx_errors += 1;
-                return;
+                return Outcome::Taken;
             }
         }
+        if let Some(dst) = target {
+            if !receives(self, dst) {
+                return Outcome::Taken;
+            }
+            return self.deliver(ports, src, dst, &header, len, &mut copied, true, now);
+        }
+        // Flooded: to one receiver straight from the sender (in one copy);
+        // to several, copied once into the switch and delivered from there.
+        // Never held back (the others may have it already): dropped for a
+        // receiver whose egress queue is full, as before backpressure.
+        let receivers = (0..n).filter(|&p| receives(self, p)).count();
         for dst in 0..n {
             if receives(self, dst) {
-                self.deliver(ports, dst, &header, len);
+                if receivers > 1 && !self.fetch(ports, src, len, &mut copied) {
+                    self.counters[src].tx_errors += 1;
+                    return Outcome::Taken;
+                }
+                let _ = self.deliver(ports, src, dst, &header, len, &mut copied, false, now);
             }
         }
+        Outcome::Taken
     }
 
-    fn deliver<P: Port>(&mut self, ports: &mut [P], dst: usize, header: &NetHeader, len: usize) {
-        let Switch {
-            egress,
-            counters,
-            frame,
-            ..
-        } = self;
-        let frame = &frame[..len];
-        let c = &mut counters[dst];
-        // Keep order: behind frames already waiting, wait too.
-        let result = if egress[dst].count > 0 {
-            RxPush::NoBuffers
-        } else {
-            ports[dst].push_rx(header, frame)
-        };
-        match result {
-            RxPush::Delivered => {
-                c.rx_packets += 1;
-                c.rx_bytes += len as u64;
-            }
-            RxPush::NoBuffers => {
-                if !egress[dst].push(header, frame) {
-                    c.rx_dropped += 1;
-                }
-            }
-            RxPush::Dropped(reason) => count_rx_drop(c, reason),
+    /// Makes sure the whole frame is in `self.frame` (reads the rest of a
+    /// held one from its sender). `false` if it could not be read.
+    fn fetch<P: Port>(
+        &mut self,
+        ports: &mut [P],
+        src: usize,
+        len: usize,
+        copied: &mut bool,
+    ) -> bool {
+        if !*copied {
+            *copied = ports[src].read_held(&mut self.frame[..len]);
         }
+        *copied
+    }
+
+    /// Delivers the frame from `src` to `dst`: now if its egress queue is
+    /// empty and it has buffers (from the sender's memory in one copy if
+    /// the frame is held there), else into its egress queue, else back to
+    /// the sender if `may_hold` and `dst` is not stalled, else dropped.
+    #[allow(clippy::too_many_arguments)] // one frame's whole state
+    fn deliver<P: Port>(
+        &mut self,
+        ports: &mut [P],
+        src: usize,
+        dst: usize,
+        header: &NetHeader,
+        len: usize,
+        copied: &mut bool,
+        may_hold: bool,
+        now: u64,
+    ) -> Outcome {
+        // Keep order: behind frames already waiting, wait too.
+        if self.egress[dst].count == 0 {
+            let result = if *copied {
+                ports[dst].push_rx(header, &self.frame[..len])
+            } else {
+                let mut eth = [0u8; MIN_FRAME_LEN];
+                eth.copy_from_slice(&self.frame[..MIN_FRAME_LEN]);
+                let direct =
+                    pair(ports, dst, src).and_then(|(d, s)| d.push_rx_held(header, &eth, s));
+                match direct {
+                    Some(result) => result,
+                    None if self.fetch(ports, src, len, copied) => {
+                        ports[dst].push_rx(header, &self.frame[..len])
+                    }
+                    None => {
+                        self.counters[src].tx_errors += 1;
+                        return Outcome::Taken;
+                    }
+                }
+            };
+            let c = &mut self.counters[dst];
+            match result {
+                RxPush::Delivered => {
+                    c.rx_packets += 1;
+                    c.rx_bytes += len as u64;
+                    self.full_since[dst] = None;
+                    return Outcome::Taken;
+                }
+                RxPush::Dropped(reason) => {
+                    count_rx_drop(c, reason);
+                    return Outcome::Taken;
+                }
+                RxPush::NoBuffers => {}
+            }
+        }
+        if !self.egress[dst].is_full() {
+            if !self.fetch(ports, src, len, copied) {
+                self.counters[src].tx_errors += 1;
+                return Outcome::Taken;
+            }
+            let q = &mut self.egress[dst];
+            q.push(header, &self.frame[..len]);
+            if q.is_full() && self.full_since[dst].is_none() {
+                self.full_since[dst] = Some(now);
+            }
+            return Outcome::Taken;
+        }
+        if may_hold && !self.stalled(dst, now) && ports[src].unpoll_tx() {
+            return Outcome::HeldBack;
+        }
+        self.counters[dst].rx_dropped += 1;
+        Outcome::Taken
     }
 }
 

@@ -130,6 +130,15 @@ impl Port for Refilling<'_, '_> {
     fn push_rx(&mut self, header: &NetHeader, frame: &[u8]) -> RxPush {
         self.port.push_rx(header, frame)
     }
+    fn read_held(&mut self, frame: &mut [u8]) -> bool {
+        self.port.read_held(frame)
+    }
+    fn release_tx(&mut self) {
+        self.port.release_tx()
+    }
+    fn unpoll_tx(&mut self) -> bool {
+        self.port.unpoll_tx()
+    }
     fn accepts_partial_checksum(&self) -> bool {
         self.port.accepts_partial_checksum()
     }

@@ -425,7 +425,16 @@ pub fn run(s: &Scenario, ops: u64, seed: u64) -> RowResult {
             45..=59 => driver.reap(&guest),
             60..=79 => {
                 let mut port = NetPort::new(&mut dev, &hyp);
-                let r = port.poll_tx(&mut frame);
+                let r = match port.poll_tx(&mut frame) {
+                    // Held in the guest's buffers: read the rest, as the
+                    // switch does when it must copy.
+                    TxPoll::Held { len, header } if port.read_held(&mut frame[..len]) => {
+                        TxPoll::Frame { len, header }
+                    }
+                    TxPoll::Held { .. } => panic!("a held frame could not be read"),
+                    r => r,
+                };
+                port.release_tx();
                 hyp.end_operation();
                 match r {
                     TxPoll::Frame { len, header } => {
@@ -434,7 +443,7 @@ pub fn run(s: &Scenario, ops: u64, seed: u64) -> RowResult {
                         true
                     }
                     TxPoll::Dropped(reason) => panic!("backend dropped a good frame: {reason:?}"),
-                    TxPoll::Empty => false,
+                    TxPoll::Empty | TxPoll::Held { .. } => false,
                 }
             }
             80..=91 => match pending.front() {

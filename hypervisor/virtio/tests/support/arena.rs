@@ -5,9 +5,9 @@
 
 use std::alloc::{alloc_zeroed, Layout};
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 
-use chroma_mem::{GuestMemory, GuestPhysAddr, MemError};
+use chroma_mem::{GuestMemory, GuestPhysAddr, HostSpan, MemError};
 
 /// Guest-physical base of the arena.
 pub const ARENA_BASE: u64 = 0x4000_0000;
@@ -103,6 +103,43 @@ impl GuestMemory for RawMemory {
     }
     fn fence(&self, order: Ordering) {
         std::sync::atomic::fence(order);
+    }
+    fn read_array<const N: usize>(&self, gpa: GuestPhysAddr) -> Result<[u8; N], MemError> {
+        let off = self.offset(gpa, N as u64)?;
+        // SAFETY: `off..off+N` is inside the allocation.
+        Ok(unsafe { std::ptr::read_unaligned(self.ptr.add(off).cast::<[u8; N]>()) })
+    }
+    fn write_array<const N: usize>(
+        &self,
+        gpa: GuestPhysAddr,
+        data: &[u8; N],
+    ) -> Result<(), MemError> {
+        let off = self.offset(gpa, N as u64)?;
+        // SAFETY: `off..off+N` is inside the allocation.
+        unsafe { std::ptr::write_unaligned(self.ptr.add(off).cast::<[u8; N]>(), *data) };
+        Ok(())
+    }
+    fn read_span(&self, gpa: GuestPhysAddr, len: usize) -> Option<HostSpan<'_>> {
+        let off = self.offset(gpa, len as u64).ok()?;
+        // SAFETY: `off..off+len` is inside the allocation, which lives as long as the arena (leaked); `AtomicU8` has size and alignment 1 and tolerates others writing.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(self.ptr.add(off).cast::<AtomicU8>(), len) };
+        Some(HostSpan::new(bytes))
+    }
+    fn copy_from<S: GuestMemory + ?Sized>(
+        &self,
+        gpa: GuestPhysAddr,
+        src: &S,
+        src_gpa: GuestPhysAddr,
+        len: usize,
+    ) -> Result<(), MemError> {
+        let off = self.offset(gpa, len as u64)?;
+        let Some(span) = src.read_span(src_gpa, len).filter(|s| s.len() == len) else {
+            return chroma_mem::bounce_copy(self, gpa, src, src_gpa, len);
+        };
+        // SAFETY: `span` is `len` readable bytes; `off..off+len` is inside the allocation; `copy` allows overlap.
+        unsafe { std::ptr::copy(span.as_ptr(), self.ptr.add(off), len) };
+        Ok(())
     }
 }
 
