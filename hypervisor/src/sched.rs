@@ -91,8 +91,10 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
     let mut vms = Vec::new();
     let mut failed = 0;
     for spec in manifest.vms() {
+        let started = cpu::now();
         match Vm::create(vms.len(), &spec, board, version, &mut cache) {
             Ok(mut vm) => {
+                crate::boot_time::report_vm_load(spec.name, started);
                 vm.take_ports(&mut ports);
                 log::info!(
                     "vm {}: {} MiB at IPA {:#x} (PA {:#x}), {} vCPU(s) on CPU(s) {:?}",
