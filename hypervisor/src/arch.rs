@@ -27,6 +27,17 @@ pub fn cache_geometry() -> Result<chroma_cache::CacheGeometry, chroma_cache::Cac
     return chroma_cache::arch::armv7::read_geometry(chroma_core::pagetable::PAGE_SIZE);
 }
 
+/// Cleans and invalidates one data or unified cache line of this CPU by
+/// set/way (DC CISW / DCCISW); `operand` is from
+/// `chroma_arch::aarch64::set_way::whole_cache_operands` (the same layout on
+/// both back-ends). No barrier follows: the caller issues one after its loop.
+pub fn clean_invalidate_line_by_set_way(operand: u64) {
+    #[cfg(target_arch = "aarch64")]
+    chroma_arch::aarch64::cache::clean_invalidate_by_set_way(operand);
+    #[cfg(target_arch = "arm")]
+    chroma_arch::armv7::sysreg::clean_invalidate_by_set_way((operand & 0xffff_ffff) as u32);
+}
+
 /// Bits of guest physical (intermediate physical) address every VM gets:
 /// the CPU's PA size up to 48 on AArch64; 40 with LPAE on ARMv7.
 pub fn ipa_bits() -> u8 {

@@ -390,7 +390,46 @@ pub fn init(board: &BoardInfo) {
     );
 }
 
-/// Maps `len` bytes of guest RAM at physical `pa` at the alias `va`
+/// Cleans and invalidates every data and unified cache of this CPU up to
+/// the Level of Coherency, by set/way, then waits for it (DSB): after it no
+/// line of the boot CPU's caches is dirty, whatever the firmware or the
+/// hypervisor's start wrote. Returns false when the cache geometry could
+/// not be read (nothing was cleaned).
+///
+/// This is what lets VM creation at boot clean only what it writes, not
+/// all of a VM's RAM ([`crate::vm::Vm::create`]): the frames a VM gets at
+/// boot were never written through a cacheable mapping since (the
+/// hypervisor writes only its image's data, heap, stacks and tables, never
+/// free frames, and nothing frees frames before the VMs are built), so no
+/// dirty line can later be evicted over what the guest wrote with its
+/// caches off. The other CPUs have not run with their caches on: they are
+/// started after the VMs are built.
+pub fn clean_data_caches_at_boot() -> bool {
+    use chroma_cache::ops::CacheOps as _;
+    let Ok(geometry) = crate::arch::cache_geometry() else {
+        return false;
+    };
+    let mut lines = 0u64;
+    for cache in geometry
+        .caches()
+        .filter(|cache| cache.kind.holds_data() && cache.level <= geometry.loc)
+    {
+        for operand in chroma_arch::aarch64::set_way::whole_cache_operands(
+            cache.level,
+            cache.line_size,
+            cache.ways,
+            cache.sets,
+        ) {
+            crate::arch::clean_invalidate_line_by_set_way(operand);
+            lines += 1;
+        }
+    }
+    crate::arch::CacheOps::new().dsb();
+    log::debug!("caches cleaned by set/way at boot: {lines} lines");
+    true
+}
+
+/// Maps `len` bytes of guest RAM at physical `pa` at the alias `va`/// Maps `len` bytes of guest RAM at physical `pa` at the alias `va`
 /// (normal memory, read/write, never executable).
 pub fn map_alias(va: u64, pa: u64, len: u64) -> Result<(), chroma_core::pagetable::MapError> {
     let mut tables = EL2_TABLES.lock();

@@ -90,9 +90,14 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
     let mut ports = alloc::vec![0usize; manifest.switches().count()];
     let mut vms = Vec::new();
     let mut failed = 0;
+    // No dirty line in the caches from here on but for what the hypervisor
+    // writes itself: the VMs' fresh RAM need not be cleaned whole. This
+    // holds only while nothing frees frames before the VMs are built (the
+    // switches' uplink, which may, is probed after them).
+    let ram_clean = crate::mm::clean_data_caches_at_boot();
     for spec in manifest.vms() {
         let started = cpu::now();
-        match Vm::create(vms.len(), &spec, board, version, &mut cache) {
+        match Vm::create(vms.len(), &spec, board, version, &mut cache, ram_clean) {
             Ok(mut vm) => {
                 crate::boot_time::report_vm_load(spec.name, started);
                 vm.take_ports(&mut ports);
@@ -502,6 +507,7 @@ impl Cpu {
                     } else {
                         trap
                     };
+                    vm.exits.count(&vm.core, &trap.exit);
                     handle_exit(
                         &vm.core,
                         id,
@@ -514,6 +520,8 @@ impl Cpu {
                     )
                 }
                 ExceptionKind::Irq | ExceptionKind::Fiq => {
+                    vm.exits
+                        .count(&vm.core, &chroma_core::exit::Exit::Interrupt);
                     let action = self.handle_interrupts();
                     // Another vCPU here may have become runnable (a kick, a
                     // timer): bound this one's run by a slice from now on.

@@ -46,6 +46,75 @@ pub struct Vm {
     /// Rate limit of the informational lines the guest's actions cause
     /// (driver modes, resets): a guest must not flood the console.
     notices: Mutex<chroma_core::ratelimit::RateLimit>,
+    /// The guest's exits by kind since it was created.
+    pub exits: ExitCounts,
+}
+
+/// A VM's exits by kind, counted by the scheduler loop and printed when
+/// the VM stops (and on the console's Ctrl-A c) as
+/// `exits vm=<name> total=<n> <kind>=<n>...` (kinds in [`EXIT_KINDS`] order).
+pub struct ExitCounts([core::sync::atomic::AtomicU64; EXIT_KINDS.len()]);
+
+/// The kinds of exit [`ExitCounts`] counts, as the line names them.
+pub const EXIT_KINDS: [&str; 12] = [
+    "irq", "wfi", "wfe", "hvc", "smc", "sysreg", "gicd", "uart", "virtio", "mmio", "abort",
+    "other",
+];
+
+impl ExitCounts {
+    /// All zero.
+    fn new() -> Self {
+        ExitCounts(core::array::from_fn(|_| core::sync::atomic::AtomicU64::new(0)))
+    }
+
+    /// Counts one exit of `vm` for `exit`.
+    pub fn count(&self, vm: &VmCore, exit: &chroma_core::exit::Exit) {
+        use chroma_core::exit::Exit;
+        let kind = match exit {
+            Exit::Interrupt => 0,
+            Exit::WaitForInterrupt => 1,
+            Exit::WaitForEvent => 2,
+            Exit::Hypercall { .. } => 3,
+            Exit::SecureMonitorCall { .. } => 4,
+            Exit::SysReg(_) => 5,
+            Exit::Mmio(access) => {
+                let ipa = access.ipa.raw();
+                if vm.map.gic_distributor.offset_of(ipa).is_some() {
+                    6
+                } else if vm.map.uart.offset_of(ipa).is_some() {
+                    7
+                } else if vm
+                    .map
+                    .virtio_mmio
+                    .locate(ipa, vm.map.virtio_mmio.max_count)
+                    .is_some()
+                {
+                    8
+                } else {
+                    9
+                }
+            }
+            Exit::AbortNoSyndrome { .. } => 10,
+            Exit::ConditionFailed | Exit::Unhandled { .. } => 11,
+        };
+        if let Some(counter) = self.0.get(kind) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Prints the `exits` line of VM `name`.
+    pub fn report(&self, name: &str) {
+        let counts: [u64; EXIT_KINDS.len()] =
+            core::array::from_fn(|kind| self.0[kind].load(Ordering::Relaxed));
+        let mut line = alloc::string::String::new();
+        for (kind, count) in EXIT_KINDS.iter().zip(counts) {
+            let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {kind}={count}"));
+        }
+        log::info!(
+            "exits vm={name} total={}{line}",
+            counts.iter().sum::<u64>()
+        );
+    }
 }
 
 impl core::ops::Deref for Vm {
@@ -124,12 +193,16 @@ const AARCH32_LOWMEM_TOP: u64 = 512 << 20;
 
 impl Vm {
     /// Builds a VM from its manifest record: memory, stage-2, images, DTB.
+    /// `ram_clean`: no cache holds a dirty line of any free frame
+    /// ([`crate::mm::clean_data_caches_at_boot`]), so only what the loader
+    /// writes is cleaned to the Point of Coherency; else all of the VM's RAM.
     pub fn create(
         index: usize,
         spec: &VmSpec<'static>,
         board: &BoardInfo,
         version: GicVersion,
         cache: &mut CacheSetup,
+        ram_clean: bool,
     ) -> Result<Self, VmError> {
         if !crate::arch::RUNS_AARCH64_GUESTS && spec.arch != chroma_manifest::GuestArch::Aarch32 {
             return Err(VmError::Aarch64OnArmv7);
@@ -230,20 +303,24 @@ impl Vm {
             alias: alias.raw(),
             nics,
             notices: Mutex::new(chroma_core::ratelimit::RateLimit::default()),
+            exits: ExitCounts::new(),
         };
         let entry = vm.load(spec, version)?;
         // Whatever the RAM held before (the frames are not zeroed) must
         // reach the Point of Coherency too, for a guest that starts with
-        // its caches off.
-        // SAFETY: the range is this VM's RAM alias, mapped for the
-        // hypervisor's lifetime; cleaning to the PoC changes no data.
-        unsafe {
-            chroma_cache::ops::clean_range(
-                &crate::arch::CacheOps::new(),
-                chroma_mem::HostVirtAddr::new(vm.alias),
-                crate::mm::host_usize(ram_size),
-            )
-        };
+        // its caches off: nothing to do when no cache holds a dirty line of
+        // it (the boot's clean by set/way), else all of it.
+        if !ram_clean {
+            // SAFETY: the range is this VM's RAM alias, mapped for the
+            // hypervisor's lifetime; cleaning to the PoC changes no data.
+            unsafe {
+                chroma_cache::ops::clean_range(
+                    &crate::arch::CacheOps::new(),
+                    chroma_mem::HostVirtAddr::new(vm.alias),
+                    crate::mm::host_usize(ram_size),
+                )
+            };
+        }
         vm.core.restart(entry);
         Ok(vm)
     }
@@ -359,6 +436,7 @@ impl Vm {
         }
         crate::nic::report(self.index);
         crate::nic::detach_vm(self.index);
+        self.exits.report(&self.name);
         match reason {
             StopReason::PoweredOff => log::info!("vm {} stopped: powered off", self.name),
             StopReason::LastCpuOff => {
