@@ -25,9 +25,9 @@
 extern crate alloc;
 
 mod arch;
-mod boot_time;
 #[cfg(target_arch = "arm")]
 mod armv7;
+mod boot_time;
 mod console;
 mod exits;
 mod guest_mem;

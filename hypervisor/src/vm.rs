@@ -57,14 +57,15 @@ pub struct ExitCounts([core::sync::atomic::AtomicU64; EXIT_KINDS.len()]);
 
 /// The kinds of exit [`ExitCounts`] counts, as the line names them.
 pub const EXIT_KINDS: [&str; 12] = [
-    "irq", "wfi", "wfe", "hvc", "smc", "sysreg", "gicd", "uart", "virtio", "mmio", "abort",
-    "other",
+    "irq", "wfi", "wfe", "hvc", "smc", "sysreg", "gicd", "uart", "virtio", "mmio", "abort", "other",
 ];
 
 impl ExitCounts {
     /// All zero.
     fn new() -> Self {
-        ExitCounts(core::array::from_fn(|_| core::sync::atomic::AtomicU64::new(0)))
+        ExitCounts(core::array::from_fn(|_| {
+            core::sync::atomic::AtomicU64::new(0)
+        }))
     }
 
     /// Counts one exit of `vm` for `exit`.
@@ -110,10 +111,7 @@ impl ExitCounts {
         for (kind, count) in EXIT_KINDS.iter().zip(counts) {
             let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {kind}={count}"));
         }
-        log::info!(
-            "exits vm={name} total={}{line}",
-            counts.iter().sum::<u64>()
-        );
+        log::info!("exits vm={name} total={}{line}", counts.iter().sum::<u64>());
     }
 }
 

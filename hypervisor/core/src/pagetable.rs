@@ -596,9 +596,19 @@ mod tests {
         }
         assert_eq!(m.words, snapshot);
         // Negative control: the neighbours of both are free.
-        for (start, size) in [(0x1_2345_5000u64, PAGE_SIZE), (0x1_2345_7000, PAGE_SIZE), (0x1_8020_0000, 0x20_0000)] {
-            t.map::<FakeFormat, _>(&mut m, start, HostPhysAddr::new(start), size, Attributes::RAM)
-                .unwrap();
+        for (start, size) in [
+            (0x1_2345_5000u64, PAGE_SIZE),
+            (0x1_2345_7000, PAGE_SIZE),
+            (0x1_8020_0000, 0x20_0000),
+        ] {
+            t.map::<FakeFormat, _>(
+                &mut m,
+                start,
+                HostPhysAddr::new(start),
+                size,
+                Attributes::RAM,
+            )
+            .unwrap();
         }
     }
 

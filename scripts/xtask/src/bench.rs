@@ -239,7 +239,9 @@ fn first_line(
             time_to_first_line(qemu_command(&run_args, &bundle, None), "[probe] ", timeout)?;
         let boot = BootTimes::from_lines(&chroma.before)?;
         let bare = match peers.test_guests {
-            Ok(()) => Some(time_to_first_line(plain_qemu(args.board, &probe), "", timeout)?.elapsed),
+            Ok(()) => {
+                Some(time_to_first_line(plain_qemu(args.board, &probe), "", timeout)?.elapsed)
+            }
             Err(_) => None,
         };
         println!(
@@ -1054,7 +1056,10 @@ mod tests {
             ..boot.clone()
         };
         let medians = BootTimes::median_figures(&[boot, later, slower]);
-        assert_eq!(medians[1], ("first_line.boot.chroma_start".to_owned(), 12.5));
+        assert_eq!(
+            medians[1],
+            ("first_line.boot.chroma_start".to_owned(), 12.5)
+        );
         assert_eq!(medians[4], ("first_line.boot.ready".to_owned(), 56.0));
         assert!(BootTimes::median_figures(&[]).is_empty());
     }
@@ -1089,7 +1094,10 @@ mod tests {
         let mut lines = boot_lines();
         lines.push("[probe] chroma: boot-time start_us=1".to_owned());
         lines.push("chroma: boot-timeX start_us=1".to_owned());
-        assert_eq!(BootTimes::from_lines(&lines), BootTimes::from_lines(&boot_lines()));
+        assert_eq!(
+            BootTimes::from_lines(&lines),
+            BootTimes::from_lines(&boot_lines())
+        );
     }
 
     #[test]

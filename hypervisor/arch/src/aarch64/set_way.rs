@@ -109,7 +109,9 @@ pub fn whole_cache_operands(
     let set_bits = u32::BITS - (sets.max(1) - 1).leading_zeros();
     let fits = fits && line_bits + set_bits + way_bits <= 32;
     let (ways, sets) = if fits { (ways, sets) } else { (0, 0) };
-    let level_field = SET_WAY_OPERAND::Level.val(u64::from(level.saturating_sub(1))).value;
+    let level_field = SET_WAY_OPERAND::Level
+        .val(u64::from(level.saturating_sub(1)))
+        .value;
     (0..ways).flat_map(move |way| {
         // A way field of no bits: shift the (zero) way out entirely.
         let way_field = u64::from(way).checked_shl(32 - way_bits).unwrap_or(0) & 0xffff_ffff;
@@ -139,7 +141,11 @@ mod tests {
             .map(|op| {
                 assert_eq!(op >> 32, 0, "{op:#x}: RES0 bits");
                 assert_eq!(op & 1, 0, "{op:#x}: RES0 bit 0");
-                let way = if way_bits == 0 { 0 } else { op >> (32 - way_bits) };
+                let way = if way_bits == 0 {
+                    0
+                } else {
+                    op >> (32 - way_bits)
+                };
                 let set_mask = (1u64 << (32 - way_bits - line_bits)) - 1;
                 let set = (op >> line_bits) & set_mask;
                 // Nothing between the line offset and bit 4 but the level.
@@ -153,10 +159,17 @@ mod tests {
     fn whole_cache_operands_name_every_line_once() {
         // QEMU's Cortex-A57: L1 D 32 KiB 2-way, L2 2 MiB 16-way, 64-byte
         // lines; a direct-mapped cache and one of 3 ways (2 way bits).
-        for (level, line, ways, sets) in [(1, 64, 2, 256), (2, 64, 16, 2048), (1, 32, 1, 128), (3, 64, 3, 64)] {
+        for (level, line, ways, sets) in [
+            (1, 64, 2, 256),
+            (2, 64, 16, 2048),
+            (1, 32, 1, 128),
+            (3, 64, 3, 64),
+        ] {
             let lines = named(level, line, ways, sets);
             let expected: Vec<_> = (0..u64::from(ways))
-                .flat_map(|way| (0..u64::from(sets)).map(move |set| (u64::from(level) - 1, way, set)))
+                .flat_map(|way| {
+                    (0..u64::from(sets)).map(move |set| (u64::from(level) - 1, way, set))
+                })
                 .collect();
             assert_eq!(lines, expected, "L{level} {ways}-way {sets} sets");
             // The clean by set/way that `whole_cache_operands` feeds passes
