@@ -490,6 +490,27 @@ pub unsafe fn phys_slice_mut(base: u64, len: usize) -> &'static mut [u8] {
     unsafe { core::slice::from_raw_parts_mut(host_usize(base) as *mut u8, len) }
 }
 
+/// Copies `image` into `target` (guest RAM being loaded; the two have the
+/// same length): by blocks of LDP/STP pairs on AArch64
+/// (`chroma_arch::aarch64::cpu::copy_blocks`), the tail and ARMv7 by
+/// `copy_from_slice`.
+pub fn copy_image(target: &mut [u8], image: &[u8]) {
+    let length = target.len().min(image.len());
+    #[cfg(target_arch = "aarch64")]
+    let done = {
+        use chroma_arch::aarch64::cpu::{copy_blocks, COPY_BLOCK};
+        let blocks = length / COPY_BLOCK;
+        // SAFETY: both slices hold at least `blocks * COPY_BLOCK` bytes (`length` is the shorter one's), in normal memory (guest RAM through its alias, the manifest in the image's RAM); `target` is a `&mut` borrow, so it does not overlap `image`.
+        unsafe { copy_blocks(target.as_mut_ptr(), image.as_ptr(), blocks) };
+        blocks * COPY_BLOCK
+    };
+    #[cfg(target_arch = "arm")]
+    let done = 0;
+    if let (Some(target), Some(image)) = (target.get_mut(done..length), image.get(done..length)) {
+        target.copy_from_slice(image);
+    }
+}
+
 /// The AArch64 EL2 MMU: MAIR/TCR/SCTLR_EL2 through `boot::enable_mmu`.
 #[cfg(target_arch = "aarch64")]
 mod hyp_mmu {

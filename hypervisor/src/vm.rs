@@ -349,7 +349,10 @@ impl Vm {
         let ram = unsafe { crate::mm::phys_slice_mut(self.alias, crate::mm::host_usize(size)) };
         // Offsets below `size` (checked above) fit the pointer width as RAM does.
         let at = |offset: u64| usize::try_from(offset).map_err(|_| VmError::NoRoom);
-        ram[at(kernel_offset)?..][..spec.kernel.len()].copy_from_slice(spec.kernel);
+        crate::mm::copy_image(
+            &mut ram[at(kernel_offset)?..][..spec.kernel.len()],
+            spec.kernel,
+        );
         // What was written, (offset, length), to be cleaned below.
         let mut written = [(kernel_offset, spec.kernel.len() as u64), (0, 0), (0, 0)];
         let initrd = match spec.initrd {
@@ -361,7 +364,7 @@ impl Vm {
                 if start < kernel_end {
                     return Err(VmError::NoRoom);
                 }
-                ram[at(start)?..][..initrd.len()].copy_from_slice(initrd);
+                crate::mm::copy_image(&mut ram[at(start)?..][..initrd.len()], initrd);
                 written[1] = (start, initrd.len() as u64);
                 Some((ipa + start, ipa + start + initrd.len() as u64))
             }
