@@ -35,7 +35,7 @@ pub fn clean_invalidate_line_by_set_way(operand: u64) {
     #[cfg(target_arch = "aarch64")]
     chroma_arch::aarch64::cache::clean_invalidate_by_set_way(operand);
     #[cfg(target_arch = "arm")]
-    chroma_arch::armv7::sysreg::clean_invalidate_by_set_way((operand & 0xffff_ffff) as u32);
+    chroma_arch::armv7::cpu::clean_invalidate_line_by_set_way((operand & 0xffff_ffff) as u32);
 }
 
 /// Bits of guest physical (intermediate physical) address every VM gets:

@@ -97,3 +97,9 @@ pub fn publish_new_mappings() {
     sysreg::dsb_ish();
     sysreg::isb();
 }
+
+/// Cleans and invalidates one data or unified cache line of this CPU by
+/// set/way (DCCISW, `operand` in its layout); no barrier follows.
+pub fn clean_invalidate_line_by_set_way(operand: u32) {
+    sysreg::clean_invalidate_by_set_way(operand);
+}
