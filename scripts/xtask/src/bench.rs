@@ -828,18 +828,21 @@ mod tests {
         assert_eq!(DeviceModelRow::parse(""), None);
     }
 
-    #[test]
-    fn compare_takes_one_or_two_files() {
+    /// `cargo xtask bench`'s options from `args`.
+    fn parse_bench_args(args: &[&str]) -> std::result::Result<BenchArgs, clap::Error> {
         use clap::Parser;
         #[derive(Parser)]
         struct Cli {
             #[command(flatten)]
             bench: BenchArgs,
         }
-        let parse = |args: &[&str]| {
-            Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
-                .map(|cli| cli.bench)
-        };
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .map(|cli| cli.bench)
+    }
+
+    #[test]
+    fn compare_takes_one_or_two_files() {
+        let parse = parse_bench_args;
         let one = parse(&["--compare", "old.json"]).unwrap();
         assert_eq!(one.compare, [PathBuf::from("old.json")]);
         assert_eq!(one.threshold, 10.0);
@@ -1102,16 +1105,7 @@ mod tests {
 
     #[test]
     fn only_runs_one_section() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            bench: BenchArgs,
-        }
-        let parse = |args: &[&str]| {
-            Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
-                .map(|cli| cli.bench)
-        };
+        let parse = parse_bench_args;
         let every = parse(&[]).unwrap();
         let boot = parse(&["--only", "boot"]).unwrap();
         for section in [Section::Boot, Section::Net, Section::Model, Section::Linux] {
