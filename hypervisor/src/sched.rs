@@ -494,11 +494,14 @@ impl Cpu {
             }
             // SAFETY: the context is loaded and the stage 2 installed (above); HCR_EL2 traps what the hypervisor must see.
             let kind = unsafe { self.vcpus[k].vcpu.enter() };
+            let exited = cpu::now();
             vm.running[id].store(false, Ordering::Release);
             let kick = vm.vgic.lock().sync(id, &mut self.gic);
             if kick != 0 {
                 kick_vcpus(&self.gic, vm, kick, self.index);
             }
+            // The kind of this exit, as `ExitCounts` counts it.
+            let mut counted = 0;
             let action = match kind {
                 ExceptionKind::Synchronous => {
                     let (mut trapped, trap) = self.vcpus[k].vcpu.trapped();
@@ -507,7 +510,7 @@ impl Cpu {
                     } else {
                         trap
                     };
-                    vm.exits.count(&vm.core, &trap.exit);
+                    counted = vm.exits.count(&vm.core, &trap.exit);
                     handle_exit(
                         &vm.core,
                         id,
@@ -520,7 +523,8 @@ impl Cpu {
                     )
                 }
                 ExceptionKind::Irq | ExceptionKind::Fiq => {
-                    vm.exits
+                    counted = vm
+                        .exits
                         .count(&vm.core, &chroma_core::exit::Exit::Interrupt);
                     let action = self.handle_interrupts();
                     // Another vCPU here may have become runnable (a kick, a
@@ -559,6 +563,8 @@ impl Cpu {
                 report_if_all_stopped();
                 return;
             }
+            vm.exits
+                .add_handling(counted, cpu::now().saturating_sub(exited));
             match run::after_exit(&vm.core, id, action) {
                 Next::Reenter => {}
                 Next::Park => {

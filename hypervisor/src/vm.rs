@@ -52,8 +52,17 @@ pub struct Vm {
 
 /// A VM's exits by kind, counted by the scheduler loop and printed when
 /// the VM stops (and on the console's Ctrl-A c) as
-/// `exits vm=<name> total=<n> <kind>=<n>...` (kinds in [`EXIT_KINDS`] order).
-pub struct ExitCounts([core::sync::atomic::AtomicU64; EXIT_KINDS.len()]);
+/// `exits vm=<name> total=<n> <kind>=<n>...` (kinds in [`EXIT_KINDS`]
+/// order), then `exit-us vm=<name> total=<µs> <kind>=<µs>...`: the
+/// hypervisor's time handling them.
+pub struct ExitCounts {
+    /// Exits of each kind.
+    counts: [core::sync::atomic::AtomicU64; EXIT_KINDS.len()],
+    /// Counter ticks from each exit to the scheduler's decision after it
+    /// (the vGIC's sync, the handling, the NICs' work), by kind: the
+    /// hypervisor's time per exit.
+    handling_ticks: [core::sync::atomic::AtomicU64; EXIT_KINDS.len()],
+}
 
 /// The kinds of exit [`ExitCounts`] counts, as the line names them.
 pub const EXIT_KINDS: [&str; 12] = [
@@ -63,13 +72,15 @@ pub const EXIT_KINDS: [&str; 12] = [
 impl ExitCounts {
     /// All zero.
     fn new() -> Self {
-        ExitCounts(core::array::from_fn(|_| {
-            core::sync::atomic::AtomicU64::new(0)
-        }))
+        ExitCounts {
+            counts: core::array::from_fn(|_| core::sync::atomic::AtomicU64::new(0)),
+            handling_ticks: core::array::from_fn(|_| core::sync::atomic::AtomicU64::new(0)),
+        }
     }
 
-    /// Counts one exit of `vm` for `exit`.
-    pub fn count(&self, vm: &VmCore, exit: &chroma_core::exit::Exit) {
+    /// Counts one exit of `vm` for `exit`; returns its kind (an index of
+    /// [`EXIT_KINDS`]) for [`ExitCounts::add_handling`].
+    pub fn count(&self, vm: &VmCore, exit: &chroma_core::exit::Exit) -> usize {
         use chroma_core::exit::Exit;
         let kind = match exit {
             Exit::Interrupt => 0,
@@ -98,20 +109,41 @@ impl ExitCounts {
             Exit::AbortNoSyndrome { .. } => 10,
             Exit::ConditionFailed | Exit::Unhandled { .. } => 11,
         };
-        if let Some(counter) = self.0.get(kind) {
+        if let Some(counter) = self.counts.get(kind) {
             counter.fetch_add(1, Ordering::Relaxed);
+        }
+        kind
+    }
+
+    /// Adds `ticks` of the counter spent handling one exit of `kind`.
+    pub fn add_handling(&self, kind: usize, ticks: u64) {
+        if let Some(total) = self.handling_ticks.get(kind) {
+            total.fetch_add(ticks, Ordering::Relaxed);
         }
     }
 
-    /// Prints the `exits` line of VM `name`.
+    /// Prints the `exits` lines of VM `name`: the count of each kind, then
+    /// the hypervisor's time handling each kind in microseconds.
     pub fn report(&self, name: &str) {
-        let counts: [u64; EXIT_KINDS.len()] =
-            core::array::from_fn(|kind| self.0[kind].load(Ordering::Relaxed));
-        let mut line = alloc::string::String::new();
-        for (kind, count) in EXIT_KINDS.iter().zip(counts) {
-            let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {kind}={count}"));
+        let hz = u128::from(crate::arch::cpu::counter_frequency().max(1));
+        let load = |counters: &[core::sync::atomic::AtomicU64; EXIT_KINDS.len()]| {
+            let values: [u64; EXIT_KINDS.len()] =
+                core::array::from_fn(|kind| counters[kind].load(Ordering::Relaxed));
+            values
+        };
+        let counts = load(&self.counts);
+        let micros = load(&self.handling_ticks)
+            .map(|ticks| u64::try_from(u128::from(ticks) * 1_000_000 / hz).unwrap_or(u64::MAX));
+        for (what, values) in [("exits", counts), ("exit-us", micros)] {
+            let mut line = alloc::string::String::new();
+            for (kind, value) in EXIT_KINDS.iter().zip(values) {
+                let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {kind}={value}"));
+            }
+            log::info!(
+                "{what} vm={name} total={}{line}",
+                values.iter().sum::<u64>()
+            );
         }
-        log::info!("exits vm={name} total={}{line}", counts.iter().sum::<u64>());
     }
 }
 
