@@ -27,15 +27,14 @@ pub fn cache_geometry() -> Result<chroma_cache::CacheGeometry, chroma_cache::Cac
     return chroma_cache::arch::armv7::read_geometry(chroma_core::pagetable::PAGE_SIZE);
 }
 
-/// Cleans and invalidates one data or unified cache line of this CPU by
-/// set/way (DC CISW / DCCISW); `operand` is from
-/// `chroma_arch::aarch64::set_way::whole_cache_operands` (the same layout on
-/// both back-ends). No barrier follows: the caller issues one after its loop.
-pub fn clean_invalidate_line_by_set_way(operand: u64) {
+/// Cleans and invalidates every line of one data or unified cache of this
+/// CPU by set/way (`level` 1 for L1; the geometry CCSIDR reports); returns
+/// the number of lines. No barrier follows: the caller issues one.
+pub fn clean_invalidate_whole_cache(level: u8, line_size: u32, ways: u32, sets: u32) -> u64 {
     #[cfg(target_arch = "aarch64")]
-    chroma_arch::aarch64::cache::clean_invalidate_by_set_way(operand);
+    return chroma_arch::aarch64::cache::clean_invalidate_whole_cache(level, line_size, ways, sets);
     #[cfg(target_arch = "arm")]
-    chroma_arch::armv7::cpu::clean_invalidate_line_by_set_way((operand & 0xffff_ffff) as u32);
+    return chroma_arch::armv7::cpu::clean_invalidate_whole_cache(level, line_size, ways, sets);
 }
 
 /// Bits of guest physical (intermediate physical) address every VM gets:

@@ -414,15 +414,12 @@ pub fn clean_data_caches_at_boot() -> bool {
         .caches()
         .filter(|cache| cache.kind.holds_data() && cache.level <= geometry.loc)
     {
-        for operand in chroma_arch::aarch64::set_way::whole_cache_operands(
+        lines += crate::arch::clean_invalidate_whole_cache(
             cache.level,
             cache.line_size,
             cache.ways,
             cache.sets,
-        ) {
-            crate::arch::clean_invalidate_line_by_set_way(operand);
-            lines += 1;
-        }
+        );
     }
     crate::arch::CacheOps::new().dsb();
     log::debug!("caches cleaned by set/way at boot: {lines} lines");
