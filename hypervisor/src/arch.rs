@@ -27,6 +27,16 @@ pub fn cache_geometry() -> Result<chroma_cache::CacheGeometry, chroma_cache::Cac
     return chroma_cache::arch::armv7::read_geometry(chroma_core::pagetable::PAGE_SIZE);
 }
 
+/// Cleans and invalidates every line of one data or unified cache of this
+/// CPU by set/way (`level` 1 for L1; the geometry CCSIDR reports); returns
+/// the number of lines. No barrier follows: the caller issues one.
+pub fn clean_invalidate_whole_cache(level: u8, line_size: u32, ways: u32, sets: u32) -> u64 {
+    #[cfg(target_arch = "aarch64")]
+    return chroma_arch::aarch64::cache::clean_invalidate_whole_cache(level, line_size, ways, sets);
+    #[cfg(target_arch = "arm")]
+    return chroma_arch::armv7::cpu::clean_invalidate_whole_cache(level, line_size, ways, sets);
+}
+
 /// Bits of guest physical (intermediate physical) address every VM gets:
 /// the CPU's PA size up to 48 on AArch64; 40 with LPAE on ARMv7.
 pub fn ipa_bits() -> u8 {

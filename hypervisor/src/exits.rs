@@ -142,6 +142,7 @@ pub fn poll_console(gic: &Gic, me: usize) {
                             if vm.is_stopped() { ", stopped" } else { "" }
                         );
                         crate::nic::report(vm.index);
+                        vm.exits.report(&vm.name);
                     }
                     crate::nic::report_switches();
                     continue;

@@ -27,6 +27,7 @@ extern crate alloc;
 mod arch;
 #[cfg(target_arch = "arm")]
 mod armv7;
+mod boot_time;
 mod console;
 mod exits;
 mod guest_mem;
@@ -55,9 +56,11 @@ const STARTING: &str = "in HYP mode on ARMv7-A";
 /// The boot CPU's entry from `_start` (x0 / r2 = the device tree).
 #[no_mangle]
 extern "C" fn chroma_primary_main(dtb: usize) -> ! {
+    let entry = arch::cpu::now();
     // SAFETY: called once, by the boot CPU, before anything else runs.
     unsafe { mm::early_mmu_on(dtb) };
     console::init_early();
+    boot_time::entered(entry);
     log::info!(
         "chroma {} starting {} (MPIDR {:#x}, dtb at {:#x})",
         env!("CARGO_PKG_VERSION"),
@@ -78,9 +81,12 @@ extern "C" fn chroma_primary_main(dtb: usize) -> ! {
         Err(e) => fatal_fmt(format_args!("no valid VM manifest after the image: {e}")),
     };
     console::set_level(manifest.options().log_level);
+    boot_time::report_entry();
+    boot_time::report_start();
     sched::init_system(&board, &manifest);
     let started = sched::start_secondaries(&board);
     log::info!("{} physical CPU(s) up", started + 1);
+    boot_time::report_ready();
     CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
     sched::run_cpu(0)
 }

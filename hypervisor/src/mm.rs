@@ -390,7 +390,43 @@ pub fn init(board: &BoardInfo) {
     );
 }
 
-/// Maps `len` bytes of guest RAM at physical `pa` at the alias `va`
+/// Cleans and invalidates every data and unified cache of this CPU up to
+/// the Level of Coherency, by set/way, then waits for it (DSB): after it no
+/// line of the boot CPU's caches is dirty, whatever the firmware or the
+/// hypervisor's start wrote. Returns false when the cache geometry could
+/// not be read (nothing was cleaned).
+///
+/// This is what lets VM creation at boot clean only what it writes, not
+/// all of a VM's RAM ([`crate::vm::Vm::create`]): the frames a VM gets at
+/// boot were never written through a cacheable mapping since (the
+/// hypervisor writes only its image's data, heap, stacks and tables, never
+/// free frames, and nothing frees frames before the VMs are built), so no
+/// dirty line can later be evicted over what the guest wrote with its
+/// caches off. The other CPUs have not run with their caches on: they are
+/// started after the VMs are built.
+pub fn clean_data_caches_at_boot() -> bool {
+    use chroma_cache::ops::CacheOps as _;
+    let Ok(geometry) = crate::arch::cache_geometry() else {
+        return false;
+    };
+    let mut lines = 0u64;
+    for cache in geometry
+        .caches()
+        .filter(|cache| cache.kind.holds_data() && cache.level <= geometry.loc)
+    {
+        lines += crate::arch::clean_invalidate_whole_cache(
+            cache.level,
+            cache.line_size,
+            cache.ways,
+            cache.sets,
+        );
+    }
+    crate::arch::CacheOps::new().dsb();
+    log::debug!("caches cleaned by set/way at boot: {lines} lines");
+    true
+}
+
+/// Maps `len` bytes of guest RAM at physical `pa` at the alias `va`/// Maps `len` bytes of guest RAM at physical `pa` at the alias `va`
 /// (normal memory, read/write, never executable).
 pub fn map_alias(va: u64, pa: u64, len: u64) -> Result<(), chroma_core::pagetable::MapError> {
     let mut tables = EL2_TABLES.lock();
@@ -449,6 +485,27 @@ pub fn manifest() -> Result<Manifest<'static>, ManifestError> {
 pub unsafe fn phys_slice_mut(base: u64, len: usize) -> &'static mut [u8] {
     // SAFETY: the caller's contract.
     unsafe { core::slice::from_raw_parts_mut(host_usize(base) as *mut u8, len) }
+}
+
+/// Copies `image` into `target` (guest RAM being loaded; the two have the
+/// same length): by blocks of LDP/STP pairs on AArch64
+/// (`chroma_arch::aarch64::cpu::copy_blocks`), the tail and ARMv7 by
+/// `copy_from_slice`.
+pub fn copy_image(target: &mut [u8], image: &[u8]) {
+    let length = target.len().min(image.len());
+    #[cfg(target_arch = "aarch64")]
+    let done = {
+        use chroma_arch::aarch64::cpu::{copy_blocks, COPY_BLOCK};
+        let blocks = length / COPY_BLOCK;
+        // SAFETY: both slices hold at least `blocks * COPY_BLOCK` bytes (`length` is the shorter one's), in normal memory (guest RAM through its alias, the manifest in the image's RAM); `target` is a `&mut` borrow, so it does not overlap `image`.
+        unsafe { copy_blocks(target.as_mut_ptr(), image.as_ptr(), blocks) };
+        blocks * COPY_BLOCK
+    };
+    #[cfg(target_arch = "arm")]
+    let done = 0;
+    if let (Some(target), Some(image)) = (target.get_mut(done..length), image.get(done..length)) {
+        target.copy_from_slice(image);
+    }
 }
 
 /// The AArch64 EL2 MMU: MAIR/TCR/SCTLR_EL2 through `boot::enable_mmu`.

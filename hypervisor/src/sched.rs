@@ -90,9 +90,16 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
     let mut ports = alloc::vec![0usize; manifest.switches().count()];
     let mut vms = Vec::new();
     let mut failed = 0;
+    // No dirty line in the caches from here on but for what the hypervisor
+    // writes itself: the VMs' fresh RAM need not be cleaned whole. This
+    // holds only while nothing frees frames before the VMs are built (the
+    // switches' uplink, which may, is probed after them).
+    let ram_clean = crate::mm::clean_data_caches_at_boot();
     for spec in manifest.vms() {
-        match Vm::create(vms.len(), &spec, board, version, &mut cache) {
+        let started = cpu::now();
+        match Vm::create(vms.len(), &spec, board, version, &mut cache, ram_clean) {
             Ok(mut vm) => {
+                crate::boot_time::report_vm_load(spec.name, started);
                 vm.take_ports(&mut ports);
                 log::info!(
                     "vm {}: {} MiB at IPA {:#x} (PA {:#x}), {} vCPU(s) on CPU(s) {:?}",
@@ -501,11 +508,14 @@ impl Cpu {
             }
             // SAFETY: the context is loaded and the stage 2 installed (above); HCR_EL2 traps what the hypervisor must see.
             let kind = unsafe { self.vcpus[k].vcpu.enter() };
+            let exited = cpu::now();
             vm.running[id].store(false, Ordering::Release);
             let kick = vm.vgic.lock().sync(id, &mut self.gic);
             if kick != 0 {
                 kick_vcpus(&self.gic, vm, kick, self.index);
             }
+            // The kind of this exit, as `ExitCounts` counts it.
+            let mut counted = 0;
             let action = match kind {
                 ExceptionKind::Synchronous => {
                     let (mut trapped, trap) = self.vcpus[k].vcpu.trapped();
@@ -514,6 +524,7 @@ impl Cpu {
                     } else {
                         trap
                     };
+                    counted = vm.exits.count(&vm.core, &trap.exit);
                     handle_exit(
                         &vm.core,
                         id,
@@ -526,6 +537,9 @@ impl Cpu {
                     )
                 }
                 ExceptionKind::Irq | ExceptionKind::Fiq => {
+                    counted = vm
+                        .exits
+                        .count(&vm.core, &chroma_core::exit::Exit::Interrupt);
                     let action = self.handle_interrupts();
                     // Another vCPU here may have become runnable (a kick, a
                     // timer): bound this one's run by a slice from now on.
@@ -563,6 +577,8 @@ impl Cpu {
                 report_if_all_stopped();
                 return;
             }
+            vm.exits
+                .add_handling(counted, cpu::now().saturating_sub(exited));
             match run::after_exit(&vm.core, id, action) {
                 Next::Reenter => {}
                 Next::Park => {

@@ -46,6 +46,105 @@ pub struct Vm {
     /// Rate limit of the informational lines the guest's actions cause
     /// (driver modes, resets): a guest must not flood the console.
     notices: Mutex<chroma_core::ratelimit::RateLimit>,
+    /// The guest's exits by kind since it was created.
+    pub exits: ExitCounts,
+}
+
+/// A VM's exits by kind, counted by the scheduler loop and printed when
+/// the VM stops (and on the console's Ctrl-A c) as
+/// `exits vm=<name> total=<n> <kind>=<n>...` (kinds in [`EXIT_KINDS`]
+/// order), then `exit-us vm=<name> total=<µs> <kind>=<µs>...`: the
+/// hypervisor's time handling them.
+pub struct ExitCounts {
+    /// Exits of each kind.
+    counts: [core::sync::atomic::AtomicU64; EXIT_KINDS.len()],
+    /// Counter ticks from each exit to the scheduler's decision after it
+    /// (the vGIC's sync, the handling, the NICs' work), by kind: the
+    /// hypervisor's time per exit.
+    handling_ticks: [core::sync::atomic::AtomicU64; EXIT_KINDS.len()],
+}
+
+/// The kinds of exit [`ExitCounts`] counts, as the line names them.
+pub const EXIT_KINDS: [&str; 12] = [
+    "irq", "wfi", "wfe", "hvc", "smc", "sysreg", "gicd", "uart", "virtio", "mmio", "abort", "other",
+];
+
+impl ExitCounts {
+    /// All zero.
+    fn new() -> Self {
+        ExitCounts {
+            counts: core::array::from_fn(|_| core::sync::atomic::AtomicU64::new(0)),
+            handling_ticks: core::array::from_fn(|_| core::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    /// Counts one exit of `vm` for `exit`; returns its kind (an index of
+    /// [`EXIT_KINDS`]) for [`ExitCounts::add_handling`].
+    pub fn count(&self, vm: &VmCore, exit: &chroma_core::exit::Exit) -> usize {
+        use chroma_core::exit::Exit;
+        let kind = match exit {
+            Exit::Interrupt => 0,
+            Exit::WaitForInterrupt => 1,
+            Exit::WaitForEvent => 2,
+            Exit::Hypercall { .. } => 3,
+            Exit::SecureMonitorCall { .. } => 4,
+            Exit::SysReg(_) => 5,
+            Exit::Mmio(access) => {
+                let ipa = access.ipa.raw();
+                if vm.map.gic_distributor.offset_of(ipa).is_some() {
+                    6
+                } else if vm.map.uart.offset_of(ipa).is_some() {
+                    7
+                } else if vm
+                    .map
+                    .virtio_mmio
+                    .locate(ipa, vm.map.virtio_mmio.max_count)
+                    .is_some()
+                {
+                    8
+                } else {
+                    9
+                }
+            }
+            Exit::AbortNoSyndrome { .. } => 10,
+            Exit::ConditionFailed | Exit::Unhandled { .. } => 11,
+        };
+        if let Some(counter) = self.counts.get(kind) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        kind
+    }
+
+    /// Adds `ticks` of the counter spent handling one exit of `kind`.
+    pub fn add_handling(&self, kind: usize, ticks: u64) {
+        if let Some(total) = self.handling_ticks.get(kind) {
+            total.fetch_add(ticks, Ordering::Relaxed);
+        }
+    }
+
+    /// Prints the `exits` lines of VM `name`: the count of each kind, then
+    /// the hypervisor's time handling each kind in microseconds.
+    pub fn report(&self, name: &str) {
+        let hz = u128::from(crate::arch::cpu::counter_frequency().max(1));
+        let load = |counters: &[core::sync::atomic::AtomicU64; EXIT_KINDS.len()]| {
+            let values: [u64; EXIT_KINDS.len()] =
+                core::array::from_fn(|kind| counters[kind].load(Ordering::Relaxed));
+            values
+        };
+        let counts = load(&self.counts);
+        let micros = load(&self.handling_ticks)
+            .map(|ticks| u64::try_from(u128::from(ticks) * 1_000_000 / hz).unwrap_or(u64::MAX));
+        for (what, values) in [("exits", counts), ("exit-us", micros)] {
+            let mut line = alloc::string::String::new();
+            for (kind, value) in EXIT_KINDS.iter().zip(values) {
+                let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {kind}={value}"));
+            }
+            log::info!(
+                "{what} vm={name} total={}{line}",
+                values.iter().sum::<u64>()
+            );
+        }
+    }
 }
 
 impl core::ops::Deref for Vm {
@@ -124,12 +223,16 @@ const AARCH32_LOWMEM_TOP: u64 = 512 << 20;
 
 impl Vm {
     /// Builds a VM from its manifest record: memory, stage-2, images, DTB.
+    /// `ram_clean`: no cache holds a dirty line of any free frame
+    /// ([`crate::mm::clean_data_caches_at_boot`]), so only what the loader
+    /// writes is cleaned to the Point of Coherency; else all of the VM's RAM.
     pub fn create(
         index: usize,
         spec: &VmSpec<'static>,
         board: &BoardInfo,
         version: GicVersion,
         cache: &mut CacheSetup,
+        ram_clean: bool,
     ) -> Result<Self, VmError> {
         if !crate::arch::RUNS_AARCH64_GUESTS && spec.arch != chroma_manifest::GuestArch::Aarch32 {
             return Err(VmError::Aarch64OnArmv7);
@@ -230,20 +333,24 @@ impl Vm {
             alias: alias.raw(),
             nics,
             notices: Mutex::new(chroma_core::ratelimit::RateLimit::default()),
+            exits: ExitCounts::new(),
         };
         let entry = vm.load(spec, version)?;
         // Whatever the RAM held before (the frames are not zeroed) must
         // reach the Point of Coherency too, for a guest that starts with
-        // its caches off.
-        // SAFETY: the range is this VM's RAM alias, mapped for the
-        // hypervisor's lifetime; cleaning to the PoC changes no data.
-        unsafe {
-            chroma_cache::ops::clean_range(
-                &crate::arch::CacheOps::new(),
-                chroma_mem::HostVirtAddr::new(vm.alias),
-                crate::mm::host_usize(ram_size),
-            )
-        };
+        // its caches off: nothing to do when no cache holds a dirty line of
+        // it (the boot's clean by set/way), else all of it.
+        if !ram_clean {
+            // SAFETY: the range is this VM's RAM alias, mapped for the
+            // hypervisor's lifetime; cleaning to the PoC changes no data.
+            unsafe {
+                chroma_cache::ops::clean_range(
+                    &crate::arch::CacheOps::new(),
+                    chroma_mem::HostVirtAddr::new(vm.alias),
+                    crate::mm::host_usize(ram_size),
+                )
+            };
+        }
         vm.core.restart(entry);
         Ok(vm)
     }
@@ -274,7 +381,10 @@ impl Vm {
         let ram = unsafe { crate::mm::phys_slice_mut(self.alias, crate::mm::host_usize(size)) };
         // Offsets below `size` (checked above) fit the pointer width as RAM does.
         let at = |offset: u64| usize::try_from(offset).map_err(|_| VmError::NoRoom);
-        ram[at(kernel_offset)?..][..spec.kernel.len()].copy_from_slice(spec.kernel);
+        crate::mm::copy_image(
+            &mut ram[at(kernel_offset)?..][..spec.kernel.len()],
+            spec.kernel,
+        );
         // What was written, (offset, length), to be cleaned below.
         let mut written = [(kernel_offset, spec.kernel.len() as u64), (0, 0), (0, 0)];
         let initrd = match spec.initrd {
@@ -286,7 +396,7 @@ impl Vm {
                 if start < kernel_end {
                     return Err(VmError::NoRoom);
                 }
-                ram[at(start)?..][..initrd.len()].copy_from_slice(initrd);
+                crate::mm::copy_image(&mut ram[at(start)?..][..initrd.len()], initrd);
                 written[1] = (start, initrd.len() as u64);
                 Some((ipa + start, ipa + start + initrd.len() as u64))
             }
@@ -359,6 +469,7 @@ impl Vm {
         }
         crate::nic::report(self.index);
         crate::nic::detach_vm(self.index);
+        self.exits.report(&self.name);
         match reason {
             StopReason::PoweredOff => log::info!("vm {} stopped: powered off", self.name),
             StopReason::LastCpuOff => {

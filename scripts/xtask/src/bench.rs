@@ -27,7 +27,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::bench_results::{names, Better, Figure, Meta, Results};
 use crate::config::{manifest, ManifestOptions};
@@ -58,6 +58,30 @@ pub struct BenchArgs {
     /// `--compare` marks a figure a regression.
     #[arg(long, default_value_t = 10.0)]
     pub threshold: f64,
+    /// Run only this part of the bench (every part when not given).
+    #[arg(long, value_enum)]
+    pub only: Option<Section>,
+}
+
+/// A part of the bench (`--only`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Section {
+    /// Image sizes and the time to the probe guest's first line, with the
+    /// hypervisor's own start and each VM's load.
+    Boot,
+    /// The bare-metal VM-to-VM transfers.
+    Net,
+    /// The device model's host benchmark (ns/frame).
+    Model,
+    /// Linux: boot to init and the VM-to-VM TCP transfer.
+    Linux,
+}
+
+impl BenchArgs {
+    /// Whether `section` runs.
+    fn runs_section(&self, section: Section) -> bool {
+        self.only.is_none_or(|only| only == section)
+    }
 }
 
 /// Builds, measures and prints, writes the results and plots, and
@@ -147,6 +171,42 @@ fn measure(args: &BenchArgs, results: &mut Results) -> Result<()> {
     }
     let images = build_all(args.board)?;
     println!("{}", board_line(args.board));
+    if args.runs_section(Section::Boot) {
+        first_line(args, &images, &peers, results)?;
+    }
+    if args.runs_section(Section::Net) {
+        crate::bench_net::run(&images, args.board, &peers, results)?;
+    }
+    if !args.runs_section(Section::Model) {
+    } else if args.board != Board::QemuVirtAarch64 {
+        println!("{}", DEVICE_MODEL_SKIPPED);
+    } else if workspace_root()
+        .join("hypervisor/virtio/benches/net.rs")
+        .exists()
+    {
+        let mut bench = host_cargo();
+        bench.args(["bench", "-p", "chroma-virtio", "--bench", "net"]);
+        for row in run_device_model(bench)? {
+            results.push(row.figure());
+        }
+    } else {
+        println!("virtio net bench: not present yet (hypervisor/virtio/benches/net.rs)");
+    }
+    if args.runs_section(Section::Linux) {
+        crate::bench_linux::run(args, &images, &peers, results)?;
+    }
+    Ok(())
+}
+
+/// Image sizes and the time to the probe guest's first line, under chroma
+/// (with the hypervisor's `boot-time` lines: its own start and the probe's
+/// load) and on plain QEMU.
+fn first_line(
+    args: &BenchArgs,
+    images: &crate::images::Images,
+    peers: &Peers,
+    results: &mut Results,
+) -> Result<()> {
     let probe = images.guests_dir.join("probe.bin");
     let bench_dir = workspace_root().join("build").join("bench");
     std::fs::create_dir_all(&bench_dir)
@@ -173,27 +233,29 @@ fn measure(args: &BenchArgs, results: &mut Results) -> Result<()> {
     let timeout = Duration::from_secs(args.timeout);
     let mut under_chroma = Vec::new();
     let mut plain = Vec::new();
+    let mut boots = Vec::new();
     for round in 1..=args.runs {
         let chroma =
             time_to_first_line(qemu_command(&run_args, &bundle, None), "[probe] ", timeout)?;
+        let boot = BootTimes::from_lines(&chroma.before)?;
         let bare = match peers.test_guests {
-            Ok(()) => Some(time_to_first_line(
-                plain_qemu(args.board, &probe),
-                "",
-                timeout,
-            )?),
+            Ok(()) => {
+                Some(time_to_first_line(plain_qemu(args.board, &probe), "", timeout)?.elapsed)
+            }
             Err(_) => None,
         };
         println!(
-            "round {round}: first guest line after {:.1} ms under chroma{}",
-            millis(chroma),
+            "round {round}: first guest line after {:.1} ms under chroma{} ({})",
+            millis(chroma.elapsed),
             bare.map_or_else(String::new, |bare| format!(
                 ", {:.1} ms on plain QEMU",
                 millis(bare)
-            ))
+            )),
+            boot.describe()
         );
-        under_chroma.push(chroma);
+        under_chroma.push(chroma.elapsed);
         plain.extend(bare);
+        boots.push(boot);
     }
     let chroma_median = median(&mut under_chroma);
     let plain_median = median(&mut plain);
@@ -221,24 +283,19 @@ fn measure(args: &BenchArgs, results: &mut Results) -> Result<()> {
         first_line = first_line.peer(PLAIN_QEMU, millis(plain_median));
     }
     results.push(first_line);
-
-    crate::bench_net::run(&images, args.board, &peers, results)?;
-
-    if args.board != Board::QemuVirtAarch64 {
-        println!("{}", DEVICE_MODEL_SKIPPED);
-    } else if workspace_root()
-        .join("hypervisor/virtio/benches/net.rs")
-        .exists()
-    {
-        let mut bench = host_cargo();
-        bench.args(["bench", "-p", "chroma-virtio", "--bench", "net"]);
-        for row in run_device_model(bench)? {
-            results.push(row.figure());
-        }
-    } else {
-        println!("virtio net bench: not present yet (hypervisor/virtio/benches/net.rs)");
+    let phases = BootTimes::median_figures(&boots);
+    println!(
+        "chroma's own start, median of {}: {}",
+        args.runs,
+        phases
+            .iter()
+            .map(|(name, ms)| format!("{name} {ms:.1} ms"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for (name, ms) in phases {
+        results.push(Figure::new(name, ms, "ms", Better::Lower).rounds(args.runs));
     }
-    crate::bench_linux::run(args, &images, &peers, results)?;
     Ok(())
 }
 
@@ -426,9 +483,19 @@ fn plain_qemu(board: Board, probe: &Path) -> Command {
     command
 }
 
+/// What [`time_to_first_line`] saw: when the line came and the lines before it.
+#[derive(Clone, Debug)]
+struct FirstLine {
+    /// From starting the command to the line.
+    elapsed: Duration,
+    /// The output's lines before it (the hypervisor's, under chroma).
+    before: Vec<String>,
+}
+
 /// Starts `command` and returns the time until a stdout line starting with
-/// `prefix` (and not empty) appears; QEMU is killed afterwards.
-fn time_to_first_line(mut command: Command, prefix: &str, timeout: Duration) -> Result<Duration> {
+/// `prefix` (and not empty) appears, with the lines before it; QEMU is
+/// killed afterwards.
+fn time_to_first_line(mut command: Command, prefix: &str, timeout: Duration) -> Result<FirstLine> {
     command.stdout(Stdio::piped()).stderr(Stdio::null());
     let start = Instant::now();
     let mut child = command
@@ -438,12 +505,15 @@ fn time_to_first_line(mut command: Command, prefix: &str, timeout: Duration) -> 
     let (sender, receiver) = mpsc::channel();
     let prefix = prefix.to_owned();
     std::thread::spawn(move || {
+        let mut before = Vec::new();
         for line in console_lines(stdout) {
             let line = line.trim_end_matches('\r');
             if !line.trim().is_empty() && line.starts_with(&prefix) {
-                let _ = sender.send(start.elapsed());
+                let elapsed = start.elapsed();
+                let _ = sender.send(FirstLine { elapsed, before });
                 break;
             }
+            before.push(line.to_owned());
         }
     });
     let result = receiver.recv_timeout(timeout);
@@ -456,6 +526,144 @@ fn time_to_first_line(mut command: Command, prefix: &str, timeout: Duration) -> 
             command.get_program()
         )
     })
+}
+
+/// The hypervisor's `boot-time` lines of one boot (hypervisor/src/boot_time.rs):
+/// the counter at entry, its own start, each VM's load and the end of
+/// start-up, in microseconds since entry.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct BootTimes {
+    /// The counter at entry, ticks.
+    entry_ticks: u64,
+    /// The counter's frequency, Hz.
+    hz: u64,
+    /// Entry to the first VM's load.
+    start_us: u64,
+    /// Each VM's creation, in the order they were built.
+    loads_us: Vec<(String, u64)>,
+    /// Entry to the guests' start (secondaries up).
+    ready_us: u64,
+}
+
+/// What the hypervisor's log lines start with.
+const LOG_PREFIX: &str = "chroma: ";
+/// The first word of a `boot-time` line.
+const BOOT_TIME_WORD: &str = "boot-time";
+
+impl BootTimes {
+    /// The boot-time lines among `lines` (other lines are skipped). A
+    /// `boot-time` line that does not parse, a missing entry, start or
+    /// ready line, or a repeated one is an error: the figures would be wrong.
+    fn from_lines(lines: &[String]) -> Result<Self> {
+        let (mut entry, mut start, mut ready) = (None, None, None);
+        let mut loads_us = Vec::new();
+        for line in lines {
+            let Some(words) = line
+                .trim_end()
+                .strip_prefix(LOG_PREFIX)
+                .and_then(|rest| rest.strip_prefix(BOOT_TIME_WORD))
+                .and_then(|rest| rest.strip_prefix(' '))
+            else {
+                continue;
+            };
+            let bad = || format!("a boot-time line that does not parse: {line:?}");
+            let pairs = words
+                .split(' ')
+                .map(|word| {
+                    word.split_once('=')
+                        .filter(|(key, value)| !key.is_empty() && !value.is_empty())
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(bad)?;
+            let number = |value: &str| value.parse::<u64>().map_err(|_| bad());
+            let slot = match pairs.as_slice() {
+                [("entry", ticks), ("hz", hz)] => {
+                    let hz = number(hz)?;
+                    if hz == 0 {
+                        return Err(bad());
+                    }
+                    entry.replace((number(ticks)?, hz)).map(|_| "entry")
+                }
+                [("start_us", us)] => start.replace(number(us)?).map(|_| "start_us"),
+                [("vm", name), ("load_us", us)] => {
+                    loads_us.push(((*name).to_owned(), number(us)?));
+                    None
+                }
+                [("ready_us", us)] => ready.replace(number(us)?).map(|_| "ready_us"),
+                _ => return Err(bad()),
+            };
+            if let Some(key) = slot {
+                return Err(format!("boot-time {key} printed twice: {line:?}"));
+            }
+        }
+        let missing = |what: &str| format!("no boot-time {what} line from the hypervisor");
+        let (entry_ticks, hz) = entry.ok_or_else(|| missing("entry"))?;
+        Ok(BootTimes {
+            entry_ticks,
+            hz,
+            start_us: start.ok_or_else(|| missing("start_us"))?,
+            loads_us,
+            ready_us: ready.ok_or_else(|| missing("ready_us"))?,
+        })
+    }
+
+    /// The counter at entry in ms (QEMU starts it near 0 at reset).
+    fn entry_ms(&self) -> f64 {
+        self.entry_ticks as f64 * 1000.0 / self.hz as f64
+    }
+
+    /// The phases as (figure name, ms): entry, start, each load, ready.
+    fn figures(&self) -> Vec<(String, f64)> {
+        let ms = |us: u64| us as f64 / 1000.0;
+        let mut figures = vec![
+            (names::BOOT_ENTRY.to_owned(), self.entry_ms()),
+            (names::BOOT_CHROMA_START.to_owned(), ms(self.start_us)),
+        ];
+        figures.extend(
+            self.loads_us
+                .iter()
+                .map(|(vm, us)| (names::boot_vm_load(vm), ms(*us))),
+        );
+        figures.push((names::BOOT_READY.to_owned(), ms(self.ready_us)));
+        figures
+    }
+
+    /// One round's phases for its line.
+    fn describe(&self) -> String {
+        self.figures()
+            .iter()
+            .map(|(name, ms)| format!("{name} {ms:.1} ms"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The median of each phase over `boots` (the phases of the first boot;
+    /// a VM missing from a later one is left out of its median).
+    fn median_figures(boots: &[BootTimes]) -> Vec<(String, f64)> {
+        let Some(first) = boots.first() else {
+            return Vec::new();
+        };
+        first
+            .figures()
+            .into_iter()
+            .map(|(name, _)| {
+                let mut values: Vec<f64> = boots
+                    .iter()
+                    .flat_map(|boot| boot.figures())
+                    .filter(|(other, _)| *other == name)
+                    .map(|(_, ms)| ms)
+                    .collect();
+                values.sort_by(f64::total_cmp);
+                let n = values.len();
+                let median = match n {
+                    0 => 0.0,
+                    n if n % 2 == 1 => values[n / 2],
+                    n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+                };
+                (name, median)
+            })
+            .collect()
+    }
 }
 
 /// The lines of a QEMU's console output as they come, until it ends;
@@ -620,18 +828,21 @@ mod tests {
         assert_eq!(DeviceModelRow::parse(""), None);
     }
 
-    #[test]
-    fn compare_takes_one_or_two_files() {
+    /// `cargo xtask bench`'s options from `args`.
+    fn parse_bench_args(args: &[&str]) -> std::result::Result<BenchArgs, clap::Error> {
         use clap::Parser;
         #[derive(Parser)]
         struct Cli {
             #[command(flatten)]
             bench: BenchArgs,
         }
-        let parse = |args: &[&str]| {
-            Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
-                .map(|cli| cli.bench)
-        };
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .map(|cli| cli.bench)
+    }
+
+    #[test]
+    fn compare_takes_one_or_two_files() {
+        let parse = parse_bench_args;
         let one = parse(&["--compare", "old.json"]).unwrap();
         assert_eq!(one.compare, [PathBuf::from("old.json")]);
         assert_eq!(one.threshold, 10.0);
@@ -797,6 +1008,113 @@ mod tests {
         assert!(BufReader::new(output).lines().next().unwrap().is_err());
     }
 
+    /// The lines of a boot as the hypervisor prints them, with others between.
+    fn boot_lines() -> Vec<String> {
+        [
+            "chroma: chroma 0.1.0 starting at EL2 (MPIDR 0x80000000, dtb at 0x48000000)",
+            "chroma: boot-time entry=625000 hz=62500000",
+            "chroma: EL2 MMU on (W^X), 950 MiB free for VMs, 40 PA bits",
+            "chroma: boot-time start_us=12500",
+            "chroma: boot-time vm=probe load_us=2250",
+            "chroma: vm probe: 64 MiB at IPA 0x40000000 (PA 0x44000000), 1 vCPU(s) on CPU(s) [0]",
+            "chroma: boot-time vm=linux load_us=40000\r",
+            "chroma: 2 physical CPU(s) up",
+            "chroma: boot-time ready_us=56000",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    #[test]
+    fn boot_time_lines_become_phases() {
+        let boot = BootTimes::from_lines(&boot_lines()).unwrap();
+        assert_eq!(
+            boot,
+            BootTimes {
+                entry_ticks: 625_000,
+                hz: 62_500_000,
+                start_us: 12_500,
+                loads_us: vec![("probe".to_owned(), 2250), ("linux".to_owned(), 40_000)],
+                ready_us: 56_000,
+            }
+        );
+        assert_eq!(
+            boot.figures(),
+            [
+                ("first_line.boot.entry".to_owned(), 10.0),
+                ("first_line.boot.chroma_start".to_owned(), 12.5),
+                ("first_line.boot.load.probe".to_owned(), 2.25),
+                ("first_line.boot.load.linux".to_owned(), 40.0),
+                ("first_line.boot.ready".to_owned(), 56.0),
+            ]
+        );
+        // The median of each phase over the rounds.
+        let later = BootTimes {
+            start_us: 10_500,
+            ready_us: 50_000,
+            ..boot.clone()
+        };
+        let slower = BootTimes {
+            start_us: 20_500,
+            ..boot.clone()
+        };
+        let medians = BootTimes::median_figures(&[boot, later, slower]);
+        assert_eq!(
+            medians[1],
+            ("first_line.boot.chroma_start".to_owned(), 12.5)
+        );
+        assert_eq!(medians[4], ("first_line.boot.ready".to_owned(), 56.0));
+        assert!(BootTimes::median_figures(&[]).is_empty());
+    }
+
+    #[test]
+    fn malformed_boot_time_lines_are_refused() {
+        // Negative controls: each broken line makes the whole boot an error,
+        // not a figure of 0 or a skipped phase.
+        for (broken, why) in [
+            ("chroma: boot-time start_us=12.5", "not parse"),
+            ("chroma: boot-time start_us=", "not parse"),
+            ("chroma: boot-time start_us 12500", "not parse"),
+            ("chroma: boot-time entry=625000", "not parse"),
+            ("chroma: boot-time entry=1 hz=0", "not parse"),
+            ("chroma: boot-time vm=probe load_us=-3", "not parse"),
+            ("chroma: boot-time  start_us=1", "not parse"),
+            ("chroma: boot-time phase=start us=1", "not parse"),
+            ("chroma: boot-time ready_us=1", "printed twice"),
+        ] {
+            let mut lines = boot_lines();
+            lines.insert(4, broken.to_owned());
+            let error = BootTimes::from_lines(&lines).unwrap_err();
+            assert!(error.contains(why), "{broken}: {error}");
+        }
+        // A missing line is an error too.
+        let mut lines = boot_lines();
+        lines.retain(|line| !line.contains("ready_us"));
+        assert!(BootTimes::from_lines(&lines)
+            .unwrap_err()
+            .contains("no boot-time ready_us"));
+        // Lines that only look alike are not boot-time lines at all.
+        let mut lines = boot_lines();
+        lines.push("[probe] chroma: boot-time start_us=1".to_owned());
+        lines.push("chroma: boot-timeX start_us=1".to_owned());
+        assert_eq!(
+            BootTimes::from_lines(&lines),
+            BootTimes::from_lines(&boot_lines())
+        );
+    }
+
+    #[test]
+    fn only_runs_one_section() {
+        let parse = parse_bench_args;
+        let every = parse(&[]).unwrap();
+        let boot = parse(&["--only", "boot"]).unwrap();
+        for section in [Section::Boot, Section::Net, Section::Model, Section::Linux] {
+            assert!(every.runs_section(section));
+            assert_eq!(boot.runs_section(section), section == Section::Boot);
+        }
+        assert!(parse(&["--only", "everything"]).is_err());
+    }
+
     #[test]
     fn first_line_timer_waits_for_the_prefix() {
         let mut command = Command::new("sh");
@@ -804,8 +1122,9 @@ mod tests {
             "-c",
             "echo noise; sleep 0.2; echo '[probe] hello'; sleep 30",
         ]);
-        let elapsed = time_to_first_line(command, "[probe] ", Duration::from_secs(10)).unwrap();
-        assert!(elapsed >= Duration::from_millis(150), "{elapsed:?}");
+        let seen = time_to_first_line(command, "[probe] ", Duration::from_secs(10)).unwrap();
+        assert!(seen.elapsed >= Duration::from_millis(150), "{seen:?}");
+        assert_eq!(seen.before, ["noise"]);
         let mut silent = Command::new("sh");
         silent.args(["-c", "echo noise; sleep 30"]);
         assert!(time_to_first_line(silent, "[probe] ", Duration::from_millis(300)).is_err());

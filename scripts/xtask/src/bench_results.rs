@@ -41,6 +41,12 @@ pub mod names {
     pub const IMAGE_BUNDLE: &str = "image.bundle";
     /// QEMU start to the probe guest's first line.
     pub const FIRST_LINE: &str = "first_line";
+    /// The counter at the hypervisor's entry (QEMU starts it at 0 at reset).
+    pub const BOOT_ENTRY: &str = "first_line.boot.entry";
+    /// chroma's own start: entry to the first VM's load.
+    pub const BOOT_CHROMA_START: &str = "first_line.boot.chroma_start";
+    /// Entry to the guests' start (VMs built, secondaries up).
+    pub const BOOT_READY: &str = "first_line.boot.ready";
     /// netclient -> netsvc throughput.
     pub const VM_TO_VM_THROUGHPUT: &str = "vm_to_vm.throughput";
     /// The prefix of the device model's ns/frame figures.
@@ -61,6 +67,11 @@ pub mod names {
     /// The device model's ns/frame at `frame_bytes` and `batch`.
     pub fn device_model(frame_bytes: u64, batch: u64) -> String {
         format!("{DEVICE_MODEL_PREFIX}.{frame_bytes}B.batch{batch}")
+    }
+
+    /// The creation of VM `vm` (RAM, stage 2, images, cleaning) at boot.
+    pub fn boot_vm_load(vm: &str) -> String {
+        format!("first_line.boot.load.{vm}")
     }
 
     /// Traps per packet of `vm`'s NIC in `pair` ([`BARE_METAL_PAIR`] or [`LINUX_PAIR`]).

@@ -66,3 +66,27 @@ pub fn clean_invalidate_by_set_way(guest_operand: u64) {
     // SAFETY: a clean and invalidate writes a dirty line back before it drops it, so whichever line of this CPU's caches the operand names (the guest's, another VM's or the hypervisor's), no data is lost; the operand's level names a data or unified cache CLIDR_EL1 reports.
     unsafe { asm!("dc cisw, {}", in(reg) operand, options(nostack, preserves_flags)) };
 }
+
+/// Cleans and invalidates every line of one data or unified cache of this
+/// CPU by set/way (DC CISW over
+/// [`super::set_way::whole_cache_operands`]): `level` (1 for L1) with
+/// `sets` sets and `ways` ways of `line_size`-byte lines, as CCSIDR_EL1
+/// reports them. Returns the number of lines; a level CLIDR_EL1 does not
+/// report as a data or unified cache gets none. No barrier follows: the
+/// caller issues a DSB once its caches are done.
+pub fn clean_invalidate_whole_cache(level: u8, line_size: u32, ways: u32, sets: u32) -> u64 {
+    // The level is checked once, with the guest operands' check (set 0,
+    // way 0 of the level), not at every line.
+    let level_operand = u64::from(level.saturating_sub(1)) << 1;
+    if super::set_way::clean_invalidate_operand(level_operand, super::sysreg::clidr_el1()).is_none()
+    {
+        return 0;
+    }
+    let mut lines = 0;
+    for operand in super::set_way::whole_cache_operands(level, line_size, ways, sets) {
+        // SAFETY: a clean and invalidate writes a dirty line back before it drops it, so no data is lost whoever's line it is; the operand names a set and way of a data or unified cache CLIDR_EL1 reports (checked above), within the geometry CCSIDR_EL1 gave.
+        unsafe { asm!("dc cisw, {}", in(reg) operand, options(nostack, preserves_flags)) };
+        lines += 1;
+    }
+    lines
+}

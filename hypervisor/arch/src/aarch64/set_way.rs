@@ -82,6 +82,43 @@ pub fn clean_invalidate_operand(guest_operand: u64, clidr: u64) -> Option<u64> {
     }
 }
 
+/// The DC CISW operands that name every line of one data or unified cache
+/// (Arm ARM C5.3, DC CISW; ARMv7's DCCISW has the same layout): cache
+/// level `level` (1 for L1) of `sets` sets and `ways` ways of
+/// `line_size`-byte lines, as CCSIDR reports them. The way sits in the top
+/// `ceil(log2(ways))` bits of bits 31 to 0, the set just above the line's
+/// offset bits, the level minus one in bits 3 to 1. For the hypervisor's
+/// own clean of its caches at boot: a geometry that does not fit the
+/// operand (a level above 7, a way or set count of 0, a line of less than
+/// 16 bytes or not a power of two, sets that reach the way bits) gives no
+/// operand at all.
+pub fn whole_cache_operands(
+    level: u8,
+    line_size: u32,
+    ways: u32,
+    sets: u32,
+) -> impl Iterator<Item = u64> {
+    let fits = (1..=7).contains(&level)
+        && ways > 0
+        && sets > 0
+        && line_size >= 16
+        && line_size.is_power_of_two();
+    let line_bits = line_size.trailing_zeros();
+    // ceil(log2(ways)): 0 for a direct-mapped cache (no way bits).
+    let way_bits = u32::BITS - (ways.max(1) - 1).leading_zeros();
+    let set_bits = u32::BITS - (sets.max(1) - 1).leading_zeros();
+    let fits = fits && line_bits + set_bits + way_bits <= 32;
+    let (ways, sets) = if fits { (ways, sets) } else { (0, 0) };
+    let level_field = SET_WAY_OPERAND::Level
+        .val(u64::from(level.saturating_sub(1)))
+        .value;
+    (0..ways).flat_map(move |way| {
+        // A way field of no bits: shift the (zero) way out entirely.
+        let way_field = u64::from(way).checked_shl(32 - way_bits).unwrap_or(0) & 0xffff_ffff;
+        (0..sets).map(move |set| way_field | (u64::from(set) << line_bits) | level_field)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +131,84 @@ mod tests {
     /// with 64-byte lines and `way_bits` bits of way number.
     fn operand(level: u64, set: u64, way: u64, way_bits: u32) -> u64 {
         way << (32 - way_bits) | set << 6 | (level - 1) << 1
+    }
+
+    /// Every (level, way, set) the operands of a cache name, in order.
+    fn named(level: u8, line_size: u32, ways: u32, sets: u32) -> Vec<(u64, u64, u64)> {
+        let line_bits = line_size.trailing_zeros();
+        let way_bits = u32::BITS - (ways - 1).leading_zeros();
+        whole_cache_operands(level, line_size, ways, sets)
+            .map(|op| {
+                assert_eq!(op >> 32, 0, "{op:#x}: RES0 bits");
+                assert_eq!(op & 1, 0, "{op:#x}: RES0 bit 0");
+                let way = if way_bits == 0 {
+                    0
+                } else {
+                    op >> (32 - way_bits)
+                };
+                let set_mask = (1u64 << (32 - way_bits - line_bits)) - 1;
+                let set = (op >> line_bits) & set_mask;
+                // Nothing between the line offset and bit 4 but the level.
+                assert_eq!(op & ((1 << line_bits) - 1) & !0xe, 0, "{op:#x}");
+                ((op >> 1) & 7, way, set)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn whole_cache_operands_name_every_line_once() {
+        // QEMU's Cortex-A57: L1 D 32 KiB 2-way, L2 2 MiB 16-way, 64-byte
+        // lines; a direct-mapped cache and one of 3 ways (2 way bits).
+        for (level, line, ways, sets) in [
+            (1, 64, 2, 256),
+            (2, 64, 16, 2048),
+            (1, 32, 1, 128),
+            (3, 64, 3, 64),
+        ] {
+            let lines = named(level, line, ways, sets);
+            let expected: Vec<_> = (0..u64::from(ways))
+                .flat_map(|way| {
+                    (0..u64::from(sets)).map(move |set| (u64::from(level) - 1, way, set))
+                })
+                .collect();
+            assert_eq!(lines, expected, "L{level} {ways}-way {sets} sets");
+            // The clean by set/way that `whole_cache_operands` feeds passes
+            // the guest-operand check unchanged (the same field layout).
+            for op in whole_cache_operands(level, line, ways, sets).take(4) {
+                if level <= 2 {
+                    assert_eq!(clean_invalidate_operand(op, CORTEX_A57), Some(op));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn geometries_that_do_not_fit_the_operand_give_no_operand() {
+        for (level, line, ways, sets) in [
+            (0, 64, 2, 256),
+            (8, 64, 2, 256),
+            (1, 64, 0, 256),
+            (1, 64, 2, 0),
+            (1, 8, 2, 256),
+            (1, 48, 2, 256),
+            // 6 line bits + 26 set bits + 1 way bit > 32.
+            (1, 64, 2, 1 << 26),
+        ] {
+            assert_eq!(
+                whole_cache_operands(level, line, ways, sets).count(),
+                0,
+                "L{level} line {line} {ways}-way {sets} sets"
+            );
+        }
+        // Negative control for the decoder above: a way field one bit too
+        // low (as an off-by-one shift would put it) lands in the set bits,
+        // and two operands then name the same line.
+        let shifted: std::collections::HashSet<u64> = (0..2u64)
+            .flat_map(|way| (0..256u64).map(move |set| way << 30 | set << 6))
+            .collect();
+        let right: std::collections::HashSet<u64> = whole_cache_operands(1, 64, 2, 256).collect();
+        assert_eq!(right.len(), 512);
+        assert_ne!(shifted, right);
     }
 
     #[test]

@@ -97,3 +97,21 @@ pub fn publish_new_mappings() {
     sysreg::dsb_ish();
     sysreg::isb();
 }
+
+/// Cleans and invalidates every line of one data or unified cache of this
+/// CPU by set/way (DCCISW over
+/// `crate::aarch64::set_way::whole_cache_operands`, whose layout DCCISW
+/// shares): `level` (1 for L1) with `sets` sets and `ways` ways of
+/// `line_size`-byte lines, as CCSIDR reports them. Returns the number of
+/// lines. No barrier follows: the caller issues a DSB once its caches are
+/// done.
+pub fn clean_invalidate_whole_cache(level: u8, line_size: u32, ways: u32, sets: u32) -> u64 {
+    let mut lines = 0;
+    for operand in crate::aarch64::set_way::whole_cache_operands(level, line_size, ways, sets) {
+        // The operands fit bits 31 to 0 (`whole_cache_operands` refuses a
+        // geometry that does not).
+        sysreg::clean_invalidate_by_set_way((operand & 0xffff_ffff) as u32);
+        lines += 1;
+    }
+    lines
+}
