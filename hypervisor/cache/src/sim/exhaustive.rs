@@ -1338,16 +1338,20 @@ pub fn row(outcome: &Outcome) -> String {
     )
 }
 
-/// `oracle --exhaustive [--max-size N] [--limit STATES]`: the table for
-/// split queues of sizes 2 and 4 and packed queues of sizes 2 to 4, up to
-/// N (default 4), each with one buffer more than the
-/// size, with and without EVENT_IDX, as built and with every control.
-/// Returns the exit code: 1 if any row is not as expected.
+/// `oracle --exhaustive [--max-size N] [--limit STATES] [--line B]
+/// [--split|--packed] [--within|--between]`: the table, each queue with
+/// one buffer more than its size, with and without EVENT_IDX, as built and
+/// with every control that applies. Two parts: driver steps between the
+/// device's operations (split queues of sizes 2 and 4, packed of 2 to 4,
+/// up to N, default 4; 16-byte lines), then driver steps inside them too
+/// (sizes up to 3; 32-byte lines, two descriptors to a line). `--within`
+/// or `--between` runs one part. Returns the exit code: 1 if any row is
+/// not as expected.
 pub fn main_exhaustive(args: &[String]) -> i32 {
     let mut max_size = 4u16;
     let mut limit = 20_000_000usize;
     let mut line = None;
-    let mut within = false;
+    let mut parts = [false, true].to_vec();
     let mut rings = [Ring::Split, Ring::Packed].to_vec();
     let mut i = 0;
     while i < args.len() {
@@ -1356,7 +1360,8 @@ pub fn main_exhaustive(args: &[String]) -> i32 {
             .and_then(|v| v.replace('_', "").parse::<usize>().ok());
         match (args[i].as_str(), value) {
             ("--exhaustive", _) => {}
-            ("--within", _) => within = true,
+            ("--within", _) => parts = [true].to_vec(),
+            ("--between", _) => parts = [false].to_vec(),
             ("--split", _) => rings = [Ring::Split].to_vec(),
             ("--packed", _) => rings = [Ring::Packed].to_vec(),
             ("--line", Some(v)) if [16, 32, 64].contains(&v) => {
@@ -1373,59 +1378,62 @@ pub fn main_exhaustive(args: &[String]) -> i32 {
             }
             (other, _) => {
                 std::eprintln!(
-                    "usage: oracle --exhaustive [--max-size 2..4] [--limit STATES] (not {other})"
+                    "usage: oracle --exhaustive [--max-size 2..4] [--limit STATES] [--line 16|32|64] [--split|--packed] [--within|--between] (not {other})"
                 );
                 return 2;
             }
         }
         i += 1;
     }
-    // Inside operations the question is lines both sides write: make a
-    // line hold two descriptors.
-    let line = line.unwrap_or(if within { 32 } else { LINE });
-    std::println!(
-        "exhaustive check of the rings with their maintenance (non-coherent driver, {line}-byte lines, evictions and speculative fills anywhere{})",
-        if within { ", driver steps also inside the device's operations" } else { "" }
-    );
     let mut failed = 0;
     let started = Instant::now();
-    // A split queue's size is a power of two (§2.7); a packed one's need not be.
-    let models = [
-        (Ring::Split, 2u16),
-        (Ring::Split, 4),
-        (Ring::Packed, 2),
-        (Ring::Packed, 3),
-        (Ring::Packed, 4),
-    ];
-    for (ring, size) in models
-        .into_iter()
-        .filter(|&(r, s)| s <= max_size && rings.contains(&r))
-    {
-        for event_idx in [true, false] {
-            for control in Control::ALL {
-                let model = Model {
-                    line,
-                    within,
-                    ring,
-                    size,
-                    buffers: u8::try_from(size + 1).unwrap_or(u8::MAX),
-                    event_idx,
-                    prefetch: true,
-                    control,
-                };
-                if !control.applies(&model) {
-                    continue;
-                }
-                let outcome = check(model, limit);
-                std::println!("{}", row(&outcome));
-                if let Some((_, trace)) = &outcome.counterexample {
-                    if control != Control::None || !as_expected(&outcome) {
-                        for step in trace {
-                            std::println!("      {step}");
+    for within in parts {
+        // Inside operations the question is lines both sides write: make a
+        // line hold two descriptors.
+        let line = line.unwrap_or(if within { 32 } else { LINE });
+        let max_size = if within { max_size.min(3) } else { max_size };
+        std::println!(
+            "exhaustive check of the rings with their maintenance: non-coherent driver, {line}-byte lines, evictions and speculative fills anywhere, driver steps {}",
+            if within { "also inside the device's operations" } else { "between the device's operations" }
+        );
+        // A split queue's size is a power of two (§2.7); a packed one's need not be.
+        let models = [
+            (Ring::Split, 2u16),
+            (Ring::Split, 4),
+            (Ring::Packed, 2),
+            (Ring::Packed, 3),
+            (Ring::Packed, 4),
+        ];
+        for (ring, size) in models
+            .into_iter()
+            .filter(|&(r, s)| s <= max_size && rings.contains(&r))
+        {
+            for event_idx in [true, false] {
+                for control in Control::ALL {
+                    let model = Model {
+                        line,
+                        within,
+                        ring,
+                        size,
+                        buffers: u8::try_from(size + 1).unwrap_or(u8::MAX),
+                        event_idx,
+                        prefetch: true,
+                        control,
+                    };
+                    if !control.applies(&model) {
+                        continue;
+                    }
+                    let outcome = check(model, limit);
+                    std::println!("{}", row(&outcome));
+                    if let Some((_, trace)) = &outcome.counterexample {
+                        if control != Control::None || !as_expected(&outcome) {
+                            for step in trace {
+                                std::println!("      {step}");
+                            }
                         }
                     }
+                    failed += usize::from(!as_expected(&outcome));
                 }
-                failed += usize::from(!as_expected(&outcome));
             }
         }
     }

@@ -67,7 +67,12 @@ fn every_control_yields_a_counterexample_trace() {
 #[test]
 fn inside_operations_alignment_and_an_uncached_packed_ring_are_what_hold() {
     for ring in [Ring::Split, Ring::Packed] {
-        for control in [Control::None, Control::SharedLines, Control::CachedRing, Control::MaintenanceOff] {
+        for control in [
+            Control::None,
+            Control::SharedLines,
+            Control::CachedRing,
+            Control::MaintenanceOff,
+        ] {
             let model = Model {
                 line: 32,
                 within: true,
