@@ -373,12 +373,18 @@ pub fn run_switch(gic: &Gic, me: usize, index: usize) {
     }
     drop(states);
     drop(guard);
-    if report.more_work {
+    if report.more_work || report.held_back {
         // Only the first CPU to owe a run keeps it (0 -> me + 1).
         let _ = entry
             .pending
             .compare_exchange(0, me + 1, Ordering::AcqRel, Ordering::Acquire);
-        crate::sched::kick_self(gic, me);
+        // Work left: come back at once. A held-back sender only needs a run
+        // at this CPU's next exit (its timer ticks at the latest), so that
+        // a receiver that never refills stalls by the bound and cannot hold
+        // the sender's frames without anything else running the switch.
+        if report.more_work {
+            crate::sched::kick_self(gic, me);
+        }
     }
 }
 

@@ -167,6 +167,11 @@ pub struct RunReport {
     /// Whether the budget or a port's quota ran out with work (maybe) left:
     /// call again soon.
     pub more_work: bool,
+    /// Whether a sender was held back (its frame left in its ring for a
+    /// full egress queue): call again later, when the receiver may have
+    /// taken frames or have stalled ([`SwitchConfig::stall_ticks`]), even
+    /// if nothing else happens.
+    pub held_back: bool,
 }
 
 const FDB_WAYS: usize = 4;
@@ -548,6 +553,7 @@ impl Switch {
             port.flush();
         }
         report.more_work |= quota_reached;
+        report.held_back = self.held_back[..n].iter().any(|&h| h);
         report.most_from_one_port = self.taken[..n].iter().copied().max().unwrap_or(0);
         report
     }

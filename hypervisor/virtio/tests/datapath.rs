@@ -243,10 +243,13 @@ fn a_receiver_that_never_refills_is_stalled_not_obeyed() {
         let mut to_c = Vec::new();
         for tick in 0..300u64 {
             lab.now = tick;
-            lab.run_once();
+            let report = lab.run_once();
             to_c.extend(receive(&mut lab, C, usize::MAX));
             if tick == 99 {
-                // Before the bound: held back, nothing lost.
+                // Before the bound: held back, nothing lost, and the run
+                // says so (the hypervisor then runs the switch again at the
+                // CPU's next exit even if nothing else does).
+                assert!(report.held_back);
                 assert!(to_c.is_empty());
                 assert_eq!(lab.switch.counters(B).rx_dropped, 0);
                 assert_eq!(lab.switch.egress_len(B), 64);
@@ -261,6 +264,7 @@ fn a_receiver_that_never_refills_is_stalled_not_obeyed() {
             continue;
         }
         assert_eq!(to_c.len(), 10, "A's frames for C flow after the bound");
+        assert!(!lab.run_once().held_back, "nothing is held back once B stalled");
         assert_eq!(lab.switch.egress_len(B), 64);
         assert_eq!(lab.switch.counters(B).rx_dropped, 40);
         assert!(lab.switch.stalled(B, lab.now));
