@@ -264,7 +264,10 @@ fn a_receiver_that_never_refills_is_stalled_not_obeyed() {
             continue;
         }
         assert_eq!(to_c.len(), 10, "A's frames for C flow after the bound");
-        assert!(!lab.run_once().held_back, "nothing is held back once B stalled");
+        assert!(
+            !lab.run_once().held_back,
+            "nothing is held back once B stalled"
+        );
         assert_eq!(lab.switch.egress_len(B), 64);
         assert_eq!(lab.switch.counters(B).rx_dropped, 40);
         assert!(lab.switch.stalled(B, lab.now));
