@@ -53,6 +53,15 @@ pub struct NicCounters {
     pub polls: AtomicU64,
     /// Consecutive polls that found a single frame.
     pub single_frame_polls: AtomicU64,
+    /// QueueNotify writes naming the receive queue (with the three below,
+    /// where the traps come from).
+    pub rx_notifies: AtomicU64,
+    /// QueueNotify writes naming the transmit queue.
+    pub tx_notifies: AtomicU64,
+    /// InterruptStatus reads (a driver's interrupt handler: one per interrupt).
+    pub status_reads: AtomicU64,
+    /// InterruptACK writes (likewise).
+    pub acks: AtomicU64,
 }
 
 /// One virtio-net NIC of a VM.
@@ -171,6 +180,15 @@ pub fn mmio(
     let vm = &sys.vms[vm_index];
     let nic = &vm.nics[index];
     nic.counters.traps.fetch_add(1, Ordering::Relaxed);
+    match (offset, write) {
+        (chroma_virtio::mmio::reg::INTERRUPT_STATUS, None) => {
+            nic.counters.status_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        (chroma_virtio::mmio::reg::INTERRUPT_ACK, Some(_)) => {
+            nic.counters.acks.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
     let (value, action, edge) = {
         let mut guard = nic.state.lock();
         let NicState { device, memory } = &mut *guard;
@@ -194,6 +212,12 @@ pub fn mmio(
     match action {
         MmioAction::Notify(queue) => {
             nic.counters.notifies.fetch_add(1, Ordering::Relaxed);
+            if usize::from(queue) == chroma_virtio::net::TX_QUEUE {
+                &nic.counters.tx_notifies
+            } else {
+                &nic.counters.rx_notifies
+            }
+            .fetch_add(1, Ordering::Relaxed);
             let before = nic.state.lock().device.device.tx_chains;
             run_switch(gic, me, nic.switch);
             // A driver that queues several frames before it kicks (Linux,
@@ -435,9 +459,15 @@ pub fn report(vm_index: usize) {
         let interrupts = nic.counters.interrupts.load(Ordering::Relaxed);
         let notifies = nic.counters.notifies.load(Ordering::Relaxed);
         let polls = nic.counters.polls.load(Ordering::Relaxed);
+        let rx_notifies = nic.counters.rx_notifies.load(Ordering::Relaxed);
+        let tx_notifies = nic.counters.tx_notifies.load(Ordering::Relaxed);
+        let status_reads = nic.counters.status_reads.load(Ordering::Relaxed);
+        let acks = nic.counters.acks.load(Ordering::Relaxed);
+        let other = traps.saturating_sub(rx_notifies + tx_notifies + status_reads + acks);
         log::info!(
             "vm {} net{} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} on {} port {}: rx {} pkts {} B, tx {} pkts {} B, drops {}, errors {}, spoofed {}; \
-             traps/pkt {:.3}, irqs/pkt {:.3}, kicks {} (suppressed {}), polls {}, irqs suppressed {}, lines maintained/pkt {:.2}",
+             traps/pkt {:.3}, irqs/pkt {:.3}, kicks {} (suppressed {}), polls {}, irqs suppressed {}, lines maintained/pkt {:.2}; \
+             traps: QueueNotify rx {} tx {}, InterruptStatus {}, InterruptACK {}, other {}",
             vm.name,
             i,
             nic.mac[0], nic.mac[1], nic.mac[2], nic.mac[3], nic.mac[4], nic.mac[5],
@@ -457,6 +487,11 @@ pub fn report(vm_index: usize) {
             polls,
             port.rx_packets.saturating_sub(interrupts),
             per_packet(stats.total()),
+            rx_notifies,
+            tx_notifies,
+            status_reads,
+            acks,
+            other,
         );
     }
 }
