@@ -32,6 +32,23 @@ use spin::Mutex;
 /// Consecutive single-frame polls after which a NIC stops deferring kicks.
 const SYNCHRONOUS_POLLS: u64 = 8;
 
+/// Interrupt moderation: a NIC that interrupted its guest less than this
+/// long ago holds its next interrupt until then ([`deliver_held`]; every
+/// CPU's timer covers the bound, [`held_deadline`]), so that a busy guest
+/// takes at most one interrupt per period, however many batches the switch
+/// delivers meanwhile. A lone packet, or the first after a pause, is
+/// signalled at once. Holding for a bounded time keeps §2.7.10's "MUST send
+/// a notification": it is late, never lost.
+const MODERATION_MS: u64 = 4;
+
+/// A polled NIC (deferred TX kicks) that found transmit work less than this
+/// long ago keeps kicks off when a poll finds its queue empty, and is polled
+/// again at its VM's next exit (at most `run::POLL_MS` away while the vCPU
+/// runs; a vCPU that sleeps adds nothing to its queue). Only after this long
+/// without work does the poll re-arm kicks (`net::poll_tx`), so a busy
+/// sender is not asked to kick each time it pauses between batches.
+const TX_IDLE_MS: u64 = 4;
+
 /// A device and the memory view it works through.
 pub struct NicState {
     /// The virtio-net device model.
@@ -62,6 +79,17 @@ pub struct NicCounters {
     pub status_reads: AtomicU64,
     /// InterruptACK writes (likewise).
     pub acks: AtomicU64,
+    /// Interrupts held back by moderation (each delivered later, several
+    /// coalesced into one).
+    pub held_count: AtomicU64,
+    /// Moderation state, kept here so that the NIC's constructor is
+    /// unchanged: an interrupt is held ([`MODERATION_MS`]) ...
+    pub held: core::sync::atomic::AtomicBool,
+    /// ... counting from the last one delivered (counter ticks).
+    pub last_interrupt: AtomicU64,
+    /// When a poll or kick last found transmit work (counter ticks), for
+    /// [`TX_IDLE_MS`].
+    pub last_tx_work: AtomicU64,
 }
 
 /// One virtio-net NIC of a VM.
@@ -213,6 +241,9 @@ pub fn mmio(
         MmioAction::Notify(queue) => {
             nic.counters.notifies.fetch_add(1, Ordering::Relaxed);
             if usize::from(queue) == chroma_virtio::net::TX_QUEUE {
+                nic.counters
+                    .last_tx_work
+                    .store(crate::arch::cpu::now(), Ordering::Relaxed);
                 &nic.counters.tx_notifies
             } else {
                 &nic.counters.rx_notifies
@@ -288,12 +319,70 @@ fn choose_policy(vm: &crate::vm::Vm, nic: &Nic, cached: bool) {
     );
 }
 
-/// Raises `nic`'s interrupt in its VM.
+/// Raises `nic`'s interrupt in its VM, or holds it if its last one is
+/// recent (moderation: see [`MODERATION_MS`]).
 fn inject(gic: &Gic, me: usize, vm_index: usize, nic: &Nic) {
+    let sys = system();
+    let now = crate::arch::cpu::now();
+    let last = nic.counters.last_interrupt.load(Ordering::Acquire);
+    if now.saturating_sub(last) < sys.clock.ticks(MODERATION_MS) {
+        if !nic.counters.held.swap(true, Ordering::AcqRel) {
+            nic.counters.held_count.fetch_add(1, Ordering::Relaxed);
+        }
+        return;
+    }
+    deliver(gic, me, vm_index, nic, now);
+}
+
+/// Injects `nic`'s interrupt now (and ends any hold).
+fn deliver(gic: &Gic, me: usize, vm_index: usize, nic: &Nic, now: u64) {
     let vm = &system().vms[vm_index];
+    nic.counters.held.store(false, Ordering::Release);
+    nic.counters.last_interrupt.store(now, Ordering::Release);
     nic.counters.interrupts.fetch_add(1, Ordering::Relaxed);
     let kick = vm.vgic.lock().inject(0, nic.intid);
     kick_vcpus(gic, vm, kick, me);
+}
+
+/// Delivers the held interrupts that are due. Called with [`run_pending`],
+/// after every exit and idle wake of every CPU.
+pub fn deliver_held(gic: &Gic, me: usize) {
+    let sys = system();
+    let now = crate::arch::cpu::now();
+    let window = sys.clock.ticks(MODERATION_MS);
+    for (vm_index, vm) in sys.vms.iter().enumerate() {
+        for nic in vm.nics.iter() {
+            if !nic.counters.held.load(Ordering::Acquire) {
+                continue;
+            }
+            let due = nic
+                .counters
+                .last_interrupt
+                .load(Ordering::Acquire)
+                .saturating_add(window);
+            if now >= due && nic.counters.held.swap(false, Ordering::AcqRel) {
+                deliver(gic, me, vm_index, nic, now);
+            }
+        }
+    }
+}
+
+/// The earliest moment a held interrupt is due, if any is held: every
+/// CPU's timer deadline includes it, so none is held past its bound.
+pub fn held_deadline() -> Option<u64> {
+    let sys = system();
+    let window = sys.clock.ticks(MODERATION_MS);
+    sys.vms
+        .iter()
+        .flat_map(|vm| vm.nics.iter())
+        .filter(|nic| nic.counters.held.load(Ordering::Acquire))
+        .map(|nic| {
+            nic.counters
+                .last_interrupt
+                .load(Ordering::Acquire)
+                .saturating_add(window)
+        })
+        .min()
 }
 
 /// Runs switch `index` once, bounded by constants (see the module docs),
@@ -353,10 +442,12 @@ pub fn run_switch(gic: &Gic, me: usize, index: usize) {
 }
 
 /// Takes the runs this CPU owes (switches whose last run on it stopped with
-/// work left): one bounded run each. Called from the run loop between guest
+/// work left): one bounded run each, then delivers the held interrupts that
+/// are due ([`deliver_held`]). Called from the run loop between guest
 /// entries, with the CPU's interrupts taken since the last run.
 pub fn run_pending(gic: &Gic, me: usize) {
     let sys = system();
+    deliver_held(gic, me);
     for (index, entry) in sys.switches.iter().enumerate() {
         if entry.pending.load(Ordering::Acquire) == me + 1
             && entry
@@ -385,15 +476,30 @@ pub fn poll_vm(gic: &Gic, me: usize, vm_index: usize, preempted: bool) {
         if !nic.polling.load(Ordering::Acquire) {
             continue;
         }
+        let now = crate::arch::cpu::now();
+        let recent = now.saturating_sub(nic.counters.last_tx_work.load(Ordering::Relaxed))
+            < sys.clock.ticks(TX_IDLE_MS);
         let (busy, before) = {
             let mut guard = nic.state.lock();
             let NicState { device, memory } = &mut *guard;
-            let busy = chroma_virtio::net::poll_tx(device, memory);
+            // Busy lately: look at the queue without re-arming kicks.
+            let tx_polling = device.device.tx_polling;
+            let look = match device.queue_mut(chroma_virtio::net::TX_QUEUE) {
+                Some(queue) if recent && tx_polling && queue.ready() => {
+                    queue.has_available(memory).ok()
+                }
+                _ => None,
+            };
+            let busy = match look {
+                Some(busy) => busy,
+                None => chroma_virtio::net::poll_tx(device, memory),
+            };
             nic.polling
                 .store(device.device.tx_polling, Ordering::Release);
             (busy, device.device.tx_chains)
         };
         if busy {
+            nic.counters.last_tx_work.store(now, Ordering::Relaxed);
             nic.counters.polls.fetch_add(1, Ordering::Relaxed);
             run_switch(gic, me, nic.switch);
             // A driver that waits for each frame to complete (virtio-drivers'
@@ -433,6 +539,7 @@ pub fn poll_vm(gic: &Gic, me: usize, vm_index: usize, preempted: bool) {
 pub fn detach_vm(vm_index: usize) {
     let sys = system();
     for nic in sys.vms[vm_index].nics.iter() {
+        nic.counters.held.store(false, Ordering::Release);
         nic.state.lock().device.reset();
         sys.switches[nic.switch]
             .state
@@ -464,10 +571,11 @@ pub fn report(vm_index: usize) {
         let status_reads = nic.counters.status_reads.load(Ordering::Relaxed);
         let acks = nic.counters.acks.load(Ordering::Relaxed);
         let other = traps.saturating_sub(rx_notifies + tx_notifies + status_reads + acks);
+        let held = nic.counters.held_count.load(Ordering::Relaxed);
         log::info!(
             "vm {} net{} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} on {} port {}: rx {} pkts {} B, tx {} pkts {} B, drops {}, errors {}, spoofed {}; \
              traps/pkt {:.3}, irqs/pkt {:.3}, kicks {} (suppressed {}), polls {}, irqs suppressed {}, lines maintained/pkt {:.2}; \
-             traps: QueueNotify rx {} tx {}, InterruptStatus {}, InterruptACK {}, other {}",
+             traps: QueueNotify rx {} tx {}, InterruptStatus {}, InterruptACK {}, other {}; irqs held {}",
             vm.name,
             i,
             nic.mac[0], nic.mac[1], nic.mac[2], nic.mac[3], nic.mac[4], nic.mac[5],
@@ -492,6 +600,7 @@ pub fn report(vm_index: usize) {
             status_reads,
             acks,
             other,
+            held,
         );
     }
 }

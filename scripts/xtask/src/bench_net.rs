@@ -505,7 +505,7 @@ fn parse_counters(line: &str) -> Option<NicCounters> {
             let count = |key: &str| -> Option<u64> {
                 let at = tail.find(key)? + key.len();
                 tail[at..]
-                    .split([' ', ','])
+                    .split([' ', ',', ';'])
                     .find(|word| !word.is_empty())?
                     .parse()
                     .ok()
@@ -562,7 +562,7 @@ fn median(mut samples: Vec<f64>) -> f64 {
 mod tests {
     use super::*;
 
-    const LINE: &str = "chroma: vm client net0 52:54:00:12:34:02 on lan0 port 1: rx 3454 pkts 228164 B, tx 11528 pkts 17101834 B, drops 7, errors 0; traps/pkt 0.087, irqs/pkt 0.179, kicks 5209 (suppressed 12), polls 0, irqs suppressed 3304, lines maintained/pkt 36.14; traps: QueueNotify rx 1 tx 396, InterruptStatus 278, InterruptACK 278, other 48";
+    const LINE: &str = "chroma: vm client net0 52:54:00:12:34:02 on lan0 port 1: rx 3454 pkts 228164 B, tx 11528 pkts 17101834 B, drops 7, errors 0; traps/pkt 0.087, irqs/pkt 0.179, kicks 5209 (suppressed 12), polls 0, irqs suppressed 3304, lines maintained/pkt 36.14; traps: QueueNotify rx 1 tx 396, InterruptStatus 278, InterruptACK 278, other 48; irqs held 5";
 
     #[test]
     fn reads_a_counter_line() {
