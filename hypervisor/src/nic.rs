@@ -32,14 +32,19 @@ use spin::Mutex;
 /// Consecutive single-frame polls after which a NIC stops deferring kicks.
 const SYNCHRONOUS_POLLS: u64 = 8;
 
-/// Interrupt moderation: a NIC that interrupted its guest less than this
-/// long ago holds its next interrupt until then ([`deliver_held`]; every
-/// CPU's timer covers the bound, [`held_deadline`]), so that a busy guest
-/// takes at most one interrupt per period, however many batches the switch
-/// delivers meanwhile. A lone packet, or the first after a pause, is
-/// signalled at once. Holding for a bounded time keeps §2.7.10's "MUST send
-/// a notification": it is late, never lost.
+/// Interrupt moderation: a busy NIC (it moved at least [`BUSY_FRAMES`]
+/// frames between its last two interrupts, which came less than this
+/// apart) that interrupted its guest less than this long ago holds its next
+/// interrupt until then ([`deliver_held`]; every CPU's timer covers the
+/// bound, [`held_deadline`]), so that the guest takes at most one interrupt
+/// per period however many batches the switch delivers meanwhile. A lone
+/// packet, pings one after the other, or the first interrupts after a
+/// pause are signalled at once. Holding for a bounded time keeps §2.7.10's
+/// "MUST send a notification": it is late, never lost.
 const MODERATION_MS: u64 = 4;
+
+/// Frames (both directions) between two interrupts that make a NIC busy.
+const BUSY_FRAMES: u64 = 16;
 
 /// A polled NIC (deferred TX kicks) that found transmit work less than this
 /// long ago keeps kicks off when a poll finds its queue empty, and is polled
@@ -85,8 +90,13 @@ pub struct NicCounters {
     /// Moderation state, kept here so that the NIC's constructor is
     /// unchanged: an interrupt is held ([`MODERATION_MS`]) ...
     pub held: core::sync::atomic::AtomicBool,
-    /// ... counting from the last one delivered (counter ticks).
+    /// ... counting from the last one delivered (counter ticks) ...
     pub last_interrupt: AtomicU64,
+    /// ... if it is busy (see [`MODERATION_MS`]) ...
+    pub busy: core::sync::atomic::AtomicBool,
+    /// ... measured with these: the device's frame count at the last
+    /// interrupt ([`frames`]).
+    pub frames_at_interrupt: AtomicU64,
     /// When a poll or kick last found transmit work (counter ticks), for
     /// [`TX_IDLE_MS`].
     pub last_tx_work: AtomicU64,
@@ -235,7 +245,7 @@ pub fn mmio(
         }
     };
     if edge {
-        inject(gic, me, vm_index, nic);
+        inject(gic, me, vm_index, nic, None);
     }
     match action {
         MmioAction::Notify(queue) => {
@@ -319,26 +329,51 @@ fn choose_policy(vm: &crate::vm::Vm, nic: &Nic, cached: bool) {
     );
 }
 
-/// Raises `nic`'s interrupt in its VM, or holds it if its last one is
-/// recent (moderation: see [`MODERATION_MS`]).
-fn inject(gic: &Gic, me: usize, vm_index: usize, nic: &Nic) {
+/// Frames the device moved so far, both directions (TX chains taken plus
+/// RX used entries, the latter modulo 2^16), for [`BUSY_FRAMES`].
+fn frames(device: &VirtioNet) -> u64 {
+    let received = device
+        .queue(chroma_virtio::net::RX_QUEUE)
+        .map_or(0, |queue| u64::from(queue.next_used().0));
+    device.device.tx_chains.wrapping_add(received)
+}
+
+/// Raises `nic`'s interrupt in its VM, or holds it if the NIC is busy and
+/// its last one recent (moderation: see [`MODERATION_MS`]). `frames`: the
+/// device's [`frames`] count, if known (without it the interrupt is never
+/// held).
+fn inject(gic: &Gic, me: usize, vm_index: usize, nic: &Nic, frames: Option<u64>) {
     let sys = system();
     let now = crate::arch::cpu::now();
     let last = nic.counters.last_interrupt.load(Ordering::Acquire);
-    if now.saturating_sub(last) < sys.clock.ticks(MODERATION_MS) {
+    if frames.is_some()
+        && now.saturating_sub(last) < sys.clock.ticks(MODERATION_MS)
+        && nic.counters.busy.load(Ordering::Acquire)
+    {
         if !nic.counters.held.swap(true, Ordering::AcqRel) {
             nic.counters.held_count.fetch_add(1, Ordering::Relaxed);
         }
         return;
     }
-    deliver(gic, me, vm_index, nic, now);
+    let busy = frames.is_some_and(|frames| {
+        let before = nic
+            .counters
+            .frames_at_interrupt
+            .swap(frames, Ordering::AcqRel);
+        // The RX part wraps at 2^16: a wrapped difference is huge, hence busy.
+        now.saturating_sub(last) < sys.clock.ticks(MODERATION_MS)
+            && frames.wrapping_sub(before) >= BUSY_FRAMES
+    });
+    deliver(gic, me, vm_index, nic, now, busy);
 }
 
-/// Injects `nic`'s interrupt now (and ends any hold).
-fn deliver(gic: &Gic, me: usize, vm_index: usize, nic: &Nic, now: u64) {
+/// Injects `nic`'s interrupt now (and ends any hold); `busy`: whether the
+/// next one may be held.
+fn deliver(gic: &Gic, me: usize, vm_index: usize, nic: &Nic, now: u64, busy: bool) {
     let vm = &system().vms[vm_index];
     nic.counters.held.store(false, Ordering::Release);
     nic.counters.last_interrupt.store(now, Ordering::Release);
+    nic.counters.busy.store(busy, Ordering::Release);
     nic.counters.interrupts.fetch_add(1, Ordering::Relaxed);
     let kick = vm.vgic.lock().inject(0, nic.intid);
     kick_vcpus(gic, vm, kick, me);
@@ -361,7 +396,7 @@ pub fn deliver_held(gic: &Gic, me: usize) {
                 .load(Ordering::Acquire)
                 .saturating_add(window);
             if now >= due && nic.counters.held.swap(false, Ordering::AcqRel) {
-                deliver(gic, me, vm_index, nic, now);
+                deliver(gic, me, vm_index, nic, now, true);
             }
         }
     }
@@ -427,7 +462,7 @@ pub fn run_switch(gic: &Gic, me: usize, index: usize) {
         nic.polling
             .store(state.device.device.tx_polling, Ordering::Release);
         if state.device.take_irq_edge() {
-            inject(gic, me, v, nic);
+            inject(gic, me, v, nic, Some(frames(&state.device)));
         }
     }
     drop(states);
