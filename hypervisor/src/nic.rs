@@ -47,7 +47,7 @@ const SYNCHRONOUS_POLLS: u64 = 8;
 /// first interrupts after a pause are signalled at once. Holding for a
 /// bounded time keeps §2.7.10's "MUST send a notification": it is late,
 /// never lost.
-const MODERATION_MS: u64 = 4;
+const MODERATION_MS: u64 = 10;
 
 /// Frames (both directions) between two interrupts that make a NIC busy.
 const BUSY_FRAMES: u64 = 16;
