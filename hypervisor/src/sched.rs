@@ -572,6 +572,12 @@ impl Cpu {
                 let preempted = kind != ExceptionKind::Synchronous && action == Action::Yield;
                 crate::nic::poll_vm(&self.gic, self.index, vm.index, preempted);
             }
+            // A NIC interrupt held back by moderation (held on this CPU's
+            // exit, perhaps): the timer must fire by its bound.
+            if crate::nic::held_deadline().is_some() {
+                let bound = [extra, slice_end].into_iter().flatten().min();
+                cpu::arm_timer(self.next_deadline(Some(k), bound));
+            }
             if vm.is_stopped() {
                 kick_vm(&self.gic, vm, self.index);
                 report_if_all_stopped();
@@ -648,6 +654,11 @@ impl Cpu {
     /// The earliest moment this CPU must look at its vCPUs again (see
     /// `run::next_deadline`); `running`'s own timer fires by itself.
     fn next_deadline(&self, running: Option<usize>, extra: Option<u64>) -> u64 {
+        // A held NIC interrupt is due (`nic::held_deadline`).
+        let extra = [extra, crate::nic::held_deadline()]
+            .into_iter()
+            .flatten()
+            .min();
         let deadlines = self
             .vcpus
             .iter()

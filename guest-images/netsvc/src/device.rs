@@ -18,6 +18,8 @@ mod register {
     pub const MAGIC_VALUE: usize = 0x000;
     /// DeviceID: 0 for an empty slot, 1 for a network device.
     pub const DEVICE_ID: usize = 0x008;
+    /// QueueNotify: write a queue's index to notify the device.
+    pub const QUEUE_NOTIFY: usize = 0x050;
     /// InterruptStatus: bit 0 used buffer, bit 1 configuration change.
     pub const INTERRUPT_STATUS: usize = 0x060;
     /// InterruptACK: write the bits of InterruptStatus handled.
@@ -52,6 +54,18 @@ impl MmioSlot {
             return 0;
         }
         self.read_register(register::DEVICE_ID)
+    }
+
+    /// Notifies the device that queue `queue` has new buffers (QueueNotify).
+    /// The queued driver's batched notification (see [`crate::transport`]).
+    pub fn notify(&self, queue: u16) {
+        // SAFETY: as in `read_register`: QueueNotify is a write-only register of the same frame; writing a queue index the driver set up is its purpose.
+        unsafe {
+            core::ptr::write_volatile(
+                (self.base + register::QUEUE_NOTIFY) as *mut u32,
+                u32::from(queue),
+            )
+        };
     }
 
     /// Reads InterruptStatus and acknowledges every bit set; returns them.
@@ -151,6 +165,22 @@ impl NetDevice {
     /// True if a received frame is waiting in the used ring.
     pub fn can_receive(&self) -> bool {
         self.driver.borrow().can_receive()
+    }
+
+    /// Sends the notifications the buffers of the last poll need.
+    pub fn flush(&self) {
+        self.driver.borrow_mut().flush();
+    }
+
+    /// Keeps the device from interrupting while the loop polls.
+    pub fn quiet(&self) {
+        self.driver.borrow_mut().quiet();
+    }
+
+    /// Before a sleep (interrupts masked): asks for the interrupt that ends
+    /// it; true if there is work already.
+    pub fn arm_wakeup(&self) -> bool {
+        self.driver.borrow_mut().arm_wakeup()
     }
 
     /// The counts so far.

@@ -8,6 +8,8 @@
 //!   adapts the driver to smoltcp's `Device`;
 //! - [`driver`]: virtio-drivers' `VirtIONet` (default), or `VirtIONetRaw`
 //!   with frames left in flight (`net.tx=queued`);
+//! - [`transport`]: what virtio-drivers lacks for a polling driver: batched
+//!   notifications checked as §2.7.10 says, and `used_event` by hand;
 //! - [`irq`]: the device's SPI and the virtual timer through the GIC, and a
 //!   sleep (WFI) that wakes on either;
 //! - [`stack`]: [`stack::NetStack`], the smoltcp `Interface` with its static
@@ -37,5 +39,6 @@ pub mod irq;
 pub mod main_stack;
 pub mod ping;
 pub mod stack;
+pub mod transport;
 
 pub use stack::{NetConfig, NetError, NetStack};

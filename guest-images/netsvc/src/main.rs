@@ -1,7 +1,8 @@
 //! Test guest: TCP echo (port 7) and sink (port 9), ICMP echo, over virtio-net.
 //!
 //! Bootargs: `net.ip=A.B.C.D/N` (default 10.0.2.15/24), `net.gw=A.B.C.D`
-//! (default 10.0.2.2), `net.tx=wait|queued`, `svc.sinks=N` (power off after N
+//! (default 10.0.2.2), `net.tx=wait|queued`, `net.suppress=on|off` (see
+//! `stack::NetConfig`), `svc.sinks=N` (power off after N
 //! sink sessions); `svc.ping=A.B.C.D` pings that
 //! host `svc.pings=N` (default 3) times once it answers, before serving. The sink reads until the peer shuts its write side,
 //! then answers `len=<n> fnv64=<hex>\n` and closes. With `svc.heartbeat`

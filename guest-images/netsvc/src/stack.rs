@@ -72,10 +72,16 @@ pub struct NetConfig {
     /// the one the device reports. A hostile test sets another VM's MAC: the
     /// switch must drop those frames (port security).
     pub mac: Option<[u8; 6]>,
+    /// In `net.tx=queued` mode, batch the notifications and keep the
+    /// device's interrupts off while polling (`net.suppress=on`, the
+    /// default; `net.suppress=off`: a notification per buffer and an
+    /// interrupt per used batch, as virtio-drivers does by itself).
+    pub suppress: bool,
 }
 
 impl NetConfig {
-    /// Reads `net.ip=A.B.C.D/N`, `net.gw=A.B.C.D` and `net.tx=wait|queued`;
+    /// Reads `net.ip=A.B.C.D/N`, `net.gw=A.B.C.D`, `net.tx=wait|queued`,
+    /// `net.mac=` and `net.suppress=on|off`;
     /// `default_address` and
     /// `default_gateway` stand in for words that are absent.
     pub fn from_bootargs(
@@ -100,11 +106,17 @@ impl NetConfig {
             Some(text) => Some(parse_mac(text).ok_or(NetError::BadArgument("net.mac"))?),
             None => None,
         };
+        let suppress = match args.value("net.suppress") {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(_) => return Err(NetError::BadArgument("net.suppress")),
+        };
         Ok(Self {
             address,
             gateway,
             tx_mode,
             mac,
+            suppress,
         })
     }
 }
@@ -178,7 +190,7 @@ impl NetStack {
         let fdt =
             unsafe { chroma_guest_rt::platform::fdt(boot.dtb_address) }.ok_or(NetError::NoDtb)?;
         let slot = device::find_net_slot(&fdt).ok_or(NetError::NoDevice)?;
-        let mut device = NetDevice::new(driver::open(&slot, config.tx_mode)?);
+        let mut device = NetDevice::new(driver::open(&slot, config.tx_mode, config.suppress)?);
         let mac = EthernetAddress(config.mac.unwrap_or_else(|| device.mac_address()));
         let mut interface_config = Config::new(HardwareAddress::Ethernet(mac));
         // Initial TCP sequence numbers and the like: the counter is as good a
@@ -212,15 +224,19 @@ impl NetStack {
         MacDisplay(self.config.mac.unwrap_or_else(|| self.device.mac_address()))
     }
 
-    /// Runs smoltcp once: every received frame in, everything queued out.
-    /// Clears the wake-up flag first, so an interrupt during the poll keeps
-    /// the next [`NetStack::sleep`] from sleeping. True if a socket's state may
-    /// have changed.
+    /// Runs smoltcp once: every received frame in, everything queued out,
+    /// with the device's interrupts off (queued mode) and the notifications
+    /// the new buffers need sent at the end, as one batch. Clears the
+    /// wake-up flag first, so an interrupt during the poll keeps the next
+    /// [`NetStack::sleep`] from sleeping. True if a socket's state may have
+    /// changed.
     pub fn poll(&mut self) -> bool {
         irq::clear_woken();
+        self.device.quiet();
         let result = self
             .interface
             .poll(now(), &mut self.device, &mut self.sockets);
+        self.device.flush();
         result == PollResult::SocketStateChanged
     }
 
@@ -237,7 +253,7 @@ impl NetStack {
             deadline = deadline.min(poll_at);
         }
         let device = &self.device;
-        irq::sleep_until(deadline, || device.can_receive());
+        irq::sleep_until(deadline, || device.arm_wakeup());
     }
 
     /// The device's packet counts.

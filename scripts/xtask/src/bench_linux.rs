@@ -8,7 +8,12 @@
 //! - VM-to-VM TCP: [`TRANSFER_MIB`] MiB from busybox httpd in one Linux guest
 //!   to wget in another (`chroma.serve` / `chroma.fetch`, sha256 checked by the
 //!   guests), each guest 1 vCPU; under chroma both VMs on one switch, on plain
-//!   QEMU two QEMU processes joined by socket netdevs.
+//!   QEMU two QEMU processes joined by socket netdevs. Both NICs' counter
+//!   lines under chroma: the client's is printed as it powers off, the
+//!   server's when the bench types Ctrl-A c on chroma's console.
+//! - Ping: after the transfer, on the idle network, the client pings the
+//!   server [`PINGS`] times, [`PING_INTERVAL`] apart (`ping -c 20 -i 0.2`);
+//!   the median round trip under chroma against plain QEMU's.
 //!
 //! On a Raspberry Pi board the boot's peer is the same kernel and initramfs
 //! on the plain Pi machine with the same device tree, limited to the VM's
@@ -32,6 +37,12 @@ const BOOT_RUNS: usize = 3;
 const TRANSFER_MIB: u64 = 64;
 /// Give up on a transfer run after this long.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(240);
+/// Echo requests of the lone ping after the transfer.
+const PINGS: u32 = 20;
+/// Seconds between them (`ping -i`).
+const PING_INTERVAL: &str = "0.2";
+/// chroma's console: Ctrl-A c prints every VM's NIC counters.
+const CTRL_A_C: &[u8] = b"\x01c";
 
 /// The words every Linux guest gets before the test's own.
 const BASE_CMDLINE: &str = "console=ttyAMA0 rdinit=/init";
@@ -157,9 +168,14 @@ struct Watched {
 }
 
 impl Watched {
-    fn start(mut command: Command) -> Result<Self> {
+    fn start(command: Command) -> Result<Self> {
+        Self::start_with(command, Stdio::null())
+    }
+
+    /// Starts `command` with `stdin` as its standard input.
+    fn start_with(mut command: Command, stdin: Stdio) -> Result<Self> {
         command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let start = Instant::now();
@@ -232,6 +248,20 @@ impl Watched {
             .filter(|(_, line)| line.contains(needle))
             .map(|(_, line)| line.clone())
             .collect()
+    }
+
+    /// Writes `keys` to its standard input (started with `Stdio::piped()`).
+    fn type_keys(&mut self, keys: &[u8]) -> Result<()> {
+        use std::io::Write as _;
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .ok_or("QEMU's standard input is not a pipe")?;
+        stdin
+            .write_all(keys)
+            .and_then(|()| stdin.flush())
+            .map_err(|error| format!("cannot type on QEMU's console: {error}"))
     }
 
     fn stop(mut self) {
@@ -357,11 +387,48 @@ fn boot(
     Ok(())
 }
 
-/// One transfer: milliseconds and KiB/s the client reported, the lines to show.
+/// One transfer: milliseconds and KiB/s the client reported, the median
+/// ping round trip after it (µs), the lines to show.
 struct Transfer {
     ms: f64,
     kib_per_s: f64,
+    ping_us: f64,
     notes: Vec<String>,
+}
+
+/// The median round trip, in µs, of the `... bytes from ...: seq=<n>
+/// ttl=<n> time=<ms> ms` lines of busybox `ping` in `lines`; `None` if none.
+fn ping_median(lines: &[String]) -> Option<f64> {
+    let samples: Vec<f64> = lines
+        .iter()
+        .filter(|line| line.contains(" bytes from "))
+        .filter_map(|line| {
+            let ms: f64 = line
+                .split(" time=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some(ms * 1000.0)
+        })
+        .collect();
+    (!samples.is_empty()).then(|| median(samples))
+}
+
+/// The first `chroma: vm <vm> net0` counter line of each VM in `lines`.
+fn first_counter_lines(lines: &[String]) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut first = Vec::new();
+    for line in lines {
+        if let Some((vm, _)) = crate::bench_net::vm_counters(line) {
+            if !seen.contains(&vm) {
+                seen.push(vm);
+                first.push(line.clone());
+            }
+        }
+    }
+    first
 }
 
 /// Parses `linux-guest: fetch <sha> <bytes> <ms> ms <KiB/s> KiB/s match`.
@@ -386,8 +453,13 @@ fn parse_fetch(line: &str) -> Result<(f64, f64)> {
 }
 
 const SERVER_WORDS: &str = "chroma.ip=10.0.2.21/24 chroma.gw=none chroma.serve=";
-const CLIENT_WORDS: &str =
-    "chroma.ip=10.0.2.22/24 chroma.gw=none chroma.fetch=10.0.2.21 chroma.wait=200 chroma.poweroff";
+/// The client's words: the fetch, then the lone ping, then power off.
+fn client_words() -> String {
+    format!(
+        "chroma.ip=10.0.2.22/24 chroma.gw=none chroma.fetch=10.0.2.21 chroma.wait=200 \
+         chroma.run=\"ping -c {PINGS} -i {PING_INTERVAL} 10.0.2.21\" chroma.poweroff"
+    )
+}
 
 fn transfer_under_chroma(
     args: &BenchArgs,
@@ -399,15 +471,12 @@ fn transfer_under_chroma(
     let text = format!(
         "# Two Linux VMs on one switch, written by `cargo xtask bench`.\n[[switch]]\nname = \"lan0\"\n\n{}{}",
         linux_vm("server", kernel, initrd, "256M", 1, &format!("{SERVER_WORDS}{TRANSFER_MIB}"), Some("52:54:00:12:34:21")),
-        linux_vm("client", kernel, initrd, "256M", 1, CLIENT_WORDS, Some("52:54:00:12:34:22")),
+        linux_vm("client", kernel, initrd, "256M", 1, &client_words(), Some("52:54:00:12:34:22")),
     );
-    let mut qemu = Watched::start(chroma_command(
-        args,
-        images,
-        dir,
-        "bench-linux-tcp.toml",
-        &text,
-    )?)?;
+    let mut qemu = Watched::start_with(
+        chroma_command(args, images, dir, "bench-linux-tcp.toml", &text)?,
+        Stdio::piped(),
+    )?;
     let deadline = Instant::now() + TRANSFER_TIMEOUT;
     let result = (|| {
         qemu.wait_for("[client] ", deadline)?;
@@ -417,15 +486,20 @@ fn transfer_under_chroma(
             .unwrap_or_default()
             .to_owned();
         let (ms, kib_per_s) = parse_fetch(&line)?;
-        // The client powers off: chroma prints its NIC's counters.
-        let _ = qemu.wait_for(
-            "chroma: vm client net0",
-            Instant::now() + Duration::from_secs(20),
-        );
+        qemu.wait_for("linux-guest: run exit", deadline)?;
+        let ping_us = ping_median(&qemu.lines_with("[client] "))
+            .ok_or("no ping round trips from the client")?;
+        // The client powers off: chroma prints its NIC's counters. The
+        // server's come with Ctrl-A c (every VM's, the client's again).
+        let soon = || Instant::now() + Duration::from_secs(20);
+        qemu.wait_for("chroma: vm client net0", soon())?;
+        qemu.type_keys(CTRL_A_C)?;
+        qemu.wait_for("chroma: vm server net0", soon())?;
         Ok(Transfer {
             ms,
             kib_per_s,
-            notes: qemu.lines_with("traps/pkt"),
+            ping_us,
+            notes: first_counter_lines(&qemu.lines_with("traps/pkt")),
         })
     })();
     qemu.stop();
@@ -450,7 +524,7 @@ fn transfer_on_plain_qemu(board: Board, kernel: &Path, initrd: &Path) -> Result<
     ]);
     let server = Watched::start(server)?;
     std::thread::sleep(Duration::from_millis(500));
-    let mut client = plain_command(board, kernel, initrd, 1, "256M", CLIENT_WORDS);
+    let mut client = plain_command(board, kernel, initrd, 1, "256M", &client_words());
     client.args([
         "-netdev",
         &format!("socket,id=n0,connect=127.0.0.1:{port}"),
@@ -467,12 +541,19 @@ fn transfer_on_plain_qemu(board: Board, kernel: &Path, initrd: &Path) -> Result<
                     .unwrap_or_default()
                     .to_owned();
                 parse_fetch(&line)
+            })
+            .and_then(|fetched| {
+                client.wait_for("linux-guest: run exit", deadline)?;
+                let ping_us = ping_median(&client.lines_with(" bytes from "))
+                    .ok_or("no ping round trips from the client")?;
+                Ok((fetched, ping_us))
             });
         client.stop();
-        let (ms, kib_per_s) = result?;
+        let ((ms, kib_per_s), ping_us) = result?;
         Ok(Transfer {
             ms,
             kib_per_s,
+            ping_us,
             notes: Vec::new(),
         })
     });
@@ -498,19 +579,28 @@ fn transfer(
         Better::Higher,
     )
     .rounds(1);
-    let peer = match &peers.nic {
+    let mut ping = Figure::new(names::LINUX_PING_RTT, under.ping_us, "us", Better::Lower).rounds(1);
+    let (peer, ping_peer) = match &peers.nic {
         Ok(()) => {
             let bare = transfer_on_plain_qemu(args.board, kernel, initrd)
                 .map_err(|error| format!("Linux VM-to-VM TCP on plain QEMU: {error}"))?;
             figure = figure.peer(PLAIN_QEMU, bare.kib_per_s);
-            format!(
-                "{:.0} ms ({:.1} MiB/s) between two plain QEMUs (socket netdev), throughput ratio {:.2}",
-                bare.ms,
-                bare.kib_per_s / 1024.0,
-                under.kib_per_s / bare.kib_per_s
+            ping = ping.peer(PLAIN_QEMU, bare.ping_us);
+            (
+                format!(
+                    "{:.0} ms ({:.1} MiB/s) between two plain QEMUs (socket netdev), throughput ratio {:.2}",
+                    bare.ms,
+                    bare.kib_per_s / 1024.0,
+                    under.kib_per_s / bare.kib_per_s
+                ),
+                format!(
+                    ", {:.0} us between two plain QEMUs, ratio {:.2}",
+                    bare.ping_us,
+                    under.ping_us / bare.ping_us
+                ),
             )
         }
-        Err(why) => format!("plain QEMU: {why}"),
+        Err(why) => (format!("plain QEMU: {why}"), String::new()),
     };
     println!(
         "linux vm-to-vm tcp, {TRANSFER_MIB} MiB httpd -> wget (1 vCPU each, MTU 1500): {:.0} ms ({:.1} MiB/s) through chroma's switch, {peer}",
@@ -518,17 +608,17 @@ fn transfer(
         under.kib_per_s / 1024.0,
     );
     results.push(figure);
+    println!(
+        "linux vm-to-vm ping after the transfer (ping -c {PINGS} -i {PING_INTERVAL}), median: \
+         {:.0} us through chroma's switch{ping_peer}",
+        under.ping_us
+    );
+    results.push(ping);
     for note in &under.notes {
         println!("linux vm-to-vm tcp, where the time goes: {note}");
         if let Some((vm, nic)) = crate::bench_net::vm_counters(note) {
-            crate::bench_net::record_nic(
-                results,
-                names::LINUX_PAIR,
-                &vm,
-                nic.traps_per_packet,
-                nic.irqs_per_packet,
-                1,
-            );
+            println!("  {}", crate::bench_net::trap_breakdown(&vm, &nic));
+            crate::bench_net::record_nic(results, names::LINUX_PAIR, &vm, &[nic], 1);
         }
     }
     Ok(())
@@ -571,6 +661,26 @@ mod tests {
             parse_fetch("linux-guest: fetch failed (nothing at http://10.0.2.21/data.sha256)")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn ping_round_trips_and_counter_lines() {
+        let lines: Vec<String> = [
+            "[client] PING 10.0.2.21 (10.0.2.21): 56 data bytes",
+            "[client] 64 bytes from 10.0.2.21: seq=0 ttl=64 time=1.500 ms",
+            "[client] linux-guest:/# 64 bytes from 10.0.2.21: seq=1 ttl=64 time=0.500 ms",
+            "[client] 64 bytes from 10.0.2.21: seq=2 ttl=64 time=0.900 ms",
+            "[client] round-trip min/avg/max = 0.500/0.966/1.500 ms",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(ping_median(&lines), Some(900.0));
+        assert_eq!(ping_median(&lines[..1]), None);
+        let line = |vm: &str, rx: u64| {
+            format!("chroma: vm {vm} net0 52:54:00:12:34:22 on lan0 port 1: rx {rx} pkts 1 B, tx 2 pkts 3 B, drops 0, errors 0, spoofed 0; traps/pkt 0.080, irqs/pkt 0.030, kicks 906 (suppressed 0), polls 0, irqs suppressed 4, lines maintained/pkt 0.00")
+        };
+        let lines = [line("client", 1), line("server", 2), line("client", 3)].to_vec();
+        assert_eq!(first_counter_lines(&lines), lines[..2].to_vec());
     }
 
     #[test]

@@ -9,8 +9,11 @@
 //! answer); the medians are compared as a ratio. From chroma's counter lines
 //! (printed when a VM stops) come the traps and interrupts per packet of both
 //! NICs; the 16 MiB transfer is nearly all of their traffic, so these are the
-//! figures at saturation. A board whose QEMU machine emulates no NIC (the
-//! Pi's) has no plain-QEMU peer: its chroma figures are printed alone.
+//! figures at saturation. Before it, on an idle network, the client pings
+//! the server [`PINGS`] times (`netclient: info ping <n> rtt <us> us`): the
+//! median is the lone ping's round trip, beside the same on plain QEMU. A
+//! board whose QEMU machine emulates no NIC (the Pi's) has no plain-QEMU
+//! peer: its chroma figures are printed alone.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -27,6 +30,8 @@ use crate::{workspace_root, Board, Result};
 const ROUNDS: usize = 3;
 /// MiB the client sends.
 const MIB: u64 = 16;
+/// Echo requests the client sends (one at a time) before the transfer.
+const PINGS: usize = 10;
 /// Give up on one transfer after this long.
 const TIMEOUT: Duration = Duration::from_secs(240);
 const SERVER_MAC: &str = "52:54:00:12:34:01";
@@ -40,7 +45,7 @@ fn server_args() -> String {
 /// The client guest's bootargs.
 fn client_args() -> String {
     format!(
-        "net.ip=10.0.2.16/24 net.gw=10.0.2.2 net.tx=queued client.server=10.0.2.15 client.ping=1 client.mib={MIB} client.seed=1"
+        "net.ip=10.0.2.16/24 net.gw=10.0.2.2 net.tx=queued client.server=10.0.2.15 client.ping={PINGS} client.mib={MIB} client.seed=1"
     )
 }
 
@@ -51,17 +56,42 @@ pub(crate) struct NicCounters {
     tx_packets: u64,
     pub traps_per_packet: f64,
     pub irqs_per_packet: f64,
+    /// Frames the switch dropped for this port (no receive buffer).
+    pub drops: u64,
     kicks: u64,
     kicks_suppressed: u64,
     irqs_suppressed: u64,
+    /// The traps by register, if the line says (`traps: QueueNotify rx <n>
+    /// tx <n>, InterruptStatus <n>, InterruptACK <n>, other <n>`).
+    split: Option<TrapSplit>,
+}
+
+/// A NIC's traps by register.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct TrapSplit {
+    rx_kicks: u64,
+    tx_kicks: u64,
+    status_reads: u64,
+    acks: u64,
+    other: u64,
 }
 
 /// What one chroma run measured.
 #[derive(Clone, Copy, Debug)]
 struct ChromaRun {
     kib_per_second: u64,
+    /// Median ping round trip, µs.
+    ping_us: f64,
     client: NicCounters,
     server: NicCounters,
+}
+
+/// What one plain-QEMU run measured.
+#[derive(Clone, Copy, Debug)]
+struct PlainRun {
+    kib_per_second: u64,
+    /// Median ping round trip, µs.
+    ping_us: f64,
 }
 
 /// Measures and prints the section, recording its figures in `results`.
@@ -99,13 +129,17 @@ pub fn run(images: &Images, board: Board, peers: &Peers, results: &mut Results) 
             Err(_) => None,
         };
         println!(
-            "round {round}: chroma {} KiB/s (client NIC traps/pkt {:.3}, irqs/pkt {:.3}; server NIC traps/pkt {:.3}, irqs/pkt {:.3}){}",
+            "round {round}: chroma {} KiB/s, ping {:.0} us (client NIC traps/pkt {:.3}, irqs/pkt {:.3}; server NIC traps/pkt {:.3}, irqs/pkt {:.3}){}",
             chroma.kib_per_second,
+            chroma.ping_us,
             chroma.client.traps_per_packet,
             chroma.client.irqs_per_packet,
             chroma.server.traps_per_packet,
             chroma.server.irqs_per_packet,
-            plain.map_or_else(String::new, |plain| format!(", plain QEMU {plain} KiB/s")),
+            plain.map_or_else(String::new, |plain| format!(
+                ", plain QEMU {} KiB/s, ping {:.0} us",
+                plain.kib_per_second, plain.ping_us
+            )),
         );
         chroma_runs.push(chroma);
         plain_runs.extend(plain);
@@ -116,7 +150,14 @@ pub fn run(images: &Images, board: Board, peers: &Peers, results: &mut Results) 
             .map(|run| run.kib_per_second as f64)
             .collect(),
     );
-    let plain_median = median(plain_runs.iter().map(|&kib| kib as f64).collect());
+    let plain_median = median(
+        plain_runs
+            .iter()
+            .map(|run: &PlainRun| run.kib_per_second as f64)
+            .collect(),
+    );
+    let chroma_ping = median(chroma_runs.iter().map(|run| run.ping_us).collect());
+    let plain_ping = median(plain_runs.iter().map(|run| run.ping_us).collect());
     println!(
         "VM-to-VM throughput, median of {ROUNDS}: chroma {chroma_median:.0} KiB/s, {}",
         match &peers.nic {
@@ -138,6 +179,23 @@ pub fn run(images: &Images, board: Board, peers: &Peers, results: &mut Results) 
         throughput = throughput.peer(PLAIN_QEMU, plain_median);
     }
     results.push(throughput);
+    println!(
+        "VM-to-VM ping (netclient -> netsvc, idle network), median of {ROUNDS} rounds' medians of {PINGS}: \
+         chroma {chroma_ping:.0} us{}",
+        match &peers.nic {
+            Ok(()) => format!(
+                ", plain QEMU {plain_ping:.0} us, ratio {:.2} (chroma / plain QEMU)",
+                chroma_ping / plain_ping
+            ),
+            Err(why) => format!(", plain QEMU: {why}"),
+        }
+    );
+    let mut ping =
+        Figure::new(names::VM_TO_VM_PING_RTT, chroma_ping, "us", Better::Lower).rounds(ROUNDS);
+    if peers.nic.is_ok() {
+        ping = ping.peer(PLAIN_QEMU, plain_ping);
+    }
+    results.push(ping);
     for (name, pick) in [
         (
             "client",
@@ -149,48 +207,42 @@ pub fn run(images: &Images, board: Board, peers: &Peers, results: &mut Results) 
         let traps = median(nics.iter().map(|nic| nic.traps_per_packet).collect());
         let irqs = median(nics.iter().map(|nic| nic.irqs_per_packet).collect());
         let last = nics.last().copied().unwrap_or_default();
-        record_nic(results, names::BARE_METAL_PAIR, name, traps, irqs, ROUNDS);
+        record_nic(results, names::BARE_METAL_PAIR, name, &nics, ROUNDS);
         println!(
             "VM-to-VM at saturation, {name} NIC under chroma, median of {ROUNDS}: traps/pkt {traps:.3}, irqs/pkt {irqs:.3} \
-             (last round: rx {} pkts, tx {} pkts, kicks {} with {} suppressed, {} irqs suppressed)",
-            last.rx_packets, last.tx_packets, last.kicks, last.kicks_suppressed, last.irqs_suppressed
+             (last round: rx {} pkts, tx {} pkts, drops {}, kicks {} with {} suppressed, {} irqs suppressed)",
+            last.rx_packets, last.tx_packets, last.drops, last.kicks, last.kicks_suppressed, last.irqs_suppressed
         );
-        let (kicks, interrupts, other) = trap_breakdown(&last);
-        println!(
-            "  where the {name} NIC's traps go (last round, per packet): QueueNotify {kicks:.3} + \
-             2 x {interrupts:.3} for InterruptStatus and InterruptACK per interrupt + other {other:.3}"
-        );
+        println!("  {}", trap_breakdown(name, &last));
     }
     Ok(())
 }
 
-/// Records the traps and interrupts per packet of `vm`'s NIC in `pair`.
+/// Records the traps and interrupts per packet of `vm`'s NIC in `pair`,
+/// and the frames dropped for it: the medians over `nics`, one per round.
 pub(crate) fn record_nic(
     results: &mut Results,
     pair: &str,
     vm: &str,
-    traps: f64,
-    irqs: f64,
+    nics: &[NicCounters],
     rounds: usize,
 ) {
-    results.push(
-        Figure::new(
+    let of = |pick: fn(&NicCounters) -> f64| median(nics.iter().map(pick).collect());
+    for (name, value, unit) in [
+        (
             names::traps_per_packet(pair, vm),
-            traps,
+            of(|nic| nic.traps_per_packet),
             "per packet",
-            Better::Lower,
-        )
-        .rounds(rounds),
-    );
-    results.push(
-        Figure::new(
+        ),
+        (
             names::irqs_per_packet(pair, vm),
-            irqs,
+            of(|nic| nic.irqs_per_packet),
             "per packet",
-            Better::Lower,
-        )
-        .rounds(rounds),
-    );
+        ),
+        (names::drops(pair, vm), of(|nic| nic.drops as f64), "frames"),
+    ] {
+        results.push(Figure::new(name, value, unit, Better::Lower).rounds(rounds));
+    }
 }
 
 /// The VM's name and its NIC's counters from a `chroma: vm <vm> net0 ...` line.
@@ -217,7 +269,7 @@ fn chroma_config(netsvc: &Path, netclient: &Path) -> String {
 }
 
 /// Runs chroma with both VMs to the end and reads the client's throughput
-/// and both NICs' counters.
+/// and pings and both NICs' counters.
 fn chroma_transfer(command: Command) -> Result<ChromaRun> {
     let output = run_to_end(command, TIMEOUT, "chroma")?;
     check_transfer(&output, "[client] ", "chroma")?;
@@ -232,14 +284,16 @@ fn chroma_transfer(command: Command) -> Result<ChromaRun> {
     Ok(ChromaRun {
         kib_per_second: throughput(&output, "[client] ")
             .ok_or_else(|| format!("chroma: no throughput line; output:\n{output}"))?,
+        ping_us: ping_median(&output, "[client] ")
+            .ok_or_else(|| format!("chroma: no ping round trips; output:\n{output}"))?,
         client: counters("client")?,
         server: counters("svc")?,
     })
 }
 
 /// The two guests on plain QEMU: netsvc listens on a socket netdev, netclient
-/// connects to it. Returns the client's throughput.
-fn plain_transfer(board: Board, netsvc: &Path, netclient: &Path) -> Result<u64> {
+/// connects to it. Returns the client's throughput and median ping.
+fn plain_transfer(board: Board, netsvc: &Path, netclient: &Path) -> Result<PlainRun> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map_err(|error| format!("no free port on 127.0.0.1: {error}"))?
@@ -284,8 +338,12 @@ fn plain_transfer(board: Board, netsvc: &Path, netclient: &Path) -> Result<u64> 
             lines.lock().map(|text| text.clone()).unwrap_or_default()
         )
     })?;
-    throughput(&output, "")
-        .ok_or_else(|| format!("plain QEMU: no throughput line; output:\n{output}"))
+    Ok(PlainRun {
+        kib_per_second: throughput(&output, "")
+            .ok_or_else(|| format!("plain QEMU: no throughput line; output:\n{output}"))?,
+        ping_us: ping_median(&output, "")
+            .ok_or_else(|| format!("plain QEMU: no ping round trips; output:\n{output}"))?,
+    })
 }
 
 /// One test guest alone on QEMU's `virt` machine with a virtio-net device
@@ -405,7 +463,26 @@ fn throughput(output: &str, prefix: &str) -> Option<u64> {
     })
 }
 
-/// Parses `... rx <n> pkts <n> B, tx <n> pkts <n> B, ...; traps/pkt <x>,
+/// The median of the round trips (µs) in `<prefix>netclient: info ping <n>
+/// rtt <us> us` lines; `None` if there are none.
+fn ping_median(output: &str, prefix: &str) -> Option<f64> {
+    let start = format!("{prefix}netclient: info ping ");
+    let samples: Vec<f64> = output
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(start.as_str())?;
+            rest.split(" rtt ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    (!samples.is_empty()).then(|| median(samples))
+}
+
+/// Parses `... rx <n> pkts <n> B, tx <n> pkts <n> B, drops <n>, ...; traps/pkt <x>,
 /// irqs/pkt <y>, kicks <k> (suppressed <s>), irqs suppressed <i>, ...`.
 fn parse_counters(line: &str) -> Option<NicCounters> {
     let after = |key: &str| -> Option<&str> {
@@ -419,20 +496,56 @@ fn parse_counters(line: &str) -> Option<NicCounters> {
         tx_packets: after(", tx ")?.parse().ok()?,
         traps_per_packet: after("traps/pkt ")?.parse().ok()?,
         irqs_per_packet: after("irqs/pkt ")?.parse().ok()?,
+        drops: after(", drops ")?.parse().ok()?,
         kicks: after("kicks ")?.parse().ok()?,
         kicks_suppressed: after("(suppressed ")?.parse().ok()?,
         irqs_suppressed: after("irqs suppressed ")?.parse().ok()?,
+        split: line.find("; traps: ").and_then(|at| {
+            let tail = &line[at..];
+            let count = |key: &str| -> Option<u64> {
+                let at = tail.find(key)? + key.len();
+                tail[at..]
+                    .split([' ', ',', ';'])
+                    .find(|word| !word.is_empty())?
+                    .parse()
+                    .ok()
+            };
+            Some(TrapSplit {
+                rx_kicks: count("QueueNotify rx ")?,
+                tx_kicks: count(" tx ")?,
+                status_reads: count("InterruptStatus ")?,
+                acks: count("InterruptACK ")?,
+                other: count(", other ")?,
+            })
+        }),
     })
 }
 
-/// A NIC's traps per packet split into QueueNotify writes, the two register
-/// accesses the guests' interrupt handler makes per interrupt (InterruptStatus
-/// read, InterruptACK write) and the rest: (kicks, interrupts, other) per packet.
-fn trap_breakdown(nic: &NicCounters) -> (f64, f64, f64) {
+/// Where `name`'s NIC's traps go, per packet: by register when the counter
+/// line says, otherwise estimated as QueueNotify writes, the two accesses
+/// the guests' interrupt handler makes per interrupt (InterruptStatus read,
+/// InterruptACK write) and the rest.
+pub(crate) fn trap_breakdown(name: &str, nic: &NicCounters) -> String {
     let packets = (nic.rx_packets + nic.tx_packets).max(1) as f64;
-    let kicks = nic.kicks as f64 / packets;
-    let other = nic.traps_per_packet - kicks - 2.0 * nic.irqs_per_packet;
-    (kicks, nic.irqs_per_packet, other)
+    let per = |count: u64| count as f64 / packets;
+    match nic.split {
+        Some(split) => format!(
+            "where the {name} NIC's traps go (per packet): QueueNotify rx {:.4} + tx {:.4}, \
+             InterruptStatus {:.4}, InterruptACK {:.4}, other {:.4}",
+            per(split.rx_kicks),
+            per(split.tx_kicks),
+            per(split.status_reads),
+            per(split.acks),
+            per(split.other)
+        ),
+        None => format!(
+            "where the {name} NIC's traps go (per packet): QueueNotify {:.3} + 2 x {:.3} for \
+             InterruptStatus and InterruptACK per interrupt + other {:.3}",
+            per(nic.kicks),
+            nic.irqs_per_packet,
+            nic.traps_per_packet - per(nic.kicks) - 2.0 * nic.irqs_per_packet
+        ),
+    }
 }
 
 /// The median of `samples`; zero when empty.
@@ -449,7 +562,7 @@ fn median(mut samples: Vec<f64>) -> f64 {
 mod tests {
     use super::*;
 
-    const LINE: &str = "chroma: vm client net0 52:54:00:12:34:02 on lan0 port 1: rx 3454 pkts 228164 B, tx 11528 pkts 17101834 B, drops 0, errors 0; traps/pkt 0.087, irqs/pkt 0.179, kicks 5209 (suppressed 12), polls 0, irqs suppressed 3304, lines maintained/pkt 36.14";
+    const LINE: &str = "chroma: vm client net0 52:54:00:12:34:02 on lan0 port 1: rx 3454 pkts 228164 B, tx 11528 pkts 17101834 B, drops 7, errors 0; traps/pkt 0.087, irqs/pkt 0.179, kicks 5209 (suppressed 12), polls 0, irqs suppressed 3304, lines maintained/pkt 36.14; traps: QueueNotify rx 1 tx 396, InterruptStatus 278, InterruptACK 278, other 48; irqs held 5";
 
     #[test]
     fn reads_a_counter_line() {
@@ -458,6 +571,7 @@ mod tests {
         assert_eq!(nic.tx_packets, 11528);
         assert_eq!(nic.traps_per_packet, 0.087);
         assert_eq!(nic.irqs_per_packet, 0.179);
+        assert_eq!(nic.drops, 7);
         assert_eq!(nic.kicks, 5209);
         assert_eq!(nic.kicks_suppressed, 12);
         assert_eq!(nic.irqs_suppressed, 3304);
@@ -465,10 +579,34 @@ mod tests {
         let (vm, counters) = vm_counters(&format!("[server] noise {LINE}")).unwrap();
         assert_eq!((vm.as_str(), counters), ("client", nic));
         assert_eq!(vm_counters("chroma: vm client net0 nothing"), None);
-        let (kicks, interrupts, other) = trap_breakdown(&nic);
-        assert!((kicks - 5209.0 / 14982.0).abs() < 1e-9);
-        assert_eq!(interrupts, 0.179);
-        assert!((other - (0.087 - kicks - 0.358)).abs() < 1e-9);
+        assert_eq!(
+            nic.split,
+            Some(TrapSplit {
+                rx_kicks: 1,
+                tx_kicks: 396,
+                status_reads: 278,
+                acks: 278,
+                other: 48
+            })
+        );
+        let split = trap_breakdown("client", &nic);
+        assert!(
+            split.contains("QueueNotify rx 0.0001 + tx 0.0264"),
+            "{split}"
+        );
+        assert!(
+            split.contains("InterruptACK 0.0186, other 0.0032"),
+            "{split}"
+        );
+        // A line from before the split: estimated from kicks and interrupts.
+        let old = LINE.split("; traps:").next().unwrap();
+        let nic = parse_counters(old).unwrap();
+        assert_eq!(nic.split, None);
+        let estimate = trap_breakdown("client", &nic);
+        assert!(
+            estimate.contains("QueueNotify 0.348 + 2 x 0.179"),
+            "{estimate}"
+        );
     }
 
     #[test]
@@ -480,6 +618,22 @@ mod tests {
         assert!(check_transfer(output, "[client] ", "t").is_ok());
         assert!(check_transfer(&output.replace(" match", " MISMATCH"), "[client] ", "t").is_err());
         assert!(check_transfer(output, "", "t").is_err());
+    }
+
+    #[test]
+    fn reads_the_ping_round_trips() {
+        let output = "[client] netclient: ping 1 reply from 10.0.2.15\n\
+                      [client] netclient: info ping 1 rtt 700 us\n\
+                      [client] netclient: info ping 2 rtt 300 us\n\
+                      [svc] netsvc: info ping 1 rtt 9999 us\n\
+                      [client] netclient: info ping 3 rtt 500 us\n";
+        assert_eq!(ping_median(output, "[client] "), Some(500.0));
+        assert_eq!(ping_median(output, ""), None);
+        assert_eq!(
+            ping_median("netclient: info ping 1 rtt 42 us\n", ""),
+            Some(42.0)
+        );
+        assert_eq!(ping_median("netclient: info ping 1 rtt x us\n", ""), None);
     }
 
     #[test]

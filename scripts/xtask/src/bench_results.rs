@@ -63,6 +63,10 @@ pub mod names {
     pub const BARE_METAL_PAIR: &str = "vm_to_vm";
     /// The Linux pair, for [`traps_per_packet`] and [`irqs_per_packet`].
     pub const LINUX_PAIR: &str = "linux.vm_to_vm";
+    /// netclient's ICMP echo round trip to netsvc (median), the network idle.
+    pub const VM_TO_VM_PING_RTT: &str = "vm_to_vm.ping_rtt";
+    /// Linux `ping` round trip between the two Linux VMs (median), after the transfer.
+    pub const LINUX_PING_RTT: &str = "linux.vm_to_vm.ping_rtt";
 
     /// The device model's ns/frame at `frame_bytes` and `batch`.
     pub fn device_model(frame_bytes: u64, batch: u64) -> String {
@@ -82,6 +86,11 @@ pub mod names {
     /// Interrupts per packet of `vm`'s NIC in `pair`.
     pub fn irqs_per_packet(pair: &str, vm: &str) -> String {
         format!("{pair}.{vm}.irqs_per_packet")
+    }
+
+    /// Frames the switch dropped for `vm`'s NIC in `pair` (no receive buffer).
+    pub fn drops(pair: &str, vm: &str) -> String {
+        format!("{pair}.{vm}.drops")
     }
 }
 
