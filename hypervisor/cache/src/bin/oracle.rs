@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release -p chroma-cache --bin oracle -- [--quick] [--ops N] [--seeds K]`
 //! (or `-- --exhaustive [--max-size N]`: every interleaving of the ring
-//! protocol with its maintenance, [`chroma_cache::sim::exhaustive`]) prints one row per geometry and policy and exits non-zero if a
+//! protocol with its maintenance, `chroma_cache::sim::exhaustive`) prints one row per geometry and policy and exits non-zero if a
 //! correct-policy row shows a stale read or lost write, or a negative
 //! control shows none. On bare-metal targets this binary is an empty shell
 //! (the simulator needs std), so the crate still builds for them.
