@@ -47,16 +47,16 @@ fn per_packet(run: &Outcome, vm: &str) -> (f64, f64, u64) {
         .iter()
         .find(|line| line.contains(&needle) && line.contains("traps/pkt"))
         .unwrap_or_else(|| panic!("no counter line for {vm}'s NIC"));
-    let number = |key: &str| -> f64 {
+    fn field<T: std::str::FromStr>(line: &str, key: &str) -> T {
         line.split(key)
             .nth(1)
             .and_then(|rest| rest.split([' ', ',']).next())
             .and_then(|word| word.parse().ok())
             .unwrap_or_else(|| panic!("no {key:?} in {line}"))
-    };
-    let packets = number(": rx ") + number(", tx ");
+    }
+    let packets = field::<u64>(line, ": rx ") + field::<u64>(line, ", tx ");
     eprintln!("net_exits: {line}");
-    (number("traps/pkt "), number("irqs/pkt "), packets as u64)
+    (field(line, "traps/pkt "), field(line, "irqs/pkt "), packets)
 }
 
 /// Boots the pair and checks the transfer ended with matching checksums.

@@ -880,21 +880,7 @@ impl Checker {
             let e = n.driver_read(at, 8);
             let id = u32::from_le_bytes([e[0], e[1], e[2], e[3]]) as usize;
             let len = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
-            match n.driver.in_flight.get(id).copied().flatten() {
-                None => n.violate(format!("buffer used twice or never posted: id {id}")),
-                Some(k) => {
-                    if k.is_multiple_of(2) {
-                        let data = n.driver_read(l.buffer(id), BUF_LEN);
-                        if len as usize != BUF_LEN || data.iter().any(|&b| b != pattern(k)) {
-                            n.violate(format!(
-                                "buffer {k} came back with {data:02x?}, length {len}"
-                            ));
-                        }
-                    }
-                    n.driver.in_flight[id] = None;
-                    n.driver.reaped += 1;
-                }
-            }
+            self.take_back(&mut n, id, len);
             n.driver.last_used = n.driver.last_used.wrapping_add(1);
             n.driver.armed = false;
             out.push((format!("driver reaps descriptor {id}"), n));
@@ -992,6 +978,27 @@ impl Checker {
         }
     }
 
+    /// The driver takes buffer `id` back with `len` bytes written: it must
+    /// be in flight (else it was used twice, or never posted), and a buffer
+    /// the device wrote must hold the device's data.
+    fn take_back(&self, n: &mut World, id: usize, len: u32) {
+        match n.driver.in_flight.get(id).copied().flatten() {
+            None => n.violate(format!("buffer used twice or never posted: id {id}")),
+            Some(k) => {
+                if k.is_multiple_of(2) {
+                    let data = n.driver_read(self.layout.buffer(id), BUF_LEN);
+                    if len as usize != BUF_LEN || data.iter().any(|&b| b != pattern(k)) {
+                        n.violate(format!(
+                            "buffer {k} came back with {data:02x?}, length {len}"
+                        ));
+                    }
+                }
+                n.driver.in_flight[id] = None;
+                n.driver.reaped += 1;
+            }
+        }
+    }
+
     /// The packed ring's driver steps (§2.8), one descriptor per buffer,
     /// the Buffer ID naming the buffer slot. `avail_idx` and `last_used`
     /// hold the driver's next avail and next used positions as `off_wrap`.
@@ -1069,21 +1076,7 @@ impl Checker {
             let e = n.driver_read(at + 8, 6);
             let len = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
             let id = usize::from(u16::from_le_bytes([e[4], e[5]]));
-            match n.driver.in_flight.get(id).copied().flatten() {
-                None => n.violate(format!("buffer used twice or never posted: id {id}")),
-                Some(k) => {
-                    if k.is_multiple_of(2) {
-                        let data = n.driver_read(l.buffer(id), BUF_LEN);
-                        if len as usize != BUF_LEN || data.iter().any(|&b| b != pattern(k)) {
-                            n.violate(format!(
-                                "buffer {k} came back with {data:02x?}, length {len}"
-                            ));
-                        }
-                    }
-                    n.driver.in_flight[id] = None;
-                    n.driver.reaped += 1;
-                }
-            }
+            self.take_back(&mut n, id, len);
             n.driver.last_used = next_used.advance(1, size).off_wrap();
             n.driver.armed = false;
             out.push((format!("driver reaps id {id}"), n));
