@@ -341,8 +341,7 @@ impl Vm {
         // its caches off: nothing to do when no cache holds a dirty line of
         // it (the boot's clean by set/way), else all of it.
         if !ram_clean {
-            // SAFETY: the range is this VM's RAM alias, mapped for the
-            // hypervisor's lifetime; cleaning to the PoC changes no data.
+            // SAFETY: the range is this VM's RAM alias, mapped for the hypervisor's lifetime; cleaning to the PoC changes no data.
             unsafe {
                 chroma_cache::ops::clean_range(
                     &crate::arch::CacheOps::new(),
