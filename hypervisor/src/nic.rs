@@ -405,6 +405,7 @@ fn inject(gic: &Gic, me: usize, vm_index: usize, nic: &Nic, frames: Option<u64>)
         && nic.counters.busy.load(Ordering::Acquire)
     {
         if !nic.counters.held.swap(true, Ordering::AcqRel) {
+            HELD_NICS.fetch_add(1, Ordering::AcqRel);
             nic.counters.held_count.fetch_add(1, Ordering::Relaxed);
         }
         return;
@@ -425,7 +426,7 @@ fn inject(gic: &Gic, me: usize, vm_index: usize, nic: &Nic, frames: Option<u64>)
 /// next one may be held.
 fn deliver(gic: &Gic, me: usize, vm_index: usize, nic: &Nic, now: u64, busy: bool) {
     let vm = &system().vms[vm_index];
-    nic.counters.held.store(false, Ordering::Release);
+    clear_held(nic);
     nic.counters.last_interrupt.store(now, Ordering::Release);
     nic.counters.busy.store(busy, Ordering::Release);
     nic.counters.interrupts.fetch_add(1, Ordering::Relaxed);
@@ -433,9 +434,27 @@ fn deliver(gic: &Gic, me: usize, vm_index: usize, nic: &Nic, now: u64, busy: boo
     kick_vcpus(gic, vm, kick, me);
 }
 
+/// NICs holding an interrupt: lets every exit's [`deliver_held`] and every
+/// timer arm's [`held_deadline`] skip the walk over all NICs when none is
+/// held, which is nearly always. (Set after a NIC's flag and cleared with
+/// it, so it may read high for an instant, never low while one is due.)
+static HELD_NICS: AtomicUsize = AtomicUsize::new(0);
+
+/// Ends `nic`'s hold; whether it had one.
+fn clear_held(nic: &Nic) -> bool {
+    let was = nic.counters.held.swap(false, Ordering::AcqRel);
+    if was {
+        HELD_NICS.fetch_sub(1, Ordering::AcqRel);
+    }
+    was
+}
+
 /// Delivers the held interrupts that are due. Called with [`run_pending`],
 /// after every exit and idle wake of every CPU.
 pub fn deliver_held(gic: &Gic, me: usize) {
+    if HELD_NICS.load(Ordering::Acquire) == 0 {
+        return;
+    }
     let sys = system();
     let now = crate::arch::cpu::now();
     let window = sys.clock.ticks(MODERATION_MS);
@@ -449,7 +468,7 @@ pub fn deliver_held(gic: &Gic, me: usize) {
                 .last_interrupt
                 .load(Ordering::Acquire)
                 .saturating_add(window);
-            if now >= due && nic.counters.held.swap(false, Ordering::AcqRel) {
+            if now >= due && clear_held(nic) {
                 deliver(gic, me, vm_index, nic, now, true);
             }
         }
@@ -459,6 +478,9 @@ pub fn deliver_held(gic: &Gic, me: usize) {
 /// The earliest moment a held interrupt is due, if any is held: every
 /// CPU's timer deadline includes it, so none is held past its bound.
 pub fn held_deadline() -> Option<u64> {
+    if HELD_NICS.load(Ordering::Acquire) == 0 {
+        return None;
+    }
     let sys = system();
     let window = sys.clock.ticks(MODERATION_MS);
     sys.vms
@@ -645,7 +667,7 @@ pub fn poll_vm(gic: &Gic, me: usize, vm_index: usize, preempted: bool) {
 pub fn detach_vm(vm_index: usize) {
     let sys = system();
     for nic in sys.vms[vm_index].nics.iter() {
-        nic.counters.held.store(false, Ordering::Release);
+        clear_held(nic);
         nic.state.lock().device.reset();
         sys.switches[nic.switch]
             .state

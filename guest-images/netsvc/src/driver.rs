@@ -191,7 +191,8 @@ impl QueuedDriver {
                 break;
             };
             // SAFETY: `buffer` is the one `transmit_begin` returned `token` for, and it stayed untouched in `sending` since.
-            if unsafe { self.raw.transmit_complete(token, &buffer) }.is_ok() {
+            let completed = unsafe { self.raw.transmit_complete(token, &buffer) };
+            if completed.is_ok() {
                 self.used_one(TX);
             }
             count += 1;

@@ -121,9 +121,9 @@ impl GuestMemory for RawMemory {
     }
     fn read_span(&self, gpa: GuestPhysAddr, len: usize) -> Option<HostSpan<'_>> {
         let off = self.offset(gpa, len as u64).ok()?;
+        let start = self.ptr.wrapping_add(off).cast::<AtomicU8>();
         // SAFETY: `off..off+len` is inside the allocation, which lives as long as the arena (leaked); `AtomicU8` has size and alignment 1 and tolerates others writing.
-        let bytes =
-            unsafe { std::slice::from_raw_parts(self.ptr.add(off).cast::<AtomicU8>(), len) };
+        let bytes = unsafe { std::slice::from_raw_parts(start, len) };
         Some(HostSpan::new(bytes))
     }
     fn copy_from<S: GuestMemory + ?Sized>(
