@@ -221,16 +221,24 @@ pub fn decode_a32_abort(
     let Some(access) = chroma_arch::aarch64::a32::decode(insn, |n| cpu.register(n)) else {
         return trap;
     };
-    chroma_core::vcpu::Trap {
-        exit: Exit::Mmio(MmioAccess {
-            ipa,
-            width: access.width,
-            write: access.write,
-            register: access.rt,
-            sign_extend: access.sign_extend,
-            register_64bit: false,
-            writeback: access.writeback,
-        }),
-        ..trap
-    }
+    let access = MmioAccess {
+        ipa,
+        width: access.width,
+        write: access.write,
+        register: access.rt,
+        sign_extend: access.sign_extend,
+        register_64bit: false,
+        writeback: access.writeback,
+    };
+    // A Permission fault is a store to the read-only register image (a
+    // load from it never faults); its `ipa` holds only the page offset.
+    let exit = if chroma_arch::aarch64::esr::is_permission_fault(trap.syndrome) {
+        if !access.write {
+            return trap;
+        }
+        Exit::ReadOnlyWrite(access)
+    } else {
+        Exit::Mmio(access)
+    };
+    chroma_core::vcpu::Trap { exit, ..trap }
 }

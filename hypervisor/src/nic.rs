@@ -123,6 +123,9 @@ pub struct Nic {
     pub switch: usize,
     /// Its port on that switch.
     pub port: usize,
+    /// Its register image, read by the guest without a trap (NICs 0 to 7,
+    /// in the page stage 2 maps read-only; see [`RegisterImage`]).
+    pub image: Option<RegisterImage>,
     /// Its interrupt (INTID).
     pub intid: u32,
     /// Its MAC address.
@@ -134,6 +137,122 @@ pub struct Nic {
     /// The device defers TX kicks and must be polled on its VM's exits
     /// (mirrors `NetBackend::tx_polling`, readable without the lock).
     pub polling: core::sync::atomic::AtomicBool,
+}
+
+/// NICs whose windows share the read-only image page (4 KiB / 0x200).
+pub const IMAGE_SLOTS: usize = 8;
+
+/// A transport's register window as reads see it, in a hypervisor page that
+/// stage 2 maps read-only at the first virtio-mmio page: the guest's loads
+/// of InterruptStatus (its interrupt handler), of the identification and
+/// queue registers and of the device configuration are served by memory
+/// without a trap, while every store still traps (a Permission fault,
+/// `Exit::ReadOnlyWrite`). Reads have no side effects in virtio-mmio
+/// (§4.2.2), so this changes nothing a driver can observe, provided the
+/// image is current whenever the guest may read it: it is rewritten under
+/// the NIC's lock after every trapped store, and whenever the device's
+/// status or interrupt status moved ([`sync_image`]) — before the
+/// interrupt that tells the guest to read it.
+///
+/// The guest maps the window as Device memory, so its loads go to the
+/// Point of Coherency and never see the hypervisor's cached copy: each
+/// rewrite is cleaned to PoC (then `DSB`), a single writer's cacheable
+/// alias cleaned after writing, the pattern REFERENCE.md allows for
+/// mismatched attributes.
+pub struct RegisterImage {
+    words: &'static [core::sync::atomic::AtomicU32; chroma_virtio::mmio::IMAGE_WORDS],
+}
+
+impl RegisterImage {
+    /// The image of slot `slot` (below [`IMAGE_SLOTS`]) of the page at `page`.
+    ///
+    /// # Safety
+    /// `page` is a 4 KiB frame identity-mapped read/write for the
+    /// hypervisor, owned by this VM's images for the hypervisor's lifetime,
+    /// which nothing else writes.
+    pub unsafe fn new(page: u64, slot: usize) -> Self {
+        let at = page + (slot * chroma_virtio::mmio::IMAGE_WORDS * 4) as u64;
+        // SAFETY: the caller's contract: the frame is mapped, owned and never freed; `slot` keeps the 512-byte window inside it, 4-byte aligned, and AtomicU32 has u32's layout.
+        let words = unsafe {
+            &*(at as *const [core::sync::atomic::AtomicU32; chroma_virtio::mmio::IMAGE_WORDS])
+        };
+        Self { words }
+    }
+
+    /// Writes `image` where it differs, then cleans the window to PoC.
+    fn store(&self, image: &[u32; chroma_virtio::mmio::IMAGE_WORDS]) {
+        let mut changed = false;
+        for (word, &value) in self.words.iter().zip(image.iter()) {
+            if word.load(Ordering::Relaxed) != value {
+                word.store(value, Ordering::Relaxed);
+                changed = true;
+            }
+        }
+        if changed {
+            // SAFETY: the window is inside the frame mapped for the hypervisor's lifetime (`new`'s contract); a clean changes no data.
+            unsafe {
+                chroma_cache::ops::clean_range(
+                    &crate::arch::CacheOps::new(),
+                    chroma_mem::HostVirtAddr::new(self.words.as_ptr() as u64),
+                    chroma_virtio::mmio::IMAGE_WORDS * 4,
+                )
+            };
+        }
+    }
+
+    /// The word at register `offset`.
+    fn word(&self, offset: u64) -> u32 {
+        self.words
+            .get((offset / 4) as usize)
+            .map_or(0, |w| w.load(Ordering::Relaxed))
+    }
+}
+
+/// Fills an image page's slots that no NIC uses as QEMU shows an empty
+/// virtio-mmio transport: the magic value, version 2, device ID 0.
+///
+/// # Safety
+/// As [`RegisterImage::new`], for every slot from `first`.
+pub unsafe fn fill_empty_slots(page: u64, first: usize) {
+    use chroma_virtio::mmio::{reg, IMAGE_WORDS};
+    let mut empty = [0u32; IMAGE_WORDS];
+    for (offset, value) in [
+        (reg::MAGIC_VALUE, 0x7472_6976),
+        (reg::VERSION, 2),
+        (reg::VENDOR_ID, 0x554d_4551),
+    ] {
+        if let Some(word) = empty.get_mut((offset / 4) as usize) {
+            *word = value;
+        }
+    }
+    for slot in first..IMAGE_SLOTS {
+        // SAFETY: the caller's contract, for this slot.
+        unsafe { RegisterImage::new(page, slot) }.store(&empty);
+    }
+}
+
+/// Brings `nic`'s register image up to date with `device` (called under
+/// the NIC's lock). Unless `full`, only when the status or interrupt status
+/// moved: nothing else a read sees changes without a trapped store.
+fn sync_image(nic: &Nic, device: &VirtioNet, full: bool) {
+    use chroma_virtio::mmio::reg;
+    let Some(image) = &nic.image else {
+        return;
+    };
+    if !full
+        && image.word(reg::STATUS) == device.status()
+        && image.word(reg::INTERRUPT_STATUS) == device.interrupt_status()
+    {
+        return;
+    }
+    let mut words = [0u32; chroma_virtio::mmio::IMAGE_WORDS];
+    device.register_image(&mut words);
+    image.store(&words);
+}
+
+/// Writes `nic`'s whole register image (a new or reset device).
+pub fn refresh_image(nic: &Nic) {
+    sync_image(nic, &nic.state.lock().device, true);
 }
 
 /// A switch: the L2 switch model, its VM ports and the optional uplink.
@@ -289,6 +408,7 @@ pub fn mmio(
                 let action = device
                     .mmio_write(offset, width, chroma_core::exit::low_word(v), memory)
                     .unwrap_or(MmioAction::None);
+                sync_image(nic, device, true);
                 (0, action, device.take_irq_edge())
             }
             None => (
@@ -548,6 +668,7 @@ pub fn run_switch(gic: &Gic, me: usize, index: usize) {
         let nic = &sys.vms[v].nics[n];
         nic.polling
             .store(state.device.device.tx_polling, Ordering::Release);
+        sync_image(nic, &state.device, false);
         if state.device.take_irq_edge() {
             inject(gic, me, v, nic, Some(frames(&state.device)));
         }
@@ -622,6 +743,7 @@ pub fn poll_vm(gic: &Gic, me: usize, vm_index: usize, preempted: bool) {
                 Some(busy) => busy,
                 None => chroma_virtio::net::poll_tx(device, memory),
             };
+            sync_image(nic, device, false);
             nic.polling
                 .store(device.device.tx_polling, Ordering::Release);
             (busy, device.device.tx_chains)
@@ -668,7 +790,11 @@ pub fn detach_vm(vm_index: usize) {
     let sys = system();
     for nic in sys.vms[vm_index].nics.iter() {
         clear_held(nic);
-        nic.state.lock().device.reset();
+        {
+            let mut state = nic.state.lock();
+            state.device.reset();
+            sync_image(nic, &state.device, true);
+        }
         sys.switches[nic.switch]
             .state
             .lock()

@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 use chroma_arch::aarch64::descriptors::Stage2Format;
 use chroma_core::console::LineBuffer;
 use chroma_core::guest_map::{VmShape, QEMU_VIRT};
-use chroma_core::pagetable::{Attributes, Geometry, PageTable};
+use chroma_core::pagetable::{Attributes, Geometry, PageTable, PAGE_SIZE};
 use chroma_core::vgic::{GicVersion, MAX_VCPUS};
 use chroma_core::vm::{BootRequest, RamRegion, StopReason, VmCore};
 use chroma_core::HostPhysAddr;
@@ -106,6 +106,8 @@ impl ExitCounts {
                     9
                 }
             }
+            // Only the virtio-mmio register image is mapped read-only.
+            Exit::ReadOnlyWrite(_) => 8,
             Exit::AbortNoSyndrome { .. } => 10,
             Exit::ConditionFailed | Exit::Unhandled { .. } => 11,
         };
@@ -282,6 +284,27 @@ impl Vm {
             .map_err(|_| VmError::Alias)?;
         crate::mm::map_alias(alias.raw(), ram_pa.raw(), ram_size).map_err(|_| VmError::Alias)?;
         let window = crate::mm::alias_window();
+        // The first virtio-mmio page holds the register windows of NICs 0
+        // to 7: a read-only image of them, so that reads do not trap (see
+        // `nic::RegisterImage`). NICs from 8 on trap for reads as well.
+        let image_page = if spec.nets.is_empty() {
+            None
+        } else {
+            let page = FRAMES.lock().alloc(PAGE_SIZE).ok_or(VmError::NoMemory)?;
+            stage2
+                .map::<Stage2Format, _>(
+                    &mut tables,
+                    map.virtio_mmio.base,
+                    page,
+                    PAGE_SIZE,
+                    Attributes::READ_ONLY,
+                )
+                .map_err(|_| VmError::Stage2)?;
+            let used = spec.nets.len().min(crate::nic::IMAGE_SLOTS);
+            // SAFETY: the frame was just allocated for this VM's images and is identity-mapped read/write; it is never freed, and only the NICs' images write it.
+            unsafe { crate::nic::fill_empty_slots(page.raw(), used) };
+            Some(page.raw())
+        };
         let mut nics = Vec::new();
         for (i, net) in spec.nets.iter().enumerate() {
             let switch = net.switch_index as usize;
@@ -298,11 +321,20 @@ impl Vm {
                 // Numbered once the VM exists (`Vm::take_ports`).
                 port: 0,
                 intid: map.virtio_intid(u32::try_from(i).map_err(|_| VmError::TooManyNics)?),
+                image: image_page
+                    .filter(|_| i < crate::nic::IMAGE_SLOTS)
+                    .map(|page| {
+                        // SAFETY: as for `fill_empty_slots` above; slot `i` is this NIC's alone.
+                        unsafe { crate::nic::RegisterImage::new(page, i) }
+                    }),
                 mac: net.mac,
                 trusted: net.trusted,
                 counters: NicCounters::default(),
                 polling: AtomicBool::new(false),
             });
+        }
+        for nic in nics.iter() {
+            crate::nic::refresh_image(nic);
         }
         let shape = VmShape {
             gic: version,

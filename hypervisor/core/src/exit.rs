@@ -137,6 +137,12 @@ pub enum Exit {
     Interrupt,
     /// A data abort with a usable syndrome: emulate the access.
     Mmio(MmioAccess),
+    /// A store, with a usable syndrome, to a page stage 2 maps read-only:
+    /// the virtio-mmio register image (see `chroma_core::guest_map`), whose
+    /// reads the guest makes without a trap. `ipa` holds only the offset in
+    /// the page: HPFAR_EL2 (HPFAR) is UNKNOWN for a stage-2 Permission
+    /// fault (Arm ARM D24.2.71), so the handler supplies the page.
+    ReadOnlyWrite(MmioAccess),
     /// A stage-2 abort without a valid instruction syndrome (a load/store pair,
     /// a cache maintenance op, an access with writeback): cannot be emulated.
     AbortNoSyndrome {

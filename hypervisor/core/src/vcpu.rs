@@ -220,6 +220,25 @@ pub fn handle_exit<C: GuestCpu, H: ExitHost>(
             }
             Err(NoDevice) => inject_abort(vm, cpu, access.ipa.raw(), false, access.write, host),
         },
+        Exit::ReadOnlyWrite(offset_only) => {
+            // The only page stage 2 maps read-only is the first page of
+            // virtio-mmio transports (their register image), so the page is
+            // that one. A store there to a slot with no device is ignored,
+            // as QEMU ignores one to an empty transport (the image reads as
+            // one).
+            let access = MmioAccess {
+                ipa: crate::GuestPhysAddr::new(
+                    vm.map.virtio_mmio.base + (offset_only.ipa.raw() & 0xfff),
+                ),
+                ..offset_only
+            };
+            let kick = emulate_mmio(vm, vcpu, cpu, &access, host).unwrap_or(0);
+            cpu.skip_instruction(trap.instruction_length);
+            if kick != 0 {
+                host.kick(vm, kick);
+            }
+            Action::Continue
+        }
         Exit::AbortNoSyndrome { ipa, fetch } => {
             inject_abort(vm, cpu, ipa.raw(), fetch, false, host)
         }

@@ -104,6 +104,11 @@ fn check_decode(esr: u64, far: u64, hpfar: u64, pstate: u64) {
             assert!(ipa < 1 << 52, "IPA {ipa:#x} past 52 bits");
             assert!(access.width.bytes() <= 8);
         }
+        Exit::ReadOnlyWrite(access) => {
+            // Only the page offset is kept (HPFAR is UNKNOWN): never HPFAR's page.
+            assert!(access.write && access.register <= 31);
+            assert_eq!(access.ipa.raw(), far & 0xfff, "offset only");
+        }
         Exit::AbortNoSyndrome { ipa, .. } => assert!(ipa.raw() < 1 << 52),
         Exit::SysReg(access) if class != ec::SYS64 => {
             // An AArch32 coprocessor access: Rt, Rt2 are ISS fields.
@@ -350,6 +355,12 @@ pub fn fuzz_dispatch(data: &[u8]) -> Outcome {
             Exit::Mmio(_) => assert!(
                 took_exception || moved != 0 || action == Action::Off,
                 "MMIO neither completed nor aborted: {trap:?}"
+            ),
+            // A store to the image page completes (emulated or, for a slot
+            // without a device, ignored): the guest moves past it.
+            Exit::ReadOnlyWrite(_) => assert!(
+                moved != 0 || action == Action::Off,
+                "a store to the register image did not complete: {trap:?}"
             ),
             Exit::AbortNoSyndrome { .. } | Exit::Unhandled { .. } => {
                 assert!(took_exception || action == Action::Off, "{trap:?}");

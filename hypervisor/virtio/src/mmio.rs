@@ -125,6 +125,11 @@ pub mod feature {
     pub const VERSION_1: u64 = 1 << 32;
 }
 
+/// Words in a transport's register image ([`MmioTransport::register_image`]).
+pub const IMAGE_WORDS: usize = (reg::WINDOW_SIZE / 4) as usize;
+/// Words of the image before the device configuration.
+const CONTROL_WORDS: usize = (reg::CONFIG / 4) as usize;
+
 /// What a device type plugs into the transport.
 pub trait DeviceBackend {
     /// DeviceID register value (§5).
@@ -347,6 +352,36 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
         if width != 4 || !offset.is_multiple_of(4) {
             return Err(self.bad_access(VirtioError::InvalidAccess));
         }
+        match self.register_value(offset) {
+            Some(value) => Ok(value),
+            None => Err(self.bad_access(VirtioError::UnknownRegister)),
+        }
+    }
+
+    /// The register window as a read would see it, word by word (register
+    /// image: `image[i]` is the 32-bit little-endian word at offset `4 * i`,
+    /// device configuration included). Reading it has no side effect, as
+    /// reading the registers has none (§4.2.2), which is what lets the
+    /// hypervisor map an image read-only into the guest: loads never trap,
+    /// stores still do. Unknown registers read as zero.
+    pub fn register_image(&self, image: &mut [u32; IMAGE_WORDS]) {
+        let mut config = [0u8; 4 * (IMAGE_WORDS - CONTROL_WORDS)];
+        self.device.read_config(0, &mut config);
+        let words = config
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes(w.try_into().unwrap_or([0; 4])));
+        let (control, device) = image.split_at_mut(CONTROL_WORDS);
+        for (slot, offset) in control.iter_mut().zip((0..reg::CONFIG).step_by(4)) {
+            *slot = self.register_value(offset).unwrap_or(0);
+        }
+        for (slot, word) in device.iter_mut().zip(words) {
+            *slot = word;
+        }
+    }
+
+    /// The value a 32-bit read of control register `offset` returns, or
+    /// `None` for an offset that is no register.
+    fn register_value(&self, offset: u64) -> Option<u32> {
         let value = match offset {
             reg::MAGIC_VALUE => MAGIC,
             reg::VERSION => VERSION_2,
@@ -382,9 +417,9 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
             | reg::QUEUE_DEVICE_LOW
             | reg::QUEUE_DEVICE_HIGH
             | reg::SHM_SEL => 0,
-            _ => return Err(self.bad_access(VirtioError::UnknownRegister)),
+            _ => return None,
         };
-        Ok(value)
+        Some(value)
     }
 
     fn config_read(&mut self, offset: u64, width: u8) -> Result<u32, VirtioError> {

@@ -55,6 +55,12 @@ mod iss {
 }
 
 /// Fault status codes (DFSC/IFSC) that mean "stage-2 did not translate".
+/// Whether an abort's syndrome (ESR_EL2, or HSR with the long-descriptor
+/// format stage 2 uses) reports a Permission fault (FSC 0b0011LL, level LL).
+pub fn is_permission_fault(syndrome: u64) -> bool {
+    (syndrome & iss::FSC_MASK) >> 2 == 0b0011
+}
+
 fn is_translation_or_access_fault(fsc: u64) -> bool {
     // 0b0001LL translation fault at level LL, 0b0010LL access flag fault.
     matches!(fsc >> 2, 0b0001 | 0b0010) || fsc == 0b10_1011
@@ -304,6 +310,28 @@ fn a32_state(pstate: u64) -> bool {
     super::pstate::aarch32(pstate) && pstate & super::pstate::CPSR_T == 0
 }
 
+/// The access a data abort's instruction syndrome describes, if it has one (ISV).
+fn decode_access(iss: u64, ipa: GuestPhysAddr) -> Option<MmioAccess> {
+    if iss & iss::ISV == 0 {
+        return None;
+    }
+    let width = match (iss >> iss::SAS_SHIFT) & 3 {
+        0 => AccessWidth::Byte,
+        1 => AccessWidth::Half,
+        2 => AccessWidth::Word,
+        _ => AccessWidth::Double,
+    };
+    Some(MmioAccess {
+        ipa,
+        width,
+        write: iss & iss::WNR != 0,
+        register: ((iss >> iss::SRT_SHIFT) & 0x1f) as u8,
+        sign_extend: iss & iss::SSE != 0,
+        register_64bit: iss & iss::SF != 0,
+        writeback: None,
+    })
+}
+
 /// Decodes a trap. `far` is FAR_EL2 and `hpfar` HPFAR_EL2, as read at the
 /// exit; they are only meaningful for aborts.
 pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
@@ -332,28 +360,33 @@ pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
             high_register: None,
         }),
         ec::DABT_LOW if is_translation_or_access_fault(iss & iss::FSC_MASK) => {
-            if iss & iss::ISV == 0 || iss & iss::S1PTW != 0 {
-                return Exit::AbortNoSyndrome { ipa, fetch: false };
+            match decode_access(iss, ipa) {
+                Some(access) if iss & iss::S1PTW == 0 => Exit::Mmio(access),
+                _ => Exit::AbortNoSyndrome { ipa, fetch: false },
             }
-            let width = match (iss >> iss::SAS_SHIFT) & 3 {
-                0 => AccessWidth::Byte,
-                1 => AccessWidth::Half,
-                2 => AccessWidth::Word,
-                _ => AccessWidth::Double,
-            };
-            Exit::Mmio(MmioAccess {
-                ipa,
-                width,
-                write: iss & iss::WNR != 0,
-                register: ((iss >> iss::SRT_SHIFT) & 0x1f) as u8,
-                sign_extend: iss & iss::SSE != 0,
-                register_64bit: iss & iss::SF != 0,
-                writeback: None,
-            })
+        }
+        // A stage-2 Permission fault: only the read-only register image
+        // raises one (a store to it, or a fetch from it). Its page is not
+        // reported (HPFAR is UNKNOWN), only the offset in it (FAR's low bits).
+        ec::DABT_LOW if is_permission_fault(iss) => {
+            let offset = GuestPhysAddr::new(far & 0xfff);
+            match decode_access(iss, offset) {
+                Some(access) if access.write && iss & iss::S1PTW == 0 => {
+                    Exit::ReadOnlyWrite(access)
+                }
+                _ => Exit::AbortNoSyndrome {
+                    ipa: offset,
+                    fetch: false,
+                },
+            }
         }
         ec::IABT_LOW if is_translation_or_access_fault(iss & iss::FSC_MASK) => {
             Exit::AbortNoSyndrome { ipa, fetch: true }
         }
+        ec::IABT_LOW if is_permission_fault(iss) => Exit::AbortNoSyndrome {
+            ipa: GuestPhysAddr::new(far & 0xfff),
+            fetch: true,
+        },
         _ => Exit::Unhandled {
             syndrome: esr,
             fault_address: far,
@@ -423,9 +456,44 @@ mod tests {
             decode(fetch, 0, 0),
             Exit::AbortNoSyndrome { fetch: true, .. }
         ));
-        // A permission fault is not an MMIO access.
+        // A load that takes a Permission fault is not emulated (the only
+        // read-only page is readable: it cannot be one of chroma's).
         let perm = esr(ec::DABT_LOW, iss::ISV | 0b001111);
-        assert!(matches!(decode(perm, 0, 0), Exit::Unhandled { .. }));
+        assert!(matches!(
+            decode(perm, 0, 0),
+            Exit::AbortNoSyndrome { fetch: false, .. }
+        ));
+    }
+
+    #[test]
+    fn a_store_to_the_read_only_image_keeps_only_its_page_offset() {
+        // STR w3, [x] at VA 0xffff_0000_1234_5064 (InterruptACK's offset):
+        // ISV, SAS=2, SRT=3, WnR, DFSC=0b001111 (permission fault, level 3).
+        // HPFAR is UNKNOWN for a Permission fault: a junk value must not leak in.
+        let iss = iss::ISV | 2 << 22 | 3 << 16 | iss::WNR | 0b001111;
+        match decode(
+            esr(ec::DABT_LOW, iss),
+            0xffff_0000_1234_5064,
+            0xdead_b000 << 4,
+        ) {
+            Exit::ReadOnlyWrite(a) => {
+                assert_eq!(a.ipa.raw(), 0x064);
+                assert_eq!((a.width, a.write, a.register), (AccessWidth::Word, true, 3));
+            }
+            other => panic!("{other:?}"),
+        }
+        // On a stage-1 walk it is no store of the guest's: not emulated.
+        let walk = esr(ec::DABT_LOW, iss | iss::S1PTW);
+        assert!(matches!(
+            decode(walk, 0x64, 0),
+            Exit::AbortNoSyndrome { .. }
+        ));
+        // A fetch from it.
+        let fetch = esr(ec::IABT_LOW, 0b001111);
+        assert!(matches!(
+            decode(fetch, 0x0a00_0010, 0),
+            Exit::AbortNoSyndrome { fetch: true, .. }
+        ));
     }
 
     #[test]
