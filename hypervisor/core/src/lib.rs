@@ -55,6 +55,7 @@ pub mod exit;
 #[allow(clippy::expect_used)]
 pub mod fake;
 pub mod frames;
+pub mod gic_shadow;
 pub mod guest_map;
 pub mod irq;
 pub mod pagetable;

@@ -28,8 +28,9 @@
 use super::gic_sysreg as sysreg;
 use super::list_register;
 use chroma_core::exit::{low_word, AccessWidth};
+use chroma_core::gic_shadow::WriteShadow;
 use chroma_core::soft_gicv::{SoftCpuInterface, SOFT_LIST_REGISTERS};
-use chroma_core::vgic::{ListRegister, ListRegisters, PhysicalInterrupts};
+use chroma_core::vgic::{ListRegister, ListRegisters, LrState, PhysicalInterrupts};
 use core::ptr::{read_volatile, write_volatile};
 
 /// GICv2 distributor, CPU interface and virtual interface control offsets
@@ -196,6 +197,8 @@ pub struct Gic {
     active_priority_registers: usize,
     /// The local controller's core number of this CPU (MPIDR Aff0).
     core: usize,
+    /// What the list registers and HCR hold, to skip rewriting them.
+    shadow: WriteShadow,
 }
 
 /// A vCPU's active priorities (`GICH_APR`; `ICH_AP0R<n>_EL2` then
@@ -222,6 +225,7 @@ impl Gic {
             list_register_count: 0,
             active_priority_registers: 1,
             core: 0,
+            shadow: WriteShadow::default(),
         };
         gic.list_register_count = match kind {
             GicKind::V2 { gich, .. } => (read32(gich + v2::GICH_VTR) & 0x3f) as usize + 1,
@@ -592,22 +596,33 @@ impl ListRegisters for Gic {
     }
 
     fn write(&mut self, index: usize, value: ListRegister) {
+        let raw = match self.kind {
+            GicKind::V2 { .. } => u64::from(list_register::encode_v2(&value)),
+            GicKind::V3 { .. } => list_register::encode_v3(&value),
+            GicKind::Bcm2836Local { .. } => {
+                return ListRegisters::write(&mut *self.soft(), index, value);
+            }
+        };
+        if !self
+            .shadow
+            .list_register(index, raw, value.state == LrState::Invalid)
+        {
+            return;
+        }
         match self.kind {
-            GicKind::V2 { gich, .. } => write32(
-                gich + v2::GICH_LR0 + 4 * index,
-                list_register::encode_v2(&value),
-            ),
+            GicKind::V2 { gich, .. } => write32(gich + v2::GICH_LR0 + 4 * index, low_word(raw)),
             // SAFETY: this list register belongs to the vCPU about to run here (flush is called right before entry).
-            GicKind::V3 { .. } => unsafe {
-                sysreg::write_ich_lr_el2(index, list_register::encode_v3(&value))
-            },
-            GicKind::Bcm2836Local { .. } => ListRegisters::write(&mut *self.soft(), index, value),
+            GicKind::V3 { .. } => unsafe { sysreg::write_ich_lr_el2(index, raw) },
+            GicKind::Bcm2836Local { .. } => {}
         }
     }
 
     fn set_underflow_interrupt(&mut self, enable: bool) {
         // HCR: En (bit 0) always, UIE (bit 1) on request.
         let hcr = 1 | u32::from(enable) << 1;
+        if !self.shadow.hcr(hcr) {
+            return;
+        }
         match self.kind {
             GicKind::V2 { gich, .. } => write32(gich + v2::GICH_HCR, hcr),
             // SAFETY: only affects maintenance interrupts for this CPU's vCPU.
