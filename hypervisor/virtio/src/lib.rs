@@ -13,6 +13,8 @@
 //!   and [`mmio::MmioTransport::mmio_write`].
 //! - [`queue`]: the device side of a split virtqueue (§2.7).
 //! - [`packed`]: the device side of a packed virtqueue (§2.8).
+//! - [`virtqueue`]: either of the two, as the transport holds it (the
+//!   driver chooses with VIRTIO_F_RING_PACKED).
 //! - [`net`]: the virtio-net device (§5.1) and [`net::NetPort`], which binds
 //!   one device to its VM's memory as a switch [`port::Port`].
 //! - [`switch`]: the L2 learning switch with bounded per-port egress queues.
@@ -49,6 +51,7 @@ pub mod packed;
 pub mod port;
 pub mod queue;
 pub mod switch;
+pub mod virtqueue;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fuzzing;
