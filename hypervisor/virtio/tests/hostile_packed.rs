@@ -6,30 +6,25 @@
 //! Nothing may panic.
 #![allow(clippy::cast_possible_truncation)]
 
+#[path = "support/hostile_lab.rs"]
+mod hostile_lab;
+
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering;
 
 use chroma_mem::vecmem::VecMemory;
 use chroma_mem::{GuestMemory, GuestPhysAddr, MemError};
-use chroma_virtio::mmio::{feature, interrupt, reg, status, MmioAction};
+use chroma_virtio::mmio::{feature, reg, MmioAction};
 use chroma_virtio::mock::{MockNetDriver, PackedDescriptor, PackedDriver, RingFormat};
-use chroma_virtio::net::{new_net_device, NetPort, VirtioNet, NET_FEATURES};
+use chroma_virtio::net::{new_net_device, NET_FEATURES};
 use chroma_virtio::packed::{
     RingPosition, RING_EVENT_FLAGS_DESC, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_USED,
 };
 use chroma_virtio::queue::{VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE};
-use chroma_virtio::switch::{PortConfig, PortCounters, Switch, SwitchConfig};
+use chroma_virtio::switch::PortCounters;
 use chroma_virtio::VirtioError;
+use hostile_lab::*;
 
-const SIZE: u16 = 16;
-const RAM: usize = 1 << 20;
-const BASES: [u64; 3] = [0x4000_0000, 0x8000_0000, 0xc000_0000];
-const MAC: [[u8; 6]; 3] = [
-    [2, 0, 0, 0, 0, 0x10],
-    [2, 0, 0, 0, 0, 0x11],
-    [2, 0, 0, 0, 0, 0x12],
-];
-const V: usize = 0;
 /// The victim's features: everything, packed rings included.
 const PACKED: u64 = NET_FEATURES | feature::RING_PACKED;
 /// Ring format of each port: the victim and port 1 packed, port 2 split.
@@ -90,158 +85,22 @@ fn mems() -> [Racy; 3] {
     BASES.map(Racy::new)
 }
 
-struct Lab<'m> {
-    mems: &'m [Racy; 3],
-    devs: Vec<VirtioNet>,
-    switch: Switch,
-    now: u64,
-}
-
+type Lab<'m> = hostile_lab::Lab<'m, Racy>;
 type Driver<'m> = MockNetDriver<'m, Racy>;
 
-impl<'m> Lab<'m> {
-    fn new(mems: &'m [Racy; 3], victim_features: u64) -> (Self, Vec<Driver<'m>>) {
-        let mut devs: Vec<VirtioNet> = (0..3)
-            .map(|i| new_net_device(MAC[i], if i == V { victim_features } else { PACKED }, 256))
-            .collect();
-        let drivers = (0..3)
-            .map(|i| {
-                let mut d = MockNetDriver::init_with(
-                    &mut devs[i],
-                    &mems[i],
-                    BASES[i],
-                    SIZE,
-                    2048,
-                    u64::MAX,
-                    FORMATS[i],
-                )
-                .unwrap();
-                d.fill_rx();
-                d
-            })
-            .collect();
-        let mut switch = Switch::new(SwitchConfig {
-            port_count: 3,
-            egress_capacity: 8,
-            ..SwitchConfig::default()
-        });
-        for (port, mac) in MAC.iter().enumerate() {
-            switch.set_port(port, PortConfig::vm(*mac, false));
-        }
-        let lab = Lab {
-            mems,
-            devs,
-            switch,
-            now: 0,
-        };
-        assert!(
-            lab.devs[V].queue(1).unwrap().is_packed(),
-            "victim on packed rings"
-        );
-        assert!(
-            !lab.devs[2].queue(1).unwrap().is_packed(),
-            "port 2 on split rings"
-        );
-        (lab, drivers)
-    }
-
-    fn run(&mut self) {
-        self.now += 1;
-        let mut ports: Vec<_> = self
-            .devs
-            .iter_mut()
-            .zip(self.mems.iter())
-            .map(|(d, m)| NetPort::new(d, m))
-            .collect();
-        while self.switch.run(&mut ports, self.now).more_work {}
-    }
-
-    fn victim(&self) -> &VirtioNet {
-        &self.devs[V]
-    }
-
-    fn counters(&self) -> PortCounters {
-        self.switch.counters(V)
-    }
-
-    /// DEVICE_NEEDS_RESET with its configuration interrupt, the device not
-    /// live, and the fatal error counted once.
-    fn assert_needs_reset(&self) {
-        let v = self.victim();
-        assert_ne!(
-            v.status() & status::DEVICE_NEEDS_RESET,
-            0,
-            "DEVICE_NEEDS_RESET not set"
-        );
-        assert_ne!(
-            v.interrupt_status() & interrupt::CONFIG_CHANGE,
-            0,
-            "no config interrupt"
-        );
-        assert!(!v.is_live());
-    }
-
-    /// A ring error found while running: as [`Self::assert_needs_reset`],
-    /// and the switch counted it.
-    fn assert_ring_error(&self) {
-        self.assert_needs_reset();
-        assert_eq!(
-            self.counters().fatal_errors,
-            1,
-            "fatal error not counted once"
-        );
-        assert_eq!(self.counters().tx_packets, 0, "a frame got through");
-    }
-
-    fn assert_live(&self) {
-        assert!(
-            self.victim().is_live(),
-            "victim device should still be live"
-        );
-    }
-}
-
-fn frame(dst: [u8; 6], src: [u8; 6], len: usize, tag: u8) -> Vec<u8> {
-    let mut f = vec![tag; len];
-    f[..6].copy_from_slice(&dst);
-    f[6..12].copy_from_slice(&src);
-    f
-}
-
-/// Ports 1 (packed) and 2 (split) exchange frames both ways, intact.
-fn assert_others_forward(lab: &mut Lab, drivers: &mut [Driver]) {
-    lab.run();
-    for d in drivers[1..].iter_mut() {
-        while d.recv().is_some() {}
-    }
-    for (from, to) in [(1usize, 2usize), (2, 1)] {
-        for k in 0..3u8 {
-            let f = frame(MAC[to], MAC[from], 60 + 400 * usize::from(k), 0xa0 + k);
-            assert!(drivers[from].send(&f));
-            lab.run();
-            let (_, got) = drivers[to].recv().expect("healthy port stopped forwarding");
-            assert_eq!(got, f);
-        }
-    }
-    for d in &drivers[1..] {
-        assert_eq!(d.rx.bad_returns + d.tx.bad_returns, 0);
-        assert!(d.rx.free_count() + d.rx.outstanding_count() > 0);
-    }
-    for i in 1..3 {
-        assert!(lab.devs[i].is_live());
-        assert_eq!(lab.switch.counters(i).fatal_errors, 0);
-    }
-}
-
-/// The victim still sends: its ring and the device work after a
-/// contained frame error.
-fn victim_still_sends(lab: &mut Lab, d: &mut Driver) {
-    lab.assert_live();
-    while d.tx.pop_used().is_some() {}
-    let before = lab.counters().tx_packets;
-    assert!(d.send(&frame(MAC[1], MAC[V], 100, 7)));
-    lab.run();
-    assert_eq!(lab.counters().tx_packets, before + 1, "victim cannot send");
+/// The victim starts again (reset, re-negotiated) on packed rings of
+/// `size` entries, no receive buffer posted.
+fn restart_victim<'m>(lab: &mut Lab<'m>, mems: &'m [Racy; 3], size: u16) -> Driver<'m> {
+    MockNetDriver::init_with(
+        &mut lab.devs[V],
+        &mems[V],
+        BASES[V],
+        size,
+        2048,
+        u64::MAX,
+        RingFormat::Packed,
+    )
+    .unwrap()
 }
 
 fn ptx<'a, 'm>(d: &'a mut Driver<'m>) -> &'a mut PackedDriver<'m, Racy> {
@@ -297,34 +156,12 @@ fn raw_chain(p: &PackedDriver<Racy>, descs: &[(u64, u32, u16)], id: u16) {
     p.write_flags(first.index, first_flags);
 }
 
-/// A well-formed frame (header + `len` bytes) at the victim's TX buffer
-/// `index`: its address.
-fn good_tx_buffer(d: &Driver, m: &Racy, index: u16, len: usize) -> u64 {
-    let addr = d.tx_buffer(index);
-    let mut bytes = vec![0u8; 12];
-    bytes.extend(frame(MAC[1], MAC[V], len, 0x55));
-    m.write(GuestPhysAddr::new(addr), &bytes).unwrap();
-    addr
-}
-
-macro_rules! hostile {
-    ($name:ident, $features:expr, |$lab:ident, $d:ident, $m:ident| $body:block) => {
-        #[test]
-        fn $name() {
-            let mems = mems();
-            let ($lab, drivers) = Lab::new(&mems, $features);
-            let mut $lab = $lab;
-            let mut drivers = drivers;
-            {
-                let $d = &mut drivers[V];
-                let $m = &mems[V];
-                let _ = &$m;
-                let $lab = &mut $lab;
-                $body
-            }
-            assert_others_forward(&mut $lab, &mut drivers);
-        }
-    };
+/// Makes `descs` available as one hand-built TX chain (Buffer ID 0) and
+/// runs: a ring error, the device needs a reset.
+fn assert_chain_refused(lab: &mut Lab, d: &mut Driver, descs: &[(u64, u32, u16)]) {
+    raw_chain(ptx(d), descs, 0);
+    lab.run();
+    lab.assert_ring_error();
 }
 
 // ---- Wrap counters and flags: not available, so never taken ----
@@ -529,16 +366,14 @@ hostile!(
 
 hostile!(p09_indirect_with_next, PACKED, |lab, d, m| {
     let a = good_tx_buffer(d, m, 0, 60);
-    raw_chain(
-        ptx(d),
+    assert_chain_refused(
+        lab,
+        d,
         &[
             (a, 16, VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_NEXT),
             (a, 72, 0),
         ],
-        0,
     );
-    lab.run();
-    lab.assert_ring_error();
 });
 
 hostile!(p10_indirect_inside_a_next_list, PACKED, |lab, d, m| {
@@ -555,16 +390,14 @@ hostile!(p10_indirect_inside_a_next_list, PACKED, |lab, d, m| {
         .to_bytes(),
     )
     .unwrap();
-    raw_chain(
-        ptx(d),
+    assert_chain_refused(
+        lab,
+        d,
         &[
             (a, 12, VIRTQ_DESC_F_NEXT),
             (table, 16, VIRTQ_DESC_F_INDIRECT),
         ],
-        0,
     );
-    lab.run();
-    lab.assert_ring_error();
 });
 
 hostile!(
@@ -572,17 +405,13 @@ hostile!(
     PACKED,
     |lab, d, m| {
         let a = good_tx_buffer(d, m, 0, 60);
-        raw_chain(ptx(d), &[(a, 20, VIRTQ_DESC_F_INDIRECT)], 0);
-        lab.run();
-        lab.assert_ring_error();
+        assert_chain_refused(lab, d, &[(a, 20, VIRTQ_DESC_F_INDIRECT)]);
     }
 );
 
 hostile!(p12_indirect_length_zero, PACKED, |lab, d, m| {
     let a = good_tx_buffer(d, m, 0, 60);
-    raw_chain(ptx(d), &[(a, 0, VIRTQ_DESC_F_INDIRECT)], 0);
-    lab.run();
-    lab.assert_ring_error();
+    assert_chain_refused(lab, d, &[(a, 0, VIRTQ_DESC_F_INDIRECT)]);
 });
 
 hostile!(
@@ -590,24 +419,20 @@ hostile!(
     PACKED,
     |lab, d, m| {
         let a = good_tx_buffer(d, m, 0, 60);
-        raw_chain(
-            ptx(d),
+        assert_chain_refused(
+            lab,
+            d,
             &[(a, 16 * (u32::from(SIZE) + 1), VIRTQ_DESC_F_INDIRECT)],
-            0,
         );
-        lab.run();
-        lab.assert_ring_error();
     }
 );
 
 hostile!(p14_indirect_table_outside_ram, PACKED, |lab, d, _m| {
-    raw_chain(
-        ptx(d),
+    assert_chain_refused(
+        lab,
+        d,
         &[(BASES[V] + RAM as u64 - 16, 32, VIRTQ_DESC_F_INDIRECT)],
-        0,
     );
-    lab.run();
-    lab.assert_ring_error();
 });
 
 hostile!(
@@ -627,9 +452,7 @@ hostile!(
             .to_bytes(),
         )
         .unwrap();
-        raw_chain(ptx(d), &[(table, 16, VIRTQ_DESC_F_INDIRECT)], 0);
-        lab.run();
-        lab.assert_ring_error();
+        assert_chain_refused(lab, d, &[(table, 16, VIRTQ_DESC_F_INDIRECT)]);
     }
 );
 
@@ -711,60 +534,33 @@ hostile!(p18_buffer_id_reused_while_in_flight, PACKED, |lab, d, m| {
 
 hostile!(p19_zero_length_tx_buffer, PACKED, |lab, d, m| {
     let a = good_tx_buffer(d, m, 0, 60);
-    let id =
-        d.tx.add_chain(&[(a, 12, false), (a + 12, 0, false)])
-            .unwrap();
-    lab.run();
-    assert_eq!(lab.counters().tx_errors, 1);
-    assert_eq!(d.tx.pop_used(), Some((u32::from(id), 0)));
-    victim_still_sends(lab, d);
+    assert_tx_dropped(lab, d, &[(a, 12, false), (a + 12, 0, false)]);
 });
 
 hostile!(p20_write_only_tx_descriptor, PACKED, |lab, d, m| {
     let a = good_tx_buffer(d, m, 0, 60);
-    let id = d.tx.add_chain(&[(a, 72, true)]).unwrap();
-    lab.run();
-    assert_eq!(lab.counters().tx_errors, 1);
-    assert_eq!(d.tx.pop_used(), Some((u32::from(id), 0)));
-    victim_still_sends(lab, d);
+    assert_tx_dropped(lab, d, &[(a, 72, true)]);
 });
 
 hostile!(p21_tx_buffer_outside_ram, PACKED, |lab, d, _m| {
-    let id =
-        d.tx.add_chain(&[(BASES[V] + RAM as u64 + 0x1000, 72, false)])
-            .unwrap();
-    lab.run();
-    assert_eq!(lab.counters().tx_errors, 1);
-    assert_eq!(d.tx.pop_used(), Some((u32::from(id), 0)));
-    victim_still_sends(lab, d);
+    assert_tx_dropped(lab, d, &[(BASES[V] + RAM as u64 + 0x1000, 72, false)]);
 });
 
 hostile!(p22_total_length_reaches_2_pow_32, PACKED, |lab, d, m| {
     let a = good_tx_buffer(d, m, 0, 60);
-    raw_chain(
-        ptx(d),
+    assert_chain_refused(
+        lab,
+        d,
         &[(a, 0x8000_0000, VIRTQ_DESC_F_NEXT), (a, 0x8000_0000, 0)],
-        0,
     );
-    lab.run();
-    lab.assert_ring_error();
 });
 
 #[test]
 fn p23_read_only_rx_descriptor() {
     let mems = mems();
-    let (mut lab, mut drivers) = Lab::new(&mems, PACKED);
+    let (mut lab, mut drivers) = Lab::new(&mems, PACKED, FORMATS);
     // The victim starts again with one read-only receive buffer.
-    let mut v = MockNetDriver::init_with(
-        &mut lab.devs[V],
-        &mems[V],
-        BASES[V],
-        SIZE,
-        2048,
-        u64::MAX,
-        RingFormat::Packed,
-    )
-    .unwrap();
+    let mut v = restart_victim(&mut lab, &mems, SIZE);
     let id = v.rx.add_chain(&[(v.end(), 2048, false)]).unwrap();
     let f = frame([0xff; 6], MAC[1], 300, 0x42);
     assert!(drivers[1].send(&f));
@@ -782,7 +578,7 @@ fn p24_rx_slots_rewritten_before_use_to_point_outside_ram() {
     // popped yet, so the device reads the new values): each frame is
     // dropped and counted, every buffer comes back once with length 0.
     let mems = mems();
-    let (mut lab, mut drivers) = Lab::new(&mems, PACKED);
+    let (mut lab, mut drivers) = Lab::new(&mems, PACKED, FORMATS);
     let p = prx(&mut drivers[V]);
     for k in 0..SIZE {
         let flags = p.flags(k);
@@ -819,7 +615,7 @@ fn p24_rx_slots_rewritten_before_use_to_point_outside_ram() {
 /// interrupts the victim got.
 fn deliver_to_victim(event: impl Fn(&mut PackedDriver<Racy>), count: u8) -> u32 {
     let mems = mems();
-    let (mut lab, mut drivers) = Lab::new(&mems, PACKED);
+    let (mut lab, mut drivers) = Lab::new(&mems, PACKED, FORMATS);
     let mut interrupts = 0;
     for k in 0..count {
         event(prx(&mut drivers[V]));
@@ -868,91 +664,37 @@ hostile!(
 
 // ---- QueueReady: the layout is refused, DEVICE_NEEDS_RESET ----
 
-fn w(lab: &mut Lab, off: u64, value: u32) -> Result<MmioAction, VirtioError> {
-    let mem = &lab.mems[V];
-    lab.devs[V].mmio_write(off, 4, value, mem)
-}
-
-/// Resets the victim and walks it to FEATURES_OK with VERSION_1 and
-/// RING_PACKED, queue 0 selected.
-fn to_features_ok(lab: &mut Lab) {
-    w(lab, reg::STATUS, 0).unwrap();
-    w(lab, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER).unwrap();
-    w(lab, reg::DRIVER_FEATURES_SEL, 1).unwrap();
-    w(
-        lab,
-        reg::DRIVER_FEATURES,
-        ((feature::VERSION_1 | feature::RING_PACKED) >> 32) as u32,
-    )
-    .unwrap();
-    w(
-        lab,
-        reg::STATUS,
-        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
-    )
-    .unwrap();
-    assert!(lab.victim().has_feature(feature::RING_PACKED));
-    w(lab, reg::QUEUE_SEL, 0).unwrap();
-}
-
-fn set_queue(
-    lab: &mut Lab,
-    size: u32,
-    desc: u64,
-    driver: u64,
-    device: u64,
-) -> Result<MmioAction, VirtioError> {
-    w(lab, reg::QUEUE_NUM, size)?;
-    w(lab, reg::QUEUE_DESC_LOW, desc as u32)?;
-    w(lab, reg::QUEUE_DESC_HIGH, (desc >> 32) as u32)?;
-    w(lab, reg::QUEUE_DRIVER_LOW, driver as u32)?;
-    w(lab, reg::QUEUE_DRIVER_HIGH, (driver >> 32) as u32)?;
-    w(lab, reg::QUEUE_DEVICE_LOW, device as u32)?;
-    w(lab, reg::QUEUE_DEVICE_HIGH, (device >> 32) as u32)?;
-    w(lab, reg::QUEUE_READY, 1)
-}
-
-fn assert_queue_refused(lab: &mut Lab, result: Result<MmioAction, VirtioError>, want: VirtioError) {
-    assert_eq!(result, Err(want));
-    assert_eq!(lab.devs[V].mmio_read(reg::QUEUE_READY, 4), Ok(0));
-    lab.assert_needs_reset();
-}
-
 const DESC: u64 = BASES[V] + 0x1000;
 const DRIVER_AREA: u64 = BASES[V] + 0x2000;
 const DEVICE_AREA: u64 = BASES[V] + 0x2004;
 const END: u64 = BASES[V] + RAM as u64;
 
-fn out_of_range(gpa: u64, len: u64) -> VirtioError {
-    VirtioError::Memory(MemError::OutOfRange { gpa, len })
-}
-
 hostile!(p28_driver_event_area_outside_ram, PACKED, |lab, _d, _m| {
-    to_features_ok(lab);
+    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
     let r = set_queue(lab, 16, DESC, END, DEVICE_AREA);
     assert_queue_refused(lab, r, out_of_range(END, 4));
 });
 
 hostile!(p29_driver_event_area_misaligned, PACKED, |lab, _d, _m| {
-    to_features_ok(lab);
+    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
     let r = set_queue(lab, 16, DESC, DRIVER_AREA + 2, DEVICE_AREA);
     assert_queue_refused(lab, r, VirtioError::MisalignedRing);
 });
 
 hostile!(p30_device_event_area_outside_ram, PACKED, |lab, _d, _m| {
-    to_features_ok(lab);
+    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
     let r = set_queue(lab, 16, DESC, DRIVER_AREA, END);
     assert_queue_refused(lab, r, out_of_range(END, 4));
 });
 
 hostile!(p31_device_event_area_misaligned, PACKED, |lab, _d, _m| {
-    to_features_ok(lab);
+    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
     let r = set_queue(lab, 16, DESC, DRIVER_AREA, DEVICE_AREA + 1);
     assert_queue_refused(lab, r, VirtioError::MisalignedRing);
 });
 
 hostile!(p32_descriptor_ring_misaligned, PACKED, |lab, _d, _m| {
-    to_features_ok(lab);
+    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
     let r = set_queue(lab, 16, DESC + 8, DRIVER_AREA, DEVICE_AREA);
     assert_queue_refused(lab, r, VirtioError::MisalignedRing);
 });
@@ -961,7 +703,7 @@ hostile!(
     p33_descriptor_ring_over_the_end_of_ram,
     PACKED,
     |lab, _d, _m| {
-        to_features_ok(lab);
+        to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
         let desc = END - 16 * 15;
         let r = set_queue(lab, 16, desc, DRIVER_AREA, DEVICE_AREA);
         assert_queue_refused(lab, r, out_of_range(desc, 256));
@@ -969,20 +711,20 @@ hostile!(
 );
 
 hostile!(p34_queue_size_above_queue_num_max, PACKED, |lab, _d, _m| {
-    to_features_ok(lab);
+    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
     assert_eq!(lab.devs[V].mmio_read(reg::QUEUE_NUM_MAX, 4), Ok(256));
     let r = set_queue(lab, 257, DESC, DRIVER_AREA, DEVICE_AREA);
     assert_queue_refused(lab, r, VirtioError::InvalidQueueSize);
 });
 
 hostile!(p35_queue_size_zero, PACKED, |lab, _d, _m| {
-    to_features_ok(lab);
+    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
     let r = set_queue(lab, 0, DESC, DRIVER_AREA, DEVICE_AREA);
     assert_queue_refused(lab, r, VirtioError::InvalidQueueSize);
 });
 
 hostile!(p36_queue_size_beyond_16_bits, PACKED, |lab, _d, _m| {
-    to_features_ok(lab);
+    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
     let r = set_queue(lab, 0x1_0010, DESC, DRIVER_AREA, DEVICE_AREA);
     assert_queue_refused(lab, r, VirtioError::InvalidQueueSize);
 });
@@ -993,17 +735,8 @@ hostile!(p36_queue_size_beyond_16_bits, PACKED, |lab, _d, _m| {
 #[test]
 fn p37_non_power_of_two_queue_size_is_legal() {
     let mems = mems();
-    let (mut lab, mut drivers) = Lab::new(&mems, PACKED);
-    let mut v = MockNetDriver::init_with(
-        &mut lab.devs[V],
-        &mems[V],
-        BASES[V],
-        12,
-        2048,
-        u64::MAX,
-        RingFormat::Packed,
-    )
-    .unwrap();
+    let (mut lab, mut drivers) = Lab::new(&mems, PACKED, FORMATS);
+    let mut v = restart_victim(&mut lab, &mems, 12);
     v.fill_rx();
     assert_eq!(lab.victim().queue(1).unwrap().layout().size, 12);
     for k in 0..50u8 {
@@ -1029,22 +762,13 @@ fn p37_non_power_of_two_queue_size_is_legal() {
 #[test]
 fn p38_recovery_after_needs_reset() {
     let mems = mems();
-    let (mut lab, mut drivers) = Lab::new(&mems, PACKED);
+    let (mut lab, mut drivers) = Lab::new(&mems, PACKED, FORMATS);
     let a = good_tx_buffer(&drivers[V], &mems[V], 0, 60);
     raw_chain(ptx(&mut drivers[V]), &[(a, 20, VIRTQ_DESC_F_INDIRECT)], 0);
     lab.run();
     lab.assert_ring_error();
     // The driver resets and starts again on packed rings: the device works.
-    let mut v = MockNetDriver::init_with(
-        &mut lab.devs[V],
-        &mems[V],
-        BASES[V],
-        SIZE,
-        2048,
-        u64::MAX,
-        RingFormat::Packed,
-    )
-    .unwrap();
+    let mut v = restart_victim(&mut lab, &mems, SIZE);
     v.fill_rx();
     lab.assert_live();
     let f = frame(MAC[1], MAC[V], 200, 9);
