@@ -61,12 +61,20 @@ pub const NET_FEATURES: u64 = feature::VERSION_1
     | net_feature::GUEST_CSUM
     | net_feature::MAC
     | net_feature::MRG_RXBUF
-    | net_feature::STATUS;
+    | net_feature::STATUS
+    | feature::IN_ORDER;
 
 /// What [`new_net_device`] can offer: [`NET_FEATURES`] and, when the
 /// owner asks for it, VIRTIO_F_RING_PACKED (the TX and RX paths below run
-/// on either ring). VIRTIO_F_IN_ORDER is never offered: the device uses
-/// buffers in order, but does not promise it.
+/// on either ring).
+///
+/// VIRTIO_F_IN_ORDER is offered because every path uses a queue's buffers
+/// in the order they were popped, which is the order they were made
+/// available: a TX chain is used (or given back by rewinding) before the
+/// next is popped; a frame's RX chains are used in pop order, or all given
+/// back by rewinding to the first. One used element is written per buffer
+/// (the batching IN_ORDER allows is not used). The test drivers count any
+/// buffer used before an older one (`MockQueue::out_of_order`).
 pub const OFFERABLE_FEATURES: u64 = NET_FEATURES | feature::RING_PACKED;
 
 /// Configuration-space offsets (§5.1.4).

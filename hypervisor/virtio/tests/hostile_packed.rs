@@ -573,6 +573,32 @@ fn p23_read_only_rx_descriptor() {
 }
 
 #[test]
+fn p39_rx_frame_dropped_mid_merge_returns_its_buffers_in_order() {
+    // MRG_RXBUF: three good 128-byte buffers, then a read-only one. The
+    // frame needs eight: it is dropped at the fourth, and the four come
+    // back with length 0 in the order they were posted (IN_ORDER).
+    let mems = mems();
+    let (mut lab, mut drivers) = Lab::new(&mems, PACKED, FORMATS);
+    let mut v = restart_victim(&mut lab, &mems, SIZE);
+    assert_ne!(v.features & feature::IN_ORDER, 0);
+    let base = v.end();
+    let mut ids: Vec<u32> = (0..3u64)
+        .map(|k| u32::from(v.rx.add_chain(&[(base + 128 * k, 128, true)]).unwrap()))
+        .collect();
+    ids.push(u32::from(
+        v.rx.add_chain(&[(base + 384, 128, false)]).unwrap(),
+    ));
+    assert!(drivers[1].send(&frame([0xff; 6], MAC[1], 1000, 4)));
+    lab.run();
+    assert_eq!(lab.counters().rx_errors, 1);
+    let used: Vec<_> = std::iter::from_fn(|| v.rx.pop_used()).collect();
+    assert_eq!(used, ids.iter().map(|&id| (id, 0)).collect::<Vec<_>>());
+    assert_eq!((v.rx.out_of_order, v.rx.bad_returns), (0, 0));
+    lab.assert_live();
+    assert_others_forward(&mut lab, &mut drivers);
+}
+
+#[test]
 fn p24_rx_slots_rewritten_before_use_to_point_outside_ram() {
     // The guest rewrites its posted receive buffers' addresses (never
     // popped yet, so the device reads the new values): each frame is

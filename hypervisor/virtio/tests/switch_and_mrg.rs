@@ -382,6 +382,13 @@ fn mrg_run(format: RingFormat, features: u64, total: u32, seed: u64) {
         assert_eq!(d.rx.bad_returns + d.tx.bad_returns, 0);
         // Every receive buffer is either posted and unused or back with the driver: none leaked.
         assert_eq!(d.rx.outstanding_count(), d.rx.layout.size as usize);
+        // §2.7.9 / §2.8.9: with IN_ORDER every buffer is used in order.
+        assert_ne!(d.features & feature::IN_ORDER, 0, "IN_ORDER negotiated");
+        assert_eq!(
+            d.rx.out_of_order + d.tx.out_of_order,
+            0,
+            "a buffer used out of order"
+        );
     }
     assert!(kicks > 0);
 }
@@ -523,4 +530,35 @@ fn deferred_tx(format: RingFormat) {
         kicks * 10 < eager_kicks,
         "deferred mode kicked {kicks} times for 200 frames"
     );
+}
+
+/// The in-order check of the test driver (used by `mrg_run` above) catches
+/// a device that uses a later buffer first: two receive buffers made
+/// available, their used elements written by hand in reverse order.
+#[test]
+fn spec_2_7_9_the_in_order_check_catches_out_of_order_use() {
+    use chroma_mem::GuestMemory;
+    use chroma_virtio::mock::MockQueue;
+    use std::sync::atomic::Ordering;
+    let mem = VecMemory::new(0x4000_0000, 1 << 20);
+    let mut q = MockQueue::new(&mem, 0x4000_0000, 4);
+    let first = q.add_chain(&[(0x4001_0000, 64, true)]).unwrap();
+    let second = q.add_chain(&[(0x4001_1000, 64, true)]).unwrap();
+    let used = q.layout.used.raw();
+    for (slot, head) in [(0u64, second), (1, first)] {
+        let mut element = [0u8; 8];
+        element[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+        let at = chroma_mem::GuestPhysAddr::new(used + 4 + 8 * slot);
+        mem.write(at, &element).unwrap();
+    }
+    mem.store_u16(
+        chroma_mem::GuestPhysAddr::new(used + 2),
+        2,
+        Ordering::Release,
+    )
+    .unwrap();
+    assert_eq!(q.pop_used(), Some((u32::from(second), 0)));
+    assert_eq!(q.pop_used(), Some((u32::from(first), 0)));
+    assert_eq!(q.out_of_order, 1);
+    assert_eq!(q.bad_returns, 0);
 }
