@@ -599,6 +599,49 @@ fn p39_rx_frame_dropped_mid_merge_returns_its_buffers_in_order() {
 }
 
 #[test]
+fn p40_driver_laps_the_device_over_unused_slots() {
+    // The victim's receive ring is full (16 buffers posted, none used);
+    // its driver writes on into lap 2 over slots 0..4, which the device
+    // has not used. At slot 0 the device looks for lap 1's bits and finds
+    // lap 2's: the ring looks empty, so frames for the victim wait in its
+    // egress queue; nothing is written to the new buffers.
+    let mems = mems();
+    let (mut lab, mut drivers) = Lab::new(&mems, PACKED, FORMATS);
+    let elsewhere = drivers[V].end();
+    let p = prx(&mut drivers[V]);
+    assert_eq!(p.free_count(), 0, "the ring is full");
+    for k in 0..4u16 {
+        let addr = elsewhere + 2048 * u64::from(k);
+        p.write_descriptor(
+            k,
+            PackedDescriptor {
+                addr,
+                len: 2048,
+                id: k,
+                flags: 0,
+            },
+        );
+        p.write_flags(k, VIRTQ_DESC_F_WRITE | avail(false));
+    }
+    for tag in 0..3 {
+        assert!(drivers[1].send(&frame(MAC[V], MAC[1], 300, tag)));
+        lab.run();
+    }
+    lab.assert_live();
+    assert_eq!(lab.counters().rx_packets, 0);
+    assert_eq!(lab.switch.egress_len(V), 3, "the frames wait");
+    let mut untouched = vec![0u8; 4 * 2048];
+    mems[V]
+        .read(GuestPhysAddr::new(elsewhere), &mut untouched)
+        .unwrap();
+    assert!(
+        untouched.iter().all(|&b| b == 0),
+        "a lapped buffer was written"
+    );
+    assert_others_forward(&mut lab, &mut drivers);
+}
+
+#[test]
 fn p24_rx_slots_rewritten_before_use_to_point_outside_ram() {
     // The guest rewrites its posted receive buffers' addresses (never
     // popped yet, so the device reads the new values): each frame is
