@@ -738,64 +738,87 @@ const DRIVER_AREA: u64 = BASES[V] + 0x2000;
 const DEVICE_AREA: u64 = BASES[V] + 0x2004;
 const END: u64 = BASES[V] + RAM as u64;
 
-hostile!(p28_driver_event_area_outside_ram, PACKED, |lab, _d, _m| {
+/// The victim, reset and taking packed rings, programs queue 0 with
+/// `size` entries at `desc`, `driver`, `device`: QueueReady is refused
+/// with `want` and the device needs a reset.
+fn assert_layout_refused(
+    lab: &mut Lab,
+    size: u32,
+    (desc, driver, device): (u64, u64, u64),
+    want: VirtioError,
+) {
     to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
-    let r = set_queue(lab, 16, DESC, END, DEVICE_AREA);
-    assert_queue_refused(lab, r, out_of_range(END, 4));
+    let r = set_queue(lab, size, desc, driver, device);
+    assert_queue_refused(lab, r, want);
+}
+
+hostile!(p28_driver_event_area_outside_ram, PACKED, |lab, _d, _m| {
+    assert_layout_refused(lab, 16, (DESC, END, DEVICE_AREA), out_of_range(END, 4));
 });
 
 hostile!(p29_driver_event_area_misaligned, PACKED, |lab, _d, _m| {
-    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
-    let r = set_queue(lab, 16, DESC, DRIVER_AREA + 2, DEVICE_AREA);
-    assert_queue_refused(lab, r, VirtioError::MisalignedRing);
+    assert_layout_refused(
+        lab,
+        16,
+        (DESC, DRIVER_AREA + 2, DEVICE_AREA),
+        VirtioError::MisalignedRing,
+    );
 });
 
 hostile!(p30_device_event_area_outside_ram, PACKED, |lab, _d, _m| {
-    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
-    let r = set_queue(lab, 16, DESC, DRIVER_AREA, END);
-    assert_queue_refused(lab, r, out_of_range(END, 4));
+    assert_layout_refused(lab, 16, (DESC, DRIVER_AREA, END), out_of_range(END, 4));
 });
 
 hostile!(p31_device_event_area_misaligned, PACKED, |lab, _d, _m| {
-    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
-    let r = set_queue(lab, 16, DESC, DRIVER_AREA, DEVICE_AREA + 1);
-    assert_queue_refused(lab, r, VirtioError::MisalignedRing);
+    assert_layout_refused(
+        lab,
+        16,
+        (DESC, DRIVER_AREA, DEVICE_AREA + 1),
+        VirtioError::MisalignedRing,
+    );
 });
 
 hostile!(p32_descriptor_ring_misaligned, PACKED, |lab, _d, _m| {
-    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
-    let r = set_queue(lab, 16, DESC + 8, DRIVER_AREA, DEVICE_AREA);
-    assert_queue_refused(lab, r, VirtioError::MisalignedRing);
+    assert_layout_refused(
+        lab,
+        16,
+        (DESC + 8, DRIVER_AREA, DEVICE_AREA),
+        VirtioError::MisalignedRing,
+    );
 });
 
 hostile!(
     p33_descriptor_ring_over_the_end_of_ram,
     PACKED,
     |lab, _d, _m| {
-        to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
         let desc = END - 16 * 15;
-        let r = set_queue(lab, 16, desc, DRIVER_AREA, DEVICE_AREA);
-        assert_queue_refused(lab, r, out_of_range(desc, 256));
+        let want = out_of_range(desc, 256);
+        assert_layout_refused(lab, 16, (desc, DRIVER_AREA, DEVICE_AREA), want);
     }
 );
 
 hostile!(p34_queue_size_above_queue_num_max, PACKED, |lab, _d, _m| {
-    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
     assert_eq!(lab.devs[V].mmio_read(reg::QUEUE_NUM_MAX, 4), Ok(256));
-    let r = set_queue(lab, 257, DESC, DRIVER_AREA, DEVICE_AREA);
-    assert_queue_refused(lab, r, VirtioError::InvalidQueueSize);
+    let want = VirtioError::InvalidQueueSize;
+    assert_layout_refused(lab, 257, (DESC, DRIVER_AREA, DEVICE_AREA), want);
 });
 
 hostile!(p35_queue_size_zero, PACKED, |lab, _d, _m| {
-    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
-    let r = set_queue(lab, 0, DESC, DRIVER_AREA, DEVICE_AREA);
-    assert_queue_refused(lab, r, VirtioError::InvalidQueueSize);
+    assert_layout_refused(
+        lab,
+        0,
+        (DESC, DRIVER_AREA, DEVICE_AREA),
+        VirtioError::InvalidQueueSize,
+    );
 });
 
 hostile!(p36_queue_size_beyond_16_bits, PACKED, |lab, _d, _m| {
-    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
-    let r = set_queue(lab, 0x1_0010, DESC, DRIVER_AREA, DEVICE_AREA);
-    assert_queue_refused(lab, r, VirtioError::InvalidQueueSize);
+    assert_layout_refused(
+        lab,
+        0x1_0010,
+        (DESC, DRIVER_AREA, DEVICE_AREA),
+        VirtioError::InvalidQueueSize,
+    );
 });
 
 /// §2.8: a packed queue's size need not be a power of two (the split
