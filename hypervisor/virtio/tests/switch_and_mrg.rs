@@ -362,6 +362,7 @@ fn run_once(sw: &mut Switch, devs: &mut [VirtioNet], mems: &[VecMemory], now: u6
 /// accounting (no leak, no double return) and num_buffers checked.
 fn mrg_run(format: RingFormat, features: u64, total: u32, seed: u64) {
     let (mems, mut devs, mut drivers) = two_vms(format, features, 128, 256);
+    let started = std::time::Instant::now();
     assert_eq!(
         drivers[0].features & net_feature::MRG_RXBUF != 0,
         features & net_feature::MRG_RXBUF != 0
@@ -425,6 +426,13 @@ fn mrg_run(format: RingFormat, features: u64, total: u32, seed: u64) {
         );
     }
     assert!(kicks > 0);
+    let elapsed = started.elapsed();
+    eprintln!(
+        "mrg {format:?} (EVENT_IDX {}): {total} frames in {} ms, {} kicks",
+        features & feature::EVENT_IDX != 0,
+        elapsed.as_millis(),
+        kicks
+    );
 }
 
 #[test]
