@@ -195,9 +195,20 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
         let _ = self.mem.write(gpa(at), &d.to_bytes());
     }
 
+    /// Records `id` as made available, for the in-order count. A driver
+    /// never has more buffers out than the queue has entries, so the
+    /// record keeps at most that many: a user that re-posts buffers without
+    /// reaping them ([`Self::pop_used`]) does not make it grow without end.
+    fn remember_avail(&mut self, id: u16) {
+        if self.avail_order.len() >= usize::from(self.layout.size.max(1)) {
+            self.avail_order.pop_front();
+        }
+        self.avail_order.push_back(u32::from(id));
+    }
+
     /// Puts `head` in the next avail slot and publishes avail.idx (Release).
     pub fn push_avail(&mut self, head: u16) {
-        self.avail_order.push_back(u32::from(head));
+        self.remember_avail(head);
         if let Some(o) = self.outstanding.get_mut(usize::from(head)) {
             *o = true;
         }
@@ -245,7 +256,7 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
     pub fn add_chain(&mut self, buffers: &[(u64, u32, bool)]) -> Option<u16> {
         if let Some(p) = &mut self.packed {
             let id = p.add_chain(buffers)?;
-            self.avail_order.push_back(u32::from(id));
+            self.remember_avail(id);
             return Some(id);
         }
         if buffers.is_empty() || buffers.len() > self.free.len() {
@@ -284,7 +295,7 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
     pub fn add_indirect(&mut self, table: u64, buffers: &[(u64, u32, bool)]) -> Option<u16> {
         if let Some(p) = &mut self.packed {
             let id = p.add_indirect(table, buffers)?;
-            self.avail_order.push_back(u32::from(id));
+            self.remember_avail(id);
             return Some(id);
         }
         let head = self.free.pop()?;

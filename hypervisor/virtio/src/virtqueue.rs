@@ -85,6 +85,7 @@ pub enum Chain {
 impl Chain {
     /// The next buffer of the chain, `None` at its end; an error is fatal
     /// for the queue.
+    #[inline(always)]
     pub fn next_descriptor<M: GuestMemory>(
         &mut self,
         mem: &M,
@@ -127,6 +128,7 @@ impl Virtqueue {
     }
 
     /// Whether the queue is live.
+    #[inline(always)]
     pub fn ready(&self) -> bool {
         match self {
             Virtqueue::Split(q) => q.ready(),
@@ -161,6 +163,7 @@ impl Virtqueue {
     /// Buffers used so far, modulo 2^16: a split queue's next `used.idx`;
     /// for a packed queue a running count of used buffers (the packed ring
     /// has no used index, §2.8).
+    #[inline(always)]
     pub fn next_used(&self) -> Wrapping<u16> {
         match self {
             Virtqueue::Split(q) => q.next_used(),
@@ -169,6 +172,7 @@ impl Virtqueue {
     }
 
     /// Whether used elements were added since the last publish.
+    #[inline(always)]
     pub fn has_unpublished_used(&self) -> bool {
         match self {
             Virtqueue::Split(q) => q.has_unpublished_used(),
@@ -178,6 +182,7 @@ impl Virtqueue {
 
     /// Whether the driver made a chain available that the device has not
     /// taken.
+    #[inline(always)]
     pub fn has_available<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, VirtioError> {
         match self {
             Virtqueue::Split(q) => q.has_available(mem),
@@ -189,6 +194,7 @@ impl Virtqueue {
     /// token and a walker over its buffers. A packed chain must be walked
     /// to its end before the next [`Self::add_used`] (a used descriptor may
     /// overwrite its slots).
+    #[inline(always)]
     pub fn pop<M: GuestMemory>(&mut self, mem: &M) -> Result<Option<(Popped, Chain)>, VirtioError> {
         match self {
             Virtqueue::Split(q) => {
@@ -215,6 +221,7 @@ impl Virtqueue {
 
     /// Gives back `first` and every chain popped after it, none of them
     /// used: a later [`Self::pop`] returns them again.
+    #[inline(always)]
     pub fn rewind_to(&mut self, first: &Popped) {
         match (self, first.mark) {
             (Virtqueue::Split(q), AvailMark::Split(mark)) => q.rewind((q.next_avail() - mark).0),
@@ -227,6 +234,7 @@ impl Virtqueue {
 
     /// Returns `chain` to the driver with `len` bytes written; visible at
     /// the next [`Self::publish_used`].
+    #[inline(always)]
     pub fn add_used<M: GuestMemory>(
         &mut self,
         mem: &M,
@@ -241,6 +249,7 @@ impl Virtqueue {
 
     /// Publishes the used elements added so far (Release) and says whether
     /// the driver asked to be interrupted (§2.7.10, §2.8.10).
+    #[inline(always)]
     pub fn publish_used<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, VirtioError> {
         match self {
             Virtqueue::Split(q) => q.publish_used(mem),
@@ -250,6 +259,7 @@ impl Virtqueue {
 
     /// Asks the driver to notify at its next available chain, then looks
     /// again after a full barrier; returns whether one is available now.
+    #[inline(always)]
     pub fn enable_notification<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, VirtioError> {
         match self {
             Virtqueue::Split(q) => q.enable_notification(mem),
@@ -260,6 +270,7 @@ impl Virtqueue {
     /// Asks the driver not to notify until `ahead` more chains (split) or
     /// slots (packed) are available (EVENT_IDX), the device polling
     /// meanwhile; returns whether one is available now.
+    #[inline(always)]
     pub fn suppress_notification<M: GuestMemory>(
         &mut self,
         mem: &M,
