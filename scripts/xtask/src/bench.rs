@@ -328,7 +328,8 @@ fn run_device_model(mut command: Command) -> Result<Vec<DeviceModelRow>> {
 }
 
 /// One row of the device model's table: `bytes batch chroma virtio-queue
-/// copy vq/chroma chroma/copy (driver side alone: ...)`, in ns/frame.
+/// copy vq/chroma chroma/copy (driver side alone: ...; chroma on packed
+/// rings: ...)`, in ns/frame.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct DeviceModelRow {
     frame_bytes: u64,
@@ -336,7 +337,12 @@ struct DeviceModelRow {
     chroma: f64,
     virtio_queue: f64,
     copy: f64,
+    /// chroma's path on packed rings, if the row has it.
+    packed: Option<f64>,
 }
+
+/// What precedes the packed-ring figure in a device model row.
+const PACKED_WORDS: &str = "chroma on packed rings:";
 
 impl DeviceModelRow {
     /// The row on `line`, none when it is not one (the title, the header).
@@ -345,27 +351,41 @@ impl DeviceModelRow {
         let frame_bytes = words.next()?.parse().ok()?;
         let batch = words.next()?.parse().ok()?;
         let mut next_float = || words.next()?.parse::<f64>().ok();
+        let (chroma, virtio_queue, copy) = (next_float()?, next_float()?, next_float()?);
+        let packed = line.split_once(PACKED_WORDS).and_then(|(_, rest)| {
+            rest.trim_start()
+                .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .next()?
+                .parse()
+                .ok()
+        });
         Some(DeviceModelRow {
             frame_bytes,
             batch,
-            chroma: next_float()?,
-            virtio_queue: next_float()?,
-            copy: next_float()?,
+            chroma,
+            virtio_queue,
+            copy,
+            packed,
         })
     }
 
     /// The row as a figure: chroma's ns/frame beside virtio-queue's and the copy's.
     fn figure(&self) -> Figure {
-        Figure::new(
+        let figure = Figure::new(
             names::device_model(self.frame_bytes, self.batch),
             self.chroma,
             "ns/frame",
             Better::Lower,
         )
         .peer("virtio-queue", self.virtio_queue)
-        .peer("copy", self.copy)
-        .param("frame_bytes", self.frame_bytes)
-        .param("batch", self.batch)
+        .peer("copy", self.copy);
+        let figure = match self.packed {
+            Some(packed) => figure.peer("chroma-packed", packed),
+            None => figure,
+        };
+        figure
+            .param("frame_bytes", self.frame_bytes)
+            .param("batch", self.batch)
     }
 }
 
@@ -805,9 +825,14 @@ mod tests {
                 batch: 1,
                 chroma: 91.5,
                 virtio_queue: 150.2,
-                copy: 20.1
+                copy: 20.1,
+                packed: None,
             }
         );
+        let with_packed = "  1500    32      114.6         174.5       28.1          1.52x          4.07x  (driver side alone: 8.8; chroma on packed rings: 172.5)";
+        let packed_row = DeviceModelRow::parse(with_packed).unwrap();
+        assert_eq!(packed_row.packed, Some(172.5));
+        assert_eq!(packed_row.figure().peer_value("chroma-packed"), Some(172.5));
         let figure = row.figure();
         assert_eq!(figure.name, "device_model.ns_per_frame.64B.batch1");
         assert_eq!(figure.peer_value("virtio-queue"), Some(150.2));
