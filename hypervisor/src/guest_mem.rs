@@ -143,14 +143,19 @@ impl VmMemory {
         }
     }
 
-    /// Starts over with the maintenance `policy` asks for (counts from
-    /// zero); what is reached uncached stays.
+    /// Starts over with the maintenance `policy` asks for (its line count
+    /// from zero); what is reached uncached stays.
     pub fn set_policy(&mut self, policy: Policy, window: (u64, u64)) {
         self.hooks = Self::hooks(policy, window);
-        self.uncached_accesses.set(0);
     }
 
-    /// Accesses made through the Non-cacheable ring alias so far.
+    /// Whether the policy maintains (the view has maintenance hooks).
+    pub fn maintains(&self) -> bool {
+        matches!(self.hooks, Hooks::Maintain(_))
+    }
+
+    /// Accesses made through the Non-cacheable ring alias since the VM was
+    /// created.
     pub fn uncached_accesses(&self) -> u64 {
         self.uncached_accesses.get()
     }

@@ -13,7 +13,9 @@
 //! once), which [`usage`] reports for the console's Ctrl-A s line and the
 //! soak run (`cargo xtask soak`) watches for leaks.
 //!
-//! Lock order: `FRAMES` and the heap's lock are leaf locks.
+//! Lock order: `EL2_TABLES` (taken under a NIC's state lock when a packed
+//! ring's Non-cacheable alias is mapped or unmapped), then `FRAMES`;
+//! `FRAMES` and the heap's lock are leaf locks.
 
 use crate::platform_info::BoardInfo;
 #[cfg(target_arch = "aarch64")]
@@ -169,21 +171,9 @@ pub fn ring_alias_slot() -> Option<u64> {
 /// Normal Non-cacheable, read/write, never executable. `va` must be
 /// unmapped ([`unmap_ring_alias_page`] first).
 pub fn map_ring_alias_page(va: u64, pa: u64) -> Result<(), chroma_core::pagetable::MapError> {
-    let mut tables = EL2_TABLES.lock();
-    let map = tables
-        .as_mut()
-        .ok_or(chroma_core::pagetable::MapError::OutOfMemory)?;
-    map.map::<El2Stage1Format, _>(
-        &mut PhysTables,
-        va,
-        HostPhysAddr::new(pa),
-        PAGE_SIZE,
-        Attributes::DATA_NON_CACHEABLE,
-    )?;
     // The entry replaces an invalid one (break-before-make holds: the
-    // unmap invalidated any old translation); make it usable at once.
-    crate::arch::cpu::publish_new_mappings();
-    Ok(())
+    // unmap invalidated any old translation).
+    map_after_boot(va, pa, PAGE_SIZE, Attributes::DATA_NON_CACHEABLE)
 }
 
 /// Removes the page at `va` from the ring alias window and the TLBs of
@@ -492,20 +482,25 @@ pub fn clean_data_caches_at_boot() -> bool {
     true
 }
 
-/// Maps `len` bytes of guest RAM at physical `pa` at the alias `va`/// Maps `len` bytes of guest RAM at physical `pa` at the alias `va`
+/// Maps `len` bytes of guest RAM at physical `pa` at the alias `va`
 /// (normal memory, read/write, never executable).
 pub fn map_alias(va: u64, pa: u64, len: u64) -> Result<(), chroma_core::pagetable::MapError> {
+    map_after_boot(va, pa, len, Attributes::DATA)
+}
+
+/// Maps `len` bytes at physical `pa` at `va` in the live EL2 tables, where
+/// nothing is mapped yet (the tables refuse an overlap).
+fn map_after_boot(
+    va: u64,
+    pa: u64,
+    len: u64,
+    attributes: Attributes,
+) -> Result<(), chroma_core::pagetable::MapError> {
     let mut tables = EL2_TABLES.lock();
     let map = tables
         .as_mut()
         .ok_or(chroma_core::pagetable::MapError::OutOfMemory)?;
-    map.map::<El2Stage1Format, _>(
-        &mut PhysTables,
-        va,
-        HostPhysAddr::new(pa),
-        len,
-        Attributes::DATA,
-    )?;
+    map.map::<El2Stage1Format, _>(&mut PhysTables, va, HostPhysAddr::new(pa), len, attributes)?;
     // New entries replace invalid ones: no break-before-make needed, but the
     // walker must see them before the first access.
     crate::arch::cpu::publish_new_mappings();

@@ -347,6 +347,20 @@ pub fn mmio(
         }
         MmioAction::None => {}
     }
+    // A queue made ready while the driver runs (§3.1.1 has the driver set
+    // them up before DRIVER_OK, but a late one must not be reached through
+    // the wrong alias): the rings' aliases are chosen again.
+    if write.is_some() && offset == chroma_virtio::mmio::reg::QUEUE_READY {
+        let mut guard = nic.state.lock();
+        if guard.device.is_live() {
+            let NicState { device, memory } = &mut *guard;
+            let access = ring_access(device, memory);
+            drop(guard);
+            if matches!(access, RingAccess::PackedRefused(_)) && vm.notice_allowed() {
+                log::info!("vm {}: queue made ready late: {access}", vm.name);
+            }
+        }
+    }
     value
 }
 
@@ -378,7 +392,7 @@ fn choose_policy(vm: &crate::vm::Vm, nic: &Nic, cached: bool) {
         let mut guard = nic.state.lock();
         let NicState { device, memory } = &mut *guard;
         memory.set_policy(policy, crate::mm::alias_window());
-        ring_access(device, memory, policy)
+        ring_access(device, memory)
     };
     if !vm.notice_allowed() {
         return;
@@ -425,22 +439,19 @@ impl core::fmt::Display for RingAccess {
     }
 }
 
-/// At DRIVER_OK: if the driver took the packed ring and `policy`
-/// maintains, reach every live queue's descriptor ring and event
-/// suppression structures (§2.8.10, §2.8.14) through the Non-cacheable
-/// alias; otherwise through the cacheable one, as split rings always are.
-fn ring_access(
-    device: &mut VirtioNet,
-    memory: &mut VmMemory,
-    policy: chroma_cache::Policy,
-) -> RingAccess {
+/// At DRIVER_OK (and a queue made ready after it): if the driver took the
+/// packed ring and `memory`'s policy maintains, reach every live queue's
+/// descriptor ring and event suppression structures (§2.8.10, §2.8.14)
+/// through the Non-cacheable alias; otherwise through the cacheable one, as
+/// split rings always are.
+fn ring_access(device: &mut VirtioNet, memory: &mut VmMemory) -> RingAccess {
     use chroma_virtio::packed::EVENT_SUPPRESSION_BYTES;
     use chroma_virtio::queue::DESCRIPTOR_SIZE;
     memory.forget_rings();
     if !device.has_feature(chroma_virtio::mmio::feature::RING_PACKED) {
         return RingAccess::Split;
     }
-    if !policy.maintains() {
+    if !memory.maintains() {
         return RingAccess::PackedCached;
     }
     let mut parts = [(chroma_mem::GuestPhysAddr::new(0), 0u64); crate::guest_mem::RING_PARTS];

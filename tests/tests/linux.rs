@@ -15,7 +15,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use chroma_systest::{free_port, guest_image, start_with, workspace_root, Board, Outcome, Running};
+use chroma_systest::{
+    free_port, guest_image, start_with, with_ring, workspace_root, Board, Outcome, Running,
+};
 
 /// The shell's banner: the console shell is up and reads its input.
 const SHELL_UP: &str = "built-in shell (ash)";
@@ -335,24 +337,28 @@ fn virtio_features(run: &Outcome, vm: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether VM `vm`'s one virtio device (its NIC) negotiated the packed
-/// ring, from its `/sys/bus/virtio/devices/*/features` (checked to be a
-/// virtio 1 features string first).
-fn negotiated_packed(run: &Outcome, vm: &str) -> bool {
+/// For each features string VM `vm` printed (its one virtio device, its
+/// NIC, once per boot), whether the packed ring was negotiated; each
+/// checked to be a virtio 1 features string first.
+fn negotiated_packed(run: &Outcome, vm: &str, boots: usize) -> Vec<bool> {
     let features = virtio_features(run, vm);
     assert_eq!(
         features.len(),
-        1,
-        "VM {vm}: one virtio device's features expected, got {features:?}; it printed:\n{}",
+        boots,
+        "VM {vm}: one virtio device's features per boot expected, got {features:?}; it printed:\n{}",
         run.vm_lines(vm).join("\n")
     );
-    let bits = features[0].as_bytes();
-    assert!(
-        bits.len() > RING_PACKED_BIT && bits[VERSION_1_BIT] == b'1',
-        "VM {vm}: not a virtio 1 features string: {}",
-        features[0]
-    );
-    bits[RING_PACKED_BIT] == b'1'
+    features
+        .iter()
+        .map(|bits| {
+            let bytes = bits.as_bytes();
+            assert!(
+                bytes.len() > RING_PACKED_BIT && bytes[VERSION_1_BIT] == b'1',
+                "VM {vm}: not a virtio 1 features string: {bits}"
+            );
+            bytes[RING_PACKED_BIT] == b'1'
+        })
+        .collect()
 }
 
 /// How a 64 MiB TCP run is set up.
@@ -417,7 +423,7 @@ fn tcp_64mib(setup: TcpRun) {
         "{}{}{}",
         switch(false),
         with_ring(
-            linux_vm_of(
+            &linux_vm_of(
                 aarch32,
                 "server",
                 1,
@@ -428,7 +434,7 @@ fn tcp_64mib(setup: TcpRun) {
             rings[0]
         ),
         with_ring(
-            linux_vm(
+            &linux_vm(
                 "client",
                 1,
                 "256M",
@@ -466,6 +472,18 @@ fn tcp_64mib(setup: TcpRun) {
     wait_shell(&run, "server", 1, 5);
     run.type_text(&format!("{FEATURES_COMMAND}\n"));
     run.wait_for("server", "/features:", 10);
+    // In the forced mode the server reboots once: its reset unmaps the NC
+    // alias (and drops it from every TLB), the new driver's DRIVER_OK maps
+    // its new rings.
+    let server_boots = if forced { 2 } else { 1 };
+    if forced {
+        run.type_text("reboot -f\n");
+        run.wait_for("chroma", "vm server: SYSTEM_RESET", 60);
+        run.wait_for_nth("server", SHELL_UP, 2, 120);
+        std::thread::sleep(Duration::from_millis(500));
+        run.type_text(&format!("{FEATURES_COMMAND}\n"));
+        run.wait_for_nth("server", "/features:", 2, 10);
+    }
     run.type_text("poweroff -f\n");
     let outcome = run.finish(30);
     let (served, bytes, _) = digest_line(&outcome, "server", "serve");
@@ -476,10 +494,14 @@ fn tcp_64mib(setup: TcpRun) {
     assert_eq!(fetched_bytes, 64 << 20, "{line}");
     outcome.assert_vm_printed_containing("client", "linux-guest: run exit 0");
     eprintln!("throughput: {line}");
-    for (vm, ring) in ["server", "client"].into_iter().zip(rings) {
+    for ((vm, ring), boots) in ["server", "client"]
+        .into_iter()
+        .zip(rings)
+        .zip([server_boots, 1])
+    {
         assert_eq!(
-            negotiated_packed(&outcome, vm),
-            ring == "packed",
+            negotiated_packed(&outcome, vm, boots),
+            vec![ring == "packed"; boots],
             "VM {vm} with ring = {ring:?}: VIRTIO_F_RING_PACKED negotiated or not"
         );
         // How the device reaches that ring (`nic::choose_policy`'s line).
@@ -489,12 +511,14 @@ fn tcp_64mib(setup: TcpRun) {
             _ => "split ring",
         };
         let policy_line = format!("vm {vm}: NIC driver up");
-        assert!(
+        assert_eq!(
             outcome
                 .hypervisor_lines()
                 .iter()
-                .any(|l| l.contains(&policy_line) && l.trim_end().ends_with(access)),
-            "no {policy_line:?} line ending {access:?}:\n{}",
+                .filter(|l| l.contains(&policy_line) && l.trim_end().ends_with(access))
+                .count(),
+            boots,
+            "{policy_line:?} lines ending {access:?}:\n{}",
             outcome.hypervisor_lines().join("\n")
         );
     }
@@ -512,15 +536,17 @@ fn tcp_64mib(setup: TcpRun) {
             assert_eq!(uncached, 0.0, "VM {vm}: NC alias used with {ring:?} rings");
         }
     }
-    if forced {
-        assert!(
-            outcome
-                .hypervisor_lines()
-                .iter()
-                .any(|l| l.contains("ColourAndMaintain (forced)")),
-            "the forced policy was not in force"
-        );
-    }
+    // The boot's cache line says whether the forced policy was in force.
+    let caches = outcome
+        .hypervisor_lines()
+        .into_iter()
+        .find(|l| l.contains("chroma: caches: "))
+        .unwrap_or_default();
+    assert_eq!(
+        caches.contains("ColourAndMaintain (forced)"),
+        forced,
+        "{caches}"
+    );
     print_counters(&outcome);
     outcome.assert_all_stopped(2, 0);
     outcome.assert_success();
@@ -543,12 +569,6 @@ fn nc_accesses_per_packet(run: &Outcome, vm: &str) -> f64 {
         .next()
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| panic!("unreadable {KEY:?} in {line}"))
-}
-
-/// A `[[vm]]` whose `[[vm.net]]` gets `ring = <ring>`.
-fn with_ring(vm: String, ring: &str) -> String {
-    assert!(vm.contains("[[vm.net]]"), "{vm}");
-    format!("{}\nring = {ring:?}\n\n", vm.trim_end())
 }
 
 /// `sha256sum` of what the shell command `shell` writes to stdout (empty if it failed).

@@ -4,8 +4,8 @@
 
 use chroma_manifest::{
     GuestArch,
-    CacheMode, Manifest, ManifestBuilder, ManifestError, NetSpec, RingLayout, Options, VmInput, MAX_VCPUS,
-    MEMORY_ALIGN,
+    CacheMode, Manifest, ManifestBuilder, ManifestError, NetSpec, Options, RingLayout, VmInput,
+    MAX_VCPUS, MEMORY_ALIGN,
 };
 
 use crate::{Bytes, Outcome};

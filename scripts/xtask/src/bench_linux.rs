@@ -65,7 +65,8 @@ pub fn run(args: &BenchArgs, images: &Images, peers: &Peers, results: &mut Resul
     Ok(())
 }
 
-/// A Linux `[[vm]]` for a bench configuration.
+/// A Linux `[[vm]]` for a bench configuration, with a NIC on lan0 when
+/// `nic` gives its MAC and ring layout.
 fn linux_vm(
     name: &str,
     kernel: &Path,
@@ -73,8 +74,7 @@ fn linux_vm(
     memory: &str,
     vcpus: u32,
     words: &str,
-    mac: Option<&str>,
-    ring: Ring,
+    nic: Option<(&str, Ring)>,
 ) -> String {
     let mut text = format!(
         "[[vm]]\nname = {name:?}\nkernel = {:?}\ninitrd = {:?}\nmemory = {memory:?}\nvcpus = {vcpus}\ncmdline = {:?}\n",
@@ -82,7 +82,7 @@ fn linux_vm(
         initrd.display().to_string(),
         format!("{BASE_CMDLINE} {words}").trim_end()
     );
-    if let Some(mac) = mac {
+    if let Some((mac, ring)) = nic {
         text.push_str(&format!(
             "[[vm.net]]\nswitch = \"lan0\"\nmac = {mac:?}\nring = {:?}\n",
             ring.key()
@@ -339,7 +339,7 @@ fn boot(
 ) -> Result<()> {
     let text = format!(
         "# One Linux VM, written by `cargo xtask bench`.\n{}",
-        linux_vm("linux", kernel, initrd, "256M", 2, "", None, Ring::Packed)
+        linux_vm("linux", kernel, initrd, "256M", 2, "", None)
     );
     let timeout = Duration::from_secs(args.timeout.max(60));
     let mut chroma = Vec::new();
@@ -499,8 +499,8 @@ fn transfer_under_chroma(
 ) -> Result<Transfer> {
     let text = format!(
         "# Two Linux VMs on one switch, written by `cargo xtask bench`.\n[[switch]]\nname = \"lan0\"\n\n{}{}",
-        linux_vm("server", kernel, initrd, "256M", 1, &format!("{SERVER_WORDS}{TRANSFER_MIB}"), Some("52:54:00:12:34:21"), ring),
-        linux_vm("client", kernel, initrd, "256M", 1, &client_words(), Some("52:54:00:12:34:22"), ring),
+        linux_vm("server", kernel, initrd, "256M", 1, &format!("{SERVER_WORDS}{TRANSFER_MIB}"), Some(("52:54:00:12:34:21", ring))),
+        linux_vm("client", kernel, initrd, "256M", 1, &client_words(), Some(("52:54:00:12:34:22", ring))),
     );
     let mut qemu = Watched::start_with(
         chroma_command(
