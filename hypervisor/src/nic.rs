@@ -10,7 +10,9 @@
 //! Lock order (outer to inner): a switch's `SwitchState`, then the
 //! `NicState`s of its ports in port order, then a VM's `vgic`. A transport
 //! access takes only its `NicState` and releases it before it runs the
-//! switch.
+//! switch. Mapping or unmapping a packed ring's Non-cacheable alias
+//! (`ring_access`, a reset) takes the EL2 tables' lock (`mm`) under a
+//! `NicState`.
 //!
 //! Bounded work (issue 10): one lock hold of a switch and its members
 //! (interrupts masked, at EL2) is one [`Switch::run`], whose work is bounded
