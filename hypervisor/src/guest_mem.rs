@@ -14,7 +14,10 @@
 use crate::arch::CacheOps;
 use chroma_cache::policy::MaintenanceStats;
 use chroma_cache::{MaintainHooks, Policy};
-use chroma_mem::{CacheHooks, GuestMemory, GuestPhysAddr, HostSpan, HostVirtAddr, MemError};
+use chroma_mem::{
+    CacheHooks, GuestMemory, GuestPhysAddr, HostPhysAddr, HostSpan, HostVirtAddr, MemError, Region,
+    RegionTable,
+};
 use core::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 
 /// The hooks of one device's view: none, or maintenance by line.
@@ -47,17 +50,6 @@ impl CacheHooks for Hooks {
 /// the two event suppression structures of each of its two queues.
 pub const RING_PARTS: usize = 6;
 
-/// A ring part reached through the Non-cacheable alias.
-#[derive(Clone, Copy, Debug, Default)]
-struct UncachedPart {
-    /// Its guest-physical start ...
-    gpa: u64,
-    /// ... and length.
-    len: u64,
-    /// Where `gpa` is in the Non-cacheable alias.
-    va: u64,
-}
-
 /// Why a ring's Non-cacheable alias was not made (the ring is then reached
 /// through the cacheable alias, with maintenance).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,8 +58,10 @@ pub enum RingAliasError {
     NoSlot,
     /// The parts need more pages than a slot holds.
     SlotFull,
-    /// A part is not inside the VM's RAM.
+    /// A ring part is not inside the VM's RAM.
     OutOfRange,
+    /// Two ring parts overlap.
+    Overlap,
     /// The EL2 tables refused the mapping.
     Map(chroma_core::pagetable::MapError),
 }
@@ -78,6 +72,7 @@ impl core::fmt::Display for RingAliasError {
             RingAliasError::NoSlot => f.write_str("no slot left in the ring alias window"),
             RingAliasError::SlotFull => f.write_str("the ring parts span more pages than a slot"),
             RingAliasError::OutOfRange => f.write_str("a ring part lies outside guest RAM"),
+            RingAliasError::Overlap => f.write_str("two ring parts overlap"),
             RingAliasError::Map(e) => write!(f, "EL2 mapping refused: {e}"),
         }
     }
@@ -95,9 +90,9 @@ pub struct VmMemory {
     ring_slot: Option<u64>,
     /// Pages mapped at the start of the slot now.
     ring_pages: u64,
-    /// The ring parts reached through the slot: the first `uncached_count`.
-    uncached: [UncachedPart; RING_PARTS],
-    uncached_count: usize,
+    /// The ring parts reached through the slot (`host_virt` in the
+    /// Non-cacheable alias); an access wholly inside one goes there.
+    uncached: RegionTable,
     /// Accesses that went through the Non-cacheable alias (the NIC line's
     /// evidence that the rings, and only they, are reached there).
     uncached_accesses: core::cell::Cell<u64>,
@@ -124,8 +119,7 @@ impl VmMemory {
             hooks: Self::hooks(policy, window),
             ring_slot,
             ring_pages: 0,
-            uncached: [UncachedPart::default(); RING_PARTS],
-            uncached_count: 0,
+            uncached: RegionTable::new(),
             uncached_accesses: core::cell::Cell::new(0),
         }
     }
@@ -208,23 +202,20 @@ impl VmMemory {
                         )
                     };
                 }
-                Ok(UncachedPart {
-                    gpa: gpa.raw(),
-                    len,
-                    va: part_va + (gpa.raw() - first_page),
+                let part = Region {
+                    guest: gpa,
+                    host_phys: HostPhysAddr::new(self.ram_pa + (gpa.raw() - self.ipa)),
+                    host_virt: HostVirtAddr::new(part_va + (gpa.raw() - first_page)),
+                    size: len,
+                };
+                self.uncached.add(part).map_err(|e| match e {
+                    MemError::Overlap => RingAliasError::Overlap,
+                    _ => RingAliasError::SlotFull,
                 })
             });
-            match result {
-                Ok(part) => {
-                    if let Some(entry) = self.uncached.get_mut(self.uncached_count) {
-                        *entry = part;
-                        self.uncached_count += 1;
-                    }
-                }
-                Err(e) => {
-                    self.forget_rings();
-                    return Err(e);
-                }
+            if let Err(e) = result {
+                self.forget_rings();
+                return Err(e);
             }
         }
         Ok(())
@@ -234,7 +225,7 @@ impl VmMemory {
     /// through the cacheable alias again, and the slot's pages are
     /// unmapped, from the tables and every CPU's TLB.
     pub fn forget_rings(&mut self) {
-        self.uncached_count = 0;
+        self.uncached = RegionTable::new();
         if let Some(slot) = self.ring_slot {
             let page = chroma_core::pagetable::PAGE_SIZE;
             for i in 0..self.ring_pages {
@@ -269,28 +260,21 @@ impl VmMemory {
     /// maintenance then), else in the cacheable alias with the hooks.
     fn locate(&self, gpa: GuestPhysAddr, len: u64) -> Result<Access<'_>, MemError> {
         let va = self.translate(gpa, len)?;
-        // `translate` checked that gpa + len does not overflow.
-        let end = gpa.raw() + len;
-        let uncached = self.uncached.get(..self.uncached_count).unwrap_or(&[]);
-        Ok(
-            match uncached
-                .iter()
-                .find(|part| gpa.raw() >= part.gpa && end <= part.gpa + part.len)
-            {
-                Some(part) => {
-                    self.uncached_accesses
-                        .set(self.uncached_accesses.get().wrapping_add(1));
-                    Access {
-                        va: part.va + (gpa.raw() - part.gpa),
-                        hooks: None,
-                    }
+        Ok(match self.uncached.translate(gpa, len) {
+            Ok((part, offset)) => {
+                self.uncached_accesses
+                    .set(self.uncached_accesses.get().wrapping_add(1));
+                Access {
+                    va: part.host_virt.raw() + offset,
+                    hooks: None,
                 }
-                None => Access {
-                    va,
-                    hooks: Some(&self.hooks),
-                },
+            }
+            // Not (wholly) inside one uncached part: the cacheable alias.
+            Err(_) => Access {
+                va,
+                hooks: Some(&self.hooks),
             },
-        )
+        })
     }
 }
 
