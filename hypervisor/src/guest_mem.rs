@@ -50,8 +50,9 @@ impl CacheHooks for Hooks {
 /// the two event suppression structures of each of its two queues.
 pub const RING_PARTS: usize = 6;
 
-/// Why a ring's Non-cacheable alias was not made (the ring is then reached
-/// through the cacheable alias, with maintenance).
+/// Why a ring's Non-cacheable alias was not made (nothing is reached
+/// uncached then, and the caller fails the device rather than run a packed
+/// ring through the maintained cacheable alias).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RingAliasError {
     /// The NIC has no slot in the ring alias window.

@@ -357,7 +357,12 @@ pub fn mmio(
         if guard.device.is_live() {
             let NicState { device, memory } = &mut *guard;
             let access = ring_access(device, memory);
+            // A refusal failed the device: its configuration interrupt.
+            let edge = device.take_irq_edge();
             drop(guard);
+            if edge {
+                inject(gic, me, vm_index, nic, None);
+            }
             if matches!(access, RingAccess::PackedRefused(_)) && vm.notice_allowed() {
                 log::info!("vm {}: queue made ready late: {access}", vm.name);
             }
