@@ -125,9 +125,11 @@ pub mod feature {
     /// VIRTIO_F_VERSION_1.
     pub const VERSION_1: u64 = 1 << 32;
     /// VIRTIO_F_RING_PACKED: the queues are packed rings (§2.8). Offered
-    /// only when the device's owner asks for it; VIRTIO_F_IN_ORDER
-    /// (bit 35) is never offered.
+    /// only when the device's owner asks for it.
     pub const RING_PACKED: u64 = 1 << 34;
+    /// VIRTIO_F_IN_ORDER: the device uses buffers in the order they were
+    /// made available (§2.7.9, §2.8.9).
+    pub const IN_ORDER: u64 = 1 << 35;
 }
 
 /// What a device type plugs into the transport.

@@ -17,6 +17,7 @@
 use core::num::Wrapping;
 use core::sync::atomic::Ordering;
 
+use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
 use chroma_mem::{GuestMemory, GuestPhysAddr};
@@ -90,6 +91,11 @@ pub struct MockQueue<'m, M: GuestMemory> {
     outstanding: Vec<bool>,
     /// Used elements whose id was not an outstanding head (returned twice, or never posted).
     pub bad_returns: u32,
+    /// Ids made available and not yet used, oldest first.
+    avail_order: VecDeque<u32>,
+    /// Used elements that came back before an older buffer of the same
+    /// queue: what VIRTIO_F_IN_ORDER forbids (§2.7.9, §2.8.9).
+    pub out_of_order: u32,
 }
 
 fn gpa(raw: u64) -> GuestPhysAddr {
@@ -117,6 +123,8 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
             kicked_at: Wrapping(0),
             outstanding: vec![false; usize::from(size)],
             bad_returns: 0,
+            avail_order: VecDeque::new(),
+            out_of_order: 0,
             packed: None,
         };
         let zero = vec![0u8; (used + used_ring_bytes(size) - desc) as usize];
@@ -137,6 +145,8 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
             kicked_at: Wrapping(0),
             outstanding: Vec::new(),
             bad_returns: 0,
+            avail_order: VecDeque::new(),
+            out_of_order: 0,
             packed: Some(packed),
         }
     }
@@ -187,6 +197,7 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
 
     /// Puts `head` in the next avail slot and publishes avail.idx (Release).
     pub fn push_avail(&mut self, head: u16) {
+        self.avail_order.push_back(u32::from(head));
         if let Some(o) = self.outstanding.get_mut(usize::from(head)) {
             *o = true;
         }
@@ -233,7 +244,9 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
     /// available. `None` if there are not enough free descriptors.
     pub fn add_chain(&mut self, buffers: &[(u64, u32, bool)]) -> Option<u16> {
         if let Some(p) = &mut self.packed {
-            return p.add_chain(buffers);
+            let id = p.add_chain(buffers)?;
+            self.avail_order.push_back(u32::from(id));
+            return Some(id);
         }
         if buffers.is_empty() || buffers.len() > self.free.len() {
             return None;
@@ -270,7 +283,9 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
     /// holding `buffers` (§2.7.5.3).
     pub fn add_indirect(&mut self, table: u64, buffers: &[(u64, u32, bool)]) -> Option<u16> {
         if let Some(p) = &mut self.packed {
-            return p.add_indirect(table, buffers);
+            let id = p.add_indirect(table, buffers)?;
+            self.avail_order.push_back(u32::from(id));
+            return Some(id);
         }
         let head = self.free.pop()?;
         for (k, &(addr, len, writable)) in buffers.iter().enumerate() {
@@ -308,13 +323,34 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
             .unwrap_or(0)
     }
 
-    /// Takes the next used element `(id, len)` and frees its descriptors.
+    /// Takes the next used element `(id, len)` and frees its descriptors;
+    /// counts it in [`Self::out_of_order`] if an older buffer is still out.
     pub fn pop_used(&mut self) -> Option<(u32, u32)> {
-        if let Some(p) = &mut self.packed {
-            let used = p.pop_used();
-            self.bad_returns = p.bad_returns;
-            return used;
+        let used = match &mut self.packed {
+            Some(p) => {
+                let used = p.pop_used();
+                self.bad_returns = p.bad_returns;
+                used
+            }
+            None => self.pop_used_split(),
+        };
+        if let Some((id, _)) = used {
+            match self.avail_order.iter().position(|&o| o == id) {
+                Some(0) => {
+                    self.avail_order.pop_front();
+                }
+                Some(k) => {
+                    self.avail_order.remove(k);
+                    self.out_of_order += 1;
+                }
+                // Never made available through this driver: a bad return.
+                None => {}
+            }
         }
+        used
+    }
+
+    fn pop_used_split(&mut self) -> Option<(u32, u32)> {
         if Wrapping(self.used_idx()) == self.last_used {
             return None;
         }

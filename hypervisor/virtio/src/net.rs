@@ -61,12 +61,20 @@ pub const NET_FEATURES: u64 = feature::VERSION_1
     | net_feature::GUEST_CSUM
     | net_feature::MAC
     | net_feature::MRG_RXBUF
-    | net_feature::STATUS;
+    | net_feature::STATUS
+    | feature::IN_ORDER;
 
 /// What [`new_net_device`] can offer: [`NET_FEATURES`] and, when the
 /// owner asks for it, VIRTIO_F_RING_PACKED (the TX and RX paths below run
-/// on either ring). VIRTIO_F_IN_ORDER is never offered: the device uses
-/// buffers in order, but does not promise it.
+/// on either ring).
+///
+/// VIRTIO_F_IN_ORDER is offered because every path uses a queue's buffers
+/// in the order they were popped, which is the order they were made
+/// available: a TX chain is used (or given back by rewinding) before the
+/// next is popped; a frame's RX chains are used in pop order, or all given
+/// back by rewinding to the first. One used element is written per buffer
+/// (the batching IN_ORDER allows is not used). The test drivers count any
+/// buffer used before an older one (`MockQueue::out_of_order`).
 pub const OFFERABLE_FEATURES: u64 = NET_FEATURES | feature::RING_PACKED;
 
 /// Configuration-space offsets (§5.1.4).
@@ -819,12 +827,11 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
             }
         };
         // The loop stops at MAX_RX_CHAINS (BufferTooSmall above), so there
-        // is always a slot; if not, the chain goes back unused and the frame
-        // is dropped rather than the chain leaked.
+        // is always a slot; if not, the chain (the last popped) is given
+        // back unread and the frame dropped, its other chains returned in
+        // order below: nothing leaks and nothing is used out of order.
         let Some(slot) = heads.get_mut(chain_count) else {
-            // Walked to its end first: a packed used descriptor may overwrite it.
-            while chain.next_descriptor(mem)?.is_some() {}
-            q.add_used(mem, &head, 0)?;
+            q.rewind_to(&head);
             verdict = Err(DropReason::BufferTooSmall);
             break;
         };

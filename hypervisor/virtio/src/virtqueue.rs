@@ -12,10 +12,10 @@
 //! notifications. Each method forwards to the ring's own code, which holds
 //! the ring's bounds checks; nothing here reads guest memory itself.
 //!
-//! VIRTIO_F_IN_ORDER is not offered: both formats use buffers in the order
-//! they were popped anyway, but the driver may not rely on it (§2.8.9 and
-//! §2.7.9: with IN_ORDER a device may skip used entries, which this device
-//! never does).
+//! Buffers are used in the order they were popped, on both formats, so
+//! the net device offers VIRTIO_F_IN_ORDER (see
+//! [`crate::net::OFFERABLE_FEATURES`]); it never uses the batching that
+//! feature allows (§2.7.9, §2.8.9: one used element for several buffers).
 // Guest input is parsed below this module: nothing here may panic either.
 #![deny(clippy::indexing_slicing)]
 

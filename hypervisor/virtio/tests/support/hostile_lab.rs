@@ -172,6 +172,7 @@ pub fn assert_others_forward<M: GuestMemory>(
     }
     for d in &drivers[1..] {
         assert_eq!(d.rx.bad_returns + d.tx.bad_returns, 0);
+        assert_eq!(d.rx.out_of_order + d.tx.out_of_order, 0);
     }
     for port in 1..3 {
         assert!(lab.devs[port].is_live());
