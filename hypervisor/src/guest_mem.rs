@@ -2,11 +2,22 @@
 //! is bounds-checked against the VM's RAM, goes through the VM's colour-
 //! matched alias (never the identity map, never a Rust reference into guest
 //! memory), and calls the cache policy's hooks over exactly the bytes used.
+//!
+//! The one exception is a packed ring under a maintaining policy: both
+//! sides write its descriptor slots and event suppression structures, often
+//! within one cache line, and cleaning the device's cached copy of such a
+//! line can put back bytes the driver wrote meanwhile (docs/caches.md, "The
+//! exhaustive check"). Those parts are reached through a Normal
+//! Non-cacheable alias of their pages instead ([`VmMemory::uncache_rings`]),
+//! with no maintenance; buffers keep the maintained cacheable alias.
 
 use crate::arch::CacheOps;
 use chroma_cache::policy::MaintenanceStats;
 use chroma_cache::{MaintainHooks, Policy};
-use chroma_mem::{CacheHooks, GuestMemory, GuestPhysAddr, HostSpan, HostVirtAddr, MemError};
+use chroma_mem::{
+    CacheHooks, GuestMemory, GuestPhysAddr, HostPhysAddr, HostSpan, HostVirtAddr, MemError, Region,
+    RegionTable,
+};
 use core::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 
 /// The hooks of one device's view: none, or maintenance by line.
@@ -35,19 +46,87 @@ impl CacheHooks for Hooks {
     }
 }
 
+/// Ring parts one NIC can have reached uncached: the descriptor ring and
+/// the two event suppression structures of each of its two queues.
+pub const RING_PARTS: usize = 6;
+
+/// Why a ring's Non-cacheable alias was not made (nothing is reached
+/// uncached then, and the caller fails the device rather than run a packed
+/// ring through the maintained cacheable alias).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingAliasError {
+    /// The NIC has no slot in the ring alias window.
+    NoSlot,
+    /// The parts need more pages than a slot holds.
+    SlotFull,
+    /// A ring part is not inside the VM's RAM.
+    OutOfRange,
+    /// Two ring parts overlap.
+    Overlap,
+    /// The EL2 tables refused the mapping.
+    Map(chroma_core::pagetable::MapError),
+}
+
+impl core::fmt::Display for RingAliasError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RingAliasError::NoSlot => f.write_str("no slot left in the ring alias window"),
+            RingAliasError::SlotFull => f.write_str("the ring parts span more pages than a slot"),
+            RingAliasError::OutOfRange => f.write_str("a ring part lies outside guest RAM"),
+            RingAliasError::Overlap => f.write_str("two ring parts overlap"),
+            RingAliasError::Map(e) => write!(f, "EL2 mapping refused: {e}"),
+        }
+    }
+}
+
 /// One VM's RAM as a device model sees it.
 pub struct VmMemory {
     ipa: u64,
     size: u64,
     alias: u64,
+    /// Physical base of the RAM (for the Non-cacheable ring alias).
+    ram_pa: u64,
     hooks: Hooks,
+    /// This NIC's slot of the ring alias window (`mm::ring_alias_slot`).
+    ring_slot: Option<u64>,
+    /// Pages mapped at the start of the slot now.
+    ring_pages: u64,
+    /// The ring parts reached through the slot (`host_virt` in the
+    /// Non-cacheable alias); an access wholly inside one goes there.
+    uncached: RegionTable,
+    /// Accesses that went through the Non-cacheable alias (the NIC line's
+    /// evidence that the rings, and only they, are reached there).
+    uncached_accesses: core::cell::Cell<u64>,
 }
 
 impl VmMemory {
-    /// The RAM at `ipa..ipa+size`, reached through the alias at `alias`,
-    /// with the maintenance `policy` asks for.
-    pub fn new(ipa: u64, size: u64, alias: u64, policy: Policy, window: (u64, u64)) -> Self {
-        let hooks = if policy.maintains() {
+    /// The RAM at `ipa..ipa+size` (physical `ram_pa`), reached through the
+    /// alias at `alias`, with the maintenance `policy` asks for; packed
+    /// rings can be reached uncached through `ring_slot`.
+    pub fn new(
+        ipa: u64,
+        size: u64,
+        alias: u64,
+        ram_pa: u64,
+        ring_slot: Option<u64>,
+        policy: Policy,
+        window: (u64, u64),
+    ) -> Self {
+        Self {
+            ipa,
+            size,
+            alias,
+            ram_pa,
+            hooks: Self::hooks(policy, window),
+            ring_slot,
+            ring_pages: 0,
+            uncached: RegionTable::new(),
+            uncached_accesses: core::cell::Cell::new(0),
+        }
+    }
+
+    fn hooks(policy: Policy, window: (u64, u64)) -> Hooks {
+        if policy.maintains() {
             Hooks::Maintain(MaintainHooks::new(
                 CacheOps::new(),
                 policy,
@@ -56,13 +135,105 @@ impl VmMemory {
             ))
         } else {
             Hooks::Coherent
-        };
-        Self {
-            ipa,
-            size,
-            alias,
-            hooks,
         }
+    }
+
+    /// Starts over with the maintenance `policy` asks for (its line count
+    /// from zero); what is reached uncached stays.
+    pub fn set_policy(&mut self, policy: Policy, window: (u64, u64)) {
+        self.hooks = Self::hooks(policy, window);
+    }
+
+    /// Whether the policy maintains (the view has maintenance hooks).
+    pub fn maintains(&self) -> bool {
+        matches!(self.hooks, Hooks::Maintain(_))
+    }
+
+    /// Accesses made through the Non-cacheable ring alias since the VM was
+    /// created.
+    pub fn uncached_accesses(&self) -> u64 {
+        self.uncached_accesses.get()
+    }
+
+    /// Reaches the ring `parts` (guest-physical start and length each: a
+    /// packed ring's descriptor ring and event suppression structures)
+    /// through Normal Non-cacheable mappings of their pages, without
+    /// maintenance, from now on; everything else keeps the cacheable alias
+    /// and the policy's hooks. Whatever was reached uncached before is
+    /// forgotten first. On error nothing is reached uncached.
+    pub fn uncache_rings(&mut self, parts: &[(GuestPhysAddr, u64)]) -> Result<(), RingAliasError> {
+        self.forget_rings();
+        let slot = self.ring_slot.ok_or(RingAliasError::NoSlot)?;
+        let page = chroma_core::pagetable::PAGE_SIZE;
+        let slot_pages = crate::mm::RING_ALIAS_SLOT / page;
+        if parts.len() > RING_PARTS {
+            return Err(RingAliasError::SlotFull);
+        }
+        for &(gpa, len) in parts {
+            let result = self
+                .translate(gpa, len)
+                .map_err(|_| RingAliasError::OutOfRange);
+            let first_page = gpa.raw() & !(page - 1);
+            // `translate` bounded gpa + len by the end of RAM.
+            let end = gpa.raw() + len;
+            let pages = end.saturating_sub(first_page).div_ceil(page);
+            let result = result.and_then(|cacheable_va| {
+                if self.ring_pages + pages > slot_pages {
+                    return Err(RingAliasError::SlotFull);
+                }
+                let part_va = slot + self.ring_pages * page;
+                for i in 0..pages {
+                    let pa = self.ram_pa + (first_page - self.ipa) + i * page;
+                    crate::mm::map_ring_alias_page(part_va + i * page, pa)
+                        .map_err(RingAliasError::Map)?;
+                    self.ring_pages += 1;
+                }
+                // A line of the part the cacheable alias still holds (from
+                // before the ring was there, or a speculative fill) must not
+                // be written back over what goes through the uncached alias
+                // from now on, nor be read in its place.
+                if let Hooks::Maintain(_) = self.hooks {
+                    let ops = CacheOps::new();
+                    // SAFETY: `cacheable_va..+len` lies in this VM's RAM alias (checked by `translate` above), mapped for the hypervisor's lifetime; the hypervisor cleans every line it writes there at once (the Maintain hooks), so no line holds a dirty byte of its own to lose, and cleaning the guest's data to memory changes no value.
+                    unsafe {
+                        chroma_cache::ops::CacheOps::clean_invalidate_range(
+                            &ops,
+                            HostVirtAddr::new(cacheable_va),
+                            crate::mm::host_usize(len),
+                        )
+                    };
+                }
+                let part = Region {
+                    guest: gpa,
+                    host_phys: HostPhysAddr::new(self.ram_pa + (gpa.raw() - self.ipa)),
+                    host_virt: HostVirtAddr::new(part_va + (gpa.raw() - first_page)),
+                    size: len,
+                };
+                self.uncached.add(part).map_err(|e| match e {
+                    MemError::Overlap => RingAliasError::Overlap,
+                    _ => RingAliasError::SlotFull,
+                })
+            });
+            if let Err(e) = result {
+                self.forget_rings();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the uncached ring parts (a device reset): they are reached
+    /// through the cacheable alias again, and the slot's pages are
+    /// unmapped, from the tables and every CPU's TLB.
+    pub fn forget_rings(&mut self) {
+        self.uncached = RegionTable::new();
+        if let Some(slot) = self.ring_slot {
+            let page = chroma_core::pagetable::PAGE_SIZE;
+            for i in 0..self.ring_pages {
+                crate::mm::unmap_ring_alias_page(slot + i * page);
+            }
+        }
+        self.ring_pages = 0;
     }
 
     /// Cache lines maintained so far.
@@ -73,7 +244,7 @@ impl VmMemory {
         }
     }
 
-    /// The alias address of `gpa..gpa+len`, if it lies inside RAM.
+    /// The cacheable alias address of `gpa..gpa+len`, if it lies inside RAM.
     fn translate(&self, gpa: GuestPhysAddr, len: u64) -> Result<u64, MemError> {
         let end = gpa.raw().checked_add(len).ok_or(MemError::Overflow)?;
         if gpa.raw() < self.ipa || end > self.ipa + self.size {
@@ -84,6 +255,53 @@ impl VmMemory {
         }
         Ok(self.alias + (gpa.raw() - self.ipa))
     }
+
+    /// Where to reach `gpa..gpa+len`, if it lies inside RAM: in the
+    /// Non-cacheable alias when an uncached ring part holds all of it (no
+    /// maintenance then), else in the cacheable alias with the hooks.
+    fn locate(&self, gpa: GuestPhysAddr, len: u64) -> Result<Access<'_>, MemError> {
+        let va = self.translate(gpa, len)?;
+        Ok(match self.uncached.translate(gpa, len) {
+            Ok((part, offset)) => {
+                self.uncached_accesses
+                    .set(self.uncached_accesses.get().wrapping_add(1));
+                Access {
+                    va: part.host_virt.raw() + offset,
+                    hooks: None,
+                }
+            }
+            // Not (wholly) inside one uncached part: the cacheable alias.
+            Err(_) => Access {
+                va,
+                hooks: Some(&self.hooks),
+            },
+        })
+    }
+}
+
+/// One access's address and the hooks it takes (none through the
+/// Non-cacheable alias).
+struct Access<'a> {
+    va: u64,
+    hooks: Option<&'a Hooks>,
+}
+
+impl Access<'_> {
+    fn before_read(&self, len: usize) {
+        if let Some(hooks) = self.hooks {
+            hooks.before_read(HostVirtAddr::new(self.va), len);
+        }
+    }
+    fn before_write(&self, len: usize) {
+        if let Some(hooks) = self.hooks {
+            hooks.before_write(HostVirtAddr::new(self.va), len);
+        }
+    }
+    fn after_write(&self, len: usize) {
+        if let Some(hooks) = self.hooks {
+            hooks.after_write(HostVirtAddr::new(self.va), len);
+        }
+    }
 }
 
 impl GuestMemory for VmMemory {
@@ -92,19 +310,21 @@ impl GuestMemory for VmMemory {
     }
 
     fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
-        let va = self.translate(gpa, buf.len() as u64)?;
-        self.hooks.before_read(HostVirtAddr::new(va), buf.len());
-        // SAFETY: 1. `va..va+len` lies in this VM's RAM alias (checked by `translate`), mapped read/write at EL2 for the VM's lifetime. 2. The guest may write these bytes concurrently: they are copied out as plain bytes and treated as untrusted, never referenced.
+        let access = self.locate(gpa, buf.len() as u64)?;
+        let va = access.va;
+        access.before_read(buf.len());
+        // SAFETY: 1. `va..va+len` lies in this VM's RAM alias, or in the Non-cacheable alias of an uncached ring part that holds all of it (both checked by `locate`), mapped read/write at EL2 while this `VmMemory` is borrowed (the ring alias is unmapped only through `&mut self`). 2. The guest may write these bytes concurrently: they are copied out as plain bytes and treated as untrusted, never referenced.
         unsafe { core::ptr::copy_nonoverlapping(va as *const u8, buf.as_mut_ptr(), buf.len()) };
         Ok(())
     }
 
     fn write(&self, gpa: GuestPhysAddr, data: &[u8]) -> Result<(), MemError> {
-        let va = self.translate(gpa, data.len() as u64)?;
-        self.hooks.before_write(HostVirtAddr::new(va), data.len());
+        let access = self.locate(gpa, data.len() as u64)?;
+        let va = access.va;
+        access.before_write(data.len());
         // SAFETY: as for `read`; the destination is guest RAM, which the hypervisor never uses for its own data.
         unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), va as *mut u8, data.len()) };
-        self.hooks.after_write(HostVirtAddr::new(va), data.len());
+        access.after_write(data.len());
         Ok(())
     }
 
@@ -112,9 +332,10 @@ impl GuestMemory for VmMemory {
         if !gpa.is_aligned(2) {
             return Err(MemError::Unaligned);
         }
-        let va = self.translate(gpa, 2)?;
-        self.hooks.before_read(HostVirtAddr::new(va), 2);
-        // SAFETY: `va` is 2-aligned (gpa and alias are page-aligned apart), inside the mapped alias, and accessed only atomically here.
+        let access = self.locate(gpa, 2)?;
+        let va = access.va;
+        access.before_read(2);
+        // SAFETY: `va` is 2-aligned (gpa and either alias are page-aligned apart, `locate`), inside a mapped alias (as for `read`), and accessed only atomically here.
         let value = unsafe { AtomicU16::from_ptr(va as *mut u16) }.load(order);
         Ok(u16::from_le(value))
     }
@@ -123,11 +344,12 @@ impl GuestMemory for VmMemory {
         if !gpa.is_aligned(2) {
             return Err(MemError::Unaligned);
         }
-        let va = self.translate(gpa, 2)?;
-        self.hooks.before_write(HostVirtAddr::new(va), 2);
+        let access = self.locate(gpa, 2)?;
+        let va = access.va;
+        access.before_write(2);
         // SAFETY: as for `load_u16`.
         unsafe { AtomicU16::from_ptr(va as *mut u16) }.store(value.to_le(), order);
-        self.hooks.after_write(HostVirtAddr::new(va), 2);
+        access.after_write(2);
         Ok(())
     }
 
@@ -136,9 +358,10 @@ impl GuestMemory for VmMemory {
     }
 
     fn read_array<const N: usize>(&self, gpa: GuestPhysAddr) -> Result<[u8; N], MemError> {
-        let va = self.translate(gpa, N as u64)?;
-        self.hooks.before_read(HostVirtAddr::new(va), N);
-        // SAFETY: as for `read`: `va..va+N` is inside the mapped alias (checked by `translate`); an unaligned load of plain bytes the guest may be changing, used as untrusted data.
+        let access = self.locate(gpa, N as u64)?;
+        let va = access.va;
+        access.before_read(N);
+        // SAFETY: as for `read`: `va..va+N` is inside the mapped alias (checked by `locate`); an unaligned load of plain bytes the guest may be changing, used as untrusted data.
         Ok(unsafe { core::ptr::read_unaligned(va as *const [u8; N]) })
     }
 
@@ -147,18 +370,20 @@ impl GuestMemory for VmMemory {
         gpa: GuestPhysAddr,
         data: &[u8; N],
     ) -> Result<(), MemError> {
-        let va = self.translate(gpa, N as u64)?;
-        self.hooks.before_write(HostVirtAddr::new(va), N);
-        // SAFETY: as for `write`: `va..va+N` is guest RAM inside the mapped alias (checked by `translate`).
+        let access = self.locate(gpa, N as u64)?;
+        let va = access.va;
+        access.before_write(N);
+        // SAFETY: as for `write`: `va..va+N` is guest RAM inside the mapped alias (checked by `locate`).
         unsafe { core::ptr::write_unaligned(va as *mut [u8; N], *data) };
-        self.hooks.after_write(HostVirtAddr::new(va), N);
+        access.after_write(N);
         Ok(())
     }
 
     fn read_span(&self, gpa: GuestPhysAddr, len: usize) -> Option<HostSpan<'_>> {
-        let va = self.translate(gpa, len as u64).ok()?;
-        self.hooks.before_read(HostVirtAddr::new(va), len);
-        // SAFETY: 1. `va..va+len` lies in this VM's RAM alias (checked by `translate`), mapped read/write at EL2 for as long as this `VmMemory` lives, which bounds the span's lifetime. 2. `AtomicU8` has size and alignment 1 and may be changed by others (the guest) at any time, so a shared slice of them over guest bytes claims nothing the guest can break.
+        let access = self.locate(gpa, len as u64).ok()?;
+        let va = access.va;
+        access.before_read(len);
+        // SAFETY: 1. `va..va+len` lies in this VM's RAM alias (checked by `locate`), or the Non-cacheable alias of an uncached ring part, mapped read/write at EL2 while this `VmMemory` is borrowed (the ring alias is unmapped only through `&mut self`), which bounds the span's lifetime. 2. `AtomicU8` has size and alignment 1 and may be changed by others (the guest) at any time, so a shared slice of them over guest bytes claims nothing the guest can break.
         let bytes = unsafe { core::slice::from_raw_parts(va as *const AtomicU8, len) };
         Some(HostSpan::new(bytes))
     }
@@ -172,14 +397,15 @@ impl GuestMemory for VmMemory {
         src_gpa: GuestPhysAddr,
         len: usize,
     ) -> Result<(), MemError> {
-        let va = self.translate(gpa, len as u64)?;
+        let access = self.locate(gpa, len as u64)?;
+        let va = access.va;
         let Some(span) = src.read_span(src_gpa, len).filter(|s| s.len() == len) else {
             return chroma_mem::bounce_copy(self, gpa, src, src_gpa, len);
         };
-        self.hooks.before_write(HostVirtAddr::new(va), len);
-        // SAFETY: 1. `span` is `len` readable bytes for its lifetime (a `HostSpan` is only made from a live slice). 2. `va..va+len` is this VM's RAM alias (checked by `translate`). 3. The two may overlap (two NICs of one VM): `copy` allows it. The bytes are guest data, copied as plain bytes and never referenced.
+        access.before_write(len);
+        // SAFETY: 1. `span` is `len` readable bytes for its lifetime (a `HostSpan` is only made from a live slice). 2. `va..va+len` is this VM's RAM alias (checked by `locate`). 3. The two may overlap (two NICs of one VM): `copy` allows it. The bytes are guest data, copied as plain bytes and never referenced.
         unsafe { core::ptr::copy(span.as_ptr(), va as *mut u8, len) };
-        self.hooks.after_write(HostVirtAddr::new(va), len);
+        access.after_write(len);
         Ok(())
     }
 }

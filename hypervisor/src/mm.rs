@@ -13,7 +13,9 @@
 //! once), which [`usage`] reports for the console's Ctrl-A s line and the
 //! soak run (`cargo xtask soak`) watches for leaks.
 //!
-//! Lock order: `FRAMES` and the heap's lock are leaf locks.
+//! Lock order: `EL2_TABLES` (taken under a NIC's state lock when a packed
+//! ring's Non-cacheable alias is mapped or unmapped), then `FRAMES`;
+//! `FRAMES` and the heap's lock are leaf locks.
 
 use crate::platform_info::BoardInfo;
 #[cfg(target_arch = "aarch64")]
@@ -140,6 +142,49 @@ static ALIAS_WINDOW: Once<(u64, u64)> = Once::new();
 /// The guest-RAM alias window: (base, size).
 pub fn alias_window() -> (u64, u64) {
     ALIAS_WINDOW.get().copied().unwrap_or((0, 0))
+}
+
+/// Bytes at the top of the alias window kept for the Non-cacheable aliases
+/// of packed rings ([`RING_ALIAS_SLOT`] per NIC, so 512 NICs), out of the
+/// colour allocator's reach.
+const RING_ALIAS_WINDOW: u64 = 16 << 20;
+/// One NIC's part of the ring alias window: eight pages, the most its two
+/// packed queues' parts can touch (a descriptor ring of up to 256 entries,
+/// 4 KiB, across at most two pages, and one page for each 4-byte event
+/// suppression structure).
+pub const RING_ALIAS_SLOT: u64 = 8 * PAGE_SIZE;
+/// The ring alias window's base (set by [`init`]).
+static RING_ALIAS_BASE: Once<u64> = Once::new();
+/// Slots of the ring alias window handed out so far.
+static RING_ALIAS_SLOTS: AtomicUsize = AtomicUsize::new(0);
+
+/// A NIC's slot of the ring alias window (its base VA), or `None` when all
+/// are taken. Slots are handed out once, as NICs are created, and kept.
+pub fn ring_alias_slot() -> Option<u64> {
+    let base = *RING_ALIAS_BASE.get()?;
+    let index = RING_ALIAS_SLOTS.fetch_add(1, Ordering::Relaxed) as u64;
+    let offset = index.checked_mul(RING_ALIAS_SLOT)?;
+    (offset < RING_ALIAS_WINDOW).then(|| base + offset)
+}
+
+/// Maps the guest page at physical `pa` at `va` in the ring alias window,
+/// Normal Non-cacheable, read/write, never executable. `va` must be
+/// unmapped ([`unmap_ring_alias_page`] first).
+pub fn map_ring_alias_page(va: u64, pa: u64) -> Result<(), chroma_core::pagetable::MapError> {
+    // The entry replaces an invalid one (break-before-make holds: the
+    // unmap invalidated any old translation).
+    map_after_boot(va, pa, PAGE_SIZE, Attributes::DATA_NON_CACHEABLE)
+}
+
+/// Removes the page at `va` from the ring alias window and the TLBs of
+/// every CPU. Nothing may access it afterwards.
+pub fn unmap_ring_alias_page(va: u64) {
+    let mut tables = EL2_TABLES.lock();
+    if let Some(map) = tables.as_mut() {
+        if map.unmap_page::<El2Stage1Format, _>(&mut PhysTables, va) {
+            crate::arch::cpu::forget_mapping(va);
+        }
+    }
 }
 
 /// The early identity map: one level-1 table of 1 GiB blocks, and a
@@ -376,7 +421,18 @@ pub fn init(board: &BoardInfo) {
         .map(|&(_, end)| end.min(SPACE_END))
         .max()
         .unwrap_or(0);
-    ALIAS_WINDOW.call_once(|| hyp_mmu::alias_window(ram_end));
+    let (alias_base, alias_size) = hyp_mmu::alias_window(ram_end);
+    // The top of the window holds the packed rings' Non-cacheable aliases
+    // (none if the window is that small: the NICs then offer split rings).
+    match alias_size.checked_sub(RING_ALIAS_WINDOW) {
+        Some(colour_size) => {
+            ALIAS_WINDOW.call_once(|| (alias_base, colour_size));
+            RING_ALIAS_BASE.call_once(|| alias_base + colour_size);
+        }
+        None => {
+            ALIAS_WINDOW.call_once(|| (alias_base, alias_size));
+        }
+    }
     let bytes = manifest_len;
     // SAFETY: the manifest was appended by the build tool right after the image; it is mapped read/write above and never written.
     let slice = unsafe { core::slice::from_raw_parts(image_end() as *const u8, bytes) };
@@ -426,20 +482,25 @@ pub fn clean_data_caches_at_boot() -> bool {
     true
 }
 
-/// Maps `len` bytes of guest RAM at physical `pa` at the alias `va`/// Maps `len` bytes of guest RAM at physical `pa` at the alias `va`
+/// Maps `len` bytes of guest RAM at physical `pa` at the alias `va`
 /// (normal memory, read/write, never executable).
 pub fn map_alias(va: u64, pa: u64, len: u64) -> Result<(), chroma_core::pagetable::MapError> {
+    map_after_boot(va, pa, len, Attributes::DATA)
+}
+
+/// Maps `len` bytes at physical `pa` at `va` in the live EL2 tables, where
+/// nothing is mapped yet (the tables refuse an overlap).
+fn map_after_boot(
+    va: u64,
+    pa: u64,
+    len: u64,
+    attributes: Attributes,
+) -> Result<(), chroma_core::pagetable::MapError> {
     let mut tables = EL2_TABLES.lock();
     let map = tables
         .as_mut()
         .ok_or(chroma_core::pagetable::MapError::OutOfMemory)?;
-    map.map::<El2Stage1Format, _>(
-        &mut PhysTables,
-        va,
-        HostPhysAddr::new(pa),
-        len,
-        Attributes::DATA,
-    )?;
+    map.map::<El2Stage1Format, _>(&mut PhysTables, va, HostPhysAddr::new(pa), len, attributes)?;
     // New entries replace invalid ones: no break-before-make needed, but the
     // walker must see them before the first access.
     crate::arch::cpu::publish_new_mappings();

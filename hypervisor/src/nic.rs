@@ -10,7 +10,9 @@
 //! Lock order (outer to inner): a switch's `SwitchState`, then the
 //! `NicState`s of its ports in port order, then a VM's `vgic`. A transport
 //! access takes only its `NicState` and releases it before it runs the
-//! switch.
+//! switch. Mapping or unmapping a packed ring's Non-cacheable alias
+//! (`ring_access`, a reset) takes the EL2 tables' lock (`mm`) under a
+//! `NicState`.
 //!
 //! Bounded work (issue 10): one lock hold of a switch and its members
 //! (interrupts masked, at EL2) is one [`Switch::run`], whose work is bounded
@@ -452,16 +454,40 @@ pub fn mmio(
                 }
             }
         }
-        MmioAction::Reset => sys.switches[nic.switch]
-            .state
-            .lock()
-            .switch
-            .port_reset(nic.port),
+        MmioAction::Reset => {
+            // The rings are gone: reach their pages cacheable again.
+            nic.state.lock().memory.forget_rings();
+            sys.switches[nic.switch]
+                .state
+                .lock()
+                .switch
+                .port_reset(nic.port)
+        }
         MmioAction::DriverOk => {
             choose_policy(vm, nic, cacheable);
             run_switch(gic, me, nic.switch)
         }
         MmioAction::None => {}
+    }
+    // A queue made ready while the driver runs (§3.1.1 has the driver set
+    // them up before DRIVER_OK, but a late one must not be reached through
+    // the wrong alias): the rings' aliases are chosen again.
+    if write.is_some() && offset == chroma_virtio::mmio::reg::QUEUE_READY {
+        let mut guard = nic.state.lock();
+        if guard.device.is_live() {
+            let NicState { device, memory } = &mut *guard;
+            let access = ring_access(device, memory);
+            sync_image(nic, device, false);
+            // A refusal failed the device: its configuration interrupt.
+            let edge = device.take_irq_edge();
+            drop(guard);
+            if edge {
+                inject(gic, me, vm_index, nic, None);
+            }
+            if matches!(access, RingAccess::PackedRefused(_)) && vm.notice_allowed() {
+                log::info!("vm {}: queue made ready late: {access}", vm.name);
+            }
+        }
     }
     value
 }
@@ -490,17 +516,100 @@ fn choose_policy(vm: &crate::vm::Vm, nic: &Nic, cached: bool) {
         Some(g) => Policy::choose(g, inputs),
         None => Policy::Maintain,
     };
-    let chroma_core::vm::RamRegion { ipa, size } = vm.ram;
-    nic.state.lock().memory = VmMemory::new(ipa, size, vm.alias, policy, crate::mm::alias_window());
+    let rings = {
+        let mut guard = nic.state.lock();
+        let NicState { device, memory } = &mut *guard;
+        memory.set_policy(policy, crate::mm::alias_window());
+        let rings = ring_access(device, memory);
+        // A refusal failed the device (its status moved).
+        sync_image(nic, device, false);
+        rings
+    };
     if !vm.notice_allowed() {
         return;
     }
     log::info!(
-        "vm {}: NIC driver up, guest caches {}: cache policy {:?}",
+        "vm {}: NIC driver up, guest caches {}: cache policy {:?}, {}",
         vm.name,
         if cached { "on" } else { "off" },
-        policy
+        policy,
+        rings
     );
+}
+
+/// How the device reaches its rings, as the policy line says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RingAccess {
+    /// Split rings: through the cacheable alias, with the policy's hooks.
+    Split,
+    /// Packed rings through the cacheable alias: the policy does not
+    /// maintain, so both sides see one coherent copy.
+    PackedCached,
+    /// Packed rings through their pages' Non-cacheable alias, without
+    /// maintenance (the policy maintains: docs/caches.md).
+    PackedUncached,
+    /// Packed rings under a maintaining policy whose Non-cacheable alias
+    /// could not be made: the device is failed (DEVICE_NEEDS_RESET) rather
+    /// than run a ring it could corrupt.
+    PackedRefused(crate::guest_mem::RingAliasError),
+}
+
+impl core::fmt::Display for RingAccess {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RingAccess::Split => f.write_str("split ring"),
+            RingAccess::PackedCached => f.write_str("packed ring via the cacheable alias"),
+            RingAccess::PackedUncached => f.write_str("packed ring via NC alias"),
+            RingAccess::PackedRefused(e) => {
+                write!(
+                    f,
+                    "packed ring refused (no NC alias: {e}), device needs reset"
+                )
+            }
+        }
+    }
+}
+
+/// At DRIVER_OK (and a queue made ready after it): if the driver took the
+/// packed ring and `memory`'s policy maintains, reach every live queue's
+/// descriptor ring and event suppression structures (§2.8.10, §2.8.14)
+/// through the Non-cacheable alias; otherwise through the cacheable one, as
+/// split rings always are.
+fn ring_access(device: &mut VirtioNet, memory: &mut VmMemory) -> RingAccess {
+    use chroma_virtio::packed::EVENT_SUPPRESSION_BYTES;
+    use chroma_virtio::queue::DESCRIPTOR_SIZE;
+    memory.forget_rings();
+    if !device.has_feature(chroma_virtio::mmio::feature::RING_PACKED) {
+        return RingAccess::Split;
+    }
+    if !memory.maintains() {
+        return RingAccess::PackedCached;
+    }
+    let mut parts = [(chroma_mem::GuestPhysAddr::new(0), 0u64); crate::guest_mem::RING_PARTS];
+    let mut count = 0;
+    for index in [chroma_virtio::net::RX_QUEUE, chroma_virtio::net::TX_QUEUE] {
+        let Some(queue) = device.queue(index).filter(|q| q.ready() && q.is_packed()) else {
+            continue;
+        };
+        let layout = queue.layout();
+        for part in [
+            (layout.desc, u64::from(layout.size) * DESCRIPTOR_SIZE),
+            (layout.avail, EVENT_SUPPRESSION_BYTES),
+            (layout.used, EVENT_SUPPRESSION_BYTES),
+        ] {
+            if let Some(slot) = parts.get_mut(count) {
+                *slot = part;
+                count += 1;
+            }
+        }
+    }
+    match memory.uncache_rings(parts.get(..count).unwrap_or(&[])) {
+        Ok(()) => RingAccess::PackedUncached,
+        Err(e) => {
+            device.fail();
+            RingAccess::PackedRefused(e)
+        }
+    }
 }
 
 /// Frames the device moved so far, both directions (TX chains taken plus
@@ -790,11 +899,11 @@ pub fn detach_vm(vm_index: usize) {
     let sys = system();
     for nic in sys.vms[vm_index].nics.iter() {
         clear_held(nic);
-        {
-            let mut state = nic.state.lock();
-            state.device.reset();
-            sync_image(nic, &state.device, true);
-        }
+        let mut guard = nic.state.lock();
+        guard.device.reset();
+        guard.memory.forget_rings();
+        sync_image(nic, &guard.device, true);
+        drop(guard);
         sys.switches[nic.switch]
             .state
             .lock()
@@ -813,7 +922,10 @@ pub fn report(vm_index: usize) {
             .lock()
             .switch
             .counters(nic.port);
-        let stats = nic.state.lock().memory.stats();
+        let (stats, uncached) = {
+            let state = nic.state.lock();
+            (state.memory.stats(), state.memory.uncached_accesses())
+        };
         let packets = (port.rx_packets + port.tx_packets).max(1);
         let per_packet = |n: u64| n as f64 / packets as f64;
         let traps = nic.counters.traps.load(Ordering::Relaxed);
@@ -828,7 +940,7 @@ pub fn report(vm_index: usize) {
         let held = nic.counters.held_count.load(Ordering::Relaxed);
         log::info!(
             "vm {} net{} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} on {} port {}: rx {} pkts {} B, tx {} pkts {} B, drops {}, errors {}, spoofed {}; \
-             traps/pkt {:.3}, irqs/pkt {:.3}, kicks {} (suppressed {}), polls {}, irqs suppressed {}, lines maintained/pkt {:.2}; \
+             traps/pkt {:.3}, irqs/pkt {:.3}, kicks {} (suppressed {}), polls {}, irqs suppressed {}, lines maintained/pkt {:.2}, ring accesses via NC alias/pkt {:.2}; \
              traps: QueueNotify rx {} tx {}, InterruptStatus {}, InterruptACK {}, other {}; irqs held {}",
             vm.name,
             i,
@@ -849,6 +961,7 @@ pub fn report(vm_index: usize) {
             polls,
             port.rx_packets.saturating_sub(interrupts),
             per_packet(stats.total()),
+            per_packet(uncached),
             rx_notifies,
             tx_notifies,
             status_reads,

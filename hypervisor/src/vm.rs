@@ -310,12 +310,37 @@ impl Vm {
             let switch = net.switch_index as usize;
             // TX kicks start eager; nic::mmio defers them once the driver
             // shows it batches (see nic::poll_vm).
-            let device =
-                chroma_virtio::net::new_net_device(net.mac, chroma_virtio::net::NET_FEATURES, 256);
+            // `ring = "packed"` offers VIRTIO_F_RING_PACKED, if the NIC has
+            // a slot for the ring's Non-cacheable alias (a maintaining
+            // policy needs it, and the policy is only known at DRIVER_OK).
+            let ring_slot = crate::mm::ring_alias_slot();
+            let packed = match (net.ring, ring_slot) {
+                (chroma_manifest::RingLayout::Packed, Some(_)) => true,
+                (chroma_manifest::RingLayout::Packed, None) => {
+                    log::warn!("vm {}: net{i}: no room for a packed ring's uncached alias: split ring only", spec.name);
+                    false
+                }
+                (chroma_manifest::RingLayout::Split, _) => false,
+            };
+            let features = chroma_virtio::net::NET_FEATURES
+                | if packed {
+                    chroma_virtio::mmio::feature::RING_PACKED
+                } else {
+                    0
+                };
+            let device = chroma_virtio::net::new_net_device(net.mac, features, 256);
             nics.push(Nic {
                 state: Mutex::new(NicState {
                     device,
-                    memory: VmMemory::new(ram_ipa, ram_size, alias.raw(), cache.policy, window),
+                    memory: VmMemory::new(
+                        ram_ipa,
+                        ram_size,
+                        alias.raw(),
+                        ram_pa.raw(),
+                        ring_slot,
+                        cache.policy,
+                        window,
+                    ),
                 }),
                 switch,
                 // Numbered once the VM exists (`Vm::take_ports`).

@@ -879,6 +879,13 @@ fn kill_group(leader: u32) {
         .status();
 }
 
+/// A `[[vm]]` (its text ending with its one `[[vm.net]]`) with `ring =
+/// <ring>` added to that NIC: `"packed"` or `"split"`.
+pub fn with_ring(vm: &str, ring: &str) -> String {
+    assert!(vm.contains("[[vm.net]]"), "no NIC in {vm}");
+    format!("{}\nring = {ring:?}\n\n", vm.trim_end())
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -819,26 +819,29 @@ fn armv7_linux_with_one_and_two_vcpus_input_ping_tcp_64mib_and_uplink() {
 /// 64 MiB over TCP from an armhf Linux server (1 vCPU) to an armhf Linux
 /// client (2 vCPUs) in the forced colour and maintain mode (issue 11 item
 /// 6 with Linux's caches on): the sha256 at both ends, the forced policy in
-/// the log, cache maintenance counted on the NICs.
+/// the log, cache maintenance counted on the NICs. Both NICs offer the
+/// packed ring (issue 14), which Linux takes: the HYP-mode hypervisor
+/// reaches it through its Non-cacheable alias (HMAIR attribute 2).
 #[test]
 fn armv7_linux_to_linux_64mib_tcp_in_forced_colour_and_maintain_mode() {
     let config = format!(
         "[[switch]]\nname = \"lan0\"\n\n{}{}",
-        armhf_vm(
+        chroma_systest::with_ring(&armhf_vm(
             "server",
             1,
             "256M",
             "chroma.ip=10.0.2.21/24 chroma.gw=none chroma.serve=64",
             "52:54:00:12:34:21"
-        ),
-        armhf_vm(
+        ), "packed"),
+        chroma_systest::with_ring(&armhf_vm(
             "client",
             2,
             "128M",
             "chroma.ip=10.0.2.22/24 chroma.gw=none chroma.fetch=10.0.2.21 chroma.wait=150 chroma.poweroff",
             "52:54:00:12:34:22"
-        ),
+        ), "packed"),
     );
+    assert_eq!(config.matches("ring = \"packed\"").count(), 2, "{config}");
     let mut run = start_with(
         "armv7_linux_tcp_forced",
         &config,
@@ -876,6 +879,18 @@ fn armv7_linux_to_linux_64mib_tcp_in_forced_colour_and_maintain_mode() {
         assert!(
             !counters.contains("lines maintained/pkt 0.00"),
             "no cache maintenance in forced mode: {counters}"
+        );
+        assert!(
+            !counters.contains("ring accesses via NC alias/pkt 0.00"),
+            "the packed ring not reached through its NC alias: {counters}"
+        );
+        assert!(
+            outcome
+                .hypervisor_lines()
+                .iter()
+                .any(|l| l.contains(&format!("vm {vm}: NIC driver up"))
+                    && l.trim_end().ends_with("packed ring via NC alias")),
+            "{vm}: no policy line for a packed ring via the NC alias"
         );
     }
     outcome.assert_all_stopped(2, 0);

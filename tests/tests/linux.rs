@@ -15,7 +15,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use chroma_systest::{free_port, guest_image, start_with, workspace_root, Board, Outcome, Running};
+use chroma_systest::{
+    free_port, guest_image, start_with, with_ring, workspace_root, Board, Outcome, Running,
+};
 
 /// The shell's banner: the console shell is up and reads its input.
 const SHELL_UP: &str = "built-in shell (ash)";
@@ -312,58 +314,176 @@ fn digest_line(run: &Outcome, vm: &str, word: &str) -> (String, u64, String) {
     )
 }
 
+/// VIRTIO_F_RING_PACKED (virtio 1.2 §6): the bit the ring checks look at.
+const RING_PACKED_BIT: usize = 34;
+/// VIRTIO_F_VERSION_1: set in every features string chroma's devices give
+/// Linux (a string without it is not one).
+const VERSION_1_BIT: usize = 32;
+/// Prints the negotiated features of every virtio device, as
+/// `/sys/bus/virtio/devices/<dev>/features:<'0'/'1' per bit, bit 0 first>`.
+const FEATURES_COMMAND: &str = "grep -H . /sys/bus/virtio/devices/*/features";
+
+/// The features strings VM `vm` printed with [`FEATURES_COMMAND`], one per
+/// virtio device.
+fn virtio_features(run: &Outcome, vm: &str) -> Vec<String> {
+    let prefix = "/sys/bus/virtio/devices/";
+    run.vm_lines(vm)
+        .into_iter()
+        // Typed commands echo: only the answer has ":<digits>" after the path.
+        .filter_map(|line| line.find(prefix).map(|at| &line[at..]))
+        .filter_map(|line| line.split_once("/features:"))
+        .map(|(_, bits)| bits.trim().to_owned())
+        .filter(|bits| !bits.is_empty() && bits.bytes().all(|b| b == b'0' || b == b'1'))
+        .collect()
+}
+
+/// For each features string VM `vm` printed (its one virtio device, its
+/// NIC, once per boot), whether the packed ring was negotiated; each
+/// checked to be a virtio 1 features string first.
+fn negotiated_packed(run: &Outcome, vm: &str, boots: usize) -> Vec<bool> {
+    let features = virtio_features(run, vm);
+    assert_eq!(
+        features.len(),
+        boots,
+        "VM {vm}: one virtio device's features per boot expected, got {features:?}; it printed:\n{}",
+        run.vm_lines(vm).join("\n")
+    );
+    features
+        .iter()
+        .map(|bits| {
+            let bytes = bits.as_bytes();
+            assert!(
+                bytes.len() > RING_PACKED_BIT && bytes[VERSION_1_BIT] == b'1',
+                "VM {vm}: not a virtio 1 features string: {bits}"
+            );
+            bytes[RING_PACKED_BIT] == b'1'
+        })
+        .collect()
+}
+
+/// How a 64 MiB TCP run is set up.
+#[derive(Clone, Copy)]
+struct TcpRun {
+    /// The server is Debian's armhf kernel in an AArch32 VM.
+    aarch32: bool,
+    /// `--force-cache`: the colour + maintain policy.
+    forced: bool,
+    /// `ring` of the server's and the client's NIC.
+    rings: [&'static str; 2],
+}
+
 #[test]
 fn linux_to_linux_64mib_tcp_with_sha256_at_both_ends() {
-    tcp_64mib(false);
+    // The server's NIC offers the packed ring and Linux takes it; the
+    // client's offers the split ring only: the counter-check that the
+    // features bit follows the key.
+    tcp_64mib(TcpRun {
+        aarch32: false,
+        forced: false,
+        rings: ["packed", "split"],
+    });
 }
 
 /// The same with the server an AArch32 VM running Debian's armhf kernel
 /// (issue 11: 32-bit guests on the 64-bit hypervisor, same network tests).
 #[test]
 fn armhf_linux_to_arm64_linux_64mib_tcp_with_sha256_at_both_ends() {
-    tcp_64mib(true);
+    tcp_64mib(TcpRun {
+        aarch32: true,
+        forced: false,
+        rings: ["packed", "packed"],
+    });
+}
+
+/// Issue 14: both Linux guests on packed rings in the forced colour +
+/// maintain mode, where the device reaches the rings through their
+/// Non-cacheable alias and the buffers through the maintained cacheable one.
+#[test]
+fn linux_to_linux_64mib_tcp_on_packed_rings_in_forced_colour_and_maintain_mode() {
+    tcp_64mib(TcpRun {
+        aarch32: false,
+        forced: true,
+        rings: ["packed", "packed"],
+    });
 }
 
 /// 64 MiB over TCP from a Linux server (armhf as an AArch32 VM when
-/// `aarch32`) to an arm64 Linux client, with the sha256 at both ends.
-fn tcp_64mib(aarch32: bool) {
+/// `aarch32`) to an arm64 Linux client, with the sha256 at both ends; then
+/// each guest's negotiated features (the client's through `chroma.run`
+/// before it powers off, the server's typed into its shell) show the ring
+/// layout its NIC's `ring` key chose, and the hypervisor's policy line says
+/// how it reaches each ring.
+fn tcp_64mib(setup: TcpRun) {
+    let TcpRun {
+        aarch32,
+        forced,
+        rings,
+    } = setup;
     let config = format!(
         "{}{}{}",
         switch(false),
-        linux_vm_of(
-            aarch32,
-            "server",
-            1,
-            "256M",
-            "chroma.ip=10.0.2.21/24 chroma.gw=none chroma.serve=64",
-            Some("52:54:00:12:34:21")
+        with_ring(
+            &linux_vm_of(
+                aarch32,
+                "server",
+                1,
+                "256M",
+                "chroma.ip=10.0.2.21/24 chroma.gw=none chroma.serve=64",
+                Some("52:54:00:12:34:21")
+            ),
+            rings[0]
         ),
-        linux_vm(
-            "client",
-            1,
-            "256M",
-            "chroma.ip=10.0.2.22/24 chroma.gw=none chroma.fetch=10.0.2.21 chroma.poweroff",
-            Some("52:54:00:12:34:22")
+        with_ring(
+            &linux_vm(
+                "client",
+                1,
+                "256M",
+                &format!(
+                    "chroma.ip=10.0.2.22/24 chroma.gw=none chroma.fetch=10.0.2.21 chroma.run=\"{FEATURES_COMMAND}\" chroma.poweroff"
+                ),
+                Some("52:54:00:12:34:22")
+            ),
+            rings[1]
         ),
     );
+    let name = match (aarch32, forced) {
+        (false, false) => "linux_tcp_64mib",
+        (true, false) => "linux_tcp_64mib_armhf",
+        (false, true) => "linux_tcp_64mib_forced",
+        (true, true) => "linux_tcp_64mib_armhf_forced",
+    };
     let mut run = start_with(
-        if aarch32 {
-            "linux_tcp_64mib_armhf"
-        } else {
-            "linux_tcp_64mib"
-        },
+        name,
         &config,
         Board {
             name: "qemu-virt-aarch64",
             gic: 2,
             smp: 2,
-            timeout_seconds: 170,
+            timeout_seconds: if forced { 230 } else { 170 },
         },
-        &[],
+        if forced { &["--force-cache"] } else { &[] },
     );
-    run.wait_for("client", "linux-guest: fetch ", 160);
+    run.wait_for(
+        "client",
+        "linux-guest: fetch ",
+        if forced { 220 } else { 160 },
+    );
     run.wait_for("chroma", "vm client stopped", 20);
     wait_shell(&run, "server", 1, 5);
+    run.type_text(&format!("{FEATURES_COMMAND}\n"));
+    run.wait_for("server", "/features:", 10);
+    // In the forced mode the server reboots once: its reset unmaps the NC
+    // alias (and drops it from every TLB), the new driver's DRIVER_OK maps
+    // its new rings.
+    let server_boots = if forced { 2 } else { 1 };
+    if forced {
+        run.type_text("reboot -f\n");
+        run.wait_for("chroma", "vm server: SYSTEM_RESET", 60);
+        run.wait_for_nth("server", SHELL_UP, 2, 120);
+        std::thread::sleep(Duration::from_millis(500));
+        run.type_text(&format!("{FEATURES_COMMAND}\n"));
+        run.wait_for_nth("server", "/features:", 2, 10);
+    }
     run.type_text("poweroff -f\n");
     let outcome = run.finish(30);
     let (served, bytes, _) = digest_line(&outcome, "server", "serve");
@@ -372,10 +492,83 @@ fn tcp_64mib(aarch32: bool) {
     assert!(line.ends_with(" match"), "{line}");
     assert_eq!(fetched, served, "sha256 at the client and at the server");
     assert_eq!(fetched_bytes, 64 << 20, "{line}");
+    outcome.assert_vm_printed_containing("client", "linux-guest: run exit 0");
     eprintln!("throughput: {line}");
+    for ((vm, ring), boots) in ["server", "client"]
+        .into_iter()
+        .zip(rings)
+        .zip([server_boots, 1])
+    {
+        assert_eq!(
+            negotiated_packed(&outcome, vm, boots),
+            vec![ring == "packed"; boots],
+            "VM {vm} with ring = {ring:?}: VIRTIO_F_RING_PACKED negotiated or not"
+        );
+        // How the device reaches that ring (`nic::choose_policy`'s line).
+        let access = match (ring, forced) {
+            ("packed", true) => "packed ring via NC alias",
+            ("packed", false) => "packed ring via the cacheable alias",
+            _ => "split ring",
+        };
+        let policy_line = format!("vm {vm}: NIC driver up");
+        assert_eq!(
+            outcome
+                .hypervisor_lines()
+                .iter()
+                .filter(|l| l.contains(&policy_line) && l.trim_end().ends_with(access))
+                .count(),
+            boots,
+            "{policy_line:?} lines ending {access:?}:\n{}",
+            outcome.hypervisor_lines().join("\n")
+        );
+    }
+    // Where the ring accesses went (each NIC's counter line): through the
+    // Non-cacheable alias exactly when it was chosen, a few per packet
+    // (descriptors and flags), never nothing.
+    for (vm, ring) in ["server", "client"].into_iter().zip(rings) {
+        let uncached = nc_accesses_per_packet(&outcome, vm);
+        if forced && ring == "packed" {
+            assert!(
+                uncached >= 1.0,
+                "VM {vm}: {uncached} ring accesses per packet through the NC alias"
+            );
+        } else {
+            assert_eq!(uncached, 0.0, "VM {vm}: NC alias used with {ring:?} rings");
+        }
+    }
+    // The boot's cache line says whether the forced policy was in force.
+    let caches = outcome
+        .hypervisor_lines()
+        .into_iter()
+        .find(|l| l.contains("chroma: caches: "))
+        .unwrap_or_default();
+    assert_eq!(
+        caches.contains("ColourAndMaintain (forced)"),
+        forced,
+        "{caches}"
+    );
     print_counters(&outcome);
     outcome.assert_all_stopped(2, 0);
     outcome.assert_success();
+}
+
+/// `ring accesses via NC alias/pkt` of VM `vm`'s NIC counter line.
+fn nc_accesses_per_packet(run: &Outcome, vm: &str) -> f64 {
+    const KEY: &str = "ring accesses via NC alias/pkt ";
+    let prefix = format!("chroma: vm {vm} net0 ");
+    let line = run
+        .hypervisor_lines()
+        .into_iter()
+        .find(|line| line.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no counter line for VM {vm}'s NIC"));
+    let at = line
+        .find(KEY)
+        .unwrap_or_else(|| panic!("no {KEY:?} in {line}"));
+    line[at + KEY.len()..]
+        .split([';', ',', ' '])
+        .next()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("unreadable {KEY:?} in {line}"))
 }
 
 /// `sha256sum` of what the shell command `shell` writes to stdout (empty if it failed).

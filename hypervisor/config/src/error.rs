@@ -175,6 +175,11 @@ pub enum ErrorKind {
         /// The refused text.
         text: String,
     },
+    /// {text:?} is not a ring layout (use "packed" or "split")
+    BadRing {
+        /// The refused text.
+        text: String,
+    },
     /// {mac} is a multicast address (the first octet's low bit is set)
     MulticastMac {
         /// The refused address.
@@ -297,6 +302,10 @@ impl fmt::Display for ErrorKind {
                 f,
                 "{text:?} is not a MAC address (use six hex pairs: 52:54:00:12:34:01)"
             ),
+            BadRing { text } => write!(
+                f,
+                "{text:?} is not a ring layout (use \"packed\" or \"split\")"
+            ),
             MulticastMac { mac } => {
                 write!(
                     f,
@@ -412,6 +421,9 @@ mod display_tests {
             },
             ErrorKind::BadMac {
                 text: "52:54".into(),
+            },
+            ErrorKind::BadRing {
+                text: "event-idx".into(),
             },
             ErrorKind::MulticastMac {
                 mac: "01:00:5e:00:00:01".into(),

@@ -37,6 +37,9 @@
 //! switch = "lan0"
 //! mac = "52:54:00:12:34:01"   # optional; derived from the VM name otherwise
 //! trusted = false             # optional; true lifts port security (router VM)
+//! ring = "packed"             # optional: "packed" | "split"; default: [`DEFAULT_RING`]
+//!                              # "packed" offers VIRTIO_F_RING_PACKED too; a driver that
+//!                              # does not take it (virtio-drivers) keeps the split ring
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -59,7 +62,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-pub use chroma_manifest::{CacheMode, GuestArch};
+pub use chroma_manifest::{CacheMode, GuestArch, RingLayout};
 use chroma_manifest::{
     ManifestBuilder, NetSpec, VmInput, DEFAULT_MEMORY_BASE, MAX_VCPUS, MEMORY_ALIGN,
 };
@@ -75,6 +78,8 @@ pub const DEVICE_WINDOW_END: u64 = 0x4000_0000;
 pub const IPA_LIMIT: u64 = 1 << 40;
 /// Room reserved in guest RAM for the generated device tree.
 pub const DTB_RESERVE: u64 = 2 << 20;
+/// The virtqueue layout a `[[vm.net]]` without `ring` offers.
+pub const DEFAULT_RING: RingLayout = RingLayout::Packed;
 
 /// What the target board can give guests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,6 +181,9 @@ pub struct Net {
     /// Port security lifted: the NIC may send from any source MAC and
     /// receives unicast for any (a router VM). Default false.
     pub trusted: bool,
+    /// The virtqueue layouts the device offers (`ring`; default
+    /// [`DEFAULT_RING`]).
+    pub ring: RingLayout,
 }
 
 /// Options that come from the command line of the host tool, not the file.
@@ -259,6 +267,7 @@ impl Config {
                     switch_index: net.switch_index,
                     mac: net.mac,
                     trusted: net.trusted,
+                    ring: net.ring,
                 })
                 .collect();
             images.push((kernel, initrd, nets));
@@ -751,11 +760,23 @@ impl Checker<'_> {
                     },
                 ));
             }
+            let ring = match raw_net.ring.as_deref() {
+                None => DEFAULT_RING,
+                Some("split") => RingLayout::Split,
+                Some("packed") => RingLayout::Packed,
+                Some(text) => {
+                    return Err(self.error(
+                        format!("{net_key}.ring"),
+                        ErrorKind::BadRing { text: text.into() },
+                    ))
+                }
+            };
             macs.insert(mac, net_key);
             nets.push(Net {
                 switch_index: u32::try_from(*switch).unwrap_or(u32::MAX),
                 mac,
                 trusted: raw_net.trusted,
+                ring,
             });
         }
 

@@ -86,6 +86,8 @@ pub(crate) struct RawNet {
     pub mac: Option<String>,
     #[serde(default)]
     pub trusted: bool,
+    /// `"split" | "packed"`, checked later (so a bad value gets our message).
+    pub ring: Option<String>,
 }
 
 /// A size as written: an integer, or a string checked later (so a bad

@@ -85,6 +85,7 @@ mac = "52:54:00:12:34:01"
 [[vm.net]]
 switch = "lan1"
 trusted = true
+ring = "split"
 
 [[vm]]
 name = "second"
@@ -148,8 +149,10 @@ fn valid_configuration_loads() {
             switch_index: 0,
             mac: [0x52, 0x54, 0, 0x12, 0x34, 1],
             trusted: false,
+            ring: DEFAULT_RING,
         }
     );
+    assert_eq!(probe.nets[1].ring, RingLayout::Split);
     assert_eq!(probe.nets[1].switch_index, 1);
     assert!(probe.nets[1].trusted);
     assert_eq!(probe.nets[1].mac, derive_mac("probe", 1));
@@ -211,6 +214,10 @@ fn manifest_round_trips_the_configuration() {
     assert_eq!(nets[0].mac, [0x52, 0x54, 0, 0x12, 0x34, 1]);
     assert_eq!(nets[1].switch_index, 1);
     assert_eq!((nets[0].trusted, nets[1].trusted), (false, true));
+    assert_eq!(
+        (nets[0].ring, nets[1].ring),
+        (DEFAULT_RING, RingLayout::Split)
+    );
     assert_eq!(vms[1].memory_base, 0x8000_0000);
     assert_eq!(vms[1].initrd, None);
 }
@@ -298,6 +305,45 @@ fn unknown_keys_are_refused_with_their_path() {
         assert!(message.contains("unknown field"), "{error}");
         assert_eq!(error.key, key, "{error}");
     }
+}
+
+#[test]
+fn ring_key_chooses_the_offered_layout_and_refuses_anything_else() {
+    let fixture = Fixture::new();
+    for (value, ring) in [("packed", RingLayout::Packed), ("split", RingLayout::Split)] {
+        let config = fixture
+            .load(&edit("ring = \"split\"", &format!("ring = \"{value}\"")))
+            .unwrap();
+        assert_eq!(config.vms[0].nets[1].ring, ring, "{value}");
+        // The other NIC has no key: the default.
+        assert_eq!(config.vms[0].nets[0].ring, DEFAULT_RING);
+    }
+    for (value, text) in [("Packed", "Packed"), ("event-idx", "event-idx"), ("", "")] {
+        let kind = fixture.refuse(
+            &edit("ring = \"split\"", &format!("ring = \"{value}\"")),
+            "vm[0] (\"probe\").net[1].ring",
+        );
+        assert_eq!(kind, ErrorKind::BadRing { text: text.into() });
+    }
+    // The one line a user sees names file, key and reason.
+    let error = fixture
+        .load(&edit("ring = \"split\"", "ring = \"event-idx\""))
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}: vm[0] (\"probe\").net[1].ring: \"event-idx\" is not a ring layout (use \"packed\" or \"split\")",
+            fixture.path().display()
+        )
+    );
+    // Not a string at all: serde's message, at the same key.
+    assert!(matches!(
+        fixture.refuse(
+            &edit("ring = \"split\"", "ring = true"),
+            "vm[0] (\"probe\").net[1].ring"
+        ),
+        ErrorKind::Syntax { .. }
+    ));
 }
 
 #[test]

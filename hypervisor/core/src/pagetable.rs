@@ -23,6 +23,10 @@ pub enum MemoryType {
     Normal,
     /// Device-nGnRE.
     Device,
+    /// Normal, inner and outer Non-cacheable: the hypervisor's alias of a
+    /// ring both sides write within one cache line (a packed virtqueue
+    /// under a maintaining cache policy, docs/caches.md).
+    NormalNonCacheable,
 }
 
 /// Permissions and type of a mapping.
@@ -66,6 +70,14 @@ impl Attributes {
         write: false,
         execute: true,
         memory: MemoryType::Normal,
+    };
+    /// Data the hypervisor shares with a peer that does not go through its
+    /// caches: read and write, never executable, Normal Non-cacheable.
+    pub const DATA_NON_CACHEABLE: Self = Self {
+        read: true,
+        write: true,
+        execute: false,
+        memory: MemoryType::NormalNonCacheable,
     };
     /// Data: read and write, never executable.
     pub const DATA: Self = Self {

@@ -4,8 +4,8 @@
 
 use chroma_manifest::{
     GuestArch,
-    CacheMode, Manifest, ManifestBuilder, ManifestError, NetSpec, Options, VmInput, MAX_VCPUS,
-    MEMORY_ALIGN,
+    CacheMode, Manifest, ManifestBuilder, ManifestError, NetSpec, Options, RingLayout, VmInput,
+    MAX_VCPUS, MEMORY_ALIGN,
 };
 
 use crate::{Bytes, Outcome};
@@ -125,6 +125,11 @@ fn round_trip(input: &mut Bytes<'_>) -> Outcome {
                         switch_index: u32::from(input.u8() % 5),
                         mac: input.array(),
                         trusted: input.u8() & 1 != 0,
+                        ring: if input.u8() & 1 != 0 {
+                            RingLayout::Packed
+                        } else {
+                            RingLayout::Split
+                        },
                     })
                     .collect(),
             }

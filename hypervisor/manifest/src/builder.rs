@@ -4,7 +4,7 @@ use alloc::vec::Vec;
 
 use crate::error::{At, ManifestError};
 use crate::layout::*;
-use crate::{CacheMode, GuestArch, Manifest, NetSpec, Options};
+use crate::{CacheMode, GuestArch, Manifest, NetSpec, Options, RingLayout};
 
 /// One VM to add to a manifest.
 #[derive(Clone, Copy, Debug)]
@@ -136,7 +136,11 @@ impl<'a> ManifestBuilder<'a> {
                 let mut net_record = [0u8; NET_RECORD_SIZE];
                 put(&mut net_record, N_SWITCH, &net.switch_index.to_le_bytes());
                 put(&mut net_record, N_MAC, &net.mac);
-                let flags = if net.trusted { NET_FLAG_TRUSTED } else { 0 };
+                let flags = if net.trusted { NET_FLAG_TRUSTED } else { 0 }
+                    | match net.ring {
+                        RingLayout::Split => 0,
+                        RingLayout::Packed => NET_FLAG_PACKED_RING,
+                    };
                 put(&mut net_record, N_FLAGS, &flags.to_le_bytes());
                 net_records.push(net_record);
             }

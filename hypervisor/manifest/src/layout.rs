@@ -95,6 +95,8 @@ pub(crate) const N_FLAGS: usize = 10;
 pub(crate) const N_RESERVED: usize = 12;
 /// NIC flag: port security is lifted for this NIC (`trusted = true`).
 pub(crate) const NET_FLAG_TRUSTED: u16 = 1;
+/// NIC flag: the device offers the packed ring (`ring = "packed"`).
+pub(crate) const NET_FLAG_PACKED_RING: u16 = 2;
 
 /// FNV-1a (32-bit) of `bytes`, with the four bytes at `skip` read as zero.
 pub(crate) fn checksum(bytes: &[u8], skip: usize) -> u32 {

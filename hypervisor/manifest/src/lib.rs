@@ -35,7 +35,8 @@
 //! VM record (80 bytes)              switch record (16 bytes)   NIC record (16 bytes)
 //!  0  8  name (blob ref)             0  8  name (blob ref)      0  4  switch index
 //!  8  8  memory base (IPA)           8  4  flags: bit 0 uplink  4  6  MAC address
-//! 16  8  memory bytes               12  4  reserved, zero      10  2  flags: bit 0 trusted
+//! 16  8  memory bytes               12  4  reserved, zero      10  2  flags: bit 0 trusted,
+//!                                                                      bit 1 packed ring
 //! 24  4  vCPU count                                             12  4  reserved, zero
 //! 28  4  flags: bit 0 has initrd, bit 1 AArch32 guest
 //! 32  8  CPU affinity (vCPU i -> physical CPU), unused entries zero
@@ -57,7 +58,8 @@
 //! The NIC flags took two bytes that were reserved (zero) in the first
 //! version-2 manifests, without a version bump: an older manifest reads as
 //! "no flag set" (port security on), and an older parser refuses a manifest
-//! that sets one, as it refuses any non-zero reserved byte.
+//! that sets one, as it refuses any non-zero reserved byte. The packed-ring
+//! flag came the same way: a manifest without it offers the split ring only.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -147,6 +149,20 @@ pub struct NetSpec {
     /// Whether port security is lifted (a router VM): the NIC may send from
     /// any source MAC and receives unicast for any.
     pub trusted: bool,
+    /// The virtqueue layouts the device offers its driver.
+    pub ring: RingLayout,
+}
+
+/// The virtqueue layouts a NIC offers (`ring = "split" | "packed"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RingLayout {
+    /// The split virtqueue only (virtio 1.2 §2.7): VIRTIO_F_RING_PACKED is
+    /// not offered.
+    #[default]
+    Split,
+    /// VIRTIO_F_RING_PACKED is offered as well (§2.8); a driver that does not
+    /// accept it (virtio-drivers, say) keeps the split ring.
+    Packed,
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use crate::error::{At, ManifestError};
 use crate::layout::*;
-use crate::{CacheMode, GuestArch, NetSpec, Options};
+use crate::{CacheMode, GuestArch, NetSpec, Options, RingLayout};
 
 /// Reads a little-endian `u16` at `offset`, or `None` past the end.
 fn read_u16(bytes: &[u8], offset: usize) -> Option<u16> {
@@ -163,10 +163,16 @@ impl Iterator for NetIter<'_> {
 }
 
 fn decode_net(record: &[u8]) -> Option<NetSpec> {
+    let flags = read_u16(record, N_FLAGS)?;
     Some(NetSpec {
         switch_index: read_u32(record, N_SWITCH)?,
         mac: read_array(record, N_MAC)?,
-        trusted: read_u16(record, N_FLAGS)? & NET_FLAG_TRUSTED != 0,
+        trusted: flags & NET_FLAG_TRUSTED != 0,
+        ring: if flags & NET_FLAG_PACKED_RING != 0 {
+            RingLayout::Packed
+        } else {
+            RingLayout::Split
+        },
     })
 }
 
@@ -319,7 +325,7 @@ impl<'a> Manifest<'a> {
                 });
             }
             let flags = field(read_u16(record, N_FLAGS), at, "flags")?;
-            if flags & !NET_FLAG_TRUSTED != 0 {
+            if flags & !(NET_FLAG_TRUSTED | NET_FLAG_PACKED_RING) != 0 {
                 return Err(ManifestError::InvalidValue { at, what: "flags" });
             }
             if read_array::<4>(record, N_RESERVED) != Some([0; 4]) {

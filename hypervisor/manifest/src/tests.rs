@@ -38,11 +38,13 @@ const NETS: [NetSpec; 2] = [
         switch_index: 0,
         mac: [0x52, 0x54, 0, 0x12, 0x34, 1],
         trusted: false,
+        ring: RingLayout::Packed,
     },
     NetSpec {
         switch_index: 1,
         mac: [0x52, 0x54, 0, 0x12, 0x34, 2],
         trusted: true,
+        ring: RingLayout::Split,
     },
 ];
 
@@ -339,15 +341,16 @@ fn nic_trusted_flag_is_carried_and_other_flag_bits_are_refused() {
     let net = Manifest::parse(&old).unwrap().vm(0).unwrap().nets.get(1);
     assert_eq!(net.map(|n| n.trusted), Some(false));
     // Unknown flag bits and the remaining reserved bytes are refused.
-    for (offset, what) in [
-        (N_FLAGS, "flags"),
-        (N_FLAGS + 1, "flags"),
-        (N_RESERVED, "reserved bytes"),
-        (N_RESERVED + 3, "reserved bytes"),
+    for (offset, bit, what) in [
+        (N_FLAGS, 0x80, "flags"),
+        (N_FLAGS, 0x04, "flags"),
+        (N_FLAGS + 1, 0x80, "flags"),
+        (N_RESERVED, 0x80, "reserved bytes"),
+        (N_RESERVED + 3, 0x80, "reserved bytes"),
     ] {
         let mut bytes = sample();
         let record = net_record(&bytes, 0);
-        bytes[record + offset] |= 0x80;
+        bytes[record + offset] |= bit;
         reseal(&mut bytes);
         assert_eq!(
             Manifest::parse(&bytes).unwrap_err(),
@@ -361,11 +364,41 @@ fn nic_trusted_flag_is_carried_and_other_flag_bits_are_refused() {
 }
 
 #[test]
+fn nic_ring_layout_is_carried_and_an_old_manifest_offers_split() {
+    let bytes = sample();
+    let rings: Vec<RingLayout> = Manifest::parse(&bytes)
+        .unwrap()
+        .vm(0)
+        .unwrap()
+        .nets
+        .iter()
+        .map(|net| net.ring)
+        .collect();
+    assert_eq!(rings, [RingLayout::Packed, RingLayout::Split]);
+    // The packed NIC's record has bit 1 and only it.
+    let record = net_record(&bytes, 0);
+    assert_eq!(
+        u16::from_le_bytes([bytes[record + N_FLAGS], bytes[record + N_FLAGS + 1]]),
+        NET_FLAG_PACKED_RING
+    );
+    // Before the flag existed the byte was zero: such a NIC is split.
+    let mut old = sample();
+    old[record + N_FLAGS] = 0;
+    reseal(&mut old);
+    let net = Manifest::parse(&old).unwrap().vm(0).unwrap().nets.get(0);
+    assert_eq!(
+        net.map(|n| (n.ring, n.trusted)),
+        Some((RingLayout::Split, false))
+    );
+}
+
+#[test]
 fn net_with_unknown_switch_is_refused_by_the_builder() {
     let nets = [NetSpec {
         switch_index: 5,
         mac: [2, 0, 0, 0, 0, 1],
         trusted: false,
+        ring: RingLayout::Split,
     }];
     let mut builder = ManifestBuilder::new(Options::default());
     builder.add_switch("lan0", false);

@@ -8,7 +8,11 @@
 //! - VM-to-VM TCP: [`TRANSFER_MIB`] MiB from busybox httpd in one Linux guest
 //!   to wget in another (`chroma.serve` / `chroma.fetch`, sha256 checked by the
 //!   guests), each guest 1 vCPU; under chroma both VMs on one switch, on plain
-//!   QEMU two QEMU processes joined by socket netdevs. Both NICs' counter
+//!   QEMU two QEMU processes joined by socket netdevs. Under chroma twice,
+//!   interleaved with the plain run: both NICs with `ring = "packed"` (Linux
+//!   takes VIRTIO_F_RING_PACKED; the figure `linux.vm_to_vm.throughput`),
+//!   then with `ring = "split"` (`linux.vm_to_vm.throughput.split`, also
+//!   the packed figure's second peer, so its ratio is packed / split). Both NICs' counter
 //!   lines under chroma: the client's is printed as it powers off, the
 //!   server's when the bench types Ctrl-A c on chroma's console.
 //! - Ping: after the transfer, on the idle network, the client pings the
@@ -26,6 +30,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::bench::{BenchArgs, Peers, PLAIN_QEMU};
+
+/// The packed-ring figure's second peer: the same pair on split rings.
+const SPLIT_RING: &str = "chroma, split rings";
 use crate::bench_results::{names, Better, Figure, Results};
 use crate::images::Images;
 use crate::qemu::qemu_command;
@@ -58,7 +65,8 @@ pub fn run(args: &BenchArgs, images: &Images, peers: &Peers, results: &mut Resul
     Ok(())
 }
 
-/// A Linux `[[vm]]` for a bench configuration.
+/// A Linux `[[vm]]` for a bench configuration, with a NIC on lan0 when
+/// `nic` gives its MAC and ring layout.
 fn linux_vm(
     name: &str,
     kernel: &Path,
@@ -66,7 +74,7 @@ fn linux_vm(
     memory: &str,
     vcpus: u32,
     words: &str,
-    mac: Option<&str>,
+    nic: Option<(&str, Ring)>,
 ) -> String {
     let mut text = format!(
         "[[vm]]\nname = {name:?}\nkernel = {:?}\ninitrd = {:?}\nmemory = {memory:?}\nvcpus = {vcpus}\ncmdline = {:?}\n",
@@ -74,11 +82,31 @@ fn linux_vm(
         initrd.display().to_string(),
         format!("{BASE_CMDLINE} {words}").trim_end()
     );
-    if let Some(mac) = mac {
-        text.push_str(&format!("[[vm.net]]\nswitch = \"lan0\"\nmac = {mac:?}\n"));
+    if let Some((mac, ring)) = nic {
+        text.push_str(&format!(
+            "[[vm.net]]\nswitch = \"lan0\"\nmac = {mac:?}\nring = {:?}\n",
+            ring.key()
+        ));
     }
     text.push('\n');
     text
+}
+
+/// The virtqueue layout the Linux pair's NICs offer (`ring` of `[[vm.net]]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ring {
+    Split,
+    Packed,
+}
+
+impl Ring {
+    /// The configuration's value.
+    fn key(self) -> &'static str {
+        match self {
+            Ring::Split => "split",
+            Ring::Packed => "packed",
+        }
+    }
 }
 
 /// Writes `text` as `dir/name`, bundles it and returns chroma's QEMU command.
@@ -467,14 +495,21 @@ fn transfer_under_chroma(
     dir: &Path,
     kernel: &Path,
     initrd: &Path,
+    ring: Ring,
 ) -> Result<Transfer> {
     let text = format!(
         "# Two Linux VMs on one switch, written by `cargo xtask bench`.\n[[switch]]\nname = \"lan0\"\n\n{}{}",
-        linux_vm("server", kernel, initrd, "256M", 1, &format!("{SERVER_WORDS}{TRANSFER_MIB}"), Some("52:54:00:12:34:21")),
-        linux_vm("client", kernel, initrd, "256M", 1, &client_words(), Some("52:54:00:12:34:22")),
+        linux_vm("server", kernel, initrd, "256M", 1, &format!("{SERVER_WORDS}{TRANSFER_MIB}"), Some(("52:54:00:12:34:21", ring))),
+        linux_vm("client", kernel, initrd, "256M", 1, &client_words(), Some(("52:54:00:12:34:22", ring))),
     );
     let mut qemu = Watched::start_with(
-        chroma_command(args, images, dir, "bench-linux-tcp.toml", &text)?,
+        chroma_command(
+            args,
+            images,
+            dir,
+            &format!("bench-linux-tcp-{}.toml", ring.key()),
+            &text,
+        )?,
         Stdio::piped(),
     )?;
     let deadline = Instant::now() + TRANSFER_TIMEOUT;
@@ -570,11 +605,21 @@ fn transfer(
     peers: &Peers,
     results: &mut Results,
 ) -> Result<()> {
-    let under = transfer_under_chroma(args, images, dir, kernel, initrd)
-        .map_err(|error| format!("Linux VM-to-VM TCP under chroma: {error}"))?;
+    // Interleaved: packed, split, then the plain QEMUs.
+    let under = transfer_under_chroma(args, images, dir, kernel, initrd, Ring::Packed)
+        .map_err(|error| format!("Linux VM-to-VM TCP under chroma, packed rings: {error}"))?;
+    let split = transfer_under_chroma(args, images, dir, kernel, initrd, Ring::Split)
+        .map_err(|error| format!("Linux VM-to-VM TCP under chroma, split rings: {error}"))?;
     let mut figure = Figure::new(
         names::LINUX_VM_TO_VM_THROUGHPUT,
         under.kib_per_s,
+        "KiB/s",
+        Better::Higher,
+    )
+    .rounds(1);
+    let mut split_figure = Figure::new(
+        names::LINUX_VM_TO_VM_THROUGHPUT_SPLIT,
+        split.kib_per_s,
         "KiB/s",
         Better::Higher,
     )
@@ -585,13 +630,15 @@ fn transfer(
             let bare = transfer_on_plain_qemu(args.board, kernel, initrd)
                 .map_err(|error| format!("Linux VM-to-VM TCP on plain QEMU: {error}"))?;
             figure = figure.peer(PLAIN_QEMU, bare.kib_per_s);
+            split_figure = split_figure.peer(PLAIN_QEMU, bare.kib_per_s);
             ping = ping.peer(PLAIN_QEMU, bare.ping_us);
             (
                 format!(
-                    "{:.0} ms ({:.1} MiB/s) between two plain QEMUs (socket netdev), throughput ratio {:.2}",
+                    "{:.0} ms ({:.1} MiB/s) between two plain QEMUs (socket netdev), throughput ratio {:.2} packed, {:.2} split",
                     bare.ms,
                     bare.kib_per_s / 1024.0,
-                    under.kib_per_s / bare.kib_per_s
+                    under.kib_per_s / bare.kib_per_s,
+                    split.kib_per_s / bare.kib_per_s
                 ),
                 format!(
                     ", {:.0} us between two plain QEMUs, ratio {:.2}",
@@ -602,18 +649,27 @@ fn transfer(
         }
         Err(why) => (format!("plain QEMU: {why}"), String::new()),
     };
+    figure = figure.peer(SPLIT_RING, split.kib_per_s);
     println!(
-        "linux vm-to-vm tcp, {TRANSFER_MIB} MiB httpd -> wget (1 vCPU each, MTU 1500): {:.0} ms ({:.1} MiB/s) through chroma's switch, {peer}",
+        "linux vm-to-vm tcp, {TRANSFER_MIB} MiB httpd -> wget (1 vCPU each, MTU 1500): {:.0} ms ({:.1} MiB/s) on packed rings \
+         and {:.0} ms ({:.1} MiB/s) on split rings through chroma's switch (packed / split {:.2}), {peer}",
         under.ms,
         under.kib_per_s / 1024.0,
+        split.ms,
+        split.kib_per_s / 1024.0,
+        under.kib_per_s / split.kib_per_s,
     );
     results.push(figure);
+    results.push(split_figure);
     println!(
         "linux vm-to-vm ping after the transfer (ping -c {PINGS} -i {PING_INTERVAL}), median: \
-         {:.0} us through chroma's switch{ping_peer}",
-        under.ping_us
+         {:.0} us through chroma's switch on packed rings ({:.0} us on split rings){ping_peer}",
+        under.ping_us, split.ping_us
     );
     results.push(ping);
+    for note in &split.notes {
+        println!("linux vm-to-vm tcp on split rings, where the time goes: {note}");
+    }
     for note in &under.notes {
         println!("linux vm-to-vm tcp, where the time goes: {note}");
         if let Some((vm, nic)) = crate::bench_net::vm_counters(note) {

@@ -57,8 +57,10 @@ pub mod names {
     pub const LINUX_BOOT_FIRST_LINE: &str = "linux.boot.first_line";
     /// Linux: the kernel's own clock at init.
     pub const LINUX_BOOT_KERNEL_CLOCK: &str = "linux.boot.kernel_clock";
-    /// Linux VM-to-VM TCP throughput.
+    /// Linux VM-to-VM TCP throughput, the NICs on packed rings.
     pub const LINUX_VM_TO_VM_THROUGHPUT: &str = "linux.vm_to_vm.throughput";
+    /// The same, the NICs on split rings (`ring = "split"`).
+    pub const LINUX_VM_TO_VM_THROUGHPUT_SPLIT: &str = "linux.vm_to_vm.throughput.split";
     /// The bare-metal pair, for [`traps_per_packet`] and [`irqs_per_packet`].
     pub const BARE_METAL_PAIR: &str = "vm_to_vm";
     /// The Linux pair, for [`traps_per_packet`] and [`irqs_per_packet`].

@@ -123,6 +123,12 @@ pub fn publish_new_mappings() {
     sysreg::isb();
 }
 
+/// Makes the removal or change of the EL2 mapping of the page at `va`
+/// (its descriptor already written) take effect on every CPU: TLBI VAE2IS.
+pub fn forget_mapping(va: u64) {
+    sysreg::tlbi_vae2is(va);
+}
+
 /// Bytes [`copy_blocks`] moves per iteration.
 pub const COPY_BLOCK: usize = 64;
 

@@ -18,6 +18,8 @@ const SH_INNER: u64 = 0b11 << 8;
 const S2_MEMATTR_NORMAL_WB: u64 = 0b1111 << 2;
 /// Stage-2 MemAttr[5:2]: Device-nGnRE.
 const S2_MEMATTR_DEVICE_NGNRE: u64 = 0b0001 << 2;
+/// Stage-2 MemAttr[5:2]: Normal, outer and inner Non-cacheable.
+const S2_MEMATTR_NORMAL_NC: u64 = 0b0101 << 2;
 const S2_MEMATTR_MASK: u64 = 0b1111 << 2;
 /// S2AP[0]: readable; S2AP[1]: writable.
 const S2AP_READ: u64 = 1 << 6;
@@ -32,6 +34,8 @@ pub const MAIR_EL2_VALUE: u64 = super::el2::mair_el2();
 const S1_ATTR_NORMAL: u64 = super::el2::MAIR_INDEX_NORMAL << 2;
 /// AttrIndx of device memory.
 const S1_ATTR_DEVICE: u64 = super::el2::MAIR_INDEX_DEVICE << 2;
+/// AttrIndx of Normal Non-cacheable memory.
+const S1_ATTR_NON_CACHEABLE: u64 = super::el2::MAIR_INDEX_NON_CACHEABLE << 2;
 const S1_ATTR_MASK: u64 = 0b111 << 2;
 /// AP[2:1]: 0b01 read/write, 0b11 read-only (AP[1] is RES1 at EL2).
 const S1_AP_RW: u64 = 0b01 << 6;
@@ -80,6 +84,7 @@ impl PageTableFormat for Stage2Format {
                 let memattr = match a.memory {
                     MemoryType::Normal => S2_MEMATTR_NORMAL_WB | SH_INNER,
                     MemoryType::Device => S2_MEMATTR_DEVICE_NGNRE,
+                    MemoryType::NormalNonCacheable => S2_MEMATTR_NORMAL_NC | SH_INNER,
                 };
                 let ap = if a.read { S2AP_READ } else { 0 } | if a.write { S2AP_WRITE } else { 0 };
                 let xn = if a.execute { 0 } else { S2_XN };
@@ -93,10 +98,10 @@ impl PageTableFormat for Stage2Format {
             read: raw & S2AP_READ != 0,
             write: raw & S2AP_WRITE != 0,
             execute: raw & S2_XN == 0,
-            memory: if raw & S2_MEMATTR_MASK == S2_MEMATTR_DEVICE_NGNRE {
-                MemoryType::Device
-            } else {
-                MemoryType::Normal
+            memory: match raw & S2_MEMATTR_MASK {
+                S2_MEMATTR_DEVICE_NGNRE => MemoryType::Device,
+                S2_MEMATTR_NORMAL_NC => MemoryType::NormalNonCacheable,
+                _ => MemoryType::Normal,
             },
         })
     }
@@ -117,6 +122,7 @@ impl PageTableFormat for El2Stage1Format {
                 let attr = match a.memory {
                     MemoryType::Normal => S1_ATTR_NORMAL | SH_INNER,
                     MemoryType::Device => S1_ATTR_DEVICE,
+                    MemoryType::NormalNonCacheable => S1_ATTR_NON_CACHEABLE | SH_INNER,
                 };
                 let ap = if a.write { S1_AP_RW } else { S1_AP_RO };
                 let xn = if a.execute { 0 } else { S1_XN };
@@ -130,10 +136,10 @@ impl PageTableFormat for El2Stage1Format {
             read: true,
             write: raw & (0b11 << 6) == S1_AP_RW,
             execute: raw & S1_XN == 0,
-            memory: if raw & S1_ATTR_MASK == S1_ATTR_DEVICE {
-                MemoryType::Device
-            } else {
-                MemoryType::Normal
+            memory: match raw & S1_ATTR_MASK {
+                S1_ATTR_DEVICE => MemoryType::Device,
+                S1_ATTR_NON_CACHEABLE => MemoryType::NormalNonCacheable,
+                _ => MemoryType::Normal,
             },
         })
     }
@@ -187,6 +193,7 @@ mod tests {
             Attributes::READ_ONLY,
             Attributes::DATA,
             Attributes::DEVICE,
+            Attributes::DATA_NON_CACHEABLE,
         ] {
             for level in [1, 2, 3] {
                 let raw = El2Stage1Format::encode(

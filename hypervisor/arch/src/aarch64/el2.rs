@@ -248,6 +248,8 @@ pub fn cnthp_ctl_el2_off() -> u64 {
 pub const MAIR_INDEX_NORMAL: u64 = 0;
 /// MAIR_EL2 attribute index of device memory.
 pub const MAIR_INDEX_DEVICE: u64 = 1;
+/// MAIR_EL2 attribute index of Normal Non-cacheable memory.
+pub const MAIR_INDEX_NON_CACHEABLE: u64 = 2;
 
 /// MAIR_EL2: the memory types the EL2 stage-1 descriptors index.
 ///
@@ -263,6 +265,13 @@ pub const fn mair_el2() -> u64 {
         // reordering (register writes happen once and in order), early
         // write acknowledgement allowed (as Linux maps devices).
         | MAIR_EL2::Attr1_Device::nonGathering_nonReordering_EarlyWriteAck.value
+        // Attr2 (MAIR_INDEX_NON_CACHEABLE): Normal, inner and outer
+        // Non-cacheable: the alias through which the device model reaches a
+        // packed virtqueue when the cache policy maintains (both sides write
+        // its descriptor slots, often in one line, so no per-line cleaning
+        // of a cached copy can be right; docs/caches.md).
+        | MAIR_EL2::Attr2_Normal_Outer::NonCacheable.value
+        | MAIR_EL2::Attr2_Normal_Inner::NonCacheable.value
 }
 
 /// TCR_EL2 for the hypervisor's own stage 1: `va_bits` of identity-mapped
@@ -587,7 +596,8 @@ mod tests {
         const EN_KEYS: u64 = 1 << 31 | 1 << 30 | 1 << 27 | 1 << 13;
         assert_eq!(sctlr_el2() & EN_KEYS, 0);
         assert_eq!(sctlr_el2_without_wxn() & EN_KEYS, 0);
-        assert_eq!(mair_el2(), 0xff | 0x04 << 8);
+        // Attr0 write-back, Attr1 Device-nGnRE, Attr2 Normal Non-cacheable.
+        assert_eq!(mair_el2(), 0xff | 0x04 << 8 | 0x44 << 16);
     }
 
     #[test]

@@ -299,6 +299,25 @@ pub fn tlbi_vmalls12e1() {
     };
 }
 
+/// Invalidates the EL2 translation of the page at `va` on every CPU of the
+/// inner shareable domain (TLBI VAE2IS), after its descriptor was changed
+/// or removed: DSB ISHST first so the walkers see the table write, DSB ISH
+/// to wait for the invalidation everywhere, ISB for this CPU's next access.
+pub fn tlbi_vae2is(va: u64) {
+    // SAFETY: TLB invalidation only drops cached translations; the operand
+    // is VA[55:12], any value of which is a valid operand.
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "tlbi vae2is, {page}",
+            "dsb ish",
+            "isb",
+            page = in(reg) (va >> 12) & ((1 << 44) - 1),
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
 /// Invalidates every EL1&0 TLB entry of this CPU, of every VMID (TLBI
 /// ALLE1): what a cold reset left in the TLBs is UNKNOWN, and no guest's
 /// translations may come from there.

@@ -98,6 +98,15 @@ pub fn publish_new_mappings() {
     sysreg::isb();
 }
 
+/// Makes the removal or change of the HYP mapping of the page at `va`
+/// (its descriptor already written) take effect on every CPU: TLBIMVAHIS.
+/// HYP addresses are 32-bit: a wider `va` is no HYP page (nothing to do).
+pub fn forget_mapping(va: u64) {
+    if let Ok(va) = u32::try_from(va) {
+        sysreg::invalidate_hyp_tlb_page(va);
+    }
+}
+
 /// Cleans and invalidates every line of one data or unified cache of this
 /// CPU by set/way (DCCISW over
 /// `crate::aarch64::set_way::whole_cache_operands`, whose layout DCCISW

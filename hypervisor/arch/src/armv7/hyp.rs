@@ -181,6 +181,15 @@ mod tests {
         assert_eq!(device >> 2 & 0b111, 1, "AttrIndx 1: device");
         assert_eq!(hmair0() >> 8 & 0xff, 0x04, "attribute 1 is Device");
         assert_eq!(hmair0() & 0xff, 0xff, "attribute 0 is write-back");
+        let uncached = leaf(Attributes::DATA_NON_CACHEABLE);
+        assert_eq!(uncached >> 2 & 0b111, 2, "AttrIndx 2: Normal Non-cacheable");
+        assert_eq!(uncached >> 6 & 0b11, 0b01, "AP[2:1] = read/write");
+        assert_ne!(uncached & 1 << 54, 0, "XN");
+        assert_eq!(
+            hmair0() >> 16 & 0xff,
+            0x44,
+            "attribute 2 is Normal Non-cacheable"
+        );
         assert_eq!(hmair1(), 0);
     }
 

@@ -564,6 +564,24 @@ pub fn dsb_ish() {
     unsafe { asm!("dsb ish", options(nostack, preserves_flags)) };
 }
 
+/// Invalidates the HYP translation of the page at `va` on every CPU of the
+/// inner shareable domain (TLBIMVAHIS, p15, 4, c8, c3, 1), after its
+/// descriptor was changed or removed: DSB first so the walkers see the
+/// table write, DSB to wait for the invalidation, ISB for the next access.
+pub fn invalidate_hyp_tlb_page(va: u32) {
+    // SAFETY: TLB invalidation only drops cached translations; the tables themselves stay; any MVA is a valid operand. HYP mode only.
+    unsafe {
+        asm!(
+            "dsb ish",
+            "mcr p15, 4, {va}, c8, c3, 1",
+            "dsb ish",
+            "isb",
+            va = in(reg) va & !0xfff,
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
 /// WFI.
 pub fn wfi() {
     aarch32_cpu::asm::wfi();
