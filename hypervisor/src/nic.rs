@@ -702,7 +702,7 @@ pub fn report(vm_index: usize) {
         let held = nic.counters.held_count.load(Ordering::Relaxed);
         log::info!(
             "vm {} net{} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} on {} port {}: rx {} pkts {} B, tx {} pkts {} B, drops {}, errors {}, spoofed {}; \
-             traps/pkt {:.3}, irqs/pkt {:.3}, kicks {} (suppressed {}), polls {}, irqs suppressed {}, lines maintained/pkt {:.2}; \
+             traps/pkt {:.3}, irqs/pkt {:.3}, kicks {} (suppressed {}), polls {}, irqs suppressed {}, lines maintained/pkt {:.2} minimum/pkt {:.2}; \
              traps: QueueNotify rx {} tx {}, InterruptStatus {}, InterruptACK {}, other {}; irqs held {}",
             vm.name,
             i,
@@ -723,6 +723,7 @@ pub fn report(vm_index: usize) {
             polls,
             port.rx_packets.saturating_sub(interrupts),
             per_packet(stats.total()),
+            per_packet(stats.minimum()),
             rx_notifies,
             tx_notifies,
             status_reads,

@@ -241,6 +241,16 @@ pub struct NetPort<'a, M: GuestMemory> {
     held_len: usize,
 }
 
+/// A port is one backend operation on its memory (the switch makes one
+/// per run): letting go of it ends the operation, so writes whose cache
+/// maintenance was merged and deferred reach the guest now
+/// ([`GuestMemory::end_operation`]).
+impl<M: GuestMemory> Drop for NetPort<'_, M> {
+    fn drop(&mut self) {
+        self.mem.end_operation();
+    }
+}
+
 impl<'a, M: GuestMemory> NetPort<'a, M> {
     /// Binds `dev` to `mem`, the memory of the VM that owns it.
     pub fn new(dev: &'a mut VirtioNet, mem: &'a M) -> Self {

@@ -10,7 +10,7 @@
 use core::num::Wrapping;
 use core::sync::atomic::Ordering;
 
-use chroma_mem::{GuestMemory, GuestPhysAddr};
+use chroma_mem::{DeviceArea, GuestMemory, GuestPhysAddr};
 
 use crate::VirtioError;
 
@@ -206,6 +206,16 @@ impl SplitQueue {
         self.layout.size.wrapping_sub(1)
     }
 
+    /// The used ring, `avail_event` included: only the device writes it
+    /// (§2.7.8), so the cache hooks need not prepare lines wholly inside it
+    /// before a partial write ([`GuestMemory::write_owned`]).
+    fn used_area(&self) -> DeviceArea {
+        DeviceArea {
+            start: self.layout.used,
+            len: used_ring_bytes(self.layout.size),
+        }
+    }
+
     /// Reads `avail.idx` (Acquire, §2.7.13.3) and checks it moved at most
     /// `size` entries past what the device consumed.
     fn read_avail_idx<M: GuestMemory>(&mut self, mem: &M) -> Result<Wrapping<u16>, VirtioError> {
@@ -268,9 +278,10 @@ impl SplitQueue {
         let mut element = [0u8; 8];
         element[..4].copy_from_slice(&u32::from(head).to_le_bytes());
         element[4..].copy_from_slice(&len.to_le_bytes());
-        mem.write_array(
+        mem.write_owned(
             at(self.layout.used, 4 + USED_ELEMENT_SIZE * slot)?,
             &element,
+            self.used_area(),
         )?;
         self.next_used += 1;
         Ok(())
@@ -285,10 +296,11 @@ impl SplitQueue {
         }
         // Release: the used elements and the buffer data written before are
         // visible before the new index (§2.7.13.4 "write barrier").
-        mem.store_u16(
+        mem.store_u16_owned(
             at(self.layout.used, 2)?,
             self.next_used.0,
             Ordering::Release,
+            self.used_area(),
         )?;
         self.published_used = self.next_used;
         // Full barrier between publishing used.idx and reading the driver's
@@ -317,10 +329,11 @@ impl SplitQueue {
         }
         if self.event_idx {
             let offset = 4 + USED_ELEMENT_SIZE * u64::from(self.layout.size);
-            mem.store_u16(
+            mem.store_u16_owned(
                 at(self.layout.used, offset)?,
                 self.next_avail.0,
                 Ordering::Relaxed,
+                self.used_area(),
             )?;
             // Full barrier: the avail_event store before the avail.idx re-read.
             mem.fence(Ordering::SeqCst);
@@ -345,7 +358,13 @@ impl SplitQueue {
         if self.event_idx {
             let offset = 4 + USED_ELEMENT_SIZE * u64::from(self.layout.size);
             let event = self.next_avail + Wrapping(ahead);
-            mem.store_u16(at(self.layout.used, offset)?, event.0, Ordering::Relaxed)?;
+            let area = self.used_area();
+            mem.store_u16_owned(
+                at(self.layout.used, offset)?,
+                event.0,
+                Ordering::Relaxed,
+                area,
+            )?;
             mem.fence(Ordering::SeqCst);
         }
         Ok(self.read_avail_idx(mem)? != self.next_avail)
