@@ -124,7 +124,10 @@ impl VmMemory {
             return Err(MemError::Unaligned);
         }
         let va = HostVirtAddr::new(self.translate(gpa, 2)?);
-        if matches!(order, Ordering::Release | Ordering::AcqRel | Ordering::SeqCst) {
+        if matches!(
+            order,
+            Ordering::Release | Ordering::AcqRel | Ordering::SeqCst
+        ) {
             self.hooks.before_release(va, 2);
         }
         match area {
@@ -214,7 +217,10 @@ impl GuestMemory for VmMemory {
             return Err(MemError::Unaligned);
         }
         let va = self.translate(gpa, 2)?;
-        if matches!(order, Ordering::Acquire | Ordering::AcqRel | Ordering::SeqCst) {
+        if matches!(
+            order,
+            Ordering::Acquire | Ordering::AcqRel | Ordering::SeqCst
+        ) {
             self.hooks.before_acquire(HostVirtAddr::new(va), 2);
         }
         self.hooks.before_read(HostVirtAddr::new(va), 2);

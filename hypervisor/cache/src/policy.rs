@@ -776,4 +776,134 @@ mod tests {
             Policy::Nothing
         );
     }
+
+    /// Records every maintenance operation (line address, kind).
+    struct Log {
+        ops: RefCell<std::vec::Vec<(char, u64)>>,
+    }
+
+    // SAFETY: a test double that records the operations instead of doing them.
+    unsafe impl CacheOps for Log {
+        fn line_size(&self) -> usize {
+            64
+        }
+        unsafe fn clean_line(&self, va: HostVirtAddr) {
+            self.ops.borrow_mut().push(('c', va.raw()));
+        }
+        unsafe fn invalidate_line(&self, va: HostVirtAddr) {
+            self.ops.borrow_mut().push(('i', va.raw()));
+        }
+        unsafe fn clean_invalidate_line(&self, va: HostVirtAddr) {
+            self.ops.borrow_mut().push(('x', va.raw()));
+        }
+        fn invalidate_icache_all(&self) {}
+        fn dsb(&self) {}
+        fn dmb(&self) {}
+        fn isb(&self) {}
+    }
+
+    fn hooks(merged: bool) -> MaintainHooks<Log> {
+        let h = MaintainHooks::new(
+            Log {
+                ops: RefCell::new(std::vec::Vec::new()),
+            },
+            Policy::Maintain,
+            HostVirtAddr::new(0x10_0000),
+            0x10_0000,
+        );
+        if merged {
+            h.merged()
+        } else {
+            h
+        }
+    }
+
+    fn taken(h: &MaintainHooks<Log>) -> std::vec::Vec<(char, u64)> {
+        core::mem::take(&mut *h.ops().ops.borrow_mut())
+    }
+
+    const A: u64 = 0x10_0000;
+
+    #[test]
+    fn line_sets_merge_adjacent_ranges_and_refuse_when_full() {
+        let mut set: LineSet<2> = LineSet::new();
+        assert!(set.insert(0, 64) && set.insert(128, 192));
+        // Bridges the two: one range.
+        assert!(set.insert(64, 128));
+        assert_eq!(set.live(), &[(0, 192)]);
+        assert!(set.insert(512, 576) && !set.insert(1024, 1088));
+        assert!(set.contains(128) && !set.contains(192) && !set.contains(1024));
+    }
+
+    #[test]
+    fn merged_reads_maintain_a_line_once_between_ordering_points() {
+        let h = hooks(true);
+        let v = |a: u64| HostVirtAddr::new(a);
+        h.before_read(v(A + 2), 2);
+        h.before_read(v(A + 4), 16);
+        h.before_read(v(A + 60), 8);
+        // Lines A and A+64, once each.
+        assert_eq!(taken(&h), [('x', A), ('x', A + 64)]);
+        // An Acquire of a fresh line changes nothing; of another line, the
+        // lines read before are read afresh after it.
+        h.before_acquire(v(A + 2), 2);
+        h.before_read(v(A + 8), 4);
+        assert!(taken(&h).is_empty());
+        h.before_acquire(v(A + 0x1000), 2);
+        h.before_read(v(A + 0x1000), 2);
+        h.before_read(v(A + 8), 4);
+        assert_eq!(taken(&h), [('x', A + 0x1000), ('x', A)]);
+        // A full barrier: everything again.
+        h.barrier();
+        h.before_read(v(A + 8), 4);
+        assert_eq!(taken(&h), [('x', A)]);
+        let s = h.stats();
+        assert_eq!(s.lines_invalidated, 5);
+        // The minimum: lines A, A+64, A+0x1000 before the barrier, A after.
+        assert_eq!(s.min_read, 4);
+        // Unmerged: every access maintains its lines.
+        let u = hooks(false);
+        u.before_read(v(A + 2), 2);
+        u.before_read(v(A + 4), 16);
+        assert_eq!(taken(&u), [('x', A), ('x', A)]);
+    }
+
+    #[test]
+    fn merged_writes_clean_once_at_the_publication_point() {
+        let h = hooks(true);
+        let v = |a: u64| HostVirtAddr::new(a);
+        let area = (v(A), 0x100);
+        // Two used elements in one line of the device's own area: no
+        // preparation, no clean yet.
+        for at in [A + 4, A + 12] {
+            h.before_write_owned(v(at), 8, area.0, area.1);
+            h.after_write(v(at), 8);
+        }
+        assert!(taken(&h).is_empty());
+        // Buffer data sharing its first line with other bytes: prepared once.
+        for (at, len) in [(A + 0x210, 12), (A + 0x21c, 101)] {
+            h.before_write(v(at), len);
+            h.after_write(v(at), len);
+        }
+        assert_eq!(taken(&h), [('x', A + 0x200), ('x', A + 0x280)]);
+        // The Release store of the index (line A): the other lines first,
+        // the index's own line stays pending and goes with the barrier.
+        h.before_release(v(A + 2), 2);
+        h.before_write_owned(v(A + 2), 2, area.0, area.1);
+        h.after_write(v(A + 2), 2);
+        assert_eq!(
+            taken(&h),
+            [('c', A + 0x200), ('c', A + 0x240), ('c', A + 0x280)]
+        );
+        h.end_operation();
+        assert_eq!(taken(&h), [('c', A)]);
+        let s = h.stats();
+        assert_eq!((s.lines_cleaned, s.lines_prepared), (4, 2));
+        assert_eq!((s.min_written, s.min_prepared), (4, 2));
+        // A partial line reaching past the device's area is prepared.
+        h.before_write_owned(v(A + 0xe0), 2, area.0, area.1);
+        assert!(taken(&h).is_empty());
+        h.before_write_owned(v(A + 0xe0), 2, area.0, 0xf0);
+        assert_eq!(taken(&h), [('x', A + 0xc0)]);
+    }
 }

@@ -128,6 +128,9 @@ pub struct SplitQueue {
     published_used: Wrapping<u16>,
     /// The `used.idx` at the previous interrupt decision (vhost `signalled_used`).
     signalled_used: Wrapping<u16>,
+    /// The value this queue last stored in `avail_event` (EVENT_IDX), if
+    /// any since it was activated: the device alone writes it (§2.7.8).
+    avail_event: Option<Wrapping<u16>>,
 }
 
 impl SplitQueue {
@@ -148,6 +151,7 @@ impl SplitQueue {
             next_used: Wrapping(0),
             published_used: Wrapping(0),
             signalled_used: Wrapping(0),
+            avail_event: None,
         }
     }
 
@@ -323,11 +327,21 @@ impl SplitQueue {
     /// EVENT_IDX: `avail_event = next_avail`, §2.7.10), then re-reads
     /// `avail.idx` after a full barrier so a chain added meanwhile is not
     /// missed. Returns whether chains are available now.
+    ///
+    /// If `avail_event` already holds `next_avail` (an earlier call armed
+    /// it, made it visible with its barrier, and nothing was consumed
+    /// since) the store and the barrier are skipped: only `avail.idx` is
+    /// read. An idle device polled again and again then writes no ring line
+    /// (each store costs a clean and a preparation per poll under a
+    /// maintaining policy). The read itself stays: a caller that did not
+    /// just read `avail.idx` must see chains added since (the exhaustive
+    /// check's split model finds the missed notification without it).
     pub fn enable_notification<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, VirtioError> {
         if !self.ready {
             return Err(VirtioError::QueueNotReady);
         }
-        if self.event_idx {
+        if self.event_idx && self.avail_event != Some(self.next_avail) {
+            self.avail_event = Some(self.next_avail);
             let offset = 4 + USED_ELEMENT_SIZE * u64::from(self.layout.size);
             mem.store_u16_owned(
                 at(self.layout.used, offset)?,
@@ -358,6 +372,7 @@ impl SplitQueue {
         if self.event_idx {
             let offset = 4 + USED_ELEMENT_SIZE * u64::from(self.layout.size);
             let event = self.next_avail + Wrapping(ahead);
+            self.avail_event = Some(event);
             let area = self.used_area();
             mem.store_u16_owned(
                 at(self.layout.used, offset)?,
@@ -491,6 +506,77 @@ mod tests {
         assert!(!need_event(Wrapping(5), Wrapping(12), Wrapping(7)));
         // Across the 16-bit wrap.
         assert!(need_event(Wrapping(65535), Wrapping(1), Wrapping(65530)));
+    }
+
+    /// Counts the stores a queue makes (on top of plain memory).
+    struct Stores {
+        inner: chroma_mem::vecmem::VecMemory,
+        stores: core::cell::Cell<u32>,
+    }
+
+    impl GuestMemory for Stores {
+        fn check_range(&self, gpa: GuestPhysAddr, len: u64) -> Result<(), chroma_mem::MemError> {
+            self.inner.check_range(gpa, len)
+        }
+        fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), chroma_mem::MemError> {
+            self.inner.read(gpa, buf)
+        }
+        fn write(&self, gpa: GuestPhysAddr, data: &[u8]) -> Result<(), chroma_mem::MemError> {
+            self.stores.set(self.stores.get() + 1);
+            self.inner.write(gpa, data)
+        }
+        fn load_u16(&self, gpa: GuestPhysAddr, o: Ordering) -> Result<u16, chroma_mem::MemError> {
+            self.inner.load_u16(gpa, o)
+        }
+        fn store_u16(
+            &self,
+            gpa: GuestPhysAddr,
+            v: u16,
+            o: Ordering,
+        ) -> Result<(), chroma_mem::MemError> {
+            self.stores.set(self.stores.get() + 1);
+            self.inner.store_u16(gpa, v, o)
+        }
+        fn fence(&self, o: Ordering) {
+            self.inner.fence(o)
+        }
+    }
+
+    // An idle device polled again and again writes avail_event once; after
+    // it consumed a chain it writes it again, and every call still reads
+    // avail.idx (a chain added meanwhile is seen).
+    #[test]
+    fn enable_notification_stores_avail_event_only_when_it_changes() {
+        let base = 0x4000_0000u64;
+        let mem = Stores {
+            inner: chroma_mem::vecmem::VecMemory::new(base, 0x4000),
+            stores: core::cell::Cell::new(0),
+        };
+        let layout = QueueLayout {
+            size: 4,
+            desc: GuestPhysAddr::new(base),
+            avail: GuestPhysAddr::new(base + 0x1000),
+            used: GuestPhysAddr::new(base + 0x2000),
+        };
+        let mut q = SplitQueue::new();
+        q.activate(layout, 4, true, false, &mem).unwrap();
+        let avail_event = GuestPhysAddr::new(base + 0x2000 + 4 + 8 * 4);
+        assert!(!q.enable_notification(&mem).unwrap());
+        assert!(!q.enable_notification(&mem).unwrap());
+        assert_eq!(mem.stores.get(), 1);
+        // The driver adds a chain (head 2): the next call sees it.
+        mem.inner
+            .store_u16(GuestPhysAddr::new(base + 0x1004), 2, Ordering::Relaxed)
+            .unwrap();
+        mem.inner
+            .store_u16(GuestPhysAddr::new(base + 0x1002), 1, Ordering::Release)
+            .unwrap();
+        let before = mem.stores.get();
+        assert!(q.enable_notification(&mem).unwrap());
+        assert_eq!(q.pop(&mem).unwrap(), Some(2));
+        assert!(!q.enable_notification(&mem).unwrap());
+        assert_eq!(mem.stores.get(), before + 1);
+        assert_eq!(mem.inner.load_u16(avail_event, Ordering::Relaxed), Ok(1));
     }
 
     proptest::proptest! {
