@@ -369,9 +369,10 @@ impl SplitQueue {
         if !self.ready {
             return Err(VirtioError::QueueNotReady);
         }
-        if self.event_idx {
+        let event = self.next_avail + Wrapping(ahead);
+        // As in `enable_notification`: a value already there is not stored again.
+        if self.event_idx && self.avail_event != Some(event) {
             let offset = 4 + USED_ELEMENT_SIZE * u64::from(self.layout.size);
-            let event = self.next_avail + Wrapping(ahead);
             self.avail_event = Some(event);
             let area = self.used_area();
             mem.store_u16_owned(
