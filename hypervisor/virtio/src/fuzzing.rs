@@ -14,9 +14,9 @@ use alloc::vec::Vec;
 use chroma_mem::vecmem::VecMemory;
 use chroma_mem::{GuestMemory, GuestPhysAddr};
 
-use crate::mmio::reg;
-use crate::mock::MockNetDriver;
-use crate::net::{new_net_device, NetPort, VirtioNet, NET_FEATURES};
+use crate::mmio::{feature, reg};
+use crate::mock::{MockNetDriver, RingFormat};
+use crate::net::{new_net_device, poll_tx, NetPort, VirtioNet, NET_FEATURES};
 use crate::switch::{PortConfig, Switch, SwitchConfig};
 
 const HOSTILE_BASE: u64 = 0x4000_0000;
@@ -64,8 +64,34 @@ fn healthy_still_works(
 /// Queue fuzzing: a live device whose ring memory (descriptor table, avail
 /// ring, buffers) is overwritten by `data`, then driven by the switch.
 pub fn fuzz_queue(data: &[u8]) {
+    let _ = fuzz_net(data, RingFormat::Split);
+}
+
+/// [`fuzz_queue`] on packed rings (both devices negotiate
+/// VIRTIO_F_RING_PACKED): the bytes land on the hostile driver's
+/// descriptor ring, its event suppression structures and its buffers
+/// while the device polls TX (deferred mode too), pushes RX and flushes.
+pub fn fuzz_packed_net(data: &[u8]) -> NetFuzzReport {
+    fuzz_net(data, RingFormat::Packed)
+}
+
+/// What the hostile device did in one [`fuzz_packed_net`] run, so a long
+/// run can show the fuzzing reaches the data path and the error paths.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetFuzzReport {
+    /// TX chains the hostile device took.
+    pub chains_taken: u64,
+    /// Whether it ended in DEVICE_NEEDS_RESET.
+    pub needs_reset: bool,
+}
+
+/// The whole net device under a hostile driver on ring `format`. The
+/// first byte selects features (INDIRECT_DESC, EVENT_IDX, MRG_RXBUF off),
+/// deferred TX polling and port security; the rest is written over the
+/// hostile VM's rings and buffers in chunks, a switch run after each.
+fn fuzz_net(data: &[u8], format: RingFormat) -> NetFuzzReport {
     let Some((&selector, rest)) = data.split_first() else {
-        return;
+        return NetFuzzReport::default();
     };
     let mems = [
         VecMemory::new(HOSTILE_BASE, RAM),
@@ -75,17 +101,20 @@ pub fn fuzz_queue(data: &[u8]) {
         & !(u64::from(selector & 0x0f) << 28 & (3 << 28))
         & !(u64::from(selector >> 7) << 15);
     let mut devs = [
-        new_net_device(MAC[0], features, 256),
-        new_net_device(MAC[1], NET_FEATURES, 256),
+        new_net_device(MAC[0], features | feature::RING_PACKED, 256),
+        new_net_device(MAC[1], NET_FEATURES | feature::RING_PACKED, 256),
     ];
     let [d0, d1] = &mut devs;
-    let Ok(mut hostile) = MockNetDriver::init(d0, &mems[0], HOSTILE_BASE, SIZE, 256, u64::MAX)
+    d0.device.defer_tx = selector & 0x20 != 0;
+    let Ok(mut hostile) =
+        MockNetDriver::init_with(d0, &mems[0], HOSTILE_BASE, SIZE, 256, u64::MAX, format)
     else {
-        return;
+        return NetFuzzReport::default();
     };
-    let Ok(mut healthy) = MockNetDriver::init(d1, &mems[1], HEALTHY_BASE, SIZE, 2048, u64::MAX)
+    let Ok(mut healthy) =
+        MockNetDriver::init_with(d1, &mems[1], HEALTHY_BASE, SIZE, 2048, u64::MAX, format)
     else {
-        return;
+        return NetFuzzReport::default();
     };
     hostile.fill_rx();
     healthy.fill_rx();
@@ -103,13 +132,28 @@ pub fn fuzz_queue(data: &[u8]) {
     // The fuzz bytes land on both rings and the first buffers, in chunks
     // separated by switch runs so state changes mid-stream too.
     let span = hostile.end() - HOSTILE_BASE;
+    // Packed rings are small (16 bytes a slot and two 4-byte structures):
+    // half the chunks start at a 4-byte step inside them, so flags and
+    // event structures are hit often.
+    let rings = hostile.tx.end() - HOSTILE_BASE;
+    let packed = format == RingFormat::Packed;
     let mut now = 0;
     for chunk in rest.chunks(512) {
         now += 1;
-        let offset = u64::from(chunk[0]) * 64 % span;
+        let offset = if packed && chunk[0] & 0x80 == 0 {
+            u64::from(chunk[0]) * 4 % rings
+        } else {
+            u64::from(chunk[0]) * 64 % span
+        };
         let _ = mems[0].write(GuestPhysAddr::new(HOSTILE_BASE + offset), &chunk[1..]);
+        // The owner's poll of a deferring device, as on a VM exit.
+        let _ = poll_tx(&mut devs[0], &mems[0]);
         run(&mut devs, [&mems[0], &mems[1]], &mut switch, now);
     }
+    let report = NetFuzzReport {
+        chains_taken: devs[0].device.tx_chains,
+        needs_reset: devs[0].status() & crate::mmio::status::DEVICE_NEEDS_RESET != 0,
+    };
     healthy_still_works(
         &mut healthy,
         &mut devs,
@@ -117,6 +161,7 @@ pub fn fuzz_queue(data: &[u8]) {
         &mut switch,
         now + 1,
     );
+    report
 }
 
 /// Transport fuzzing: `data` is a stream of MMIO accesses (kind, offset,

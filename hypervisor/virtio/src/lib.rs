@@ -1,4 +1,4 @@
-//! virtio-mmio transport, split virtqueues, virtio-net device and L2 switch.
+//! virtio-mmio transport, split and packed virtqueues, virtio-net device and L2 switch.
 //!
 //! Everything here is portable: it never names an architecture or a board and
 //! never holds a Rust reference into guest memory. Every guest access goes
@@ -13,6 +13,8 @@
 //!   and [`mmio::MmioTransport::mmio_write`].
 //! - [`queue`]: the device side of a split virtqueue (§2.7).
 //! - [`packed`]: the device side of a packed virtqueue (§2.8).
+//! - [`virtqueue`]: either of the two, as the transport holds it (the
+//!   driver chooses with VIRTIO_F_RING_PACKED).
 //! - [`net`]: the virtio-net device (§5.1) and [`net::NetPort`], which binds
 //!   one device to its VM's memory as a switch [`port::Port`].
 //! - [`switch`]: the L2 learning switch with bounded per-port egress queues.
@@ -23,7 +25,8 @@
 //! No path a guest reaches may panic: the crate denies `unwrap`, `expect`,
 //! `panic!` and their kin outside tests; a guest's mistake sets
 //! `DEVICE_NEEDS_RESET` or drops the frame. `clippy::indexing_slicing` is
-//! denied in [`queue`], [`mmio`], [`net`] and [`checksum`], which parse guest
+//! denied in [`queue`], [`packed`], [`virtqueue`], [`mmio`], [`net`] and
+//! [`checksum`], which parse guest
 //! values first; in [`switch`], whose indices are its own ports, it is not, for the
 //! reason "Panics" in `chroma-core`'s docs gives: a guest's offsets and
 //! lengths are checked next to each use, or read through `get()`.
@@ -49,6 +52,7 @@ pub mod packed;
 pub mod port;
 pub mod queue;
 pub mod switch;
+pub mod virtqueue;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fuzzing;

@@ -15,7 +15,8 @@
 
 use chroma_mem::{GuestMemory, GuestPhysAddr};
 
-use crate::queue::{QueueLayout, SplitQueue, MAX_QUEUE_SIZE};
+use crate::queue::{QueueLayout, MAX_QUEUE_SIZE};
+use crate::virtqueue::Virtqueue;
 use crate::VirtioError;
 
 /// Register offsets (§4.2.2, REFERENCE "virtio-mmio v2 registers").
@@ -123,6 +124,12 @@ pub mod feature {
     pub const EVENT_IDX: u64 = 1 << 29;
     /// VIRTIO_F_VERSION_1.
     pub const VERSION_1: u64 = 1 << 32;
+    /// VIRTIO_F_RING_PACKED: the queues are packed rings (§2.8). Offered
+    /// only when the device's owner asks for it.
+    pub const RING_PACKED: u64 = 1 << 34;
+    /// VIRTIO_F_IN_ORDER: the device uses buffers in the order they were
+    /// made available (§2.7.9, §2.8.9).
+    pub const IN_ORDER: u64 = 1 << 35;
 }
 
 /// What a device type plugs into the transport.
@@ -166,11 +173,15 @@ pub struct TransportCounters {
 }
 
 /// Registers of one queue as the driver programs them, plus its runtime state.
+///
+/// With VIRTIO_F_RING_PACKED negotiated the same registers describe a
+/// packed ring (§4.2.3.2): QueueDesc the descriptor ring, QueueDriver the
+/// driver event suppression structure, QueueDevice the device's.
 #[derive(Clone, Debug, Default)]
 pub struct QueueSlot {
     staged: QueueLayout,
-    /// The live queue.
-    pub queue: SplitQueue,
+    /// The live queue, split or packed.
+    pub queue: Virtqueue,
 }
 
 /// A virtio-mmio v2 device: transport state plus a device backend `D`.
@@ -258,12 +269,12 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
     }
 
     /// Queue `index`, if it exists.
-    pub fn queue(&self, index: usize) -> Option<&SplitQueue> {
+    pub fn queue(&self, index: usize) -> Option<&Virtqueue> {
         self.queues.get(index).map(|s| &s.queue)
     }
 
     /// Queue `index` for the backend, if it exists.
-    pub fn queue_mut(&mut self, index: usize) -> Option<&mut SplitQueue> {
+    pub fn queue_mut(&mut self, index: usize) -> Option<&mut Virtqueue> {
         self.queues.get_mut(index).map(|s| &mut s.queue)
     }
 
@@ -533,6 +544,7 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
     ) -> Result<MmioAction, VirtioError> {
         let event_idx = self.has_feature(feature::EVENT_IDX);
         let indirect = self.has_feature(feature::INDIRECT_DESC);
+        let packed = self.has_feature(feature::RING_PACKED);
         let features_ok = self.status & status::FEATURES_OK != 0;
         let queue_max = self.queue_max;
         let Some(slot) = self.queues.get_mut(self.queue_sel as usize) else {
@@ -552,7 +564,7 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
         let layout = slot.staged;
         if let Err(e) = slot
             .queue
-            .activate(layout, queue_max, event_idx, indirect, mem)
+            .activate(packed, layout, queue_max, event_idx, indirect, mem)
         {
             self.fail();
             return Err(self.bad_access(e));

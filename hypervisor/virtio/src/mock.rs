@@ -1,8 +1,15 @@
-//! Driver-side helpers for tests (feature `test-utils`): a split-ring
-//! [`MockQueue`] that plays the guest driver over any [`GuestMemory`], and a
-//! minimal virtio-net driver, [`MockNetDriver`], that brings a device up
-//! through its MMIO registers and moves frames (with MRG_RXBUF, which the
-//! `virtio-drivers` crate does not implement).
+//! Driver-side helpers for tests (feature `test-utils`): a [`MockQueue`]
+//! that plays the guest driver of a split (§2.7) or packed (§2.8) ring
+//! over any [`GuestMemory`], and a minimal virtio-net driver,
+//! [`MockNetDriver`], that brings a device up through its MMIO registers
+//! and moves frames (with MRG_RXBUF, which the `virtio-drivers` crate does
+//! not implement) on either ring format.
+//!
+//! The packed side is written from §2.8.21's driver example: buffer IDs
+//! from a free list, descriptors written in ring order with the driver's
+//! wrap counter in AVAIL/USED, the first descriptor's flags last (Release),
+//! used buffers found by the used wrap counter and skipped by the slots
+//! their buffer took, and both event suppression structures.
 
 // Test helpers: values are small by construction; truncating casts keep them short.
 #![allow(clippy::cast_possible_truncation)]
@@ -10,11 +17,12 @@
 use core::num::Wrapping;
 use core::sync::atomic::Ordering;
 
+use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
 use chroma_mem::{GuestMemory, GuestPhysAddr};
 
-use crate::mmio::{reg, status, MmioAction};
+use crate::mmio::{feature, reg, status, MmioAction};
 use crate::net::VirtioNet;
 use crate::port::NET_HEADER_LEN;
 use crate::queue::{
@@ -22,6 +30,23 @@ use crate::queue::{
     DESCRIPTOR_SIZE, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
 use crate::VirtioError;
+
+mod packed;
+pub use packed::{PackedDescriptor, PackedDriver};
+
+/// Which ring format a mock driver asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingFormat {
+    /// Split virtqueues (§2.7).
+    Split,
+    /// Packed virtqueues (§2.8): VIRTIO_F_RING_PACKED must be offered.
+    Packed,
+}
+
+impl RingFormat {
+    /// Both formats, for tests that run one body on each.
+    pub const BOTH: [RingFormat; 2] = [RingFormat::Split, RingFormat::Packed];
+}
 
 /// A raw descriptor as a driver writes it (§2.7.5).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,11 +73,16 @@ impl RawDescriptor {
     }
 }
 
-/// The driver side of one split virtqueue laid out in guest memory.
+/// The driver side of one virtqueue laid out in guest memory: split, or
+/// packed ([`MockQueue::new_packed`]). The split-only methods (raw avail
+/// ring access) do nothing useful on a packed queue; [`MockQueue::packed`]
+/// reaches the packed ring's own.
 pub struct MockQueue<'m, M: GuestMemory> {
     mem: &'m M,
-    /// Where the three parts are.
+    /// Where the three parts are (for a packed ring: descriptor ring,
+    /// driver and device event suppression structures).
     pub layout: QueueLayout,
+    packed: Option<PackedDriver<'m, M>>,
     avail_idx: Wrapping<u16>,
     last_used: Wrapping<u16>,
     free: Vec<u16>,
@@ -61,6 +91,11 @@ pub struct MockQueue<'m, M: GuestMemory> {
     outstanding: Vec<bool>,
     /// Used elements whose id was not an outstanding head (returned twice, or never posted).
     pub bad_returns: u32,
+    /// Ids made available and not yet used, oldest first.
+    avail_order: VecDeque<u32>,
+    /// Used elements that came back before an older buffer of the same
+    /// queue: what VIRTIO_F_IN_ORDER forbids (§2.7.9, §2.8.9).
+    pub out_of_order: u32,
 }
 
 fn gpa(raw: u64) -> GuestPhysAddr {
@@ -88,15 +123,70 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
             kicked_at: Wrapping(0),
             outstanding: vec![false; usize::from(size)],
             bad_returns: 0,
+            avail_order: VecDeque::new(),
+            out_of_order: 0,
+            packed: None,
         };
         let zero = vec![0u8; (used + used_ring_bytes(size) - desc) as usize];
         let _ = mem.write(gpa(desc), &zero);
         q
     }
 
-    /// First byte after the used ring.
+    /// A packed queue of `size` entries at `base` (16-aligned).
+    pub fn new_packed(mem: &'m M, base: u64, size: u16) -> Self {
+        let packed = PackedDriver::new(mem, base, size);
+        Self {
+            mem,
+            layout: packed.layout,
+            avail_idx: Wrapping(0),
+            last_used: Wrapping(0),
+            free: Vec::new(),
+            chains: Vec::new(),
+            kicked_at: Wrapping(0),
+            outstanding: Vec::new(),
+            bad_returns: 0,
+            avail_order: VecDeque::new(),
+            out_of_order: 0,
+            packed: Some(packed),
+        }
+    }
+
+    /// The packed ring's driver, if this queue is packed.
+    pub fn packed(&mut self) -> Option<&mut PackedDriver<'m, M>> {
+        self.packed.as_mut()
+    }
+
+    /// Whether this queue is packed.
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
+    }
+
+    /// First byte after the used ring (packed: after the device event
+    /// suppression structure).
     pub fn end(&self) -> u64 {
+        if let Some(p) = &self.packed {
+            return p.end();
+        }
         self.layout.used.raw() + used_ring_bytes(self.layout.size)
+    }
+
+    /// Where the device publishes used buffers, `[lo, hi)`: used.idx, or
+    /// the packed descriptor ring (where its publishing flags store is the
+    /// only Release store it makes).
+    pub fn publish_range(&self) -> (u64, u64) {
+        match &self.packed {
+            Some(_) => (self.layout.desc.raw(), self.layout.avail.raw()),
+            None => (self.layout.used.raw() + 2, self.layout.used.raw() + 4),
+        }
+    }
+
+    /// The id the next [`Self::add_chain`] of one buffer will return (the
+    /// descriptor index, or the packed Buffer ID), if there is room.
+    pub fn next_free(&self) -> Option<u16> {
+        match &self.packed {
+            Some(p) => p.next_free_id().filter(|_| p.free_count() > 0),
+            None => self.free.last().copied(),
+        }
     }
 
     /// Writes descriptor `index` verbatim.
@@ -107,6 +197,7 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
 
     /// Puts `head` in the next avail slot and publishes avail.idx (Release).
     pub fn push_avail(&mut self, head: u16) {
+        self.avail_order.push_back(u32::from(head));
         if let Some(o) = self.outstanding.get_mut(usize::from(head)) {
             *o = true;
         }
@@ -135,17 +226,28 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
 
     /// Heads made available and not yet returned by the device.
     pub fn outstanding_count(&self) -> usize {
+        if let Some(p) = &self.packed {
+            return p.outstanding_count();
+        }
         self.outstanding.iter().filter(|o| **o).count()
     }
 
     /// Free descriptors left.
     pub fn free_count(&self) -> usize {
+        if let Some(p) = &self.packed {
+            return p.free_count();
+        }
         self.free.len()
     }
 
     /// Adds a chain of `(addr, len, device_writable)` buffers and makes it
     /// available. `None` if there are not enough free descriptors.
     pub fn add_chain(&mut self, buffers: &[(u64, u32, bool)]) -> Option<u16> {
+        if let Some(p) = &mut self.packed {
+            let id = p.add_chain(buffers)?;
+            self.avail_order.push_back(u32::from(id));
+            return Some(id);
+        }
         if buffers.is_empty() || buffers.len() > self.free.len() {
             return None;
         }
@@ -180,6 +282,11 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
     /// Adds one descriptor pointing at an indirect table written at `table`
     /// holding `buffers` (§2.7.5.3).
     pub fn add_indirect(&mut self, table: u64, buffers: &[(u64, u32, bool)]) -> Option<u16> {
+        if let Some(p) = &mut self.packed {
+            let id = p.add_indirect(table, buffers)?;
+            self.avail_order.push_back(u32::from(id));
+            return Some(id);
+        }
         let head = self.free.pop()?;
         for (k, &(addr, len, writable)) in buffers.iter().enumerate() {
             let mut flags = if writable { VIRTQ_DESC_F_WRITE } else { 0 };
@@ -216,8 +323,34 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
             .unwrap_or(0)
     }
 
-    /// Takes the next used element `(id, len)` and frees its descriptors.
+    /// Takes the next used element `(id, len)` and frees its descriptors;
+    /// counts it in [`Self::out_of_order`] if an older buffer is still out.
     pub fn pop_used(&mut self) -> Option<(u32, u32)> {
+        let used = match &mut self.packed {
+            Some(p) => {
+                let used = p.pop_used();
+                self.bad_returns = p.bad_returns;
+                used
+            }
+            None => self.pop_used_split(),
+        };
+        if let Some((id, _)) = used {
+            match self.avail_order.iter().position(|&o| o == id) {
+                Some(0) => {
+                    self.avail_order.pop_front();
+                }
+                Some(k) => {
+                    self.avail_order.remove(k);
+                    self.out_of_order += 1;
+                }
+                // Never made available through this driver: a bad return.
+                None => {}
+            }
+        }
+        used
+    }
+
+    fn pop_used_split(&mut self) -> Option<(u32, u32)> {
         if Wrapping(self.used_idx()) == self.last_used {
             return None;
         }
@@ -264,6 +397,9 @@ impl<'m, M: GuestMemory> MockQueue<'m, M> {
     /// device's avail_event was crossed since the last kick), and records
     /// the kick.
     pub fn take_kick(&mut self, event_idx: bool) -> bool {
+        if let Some(p) = &mut self.packed {
+            return p.take_kick(event_idx);
+        }
         let old = self.kicked_at;
         let new = self.avail_idx;
         if old == new {
@@ -305,6 +441,36 @@ impl<'m, M: GuestMemory> MockNetDriver<'m, M> {
         rx_buffer_len: u32,
         wanted: u64,
     ) -> Result<Self, VirtioError> {
+        Self::init_with(
+            dev,
+            mem,
+            base,
+            size,
+            rx_buffer_len,
+            wanted,
+            RingFormat::Split,
+        )
+    }
+
+    /// [`Self::init`] on ring `format`: with [`RingFormat::Packed`] it
+    /// accepts VIRTIO_F_RING_PACKED (failing with `FeatureNotOffered` if
+    /// the device does not offer it), with [`RingFormat::Split`] it
+    /// declines it.
+    pub fn init_with(
+        dev: &mut VirtioNet,
+        mem: &'m M,
+        base: u64,
+        size: u16,
+        rx_buffer_len: u32,
+        wanted: u64,
+        format: RingFormat,
+    ) -> Result<Self, VirtioError> {
+        let packed = format == RingFormat::Packed;
+        let wanted = if packed {
+            wanted | feature::RING_PACKED
+        } else {
+            wanted & !feature::RING_PACKED
+        };
         let w = |dev: &mut VirtioNet, off: u64, v: u32| {
             dev.mmio_write(off, 4, v, mem).map(|_: MmioAction| ())
         };
@@ -316,6 +482,9 @@ impl<'m, M: GuestMemory> MockNetDriver<'m, M> {
         w(dev, reg::DEVICE_FEATURES_SEL, 1)?;
         let high = dev.mmio_read(reg::DEVICE_FEATURES, 4)?;
         let features = ((u64::from(high) << 32) | u64::from(low)) & wanted;
+        if packed && features & feature::RING_PACKED == 0 {
+            return Err(VirtioError::FeatureNotOffered);
+        }
         w(dev, reg::DRIVER_FEATURES_SEL, 0)?;
         w(dev, reg::DRIVER_FEATURES, features as u32)?;
         w(dev, reg::DRIVER_FEATURES_SEL, 1)?;
@@ -328,8 +497,21 @@ impl<'m, M: GuestMemory> MockNetDriver<'m, M> {
         if dev.mmio_read(reg::STATUS, 4)? & status::FEATURES_OK == 0 {
             return Err(VirtioError::FeatureNotOffered);
         }
-        let rx = MockQueue::new(mem, base, size);
-        let tx = MockQueue::new(mem, (rx.end() + 15) & !15, size);
+        let queue = |at: u64| {
+            if packed {
+                MockQueue::new_packed(mem, at, size)
+            } else {
+                MockQueue::new(mem, at, size)
+            }
+        };
+        let mut rx = queue(base);
+        let mut tx = queue((rx.end() + 15) & !15);
+        let event_idx = features & feature::EVENT_IDX != 0;
+        for q in [&mut rx, &mut tx] {
+            if let Some(p) = q.packed() {
+                p.set_event_idx(event_idx);
+            }
+        }
         for (index, q) in [(0u32, &rx), (1u32, &tx)] {
             let l = q.layout;
             w(dev, reg::QUEUE_SEL, index)?;
@@ -374,7 +556,7 @@ impl<'m, M: GuestMemory> MockNetDriver<'m, M> {
     /// Posts receive buffers on every free receive descriptor.
     pub fn fill_rx(&mut self) {
         while self.rx.free_count() > 0 {
-            let Some(&index) = self.rx.free.last() else {
+            let Some(index) = self.rx.next_free() else {
                 break;
             };
             let addr = self.rx_buffers + u64::from(index) * u64::from(self.rx_buffer_len);
@@ -386,7 +568,7 @@ impl<'m, M: GuestMemory> MockNetDriver<'m, M> {
     /// ring is full. Completed transmits are reaped first.
     pub fn send_with_header(&mut self, header: &[u8; NET_HEADER_LEN], frame: &[u8]) -> bool {
         while self.tx.pop_used().is_some() {}
-        let Some(&index) = self.tx.free.last() else {
+        let Some(index) = self.tx.next_free() else {
             return false;
         };
         let addr = self.tx_buffers + u64::from(index) * MOCK_TX_BUFFER;

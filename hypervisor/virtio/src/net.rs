@@ -20,7 +20,7 @@ use crate::port::{
     DropReason, NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN, MIN_FRAME_LEN, NET_HEADER_LEN,
     VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
 };
-use crate::queue::SplitQueue;
+use crate::virtqueue::{Chain, Popped, Virtqueue};
 use crate::VirtioError;
 
 /// DeviceID of a network card (§5.1.1).
@@ -61,7 +61,21 @@ pub const NET_FEATURES: u64 = feature::VERSION_1
     | net_feature::GUEST_CSUM
     | net_feature::MAC
     | net_feature::MRG_RXBUF
-    | net_feature::STATUS;
+    | net_feature::STATUS
+    | feature::IN_ORDER;
+
+/// What [`new_net_device`] can offer: [`NET_FEATURES`] and, when the
+/// owner asks for it, VIRTIO_F_RING_PACKED (the TX and RX paths below run
+/// on either ring).
+///
+/// VIRTIO_F_IN_ORDER is offered because every path uses a queue's buffers
+/// in the order they were popped, which is the order they were made
+/// available: a TX chain is used (or given back by rewinding) before the
+/// next is popped; a frame's RX chains are used in pop order, or all given
+/// back by rewinding to the first. One used element is written per buffer
+/// (the batching IN_ORDER allows is not used). The test drivers count any
+/// buffer used before an older one (`MockQueue::out_of_order`).
+pub const OFFERABLE_FEATURES: u64 = NET_FEATURES | feature::RING_PACKED;
 
 /// Configuration-space offsets (§5.1.4).
 pub mod config {
@@ -92,13 +106,14 @@ pub struct NetBackend {
 }
 
 impl NetBackend {
-    /// A device with `mac` offering `features & NET_FEATURES` (tests offer
-    /// less to run drivers without MRG_RXBUF or EVENT_IDX).
+    /// A device with `mac` offering `features & OFFERABLE_FEATURES` (tests
+    /// offer less to run drivers without MRG_RXBUF or EVENT_IDX; the owner
+    /// adds `feature::RING_PACKED` to offer packed rings).
     pub fn new(mac: [u8; 6], features: u64) -> Self {
         Self {
             mac,
             link_up: true,
-            features: (features & NET_FEATURES) | feature::VERSION_1,
+            features: (features & OFFERABLE_FEATURES) | feature::VERSION_1,
             defer_tx: false,
             tx_polling: false,
             tx_chains: 0,
@@ -157,7 +172,7 @@ impl DeviceBackend for NetBackend {
 /// A virtio-net device behind a virtio-mmio transport.
 pub type VirtioNet = MmioTransport<NetBackend, 2>;
 
-/// A new virtio-net device: `mac`, offering `features & NET_FEATURES`,
+/// A new virtio-net device: `mac`, offering `features & OFFERABLE_FEATURES`,
 /// queues of at most `queue_max` entries.
 pub fn new_net_device(mac: [u8; 6], features: u64, queue_max: u16) -> VirtioNet {
     MmioTransport::new(NetBackend::new(mac, features), queue_max)
@@ -231,8 +246,8 @@ type Segments = [(GuestPhysAddr, usize); MAX_HELD_SEGMENTS];
 pub struct NetPort<'a, M: GuestMemory> {
     dev: &'a mut VirtioNet,
     mem: &'a M,
-    /// Head of the TX chain taken by the last poll and not yet used.
-    held: Option<u16>,
+    /// The TX chain taken by the last poll and not yet used.
+    held: Option<Popped>,
     /// The held frame's buffers (after the virtio-net header), if it is
     /// delivered in place; `segment_count` is 0 if it was copied instead.
     segments: Segments,
@@ -275,7 +290,7 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         let used = self
             .dev
             .queue_mut(TX_QUEUE)
-            .map(|q| q.add_used(mem, head, 0));
+            .map(|q| q.add_used(mem, &head, 0));
         if matches!(used, Some(Ok(()))) {
             return true;
         }
@@ -283,7 +298,7 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         false
     }
 
-    fn live_queue(&mut self, index: usize) -> Option<&mut SplitQueue> {
+    fn live_queue(&mut self, index: usize) -> Option<&mut Virtqueue> {
         if !self.dev.is_live() || !self.dev.device.link_up {
             return None;
         }
@@ -295,15 +310,15 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         DropReason::QueueFailed
     }
 
-    /// Pops the next TX head, re-arming notifications when the ring is empty.
-    fn pop_tx_head(&mut self) -> Result<Option<u16>, VirtioError> {
+    /// Pops the next TX chain, re-arming notifications when the ring is empty.
+    fn pop_tx_head(&mut self) -> Result<Option<(Popped, Chain)>, VirtioError> {
         let mem = self.mem;
         let Some(q) = self.live_queue(TX_QUEUE) else {
             return Ok(None);
         };
-        if let Some(head) = q.pop(mem)? {
+        if let Some(popped) = q.pop(mem)? {
             self.dev.device.tx_chains += 1;
-            return Ok(Some(head));
+            return Ok(Some(popped));
         }
         // Deferred mode (EVENT_IDX only): keep the driver from kicking for the
         // next half ring and let the owner poll; otherwise re-arm now.
@@ -337,15 +352,11 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
     /// `Ok(Err(reason))` is a frame error, `Err` a fatal queue error.
     fn read_tx_chain(
         &mut self,
-        head: u16,
+        mut chain: Chain,
         header: &mut [u8; NET_HEADER_LEN],
         frame: &mut [u8; MAX_FRAME_LEN],
     ) -> Result<Result<usize, DropReason>, VirtioError> {
         let mem = self.mem;
-        let Some(q) = self.dev.queue_mut(TX_QUEUE) else {
-            return Err(VirtioError::QueueNotReady);
-        };
-        let mut chain = q.chain(head);
         let mut total: usize = 0;
         let mut verdict = Ok(());
         let mut count = 0usize;
@@ -494,13 +505,13 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
         if !self.complete_held() {
             return TxPoll::Dropped(DropReason::QueueFailed);
         }
-        let head = match self.pop_tx_head() {
-            Ok(Some(head)) => head,
+        let (head, chain) = match self.pop_tx_head() {
+            Ok(Some(popped)) => popped,
             Ok(None) => return TxPoll::Empty,
             Err(_) => return TxPoll::Dropped(self.fatal()),
         };
         let mut header_bytes = [0u8; NET_HEADER_LEN];
-        let verdict = match self.read_tx_chain(head, &mut header_bytes, frame) {
+        let verdict = match self.read_tx_chain(chain, &mut header_bytes, frame) {
             Ok(v) => v,
             Err(_) => return TxPoll::Dropped(self.fatal()),
         };
@@ -556,14 +567,14 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
     }
 
     fn unpoll_tx(&mut self) -> bool {
-        if self.held.take().is_none() {
+        let Some(held) = self.held.take() else {
             return false;
-        }
+        };
         self.segment_count = 0;
         match self.dev.queue_mut(TX_QUEUE) {
             Some(q) => {
                 // The held chain is the last one popped: nothing was popped since.
-                q.rewind(1);
+                q.rewind_to(&held);
                 self.dev.device.tx_chains = self.dev.device.tx_chains.saturating_sub(1);
                 true
             }
@@ -789,7 +800,7 @@ fn write_stream<M: GuestMemory, S: GuestMemory>(
 /// given back untouched (rewind) and the frame waits; on a frame error
 /// every chain taken is returned with length 0, so none leaks.
 fn deliver<M: GuestMemory, S: GuestMemory>(
-    q: &mut SplitQueue,
+    q: &mut Virtqueue,
     mem: &M,
     header: &NetHeader,
     frame: Payload<'_, S>,
@@ -798,9 +809,8 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
     let need = NET_HEADER_LEN + frame.len();
     // §5.1.6.4.1: without MRG_RXBUF num_buffers is 1; with it, patched below.
     let header_bytes = header.to_bytes(1);
-    // Heads and lengths of the chains taken, in two plain arrays (zeroed
-    // with a few wide stores, not one store per field).
-    let mut heads = [0u16; MAX_RX_CHAINS];
+    // The chains taken and their lengths, in two plain arrays.
+    let mut heads = [Popped::EMPTY; MAX_RX_CHAINS];
     let mut lens = [0u32; MAX_RX_CHAINS];
     let mut chain_count = 0usize;
     let mut written = 0usize;
@@ -810,17 +820,19 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
     let mut retried = false;
     let mut descriptors = 0usize;
     while written < need && verdict.is_ok() {
-        let head = match q.pop(mem)? {
-            Some(head) => head,
+        let (head, mut chain) = match q.pop(mem)? {
+            Some(popped) => popped,
             None => {
-                // Arm avail_event and look once more before giving up (§2.7.10).
+                // Ask for a notification and look once more before giving
+                // up (§2.7.10, §2.8.10).
                 if !retried && q.enable_notification(mem)? {
                     retried = true;
                     continue;
                 }
                 // The chains taken so far are unused: give them back.
-                // chain_count <= MAX_RX_CHAINS (64).
-                q.rewind(u16::try_from(chain_count).unwrap_or(u16::MAX));
+                if let Some(first) = heads.first().filter(|_| chain_count > 0) {
+                    q.rewind_to(first);
+                }
                 return Ok(RxPush::NoBuffers);
             }
         };
@@ -828,13 +840,14 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
         // is always a slot; if not, the chain goes back unused and the frame
         // is dropped rather than the chain leaked.
         let Some(slot) = heads.get_mut(chain_count) else {
-            q.add_used(mem, head, 0)?;
+            // Walked to its end first: a packed used descriptor may overwrite it.
+            while chain.next_descriptor(mem)?.is_some() {}
+            q.add_used(mem, &head, 0)?;
             verdict = Err(DropReason::BufferTooSmall);
             break;
         };
         *slot = head;
         chain_count += 1;
-        let mut chain = q.chain(head);
         let mut chain_written = 0usize;
         while let Some(d) = chain.next_descriptor(mem)? {
             descriptors += 1;
@@ -881,7 +894,7 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
         }
     }
     if let Err(reason) = verdict {
-        for &head in heads.iter().take(chain_count) {
+        for head in heads.iter().take(chain_count) {
             q.add_used(mem, head, 0)?;
         }
         return Ok(RxPush::Dropped(reason));
@@ -894,7 +907,7 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
             }
         }
     }
-    for (&head, &len) in heads.iter().zip(lens.iter()).take(chain_count) {
+    for (head, &len) in heads.iter().zip(lens.iter()).take(chain_count) {
         q.add_used(mem, head, len)?;
     }
     Ok(RxPush::Delivered)

@@ -225,6 +225,9 @@ pub struct PackedQueue {
     unpublished: Option<(GuestPhysAddr, u16)>,
     /// `next_used` at the previous interrupt decision.
     signalled_used: RingPosition,
+    /// Buffers used so far, modulo 2^16 (the split ring's `used.idx`
+    /// analogue, for counting: the ring itself has no such index).
+    used_count: core::num::Wrapping<u16>,
 }
 
 impl Default for PackedQueue {
@@ -250,6 +253,7 @@ impl PackedQueue {
             next_used: RingPosition::START,
             unpublished: None,
             signalled_used: RingPosition::START,
+            used_count: core::num::Wrapping(0),
         }
     }
 
@@ -297,6 +301,12 @@ impl PackedQueue {
     /// The next slot the device will write a used descriptor to.
     pub fn next_used(&self) -> RingPosition {
         self.next_used
+    }
+
+    /// Buffers used since activation, modulo 2^16 (a running count: the
+    /// packed ring has no used index).
+    pub fn used_count(&self) -> core::num::Wrapping<u16> {
+        self.used_count
     }
 
     /// Whether used descriptors were added since the last publish.
@@ -415,6 +425,18 @@ impl PackedQueue {
         head: &PackedHead,
         len: u32,
     ) -> Result<(), VirtioError> {
+        self.add_used_slots(mem, head.id, head.slots, len)
+    }
+
+    /// [`Self::add_used`] for a chain known by its Buffer ID `id` and the
+    /// ring slots `slots` it spans (what [`PackedHead`] says of it).
+    pub fn add_used_slots<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        id: u16,
+        slots: u16,
+        len: u32,
+    ) -> Result<(), VirtioError> {
         if !self.ready {
             return Err(VirtioError::QueueNotReady);
         }
@@ -422,7 +444,7 @@ impl PackedQueue {
         let slot = self.slot(pos.index)?;
         let mut body = [0u8; 6];
         body[..4].copy_from_slice(&len.to_le_bytes());
-        body[4..].copy_from_slice(&head.id.to_le_bytes());
+        body[4..].copy_from_slice(&id.to_le_bytes());
         mem.write(at(slot, LEN_OFFSET)?, &body)?;
         let mut flags = if pos.wrap {
             VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED
@@ -441,7 +463,8 @@ impl PackedQueue {
             // become visible with it.
             mem.store_u16(flags_at, flags, Ordering::Relaxed)?;
         }
-        self.next_used = pos.advance(head.slots.clamp(1, self.layout.size), self.layout.size);
+        self.next_used = pos.advance(slots.clamp(1, self.layout.size), self.layout.size);
+        self.used_count += 1;
         Ok(())
     }
 

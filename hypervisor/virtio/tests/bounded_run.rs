@@ -16,7 +16,8 @@ use std::sync::atomic::Ordering;
 
 use chroma_mem::vecmem::VecMemory;
 use chroma_mem::{GuestMemory, GuestPhysAddr, MemError};
-use chroma_virtio::mock::{MockNetDriver, MockQueue, RawDescriptor};
+use chroma_virtio::mmio::feature;
+use chroma_virtio::mock::{MockNetDriver, MockQueue, RawDescriptor, RingFormat};
 use chroma_virtio::net::{new_net_device, NetPort, NET_FEATURES};
 use chroma_virtio::port::{NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN, NET_HEADER_LEN};
 use chroma_virtio::queue::{DESCRIPTOR_SIZE, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT};
@@ -72,6 +73,7 @@ impl GuestMemory for Counting {
 
 /// The hostile guest publishes frame `seq` on head `seq % SIZE`: a chain of
 /// one INDIRECT descriptor whose table holds `TABLE_LEN` 2-byte buffers.
+/// On a packed ring, the next slot and a free Buffer ID.
 fn publish(q: &mut MockQueue<'_, Counting>, mem: &Counting, seq: u32) {
     let head = (seq % u32::from(SIZE)) as u16;
     let data = DATA + u64::from(head) * CHAIN_BYTES as u64;
@@ -82,6 +84,16 @@ fn publish(q: &mut MockQueue<'_, Counting>, mem: &Counting, seq: u32) {
     frame[6..12].copy_from_slice(&SRC);
     frame[14..18].copy_from_slice(&seq.to_le_bytes());
     mem.write(GuestPhysAddr::new(data), &bytes).unwrap();
+    if q.is_packed() {
+        let buffers: Vec<_> = (0..TABLE_LEN)
+            .map(|k| {
+                let addr = data + (k * BYTES_PER_BUFFER) as u64;
+                (addr, BYTES_PER_BUFFER as u32, false)
+            })
+            .collect();
+        q.add_indirect(table, &buffers).expect("a free slot");
+        return;
+    }
     for k in 0..TABLE_LEN {
         let d = RawDescriptor {
             addr: data + (k * BYTES_PER_BUFFER) as u64,
@@ -121,7 +133,9 @@ struct Refilling<'a, 'm> {
 impl Port for Refilling<'_, '_> {
     fn poll_tx(&mut self, frame: &mut [u8; MAX_FRAME_LEN]) -> TxPoll {
         let poll = self.port.poll_tx(frame);
-        if poll != TxPoll::Empty && *self.next < TOTAL {
+        // A packed slot is the driver's again only once used (published at
+        // the end of the run): a packed guest refills between runs.
+        if poll != TxPoll::Empty && *self.next < TOTAL && !self.tx.is_packed() {
             publish(self.tx, self.mem, *self.next);
             *self.next += 1;
         }
@@ -178,16 +192,22 @@ struct RunStats {
     more_work: bool,
 }
 
-/// The guest publishes a full ring and keeps it full; the switch runs
+/// The guest publishes a full ring and keeps it full (split: at once;
+/// packed: between runs, as its used buffers come back); the switch runs
 /// (each run one lock hold in the hypervisor) until it reports no more
 /// work. Returns the stats of each run and what the sink received.
-fn flood(config: SwitchConfig) -> (Vec<RunStats>, Vec<u32>) {
+fn flood(format: RingFormat, config: SwitchConfig) -> (Vec<RunStats>, Vec<u32>) {
     let mem = Counting {
         inner: VecMemory::new(BASE, 4 << 20),
         descriptor_reads: Cell::new(0),
     };
-    let mut dev = new_net_device(SRC, NET_FEATURES, SIZE);
-    let driver = MockNetDriver::init(&mut dev, &mem, BASE, SIZE, 2048, u64::MAX).unwrap();
+    let mut dev = new_net_device(SRC, NET_FEATURES | feature::RING_PACKED, SIZE);
+    let driver =
+        MockNetDriver::init_with(&mut dev, &mem, BASE, SIZE, 2048, u64::MAX, format).unwrap();
+    assert_eq!(
+        dev.queue(1).unwrap().is_packed(),
+        format == RingFormat::Packed
+    );
     let mut tx = driver.tx;
     // A full ring of maximum-length chains.
     for seq in 0..u32::from(SIZE) {
@@ -217,7 +237,16 @@ fn flood(config: SwitchConfig) -> (Vec<RunStats>, Vec<u32>) {
             more_work: report.more_work,
         });
         assert!(runs.len() <= 10 * TOTAL as usize, "the runs never end");
-        if !report.more_work {
+        let mut refilled = false;
+        if tx.is_packed() {
+            while tx.pop_used().is_some() {}
+            while next < TOTAL && tx.free_count() > 0 {
+                publish(&mut tx, &mem, next);
+                next += 1;
+                refilled = true;
+            }
+        }
+        if !report.more_work && !refilled {
             break;
         }
     }
@@ -227,7 +256,16 @@ fn flood(config: SwitchConfig) -> (Vec<RunStats>, Vec<u32>) {
 
 #[test]
 fn a_full_ring_kept_full_is_taken_at_most_b_frames_per_run_and_none_is_lost() {
-    let (runs, received) = flood(SwitchConfig::default());
+    full_ring_bounded(RingFormat::Split);
+}
+
+#[test]
+fn packed_a_full_ring_kept_full_is_taken_at_most_b_frames_per_run_and_none_is_lost() {
+    full_ring_bounded(RingFormat::Packed);
+}
+
+fn full_ring_bounded(format: RingFormat) {
+    let (runs, received) = flood(format, SwitchConfig::default());
     let first = runs[0];
     assert!(
         first.frames <= TX_FRAMES_PER_RUN && first.more_work,
@@ -247,7 +285,7 @@ fn a_full_ring_kept_full_is_taken_at_most_b_frames_per_run_and_none_is_lost() {
     assert_eq!(received, expected);
     assert!(runs.len() as u32 >= TOTAL / TX_FRAMES_PER_RUN as u32);
     eprintln!(
-        "bounded: {TOTAL} frames of {} descriptors each in {} runs; worst run {worst_frames} frames, {worst_descriptors} descriptor reads (bound {} frames, {} descriptors)",
+        "bounded ({format:?}): {TOTAL} frames of {} descriptors each in {} runs; worst run {worst_frames} frames, {worst_descriptors} descriptor reads (bound {} frames, {} descriptors)",
         1 + TABLE_LEN,
         runs.len(),
         TX_FRAMES_PER_RUN,
@@ -257,22 +295,43 @@ fn a_full_ring_kept_full_is_taken_at_most_b_frames_per_run_and_none_is_lost() {
 
 #[test]
 fn negative_control_without_the_bound_one_run_takes_everything() {
-    let (runs, received) = flood(SwitchConfig {
-        tx_frames_per_run: usize::MAX,
-        run_budget: usize::MAX,
-        batch_limit: usize::MAX,
-        ..SwitchConfig::default()
-    });
+    unbounded(RingFormat::Split);
+}
+
+#[test]
+fn packed_negative_control_without_the_bound_one_run_takes_everything() {
+    unbounded(RingFormat::Packed);
+}
+
+fn unbounded(format: RingFormat) {
+    let (runs, received) = flood(
+        format,
+        SwitchConfig {
+            tx_frames_per_run: usize::MAX,
+            run_budget: usize::MAX,
+            batch_limit: usize::MAX,
+            ..SwitchConfig::default()
+        },
+    );
     let first = runs[0];
+    // Everything there is: the split guest refills within the run, the
+    // packed one has a ring's worth.
+    let everything = match format {
+        RingFormat::Split => TOTAL,
+        RingFormat::Packed => u32::from(SIZE),
+    };
     assert_eq!(
-        first.frames, TOTAL as usize,
+        first.frames, everything as usize,
         "the unbounded run stopped early"
     );
-    assert_eq!(first.descriptors, u64::from(TOTAL) * (1 + TABLE_LEN as u64));
+    assert_eq!(
+        first.descriptors,
+        u64::from(everything) * (1 + TABLE_LEN as u64)
+    );
     assert!(!first.more_work);
     assert_eq!(received, (0..TOTAL).collect::<Vec<_>>());
     eprintln!(
-        "unbounded: one run (one lock hold) took {} frames, {} descriptor reads",
+        "unbounded ({format:?}): one run (one lock hold) took {} frames, {} descriptor reads",
         first.frames, first.descriptors
     );
 }
@@ -340,13 +399,27 @@ impl Port for OneFrame {
 /// budget).
 #[test]
 fn a_received_frame_reads_a_bounded_number_of_descriptors() {
+    received_frame_bounded(RingFormat::Split);
+}
+
+#[test]
+fn packed_a_received_frame_reads_a_bounded_number_of_descriptors() {
+    received_frame_bounded(RingFormat::Packed);
+}
+
+fn received_frame_bounded(format: RingFormat) {
     use chroma_virtio::net::{net_feature, MAX_RX_CHAINS, MAX_RX_DESCRIPTORS};
     let mem = Counting {
         inner: VecMemory::new(BASE, 4 << 20),
         descriptor_reads: Cell::new(0),
     };
-    let mut dev = new_net_device(DST, NET_FEATURES, SIZE);
-    let driver = MockNetDriver::init(&mut dev, &mem, BASE, SIZE, 2048, u64::MAX).unwrap();
+    let mut dev = new_net_device(DST, NET_FEATURES | feature::RING_PACKED, SIZE);
+    let driver =
+        MockNetDriver::init_with(&mut dev, &mem, BASE, SIZE, 2048, u64::MAX, format).unwrap();
+    assert_eq!(
+        dev.queue(0).unwrap().is_packed(),
+        format == RingFormat::Packed
+    );
     assert_ne!(driver.features & net_feature::MRG_RXBUF, 0);
     let mut rx = driver.rx;
     let empty = vec![(DATA, 0u32, true); TABLE_LEN];
@@ -368,7 +441,7 @@ fn a_received_frame_reads_a_bounded_number_of_descriptors() {
     }
     let reads = mem.descriptor_reads.get();
     eprintln!(
-        "receive: one frame into {} chains of {} empty buffers: {reads} descriptor reads (budget {MAX_RX_DESCRIPTORS})",
+        "receive ({format:?}): one frame into {} chains of {} empty buffers: {reads} descriptor reads (budget {MAX_RX_DESCRIPTORS})",
         MAX_RX_CHAINS + 8,
         TABLE_LEN
     );

@@ -10,8 +10,9 @@ mod arena;
 mod lab;
 
 use chroma_mem::GuestMemory;
+use chroma_virtio::mock::RingFormat;
 use chroma_virtio::switch::SwitchConfig;
-use lab::{frame, mac, Lab};
+use lab::{frame, mac, on_both_rings, Lab};
 
 const A: usize = 0;
 const B: usize = 1;
@@ -46,10 +47,9 @@ fn send_some(lab: &mut Lab, vm: usize, dst: [u8; 6], next: &mut u32, total: u32,
 /// sender's buffers into the receiver's in one copy. Negative control: a
 /// broadcast to two receivers (copied once into the switch, delivered from
 /// there) shows the counters see the extra copy.
-#[test]
-fn unicast_to_a_known_port_is_copied_once() {
+fn unicast_to_a_known_port_is_copied_once(format: RingFormat) {
     for (dst, one_copy) in [(mac(B), true), ([0xff; 6], false)] {
-        let mut lab = Lab::new(&[256, 256, 16], SwitchConfig::default());
+        let mut lab = Lab::on(format, &[256, 256, 16], 2048, SwitchConfig::default());
         lab.watch_tx(A);
         lab.watch_rx(B);
         let len = 1000usize;
@@ -87,7 +87,7 @@ fn unicast_to_a_known_port_is_copied_once() {
             assert_eq!(*tag, k as u32);
         }
         // And the bytes are the sender's, header included.
-        let mut lab2 = Lab::new(&[256, 256, 16], SwitchConfig::default());
+        let mut lab2 = Lab::on(format, &[256, 256, 16], 2048, SwitchConfig::default());
         let f = frame(dst, mac(A), len, 7);
         assert!(lab2.drivers[A].send(&f));
         lab2.run_once();
@@ -101,9 +101,8 @@ fn unicast_to_a_known_port_is_copied_once() {
 /// and before the copy gets nothing spoofed through. Control: the same
 /// racing write to the payload does reach the receiver (the race lands
 /// before the copy, so the header check is not vacuous).
-#[test]
-fn the_delivered_header_is_the_one_the_switch_checked() {
-    let mut lab = Lab::new(&[256, 256], SwitchConfig::default());
+fn the_delivered_header_is_the_one_the_switch_checked(format: RingFormat) {
+    let mut lab = Lab::on(format, &[256, 256], 2048, SwitchConfig::default());
     let f = frame(mac(B), mac(A), 200, 1);
     assert!(lab.drivers[A].send(&f));
     let size = lab.drivers[A].tx.layout.size;
@@ -126,11 +125,10 @@ fn the_delivered_header_is_the_one_the_switch_checked() {
 /// sender's bytes read in place, only its headers through the switch); in
 /// 10 (more than `MAX_HELD_SEGMENTS`) it is copied through the switch and
 /// arrives the same.
-#[test]
-fn a_frame_in_several_buffers_into_merged_buffers_is_exact() {
+fn a_frame_in_several_buffers_into_merged_buffers_is_exact(format: RingFormat) {
     use chroma_virtio::net::MAX_HELD_SEGMENTS;
     for pieces in [3usize, MAX_HELD_SEGMENTS + 2] {
-        let mut lab = Lab::with_rx_len(&[256, 256], 128, SwitchConfig::default());
+        let mut lab = Lab::on(format, &[256, 256], 128, SwitchConfig::default());
         lab.watch_tx(A);
         let f = frame(mac(B), mac(A), 1400, 9);
         let mut bytes = vec![0u8; 12];
@@ -166,10 +164,9 @@ fn a_frame_in_several_buffers_into_merged_buffers_is_exact() {
 /// TX queue and the receiver's RX queue (so each port decides on one
 /// interrupt per run). Negative control: a port that publishes after every
 /// frame is seen storing used.idx 32 times.
-#[test]
-fn a_run_publishes_each_used_ring_once() {
+fn a_run_publishes_each_used_ring_once(format: RingFormat) {
     for per_frame in [false, true] {
-        let mut lab = Lab::new(&[256, 256], SwitchConfig::default());
+        let mut lab = Lab::on(format, &[256, 256], 2048, SwitchConfig::default());
         lab.flush_each_frame = per_frame;
         let mut next = 0;
         send_some(&mut lab, A, mac(B), &mut next, 32, 64);
@@ -196,10 +193,9 @@ fn a_run_publishes_each_used_ring_once() {
 /// gets every frame of a 400-frame burst, more than its ring and egress
 /// queue hold, with no drop: the rest waits in the sender's ring.
 /// Negative control: a sender that cannot be held back loses frames.
-#[test]
-fn a_slow_receiver_loses_nothing() {
+fn a_slow_receiver_loses_nothing(format: RingFormat) {
     for hold in [true, false] {
-        let mut lab = Lab::new(&[256, 16], SwitchConfig::default());
+        let mut lab = Lab::on(format, &[256, 16], 2048, SwitchConfig::default());
         lab.hold = hold;
         let (mut next, mut got) = (0u32, Vec::new());
         for _ in 0..2000 {
@@ -228,14 +224,13 @@ fn a_slow_receiver_loses_nothing() {
 /// queue stays at its bound, and the same sender's frames for a third port
 /// flow. The port recovers when it takes frames again. Negative control:
 /// with stall detection off the third port's frames never arrive.
-#[test]
-fn a_receiver_that_never_refills_is_stalled_not_obeyed() {
+fn a_receiver_that_never_refills_is_stalled_not_obeyed(format: RingFormat) {
     for stall_ticks in [100, u64::MAX] {
         let config = SwitchConfig {
             stall_ticks,
             ..SwitchConfig::default()
         };
-        let mut lab = Lab::new(&[256, 16, 16], config);
+        let mut lab = Lab::on(format, &[256, 16, 16], 2048, config);
         // 16 fill B's ring, 64 its egress queue, 40 more wait; then 10 for C.
         let (mut next, mut c_next) = (0u32, 0u32);
         send_some(&mut lab, A, mac(B), &mut next, 120, 100);
@@ -297,10 +292,9 @@ fn shares(got: &[(u32, u8)]) -> [usize; 2] {
 /// least a quarter of what the receiver took. Negative control: the same
 /// check fails when one sender is starved (here: it sends nothing until the
 /// end of the measurement, which is what a starved sender looks like).
-#[test]
-fn two_senders_to_a_slow_receiver_both_progress() {
+fn two_senders_to_a_slow_receiver_both_progress(format: RingFormat) {
     for late_b in [false, true] {
-        let mut lab = Lab::new(&[256, 256, 16], SwitchConfig::default());
+        let mut lab = Lab::on(format, &[256, 256, 16], 2048, SwitchConfig::default());
         let (mut next_a, mut next_b, mut got) = (0u32, 0u32, Vec::new());
         for tick in 0..100u64 {
             lab.now = tick;
@@ -317,3 +311,13 @@ fn two_senders_to_a_slow_receiver_both_progress() {
         assert_eq!(fair, !late_b, "shares A {a}% B {b}% of {}", got.len());
     }
 }
+
+on_both_rings!(
+    unicast_to_a_known_port_is_copied_once,
+    the_delivered_header_is_the_one_the_switch_checked,
+    a_frame_in_several_buffers_into_merged_buffers_is_exact,
+    a_run_publishes_each_used_ring_once,
+    a_slow_receiver_loses_nothing,
+    a_receiver_that_never_refills_is_stalled_not_obeyed,
+    two_senders_to_a_slow_receiver_both_progress,
+);

@@ -3,151 +3,25 @@
 //! frame dropped and counted), and that ports 1 and 2 keep forwarding.
 #![allow(clippy::cast_possible_truncation)]
 
+#[path = "support/hostile_lab.rs"]
+mod hostile_lab;
+
 use chroma_mem::vecmem::VecMemory;
 use chroma_mem::GuestMemory;
-use chroma_virtio::mmio::{interrupt, reg, status, MmioAction};
-use chroma_virtio::mock::{MockNetDriver, RawDescriptor};
-use chroma_virtio::net::{net_feature, new_net_device, NetPort, VirtioNet, NET_FEATURES};
+use chroma_virtio::mmio::{feature, reg, status, MmioAction};
+use chroma_virtio::mock::{MockNetDriver, RawDescriptor, RingFormat};
+use chroma_virtio::net::{net_feature, NET_FEATURES};
 use chroma_virtio::queue::{VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT};
-use chroma_virtio::switch::{PortConfig, PortCounters, Switch, SwitchConfig};
 use chroma_virtio::VirtioError;
+use hostile_lab::*;
 
-const SIZE: u16 = 16;
-const RAM: usize = 1 << 20;
-const BASES: [u64; 3] = [0x4000_0000, 0x8000_0000, 0xc000_0000];
-const MAC: [[u8; 6]; 3] = [
-    [2, 0, 0, 0, 0, 0x10],
-    [2, 0, 0, 0, 0, 0x11],
-    [2, 0, 0, 0, 0, 0x12],
-];
-const V: usize = 0;
+/// Every port on split rings.
+const FORMATS: [RingFormat; 3] = [RingFormat::Split; 3];
+
+type Lab<'m> = hostile_lab::Lab<'m, VecMemory>;
 
 fn mems() -> [VecMemory; 3] {
     BASES.map(|b| VecMemory::new(b, RAM))
-}
-
-struct Lab<'m> {
-    mems: &'m [VecMemory; 3],
-    devs: Vec<VirtioNet>,
-    switch: Switch,
-    now: u64,
-}
-
-impl<'m> Lab<'m> {
-    fn new(
-        mems: &'m [VecMemory; 3],
-        victim_features: u64,
-    ) -> (Self, Vec<MockNetDriver<'m, VecMemory>>) {
-        let mut devs: Vec<VirtioNet> = (0..3)
-            .map(|i| {
-                new_net_device(
-                    MAC[i],
-                    if i == V {
-                        victim_features
-                    } else {
-                        NET_FEATURES
-                    },
-                    256,
-                )
-            })
-            .collect();
-        let drivers = (0..3)
-            .map(|i| {
-                let mut d =
-                    MockNetDriver::init(&mut devs[i], &mems[i], BASES[i], SIZE, 2048, u64::MAX)
-                        .unwrap();
-                d.fill_rx();
-                d
-            })
-            .collect();
-        let mut switch = Switch::new(SwitchConfig {
-            port_count: 3,
-            egress_capacity: 8,
-            ..SwitchConfig::default()
-        });
-        // Ports start locked: each VM's port gets its own address.
-        for (port, mac) in MAC.iter().enumerate() {
-            switch.set_port(port, PortConfig::vm(*mac, false));
-        }
-        (
-            Lab {
-                mems,
-                devs,
-                switch,
-                now: 0,
-            },
-            drivers,
-        )
-    }
-
-    fn run(&mut self) {
-        self.now += 1;
-        let mut ports: Vec<_> = self
-            .devs
-            .iter_mut()
-            .zip(self.mems.iter())
-            .map(|(d, m)| NetPort::new(d, m))
-            .collect();
-        while self.switch.run(&mut ports, self.now).more_work {}
-    }
-
-    fn victim(&self) -> &VirtioNet {
-        &self.devs[V]
-    }
-
-    fn counters(&self) -> PortCounters {
-        self.switch.counters(V)
-    }
-
-    fn assert_needs_reset(&self) {
-        let v = self.victim();
-        assert_ne!(
-            v.status() & status::DEVICE_NEEDS_RESET,
-            0,
-            "DEVICE_NEEDS_RESET not set"
-        );
-        assert_ne!(
-            v.interrupt_status() & interrupt::CONFIG_CHANGE,
-            0,
-            "no config interrupt"
-        );
-        assert!(!v.is_live());
-    }
-
-    fn assert_live(&self) {
-        assert!(
-            self.victim().is_live(),
-            "victim device should still be live"
-        );
-    }
-}
-
-fn frame(dst: [u8; 6], src: [u8; 6], len: usize, tag: u8) -> Vec<u8> {
-    let mut f = vec![tag; len];
-    f[..6].copy_from_slice(&dst);
-    f[6..12].copy_from_slice(&src);
-    f
-}
-
-/// Ports 1 and 2 exchange frames both ways, and each arrives intact.
-fn assert_others_forward(lab: &mut Lab, drivers: &mut [MockNetDriver<VecMemory>]) {
-    // Whatever the victim managed to send before is not under test here.
-    lab.run();
-    for d in drivers[1..].iter_mut() {
-        while d.recv().is_some() {}
-    }
-    for (from, to) in [(1usize, 2usize), (2, 1)] {
-        for k in 0..3u8 {
-            let f = frame(MAC[to], MAC[from], 60 + 400 * usize::from(k), 0xa0 + k);
-            assert!(drivers[from].send(&f));
-            lab.run();
-            let (_, got) = drivers[to].recv().expect("healthy port stopped forwarding");
-            assert_eq!(got, f);
-        }
-    }
-    for d in &drivers[1..] {
-        assert_eq!(d.rx.bad_returns + d.tx.bad_returns, 0);
-    }
 }
 
 /// Hand-builds a TX chain on the victim from raw descriptors at indices
@@ -168,40 +42,10 @@ fn rd(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
     }
 }
 
-/// A well-formed frame written at the victim's TX buffer 0: its address.
-fn good_tx_buffer(d: &MockNetDriver<VecMemory>, mem: &VecMemory, len: usize) -> u64 {
-    let addr = d.tx_buffer(0);
-    let mut bytes = vec![0u8; 12];
-    bytes.extend(frame(MAC[1], MAC[V], len, 0x55));
-    mem.write(chroma_mem::GuestPhysAddr::new(addr), &bytes)
-        .unwrap();
-    addr
-}
-
-macro_rules! hostile {
-    ($name:ident, $features:expr, |$lab:ident, $d:ident, $m:ident| $body:block) => {
-        #[test]
-        fn $name() {
-            let mems = mems();
-            let ($lab, drivers) = Lab::new(&mems, $features);
-            let mut $lab = $lab;
-            let mut drivers = drivers;
-            {
-                let $d = &mut drivers[V];
-                let $m = &mems[V];
-                let _ = &$m;
-                let $lab = &mut $lab;
-                $body
-            }
-            assert_others_forward(&mut $lab, &mut drivers);
-        }
-    };
-}
-
 // ---- Ring structure: fatal, DEVICE_NEEDS_RESET ----
 
 hostile!(h01_descriptor_loop, NET_FEATURES, |lab, d, m| {
-    let a = good_tx_buffer(d, m, 60);
+    let a = good_tx_buffer(d, m, 0, 60);
     raw_tx(
         d,
         &[
@@ -216,7 +60,7 @@ hostile!(h01_descriptor_loop, NET_FEATURES, |lab, d, m| {
 });
 
 hostile!(h02_chain_longer_than_queue, NET_FEATURES, |lab, d, m| {
-    let a = good_tx_buffer(d, m, 60);
+    let a = good_tx_buffer(d, m, 0, 60);
     let descs: Vec<_> = (0..SIZE)
         .map(|i| (i, rd(a, 4, VIRTQ_DESC_F_NEXT, (i + 1) % SIZE)))
         .collect();
@@ -232,7 +76,7 @@ hostile!(h03_head_index_at_queue_size, NET_FEATURES, |lab, d, _m| {
 });
 
 hostile!(h04_next_index_past_queue_size, NET_FEATURES, |lab, d, m| {
-    let a = good_tx_buffer(d, m, 60);
+    let a = good_tx_buffer(d, m, 0, 60);
     raw_tx(d, &[(0, rd(a, 12, VIRTQ_DESC_F_NEXT, 999))], 0);
     lab.run();
     lab.assert_needs_reset();
@@ -253,7 +97,7 @@ hostile!(
     h06_indirect_length_not_multiple_of_16,
     NET_FEATURES,
     |lab, d, m| {
-        let a = good_tx_buffer(d, m, 60);
+        let a = good_tx_buffer(d, m, 0, 60);
         raw_tx(d, &[(0, rd(a, 20, VIRTQ_DESC_F_INDIRECT, 0))], 0);
         lab.run();
         lab.assert_needs_reset();
@@ -261,7 +105,7 @@ hostile!(
 );
 
 hostile!(h07_indirect_zero_length, NET_FEATURES, |lab, d, m| {
-    let a = good_tx_buffer(d, m, 60);
+    let a = good_tx_buffer(d, m, 0, 60);
     raw_tx(d, &[(0, rd(a, 0, VIRTQ_DESC_F_INDIRECT, 0))], 0);
     lab.run();
     lab.assert_needs_reset();
@@ -278,7 +122,7 @@ hostile!(h08_nested_indirect, NET_FEATURES, |lab, d, m| {
 });
 
 hostile!(h09_indirect_with_next, NET_FEATURES, |lab, d, m| {
-    let a = good_tx_buffer(d, m, 60);
+    let a = good_tx_buffer(d, m, 0, 60);
     raw_tx(
         d,
         &[(0, rd(a, 16, VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_NEXT, 1))],
@@ -310,7 +154,7 @@ hostile!(
     NET_FEATURES & !chroma_virtio::mmio::feature::INDIRECT_DESC,
     |lab, d, m| {
         let table = d.tx_buffer(3);
-        let a = good_tx_buffer(d, m, 60);
+        let a = good_tx_buffer(d, m, 0, 60);
         m.write(
             chroma_mem::GuestPhysAddr::new(table),
             &rd(a, 72, 0, 0).to_bytes(),
@@ -326,7 +170,7 @@ hostile!(
     h12_indirect_table_longer_than_queue,
     NET_FEATURES,
     |lab, d, m| {
-        let a = good_tx_buffer(d, m, 60);
+        let a = good_tx_buffer(d, m, 0, 60);
         raw_tx(
             d,
             &[(
@@ -341,17 +185,6 @@ hostile!(
 );
 
 // ---- Buffers: the frame is dropped and counted, the device stays live ----
-
-/// After a dropped frame the victim can still send a good one.
-fn victim_still_sends(lab: &mut Lab, d: &mut MockNetDriver<VecMemory>) {
-    lab.assert_live();
-    while d.tx.pop_used().is_some() {}
-    assert_eq!(d.tx.outstanding_count(), 0, "TX chain leaked");
-    let before = lab.switch.counters(V).tx_packets;
-    assert!(d.send(&frame(MAC[1], MAC[V], 100, 7)));
-    lab.run();
-    assert_eq!(lab.switch.counters(V).tx_packets, before + 1);
-}
 
 hostile!(h13_buffer_gpa_out_of_range, NET_FEATURES, |lab, d, _m| {
     let head = d.tx.take_free().unwrap();
@@ -393,7 +226,7 @@ hostile!(
 #[test]
 fn h16_rx_buffer_in_another_vms_memory() {
     let mems = mems();
-    let (mut lab, mut drivers) = Lab::new(&mems, NET_FEATURES);
+    let (mut lab, mut drivers) = Lab::new(&mems, NET_FEATURES, FORMATS);
     // The victim restarts with one RX buffer, in VM 1's RAM.
     let mut v =
         MockNetDriver::init(&mut lab.devs[V], &mems[V], BASES[V], SIZE, 2048, u64::MAX).unwrap();
@@ -460,19 +293,13 @@ hostile!(
     h18_writable_descriptor_in_tx_chain,
     NET_FEATURES,
     |lab, d, m| {
-        let a = good_tx_buffer(d, m, 60);
-        let head =
-            d.tx.add_chain(&[(a, 12, false), (a + 12, 60, true)])
-                .unwrap();
-        lab.run();
-        assert_eq!(lab.counters().tx_errors, 1);
-        assert_eq!(d.tx.pop_used(), Some((u32::from(head), 0)));
-        victim_still_sends(lab, d);
+        let a = good_tx_buffer(d, m, 0, 60);
+        assert_tx_dropped(lab, d, &[(a, 12, false), (a + 12, 60, true)]);
     }
 );
 
 hostile!(h20_zero_length_tx_buffer, NET_FEATURES, |lab, d, m| {
-    let a = good_tx_buffer(d, m, 60);
+    let a = good_tx_buffer(d, m, 0, 60);
     d.tx.add_chain(&[(a, 0, false), (a, 72, false)]).unwrap();
     lab.run();
     assert_eq!(lab.counters().tx_errors, 1);
@@ -483,7 +310,7 @@ hostile!(
     h21_frame_shorter_than_net_header,
     NET_FEATURES,
     |lab, d, m| {
-        let a = good_tx_buffer(d, m, 60);
+        let a = good_tx_buffer(d, m, 0, 60);
         d.tx.add_chain(&[(a, 8, false)]).unwrap();
         lab.run();
         assert_eq!(lab.counters().tx_errors, 1);
@@ -492,7 +319,7 @@ hostile!(
 );
 
 hostile!(h22_runt_frame, NET_FEATURES, |lab, d, m| {
-    let a = good_tx_buffer(d, m, 60);
+    let a = good_tx_buffer(d, m, 0, 60);
     d.tx.add_chain(&[(a, 12 + 5, false)]).unwrap();
     lab.run();
     assert_eq!(lab.counters().tx_errors, 1);
@@ -500,7 +327,7 @@ hostile!(h22_runt_frame, NET_FEATURES, |lab, d, m| {
 });
 
 hostile!(h23_oversize_frame, NET_FEATURES, |lab, d, m| {
-    let a = good_tx_buffer(d, m, 60);
+    let a = good_tx_buffer(d, m, 0, 60);
     d.tx.add_chain(&[(a, 1200, false), (a, 1200, false)])
         .unwrap();
     lab.run();
@@ -549,55 +376,11 @@ hostile!(
 
 // ---- Registers ----
 
-fn w(lab: &mut Lab, off: u64, width: u8, value: u32) -> Result<MmioAction, VirtioError> {
-    let mem = lab.mems.first().unwrap();
-    lab.devs[V].mmio_write(off, width, value, mem)
-}
-
-/// Resets the victim and walks it to FEATURES_OK, with queue 0 selected.
-fn to_features_ok(lab: &mut Lab) {
-    w(lab, reg::STATUS, 4, 0).unwrap();
-    w(lab, reg::STATUS, 4, status::ACKNOWLEDGE | status::DRIVER).unwrap();
-    w(lab, reg::DRIVER_FEATURES_SEL, 4, 1).unwrap();
-    w(lab, reg::DRIVER_FEATURES, 4, 1).unwrap();
-    w(
-        lab,
-        reg::STATUS,
-        4,
-        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
-    )
-    .unwrap();
-    w(lab, reg::QUEUE_SEL, 4, 0).unwrap();
-}
-
-fn set_queue(
-    lab: &mut Lab,
-    size: u32,
-    desc: u64,
-    avail: u64,
-    used: u64,
-) -> Result<MmioAction, VirtioError> {
-    w(lab, reg::QUEUE_NUM, 4, size)?;
-    w(lab, reg::QUEUE_DESC_LOW, 4, desc as u32)?;
-    w(lab, reg::QUEUE_DESC_HIGH, 4, (desc >> 32) as u32)?;
-    w(lab, reg::QUEUE_DRIVER_LOW, 4, avail as u32)?;
-    w(lab, reg::QUEUE_DRIVER_HIGH, 4, (avail >> 32) as u32)?;
-    w(lab, reg::QUEUE_DEVICE_LOW, 4, used as u32)?;
-    w(lab, reg::QUEUE_DEVICE_HIGH, 4, (used >> 32) as u32)?;
-    w(lab, reg::QUEUE_READY, 4, 1)
-}
-
-fn assert_queue_refused(lab: &mut Lab, result: Result<MmioAction, VirtioError>, want: VirtioError) {
-    assert_eq!(result, Err(want));
-    assert_eq!(lab.devs[V].mmio_read(reg::QUEUE_READY, 4), Ok(0));
-    lab.assert_needs_reset();
-}
-
 hostile!(
     h29_queue_ready_with_rings_outside_ram,
     NET_FEATURES,
     |lab, _d, _m| {
-        to_features_ok(lab);
+        to_features_ok(lab, feature::VERSION_1);
         let outside = BASES[V] + RAM as u64 - 0x80;
         let r = set_queue(lab, 16, outside, BASES[V], BASES[V] + 0x1000);
         assert_queue_refused(
@@ -615,7 +398,7 @@ hostile!(
     h30_queue_ready_misaligned_ring,
     NET_FEATURES,
     |lab, _d, _m| {
-        to_features_ok(lab);
+        to_features_ok(lab, feature::VERSION_1);
         let r = set_queue(lab, 16, BASES[V] + 8, BASES[V] + 0x1000, BASES[V] + 0x2000);
         assert_queue_refused(lab, r, VirtioError::MisalignedRing);
     }
@@ -625,14 +408,14 @@ hostile!(
     h31_queue_size_not_power_of_two,
     NET_FEATURES,
     |lab, _d, _m| {
-        to_features_ok(lab);
+        to_features_ok(lab, feature::VERSION_1);
         let r = set_queue(lab, 12, BASES[V], BASES[V] + 0x1000, BASES[V] + 0x2000);
         assert_queue_refused(lab, r, VirtioError::InvalidQueueSize);
     }
 );
 
 hostile!(h32_queue_size_above_max, NET_FEATURES, |lab, _d, _m| {
-    to_features_ok(lab);
+    to_features_ok(lab, feature::VERSION_1);
     let r = set_queue(lab, 512, BASES[V], BASES[V] + 0x4000, BASES[V] + 0x8000);
     assert_queue_refused(lab, r, VirtioError::InvalidQueueSize);
 });
@@ -642,7 +425,7 @@ hostile!(h33_notify_queue_not_ready, NET_FEATURES, |lab, _d, _m| {
         w(lab, reg::QUEUE_NOTIFY, 4, 7),
         Err(VirtioError::QueueNotReady)
     );
-    to_features_ok(lab);
+    to_features_ok(lab, feature::VERSION_1);
     assert_eq!(
         w(lab, reg::QUEUE_NOTIFY, 4, 0),
         Err(VirtioError::QueueNotReady)
@@ -815,7 +598,7 @@ hostile!(
 #[test]
 fn recovery_after_needs_reset() {
     let mems = mems();
-    let (mut lab, mut drivers) = Lab::new(&mems, NET_FEATURES);
+    let (mut lab, mut drivers) = Lab::new(&mems, NET_FEATURES, FORMATS);
     drivers[V].tx.push_avail(SIZE);
     lab.run();
     lab.assert_needs_reset();
@@ -847,7 +630,7 @@ fn broadcast_from_1(
 /// once (no leak, no double return); returns the victim's used lengths.
 fn rx_case(features: u64, rx_len: u32, frames: usize, check: impl Fn(&Lab, &[(u32, u32)])) {
     let mems = mems();
-    let (mut lab, mut drivers) = Lab::new(&mems, features);
+    let (mut lab, mut drivers) = Lab::new(&mems, features, FORMATS);
     let mut v =
         MockNetDriver::init(&mut lab.devs[V], &mems[V], BASES[V], SIZE, rx_len, u64::MAX).unwrap();
     v.fill_rx();
@@ -872,7 +655,7 @@ fn rx_case(features: u64, rx_len: u32, frames: usize, check: impl Fn(&Lab, &[(u3
 #[test]
 fn h19_readable_descriptor_in_rx_chain() {
     let mems = mems();
-    let (mut lab, mut drivers) = Lab::new(&mems, NET_FEATURES);
+    let (mut lab, mut drivers) = Lab::new(&mems, NET_FEATURES, FORMATS);
     let mut v =
         MockNetDriver::init(&mut lab.devs[V], &mems[V], BASES[V], SIZE, 2048, u64::MAX).unwrap();
     let head = v.rx.add_chain(&[(v.end(), 2048, false)]).unwrap();
@@ -916,7 +699,7 @@ fn h41_egress_queue_full_drops_and_counts() {
     // The victim posts no receive buffers at all: broadcasts to it queue up
     // to the egress capacity (8), then drop and count; port 2 is unaffected.
     let mems = mems();
-    let (mut lab, mut drivers) = Lab::new(&mems, NET_FEATURES);
+    let (mut lab, mut drivers) = Lab::new(&mems, NET_FEATURES, FORMATS);
     let _v =
         MockNetDriver::init(&mut lab.devs[V], &mems[V], BASES[V], SIZE, 2048, u64::MAX).unwrap();
     for _ in 0..20 {

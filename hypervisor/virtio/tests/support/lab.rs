@@ -7,7 +7,8 @@ use std::cell::Cell;
 use std::sync::atomic::Ordering;
 
 use chroma_mem::{GuestMemory, GuestPhysAddr, HostSpan, MemError};
-use chroma_virtio::mock::MockNetDriver;
+use chroma_virtio::mmio::feature;
+use chroma_virtio::mock::{MockNetDriver, RingFormat};
 use chroma_virtio::net::{new_net_device, NetPort, VirtioNet, NET_FEATURES};
 use chroma_virtio::port::{NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN, MIN_FRAME_LEN};
 use chroma_virtio::switch::{PortConfig, Switch, SwitchConfig};
@@ -36,8 +37,10 @@ pub struct Probe {
     /// Bytes copied into `window` from another memory (`copy_from`).
     pub copied_in: Cell<u64>,
     pub window: Cell<(u64, u64)>,
-    /// Stores to any of these addresses (used.idx of both queues).
-    pub watched: Cell<[u64; 2]>,
+    /// Release stores into any of these ranges `[lo, hi)`: where each
+    /// queue publishes (split: used.idx; packed: the descriptor ring,
+    /// where only the publishing flags store is Release).
+    pub watched: Cell<[(u64, u64); 2]>,
     pub watched_stores: Cell<u64>,
 }
 
@@ -50,7 +53,7 @@ impl Probe {
             buffered_writes: Cell::new(0),
             copied_in: Cell::new(0),
             window: Cell::new((0, 0)),
-            watched: Cell::new([u64::MAX; 2]),
+            watched: Cell::new([(0, 0); 2]),
             watched_stores: Cell::new(0),
         }
     }
@@ -90,7 +93,10 @@ impl GuestMemory for Probe {
         self.inner.load_u16(gpa, order)
     }
     fn store_u16(&self, gpa: GuestPhysAddr, value: u16, order: Ordering) -> Result<(), MemError> {
-        if self.watched.get().contains(&gpa.raw()) {
+        let a = gpa.raw();
+        if order == Ordering::Release
+            && self.watched.get().iter().any(|&(lo, hi)| lo <= a && a < hi)
+        {
             add(&self.watched_stores, 1);
         }
         self.inner.store_u16(gpa, value, order)
@@ -192,27 +198,37 @@ impl Lab {
     /// As [`Lab::new`] with RX buffers of `rx_len` bytes (MRG_RXBUF is
     /// negotiated: a frame may span several).
     pub fn with_rx_len(sizes: &[u16], rx_len: u32, config: SwitchConfig) -> Self {
+        Self::on(RingFormat::Split, sizes, rx_len, config)
+    }
+
+    /// As [`Lab::with_rx_len`] on ring `format` (the devices offer packed
+    /// rings, the drivers take them or not).
+    pub fn on(format: RingFormat, sizes: &[u16], rx_len: u32, config: SwitchConfig) -> Self {
         let n = sizes.len();
         let mems: &'static [Probe] = Vec::leak((0..n).map(Probe::new).collect());
         let mut devs: Vec<VirtioNet> = (0..n)
-            .map(|i| new_net_device(mac(i), NET_FEATURES, 256))
+            .map(|i| new_net_device(mac(i), NET_FEATURES | feature::RING_PACKED, 256))
             .collect();
         let drivers = (0..n)
             .map(|i| {
-                let mut d = MockNetDriver::init(
+                let mut d = MockNetDriver::init_with(
                     &mut devs[i],
                     &mems[i],
                     base(i),
                     sizes[i],
                     rx_len,
                     u64::MAX,
+                    format,
                 )
                 .unwrap();
                 d.fill_rx();
-                // Watch both used.idx fields (used ring + 2).
+                for q in [0, 1] {
+                    let packed = devs[i].queue(q).is_some_and(|q| q.is_packed());
+                    assert_eq!(packed, format == RingFormat::Packed, "ring format");
+                }
                 mems[i]
                     .watched
-                    .set([d.rx.layout.used.raw() + 2, d.tx.layout.used.raw() + 2]);
+                    .set([d.rx.publish_range(), d.tx.publish_range()]);
                 d
             })
             .collect();
@@ -283,3 +299,23 @@ pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize, tag: u32) -> Vec<u8> {
     }
     f
 }
+
+/// Runs each named test body (a `fn(RingFormat)`) on split and on packed
+/// rings, as the tests `NAME::split` and `NAME::packed`.
+macro_rules! on_both_rings {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn split() {
+                    super::$name(chroma_virtio::mock::RingFormat::Split);
+                }
+                #[test]
+                fn packed() {
+                    super::$name(chroma_virtio::mock::RingFormat::Packed);
+                }
+            }
+        )*
+    };
+}
+pub(crate) use on_both_rings;
