@@ -40,6 +40,11 @@ impl CacheHooks for Hooks {
             CacheHooks::before_write_owned(h, va, len, area, size);
         }
     }
+    fn before_write_run(&self, va: HostVirtAddr, len: usize) {
+        if let Hooks::Maintain(h) = self {
+            h.before_write_run(va, len);
+        }
+    }
     fn before_release(&self, va: HostVirtAddr, len: usize) {
         if let Hooks::Maintain(h) = self {
             h.before_release(va, len);
@@ -206,6 +211,12 @@ impl GuestMemory for VmMemory {
         area: DeviceArea,
     ) -> Result<(), MemError> {
         self.store_u16_in(gpa, value, order, Some(area))
+    }
+
+    fn will_write(&self, gpa: GuestPhysAddr, len: usize) {
+        if let Ok(va) = self.translate(gpa, len as u64) {
+            self.hooks.before_write_run(HostVirtAddr::new(va), len);
+        }
     }
 
     fn end_operation(&self) {

@@ -205,6 +205,9 @@ struct Track {
     fresh: LineSet<16>,
     /// Lines written and not yet cleaned.
     dirty: LineSet<16>,
+    /// Lines of announced write runs ([`CacheHooks::before_write_run`]),
+    /// whose edges were prepared with the run.
+    covered: LineSet<8>,
     /// The minimum's tallies: lines read since the last barrier, lines
     /// written and lines needing preparation in this operation.
     seen_read: LineSet<32>,
@@ -217,6 +220,7 @@ impl Track {
         Self {
             fresh: LineSet::new(),
             dirty: LineSet::new(),
+            covered: LineSet::new(),
             seen_read: LineSet::new(),
             seen_written: LineSet::new(),
             seen_prepared: LineSet::new(),
@@ -402,8 +406,8 @@ impl<O: CacheOps> MaintainHooks<O> {
         let mut track = self.track.borrow_mut();
         for edge in self.edges_to_prepare(va, len, area).into_iter().flatten() {
             // A line this operation already wrote was prepared (or wholly
-            // written) then.
-            if !track.seen_written.contains(edge) {
+            // written) then; a line of an announced run, with the run.
+            if !track.seen_written.contains(edge) && !track.covered.contains(edge) {
                 Self::add(
                     &self.min_prepared,
                     tally(&mut track.seen_prepared, edge, 1, line),
@@ -423,7 +427,10 @@ impl<O: CacheOps> MaintainHooks<O> {
         let mut track = self.track.borrow_mut();
         let mut n = 0;
         for edge in self.edges_to_prepare(va, len, area).into_iter().flatten() {
-            if track.fresh.contains(edge) || track.dirty.contains(edge) {
+            if track.fresh.contains(edge)
+                || track.dirty.contains(edge)
+                || track.covered.contains(edge)
+            {
                 continue;
             }
             // SAFETY: the line holds bytes of the caller's range, which the guest memory layer translated to a mapped alias; clean+invalidate preserves data.
@@ -638,6 +645,36 @@ impl<O: CacheOps> CacheHooks for MaintainHooks<O> {
             .set(self.lines_cleaned.get() + lines as u64);
     }
 
+    fn before_write_run(&self, va: HostVirtAddr, len: usize) {
+        if !self.policy.maintains() || !self.merge || len == 0 {
+            return;
+        }
+        // The run's own partial edges, as for one write of it all.
+        let line = self.ops.line_size() as u64;
+        {
+            let mut track = self.track.borrow_mut();
+            for edge in self.edges_to_prepare(va, len, None).into_iter().flatten() {
+                if !track.seen_written.contains(edge) {
+                    Self::add(
+                        &self.min_prepared,
+                        tally(&mut track.seen_prepared, edge, 1, line),
+                    );
+                }
+            }
+        }
+        self.prepare_merged(va, len, None);
+        let Some((first, count)) = line_span(va, len, line as usize) else {
+            return;
+        };
+        let mut track = self.track.borrow_mut();
+        let end = first + count as u64 * line;
+        if !track.covered.insert(first, end) {
+            // Forgetting a run only costs its pieces' preparations.
+            track.covered.clear();
+            track.covered.insert(first, end);
+        }
+    }
+
     fn before_release(&self, va: HostVirtAddr, _len: usize) {
         if !self.policy.maintains() || !self.merge {
             return;
@@ -677,6 +714,7 @@ impl<O: CacheOps> CacheHooks for MaintainHooks<O> {
         if self.merge {
             self.clean_pending(&mut track, None);
             track.fresh.clear();
+            track.covered.clear();
         }
     }
 

@@ -113,6 +113,15 @@ pub trait GuestMemory {
         self.store_u16(gpa, value, order)
     }
 
+    /// Says that the device is about to write all of `gpa..gpa+len`
+    /// within this operation, in one or more writes (a virtio-net header,
+    /// then the Ethernet header, then the frame): the cache hooks may
+    /// prepare the range's partial first and last lines once, instead of
+    /// each piece's ([`CacheHooks::before_write_run`]). Nothing by default.
+    fn will_write(&self, gpa: GuestPhysAddr, len: usize) {
+        let _ = (gpa, len);
+    }
+
     /// Ends one backend operation (the device model lets go of this
     /// memory until the next notification or poll): every write still
     /// waiting for its cache maintenance is made visible to the guest, and
@@ -285,6 +294,10 @@ pub trait CacheHooks {
     ) {
         self.before_write(va, len)
     }
+    /// The device will write all of `va..va+len` in this operation, in
+    /// pieces ([`GuestMemory::will_write`]): lines inside it need no
+    /// preparation for a piece that covers them only in part.
+    fn before_write_run(&self, _va: HostVirtAddr, _len: usize) {}
     /// A store with Release order of `len` bytes at `va` follows (the
     /// split ring's `used.idx`): everything written before must reach the
     /// guest first. Lines of `va..va+len` itself may stay pending: the

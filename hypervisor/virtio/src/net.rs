@@ -762,6 +762,9 @@ fn write_stream<M: GuestMemory, S: GuestMemory>(
     len: usize,
 ) -> bool {
     let end = pos + len;
+    // The pieces below fill addr..addr+len: partial lines are prepared
+    // once for the whole run, not once per piece.
+    mem.will_write(addr, len);
     let mut addr = addr;
     let mut pos = pos;
     if pos == 0 && len >= HEADERS_LEN {

@@ -30,9 +30,20 @@ pub struct HypMemory<'m> {
     /// Whether the end of an operation reaches the hooks (off only in the
     /// oracle's negative control).
     pub pass_operation_end: bool,
+    /// Guest-physical ranges the hypervisor reaches through a Non-cacheable
+    /// alias (a packed ring under a maintaining policy): accesses go
+    /// straight to memory, with no hooks and nothing to count.
+    pub uncached: Vec<(u64, u64)>,
+    /// Called after every access: the oracle's driver may take a step
+    /// between two accesses of one backend operation.
+    pub interleave: Option<std::boxed::Box<dyn Fn() + 'm>>,
     lines_read: RefCell<HashSet<u64>>,
     /// Per line written in this operation, the bytes written (bit per byte).
     lines_written: RefCell<HashMap<u64, u64>>,
+    /// Lines of `lines_written` that were read earlier in the same stretch
+    /// between full barriers: that read made them fresh, so they need no
+    /// preparation of their own.
+    fresh_when_written: RefCell<HashSet<u64>>,
     touched_read: Cell<u64>,
     touched_written: Cell<u64>,
     touched_prepared: Cell<u64>,
@@ -57,8 +68,11 @@ impl<'m> HypMemory<'m> {
             hooks,
             prepare_writes: true,
             pass_operation_end: true,
+            uncached: Vec::new(),
+            interleave: None,
             lines_read: RefCell::new(HashSet::new()),
             lines_written: RefCell::new(HashMap::new()),
+            fresh_when_written: RefCell::new(HashSet::new()),
             touched_read: Cell::new(0),
             touched_written: Cell::new(0),
             touched_prepared: Cell::new(0),
@@ -101,10 +115,12 @@ impl<'m> HypMemory<'m> {
             (1u64 << line) - 1
         };
         let mut written = self.lines_written.borrow_mut();
+        let mut fresh = self.fresh_when_written.borrow_mut();
         let prepared = written
             .iter()
             .filter(|&(&at, &mask)| {
                 mask != full
+                    && !fresh.contains(&at)
                     && (0..line).any(|b| {
                         mask & (1 << b) == 0
                             && !self
@@ -119,6 +135,7 @@ impl<'m> HypMemory<'m> {
         self.touched_prepared
             .set(self.touched_prepared.get() + prepared);
         written.clear();
+        fresh.clear();
     }
 
     /// Sums over backend operations of `(distinct lines read, distinct
@@ -146,6 +163,24 @@ impl<'m> HypMemory<'m> {
         }
     }
 
+    /// The Non-cacheable view, if `gpa..gpa+len` lies in an uncached range.
+    fn uncached_view(&self, gpa: GuestPhysAddr, len: usize) -> Option<View> {
+        let (start, end) = (gpa.raw(), gpa.raw() + len as u64);
+        self.uncached
+            .iter()
+            .any(|&(s, e)| s <= start && end <= e)
+            .then_some(View {
+                cached: false,
+                ..self.view
+            })
+    }
+
+    fn step(&self) {
+        if let Some(f) = &self.interleave {
+            f();
+        }
+    }
+
     fn note_read(&self, va: u64, len: usize) {
         let line = self.machine.borrow().geometry().line as u64;
         let mut set = self.lines_read.borrow_mut();
@@ -159,8 +194,13 @@ impl<'m> HypMemory<'m> {
     fn note_write(&self, va: u64, len: usize) {
         let line = self.machine.borrow().geometry().line as u64;
         let mut map = self.lines_written.borrow_mut();
+        let read = self.lines_read.borrow();
         for b in va..va + len as u64 {
-            *map.entry(b & !(line - 1)).or_insert(0) |= 1 << (b & (line - 1));
+            let at = b & !(line - 1);
+            if !map.contains_key(&at) && read.contains(&at) {
+                self.fresh_when_written.borrow_mut().insert(at);
+            }
+            *map.entry(at).or_insert(0) |= 1 << (b & (line - 1));
         }
     }
 
@@ -171,6 +211,11 @@ impl<'m> HypMemory<'m> {
         area: Option<DeviceArea>,
     ) -> Result<(), MemError> {
         let va = self.translate(gpa, data.len())?;
+        if let Some(view) = self.uncached_view(gpa, data.len()) {
+            self.machine.borrow_mut().write(&view, va, data);
+            self.step();
+            return Ok(());
+        }
         self.note_write(va, data.len());
         if self.prepare_writes {
             match area {
@@ -189,6 +234,7 @@ impl<'m> HypMemory<'m> {
         }
         self.machine.borrow_mut().write(&self.view, va, data);
         self.hooks.after_write(HostVirtAddr::new(va), data.len());
+        self.step();
         Ok(())
     }
 
@@ -221,9 +267,14 @@ impl GuestMemory for HypMemory<'_> {
 
     fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
         let va = self.translate(gpa, buf.len())?;
-        self.note_read(va, buf.len());
-        self.hooks.before_read(HostVirtAddr::new(va), buf.len());
-        self.machine.borrow_mut().read(&self.view, va, buf);
+        if let Some(view) = self.uncached_view(gpa, buf.len()) {
+            self.machine.borrow_mut().read(&view, va, buf);
+        } else {
+            self.note_read(va, buf.len());
+            self.hooks.before_read(HostVirtAddr::new(va), buf.len());
+            self.machine.borrow_mut().read(&self.view, va, buf);
+        }
+        self.step();
         Ok(())
     }
 
@@ -276,6 +327,15 @@ impl GuestMemory for HypMemory<'_> {
         if order == Ordering::SeqCst {
             self.end_read_epoch();
             self.hooks.barrier();
+        }
+    }
+
+    fn will_write(&self, gpa: GuestPhysAddr, len: usize) {
+        if !self.prepare_writes || self.uncached_view(gpa, len).is_some() {
+            return;
+        }
+        if let Ok(va) = self.translate(gpa, len) {
+            self.hooks.before_write_run(HostVirtAddr::new(va), len);
         }
     }
 
@@ -411,8 +471,13 @@ mod tests {
             .unwrap();
         assert_eq!(m.hooks().stats().lines_prepared, 2);
         m.end_operation();
-        // Read 3; wrote 5; lines 0 and 128 are written only in part.
-        assert_eq!(m.lines_touched(), (3, 5, 2));
+        // Read 3; wrote 5; lines 0 and 128 are written only in part, but
+        // the read made them fresh just before: nothing else to prepare.
+        assert_eq!(m.lines_touched(), (3, 5, 0));
+        // Without the read, they need preparing.
+        m.write(GuestPhysAddr::new(0x4000_0000 + 60), &buf).unwrap();
+        m.end_operation();
+        assert_eq!(m.lines_touched(), (3, 8, 2));
     }
 
     #[test]
