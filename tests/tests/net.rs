@@ -172,10 +172,7 @@ fn vm_to_vm_in_forced_colour_and_maintain_mode() {
 fn maintained_and_minimum(line: &str) -> Option<(f64, f64)> {
     let number = |key: &str| -> Option<f64> {
         let rest = &line[line.find(key)? + key.len()..];
-        rest.split(|c: char| c == ';' || c == ' ')
-            .next()?
-            .parse()
-            .ok()
+        rest.split([';', ' ']).next()?.parse().ok()
     };
     Some((number("lines maintained/pkt ")?, number("minimum/pkt ")?))
 }

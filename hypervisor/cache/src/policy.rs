@@ -381,7 +381,7 @@ impl<O: CacheOps> MaintainHooks<O> {
         area: Option<(u64, u64)>,
     ) -> [Option<u64>; 2] {
         let line = self.ops.line_size() as u64;
-        let Some((first, count)) = line_span(va, len, line as usize) else {
+        let Some((first, count)) = line_span(va, len, self.ops.line_size()) else {
             return [None, None];
         };
         if count == 0 {
@@ -400,7 +400,7 @@ impl<O: CacheOps> MaintainHooks<O> {
     /// [`Self::edges_to_prepare`]).
     fn tally_write(&self, va: HostVirtAddr, len: usize, area: Option<(u64, u64)>) {
         let line = self.ops.line_size() as u64;
-        let Some((first, count)) = line_span(va, len, line as usize) else {
+        let Some((first, count)) = line_span(va, len, self.ops.line_size()) else {
             return;
         };
         let mut track = self.track.borrow_mut();
@@ -571,7 +571,7 @@ impl<O: CacheOps> CacheHooks for MaintainHooks<O> {
             return;
         }
         let line = self.ops.line_size() as u64;
-        let Some((first, count)) = line_span(va, len, line as usize) else {
+        let Some((first, count)) = line_span(va, len, self.ops.line_size()) else {
             return;
         };
         let mut track = self.track.borrow_mut();
@@ -628,7 +628,7 @@ impl<O: CacheOps> CacheHooks for MaintainHooks<O> {
         }
         if self.merge {
             let line = self.ops.line_size() as u64;
-            let Some((first, count)) = line_span(va, len, line as usize) else {
+            let Some((first, count)) = line_span(va, len, self.ops.line_size()) else {
                 return;
             };
             let end = first + count as u64 * line;
@@ -663,7 +663,7 @@ impl<O: CacheOps> CacheHooks for MaintainHooks<O> {
             }
         }
         self.prepare_merged(va, len, None);
-        let Some((first, count)) = line_span(va, len, line as usize) else {
+        let Some((first, count)) = line_span(va, len, self.ops.line_size()) else {
             return;
         };
         let mut track = self.track.borrow_mut();
@@ -689,7 +689,7 @@ impl<O: CacheOps> CacheHooks for MaintainHooks<O> {
             return;
         }
         let line = self.ops.line_size() as u64;
-        let Some((first, count)) = line_span(va, len, line as usize) else {
+        let Some((first, count)) = line_span(va, len, self.ops.line_size()) else {
             return;
         };
         let mut track = self.track.borrow_mut();
