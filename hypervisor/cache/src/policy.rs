@@ -406,8 +406,12 @@ impl<O: CacheOps> MaintainHooks<O> {
         let mut track = self.track.borrow_mut();
         for edge in self.edges_to_prepare(va, len, area).into_iter().flatten() {
             // A line this operation already wrote was prepared (or wholly
-            // written) then; a line of an announced run, with the run.
-            if !track.seen_written.contains(edge) && !track.covered.contains(edge) {
+            // written) then; a line of an announced run, with the run; a
+            // line read since the last barrier is fresh already.
+            if !track.seen_written.contains(edge)
+                && !track.covered.contains(edge)
+                && !track.seen_read.contains(edge)
+            {
                 Self::add(
                     &self.min_prepared,
                     tally(&mut track.seen_prepared, edge, 1, line),
@@ -646,7 +650,7 @@ impl<O: CacheOps> CacheHooks for MaintainHooks<O> {
     }
 
     fn before_write_run(&self, va: HostVirtAddr, len: usize) {
-        if !self.policy.maintains() || !self.merge || len == 0 {
+        if !self.policy.maintains() || len == 0 {
             return;
         }
         // The run's own partial edges, as for one write of it all.
@@ -654,7 +658,7 @@ impl<O: CacheOps> CacheHooks for MaintainHooks<O> {
         {
             let mut track = self.track.borrow_mut();
             for edge in self.edges_to_prepare(va, len, None).into_iter().flatten() {
-                if !track.seen_written.contains(edge) {
+                if !track.seen_written.contains(edge) && !track.seen_read.contains(edge) {
                     Self::add(
                         &self.min_prepared,
                         tally(&mut track.seen_prepared, edge, 1, line),
@@ -662,7 +666,9 @@ impl<O: CacheOps> CacheHooks for MaintainHooks<O> {
                 }
             }
         }
-        self.prepare_merged(va, len, None);
+        if self.merge {
+            self.prepare_merged(va, len, None);
+        }
         let Some((first, count)) = line_span(va, len, self.ops.line_size()) else {
             return;
         };
@@ -711,10 +717,10 @@ impl<O: CacheOps> CacheHooks for MaintainHooks<O> {
         }
         let mut track = self.track.borrow_mut();
         track.seen_read.clear();
+        track.covered.clear();
         if self.merge {
             self.clean_pending(&mut track, None);
             track.fresh.clear();
-            track.covered.clear();
         }
     }
 
