@@ -120,7 +120,6 @@ impl VmMemory {
         }
     }
 
-    /// The alias address of `gpa..gpa+len`, if it lies inside RAM.
     /// `store_u16`, inside a device-only `area` if one is named.
     fn store_u16_in(
         &self,
@@ -133,10 +132,7 @@ impl VmMemory {
             return Err(MemError::Unaligned);
         }
         let va = HostVirtAddr::new(self.translate(gpa, 2)?);
-        if matches!(
-            order,
-            Ordering::Release | Ordering::AcqRel | Ordering::SeqCst
-        ) {
+        if chroma_mem::releases(order) {
             self.hooks.before_release(va, 2);
         }
         match area {
@@ -154,6 +150,7 @@ impl VmMemory {
         Ok(())
     }
 
+    /// The alias address of `gpa..gpa+len`, if it lies inside RAM.
     fn translate(&self, gpa: GuestPhysAddr, len: u64) -> Result<u64, MemError> {
         let end = gpa.raw().checked_add(len).ok_or(MemError::Overflow)?;
         if gpa.raw() < self.ipa || end > self.ipa + self.size {
@@ -234,10 +231,7 @@ impl GuestMemory for VmMemory {
             return Err(MemError::Unaligned);
         }
         let va = self.translate(gpa, 2)?;
-        if matches!(
-            order,
-            Ordering::Acquire | Ordering::AcqRel | Ordering::SeqCst
-        ) {
+        if chroma_mem::acquires(order) {
             self.hooks.before_acquire(HostVirtAddr::new(va), 2);
         }
         self.hooks.before_read(HostVirtAddr::new(va), 2);

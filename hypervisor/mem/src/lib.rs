@@ -249,6 +249,24 @@ pub fn bounce_copy<D: GuestMemory + ?Sized, S: GuestMemory + ?Sized>(
     Ok(())
 }
 
+/// Whether a store with `order` releases (orders the writes before it):
+/// where a [`GuestMemory`] calls [`CacheHooks::before_release`].
+pub fn releases(order: Ordering) -> bool {
+    matches!(
+        order,
+        Ordering::Release | Ordering::AcqRel | Ordering::SeqCst
+    )
+}
+
+/// Whether a load with `order` acquires (orders the reads after it):
+/// where a [`GuestMemory`] calls [`CacheHooks::before_acquire`].
+pub fn acquires(order: Ordering) -> bool {
+    matches!(
+        order,
+        Ordering::Acquire | Ordering::AcqRel | Ordering::SeqCst
+    )
+}
+
 /// A range of guest memory that only the device writes (the split ring's
 /// used ring, `used_event` included), named with
 /// [`GuestMemory::write_owned`] and [`GuestMemory::store_u16_owned`].

@@ -248,10 +248,7 @@ impl<'m> HypMemory<'m> {
         if !gpa.is_aligned(2) {
             return Err(MemError::Unaligned);
         }
-        if matches!(
-            order,
-            Ordering::Release | Ordering::AcqRel | Ordering::SeqCst
-        ) {
+        if chroma_mem::releases(order) {
             let va = self.translate(gpa, 2)?;
             self.hooks.before_release(HostVirtAddr::new(va), 2);
         }
@@ -295,10 +292,7 @@ impl GuestMemory for HypMemory<'_> {
         if !gpa.is_aligned(2) {
             return Err(MemError::Unaligned);
         }
-        if matches!(
-            order,
-            Ordering::Acquire | Ordering::AcqRel | Ordering::SeqCst
-        ) {
+        if chroma_mem::acquires(order) {
             let va = self.translate(gpa, 2)?;
             self.hooks.before_acquire(HostVirtAddr::new(va), 2);
         }

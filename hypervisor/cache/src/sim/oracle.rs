@@ -305,7 +305,7 @@ pub fn row_policy(s: &Scenario) -> (Policy, bool, bool) {
     let chosen = Policy::choose(&cache_geometry(s.geometry), inputs(s.peer));
     match s.mode {
         Mode::Chosen => (chosen, chosen.colours(), chosen.maintains()),
-        Mode::Forced => {
+        Mode::Forced | Mode::UncachedRingCoherentGuest => {
             let p = Policy::choose(
                 &cache_geometry(s.geometry),
                 PolicyInputs {
@@ -322,16 +322,6 @@ pub fn row_policy(s: &Scenario) -> (Policy, bool, bool) {
         | Mode::Unmerged
         | Mode::NoOperationEnd
         | Mode::CacheableRing => (chosen, chosen.colours(), true),
-        Mode::UncachedRingCoherentGuest => {
-            let p = Policy::choose(
-                &cache_geometry(s.geometry),
-                PolicyInputs {
-                    forced: true,
-                    ..inputs(s.peer)
-                },
-            );
-            (p, p.colours(), p.maintains())
-        }
     }
 }
 
