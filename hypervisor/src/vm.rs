@@ -287,8 +287,11 @@ impl Vm {
             let switch = net.switch_index as usize;
             // TX kicks start eager; nic::mmio defers them once the driver
             // shows it batches (see nic::poll_vm).
-            let device =
+            let mut device =
                 chroma_virtio::net::new_net_device(net.mac, chroma_virtio::net::NET_FEATURES, 256);
+            // Every QueueNotify reaches the device (nic::mmio): a switch
+            // run for another port need not read an idle, armed TX ring.
+            device.device.wait_for_kicks = true;
             nics.push(Nic {
                 state: Mutex::new(NicState {
                     device,

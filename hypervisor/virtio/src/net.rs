@@ -103,6 +103,12 @@ pub struct NetBackend {
     pub tx_polling: bool,
     /// TX chains taken so far (the owner measures batches with it).
     pub tx_chains: u64,
+    /// The owner passes every QueueNotify to the device (`mmio_write`):
+    /// a TX ring whose notifications are armed and that was read empty
+    /// since is not read again until the driver notifies
+    /// (`SplitQueue::quiet`). Off by default: test harnesses that poll
+    /// without delivering notifications keep reading the ring.
+    pub wait_for_kicks: bool,
 }
 
 impl NetBackend {
@@ -115,6 +121,7 @@ impl NetBackend {
             link_up: true,
             features: (features & OFFERABLE_FEATURES) | feature::VERSION_1,
             defer_tx: false,
+            wait_for_kicks: false,
             tx_polling: false,
             tx_chains: 0,
         }
@@ -313,9 +320,15 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
     /// Pops the next TX chain, re-arming notifications when the ring is empty.
     fn pop_tx_head(&mut self) -> Result<Option<(Popped, Chain)>, VirtioError> {
         let mem = self.mem;
+        let wait_for_kicks = self.dev.device.wait_for_kicks;
         let Some(q) = self.live_queue(TX_QUEUE) else {
             return Ok(None);
         };
+        // Armed and read empty since: the driver notifies before its next
+        // chain, so an idle ring is not read again until then.
+        if wait_for_kicks && q.quiet() {
+            return Ok(None);
+        }
         if let Some(popped) = q.pop(mem)? {
             self.dev.device.tx_chains += 1;
             return Ok(Some(popped));

@@ -131,6 +131,9 @@ pub struct SplitQueue {
     /// The value this queue last stored in `avail_event` (EVENT_IDX), if
     /// any since it was activated: the device alone writes it (§2.7.8).
     avail_event: Option<Wrapping<u16>>,
+    /// Notifications are armed and `avail.idx` was read empty since: the
+    /// driver notifies before its next chain ([`Self::quiet`]).
+    quiet: bool,
 }
 
 impl SplitQueue {
@@ -152,7 +155,25 @@ impl SplitQueue {
             published_used: Wrapping(0),
             signalled_used: Wrapping(0),
             avail_event: None,
+            quiet: false,
         }
+    }
+
+    /// Whether the driver will notify before it makes another chain
+    /// available: [`Self::enable_notification`] armed notifications and
+    /// found the ring empty after that, and nothing since (a notification,
+    /// [`Self::notified`]; [`Self::suppress_notification`]; a rewind; an
+    /// `avail.idx` that moved) said otherwise. A device polled for other
+    /// reasons (a switch run for another port) need not read an idle
+    /// ring then: under a maintaining policy each read is a maintained
+    /// line.
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// The driver notified this queue (QueueNotify): it may have chains.
+    pub fn notified(&mut self) {
+        self.quiet = false;
     }
 
     /// Validates `layout` and makes the queue live with fresh indices.
@@ -228,6 +249,9 @@ impl SplitQueue {
         if (idx - self.next_avail).0 > self.layout.size {
             return Err(VirtioError::AvailIndexJump);
         }
+        if idx != self.next_avail {
+            self.quiet = false;
+        }
         self.avail_shadow = idx;
         Ok(idx)
     }
@@ -255,6 +279,7 @@ impl SplitQueue {
     /// that a later [`Self::pop`] returns them again.
     pub fn rewind(&mut self, count: u16) {
         self.next_avail -= count;
+        self.quiet = false;
     }
 
     /// Starts walking the chain whose head [`Self::pop`] returned.
@@ -352,7 +377,11 @@ impl SplitQueue {
             // Full barrier: the avail_event store before the avail.idx re-read.
             mem.fence(Ordering::SeqCst);
         }
-        Ok(self.read_avail_idx(mem)? != self.next_avail)
+        // Without EVENT_IDX the driver always notifies: this device never
+        // sets VIRTQ_USED_F_NO_NOTIFY.
+        let more = self.read_avail_idx(mem)? != self.next_avail;
+        self.quiet = !more;
+        Ok(more)
     }
 
     /// Asks the driver not to notify until `ahead` more chains are available
@@ -369,6 +398,7 @@ impl SplitQueue {
         if !self.ready {
             return Err(VirtioError::QueueNotReady);
         }
+        self.quiet = false;
         let event = self.next_avail + Wrapping(ahead);
         // As in `enable_notification`: a value already there is not stored again.
         if self.event_idx && self.avail_event != Some(event) {

@@ -51,6 +51,8 @@ struct DriverQueue {
     used: u64,
     free: Vec<u16>,
     avail_idx: u16,
+    /// `avail_idx` at the last notification decision.
+    kicked_idx: u16,
     last_used: u16,
     /// Per head: the pool slot and the chain's second descriptor, if any.
     inflight: Vec<Option<(usize, Option<u16>)>>,
@@ -66,6 +68,7 @@ impl DriverQueue {
             used: GPA_BASE + used,
             free: (0..QUEUE_SIZE).rev().collect(),
             avail_idx: 0,
+            kicked_idx: 0,
             last_used: 0,
             inflight: vec![None; usize::from(QUEUE_SIZE)],
             buffer: vec![0; usize::from(QUEUE_SIZE)],
@@ -112,6 +115,18 @@ impl DriverQueue {
         let head = u16::from_le_bytes([e[0], e[1]]);
         let len = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
         Some((head, len))
+    }
+
+    /// Whether the chains made available since the last decision must be
+    /// notified (§2.7.10: `vring_need_event` on the device's avail_event).
+    fn needs_kick(&mut self, g: &GuestAccess<'_>) -> bool {
+        let event = g.read_u16(self.used + 4 + 8 * u64::from(QUEUE_SIZE));
+        let old = core::mem::replace(&mut self.kicked_idx, self.avail_idx);
+        chroma_virtio::queue::need_event(
+            core::num::Wrapping(event),
+            core::num::Wrapping(self.avail_idx),
+            core::num::Wrapping(old),
+        )
     }
 
     /// Frees the chain at `head`; returns its pool slot.
@@ -436,6 +451,20 @@ impl GuestDriver {
             *b = addr;
         }
         true
+    }
+
+    /// Whether the frames just queued for transmit must be notified (a
+    /// packed ring: always, the oracle does not model its suppression).
+    pub fn tx_needs_kick(&mut self, g: &GuestAccess<'_>) -> bool {
+        match &mut self.tx {
+            DriverRing::Split(q) => q.needs_kick(g),
+            DriverRing::Packed(_) => true,
+        }
+    }
+
+    /// Frames sent and not received back yet.
+    pub fn outstanding(&self) -> usize {
+        self.expected.len()
     }
 
     /// Reaps completed transmits and received frames. Returns whether it did anything.

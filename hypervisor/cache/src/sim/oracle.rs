@@ -80,6 +80,10 @@ pub enum Mode {
     /// clean of a used descriptor's line puts back the driver's
     /// neighbouring descriptor as it was before).
     CacheableRing,
+    /// Negative control: the driver never notifies, while the device
+    /// waits for notifications on an armed, idle TX ring
+    /// (`wait_for_kicks`). Must fail (frames stuck).
+    NoKicks,
     /// Negative control (packed, forced mode): the ring through a
     /// Non-cacheable alias while the guest is a coherent cacheable vCPU.
     /// Must fail (stale reads: the guest's descriptors sit dirty in the
@@ -244,6 +248,13 @@ fn ring_scenarios(ring: Ring) -> Vec<Scenario> {
             mode: Unmerged,
         });
     }
+    if ring == Ring::Split {
+        rows.push(Row {
+            geometry: g(Pipt, 64, 2, 4),
+            peer: DmaDevice,
+            mode: NoKicks,
+        });
+    }
     if ring == Ring::Packed {
         rows.push(Row {
             geometry: g(Pipt, 64, 2, 4),
@@ -322,6 +333,7 @@ pub fn row_policy(s: &Scenario) -> (Policy, bool, bool) {
         | Mode::Unmerged
         | Mode::NoOperationEnd
         | Mode::CacheableRing => (chosen, chosen.colours(), true),
+        Mode::NoKicks => (chosen, chosen.colours(), chosen.maintains()),
     }
 }
 
@@ -353,6 +365,8 @@ pub struct RowResult {
     pub mismatched: u64,
     /// Frames received by the driver.
     pub received: u64,
+    /// Frames sent and never received back after the drain (must be 0).
+    pub stuck: u64,
 }
 
 impl RowResult {
@@ -373,6 +387,7 @@ impl RowResult {
         self.hooks_minimum += o.hooks_minimum;
         self.mismatched += o.mismatched;
         self.received += o.received;
+        self.stuck += o.stuck;
     }
 }
 
@@ -541,6 +556,8 @@ pub fn run(s: &Scenario, ops: u64, seed: u64) -> RowResult {
         features |= feature::RING_PACKED;
     }
     let mut dev = new_net_device([2, 0, 0, 0, 0, 1], features, super::driver::QUEUE_SIZE);
+    // As the hypervisor runs it: every notification reaches the device.
+    dev.device.wait_for_kicks = true;
     for index in 0..2 {
         let (_, _, used) = driver.borrow().layout(index);
         let bytes = if packed {
@@ -581,10 +598,20 @@ pub fn run(s: &Scenario, ops: u64, seed: u64) -> RowResult {
     let mut pending: std::collections::VecDeque<(NetHeader, Vec<u8>)> = Default::default();
     let mut result = RowResult::default();
     let mut done = 0u64;
-    while done < ops {
-        let did = match rng.below(100) {
-            0..=24 => driver.borrow_mut().send(&guest, &mut rng),
-            25..=44 => driver.borrow_mut().post_rx(&guest, &mut rng),
+    let kicks = s.mode != Mode::NoKicks;
+    let mut step = |choice: u64, rng: &mut Rng, result: &mut RowResult| -> bool {
+        match choice {
+            0..=24 => {
+                let sent = driver.borrow_mut().send(&guest, rng);
+                // The driver notifies when the device's avail_event asks
+                // (§2.7.10): the device does not read an armed, idle TX
+                // ring until then (`wait_for_kicks`).
+                if sent && kicks && driver.borrow_mut().tx_needs_kick(&guest) {
+                    let _ = dev.mmio_write(reg::QUEUE_NOTIFY, 4, 1, &hyp);
+                }
+                sent
+            }
+            25..=44 => driver.borrow_mut().post_rx(&guest, rng),
             45..=59 => driver.borrow_mut().reap(&guest),
             60..=79 => {
                 let mut port = NetPort::new(&mut dev, &hyp);
@@ -632,11 +659,28 @@ pub fn run(s: &Scenario, ops: u64, seed: u64) -> RowResult {
                 hyp.end_operation();
                 true
             }
-        };
-        if did {
+        }
+    };
+    while done < ops {
+        let choice = rng.below(100);
+        if step(choice, &mut rng, &mut result) {
             done += 1;
         }
     }
+    // Drain: no more sends; everything sent must come back. A frame the
+    // device never looks at (a TX ring it waits on for a notification that
+    // does not come) stays out: `stuck`.
+    // Each round posts a receive buffer, delivers, publishes, reaps and
+    // polls TX once: every round moves a frame while one can move.
+    for _ in 0..100_000 {
+        if driver.borrow().outstanding() == 0 {
+            break;
+        }
+        for choice in [25, 80, 95, 45, 60] {
+            step(choice, &mut rng, &mut result);
+        }
+    }
+    result.stuck = driver.borrow().outstanding() as u64;
     machine.borrow_mut().flush_all();
     result.ops = done;
     result.sim = machine.borrow().stats;
@@ -680,6 +724,16 @@ pub fn verdict(s: &Scenario, r: &RowResult) -> &'static str {
     let errors = r.sim.stale_reads + r.sim.lost_writes;
     if r.mismatched != 0 || r.received == 0 {
         return "FAIL (frames)";
+    }
+    if s.mode == Mode::NoKicks {
+        return if r.stuck > 0 {
+            "ok (caught: stuck)"
+        } else {
+            "FAIL (control found nothing)"
+        };
+    }
+    if r.stuck > 0 {
+        return "FAIL (frames stuck)";
     }
     if s.mode.is_control() {
         return if errors > 0 {
@@ -776,6 +830,7 @@ fn policy_label(s: &Scenario) -> String {
         Mode::Unmerged => format!("{name} - unmerged"),
         Mode::NoOperationEnd => format!("{name} - no op end"),
         Mode::CacheableRing => format!("{name} - cacheable ring"),
+        Mode::NoKicks => format!("{name} - no kicks"),
         Mode::UncachedRingCoherentGuest => format!("{name} (forced) - NC alias, coherent guest"),
     }
 }
