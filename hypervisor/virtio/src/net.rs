@@ -204,6 +204,7 @@ pub fn poll_tx<M: GuestMemory>(dev: &mut VirtioNet, mem: &M) -> bool {
         },
     };
     dev.device.tx_polling = polling;
+    mem.end_operation();
     busy
 }
 
@@ -276,6 +277,10 @@ impl<M: GuestMemory> Drop for NetPort<'_, M> {
 impl<'a, M: GuestMemory> NetPort<'a, M> {
     /// Binds `dev` to `mem`, the memory of the VM that owns it.
     pub fn new(dev: &'a mut VirtioNet, mem: &'a M) -> Self {
+        // An operation starts: whatever reached this memory outside a port
+        // (a poll, queue setup) ended before it, so nothing read or written
+        // there counts as fresh or pending here.
+        mem.end_operation();
         Self {
             dev,
             mem,
