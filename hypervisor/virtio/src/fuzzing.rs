@@ -171,8 +171,10 @@ pub fn fuzz_transport(data: &[u8]) {
         VecMemory::new(HOSTILE_BASE, RAM),
         VecMemory::new(HEALTHY_BASE, RAM),
     ];
+    // The hostile device offers packed rings too: a driver feature write
+    // with bit 34 makes QueueReady check (and the switch run) packed ones.
     let mut devs = [
-        new_net_device(MAC[0], NET_FEATURES, 256),
+        new_net_device(MAC[0], NET_FEATURES | feature::RING_PACKED, 256),
         new_net_device(MAC[1], NET_FEATURES, 256),
     ];
     let [d0, d1] = &mut devs;

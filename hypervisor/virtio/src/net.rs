@@ -858,12 +858,11 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
             }
         };
         // The loop stops at MAX_RX_CHAINS (BufferTooSmall above), so there
-        // is always a slot; if not, the chain goes back unused and the frame
-        // is dropped rather than the chain leaked.
+        // is always a slot; if not, the chain (the last popped) is given
+        // back unread and the frame dropped, its other chains returned in
+        // order below: nothing leaks and nothing is used out of order.
         let Some(slot) = heads.get_mut(chain_count) else {
-            // Walked to its end first: a packed used descriptor may overwrite it.
-            while chain.next_descriptor(mem)?.is_some() {}
-            q.add_used(mem, &head, 0)?;
+            q.rewind_to(&head);
             verdict = Err(DropReason::BufferTooSmall);
             break;
         };

@@ -599,6 +599,49 @@ fn p39_rx_frame_dropped_mid_merge_returns_its_buffers_in_order() {
 }
 
 #[test]
+fn p40_driver_laps_the_device_over_unused_slots() {
+    // The victim's receive ring is full (16 buffers posted, none used);
+    // its driver writes on into lap 2 over slots 0..4, which the device
+    // has not used. At slot 0 the device looks for lap 1's bits and finds
+    // lap 2's: the ring looks empty, so frames for the victim wait in its
+    // egress queue; nothing is written to the new buffers.
+    let mems = mems();
+    let (mut lab, mut drivers) = Lab::new(&mems, PACKED, FORMATS);
+    let elsewhere = drivers[V].end();
+    let p = prx(&mut drivers[V]);
+    assert_eq!(p.free_count(), 0, "the ring is full");
+    for k in 0..4u16 {
+        let addr = elsewhere + 2048 * u64::from(k);
+        p.write_descriptor(
+            k,
+            PackedDescriptor {
+                addr,
+                len: 2048,
+                id: k,
+                flags: 0,
+            },
+        );
+        p.write_flags(k, VIRTQ_DESC_F_WRITE | avail(false));
+    }
+    for tag in 0..3 {
+        assert!(drivers[1].send(&frame(MAC[V], MAC[1], 300, tag)));
+        lab.run();
+    }
+    lab.assert_live();
+    assert_eq!(lab.counters().rx_packets, 0);
+    assert_eq!(lab.switch.egress_len(V), 3, "the frames wait");
+    let mut untouched = vec![0u8; 4 * 2048];
+    mems[V]
+        .read(GuestPhysAddr::new(elsewhere), &mut untouched)
+        .unwrap();
+    assert!(
+        untouched.iter().all(|&b| b == 0),
+        "a lapped buffer was written"
+    );
+    assert_others_forward(&mut lab, &mut drivers);
+}
+
+#[test]
 fn p24_rx_slots_rewritten_before_use_to_point_outside_ram() {
     // The guest rewrites its posted receive buffers' addresses (never
     // popped yet, so the device reads the new values): each frame is
@@ -695,64 +738,87 @@ const DRIVER_AREA: u64 = BASES[V] + 0x2000;
 const DEVICE_AREA: u64 = BASES[V] + 0x2004;
 const END: u64 = BASES[V] + RAM as u64;
 
-hostile!(p28_driver_event_area_outside_ram, PACKED, |lab, _d, _m| {
+/// The victim, reset and taking packed rings, programs queue 0 with
+/// `size` entries at `desc`, `driver`, `device`: QueueReady is refused
+/// with `want` and the device needs a reset.
+fn assert_layout_refused(
+    lab: &mut Lab,
+    size: u32,
+    (desc, driver, device): (u64, u64, u64),
+    want: VirtioError,
+) {
     to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
-    let r = set_queue(lab, 16, DESC, END, DEVICE_AREA);
-    assert_queue_refused(lab, r, out_of_range(END, 4));
+    let r = set_queue(lab, size, desc, driver, device);
+    assert_queue_refused(lab, r, want);
+}
+
+hostile!(p28_driver_event_area_outside_ram, PACKED, |lab, _d, _m| {
+    assert_layout_refused(lab, 16, (DESC, END, DEVICE_AREA), out_of_range(END, 4));
 });
 
 hostile!(p29_driver_event_area_misaligned, PACKED, |lab, _d, _m| {
-    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
-    let r = set_queue(lab, 16, DESC, DRIVER_AREA + 2, DEVICE_AREA);
-    assert_queue_refused(lab, r, VirtioError::MisalignedRing);
+    assert_layout_refused(
+        lab,
+        16,
+        (DESC, DRIVER_AREA + 2, DEVICE_AREA),
+        VirtioError::MisalignedRing,
+    );
 });
 
 hostile!(p30_device_event_area_outside_ram, PACKED, |lab, _d, _m| {
-    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
-    let r = set_queue(lab, 16, DESC, DRIVER_AREA, END);
-    assert_queue_refused(lab, r, out_of_range(END, 4));
+    assert_layout_refused(lab, 16, (DESC, DRIVER_AREA, END), out_of_range(END, 4));
 });
 
 hostile!(p31_device_event_area_misaligned, PACKED, |lab, _d, _m| {
-    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
-    let r = set_queue(lab, 16, DESC, DRIVER_AREA, DEVICE_AREA + 1);
-    assert_queue_refused(lab, r, VirtioError::MisalignedRing);
+    assert_layout_refused(
+        lab,
+        16,
+        (DESC, DRIVER_AREA, DEVICE_AREA + 1),
+        VirtioError::MisalignedRing,
+    );
 });
 
 hostile!(p32_descriptor_ring_misaligned, PACKED, |lab, _d, _m| {
-    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
-    let r = set_queue(lab, 16, DESC + 8, DRIVER_AREA, DEVICE_AREA);
-    assert_queue_refused(lab, r, VirtioError::MisalignedRing);
+    assert_layout_refused(
+        lab,
+        16,
+        (DESC + 8, DRIVER_AREA, DEVICE_AREA),
+        VirtioError::MisalignedRing,
+    );
 });
 
 hostile!(
     p33_descriptor_ring_over_the_end_of_ram,
     PACKED,
     |lab, _d, _m| {
-        to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
         let desc = END - 16 * 15;
-        let r = set_queue(lab, 16, desc, DRIVER_AREA, DEVICE_AREA);
-        assert_queue_refused(lab, r, out_of_range(desc, 256));
+        let want = out_of_range(desc, 256);
+        assert_layout_refused(lab, 16, (desc, DRIVER_AREA, DEVICE_AREA), want);
     }
 );
 
 hostile!(p34_queue_size_above_queue_num_max, PACKED, |lab, _d, _m| {
-    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
     assert_eq!(lab.devs[V].mmio_read(reg::QUEUE_NUM_MAX, 4), Ok(256));
-    let r = set_queue(lab, 257, DESC, DRIVER_AREA, DEVICE_AREA);
-    assert_queue_refused(lab, r, VirtioError::InvalidQueueSize);
+    let want = VirtioError::InvalidQueueSize;
+    assert_layout_refused(lab, 257, (DESC, DRIVER_AREA, DEVICE_AREA), want);
 });
 
 hostile!(p35_queue_size_zero, PACKED, |lab, _d, _m| {
-    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
-    let r = set_queue(lab, 0, DESC, DRIVER_AREA, DEVICE_AREA);
-    assert_queue_refused(lab, r, VirtioError::InvalidQueueSize);
+    assert_layout_refused(
+        lab,
+        0,
+        (DESC, DRIVER_AREA, DEVICE_AREA),
+        VirtioError::InvalidQueueSize,
+    );
 });
 
 hostile!(p36_queue_size_beyond_16_bits, PACKED, |lab, _d, _m| {
-    to_features_ok(lab, feature::VERSION_1 | feature::RING_PACKED);
-    let r = set_queue(lab, 0x1_0010, DESC, DRIVER_AREA, DEVICE_AREA);
-    assert_queue_refused(lab, r, VirtioError::InvalidQueueSize);
+    assert_layout_refused(
+        lab,
+        0x1_0010,
+        (DESC, DRIVER_AREA, DEVICE_AREA),
+        VirtioError::InvalidQueueSize,
+    );
 });
 
 /// §2.8: a packed queue's size need not be a power of two (the split

@@ -316,6 +316,9 @@ impl<'m, M: GuestMemory> PackedDriver<'m, M> {
             return false;
         }
         self.kicked_at = new;
+        // §2.8.21: a full barrier between making buffers available and
+        // reading the device's structure, or a notification can be lost.
+        self.mem.fence(Ordering::SeqCst);
         let (flags, off_wrap) = self.device_event();
         match flags {
             RING_EVENT_FLAGS_DISABLE => false,
