@@ -135,19 +135,19 @@ impl VmMemory {
         if chroma_mem::releases(order) {
             self.hooks.before_release(va, 2);
         }
-        match area {
-            Some(a) => {
-                let area_va = self.translate(a.start, a.len)?;
-                let area_len = usize::try_from(a.len).map_err(|_| MemError::Overflow)?;
-                self.hooks
-                    .before_write_owned(va, 2, HostVirtAddr::new(area_va), area_len);
-            }
-            None => self.hooks.before_write(va, 2),
-        }
+        let area = area.map(|a| self.area(a)).transpose()?;
+        self.hooks.prepare_write(va, 2, area);
         // SAFETY: as for `load_u16`.
         unsafe { AtomicU16::from_ptr(va.raw() as *mut u16) }.store(value.to_le(), order);
         self.hooks.after_write(va, 2);
         Ok(())
+    }
+
+    /// A device-only area's alias address and length.
+    fn area(&self, a: DeviceArea) -> Result<(HostVirtAddr, usize), MemError> {
+        let va = self.translate(a.start, a.len)?;
+        let len = usize::try_from(a.len).map_err(|_| MemError::Overflow)?;
+        Ok((HostVirtAddr::new(va), len))
     }
 
     /// The alias address of `gpa..gpa+len`, if it lies inside RAM.
@@ -192,14 +192,9 @@ impl GuestMemory for VmMemory {
         area: DeviceArea,
     ) -> Result<(), MemError> {
         let va = self.translate(gpa, data.len() as u64)?;
-        let area_va = self.translate(area.start, area.len)?;
-        let area_len = usize::try_from(area.len).map_err(|_| MemError::Overflow)?;
-        self.hooks.before_write_owned(
-            HostVirtAddr::new(va),
-            data.len(),
-            HostVirtAddr::new(area_va),
-            area_len,
-        );
+        let area = self.area(area)?;
+        self.hooks
+            .prepare_write(HostVirtAddr::new(va), data.len(), Some(area));
         // SAFETY: as for `write`.
         unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), va as *mut u8, data.len()) };
         self.hooks.after_write(HostVirtAddr::new(va), data.len());

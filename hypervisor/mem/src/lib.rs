@@ -316,6 +316,15 @@ pub trait CacheHooks {
     /// pieces ([`GuestMemory::will_write`]): lines inside it need no
     /// preparation for a piece that covers them only in part.
     fn before_write_run(&self, _va: HostVirtAddr, _len: usize) {}
+    /// Prepares a write of `va..va+len`: [`CacheHooks::before_write_owned`]
+    /// inside a device-only area (`area`: its address and length),
+    /// [`CacheHooks::before_write`] otherwise.
+    fn prepare_write(&self, va: HostVirtAddr, len: usize, area: Option<(HostVirtAddr, usize)>) {
+        match area {
+            Some((at, size)) => self.before_write_owned(va, len, at, size),
+            None => self.before_write(va, len),
+        }
+    }
     /// A store with Release order of `len` bytes at `va` follows (the
     /// split ring's `used.idx`): everything written before must reach the
     /// guest first. Lines of `va..va+len` itself may stay pending: the

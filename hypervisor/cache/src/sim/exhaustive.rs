@@ -662,16 +662,10 @@ impl DeviceMemory<'_> {
             return Ok(());
         }
         if self.prewrite {
-            let va = HostVirtAddr::new(at as u64);
-            match area {
-                Some(a) => self.hooks.before_write_owned(
-                    va,
-                    data.len(),
-                    HostVirtAddr::new(a.start.raw()),
-                    a.len as usize,
-                ),
-                None => self.hooks.before_write(va, data.len()),
-            }
+            // Virtual = physical here.
+            let area = area.map(|a| (HostVirtAddr::new(a.start.raw()), a.len as usize));
+            self.hooks
+                .prepare_write(HostVirtAddr::new(at as u64), data.len(), area);
         }
         self.weave.tick(self.world);
         self.world.borrow_mut().device_write(at, data);

@@ -218,19 +218,15 @@ impl<'m> HypMemory<'m> {
         }
         self.note_write(va, data.len());
         if self.prepare_writes {
-            match area {
+            let area = match area {
                 Some(a) => {
                     let len = usize::try_from(a.len).map_err(|_| MemError::Overflow)?;
-                    let area_va = self.translate(a.start, len)?;
-                    self.hooks.before_write_owned(
-                        HostVirtAddr::new(va),
-                        data.len(),
-                        HostVirtAddr::new(area_va),
-                        len,
-                    );
+                    Some((HostVirtAddr::new(self.translate(a.start, len)?), len))
                 }
-                None => self.hooks.before_write(HostVirtAddr::new(va), data.len()),
-            }
+                None => None,
+            };
+            self.hooks
+                .prepare_write(HostVirtAddr::new(va), data.len(), area);
         }
         self.machine.borrow_mut().write(&self.view, va, data);
         self.hooks.after_write(HostVirtAddr::new(va), data.len());
