@@ -34,6 +34,10 @@ pub struct HypMemory<'m> {
     /// alias (a packed ring under a maintaining policy): accesses go
     /// straight to memory, with no hooks and nothing to count.
     pub uncached: Vec<(u64, u64)>,
+    /// Whether a Release store through the Non-cacheable alias still
+    /// reaches the hooks' `before_release` (off only in the oracle's
+    /// negative control).
+    pub release_uncached: bool,
     /// Called after every access: the oracle's driver may take a step
     /// between two accesses of one backend operation.
     pub interleave: Option<std::boxed::Box<dyn Fn() + 'm>>,
@@ -69,6 +73,7 @@ impl<'m> HypMemory<'m> {
             prepare_writes: true,
             pass_operation_end: true,
             uncached: Vec::new(),
+            release_uncached: true,
             interleave: None,
             lines_read: RefCell::new(HashSet::new()),
             lines_written: RefCell::new(HashMap::new()),
@@ -244,7 +249,8 @@ impl<'m> HypMemory<'m> {
         if !gpa.is_aligned(2) {
             return Err(MemError::Unaligned);
         }
-        if chroma_mem::releases(order) {
+        let uncached = self.uncached_view(gpa, 2).is_some();
+        if chroma_mem::releases(order) && (self.release_uncached || !uncached) {
             let va = self.translate(gpa, 2)?;
             self.hooks.before_release(HostVirtAddr::new(va), 2);
         }

@@ -80,6 +80,11 @@ pub enum Mode {
     /// clean of a used descriptor's line puts back the driver's
     /// neighbouring descriptor as it was before).
     CacheableRing,
+    /// Negative control (packed, Non-cacheable ring): a Release store
+    /// through the Non-cacheable alias skips the hooks, so the buffers it
+    /// publishes are cleaned only at the end of the operation. Must fail
+    /// (the driver reads stale buffer data).
+    UncachedReleaseSkipped,
     /// Negative control: the driver never notifies, while the device
     /// waits for notifications on an armed, idle TX ring
     /// (`wait_for_kicks`). Must fail (frames stuck).
@@ -106,6 +111,7 @@ impl Mode {
                 | Mode::NoOperationEnd
                 | Mode::CacheableRing
                 | Mode::UncachedRingCoherentGuest
+                | Mode::UncachedReleaseSkipped
         )
     }
 }
@@ -263,6 +269,11 @@ fn ring_scenarios(ring: Ring) -> Vec<Scenario> {
         });
         rows.push(Row {
             geometry: g(Pipt, 64, 2, 4),
+            peer: DmaDevice,
+            mode: UncachedReleaseSkipped,
+        });
+        rows.push(Row {
+            geometry: g(Pipt, 64, 2, 4),
             peer: Guest,
             mode: UncachedRingCoherentGuest,
         });
@@ -332,7 +343,8 @@ pub fn row_policy(s: &Scenario) -> (Policy, bool, bool) {
         | Mode::NoPrewrite
         | Mode::Unmerged
         | Mode::NoOperationEnd
-        | Mode::CacheableRing => (chosen, chosen.colours(), true),
+        | Mode::CacheableRing
+        | Mode::UncachedReleaseSkipped => (chosen, chosen.colours(), true),
         Mode::NoKicks => (chosen, chosen.colours(), chosen.maintains()),
     }
 }
@@ -508,6 +520,7 @@ pub fn run(s: &Scenario, ops: u64, seed: u64) -> RowResult {
     let mut hyp = HypMemory::new(&machine, hyp_view, GPA_BASE, hyp_hooks);
     hyp.prepare_writes = s.mode != Mode::NoPrewrite;
     hyp.pass_operation_end = s.mode != Mode::NoOperationEnd;
+    hyp.release_uncached = s.mode != Mode::UncachedReleaseSkipped;
     if s.uncached_ring() {
         // The rings (everything below the buffer pool) through a
         // Non-cacheable alias.
@@ -599,6 +612,9 @@ pub fn run(s: &Scenario, ops: u64, seed: u64) -> RowResult {
     let mut result = RowResult::default();
     let mut done = 0u64;
     let kicks = s.mode != Mode::NoKicks;
+    // Looks outside a port after empty polls (off for the last frame, so
+    // only its notification can bring it).
+    let looking = core::cell::Cell::new(true);
     let mut step = |choice: u64, rng: &mut Rng, result: &mut RowResult| -> bool {
         match choice {
             0..=24 => {
@@ -634,7 +650,7 @@ pub fn run(s: &Scenario, ops: u64, seed: u64) -> RowResult {
                         true
                     }
                     TxPoll::Dropped(reason) => panic!("backend dropped a good frame: {reason:?}"),
-                    TxPoll::Empty if kicks => {
+                    TxPoll::Empty if kicks && looking.get() => {
                         // A look at the idle TX ring outside a port, as the
                         // hypervisor's poll on a VM's exits does (not in the
                         // no-kicks control: a look that finds chains ends
@@ -651,6 +667,11 @@ pub fn run(s: &Scenario, ops: u64, seed: u64) -> RowResult {
                 Some((header, data)) => {
                     let mut port = NetPort::new(&mut dev, &hyp);
                     let r = port.push_rx(header, data);
+                    // Half the time published in the same operation, as a
+                    // switch run does (push, then flush, one port).
+                    if rng.below(2) == 0 {
+                        port.flush();
+                    }
                     hyp.end_operation();
                     match r {
                         RxPush::Delivered => {
@@ -677,6 +698,22 @@ pub fn run(s: &Scenario, ops: u64, seed: u64) -> RowResult {
         if step(choice, &mut rng, &mut result) {
             done += 1;
         }
+    }
+    // The last frame: once the device found the TX ring empty (and armed
+    // its notifications), one more is sent; only its notification brings
+    // it to the device (the no-kicks control strands it).
+    looking.set(false);
+    for _ in 0..100_000 {
+        if !step(60, &mut rng, &mut result) {
+            break;
+        }
+    }
+    for _ in 0..1_000 {
+        if step(0, &mut rng, &mut result) {
+            break;
+        }
+        step(95, &mut rng, &mut result);
+        step(45, &mut rng, &mut result);
     }
     // Drain: no more sends; everything sent must come back. A frame the
     // device never looks at (a TX ring it waits on for a notification that
@@ -844,6 +881,7 @@ fn policy_label(s: &Scenario) -> String {
         Mode::NoOperationEnd => format!("{name} - no op end"),
         Mode::CacheableRing => format!("{name} - cacheable ring"),
         Mode::NoKicks => format!("{name} - no kicks"),
+        Mode::UncachedReleaseSkipped => format!("{name} - NC release unhooked"),
         Mode::UncachedRingCoherentGuest => format!("{name} (forced) - NC alias, coherent guest"),
     }
 }
