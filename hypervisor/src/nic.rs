@@ -519,7 +519,7 @@ fn choose_policy(vm: &crate::vm::Vm, nic: &Nic, cached: bool) {
     let rings = {
         let mut guard = nic.state.lock();
         let NicState { device, memory } = &mut *guard;
-        memory.set_policy(policy, crate::mm::alias_window());
+        memory.set_policy(policy, crate::mm::alias_window(), !cached);
         let rings = ring_access(device, memory);
         // A refusal failed the device (its status moved).
         sync_image(nic, device, false);
@@ -543,10 +543,12 @@ enum RingAccess {
     /// Split rings: through the cacheable alias, with the policy's hooks.
     Split,
     /// Packed rings through the cacheable alias: the policy does not
-    /// maintain, so both sides see one coherent copy.
+    /// maintain, or the driver's caches are on (coherent: a forced policy's
+    /// maintenance keeps one copy), so both sides see one coherent copy.
     PackedCached,
     /// Packed rings through their pages' Non-cacheable alias, without
-    /// maintenance (the policy maintains: docs/caches.md).
+    /// maintenance: the policy maintains and the driver reaches memory
+    /// uncached (docs/caches.md).
     PackedUncached,
     /// Packed rings under a maintaining policy whose Non-cacheable alias
     /// could not be made: the device is failed (DEVICE_NEEDS_RESET) rather
@@ -571,7 +573,8 @@ impl core::fmt::Display for RingAccess {
 }
 
 /// At DRIVER_OK (and a queue made ready after it): if the driver took the
-/// packed ring and `memory`'s policy maintains, reach every live queue's
+/// packed ring, `memory`'s policy maintains and the driver reaches memory
+/// uncached (its caches off), reach every live queue's
 /// descriptor ring and event suppression structures (§2.8.10, §2.8.14)
 /// through the Non-cacheable alias; otherwise through the cacheable one, as
 /// split rings always are.
@@ -582,7 +585,7 @@ fn ring_access(device: &mut VirtioNet, memory: &mut VmMemory) -> RingAccess {
     if !device.has_feature(chroma_virtio::mmio::feature::RING_PACKED) {
         return RingAccess::Split;
     }
-    if !memory.maintains() {
+    if !memory.maintains() || !memory.guest_uncached() {
         return RingAccess::PackedCached;
     }
     let mut parts = [(chroma_mem::GuestPhysAddr::new(0), 0u64); crate::guest_mem::RING_PARTS];
@@ -940,7 +943,7 @@ pub fn report(vm_index: usize) {
         let held = nic.counters.held_count.load(Ordering::Relaxed);
         log::info!(
             "vm {} net{} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} on {} port {}: rx {} pkts {} B, tx {} pkts {} B, drops {}, errors {}, spoofed {}; \
-             traps/pkt {:.3}, irqs/pkt {:.3}, kicks {} (suppressed {}), polls {}, irqs suppressed {}, lines maintained/pkt {:.2}, ring accesses via NC alias/pkt {:.2}; \
+             traps/pkt {:.3}, irqs/pkt {:.3}, kicks {} (suppressed {}), polls {}, irqs suppressed {}, lines maintained/pkt {:.2} minimum/pkt {:.2}, ring accesses via NC alias/pkt {:.2}; \
              traps: QueueNotify rx {} tx {}, InterruptStatus {}, InterruptACK {}, other {}; irqs held {}",
             vm.name,
             i,
@@ -961,6 +964,7 @@ pub fn report(vm_index: usize) {
             polls,
             port.rx_packets.saturating_sub(interrupts),
             per_packet(stats.total()),
+            per_packet(stats.minimum()),
             per_packet(uncached),
             rx_notifies,
             tx_notifies,

@@ -328,7 +328,10 @@ impl Vm {
                 } else {
                     0
                 };
-            let device = chroma_virtio::net::new_net_device(net.mac, features, 256);
+            let mut device = chroma_virtio::net::new_net_device(net.mac, features, 256);
+            // Every QueueNotify reaches the device (nic::mmio): a switch
+            // run for another port need not read an idle, armed TX ring.
+            device.device.wait_for_kicks = true;
             nics.push(Nic {
                 state: Mutex::new(NicState {
                     device,

@@ -83,6 +83,52 @@ pub trait GuestMemory {
     /// Issues a full memory barrier between the device and the driver.
     fn fence(&self, order: Ordering);
 
+    /// Writes `data` at `gpa`, inside `area`, an area of guest memory that
+    /// only the device writes (the split ring's used ring). The same as
+    /// [`GuestMemory::write`], except that the cache hooks may skip preparing
+    /// a partly written line whose other bytes also lie in `area`: no other
+    /// agent wrote them, so the device's cached copy of them cannot be stale.
+    /// Buffer data is never written this way (a buffer may share a line
+    /// with bytes the driver writes).
+    fn write_owned(
+        &self,
+        gpa: GuestPhysAddr,
+        data: &[u8],
+        area: DeviceArea,
+    ) -> Result<(), MemError> {
+        let _ = area;
+        self.write(gpa, data)
+    }
+
+    /// [`GuestMemory::store_u16`] inside `area`, an area only the device
+    /// writes (see [`GuestMemory::write_owned`]).
+    fn store_u16_owned(
+        &self,
+        gpa: GuestPhysAddr,
+        value: u16,
+        order: Ordering,
+        area: DeviceArea,
+    ) -> Result<(), MemError> {
+        let _ = area;
+        self.store_u16(gpa, value, order)
+    }
+
+    /// Says that the device is about to write all of `gpa..gpa+len`
+    /// within this operation, in one or more writes (a virtio-net header,
+    /// then the Ethernet header, then the frame): the cache hooks may
+    /// prepare the range's partial first and last lines once, instead of
+    /// each piece's ([`CacheHooks::before_write_run`]). Nothing by default.
+    fn will_write(&self, gpa: GuestPhysAddr, len: usize) {
+        let _ = (gpa, len);
+    }
+
+    /// Ends one backend operation (the device model lets go of this
+    /// memory until the next notification or poll): every write still
+    /// waiting for its cache maintenance is made visible to the guest, and
+    /// lines read before are read afresh next time
+    /// ([`CacheHooks::end_operation`]). Nothing by default.
+    fn end_operation(&self) {}
+
     /// Reads `N` bytes at `gpa` (a descriptor, a header): the same as
     /// [`GuestMemory::read`] into an array, which an implementation may do
     /// with a fixed-size load instead of a copy loop.
@@ -203,10 +249,47 @@ pub fn bounce_copy<D: GuestMemory + ?Sized, S: GuestMemory + ?Sized>(
     Ok(())
 }
 
+/// Whether a store with `order` releases (orders the writes before it):
+/// where a [`GuestMemory`] calls [`CacheHooks::before_release`].
+pub fn releases(order: Ordering) -> bool {
+    matches!(
+        order,
+        Ordering::Release | Ordering::AcqRel | Ordering::SeqCst
+    )
+}
+
+/// Whether a load with `order` acquires (orders the reads after it):
+/// where a [`GuestMemory`] calls [`CacheHooks::before_acquire`].
+pub fn acquires(order: Ordering) -> bool {
+    matches!(
+        order,
+        Ordering::Acquire | Ordering::AcqRel | Ordering::SeqCst
+    )
+}
+
+/// A range of guest memory that only the device writes (the split ring's
+/// used ring, `used_event` included), named with
+/// [`GuestMemory::write_owned`] and [`GuestMemory::store_u16_owned`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceArea {
+    /// First byte of the area.
+    pub start: GuestPhysAddr,
+    /// Length of the area in bytes.
+    pub len: u64,
+}
+
 /// The cache policy's view of a hypervisor access to guest memory.
 ///
 /// `before_read` runs before the hypervisor reads `len` bytes at `va`,
 /// `after_write` after it wrote them; both over exactly those bytes.
+///
+/// The ring code's ordering points are passed on as well, so that an
+/// implementation may merge its maintenance per line and per batch: it may
+/// defer the cleans of `after_write` as long as every written line is clean
+/// before the next [`CacheHooks::before_release`], [`CacheHooks::barrier`]
+/// or [`CacheHooks::end_operation`] returns, and may skip maintaining a
+/// line again before a read until the next [`CacheHooks::before_acquire`]
+/// that reads a line not already fresh, `barrier` or `end_operation`.
 pub trait CacheHooks {
     /// Makes `va..va+len` safe to read (for example: invalidate by VA).
     fn before_read(&self, va: HostVirtAddr, len: usize);
@@ -217,6 +300,48 @@ pub trait CacheHooks {
     /// Makes the bytes just written at `va..va+len` visible to the guest
     /// (for example: clean by VA to the Point of Coherency).
     fn after_write(&self, va: HostVirtAddr, len: usize);
+    /// [`CacheHooks::before_write`] for a write inside `area_va..+area_len`,
+    /// an area only the device writes ([`GuestMemory::write_owned`]): a
+    /// partly written line wholly inside it needs no preparation.
+    fn before_write_owned(
+        &self,
+        va: HostVirtAddr,
+        len: usize,
+        _area_va: HostVirtAddr,
+        _area_len: usize,
+    ) {
+        self.before_write(va, len)
+    }
+    /// The device will write all of `va..va+len` in this operation, in
+    /// pieces ([`GuestMemory::will_write`]): lines inside it need no
+    /// preparation for a piece that covers them only in part.
+    fn before_write_run(&self, _va: HostVirtAddr, _len: usize) {}
+    /// Prepares a write of `va..va+len`: [`CacheHooks::before_write_owned`]
+    /// inside a device-only area (`area`: its address and length),
+    /// [`CacheHooks::before_write`] otherwise.
+    fn prepare_write(&self, va: HostVirtAddr, len: usize, area: Option<(HostVirtAddr, usize)>) {
+        match area {
+            Some((at, size)) => self.before_write_owned(va, len, at, size),
+            None => self.before_write(va, len),
+        }
+    }
+    /// A store with Release order of `len` bytes at `va` follows (the
+    /// split ring's `used.idx`): everything written before must reach the
+    /// guest first. Lines of `va..va+len` itself may stay pending: the
+    /// store lands in the same line, which reaches memory as a whole.
+    fn before_release(&self, _va: HostVirtAddr, _len: usize) {}
+    /// A load with Acquire order of `len` bytes at `va` follows (the split
+    /// ring's `avail.idx`): reads after it must not return bytes older than
+    /// the value it returns.
+    fn before_acquire(&self, _va: HostVirtAddr, _len: usize) {}
+    /// A full barrier between device and driver: everything written is made
+    /// visible, and everything read after it is read afresh (the re-read of
+    /// `avail.idx` after `avail_event` exists to see a newer value).
+    fn barrier(&self) {}
+    /// The end of one backend operation: a [`CacheHooks::barrier`].
+    fn end_operation(&self) {
+        self.barrier()
+    }
 }
 
 /// Hooks that do nothing: coherent, non-aliasing memory.

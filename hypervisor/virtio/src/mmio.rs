@@ -614,6 +614,9 @@ impl<D: DeviceBackend, const Q: usize> MmioTransport<D, Q> {
             .queues
             .get(value as usize)
             .is_some_and(|s| s.queue.ready());
+        if let (true, Some(slot)) = (live, self.queues.get_mut(value as usize)) {
+            slot.queue.notified();
+        }
         match u16::try_from(value) {
             Ok(index) if live && ready => Ok(MmioAction::Notify(index)),
             _ => {

@@ -103,6 +103,12 @@ pub struct NetBackend {
     pub tx_polling: bool,
     /// TX chains taken so far (the owner measures batches with it).
     pub tx_chains: u64,
+    /// The owner passes every QueueNotify to the device (`mmio_write`):
+    /// a TX ring whose notifications are armed and that was read empty
+    /// since is not read again until the driver notifies
+    /// (`SplitQueue::quiet`). Off by default: test harnesses that poll
+    /// without delivering notifications keep reading the ring.
+    pub wait_for_kicks: bool,
 }
 
 impl NetBackend {
@@ -115,6 +121,7 @@ impl NetBackend {
             link_up: true,
             features: (features & OFFERABLE_FEATURES) | feature::VERSION_1,
             defer_tx: false,
+            wait_for_kicks: false,
             tx_polling: false,
             tx_chains: 0,
         }
@@ -197,6 +204,7 @@ pub fn poll_tx<M: GuestMemory>(dev: &mut VirtioNet, mem: &M) -> bool {
         },
     };
     dev.device.tx_polling = polling;
+    mem.end_operation();
     busy
 }
 
@@ -256,9 +264,23 @@ pub struct NetPort<'a, M: GuestMemory> {
     held_len: usize,
 }
 
+/// A port is one backend operation on its memory (the switch makes one
+/// per run): letting go of it ends the operation, so writes whose cache
+/// maintenance was merged and deferred reach the guest now
+/// ([`GuestMemory::end_operation`]).
+impl<M: GuestMemory> Drop for NetPort<'_, M> {
+    fn drop(&mut self) {
+        self.mem.end_operation();
+    }
+}
+
 impl<'a, M: GuestMemory> NetPort<'a, M> {
     /// Binds `dev` to `mem`, the memory of the VM that owns it.
     pub fn new(dev: &'a mut VirtioNet, mem: &'a M) -> Self {
+        // An operation starts: whatever reached this memory outside a port
+        // (a poll, queue setup) ended before it, so nothing read or written
+        // there counts as fresh or pending here.
+        mem.end_operation();
         Self {
             dev,
             mem,
@@ -303,9 +325,15 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
     /// Pops the next TX chain, re-arming notifications when the ring is empty.
     fn pop_tx_head(&mut self) -> Result<Option<(Popped, Chain)>, VirtioError> {
         let mem = self.mem;
+        let wait_for_kicks = self.dev.device.wait_for_kicks;
         let Some(q) = self.live_queue(TX_QUEUE) else {
             return Ok(None);
         };
+        // Armed and read empty since: the driver notifies before its next
+        // chain, so an idle ring is not read again until then.
+        if wait_for_kicks && q.quiet() {
+            return Ok(None);
+        }
         if let Some(popped) = q.pop(mem)? {
             self.dev.device.tx_chains += 1;
             return Ok(Some(popped));
@@ -752,6 +780,9 @@ fn write_stream<M: GuestMemory, S: GuestMemory>(
     len: usize,
 ) -> bool {
     let end = pos + len;
+    // The pieces below fill addr..addr+len: partial lines are prepared
+    // once for the whole run, not once per piece.
+    mem.will_write(addr, len);
     let mut addr = addr;
     let mut pos = pos;
     if pos == 0 && len >= HEADERS_LEN {

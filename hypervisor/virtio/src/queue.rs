@@ -10,7 +10,7 @@
 use core::num::Wrapping;
 use core::sync::atomic::Ordering;
 
-use chroma_mem::{GuestMemory, GuestPhysAddr};
+use chroma_mem::{DeviceArea, GuestMemory, GuestPhysAddr};
 
 use crate::VirtioError;
 
@@ -128,6 +128,12 @@ pub struct SplitQueue {
     published_used: Wrapping<u16>,
     /// The `used.idx` at the previous interrupt decision (vhost `signalled_used`).
     signalled_used: Wrapping<u16>,
+    /// The value this queue last stored in `avail_event` (EVENT_IDX), if
+    /// any since it was activated: the device alone writes it (§2.7.8).
+    avail_event: Option<Wrapping<u16>>,
+    /// Notifications are armed and `avail.idx` was read empty since: the
+    /// driver notifies before its next chain ([`Self::quiet`]).
+    quiet: bool,
 }
 
 impl SplitQueue {
@@ -148,7 +154,26 @@ impl SplitQueue {
             next_used: Wrapping(0),
             published_used: Wrapping(0),
             signalled_used: Wrapping(0),
+            avail_event: None,
+            quiet: false,
         }
+    }
+
+    /// Whether the driver will notify before it makes another chain
+    /// available: [`Self::enable_notification`] armed notifications and
+    /// found the ring empty after that, and nothing since (a notification,
+    /// [`Self::notified`]; [`Self::suppress_notification`]; a rewind; an
+    /// `avail.idx` that moved) said otherwise. A device polled for other
+    /// reasons (a switch run for another port) need not read an idle
+    /// ring then: under a maintaining policy each read is a maintained
+    /// line.
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// The driver notified this queue (QueueNotify): it may have chains.
+    pub fn notified(&mut self) {
+        self.quiet = false;
     }
 
     /// Validates `layout` and makes the queue live with fresh indices.
@@ -206,6 +231,16 @@ impl SplitQueue {
         self.layout.size.wrapping_sub(1)
     }
 
+    /// The used ring, `avail_event` included: only the device writes it
+    /// (§2.7.8), so the cache hooks need not prepare lines wholly inside it
+    /// before a partial write ([`GuestMemory::write_owned`]).
+    fn used_area(&self) -> DeviceArea {
+        DeviceArea {
+            start: self.layout.used,
+            len: used_ring_bytes(self.layout.size),
+        }
+    }
+
     /// Reads `avail.idx` (Acquire, §2.7.13.3) and checks it moved at most
     /// `size` entries past what the device consumed.
     fn read_avail_idx<M: GuestMemory>(&mut self, mem: &M) -> Result<Wrapping<u16>, VirtioError> {
@@ -213,6 +248,9 @@ impl SplitQueue {
         // §2.7.13 and REFERENCE: (u16)(avail_idx - last_avail) > N is a driver error.
         if (idx - self.next_avail).0 > self.layout.size {
             return Err(VirtioError::AvailIndexJump);
+        }
+        if idx != self.next_avail {
+            self.quiet = false;
         }
         self.avail_shadow = idx;
         Ok(idx)
@@ -241,6 +279,7 @@ impl SplitQueue {
     /// that a later [`Self::pop`] returns them again.
     pub fn rewind(&mut self, count: u16) {
         self.next_avail -= count;
+        self.quiet = false;
     }
 
     /// Starts walking the chain whose head [`Self::pop`] returned.
@@ -268,9 +307,10 @@ impl SplitQueue {
         let mut element = [0u8; 8];
         element[..4].copy_from_slice(&u32::from(head).to_le_bytes());
         element[4..].copy_from_slice(&len.to_le_bytes());
-        mem.write_array(
+        mem.write_owned(
             at(self.layout.used, 4 + USED_ELEMENT_SIZE * slot)?,
             &element,
+            self.used_area(),
         )?;
         self.next_used += 1;
         Ok(())
@@ -285,10 +325,11 @@ impl SplitQueue {
         }
         // Release: the used elements and the buffer data written before are
         // visible before the new index (§2.7.13.4 "write barrier").
-        mem.store_u16(
+        mem.store_u16_owned(
             at(self.layout.used, 2)?,
             self.next_used.0,
             Ordering::Release,
+            self.used_area(),
         )?;
         self.published_used = self.next_used;
         // Full barrier between publishing used.idx and reading the driver's
@@ -311,21 +352,36 @@ impl SplitQueue {
     /// EVENT_IDX: `avail_event = next_avail`, §2.7.10), then re-reads
     /// `avail.idx` after a full barrier so a chain added meanwhile is not
     /// missed. Returns whether chains are available now.
+    ///
+    /// If `avail_event` already holds `next_avail` (an earlier call armed
+    /// it, made it visible with its barrier, and nothing was consumed
+    /// since) the store and the barrier are skipped: only `avail.idx` is
+    /// read. An idle device polled again and again then writes no ring line
+    /// (each store costs a clean and a preparation per poll under a
+    /// maintaining policy). The read itself stays: a caller that did not
+    /// just read `avail.idx` must see chains added since (the exhaustive
+    /// check's split model finds the missed notification without it).
     pub fn enable_notification<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, VirtioError> {
         if !self.ready {
             return Err(VirtioError::QueueNotReady);
         }
-        if self.event_idx {
+        if self.event_idx && self.avail_event != Some(self.next_avail) {
+            self.avail_event = Some(self.next_avail);
             let offset = 4 + USED_ELEMENT_SIZE * u64::from(self.layout.size);
-            mem.store_u16(
+            mem.store_u16_owned(
                 at(self.layout.used, offset)?,
                 self.next_avail.0,
                 Ordering::Relaxed,
+                self.used_area(),
             )?;
             // Full barrier: the avail_event store before the avail.idx re-read.
             mem.fence(Ordering::SeqCst);
         }
-        Ok(self.read_avail_idx(mem)? != self.next_avail)
+        // Without EVENT_IDX the driver always notifies: this device never
+        // sets VIRTQ_USED_F_NO_NOTIFY.
+        let more = self.read_avail_idx(mem)? != self.next_avail;
+        self.quiet = !more;
+        Ok(more)
     }
 
     /// Asks the driver not to notify until `ahead` more chains are available
@@ -342,10 +398,19 @@ impl SplitQueue {
         if !self.ready {
             return Err(VirtioError::QueueNotReady);
         }
-        if self.event_idx {
+        self.quiet = false;
+        let event = self.next_avail + Wrapping(ahead);
+        // As in `enable_notification`: a value already there is not stored again.
+        if self.event_idx && self.avail_event != Some(event) {
             let offset = 4 + USED_ELEMENT_SIZE * u64::from(self.layout.size);
-            let event = self.next_avail + Wrapping(ahead);
-            mem.store_u16(at(self.layout.used, offset)?, event.0, Ordering::Relaxed)?;
+            self.avail_event = Some(event);
+            let area = self.used_area();
+            mem.store_u16_owned(
+                at(self.layout.used, offset)?,
+                event.0,
+                Ordering::Relaxed,
+                area,
+            )?;
             mem.fence(Ordering::SeqCst);
         }
         Ok(self.read_avail_idx(mem)? != self.next_avail)
@@ -472,6 +537,77 @@ mod tests {
         assert!(!need_event(Wrapping(5), Wrapping(12), Wrapping(7)));
         // Across the 16-bit wrap.
         assert!(need_event(Wrapping(65535), Wrapping(1), Wrapping(65530)));
+    }
+
+    /// Counts the stores a queue makes (on top of plain memory).
+    struct Stores {
+        inner: chroma_mem::vecmem::VecMemory,
+        stores: core::cell::Cell<u32>,
+    }
+
+    impl GuestMemory for Stores {
+        fn check_range(&self, gpa: GuestPhysAddr, len: u64) -> Result<(), chroma_mem::MemError> {
+            self.inner.check_range(gpa, len)
+        }
+        fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), chroma_mem::MemError> {
+            self.inner.read(gpa, buf)
+        }
+        fn write(&self, gpa: GuestPhysAddr, data: &[u8]) -> Result<(), chroma_mem::MemError> {
+            self.stores.set(self.stores.get() + 1);
+            self.inner.write(gpa, data)
+        }
+        fn load_u16(&self, gpa: GuestPhysAddr, o: Ordering) -> Result<u16, chroma_mem::MemError> {
+            self.inner.load_u16(gpa, o)
+        }
+        fn store_u16(
+            &self,
+            gpa: GuestPhysAddr,
+            v: u16,
+            o: Ordering,
+        ) -> Result<(), chroma_mem::MemError> {
+            self.stores.set(self.stores.get() + 1);
+            self.inner.store_u16(gpa, v, o)
+        }
+        fn fence(&self, o: Ordering) {
+            self.inner.fence(o)
+        }
+    }
+
+    // An idle device polled again and again writes avail_event once; after
+    // it consumed a chain it writes it again, and every call still reads
+    // avail.idx (a chain added meanwhile is seen).
+    #[test]
+    fn enable_notification_stores_avail_event_only_when_it_changes() {
+        let base = 0x4000_0000u64;
+        let mem = Stores {
+            inner: chroma_mem::vecmem::VecMemory::new(base, 0x4000),
+            stores: core::cell::Cell::new(0),
+        };
+        let layout = QueueLayout {
+            size: 4,
+            desc: GuestPhysAddr::new(base),
+            avail: GuestPhysAddr::new(base + 0x1000),
+            used: GuestPhysAddr::new(base + 0x2000),
+        };
+        let mut q = SplitQueue::new();
+        q.activate(layout, 4, true, false, &mem).unwrap();
+        let avail_event = GuestPhysAddr::new(base + 0x2000 + 4 + 8 * 4);
+        assert!(!q.enable_notification(&mem).unwrap());
+        assert!(!q.enable_notification(&mem).unwrap());
+        assert_eq!(mem.stores.get(), 1);
+        // The driver adds a chain (head 2): the next call sees it.
+        mem.inner
+            .store_u16(GuestPhysAddr::new(base + 0x1004), 2, Ordering::Relaxed)
+            .unwrap();
+        mem.inner
+            .store_u16(GuestPhysAddr::new(base + 0x1002), 1, Ordering::Release)
+            .unwrap();
+        let before = mem.stores.get();
+        assert!(q.enable_notification(&mem).unwrap());
+        assert_eq!(q.pop(&mem).unwrap(), Some(2));
+        assert!(!q.enable_notification(&mem).unwrap());
+        assert_eq!(mem.stores.get(), before + 1);
+        assert_eq!(mem.inner.load_u16(avail_event, Ordering::Relaxed), Ok(1));
     }
 
     proptest::proptest! {

@@ -190,6 +190,22 @@ impl Virtqueue {
         }
     }
 
+    /// Whether the driver will notify before its next chain (split rings:
+    /// [`SplitQueue::quiet`]; a packed ring says `false`, so it is polled).
+    pub fn quiet(&self) -> bool {
+        match self {
+            Virtqueue::Split(q) => q.quiet(),
+            Virtqueue::Packed(_) => false,
+        }
+    }
+
+    /// The driver notified this queue.
+    pub fn notified(&mut self) {
+        if let Virtqueue::Split(q) = self {
+            q.notified();
+        }
+    }
+
     /// Takes the next available chain, or `None` if there is none: its
     /// token and a walker over its buffers. A packed chain must be walked
     /// to its end before the next [`Self::add_used`] (a used descriptor may

@@ -2,8 +2,9 @@
 //!
 //! `cargo run --release -p chroma-cache --bin oracle -- [--quick] [--ops N] [--seeds K]`
 //! (or `-- --exhaustive [--max-size N]`: every interleaving of the ring
-//! protocol with its maintenance, `chroma_cache::sim::exhaustive`) prints one row per geometry and policy and exits non-zero if a
-//! correct-policy row shows a stale read or lost write, or a negative
+//! protocol with its maintenance, `chroma_cache::sim::exhaustive`) prints one row per ring, geometry and policy and exits non-zero if a
+//! correct-policy row shows a stale read or lost write or maintains more
+//! than 1.05 times the protocol minimum of lines per packet, or a negative
 //! control shows none. On bare-metal targets this binary is an empty shell
 //! (the simulator needs std), so the crate still builds for them.
 #![cfg_attr(target_os = "none", no_std, no_main)]

@@ -45,7 +45,7 @@ use std::time::Instant;
 use std::vec;
 use std::vec::Vec;
 
-use chroma_mem::{CacheHooks, GuestMemory, GuestPhysAddr, HostVirtAddr, MemError};
+use chroma_mem::{CacheHooks, DeviceArea, GuestMemory, GuestPhysAddr, HostVirtAddr, MemError};
 use chroma_virtio::packed::{
     PackedQueue, RingPosition, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE,
     RING_EVENT_FLAGS_ENABLE, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_USED,
@@ -342,6 +342,11 @@ struct World {
     interrupt: bool,
     /// The first property broken on the way to this state.
     violation: Option<String>,
+    /// Lines the device wrote through the cache in the step that made this
+    /// state (not part of the state: taken before it is stored). A copy
+    /// cached before that step took the write, so it cannot be left behind
+    /// from before it ([`Checker::with_stale_copies`]).
+    cached_writes: std::collections::BTreeSet<usize>,
 }
 
 impl World {
@@ -433,6 +438,7 @@ impl World {
         for (k, &v) in data.iter().enumerate() {
             let b = addr + k;
             self.fill(b / self.line);
+            self.cached_writes.insert(b / self.line);
             if let Some(l) = self.cache.get_mut(&(b / self.line)) {
                 l.data[b % self.line] = v;
                 l.dirty = true;
@@ -591,6 +597,62 @@ impl GuestMemory for DeviceMemory<'_> {
         Ok(())
     }
     fn write(&self, gpa: GuestPhysAddr, data: &[u8]) -> Result<(), MemError> {
+        self.write_in(gpa, data, None)
+    }
+    fn write_owned(
+        &self,
+        gpa: GuestPhysAddr,
+        data: &[u8],
+        area: DeviceArea,
+    ) -> Result<(), MemError> {
+        self.write_in(gpa, data, Some(area))
+    }
+    fn load_u16(&self, gpa: GuestPhysAddr, order: Ordering) -> Result<u16, MemError> {
+        let at = self.range(gpa, 2)?;
+        if chroma_mem::acquires(order) {
+            self.hooks.before_acquire(HostVirtAddr::new(at as u64), 2);
+        }
+        let mut b = [0; 2];
+        self.read(gpa, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+    fn store_u16(&self, gpa: GuestPhysAddr, value: u16, order: Ordering) -> Result<(), MemError> {
+        self.store_in(gpa, value, order, None)
+    }
+    fn store_u16_owned(
+        &self,
+        gpa: GuestPhysAddr,
+        value: u16,
+        order: Ordering,
+        area: DeviceArea,
+    ) -> Result<(), MemError> {
+        self.store_in(gpa, value, order, Some(area))
+    }
+    fn fence(&self, order: Ordering) {
+        if order == Ordering::SeqCst {
+            self.hooks.barrier();
+        }
+    }
+    fn will_write(&self, gpa: GuestPhysAddr, len: usize) {
+        if let (true, Ok(at)) = (self.prewrite, self.range(gpa, len)) {
+            if at >= self.uncached_below {
+                self.hooks
+                    .before_write_run(HostVirtAddr::new(at as u64), len);
+            }
+        }
+    }
+    fn end_operation(&self) {
+        self.hooks.end_operation();
+    }
+}
+
+impl DeviceMemory<'_> {
+    fn write_in(
+        &self,
+        gpa: GuestPhysAddr,
+        data: &[u8],
+        area: Option<DeviceArea>,
+    ) -> Result<(), MemError> {
         let at = self.range(gpa, data.len())?;
         if at < self.uncached_below {
             self.weave.tick(self.world);
@@ -600,8 +662,10 @@ impl GuestMemory for DeviceMemory<'_> {
             return Ok(());
         }
         if self.prewrite {
+            // Virtual = physical here.
+            let area = area.map(|a| (HostVirtAddr::new(a.start.raw()), a.len as usize));
             self.hooks
-                .before_write(HostVirtAddr::new(at as u64), data.len());
+                .prepare_write(HostVirtAddr::new(at as u64), data.len(), area);
         }
         self.weave.tick(self.world);
         self.world.borrow_mut().device_write(at, data);
@@ -609,15 +673,20 @@ impl GuestMemory for DeviceMemory<'_> {
             .after_write(HostVirtAddr::new(at as u64), data.len());
         Ok(())
     }
-    fn load_u16(&self, gpa: GuestPhysAddr, _order: Ordering) -> Result<u16, MemError> {
-        let mut b = [0; 2];
-        self.read(gpa, &mut b)?;
-        Ok(u16::from_le_bytes(b))
+
+    fn store_in(
+        &self,
+        gpa: GuestPhysAddr,
+        value: u16,
+        order: Ordering,
+        area: Option<DeviceArea>,
+    ) -> Result<(), MemError> {
+        let at = self.range(gpa, 2)?;
+        if chroma_mem::releases(order) {
+            self.hooks.before_release(HostVirtAddr::new(at as u64), 2);
+        }
+        self.write_in(gpa, &value.to_le_bytes(), area)
     }
-    fn store_u16(&self, gpa: GuestPhysAddr, value: u16, _order: Ordering) -> Result<(), MemError> {
-        self.write(gpa, &value.to_le_bytes())
-    }
-    fn fence(&self, _order: Ordering) {}
 }
 
 /// What a search found.
@@ -666,6 +735,7 @@ impl Checker {
             notify: false,
             interrupt: false,
             violation: None,
+            cached_writes: Default::default(),
         };
         let layout = QueueLayout {
             size,
@@ -731,12 +801,14 @@ impl Checker {
             } else {
                 0
             },
+            // Merged per line and per batch, as the hypervisor runs them.
             hooks: MaintainHooks::new(
                 Ops { world, weave },
                 policy,
                 HostVirtAddr::new(0),
                 self.layout.end as u64,
-            ),
+            )
+            .merged(),
             prewrite: self.model.control != Control::NoPrewrite,
             end: self.layout.end,
         }
@@ -763,7 +835,11 @@ impl Checker {
         let mut error = None;
         let r = {
             let mem = self.device_memory(&cell, &weave);
-            step(&mut queue, &mem, &mut error)
+            let r = step(&mut queue, &mem, &mut error);
+            // The operation ends: merged maintenance issues its deferred
+            // cleans here, still inside the operation.
+            mem.end_operation();
+            r
         };
         let mut next = cell.into_inner();
         next.queue = queue;
@@ -1145,9 +1221,10 @@ impl Checker {
         }
         let mut all = Vec::with_capacity(out.len());
         for (label, mut n) in out {
+            let wrote = core::mem::take(&mut n.cached_writes);
             n.canonicalize();
             if self.model.prefetch {
-                all.extend(self.with_stale_copies(w, label, n));
+                all.extend(self.with_stale_copies(w, label, n, &wrote));
             } else {
                 all.push((label, n));
             }
@@ -1159,17 +1236,21 @@ impl Checker {
     /// lines the step changed in memory while no copy of them was cached,
     /// the same state with a copy from before the step left in the cache:
     /// a speculative fill any time before the step would have left it.
+    /// Not for lines the device wrote through the cache in the step
+    /// (`wrote`): such a copy would have taken the write.
     fn with_stale_copies(
         &self,
         before: &World,
         label: String,
         next: World,
+        wrote: &std::collections::BTreeSet<usize>,
     ) -> Vec<(String, World)> {
         let size = self.model.line;
         let changed: Vec<usize> = (0..self.layout.end / size)
             .filter(|&line| {
                 let span = line * size..(line + 1) * size;
-                !before.cache.contains_key(&line)
+                !wrote.contains(&line)
+                    && !before.cache.contains_key(&line)
                     && !next.cache.contains_key(&line)
                     && before.mem[span.clone()] != next.mem[span]
             })

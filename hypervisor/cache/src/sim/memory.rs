@@ -9,9 +9,10 @@
 
 use core::cell::{Cell, RefCell};
 use core::sync::atomic::Ordering;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::vec::Vec;
 
-use chroma_mem::{CacheHooks, GuestMemory, GuestPhysAddr, HostVirtAddr, MemError};
+use chroma_mem::{CacheHooks, DeviceArea, GuestMemory, GuestPhysAddr, HostVirtAddr, MemError};
 
 use super::machine::{Machine, SimCacheOps, View};
 use crate::ops::CacheOps;
@@ -26,10 +27,34 @@ pub struct HypMemory<'m> {
     /// Whether to call `before_write` (the proposed hook) before writes
     /// (off only in the oracle's negative control).
     pub prepare_writes: bool,
+    /// Whether the end of an operation reaches the hooks (off only in the
+    /// oracle's negative control).
+    pub pass_operation_end: bool,
+    /// Guest-physical ranges the hypervisor reaches through a Non-cacheable
+    /// alias (a packed ring under a maintaining policy): accesses go
+    /// straight to memory, with no hooks and nothing to count.
+    pub uncached: Vec<(u64, u64)>,
+    /// Whether a Release store through the Non-cacheable alias still
+    /// reaches the hooks' `before_release` (off only in the oracle's
+    /// negative control).
+    pub release_uncached: bool,
+    /// Called after every access: the oracle's driver may take a step
+    /// between two accesses of one backend operation.
+    pub interleave: Option<std::boxed::Box<dyn Fn() + 'm>>,
     lines_read: RefCell<HashSet<u64>>,
-    lines_written: RefCell<HashSet<u64>>,
+    /// Per line written in this operation, the bytes written (bit per byte).
+    lines_written: RefCell<HashMap<u64, u64>>,
+    /// Lines of `lines_written` that were read earlier in the same stretch
+    /// between full barriers: that read made them fresh, so they need no
+    /// preparation of their own.
+    fresh_when_written: RefCell<HashSet<u64>>,
     touched_read: Cell<u64>,
     touched_written: Cell<u64>,
+    touched_prepared: Cell<u64>,
+    /// VA ranges only the device writes (the used rings), as the oracle
+    /// knows them from the driver's layout, independently of the hints
+    /// the backend gives the hooks.
+    device_only: Vec<(u64, u64)>,
 }
 
 impl<'m> HypMemory<'m> {
@@ -46,11 +71,25 @@ impl<'m> HypMemory<'m> {
             gpa_base,
             hooks,
             prepare_writes: true,
+            pass_operation_end: true,
+            uncached: Vec::new(),
+            release_uncached: true,
+            interleave: None,
             lines_read: RefCell::new(HashSet::new()),
-            lines_written: RefCell::new(HashSet::new()),
+            lines_written: RefCell::new(HashMap::new()),
+            fresh_when_written: RefCell::new(HashSet::new()),
             touched_read: Cell::new(0),
             touched_written: Cell::new(0),
+            touched_prepared: Cell::new(0),
+            device_only: Vec::new(),
         }
+    }
+
+    /// Declares `gpa..gpa+len` written only by the device (a used ring),
+    /// for the minimum's count of lines that need preparing.
+    pub fn add_device_only(&mut self, gpa: u64, len: u64) {
+        let va = self.view.va_base + (gpa - self.gpa_base);
+        self.device_only.push((va, va + len));
     }
 
     /// The hooks (for their counters).
@@ -58,21 +97,60 @@ impl<'m> HypMemory<'m> {
         &self.hooks
     }
 
-    /// Ends one backend operation: adds the distinct lines it read and the
-    /// distinct lines it wrote to the running minimum, and clears the sets.
-    pub fn end_operation(&self) {
+    /// A full barrier: lines read before it must be read afresh after it
+    /// (that is what the barrier is for), so the distinct lines read so
+    /// far go to the running minimum.
+    fn end_read_epoch(&self) {
         let read = self.lines_read.borrow().len() as u64;
-        let written = self.lines_written.borrow().len() as u64;
         self.touched_read.set(self.touched_read.get() + read);
-        self.touched_written
-            .set(self.touched_written.get() + written);
         self.lines_read.borrow_mut().clear();
-        self.lines_written.borrow_mut().clear();
     }
 
-    /// Sums over backend operations of `(distinct lines read, distinct lines written)`.
-    pub fn lines_touched(&self) -> (u64, u64) {
-        (self.touched_read.get(), self.touched_written.get())
+    /// Ends one backend operation for the minimum: adds the distinct lines
+    /// read since the last full barrier, the distinct lines written, and
+    /// the lines written only in part whose other bytes are not all the
+    /// device's own (they must be made fresh before the write), and clears
+    /// the sets.
+    fn end_minimum_operation(&self) {
+        self.end_read_epoch();
+        let line = self.machine.borrow().geometry().line as u64;
+        let full = if line == 64 {
+            u64::MAX
+        } else {
+            (1u64 << line) - 1
+        };
+        let mut written = self.lines_written.borrow_mut();
+        let mut fresh = self.fresh_when_written.borrow_mut();
+        let prepared = written
+            .iter()
+            .filter(|&(&at, &mask)| {
+                mask != full
+                    && !fresh.contains(&at)
+                    && (0..line).any(|b| {
+                        mask & (1 << b) == 0
+                            && !self
+                                .device_only
+                                .iter()
+                                .any(|&(s, e)| s <= at + b && at + b < e)
+                    })
+            })
+            .count() as u64;
+        self.touched_written
+            .set(self.touched_written.get() + written.len() as u64);
+        self.touched_prepared
+            .set(self.touched_prepared.get() + prepared);
+        written.clear();
+        fresh.clear();
+    }
+
+    /// Sums over backend operations of `(distinct lines read, distinct
+    /// lines written, lines that needed preparing)`: the protocol minimum.
+    pub fn lines_touched(&self) -> (u64, u64, u64) {
+        (
+            self.touched_read.get(),
+            self.touched_written.get(),
+            self.touched_prepared.get(),
+        )
     }
 
     fn translate(&self, gpa: GuestPhysAddr, len: usize) -> Result<u64, MemError> {
@@ -90,14 +168,93 @@ impl<'m> HypMemory<'m> {
         }
     }
 
-    fn note(&self, set: &RefCell<HashSet<u64>>, va: u64, len: usize) {
+    /// The Non-cacheable view, if `gpa..gpa+len` lies in an uncached range.
+    fn uncached_view(&self, gpa: GuestPhysAddr, len: usize) -> Option<View> {
+        let (start, end) = (gpa.raw(), gpa.raw() + len as u64);
+        self.uncached
+            .iter()
+            .any(|&(s, e)| s <= start && end <= e)
+            .then_some(View {
+                cached: false,
+                ..self.view
+            })
+    }
+
+    fn step(&self) {
+        if let Some(f) = &self.interleave {
+            f();
+        }
+    }
+
+    fn note_read(&self, va: u64, len: usize) {
         let line = self.machine.borrow().geometry().line as u64;
-        let mut set = set.borrow_mut();
+        let mut set = self.lines_read.borrow_mut();
         let mut at = va & !(line - 1);
         while at < va + len as u64 {
             set.insert(at);
             at += line;
         }
+    }
+
+    fn note_write(&self, va: u64, len: usize) {
+        let line = self.machine.borrow().geometry().line as u64;
+        let mut map = self.lines_written.borrow_mut();
+        let read = self.lines_read.borrow();
+        for b in va..va + len as u64 {
+            let at = b & !(line - 1);
+            if !map.contains_key(&at) && read.contains(&at) {
+                self.fresh_when_written.borrow_mut().insert(at);
+            }
+            *map.entry(at).or_insert(0) |= 1 << (b & (line - 1));
+        }
+    }
+
+    fn write_with(
+        &self,
+        gpa: GuestPhysAddr,
+        data: &[u8],
+        area: Option<DeviceArea>,
+    ) -> Result<(), MemError> {
+        let va = self.translate(gpa, data.len())?;
+        if let Some(view) = self.uncached_view(gpa, data.len()) {
+            self.machine.borrow_mut().write(&view, va, data);
+            self.step();
+            return Ok(());
+        }
+        self.note_write(va, data.len());
+        if self.prepare_writes {
+            let area = match area {
+                Some(a) => {
+                    let len = usize::try_from(a.len).map_err(|_| MemError::Overflow)?;
+                    Some((HostVirtAddr::new(self.translate(a.start, len)?), len))
+                }
+                None => None,
+            };
+            self.hooks
+                .prepare_write(HostVirtAddr::new(va), data.len(), area);
+        }
+        self.machine.borrow_mut().write(&self.view, va, data);
+        self.hooks.after_write(HostVirtAddr::new(va), data.len());
+        self.step();
+        Ok(())
+    }
+
+    fn store_with(
+        &self,
+        gpa: GuestPhysAddr,
+        value: u16,
+        order: Ordering,
+        area: Option<DeviceArea>,
+    ) -> Result<(), MemError> {
+        if !gpa.is_aligned(2) {
+            return Err(MemError::Unaligned);
+        }
+        let uncached = self.uncached_view(gpa, 2).is_some();
+        if chroma_mem::releases(order) && (self.release_uncached || !uncached) {
+            let va = self.translate(gpa, 2)?;
+            self.hooks.before_release(HostVirtAddr::new(va), 2);
+        }
+        self.write_with(gpa, &value.to_le_bytes(), area)
     }
 }
 
@@ -109,42 +266,80 @@ impl GuestMemory for HypMemory<'_> {
 
     fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
         let va = self.translate(gpa, buf.len())?;
-        self.note(&self.lines_read, va, buf.len());
-        self.hooks.before_read(HostVirtAddr::new(va), buf.len());
-        self.machine.borrow_mut().read(&self.view, va, buf);
+        if let Some(view) = self.uncached_view(gpa, buf.len()) {
+            self.machine.borrow_mut().read(&view, va, buf);
+        } else {
+            self.note_read(va, buf.len());
+            self.hooks.before_read(HostVirtAddr::new(va), buf.len());
+            self.machine.borrow_mut().read(&self.view, va, buf);
+        }
+        self.step();
         Ok(())
     }
 
     fn write(&self, gpa: GuestPhysAddr, data: &[u8]) -> Result<(), MemError> {
-        let va = self.translate(gpa, data.len())?;
-        self.note(&self.lines_written, va, data.len());
-        if self.prepare_writes {
-            self.hooks.before_write(HostVirtAddr::new(va), data.len());
-        }
-        self.machine.borrow_mut().write(&self.view, va, data);
-        self.hooks.after_write(HostVirtAddr::new(va), data.len());
-        Ok(())
+        self.write_with(gpa, data, None)
     }
 
-    fn load_u16(&self, gpa: GuestPhysAddr, _order: Ordering) -> Result<u16, MemError> {
+    fn write_owned(
+        &self,
+        gpa: GuestPhysAddr,
+        data: &[u8],
+        area: DeviceArea,
+    ) -> Result<(), MemError> {
+        self.write_with(gpa, data, Some(area))
+    }
+
+    fn load_u16(&self, gpa: GuestPhysAddr, order: Ordering) -> Result<u16, MemError> {
         if !gpa.is_aligned(2) {
             return Err(MemError::Unaligned);
+        }
+        if chroma_mem::acquires(order) {
+            let va = self.translate(gpa, 2)?;
+            self.hooks.before_acquire(HostVirtAddr::new(va), 2);
         }
         let mut b = [0; 2];
         self.read(gpa, &mut b)?;
         Ok(u16::from_le_bytes(b))
     }
 
-    fn store_u16(&self, gpa: GuestPhysAddr, value: u16, _order: Ordering) -> Result<(), MemError> {
-        if !gpa.is_aligned(2) {
-            return Err(MemError::Unaligned);
-        }
-        self.write(gpa, &value.to_le_bytes())
+    fn store_u16(&self, gpa: GuestPhysAddr, value: u16, order: Ordering) -> Result<(), MemError> {
+        self.store_with(gpa, value, order, None)
     }
 
-    fn fence(&self, _order: Ordering) {
+    fn store_u16_owned(
+        &self,
+        gpa: GuestPhysAddr,
+        value: u16,
+        order: Ordering,
+        area: DeviceArea,
+    ) -> Result<(), MemError> {
+        self.store_with(gpa, value, order, Some(area))
+    }
+
+    fn fence(&self, order: Ordering) {
         // Sequential simulation: program order is the only order.
         self.hooks.ops().dmb();
+        if order == Ordering::SeqCst {
+            self.end_read_epoch();
+            self.hooks.barrier();
+        }
+    }
+
+    fn will_write(&self, gpa: GuestPhysAddr, len: usize) {
+        if !self.prepare_writes || self.uncached_view(gpa, len).is_some() {
+            return;
+        }
+        if let Ok(va) = self.translate(gpa, len) {
+            self.hooks.before_write_run(HostVirtAddr::new(va), len);
+        }
+    }
+
+    fn end_operation(&self) {
+        self.end_minimum_operation();
+        if self.pass_operation_end {
+            self.hooks.end_operation();
+        }
     }
 }
 
@@ -272,7 +467,13 @@ mod tests {
             .unwrap();
         assert_eq!(m.hooks().stats().lines_prepared, 2);
         m.end_operation();
-        assert_eq!(m.lines_touched(), (3, 5));
+        // Read 3; wrote 5; lines 0 and 128 are written only in part, but
+        // the read made them fresh just before: nothing else to prepare.
+        assert_eq!(m.lines_touched(), (3, 5, 0));
+        // Without the read, they need preparing.
+        m.write(GuestPhysAddr::new(0x4000_0000 + 60), &buf).unwrap();
+        m.end_operation();
+        assert_eq!(m.lines_touched(), (3, 8, 2));
     }
 
     #[test]
