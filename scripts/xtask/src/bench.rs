@@ -189,6 +189,7 @@ fn measure(args: &BenchArgs, results: &mut Results) -> Result<()> {
         for row in run_device_model(bench)? {
             results.push(row.figure());
         }
+        crate::bench_oracle::run(results)?;
     } else {
         println!("virtio net bench: not present yet (hypervisor/virtio/benches/net.rs)");
     }

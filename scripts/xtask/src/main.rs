@@ -4,6 +4,7 @@
 mod bench;
 mod bench_linux;
 mod bench_net;
+mod bench_oracle;
 mod bench_plots;
 mod bench_results;
 mod bundle;

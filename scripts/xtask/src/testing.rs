@@ -222,7 +222,7 @@ pub fn oracle(args: &[String]) -> Result<ExitCode> {
 }
 
 /// `cargo run --release -p chroma-cache --bin oracle -- ARGS`.
-fn oracle_command(args: &[String]) -> Command {
+pub(crate) fn oracle_command(args: &[String]) -> Command {
     let mut command = host_cargo();
     command
         .args([
