@@ -172,7 +172,7 @@ fn vm_to_vm_in_forced_colour_and_maintain_mode() {
 fn maintained_and_minimum(line: &str) -> Option<(f64, f64)> {
     let number = |key: &str| -> Option<f64> {
         let rest = &line[line.find(key)? + key.len()..];
-        rest.split([';', ' ']).next()?.parse().ok()
+        rest.split([';', ' ', ',']).next()?.parse().ok()
     };
     Some((number("lines maintained/pkt ")?, number("minimum/pkt ")?))
 }
@@ -181,6 +181,10 @@ fn maintained_and_minimum(line: &str) -> Option<(f64, f64)> {
 fn counter_lines_give_maintained_and_minimum() {
     let line = "vm client net0 ...: lines maintained/pkt 7.40 minimum/pkt 7.10; traps: ...";
     assert_eq!(maintained_and_minimum(line), Some((7.40, 7.10)));
+    // As the NIC line prints it, with the Non-cacheable alias's count after.
+    let line =
+        "lines maintained/pkt 25.27 minimum/pkt 25.09, ring accesses via NC alias/pkt 0.00; traps";
+    assert_eq!(maintained_and_minimum(line), Some((25.27, 25.09)));
     // A line without the minimum (an older hypervisor) gives nothing.
     assert_eq!(
         maintained_and_minimum("lines maintained/pkt 7.40; traps"),
