@@ -410,7 +410,15 @@ pub fn mmio(
                 let action = device
                     .mmio_write(offset, width, chroma_core::exit::low_word(v), memory)
                     .unwrap_or(MmioAction::None);
-                sync_image(nic, device, true);
+                // A kick changes no register a read sees, and an ACK only
+                // InterruptStatus, which the cheap check compares: only the
+                // other stores (rare: set-up, status) need the whole image.
+                let full = !matches!(
+                    offset,
+                    chroma_virtio::mmio::reg::QUEUE_NOTIFY
+                        | chroma_virtio::mmio::reg::INTERRUPT_ACK
+                );
+                sync_image(nic, device, full);
                 (0, action, device.take_irq_edge())
             }
             None => (
