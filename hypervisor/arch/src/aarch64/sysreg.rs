@@ -304,8 +304,7 @@ pub fn tlbi_vmalls12e1() {
 /// or removed: DSB ISHST first so the walkers see the table write, DSB ISH
 /// to wait for the invalidation everywhere, ISB for this CPU's next access.
 pub fn tlbi_vae2is(va: u64) {
-    // SAFETY: TLB invalidation only drops cached translations; the operand
-    // is VA[55:12], any value of which is a valid operand.
+    // SAFETY: TLB invalidation only drops cached translations; the operand is VA[55:12], any value of which is a valid operand.
     unsafe {
         asm!(
             "dsb ishst",
