@@ -208,16 +208,7 @@ pub fn handle_exit<C: GuestCpu, H: ExitHost>(
 ) -> Action {
     match trap.exit {
         Exit::Mmio(access) => match emulate_mmio(vm, vcpu, cpu, &access, host) {
-            Ok(kick) => {
-                if let Some(writeback) = access.writeback {
-                    cpu.set_register(writeback.register, writeback.value);
-                }
-                cpu.skip_instruction(trap.instruction_length);
-                if kick != 0 {
-                    host.kick(vm, kick);
-                }
-                Action::Continue
-            }
+            Ok(kick) => complete_mmio(vm, cpu, trap, &access, kick, host),
             Err(NoDevice) => inject_abort(vm, cpu, access.ipa.raw(), false, access.write, host),
         },
         Exit::ReadOnlyWrite(offset_only) => {
@@ -233,11 +224,7 @@ pub fn handle_exit<C: GuestCpu, H: ExitHost>(
                 ..offset_only
             };
             let kick = emulate_mmio(vm, vcpu, cpu, &access, host).unwrap_or(0);
-            cpu.skip_instruction(trap.instruction_length);
-            if kick != 0 {
-                host.kick(vm, kick);
-            }
-            Action::Continue
+            complete_mmio(vm, cpu, trap, &access, kick, host)
         }
         Exit::AbortNoSyndrome { ipa, fetch } => {
             inject_abort(vm, cpu, ipa.raw(), fetch, false, host)
@@ -355,6 +342,27 @@ pub fn load_result(access: &MmioAccess, value: u64) -> u64 {
 }
 
 /// Emulates an access to a device. Returns vCPUs to kick.
+/// Finishes an emulated access: the base register's writeback (an AArch32
+/// load or store with writeback), the PC past the instruction, and the
+/// vCPUs the access made runnable kicked.
+fn complete_mmio<C: GuestCpu, H: ExitHost>(
+    vm: &VmCore,
+    cpu: &mut C,
+    trap: &Trap,
+    access: &MmioAccess,
+    kick: VcpuMask,
+    host: &H,
+) -> Action {
+    if let Some(writeback) = access.writeback {
+        cpu.set_register(writeback.register, writeback.value);
+    }
+    cpu.skip_instruction(trap.instruction_length);
+    if kick != 0 {
+        host.kick(vm, kick);
+    }
+    Action::Continue
+}
+
 fn emulate_mmio<C: GuestCpu, H: ExitHost>(
     vm: &VmCore,
     vcpu: usize,
