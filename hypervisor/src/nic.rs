@@ -950,7 +950,7 @@ pub fn report(vm_index: usize) {
         let other = traps.saturating_sub(rx_notifies + tx_notifies + status_reads + acks);
         let held = nic.counters.held_count.load(Ordering::Relaxed);
         log::info!(
-            "vm {} net{} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} on {} port {}: rx {} pkts {} B, tx {} pkts {} B, drops {}, errors {}, spoofed {}; \
+            "vm {} net{} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} on {} port {}: rx {} pkts {} B, tx {} pkts {} B, drops {} (driver not up {}, receiver stalled {}), errors {}, spoofed {}; \
              traps/pkt {:.3}, irqs/pkt {:.3}, kicks {} (suppressed {}), polls {}, irqs suppressed {}, lines maintained/pkt {:.2} minimum/pkt {:.2}, ring accesses via NC alias/pkt {:.2}; \
              traps: QueueNotify rx {} tx {}, InterruptStatus {}, InterruptACK {}, other {}; irqs held {}",
             vm.name,
@@ -963,6 +963,8 @@ pub fn report(vm_index: usize) {
             port.tx_packets,
             port.tx_bytes,
             port.rx_dropped,
+            port.rx_not_up,
+            port.rx_stalled,
             port.tx_errors + port.rx_errors + port.fatal_errors,
             port.tx_spoofed,
             per_packet(traps),

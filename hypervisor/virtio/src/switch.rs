@@ -110,6 +110,12 @@ pub struct PortCounters {
     /// could not hold them back (the uplink, a flooded frame); or because
     /// it was down.
     pub rx_dropped: u64,
+    /// Of `rx_dropped`: frames for the port while its driver was not up
+    /// (before DRIVER_OK, after a reset, link down): never a congestion loss.
+    pub rx_not_up: u64,
+    /// Of `rx_dropped`: frames for the port while it was stalled (its
+    /// egress queue full for longer than [`SwitchConfig::stall_ticks`]).
+    pub rx_stalled: u64,
     /// Fatal queue errors (the device was set to DEVICE_NEEDS_RESET).
     pub fatal_errors: u64,
 }
@@ -774,17 +780,22 @@ impl Switch {
             }
             return Outcome::Taken;
         }
-        if may_hold && !self.stalled(dst, now) && ports[src].unpoll_tx() {
+        let stalled = self.stalled(dst, now);
+        if may_hold && !stalled && ports[src].unpoll_tx() {
             return Outcome::HeldBack;
         }
         self.counters[dst].rx_dropped += 1;
+        self.counters[dst].rx_stalled += u64::from(stalled);
         Outcome::Taken
     }
 }
 
 fn count_rx_drop(c: &mut PortCounters, reason: DropReason) {
     match reason {
-        DropReason::PortDown => c.rx_dropped += 1,
+        DropReason::PortDown => {
+            c.rx_dropped += 1;
+            c.rx_not_up += 1;
+        }
         DropReason::QueueFailed => c.fatal_errors += 1,
         _ => c.rx_errors += 1,
     }

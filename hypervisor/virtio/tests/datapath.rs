@@ -265,6 +265,8 @@ fn a_receiver_that_never_refills_is_stalled_not_obeyed(format: RingFormat) {
         );
         assert_eq!(lab.switch.egress_len(B), 64);
         assert_eq!(lab.switch.counters(B).rx_dropped, 40);
+        assert_eq!(lab.switch.counters(B).rx_stalled, 40);
+        assert_eq!(lab.switch.counters(B).rx_not_up, 0);
         assert!(lab.switch.stalled(B, lab.now));
         // B refills: it takes frames again and is no longer stalled.
         let got = receive(&mut lab, B, usize::MAX);
@@ -312,7 +314,28 @@ fn two_senders_to_a_slow_receiver_both_progress(format: RingFormat) {
     }
 }
 
+/// Frames for a port whose link is down are dropped and counted as such
+/// (`rx_not_up`, within `rx_dropped`), apart from congestion losses.
+/// Negative control: with the link up the same frames arrive.
+fn frames_for_a_port_not_up_are_counted_apart(format: RingFormat) {
+    for up in [false, true] {
+        let mut lab = Lab::on(format, &[256, 256], 2048, SwitchConfig::default());
+        chroma_virtio::net::set_link(&mut lab.devs[B], up);
+        let mut next = 0u32;
+        send_some(&mut lab, A, mac(B), &mut next, 5, 100);
+        lab.run_once();
+        let c = lab.switch.counters(B);
+        let got = receive(&mut lab, B, usize::MAX).len() as u64;
+        if up {
+            assert_eq!((c.rx_dropped, c.rx_not_up, got), (0, 0, 5));
+        } else {
+            assert_eq!((c.rx_dropped, c.rx_not_up, c.rx_stalled), (5, 5, 0));
+        }
+    }
+}
+
 on_both_rings!(
+    frames_for_a_port_not_up_are_counted_apart,
     unicast_to_a_known_port_is_copied_once,
     the_delivered_header_is_the_one_the_switch_checked,
     a_frame_in_several_buffers_into_merged_buffers_is_exact,

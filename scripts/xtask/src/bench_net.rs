@@ -56,8 +56,13 @@ pub(crate) struct NicCounters {
     tx_packets: u64,
     pub traps_per_packet: f64,
     pub irqs_per_packet: f64,
-    /// Frames the switch dropped for this port (no receive buffer).
+    /// Frames the switch dropped for this port while its driver was up
+    /// (egress queue full, stalled receiver): the line's `drops` less its
+    /// `driver not up`.
     pub drops: u64,
+    /// Frames for this port dropped before its driver was up (or while it
+    /// was reset): the line's `driver not up`, 0 if it has none.
+    pub drops_not_up: u64,
     kicks: u64,
     kicks_suppressed: u64,
     irqs_suppressed: u64,
@@ -210,8 +215,8 @@ pub fn run(images: &Images, board: Board, peers: &Peers, results: &mut Results) 
         record_nic(results, names::BARE_METAL_PAIR, name, &nics, ROUNDS);
         println!(
             "VM-to-VM at saturation, {name} NIC under chroma, median of {ROUNDS}: traps/pkt {traps:.3}, irqs/pkt {irqs:.3} \
-             (last round: rx {} pkts, tx {} pkts, drops {}, kicks {} with {} suppressed, {} irqs suppressed)",
-            last.rx_packets, last.tx_packets, last.drops, last.kicks, last.kicks_suppressed, last.irqs_suppressed
+             (last round: rx {} pkts, tx {} pkts, drops {} and {} before the driver was up, kicks {} with {} suppressed, {} irqs suppressed)",
+            last.rx_packets, last.tx_packets, last.drops, last.drops_not_up, last.kicks, last.kicks_suppressed, last.irqs_suppressed
         );
         println!("  {}", trap_breakdown(name, &last));
     }
@@ -491,12 +496,17 @@ fn parse_counters(line: &str) -> Option<NicCounters> {
             .split([' ', ',', ')', ';'])
             .find(|word| !word.is_empty())
     };
+    let not_up = after("(driver not up ").map_or(Some(0), |n| n.parse().ok())?;
     Some(NicCounters {
         rx_packets: after(": rx ")?.parse().ok()?,
         tx_packets: after(", tx ")?.parse().ok()?,
         traps_per_packet: after("traps/pkt ")?.parse().ok()?,
         irqs_per_packet: after("irqs/pkt ")?.parse().ok()?,
-        drops: after(", drops ")?.parse().ok()?,
+        drops: after(", drops ")?
+            .parse::<u64>()
+            .ok()?
+            .saturating_sub(not_up),
+        drops_not_up: not_up,
         kicks: after("kicks ")?.parse().ok()?,
         kicks_suppressed: after("(suppressed ")?.parse().ok()?,
         irqs_suppressed: after("irqs suppressed ")?.parse().ok()?,
@@ -571,11 +581,18 @@ mod tests {
         assert_eq!(nic.tx_packets, 11528);
         assert_eq!(nic.traps_per_packet, 0.087);
         assert_eq!(nic.irqs_per_packet, 0.179);
-        assert_eq!(nic.drops, 7);
+        assert_eq!((nic.drops, nic.drops_not_up), (7, 0));
         assert_eq!(nic.kicks, 5209);
         assert_eq!(nic.kicks_suppressed, 12);
         assert_eq!(nic.irqs_suppressed, 3304);
         assert_eq!(parse_counters("chroma: vm client net0 nothing"), None);
+        // Drops before the receiver's driver was up are not counted as
+        // losses at saturation; the rest are.
+        let split = LINE.replace("drops 7,", "drops 7 (driver not up 5, receiver stalled 1),");
+        let counted = parse_counters(&split).unwrap();
+        assert_eq!((counted.drops, counted.drops_not_up), (2, 5));
+        let broken = LINE.replace("drops 7,", "drops 7 (driver not up x, receiver stalled 1),");
+        assert_eq!(parse_counters(&broken), None);
         let (vm, counters) = vm_counters(&format!("[server] noise {LINE}")).unwrap();
         assert_eq!((vm.as_str(), counters), ("client", nic));
         assert_eq!(vm_counters("chroma: vm client net0 nothing"), None);
