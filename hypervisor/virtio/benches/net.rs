@@ -10,7 +10,8 @@
 //! buffer, which the split driver here does not).
 //!
 //! Run: `cargo bench -p chroma-virtio --bench net`
-//! (`CHROMA_BENCH_ONLY=1500/32` for one row, e.g. under a profiler).
+//! (`CHROMA_BENCH_ONLY=1500/32` for one row, e.g. under a profiler;
+//! `CHROMA_BENCH_SOLO=0` for the chroma column alone, 4 for packed).
 #![allow(clippy::cast_possible_truncation)]
 #![allow(unsafe_code, missing_docs)]
 
@@ -446,11 +447,30 @@ fn main() {
                 driver_only(&v[3], frame_len, batch),
                 packed,
             ];
-            let ns = measure(u64::from(batch), budget, &mut paths);
+            // `CHROMA_BENCH_SOLO=0` runs path 0 (chroma) alone, the others
+            // not at all (their columns read 0): for a profile of one path.
+            let solo = std::env::var("CHROMA_BENCH_SOLO")
+                .ok()
+                .and_then(|s| s.parse::<usize>().ok());
+            let ns = match solo {
+                Some(k) if k < paths.len() => {
+                    let mut ns = vec![0.0; paths.len()];
+                    ns[k] = measure(u64::from(batch), budget, &mut paths[k..=k])[0];
+                    ns
+                }
+                _ => measure(u64::from(batch), budget, &mut paths),
+            };
             drop(paths);
-            chroma_check();
-            queue_check();
-            packed_check();
+            let ran = |k: usize| solo.is_none_or(|s| s == k);
+            if ran(0) {
+                chroma_check();
+            }
+            if ran(1) {
+                queue_check();
+            }
+            if ran(4) {
+                packed_check();
+            }
             let (c, q, p, d, k) = (ns[0], ns[1], ns[2], ns[3], ns[4]);
             println!("{frame_len:>6} {batch:>5} {c:>10.1} {q:>13.1} {p:>10.1} {:>13.2}x {:>13.2}x  (driver side alone: {d:.1}; chroma on packed rings: {k:.1})", q / c, c / p);
         }
