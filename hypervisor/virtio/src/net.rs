@@ -403,19 +403,18 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
             if total == 0 && len >= HEADERS_LEN {
                 // The common case: both headers in the first buffer.
                 let eth_at = d.addr.wrapping_add(NET_HEADER_LEN as u64);
+                // Read in place: the header is parsed from `header` next,
+                // and a copy of an array returned in registers stores it
+                // in pieces that loads of its fields straddle (a stall).
                 let read = mem.check_range(d.addr, len as u64).and_then(|()| {
-                    Ok((
-                        mem.read_array::<NET_HEADER_LEN>(d.addr)?,
-                        mem.read_array::<MIN_FRAME_LEN>(eth_at)?,
-                    ))
+                    mem.read(d.addr, header)?;
+                    mem.read_array::<MIN_FRAME_LEN>(eth_at)
                 });
-                let (Ok((net, eth_bytes)), Some(eth)) =
-                    (read, frame.first_chunk_mut::<MIN_FRAME_LEN>())
+                let (Ok(eth_bytes), Some(eth)) = (read, frame.first_chunk_mut::<MIN_FRAME_LEN>())
                 else {
                     verdict = Err(DropReason::BadAddress);
                     continue;
                 };
-                *header = net;
                 *eth = eth_bytes;
                 if let Some(slot) = self.segments.first_mut() {
                     *slot = (
