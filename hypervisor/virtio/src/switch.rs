@@ -344,6 +344,10 @@ pub struct Switch {
     egress: Vec<EgressQueue>,
     counters: Vec<PortCounters>,
     ports: Vec<PortConfig>,
+    /// Each port's own address as a [`mac_key`], [`NO_OWNER`] for a port
+    /// without one: what [`Switch::owner`] compares, a word per port
+    /// instead of an optional 6-byte array (it runs for every frame).
+    owner_keys: Vec<u64>,
     /// Frames taken from each port in the current run.
     taken: Vec<usize>,
     /// Ports held back in the current run (a frame of theirs waits for a
@@ -355,6 +359,15 @@ pub struct Switch {
     frame: [u8; MAX_FRAME_LEN],
     next_port: usize,
 }
+
+/// A MAC address as one word: its 6 bytes, little-endian, below bit 48.
+fn mac_key(mac: &[u8; 6]) -> u64 {
+    u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0])
+}
+
+/// [`Switch::owner_keys`] of a port without an address: no [`mac_key`]
+/// has a bit above 47 set.
+const NO_OWNER: u64 = u64::MAX;
 
 fn is_multicast(mac: &[u8; 6]) -> bool {
     mac[0] & 1 != 0
@@ -388,6 +401,7 @@ impl Switch {
                 .collect(),
             counters: vec![PortCounters::default(); port_count],
             ports: vec![PortConfig::LOCKED; port_count],
+            owner_keys: vec![NO_OWNER; port_count],
             taken: vec![0; port_count],
             held_back: vec![false; port_count],
             full_since: vec![None; port_count],
@@ -411,6 +425,9 @@ impl Switch {
     pub fn set_port(&mut self, port: usize, config: PortConfig) {
         if let Some(slot) = self.ports.get_mut(port) {
             *slot = config;
+            if let Some(key) = self.owner_keys.get_mut(port) {
+                *key = config.mac.as_ref().map_or(NO_OWNER, mac_key);
+            }
             // Ports are numbered below port_count <= u16::MAX.
             self.fdb
                 .forget_port(u16::try_from(port).unwrap_or(u16::MAX));
@@ -437,7 +454,8 @@ impl Switch {
     /// has a handful of ports, and a static entry must not share the
     /// learned table's buckets (where it could crowd out or be crowded out).
     fn owner(&self, mac: &[u8; 6]) -> Option<usize> {
-        self.ports.iter().position(|c| c.mac == Some(*mac))
+        let key = mac_key(mac);
+        self.owner_keys.iter().position(|&k| k == key)
     }
 
     /// Whether port `port` may send a frame with source address `src_mac`.
