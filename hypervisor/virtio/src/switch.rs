@@ -446,6 +446,7 @@ impl Switch {
 
     /// The port that owns `mac` (configured), else the port it was last
     /// seen on if still fresh at `now`.
+    #[inline]
     pub fn lookup(&self, mac: &[u8; 6], now: u64) -> Option<usize> {
         self.owner(mac).or_else(|| self.fdb.lookup(mac, now))
     }
