@@ -536,9 +536,14 @@ impl Switch {
                         quota_reached = true;
                         break;
                     }
-                    let (len, header, held) = match ports[src].poll_tx(&mut self.frame) {
+                    // The poll's result stays where poll_tx wrote it and the
+                    // header is passed on by reference: a copy of it right
+                    // after the call loads it wider than poll_tx stored it
+                    // (a store-forwarding stall).
+                    let poll = ports[src].poll_tx(&mut self.frame);
+                    let (len, header, held) = match &poll {
                         TxPoll::Empty => break,
-                        TxPoll::Dropped(reason) => {
+                        &TxPoll::Dropped(reason) => {
                             report.frames += 1;
                             self.taken[src] += 1;
                             progress = true;
@@ -550,8 +555,8 @@ impl Switch {
                             c.tx_errors += 1;
                             continue;
                         }
-                        TxPoll::Frame { len, header } => (len, header, false),
-                        TxPoll::Held { len, header } => (len, header, true),
+                        &TxPoll::Frame { len, ref header } => (len, header, false),
+                        &TxPoll::Held { len, ref header } => (len, header, true),
                     };
                     match self.accept(ports, src, len, header, held, now) {
                         Outcome::Taken => {
@@ -588,7 +593,7 @@ impl Switch {
         ports: &mut [P],
         src: usize,
         len: usize,
-        header: NetHeader,
+        header: &NetHeader,
         held: bool,
         now: u64,
     ) -> Outcome {
@@ -645,7 +650,7 @@ impl Switch {
         &mut self,
         ports: &mut [P],
         src: usize,
-        mut header: NetHeader,
+        header: &NetHeader,
         len: usize,
         held: bool,
         now: u64,
@@ -686,22 +691,27 @@ impl Switch {
         // its Ethernet header there until fetched).
         let mut copied = !held;
         // Complete a partial checksum once if any destination cannot take it.
+        let mut completed = None;
         if header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
             let needs_full =
                 (0..n).any(|p| receives(self, p) && !ports[p].accepts_partial_checksum());
-            if needs_full
-                && (!self.fetch(ports, src, len, &mut copied)
-                    || !complete_checksum(&mut header, &mut self.frame[..len]))
-            {
-                self.counters[src].tx_errors += 1;
-                return Outcome::Taken;
+            if needs_full {
+                let mut full = *header;
+                if !self.fetch(ports, src, len, &mut copied)
+                    || !complete_checksum(&mut full, &mut self.frame[..len])
+                {
+                    self.counters[src].tx_errors += 1;
+                    return Outcome::Taken;
+                }
+                completed = Some(full);
             }
         }
+        let header = completed.as_ref().unwrap_or(header);
         if let Some(dst) = target {
             if !receives(self, dst) {
                 return Outcome::Taken;
             }
-            return self.deliver(ports, src, dst, &header, len, &mut copied, true, now);
+            return self.deliver(ports, src, dst, header, len, &mut copied, true, now);
         }
         // Flooded: to one receiver straight from the sender (in one copy);
         // to several, copied once into the switch and delivered from there.
@@ -714,7 +724,7 @@ impl Switch {
                     self.counters[src].tx_errors += 1;
                     return Outcome::Taken;
                 }
-                let _ = self.deliver(ports, src, dst, &header, len, &mut copied, false, now);
+                let _ = self.deliver(ports, src, dst, header, len, &mut copied, false, now);
             }
         }
         Outcome::Taken
