@@ -6,11 +6,15 @@
 //! ports carry their VMs' addresses, as the hypervisor sets them up, so
 //! the frame goes to a known port (in one copy).
 //!
-//! Last, chroma's path on packed rings (its driver reaps and re-adds each
-//! buffer, which the split driver here does not).
+//! Both device sides move a frame in one copy, from the sender's buffers
+//! into the receiver's. Last, chroma's path on packed rings (its driver
+//! reaps and re-adds each buffer, which the split driver here does not),
+//! and `virtio-queue` with the frame through a host buffer (two copies:
+//! this bench's `virtio-queue` column before it copied once).
 //!
 //! Run: `cargo bench -p chroma-virtio --bench net`
-//! (`CHROMA_BENCH_ONLY=1500/32` for one row, e.g. under a profiler).
+//! (`CHROMA_BENCH_ONLY=1500/32` for one row, e.g. under a profiler;
+//! `CHROMA_BENCH_SOLO=0` for the chroma column alone, 4 for packed).
 #![allow(clippy::cast_possible_truncation)]
 #![allow(unsafe_code, missing_docs)]
 
@@ -25,7 +29,7 @@ use chroma_virtio::mock::MockQueue;
 use chroma_virtio::net::{net_feature, new_net_device, NetPort, VirtioNet, NET_FEATURES};
 use chroma_virtio::switch::{PortConfig, Switch, SwitchConfig};
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap};
+use vm_memory::{Address as _, Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap};
 
 const SIZE: u16 = 256;
 const RAM: usize = 4 << 20;
@@ -331,16 +335,101 @@ fn chroma_path<'a>(v: &'a Vms, frame_len: usize, batch: u16) -> (Round<'a>, Box<
     (round, check)
 }
 
-/// The same work with rust-vmm's `virtio-queue` on the device side.
+/// The same work with rust-vmm's `virtio-queue` on the device side: the
+/// frame moves in one copy, from the TX buffers straight into the RX
+/// buffers (vm-memory `VolatileSlice` to `VolatileSlice`), as chroma's
+/// switch moves a held frame; the TX chain is used once the frame is in.
 fn vq_path<'a>(v: &'a Vms, frame_len: usize, batch: u16) -> (Round<'a>, Box<dyn Fn() + 'a>) {
     let mut r = rings(v, frame_len);
     let mut txq = vq(&r.tx);
     let mut rxq = vq(&r.rx);
     let (ma, mb) = (&v.vm[0], &v.vm[1]);
-    let mut frame = vec![0u8; 12 + 1518];
     let forwarded = std::rc::Rc::new(std::cell::Cell::new(0u64));
     let f = forwarded.clone();
     let round = Box::new(move |round: u64| {
+        r.post(batch, round);
+        loop {
+            while let Some(chain) = txq.pop_descriptor_chain(ma) {
+                let head = chain.head_index();
+                // The frame's buffers (as chroma's port records them).
+                let mut segments = [(GuestAddress(0), 0usize); 8];
+                let (mut count, mut len) = (0usize, 0usize);
+                for d in chain {
+                    let n = d.len() as usize;
+                    if d.is_write_only() || count == segments.len() || len + n > 12 + 1518 {
+                        break;
+                    }
+                    segments[count] = (d.addr(), n);
+                    count += 1;
+                    len += n;
+                }
+                if let Some(rx) = rxq.pop_descriptor_chain(mb) {
+                    let rhead = rx.head_index();
+                    let mut written = 0usize;
+                    // Where in `segments` the copy stands.
+                    let (mut k, mut offset) = (0usize, 0usize);
+                    for d in rx {
+                        let mut at = d.addr();
+                        let mut room = (d.len() as usize).min(len - written);
+                        while room > 0 && k < count {
+                            let (src, n) = segments[k];
+                            let m = (n - offset).min(room);
+                            let from = ma.get_slice(src.unchecked_add(offset as u64), m).unwrap();
+                            from.copy_to_volatile_slice(mb.get_slice(at, m).unwrap());
+                            at = at.unchecked_add(m as u64);
+                            room -= m;
+                            written += m;
+                            offset += m;
+                            if offset == n {
+                                (k, offset) = (k + 1, 0);
+                            }
+                        }
+                        if written == len {
+                            break;
+                        }
+                    }
+                    rxq.add_used(mb, rhead, written as u32).unwrap();
+                    f.set(f.get() + 1);
+                }
+                txq.add_used(ma, head, 0).unwrap();
+            }
+            if !txq.enable_notification(ma).unwrap() {
+                break;
+            }
+        }
+        black_box(txq.needs_notification(ma).unwrap());
+        black_box(rxq.needs_notification(mb).unwrap());
+        r.repost_rx(batch, round);
+    });
+    let check = Box::new(move || {
+        assert!(forwarded.get() > 0);
+        // The first RX buffer holds the frame, as sent.
+        let mut sent = vec![0u8; frame_len];
+        let mut got = vec![0u8; frame_len];
+        ma.read_slice(&mut sent, GuestAddress(BASES[0] + BUF + 12))
+            .unwrap();
+        mb.read_slice(&mut got, GuestAddress(BASES[1] + BUF + 12))
+            .unwrap();
+        assert!(
+            sent == got && got[..6] == MAC[1],
+            "virtio-queue path garbled a frame"
+        );
+    });
+    (round, check)
+}
+
+/// The same work with rust-vmm's `virtio-queue`, the frame through a host
+/// buffer: read out of the TX buffers, then written into the RX buffers
+/// (two copies). The bench's `virtio-queue` column until it moved frames
+/// in one copy as chroma does; printed as "vq via a buffer" for comparison
+/// with figures taken before.
+fn vq_buffered_path<'a>(v: &'a Vms, frame_len: usize, batch: u16) -> Round<'a> {
+    let mut r = rings(v, frame_len);
+    let mut txq = vq(&r.tx);
+    let mut rxq = vq(&r.rx);
+    let (ma, mb) = (&v.vm[0], &v.vm[1]);
+    let mut frame = vec![0u8; 12 + 1518];
+    Box::new(move |round: u64| {
         r.post(batch, round);
         loop {
             while let Some(chain) = txq.pop_descriptor_chain(ma) {
@@ -368,7 +457,6 @@ fn vq_path<'a>(v: &'a Vms, frame_len: usize, batch: u16) -> (Round<'a>, Box<dyn 
                         }
                     }
                     rxq.add_used(mb, rhead, written as u32).unwrap();
-                    f.set(f.get() + 1);
                 }
             }
             if !txq.enable_notification(ma).unwrap() {
@@ -378,8 +466,7 @@ fn vq_path<'a>(v: &'a Vms, frame_len: usize, batch: u16) -> (Round<'a>, Box<dyn 
         black_box(txq.needs_notification(ma).unwrap());
         black_box(rxq.needs_notification(mb).unwrap());
         r.repost_rx(batch, round);
-    });
-    (round, Box::new(move || assert!(forwarded.get() > 0)))
+    })
 }
 
 /// The driver side alone: posting and re-posting.
@@ -418,7 +505,7 @@ fn main() {
         Duration::from_millis(2400)
     };
     // Each path on its own pair of VMs: they take turns (see `measure`).
-    let v = [vms(), vms(), vms(), vms(), vms()];
+    let v = [vms(), vms(), vms(), vms(), vms(), vms()];
     println!("chroma-virtio net benchmark: ns/frame, device(TX, VM0) -> switch -> device(RX, VM1)");
     println!(
         "{:>6} {:>5} {:>10} {:>13} {:>10} {:>14} {:>14}",
@@ -445,14 +532,34 @@ fn main() {
                 copy_path(&v[2], frame_len, batch),
                 driver_only(&v[3], frame_len, batch),
                 packed,
+                vq_buffered_path(&v[5], frame_len, batch),
             ];
-            let ns = measure(u64::from(batch), budget, &mut paths);
+            // `CHROMA_BENCH_SOLO=0` runs path 0 (chroma) alone, the others
+            // not at all (their columns read 0): for a profile of one path.
+            let solo = std::env::var("CHROMA_BENCH_SOLO")
+                .ok()
+                .and_then(|s| s.parse::<usize>().ok());
+            let ns = match solo {
+                Some(k) if k < paths.len() => {
+                    let mut ns = vec![0.0; paths.len()];
+                    ns[k] = measure(u64::from(batch), budget, &mut paths[k..=k])[0];
+                    ns
+                }
+                _ => measure(u64::from(batch), budget, &mut paths),
+            };
             drop(paths);
-            chroma_check();
-            queue_check();
-            packed_check();
-            let (c, q, p, d, k) = (ns[0], ns[1], ns[2], ns[3], ns[4]);
-            println!("{frame_len:>6} {batch:>5} {c:>10.1} {q:>13.1} {p:>10.1} {:>13.2}x {:>13.2}x  (driver side alone: {d:.1}; chroma on packed rings: {k:.1})", q / c, c / p);
+            let ran = |k: usize| solo.is_none_or(|s| s == k);
+            if ran(0) {
+                chroma_check();
+            }
+            if ran(1) {
+                queue_check();
+            }
+            if ran(4) {
+                packed_check();
+            }
+            let (c, q, p, d, k, b) = (ns[0], ns[1], ns[2], ns[3], ns[4], ns[5]);
+            println!("{frame_len:>6} {batch:>5} {c:>10.1} {q:>13.1} {p:>10.1} {:>13.2}x {:>13.2}x  (driver side alone: {d:.1}; chroma on packed rings: {k:.1}; vq via a buffer: {b:.1})", q / c, c / p);
         }
     }
 }

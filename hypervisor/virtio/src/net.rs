@@ -401,22 +401,23 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 continue;
             };
             if total == 0 && len >= HEADERS_LEN {
-                // The common case: both headers in the first buffer.
-                let eth_at = d.addr.wrapping_add(NET_HEADER_LEN as u64);
-                let read = mem.check_range(d.addr, len as u64).and_then(|()| {
-                    Ok((
-                        mem.read_array::<NET_HEADER_LEN>(d.addr)?,
-                        mem.read_array::<MIN_FRAME_LEN>(eth_at)?,
-                    ))
-                });
-                let (Ok((net, eth_bytes)), Some(eth)) =
-                    (read, frame.first_chunk_mut::<MIN_FRAME_LEN>())
-                else {
+                // The common case: both headers in the first buffer, read
+                // at once (each access is a range check, and under a
+                // maintaining policy cache hooks). Read into a buffer, not
+                // returned as an array: a copy of an array returned in
+                // registers stores it in pieces that the loads of the
+                // header's fields straddle (a store-forwarding stall).
+                let mut both = [0u8; HEADERS_LEN];
+                let read = mem
+                    .check_range(d.addr, len as u64)
+                    .and_then(|()| mem.read(d.addr, &mut both));
+                let (Ok(()), Some(eth)) = (read, frame.first_chunk_mut::<MIN_FRAME_LEN>()) else {
                     verdict = Err(DropReason::BadAddress);
                     continue;
                 };
-                *header = net;
-                *eth = eth_bytes;
+                let (net_part, eth_part) = both.split_at(NET_HEADER_LEN);
+                header.copy_from_slice(net_part);
+                eth.copy_from_slice(eth_part);
                 if let Some(slot) = self.segments.first_mut() {
                     *slot = (
                         d.addr.wrapping_add(NET_HEADER_LEN as u64),
@@ -790,6 +791,9 @@ fn write_stream<M: GuestMemory, S: GuestMemory>(
         let Some(eth) = frame.eth() else {
             return false;
         };
+        // Two writes, not one of the two copied into one buffer: the
+        // write's wide loads of that buffer would straddle the copies'
+        // stores (a store-forwarding stall, more than the access saved).
         let eth_at = addr.wrapping_add(NET_HEADER_LEN as u64);
         if mem.write_array(addr, header).is_err() || mem.write_array(eth_at, eth).is_err() {
             return false;
@@ -816,10 +820,81 @@ fn write_stream<M: GuestMemory, S: GuestMemory>(
     end <= pos || frame.write(mem, addr, pos - NET_HEADER_LEN, end - NET_HEADER_LEN)
 }
 
+/// Where one frame's delivery stands, across its receive chains.
+struct Fill {
+    /// Bytes to write: the virtio-net header and the frame.
+    need: usize,
+    /// Bytes written so far.
+    written: usize,
+    /// Descriptors walked so far (at most [`MAX_RX_DESCRIPTORS`]).
+    descriptors: usize,
+    /// Where num_buffers (header bytes 10 and 11) landed in guest memory.
+    num_buffers_at: [Option<GuestPhysAddr>; 2],
+    /// Why the frame is dropped, once it is.
+    verdict: Result<(), DropReason>,
+}
+
+/// Writes what of the frame fits into one receive chain, walking it to
+/// its end; returns the bytes written into it. `Err` is fatal for the
+/// queue; a frame error lands in `fill.verdict`.
+fn fill_chain<M: GuestMemory, S: GuestMemory>(
+    mem: &M,
+    chain: &mut Chain,
+    header_bytes: &[u8; NET_HEADER_LEN],
+    frame: &Payload<'_, S>,
+    fill: &mut Fill,
+) -> Result<usize, VirtioError> {
+    let mut chain_written = 0usize;
+    while let Some(d) = chain.next_descriptor(mem)? {
+        fill.descriptors += 1;
+        if fill.descriptors > MAX_RX_DESCRIPTORS {
+            // Past the frame's budget: stop walking (the rest of the
+            // chain goes back unread, with the others, length 0).
+            fill.verdict = Err(DropReason::TooManyDescriptors);
+            break;
+        }
+        if fill.verdict.is_err() || fill.written >= fill.need {
+            // Walk the rest: a structural error later in the chain is still fatal.
+            continue;
+        }
+        if !d.writable {
+            fill.verdict = Err(DropReason::WrongDirection);
+            continue;
+        }
+        let written = fill.written;
+        let n = (d.len as usize).min(fill.need - written);
+        if n == 0 {
+            continue;
+        }
+        // The descriptor's whole span must be RAM, not only the part used.
+        if mem.check_range(d.addr, u64::from(d.len)).is_err()
+            || !write_stream(mem, d.addr, header_bytes, frame, written, n)
+        {
+            fill.verdict = Err(DropReason::BadAddress);
+            continue;
+        }
+        if written <= 11 {
+            for (k, slot) in fill.num_buffers_at.iter_mut().enumerate() {
+                let byte = 10 + k;
+                if written <= byte && byte < written + n {
+                    *slot = d.addr.checked_add((byte - written) as u64);
+                }
+            }
+        }
+        fill.written = written + n;
+        chain_written += n;
+    }
+    Ok(chain_written)
+}
+
 /// Puts one frame into the RX queue: one chain, or with MRG_RXBUF as many
 /// as it takes (§5.1.6.4). If the ring runs dry mid-frame the chains are
 /// given back untouched (rewind) and the frame waits; on a frame error
 /// every chain taken is returned with length 0, so none leaks.
+///
+/// The first chain is filled here; a frame that needs more goes on in
+/// [`deliver_merged`], so that the common frame (one chain) does not set
+/// up the per-chain arrays a merged one needs.
 fn deliver<M: GuestMemory, S: GuestMemory>(
     q: &mut Virtqueue,
     mem: &M,
@@ -827,20 +902,78 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
     frame: Payload<'_, S>,
     mrg: bool,
 ) -> Result<RxPush, VirtioError> {
-    let need = NET_HEADER_LEN + frame.len();
-    // §5.1.6.4.1: without MRG_RXBUF num_buffers is 1; with it, patched below.
+    // §5.1.6.4.1: without MRG_RXBUF num_buffers is 1; with it, patched
+    // (in deliver_merged) if the frame takes more chains.
     let header_bytes = header.to_bytes(1);
+    let mut fill = Fill {
+        need: NET_HEADER_LEN + frame.len(),
+        written: 0,
+        descriptors: 0,
+        num_buffers_at: [None, None],
+        verdict: Ok(()),
+    };
+    let mut retried = false;
+    let (first, mut chain) = match q.pop(mem)? {
+        Some(popped) => popped,
+        // Ask for a notification and look once more before giving up
+        // (§2.7.10, §2.8.10).
+        None if q.enable_notification(mem)? => {
+            retried = true;
+            match q.pop(mem)? {
+                Some(popped) => popped,
+                None => return Ok(RxPush::NoBuffers),
+            }
+        }
+        None => return Ok(RxPush::NoBuffers),
+    };
+    let first_len = fill_chain(mem, &mut chain, &header_bytes, &frame, &mut fill)?;
+    if fill.written < fill.need && fill.verdict.is_ok() {
+        if mrg {
+            return deliver_merged(
+                q,
+                mem,
+                &header_bytes,
+                &frame,
+                fill,
+                first,
+                first_len,
+                retried,
+            );
+        }
+        fill.verdict = Err(DropReason::BufferTooSmall);
+    }
+    if let Err(reason) = fill.verdict {
+        q.add_used(mem, &first, 0)?;
+        return Ok(RxPush::Dropped(reason));
+    }
+    // first_len <= need <= NET_HEADER_LEN + MAX_FRAME_LEN.
+    q.add_used(mem, &first, u32::try_from(first_len).unwrap_or(u32::MAX))?;
+    Ok(RxPush::Delivered)
+}
+
+/// [`deliver`] for a frame that did not fit in its first chain (`first`,
+/// `first_len` bytes written into it) with MRG_RXBUF: the next chains.
+#[allow(clippy::too_many_arguments)] // the first chain's whole state
+#[inline(never)]
+fn deliver_merged<M: GuestMemory, S: GuestMemory>(
+    q: &mut Virtqueue,
+    mem: &M,
+    header_bytes: &[u8; NET_HEADER_LEN],
+    frame: &Payload<'_, S>,
+    mut fill: Fill,
+    first: Popped,
+    first_len: usize,
+    mut retried: bool,
+) -> Result<RxPush, VirtioError> {
     // The chains taken and their lengths, in two plain arrays.
     let mut heads = [Popped::EMPTY; MAX_RX_CHAINS];
     let mut lens = [0u32; MAX_RX_CHAINS];
-    let mut chain_count = 0usize;
-    let mut written = 0usize;
-    // Where num_buffers (header bytes 10 and 11) landed in guest memory.
-    let mut num_buffers_at: [Option<GuestPhysAddr>; 2] = [None, None];
-    let mut verdict: Result<(), DropReason> = Ok(());
-    let mut retried = false;
-    let mut descriptors = 0usize;
-    while written < need && verdict.is_ok() {
+    if let (Some(head), Some(len)) = (heads.first_mut(), lens.first_mut()) {
+        *head = first;
+        *len = u32::try_from(first_len).unwrap_or(u32::MAX);
+    }
+    let mut chain_count = 1usize;
+    while fill.written < fill.need && fill.verdict.is_ok() {
         let (head, mut chain) = match q.pop(mem)? {
             Some(popped) => popped,
             None => {
@@ -851,77 +984,39 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
                     continue;
                 }
                 // The chains taken so far are unused: give them back.
-                if let Some(first) = heads.first().filter(|_| chain_count > 0) {
-                    q.rewind_to(first);
-                }
+                q.rewind_to(&first);
                 return Ok(RxPush::NoBuffers);
             }
         };
-        // The loop stops at MAX_RX_CHAINS (BufferTooSmall above), so there
+        // The loop stops at MAX_RX_CHAINS (BufferTooSmall below), so there
         // is always a slot; if not, the chain (the last popped) is given
         // back unread and the frame dropped, its other chains returned in
         // order below: nothing leaks and nothing is used out of order.
         let Some(slot) = heads.get_mut(chain_count) else {
             q.rewind_to(&head);
-            verdict = Err(DropReason::BufferTooSmall);
+            fill.verdict = Err(DropReason::BufferTooSmall);
             break;
         };
         *slot = head;
         chain_count += 1;
-        let mut chain_written = 0usize;
-        while let Some(d) = chain.next_descriptor(mem)? {
-            descriptors += 1;
-            if descriptors > MAX_RX_DESCRIPTORS {
-                // Past the frame's budget: stop walking (the rest of the
-                // chain goes back unread, with the others, length 0).
-                verdict = Err(DropReason::TooManyDescriptors);
-                break;
-            }
-            if verdict.is_err() || written >= need {
-                // Walk the rest: a structural error later in the chain is still fatal.
-                continue;
-            }
-            if !d.writable {
-                verdict = Err(DropReason::WrongDirection);
-                continue;
-            }
-            let n = (d.len as usize).min(need - written);
-            if n == 0 {
-                continue;
-            }
-            // The descriptor's whole span must be RAM, not only the part used.
-            if mem.check_range(d.addr, u64::from(d.len)).is_err()
-                || !write_stream(mem, d.addr, &header_bytes, &frame, written, n)
-            {
-                verdict = Err(DropReason::BadAddress);
-                continue;
-            }
-            for (k, slot) in num_buffers_at.iter_mut().enumerate() {
-                let byte = 10 + k;
-                if written <= byte && byte < written + n {
-                    *slot = d.addr.checked_add((byte - written) as u64);
-                }
-            }
-            written += n;
-            chain_written += n;
-        }
+        let chain_written = fill_chain(mem, &mut chain, header_bytes, frame, &mut fill)?;
         // chain_written <= need <= NET_HEADER_LEN + MAX_FRAME_LEN.
         if let Some(last) = chain_count.checked_sub(1).and_then(|i| lens.get_mut(i)) {
             *last = u32::try_from(chain_written).unwrap_or(u32::MAX);
         }
-        if written < need && verdict.is_ok() && (!mrg || chain_count == MAX_RX_CHAINS) {
-            verdict = Err(DropReason::BufferTooSmall);
+        if fill.written < fill.need && fill.verdict.is_ok() && chain_count == MAX_RX_CHAINS {
+            fill.verdict = Err(DropReason::BufferTooSmall);
         }
     }
-    if let Err(reason) = verdict {
+    if let Err(reason) = fill.verdict {
         for head in heads.iter().take(chain_count) {
             q.add_used(mem, head, 0)?;
         }
         return Ok(RxPush::Dropped(reason));
     }
-    if mrg && chain_count > 1 {
+    if chain_count > 1 {
         let count = u16::try_from(chain_count).unwrap_or(u16::MAX).to_le_bytes();
-        for (k, at) in num_buffers_at.iter().enumerate() {
+        for (k, at) in fill.num_buffers_at.iter().enumerate() {
             if let (Some(at), Some(byte)) = (at, count.get(k..=k)) {
                 mem.write(*at, byte)?;
             }

@@ -336,6 +336,7 @@ impl PackedQueue {
     /// available. Reads the chain's ring descriptors to its end: at most
     /// the queue size of them, INDIRECT only alone and only if negotiated,
     /// an indirect table checked as in the split queue.
+    #[inline(always)]
     pub fn pop<M: GuestMemory>(&mut self, mem: &M) -> Result<Option<PackedHead>, VirtioError> {
         if !self.ready {
             return Err(VirtioError::QueueNotReady);
@@ -579,10 +580,40 @@ pub struct PackedChain {
 
 impl PackedChain {
     /// The next buffer of the chain, `None` at its end.
+    ///
+    /// The end is seen here, inline (as for a split chain): most chains
+    /// hold one buffer.
+    #[inline(always)]
     pub fn next_descriptor<M: GuestMemory>(
         &mut self,
         mem: &M,
     ) -> Result<Option<Descriptor>, VirtioError> {
+        let end = match self.head.table {
+            Some((_, count)) => count,
+            None => self.head.slots,
+        };
+        if self.next >= end {
+            return Ok(None);
+        }
+        if self.next == 0 && self.head.table.is_none() {
+            // The first ring descriptor, which `pop` read: no guest access.
+            // Taken here, inline, so that a chain walked right after its
+            // pop passes it on in registers rather than through memory.
+            let d = self.head.first;
+            self.next = 1;
+            // One buffer's length: below 2^32 (G4).
+            self.total_len = u64::from(d.len);
+            return Ok(Some(Descriptor {
+                addr: GuestPhysAddr::new(d.addr),
+                len: d.len,
+                writable: d.flags & VIRTQ_DESC_F_WRITE != 0,
+            }));
+        }
+        self.read_next(mem)
+    }
+
+    /// [`Self::next_descriptor`] when the chain has not ended.
+    fn read_next<M: GuestMemory>(&mut self, mem: &M) -> Result<Option<Descriptor>, VirtioError> {
         let (addr, len, flags) = match self.head.table {
             Some((table, count)) => {
                 if self.next >= count {

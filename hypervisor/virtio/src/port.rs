@@ -49,6 +49,7 @@ impl NetHeader {
     }
 
     /// The 12-byte header with `num_buffers`.
+    #[inline]
     pub fn to_bytes(&self, num_buffers: u16) -> [u8; NET_HEADER_LEN] {
         let mut b = [0u8; NET_HEADER_LEN];
         b[0] = self.flags;

@@ -350,6 +350,10 @@ pub struct Switch {
     egress: Vec<EgressQueue>,
     counters: Vec<PortCounters>,
     ports: Vec<PortConfig>,
+    /// Each port's own address as a [`mac_key`], [`NO_OWNER`] for a port
+    /// without one: what [`Switch::owner`] compares, a word per port
+    /// instead of an optional 6-byte array (it runs for every frame).
+    owner_keys: Vec<u64>,
     /// Frames taken from each port in the current run.
     taken: Vec<usize>,
     /// Ports held back in the current run (a frame of theirs waits for a
@@ -361,6 +365,20 @@ pub struct Switch {
     frame: [u8; MAX_FRAME_LEN],
     next_port: usize,
 }
+
+/// A MAC address as one word: its 6 bytes, little-endian, below bit 48.
+/// Loaded as its first four bytes and its last two, the widths a copy of
+/// a 6-byte array stores them with: a load straddling those two stores
+/// (as LLVM makes of one 6-byte load) waits for both to reach the cache (a
+/// store-forwarding stall, most of this function's time).
+fn mac_key(mac: &[u8; 6]) -> u64 {
+    let [a, b, c, d, e, f] = *mac;
+    u64::from(u32::from_le_bytes([a, b, c, d])) | u64::from(u16::from_le_bytes([e, f])) << 32
+}
+
+/// [`Switch::owner_keys`] of a port without an address: no [`mac_key`]
+/// has a bit above 47 set.
+const NO_OWNER: u64 = u64::MAX;
 
 fn is_multicast(mac: &[u8; 6]) -> bool {
     mac[0] & 1 != 0
@@ -394,6 +412,7 @@ impl Switch {
                 .collect(),
             counters: vec![PortCounters::default(); port_count],
             ports: vec![PortConfig::LOCKED; port_count],
+            owner_keys: vec![NO_OWNER; port_count],
             taken: vec![0; port_count],
             held_back: vec![false; port_count],
             full_since: vec![None; port_count],
@@ -417,6 +436,9 @@ impl Switch {
     pub fn set_port(&mut self, port: usize, config: PortConfig) {
         if let Some(slot) = self.ports.get_mut(port) {
             *slot = config;
+            if let Some(key) = self.owner_keys.get_mut(port) {
+                *key = config.mac.as_ref().map_or(NO_OWNER, mac_key);
+            }
             // Ports are numbered below port_count <= u16::MAX.
             self.fdb
                 .forget_port(u16::try_from(port).unwrap_or(u16::MAX));
@@ -435,6 +457,7 @@ impl Switch {
 
     /// The port that owns `mac` (configured), else the port it was last
     /// seen on if still fresh at `now`.
+    #[inline]
     pub fn lookup(&self, mac: &[u8; 6], now: u64) -> Option<usize> {
         self.owner(mac).or_else(|| self.fdb.lookup(mac, now))
     }
@@ -443,7 +466,8 @@ impl Switch {
     /// has a handful of ports, and a static entry must not share the
     /// learned table's buckets (where it could crowd out or be crowded out).
     fn owner(&self, mac: &[u8; 6]) -> Option<usize> {
-        self.ports.iter().position(|c| c.mac == Some(*mac))
+        let key = mac_key(mac);
+        self.owner_keys.iter().position(|&k| k == key)
     }
 
     /// Whether port `port` may send a frame with source address `src_mac`.
@@ -518,9 +542,14 @@ impl Switch {
                         quota_reached = true;
                         break;
                     }
-                    let (len, header, held) = match ports[src].poll_tx(&mut self.frame) {
+                    // The poll's result stays where poll_tx wrote it and the
+                    // header is passed on by reference: a copy of it right
+                    // after the call loads it wider than poll_tx stored it
+                    // (a store-forwarding stall).
+                    let poll = ports[src].poll_tx(&mut self.frame);
+                    let (len, header, held) = match &poll {
                         TxPoll::Empty => break,
-                        TxPoll::Dropped(reason) => {
+                        &TxPoll::Dropped(reason) => {
                             report.frames += 1;
                             self.taken[src] += 1;
                             progress = true;
@@ -532,8 +561,8 @@ impl Switch {
                             c.tx_errors += 1;
                             continue;
                         }
-                        TxPoll::Frame { len, header } => (len, header, false),
-                        TxPoll::Held { len, header } => (len, header, true),
+                        &TxPoll::Frame { len, ref header } => (len, header, false),
+                        &TxPoll::Held { len, ref header } => (len, header, true),
                     };
                     match self.accept(ports, src, len, header, held, now) {
                         Outcome::Taken => {
@@ -570,7 +599,7 @@ impl Switch {
         ports: &mut [P],
         src: usize,
         len: usize,
-        header: NetHeader,
+        header: &NetHeader,
         held: bool,
         now: u64,
     ) -> Outcome {
@@ -627,7 +656,7 @@ impl Switch {
         &mut self,
         ports: &mut [P],
         src: usize,
-        mut header: NetHeader,
+        header: &NetHeader,
         len: usize,
         held: bool,
         now: u64,
@@ -668,22 +697,27 @@ impl Switch {
         // its Ethernet header there until fetched).
         let mut copied = !held;
         // Complete a partial checksum once if any destination cannot take it.
+        let mut completed = None;
         if header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
             let needs_full =
                 (0..n).any(|p| receives(self, p) && !ports[p].accepts_partial_checksum());
-            if needs_full
-                && (!self.fetch(ports, src, len, &mut copied)
-                    || !complete_checksum(&mut header, &mut self.frame[..len]))
-            {
-                self.counters[src].tx_errors += 1;
-                return Outcome::Taken;
+            if needs_full {
+                let mut full = *header;
+                if !self.fetch(ports, src, len, &mut copied)
+                    || !complete_checksum(&mut full, &mut self.frame[..len])
+                {
+                    self.counters[src].tx_errors += 1;
+                    return Outcome::Taken;
+                }
+                completed = Some(full);
             }
         }
+        let header = completed.as_ref().unwrap_or(header);
         if let Some(dst) = target {
             if !receives(self, dst) {
                 return Outcome::Taken;
             }
-            return self.deliver(ports, src, dst, &header, len, &mut copied, true, now);
+            return self.deliver(ports, src, dst, header, len, &mut copied, true, now);
         }
         // Flooded: to one receiver straight from the sender (in one copy);
         // to several, copied once into the switch and delivered from there.
@@ -696,7 +730,7 @@ impl Switch {
                     self.counters[src].tx_errors += 1;
                     return Outcome::Taken;
                 }
-                let _ = self.deliver(ports, src, dst, &header, len, &mut copied, false, now);
+                let _ = self.deliver(ports, src, dst, header, len, &mut copied, false, now);
             }
         }
         Outcome::Taken

@@ -34,6 +34,7 @@ pub struct PackedDescriptor {
 
 impl PackedDescriptor {
     /// The 16 little-endian bytes of the descriptor.
+    #[inline]
     pub fn to_bytes(&self) -> [u8; 16] {
         let mut b = [0u8; 16];
         b[..8].copy_from_slice(&self.addr.to_le_bytes());
@@ -153,7 +154,9 @@ impl<'m, M: GuestMemory> PackedDriver<'m, M> {
     /// Writes descriptor slot `index` verbatim, flags included (a hostile
     /// driver may write anything).
     pub fn write_descriptor(&self, index: u16, d: PackedDescriptor) {
-        let _ = self.mem.write(gpa(self.slot_addr(index)), &d.to_bytes());
+        let _ = self
+            .mem
+            .write_array(gpa(self.slot_addr(index)), &d.to_bytes());
     }
 
     /// Writes slot `index`'s flags alone (Release).
@@ -201,9 +204,10 @@ impl<'m, M: GuestMemory> PackedDriver<'m, M> {
             if k == 0 {
                 // Everything but the flags now; the flags after the rest.
                 first_flags = flags;
-                let _ = self
-                    .mem
-                    .write(gpa(self.slot_addr(first.index)), &d.to_bytes()[..14]);
+                let bytes = d.to_bytes();
+                if let Some(head) = bytes.first_chunk::<14>() {
+                    let _ = self.mem.write_array(gpa(self.slot_addr(first.index)), head);
+                }
             } else {
                 self.write_descriptor(self.next_avail.index, d);
             }
@@ -249,8 +253,10 @@ impl<'m, M: GuestMemory> PackedDriver<'m, M> {
         if avail != pos.wrap || used != pos.wrap {
             return None;
         }
-        let mut b = [0u8; 6];
-        let _ = self.mem.read(gpa(self.slot_addr(pos.index) + 8), &mut b);
+        let b: [u8; 6] = self
+            .mem
+            .read_array(gpa(self.slot_addr(pos.index) + 8))
+            .unwrap_or([0; 6]);
         let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         let id = u16::from_le_bytes([b[4], b[5]]);
         let slots = match self.id_slots.get_mut(usize::from(id)) {
