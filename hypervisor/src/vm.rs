@@ -254,7 +254,14 @@ impl Vm {
         )
         .map_err(|_| VmError::Stage2)?;
         stage2
-            .map::<Stage2Format, _>(&mut tables, ram_ipa, ram_pa, ram_size, Attributes::RAM)
+            .map_with_largest_leaf::<Stage2Format, _>(
+                &mut tables,
+                ram_ipa,
+                ram_pa,
+                ram_size,
+                Attributes::RAM,
+                chroma_platform::BOARD.stage2_largest_ram_leaf,
+            )
             .map_err(|_| VmError::Stage2)?;
         let map = QEMU_VIRT;
         if spec.nets.len() > map.virtio_mmio.max_count as usize {

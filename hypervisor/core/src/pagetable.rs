@@ -251,6 +251,22 @@ impl PageTable {
         size: u64,
         attributes: Attributes,
     ) -> Result<(), MapError> {
+        self.map_with_largest_leaf::<F, M>(memory, input, output, size, attributes, u64::MAX)
+    }
+
+    /// As [`PageTable::map`], with no leaf larger than `largest_leaf` bytes
+    /// (4 KiB: pages only). A leaf's size is what the walk reports to
+    /// whoever caches it, which matters where a large one is expensive (see
+    /// `chroma_platform::Board::stage2_largest_ram_leaf`).
+    pub fn map_with_largest_leaf<F: PageTableFormat, M: TableMemory>(
+        &mut self,
+        memory: &mut M,
+        input: u64,
+        output: HostPhysAddr,
+        size: u64,
+        attributes: Attributes,
+        largest_leaf: u64,
+    ) -> Result<(), MapError> {
         if !input.is_multiple_of(PAGE_SIZE)
             || !output.raw().is_multiple_of(PAGE_SIZE)
             || !size.is_multiple_of(PAGE_SIZE)
@@ -269,11 +285,13 @@ impl PageTable {
         while offset < size {
             let (in_addr, out_addr) = (input + offset, output.raw() + offset);
             let remaining = size - offset;
-            // The largest block size allowed at this alignment: levels 1..=3.
+            // The largest block size allowed at this alignment and by
+            // `largest_leaf`: levels 1..=3 (a page is always allowed).
             let level = (1..=LAST_LEVEL)
                 .find(|&l| {
                     let block = 1u64 << Geometry::level_shift(l);
                     l >= self.geometry.start_level
+                        && (block <= largest_leaf || l == LAST_LEVEL)
                         && in_addr % block == 0
                         && out_addr % block == 0
                         && remaining >= block
@@ -548,6 +566,37 @@ mod tests {
         assert_eq!(check(0x4020_2000), None);
         assert_eq!(check(0x3fff_f000), None);
         assert_eq!(check(1 << 40), None);
+    }
+
+    #[test]
+    fn a_leaf_limit_maps_pages_where_blocks_would_fit() {
+        // 4 MiB, 2 MiB-aligned both sides: two blocks unlimited (the
+        // control), 1024 pages in two level-3 tables with a 4 KiB limit.
+        let (ipa, pa, size) = (0x4000_0000u64, 0x8020_0000u64, 0x40_0000u64);
+        for (limit, tables, pages) in [(u64::MAX, 3, false), (PAGE_SIZE, 5, true)] {
+            let mut m = memory();
+            let mut t = PageTable::new(&mut m, Geometry::stage2(40).unwrap()).unwrap();
+            t.map_with_largest_leaf::<FakeFormat, _>(
+                &mut m,
+                ipa,
+                HostPhysAddr::new(pa),
+                size,
+                Attributes::RAM,
+                limit,
+            )
+            .unwrap();
+            // Root (2 pages) and level 2, plus the level-3 tables.
+            assert_eq!(m.pages, tables, "limit {limit:#x}");
+            // Only a page (a level-3 leaf) can be unmapped alone.
+            assert_eq!(t.unmap_page::<FakeFormat, _>(&mut m, ipa), pages);
+            let mapped = |at: u64| {
+                t.translate::<FakeFormat, _>(&m, GuestPhysAddr::new(at))
+                    .map(|p| p.raw())
+            };
+            assert_eq!(mapped(ipa).is_none(), pages);
+            assert_eq!(mapped(ipa + PAGE_SIZE), Some(pa + PAGE_SIZE));
+            assert_eq!(mapped(ipa + size - 8), Some(pa + size - 8));
+        }
     }
 
     #[test]
