@@ -398,6 +398,43 @@ impl PageTable {
         }
     }
 
+    /// Maps the page at `input` to `output` with `attributes`, or removes
+    /// it (`present` false), where a level-3 table already holds its
+    /// descriptor (the page was mapped by [`PageTable::map`] as a page):
+    /// one descriptor store, so a page can come and go while the tables
+    /// are live. The caller invalidates TLB entries of a removed page.
+    /// False, and nothing written, when there is no such table.
+    pub fn set_page_present<F: PageTableFormat, M: TableMemory>(
+        &self,
+        memory: &mut M,
+        input: u64,
+        output: HostPhysAddr,
+        attributes: Attributes,
+        present: bool,
+    ) -> bool {
+        if input >> self.geometry.input_bits != 0 {
+            return false;
+        }
+        let mut table = self.root;
+        for level in self.geometry.start_level..LAST_LEVEL {
+            match F::decode(memory.read(table, self.index(input, level)), level) {
+                Descriptor::Table(next) => table = next,
+                _ => return false,
+            }
+        }
+        let descriptor = if present {
+            Descriptor::Leaf { output, attributes }
+        } else {
+            Descriptor::Invalid
+        };
+        memory.write(
+            table,
+            self.index(input, LAST_LEVEL),
+            F::encode(descriptor, LAST_LEVEL),
+        );
+        true
+    }
+
     /// Translates `input`: the output address and attributes, if mapped.
     pub fn lookup<F: PageTableFormat, M: TableMemory>(
         &self,
@@ -597,6 +634,52 @@ mod tests {
             assert_eq!(mapped(ipa + PAGE_SIZE), Some(pa + PAGE_SIZE));
             assert_eq!(mapped(ipa + size - 8), Some(pa + size - 8));
         }
+    }
+
+    #[test]
+    fn a_page_comes_and_goes_in_place_but_not_inside_a_block() {
+        let mut m = memory();
+        let mut t = PageTable::new(&mut m, Geometry::stage2(40).unwrap()).unwrap();
+        let (page, pa) = (0x0900_0000u64, HostPhysAddr::new(0x8000_0000));
+        t.map::<FakeFormat, _>(&mut m, page, pa, PAGE_SIZE, Attributes::READ_ONLY)
+            .unwrap();
+        let tables = m.pages;
+        for present in [false, true, false, true] {
+            assert!(t.set_page_present::<FakeFormat, _>(
+                &mut m,
+                page,
+                pa,
+                Attributes::READ_ONLY,
+                present
+            ));
+            assert_eq!(
+                t.lookup::<FakeFormat, _>(&m, page + 0x18),
+                present.then(|| (HostPhysAddr::new(0x8000_0018), Attributes::READ_ONLY))
+            );
+        }
+        assert_eq!(m.pages, tables, "no table allocated");
+        // Control: no level-3 table under a 2 MiB block, nor where nothing
+        // is mapped: refused, the block intact.
+        t.map::<FakeFormat, _>(
+            &mut m,
+            0x4000_0000,
+            HostPhysAddr::new(0x8020_0000),
+            0x20_0000,
+            Attributes::RAM,
+        )
+        .unwrap();
+        for input in [0x4000_0000, 0x7000_0000, 1 << 40] {
+            assert!(!t.set_page_present::<FakeFormat, _>(
+                &mut m,
+                input,
+                pa,
+                Attributes::READ_ONLY,
+                false
+            ));
+        }
+        assert!(t
+            .translate::<FakeFormat, _>(&m, GuestPhysAddr::new(0x4000_0000))
+            .is_some());
     }
 
     #[test]

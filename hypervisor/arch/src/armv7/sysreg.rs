@@ -606,7 +606,55 @@ pub fn translate_pl1_read(va: u32) -> Option<u64> {
         );
         write_par(saved);
     }
-    let par = u64::from(high) << 32 | u64::from(low);
+    ipa_of_par(u64::from(high) << 32 | u64::from(low), va)
+}
+
+/// As [`translate_pl1_read`], for a PL1 write (ATS1CPW): the page of a
+/// stage-2 Permission fault, for which HPFAR is UNKNOWN.
+pub fn translate_pl1_write(va: u32) -> Option<u64> {
+    let saved = par();
+    let (low, high): (u32, u32);
+    // SAFETY: ATS1CPW (p15, 0, c7, c8, 1) translates without accessing memory and writes PAR, read right after (ISB between); the guest's PAR is put back below, so it sees no change.
+    unsafe {
+        asm!(
+            "mcr p15, 0, {va}, c7, c8, 1",
+            "isb",
+            "mrrc p15, 0, {low}, {high}, c7",
+            va = in(reg) va,
+            low = out(reg) low,
+            high = out(reg) high,
+            options(nostack, preserves_flags)
+        );
+        write_par(saved);
+    }
+    ipa_of_par(u64::from(high) << 32 | u64::from(low), va)
+}
+
+/// Invalidates, on every CPU of the inner shareable domain, what the TLBs
+/// hold of IPA page `ipa` for the VMID in VTTBR: its stage-2 entries
+/// (TLBIIPAS2IS) and the VMID's PL1&0 entries (TLBIALLIS from HYP mode),
+/// which may hold the combined translation.
+pub fn tlbi_ipa_is(ipa: u64) {
+    // IPA[39:12] in bits [27:0]: fits 32 bits.
+    let page = ((ipa >> 12) & 0x0fff_ffff) as u32;
+    // SAFETY: TLB invalidation only drops cached translations; DSB/ISB complete it. HYP mode only.
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "mcr p15, 4, {page}, c8, c0, 1",
+            "dsb ish",
+            "mcr p15, 0, {zero}, c8, c3, 0",
+            "dsb ish",
+            "isb",
+            page = in(reg) page,
+            zero = in(reg) 0u32,
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
+/// The IPA of `va` from a PAR value, `None` if the translation faulted.
+fn ipa_of_par(par: u64, va: u32) -> Option<u64> {
     if par & 1 != 0 {
         return None;
     }
