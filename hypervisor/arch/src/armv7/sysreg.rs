@@ -630,23 +630,19 @@ pub fn translate_pl1_write(va: u32) -> Option<u64> {
     ipa_of_par(u64::from(high) << 32 | u64::from(low), va)
 }
 
-/// Invalidates, on every CPU of the inner shareable domain, what the TLBs
-/// hold of IPA page `ipa` for the VMID in VTTBR: its stage-2 entries
-/// (TLBIIPAS2IS) and the VMID's PL1&0 entries (TLBIALLIS from HYP mode),
-/// which may hold the combined translation.
-pub fn tlbi_ipa_is(ipa: u64) {
-    // IPA[39:12] in bits [27:0]: fits 32 bits.
-    let page = ((ipa >> 12) & 0x0fff_ffff) as u32;
+/// Invalidates, on every CPU of the inner shareable domain, every TLB
+/// entry of the VMID in VTTBR (TLBIALLIS from HYP mode: the non-secure
+/// PL1&0 regime of the current VMID, stage 2 included): the way to drop a
+/// stage-2 page's entries on ARMv7, which has no invalidation by IPA
+/// (TLBIIPAS2IS is ARMv8's; Linux's 32-bit KVM did the same).
+pub fn tlbi_current_vm_is() {
     // SAFETY: TLB invalidation only drops cached translations; DSB/ISB complete it. HYP mode only.
     unsafe {
         asm!(
             "dsb ishst",
-            "mcr p15, 4, {page}, c8, c0, 1",
-            "dsb ish",
             "mcr p15, 0, {zero}, c8, c3, 0",
             "dsb ish",
             "isb",
-            page = in(reg) page,
             zero = in(reg) 0u32,
             options(nostack, preserves_flags)
         )

@@ -157,14 +157,16 @@ pub fn invalidate_vm_tlbs() {
 
 /// Drops, on every CPU, what the TLBs hold of IPA page `ipa` of VM `vmid`
 /// (stage-2 root `stage2_root`), after its stage-2 descriptor changed: the
-/// VM's VTTBR is installed for the invalidation (TLBIIPAS2IS acts on the
-/// current VMID) and the previous value put back.
+/// VM's VTTBR is installed for the invalidation (which acts on the current
+/// VMID) and the previous value put back. ARMv7 cannot invalidate by IPA:
+/// all of the VM's entries go.
 pub fn invalidate_vm_page(vmid: u16, stage2_root: u64, ipa: u64) {
+    let _ = ipa;
     let saved = sysreg::vttbr();
     // SAFETY: no guest runs on this CPU until VTTBR is restored below; meanwhile the value only selects the VMID the invalidation acts on.
     unsafe { sysreg::write_vttbr(u64::from(vmid & 0xff) << VTTBR_VMID_SHIFT | stage2_root) };
     sysreg::isb();
-    sysreg::tlbi_ipa_is(ipa);
+    sysreg::tlbi_current_vm_is();
     // SAFETY: the value this CPU held before, which it runs its guest with.
     unsafe { sysreg::write_vttbr(saved) };
     sysreg::isb();
