@@ -431,6 +431,7 @@ fn emulate_mmio<C: GuestCpu, H: ExitHost>(
             let (kick, transmitted) = {
                 let mut vgic = vm.vgic.lock();
                 let mut uart = vm.uart.lock();
+                let before = uart.read_state();
                 let transmitted = if access.write {
                     // The model keeps the register's low 32 bits.
                     match uart.write(offset, crate::exit::low_word(value)) {
@@ -442,7 +443,11 @@ fn emulate_mmio<C: GuestCpu, H: ExitHost>(
                     cpu.set_register(access.register, load_result(access, u64::from(v)));
                     None
                 };
-                host.uart_changed(vm, &uart);
+                // Most accesses (a byte transmitted, the TX interrupt
+                // already latched) change nothing a read sees.
+                if uart.read_state() != before {
+                    host.uart_changed(vm, &uart);
+                }
                 (
                     vgic.set_level(vm.map.uart_intid, uart.interrupt_level()),
                     transmitted,
