@@ -38,6 +38,10 @@ impl ExitHost for Host<'_> {
         crate::console::vm_output(vm, &mut vm.console_line.lock(), byte);
     }
 
+    fn uart_changed(&self, vm: &VmCore, uart: &chroma_core::pl011::Pl011) {
+        system().vms[vm.index].uart_changed(uart);
+    }
+
     fn kick(&self, vm: &VmCore, vcpus: VcpuMask) {
         kick_vcpus(self.gic, vm, vcpus, self.me);
     }
@@ -171,6 +175,9 @@ pub fn poll_console(gic: &Gic, me: usize) {
             let mut vgic = vm.vgic.lock();
             let mut uart = vm.uart.lock();
             uart.receive(byte);
+            // The register image goes (its TLB entries invalidated on
+            // every CPU) before the interrupt tells the guest to read.
+            vm.uart_changed(&uart);
             vgic.set_level(vm.map.uart_intid, uart.interrupt_level())
         };
         kick_vcpus(gic, vm, kick, me);
@@ -230,8 +237,9 @@ pub fn decode_a32_abort(
         register_64bit: false,
         writeback: access.writeback,
     };
-    // A Permission fault is a store to the read-only register image (a
-    // load from it never faults); its `ipa` holds only the page offset.
+    // A Permission fault is a store to a read-only register image (a load
+    // from it never faults); its `ipa` is the page the trap handler found
+    // by translating the fault address (see `esr::fault_page_unreported`).
     let exit = if chroma_arch::aarch64::esr::is_permission_fault(trap.syndrome) {
         if !access.write {
             return trap;

@@ -31,6 +31,7 @@ mod boot_time;
 mod console;
 mod exits;
 mod guest_mem;
+mod image;
 mod mm;
 mod nic;
 mod platform_info;

@@ -145,24 +145,18 @@ pub struct Nic {
 pub const IMAGE_SLOTS: usize = 8;
 
 /// A transport's register window as reads see it, in a hypervisor page that
-/// stage 2 maps read-only at the first virtio-mmio page: the guest's loads
-/// of InterruptStatus (its interrupt handler), of the identification and
-/// queue registers and of the device configuration are served by memory
-/// without a trap, while every store still traps (a Permission fault,
-/// `Exit::ReadOnlyWrite`). Reads have no side effects in virtio-mmio
-/// (§4.2.2), so this changes nothing a driver can observe, provided the
-/// image is current whenever the guest may read it: it is rewritten under
-/// the NIC's lock after every trapped store, and whenever the device's
-/// status or interrupt status moved ([`sync_image`]) — before the
-/// interrupt that tells the guest to read it.
-///
-/// The guest maps the window as Device memory, so its loads go to the
-/// Point of Coherency and never see the hypervisor's cached copy: each
-/// rewrite is cleaned to PoC (then `DSB`), a single writer's cacheable
-/// alias cleaned after writing, the pattern REFERENCE.md allows for
-/// mismatched attributes.
+/// stage 2 maps read-only at the first virtio-mmio page (a register image,
+/// see `crate::image`): the guest's loads of InterruptStatus (its interrupt
+/// handler), of the identification and queue registers and of the device
+/// configuration are served by memory without a trap, while every store
+/// still traps. Reads have no side effects in virtio-mmio (§4.2.2), so
+/// this changes nothing a driver can observe, provided the image is
+/// current whenever the guest may read it: it is rewritten under the NIC's
+/// lock after every trapped store, and whenever the device's status or
+/// interrupt status moved ([`sync_image`]) — before the interrupt that
+/// tells the guest to read it.
 pub struct RegisterImage {
-    words: &'static [core::sync::atomic::AtomicU32; chroma_virtio::mmio::IMAGE_WORDS],
+    words: crate::image::ImageWords,
 }
 
 impl RegisterImage {
@@ -174,39 +168,19 @@ impl RegisterImage {
     /// which nothing else writes.
     pub unsafe fn new(page: u64, slot: usize) -> Self {
         let at = page + (slot * chroma_virtio::mmio::IMAGE_WORDS * 4) as u64;
-        // SAFETY: the caller's contract: the frame is mapped, owned and never freed; `slot` keeps the 512-byte window inside it, 4-byte aligned, and AtomicU32 has u32's layout.
-        let words = unsafe {
-            &*(at as *const [core::sync::atomic::AtomicU32; chroma_virtio::mmio::IMAGE_WORDS])
-        };
+        // SAFETY: the caller's contract: the frame is mapped, owned and never freed; `slot` keeps the 512-byte window inside it.
+        let words = unsafe { crate::image::ImageWords::new(at, chroma_virtio::mmio::IMAGE_WORDS) };
         Self { words }
     }
 
-    /// Writes `image` where it differs, then cleans the window to PoC.
+    /// Writes `image` where it differs, then cleans what changed to PoC.
     fn store(&self, image: &[u32; chroma_virtio::mmio::IMAGE_WORDS]) {
-        let mut changed = false;
-        for (word, &value) in self.words.iter().zip(image.iter()) {
-            if word.load(Ordering::Relaxed) != value {
-                word.store(value, Ordering::Relaxed);
-                changed = true;
-            }
-        }
-        if changed {
-            // SAFETY: the window is inside the frame mapped for the hypervisor's lifetime (`new`'s contract); a clean changes no data.
-            unsafe {
-                chroma_cache::ops::clean_range(
-                    &crate::arch::CacheOps::new(),
-                    chroma_mem::HostVirtAddr::new(self.words.as_ptr() as u64),
-                    chroma_virtio::mmio::IMAGE_WORDS * 4,
-                )
-            };
-        }
+        self.words.store_all(image);
     }
 
     /// The word at register `offset`.
     fn word(&self, offset: u64) -> u32 {
-        self.words
-            .get((offset / 4) as usize)
-            .map_or(0, |w| w.load(Ordering::Relaxed))
+        self.words.word(offset)
     }
 }
 

@@ -43,6 +43,8 @@ pub struct Vm {
     pub alias: u64,
     /// The virtio-net NICs.
     pub nics: Vec<Nic>,
+    /// The UART's read-only register image (see [`crate::image::UartImage`]).
+    pub uart_image: Option<crate::image::UartImage>,
     /// Rate limit of the informational lines the guest's actions cause
     /// (driver modes, resets): a guest must not flood the console.
     notices: Mutex<chroma_core::ratelimit::RateLimit>,
@@ -106,8 +108,15 @@ impl ExitCounts {
                     9
                 }
             }
-            // Only the virtio-mmio register image is mapped read-only.
-            Exit::ReadOnlyWrite(_) => 8,
+            // A store to a read-only register image: the UART's or the
+            // virtio-mmio transports'.
+            Exit::ReadOnlyWrite(access) => {
+                if vm.map.uart.offset_of(access.ipa.raw()).is_some() {
+                    7
+                } else {
+                    8
+                }
+            }
             Exit::AbortNoSyndrome { .. } => 10,
             Exit::ConditionFailed | Exit::Unhandled { .. } => 11,
         };
@@ -254,7 +263,14 @@ impl Vm {
         )
         .map_err(|_| VmError::Stage2)?;
         stage2
-            .map::<Stage2Format, _>(&mut tables, ram_ipa, ram_pa, ram_size, Attributes::RAM)
+            .map_with_largest_leaf::<Stage2Format, _>(
+                &mut tables,
+                ram_ipa,
+                ram_pa,
+                ram_size,
+                Attributes::RAM,
+                chroma_platform::BOARD.stage2_largest_ram_leaf,
+            )
             .map_err(|_| VmError::Stage2)?;
         let map = QEMU_VIRT;
         if spec.nets.len() > map.virtio_mmio.max_count as usize {
@@ -305,6 +321,14 @@ impl Vm {
             unsafe { crate::nic::fill_empty_slots(page.raw(), used) };
             Some(page.raw())
         };
+        // The UART's reads are served by a read-only image while no read
+        // has an effect; stores trap (see `image::UartImage`).
+        let uart_image = crate::image::UartImage::new(
+            &mut stage2,
+            map.uart.base,
+            &chroma_core::pl011::Pl011::new(),
+        )
+        .ok_or(VmError::Stage2)?;
         let mut nics = Vec::new();
         for (i, net) in spec.nets.iter().enumerate() {
             let switch = net.switch_index as usize;
@@ -392,6 +416,7 @@ impl Vm {
             spec: *spec,
             alias: alias.raw(),
             nics,
+            uart_image: Some(uart_image),
             notices: Mutex::new(chroma_core::ratelimit::RateLimit::default()),
             exits: ExitCounts::new(),
         };
@@ -494,6 +519,14 @@ impl Vm {
         })
     }
 
+    /// Brings the UART's register image in line with `uart`, the VM's
+    /// model (the caller holds its lock) after a change.
+    pub fn uart_changed(&self, uart: &chroma_core::pl011::Pl011) {
+        if let Some(image) = &self.uart_image {
+            image.sync(uart, &self.stage2, self.vmid);
+        }
+    }
+
     /// Gives the VM's NICs their switch ports, the next free number of each
     /// switch in `ports`. Called only for a VM that was created: one that
     /// failed to start takes no port, so every later VM's port number is
@@ -561,6 +594,9 @@ impl Vm {
         }
         crate::nic::detach_vm(self.index);
         self.core.reset_devices();
+        if let Some(image) = &self.uart_image {
+            image.reset(&self.core.uart.lock(), &self.stage2, self.vmid);
+        }
         self.core.begin_reset();
     }
 

@@ -36,7 +36,25 @@ pub struct Board {
     pub early_uart_model: uart::UartModel,
     /// How the board is switched off when the device tree has no PSCI.
     pub power_off: PowerOff,
+    /// The largest stage-2 leaf (bytes) that maps guest RAM: blocks as
+    /// large as alignment allows on hardware, where they save TLB entries
+    /// and walks ([`LARGEST_LEAF`]); pages only on QEMU's `virt` boards
+    /// ([`PAGES_ONLY`]), whose TCG TLB keeps each stage 1+2 translation at
+    /// the larger of the two stages' sizes (QEMU `target/arm/ptw.c`,
+    /// `get_phys_addr_twostage`) and flushes its whole TLB for the
+    /// translation regime on any by-VA invalidation inside a range it
+    /// holds such a large page for (`accel/tcg/cputlb.c`,
+    /// `tlb_flush_page_locked`). With 2 MiB stage-2 blocks every guest
+    /// page counts as a large page, so each of a Linux guest's `TLBI VAE1`
+    /// (fixmap updates at boot, every unmap later) empties the TLB, and the
+    /// next accesses walk both stages again: a quarter of a Linux boot.
+    pub stage2_largest_ram_leaf: u64,
 }
+
+/// [`Board::stage2_largest_ram_leaf`] for blocks as large as alignment allows.
+pub const LARGEST_LEAF: u64 = u64::MAX;
+/// [`Board::stage2_largest_ram_leaf`] for 4 KiB pages only.
+pub const PAGES_ONLY: u64 = 4096;
 
 /// How a board without PSCI ends a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,4 +18,5 @@ pub const BOARD: Board = Board {
     early_uart: 0x3f21_5040,
     early_uart_model: UartModel::MiniUart,
     power_off: PowerOff::Bcm2835Watchdog { base: PM_BASE },
+    stage2_largest_ram_leaf: crate::LARGEST_LEAF,
 };

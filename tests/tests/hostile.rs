@@ -84,6 +84,7 @@ const COMMON: &[&str] = &[
     "mem-mmio-load-pair",
     "mem-mmio-writeback",
     "mem-pl011-sweep",
+    "mem-pl011-image",
     "mem-pl011-flag-poll",
     "mem-virtio-window-without-nics",
     "psci-cpu-on-missing-cpu",

@@ -29,6 +29,7 @@ pub static CASES: &[Case] = &[
     case("mem-mmio-load-pair", Needs::Any, mmio_load_pair),
     case("mem-mmio-writeback", Needs::Any, mmio_writeback),
     case("mem-pl011-sweep", Needs::Any, pl011_sweep),
+    case("mem-pl011-image", Needs::Any, pl011_image),
     case("mem-pl011-flag-poll", Needs::Any, pl011_flag_poll),
     case(
         "mem-virtio-window-without-nics",
@@ -156,21 +157,28 @@ fn jump_and_expect_abort(address: u64) -> Outcome {
     ok()
 }
 
-/// LDP from the PL011 and STP to the distributor: no valid instruction
-/// syndrome (ISV = 0), so the hypervisor cannot emulate them; it injects an
+/// The distributor's base (every board's guest has one, emulated: each
+/// access traps).
+fn distributor(boot: &Boot) -> Option<u64> {
+    match boot.platform.gic {
+        Some(chroma_guest_rt::gic::Gic::V2 { distributor, .. })
+        | Some(chroma_guest_rt::gic::Gic::V3 { distributor, .. }) => Some(distributor as u64),
+        None => None,
+    }
+}
+
+/// LDP from and STP to the distributor: no valid instruction syndrome
+/// (ISV = 0), so the hypervisor cannot emulate them; it injects an
 /// external abort (as KVM and Xen do) and nothing is written.
 fn mmio_load_pair(boot: &Boot) -> Outcome {
-    let uart = pl011(boot);
-    let gicd = match boot.platform.gic {
-        Some(chroma_guest_rt::gic::Gic::V2 { distributor, .. })
-        | Some(chroma_guest_rt::gic::Gic::V3 { distributor, .. }) => distributor as u64,
-        None => return fail("no GIC", 0, 1),
+    let Some(gicd) = distributor(boot) else {
+        return fail("no GIC", 0, 1);
     };
     let priority_before = read32(gicd + 0x400);
     let ((), caught, last) = catch::catching(|| {
         // SAFETY: a pair load from the device, expected to abort and be skipped; the outputs are discarded.
         unsafe {
-            core::arch::asm!("ldp {a}, {b}, [{base}]", a = out(reg) _, b = out(reg) _, base = in(reg) uart, options(nostack))
+            core::arch::asm!("ldp {a}, {b}, [{base}]", a = out(reg) _, b = out(reg) _, base = in(reg) gicd, options(nostack))
         };
     });
     one_abort(caught, last, class::DATA_ABORT_SAME)?;
@@ -189,11 +197,15 @@ fn mmio_load_pair(boot: &Boot) -> Outcome {
     ok()
 }
 
-/// A post-indexed load from the PL011 (the base register is written back,
-/// so again no valid syndrome): aborted, the base register unchanged.
+/// A post-indexed load from the distributor (GICD_TYPER; the base
+/// register is written back, so again no valid syndrome): aborted, the
+/// base register unchanged.
 fn mmio_writeback(boot: &Boot) -> Outcome {
-    let uart = pl011(boot) + 0x18;
-    let mut base = uart;
+    let Some(gicd) = distributor(boot) else {
+        return fail("no GIC", 0, 1);
+    };
+    let typer = gicd + 4;
+    let mut base = typer;
     let ((), caught, last) = catch::catching(|| {
         // SAFETY: a post-indexed load from the device, expected to abort and be skipped (the base is then not updated).
         unsafe {
@@ -201,7 +213,58 @@ fn mmio_writeback(boot: &Boot) -> Outcome {
         };
     });
     one_abort(caught, last, class::DATA_ABORT_SAME)?;
-    expect("base register after the refused load", base, uart)?;
+    expect("base register after the refused load", base, typer)?;
+    ok()
+}
+
+/// The PL011's reads are served by a read-only register image while no
+/// input is pending: a load pair from it works (as on hardware) and agrees
+/// with single loads, while a store pair to it (no valid syndrome) is
+/// refused with an external abort and changes nothing: the image page
+/// takes no store.
+fn pl011_image(boot: &Boot) -> Outcome {
+    let uart = pl011(boot);
+    let (ibrd, fbrd) = (uart + 0x24, uart + 0x28);
+    let divisors = (read32(ibrd), read32(fbrd));
+    let (pair, caught, _) = catch::catching(|| {
+        let (low, high): (u32, u32);
+        // SAFETY: a pair load of UARTIBRD and UARTFBRD, which reads have no effect on.
+        unsafe {
+            core::arch::asm!("ldp {a:w}, {b:w}, [{base}]", a = out(reg) low, b = out(reg) high, base = in(reg) ibrd, options(nostack))
+        };
+        (low, high)
+    });
+    expect("aborts of the load pair", caught, 0)?;
+    expect(
+        "UARTIBRD by the pair",
+        u64::from(pair.0),
+        u64::from(divisors.0),
+    )?;
+    expect(
+        "UARTFBRD by the pair",
+        u64::from(pair.1),
+        u64::from(divisors.1),
+    )?;
+    let ((), caught, last) = catch::catching(|| {
+        // SAFETY: a pair store to UARTIBRD and UARTFBRD, expected to abort and be skipped.
+        unsafe {
+            core::arch::asm!("stp {a:w}, {a:w}, [{base}]", a = in(reg) 0x55u32, base = in(reg) ibrd, options(nostack))
+        };
+    });
+    one_abort(caught, last, class::DATA_ABORT_SAME)?;
+    expect(
+        "UARTIBRD after the refused STP",
+        u64::from(read32(ibrd)),
+        u64::from(divisors.0),
+    )?;
+    // A single store traps and is emulated: the image shows it at once.
+    write32(ibrd, divisors.0 ^ 1);
+    expect(
+        "UARTIBRD after a store",
+        u64::from(read32(ibrd)),
+        u64::from(divisors.0 ^ 1),
+    )?;
+    write32(ibrd, divisors.0);
     ok()
 }
 
@@ -238,7 +301,8 @@ fn pl011_sweep(boot: &Boot) -> Outcome {
     ok_with("accesses", accesses)
 }
 
-/// UARTFR read 20 000 times (each a trap): only this vCPU pays.
+/// UARTFR read 20 000 times (each a trap, or a load from the register
+/// image): only this vCPU pays.
 fn pl011_flag_poll(boot: &Boot) -> Outcome {
     let flags = pl011(boot) + 0x18;
     for _ in 0..20_000 {

@@ -11,6 +11,8 @@ use crate::{GuestPhysAddr, HostPhysAddr};
 
 /// Bytes in a page (the 4 KiB translation granule).
 pub const PAGE_SIZE: u64 = 4096;
+/// Descriptors in a table below the root (a 4 KiB page of 8-byte entries).
+const PAGE_ENTRIES: usize = 512;
 /// Descriptors per table.
 pub const ENTRIES_PER_TABLE: usize = 512;
 /// Deepest level (level 3 holds pages).
@@ -251,6 +253,22 @@ impl PageTable {
         size: u64,
         attributes: Attributes,
     ) -> Result<(), MapError> {
+        self.map_with_largest_leaf::<F, M>(memory, input, output, size, attributes, u64::MAX)
+    }
+
+    /// As [`PageTable::map`], with no leaf larger than `largest_leaf` bytes
+    /// (4 KiB: pages only). A leaf's size is what the walk reports to
+    /// whoever caches it, which matters where a large one is expensive (see
+    /// `chroma_platform::Board::stage2_largest_ram_leaf`).
+    pub fn map_with_largest_leaf<F: PageTableFormat, M: TableMemory>(
+        &mut self,
+        memory: &mut M,
+        input: u64,
+        output: HostPhysAddr,
+        size: u64,
+        attributes: Attributes,
+        largest_leaf: u64,
+    ) -> Result<(), MapError> {
         if !input.is_multiple_of(PAGE_SIZE)
             || !output.raw().is_multiple_of(PAGE_SIZE)
             || !size.is_multiple_of(PAGE_SIZE)
@@ -265,28 +283,50 @@ impl PageTable {
         if self.any_mapped::<F, M>(memory, input, end) {
             return Err(MapError::AlreadyMapped);
         }
-        let mut offset = 0;
-        while offset < size {
+        // The largest block size allowed at this alignment and by
+        // `largest_leaf`: levels 1..=3 (a page is always allowed).
+        let start_level = self.geometry.start_level;
+        let leaf_level = |offset: u64| {
             let (in_addr, out_addr) = (input + offset, output.raw() + offset);
-            let remaining = size - offset;
-            // The largest block size allowed at this alignment: levels 1..=3.
-            let level = (1..=LAST_LEVEL)
+            (1..=LAST_LEVEL)
                 .find(|&l| {
                     let block = 1u64 << Geometry::level_shift(l);
-                    l >= self.geometry.start_level
+                    l >= start_level
+                        && (block <= largest_leaf || l == LAST_LEVEL)
                         && in_addr % block == 0
                         && out_addr % block == 0
-                        && remaining >= block
+                        && size - offset >= block
                 })
-                .unwrap_or(LAST_LEVEL);
-            self.set_leaf::<F, M>(
+                .unwrap_or(LAST_LEVEL)
+        };
+        let mut offset = 0;
+        while offset < size {
+            let level = leaf_level(offset);
+            let (table, mut index) = self.set_leaf::<F, M>(
                 memory,
-                in_addr,
-                HostPhysAddr::new(out_addr),
+                input + offset,
+                HostPhysAddr::new(output.raw() + offset),
                 level,
                 attributes,
             )?;
             offset += 1u64 << Geometry::level_shift(level);
+            if level < LAST_LEVEL {
+                continue;
+            }
+            // A run of pages: the rest of this level-3 table without a
+            // walk each (a VM's RAM in pages is 65 536 of them per 256 MiB),
+            // up to where a block fits again. The overlap check above
+            // found these entries invalid.
+            index += 1;
+            while offset < size && index < PAGE_ENTRIES && leaf_level(offset) == LAST_LEVEL {
+                let leaf = Descriptor::Leaf {
+                    output: HostPhysAddr::new(output.raw() + offset),
+                    attributes,
+                };
+                memory.write(table, index, F::encode(leaf, LAST_LEVEL));
+                offset += PAGE_SIZE;
+                index += 1;
+            }
         }
         Ok(())
     }
@@ -328,6 +368,8 @@ impl PageTable {
         false
     }
 
+    /// Writes one leaf at `leaf_level`, allocating the tables on its way;
+    /// returns the table and index it wrote.
     fn set_leaf<F: PageTableFormat, M: TableMemory>(
         &mut self,
         memory: &mut M,
@@ -335,7 +377,7 @@ impl PageTable {
         output: HostPhysAddr,
         leaf_level: u8,
         attributes: Attributes,
-    ) -> Result<(), MapError> {
+    ) -> Result<(HostPhysAddr, usize), MapError> {
         let mut table = self.root;
         let mut level = self.geometry.start_level;
         while level < leaf_level {
@@ -354,7 +396,7 @@ impl PageTable {
         let index = self.index(input, level);
         let leaf = Descriptor::Leaf { output, attributes };
         memory.write(table, index, F::encode(leaf, level));
-        Ok(())
+        Ok((table, index))
     }
 
     /// Removes the page mapping at `input` (level-3 pages only: blocks are
@@ -378,6 +420,43 @@ impl PageTable {
             }
             level += 1;
         }
+    }
+
+    /// Maps the page at `input` to `output` with `attributes`, or removes
+    /// it (`present` false), where a level-3 table already holds its
+    /// descriptor (the page was mapped by [`PageTable::map`] as a page):
+    /// one descriptor store, so a page can come and go while the tables
+    /// are live. The caller invalidates TLB entries of a removed page.
+    /// False, and nothing written, when there is no such table.
+    pub fn set_page_present<F: PageTableFormat, M: TableMemory>(
+        &self,
+        memory: &mut M,
+        input: u64,
+        output: HostPhysAddr,
+        attributes: Attributes,
+        present: bool,
+    ) -> bool {
+        if input >> self.geometry.input_bits != 0 {
+            return false;
+        }
+        let mut table = self.root;
+        for level in self.geometry.start_level..LAST_LEVEL {
+            match F::decode(memory.read(table, self.index(input, level)), level) {
+                Descriptor::Table(next) => table = next,
+                _ => return false,
+            }
+        }
+        let descriptor = if present {
+            Descriptor::Leaf { output, attributes }
+        } else {
+            Descriptor::Invalid
+        };
+        memory.write(
+            table,
+            self.index(input, LAST_LEVEL),
+            F::encode(descriptor, LAST_LEVEL),
+        );
+        true
     }
 
     /// Translates `input`: the output address and attributes, if mapped.
@@ -548,6 +627,133 @@ mod tests {
         assert_eq!(check(0x4020_2000), None);
         assert_eq!(check(0x3fff_f000), None);
         assert_eq!(check(1 << 40), None);
+    }
+
+    #[test]
+    fn a_leaf_limit_maps_pages_where_blocks_would_fit() {
+        // 4 MiB, 2 MiB-aligned both sides: two blocks unlimited (the
+        // control), 1024 pages in two level-3 tables with a 4 KiB limit.
+        let (ipa, pa, size) = (0x4000_0000u64, 0x8020_0000u64, 0x40_0000u64);
+        for (limit, tables, pages) in [(u64::MAX, 3, false), (PAGE_SIZE, 5, true)] {
+            let mut m = memory();
+            let mut t = PageTable::new(&mut m, Geometry::stage2(40).unwrap()).unwrap();
+            t.map_with_largest_leaf::<FakeFormat, _>(
+                &mut m,
+                ipa,
+                HostPhysAddr::new(pa),
+                size,
+                Attributes::RAM,
+                limit,
+            )
+            .unwrap();
+            // Root (2 pages) and level 2, plus the level-3 tables.
+            assert_eq!(m.pages, tables, "limit {limit:#x}");
+            // Only a page (a level-3 leaf) can be unmapped alone.
+            assert_eq!(t.unmap_page::<FakeFormat, _>(&mut m, ipa), pages);
+            let mapped = |at: u64| {
+                t.translate::<FakeFormat, _>(&m, GuestPhysAddr::new(at))
+                    .map(|p| p.raw())
+            };
+            assert_eq!(mapped(ipa).is_none(), pages);
+            assert_eq!(mapped(ipa + PAGE_SIZE), Some(pa + PAGE_SIZE));
+            assert_eq!(mapped(ipa + size - 8), Some(pa + size - 8));
+        }
+    }
+
+    #[test]
+    fn a_run_of_pages_walks_once_per_table_and_every_page_translates() {
+        let mut m = memory();
+        let mut t = PageTable::new(&mut m, Geometry::stage2(40).unwrap()).unwrap();
+        // 4 MiB + 12 KiB from 12 KiB past a 2 MiB boundary, pages only:
+        // the first table from its fourth entry, one whole, one partial.
+        let (ipa, pa, size) = (0x4000_3000u64, 0x8000_3000u64, 0x40_3000u64);
+        m.reads.set(0);
+        t.map_with_largest_leaf::<FakeFormat, _>(
+            &mut m,
+            ipa,
+            HostPhysAddr::new(pa),
+            size,
+            Attributes::RAM,
+            PAGE_SIZE,
+        )
+        .unwrap();
+        // One walk per level-3 table, not one per page (1 027 pages).
+        assert!(m.reads.get() < 50, "{} descriptor reads", m.reads.get());
+        for page in 0..size / PAGE_SIZE {
+            let offset = page * PAGE_SIZE;
+            assert_eq!(
+                t.translate::<FakeFormat, _>(&m, GuestPhysAddr::new(ipa + offset + 8))
+                    .map(|p| p.raw()),
+                Some(pa + offset + 8),
+                "{offset:#x}"
+            );
+        }
+        for outside in [ipa - 8, ipa + size] {
+            assert_eq!(
+                t.translate::<FakeFormat, _>(&m, GuestPhysAddr::new(outside)),
+                None
+            );
+        }
+        // With blocks allowed, the whole 2 MiB in the middle is one block:
+        // its page can not be unmapped alone (the control).
+        let mut blocks = memory();
+        let mut b = PageTable::new(&mut blocks, Geometry::stage2(40).unwrap()).unwrap();
+        b.map::<FakeFormat, _>(
+            &mut blocks,
+            ipa,
+            HostPhysAddr::new(pa),
+            size,
+            Attributes::RAM,
+        )
+        .unwrap();
+        assert!(!b.unmap_page::<FakeFormat, _>(&mut blocks, 0x4020_0000));
+        assert!(t.unmap_page::<FakeFormat, _>(&mut m, 0x4020_0000));
+    }
+
+    #[test]
+    fn a_page_comes_and_goes_in_place_but_not_inside_a_block() {
+        let mut m = memory();
+        let mut t = PageTable::new(&mut m, Geometry::stage2(40).unwrap()).unwrap();
+        let (page, pa) = (0x0900_0000u64, HostPhysAddr::new(0x8000_0000));
+        t.map::<FakeFormat, _>(&mut m, page, pa, PAGE_SIZE, Attributes::READ_ONLY)
+            .unwrap();
+        let tables = m.pages;
+        for present in [false, true, false, true] {
+            assert!(t.set_page_present::<FakeFormat, _>(
+                &mut m,
+                page,
+                pa,
+                Attributes::READ_ONLY,
+                present
+            ));
+            assert_eq!(
+                t.lookup::<FakeFormat, _>(&m, page + 0x18),
+                present.then(|| (HostPhysAddr::new(0x8000_0018), Attributes::READ_ONLY))
+            );
+        }
+        assert_eq!(m.pages, tables, "no table allocated");
+        // Control: no level-3 table under a 2 MiB block, nor where nothing
+        // is mapped: refused, the block intact.
+        t.map::<FakeFormat, _>(
+            &mut m,
+            0x4000_0000,
+            HostPhysAddr::new(0x8020_0000),
+            0x20_0000,
+            Attributes::RAM,
+        )
+        .unwrap();
+        for input in [0x4000_0000, 0x7000_0000, 1 << 40] {
+            assert!(!t.set_page_present::<FakeFormat, _>(
+                &mut m,
+                input,
+                pa,
+                Attributes::READ_ONLY,
+                false
+            ));
+        }
+        assert!(t
+            .translate::<FakeFormat, _>(&m, GuestPhysAddr::new(0x4000_0000))
+            .is_some());
     }
 
     #[test]

@@ -52,6 +52,14 @@ pub enum Pl011Effect {
     Transmit(u8),
 }
 
+/// What [`Pl011::read_state`] returns: the state behind every read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pl011ReadState {
+    input: usize,
+    registers: [u32; 6],
+    tx_latched: bool,
+}
+
 /// The emulated UART's state.
 #[derive(Clone, Debug)]
 pub struct Pl011 {
@@ -122,15 +130,55 @@ impl Pl011 {
 
     /// Emulated read; `None` for an offset with no register.
     pub fn read(&mut self, offset: u64) -> Option<u32> {
+        let value = self.peek(offset)?;
+        // Reading UARTDR pops the receive FIFO: the only read with an effect.
+        if offset == UARTDR && self.len > 0 {
+            self.head = (self.head + 1) % FIFO_SIZE;
+            self.len -= 1;
+        }
+        Some(value)
+    }
+
+    /// Whether the receive FIFO holds input: a read of UARTDR would then
+    /// pop it. With it empty no read has an effect, so a read-only image
+    /// of [`Pl011::peek`]'s values serves every read of the window.
+    pub fn input_pending(&self) -> bool {
+        self.len > 0
+    }
+
+    /// What reads of the window depend on, to compare before and after
+    /// an access: equal values read the same at every offset, as long as
+    /// no input is pending (UARTDR then reads as 0).
+    pub fn read_state(&self) -> Pl011ReadState {
+        Pl011ReadState {
+            input: self.len,
+            registers: [
+                self.imsc, self.cr, self.lcr_h, self.ibrd, self.fbrd, self.ifls,
+            ],
+            tx_latched: self.tx_latched,
+        }
+    }
+
+    /// The registers a write can change, as reads see them: what a
+    /// register image of the window must rewrite after a trapped access
+    /// (every other offset reads as a constant; see [`Pl011::peek`]).
+    pub fn changing_registers(&self) -> [(u64, u32); 10] {
+        [
+            UARTDR, UARTFR, UARTIBRD, UARTFBRD, UARTLCR_H, UARTCR, UARTIFLS, UARTIMSC, UARTRIS,
+            UARTMIS,
+        ]
+        .map(|offset| (offset, self.peek(offset).unwrap_or(0)))
+    }
+
+    /// What a read at `offset` returns, without its effect (a UARTDR
+    /// read does not pop the FIFO); `None` for an offset with no register.
+    pub fn peek(&self, offset: u64) -> Option<u32> {
         let value = match offset {
             UARTDR => {
                 if self.len == 0 {
                     0
                 } else {
-                    let b = self.fifo.get(self.head).copied().unwrap_or(0);
-                    self.head = (self.head + 1) % FIFO_SIZE;
-                    self.len -= 1;
-                    u32::from(b)
+                    u32::from(self.fifo.get(self.head).copied().unwrap_or(0))
                 }
             }
             UARTRSR => 0,
@@ -211,6 +259,116 @@ mod tests {
         assert!(u.interrupt_level());
         u.write(UARTICR, INT_TX);
         assert!(!u.interrupt_level());
+    }
+
+    /// Every word of the window as an image would hold it.
+    fn image(u: &Pl011) -> Vec<u32> {
+        (0..WINDOW_SIZE)
+            .step_by(4)
+            .map(|offset| u.peek(offset).unwrap())
+            .collect()
+    }
+
+    /// A register image kept as a hypervisor keeps it: written whole once,
+    /// then only [`Pl011::changing_registers`] after each access.
+    fn update(image: &mut [u32], u: &Pl011) {
+        for (offset, value) in u.changing_registers() {
+            image[(offset / 4) as usize] = value;
+        }
+    }
+
+    #[test]
+    fn an_image_kept_by_changing_registers_serves_every_read_while_input_is_empty() {
+        let mut u = Pl011::new();
+        let mut kept = image(&u);
+        // What drivers do: Linux's set-up, earlycon's and U-Boot's polling,
+        // interrupts raised and cleared, a transmitted byte.
+        let writes = [
+            (UARTCR, 0),
+            (UARTIBRD, 13),
+            (UARTFBRD, 1),
+            (UARTLCR_H, 0x70),
+            (UARTIFLS, 0x12),
+            (UARTIMSC, INT_RX | INT_RT | INT_TX),
+            (UARTCR, 0x301),
+            (UARTICR, 0x7ff),
+            (UARTDR, u32::from(b'x')),
+            (UARTICR, INT_TX),
+            (0x100, 5),
+        ];
+        for (offset, value) in writes {
+            // Kept as the hypervisor keeps it: rewritten only when the
+            // state behind reads moved.
+            let before = u.read_state();
+            u.write(offset, value);
+            if u.read_state() != before {
+                update(&mut kept, &u);
+            }
+            assert!(!u.input_pending());
+            // Every word equals what a trapped read returns, and reading
+            // changed nothing.
+            for offset in (0..WINDOW_SIZE).step_by(4) {
+                let before = u.clone();
+                assert_eq!(
+                    Some(kept[(offset / 4) as usize]),
+                    u.read(offset),
+                    "{offset:#x}"
+                );
+                assert_eq!(image(&before), image(&u));
+            }
+        }
+    }
+
+    #[test]
+    fn every_register_a_write_changes_moves_the_read_state() {
+        // Writes that change what some read returns, each from reset.
+        for (offset, value) in [
+            (UARTIBRD, 1),
+            (UARTFBRD, 1),
+            (UARTLCR_H, 0x70),
+            (UARTCR, 0x301),
+            (UARTIFLS, 0),
+            (UARTIMSC, INT_RX),
+            (UARTICR, INT_TX),
+        ] {
+            let mut u = Pl011::new();
+            let (before, image_before) = (u.read_state(), image(&u));
+            u.write(offset, value);
+            assert_ne!(image(&u), image_before, "{offset:#x} changes a read");
+            assert_ne!(u.read_state(), before, "{offset:#x}");
+        }
+        // A transmitted byte with the TX interrupt already latched (every
+        // byte of a console write but the first) changes nothing.
+        let mut u = Pl011::new();
+        let before = u.read_state();
+        u.write(UARTDR, u32::from(b'x'));
+        assert_eq!(u.read_state(), before);
+        // Input arriving and being read moves it.
+        assert!(u.receive(b'a'));
+        assert_ne!(u.read_state(), before);
+        u.read(UARTDR);
+        assert_eq!(u.read_state(), before);
+    }
+
+    /// Negative control: with input pending a UARTDR read pops the FIFO,
+    /// so an image cannot serve it; and an image not updated after a write
+    /// shows a stale register.
+    #[test]
+    fn an_image_cannot_serve_pending_input_nor_skip_an_update() {
+        let mut u = Pl011::new();
+        let stale = image(&u);
+        assert!(u.receive(b'a'));
+        assert!(u.input_pending());
+        let before = image(&u);
+        assert_eq!(u.read(UARTDR), Some(u32::from(b'a')));
+        assert_ne!(image(&u), before, "the read had an effect");
+        assert!(!u.input_pending());
+        u.write(UARTIMSC, INT_TX);
+        assert_ne!(
+            stale[(UARTMIS / 4) as usize],
+            u.read(UARTMIS).unwrap(),
+            "MIS moved with IMSC"
+        );
     }
 
     #[test]

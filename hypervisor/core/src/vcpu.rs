@@ -41,7 +41,7 @@
 
 use crate::exit::{AccessWidth, Exit, MmioAccess, SysRegAccess, TrappedRegister};
 use crate::guest_map::GuestDevice;
-use crate::pl011::Pl011Effect;
+use crate::pl011::{Pl011, Pl011Effect};
 use crate::psci::{PsciCall, PsciReturn, VERSION_1_1};
 use crate::vgic::{GicFrame, GicVersion, VcpuMask};
 use crate::vm::{BootRequest, Power, StopReason, VmCore, FAULT_LIMIT};
@@ -138,6 +138,13 @@ pub trait ExitHost {
     ) -> u64;
     /// A byte the guest transmitted on its console.
     fn console_output(&self, vm: &VmCore, byte: u8);
+    /// The emulated UART of `vm` changed (a trapped access; called with its
+    /// lock held, `uart` the model): whatever serves the guest's reads
+    /// without a trap (a read-only register image) must now show the new
+    /// state, or stop serving them.
+    fn uart_changed(&self, vm: &VmCore, uart: &Pl011) {
+        let _ = (vm, uart);
+    }
     /// Makes the physical CPUs of the vCPUs in `vcpus` look at them again.
     fn kick(&self, vm: &VmCore, vcpus: VcpuMask);
     /// Stops the VM for `reason` and reports it.
@@ -211,18 +218,19 @@ pub fn handle_exit<C: GuestCpu, H: ExitHost>(
             Ok(kick) => complete_mmio(vm, cpu, trap, &access, kick, host),
             Err(NoDevice) => inject_abort(vm, cpu, access.ipa.raw(), false, access.write, host),
         },
-        Exit::ReadOnlyWrite(offset_only) => {
-            // The only page stage 2 maps read-only is the first page of
-            // virtio-mmio transports (their register image), so the page is
-            // that one. A store there to a slot with no device is ignored,
-            // as QEMU ignores one to an empty transport (the image reads as
-            // one).
-            let access = MmioAccess {
-                ipa: crate::GuestPhysAddr::new(
-                    vm.map.virtio_mmio.base + (offset_only.ipa.raw() & 0xfff),
-                ),
-                ..offset_only
-            };
+        Exit::ReadOnlyWrite(access) => {
+            // The pages stage 2 maps read-only are register images: the
+            // first page of virtio-mmio transports, and the UART's while its
+            // receive FIFO is empty. A store there is emulated as if the
+            // page were unmapped; one to a virtio slot with no device is
+            // ignored, as QEMU ignores one to an empty transport (the image
+            // reads as one). Any other page is one the trap handler could
+            // not find (the guest changed its stage 1 meanwhile): the guest
+            // retries the store, which faults again if it must.
+            let page = access.ipa.raw() & !(crate::pagetable::PAGE_SIZE - 1);
+            if page != vm.map.virtio_mmio.base && page != vm.map.uart.base {
+                return Action::Continue;
+            }
             let kick = emulate_mmio(vm, vcpu, cpu, &access, host).unwrap_or(0);
             complete_mmio(vm, cpu, trap, &access, kick, host)
         }
@@ -423,6 +431,7 @@ fn emulate_mmio<C: GuestCpu, H: ExitHost>(
             let (kick, transmitted) = {
                 let mut vgic = vm.vgic.lock();
                 let mut uart = vm.uart.lock();
+                let before = uart.read_state();
                 let transmitted = if access.write {
                     // The model keeps the register's low 32 bits.
                     match uart.write(offset, crate::exit::low_word(value)) {
@@ -434,6 +443,11 @@ fn emulate_mmio<C: GuestCpu, H: ExitHost>(
                     cpu.set_register(access.register, load_result(access, u64::from(v)));
                     None
                 };
+                // Most accesses (a byte transmitted, the TX interrupt
+                // already latched) change nothing a read sees.
+                if uart.read_state() != before {
+                    host.uart_changed(vm, &uart);
+                }
                 (
                     vgic.set_level(vm.map.uart_intid, uart.interrupt_level()),
                     transmitted,

@@ -231,30 +231,71 @@ fn check_width(width: AccessWidth, offset: u64, byte_ok: bool) -> Result<(), Vgi
     }
 }
 
+impl Irq {
+    /// An interrupt at reset: disabled, level-sensitive, group 0,
+    /// priority 0, nothing pending, no target.
+    const RESET: Self = Self {
+        enabled: false,
+        pending: false,
+        active: false,
+        group1: false,
+        edge: false,
+        level: false,
+        priority: 0,
+        source: 0,
+        target: 0,
+        stray: false,
+        any: false,
+        in_lr: false,
+        repend: false,
+        physical: None,
+        physical_active: false,
+    };
+}
+
+/// One vCPU's private interrupts at reset on `version`: SGIs are always
+/// enabled on GICv2 and edge-triggered on both.
+const fn private_at_reset(version: GicVersion) -> [Irq; 32] {
+    let mut irqs = [Irq::RESET; 32];
+    let mut i = 0;
+    while i < 16 {
+        irqs[i].edge = true;
+        irqs[i].enabled = matches!(version, GicVersion::V2);
+        i += 1;
+    }
+    irqs
+}
+
+/// [`private_at_reset`] of each version, built at compile time: copying
+/// a table is a loop, where setting each interrupt's fields was 2 000
+/// instructions of unrolled stores (cold code, which an emulator
+/// translates before the first guest runs).
+const PRIVATE_AT_RESET_V2: [Irq; 32] = private_at_reset(GicVersion::V2);
+const PRIVATE_AT_RESET_V3: [Irq; 32] = private_at_reset(GicVersion::V3);
+
 impl Vgic {
     /// A reset GIC for `vcpu_count` vCPUs.
     pub fn new(version: GicVersion, vcpu_count: usize) -> Self {
-        let mut v = Self {
+        let (private, spi) = match version {
+            // GICv2: ITARGETSR bit 0 (vCPU 0); GICv3: IROUTER Aff0 = 0.
+            GicVersion::V2 => (
+                &PRIVATE_AT_RESET_V2,
+                Irq {
+                    target: 1,
+                    ..Irq::RESET
+                },
+            ),
+            GicVersion::V3 => (&PRIVATE_AT_RESET_V3, Irq::RESET),
+        };
+        Self {
             version,
             vcpu_count: vcpu_count.clamp(1, MAX_VCPUS),
             ctlr: 0,
-            private: [[Irq::default(); 32]; MAX_VCPUS],
-            spis: [Irq::default(); NUM_SPIS],
+            private: [*private; MAX_VCPUS],
+            spis: [spi; NUM_SPIS],
             waker_sleep: [true; MAX_VCPUS],
             loaded: [[None; MAX_LIST_REGISTERS]; MAX_VCPUS],
-        };
-        for cpu in v.private.iter_mut() {
-            for (i, irq) in cpu.iter_mut().enumerate() {
-                // SGIs are always enabled on GICv2 and edge-triggered on both.
-                irq.edge = i < 16;
-                irq.enabled = i < 16 && version == GicVersion::V2;
-            }
         }
-        for spi in v.spis.iter_mut() {
-            // GICv2: ITARGETSR bit 0 (vCPU 0); GICv3: IROUTER Aff0 = 0.
-            spi.target = if version == GicVersion::V2 { 1 } else { 0 };
-        }
-        v
     }
 
     /// The guest-visible version.

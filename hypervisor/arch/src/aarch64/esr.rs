@@ -61,6 +61,26 @@ pub fn is_permission_fault(syndrome: u64) -> bool {
     (syndrome & iss::FSC_MASK) >> 2 == 0b0011
 }
 
+/// [`decode`]'s `hpfar` for a stage-2 Permission fault whose page could
+/// not be found ([`fault_page_unreported`]): no IPA page is all ones.
+pub const FAULT_PAGE_UNKNOWN: u64 = u64::MAX;
+
+/// Whether `syndrome` is a stage-2 Permission fault of a data access (not
+/// of a stage-1 walk): HPFAR (HPFAR_EL2) is UNKNOWN then (Arm ARM
+/// D24.2.71), so the trap handler finds the page by translating FAR
+/// through the guest's stage 1 and gives [`decode`] that page in HPFAR's
+/// format ([`hpfar_of`]), or [`FAULT_PAGE_UNKNOWN`].
+pub fn fault_page_unreported(syndrome: u64) -> bool {
+    exception_class(syndrome) == ec::DABT_LOW
+        && is_permission_fault(syndrome)
+        && syndrome & iss::S1PTW == 0
+}
+
+/// HPFAR's encoding of the page of `ipa` (FIPA, IPA[51:12], in bits [43:4]).
+pub fn hpfar_of(ipa: u64) -> u64 {
+    (ipa >> 12) << 4
+}
+
 fn is_translation_or_access_fault(fsc: u64) -> bool {
     // 0b0001LL translation fault at level LL, 0b0010LL access flag fault.
     matches!(fsc >> 2, 0b0001 | 0b0010) || fsc == 0b10_1011
@@ -365,19 +385,23 @@ pub fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
                 _ => Exit::AbortNoSyndrome { ipa, fetch: false },
             }
         }
-        // A stage-2 Permission fault: only the read-only register image
-        // raises one (a store to it, or a fetch from it). Its page is not
-        // reported (HPFAR is UNKNOWN), only the offset in it (FAR's low bits).
+        // A stage-2 Permission fault: only the read-only register images
+        // raise one (a store to them, or a fetch from them). HPFAR is
+        // UNKNOWN for it: `hpfar` is the page the trap handler found by
+        // translating FAR ([`fault_page_unreported`]), or
+        // [`FAULT_PAGE_UNKNOWN`], reported as IPA page 0 (no image's page:
+        // the core lets the guest retry).
         ec::DABT_LOW if is_permission_fault(iss) => {
-            let offset = GuestPhysAddr::new(far & 0xfff);
-            match decode_access(iss, offset) {
+            let ipa = if hpfar == FAULT_PAGE_UNKNOWN {
+                GuestPhysAddr::new(far & 0xfff)
+            } else {
+                ipa
+            };
+            match decode_access(iss, ipa) {
                 Some(access) if access.write && iss & iss::S1PTW == 0 => {
                     Exit::ReadOnlyWrite(access)
                 }
-                _ => Exit::AbortNoSyndrome {
-                    ipa: offset,
-                    fetch: false,
-                },
+                _ => Exit::AbortNoSyndrome { ipa, fetch: false },
             }
         }
         ec::IABT_LOW if is_translation_or_access_fault(iss & iss::FSC_MASK) => {
@@ -466,24 +490,33 @@ mod tests {
     }
 
     #[test]
-    fn a_store_to_the_read_only_image_keeps_only_its_page_offset() {
+    fn a_store_to_a_read_only_image_takes_the_translated_page() {
         // STR w3, [x] at VA 0xffff_0000_1234_5064 (InterruptACK's offset):
         // ISV, SAS=2, SRT=3, WnR, DFSC=0b001111 (permission fault, level 3).
-        // HPFAR is UNKNOWN for a Permission fault: a junk value must not leak in.
         let iss = iss::ISV | 2 << 22 | 3 << 16 | iss::WNR | 0b001111;
-        match decode(
-            esr(ec::DABT_LOW, iss),
-            0xffff_0000_1234_5064,
-            0xdead_b000 << 4,
-        ) {
+        let syndrome = esr(ec::DABT_LOW, iss);
+        assert!(fault_page_unreported(syndrome));
+        // The page the handler found by translating FAR, in HPFAR's format.
+        match decode(syndrome, 0xffff_0000_1234_5064, hpfar_of(0x0a00_0000)) {
             Exit::ReadOnlyWrite(a) => {
-                assert_eq!(a.ipa.raw(), 0x064);
+                assert_eq!(a.ipa.raw(), 0x0a00_0064);
                 assert_eq!((a.width, a.write, a.register), (AccessWidth::Word, true, 3));
             }
             other => panic!("{other:?}"),
         }
+        // No page found: only the offset, in IPA page 0 (no image's).
+        match decode(syndrome, 0xffff_0000_1234_5064, FAULT_PAGE_UNKNOWN) {
+            Exit::ReadOnlyWrite(a) => assert_eq!(a.ipa.raw(), 0x064),
+            other => panic!("{other:?}"),
+        }
+        // A translation fault reports its page: nothing to translate.
+        assert!(!fault_page_unreported(esr(
+            ec::DABT_LOW,
+            iss::ISV | 0b000111
+        )));
         // On a stage-1 walk it is no store of the guest's: not emulated.
         let walk = esr(ec::DABT_LOW, iss | iss::S1PTW);
+        assert!(!fault_page_unreported(walk));
         assert!(matches!(
             decode(walk, 0x64, 0),
             Exit::AbortNoSyndrome { .. }

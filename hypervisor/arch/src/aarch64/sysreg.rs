@@ -100,6 +100,55 @@ pub fn translate_el1_read(va: u64) -> Option<u64> {
     (par & 1 == 0).then_some(par & 0x0000_ffff_ffff_f000 | va & 0xfff)
 }
 
+/// The IPA the current guest's stage 1 maps virtual address `va` to, for
+/// a write at EL1 (AT S1E1W), or `None` when the walk faults: the page of
+/// a stage-2 Permission fault, for which HPFAR_EL2 is UNKNOWN (Arm ARM
+/// D24.2.71; Linux's `__translate_far_to_hpfar` does the same). The
+/// guest's PAR_EL1 is saved first and put back after.
+pub fn translate_el1_write(va: u64) -> Option<u64> {
+    let saved = par_el1();
+    // SAFETY: AT S1E1W only walks the guest's stage-1 tables (with the current VMID's stage 2 for the walk) and writes PAR_EL1, read back after the ISB and then restored, so the guest sees no change; it changes no memory and no translation.
+    unsafe {
+        asm!("at s1e1w, {}", "isb", in(reg) va, options(nostack, preserves_flags));
+    }
+    let par = par_el1();
+    // SAFETY: PAR_EL1 is the guest's own register, given back the value it held.
+    unsafe { asm!("msr par_el1, {}", in(reg) saved, options(nostack, preserves_flags)) };
+    // PAR_EL1.F (bit 0): the walk faulted. The 64-bit format (bit 11 RES1,
+    // an AArch64 or LPAE stage 1) holds PA[47:12]; the 32-bit one (a
+    // short-descriptor AArch32 stage 1) PA[31:12].
+    if par & 1 != 0 {
+        return None;
+    }
+    let page = if par & 1 << 11 != 0 {
+        par & 0x0000_ffff_ffff_f000
+    } else {
+        par & 0xffff_f000
+    };
+    Some(page | va & 0xfff)
+}
+
+/// Invalidates, on every CPU of the inner shareable domain, what the TLBs
+/// hold of IPA page `ipa` for the VMID in VTTBR_EL2: its stage-2 entries
+/// (TLBI IPAS2E1IS) and the VMID's stage-1 entries (TLBI VMALLE1IS), which
+/// may hold the combined translation (Arm ARM D8.16, the sequence after a
+/// stage-2 change).
+pub fn tlbi_ipa_is(ipa: u64) {
+    // SAFETY: TLB invalidation only drops cached translations; the operand is IPA[51:12], any value of which is valid.
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "tlbi ipas2e1is, {page}",
+            "dsb ish",
+            "tlbi vmalle1is",
+            "dsb ish",
+            "isb",
+            page = in(reg) (ipa >> 12) & ((1 << 40) - 1),
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
 sysreg_write!(/// HCR_EL2: what traps to EL2.
     write_hcr_el2, "hcr_el2");
 sysreg_read!(/// HCR_EL2: what traps to EL2, and the virtual interrupt lines.
@@ -129,6 +178,8 @@ pub fn virtual_timer_asserted() -> bool {
 }
 sysreg_write!(/// VTTBR_EL2: stage-2 root and VMID.
     write_vttbr_el2, "vttbr_el2");
+sysreg_read!(/// VTTBR_EL2: stage-2 root and VMID.
+    vttbr_el2, "vttbr_el2");
 sysreg_write!(/// VTCR_EL2: stage-2 translation control.
     write_vtcr_el2, "vtcr_el2");
 sysreg_write!(/// VMPIDR_EL2: the MPIDR the guest reads.

@@ -113,12 +113,15 @@ impl Vcpu {
 
     /// The loaded vCPU after a synchronous exit, with its decoded trap.
     pub fn trapped(&mut self) -> (TrappedVcpu<'_>, Trap) {
-        let trap = esr::decode_trap(
-            sysreg::esr_el2(),
-            sysreg::far_el2(),
-            sysreg::hpfar_el2(),
-            self.registers.pstate,
-        );
+        let (syndrome, far) = (sysreg::esr_el2(), sysreg::far_el2());
+        // HPFAR_EL2 is UNKNOWN for a stage-2 Permission fault: its page is
+        // found by translating FAR through the guest's stage 1.
+        let hpfar = if esr::fault_page_unreported(syndrome) {
+            sysreg::translate_el1_write(far).map_or(esr::FAULT_PAGE_UNKNOWN, esr::hpfar_of)
+        } else {
+            sysreg::hpfar_el2()
+        };
+        let trap = esr::decode_trap(syndrome, far, hpfar, self.registers.pstate);
         (
             TrappedVcpu {
                 registers: &mut self.registers,
@@ -167,6 +170,21 @@ pub unsafe fn switch_to(vmid: u16, stage2_root: u64, vcpu_id: usize, aarch32: bo
 /// installed (its VMID): for a vCPU that starts afresh.
 pub fn invalidate_vm_tlbs() {
     sysreg::tlbi_vmalls12e1();
+}
+
+/// Drops, on every CPU, what the TLBs hold of IPA page `ipa` of VM `vmid`
+/// (stage-2 root `stage2_root`), after its stage-2 descriptor changed: the
+/// VM's VTTBR_EL2 is installed for the invalidation (TLBI by IPA acts on
+/// the current VMID) and the previous value put back.
+pub fn invalidate_vm_page(vmid: u16, stage2_root: u64, ipa: u64) {
+    let saved = sysreg::vttbr_el2();
+    // SAFETY: no guest runs on this CPU until VTTBR_EL2 is restored below; meanwhile the value only selects the VMID the invalidation acts on.
+    unsafe { sysreg::write_vttbr_el2(u64::from(vmid) << VTTBR_VMID_SHIFT | stage2_root) };
+    sysreg::isb();
+    sysreg::tlbi_ipa_is(ipa);
+    // SAFETY: the value this CPU held before, which it runs its guest with.
+    unsafe { sysreg::write_vttbr_el2(saved) };
+    sysreg::isb();
 }
 
 /// A trapped vCPU whose EL1 state is live in this CPU's registers.

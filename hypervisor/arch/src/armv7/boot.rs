@@ -12,12 +12,17 @@ pub const MAX_CPUS: usize = 8;
 /// deep frames, and a frame larger than the guard page could jump over it).
 pub const STACK_SIZE: usize = 256 * 1024;
 
-/// The HYP stacks, one per CPU, in .bss.
+/// The HYP stacks, one per CPU, in `.stacks`: inside the image (its
+/// size reserves them) but after `.bss`, so the entry code does not zero
+/// them (a stack needs no initial value; zeroing 2 MiB was most of the
+/// instructions the hypervisor ran before its first guest, see
+/// `linker/common.ld`).
 #[repr(C, align(4096))]
 pub struct Stacks(pub [[u8; STACK_SIZE]; MAX_CPUS]);
 
 /// The boot stacks. Only the entry code below touches them by symbol.
 #[no_mangle]
+#[link_section = ".stacks"]
 pub static mut CHROMA_STACKS: Stacks = Stacks([[0; STACK_SIZE]; MAX_CPUS]);
 
 /// The HYP translation regime a secondary CPU loads before it runs Rust

@@ -606,7 +606,51 @@ pub fn translate_pl1_read(va: u32) -> Option<u64> {
         );
         write_par(saved);
     }
-    let par = u64::from(high) << 32 | u64::from(low);
+    ipa_of_par(u64::from(high) << 32 | u64::from(low), va)
+}
+
+/// As [`translate_pl1_read`], for a PL1 write (ATS1CPW): the page of a
+/// stage-2 Permission fault, for which HPFAR is UNKNOWN.
+pub fn translate_pl1_write(va: u32) -> Option<u64> {
+    let saved = par();
+    let (low, high): (u32, u32);
+    // SAFETY: ATS1CPW (p15, 0, c7, c8, 1) translates without accessing memory and writes PAR, read right after (ISB between); the guest's PAR is put back below, so it sees no change.
+    unsafe {
+        asm!(
+            "mcr p15, 0, {va}, c7, c8, 1",
+            "isb",
+            "mrrc p15, 0, {low}, {high}, c7",
+            va = in(reg) va,
+            low = out(reg) low,
+            high = out(reg) high,
+            options(nostack, preserves_flags)
+        );
+        write_par(saved);
+    }
+    ipa_of_par(u64::from(high) << 32 | u64::from(low), va)
+}
+
+/// Invalidates, on every CPU of the inner shareable domain, every TLB
+/// entry of the VMID in VTTBR (TLBIALLIS from HYP mode: the non-secure
+/// PL1&0 regime of the current VMID, stage 2 included): the way to drop a
+/// stage-2 page's entries on ARMv7, which has no invalidation by IPA
+/// (TLBIIPAS2IS is ARMv8's; Linux's 32-bit KVM did the same).
+pub fn tlbi_current_vm_is() {
+    // SAFETY: TLB invalidation only drops cached translations; DSB/ISB complete it. HYP mode only.
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "mcr p15, 0, {zero}, c8, c3, 0",
+            "dsb ish",
+            "isb",
+            zero = in(reg) 0u32,
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
+/// The IPA of `va` from a PAR value, `None` if the translation faulted.
+fn ipa_of_par(par: u64, va: u32) -> Option<u64> {
     if par & 1 != 0 {
         return None;
     }

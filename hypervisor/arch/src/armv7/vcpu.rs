@@ -93,12 +93,14 @@ impl Vcpu {
         } else {
             sysreg::hdfar()
         };
-        let trap = esr::decode_trap(
-            u64::from(hsr),
-            u64::from(far),
-            u64::from(sysreg::hpfar()),
-            self.registers.pstate,
-        );
+        // HPFAR is UNKNOWN for a stage-2 Permission fault: its page is
+        // found by translating the fault address through the guest's stage 1.
+        let hpfar = if esr::fault_page_unreported(u64::from(hsr)) {
+            sysreg::translate_pl1_write(far).map_or(esr::FAULT_PAGE_UNKNOWN, esr::hpfar_of)
+        } else {
+            u64::from(sysreg::hpfar())
+        };
+        let trap = esr::decode_trap(u64::from(hsr), u64::from(far), hpfar, self.registers.pstate);
         (
             TrappedVcpu {
                 inner: Trapped32 {
@@ -151,6 +153,23 @@ pub unsafe fn switch_to(vmid: u16, stage2_root: u64, vcpu_id: usize, aarch32: bo
 /// installed (its VMID): for a vCPU that starts afresh.
 pub fn invalidate_vm_tlbs() {
     sysreg::invalidate_current_vm_tlbs();
+}
+
+/// Drops, on every CPU, what the TLBs hold of IPA page `ipa` of VM `vmid`
+/// (stage-2 root `stage2_root`), after its stage-2 descriptor changed: the
+/// VM's VTTBR is installed for the invalidation (which acts on the current
+/// VMID) and the previous value put back. ARMv7 cannot invalidate by IPA:
+/// all of the VM's entries go.
+pub fn invalidate_vm_page(vmid: u16, stage2_root: u64, ipa: u64) {
+    let _ = ipa;
+    let saved = sysreg::vttbr();
+    // SAFETY: no guest runs on this CPU until VTTBR is restored below; meanwhile the value only selects the VMID the invalidation acts on.
+    unsafe { sysreg::write_vttbr(u64::from(vmid & 0xff) << VTTBR_VMID_SHIFT | stage2_root) };
+    sysreg::isb();
+    sysreg::tlbi_current_vm_is();
+    // SAFETY: the value this CPU held before, which it runs its guest with.
+    unsafe { sysreg::write_vttbr(saved) };
+    sysreg::isb();
 }
 
 /// A trapped vCPU whose PL1 state is live in this CPU's registers.

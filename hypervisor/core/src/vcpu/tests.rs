@@ -28,6 +28,8 @@ struct Recorder {
     /// A software GICv2 CPU interface answers (a Raspberry Pi 3).
     soft_gicc: Option<crate::soft_gicv::SoftCpuInterface>,
     gicc: RefCell<Vec<(usize, u64, Option<u64>)>>,
+    /// The UART's input state at each `uart_changed`.
+    uart_changes: RefCell<Vec<bool>>,
 }
 
 impl ExitHost for Recorder {
@@ -47,6 +49,9 @@ impl ExitHost for Recorder {
     }
     fn console_output(&self, _vm: &VmCore, byte: u8) {
         self.console.borrow_mut().push(byte);
+    }
+    fn uart_changed(&self, _vm: &VmCore, uart: &Pl011) {
+        self.uart_changes.borrow_mut().push(uart.input_pending());
     }
     fn kick(&self, _vm: &VmCore, vcpus: VcpuMask) {
         self.kicks.borrow_mut().push(vcpus);
@@ -133,6 +138,46 @@ fn a_uart_store_prints_and_moves_the_pc() {
     assert_eq!(action, Action::Continue);
     assert_eq!(*host.console.borrow(), b"h");
     assert_eq!(cpu.pc(), RAM + 4);
+    assert!(cpu.injected.is_empty());
+}
+
+/// A store that hit a read-only register image, its page found.
+fn read_only_write(ipa: u64, register: u8) -> Trap {
+    trap(Exit::ReadOnlyWrite(MmioAccess {
+        ipa: GuestPhysAddr::new(ipa),
+        width: AccessWidth::Word,
+        write: true,
+        register,
+        sign_extend: false,
+        register_64bit: true,
+        writeback: None,
+    }))
+}
+
+#[test]
+fn a_store_to_the_uart_image_is_emulated_and_a_lost_page_retried() {
+    let (vm, host) = (vm(GicVersion::V2, 1, 0), Recorder::default());
+    let mut cpu = FakeCpu::at(RAM).with_registers(&[0, 0, 0, b'h' as u64]);
+    let action = handle_exit(&vm, 0, &mut cpu, &read_only_write(0x0900_0000, 3), &host);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(*host.console.borrow(), b"h");
+    assert_eq!(cpu.pc(), RAM + 4);
+    // A byte with the TX interrupt latched changed nothing a read sees: the
+    // image is not rewritten; a store to UARTIMSC (0x38) is told.
+    assert!(host.uart_changes.borrow().is_empty());
+    cpu.set_register(4, 0x10);
+    let action = handle_exit(&vm, 0, &mut cpu, &read_only_write(0x0900_0038, 4), &host);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(*host.uart_changes.borrow(), [false], "the image is told");
+    assert_eq!(cpu.pc(), RAM + 8);
+    // A page the handler could not find (IPA page 0), or one that is no
+    // image's: nothing emulated, the PC stays for the guest to retry.
+    for ipa in [0x0000_0000, 0x4000_0000, 0x0900_1000] {
+        let action = handle_exit(&vm, 0, &mut cpu, &read_only_write(ipa, 3), &host);
+        assert_eq!(action, Action::Continue);
+        assert_eq!(cpu.pc(), RAM + 8, "{ipa:#x}");
+    }
+    assert_eq!(*host.console.borrow(), b"h");
     assert!(cpu.injected.is_empty());
 }
 
