@@ -338,6 +338,22 @@ impl Port for AnyPort<'_> {
             AnyPort::Absent => false,
         }
     }
+    fn read_held_at(&mut self, offset: usize, buf: &mut [u8]) -> bool {
+        match self {
+            AnyPort::Vm(p) => p.read_held_at(offset, buf),
+            AnyPort::Uplink(p) => p.read_held_at(offset, buf),
+            AnyPort::Absent => false,
+        }
+    }
+    fn accepts_gso(&self, gso_type: u8) -> bool {
+        // The uplink's NIC takes Ethernet frames only: the switch cuts
+        // GSO frames for it.
+        match self {
+            AnyPort::Vm(p) => p.accepts_gso(gso_type),
+            AnyPort::Uplink(p) => p.accepts_gso(gso_type),
+            AnyPort::Absent => false,
+        }
+    }
     fn release_tx(&mut self) {
         match self {
             AnyPort::Vm(p) => p.release_tx(),

@@ -15,6 +15,7 @@
 use chroma_mem::{GuestMemory, GuestPhysAddr};
 
 use crate::checksum;
+use crate::gso::{self, GsoError};
 use crate::mmio::{feature, DeviceBackend, MmioTransport};
 use crate::port::{
     DropReason, NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN, MIN_FRAME_LEN, NET_HEADER_LEN,
@@ -38,10 +39,20 @@ pub mod net_feature {
     pub const GUEST_CSUM: u64 = 1 << 1;
     /// VIRTIO_NET_F_MAC: the device has a MAC address in its config.
     pub const MAC: u64 = 1 << 5;
-    /// VIRTIO_NET_F_GUEST_TSO4 (not offered: no software segmentation).
+    /// VIRTIO_NET_F_GUEST_TSO4: the driver takes TCPv4 GSO frames.
     pub const GUEST_TSO4: u64 = 1 << 7;
-    /// VIRTIO_NET_F_HOST_TSO4 (not offered).
+    /// VIRTIO_NET_F_GUEST_TSO6: the driver takes TCPv6 GSO frames.
+    pub const GUEST_TSO6: u64 = 1 << 8;
+    /// VIRTIO_NET_F_GUEST_ECN: the driver takes GSO frames with GSO_ECN.
+    pub const GUEST_ECN: u64 = 1 << 9;
+    /// VIRTIO_NET_F_HOST_TSO4: the device takes TCPv4 GSO frames.
     pub const HOST_TSO4: u64 = 1 << 11;
+    /// VIRTIO_NET_F_HOST_TSO6: the device takes TCPv6 GSO frames.
+    pub const HOST_TSO6: u64 = 1 << 12;
+    /// VIRTIO_NET_F_HOST_ECN: the device takes GSO frames with GSO_ECN.
+    pub const HOST_ECN: u64 = 1 << 13;
+    /// The TCP segmentation offloads, both ways (off with `tso = false`).
+    pub const TSO: u64 = GUEST_TSO4 | GUEST_TSO6 | GUEST_ECN | HOST_TSO4 | HOST_TSO6 | HOST_ECN;
     /// VIRTIO_NET_F_MRG_RXBUF: the driver can merge receive buffers.
     pub const MRG_RXBUF: u64 = 1 << 15;
     /// VIRTIO_NET_F_STATUS: the config has a link status field.
@@ -51,9 +62,10 @@ pub mod net_feature {
 /// VIRTIO_NET_S_LINK_UP (§5.1.4).
 pub const VIRTIO_NET_S_LINK_UP: u16 = 1;
 
-/// Everything this device can offer. TSO/UFO are deliberately absent: the
-/// switch has no software segmentation, so a frame never exceeds
-/// [`MAX_FRAME_LEN`] and every port can take every frame.
+/// Everything this device can offer. TCP segmentation offload goes both
+/// ways ([`net_feature::TSO`]): a GSO frame goes whole to a port that
+/// negotiated the matching GUEST_TSO*, and is cut into segments in
+/// software ([`crate::gso`]) for any other. UFO/USO are not offered.
 pub const NET_FEATURES: u64 = feature::VERSION_1
     | feature::INDIRECT_DESC
     | feature::EVENT_IDX
@@ -62,6 +74,7 @@ pub const NET_FEATURES: u64 = feature::VERSION_1
     | net_feature::MAC
     | net_feature::MRG_RXBUF
     | net_feature::STATUS
+    | net_feature::TSO
     | feature::IN_ORDER;
 
 /// What [`new_net_device`] can offer: [`NET_FEATURES`] and, when the
@@ -231,12 +244,14 @@ pub const MAX_RX_CHAINS: usize = 64;
 pub const MAX_RX_DESCRIPTORS: usize = 512;
 
 /// Most buffers a transmitted frame may span and still be delivered in
-/// place ([`TxPoll::Held`]); a frame in more is copied into the switch's
-/// buffer ([`TxPoll::Frame`]). Linux sends a frame of at most 1518 bytes
-/// (no TSO) in a few buffers: the header with the linear part, then one
-/// per page fragment. Eight keep a port small (it sits in the hypervisor's
-/// per-run port table on the stack).
-pub const MAX_HELD_SEGMENTS: usize = 8;
+/// place ([`TxPoll::Held`]); a frame of at most [`MAX_FRAME_LEN`] bytes in
+/// more is copied into the switch's buffer ([`TxPoll::Frame`]), a longer
+/// (GSO) one is dropped ([`DropReason::TooManyBuffers`]). Linux sends a
+/// frame in the header with the linear part, then one buffer per page
+/// fragment: a 64 KiB GSO frame takes up to MAX_SKB_FRAGS (17) + 2 = 19.
+/// 24 keep a port small (it sits in the hypervisor's per-run port table on
+/// the stack: 384 bytes of buffers each).
+pub const MAX_HELD_SEGMENTS: usize = 24;
 
 /// The virtio-net header and the Ethernet header, read or written with
 /// fixed-size accesses when one buffer holds both.
@@ -379,6 +394,15 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         let mut verdict = Ok(());
         let mut count = 0usize;
         let mut in_place = true;
+        // With HOST_TSO* a frame may be a GSO frame of up to 64 KiB (what
+        // its header says is checked once the whole chain is read).
+        let tso = self.dev.has_feature(net_feature::HOST_TSO4)
+            || self.dev.has_feature(net_feature::HOST_TSO6);
+        let max_len = if tso {
+            crate::gso::MAX_GSO_FRAME_LEN
+        } else {
+            MAX_FRAME_LEN
+        };
         while let Some(d) = chain.next_descriptor(mem)? {
             if verdict.is_err() {
                 // Keep walking: a structural error later in the chain is still fatal.
@@ -395,7 +419,7 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
             let len = d.len as usize;
             let Some(end) = total
                 .checked_add(len)
-                .filter(|&e| e <= NET_HEADER_LEN + MAX_FRAME_LEN)
+                .filter(|&e| e <= NET_HEADER_LEN + max_len)
             else {
                 verdict = Err(DropReason::TooLong);
                 continue;
@@ -462,6 +486,7 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 verdict = Err(DropReason::BadAddress);
                 continue;
             }
+            let mut copy_recorded = false;
             if in_place {
                 if let Some(slot) = self.segments.get_mut(count) {
                     *slot = (addr, to - from);
@@ -470,6 +495,14 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 }
                 // Too many buffers: copy what was recorded, then the rest as it comes.
                 in_place = false;
+                copy_recorded = true;
+            }
+            // Only a frame that fits the switch's buffer can be copied.
+            if to > MAX_FRAME_LEN {
+                verdict = Err(DropReason::TooManyBuffers);
+                continue;
+            }
+            if copy_recorded {
                 let recorded = self.segments.get(..count).unwrap_or(&[]);
                 if !read_segments(mem, recorded, MIN_FRAME_LEN, from, frame) {
                     verdict = Err(DropReason::BadAddress);
@@ -517,6 +550,38 @@ fn read_segments<M: GuestMemory>(
     true
 }
 
+/// Copies frame bytes `offset..offset + buf.len()`, which lie in
+/// `segments` (in order, from frame offset 0), into `buf`. `false` if they
+/// do not all lie there or could not be read.
+fn read_segments_at<M: GuestMemory>(
+    mem: &M,
+    segments: &[(GuestPhysAddr, usize)],
+    offset: usize,
+    buf: &mut [u8],
+) -> bool {
+    let Some(to) = offset.checked_add(buf.len()) else {
+        return false;
+    };
+    let mut start = 0usize;
+    let mut copied = 0usize;
+    for &(addr, len) in segments {
+        let end = start + len;
+        let (a, b) = (offset.max(start), to.min(end));
+        if a < b {
+            let ok = buf.get_mut(a - offset..b - offset).is_some_and(|part| {
+                mem.read(addr.wrapping_add((a - start) as u64), part)
+                    .is_ok()
+            });
+            if !ok {
+                return false;
+            }
+            copied += b - a;
+        }
+        start = end;
+    }
+    copied == buf.len()
+}
+
 impl<M: GuestMemory> Port for NetPort<'_, M> {
     fn poll_tx(&mut self, frame: &mut [u8; MAX_FRAME_LEN]) -> TxPoll {
         // A frame the caller neither released nor gave back is done with.
@@ -536,7 +601,15 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
         // Held until the switch is done with the frame; a dropped one is
         // returned at once.
         self.held = Some(head);
-        match self.check_tx(verdict, &header_bytes) {
+        let checked = self
+            .check_tx(verdict, &header_bytes)
+            .and_then(|(len, header)| {
+                if header.gso_type != VIRTIO_NET_HDR_GSO_NONE {
+                    self.check_gso(&header, len)?;
+                }
+                Ok((len, header))
+            });
+        match checked {
             Ok((len, header)) => {
                 self.held_len = len;
                 if self.segment_count > 0 {
@@ -578,6 +651,17 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
         self.held.is_some()
             && !segments.is_empty()
             && read_segments(self.mem, segments, MIN_FRAME_LEN, frame.len(), frame)
+    }
+
+    fn read_held_at(&mut self, offset: usize, buf: &mut [u8]) -> bool {
+        let segments = self.segments.get(..self.segment_count).unwrap_or(&[]);
+        self.held.is_some()
+            && !segments.is_empty()
+            && read_segments_at(self.mem, segments, offset, buf)
+    }
+
+    fn accepts_gso(&self, gso_type: u8) -> bool {
+        gso_accepted(self.dev, gso_type)
     }
 
     fn release_tx(&mut self) {
@@ -649,10 +733,14 @@ impl<M: GuestMemory> NetPort<'_, M> {
             return Err(DropReason::Runt);
         }
         let header = NetHeader::from_bytes(header_bytes);
-        // §5.1.6.2: GSO needs HOST_TSO*, never offered; NEEDS_CSUM needs CSUM
-        // and offsets inside the frame.
+        // §5.1.6.2: a GSO frame needs the HOST_TSO* of its type (and
+        // HOST_ECN for GSO_ECN); its headers are checked by `check_gso`.
+        // Any other frame fits an Ethernet frame. NEEDS_CSUM needs CSUM and
+        // offsets inside the frame.
         if header.gso_type != VIRTIO_NET_HDR_GSO_NONE {
-            return Err(DropReason::BadHeader);
+            gso_negotiated(self.dev, header.gso_type).map_err(DropReason::Gso)?;
+        } else if len > MAX_FRAME_LEN {
+            return Err(DropReason::TooLong);
         }
         if header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
             let field_end = usize::from(header.csum_start) + usize::from(header.csum_offset) + 2;
@@ -666,6 +754,28 @@ impl<M: GuestMemory> NetPort<'_, M> {
             ..header
         };
         Ok((len, header))
+    }
+
+    /// Checks a held GSO frame's headers ([`gso::parse`]), read from its
+    /// buffers.
+    fn check_gso(&self, header: &NetHeader, len: usize) -> Result<(), DropReason> {
+        let segments = self.segments.get(..self.segment_count).unwrap_or(&[]);
+        if segments.is_empty() {
+            // Copied (a short GSO frame in many buffers): not held, so the
+            // switch could not pass it on whole.
+            return Err(DropReason::Gso(GsoError::TooManyBuffers));
+        }
+        let mut headers = [0u8; gso::MAX_GSO_HEADERS_LEN];
+        let n = len.min(headers.len());
+        let read = headers
+            .get_mut(..n)
+            .is_some_and(|part| read_segments(self.mem, segments, 0, n, part));
+        if !read {
+            return Err(DropReason::BadAddress);
+        }
+        gso::parse(header, &headers, len)
+            .map(|_| ())
+            .map_err(DropReason::Gso)
     }
 
     /// Delivers `payload` into the RX queue.
@@ -931,6 +1041,47 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
         q.add_used(mem, head, len)?;
     }
     Ok(RxPush::Delivered)
+}
+
+/// Whether a driver may send a GSO frame of `gso_type` on `dev`: the type
+/// is TCPv4 or TCPv6 with its HOST_TSO* negotiated, and GSO_ECN only with
+/// HOST_ECN (§5.1.6.2.1).
+fn gso_negotiated(dev: &VirtioNet, gso_type: u8) -> Result<(), GsoError> {
+    let needed = match gso_type & !gso::VIRTIO_NET_HDR_GSO_ECN {
+        gso::VIRTIO_NET_HDR_GSO_TCPV4 => net_feature::HOST_TSO4,
+        gso::VIRTIO_NET_HDR_GSO_TCPV6 => net_feature::HOST_TSO6,
+        _ => return Err(GsoError::UnknownType),
+    };
+    let ecn = if gso_type & gso::VIRTIO_NET_HDR_GSO_ECN != 0 {
+        net_feature::HOST_ECN
+    } else {
+        0
+    };
+    // HOST_TSO* depend on CSUM (§5.1.3.1): a GSO frame is checksummed by
+    // whoever cuts it.
+    let needed = needed | ecn | net_feature::CSUM;
+    if dev.has_feature(needed) {
+        Ok(())
+    } else {
+        Err(GsoError::NotNegotiated)
+    }
+}
+
+/// Whether a driver takes a GSO frame of `gso_type` whole on `dev`: its
+/// GUEST_TSO*, GUEST_ECN for GSO_ECN, and GUEST_CSUM (which they depend on,
+/// §5.1.3.1: the frame arrives with NEEDS_CSUM, §5.1.6.4.1).
+fn gso_accepted(dev: &VirtioNet, gso_type: u8) -> bool {
+    let needed = match gso_type & !gso::VIRTIO_NET_HDR_GSO_ECN {
+        gso::VIRTIO_NET_HDR_GSO_TCPV4 => net_feature::GUEST_TSO4,
+        gso::VIRTIO_NET_HDR_GSO_TCPV6 => net_feature::GUEST_TSO6,
+        _ => return false,
+    };
+    let ecn = if gso_type & gso::VIRTIO_NET_HDR_GSO_ECN != 0 {
+        net_feature::GUEST_ECN
+    } else {
+        0
+    };
+    dev.has_feature(needed | ecn | net_feature::GUEST_CSUM)
 }
 
 /// Completes a NEEDS_CSUM frame in place and clears the flag (for a port

@@ -139,7 +139,8 @@ fn a_frame_in_several_buffers_into_merged_buffers_is_exact(format: RingFormat) {
             .write(chroma_mem::GuestPhysAddr::new(buffer), &bytes)
             .unwrap();
         // Cut points: the first piece ends inside the Ethernet header.
-        let mut cuts: Vec<usize> = (1..pieces).map(|k| 17 + (k - 1) * 97).collect();
+        let step = (bytes.len() - 17) / pieces;
+        let mut cuts: Vec<usize> = (1..pieces).map(|k| 17 + (k - 1) * step).collect();
         cuts.insert(0, 0);
         cuts.push(bytes.len());
         let chain: Vec<(u64, u32, bool)> = cuts

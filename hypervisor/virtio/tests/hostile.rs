@@ -455,7 +455,7 @@ hostile!(
         w(lab, reg::STATUS, 4, 0).unwrap();
         w(lab, reg::STATUS, 4, status::ACKNOWLEDGE | status::DRIVER).unwrap();
         w(lab, reg::DRIVER_FEATURES_SEL, 4, 0).unwrap();
-        w(lab, reg::DRIVER_FEATURES, 4, 1 << 11).unwrap(); // HOST_TSO4, never offered
+        w(lab, reg::DRIVER_FEATURES, 4, 1 << 14).unwrap(); // HOST_UFO, never offered
         w(lab, reg::DRIVER_FEATURES_SEL, 4, 1).unwrap();
         w(lab, reg::DRIVER_FEATURES, 4, 1).unwrap();
         let r = w(
