@@ -968,7 +968,8 @@ pub fn report(vm_index: usize) {
         log::info!(
             "vm {} net{} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} on {} port {}: rx {} pkts {} B, tx {} pkts {} B, drops {}, errors {}, spoofed {}; \
              traps/pkt {:.3}, irqs/pkt {:.3}, kicks {} (suppressed {}), polls {}, irqs suppressed {}, lines maintained/pkt {:.2} minimum/pkt {:.2}, ring accesses via NC alias/pkt {:.2}; \
-             traps: QueueNotify rx {} tx {}, InterruptStatus {}, InterruptACK {}, other {}; irqs held {}",
+             traps: QueueNotify rx {} tx {}, InterruptStatus {}, InterruptACK {}, other {}; irqs held {}; \
+             gso: tx {}, rx whole {}, rx cut {}",
             vm.name,
             i,
             nic.mac[0], nic.mac[1], nic.mac[2], nic.mac[3], nic.mac[4], nic.mac[5],
@@ -996,6 +997,9 @@ pub fn report(vm_index: usize) {
             acks,
             other,
             held,
+            port.tx_gso,
+            port.rx_gso,
+            port.rx_gso_cut,
         );
     }
 }
