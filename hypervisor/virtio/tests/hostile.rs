@@ -720,3 +720,76 @@ fn h42_mrg_frame_spanning_many_small_buffers_is_exact() {
         assert_eq!(total, 1012);
     });
 }
+
+// ---- TCP segmentation offload (virtio 1.2 §5.1.6.2) ----
+
+/// The victim's driver sends a small TCP GSO frame (fits one TX buffer),
+/// its header edited by `edit`, from port 0 to port 1: dropped, counted,
+/// the chain returned, and the victim (and everyone else) still sends.
+fn gso_case(
+    lab: &mut Lab<'_>,
+    d: &mut MockNetDriver<'_, VecMemory>,
+    edit: impl Fn(&mut chroma_virtio::port::NetHeader, &mut Vec<u8>),
+) {
+    let payload = vec![0x5au8; 1200];
+    let (mut header, mut frame) =
+        chroma_virtio::mock::tcp_gso_frame(MAC[1], MAC[V], false, 3, 500, 1, 0x18, &payload);
+    edit(&mut header, &mut frame);
+    assert!(d.send_with_header(&header.to_bytes(0), &frame));
+    lab.run();
+    assert_eq!(lab.counters().tx_errors, 1, "dropped and counted");
+    assert_eq!(
+        d.tx.pop_used().map(|(_, len)| len),
+        Some(0),
+        "chain returned"
+    );
+    victim_still_sends(lab, d);
+}
+
+hostile!(h50_gso_size_zero, NET_FEATURES, |lab, d, _m| {
+    gso_case(lab, d, |h, _| h.gso_size = 0);
+});
+
+hostile!(h51_unknown_gso_type, NET_FEATURES, |lab, d, _m| {
+    gso_case(lab, d, |h, _| h.gso_type = 0x07);
+});
+
+hostile!(
+    h52_gso_without_host_tso_negotiated,
+    NET_FEATURES & !net_feature::TSO,
+    |lab, d, _m| {
+        gso_case(lab, d, |_, _| {});
+    }
+);
+
+hostile!(
+    h53_gso_hdr_len_past_the_frame,
+    NET_FEATURES,
+    |lab, d, _m| {
+        gso_case(lab, d, |h, f| h.hdr_len = f.len() as u16 + 1);
+    }
+);
+
+hostile!(h54_gso_ipv4_fragment, NET_FEATURES, |lab, d, _m| {
+    gso_case(lab, d, |_, f| f[14 + 6] |= 0x20);
+});
+
+hostile!(
+    h55_gso_ipv4_total_length_lies,
+    NET_FEATURES,
+    |lab, d, _m| {
+        gso_case(lab, d, |_, f| f[14 + 2] ^= 0x01);
+    }
+);
+
+hostile!(h56_gso_tcp_data_offset_lies, NET_FEATURES, |lab, d, _m| {
+    gso_case(lab, d, |_, f| f[34 + 12] = 0x40);
+});
+
+hostile!(h57_gso_not_tcp, NET_FEATURES, |lab, d, _m| {
+    gso_case(lab, d, |_, f| f[14 + 9] = 17);
+});
+
+hostile!(h58_gso_ihl_lies, NET_FEATURES, |lab, d, _m| {
+    gso_case(lab, d, |_, f| f[14] = 0x4f);
+});

@@ -12,7 +12,9 @@
 //!   interleaved with the plain run: both NICs with `ring = "packed"` (Linux
 //!   takes VIRTIO_F_RING_PACKED; the figure `linux.vm_to_vm.throughput`),
 //!   then with `ring = "split"` (`linux.vm_to_vm.throughput.split`, also
-//!   the packed figure's second peer, so its ratio is packed / split). Both NICs' counter
+//!   the packed figure's second peer, so its ratio is packed / split), then
+//!   split again with `tso = false` (the split figure's second peer: TCP
+//!   segmentation offload on / off). Both NICs' counter
 //!   lines under chroma: the client's is printed as it powers off, the
 //!   server's when the bench types Ctrl-A c on chroma's console.
 //! - Ping: after the transfer, on the idle network, the client pings the
@@ -33,6 +35,8 @@ use crate::bench::{BenchArgs, Peers, PLAIN_QEMU};
 
 /// The packed-ring figure's second peer: the same pair on split rings.
 const SPLIT_RING: &str = "chroma, split rings";
+/// The split-ring figure's second peer: the same pair with `tso = false`.
+const SPLIT_RING_WITHOUT_TSO: &str = "chroma, split rings, tso = false";
 use crate::bench_results::{names, Better, Figure, Results};
 use crate::images::Images;
 use crate::qemu::qemu_command;
@@ -87,6 +91,9 @@ fn linux_vm(
             "[[vm.net]]\nswitch = \"lan0\"\nmac = {mac:?}\nring = {:?}\n",
             ring.key()
         ));
+        if !ring.tso() {
+            text.push_str("tso = false\n");
+        }
     }
     text.push('\n');
     text
@@ -97,14 +104,30 @@ fn linux_vm(
 enum Ring {
     Split,
     Packed,
+    /// Split rings with `tso = false`: the pair without TCP segmentation
+    /// offload, to compare.
+    SplitWithoutTso,
 }
 
 impl Ring {
     /// The configuration's value.
     fn key(self) -> &'static str {
         match self {
-            Ring::Split => "split",
+            Ring::Split | Ring::SplitWithoutTso => "split",
             Ring::Packed => "packed",
+        }
+    }
+
+    /// Whether the NICs offer TCP segmentation offload (`tso`).
+    fn tso(self) -> bool {
+        self != Ring::SplitWithoutTso
+    }
+
+    /// A name for the run's files.
+    fn label(self) -> &'static str {
+        match self {
+            Ring::SplitWithoutTso => "split-no-tso",
+            ring => ring.key(),
         }
     }
 }
@@ -507,7 +530,7 @@ fn transfer_under_chroma(
             args,
             images,
             dir,
-            &format!("bench-linux-tcp-{}.toml", ring.key()),
+            &format!("bench-linux-tcp-{}.toml", ring.label()),
             &text,
         )?,
         Stdio::piped(),
@@ -610,6 +633,10 @@ fn transfer(
         .map_err(|error| format!("Linux VM-to-VM TCP under chroma, packed rings: {error}"))?;
     let split = transfer_under_chroma(args, images, dir, kernel, initrd, Ring::Split)
         .map_err(|error| format!("Linux VM-to-VM TCP under chroma, split rings: {error}"))?;
+    let no_tso = transfer_under_chroma(args, images, dir, kernel, initrd, Ring::SplitWithoutTso)
+        .map_err(|error| {
+            format!("Linux VM-to-VM TCP under chroma, split rings without TSO: {error}")
+        })?;
     let mut figure = Figure::new(
         names::LINUX_VM_TO_VM_THROUGHPUT,
         under.kib_per_s,
@@ -650,6 +677,13 @@ fn transfer(
         Err(why) => (format!("plain QEMU: {why}"), String::new()),
     };
     figure = figure.peer(SPLIT_RING, split.kib_per_s);
+    split_figure = split_figure.peer(SPLIT_RING_WITHOUT_TSO, no_tso.kib_per_s);
+    println!(
+        "linux vm-to-vm tcp without TCP segmentation offload (tso = false), split rings: {:.0} ms ({:.1} MiB/s); with it / without {:.2}",
+        no_tso.ms,
+        no_tso.kib_per_s / 1024.0,
+        split.kib_per_s / no_tso.kib_per_s,
+    );
     println!(
         "linux vm-to-vm tcp, {TRANSFER_MIB} MiB httpd -> wget (1 vCPU each, MTU 1500): {:.0} ms ({:.1} MiB/s) on packed rings \
          and {:.0} ms ({:.1} MiB/s) on split rings through chroma's switch (packed / split {:.2}), {peer}",
