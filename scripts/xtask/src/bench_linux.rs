@@ -7,7 +7,8 @@
 //!   Linux VM with 2 vCPUs and 256 MiB; medians of [`BOOT_RUNS`] runs each.
 //! - VM-to-VM TCP: [`TRANSFER_MIB`] MiB from busybox httpd in one Linux guest
 //!   to wget in another (`chroma.serve` / `chroma.fetch`, sha256 checked by the
-//!   guests), each guest 1 vCPU; under chroma both VMs on one switch, on plain
+//!   guests), each guest 1 vCPU; under chroma both VMs on one switch (the
+//!   server on physical CPU 0, the client on CPU 1: `cpus`), on plain
 //!   QEMU two QEMU processes joined by socket netdevs. Under chroma twice,
 //!   interleaved with the plain run: both NICs with `ring = "packed"` (Linux
 //!   takes VIRTIO_F_RING_PACKED; the figure `linux.vm_to_vm.throughput`),
@@ -70,7 +71,9 @@ pub fn run(args: &BenchArgs, images: &Images, peers: &Peers, results: &mut Resul
 }
 
 /// A Linux `[[vm]]` for a bench configuration, with a NIC on lan0 when
-/// `nic` gives its MAC and ring layout.
+/// `nic` gives its MAC and ring layout, its one vCPU on physical CPU `cpu`
+/// if given.
+#[allow(clippy::too_many_arguments)] // one VM's whole description
 fn linux_vm(
     name: &str,
     kernel: &Path,
@@ -79,6 +82,7 @@ fn linux_vm(
     vcpus: u32,
     words: &str,
     nic: Option<(&str, Ring)>,
+    cpu: Option<u32>,
 ) -> String {
     let mut text = format!(
         "[[vm]]\nname = {name:?}\nkernel = {:?}\ninitrd = {:?}\nmemory = {memory:?}\nvcpus = {vcpus}\ncmdline = {:?}\n",
@@ -86,6 +90,9 @@ fn linux_vm(
         initrd.display().to_string(),
         format!("{BASE_CMDLINE} {words}").trim_end()
     );
+    if let Some(cpu) = cpu {
+        text.push_str(&format!("cpus = [{cpu}]\n"));
+    }
     if let Some((mac, ring)) = nic {
         text.push_str(&format!(
             "[[vm.net]]\nswitch = \"lan0\"\nmac = {mac:?}\nring = {:?}\n",
@@ -362,7 +369,7 @@ fn boot(
 ) -> Result<()> {
     let text = format!(
         "# One Linux VM, written by `cargo xtask bench`.\n{}",
-        linux_vm("linux", kernel, initrd, "256M", 2, "", None)
+        linux_vm("linux", kernel, initrd, "256M", 2, "", None, None)
     );
     let timeout = Duration::from_secs(args.timeout.max(60));
     let mut chroma = Vec::new();
@@ -522,8 +529,11 @@ fn transfer_under_chroma(
 ) -> Result<Transfer> {
     let text = format!(
         "# Two Linux VMs on one switch, written by `cargo xtask bench`.\n[[switch]]\nname = \"lan0\"\n\n{}{}",
-        linux_vm("server", kernel, initrd, "256M", 1, &format!("{SERVER_WORDS}{TRANSFER_MIB}"), Some(("52:54:00:12:34:21", ring))),
-        linux_vm("client", kernel, initrd, "256M", 1, &client_words(), Some(("52:54:00:12:34:22", ring))),
+        linux_vm("server", kernel, initrd, "256M", 1, &format!("{SERVER_WORDS}{TRANSFER_MIB}"), Some(("52:54:00:12:34:21", ring)), Some(0)),
+        // Each VM on a physical CPU of its own, as each plain QEMU has a
+        // host thread of its own (without `cpus` both would run on CPU 0
+        // and take turns, the other CPU idle).
+        linux_vm("client", kernel, initrd, "256M", 1, &client_words(), Some(("52:54:00:12:34:22", ring)), Some(1)),
     );
     let mut qemu = Watched::start_with(
         chroma_command(
