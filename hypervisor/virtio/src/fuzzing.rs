@@ -272,12 +272,12 @@ pub fn fuzz_gso(data: &[u8]) -> GsoFuzzReport {
     ];
     let receiver_wants = match selector & 3 {
         0 => u64::MAX,
-        1 => u64::MAX & !net_feature::TSO,
-        2 => u64::MAX & !(net_feature::TSO | net_feature::GUEST_CSUM),
-        _ => u64::MAX & !(net_feature::GUEST_ECN | net_feature::GUEST_TSO6),
+        1 => !net_feature::TSO,
+        2 => !(net_feature::TSO | net_feature::GUEST_CSUM),
+        _ => !(net_feature::GUEST_ECN | net_feature::GUEST_TSO6),
     };
     let sender_wants = if selector & 4 != 0 {
-        u64::MAX & !(net_feature::HOST_ECN | net_feature::HOST_TSO6)
+        !(net_feature::HOST_ECN | net_feature::HOST_TSO6)
     } else {
         u64::MAX
     };

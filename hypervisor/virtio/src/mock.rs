@@ -634,6 +634,7 @@ impl<'m, M: GuestMemory> MockNetDriver<'m, M> {
 /// `ip_id`, DF) or IPv6, a TCP header with `tcp_option_words` words of
 /// NOP options, sequence `seq`, flags `tcp_flags` (ECN with CWR), and
 /// `payload`; the TCP checksum field holds the pseudo-header sum.
+#[allow(clippy::too_many_arguments)] // one frame's whole description
 pub fn tcp_gso_frame(
     dst: [u8; 6],
     src: [u8; 6],

@@ -58,7 +58,7 @@ fn fuzz_gso_deterministic_run() {
         let mut bytes = rng.bytes(400);
         for chunk in bytes.chunks_mut(9).skip(1).step_by(2) {
             if let Some(m) = chunk.get_mut(8) {
-                *m &= 0xf8 | u8::from(rng.next() % 4 == 0);
+                *m &= 0xf8 | u8::from(rng.next().is_multiple_of(4));
             }
         }
         let report = fuzz_gso(&bytes);

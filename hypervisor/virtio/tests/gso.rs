@@ -264,6 +264,11 @@ fn check_segments(
     Ok(())
 }
 
+/// A wrong segmentation made from a right one (negative controls).
+type Mutation = Box<dyn Fn(&mut Vec<(NetHeader, Vec<u8>)>)>;
+/// A change to a GSO frame's header and bytes.
+type Edit = Box<dyn Fn(&mut NetHeader, &mut Vec<u8>)>;
+
 fn cut(built: &Built, partial: bool) -> Result<Vec<(NetHeader, Vec<u8>)>, GsoError> {
     let mut out = Vec::new();
     let mut scratch = [0u8; MAX_FRAME_LEN];
@@ -351,7 +356,7 @@ proptest! {
         let i = pick % good.len();
         let last = good.len() - 1;
         let (l3, l4, hl) = (built.l3, built.l4, built.headers_len);
-        let mut mutations: Vec<Box<dyn Fn(&mut Vec<(NetHeader, Vec<u8>)>)>> = vec![
+        let mut mutations: Vec<Mutation> = vec![
             Box::new(move |s| s[i].1[l4 + 7] ^= 1),                // sequence number
             Box::new(move |s| s[i].1[l4 + 17] ^= 0x40),            // TCP checksum
             Box::new(move |s| { let n = s[i].1.len(); s[i].1[n - 1] ^= 1 }), // payload
@@ -424,7 +429,7 @@ fn malformed_gso_frames_are_refused_with_their_reason() {
     };
     let l3 = good.l3;
     let l4 = good.l4;
-    let cases: Vec<(&str, Box<dyn Fn(&mut NetHeader, &mut Vec<u8>)>, GsoError)> = vec![
+    let cases: Vec<(&str, Edit, GsoError)> = vec![
         (
             "gso_size 0",
             Box::new(|h, _| h.gso_size = 0),
@@ -665,7 +670,7 @@ fn send_gso(
     }
 }
 
-const ALL: u64 = u64::MAX & !feature::RING_PACKED;
+const ALL: u64 = !feature::RING_PACKED;
 const NO_TSO: u64 = ALL & !net_feature::TSO;
 const NO_TSO_NO_CSUM: u64 = NO_TSO & !net_feature::GUEST_CSUM;
 
@@ -758,8 +763,8 @@ fn a_gso_frame_waits_for_a_receiver_out_of_buffers() {
 #[test]
 fn a_flooded_gso_frame_goes_whole_or_cut_per_port() {
     let (mut net, mut d) = make_net([ALL, ALL, NO_TSO], 2048, 256);
-    for p in 0..3 {
-        net.switch.set_port(p, PortConfig::vm(MAC[p], true));
+    for (p, mac) in MAC.iter().enumerate() {
+        net.switch.set_port(p, PortConfig::vm(*mac, true));
     }
     let mut spec = simple_spec(false, 20000, 1448);
     spec.dst = [2, 0, 0, 0, 0, 0x99];
@@ -792,6 +797,7 @@ fn a_non_virtio_port_gets_complete_segments() {
         }
         fn flush(&mut self) {}
     }
+    #[allow(clippy::large_enum_variant)] // a test's two ports
     enum Any<'a> {
         Vm(NetPort<'a, VecMemory>),
         Wire(&'a mut Wire),
@@ -868,7 +874,6 @@ fn hostile_gso_frames_are_dropped_with_their_reason() {
     // Small enough to pass the walk's length bound without HOST_TSO.
     let spec = simple_spec(false, 1200, 500);
     let good = build(&spec);
-    type Edit = Box<dyn Fn(&mut NetHeader, &mut Vec<u8>)>;
     let l3 = good.l3;
     let l4 = good.l4;
     let cases: Vec<(&str, u64, Edit, DropReason)> = vec![
