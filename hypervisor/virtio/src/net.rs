@@ -395,13 +395,14 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         let mut count = 0usize;
         let mut in_place = true;
         // With HOST_TSO* a frame may be a GSO frame of up to 64 KiB (what
-        // its header says is checked once the whole chain is read).
-        let tso = self.dev.has_feature(net_feature::HOST_TSO4)
-            || self.dev.has_feature(net_feature::HOST_TSO6);
-        let max_len = if tso {
-            crate::gso::MAX_GSO_FRAME_LEN
-        } else {
-            MAX_FRAME_LEN
+        // its header says is checked once the whole chain is read); the
+        // features are looked at only for a frame past an Ethernet frame.
+        let dev = &*self.dev;
+        let fits = |end: usize| {
+            end <= NET_HEADER_LEN + MAX_FRAME_LEN
+                || (end <= NET_HEADER_LEN + gso::MAX_GSO_FRAME_LEN
+                    && (dev.has_feature(net_feature::HOST_TSO4)
+                        || dev.has_feature(net_feature::HOST_TSO6)))
         };
         while let Some(d) = chain.next_descriptor(mem)? {
             if verdict.is_err() {
@@ -417,10 +418,7 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 continue;
             }
             let len = d.len as usize;
-            let Some(end) = total
-                .checked_add(len)
-                .filter(|&e| e <= NET_HEADER_LEN + max_len)
-            else {
+            let Some(end) = total.checked_add(len).filter(|&e| fits(e)) else {
                 verdict = Err(DropReason::TooLong);
                 continue;
             };
