@@ -715,10 +715,11 @@ pub fn tcp_gso_frame(
 
 impl<M: GuestMemory> MockNetDriver<'_, M> {
     /// Queues `header ++ frame` (a GSO frame, longer than one TX buffer)
-    /// written at `scratch` in guest memory, as a chain of `pieces`
+    /// written from `scratch` in guest memory, as a chain of `pieces`
     /// buffers: the header with the first 100 frame bytes, then equal
-    /// parts (Linux: the linear part, then page fragments). `false` if the
-    /// ring is full. Completed transmits are reaped first.
+    /// parts (Linux: the linear part, then page fragments), each 64 bytes
+    /// after the end of the one before (so none continues another). `false`
+    /// if the ring is full. Completed transmits are reaped first.
     pub fn send_scattered(
         &mut self,
         header: &crate::port::NetHeader,
@@ -729,17 +730,22 @@ impl<M: GuestMemory> MockNetDriver<'_, M> {
         while self.tx.pop_used().is_some() {}
         let mut bytes = header.to_bytes(0).to_vec();
         bytes.extend_from_slice(frame);
-        if self.mem.write(gpa(scratch), &bytes).is_err() {
-            return false;
-        }
         let first = (NET_HEADER_LEN + 100).min(bytes.len());
         let step = (bytes.len() - first).div_ceil(pieces.max(2) - 1).max(1);
-        let mut chain = vec![(scratch, first as u32, false)];
-        let mut pos = first;
+        let mut chain = Vec::new();
+        let (mut pos, mut at) = (0usize, scratch);
         while pos < bytes.len() {
-            let n = step.min(bytes.len() - pos);
-            chain.push((scratch + pos as u64, n as u32, false));
+            let n = if pos == 0 {
+                first
+            } else {
+                step.min(bytes.len() - pos)
+            };
+            if self.mem.write(gpa(at), &bytes[pos..pos + n]).is_err() {
+                return false;
+            }
+            chain.push((at, n as u32, false));
             pos += n;
+            at += n as u64 + 64;
         }
         self.tx.add_chain(&chain).is_some()
     }

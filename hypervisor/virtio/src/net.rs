@@ -486,6 +486,16 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
             }
             let mut copy_recorded = false;
             if in_place {
+                // A buffer that goes on where the previous one ended in
+                // guest memory extends it (Linux's page fragments of one
+                // compound page do): one slot for both.
+                let previous = count.checked_sub(1).and_then(|i| self.segments.get_mut(i));
+                if let Some(last) =
+                    previous.filter(|(at, n)| at.checked_add(*n as u64) == Some(addr))
+                {
+                    last.1 += to - from;
+                    continue;
+                }
                 if let Some(slot) = self.segments.get_mut(count) {
                     *slot = (addr, to - from);
                     count += 1;

@@ -638,8 +638,7 @@ impl Net {
     }
 }
 
-/// Writes `header ++ frame` at SCRATCH in VM 0 and queues it as a chain of
-/// `pieces` buffers (or one INDIRECT descriptor if `indirect`).
+/// [`send_gso_with_gap`] with 64-byte gaps (scattered, as page fragments).
 fn send_gso(
     d: &mut MockNetDriver<'static, VecMemory>,
     mem: &'static VecMemory,
@@ -648,23 +647,44 @@ fn send_gso(
     pieces: usize,
     indirect: bool,
 ) {
+    send_gso_with_gap(d, mem, header, frame, pieces, indirect, 64);
+}
+
+/// Writes `header ++ frame` from SCRATCH in VM 0 and queues it as a chain
+/// of `pieces` buffers (or one INDIRECT descriptor if `indirect`), each
+/// `gap` bytes after the end of the one before (0: one contiguous run,
+/// which the device holds as one piece). The header with the first bytes,
+/// then equal pieces (as Linux: the linear part, then page fragments).
+fn send_gso_with_gap(
+    d: &mut MockNetDriver<'static, VecMemory>,
+    mem: &'static VecMemory,
+    header: &NetHeader,
+    frame: &[u8],
+    pieces: usize,
+    indirect: bool,
+    gap: u64,
+) {
     let mut bytes = header.to_bytes(0).to_vec();
     bytes.extend_from_slice(frame);
     let at = BASES[0] + SCRATCH;
-    mem.write(GuestPhysAddr::new(at), &bytes).unwrap();
-    // The header with the first bytes, then equal pieces (as Linux: the
-    // linear part, then page fragments).
     let first = (NET_HEADER_LEN + 100).min(bytes.len());
     let step = (bytes.len() - first).div_ceil(pieces.max(2) - 1).max(1);
-    let mut chain = vec![(at, first as u32, false)];
-    let mut pos = first;
+    let mut chain = Vec::new();
+    let (mut pos, mut piece_at) = (0usize, at);
     while pos < bytes.len() {
-        let n = step.min(bytes.len() - pos);
-        chain.push((at + pos as u64, n as u32, false));
+        let n = if pos == 0 {
+            first
+        } else {
+            step.min(bytes.len() - pos)
+        };
+        mem.write(GuestPhysAddr::new(piece_at), &bytes[pos..pos + n])
+            .unwrap();
+        chain.push((piece_at, n as u32, false));
         pos += n;
+        piece_at += n as u64 + gap;
     }
     if indirect {
-        d.tx.add_indirect(at + 0x2_0000, &chain).unwrap();
+        d.tx.add_indirect(at + 0x3_0000, &chain).unwrap();
     } else {
         d.tx.add_chain(&chain).unwrap();
     }
@@ -986,16 +1006,30 @@ fn hostile_gso_frames_are_dropped_with_their_reason() {
     }
 }
 
-/// A GSO chain in more buffers than the device holds in place is dropped
-/// (it can be neither held nor copied); a chain of MAX_SKB_FRAGS + 2 goes.
+/// A GSO chain in more scattered buffers than the device holds in place is
+/// dropped (it can be neither held nor copied); a chain of MAX_SKB_FRAGS +
+/// 2 goes, and so does a longer one whose buffers continue each other in
+/// guest memory (held as one piece).
 #[test]
 fn a_gso_chain_in_too_many_buffers_is_dropped() {
     use chroma_virtio::net::MAX_HELD_SEGMENTS;
     let built = build(&simple_spec(false, 20000, 1448));
-    for (pieces, ok) in [(19, true), (MAX_HELD_SEGMENTS + 4, false)] {
+    for (pieces, gap, ok) in [
+        (19, 64, true),
+        (MAX_HELD_SEGMENTS + 4, 64, false),
+        (MAX_HELD_SEGMENTS + 4, 0, true),
+    ] {
         let (mut net, mut d) = make_net([ALL, ALL, ALL], 2048, 256);
         let mem = &net.mems[0];
-        send_gso(&mut d[0], mem, &built.header, &built.frame, pieces, false);
+        send_gso_with_gap(
+            &mut d[0],
+            mem,
+            &built.header,
+            &built.frame,
+            pieces,
+            false,
+            gap,
+        );
         let polled = poll_once(&mut net);
         if ok {
             assert!(
