@@ -5,6 +5,10 @@
 //! All storage is allocated when the switch is built; forwarding a frame
 //! allocates nothing.
 //!
+//! A GSO frame (TCP segmentation offload, [`crate::gso`]) stays in its
+//! sender's memory: it goes whole to a port that takes it, and is cut into
+//! segments for any other (`segment.rs`); it is never queued whole.
+//!
 //! Work per [`Switch::run`] is bounded by constants, never by what a guest
 //! publishes: at most [`SwitchConfig::tx_frames_per_run`] frames from each
 //! port's transmit queue and [`SwitchConfig::run_budget`] in all, each
