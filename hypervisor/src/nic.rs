@@ -295,10 +295,6 @@ pub struct SwitchEntry {
 }
 
 /// A switch port: a VM's device or the uplink (static dispatch, no `dyn`).
-/// A VM's port holds its held frame's buffer list in place (up to
-/// `MAX_HELD_SEGMENTS`, for 64 KiB GSO frames): the table lives on the
-/// stack for one run, and boxing it would allocate per run.
-#[allow(clippy::large_enum_variant)]
 enum AnyPort<'a> {
     Vm(NetPort<'a, VmMemory>),
     Uplink(&'a mut Uplink),

@@ -122,6 +122,11 @@ pub struct NetBackend {
     /// (`SplitQueue::quiet`). Off by default: test harnesses that poll
     /// without delivering notifications keep reading the ring.
     pub wait_for_kicks: bool,
+    /// The buffers of the TX frame a [`NetPort`] holds in place (after the
+    /// virtio-net header; its `segment_count` says how many are valid).
+    /// Kept with the device, not the port, so a port (built per switch
+    /// run, a table of them on the stack) stays small.
+    held_segments: Segments,
 }
 
 impl NetBackend {
@@ -137,6 +142,7 @@ impl NetBackend {
             wait_for_kicks: false,
             tx_polling: false,
             tx_chains: 0,
+            held_segments: [(GuestPhysAddr::new(0), 0); MAX_HELD_SEGMENTS],
         }
     }
 
@@ -249,8 +255,8 @@ pub const MAX_RX_DESCRIPTORS: usize = 512;
 /// (GSO) one is dropped ([`DropReason::TooManyBuffers`]). Linux sends a
 /// frame in the header with the linear part, then one buffer per page
 /// fragment: a 64 KiB GSO frame takes up to MAX_SKB_FRAGS (17) + 2 = 19.
-/// 24 keep a port small (it sits in the hypervisor's per-run port table on
-/// the stack: 384 bytes of buffers each).
+/// Buffers that continue each other in guest memory count as one. The list
+/// is kept with the device (384 bytes each), not in the per-run port.
 pub const MAX_HELD_SEGMENTS: usize = 24;
 
 /// The virtio-net header and the Ethernet header, read or written with
@@ -271,9 +277,8 @@ pub struct NetPort<'a, M: GuestMemory> {
     mem: &'a M,
     /// The TX chain taken by the last poll and not yet used.
     held: Option<Popped>,
-    /// The held frame's buffers (after the virtio-net header), if it is
-    /// delivered in place; `segment_count` is 0 if it was copied instead.
-    segments: Segments,
+    /// How many of the device's `held_segments` hold the held frame's
+    /// buffers, if it is delivered in place; 0 if it was copied instead.
     segment_count: usize,
     /// Length of the held frame.
     held_len: usize,
@@ -300,7 +305,6 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
             dev,
             mem,
             held: None,
-            segments: [(GuestPhysAddr::new(0), 0); MAX_HELD_SEGMENTS],
             segment_count: 0,
             held_len: 0,
         }
@@ -379,7 +383,7 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
 
     /// Walks one TX chain: the virtio-net header into `header`, the
     /// Ethernet header (the frame's first [`MIN_FRAME_LEN`] bytes) into
-    /// `frame`, and the frame's buffers into `self.segments`, each checked
+    /// `frame`, and the frame's buffers into the device's `held_segments`, each checked
     /// to be RAM. A frame in more than [`MAX_HELD_SEGMENTS`] buffers is
     /// copied into `frame` whole instead (`segment_count` 0).
     /// `Ok(Err(reason))` is a frame error, `Err` a fatal queue error.
@@ -395,14 +399,12 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         let mut count = 0usize;
         let mut in_place = true;
         // With HOST_TSO* a frame may be a GSO frame of up to 64 KiB (what
-        // its header says is checked once the whole chain is read); the
-        // features are looked at only for a frame past an Ethernet frame.
-        let dev = &*self.dev;
+        // its header says is checked once the whole chain is read).
+        let tso = self.dev.has_feature(net_feature::HOST_TSO4)
+            || self.dev.has_feature(net_feature::HOST_TSO6);
         let fits = |end: usize| {
             end <= NET_HEADER_LEN + MAX_FRAME_LEN
-                || (end <= NET_HEADER_LEN + gso::MAX_GSO_FRAME_LEN
-                    && (dev.has_feature(net_feature::HOST_TSO4)
-                        || dev.has_feature(net_feature::HOST_TSO6)))
+                || (tso && end <= NET_HEADER_LEN + gso::MAX_GSO_FRAME_LEN)
         };
         while let Some(d) = chain.next_descriptor(mem)? {
             if verdict.is_err() {
@@ -439,7 +441,7 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 };
                 *header = net;
                 *eth = eth_bytes;
-                if let Some(slot) = self.segments.first_mut() {
+                if let Some(slot) = self.dev.device.held_segments.first_mut() {
                     *slot = (
                         d.addr.wrapping_add(NET_HEADER_LEN as u64),
                         len - NET_HEADER_LEN,
@@ -489,14 +491,16 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 // A buffer that goes on where the previous one ended in
                 // guest memory extends it (Linux's page fragments of one
                 // compound page do): one slot for both.
-                let previous = count.checked_sub(1).and_then(|i| self.segments.get_mut(i));
+                let previous = count
+                    .checked_sub(1)
+                    .and_then(|i| self.dev.device.held_segments.get_mut(i));
                 if let Some(last) =
                     previous.filter(|(at, n)| at.checked_add(*n as u64) == Some(addr))
                 {
                     last.1 += to - from;
                     continue;
                 }
-                if let Some(slot) = self.segments.get_mut(count) {
+                if let Some(slot) = self.dev.device.held_segments.get_mut(count) {
                     *slot = (addr, to - from);
                     count += 1;
                     continue;
@@ -511,7 +515,7 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 continue;
             }
             if copy_recorded {
-                let recorded = self.segments.get(..count).unwrap_or(&[]);
+                let recorded = self.dev.device.held_segments.get(..count).unwrap_or(&[]);
                 if !read_segments(mem, recorded, MIN_FRAME_LEN, from, frame) {
                     verdict = Err(DropReason::BadAddress);
                     continue;
@@ -641,7 +645,7 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
         eth: &[u8; MIN_FRAME_LEN],
         src: &Self,
     ) -> Option<RxPush> {
-        let segments = src.segments.get(..src.segment_count)?;
+        let segments = src.dev.device.held_segments.get(..src.segment_count)?;
         if src.held.is_none() || segments.is_empty() {
             return None;
         }
@@ -655,14 +659,24 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
     }
 
     fn read_held(&mut self, frame: &mut [u8]) -> bool {
-        let segments = self.segments.get(..self.segment_count).unwrap_or(&[]);
+        let segments = self
+            .dev
+            .device
+            .held_segments
+            .get(..self.segment_count)
+            .unwrap_or(&[]);
         self.held.is_some()
             && !segments.is_empty()
             && read_segments(self.mem, segments, MIN_FRAME_LEN, frame.len(), frame)
     }
 
     fn read_held_at(&mut self, offset: usize, buf: &mut [u8]) -> bool {
-        let segments = self.segments.get(..self.segment_count).unwrap_or(&[]);
+        let segments = self
+            .dev
+            .device
+            .held_segments
+            .get(..self.segment_count)
+            .unwrap_or(&[]);
         self.held.is_some()
             && !segments.is_empty()
             && read_segments_at(self.mem, segments, offset, buf)
@@ -767,7 +781,12 @@ impl<M: GuestMemory> NetPort<'_, M> {
     /// Checks a held GSO frame's headers ([`gso::parse`]), read from its
     /// buffers.
     fn check_gso(&self, header: &NetHeader, len: usize) -> Result<(), DropReason> {
-        let segments = self.segments.get(..self.segment_count).unwrap_or(&[]);
+        let segments = self
+            .dev
+            .device
+            .held_segments
+            .get(..self.segment_count)
+            .unwrap_or(&[]);
         if segments.is_empty() {
             // Copied (a short GSO frame in many buffers): not held, so the
             // switch could not pass it on whole.
