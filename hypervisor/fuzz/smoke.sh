@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${FUZZ_SECONDS:-4}"
 min_percent="${FUZZ_MIN_PERCENT:-1}"
-targets="${FUZZ_TARGETS:-queue packed_queue packed_net transport vgic exit_decode exit_dispatch board_dtb guest_dtb config manifest}"
+targets="${FUZZ_TARGETS:-queue packed_queue packed_net gso transport vgic exit_decode exit_dispatch board_dtb guest_dtb config manifest}"
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:-/tmp/target-chroma-fuzz}}"
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -312,6 +312,22 @@ impl Port for AnyPort<'_> {
             AnyPort::Absent => false,
         }
     }
+    fn read_held_at(&mut self, offset: usize, buf: &mut [u8]) -> bool {
+        match self {
+            AnyPort::Vm(p) => p.read_held_at(offset, buf),
+            AnyPort::Uplink(p) => p.read_held_at(offset, buf),
+            AnyPort::Absent => false,
+        }
+    }
+    fn accepts_gso(&self, gso_type: u8) -> bool {
+        // The uplink's NIC takes Ethernet frames only: the switch cuts
+        // GSO frames for it.
+        match self {
+            AnyPort::Vm(p) => p.accepts_gso(gso_type),
+            AnyPort::Uplink(p) => p.accepts_gso(gso_type),
+            AnyPort::Absent => false,
+        }
+    }
     fn release_tx(&mut self) {
         match self {
             AnyPort::Vm(p) => p.release_tx(),
@@ -926,7 +942,8 @@ pub fn report(vm_index: usize) {
         log::info!(
             "vm {} net{} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} on {} port {}: rx {} pkts {} B, tx {} pkts {} B, drops {} (driver not up {}, receiver stalled {}), errors {}, spoofed {}; \
              traps/pkt {:.3}, irqs/pkt {:.3}, kicks {} (suppressed {}), polls {}, irqs suppressed {}, lines maintained/pkt {:.2} minimum/pkt {:.2}, ring accesses via NC alias/pkt {:.2}; \
-             traps: QueueNotify rx {} tx {}, InterruptStatus {}, InterruptACK {}, other {}; irqs held {}",
+             traps: QueueNotify rx {} tx {}, InterruptStatus {}, InterruptACK {}, other {}; irqs held {}; \
+             gso: tx {}, rx whole {}, rx cut {}",
             vm.name,
             i,
             nic.mac[0], nic.mac[1], nic.mac[2], nic.mac[3], nic.mac[4], nic.mac[5],
@@ -956,6 +973,9 @@ pub fn report(vm_index: usize) {
             acks,
             other,
             held,
+            port.tx_gso,
+            port.rx_gso,
+            port.rx_gso_cut,
         );
     }
 }

@@ -346,7 +346,13 @@ impl Vm {
                 }
                 (chroma_manifest::RingLayout::Split, _) => false,
             };
-            let features = chroma_virtio::net::NET_FEATURES
+            // `tso = false` withdraws TCP segmentation offload (both ways).
+            let tso = if net.tso {
+                0
+            } else {
+                chroma_virtio::net::net_feature::TSO
+            };
+            let features = (chroma_virtio::net::NET_FEATURES & !tso)
                 | if packed {
                     chroma_virtio::mmio::feature::RING_PACKED
                 } else {

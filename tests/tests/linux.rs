@@ -527,6 +527,37 @@ fn tcp_64mib(setup: TcpRun) {
             outcome.hypervisor_lines().join("\n")
         );
     }
+    // TCP segmentation offload both ways on both NICs (virtio 1.2
+    // §5.1.3: GUEST_TSO4/6 bits 7/8, HOST_TSO4/6 bits 11/12), and the
+    // sender's TCP used it: it sent GSO frames, which the receiver took
+    // whole (it negotiated GUEST_TSO4), none cut.
+    for vm in ["server", "client"] {
+        for bits in virtio_features(&outcome, vm) {
+            for (bit, name) in [
+                (7, "GUEST_TSO4"),
+                (8, "GUEST_TSO6"),
+                (11, "HOST_TSO4"),
+                (12, "HOST_TSO6"),
+            ] {
+                assert_eq!(
+                    bits.as_bytes().get(bit),
+                    Some(&b'1'),
+                    "VM {vm}: {name} not negotiated: {bits}"
+                );
+            }
+        }
+    }
+    let server_gso = gso_counters(&outcome, "server");
+    let client_gso = gso_counters(&outcome, "client");
+    assert!(
+        server_gso[0] > 0,
+        "the server sent no GSO frame: {server_gso:?}"
+    );
+    assert!(
+        client_gso[1] > 0,
+        "the client took no GSO frame whole: {client_gso:?}"
+    );
+    assert_eq!(client_gso[2], 0, "GSO frames cut for a GUEST_TSO4 receiver");
     // Where the ring accesses went (each NIC's counter line): never
     // through the Non-cacheable alias for a driver with its caches on.
     for (vm, ring) in ["server", "client"].into_iter().zip(rings) {
@@ -550,6 +581,26 @@ fn tcp_64mib(setup: TcpRun) {
     print_counters(&outcome);
     outcome.assert_all_stopped(2, 0);
     outcome.assert_success();
+}
+
+/// `gso: tx T, rx whole W, rx cut C` of VM `vm`'s NIC counter line: [T, W, C].
+fn gso_counters(run: &Outcome, vm: &str) -> [u64; 3] {
+    let prefix = format!("chroma: vm {vm} net0 ");
+    let line = run
+        .hypervisor_lines()
+        .into_iter()
+        .find(|l| l.contains(&prefix) && l.contains("traps/pkt"))
+        .unwrap_or_else(|| panic!("no counter line for VM {vm}"));
+    let gso = line
+        .split_once("gso: tx ")
+        .unwrap_or_else(|| panic!("no gso counters: {line}"))
+        .1;
+    let numbers: Vec<u64> = gso
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    [numbers[0], numbers[1], numbers[2]]
 }
 
 /// `ring accesses via NC alias/pkt` of VM `vm`'s NIC counter line.

@@ -40,6 +40,8 @@
 //! ring = "packed"             # optional: "packed" | "split"; default: [`DEFAULT_RING`]
 //!                              # "packed" offers VIRTIO_F_RING_PACKED too; a driver that
 //!                              # does not take it (virtio-drivers) keeps the split ring
+//! tso = true                  # optional; false: no TCP segmentation offload
+//!                              # (HOST/GUEST_TSO4/6, ECN) offered, to compare
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -184,6 +186,8 @@ pub struct Net {
     /// The virtqueue layouts the device offers (`ring`; default
     /// [`DEFAULT_RING`]).
     pub ring: RingLayout,
+    /// TCP segmentation offload offered (`tso`; default true).
+    pub tso: bool,
 }
 
 /// Options that come from the command line of the host tool, not the file.
@@ -268,6 +272,7 @@ impl Config {
                     mac: net.mac,
                     trusted: net.trusted,
                     ring: net.ring,
+                    tso: net.tso,
                 })
                 .collect();
             images.push((kernel, initrd, nets));
@@ -777,6 +782,7 @@ impl Checker<'_> {
                 mac,
                 trusted: raw_net.trusted,
                 ring,
+                tso: raw_net.tso,
             });
         }
 

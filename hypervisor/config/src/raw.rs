@@ -88,6 +88,13 @@ pub(crate) struct RawNet {
     pub trusted: bool,
     /// `"split" | "packed"`, checked later (so a bad value gets our message).
     pub ring: Option<String>,
+    /// TCP segmentation offload offered (default true).
+    #[serde(default = "default_tso")]
+    pub tso: bool,
+}
+
+fn default_tso() -> bool {
+    true
 }
 
 /// A size as written: an integer, or a string checked later (so a bad

@@ -150,6 +150,7 @@ fn valid_configuration_loads() {
             mac: [0x52, 0x54, 0, 0x12, 0x34, 1],
             trusted: false,
             ring: DEFAULT_RING,
+            tso: true,
         }
     );
     assert_eq!(probe.nets[1].ring, RingLayout::Split);
@@ -875,4 +876,23 @@ fn an_aarch32_vm_takes_a_zimage_and_only_a_zimage() {
         ))
         .unwrap_err();
     assert!(error.to_string().contains("arch"), "{error}");
+}
+
+#[test]
+fn tso_key_withdraws_segmentation_offload_and_defaults_on() {
+    let fixture = Fixture::new();
+    let config = fixture.load(VALID).unwrap();
+    assert!(config.vms[0].nets.iter().all(|n| n.tso), "default on");
+    let config = fixture
+        .load(&edit("ring = \"split\"", "ring = \"split\"\ntso = false"))
+        .unwrap();
+    assert!(!config.vms[0].nets[1].tso);
+    assert!(config.vms[0].nets[0].tso, "the other NIC keeps its default");
+    assert!(matches!(
+        fixture.refuse(
+            &edit("ring = \"split\"", "ring = \"split\"\ntso = \"no\""),
+            "vm[0] (\"probe\").net[1].tso"
+        ),
+        ErrorKind::Syntax { .. }
+    ));
 }

@@ -121,15 +121,23 @@ fn round_trip(input: &mut Bytes<'_>) -> Outcome {
                 initrd: (shape & 4 != 0).then(|| input.take(usize::from(shape >> 3)).to_vec()),
                 cmdline: text(input, 64),
                 nets: (0..input.u8() % 4)
-                    .map(|_| NetSpec {
-                        switch_index: u32::from(input.u8() % 5),
-                        mac: input.array(),
-                        trusted: input.u8() & 1 != 0,
-                        ring: if input.u8() & 1 != 0 {
-                            RingLayout::Packed
-                        } else {
-                            RingLayout::Split
-                        },
+                    .map(|_| {
+                        let switch_index = u32::from(input.u8() % 5);
+                        let mac = input.array();
+                        let trusted = input.u8() & 1 != 0;
+                        // One byte: bit 0 the ring, bit 1 `tso = false`.
+                        let flags = input.u8();
+                        NetSpec {
+                            switch_index,
+                            mac,
+                            trusted,
+                            ring: if flags & 1 != 0 {
+                                RingLayout::Packed
+                            } else {
+                                RingLayout::Split
+                            },
+                            tso: flags & 2 == 0,
+                        }
                     })
                     .collect(),
             }

@@ -140,7 +140,8 @@ impl<'a> ManifestBuilder<'a> {
                     | match net.ring {
                         RingLayout::Split => 0,
                         RingLayout::Packed => NET_FLAG_PACKED_RING,
-                    };
+                    }
+                    | if net.tso { 0 } else { NET_FLAG_NO_TSO };
                 put(&mut net_record, N_FLAGS, &flags.to_le_bytes());
                 net_records.push(net_record);
             }

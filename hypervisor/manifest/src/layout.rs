@@ -97,6 +97,9 @@ pub(crate) const N_RESERVED: usize = 12;
 pub(crate) const NET_FLAG_TRUSTED: u16 = 1;
 /// NIC flag: the device offers the packed ring (`ring = "packed"`).
 pub(crate) const NET_FLAG_PACKED_RING: u16 = 2;
+/// NIC flag: no TCP segmentation offload offered (`tso = false`); a
+/// manifest without it offers TSO.
+pub(crate) const NET_FLAG_NO_TSO: u16 = 4;
 
 /// FNV-1a (32-bit) of `bytes`, with the four bytes at `skip` read as zero.
 pub(crate) fn checksum(bytes: &[u8], skip: usize) -> u32 {

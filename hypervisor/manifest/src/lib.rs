@@ -151,6 +151,8 @@ pub struct NetSpec {
     pub trusted: bool,
     /// The virtqueue layouts the device offers its driver.
     pub ring: RingLayout,
+    /// Whether TCP segmentation offload is offered (`tso`).
+    pub tso: bool,
 }
 
 /// The virtqueue layouts a NIC offers (`ring = "split" | "packed"`).

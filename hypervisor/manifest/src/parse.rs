@@ -173,6 +173,7 @@ fn decode_net(record: &[u8]) -> Option<NetSpec> {
         } else {
             RingLayout::Split
         },
+        tso: flags & NET_FLAG_NO_TSO == 0,
     })
 }
 
@@ -325,7 +326,7 @@ impl<'a> Manifest<'a> {
                 });
             }
             let flags = field(read_u16(record, N_FLAGS), at, "flags")?;
-            if flags & !(NET_FLAG_TRUSTED | NET_FLAG_PACKED_RING) != 0 {
+            if flags & !(NET_FLAG_TRUSTED | NET_FLAG_PACKED_RING | NET_FLAG_NO_TSO) != 0 {
                 return Err(ManifestError::InvalidValue { at, what: "flags" });
             }
             if read_array::<4>(record, N_RESERVED) != Some([0; 4]) {

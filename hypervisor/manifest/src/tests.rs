@@ -39,12 +39,14 @@ const NETS: [NetSpec; 2] = [
         mac: [0x52, 0x54, 0, 0x12, 0x34, 1],
         trusted: false,
         ring: RingLayout::Packed,
+        tso: true,
     },
     NetSpec {
         switch_index: 1,
         mac: [0x52, 0x54, 0, 0x12, 0x34, 2],
         trusted: true,
         ring: RingLayout::Split,
+        tso: false,
     },
 ];
 
@@ -335,15 +337,16 @@ fn nic_trusted_flag_is_carried_and_other_flag_bits_are_refused() {
     // as untrusted: clearing the flag is the only change.
     let mut old = sample();
     let record = net_record(&old, 1);
-    assert_eq!(old[record + N_FLAGS], 1);
-    old[record + N_FLAGS] = 0;
+    // (This NIC also has `tso = false`, bit 2.)
+    assert_eq!(old[record + N_FLAGS], 1 | 4);
+    old[record + N_FLAGS] = 4;
     reseal(&mut old);
     let net = Manifest::parse(&old).unwrap().vm(0).unwrap().nets.get(1);
     assert_eq!(net.map(|n| n.trusted), Some(false));
     // Unknown flag bits and the remaining reserved bytes are refused.
     for (offset, bit, what) in [
         (N_FLAGS, 0x80, "flags"),
-        (N_FLAGS, 0x04, "flags"),
+        (N_FLAGS, 0x08, "flags"),
         (N_FLAGS + 1, 0x80, "flags"),
         (N_RESERVED, 0x80, "reserved bytes"),
         (N_RESERVED + 3, 0x80, "reserved bytes"),
@@ -387,9 +390,19 @@ fn nic_ring_layout_is_carried_and_an_old_manifest_offers_split() {
     reseal(&mut old);
     let net = Manifest::parse(&old).unwrap().vm(0).unwrap().nets.get(0);
     assert_eq!(
-        net.map(|n| (n.ring, n.trusted)),
-        Some((RingLayout::Split, false))
+        net.map(|n| (n.ring, n.trusted, n.tso)),
+        Some((RingLayout::Split, false, true))
     );
+    // `tso = false` is bit 2 (the second NIC); without it TSO is offered.
+    let tso: Vec<bool> = Manifest::parse(&bytes)
+        .unwrap()
+        .vm(0)
+        .unwrap()
+        .nets
+        .iter()
+        .map(|net| net.tso)
+        .collect();
+    assert_eq!(tso, [true, false]);
 }
 
 #[test]
@@ -399,6 +412,7 @@ fn net_with_unknown_switch_is_refused_by_the_builder() {
         mac: [2, 0, 0, 0, 0, 1],
         trusted: false,
         ring: RingLayout::Split,
+        tso: true,
     }];
     let mut builder = ManifestBuilder::new(Options::default());
     builder.add_switch("lan0", false);

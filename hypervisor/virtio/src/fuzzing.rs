@@ -237,3 +237,149 @@ pub fn fuzz_transport(data: &[u8]) {
         now + 1,
     );
 }
+
+/// What one [`fuzz_gso`] run did, so a long run can show it reaches both
+/// the refusals and the segmentation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GsoFuzzReport {
+    /// Frames the hostile port sent that were refused.
+    pub refused: u64,
+    /// GSO frames accepted from it.
+    pub accepted: u64,
+    /// GSO frames cut into segments for the receiver.
+    pub cut: u64,
+}
+
+/// GSO fuzzing: the hostile port (port 0) sends TCP GSO frames built from
+/// `data` (IPv4/IPv6, options, MSS, flags, payload length, buffers) and
+/// then mutated by `data` (any header or frame byte XORed), to a receiver
+/// that takes them whole (GUEST_TSO4/6), or cut with partial or complete
+/// checksums, by the first byte. Checks: no panic, every frame the
+/// receiver gets fits its buffers' promise (an Ethernet frame unless it
+/// negotiated GUEST_TSO), and the healthy port keeps forwarding.
+pub fn fuzz_gso(data: &[u8]) -> GsoFuzzReport {
+    use crate::gso::MAX_GSO_FRAME_LEN;
+    use crate::mock::tcp_gso_frame;
+    use crate::net::net_feature;
+    use crate::port::{NetHeader, MAX_FRAME_LEN, NET_HEADER_LEN};
+    let Some((&selector, rest)) = data.split_first() else {
+        return GsoFuzzReport::default();
+    };
+    const RAM_GSO: usize = 1 << 20;
+    let mems = [
+        VecMemory::new(HOSTILE_BASE, RAM_GSO),
+        VecMemory::new(HEALTHY_BASE, RAM_GSO),
+    ];
+    let receiver_wants = match selector & 3 {
+        0 => u64::MAX,
+        1 => !net_feature::TSO,
+        2 => !(net_feature::TSO | net_feature::GUEST_CSUM),
+        _ => !(net_feature::GUEST_ECN | net_feature::GUEST_TSO6),
+    };
+    let sender_wants = if selector & 4 != 0 {
+        !(net_feature::HOST_ECN | net_feature::HOST_TSO6)
+    } else {
+        u64::MAX
+    };
+    let mut devs = [
+        new_net_device(MAC[0], NET_FEATURES, 256),
+        new_net_device(MAC[1], NET_FEATURES, 256),
+    ];
+    let [d0, d1] = &mut devs;
+    let Ok(mut hostile) = MockNetDriver::init(d0, &mems[0], HOSTILE_BASE, SIZE, 2048, sender_wants)
+    else {
+        return GsoFuzzReport::default();
+    };
+    let Ok(mut receiver) =
+        MockNetDriver::init(d1, &mems[1], HEALTHY_BASE, SIZE, 4096, receiver_wants)
+    else {
+        return GsoFuzzReport::default();
+    };
+    hostile.fill_rx();
+    receiver.fill_rx();
+    let mut switch = Switch::new(SwitchConfig {
+        port_count: 2,
+        egress_capacity: 8,
+        run_budget: 64,
+        ..SwitchConfig::default()
+    });
+    switch.set_port(0, PortConfig::vm(MAC[0], false));
+    switch.set_port(1, PortConfig::vm(MAC[1], false));
+    let receiver_tso = receiver.features & (net_feature::GUEST_TSO4 | net_feature::GUEST_TSO6) != 0;
+    let scratch = HOSTILE_BASE + 0x8_0000;
+    let mut now = 0;
+    // Each frame: 8 bytes of parameters, a mutation count, then
+    // (offset, xor) pairs of 3 bytes.
+    let mut input = rest;
+    while input.len() >= 9 {
+        let (params, tail) = input.split_at(9);
+        let [shape, options, mss_lo, mss_hi, len_lo, len_hi, flags, pieces, mutations] =
+            [0, 1, 2, 3, 4, 5, 6, 7, 8].map(|i| params[i]);
+        let mutation_bytes = usize::from(mutations & 7) * 3;
+        let (edits, next) = tail.split_at(mutation_bytes.min(tail.len()));
+        input = next;
+        let ipv6 = shape & 1 != 0;
+        let mss = u16::from_le_bytes([mss_lo, mss_hi]) % 1600;
+        let payload_len = usize::from(u16::from_le_bytes([len_lo, len_hi]));
+        let payload: Vec<u8> = (0..payload_len).map(|i| (i as u8) ^ shape).collect();
+        let (mut header, mut frame) = tcp_gso_frame(
+            MAC[1],
+            MAC[0],
+            ipv6,
+            usize::from(options % 11),
+            mss,
+            0x1000,
+            flags,
+            &payload,
+        );
+        let mut header_bytes = header.to_bytes(0);
+        for edit in edits.chunks_exact(3) {
+            let at = usize::from(u16::from_le_bytes([edit[0], edit[1]]));
+            if at < NET_HEADER_LEN {
+                header_bytes[at] ^= edit[2];
+            } else {
+                // Mostly the headers (the first 160 bytes), where the checks are.
+                let index = (at - NET_HEADER_LEN) % frame.len().clamp(1, 160);
+                if let Some(b) = frame.get_mut(index) {
+                    *b ^= edit[2];
+                }
+            }
+        }
+        header = NetHeader::from_bytes(&header_bytes);
+        if shape & 2 != 0 && frame.len() < MAX_GSO_FRAME_LEN {
+            // Longer (or, below, shorter) than the IP header says.
+            frame.push(0);
+        } else if shape & 4 != 0 {
+            frame.truncate(frame.len().saturating_sub(1));
+        }
+        hostile.send_scattered(&header, &frame, scratch, usize::from(pieces % 40) + 1);
+        now += 1;
+        run(&mut devs, [&mems[0], &mems[1]], &mut switch, now);
+        while let Some((_, got)) = receiver.recv() {
+            // A receiver without GUEST_TSO never gets more than an
+            // Ethernet frame.
+            assert!(
+                receiver_tso || got.len() <= MAX_FRAME_LEN,
+                "{} bytes to a port without GUEST_TSO",
+                got.len()
+            );
+        }
+    }
+    let c0 = switch.counters(0);
+    let report = GsoFuzzReport {
+        refused: c0.tx_errors,
+        accepted: c0.tx_gso,
+        cut: switch.counters(1).rx_gso_cut,
+    };
+    // The receiver is the healthy port: it still sends (to itself, a
+    // broadcast) and the hostile device was never set to need a reset.
+    assert!(devs[0].is_live(), "a GSO frame error is never fatal");
+    healthy_still_works(
+        &mut receiver,
+        &mut devs,
+        [&mems[0], &mems[1]],
+        &mut switch,
+        now + 1,
+    );
+    report
+}

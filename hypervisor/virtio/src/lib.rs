@@ -18,6 +18,8 @@
 //! - [`net`]: the virtio-net device (§5.1) and [`net::NetPort`], which binds
 //!   one device to its VM's memory as a switch [`port::Port`].
 //! - [`switch`]: the L2 learning switch with bounded per-port egress queues.
+//! - [`gso`]: TCP segmentation offload: checking GSO frames and cutting
+//!   them into segments for ports that cannot take them whole.
 //! - `mock` (feature `test-utils`): a driver-side queue for tests.
 //!
 //! # Panics
@@ -25,7 +27,7 @@
 //! No path a guest reaches may panic: the crate denies `unwrap`, `expect`,
 //! `panic!` and their kin outside tests; a guest's mistake sets
 //! `DEVICE_NEEDS_RESET` or drops the frame. `clippy::indexing_slicing` is
-//! denied in [`queue`], [`packed`], [`virtqueue`], [`mmio`], [`net`] and
+//! denied in [`queue`], [`packed`], [`virtqueue`], [`mmio`], [`net`], [`gso`] and
 //! [`checksum`], which parse guest
 //! values first; in [`switch`], whose indices are its own ports, it is not, for the
 //! reason "Panics" in `chroma-core`'s docs gives: a guest's offsets and
@@ -46,6 +48,7 @@
 extern crate alloc;
 
 pub mod checksum;
+pub mod gso;
 pub mod mmio;
 pub mod net;
 pub mod packed;

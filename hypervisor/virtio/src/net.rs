@@ -15,6 +15,7 @@
 use chroma_mem::{GuestMemory, GuestPhysAddr};
 
 use crate::checksum;
+use crate::gso::{self, GsoError};
 use crate::mmio::{feature, DeviceBackend, MmioTransport};
 use crate::port::{
     DropReason, NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN, MIN_FRAME_LEN, NET_HEADER_LEN,
@@ -38,10 +39,20 @@ pub mod net_feature {
     pub const GUEST_CSUM: u64 = 1 << 1;
     /// VIRTIO_NET_F_MAC: the device has a MAC address in its config.
     pub const MAC: u64 = 1 << 5;
-    /// VIRTIO_NET_F_GUEST_TSO4 (not offered: no software segmentation).
+    /// VIRTIO_NET_F_GUEST_TSO4: the driver takes TCPv4 GSO frames.
     pub const GUEST_TSO4: u64 = 1 << 7;
-    /// VIRTIO_NET_F_HOST_TSO4 (not offered).
+    /// VIRTIO_NET_F_GUEST_TSO6: the driver takes TCPv6 GSO frames.
+    pub const GUEST_TSO6: u64 = 1 << 8;
+    /// VIRTIO_NET_F_GUEST_ECN: the driver takes GSO frames with GSO_ECN.
+    pub const GUEST_ECN: u64 = 1 << 9;
+    /// VIRTIO_NET_F_HOST_TSO4: the device takes TCPv4 GSO frames.
     pub const HOST_TSO4: u64 = 1 << 11;
+    /// VIRTIO_NET_F_HOST_TSO6: the device takes TCPv6 GSO frames.
+    pub const HOST_TSO6: u64 = 1 << 12;
+    /// VIRTIO_NET_F_HOST_ECN: the device takes GSO frames with GSO_ECN.
+    pub const HOST_ECN: u64 = 1 << 13;
+    /// The TCP segmentation offloads, both ways (off with `tso = false`).
+    pub const TSO: u64 = GUEST_TSO4 | GUEST_TSO6 | GUEST_ECN | HOST_TSO4 | HOST_TSO6 | HOST_ECN;
     /// VIRTIO_NET_F_MRG_RXBUF: the driver can merge receive buffers.
     pub const MRG_RXBUF: u64 = 1 << 15;
     /// VIRTIO_NET_F_STATUS: the config has a link status field.
@@ -51,9 +62,10 @@ pub mod net_feature {
 /// VIRTIO_NET_S_LINK_UP (§5.1.4).
 pub const VIRTIO_NET_S_LINK_UP: u16 = 1;
 
-/// Everything this device can offer. TSO/UFO are deliberately absent: the
-/// switch has no software segmentation, so a frame never exceeds
-/// [`MAX_FRAME_LEN`] and every port can take every frame.
+/// Everything this device can offer. TCP segmentation offload goes both
+/// ways ([`net_feature::TSO`]): a GSO frame goes whole to a port that
+/// negotiated the matching GUEST_TSO*, and is cut into segments in
+/// software ([`crate::gso`]) for any other. UFO/USO are not offered.
 pub const NET_FEATURES: u64 = feature::VERSION_1
     | feature::INDIRECT_DESC
     | feature::EVENT_IDX
@@ -62,6 +74,7 @@ pub const NET_FEATURES: u64 = feature::VERSION_1
     | net_feature::MAC
     | net_feature::MRG_RXBUF
     | net_feature::STATUS
+    | net_feature::TSO
     | feature::IN_ORDER;
 
 /// What [`new_net_device`] can offer: [`NET_FEATURES`] and, when the
@@ -109,6 +122,11 @@ pub struct NetBackend {
     /// (`SplitQueue::quiet`). Off by default: test harnesses that poll
     /// without delivering notifications keep reading the ring.
     pub wait_for_kicks: bool,
+    /// The buffers of the TX frame a [`NetPort`] holds in place (after the
+    /// virtio-net header; its `segment_count` says how many are valid).
+    /// Kept with the device, not the port, so a port (built per switch
+    /// run, a table of them on the stack) stays small.
+    held_segments: Segments,
 }
 
 impl NetBackend {
@@ -124,6 +142,7 @@ impl NetBackend {
             wait_for_kicks: false,
             tx_polling: false,
             tx_chains: 0,
+            held_segments: [(GuestPhysAddr::new(0), 0); MAX_HELD_SEGMENTS],
         }
     }
 
@@ -231,12 +250,14 @@ pub const MAX_RX_CHAINS: usize = 64;
 pub const MAX_RX_DESCRIPTORS: usize = 512;
 
 /// Most buffers a transmitted frame may span and still be delivered in
-/// place ([`TxPoll::Held`]); a frame in more is copied into the switch's
-/// buffer ([`TxPoll::Frame`]). Linux sends a frame of at most 1518 bytes
-/// (no TSO) in a few buffers: the header with the linear part, then one
-/// per page fragment. Eight keep a port small (it sits in the hypervisor's
-/// per-run port table on the stack).
-pub const MAX_HELD_SEGMENTS: usize = 8;
+/// place ([`TxPoll::Held`]); a frame of at most [`MAX_FRAME_LEN`] bytes in
+/// more is copied into the switch's buffer ([`TxPoll::Frame`]), a longer
+/// (GSO) one is dropped ([`DropReason::TooManyBuffers`]). Linux sends a
+/// frame in the header with the linear part, then one buffer per page
+/// fragment: a 64 KiB GSO frame takes up to MAX_SKB_FRAGS (17) + 2 = 19.
+/// Buffers that continue each other in guest memory count as one. The list
+/// is kept with the device (384 bytes each), not in the per-run port.
+pub const MAX_HELD_SEGMENTS: usize = 24;
 
 /// The virtio-net header and the Ethernet header, read or written with
 /// fixed-size accesses when one buffer holds both.
@@ -256,9 +277,8 @@ pub struct NetPort<'a, M: GuestMemory> {
     mem: &'a M,
     /// The TX chain taken by the last poll and not yet used.
     held: Option<Popped>,
-    /// The held frame's buffers (after the virtio-net header), if it is
-    /// delivered in place; `segment_count` is 0 if it was copied instead.
-    segments: Segments,
+    /// How many of the device's `held_segments` hold the held frame's
+    /// buffers, if it is delivered in place; 0 if it was copied instead.
     segment_count: usize,
     /// Length of the held frame.
     held_len: usize,
@@ -285,7 +305,6 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
             dev,
             mem,
             held: None,
-            segments: [(GuestPhysAddr::new(0), 0); MAX_HELD_SEGMENTS],
             segment_count: 0,
             held_len: 0,
         }
@@ -364,7 +383,7 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
 
     /// Walks one TX chain: the virtio-net header into `header`, the
     /// Ethernet header (the frame's first [`MIN_FRAME_LEN`] bytes) into
-    /// `frame`, and the frame's buffers into `self.segments`, each checked
+    /// `frame`, and the frame's buffers into the device's `held_segments`, each checked
     /// to be RAM. A frame in more than [`MAX_HELD_SEGMENTS`] buffers is
     /// copied into `frame` whole instead (`segment_count` 0).
     /// `Ok(Err(reason))` is a frame error, `Err` a fatal queue error.
@@ -379,6 +398,14 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         let mut verdict = Ok(());
         let mut count = 0usize;
         let mut in_place = true;
+        // With HOST_TSO* a frame may be a GSO frame of up to 64 KiB (what
+        // its header says is checked once the whole chain is read).
+        let tso = self.dev.has_feature(net_feature::HOST_TSO4)
+            || self.dev.has_feature(net_feature::HOST_TSO6);
+        let fits = |end: usize| {
+            end <= NET_HEADER_LEN + MAX_FRAME_LEN
+                || (tso && end <= NET_HEADER_LEN + gso::MAX_GSO_FRAME_LEN)
+        };
         while let Some(d) = chain.next_descriptor(mem)? {
             if verdict.is_err() {
                 // Keep walking: a structural error later in the chain is still fatal.
@@ -393,10 +420,7 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 continue;
             }
             let len = d.len as usize;
-            let Some(end) = total
-                .checked_add(len)
-                .filter(|&e| e <= NET_HEADER_LEN + MAX_FRAME_LEN)
-            else {
+            let Some(end) = total.checked_add(len).filter(|&e| fits(e)) else {
                 verdict = Err(DropReason::TooLong);
                 continue;
             };
@@ -418,7 +442,7 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 let (net_part, eth_part) = both.split_at(NET_HEADER_LEN);
                 header.copy_from_slice(net_part);
                 eth.copy_from_slice(eth_part);
-                if let Some(slot) = self.segments.first_mut() {
+                if let Some(slot) = self.dev.device.held_segments.first_mut() {
                     *slot = (
                         d.addr.wrapping_add(NET_HEADER_LEN as u64),
                         len - NET_HEADER_LEN,
@@ -463,15 +487,36 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 verdict = Err(DropReason::BadAddress);
                 continue;
             }
+            let mut copy_recorded = false;
             if in_place {
-                if let Some(slot) = self.segments.get_mut(count) {
+                // A buffer that goes on where the previous one ended in
+                // guest memory extends it (Linux's page fragments of one
+                // compound page do): one slot for both.
+                let previous = count
+                    .checked_sub(1)
+                    .and_then(|i| self.dev.device.held_segments.get_mut(i));
+                if let Some(last) =
+                    previous.filter(|(at, n)| at.checked_add(*n as u64) == Some(addr))
+                {
+                    last.1 += to - from;
+                    continue;
+                }
+                if let Some(slot) = self.dev.device.held_segments.get_mut(count) {
                     *slot = (addr, to - from);
                     count += 1;
                     continue;
                 }
                 // Too many buffers: copy what was recorded, then the rest as it comes.
                 in_place = false;
-                let recorded = self.segments.get(..count).unwrap_or(&[]);
+                copy_recorded = true;
+            }
+            // Only a frame that fits the switch's buffer can be copied.
+            if to > MAX_FRAME_LEN {
+                verdict = Err(DropReason::TooManyBuffers);
+                continue;
+            }
+            if copy_recorded {
+                let recorded = self.dev.device.held_segments.get(..count).unwrap_or(&[]);
                 if !read_segments(mem, recorded, MIN_FRAME_LEN, from, frame) {
                     verdict = Err(DropReason::BadAddress);
                     continue;
@@ -518,6 +563,38 @@ fn read_segments<M: GuestMemory>(
     true
 }
 
+/// Copies frame bytes `offset..offset + buf.len()`, which lie in
+/// `segments` (in order, from frame offset 0), into `buf`. `false` if they
+/// do not all lie there or could not be read.
+fn read_segments_at<M: GuestMemory>(
+    mem: &M,
+    segments: &[(GuestPhysAddr, usize)],
+    offset: usize,
+    buf: &mut [u8],
+) -> bool {
+    let Some(to) = offset.checked_add(buf.len()) else {
+        return false;
+    };
+    let mut start = 0usize;
+    let mut copied = 0usize;
+    for &(addr, len) in segments {
+        let end = start + len;
+        let (a, b) = (offset.max(start), to.min(end));
+        if a < b {
+            let ok = buf.get_mut(a - offset..b - offset).is_some_and(|part| {
+                mem.read(addr.wrapping_add((a - start) as u64), part)
+                    .is_ok()
+            });
+            if !ok {
+                return false;
+            }
+            copied += b - a;
+        }
+        start = end;
+    }
+    copied == buf.len()
+}
+
 impl<M: GuestMemory> Port for NetPort<'_, M> {
     fn poll_tx(&mut self, frame: &mut [u8; MAX_FRAME_LEN]) -> TxPoll {
         // A frame the caller neither released nor gave back is done with.
@@ -537,7 +614,15 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
         // Held until the switch is done with the frame; a dropped one is
         // returned at once.
         self.held = Some(head);
-        match self.check_tx(verdict, &header_bytes) {
+        let checked = self
+            .check_tx(verdict, &header_bytes)
+            .and_then(|(len, header)| {
+                if header.gso_type != VIRTIO_NET_HDR_GSO_NONE {
+                    self.check_gso(&header, len)?;
+                }
+                Ok((len, header))
+            });
+        match checked {
             Ok((len, header)) => {
                 self.held_len = len;
                 if self.segment_count > 0 {
@@ -561,7 +646,7 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
         eth: &[u8; MIN_FRAME_LEN],
         src: &Self,
     ) -> Option<RxPush> {
-        let segments = src.segments.get(..src.segment_count)?;
+        let segments = src.dev.device.held_segments.get(..src.segment_count)?;
         if src.held.is_none() || segments.is_empty() {
             return None;
         }
@@ -575,10 +660,31 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
     }
 
     fn read_held(&mut self, frame: &mut [u8]) -> bool {
-        let segments = self.segments.get(..self.segment_count).unwrap_or(&[]);
+        let segments = self
+            .dev
+            .device
+            .held_segments
+            .get(..self.segment_count)
+            .unwrap_or(&[]);
         self.held.is_some()
             && !segments.is_empty()
             && read_segments(self.mem, segments, MIN_FRAME_LEN, frame.len(), frame)
+    }
+
+    fn read_held_at(&mut self, offset: usize, buf: &mut [u8]) -> bool {
+        let segments = self
+            .dev
+            .device
+            .held_segments
+            .get(..self.segment_count)
+            .unwrap_or(&[]);
+        self.held.is_some()
+            && !segments.is_empty()
+            && read_segments_at(self.mem, segments, offset, buf)
+    }
+
+    fn accepts_gso(&self, gso_type: u8) -> bool {
+        gso_accepted(self.dev, gso_type)
     }
 
     fn release_tx(&mut self) {
@@ -650,10 +756,14 @@ impl<M: GuestMemory> NetPort<'_, M> {
             return Err(DropReason::Runt);
         }
         let header = NetHeader::from_bytes(header_bytes);
-        // §5.1.6.2: GSO needs HOST_TSO*, never offered; NEEDS_CSUM needs CSUM
-        // and offsets inside the frame.
+        // §5.1.6.2: a GSO frame needs the HOST_TSO* of its type (and
+        // HOST_ECN for GSO_ECN); its headers are checked by `check_gso`.
+        // Any other frame fits an Ethernet frame. NEEDS_CSUM needs CSUM and
+        // offsets inside the frame.
         if header.gso_type != VIRTIO_NET_HDR_GSO_NONE {
-            return Err(DropReason::BadHeader);
+            gso_negotiated(self.dev, header.gso_type).map_err(DropReason::Gso)?;
+        } else if len > MAX_FRAME_LEN {
+            return Err(DropReason::TooLong);
         }
         if header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
             let field_end = usize::from(header.csum_start) + usize::from(header.csum_offset) + 2;
@@ -667,6 +777,33 @@ impl<M: GuestMemory> NetPort<'_, M> {
             ..header
         };
         Ok((len, header))
+    }
+
+    /// Checks a held GSO frame's headers ([`gso::parse`]), read from its
+    /// buffers.
+    fn check_gso(&self, header: &NetHeader, len: usize) -> Result<(), DropReason> {
+        let segments = self
+            .dev
+            .device
+            .held_segments
+            .get(..self.segment_count)
+            .unwrap_or(&[]);
+        if segments.is_empty() {
+            // Copied (a short GSO frame in many buffers): not held, so the
+            // switch could not pass it on whole.
+            return Err(DropReason::Gso(GsoError::TooManyBuffers));
+        }
+        let mut headers = [0u8; gso::MAX_GSO_HEADERS_LEN];
+        let n = len.min(headers.len());
+        let read = headers
+            .get_mut(..n)
+            .is_some_and(|part| read_segments(self.mem, segments, 0, n, part));
+        if !read {
+            return Err(DropReason::BadAddress);
+        }
+        gso::parse(header, &headers, len)
+            .map(|_| ())
+            .map_err(DropReason::Gso)
     }
 
     /// Delivers `payload` into the RX queue.
@@ -1026,6 +1163,47 @@ fn deliver_merged<M: GuestMemory, S: GuestMemory>(
         q.add_used(mem, head, len)?;
     }
     Ok(RxPush::Delivered)
+}
+
+/// Whether a driver may send a GSO frame of `gso_type` on `dev`: the type
+/// is TCPv4 or TCPv6 with its HOST_TSO* negotiated, and GSO_ECN only with
+/// HOST_ECN (§5.1.6.2.1).
+fn gso_negotiated(dev: &VirtioNet, gso_type: u8) -> Result<(), GsoError> {
+    let needed = match gso_type & !gso::VIRTIO_NET_HDR_GSO_ECN {
+        gso::VIRTIO_NET_HDR_GSO_TCPV4 => net_feature::HOST_TSO4,
+        gso::VIRTIO_NET_HDR_GSO_TCPV6 => net_feature::HOST_TSO6,
+        _ => return Err(GsoError::UnknownType),
+    };
+    let ecn = if gso_type & gso::VIRTIO_NET_HDR_GSO_ECN != 0 {
+        net_feature::HOST_ECN
+    } else {
+        0
+    };
+    // HOST_TSO* depend on CSUM (§5.1.3.1): a GSO frame is checksummed by
+    // whoever cuts it.
+    let needed = needed | ecn | net_feature::CSUM;
+    if dev.has_feature(needed) {
+        Ok(())
+    } else {
+        Err(GsoError::NotNegotiated)
+    }
+}
+
+/// Whether a driver takes a GSO frame of `gso_type` whole on `dev`: its
+/// GUEST_TSO*, GUEST_ECN for GSO_ECN, and GUEST_CSUM (which they depend on,
+/// §5.1.3.1: the frame arrives with NEEDS_CSUM, §5.1.6.4.1).
+fn gso_accepted(dev: &VirtioNet, gso_type: u8) -> bool {
+    let needed = match gso_type & !gso::VIRTIO_NET_HDR_GSO_ECN {
+        gso::VIRTIO_NET_HDR_GSO_TCPV4 => net_feature::GUEST_TSO4,
+        gso::VIRTIO_NET_HDR_GSO_TCPV6 => net_feature::GUEST_TSO6,
+        _ => return false,
+    };
+    let ecn = if gso_type & gso::VIRTIO_NET_HDR_GSO_ECN != 0 {
+        net_feature::GUEST_ECN
+    } else {
+        0
+    };
+    dev.has_feature(needed | ecn | net_feature::GUEST_CSUM)
 }
 
 /// Completes a NEEDS_CSUM frame in place and clears the flag (for a port

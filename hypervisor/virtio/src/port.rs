@@ -1,8 +1,8 @@
 //! What the switch needs from a port: a virtio-net device, or later the uplink NIC.
 
 /// Largest Ethernet frame a port carries: 1500 bytes of payload, a 14-byte
-/// header and one 802.1Q tag (no FCS). TSO is not offered, so no larger
-/// frame exists on the switch.
+/// header and one 802.1Q tag (no FCS). A larger frame on the switch is a
+/// GSO frame ([`crate::gso`]), held in its sender's memory, never copied.
 pub const MAX_FRAME_LEN: usize = 1518;
 /// Smallest frame the switch forwards: an Ethernet header.
 pub const MIN_FRAME_LEN: usize = 14;
@@ -20,7 +20,7 @@ pub const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
 pub struct NetHeader {
     /// NEEDS_CSUM / DATA_VALID.
     pub flags: u8,
-    /// GSO type (always NONE on this switch).
+    /// GSO type (`VIRTIO_NET_HDR_GSO_*`, [`crate::gso`]).
     pub gso_type: u8,
     /// Length of the headers to copy into each segment.
     pub hdr_len: u16,
@@ -85,6 +85,12 @@ pub enum DropReason {
     BadHeader,
     /// The receive chain(s) were too small for the frame.
     BufferTooSmall,
+    /// A frame longer than [`MAX_FRAME_LEN`] (GSO) came in more buffers
+    /// than [`crate::net::MAX_HELD_SEGMENTS`], so it can be neither held in
+    /// place nor copied.
+    TooManyBuffers,
+    /// A GSO frame was refused: the reason.
+    Gso(crate::gso::GsoError),
     /// The receive chain(s) took more than
     /// [`crate::net::MAX_RX_DESCRIPTORS`] descriptors before the frame fit.
     TooManyDescriptors,
@@ -107,6 +113,8 @@ impl core::fmt::Display for DropReason {
                 "offload not negotiated, or checksum offsets outside the frame"
             }
             DropReason::BufferTooSmall => "receive buffers too small for the frame",
+            DropReason::TooManyBuffers => "GSO frame in too many buffers",
+            DropReason::Gso(reason) => return write!(f, "GSO frame refused: {reason}"),
             DropReason::TooManyDescriptors => "frame needed too many receive descriptors",
             DropReason::PortDown => "port not live",
             DropReason::QueueFailed => "queue failed: the device needs a reset",
@@ -133,8 +141,9 @@ pub enum TxPoll {
         /// Its offload header.
         header: NetHeader,
     },
-    /// A frame of `len` bytes (`MIN_FRAME_LEN..=MAX_FRAME_LEN`) stays in
-    /// the port's memory; only its Ethernet header (the first
+    /// A frame of `len` bytes (`MIN_FRAME_LEN..=MAX_FRAME_LEN`, or up to
+    /// [`crate::gso::MAX_GSO_FRAME_LEN`] for a GSO frame, whose headers the
+    /// port checked) stays in the port's memory; only its Ethernet header (the first
     /// [`MIN_FRAME_LEN`] bytes) is in the caller's buffer. The switch
     /// delivers it with [`Port::push_rx_held`] or fetches the rest with
     /// [`Port::read_held`].
@@ -195,6 +204,19 @@ pub trait Port {
     /// The switch is done with the frame of the last poll: return its
     /// buffers to the guest. Does nothing if the port kept nothing.
     fn release_tx(&mut self) {}
+    /// Copies `buf.len()` bytes of the held frame from frame offset
+    /// `offset` into `buf` (the switch cuts a held GSO frame into segments
+    /// with it). `false` if they could not be read. The default holds
+    /// nothing.
+    fn read_held_at(&mut self, _offset: usize, _buf: &mut [u8]) -> bool {
+        false
+    }
+    /// Whether the port takes a GSO frame of `gso_type` whole (virtio:
+    /// the matching GUEST_TSO*, and GUEST_ECN for GSO_ECN). Otherwise the
+    /// switch cuts it into segments. The default does not.
+    fn accepts_gso(&self, _gso_type: u8) -> bool {
+        false
+    }
     /// Gives the frame of the last poll back untouched, so that the next
     /// poll returns it again (backpressure: its destination cannot take it
     /// now). `false` if the port cannot (it kept nothing): the switch then
@@ -221,6 +243,12 @@ impl<P: Port + ?Sized> Port for &mut P {
     }
     fn read_held(&mut self, frame: &mut [u8]) -> bool {
         (**self).read_held(frame)
+    }
+    fn read_held_at(&mut self, offset: usize, buf: &mut [u8]) -> bool {
+        (**self).read_held_at(offset, buf)
+    }
+    fn accepts_gso(&self, gso_type: u8) -> bool {
+        (**self).accepts_gso(gso_type)
     }
     fn release_tx(&mut self) {
         (**self).release_tx()

@@ -5,6 +5,10 @@
 //! All storage is allocated when the switch is built; forwarding a frame
 //! allocates nothing.
 //!
+//! A GSO frame (TCP segmentation offload, [`crate::gso`]) stays in its
+//! sender's memory: it goes whole to a port that takes it, and is cut into
+//! segments for any other (`segment.rs`); it is never queued whole.
+//!
 //! Work per [`Switch::run`] is bounded by constants, never by what a guest
 //! publishes: at most [`SwitchConfig::tx_frames_per_run`] frames from each
 //! port's transmit queue and [`SwitchConfig::run_budget`] in all, each
@@ -20,8 +24,10 @@ use alloc::vec::Vec;
 use crate::net::complete_checksum;
 use crate::port::{
     DropReason, NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN, MIN_FRAME_LEN,
-    VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
 };
+
+mod segment;
 
 /// How a switch is sized and paced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +124,13 @@ pub struct PortCounters {
     pub rx_stalled: u64,
     /// Fatal queue errors (the device was set to DEVICE_NEEDS_RESET).
     pub fatal_errors: u64,
+    /// Of `tx_packets`: GSO frames (TSO, up to 64 KiB each).
+    pub tx_gso: u64,
+    /// GSO frames delivered to this port whole (it negotiated GUEST_TSO*).
+    pub rx_gso: u64,
+    /// GSO frames cut into segments for this port (it could not take them
+    /// whole, or had no buffers for too long).
+    pub rx_gso_cut: u64,
 }
 
 /// What a port may send and receive (see the module docs).
@@ -603,10 +616,17 @@ impl Switch {
         held: bool,
         now: u64,
     ) -> Outcome {
+        // A GSO frame is held in its sender's memory, its headers checked
+        // by the port (`crate::gso`); the switch never copies it whole.
+        let gso = header.gso_type != VIRTIO_NET_HDR_GSO_NONE;
+        if gso && !held {
+            self.counters[src].tx_errors += 1;
+            return Outcome::Taken;
+        }
         // A port (the uplink) may report a frame that did not fit, or one
         // too short to have addresses: drop it whole, never truncate it or
         // read the previous frame's bytes as its header.
-        if !(MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&len) {
+        if !gso && !(MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&len) {
             let c = &mut self.counters[src];
             c.tx_errors += 1;
             if len < MIN_FRAME_LEN {
@@ -626,6 +646,7 @@ impl Switch {
         if outcome == Outcome::Taken {
             self.counters[src].tx_packets += 1;
             self.counters[src].tx_bytes += len as u64;
+            self.counters[src].tx_gso += u64::from(gso);
         }
         outcome
     }
@@ -693,6 +714,9 @@ impl Switch {
             Some(t) => p == t && p < n && switch.may_receive(p, &dst_mac),
             None => p != src && switch.may_receive(p, &dst_mac),
         };
+        if header.gso_type != VIRTIO_NET_HDR_GSO_NONE {
+            return self.forward_gso(ports, src, target, &dst_mac, *header, len, now);
+        }
         // Whether the whole frame is in `self.frame` (a held one has only
         // its Ethernet header there until fetched).
         let mut copied = !held;

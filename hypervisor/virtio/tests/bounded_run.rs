@@ -30,6 +30,8 @@ const SIZE: u16 = 256;
 /// allows (§2.7.5.3.1), 2 bytes per buffer: 512 bytes of header + frame.
 const TABLE_LEN: usize = SIZE as usize;
 const BYTES_PER_BUFFER: usize = 2;
+/// Distance between two buffers of a chain (see `publish`).
+const STRIDE: usize = 2 * BYTES_PER_BUFFER;
 const CHAIN_BYTES: usize = TABLE_LEN * BYTES_PER_BUFFER;
 const FRAME_LEN: usize = CHAIN_BYTES - NET_HEADER_LEN;
 /// Frames the guest sends in all: four rings' worth.
@@ -76,18 +78,25 @@ impl GuestMemory for Counting {
 /// On a packed ring, the next slot and a free Buffer ID.
 fn publish(q: &mut MockQueue<'_, Counting>, mem: &Counting, seq: u32) {
     let head = (seq % u32::from(SIZE)) as u16;
-    let data = DATA + u64::from(head) * CHAIN_BYTES as u64;
+    // Each buffer STRIDE bytes after the one before: none continues
+    // another (the device would hold contiguous ones as one piece), so
+    // every frame is in more buffers than it holds in place and is copied
+    // as it is taken.
+    let data = DATA + u64::from(head) * (TABLE_LEN * STRIDE) as u64;
     let table = TABLES + u64::from(head) * DESCRIPTOR_SIZE * TABLE_LEN as u64;
     let mut bytes = vec![0u8; CHAIN_BYTES];
     let frame = &mut bytes[NET_HEADER_LEN..];
     frame[..6].copy_from_slice(&DST);
     frame[6..12].copy_from_slice(&SRC);
     frame[14..18].copy_from_slice(&seq.to_le_bytes());
-    mem.write(GuestPhysAddr::new(data), &bytes).unwrap();
+    for (k, piece) in bytes.chunks(BYTES_PER_BUFFER).enumerate() {
+        mem.write(GuestPhysAddr::new(data + (k * STRIDE) as u64), piece)
+            .unwrap();
+    }
     if q.is_packed() {
         let buffers: Vec<_> = (0..TABLE_LEN)
             .map(|k| {
-                let addr = data + (k * BYTES_PER_BUFFER) as u64;
+                let addr = data + (k * STRIDE) as u64;
                 (addr, BYTES_PER_BUFFER as u32, false)
             })
             .collect();
@@ -96,7 +105,7 @@ fn publish(q: &mut MockQueue<'_, Counting>, mem: &Counting, seq: u32) {
     }
     for k in 0..TABLE_LEN {
         let d = RawDescriptor {
-            addr: data + (k * BYTES_PER_BUFFER) as u64,
+            addr: data + (k * STRIDE) as u64,
             len: BYTES_PER_BUFFER as u32,
             flags: if k + 1 < TABLE_LEN {
                 VIRTQ_DESC_F_NEXT

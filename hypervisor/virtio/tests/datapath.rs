@@ -139,13 +139,21 @@ fn a_frame_in_several_buffers_into_merged_buffers_is_exact(format: RingFormat) {
             .write(chroma_mem::GuestPhysAddr::new(buffer), &bytes)
             .unwrap();
         // Cut points: the first piece ends inside the Ethernet header.
-        let mut cuts: Vec<usize> = (1..pieces).map(|k| 17 + (k - 1) * 97).collect();
+        let step = (bytes.len() - 17) / pieces;
+        let mut cuts: Vec<usize> = (1..pieces).map(|k| 17 + (k - 1) * step).collect();
         cuts.insert(0, 0);
         cuts.push(bytes.len());
-        let chain: Vec<(u64, u32, bool)> = cuts
-            .windows(2)
-            .map(|w| (buffer + w[0] as u64, (w[1] - w[0]) as u32, false))
-            .collect();
+        // Each piece 16 bytes after the one before (so none continues
+        // another, which the device would hold as one piece).
+        let mut chain: Vec<(u64, u32, bool)> = Vec::new();
+        for (k, w) in cuts.windows(2).enumerate() {
+            let at = buffer + w[0] as u64 + 16 * k as u64;
+            lab.mems[A]
+                .inner
+                .write(chroma_mem::GuestPhysAddr::new(at), &bytes[w[0]..w[1]])
+                .unwrap();
+            chain.push((at, (w[1] - w[0]) as u32, false));
+        }
         assert!(lab.drivers[A].tx.add_chain(&chain).is_some());
         lab.mems[A].reset_counts();
         lab.run_once();

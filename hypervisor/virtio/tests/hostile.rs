@@ -455,7 +455,7 @@ hostile!(
         w(lab, reg::STATUS, 4, 0).unwrap();
         w(lab, reg::STATUS, 4, status::ACKNOWLEDGE | status::DRIVER).unwrap();
         w(lab, reg::DRIVER_FEATURES_SEL, 4, 0).unwrap();
-        w(lab, reg::DRIVER_FEATURES, 4, 1 << 11).unwrap(); // HOST_TSO4, never offered
+        w(lab, reg::DRIVER_FEATURES, 4, 1 << 14).unwrap(); // HOST_UFO, never offered
         w(lab, reg::DRIVER_FEATURES_SEL, 4, 1).unwrap();
         w(lab, reg::DRIVER_FEATURES, 4, 1).unwrap();
         let r = w(
@@ -720,3 +720,53 @@ fn h42_mrg_frame_spanning_many_small_buffers_is_exact() {
         assert_eq!(total, 1012);
     });
 }
+
+// ---- TCP segmentation offload (virtio 1.2 §5.1.6.2) ----
+
+hostile!(h50_gso_size_zero, NET_FEATURES, |lab, d, _m| {
+    gso_case(lab, d, |h, _| h.gso_size = 0);
+});
+
+hostile!(h51_unknown_gso_type, NET_FEATURES, |lab, d, _m| {
+    gso_case(lab, d, |h, _| h.gso_type = 0x07);
+});
+
+hostile!(
+    h52_gso_without_host_tso_negotiated,
+    NET_FEATURES & !net_feature::TSO,
+    |lab, d, _m| {
+        gso_case(lab, d, |_, _| {});
+    }
+);
+
+hostile!(
+    h53_gso_hdr_len_past_the_frame,
+    NET_FEATURES,
+    |lab, d, _m| {
+        gso_case(lab, d, |h, f| h.hdr_len = f.len() as u16 + 1);
+    }
+);
+
+hostile!(h54_gso_ipv4_fragment, NET_FEATURES, |lab, d, _m| {
+    gso_case(lab, d, |_, f| f[14 + 6] |= 0x20);
+});
+
+hostile!(
+    h55_gso_ipv4_total_length_lies,
+    NET_FEATURES,
+    |lab, d, _m| {
+        gso_case(lab, d, |_, f| f[14 + 2] ^= 0x01);
+    }
+);
+
+hostile!(h56_gso_tcp_data_offset_lies, NET_FEATURES, |lab, d, _m| {
+    gso_case(lab, d, |_, f| f[34 + 12] = 0x40);
+});
+
+hostile!(h57_gso_not_tcp, NET_FEATURES, |lab, d, _m| {
+    gso_case(lab, d, |_, f| f[14 + 9] = 17);
+});
+
+hostile!(h58_gso_ihl_lies, NET_FEATURES, |lab, d, _m| {
+    gso_case(lab, d, |_, f| f[14] = 0x4f);
+});

@@ -893,3 +893,21 @@ fn hostile_packed_catalogue_names_at_least_20_cases() {
     );
     eprintln!("hostile packed catalogue: {} cases", names.len());
 }
+
+// ---- TCP segmentation offload (virtio 1.2 §5.1.6.2) on packed rings ----
+
+hostile!(p50_gso_size_zero, PACKED, |lab, d, _m| {
+    gso_case(lab, d, |h, _| h.gso_size = 0);
+});
+
+hostile!(p51_gso_ipv4_total_length_lies, PACKED, |lab, d, _m| {
+    gso_case(lab, d, |_, f| f[14 + 2] ^= 0x01);
+});
+
+hostile!(
+    p52_gso_without_host_tso,
+    PACKED & !chroma_virtio::net::net_feature::TSO,
+    |lab, d, _m| {
+        gso_case(lab, d, |_, _| {});
+    }
+);

@@ -123,3 +123,81 @@ fn steady_stream_allocates_nothing(format: RingFormat) {
 }
 
 on_both_rings!(steady_stream_allocates_nothing,);
+
+/// One switch run over three ports, counting allocations.
+fn run3(lab: &mut Lab) -> u64 {
+    let mems = lab.mems;
+    let [a, b, c] = &mut lab.devs[..] else {
+        panic!("three VMs")
+    };
+    let mut ports = [
+        NetPort::new(a, &mems[0]),
+        NetPort::new(b, &mems[1]),
+        NetPort::new(c, &mems[2]),
+    ];
+    let now = lab.now;
+    let switch = &mut lab.switch;
+    allocations(|| {
+        switch.run(&mut ports, now);
+    })
+}
+
+/// A GSO stream (TSO): 60 KiB TCP frames in 18 buffers from VM 0, whole to
+/// VM 1 (GUEST_TSO4) and cut into segments for VM 2 (no GUEST_TSO), both
+/// with their receivers short of buffers now and then: no allocation.
+fn gso_stream_allocates_nothing(format: RingFormat) {
+    use chroma_virtio::mock::{tcp_gso_frame, MockNetDriver};
+    use chroma_virtio::net::net_feature;
+    let mut lab = Lab::on(format, &[256, 256, 256], 2048, SwitchConfig::default());
+    // VM 2 again, without TSO.
+    let mems = lab.mems;
+    let mut d2 = MockNetDriver::init_with(
+        &mut lab.devs[2],
+        &mems[2],
+        lab::base(2),
+        256,
+        2048,
+        !net_feature::TSO,
+        format,
+    )
+    .unwrap();
+    d2.fill_rx();
+    lab.drivers[2] = d2;
+    let payload: Vec<u8> = (0..60_000u32).map(|i| (i * 7) as u8).collect();
+    let scratch = lab::base(0) + 0x30_0000;
+    let (mut whole, mut cut) = (0u64, 0u64);
+    for round in 0..200u64 {
+        lab.now = round;
+        let dst = if round % 2 == 0 { 1 } else { 2 };
+        let (header, frame) = tcp_gso_frame(
+            mac(dst),
+            mac(0),
+            round % 3 == 0,
+            3,
+            1400,
+            round as u32 * 60_000,
+            0x18,
+            &payload,
+        );
+        let at = scratch + (round % 8) * 0x1_0000;
+        let _ = lab.drivers[0].send_scattered(&header, &frame, at, 18);
+        let count = run3(&mut lab);
+        if round >= 4 {
+            assert_eq!(count, 0, "round {round} allocated");
+        }
+        // The receivers take frames only every third round.
+        if round % 3 == 0 {
+            while lab.drivers[1].recv().is_some() {
+                whole += 1;
+            }
+            while lab.drivers[2].recv().is_some() {
+                cut += 1;
+            }
+        }
+    }
+    assert!(whole > 20, "{whole} whole GSO frames");
+    assert!(cut > 20 * 40, "{cut} segments");
+    assert!(lab.switch.counters(2).rx_gso_cut > 20);
+}
+
+on_both_rings!(gso_stream_allocates_nothing,);

@@ -7,12 +7,15 @@
 //!   Linux VM with 2 vCPUs and 256 MiB; medians of [`BOOT_RUNS`] runs each.
 //! - VM-to-VM TCP: [`TRANSFER_MIB`] MiB from busybox httpd in one Linux guest
 //!   to wget in another (`chroma.serve` / `chroma.fetch`, sha256 checked by the
-//!   guests), each guest 1 vCPU; under chroma both VMs on one switch, on plain
+//!   guests), each guest 1 vCPU; under chroma both VMs on one switch (the
+//!   server on physical CPU 0, the client on CPU 1: `cpus`), on plain
 //!   QEMU two QEMU processes joined by socket netdevs. Under chroma twice,
 //!   interleaved with the plain run: both NICs with `ring = "packed"` (Linux
 //!   takes VIRTIO_F_RING_PACKED; the figure `linux.vm_to_vm.throughput`),
 //!   then with `ring = "split"` (`linux.vm_to_vm.throughput.split`, also
-//!   the packed figure's second peer, so its ratio is packed / split). Both NICs' counter
+//!   the packed figure's second peer, so its ratio is packed / split), then
+//!   split again with `tso = false` (the split figure's second peer: TCP
+//!   segmentation offload on / off). Both NICs' counter
 //!   lines under chroma: the client's is printed as it powers off, the
 //!   server's when the bench types Ctrl-A c on chroma's console.
 //! - Ping: after the transfer, on the idle network, the client pings the
@@ -33,6 +36,8 @@ use crate::bench::{BenchArgs, Peers, PLAIN_QEMU};
 
 /// The packed-ring figure's second peer: the same pair on split rings.
 const SPLIT_RING: &str = "chroma, split rings";
+/// The split-ring figure's second peer: the same pair with `tso = false`.
+const SPLIT_RING_WITHOUT_TSO: &str = "chroma, split rings, tso = false";
 use crate::bench_results::{names, Better, Figure, Results};
 use crate::images::Images;
 use crate::qemu::qemu_command;
@@ -66,7 +71,9 @@ pub fn run(args: &BenchArgs, images: &Images, peers: &Peers, results: &mut Resul
 }
 
 /// A Linux `[[vm]]` for a bench configuration, with a NIC on lan0 when
-/// `nic` gives its MAC and ring layout.
+/// `nic` gives its MAC and ring layout, its one vCPU on physical CPU `cpu`
+/// if given.
+#[allow(clippy::too_many_arguments)] // one VM's whole description
 fn linux_vm(
     name: &str,
     kernel: &Path,
@@ -75,6 +82,7 @@ fn linux_vm(
     vcpus: u32,
     words: &str,
     nic: Option<(&str, Ring)>,
+    cpu: Option<u32>,
 ) -> String {
     let mut text = format!(
         "[[vm]]\nname = {name:?}\nkernel = {:?}\ninitrd = {:?}\nmemory = {memory:?}\nvcpus = {vcpus}\ncmdline = {:?}\n",
@@ -82,11 +90,17 @@ fn linux_vm(
         initrd.display().to_string(),
         format!("{BASE_CMDLINE} {words}").trim_end()
     );
+    if let Some(cpu) = cpu {
+        text.push_str(&format!("cpus = [{cpu}]\n"));
+    }
     if let Some((mac, ring)) = nic {
         text.push_str(&format!(
             "[[vm.net]]\nswitch = \"lan0\"\nmac = {mac:?}\nring = {:?}\n",
             ring.key()
         ));
+        if !ring.tso() {
+            text.push_str("tso = false\n");
+        }
     }
     text.push('\n');
     text
@@ -97,14 +111,30 @@ fn linux_vm(
 enum Ring {
     Split,
     Packed,
+    /// Split rings with `tso = false`: the pair without TCP segmentation
+    /// offload, to compare.
+    SplitWithoutTso,
 }
 
 impl Ring {
     /// The configuration's value.
     fn key(self) -> &'static str {
         match self {
-            Ring::Split => "split",
+            Ring::Split | Ring::SplitWithoutTso => "split",
             Ring::Packed => "packed",
+        }
+    }
+
+    /// Whether the NICs offer TCP segmentation offload (`tso`).
+    fn tso(self) -> bool {
+        self != Ring::SplitWithoutTso
+    }
+
+    /// A name for the run's files.
+    fn label(self) -> &'static str {
+        match self {
+            Ring::SplitWithoutTso => "split-no-tso",
+            ring => ring.key(),
         }
     }
 }
@@ -339,7 +369,7 @@ fn boot(
 ) -> Result<()> {
     let text = format!(
         "# One Linux VM, written by `cargo xtask bench`.\n{}",
-        linux_vm("linux", kernel, initrd, "256M", 2, "", None)
+        linux_vm("linux", kernel, initrd, "256M", 2, "", None, None)
     );
     let timeout = Duration::from_secs(args.timeout.max(60));
     let mut chroma = Vec::new();
@@ -499,15 +529,18 @@ fn transfer_under_chroma(
 ) -> Result<Transfer> {
     let text = format!(
         "# Two Linux VMs on one switch, written by `cargo xtask bench`.\n[[switch]]\nname = \"lan0\"\n\n{}{}",
-        linux_vm("server", kernel, initrd, "256M", 1, &format!("{SERVER_WORDS}{TRANSFER_MIB}"), Some(("52:54:00:12:34:21", ring))),
-        linux_vm("client", kernel, initrd, "256M", 1, &client_words(), Some(("52:54:00:12:34:22", ring))),
+        linux_vm("server", kernel, initrd, "256M", 1, &format!("{SERVER_WORDS}{TRANSFER_MIB}"), Some(("52:54:00:12:34:21", ring)), Some(0)),
+        // Each VM on a physical CPU of its own, as each plain QEMU has a
+        // host thread of its own (without `cpus` both would run on CPU 0
+        // and take turns, the other CPU idle).
+        linux_vm("client", kernel, initrd, "256M", 1, &client_words(), Some(("52:54:00:12:34:22", ring)), Some(1)),
     );
     let mut qemu = Watched::start_with(
         chroma_command(
             args,
             images,
             dir,
-            &format!("bench-linux-tcp-{}.toml", ring.key()),
+            &format!("bench-linux-tcp-{}.toml", ring.label()),
             &text,
         )?,
         Stdio::piped(),
@@ -610,6 +643,10 @@ fn transfer(
         .map_err(|error| format!("Linux VM-to-VM TCP under chroma, packed rings: {error}"))?;
     let split = transfer_under_chroma(args, images, dir, kernel, initrd, Ring::Split)
         .map_err(|error| format!("Linux VM-to-VM TCP under chroma, split rings: {error}"))?;
+    let no_tso = transfer_under_chroma(args, images, dir, kernel, initrd, Ring::SplitWithoutTso)
+        .map_err(|error| {
+            format!("Linux VM-to-VM TCP under chroma, split rings without TSO: {error}")
+        })?;
     let mut figure = Figure::new(
         names::LINUX_VM_TO_VM_THROUGHPUT,
         under.kib_per_s,
@@ -650,6 +687,13 @@ fn transfer(
         Err(why) => (format!("plain QEMU: {why}"), String::new()),
     };
     figure = figure.peer(SPLIT_RING, split.kib_per_s);
+    split_figure = split_figure.peer(SPLIT_RING_WITHOUT_TSO, no_tso.kib_per_s);
+    println!(
+        "linux vm-to-vm tcp without TCP segmentation offload (tso = false), split rings: {:.0} ms ({:.1} MiB/s); with it / without {:.2}",
+        no_tso.ms,
+        no_tso.kib_per_s / 1024.0,
+        split.kib_per_s / no_tso.kib_per_s,
+    );
     println!(
         "linux vm-to-vm tcp, {TRANSFER_MIB} MiB httpd -> wget (1 vCPU each, MTU 1500): {:.0} ms ({:.1} MiB/s) on packed rings \
          and {:.0} ms ({:.1} MiB/s) on split rings through chroma's switch (packed / split {:.2}), {peer}",

@@ -310,3 +310,26 @@ pub fn assert_tx_dropped<M: GuestMemory>(
     assert_eq!(d.tx.pop_used(), Some((u32::from(id), 0)));
     victim_still_sends(lab, d);
 }
+
+/// The victim's driver sends a small TCP GSO frame (fits one TX buffer),
+/// its header edited by `edit`, from port 0 to port 1: dropped, counted,
+/// the chain returned, and the victim (and everyone else) still sends.
+pub fn gso_case<M: GuestMemory>(
+    lab: &mut Lab<'_, M>,
+    d: &mut MockNetDriver<'_, M>,
+    edit: impl Fn(&mut chroma_virtio::port::NetHeader, &mut Vec<u8>),
+) {
+    let payload = vec![0x5au8; 1200];
+    let (mut header, mut frame) =
+        chroma_virtio::mock::tcp_gso_frame(MAC[1], MAC[V], false, 3, 500, 1, 0x18, &payload);
+    edit(&mut header, &mut frame);
+    assert!(d.send_with_header(&header.to_bytes(0), &frame));
+    lab.run();
+    assert_eq!(lab.counters().tx_errors, 1, "dropped and counted");
+    assert_eq!(
+        d.tx.pop_used().map(|(_, len)| len),
+        Some(0),
+        "chain returned"
+    );
+    victim_still_sends(lab, d);
+}
