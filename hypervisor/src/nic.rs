@@ -927,8 +927,13 @@ pub fn report(vm_index: usize) {
             let state = nic.state.lock();
             (state.memory.stats(), state.memory.uncached_accesses())
         };
-        let packets = (port.rx_packets + port.tx_packets).max(1);
+        // Per packet on the wire: a GSO frame counts as the TCP segments it
+        // carries, so the figures compare with a NIC without TSO moving the
+        // same traffic; the per-frame ones follow the GSO counts.
+        let packets = port.wire_packets().max(1);
         let per_packet = |n: u64| n as f64 / packets as f64;
+        let frames = (port.rx_packets + port.tx_packets).max(1);
+        let per_frame = |n: u64| n as f64 / frames as f64;
         let traps = nic.counters.traps.load(Ordering::Relaxed);
         let interrupts = nic.counters.interrupts.load(Ordering::Relaxed);
         let notifies = nic.counters.notifies.load(Ordering::Relaxed);
@@ -943,7 +948,7 @@ pub fn report(vm_index: usize) {
             "vm {} net{} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} on {} port {}: rx {} pkts {} B, tx {} pkts {} B, drops {} (driver not up {}, receiver stalled {}), errors {}, spoofed {}; \
              traps/pkt {:.3}, irqs/pkt {:.3}, kicks {} (suppressed {}), polls {}, irqs suppressed {}, lines maintained/pkt {:.2} minimum/pkt {:.2}, ring accesses via NC alias/pkt {:.2}; \
              traps: QueueNotify rx {} tx {}, InterruptStatus {}, InterruptACK {}, other {}; irqs held {}; \
-             gso: tx {}, rx whole {}, rx cut {}",
+             gso: tx {} ({} segments), rx whole {} ({} segments), rx cut {}; per frame: traps {:.3}, irqs {:.3}",
             vm.name,
             i,
             nic.mac[0], nic.mac[1], nic.mac[2], nic.mac[3], nic.mac[4], nic.mac[5],
@@ -974,8 +979,12 @@ pub fn report(vm_index: usize) {
             other,
             held,
             port.tx_gso,
+            port.tx_gso_segments,
             port.rx_gso,
+            port.rx_gso_segments,
             port.rx_gso_cut,
+            per_frame(traps),
+            per_frame(interrupts),
         );
     }
 }

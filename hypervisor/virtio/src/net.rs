@@ -336,6 +336,12 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         self.dev.queue_mut(index).filter(|q| q.ready())
     }
 
+    /// The pieces of guest memory the held TX frame is in, if one is held.
+    fn held_pieces(&self) -> Option<&[(GuestPhysAddr, usize)]> {
+        let pieces = self.dev.device.held_segments.get(..self.segment_count)?;
+        (self.held.is_some() && !pieces.is_empty()).then_some(pieces)
+    }
+
     fn fatal(&mut self) -> DropReason {
         self.dev.fail();
         DropReason::QueueFailed
@@ -660,27 +666,14 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
     }
 
     fn read_held(&mut self, frame: &mut [u8]) -> bool {
-        let segments = self
-            .dev
-            .device
-            .held_segments
-            .get(..self.segment_count)
-            .unwrap_or(&[]);
-        self.held.is_some()
-            && !segments.is_empty()
-            && read_segments(self.mem, segments, MIN_FRAME_LEN, frame.len(), frame)
+        self.held_pieces().is_some_and(|pieces| {
+            read_segments(self.mem, pieces, MIN_FRAME_LEN, frame.len(), frame)
+        })
     }
 
     fn read_held_at(&mut self, offset: usize, buf: &mut [u8]) -> bool {
-        let segments = self
-            .dev
-            .device
-            .held_segments
-            .get(..self.segment_count)
-            .unwrap_or(&[]);
-        self.held.is_some()
-            && !segments.is_empty()
-            && read_segments_at(self.mem, segments, offset, buf)
+        self.held_pieces()
+            .is_some_and(|pieces| read_segments_at(self.mem, pieces, offset, buf))
     }
 
     fn accepts_gso(&self, gso_type: u8) -> bool {

@@ -126,11 +126,28 @@ pub struct PortCounters {
     pub fatal_errors: u64,
     /// Of `tx_packets`: GSO frames (TSO, up to 64 KiB each).
     pub tx_gso: u64,
+    /// The TCP segments those GSO frames carried (what they are on a wire
+    /// of the sender's MSS): with `tx_packets - tx_gso`, the port's sent
+    /// packets counted as a NIC without TSO would.
+    pub tx_gso_segments: u64,
     /// GSO frames delivered to this port whole (it negotiated GUEST_TSO*).
     pub rx_gso: u64,
+    /// The TCP segments the GSO frames delivered whole carried.
+    pub rx_gso_segments: u64,
     /// GSO frames cut into segments for this port (it could not take them
     /// whole, or had no buffers for too long).
     pub rx_gso_cut: u64,
+}
+
+impl PortCounters {
+    /// Packets sent and received as they would be on a wire without TSO:
+    /// a GSO frame counts as the segments it carries (a frame cut into
+    /// segments was counted per segment already).
+    pub fn wire_packets(&self) -> u64 {
+        let sent = self.tx_packets - self.tx_gso.min(self.tx_packets) + self.tx_gso_segments;
+        let received = self.rx_packets - self.rx_gso.min(self.rx_packets) + self.rx_gso_segments;
+        sent + received
+    }
 }
 
 /// What a port may send and receive (see the module docs).

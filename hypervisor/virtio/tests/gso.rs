@@ -727,6 +727,13 @@ fn spec_5_1_6_4_a_gso_frame_goes_whole_to_a_guest_tso_receiver() {
         let c = net.switch.counters(1);
         assert_eq!((c.rx_gso, c.rx_gso_cut), (1, 0));
         assert_eq!(net.switch.counters(0).tx_gso, 1);
+        // On a wire the frame is its segments: the payload in MSS pieces
+        // (counted by the receiver, and by the sender as sent).
+        let segments = (built.frame.len() - built.headers_len).div_ceil(usize::from(spec.mss));
+        assert!(segments > 1);
+        assert_eq!(c.rx_gso_segments, segments as u64);
+        assert_eq!(c.wire_packets(), segments as u64);
+        assert_eq!(net.switch.counters(0).wire_packets(), segments as u64);
         assert!(received(&mut d[2]).is_empty());
         // The TX chain came back.
         assert!(d[0].tx.pop_used().is_some());

@@ -591,36 +591,27 @@ pub fn wfi() {
 /// the guest's regime, stage 1 only): `Some(IPA)`, or `None` if it faults.
 /// The PAR is the loaded guest's: it is saved first and restored after.
 pub fn translate_pl1_read(va: u32) -> Option<u64> {
-    let saved = par();
-    let (low, high): (u32, u32);
-    // SAFETY: ATS1CPR (p15, 0, c7, c8, 0) translates without accessing memory and writes PAR, read right after (ISB between); the guest's PAR is put back below, so it sees no change.
-    unsafe {
-        asm!(
-            "mcr p15, 0, {va}, c7, c8, 0",
-            "isb",
-            "mrrc p15, 0, {low}, {high}, c7",
-            va = in(reg) va,
-            low = out(reg) low,
-            high = out(reg) high,
-            options(nostack, preserves_flags)
-        );
-        write_par(saved);
-    }
-    ipa_of_par(u64::from(high) << 32 | u64::from(low), va)
+    translate_pl1::<0>(va)
 }
 
 /// As [`translate_pl1_read`], for a PL1 write (ATS1CPW): the page of a
 /// stage-2 Permission fault, for which HPFAR is UNKNOWN.
 pub fn translate_pl1_write(va: u32) -> Option<u64> {
+    translate_pl1::<1>(va)
+}
+
+/// ATS1CPR (`OP2` 0) or ATS1CPW (`OP2` 1) of `va`, the guest's PAR kept.
+fn translate_pl1<const OP2: u32>(va: u32) -> Option<u64> {
     let saved = par();
     let (low, high): (u32, u32);
-    // SAFETY: ATS1CPW (p15, 0, c7, c8, 1) translates without accessing memory and writes PAR, read right after (ISB between); the guest's PAR is put back below, so it sees no change.
+    // SAFETY: ATS1CPR/ATS1CPW (p15, 0, c7, c8, 0/1) translate without accessing memory and write PAR, read right after (ISB between); the guest's PAR is put back below, so it sees no change.
     unsafe {
         asm!(
-            "mcr p15, 0, {va}, c7, c8, 1",
+            "mcr p15, 0, {va}, c7, c8, {op2}",
             "isb",
             "mrrc p15, 0, {low}, {high}, c7",
             va = in(reg) va,
+            op2 = const OP2,
             low = out(reg) low,
             high = out(reg) high,
             options(nostack, preserves_flags)

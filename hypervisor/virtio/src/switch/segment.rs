@@ -45,20 +45,25 @@ impl Switch {
             return Outcome::Taken;
         };
         let headers = &headers[..frame.headers_len];
-        if let Some(dst) = target {
-            if dst >= n || !self.may_receive(dst, dst_mac) {
-                return Outcome::Taken;
+        let outcome = match target {
+            Some(dst) if dst >= n || !self.may_receive(dst, dst_mac) => Outcome::Taken,
+            Some(dst) => self.deliver_gso(ports, src, dst, &header, &frame, headers, true, now),
+            None => {
+                // Flooded: to each receiver on its own (whole or cut),
+                // never held back (the others may have it already).
+                for dst in 0..n {
+                    if dst != src && self.may_receive(dst, dst_mac) {
+                        let _ =
+                            self.deliver_gso(ports, src, dst, &header, &frame, headers, false, now);
+                    }
+                }
+                Outcome::Taken
             }
-            return self.deliver_gso(ports, src, dst, &header, &frame, headers, true, now);
+        };
+        if outcome == Outcome::Taken {
+            self.counters[src].tx_gso_segments += frame.segment_count() as u64;
         }
-        // Flooded: to each receiver on its own (whole or cut), never held
-        // back (the others may have it already).
-        for dst in 0..n {
-            if dst != src && self.may_receive(dst, dst_mac) {
-                let _ = self.deliver_gso(ports, src, dst, &header, &frame, headers, false, now);
-            }
-        }
-        Outcome::Taken
+        outcome
     }
 
     /// Whether `dst` has taken no frame for [`SwitchConfig::stall_ticks`]
@@ -111,6 +116,7 @@ impl Switch {
                         c.rx_packets += 1;
                         c.rx_bytes += frame.frame_len as u64;
                         c.rx_gso += 1;
+                        c.rx_gso_segments += frame.segment_count() as u64;
                         self.full_since[dst] = None;
                         return Outcome::Taken;
                     }
