@@ -66,6 +66,10 @@ pub(crate) struct NicCounters {
     kicks: u64,
     kicks_suppressed: u64,
     irqs_suppressed: u64,
+    /// Packets as on a wire (a GSO frame counted as its TCP segments), if
+    /// the line has its `gso: tx <n> (<s> segments), rx whole <n> (<s>
+    /// segments)` counts.
+    wire_packets: Option<u64>,
     /// The traps by register, if the line says (`traps: QueueNotify rx <n>
     /// tx <n>, InterruptStatus <n>, InterruptACK <n>, other <n>`).
     split: Option<TrapSplit>,
@@ -510,6 +514,20 @@ fn parse_counters(line: &str) -> Option<NicCounters> {
         kicks: after("kicks ")?.parse().ok()?,
         kicks_suppressed: after("(suppressed ")?.parse().ok()?,
         irqs_suppressed: after("irqs suppressed ")?.parse().ok()?,
+        wire_packets: line.find("; gso: tx ").and_then(|at| {
+            let numbers: Vec<u64> = line[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|word| !word.is_empty())
+                .take(4)
+                .map(|word| word.parse().ok())
+                .collect::<Option<_>>()?;
+            let [tx_gso, tx_segments, rx_gso, rx_segments] = numbers[..] else {
+                return None;
+            };
+            let rx = after(": rx ")?.parse::<u64>().ok()?;
+            let tx = after(", tx ")?.parse::<u64>().ok()?;
+            Some(rx.checked_sub(rx_gso)? + rx_segments + tx.checked_sub(tx_gso)? + tx_segments)
+        }),
         split: line.find("; traps: ").and_then(|at| {
             let tail = &line[at..];
             let count = |key: &str| -> Option<u64> {
@@ -536,7 +554,12 @@ fn parse_counters(line: &str) -> Option<NicCounters> {
 /// the guests' interrupt handler makes per interrupt (InterruptStatus read,
 /// InterruptACK write) and the rest.
 pub(crate) fn trap_breakdown(name: &str, nic: &NicCounters) -> String {
-    let packets = (nic.rx_packets + nic.tx_packets).max(1) as f64;
+    // Per packet as the line counts them: on a wire, a GSO frame as the
+    // segments it carries (lines from before TSO: per frame).
+    let packets = nic
+        .wire_packets
+        .unwrap_or(nic.rx_packets + nic.tx_packets)
+        .max(1) as f64;
     let per = |count: u64| count as f64 / packets;
     match nic.split {
         Some(split) => format!(
@@ -615,6 +638,13 @@ mod tests {
             split.contains("InterruptACK 0.0186, other 0.0032"),
             "{split}"
         );
+        // With TSO, per packet on a wire: 2 GSO frames of 40 segments each
+        // sent, so 11 526 + 80 packets sent.
+        let tso = format!("{LINE}; gso: tx 2 (80 segments), rx whole 0 (0 segments), rx cut 0");
+        let nic = parse_counters(&tso).unwrap();
+        assert_eq!(nic.wire_packets, Some(3454 + 11526 + 80));
+        let wire = trap_breakdown("client", &nic);
+        assert!(wire.contains("QueueNotify rx 0.0001 + tx 0.0263"), "{wire}");
         // A line from before the split: estimated from kicks and interrupts.
         let old = LINE.split("; traps:").next().unwrap();
         let nic = parse_counters(old).unwrap();
