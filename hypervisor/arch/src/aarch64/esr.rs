@@ -76,7 +76,7 @@ pub fn fault_page_unreported(syndrome: u64) -> bool {
         && syndrome & iss::S1PTW == 0
 }
 
-/// HPFAR's encoding of the page of `ipa` (FIPA, IPA[51:12], in bits [43:4]).
+/// HPFAR's encoding of the page of `ipa` (FIPA, IPA bits 51:12, in its bits 43:4).
 pub fn hpfar_of(ipa: u64) -> u64 {
     (ipa >> 12) << 4
 }
