@@ -44,7 +44,7 @@ pub struct Vm {
     /// The virtio-net NICs.
     pub nics: Vec<Nic>,
     /// The UART's read-only register image (see [`crate::image::UartImage`]).
-    pub uart_image: Option<crate::image::UartImage>,
+    pub uart_image: crate::image::UartImage,
     /// Rate limit of the informational lines the guest's actions cause
     /// (driver modes, resets): a guest must not flood the console.
     notices: Mutex<chroma_core::ratelimit::RateLimit>,
@@ -422,7 +422,7 @@ impl Vm {
             spec: *spec,
             alias: alias.raw(),
             nics,
-            uart_image: Some(uart_image),
+            uart_image,
             notices: Mutex::new(chroma_core::ratelimit::RateLimit::default()),
             exits: ExitCounts::new(),
         };
@@ -528,9 +528,7 @@ impl Vm {
     /// Brings the UART's register image in line with `uart`, the VM's
     /// model (the caller holds its lock) after a change.
     pub fn uart_changed(&self, uart: &chroma_core::pl011::Pl011) {
-        if let Some(image) = &self.uart_image {
-            image.sync(uart, &self.stage2, self.vmid);
-        }
+        self.uart_image.sync(uart, &self.stage2, self.vmid);
     }
 
     /// Gives the VM's NICs their switch ports, the next free number of each
@@ -600,9 +598,8 @@ impl Vm {
         }
         crate::nic::detach_vm(self.index);
         self.core.reset_devices();
-        if let Some(image) = &self.uart_image {
-            image.reset(&self.core.uart.lock(), &self.stage2, self.vmid);
-        }
+        self.uart_image
+            .reset(&self.core.uart.lock(), &self.stage2, self.vmid);
         self.core.begin_reset();
     }
 

@@ -144,8 +144,8 @@ impl PortCounters {
     /// a GSO frame counts as the segments it carries (a frame cut into
     /// segments was counted per segment already).
     pub fn wire_packets(&self) -> u64 {
-        let sent = self.tx_packets - self.tx_gso.min(self.tx_packets) + self.tx_gso_segments;
-        let received = self.rx_packets - self.rx_gso.min(self.rx_packets) + self.rx_gso_segments;
+        let sent = self.tx_packets.saturating_sub(self.tx_gso) + self.tx_gso_segments;
+        let received = self.rx_packets.saturating_sub(self.rx_gso) + self.rx_gso_segments;
         sent + received
     }
 }
