@@ -539,8 +539,21 @@ fn main() {
             let solo = std::env::var("CHROMA_BENCH_SOLO")
                 .ok()
                 .and_then(|s| s.parse::<usize>().ok());
-            let ns = match solo {
-                Some(k) if k < paths.len() => {
+            // `CHROMA_BENCH_ROUNDS=n` with `CHROMA_BENCH_SOLO=k`: path k
+            // runs exactly n rounds, untimed, for an instruction count
+            // (`perf stat -e instructions:u`, two values of n, the
+            // difference over the extra frames).
+            let rounds = std::env::var("CHROMA_BENCH_ROUNDS")
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok());
+            let ns = match (solo, rounds) {
+                (Some(k), Some(n)) if k < paths.len() => {
+                    for r in 0..n {
+                        paths[k](r);
+                    }
+                    vec![0.0; paths.len()]
+                }
+                (Some(k), None) if k < paths.len() => {
                     let mut ns = vec![0.0; paths.len()];
                     ns[k] = measure(u64::from(batch), budget, &mut paths[k..=k])[0];
                     ns

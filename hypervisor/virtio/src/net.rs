@@ -21,6 +21,7 @@ use crate::port::{
     DropReason, NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN, MIN_FRAME_LEN, NET_HEADER_LEN,
     VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
 };
+use crate::queue::Descriptor;
 use crate::virtqueue::{Chain, Popped, Virtqueue};
 use crate::VirtioError;
 
@@ -967,15 +968,24 @@ struct Fill {
 /// Writes what of the frame fits into one receive chain, walking it to
 /// its end; returns the bytes written into it. `Err` is fatal for the
 /// queue; a frame error lands in `fill.verdict`.
+/// `first` is the chain's first buffer if the caller read it already.
 fn fill_chain<M: GuestMemory, S: GuestMemory>(
     mem: &M,
     chain: &mut Chain,
+    mut first: Option<Descriptor>,
     header_bytes: &[u8; NET_HEADER_LEN],
     frame: &Payload<'_, S>,
     fill: &mut Fill,
 ) -> Result<usize, VirtioError> {
     let mut chain_written = 0usize;
-    while let Some(d) = chain.next_descriptor(mem)? {
+    loop {
+        let d = match first.take() {
+            Some(d) => d,
+            None => match chain.next_descriptor(mem)? {
+                Some(d) => d,
+                None => break,
+            },
+        };
         fill.descriptors += 1;
         if fill.descriptors > MAX_RX_DESCRIPTORS {
             // Past the frame's budget: stop walking (the rest of the
@@ -1035,13 +1045,7 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
     // §5.1.6.4.1: without MRG_RXBUF num_buffers is 1; with it, patched
     // (in deliver_merged) if the frame takes more chains.
     let header_bytes = header.to_bytes(1);
-    let mut fill = Fill {
-        need: NET_HEADER_LEN + frame.len(),
-        written: 0,
-        descriptors: 0,
-        num_buffers_at: [None, None],
-        verdict: Ok(()),
-    };
+    let need = NET_HEADER_LEN + frame.len();
     let mut retried = false;
     let (first, mut chain) = match q.pop(mem)? {
         Some(popped) => popped,
@@ -1056,7 +1060,30 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
         }
         None => return Ok(RxPush::NoBuffers),
     };
-    let first_len = fill_chain(mem, &mut chain, &header_bytes, &frame, &mut fill)?;
+    let d = chain.next_descriptor(mem)?;
+    // The common case: the chain is one writable buffer that holds the
+    // whole frame. What `fill_chain` would do with it, without the state
+    // a frame over several buffers or chains needs.
+    if let Some(d) = d.filter(|d| d.writable && d.len as usize >= need && chain.ended()) {
+        let written = mem.check_range(d.addr, u64::from(d.len)).is_ok()
+            && write_stream(mem, d.addr, &header_bytes, &frame, 0, need);
+        // need <= NET_HEADER_LEN + MAX_FRAME_LEN, or a GSO frame's length.
+        let len = if written { need } else { 0 };
+        q.add_used(mem, &first, u32::try_from(len).unwrap_or(u32::MAX))?;
+        return Ok(if written {
+            RxPush::Delivered
+        } else {
+            RxPush::Dropped(DropReason::BadAddress)
+        });
+    }
+    let mut fill = Fill {
+        need,
+        written: 0,
+        descriptors: 0,
+        num_buffers_at: [None, None],
+        verdict: Ok(()),
+    };
+    let first_len = fill_chain(mem, &mut chain, d, &header_bytes, &frame, &mut fill)?;
     if fill.written < fill.need && fill.verdict.is_ok() {
         if mrg {
             return deliver_merged(
@@ -1129,7 +1156,7 @@ fn deliver_merged<M: GuestMemory, S: GuestMemory>(
         };
         *slot = head;
         chain_count += 1;
-        let chain_written = fill_chain(mem, &mut chain, header_bytes, frame, &mut fill)?;
+        let chain_written = fill_chain(mem, &mut chain, None, header_bytes, frame, &mut fill)?;
         // chain_written <= need <= NET_HEADER_LEN + MAX_FRAME_LEN.
         if let Some(last) = chain_count.checked_sub(1).and_then(|i| lens.get_mut(i)) {
             *last = u32::try_from(chain_written).unwrap_or(u32::MAX);

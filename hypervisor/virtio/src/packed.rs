@@ -579,6 +579,17 @@ pub struct PackedChain {
 }
 
 impl PackedChain {
+    /// Whether the chain has no buffer left: [`Self::next_descriptor`]
+    /// returns `None`.
+    #[inline(always)]
+    pub fn ended(&self) -> bool {
+        let end = match self.head.table {
+            Some((_, count)) => count,
+            None => self.head.slots,
+        };
+        self.next >= end
+    }
+
     /// The next buffer of the chain, `None` at its end.
     ///
     /// The end is seen here, inline (as for a split chain): most chains

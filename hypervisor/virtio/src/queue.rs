@@ -469,6 +469,13 @@ impl DescriptorChain {
         }
     }
 
+    /// Whether the chain has no buffer left: [`Self::next_descriptor`]
+    /// returns `None`.
+    #[inline(always)]
+    pub fn ended(&self) -> bool {
+        self.next.is_none()
+    }
+
     /// [`Self::next_descriptor`] when there is a next index to read.
     fn read_next<M: GuestMemory>(&mut self, mem: &M) -> Result<Option<Descriptor>, VirtioError> {
         loop {

@@ -83,6 +83,15 @@ pub enum Chain {
 }
 
 impl Chain {
+    /// Whether the chain has no buffer left to walk.
+    #[inline(always)]
+    pub fn ended(&self) -> bool {
+        match self {
+            Chain::Split(c) => c.ended(),
+            Chain::Packed(c) => c.ended(),
+        }
+    }
+
     /// The next buffer of the chain, `None` at its end; an error is fatal
     /// for the queue.
     #[inline(always)]
