@@ -413,7 +413,44 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
             end <= NET_HEADER_LEN + MAX_FRAME_LEN
                 || (tso && end <= NET_HEADER_LEN + gso::MAX_GSO_FRAME_LEN)
         };
-        while let Some(d) = chain.next_descriptor(mem)? {
+        let mut first = chain.next_descriptor(mem)?;
+        // The common case: one readable buffer with both headers and the
+        // frame, which fits. What the loop below does with it, without
+        // walking on to find the chain's end.
+        if let Some(d) = first.filter(|d| {
+            !d.writable && d.len as usize >= HEADERS_LEN && fits(d.len as usize) && chain.ended()
+        }) {
+            let mut both = [0u8; HEADERS_LEN];
+            let read = mem
+                .check_range(d.addr, u64::from(d.len))
+                .and_then(|()| mem.read(d.addr, &mut both));
+            let (Ok(()), Some(eth), Some(slot)) = (
+                read,
+                frame.first_chunk_mut::<MIN_FRAME_LEN>(),
+                self.dev.device.held_segments.first_mut(),
+            ) else {
+                self.segment_count = 0;
+                return Ok(Err(DropReason::BadAddress));
+            };
+            let (net_part, eth_part) = both.split_at(NET_HEADER_LEN);
+            header.copy_from_slice(net_part);
+            eth.copy_from_slice(eth_part);
+            let len = d.len as usize;
+            *slot = (
+                d.addr.wrapping_add(NET_HEADER_LEN as u64),
+                len - NET_HEADER_LEN,
+            );
+            self.segment_count = 1;
+            return Ok(Ok(len));
+        }
+        loop {
+            let d = match first.take() {
+                Some(d) => d,
+                None => match chain.next_descriptor(mem)? {
+                    Some(d) => d,
+                    None => break,
+                },
+            };
             if verdict.is_err() {
                 // Keep walking: a structural error later in the chain is still fatal.
                 continue;
