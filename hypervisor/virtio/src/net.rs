@@ -22,7 +22,7 @@ use crate::port::{
     VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
 };
 use crate::queue::Descriptor;
-use crate::virtqueue::{Chain, Popped, Virtqueue};
+use crate::virtqueue::{Chain, Popped, Ring, Virtqueue, Walk};
 use crate::VirtioError;
 
 /// DeviceID of a network card (§5.1.1).
@@ -1015,9 +1015,9 @@ struct Fill {
 /// its end; returns the bytes written into it. `Err` is fatal for the
 /// queue; a frame error lands in `fill.verdict`.
 /// `first` is the chain's first buffer if the caller read it already.
-fn fill_chain<M: GuestMemory, S: GuestMemory>(
+fn fill_chain<C: Walk, M: GuestMemory, S: GuestMemory>(
     mem: &M,
-    chain: &mut Chain,
+    chain: &mut C,
     mut first: Option<Descriptor>,
     header_bytes: &[u8; NET_HEADER_LEN],
     frame: &Payload<'_, S>,
@@ -1081,8 +1081,25 @@ fn fill_chain<M: GuestMemory, S: GuestMemory>(
 /// The first chain is filled here; a frame that needs more goes on in
 /// [`deliver_merged`], so that the common frame (one chain) does not set
 /// up the per-chain arrays a merged one needs.
+///
+/// The path is generic over the ring format ([`Ring`]), chosen once here:
+/// each format's walker is its own, not the either-format [`Chain`].
 fn deliver<M: GuestMemory, S: GuestMemory>(
     q: &mut Virtqueue,
+    mem: &M,
+    header: &NetHeader,
+    frame: Payload<'_, S>,
+    mrg: bool,
+) -> Result<RxPush, VirtioError> {
+    match q {
+        Virtqueue::Split(q) => deliver_on(q, mem, header, frame, mrg),
+        Virtqueue::Packed(q) => deliver_on(q, mem, header, frame, mrg),
+    }
+}
+
+/// [`deliver`] on a queue of one format.
+fn deliver_on<R: Ring, M: GuestMemory, S: GuestMemory>(
+    q: &mut R,
     mem: &M,
     header: &NetHeader,
     frame: Payload<'_, S>,
@@ -1093,13 +1110,13 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
     let header_bytes = header.to_bytes(1);
     let need = NET_HEADER_LEN + frame.len();
     let mut retried = false;
-    let (first, mut chain) = match q.pop(mem)? {
+    let (first, mut chain) = match q.pop_chain(mem)? {
         Some(popped) => popped,
         // Ask for a notification and look once more before giving up
         // (§2.7.10, §2.8.10).
-        None if q.enable_notification(mem)? => {
+        None if q.arm_notification(mem)? => {
             retried = true;
-            match q.pop(mem)? {
+            match q.pop_chain(mem)? {
                 Some(popped) => popped,
                 None => return Ok(RxPush::NoBuffers),
             }
@@ -1115,7 +1132,7 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
             && write_stream(mem, d.addr, &header_bytes, &frame, 0, need);
         // need <= NET_HEADER_LEN + MAX_FRAME_LEN, or a GSO frame's length.
         let len = if written { need } else { 0 };
-        q.add_used(mem, &first, u32::try_from(len).unwrap_or(u32::MAX))?;
+        q.add_used_popped(mem, &first, u32::try_from(len).unwrap_or(u32::MAX))?;
         return Ok(if written {
             RxPush::Delivered
         } else {
@@ -1146,11 +1163,11 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
         fill.verdict = Err(DropReason::BufferTooSmall);
     }
     if let Err(reason) = fill.verdict {
-        q.add_used(mem, &first, 0)?;
+        q.add_used_popped(mem, &first, 0)?;
         return Ok(RxPush::Dropped(reason));
     }
     // first_len <= need <= NET_HEADER_LEN + MAX_FRAME_LEN.
-    q.add_used(mem, &first, u32::try_from(first_len).unwrap_or(u32::MAX))?;
+    q.add_used_popped(mem, &first, u32::try_from(first_len).unwrap_or(u32::MAX))?;
     Ok(RxPush::Delivered)
 }
 
@@ -1158,8 +1175,8 @@ fn deliver<M: GuestMemory, S: GuestMemory>(
 /// `first_len` bytes written into it) with MRG_RXBUF: the next chains.
 #[allow(clippy::too_many_arguments)] // the first chain's whole state
 #[inline(never)]
-fn deliver_merged<M: GuestMemory, S: GuestMemory>(
-    q: &mut Virtqueue,
+fn deliver_merged<R: Ring, M: GuestMemory, S: GuestMemory>(
+    q: &mut R,
     mem: &M,
     header_bytes: &[u8; NET_HEADER_LEN],
     frame: &Payload<'_, S>,
@@ -1177,17 +1194,17 @@ fn deliver_merged<M: GuestMemory, S: GuestMemory>(
     }
     let mut chain_count = 1usize;
     while fill.written < fill.need && fill.verdict.is_ok() {
-        let (head, mut chain) = match q.pop(mem)? {
+        let (head, mut chain) = match q.pop_chain(mem)? {
             Some(popped) => popped,
             None => {
                 // Ask for a notification and look once more before giving
                 // up (§2.7.10, §2.8.10).
-                if !retried && q.enable_notification(mem)? {
+                if !retried && q.arm_notification(mem)? {
                     retried = true;
                     continue;
                 }
                 // The chains taken so far are unused: give them back.
-                q.rewind_to(&first);
+                q.rewind_to_popped(&first);
                 return Ok(RxPush::NoBuffers);
             }
         };
@@ -1196,7 +1213,7 @@ fn deliver_merged<M: GuestMemory, S: GuestMemory>(
         // back unread and the frame dropped, its other chains returned in
         // order below: nothing leaks and nothing is used out of order.
         let Some(slot) = heads.get_mut(chain_count) else {
-            q.rewind_to(&head);
+            q.rewind_to_popped(&head);
             fill.verdict = Err(DropReason::BufferTooSmall);
             break;
         };
@@ -1213,7 +1230,7 @@ fn deliver_merged<M: GuestMemory, S: GuestMemory>(
     }
     if let Err(reason) = fill.verdict {
         for head in heads.iter().take(chain_count) {
-            q.add_used(mem, head, 0)?;
+            q.add_used_popped(mem, head, 0)?;
         }
         return Ok(RxPush::Dropped(reason));
     }
@@ -1226,7 +1243,7 @@ fn deliver_merged<M: GuestMemory, S: GuestMemory>(
         }
     }
     for (head, &len) in heads.iter().zip(lens.iter()).take(chain_count) {
-        q.add_used(mem, head, len)?;
+        q.add_used_popped(mem, head, len)?;
     }
     Ok(RxPush::Delivered)
 }

@@ -106,6 +106,166 @@ impl Chain {
     }
 }
 
+/// One ring format's walker over a popped chain: a split chain, a packed
+/// chain, or [`Chain`] (either).
+pub trait Walk {
+    /// The next buffer of the chain, `None` at its end; an error is fatal
+    /// for the queue.
+    fn next_descriptor<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+    ) -> Result<Option<Descriptor>, VirtioError>;
+    /// Whether the chain has no buffer left to walk.
+    fn ended(&self) -> bool;
+}
+
+impl Walk for Chain {
+    #[inline(always)]
+    fn next_descriptor<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+    ) -> Result<Option<Descriptor>, VirtioError> {
+        Chain::next_descriptor(self, mem)
+    }
+    #[inline(always)]
+    fn ended(&self) -> bool {
+        Chain::ended(self)
+    }
+}
+
+impl Walk for DescriptorChain {
+    #[inline(always)]
+    fn next_descriptor<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+    ) -> Result<Option<Descriptor>, VirtioError> {
+        DescriptorChain::next_descriptor(self, mem)
+    }
+    #[inline(always)]
+    fn ended(&self) -> bool {
+        DescriptorChain::ended(self)
+    }
+}
+
+impl Walk for PackedChain {
+    #[inline(always)]
+    fn next_descriptor<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+    ) -> Result<Option<Descriptor>, VirtioError> {
+        PackedChain::next_descriptor(self, mem)
+    }
+    #[inline(always)]
+    fn ended(&self) -> bool {
+        PackedChain::ended(self)
+    }
+}
+
+/// One ring format's device side, as a frame's path through a queue uses
+/// it: pop, give back, use, ask for a notification. [`SplitQueue`] and
+/// [`PackedQueue`] implement it; a path generic over it (the caller
+/// matches on [`Virtqueue`] once) is compiled once per format, with that
+/// format's own walker, rather than asking [`Virtqueue`] which format it
+/// is at every step and moving the either-format [`Chain`] (the size of
+/// the larger, packed, walker) from step to step.
+pub trait Ring {
+    /// The walker over a popped chain.
+    type Chain: Walk;
+    /// [`Virtqueue::pop`].
+    fn pop_chain<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+    ) -> Result<Option<(Popped, Self::Chain)>, VirtioError>;
+    /// [`Virtqueue::rewind_to`].
+    fn rewind_to_popped(&mut self, first: &Popped);
+    /// [`Virtqueue::add_used`].
+    fn add_used_popped<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        chain: &Popped,
+        len: u32,
+    ) -> Result<(), VirtioError>;
+    /// [`Virtqueue::enable_notification`].
+    fn arm_notification<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, VirtioError>;
+}
+
+impl Ring for SplitQueue {
+    type Chain = DescriptorChain;
+    #[inline(always)]
+    fn pop_chain<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+    ) -> Result<Option<(Popped, DescriptorChain)>, VirtioError> {
+        let mark = AvailMark::Split(self.next_avail());
+        Ok(self.pop(mem)?.map(|head| {
+            let popped = Popped {
+                id: head,
+                slots: 1,
+                mark,
+            };
+            (popped, self.chain(head))
+        }))
+    }
+    #[inline(always)]
+    fn rewind_to_popped(&mut self, first: &Popped) {
+        // A token of the other format never came from this queue:
+        // nothing was popped from it, nothing to give back.
+        if let AvailMark::Split(mark) = first.mark {
+            self.rewind((self.next_avail() - mark).0);
+        }
+    }
+    #[inline(always)]
+    fn add_used_popped<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        chain: &Popped,
+        len: u32,
+    ) -> Result<(), VirtioError> {
+        self.add_used(mem, chain.id, len)
+    }
+    #[inline(always)]
+    fn arm_notification<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, VirtioError> {
+        self.enable_notification(mem)
+    }
+}
+
+impl Ring for PackedQueue {
+    type Chain = PackedChain;
+    #[inline(always)]
+    fn pop_chain<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+    ) -> Result<Option<(Popped, PackedChain)>, VirtioError> {
+        Ok(self.pop(mem)?.map(|head| {
+            let popped = Popped {
+                id: head.id,
+                slots: head.slots,
+                mark: AvailMark::Packed(head.start),
+            };
+            (popped, self.chain(&head))
+        }))
+    }
+    #[inline(always)]
+    fn rewind_to_popped(&mut self, first: &Popped) {
+        if let AvailMark::Packed(position) = first.mark {
+            self.rewind_to(position);
+        }
+    }
+    #[inline(always)]
+    fn add_used_popped<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        chain: &Popped,
+        len: u32,
+    ) -> Result<(), VirtioError> {
+        self.add_used_slots(mem, chain.id, chain.slots, len)
+    }
+    #[inline(always)]
+    fn arm_notification<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, VirtioError> {
+        self.enable_notification(mem)
+    }
+}
+
 impl Virtqueue {
     /// Validates `layout` for the format (`packed`: §2.8.10.1, otherwise
     /// §2.7) and makes the queue live. On error the queue is not ready.
@@ -222,25 +382,8 @@ impl Virtqueue {
     #[inline(always)]
     pub fn pop<M: GuestMemory>(&mut self, mem: &M) -> Result<Option<(Popped, Chain)>, VirtioError> {
         match self {
-            Virtqueue::Split(q) => {
-                let mark = AvailMark::Split(q.next_avail());
-                Ok(q.pop(mem)?.map(|head| {
-                    let popped = Popped {
-                        id: head,
-                        slots: 1,
-                        mark,
-                    };
-                    (popped, Chain::Split(q.chain(head)))
-                }))
-            }
-            Virtqueue::Packed(q) => Ok(q.pop(mem)?.map(|head| {
-                let popped = Popped {
-                    id: head.id,
-                    slots: head.slots,
-                    mark: AvailMark::Packed(head.start),
-                };
-                (popped, Chain::Packed(q.chain(&head)))
-            })),
+            Virtqueue::Split(q) => Ok(q.pop_chain(mem)?.map(|(p, c)| (p, Chain::Split(c)))),
+            Virtqueue::Packed(q) => Ok(q.pop_chain(mem)?.map(|(p, c)| (p, Chain::Packed(c)))),
         }
     }
 
@@ -248,12 +391,9 @@ impl Virtqueue {
     /// used: a later [`Self::pop`] returns them again.
     #[inline(always)]
     pub fn rewind_to(&mut self, first: &Popped) {
-        match (self, first.mark) {
-            (Virtqueue::Split(q), AvailMark::Split(mark)) => q.rewind((q.next_avail() - mark).0),
-            (Virtqueue::Packed(q), AvailMark::Packed(position)) => q.rewind_to(position),
-            // A token of the other format never came from this queue:
-            // nothing was popped from it, nothing to give back.
-            _ => {}
+        match self {
+            Virtqueue::Split(q) => q.rewind_to_popped(first),
+            Virtqueue::Packed(q) => q.rewind_to_popped(first),
         }
     }
 
@@ -267,8 +407,8 @@ impl Virtqueue {
         len: u32,
     ) -> Result<(), VirtioError> {
         match self {
-            Virtqueue::Split(q) => q.add_used(mem, chain.id, len),
-            Virtqueue::Packed(q) => q.add_used_slots(mem, chain.id, chain.slots, len),
+            Virtqueue::Split(q) => q.add_used_popped(mem, chain, len),
+            Virtqueue::Packed(q) => q.add_used_popped(mem, chain, len),
         }
     }
 
