@@ -17,12 +17,13 @@ use chroma_mem::{GuestMemory, GuestPhysAddr};
 use crate::checksum;
 use crate::gso::{self, GsoError};
 use crate::mmio::{feature, DeviceBackend, MmioTransport};
+use crate::packed::PackedQueue;
 use crate::port::{
     DropReason, NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN, MIN_FRAME_LEN, NET_HEADER_LEN,
     VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
 };
-use crate::queue::Descriptor;
-use crate::virtqueue::{Chain, Popped, Ring, Virtqueue, Walk};
+use crate::queue::{Descriptor, SplitQueue};
+use crate::virtqueue::{Popped, Ring, Virtqueue, Walk};
 use crate::VirtioError;
 
 /// DeviceID of a network card (§5.1.1).
@@ -264,6 +265,10 @@ pub const MAX_HELD_SEGMENTS: usize = 24;
 /// fixed-size accesses when one buffer holds both.
 const HEADERS_LEN: usize = NET_HEADER_LEN + MIN_FRAME_LEN;
 
+/// What walking a TX chain found: the length of header and frame, or why
+/// the frame is dropped.
+type TxVerdict = Result<usize, DropReason>;
+
 /// A transmitted frame's buffers, after the virtio-net header.
 type Segments = [(GuestPhysAddr, usize); MAX_HELD_SEGMENTS];
 
@@ -348,8 +353,26 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         DropReason::QueueFailed
     }
 
-    /// Pops the next TX chain, re-arming notifications when the ring is empty.
-    fn pop_tx_head(&mut self) -> Result<Option<(Popped, Chain)>, VirtioError> {
+    /// Pops the next TX chain and walks it ([`Self::read_tx_chain`]): the
+    /// chain's token and what the walk found. `R` is the TX queue's format.
+    #[inline(always)]
+    fn take_tx<R: Ring>(
+        &mut self,
+        header: &mut [u8; NET_HEADER_LEN],
+        frame: &mut [u8; MAX_FRAME_LEN],
+    ) -> Result<Option<(Popped, TxVerdict)>, VirtioError> {
+        let Some((head, mut chain)) = self.pop_tx_head::<R>()? else {
+            return Ok(None);
+        };
+        let verdict = self.read_tx_chain(&mut chain, header, frame)?;
+        Ok(Some((head, verdict)))
+    }
+
+    /// Pops the next TX chain, re-arming notifications when the ring is
+    /// empty. `R` is the TX queue's format (none is popped from a queue of
+    /// the other).
+    #[inline(always)]
+    fn pop_tx_head<R: Ring>(&mut self) -> Result<Option<(Popped, R::Chain)>, VirtioError> {
         let mem = self.mem;
         let wait_for_kicks = self.dev.device.wait_for_kicks;
         let Some(q) = self.live_queue(TX_QUEUE) else {
@@ -360,7 +383,7 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         if wait_for_kicks && q.quiet() {
             return Ok(None);
         }
-        if let Some(popped) = q.pop(mem)? {
+        if let Some(popped) = R::of(q).map(|q| q.pop_chain(mem)).transpose()?.flatten() {
             self.dev.device.tx_chains += 1;
             return Ok(Some(popped));
         }
@@ -380,8 +403,8 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         } else {
             q.enable_notification(mem)?
         };
-        let head = match self.live_queue(TX_QUEUE) {
-            Some(q) if more => q.pop(mem)?,
+        let head = match self.live_queue(TX_QUEUE).and_then(R::of) {
+            Some(q) if more => q.pop_chain(mem)?,
             _ => None,
         };
         self.dev.device.tx_chains += u64::from(head.is_some());
@@ -394,9 +417,9 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
     /// to be RAM. A frame in more than [`MAX_HELD_SEGMENTS`] buffers is
     /// copied into `frame` whole instead (`segment_count` 0).
     /// `Ok(Err(reason))` is a frame error, `Err` a fatal queue error.
-    fn read_tx_chain(
+    fn read_tx_chain<C: Walk>(
         &mut self,
-        mut chain: Chain,
+        chain: &mut C,
         header: &mut [u8; NET_HEADER_LEN],
         frame: &mut [u8; MAX_FRAME_LEN],
     ) -> Result<Result<usize, DropReason>, VirtioError> {
@@ -645,14 +668,17 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
         if !self.complete_held() {
             return TxPoll::Dropped(DropReason::QueueFailed);
         }
-        let (head, chain) = match self.pop_tx_head() {
-            Ok(Some(popped)) => popped,
-            Ok(None) => return TxPoll::Empty,
-            Err(_) => return TxPoll::Dropped(self.fatal()),
-        };
         let mut header_bytes = [0u8; NET_HEADER_LEN];
-        let verdict = match self.read_tx_chain(chain, &mut header_bytes, frame) {
-            Ok(v) => v,
+        // The path is compiled once per ring format, chosen here.
+        let packed = self.dev.queue(TX_QUEUE).is_some_and(Virtqueue::is_packed);
+        let taken = if packed {
+            self.take_tx::<PackedQueue>(&mut header_bytes, frame)
+        } else {
+            self.take_tx::<SplitQueue>(&mut header_bytes, frame)
+        };
+        let (head, verdict) = match taken {
+            Ok(Some(taken)) => taken,
+            Ok(None) => return TxPoll::Empty,
             Err(_) => return TxPoll::Dropped(self.fatal()),
         };
         // Held until the switch is done with the frame; a dropped one is
@@ -1083,7 +1109,8 @@ fn fill_chain<C: Walk, M: GuestMemory, S: GuestMemory>(
 /// up the per-chain arrays a merged one needs.
 ///
 /// The path is generic over the ring format ([`Ring`]), chosen once here:
-/// each format's walker is its own, not the either-format [`Chain`].
+/// each format's walker is its own, not the either-format
+/// [`Chain`](crate::virtqueue::Chain).
 fn deliver<M: GuestMemory, S: GuestMemory>(
     q: &mut Virtqueue,
     mem: &M,

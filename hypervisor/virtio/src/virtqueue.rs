@@ -171,6 +171,8 @@ impl Walk for PackedChain {
 pub trait Ring {
     /// The walker over a popped chain.
     type Chain: Walk;
+    /// `queue` as this format, if it is one.
+    fn of(queue: &mut Virtqueue) -> Option<&mut Self>;
     /// [`Virtqueue::pop`].
     fn pop_chain<M: GuestMemory>(
         &mut self,
@@ -191,6 +193,13 @@ pub trait Ring {
 
 impl Ring for SplitQueue {
     type Chain = DescriptorChain;
+    #[inline(always)]
+    fn of(queue: &mut Virtqueue) -> Option<&mut Self> {
+        match queue {
+            Virtqueue::Split(q) => Some(q),
+            Virtqueue::Packed(_) => None,
+        }
+    }
     #[inline(always)]
     fn pop_chain<M: GuestMemory>(
         &mut self,
@@ -231,6 +240,13 @@ impl Ring for SplitQueue {
 
 impl Ring for PackedQueue {
     type Chain = PackedChain;
+    #[inline(always)]
+    fn of(queue: &mut Virtqueue) -> Option<&mut Self> {
+        match queue {
+            Virtqueue::Packed(q) => Some(q),
+            Virtqueue::Split(_) => None,
+        }
+    }
     #[inline(always)]
     fn pop_chain<M: GuestMemory>(
         &mut self,
