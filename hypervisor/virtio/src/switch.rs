@@ -715,10 +715,17 @@ impl Switch {
             self.fdb
                 .learn(&src_mac, u16::try_from(src).unwrap_or(u16::MAX), now);
         }
-        let target = if is_multicast(&dst_mac) {
+        // The port configured with the address (`lookup`'s first answer),
+        // else the one it was learned on.
+        let owner = if is_multicast(&dst_mac) {
             None
         } else {
-            self.lookup(&dst_mac, now)
+            self.owner(&dst_mac)
+        };
+        let target = match owner {
+            Some(port) => Some(port),
+            None if !is_multicast(&dst_mac) => self.fdb.lookup(&dst_mac, now),
+            None => None,
         };
         if target == Some(src) {
             // The destination sits behind the sender's own port: filter.
@@ -726,9 +733,10 @@ impl Switch {
         }
         // Who gets it: the known port, else everyone but the sender; either
         // way only ports allowed to receive it (a flooded unknown unicast
-        // reaches trusted ports only).
+        // reaches trusted ports only). A port configured with the address
+        // may (`may_receive`: its own address), not asked again per frame.
         let receives = |switch: &Self, p: usize| match target {
-            Some(t) => p == t && p < n && switch.may_receive(p, &dst_mac),
+            Some(t) => p == t && p < n && (owner == Some(t) || switch.may_receive(p, &dst_mac)),
             None => p != src && switch.may_receive(p, &dst_mac),
         };
         if header.gso_type != VIRTIO_NET_HDR_GSO_NONE {
