@@ -383,7 +383,10 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         if wait_for_kicks && q.quiet() {
             return Ok(None);
         }
-        if let Some(popped) = R::of(q).map(|q| q.pop_chain(mem)).transpose()?.flatten() {
+        let Some(q) = R::of(q) else {
+            return Ok(None);
+        };
+        if let Some(popped) = q.pop_chain(mem)? {
             self.dev.device.tx_chains += 1;
             return Ok(Some(popped));
         }
