@@ -12,9 +12,20 @@
 //! and `virtio-queue` with the frame through a host buffer (two copies:
 //! this bench's `virtio-queue` column before it copied once).
 //!
+//! The copy column is the floor for the same memory traffic: each frame
+//! with its virtio-net header, from its own TX buffer to its own RX
+//! buffer (slot by slot through the 256 of each VM, as the rings move
+//! them), not one hot buffer again and again. It has no rings and no
+//! driver; the other columns include the driver's posting (printed alone
+//! as "driver side alone"), the same in each.
+//!
 //! Run: `cargo bench -p chroma-virtio --bench net`
 //! (`CHROMA_BENCH_ONLY=1500/32` for one row, e.g. under a profiler;
-//! `CHROMA_BENCH_SOLO=0` for the chroma column alone, 4 for packed).
+//! `CHROMA_BENCH_SOLO=0` for the chroma column alone, 4 for packed;
+//! with `CHROMA_BENCH_ROUNDS=n` too, that path runs exactly n rounds,
+//! untimed, for an instruction count: run it under `valgrind
+//! --tool=callgrind` or `perf stat` with two values of n and divide the
+//! difference by the extra frames).
 #![allow(clippy::cast_possible_truncation)]
 #![allow(unsafe_code, missing_docs)]
 
