@@ -500,10 +500,11 @@ impl Switch {
         self.owner_keys.iter().position(|&k| k == key)
     }
 
-    /// Whether port `port` may send a frame with source address `src_mac`.
+    /// Whether port `port` may send a frame with source address `src_mac`:
+    /// it is trusted, or `src_mac` is its own (compared as
+    /// [`Switch::owner_keys`] holds it, one word).
     fn may_send(&self, port: usize, src_mac: &[u8; 6]) -> bool {
-        let config = self.port_config(port);
-        config.trusted || config.mac == Some(*src_mac)
+        self.port_config(port).trusted || self.owner_keys.get(port) == Some(&mac_key(src_mac))
     }
 
     /// Whether port `port` may receive a frame for `dst_mac` (broadcast and
