@@ -687,15 +687,7 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
         // Held until the switch is done with the frame; a dropped one is
         // returned at once.
         self.held = Some(head);
-        let checked = self
-            .check_tx(verdict, &header_bytes)
-            .and_then(|(len, header)| {
-                if header.gso_type != VIRTIO_NET_HDR_GSO_NONE {
-                    self.check_gso(&header, len)?;
-                }
-                Ok((len, header))
-            });
-        match checked {
+        match self.check_tx(verdict, &header_bytes) {
             Ok((len, header)) => {
                 self.held_len = len;
                 if self.segment_count > 0 {
@@ -801,7 +793,8 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
 
 impl<M: GuestMemory> NetPort<'_, M> {
     /// Checks a walked TX chain and its virtio-net header: the frame's
-    /// length and offloads, or why it is dropped.
+    /// length and offloads (a GSO frame's headers last, [`Self::check_gso`]),
+    /// or why it is dropped.
     fn check_tx(
         &self,
         verdict: Result<usize, DropReason>,
@@ -836,6 +829,9 @@ impl<M: GuestMemory> NetPort<'_, M> {
             flags: header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM,
             ..header
         };
+        if header.gso_type != VIRTIO_NET_HDR_GSO_NONE {
+            self.check_gso(&header, len)?;
+        }
         Ok((len, header))
     }
 
