@@ -877,10 +877,17 @@ impl<M: GuestMemory> NetPort<'_, M> {
             // the switch completed any partial checksum already.
             header.flags = 0;
         }
-        let Some(q) = self.live_queue(RX_QUEUE) else {
+        if !self.dev.is_live() || !self.dev.device.link_up {
             return RxPush::Dropped(DropReason::PortDown);
+        }
+        // The path is compiled once per ring format, chosen here (with
+        // whether the queue is live, as `live_queue` does).
+        let delivered = match self.dev.queue_mut(RX_QUEUE) {
+            Some(Virtqueue::Split(q)) if q.ready() => deliver(q, mem, &header, payload, mrg),
+            Some(Virtqueue::Packed(q)) if q.ready() => deliver(q, mem, &header, payload, mrg),
+            _ => return RxPush::Dropped(DropReason::PortDown),
         };
-        match deliver(q, mem, &header, payload, mrg) {
+        match delivered {
             Ok(result) => result,
             Err(_) => RxPush::Dropped(self.fatal()),
         }
@@ -1107,24 +1114,10 @@ fn fill_chain<C: Walk, M: GuestMemory, S: GuestMemory>(
 /// [`deliver_merged`], so that the common frame (one chain) does not set
 /// up the per-chain arrays a merged one needs.
 ///
-/// The path is generic over the ring format ([`Ring`]), chosen once here:
-/// each format's walker is its own, not the either-format
+/// The path is generic over the ring format ([`Ring`]), which the caller
+/// chose: each format's walker is its own, not the either-format
 /// [`Chain`](crate::virtqueue::Chain).
-fn deliver<M: GuestMemory, S: GuestMemory>(
-    q: &mut Virtqueue,
-    mem: &M,
-    header: &NetHeader,
-    frame: Payload<'_, S>,
-    mrg: bool,
-) -> Result<RxPush, VirtioError> {
-    match q {
-        Virtqueue::Split(q) => deliver_on(q, mem, header, frame, mrg),
-        Virtqueue::Packed(q) => deliver_on(q, mem, header, frame, mrg),
-    }
-}
-
-/// [`deliver`] on a queue of one format.
-fn deliver_on<R: Ring, M: GuestMemory, S: GuestMemory>(
+fn deliver<R: Ring, M: GuestMemory, S: GuestMemory>(
     q: &mut R,
     mem: &M,
     header: &NetHeader,
