@@ -431,21 +431,15 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         let mut verdict = Ok(());
         let mut count = 0usize;
         let mut in_place = true;
-        // With HOST_TSO* a frame may be a GSO frame of up to 64 KiB (what
-        // its header says is checked once the whole chain is read).
-        let tso = self.dev.has_feature(net_feature::HOST_TSO4)
-            || self.dev.has_feature(net_feature::HOST_TSO6);
-        let fits = |end: usize| {
-            end <= NET_HEADER_LEN + MAX_FRAME_LEN
-                || (tso && end <= NET_HEADER_LEN + gso::MAX_GSO_FRAME_LEN)
-        };
         let mut first = chain.next_descriptor(mem)?;
-        // The common case: one readable buffer with both headers and the
-        // frame, which fits. What the loop below does with it, without
-        // walking on to find the chain's end.
-        if let Some(d) = first.filter(|d| {
-            !d.writable && d.len as usize >= HEADERS_LEN && fits(d.len as usize) && chain.ended()
-        }) {
+        // The common case: one readable buffer with both headers and a
+        // frame no longer than an Ethernet frame. What the loop below does
+        // with it, without walking on to find the chain's end (a GSO frame
+        // in one buffer takes the loop).
+        let plain = HEADERS_LEN..=NET_HEADER_LEN + MAX_FRAME_LEN;
+        if let Some(d) =
+            first.filter(|d| !d.writable && plain.contains(&(d.len as usize)) && chain.ended())
+        {
             let mut both = [0u8; HEADERS_LEN];
             let read = mem
                 .check_range(d.addr, u64::from(d.len))
@@ -469,6 +463,14 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
             self.segment_count = 1;
             return Ok(Ok(len));
         }
+        // With HOST_TSO* a frame may be a GSO frame of up to 64 KiB (what
+        // its header says is checked once the whole chain is read).
+        let tso = self.dev.has_feature(net_feature::HOST_TSO4)
+            || self.dev.has_feature(net_feature::HOST_TSO6);
+        let fits = |end: usize| {
+            end <= NET_HEADER_LEN + MAX_FRAME_LEN
+                || (tso && end <= NET_HEADER_LEN + gso::MAX_GSO_FRAME_LEN)
+        };
         loop {
             let d = match first.take() {
                 Some(d) => d,
@@ -872,7 +874,7 @@ impl<M: GuestMemory> NetPort<'_, M> {
         let mrg = self.dev.has_feature(net_feature::MRG_RXBUF);
         let guest_csum = self.dev.has_feature(net_feature::GUEST_CSUM);
         let mut header = *header;
-        if !guest_csum {
+        if header.flags != 0 && !guest_csum {
             // §5.1.6.4.1: without GUEST_CSUM the device sets flags to zero;
             // the switch completed any partial checksum already.
             header.flags = 0;
