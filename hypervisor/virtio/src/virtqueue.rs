@@ -12,6 +12,13 @@
 //! notifications. Each method forwards to the ring's own code, which holds
 //! the ring's bounds checks; nothing here reads guest memory itself.
 //!
+//! A frame's path (the net device's transmit and receive) instead matches
+//! on the format once and runs generic over [`Ring`], which both queue
+//! types implement with the same code these methods forward to: it is
+//! compiled once per format, each with its own chain walker ([`Walk`]),
+//! so the per-frame steps neither ask the format again nor move the
+//! either-format [`Chain`] between them.
+//!
 //! Buffers are used in the order they were popped, on both formats, so
 //! the net device offers VIRTIO_F_IN_ORDER (see
 //! [`crate::net::OFFERABLE_FEATURES`]); it never uses the batching that
