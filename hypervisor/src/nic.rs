@@ -61,14 +61,15 @@ const MODERATION_MS: u64 = 1;
 /// one 64 KiB frame per interrupt never looked busy.
 const BUSY_PACKETS: u64 = 16;
 
+/// ... if the two came less than this apart.
+const BUSY_HORIZON_MS: u64 = 4 * MODERATION_MS;
+
 /// Packets on a wire one TX kick must bring (a GSO frame counting as its
 /// segments) for its NIC to switch to deferred, polled TX kicks: a driver
 /// that batches frames (Linux's xmit_more) and a TSO sender handing over a
 /// multi-segment frame per kick both qualify, a driver that sends one
 /// small frame per kick does not.
 const BATCH_PACKETS: u64 = 2;
-/// ... if the two came less than this apart.
-const BUSY_HORIZON_MS: u64 = 4 * MODERATION_MS;
 
 /// A polled NIC (deferred TX kicks) that found transmit work less than this
 /// long ago keeps kicks off when a poll finds its queue empty, and is polled
