@@ -41,8 +41,8 @@ use spin::Mutex;
 /// Consecutive single-frame polls after which a NIC stops deferring kicks.
 const SYNCHRONOUS_POLLS: u64 = 8;
 
-/// Interrupt moderation: a busy NIC (it moved at least [`BUSY_FRAMES`]
-/// frames between its last two interrupts, which came less than
+/// Interrupt moderation: a busy NIC (it moved at least [`BUSY_PACKETS`]
+/// packets between its last two interrupts, which came less than
 /// [`BUSY_HORIZON_MS`] apart) that interrupted its guest less than this
 /// long ago holds its next interrupt until then ([`deliver_held`]; every
 /// CPU's timer covers the bound, [`held_deadline`]), so that the guest
@@ -55,10 +55,21 @@ const SYNCHRONOUS_POLLS: u64 = 8;
 /// interrupts per packet, both under the 0.05 aimed at.
 const MODERATION_MS: u64 = 1;
 
-/// Frames (both directions) between two interrupts that make a NIC busy.
-const BUSY_FRAMES: u64 = 16;
+/// Packets (both directions, counted as on a wire: a GSO frame as the TCP
+/// segments it carries, `PortCounters::wire_packets`) between two
+/// interrupts that make a NIC busy. Counted in frames, a TSO sender moving
+/// one 64 KiB frame per interrupt never looked busy.
+const BUSY_PACKETS: u64 = 16;
+
 /// ... if the two came less than this apart.
 const BUSY_HORIZON_MS: u64 = 4 * MODERATION_MS;
+
+/// Packets on a wire one TX kick must bring (a GSO frame counting as its
+/// segments) for its NIC to switch to deferred, polled TX kicks: a driver
+/// that batches frames (Linux's xmit_more) and a TSO sender handing over a
+/// multi-segment frame per kick both qualify, a driver that sends one
+/// small frame per kick does not.
+const BATCH_PACKETS: u64 = 2;
 
 /// A polled NIC (deferred TX kicks) that found transmit work less than this
 /// long ago keeps kicks off when a poll finds its queue empty, and is polled
@@ -109,9 +120,12 @@ pub struct NicCounters {
     pub last_interrupt: AtomicU64,
     /// ... if it is busy (see [`MODERATION_MS`]) ...
     pub busy: core::sync::atomic::AtomicBool,
-    /// ... measured with these: the device's frame count at the last
-    /// interrupt ([`frames`]).
-    pub frames_at_interrupt: AtomicU64,
+    /// ... measured with these: the port's packet count (both directions,
+    /// as on a wire) at the last interrupt.
+    pub packets_at_interrupt: AtomicU64,
+    /// The port's packets sent, as on a wire (a GSO frame as its
+    /// segments), as of the last switch run: what a kick or a poll brought.
+    pub wire_sent: AtomicU64,
     /// When a poll or kick last found transmit work (counter ticks), for
     /// [`TX_IDLE_MS`].
     pub last_tx_work: AtomicU64,
@@ -433,18 +447,24 @@ pub fn mmio(
                 &nic.counters.rx_notifies
             }
             .fetch_add(1, Ordering::Relaxed);
-            let before = nic.state.lock().device.device.tx_chains;
+            let before = nic.counters.wire_sent.load(Ordering::Acquire);
             run_switch(gic, me, nic.switch);
             // A driver that queues several frames before it kicks (Linux,
-            // with xmit_more) gains from polling instead of a kick per batch:
-            // switch this NIC to deferred kicks once a kick brings a batch.
+            // with xmit_more), or a TSO sender handing over a frame of many
+            // segments, gains from polling instead of a kick per batch:
+            // switch this NIC to deferred kicks once a kick brings a batch
+            // ([`BATCH_PACKETS`]).
+            let brought = nic
+                .counters
+                .wire_sent
+                .load(Ordering::Acquire)
+                .saturating_sub(before);
             if usize::from(queue) == chroma_virtio::net::TX_QUEUE
                 && nic.counters.single_frame_polls.load(Ordering::Relaxed) < SYNCHRONOUS_POLLS
+                && brought >= BATCH_PACKETS
             {
                 let mut guard = nic.state.lock();
-                if !guard.device.device.defer_tx
-                    && guard.device.device.tx_chains.saturating_sub(before) >= 2
-                {
+                if !guard.device.device.defer_tx {
                     guard.device.device.defer_tx = true;
                     if vm.notice_allowed() {
                         log::info!("vm {}: its driver batches transmits: TX kicks deferred, the queue is polled", vm.name);
@@ -613,24 +633,24 @@ fn ring_access(device: &mut VirtioNet, memory: &mut VmMemory) -> RingAccess {
     }
 }
 
-/// Frames the device moved so far, both directions (TX chains taken plus
-/// RX used entries, the latter modulo 2^16), for [`BUSY_FRAMES`].
-fn frames(device: &VirtioNet) -> u64 {
-    let received = device
-        .queue(chroma_virtio::net::RX_QUEUE)
-        .map_or(0, |queue| u64::from(queue.next_used().0));
-    device.device.tx_chains.wrapping_add(received)
+/// Packets a port sent, as on a wire: a GSO frame as the TCP segments it
+/// carries (the sending half of `PortCounters::wire_packets`).
+fn wire_sent(counts: &chroma_virtio::switch::PortCounters) -> u64 {
+    counts
+        .tx_packets
+        .saturating_sub(counts.tx_gso)
+        .saturating_add(counts.tx_gso_segments)
 }
 
 /// Raises `nic`'s interrupt in its VM, or holds it if the NIC is busy and
-/// its last one recent (moderation: see [`MODERATION_MS`]). `frames`: the
-/// device's [`frames`] count, if known (without it the interrupt is never
-/// held).
-fn inject(gic: &Gic, me: usize, vm_index: usize, nic: &Nic, frames: Option<u64>) {
+/// its last one recent (moderation: see [`MODERATION_MS`]). `packets`: the
+/// port's packet count (both directions, as on a wire), if known (without
+/// it the interrupt is never held).
+fn inject(gic: &Gic, me: usize, vm_index: usize, nic: &Nic, packets: Option<u64>) {
     let sys = system();
     let now = crate::arch::cpu::now();
     let last = nic.counters.last_interrupt.load(Ordering::Acquire);
-    if frames.is_some()
+    if packets.is_some()
         && now.saturating_sub(last) < sys.clock.ticks(MODERATION_MS)
         && nic.counters.busy.load(Ordering::Acquire)
     {
@@ -640,14 +660,15 @@ fn inject(gic: &Gic, me: usize, vm_index: usize, nic: &Nic, frames: Option<u64>)
         }
         return;
     }
-    let busy = frames.is_some_and(|frames| {
+    let busy = packets.is_some_and(|packets| {
         let before = nic
             .counters
-            .frames_at_interrupt
-            .swap(frames, Ordering::AcqRel);
-        // The RX part wraps at 2^16: a wrapped difference is huge, hence busy.
+            .packets_at_interrupt
+            .swap(packets, Ordering::AcqRel);
+        // The count only grows (the switch keeps a port's counters across
+        // resets).
         now.saturating_sub(last) < sys.clock.ticks(BUSY_HORIZON_MS)
-            && frames.wrapping_sub(before) >= BUSY_FRAMES
+            && packets.saturating_sub(before) >= BUSY_PACKETS
     });
     deliver(gic, me, vm_index, nic, now, busy);
 }
@@ -774,13 +795,23 @@ pub fn run_switch(gic: &Gic, me: usize, index: usize) {
     holds.continued += u64::from(report.more_work);
     holds.most_frames = holds.most_frames.max(report.frames);
     holds.most_from_one_port = holds.most_from_one_port.max(report.most_from_one_port);
-    for (state, &(v, n)) in states.iter_mut().flatten().zip(members[..count].iter()) {
+    for (port, (state, &(v, n))) in states
+        .iter_mut()
+        .flatten()
+        .zip(members[..count].iter())
+        .enumerate()
+    {
         let nic = &sys.vms[v].nics[n];
+        // Members are the switch's ports in order (`sched::build_switches`).
+        let counts = switch.counters(port);
+        nic.counters
+            .wire_sent
+            .store(wire_sent(&counts), Ordering::Release);
         nic.polling
             .store(state.device.device.tx_polling, Ordering::Release);
         sync_image(nic, &state.device, false);
         if state.device.take_irq_edge() {
-            inject(gic, me, v, nic, Some(frames(&state.device)));
+            inject(gic, me, v, nic, Some(counts.wire_packets()));
         }
     }
     drop(states);
@@ -856,7 +887,7 @@ pub fn poll_vm(gic: &Gic, me: usize, vm_index: usize, preempted: bool) {
             sync_image(nic, device, false);
             nic.polling
                 .store(device.device.tx_polling, Ordering::Release);
-            (busy, device.device.tx_chains)
+            (busy, nic.counters.wire_sent.load(Ordering::Acquire))
         };
         if busy {
             nic.counters.last_tx_work.store(now, Ordering::Relaxed);
@@ -867,9 +898,14 @@ pub fn poll_vm(gic: &Gic, me: usize, vm_index: usize, preempted: bool) {
             // preempts it: for it a kick per frame is far cheaper. Eight such
             // single-frame polls in a row turn deferral off for this NIC. (A
             // driver that queues and then waits in WFI traps by itself: those
-            // polls do not count.)
+            // polls do not count. A GSO frame counts as its segments: a TSO
+            // sender's poll that finds one is a batch.)
             let mut guard = nic.state.lock();
-            let frames = guard.device.device.tx_chains.saturating_sub(before);
+            let frames = nic
+                .counters
+                .wire_sent
+                .load(Ordering::Acquire)
+                .saturating_sub(before);
             if preempted && frames <= 1 {
                 if nic
                     .counters
