@@ -467,12 +467,16 @@ impl Vgic {
         // runs with the list registers nearly empty, and the CPU would take
         // it again and again instead of getting back to any vCPU.
         hardware.set_underflow_interrupt(false);
-        let Some(loaded) = self.loaded.get(vcpu).copied() else {
+        if self.loaded.get(vcpu).is_none() {
             return 0;
-        };
+        }
         let mut kick = 0;
-        for (index, slot) in loaded.iter().enumerate().take(hardware.count()) {
-            let Some(intid) = slot else { continue };
+        // Entry by entry: a copy of the whole table first is a `memcpy` on
+        // every exit.
+        for index in 0..hardware.count().min(MAX_LIST_REGISTERS) {
+            let slot = self.loaded.get(vcpu).and_then(|l| l.get(index)).copied();
+            let Some(Some(intid)) = slot else { continue };
+            let intid = &intid;
             let lr = hardware.read(index);
             let Some(irq) = self.irq(vcpu, *intid) else {
                 continue;
@@ -709,10 +713,15 @@ impl Vgic {
             *mask = private_kept;
         }
         self.maybe_live_spis = spis_kept;
-        let mut loaded = [None; MAX_LIST_REGISTERS];
-        for index in 0..count {
+        // What each list register holds is recorded in place (built aside and
+        // copied, it was a `memcpy` before every guest entry).
+        for index in count..MAX_LIST_REGISTERS {
+            if let Some(entry) = self.loaded.get_mut(vcpu).and_then(|l| l.get_mut(index)) {
+                *entry = None;
+            }
+        }
+        for (index, &(_, intid)) in candidates.iter().enumerate().take(count) {
             if index < found {
-                let (_, intid) = candidates[index];
                 let irq = self.irq_ref(vcpu, intid).copied().unwrap_or_default();
                 let state = match (irq.pending, irq.active) {
                     // A HW list register is never pending and active: the
@@ -733,18 +742,20 @@ impl Vgic {
                         physical: irq.physical,
                     },
                 );
-                loaded[index] = Some(intid);
+                if let Some(entry) = self.loaded.get_mut(vcpu).and_then(|l| l.get_mut(index)) {
+                    *entry = Some(intid);
+                }
                 if let Some(irq) = self.irq(vcpu, intid) {
                     irq.in_lr = true;
                 }
             } else {
                 lrs.write(index, ListRegister::default());
+                if let Some(entry) = self.loaded.get_mut(vcpu).and_then(|l| l.get_mut(index)) {
+                    *entry = None;
+                }
             }
         }
         lrs.set_underflow_interrupt(overflow);
-        if let Some(l) = self.loaded.get_mut(vcpu) {
-            *l = loaded;
-        }
     }
 
     /// Sends SGI `intid` from `from` to the vCPUs in `targets`.
