@@ -485,6 +485,21 @@ impl Terminal {
         out: &mut impl FnMut(&[u8]),
     ) {
         line.last_byte_at = now;
+        // Most bytes are printable ASCII or LF between sequences: what the
+        // parser makes of them there (one token, still at ground), without
+        // moving it out of the line and back, a copy of it each way, on
+        // every byte a guest writes.
+        if line.parser.state == State::Ground {
+            let plain = match byte {
+                c0::LF => Some(Token::Newline),
+                b if (c0::SPACE..c0::DEL).contains(&b) => Some(Token::Text(b)),
+                _ => None,
+            };
+            if let Some(token) = plain {
+                self.token(vm, line, token, out);
+                return;
+            }
+        }
         let mut parser = core::mem::take(&mut line.parser);
         parser.feed(byte, &mut |token| self.token(vm, line, token, out));
         line.parser = parser;

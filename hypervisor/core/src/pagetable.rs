@@ -314,11 +314,13 @@ impl PageTable {
                 continue;
             }
             // A run of pages: the rest of this level-3 table without a
-            // walk each (a VM's RAM in pages is 65 536 of them per 256 MiB),
-            // up to where a block fits again. The overlap check above
-            // found these entries invalid.
+            // walk each (a VM's RAM in pages is 65 536 of them per 256 MiB).
+            // No block fits before its end: a level-3 table spans one
+            // level-2 block of input addresses, and none of the addresses
+            // inside it is aligned to one. The overlap check above found
+            // these entries invalid.
             index += 1;
-            while offset < size && index < PAGE_ENTRIES && leaf_level(offset) == LAST_LEVEL {
+            while offset < size && index < PAGE_ENTRIES {
                 let leaf = Descriptor::Leaf {
                     output: HostPhysAddr::new(output.raw() + offset),
                     attributes,
@@ -627,6 +629,37 @@ mod tests {
         assert_eq!(check(0x4020_2000), None);
         assert_eq!(check(0x3fff_f000), None);
         assert_eq!(check(1 << 40), None);
+    }
+
+    #[test]
+    fn a_run_of_pages_stops_where_a_block_fits() {
+        // Two pages before a 2 MiB boundary (both sides), then 2 MiB: the
+        // pages' level-3 table ends at the boundary and a block follows
+        // (a run that went on in pages would need a second level-3 table).
+        let mut m = memory();
+        let mut t = PageTable::new(&mut m, Geometry::stage2(40).unwrap()).unwrap();
+        t.map::<FakeFormat, _>(
+            &mut m,
+            0x401f_e000,
+            HostPhysAddr::new(0x803f_e000),
+            0x20_2000,
+            Attributes::RAM,
+        )
+        .unwrap();
+        // Root (2), level 2, one level 3.
+        assert_eq!(m.pages, 4);
+        assert!(
+            !t.unmap_page::<FakeFormat, _>(&mut m, 0x4020_0000),
+            "a block"
+        );
+        let check = |ipa: u64| {
+            t.translate::<FakeFormat, _>(&m, GuestPhysAddr::new(ipa))
+                .map(|p| p.raw())
+        };
+        assert_eq!(check(0x401f_e010), Some(0x803f_e010));
+        assert_eq!(check(0x401f_f010), Some(0x803f_f010));
+        assert_eq!(check(0x403f_fff8), Some(0x805f_fff8));
+        assert_eq!(check(0x4040_0000), None);
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub const NUM_IRQS: usize = 128;
 /// (those below 32 and past GICD_TYPER's range are reserved, RAZ/WI).
 const IROUTER_BLOCK: u64 = 8 * 1024;
 const NUM_SPIS: usize = NUM_IRQS - 32;
+const _: () = assert!(
+    NUM_SPIS <= 128,
+    "Vgic::maybe_live_spis has a bit per SPI in a u128"
+);
 /// GICD_TYPER.ITLinesNumber: the distributor implements 32 * (N + 1) IDs.
 const IT_LINES_NUMBER: u32 = {
     assert!(
@@ -221,6 +225,30 @@ pub struct Vgic {
     waker_sleep: [bool; MAX_VCPUS],
     /// List registers in use per vCPU (intids), filled by flush.
     loaded: [[Option<u32>; MAX_LIST_REGISTERS]; MAX_VCPUS],
+    /// The interrupts that may be pending or active: bit n of entry v for
+    /// vCPU v's private INTID n. With `maybe_live_spis` a superset of the
+    /// interrupts that are, so that `flush` (before every guest entry) and
+    /// `has_pending` look at a few interrupts instead of all of them. Every
+    /// path that can make an interrupt pending or active reaches it through
+    /// [`Vgic::irq`] or `send_sgi`, which set its bit; `flush` clears the
+    /// bits of those it finds neither.
+    maybe_live_private: [u32; MAX_VCPUS],
+    /// As `maybe_live_private`, bit n for SPI 32 + n (one set for all vCPUs).
+    maybe_live_spis: u128,
+    /// The private interrupts linked to a physical one (bit n of entry v
+    /// for vCPU v's INTID n), whose physical active state `sync` settles.
+    linked_private: [u32; MAX_VCPUS],
+}
+
+/// The set bits of `mask`, lowest first.
+fn set_bits(mut mask: u128) -> impl Iterator<Item = u32> {
+    core::iter::from_fn(move || {
+        (mask != 0).then(|| {
+            let bit = mask.trailing_zeros();
+            mask &= mask - 1;
+            bit
+        })
+    })
 }
 
 fn check_width(width: AccessWidth, offset: u64, byte_ok: bool) -> Result<(), VgicError> {
@@ -295,6 +323,9 @@ impl Vgic {
             spis: [spi; NUM_SPIS],
             waker_sleep: [true; MAX_VCPUS],
             loaded: [[None; MAX_LIST_REGISTERS]; MAX_VCPUS],
+            maybe_live_private: [0; MAX_VCPUS],
+            maybe_live_spis: 0,
+            linked_private: [0; MAX_VCPUS],
         }
     }
 
@@ -303,12 +334,22 @@ impl Vgic {
         self.version
     }
 
+    /// Interrupt `intid` as `vcpu` sees it, for writing. Whatever the caller
+    /// changes, the interrupt may be pending or active afterwards: its bit
+    /// in the summary (`maybe_live_private`, `maybe_live_spis`) is set.
     fn irq(&mut self, vcpu: usize, intid: u32) -> Option<&mut Irq> {
         let i = intid as usize;
         if i < 32 {
-            self.private.get_mut(vcpu)?.get_mut(i)
+            let irq = self.private.get_mut(vcpu)?.get_mut(i)?;
+            if let Some(mask) = self.maybe_live_private.get_mut(vcpu) {
+                *mask |= 1 << i;
+            }
+            Some(irq)
         } else {
-            self.spis.get_mut(i - 32)
+            let irq = self.spis.get_mut(i - 32)?;
+            // Below 128 (`NUM_SPIS`, asserted at its definition).
+            self.maybe_live_spis |= 1 << (i - 32);
+            Some(irq)
         }
     }
 
@@ -391,13 +432,22 @@ impl Vgic {
 
     /// Whether `vcpu` has an enabled interrupt pending (WFI wakes up).
     pub fn has_pending(&self, vcpu: usize) -> bool {
-        let private = self.private.get(vcpu).is_some_and(|p| {
-            p.iter()
-                .any(|i| i.pending && i.enabled && self.ctlr & 3 != 0)
-        });
+        if self.ctlr & 3 == 0 {
+            return false;
+        }
+        // Only interrupts in the summary can be pending.
+        let private = match (self.private.get(vcpu), self.maybe_live_private.get(vcpu)) {
+            (Some(irqs), Some(&mask)) => set_bits(u128::from(mask)).any(|n| {
+                irqs.get(n as usize)
+                    .is_some_and(|irq| irq.pending && irq.enabled)
+            }),
+            _ => false,
+        };
         private
-            || self.spis.iter().any(|s| {
-                s.pending && s.enabled && self.ctlr & 3 != 0 && self.spi_target(s) == Some(vcpu)
+            || set_bits(self.maybe_live_spis).any(|n| {
+                self.spis
+                    .get(n as usize)
+                    .is_some_and(|s| s.pending && s.enabled && self.spi_target(s) == Some(vcpu))
             })
     }
 
@@ -417,12 +467,16 @@ impl Vgic {
         // runs with the list registers nearly empty, and the CPU would take
         // it again and again instead of getting back to any vCPU.
         hardware.set_underflow_interrupt(false);
-        let Some(loaded) = self.loaded.get(vcpu).copied() else {
+        if self.loaded.get(vcpu).is_none() {
             return 0;
-        };
+        }
         let mut kick = 0;
-        for (index, slot) in loaded.iter().enumerate().take(hardware.count()) {
-            let Some(intid) = slot else { continue };
+        // Entry by entry: a copy of the whole table first is a `memcpy` on
+        // every exit.
+        for index in 0..hardware.count().min(MAX_LIST_REGISTERS) {
+            let slot = self.loaded.get(vcpu).and_then(|l| l.get(index)).copied();
+            let Some(Some(intid)) = slot else { continue };
+            let intid = &intid;
             let lr = hardware.read(index);
             let Some(irq) = self.irq(vcpu, *intid) else {
                 continue;
@@ -458,9 +512,12 @@ impl Vgic {
         }
         // Linked interrupts the guest changed through the distributor (a
         // cleared pending or active state) take the physical one along.
+        let linked = self.linked_private.get(vcpu).copied().unwrap_or(0);
         if let Some(private) = self.private.get_mut(vcpu) {
-            for irq in private.iter_mut() {
-                Self::settle_physical(irq, hardware);
+            for n in set_bits(u128::from(linked)) {
+                if let Some(irq) = private.get_mut(n as usize) {
+                    Self::settle_physical(irq, hardware);
+                }
             }
         }
         kick
@@ -522,6 +579,9 @@ impl Vgic {
         if let Some(irq) = self.irq(vcpu, intid) {
             irq.physical = Some(physical);
             irq.edge = false;
+            if let Some(linked) = self.linked_private.get_mut(vcpu) {
+                *linked |= 1 << intid;
+            }
         }
     }
 
@@ -609,8 +669,18 @@ impl Vgic {
                 }
             }
         };
+        // Only the interrupts in the summary can be pending or active; those
+        // found neither leave it (ascending INTIDs, as a full scan).
+        let mut private_kept = 0u32;
+        let private_mask = self.maybe_live_private.get(vcpu).copied().unwrap_or(0);
         if let Some(private) = self.private.get(vcpu) {
-            for (irq, intid) in private.iter().zip(0u32..) {
+            for intid in set_bits(u128::from(private_mask)) {
+                let Some(irq) = private.get(intid as usize) else {
+                    continue;
+                };
+                if irq.pending || irq.active {
+                    private_kept |= 1 << intid;
+                }
                 // The distributor's enable gates SGIs and PPIs too (GICv2
                 // 4.3.1, GICv3 12.9.4); an active one is still loaded, so
                 // the guest can complete it.
@@ -619,19 +689,39 @@ impl Vgic {
                 }
             }
         }
-        for (spi, intid) in self.spis.iter().zip(32u32..) {
+        let mut spis_kept = 0u128;
+        for n in set_bits(self.maybe_live_spis) {
+            let Some(spi) = self.spis.get(n as usize) else {
+                continue;
+            };
+            if spi.pending || spi.active {
+                spis_kept |= 1 << n;
+            }
             let live = spi.active || (spi.pending && spi.enabled && dist_enabled);
             // An SPI still in another vCPU's list registers (it was
             // retargeted meanwhile) waits until that vCPU syncs it back:
             // one interrupt is never taken by two vCPUs.
             if live && !spi.in_lr && self.spi_target(spi) == Some(vcpu) {
-                consider(if spi.active { 0 } else { spi.priority }, intid, &mut found);
+                consider(
+                    if spi.active { 0 } else { spi.priority },
+                    n + 32,
+                    &mut found,
+                );
             }
         }
-        let mut loaded = [None; MAX_LIST_REGISTERS];
-        for index in 0..count {
+        if let Some(mask) = self.maybe_live_private.get_mut(vcpu) {
+            *mask = private_kept;
+        }
+        self.maybe_live_spis = spis_kept;
+        // What each list register holds is recorded in place (built aside and
+        // copied, it was a `memcpy` before every guest entry).
+        for index in count..MAX_LIST_REGISTERS {
+            if let Some(entry) = self.loaded.get_mut(vcpu).and_then(|l| l.get_mut(index)) {
+                *entry = None;
+            }
+        }
+        for (index, &(_, intid)) in candidates.iter().enumerate().take(count) {
             if index < found {
-                let (_, intid) = candidates[index];
                 let irq = self.irq_ref(vcpu, intid).copied().unwrap_or_default();
                 let state = match (irq.pending, irq.active) {
                     // A HW list register is never pending and active: the
@@ -652,18 +742,20 @@ impl Vgic {
                         physical: irq.physical,
                     },
                 );
-                loaded[index] = Some(intid);
+                if let Some(entry) = self.loaded.get_mut(vcpu).and_then(|l| l.get_mut(index)) {
+                    *entry = Some(intid);
+                }
                 if let Some(irq) = self.irq(vcpu, intid) {
                     irq.in_lr = true;
                 }
             } else {
                 lrs.write(index, ListRegister::default());
+                if let Some(entry) = self.loaded.get_mut(vcpu).and_then(|l| l.get_mut(index)) {
+                    *entry = None;
+                }
             }
         }
         lrs.set_underflow_interrupt(overflow);
-        if let Some(l) = self.loaded.get_mut(vcpu) {
-            *l = loaded;
-        }
     }
 
     /// Sends SGI `intid` from `from` to the vCPUs in `targets`.
@@ -683,6 +775,8 @@ impl Vgic {
                     }
                     irq.source = source;
                     kicked |= 1 << cpu;
+                    // As `irq` does for every other path.
+                    self.maybe_live_private[cpu] |= 1 << (intid & 15);
                 }
             }
         }
@@ -1730,5 +1824,128 @@ mod tests {
         assert_eq!(v.set_level(uart, true), 0);
         assert_eq!(v.set_level(uart, false), 0);
         assert_eq!(v.set_level(uart, true), 1, "a new rise kicks again");
+    }
+
+    /// Which interrupts are pending or active but missing from the summary
+    /// that `flush` and `has_pending` visit (empty when it holds).
+    fn missing_from_summary(v: &Vgic) -> Vec<u32> {
+        let mut missing = Vec::new();
+        for vcpu in 0..v.vcpu_count {
+            for (n, irq) in v.private[vcpu].iter().enumerate() {
+                if (irq.pending || irq.active) && v.maybe_live_private[vcpu] & (1 << n) == 0 {
+                    missing.push(u32::try_from(n).unwrap());
+                }
+            }
+        }
+        for (n, spi) in v.spis.iter().enumerate() {
+            if (spi.pending || spi.active) && v.maybe_live_spis & (1 << n) == 0 {
+                missing.push(u32::try_from(n + 32).unwrap());
+            }
+        }
+        missing
+    }
+
+    /// `has_pending` as it was before the summary: every interrupt looked at.
+    fn has_pending_by_scan(v: &Vgic, vcpu: usize) -> bool {
+        v.ctlr & 3 != 0
+            && (v.private[vcpu].iter().any(|i| i.pending && i.enabled)
+                || v.spis
+                    .iter()
+                    .any(|s| s.pending && s.enabled && v.spi_target(s) == Some(vcpu)))
+    }
+
+    #[test]
+    fn the_live_summary_covers_every_pending_or_active_interrupt() {
+        // Random guest and device activity (a fixed xorshift sequence): after
+        // each step, every pending or active interrupt is in the summary, and
+        // `has_pending` agrees with a scan of all interrupts.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |bound: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % bound
+        };
+        let mut v = Vgic::new(GicVersion::V2, 2);
+        let mut lrs = FakeLrs::default();
+        v.link_physical(0, 27, 27);
+        let mut loaded_on: Option<usize> = None;
+        for step in 0..20_000 {
+            let vcpu = usize::from(next(2) == 1);
+            let intid = u32::try_from(next(128)).unwrap();
+            let bits = 1u32 << next(32);
+            let word = 4 * next(4);
+            match next(12) {
+                0 => {
+                    v.inject(vcpu, intid);
+                }
+                1 => {
+                    v.set_level(32 + intid % 96, next(2) == 0);
+                }
+                2 => {
+                    dist_w(&mut v, vcpu, 0x100 + word, bits);
+                }
+                3 => {
+                    dist_w(&mut v, vcpu, 0x180 + word, bits);
+                }
+                4 => {
+                    dist_w(&mut v, vcpu, 0x200 + word, bits);
+                }
+                5 => {
+                    dist_w(&mut v, vcpu, 0x280 + word, bits);
+                }
+                6 => {
+                    dist_w(&mut v, vcpu, 0x300 + word, bits);
+                }
+                7 => {
+                    dist_w(&mut v, vcpu, 0x380 + word, bits);
+                }
+                8 => {
+                    // GICD_SGIR: an SGI to the target list 0b11.
+                    dist_w(&mut v, vcpu, 0xf00, (3 << 16) | (intid & 15));
+                }
+                9 => {
+                    dist_w(&mut v, vcpu, 0, u32::try_from(next(4)).unwrap());
+                    dist_w(&mut v, vcpu, 0x800 + 32 + 4 * next(24), 0x0102_0201);
+                }
+                10 => {
+                    // The vCPU runs: its list registers are loaded, the guest
+                    // acknowledges or completes some, and they are synced back.
+                    if loaded_on.is_none() {
+                        v.flush(vcpu, &mut lrs);
+                        loaded_on = Some(vcpu);
+                        for lr in lrs.lrs.iter_mut() {
+                            lr.state = match next(4) {
+                                0 => LrState::Invalid,
+                                1 => LrState::Pending,
+                                2 => LrState::Active,
+                                _ => LrState::PendingActive,
+                            };
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(cpu) = loaded_on.take() {
+                        lrs.line[27] = next(2) == 0;
+                        v.sync(cpu, &mut lrs);
+                    }
+                    if next(2) == 0 {
+                        v.physical_fired(0, 27);
+                    }
+                }
+            }
+            assert_eq!(missing_from_summary(&v), [], "step {step}");
+            for cpu in 0..2 {
+                assert_eq!(
+                    v.has_pending(cpu),
+                    has_pending_by_scan(&v, cpu),
+                    "step {step}"
+                );
+            }
+        }
+        // Negative control: an interrupt left out of the summary is found.
+        v.inject(0, 40);
+        v.maybe_live_spis &= !(1 << 8);
+        assert_eq!(missing_from_summary(&v), [40]);
     }
 }

@@ -332,12 +332,19 @@ fn str_property<'a>(node: FdtNode<'_, 'a>, name: &str) -> Option<&'a str> {
 
 /// Whether the node's `compatible` list contains any of `wanted`.
 fn compatible_with(node: FdtNode<'_, '_>, wanted: &[&str]) -> bool {
-    node.property("compatible").is_some_and(|compatible| {
-        compatible
-            .value
+    listed(node.property("compatible").map(|p| p.value), wanted)
+}
+
+/// Whether a `compatible` value (NUL-separated strings), if any, contains
+/// any of `wanted`. [`Walker::visit`] looks the property up once per node
+/// and asks this a dozen times: every lookup walks the node's properties
+/// and checks each name's UTF-8, most of the boot CPU's work before the
+/// first guest runs.
+fn listed(compatible: Option<&[u8]>, wanted: &[&str]) -> bool {
+    compatible.is_some_and(|value| {
+        value
             .split(|&b| b == 0)
-            .filter_map(|entry| core::str::from_utf8(entry).ok())
-            .any(|entry| wanted.contains(&entry))
+            .any(|entry| wanted.iter().any(|w| w.as_bytes() == entry))
     })
 }
 
@@ -657,8 +664,9 @@ impl<'a> Walker<'a> {
             self.cpu(node, ancestors)?;
         }
 
-        let is_pl011 = compatible_with(node, &["arm,pl011"]);
-        let is_aux = compatible_with(node, &["brcm,bcm2835-aux-uart"]);
+        let compatible = node.property("compatible").map(|p| p.value);
+        let is_pl011 = listed(compatible, &["arm,pl011"]);
+        let is_aux = listed(compatible, &["brcm,bcm2835-aux-uart"]);
         let is_stdout = self
             .stdout_path
             .is_some_and(|path| ancestors.path_names(path, node));
@@ -697,14 +705,14 @@ impl<'a> Walker<'a> {
             }
         }
 
-        let v2 = compatible_with(node, &GIC_V2);
-        if (v2 || compatible_with(node, &GIC_V3)) && self.gic.is_none() {
+        let v2 = listed(compatible, &GIC_V2);
+        if (v2 || listed(compatible, &GIC_V3)) && self.gic.is_none() {
             self.gic = Some(Self::gic(node, ancestors, v2)?);
         }
-        let other = if compatible_with(node, &[BCM2836_LOCAL]) {
+        let other = if listed(compatible, &[BCM2836_LOCAL]) {
             Some(OtherController::Bcm2836Local)
-        } else if compatible_with(
-            node,
+        } else if listed(
+            compatible,
             &["brcm,bcm2836-armctrl-ic", "brcm,bcm2835-armctrl-ic"],
         ) {
             Some(OtherController::Bcm2835Armctrl)
@@ -724,7 +732,7 @@ impl<'a> Walker<'a> {
                 self.other_controller = Some(Gic::NotGic { kind, registers });
             }
         }
-        if compatible_with(node, &TIMER) && self.timer.is_none() {
+        if listed(compatible, &TIMER) && self.timer.is_none() {
             let bad = DevtreeError::BadProperty {
                 node: "timer",
                 property: "interrupts",
@@ -738,7 +746,7 @@ impl<'a> Walker<'a> {
                 hyp: next()?,
             });
         }
-        if compatible_with(node, &PSCI) && self.psci.is_none() {
+        if listed(compatible, &PSCI) && self.psci.is_none() {
             let conduit = match str_property(node, "method") {
                 Some("smc") => PsciConduit::Smc,
                 Some("hvc") => PsciConduit::Hvc,
@@ -749,7 +757,7 @@ impl<'a> Walker<'a> {
                     })
                 }
             };
-            let v0_2_or_later = compatible_with(node, &PSCI_0_2);
+            let v0_2_or_later = listed(compatible, &PSCI_0_2);
             let cpu_on = match (u32_property(node, "cpu_on"), v0_2_or_later) {
                 (Some(id), _) => id,
                 (None, true) => PSCI_CPU_ON_64,
@@ -766,7 +774,7 @@ impl<'a> Walker<'a> {
                 v0_2_or_later,
             });
         }
-        if compatible_with(node, &["virtio,mmio"]) {
+        if listed(compatible, &["virtio,mmio"]) {
             let mmio = ancestors
                 .reg(node, 0, "virtio-mmio")?
                 .ok_or(DevtreeError::BadProperty {
