@@ -495,6 +495,8 @@ impl Switch {
     /// The port configured with address `mac`. A linear search: a switch
     /// has a handful of ports, and a static entry must not share the
     /// learned table's buckets (where it could crowd out or be crowded out).
+    /// Inline: once or twice per frame, a few compares.
+    #[inline(always)]
     fn owner(&self, mac: &[u8; 6]) -> Option<usize> {
         let key = mac_key(mac);
         self.owner_keys.iter().position(|&k| k == key)
