@@ -328,6 +328,12 @@ impl VmMemory {
         Ok(())
     }
 
+    /// Whether no ring part is reached through the Non-cacheable alias:
+    /// then `locate` finds every access in the cacheable alias.
+    fn all_cached(&self) -> bool {
+        self.uncached.iter().next().is_none()
+    }
+
     /// A device-only area's alias address and length.
     fn area(&self, a: DeviceArea) -> Result<(HostVirtAddr, usize), MemError> {
         let va = self.translate(a.start, a.len)?;
@@ -524,6 +530,83 @@ impl GuestMemory for VmMemory {
         // SAFETY: as for `write`: `va..va+N` is guest RAM inside a mapped alias (checked by `locate`).
         unsafe { core::ptr::write_unaligned(access.raw() as *mut [u8; N], *data) };
         access.after_write(N);
+        Ok(())
+    }
+
+    /// One range check for the buffer and the bytes read, when no ring part
+    /// is reached uncached (then every access is through the cacheable
+    /// alias, as `locate` would find); otherwise as separate accesses.
+    fn read_in_buffer(&self, gpa: GuestPhysAddr, len: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        if !self.all_cached() {
+            self.check_range(gpa, len)?;
+            return self.read(gpa, buf);
+        }
+        // Both ranges start at `gpa`: the longer inside RAM means both are.
+        let va = self.translate(gpa, len.max(buf.len() as u64))?;
+        let access = Access {
+            va: HostVirtAddr::new(va),
+            hooks: &self.hooks,
+            cached: true,
+        };
+        access.before_read(buf.len());
+        // SAFETY: as for `read`: `va..va+buf.len()` lies in this VM's RAM alias (checked by `translate` above), mapped read/write at EL2 while this `VmMemory` is borrowed; the bytes are copied out as untrusted plain bytes.
+        unsafe {
+            core::ptr::copy_nonoverlapping(access.raw() as *const u8, buf.as_mut_ptr(), buf.len())
+        };
+        Ok(())
+    }
+
+    /// One range check of this memory for the buffer and the three pieces,
+    /// when no ring part is reached uncached; the hooks run as the separate
+    /// accesses' would (`write_in_buffer_by_parts`, the fallback).
+    fn write_in_buffer<const A: usize, const B: usize, S: GuestMemory + ?Sized>(
+        &self,
+        gpa: GuestPhysAddr,
+        len: u64,
+        first: &[u8; A],
+        second: &[u8; B],
+        src: &S,
+        src_gpa: GuestPhysAddr,
+        copy_len: usize,
+    ) -> Result<(), MemError> {
+        if !self.all_cached() {
+            return chroma_mem::write_in_buffer_by_parts(
+                self, gpa, len, first, second, src, src_gpa, copy_len,
+            );
+        }
+        let filled = (A + B).checked_add(copy_len).ok_or(MemError::Overflow)?;
+        // Every piece lies in `gpa..gpa+filled`: inside RAM if the longer
+        // of it and the buffer is.
+        let va = self.translate(gpa, len.max(filled as u64))?;
+        // `will_write` of the bytes filled, then each piece's own hooks.
+        self.hooks.before_write_run(HostVirtAddr::new(va), filled);
+        let piece = |offset: usize| Access {
+            va: HostVirtAddr::new(va + offset as u64),
+            hooks: &self.hooks,
+            cached: true,
+        };
+        let access = piece(0);
+        access.before_write(A);
+        // SAFETY: as for `write`: `va..va+filled`, which holds this piece, is guest RAM inside the mapped alias (checked by `translate` above).
+        unsafe { core::ptr::write_unaligned(access.raw() as *mut [u8; A], *first) };
+        access.after_write(A);
+        let access = piece(A);
+        access.before_write(B);
+        // SAFETY: as for the first piece: `va+A..va+A+B` lies in `va..va+filled`.
+        unsafe { core::ptr::write_unaligned(access.raw() as *mut [u8; B], *second) };
+        access.after_write(B);
+        let Some(span) = src
+            .read_span(src_gpa, copy_len)
+            .filter(|s| s.len() == copy_len)
+        else {
+            let at = gpa.checked_add((A + B) as u64).ok_or(MemError::Overflow)?;
+            return chroma_mem::bounce_copy(self, at, src, src_gpa, copy_len);
+        };
+        let access = piece(A + B);
+        access.before_write(copy_len);
+        // SAFETY: 1. `span` is `copy_len` readable bytes for its lifetime. 2. `va+A+B..va+filled` is this VM's RAM alias (checked by `translate` above). 3. The two may overlap (two NICs of one VM): `copy` allows it.
+        unsafe { core::ptr::copy(span.as_ptr(), access.raw() as *mut u8, copy_len) };
+        access.after_write(copy_len);
         Ok(())
     }
 

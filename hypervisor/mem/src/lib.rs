@@ -154,6 +154,43 @@ pub trait GuestMemory {
         self.write(gpa, data)
     }
 
+    /// Reads `buf.len()` bytes at `gpa`, the start of a buffer
+    /// `gpa..gpa+len` that must lie in guest RAM as a whole (a descriptor's
+    /// buffer, of which the device reads the first bytes now): the same as
+    /// [`GuestMemory::check_range`] of the buffer, then
+    /// [`GuestMemory::read`], with the same hooks, which an implementation
+    /// may do with one range check.
+    fn read_in_buffer(&self, gpa: GuestPhysAddr, len: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        self.check_range(gpa, len)?;
+        self.read(gpa, buf)
+    }
+
+    /// Fills the start of a buffer `gpa..gpa+len` that must lie in guest
+    /// RAM as a whole (a receive buffer): `first`, then `second`, then
+    /// `copy_len` bytes copied from `src` at `src_gpa` (a virtio-net
+    /// header, an Ethernet header, the rest of the frame). The same as
+    /// [`write_in_buffer_by_parts`] (a range check of the buffer,
+    /// [`GuestMemory::will_write`] of the bytes filled, a
+    /// [`GuestMemory::write_array`] per part, a [`GuestMemory::copy_from`]),
+    /// with the same hooks on the same bytes, which an implementation may
+    /// do with one range check of this memory.
+    #[allow(clippy::too_many_arguments)] // the buffer, two parts, the source
+    fn write_in_buffer<const A: usize, const B: usize, S: GuestMemory + ?Sized>(
+        &self,
+        gpa: GuestPhysAddr,
+        len: u64,
+        first: &[u8; A],
+        second: &[u8; B],
+        src: &S,
+        src_gpa: GuestPhysAddr,
+        copy_len: usize,
+    ) -> Result<(), MemError>
+    where
+        Self: Sized,
+    {
+        write_in_buffer_by_parts(self, gpa, len, first, second, src, src_gpa, copy_len)
+    }
+
     /// Makes `gpa..gpa+len` ready to be read in place (runs the cache
     /// policy's `before_read` hook over exactly those bytes) and returns
     /// them, for a copy that reads them at once. `None` (the default) if
@@ -247,6 +284,35 @@ pub fn bounce_copy<D: GuestMemory + ?Sized, S: GuestMemory + ?Sized>(
         done += n;
     }
     Ok(())
+}
+
+/// [`GuestMemory::write_in_buffer`] as separate accesses: what it does by
+/// default, and what an implementation that cannot merge them falls back
+/// to.
+#[allow(clippy::too_many_arguments)] // as `write_in_buffer`
+pub fn write_in_buffer_by_parts<
+    const A: usize,
+    const B: usize,
+    D: GuestMemory,
+    S: GuestMemory + ?Sized,
+>(
+    dst: &D,
+    gpa: GuestPhysAddr,
+    len: u64,
+    first: &[u8; A],
+    second: &[u8; B],
+    src: &S,
+    src_gpa: GuestPhysAddr,
+    copy_len: usize,
+) -> Result<(), MemError> {
+    dst.check_range(gpa, len)?;
+    let filled = (A + B).checked_add(copy_len).ok_or(MemError::Overflow)?;
+    dst.will_write(gpa, filled);
+    dst.write_array(gpa, first)?;
+    let second_at = gpa.checked_add(A as u64).ok_or(MemError::Overflow)?;
+    dst.write_array(second_at, second)?;
+    let copy_at = gpa.checked_add((A + B) as u64).ok_or(MemError::Overflow)?;
+    dst.copy_from(copy_at, src, src_gpa, copy_len)
 }
 
 /// Whether a store with `order` releases (orders the writes before it):
@@ -474,5 +540,47 @@ mod copy_tests {
             )
             .is_err());
         assert_eq!(dst.writes.borrow().len(), before);
+    }
+
+    #[test]
+    fn write_in_buffer_writes_its_parts_then_the_copy_and_checks_the_whole_buffer() {
+        let src = recording(0x1000_0000);
+        let dst = recording(0x2000_0000);
+        let data: Vec<u8> = (0..100u8).collect();
+        src.inner
+            .write(GuestPhysAddr::new(0x1000_0100), &data)
+            .unwrap();
+        let at = GuestPhysAddr::new(0x2000_0200);
+        let from = GuestPhysAddr::new(0x1000_0100);
+        dst.write_in_buffer(at, 2048, &[1u8; 3], &[2u8; 5], &src, from, 100)
+            .unwrap();
+        let mut out = vec![0u8; 108];
+        dst.inner.read(at, &mut out).unwrap();
+        assert_eq!(out[..3], [1; 3]);
+        assert_eq!(out[3..8], [2; 5]);
+        assert_eq!(out[8..], data[..]);
+        assert!(tiles(&dst.writes.borrow(), 0x2000_0200, 108));
+        // A buffer that runs past RAM is refused before any byte moves,
+        // even if the bytes filled would fit.
+        let before = dst.writes.borrow().len();
+        let near_end = GuestPhysAddr::new(0x2000_ff00);
+        assert!(dst
+            .write_in_buffer(near_end, 512, &[1u8; 3], &[2u8; 5], &src, from, 100)
+            .is_err());
+        assert_eq!(dst.writes.borrow().len(), before);
+    }
+
+    #[test]
+    fn read_in_buffer_checks_the_whole_buffer() {
+        let mem = recording(0x1000_0000);
+        let mut buf = [0u8; 26];
+        assert!(mem
+            .read_in_buffer(GuestPhysAddr::new(0x1000_0000), 1526, &mut buf)
+            .is_ok());
+        // Negative control: the 26 bytes read fit, the buffer does not.
+        assert!(mem
+            .read_in_buffer(GuestPhysAddr::new(0x1000_ff00), 1526, &mut buf)
+            .is_err());
+        assert!(mem.reads.borrow().len() == 1);
     }
 }

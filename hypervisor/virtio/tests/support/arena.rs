@@ -119,6 +119,43 @@ impl GuestMemory for RawMemory {
         unsafe { std::ptr::write_unaligned(self.ptr.add(off).cast::<[u8; N]>(), *data) };
         Ok(())
     }
+    fn read_in_buffer(&self, gpa: GuestPhysAddr, len: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        // Both ranges start at `gpa`: the longer inside means both are.
+        let off = self.offset(gpa, len.max(buf.len() as u64))?;
+        // SAFETY: `off..off+buf.len()` is inside the allocation (checked above); `buf` is host memory that cannot overlap the arena.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+    fn write_in_buffer<const A: usize, const B: usize, S: GuestMemory + ?Sized>(
+        &self,
+        gpa: GuestPhysAddr,
+        len: u64,
+        first: &[u8; A],
+        second: &[u8; B],
+        src: &S,
+        src_gpa: GuestPhysAddr,
+        copy_len: usize,
+    ) -> Result<(), MemError> {
+        let filled = (A + B).checked_add(copy_len).ok_or(MemError::Overflow)?;
+        // Every piece starts at or after `gpa` and ends by `gpa + filled`.
+        let off = self.offset(gpa, len.max(filled as u64))?;
+        // SAFETY: `off..off+filled` is inside the allocation (checked above), and the parts are host memory.
+        unsafe {
+            std::ptr::write_unaligned(self.ptr.add(off).cast::<[u8; A]>(), *first);
+            std::ptr::write_unaligned(self.ptr.add(off + A).cast::<[u8; B]>(), *second);
+        }
+        let copy_off = off + A + B;
+        let Some(span) = src
+            .read_span(src_gpa, copy_len)
+            .filter(|s| s.len() == copy_len)
+        else {
+            let at = GuestPhysAddr::new(gpa.raw() + (A + B) as u64);
+            return chroma_mem::bounce_copy(self, at, src, src_gpa, copy_len);
+        };
+        // SAFETY: `span` is `copy_len` readable bytes; `copy_off..copy_off+copy_len` is inside the allocation (checked above); `copy` allows overlap.
+        unsafe { std::ptr::copy(span.as_ptr(), self.ptr.add(copy_off), copy_len) };
+        Ok(())
+    }
     fn read_span(&self, gpa: GuestPhysAddr, len: usize) -> Option<HostSpan<'_>> {
         let off = self.offset(gpa, len as u64).ok()?;
         let start = self.ptr.wrapping_add(off).cast::<AtomicU8>();
