@@ -604,8 +604,8 @@ impl GuestMemory for VmMemory {
         };
         let access = piece(A + B);
         access.before_write(copy_len);
-        // SAFETY: 1. `span` is `copy_len` readable bytes for its lifetime. 2. `va+A+B..va+filled` is this VM's RAM alias (checked by `translate` above). 3. The two may overlap (two NICs of one VM): `copy` allows it.
-        unsafe { core::ptr::copy(span.as_ptr(), access.raw() as *mut u8, copy_len) };
+        // SAFETY: 1. `span` is `copy_len` readable bytes for its lifetime. 2. `va+A+B..va+filled` is this VM's RAM alias (checked by `translate` above), normal memory.
+        unsafe { copy_guest_bytes(span.as_ptr(), access.raw() as *mut u8, copy_len) };
         access.after_write(copy_len);
         Ok(())
     }
@@ -632,28 +632,40 @@ impl GuestMemory for VmMemory {
             return chroma_mem::bounce_copy(self, gpa, src, src_gpa, len);
         };
         access.before_write(len);
-        let (source, destination) = (span.as_ptr(), access.raw() as *mut u8);
-        // Two VMs' frames (the bulk of a switch's copying): by blocks of
-        // LDP/STP pairs where the ranges are apart, a third of the
-        // instructions of the build's `memmove` (which is what a frame's
-        // copy costs under an emulator); the rest, and ranges that overlap
-        // (two NICs of one VM), by `copy`.
-        #[cfg(target_arch = "aarch64")]
-        let done = {
-            use chroma_arch::aarch64::cpu::{copy_blocks, COPY_BLOCK};
-            let (from, to) = (source as usize, destination as usize);
-            let apart = from.checked_add(len).is_some_and(|end| end <= to)
-                || to.checked_add(len).is_some_and(|end| end <= from);
-            let blocks = if apart { len / COPY_BLOCK } else { 0 };
-            // SAFETY: 1. `span` is `len` readable bytes for its lifetime and `destination..+len` is this VM's RAM alias or an uncached ring part's alias (checked by `locate`), normal memory both; `blocks * COPY_BLOCK <= len`. 2. The two ranges do not overlap (`apart`). The bytes are guest data, copied as plain bytes and never referenced.
-            unsafe { copy_blocks(destination, source, blocks) };
-            blocks * COPY_BLOCK
-        };
-        #[cfg(not(target_arch = "aarch64"))]
-        let done = 0;
-        // SAFETY: 1. `span` is `len` readable bytes for its lifetime (a `HostSpan` is only made from a live slice). 2. `va..va+len` is this VM's RAM alias or an uncached ring part's alias (checked by `locate`); `done <= len`. 3. The two may overlap (two NICs of one VM): `copy` allows it. The bytes are guest data, copied as plain bytes and never referenced.
-        unsafe { core::ptr::copy(source.add(done), destination.add(done), len - done) };
+        // SAFETY: 1. `span` is `len` readable bytes for its lifetime (a `HostSpan` is only made from a live slice). 2. `va..va+len` is this VM's RAM alias or an uncached ring part's alias (checked by `locate`), normal memory.
+        unsafe { copy_guest_bytes(span.as_ptr(), access.raw() as *mut u8, len) };
         access.after_write(len);
         Ok(())
     }
+}
+
+/// Copies `len` guest bytes from `source` to `destination`, which may
+/// overlap (two NICs of one VM). Two VMs' frames, the bulk of a switch's
+/// copying, go by blocks of LDP/STP pairs where the ranges are apart: a
+/// third of the instructions of the build's `memmove`, which is what a
+/// frame's copy costs under an emulator. The rest, and overlapping ranges,
+/// go by `copy`.
+///
+/// # Safety
+///
+/// `source..source+len` must be readable and `destination..destination+len`
+/// writable normal memory for the call. The bytes are guest data, copied
+/// as plain bytes and never referenced.
+#[inline(always)]
+unsafe fn copy_guest_bytes(source: *const u8, destination: *mut u8, len: usize) {
+    #[cfg(target_arch = "aarch64")]
+    let done = {
+        use chroma_arch::aarch64::cpu::{copy_blocks, COPY_BLOCK};
+        let (from, to) = (source as usize, destination as usize);
+        let apart = from.checked_add(len).is_some_and(|end| end <= to)
+            || to.checked_add(len).is_some_and(|end| end <= from);
+        let blocks = if apart { len / COPY_BLOCK } else { 0 };
+        // SAFETY: both ranges are valid for `len` bytes (this function's contract), `blocks * COPY_BLOCK <= len`, and they do not overlap (`apart`).
+        unsafe { copy_blocks(destination, source, blocks) };
+        blocks * COPY_BLOCK
+    };
+    #[cfg(not(target_arch = "aarch64"))]
+    let done = 0;
+    // SAFETY: both ranges are valid for `len` bytes (this function's contract) and `done <= len`; `copy` allows them to overlap.
+    unsafe { core::ptr::copy(source.add(done), destination.add(done), len - done) };
 }
