@@ -187,20 +187,20 @@ pub fn poll_console(gic: &Gic, me: usize) {
 /// An AArch32 guest's data abort without a syndrome (ESR_EL2.ISV = 0) may be
 /// a load or store with base register writeback: fetches the instruction
 /// from the VM's RAM and, if `chroma_arch::aarch64::a32` decodes it, gives
-/// the core an MMIO access with the writeback. Anything else is left as it
-/// was (the guest gets its external abort).
+/// the core an MMIO access with the writeback, in `trap`. Anything else is
+/// left as it was (the guest gets its external abort).
 pub fn decode_a32_abort(
     vm: &crate::vm::Vm,
     cpu: &crate::arch::vcpu::TrappedVcpu<'_>,
-    trap: chroma_core::vcpu::Trap,
-) -> chroma_core::vcpu::Trap {
+    trap: &mut chroma_core::vcpu::Trap,
+) {
     use chroma_core::exit::{Exit, MmioAccess};
     use chroma_core::vcpu::GuestCpu as _;
     let Exit::AbortNoSyndrome { ipa, fetch: false } = trap.exit else {
-        return trap;
+        return;
     };
     let Some(at) = cpu.a32_instruction_ipa() else {
-        return trap;
+        return;
     };
     let ram = vm.ram;
     // The whole word inside RAM (a fetch from anywhere else cannot be the
@@ -209,7 +209,7 @@ pub fn decode_a32_abort(
         .checked_sub(ram.ipa)
         .filter(|o| o % 4 == 0 && o + 4 <= ram.size)
     else {
-        return trap;
+        return;
     };
     let va = vm.alias + offset;
     // A guest running with its caches off wrote its code to memory, past
@@ -226,7 +226,7 @@ pub fn decode_a32_abort(
     // SAFETY: as above, the word is inside the VM's RAM alias; a volatile read of it races only with the guest's own writes, which cannot break the read.
     let insn = unsafe { core::ptr::read_volatile(va as *const u32) };
     let Some(access) = chroma_arch::aarch64::a32::decode(insn, |n| cpu.register(n)) else {
-        return trap;
+        return;
     };
     let access = MmioAccess {
         ipa,
@@ -240,13 +240,12 @@ pub fn decode_a32_abort(
     // A Permission fault is a store to a read-only register image (a load
     // from it never faults); its `ipa` is the page the trap handler found
     // by translating the fault address (see `esr::fault_page_unreported`).
-    let exit = if chroma_arch::aarch64::esr::is_permission_fault(trap.syndrome) {
+    trap.exit = if chroma_arch::aarch64::esr::is_permission_fault(trap.syndrome) {
         if !access.write {
-            return trap;
+            return;
         }
         Exit::ReadOnlyWrite(access)
     } else {
         Exit::Mmio(access)
     };
-    chroma_core::vcpu::Trap { exit, ..trap }
 }

@@ -518,18 +518,19 @@ impl Cpu {
             let mut counted = 0;
             let action = match kind {
                 ExceptionKind::Synchronous => {
-                    let (mut trapped, trap) = self.vcpus[k].vcpu.trapped();
-                    let trap = if vm.is_aarch32() {
-                        crate::exits::decode_a32_abort(vm, &trapped, trap)
-                    } else {
-                        trap
-                    };
+                    // Used in place: moved out of the pair (and again past the
+                    // AArch32 decode), the 64-byte trap was a `memcpy` each time.
+                    let mut exit = self.vcpus[k].vcpu.trapped();
+                    let (trapped, trap) = (&mut exit.0, &mut exit.1);
+                    if vm.is_aarch32() {
+                        crate::exits::decode_a32_abort(vm, trapped, trap);
+                    }
                     counted = vm.exits.count(&vm.core, &trap.exit);
                     handle_exit(
                         &vm.core,
                         id,
-                        &mut trapped,
-                        &trap,
+                        trapped,
+                        trap,
                         &Host {
                             gic: &self.gic,
                             me: self.index,

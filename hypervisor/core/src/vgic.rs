@@ -165,6 +165,11 @@ pub trait ListRegisters {
     fn read(&self, index: usize) -> ListRegister;
     /// Writes list register `index`.
     fn write(&mut self, index: usize, value: ListRegister);
+    /// Writes list register `index` invalid (empty). A back-end that knows
+    /// the register is empty already may skip the write.
+    fn clear(&mut self, index: usize) {
+        self.write(index, ListRegister::default());
+    }
     /// Requests (or stops requesting) the maintenance interrupt raised when
     /// the list registers are empty or hold at most one valid entry.
     fn set_underflow_interrupt(&mut self, enable: bool);
@@ -652,19 +657,25 @@ impl Vgic {
     pub fn flush(&mut self, vcpu: usize, lrs: &mut impl ListRegisters) {
         let count = lrs.count().min(MAX_LIST_REGISTERS);
         let dist_enabled = self.ctlr & 3 != 0;
-        let mut candidates: [(u8, u32); MAX_LIST_REGISTERS + 1] = [(0, 0); MAX_LIST_REGISTERS + 1];
+        // Each candidate is its priority above its INTID (below 1020) in one
+        // 32-bit word: as (u8, u32) pairs, zeroing the table before every
+        // guest entry took as many stores as it has bytes, and as 64-bit
+        // words it was a `memset`.
+        let mut candidates = [0u32; MAX_LIST_REGISTERS];
+        let candidate = |prio: u8, intid: u32| u32::from(prio) << 16 | (intid & 0xffff);
+        let prio_of = |candidate: u32| candidate >> 16;
         let mut found = 0usize;
         let mut overflow = false;
         let mut consider = |prio: u8, intid: u32, found: &mut usize| {
             // Keep the `count` best (lowest priority value; active first).
             if *found < count {
-                candidates[*found] = (prio, intid);
+                candidates[*found] = candidate(prio, intid);
                 *found += 1;
             } else {
                 overflow = true;
-                if let Some(worst) = (0..count).max_by_key(|&i| candidates[i].0) {
-                    if candidates[worst].0 > prio {
-                        candidates[worst] = (prio, intid);
+                if let Some(worst) = (0..count).max_by_key(|&i| prio_of(candidates[i])) {
+                    if prio_of(candidates[worst]) > u32::from(prio) {
+                        candidates[worst] = candidate(prio, intid);
                     }
                 }
             }
@@ -714,14 +725,11 @@ impl Vgic {
         }
         self.maybe_live_spis = spis_kept;
         // What each list register holds is recorded in place (built aside and
-        // copied, it was a `memcpy` before every guest entry).
-        for index in count..MAX_LIST_REGISTERS {
-            if let Some(entry) = self.loaded.get_mut(vcpu).and_then(|l| l.get_mut(index)) {
-                *entry = None;
-            }
-        }
-        for (index, &(_, intid)) in candidates.iter().enumerate().take(count) {
+        // copied, it was a `memcpy` before every guest entry). Only the first
+        // `count` entries are ever recorded.
+        for (index, &packed) in candidates.iter().enumerate().take(count) {
             if index < found {
+                let intid = packed & 0xffff;
                 let irq = self.irq_ref(vcpu, intid).copied().unwrap_or_default();
                 let state = match (irq.pending, irq.active) {
                     // A HW list register is never pending and active: the
@@ -749,7 +757,7 @@ impl Vgic {
                     irq.in_lr = true;
                 }
             } else {
-                lrs.write(index, ListRegister::default());
+                lrs.clear(index);
                 if let Some(entry) = self.loaded.get_mut(vcpu).and_then(|l| l.get_mut(index)) {
                     *entry = None;
                 }

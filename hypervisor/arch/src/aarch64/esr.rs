@@ -310,19 +310,21 @@ pub fn decode_trap(esr: u64, far: u64, hpfar: u64, pstate: u64) -> Trap {
     let failed = super::pstate::aarch32(pstate)
         && conditional_class(class)
         && !super::pstate::trapped_condition_passes(esr & 0x1ff_ffff, pstate);
-    Trap {
-        exit: if failed {
-            Exit::ConditionFailed
-        } else {
-            decode(esr, far, hpfar)
-        },
+    let mut trap = Trap {
+        exit: Exit::ConditionFailed,
         instruction_length: if esr & ESR_IL != 0 || a32_state(pstate) {
             4
         } else {
             2
         },
         syndrome: esr,
+    };
+    // Decoded straight into the trap: built aside and moved in, the exit
+    // was a `memcpy` on every trap.
+    if !failed {
+        trap.exit = decode(esr, far, hpfar);
     }
+    trap
 }
 
 /// Whether `pstate` is AArch32 in A32 (ARM, not Thumb) state.

@@ -617,6 +617,27 @@ impl ListRegisters for Gic {
         }
     }
 
+    fn clear(&mut self, index: usize) {
+        // An invalid entry encodes as 0 on GICv2 and GICv3 alike; most
+        // guest entries clear every list register the shadow knows empty.
+        match self.kind {
+            GicKind::V2 { .. } | GicKind::V3 { .. } => {
+                if !self.shadow.list_register(index, 0, true) {
+                    return;
+                }
+            }
+            GicKind::Bcm2836Local { .. } => {}
+        }
+        match self.kind {
+            GicKind::V2 { gich, .. } => write32(gich + v2::GICH_LR0 + 4 * index, 0),
+            // SAFETY: this list register belongs to the vCPU about to run here (flush is called right before entry).
+            GicKind::V3 { .. } => unsafe { sysreg::write_ich_lr_el2(index, 0) },
+            GicKind::Bcm2836Local { .. } => {
+                ListRegisters::write(&mut *self.soft(), index, ListRegister::default());
+            }
+        }
+    }
+
     fn set_underflow_interrupt(&mut self, enable: bool) {
         // HCR: En (bit 0) always, UIE (bit 1) on request.
         let hcr = 1 | u32::from(enable) << 1;
