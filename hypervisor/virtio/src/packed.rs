@@ -228,8 +228,10 @@ pub struct PackedQueue {
     /// Buffers used so far, modulo 2^16 (the split ring's `used.idx`
     /// analogue, for counting: the ring itself has no such index).
     used_count: core::num::Wrapping<u16>,
-    /// [`Self::enable_notification`] asked for a notification and no chain
-    /// was taken since: the next [`Self::pop`] that takes one turns the
+    /// Notifications are on (from activation, where the driver's zeroed
+    /// device area says RING_EVENT_FLAGS_ENABLE, or
+    /// [`Self::enable_notification`]) and no chain was taken since: the
+    /// next [`Self::pop`] that takes one turns the
     /// device's notifications off (RING_EVENT_FLAGS_DISABLE), as QEMU's
     /// device does once a queue has buffers. Left at DESC, the slot it
     /// names comes round again every second lap of the ring with the same
@@ -285,6 +287,9 @@ impl PackedQueue {
         self.event_idx = event_idx;
         self.indirect = indirect;
         self.ready = true;
+        // The driver starts the device area zeroed (RING_EVENT_FLAGS_ENABLE,
+        // §2.8.10): notifications are on until the device turns them off.
+        self.armed = true;
         Ok(())
     }
 
