@@ -653,7 +653,9 @@ impl Cpu {
     }
 
     /// The earliest moment this CPU must look at its vCPUs again (see
-    /// `run::next_deadline`); `running`'s own timer fires by itself.
+    /// `run::next_deadline`); `running`'s own timer fires by itself (the
+    /// vCPU running, or the one loaded while the CPU idles: either way its
+    /// timer registers are the CPU's, and drive the physical PPI).
     fn next_deadline(&self, running: Option<usize>, extra: Option<u64>) -> u64 {
         // A held NIC interrupt is due (`nic::held_deadline`).
         let extra = [extra, crate::nic::held_deadline()]
@@ -684,7 +686,14 @@ impl Cpu {
 
     /// Nothing to run: sleep until an interrupt or the next timer deadline.
     fn idle(&mut self) {
-        cpu::arm_timer(self.next_deadline(None, None));
+        // The loaded vCPU's timer drives the physical PPI, which ends the
+        // wait by itself (as for a running vCPU). Its deadline is left out:
+        // an emulator raises the PPI only when its own timer thread gets to
+        // it, and a deadline already past armed this CPU's timer in the past,
+        // so that it woke at once, again and again until then (under QEMU on
+        // a loaded host, spins of milliseconds that held the host CPU the
+        // other vCPU and the emulator's timers needed).
+        cpu::arm_timer(self.next_deadline(self.loaded, None));
         cpu::wait_for_interrupt();
         self.handle_interrupts();
         self.wake_expired_timers();

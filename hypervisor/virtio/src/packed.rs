@@ -228,6 +228,17 @@ pub struct PackedQueue {
     /// Buffers used so far, modulo 2^16 (the split ring's `used.idx`
     /// analogue, for counting: the ring itself has no such index).
     used_count: core::num::Wrapping<u16>,
+    /// Notifications are on (from activation, where the driver's zeroed
+    /// device area says RING_EVENT_FLAGS_ENABLE, or
+    /// [`Self::enable_notification`]) and no chain was taken since: the
+    /// next [`Self::pop`] that takes one turns the
+    /// device's notifications off (RING_EVENT_FLAGS_DISABLE), as QEMU's
+    /// device does once a queue has buffers. Left at DESC, the slot it
+    /// names comes round again every second lap of the ring with the same
+    /// wrap counter (§2.8.10), and the driver notifies each time there,
+    /// though the device never ran dry (the split ring's 16-bit index only
+    /// comes back to it after 65536 buffers).
+    armed: bool,
 }
 
 impl Default for PackedQueue {
@@ -254,6 +265,7 @@ impl PackedQueue {
             unpublished: None,
             signalled_used: RingPosition::START,
             used_count: core::num::Wrapping(0),
+            armed: false,
         }
     }
 
@@ -275,6 +287,9 @@ impl PackedQueue {
         self.event_idx = event_idx;
         self.indirect = indirect;
         self.ready = true;
+        // The driver starts the device area zeroed (RING_EVENT_FLAGS_ENABLE,
+        // §2.8.10): notifications are on until the device turns them off.
+        self.armed = true;
         Ok(())
     }
 
@@ -390,6 +405,12 @@ impl PackedQueue {
             return Err(VirtioError::ChainTooLong);
         };
         self.next_avail = pos;
+        if self.armed {
+            // The queue has buffers again: no notification until it runs
+            // out and asks for one (a spurious one costs the driver an exit).
+            self.armed = false;
+            self.write_device_event(mem, RING_EVENT_FLAGS_DISABLE, None)?;
+        }
         Ok(Some(PackedHead {
             start,
             slots,
@@ -531,6 +552,7 @@ impl PackedQueue {
         } else {
             self.write_device_event(mem, RING_EVENT_FLAGS_ENABLE, None)?;
         }
+        self.armed = true;
         mem.fence(Ordering::SeqCst);
         self.has_available(mem)
     }
@@ -548,6 +570,9 @@ impl PackedQueue {
             return Err(VirtioError::QueueNotReady);
         }
         let size = self.layout.size;
+        // The event written here is the owner's, who re-arms when it stops
+        // polling: the next pop leaves it alone.
+        self.armed = false;
         if self.event_idx {
             let event = self.next_avail.advance(ahead % size.max(1), size);
             self.write_device_event(mem, RING_EVENT_FLAGS_DESC, Some(event))?;

@@ -605,6 +605,69 @@ fn spec_2_8_10_device_event_suppression_is_written_for_the_driver() {
     assert_eq!(drv.device_event().0, RING_EVENT_FLAGS_ENABLE);
 }
 
+/// Whether Linux's driver notifies after making `added` buffers available
+/// (`virtqueue_kick_prepare_packed` in drivers/virtio/virtio_ring.c): the
+/// device's flags, and with DESC its `off_wrap` taken back one lap when its
+/// wrap counter is not the driver's, against the driver's slot indices.
+fn linux_kicks(drv: &Driver<'_>, added: u16) -> bool {
+    let (flags, event) = drv.device_event();
+    if flags != RING_EVENT_FLAGS_DESC {
+        return flags != RING_EVENT_FLAGS_DISABLE;
+    }
+    let new = drv.next_avail.index;
+    let old = new.wrapping_sub(added);
+    let mut event_idx = event.index;
+    if event.wrap != drv.next_avail.wrap {
+        event_idx = event_idx.wrapping_sub(drv.size);
+    }
+    new.wrapping_sub(event_idx).wrapping_sub(1) < new.wrapping_sub(old)
+}
+
+#[test]
+fn spec_2_8_10_a_queue_that_never_runs_dry_is_not_notified_again() {
+    // A receive queue: notifications are on at activation, or the device
+    // asks for one when it finds the ring empty; the driver fills the ring and refills each
+    // buffer the device uses, so the device never runs dry again. Linux
+    // notifies once, not each time its index passes the slot the device
+    // named (every second lap, with the same wrap counter).
+    // Either from activation (the device area zeroed: ENABLE) or after the
+    // device found the ring empty and asked.
+    for (event_idx, asked) in [(true, true), (false, true), (true, false), (false, false)] {
+        let mem = memory();
+        let size = 8;
+        let mut q = device(&mem, size, event_idx, false);
+        let mut drv = Driver::new(&mem, size);
+        if asked {
+            assert!(!q.enable_notification(&mem).unwrap());
+        }
+        let mut id = 0u16;
+        for _ in 0..size {
+            assert!(drv.add(&[(buffer(u64::from(id)), 64, true)], id));
+            id += 1;
+        }
+        let mut kicks = u32::from(linux_kicks(&drv, size));
+        for _ in 0..20 * u32::from(size) {
+            let h = q.pop(&mem).unwrap().expect("the ring is kept full");
+            q.add_used(&mem, &h, 64).unwrap();
+            q.publish_used(&mem).unwrap();
+            assert!(drv.used().is_some());
+            assert!(drv.add(&[(buffer(u64::from(id % 64)), 64, true)], id));
+            id = id.wrapping_add(1);
+            kicks += u32::from(linux_kicks(&drv, 1));
+        }
+        assert_eq!(kicks, 1, "event_idx {event_idx}, asked {asked}");
+        // Run dry: the device asks again, and the next buffer notifies.
+        while let Some(h) = q.pop(&mem).unwrap() {
+            q.add_used(&mem, &h, 64).unwrap();
+        }
+        q.publish_used(&mem).unwrap();
+        while drv.used().is_some() {}
+        assert!(!q.enable_notification(&mem).unwrap());
+        assert!(drv.add(&[(buffer(0), 64, true)], id));
+        assert!(linux_kicks(&drv, 1), "event_idx {event_idx}");
+    }
+}
+
 #[test]
 fn rewound_chains_are_popped_again() {
     let mem = memory();
