@@ -13,8 +13,11 @@
 #     build-std); Debian's cargo-web is also the host cargo when there is none;
 #   - rustfmt-web and rust-web-clippy, so that `cargo fmt` and `cargo clippy`
 #     run for Debian's cargo;
-#   - lld-19 (the bare-metal linker .cargo/config.toml names) and, unless an
-#     objcopy already runs, llvm-19 (llvm-objcopy-19);
+#   - lld-19 (the bare-metal linker .cargo/config.toml names) and llvm-19:
+#     llvm-objcopy-19 when no other objcopy runs, and always the tools the
+#     system tests run from /usr/lib/llvm-19/bin (llvm-mc assembles the
+#     AArch32 test kernels, llvm-readelf and llvm-nm read the image's
+#     layout), which a working rust-objcopy does not bring;
 #   - g++ (libfuzzer-sys, built by the fuzz smoke stage, compiles C++);
 #   - qemu-system-arm 10 from bookworm-backports (an apt source entry
 #     /etc/apt/sources.list.d/chroma-bookworm-backports.list is added unless
@@ -43,6 +46,8 @@ DEBIAN_CARGO=/usr/bin/cargo
 DEBIAN_RUSTC=/usr/bin/rustc
 DEBIAN_RUST_SRC=/usr/lib/rustlib/src/rust/library
 LINKER=/usr/lib/llvm-19/bin/ld.lld
+# Where the system tests find llvm-mc, llvm-readelf and llvm-nm.
+LLVM_BIN=/usr/lib/llvm-19/bin
 QEMU=${CHROMA_QEMU:-qemu-system-aarch64}
 # The QEMU release setup installs (from bookworm-backports on Debian 12).
 QEMU_WANTED_MAJOR=10
@@ -126,6 +131,14 @@ objcopy_runs() {
         runs "$candidate" && return 0
     done
     return 1
+}
+
+# True when the LLVM tools the system tests run by path all run.
+llvm_tools_run() {
+    local tool
+    for tool in llvm-mc llvm-readelf llvm-nm; do
+        runs "$LLVM_BIN/$tool" || return 1
+    done
 }
 
 # The major version of the QEMU that runs, or nothing.
@@ -243,6 +256,8 @@ else
 fi
 runs "$LINKER" || want lld-19
 objcopy_runs || want llvm-19
+# The system tests' assembler and ELF readers (tests/tests/aarch32.rs, layout.rs).
+llvm_tools_run || want llvm-19
 # `cargo fmt`/`cargo clippy` for the host cargo xtask runs under (Debian's
 # when that is the one; rustup's come from its own components).
 if ! cargo fmt --version >/dev/null 2>&1 </dev/null; then want rustfmt-web; fi
@@ -296,6 +311,7 @@ if [ "$INSTALLED" -eq 1 ]; then
     runs cargo || runs "$DEBIAN_CARGO" || failed+=("cargo")
     runs "$LINKER" || failed+=("$LINKER (lld-19)")
     objcopy_runs || failed+=("llvm-objcopy-19 (llvm-19)")
+    llvm_tools_run || failed+=("llvm-mc, llvm-readelf, llvm-nm in $LLVM_BIN (llvm-19)")
     runs c++ || failed+=("c++ (g++)")
     runs dtc || failed+=("dtc (device-tree-compiler)")
     for tool in python3 curl xz; do runs "$tool" || failed+=("$tool"); done
