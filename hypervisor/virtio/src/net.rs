@@ -20,7 +20,7 @@ use crate::mmio::{feature, DeviceBackend, MmioTransport};
 use crate::packed::PackedQueue;
 use crate::port::{
     DropReason, NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN, MIN_FRAME_LEN, NET_HEADER_LEN,
-    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, write_eth,
 };
 use crate::queue::{Descriptor, SplitQueue};
 use crate::virtqueue::{Popped, Ring, Virtqueue, Walk};
@@ -442,17 +442,15 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         {
             let mut both = [0u8; HEADERS_LEN];
             let read = mem.read_in_buffer(d.addr, u64::from(d.len), &mut both);
-            let (Ok(()), Some(eth), Some(slot)) = (
-                read,
-                frame.first_chunk_mut::<MIN_FRAME_LEN>(),
-                self.dev.device.held_segments.first_mut(),
-            ) else {
+            let (Ok(()), Some(slot)) = (read, self.dev.device.held_segments.first_mut()) else {
                 self.segment_count = 0;
                 return Ok(Err(DropReason::BadAddress));
             };
             let (net_part, eth_part) = both.split_at(NET_HEADER_LEN);
             header.copy_from_slice(net_part);
-            eth.copy_from_slice(eth_part);
+            if let Some(eth) = eth_part.first_chunk() {
+                write_eth(frame, eth);
+            }
             let len = d.len as usize;
             *slot = (
                 d.addr.wrapping_add(NET_HEADER_LEN as u64),
@@ -503,13 +501,15 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
                 // header's fields straddle (a store-forwarding stall).
                 let mut both = [0u8; HEADERS_LEN];
                 let read = mem.read_in_buffer(d.addr, len as u64, &mut both);
-                let (Ok(()), Some(eth)) = (read, frame.first_chunk_mut::<MIN_FRAME_LEN>()) else {
+                if read.is_err() {
                     verdict = Err(DropReason::BadAddress);
                     continue;
-                };
+                }
                 let (net_part, eth_part) = both.split_at(NET_HEADER_LEN);
                 header.copy_from_slice(net_part);
-                eth.copy_from_slice(eth_part);
+                if let Some(eth) = eth_part.first_chunk() {
+                    write_eth(frame, eth);
+                }
                 if let Some(slot) = self.dev.device.held_segments.first_mut() {
                     *slot = (
                         d.addr.wrapping_add(NET_HEADER_LEN as u64),
@@ -686,8 +686,16 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
         // returned at once.
         self.held = Some(head);
         match self.check_tx(verdict, &header_bytes) {
-            Ok((len, header)) => {
+            Ok(len) => {
                 self.held_len = len;
+                // Only NEEDS_CSUM travels on: DATA_VALID from a sender
+                // means nothing to a receiver. The header is built here,
+                // in the result, field by field, never as a whole value
+                // copied in: a copy loads it wider than its fields were
+                // stored (a store-forwarding stall, which waits for every
+                // older store, the last frame's copy included, to drain).
+                let mut header = NetHeader::from_bytes(&header_bytes);
+                header.flags &= VIRTIO_NET_HDR_F_NEEDS_CSUM;
                 if self.segment_count > 0 {
                     TxPoll::Held { len, header }
                 } else {
@@ -797,7 +805,7 @@ impl<M: GuestMemory> NetPort<'_, M> {
         &self,
         verdict: Result<usize, DropReason>,
         header_bytes: &[u8; NET_HEADER_LEN],
-    ) -> Result<(usize, NetHeader), DropReason> {
+    ) -> Result<usize, DropReason> {
         let total = verdict?;
         if total < NET_HEADER_LEN {
             return Err(DropReason::ShortHeader);
@@ -822,15 +830,15 @@ impl<M: GuestMemory> NetPort<'_, M> {
                 return Err(DropReason::BadHeader);
             }
         }
-        // Only NEEDS_CSUM travels on: DATA_VALID from a sender means nothing to a receiver.
-        let header = NetHeader {
-            flags: header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM,
-            ..header
-        };
         if header.gso_type != VIRTIO_NET_HDR_GSO_NONE {
+            // Only NEEDS_CSUM travels on (as `poll_tx` passes the header).
+            let header = NetHeader {
+                flags: header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM,
+                ..header
+            };
             self.check_gso(&header, len)?;
         }
-        Ok((len, header))
+        Ok(len)
     }
 
     /// Checks a held GSO frame's headers ([`gso::parse`]), read from its
@@ -869,11 +877,16 @@ impl<M: GuestMemory> NetPort<'_, M> {
         let mem = self.mem;
         let mrg = self.dev.has_feature(net_feature::MRG_RXBUF);
         let guest_csum = self.dev.has_feature(net_feature::GUEST_CSUM);
-        let mut header = *header;
-        if header.flags != 0 && !guest_csum {
+        // §5.1.6.4.1: num_buffers is 1 without MRG_RXBUF; with it, patched
+        // (in deliver_merged) if the frame takes more chains. The bytes
+        // are made from the header's fields, not from a copy of the whole
+        // header: the sender's port stored it field by field, and a copy
+        // loads it wider (a store-forwarding stall).
+        let mut header_bytes = header.to_bytes(1);
+        if !guest_csum {
             // §5.1.6.4.1: without GUEST_CSUM the device sets flags to zero;
             // the switch completed any partial checksum already.
-            header.flags = 0;
+            header_bytes[0] = 0;
         }
         if !self.dev.is_live() || !self.dev.device.link_up {
             return RxPush::Dropped(DropReason::PortDown);
@@ -881,8 +894,8 @@ impl<M: GuestMemory> NetPort<'_, M> {
         // The path is compiled once per ring format, chosen here (with
         // whether the queue is live, as `live_queue` does).
         let delivered = match self.dev.queue_mut(RX_QUEUE) {
-            Some(Virtqueue::Split(q)) if q.ready() => deliver(q, mem, &header, payload, mrg),
-            Some(Virtqueue::Packed(q)) if q.ready() => deliver(q, mem, &header, payload, mrg),
+            Some(Virtqueue::Split(q)) if q.ready() => deliver(q, mem, &header_bytes, payload, mrg),
+            Some(Virtqueue::Packed(q)) if q.ready() => deliver(q, mem, &header_bytes, payload, mrg),
             _ => return RxPush::Dropped(DropReason::PortDown),
         };
         match delivered {
@@ -1159,13 +1172,10 @@ fn fill_chain<C: Walk, M: GuestMemory, S: GuestMemory>(
 fn deliver<R: Ring, M: GuestMemory, S: GuestMemory>(
     q: &mut R,
     mem: &M,
-    header: &NetHeader,
+    header_bytes: &[u8; NET_HEADER_LEN],
     frame: Payload<'_, S>,
     mrg: bool,
 ) -> Result<RxPush, VirtioError> {
-    // §5.1.6.4.1: without MRG_RXBUF num_buffers is 1; with it, patched
-    // (in deliver_merged) if the frame takes more chains.
-    let header_bytes = header.to_bytes(1);
     let need = NET_HEADER_LEN + frame.len();
     let mut retried = false;
     let (first, mut chain) = match q.pop_chain(mem)? {
@@ -1186,7 +1196,7 @@ fn deliver<R: Ring, M: GuestMemory, S: GuestMemory>(
     // whole frame. What `fill_chain` would do with it, without the state
     // a frame over several buffers or chains needs.
     if let Some(d) = d.filter(|d| d.writable && d.len as usize >= need && chain.ended()) {
-        let written = fill_buffer(mem, &d, &header_bytes, &frame, need);
+        let written = fill_buffer(mem, &d, header_bytes, &frame, need);
         // need <= NET_HEADER_LEN + MAX_FRAME_LEN, or a GSO frame's length.
         let len = if written { need } else { 0 };
         q.add_used_popped(mem, &first, u32::try_from(len).unwrap_or(u32::MAX))?;
@@ -1203,13 +1213,13 @@ fn deliver<R: Ring, M: GuestMemory, S: GuestMemory>(
         num_buffers_at: [None, None],
         verdict: Ok(()),
     };
-    let first_len = fill_chain(mem, &mut chain, d, &header_bytes, &frame, &mut fill)?;
+    let first_len = fill_chain(mem, &mut chain, d, header_bytes, &frame, &mut fill)?;
     if fill.written < fill.need && fill.verdict.is_ok() {
         if mrg {
             return deliver_merged(
                 q,
                 mem,
-                &header_bytes,
+                header_bytes,
                 &frame,
                 fill,
                 first,

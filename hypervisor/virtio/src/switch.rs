@@ -19,6 +19,7 @@
 //! after it has let go (and let interrupts and other vCPUs in).
 
 use alloc::vec;
+use core::hint::black_box;
 use alloc::vec::Vec;
 
 use crate::net::complete_checksum;
@@ -406,6 +407,34 @@ fn mac_key(mac: &[u8; 6]) -> u64 {
     u64::from(u32::from_le_bytes([a, b, c, d])) | u64::from(u16::from_le_bytes([e, f])) << 32
 }
 
+/// The low 48 bits of a word: a [`mac_key`] out of a wider load.
+const MAC_MASK: u64 = (1 << 48) - 1;
+
+/// A [`mac_key`] back as the address.
+fn mac_of(key: u64) -> [u8; 6] {
+    let [a, b, c, d, e, f, _, _] = key.to_le_bytes();
+    [a, b, c, d, e, f]
+}
+
+/// The destination and source addresses of the frame in `frame` as
+/// [`mac_key`]s, read as the two 8-byte words its port wrote them with
+/// ([`crate::port::write_eth`]: bytes 0..8 and 6..14), each opaque to
+/// LLVM ([`black_box`]), which would otherwise load the source address
+/// as bytes 6..10 and 10..12: a load straddling both stores, which does
+/// not forward and waits for every older store to drain (the last
+/// frame's copy into a receive buffer: measured, most of a run's time).
+#[inline(always)]
+fn eth_keys(frame: &[u8; MAX_FRAME_LEN]) -> (u64, u64) {
+    let Some(&[a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13]) =
+        frame.first_chunk::<MIN_FRAME_LEN>()
+    else {
+        return (0, 0);
+    };
+    let lo = black_box(u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]));
+    let hi = black_box(u64::from_le_bytes([a6, a7, a8, a9, a10, a11, a12, a13]));
+    (lo & MAC_MASK, hi & MAC_MASK)
+}
+
 /// [`Switch::owner_keys`] of a port without an address: no [`mac_key`]
 /// has a bit above 47 set.
 const NO_OWNER: u64 = u64::MAX;
@@ -498,15 +527,20 @@ impl Switch {
     /// Inline: once or twice per frame, a few compares.
     #[inline(always)]
     fn owner(&self, mac: &[u8; 6]) -> Option<usize> {
-        let key = mac_key(mac);
+        self.owner_of_key(mac_key(mac))
+    }
+
+    /// [`Switch::owner`] of an address given as its [`mac_key`].
+    #[inline(always)]
+    fn owner_of_key(&self, key: u64) -> Option<usize> {
         self.owner_keys.iter().position(|&k| k == key)
     }
 
-    /// Whether port `port` may send a frame with source address `src_mac`:
-    /// it is trusted, or `src_mac` is its own (compared as
+    /// Whether port `port` may send a frame with source address `src_key`
+    /// (a [`mac_key`]): it is trusted, or the address is its own (compared as
     /// [`Switch::owner_keys`] holds it, one word).
-    fn may_send(&self, port: usize, src_mac: &[u8; 6]) -> bool {
-        self.port_config(port).trusted || self.owner_keys.get(port) == Some(&mac_key(src_mac))
+    fn may_send(&self, port: usize, src_key: u64) -> bool {
+        self.port_config(port).trusted || self.owner_keys.get(port) == Some(&src_key)
     }
 
     /// Whether port `port` may receive a frame for `dst_mac` (broadcast and
@@ -656,13 +690,12 @@ impl Switch {
             }
             return Outcome::Taken;
         }
-        let mut src_mac = [0u8; 6];
-        src_mac.copy_from_slice(&self.frame[6..12]);
-        if !self.may_send(src, &src_mac) {
+        let (dst_key, src_key) = eth_keys(&self.frame);
+        if !self.may_send(src, src_key) {
             self.counters[src].tx_spoofed += 1;
             return Outcome::Taken;
         }
-        let outcome = self.forward(ports, src, header, len, held, now);
+        let outcome = self.forward(ports, src, (dst_key, src_key), header, len, held, now);
         if outcome == Outcome::Taken {
             self.counters[src].tx_packets += 1;
             self.counters[src].tx_bytes += len as u64;
@@ -693,26 +726,27 @@ impl Switch {
         }
     }
 
+    /// `keys`: the frame's destination and source addresses as
+    /// [`mac_key`]s ([`eth_keys`]).
+    #[allow(clippy::too_many_arguments)] // one frame's whole state
     fn forward<P: Port>(
         &mut self,
         ports: &mut [P],
         src: usize,
+        (dst_key, src_key): (u64, u64),
         header: &NetHeader,
         len: usize,
         held: bool,
         now: u64,
     ) -> Outcome {
         let n = ports.len().min(self.config.port_count);
-        let mut dst_mac = [0u8; 6];
-        let mut src_mac = [0u8; 6];
-        dst_mac.copy_from_slice(&self.frame[0..6]);
-        src_mac.copy_from_slice(&self.frame[6..12]);
+        let (dst_mac, src_mac) = (mac_of(dst_key), mac_of(src_key));
         // Learn only from trusted ports, and never an address a port is
         // configured with (that entry is static).
         if self.port_config(src).trusted
             && !is_multicast(&src_mac)
             && src_mac != [0; 6]
-            && self.owner(&src_mac).is_none()
+            && self.owner_of_key(src_key).is_none()
         {
             // Ports are numbered below port_count <= u16::MAX.
             self.fdb
@@ -723,7 +757,7 @@ impl Switch {
         let owner = if is_multicast(&dst_mac) {
             None
         } else {
-            self.owner(&dst_mac)
+            self.owner_of_key(dst_key)
         };
         let target = match owner {
             Some(port) => Some(port),
