@@ -19,7 +19,6 @@
 //! after it has let go (and let interrupts and other vCPUs in).
 
 use alloc::vec;
-use core::hint::black_box;
 use alloc::vec::Vec;
 
 use crate::net::complete_checksum;
@@ -407,9 +406,6 @@ fn mac_key(mac: &[u8; 6]) -> u64 {
     u64::from(u32::from_le_bytes([a, b, c, d])) | u64::from(u16::from_le_bytes([e, f])) << 32
 }
 
-/// The low 48 bits of a word: a [`mac_key`] out of a wider load.
-const MAC_MASK: u64 = (1 << 48) - 1;
-
 /// A [`mac_key`] back as the address.
 fn mac_of(key: u64) -> [u8; 6] {
     let [a, b, c, d, e, f, _, _] = key.to_le_bytes();
@@ -417,22 +413,17 @@ fn mac_of(key: u64) -> [u8; 6] {
 }
 
 /// The destination and source addresses of the frame in `frame` as
-/// [`mac_key`]s, read as the two 8-byte words its port wrote them with
-/// ([`crate::port::write_eth`]: bytes 0..8 and 6..14), each opaque to
-/// LLVM ([`black_box`]), which would otherwise load the source address
-/// as bytes 6..10 and 10..12: a load straddling both stores, which does
-/// not forward and waits for every older store to drain (the last
-/// frame's copy into a receive buffer: measured, most of a run's time).
+/// [`mac_key`]s: both lie in the one store its port wrote the Ethernet
+/// header with (`read_headers` in `crate::net`), so the loads are forwarded.
 #[inline(always)]
 fn eth_keys(frame: &[u8; MAX_FRAME_LEN]) -> (u64, u64) {
-    let Some(&[a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13]) =
-        frame.first_chunk::<MIN_FRAME_LEN>()
-    else {
+    let Some((dst, rest)) = frame.split_first_chunk::<6>() else {
         return (0, 0);
     };
-    let lo = black_box(u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]));
-    let hi = black_box(u64::from_le_bytes([a6, a7, a8, a9, a10, a11, a12, a13]));
-    (lo & MAC_MASK, hi & MAC_MASK)
+    let Some(src) = rest.first_chunk::<6>() else {
+        return (0, 0);
+    };
+    (mac_key(dst), mac_key(src))
 }
 
 /// [`Switch::owner_keys`] of a port without an address: no [`mac_key`]
@@ -740,28 +731,33 @@ impl Switch {
         now: u64,
     ) -> Outcome {
         let n = ports.len().min(self.config.port_count);
-        let (dst_mac, src_mac) = (mac_of(dst_key), mac_of(src_key));
+        // The addresses as arrays only where they are needed as such (the
+        // common frame, to a port configured with its address, does not).
+        let dst_multicast = dst_key & 1 != 0;
         // Learn only from trusted ports, and never an address a port is
         // configured with (that entry is static).
         if self.port_config(src).trusted
-            && !is_multicast(&src_mac)
-            && src_mac != [0; 6]
+            && src_key & 1 == 0
+            && src_key != 0
             && self.owner_of_key(src_key).is_none()
         {
             // Ports are numbered below port_count <= u16::MAX.
-            self.fdb
-                .learn(&src_mac, u16::try_from(src).unwrap_or(u16::MAX), now);
+            self.fdb.learn(
+                &mac_of(src_key),
+                u16::try_from(src).unwrap_or(u16::MAX),
+                now,
+            );
         }
         // The port configured with the address (`lookup`'s first answer),
         // else the one it was learned on.
-        let owner = if is_multicast(&dst_mac) {
+        let owner = if dst_multicast {
             None
         } else {
             self.owner_of_key(dst_key)
         };
         let target = match owner {
             Some(port) => Some(port),
-            None if !is_multicast(&dst_mac) => self.fdb.lookup(&dst_mac, now),
+            None if !dst_multicast => self.fdb.lookup(&mac_of(dst_key), now),
             None => None,
         };
         if target == Some(src) {
@@ -773,11 +769,13 @@ impl Switch {
         // reaches trusted ports only). A port configured with the address
         // may (`may_receive`: its own address), not asked again per frame.
         let receives = |switch: &Self, p: usize| match target {
-            Some(t) => p == t && p < n && (owner == Some(t) || switch.may_receive(p, &dst_mac)),
-            None => p != src && switch.may_receive(p, &dst_mac),
+            Some(t) => {
+                p == t && p < n && (owner == Some(t) || switch.may_receive(p, &mac_of(dst_key)))
+            }
+            None => p != src && switch.may_receive(p, &mac_of(dst_key)),
         };
         if header.gso_type != VIRTIO_NET_HDR_GSO_NONE {
-            return self.forward_gso(ports, src, target, &dst_mac, *header, len, now);
+            return self.forward_gso(ports, src, target, &mac_of(dst_key), *header, len, now);
         }
         // Whether the whole frame is in `self.frame` (a held one has only
         // its Ethernet header there until fetched).
@@ -863,10 +861,14 @@ impl Switch {
             let result = if *copied {
                 ports[dst].push_rx(header, &self.frame[..len])
             } else {
-                let mut eth = [0u8; MIN_FRAME_LEN];
-                eth.copy_from_slice(&self.frame[..MIN_FRAME_LEN]);
-                let direct =
-                    pair(ports, dst, src).and_then(|(d, s)| d.push_rx_held(header, &eth, s));
+                // The Ethernet header in place, not copied out: a 14-byte
+                // copy stores two overlapping words, and a read of the
+                // first straddles both (a store-forwarding stall, see
+                // `read_headers` in `crate::net`).
+                let eth = self.frame.first_chunk::<MIN_FRAME_LEN>();
+                let direct = pair(ports, dst, src)
+                    .zip(eth)
+                    .and_then(|((d, s), eth)| d.push_rx_held(header, eth, s));
                 match direct {
                     Some(result) => result,
                     None if self.fetch(ports, src, len, copied) => {
