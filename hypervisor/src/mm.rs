@@ -449,7 +449,8 @@ pub fn init(board: &BoardInfo) {
 /// Cleans and invalidates every data and unified cache of this CPU up to
 /// the Level of Coherency, by set/way, then waits for it (DSB): after it no
 /// line of the boot CPU's caches is dirty, whatever the firmware or the
-/// hypervisor's start wrote. Returns false when the cache geometry could
+/// hypervisor's start wrote. Returns the bytes of data cache it went
+/// through (the sum of their sizes), none when the cache geometry could
 /// not be read (nothing was cleaned).
 ///
 /// This is what lets VM creation at boot clean only what it writes, not
@@ -460,26 +461,28 @@ pub fn init(board: &BoardInfo) {
 /// dirty line can later be evicted over what the guest wrote with its
 /// caches off. The other CPUs have not run with their caches on: they are
 /// started after the VMs are built.
-pub fn clean_data_caches_at_boot() -> bool {
+pub fn clean_data_caches_at_boot() -> Option<u64> {
     use chroma_cache::ops::CacheOps as _;
     let Ok(geometry) = crate::arch::cache_geometry() else {
-        return false;
+        return None;
     };
-    let mut lines = 0u64;
+    let (mut lines, mut bytes) = (0u64, 0u64);
     for cache in geometry
         .caches()
         .filter(|cache| cache.kind.holds_data() && cache.level <= geometry.loc)
     {
-        lines += crate::arch::clean_invalidate_whole_cache(
+        let cleaned = crate::arch::clean_invalidate_whole_cache(
             cache.level,
             cache.line_size,
             cache.ways,
             cache.sets,
         );
+        lines += cleaned;
+        bytes += cleaned * u64::from(cache.line_size);
     }
     crate::arch::CacheOps::new().dsb();
     log::debug!("caches cleaned by set/way at boot: {lines} lines");
-    true
+    Some(bytes)
 }
 
 /// Maps `len` bytes of guest RAM at physical `pa` at the alias `va`

@@ -94,10 +94,17 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
     // writes itself: the VMs' fresh RAM need not be cleaned whole. This
     // holds only while nothing frees frames before the VMs are built (the
     // switches' uplink, which may, is probed after them).
-    let ram_clean = crate::mm::clean_data_caches_at_boot();
+    let mut boot_caches = crate::vm::BootCaches::clean_at_boot();
     for spec in manifest.vms() {
         let started = cpu::now();
-        match Vm::create(vms.len(), &spec, board, version, &mut cache, ram_clean) {
+        match Vm::create(
+            vms.len(),
+            &spec,
+            board,
+            version,
+            &mut cache,
+            &mut boot_caches,
+        ) {
             Ok(mut vm) => {
                 crate::boot_time::report_vm_load(spec.name, started);
                 vm.take_ports(&mut ports);
@@ -118,6 +125,8 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
             }
         }
     }
+    // What the loads left to a clean by set/way, before anything else runs.
+    boot_caches.finish();
     if let Err(e) = cache.aliases.check_invariant() {
         crate::fatal_fmt(format_args!(
             "guest-RAM aliases break the colour invariant: {e}"

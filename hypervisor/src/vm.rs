@@ -232,18 +232,85 @@ const DTB_RESERVE: u64 = 2 << 20;
 /// will be covered by the kernel's low-memory mapping").
 const AARCH32_LOWMEM_TOP: u64 = 512 << 20;
 
+/// What the boot CPU knows of its caches while it builds the VMs, and the
+/// cleaning it put off until they are all built.
+///
+/// After the boot's clean by set/way ([`crate::mm::clean_data_caches_at_boot`])
+/// no cache holds a dirty line of any free frame, so VM creation cleans to
+/// the Point of Coherency only what it writes, not all of a VM's RAM. An
+/// image larger than the data caches it writes (Linux's is some 30 MiB) is
+/// not cleaned line by line either (one DC CVAC per 64 bytes: half a
+/// million for Linux, 6-7 ms of the boot under QEMU): one more clean by
+/// set/way, a pass over the caches' lines whatever the size of what was
+/// written, leaves no dirty line of it once every VM is built
+/// ([`BootCaches::finish`]), before any guest or secondary CPU runs. That
+/// holds only on the boot CPU, the one that wrote, with the others not yet
+/// started; a VM's reset cleans what it reloads by address.
+pub struct BootCaches {
+    /// Bytes of data cache the boot's clean by set/way went through; none
+    /// when it could not run (the cache geometry was unreadable).
+    set_way_bytes: Option<u64>,
+    /// An image was left uncleaned, for [`BootCaches::finish`].
+    deferred: bool,
+}
+
+impl BootCaches {
+    /// Cleans and invalidates this CPU's data caches by set/way (once, at
+    /// boot, before the first VM is built) and records what that allows.
+    pub fn clean_at_boot() -> Self {
+        BootCaches {
+            set_way_bytes: crate::mm::clean_data_caches_at_boot(),
+            deferred: false,
+        }
+    }
+
+    /// Whether no cache holds a dirty line of a free frame.
+    fn ram_clean(&self) -> bool {
+        self.set_way_bytes.is_some()
+    }
+
+    /// Whether an image of `length` bytes just written is left to
+    /// [`BootCaches::finish`] (recorded if so) rather than cleaned by address:
+    /// when it is larger than the caches a clean by set/way goes through.
+    fn defer(&mut self, length: u64) -> bool {
+        let deferred = self.set_way_bytes.is_some_and(|cache| length > cache);
+        self.deferred |= deferred;
+        deferred
+    }
+
+    /// Brings the images left uncleaned to the Point of Coherency (clean by
+    /// set/way) and out of the instruction cache. Called on the boot CPU once
+    /// every VM is built, before a secondary starts or a guest runs.
+    pub fn finish(self) {
+        if !self.deferred {
+            return;
+        }
+        // The geometry read at boot reads the same now: the clean runs.
+        if crate::mm::clean_data_caches_at_boot().is_none() {
+            crate::fatal("the cache geometry became unreadable: loaded images not cleaned");
+        }
+        let ops = crate::arch::CacheOps::new();
+        {
+            use chroma_cache::ops::CacheOps as _;
+            ops.invalidate_icache_all();
+            ops.dsb();
+            ops.isb();
+        }
+    }
+}
+
 impl Vm {
     /// Builds a VM from its manifest record: memory, stage-2, images, DTB.
-    /// `ram_clean`: no cache holds a dirty line of any free frame
-    /// ([`crate::mm::clean_data_caches_at_boot`]), so only what the loader
-    /// writes is cleaned to the Point of Coherency; else all of the VM's RAM.
+    /// `boot`: what the boot's clean by set/way allows (see [`BootCaches`]):
+    /// only what the loader writes is cleaned to the Point of Coherency, the
+    /// large images later; without it all of the VM's RAM.
     pub fn create(
         index: usize,
         spec: &VmSpec<'static>,
         board: &BoardInfo,
         version: GicVersion,
         cache: &mut CacheSetup,
-        ram_clean: bool,
+        boot: &mut BootCaches,
     ) -> Result<Self, VmError> {
         if !crate::arch::RUNS_AARCH64_GUESTS && spec.arch != chroma_manifest::GuestArch::Aarch32 {
             return Err(VmError::Aarch64OnArmv7);
@@ -426,12 +493,12 @@ impl Vm {
             notices: Mutex::new(chroma_core::ratelimit::RateLimit::default()),
             exits: ExitCounts::new(),
         };
-        let entry = vm.load(spec, version)?;
+        let entry = vm.load(spec, version, Some(boot))?;
         // Whatever the RAM held before (the frames are not zeroed) must
         // reach the Point of Coherency too, for a guest that starts with
         // its caches off: nothing to do when no cache holds a dirty line of
         // it (the boot's clean by set/way), else all of it.
-        if !ram_clean {
+        if !boot.ram_clean() {
             // SAFETY: the range is this VM's RAM alias, mapped for the hypervisor's lifetime; cleaning to the PoC changes no data.
             unsafe {
                 chroma_cache::ops::clean_range(
@@ -446,9 +513,15 @@ impl Vm {
     }
 
     /// Copies kernel, initrd and a generated DTB into guest RAM and cleans
-    /// what it wrote (not the rest of RAM) to the Point of Coherency.
+    /// what it wrote (not the rest of RAM) to the Point of Coherency, but
+    /// for what `boot` defers (at boot: [`BootCaches::defer`]).
     /// Returns (entry IPA, DTB IPA).
-    fn load(&self, spec: &VmSpec, version: GicVersion) -> Result<BootRequest, VmError> {
+    fn load(
+        &self,
+        spec: &VmSpec,
+        version: GicVersion,
+        mut boot: Option<&mut BootCaches>,
+    ) -> Result<BootRequest, VmError> {
         let RamRegion { ipa, size } = self.ram;
         // The kernel's format must be the one its VM runs (the config tool
         // checked; a hand-made manifest may not have).
@@ -509,6 +582,9 @@ impl Vm {
         // guest runs with its caches off.
         let ops = crate::arch::CacheOps::new();
         for (offset, length) in written.into_iter().filter(|&(_, l)| l > 0) {
+            if boot.as_deref_mut().is_some_and(|boot| boot.defer(length)) {
+                continue;
+            }
             // SAFETY: the range lies in this VM's RAM alias (offset and length were bounded by the RAM size above), mapped for the hypervisor's lifetime; cleaning to the PoC and invalidating the I-cache change no data.
             unsafe {
                 chroma_cache::ops::sync_loaded_image(
@@ -609,7 +685,7 @@ impl Vm {
     /// once all of RAM is clear, reloads the images and restarts vCPU 0.
     pub fn reset_step(&self) -> Result<(), VmError> {
         let Some((offset, length)) = self.core.next_reset_chunk() else {
-            let entry = self.load(&self.spec, self.gic_version())?;
+            let entry = self.load(&self.spec, self.gic_version(), None)?;
             self.core.restart(entry);
             return Ok(());
         };

@@ -45,8 +45,9 @@ use crate::images::Images;
 use crate::qemu::qemu_command;
 use crate::{workspace_root, Board, Result};
 
-/// Boots of each setup (interleaved).
-const BOOT_RUNS: usize = 3;
+/// Boots of each setup (interleaved): 5, as one boot in three or four
+/// lands 100-300 ms late on a busy 2-core host, either side.
+const BOOT_RUNS: usize = 5;
 /// Size of the VM-to-VM transfer.
 const TRANSFER_MIB: u64 = 64;
 /// Give up on a transfer run after this long.
@@ -398,13 +399,26 @@ fn boot(
     // One bundle for every round, written before the first.
     let (run_args, bundle) = chroma_bundle(args, images, dir, "bench-linux-boot.toml", &text)?;
     for round in 1..=BOOT_RUNS {
-        let under = time_boot(qemu_command(&run_args, &bundle, None), timeout)
-            .map_err(|error| format!("Linux under chroma: {error}"))?;
-        let bare = time_boot(
-            plain_command(args.board, kernel, initrd, 2, "256M", ""),
-            timeout,
-        )
-        .map_err(|error| format!("Linux on plain QEMU: {error}"))?;
+        let chroma_boot = || {
+            time_boot(qemu_command(&run_args, &bundle, None), timeout)
+                .map_err(|error| format!("Linux under chroma: {error}"))
+        };
+        let plain_boot = || {
+            time_boot(
+                plain_command(args.board, kernel, initrd, 2, "256M", ""),
+                timeout,
+            )
+            .map_err(|error| format!("Linux on plain QEMU: {error}"))
+        };
+        // Each goes first in every other round: neither always boots right
+        // after the other (with its files warm, or its exit still settling).
+        let (under, bare) = if round % 2 == 1 {
+            let under = chroma_boot()?;
+            (under, plain_boot()?)
+        } else {
+            let bare = plain_boot()?;
+            (chroma_boot()?, bare)
+        };
         println!(
             "linux boot round {round}: init after {:.0} ms under chroma (kernel's first line {:.0} ms, uptime {:.2} s), \
              {:.0} ms on plain QEMU (first line {:.0} ms, uptime {:.2} s)",
