@@ -19,8 +19,8 @@ use crate::gso::{self, GsoError};
 use crate::mmio::{feature, DeviceBackend, MmioTransport};
 use crate::packed::PackedQueue;
 use crate::port::{
-    DropReason, NetHeader, Port, RxPush, TxPoll, MAX_FRAME_LEN, MIN_FRAME_LEN, NET_HEADER_LEN,
-    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, ETH_BLOCK,
+    DropReason, NetHeader, Port, RxPush, TxPoll, ETH_BLOCK, MAX_FRAME_LEN, MIN_FRAME_LEN,
+    NET_HEADER_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
 };
 use crate::queue::{Descriptor, SplitQueue};
 use crate::virtqueue::{Popped, Ring, Virtqueue, Walk};
