@@ -352,14 +352,16 @@ pub fn init(board: &BoardInfo) {
     };
     {
         let mut frames = FRAMES.lock();
+        // A fixed list, unused entries empty (an empty hole takes nothing).
+        let mut holes = [(0, 0); 3 + chroma_devtree::MAX_RESERVED];
+        holes[0] = (image_start(), used_end);
+        holes[1] = board.dtb_range;
+        holes[2] = (heap, heap + HEAP_BYTES);
+        // What the firmware keeps (a spin table's page, say).
+        for (slot, reserved) in holes[3..].iter_mut().zip(board.reserved.iter().flatten()) {
+            *slot = *reserved;
+        }
         for range in board.memory.iter().flatten() {
-            let mut holes = alloc::vec![
-                (image_start(), used_end),
-                board.dtb_range,
-                (heap, heap + HEAP_BYTES),
-            ];
-            // What the firmware keeps (a spin table's page, say).
-            holes.extend(board.reserved.iter().flatten().copied());
             add_minus(&mut frames, range.0, range.1.min(SPACE_END), &holes);
         }
     }
@@ -510,18 +512,21 @@ fn map_after_boot(
     Ok(())
 }
 
-/// Adds `start..end` minus the `holes` to the allocator.
+/// Adds `start..end` minus the `holes` to the allocator, lowest piece
+/// first: the part below the first hole and the part above it, each minus
+/// the other holes. Recursive rather than through a `Vec` of pieces: it
+/// runs once, before the first guest, where every distinct instruction
+/// costs its translation under QEMU's TCG (the depth is the holes' count).
 fn add_minus(frames: &mut Frames, start: u64, end: u64, holes: &[(u64, u64)]) {
-    let mut pieces: alloc::vec::Vec<(u64, u64)> = alloc::vec![(start, end)];
-    for &(hole_start, hole_end) in holes {
-        pieces = pieces
-            .into_iter()
-            .flat_map(|(s, e)| [(s, e.min(hole_start)), (s.max(hole_end), e)])
-            .filter(|(s, e)| s < e)
-            .collect();
+    if start >= end {
+        return;
     }
-    for (s, e) in pieces {
-        frames.add_range(HostPhysAddr::new(s), HostPhysAddr::new(e));
+    match holes.split_first() {
+        None => frames.add_range(HostPhysAddr::new(start), HostPhysAddr::new(end)),
+        Some((&(hole_start, hole_end), rest)) => {
+            add_minus(frames, start, end.min(hole_start), rest);
+            add_minus(frames, start.max(hole_end), end, rest);
+        }
     }
 }
 

@@ -3,10 +3,9 @@
 //! `-machine dumpdtb` and compared with `dtc -I dtb -O dts`), so a kernel
 //! built for QEMU virt boots unchanged.
 
-use alloc::string::String;
 use alloc::vec::Vec;
 
-use vm_fdt::FdtWriter;
+use crate::writer::FdtWriter;
 
 use crate::DevtreeError;
 
@@ -97,29 +96,6 @@ const IRQ_LEVEL_HIGH: u32 = 4;
 const GIC_SPI: u32 = 0;
 const GIC_PPI: u32 = 1;
 
-fn write_error(_: vm_fdt::Error) -> DevtreeError {
-    DevtreeError::Write
-}
-
-/// Splits a 64-bit value into two cells (`#address-cells = 2`).
-fn cells(value: u64) -> [u32; 2] {
-    let high = u32::try_from(value >> 32).unwrap_or(u32::MAX);
-    let low = u32::try_from(value & 0xFFFF_FFFF).unwrap_or(u32::MAX);
-    [high, low]
-}
-
-/// A `reg` with two-cell addresses and sizes.
-fn reg(ranges: &[(u64, u64)]) -> Vec<u32> {
-    ranges
-        .iter()
-        .flat_map(|&(base, size)| cells(base).into_iter().chain(cells(size)))
-        .collect()
-}
-
-fn strings(values: &[&str]) -> Vec<String> {
-    values.iter().map(|value| String::from(*value)).collect()
-}
-
 /// Writes the guest's device tree.
 pub fn build_guest_dtb(spec: &GuestDtbSpec<'_>) -> Result<Vec<u8>, DevtreeError> {
     use layout::*;
@@ -151,184 +127,129 @@ pub fn build_guest_dtb(spec: &GuestDtbSpec<'_>) -> Result<Vec<u8>, DevtreeError>
         });
     }
 
-    let mut fdt = FdtWriter::new().map_err(write_error)?;
-    let root = fdt.begin_node("").map_err(write_error)?;
-    fdt.property_u32("interrupt-parent", GIC_PHANDLE)
-        .map_err(write_error)?;
-    fdt.property_string("model", "chroma")
-        .map_err(write_error)?;
-    fdt.property_u32("#size-cells", 2).map_err(write_error)?;
-    fdt.property_u32("#address-cells", 2).map_err(write_error)?;
-    fdt.property_string("compatible", "linux,dummy-virt")
-        .map_err(write_error)?;
+    let mut fdt = FdtWriter::new();
+    let root = fdt.begin_node("");
+    fdt.property_u32("interrupt-parent", GIC_PHANDLE);
+    fdt.property_string("model", "chroma");
+    fdt.property_u32("#size-cells", 2);
+    fdt.property_u32("#address-cells", 2);
+    fdt.property_string("compatible", "linux,dummy-virt");
 
     // PSCI over HVC, with the function IDs QEMU lists (Linux ignores them
     // for 0.2+ but older kernels read them).
-    let psci = fdt.begin_node("psci").map_err(write_error)?;
-    fdt.property_u32("migrate", 0xC400_0005)
-        .map_err(write_error)?;
-    fdt.property_u32("cpu_on", 0xC400_0003)
-        .map_err(write_error)?;
-    fdt.property_u32("cpu_off", 0x8400_0002)
-        .map_err(write_error)?;
-    fdt.property_u32("cpu_suspend", 0xC400_0001)
-        .map_err(write_error)?;
-    fdt.property_string("method", "hvc").map_err(write_error)?;
-    fdt.property_string_list(
-        "compatible",
-        strings(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]),
-    )
-    .map_err(write_error)?;
-    fdt.end_node(psci).map_err(write_error)?;
+    let psci = fdt.begin_node("psci");
+    fdt.property_u32("migrate", 0xC400_0005);
+    fdt.property_u32("cpu_on", 0xC400_0003);
+    fdt.property_u32("cpu_off", 0x8400_0002);
+    fdt.property_u32("cpu_suspend", 0xC400_0001);
+    fdt.property_string("method", "hvc");
+    fdt.property_string_list("compatible", &["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]);
+    fdt.end_node(psci);
 
     let memory_name = alloc::format!("memory@{:x}", spec.memory_base);
-    let memory = fdt.begin_node(&memory_name).map_err(write_error)?;
-    fdt.property_array_u32("reg", &reg(&[(spec.memory_base, spec.memory_size)]))
-        .map_err(write_error)?;
-    fdt.property_string("device_type", "memory")
-        .map_err(write_error)?;
-    fdt.end_node(memory).map_err(write_error)?;
+    let memory = fdt.begin_node(&memory_name);
+    fdt.property_ranges("reg", &[(spec.memory_base, spec.memory_size)]);
+    fdt.property_string("device_type", "memory");
+    fdt.end_node(memory);
 
     // virtio-mmio transports, lowest address first as in QEMU's tree, so
     // Linux probes (and names) them in address order.
     for index in 0..spec.virtio_mmio_count {
         let base = VIRTIO_MMIO_BASE + u64::from(index) * VIRTIO_MMIO_STRIDE;
-        let node = fdt
-            .begin_node(&alloc::format!("virtio_mmio@{base:x}"))
-            .map_err(write_error)?;
-        fdt.property_null("dma-coherent").map_err(write_error)?;
+        let node = fdt.begin_node(&alloc::format!("virtio_mmio@{base:x}"));
+        fdt.property_null("dma-coherent");
         fdt.property_array_u32(
             "interrupts",
             &[GIC_SPI, VIRTIO_MMIO_SPI_BASE + index, IRQ_EDGE_RISING],
-        )
-        .map_err(write_error)?;
-        fdt.property_array_u32("reg", &reg(&[(base, VIRTIO_MMIO_STRIDE)]))
-            .map_err(write_error)?;
-        fdt.property_string("compatible", "virtio,mmio")
-            .map_err(write_error)?;
-        fdt.end_node(node).map_err(write_error)?;
+        );
+        fdt.property_ranges("reg", &[(base, VIRTIO_MMIO_STRIDE)]);
+        fdt.property_string("compatible", "virtio,mmio");
+        fdt.end_node(node);
     }
 
     let uart_name = alloc::format!("pl011@{UART_BASE:x}");
-    let uart = fdt.begin_node(&uart_name).map_err(write_error)?;
-    fdt.property_string_list("clock-names", strings(&["uartclk", "apb_pclk"]))
-        .map_err(write_error)?;
-    fdt.property_array_u32("clocks", &[CLOCK_PHANDLE, CLOCK_PHANDLE])
-        .map_err(write_error)?;
-    fdt.property_array_u32("interrupts", &[GIC_SPI, UART_SPI, IRQ_LEVEL_HIGH])
-        .map_err(write_error)?;
-    fdt.property_array_u32("reg", &reg(&[(UART_BASE, UART_SIZE)]))
-        .map_err(write_error)?;
-    fdt.property_string_list("compatible", strings(&["arm,pl011", "arm,primecell"]))
-        .map_err(write_error)?;
-    fdt.end_node(uart).map_err(write_error)?;
+    let uart = fdt.begin_node(&uart_name);
+    fdt.property_string_list("clock-names", &["uartclk", "apb_pclk"]);
+    fdt.property_array_u32("clocks", &[CLOCK_PHANDLE, CLOCK_PHANDLE]);
+    fdt.property_array_u32("interrupts", &[GIC_SPI, UART_SPI, IRQ_LEVEL_HIGH]);
+    fdt.property_ranges("reg", &[(UART_BASE, UART_SIZE)]);
+    fdt.property_string_list("compatible", &["arm,pl011", "arm,primecell"]);
+    fdt.end_node(uart);
 
-    let gic = fdt
-        .begin_node(&alloc::format!("intc@{GICD_BASE:x}"))
-        .map_err(write_error)?;
-    fdt.property_u32("phandle", GIC_PHANDLE)
-        .map_err(write_error)?;
+    let gic = fdt.begin_node(&alloc::format!("intc@{GICD_BASE:x}"));
+    fdt.property_u32("phandle", GIC_PHANDLE);
     match spec.gic {
         GuestGic::V2 => {
-            fdt.property_array_u32(
-                "reg",
-                &reg(&[(GICD_BASE, GICD_SIZE), (GICC_BASE, GICC_SIZE)]),
-            )
-            .map_err(write_error)?;
-            fdt.property_string("compatible", "arm,cortex-a15-gic")
-                .map_err(write_error)?;
+            fdt.property_ranges("reg", &[(GICD_BASE, GICD_SIZE), (GICC_BASE, GICC_SIZE)]);
+            fdt.property_string("compatible", "arm,cortex-a15-gic");
         }
         GuestGic::V3 => {
             let redistributors = GICR_STRIDE * u64::from(spec.vcpu_count);
-            fdt.property_array_u32(
+            fdt.property_ranges(
                 "reg",
-                &reg(&[(GICD_BASE, GICD_SIZE), (GICR_BASE, redistributors)]),
-            )
-            .map_err(write_error)?;
-            fdt.property_u32("#redistributor-regions", 1)
-                .map_err(write_error)?;
-            fdt.property_string("compatible", "arm,gic-v3")
-                .map_err(write_error)?;
+                &[(GICD_BASE, GICD_SIZE), (GICR_BASE, redistributors)],
+            );
+            fdt.property_u32("#redistributor-regions", 1);
+            fdt.property_string("compatible", "arm,gic-v3");
         }
     }
-    fdt.property_null("interrupt-controller")
-        .map_err(write_error)?;
-    fdt.property_u32("#interrupt-cells", 3)
-        .map_err(write_error)?;
-    fdt.end_node(gic).map_err(write_error)?;
+    fdt.property_null("interrupt-controller");
+    fdt.property_u32("#interrupt-cells", 3);
+    fdt.end_node(gic);
 
-    let cpus = fdt.begin_node("cpus").map_err(write_error)?;
-    fdt.property_u32("#size-cells", 0).map_err(write_error)?;
-    fdt.property_u32("#address-cells", 1).map_err(write_error)?;
+    let cpus = fdt.begin_node("cpus");
+    fdt.property_u32("#size-cells", 0);
+    fdt.property_u32("#address-cells", 1);
     for index in 0..spec.vcpu_count {
-        let cpu = fdt
-            .begin_node(&alloc::format!("cpu@{index:x}"))
-            .map_err(write_error)?;
-        fdt.property_u32("reg", index).map_err(write_error)?;
-        fdt.property_string("enable-method", "psci")
-            .map_err(write_error)?;
-        fdt.property_string("compatible", spec.cpu_compatible)
-            .map_err(write_error)?;
-        fdt.property_string("device_type", "cpu")
-            .map_err(write_error)?;
-        fdt.end_node(cpu).map_err(write_error)?;
+        let cpu = fdt.begin_node(&alloc::format!("cpu@{index:x}"));
+        fdt.property_u32("reg", index);
+        fdt.property_string("enable-method", "psci");
+        fdt.property_string("compatible", spec.cpu_compatible);
+        fdt.property_string("device_type", "cpu");
+        fdt.end_node(cpu);
     }
-    fdt.end_node(cpus).map_err(write_error)?;
+    fdt.end_node(cpus);
 
     // Timer PPIs, level high; on GICv2 the flags also carry the mask of
     // CPUs the PPI is wired to (bits 15:8), as QEMU writes them.
-    let timer = fdt.begin_node("timer").map_err(write_error)?;
+    let timer = fdt.begin_node("timer");
     let flags = match spec.gic {
         GuestGic::V2 => IRQ_LEVEL_HIGH | (((1u32 << spec.vcpu_count) - 1) << 8),
         GuestGic::V3 => IRQ_LEVEL_HIGH,
     };
-    let timer_interrupts: Vec<u32> = TIMER_PPIS
-        .iter()
-        .flat_map(|&ppi| [GIC_PPI, ppi, flags])
-        .collect();
-    fdt.property_array_u32("interrupts", &timer_interrupts)
-        .map_err(write_error)?;
-    fdt.property_null("always-on").map_err(write_error)?;
-    fdt.property_string_list(
-        "compatible",
-        strings(&["arm,armv8-timer", "arm,armv7-timer"]),
-    )
-    .map_err(write_error)?;
-    fdt.end_node(timer).map_err(write_error)?;
+    let [a, b, c, d] = TIMER_PPIS;
+    let timer_interrupts = [
+        GIC_PPI, a, flags, GIC_PPI, b, flags, GIC_PPI, c, flags, GIC_PPI, d, flags,
+    ];
+    fdt.property_array_u32("interrupts", &timer_interrupts);
+    fdt.property_null("always-on");
+    fdt.property_string_list("compatible", &["arm,armv8-timer", "arm,armv7-timer"]);
+    fdt.end_node(timer);
 
-    let clock = fdt.begin_node("apb-pclk").map_err(write_error)?;
-    fdt.property_u32("phandle", CLOCK_PHANDLE)
-        .map_err(write_error)?;
-    fdt.property_string("clock-output-names", "clk24mhz")
-        .map_err(write_error)?;
-    fdt.property_u32("clock-frequency", APB_PCLK_HZ)
-        .map_err(write_error)?;
-    fdt.property_u32("#clock-cells", 0).map_err(write_error)?;
-    fdt.property_string("compatible", "fixed-clock")
-        .map_err(write_error)?;
-    fdt.end_node(clock).map_err(write_error)?;
+    let clock = fdt.begin_node("apb-pclk");
+    fdt.property_u32("phandle", CLOCK_PHANDLE);
+    fdt.property_string("clock-output-names", "clk24mhz");
+    fdt.property_u32("clock-frequency", APB_PCLK_HZ);
+    fdt.property_u32("#clock-cells", 0);
+    fdt.property_string("compatible", "fixed-clock");
+    fdt.end_node(clock);
 
     let uart_path = alloc::format!("/{uart_name}");
-    let aliases = fdt.begin_node("aliases").map_err(write_error)?;
-    fdt.property_string("serial0", &uart_path)
-        .map_err(write_error)?;
-    fdt.end_node(aliases).map_err(write_error)?;
+    let aliases = fdt.begin_node("aliases");
+    fdt.property_string("serial0", &uart_path);
+    fdt.end_node(aliases);
 
-    let chosen = fdt.begin_node("chosen").map_err(write_error)?;
-    fdt.property_string("stdout-path", &uart_path)
-        .map_err(write_error)?;
+    let chosen = fdt.begin_node("chosen");
+    fdt.property_string("stdout-path", &uart_path);
     if !spec.bootargs.is_empty() {
-        fdt.property_string("bootargs", spec.bootargs)
-            .map_err(write_error)?;
+        fdt.property_string("bootargs", spec.bootargs);
     }
     if let Some((start, end)) = spec.initrd {
-        fdt.property_u64("linux,initrd-start", start)
-            .map_err(write_error)?;
-        fdt.property_u64("linux,initrd-end", end)
-            .map_err(write_error)?;
+        fdt.property_u64("linux,initrd-start", start);
+        fdt.property_u64("linux,initrd-end", end);
     }
-    fdt.end_node(chosen).map_err(write_error)?;
+    fdt.end_node(chosen);
 
-    fdt.end_node(root).map_err(write_error)?;
-    fdt.finish().map_err(write_error)
+    fdt.end_node(root);
+    fdt.finish().ok_or(DevtreeError::Write)
 }
