@@ -502,9 +502,16 @@ impl Cpu {
         let mut slice_end = run::slice_after_wake(sys.clock, now, None, runnable);
         cpu::arm_timer(self.next_deadline(Some(k), extra));
         self.vcpus[k].waiting = false;
+        // Whether the list registers still hold the last flush: an exit
+        // handled without the vGIC (`transmit_fast`) neither reads them
+        // back nor needs them loaded again.
+        let mut lrs_current = false;
         loop {
-            vm.vgic.lock().flush(id, &mut self.gic);
-            self.gic.update_virtual_lines();
+            if !lrs_current {
+                vm.vgic.lock().flush(id, &mut self.gic);
+                self.gic.update_virtual_lines();
+            }
+            lrs_current = false;
             vm.running[id].store(true, Ordering::Release);
             // A reset or stop may have turned this vCPU off since it was picked.
             if vm.power(id) != Power::On || vm.is_stopped() {
@@ -519,10 +526,6 @@ impl Cpu {
             let kind = unsafe { self.vcpus[k].vcpu.enter() };
             let exited = cpu::now();
             vm.running[id].store(false, Ordering::Release);
-            let kick = vm.vgic.lock().sync(id, &mut self.gic);
-            if kick != 0 {
-                kick_vcpus(&self.gic, vm, kick, self.index);
-            }
             // The kind of this exit, as `ExitCounts` counts it.
             let mut counted = 0;
             let action = match kind {
@@ -535,18 +538,28 @@ impl Cpu {
                         crate::exits::decode_a32_abort(vm, trapped, trap);
                     }
                     counted = vm.exits.count(&vm.core, &trap.exit);
-                    handle_exit(
-                        &vm.core,
-                        id,
-                        trapped,
-                        trap,
-                        &Host {
+                    let host = Host {
+                        gic: &self.gic,
+                        me: self.index,
+                    };
+                    if chroma_core::vcpu::transmit_fast(&vm.core, trapped, trap, &host) {
+                        // A console character: no interrupt changed, so the
+                        // list registers are left as the guest left them.
+                        // Another CPU's kick meanwhile is a physical
+                        // interrupt, taken as soon as the guest runs.
+                        lrs_current = true;
+                        Action::Continue
+                    } else {
+                        sync_vgic(&mut self.gic, vm, id, self.index);
+                        let host = Host {
                             gic: &self.gic,
                             me: self.index,
-                        },
-                    )
+                        };
+                        handle_exit(&vm.core, id, trapped, trap, &host)
+                    }
                 }
                 ExceptionKind::Irq | ExceptionKind::Fiq => {
+                    sync_vgic(&mut self.gic, vm, id, self.index);
                     counted = vm
                         .exits
                         .count(&vm.core, &chroma_core::exit::Exit::Interrupt);
@@ -565,6 +578,7 @@ impl Cpu {
                     action
                 }
                 ExceptionKind::SError => {
+                    sync_vgic(&mut self.gic, vm, id, self.index);
                     let (_, trap) = self.vcpus[k].vcpu.trapped();
                     vm.stop(StopReason::Faulted(
                         "SError while the guest ran",
@@ -588,6 +602,12 @@ impl Cpu {
                 let bound = [extra, slice_end].into_iter().flatten().min();
                 cpu::arm_timer(self.next_deadline(Some(k), bound));
             }
+            let next = run::after_exit(&vm.core, id, action);
+            if lrs_current && next != Next::Reenter {
+                // Leaving: what the guest left in the list registers goes
+                // back to the model before another vCPU's flush replaces it.
+                sync_vgic(&mut self.gic, vm, id, self.index);
+            }
             if vm.is_stopped() {
                 kick_vm(&self.gic, vm, self.index);
                 report_if_all_stopped();
@@ -595,7 +615,7 @@ impl Cpu {
             }
             vm.exits
                 .add_handling(counted, cpu::now().saturating_sub(exited));
-            match run::after_exit(&vm.core, id, action) {
+            match next {
                 Next::Reenter => {}
                 Next::Park => {
                     self.vcpus[k].waiting = true;
@@ -724,6 +744,15 @@ pub fn kick_self(gic: &Gic, me: usize) {
 }
 
 /// Kicks the physical CPUs of the vCPUs in `vcpus` (bit n = vCPU n).
+/// Reads back vCPU `id`'s list registers after it exited on this CPU
+/// (`me`), and kicks the vCPUs that must look again.
+fn sync_vgic(gic: &mut Gic, vm: &VmCore, id: usize, me: usize) {
+    let kick = vm.vgic.lock().sync(id, gic);
+    if kick != 0 {
+        kick_vcpus(gic, vm, kick, me);
+    }
+}
+
 pub fn kick_vcpus(gic: &Gic, vm: &VmCore, vcpus: VcpuMask, me: usize) {
     let sys = system();
     let mut cpus = 0u32;

@@ -40,6 +40,9 @@ const ID_BYTES: [u8; 8] = [0x11, 0x10, 0x34, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 
 const FIFO_SIZE: usize = 32;
 
+/// The offset of UARTDR, the data register a console writes.
+pub const DATA_REGISTER: u64 = UARTDR;
+
 /// Size of the register window.
 pub const WINDOW_SIZE: u64 = 0x1000;
 
@@ -219,6 +222,15 @@ impl Pl011 {
             _ => return None,
         };
         Some(value)
+    }
+
+    /// A write of `value` to UARTDR that changes nothing a read or the
+    /// interrupt line sees, because the transmit interrupt is latched
+    /// already (a console writing line after line): the byte to transmit.
+    /// `None` when the write must go through [`Pl011::write`] (the latch
+    /// was clear, so the interrupt level or the image may change).
+    pub fn transmit_unchanged(&self, value: u32) -> Option<u8> {
+        self.tx_latched.then(|| value.to_le_bytes()[0])
     }
 
     /// Emulated write; `None` for an offset with no register.

@@ -353,6 +353,40 @@ pub fn load_result(access: &MmioAccess, value: u64) -> u64 {
 /// Finishes an emulated access: the base register's writeback (an AArch32
 /// load or store with writeback), the PC past the instruction, and the
 /// vCPUs the access made runnable kicked.
+/// The console's common exit, taken without the vGIC: a store of one
+/// character to the UART's data register while its transmit interrupt is
+/// latched already, which changes no register a read sees and no interrupt
+/// line (only the first character after the guest clears the latch does).
+/// Handles it (the byte to the console, the PC past the store) and returns
+/// true, or returns false having changed nothing: the exit then takes the
+/// whole path ([`handle_exit`], after the vGIC's sync).
+///
+/// The caller may then skip reading back and reloading the list
+/// registers: nothing here makes an interrupt pending or changes one.
+pub fn transmit_fast<C: GuestCpu, H: ExitHost>(
+    vm: &VmCore,
+    cpu: &mut C,
+    trap: &Trap,
+    host: &H,
+) -> bool {
+    let (Exit::Mmio(access) | Exit::ReadOnlyWrite(access)) = trap.exit else {
+        return false;
+    };
+    if !access.write || access.width == AccessWidth::Double {
+        return false;
+    }
+    if vm.map.uart.offset_of(access.ipa.raw()) != Some(crate::pl011::DATA_REGISTER) {
+        return false;
+    }
+    let value = crate::exit::low_word(cpu.register(access.register));
+    let Some(byte) = vm.uart.lock().transmit_unchanged(value) else {
+        return false;
+    };
+    host.console_output(vm, byte);
+    complete_mmio(vm, cpu, trap, &access, 0, host);
+    true
+}
+
 fn complete_mmio<C: GuestCpu, H: ExitHost>(
     vm: &VmCore,
     cpu: &mut C,

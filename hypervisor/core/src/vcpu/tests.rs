@@ -141,6 +141,65 @@ fn a_uart_store_prints_and_moves_the_pc() {
     assert!(cpu.injected.is_empty());
 }
 
+#[test]
+fn only_a_latched_transmit_takes_the_fast_path() {
+    let (vm, host) = (vm(GicVersion::V2, 1, 0), Recorder::default());
+    let uart_intid = vm.map.uart_intid;
+    let mut cpu = FakeCpu::at(RAM).with_registers(&[0, 0, 0, 0x1_0000_0068, 0x20]);
+    // The guest enables the TX interrupt (UARTIMSC = TXIM) and completes it
+    // (UARTICR = TXIC): the latch is clear, the line low.
+    for offset in [0x38, 0x44] {
+        let access = mmio(0x0900_0000 + offset, AccessWidth::Word, true, 4);
+        assert!(!transmit_fast(&vm, &mut cpu, &access, &host), "{offset:#x}");
+        handle_exit(&vm, 0, &mut cpu, &access, &host);
+    }
+    assert!(!vm.vgic.lock().is_in_flight(0, uart_intid));
+    let pc = cpu.pc();
+    // The first character latches the interrupt again and raises the line:
+    // the fast path refuses it (changing nothing), the whole path does both.
+    let store = mmio(0x0900_0000, AccessWidth::Word, true, 3);
+    assert!(!transmit_fast(&vm, &mut cpu, &store, &host));
+    assert!(host.console.borrow().is_empty());
+    assert_eq!(cpu.pc(), pc);
+    handle_exit(&vm, 0, &mut cpu, &store, &host);
+    assert!(
+        vm.vgic.lock().is_in_flight(0, uart_intid),
+        "TX interrupt raised"
+    );
+    assert_eq!(*host.console.borrow(), b"h");
+    // The next ones change nothing but the console (the register's low
+    // byte), in place or through the read-only image.
+    let kicks = host.kicks.borrow().len();
+    assert!(transmit_fast(&vm, &mut cpu, &store, &host));
+    assert!(transmit_fast(
+        &vm,
+        &mut cpu,
+        &read_only_write(0x0900_0000, 3),
+        &host
+    ));
+    assert_eq!(*host.console.borrow(), b"hhh");
+    assert_eq!(cpu.pc(), pc + 12);
+    assert_eq!(host.kicks.borrow().len(), kicks, "no vCPU kicked");
+    // Anything else is the whole path's: a load, a 64-bit store, another
+    // register, another device.
+    for access in [
+        mmio(0x0900_0000, AccessWidth::Word, false, 3),
+        mmio(0x0900_0000, AccessWidth::Double, true, 3),
+        mmio(0x0900_0004, AccessWidth::Word, true, 3),
+        mmio(0x0900_0038, AccessWidth::Word, true, 3),
+        mmio(0x0a00_0000, AccessWidth::Word, true, 3),
+        mmio(0x0800_0000, AccessWidth::Word, true, 3),
+    ] {
+        assert!(
+            !transmit_fast(&vm, &mut cpu, &access, &host),
+            "{:?}",
+            access.exit
+        );
+    }
+    assert_eq!(cpu.pc(), pc + 12);
+    assert_eq!(*host.console.borrow(), b"hhh");
+}
+
 /// A store that hit a read-only register image, its page found.
 fn read_only_write(ipa: u64, register: u8) -> Trap {
     trap(Exit::ReadOnlyWrite(MmioAccess {
