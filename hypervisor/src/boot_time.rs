@@ -10,9 +10,12 @@
 //! chroma: boot-time ready_us=<entry to the secondaries started, just before the guests run>
 //! ```
 //!
-//! QEMU starts the counter near 0 at reset, so `entry` says how long the
-//! machine ran before the hypervisor's first instruction (firmware, the
-//! boot stub); on hardware it also counts the firmware's time.
+//! QEMU starts the counter near 0 when the machine starts running, so
+//! `entry` says how long the machine ran before the hypervisor's first
+//! instruction (firmware, the boot stub); on hardware it also counts the
+//! firmware's time. QEMU's own start-up before that (tens of ms: its
+//! libraries, the machine, loading the bundle) is not on the counter: the
+//! bench times it from when these lines arrive (`first_line.boot.qemu`).
 
 use crate::arch::cpu;
 use core::sync::atomic::{AtomicU64, Ordering};

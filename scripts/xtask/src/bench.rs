@@ -247,7 +247,7 @@ fn first_line(
     for round in 1..=args.runs {
         let chroma =
             time_to_first_line(qemu_command(&run_args, &bundle, None), "[probe] ", timeout)?;
-        let boot = BootTimes::from_lines(&chroma.before)?;
+        let boot = BootTimes::from_lines(&chroma.before)?.on_the_wall_clock(&chroma);
         let bare = match peers.test_guests {
             Ok(()) => {
                 Some(time_to_first_line(plain_qemu(args.board, &probe), "", timeout)?.elapsed)
@@ -525,6 +525,8 @@ struct FirstLine {
     elapsed: Duration,
     /// The output's lines before it (the hypervisor's, under chroma).
     before: Vec<String>,
+    /// When each line of `before` came, from starting the command.
+    before_at: Vec<Duration>,
 }
 
 /// Starts `command` and returns the time until a stdout line starting with
@@ -540,15 +542,20 @@ fn time_to_first_line(mut command: Command, prefix: &str, timeout: Duration) -> 
     let (sender, receiver) = mpsc::channel();
     let prefix = prefix.to_owned();
     std::thread::spawn(move || {
-        let mut before = Vec::new();
+        let (mut before, mut before_at) = (Vec::new(), Vec::new());
         for line in console_lines(stdout) {
+            let at = start.elapsed();
             let line = line.trim_end_matches('\r');
             if !line.trim().is_empty() && line.starts_with(&prefix) {
-                let elapsed = start.elapsed();
-                let _ = sender.send(FirstLine { elapsed, before });
+                let _ = sender.send(FirstLine {
+                    elapsed: at,
+                    before,
+                    before_at,
+                });
                 break;
             }
             before.push(line.to_owned());
+            before_at.push(at);
         }
     });
     let result = receiver.recv_timeout(timeout);
@@ -565,7 +572,10 @@ fn time_to_first_line(mut command: Command, prefix: &str, timeout: Duration) -> 
 
 /// The hypervisor's `boot-time` lines of one boot (hypervisor/src/boot_time.rs):
 /// the counter at entry, its own start, each VM's load and the end of
-/// start-up, in microseconds since entry.
+/// start-up, in microseconds since entry; and, from when the lines came
+/// ([`BootTimes::on_the_wall_clock`]), what lies outside them: QEMU's own
+/// start before the entry and the guest's way to its first line after
+/// the ready line.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct BootTimes {
     /// The counter at entry, ticks.
@@ -578,6 +588,13 @@ struct BootTimes {
     loads_us: Vec<(String, u64)>,
     /// Entry to the guests' start (secondaries up).
     ready_us: u64,
+    /// Which of the lines given to [`BootTimes::from_lines`] was the ready line.
+    ready_line: usize,
+    /// Wall clock: the command's start to the hypervisor's entry (QEMU's
+    /// own start-up and its loader), when known.
+    qemu_us: Option<u64>,
+    /// Wall clock: the ready line to the first guest line, when known.
+    guest_us: Option<u64>,
 }
 
 /// What the hypervisor's log lines start with.
@@ -592,7 +609,7 @@ impl BootTimes {
     fn from_lines(lines: &[String]) -> Result<Self> {
         let (mut entry, mut start, mut ready) = (None, None, None);
         let mut loads_us = Vec::new();
-        for line in lines {
+        for (index, line) in lines.iter().enumerate() {
             let Some(words) = line
                 .trim_end()
                 .strip_prefix(LOG_PREFIX)
@@ -624,7 +641,7 @@ impl BootTimes {
                     loads_us.push(((*name).to_owned(), number(us)?));
                     None
                 }
-                [("ready_us", us)] => ready.replace(number(us)?).map(|_| "ready_us"),
+                [("ready_us", us)] => ready.replace((number(us)?, index)).map(|_| "ready_us"),
                 _ => return Err(bad()),
             };
             if let Some(key) = slot {
@@ -633,16 +650,40 @@ impl BootTimes {
         }
         let missing = |what: &str| format!("no boot-time {what} line from the hypervisor");
         let (entry_ticks, hz) = entry.ok_or_else(|| missing("entry"))?;
+        let (ready_us, ready_line) = ready.ok_or_else(|| missing("ready_us"))?;
         Ok(BootTimes {
             entry_ticks,
             hz,
             start_us: start.ok_or_else(|| missing("start_us"))?,
             loads_us,
-            ready_us: ready.ok_or_else(|| missing("ready_us"))?,
+            ready_us,
+            ready_line,
+            qemu_us: None,
+            guest_us: None,
         })
     }
 
-    /// The counter at entry in ms (QEMU starts it near 0 at reset).
+    /// Adds what the counter does not see, from when `seen`'s lines came:
+    /// the counter starts when QEMU starts the machine, after QEMU's own
+    /// start-up (tens of ms: its libraries, the machine, the loader), so
+    /// the entry on the wall clock is the ready line's arrival less
+    /// `ready_us` (the counter keeps wall-clock time without `-icount`);
+    /// and the ready line to the guest's first line. `self` must come from
+    /// `seen.before`.
+    fn on_the_wall_clock(mut self, seen: &FirstLine) -> Self {
+        if let Some(&ready_at) = seen.before_at.get(self.ready_line) {
+            let ready_at_us = u64::try_from(ready_at.as_micros()).unwrap_or(u64::MAX);
+            self.qemu_us = ready_at_us.checked_sub(self.ready_us);
+            self.guest_us = seen
+                .elapsed
+                .checked_sub(ready_at)
+                .map(|after| u64::try_from(after.as_micros()).unwrap_or(u64::MAX));
+        }
+        self
+    }
+
+    /// The counter at entry in ms (QEMU starts it near 0 when the machine
+    /// starts running, after QEMU's own start-up: see [`Self::qemu_us`]).
     fn entry_ms(&self) -> f64 {
         self.entry_ticks as f64 * 1000.0 / self.hz as f64
     }
@@ -660,6 +701,11 @@ impl BootTimes {
                 .map(|(vm, us)| (names::boot_vm_load(vm), ms(*us))),
         );
         figures.push((names::BOOT_READY.to_owned(), ms(self.ready_us)));
+        figures.extend(self.qemu_us.map(|us| (names::BOOT_QEMU.to_owned(), ms(us))));
+        figures.extend(
+            self.guest_us
+                .map(|us| (names::BOOT_GUEST.to_owned(), ms(us))),
+        );
         figures
     }
 
@@ -1076,6 +1122,9 @@ mod tests {
                 start_us: 12_500,
                 loads_us: vec![("probe".to_owned(), 2250), ("linux".to_owned(), 40_000)],
                 ready_us: 56_000,
+                ready_line: 8,
+                qemu_us: None,
+                guest_us: None,
             }
         );
         assert_eq!(
@@ -1105,6 +1154,49 @@ mod tests {
         );
         assert_eq!(medians[4], ("first_line.boot.ready".to_owned(), 56.0));
         assert!(BootTimes::median_figures(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_wall_clock_adds_qemus_start_and_the_guests_way_to_its_line() {
+        let lines = boot_lines();
+        // Line i came at 40 + i ms, so the ready line (the last, index 8)
+        // at 48 ms, but it says 56 ms since the entry: an entry before the
+        // command started is no figure.
+        let at = |ms: u64| Duration::from_millis(ms);
+        let seen = |before_at: Vec<Duration>, elapsed: Duration| FirstLine {
+            elapsed,
+            before: lines.clone(),
+            before_at,
+        };
+        let early = seen((0..9).map(|i| at(40 + i)).collect(), at(60));
+        let boot = BootTimes::from_lines(&early.before)
+            .unwrap()
+            .on_the_wall_clock(&early);
+        assert_eq!((boot.qemu_us, boot.guest_us), (None, Some(12_000)));
+        // The ready line at 100 ms: the entry was at 44 ms, the first guest
+        // line 10 ms after the ready line.
+        let mut before_at: Vec<Duration> = (0..9).map(|i| at(40 + i)).collect();
+        before_at[8] = at(100);
+        let late = seen(before_at, at(110));
+        let boot = BootTimes::from_lines(&late.before)
+            .unwrap()
+            .on_the_wall_clock(&late);
+        assert_eq!((boot.qemu_us, boot.guest_us), (Some(44_000), Some(10_000)));
+        let figures = boot.figures();
+        assert_eq!(
+            figures[figures.len() - 2..],
+            [
+                ("first_line.boot.qemu".to_owned(), 44.0),
+                ("first_line.boot.guest".to_owned(), 10.0),
+            ]
+        );
+        // Negative control: without arrival times there are no such figures.
+        let unknown = seen(Vec::new(), at(110));
+        let boot = BootTimes::from_lines(&unknown.before)
+            .unwrap()
+            .on_the_wall_clock(&unknown);
+        assert_eq!((boot.qemu_us, boot.guest_us), (None, None));
+        assert_eq!(boot.figures().len(), 5);
     }
 
     #[test]
@@ -1165,6 +1257,12 @@ mod tests {
         let seen = time_to_first_line(command, "[probe] ", Duration::from_secs(10)).unwrap();
         assert!(seen.elapsed >= Duration::from_millis(150), "{seen:?}");
         assert_eq!(seen.before, ["noise"]);
+        assert_eq!(seen.before_at.len(), 1, "{seen:?}");
+        assert!(seen.before_at[0] < seen.elapsed, "{seen:?}");
+        assert!(
+            seen.elapsed - seen.before_at[0] >= Duration::from_millis(150),
+            "{seen:?}"
+        );
         let mut silent = Command::new("sh");
         silent.args(["-c", "echo noise; sleep 30"]);
         assert!(time_to_first_line(silent, "[probe] ", Duration::from_millis(300)).is_err());

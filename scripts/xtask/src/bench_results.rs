@@ -41,12 +41,18 @@ pub mod names {
     pub const IMAGE_BUNDLE: &str = "image.bundle";
     /// QEMU start to the probe guest's first line.
     pub const FIRST_LINE: &str = "first_line";
-    /// The counter at the hypervisor's entry (QEMU starts it at 0 at reset).
+    /// The counter at the hypervisor's entry (QEMU starts it near 0 when the
+    /// machine starts running, after its own start-up: [`BOOT_QEMU`]).
     pub const BOOT_ENTRY: &str = "first_line.boot.entry";
     /// chroma's own start: entry to the first VM's load.
     pub const BOOT_CHROMA_START: &str = "first_line.boot.chroma_start";
     /// Entry to the guests' start (VMs built, secondaries up).
     pub const BOOT_READY: &str = "first_line.boot.ready";
+    /// Wall clock: QEMU's start to the hypervisor's entry (QEMU's own
+    /// start-up and loader, which the counter does not see).
+    pub const BOOT_QEMU: &str = "first_line.boot.qemu";
+    /// Wall clock: the `boot-time ready` line to the probe's first line.
+    pub const BOOT_GUEST: &str = "first_line.boot.guest";
     /// netclient -> netsvc throughput.
     pub const VM_TO_VM_THROUGHPUT: &str = "vm_to_vm.throughput";
     /// The prefix of the device model's ns/frame figures.
