@@ -122,6 +122,23 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     })
 }
 
+/// Turns transparent huge pages off for every QEMU the bench starts, chroma's
+/// and the peers' alike (the flag is inherited through fork and exec), and
+/// says so. QEMU asks for huge pages for guest RAM and its code buffer, and
+/// the first touch of a 2 MiB region then costs 0.2 ms or, while the host
+/// compacts memory, about 5 ms: a first line under chroma touches 12 such
+/// regions where plain QEMU touches 3, which made its rounds bimodal
+/// (64–109 ms against 66–76 with huge pages off; plain QEMU 33–52 against
+/// 35–38). Hardware has no such cost; a failure only leaves the noise.
+fn without_huge_pages() -> String {
+    match rustix::thread::disable_transparent_huge_pages(true) {
+        Ok(()) => "host: transparent huge pages off for the bench's QEMUs (both sides)".to_owned(),
+        Err(error) => format!(
+            "host: cannot turn transparent huge pages off ({error}): first-touch stalls may add noise"
+        ),
+    }
+}
+
 /// Writes results.json and the plots into the board's directory and says where.
 fn write_results(results: &Results, board: Board) -> Result<()> {
     let dir = crate::bench_results::results_dir(board);
@@ -171,6 +188,7 @@ fn measure(args: &BenchArgs, results: &mut Results) -> Result<()> {
     }
     let images = build_all(args.board)?;
     println!("{}", board_line(args.board));
+    println!("{}", without_huge_pages());
     if args.runs_section(Section::Boot) {
         first_line(args, &images, &peers, results)?;
     }
