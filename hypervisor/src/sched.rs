@@ -507,6 +507,13 @@ impl Cpu {
         // back nor needs them loaded again.
         let mut lrs_current = false;
         loop {
+            // An interrupt raised on this CPU since (the NIC work after the
+            // exit, say) must reach the list registers: read them back
+            // first, then load them as after any other exit.
+            if take_look_again(self.index) && lrs_current {
+                sync_vgic(&mut self.gic, vm, id, self.index);
+                lrs_current = false;
+            }
             if !lrs_current {
                 vm.vgic.lock().flush(id, &mut self.gic);
                 self.gic.update_virtual_lines();
@@ -743,7 +750,6 @@ pub fn kick_self(gic: &Gic, me: usize) {
     }
 }
 
-/// Kicks the physical CPUs of the vCPUs in `vcpus` (bit n = vCPU n).
 /// Reads back vCPU `id`'s list registers after it exited on this CPU
 /// (`me`), and kicks the vCPUs that must look again.
 fn sync_vgic(gic: &mut Gic, vm: &VmCore, id: usize, me: usize) {
@@ -753,11 +759,34 @@ fn sync_vgic(gic: &mut Gic, vm: &VmCore, id: usize, me: usize) {
     }
 }
 
+/// Per physical CPU: a kick for one of its own vCPUs came from the CPU
+/// itself since its scheduler loop last looked (an interrupt the NIC work
+/// or an exit's handling raised here). The loop then loads the list
+/// registers again even after an exit that did not touch them
+/// (`transmit_fast`): no IPI says so, as for a kick from another CPU.
+/// Set and taken only by its own CPU.
+static LOOK_AGAIN: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// Whether a kick for one of this CPU's (`me`) vCPUs came from this CPU
+/// since the last call; clears it.
+fn take_look_again(me: usize) -> bool {
+    LOOK_AGAIN
+        .get(me)
+        .is_some_and(|flag| flag.swap(false, Ordering::Relaxed))
+}
+
+/// Kicks the physical CPUs of the vCPUs in `vcpus` (bit n = vCPU n); one
+/// on this CPU (`me`) is told by [`LOOK_AGAIN`] instead of an IPI.
 pub fn kick_vcpus(gic: &Gic, vm: &VmCore, vcpus: VcpuMask, me: usize) {
     let sys = system();
     let mut cpus = 0u32;
     for id in (0..vm.vcpu_count().min(MAX_VCPUS)).filter(|id| vcpus & (1 << id) != 0) {
         cpus |= 1 << vm.affinity[id];
+    }
+    if cpus & (1 << me) != 0 {
+        if let Some(flag) = LOOK_AGAIN.get(me) {
+            flag.store(true, Ordering::Relaxed);
+        }
     }
     cpus &= !(1 << me);
     for target in (0..sys.cpu_count).filter(|cpu| cpus & (1 << cpu) != 0) {
