@@ -422,14 +422,17 @@ const MAC_MASK: u64 = (1 << 48) - 1;
 /// (`read_headers` in `crate::net`), so the loads are forwarded from it.
 #[inline(always)]
 fn eth_keys(frame: &[u8; MAX_FRAME_LEN]) -> (u64, u64) {
-    let Some(&[a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13]) =
-        frame.first_chunk::<MIN_FRAME_LEN>()
+    // Each word is an 8-byte chunk of the 14-byte header, not put
+    // together from its bytes: LLVM made those bytes into single loads and
+    // shifts, 30 instructions per frame more.
+    let Some((dst, src)) = frame
+        .first_chunk::<MIN_FRAME_LEN>()
+        .and_then(|head| head.first_chunk::<8>().zip(head.last_chunk::<8>()))
     else {
         // Never (the buffer is longer): a key no port and no address has.
         return (1 << 48, 1 << 48);
     };
-    let dst = u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]);
-    let src = u64::from_le_bytes([a6, a7, a8, a9, a10, a11, a12, a13]);
+    let (dst, src) = (u64::from_le_bytes(*dst), u64::from_le_bytes(*src));
     (dst & MAC_MASK, src & MAC_MASK)
 }
 
