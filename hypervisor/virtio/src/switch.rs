@@ -698,9 +698,14 @@ impl Switch {
         }
         let outcome = self.forward(ports, src, (dst_key, src_key), header, len, held, now);
         if outcome == Outcome::Taken {
-            self.counters[src].tx_packets += 1;
-            self.counters[src].tx_bytes += len as u64;
-            self.counters[src].tx_gso += u64::from(gso);
+            // One borrow for the three: indexed each time, each reloaded
+            // the vector's pointer and length and checked the bound again
+            // (to the compiler, a store through the first could have
+            // changed them).
+            let c = &mut self.counters[src];
+            c.tx_packets += 1;
+            c.tx_bytes += len as u64;
+            c.tx_gso += u64::from(gso);
         }
         outcome
     }
