@@ -485,7 +485,7 @@ impl DescriptorChain {
     /// (one call per buffer, most chains one buffer): the walker's state
     /// stays in registers instead of being stored for a call and reloaded.
     /// An indirect descriptor, rare, is handled out of line
-    /// ([`Self::enter_indirect`]).
+    /// ([`indirect_table`]).
     #[inline(always)]
     fn read_next<M: GuestMemory>(&mut self, mem: &M) -> Result<Option<Descriptor>, VirtioError> {
         loop {
@@ -516,7 +516,19 @@ impl DescriptorChain {
             #[allow(clippy::cast_possible_truncation)]
             let (len, flags, next) = (tail as u32, (tail >> 32) as u16, (tail >> 48) as u16);
             if flags & VIRTQ_DESC_F_INDIRECT != 0 {
-                self.enter_indirect(mem, addr, len, flags)?;
+                let table = indirect_table(
+                    mem,
+                    self.in_indirect,
+                    self.indirect_allowed,
+                    self.table_count,
+                    addr,
+                    len,
+                    flags,
+                )?;
+                (self.table, self.table_count) = table;
+                self.ttl = table.1;
+                self.next = Some(0);
+                self.in_indirect = true;
                 continue;
             }
             self.next = (flags & VIRTQ_DESC_F_NEXT != 0).then_some(next);
@@ -532,48 +544,48 @@ impl DescriptorChain {
             }));
         }
     }
+}
 
-    /// Follows an INDIRECT descriptor (`addr`, `len`, `flags` as read):
-    /// the walk goes on at the first entry of its table.
-    #[inline(never)]
-    fn enter_indirect<M: GuestMemory>(
-        &mut self,
-        mem: &M,
-        addr: u64,
-        len: u32,
-        flags: u16,
-    ) -> Result<(), VirtioError> {
-        // §2.7.5.3.1: no nested tables, no INDIRECT with NEXT, and
-        // only when VIRTIO_F_INDIRECT_DESC was negotiated.
-        if self.in_indirect {
-            return Err(VirtioError::NestedIndirect);
-        }
-        if !self.indirect_allowed {
-            return Err(VirtioError::IndirectNotNegotiated);
-        }
-        if flags & VIRTQ_DESC_F_NEXT != 0 {
-            return Err(VirtioError::IndirectWithNext);
-        }
-        let len = u64::from(len);
-        // The table holds at most 2^16 descriptors; a chain may not
-        // be longer than the queue (§2.7.5.3.1), so cap it there too.
-        if len == 0
-            || len % DESCRIPTOR_SIZE != 0
-            || len / DESCRIPTOR_SIZE > u64::from(self.table_count)
-        {
-            return Err(VirtioError::IndirectTableLength);
-        }
-        let table = GuestPhysAddr::new(addr);
-        mem.check_range(table, len)?;
-        let count =
-            u16::try_from(len / DESCRIPTOR_SIZE).map_err(|_| VirtioError::IndirectTableLength)?;
-        self.table = table;
-        self.table_count = count;
-        self.ttl = count;
-        self.next = Some(0);
-        self.in_indirect = true;
-        Ok(())
+/// Follows an INDIRECT descriptor (`addr`, `len`, `flags` as read) met by
+/// a walker in the state given (whether it is in a table already, whether
+/// INDIRECT_DESC was negotiated, its table's length): the table at which
+/// the walk goes on, at its first entry, and its length.
+///
+/// A function of values, not a method of the walker: a call that took the
+/// walker's address kept the whole walker in memory, loaded and stored
+/// around every descriptor read, for the rare indirect chain.
+#[inline(never)]
+fn indirect_table<M: GuestMemory>(
+    mem: &M,
+    in_indirect: bool,
+    indirect_allowed: bool,
+    table_count: u16,
+    addr: u64,
+    len: u32,
+    flags: u16,
+) -> Result<(GuestPhysAddr, u16), VirtioError> {
+    // §2.7.5.3.1: no nested tables, no INDIRECT with NEXT, and
+    // only when VIRTIO_F_INDIRECT_DESC was negotiated.
+    if in_indirect {
+        return Err(VirtioError::NestedIndirect);
     }
+    if !indirect_allowed {
+        return Err(VirtioError::IndirectNotNegotiated);
+    }
+    if flags & VIRTQ_DESC_F_NEXT != 0 {
+        return Err(VirtioError::IndirectWithNext);
+    }
+    let len = u64::from(len);
+    // The table holds at most 2^16 descriptors; a chain may not
+    // be longer than the queue (§2.7.5.3.1), so cap it there too.
+    if len == 0 || len % DESCRIPTOR_SIZE != 0 || len / DESCRIPTOR_SIZE > u64::from(table_count) {
+        return Err(VirtioError::IndirectTableLength);
+    }
+    let table = GuestPhysAddr::new(addr);
+    mem.check_range(table, len)?;
+    let count =
+        u16::try_from(len / DESCRIPTOR_SIZE).map_err(|_| VirtioError::IndirectTableLength)?;
+    Ok((table, count))
 }
 
 #[cfg(test)]
