@@ -1225,6 +1225,29 @@ fn deliver<R: Ring, M: GuestMemory, S: GuestMemory>(
             RxPush::Dropped(DropReason::BadAddress)
         });
     }
+    deliver_in_pieces(q, mem, header_bytes, frame, mrg, first, chain, d, retried)
+}
+
+/// [`deliver`] for any frame but the common one: its first chain (`first`,
+/// walked up to `d`, its first buffer) over several buffers, or too small.
+///
+/// Out of line, the walker passed by value: while `deliver` handed its
+/// walker to [`fill_chain`] by reference, the walker (and `d`) were stored
+/// to the stack for every frame, before the common case was told apart.
+#[allow(clippy::too_many_arguments)] // the first chain's whole state
+#[inline(never)]
+fn deliver_in_pieces<R: Ring, M: GuestMemory, S: GuestMemory>(
+    q: &mut R,
+    mem: &M,
+    header_bytes: &[u8; NET_HEADER_LEN],
+    frame: Payload<'_, S>,
+    mrg: bool,
+    first: Popped,
+    mut chain: R::Chain,
+    d: Option<Descriptor>,
+    retried: bool,
+) -> Result<RxPush, VirtioError> {
+    let need = NET_HEADER_LEN + frame.len();
     let mut fill = Fill {
         need,
         written: 0,
