@@ -359,6 +359,18 @@ enum Outcome {
     HeldBack,
 }
 
+/// What one port's turn in a [`Switch::run`] did.
+#[derive(Clone, Copy, Debug, Default)]
+struct Turn {
+    /// Frames taken from the port (accepted or dropped).
+    frames: usize,
+    /// Whether a frame was given back (its destination's egress queue is full).
+    held_back: bool,
+    /// Whether the turn ended before its limit: the port had nothing more,
+    /// failed, or was held back (else it took `limit` frames).
+    stopped: bool,
+}
+
 /// `ports[dst]` mutably and `ports[src]` shared (`dst != src`).
 fn pair<P>(ports: &mut [P], dst: usize, src: usize) -> Option<(&mut P, &P)> {
     if dst < src {
@@ -594,55 +606,43 @@ impl Switch {
         self.held_back[..n].fill(false);
         // A port stopped by its quota may have more: the caller comes back.
         let mut quota_reached = false;
+        let (budget, quota, batch) = (
+            self.config.run_budget,
+            self.config.tx_frames_per_run,
+            self.config.batch_limit,
+        );
         loop {
             let mut progress = false;
             for k in 0..n {
                 let src = (self.next_port + k) % n;
-                for _ in 0..self.config.batch_limit {
-                    if report.frames >= self.config.run_budget {
+                // What stops a turn before its first frame, and how many
+                // frames it may take: worked out once per turn, not per frame.
+                if report.frames >= budget {
+                    report.more_work = true;
+                    continue;
+                }
+                if self.held_back[src] {
+                    continue;
+                }
+                let taken = self.taken[src];
+                if taken >= quota {
+                    quota_reached = true;
+                    continue;
+                }
+                let limit = batch.min(quota - taken).min(budget - report.frames);
+                let turn = self.turn(ports, src, limit, now);
+                self.taken[src] += turn.frames;
+                report.frames += turn.frames;
+                progress |= turn.frames > 0;
+                if turn.held_back {
+                    self.held_back[src] = true;
+                } else if !turn.stopped && limit < batch {
+                    // The turn ended on its budget or quota, not its batch:
+                    // say which, as a check before its next frame would.
+                    if report.frames >= budget {
                         report.more_work = true;
-                        break;
-                    }
-                    if self.held_back[src] {
-                        break;
-                    }
-                    if self.taken[src] >= self.config.tx_frames_per_run {
+                    } else {
                         quota_reached = true;
-                        break;
-                    }
-                    // The poll's result stays where poll_tx wrote it and the
-                    // header is passed on by reference: a copy of it right
-                    // after the call loads it wider than poll_tx stored it
-                    // (a store-forwarding stall).
-                    let poll = ports[src].poll_tx(&mut self.frame);
-                    let (len, header, held) = match &poll {
-                        TxPoll::Empty => break,
-                        &TxPoll::Dropped(reason) => {
-                            report.frames += 1;
-                            self.taken[src] += 1;
-                            progress = true;
-                            let c = &mut self.counters[src];
-                            if reason == DropReason::QueueFailed {
-                                c.fatal_errors += 1;
-                                break;
-                            }
-                            c.tx_errors += 1;
-                            continue;
-                        }
-                        &TxPoll::Frame { len, ref header } => (len, header, false),
-                        &TxPoll::Held { len, ref header } => (len, header, true),
-                    };
-                    match self.accept(ports, src, len, header, held, now) {
-                        Outcome::Taken => {
-                            ports[src].release_tx();
-                            report.frames += 1;
-                            self.taken[src] += 1;
-                            progress = true;
-                        }
-                        Outcome::HeldBack => {
-                            self.held_back[src] = true;
-                            break;
-                        }
                     }
                 }
             }
@@ -659,6 +659,51 @@ impl Switch {
         report.held_back = self.held_back[..n].iter().any(|&h| h);
         report.most_from_one_port = self.taken[..n].iter().copied().max().unwrap_or(0);
         report
+    }
+
+    /// One round-robin turn of port `src`: up to `limit` frames from its
+    /// transmit queue, each forwarded as it comes.
+    #[inline(always)]
+    fn turn<P: Port>(&mut self, ports: &mut [P], src: usize, limit: usize, now: u64) -> Turn {
+        let mut turn = Turn::default();
+        while turn.frames < limit {
+            // The poll's result stays where poll_tx wrote it and the
+            // header is passed on by reference: a copy of it right
+            // after the call loads it wider than poll_tx stored it
+            // (a store-forwarding stall).
+            let poll = ports[src].poll_tx(&mut self.frame);
+            let (len, header, held) = match &poll {
+                TxPoll::Empty => {
+                    turn.stopped = true;
+                    break;
+                }
+                &TxPoll::Dropped(reason) => {
+                    turn.frames += 1;
+                    let c = &mut self.counters[src];
+                    if reason == DropReason::QueueFailed {
+                        c.fatal_errors += 1;
+                        turn.stopped = true;
+                        break;
+                    }
+                    c.tx_errors += 1;
+                    continue;
+                }
+                &TxPoll::Frame { len, ref header } => (len, header, false),
+                &TxPoll::Held { len, ref header } => (len, header, true),
+            };
+            match self.accept(ports, src, len, header, held, now) {
+                Outcome::Taken => {
+                    ports[src].release_tx();
+                    turn.frames += 1;
+                }
+                Outcome::HeldBack => {
+                    turn.held_back = true;
+                    turn.stopped = true;
+                    break;
+                }
+            }
+        }
+        turn
     }
 
     /// Checks a frame taken from `src` and forwards it.
