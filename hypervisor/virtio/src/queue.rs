@@ -113,7 +113,11 @@ fn at(base: GuestPhysAddr, offset: u64) -> Result<GuestPhysAddr, VirtioError> {
 
 /// Heads a split queue reads from the avail ring at once, and used
 /// elements it writes at once ([`SplitQueue::pop`], [`SplitQueue::add_used`]).
-const RING_BATCH: usize = 32;
+const RING_BATCH: u16 = 32;
+
+/// [`USED_ELEMENT_SIZE`] as a length in host memory.
+#[allow(clippy::cast_possible_truncation)] // 8
+const USED_ELEMENT_BYTES: usize = USED_ELEMENT_SIZE as usize;
 
 /// The device side of one split virtqueue.
 #[derive(Clone, Debug)]
@@ -141,13 +145,13 @@ pub struct SplitQueue {
     /// Avail-ring entries read ahead, as read (2 bytes each): those of
     /// avail indices `heads_start..heads_start + heads_len`, all below an
     /// `avail.idx` read before them ([`Self::pop`]).
-    heads: [u8; 2 * RING_BATCH],
+    heads: [u8; 2 * RING_BATCH as usize],
     heads_start: Wrapping<u16>,
     heads_len: u16,
     /// Used elements added and not yet written to the used ring, as they
     /// go there (8 bytes each): those of used indices
     /// `next_used - staged .. next_used` ([`Self::add_used`]).
-    staged_used: [u8; USED_ELEMENT_SIZE as usize * RING_BATCH],
+    staged_used: [u8; USED_ELEMENT_BYTES * RING_BATCH as usize],
     staged: u16,
 }
 
@@ -177,10 +181,10 @@ impl SplitQueue {
             signalled_used: Wrapping(0),
             avail_event: None,
             quiet: false,
-            heads: [0; 2 * RING_BATCH],
+            heads: [0; 2 * RING_BATCH as usize],
             heads_start: Wrapping(0),
             heads_len: 0,
-            staged_used: [0; USED_ELEMENT_SIZE as usize * RING_BATCH],
+            staged_used: [0; USED_ELEMENT_BYTES * RING_BATCH as usize],
             staged: 0,
         }
     }
@@ -325,7 +329,7 @@ impl SplitQueue {
         // the entries before the ring's end.
         let count = (self.avail_shadow - self.next_avail)
             .0
-            .min(RING_BATCH as u16)
+            .min(RING_BATCH)
             .min(self.layout.size - slot);
         let bytes = usize::from(count) * 2;
         let Some(buf) = self.heads.get_mut(..bytes) else {
@@ -375,7 +379,7 @@ impl SplitQueue {
         head: u16,
         len: u32,
     ) -> Result<(), VirtioError> {
-        let at = usize::from(self.staged) * USED_ELEMENT_SIZE as usize;
+        let at = usize::from(self.staged) * USED_ELEMENT_BYTES;
         let element = u64::from(head) | u64::from(len) << 32;
         match self
             .staged_used
@@ -388,7 +392,7 @@ impl SplitQueue {
         }
         self.staged += 1;
         self.next_used += 1;
-        if usize::from(self.staged) == RING_BATCH {
+        if self.staged == RING_BATCH {
             self.write_staged(mem)?;
         }
         Ok(())
@@ -402,10 +406,12 @@ impl SplitQueue {
         let mut done = 0u16;
         while done < self.staged {
             let count = (self.staged - done).min(self.layout.size - first);
-            let element = USED_ELEMENT_SIZE as usize;
             let part = self
                 .staged_used
-                .get(usize::from(done) * element..usize::from(done + count) * element)
+                .get(
+                    usize::from(done) * USED_ELEMENT_BYTES
+                        ..usize::from(done + count) * USED_ELEMENT_BYTES,
+                )
                 .ok_or(VirtioError::Memory(chroma_mem::MemError::Overflow))?;
             mem.write_owned(
                 at(self.layout.used, 4 + USED_ELEMENT_SIZE * u64::from(first))?,

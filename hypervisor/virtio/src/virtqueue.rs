@@ -35,6 +35,10 @@ use crate::queue::{Descriptor, DescriptorChain, QueueLayout, SplitQueue};
 use crate::VirtioError;
 
 /// A split or a packed virtqueue.
+// The split queue is the larger (its batches of heads and used elements,
+// `SplitQueue::pop`, `SplitQueue::add_used`): each queue of a device has
+// one slot either way, and a box would allocate when a queue goes live.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Virtqueue {
     /// A split virtqueue (§2.7): descriptor table, avail ring, used ring.

@@ -265,6 +265,9 @@ struct Line {
 }
 
 /// The device's queue, either format.
+// The split queue is the larger (its batches of heads and used elements),
+// as in `chroma_virtio::virtqueue::Virtqueue`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 enum Queue {
     Split(SplitQueue),
