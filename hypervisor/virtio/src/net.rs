@@ -288,6 +288,41 @@ pub struct NetPort<'a, M: GuestMemory> {
     segment_count: usize,
     /// Length of the held frame.
     held_len: usize,
+    /// What the device lets the port do, looked up once per run.
+    live: Live,
+}
+
+/// What a device lets its port do in a switch run: looked up when the
+/// port is made, not for every frame. Nothing else changes the device
+/// while the port holds it (exclusively); the port's own change, a fatal
+/// queue error ([`NetPort::fatal`]), takes both queues down here too.
+#[derive(Clone, Copy, Debug)]
+struct Live {
+    /// The device is live (DRIVER_OK, no reset pending), its link up, and
+    /// its TX queue ready.
+    tx: bool,
+    /// The same with its RX queue.
+    rx: bool,
+    /// The TX queue is a packed ring.
+    tx_packed: bool,
+    /// MRG_RXBUF was negotiated.
+    mrg: bool,
+    /// GUEST_CSUM was negotiated.
+    guest_csum: bool,
+}
+
+impl Live {
+    fn of(dev: &VirtioNet) -> Self {
+        let up = dev.is_live() && dev.device.link_up;
+        let ready = |index| up && dev.queue(index).is_some_and(Virtqueue::ready);
+        Self {
+            tx: ready(TX_QUEUE),
+            rx: ready(RX_QUEUE),
+            tx_packed: dev.queue(TX_QUEUE).is_some_and(Virtqueue::is_packed),
+            mrg: dev.has_feature(net_feature::MRG_RXBUF),
+            guest_csum: dev.has_feature(net_feature::GUEST_CSUM),
+        }
+    }
 }
 
 /// A port is one backend operation on its memory (the switch makes one
@@ -307,12 +342,14 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         // (a poll, queue setup) ended before it, so nothing read or written
         // there counts as fresh or pending here.
         mem.end_operation();
+        let live = Live::of(dev);
         Self {
             dev,
             mem,
             held: None,
             segment_count: 0,
             held_len: 0,
+            live,
         }
     }
 
@@ -340,11 +377,13 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         false
     }
 
-    fn live_queue(&mut self, index: usize) -> Option<&mut Virtqueue> {
-        if !self.dev.is_live() || !self.dev.device.link_up {
+    /// The TX queue, if the device is live, its link up and the queue
+    /// ready ([`Live`]).
+    fn live_tx_queue(&mut self) -> Option<&mut Virtqueue> {
+        if !self.live.tx {
             return None;
         }
-        self.dev.queue_mut(index).filter(|q| q.ready())
+        self.dev.queue_mut(TX_QUEUE)
     }
 
     /// The pieces of guest memory the held TX frame is in, if one is held.
@@ -355,6 +394,8 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
 
     fn fatal(&mut self) -> DropReason {
         self.dev.fail();
+        self.live.tx = false;
+        self.live.rx = false;
         DropReason::QueueFailed
     }
 
@@ -380,7 +421,7 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
     fn pop_tx_head<R: Ring>(&mut self) -> Result<Option<(Popped, R::Chain)>, VirtioError> {
         let mem = self.mem;
         let wait_for_kicks = self.dev.device.wait_for_kicks;
-        let Some(q) = self.live_queue(TX_QUEUE) else {
+        let Some(q) = self.live_tx_queue() else {
             return Ok(None);
         };
         // Armed and read empty since: the driver notifies before its next
@@ -398,20 +439,20 @@ impl<'a, M: GuestMemory> NetPort<'a, M> {
         // Deferred mode (EVENT_IDX only): keep the driver from kicking for the
         // next half ring and let the owner poll; otherwise re-arm now.
         let defer = self.dev.device.defer_tx;
-        let Some(q) = self.live_queue(TX_QUEUE) else {
+        let Some(q) = self.live_tx_queue() else {
             return Ok(None);
         };
         let more = if defer && q.event_idx() {
             let ahead = (q.layout().size / 2).max(1);
             self.dev.device.tx_polling = true;
-            let Some(q) = self.live_queue(TX_QUEUE) else {
+            let Some(q) = self.live_tx_queue() else {
                 return Ok(None);
             };
             q.suppress_notification(mem, ahead)?
         } else {
             q.enable_notification(mem)?
         };
-        let head = match self.live_queue(TX_QUEUE).and_then(R::of) {
+        let head = match self.live_tx_queue().and_then(R::of) {
             Some(q) if more => q.pop_chain(mem)?,
             _ => None,
         };
@@ -698,8 +739,7 @@ impl<M: GuestMemory> Port for NetPort<'_, M> {
         }
         let mut header_bytes = [0u8; NET_HEADER_LEN];
         // The path is compiled once per ring format, chosen here.
-        let packed = self.dev.queue(TX_QUEUE).is_some_and(Virtqueue::is_packed);
-        let taken = if packed {
+        let taken = if self.live.tx_packed {
             self.take_tx::<PackedQueue>(&mut header_bytes, frame)
         } else {
             self.take_tx::<SplitQueue>(&mut header_bytes, frame)
@@ -904,8 +944,12 @@ impl<M: GuestMemory> NetPort<'_, M> {
         payload: Payload<'_, S>,
     ) -> RxPush {
         let mem = self.mem;
-        let mrg = self.dev.has_feature(net_feature::MRG_RXBUF);
-        let guest_csum = self.dev.has_feature(net_feature::GUEST_CSUM);
+        let Live {
+            rx,
+            mrg,
+            guest_csum,
+            ..
+        } = self.live;
         // §5.1.6.4.1: num_buffers is 1 without MRG_RXBUF; with it, patched
         // (in deliver_merged) if the frame takes more chains. The bytes
         // are made from the header's fields, not from a copy of the whole
@@ -914,15 +958,14 @@ impl<M: GuestMemory> NetPort<'_, M> {
         // §5.1.6.4.1: without GUEST_CSUM the device sets flags to zero;
         // the switch completed any partial checksum already.
         let header_bytes = header.wire_bytes(1, guest_csum);
-        if !self.dev.is_live() || !self.dev.device.link_up {
+        if !rx {
             return RxPush::Dropped(DropReason::PortDown);
         }
-        // The path is compiled once per ring format, chosen here (with
-        // whether the queue is live, as `live_queue` does).
+        // The path is compiled once per ring format, chosen here.
         let delivered = match self.dev.queue_mut(RX_QUEUE) {
-            Some(Virtqueue::Split(q)) if q.ready() => deliver(q, mem, &header_bytes, payload, mrg),
-            Some(Virtqueue::Packed(q)) if q.ready() => deliver(q, mem, &header_bytes, payload, mrg),
-            _ => return RxPush::Dropped(DropReason::PortDown),
+            Some(Virtqueue::Split(q)) => deliver(q, mem, &header_bytes, payload, mrg),
+            Some(Virtqueue::Packed(q)) => deliver(q, mem, &header_bytes, payload, mrg),
+            None => return RxPush::Dropped(DropReason::PortDown),
         };
         match delivered {
             Ok(result) => result,
