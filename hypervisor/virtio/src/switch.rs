@@ -359,6 +359,25 @@ enum Outcome {
     HeldBack,
 }
 
+/// The port a turn takes frames from, with what every frame of it is
+/// checked against, looked up once per turn.
+#[derive(Clone, Copy, Debug)]
+struct Sender {
+    port: usize,
+    /// Port security is lifted ([`PortConfig::trusted`]).
+    trusted: bool,
+    /// Its own address as a [`mac_key`] ([`Switch::owner_keys`]).
+    key: u64,
+}
+
+impl Sender {
+    /// Whether it may send a frame with source address `src_key` (a
+    /// [`mac_key`]): it is trusted, or the address is its own.
+    fn may_send(&self, src_key: u64) -> bool {
+        self.trusted || self.key == src_key
+    }
+}
+
 /// What one port's turn in a [`Switch::run`] did.
 #[derive(Clone, Copy, Debug, Default)]
 struct Turn {
@@ -549,11 +568,13 @@ impl Switch {
         self.owner_keys.iter().position(|&k| k == key)
     }
 
-    /// Whether port `port` may send a frame with source address `src_key`
-    /// (a [`mac_key`]): it is trusted, or the address is its own (compared as
-    /// [`Switch::owner_keys`] holds it, one word).
-    fn may_send(&self, port: usize, src_key: u64) -> bool {
-        self.port_config(port).trusted || self.owner_keys.get(port) == Some(&src_key)
+    /// Port `port` as a [`Sender`].
+    fn sender(&self, port: usize) -> Sender {
+        Sender {
+            port,
+            trusted: self.port_config(port).trusted,
+            key: self.owner_keys.get(port).copied().unwrap_or(NO_OWNER),
+        }
     }
 
     /// Whether port `port` may receive a frame for `dst_mac` (broadcast and
@@ -666,6 +687,7 @@ impl Switch {
     #[inline(always)]
     fn turn<P: Port>(&mut self, ports: &mut [P], src: usize, limit: usize, now: u64) -> Turn {
         let mut turn = Turn::default();
+        let sender = self.sender(src);
         while turn.frames < limit {
             // The poll's result stays where poll_tx wrote it and the
             // header is passed on by reference: a copy of it right
@@ -691,7 +713,7 @@ impl Switch {
                 &TxPoll::Frame { len, ref header } => (len, header, false),
                 &TxPoll::Held { len, ref header } => (len, header, true),
             };
-            match self.accept(ports, src, len, header, held, now) {
+            match self.accept(ports, sender, len, header, held, now) {
                 Outcome::Taken => {
                     ports[src].release_tx();
                     turn.frames += 1;
@@ -706,16 +728,17 @@ impl Switch {
         turn
     }
 
-    /// Checks a frame taken from `src` and forwards it.
+    /// Checks a frame taken from `sender` and forwards it.
     fn accept<P: Port>(
         &mut self,
         ports: &mut [P],
-        src: usize,
+        sender: Sender,
         len: usize,
         header: &NetHeader,
         held: bool,
         now: u64,
     ) -> Outcome {
+        let src = sender.port;
         // A GSO frame is held in its sender's memory, its headers checked
         // by the port (`crate::gso`); the switch never copies it whole.
         let gso = header.gso_type != VIRTIO_NET_HDR_GSO_NONE;
@@ -737,11 +760,11 @@ impl Switch {
             return Outcome::Taken;
         }
         let (dst_key, src_key) = eth_keys(&self.frame);
-        if !self.may_send(src, src_key) {
+        if !sender.may_send(src_key) {
             self.counters[src].tx_spoofed += 1;
             return Outcome::Taken;
         }
-        let outcome = self.forward(ports, src, (dst_key, src_key), header, len, held, now);
+        let outcome = self.forward(ports, sender, (dst_key, src_key), header, len, held, now);
         if outcome == Outcome::Taken {
             // One borrow for the three: indexed each time, each reloaded
             // the vector's pointer and length and checked the bound again
@@ -783,20 +806,21 @@ impl Switch {
     fn forward<P: Port>(
         &mut self,
         ports: &mut [P],
-        src: usize,
+        sender: Sender,
         (dst_key, src_key): (u64, u64),
         header: &NetHeader,
         len: usize,
         held: bool,
         now: u64,
     ) -> Outcome {
+        let src = sender.port;
         let n = ports.len().min(self.config.port_count);
         // The addresses as arrays only where they are needed as such (the
         // common frame, to a port configured with its address, does not).
         let dst_multicast = dst_key & 1 != 0;
         // Learn only from trusted ports, and never an address a port is
         // configured with (that entry is static).
-        if self.port_config(src).trusted
+        if sender.trusted
             && src_key & 1 == 0
             && src_key != 0
             && self.owner_of_key(src_key).is_none()
