@@ -415,6 +415,10 @@ pub struct Switch {
     /// without one: what [`Switch::owner`] compares, a word per port
     /// instead of an optional 6-byte array (it runs for every frame).
     owner_keys: Vec<u64>,
+    /// The last destination [`Switch::owner_of_dst`] found in
+    /// `owner_keys` and its port (a burst of frames goes to one port);
+    /// [`NO_OWNER`] when none is known.
+    last_owner: (u64, usize),
     /// Frames taken from each port in the current run.
     taken: Vec<usize>,
     /// Ports held back in the current run (a frame of theirs waits for a
@@ -504,6 +508,7 @@ impl Switch {
             counters: vec![PortCounters::default(); port_count],
             ports: vec![PortConfig::LOCKED; port_count],
             owner_keys: vec![NO_OWNER; port_count],
+            last_owner: (NO_OWNER, 0),
             taken: vec![0; port_count],
             held_back: vec![false; port_count],
             full_since: vec![None; port_count],
@@ -527,6 +532,7 @@ impl Switch {
     pub fn set_port(&mut self, port: usize, config: PortConfig) {
         if let Some(slot) = self.ports.get_mut(port) {
             *slot = config;
+            self.last_owner = (NO_OWNER, 0);
             if let Some(key) = self.owner_keys.get_mut(port) {
                 *key = config.mac.as_ref().map_or(NO_OWNER, mac_key);
             }
@@ -566,6 +572,21 @@ impl Switch {
     #[inline(always)]
     fn owner_of_key(&self, key: u64) -> Option<usize> {
         self.owner_keys.iter().position(|&k| k == key)
+    }
+
+    /// [`Switch::owner_of_key`] of a frame's destination: the port found
+    /// for the previous frame's if it is the same address (one compare,
+    /// not a search), else the search, remembered.
+    #[inline(always)]
+    fn owner_of_dst(&mut self, key: u64) -> Option<usize> {
+        if self.last_owner.0 == key {
+            return Some(self.last_owner.1);
+        }
+        let owner = self.owner_of_key(key);
+        if let Some(port) = owner {
+            self.last_owner = (key, port);
+        }
+        owner
     }
 
     /// Port `port` as a [`Sender`].
@@ -837,7 +858,7 @@ impl Switch {
         let owner = if dst_multicast {
             None
         } else {
-            self.owner_of_key(dst_key)
+            self.owner_of_dst(dst_key)
         };
         let target = match owner {
             Some(port) => Some(port),
