@@ -145,7 +145,7 @@ pub struct SplitQueue {
     /// Avail-ring entries read ahead, as read (2 bytes each): those of
     /// avail indices `heads_start..heads_start + heads_len`, all below an
     /// `avail.idx` read before them ([`Self::pop`]).
-    heads: [u8; 2 * RING_BATCH as usize],
+    heads: [[u8; 2]; RING_BATCH as usize],
     heads_start: Wrapping<u16>,
     heads_len: u16,
     /// Used elements added and not yet written to the used ring, as they
@@ -181,7 +181,7 @@ impl SplitQueue {
             signalled_used: Wrapping(0),
             avail_event: None,
             quiet: false,
-            heads: [0; 2 * RING_BATCH as usize],
+            heads: [[0; 2]; RING_BATCH as usize],
             heads_start: Wrapping(0),
             heads_len: 0,
             staged_used: [0; USED_ELEMENT_BYTES * RING_BATCH as usize],
@@ -301,8 +301,10 @@ impl SplitQueue {
             return Err(VirtioError::QueueNotReady);
         }
         let ahead = (self.next_avail - self.heads_start).0;
-        let raw = match self.heads.get(2 * usize::from(ahead)..) {
-            Some(&[a, b, ..]) if ahead < self.heads_len => [a, b],
+        // An entry as a pair of bytes: read as one 2-byte load (out of a
+        // flat byte array LLVM loaded each byte and put them together).
+        let raw = match self.heads.get(usize::from(ahead)) {
+            Some(&raw) if ahead < self.heads_len => raw,
             _ => match self.read_heads(mem)? {
                 Some(raw) => raw,
                 None => return Ok(None),
@@ -332,7 +334,7 @@ impl SplitQueue {
             .min(RING_BATCH)
             .min(self.layout.size - slot);
         let bytes = usize::from(count) * 2;
-        let Some(buf) = self.heads.get_mut(..bytes) else {
+        let Some(buf) = self.heads.as_flattened_mut().get_mut(..bytes) else {
             return Err(VirtioError::DescriptorIndexOutOfRange);
         };
         // The Acquire load of avail.idx that showed these entries orders
@@ -340,8 +342,8 @@ impl SplitQueue {
         mem.read(at(self.layout.avail, 4 + 2 * u64::from(slot))?, buf)?;
         self.heads_start = self.next_avail;
         self.heads_len = count;
-        let [a, b, ..] = self.heads;
-        Ok(Some([a, b]))
+        let [first, ..] = self.heads;
+        Ok(Some(first))
     }
 
     /// Gives back the last `count` popped chains (none of them was used), so
