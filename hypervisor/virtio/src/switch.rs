@@ -378,6 +378,15 @@ impl Sender {
     }
 }
 
+/// What a turn forwarded, added to its sender's counters (`tx_packets`,
+/// `tx_bytes`, `tx_gso`) once at its end, not per frame.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sent {
+    packets: u64,
+    bytes: u64,
+    gso: u64,
+}
+
 /// What one port's turn in a [`Switch::run`] did.
 #[derive(Clone, Copy, Debug, Default)]
 struct Turn {
@@ -589,6 +598,22 @@ impl Switch {
         owner
     }
 
+    /// Learns that the source address `src_key` (a [`mac_key`]) is behind
+    /// trusted port `port`, unless it is a group address, zero, or an
+    /// address a port is configured with (that entry is static). Out of
+    /// line: the frames of an untrusted port (most) test one flag only.
+    #[inline(never)]
+    fn learn(&mut self, port: usize, src_key: u64, now: u64) {
+        if src_key & 1 == 0 && src_key != 0 && self.owner_of_key(src_key).is_none() {
+            // Ports are numbered below port_count <= u16::MAX.
+            self.fdb.learn(
+                &mac_of(src_key),
+                u16::try_from(port).unwrap_or(u16::MAX),
+                now,
+            );
+        }
+    }
+
     /// Port `port` as a [`Sender`].
     fn sender(&self, port: usize) -> Sender {
         Sender {
@@ -709,6 +734,7 @@ impl Switch {
     fn turn<P: Port>(&mut self, ports: &mut [P], src: usize, limit: usize, now: u64) -> Turn {
         let mut turn = Turn::default();
         let sender = self.sender(src);
+        let mut sent = Sent::default();
         while turn.frames < limit {
             // The poll's result stays where poll_tx wrote it and the
             // header is passed on by reference: a copy of it right
@@ -734,7 +760,7 @@ impl Switch {
                 &TxPoll::Frame { len, ref header } => (len, header, false),
                 &TxPoll::Held { len, ref header } => (len, header, true),
             };
-            match self.accept(ports, sender, len, header, held, now) {
+            match self.accept(ports, sender, len, header, held, now, &mut sent) {
                 Outcome::Taken => {
                     ports[src].release_tx();
                     turn.frames += 1;
@@ -746,10 +772,16 @@ impl Switch {
                 }
             }
         }
+        let c = &mut self.counters[src];
+        c.tx_packets += sent.packets;
+        c.tx_bytes += sent.bytes;
+        c.tx_gso += sent.gso;
         turn
     }
 
-    /// Checks a frame taken from `sender` and forwards it.
+    /// Checks a frame taken from `sender` and forwards it; counts it in
+    /// `sent` if it was.
+    #[allow(clippy::too_many_arguments)] // one frame's whole state
     fn accept<P: Port>(
         &mut self,
         ports: &mut [P],
@@ -758,6 +790,7 @@ impl Switch {
         header: &NetHeader,
         held: bool,
         now: u64,
+        sent: &mut Sent,
     ) -> Outcome {
         let src = sender.port;
         // A GSO frame is held in its sender's memory, its headers checked
@@ -787,14 +820,9 @@ impl Switch {
         }
         let outcome = self.forward(ports, sender, (dst_key, src_key), header, len, held, now);
         if outcome == Outcome::Taken {
-            // One borrow for the three: indexed each time, each reloaded
-            // the vector's pointer and length and checked the bound again
-            // (to the compiler, a store through the first could have
-            // changed them).
-            let c = &mut self.counters[src];
-            c.tx_packets += 1;
-            c.tx_bytes += len as u64;
-            c.tx_gso += u64::from(gso);
+            sent.packets += 1;
+            sent.bytes += len as u64;
+            sent.gso += u64::from(gso);
         }
         outcome
     }
@@ -839,19 +867,9 @@ impl Switch {
         // The addresses as arrays only where they are needed as such (the
         // common frame, to a port configured with its address, does not).
         let dst_multicast = dst_key & 1 != 0;
-        // Learn only from trusted ports, and never an address a port is
-        // configured with (that entry is static).
-        if sender.trusted
-            && src_key & 1 == 0
-            && src_key != 0
-            && self.owner_of_key(src_key).is_none()
-        {
-            // Ports are numbered below port_count <= u16::MAX.
-            self.fdb.learn(
-                &mac_of(src_key),
-                u16::try_from(src).unwrap_or(u16::MAX),
-                now,
-            );
+        // Learn only from trusted ports.
+        if sender.trusted {
+            self.learn(src, src_key, now);
         }
         // The port configured with the address (`lookup`'s first answer),
         // else the one it was learned on.
