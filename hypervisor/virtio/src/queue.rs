@@ -151,7 +151,7 @@ pub struct SplitQueue {
     /// Used elements added and not yet written to the used ring, as they
     /// go there (8 bytes each): those of used indices
     /// `next_used - staged .. next_used` ([`Self::add_used`]).
-    staged_used: [u8; USED_ELEMENT_BYTES * RING_BATCH as usize],
+    staged_used: [[u8; USED_ELEMENT_BYTES]; RING_BATCH as usize],
     staged: u16,
 }
 
@@ -184,7 +184,7 @@ impl SplitQueue {
             heads: [[0; 2]; RING_BATCH as usize],
             heads_start: Wrapping(0),
             heads_len: 0,
-            staged_used: [0; USED_ELEMENT_BYTES * RING_BATCH as usize],
+            staged_used: [[0; USED_ELEMENT_BYTES]; RING_BATCH as usize],
             staged: 0,
         }
     }
@@ -303,14 +303,13 @@ impl SplitQueue {
         let ahead = (self.next_avail - self.heads_start).0;
         // An entry as a pair of bytes: read as one 2-byte load (out of a
         // flat byte array LLVM loaded each byte and put them together).
-        let raw = match self.heads.get(usize::from(ahead)) {
-            Some(&raw) if ahead < self.heads_len => raw,
+        let head = match self.heads.get(usize::from(ahead)) {
+            Some(&raw) if ahead < self.heads_len => u16::from_le_bytes(raw),
             _ => match self.read_heads(mem)? {
-                Some(raw) => raw,
+                Some(head) => head,
                 None => return Ok(None),
             },
         };
-        let head = u16::from_le_bytes(raw);
         if head >= self.layout.size {
             return Err(VirtioError::DescriptorIndexOutOfRange);
         }
@@ -322,28 +321,35 @@ impl SplitQueue {
     /// (reading `avail.idx` if all before it were taken): the first, or
     /// `None` if the ring is empty. Out of line: once per batch.
     #[inline(never)]
-    fn read_heads<M: GuestMemory>(&mut self, mem: &M) -> Result<Option<[u8; 2]>, VirtioError> {
+    fn read_heads<M: GuestMemory>(&mut self, mem: &M) -> Result<Option<u16>, VirtioError> {
         if self.next_avail == self.avail_shadow && self.read_avail_idx(mem)? == self.next_avail {
             return Ok(None);
         }
         let slot = self.next_avail.0 & self.mask();
+        let entry = at(self.layout.avail, 4 + 2 * u64::from(slot))?;
         // At least one (avail_shadow != next_avail), at most the batch and
         // the entries before the ring's end.
         let count = (self.avail_shadow - self.next_avail)
             .0
             .min(RING_BATCH)
             .min(self.layout.size - slot);
-        let bytes = usize::from(count) * 2;
-        let Some(buf) = self.heads.as_flattened_mut().get_mut(..bytes) else {
+        // The Acquire load of avail.idx that showed these entries orders
+        // these reads after it.
+        if count == 1 {
+            // One (a batch of one frame): one 2-byte load, not a copy; the
+            // heads read before are forgotten, so that none can be taken
+            // for a later index.
+            self.heads_len = 0;
+            return Ok(Some(mem.load_u16(entry, Ordering::Relaxed)?));
+        }
+        let Some(buf) = self.heads.get_mut(..usize::from(count)) else {
             return Err(VirtioError::DescriptorIndexOutOfRange);
         };
-        // The Acquire load of avail.idx that showed these entries orders
-        // this read after it.
-        mem.read(at(self.layout.avail, 4 + 2 * u64::from(slot))?, buf)?;
+        mem.read(entry, buf.as_flattened_mut())?;
         self.heads_start = self.next_avail;
         self.heads_len = count;
         let [first, ..] = self.heads;
-        Ok(Some(first))
+        Ok(Some(u16::from_le_bytes(first)))
     }
 
     /// Gives back the last `count` popped chains (none of them was used), so
@@ -381,13 +387,8 @@ impl SplitQueue {
         head: u16,
         len: u32,
     ) -> Result<(), VirtioError> {
-        let at = usize::from(self.staged) * USED_ELEMENT_BYTES;
         let element = u64::from(head) | u64::from(len) << 32;
-        match self
-            .staged_used
-            .get_mut(at..)
-            .and_then(|s| s.first_chunk_mut())
-        {
+        match self.staged_used.get_mut(usize::from(self.staged)) {
             Some(slot) => *slot = element.to_le_bytes(),
             // Never: a full batch is written out below.
             None => return Err(VirtioError::Memory(chroma_mem::MemError::Overflow)),
@@ -395,26 +396,39 @@ impl SplitQueue {
         self.staged += 1;
         self.next_used += 1;
         if self.staged == RING_BATCH {
-            self.write_staged(mem)?;
+            self.write_staged_run(mem)?;
         }
         Ok(())
     }
 
-    /// Writes the staged used elements into the used ring: one access, or
-    /// two where they wrap around its end.
-    #[inline(never)]
+    /// Writes the staged used elements into the used ring. One (a batch
+    /// of one frame) in a fixed-size write, inline: a store, not a call
+    /// and a copy of a slice's length.
+    #[inline(always)]
     fn write_staged<M: GuestMemory>(&mut self, mem: &M) -> Result<(), VirtioError> {
+        if let (1, Some(element)) = (self.staged, self.staged_used.first()) {
+            let slot = (self.next_used.0 - 1) & self.mask();
+            let at = at(self.layout.used, 4 + USED_ELEMENT_SIZE * u64::from(slot))?;
+            mem.write_owned(at, element, self.used_area())?;
+            self.staged = 0;
+            return Ok(());
+        }
+        self.write_staged_run(mem)
+    }
+
+    /// [`Self::write_staged`] for any number: one access, or two where
+    /// they wrap around the ring's end.
+    #[inline(never)]
+    fn write_staged_run<M: GuestMemory>(&mut self, mem: &M) -> Result<(), VirtioError> {
         let mut first = (self.next_used - Wrapping(self.staged)).0 & self.mask();
         let mut done = 0u16;
         while done < self.staged {
             let count = (self.staged - done).min(self.layout.size - first);
             let part = self
                 .staged_used
-                .get(
-                    usize::from(done) * USED_ELEMENT_BYTES
-                        ..usize::from(done + count) * USED_ELEMENT_BYTES,
-                )
-                .ok_or(VirtioError::Memory(chroma_mem::MemError::Overflow))?;
+                .get(usize::from(done)..usize::from(done + count))
+                .ok_or(VirtioError::Memory(chroma_mem::MemError::Overflow))?
+                .as_flattened();
             mem.write_owned(
                 at(self.layout.used, 4 + USED_ELEMENT_SIZE * u64::from(first))?,
                 part,
