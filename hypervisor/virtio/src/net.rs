@@ -312,6 +312,7 @@ struct Live {
 }
 
 impl Live {
+    #[inline(always)]
     fn of(dev: &VirtioNet) -> Self {
         let up = dev.is_live() && dev.device.link_up;
         let ready = |index| up && dev.queue(index).is_some_and(Virtqueue::ready);
