@@ -680,8 +680,15 @@ impl Switch {
         );
         loop {
             let mut progress = false;
+            // The first port of this round, then the others in order: one
+            // division per round, not per turn (a division is slow).
+            let first = self.next_port % n;
             for k in 0..n {
-                let src = (self.next_port + k) % n;
+                let src = if first + k < n {
+                    first + k
+                } else {
+                    first + k - n
+                };
                 // What stops a turn before its first frame, and how many
                 // frames it may take: worked out once per turn, not per frame.
                 if report.frames >= budget {
@@ -698,6 +705,10 @@ impl Switch {
                 }
                 let limit = batch.min(quota - taken).min(budget - report.frames);
                 let turn = self.turn(ports, src, limit, now);
+                if turn.frames == 0 && !turn.held_back {
+                    // Nothing to send: nothing to record.
+                    continue;
+                }
                 self.taken[src] += turn.frames;
                 report.frames += turn.frames;
                 progress |= turn.frames > 0;
@@ -733,7 +744,9 @@ impl Switch {
     #[inline(always)]
     fn turn<P: Port>(&mut self, ports: &mut [P], src: usize, limit: usize, now: u64) -> Turn {
         let mut turn = Turn::default();
-        let sender = self.sender(src);
+        // Looked up at the first frame: a port with nothing to send (most
+        // turns at small batches) costs a poll and no more.
+        let mut sender = None;
         let mut sent = Sent::default();
         while turn.frames < limit {
             // The poll's result stays where poll_tx wrote it and the
@@ -742,6 +755,14 @@ impl Switch {
             // (a store-forwarding stall).
             let poll = ports[src].poll_tx(&mut self.frame);
             let (len, header, held) = match &poll {
+                TxPoll::Empty if turn.frames == 0 => {
+                    // Nothing to send (most turns at small batches): done,
+                    // with nothing to count.
+                    return Turn {
+                        stopped: true,
+                        ..Turn::default()
+                    };
+                }
                 TxPoll::Empty => {
                     turn.stopped = true;
                     break;
@@ -760,6 +781,7 @@ impl Switch {
                 &TxPoll::Frame { len, ref header } => (len, header, false),
                 &TxPoll::Held { len, ref header } => (len, header, true),
             };
+            let sender = *sender.get_or_insert_with(|| self.sender(src));
             match self.accept(ports, sender, len, header, held, now, &mut sent) {
                 Outcome::Taken => {
                     ports[src].release_tx();
@@ -772,10 +794,12 @@ impl Switch {
                 }
             }
         }
-        let c = &mut self.counters[src];
-        c.tx_packets += sent.packets;
-        c.tx_bytes += sent.bytes;
-        c.tx_gso += sent.gso;
+        if sent.packets > 0 {
+            let c = &mut self.counters[src];
+            c.tx_packets += sent.packets;
+            c.tx_bytes += sent.bytes;
+            c.tx_gso += sent.gso;
+        }
         turn
     }
 
