@@ -963,14 +963,18 @@ impl<M: GuestMemory> NetPort<'_, M> {
             return RxPush::Dropped(DropReason::PortDown);
         }
         // The path is compiled once per ring format, chosen here.
-        let delivered = match self.dev.queue_mut(RX_QUEUE) {
-            Some(Virtqueue::Split(q)) => deliver(q, mem, &header_bytes, payload, mrg),
-            Some(Virtqueue::Packed(q)) => deliver(q, mem, &header_bytes, payload, mrg),
-            None => return RxPush::Dropped(DropReason::PortDown),
-        };
-        match delivered {
-            Ok(result) => result,
-            Err(_) => RxPush::Dropped(self.fatal()),
+        // Each format's result taken apart in its own arm: merged first,
+        // the `Result` went through the stack.
+        match self.dev.queue_mut(RX_QUEUE) {
+            Some(Virtqueue::Split(q)) => match deliver(q, mem, &header_bytes, payload, mrg) {
+                Ok(result) => result,
+                Err(_) => RxPush::Dropped(self.fatal()),
+            },
+            Some(Virtqueue::Packed(q)) => match deliver(q, mem, &header_bytes, payload, mrg) {
+                Ok(result) => result,
+                Err(_) => RxPush::Dropped(self.fatal()),
+            },
+            None => RxPush::Dropped(DropReason::PortDown),
         }
     }
 }
