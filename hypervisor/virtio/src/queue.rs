@@ -289,7 +289,7 @@ impl SplitQueue {
     /// Takes the next available chain's head index, or `None` if the ring is
     /// empty. The head is checked to be below the queue size (§2.7.6).
     ///
-    /// The heads are read from the avail ring up to [`RING_BATCH`] at a
+    /// The heads are read from the avail ring up to `RING_BATCH` (32) at a
     /// time (as many as `avail.idx` says are there, up to the ring's end),
     /// each once, in one access: a batch of chains costs one range check,
     /// not one per chain. A head read ahead stays the driver's value for
@@ -377,7 +377,7 @@ impl SplitQueue {
     /// the driver.
     ///
     /// Staged and written with the others of its batch, up to
-    /// [`RING_BATCH`] elements in one access ([`Self::write_staged`]):
+    /// `RING_BATCH` (32) elements in one access (`write_staged`):
     /// the driver reads no element past `used.idx`, which is published
     /// after them. Inline: twice per switched frame, a few instructions.
     #[inline(always)]
