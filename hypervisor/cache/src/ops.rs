@@ -88,6 +88,9 @@ pub unsafe trait CacheOps {
 }
 
 /// The line-aligned span covering `va..va+len`: `(first line, line count)`.
+/// `line` is a power of two (a cache line as CTR gives it): the count is
+/// a shift, not a division (a 64-bit division is a library call on
+/// AArch32, made for every maintained access).
 ///
 /// Returns `None` on overflow; `len == 0` gives zero lines.
 pub fn line_span(va: HostVirtAddr, len: usize, line: usize) -> Option<(u64, usize)> {
@@ -98,7 +101,7 @@ pub fn line_span(va: HostVirtAddr, len: usize, line: usize) -> Option<(u64, usiz
     let first = va.raw() & !(line - 1);
     let last_byte = va.raw().checked_add(u64::try_from(len).ok()? - 1)?;
     let last = last_byte & !(line - 1);
-    let count = usize::try_from((last - first) / line + 1).ok()?;
+    let count = usize::try_from(((last - first) >> line.trailing_zeros()) + 1).ok()?;
     Some((first, count))
 }
 

@@ -160,6 +160,24 @@ impl<const N: usize> LineSet<N> {
         self.live().iter().any(|&(s, e)| s <= line && line < e)
     }
 
+    /// The end of the range holding `line`, if one does: the first line
+    /// past a run of lines in the set.
+    fn end_of_run(&self, line: u64) -> Option<u64> {
+        self.live()
+            .iter()
+            .find(|&&(s, e)| s <= line && line < e)
+            .map(|&(_, e)| e)
+    }
+
+    /// Bytes of `start..end` the set holds: the ranges are disjoint, so
+    /// their overlaps with it add up (one pass, not a search per line).
+    fn overlap(&self, start: u64, end: u64) -> u64 {
+        self.live()
+            .iter()
+            .map(|&(s, e)| e.min(end).saturating_sub(s.max(start)))
+            .sum()
+    }
+
     /// Adds `start..end`, merging with overlapping or adjacent ranges.
     /// `false` (nothing added) if the set is full.
     fn insert(&mut self, mut start: u64, mut end: u64) -> bool {
@@ -231,14 +249,17 @@ impl Track {
 /// Counts the lines of `first..first + count * line` not yet in `set`
 /// and adds them (a full set is emptied first: the tally then counts a
 /// line again, erring on the generous side of the minimum).
+///
+/// The count is the range's lines less the set's overlap with it, in
+/// lines: every range the hooks insert starts and ends on a line boundary,
+/// so the overlap is whole lines. (A search of the set per line made this
+/// count, which only feeds the statistics, the costliest step of a
+/// maintained frame on AArch32: ~9% of QEMU's time in a bare-metal
+/// transfer.)
 fn tally<const N: usize>(set: &mut LineSet<N>, first: u64, count: usize, line: u64) -> u64 {
-    let mut new = 0;
-    for i in 0..count as u64 {
-        if !set.contains(first + i * line) {
-            new += 1;
-        }
-    }
     let end = first + count as u64 * line;
+    // `line` is a power of two (see `line_span`): a shift, not a division.
+    let new = (count as u64).saturating_sub(set.overlap(first, end) >> line.trailing_zeros());
     if !set.insert(first, end) {
         set.clear();
         set.insert(first, end);
@@ -588,9 +609,17 @@ impl<O: CacheOps> CacheHooks for MaintainHooks<O> {
             let end = start.saturating_add(len as u64);
             let plain = self.plain_invalidate && self.in_window(va, len);
             let mut n = 0;
-            for i in 0..count as u64 {
-                let at = first + i * line;
-                if track.fresh.contains(at) || track.dirty.contains(at) {
+            let end_line = first + count as u64 * line;
+            let mut at = first;
+            while at < end_line {
+                // A line fresh or pending needs nothing, nor do the rest of
+                // its run: skipped at once, not looked up line by line.
+                if let Some(run_end) = track
+                    .fresh
+                    .end_of_run(at)
+                    .or_else(|| track.dirty.end_of_run(at))
+                {
+                    at = run_end.max(at + line);
                     continue;
                 }
                 let whole = at >= start && at + line <= end;
@@ -602,12 +631,12 @@ impl<O: CacheOps> CacheHooks for MaintainHooks<O> {
                     unsafe { self.ops.clean_invalidate_line(HostVirtAddr::new(at)) };
                 }
                 n += 1;
+                at += line;
             }
             if n > 0 {
                 self.ops.dsb();
                 Self::add(&self.lines_invalidated, n);
             }
-            let end_line = first + count as u64 * line;
             if !track.fresh.insert(first, end_line) {
                 track.fresh.clear();
                 track.fresh.insert(first, end_line);
@@ -877,6 +906,62 @@ mod tests {
         assert_eq!(set.live(), &[(0, 192)]);
         assert!(set.insert(512, 576) && !set.insert(1024, 1088));
         assert!(set.contains(128) && !set.contains(192) && !set.contains(1024));
+    }
+
+    /// `tally` as it was, a search of the set per line: the reference.
+    fn tally_by_search<const N: usize>(
+        set: &mut LineSet<N>,
+        first: u64,
+        count: usize,
+        line: u64,
+    ) -> u64 {
+        let new = (0..count as u64)
+            .filter(|i| !set.contains(first + i * line))
+            .count() as u64;
+        let end = first + count as u64 * line;
+        if !set.insert(first, end) {
+            set.clear();
+            set.insert(first, end);
+        }
+        new
+    }
+
+    #[test]
+    fn a_tally_counts_what_a_search_per_line_counts() {
+        // xorshift: the same sequence every run.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |bound: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % bound
+        };
+        let line = 64;
+        for _ in 0..200 {
+            let (mut by_overlap, mut by_search) = (LineSet::<8>::new(), LineSet::<8>::new());
+            for _ in 0..40 {
+                let first = next(64) * line;
+                let count = next(12) as usize + 1;
+                assert_eq!(
+                    tally(&mut by_overlap, first, count, line),
+                    tally_by_search(&mut by_search, first, count, line),
+                    "lines {first:#x} + {count}"
+                );
+                assert_eq!(by_overlap.live(), by_search.live());
+            }
+        }
+    }
+
+    #[test]
+    fn a_run_ends_where_its_range_does() {
+        let mut set: LineSet<4> = LineSet::new();
+        assert!(set.insert(64, 256) && set.insert(512, 576));
+        assert_eq!(set.end_of_run(64), Some(256));
+        assert_eq!(set.end_of_run(192), Some(256));
+        assert_eq!(set.end_of_run(256), None);
+        assert_eq!(set.end_of_run(512), Some(576));
+        assert_eq!(set.overlap(0, 1024), 256);
+        assert_eq!(set.overlap(128, 544), 128 + 32);
     }
 
     #[test]
