@@ -941,7 +941,7 @@ mod tests {
             let (mut by_overlap, mut by_search) = (LineSet::<8>::new(), LineSet::<8>::new());
             for _ in 0..40 {
                 let first = next(64) * line;
-                let count = next(12) as usize + 1;
+                let count = usize::try_from(next(12)).unwrap_or(0) + 1;
                 assert_eq!(
                     tally(&mut by_overlap, first, count, line),
                     tally_by_search(&mut by_search, first, count, line),
