@@ -48,11 +48,26 @@ impl WindowArray {
     }
 
     /// `(frame, offset)` of `ipa` among the first `count` frames.
+    ///
+    /// Every MMIO exit to a NIC's window (each kick) routes through here.
+    /// A stride that is a power of two (virtio-mmio's 0x200) takes a shift
+    /// and a mask: a 64-bit division is a library call on AArch32.
     pub fn locate(&self, ipa: u64, count: u32) -> Option<(u32, u64)> {
         let offset = ipa.checked_sub(self.base)?;
+        let (frame, within) = if self.stride.is_power_of_two() {
+            (
+                offset >> self.stride.trailing_zeros(),
+                offset & (self.stride - 1),
+            )
+        } else {
+            (
+                offset.checked_div(self.stride)?,
+                offset.checked_rem(self.stride)?,
+            )
+        };
         // A frame number past u32 is past `count` too.
-        let frame = u32::try_from(offset / self.stride).ok()?;
-        (frame < count.min(self.max_count)).then(|| (frame, offset % self.stride))
+        let frame = u32::try_from(frame).ok()?;
+        (frame < count.min(self.max_count)).then_some((frame, within))
     }
 }
 
@@ -287,6 +302,59 @@ mod tests {
         assert_eq!(QEMU_VIRT.uart_intid, 33);
         assert_eq!(QEMU_VIRT.virtio_intid(0), 48);
         assert_eq!(QEMU_VIRT.virtio_intid(3), 51);
+    }
+
+    /// `locate` by division, as it was before the shift: the reference.
+    fn locate_by_division(w: &WindowArray, ipa: u64, count: u32) -> Option<(u32, u64)> {
+        let offset = ipa.checked_sub(w.base)?;
+        let frame = u32::try_from(offset.checked_div(w.stride)?).ok()?;
+        (frame < count.min(w.max_count)).then(|| (frame, offset % w.stride))
+    }
+
+    /// How many of the cases around every frame's edges and far past the
+    /// windows `f` answers otherwise than the division does, over strides
+    /// that are powers of two (the shift), others (the division) and zero.
+    fn disagreements(f: impl Fn(&WindowArray, u64, u32) -> Option<(u32, u64)>) -> (usize, usize) {
+        let (mut wrong, mut cases) = (0, 0);
+        for stride in [0x200u64, 0x2_0000, 1 << 40, 0x300, 0x1_8000, 1, 0] {
+            let w = WindowArray {
+                base: 0x0A00_0000,
+                stride,
+                max_count: 32,
+            };
+            for frame in [0u64, 1, 2, 31, 32, 33, 1 << 33] {
+                for delta in [0i64, 1, -1, 0x1ff, 0x200] {
+                    let ipa = w
+                        .base
+                        .wrapping_add(frame.wrapping_mul(stride))
+                        .wrapping_add_signed(delta);
+                    for count in [0, 1, 3, 32, 64] {
+                        cases += 1;
+                        wrong +=
+                            usize::from(f(&w, ipa, count) != locate_by_division(&w, ipa, count));
+                    }
+                }
+            }
+        }
+        (wrong, cases)
+    }
+
+    #[test]
+    fn a_window_is_located_by_shift_as_by_division() {
+        let (wrong, cases) = disagreements(WindowArray::locate);
+        assert!(cases > 1000);
+        assert_eq!(wrong, 0, "{wrong} of {cases} cases located otherwise");
+    }
+
+    #[test]
+    fn negative_control_a_shift_one_bit_short_is_caught() {
+        let shift_one_short = |w: &WindowArray, ipa: u64, count: u32| {
+            let offset = ipa.checked_sub(w.base)?;
+            let bits = w.stride.checked_ilog2()?.saturating_sub(1);
+            let frame = u32::try_from(offset >> bits).ok()?;
+            (frame < count.min(w.max_count)).then_some((frame, offset & ((1 << bits) - 1)))
+        };
+        assert!(disagreements(shift_one_short).0 > 0);
     }
 
     #[test]

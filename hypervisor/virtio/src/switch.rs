@@ -316,7 +316,14 @@ impl EgressQueue {
         if self.count == self.capacity() || frame.len() > MAX_FRAME_LEN {
             return false;
         }
-        let slot = (self.head + self.count) % self.capacity();
+        // head < capacity and count < capacity here: one wrap at most (no
+        // division, a library call on AArch32).
+        let slot = self.head + self.count;
+        let slot = if slot >= self.capacity() {
+            slot - self.capacity()
+        } else {
+            slot
+        };
         self.data[slot * MAX_FRAME_LEN..slot * MAX_FRAME_LEN + frame.len()].copy_from_slice(frame);
         // frame.len() <= MAX_FRAME_LEN, checked above.
         self.meta[slot] = (*header, u16::try_from(frame.len()).unwrap_or(0));
@@ -335,7 +342,11 @@ impl EgressQueue {
 
     fn pop(&mut self) {
         if self.count > 0 {
-            self.head = (self.head + 1) % self.capacity();
+            self.head = if self.head + 1 < self.capacity() {
+                self.head + 1
+            } else {
+                0
+            };
             self.count -= 1;
         }
     }
@@ -680,9 +691,15 @@ impl Switch {
         );
         loop {
             let mut progress = false;
-            // The first port of this round, then the others in order: one
-            // division per round, not per turn (a division is slow).
-            let first = self.next_port % n;
+            // The first port of this round, then the others in order. No
+            // division (a library call on AArch32): the rotation is kept
+            // below the port count, and a run with fewer ports than the
+            // last starts again at port 0.
+            let first = if self.next_port < n {
+                self.next_port
+            } else {
+                0
+            };
             for k in 0..n {
                 let src = if first + k < n {
                     first + k
@@ -725,7 +742,7 @@ impl Switch {
                 }
             }
             // Rotate who goes first, so no port is always served first.
-            self.next_port = (self.next_port + 1) % n;
+            self.next_port = if first + 1 < n { first + 1 } else { 0 };
             if !progress || report.more_work {
                 break;
             }
@@ -1072,5 +1089,65 @@ fn count_rx_drop(c: &mut PortCounters, reason: DropReason) {
         }
         DropReason::QueueFailed => c.fatal_errors += 1,
         _ => c.rx_errors += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// Runs `ops` pseudo-random pushes and pops (a fixed seed) on an
+    /// egress queue of `capacity` and on a `VecDeque` bounded the same
+    /// way; the number of steps where they disagree (what `front` shows,
+    /// whether a push is taken). `wrong_wrap` breaks the queue the way a
+    /// ring index can be broken: its head wraps one slot early.
+    fn disagreements(capacity: usize, ops: usize, wrong_wrap: bool) -> usize {
+        let mut q = EgressQueue::new(capacity);
+        let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut wrong = 0;
+        for op in 0..ops {
+            if next() % 3 != 0 {
+                let len = 14 + usize::from(next().to_le_bytes()[0] % 64);
+                let frame: Vec<u8> = (0..len).map(|i| (op + i).to_le_bytes()[0]).collect();
+                let taken = q.push(&NetHeader::default(), &frame);
+                wrong += usize::from(taken != (model.len() < capacity));
+                if model.len() < capacity {
+                    model.push_back(frame);
+                }
+            } else {
+                if wrong_wrap && q.count > 0 && q.head + 2 == q.capacity() {
+                    q.head = q.capacity() - 1;
+                }
+                q.pop();
+                model.pop_front();
+            }
+            let front = q.front().map(|(_, frame)| frame.to_vec());
+            wrong += usize::from(front.as_ref() != model.front());
+        }
+        wrong
+    }
+
+    #[test]
+    fn the_egress_queue_keeps_fifo_order_across_its_wrap() {
+        for capacity in [1, 2, 3, 8] {
+            assert_eq!(
+                disagreements(capacity, 5_000, false),
+                0,
+                "capacity {capacity}"
+            );
+        }
+    }
+
+    #[test]
+    fn negative_control_a_wrong_wrap_is_caught() {
+        assert!(disagreements(3, 5_000, true) > 0);
     }
 }
