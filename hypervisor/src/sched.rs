@@ -18,6 +18,7 @@ use crate::vm::Vm;
 use crate::{console, shutdown};
 use alloc::vec::Vec;
 use chroma_core::irq::{self, Completion, InterruptController, IrqRole, IrqRoles};
+use chroma_core::pagetable::Geometry;
 use chroma_core::run::{self, Clock, Next, RoundRobin};
 use chroma_core::vcpu::{handle_exit, Action};
 use chroma_core::vgic::{GicVersion, VcpuMask, MAX_VCPUS};
@@ -75,6 +76,25 @@ fn vtcr_value(ipa_bits: u8, start_level: u8) -> u64 {
     crate::arch::vtcr(ipa_bits, start_level)
 }
 
+/// The stage-2 geometry of every VM: an IPA space as large as the VMs'
+/// machine and RAM need (of at least 32 bits) rather than all the CPU
+/// translates, so that walks start at level 2 where they can. A guest
+/// access past it faults at stage 2 as any unmapped address does.
+fn stage2_geometry(board: &BoardInfo, manifest: &Manifest<'static>) -> Geometry {
+    let ipa_end = manifest
+        .vms()
+        .map(|spec| spec.memory_base.saturating_add(spec.memory_bytes))
+        .fold(chroma_core::guest_map::QEMU_VIRT.devices_end(), u64::max);
+    let geometry = Geometry::stage2_covering(ipa_end, board.ipa_bits)
+        .unwrap_or_else(|| crate::fatal("the CPU's IPA size is outside what stage 2 supports"));
+    log::debug!(
+        "stage 2: {}-bit IPA space, walks start at level {}",
+        geometry.input_bits,
+        geometry.start_level
+    );
+    geometry
+}
+
 /// Creates the VMs and the shared state (boot CPU, before secondaries start).
 pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
     let version = match board.gic {
@@ -95,12 +115,14 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
     // holds only while nothing frees frames before the VMs are built (the
     // switches' uplink, which may, is probed after them).
     let mut boot_caches = crate::vm::BootCaches::clean_at_boot();
+    let stage2 = stage2_geometry(board, manifest);
     for spec in manifest.vms() {
         let started = cpu::now();
         match Vm::create(
             vms.len(),
             &spec,
             board,
+            stage2,
             version,
             &mut cache,
             &mut boot_caches,
@@ -137,13 +159,11 @@ pub fn init_system(board: &BoardInfo, manifest: &Manifest<'static>) {
         .iter()
         .enumerate()
         .find_map(|(i, s)| s.state.lock().uplink.as_ref().map(|u| (i, u.intid)));
-    let geometry = chroma_core::pagetable::Geometry::stage2(board.ipa_bits)
-        .unwrap_or_else(|| crate::fatal("IPA size"));
     SYSTEM.call_once(|| System {
         vms,
         failed_to_start: failed,
         gic: board.gic,
-        vtcr: vtcr_value(board.ipa_bits, geometry.start_level),
+        vtcr: vtcr_value(stage2.input_bits, stage2.start_level),
         roles: IrqRoles {
             kick: KICK_SGI,
             maintenance: board.maintenance_intid,

@@ -303,11 +303,13 @@ impl Vm {
     /// Builds a VM from its manifest record: memory, stage-2, images, DTB.
     /// `boot`: what the boot's clean by set/way allows (see [`BootCaches`]):
     /// only what the loader writes is cleaned to the Point of Coherency, the
-    /// large images later; without it all of the VM's RAM.
+    /// large images later; without it all of the VM's RAM. `stage2`: the
+    /// geometry of every VM's stage-2 tables (VTCR is one for all).
     pub fn create(
         index: usize,
         spec: &VmSpec<'static>,
         board: &BoardInfo,
+        stage2: Geometry,
         version: GicVersion,
         cache: &mut CacheSetup,
         boot: &mut BootCaches,
@@ -323,12 +325,7 @@ impl Vm {
         let ram_pa = FRAMES.lock().alloc(ram_size).ok_or(VmError::NoMemory)?;
         let vcpu_count = (spec.vcpus as usize).clamp(1, MAX_VCPUS);
         let mut tables = PhysTables;
-        let ipa_bits = board.ipa_bits;
-        let mut stage2 = PageTable::new(
-            &mut tables,
-            Geometry::stage2(ipa_bits).ok_or(VmError::Stage2)?,
-        )
-        .map_err(|_| VmError::Stage2)?;
+        let mut stage2 = PageTable::new(&mut tables, stage2).map_err(|_| VmError::Stage2)?;
         stage2
             .map_with_largest_leaf::<Stage2Format, _>(
                 &mut tables,

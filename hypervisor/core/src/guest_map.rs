@@ -221,6 +221,23 @@ impl GuestMap {
         let Some(end) = base.checked_add(size) else {
             return false;
         };
+        self.device_windows()
+            .iter()
+            .all(|w| end <= w.base || base >= w.base + w.size)
+    }
+
+    /// The end of the highest device window: every device address lies
+    /// below it (with RAM's end, the IPA size a VM needs).
+    pub fn devices_end(&self) -> u64 {
+        self.device_windows()
+            .iter()
+            .map(|w| w.base + w.size)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Every device window, arrays whole (all their slots).
+    fn device_windows(&self) -> [Window; 5] {
         let redistributors = Window {
             base: self.gic_redistributors.base,
             size: self.gic_redistributors.stride * u64::from(self.gic_redistributors.max_count),
@@ -236,8 +253,6 @@ impl GuestMap {
             self.uart,
             virtio,
         ]
-        .iter()
-        .all(|w| end <= w.base || base >= w.base + w.size)
     }
 }
 
@@ -363,5 +378,14 @@ mod tests {
         assert!(!QEMU_VIRT.ram_clear_of_devices(0x0800_0000, 0x1000));
         assert!(!QEMU_VIRT.ram_clear_of_devices(0, 0x0900_0001));
         assert!(!QEMU_VIRT.ram_clear_of_devices(u64::MAX - 1, 16));
+    }
+
+    #[test]
+    fn the_devices_end_below_which_every_window_lies() {
+        // virtio-mmio's 32 slots of 0x200 from 0x0a00_0000 end highest.
+        assert_eq!(QEMU_VIRT.devices_end(), 0x0a00_4000);
+        // RAM from there on is clear of them; a byte less is not.
+        assert!(QEMU_VIRT.ram_clear_of_devices(QEMU_VIRT.devices_end(), 0x1000));
+        assert!(!QEMU_VIRT.ram_clear_of_devices(QEMU_VIRT.devices_end() - 0x1000, 0x1000));
     }
 }

@@ -166,21 +166,45 @@ impl Geometry {
         12 + 9 * (LAST_LEVEL - level) as u32
     }
 
-    /// A stage-2 geometry for `input_bits` (32..=48), starting as deep as
-    /// concatenation of up to 16 root tables allows (Arm ARM D8.2.8).
+    /// A stage-2 geometry for `input_bits` (25..=48), starting as deep as
+    /// concatenation of up to 16 root tables allows (Arm ARM D8.2.8; the
+    /// same bounds hold for ARMv7's VTCR.SL0).
+    ///
+    /// Each level the walk starts below the top is a descriptor read saved
+    /// on every stage-2 walk, and a guest's stage-1 walk makes one stage-2
+    /// walk per level of its own: with 4 KiB pages at both stages a TLB
+    /// miss of a 4-level guest costs 4 + 5 x (stage-2 levels) reads, 24
+    /// when stage 2 starts at level 0, 14 when it starts at level 2.
     pub fn stage2(input_bits: u8) -> Option<Self> {
         if !(25..=48).contains(&input_bits) {
             return None;
         }
-        // Level 1 resolves bits 30..38; with up to 16 concatenated tables it
-        // covers 43 bits. Beyond that start at level 0.
-        let start_level = if input_bits > 43 { 0 } else { 1 };
+        // Level 2 resolves bits 21..29; with up to 16 concatenated tables it
+        // covers 34 bits. Level 1 resolves bits 30..38 and covers 43 bits
+        // so. Beyond that start at level 0.
+        let start_level = match input_bits {
+            ..=34 => 2,
+            35..=43 => 1,
+            _ => 0,
+        };
         let bits_at_root = u32::from(input_bits) - Self::level_shift(start_level);
         Some(Self {
             input_bits,
             start_level,
             root_entries: 1usize << bits_at_root,
         })
+    }
+
+    /// The stage-2 geometry for guests whose addresses all lie below
+    /// `ipa_end`, on a CPU whose IPA size is at most `limit_bits`: the input
+    /// size covers `ipa_end` (at least 32 bits) and is no larger, so that
+    /// the walk starts as deep as it can. A guest address at or past
+    /// 2^input_bits faults at stage 2 as an unmapped one does. None when
+    /// `limit_bits` is outside [`Geometry::stage2`]'s range.
+    pub fn stage2_covering(ipa_end: u64, limit_bits: u8) -> Option<Self> {
+        let needed = 64 - ipa_end.saturating_sub(1).leading_zeros();
+        let bits = u8::try_from(needed.max(32)).unwrap_or(u8::MAX);
+        Self::stage2(bits.min(limit_bits))
     }
 
     /// A stage-1 geometry for `input_bits` (a single root table).
@@ -597,10 +621,112 @@ mod tests {
             (1, 1024, 2)
         );
         let g = Geometry::stage2(32).unwrap();
-        assert_eq!((g.start_level, g.root_entries, g.root_pages()), (1, 4, 1));
+        assert_eq!(
+            (g.start_level, g.root_entries, g.root_pages()),
+            (2, 2048, 4)
+        );
+        let g = Geometry::stage2(34).unwrap();
+        assert_eq!(
+            (g.start_level, g.root_entries, g.root_pages()),
+            (2, 8192, 16)
+        );
+        let g = Geometry::stage2(35).unwrap();
+        assert_eq!((g.start_level, g.root_entries, g.root_pages()), (1, 32, 1));
+        let g = Geometry::stage2(25).unwrap();
+        assert_eq!((g.start_level, g.root_entries, g.root_pages()), (2, 16, 1));
         let g = Geometry::stage2(44).unwrap();
         assert_eq!((g.start_level, g.root_entries), (0, 32));
         assert!(Geometry::stage2(52).is_none());
+    }
+
+    /// The start level the Arm ARM allows for a stage-2 input size (its
+    /// check on the start level: the bits the initial lookup resolves, 1 to
+    /// 13 with 4 KiB tables, concatenation included).
+    fn start_level_is_consistent(input_bits: u8, level: u8) -> bool {
+        let resolved_below = 9 * u32::from(LAST_LEVEL - level) + 12;
+        (1..=13).contains(&(u32::from(input_bits) - resolved_below))
+    }
+
+    #[test]
+    fn every_stage2_geometry_starts_where_the_architecture_allows() {
+        for bits in 25..=48 {
+            let g = Geometry::stage2(bits).unwrap();
+            assert!(
+                start_level_is_consistent(bits, g.start_level),
+                "{bits} bits"
+            );
+            // And no deeper level would do.
+            assert!(
+                g.start_level == LAST_LEVEL - 1
+                    || !start_level_is_consistent(bits, g.start_level + 1),
+                "{bits} bits could start at level {}",
+                g.start_level + 1
+            );
+            assert_eq!(
+                g.root_entries << Geometry::level_shift(g.start_level),
+                1usize << bits
+            );
+        }
+    }
+
+    #[test]
+    fn the_stage2_covering_a_layout_is_the_smallest_from_32_bits() {
+        let bits = |end, limit| Geometry::stage2_covering(end, limit).map(|g| g.input_bits);
+        // QEMU virt's devices and 1 GiB of RAM from 1 GiB.
+        assert_eq!(bits(0x8000_0000, 44), Some(32));
+        assert_eq!(bits(0x1_0000_0000, 44), Some(32));
+        assert_eq!(bits(0x1_0000_1000, 44), Some(33));
+        assert_eq!(bits(0x4_0000_0000, 40), Some(34));
+        assert_eq!(bits(0x4_0000_1000, 40), Some(35));
+        // Past what the CPU translates: its limit (the VM that needs more
+        // fails to map its RAM, the others run).
+        assert_eq!(bits(0x400_0000_0000, 40), Some(40));
+        assert_eq!(bits(0, 40), Some(32));
+        assert_eq!(bits(1 << 50, 52), None);
+    }
+
+    /// Descriptor reads of one translation of `input` in `t`.
+    fn reads_of_a_walk(t: &PageTable, m: &FakeMemory, input: u64) -> usize {
+        let before = m.reads.get();
+        assert!(t.lookup::<FakeFormat, _>(m, input).is_some());
+        m.reads.get() - before
+    }
+
+    /// Maps one page at 0x4000_0000 in a tree of `geometry`.
+    fn one_page(geometry: Geometry) -> (PageTable, FakeMemory) {
+        let mut m = memory();
+        let mut t = PageTable::new(&mut m, geometry).unwrap();
+        t.map::<FakeFormat, _>(
+            &mut m,
+            0x4000_0000,
+            HostPhysAddr::new(0x8000_0000),
+            PAGE_SIZE,
+            Attributes::RAM,
+        )
+        .unwrap();
+        (t, m)
+    }
+
+    #[test]
+    fn a_32_bit_stage2_walk_reads_two_descriptors() {
+        let (t, m) = one_page(Geometry::stage2(32).unwrap());
+        assert_eq!(reads_of_a_walk(&t, &m, 0x4000_0008), 2);
+        let (t, m) = one_page(Geometry::stage2(44).unwrap());
+        assert_eq!(reads_of_a_walk(&t, &m, 0x4000_0008), 4);
+    }
+
+    #[test]
+    fn negative_control_a_root_one_level_up_costs_a_read_more() {
+        // The geometry before: 32 bits from level 1, four root entries.
+        let shallow = Geometry {
+            input_bits: 32,
+            start_level: 1,
+            root_entries: 4,
+        };
+        assert!(start_level_is_consistent(32, 1));
+        let (t, m) = one_page(shallow);
+        assert_ne!(reads_of_a_walk(&t, &m, 0x4000_0008), 2);
+        assert_eq!(reads_of_a_walk(&t, &m, 0x4000_0008), 3);
     }
 
     #[test]
