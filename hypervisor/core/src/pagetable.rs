@@ -200,7 +200,8 @@ impl Geometry {
     /// size covers `ipa_end` (at least 32 bits) and is no larger, so that
     /// the walk starts as deep as it can. A guest address at or past
     /// 2^input_bits faults at stage 2 as an unmapped one does. None when
-    /// `limit_bits` is outside [`Geometry::stage2`]'s range.
+    /// the size this picks is outside [`Geometry::stage2`]'s range (a
+    /// limit under 25 bits, or past 48 bits with a layout that needs it).
     pub fn stage2_covering(ipa_end: u64, limit_bits: u8) -> Option<Self> {
         let needed = 64 - ipa_end.saturating_sub(1).leading_zeros();
         let bits = u8::try_from(needed.max(32)).unwrap_or(u8::MAX);
@@ -667,6 +668,16 @@ mod tests {
                 1usize << bits
             );
         }
+    }
+
+    #[test]
+    fn negative_control_the_start_level_check_refuses_a_start_too_deep_or_too_high() {
+        // Too deep: level 2 cannot reach 35 bits, nor level 1 44 bits
+        // (more than 16 concatenated tables).
+        assert!(!start_level_is_consistent(35, 2));
+        assert!(!start_level_is_consistent(44, 1));
+        // Too high: a level-1 walk for 30 bits resolves nothing at level 1.
+        assert!(!start_level_is_consistent(30, 1));
     }
 
     #[test]
